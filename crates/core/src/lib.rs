@@ -1,0 +1,5 @@
+//! Flotilla's pure logic: no I/O, no Kubernetes client. Everything here is a
+//! function of its inputs, so it is tested without a server.
+
+pub mod kubeconfig;
+pub mod pki;

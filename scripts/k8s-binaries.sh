@@ -8,23 +8,30 @@
 #   FLOTILLA_K8S_BIN=/dir scripts/...   use/fill another directory
 #
 # What it does on a fresh machine (see ../shared/DESIGN.md for why):
-#   1. apt-get install etcd-server golang-go jq rsync dpkg-dev
+#   1. apt-get install etcd-server etcd-client golang-go jq rsync dpkg-dev patch
 #      golang-github-modern-go-reflect2-dev
 #   2. apt-get source kubernetes (1.20.2) through a private deb-src list, so
 #      the system's apt sources are left untouched
 #   3. replace the vendored modern-go/reflect2 with Debian's v1.0.2 (the
 #      vendored v1.0.1 crashes kube-apiserver under Go 1.19)
-#   4. build kube-apiserver, kube-controller-manager, kube-scheduler,
+#   4. apply scripts/patches/*.patch (kubemark: choosable node capacity,
+#      loopback-only kubelet, no fixed healthz port)
+#   5. build kube-apiserver, kube-controller-manager, kube-scheduler,
 #      kubemark and kubectl in GOPATH mode; copy etcd beside them
-#   5. run each binary's --version before declaring success
+#   6. run each binary's --version before declaring success
 set -euo pipefail
 
 K8S_VERSION=1.20.2
+SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# The recipe id changes when the patches (or RECIPE_REVISION) change, so a
+# cache built by an older recipe is rebuilt rather than silently reused.
+RECIPE_REVISION=1
+RECIPE="$( { echo "$RECIPE_REVISION"; cat "$SCRIPT_DIR"/patches/*.patch; } | sha256sum | cut -c1-16)"
 CACHE_ROOT="${FLOTILLA_CACHE:-$HOME/.cache/flotilla}"
 BIN_DIR="${FLOTILLA_K8S_BIN:-$CACHE_ROOT/kubernetes/v$K8S_VERSION/bin}"
 STAMP="$BIN_DIR/.complete"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubemark kubectl etcd etcdctl)
-APT_PACKAGES=(etcd-server golang-go jq rsync dpkg-dev golang-github-modern-go-reflect2-dev)
+APT_PACKAGES=(etcd-server etcd-client golang-go jq rsync dpkg-dev patch golang-github-modern-go-reflect2-dev)
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 fail() { printf 'k8s-binaries: FAILED at step "%s": %s\n' "$CURRENT_STEP" "$*" >&2; exit 1; }
@@ -33,6 +40,7 @@ trap 'rc=$?; if [ $rc -ne 0 ]; then printf "k8s-binaries: step \"%s\" failed (ex
 
 cache_ok() {
     [ -f "$STAMP" ] || return 1
+    grep -qx "recipe=$RECIPE" "$STAMP" || return 1
     for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
 }
 
@@ -97,6 +105,11 @@ rm -rf "$SRC/vendor/github.com/modern-go/reflect2"
 cp -r "$REFLECT2" "$SRC/vendor/github.com/modern-go/reflect2"
 rm -f "$SRC/vendor/github.com/modern-go/reflect2/go.mod"
 
+CURRENT_STEP="apply Flotilla patches"
+for p in "$SCRIPT_DIR"/patches/*.patch; do
+    patch -d "$SRC" -p1 --quiet --forward < "$p" >&2 || fail "patch $(basename "$p") does not apply"
+done
+
 CURRENT_STEP="build kubernetes binaries"
 TARGETS="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubemark cmd/kubectl"
 step "building $TARGETS with $GO_VERSION (4-6 minutes on 2 cores the first time)"
@@ -130,13 +143,14 @@ for b in kube-apiserver kube-controller-manager kube-scheduler kubemark kubectl;
     cp "$OUT/$b" "$STAGE/$b"
 done
 cp /usr/bin/etcd "$STAGE/etcd" || fail "/usr/bin/etcd missing (etcd-server package)"
-cp /usr/bin/etcdctl "$STAGE/etcdctl" 2>/dev/null || cp "$(command -v etcdctl)" "$STAGE/etcdctl" || fail "etcdctl missing"
+cp /usr/bin/etcdctl "$STAGE/etcdctl" || fail "/usr/bin/etcdctl missing (etcd-client package)"
 for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     "$STAGE/$b" --version >/dev/null 2>&1 || "$STAGE/$b" version --client >/dev/null 2>&1 || fail "$b does not run"
 done
 "$STAGE/kubemark" --help >/dev/null 2>&1 || fail "kubemark does not run"
 "$STAGE/etcd" --version >/dev/null 2>&1 || fail "etcd does not run"
 {
+    echo "recipe=$RECIPE"
     echo "kubernetes=v$K8S_VERSION"
     echo "go=$GO_VERSION"
     echo "etcd=$("$STAGE/etcd" --version | head -n1)"

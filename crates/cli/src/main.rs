@@ -1,3 +1,85 @@
-fn main() {
-    println!("Hello, world!");
+//! `flotilla`: one binary, many subcommands.
+
+mod binaries;
+mod fleet;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "flotilla",
+    version,
+    about = "Manage fleets of Kubernetes clusters: build them, keep them healthy, run apps across them",
+    long_about = "Flotilla manages fleets of Kubernetes clusters from one hub.\n\n\
+        Start here:\n  \
+        flotilla up        start a local fleet (a hub and member clusters) from real binaries\n  \
+        flotilla status    show every cluster and process of the local fleet\n  \
+        flotilla down      stop the local fleet and remove its state"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a local fleet: a hub and N member clusters with hollow nodes.
+    ///
+    /// Builds the Kubernetes binaries first if they are not cached yet
+    /// (~10 minutes once; seconds after). The fleet runs in the background
+    /// until `flotilla down`. Running `up` again shows the running fleet.
+    Up(fleet::UpArgs),
+    /// Show the local fleet's clusters and processes and whether they are healthy.
+    ///
+    /// Exits non-zero when a cluster or process is unhealthy.
+    Status(fleet::StateDirArg),
+    /// Stop exactly the processes `up` started and remove the fleet's state.
+    Down(fleet::DownArgs),
+    /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
+    K8sBinaries,
+    /// Runs a local fleet in the foreground (what `up` starts in the background).
+    #[command(hide = true)]
+    FleetDaemon(fleet::DaemonArgs),
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+pub fn default_state_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/"))
+        .join(".flotilla")
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => fleet::up(args).await,
+        Command::Status(args) => fleet::status(args).await,
+        Command::Down(args) => fleet::down(args).await,
+        Command::K8sBinaries => binaries::ensure().map(|dir| {
+            println!("{}", dir.display());
+            true
+        }),
+        Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
+    };
+    match result {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,14 +1,74 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! Real Kubernetes for tests and for `flotilla up`: etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and hollow (kubemark) nodes, each a
+//! real process from the binaries built by `scripts/k8s-binaries.sh`.
+//!
+//! Every process is owned by a handle; dropping the handle (or the test
+//! process dying, even by SIGKILL) stops it. Ports are allocated free and
+//! every cluster has its own directory, so tests run in parallel.
+
+mod binaries;
+mod cluster;
+mod etcd;
+pub mod ports;
+pub mod process;
+
+use std::path::{Path, PathBuf};
+
+pub use binaries::{Binaries, DEFAULT_K8S_VERSION};
+pub use cluster::{
+    node_is_ready, Cluster, ClusterConfig, ClusterInfo, ControllerSet, NodeConfig, ProcessInfo,
+};
+pub use etcd::Etcd;
+pub use process::{ManagedProcess, ProcessSpec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "Kubernetes binaries not found: {missing} is missing in {dir}. \
+         Run scripts/k8s-binaries.sh (or `flotilla up`, which runs it) to build them, \
+         or point FLOTILLA_K8S_BIN at a directory that has them"
+    )]
+    BinariesMissing { dir: PathBuf, missing: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{name} exited ({status}); last lines of {log_path}:\n{log_tail}")]
+    Exited {
+        name: String,
+        status: String,
+        log_path: PathBuf,
+        log_tail: String,
+    },
+    #[error("timed out after {seconds}s waiting for {what}{detail}")]
+    Timeout {
+        what: String,
+        seconds: u64,
+        detail: String,
+    },
+    #[error("generating certificates: {0}")]
+    Pki(#[from] flotilla_core::pki::PkiError),
+    #[error("building a Kubernetes client: {0}")]
+    Client(String),
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

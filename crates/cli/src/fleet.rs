@@ -1,0 +1,681 @@
+//! The local fleet: `flotilla up`, `status`, `down`.
+//!
+//! `up` starts a detached daemon (`flotilla fleet-daemon`) that owns every
+//! process of the fleet: its children die with it (parent-death signal), and
+//! on SIGTERM it stops them gracefully. The daemon records what it started,
+//! with pids and process start times, in `<state-dir>/fleet.json`; `status`
+//! and `down` read that file and touch only processes whose pid *and* start
+//! time match, never anything else.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use comfy_table::{presets::NOTHING, Table};
+use flotilla_testenv::{process::log_tail, Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd};
+use k8s_openapi::api::core::v1::Node;
+use kube::api::ListParams;
+use kube::Api;
+use serde::{Deserialize, Serialize};
+
+#[derive(Args, Debug, Clone)]
+pub struct StateDirArg {
+    /// Where the fleet keeps kubeconfigs, logs and data.
+    #[arg(long, env = "FLOTILLA_STATE_DIR", default_value_os_t = crate::default_state_dir())]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Number of member clusters (named member-1, member-2, ...).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
+    pub clusters: u32,
+    /// Hollow nodes per member cluster.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=50))]
+    pub nodes: u32,
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Give up if the fleet is not ready within this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct DownArgs {
+    #[command(flatten)]
+    pub state: StateDirArg,
+    /// Keep the state directory (kubeconfigs, logs, etcd data).
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[arg(long)]
+    pub clusters: u32,
+    #[arg(long)]
+    pub nodes: u32,
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub k8s_bin: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Phase {
+    Starting,
+    Ready,
+    Failed,
+    Stopping,
+}
+
+/// `<state-dir>/fleet.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FleetState {
+    pub phase: Phase,
+    pub message: String,
+    pub daemon: ProcessRecord,
+    pub started_at_unix: u64,
+    pub hub_kubeconfig: PathBuf,
+    /// The etcd every cluster of the fleet stores its data in.
+    pub etcd: Option<ProcessRecord>,
+    pub clusters: Vec<ClusterRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub role: String,
+    pub server: String,
+    pub kubeconfig: PathBuf,
+    pub nodes: u32,
+    pub processes: Vec<ProcessRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ProcessRecord {
+    pub name: String,
+    pub pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat` field 22):
+    /// with the pid, it identifies the process even if the pid is reused.
+    pub start_time: u64,
+    pub log: PathBuf,
+}
+
+impl ProcessRecord {
+    fn of(name: &str, pid: u32, log: PathBuf) -> Self {
+        Self {
+            name: name.into(),
+            pid,
+            start_time: proc_start_time(pid).unwrap_or(0),
+            log,
+        }
+    }
+
+    /// True if this very process (not a later one with the same pid) is alive.
+    pub fn alive(&self) -> bool {
+        flotilla_testenv::process::pid_alive(self.pid)
+            && proc_start_time(self.pid) == Some(self.start_time)
+    }
+}
+
+fn proc_start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command; starttime is field 22 overall,
+    // i.e. the 20th after the command.
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn state_path(dir: &Path) -> PathBuf {
+    dir.join("fleet.json")
+}
+
+pub fn read_state(dir: &Path) -> anyhow::Result<Option<FleetState>> {
+    let path = state_path(dir);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            Ok(Some(serde_json::from_str(&text).with_context(|| {
+                format!("{} is corrupt", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write_state(dir: &Path, state: &FleetState) -> anyhow::Result<()> {
+    let path = state_path(dir);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(state)?)?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(())
+}
+
+/// A kubectl-style table: no borders, upper-case headers.
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(NOTHING).set_header(header.to_vec());
+    t
+}
+
+fn fmt_bytes(b: u64) -> String {
+    format!("{} MiB", b / (1024 * 1024))
+}
+
+// ---------------------------------------------------------------- up
+
+pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
+    let dir = &args.state.state_dir;
+    if let Some(state) = read_state(dir)? {
+        if state.daemon.alive() {
+            println!(
+                "A fleet is already running from {} ({:?}); not starting another.\n",
+                dir.display(),
+                state.phase
+            );
+            return status(args.state.clone()).await;
+        }
+        // A fleet whose daemon is gone: its processes died with it.
+        println!("Removing the state of a stopped fleet in {}", dir.display());
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+    }
+
+    let k8s_bin = crate::binaries::ensure()?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let log_path = dir.join("fleet.log");
+    let log = std::fs::File::create(&log_path)?;
+    let exe = std::env::current_exe().context("finding the flotilla binary")?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("fleet-daemon")
+        .arg("--clusters")
+        .arg(args.clusters.to_string())
+        .arg("--nodes")
+        .arg(args.nodes.to_string())
+        .arg("--state-dir")
+        .arg(dir)
+        .arg("--k8s-bin")
+        .arg(&k8s_bin)
+        .env(
+            "FLOTILLA_LOG",
+            std::env::var("FLOTILLA_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our
+    // terminal and session so it outlives this command.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let mut daemon = command.spawn().context("starting the fleet daemon")?;
+
+    let spinner = indicatif::ProgressBar::new_spinner();
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    spinner.set_message("starting the fleet daemon");
+    let deadline = started + Duration::from_secs(args.timeout);
+    loop {
+        if let Some(exit) = daemon.try_wait()? {
+            spinner.finish_and_clear();
+            bail!(
+                "the fleet failed to start ({exit}). Last lines of {}:\n{}",
+                log_path.display(),
+                log_tail(&log_path, 25)
+            );
+        }
+        if let Ok(Some(state)) = read_state(dir) {
+            spinner.set_message(state.message.clone());
+            match state.phase {
+                Phase::Ready => break,
+                Phase::Failed => {
+                    spinner.finish_and_clear();
+                    let _ = daemon.wait();
+                    bail!(
+                        "the fleet failed to start: {}\nLast lines of {}:\n{}",
+                        state.message,
+                        log_path.display(),
+                        log_tail(&log_path, 25)
+                    );
+                }
+                _ => {}
+            }
+        }
+        if Instant::now() > deadline {
+            spinner.finish_and_clear();
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(daemon.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            bail!(
+                "the fleet was not ready after {}s; stopped it. Last lines of {}:\n{}",
+                args.timeout,
+                log_path.display(),
+                log_tail(&log_path, 25)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    spinner.finish_and_clear();
+    let elapsed = started.elapsed();
+    let Some(state) = read_state(dir)? else {
+        bail!("fleet state vanished")
+    };
+    println!(
+        "Fleet ready in {:.1}s: a hub and {} member cluster(s) with {} hollow node(s) each.\n",
+        elapsed.as_secs_f64(),
+        args.clusters,
+        args.nodes
+    );
+    println!("Kubeconfigs:");
+    println!("  hub       {}", state.hub_kubeconfig.display());
+    for c in state.clusters.iter().filter(|c| c.role == "member") {
+        println!("  {:<9} {}", c.name, c.kubeconfig.display());
+    }
+    let kubectl = k8s_bin.join("kubectl");
+    println!("\nTry:");
+    if let Some(first) = state.clusters.iter().find(|c| c.role == "member") {
+        println!(
+            "  {} --kubeconfig {} create deployment web --image=nginx --replicas=3",
+            kubectl.display(),
+            first.kubeconfig.display()
+        );
+        println!(
+            "  {} --kubeconfig {} get deploy,pods -o wide",
+            kubectl.display(),
+            first.kubeconfig.display()
+        );
+    }
+    println!("  flotilla status        # every cluster and process, and its health");
+    println!(
+        "  flotilla down          # stop everything and remove {}",
+        dir.display()
+    );
+    Ok(true)
+}
+
+// ---------------------------------------------------------------- daemon
+
+pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
+    let dir = args.state_dir.clone();
+    let me = std::process::id();
+    let mut state = FleetState {
+        phase: Phase::Starting,
+        message: "starting etcd".into(),
+        daemon: ProcessRecord::of("fleet-daemon", me, dir.join("fleet.log")),
+        started_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        hub_kubeconfig: dir.join("hub.kubeconfig"),
+        etcd: None,
+        clusters: Vec::new(),
+    };
+    write_state(&dir, &state)?;
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+
+    let start = start_fleet(&args, &mut state);
+    let started = tokio::select! {
+        r = start => r,
+        _ = sigterm.recv() => Err(anyhow::anyhow!("stopped by SIGTERM while starting")),
+        _ = sigint.recv() => Err(anyhow::anyhow!("stopped by SIGINT while starting")),
+    };
+    let (etcd, clusters) = match started {
+        Ok(parts) => parts,
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "fleet failed to start");
+            state.phase = Phase::Failed;
+            state.message = format!("{e:#}");
+            write_state(&dir, &state)?;
+            return Err(e);
+        }
+    };
+    state.phase = Phase::Ready;
+    state.message = "ready".into();
+    write_state(&dir, &state)?;
+    tracing::info!(clusters = clusters.len(), "fleet ready");
+
+    tokio::select! {
+        _ = sigterm.recv() => {},
+        _ = sigint.recv() => {},
+    }
+    tracing::info!("stopping the fleet");
+    state.phase = Phase::Stopping;
+    state.message = "stopping".into();
+    write_state(&dir, &state)?;
+    for cluster in clusters.into_iter().rev() {
+        cluster.shutdown(Duration::from_secs(5));
+    }
+    let mut etcd = etcd;
+    etcd.process_mut().stop(Duration::from_secs(5));
+    Ok(())
+}
+
+async fn start_fleet(
+    args: &DaemonArgs,
+    state: &mut FleetState,
+) -> anyhow::Result<(Etcd, Vec<Cluster>)> {
+    let dir = &args.state_dir;
+    let binaries = Binaries::in_dir(&args.k8s_bin)?;
+    let etcd = Etcd::start(&binaries, dir).await.context("starting etcd")?;
+    let etcd_proc = etcd.process();
+    state.etcd = Some(ProcessRecord::of(
+        "etcd",
+        etcd_proc.pid().unwrap_or(0),
+        etcd_proc.log_path().to_path_buf(),
+    ));
+    state.message = "starting the hub".into();
+    write_state(dir, state)?;
+
+    let mut hub_config = ClusterConfig::hub("hub")
+        .in_dir(dir.join("hub"))
+        .with_etcd(etcd.client_url());
+    hub_config.binaries = Some(binaries.clone());
+    let hub = Cluster::start(hub_config)
+        .await
+        .context("starting the hub")?;
+    std::fs::copy(hub.kubeconfig_path(), &state.hub_kubeconfig)?;
+    state
+        .clusters
+        .push(record(&hub, "hub", state.hub_kubeconfig.clone(), 0));
+    state.message = format!("starting {} member cluster(s)", args.clusters);
+    write_state(dir, state)?;
+
+    let members = futures::future::try_join_all((1..=args.clusters).map(|i| {
+        let name = format!("member-{i}");
+        let mut config = ClusterConfig::new(&name)
+            .in_dir(dir.join("clusters").join(&name))
+            .with_etcd(etcd.client_url())
+            .with_nodes(args.nodes as usize);
+        config.binaries = Some(binaries.clone());
+        async move {
+            Cluster::start(config)
+                .await
+                .with_context(|| format!("starting {name}"))
+        }
+    }))
+    .await?;
+    let mut clusters = vec![hub];
+    for member in members {
+        let kubeconfig = dir
+            .join("clusters")
+            .join(format!("{}.kubeconfig", member.name()));
+        std::fs::copy(member.kubeconfig_path(), &kubeconfig)?;
+        state
+            .clusters
+            .push(record(&member, "member", kubeconfig, args.nodes));
+        clusters.push(member);
+    }
+    Ok((etcd, clusters))
+}
+
+fn record(cluster: &Cluster, role: &str, kubeconfig: PathBuf, nodes: u32) -> ClusterRecord {
+    let ClusterInfo {
+        name,
+        server,
+        processes,
+        ..
+    } = cluster.info();
+    ClusterRecord {
+        name,
+        role: role.into(),
+        server,
+        kubeconfig,
+        nodes,
+        processes: processes
+            .into_iter()
+            .filter_map(|p| p.pid.map(|pid| ProcessRecord::of(&p.name, pid, p.log)))
+            .collect(),
+    }
+}
+
+// ---------------------------------------------------------------- status
+
+struct ApiHealth {
+    ready: bool,
+    nodes_ready: Option<usize>,
+    detail: String,
+}
+
+async fn api_health(kubeconfig: &Path) -> ApiHealth {
+    let probe = async {
+        let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await?;
+        config.connect_timeout = Some(Duration::from_secs(2));
+        config.read_timeout = Some(Duration::from_secs(3));
+        let client = kube::Client::try_from(config)?;
+        let body = client
+            .request_text(http::Request::get("/readyz").body(Vec::new())?)
+            .await?;
+        let nodes = Api::<Node>::all(client)
+            .list(&ListParams::default())
+            .await?;
+        let ready = nodes
+            .items
+            .iter()
+            .filter(|n| flotilla_testenv::node_is_ready(n))
+            .count();
+        anyhow::Ok((body.trim() == "ok", ready))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Ok((ready, nodes))) => ApiHealth {
+            ready,
+            nodes_ready: Some(nodes),
+            detail: String::new(),
+        },
+        Ok(Err(e)) => ApiHealth {
+            ready: false,
+            nodes_ready: None,
+            detail: format!("{e:#}"),
+        },
+        Err(_) => ApiHealth {
+            ready: false,
+            nodes_ready: None,
+            detail: "no answer in 5s".into(),
+        },
+    }
+}
+
+pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
+    let dir = &args.state_dir;
+    let Some(state) = read_state(dir)? else {
+        println!(
+            "No fleet in {}. Start one with `flotilla up`.",
+            dir.display()
+        );
+        return Ok(false);
+    };
+    let daemon_alive = state.daemon.alive();
+    let mut healthy = daemon_alive && state.phase == Phase::Ready;
+    println!(
+        "Fleet in {}: {:?}{} (daemon pid {} {})",
+        dir.display(),
+        state.phase,
+        if state.phase == Phase::Failed {
+            format!(": {}", state.message)
+        } else {
+            String::new()
+        },
+        state.daemon.pid,
+        if daemon_alive {
+            "running"
+        } else {
+            "NOT RUNNING"
+        }
+    );
+
+    let healths =
+        futures::future::join_all(state.clusters.iter().map(|c| api_health(&c.kubeconfig))).await;
+    let mut clusters = table(&["CLUSTER", "ROLE", "API", "NODES", "PROCESSES", "MEMORY"]);
+    let mut processes = table(&["CLUSTER", "PROCESS", "PID", "STATE", "MEMORY"]);
+    let mut total_rss = 0u64;
+    let mut problems = Vec::new();
+    if let Some(etcd) = &state.etcd {
+        let alive = etcd.alive();
+        let rss = if alive {
+            rss_bytes(etcd.pid).unwrap_or(0)
+        } else {
+            0
+        };
+        total_rss += rss;
+        healthy &= alive;
+        processes.add_row(vec![
+            "(shared)".to_string(),
+            "etcd".into(),
+            etcd.pid.to_string(),
+            if alive { "running" } else { "DEAD" }.into(),
+            fmt_bytes(rss),
+        ]);
+    }
+    for (c, h) in state.clusters.iter().zip(&healths) {
+        let mut alive_count = 0;
+        let mut cluster_rss = 0;
+        for p in &c.processes {
+            let alive = p.alive();
+            let rss = if alive {
+                rss_bytes(p.pid).unwrap_or(0)
+            } else {
+                0
+            };
+            alive_count += usize::from(alive);
+            cluster_rss += rss;
+            if !alive {
+                problems.push(format!(
+                    "{}/{} is not running; see {}",
+                    c.name,
+                    p.name,
+                    p.log.display()
+                ));
+            }
+            processes.add_row(vec![
+                c.name.clone(),
+                p.name.clone(),
+                p.pid.to_string(),
+                if alive { "running" } else { "DEAD" }.into(),
+                fmt_bytes(rss),
+            ]);
+        }
+        total_rss += cluster_rss;
+        let nodes = match (c.role.as_str(), h.nodes_ready) {
+            ("hub", _) => "-".to_string(),
+            (_, Some(n)) => format!("{n}/{}", c.nodes),
+            (_, None) => format!("?/{}", c.nodes),
+        };
+        let nodes_ok = c.role == "hub" || h.nodes_ready == Some(c.nodes as usize);
+        if !h.ready {
+            problems.push(format!("{}: API not ready: {}", c.name, h.detail));
+        }
+        healthy &= h.ready && nodes_ok && alive_count == c.processes.len();
+        clusters.add_row([
+            c.name.as_str(),
+            c.role.as_str(),
+            if h.ready { "ready" } else { "NOT READY" },
+            &nodes,
+            &format!("{alive_count}/{}", c.processes.len()),
+            &fmt_bytes(cluster_rss),
+        ]);
+    }
+    let daemon_rss = if daemon_alive {
+        rss_bytes(state.daemon.pid).unwrap_or(0)
+    } else {
+        0
+    };
+    total_rss += daemon_rss;
+    println!("{clusters}\n{processes}");
+    println!(
+        "Total resident memory: {} (including the fleet daemon, {}). Logs: {}/**/logs/",
+        fmt_bytes(total_rss),
+        fmt_bytes(daemon_rss),
+        dir.display()
+    );
+    for p in &problems {
+        println!("problem: {p}");
+    }
+    println!(
+        "{}",
+        if healthy {
+            "Fleet healthy."
+        } else {
+            "Fleet NOT healthy."
+        }
+    );
+    Ok(healthy)
+}
+
+// ---------------------------------------------------------------- down
+
+pub async fn down(args: DownArgs) -> anyhow::Result<bool> {
+    let dir = &args.state.state_dir;
+    let Some(state) = read_state(dir)? else {
+        println!("No fleet in {}; nothing to stop.", dir.display());
+        return Ok(true);
+    };
+    if state.daemon.alive() {
+        println!("Stopping the fleet (daemon pid {})...", state.daemon.pid);
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(state.daemon.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while state.daemon.alive() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if state.daemon.alive() {
+            // Its children die with it (parent-death signal).
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(state.daemon.pid as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    // Anything the fleet started that is somehow still alive: only processes
+    // whose pid and start time both match the record.
+    let recorded: Vec<&ProcessRecord> = state
+        .etcd
+        .iter()
+        .chain(state.clusters.iter().flat_map(|c| c.processes.iter()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let alive: Vec<&&ProcessRecord> = recorded.iter().filter(|p| p.alive()).collect();
+        if alive.is_empty() {
+            break;
+        }
+        if Instant::now() > deadline {
+            for p in &alive {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(p.pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if args.keep {
+        println!("Fleet stopped; state kept in {}.", dir.display());
+    } else {
+        std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
+        println!("Fleet stopped and {} removed.", dir.display());
+    }
+    Ok(true)
+}

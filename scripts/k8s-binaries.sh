@@ -74,7 +74,10 @@ REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 [ -d "$REFLECT2" ] || fail "$REFLECT2 missing after installing golang-github-modern-go-reflect2-dev"
 GO_VERSION="$(go version)" || fail "go is not runnable"
 
-WORK="$(dirname "$BIN_DIR")/build.tmp.$$"
+# A fixed path (we hold the lock): Go's build cache, kept across recipe
+# changes in $GO_CACHE_KEEP, only hits when the source path is the same.
+WORK="$(dirname "$BIN_DIR")/build"
+GO_CACHE_KEEP="$(dirname "$BIN_DIR")/go-build-cache"
 rm -rf "$WORK"; mkdir -p "$WORK"
 trap 'rc=$?; rm -rf "$WORK"; if [ $rc -ne 0 ]; then printf "k8s-binaries: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
 
@@ -116,9 +119,14 @@ step "building $TARGETS with $GO_VERSION (4-6 minutes on 2 cores the first time)
 mkdir -p "$SRC/.go/src/k8s.io"
 ln -s ../../.. "$SRC/.go/src/k8s.io/kubernetes"
 BUILD_LOG="$WORK/build.log"
+# Kubernetes' make keeps its Go cache in _output/go/cache; reuse the last one.
+if [ -d "$GO_CACHE_KEEP" ]; then
+    mkdir -p "$SRC/_output/go"
+    mv "$GO_CACHE_KEEP" "$SRC/_output/go/cache"
+fi
 (
     cd "$SRC/.go/src/k8s.io/kubernetes"
-    env GOPATH="$SRC/.go" GOCACHE="$CACHE_ROOT/go-build" GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
+    env GOPATH="$SRC/.go" GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
         KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean \
         make WHAT="$TARGETS" >"$BUILD_LOG" 2>&1
 ) &
@@ -133,6 +141,9 @@ if ! wait "$BUILD_PID"; then
     tail -n 40 "$BUILD_LOG" >&2
     fail "make failed (the last lines of its log are above)"
 fi
+
+rm -rf "$GO_CACHE_KEEP"
+mv "$SRC/_output/go/cache" "$GO_CACHE_KEEP" 2>/dev/null || true
 
 CURRENT_STEP="verify binaries"
 STAGE="$BIN_DIR.tmp.$$"

@@ -1,5 +1,6 @@
 //! `flotilla`: one binary, many subcommands.
 
+mod bench;
 mod binaries;
 mod fleet;
 
@@ -39,6 +40,9 @@ enum Command {
     Down(fleet::DownArgs),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
     K8sBinaries,
+    /// Print benchmark figures (start-up times, memory).
+    #[command(subcommand)]
+    Bench(bench::Bench),
     /// Runs a local fleet in the foreground (what `up` starts in the background).
     #[command(hide = true)]
     FleetDaemon(fleet::DaemonArgs),
@@ -72,6 +76,7 @@ async fn main() -> std::process::ExitCode {
             println!("{}", dir.display());
             true
         }),
+        Command::Bench(b) => bench::run(b).await,
         Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
     };
     match result {

@@ -79,7 +79,8 @@ GO_VERSION="$(go version)" || fail "go is not runnable"
 WORK="$(dirname "$BIN_DIR")/build"
 GO_CACHE_KEEP="$(dirname "$BIN_DIR")/go-build-cache"
 rm -rf "$WORK"; mkdir -p "$WORK"
-trap 'rc=$?; rm -rf "$WORK"; if [ $rc -ne 0 ]; then printf "k8s-binaries: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
+STAGE="$BIN_DIR.tmp.$$"
+trap 'rc=$?; rm -rf "$WORK" "$STAGE"; if [ $rc -ne 0 ]; then printf "k8s-binaries: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
 
 CURRENT_STEP="fetch kubernetes source package"
 step "fetching the kubernetes $K8S_VERSION source package"
@@ -146,7 +147,6 @@ rm -rf "$GO_CACHE_KEEP"
 mv "$SRC/_output/go/cache" "$GO_CACHE_KEEP" 2>/dev/null || true
 
 CURRENT_STEP="verify binaries"
-STAGE="$BIN_DIR.tmp.$$"
 rm -rf "$STAGE"; mkdir -p "$STAGE"
 OUT="$SRC/_output/local/bin/linux/amd64"
 for b in kube-apiserver kube-controller-manager kube-scheduler kubemark kubectl; do

@@ -112,7 +112,8 @@ fn fleet_rss(dir: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
     for p in records {
         let rss = crate::fleet::rss_bytes(p.pid).unwrap_or(0);
         total += rss;
-        let kind = if p.name.contains("-node-") { "hollow node (kubemark)".to_string() } else { p.name.clone() };
+        let kind =
+            if p.name.contains("-node-") { "hollow node (kubemark)".to_string() } else { p.name.clone() };
         *per_kind.entry(kind).or_default() += rss;
     }
     Ok((total, per_kind.into_iter().collect()))

@@ -6,10 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 const SCRIPT: &str = include_str!("../../../scripts/k8s-binaries.sh");
-const PATCHES: &[(&str, &str)] = &[(
-    "kubemark-sized-node.patch",
-    include_str!("../../../scripts/patches/kubemark-sized-node.patch"),
-)];
+const PATCHES: &[(&str, &str)] =
+    &[("kubemark-sized-node.patch", include_str!("../../../scripts/patches/kubemark-sized-node.patch"))];
 
 /// Builds the binaries into the cache if needed (the script is a no-op in
 /// under a second when the cache is complete) and returns their directory.
@@ -29,12 +27,7 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
     if !output.status.success() {
         bail!("could not get the Kubernetes binaries (the script's messages are above)");
     }
-    let bin_dir = String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_string();
+    let bin_dir = String::from_utf8_lossy(&output.stdout).trim().lines().last().unwrap_or("").to_string();
     if bin_dir.is_empty() {
         bail!("the Kubernetes binaries script printed no directory");
     }

@@ -106,18 +106,12 @@ pub struct ProcessRecord {
 
 impl ProcessRecord {
     fn of(name: &str, pid: u32, log: PathBuf) -> Self {
-        Self {
-            name: name.into(),
-            pid,
-            start_time: proc_start_time(pid).unwrap_or(0),
-            log,
-        }
+        Self { name: name.into(), pid, start_time: proc_start_time(pid).unwrap_or(0), log }
     }
 
     /// True if this very process (not a later one with the same pid) is alive.
     pub fn alive(&self) -> bool {
-        flotilla_testenv::process::pid_alive(self.pid)
-            && proc_start_time(self.pid) == Some(self.start_time)
+        flotilla_testenv::process::pid_alive(self.pid) && proc_start_time(self.pid) == Some(self.start_time)
     }
 }
 
@@ -144,9 +138,7 @@ pub fn read_state(dir: &Path) -> anyhow::Result<Option<FleetState>> {
     let path = state_path(dir);
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            Ok(Some(serde_json::from_str(&text).with_context(|| {
-                format!("{} is corrupt", path.display())
-            })?))
+            Ok(Some(serde_json::from_str(&text).with_context(|| format!("{} is corrupt", path.display()))?))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
@@ -206,10 +198,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         .arg(dir)
         .arg("--k8s-bin")
         .arg(&k8s_bin)
-        .env(
-            "FLOTILLA_LOG",
-            std::env::var("FLOTILLA_LOG").unwrap_or_else(|_| "info".into()),
-        )
+        .env("FLOTILLA_LOG", std::env::var("FLOTILLA_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -273,9 +262,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
     }
     spinner.finish_and_clear();
     let elapsed = started.elapsed();
-    let Some(state) = read_state(dir)? else {
-        bail!("fleet state vanished")
-    };
+    let Some(state) = read_state(dir)? else { bail!("fleet state vanished") };
     println!(
         "Fleet ready in {:.1}s: a hub and {} member cluster(s) with {} hollow node(s) each.\n",
         elapsed.as_secs_f64(),
@@ -302,10 +289,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         );
     }
     println!("  flotilla status        # every cluster and process, and its health");
-    println!(
-        "  flotilla down          # stop everything and remove {}",
-        dir.display()
-    );
+    println!("  flotilla down          # stop everything and remove {}", dir.display());
     Ok(true)
 }
 
@@ -368,33 +352,21 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_fleet(
-    args: &DaemonArgs,
-    state: &mut FleetState,
-) -> anyhow::Result<(Etcd, Vec<Cluster>)> {
+async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Result<(Etcd, Vec<Cluster>)> {
     let dir = &args.state_dir;
     let binaries = Binaries::in_dir(&args.k8s_bin)?;
     let etcd = Etcd::start(&binaries, dir).await.context("starting etcd")?;
     let etcd_proc = etcd.process();
-    state.etcd = Some(ProcessRecord::of(
-        "etcd",
-        etcd_proc.pid().unwrap_or(0),
-        etcd_proc.log_path().to_path_buf(),
-    ));
+    state.etcd =
+        Some(ProcessRecord::of("etcd", etcd_proc.pid().unwrap_or(0), etcd_proc.log_path().to_path_buf()));
     state.message = "starting the hub".into();
     write_state(dir, state)?;
 
-    let mut hub_config = ClusterConfig::hub("hub")
-        .in_dir(dir.join("hub"))
-        .with_etcd(etcd.client_url());
+    let mut hub_config = ClusterConfig::hub("hub").in_dir(dir.join("hub")).with_etcd(etcd.client_url());
     hub_config.binaries = Some(binaries.clone());
-    let hub = Cluster::start(hub_config)
-        .await
-        .context("starting the hub")?;
+    let hub = Cluster::start(hub_config).await.context("starting the hub")?;
     std::fs::copy(hub.kubeconfig_path(), &state.hub_kubeconfig)?;
-    state
-        .clusters
-        .push(record(&hub, "hub", state.hub_kubeconfig.clone(), 0));
+    state.clusters.push(record(&hub, "hub", state.hub_kubeconfig.clone(), 0));
     state.message = format!("starting {} member cluster(s)", args.clusters);
     write_state(dir, state)?;
 
@@ -405,34 +377,21 @@ async fn start_fleet(
             .with_etcd(etcd.client_url())
             .with_nodes(args.nodes as usize);
         config.binaries = Some(binaries.clone());
-        async move {
-            Cluster::start(config)
-                .await
-                .with_context(|| format!("starting {name}"))
-        }
+        async move { Cluster::start(config).await.with_context(|| format!("starting {name}")) }
     }))
     .await?;
     let mut clusters = vec![hub];
     for member in members {
-        let kubeconfig = dir
-            .join("clusters")
-            .join(format!("{}.kubeconfig", member.name()));
+        let kubeconfig = dir.join("clusters").join(format!("{}.kubeconfig", member.name()));
         std::fs::copy(member.kubeconfig_path(), &kubeconfig)?;
-        state
-            .clusters
-            .push(record(&member, "member", kubeconfig, args.nodes));
+        state.clusters.push(record(&member, "member", kubeconfig, args.nodes));
         clusters.push(member);
     }
     Ok((etcd, clusters))
 }
 
 fn record(cluster: &Cluster, role: &str, kubeconfig: PathBuf, nodes: u32) -> ClusterRecord {
-    let ClusterInfo {
-        name,
-        server,
-        processes,
-        ..
-    } = cluster.info();
+    let ClusterInfo { name, server, processes, .. } = cluster.info();
     ClusterRecord {
         name,
         role: role.into(),
@@ -458,50 +417,26 @@ async fn api_health(kubeconfig: &Path) -> ApiHealth {
     let probe = async {
         let kc = kube::config::Kubeconfig::read_from(kubeconfig)?;
         let mut config =
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
         config.connect_timeout = Some(Duration::from_secs(2));
         config.read_timeout = Some(Duration::from_secs(3));
         let client = kube::Client::try_from(config)?;
-        let body = client
-            .request_text(http::Request::get("/readyz").body(Vec::new())?)
-            .await?;
-        let nodes = Api::<Node>::all(client)
-            .list(&ListParams::default())
-            .await?;
-        let ready = nodes
-            .items
-            .iter()
-            .filter(|n| flotilla_testenv::node_is_ready(n))
-            .count();
+        let body = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await?;
+        let nodes = Api::<Node>::all(client).list(&ListParams::default()).await?;
+        let ready = nodes.items.iter().filter(|n| flotilla_testenv::node_is_ready(n)).count();
         anyhow::Ok((body.trim() == "ok", ready))
     };
     match tokio::time::timeout(Duration::from_secs(5), probe).await {
-        Ok(Ok((ready, nodes))) => ApiHealth {
-            ready,
-            nodes_ready: Some(nodes),
-            detail: String::new(),
-        },
-        Ok(Err(e)) => ApiHealth {
-            ready: false,
-            nodes_ready: None,
-            detail: format!("{e:#}"),
-        },
-        Err(_) => ApiHealth {
-            ready: false,
-            nodes_ready: None,
-            detail: "no answer in 5s".into(),
-        },
+        Ok(Ok((ready, nodes))) => ApiHealth { ready, nodes_ready: Some(nodes), detail: String::new() },
+        Ok(Err(e)) => ApiHealth { ready: false, nodes_ready: None, detail: format!("{e:#}") },
+        Err(_) => ApiHealth { ready: false, nodes_ready: None, detail: "no answer in 5s".into() },
     }
 }
 
 pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
     let dir = &args.state_dir;
     let Some(state) = read_state(dir)? else {
-        println!(
-            "No fleet in {}. Start one with `flotilla up`.",
-            dir.display()
-        );
+        println!("No fleet in {}. Start one with `flotilla up`.", dir.display());
         return Ok(false);
     };
     let daemon_alive = state.daemon.alive();
@@ -510,32 +445,19 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
         "Fleet in {}: {:?}{} (daemon pid {} {})",
         dir.display(),
         state.phase,
-        if state.phase == Phase::Failed {
-            format!(": {}", state.message)
-        } else {
-            String::new()
-        },
+        if state.phase == Phase::Failed { format!(": {}", state.message) } else { String::new() },
         state.daemon.pid,
-        if daemon_alive {
-            "running"
-        } else {
-            "NOT RUNNING"
-        }
+        if daemon_alive { "running" } else { "NOT RUNNING" }
     );
 
-    let healths =
-        futures::future::join_all(state.clusters.iter().map(|c| api_health(&c.kubeconfig))).await;
+    let healths = futures::future::join_all(state.clusters.iter().map(|c| api_health(&c.kubeconfig))).await;
     let mut clusters = table(&["CLUSTER", "ROLE", "API", "NODES", "PROCESSES", "MEMORY"]);
     let mut processes = table(&["CLUSTER", "PROCESS", "PID", "STATE", "MEMORY"]);
     let mut total_rss = 0u64;
     let mut problems = Vec::new();
     if let Some(etcd) = &state.etcd {
         let alive = etcd.alive();
-        let rss = if alive {
-            rss_bytes(etcd.pid).unwrap_or(0)
-        } else {
-            0
-        };
+        let rss = if alive { rss_bytes(etcd.pid).unwrap_or(0) } else { 0 };
         total_rss += rss;
         healthy &= alive;
         processes.add_row(vec![
@@ -551,20 +473,11 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
         let mut cluster_rss = 0;
         for p in &c.processes {
             let alive = p.alive();
-            let rss = if alive {
-                rss_bytes(p.pid).unwrap_or(0)
-            } else {
-                0
-            };
+            let rss = if alive { rss_bytes(p.pid).unwrap_or(0) } else { 0 };
             alive_count += usize::from(alive);
             cluster_rss += rss;
             if !alive {
-                problems.push(format!(
-                    "{}/{} is not running; see {}",
-                    c.name,
-                    p.name,
-                    p.log.display()
-                ));
+                problems.push(format!("{}/{} is not running; see {}", c.name, p.name, p.log.display()));
             }
             processes.add_row(vec![
                 c.name.clone(),
@@ -594,11 +507,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
             &fmt_bytes(cluster_rss),
         ]);
     }
-    let daemon_rss = if daemon_alive {
-        rss_bytes(state.daemon.pid).unwrap_or(0)
-    } else {
-        0
-    };
+    let daemon_rss = if daemon_alive { rss_bytes(state.daemon.pid).unwrap_or(0) } else { 0 };
     total_rss += daemon_rss;
     println!("{clusters}\n{processes}");
     println!(
@@ -610,14 +519,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
     for p in &problems {
         println!("problem: {p}");
     }
-    println!(
-        "{}",
-        if healthy {
-            "Fleet healthy."
-        } else {
-            "Fleet NOT healthy."
-        }
-    );
+    println!("{}", if healthy { "Fleet healthy." } else { "Fleet NOT healthy." });
     Ok(healthy)
 }
 
@@ -649,11 +551,8 @@ pub async fn down(args: DownArgs) -> anyhow::Result<bool> {
     }
     // Anything the fleet started that is somehow still alive: only processes
     // whose pid and start time both match the record.
-    let recorded: Vec<&ProcessRecord> = state
-        .etcd
-        .iter()
-        .chain(state.clusters.iter().flat_map(|c| c.processes.iter()))
-        .collect();
+    let recorded: Vec<&ProcessRecord> =
+        state.etcd.iter().chain(state.clusters.iter().flat_map(|c| c.processes.iter())).collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let alive: Vec<&&ProcessRecord> = recorded.iter().filter(|p| p.alive()).collect();

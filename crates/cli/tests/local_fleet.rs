@@ -9,18 +9,11 @@ use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
 fn flotilla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).output().unwrap()
 }
 
 fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// Runs `flotilla down` when the test ends, however it ends.
@@ -38,9 +31,7 @@ impl Drop for Fleet {
 
 async fn client(kubeconfig: &Path) -> kube::Client {
     let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
     kube::Client::try_from(config).unwrap()
 }
 
@@ -56,10 +47,7 @@ fn deployment(replicas: i32) -> Deployment {
 }
 
 fn recorded_pids(state: &serde_json::Value) -> Vec<u64> {
-    let mut pids = vec![
-        state["daemon"]["pid"].as_u64().unwrap(),
-        state["etcd"]["pid"].as_u64().unwrap(),
-    ];
+    let mut pids = vec![state["daemon"]["pid"].as_u64().unwrap(), state["etcd"]["pid"].as_u64().unwrap()];
     for c in state["clusters"].as_array().unwrap() {
         for p in c["processes"].as_array().unwrap() {
             pids.push(p["pid"].as_u64().unwrap());
@@ -83,53 +71,34 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     assert!(out.status.success(), "up failed:\n{}", text(&out));
     let shown = text(&out);
     assert!(shown.contains(&format!("{d}/hub.kubeconfig")), "{shown}");
-    assert!(
-        shown.contains(&format!("{d}/clusters/member-1.kubeconfig")),
-        "{shown}"
-    );
+    assert!(shown.contains(&format!("{d}/clusters/member-1.kubeconfig")), "{shown}");
 
     // A Deployment on the member reaches 3/3 on hollow nodes.
     let member = client(&dir.join("clusters/member-1.kubeconfig")).await;
     let deployments: Api<Deployment> = Api::namespaced(member, "default");
-    deployments
-        .create(&PostParams::default(), &deployment(3))
-        .await
-        .unwrap();
+    deployments.create(&PostParams::default(), &deployment(3)).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let d = deployments.get("web").await.unwrap();
         if d.status.and_then(|s| s.ready_replicas) == Some(3) {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "web never reached 3/3 on member-1"
-        );
+        assert!(Instant::now() < deadline, "web never reached 3/3 on member-1");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 
     // The hub holds templates only: no deployment controller acts on them.
     let hub = client(&dir.join("hub.kubeconfig")).await;
     let hub_deployments: Api<Deployment> = Api::namespaced(hub, "default");
-    hub_deployments
-        .create(&PostParams::default(), &deployment(2))
-        .await
-        .unwrap();
+    hub_deployments.create(&PostParams::default(), &deployment(2)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let template = hub_deployments.get("web").await.unwrap();
-    assert_eq!(
-        template.status.and_then(|s| s.replicas),
-        None,
-        "a workload controller runs on the hub"
-    );
+    assert_eq!(template.status.and_then(|s| s.replicas), None, "a workload controller runs on the hub");
 
     let out = flotilla(&["status", "--state-dir", d]);
     let shown = text(&out);
     assert!(out.status.success(), "status says unhealthy:\n{shown}");
-    assert!(
-        shown.contains("member-1") && shown.contains("2/2"),
-        "{shown}"
-    );
+    assert!(shown.contains("member-1") && shown.contains("2/2"), "{shown}");
     assert!(shown.contains("Fleet healthy."), "{shown}");
 
     // A second `up` reports the running fleet instead of starting another.

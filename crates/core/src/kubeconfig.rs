@@ -92,11 +92,9 @@ pub fn render(spec: &KubeconfigSpec) -> String {
             client_key_data: Some(b64(key_pem)),
             token: None,
         },
-        Credential::Token(token) => User {
-            client_certificate_data: None,
-            client_key_data: None,
-            token: Some(token.clone()),
-        },
+        Credential::Token(token) => {
+            User { client_certificate_data: None, client_key_data: None, token: Some(token.clone()) }
+        }
     };
     let config = Kubeconfig {
         api_version: "v1",
@@ -110,18 +108,10 @@ pub fn render(spec: &KubeconfigSpec) -> String {
                 },
             },
         }],
-        users: vec![Named {
-            name: spec.name.clone(),
-            value: UserEntry { user },
-        }],
+        users: vec![Named { name: spec.name.clone(), value: UserEntry { user } }],
         contexts: vec![Named {
             name: spec.name.clone(),
-            value: ContextEntry {
-                context: Context {
-                    cluster: spec.name.clone(),
-                    user: spec.name.clone(),
-                },
-            },
+            value: ContextEntry { context: Context { cluster: spec.name.clone(), user: spec.name.clone() } },
         }],
         current_context: spec.name.clone(),
     };
@@ -140,21 +130,12 @@ mod tests {
             name: "member-1".into(),
             server: "https://127.0.0.1:6443".into(),
             ca_pem: "CA".into(),
-            credential: Credential::ClientCert {
-                cert_pem: "C".into(),
-                key_pem: "K".into(),
-            },
+            credential: Credential::ClientCert { cert_pem: "C".into(), key_pem: "K".into() },
         });
         let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
         assert_eq!(v["current-context"], "member-1");
-        assert_eq!(
-            v["clusters"][0]["cluster"]["server"],
-            "https://127.0.0.1:6443"
-        );
-        assert_eq!(
-            v["clusters"][0]["cluster"]["certificate-authority-data"],
-            b64("CA")
-        );
+        assert_eq!(v["clusters"][0]["cluster"]["server"], "https://127.0.0.1:6443");
+        assert_eq!(v["clusters"][0]["cluster"]["certificate-authority-data"], b64("CA"));
         assert_eq!(v["users"][0]["user"]["client-key-data"], b64("K"));
         assert!(v["users"][0]["user"].get("token").is_none());
         assert_eq!(v["contexts"][0]["context"]["user"], "member-1");
@@ -170,8 +151,6 @@ mod tests {
         });
         let v: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
         assert_eq!(v["users"][0]["user"]["token"], "abcdef.0123456789abcdef");
-        assert!(v["users"][0]["user"]
-            .get("client-certificate-data")
-            .is_none());
+        assert!(v["users"][0]["user"].get("client-certificate-data").is_none());
     }
 }

@@ -6,8 +6,8 @@
 use std::net::IpAddr;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+    KeyPair, KeyUsagePurpose, SanType,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -16,16 +16,9 @@ pub enum PkiError {
     #[error("generating a key pair: {0}")]
     KeyGeneration(rcgen::Error),
     #[error("signing the certificate for {subject:?}: {source}")]
-    Signing {
-        subject: String,
-        source: rcgen::Error,
-    },
+    Signing { subject: String, source: rcgen::Error },
     #[error("{what} is not a valid PEM {expected}: {source}")]
-    Parse {
-        what: String,
-        expected: &'static str,
-        source: rcgen::Error,
-    },
+    Parse { what: String, expected: &'static str, source: rcgen::Error },
     #[error("invalid subject alternative name {0:?}")]
     InvalidSan(String),
 }
@@ -40,9 +33,7 @@ pub struct CertAndKey {
 impl std::fmt::Debug for CertAndKey {
     // Never print private keys.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CertAndKey")
-            .field("cert_pem", &self.cert_pem)
-            .finish_non_exhaustive()
+        f.debug_struct("CertAndKey").field("cert_pem", &self.cert_pem).finish_non_exhaustive()
     }
 }
 
@@ -122,16 +113,12 @@ fn san(name: &str) -> Result<SanType, PkiError> {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
         });
     if !valid_dns {
         return Err(PkiError::InvalidSan(name.to_string()));
     }
-    name.try_into()
-        .map(SanType::DnsName)
-        .map_err(|_| PkiError::InvalidSan(name.to_string()))
+    name.try_into().map(SanType::DnsName).map_err(|_| PkiError::InvalidSan(name.to_string()))
 }
 
 impl CertificateAuthority {
@@ -141,44 +128,24 @@ impl CertificateAuthority {
     }
 
     /// Generates a new self-signed CA valid from `now` for `validity`.
-    pub fn generate_at(
-        common_name: &str,
-        now: OffsetDateTime,
-        validity: Duration,
-    ) -> Result<Self, PkiError> {
+    pub fn generate_at(common_name: &str, now: OffsetDateTime, validity: Duration) -> Result<Self, PkiError> {
         let key = new_key()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = subject(common_name, &[]);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_before = now - CLOCK_SKEW_ALLOWANCE;
         params.not_after = now + validity;
         let cert = params
             .self_signed(&key)
-            .map_err(|source| PkiError::Signing {
-                subject: common_name.to_string(),
-                source,
-            })?;
-        Ok(Self {
-            pem: CertAndKey {
-                cert_pem: cert.pem(),
-                key_pem: key.serialize_pem(),
-            },
-        })
+            .map_err(|source| PkiError::Signing { subject: common_name.to_string(), source })?;
+        Ok(Self { pem: CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() } })
     }
 
     /// Loads a CA from its PEM certificate and key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, PkiError> {
-        let ca = Self {
-            pem: CertAndKey {
-                cert_pem: cert_pem.into(),
-                key_pem: key_pem.into(),
-            },
-        };
+        let ca = Self { pem: CertAndKey { cert_pem: cert_pem.into(), key_pem: key_pem.into() } };
         ca.issuer()?;
         Ok(ca)
     }
@@ -207,23 +174,13 @@ impl CertificateAuthority {
         let key = new_key()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = subject(&spec.common_name, &spec.organizations);
-        params.subject_alt_names = spec
-            .alt_names
-            .iter()
-            .map(|n| san(n))
-            .collect::<Result<_, _>>()?;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
+        params.subject_alt_names = spec.alt_names.iter().map(|n| san(n)).collect::<Result<_, _>>()?;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = match spec.usage {
             Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
             Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
             Usage::ServerAndClient => {
-                vec![
-                    ExtendedKeyUsagePurpose::ServerAuth,
-                    ExtendedKeyUsagePurpose::ClientAuth,
-                ]
+                vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth]
             }
         };
         params.use_authority_key_identifier_extension = true;
@@ -231,14 +188,8 @@ impl CertificateAuthority {
         params.not_after = now + spec.validity;
         let cert = params
             .signed_by(&key, &issuer)
-            .map_err(|source| PkiError::Signing {
-                subject: spec.common_name.clone(),
-                source,
-            })?;
-        Ok(CertAndKey {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+            .map_err(|source| PkiError::Signing { subject: spec.common_name.clone(), source })?;
+        Ok(CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -251,18 +202,13 @@ pub struct KeyPairPem {
 
 impl std::fmt::Debug for KeyPairPem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyPairPem")
-            .field("public_pem", &self.public_pem)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyPairPem").field("public_pem", &self.public_pem).finish_non_exhaustive()
     }
 }
 
 pub fn generate_key_pair() -> Result<KeyPairPem, PkiError> {
     let key = new_key()?;
-    Ok(KeyPairPem {
-        private_pem: key.serialize_pem(),
-        public_pem: key.public_key_pem(),
-    })
+    Ok(KeyPairPem { private_pem: key.serialize_pem(), public_pem: key.public_key_pem() })
 }
 
 #[cfg(test)]
@@ -278,10 +224,8 @@ mod tests {
     #[test]
     fn leaf_carries_user_groups_and_sans_and_chains_to_ca() {
         let ca = CertificateAuthority::generate("flotilla-test-ca").unwrap();
-        let mut spec = LeafSpec::server(
-            "kube-apiserver",
-            &["127.0.0.1".into(), "kubernetes.default.svc".into()],
-        );
+        let mut spec =
+            LeafSpec::server("kube-apiserver", &["127.0.0.1".into(), "kubernetes.default.svc".into()]);
         spec.usage = Usage::ServerAndClient;
         spec.organizations = vec!["system:masters".into()];
         let leaf = ca.issue(&spec).unwrap();
@@ -294,10 +238,7 @@ mod tests {
         let sans = cert.subject_alternative_name().unwrap().unwrap().value;
         let names: Vec<String> = sans.general_names.iter().map(|n| n.to_string()).collect();
         assert!(names.iter().any(|n| n.contains("7f:00:00:01")), "{names:?}");
-        assert!(
-            names.iter().any(|n| n.contains("kubernetes.default.svc")),
-            "{names:?}"
-        );
+        assert!(names.iter().any(|n| n.contains("kubernetes.default.svc")), "{names:?}");
         let eku = cert.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && eku.client_auth);
 

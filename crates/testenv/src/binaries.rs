@@ -11,13 +11,8 @@ pub struct Binaries {
     dir: PathBuf,
 }
 
-const REQUIRED: &[&str] = &[
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "kubemark",
-];
+const REQUIRED: &[&str] =
+    &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark"];
 
 impl Binaries {
     /// `FLOTILLA_K8S_BIN` if set, else `~/.cache/flotilla/kubernetes/v1.20.2/bin`.
@@ -25,18 +20,11 @@ impl Binaries {
         if let Some(dir) = std::env::var_os("FLOTILLA_K8S_BIN") {
             return PathBuf::from(dir);
         }
-        let cache = std::env::var_os("FLOTILLA_CACHE")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                let home = std::env::var_os("HOME")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| "/".into());
-                home.join(".cache/flotilla")
-            });
-        cache
-            .join("kubernetes")
-            .join(DEFAULT_K8S_VERSION)
-            .join("bin")
+        let cache = std::env::var_os("FLOTILLA_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| "/".into());
+            home.join(".cache/flotilla")
+        });
+        cache.join("kubernetes").join(DEFAULT_K8S_VERSION).join("bin")
     }
 
     /// Finds the binaries in [`default_dir`](Self::default_dir).
@@ -49,10 +37,7 @@ impl Binaries {
         let dir = dir.into();
         for name in REQUIRED {
             if !dir.join(name).is_file() {
-                return Err(Error::BinariesMissing {
-                    dir,
-                    missing: (*name).to_string(),
-                });
+                return Err(Error::BinariesMissing { dir, missing: (*name).to_string() });
             }
         }
         Ok(Self { dir })

@@ -118,28 +118,19 @@ impl ClusterConfig {
 
     /// A hub: template-only controllers, no scheduler, no nodes.
     pub fn hub(name: impl Into<String>) -> Self {
-        Self {
-            controllers: Some(ControllerSet::TemplatesOnly),
-            scheduler: false,
-            ..Self::new(name)
-        }
+        Self { controllers: Some(ControllerSet::TemplatesOnly), scheduler: false, ..Self::new(name) }
     }
 
     /// Just a kube-apiserver (and its etcd).
     pub fn apiserver_only(name: impl Into<String>) -> Self {
-        Self {
-            controllers: None,
-            scheduler: false,
-            ..Self::new(name)
-        }
+        Self { controllers: None, scheduler: false, ..Self::new(name) }
     }
 
     /// Adds `count` default nodes named `<cluster>-node-<i>`.
     pub fn with_nodes(mut self, count: usize) -> Self {
         let start = self.nodes.len();
         for i in start..start + count {
-            self.nodes
-                .push(NodeConfig::new(format!("{}-node-{}", self.name, i + 1)));
+            self.nodes.push(NodeConfig::new(format!("{}-node-{}", self.name, i + 1)));
         }
         self
     }
@@ -163,8 +154,7 @@ impl ClusterConfig {
         let dns_label = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63
-                && s.chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
                 && !s.starts_with('-')
                 && !s.ends_with('-')
         };
@@ -177,22 +167,14 @@ impl ClusterConfig {
         let mut seen = std::collections::HashSet::new();
         for node in &self.nodes {
             if !seen.insert(&node.name) {
-                return Err(Error::Config(format!(
-                    "node name {:?} is used twice",
-                    node.name
-                )));
+                return Err(Error::Config(format!("node name {:?} is used twice", node.name)));
             }
             if node.cpu == 0 || node.max_pods == 0 {
-                return Err(Error::Config(format!(
-                    "node {:?} needs at least 1 CPU and 1 pod",
-                    node.name
-                )));
+                return Err(Error::Config(format!("node {:?} needs at least 1 CPU and 1 pod", node.name)));
             }
         }
         if !self.nodes.is_empty() && self.controllers != Some(ControllerSet::All) {
-            return Err(Error::Config(
-                "nodes need a cluster with all controllers".into(),
-            ));
+            return Err(Error::Config("nodes need a cluster with all controllers".into()));
         }
         Ok(())
     }
@@ -313,10 +295,7 @@ impl Cluster {
             (None, Some(e)) => e.client_url().to_string(),
             (None, None) => unreachable!("etcd started above when no URL is given"),
         };
-        let etcd_prefix = config
-            .etcd_prefix
-            .clone()
-            .unwrap_or_else(|| format!("/{}", config.name));
+        let etcd_prefix = config.etcd_prefix.clone().unwrap_or_else(|| format!("/{}", config.name));
 
         // kube-apiserver
         let mut apiserver = None;
@@ -324,29 +303,16 @@ impl Cluster {
         for _ in 0..START_ATTEMPTS {
             let port = free_port().map_err(|e| Error::io(&root, e))?;
             let server = format!("https://127.0.0.1:{port}");
-            let spec = apiserver_spec(
-                &binaries,
-                &root,
-                &config,
-                &files,
-                &ca,
-                port,
-                &etcd_url,
-                &etcd_prefix,
-            )?;
+            let spec = apiserver_spec(&binaries, &root, &config, &files, &ca, port, &etcd_url, &etcd_prefix)?;
             let kubeconfig_path = root.join("admin.kubeconfig");
             let admin = ca.issue(&LeafSpec::client("flotilla-admin", &["system:masters"]))?;
-            write(
-                &kubeconfig_path,
-                &render_kubeconfig(&config.name, &server, &ca, admin),
-            )?;
+            write(&kubeconfig_path, &render_kubeconfig(&config.name, &server, &ca, admin))?;
             let mut process = ManagedProcess::spawn(spec)?;
             let admin_config = config_from_kubeconfig(&kubeconfig_path).await?;
             let client = client_for(admin_config.clone())?;
             match wait_apiserver_ready(&mut process, &client, config.ready_timeout).await {
                 Ok(()) => {
-                    apiserver =
-                        Some((process, port, server, kubeconfig_path, admin_config, client));
+                    apiserver = Some((process, port, server, kubeconfig_path, admin_config, client));
                     break;
                 }
                 Err(e) if is_port_clash(&e) => last_error = Some(e),
@@ -354,9 +320,7 @@ impl Cluster {
             }
         }
         let Some((process, port, server, kubeconfig_path, admin_config, client)) = apiserver else {
-            return Err(
-                last_error.unwrap_or_else(|| Error::Config("apiserver never started".into()))
-            );
+            return Err(last_error.unwrap_or_else(|| Error::Config("apiserver never started".into())));
         };
         tracing::info!(cluster = %config.name, %server, elapsed_ms = started.elapsed().as_millis() as u64, "kube-apiserver ready");
 
@@ -367,10 +331,7 @@ impl Cluster {
             ca,
             admin_config,
             client,
-            processes: vec![Component {
-                process,
-                health_port: Some(port),
-            }],
+            processes: vec![Component { process, health_port: Some(port) }],
             etcd,
             nodes: config.nodes.clone(),
             dir,
@@ -378,13 +339,9 @@ impl Cluster {
 
         if let Some(controllers) = config.controllers {
             cluster
-                .start_health_checked(
-                    "kube-controller-manager",
-                    config.ready_timeout,
-                    |dir, port| {
-                        controller_manager_spec(&binaries, dir, &config, &files, controllers, port)
-                    },
-                )
+                .start_health_checked("kube-controller-manager", config.ready_timeout, |dir, port| {
+                    controller_manager_spec(&binaries, dir, &config, &files, controllers, port)
+                })
                 .await?;
         }
         if config.scheduler {
@@ -397,18 +354,11 @@ impl Cluster {
         for node in &config.nodes {
             let spec = cluster.node_spec(&binaries, node)?;
             let process = ManagedProcess::spawn(spec)?;
-            cluster.processes.push(Component {
-                process,
-                health_port: None,
-            });
+            cluster.processes.push(Component { process, health_port: None });
         }
-        cluster
-            .wait_nodes_ready(&binaries, config.ready_timeout)
-            .await?;
+        cluster.wait_nodes_ready(&binaries, config.ready_timeout).await?;
         if config.controllers == Some(ControllerSet::All) {
-            cluster
-                .wait_default_service_account(config.ready_timeout)
-                .await?;
+            cluster.wait_default_service_account(config.ready_timeout).await?;
         }
         tracing::info!(cluster = %cluster.name, nodes = config.nodes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "cluster ready");
         Ok(cluster)
@@ -461,20 +411,15 @@ impl Cluster {
     pub async fn client_for(&self, user: &str, groups: &[&str]) -> Result<Client> {
         let yaml = self.kubeconfig_for(user, groups)?;
         let kubeconfig = Kubeconfig::from_yaml(&yaml).map_err(|e| Error::Client(e.to_string()))?;
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| Error::Client(e.to_string()))?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Client(e.to_string()))?;
         client_for(config)
     }
 
     /// Names of the cluster's processes (`etcd` when it has its own).
     pub fn process_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .processes
-            .iter()
-            .map(|c| c.process.name().to_string())
-            .collect();
+        let mut names: Vec<String> = self.processes.iter().map(|c| c.process.name().to_string()).collect();
         if self.etcd.is_some() {
             names.insert(0, "etcd".into());
         }
@@ -487,17 +432,13 @@ impl Cluster {
         if name == "etcd" {
             return self.etcd.as_mut().map(Etcd::process_mut);
         }
-        self.processes
-            .iter_mut()
-            .find(|c| c.process.name() == name)
-            .map(|c| &mut c.process)
+        self.processes.iter_mut().find(|c| c.process.name() == name).map(|c| &mut c.process)
     }
 
     /// Stops one process (it stays stopped until [`restart`](Self::restart)).
     pub fn stop(&mut self, name: &str) -> Result<()> {
-        let process = self
-            .process_mut(name)
-            .ok_or_else(|| Error::Config(format!("no process named {name:?}")))?;
+        let process =
+            self.process_mut(name).ok_or_else(|| Error::Config(format!("no process named {name:?}")))?;
         process.stop(Duration::ZERO);
         Ok(())
     }
@@ -505,16 +446,13 @@ impl Cluster {
     /// Starts a process again with its previous command line; for the
     /// apiserver, waits until it is ready again.
     pub async fn restart(&mut self, name: &str) -> Result<()> {
-        let process = self
-            .process_mut(name)
-            .ok_or_else(|| Error::Config(format!("no process named {name:?}")))?;
+        let process =
+            self.process_mut(name).ok_or_else(|| Error::Config(format!("no process named {name:?}")))?;
         process.restart()?;
         if name == "kube-apiserver" {
             let client = self.client.clone();
             let timeout = Duration::from_secs(60);
-            let process = self
-                .process_mut(name)
-                .ok_or_else(|| Error::Config(name.into()))?;
+            let process = self.process_mut(name).ok_or_else(|| Error::Config(name.into()))?;
             wait_apiserver_ready(process, &client, timeout).await?;
         }
         Ok(())
@@ -581,10 +519,7 @@ impl Cluster {
             let health = client_for(health_config)?;
             match wait_healthz(&mut process, &health, "/healthz", timeout).await {
                 Ok(()) => {
-                    self.processes.push(Component {
-                        process,
-                        health_port: Some(port),
-                    });
+                    self.processes.push(Component { process, health_port: Some(port) });
                     return Ok(());
                 }
                 Err(e) if is_port_clash(&e) => last_error = Some(e),
@@ -598,22 +533,13 @@ impl Cluster {
         let root = self.dir.path();
         let node_dir = root.join("nodes").join(&node.name);
         std::fs::create_dir_all(&node_dir).map_err(|e| Error::io(&node_dir, e))?;
-        let cert = self.ca.issue(&LeafSpec::client(
-            format!("system:node:{}", node.name),
-            &["system:nodes"],
-        ))?;
+        let cert =
+            self.ca.issue(&LeafSpec::client(format!("system:node:{}", node.name), &["system:nodes"]))?;
         let kubeconfig_path = node_dir.join("kubelet.kubeconfig");
-        write(
-            &kubeconfig_path,
-            &render_kubeconfig(&self.name, &self.server, &self.ca, cert),
-        )?;
+        write(&kubeconfig_path, &render_kubeconfig(&self.name, &self.server, &self.ca, cert))?;
         let kubelet_port = free_port().map_err(|e| Error::io(root, e))?;
         let read_only_port = free_port().map_err(|e| Error::io(root, e))?;
-        let labels: Vec<String> = node
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let labels: Vec<String> = node.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let mut spec = ProcessSpec::new(
             node.name.clone(),
             binaries.path("kubemark"),
@@ -653,11 +579,8 @@ impl Cluster {
         loop {
             // A hollow node that lost a port race is started again on new ports.
             for i in 0..self.processes.len() {
-                let Some(node) = self
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == self.processes[i].process.name())
-                    .cloned()
+                let Some(node) =
+                    self.nodes.iter().find(|n| n.name == self.processes[i].process.name()).cloned()
                 else {
                     continue;
                 };
@@ -680,11 +603,7 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
-                    what: format!(
-                        "{} nodes of cluster {} to be Ready",
-                        self.nodes.len(),
-                        self.name
-                    ),
+                    what: format!("{} nodes of cluster {} to be Ready", self.nodes.len(), self.name),
                     seconds: timeout.as_secs(),
                     detail: format!(" ({ready} Ready)"),
                 });
@@ -755,8 +674,7 @@ fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::write(path, contents).map_err(|e| Error::io(path, e))?;
     // Keys and credentials: owner only.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| Error::io(path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(path, e))
 }
 
 fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result<Files> {
@@ -775,20 +693,12 @@ fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result<Files> {
     Ok(files)
 }
 
-fn render_kubeconfig(
-    name: &str,
-    server: &str,
-    ca: &CertificateAuthority,
-    cert: pki::CertAndKey,
-) -> String {
+fn render_kubeconfig(name: &str, server: &str, ca: &CertificateAuthority, cert: pki::CertAndKey) -> String {
     kubeconfig::render(&KubeconfigSpec {
         name: name.to_string(),
         server: server.to_string(),
         ca_pem: ca.pem.cert_pem.clone(),
-        credential: Credential::ClientCert {
-            cert_pem: cert.cert_pem,
-            key_pem: cert.key_pem,
-        },
+        credential: Credential::ClientCert { cert_pem: cert.cert_pem, key_pem: cert.key_pem },
     })
 }
 
@@ -801,10 +711,7 @@ fn serving_cert(
 ) -> Result<(PathBuf, PathBuf)> {
     let mut sans: Vec<String> = vec!["127.0.0.1".into(), "localhost".into()];
     sans.extend(extra_sans.iter().map(|s| s.to_string()));
-    let cert = ca.issue(&LeafSpec {
-        usage: Usage::Server,
-        ..LeafSpec::server(name, &sans)
-    })?;
+    let cert = ca.issue(&LeafSpec { usage: Usage::Server, ..LeafSpec::server(name, &sans) })?;
     let crt = root.join("pki").join(format!("{name}.crt"));
     let key = root.join("pki").join(format!("{name}.key"));
     write(&crt, &cert.cert_pem)?;
@@ -817,10 +724,7 @@ fn component_kubeconfig(root: &Path, ca: &CertificateAuthority, user: &str) -> R
     let server = std::fs::read_to_string(root.join("server")).map_err(|e| Error::io(root, e))?;
     let cert = ca.issue(&LeafSpec::client(user, &[]))?;
     let path = root.join(format!("{}.kubeconfig", user.trim_start_matches("system:")));
-    write(
-        &path,
-        &render_kubeconfig("cluster", server.trim(), ca, cert),
-    )?;
+    write(&path, &render_kubeconfig("cluster", server.trim(), ca, cert))?;
     Ok(path)
 }
 
@@ -870,18 +774,14 @@ fn apiserver_spec(
         "--enable-admission-plugins=NodeRestriction".into(),
         format!("--service-cluster-ip-range={SERVICE_CIDR}"),
         format!("--service-account-key-file={}", files.sa_pub.display()),
-        format!(
-            "--service-account-signing-key-file={}",
-            files.sa_key.display()
-        ),
+        format!("--service-account-signing-key-file={}", files.sa_key.display()),
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
         "--api-audiences=https://kubernetes.default.svc.cluster.local".into(),
         "--allow-privileged=true".into(),
         "--profiling=false".into(),
         "--v=1".into(),
     ]);
-    spec.args
-        .extend(config.extra_apiserver_args.iter().cloned());
+    spec.args.extend(config.extra_apiserver_args.iter().cloned());
     Ok(spec)
 }
 
@@ -915,10 +815,7 @@ fn controller_manager_spec(
         format!("--tls-private-key-file={}", key.display()),
         format!("--cluster-signing-cert-file={}", files.ca_crt.display()),
         format!("--cluster-signing-key-file={}", files.ca_key.display()),
-        format!(
-            "--service-account-private-key-file={}",
-            files.sa_key.display()
-        ),
+        format!("--service-account-private-key-file={}", files.sa_key.display()),
         format!("--root-ca-file={}", files.ca_crt.display()),
         "--use-service-account-credentials=true".into(),
         format!("--controllers={}", controllers.flag()),
@@ -994,9 +891,7 @@ async fn wait_healthz(
     let deadline = Instant::now() + timeout;
     loop {
         process.check_running()?;
-        let request = http::Request::get(path)
-            .body(Vec::new())
-            .map_err(|e| Error::Client(e.to_string()))?;
+        let request = http::Request::get(path).body(Vec::new()).map_err(|e| Error::Client(e.to_string()))?;
         let last = match client.request_text(request).await {
             Ok(body) if body.trim() == "ok" => return Ok(()),
             Ok(body) => body,

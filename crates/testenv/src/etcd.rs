@@ -40,32 +40,27 @@ impl Etcd {
         let data_dir = dir.join("etcd-data");
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let spec =
-            ProcessSpec::new("etcd", binaries.path("etcd"), dir.join("logs/etcd.log")).args([
-                "--name=default".to_string(),
-                format!("--data-dir={}", data_dir.display()),
-                format!("--listen-client-urls={client_url}"),
-                format!("--advertise-client-urls={client_url}"),
-                format!("--listen-peer-urls={peer_url}"),
-                format!("--initial-advertise-peer-urls={peer_url}"),
-                format!("--initial-cluster=default={peer_url}"),
-                "--initial-cluster-state=new".to_string(),
-                // Keep a test's etcd small and quick to start.
-                "--quota-backend-bytes=2147483648".to_string(),
-                "--snapshot-count=10000".to_string(),
-                "--logger=zap".to_string(),
-                "--log-level=warn".to_string(),
-            ]);
+        let spec = ProcessSpec::new("etcd", binaries.path("etcd"), dir.join("logs/etcd.log")).args([
+            "--name=default".to_string(),
+            format!("--data-dir={}", data_dir.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=default={peer_url}"),
+            "--initial-cluster-state=new".to_string(),
+            // Keep a test's etcd small and quick to start.
+            "--quota-backend-bytes=2147483648".to_string(),
+            "--snapshot-count=10000".to_string(),
+            "--logger=zap".to_string(),
+            "--log-level=warn".to_string(),
+        ]);
         let mut process = ManagedProcess::spawn(spec)?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             process.check_running()?;
             if health_ok(client_port).await {
-                return Ok(Etcd {
-                    process,
-                    client_url,
-                    data_dir,
-                });
+                return Ok(Etcd { process, client_url, data_dir });
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {
@@ -107,15 +102,10 @@ pub(crate) fn is_port_clash(e: &Error) -> bool {
 async fn health_ok(port: u16) -> bool {
     let attempt = async {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        stream
-            .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-            .await?;
+        stream.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&response).contains("\"health\":\"true\""))
     };
-    matches!(
-        tokio::time::timeout(Duration::from_secs(2), attempt).await,
-        Ok(Ok(true))
-    )
+    matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Ok(true)))
 }

@@ -30,28 +30,13 @@ pub enum Error {
     )]
     BinariesMissing { dir: PathBuf, missing: String },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("cannot start {program}: {source}")]
-    Spawn {
-        program: PathBuf,
-        source: std::io::Error,
-    },
+    Spawn { program: PathBuf, source: std::io::Error },
     #[error("{name} exited ({status}); last lines of {log_path}:\n{log_tail}")]
-    Exited {
-        name: String,
-        status: String,
-        log_path: PathBuf,
-        log_tail: String,
-    },
+    Exited { name: String, status: String, log_path: PathBuf, log_tail: String },
     #[error("timed out after {seconds}s waiting for {what}{detail}")]
-    Timeout {
-        what: String,
-        seconds: u64,
-        detail: String,
-    },
+    Timeout { what: String, seconds: u64, detail: String },
     #[error("generating certificates: {0}")]
     Pki(#[from] flotilla_core::pki::PkiError),
     #[error("building a Kubernetes client: {0}")]
@@ -64,10 +49,7 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.to_path_buf(), source }
     }
 }
 

@@ -23,10 +23,7 @@ pub fn free_port() -> std::io::Result<u16> {
             return Ok(port);
         }
     }
-    Err(std::io::Error::new(
-        std::io::ErrorKind::AddrInUse,
-        "no free loopback port found",
-    ))
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "no free loopback port found"))
 }
 
 #[cfg(test)]

@@ -95,16 +95,12 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnRequest>> {
 fn spawn_on_spawner(command: Command) -> std::io::Result<Child> {
     let (reply, answer) = mpsc::channel();
     {
-        let sender = spawner()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let sender = spawner().lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         sender
             .send(SpawnRequest { command, reply })
             .map_err(|_| std::io::Error::other("process spawner thread is gone"))?;
     }
-    answer
-        .recv()
-        .map_err(|_| std::io::Error::other("process spawner thread is gone"))?
+    answer.recv().map_err(|_| std::io::Error::other("process spawner thread is gone"))?
 }
 
 /// A running child process that is killed (with its process group) on drop.
@@ -155,15 +151,10 @@ impl ManagedProcess {
                 Ok(())
             });
         }
-        let child = spawn_on_spawner(command).map_err(|e| Error::Spawn {
-            program: spec.program.clone(),
-            source: e,
-        })?;
+        let child = spawn_on_spawner(command)
+            .map_err(|e| Error::Spawn { program: spec.program.clone(), source: e })?;
         tracing::debug!(name = %spec.name, pid = child.id(), log = %spec.log_path.display(), "started process");
-        Ok(Self {
-            spec,
-            child: Some(child),
-        })
+        Ok(Self { spec, child: Some(child) })
     }
 
     pub fn name(&self) -> &str {
@@ -185,9 +176,7 @@ impl ManagedProcess {
 
     /// `Some(status)` once the process has exited.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -200,9 +189,7 @@ impl ManagedProcess {
             None if self.child.is_some() => Ok(()),
             status => Err(Error::Exited {
                 name: self.spec.name.clone(),
-                status: status
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "stopped".into()),
+                status: status.map(|s| s.to_string()).unwrap_or_else(|| "stopped".into()),
                 log_path: self.spec.log_path.clone(),
                 log_tail: log_tail(&self.spec.log_path, 15),
             }),
@@ -276,9 +263,7 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 pub fn pid_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         // The state letter follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
@@ -296,10 +281,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("grandchild.pid");
         let mut p = ManagedProcess::spawn(sh(
-            &format!(
-                "echo hello; sleep 300 & echo $! > {}; wait",
-                pidfile.display()
-            ),
+            &format!("echo hello; sleep 300 & echo $! > {}; wait", pidfile.display()),
             dir.path(),
         ))
         .unwrap();
@@ -308,11 +290,7 @@ mod tests {
             assert!(Instant::now() < deadline, "grandchild never started");
             std::thread::sleep(Duration::from_millis(10));
         }
-        let grandchild: u32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
+        let grandchild: u32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
         let pid = p.pid().unwrap();
         assert!(p.is_running());
         assert!(pid_alive(grandchild));
@@ -322,10 +300,7 @@ mod tests {
         // reaped by init; give it a moment.
         let deadline = Instant::now() + Duration::from_secs(5);
         while pid_alive(grandchild) {
-            assert!(
-                Instant::now() < deadline,
-                "grandchild {grandchild} survived"
-            );
+            assert!(Instant::now() < deadline, "grandchild {grandchild} survived");
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(log_tail(&dir.path().join("sh.log"), 5), "hello");
@@ -348,11 +323,7 @@ mod tests {
     #[test]
     fn missing_program_is_a_spawn_error() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = ProcessSpec::new(
-            "x",
-            PathBuf::from("/nonexistent/bin"),
-            dir.path().join("x.log"),
-        );
+        let spec = ProcessSpec::new("x", PathBuf::from("/nonexistent/bin"), dir.path().join("x.log"));
         let err = ManagedProcess::spawn(spec).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/bin"), "{err}");
     }

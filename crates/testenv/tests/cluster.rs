@@ -9,6 +9,7 @@ use flotilla_testenv::{Cluster, ClusterConfig, Etcd, NodeConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
+use k8s_openapi::api::rbac::v1::ClusterRoleBinding;
 use kube::api::{Api, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
@@ -60,16 +61,10 @@ async fn hollow_nodes_have_chosen_capacity_and_run_a_deployment() {
     assert_eq!(capacity["cpu"].0, "3");
     assert_eq!(capacity["memory"].0, "5Gi");
     assert_eq!(capacity["pods"].0, "40");
-    assert_eq!(
-        node.metadata.labels.unwrap()["topology.kubernetes.io/zone"],
-        "zone-a"
-    );
+    assert_eq!(node.metadata.labels.unwrap()["topology.kubernetes.io/zone"], "zone-a");
 
     let deployments: Api<Deployment> = Api::namespaced(client, "default");
-    deployments
-        .create(&PostParams::default(), &deployment("web", 3))
-        .await
-        .unwrap();
+    deployments.create(&PostParams::default(), &deployment("web", 3)).await.unwrap();
     wait_for("3 ready replicas", Duration::from_secs(60), || async {
         let d = deployments.get("web").await.unwrap();
         d.status.and_then(|s| s.ready_replicas) == Some(3)
@@ -106,9 +101,7 @@ async fn csrs_are_signed_and_bootstrap_tokens_authenticate() {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "flotilla:agent:test");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "flotilla:agent:test");
     let csr_pem = params.serialize_request(&key).unwrap().pem().unwrap();
     let csr: CertificateSigningRequest = serde_json::from_value(serde_json::json!({
         "apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
@@ -119,10 +112,24 @@ async fn csrs_are_signed_and_bootstrap_tokens_authenticate() {
     }))
     .unwrap();
     let csrs_as_bootstrap: Api<CertificateSigningRequest> = Api::all(token_client);
-    csrs_as_bootstrap
-        .create(&PostParams::default(), &csr)
-        .await
-        .unwrap();
+    // Authenticated as the token's identity, and RBAC applies to it...
+    let err = csrs_as_bootstrap.create(&PostParams::default(), &csr).await.unwrap_err();
+    assert!(err.to_string().contains("system:bootstrap:abcdef"), "{err}");
+    // ...so once bootstrappers may create CSRs, it can.
+    let binding: ClusterRoleBinding = serde_json::from_value(serde_json::json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "bootstrappers-create-csrs"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+            "name": "system:node-bootstrapper"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group",
+            "name": "system:bootstrappers"}]
+    }))
+    .unwrap();
+    Api::<ClusterRoleBinding>::all(client.clone()).create(&PostParams::default(), &binding).await.unwrap();
+    wait_for("RBAC to allow the bootstrap token", Duration::from_secs(10), || async {
+        csrs_as_bootstrap.create(&PostParams::default(), &csr).await.is_ok()
+    })
+    .await;
 
     // Approve as admin; the controller-manager signs it with the cluster CA.
     let csrs: Api<CertificateSigningRequest> = Api::all(client);
@@ -132,9 +139,7 @@ async fn csrs_are_signed_and_bootstrap_tokens_authenticate() {
         "type": "Approved", "status": "True", "reason": "Test", "message": "approved by test"}]}))
         .unwrap(),
     );
-    csrs.replace_subresource("approval", "test-csr", &PostParams::default(), &current)
-        .await
-        .unwrap();
+    csrs.replace_subresource("approval", "test-csr", &PostParams::default(), &current).await.unwrap();
     wait_for("the CSR to be signed", Duration::from_secs(30), || async {
         let c = csrs.get("test-csr").await.unwrap();
         c.status.and_then(|s| s.certificate).is_some()
@@ -149,21 +154,10 @@ fn base64(s: &str) -> String {
 
 #[tokio::test]
 async fn dropping_a_cluster_stops_all_its_processes_and_removes_its_dir() {
-    let cluster = Cluster::start(ClusterConfig::new("drop").with_nodes(1))
-        .await
-        .unwrap();
+    let cluster = Cluster::start(ClusterConfig::new("drop").with_nodes(1)).await.unwrap();
     let info = cluster.info();
     let names: Vec<&str> = info.processes.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!(
-        names,
-        [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "drop-node-1"
-        ]
-    );
+    assert_eq!(names, ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "drop-node-1"]);
     let pids: Vec<u32> = info.processes.iter().filter_map(|p| p.pid).collect();
     assert_eq!(pids.len(), 5);
     assert!(pids.iter().all(|p| pid_alive(*p)));
@@ -185,30 +179,22 @@ async fn killed_test_process_leaves_no_orphans() {
     let stdout = holder.stdout.take().unwrap();
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .unwrap();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
         line
     })
     .await
     .unwrap();
-    let pids: Vec<u32> = serde_json::from_str(line.trim())
-        .unwrap_or_else(|e| panic!("testenv-hold printed {line:?}: {e}"));
-    assert_eq!(
-        pids.len(),
-        5,
-        "etcd, apiserver, controller-manager, scheduler, node"
-    );
+    let pids: Vec<u32> =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("testenv-hold printed {line:?}: {e}"));
+    assert_eq!(pids.len(), 5, "etcd, apiserver, controller-manager, scheduler, node");
     assert!(pids.iter().all(|p| pid_alive(*p)));
 
     // SIGKILL: no destructor runs; only the kernel can clean up.
     holder.kill().unwrap();
     holder.wait().unwrap();
-    wait_for(
-        "every child of the killed process to exit",
-        Duration::from_secs(10),
-        || async { pids.iter().all(|p| !pid_alive(*p)) },
-    )
+    wait_for("every child of the killed process to exit", Duration::from_secs(10), || async {
+        pids.iter().all(|p| !pid_alive(*p))
+    })
     .await;
 }
 
@@ -217,52 +203,29 @@ async fn clusters_sharing_an_etcd_are_isolated_by_prefix() {
     let dir = tempfile::tempdir().unwrap();
     let binaries = flotilla_testenv::Binaries::locate().unwrap();
     let etcd = Etcd::start(&binaries, dir.path()).await.unwrap();
-    let a = Cluster::start(ClusterConfig::apiserver_only("shared-a").with_etcd(etcd.client_url()))
-        .await
-        .unwrap();
-    let b = Cluster::start(ClusterConfig::apiserver_only("shared-b").with_etcd(etcd.client_url()))
-        .await
-        .unwrap();
+    let a =
+        Cluster::start(ClusterConfig::apiserver_only("shared-a").with_etcd(etcd.client_url())).await.unwrap();
+    let b =
+        Cluster::start(ClusterConfig::apiserver_only("shared-b").with_etcd(etcd.client_url())).await.unwrap();
     let ns = Namespace {
-        metadata: ObjectMeta {
-            name: Some("only-in-a".into()),
-            ..Default::default()
-        },
+        metadata: ObjectMeta { name: Some("only-in-a".into()), ..Default::default() },
         ..Default::default()
     };
-    Api::<Namespace>::all(a.client())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
-    assert!(Api::<Namespace>::all(b.client())
-        .get_opt("only-in-a")
-        .await
-        .unwrap()
-        .is_none());
-    assert!(Api::<Namespace>::all(a.client())
-        .get_opt("only-in-a")
-        .await
-        .unwrap()
-        .is_some());
+    Api::<Namespace>::all(a.client()).create(&PostParams::default(), &ns).await.unwrap();
+    assert!(Api::<Namespace>::all(b.client()).get_opt("only-in-a").await.unwrap().is_none());
+    assert!(Api::<Namespace>::all(a.client()).get_opt("only-in-a").await.unwrap().is_some());
     // Each has its own CA: a's admin credential means nothing to b.
     let a_kubeconfig = Kubeconfig::read_from(a.kubeconfig_path()).unwrap();
     let mut cross =
-        kube::Config::from_custom_kubeconfig(a_kubeconfig, &KubeConfigOptions::default())
-            .await
-            .unwrap();
+        kube::Config::from_custom_kubeconfig(a_kubeconfig, &KubeConfigOptions::default()).await.unwrap();
     cross.cluster_url = b.server().parse().unwrap();
     let cross_client = kube::Client::try_from(cross).unwrap();
-    assert!(Api::<Namespace>::all(cross_client)
-        .list(&Default::default())
-        .await
-        .is_err());
+    assert!(Api::<Namespace>::all(cross_client).list(&Default::default()).await.is_err());
 }
 
 #[tokio::test]
 async fn a_stopped_apiserver_comes_back_with_its_data() {
-    let mut cluster = Cluster::start(ClusterConfig::apiserver_only("restart"))
-        .await
-        .unwrap();
+    let mut cluster = Cluster::start(ClusterConfig::apiserver_only("restart")).await.unwrap();
     let client = cluster.client();
     let ns = Namespace {
         metadata: ObjectMeta {
@@ -272,29 +235,17 @@ async fn a_stopped_apiserver_comes_back_with_its_data() {
         },
         ..Default::default()
     };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &ns)
-        .await
-        .unwrap();
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await.unwrap();
     cluster.stop("kube-apiserver").unwrap();
-    assert!(Api::<Namespace>::all(client.clone())
-        .get("survives")
-        .await
-        .is_err());
+    assert!(Api::<Namespace>::all(client.clone()).get("survives").await.is_err());
     cluster.restart("kube-apiserver").await.unwrap();
     assert!(Api::<Namespace>::all(client).get("survives").await.is_ok());
 }
 
 #[tokio::test]
 async fn invalid_configuration_is_refused_before_starting_anything() {
-    let err = Cluster::start(ClusterConfig::new("Not_A_Name"))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = Cluster::start(ClusterConfig::new("Not_A_Name")).await.unwrap_err().to_string();
     assert!(err.contains("DNS label"), "{err}");
-    let err = Cluster::start(ClusterConfig::hub("hub").with_nodes(1))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = Cluster::start(ClusterConfig::hub("hub").with_nodes(1)).await.unwrap_err().to_string();
     assert!(err.contains("all controllers"), "{err}");
 }

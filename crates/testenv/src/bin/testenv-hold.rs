@@ -14,12 +14,7 @@ async fn main() {
             std::process::exit(1);
         }
     };
-    let pids: Vec<u32> = cluster
-        .info()
-        .processes
-        .iter()
-        .filter_map(|p| p.pid)
-        .collect();
+    let pids: Vec<u32> = cluster.info().processes.iter().filter_map(|p| p.pid).collect();
     println!("{}", serde_json::to_string(&pids).unwrap_or_default());
     std::future::pending::<()>().await;
 }

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `flotilla up` / `status` / `down` end to end, on real binaries.
 
 use std::path::{Path, PathBuf};

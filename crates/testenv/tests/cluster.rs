@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The test environment against real binaries.
 
 use std::collections::BTreeMap;

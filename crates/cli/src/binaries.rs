@@ -7,7 +7,7 @@ use anyhow::{bail, Context};
 
 const SCRIPT: &str = include_str!("../../../scripts/k8s-binaries.sh");
 const PATCHES: &[(&str, &str)] =
-    &[("kubemark-sized-node.patch", include_str!("../../../scripts/patches/kubemark-sized-node.patch"))];
+    &[("kubemark.patch", include_str!("../../../scripts/patches/kubemark.patch"))];
 
 /// Builds the binaries into the cache if needed (the script is a no-op in
 /// under a second when the cache is complete) and returns their directory.

@@ -2,4 +2,6 @@
 //! function of its inputs, so it is tested without a server.
 
 pub mod kubeconfig;
+pub mod membership;
 pub mod pki;
+pub mod quantity;

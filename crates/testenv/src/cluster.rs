@@ -288,6 +288,8 @@ impl Cluster {
 
         let etcd = match &config.etcd_url {
             Some(_) => None,
+            // A throw-away cluster keeps its etcd data in memory.
+            None if config.dir.is_none() => Some(Etcd::start_in_memory(&binaries, &root).await?),
             None => Some(Etcd::start(&binaries, &root).await?),
         };
         let etcd_url = match (&config.etcd_url, &etcd) {
@@ -337,28 +339,47 @@ impl Cluster {
             dir,
         };
 
-        if let Some(controllers) = config.controllers {
-            cluster
-                .start_health_checked("kube-controller-manager", config.ready_timeout, |dir, port| {
-                    controller_manager_spec(&binaries, dir, &config, &files, controllers, port)
-                })
-                .await?;
-        }
-        if config.scheduler {
-            cluster
-                .start_health_checked("kube-scheduler", config.ready_timeout, |dir, port| {
-                    scheduler_spec(&binaries, dir, port)
-                })
-                .await?;
-        }
+        // Controller-manager, scheduler and nodes start together; none of
+        // them needs another to come up.
         for node in &config.nodes {
             let spec = cluster.node_spec(&binaries, node)?;
             let process = ManagedProcess::spawn(spec)?;
             cluster.processes.push(Component { process, health_port: None });
         }
-        cluster.wait_nodes_ready(&binaries, config.ready_timeout).await?;
+        let admin = cluster.admin_config.clone();
+        let timeout = config.ready_timeout;
+        let controller_manager = async {
+            match config.controllers {
+                Some(set) => {
+                    start_health_checked(&root, &admin, "kube-controller-manager", timeout, |dir, port| {
+                        controller_manager_spec(&binaries, dir, &config, &files, set, port)
+                    })
+                    .await
+                    .map(Some)
+                }
+                None => Ok(None),
+            }
+        };
+        let scheduler = async {
+            if config.scheduler {
+                start_health_checked(&root, &admin, "kube-scheduler", timeout, |dir, port| {
+                    scheduler_spec(&binaries, dir, port)
+                })
+                .await
+                .map(Some)
+            } else {
+                Ok(None)
+            }
+        };
+        let (controller_manager, scheduler, ()) =
+            tokio::try_join!(controller_manager, scheduler, cluster.wait_nodes_ready(&binaries, timeout))?;
+        tracing::info!(cluster = %cluster.name, elapsed_ms = started.elapsed().as_millis() as u64, "nodes ready");
+        // Keep the order apiserver, controller-manager, scheduler, nodes.
+        for component in [scheduler, controller_manager].into_iter().flatten() {
+            cluster.processes.insert(1, component);
+        }
         if config.controllers == Some(ControllerSet::All) {
-            cluster.wait_default_service_account(config.ready_timeout).await?;
+            cluster.wait_default_service_account(timeout).await?;
         }
         tracing::info!(cluster = %cluster.name, nodes = config.nodes.len(), elapsed_ms = started.elapsed().as_millis() as u64, "cluster ready");
         Ok(cluster)
@@ -499,34 +520,6 @@ impl Cluster {
         if let Some(etcd) = self.etcd.as_mut() {
             etcd.process_mut().stop(grace);
         }
-    }
-
-    async fn start_health_checked(
-        &mut self,
-        name: &str,
-        timeout: Duration,
-        make_spec: impl Fn(&Path, u16) -> Result<ProcessSpec>,
-    ) -> Result<()> {
-        let root = self.dir.path().to_path_buf();
-        let mut last_error = None;
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port().map_err(|e| Error::io(&root, e))?;
-            let mut process = ManagedProcess::spawn(make_spec(&root, port)?)?;
-            let mut health_config = self.admin_config.clone();
-            health_config.cluster_url = format!("https://127.0.0.1:{port}")
-                .parse()
-                .map_err(|e| Error::Config(format!("health URL: {e}")))?;
-            let health = client_for(health_config)?;
-            match wait_healthz(&mut process, &health, "/healthz", timeout).await {
-                Ok(()) => {
-                    self.processes.push(Component { process, health_port: Some(port) });
-                    return Ok(());
-                }
-                Err(e) if is_port_clash(&e) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| Error::Config(format!("{name} never started"))))
     }
 
     fn node_spec(&self, binaries: &Binaries, node: &NodeConfig) -> Result<ProcessSpec> {
@@ -856,6 +849,33 @@ fn scheduler_spec(binaries: &Binaries, root: &Path, port: u16) -> Result<Process
         "--leader-elect=false".into(),
         "--profiling=false".into(),
     ]))
+}
+
+/// Starts a component that serves `/healthz` on `port` and waits until it
+/// answers; on a port clash, tries again on another port.
+async fn start_health_checked(
+    root: &Path,
+    admin_config: &kube::Config,
+    name: &str,
+    timeout: Duration,
+    make_spec: impl Fn(&Path, u16) -> Result<ProcessSpec>,
+) -> Result<Component> {
+    let mut last_error = None;
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port().map_err(|e| Error::io(root, e))?;
+        let mut process = ManagedProcess::spawn(make_spec(root, port)?)?;
+        let mut health_config = admin_config.clone();
+        health_config.cluster_url = format!("https://127.0.0.1:{port}")
+            .parse()
+            .map_err(|e| Error::Config(format!("health URL: {e}")))?;
+        let health = client_for(health_config)?;
+        match wait_healthz(&mut process, &health, "/healthz", timeout).await {
+            Ok(()) => return Ok(Component { process, health_port: Some(port) }),
+            Err(e) if is_port_clash(&e) => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| Error::Config(format!("{name} never started"))))
 }
 
 async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config> {

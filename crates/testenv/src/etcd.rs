@@ -14,6 +14,8 @@ pub struct Etcd {
     process: ManagedProcess,
     client_url: String,
     data_dir: PathBuf,
+    /// Owns the data directory when it lives in memory (see `start_in_memory`).
+    _memory_dir: Option<tempfile::TempDir>,
 }
 
 const START_ATTEMPTS: usize = 3;
@@ -23,10 +25,42 @@ impl Etcd {
     /// Starts etcd with its data and log under `dir`, and waits until it is
     /// healthy.
     pub async fn start(binaries: &Binaries, dir: &Path) -> Result<Etcd> {
+        Self::start_with_data(binaries, dir, dir.join("etcd-data"), None).await
+    }
+
+    /// Like [`start`](Self::start), but keeps the data in a temporary
+    /// directory under `/dev/shm` when that is available: throw-away clusters
+    /// start several times faster without an fsync per write. The data goes
+    /// away with the handle.
+    pub async fn start_in_memory(binaries: &Binaries, dir: &Path) -> Result<Etcd> {
+        let shm = Path::new("/dev/shm");
+        let memory_dir = if shm.is_dir() {
+            tempfile::Builder::new().prefix("flotilla-etcd-").tempdir_in(shm).ok()
+        } else {
+            None
+        };
+        match memory_dir {
+            Some(m) => {
+                let data_dir = m.path().join("etcd-data");
+                Self::start_with_data(binaries, dir, data_dir, Some(m)).await
+            }
+            None => Self::start(binaries, dir).await,
+        }
+    }
+
+    async fn start_with_data(
+        binaries: &Binaries,
+        dir: &Path,
+        data_dir: PathBuf,
+        mut memory_dir: Option<tempfile::TempDir>,
+    ) -> Result<Etcd> {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(binaries, dir).await {
-                Ok(etcd) => return Ok(etcd),
+            match Self::try_start(binaries, dir, &data_dir).await {
+                Ok(mut etcd) => {
+                    etcd._memory_dir = memory_dir.take();
+                    return Ok(etcd);
+                }
                 Err(e) if is_port_clash(&e) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
@@ -34,10 +68,10 @@ impl Etcd {
         Err(last_error.unwrap_or_else(|| Error::Config("etcd never started".into())))
     }
 
-    async fn try_start(binaries: &Binaries, dir: &Path) -> Result<Etcd> {
+    async fn try_start(binaries: &Binaries, dir: &Path, data_dir: &Path) -> Result<Etcd> {
         let client_port = free_port().map_err(|e| Error::io(dir, e))?;
         let peer_port = free_port().map_err(|e| Error::io(dir, e))?;
-        let data_dir = dir.join("etcd-data");
+        let data_dir = data_dir.to_path_buf();
         let client_url = format!("http://127.0.0.1:{client_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let spec = ProcessSpec::new("etcd", binaries.path("etcd"), dir.join("logs/etcd.log")).args([
@@ -60,7 +94,7 @@ impl Etcd {
         loop {
             process.check_running()?;
             if health_ok(client_port).await {
-                return Ok(Etcd { process, client_url, data_dir });
+                return Ok(Etcd { process, client_url, data_dir, _memory_dir: None });
             }
             if Instant::now() > deadline {
                 return Err(Error::Timeout {

@@ -120,10 +120,10 @@ step "building $TARGETS with $GO_VERSION (4-6 minutes on 2 cores the first time)
 mkdir -p "$SRC/.go/src/k8s.io"
 ln -s ../../.. "$SRC/.go/src/k8s.io/kubernetes"
 BUILD_LOG="$WORK/build.log"
-# Kubernetes' make keeps its Go cache in _output/go/cache; reuse the last one.
+# Kubernetes' make keeps its Go cache in _output/local/go/cache; reuse the last one.
 if [ -d "$GO_CACHE_KEEP" ]; then
-    mkdir -p "$SRC/_output/go"
-    mv "$GO_CACHE_KEEP" "$SRC/_output/go/cache"
+    mkdir -p "$SRC/_output/local/go"
+    mv "$GO_CACHE_KEEP" "$SRC/_output/local/go/cache"
 fi
 (
     cd "$SRC/.go/src/k8s.io/kubernetes"
@@ -144,7 +144,7 @@ if ! wait "$BUILD_PID"; then
 fi
 
 rm -rf "$GO_CACHE_KEEP"
-mv "$SRC/_output/go/cache" "$GO_CACHE_KEEP" 2>/dev/null || true
+mv "$SRC/_output/local/go/cache" "$GO_CACHE_KEEP" 2>/dev/null || true
 
 CURRENT_STEP="verify binaries"
 rm -rf "$STAGE"; mkdir -p "$STAGE"

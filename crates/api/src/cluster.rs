@@ -71,6 +71,7 @@ pub struct ManagedClusterSpec {
     /// Taints repel workloads that do not tolerate them. The hub adds and
     /// removes the `cluster.flotilla.io/*` ones itself.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key", "effect"]))]
     pub taints: Vec<Taint>,
     /// How often the agent must renew its heartbeat Lease (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -499,3 +499,120 @@ mod tests {
         assert_eq!(res.allocated["pods"].0, "2");
     }
 }
+
+/// The parts of a PKCS#10 request the hub decides on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrSubject {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub public_key_sha256: String,
+}
+
+/// Parses a PEM `CERTIFICATE REQUEST` and checks its self-signature (proof
+/// that the requester holds the key).
+pub fn parse_csr(pem: &[u8]) -> Result<CsrSubject, String> {
+    use sha2::Digest as _;
+    use x509_parser::prelude::FromDer as _;
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).map_err(|e| format!("not PEM: {e}"))?;
+    let (_, csr) = x509_parser::certification_request::X509CertificationRequest::from_der(&block.contents)
+        .map_err(|e| format!("not a certificate request: {e}"))?;
+    csr.verify_signature().map_err(|e| format!("bad request signature: {e}"))?;
+    let subject = &csr.certification_request_info.subject;
+    let common_name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .ok_or("the request has no common name")?
+        .to_string();
+    let organizations =
+        subject.iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    let spki = csr.certification_request_info.subject_pki.raw;
+    Ok(CsrSubject { common_name, organizations, public_key_sha256: hex::encode(sha2::Sha256::digest(spki)) })
+}
+
+/// A PEM certificate request for cluster `name`'s agent, signed by `key_pem`.
+pub fn agent_csr(name: &str, key_pem: &str) -> Result<String, String> {
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("agent key: {e}"))?;
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, AGENT_GROUP);
+    params.distinguished_name.push(rcgen::DnType::CommonName, agent_user(name));
+    let csr = params.serialize_request(&key).map_err(|e| format!("certificate request: {e}"))?;
+    csr.pem().map_err(|e| format!("certificate request: {e}"))
+}
+
+/// SHA-256 of a PEM private key's public half (what [`parse_csr`] reports).
+pub fn public_key_sha256(key_pem: &str) -> Result<String, String> {
+    use sha2::Digest as _;
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("agent key: {e}"))?;
+    Ok(hex::encode(sha2::Sha256::digest(rcgen::PublicKeyData::subject_public_key_info(&key))))
+}
+
+#[cfg(test)]
+mod csr_tests {
+    use super::*;
+
+    #[test]
+    fn agent_csr_round_trips_through_the_parser() {
+        let key = crate::pki::generate_key_pair().unwrap();
+        let pem = agent_csr("member-1", &key.private_pem).unwrap();
+        let subject = parse_csr(pem.as_bytes()).unwrap();
+        assert_eq!(subject.common_name, "flotilla:cluster:member-1");
+        assert_eq!(subject.organizations, vec![AGENT_GROUP.to_string()]);
+        assert_eq!(subject.public_key_sha256, public_key_sha256(&key.private_pem).unwrap());
+        assert!(parse_csr(b"garbage").is_err());
+    }
+}
+
+/// Name of the CertificateSigningRequest an agent renews its certificate with
+/// (fixed, so RBAC can name it).
+pub fn renewal_csr_name(name: &str) -> String {
+    format!("flotilla-cluster-{name}-renewal")
+}
+
+/// The objects that give cluster `name`'s agent access to exactly its own
+/// corner of the hub: its namespace (where it may work freely with leases,
+/// events, config maps and, later, works), read access to its own
+/// ManagedCluster, write access to that object's status, and the right to
+/// renew its own certificate. `owner` is the ownerReferences list for
+/// cluster-scoped objects, so deleting the ManagedCluster revokes it all.
+pub fn agent_access_objects(name: &str, owner: serde_json::Value) -> Vec<serde_json::Value> {
+    use serde_json::json;
+    let namespace = format!("flotilla-cluster-{name}");
+    let user = agent_user(name);
+    let role_name = format!("flotilla:cluster:{name}");
+    let subject = json!([{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}]);
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": namespace, "ownerReferences": owner,
+                "labels": {"cluster.flotilla.io/cluster": name}}}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "flotilla-agent", "namespace": namespace},
+        "rules": [
+            {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["*"]},
+            {"apiGroups": [""], "resources": ["events", "configmaps"], "verbs": ["*"]},
+            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["*"]},
+            {"apiGroups": ["work.flotilla.io"], "resources": ["works", "works/status"], "verbs": ["*"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "flotilla-agent", "namespace": namespace},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "flotilla-agent"},
+            "subjects": subject}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": role_name, "ownerReferences": owner},
+        "rules": [
+            {"apiGroups": ["cluster.flotilla.io"], "resources": ["managedclusters"],
+                "resourceNames": [name], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["cluster.flotilla.io"], "resources": ["managedclusters/status"],
+                "resourceNames": [name], "verbs": ["get", "update", "patch"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+                "verbs": ["create"]},
+            {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+                "resourceNames": [renewal_csr_name(name)], "verbs": ["get", "delete"]}
+        ]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": role_name, "ownerReferences": owner},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+            "subjects": subject}),
+    ]
+}

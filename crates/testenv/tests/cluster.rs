@@ -172,8 +172,11 @@ async fn dropping_a_cluster_stops_all_its_processes_and_removes_its_dir() {
 
 #[tokio::test]
 async fn killed_test_process_leaves_no_orphans() {
+    // Everything the holder leaves behind on disk goes into this directory.
+    let scratch = tempfile::tempdir().unwrap();
     let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_testenv-hold"))
         .arg("orphan")
+        .env("TMPDIR", scratch.path())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -185,8 +188,10 @@ async fn killed_test_process_leaves_no_orphans() {
     })
     .await
     .unwrap();
-    let pids: Vec<u32> =
+    let report: serde_json::Value =
         serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("testenv-hold printed {line:?}: {e}"));
+    let pids: Vec<u32> = serde_json::from_value(report["pids"].clone()).unwrap();
+    let etcd_data = std::path::PathBuf::from(report["etcd_data"].as_str().unwrap());
     assert_eq!(pids.len(), 5, "etcd, apiserver, controller-manager, scheduler, node");
     assert!(pids.iter().all(|p| pid_alive(*p)));
 
@@ -197,6 +202,9 @@ async fn killed_test_process_leaves_no_orphans() {
         pids.iter().all(|p| !pid_alive(*p))
     })
     .await;
+    if let Some(parent) = etcd_data.parent().filter(|p| p.starts_with("/dev/shm")) {
+        std::fs::remove_dir_all(parent).unwrap();
+    }
 }
 
 #[tokio::test]

@@ -15,6 +15,9 @@ async fn main() {
         }
     };
     let pids: Vec<u32> = cluster.info().processes.iter().filter_map(|p| p.pid).collect();
-    println!("{}", serde_json::to_string(&pids).unwrap_or_default());
+    // The etcd data directory may be in /dev/shm, outside TMPDIR: report it
+    // so the test can remove it (no destructor runs after SIGKILL).
+    let etcd_data = cluster.etcd().map(|e| e.data_dir().display().to_string()).unwrap_or_default();
+    println!("{}", serde_json::json!({"pids": pids, "etcd_data": etcd_data}));
     std::future::pending::<()>().await;
 }

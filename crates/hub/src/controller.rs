@@ -1,0 +1,410 @@
+//! The hub's fleet controllers.
+//!
+//! - registration (primary: CertificateSigningRequest): registers a cluster
+//!   when its agent first asks, approves or denies agents' certificate
+//!   requests (the decision is `core::membership::decide_csr`), and grants
+//!   an approved agent access to exactly its own corner of the hub;
+//! - health (primary: ManagedCluster, also triggered by heartbeat Leases):
+//!   publishes `Joined` and `Available` and the NoExecute taints.
+//!
+//! Both are level-triggered: they read the current objects and converge.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_api::cluster::{keys, ManagedCluster};
+use flotilla_core::membership::{self, CsrDecision, CsrFacts};
+use futures::StreamExt;
+use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::{Error, FIELD_MANAGER};
+
+/// Label the agent puts on its heartbeat Lease.
+pub const HEARTBEAT_LABEL: &str = "cluster.flotilla.io/heartbeat";
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Accept every cluster that asks to join (no `flotilla cluster accept`).
+    pub auto_accept: bool,
+    /// How long past its lease duration a heartbeat may be late before the
+    /// cluster turns Unknown.
+    pub grace: Duration,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self { auto_accept: false, grace: Duration::from_secs(10) }
+    }
+}
+
+struct Ctx {
+    client: Client,
+    config: HubConfig,
+    clusters: Store<ManagedCluster>,
+    leases: Store<Lease>,
+}
+
+/// Runs the controllers until the process ends.
+pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
+    let clusters_api: Api<ManagedCluster> = Api::all(client.clone());
+    let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let lease_api: Api<Lease> = Api::all(client.clone());
+
+    let (lease_store, lease_writer) = reflector::store();
+    let leases = watcher(lease_api, watcher::Config::default().labels(HEARTBEAT_LABEL))
+        .default_backoff()
+        .reflect(lease_writer)
+        .touched_objects();
+
+    let health = Controller::new(clusters_api.clone(), watcher::Config::default());
+    let cluster_store = health.store();
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        config,
+        clusters: cluster_store.clone(),
+        leases: lease_store,
+    });
+
+    let registration = Controller::new(csr_api, watcher::Config::default());
+    let csr_store = registration.store();
+    // A cluster's acceptance changes the fate of its pending requests.
+    let registration = registration
+        .watches(clusters_api, watcher::Config::default(), move |cluster: ManagedCluster| {
+            let name = cluster.name_any();
+            csr_store
+                .state()
+                .into_iter()
+                .filter(|csr| csr_cluster(csr).as_deref() == Some(name.as_str()) && !csr_decided(csr))
+                .map(|csr| ObjectRef::from_obj(&*csr))
+                .collect::<Vec<_>>()
+        })
+        .run(reconcile_csr, csr_error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "registration reconcile failed");
+            }
+        });
+
+    let health = health
+        .watches_stream(leases, |lease: Lease| {
+            lease
+                .namespace()
+                .and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(str::to_string))
+                .map(|name| ObjectRef::new(&name))
+        })
+        .run(reconcile_health, health_error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "health reconcile failed");
+            }
+        });
+    futures::join!(registration, health);
+    Ok(())
+}
+
+fn csr_decided(csr: &CertificateSigningRequest) -> bool {
+    csr.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved" || c.type_ == "Denied"))
+}
+
+/// The cluster a Flotilla agent CSR is for (from the request's subject).
+fn csr_cluster(csr: &CertificateSigningRequest) -> Option<String> {
+    let subject = membership::parse_csr(&csr.spec.request.0).ok()?;
+    membership::cluster_of_agent_user(&subject.common_name).map(str::to_string)
+}
+
+fn csr_facts(csr: &CertificateSigningRequest) -> Result<CsrFacts, String> {
+    let subject = membership::parse_csr(&csr.spec.request.0)?;
+    Ok(CsrFacts {
+        requester: csr.spec.username.clone().unwrap_or_default(),
+        requester_groups: csr.spec.groups.clone().unwrap_or_default(),
+        signer: csr.spec.signer_name.clone(),
+        usages: csr.spec.usages.clone().unwrap_or_default(),
+        subject_common_name: subject.common_name,
+        subject_organizations: subject.organizations,
+        public_key_sha256: subject.public_key_sha256,
+    })
+}
+
+fn cluster_facts(cluster: &ManagedCluster) -> membership::ClusterFacts {
+    membership::ClusterFacts {
+        accepted: cluster.spec.hub_accepts_client,
+        agent_key: cluster.annotations().get(keys::AGENT_KEY).cloned(),
+        being_deleted: cluster.metadata.deletion_timestamp.is_some(),
+    }
+}
+
+async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if csr_decided(&csr) {
+        return Ok(Action::await_change());
+    }
+    let Ok(facts) = csr_facts(&csr) else { return Ok(Action::await_change()) };
+    let Some(name) = membership::cluster_of_agent_user(&facts.subject_common_name).map(str::to_string) else {
+        return Ok(Action::await_change());
+    };
+    let clusters: Api<ManagedCluster> = Api::all(ctx.client.clone());
+    let mut cluster = clusters.get_opt(&name).await?;
+
+    // A first request from a valid bootstrap identity registers the cluster.
+    if cluster.is_none() {
+        let hypothetical = membership::ClusterFacts { accepted: true, agent_key: None, being_deleted: false };
+        if membership::decide_csr(&facts, Some(&hypothetical)) == CsrDecision::Approve {
+            let new: ManagedCluster = serde_json::from_value(json!({
+                "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "metadata": {"name": name},
+                "spec": {"syncMode": "Pull", "hubAcceptsClient": ctx.config.auto_accept}
+            }))?;
+            match clusters.create(&PostParams::default(), &new).await {
+                Ok(created) => {
+                    tracing::info!(cluster = %name, auto_accept = ctx.config.auto_accept, "cluster registered");
+                    cluster = Some(created);
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => cluster = clusters.get_opt(&name).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    let facts_of_cluster = cluster.as_ref().map(cluster_facts);
+    match membership::decide_csr(&facts, facts_of_cluster.as_ref()) {
+        CsrDecision::Ignore => Ok(Action::await_change()),
+        CsrDecision::Pending(why) => {
+            tracing::info!(cluster = %name, csr = %csr.name_any(), reason = %why, "certificate request pending");
+            Ok(Action::await_change())
+        }
+        CsrDecision::Deny(why) => {
+            tracing::warn!(cluster = %name, csr = %csr.name_any(), reason = %why, "certificate request denied");
+            set_csr_condition(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
+            Ok(Action::await_change())
+        }
+        CsrDecision::Approve => {
+            let Some(cluster) = cluster else { return Ok(Action::await_change()) };
+            grant_agent_access(&ctx.client, &cluster).await?;
+            let first_registration = facts.requester != facts.subject_common_name;
+            if first_registration && cluster_facts(&cluster).agent_key.is_none() {
+                clusters
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(
+                            json!({"metadata": {"annotations": {keys::AGENT_KEY: facts.public_key_sha256}}}),
+                        ),
+                    )
+                    .await?;
+            }
+            set_csr_condition(
+                &ctx.client,
+                &csr,
+                "Approved",
+                "FlotillaApproved",
+                &format!("cluster {name} is accepted into the fleet"),
+            )
+            .await?;
+            tracing::info!(cluster = %name, csr = %csr.name_any(), "certificate request approved");
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn set_csr_condition(
+    client: &Client,
+    csr: &CertificateSigningRequest,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
+    let mut updated = csr.clone();
+    let status = updated.status.get_or_insert_with(Default::default);
+    status.conditions.get_or_insert_with(Vec::new).push(serde_json::from_value(json!({
+        "type": type_, "status": "True", "reason": reason, "message": message
+    }))?);
+    api.replace_subresource("approval", &csr.name_any(), &PostParams::default(), &updated).await?;
+    Ok(())
+}
+
+/// The cluster's namespace and the RBAC that lets its agent (and only it)
+/// work there, read its own ManagedCluster and write its status. All are
+/// owned by the ManagedCluster, so deleting it revokes everything.
+async fn grant_agent_access(client: &Client, cluster: &ManagedCluster) -> Result<(), Error> {
+    let name = cluster.name_any();
+    let owner = json!([{
+        "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+        "name": name, "uid": cluster.uid().unwrap_or_default(), "blockOwnerDeletion": true
+    }]);
+    let objects = membership::agent_access_objects(&name, owner);
+    let apply = PatchParams::apply(FIELD_MANAGER).force();
+    for object in objects {
+        let gvk = kube::api::GroupVersionKind::try_from(&kube::core::TypeMeta {
+            api_version: object["apiVersion"].as_str().unwrap_or_default().to_string(),
+            kind: object["kind"].as_str().unwrap_or_default().to_string(),
+        })
+        .map_err(|e| Error::Other(e.to_string()))?;
+        let (resource, _caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+        let object_name = object["metadata"]["name"].as_str().unwrap_or_default().to_string();
+        let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(&object_name, &apply, &Patch::Apply(&object)).await?;
+    }
+    Ok(())
+}
+
+fn csr_error_policy(_csr: Arc<CertificateSigningRequest>, error: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(%error, "registration failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+fn health_error_policy(_c: Arc<ManagedCluster>, error: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(%error, "health update failed; retrying");
+    Action::requeue(Duration::from_secs(2))
+}
+
+fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    existing: &[Condition],
+    now: &k8s_openapi::jiff::Timestamp,
+) -> Condition {
+    // The transition time moves only when the status does.
+    let since = existing
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(*now));
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: since,
+        observed_generation: None,
+    }
+}
+
+async fn reconcile_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // Never judge a heartbeat before the lease cache is complete: that is
+    // what would make a restarted hub flap every cluster to Unknown.
+    ctx.leases.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;
+    let _ = &ctx.clusters;
+    let name = cluster.name_any();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let existing = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+
+    let joined = if !cluster.spec.hub_accepts_client {
+        condition(
+            membership::JOINED,
+            "False",
+            "NotAccepted",
+            &format!("waiting to be accepted: run `flotilla cluster accept {name}`"),
+            &existing,
+            &now,
+        )
+    } else if cluster.annotations().contains_key(keys::AGENT_KEY)
+        || cluster.spec.sync_mode == flotilla_api::cluster::SyncMode::Push
+    {
+        condition(
+            membership::JOINED,
+            "True",
+            "Joined",
+            "the cluster is a member of the fleet",
+            &existing,
+            &now,
+        )
+    } else {
+        condition(
+            membership::JOINED,
+            "False",
+            "WaitingForAgent",
+            "accepted; waiting for the cluster's agent to request its certificate",
+            &existing,
+            &now,
+        )
+    };
+
+    let lease =
+        ctx.leases.get(&ObjectRef::new(membership::LEASE_NAME).within(&ManagedCluster::hub_namespace(&name)));
+    let since_renewal = lease.as_ref().and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| {
+        let age = now.duration_since(t.0);
+        Duration::try_from(age).unwrap_or(Duration::ZERO)
+    });
+    let lease_seconds =
+        cluster.spec.lease_duration_seconds.unwrap_or(membership::DEFAULT_LEASE_SECONDS).max(1);
+    let report = existing
+        .iter()
+        .find(|c| c.type_ == membership::MEMBER_HEALTHY)
+        .map(|c| membership::MemberReport { healthy: c.status == "True", message: c.message.clone() });
+    let availability = if joined.status == "True" {
+        membership::availability(
+            since_renewal,
+            Duration::from_secs(lease_seconds as u64),
+            ctx.config.grace,
+            report.as_ref(),
+        )
+    } else {
+        membership::Availability {
+            status: "Unknown",
+            reason: "NotJoined",
+            message: "the cluster has not joined the fleet yet".into(),
+            recheck_after: None,
+        }
+    };
+    let available = condition(
+        membership::AVAILABLE,
+        availability.status,
+        availability.reason,
+        &availability.message,
+        &existing,
+        &now,
+    );
+
+    let unchanged =
+        |c: &Condition| membership::condition_is(&existing, &c.type_, &c.status, &c.reason, &c.message);
+    if !unchanged(&joined) || !unchanged(&available) {
+        tracing::info!(cluster = %name, available = availability.status, reason = availability.reason, "cluster availability");
+        let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "status": {"conditions": [joined, available]}
+            })),
+        )
+        .await?;
+    }
+
+    let hub_keys = [flotilla_api::cluster::taints::UNREACHABLE, flotilla_api::cluster::taints::NOT_READY];
+    let current_hub_taints: Vec<_> =
+        cluster.spec.taints.iter().filter(|t| hub_keys.contains(&t.key.as_str())).cloned().collect();
+    let desired = membership::hub_taints(availability.status, &current_hub_taints, &now);
+    if desired != current_hub_taints {
+        let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "spec": {"taints": desired}
+            })),
+        )
+        .await?;
+    }
+    Ok(match availability.recheck_after {
+        Some(after) => Action::requeue(after),
+        None => Action::requeue(Duration::from_secs(60)),
+    })
+}

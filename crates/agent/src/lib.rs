@@ -1,14 +1,193 @@
-pub fn add(left: u64, right: u64) -> u64 {
-    left + right
+//! The member-side agent (pull mode): registers its cluster with the hub,
+//! renews a heartbeat Lease in its hub namespace, and reports its member's
+//! health and inventory on its ManagedCluster's status.
+//!
+//! The same status collection also runs inside the hub for push-mode
+//! clusters (see [`collect`]).
+
+pub mod collect;
+pub mod register;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use flotilla_api::cluster::ManagedCluster;
+use flotilla_core::membership;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+pub use register::{register, Registration};
+
+/// Field manager for everything the agent writes.
+pub const FIELD_MANAGER: &str = "flotilla-agent";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Hub(String),
+    #[error("{0}")]
+    Member(String),
+    #[error("the hub refused cluster {cluster}: {message}")]
+    Denied { cluster: String, message: String },
+    #[error("cluster {0} was removed from the fleet (its ManagedCluster is gone or the agent's access was revoked)")]
+    Removed(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Other(String),
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cluster: String,
+    /// Holds the agent's key, certificate and hub kubeconfig.
+    pub state_dir: PathBuf,
+    /// A kubeconfig with a bootstrap token, used only to register.
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// The member cluster's kubeconfig.
+    pub member_kubeconfig: PathBuf,
+    /// How often to probe the member's API.
+    pub health_interval: Duration,
+}
 
-    #[test]
-    fn it_works() {
-        let result = add(2, 2);
-        assert_eq!(result, 4);
+impl AgentConfig {
+    pub fn new(cluster: impl Into<String>, state_dir: PathBuf, member_kubeconfig: PathBuf) -> Self {
+        Self {
+            cluster: cluster.into(),
+            state_dir,
+            bootstrap_kubeconfig: None,
+            member_kubeconfig,
+            health_interval: Duration::from_secs(2),
+        }
     }
+}
+
+/// A client for a kubeconfig file, with short timeouts suited to probing.
+pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<(Client, kube::Config), String> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| format!("invalid kubeconfig {}: {e}", path.display()))?;
+    config.connect_timeout = Some(Duration::from_secs(3));
+    config.read_timeout = Some(Duration::from_secs(15));
+    let client =
+        Client::try_from(config.clone()).map_err(|e| format!("kubeconfig {}: {e}", path.display()))?;
+    Ok((client, config))
+}
+
+/// Registers (if needed) and then runs until the cluster is removed from
+/// the fleet (then its credentials are deleted) or `shutdown` resolves.
+pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    let (member, member_config) =
+        client_from_kubeconfig(&config.member_kubeconfig).await.map_err(Error::Member)?;
+    collect::check_member(&member, &member_config).await?;
+    tokio::pin!(shutdown);
+    let result = loop {
+        let registration = register(&config).await?;
+        tracing::info!(cluster = %config.cluster, "agent running");
+        let hub = registration.client.clone();
+        let outcome = tokio::select! {
+            r = heartbeat(&hub, &config.cluster) => Some(r),
+            r = collect::report_status(member.clone(), hub.clone(), config.cluster.clone(), config.health_interval) => Some(r),
+            r = watch_removal(&hub, &config.cluster) => Some(r),
+            // A renewed certificate: start over with it.
+            r = register::renew_before_expiry(&config, &registration) => r.err().map(Err),
+            () = &mut shutdown => Some(Ok(())),
+        };
+        if let Some(outcome) = outcome {
+            break outcome;
+        }
+    };
+    if let Err(Error::Removed(_)) = &result {
+        tracing::warn!(cluster = %config.cluster, "cluster removed from the fleet; deleting the agent's credentials");
+        register::forget_credentials(&config.state_dir)?;
+    }
+    result
+}
+
+/// Renews the Lease `cluster-heartbeat` in the cluster's hub namespace every
+/// quarter of the lease duration.
+async fn heartbeat(hub: &Client, cluster: &str) -> Result<(), Error> {
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    let leases: Api<Lease> = Api::namespaced(hub.clone(), &ManagedCluster::hub_namespace(cluster));
+    let mut seconds = membership::DEFAULT_LEASE_SECONDS;
+    let mut ticks = 0u64;
+    loop {
+        // Pick up a changed lease duration now and then.
+        if ticks.is_multiple_of(20) {
+            match clusters.get(cluster).await {
+                Ok(mc) => {
+                    seconds =
+                        mc.spec.lease_duration_seconds.unwrap_or(membership::DEFAULT_LEASE_SECONDS).max(1)
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 || e.code == 401 => {
+                    return Err(Error::Removed(cluster.to_string()));
+                }
+                Err(e) => tracing::warn!(error = %e, "reading the ManagedCluster failed"),
+            }
+        }
+        ticks += 1;
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": membership::LEASE_NAME, "labels": {"cluster.flotilla.io/heartbeat": "true"}},
+            "spec": {"holderIdentity": membership::agent_user(cluster), "leaseDurationSeconds": seconds,
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
+        });
+        match leases
+            .patch(membership::LEASE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&lease))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 401 => return Err(Error::Removed(cluster.to_string())),
+            Err(e) => tracing::warn!(error = %e, "renewing the heartbeat lease failed"),
+        }
+        tokio::time::sleep(Duration::from_millis((seconds as u64 * 1000 / 4).max(500))).await;
+    }
+}
+
+/// Returns `Removed` once the cluster's ManagedCluster is deleted or the
+/// agent's access to it is revoked. Watches the one object (RBAC allows
+/// watching it by name).
+async fn watch_removal(hub: &Client, cluster: &str) -> Result<(), Error> {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    let config = watcher::Config::default().fields(&format!("metadata.name={cluster}"));
+    let mut events = watcher(clusters, config).boxed();
+    let mut seen_in_list = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::Init) => seen_in_list = false,
+            Ok(watcher::Event::InitApply(mc)) | Ok(watcher::Event::Apply(mc)) => {
+                seen_in_list = true;
+                if mc.metadata.deletion_timestamp.is_some() {
+                    return Err(Error::Removed(cluster.to_string()));
+                }
+            }
+            Ok(watcher::Event::InitDone) if !seen_in_list => return Err(Error::Removed(cluster.to_string())),
+            Ok(watcher::Event::InitDone) => {}
+            Ok(watcher::Event::Delete(_)) => return Err(Error::Removed(cluster.to_string())),
+            Err(e) => {
+                let revoked = matches!(
+                    &e,
+                    watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s))
+                        if s.code == 401 || s.code == 403
+                );
+                if revoked {
+                    return Err(Error::Removed(cluster.to_string()));
+                }
+                tracing::debug!(error = %e, "watching the ManagedCluster failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    Ok(())
 }

@@ -124,9 +124,13 @@ pub enum TaintEffect {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedClusterStatus {
+    /// Written by the hub only (Joined, Available).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The agent's last probe of its member's API (written by the agent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_health: Option<MemberHealth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -135,6 +139,17 @@ pub struct ManagedClusterStatus {
     pub resource_summary: Option<ResourceSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_enablements: Vec<ApiEnablement>,
+}
+
+/// What the agent saw of its member's API. Kept apart from `conditions` so
+/// that the hub and the agent never write the same list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberHealth {
+    pub healthy: bool,
+    pub message: String,
+    /// When `healthy` last changed.
+    pub since: Time,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

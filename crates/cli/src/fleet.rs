@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use comfy_table::{presets::NOTHING, Table};
-use flotilla_testenv::{process::log_tail, Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd};
+use flotilla_testenv::{
+    process::log_tail, Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd, ManagedProcess, ProcessSpec,
+};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::Api;
@@ -321,7 +323,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped by SIGTERM while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped by SIGINT while starting")),
     };
-    let (etcd, clusters) = match started {
+    let (etcd, clusters, mut agents) = match started {
         Ok(parts) => parts,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "fleet failed to start");
@@ -344,6 +346,9 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
     state.phase = Phase::Stopping;
     state.message = "stopping".into();
     write_state(&dir, &state)?;
+    for agent in agents.iter_mut().rev() {
+        agent.stop(Duration::from_secs(5));
+    }
     for cluster in clusters.into_iter().rev() {
         cluster.shutdown(Duration::from_secs(5));
     }
@@ -352,7 +357,45 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Result<(Etcd, Vec<Cluster>)> {
+/// Waits until every member's ManagedCluster is Available on the hub.
+async fn wait_members_available(
+    hub: &kube::Client,
+    members: &[(String, PathBuf)],
+    processes: &mut [ManagedProcess],
+) -> anyhow::Result<()> {
+    let api: Api<flotilla_api::ManagedCluster> = Api::all(hub.clone());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for p in processes.iter_mut() {
+            p.check_running()?;
+        }
+        let mut missing = Vec::new();
+        for (name, _) in members {
+            let available = api
+                .get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|mc| mc.condition("Available").map(|c| c.status == "True"))
+                .unwrap_or(false);
+            if !available {
+                missing.push(name.clone());
+            }
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("members not Available on the hub after 60s: {}", missing.join(", "));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn start_fleet(
+    args: &DaemonArgs,
+    state: &mut FleetState,
+) -> anyhow::Result<(Etcd, Vec<Cluster>, Vec<ManagedProcess>)> {
     let dir = &args.state_dir;
     let binaries = Binaries::in_dir(&args.k8s_bin)?;
     let etcd = Etcd::start(&binaries, dir).await.context("starting etcd")?;
@@ -381,13 +424,67 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     }))
     .await?;
     let mut clusters = vec![hub];
+    let mut member_kubeconfigs = Vec::new();
     for member in members {
         let kubeconfig = dir.join("clusters").join(format!("{}.kubeconfig", member.name()));
         std::fs::copy(member.kubeconfig_path(), &kubeconfig)?;
-        state.clusters.push(record(&member, "member", kubeconfig, args.nodes));
+        state.clusters.push(record(&member, "member", kubeconfig.clone(), args.nodes));
+        member_kubeconfigs.push((member.name().to_string(), kubeconfig));
         clusters.push(member);
     }
-    Ok((etcd, clusters))
+
+    // Fleet membership: the hub's controllers and one pull agent per member.
+    state.message = "joining the members to the hub".into();
+    write_state(dir, state)?;
+    let hub_client = clusters[0].client();
+    flotilla_hub::install(&hub_client).await.context("installing Flotilla on the hub")?;
+    let exe = std::env::current_exe()?;
+    let log_dir = dir.join("hub").join("logs");
+    let hub_controller = ManagedProcess::spawn(
+        ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))
+            .args(["hub", "run", "--auto-accept", "--kubeconfig"])
+            .arg(state.hub_kubeconfig.display().to_string())
+            .env("FLOTILLA_LOG", "info"),
+    )?;
+    state.clusters[0].processes.push(ProcessRecord::of(
+        "flotilla-hub",
+        hub_controller.pid().unwrap_or(0),
+        hub_controller.log_path().to_path_buf(),
+    ));
+    let (_, bootstrap) = crate::fleetctl::create_token(
+        &hub_client,
+        &state.hub_kubeconfig,
+        1,
+        Some(dir.join("bootstrap.kubeconfig")),
+    )
+    .await?;
+    let mut agents = vec![hub_controller];
+    for (i, (name, kubeconfig)) in member_kubeconfigs.iter().enumerate() {
+        let agent = ManagedProcess::spawn(
+            ProcessSpec::new(
+                "flotilla-agent",
+                exe.clone(),
+                dir.join("clusters").join(name).join("logs").join("flotilla-agent.log"),
+            )
+            .args(["agent", "--cluster", name])
+            .arg("--kubeconfig")
+            .arg(kubeconfig.display().to_string())
+            .arg("--hub-kubeconfig")
+            .arg(bootstrap.display().to_string())
+            .arg("--state-dir")
+            .arg(dir.join("agents").join(name).display().to_string())
+            .env("FLOTILLA_LOG", "info"),
+        )?;
+        state.clusters[i + 1].processes.push(ProcessRecord::of(
+            "flotilla-agent",
+            agent.pid().unwrap_or(0),
+            agent.log_path().to_path_buf(),
+        ));
+        agents.push(agent);
+    }
+    write_state(dir, state)?;
+    wait_members_available(&hub_client, &member_kubeconfigs, &mut agents).await?;
+    Ok((etcd, clusters, agents))
 }
 
 fn record(cluster: &Cluster, role: &str, kubeconfig: PathBuf, nodes: u32) -> ClusterRecord {

@@ -3,6 +3,7 @@
 mod bench;
 mod binaries;
 mod fleet;
+mod fleetctl;
 
 use std::path::PathBuf;
 
@@ -38,6 +39,24 @@ enum Command {
     Status(fleet::StateDirArg),
     /// Stop exactly the processes `up` started and remove the fleet's state.
     Down(fleet::DownArgs),
+    /// The hub: install Flotilla's resources, run its controllers.
+    #[command(subcommand)]
+    Hub(fleetctl::HubCommand),
+    /// Bootstrap tokens for clusters joining the fleet.
+    #[command(subcommand)]
+    Token(fleetctl::TokenCommand),
+    /// Register a cluster with the hub (pull mode) and start its agent in the background.
+    Join(fleetctl::JoinArgs),
+    /// Run a cluster's agent in the foreground.
+    Agent(fleetctl::AgentArgs),
+    /// Remove a cluster from the fleet: its ManagedCluster, namespace and agent access.
+    Unjoin(fleetctl::UnjoinArgs),
+    /// Manage member clusters.
+    #[command(subcommand)]
+    Cluster(fleetctl::ClusterCommand),
+    /// List fleet resources.
+    #[command(subcommand)]
+    Get(fleetctl::GetCommand),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
     K8sBinaries,
     /// Print benchmark figures (start-up times, memory).
@@ -70,6 +89,13 @@ async fn main() -> std::process::ExitCode {
             println!("{}", dir.display());
             true
         }),
+        Command::Hub(c) => fleetctl::hub(c).await,
+        Command::Token(c) => fleetctl::token(c).await,
+        Command::Join(a) => fleetctl::join(a).await,
+        Command::Agent(a) => fleetctl::agent(a).await,
+        Command::Unjoin(a) => fleetctl::unjoin(a).await,
+        Command::Cluster(c) => fleetctl::cluster(c).await,
+        Command::Get(c) => fleetctl::get(c).await,
         Command::Bench(b) => bench::run(b).await,
         Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
     };

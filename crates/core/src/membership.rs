@@ -22,8 +22,6 @@ const AGENT_USER_PREFIX: &str = "flotilla:cluster:";
 /// Name of the heartbeat Lease in the cluster's hub namespace.
 pub const LEASE_NAME: &str = "cluster-heartbeat";
 pub const DEFAULT_LEASE_SECONDS: i32 = 10;
-/// Agent-written condition: the member's own API answers `/readyz` ok.
-pub const MEMBER_HEALTHY: &str = "MemberHealthy";
 
 /// The Kubernetes user name of cluster `name`'s agent.
 pub fn agent_user(name: &str) -> String {

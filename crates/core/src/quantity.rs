@@ -66,7 +66,7 @@ pub fn units(q: &str) -> Result<u128, QuantityError> {
 
 /// Formats millicores as Kubernetes would (`1500m`, `4`).
 pub fn format_millicores(m: u128) -> String {
-    if m % 1000 == 0 {
+    if m.is_multiple_of(1000) {
         (m / 1000).to_string()
     } else {
         format!("{m}m")
@@ -83,7 +83,7 @@ pub fn format_bytes(b: u128) -> String {
         ("Mi", 1 << 20),
         ("Ki", 1 << 10),
     ] {
-        if b >= size && b % size == 0 {
+        if b >= size && b.is_multiple_of(size) {
             return format!("{}{suffix}", b / size);
         }
     }

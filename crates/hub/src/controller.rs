@@ -27,6 +27,9 @@ use serde_json::json;
 
 use crate::{Error, FIELD_MANAGER};
 
+/// Field manager for the hub's taints on ManagedCluster specs.
+const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
+
 /// Label the agent puts on its heartbeat Lease.
 pub const HEARTBEAT_LABEL: &str = "cluster.flotilla.io/heartbeat";
 
@@ -343,10 +346,11 @@ async fn reconcile_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result
     });
     let lease_seconds =
         cluster.spec.lease_duration_seconds.unwrap_or(membership::DEFAULT_LEASE_SECONDS).max(1);
-    let report = existing
-        .iter()
-        .find(|c| c.type_ == membership::MEMBER_HEALTHY)
-        .map(|c| membership::MemberReport { healthy: c.status == "True", message: c.message.clone() });
+    let report = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.member_health.as_ref())
+        .map(|h| membership::MemberReport { healthy: h.healthy, message: h.message.clone() });
     let availability = if joined.status == "True" {
         membership::availability(
             since_renewal,
@@ -393,12 +397,20 @@ async fn reconcile_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result
     let desired = membership::hub_taints(availability.status, &current_hub_taints, &now);
     if desired != current_hub_taints {
         let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
+        // The list is written whole (Kubernetes 1.20 merges it atomically),
+        // keeping every taint the hub does not manage.
+        let mut all_taints: Vec<_> =
+            cluster.spec.taints.iter().filter(|t| !hub_keys.contains(&t.key.as_str())).cloned().collect();
+        all_taints.extend(desired);
+        // A manager of its own: before Kubernetes 1.22 managed fields do not
+        // tell spec and status writes apart, so one manager applying to both
+        // would drop its ownership of the other's fields.
         api.patch(
             &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(TAINT_FIELD_MANAGER).force(),
             &Patch::Apply(json!({
                 "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "spec": {"taints": desired}
+                "spec": {"taints": all_taints}
             })),
         )
         .await?;

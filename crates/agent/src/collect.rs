@@ -1,0 +1,159 @@
+//! Member health and inventory, reported on the ManagedCluster's status.
+//!
+//! Nodes and pods are kept current by watches (reflector stores), not by
+//! re-listing; the status is written only when what it would say changes.
+
+use std::time::Duration;
+
+use flotilla_api::cluster::{ApiEnablement, ManagedCluster, MemberHealth};
+use flotilla_core::membership;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::{Error, FIELD_MANAGER};
+
+/// Fails with an actionable message if the member's API does not answer.
+pub async fn check_member(member: &Client, config: &kube::Config) -> Result<(), Error> {
+    probe(member).await.map_err(|e| {
+        Error::Member(format!(
+            "cannot use the member cluster at {}: {e}. Check the member kubeconfig (--kubeconfig)",
+            config.cluster_url
+        ))
+    })
+}
+
+/// `Ok` if `/readyz` answers `ok`, else what went wrong.
+pub async fn probe(member: &Client) -> Result<(), String> {
+    let request = http::Request::get("/readyz").body(Vec::new()).map_err(|e| e.to_string())?;
+    match tokio::time::timeout(Duration::from_secs(3), member.request_text(request)).await {
+        Ok(Ok(body)) if body.trim() == "ok" => Ok(()),
+        Ok(Ok(body)) => Err(format!("/readyz answered {:?}", body.trim())),
+        Ok(Err(kube::Error::Api(s))) => Err(format!("/readyz failed: {} {}", s.code, s.message)),
+        Ok(Err(e)) => Err(format!("/readyz failed: {e}")),
+        Err(_) => Err("/readyz did not answer within 3s".into()),
+    }
+}
+
+fn store_of<K>(api: Api<K>) -> (Store<K>, impl std::future::Future<Output = ()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let driver =
+        watcher(api, watcher::Config::default()).default_backoff().reflect(writer).for_each(|_| async {});
+    (reader, driver)
+}
+
+async fn enablements(member: &Client) -> Option<Vec<ApiEnablement>> {
+    let discovery = kube::discovery::Discovery::new(member.clone()).run().await.ok()?;
+    let mut list = Vec::new();
+    for group in discovery.groups() {
+        for version in group.versions() {
+            let resources =
+                group.versioned_resources(version).into_iter().map(|(r, _)| r.plural).collect::<Vec<_>>();
+            let group_version = if group.name().is_empty() {
+                version.to_string()
+            } else {
+                format!("{}/{version}", group.name())
+            };
+            list.push(ApiEnablement { group_version, resources });
+        }
+    }
+    Some(membership::normalize_enablements(list))
+}
+
+/// Probes the member every `interval` and writes the status when it changes.
+pub async fn report_status(
+    member: Client,
+    hub: Client,
+    cluster: String,
+    interval: Duration,
+) -> Result<(), Error> {
+    let (nodes, drive_nodes) = store_of::<Node>(Api::all(member.clone()));
+    let (pods, drive_pods) = store_of::<Pod>(Api::all(member.clone()));
+    let report = async {
+        let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+        let mut last_written: Option<serde_json::Value> = None;
+        let mut healthy_since: Option<(bool, Time)> = None;
+        let mut version: Option<String> = None;
+        let mut apis: Option<Vec<ApiEnablement>> = None;
+        let mut tick: u64 = 0;
+        loop {
+            let health = probe(&member).await;
+            if health.is_ok() && (tick.is_multiple_of(30) || version.is_none() || apis.is_none()) {
+                if let Ok(info) = member.apiserver_version().await {
+                    version = Some(info.git_version);
+                }
+                if let Some(found) = enablements(&member).await {
+                    apis = Some(found);
+                }
+            }
+            tick += 1;
+            let healthy = health.is_ok();
+            let since = match &healthy_since {
+                Some((h, t)) if *h == healthy => t.clone(),
+                _ => Time(k8s_openapi::jiff::Timestamp::now()),
+            };
+            healthy_since = Some((healthy, since.clone()));
+            let member_health = MemberHealth {
+                healthy,
+                message: match &health {
+                    Ok(()) => "the cluster's API answers /readyz ok".into(),
+                    Err(e) => e.clone(),
+                },
+                since,
+            };
+            let mut status = json!({"memberHealth": member_health});
+            if let Some(v) = &version {
+                status["kubernetesVersion"] = json!(v);
+            }
+            if let Some(a) = &apis {
+                status["apiEnablements"] = json!(a);
+            }
+            // Only once both caches hold a full list: never report a
+            // half-listed member as empty.
+            if nodes.wait_until_ready().now_or_never().is_some()
+                && pods.wait_until_ready().now_or_never().is_some()
+            {
+                let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+                let pod_list: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
+                let (node_summary, resource_summary) = membership::summarize(&node_list, &pod_list);
+                status["nodeSummary"] = json!(node_summary);
+                status["resourceSummary"] = json!(resource_summary);
+            }
+            if last_written.as_ref() != Some(&status) {
+                let patch = json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster", "status": status});
+                match clusters
+                    .patch_status(&cluster, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+                    .await
+                {
+                    Ok(_) => last_written = Some(status),
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 || e.code == 401 => {
+                        return Err(Error::Removed(cluster.clone()));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "writing the cluster status failed"),
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    };
+    tokio::select! {
+        r = report => r,
+        () = drive_nodes => Ok(()),
+        () = drive_pods => Ok(()),
+    }
+}
+
+use futures::FutureExt as _;

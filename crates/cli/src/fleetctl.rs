@@ -1,0 +1,421 @@
+//! Fleet membership commands: `hub install|run`, `token create`, `join`,
+//! `agent`, `cluster accept`, `get clusters`, `unjoin`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use flotilla_api::cluster::ManagedCluster;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+#[derive(Args, Debug, Clone)]
+pub struct HubKubeconfig {
+    /// Kubeconfig of the hub (admin rights).
+    #[arg(long = "kubeconfig", env = "FLOTILLA_HUB_KUBECONFIG", default_value_os_t = crate::default_state_dir().join("hub.kubeconfig"))]
+    pub path: PathBuf,
+}
+
+impl HubKubeconfig {
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let (client, _) =
+            flotilla_agent::client_from_kubeconfig(&self.path).await.map_err(anyhow::Error::msg)?;
+        Ok(client)
+    }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum HubCommand {
+    /// Apply Flotilla's CRDs and RBAC to the hub (idempotent).
+    Install(HubKubeconfig),
+    /// Run the hub controllers (leader-elected: extra replicas stand by).
+    Run(HubRunArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct HubRunArgs {
+    #[command(flatten)]
+    pub hub: HubKubeconfig,
+    /// Accept every cluster that asks to join, without `flotilla cluster accept`.
+    #[arg(long)]
+    pub auto_accept: bool,
+    /// Seconds a heartbeat may be late (beyond the cluster's lease duration)
+    /// before the cluster is marked Unknown and tainted unreachable.
+    #[arg(long, default_value_t = 10)]
+    pub grace_seconds: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a bootstrap token that lets one or more clusters ask to join,
+    /// and write a bootstrap kubeconfig for `flotilla join --hub-kubeconfig`.
+    Create(TokenCreateArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenCreateArgs {
+    #[command(flatten)]
+    pub hub: HubKubeconfig,
+    /// How long the token stays valid, in hours.
+    #[arg(long, default_value_t = 24)]
+    pub ttl_hours: u64,
+    /// Where to write the bootstrap kubeconfig.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct JoinArgs {
+    /// The cluster's name in the fleet.
+    pub name: String,
+    /// Bootstrap kubeconfig from `flotilla token create`.
+    #[arg(long)]
+    pub hub_kubeconfig: PathBuf,
+    /// Kubeconfig of the member cluster.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Where the agent keeps its key, certificate and log.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Give up waiting for acceptance after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Args, Debug)]
+pub struct AgentArgs {
+    /// The cluster's name in the fleet.
+    #[arg(long)]
+    pub cluster: String,
+    /// Kubeconfig of the member cluster.
+    #[arg(long)]
+    pub kubeconfig: PathBuf,
+    /// Bootstrap kubeconfig (needed only until the agent has its certificate).
+    #[arg(long)]
+    pub hub_kubeconfig: Option<PathBuf>,
+    /// Where the agent keeps its key and certificate.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Let a cluster that asked to join in (sets hubAcceptsClient).
+    Accept {
+        name: String,
+        #[command(flatten)]
+        hub: HubKubeconfig,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum GetCommand {
+    /// The fleet's member clusters.
+    Clusters(HubKubeconfig),
+}
+
+#[derive(Args, Debug)]
+pub struct UnjoinArgs {
+    pub name: String,
+    #[command(flatten)]
+    pub hub: HubKubeconfig,
+    /// Do not wait for the cluster's agent to acknowledge (e.g. it is unreachable).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn agent_state_dir(name: &str, given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| crate::default_state_dir().join("agents").join(name))
+}
+
+pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
+    match cmd {
+        HubCommand::Install(hub) => {
+            let client = hub.client().await?;
+            flotilla_hub::install(&client)
+                .await
+                .with_context(|| format!("installing on the hub {}", hub.path.display()))?;
+            println!("Flotilla's CRDs and RBAC are installed on the hub.");
+            Ok(true)
+        }
+        HubCommand::Run(args) => {
+            let client = args.hub.client().await?;
+            let identity = format!(
+                "{}-{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                std::process::id()
+            );
+            let lost = flotilla_hub::leader::lead(client.clone(), identity).await?;
+            let config = flotilla_hub::HubConfig {
+                auto_accept: args.auto_accept,
+                grace: Duration::from_secs(args.grace_seconds),
+            };
+            tokio::select! {
+                r = flotilla_hub::run(client, config) => r?,
+                e = lost => bail!("stopping: {e}"),
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            Ok(true)
+        }
+    }
+}
+
+fn random_token_part(len: usize) -> anyhow::Result<String> {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = vec![0u8; len];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
+    Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+}
+
+pub async fn token(cmd: TokenCommand) -> anyhow::Result<bool> {
+    let TokenCommand::Create(args) = cmd;
+    let client = args.hub.client().await?;
+    let output = args.output.clone();
+    let (token, output) = create_token(&client, &args.hub.path, args.ttl_hours, output).await?;
+    println!(
+        "Token {token} (valid {}h) written as a bootstrap kubeconfig to {}.",
+        args.ttl_hours,
+        output.display()
+    );
+    println!(
+        "Join a cluster with:\n  flotilla join NAME --hub-kubeconfig {} --kubeconfig MEMBER.kubeconfig",
+        output.display()
+    );
+    Ok(true)
+}
+
+/// Creates a bootstrap token Secret and writes a bootstrap kubeconfig for
+/// it (to `output`, or `bootstrap-<id>.kubeconfig`); returns both.
+pub async fn create_token(
+    client: &Client,
+    hub_kubeconfig: &Path,
+    ttl_hours: u64,
+    output: Option<PathBuf>,
+) -> anyhow::Result<(String, PathBuf)> {
+    let id = random_token_part(6)?;
+    let secret_part = random_token_part(16)?;
+    let expiration = k8s_openapi::jiff::Timestamp::now()
+        + k8s_openapi::jiff::SignedDuration::from_secs(ttl_hours as i64 * 3600);
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {
+            "token-id": id, "token-secret": secret_part,
+            "expiration": expiration.to_string(),
+            "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": flotilla_core::membership::BOOTSTRAP_GROUP,
+            "description": "flotilla: lets clusters ask to join the fleet"
+        }
+    }))?;
+    Api::<Secret>::namespaced(client.clone(), "kube-system").create(&PostParams::default(), &secret).await?;
+    let token = format!("{id}.{secret_part}");
+    let hub_config = kube::config::Kubeconfig::read_from(hub_kubeconfig)?;
+    let (server, ca) = server_and_ca(&hub_config)?;
+    let kubeconfig = flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
+        name: "flotilla-bootstrap".into(),
+        server,
+        ca_pem: ca,
+        credential: flotilla_core::kubeconfig::Credential::Token(token.clone()),
+    });
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("bootstrap-{id}.kubeconfig")));
+    std::fs::write(&output, kubeconfig)?;
+    Ok((token, output))
+}
+
+fn server_and_ca(config: &kube::config::Kubeconfig) -> anyhow::Result<(String, String)> {
+    use base64::Engine as _;
+    let cluster = config
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .context("the hub kubeconfig has no cluster")?;
+    let server = cluster.server.clone().context("the hub kubeconfig has no server")?;
+    let ca = match &cluster.certificate_authority_data {
+        Some(d) => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(d)?)?,
+        None => std::fs::read_to_string(
+            cluster.certificate_authority.as_deref().context("no CA in the hub kubeconfig")?,
+        )?,
+    };
+    Ok((server, ca))
+}
+
+/// Runs an agent in the foreground until the cluster leaves the fleet.
+pub async fn agent(args: AgentArgs) -> anyhow::Result<bool> {
+    let mut config = flotilla_agent::AgentConfig::new(
+        args.cluster.clone(),
+        agent_state_dir(&args.cluster, args.state_dir),
+        args.kubeconfig,
+    );
+    config.bootstrap_kubeconfig = args.hub_kubeconfig;
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match flotilla_agent::run(config, shutdown).await {
+        Ok(()) => Ok(true),
+        Err(flotilla_agent::Error::Removed(name)) => {
+            println!("Cluster {name} left the fleet; the agent's credentials are deleted.");
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Registers, then leaves an agent running in the background.
+pub async fn join(args: JoinArgs) -> anyhow::Result<bool> {
+    flotilla_core::membership::validate_cluster_name(&args.name).map_err(anyhow::Error::msg)?;
+    let state_dir = agent_state_dir(&args.name, args.state_dir.clone());
+    let mut config =
+        flotilla_agent::AgentConfig::new(args.name.clone(), state_dir.clone(), args.kubeconfig.clone());
+    config.bootstrap_kubeconfig = Some(args.hub_kubeconfig.clone());
+    let (member, member_config) =
+        flotilla_agent::client_from_kubeconfig(&args.kubeconfig).await.map_err(anyhow::Error::msg)?;
+    flotilla_agent::collect::check_member(&member, &member_config).await?;
+    println!(
+        "Asking the hub to admit cluster {} (waiting up to {}s for acceptance)...",
+        args.name, args.timeout
+    );
+    match tokio::time::timeout(Duration::from_secs(args.timeout), flotilla_agent::register(&config)).await {
+        Ok(r) => {
+            r?;
+        }
+        Err(_) => bail!(
+            "cluster {} was not accepted within {}s; on the hub run `flotilla cluster accept {}` and join again",
+            args.name,
+            args.timeout,
+            args.name
+        ),
+    }
+    let log = state_dir.join("agent.log");
+    let pid = spawn_detached_agent(&args.name, &state_dir, &args.kubeconfig, &log)?;
+    println!(
+        "Cluster {} joined; its agent runs in the background (pid {pid}, log {}).",
+        args.name,
+        log.display()
+    );
+    Ok(true)
+}
+
+fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path) -> anyhow::Result<u32> {
+    use std::os::unix::process::CommandExt;
+    let log_file = std::fs::File::create(log)?;
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .args(["agent", "--cluster", name, "--state-dir"])
+        .arg(state_dir)
+        .arg("--kubeconfig")
+        .arg(std::fs::canonicalize(member)?)
+        .env("FLOTILLA_LOG", std::env::var("FLOTILLA_LOG").unwrap_or_else(|_| "info".into()))
+        .stdin(std::process::Stdio::null())
+        .stdout(log_file.try_clone()?)
+        .stderr(log_file);
+    // SAFETY: setsid is async-signal-safe; the agent must outlive `join`.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn()?;
+    std::fs::write(state_dir.join("agent.pid"), child.id().to_string())?;
+    Ok(child.id())
+}
+
+pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<bool> {
+    let ClusterCommand::Accept { name, hub } = cmd;
+    let api: Api<ManagedCluster> = Api::all(hub.client().await?);
+    if api.get_opt(&name).await?.is_none() {
+        bail!("no cluster named {name} has asked to join; see `flotilla get clusters`");
+    }
+    api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"hubAcceptsClient": true}})))
+        .await?;
+    println!("Cluster {name} accepted.");
+    Ok(true)
+}
+
+fn age(mc: &ManagedCluster) -> String {
+    let Some(created) = &mc.metadata.creation_timestamp else { return "-".into() };
+    let secs = k8s_openapi::jiff::Timestamp::now().duration_since(created.0).as_secs().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+pub async fn get(cmd: GetCommand) -> anyhow::Result<bool> {
+    let GetCommand::Clusters(hub) = cmd;
+    let api: Api<ManagedCluster> = Api::all(hub.client().await?);
+    let list = api.list(&ListParams::default()).await?;
+    let mut table = comfy_table::Table::new();
+    table.load_style(comfy_table::presets::NOTHING).set_header(vec![
+        "NAME",
+        "MODE",
+        "ACCEPTED",
+        "AVAILABLE",
+        "VERSION",
+        "NODES",
+        "CPU",
+        "MEMORY",
+        "AGE",
+    ]);
+    for mc in &list.items {
+        let status = mc.status.clone().unwrap_or_default();
+        let allocatable = status.resource_summary.as_ref().map(|r| r.allocatable.clone()).unwrap_or_default();
+        table.add_row(vec![
+            mc.name_any(),
+            mc.spec.sync_mode.to_string(),
+            mc.spec.hub_accepts_client.to_string(),
+            mc.condition("Available").map(|c| c.status.clone()).unwrap_or_else(|| "Unknown".into()),
+            status.kubernetes_version.clone().unwrap_or_default(),
+            status.node_summary.as_ref().map(|n| n.display.clone()).unwrap_or_default(),
+            allocatable.get("cpu").map(|q| q.0.clone()).unwrap_or_default(),
+            allocatable.get("memory").map(|q| q.0.clone()).unwrap_or_default(),
+            age(mc),
+        ]);
+    }
+    if list.items.is_empty() {
+        println!("No clusters. Join one with `flotilla token create` and `flotilla join`.");
+    } else {
+        println!("{table}");
+    }
+    Ok(true)
+}
+
+pub async fn unjoin(args: UnjoinArgs) -> anyhow::Result<bool> {
+    let api: Api<ManagedCluster> = Api::all(args.hub.client().await?);
+    match api.delete(&args.name, &DeleteParams::foreground()).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => println!("Cluster {} is not in the fleet.", args.name),
+        Err(e) => return Err(e.into()),
+    }
+    // A local agent (started by `join`) notices and deletes its credentials.
+    let state_dir = agent_state_dir(&args.name, None);
+    let pid_file = state_dir.join("agent.pid");
+    if let Ok(pid) = std::fs::read_to_string(&pid_file).map(|p| p.trim().parse::<u32>().unwrap_or(0)) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(if args.force { 0 } else { 30 });
+        while pid != 0 && flotilla_testenv::process::pid_alive(pid) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if pid != 0 && flotilla_testenv::process::pid_alive(pid) {
+            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            // Only the agent we started for this cluster.
+            if cmdline.contains("agent") && cmdline.contains(&args.name) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        flotilla_agent::register::forget_credentials(&state_dir)?;
+        let _ = std::fs::remove_file(&pid_file);
+    }
+    println!("Cluster {} removed from the fleet; its namespace and access are revoked.", args.name);
+    Ok(true)
+}

@@ -298,7 +298,50 @@ fn condition(
     }
 }
 
+/// Finalizer that lets the hub revoke a leaving cluster's access.
+pub const CLEANUP_FINALIZER: &str = "cluster.flotilla.io/cleanup";
+
 async fn reconcile_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    use kube::runtime::finalizer::{finalizer, Event};
+    let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
+    finalizer(&api, CLEANUP_FINALIZER, cluster, |event| async {
+        match event {
+            Event::Apply(cluster) => update_health(cluster, ctx.clone()).await,
+            Event::Cleanup(cluster) => revoke_access(cluster, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Other(e.to_string()))
+}
+
+/// A cluster leaves: delete its namespace (with its Works and Lease), its
+/// cluster RBAC and its pending certificate requests. Idempotent.
+async fn revoke_access(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let ignore_missing = |r: Result<_, kube::Error>| match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    };
+    let dp = kube::api::DeleteParams::default();
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    ignore_missing(namespaces.delete(&ManagedCluster::hub_namespace(&name), &dp).await.map(|_| ()))?;
+    let role = format!("flotilla:cluster:{name}");
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(ctx.client.clone());
+    ignore_missing(roles.delete(&role, &dp).await.map(|_| ()))?;
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(ctx.client.clone());
+    ignore_missing(bindings.delete(&role, &dp).await.map(|_| ()))?;
+    let csrs: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
+    for csr in csrs.list(&Default::default()).await?.items {
+        if csr_cluster(&csr).as_deref() == Some(name.as_str()) {
+            ignore_missing(csrs.delete(&csr.name_any(), &dp).await.map(|_| ()))?;
+        }
+    }
+    tracing::info!(cluster = %name, "cluster left the fleet; its access is revoked");
+    Ok(Action::await_change())
+}
+
+async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     // Never judge a heartbeat before the lease cache is complete: that is
     // what would make a restarted hub flap every cluster to Unknown.
     ctx.leases.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;

@@ -67,13 +67,24 @@ pub struct TokenCreateArgs {
     pub output: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum JoinMode {
+    /// An agent in (or beside) the member pulls its work from the hub.
+    Pull,
+    /// The hub keeps the member's kubeconfig and does the agent's work itself.
+    Push,
+}
+
 #[derive(Args, Debug)]
 pub struct JoinArgs {
     /// The cluster's name in the fleet.
     pub name: String,
-    /// Bootstrap kubeconfig from `flotilla token create`.
+    /// Pull: the hub kubeconfig is a bootstrap kubeconfig from `flotilla token
+    /// create`. Push: it is the hub's admin kubeconfig.
     #[arg(long)]
     pub hub_kubeconfig: PathBuf,
+    #[arg(long, value_enum, default_value_t = JoinMode::Pull)]
+    pub mode: JoinMode,
     /// Kubeconfig of the member cluster.
     #[arg(long)]
     pub kubeconfig: PathBuf,
@@ -274,6 +285,9 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<bool> {
     let (member, member_config) =
         flotilla_agent::client_from_kubeconfig(&args.kubeconfig).await.map_err(anyhow::Error::msg)?;
     flotilla_agent::collect::check_member(&member, &member_config).await?;
+    if args.mode == JoinMode::Push {
+        return join_push(&args, &member_config).await;
+    }
     println!(
         "Asking the hub to admit cluster {} (waiting up to {}s for acceptance)...",
         args.name, args.timeout
@@ -297,6 +311,61 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<bool> {
         log.display()
     );
     Ok(true)
+}
+
+/// Push mode: store the member's credential on the hub and register the
+/// cluster as accepted; the hub's controllers then report on it.
+async fn join_push(args: &JoinArgs, member_config: &kube::Config) -> anyhow::Result<bool> {
+    let hub = HubKubeconfig { path: args.hub_kubeconfig.clone() }.client().await?;
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    if let Some(existing) = clusters.get_opt(&args.name).await? {
+        if existing.spec.sync_mode != flotilla_api::cluster::SyncMode::Push {
+            bail!(
+                "cluster {} is already in the fleet in pull mode; `flotilla unjoin {}` first",
+                args.name,
+                args.name
+            );
+        }
+    }
+    let secret_name = format!("cluster-{}-kubeconfig", args.name);
+    let kubeconfig = std::fs::read_to_string(&args.kubeconfig)?;
+    let apply = PatchParams::apply("flotilla-cli").force();
+    Api::<Secret>::namespaced(hub.clone(), flotilla_hub::SYSTEM_NAMESPACE)
+        .patch(
+            &secret_name,
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": secret_name, "namespace": flotilla_hub::SYSTEM_NAMESPACE},
+                "stringData": {flotilla_hub::push::KUBECONFIG_KEY: kubeconfig}})),
+        )
+        .await
+        .context("storing the member kubeconfig on the hub (is `flotilla hub install` done?)")?;
+    clusters
+        .patch(
+            &args.name,
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "metadata": {"name": args.name},
+                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
+                    "apiEndpoint": member_config.cluster_url.to_string(),
+                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": secret_name}}})),
+        )
+        .await?;
+    println!("Waiting up to {}s for the hub to report cluster {} Available...", args.timeout, args.name);
+    let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let mc = clusters.get(&args.name).await?;
+        let available = mc.condition("Available");
+        if available.is_some_and(|c| c.status == "True") {
+            println!("Cluster {} joined in push mode.", args.name);
+            return Ok(true);
+        }
+        if std::time::Instant::now() > deadline {
+            let why = available.map(|c| c.message.clone()).unwrap_or_else(|| "no report yet".into());
+            bail!("cluster {} is not Available: {why} (is `flotilla hub run` running?)", args.name);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path) -> anyhow::Result<u32> {

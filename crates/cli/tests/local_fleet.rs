@@ -102,6 +102,15 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     assert!(shown.contains("member-1") && shown.contains("2/2"), "{shown}");
     assert!(shown.contains("Fleet healthy."), "{shown}");
 
+    // The member joined the hub through its agent and is Available.
+    let out = flotilla(&["get", "clusters", "--kubeconfig", dir.join("hub.kubeconfig").to_str().unwrap()]);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    let row =
+        shown.lines().find(|l| l.trim_start().starts_with("member-1")).unwrap_or_else(|| panic!("{shown}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..6], ["member-1", "Pull", "true", "True", "v1.20.2", "2/2"], "{shown}");
+
     // A second `up` reports the running fleet instead of starting another.
     let out = flotilla(&["up", "--clusters", "1", "--state-dir", d]);
     assert!(out.status.success(), "{}", text(&out));
@@ -110,9 +119,9 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fleet.json")).unwrap()).unwrap();
     let pids = recorded_pids(&state);
-    // daemon + etcd + hub (apiserver, controller-manager) + member (apiserver,
-    // controller-manager, scheduler, 2 nodes)
-    assert_eq!(pids.len(), 9, "{state}");
+    // daemon + etcd + hub (apiserver, controller-manager, flotilla hub) +
+    // member (apiserver, controller-manager, scheduler, 2 nodes, agent)
+    assert_eq!(pids.len(), 11, "{state}");
     assert!(pids.iter().all(|p| alive(*p)));
 
     let out = flotilla(&["down", "--state-dir", d]);

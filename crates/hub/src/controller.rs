@@ -109,8 +109,9 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
                 tracing::debug!(error = %e, "health reconcile failed");
             }
         });
-    futures::join!(registration, health);
-    Ok(())
+    let push = crate::push::run(client);
+    let (_, _, push) = futures::join!(registration, health, push);
+    push
 }
 
 fn csr_decided(csr: &CertificateSigningRequest) -> bool {
@@ -342,6 +343,20 @@ async fn revoke_access(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
 }
 
 async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    // A push cluster has no agent to trigger its namespace: make it here.
+    if cluster.spec.sync_mode == flotilla_api::cluster::SyncMode::Push && cluster.spec.hub_accepts_client {
+        let name = cluster.name_any();
+        let namespace = ManagedCluster::hub_namespace(&name);
+        let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+        namespaces
+            .patch(
+                &namespace,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                    "metadata": {"name": namespace, "labels": {"cluster.flotilla.io/cluster": name}}})),
+            )
+            .await?;
+    }
     // Never judge a heartbeat before the lease cache is complete: that is
     // what would make a restarted hub flap every cluster to Unknown.
     ctx.leases.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;

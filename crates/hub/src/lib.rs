@@ -5,6 +5,7 @@
 pub mod controller;
 pub mod install;
 pub mod leader;
+pub mod push;
 
 pub use controller::{run, HubConfig};
 pub use install::install;

@@ -340,3 +340,67 @@ async fn lost_agents_and_sick_members_are_noticed_and_recover_without_reregister
     agent.abort();
     controllers.abort();
 }
+
+#[tokio::test]
+async fn push_clusters_are_reported_by_the_hub_itself() {
+    let (hub, member) = tokio::join!(
+        Cluster::start(ClusterConfig::hub("hub")),
+        Cluster::start(ClusterConfig::new("p").with_nodes(1))
+    );
+    let (hub, mut member) = (hub.unwrap(), member.unwrap());
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let controllers = spawn_hub(hub.client());
+    // What `flotilla join p --mode push` writes.
+    let apply = PatchParams::apply("test").force();
+    Api::<Secret>::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE)
+        .patch(
+            "cluster-p-kubeconfig",
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "cluster-p-kubeconfig", "namespace": flotilla_hub::SYSTEM_NAMESPACE},
+                "stringData": {"kubeconfig": std::fs::read_to_string(member.kubeconfig_path()).unwrap()}})),
+        )
+        .await
+        .unwrap();
+    let clusters: Api<ManagedCluster> = Api::all(hub.client());
+    clusters
+        .patch(
+            "p",
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "metadata": {"name": "p"},
+                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
+                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": "cluster-p-kubeconfig"}}})),
+        )
+        .await
+        .unwrap();
+    wait_for("p Available", Duration::from_secs(30), || async {
+        available(&clusters, "p").await.as_deref() == Some("True")
+    })
+    .await;
+    wait_for("p's inventory", Duration::from_secs(15), || async {
+        let status = clusters.get("p").await.unwrap().status.unwrap_or_default();
+        status.node_summary.as_ref().is_some_and(|n| n.display == "1/1")
+    })
+    .await;
+    assert_eq!(clusters.get("p").await.unwrap().condition("Joined").unwrap().status, "True");
+
+    // The hub cannot reach the member: Unknown and unreachable.
+    member.stop("kube-apiserver").unwrap();
+    wait_for("p Unknown", Duration::from_secs(40), || async {
+        available(&clusters, "p").await.as_deref() == Some("Unknown")
+    })
+    .await;
+    let mc = clusters.get("p").await.unwrap();
+    assert!(
+        mc.spec.taints.iter().any(|t| t.key == "cluster.flotilla.io/unreachable"),
+        "{:?}",
+        mc.spec.taints
+    );
+    member.restart("kube-apiserver").await.unwrap();
+    wait_for("p Available again", Duration::from_secs(30), || async {
+        available(&clusters, "p").await.as_deref() == Some("True")
+    })
+    .await;
+    controllers.abort();
+}

@@ -1,0 +1,121 @@
+//! Push mode: for clusters where no agent can run, the hub holds the
+//! member's kubeconfig (a Secret, key `kubeconfig`) and plays the agent's
+//! part itself: it renews the cluster's heartbeat while it can reach the
+//! member and reports the member's health and inventory.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use flotilla_api::cluster::{ManagedCluster, SyncMode};
+use flotilla_core::membership;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+
+/// Key of the member kubeconfig in a push cluster's Secret.
+pub const KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// Keeps one reporter task per accepted push cluster, starting and stopping
+/// them as ManagedClusters come and go. Runs until the process ends.
+pub async fn run(hub: Client) -> Result<(), Error> {
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    let mut running: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    loop {
+        let list = clusters.list(&ListParams::default()).await?;
+        let mut wanted = HashMap::new();
+        for mc in list.items {
+            if mc.spec.sync_mode != SyncMode::Push
+                || !mc.spec.hub_accepts_client
+                || mc.metadata.deletion_timestamp.is_some()
+            {
+                continue;
+            }
+            let Some(secret_ref) = mc.spec.secret_ref.clone() else { continue };
+            // Restart the reporter when the credential reference changes.
+            let version = format!("{}/{}", secret_ref.namespace, secret_ref.name);
+            wanted.insert(mc.name_any(), (version, secret_ref));
+        }
+        running.retain(|name, (version, task)| {
+            let keep = wanted.get(name).is_some_and(|(v, _)| v == version) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (name, (version, secret_ref)) in wanted {
+            if running.contains_key(&name) {
+                continue;
+            }
+            let hub = hub.clone();
+            let task_name = name.clone();
+            let task = tokio::spawn(async move {
+                if let Err(e) = report(hub, &task_name, &secret_ref.namespace, &secret_ref.name).await {
+                    tracing::warn!(cluster = %task_name, error = %e, "push-mode reporting stopped; will retry");
+                }
+            });
+            running.insert(name, (version, task));
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+}
+
+async fn member_client(hub: &Client, namespace: &str, name: &str) -> Result<Client, Error> {
+    let secret = Api::<Secret>::namespaced(hub.clone(), namespace).get(name).await?;
+    let data =
+        secret.data.as_ref().and_then(|d| d.get(KUBECONFIG_KEY)).ok_or_else(|| {
+            Error::Other(format!("Secret {namespace}/{name} has no `{KUBECONFIG_KEY}` key"))
+        })?;
+    let text = String::from_utf8(data.0.clone()).map_err(|e| Error::Other(e.to_string()))?;
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| Error::Other(e.to_string()))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?;
+    config.connect_timeout = Some(Duration::from_secs(3));
+    config.read_timeout = Some(Duration::from_secs(15));
+    Client::try_from(config).map_err(Error::Kube)
+}
+
+async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Result<(), Error> {
+    let member = member_client(&hub, namespace, secret).await?;
+    tokio::select! {
+        r = flotilla_agent::collect::report_status(member.clone(), hub.clone(), cluster.to_string(), Duration::from_secs(2)) => {
+            r.map_err(|e| Error::Other(e.to_string()))
+        }
+        r = heartbeat_while_reachable(&hub, &member, cluster) => r,
+    }
+}
+
+/// Renews the cluster's Lease whenever the member's API answers at all (a
+/// member that answers but is unhealthy is False, not Unknown).
+async fn heartbeat_while_reachable(hub: &Client, member: &Client, cluster: &str) -> Result<(), Error> {
+    let leases: Api<Lease> = Api::namespaced(hub.clone(), &ManagedCluster::hub_namespace(cluster));
+    loop {
+        let reachable = match flotilla_agent::collect::probe(member).await {
+            Ok(()) => true,
+            Err(message) => message.starts_with("/readyz answered") || message.contains("failed: 5"),
+        };
+        if reachable {
+            let lease = json!({
+                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                "metadata": {"name": membership::LEASE_NAME, "labels": {crate::controller::HEARTBEAT_LABEL: "true"}},
+                "spec": {"holderIdentity": "flotilla-hub", "leaseDurationSeconds": membership::DEFAULT_LEASE_SECONDS,
+                    "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
+            });
+            if let Err(e) = leases
+                .patch(
+                    membership::LEASE_NAME,
+                    &PatchParams::apply("flotilla-hub-push").force(),
+                    &Patch::Apply(&lease),
+                )
+                .await
+            {
+                tracing::warn!(cluster, error = %e, "renewing a push cluster's heartbeat failed");
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+}

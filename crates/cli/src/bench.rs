@@ -12,6 +12,9 @@ pub enum Bench {
     /// Foundation figures: testenv cluster start time, `flotilla up` time to
     /// ready (warm cache) and the local fleet's resident memory.
     Foundation(FoundationArgs),
+    /// Fleet membership figures: join -> Available latency (p50/p99), failure
+    /// detection, agent memory, and (with --scale N) the hub with N agents.
+    Membership(MembershipArgs),
 }
 
 #[derive(Args, Debug)]
@@ -30,6 +33,7 @@ pub struct FoundationArgs {
 pub async fn run(bench: Bench) -> anyhow::Result<bool> {
     match bench {
         Bench::Foundation(args) => foundation(args).await,
+        Bench::Membership(args) => membership(args).await,
     }
 }
 
@@ -117,4 +121,260 @@ fn fleet_rss(dir: &Path) -> anyhow::Result<(u64, Vec<(String, u64)>)> {
         *per_kind.entry(kind).or_default() += rss;
     }
     Ok((total, per_kind.into_iter().collect()))
+}
+
+#[derive(Args, Debug)]
+pub struct MembershipArgs {
+    /// Joins to time (each a new cluster identity registering with the hub).
+    #[arg(long, default_value_t = 20)]
+    pub joins: usize,
+    /// Simulated agents for the scale run (0 skips it). Each has its own
+    /// certificate identity, renews its own Lease and writes its status.
+    #[arg(long, default_value_t = 0)]
+    pub scale: usize,
+    /// Lease duration of the simulated agents, in seconds (they renew at a quarter of it).
+    #[arg(long, default_value_t = 10)]
+    pub scale_lease_seconds: i32,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 overall (11 and 12 after the command).
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+async fn wait_available(
+    api: &kube::Api<flotilla_api::ManagedCluster>,
+    name: &str,
+    want: &str,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if let Ok(Some(mc)) = api.get_opt(name).await {
+            if mc.condition("Available").is_some_and(|c| c.status == want) {
+                return Ok(());
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("{name} did not become Available={want} within 120s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
+    let bin_dir = crate::binaries::ensure()?;
+    let binaries = Binaries::in_dir(&bin_dir)?;
+    let mut hub_config = ClusterConfig::hub("bench-hub");
+    hub_config.binaries = Some(binaries.clone());
+    let mut member_config = ClusterConfig::new("bench-member").with_nodes(1);
+    member_config.binaries = Some(binaries.clone());
+    let (hub, member) = tokio::join!(Cluster::start(hub_config), Cluster::start(member_config));
+    let (hub, member) = (hub?, member?);
+    flotilla_hub::install(&hub.client()).await?;
+    let tmp = tempfile::tempdir()?;
+    // The hub controller as its own process, so its memory and CPU are its own.
+    let mut controller = flotilla_testenv::ManagedProcess::spawn(
+        flotilla_testenv::ProcessSpec::new(
+            "flotilla-hub",
+            std::env::current_exe()?,
+            tmp.path().join("hub.log"),
+        )
+        .args(["hub", "run", "--auto-accept", "--kubeconfig"])
+        .arg(hub.kubeconfig_path().display().to_string()),
+    )?;
+    let (_, bootstrap) = crate::fleetctl::create_token(
+        &hub.client(),
+        hub.kubeconfig_path(),
+        1,
+        Some(tmp.path().join("bootstrap.kubeconfig")),
+    )
+    .await?;
+    let clusters: kube::Api<flotilla_api::ManagedCluster> = kube::Api::all(hub.client());
+
+    println!(
+        "registration: agent start -> Available on the hub, {} joins against a real member API server",
+        args.joins
+    );
+    let mut samples = Vec::new();
+    let mut agents = Vec::new();
+    for i in 0..args.joins {
+        let name = format!("join-{i}");
+        let mut config = flotilla_agent::AgentConfig::new(
+            name.clone(),
+            tmp.path().join("agents").join(&name),
+            member.kubeconfig_path().to_path_buf(),
+        );
+        config.bootstrap_kubeconfig = Some(bootstrap.clone());
+        let started = Instant::now();
+        agents.push(tokio::spawn(flotilla_agent::run(config, std::future::pending())));
+        wait_available(&clusters, &name, "True").await?;
+        samples.push(started.elapsed());
+        controller.check_running()?;
+    }
+    samples.sort();
+    println!(
+        "  p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms",
+        percentile(&samples, 0.5).as_secs_f64() * 1000.0,
+        percentile(&samples, 0.99).as_secs_f64() * 1000.0,
+        samples[samples.len() - 1].as_secs_f64() * 1000.0
+    );
+
+    println!("failure detection: agent killed -> Unknown (lease 10s, grace 10s)");
+    if let Some(first) = agents.first() {
+        first.abort();
+        let started = Instant::now();
+        wait_available(&clusters, "join-0", "Unknown").await?;
+        println!("  {:.1} s", started.elapsed().as_secs_f64());
+    }
+
+    println!("agent resident memory, idle (a real `flotilla agent` process)");
+    let mut agent_process = flotilla_testenv::ManagedProcess::spawn(
+        flotilla_testenv::ProcessSpec::new("agent", std::env::current_exe()?, tmp.path().join("agent.log"))
+            .args(["agent", "--cluster", "rss-probe", "--kubeconfig"])
+            .arg(member.kubeconfig_path().display().to_string())
+            .arg("--hub-kubeconfig")
+            .arg(bootstrap.display().to_string())
+            .arg("--state-dir")
+            .arg(tmp.path().join("agents/rss-probe").display().to_string()),
+    )?;
+    wait_available(&clusters, "rss-probe", "True").await?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    agent_process.check_running()?;
+    let agent_rss = agent_process.pid().and_then(crate::fleet::rss_bytes).unwrap_or(0);
+    println!("  {:.1} MiB", agent_rss as f64 / (1 << 20) as f64);
+    drop(agent_process);
+
+    if args.scale > 0 {
+        println!(
+            "hub at scale: {} simulated agents (own certificate each, Lease every {:.1}s, status written)",
+            args.scale,
+            args.scale_lease_seconds as f64 / 4.0
+        );
+        let started = Instant::now();
+        let cpu_before = controller.pid().map(cpu_seconds).unwrap_or(0.0);
+        let mut sims = Vec::new();
+        for i in 0..args.scale {
+            let name = format!("sim-{i}");
+            let mut config = flotilla_agent::AgentConfig::new(
+                name.clone(),
+                tmp.path().join("sims").join(&name),
+                member.kubeconfig_path().to_path_buf(),
+            );
+            config.bootstrap_kubeconfig = Some(bootstrap.clone());
+            let lease = args.scale_lease_seconds;
+            sims.push(tokio::spawn(async move { simulated_agent(config, lease).await }));
+            // Do not stampede the CSR signer: a few hundred per second at most.
+            if i % 50 == 49 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let list = clusters.list(&Default::default()).await?;
+            let ready = list
+                .items
+                .iter()
+                .filter(|mc| {
+                    mc.metadata.name.as_deref().is_some_and(|n| n.starts_with("sim-"))
+                        && mc.condition("Available").is_some_and(|c| c.status == "True")
+                })
+                .count();
+            if ready == args.scale {
+                break;
+            }
+            if Instant::now() > deadline || sims.iter().all(|s| s.is_finished()) {
+                bail!("only {ready} of {} simulated clusters became Available", args.scale);
+            }
+            controller.check_running()?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let all_available = started.elapsed();
+        println!("  all Available after {:.1} s", all_available.as_secs_f64());
+        // Steady state: heartbeats only.
+        let cpu_start = controller.pid().map(cpu_seconds).unwrap_or(0.0);
+        let window = Duration::from_secs(30);
+        tokio::time::sleep(window).await;
+        let cpu_end = controller.pid().map(cpu_seconds).unwrap_or(0.0);
+        let rss = controller.pid().and_then(crate::fleet::rss_bytes).unwrap_or(0);
+        println!("  hub controller resident memory: {:.1} MiB", rss as f64 / (1 << 20) as f64);
+        println!(
+            "  hub controller CPU: {:.1}% of a core in steady state ({:.1} s CPU during the joins)",
+            (cpu_end - cpu_start) / window.as_secs_f64() * 100.0,
+            cpu_start - cpu_before
+        );
+        // Heartbeat processing lag: how much later than the limit a stopped
+        // agent is noticed, with all the others still beating.
+        if let Some(first) = sims.first() {
+            first.abort();
+            let started = Instant::now();
+            wait_available(&clusters, "sim-0", "Unknown").await?;
+            let limit = Duration::from_secs(args.scale_lease_seconds as u64 + 10);
+            println!(
+                "  heartbeat lag: stopped agent noticed after {:.1} s (limit {} s, so at most {:.1} s of lag)",
+                started.elapsed().as_secs_f64(),
+                limit.as_secs(),
+                started.elapsed().saturating_sub(limit.saturating_sub(Duration::from_secs_f64(
+                    args.scale_lease_seconds as f64 / 4.0
+                )))
+                .as_secs_f64()
+            );
+        }
+        for s in &sims {
+            s.abort();
+        }
+    }
+    for a in &agents {
+        a.abort();
+    }
+    Ok(true)
+}
+
+/// A cluster agent without a member: registers with its own certificate,
+/// writes a status once and renews its Lease, as a real agent does.
+async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds: i32) -> anyhow::Result<()> {
+    use kube::api::{Patch, PatchParams};
+    use serde_json::json;
+    let registration = flotilla_agent::register(&config).await?;
+    let hub = registration.client;
+    let name = config.cluster.clone();
+    let clusters: kube::Api<flotilla_api::ManagedCluster> = kube::Api::all(hub.clone());
+    clusters
+        .patch_status(
+            &name,
+            &PatchParams::apply(flotilla_agent::FIELD_MANAGER).force(),
+            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "status": {"memberHealth": {"healthy": true, "message": "simulated",
+                    "since": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())},
+                    "kubernetesVersion": "v1.20.2",
+                    "nodeSummary": {"total": 3, "ready": 3, "display": "3/3"}}})),
+        )
+        .await?;
+    let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+        kube::Api::namespaced(hub, &flotilla_api::ManagedCluster::hub_namespace(&name));
+    loop {
+        let lease = json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": flotilla_core::membership::LEASE_NAME, "labels": {"cluster.flotilla.io/heartbeat": "true"}},
+            "spec": {"holderIdentity": name, "leaseDurationSeconds": lease_seconds,
+                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
+        });
+        let _ = leases
+            .patch(
+                flotilla_core::membership::LEASE_NAME,
+                &PatchParams::apply(flotilla_agent::FIELD_MANAGER).force(),
+                &Patch::Apply(&lease),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(lease_seconds as u64 * 250)).await;
+    }
 }

@@ -140,7 +140,7 @@ pub async fn report_status(
                     .await
                 {
                     Ok(_) => last_written = Some(status),
-                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 || e.code == 401 => {
+                    Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {
                         return Err(Error::Removed(cluster.clone()));
                     }
                     Err(e) => tracing::warn!(error = %e, "writing the cluster status failed"),

@@ -113,6 +113,13 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     result
 }
 
+fn credential_rejected(cluster: &str) -> Error {
+    Error::Hub(format!(
+        "the hub no longer accepts cluster {cluster}'s certificate (401: expired or revoked); \
+         join again with a new bootstrap token"
+    ))
+}
+
 /// Renews the Lease `cluster-heartbeat` in the cluster's hub namespace every
 /// quarter of the lease duration.
 async fn heartbeat(hub: &Client, cluster: &str) -> Result<(), Error> {
@@ -128,9 +135,10 @@ async fn heartbeat(hub: &Client, cluster: &str) -> Result<(), Error> {
                     seconds =
                         mc.spec.lease_duration_seconds.unwrap_or(membership::DEFAULT_LEASE_SECONDS).max(1)
                 }
-                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 || e.code == 401 => {
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 403 => {
                     return Err(Error::Removed(cluster.to_string()));
                 }
+                Err(kube::Error::Api(e)) if e.code == 401 => return Err(credential_rejected(cluster)),
                 Err(e) => tracing::warn!(error = %e, "reading the ManagedCluster failed"),
             }
         }
@@ -146,7 +154,7 @@ async fn heartbeat(hub: &Client, cluster: &str) -> Result<(), Error> {
             .await
         {
             Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 401 => return Err(Error::Removed(cluster.to_string())),
+            Err(kube::Error::Api(e)) if e.code == 401 => return Err(credential_rejected(cluster)),
             Err(e) => tracing::warn!(error = %e, "renewing the heartbeat lease failed"),
         }
         tokio::time::sleep(Duration::from_millis((seconds as u64 * 1000 / 4).max(500))).await;
@@ -176,11 +184,15 @@ async fn watch_removal(hub: &Client, cluster: &str) -> Result<(), Error> {
             Ok(watcher::Event::InitDone) => {}
             Ok(watcher::Event::Delete(_)) => return Err(Error::Removed(cluster.to_string())),
             Err(e) => {
-                let revoked = matches!(
-                    &e,
-                    watcher::Error::InitialListFailed(kube::Error::Api(s)) | watcher::Error::WatchFailed(kube::Error::Api(s))
-                        if s.code == 401 || s.code == 403
-                );
+                let code = match &e {
+                    watcher::Error::InitialListFailed(kube::Error::Api(s))
+                    | watcher::Error::WatchFailed(kube::Error::Api(s)) => s.code,
+                    _ => 0,
+                };
+                if code == 401 {
+                    return Err(credential_rejected(cluster));
+                }
+                let revoked = code == 403;
                 if revoked {
                     return Err(Error::Removed(cluster.to_string()));
                 }

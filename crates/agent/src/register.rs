@@ -25,8 +25,10 @@ const HUB_KUBECONFIG: &str = "hub.kubeconfig";
 pub struct Registration {
     pub client: Client,
     pub hub_kubeconfig: PathBuf,
+    /// Seconds since the epoch when the certificate was issued to us (not
+    /// its notBefore: signers backdate that by minutes for clock skew).
+    pub issued: i64,
     /// Seconds since the epoch when the certificate stops being valid.
-    pub not_before: i64,
     pub not_after: i64,
 }
 
@@ -132,7 +134,14 @@ pub async fn register(config: &AgentConfig) -> Result<Registration, Error> {
         if let Some((not_before, not_after)) = validity(&cert) {
             if not_after > now_secs() + 5 {
                 let (client, _) = crate::client_from_kubeconfig(&hub_kubeconfig).await.map_err(Error::Hub)?;
-                return Ok(Registration { client, hub_kubeconfig, not_before, not_after });
+                let written = std::fs::metadata(&cert_path)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(not_before);
+                let issued = written.clamp(not_before, not_after);
+                return Ok(Registration { client, hub_kubeconfig, issued, not_after });
             }
         }
     }
@@ -191,9 +200,10 @@ async fn store_credentials(
     )?;
     let (not_before, not_after) =
         validity(cert).ok_or_else(|| Error::Hub("the hub issued an unreadable certificate".into()))?;
+    let issued = now_secs().clamp(not_before, not_after);
     let (client, _) = crate::client_from_kubeconfig(&hub_kubeconfig).await.map_err(Error::Hub)?;
     tracing::info!(cluster = %config.cluster, not_after, "agent certificate stored");
-    Ok(Registration { client, hub_kubeconfig, not_before, not_after })
+    Ok(Registration { client, hub_kubeconfig, issued, not_after })
 }
 
 /// Creates (or finds) the CSR and waits for its certificate.
@@ -251,8 +261,8 @@ async fn request_certificate(
 /// new certificate (with a new key) using the current one. Returns once the
 /// new credential is stored; the caller restarts with it.
 pub async fn renew_before_expiry(config: &AgentConfig, registration: &Registration) -> Result<(), Error> {
-    let lifetime = (registration.not_after - registration.not_before).max(1);
-    let renew_at = registration.not_before + lifetime * 7 / 10;
+    let lifetime = (registration.not_after - registration.issued).max(1);
+    let renew_at = registration.issued + lifetime * 7 / 10;
     let wait = (renew_at - now_secs()).max(0) as u64;
     tokio::time::sleep(Duration::from_secs(wait)).await;
     tracing::info!(cluster = %config.cluster, "renewing the agent certificate");

@@ -407,6 +407,29 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// What the hub's controller does when a cluster leaves, done directly.
+async fn force_revoke(client: &Client, name: &str) -> anyhow::Result<()> {
+    let dp = DeleteParams::default();
+    let ok = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        other => other,
+    };
+    ok(Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .delete(&ManagedCluster::hub_namespace(name), &dp)
+        .await
+        .map(|_| ()))?;
+    let role = format!("flotilla:cluster:{name}");
+    ok(Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
+        .delete(&role, &dp)
+        .await
+        .map(|_| ()))?;
+    ok(Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
+        .delete(&role, &dp)
+        .await
+        .map(|_| ()))?;
+    Ok(())
+}
+
 fn age(mc: &ManagedCluster) -> String {
     let Some(created) = &mc.metadata.creation_timestamp else { return "-".into() };
     let secs = k8s_openapi::jiff::Timestamp::now().duration_since(created.0).as_secs().max(0);
@@ -458,11 +481,35 @@ pub async fn get(cmd: GetCommand) -> anyhow::Result<bool> {
 }
 
 pub async fn unjoin(args: UnjoinArgs) -> anyhow::Result<bool> {
-    let api: Api<ManagedCluster> = Api::all(args.hub.client().await?);
-    match api.delete(&args.name, &DeleteParams::foreground()).await {
+    let client = args.hub.client().await?;
+    let api: Api<ManagedCluster> = Api::all(client.clone());
+    match api.delete(&args.name, &DeleteParams::default()).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 404 => println!("Cluster {} is not in the fleet.", args.name),
         Err(e) => return Err(e.into()),
+    }
+    // The hub's controller revokes the access and lets the object go; wait
+    // for that, or with --force (no controller running, say) do it here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(if args.force { 3 } else { 30 });
+    while api.get_opt(&args.name).await?.is_some() {
+        if std::time::Instant::now() > deadline {
+            if !args.force {
+                bail!(
+                    "cluster {} is still being removed: is `flotilla hub run` running? (--force removes it without the hub)",
+                    args.name
+                );
+            }
+            force_revoke(&client, &args.name).await?;
+            api.patch(
+                &args.name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+            )
+            .await
+            .ok();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     // A local agent (started by `join`) notices and deletes its credentials.
     let state_dir = agent_state_dir(&args.name, None);

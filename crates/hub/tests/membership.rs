@@ -404,3 +404,69 @@ async fn push_clusters_are_reported_by_the_hub_itself() {
     .await;
     controllers.abort();
 }
+
+#[tokio::test]
+async fn agents_renew_their_certificate_before_it_expires() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(std::env::var("TEST_LOG").unwrap_or_else(|_| "off".into()))
+        .try_init();
+    let mut hub_config = ClusterConfig::hub("hub");
+    // The 1.20 signer backdates certificates by 5 minutes and counts their
+    // duration from there: 6 minutes leaves a minute of validity, so
+    // renewal (at 70% of what the agent was given) happens within the test.
+    hub_config.csr_signing_duration = Some(Duration::from_secs(360));
+    let (hub, member) =
+        tokio::join!(Cluster::start(hub_config), Cluster::start(ClusterConfig::apiserver_only("r")));
+    let (hub, member) = (hub.unwrap(), member.unwrap());
+    let tmp = tempfile::tempdir().unwrap();
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let controllers = tokio::spawn({
+        let client = hub.client();
+        async move {
+            let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2) };
+            flotilla_hub::run(client, config).await.unwrap();
+        }
+    });
+    let bootstrap = bootstrap_kubeconfig(&hub, tmp.path(), "renewr", true).await;
+    let clusters: Api<ManagedCluster> = Api::all(hub.client());
+    let state = tmp.path().join("r");
+    let agent = spawn_agent(agent_config("r", &state, &member, Some(bootstrap)));
+    wait_for("r Available", Duration::from_secs(30), || async {
+        available(&clusters, "r").await.as_deref() == Some("True")
+    })
+    .await;
+    let first = std::fs::read_to_string(state.join("agent.crt")).unwrap();
+    wait_for("a renewed certificate", Duration::from_secs(75), || async {
+        std::fs::read_to_string(state.join("agent.crt")).is_ok_and(|c| c != first)
+    })
+    .await;
+    // The new credential works and the cluster never left.
+    let renewed = client_from(&state.join("hub.kubeconfig")).await;
+    assert!(Api::<ManagedCluster>::all(renewed).get("r").await.is_ok());
+    assert_eq!(available(&clusters, "r").await.as_deref(), Some("True"));
+    assert!(!agent.is_finished());
+    agent.abort();
+    controllers.abort();
+}
+
+#[tokio::test]
+async fn only_one_hub_replica_leads_and_a_dead_leader_is_replaced() {
+    let hub = Cluster::start(ClusterConfig::hub("hub")).await.unwrap();
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let renew_a = flotilla_hub::leader::lead(hub.client(), "replica-a".into()).await.unwrap();
+    let b = tokio::spawn(flotilla_hub::leader::lead(hub.client(), "replica-b".into()));
+    // While a keeps renewing, b stands by.
+    tokio::select! {
+        e = renew_a => panic!("replica a lost the lease while renewing: {e}"),
+        () = tokio::time::sleep(Duration::from_secs(6)) => {}
+    }
+    assert!(!b.is_finished(), "two replicas lead at once");
+    // a stopped renewing when its future was dropped (as if it had crashed):
+    // b takes over once the lease runs out.
+    let lost_b =
+        tokio::time::timeout(Duration::from_secs(30), b).await.expect("b never took over").unwrap().unwrap();
+    drop(lost_b);
+    let lease: Lease =
+        Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-b"));
+}

@@ -249,11 +249,15 @@ async fn request_certificate(
         if !told && started.elapsed() > Duration::from_secs(3) {
             tracing::warn!(
                 %cluster,
-                "waiting for the hub to accept this cluster: on the hub, run `flotilla cluster accept {cluster}`"
+                "still waiting for the hub to approve this cluster's certificate; if it has not been accepted yet, \
+                 run `flotilla cluster accept {cluster}` on the hub"
             );
             told = true;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Quick at first (joins usually complete in well under a second),
+        // then gentle on the hub while waiting for acceptance.
+        let pause = if started.elapsed() < Duration::from_secs(3) { 100 } else { 1000 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 

@@ -64,6 +64,8 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
     let (lease_store, lease_writer) = reflector::store();
     let leases = watcher(lease_api, watcher::Config::default().labels(HEARTBEAT_LABEL))
         .default_backoff()
+        // Only the renew time matters here; keep the cache small.
+        .modify(|lease| lease.managed_fields_mut().clear())
         .reflect(lease_writer)
         .touched_objects();
 
@@ -85,7 +87,13 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
             csr_store
                 .state()
                 .into_iter()
-                .filter(|csr| csr_cluster(csr).as_deref() == Some(name.as_str()) && !csr_decided(csr))
+                // The annotation only picks what to look at (cheaply: this
+                // runs on every ManagedCluster event); decisions parse the
+                // request itself.
+                .filter(|csr| {
+                    csr.annotations().get(keys::CSR_CLUSTER).map(String::as_str) == Some(name.as_str())
+                        && !csr_decided(csr)
+                })
                 .map(|csr| ObjectRef::from_obj(&*csr))
                 .collect::<Vec<_>>()
         })
@@ -109,7 +117,7 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
                 tracing::debug!(error = %e, "health reconcile failed");
             }
         });
-    let push = crate::push::run(client);
+    let push = crate::push::run(client, cluster_store);
     let (_, _, push) = futures::join!(registration, health, push);
     push
 }

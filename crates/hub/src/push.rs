@@ -10,7 +10,7 @@ use flotilla_api::cluster::{ManagedCluster, SyncMode};
 use flotilla_core::membership;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -21,13 +21,15 @@ pub const KUBECONFIG_KEY: &str = "kubeconfig";
 
 /// Keeps one reporter task per accepted push cluster, starting and stopping
 /// them as ManagedClusters come and go. Runs until the process ends.
-pub async fn run(hub: Client) -> Result<(), Error> {
-    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+pub async fn run(
+    hub: Client,
+    clusters: kube::runtime::reflector::Store<ManagedCluster>,
+) -> Result<(), Error> {
     let mut running: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    clusters.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;
     loop {
-        let list = clusters.list(&ListParams::default()).await?;
         let mut wanted = HashMap::new();
-        for mc in list.items {
+        for mc in clusters.state() {
             if mc.spec.sync_mode != SyncMode::Push
                 || !mc.spec.hub_accepts_client
                 || mc.metadata.deletion_timestamp.is_some()

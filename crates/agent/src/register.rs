@@ -105,6 +105,18 @@ fn hub_endpoint(kubeconfig: &kube::config::Kubeconfig) -> Result<(String, String
     Ok((server, ca))
 }
 
+/// Whether a failed call is worth repeating: an overloaded or restarting hub
+/// (5xx, 429, timeouts) is; a refused credential or a wrong address is not.
+fn transient(e: &kube::Error) -> bool {
+    match e {
+        kube::Error::Api(s) => s.code >= 500 || s.code == 429,
+        other => {
+            let text = other.to_string();
+            !(text.contains("Connect") || text.contains("dns") || text.contains("certificate"))
+        }
+    }
+}
+
 /// Explains a failed call to the hub made with a bootstrap token.
 fn bootstrap_error(server: &str, e: kube::Error) -> Error {
     match e {
@@ -225,15 +237,29 @@ async fn request_certificate(
             "usages": ["digital signature", "key encipherment", "client auth"]
         }
     }))?;
-    match csrs.create(&PostParams::default(), &csr).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 409 => {}
-        Err(e) => return Err(bootstrap_error(server, e)),
-    }
     let started = std::time::Instant::now();
+    loop {
+        match csrs.create(&PostParams::default(), &csr).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 => break,
+            Err(e) if transient(&e) && started.elapsed() < Duration::from_secs(120) => {
+                tracing::warn!(error = %e, "asking the hub for a certificate failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(bootstrap_error(server, e)),
+        }
+    }
     let mut told = false;
     loop {
-        let current = csrs.get(csr_name).await.map_err(|e| bootstrap_error(server, e))?;
+        let current = match csrs.get(csr_name).await {
+            Ok(c) => c,
+            Err(e) if transient(&e) => {
+                tracing::warn!(error = %e, "reading the certificate request failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(bootstrap_error(server, e)),
+        };
         let status = current.status.unwrap_or_default();
         for c in status.conditions.iter().flatten() {
             if (c.type_ == "Denied" || c.type_ == "Failed") && c.status == "True" {

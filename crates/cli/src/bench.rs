@@ -344,7 +344,16 @@ async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
 async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds: i32) -> anyhow::Result<()> {
     use kube::api::{Patch, PatchParams};
     use serde_json::json;
-    let registration = flotilla_agent::register(&config).await?;
+    // Like a supervised agent process: start over if registration fails.
+    let registration = loop {
+        match flotilla_agent::register(&config).await {
+            Ok(r) => break r,
+            Err(e) => {
+                tracing::warn!(cluster = %config.cluster, error = %e, "simulated agent registration failed; retrying");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
     let hub = registration.client;
     let name = config.cluster.clone();
     let clusters: kube::Api<flotilla_api::ManagedCluster> = kube::Api::all(hub.clone());

@@ -132,7 +132,9 @@ pub struct MembershipArgs {
     /// certificate identity, renews its own Lease and writes its status.
     #[arg(long, default_value_t = 0)]
     pub scale: usize,
-    /// Lease duration of the simulated agents, in seconds (they renew at a quarter of it).
+    /// The simulated agents renew their Lease every quarter of this many
+    /// seconds (real agents: 10, i.e. every 2.5 s). The hub's limit stays at
+    /// the clusters' leaseDurationSeconds (10) + grace (10).
     #[arg(long, default_value_t = 10)]
     pub scale_lease_seconds: i32,
 }
@@ -318,15 +320,13 @@ async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
             first.abort();
             let started = Instant::now();
             wait_available(&clusters, "sim-0", "Unknown").await?;
-            let limit = Duration::from_secs(args.scale_lease_seconds as u64 + 10);
+            // The hub's limit is the cluster's leaseDurationSeconds (spec,
+            // default 10) plus its grace (10): 20 s after the last renewal.
             println!(
-                "  heartbeat lag: stopped agent noticed after {:.1} s (limit {} s, so at most {:.1} s of lag)",
+                "  failure detection under load: stopped agent noticed after {:.1} s \
+                 (limit 20 s after its last renewal; it renewed every {:.1} s)",
                 started.elapsed().as_secs_f64(),
-                limit.as_secs(),
-                started.elapsed().saturating_sub(limit.saturating_sub(Duration::from_secs_f64(
-                    args.scale_lease_seconds as f64 / 4.0
-                )))
-                .as_secs_f64()
+                args.scale_lease_seconds as f64 / 4.0
             );
         }
         for s in &sims {

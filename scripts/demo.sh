@@ -25,4 +25,7 @@ fi
 echo
 "$FLOTILLA" status
 echo
+echo "==> the members as the hub sees them" >&2
+"$FLOTILLA" get clusters --kubeconfig "$STATE_DIR/hub.kubeconfig"
+echo
 echo "Stop the fleet with: $FLOTILLA down"

@@ -357,17 +357,23 @@ async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds: i32
     let hub = registration.client;
     let name = config.cluster.clone();
     let clusters: kube::Api<flotilla_api::ManagedCluster> = kube::Api::all(hub.clone());
-    clusters
+    let status = json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+        "status": {"memberHealth": {"healthy": true, "message": "simulated",
+            "since": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())},
+            "kubernetesVersion": "v1.20.2",
+            "nodeSummary": {"total": 3, "ready": 3, "display": "3/3"}}});
+    // As the real agent does: a failed write is retried, not fatal.
+    while let Err(e) = clusters
         .patch_status(
             &name,
             &PatchParams::apply(flotilla_agent::FIELD_MANAGER).force(),
-            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "status": {"memberHealth": {"healthy": true, "message": "simulated",
-                    "since": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())},
-                    "kubernetesVersion": "v1.20.2",
-                    "nodeSummary": {"total": 3, "ready": 3, "display": "3/3"}}})),
+            &Patch::Apply(&status),
         )
-        .await?;
+        .await
+    {
+        tracing::warn!(cluster = %name, error = %e, "simulated agent status write failed; retrying");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(hub, &flotilla_api::ManagedCluster::hub_namespace(&name));
     loop {

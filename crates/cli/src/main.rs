@@ -1,5 +1,11 @@
 //! `flotilla`: one binary, many subcommands.
 
+// jemalloc returns freed memory to the system far better than glibc's
+// malloc under many short-lived allocations (watch events, JSON), which
+// keeps the hub controller and agents small.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 mod bench;
 mod binaries;
 mod fleet;

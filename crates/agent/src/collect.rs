@@ -127,9 +127,10 @@ pub async fn report_status(
             if nodes.wait_until_ready().now_or_never().is_some()
                 && pods.wait_until_ready().now_or_never().is_some()
             {
-                let node_list: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
-                let pod_list: Vec<Pod> = pods.state().iter().map(|p| (**p).clone()).collect();
-                let (node_summary, resource_summary) = membership::summarize(&node_list, &pod_list);
+                // Summed straight from the caches, without copying objects.
+                let (node_list, pod_list) = (nodes.state(), pods.state());
+                let (node_summary, resource_summary) =
+                    membership::summarize(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
                 status["nodeSummary"] = json!(node_summary);
                 status["resourceSummary"] = json!(resource_summary);
             }

@@ -16,7 +16,6 @@ use flotilla_core::membership;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
-use serde_json::json;
 
 pub use register::{register, Registration};
 
@@ -143,12 +142,11 @@ async fn heartbeat(hub: &Client, cluster: &str) -> Result<(), Error> {
             }
         }
         ticks += 1;
-        let lease = json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": membership::LEASE_NAME, "labels": {"cluster.flotilla.io/heartbeat": "true"}},
-            "spec": {"holderIdentity": membership::agent_user(cluster), "leaseDurationSeconds": seconds,
-                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
-        });
+        let lease = membership::heartbeat_lease(
+            &membership::agent_user(cluster),
+            seconds,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         match leases
             .patch(membership::LEASE_NAME, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&lease))
             .await

@@ -71,8 +71,8 @@ pub fn forget_credentials(state_dir: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// Server URL and CA of the hub, from a kubeconfig's current context.
-fn hub_endpoint(kubeconfig: &kube::config::Kubeconfig) -> Result<(String, String), Error> {
+/// Server URL and CA (PEM) of the hub, from a kubeconfig's current context.
+pub fn hub_endpoint(kubeconfig: &kube::config::Kubeconfig) -> Result<(String, String), Error> {
     let context_name = kubeconfig.current_context.clone().unwrap_or_default();
     let cluster_name = kubeconfig
         .contexts

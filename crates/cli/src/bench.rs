@@ -377,12 +377,11 @@ async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds: i32
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(hub, &flotilla_api::ManagedCluster::hub_namespace(&name));
     loop {
-        let lease = json!({
-            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-            "metadata": {"name": flotilla_core::membership::LEASE_NAME, "labels": {"cluster.flotilla.io/heartbeat": "true"}},
-            "spec": {"holderIdentity": name, "leaseDurationSeconds": lease_seconds,
-                "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
-        });
+        let lease = flotilla_core::membership::heartbeat_lease(
+            &name,
+            lease_seconds,
+            k8s_openapi::jiff::Timestamp::now(),
+        );
         let _ = leases
             .patch(
                 flotilla_core::membership::LEASE_NAME,

@@ -204,18 +204,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: setsid is async-signal-safe; it detaches the daemon from our
-    // terminal and session so it outlives this command.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let started = Instant::now();
-    let mut daemon = command.spawn().context("starting the fleet daemon")?;
+    let mut daemon = spawn_detached(&mut command).context("starting the fleet daemon")?;
 
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -293,6 +283,21 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
     println!("  flotilla status        # every cluster and process, and its health");
     println!("  flotilla down          # stop everything and remove {}", dir.display());
     Ok(true)
+}
+
+/// Starts `command` in a session of its own, detached from our terminal, so
+/// it outlives the command that started it (the fleet daemon, `join`'s agent).
+pub fn spawn_detached(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command.spawn()
 }
 
 // ---------------------------------------------------------------- daemon

@@ -225,7 +225,7 @@ pub async fn create_token(
     Api::<Secret>::namespaced(client.clone(), "kube-system").create(&PostParams::default(), &secret).await?;
     let token = format!("{id}.{secret_part}");
     let hub_config = kube::config::Kubeconfig::read_from(hub_kubeconfig)?;
-    let (server, ca) = server_and_ca(&hub_config)?;
+    let (server, ca) = flotilla_agent::register::hub_endpoint(&hub_config)?;
     let kubeconfig = flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
         name: "flotilla-bootstrap".into(),
         server,
@@ -235,23 +235,6 @@ pub async fn create_token(
     let output = output.unwrap_or_else(|| PathBuf::from(format!("bootstrap-{id}.kubeconfig")));
     std::fs::write(&output, kubeconfig)?;
     Ok((token, output))
-}
-
-fn server_and_ca(config: &kube::config::Kubeconfig) -> anyhow::Result<(String, String)> {
-    use base64::Engine as _;
-    let cluster = config
-        .clusters
-        .first()
-        .and_then(|c| c.cluster.as_ref())
-        .context("the hub kubeconfig has no cluster")?;
-    let server = cluster.server.clone().context("the hub kubeconfig has no server")?;
-    let ca = match &cluster.certificate_authority_data {
-        Some(d) => String::from_utf8(base64::engine::general_purpose::STANDARD.decode(d)?)?,
-        None => std::fs::read_to_string(
-            cluster.certificate_authority.as_deref().context("no CA in the hub kubeconfig")?,
-        )?,
-    };
-    Ok((server, ca))
 }
 
 /// Runs an agent in the foreground until the cluster leaves the fleet.
@@ -369,7 +352,6 @@ async fn join_push(args: &JoinArgs, member_config: &kube::Config) -> anyhow::Res
 }
 
 fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path) -> anyhow::Result<u32> {
-    use std::os::unix::process::CommandExt;
     let log_file = std::fs::File::create(log)?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
@@ -381,16 +363,7 @@ fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path)
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
-    // SAFETY: setsid is async-signal-safe; the agent must outlive `join`.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn()?;
+    let child = crate::fleet::spawn_detached(&mut command)?;
     std::fs::write(state_dir.join("agent.pid"), child.id().to_string())?;
     Ok(child.id())
 }
@@ -405,29 +378,6 @@ pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<bool> {
         .await?;
     println!("Cluster {name} accepted.");
     Ok(true)
-}
-
-/// What the hub's controller does when a cluster leaves, done directly.
-async fn force_revoke(client: &Client, name: &str) -> anyhow::Result<()> {
-    let dp = DeleteParams::default();
-    let ok = |r: Result<(), kube::Error>| match r {
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        other => other,
-    };
-    ok(Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .delete(&ManagedCluster::hub_namespace(name), &dp)
-        .await
-        .map(|_| ()))?;
-    let role = format!("flotilla:cluster:{name}");
-    ok(Api::<k8s_openapi::api::rbac::v1::ClusterRole>::all(client.clone())
-        .delete(&role, &dp)
-        .await
-        .map(|_| ()))?;
-    ok(Api::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>::all(client.clone())
-        .delete(&role, &dp)
-        .await
-        .map(|_| ()))?;
-    Ok(())
 }
 
 fn age(mc: &ManagedCluster) -> String {
@@ -499,7 +449,7 @@ pub async fn unjoin(args: UnjoinArgs) -> anyhow::Result<bool> {
                     args.name
                 );
             }
-            force_revoke(&client, &args.name).await?;
+            flotilla_hub::controller::revoke_cluster_access(&client, &args.name).await?;
             api.patch(
                 &args.name,
                 &PatchParams::default(),

@@ -22,6 +22,22 @@ const AGENT_USER_PREFIX: &str = "flotilla:cluster:";
 /// Name of the heartbeat Lease in the cluster's hub namespace.
 pub const LEASE_NAME: &str = "cluster-heartbeat";
 pub const DEFAULT_LEASE_SECONDS: i32 = 10;
+/// Label on heartbeat Leases (the hub watches only those).
+pub const HEARTBEAT_LABEL: &str = "cluster.flotilla.io/heartbeat";
+
+/// The heartbeat Lease, renewed at `now`, as a server-side apply body.
+pub fn heartbeat_lease(
+    holder: &str,
+    lease_seconds: i32,
+    now: k8s_openapi::jiff::Timestamp,
+) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": LEASE_NAME, "labels": {HEARTBEAT_LABEL: "true"}},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": lease_seconds,
+            "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(now)}
+    })
+}
 
 /// The Kubernetes user name of cluster `name`'s agent.
 pub fn agent_user(name: &str) -> String {
@@ -278,8 +294,12 @@ fn to_quantities(sums: &BTreeMap<&'static str, u128>) -> BTreeMap<String, Quanti
 /// Node counts and capacity of a member: allocatable summed over Ready
 /// nodes, allocated summed over the requests of pods bound to those nodes
 /// that have not finished (each such pod also counts one `pods`).
-pub fn summarize(nodes: &[Node], pods: &[Pod]) -> (NodeSummary, ResourceSummary) {
-    let ready: Vec<&Node> = nodes.iter().filter(|n| node_ready(n)).collect();
+pub fn summarize<'a>(
+    nodes: impl IntoIterator<Item = &'a Node>,
+    pods: impl IntoIterator<Item = &'a Pod>,
+) -> (NodeSummary, ResourceSummary) {
+    let nodes: Vec<&Node> = nodes.into_iter().collect();
+    let ready: Vec<&Node> = nodes.iter().copied().filter(|n| node_ready(n)).collect();
     let ready_names: std::collections::HashSet<&str> =
         ready.iter().filter_map(|n| n.metadata.name.as_deref()).collect();
     let mut allocatable = BTreeMap::new();

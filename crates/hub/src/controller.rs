@@ -30,8 +30,7 @@ use crate::{Error, FIELD_MANAGER};
 /// Field manager for the hub's taints on ManagedCluster specs.
 const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
 
-/// Label the agent puts on its heartbeat Lease.
-pub const HEARTBEAT_LABEL: &str = "cluster.flotilla.io/heartbeat";
+pub use membership::HEARTBEAT_LABEL;
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {
@@ -51,7 +50,6 @@ impl Default for HubConfig {
 struct Ctx {
     client: Client,
     config: HubConfig,
-    clusters: Store<ManagedCluster>,
     leases: Store<Lease>,
 }
 
@@ -79,12 +77,7 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
         .reflect(cluster_writer)
         .touched_objects();
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        config,
-        clusters: cluster_store.clone(),
-        leases: lease_store,
-    });
+    let ctx = Arc::new(Ctx { client: client.clone(), config, leases: lease_store });
 
     let (csr_store, csr_writer) = reflector::store();
     let csr_stream = watcher(csr_api, watcher::Config::default())
@@ -347,28 +340,35 @@ async fn reconcile_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result
 /// A cluster leaves: delete its namespace (with its Works and Lease), its
 /// cluster RBAC and its pending certificate requests. Idempotent.
 async fn revoke_access(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let name = cluster.name_any();
+    revoke_cluster_access(&ctx.client, &cluster.name_any()).await?;
+    Ok(Action::await_change())
+}
+
+/// What leaving the fleet takes away from cluster `name`: its hub namespace,
+/// its cluster RBAC and its certificate requests. Idempotent; also used by
+/// `flotilla unjoin --force` when no hub controller runs.
+pub async fn revoke_cluster_access(client: &Client, name: &str) -> Result<(), Error> {
     let ignore_missing = |r: Result<_, kube::Error>| match r {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e),
     };
     let dp = kube::api::DeleteParams::default();
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
-    ignore_missing(namespaces.delete(&ManagedCluster::hub_namespace(&name), &dp).await.map(|_| ()))?;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    ignore_missing(namespaces.delete(&ManagedCluster::hub_namespace(name), &dp).await.map(|_| ()))?;
     let role = format!("flotilla:cluster:{name}");
-    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(ctx.client.clone());
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(client.clone());
     ignore_missing(roles.delete(&role, &dp).await.map(|_| ()))?;
-    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(ctx.client.clone());
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
     ignore_missing(bindings.delete(&role, &dp).await.map(|_| ()))?;
-    let csrs: Api<CertificateSigningRequest> = Api::all(ctx.client.clone());
+    let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
     for csr in csrs.list(&Default::default()).await?.items {
-        if csr_cluster(&csr).as_deref() == Some(name.as_str()) {
+        if csr_cluster(&csr).as_deref() == Some(name) {
             ignore_missing(csrs.delete(&csr.name_any(), &dp).await.map(|_| ()))?;
         }
     }
     tracing::info!(cluster = %name, "cluster left the fleet; its access is revoked");
-    Ok(Action::await_change())
+    Ok(())
 }
 
 async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -389,7 +389,6 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
     // Never judge a heartbeat before the lease cache is complete: that is
     // what would make a restarted hub flap every cluster to Unknown.
     ctx.leases.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;
-    let _ = &ctx.clusters;
     let name = cluster.name_any();
     let now = k8s_openapi::jiff::Timestamp::now();
     let existing = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();

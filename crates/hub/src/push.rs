@@ -12,7 +12,6 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
-use serde_json::json;
 
 use crate::Error;
 
@@ -101,12 +100,11 @@ async fn heartbeat_while_reachable(hub: &Client, member: &Client, cluster: &str)
             Err(message) => message.starts_with("/readyz answered") || message.contains("failed: 5"),
         };
         if reachable {
-            let lease = json!({
-                "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": membership::LEASE_NAME, "labels": {crate::controller::HEARTBEAT_LABEL: "true"}},
-                "spec": {"holderIdentity": "flotilla-hub", "leaseDurationSeconds": membership::DEFAULT_LEASE_SECONDS,
-                    "renewTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now())}
-            });
+            let lease = membership::heartbeat_lease(
+                "flotilla-hub",
+                membership::DEFAULT_LEASE_SECONDS,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
             if let Err(e) = leases
                 .patch(
                     membership::LEASE_NAME,

@@ -2,8 +2,9 @@
 //! Fleet membership against real API servers: registration, acceptance,
 //! isolation of agent credentials, heartbeats, health and leaving.
 
+use flotilla_testenv::wait_for;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_agent::{AgentConfig, Error as AgentError};
 use flotilla_api::cluster::ManagedCluster;
@@ -16,18 +17,6 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
-
-async fn wait_for<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 /// A real bootstrap token on the hub and a kubeconfig that uses it.
 async fn bootstrap_kubeconfig(hub: &Cluster, dir: &Path, id: &str, extra_group: bool) -> PathBuf {

@@ -357,12 +357,13 @@ impl Cluster {
             cluster.processes.push(Component { process, health_port: None });
         }
         let admin = cluster.admin_config.clone();
+        let ca = cluster.ca.clone();
         let timeout = config.ready_timeout;
         let controller_manager = async {
             match config.controllers {
                 Some(set) => {
                     start_health_checked(&root, &admin, "kube-controller-manager", timeout, |dir, port| {
-                        controller_manager_spec(&binaries, dir, &config, &files, set, port)
+                        controller_manager_spec(&binaries, dir, &config, &files, &ca, set, port)
                     })
                     .await
                     .map(Some)
@@ -373,7 +374,7 @@ impl Cluster {
         let scheduler = async {
             if config.scheduler {
                 start_health_checked(&root, &admin, "kube-scheduler", timeout, |dir, port| {
-                    scheduler_spec(&binaries, dir, port)
+                    scheduler_spec(&binaries, dir, &ca, port)
                 })
                 .await
                 .map(Some)
@@ -807,15 +808,12 @@ fn controller_manager_spec(
     root: &Path,
     config: &ClusterConfig,
     files: &Files,
+    ca: &CertificateAuthority,
     controllers: ControllerSet,
     port: u16,
 ) -> Result<ProcessSpec> {
-    let ca = CertificateAuthority::from_pem(
-        &std::fs::read_to_string(&files.ca_crt).map_err(|e| Error::io(&files.ca_crt, e))?,
-        &std::fs::read_to_string(&files.ca_key).map_err(|e| Error::io(&files.ca_key, e))?,
-    )?;
-    let kubeconfig = component_kubeconfig(root, &ca, "system:kube-controller-manager")?;
-    let (crt, key) = serving_cert(root, &ca, "kube-controller-manager", &[])?;
+    let kubeconfig = component_kubeconfig(root, ca, "system:kube-controller-manager")?;
+    let (crt, key) = serving_cert(root, ca, "kube-controller-manager", &[])?;
     let mut spec = ProcessSpec::new(
         "kube-controller-manager",
         binaries.path("kube-controller-manager"),
@@ -847,15 +845,14 @@ fn controller_manager_spec(
     Ok(spec)
 }
 
-fn scheduler_spec(binaries: &Binaries, root: &Path, port: u16) -> Result<ProcessSpec> {
-    let ca_crt = root.join("pki/ca.crt");
-    let ca_key = root.join("pki/ca.key");
-    let ca = CertificateAuthority::from_pem(
-        &std::fs::read_to_string(&ca_crt).map_err(|e| Error::io(&ca_crt, e))?,
-        &std::fs::read_to_string(&ca_key).map_err(|e| Error::io(&ca_key, e))?,
-    )?;
-    let kubeconfig = component_kubeconfig(root, &ca, "system:kube-scheduler")?;
-    let (crt, key) = serving_cert(root, &ca, "kube-scheduler", &[])?;
+fn scheduler_spec(
+    binaries: &Binaries,
+    root: &Path,
+    ca: &CertificateAuthority,
+    port: u16,
+) -> Result<ProcessSpec> {
+    let kubeconfig = component_kubeconfig(root, ca, "system:kube-scheduler")?;
+    let (crt, key) = serving_cert(root, ca, "kube-scheduler", &[])?;
     Ok(ProcessSpec::new(
         "kube-scheduler",
         binaries.path("kube-scheduler"),

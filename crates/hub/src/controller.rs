@@ -461,22 +461,8 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
         &now,
     );
 
-    let unchanged =
-        |c: &Condition| membership::condition_is(&existing, &c.type_, &c.status, &c.reason, &c.message);
-    if !unchanged(&joined) || !unchanged(&available) {
-        tracing::info!(cluster = %name, available = availability.status, reason = availability.reason, "cluster availability");
-        let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
-        api.patch_status(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(json!({
-                "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "status": {"conditions": [joined, available]}
-            })),
-        )
-        .await?;
-    }
-
+    // Taints first, then the condition: whoever sees the new Available
+    // status also sees the taints that go with it.
     let hub_keys = [flotilla_api::cluster::taints::UNREACHABLE, flotilla_api::cluster::taints::NOT_READY];
     let current_hub_taints: Vec<_> =
         cluster.spec.taints.iter().filter(|t| hub_keys.contains(&t.key.as_str())).cloned().collect();
@@ -501,6 +487,22 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
         )
         .await?;
     }
+    let unchanged =
+        |c: &Condition| membership::condition_is(&existing, &c.type_, &c.status, &c.reason, &c.message);
+    if !unchanged(&joined) || !unchanged(&available) {
+        tracing::info!(cluster = %name, available = availability.status, reason = availability.reason, "cluster availability");
+        let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
+        api.patch_status(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(json!({
+                "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "status": {"conditions": [joined, available]}
+            })),
+        )
+        .await?;
+    }
+
     Ok(match availability.recheck_after {
         Some(after) => Action::requeue(after),
         None => Action::requeue(Duration::from_secs(60)),

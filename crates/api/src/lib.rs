@@ -1,16 +1,42 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
 pub mod cluster;
+pub mod policy;
+pub mod work;
 
 use kube::CustomResourceExt;
 
 pub use cluster::{ManagedCluster, ManagedClusterSpec, ManagedClusterStatus};
+pub use policy::{ClusterOverridePolicy, ClusterPropagationPolicy, OverridePolicy, PropagationPolicy};
+pub use work::{ClusterResourceBinding, ResourceBinding, Work};
+
+/// Schema of a field holding any JSON value.
+pub(crate) fn any_json(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
+/// Schema of a field holding any JSON object (a Kubernetes manifest).
+pub(crate) fn any_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+}
 
 type Crd = k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 /// Every CustomResourceDefinition Flotilla installs on a hub.
 pub fn crds() -> Vec<Crd> {
-    vec![without_nullable(ManagedCluster::crd())]
+    [
+        ManagedCluster::crd(),
+        PropagationPolicy::crd(),
+        ClusterPropagationPolicy::crd(),
+        OverridePolicy::crd(),
+        ClusterOverridePolicy::crd(),
+        ResourceBinding::crd(),
+        ClusterResourceBinding::crd(),
+        Work::crd(),
+    ]
+    .into_iter()
+    .map(without_nullable)
+    .collect()
 }
 
 /// Removes `nullable: true` from a CRD's schema. Kubernetes before 1.21
@@ -24,6 +50,10 @@ fn without_nullable(crd: Crd) -> Crd {
         match v {
             serde_json::Value::Object(map) => {
                 map.remove("nullable");
+                // Option<enum> lists `null` among the values; same reason.
+                if let Some(serde_json::Value::Array(values)) = map.get_mut("enum") {
+                    values.retain(|v| !v.is_null());
+                }
                 map.values_mut().for_each(strip);
             }
             serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
@@ -57,6 +87,105 @@ mod tests {
         for crd in crds() {
             let text = serde_json::to_string(&crd).unwrap();
             assert!(!text.contains("nullable"), "{}", crd.metadata.name.unwrap_or_default());
+        }
+    }
+
+    #[test]
+    fn a_karmada_propagation_policy_parses_after_changing_its_api_version() {
+        let yaml = r#"
+apiVersion: policy.flotilla.io/v1alpha1
+kind: PropagationPolicy
+metadata:
+  name: nginx-propagation
+spec:
+  resourceSelectors:
+    - apiVersion: apps/v1
+      kind: Deployment
+      name: nginx
+  propagateDeps: true
+  priority: 10
+  conflictResolution: Overwrite
+  placement:
+    clusterAffinity:
+      clusterNames: [member1, member2, member3]
+      exclude: [member4]
+      fieldSelector:
+        matchExpressions:
+          - key: region
+            operator: In
+            values: [eu]
+    clusterTolerations:
+      - key: cluster.karmada.io/unreachable
+        operator: Exists
+        effect: NoExecute
+        tolerationSeconds: 30
+    spreadConstraints:
+      - spreadByField: cluster
+        maxGroups: 3
+        minGroups: 2
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      replicaDivisionPreference: Weighted
+      weightPreference:
+        staticWeightList:
+          - targetCluster:
+              clusterNames: [member1]
+            weight: 1
+          - targetCluster:
+              clusterNames: [member2]
+            weight: 2
+"#;
+        let pp: PropagationPolicy = serde_saphyr::from_str(yaml).unwrap();
+        let p = &pp.spec.spec;
+        assert_eq!(p.priority, Some(10));
+        let weights = &p.placement.replica_scheduling.as_ref().unwrap().weight_preference.as_ref().unwrap();
+        assert_eq!(weights.static_weight_list[1].weight, 2);
+        assert_eq!(p.placement.cluster_tolerations[0].toleration_seconds, Some(30));
+    }
+
+    #[test]
+    fn a_karmada_override_policy_parses_after_changing_its_api_version() {
+        let yaml = r#"
+apiVersion: policy.flotilla.io/v1alpha1
+kind: OverridePolicy
+metadata:
+  name: example
+spec:
+  resourceSelectors:
+    - apiVersion: apps/v1
+      kind: Deployment
+      name: nginx
+  overrideRules:
+    - targetCluster:
+        clusterNames: [member1]
+      overriders:
+        plaintext:
+          - path: /spec/replicas
+            operator: replace
+            value: 3
+        imageOverrider:
+          - component: Registry
+            operator: replace
+            value: registry.eu.example.com
+        commandOverrider:
+          - containerName: nginx
+            operator: add
+            value: [--verbose]
+        labelsOverrider:
+          - operator: add
+            value: {env: prod}
+"#;
+        let op: OverridePolicy = serde_saphyr::from_str(yaml).unwrap();
+        let rule = &op.spec.spec.override_rules[0];
+        assert_eq!(rule.overriders.plaintext[0].value, Some(serde_json::json!(3)));
+        assert_eq!(rule.overriders.image_overrider[0].component, policy::ImageComponent::Registry);
+    }
+
+    #[test]
+    fn enums_in_published_schemas_list_no_null() {
+        for crd in crds() {
+            let text = serde_json::to_string(&crd).unwrap();
+            assert!(!text.contains(",null]"), "{}", crd.metadata.name.unwrap_or_default());
         }
     }
 

@@ -1,0 +1,454 @@
+//! `policy.flotilla.io/v1alpha1`: where templates go and how they are
+//! adapted per cluster.
+//!
+//! The specs are field-for-field compatible with Karmada's
+//! `policy.karmada.io/v1alpha1` for every feature Flotilla implements, so a
+//! Karmada policy works after changing only its `apiVersion`. Karmada fields
+//! Flotilla does not implement are not in the schema, and the hub's
+//! admission webhook rejects them by name (see `UNSUPPORTED_KARMADA_FIELDS`)
+//! instead of letting the API server prune them silently.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "policy.flotilla.io";
+
+/// Karmada fields (JSON paths under the object) that Flotilla does not
+/// implement, with the reason shown when a policy uses one.
+pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
+    ("spec.association", "deprecated in Karmada; use propagateDeps"),
+    ("spec.preemption", "Flotilla always lets the highest-priority policy take a template (Karmada's `preemption: Always`)"),
+    ("spec.dependentOverrides", "overrides apply without waiting; remove the field"),
+    ("spec.schedulerName", "Flotilla has one scheduler; remove the field"),
+    ("spec.activationPreference", "policy changes always apply at once (remove the field)"),
+    ("spec.suspension", "suspending dispatch is not implemented"),
+    ("spec.schedulePriority", "scheduling priority classes are not implemented"),
+    ("spec.placement.clusterAffinities", "use a single clusterAffinity"),
+    ("spec.placement.replicaScheduling.weightPreference.dynamicWeight", "only `AvailableReplicas` is supported"),
+    ("spec.failover.application", "application-level failover is not implemented; cluster failover follows clusterTolerations"),
+    ("spec.failover.cluster", "cluster failover follows clusterTolerations; remove the field"),
+    ("spec.targetCluster", "deprecated in Karmada; use overrideRules[].targetCluster"),
+    ("spec.overriders", "deprecated in Karmada; use overrideRules[].overriders"),
+    ("spec.overrideRules.overriders.fieldOverrider", "fieldOverrider is not implemented; use plaintext"),
+];
+
+/// Which templates a policy selects. All given fields must match.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceSelector {
+    /// `group/version` of the template, e.g. `apps/v1`.
+    #[schemars(length(min = 1))]
+    pub api_version: String,
+    /// Kind of the template, e.g. `Deployment`.
+    #[schemars(length(min = 1))]
+    pub kind: String,
+    /// Namespace of the template; empty means any (a namespaced policy only
+    /// ever selects in its own namespace).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    /// Name of the template; empty means any. Takes precedence over
+    /// `labelSelector`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+}
+
+/// Spec shared by PropagationPolicy and ClusterPropagationPolicy
+/// (Karmada's `PropagationSpec`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PropagationSpec {
+    /// The templates this policy selects (at least one).
+    #[schemars(length(min = 1))]
+    pub resource_selectors: Vec<ResourceSelector>,
+    /// Propagate the ConfigMaps, Secrets, ServiceAccounts and
+    /// PersistentVolumeClaims a pod template refers to, to the same clusters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub propagate_deps: bool,
+    #[serde(default)]
+    pub placement: Placement,
+    /// When several policies select a template the highest priority wins
+    /// (default 0); ties: see ARCHITECTURE.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    /// What to do with an object that already exists in a member and was
+    /// not created by Flotilla: `Abort` (default) leaves it alone and reports
+    /// the conflict; `Overwrite` takes it over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_resolution: Option<ConflictResolution>,
+    /// Keep the objects in the members when the template is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preserve_resources_on_deletion: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConflictResolution {
+    #[default]
+    Abort,
+    Overwrite,
+}
+
+/// Which clusters a template goes to and how its replicas are divided.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Placement {
+    /// Clusters eligible for the template; absent means every cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_affinity: Option<ClusterAffinity>,
+    /// Taints of clusters this template tolerates. A NoExecute taint that
+    /// is not tolerated (or whose `tolerationSeconds` ran out) moves the
+    /// template's replicas away. `cluster.karmada.io/not-ready` and
+    /// `cluster.karmada.io/unreachable` are read as Flotilla's
+    /// `cluster.flotilla.io/not-ready` and `cluster.flotilla.io/unreachable`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_tolerations: Vec<Toleration>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spread_constraints: Vec<SpreadConstraint>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_scheduling: Option<ReplicaSchedulingStrategy>,
+}
+
+/// A set of clusters: by label, by field (provider/region/zone, read from
+/// the cluster labels in `cluster_field_label`), by name, minus excluded names.
+/// All given criteria must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterAffinity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_selector: Option<FieldSelector>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldSelector {
+    #[schemars(length(min = 1))]
+    pub match_expressions: Vec<FieldSelectorRequirement>,
+}
+
+/// Karmada's field selector requirement (a `NodeSelectorRequirement`):
+/// `key` is `provider`, `region` or `zone`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldSelectorRequirement {
+    #[schemars(regex(pattern = r"^(provider|region|zone)$"))]
+    pub key: String,
+    pub operator: FieldSelectorOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FieldSelectorOperator {
+    #[default]
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+/// The cluster label that holds a `fieldSelector` / `spreadByField` value.
+pub fn cluster_field_label(field: &str) -> Option<&'static str> {
+    match field {
+        "region" => Some("topology.kubernetes.io/region"),
+        "zone" => Some("topology.kubernetes.io/zone"),
+        "provider" => Some("cluster.flotilla.io/provider"),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SpreadConstraint {
+    /// `cluster`, `region`, `zone` or `provider`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by_field: Option<SpreadByField>,
+    /// Spread by the value of this cluster label instead of a field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spread_by_label: Option<String>,
+    /// At most this many groups (0 = no limit).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_groups: i32,
+    /// At least this many groups, or scheduling fails.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub min_groups: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SpreadByField {
+    Cluster,
+    Region,
+    Zone,
+    Provider,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReplicaSchedulingStrategy {
+    /// `Duplicated`: every cluster runs the full replica count. `Divided`
+    /// (default): the replicas are shared out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_scheduling_type: Option<ReplicaSchedulingType>,
+    /// For `Divided`: `Aggregated` (as few clusters as fit) or `Weighted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_division_preference: Option<ReplicaDivisionPreference>,
+    /// For `Weighted`: static weights or a dynamic weight; absent means
+    /// equal weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight_preference: Option<ClusterPreferences>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReplicaSchedulingType {
+    Duplicated,
+    #[default]
+    Divided,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ReplicaDivisionPreference {
+    Aggregated,
+    #[default]
+    Weighted,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterPreferences {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub static_weight_list: Vec<StaticClusterWeight>,
+    /// `AvailableReplicas`: weights are how many more replicas each cluster
+    /// can hold (allocatable minus allocated, over the pod's requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dynamic_weight: Option<DynamicWeightFactor>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum DynamicWeightFactor {
+    AvailableReplicas,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StaticClusterWeight {
+    pub target_cluster: ClusterAffinity,
+    /// At least 1.
+    #[schemars(range(min = 1))]
+    pub weight: i64,
+}
+
+/// Status of a propagation or override policy.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyStatus {
+    /// `Valid`: whether the hub could use the policy, with the reason if not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Propagates templates in its own namespace (Karmada's PropagationPolicy).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "policy.flotilla.io",
+    version = "v1alpha1",
+    kind = "PropagationPolicy",
+    plural = "propagationpolicies",
+    shortname = "pp",
+    namespaced,
+    status = "PolicyStatus",
+    printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
+    printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PropagationPolicySpec {
+    #[serde(flatten)]
+    pub spec: PropagationSpec,
+}
+
+/// Propagates templates in any namespace, and cluster-scoped templates
+/// (Karmada's ClusterPropagationPolicy).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "policy.flotilla.io",
+    version = "v1alpha1",
+    kind = "ClusterPropagationPolicy",
+    plural = "clusterpropagationpolicies",
+    shortname = "cpp",
+    status = "PolicyStatus",
+    printcolumn = r#"{"name":"Priority","type":"integer","jsonPath":".spec.priority"}"#,
+    printcolumn = r#"{"name":"Valid","type":"string","jsonPath":".status.conditions[?(@.type==\"Valid\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterPropagationPolicySpec {
+    #[serde(flatten)]
+    pub spec: PropagationSpec,
+}
+
+/// Spec shared by OverridePolicy and ClusterOverridePolicy (Karmada's
+/// `OverrideSpec`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverrideSpec {
+    /// The templates to override; empty means every template the policy
+    /// can see.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub resource_selectors: Vec<ResourceSelector>,
+    /// Applied in order; each rule applies to the clusters its
+    /// `targetCluster` selects (all clusters if absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub override_rules: Vec<RuleWithCluster>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RuleWithCluster {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cluster: Option<ClusterAffinity>,
+    pub overriders: Overriders,
+}
+
+/// Applied in this order: plaintext, image, command, args, labels,
+/// annotations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Overriders {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub plaintext: Vec<PlaintextOverrider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_overrider: Vec<ImageOverrider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command_overrider: Vec<CommandArgsOverrider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args_overrider: Vec<CommandArgsOverrider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels_overrider: Vec<LabelAnnotationOverrider>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub annotations_overrider: Vec<LabelAnnotationOverrider>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum OverriderOperator {
+    Add,
+    Remove,
+    Replace,
+}
+
+/// A JSON patch operation (RFC 6902) on the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PlaintextOverrider {
+    /// A JSON pointer, e.g. `/spec/replicas`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+    pub operator: OverriderOperator,
+    /// The value for add and replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::any_json")]
+    pub value: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageOverrider {
+    /// Which image to change; absent means every container and init
+    /// container image of a workload's pod template (or a Pod's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<ImagePredicate>,
+    pub component: ImageComponent,
+    pub operator: OverriderOperator,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImagePredicate {
+    /// JSON pointer to an image string, e.g.
+    /// `/spec/template/spec/containers/0/image`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ImageComponent {
+    Registry,
+    Repository,
+    Tag,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CommandArgsOverrider {
+    #[schemars(length(min = 1))]
+    pub container_name: String,
+    /// `add` appends the values, `remove` drops them.
+    pub operator: OverriderOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub value: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelAnnotationOverrider {
+    /// `add`/`replace` set the keys, `remove` deletes them.
+    pub operator: OverriderOperator,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub value: BTreeMap<String, String>,
+}
+
+/// Overrides templates in its own namespace (Karmada's OverridePolicy).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "policy.flotilla.io",
+    version = "v1alpha1",
+    kind = "OverridePolicy",
+    plural = "overridepolicies",
+    shortname = "op",
+    namespaced,
+    status = "PolicyStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct OverridePolicySpec {
+    #[serde(flatten)]
+    pub spec: OverrideSpec,
+}
+
+/// Overrides templates in any namespace and cluster-scoped ones (Karmada's
+/// ClusterOverridePolicy). Applied before namespaced OverridePolicies.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "policy.flotilla.io",
+    version = "v1alpha1",
+    kind = "ClusterOverridePolicy",
+    plural = "clusteroverridepolicies",
+    shortname = "cop",
+    status = "PolicyStatus"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterOverridePolicySpec {
+    #[serde(flatten)]
+    pub spec: OverrideSpec,
+}
+
+/// Condition types on policies.
+pub mod conditions {
+    pub const VALID: &str = "Valid";
+}

@@ -1,0 +1,306 @@
+//! `work.flotilla.io/v1alpha1`: the hub's record of where each template
+//! goes (bindings) and what each member must apply (works).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::policy::{ConflictResolution, Placement};
+
+pub const GROUP: &str = "work.flotilla.io";
+
+/// Labels and annotations Flotilla puts on works, bindings and the objects
+/// it applies in members.
+pub mod keys {
+    /// On a Work: hash of the template's identity (group, kind, namespace,
+    /// name), so a binding's works can be listed by label.
+    pub const TEMPLATE_KEY: &str = "work.flotilla.io/template-key";
+    /// On a Work: hash of its spec, so unchanged works are not rewritten.
+    pub const SPEC_HASH: &str = "work.flotilla.io/spec-hash";
+    /// On a Work: `namespace/name` (or `name`) of its binding.
+    pub const BINDING: &str = "work.flotilla.io/binding";
+    /// On a Work: the binding kind (ResourceBinding or ClusterResourceBinding).
+    pub const BINDING_KIND: &str = "work.flotilla.io/binding-kind";
+    /// On an object in a member: Flotilla manages it.
+    pub const MANAGED_BY: &str = "app.flotilla.io/managed-by";
+    pub const MANAGED_BY_VALUE: &str = "flotilla";
+    /// On an object in a member: `namespace/name` of the Work that applied it.
+    pub const APPLIED_BY_WORK: &str = "work.flotilla.io/applied-by";
+    /// Finalizer on a Work: the applier removes the member objects first.
+    pub const WORK_FINALIZER: &str = "work.flotilla.io/applied-resources";
+}
+
+/// Condition types on bindings and works.
+pub mod conditions {
+    /// Binding: clusters were chosen (False with the reason when none fit).
+    pub const SCHEDULED: &str = "Scheduled";
+    /// Binding: every chosen cluster applied its work.
+    pub const FULLY_APPLIED: &str = "FullyApplied";
+    /// Work: every manifest was applied.
+    pub const APPLIED: &str = "Applied";
+    /// Work: every applied manifest is healthy.
+    pub const AVAILABLE: &str = "Available";
+}
+
+/// The template a binding is for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub uid: String,
+}
+
+/// The policy that selected a template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyReference {
+    /// PropagationPolicy or ClusterPropagationPolicy.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A cluster chosen for a template, with its share of the replicas.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCluster {
+    pub name: String,
+    #[serde(default)]
+    pub replicas: i32,
+}
+
+/// Per-replica resource requests of a workload's pod template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaRequirements {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_request: BTreeMap<String, Quantity>,
+}
+
+/// A cluster the template is being moved away from. Its work stays until
+/// the replicas are available elsewhere (or the grace period ends), so a
+/// failover never drops below the wanted count when it can avoid it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GracefulEvictionTask {
+    pub from_cluster: String,
+    #[serde(default)]
+    pub replicas: i32,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    pub creation_timestamp: Time,
+}
+
+/// A template that needs this one (propagateDeps), and where it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingSnapshot {
+    /// Name of the binding that depends on this template.
+    pub name: String,
+    pub clusters: Vec<String>,
+}
+
+/// Spec shared by ResourceBinding and ClusterResourceBinding.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingSpec {
+    pub resource: ObjectReference,
+    /// The policy that selected the template; absent for a dependency that
+    /// only follows other templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyReference>,
+    /// The template's replica count (0 when it has none).
+    #[serde(default)]
+    pub replicas: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica_requirements: Option<ReplicaRequirements>,
+    #[serde(default)]
+    pub placement: Placement,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub propagate_deps: bool,
+    #[serde(default)]
+    pub conflict_resolution: ConflictResolution,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_resources_on_deletion: bool,
+    /// Chosen clusters and their replicas (written by the scheduler).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<TargetCluster>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graceful_eviction_tasks: Vec<GracefulEvictionTask>,
+    /// Bindings whose templates need this one (propagateDeps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub required_by: Vec<BindingSnapshot>,
+}
+
+/// How one cluster is doing with a template.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AggregatedStatusItem {
+    pub cluster_name: String,
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub applied_message: String,
+    #[serde(default)]
+    pub health: Health,
+    /// The object's status in the member (fed-back fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::any_json")]
+    pub status: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Health {
+    Healthy,
+    Unhealthy,
+    #[default]
+    Unknown,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduler_observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aggregated_status: Vec<AggregatedStatusItem>,
+}
+
+/// Where a namespaced template goes (one per template, in its namespace).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "work.flotilla.io",
+    version = "v1alpha1",
+    kind = "ResourceBinding",
+    plural = "resourcebindings",
+    shortname = "rb",
+    namespaced,
+    status = "BindingStatus",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.resource.kind"}"#,
+    printcolumn = r#"{"name":"Scheduled","type":"string","jsonPath":".status.conditions[?(@.type==\"Scheduled\")].status"}"#,
+    printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"FullyApplied\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceBindingSpec {
+    #[serde(flatten)]
+    pub spec: BindingSpec,
+}
+
+/// Where a cluster-scoped template goes.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "work.flotilla.io",
+    version = "v1alpha1",
+    kind = "ClusterResourceBinding",
+    plural = "clusterresourcebindings",
+    shortname = "crb",
+    status = "BindingStatus",
+    printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.resource.kind"}"#,
+    printcolumn = r#"{"name":"Scheduled","type":"string","jsonPath":".status.conditions[?(@.type==\"Scheduled\")].status"}"#,
+    printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"FullyApplied\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterResourceBindingSpec {
+    #[serde(flatten)]
+    pub spec: BindingSpec,
+}
+
+/// What one member must apply, in that member's namespace on the hub.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "work.flotilla.io",
+    version = "v1alpha1",
+    kind = "Work",
+    plural = "works",
+    namespaced,
+    status = "WorkStatus",
+    printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"Applied\")].status"}"#,
+    printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkSpec {
+    /// Complete Kubernetes objects, overrides already applied.
+    #[serde(default)]
+    pub manifests: Vec<Manifest>,
+    #[serde(default)]
+    pub conflict_resolution: ConflictResolution,
+    /// When the work is deleted, leave its objects in the member.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub preserve_resources_on_deletion: bool,
+}
+
+/// One object of a Work.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Manifest(#[schemars(schema_with = "crate::any_object")] pub serde_json::Value);
+
+/// Which object a manifest status is about.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceIdentifier {
+    /// Position of the manifest in `spec.manifests`.
+    #[serde(default)]
+    pub ordinal: i32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    /// Plural resource name in the member.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub resource: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub namespace: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestStatus {
+    pub identifier: ResourceIdentifier,
+    pub applied: bool,
+    /// Why not applied (e.g. a conflict with an object Flotilla did not create).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub health: Health,
+    /// The object's `.status` in the member (fed back to the hub).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::any_json")]
+    pub status: Option<serde_json::Value>,
+    /// The object's `metadata.generation` in the member when `status` was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkStatus {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// Every object the applier has applied for this work and not yet
+    /// removed (also how it knows what to delete when a manifest goes away).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifest_statuses: Vec<ManifestStatus>,
+    /// The spec hash (`work.flotilla.io/spec-hash`) the status describes.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub observed_spec_hash: String,
+}

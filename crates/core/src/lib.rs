@@ -1,6 +1,7 @@
 //! Flotilla's pure logic: no I/O, no Kubernetes client. Everything here is a
 //! function of its inputs, so it is tested without a server.
 
+pub mod affinity;
 pub mod kubeconfig;
 pub mod membership;
 pub mod pki;

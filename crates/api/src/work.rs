@@ -25,6 +25,8 @@ pub mod keys {
     pub const BINDING: &str = "work.flotilla.io/binding";
     /// On a Work: the binding kind (ResourceBinding or ClusterResourceBinding).
     pub const BINDING_KIND: &str = "work.flotilla.io/binding-kind";
+    /// On a Work: `metadata.generation` of the template it was built from.
+    pub const TEMPLATE_GENERATION: &str = "work.flotilla.io/template-generation";
     /// On an object in a member: Flotilla manages it.
     pub const MANAGED_BY: &str = "app.flotilla.io/managed-by";
     pub const MANAGED_BY_VALUE: &str = "flotilla";
@@ -141,6 +143,10 @@ pub struct BindingSpec {
     /// Bindings whose templates need this one (propagateDeps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_by: Vec<BindingSnapshot>,
+    /// With propagateDeps: the objects in the template's namespace its pod
+    /// template refers to (they follow it to its clusters).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<ObjectReference>,
 }
 
 /// How one cluster is doing with a template.

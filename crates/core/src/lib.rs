@@ -2,6 +2,7 @@
 //! function of its inputs, so it is tested without a server.
 
 pub mod affinity;
+pub mod health;
 pub mod kubeconfig;
 pub mod membership;
 pub mod pki;

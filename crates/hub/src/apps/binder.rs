@@ -1,0 +1,519 @@
+//! The binder: for one template, pick its policy, choose its clusters
+//! (scheduler in `flotilla-core`), write its binding and one Work per
+//! cluster with overrides applied, and remove what is no longer wanted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_api::cluster::ManagedCluster;
+use flotilla_api::policy::{
+    ConflictResolution, Placement, ReplicaDivisionPreference, ReplicaSchedulingType,
+};
+use flotilla_api::work::{
+    keys, BindingSnapshot, BindingSpec, ClusterResourceBinding, Health, ObjectReference, PolicyReference,
+    ResourceBinding, TargetCluster, Work,
+};
+use flotilla_core::binding::{binding_name, plan_evictions, spec_hash, work_name};
+use flotilla_core::scheduler::{schedule, SchedulingRequest};
+use flotilla_core::selection::{
+    applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope, TemplateMeta,
+};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::{lock, Apps, Outcome, TemplateKey};
+use crate::Error;
+
+const MANAGER: &str = "flotilla-binder";
+
+pub(super) async fn worker(apps: Arc<Apps>) {
+    apps.wait_ready().await;
+    loop {
+        let key = apps.binder.next().await;
+        let started = std::time::Instant::now();
+        match reconcile(&apps, &key).await {
+            Ok(Some(after)) => apps.binder.add_after(key.clone(), after),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(template = %key, error = %e, "binding failed; retrying");
+                apps.binder.add_after(key.clone(), Duration::from_secs(2));
+            }
+        }
+        tracing::trace!(template = %key, elapsed_ms = started.elapsed().as_millis() as u64, "bound");
+        apps.binder.done(&key);
+    }
+}
+
+/// Whether a binding's placement depends on cluster capacity (so capacity
+/// changes must re-run it).
+pub(super) fn uses_capacity(spec: &BindingSpec) -> bool {
+    let Some(rs) = &spec.placement.replica_scheduling else { return false };
+    rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided
+        && (rs.replica_division_preference == Some(ReplicaDivisionPreference::Aggregated)
+            || rs.weight_preference.as_ref().is_some_and(|w| w.dynamic_weight.is_some()))
+}
+
+fn divided(placement: &Placement) -> bool {
+    placement
+        .replica_scheduling
+        .as_ref()
+        .is_some_and(|rs| rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided)
+}
+
+/// The policy (or dependents) that decide a template's fate.
+struct Decision {
+    policy: Option<PolicyReference>,
+    placement: Placement,
+    propagate_deps: bool,
+    conflict: ConflictResolution,
+    preserve: bool,
+}
+
+async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
+    let Some(kind) = apps.kind(&key.api_version, &key.kind) else {
+        // Its kind is not watched (yet): a policy for it appears first.
+        return Ok(Some(Duration::from_secs(2)));
+    };
+    let api: Api<DynamicObject> = if kind.namespaced {
+        Api::namespaced_with(apps.client.clone(), &key.namespace, &kind.resource)
+    } else {
+        Api::all_with(apps.client.clone(), &kind.resource)
+    };
+    let existing = apps.binding_status(key);
+    let template = match api.get_opt(&key.name).await? {
+        Some(t) if t.metadata.deletion_timestamp.is_none() => t,
+        _ => {
+            // The binding may be gone already (garbage-collected with the
+            // template); the works are found by label either way.
+            cleanup(apps, key, existing.as_ref().map(|(s, _, _)| s)).await?;
+            return Ok(None);
+        }
+    };
+    let mut template_json = serde_json::to_value(&template)?;
+    if let Some(o) = template_json.as_object_mut() {
+        o.insert("apiVersion".into(), key.api_version.clone().into());
+        o.insert("kind".into(), key.kind.clone().into());
+    }
+    let labels = template.metadata.labels.clone().unwrap_or_default();
+    let meta = TemplateMeta {
+        api_version: &key.api_version,
+        kind: &key.kind,
+        namespace: &key.namespace,
+        name: &key.name,
+        labels: &labels,
+    };
+
+    let required_by = requirers(apps, key);
+    let decision = match pick_policy(apps, &meta) {
+        Some(d) => d,
+        None if !required_by.is_empty() => Decision {
+            policy: None,
+            placement: Placement::default(),
+            propagate_deps: false,
+            conflict: ConflictResolution::Abort,
+            preserve: false,
+        },
+        None => {
+            match existing {
+                // A dependency nothing needs any more: remove it.
+                Some((spec, _, _)) if spec.policy.is_none() => cleanup(apps, key, Some(&spec)).await?,
+                // No policy selects it any more: leave what runs alone.
+                Some(_) => record(
+                    apps,
+                    key,
+                    false,
+                    "NoPolicy",
+                    "no policy selects this template any more; its members keep what was applied \
+                     (delete the template to remove it, or select it again)",
+                    template.metadata.generation,
+                ),
+                None => {}
+            }
+            return Ok(None);
+        }
+    };
+
+    let replicas = flotilla_core::workload::replicas(&template_json);
+    let requests = flotilla_core::workload::replica_requirements(&template_json);
+    let previous: Vec<TargetCluster> = existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
+    let snapshots = apps.cluster_snapshots();
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let mut requeue = None;
+
+    let mut clusters: Vec<TargetCluster> = if decision.policy.is_some() {
+        let request = SchedulingRequest {
+            placement: &decision.placement,
+            replicas: replicas.unwrap_or(0),
+            requests: &requests,
+            resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
+            previous: &previous,
+            now,
+        };
+        match schedule(&request, &snapshots) {
+            Ok(s) => {
+                requeue = s.requeue_after;
+                let placed: Vec<String> = s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
+                record(apps, key, true, "Scheduled", &format!("placed on {}", placed.join(", ")), template.metadata.generation);
+                s.clusters
+            }
+            Err(u) => {
+                requeue = Some(u.requeue_after.unwrap_or(Duration::from_secs(30)));
+                // Keep what runs; say why nothing (better) fits.
+                record(apps, key, false, "NoClusterFit", &u.message, template.metadata.generation);
+                previous.clone()
+            }
+        }
+    } else {
+        record(apps, key, true, "Dependency", "follows the templates that need it", template.metadata.generation);
+        Vec::new()
+    };
+    // Dependencies follow the templates that need them.
+    for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
+        if !clusters.iter().any(|c| &c.name == needed) {
+            clusters.push(TargetCluster { name: needed.clone(), replicas: 0 });
+        }
+    }
+    clusters.sort();
+
+    let works = apps.works_of(key);
+    let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
+    let taints: BTreeMap<String, Vec<flotilla_api::cluster::Taint>> =
+        snapshots.iter().map(|s| (s.name.clone(), s.taints.clone())).collect();
+    let tasks_before = existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
+    let tasks = plan_evictions(&previous, &clusters, &tasks_before, &taints, &health, now);
+    if !tasks.is_empty() {
+        // Re-check until the new copies are healthy or the grace ends.
+        requeue = Some(requeue.map_or(Duration::from_secs(10), |r: Duration| r.min(Duration::from_secs(10))));
+    }
+
+    let dependencies: Vec<ObjectReference> = if decision.propagate_deps {
+        flotilla_core::workload::dependencies(&template_json)
+            .into_iter()
+            .map(|d| ObjectReference {
+                api_version: d.api_version,
+                kind: d.kind,
+                namespace: key.namespace.clone(),
+                name: d.name,
+                uid: String::new(),
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let spec = BindingSpec {
+        resource: ObjectReference {
+            api_version: key.api_version.clone(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            uid: template.metadata.uid.clone().unwrap_or_default(),
+        },
+        policy: decision.policy.clone(),
+        replicas: replicas.unwrap_or(0),
+        replica_requirements: (!requests.is_empty())
+            .then(|| flotilla_api::work::ReplicaRequirements { resource_request: requests.clone() }),
+        placement: decision.placement.clone(),
+        propagate_deps: decision.propagate_deps,
+        conflict_resolution: decision.conflict,
+        preserve_resources_on_deletion: decision.preserve,
+        clusters: clusters.clone(),
+        graceful_eviction_tasks: tasks.clone(),
+        required_by: required_by.clone(),
+        dependencies: dependencies.clone(),
+    };
+    let dependencies_before: Vec<ObjectReference> =
+        existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
+    if existing.as_ref().map(|(s, _, _)| s) != Some(&spec) {
+        write_binding(apps, key, &template, &spec).await?;
+    }
+    for dep in dependencies.iter().chain(dependencies_before.iter()) {
+        apps.binder.add(TemplateKey {
+            api_version: dep.api_version.clone(),
+            kind: dep.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: dep.name.clone(),
+        });
+    }
+
+    // Works: one per chosen cluster; clusters being evicted keep theirs.
+    let overrides = override_candidates(apps, &meta);
+    let candidates: Vec<OverrideCandidate> = overrides
+        .iter()
+        .map(|(scope, ns, name, spec)| OverrideCandidate { scope: *scope, namespace: ns, name, spec })
+        .collect();
+    let applicable = applicable_overrides(&meta, &candidates);
+    let base = flotilla_core::workload::prepare_for_member(&template_json);
+    let cluster_labels: BTreeMap<String, BTreeMap<String, String>> =
+        snapshots.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
+    let bname = binding_name(&key.api_version, &key.kind, &key.name);
+    let mut override_errors = Vec::new();
+    let mut writes = Vec::new();
+    for target in &clusters {
+        let mut manifest = base.clone();
+        if replicas.is_some() && divided(&decision.placement) {
+            flotilla_core::workload::set_replicas(&mut manifest, target.replicas);
+        }
+        let empty = BTreeMap::new();
+        let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
+        if let Err(e) = flotilla_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable) {
+            // Do not ship a half-overridden object; keep what the member has.
+            override_errors.push(format!("{}: {e}", target.name));
+            continue;
+        }
+        let work_spec = json!({
+            "manifests": [manifest],
+            "conflictResolution": decision.conflict,
+            "preserveResourcesOnDeletion": decision.preserve,
+        });
+        let hash = spec_hash(&work_spec);
+        let current = works.get(&target.name);
+        if current.is_some_and(|w| {
+            w.annotations().get(keys::SPEC_HASH) == Some(&hash) && w.metadata.deletion_timestamp.is_none()
+        }) {
+            continue;
+        }
+        writes.push(write_work(apps, key, &bname, &target.name, work_spec, hash, template.metadata.generation));
+    }
+    for r in futures::future::join_all(writes).await {
+        r?;
+    }
+    if !override_errors.is_empty() {
+        record(apps, key, false, "OverrideFailed", &override_errors.join("; "), template.metadata.generation);
+    }
+
+    // Works no longer wanted (not chosen, not kept by an eviction task).
+    let keep: BTreeSet<&str> = clusters
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(tasks.iter().map(|t| t.from_cluster.as_str()))
+        .collect();
+    for (cluster, work) in &works {
+        if !keep.contains(cluster.as_str()) && work.metadata.deletion_timestamp.is_none() {
+            delete_work(apps, work).await?;
+        }
+    }
+    apps.status.add(key.clone());
+    Ok(requeue)
+}
+
+fn describe(c: &TargetCluster, has_replicas: bool) -> String {
+    if has_replicas {
+        format!("{} ({})", c.name, c.replicas)
+    } else {
+        c.name.clone()
+    }
+}
+
+/// Health of a work's first manifest (the template itself).
+pub(super) fn work_health(w: &Work) -> Health {
+    w.status
+        .as_ref()
+        .and_then(|s| s.manifest_statuses.iter().find(|m| m.identifier.ordinal == 0))
+        .map(|m| if m.applied { m.health } else { Health::Unhealthy })
+        .unwrap_or(Health::Unknown)
+}
+
+fn record(apps: &Apps, key: &TemplateKey, scheduled: bool, reason: &str, message: &str, generation: Option<i64>) {
+    let outcome = Outcome { scheduled, reason: reason.into(), message: message.into(), generation };
+    let changed = lock(&apps.outcomes).insert(key.clone(), outcome.clone()) != Some(outcome);
+    if changed {
+        apps.status.add(key.clone());
+    }
+}
+
+fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
+    let pps = apps.pps.state();
+    let cpps = apps.cpps.state();
+    let mut candidates: Vec<PolicyCandidate> = Vec::new();
+    let pp_ns: Vec<(String, String)> =
+        pps.iter().map(|p| (p.namespace().unwrap_or_default(), p.name_any())).collect();
+    for (p, (ns, name)) in pps.iter().zip(&pp_ns) {
+        if ns == meta.namespace && !apps.policy_is_invalid("PropagationPolicy", ns, name) {
+            candidates.push(PolicyCandidate { scope: PolicyScope::Namespaced, namespace: ns, name, spec: &p.spec.spec });
+        }
+    }
+    let cpp_names: Vec<String> = cpps.iter().map(|p| p.name_any()).collect();
+    for (p, name) in cpps.iter().zip(&cpp_names) {
+        if !apps.policy_is_invalid("ClusterPropagationPolicy", "", name) {
+            candidates.push(PolicyCandidate { scope: PolicyScope::Cluster, namespace: "", name, spec: &p.spec.spec });
+        }
+    }
+    let chosen = pick_propagation_policy(meta, &candidates)?;
+    let spec = chosen.spec;
+    Some(Decision {
+        policy: Some(PolicyReference {
+            kind: match chosen.scope {
+                PolicyScope::Namespaced => "PropagationPolicy".into(),
+                PolicyScope::Cluster => "ClusterPropagationPolicy".into(),
+            },
+            namespace: chosen.namespace.to_string(),
+            name: chosen.name.to_string(),
+        }),
+        placement: spec.placement.clone(),
+        propagate_deps: spec.propagate_deps,
+        conflict: spec.conflict_resolution.unwrap_or_default(),
+        preserve: spec.preserve_resources_on_deletion.unwrap_or(false),
+    })
+}
+
+type OwnedOverride = (PolicyScope, String, String, flotilla_api::policy::OverrideSpec);
+
+fn override_candidates(apps: &Apps, meta: &TemplateMeta) -> Vec<OwnedOverride> {
+    let mut out: Vec<OwnedOverride> = Vec::new();
+    for p in apps.cops.state() {
+        if !apps.policy_is_invalid("ClusterOverridePolicy", "", &p.name_any()) {
+            out.push((PolicyScope::Cluster, String::new(), p.name_any(), p.spec.spec.clone()));
+        }
+    }
+    for p in apps.ops.state() {
+        let ns = p.namespace().unwrap_or_default();
+        if ns == meta.namespace && !apps.policy_is_invalid("OverridePolicy", &ns, &p.name_any()) {
+            out.push((PolicyScope::Namespaced, ns, p.name_any(), p.spec.spec.clone()));
+        }
+    }
+    out
+}
+
+/// Bindings that need this template (propagateDeps), with their clusters
+/// (including those still being evicted, whose copies still need it).
+fn requirers(apps: &Apps, key: &TemplateKey) -> Vec<BindingSnapshot> {
+    let names: Vec<String> = lock(&apps.dependents).get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+    let mut out = Vec::new();
+    for name in names {
+        let r = kube::runtime::reflector::ObjectRef::<ResourceBinding>::new(&name).within(&key.namespace);
+        let Some(b) = apps.bindings.get(&r) else { continue };
+        let spec = &b.spec.spec;
+        let depends = spec.dependencies.iter().any(|d| d.kind == key.kind && d.name == key.name);
+        if !depends {
+            continue;
+        }
+        let mut clusters: Vec<String> = spec
+            .clusters
+            .iter()
+            .map(|c| c.name.clone())
+            .chain(spec.graceful_eviction_tasks.iter().map(|t| t.from_cluster.clone()))
+            .collect();
+        clusters.sort();
+        clusters.dedup();
+        out.push(BindingSnapshot { name, clusters });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+async fn write_binding(apps: &Apps, key: &TemplateKey, template: &DynamicObject, spec: &BindingSpec) -> Result<(), Error> {
+    let name = binding_name(&key.api_version, &key.kind, &key.name);
+    let owner = json!([{
+        "apiVersion": key.api_version, "kind": key.kind, "name": key.name,
+        "uid": template.metadata.uid.clone().unwrap_or_default(),
+        "blockOwnerDeletion": false,
+    }]);
+    let params = PatchParams::apply(MANAGER).force();
+    if key.namespace.is_empty() {
+        let body = json!({
+            "apiVersion": ClusterResourceBinding::api_version(&()), "kind": ClusterResourceBinding::kind(&()),
+            "metadata": {"name": name, "ownerReferences": owner},
+            "spec": spec,
+        });
+        Api::<ClusterResourceBinding>::all(apps.client.clone()).patch(&name, &params, &Patch::Apply(&body)).await?;
+    } else {
+        let body = json!({
+            "apiVersion": ResourceBinding::api_version(&()), "kind": ResourceBinding::kind(&()),
+            "metadata": {"name": name, "namespace": key.namespace, "ownerReferences": owner},
+            "spec": spec,
+        });
+        Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn write_work(
+    apps: &Apps,
+    key: &TemplateKey,
+    binding: &str,
+    cluster: &str,
+    spec: serde_json::Value,
+    hash: String,
+    generation: Option<i64>,
+) -> Result<(), Error> {
+    let namespace = ManagedCluster::hub_namespace(cluster);
+    let name = work_name(&key.namespace, binding);
+    let binding_ref = if key.namespace.is_empty() { binding.to_string() } else { format!("{}/{binding}", key.namespace) };
+    let binding_kind = if key.namespace.is_empty() { "ClusterResourceBinding" } else { "ResourceBinding" };
+    let body = json!({
+        "apiVersion": Work::api_version(&()), "kind": Work::kind(&()),
+        "metadata": {
+            "name": name, "namespace": namespace,
+            "labels": {keys::TEMPLATE_KEY: key.hash_label()},
+            "annotations": {
+                keys::SPEC_HASH: hash,
+                keys::BINDING: binding_ref,
+                keys::BINDING_KIND: binding_kind,
+                keys::TEMPLATE_GENERATION: generation.unwrap_or(0).to_string(),
+            },
+            // The applier removes it once the member objects are gone, so a
+            // work deleted while its member is away is cleaned up later.
+            "finalizers": [keys::WORK_FINALIZER],
+        },
+        "spec": spec,
+    });
+    let params = PatchParams::apply(MANAGER).force();
+    let api = Api::<Work>::namespaced(apps.client.clone(), &namespace);
+    match api.patch(&name, &params, &Patch::Apply(&body)).await {
+        Ok(_) => Ok(()),
+        // The cluster's namespace is gone (the cluster left): nothing to do.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_work(apps: &Apps, work: &Work) -> Result<(), Error> {
+    let api = Api::<Work>::namespaced(apps.client.clone(), &work.namespace().unwrap_or_default());
+    match api.delete(&work.name_any(), &DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The template is gone: remove its works (the appliers remove the member
+/// objects, or keep them with preserveResourcesOnDeletion, which the works
+/// carry) and its binding.
+async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&BindingSpec>) -> Result<(), Error> {
+    for work in apps.works_of(key).values() {
+        if work.metadata.deletion_timestamp.is_none() {
+            delete_work(apps, work).await?;
+        }
+    }
+    let name = binding_name(&key.api_version, &key.kind, &key.name);
+    let result = if spec.is_none() {
+        Ok(())
+    } else if key.namespace.is_empty() {
+        Api::<ClusterResourceBinding>::all(apps.client.clone()).delete(&name, &DeleteParams::default()).await.map(|_| ())
+    } else {
+        Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map(|_| ())
+    };
+    match result {
+        Ok(()) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => {}
+        Err(e) => return Err(e.into()),
+    }
+    lock(&apps.outcomes).remove(key);
+    lock(&apps.written_status).remove(key);
+    for dep in spec.iter().flat_map(|s| s.dependencies.iter()) {
+        apps.binder.add(TemplateKey {
+            api_version: dep.api_version.clone(),
+            kind: dep.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: dep.name.clone(),
+        });
+    }
+    Ok(())
+}

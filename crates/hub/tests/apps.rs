@@ -1,0 +1,398 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Applications across a real fleet: a hub and three members with hollow
+//! nodes, agents joined in pull mode. Templates and policies go in on the
+//! hub; the members run the result.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use flotilla_agent::AgentConfig;
+use flotilla_api::cluster::ManagedCluster;
+use flotilla_api::work::ResourceBinding;
+use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_hub::HubConfig;
+use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+struct Fleet {
+    hub: Cluster,
+    members: Vec<Cluster>,
+    tmp: tempfile::TempDir,
+    agents: BTreeMap<String, tokio::task::JoinHandle<Result<(), flotilla_agent::Error>>>,
+    _controllers: tokio::task::JoinHandle<()>,
+}
+
+const WIDGET_CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": {"name": "widgets.example.com"},
+  "spec": {"group": "example.com", "scope": "Namespaced",
+    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+    "versions": [{"name": "v1", "served": true, "storage": true,
+      "schema": {"openAPIV3Schema": {"type": "object",
+        "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
+}"#;
+
+async fn install_widget_crd(client: Client) {
+    let crd: CustomResourceDefinition = serde_json::from_str(WIDGET_CRD).unwrap();
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(&crd))
+        .await
+        .unwrap();
+    let widgets = widget_api(client, "default");
+    wait_for("the Widget CRD to be served", Duration::from_secs(20), || async {
+        widgets.list(&Default::default()).await.is_ok()
+    })
+    .await;
+}
+
+fn widget_api(client: Client, ns: &str) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    Api::namespaced_with(client, ns, &ApiResource::from_gvk_with_plural(&gvk, "widgets"))
+}
+
+fn agent_config(name: &str, state: &Path, member: &Cluster, bootstrap: Option<std::path::PathBuf>) -> AgentConfig {
+    let mut config = AgentConfig::new(name, state.to_path_buf(), member.kubeconfig_path().to_path_buf());
+    config.bootstrap_kubeconfig = bootstrap;
+    config.health_interval = Duration::from_millis(500);
+    config
+}
+
+impl Fleet {
+    /// A hub and `regions.len()` members (one hollow node each), joined and
+    /// Available, each labelled with its region. Members whose index is in
+    /// `with_widgets` serve the Widget CRD.
+    async fn start(regions: &[&str], with_widgets: &[usize]) -> Fleet {
+        let hub = Cluster::start(ClusterConfig::hub("hub"));
+        let members = futures::future::join_all(
+            (0..regions.len()).map(|i| Cluster::start(ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1))),
+        );
+        let (hub, members) = tokio::join!(hub, members);
+        let hub = hub.unwrap();
+        let members: Vec<Cluster> = members.into_iter().map(|m| m.unwrap()).collect();
+        flotilla_hub::install(&hub.client()).await.unwrap();
+        install_widget_crd(hub.client()).await;
+        for &i in with_widgets {
+            // Before the agents start, so their first discovery sees it.
+            install_widget_crd(members[i].client()).await;
+        }
+        let client = hub.client();
+        let controllers = tokio::spawn(async move {
+            let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..Default::default() };
+            flotilla_hub::run(client, config).await.unwrap();
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "bootstrap-token-appsab", "namespace": "kube-system"},
+            "type": "bootstrap.kubernetes.io/token",
+            "stringData": {"token-id": "appsab", "token-secret": "0123456789abcdef",
+                "usage-bootstrap-authentication": "true",
+                "auth-extra-groups": flotilla_core::membership::BOOTSTRAP_GROUP}
+        }))
+        .unwrap();
+        Api::<Secret>::namespaced(hub.client(), "kube-system").create(&PostParams::default(), &secret).await.unwrap();
+        let bootstrap = tmp.path().join("bootstrap.kubeconfig");
+        std::fs::write(
+            &bootstrap,
+            kubeconfig::render(&KubeconfigSpec {
+                name: "hub".into(),
+                server: hub.server().into(),
+                ca_pem: hub.ca().pem.cert_pem.clone(),
+                credential: Credential::Token("appsab.0123456789abcdef".into()),
+            }),
+        )
+        .unwrap();
+        let mut fleet = Fleet { hub, members, tmp, agents: BTreeMap::new(), _controllers: controllers };
+        for i in 0..regions.len() {
+            fleet.start_agent(i, Some(bootstrap.clone()));
+        }
+        let clusters: Api<ManagedCluster> = Api::all(fleet.hub.client());
+        for (i, region) in regions.iter().enumerate() {
+            let name = format!("m{}", i + 1);
+            wait_for(&format!("{name} Available with its APIs reported"), Duration::from_secs(60), || async {
+                let Some(mc) = clusters.get_opt(&name).await.unwrap() else { return false };
+                mc.condition("Available").is_some_and(|c| c.status == "True")
+                    && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
+            })
+            .await;
+            let labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
+            clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
+        }
+        fleet
+    }
+
+    fn start_agent(&mut self, i: usize, bootstrap: Option<std::path::PathBuf>) {
+        let name = format!("m{}", i + 1);
+        let config = agent_config(&name, &self.tmp.path().join(&name), &self.members[i], bootstrap);
+        self.agents.insert(name, tokio::spawn(flotilla_agent::run(config, std::future::pending())));
+    }
+
+    fn member(&self, name: &str) -> &Cluster {
+        self.members.iter().find(|m| m.name() == name).unwrap()
+    }
+}
+
+async fn apply(client: &Client, object: serde_json::Value) {
+    let api_version = object["apiVersion"].as_str().unwrap().to_string();
+    let kind = object["kind"].as_str().unwrap().to_string();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let gvk = GroupVersionKind::gvk(group, version, &kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
+}
+
+fn deployment(name: &str, replicas: i32, image: &str, config_map: Option<&str>) -> serde_json::Value {
+    let mut container = json!({"name": "app", "image": image,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}});
+    if let Some(cm) = config_map {
+        container["envFrom"] = json!([{"configMapRef": {"name": cm}}]);
+    }
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "demo", "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}
+    })
+}
+
+async fn member_replicas(member: &Cluster, name: &str) -> Option<(i32, i32)> {
+    let d = Api::<Deployment>::namespaced(member.client(), "demo").get_opt(name).await.ok()??;
+    let spec = d.spec.replicas.unwrap_or(1);
+    let available = d.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    Some((spec, available))
+}
+
+async fn hub_available(hub: &Cluster, name: &str) -> (i32, i32) {
+    let d = Api::<Deployment>::namespaced(hub.client(), "demo").get(name).await.unwrap();
+    let status = d.status.unwrap_or_default();
+    (status.ready_replicas.unwrap_or(0), status.available_replicas.unwrap_or(0))
+}
+
+async fn create_namespace(client: &Client, name: &str) {
+    apply(client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).await;
+}
+
+#[tokio::test]
+async fn templates_are_divided_overridden_followed_by_their_config_and_removed_everywhere() {
+    let fleet = Fleet::start(&["eu", "us", "us"], &[0, 1]).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "demo").await;
+
+    // (iii) a ConfigMap the Deployment needs; (ii) an image override for eu.
+    apply(&hub, json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "web-config", "namespace": "demo"}, "data": {"MODE": "fleet"}}))
+    .await;
+    apply(&hub, json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
+        "metadata": {"name": "eu-registry", "namespace": "demo"},
+        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+            "overrideRules": [{
+                "targetCluster": {"fieldSelector": {"matchExpressions": [
+                    {"key": "region", "operator": "In", "values": ["eu"]}]}},
+                "overriders": {"imageOverrider": [{"component": "Registry", "operator": "replace",
+                    "value": "registry.eu.example.com"}]}}]}
+    }))
+    .await;
+    // (i) 10 replicas divided 1:2:2.
+    apply(&hub, json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": "web", "namespace": "demo"},
+        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+            "propagateDeps": true,
+            "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                "replicaDivisionPreference": "Weighted",
+                "weightPreference": {"staticWeightList": [
+                    {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
+                    {"targetCluster": {"clusterNames": ["m2"]}, "weight": 2},
+                    {"targetCluster": {"clusterNames": ["m3"]}, "weight": 2}]}}}}
+    }))
+    .await;
+    apply(&hub, deployment("web", 10, "docker.io/library/nginx:1.25", Some("web-config"))).await;
+
+    for (member, want) in [("m1", 2), ("m2", 4), ("m3", 4)] {
+        let m = fleet.member(member);
+        wait_for(&format!("{want} web replicas available in {member}"), Duration::from_secs(60), || async {
+            member_replicas(m, "web").await == Some((want, want))
+        })
+        .await;
+        let cm = Api::<ConfigMap>::namespaced(m.client(), "demo").get("web-config").await.unwrap();
+        assert_eq!(cm.data.unwrap()["MODE"], "fleet", "the ConfigMap followed the Deployment to {member}");
+    }
+    wait_for("the hub's web to show 10/10 across the fleet", Duration::from_secs(30), || async {
+        hub_available(&fleet.hub, "web").await == (10, 10)
+    })
+    .await;
+    let image = |d: Deployment| d.spec.template.spec.unwrap().containers[0].image.clone().unwrap();
+    let eu = Api::<Deployment>::namespaced(fleet.member("m1").client(), "demo").get("web").await.unwrap();
+    assert_eq!(image(eu), "registry.eu.example.com/library/nginx:1.25");
+    let us = Api::<Deployment>::namespaced(fleet.member("m2").client(), "demo").get("web").await.unwrap();
+    assert_eq!(image(us), "docker.io/library/nginx:1.25");
+    let binding = Api::<ResourceBinding>::namespaced(hub.clone(), "demo").get("web-deployment").await.unwrap();
+    let status = binding.status.unwrap();
+    assert_eq!(status.aggregated_status.len(), 3);
+    assert!(status.conditions.iter().any(|c| c.type_ == "Scheduled" && c.status == "True"));
+
+    // An update reaches every member.
+    apply(&hub, deployment("web", 10, "docker.io/library/nginx:1.26", Some("web-config"))).await;
+    for member in ["m1", "m2", "m3"] {
+        let api = Api::<Deployment>::namespaced(fleet.member(member).client(), "demo");
+        wait_for(&format!("the new image in {member}"), Duration::from_secs(30), || async {
+            image(api.get("web").await.unwrap()).ends_with("nginx:1.26")
+        })
+        .await;
+    }
+
+    // (vi) a Deployment that already exists in m1 and is not Flotilla's.
+    let m1 = fleet.member("m1").client();
+    create_namespace(&m1, "demo").await;
+    apply(&m1, deployment("legacy", 1, "legacy:1", None)).await;
+    apply(&hub, json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": "legacy", "namespace": "demo"},
+        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
+            "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+    }))
+    .await;
+    apply(&hub, deployment("legacy", 1, "fleet:2", None)).await;
+    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    wait_for("the conflict to be reported on the binding", Duration::from_secs(30), || async {
+        let Some(b) = bindings.get_opt("legacy-deployment").await.unwrap() else { return false };
+        b.status.is_some_and(|s| {
+            s.aggregated_status
+                .iter()
+                .any(|i| i.cluster_name == "m1" && !i.applied && i.applied_message.contains("Overwrite"))
+        })
+    })
+    .await;
+    let legacy = Api::<Deployment>::namespaced(m1.clone(), "demo").get("legacy").await.unwrap();
+    assert_eq!(image(legacy), "legacy:1", "a Deployment Flotilla did not create was overwritten");
+    // The policy says to take it over: now it is.
+    apply(&hub, json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": "legacy", "namespace": "demo"},
+        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
+            "conflictResolution": "Overwrite",
+            "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+    }))
+    .await;
+    let legacy_api = Api::<Deployment>::namespaced(m1.clone(), "demo");
+    wait_for("legacy taken over with Overwrite", Duration::from_secs(30), || async {
+        image(legacy_api.get("legacy").await.unwrap()) == "fleet:2"
+    })
+    .await;
+
+    // (viii) a CRD instance propagates like a built-in kind, only to the
+    // members that serve its API (m3 does not).
+    apply(&hub, json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "ClusterPropagationPolicy",
+        "metadata": {"name": "widgets"},
+        "spec": {"resourceSelectors": [{"apiVersion": "example.com/v1", "kind": "Widget"}]}
+    }))
+    .await;
+    apply(&hub, json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "gear", "namespace": "demo"}, "spec": {"teeth": 12}}))
+    .await;
+    for member in ["m1", "m2"] {
+        let widgets = widget_api(fleet.member(member).client(), "demo");
+        wait_for(&format!("the Widget in {member}"), Duration::from_secs(30), || async {
+            widgets.get_opt("gear").await.ok().flatten().is_some_and(|w| w.data["spec"]["teeth"] == 12)
+        })
+        .await;
+    }
+    let binding = Api::<ResourceBinding>::namespaced(hub.clone(), "demo").get("gear-widget").await.unwrap();
+    let placed: Vec<String> = binding.spec.spec.clusters.iter().map(|c| c.name.clone()).collect();
+    assert_eq!(placed, ["m1", "m2"], "a Widget was placed on a member that does not serve it");
+
+    // (iv) deleting the template removes it (and its now unneeded
+    // ConfigMap) from every member.
+    Api::<Deployment>::namespaced(hub.clone(), "demo").delete("web", &DeleteParams::default()).await.unwrap();
+    for member in ["m1", "m2", "m3"] {
+        let m = fleet.member(member);
+        wait_for(&format!("web gone from {member}"), Duration::from_secs(30), || async {
+            member_replicas(m, "web").await.is_none()
+                && Api::<ConfigMap>::namespaced(m.client(), "demo").get_opt("web-config").await.unwrap().is_none()
+        })
+        .await;
+    }
+    wait_for("the binding gone", Duration::from_secs(15), || async {
+        bindings.get_opt("web-deployment").await.unwrap().is_none()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
+    let mut fleet = Fleet::start(&["eu", "us", "us"], &[]).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "demo").await;
+    apply(&hub, json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": "web", "namespace": "demo"},
+        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
+            "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                "replicaDivisionPreference": "Weighted",
+                "weightPreference": {"staticWeightList": [
+                    {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
+                    {"targetCluster": {"clusterNames": ["m2", "m3"]}, "weight": 2}]}}}}
+    }))
+    .await;
+    apply(&hub, deployment("web", 10, "nginx:1.25", None)).await;
+    wait_for("10/10 on the hub", Duration::from_secs(60), || async {
+        hub_available(&fleet.hub, "web").await == (10, 10)
+    })
+    .await;
+    assert_eq!(member_replicas(fleet.member("m1"), "web").await, Some((2, 2)));
+
+    // m1 is lost: its agent and its API server stop.
+    fleet.agents.remove("m1").unwrap().abort();
+    fleet.members[0].stop("kube-apiserver").unwrap();
+    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    wait_for("m1's replicas to move to m2 and m3", Duration::from_secs(60), || async {
+        let b = bindings.get("web-deployment").await.unwrap();
+        let placed: Vec<(String, i32)> = b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect();
+        placed == [("m2".to_string(), 5), ("m3".to_string(), 5)]
+    })
+    .await;
+    wait_for("the hub back at 10/10 without m1", Duration::from_secs(60), || async {
+        hub_available(&fleet.hub, "web").await == (10, 10)
+    })
+    .await;
+    for member in ["m2", "m3"] {
+        assert_eq!(member_replicas(fleet.member(member), "web").await, Some((5, 5)));
+    }
+
+    // m1 returns: its old copy is removed, and nothing moves back.
+    fleet.members[0].restart("kube-apiserver").await.unwrap();
+    fleet.start_agent(0, None);
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    wait_for("m1 Available again", Duration::from_secs(60), || async {
+        clusters.get("m1").await.unwrap().condition("Available").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let m1 = fleet.member("m1");
+    wait_for("the old copy removed from m1", Duration::from_secs(60), || async {
+        member_replicas(m1, "web").await.is_none()
+    })
+    .await;
+    for _ in 0..10 {
+        let b = bindings.get("web-deployment").await.unwrap();
+        let placed: Vec<&str> = b.spec.spec.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(placed, ["m2", "m3"], "replicas flapped back to the returning member");
+        let (ready, available) = hub_available(&fleet.hub, "web").await;
+        assert!(ready <= 10 && available <= 10, "replicas counted twice: {ready}/{available}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

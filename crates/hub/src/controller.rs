@@ -131,9 +131,10 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
                 tracing::debug!(error = %e, "health reconcile failed");
             }
         });
-    let push = crate::push::run(client, cluster_store);
-    let (_, _, push) = futures::join!(registration, health, push);
-    push
+    let push = crate::push::run(client.clone(), cluster_store);
+    let apps = crate::apps::run(client);
+    let (_, _, push, apps) = futures::join!(registration, health, push, apps);
+    push.and(apps)
 }
 
 fn csr_decided(csr: &CertificateSigningRequest) -> bool {

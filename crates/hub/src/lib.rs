@@ -2,6 +2,7 @@
 //! controllers (thin: read, call `flotilla-core`, write with server-side
 //! apply).
 
+pub mod apps;
 pub mod controller;
 pub mod install;
 pub mod leader;

@@ -7,3 +7,4 @@ pub mod kubeconfig;
 pub mod membership;
 pub mod pki;
 pub mod quantity;
+pub mod validation;

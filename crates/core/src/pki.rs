@@ -21,6 +21,8 @@ pub enum PkiError {
     Parse { what: String, expected: &'static str, source: rcgen::Error },
     #[error("invalid subject alternative name {0:?}")]
     InvalidSan(String),
+    #[error("not a PEM X.509 certificate: {0}")]
+    Inspect(String),
 }
 
 /// A PEM certificate and its PEM (PKCS#8) private key.
@@ -211,6 +213,55 @@ pub fn generate_key_pair() -> Result<KeyPairPem, PkiError> {
     Ok(KeyPairPem { private_pem: key.serialize_pem(), public_pem: key.public_key_pem() })
 }
 
+/// What a certificate is for and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFacts {
+    /// DNS names and IP addresses (as text) of its subject alternative names.
+    pub names: Vec<String>,
+    pub not_after: OffsetDateTime,
+}
+
+impl CertificateFacts {
+    /// Whether it names `host` (a DNS name or an IP address, IPv6 with or
+    /// without brackets) and is still valid `margin` after `now`.
+    pub fn covers(&self, host: &str, now: OffsetDateTime, margin: Duration) -> bool {
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let host_ip = host.parse::<IpAddr>().ok();
+        let named = self.names.iter().any(|name| match (host_ip, name.parse::<IpAddr>()) {
+            (Some(ip), Ok(name_ip)) => ip == name_ip,
+            _ => name.eq_ignore_ascii_case(host),
+        });
+        named && self.not_after > now + margin
+    }
+}
+
+/// Reads the subject alternative names and expiry of a PEM certificate.
+pub fn inspect_certificate(cert_pem: &str) -> Result<CertificateFacts, PkiError> {
+    use x509_parser::extensions::GeneralName;
+    use x509_parser::prelude::FromDer as _;
+    let (_, block) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| PkiError::Inspect(e.to_string()))?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents)
+        .map_err(|e| PkiError::Inspect(e.to_string()))?;
+    let sans = cert.subject_alternative_name().map_err(|e| PkiError::Inspect(e.to_string()))?;
+    let names = sans
+        .iter()
+        .flat_map(|san| san.value.general_names.iter())
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            GeneralName::IPAddress(bytes) => match bytes.len() {
+                4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| IpAddr::from(b).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| PkiError::Inspect(e.to_string()))?;
+    Ok(CertificateFacts { names, not_after })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,6 +334,28 @@ mod tests {
         let err = LeafSpec::server("x", &["not a name!".into()]);
         let ca = CertificateAuthority::generate("ca").unwrap();
         assert!(matches!(ca.issue(&err), Err(PkiError::InvalidSan(_))));
+    }
+
+    #[test]
+    fn inspected_certificates_cover_their_names_until_they_expire() {
+        let ca = CertificateAuthority::generate("ca").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let leaf = ca
+            .issue_at(
+                &LeafSpec::server("webhook", &["127.0.0.1".into(), "::1".into(), "hub.example".into()]),
+                now,
+            )
+            .unwrap();
+        let facts = inspect_certificate(&leaf.cert_pem).unwrap();
+        assert_eq!(facts.names, ["127.0.0.1", "::1", "hub.example"]);
+        let month = Duration::days(30);
+        for host in ["127.0.0.1", "[::1]", "::1", "HUB.example"] {
+            assert!(facts.covers(host, now, month), "{host}");
+        }
+        assert!(!facts.covers("127.0.0.2", now, month));
+        assert!(!facts.covers("other.example", now, month));
+        assert!(!facts.covers("127.0.0.1", now + DEFAULT_LEAF_VALIDITY - Duration::days(10), month));
+        assert!(matches!(inspect_certificate("nope"), Err(PkiError::Inspect(_))));
     }
 
     #[test]

@@ -7,4 +7,5 @@ pub mod kubeconfig;
 pub mod membership;
 pub mod pki;
 pub mod quantity;
+pub mod scheduler;
 pub mod validation;

@@ -2,10 +2,14 @@
 //! function of its inputs, so it is tested without a server.
 
 pub mod affinity;
+pub mod aggregate;
 pub mod health;
 pub mod kubeconfig;
 pub mod membership;
+pub mod overrides;
 pub mod pki;
 pub mod quantity;
+pub mod selection;
+pub mod workload;
 pub mod scheduler;
 pub mod validation;

@@ -408,7 +408,8 @@ pub struct CommandArgsOverrider {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelAnnotationOverrider {
-    /// `add`/`replace` set the keys, `remove` deletes them.
+    /// `add` sets the keys, `replace` changes only keys that exist (as in
+    /// Karmada), `remove` deletes them.
     pub operator: OverriderOperator,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub value: BTreeMap<String, String>,

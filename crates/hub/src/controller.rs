@@ -39,11 +39,15 @@ pub struct HubConfig {
     /// How long past its lease duration a heartbeat may be late before the
     /// cluster turns Unknown.
     pub grace: Duration,
+    /// Serve the policy admission webhook beside the controllers. (`flotilla
+    /// hub run` serves it itself, before leader election, so that standby
+    /// replicas answer too.)
+    pub webhook: Option<crate::webhook::WebhookConfig>,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { auto_accept: false, grace: Duration::from_secs(10) }
+        Self { auto_accept: false, grace: Duration::from_secs(10), webhook: None }
     }
 }
 
@@ -53,8 +57,19 @@ struct Ctx {
     leases: Store<Lease>,
 }
 
-/// Runs the controllers until the process ends.
+/// Runs the controllers (and the webhook, if configured) until the process
+/// ends.
 pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
+    match config.webhook.clone() {
+        Some(webhook) => tokio::select! {
+            served = crate::webhook::serve(client.clone(), webhook) => served,
+            ran = run_controllers(client, config) => ran,
+        },
+        None => run_controllers(client, config).await,
+    }
+}
+
+async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error> {
     let clusters_api: Api<ManagedCluster> = Api::all(client.clone());
     let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let lease_api: Api<Lease> = Api::all(client.clone());
@@ -355,6 +370,15 @@ pub async fn revoke_cluster_access(client: &Client, name: &str) -> Result<(), Er
         Err(e) => Err(e),
     };
     let dp = kube::api::DeleteParams::default();
+    // The cluster's works wait for its agent to clean up the member; it
+    // has left, so nobody will: release them, or the namespace never goes.
+    let works: Api<flotilla_api::work::Work> = Api::namespaced(client.clone(), &ManagedCluster::hub_namespace(name));
+    if let Ok(list) = works.list(&Default::default()).await {
+        for work in list.items {
+            let release = json!({"metadata": {"finalizers": null}});
+            ignore_missing(works.patch(&work.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await.map(|_| ()))?;
+        }
+    }
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     ignore_missing(namespaces.delete(&ManagedCluster::hub_namespace(name), &dp).await.map(|_| ()))?;
     let role = format!("flotilla:cluster:{name}");

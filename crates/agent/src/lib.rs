@@ -1,10 +1,12 @@
 //! The member-side agent (pull mode): registers its cluster with the hub,
-//! renews a heartbeat Lease in its hub namespace, and reports its member's
-//! health and inventory on its ManagedCluster's status.
+//! renews a heartbeat Lease in its hub namespace, reports its member's
+//! health and inventory on its ManagedCluster's status, and applies the
+//! Works in its hub namespace to the member ([`apply`]).
 //!
-//! The same status collection also runs inside the hub for push-mode
-//! clusters (see [`collect`]).
+//! The same status collection and work applier also run inside the hub for
+//! push-mode clusters (see [`collect`], [`apply`]).
 
+pub mod apply;
 pub mod collect;
 pub mod register;
 
@@ -96,6 +98,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         let outcome = tokio::select! {
             r = heartbeat(&hub, &config.cluster) => Some(r),
             r = collect::report_status(member.clone(), hub.clone(), config.cluster.clone(), config.health_interval) => Some(r),
+            r = apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), config.cluster.clone()) => Some(r),
             r = watch_removal(&hub, &config.cluster) => Some(r),
             // A renewed certificate: start over with it.
             r = register::renew_before_expiry(&config, &registration) => r.err().map(Err),

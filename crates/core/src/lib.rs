@@ -3,6 +3,7 @@
 
 pub mod affinity;
 pub mod aggregate;
+pub mod apply;
 pub mod health;
 pub mod kubeconfig;
 pub mod membership;

@@ -1,7 +1,8 @@
 //! Push mode: for clusters where no agent can run, the hub holds the
 //! member's kubeconfig (a Secret, key `kubeconfig`) and plays the agent's
 //! part itself: it renews the cluster's heartbeat while it can reach the
-//! member and reports the member's health and inventory.
+//! member, reports the member's health and inventory, and applies the
+//! cluster's Works to it.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -87,6 +88,9 @@ async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Re
             r.map_err(|e| Error::Other(e.to_string()))
         }
         r = heartbeat_while_reachable(&hub, &member, cluster) => r,
+        r = flotilla_agent::apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), cluster.to_string()) => {
+            r.map_err(|e| Error::Other(e.to_string()))
+        }
     }
 }
 

@@ -1,0 +1,783 @@
+//! The work applier: applies the Works in a member's hub namespace to the
+//! member (server-side apply), deletes what they no longer hold, and writes
+//! back on each Work what was applied and how healthy it is.
+//!
+//! Runs in the pull agent (with its narrow hub credential) and in the hub
+//! for push clusters. The decisions are in `flotilla_core::apply` and
+//! `flotilla_core::health`; this module does the I/O.
+//!
+//! Triggers: Work changes that matter (spec, deletion, finalizer; not the
+//! status this applier writes itself), and changes to the applied objects
+//! in the member, seen by one metadata-only watch per applied kind (status
+//! feedback and drift repair). Nothing is polled.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use flotilla_api::policy::ConflictResolution;
+use flotilla_api::work::{keys, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus};
+use flotilla_core::apply::{self as decide, Ownership, Target};
+use futures::channel::mpsc;
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams,
+    PostParams,
+};
+use kube::discovery::Scope;
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client, ResourceExt};
+use serde_json::{json, Value};
+
+use crate::Error;
+
+/// Field manager of the objects applied in members.
+pub const APPLY_FIELD_MANAGER: &str = "flotilla";
+/// Field manager of Work statuses.
+pub const STATUS_FIELD_MANAGER: &str = "flotilla-applier";
+
+/// Works reconciled at once: enough to keep a large backlog moving (each
+/// reconcile mostly waits on the member), few enough not to flood it.
+const CONCURRENCY: u16 = 16;
+/// Retry delays after a failed reconcile (member unreachable, hub errors).
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// Look again at manifests that could not be applied for reasons that go
+/// away without any event the applier sees.
+const RECHECK_CONFLICT: Duration = Duration::from_secs(30);
+const RECHECK_UNKNOWN_KIND: Duration = Duration::from_secs(3);
+const RECHECK_FAILED: Duration = Duration::from_secs(10);
+
+/// Applies the Works in `hub_namespace` to `member` until the process ends
+/// (or the returned future is dropped).
+pub async fn run_applier(
+    hub: Client,
+    hub_namespace: String,
+    member: Client,
+    cluster: String,
+) -> Result<(), Error> {
+    let works: Api<Work> = Api::namespaced(hub, &hub_namespace);
+    let (reader, writer) = reflector::store();
+    let work_events = watcher(works.clone(), watcher::Config::default())
+        .default_backoff()
+        .modify(|work: &mut Work| work.managed_fields_mut().clear())
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(needs_apply, Default::default());
+    let (triggers, triggered) = mpsc::unbounded();
+    let applier = Arc::new(Applier {
+        works,
+        hub_namespace,
+        member,
+        cluster,
+        kinds: Mutex::default(),
+        watches: Mutex::default(),
+        triggers,
+        failures: Mutex::default(),
+    });
+    tracing::info!(cluster = %applier.cluster, namespace = %applier.hub_namespace, "work applier running");
+    Controller::for_stream(work_events, reader)
+        .with_config(controller::Config::default().concurrency(CONCURRENCY))
+        .reconcile_on(triggered)
+        .run(reconcile, error_policy, applier)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "work applier");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// What, on a Work, calls for applying it again: not the status this
+/// applier writes (that would loop), but the spec, deletion and finalizer.
+fn needs_apply(work: &Work) -> Option<u64> {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    work.metadata.generation.hash(&mut hasher);
+    work.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    has_finalizer(work).hash(&mut hasher);
+    work.annotations().get(keys::SPEC_HASH).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+fn has_finalizer(work: &Work) -> bool {
+    work.finalizers().iter().any(|f| f == keys::WORK_FINALIZER)
+}
+
+/// A kind the member serves.
+#[derive(Debug, Clone)]
+struct Kind {
+    resource: ApiResource,
+    namespaced: bool,
+}
+
+/// `(namespace, name)` of an object in the member (namespace empty when
+/// cluster-scoped).
+type ObjectKey = (String, String);
+
+/// What the applier remembers about an object carrying Flotilla's label.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    /// The `applied-by` annotation (empty when absent).
+    applied_by: String,
+    resource_version: String,
+}
+
+/// The Flotilla-labelled objects of one kind in the member.
+#[derive(Debug, Default)]
+struct KindObjects {
+    objects: HashMap<ObjectKey, Seen>,
+    synced: bool,
+}
+
+struct Watch {
+    objects: Arc<Mutex<KindObjects>>,
+    _task: AbortOnDrop,
+}
+
+/// Stops a spawned task when the applier goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+struct Applier {
+    works: Api<Work>,
+    hub_namespace: String,
+    member: Client,
+    cluster: String,
+    /// Discovery results; a miss asks the member again (a CRD installed later).
+    kinds: Mutex<HashMap<GroupVersionKind, Kind>>,
+    /// One watch per applied kind, keyed by `apiVersion/plural`.
+    watches: Mutex<HashMap<String, Watch>>,
+    /// Works to reconcile because one of their objects changed in the member.
+    triggers: mpsc::UnboundedSender<ObjectRef<Work>>,
+    /// Consecutive failures per Work, for the retry delay.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+/// Locks a mutex; a panic elsewhere while holding it leaves plain data
+/// behind, so a poisoned lock is still usable.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn reconcile(work: Arc<Work>, applier: Arc<Applier>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let name = work.name_any();
+    let result = if work.metadata.deletion_timestamp.is_some() {
+        applier.clean_up(&work).await
+    } else {
+        applier.apply(&work).await
+    };
+    if result.is_ok() {
+        lock(&applier.failures).remove(&name);
+    }
+    tracing::debug!(
+        cluster = %applier.cluster, work = %name, ok = result.is_ok(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0, "reconciled work"
+    );
+    result
+}
+
+fn error_policy(work: Arc<Work>, error: &Error, applier: Arc<Applier>) -> Action {
+    let name = work.name_any();
+    let failures = {
+        let mut failures = lock(&applier.failures);
+        let count = failures.entry(name.clone()).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    };
+    let delay = RETRY_FIRST.saturating_mul(1 << failures.min(8).saturating_sub(1)).min(RETRY_MAX);
+    tracing::warn!(
+        cluster = %applier.cluster, work = %name, error = %error, failures,
+        retry_in_ms = delay.as_millis() as u64, "applying a work failed; will retry"
+    );
+    Action::requeue(delay)
+}
+
+/// The message of an API error that is about the manifest itself (the
+/// member refused it), as opposed to the member or the credential failing,
+/// which aborts the reconcile and retries.
+fn refusal(error: &kube::Error) -> Option<String> {
+    match error {
+        kube::Error::Api(status)
+            if (400..500).contains(&status.code) && status.code != 401 && status.code != 429 =>
+        {
+            Some(status.message.clone())
+        }
+        _ => None,
+    }
+}
+
+fn is_not_found(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Now, to the second (what the API server stores), so a rewritten
+/// condition compares equal to the stored one.
+fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+fn not_applied(identifier: ResourceIdentifier, reason: &str, message: String) -> ManifestStatus {
+    ManifestStatus { identifier, applied: false, reason: reason.into(), message, ..Default::default() }
+}
+
+impl Applier {
+    async fn apply(&self, work: &Work) -> Result<Action, Error> {
+        if !has_finalizer(work) {
+            self.add_finalizer(work).await?;
+        }
+        let name = work.name_any();
+        let applied_by = decide::applied_by(&self.hub_namespace, &name);
+        let manifests = &work.spec.manifests;
+        let mut statuses = Vec::with_capacity(manifests.len());
+        for index in decide::apply_order(manifests) {
+            let ordinal = i32::try_from(index).unwrap_or(i32::MAX);
+            let status = self
+                .apply_manifest(ordinal, &manifests[index], &applied_by, work.spec.conflict_resolution)
+                .await?;
+            statuses.push(status);
+        }
+
+        // Objects applied before whose manifests are gone: delete them
+        // (after applying, so a replacement exists before the old one goes).
+        let current: Vec<ResourceIdentifier> = statuses.iter().map(|s| s.identifier.clone()).collect();
+        let previous = work.status.as_ref().map(|s| s.manifest_statuses.as_slice()).unwrap_or_default();
+        for gone in decide::removed_from_spec(previous, &current) {
+            match self.remove(&gone.identifier, &applied_by, false).await {
+                Ok(()) => {}
+                Err(e) => {
+                    let Some(message) = refusal(&e) else { return Err(e.into()) };
+                    let identifier =
+                        ResourceIdentifier { ordinal: decide::ORDINAL_REMOVED, ..gone.identifier.clone() };
+                    statuses.push(ManifestStatus {
+                        identifier,
+                        applied: true,
+                        reason: decide::REASON_DELETE_FAILED.into(),
+                        message: format!("cluster {} refused to delete it: {message}", self.cluster),
+                        ..Default::default()
+                    });
+                }
+            }
+        }
+
+        let recheck = statuses
+            .iter()
+            .filter_map(|s| match s.reason.as_str() {
+                "" => None,
+                decide::REASON_CONFLICT => Some(RECHECK_CONFLICT),
+                decide::REASON_UNKNOWN_KIND => Some(RECHECK_UNKNOWN_KIND),
+                _ => Some(RECHECK_FAILED),
+            })
+            .min();
+        let spec_hash = work.annotations().get(keys::SPEC_HASH).map_or("", String::as_str);
+        let status = decide::work_status(
+            &self.cluster,
+            statuses,
+            spec_hash,
+            work.metadata.generation,
+            work.status.as_ref(),
+            &now(),
+        );
+        if work.status.as_ref() != Some(&status) {
+            self.write_status(&name, &status).await?;
+        }
+        Ok(recheck.map_or_else(Action::await_change, Action::requeue))
+    }
+
+    async fn apply_manifest(
+        &self,
+        ordinal: i32,
+        Manifest(manifest): &Manifest,
+        applied_by: &str,
+        resolution: ConflictResolution,
+    ) -> Result<ManifestStatus, Error> {
+        let target = match decide::target(manifest) {
+            Ok(target) => target,
+            Err(message) => {
+                let identifier = ResourceIdentifier {
+                    ordinal,
+                    kind: manifest["kind"].as_str().unwrap_or_default().into(),
+                    name: manifest
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .into(),
+                    ..Default::default()
+                };
+                return Ok(not_applied(identifier, decide::REASON_INVALID, message));
+            }
+        };
+        let mut identifier = ResourceIdentifier {
+            ordinal,
+            group: target.group.clone(),
+            version: target.version.clone(),
+            kind: target.kind.clone(),
+            resource: String::new(),
+            namespace: target.namespace.clone(),
+            name: target.name.clone(),
+        };
+        let Some(kind) = self.kind(&target).await? else {
+            let api_version = manifest["apiVersion"].as_str().unwrap_or_default();
+            let message = format!(
+                "cluster {} does not serve {api_version} {}; install its CustomResourceDefinition in the member",
+                self.cluster, target.kind
+            );
+            return Ok(not_applied(identifier, decide::REASON_UNKNOWN_KIND, message));
+        };
+        identifier.resource = kind.resource.plural.clone();
+        let namespace = kind.namespaced.then(|| match target.namespace.as_str() {
+            "" => "default".to_string(),
+            ns => ns.to_string(),
+        });
+        identifier.namespace = namespace.clone().unwrap_or_default();
+        let api = self.api(&kind, namespace.as_deref());
+
+        let owner = match self.ownership(&kind, &api, &identifier.namespace, &target.name, applied_by).await {
+            Ok(owner) => owner,
+            Err(e) => return self.refused(identifier, &target, e),
+        };
+        if !decide::may_apply(&owner, resolution) {
+            let message = decide::conflict_message(&target, &self.cluster, &owner);
+            return Ok(not_applied(identifier, decide::REASON_CONFLICT, message));
+        }
+        if !matches!(owner, Ownership::Ours | Ownership::Absent) {
+            tracing::info!(
+                cluster = %self.cluster, object = %target.describe(), work = applied_by, previous = ?owner,
+                "taking over an object"
+            );
+        }
+        let body = decide::prepare(manifest, namespace.as_deref(), applied_by);
+        let mut applied = match self.server_side_apply(&api, &target.name, &body, namespace.as_deref()).await
+        {
+            Ok(applied) => applied,
+            Err(e) => return self.refused(identifier, &target, e),
+        };
+        self.watch(&kind);
+        self.remember(
+            &kind,
+            (identifier.namespace.clone(), target.name.clone()),
+            Seen {
+                applied_by: applied_by.to_string(),
+                resource_version: applied.resource_version().unwrap_or_default(),
+            },
+        );
+        applied.managed_fields_mut().clear();
+        let generation = applied.metadata.generation;
+        let (health, status) = flotilla_core::health::interpret(&serde_json::to_value(&applied)?);
+        Ok(ManifestStatus {
+            identifier,
+            applied: true,
+            reason: String::new(),
+            message: String::new(),
+            health,
+            status,
+            generation,
+        })
+    }
+
+    /// A manifest status for an error that is the manifest's own, or the
+    /// error (to retry the whole Work) when the member or hub failed.
+    fn refused(
+        &self,
+        identifier: ResourceIdentifier,
+        target: &Target,
+        error: kube::Error,
+    ) -> Result<ManifestStatus, Error> {
+        match refusal(&error) {
+            Some(message) => {
+                let message = format!("cluster {} refused {}: {message}", self.cluster, target.describe());
+                Ok(not_applied(identifier, decide::REASON_APPLY_FAILED, message))
+            }
+            None => Err(error.into()),
+        }
+    }
+
+    fn api(&self, kind: &Kind, namespace: Option<&str>) -> Api<DynamicObject> {
+        match namespace {
+            Some(ns) => Api::namespaced_with(self.member.clone(), ns, &kind.resource),
+            None => Api::all_with(self.member.clone(), &kind.resource),
+        }
+    }
+
+    /// Server-side apply; creates the object's namespace when it is missing
+    /// (a missing namespace is the only way an apply can answer 404).
+    async fn server_side_apply(
+        &self,
+        api: &Api<DynamicObject>,
+        name: &str,
+        body: &Value,
+        namespace: Option<&str>,
+    ) -> Result<DynamicObject, kube::Error> {
+        let params = PatchParams::apply(APPLY_FIELD_MANAGER).force();
+        match (api.patch(name, &params, &Patch::Apply(body)).await, namespace) {
+            (Err(e), Some(namespace)) if is_not_found(&e) => {
+                self.create_namespace(namespace).await?;
+                api.patch(name, &params, &Patch::Apply(body)).await
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Creates a namespace an object needs. It carries Flotilla's label but
+    /// no Work's annotation: a Work that lists the namespace itself may
+    /// adopt it, and no Work deletes it unless it does.
+    async fn create_namespace(&self, name: &str) -> Result<(), kube::Error> {
+        let namespace: Namespace = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {keys::MANAGED_BY: keys::MANAGED_BY_VALUE}}
+        }))
+        .map_err(kube::Error::SerdeError)?;
+        match Api::<Namespace>::all(self.member.clone()).create(&PostParams::default(), &namespace).await {
+            Ok(_) => {
+                tracing::info!(cluster = %self.cluster, namespace = name, "created a namespace in the member");
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The kind a manifest names, from the member's discovery (cached).
+    /// `None` when the member does not serve it.
+    async fn kind(&self, target: &Target) -> Result<Option<Kind>, Error> {
+        let gvk = GroupVersionKind::gvk(&target.group, &target.version, &target.kind);
+        if let Some(kind) = lock(&self.kinds).get(&gvk) {
+            return Ok(Some(kind.clone()));
+        }
+        match kube::discovery::pinned_kind(&self.member, &gvk).await {
+            Ok((resource, capabilities)) => {
+                let kind = Kind { resource, namespaced: capabilities.scope == Scope::Namespaced };
+                lock(&self.kinds).insert(gvk, kind.clone());
+                Ok(Some(kind))
+            }
+            Err(kube::Error::Discovery(_)) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Who an object belongs to: from the kind's watch when it knows the
+    /// object (no request), else from the member.
+    async fn ownership(
+        &self,
+        kind: &Kind,
+        api: &Api<DynamicObject>,
+        namespace: &str,
+        name: &str,
+        applied_by: &str,
+    ) -> Result<Ownership, kube::Error> {
+        let key = (namespace.to_string(), name.to_string());
+        let known = lock(&self.watches)
+            .get(&watch_key(&kind.resource))
+            .and_then(|w| lock(&w.objects).objects.get(&key).map(|seen| seen.applied_by.clone()));
+        if let Some(owner) = known {
+            return Ok(decide::managed_ownership(&owner, applied_by));
+        }
+        Ok(match api.get_metadata_opt(name).await? {
+            None => Ownership::Absent,
+            Some(meta) => decide::ownership(meta.labels(), meta.annotations(), applied_by),
+        })
+    }
+
+    /// Deletes one object of this Work from the member (or, preserving,
+    /// removes Flotilla's marks so it stays, unmanaged). Objects that are
+    /// not this Work's are left alone.
+    async fn remove(
+        &self,
+        id: &ResourceIdentifier,
+        applied_by: &str,
+        preserve: bool,
+    ) -> Result<(), kube::Error> {
+        let gvk = GroupVersionKind::gvk(&id.group, &id.version, &id.kind);
+        let kind = Kind {
+            resource: ApiResource::from_gvk_with_plural(&gvk, &id.resource),
+            namespaced: !id.namespace.is_empty(),
+        };
+        let namespace = kind.namespaced.then_some(id.namespace.as_str());
+        let api = self.api(&kind, namespace);
+        let owner = self.ownership(&kind, &api, &id.namespace, &id.name, applied_by).await?;
+        if !decide::may_remove(&owner) {
+            if owner != Ownership::Absent {
+                tracing::info!(
+                    cluster = %self.cluster, object = %describe(id), work = applied_by, owner = ?owner,
+                    "not removing an object that is no longer this work's"
+                );
+            }
+            return Ok(());
+        }
+        // Forget it first, so the watch does not answer our own change by
+        // reconciling the Work again.
+        self.forget(&kind, &(id.namespace.clone(), id.name.clone()));
+        let result = if preserve {
+            let unmark = json!({"metadata": {
+                "labels": {keys::MANAGED_BY: null},
+                "annotations": {keys::APPLIED_BY_WORK: null}
+            }});
+            api.patch(&id.name, &PatchParams::default(), &Patch::Merge(&unmark)).await.map(|_| ())
+        } else {
+            api.delete(&id.name, &DeleteParams::background()).await.map(|_| ())
+        };
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    cluster = %self.cluster, object = %describe(id), work = applied_by, preserved = preserve,
+                    "removed an object from the member"
+                );
+                Ok(())
+            }
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A Work being deleted: remove its objects from the member, then let
+    /// the Work go. Failures keep the finalizer and retry, so a member that
+    /// comes back still gets cleaned up.
+    async fn clean_up(&self, work: &Work) -> Result<Action, Error> {
+        if !has_finalizer(work) {
+            return Ok(Action::await_change());
+        }
+        let name = work.name_any();
+        let applied_by = decide::applied_by(&self.hub_namespace, &name);
+        let mut objects: Vec<ResourceIdentifier> = work
+            .status
+            .iter()
+            .flat_map(|s| &s.manifest_statuses)
+            .filter(|s| !s.identifier.resource.is_empty())
+            .map(|s| s.identifier.clone())
+            .collect();
+        // Also what the spec holds (a status write may have been lost).
+        for Manifest(manifest) in &work.spec.manifests {
+            let Ok(target) = decide::target(manifest) else { continue };
+            let Some(kind) = self.kind(&target).await? else { continue };
+            let namespace = match (kind.namespaced, target.namespace.as_str()) {
+                (false, _) => String::new(),
+                (true, "") => "default".into(),
+                (true, ns) => ns.into(),
+            };
+            let id = ResourceIdentifier {
+                ordinal: 0,
+                group: target.group,
+                version: target.version,
+                kind: target.kind,
+                resource: kind.resource.plural,
+                namespace,
+                name: target.name,
+            };
+            if !objects.iter().any(|o| decide::same_object(o, &id)) {
+                objects.push(id);
+            }
+        }
+        let preserve = work.spec.preserve_resources_on_deletion;
+        for id in &objects {
+            self.remove(id, &applied_by, preserve).await?;
+        }
+        self.remove_finalizer(work).await?;
+        tracing::info!(
+            cluster = %self.cluster, work = %name, objects = objects.len(), preserved = preserve,
+            "work deleted; its objects are removed from the member"
+        );
+        Ok(Action::await_change())
+    }
+
+    async fn add_finalizer(&self, work: &Work) -> Result<(), Error> {
+        let patch = match &work.metadata.finalizers {
+            None => json!([{"op": "add", "path": "/metadata/finalizers", "value": [keys::WORK_FINALIZER]}]),
+            Some(list) => json!([
+                {"op": "test", "path": "/metadata/finalizers", "value": list},
+                {"op": "add", "path": "/metadata/finalizers/-", "value": keys::WORK_FINALIZER}
+            ]),
+        };
+        self.patch_work(work, patch).await
+    }
+
+    async fn remove_finalizer(&self, work: &Work) -> Result<(), Error> {
+        let list = work.finalizers();
+        let rest: Vec<&String> = list.iter().filter(|f| *f != keys::WORK_FINALIZER).collect();
+        let patch = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": list},
+            {"op": "replace", "path": "/metadata/finalizers", "value": rest}
+        ]);
+        match self.patch_work(work, patch).await {
+            Err(Error::Kube(e)) if is_not_found(&e) => Ok(()),
+            other => other,
+        }
+    }
+
+    async fn patch_work(&self, work: &Work, patch: Value) -> Result<(), Error> {
+        let patch: json_patch::Patch = serde_json::from_value(patch)?;
+        self.works.patch(&work.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+        Ok(())
+    }
+
+    async fn write_status(&self, name: &str, status: &WorkStatus) -> Result<(), Error> {
+        let patch = json!({"apiVersion": "work.flotilla.io/v1alpha1", "kind": "Work", "status": status});
+        match self
+            .works
+            .patch_status(name, &PatchParams::apply(STATUS_FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn remember(&self, kind: &Kind, key: ObjectKey, seen: Seen) {
+        if let Some(watch) = lock(&self.watches).get(&watch_key(&kind.resource)) {
+            lock(&watch.objects).objects.insert(key, seen);
+        }
+    }
+
+    fn forget(&self, kind: &Kind, key: &ObjectKey) {
+        if let Some(watch) = lock(&self.watches).get(&watch_key(&kind.resource)) {
+            lock(&watch.objects).objects.remove(key);
+        }
+    }
+
+    /// Starts watching a kind's Flotilla-labelled objects in the member,
+    /// once per kind.
+    fn watch(&self, kind: &Kind) {
+        let key = watch_key(&kind.resource);
+        let mut watches = lock(&self.watches);
+        if watches.contains_key(&key) {
+            return;
+        }
+        let objects = Arc::new(Mutex::new(KindObjects::default()));
+        // Metadata only: the watch decides what to reconcile; the status fed
+        // back comes from the apply that follows.
+        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.member.clone(), &kind.resource);
+        let config =
+            watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE));
+        let events = watcher(api, config).default_backoff();
+        let follower = Follower {
+            objects: objects.clone(),
+            triggers: self.triggers.clone(),
+            hub_namespace: self.hub_namespace.clone(),
+            cluster: self.cluster.clone(),
+            kind: key.clone(),
+        };
+        tracing::debug!(cluster = %self.cluster, kind = %key, "watching applied objects");
+        let task = tokio::spawn(follower.run(events));
+        watches.insert(key, Watch { objects, _task: AbortOnDrop(task) });
+    }
+}
+
+fn watch_key(resource: &ApiResource) -> String {
+    format!("{}/{}", resource.api_version, resource.plural)
+}
+
+fn describe(id: &ResourceIdentifier) -> String {
+    if id.namespace.is_empty() {
+        format!("{} {}", id.kind, id.name)
+    } else {
+        format!("{} {}/{}", id.kind, id.namespace, id.name)
+    }
+}
+
+/// Follows one kind's watch: keeps what is known of each object and
+/// reconciles the owning Work when an object changes in a way the applier
+/// did not just cause itself.
+struct Follower {
+    objects: Arc<Mutex<KindObjects>>,
+    triggers: mpsc::UnboundedSender<ObjectRef<Work>>,
+    hub_namespace: String,
+    cluster: String,
+    kind: String,
+}
+
+impl Follower {
+    async fn run(
+        self,
+        events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>>,
+    ) {
+        let mut events = std::pin::pin!(events);
+        let mut listing: Option<HashMap<ObjectKey, Seen>> = None;
+        while let Some(event) = events.next().await {
+            let mut owners: Vec<String> = Vec::new();
+            match event {
+                Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
+                Ok(watcher::Event::InitApply(meta)) => {
+                    let (key, seen) = seen(&meta);
+                    listing.get_or_insert_with(HashMap::new).insert(key, seen);
+                }
+                Ok(watcher::Event::InitDone) => {
+                    let listed = listing.take().unwrap_or_default();
+                    let mut state = lock(&self.objects);
+                    for (key, seen) in &listed {
+                        // On the first list, objects the applier has not
+                        // touched yet are reconciled with their Works anyway.
+                        match state.objects.get(key) {
+                            Some(known) if known != seen => owners.push(seen.applied_by.clone()),
+                            None if state.synced => owners.push(seen.applied_by.clone()),
+                            _ => {}
+                        }
+                    }
+                    if state.synced {
+                        // Gone while the watch was down.
+                        for (key, known) in &state.objects {
+                            if !listed.contains_key(key) {
+                                owners.push(known.applied_by.clone());
+                            }
+                        }
+                        state.objects = listed;
+                    } else {
+                        // Keep what was applied while listing; the watch
+                        // reports it next.
+                        state.objects.extend(listed);
+                        state.synced = true;
+                    }
+                }
+                Ok(watcher::Event::Apply(meta)) => {
+                    let (key, seen) = seen(&meta);
+                    let previous = lock(&self.objects).objects.insert(key, seen.clone());
+                    if previous.as_ref() != Some(&seen) {
+                        owners.push(seen.applied_by);
+                        // Taken over: the previous owner learns it lost it.
+                        owners.extend(previous.map(|p| p.applied_by));
+                    }
+                }
+                Ok(watcher::Event::Delete(meta)) => {
+                    let (key, _) = seen(&meta);
+                    if let Some(previous) = lock(&self.objects).objects.remove(&key) {
+                        owners.push(previous.applied_by);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(cluster = %self.cluster, kind = %self.kind, error = %e, "watching applied objects")
+                }
+            }
+            owners.sort();
+            owners.dedup();
+            for owner in owners {
+                self.trigger(&owner);
+            }
+        }
+    }
+
+    fn trigger(&self, applied_by: &str) {
+        let Some((namespace, name)) = applied_by.split_once('/') else { return };
+        if namespace == self.hub_namespace && !name.is_empty() {
+            // Only fails when the applier is gone.
+            let _ = self.triggers.unbounded_send(ObjectRef::new(name).within(namespace));
+        }
+    }
+}
+
+fn seen(meta: &PartialObjectMeta<DynamicObject>) -> (ObjectKey, Seen) {
+    let key = (meta.namespace().unwrap_or_default(), meta.name_any());
+    let applied_by = meta.annotations().get(keys::APPLIED_BY_WORK).cloned().unwrap_or_default();
+    (key, Seen { applied_by, resource_version: meta.resource_version().unwrap_or_default() })
+}

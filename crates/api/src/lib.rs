@@ -36,7 +36,40 @@ pub fn crds() -> Vec<Crd> {
     ]
     .into_iter()
     .map(without_nullable)
+    .map(|crd| if crd.spec.group == policy::GROUP { keeping_unknown_fields(crd) } else { crd })
     .collect()
+}
+
+/// Marks every object with declared properties in a CRD's schema with
+/// `x-kubernetes-preserve-unknown-fields`. Kubernetes 1.20 prunes unknown
+/// fields while decoding a request, before admission, so without this the
+/// hub's policy webhook could never name a misspelt field: it would just
+/// vanish. With it, the webhook (`flotilla_core::validation`, which still
+/// checks these objects against their declared properties) rejects them.
+/// Only where no webhook is registered could unknown fields be stored, and
+/// the policy types then ignore them as pruning would have.
+fn keeping_unknown_fields(crd: Crd) -> Crd {
+    fn mark(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if map.get("properties").is_some_and(serde_json::Value::is_object) {
+                    map.insert("x-kubernetes-preserve-unknown-fields".into(), true.into());
+                }
+                map.values_mut().for_each(mark);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(mark),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
+    if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
+        for version in versions {
+            if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
+                mark(schema);
+            }
+        }
+    }
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// Removes `nullable: true` from a CRD's schema. Kubernetes before 1.21
@@ -179,6 +212,23 @@ spec:
         let rule = &op.spec.spec.override_rules[0];
         assert_eq!(rule.overriders.plaintext[0].value, Some(serde_json::json!(3)));
         assert_eq!(rule.overriders.image_overrider[0].component, policy::ImageComponent::Registry);
+    }
+
+    #[test]
+    fn policy_schemas_keep_unknown_fields_for_the_webhook_to_reject() {
+        for crd in crds() {
+            let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
+            let placement = schema
+                .pointer("/openAPIV3Schema/properties/spec/properties/placement/properties/clusterAffinity");
+            let keeps = |v: Option<&serde_json::Value>| {
+                v.and_then(|v| v.get("x-kubernetes-preserve-unknown-fields")) == Some(&true.into())
+            };
+            let root_keeps = keeps(schema.get("openAPIV3Schema"));
+            assert_eq!(root_keeps, crd.spec.group == policy::GROUP, "{}", crd.spec.names.kind);
+            if crd.spec.names.kind.ends_with("PropagationPolicy") {
+                assert!(keeps(placement), "{}", crd.spec.names.kind);
+            }
+        }
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! Flotilla does not implement are not in the schema, and the hub's
 //! admission webhook rejects them by name (see `UNSUPPORTED_KARMADA_FIELDS`)
 //! instead of letting the API server prune them silently.
+//!
+//! The types ignore unknown fields rather than fail on them: the published
+//! schemas keep unknown fields so that the webhook sees (and rejects) them,
+//! and a watcher must not stall on one object stored while no webhook ran.
 
 use std::collections::BTreeMap;
 
@@ -22,15 +26,24 @@ pub const GROUP: &str = "policy.flotilla.io";
 /// implement, with the reason shown when a policy uses one.
 pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
     ("spec.association", "deprecated in Karmada; use propagateDeps"),
-    ("spec.preemption", "Flotilla always lets the highest-priority policy take a template (Karmada's `preemption: Always`)"),
+    (
+        "spec.preemption",
+        "Flotilla always lets the highest-priority policy take a template (Karmada's `preemption: Always`)",
+    ),
     ("spec.dependentOverrides", "overrides apply without waiting; remove the field"),
     ("spec.schedulerName", "Flotilla has one scheduler; remove the field"),
     ("spec.activationPreference", "policy changes always apply at once (remove the field)"),
     ("spec.suspension", "suspending dispatch is not implemented"),
     ("spec.schedulePriority", "scheduling priority classes are not implemented"),
     ("spec.placement.clusterAffinities", "use a single clusterAffinity"),
-    ("spec.placement.replicaScheduling.weightPreference.dynamicWeight", "only `AvailableReplicas` is supported"),
-    ("spec.failover.application", "application-level failover is not implemented; cluster failover follows clusterTolerations"),
+    (
+        "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
+        "only `AvailableReplicas` is supported",
+    ),
+    (
+        "spec.failover.application",
+        "application-level failover is not implemented; cluster failover follows clusterTolerations",
+    ),
     ("spec.failover.cluster", "cluster failover follows clusterTolerations; remove the field"),
     ("spec.targetCluster", "deprecated in Karmada; use overrideRules[].targetCluster"),
     ("spec.overriders", "deprecated in Karmada; use overrideRules[].overriders"),
@@ -39,7 +52,7 @@ pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
 
 /// Which templates a policy selects. All given fields must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ResourceSelector {
     /// `group/version` of the template, e.g. `apps/v1`.
     #[schemars(length(min = 1))]
@@ -96,7 +109,7 @@ pub enum ConflictResolution {
 
 /// Which clusters a template goes to and how its replicas are divided.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Placement {
     /// Clusters eligible for the template; absent means every cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -118,7 +131,7 @@ pub struct Placement {
 /// the cluster labels in `cluster_field_label`), by name, minus excluded names.
 /// All given criteria must hold.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterAffinity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_selector: Option<LabelSelector>,
@@ -131,7 +144,7 @@ pub struct ClusterAffinity {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FieldSelector {
     #[schemars(length(min = 1))]
     pub match_expressions: Vec<FieldSelectorRequirement>,
@@ -140,7 +153,7 @@ pub struct FieldSelector {
 /// Karmada's field selector requirement (a `NodeSelectorRequirement`):
 /// `key` is `provider`, `region` or `zone`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct FieldSelectorRequirement {
     #[schemars(regex(pattern = r"^(provider|region|zone)$"))]
     pub key: String,
@@ -169,7 +182,7 @@ pub fn cluster_field_label(field: &str) -> Option<&'static str> {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct SpreadConstraint {
     /// `cluster`, `region`, `zone` or `provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -197,7 +210,7 @@ pub enum SpreadByField {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ReplicaSchedulingStrategy {
     /// `Duplicated`: every cluster runs the full replica count. `Divided`
     /// (default): the replicas are shared out.
@@ -227,7 +240,7 @@ pub enum ReplicaDivisionPreference {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ClusterPreferences {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub static_weight_list: Vec<StaticClusterWeight>,
@@ -243,7 +256,7 @@ pub enum DynamicWeightFactor {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct StaticClusterWeight {
     pub target_cluster: ClusterAffinity,
     /// At least 1.
@@ -317,7 +330,7 @@ pub struct OverrideSpec {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct RuleWithCluster {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_cluster: Option<ClusterAffinity>,
@@ -327,7 +340,7 @@ pub struct RuleWithCluster {
 /// Applied in this order: plaintext, image, command, args, labels,
 /// annotations.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct Overriders {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plaintext: Vec<PlaintextOverrider>,
@@ -353,7 +366,7 @@ pub enum OverriderOperator {
 
 /// A JSON patch operation (RFC 6902) on the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct PlaintextOverrider {
     /// A JSON pointer, e.g. `/spec/replicas`.
     #[schemars(regex(pattern = r"^/"))]
@@ -366,7 +379,7 @@ pub struct PlaintextOverrider {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ImageOverrider {
     /// Which image to change; absent means every container and init
     /// container image of a workload's pod template (or a Pod's).
@@ -379,7 +392,7 @@ pub struct ImageOverrider {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct ImagePredicate {
     /// JSON pointer to an image string, e.g.
     /// `/spec/template/spec/containers/0/image`.
@@ -395,7 +408,7 @@ pub enum ImageComponent {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct CommandArgsOverrider {
     #[schemars(length(min = 1))]
     pub container_name: String,
@@ -406,7 +419,7 @@ pub struct CommandArgsOverrider {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 pub struct LabelAnnotationOverrider {
     /// `add` sets the keys, `replace` changes only keys that exist (as in
     /// Karmada), `remove` deletes them.

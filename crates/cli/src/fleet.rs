@@ -445,10 +445,16 @@ async fn start_fleet(
     flotilla_hub::install(&hub_client).await.context("installing Flotilla on the hub")?;
     let exe = std::env::current_exe()?;
     let log_dir = dir.join("hub").join("logs");
+    // The policy admission webhook, reached by the hub's API server on loopback.
+    let webhook_port = flotilla_testenv::ports::free_port()?;
     let hub_controller = ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
             .arg(state.hub_kubeconfig.display().to_string())
+            .arg("--webhook-listen")
+            .arg(format!("127.0.0.1:{webhook_port}"))
+            .arg("--webhook-url")
+            .arg(format!("https://127.0.0.1:{webhook_port}"))
             .env("FLOTILLA_LOG", "info"),
     )?;
     state.clusters[0].processes.push(ProcessRecord::of(

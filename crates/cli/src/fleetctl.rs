@@ -46,6 +46,16 @@ pub struct HubRunArgs {
     /// before the cluster is marked Unknown and tainted unreachable.
     #[arg(long, default_value_t = 10)]
     pub grace_seconds: u64,
+    /// Serve the admission webhook that rejects malformed policies (unknown
+    /// or unsupported fields, inconsistent settings) on this address, e.g.
+    /// 0.0.0.0:9443. Every replica serves it, leader or not.
+    #[arg(long, value_name = "ADDR", requires = "webhook_url")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// How the hub's API server reaches the webhook: https://HOST:PORT, where
+    /// HOST (an IP address or DNS name reaching every replica) is put in the
+    /// webhook's serving certificate. Needs --webhook-listen.
+    #[arg(long, value_name = "URL", requires = "webhook_listen")]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,14 +169,35 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
                 std::process::id()
             );
-            let lost = flotilla_hub::leader::lead(client.clone(), identity).await?;
-            let config = flotilla_hub::HubConfig {
-                auto_accept: args.auto_accept,
-                grace: Duration::from_secs(args.grace_seconds),
+            let webhook = match (args.webhook_listen, args.webhook_url) {
+                (Some(listen), Some(url)) => Some(flotilla_hub::webhook::WebhookConfig { listen, url }),
+                _ => None,
+            };
+            // The webhook runs on every replica; the controllers only on the leader.
+            let serve_webhook = async {
+                match webhook {
+                    Some(webhook) => flotilla_hub::webhook::serve(client.clone(), webhook).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let controllers = async {
+                let lost = flotilla_hub::leader::lead(client.clone(), identity).await?;
+                let config = flotilla_hub::HubConfig {
+                    auto_accept: args.auto_accept,
+                    grace: Duration::from_secs(args.grace_seconds),
+                    ..Default::default()
+                };
+                tokio::select! {
+                    r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
+                    e = lost => Err(anyhow::anyhow!("stopping: {e}")),
+                }
             };
             tokio::select! {
-                r = flotilla_hub::run(client, config) => r?,
-                e = lost => bail!("stopping: {e}"),
+                r = serve_webhook => {
+                    r.context("serving the policy admission webhook")?;
+                    bail!("the policy admission webhook stopped");
+                }
+                r = controllers => r?,
                 _ = tokio::signal::ctrl_c() => {},
             }
             Ok(true)

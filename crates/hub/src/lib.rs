@@ -7,6 +7,7 @@ pub mod controller;
 pub mod install;
 pub mod leader;
 pub mod push;
+pub mod webhook;
 
 pub use controller::{run, HubConfig};
 pub use install::install;

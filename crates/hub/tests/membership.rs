@@ -68,7 +68,7 @@ fn spawn_agent(config: AgentConfig) -> tokio::task::JoinHandle<Result<(), AgentE
 
 fn spawn_hub(client: Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let config = HubConfig { auto_accept: false, grace: Duration::from_secs(2) };
+        let config = HubConfig { auto_accept: false, grace: Duration::from_secs(2), ..Default::default() };
         flotilla_hub::run(client, config).await.unwrap();
     })
 }
@@ -412,7 +412,7 @@ async fn agents_renew_their_certificate_before_it_expires() {
     let controllers = tokio::spawn({
         let client = hub.client();
         async move {
-            let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2) };
+            let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..Default::default() };
             flotilla_hub::run(client, config).await.unwrap();
         }
     });

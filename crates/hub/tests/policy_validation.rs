@@ -1,0 +1,307 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Malformed policies are rejected by a real hub API server: by the CRD
+//! schema, and by the hub's admission webhook for what the schema cannot say
+//! (unknown fields, unsupported Karmada fields, rules across fields).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use flotilla_hub::webhook::{WebhookConfig, CONFIGURATION_NAME, TLS_SECRET, WEBHOOK_NAME};
+use flotilla_hub::HubConfig;
+use flotilla_testenv::{ports::free_port, wait_for, Cluster, ClusterConfig};
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+fn webhook_on_free_port(host: &str) -> WebhookConfig {
+    let port = free_port().unwrap();
+    WebhookConfig { listen: SocketAddr::from(([127, 0, 0, 1], port)), url: format!("https://{host}:{port}") }
+}
+
+fn policies(client: &Client, kind: &str, namespace: Option<&str>) -> Api<DynamicObject> {
+    let gvk = GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", kind);
+    let resource = ApiResource::from_gvk(&gvk);
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    }
+}
+
+/// Creates the object as given (unknown fields included); the API server's
+/// message if it refuses.
+async fn create(api: &Api<DynamicObject>, object: Value) -> Result<DynamicObject, String> {
+    let object: DynamicObject = serde_json::from_value(object).unwrap();
+    api.create(&PostParams::default(), &object).await.map_err(|e| match e {
+        kube::Error::Api(status) => status.message,
+        other => other.to_string(),
+    })
+}
+
+fn propagation(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": name}, "spec": spec})
+}
+
+fn nginx() -> Value {
+    json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "nginx"}])
+}
+
+fn assert_rejected(result: Result<DynamicObject, String>, needles: &[&str]) {
+    let message = result.expect_err("the API server accepted a malformed policy");
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} is not in the API server's message: {message}");
+    }
+}
+
+async fn hub_with_webhook(webhook: WebhookConfig) -> (Cluster, tokio::task::JoinHandle<()>) {
+    let hub = Cluster::start(ClusterConfig::hub("hub")).await.unwrap();
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let config = HubConfig { webhook: Some(webhook), ..Default::default() };
+    let client = hub.client();
+    let controller = tokio::spawn(async move { flotilla_hub::run(client, config).await.unwrap() });
+    // Ready when the API server gets answers from the webhook.
+    let pps = policies(&hub.client(), "PropagationPolicy", Some("default"));
+    wait_for("the webhook to answer the API server", Duration::from_secs(30), || async {
+        let probe = propagation(
+            "probe",
+            json!({"resourceSelectors": nginx(), "placement": {"spreadConstraints": [{"maxGroups": 1}]}}),
+        );
+        let object: DynamicObject = serde_json::from_value(probe).unwrap();
+        let dry_run = PostParams { dry_run: true, ..Default::default() };
+        matches!(pps.create(&dry_run, &object).await,
+            Err(kube::Error::Api(status)) if status.message.contains(WEBHOOK_NAME))
+    })
+    .await;
+    (hub, controller)
+}
+
+const KARMADA_PROPAGATION: &str = r#"
+apiVersion: policy.flotilla.io/v1alpha1
+kind: PropagationPolicy
+metadata:
+  name: nginx-propagation
+spec:
+  resourceSelectors:
+    - apiVersion: apps/v1
+      kind: Deployment
+      name: nginx
+  propagateDeps: true
+  priority: 10
+  placement:
+    clusterAffinity:
+      clusterNames: [member1, member2]
+      fieldSelector:
+        matchExpressions:
+          - key: region
+            operator: In
+            values: [eu]
+    clusterTolerations:
+      - key: cluster.karmada.io/unreachable
+        operator: Exists
+        effect: NoExecute
+        tolerationSeconds: 30
+    spreadConstraints:
+      - spreadByField: cluster
+        maxGroups: 2
+        minGroups: 1
+    replicaScheduling:
+      replicaSchedulingType: Divided
+      replicaDivisionPreference: Weighted
+      weightPreference:
+        staticWeightList:
+          - targetCluster:
+              clusterNames: [member1]
+            weight: 1
+          - targetCluster:
+              clusterNames: [member2]
+            weight: 2
+"#;
+
+const KARMADA_OVERRIDE: &str = r#"
+apiVersion: policy.flotilla.io/v1alpha1
+kind: OverridePolicy
+metadata:
+  name: nginx-override
+spec:
+  resourceSelectors:
+    - apiVersion: apps/v1
+      kind: Deployment
+      name: nginx
+  overrideRules:
+    - targetCluster:
+        clusterNames: [member1]
+      overriders:
+        plaintext:
+          - path: /spec/replicas
+            operator: replace
+            value: 3
+        imageOverrider:
+          - component: Registry
+            operator: replace
+            value: registry.eu.example.com
+        labelsOverrider:
+          - operator: add
+            value: {env: prod}
+"#;
+
+#[tokio::test]
+async fn the_hub_rejects_malformed_policies_with_clear_messages() {
+    let (hub, _controller) = hub_with_webhook(webhook_on_free_port("127.0.0.1")).await;
+    let client = hub.client();
+    let pps = policies(&client, "PropagationPolicy", Some("default"));
+    let ops = policies(&client, "OverridePolicy", Some("default"));
+
+    // (a) Karmada policies with only the apiVersion changed are accepted, whole.
+    let karmada: Value = serde_saphyr::from_str(KARMADA_PROPAGATION).unwrap();
+    let stored = create(&pps, karmada.clone()).await.unwrap();
+    assert_eq!(stored.data["spec"]["placement"], karmada["spec"]["placement"]);
+    create(&ops, serde_saphyr::from_str(KARMADA_OVERRIDE).unwrap()).await.unwrap();
+
+    // (b) An unknown field is named, with the likely intended one.
+    let typo = propagation(
+        "typo",
+        json!({"resourceSelectors": nginx(), "placement": {"clusterAfinity": {"clusterNames": ["m1"]}}}),
+    );
+    assert_rejected(
+        create(&pps, typo).await,
+        &[
+            &format!("admission webhook \"{WEBHOOK_NAME}\" denied the request"),
+            "PropagationPolicy default/typo is invalid",
+            "spec.placement.clusterAfinity: unknown field (did you mean clusterAffinity?)",
+        ],
+    );
+    // Also on update, and in cluster-scoped and override policies.
+    let mut updated = pps.get("nginx-propagation").await.unwrap();
+    updated.data["spec"]["placement"]["spreadConstraints"][0]["maxGroup"] = json!(3);
+    let update = pps.replace("nginx-propagation", &PostParams::default(), &updated).await;
+    assert_rejected(
+        update.map_err(|e| e.to_string()),
+        &["spec.placement.spreadConstraints[0].maxGroup: unknown field (did you mean maxGroups?)"],
+    );
+    let cops = policies(&client, "ClusterOverridePolicy", None);
+    let extra = json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "ClusterOverridePolicy",
+        "metadata": {"name": "extra"},
+        "spec": {"overrideRules": [{"overriders": {"plaintext": [], "lables": []}}]}});
+    assert_rejected(create(&cops, extra).await, &["spec.overrideRules[0].overriders.lables: unknown field"]);
+
+    // (c) A Karmada field Flotilla does not implement is named with the reason.
+    let affinities = propagation(
+        "affinities",
+        json!({"resourceSelectors": nginx(),
+            "placement": {"clusterAffinities": [{"affinityName": "primary", "clusterNames": ["m1"]}]}}),
+    );
+    assert_rejected(
+        create(&pps, affinities).await,
+        &["spec.placement.clusterAffinities: Karmada field not supported by Flotilla: use a single clusterAffinity"],
+    );
+    let cpps = policies(&client, "ClusterPropagationPolicy", None);
+    let preemption = json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "ClusterPropagationPolicy",
+        "metadata": {"name": "preempting"}, "spec": {"resourceSelectors": nginx(), "preemption": "Always"}});
+    assert_rejected(
+        create(&cpps, preemption).await,
+        &["spec.preemption: Karmada field not supported by Flotilla"],
+    );
+
+    // (d) The schema: weights of at least 1, a non-empty selector list, a kind.
+    for weight in [0, -2] {
+        let weights = propagation(
+            "weights",
+            json!({"resourceSelectors": nginx(), "placement": {"replicaScheduling": {"weightPreference": {
+                "staticWeightList": [{"targetCluster": {"clusterNames": ["m1"]}, "weight": weight}]}}}}),
+        );
+        assert_rejected(
+            create(&pps, weights).await,
+            &[
+                "spec.placement.replicaScheduling.weightPreference.staticWeightList",
+                "weight",
+                "greater than or equal to 1",
+            ],
+        );
+    }
+    assert_rejected(
+        create(&pps, propagation("empty", json!({"resourceSelectors": []}))).await,
+        &["spec.resourceSelectors", "should have at least 1 items"],
+    );
+    assert_rejected(
+        create(
+            &pps,
+            propagation("kindless", json!({"resourceSelectors": [{"apiVersion": "apps/v1", "name": "x"}]})),
+        )
+        .await,
+        &["spec.resourceSelectors", "kind", "Required value"],
+    );
+
+    // (e) Rules across fields.
+    let groups = propagation(
+        "groups",
+        json!({"resourceSelectors": nginx(), "placement": {"spreadConstraints": [
+            {"spreadByField": "region", "minGroups": 3, "maxGroups": 2}]}}),
+    );
+    assert_rejected(
+        create(&pps, groups).await,
+        &["spec.placement.spreadConstraints[0].minGroups: 3 is more than maxGroups (2)"],
+    );
+    let valueless = json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
+        "metadata": {"name": "valueless"},
+        "spec": {"overrideRules": [{"overriders": {"plaintext": [{"path": "/spec/replicas", "operator": "replace"}]}}]}});
+    assert_rejected(
+        create(&ops, valueless).await,
+        &["spec.overrideRules[0].overriders.plaintext[0].value: required for operator replace"],
+    );
+
+    // Deleting is never held up.
+    pps.delete("nginx-propagation", &Default::default()).await.unwrap();
+}
+
+#[tokio::test]
+async fn replicas_share_one_certificate_and_a_new_host_keeps_the_ca() {
+    let first = webhook_on_free_port("127.0.0.1");
+    let (hub, _controller) = hub_with_webhook(first).await;
+    let client = hub.client();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "flotilla-system");
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    let ca_bundle =
+        |c: ValidatingWebhookConfiguration| c.webhooks.unwrap()[0].client_config.ca_bundle.clone();
+    let issued = secrets.get(TLS_SECRET).await.unwrap();
+    let bundle = ca_bundle(configurations.get(CONFIGURATION_NAME).await.unwrap());
+    assert!(bundle.is_some());
+
+    // A second replica on the same host reuses the Secret as it is, and
+    // points the API server at itself.
+    let second = webhook_on_free_port("127.0.0.1");
+    let second_url = format!("{}/validate", second.url);
+    let _replica = tokio::spawn(flotilla_hub::webhook::serve(client.clone(), second));
+    wait_for("the second replica to register", Duration::from_secs(20), || async {
+        let configuration = configurations.get(CONFIGURATION_NAME).await.unwrap();
+        configuration.webhooks.unwrap()[0].client_config.url.as_deref() == Some(second_url.as_str())
+    })
+    .await;
+    let again = secrets.get(TLS_SECRET).await.unwrap();
+    assert_eq!(again.metadata.resource_version, issued.metadata.resource_version);
+    assert_eq!(ca_bundle(configurations.get(CONFIGURATION_NAME).await.unwrap()), bundle);
+    let pps = policies(&client, "PropagationPolicy", Some("default"));
+    let typo = propagation("typo", json!({"resourceSelectors": nginx(), "propagateDep": true}));
+    assert_rejected(
+        create(&pps, typo).await,
+        &["spec.propagateDep: unknown field (did you mean propagateDeps?)"],
+    );
+
+    // One reached by another name gets a certificate for it, from the same CA.
+    let third = webhook_on_free_port("localhost");
+    let third_url = format!("{}/validate", third.url);
+    let _replica = tokio::spawn(flotilla_hub::webhook::serve(client.clone(), third));
+    wait_for("the third replica to register", Duration::from_secs(20), || async {
+        let configuration = configurations.get(CONFIGURATION_NAME).await.unwrap();
+        configuration.webhooks.unwrap()[0].client_config.url.as_deref() == Some(third_url.as_str())
+    })
+    .await;
+    let reissued = secrets.get(TLS_SECRET).await.unwrap();
+    let data = |s: &Secret, key: &str| s.data.as_ref().unwrap()[key].clone();
+    assert_ne!(data(&reissued, "tls.crt"), data(&issued, "tls.crt"));
+    assert_eq!(data(&reissued, "ca.crt"), data(&issued, "ca.crt"));
+    assert_eq!(ca_bundle(configurations.get(CONFIGURATION_NAME).await.unwrap()), bundle);
+    let typo = propagation("typo", json!({"resourceSelectors": nginx(), "priorty": 1}));
+    assert_rejected(create(&pps, typo).await, &["spec.priorty: unknown field (did you mean priority?)"]);
+}

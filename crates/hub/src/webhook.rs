@@ -44,6 +44,7 @@ const RENEW_BEFORE: time::Duration = time::Duration::days(30);
 /// How often each replica re-applies the configuration (it may have been
 /// deleted or edited; applying an unchanged one costs the API server nothing).
 const REGISTER_INTERVAL: Duration = Duration::from_secs(300);
+const REGISTER_RETRY: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone)]
 pub struct WebhookConfig {
@@ -70,18 +71,23 @@ pub async fn serve(client: Client, config: WebhookConfig) -> Result<(), Error> {
     tokio::pin!(serving);
     let url = webhook_url(&config.url);
     loop {
-        tokio::select! {
+        let next = tokio::select! {
             () = &mut serving => return Ok(()),
             registered = register(&client, &url, &tls.ca_pem) => match registered {
-                Ok(()) => tracing::debug!(url = %url, "webhook configuration applied"),
-                Err(e) => tracing::warn!(error = %e, "applying the webhook configuration failed; retrying"),
+                Ok(()) => {
+                    tracing::debug!(url = %url, "webhook configuration applied");
+                    REGISTER_INTERVAL
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "applying the webhook configuration failed; retrying");
+                    REGISTER_RETRY
+                }
             },
-        }
+        };
         // Keep serving while waiting to re-apply.
-        let retry = tokio::time::sleep(REGISTER_INTERVAL);
         tokio::select! {
             () = &mut serving => return Ok(()),
-            () = retry => {}
+            () = tokio::time::sleep(next) => {}
         }
     }
 }

@@ -68,6 +68,10 @@ impl Fleet {
     /// Available, each labelled with its region. Members whose index is in
     /// `with_widgets` serve the Widget CRD.
     async fn start(regions: &[&str], with_widgets: &[usize]) -> Fleet {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let hub = Cluster::start(ClusterConfig::hub("hub"));
         let members = futures::future::join_all(
             (0..regions.len()).map(|i| Cluster::start(ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1))),

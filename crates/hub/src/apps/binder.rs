@@ -41,7 +41,7 @@ pub(super) async fn worker(apps: Arc<Apps>) {
                 apps.binder.add_after(key.clone(), Duration::from_secs(2));
             }
         }
-        tracing::trace!(template = %key, elapsed_ms = started.elapsed().as_millis() as u64, "bound");
+        tracing::debug!(template = %key, elapsed_ms = started.elapsed().as_millis() as u64, "bound");
         apps.binder.done(&key);
     }
 }

@@ -161,6 +161,13 @@ where
     (store, stream)
 }
 
+async fn wait_logged<F: std::future::Future>(what: &str, wait: F) {
+    let mut wait = std::pin::pin!(wait);
+    while tokio::time::timeout(Duration::from_secs(10), &mut wait).await.is_err() {
+        tracing::info!(cache = what, "still waiting for the first list");
+    }
+}
+
 fn strip_meta<K: Resource>(k: &mut K) {
     k.meta_mut().managed_fields = None;
     if let Some(a) = k.meta_mut().annotations.as_mut() {
@@ -345,6 +352,7 @@ async fn on_policies(apps: Arc<Apps>, events: impl Stream<Item = PolicyEvent> + 
 /// selects (and the dependency kinds when a policy propagates them).
 async fn watch_kinds(apps: Arc<Apps>) {
     apps.wait_ready().await;
+    tracing::info!("application controllers have their caches");
     let mut started: HashSet<(String, String)> = HashSet::new();
     loop {
         let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
@@ -360,6 +368,7 @@ async fn watch_kinds(apps: Arc<Apps>) {
         if deps {
             wanted.extend(DEPENDENCY_KINDS.iter().map(|k| ("v1".to_string(), k.to_string())));
         }
+        tracing::trace!(kinds = wanted.len(), "template kinds wanted");
         for (api_version, kind) in wanted {
             if started.contains(&(api_version.clone(), kind.clone())) {
                 continue;
@@ -378,6 +387,7 @@ async fn watch_kinds(apps: Arc<Apps>) {
                     };
                     lock(&apps.kinds).insert((api_version.clone(), kind.clone()), entry);
                     started.insert((api_version.clone(), kind.clone()));
+                    tracing::info!(%api_version, %kind, "watching templates");
                     tokio::spawn(watch_templates(apps.clone(), api_version, kind, resource));
                 }
                 Err(e) => {
@@ -591,16 +601,14 @@ impl Apps {
     /// list, so a restart never acts on half a picture (e.g. deletes works
     /// it has not yet seen a binding for).
     async fn wait_ready(&self) {
-        let _ = futures::join!(
-            self.pps.wait_until_ready(),
-            self.cpps.wait_until_ready(),
-            self.ops.wait_until_ready(),
-            self.cops.wait_until_ready(),
-            self.clusters.wait_until_ready(),
-            self.bindings.wait_until_ready(),
-            self.cluster_bindings.wait_until_ready(),
-            self.works.wait_until_ready(),
-        );
+        wait_logged("propagation policies", self.pps.wait_until_ready()).await;
+        wait_logged("cluster propagation policies", self.cpps.wait_until_ready()).await;
+        wait_logged("override policies", self.ops.wait_until_ready()).await;
+        wait_logged("cluster override policies", self.cops.wait_until_ready()).await;
+        wait_logged("clusters", self.clusters.wait_until_ready()).await;
+        wait_logged("bindings", self.bindings.wait_until_ready()).await;
+        wait_logged("cluster bindings", self.cluster_bindings.wait_until_ready()).await;
+        wait_logged("works", self.works.wait_until_ready()).await;
     }
 
     fn kind(&self, api_version: &str, kind: &str) -> Option<Kind> {
@@ -704,6 +712,10 @@ impl Apps {
             lock(&self.invalid_policies).remove(&id);
         } else {
             lock(&self.invalid_policies).insert(id);
+        }
+        if !errors.is_empty() {
+            tracing::info!(kind = event.kind, namespace = %event.namespace, name = %event.name,
+                errors = %errors.join("; "), "policy is invalid; ignoring it");
         }
         let (status, reason, message) = if errors.is_empty() {
             ("True", "Valid", "the policy is in use".to_string())

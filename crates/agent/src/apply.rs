@@ -79,6 +79,7 @@ pub async fn run_applier(
         watches: Mutex::default(),
         triggers,
         failures: Mutex::default(),
+        recorded: Mutex::default(),
     });
     tracing::info!(cluster = %applier.cluster, namespace = %applier.hub_namespace, "work applier running");
     Controller::for_stream(work_events, reader)
@@ -94,13 +95,13 @@ pub async fn run_applier(
     Ok(())
 }
 
-/// What, on a Work, calls for applying it again: not the status this
-/// applier writes (that would loop), but the spec, deletion and finalizer.
+/// What, on a Work, calls for applying it again: the spec and deletion;
+/// not the status this applier writes (that would loop), nor the finalizer
+/// it adds (the same reconcile goes on after adding it).
 fn needs_apply(work: &Work) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     work.metadata.generation.hash(&mut hasher);
     work.metadata.deletion_timestamp.is_some().hash(&mut hasher);
-    has_finalizer(work).hash(&mut hasher);
     work.annotations().get(keys::SPEC_HASH).hash(&mut hasher);
     Some(hasher.finish())
 }
@@ -132,7 +133,63 @@ struct Seen {
 #[derive(Debug, Default)]
 struct KindObjects {
     objects: HashMap<ObjectKey, Seen>,
+    /// Objects the applier is applying right now, with what the watch saw
+    /// of them meanwhile: whether that was the apply itself (no need to
+    /// reconcile again) is known only once the apply answers.
+    applying: HashMap<ObjectKey, Vec<Seen>>,
     synced: bool,
+}
+
+impl KindObjects {
+    /// Records what the watch saw of an object (`None`: deleted) and
+    /// returns the Works to reconcile for it.
+    fn observe(&mut self, key: ObjectKey, now: Option<Seen>) -> Vec<String> {
+        let previous = match &now {
+            Some(seen) => self.objects.insert(key.clone(), seen.clone()),
+            None => self.objects.remove(&key),
+        };
+        if previous == now {
+            return Vec::new();
+        }
+        if let Some(seen_meanwhile) = self.applying.get_mut(&key) {
+            let deleted = || Seen { applied_by: String::new(), resource_version: String::new() };
+            let owner_now = now.as_ref().map(|n| n.applied_by.clone()).unwrap_or_default();
+            seen_meanwhile.push(now.unwrap_or_else(deleted));
+            // A previous owner that lost it learns so now.
+            return previous.map(|p| p.applied_by).filter(|p| *p != owner_now).into_iter().collect();
+        }
+        // The current owner, and a previous one that lost it (taken over).
+        let mut owners: Vec<String> =
+            now.map(|n| n.applied_by).into_iter().chain(previous.map(|p| p.applied_by)).collect();
+        owners.dedup();
+        owners
+    }
+
+    /// The apply of an object answered (`None`: it failed). Returns the
+    /// Works to reconcile for what the watch saw meanwhile that was not
+    /// this apply (a status update right after it, someone else's change).
+    fn applied(&mut self, key: &ObjectKey, ours: Option<Seen>) -> Vec<String> {
+        let seen_meanwhile = self.applying.remove(key).unwrap_or_default();
+        let mut owners: Vec<String> = Vec::new();
+        for seen in &seen_meanwhile {
+            if ours.as_ref().is_some_and(|o| o.resource_version == seen.resource_version) {
+                continue;
+            }
+            owners.extend(ours.iter().map(|o| o.applied_by.clone()));
+            if !seen.applied_by.is_empty() {
+                owners.push(seen.applied_by.clone());
+            }
+        }
+        if let Some(ours) = ours {
+            // Unless the watch already saw something newer than this apply.
+            if owners.is_empty() {
+                self.objects.insert(key.clone(), ours);
+            }
+        }
+        owners.sort();
+        owners.dedup();
+        owners
+    }
 }
 
 struct Watch {
@@ -162,6 +219,11 @@ struct Applier {
     triggers: mpsc::UnboundedSender<ObjectRef<Work>>,
     /// Consecutive failures per Work, for the retry delay.
     failures: Mutex<HashMap<String, u32>>,
+    /// The objects each Work's last status listed. The Work in the cache
+    /// can lag behind the status just written (a spec change seen while
+    /// applying); without this, an object applied then and dropped from
+    /// the spec right after would never be deleted.
+    recorded: Mutex<HashMap<String, Vec<ResourceIdentifier>>>,
 }
 
 /// Locks a mutex; a panic elsewhere while holding it leaves plain data
@@ -253,14 +315,13 @@ impl Applier {
         // Objects applied before whose manifests are gone: delete them
         // (after applying, so a replacement exists before the old one goes).
         let current: Vec<ResourceIdentifier> = statuses.iter().map(|s| s.identifier.clone()).collect();
-        let previous = work.status.as_ref().map(|s| s.manifest_statuses.as_slice()).unwrap_or_default();
-        for gone in decide::removed_from_spec(previous, &current) {
-            match self.remove(&gone.identifier, &applied_by, false).await {
+        let previous = self.previously_applied(work);
+        for gone in decide::removed_from_spec(&previous, &current) {
+            match self.remove(gone, &applied_by, false).await {
                 Ok(()) => {}
                 Err(e) => {
                     let Some(message) = refusal(&e) else { return Err(e.into()) };
-                    let identifier =
-                        ResourceIdentifier { ordinal: decide::ORDINAL_REMOVED, ..gone.identifier.clone() };
+                    let identifier = ResourceIdentifier { ordinal: decide::ORDINAL_REMOVED, ..gone.clone() };
                     statuses.push(ManifestStatus {
                         identifier,
                         applied: true,
@@ -293,6 +354,8 @@ impl Applier {
         if work.status.as_ref() != Some(&status) {
             self.write_status(&name, &status).await?;
         }
+        let listed = status.manifest_statuses.iter().map(|s| s.identifier.clone()).collect();
+        lock(&self.recorded).insert(name, listed);
         Ok(recheck.map_or_else(Action::await_change, Action::requeue))
     }
 
@@ -359,20 +422,22 @@ impl Applier {
             );
         }
         let body = decide::prepare(manifest, namespace.as_deref(), applied_by);
-        let mut applied = match self.server_side_apply(&api, &target.name, &body, namespace.as_deref()).await
-        {
+        let objects = self.watch(&kind);
+        let key = (identifier.namespace.clone(), target.name.clone());
+        lock(&objects).applying.insert(key.clone(), Vec::new());
+        let result = self.server_side_apply(&api, &target.name, &body, namespace.as_deref()).await;
+        let ours = result.as_ref().ok().map(|applied| Seen {
+            applied_by: applied_by.to_string(),
+            resource_version: applied.resource_version().unwrap_or_default(),
+        });
+        let owners = lock(&objects).applied(&key, ours);
+        for owner in owners {
+            trigger(&self.triggers, &self.hub_namespace, &owner);
+        }
+        let mut applied = match result {
             Ok(applied) => applied,
             Err(e) => return self.refused(identifier, &target, e),
         };
-        self.watch(&kind);
-        self.remember(
-            &kind,
-            (identifier.namespace.clone(), target.name.clone()),
-            Seen {
-                applied_by: applied_by.to_string(),
-                resource_version: applied.resource_version().unwrap_or_default(),
-            },
-        );
         applied.managed_fields_mut().clear();
         let generation = applied.metadata.generation;
         let (health, status) = flotilla_core::health::interpret(&serde_json::to_value(&applied)?);
@@ -551,13 +616,8 @@ impl Applier {
         }
         let name = work.name_any();
         let applied_by = decide::applied_by(&self.hub_namespace, &name);
-        let mut objects: Vec<ResourceIdentifier> = work
-            .status
-            .iter()
-            .flat_map(|s| &s.manifest_statuses)
-            .filter(|s| !s.identifier.resource.is_empty())
-            .map(|s| s.identifier.clone())
-            .collect();
+        let mut objects: Vec<ResourceIdentifier> =
+            self.previously_applied(work).into_iter().filter(|id| !id.resource.is_empty()).collect();
         // Also what the spec holds (a status write may have been lost).
         for Manifest(manifest) in &work.spec.manifests {
             let Ok(target) = decide::target(manifest) else { continue };
@@ -585,11 +645,30 @@ impl Applier {
             self.remove(id, &applied_by, preserve).await?;
         }
         self.remove_finalizer(work).await?;
+        lock(&self.recorded).remove(&name);
         tracing::info!(
             cluster = %self.cluster, work = %name, objects = objects.len(), preserved = preserve,
             "work deleted; its objects are removed from the member"
         );
         Ok(Action::await_change())
+    }
+
+    /// What the Work's status lists (as cached) and what this applier last
+    /// wrote there.
+    fn previously_applied(&self, work: &Work) -> Vec<ResourceIdentifier> {
+        let mut previous: Vec<ResourceIdentifier> = work
+            .status
+            .iter()
+            .flat_map(|s| s.manifest_statuses.iter().map(|m| m.identifier.clone()))
+            .collect();
+        if let Some(recorded) = lock(&self.recorded).get(&work.name_any()) {
+            for identifier in recorded {
+                if !previous.iter().any(|p| decide::same_object(p, identifier)) {
+                    previous.push(identifier.clone());
+                }
+            }
+        }
+        previous
     }
 
     async fn add_finalizer(&self, work: &Work) -> Result<(), Error> {
@@ -635,12 +714,6 @@ impl Applier {
         }
     }
 
-    fn remember(&self, kind: &Kind, key: ObjectKey, seen: Seen) {
-        if let Some(watch) = lock(&self.watches).get(&watch_key(&kind.resource)) {
-            lock(&watch.objects).objects.insert(key, seen);
-        }
-    }
-
     fn forget(&self, kind: &Kind, key: &ObjectKey) {
         if let Some(watch) = lock(&self.watches).get(&watch_key(&kind.resource)) {
             lock(&watch.objects).objects.remove(key);
@@ -649,11 +722,11 @@ impl Applier {
 
     /// Starts watching a kind's Flotilla-labelled objects in the member,
     /// once per kind.
-    fn watch(&self, kind: &Kind) {
+    fn watch(&self, kind: &Kind) -> Arc<Mutex<KindObjects>> {
         let key = watch_key(&kind.resource);
         let mut watches = lock(&self.watches);
-        if watches.contains_key(&key) {
-            return;
+        if let Some(watch) = watches.get(&key) {
+            return watch.objects.clone();
         }
         let objects = Arc::new(Mutex::new(KindObjects::default()));
         // Metadata only: the watch decides what to reconcile; the status fed
@@ -671,7 +744,8 @@ impl Applier {
         };
         tracing::debug!(cluster = %self.cluster, kind = %key, "watching applied objects");
         let task = tokio::spawn(follower.run(events));
-        watches.insert(key, Watch { objects, _task: AbortOnDrop(task) });
+        watches.insert(key, Watch { objects: objects.clone(), _task: AbortOnDrop(task) });
+        objects
     }
 }
 
@@ -742,18 +816,11 @@ impl Follower {
                 }
                 Ok(watcher::Event::Apply(meta)) => {
                     let (key, seen) = seen(&meta);
-                    let previous = lock(&self.objects).objects.insert(key, seen.clone());
-                    if previous.as_ref() != Some(&seen) {
-                        owners.push(seen.applied_by);
-                        // Taken over: the previous owner learns it lost it.
-                        owners.extend(previous.map(|p| p.applied_by));
-                    }
+                    owners = lock(&self.objects).observe(key, Some(seen));
                 }
                 Ok(watcher::Event::Delete(meta)) => {
                     let (key, _) = seen(&meta);
-                    if let Some(previous) = lock(&self.objects).objects.remove(&key) {
-                        owners.push(previous.applied_by);
-                    }
+                    owners = lock(&self.objects).observe(key, None);
                 }
                 Err(e) => {
                     tracing::debug!(cluster = %self.cluster, kind = %self.kind, error = %e, "watching applied objects")
@@ -762,17 +829,19 @@ impl Follower {
             owners.sort();
             owners.dedup();
             for owner in owners {
-                self.trigger(&owner);
+                trigger(&self.triggers, &self.hub_namespace, &owner);
             }
         }
     }
+}
 
-    fn trigger(&self, applied_by: &str) {
-        let Some((namespace, name)) = applied_by.split_once('/') else { return };
-        if namespace == self.hub_namespace && !name.is_empty() {
-            // Only fails when the applier is gone.
-            let _ = self.triggers.unbounded_send(ObjectRef::new(name).within(namespace));
-        }
+/// Reconciles the Work an `applied-by` annotation names, if it is one of
+/// this applier's.
+fn trigger(triggers: &mpsc::UnboundedSender<ObjectRef<Work>>, hub_namespace: &str, applied_by: &str) {
+    let Some((namespace, name)) = applied_by.split_once('/') else { return };
+    if namespace == hub_namespace && !name.is_empty() {
+        // Only fails when the applier is gone.
+        let _ = triggers.unbounded_send(ObjectRef::new(name).within(namespace));
     }
 }
 
@@ -780,4 +849,56 @@ fn seen(meta: &PartialObjectMeta<DynamicObject>) -> (ObjectKey, Seen) {
     let key = (meta.namespace().unwrap_or_default(), meta.name_any());
     let applied_by = meta.annotations().get(keys::APPLIED_BY_WORK).cloned().unwrap_or_default();
     (key, Seen { applied_by, resource_version: meta.resource_version().unwrap_or_default() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str) -> ObjectKey {
+        ("default".into(), name.into())
+    }
+
+    fn seen(owner: &str, version: &str) -> Seen {
+        Seen { applied_by: owner.into(), resource_version: version.into() }
+    }
+
+    #[test]
+    fn changes_seen_by_the_watch_reconcile_their_owners_once() {
+        let mut objects = KindObjects::default();
+        assert_eq!(objects.observe(key("a"), Some(seen("ns/w", "1"))), ["ns/w"]);
+        assert!(objects.observe(key("a"), Some(seen("ns/w", "1"))).is_empty(), "already known");
+        assert_eq!(objects.observe(key("a"), Some(seen("ns/w", "2"))), ["ns/w"]);
+        // Taken over: both Works hear of it.
+        assert_eq!(objects.observe(key("a"), Some(seen("ns/v", "3"))), ["ns/v", "ns/w"]);
+        assert_eq!(objects.observe(key("a"), None), ["ns/v"]);
+        assert!(objects.observe(key("a"), None).is_empty(), "already gone");
+    }
+
+    #[test]
+    fn the_echo_of_an_apply_does_not_reconcile_again_but_what_follows_does() {
+        let mut objects = KindObjects::default();
+        objects.observe(key("a"), Some(seen("ns/w", "1")));
+
+        // The watch reports the apply before the apply answers.
+        objects.applying.insert(key("a"), Vec::new());
+        assert!(objects.observe(key("a"), Some(seen("ns/w", "2"))).is_empty());
+        assert!(objects.applied(&key("a"), Some(seen("ns/w", "2"))).is_empty());
+        // ... or after.
+        objects.applying.insert(key("a"), Vec::new());
+        assert!(objects.applied(&key("a"), Some(seen("ns/w", "3"))).is_empty());
+        assert!(objects.observe(key("a"), Some(seen("ns/w", "3"))).is_empty());
+
+        // A status update right after the apply, seen before it answered.
+        objects.applying.insert(key("a"), Vec::new());
+        assert!(objects.observe(key("a"), Some(seen("ns/w", "4"))).is_empty());
+        assert!(objects.observe(key("a"), Some(seen("ns/w", "5"))).is_empty());
+        assert_eq!(objects.applied(&key("a"), Some(seen("ns/w", "4"))), ["ns/w"]);
+        assert_eq!(objects.objects[&key("a")], seen("ns/w", "5"), "the newer word kept");
+
+        // A failed apply: what was seen meanwhile is someone else's doing.
+        objects.applying.insert(key("a"), Vec::new());
+        assert!(objects.observe(key("a"), Some(seen("ns/w", "6"))).is_empty());
+        assert_eq!(objects.applied(&key("a"), None), ["ns/w"]);
+    }
 }

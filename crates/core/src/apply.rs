@@ -197,22 +197,19 @@ pub fn same_object(a: &ResourceIdentifier, b: &ResourceIdentifier) -> bool {
 /// Objects recorded in the previous status that are no longer in the spec:
 /// the applier deletes them from the member (if still its own).
 pub fn removed_from_spec<'a>(
-    previous: &'a [ManifestStatus],
+    previous: &'a [ResourceIdentifier],
     current: &[ResourceIdentifier],
-) -> Vec<&'a ManifestStatus> {
-    let mut removed: Vec<&ManifestStatus> = Vec::new();
-    for status in previous {
-        let id = &status.identifier;
+) -> Vec<&'a ResourceIdentifier> {
+    let mut removed: Vec<&ResourceIdentifier> = Vec::new();
+    for id in previous {
         // Without a resolved resource (never applied) there is nothing to delete.
         if id.resource.is_empty() || id.name.is_empty() {
             continue;
         }
-        if current.iter().any(|c| same_object(c, id))
-            || removed.iter().any(|r| same_object(&r.identifier, id))
-        {
+        if current.iter().any(|c| same_object(c, id)) || removed.iter().any(|r| same_object(r, id)) {
             continue;
         }
-        removed.push(status);
+        removed.push(id);
     }
     removed
 }
@@ -438,20 +435,17 @@ mod tests {
     #[test]
     fn objects_that_left_the_spec_are_removed_once() {
         let previous = vec![
-            status(id(0, "Deployment", "web"), true, Health::Healthy),
-            status(id(1, "ConfigMap", "old"), true, Health::Healthy),
-            status(id(ORDINAL_REMOVED, "ConfigMap", "older"), true, Health::Unknown),
+            id(0, "Deployment", "web"),
+            id(1, "ConfigMap", "old"),
+            id(ORDINAL_REMOVED, "ConfigMap", "older"),
+            id(3, "ConfigMap", "old"),
             // Never resolved: nothing to delete.
-            status(
-                ResourceIdentifier { resource: String::new(), ..id(2, "Widget", "w") },
-                false,
-                Health::Unknown,
-            ),
+            ResourceIdentifier { resource: String::new(), ..id(2, "Widget", "w") },
         ];
         // The Deployment moved to another position and another version: same object.
         let current = vec![ResourceIdentifier { version: "v2".into(), ..id(1, "Deployment", "web") }];
         let removed: Vec<&str> =
-            removed_from_spec(&previous, &current).iter().map(|s| s.identifier.name.as_str()).collect();
+            removed_from_spec(&previous, &current).iter().map(|s| s.name.as_str()).collect();
         assert_eq!(removed, ["old", "older"]);
     }
 

@@ -244,8 +244,8 @@ async fn works_are_applied_kept_healthy_repaired_pruned_and_cleaned_up() {
 }
 
 #[tokio::test]
-async fn objects_flotilla_did_not_create_are_left_alone_unless_overwritten_and_preserved_objects_stay() {
-    let (_hub, member, works, _applier) = start(ClusterConfig::apiserver_only("m2")).await;
+async fn conflicts_overwrite_preservation_and_cleanup_after_a_member_returns() {
+    let (_hub, mut member, works, _applier) = start(ClusterConfig::apiserver_only("m2")).await;
     let deployments: Api<Deployment> = Api::namespaced(member.client(), "default");
 
     // Someone else's Deployment.
@@ -337,4 +337,29 @@ async fn objects_flotilla_did_not_create_are_left_alone_unless_overwritten_and_p
             && deployments.get_opt("legacy").await.unwrap().is_none()
     })
     .await;
+
+    // A Work deleted while its member is down waits for the member and
+    // cleans up when it is back.
+    let config_maps: Api<ConfigMap> = Api::namespaced(member.client(), "default");
+    works
+        .create(&PostParams::default(), &work("away", "a1", vec![config_map("away", "default", "x")]))
+        .await
+        .unwrap();
+    wait_for("the ConfigMap applied", Duration::from_secs(10), || async {
+        config_maps.get_opt("away").await.unwrap().is_some()
+    })
+    .await;
+    member.stop("kube-apiserver").unwrap();
+    works.delete("away", &DeleteParams::default()).await.unwrap();
+    let held = works.get("away").await.unwrap();
+    assert!(
+        held.metadata.deletion_timestamp.is_some()
+            && held.finalizers().iter().any(|f| f == keys::WORK_FINALIZER)
+    );
+    member.restart("kube-apiserver").await.unwrap();
+    wait_for("the Work cleaned up after the member came back", Duration::from_secs(30), || async {
+        works.get_opt("away").await.unwrap().is_none()
+    })
+    .await;
+    assert!(config_maps.get_opt("away").await.unwrap().is_none());
 }

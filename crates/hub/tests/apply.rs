@@ -363,3 +363,73 @@ async fn conflicts_overwrite_preservation_and_cleanup_after_a_member_returns() {
     .await;
     assert!(config_maps.get_opt("away").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn the_hub_applies_works_to_push_clusters() {
+    use flotilla_api::cluster::ManagedCluster;
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::runtime::{reflector, watcher, WatchStreamExt};
+
+    let (hub, member) = tokio::join!(
+        Cluster::start(ClusterConfig::hub("hub")),
+        Cluster::start(ClusterConfig::apiserver_only("p"))
+    );
+    let (hub, member) = (hub.unwrap(), member.unwrap());
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    // What `flotilla join p --mode push` and the hub's registration write.
+    let apply = PatchParams::apply("test").force();
+    Api::<Secret>::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE)
+        .patch(
+            "cluster-p-kubeconfig",
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": "cluster-p-kubeconfig", "namespace": flotilla_hub::SYSTEM_NAMESPACE},
+                "stringData": {"kubeconfig": std::fs::read_to_string(member.kubeconfig_path()).unwrap()}})),
+        )
+        .await
+        .unwrap();
+    Api::<ManagedCluster>::all(hub.client())
+        .patch(
+            "p",
+            &apply,
+            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+                "metadata": {"name": "p"},
+                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
+                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": "cluster-p-kubeconfig"}}})),
+        )
+        .await
+        .unwrap();
+    let ns: Namespace = serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flotilla-cluster-p"}}),
+    )
+    .unwrap();
+    Api::<Namespace>::all(hub.client()).create(&PostParams::default(), &ns).await.unwrap();
+
+    let (store, writer) = reflector::store();
+    let clusters = watcher(Api::<ManagedCluster>::all(hub.client()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .for_each(|_| async {});
+    let _clusters = tokio::spawn(clusters);
+    let _push = tokio::spawn(flotilla_hub::push::run(hub.client(), store));
+
+    let works: Api<Work> = Api::namespaced(hub.client(), "flotilla-cluster-p");
+    works
+        .create(&PostParams::default(), &work("settings", "s1", vec![config_map("settings", "default", "x")]))
+        .await
+        .unwrap();
+    let config_maps: Api<ConfigMap> = Api::namespaced(member.client(), "default");
+    wait_for("the push cluster's Work applied", Duration::from_secs(20), || async {
+        config_maps
+            .get_opt("settings")
+            .await
+            .unwrap()
+            .is_some_and(|c| managed(&c, "flotilla-cluster-p/settings"))
+    })
+    .await;
+    wait_for("the push cluster's Work status", Duration::from_secs(10), || async {
+        condition(&status(&works, "settings").await, "Applied") == Some("True")
+    })
+    .await;
+}

@@ -4,8 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use flotilla_api::cluster::{TaintEffect, Taint};
+use flotilla_api::cluster::{Taint, TaintEffect};
+use flotilla_api::policy::{ClusterAffinity, Placement, ReplicaSchedulingType};
 use flotilla_api::work::{GracefulEvictionTask, Health, TargetCluster};
+
+use crate::scheduler::{schedule, ClusterSnapshot, SchedulingRequest};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use sha2::{Digest, Sha256};
@@ -68,6 +71,55 @@ fn fit(plain: String, identity: &[&str]) -> String {
 /// Hash of a work's spec as serialized, to skip rewriting unchanged works.
 pub fn spec_hash(spec: &serde_json::Value) -> String {
     short_hash(&[&spec.to_string()])
+}
+
+/// Whether a binding that divides replicas keeps the clusters it has rather
+/// than a fresh result: yes while its placement and replica count are
+/// unchanged and every cluster it uses still passes every filter. This is
+/// what stops replicas flapping back to a member that returns after a
+/// failover, or moving when an unrelated cluster joins. Duplicated
+/// placements always take the fresh result: a new or returning cluster
+/// simply gets its own copy, nothing moves. When kept, says when to check
+/// again (a toleration with `tolerationSeconds` running out).
+pub fn keep_previous(
+    request: &SchedulingRequest,
+    previous_placement: &Placement,
+    previous_replicas: i32,
+    clusters: &[ClusterSnapshot],
+) -> Option<Option<Duration>> {
+    let divided = request.placement.replica_scheduling.as_ref().is_some_and(|rs| {
+        rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided
+    });
+    if !divided
+        || request.previous.is_empty()
+        || request.replicas != previous_replicas
+        || request.placement != previous_placement
+    {
+        return None;
+    }
+    // The same filters, restricted to the clusters in use, with every
+    // cluster taking a copy: does each still pass?
+    let names: Vec<String> = request.previous.iter().map(|t| t.name.clone()).collect();
+    let mut affinity = request.placement.cluster_affinity.clone().unwrap_or_default();
+    affinity.cluster_names = if affinity.cluster_names.is_empty() {
+        names.clone()
+    } else {
+        names.iter().filter(|n| affinity.cluster_names.contains(n)).cloned().collect()
+    };
+    if affinity.cluster_names.is_empty() {
+        return None;
+    }
+    let probe = Placement {
+        cluster_affinity: Some(ClusterAffinity { ..affinity }),
+        cluster_tolerations: request.placement.cluster_tolerations.clone(),
+        spread_constraints: Vec::new(),
+        replica_scheduling: None,
+    };
+    let probe_request = SchedulingRequest { placement: &probe, ..*request };
+    match schedule(&probe_request, clusters) {
+        Ok(s) if names.iter().all(|n| s.clusters.iter().any(|c| &c.name == n)) => Some(s.requeue_after),
+        _ => None,
+    }
 }
 
 /// How long a cluster being evicted keeps its copy at most, when the new
@@ -139,6 +191,69 @@ mod tests {
             effect: TaintEffect::NoExecute,
             time_added: None,
         }]
+    }
+
+    fn cluster(name: &str) -> ClusterSnapshot {
+        ClusterSnapshot {
+            name: name.into(),
+            api_enablements: vec![flotilla_api::cluster::ApiEnablement {
+                group_version: "apps/v1".into(),
+                resources: vec!["deployments".into()],
+            }],
+            schedulable: true,
+            ..Default::default()
+        }
+    }
+
+    fn weighted(weights: &[(&str, i64)]) -> Placement {
+        use flotilla_api::policy::*;
+        Placement {
+            replica_scheduling: Some(ReplicaSchedulingStrategy {
+                replica_scheduling_type: Some(ReplicaSchedulingType::Divided),
+                replica_division_preference: Some(ReplicaDivisionPreference::Weighted),
+                weight_preference: Some(ClusterPreferences {
+                    static_weight_list: weights
+                        .iter()
+                        .map(|(n, w)| StaticClusterWeight {
+                            target_cluster: ClusterAffinity { cluster_names: vec![n.to_string()], ..Default::default() },
+                            weight: *w,
+                        })
+                        .collect(),
+                    dynamic_weight: None,
+                }),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_divided_binding_keeps_its_clusters_until_something_that_matters_changes() {
+        let placement = weighted(&[("a", 1), ("b", 2), ("c", 2)]);
+        let requests = BTreeMap::new();
+        let after_failover = targets(&[("b", 5), ("c", 5)]);
+        let all = [cluster("a"), cluster("b"), cluster("c")];
+        let request = SchedulingRequest {
+            placement: &placement,
+            replicas: 10,
+            requests: &requests,
+            resource: Some(("apps/v1", "deployments")),
+            previous: &after_failover,
+            now: Timestamp::from_second(1_000_000).unwrap(),
+        };
+        // "a" is back and healthy: b and c still fit, so nothing moves.
+        assert_eq!(keep_previous(&request, &placement, 10, &all), Some(None));
+        // A scale changes the picture; so does a new placement.
+        assert_eq!(keep_previous(&request, &placement, 8, &all), None);
+        assert_eq!(keep_previous(&request, &weighted(&[("a", 1), ("b", 1), ("c", 1)]), 10, &all), None);
+        // A cluster in use no longer fits (gone, or tainted): reschedule.
+        assert_eq!(keep_previous(&request, &placement, 10, &[cluster("a"), cluster("b")]), None);
+        let mut tainted = cluster("c");
+        tainted.taints = unreachable();
+        assert_eq!(keep_previous(&request, &placement, 10, &[cluster("a"), cluster("b"), tainted]), None);
+        // Duplicated never keeps: a returning cluster gets its copy.
+        let duplicated = Placement::default();
+        let request = SchedulingRequest { placement: &duplicated, ..request };
+        assert_eq!(keep_previous(&request, &duplicated, 10, &all), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, ClusterResourceBinding, Health, ObjectReference, PolicyReference,
     ResourceBinding, TargetCluster, Work,
 };
-use flotilla_core::binding::{binding_name, plan_evictions, spec_hash, work_name};
+use flotilla_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
 use flotilla_core::scheduler::{schedule, SchedulingRequest};
 use flotilla_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope, TemplateMeta,
@@ -151,7 +151,16 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             previous: &previous,
             now,
         };
-        match schedule(&request, &snapshots) {
+        let kept = existing
+            .as_ref()
+            .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &snapshots));
+        let result = match kept {
+            Some(requeue_after) => {
+                Ok(flotilla_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
+            }
+            None => schedule(&request, &snapshots),
+        };
+        match result {
             Ok(s) => {
                 requeue = s.requeue_after;
                 let placed: Vec<String> = s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();

@@ -4,13 +4,14 @@
 pub mod affinity;
 pub mod aggregate;
 pub mod apply;
+pub mod binding;
 pub mod health;
 pub mod kubeconfig;
 pub mod membership;
 pub mod overrides;
 pub mod pki;
 pub mod quantity;
+pub mod scheduler;
 pub mod selection;
 pub mod workload;
-pub mod scheduler;
 pub mod validation;

@@ -1,0 +1,311 @@
+//! `flotilla bench apps`: distribution latency (template change → applied
+//! in every member) and the hub controller's memory with many templates,
+//! after a cold restart. Real API servers, a real `flotilla hub run` and
+//! real `flotilla agent` processes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use flotilla_api::work::ResourceBinding;
+use flotilla_testenv::{Binaries, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::Api;
+use serde_json::json;
+
+#[derive(Args, Debug)]
+pub struct AppsArgs {
+    /// Template changes to time (half creations, half updates).
+    #[arg(long, default_value_t = 200)]
+    pub changes: usize,
+    /// Templates for the memory measurement (0 skips it).
+    #[arg(long, default_value_t = 5000)]
+    pub templates: usize,
+    /// Member clusters (API servers only: applying needs no nodes).
+    #[arg(long, default_value_t = 3)]
+    pub members: usize,
+}
+
+const NAMESPACE: &str = "bench";
+const SEQ: &str = "bench.flotilla.io/seq";
+
+fn template(name: &str, seq: usize) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE, "labels": {"app": name}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}, "annotations": {SEQ: seq.to_string()}},
+                "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}
+    })
+}
+
+fn seq_of(d: &Deployment) -> Option<usize> {
+    d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(SEQ)?.parse().ok()
+}
+
+/// Server-side applies any object (its kind found by discovery).
+async fn apply_json(client: &kube::Client, object: serde_json::Value) -> anyhow::Result<()> {
+    let api_version = object["apiVersion"].as_str().context("apiVersion")?.to_string();
+    let kind = object["kind"].as_str().context("kind")?.to_string();
+    let name = object["metadata"]["name"].as_str().context("name")?.to_string();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
+    let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&object)).await?;
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn hub_process(dir: &std::path::Path, kubeconfig: &std::path::Path, log: &str) -> anyhow::Result<ManagedProcess> {
+    Ok(ManagedProcess::spawn(
+        ProcessSpec::new("flotilla-hub", std::env::current_exe()?, dir.join(log))
+            .args(["hub", "run", "--auto-accept", "--kubeconfig"])
+            .arg(kubeconfig.display().to_string()),
+    )?)
+}
+
+pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
+    if args.members == 0 {
+        bail!("--members must be at least 1");
+    }
+    let bin_dir = crate::binaries::ensure()?;
+    let binaries = Binaries::in_dir(&bin_dir)?;
+    let mut hub_config = ClusterConfig::hub("bench-hub");
+    hub_config.binaries = Some(binaries.clone());
+    let member_configs: Vec<ClusterConfig> = (0..args.members)
+        .map(|i| {
+            let mut c = ClusterConfig::apiserver_only(format!("member-{}", i + 1));
+            c.binaries = Some(binaries.clone());
+            c
+        })
+        .collect();
+    let (hub, members) =
+        tokio::join!(Cluster::start(hub_config), futures::future::join_all(member_configs.into_iter().map(Cluster::start)));
+    let hub = hub?;
+    let members: Vec<Cluster> = members.into_iter().collect::<Result<_, _>>()?;
+    flotilla_hub::install(&hub.client()).await?;
+    let tmp = tempfile::tempdir()?;
+    let mut controller = hub_process(tmp.path(), hub.kubeconfig_path(), "hub.log")?;
+    let (_, bootstrap) = crate::fleetctl::create_token(
+        &hub.client(),
+        hub.kubeconfig_path(),
+        1,
+        Some(tmp.path().join("bootstrap.kubeconfig")),
+    )
+    .await?;
+    let mut agents = Vec::new();
+    for m in &members {
+        let name = m.name().to_string();
+        agents.push(ManagedProcess::spawn(
+            ProcessSpec::new(format!("agent-{name}"), std::env::current_exe()?, tmp.path().join(format!("agent-{name}.log")))
+                .args(["agent", "--cluster", &name, "--kubeconfig"])
+                .arg(m.kubeconfig_path().display().to_string())
+                .arg("--hub-kubeconfig")
+                .arg(bootstrap.display().to_string())
+                .arg("--state-dir")
+                .arg(tmp.path().join("agents").join(&name).display().to_string()),
+        )?);
+    }
+    let clusters: Api<flotilla_api::ManagedCluster> = Api::all(hub.client());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for m in &members {
+        loop {
+            let ready = clusters.get_opt(m.name()).await?.is_some_and(|mc| {
+                mc.condition("Available").is_some_and(|c| c.status == "True")
+                    && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("member {} did not become Available", m.name());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let hub_client = hub.client();
+    let ssa = PatchParams::apply("bench").force();
+    apply_json(
+        &hub_client,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    )
+    .await?;
+    apply_json(
+        &hub_client,
+        json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "all", "namespace": NAMESPACE},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}]}}),
+    )
+    .await?;
+
+    // Member watches record when each (name, seq) first arrives.
+    let arrivals: Arc<Mutex<HashMap<(String, usize), Vec<Instant>>>> = Arc::default();
+    let mut watches = Vec::new();
+    for m in &members {
+        let api: Api<Deployment> = Api::namespaced(m.client(), NAMESPACE);
+        let arrivals = arrivals.clone();
+        watches.push(tokio::spawn(async move {
+            let mut seen: HashMap<String, usize> = HashMap::new();
+            let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                let now = Instant::now();
+                let Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) = event else { continue };
+                let (Some(name), Some(seq)) = (d.metadata.name.clone(), seq_of(&d)) else { continue };
+                if seen.get(&name) == Some(&seq) {
+                    continue;
+                }
+                seen.insert(name.clone(), seq);
+                if let Ok(mut a) = arrivals.lock() {
+                    a.entry((name, seq)).or_default().push(now);
+                }
+            }
+        }));
+    }
+
+    let deployments: Api<Deployment> = Api::namespaced(hub_client.clone(), NAMESPACE);
+    println!(
+        "distribution: template created or updated on the hub -> applied in all {} members ({} changes)",
+        members.len(),
+        args.changes
+    );
+    let creations = args.changes.div_ceil(2);
+    let mut samples = Vec::new();
+    for i in 0..args.changes {
+        let (name, seq) = if i < creations { (format!("lat-{i}"), 0) } else { (format!("lat-{}", i - creations), 1) };
+        let started = Instant::now();
+        deployments.patch(&name, &ssa, &Patch::Apply(&template(&name, seq))).await?;
+        let deadline = started + Duration::from_secs(30);
+        loop {
+            let done = arrivals
+                .lock()
+                .ok()
+                .and_then(|a| a.get(&(name.clone(), seq)).filter(|v| v.len() >= members.len()).map(|v| v.iter().max().copied()))
+                .flatten();
+            if let Some(last) = done {
+                samples.push(last.saturating_duration_since(started));
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("{name} (change {seq}) did not reach every member within 30s");
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    samples.sort();
+    let pct = |p: f64| samples[((samples.len() as f64 - 1.0) * p).round() as usize];
+    println!(
+        "  p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms  (n={})",
+        ms(pct(0.5)),
+        ms(pct(0.99)),
+        ms(samples[samples.len() - 1]),
+        samples.len()
+    );
+    controller.check_running()?;
+
+    if args.templates > 0 {
+        println!("hub controller memory: {} Deployment templates over {} members", args.templates, members.len());
+        let created = Instant::now();
+        futures::stream::iter(0..args.templates)
+            .map(|i| {
+                let deployments = deployments.clone();
+                let ssa = ssa.clone();
+                async move {
+                    let name = format!("mem-{i}");
+                    deployments.patch(&name, &ssa, &Patch::Apply(&template(&name, 0))).await.map(|_| ())
+                }
+            })
+            .buffer_unordered(16)
+            .try_collect::<Vec<()>>()
+            .await?;
+        println!("  created in {:.1} s", created.elapsed().as_secs_f64());
+        let bindings: Api<ResourceBinding> = Api::namespaced(hub_client.clone(), NAMESPACE);
+        let wanted = args.templates + creations;
+        let fully_applied = || async {
+            let list = bindings.list(&ListParams::default()).await?;
+            let n = list
+                .items
+                .iter()
+                .filter(|b| {
+                    b.status.as_ref().is_some_and(|s| {
+                        s.conditions.iter().any(|c| c.type_ == "FullyApplied" && c.status == "True")
+                    })
+                })
+                .count();
+            anyhow::Ok(n)
+        };
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        loop {
+            let n = fully_applied().await?;
+            if n >= wanted {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("only {n} of {wanted} bindings were fully applied after 30 min");
+            }
+            controller.check_running()?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let pid = controller.pid().context("hub controller pid")?;
+        println!(
+            "  all {} templates applied in every member after {:.1} s; hub controller RSS {:.1} MiB (peak {:.1} MiB)",
+            wanted,
+            created.elapsed().as_secs_f64(),
+            crate::fleet::rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
+            peak_rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
+        );
+
+        // Cold restart: a new process lists and re-reconciles everything.
+        controller.stop(Duration::from_secs(5));
+        let restarted = Instant::now();
+        let mut controller = hub_process(tmp.path(), hub.kubeconfig_path(), "hub-restarted.log")?;
+        let pid = controller.pid().context("hub controller pid")?;
+        // Settled: CPU use below 5% of a core over 5 s.
+        let mut last_cpu = crate::bench::cpu_seconds(pid);
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            controller.check_running()?;
+            let cpu = crate::bench::cpu_seconds(pid);
+            let busy = (cpu - last_cpu) / 5.0;
+            last_cpu = cpu;
+            if busy < 0.05 && restarted.elapsed() > Duration::from_secs(10) {
+                break;
+            }
+        }
+        let n = fully_applied().await?;
+        println!(
+            "  after a cold restart (settled in {:.1} s, {} of {} bindings fully applied): RSS {:.1} MiB, peak {:.1} MiB",
+            restarted.elapsed().as_secs_f64(),
+            n,
+            wanted,
+            crate::fleet::rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
+            peak_rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
+        );
+    }
+    for w in watches {
+        w.abort();
+    }
+    drop(agents);
+    Ok(true)
+}

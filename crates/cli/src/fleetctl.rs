@@ -136,6 +136,9 @@ pub enum ClusterCommand {
 pub enum GetCommand {
     /// The fleet's member clusters.
     Clusters(HubKubeconfig),
+    /// Where each propagated template went: its policy, its clusters (with
+    /// replicas), whether it is scheduled and applied, and why not.
+    Bindings(HubKubeconfig),
 }
 
 #[derive(Args, Debug)]
@@ -423,7 +426,10 @@ fn age(mc: &ManagedCluster) -> String {
 }
 
 pub async fn get(cmd: GetCommand) -> anyhow::Result<bool> {
-    let GetCommand::Clusters(hub) = cmd;
+    let hub = match cmd {
+        GetCommand::Clusters(hub) => hub,
+        GetCommand::Bindings(hub) => return get_bindings(hub).await,
+    };
     let api: Api<ManagedCluster> = Api::all(hub.client().await?);
     let list = api.list(&ListParams::default()).await?;
     let mut table = comfy_table::Table::new();
@@ -458,6 +464,53 @@ pub async fn get(cmd: GetCommand) -> anyhow::Result<bool> {
     } else {
         println!("{table}");
     }
+    Ok(true)
+}
+
+async fn get_bindings(hub: HubKubeconfig) -> anyhow::Result<bool> {
+    use flotilla_api::work::{BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding};
+    let client = hub.client().await?;
+    let namespaced = Api::<ResourceBinding>::all(client.clone()).list(&ListParams::default()).await?;
+    let cluster_scoped = Api::<ClusterResourceBinding>::all(client).list(&ListParams::default()).await?;
+    let rows: Vec<(String, &BindingSpec, Option<&BindingStatus>)> = namespaced
+        .items
+        .iter()
+        .map(|b| (b.namespace().unwrap_or_default(), &b.spec.spec, b.status.as_ref()))
+        .chain(cluster_scoped.items.iter().map(|b| (String::new(), &b.spec.spec, b.status.as_ref())))
+        .collect();
+    if rows.is_empty() {
+        println!("No bindings. Create a template and a PropagationPolicy that selects it.");
+        return Ok(true);
+    }
+    let mut table = comfy_table::Table::new();
+    table
+        .load_style(comfy_table::presets::NOTHING)
+        .set_header(vec!["NAMESPACE", "TEMPLATE", "POLICY", "CLUSTERS", "SCHEDULED", "APPLIED", "MESSAGE"]);
+    for (namespace, spec, status) in rows {
+        let condition = |t: &str| status.and_then(|s| s.conditions.iter().find(|c| c.type_ == t));
+        let clusters: Vec<String> = spec
+            .clusters
+            .iter()
+            .map(|c| if spec.replicas > 0 { format!("{}:{}", c.name, c.replicas) } else { c.name.clone() })
+            .chain(spec.graceful_eviction_tasks.iter().map(|t| format!("{} (leaving)", t.from_cluster)))
+            .collect();
+        let problem = [condition("Scheduled"), condition("FullyApplied")]
+            .into_iter()
+            .flatten()
+            .find(|c| c.status != "True")
+            .map(|c| c.message.chars().take(80).collect::<String>())
+            .unwrap_or_default();
+        table.add_row(vec![
+            namespace,
+            format!("{}/{}", spec.resource.kind, spec.resource.name),
+            spec.policy.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| "(dependency)".into()),
+            clusters.join(","),
+            condition("Scheduled").map(|c| c.status.clone()).unwrap_or_default(),
+            condition("FullyApplied").map(|c| c.status.clone()).unwrap_or_default(),
+            problem,
+        ]);
+    }
+    println!("{table}");
     Ok(true)
 }
 

@@ -1,12 +1,14 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
 pub mod cluster;
+pub mod machine;
 pub mod policy;
 pub mod work;
 
 use kube::CustomResourceExt;
 
 pub use cluster::{ManagedCluster, ManagedClusterSpec, ManagedClusterStatus};
+pub use machine::{Machine, MachineSpec, MachineStatus};
 pub use policy::{ClusterOverridePolicy, ClusterPropagationPolicy, OverridePolicy, PropagationPolicy};
 pub use work::{ClusterResourceBinding, ResourceBinding, Work};
 
@@ -33,6 +35,7 @@ pub fn crds() -> Vec<Crd> {
         ResourceBinding::crd(),
         ClusterResourceBinding::crd(),
         Work::crd(),
+        Machine::crd(),
     ]
     .into_iter()
     .map(without_nullable)

@@ -1,0 +1,299 @@
+//! `kok.flotilla.io/v1alpha1` `Machine`: one host and the processes its node
+//! agent (`flotilla node-agent`) must run there.
+//!
+//! The spec is written by people or by Flotilla's operators (etcd, hosted
+//! clusters); the status only by the machine's node agent (field manager
+//! `flotilla-node-agent`).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "kok.flotilla.io";
+
+/// Condition types on a Machine.
+pub mod conditions {
+    /// Every component in the spec is running and passes its health check.
+    pub const READY: &str = "Ready";
+}
+
+/// One host. Cluster-scoped; its name is the name its node agent is started
+/// with. Pool membership and placement hints live in its labels.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "kok.flotilla.io",
+    version = "v1alpha1",
+    kind = "Machine",
+    plural = "machines",
+    shortname = "mach",
+    status = "MachineStatus",
+    printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Components","type":"string","jsonPath":".status.componentSummary"}"#,
+    printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachineSpec {
+    /// The address other machines reach this one at (an IP or DNS name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What the machine is for, e.g. `etcd`, `control-plane`, `worker`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// The processes the node agent runs. A component removed from this list
+    /// is stopped; a changed one (binary, args, env or rendered files) is
+    /// restarted, and only that one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub components: Vec<ComponentSpec>,
+    /// While true the node agent starts, stops and restarts nothing; it only
+    /// reports.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// A process the node agent runs and supervises.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentSpec {
+    /// Unique within the machine; names its log file and working directory.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub name: String,
+    /// Absolute path of the executable.
+    pub binary: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Environment variables; the process inherits no others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// Files written before the process starts. Relative paths are under the
+    /// component's working directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ComponentFile>,
+    /// How the node agent decides the process is healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthCheck>,
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+}
+
+/// A file rendered for a component: exactly one of `content`, `secretRef`,
+/// `configMapRef`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ComponentFile {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// A key of a Secret on the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<KeyRef>,
+    /// A key of a ConfigMap on the hub.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_ref: Option<KeyRef>,
+    /// Permission bits (decimal in JSON, e.g. 384 for 0600); default 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 511))]
+    pub mode: Option<u32>,
+}
+
+/// One key of a namespaced Secret or ConfigMap.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KeyRef {
+    pub namespace: String,
+    pub name: String,
+    pub key: String,
+}
+
+/// Exactly one of `http`, `tcp`, `exec`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthCheck {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpCheck>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecCheck>,
+    /// Seconds between probes (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub period_seconds: Option<u32>,
+}
+
+/// Healthy when a GET of `url` answers 2xx.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpCheck {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// PEM CA bundle that signs the server's certificate (https).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// Accept any server certificate (https).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+}
+
+/// Healthy when a TCP connection to `host:port` succeeds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TcpCheck {
+    /// Default `127.0.0.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    pub port: u16,
+}
+
+/// Healthy when the command exits 0.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExecCheck {
+    pub command: Vec<String>,
+}
+
+/// When an exited process is started again (with backoff).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineStatus {
+    /// `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_agent_version: Option<String>,
+    /// When the node agent last wrote this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heartbeat: Option<Time>,
+    /// `running/total`, for display.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component_summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub components: Vec<ComponentStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub name: String,
+    pub state: ComponentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// How often the process was started again after it exited.
+    #[serde(default)]
+    pub restarts: u32,
+    /// The exit code, or 128 + the signal number if a signal ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_code: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit_time: Option<Time>,
+    /// The last health probe's verdict; absent without a health check or
+    /// while the process is not running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The last lines of its log when it last exited.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub log_tail: Vec<String>,
+    /// Hash of what the process was started with (binary, args, env, files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_hash: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ComponentState {
+    /// Alive, waiting for its first good health probe.
+    #[default]
+    Starting,
+    /// Alive (and healthy at least once if it has a health check).
+    Running,
+    /// Exited; will be started again after a delay.
+    Backoff,
+    /// Exited and will not be restarted (clean exit, or paused).
+    Stopped,
+    /// Exited with an error and will not be restarted, or cannot be started.
+    Failed,
+}
+
+impl std::fmt::Display for ComponentState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComponentState::Starting => "Starting",
+            ComponentState::Running => "Running",
+            ComponentState::Backoff => "Backoff",
+            ComponentState::Stopped => "Stopped",
+            ComponentState::Failed => "Failed",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    #[test]
+    fn machine_crd_is_cluster_scoped_with_status_and_columns() {
+        let crd = Machine::crd();
+        assert_eq!(crd.spec.scope, "Cluster");
+        assert_eq!(crd.spec.group, GROUP);
+        let v = &crd.spec.versions[0];
+        assert!(v.subresources.as_ref().unwrap().status.is_some());
+        let cols: Vec<&str> =
+            v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+        for want in ["Role", "Ready", "Components", "Age"] {
+            assert!(cols.contains(&want), "{cols:?}");
+        }
+    }
+
+    #[test]
+    fn a_machine_parses_from_yaml() {
+        let yaml = r#"
+apiVersion: kok.flotilla.io/v1alpha1
+kind: Machine
+metadata:
+  name: m1
+  labels: {pool: etcd}
+spec:
+  address: 10.0.0.1
+  role: etcd
+  components:
+    - name: etcd
+      binary: /usr/bin/etcd
+      args: [--data-dir=data]
+      env: {ETCD_UNSUPPORTED_ARCH: arm64}
+      files:
+        - path: pki/ca.crt
+          secretRef: {namespace: kok-a, name: etcd-ca, key: tls.crt}
+          mode: 420
+        - path: config.yaml
+          content: "a: 1"
+      health:
+        http: {url: "https://127.0.0.1:2379/health", caFile: pki/ca.crt}
+      restartPolicy: OnFailure
+"#;
+        let m: Machine = serde_saphyr::from_str(yaml).unwrap();
+        let c = &m.spec.components[0];
+        assert_eq!(c.restart_policy, RestartPolicy::OnFailure);
+        assert_eq!(c.files[0].secret_ref.as_ref().unwrap().key, "tls.crt");
+        assert_eq!(c.files[0].mode, Some(0o644));
+        assert_eq!(c.health.as_ref().unwrap().http.as_ref().unwrap().ca_file.as_deref(), Some("pki/ca.crt"));
+    }
+}

@@ -375,7 +375,11 @@ async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
     })
     .await;
     for member in ["m2", "m3"] {
-        assert_eq!(member_replicas(fleet.member(member), "web").await, Some((5, 5)));
+        let m = fleet.member(member);
+        wait_for(&format!("5 replicas available in {member}"), Duration::from_secs(30), || async {
+            member_replicas(m, "web").await == Some((5, 5))
+        })
+        .await;
     }
 
     // m1 returns: its old copy is removed, and nothing moves back.

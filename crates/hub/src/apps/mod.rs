@@ -102,6 +102,8 @@ pub(crate) struct Apps {
     kinds: Mutex<HashMap<(String, String), Kind>>,
     seen: Mutex<HashMap<TemplateKey, Seen>>,
     by_hash: Mutex<HashMap<String, TemplateKey>>,
+    /// Template key label → its works by cluster (the Work cache, indexed).
+    work_index: Mutex<HashMap<String, BTreeMap<String, reflector::ObjectRef<Work>>>>,
     /// Dependency template → names of the bindings (same namespace) needing it.
     dependents: Mutex<HashMap<TemplateKey, BTreeSet<String>>>,
     outcomes: Mutex<HashMap<TemplateKey, Outcome>>,
@@ -205,6 +207,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         kinds: Mutex::default(),
         seen: Mutex::default(),
         by_hash: Mutex::default(),
+        work_index: Mutex::default(),
         dependents: Mutex::default(),
         outcomes: Mutex::default(),
         written_status: Mutex::default(),
@@ -585,6 +588,23 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
     while let Some(event) = events.next().await {
         let Some(work) = touched(&event) else { continue };
         let Some(hash) = work.labels().get(keys::TEMPLATE_KEY) else { continue };
+        let Some(cluster) = work.namespace().and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(String::from))
+        else {
+            continue;
+        };
+        {
+            let mut index = lock(&apps.work_index);
+            if matches!(event, Event::Delete(_)) {
+                if let Some(works) = index.get_mut(hash) {
+                    works.remove(&cluster);
+                    if works.is_empty() {
+                        index.remove(hash);
+                    }
+                }
+            } else {
+                index.entry(hash.clone()).or_default().insert(cluster, reflector::ObjectRef::from_obj(work));
+            }
+        }
         let key = lock(&apps.by_hash).get(hash).cloned();
         if let Some(key) = key {
             if apps.binding_spec(&key).is_some_and(|s| !s.graceful_eviction_tasks.is_empty()) {
@@ -679,17 +699,8 @@ impl Apps {
 
     /// Works of a template, by cluster name.
     fn works_of(&self, key: &TemplateKey) -> BTreeMap<String, Arc<Work>> {
-        let hash = key.hash_label();
-        self.works
-            .state()
-            .into_iter()
-            .filter(|w| w.labels().get(keys::TEMPLATE_KEY) == Some(&hash))
-            .filter_map(|w| {
-                let ns = w.namespace()?;
-                let cluster = ns.strip_prefix("flotilla-cluster-")?.to_string();
-                Some((cluster, w))
-            })
-            .collect()
+        let refs = lock(&self.work_index).get(&key.hash_label()).cloned().unwrap_or_default();
+        refs.into_iter().filter_map(|(cluster, r)| Some((cluster, self.works.get(&r)?))).collect()
     }
 
     fn cluster_snapshots(&self) -> Arc<Vec<ClusterSnapshot>> {

@@ -8,6 +8,7 @@ pub mod binding;
 pub mod health;
 pub mod kubeconfig;
 pub mod membership;
+pub mod node;
 pub mod overrides;
 pub mod pki;
 pub mod quantity;

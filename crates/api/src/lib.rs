@@ -1,6 +1,7 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
 pub mod cluster;
+pub mod kok;
 pub mod machine;
 pub mod policy;
 pub mod work;
@@ -35,6 +36,10 @@ pub fn crds() -> Vec<Crd> {
         ResourceBinding::crd(),
         ClusterResourceBinding::crd(),
         Work::crd(),
+        kok::EtcdCluster::crd(),
+        kok::EtcdBackup::crd(),
+        kok::EtcdRestore::crd(),
+        kok::HostedCluster::crd(),
         Machine::crd(),
     ]
     .into_iter()

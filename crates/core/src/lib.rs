@@ -6,6 +6,7 @@ pub mod aggregate;
 pub mod apply;
 pub mod binding;
 pub mod health;
+pub mod kok;
 pub mod kubeconfig;
 pub mod membership;
 pub mod node;

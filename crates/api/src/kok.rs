@@ -1,0 +1,731 @@
+//! `kok.flotilla.io/v1alpha1`: Kubernetes on Kubernetes. Hosted control
+//! planes (`HostedCluster`) and the etcd clusters they store their data in
+//! (`EtcdCluster`, `EtcdBackup`, `EtcdRestore`). The machines that run
+//! process-runtime components are `Machine` objects (see `machine`).
+//!
+//! Every object here is namespaced: a HostedCluster and its EtcdCluster
+//! live in the same namespace and refer to each other by name.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const GROUP: &str = "kok.flotilla.io";
+
+/// Condition types.
+pub mod conditions {
+    /// On an EtcdCluster: every member is healthy and there is a leader.
+    pub const ETCD_AVAILABLE: &str = "Available";
+    /// On a HostedCluster: the certificates and kubeconfig Secrets exist and
+    /// none is about to expire.
+    pub const CERTIFICATES_READY: &str = "CertificatesReady";
+    /// On a HostedCluster: its etcd (dedicated or shared) is available.
+    pub const ETCD_READY: &str = "EtcdReady";
+    /// On a HostedCluster, one per component: it runs the desired version
+    /// and answers its health check.
+    pub const KUBE_APISERVER_READY: &str = "KubeApiserverReady";
+    pub const KUBE_CONTROLLER_MANAGER_READY: &str = "KubeControllerManagerReady";
+    pub const KUBE_SCHEDULER_READY: &str = "KubeSchedulerReady";
+    /// On a HostedCluster: the requested worker nodes are Ready.
+    pub const NODES_READY: &str = "NodesReady";
+}
+
+/// Where a hosted control plane's (or an etcd cluster's) components run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum Runtime {
+    /// Supervised processes on Machines, run by their node agents (local,
+    /// edge, tests: no container runtime needed).
+    #[default]
+    Process,
+    /// Deployments/StatefulSets, Services and Secrets in the meta cluster,
+    /// in namespace `kok-<name>`.
+    Kubernetes,
+}
+
+/// A directory on a Machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MachinePath {
+    /// Name of the Machine (cluster-scoped) that holds the directory.
+    #[schemars(length(min = 1))]
+    pub machine: String,
+    /// Absolute path of the directory on that machine.
+    #[schemars(regex(pattern = r"^/"))]
+    pub path: String,
+}
+
+// ---------------------------------------------------------------- EtcdCluster
+
+/// An etcd cluster of 1, 3 or 5 members with peer and client TLS from a CA
+/// the operator generates.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "kok.flotilla.io",
+    version = "v1alpha1",
+    kind = "EtcdCluster",
+    plural = "etcdclusters",
+    shortname = "etcd",
+    namespaced,
+    status = "EtcdClusterStatus",
+    printcolumn = r#"{"name":"Members","type":"integer","jsonPath":".spec.members"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyMembers"}"#,
+    printcolumn = r#"{"name":"Leader","type":"string","jsonPath":".status.leader"}"#,
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdClusterSpec {
+    /// Number of voting members. Scaling up adds learners and promotes them
+    /// one at a time.
+    #[schemars(extend("enum" = [1, 3, 5]))]
+    pub members: i32,
+    /// etcd version, e.g. `3.4.23`.
+    #[schemars(length(min = 1))]
+    pub version: String,
+    /// Process: members run on Machines; Kubernetes: a StatefulSet.
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Process runtime: labels a Machine must have to host a member; members
+    /// go to distinct machines.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub machine_selector: BTreeMap<String, String>,
+    /// Where members keep their data.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<EtcdStorage>,
+    /// Scheduled backups (on-demand ones are EtcdBackup objects).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<EtcdBackupSchedule>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdStorage {
+    /// Process runtime: the data directory on the machine
+    /// (default `/var/lib/flotilla/etcd/<namespace>-<name>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub data_dir: Option<String>,
+    /// Size of the volume (Kubernetes runtime) and the backend quota
+    /// (both runtimes), e.g. `8Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Quantity>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdBackupSchedule {
+    /// Standard 5-field cron expression (UTC), e.g. `0 */6 * * *`.
+    #[schemars(length(min = 9))]
+    pub schedule: String,
+    /// Directory the snapshots are written to.
+    pub destination: MachinePath,
+    /// How many scheduled snapshots to keep; older ones are deleted.
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub retention: i32,
+}
+
+fn default_retention() -> i32 {
+    7
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EtcdClusterPhase {
+    /// Members are being created.
+    Provisioning,
+    /// All members healthy, a leader elected.
+    Running,
+    /// Adding or promoting learners, or removing members.
+    Scaling,
+    /// A member is unhealthy or missing (it is being replaced), or quorum is
+    /// at risk.
+    Degraded,
+    /// The object is being deleted.
+    Deleting,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<EtcdClusterPhase>,
+    /// One entry per member, learners included.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub members: Vec<EtcdMemberStatus>,
+    /// Healthy voting members.
+    #[serde(default)]
+    pub ready_members: i32,
+    /// Name of the member that is leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<String>,
+    /// Lowest version among the members (the cluster version).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Client URLs of the voting members, for `--etcd-servers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub client_urls: Vec<String>,
+    /// Secret holding the CA and a client certificate for this cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdMemberStatus {
+    /// Member name (`<cluster>-<index>`).
+    pub name: String,
+    /// Process runtime: the Machine it runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    #[serde(default, rename = "peerURL", skip_serializing_if = "Option::is_none")]
+    pub peer_url: Option<String>,
+    #[serde(default, rename = "clientURL", skip_serializing_if = "Option::is_none")]
+    pub client_url: Option<String>,
+    /// etcd member ID in hex, once it joined.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// A learner receives the log but does not vote until promoted.
+    #[serde(default)]
+    pub is_learner: bool,
+    /// Its `/health` answered true at the last probe.
+    #[serde(default)]
+    pub healthy: bool,
+    /// Size of its backend database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_size_bytes: Option<i64>,
+    /// Server version it reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+// ---------------------------------------------------------------- EtcdBackup
+
+/// A snapshot of an EtcdCluster taken once (created by hand, by `flotilla
+/// etcd backup`, or by the cluster's backup schedule).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "kok.flotilla.io",
+    version = "v1alpha1",
+    kind = "EtcdBackup",
+    plural = "etcdbackups",
+    namespaced,
+    status = "EtcdBackupStatus",
+    printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.cluster"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Size","type":"integer","jsonPath":".status.sizeBytes"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdBackupSpec {
+    /// Name of the EtcdCluster (same namespace).
+    #[schemars(length(min = 1))]
+    pub cluster: String,
+    /// Only keys under this prefix (one hosted cluster of a shared etcd);
+    /// the whole keyspace when absent. A prefixed backup is a key dump, not
+    /// a snapshot file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub prefix: Option<String>,
+    /// Directory the snapshot is written to.
+    pub destination: MachinePath,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum JobPhase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdBackupStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// Full path of the snapshot file on the destination machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<i64>,
+    /// etcd revision the snapshot was taken at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    /// Member the snapshot was taken from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+// ---------------------------------------------------------------- EtcdRestore
+
+/// Restores a snapshot into a new EtcdCluster (never into a running one).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "kok.flotilla.io",
+    version = "v1alpha1",
+    kind = "EtcdRestore",
+    plural = "etcdrestores",
+    namespaced,
+    status = "EtcdRestoreStatus",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".spec.target"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EtcdRestoreSpec {
+    /// Name of a Succeeded EtcdBackup (same namespace). Exactly one of
+    /// `backup` and `snapshot` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// A snapshot file on a machine (`path` is the file, not a directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<MachinePath>,
+    /// Name of the EtcdCluster to create; it must not exist yet.
+    #[schemars(length(min = 1, max = 63))]
+    pub target: String,
+    /// Spec of the new cluster; by default the backed-up cluster's spec
+    /// (required with `snapshot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<EtcdClusterSpec>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdRestoreStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<JobPhase>,
+    /// Revision of the restored snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Why it failed, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+// ---------------------------------------------------------------- HostedCluster
+
+/// A Kubernetes control plane the fleet runs for a business cluster:
+/// kube-apiserver, kube-controller-manager and kube-scheduler with their
+/// certificates, on Machines (process runtime) or in the meta cluster
+/// (Kubernetes runtime), storing data in an EtcdCluster.
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "kok.flotilla.io",
+    version = "v1alpha1",
+    kind = "HostedCluster",
+    plural = "hostedclusters",
+    shortname = "hc",
+    namespaced,
+    status = "HostedClusterStatus",
+    printcolumn = r#"{"name":"Version","type":"string","jsonPath":".status.version"}"#,
+    printcolumn = r#"{"name":"Desired","type":"string","jsonPath":".spec.version","priority":1}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Endpoint","type":"string","jsonPath":".status.endpoint"}"#,
+    printcolumn = r#"{"name":"Runtime","type":"string","jsonPath":".spec.controlPlane.runtime","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostedClusterSpec {
+    /// Kubernetes version of the control plane, e.g. `1.20.2`. Changing it
+    /// upgrades (one minor version at a time).
+    #[schemars(regex(pattern = r"^v?[0-9]+\.[0-9]+\.[0-9]+.*$"))]
+    pub version: String,
+    /// The etcd the API server stores its data in.
+    pub etcd: HostedEtcd,
+    #[serde(default)]
+    pub control_plane: ControlPlaneSpec,
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Add-ons installed into the cluster once it is Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub addons: Vec<Addon>,
+    /// Worker nodes (hollow kubelets joined with bootstrap tokens).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodesSpec>,
+}
+
+/// Exactly one of `clusterRef` and `shared`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("oneOf" = [{"required": ["clusterRef"]}, {"required": ["shared"]}]))]
+pub struct HostedEtcd {
+    /// A dedicated EtcdCluster (same namespace); keys under `/registry`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ref: Option<String>,
+    /// An EtcdCluster shared with other hosted clusters, each under its own
+    /// key prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared: Option<SharedEtcd>,
+}
+
+impl HostedEtcd {
+    /// The EtcdCluster name and the API server's `--etcd-prefix`, or `None`
+    /// when neither or both forms are given.
+    pub fn resolve(&self) -> Option<(&str, &str)> {
+        match (&self.cluster_ref, &self.shared) {
+            (Some(cluster), None) => Some((cluster, "/registry")),
+            (None, Some(shared)) => Some((&shared.cluster_ref, &shared.prefix)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SharedEtcd {
+    /// The shared EtcdCluster (same namespace).
+    #[schemars(length(min = 1))]
+    pub cluster_ref: String,
+    /// Key prefix of this cluster, e.g. `/clusters/team-a`; must not be a
+    /// prefix of another cluster's.
+    #[schemars(regex(pattern = r"^/[^\s]*[^/\s]$"))]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlaneSpec {
+    /// Instances of each component (apiserver, controller-manager,
+    /// scheduler); more than one turns on leader election.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 1, max = 5))]
+    pub replicas: i32,
+    #[serde(default)]
+    pub runtime: Runtime,
+    /// Extra command-line flags per component (`--name=value`); a flag
+    /// Flotilla sets is replaced by the one given here.
+    #[serde(default)]
+    pub extra_args: ExtraArgs,
+    /// Process runtime: the MachinePool whose Machines host the components.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_pool: Option<String>,
+    /// Process runtime: labels a Machine must have to host components.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub machine_selector: BTreeMap<String, String>,
+    /// Kubernetes runtime: resource requests/limits per container, keyed
+    /// by component name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+impl Default for ControlPlaneSpec {
+    fn default() -> Self {
+        Self {
+            replicas: default_replicas(),
+            runtime: Runtime::default(),
+            extra_args: ExtraArgs::default(),
+            machine_pool: None,
+            machine_selector: BTreeMap::new(),
+            resources: BTreeMap::new(),
+        }
+    }
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExtraArgs {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kube_apiserver: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kube_controller_manager: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kube_scheduler: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NetworkSpec {
+    /// Service IP range; its first address is the `kubernetes` Service.
+    #[serde(default = "default_service_cidr", rename = "serviceCIDR")]
+    #[schemars(length(min = 1))]
+    pub service_cidr: String,
+    /// Pod IP range; node CIDRs are allocated from it when set.
+    #[serde(default, rename = "podCIDR", skip_serializing_if = "Option::is_none")]
+    pub pod_cidr: Option<String>,
+    /// DNS domain of the cluster.
+    #[serde(default = "default_cluster_domain")]
+    #[schemars(length(min = 1))]
+    pub cluster_domain: String,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        Self {
+            service_cidr: default_service_cidr(),
+            pod_cidr: None,
+            cluster_domain: default_cluster_domain(),
+        }
+    }
+}
+
+fn default_service_cidr() -> String {
+    "10.96.0.0/12".into()
+}
+
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Addon {
+    /// Add-on name, e.g. `coredns`.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Its version; the one matching the cluster version when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NodesSpec {
+    /// Number of worker nodes.
+    #[schemars(range(min = 0, max = 1000))]
+    pub count: i32,
+    /// Process runtime: the MachinePool whose Machines run the kubelets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_pool: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum HostedClusterPhase {
+    /// Certificates, etcd and components are being created.
+    Provisioning,
+    /// Every component runs the desired version and is healthy.
+    Ready,
+    /// Components are moving to a new version (or back, on rollback).
+    Upgrading,
+    /// A component is unhealthy; it is being repaired.
+    Degraded,
+    /// The object is being deleted.
+    Deleting,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HostedClusterStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<HostedClusterPhase>,
+    /// `https://host:port` of the API server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Secret (same namespace) whose key `kubeconfig` is an admin kubeconfig.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_kubeconfig_secret: Option<String>,
+    /// Version every component runs (the older one while upgrading).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The version before the last upgrade, to roll back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_version: Option<String>,
+    /// Expiry of each certificate (the CAs and every leaf).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub certificates: Vec<CertificateStatus>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// One per component (see `conditions`), plus CertificatesReady,
+    /// EtcdReady and NodesReady.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateStatus {
+    /// Certificate name, e.g. `apiserver`, `ca`, `etcd-member-0-peer`.
+    pub name: String,
+    pub not_after: Time,
+    /// Common name of the CA that signed it (its own for a CA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+}
+
+impl HostedCluster {
+    /// The meta-cluster namespace of the Kubernetes runtime's objects.
+    pub fn runtime_namespace(name: &str) -> String {
+        format!("kok-{name}")
+    }
+
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+impl EtcdCluster {
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::CustomResourceExt;
+
+    fn schema(crd: &crate::Crd) -> serde_json::Value {
+        serde_json::to_value(&crd.spec.versions[0].schema).unwrap()
+    }
+
+    #[test]
+    fn crds_are_namespaced_with_status_and_printer_columns() {
+        for (crd, want) in [
+            (EtcdCluster::crd(), &["Members", "Ready", "Leader", "Version", "Phase", "Age"][..]),
+            (EtcdBackup::crd(), &["Cluster", "Phase", "Size", "Age"][..]),
+            (EtcdRestore::crd(), &["Target", "Phase", "Age"][..]),
+            (HostedCluster::crd(), &["Version", "Phase", "Endpoint", "Age"][..]),
+        ] {
+            assert_eq!(crd.spec.group, GROUP);
+            assert_eq!(crd.spec.scope, "Namespaced");
+            let v = &crd.spec.versions[0];
+            assert!(v.subresources.as_ref().unwrap().status.is_some(), "{}", crd.spec.names.kind);
+            let cols: Vec<&str> =
+                v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
+            for w in want {
+                assert!(cols.contains(w), "{}: {cols:?}", crd.spec.names.kind);
+            }
+        }
+    }
+
+    #[test]
+    fn member_count_is_an_enum_and_defaults_are_published() {
+        let etcd = schema(&EtcdCluster::crd());
+        let members = etcd.pointer("/openAPIV3Schema/properties/spec/properties/members").unwrap();
+        assert_eq!(members["enum"], serde_json::json!([1, 3, 5]));
+        let hc = schema(&HostedCluster::crd());
+        let network = hc.pointer("/openAPIV3Schema/properties/spec/properties/network/properties").unwrap();
+        assert_eq!(network["serviceCIDR"]["default"], "10.96.0.0/12", "{network}");
+        assert_eq!(network["clusterDomain"]["default"], "cluster.local");
+        let etcd_ref = hc.pointer("/openAPIV3Schema/properties/spec/properties/etcd/oneOf").unwrap();
+        assert_eq!(etcd_ref.as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn sample_hosted_cluster_parses_with_defaults() {
+        let yaml = r#"
+apiVersion: kok.flotilla.io/v1alpha1
+kind: HostedCluster
+metadata:
+  name: team-a
+  namespace: kok
+spec:
+  version: 1.20.2
+  etcd:
+    shared:
+      clusterRef: shared-etcd
+      prefix: /clusters/team-a
+  controlPlane:
+    replicas: 3
+    runtime: Kubernetes
+    extraArgs:
+      kubeApiserver: ["--v=2"]
+  addons:
+    - name: coredns
+  nodes:
+    count: 3
+"#;
+        let hc: HostedCluster = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(hc.spec.etcd.resolve(), Some(("shared-etcd", "/clusters/team-a")));
+        assert_eq!(hc.spec.control_plane.runtime, Runtime::Kubernetes);
+        assert_eq!(hc.spec.control_plane.extra_args.kube_apiserver, ["--v=2"]);
+        assert_eq!(hc.spec.network.service_cidr, "10.96.0.0/12");
+        assert_eq!(hc.spec.network.cluster_domain, "cluster.local");
+        assert_eq!(hc.spec.nodes.as_ref().unwrap().count, 3);
+        assert_eq!(HostedCluster::runtime_namespace("team-a"), "kok-team-a");
+
+        let dedicated = HostedEtcd { cluster_ref: Some("e".into()), shared: None };
+        assert_eq!(dedicated.resolve(), Some(("e", "/registry")));
+        assert_eq!(HostedEtcd::default().resolve(), None);
+    }
+
+    #[test]
+    fn sample_etcd_objects_parse() {
+        let yaml = r#"
+apiVersion: kok.flotilla.io/v1alpha1
+kind: EtcdCluster
+metadata:
+  name: shared-etcd
+spec:
+  members: 3
+  version: 3.4.23
+  storage:
+    dataDir: /var/lib/etcd
+    size: 8Gi
+  backup:
+    schedule: "0 */6 * * *"
+    destination:
+      machine: m1
+      path: /var/backups/etcd
+status:
+  phase: Running
+  leader: shared-etcd-0
+  readyMembers: 3
+  members:
+    - name: shared-etcd-0
+      machine: m1
+      peerURL: https://10.0.0.1:2380
+      clientURL: https://10.0.0.1:2379
+      id: 8e9e05c52164694d
+      isLearner: false
+      healthy: true
+      dbSizeBytes: 20480
+      version: 3.4.23
+"#;
+        let etcd: EtcdCluster = serde_saphyr::from_str(yaml).unwrap();
+        assert_eq!(etcd.spec.runtime, Runtime::Process);
+        assert_eq!(etcd.spec.backup.as_ref().unwrap().retention, 7);
+        let status = etcd.status.unwrap();
+        assert_eq!(status.members[0].peer_url.as_deref(), Some("https://10.0.0.1:2380"));
+        assert_eq!(status.members[0].db_size_bytes, Some(20480));
+
+        let backup: EtcdBackup = serde_saphyr::from_str(
+            "apiVersion: kok.flotilla.io/v1alpha1\nkind: EtcdBackup\nmetadata: {name: b1}\n\
+             spec: {cluster: shared-etcd, prefix: /clusters/team-a, destination: {machine: m1, path: /b}}\n",
+        )
+        .unwrap();
+        assert_eq!(backup.spec.prefix.as_deref(), Some("/clusters/team-a"));
+        let restore: EtcdRestore = serde_saphyr::from_str(
+            "apiVersion: kok.flotilla.io/v1alpha1\nkind: EtcdRestore\nmetadata: {name: r1}\n\
+             spec: {backup: b1, target: restored}\n",
+        )
+        .unwrap();
+        assert_eq!(restore.spec.target, "restored");
+    }
+
+    #[test]
+    fn unknown_spec_fields_are_rejected() {
+        let err = serde_json::from_value::<HostedClusterSpec>(serde_json::json!({
+            "version": "1.20.2", "etcd": {"clusterRef": "e"}, "controlPlan": {}
+        }));
+        assert!(err.is_err());
+    }
+}

@@ -1,0 +1,6 @@
+//! Pure decisions for Kubernetes on Kubernetes (`kok.flotilla.io`): the
+//! certificates of a hosted control plane and the command lines of its
+//! processes.
+
+pub mod pki;
+pub mod render;

@@ -185,6 +185,18 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     }
 
     let deployments: Api<Deployment> = Api::namespaced(hub_client.clone(), NAMESPACE);
+    // Warm-up: the hub starts watching a kind once a policy names it, and
+    // the first change also opens every connection; not part of the figure.
+    deployments.patch("warmup", &ssa, &Patch::Apply(&template("warmup", 0))).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !arrivals.lock().ok().is_some_and(|a| {
+        a.get(&("warmup".to_string(), 0)).is_some_and(|v| v.len() >= members.len())
+    }) {
+        if Instant::now() > deadline {
+            bail!("the warm-up template did not reach every member within 60s");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     println!(
         "distribution: template created or updated on the hub -> applied in all {} members ({} changes)",
         members.len(),
@@ -241,7 +253,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
             .await?;
         println!("  created in {:.1} s", created.elapsed().as_secs_f64());
         let bindings: Api<ResourceBinding> = Api::namespaced(hub_client.clone(), NAMESPACE);
-        let wanted = args.templates + creations;
+        let wanted = args.templates + creations + 1;
         let fully_applied = || async {
             let list = bindings.list(&ListParams::default()).await?;
             let n = list

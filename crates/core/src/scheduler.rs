@@ -10,8 +10,9 @@
 //! added or removed (Karmada's scale-up / scale-down).
 
 use std::cmp::{Ordering, Reverse};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::{self, Write as _};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use flotilla_api::cluster::{taints, ApiEnablement, ManagedCluster, Taint, TaintEffect};
@@ -390,6 +391,8 @@ struct Candidate<'c> {
     group_rank: usize,
     /// Its rank inside that group (for round-robin across groups).
     member_rank: usize,
+    /// Its group under the constraint being applied.
+    group_key: &'c str,
 }
 
 impl Candidate<'_> {
@@ -409,18 +412,56 @@ fn preference(a: &Candidate, b: &Candidate) -> Ordering {
         .then_with(|| a.name().cmp(b.name()))
 }
 
-/// The binding's current clusters, looked up by name.
-struct Previous<'a>(Vec<(&'a str, i32)>);
+/// The binding's current clusters, looked up by name once per cluster and
+/// call, so with a cheap hash (names are not attacker-chosen keys here).
+struct Previous<'a>(HashMap<&'a str, i32, BuildHasherDefault<FxHasher>>);
 
 impl<'a> Previous<'a> {
     fn new(previous: &'a [TargetCluster]) -> Self {
-        let mut sorted: Vec<(&str, i32)> = previous.iter().map(|t| (t.name.as_str(), t.replicas)).collect();
-        sorted.sort_unstable();
-        Previous(sorted)
+        let mut map = HashMap::with_capacity_and_hasher(previous.len(), Default::default());
+        for t in previous {
+            map.entry(t.name.as_str()).or_insert(t.replicas);
+        }
+        Previous(map)
     }
     fn get(&self, name: &str) -> Option<i32> {
-        let i = self.0.binary_search_by(|(n, _)| (*n).cmp(name)).ok()?;
-        Some(self.0[i].1)
+        if self.0.is_empty() {
+            return None;
+        }
+        self.0.get(name).copied()
+    }
+}
+
+/// The Fx hash (rustc's): a multiply and rotate per word.
+#[derive(Default)]
+struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -429,9 +470,11 @@ pub fn schedule(req: &SchedulingRequest, clusters: &[ClusterSnapshot]) -> Result
     let placement = req.placement;
     let strategy = Strategy::of(placement);
     let spread = SpreadPlan::new(&placement.spread_constraints);
-    let requests = parse_requests(req.requests).map_err(Unschedulable::new)?;
     let previous = Previous::new(req.previous);
     let needs_capacity = strategy.needs_capacity() || !spread.is_empty();
+    // Requests matter only where room does; elsewhere a bad one is not our concern.
+    let requests =
+        if needs_capacity { parse_requests(req.requests).map_err(Unschedulable::new)? } else { Vec::new() };
 
     let mut candidates = Vec::with_capacity(clusters.len());
     let mut earliest_expiry: Option<Timestamp> = None;
@@ -442,7 +485,14 @@ pub fn schedule(req: &SchedulingRequest, clusters: &[ClusterSnapshot]) -> Result
             earliest_expiry = Some(earliest_expiry.map_or(at, |e| e.min(at)));
         }
         let available = if needs_capacity { available_for(cluster, &requests) } else { 0 };
-        candidates.push(Candidate { cluster, previous: prev, available, group_rank: 0, member_rank: 0 });
+        candidates.push(Candidate {
+            cluster,
+            previous: prev,
+            available,
+            group_rank: 0,
+            member_rank: 0,
+            group_key: "",
+        });
     }
     if candidates.is_empty() {
         let why = if clusters.is_empty() {
@@ -685,9 +735,9 @@ fn apply_spread(
 
 /// Keeps the candidates of the chosen groups of one group constraint:
 /// groups already used first, then those with the most room, then by name.
-fn choose_groups(
+fn choose_groups<'c>(
     group: &GroupConstraint,
-    candidates: &mut Vec<Candidate>,
+    candidates: &mut Vec<Candidate<'c>>,
     context: &FailureContext,
 ) -> Result<(), Unschedulable> {
     struct Group<'c> {
@@ -697,17 +747,20 @@ fn choose_groups(
         used: bool,
         room: i64,
     }
-    candidates.sort_unstable_by(|a, b| group.key_of(a.cluster).cmp(&group.key_of(b.cluster)));
+    for c in candidates.iter_mut() {
+        c.group_key = group.key_of(c.cluster).unwrap_or_default();
+    }
+    candidates.sort_unstable_by(|a, b| a.group_key.cmp(b.group_key));
     let mut groups: Vec<Group> = Vec::new();
     for (i, c) in candidates.iter().enumerate() {
         match groups.last_mut() {
-            Some(g) if g.key == group.key_of(c.cluster).unwrap_or_default() => {
+            Some(g) if g.key == c.group_key => {
                 g.end = i + 1;
                 g.used |= c.in_previous();
                 g.room = g.room.saturating_add(c.available);
             }
             _ => groups.push(Group {
-                key: group.key_of(c.cluster).unwrap_or_default(),
+                key: c.group_key,
                 start: i,
                 end: i + 1,
                 used: c.in_previous(),
@@ -1648,6 +1701,10 @@ mod tests {
         let mut r = run(&placement, 1);
         r.requests = [("cpu".to_string(), Quantity("lots".into()))].into();
         assert_eq!(r.error(&three()), "resource request cpu: \"lots\" is not a valid Kubernetes quantity");
+        let duplicated = Placement::default();
+        let mut r = run(&duplicated, 1);
+        r.requests = [("cpu".to_string(), Quantity("lots".into()))].into();
+        assert_eq!(r.placed(&three()).len(), 3);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_core::kok::pki::{keys, ControlPlanePki, EtcdMemberHosts, PkiInputs};
 use flotilla_core::kok::render::{
-    apiserver_args, controller_manager_args, etcd_args, scheduler_args, ControlPlaneLayout, EtcdMemberLayout,
-    EtcdPeer, InitialClusterState, DEFAULT_CONTROLLERS,
+    apiserver_args, component_secret_keys, controller_manager_args, etcd_args, scheduler_args, Component,
+    ControlPlaneLayout, EtcdMemberLayout, EtcdPeer, InitialClusterState, DEFAULT_CONTROLLERS,
 };
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_core::pki::{CertificateAuthority, LeafSpec};
@@ -100,6 +100,25 @@ async fn try_start(binaries: &Binaries) -> Result<ControlPlane, String> {
     write_secret_files(&pki_dir, &generated.to_secret_data());
     // What the processes run with is what an operator reloads from the Secret.
     let pki = ControlPlanePki::from_secret_data("kok-pki", &read_secret_files(&pki_dir)).unwrap();
+    // Each process gets a directory with only the files its component
+    // needs, as a node agent would give it: that must be enough.
+    let data = pki.to_secret_data();
+    let component_dir = |component: Component| {
+        let name = match &component {
+            Component::Etcd(member) => member.clone(),
+            other => format!("{other:?}"),
+        };
+        let subset: BTreeMap<String, Vec<u8>> = component_secret_keys(&component)
+            .into_iter()
+            .map(|key| {
+                let value = data[&key].clone();
+                (key, value)
+            })
+            .collect();
+        let path = dir.path().join(format!("{name}-pki"));
+        write_secret_files(&path, &subset);
+        path
+    };
 
     let member = EtcdPeer {
         name: "etcd-0".into(),
@@ -108,7 +127,7 @@ async fn try_start(binaries: &Binaries) -> Result<ControlPlane, String> {
     };
     let etcd_layout = EtcdMemberLayout {
         data_dir: dir.path().join("etcd-data"),
-        pki_dir: pki_dir.clone(),
+        pki_dir: component_dir(Component::Etcd("etcd-0".into())),
         listen_client_urls: vec![],
         listen_peer_urls: vec![],
         quota_backend_bytes: Some(2 << 30),
@@ -116,7 +135,7 @@ async fn try_start(binaries: &Binaries) -> Result<ControlPlane, String> {
     };
     let layout = ControlPlaneLayout {
         name: "kok-pki".into(),
-        pki_dir: pki_dir.clone(),
+        pki_dir: component_dir(Component::KubeApiserver),
         bind_address: "127.0.0.1".into(),
         advertise_address: "127.0.0.1".into(),
         apiserver_port: api,
@@ -146,8 +165,11 @@ async fn try_start(binaries: &Binaries) -> Result<ControlPlane, String> {
     // /readyz includes the apiserver's etcd check: it passes only once the
     // apiserver reaches etcd over mutual TLS.
     wait_ok(&admin, "/readyz", &mut processes).await?;
-    processes.push(spawn("kube-controller-manager", controller_manager_args(&layout)));
-    processes.push(spawn("kube-scheduler", scheduler_args(&layout)));
+    let cm_layout =
+        ControlPlaneLayout { pki_dir: component_dir(Component::KubeControllerManager), ..layout.clone() };
+    let scheduler_layout = ControlPlaneLayout { pki_dir: component_dir(Component::KubeScheduler), ..layout };
+    processes.push(spawn("kube-controller-manager", controller_manager_args(&cm_layout)));
+    processes.push(spawn("kube-scheduler", scheduler_args(&scheduler_layout)));
     for port in [cm, sched] {
         // Their serving certificates verify against the cluster CA (the
         // admin kubeconfig's), on the address the layout bound them to.

@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-use flotilla_api::kok::ExtraArgs;
+use flotilla_api::kok::{ExtraArgs, HostedClusterSpec};
 
 use super::pki::{keys, leaves};
 
@@ -47,7 +47,54 @@ pub struct ControlPlaneLayout {
     pub extra_args: ExtraArgs,
 }
 
+/// The ports of one control-plane instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComponentPorts {
+    pub apiserver: u16,
+    pub controller_manager: u16,
+    pub scheduler: u16,
+}
+
+impl Default for ComponentPorts {
+    /// The upstream defaults.
+    fn default() -> Self {
+        Self { apiserver: 6443, controller_manager: 10257, scheduler: 10259 }
+    }
+}
+
 impl ControlPlaneLayout {
+    /// One instance of `spec`'s control plane on a machine reached at
+    /// `address` (components bind there), reading its files from `pki_dir`.
+    /// `None` when `spec.etcd` names neither or both of its forms.
+    pub fn for_hosted_cluster(
+        name: &str,
+        spec: &HostedClusterSpec,
+        pki_dir: PathBuf,
+        address: &str,
+        ports: ComponentPorts,
+        etcd_servers: Vec<String>,
+    ) -> Option<Self> {
+        let (_, prefix) = spec.etcd.resolve()?;
+        Some(Self {
+            name: name.to_string(),
+            pki_dir,
+            bind_address: address.to_string(),
+            advertise_address: address.to_string(),
+            apiserver_port: ports.apiserver,
+            controller_manager_port: ports.controller_manager,
+            scheduler_port: ports.scheduler,
+            service_cidr: spec.network.service_cidr.clone(),
+            pod_cidr: spec.network.pod_cidr.clone(),
+            cluster_domain: spec.network.cluster_domain.clone(),
+            etcd_servers,
+            etcd_prefix: prefix.to_string(),
+            // Several instances must not all run controllers at once.
+            leader_elect: spec.control_plane.replicas > 1,
+            controllers: DEFAULT_CONTROLLERS.to_string(),
+            extra_args: spec.control_plane.extra_args.clone(),
+        })
+    }
+
     fn file(&self, key: &str) -> String {
         self.pki_dir.join(key).display().to_string()
     }
@@ -163,6 +210,79 @@ pub fn scheduler_args(l: &ControlPlaneLayout) -> Vec<String> {
         "--profiling=false".into(),
     ];
     merge_args(base, &l.extra_args.kube_scheduler)
+}
+
+/// A process of a hosted control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Component {
+    /// The etcd member of this name.
+    Etcd(String),
+    KubeApiserver,
+    KubeControllerManager,
+    KubeScheduler,
+}
+
+/// The Secret keys (= files in `pki_dir`) a component's command line needs,
+/// and no more: a machine running only an etcd member never receives the
+/// cluster CA key, and the apiserver never the CA keys at all.
+pub fn component_secret_keys(component: &Component) -> Vec<String> {
+    let pair = |leaf: &str| [keys::crt(leaf), keys::key(leaf)];
+    let mut out: Vec<String> = Vec::new();
+    match component {
+        Component::Etcd(member) => {
+            out.push(keys::ETCD_CA_CRT.into());
+            out.extend(pair(&leaves::etcd_server(member)));
+            out.extend(pair(&leaves::etcd_peer(member)));
+        }
+        Component::KubeApiserver => {
+            out.extend(
+                [keys::CA_CRT, keys::FRONT_PROXY_CA_CRT, keys::ETCD_CA_CRT, keys::SA_KEY, keys::SA_PUB]
+                    .map(String::from),
+            );
+            for leaf in [
+                leaves::APISERVER,
+                leaves::APISERVER_ETCD_CLIENT,
+                leaves::APISERVER_KUBELET_CLIENT,
+                leaves::FRONT_PROXY_CLIENT,
+            ] {
+                out.extend(pair(leaf));
+            }
+        }
+        Component::KubeControllerManager => {
+            out.extend(
+                [
+                    keys::CA_CRT,
+                    keys::CA_KEY,
+                    keys::FRONT_PROXY_CA_CRT,
+                    keys::SA_KEY,
+                    keys::CONTROLLER_MANAGER_KUBECONFIG,
+                ]
+                .map(String::from),
+            );
+            out.extend(pair(leaves::CONTROLLER_MANAGER_SERVING));
+        }
+        Component::KubeScheduler => {
+            out.extend([keys::CA_CRT, keys::SCHEDULER_KUBECONFIG].map(String::from));
+            out.extend(pair(leaves::SCHEDULER_SERVING));
+        }
+    }
+    out
+}
+
+/// SHA-256 (hex) of Secret or ConfigMap data, for a pod annotation or a
+/// process spec: a component restarts when (and only when) its
+/// certificates or configuration change.
+pub fn data_checksum(data: &std::collections::BTreeMap<String, Vec<u8>>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for (key, value) in data {
+        // Length prefixes keep ("ab", "c") and ("a", "bc") apart.
+        hasher.update((key.len() as u64).to_be_bytes());
+        hasher.update(key.as_bytes());
+        hasher.update((value.len() as u64).to_be_bytes());
+        hasher.update(value);
+    }
+    hex::encode(hasher.finalize())
 }
 
 /// An etcd member as its peers see it.
@@ -373,6 +493,96 @@ mod tests {
         // Extras go to their own component only.
         assert_eq!(value(&controller_manager_args(&l), "--v"), None);
         assert_eq!(merge_args(vec!["--a=1".into(), "--b".into()], &["--b=2".into()]), ["--a=1", "--b=2"]);
+    }
+
+    /// Every file a command line names (under `pki_dir`) is in the
+    /// component's key set, and the set holds nothing else.
+    #[test]
+    fn component_key_sets_are_exactly_the_files_their_args_name() {
+        let l = layout();
+        let etcd_layout = EtcdMemberLayout {
+            data_dir: "/var/lib/etcd".into(),
+            pki_dir: l.pki_dir.clone(),
+            listen_client_urls: vec![],
+            listen_peer_urls: vec![],
+            quota_backend_bytes: None,
+            cluster_token: "t".into(),
+        };
+        let peer = EtcdPeer {
+            name: "etcd-0".into(),
+            peer_url: "https://a:2380".into(),
+            client_url: "https://a:2379".into(),
+        };
+        let prefix = format!("{}/", l.pki_dir.display());
+        for (component, args) in [
+            (Component::Etcd("etcd-0".into()), etcd_args(&peer, &[], &etcd_layout, InitialClusterState::New)),
+            (Component::KubeApiserver, apiserver_args(&l)),
+            (Component::KubeControllerManager, controller_manager_args(&l)),
+            (Component::KubeScheduler, scheduler_args(&l)),
+        ] {
+            let mut named: Vec<String> = args
+                .iter()
+                .filter_map(|a| a.split_once('=').map(|(_, v)| v))
+                .filter_map(|v| v.strip_prefix(&prefix))
+                .map(String::from)
+                .collect();
+            named.sort();
+            named.dedup();
+            let mut keys = component_secret_keys(&component);
+            keys.sort();
+            assert_eq!(named, keys, "{component:?}");
+        }
+        assert!(!component_secret_keys(&Component::KubeApiserver).contains(&keys::CA_KEY.to_string()));
+    }
+
+    #[test]
+    fn layout_follows_the_hosted_cluster_spec() {
+        let spec: HostedClusterSpec = serde_json::from_value(serde_json::json!({
+            "version": "1.20.2",
+            "etcd": {"shared": {"clusterRef": "shared", "prefix": "/clusters/team-a"}},
+            "controlPlane": {"replicas": 3, "extraArgs": {"kubeScheduler": ["--v=3"]}},
+            "network": {"podCIDR": "10.244.0.0/16"}
+        }))
+        .unwrap();
+        let l = ControlPlaneLayout::for_hosted_cluster(
+            "team-a",
+            &spec,
+            "/pki".into(),
+            "192.0.2.10",
+            ComponentPorts::default(),
+            vec!["https://192.0.2.21:2379".into()],
+        )
+        .unwrap();
+        assert_eq!(l.etcd_prefix, "/clusters/team-a");
+        assert!(l.leader_elect);
+        assert_eq!(l.service_cidr, "10.96.0.0/12");
+        assert_eq!(l.pod_cidr.as_deref(), Some("10.244.0.0/16"));
+        assert_eq!(l.apiserver_port, 6443);
+        assert_eq!(value(&scheduler_args(&l), "--v"), Some("3"));
+        let mut no_etcd = spec;
+        no_etcd.etcd = Default::default();
+        let none = ControlPlaneLayout::for_hosted_cluster(
+            "x",
+            &no_etcd,
+            "/p".into(),
+            "a",
+            ComponentPorts::default(),
+            vec![],
+        );
+        assert!(none.is_none());
+    }
+
+    #[test]
+    fn checksum_changes_with_any_key_or_value() {
+        let data = |pairs: &[(&str, &str)]| {
+            pairs.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect()
+        };
+        let base = data_checksum(&data(&[("a", "1"), ("b", "2")]));
+        assert_eq!(base, data_checksum(&data(&[("b", "2"), ("a", "1")])));
+        assert_ne!(base, data_checksum(&data(&[("a", "1"), ("b", "3")])));
+        assert_ne!(base, data_checksum(&data(&[("a", "1"), ("c", "2")])));
+        assert_ne!(data_checksum(&data(&[("ab", "c")])), data_checksum(&data(&[("a", "bc")])));
+        assert_eq!(base.len(), 64);
     }
 
     #[test]

@@ -77,7 +77,11 @@ fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn hub_process(dir: &std::path::Path, kubeconfig: &std::path::Path, log: &str) -> anyhow::Result<ManagedProcess> {
+fn hub_process(
+    dir: &std::path::Path,
+    kubeconfig: &std::path::Path,
+    log: &str,
+) -> anyhow::Result<ManagedProcess> {
     Ok(ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", std::env::current_exe()?, dir.join(log))
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
@@ -100,8 +104,10 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
             c
         })
         .collect();
-    let (hub, members) =
-        tokio::join!(Cluster::start(hub_config), futures::future::join_all(member_configs.into_iter().map(Cluster::start)));
+    let (hub, members) = tokio::join!(
+        Cluster::start(hub_config),
+        futures::future::join_all(member_configs.into_iter().map(Cluster::start))
+    );
     let hub = hub?;
     let members: Vec<Cluster> = members.into_iter().collect::<Result<_, _>>()?;
     flotilla_hub::install(&hub.client()).await?;
@@ -118,13 +124,17 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     for m in &members {
         let name = m.name().to_string();
         agents.push(ManagedProcess::spawn(
-            ProcessSpec::new(format!("agent-{name}"), std::env::current_exe()?, tmp.path().join(format!("agent-{name}.log")))
-                .args(["agent", "--cluster", &name, "--kubeconfig"])
-                .arg(m.kubeconfig_path().display().to_string())
-                .arg("--hub-kubeconfig")
-                .arg(bootstrap.display().to_string())
-                .arg("--state-dir")
-                .arg(tmp.path().join("agents").join(&name).display().to_string()),
+            ProcessSpec::new(
+                format!("agent-{name}"),
+                std::env::current_exe()?,
+                tmp.path().join(format!("agent-{name}.log")),
+            )
+            .args(["agent", "--cluster", &name, "--kubeconfig"])
+            .arg(m.kubeconfig_path().display().to_string())
+            .arg("--hub-kubeconfig")
+            .arg(bootstrap.display().to_string())
+            .arg("--state-dir")
+            .arg(tmp.path().join("agents").join(&name).display().to_string()),
         )?);
     }
     let clusters: Api<flotilla_api::ManagedCluster> = Api::all(hub.client());
@@ -189,9 +199,11 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     // the first change also opens every connection; not part of the figure.
     deployments.patch("warmup", &ssa, &Patch::Apply(&template("warmup", 0))).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !arrivals.lock().ok().is_some_and(|a| {
-        a.get(&("warmup".to_string(), 0)).is_some_and(|v| v.len() >= members.len())
-    }) {
+    while !arrivals
+        .lock()
+        .ok()
+        .is_some_and(|a| a.get(&("warmup".to_string(), 0)).is_some_and(|v| v.len() >= members.len()))
+    {
         if Instant::now() > deadline {
             bail!("the warm-up template did not reach every member within 60s");
         }
@@ -205,7 +217,8 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     let creations = args.changes.div_ceil(2);
     let mut samples = Vec::new();
     for i in 0..args.changes {
-        let (name, seq) = if i < creations { (format!("lat-{i}"), 0) } else { (format!("lat-{}", i - creations), 1) };
+        let (name, seq) =
+            if i < creations { (format!("lat-{i}"), 0) } else { (format!("lat-{}", i - creations), 1) };
         let started = Instant::now();
         deployments.patch(&name, &ssa, &Patch::Apply(&template(&name, seq))).await?;
         let deadline = started + Duration::from_secs(30);
@@ -213,7 +226,11 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
             let done = arrivals
                 .lock()
                 .ok()
-                .and_then(|a| a.get(&(name.clone(), seq)).filter(|v| v.len() >= members.len()).map(|v| v.iter().max().copied()))
+                .and_then(|a| {
+                    a.get(&(name.clone(), seq))
+                        .filter(|v| v.len() >= members.len())
+                        .map(|v| v.iter().max().copied())
+                })
                 .flatten();
             if let Some(last) = done {
                 samples.push(last.saturating_duration_since(started));
@@ -237,7 +254,11 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     controller.check_running()?;
 
     if args.templates > 0 {
-        println!("hub controller memory: {} Deployment templates over {} members", args.templates, members.len());
+        println!(
+            "hub controller memory: {} Deployment templates over {} members",
+            args.templates,
+            members.len()
+        );
         let created = Instant::now();
         futures::stream::iter(0..args.templates)
             .map(|i| {

@@ -483,9 +483,15 @@ async fn get_bindings(hub: HubKubeconfig) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let mut table = comfy_table::Table::new();
-    table
-        .load_style(comfy_table::presets::NOTHING)
-        .set_header(vec!["NAMESPACE", "TEMPLATE", "POLICY", "CLUSTERS", "SCHEDULED", "APPLIED", "MESSAGE"]);
+    table.load_style(comfy_table::presets::NOTHING).set_header(vec![
+        "NAMESPACE",
+        "TEMPLATE",
+        "POLICY",
+        "CLUSTERS",
+        "SCHEDULED",
+        "APPLIED",
+        "MESSAGE",
+    ]);
     for (namespace, spec, status) in rows {
         let condition = |t: &str| status.and_then(|s| s.conditions.iter().find(|c| c.type_ == t));
         let clusters: Vec<String> = spec

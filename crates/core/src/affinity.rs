@@ -83,8 +83,14 @@ mod tests {
         let l = labels(&[("env", "prod"), ("tier", "web")]);
         let check = |sel: LabelSelector| label_selector_matches(&sel, &l);
         assert!(check(LabelSelector::default()));
-        assert!(check(LabelSelector { match_labels: Some(labels(&[("env", "prod")])), ..Default::default() }));
-        assert!(!check(LabelSelector { match_labels: Some(labels(&[("env", "dev")])), ..Default::default() }));
+        assert!(check(LabelSelector {
+            match_labels: Some(labels(&[("env", "prod")])),
+            ..Default::default()
+        }));
+        assert!(!check(LabelSelector {
+            match_labels: Some(labels(&[("env", "dev")])),
+            ..Default::default()
+        }));
         let with = |e| LabelSelector { match_expressions: Some(vec![e]), ..Default::default() };
         assert!(check(with(expr("env", "In", &["prod", "staging"]))));
         assert!(!check(with(expr("env", "NotIn", &["prod"]))));

@@ -87,9 +87,10 @@ pub fn keep_previous(
     previous_replicas: i32,
     clusters: &[ClusterSnapshot],
 ) -> Option<Option<Duration>> {
-    let divided = request.placement.replica_scheduling.as_ref().is_some_and(|rs| {
-        rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided
-    });
+    let divided =
+        request.placement.replica_scheduling.as_ref().is_some_and(|rs| {
+            rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided
+        });
     if !divided
         || request.previous.is_empty()
         || request.replicas != previous_replicas
@@ -159,9 +160,8 @@ pub fn plan_evictions(
         if all_new_healthy || out.iter().any(|t| t.from_cluster == gone.name) {
             continue;
         }
-        let tainted = taints
-            .get(&gone.name)
-            .and_then(|ts| ts.iter().find(|t| t.effect == TaintEffect::NoExecute));
+        let tainted =
+            taints.get(&gone.name).and_then(|ts| ts.iter().find(|t| t.effect == TaintEffect::NoExecute));
         if let Some(taint) = tainted {
             out.push(GracefulEvictionTask {
                 from_cluster: gone.name.clone(),
@@ -215,7 +215,10 @@ mod tests {
                     static_weight_list: weights
                         .iter()
                         .map(|(n, w)| StaticClusterWeight {
-                            target_cluster: ClusterAffinity { cluster_names: vec![n.to_string()], ..Default::default() },
+                            target_cluster: ClusterAffinity {
+                                cluster_names: vec![n.to_string()],
+                                ..Default::default()
+                            },
                             weight: *w,
                         })
                         .collect(),

@@ -56,7 +56,12 @@ fn widget_api(client: Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client, ns, &ApiResource::from_gvk_with_plural(&gvk, "widgets"))
 }
 
-fn agent_config(name: &str, state: &Path, member: &Cluster, bootstrap: Option<std::path::PathBuf>) -> AgentConfig {
+fn agent_config(
+    name: &str,
+    state: &Path,
+    member: &Cluster,
+    bootstrap: Option<std::path::PathBuf>,
+) -> AgentConfig {
     let mut config = AgentConfig::new(name, state.to_path_buf(), member.kubeconfig_path().to_path_buf());
     config.bootstrap_kubeconfig = bootstrap;
     config.health_interval = Duration::from_millis(500);
@@ -74,7 +79,8 @@ impl Fleet {
             .try_init();
         let hub = Cluster::start(ClusterConfig::hub("hub"));
         let members = futures::future::join_all(
-            (0..regions.len()).map(|i| Cluster::start(ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1))),
+            (0..regions.len())
+                .map(|i| Cluster::start(ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1))),
         );
         let (hub, members) = tokio::join!(hub, members);
         let hub = hub.unwrap();
@@ -100,7 +106,10 @@ impl Fleet {
                 "auth-extra-groups": flotilla_core::membership::BOOTSTRAP_GROUP}
         }))
         .unwrap();
-        Api::<Secret>::namespaced(hub.client(), "kube-system").create(&PostParams::default(), &secret).await.unwrap();
+        Api::<Secret>::namespaced(hub.client(), "kube-system")
+            .create(&PostParams::default(), &secret)
+            .await
+            .unwrap();
         let bootstrap = tmp.path().join("bootstrap.kubeconfig");
         std::fs::write(
             &bootstrap,
@@ -119,11 +128,15 @@ impl Fleet {
         let clusters: Api<ManagedCluster> = Api::all(fleet.hub.client());
         for (i, region) in regions.iter().enumerate() {
             let name = format!("m{}", i + 1);
-            wait_for(&format!("{name} Available with its APIs reported"), Duration::from_secs(60), || async {
-                let Some(mc) = clusters.get_opt(&name).await.unwrap() else { return false };
-                mc.condition("Available").is_some_and(|c| c.status == "True")
-                    && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
-            })
+            wait_for(
+                &format!("{name} Available with its APIs reported"),
+                Duration::from_secs(60),
+                || async {
+                    let Some(mc) = clusters.get_opt(&name).await.unwrap() else { return false };
+                    mc.condition("Available").is_some_and(|c| c.status == "True")
+                        && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
+                },
+            )
             .await;
             let labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
             clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
@@ -196,33 +209,42 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     create_namespace(&hub, "demo").await;
 
     // (iii) a ConfigMap the Deployment needs; (ii) an image override for eu.
-    apply(&hub, json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "web-config", "namespace": "demo"}, "data": {"MODE": "fleet"}}))
+    apply(
+        &hub,
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "web-config", "namespace": "demo"}, "data": {"MODE": "fleet"}}),
+    )
     .await;
-    apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
-        "metadata": {"name": "eu-registry", "namespace": "demo"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-            "overrideRules": [{
-                "targetCluster": {"fieldSelector": {"matchExpressions": [
-                    {"key": "region", "operator": "In", "values": ["eu"]}]}},
-                "overriders": {"imageOverrider": [{"component": "Registry", "operator": "replace",
-                    "value": "registry.eu.example.com"}]}}]}
-    }))
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
+            "metadata": {"name": "eu-registry", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "overrideRules": [{
+                    "targetCluster": {"fieldSelector": {"matchExpressions": [
+                        {"key": "region", "operator": "In", "values": ["eu"]}]}},
+                    "overriders": {"imageOverrider": [{"component": "Registry", "operator": "replace",
+                        "value": "registry.eu.example.com"}]}}]}
+        }),
+    )
     .await;
     // (i) 10 replicas divided 1:2:2.
-    apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-        "metadata": {"name": "web", "namespace": "demo"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-            "propagateDeps": true,
-            "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                "replicaDivisionPreference": "Weighted",
-                "weightPreference": {"staticWeightList": [
-                    {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                    {"targetCluster": {"clusterNames": ["m2"]}, "weight": 2},
-                    {"targetCluster": {"clusterNames": ["m3"]}, "weight": 2}]}}}}
-    }))
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "propagateDeps": true,
+                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                    "replicaDivisionPreference": "Weighted",
+                    "weightPreference": {"staticWeightList": [
+                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
+                        {"targetCluster": {"clusterNames": ["m2"]}, "weight": 2},
+                        {"targetCluster": {"clusterNames": ["m3"]}, "weight": 2}]}}}}
+        }),
+    )
     .await;
     apply(&hub, deployment("web", 10, "docker.io/library/nginx:1.25", Some("web-config"))).await;
 
@@ -244,7 +266,8 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     assert_eq!(image(eu), "registry.eu.example.com/library/nginx:1.25");
     let us = Api::<Deployment>::namespaced(fleet.member("m2").client(), "demo").get("web").await.unwrap();
     assert_eq!(image(us), "docker.io/library/nginx:1.25");
-    let binding = Api::<ResourceBinding>::namespaced(hub.clone(), "demo").get("web-deployment").await.unwrap();
+    let binding =
+        Api::<ResourceBinding>::namespaced(hub.clone(), "demo").get("web-deployment").await.unwrap();
     let status = binding.status.unwrap();
     assert_eq!(status.aggregated_status.len(), 3);
     assert!(status.conditions.iter().any(|c| c.type_ == "Scheduled" && c.status == "True"));
@@ -263,12 +286,15 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     let m1 = fleet.member("m1").client();
     create_namespace(&m1, "demo").await;
     apply(&m1, deployment("legacy", 1, "legacy:1", None)).await;
-    apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-        "metadata": {"name": "legacy", "namespace": "demo"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
-            "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
-    }))
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "legacy", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
+                "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+        }),
+    )
     .await;
     apply(&hub, deployment("legacy", 1, "fleet:2", None)).await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
@@ -284,13 +310,16 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     let legacy = Api::<Deployment>::namespaced(m1.clone(), "demo").get("legacy").await.unwrap();
     assert_eq!(image(legacy), "legacy:1", "a Deployment Flotilla did not create was overwritten");
     // The policy says to take it over: now it is.
-    apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-        "metadata": {"name": "legacy", "namespace": "demo"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
-            "conflictResolution": "Overwrite",
-            "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
-    }))
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "legacy", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
+                "conflictResolution": "Overwrite",
+                "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+        }),
+    )
     .await;
     let legacy_api = Api::<Deployment>::namespaced(m1.clone(), "demo");
     wait_for("legacy taken over with Overwrite", Duration::from_secs(30), || async {
@@ -300,14 +329,20 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
 
     // (viii) a CRD instance propagates like a built-in kind, only to the
     // members that serve its API (m3 does not).
-    apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "ClusterPropagationPolicy",
-        "metadata": {"name": "widgets"},
-        "spec": {"resourceSelectors": [{"apiVersion": "example.com/v1", "kind": "Widget"}]}
-    }))
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "ClusterPropagationPolicy",
+            "metadata": {"name": "widgets"},
+            "spec": {"resourceSelectors": [{"apiVersion": "example.com/v1", "kind": "Widget"}]}
+        }),
+    )
     .await;
-    apply(&hub, json!({"apiVersion": "example.com/v1", "kind": "Widget",
-        "metadata": {"name": "gear", "namespace": "demo"}, "spec": {"teeth": 12}}))
+    apply(
+        &hub,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+        "metadata": {"name": "gear", "namespace": "demo"}, "spec": {"teeth": 12}}),
+    )
     .await;
     for member in ["m1", "m2"] {
         let widgets = widget_api(fleet.member(member).client(), "demo");
@@ -327,7 +362,11 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
         let m = fleet.member(member);
         wait_for(&format!("web gone from {member}"), Duration::from_secs(30), || async {
             member_replicas(m, "web").await.is_none()
-                && Api::<ConfigMap>::namespaced(m.client(), "demo").get_opt("web-config").await.unwrap().is_none()
+                && Api::<ConfigMap>::namespaced(m.client(), "demo")
+                    .get_opt("web-config")
+                    .await
+                    .unwrap()
+                    .is_none()
         })
         .await;
     }
@@ -342,16 +381,19 @@ async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
     let mut fleet = Fleet::start(&["eu", "us", "us"], &[]).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
-    apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-        "metadata": {"name": "web", "namespace": "demo"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-            "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                "replicaDivisionPreference": "Weighted",
-                "weightPreference": {"staticWeightList": [
-                    {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                    {"targetCluster": {"clusterNames": ["m2", "m3"]}, "weight": 2}]}}}}
-    }))
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
+                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                    "replicaDivisionPreference": "Weighted",
+                    "weightPreference": {"staticWeightList": [
+                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
+                        {"targetCluster": {"clusterNames": ["m2", "m3"]}, "weight": 2}]}}}}
+        }),
+    )
     .await;
     apply(&hub, deployment("web", 10, "nginx:1.25", None)).await;
     wait_for("10/10 on the hub", Duration::from_secs(60), || async {
@@ -366,7 +408,8 @@ async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
     wait_for("m1's replicas to move to m2 and m3", Duration::from_secs(60), || async {
         let b = bindings.get("web-deployment").await.unwrap();
-        let placed: Vec<(String, i32)> = b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect();
+        let placed: Vec<(String, i32)> =
+            b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect();
         placed == [("m2".to_string(), 5), ("m3".to_string(), 5)]
     })
     .await;

@@ -7,9 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_api::policy::{
-    ConflictResolution, Placement, ReplicaDivisionPreference, ReplicaSchedulingType,
-};
+use flotilla_api::policy::{ConflictResolution, Placement, ReplicaDivisionPreference, ReplicaSchedulingType};
 use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, ClusterResourceBinding, Health, ObjectReference, PolicyReference,
     ResourceBinding, TargetCluster, Work,
@@ -17,7 +15,8 @@ use flotilla_api::work::{
 use flotilla_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
 use flotilla_core::scheduler::{schedule, SchedulingRequest};
 use flotilla_core::selection::{
-    applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope, TemplateMeta,
+    applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
+    TemplateMeta,
 };
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -137,7 +136,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
 
     let replicas = flotilla_core::workload::replicas(&template_json);
     let requests = flotilla_core::workload::replica_requirements(&template_json);
-    let previous: Vec<TargetCluster> = existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
+    let previous: Vec<TargetCluster> =
+        existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
     let snapshots = apps.cluster_snapshots();
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut requeue = None;
@@ -163,8 +163,16 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         match result {
             Ok(s) => {
                 requeue = s.requeue_after;
-                let placed: Vec<String> = s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
-                record(apps, key, true, "Scheduled", &format!("placed on {}", placed.join(", ")), template.metadata.generation);
+                let placed: Vec<String> =
+                    s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
+                record(
+                    apps,
+                    key,
+                    true,
+                    "Scheduled",
+                    &format!("placed on {}", placed.join(", ")),
+                    template.metadata.generation,
+                );
                 s.clusters
             }
             Err(u) => {
@@ -175,7 +183,14 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             }
         }
     } else {
-        record(apps, key, true, "Dependency", "follows the templates that need it", template.metadata.generation);
+        record(
+            apps,
+            key,
+            true,
+            "Dependency",
+            "follows the templates that need it",
+            template.metadata.generation,
+        );
         Vec::new()
     };
     // Dependencies follow the templates that need them.
@@ -190,7 +205,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
     let taints: BTreeMap<String, Vec<flotilla_api::cluster::Taint>> =
         snapshots.iter().map(|s| (s.name.clone(), s.taints.clone())).collect();
-    let tasks_before = existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
+    let tasks_before =
+        existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
     let tasks = plan_evictions(&previous, &clusters, &tasks_before, &taints, &health, now);
     if !tasks.is_empty() {
         // Re-check until the new copies are healthy or the grace ends.
@@ -266,7 +282,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
-        if let Err(e) = flotilla_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable) {
+        if let Err(e) =
+            flotilla_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable)
+        {
             // Do not ship a half-overridden object; keep what the member has.
             override_errors.push(format!("{}: {e}", target.name));
             continue;
@@ -283,7 +301,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }) {
             continue;
         }
-        writes.push(write_work(apps, key, &bname, &target.name, work_spec, hash, template.metadata.generation));
+        writes.push(write_work(
+            apps,
+            key,
+            &bname,
+            &target.name,
+            work_spec,
+            hash,
+            template.metadata.generation,
+        ));
     }
     for r in futures::future::join_all(writes).await {
         r?;
@@ -324,7 +350,14 @@ pub(super) fn work_health(w: &Work) -> Health {
         .unwrap_or(Health::Unknown)
 }
 
-fn record(apps: &Apps, key: &TemplateKey, scheduled: bool, reason: &str, message: &str, generation: Option<i64>) {
+fn record(
+    apps: &Apps,
+    key: &TemplateKey,
+    scheduled: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
     let outcome = Outcome { scheduled, reason: reason.into(), message: message.into(), generation };
     let changed = lock(&apps.outcomes).insert(key.clone(), outcome.clone()) != Some(outcome);
     if changed {
@@ -340,13 +373,23 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
         pps.iter().map(|p| (p.namespace().unwrap_or_default(), p.name_any())).collect();
     for (p, (ns, name)) in pps.iter().zip(&pp_ns) {
         if ns == meta.namespace && !apps.policy_is_invalid("PropagationPolicy", ns, name) {
-            candidates.push(PolicyCandidate { scope: PolicyScope::Namespaced, namespace: ns, name, spec: &p.spec.spec });
+            candidates.push(PolicyCandidate {
+                scope: PolicyScope::Namespaced,
+                namespace: ns,
+                name,
+                spec: &p.spec.spec,
+            });
         }
     }
     let cpp_names: Vec<String> = cpps.iter().map(|p| p.name_any()).collect();
     for (p, name) in cpps.iter().zip(&cpp_names) {
         if !apps.policy_is_invalid("ClusterPropagationPolicy", "", name) {
-            candidates.push(PolicyCandidate { scope: PolicyScope::Cluster, namespace: "", name, spec: &p.spec.spec });
+            candidates.push(PolicyCandidate {
+                scope: PolicyScope::Cluster,
+                namespace: "",
+                name,
+                spec: &p.spec.spec,
+            });
         }
     }
     let chosen = pick_propagation_policy(meta, &candidates)?;
@@ -388,7 +431,8 @@ fn override_candidates(apps: &Apps, meta: &TemplateMeta) -> Vec<OwnedOverride> {
 /// Bindings that need this template (propagateDeps), with their clusters
 /// (including those still being evicted, whose copies still need it).
 fn requirers(apps: &Apps, key: &TemplateKey) -> Vec<BindingSnapshot> {
-    let names: Vec<String> = lock(&apps.dependents).get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+    let names: Vec<String> =
+        lock(&apps.dependents).get(key).map(|s| s.iter().cloned().collect()).unwrap_or_default();
     let mut out = Vec::new();
     for name in names {
         let r = kube::runtime::reflector::ObjectRef::<ResourceBinding>::new(&name).within(&key.namespace);
@@ -412,7 +456,12 @@ fn requirers(apps: &Apps, key: &TemplateKey) -> Vec<BindingSnapshot> {
     out
 }
 
-async fn write_binding(apps: &Apps, key: &TemplateKey, template: &DynamicObject, spec: &BindingSpec) -> Result<(), Error> {
+async fn write_binding(
+    apps: &Apps,
+    key: &TemplateKey,
+    template: &DynamicObject,
+    spec: &BindingSpec,
+) -> Result<(), Error> {
     let name = binding_name(&key.api_version, &key.kind, &key.name);
     let owner = json!([{
         "apiVersion": key.api_version, "kind": key.kind, "name": key.name,
@@ -426,7 +475,9 @@ async fn write_binding(apps: &Apps, key: &TemplateKey, template: &DynamicObject,
             "metadata": {"name": name, "ownerReferences": owner},
             "spec": spec,
         });
-        Api::<ClusterResourceBinding>::all(apps.client.clone()).patch(&name, &params, &Patch::Apply(&body)).await?;
+        Api::<ClusterResourceBinding>::all(apps.client.clone())
+            .patch(&name, &params, &Patch::Apply(&body))
+            .await?;
     } else {
         let body = json!({
             "apiVersion": ResourceBinding::api_version(&()), "kind": ResourceBinding::kind(&()),
@@ -451,7 +502,8 @@ async fn write_work(
 ) -> Result<(), Error> {
     let namespace = ManagedCluster::hub_namespace(cluster);
     let name = work_name(&key.namespace, binding);
-    let binding_ref = if key.namespace.is_empty() { binding.to_string() } else { format!("{}/{binding}", key.namespace) };
+    let binding_ref =
+        if key.namespace.is_empty() { binding.to_string() } else { format!("{}/{binding}", key.namespace) };
     let binding_kind = if key.namespace.is_empty() { "ClusterResourceBinding" } else { "ResourceBinding" };
     let body = json!({
         "apiVersion": Work::api_version(&()), "kind": Work::kind(&()),
@@ -502,7 +554,10 @@ async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&BindingSpec>) -> 
     let result = if spec.is_none() {
         Ok(())
     } else if key.namespace.is_empty() {
-        Api::<ClusterResourceBinding>::all(apps.client.clone()).delete(&name, &DeleteParams::default()).await.map(|_| ())
+        Api::<ClusterResourceBinding>::all(apps.client.clone())
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map(|_| ())
     } else {
         Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
             .delete(&name, &DeleteParams::default())

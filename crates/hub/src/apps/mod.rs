@@ -336,9 +336,7 @@ async fn on_policies(apps: Arc<Apps>, events: impl Stream<Item = PolicyEvent> + 
         // Templates the policy may select now, and those it selected before.
         let keys: Vec<TemplateKey> = lock(&apps.seen)
             .keys()
-            .filter(|k| {
-                event.selects.is_none() || wanted.contains(&(k.api_version.clone(), k.kind.clone()))
-            })
+            .filter(|k| event.selects.is_none() || wanted.contains(&(k.api_version.clone(), k.kind.clone())))
             .filter(|k| event.namespace.is_empty() || k.namespace == event.namespace)
             .cloned()
             .collect();
@@ -486,7 +484,12 @@ impl BindingEvent {
     }
     fn cluster(e: Event<ClusterResourceBinding>) -> Option<Self> {
         let deleted = matches!(e, Event::Delete(_));
-        touched(&e).map(|b| Self { namespace: String::new(), name: b.name_any(), spec: Some(b.spec.spec.clone()), deleted })
+        touched(&e).map(|b| Self {
+            namespace: String::new(),
+            name: b.name_any(),
+            spec: Some(b.spec.spec.clone()),
+            deleted,
+        })
     }
 }
 
@@ -588,7 +591,8 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
     while let Some(event) = events.next().await {
         let Some(work) = touched(&event) else { continue };
         let Some(hash) = work.labels().get(keys::TEMPLATE_KEY) else { continue };
-        let Some(cluster) = work.namespace().and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(String::from))
+        let Some(cluster) =
+            work.namespace().and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(String::from))
         else {
             continue;
         };
@@ -652,11 +656,9 @@ impl Apps {
         let hit = |sels: &[flotilla_api::policy::ResourceSelector]| {
             sels.iter().any(|s| flotilla_core::selection::selector_matches(s, &t).is_some())
         };
-        self.pps
-            .state()
-            .iter()
-            .any(|p| p.namespace().as_deref() == Some(key.namespace.as_str()) && hit(&p.spec.spec.resource_selectors))
-            || self.cpps.state().iter().any(|p| hit(&p.spec.spec.resource_selectors))
+        self.pps.state().iter().any(|p| {
+            p.namespace().as_deref() == Some(key.namespace.as_str()) && hit(&p.spec.spec.resource_selectors)
+        }) || self.cpps.state().iter().any(|p| hit(&p.spec.spec.resource_selectors))
     }
 
     fn binding_spec(&self, key: &TemplateKey) -> Option<BindingSpec> {
@@ -682,8 +684,12 @@ impl Apps {
     }
 
     fn binding_specs(&self) -> Vec<(TemplateKey, BindingSpec)> {
-        let mut out: Vec<(TemplateKey, BindingSpec)> =
-            self.bindings.state().iter().map(|b| (key_of_binding(&b.spec.spec), b.spec.spec.clone())).collect();
+        let mut out: Vec<(TemplateKey, BindingSpec)> = self
+            .bindings
+            .state()
+            .iter()
+            .map(|b| (key_of_binding(&b.spec.spec), b.spec.spec.clone()))
+            .collect();
         out.extend(
             self.cluster_bindings.state().iter().map(|b| (key_of_binding(&b.spec.spec), b.spec.spec.clone())),
         );

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::work::{
-    conditions, keys, AggregatedStatusItem, BindingStatus, ClusterResourceBinding, Health, ResourceBinding, Work,
+    conditions, keys, AggregatedStatusItem, BindingStatus, ClusterResourceBinding, Health, ResourceBinding,
+    Work,
 };
 use flotilla_core::aggregate::{aggregate_status, MemberStatus};
 use flotilla_core::binding::binding_name;
@@ -58,7 +59,11 @@ fn same(a: &[Condition], b: &[Condition]) -> bool {
 
 /// One cluster's view of a work: applied?, why not, health, fed-back status,
 /// and whether it reflects the current template.
-fn cluster_item(cluster: &str, work: Option<&Arc<Work>>, template_generation: Option<i64>) -> (AggregatedStatusItem, bool) {
+fn cluster_item(
+    cluster: &str,
+    work: Option<&Arc<Work>>,
+    template_generation: Option<i64>,
+) -> (AggregatedStatusItem, bool) {
     let Some(work) = work else {
         let item = AggregatedStatusItem {
             cluster_name: cluster.into(),
@@ -70,8 +75,7 @@ fn cluster_item(cluster: &str, work: Option<&Arc<Work>>, template_generation: Op
         return (item, false);
     };
     let status = work.status.as_ref();
-    let applied_condition =
-        status.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::APPLIED));
+    let applied_condition = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::APPLIED));
     let applied = applied_condition.is_some_and(|c| c.status == "True");
     let message = match applied_condition {
         Some(c) if !applied => c.message.clone(),
@@ -118,7 +122,13 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     let find = |t: &str| previous.conditions.iter().find(|c| c.type_ == t).cloned();
     let outcome = lock(&apps.outcomes).get(key).cloned();
     let scheduled = match outcome {
-        Some(o) => condition(conditions::SCHEDULED, o.scheduled, &o.reason, &o.message, find(conditions::SCHEDULED).as_ref()),
+        Some(o) => condition(
+            conditions::SCHEDULED,
+            o.scheduled,
+            &o.reason,
+            &o.message,
+            find(conditions::SCHEDULED).as_ref(),
+        ),
         // The binder has not run since this process started: keep what the
         // binding says.
         None => match find(conditions::SCHEDULED) {
@@ -132,14 +142,33 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
         .map(|i| format!("{}: {}", i.cluster_name, i.applied_message))
         .collect();
     let fully_applied = if spec.clusters.is_empty() {
-        condition(conditions::FULLY_APPLIED, false, "NoCluster", "no cluster is chosen", find(conditions::FULLY_APPLIED).as_ref())
+        condition(
+            conditions::FULLY_APPLIED,
+            false,
+            "NoCluster",
+            "no cluster is chosen",
+            find(conditions::FULLY_APPLIED).as_ref(),
+        )
     } else if not_applied.is_empty() {
-        condition(conditions::FULLY_APPLIED, true, "Applied", "applied in every chosen cluster", find(conditions::FULLY_APPLIED).as_ref())
+        condition(
+            conditions::FULLY_APPLIED,
+            true,
+            "Applied",
+            "applied in every chosen cluster",
+            find(conditions::FULLY_APPLIED).as_ref(),
+        )
     } else {
-        condition(conditions::FULLY_APPLIED, false, "NotApplied", &not_applied.join("; "), find(conditions::FULLY_APPLIED).as_ref())
+        condition(
+            conditions::FULLY_APPLIED,
+            false,
+            "NotApplied",
+            &not_applied.join("; "),
+            find(conditions::FULLY_APPLIED).as_ref(),
+        )
     };
     let wanted = BindingStatus {
-        scheduler_observed_generation: outcome_generation(apps, key).or(previous.scheduler_observed_generation),
+        scheduler_observed_generation: outcome_generation(apps, key)
+            .or(previous.scheduler_observed_generation),
         conditions: vec![scheduled, fully_applied],
         aggregated_status: items,
     };
@@ -176,7 +205,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     if kind.namespaced {
         metadata["namespace"] = json!(key.namespace);
     }
-    let body = json!({"apiVersion": key.api_version, "kind": key.kind, "metadata": metadata, "status": fleet});
+    let body =
+        json!({"apiVersion": key.api_version, "kind": key.kind, "metadata": metadata, "status": fleet});
     match api.patch_status(&key.name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body)).await {
         Ok(_) => {
             lock(&apps.written_status).insert(key.clone(), digest);

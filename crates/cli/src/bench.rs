@@ -18,6 +18,10 @@ pub enum Bench {
     /// Scheduler figures: time of one scheduling decision (p50/p99/max) on
     /// synthetic fleets of 1,000 and 10,000 clusters, per strategy.
     Scheduling(scheduling::SchedulingArgs),
+    /// Applications across the fleet: distribution latency (template change
+    /// -> applied in every member, p50/p99) and the hub controller's memory
+    /// with many templates after a cold restart.
+    Apps(crate::bench_apps::AppsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -38,6 +42,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Foundation(args) => foundation(args).await,
         Bench::Membership(args) => membership(args).await,
         Bench::Scheduling(args) => scheduling::run(args),
+        Bench::Apps(args) => crate::bench_apps::apps(args).await,
     }
 }
 
@@ -148,7 +153,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
     let Some((_, rest)) = stat.rsplit_once(')') else { return 0.0 };
     let fields: Vec<&str> = rest.split_whitespace().collect();

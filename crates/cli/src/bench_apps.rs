@@ -32,6 +32,9 @@ pub struct AppsArgs {
 }
 
 const NAMESPACE: &str = "bench";
+
+/// When each (template name, change number) reached each member.
+type Arrivals = HashMap<(String, usize), Vec<Instant>>;
 const SEQ: &str = "bench.flotilla.io/seq";
 
 fn template(name: &str, seq: usize) -> serde_json::Value {
@@ -170,7 +173,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     .await?;
 
     // Member watches record when each (name, seq) first arrives.
-    let arrivals: Arc<Mutex<HashMap<(String, usize), Vec<Instant>>>> = Arc::default();
+    let arrivals: Arc<Mutex<Arrivals>> = Arc::default();
     let mut watches = Vec::new();
     for m in &members {
         let api: Api<Deployment> = Api::namespaced(m.client(), NAMESPACE);
@@ -199,11 +202,8 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     // the first change also opens every connection; not part of the figure.
     deployments.patch("warmup", &ssa, &Patch::Apply(&template("warmup", 0))).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !arrivals
-        .lock()
-        .ok()
-        .is_some_and(|a| a.get(&("warmup".to_string(), 0)).is_some_and(|v| v.len() >= members.len()))
-    {
+    let warm = |a: &Arrivals| a.get(&("warmup".to_string(), 0)).is_some_and(|v| v.len() >= members.len());
+    while !arrivals.lock().ok().is_some_and(|a| warm(&a)) {
         if Instant::now() > deadline {
             bail!("the warm-up template did not reach every member within 60s");
         }

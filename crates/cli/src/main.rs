@@ -7,6 +7,7 @@
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
+mod bench_apps;
 mod binaries;
 mod fleet;
 mod fleetctl;

@@ -372,11 +372,17 @@ pub async fn revoke_cluster_access(client: &Client, name: &str) -> Result<(), Er
     let dp = kube::api::DeleteParams::default();
     // The cluster's works wait for its agent to clean up the member; it
     // has left, so nobody will: release them, or the namespace never goes.
-    let works: Api<flotilla_api::work::Work> = Api::namespaced(client.clone(), &ManagedCluster::hub_namespace(name));
+    let works: Api<flotilla_api::work::Work> =
+        Api::namespaced(client.clone(), &ManagedCluster::hub_namespace(name));
     if let Ok(list) = works.list(&Default::default()).await {
         for work in list.items {
             let release = json!({"metadata": {"finalizers": null}});
-            ignore_missing(works.patch(&work.name_any(), &PatchParams::default(), &Patch::Merge(&release)).await.map(|_| ()))?;
+            ignore_missing(
+                works
+                    .patch(&work.name_any(), &PatchParams::default(), &Patch::Merge(&release))
+                    .await
+                    .map(|_| ()),
+            )?;
         }
     }
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());

@@ -15,5 +15,5 @@ pub mod pki;
 pub mod quantity;
 pub mod scheduler;
 pub mod selection;
-pub mod workload;
 pub mod validation;
+pub mod workload;

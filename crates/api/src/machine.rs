@@ -67,7 +67,8 @@ pub struct ComponentSpec {
     pub binary: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Environment variables; the process inherits no others.
+    /// Environment variables; the process inherits none of the node agent's
+    /// (PATH defaults to the usual system directories).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// Files written before the process starts. Relative paths are under the

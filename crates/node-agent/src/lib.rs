@@ -1,0 +1,598 @@
+//! `flotilla node-agent`: runs on one machine, registers its `Machine` on the
+//! hub, and runs the components its spec declares as supervised processes.
+//!
+//! Each reconcile: observe the recorded processes (exits, exit codes, log
+//! tails), render every component's files and hash them, ask
+//! [`flotilla_core::node::plan`] what to start, stop or restart, do it,
+//! probe health, and write the Machine status when it changed (or a
+//! heartbeat is due).
+//!
+//! Components run detached from the agent ([`process`]) and are recorded in
+//! `state.json` in the state directory (pid + start time + spec hash), so an
+//! agent that restarts adopts them instead of starting them twice.
+//!
+//! Layout of the state directory: `state.json`, `logs/<component>.log`,
+//! `components/<component>/` (working directory and relative files).
+
+pub mod probe;
+pub mod process;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flotilla_api::machine::{ComponentSpec, ComponentStatus, Machine, MachineSpec, MachineStatus};
+use flotilla_core::node::{self, Action, Desired, Observation, RestartReason, RunningComponent, SourceKind};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Api, Client};
+use serde::{Deserialize, Serialize};
+
+/// Field manager for the Machine status.
+pub const FIELD_MANAGER: &str = "flotilla-node-agent";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+const STATE_FILE: &str = "state.json";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Hub(String),
+    #[error("Machine {0} was deleted; its components were stopped")]
+    Removed(String),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{path}: {source}")]
+    State { path: PathBuf, source: serde_json::Error },
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// What the node agent needs to run.
+#[derive(Debug, Clone)]
+pub struct NodeAgentConfig {
+    /// The Machine's name.
+    pub machine: String,
+    /// Kubeconfig for the hub.
+    pub hub_kubeconfig: PathBuf,
+    /// Records, logs and working directories of the components.
+    pub state_dir: PathBuf,
+    /// How often the agent looks at its processes.
+    pub tick: Duration,
+    /// Status is written at least this often, even when nothing changed.
+    pub heartbeat: Duration,
+    /// How long a stopped component gets between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// How often referenced Secrets and ConfigMaps are read again.
+    pub resync: Duration,
+}
+
+impl NodeAgentConfig {
+    pub fn new(machine: impl Into<String>, hub_kubeconfig: PathBuf, state_dir: PathBuf) -> Self {
+        Self {
+            machine: machine.into(),
+            hub_kubeconfig,
+            state_dir,
+            tick: Duration::from_millis(500),
+            heartbeat: Duration::from_secs(20),
+            stop_grace: Duration::from_secs(10),
+            resync: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The agent's record of what it started, kept in `state.json`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct State {
+    pub machine: String,
+    #[serde(default)]
+    pub components: Vec<RunningComponent>,
+}
+
+impl State {
+    pub fn path(state_dir: &Path) -> PathBuf {
+        state_dir.join(STATE_FILE)
+    }
+
+    /// The state in `state_dir`, empty if there is none yet.
+    pub fn load(state_dir: &Path) -> Result<State, Error> {
+        let path = Self::path(state_dir);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|source| Error::State { path, source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State::default()),
+            Err(e) => Err(Error::Io { path, source: e }),
+        }
+    }
+
+    /// Writes the state atomically (temporary file, fsync, rename), so a
+    /// crash leaves either the old or the new record, never half of one.
+    pub fn save(&self, state_dir: &Path) -> Result<(), Error> {
+        use std::io::Write;
+        std::fs::create_dir_all(state_dir).map_err(io_error(state_dir))?;
+        let path = Self::path(state_dir);
+        let tmp = state_dir.join(format!("{STATE_FILE}.tmp"));
+        let bytes =
+            serde_json::to_vec_pretty(self).map_err(|source| Error::State { path: path.clone(), source })?;
+        let mut file = std::fs::File::create(&tmp).map_err(io_error(&tmp))?;
+        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io_error(&tmp))?;
+        std::fs::rename(&tmp, &path).map_err(io_error(&path))?;
+        if let Ok(dir) = std::fs::File::open(state_dir) {
+            let _ = dir.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// SIGKILLs every recorded component process that is still the process
+/// recorded (pid and start time). For tests and for tearing a machine down
+/// by hand; the agent itself stops components through their spec.
+pub fn kill_recorded(state_dir: &Path) {
+    if let Ok(state) = State::load(state_dir) {
+        for c in state.components.iter().filter(|c| c.alive()) {
+            process::kill_now(c.pid, c.start_ticks);
+        }
+    }
+}
+
+fn log_path(state_dir: &Path, component: &str) -> PathBuf {
+    state_dir.join("logs").join(format!("{component}.log"))
+}
+
+fn work_dir(state_dir: &Path, component: &str) -> PathBuf {
+    state_dir.join("components").join(component)
+}
+
+/// A client for a kubeconfig file.
+pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| Error::Hub(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| Error::Hub(format!("invalid kubeconfig {}: {e}", path.display())))?;
+    config.connect_timeout = Some(Duration::from_secs(5));
+    config.read_timeout = Some(Duration::from_secs(30));
+    Client::try_from(config).map_err(|e| Error::Hub(format!("kubeconfig {}: {e}", path.display())))
+}
+
+/// Creates the Machine (with an empty spec) unless it exists.
+async fn register(machines: &Api<Machine>, name: &str) -> Result<(), Error> {
+    match machines.get_opt(name).await? {
+        Some(_) => Ok(()),
+        None => {
+            let machine = Machine::new(name, MachineSpec::default());
+            match machines.create(&PostParams::default(), &machine).await {
+                Ok(_) => {
+                    tracing::info!(machine = %name, "registered the Machine");
+                    Ok(())
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// Registers the Machine, adopts what still runs from an earlier agent, and
+/// reconciles until `shutdown` resolves (components keep running) or the
+/// Machine is deleted (components are stopped first).
+pub async fn run(
+    config: NodeAgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
+    let client = client_from_kubeconfig(&config.hub_kubeconfig).await?;
+    let machines: Api<Machine> = Api::all(client.clone());
+    register(&machines, &config.machine).await?;
+    let mut agent = Agent::new(config.clone(), client)?;
+    let watch = watcher::Config::default().fields(&format!("metadata.name={}", config.machine));
+    let mut events = watcher(machines, watch).boxed();
+    let mut machine: Option<Machine> = None;
+    let mut listed = false;
+    tokio::pin!(shutdown);
+    loop {
+        if listed {
+            let deleted = machine.is_none();
+            let spec = machine.as_ref().map(|m| m.spec.clone()).unwrap_or_default();
+            agent.reconcile(&spec, machine.as_ref().and_then(|m| m.status.as_ref())).await;
+            if deleted && agent.state.components.is_empty() {
+                return Err(Error::Removed(config.machine.clone()));
+            }
+        } else {
+            // Exits are still recorded before the spec is known.
+            agent.observe();
+        }
+        tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!(machine = %config.machine, "node agent stopping; components keep running");
+                return Ok(());
+            }
+            event = events.next() => match event {
+                Some(Ok(watcher::Event::InitApply(m))) | Some(Ok(watcher::Event::Apply(m))) => machine = Some(m),
+                Some(Ok(watcher::Event::Init)) => {}
+                Some(Ok(watcher::Event::InitDone)) => listed = true,
+                Some(Ok(watcher::Event::Delete(_))) => machine = None,
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "watching the Machine failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                None => return Err(Error::Hub("the Machine watch ended".into())),
+            },
+            () = tokio::time::sleep(agent.config.tick) => {}
+        }
+    }
+}
+
+/// What the agent keeps in memory about a component's health.
+#[derive(Debug, Clone, Default)]
+struct Health {
+    /// The process the verdict is about.
+    pid: u32,
+    healthy: Option<bool>,
+    ever_healthy: bool,
+    error: Option<String>,
+    next: Option<Instant>,
+}
+
+struct Agent {
+    config: NodeAgentConfig,
+    client: Client,
+    state: State,
+    sources: node::Sources,
+    sources_for: Vec<node::SourceRef>,
+    sources_read: Option<Instant>,
+    health: HashMap<String, Health>,
+    last_status: Option<MachineStatus>,
+    last_write: Option<Instant>,
+}
+
+impl Agent {
+    fn new(config: NodeAgentConfig, client: Client) -> Result<Self, Error> {
+        std::fs::create_dir_all(&config.state_dir).map_err(io_error(&config.state_dir))?;
+        let mut state = State::load(&config.state_dir)?;
+        state.machine = config.machine.clone();
+        for c in &state.components {
+            if c.alive() && process::is_alive(c.pid, c.start_ticks) {
+                tracing::info!(component = %c.name, pid = c.pid, "adopted a running component");
+            }
+        }
+        let mut agent = Agent {
+            config,
+            client,
+            state,
+            sources: Default::default(),
+            sources_for: Vec::new(),
+            sources_read: None,
+            health: HashMap::new(),
+            last_status: None,
+            last_write: None,
+        };
+        // Processes that died while no agent watched are recorded now; their
+        // exit code is unknown unless they were still our children.
+        agent.observe();
+        Ok(agent)
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.state.save(&self.config.state_dir) {
+            tracing::error!(error = %e, "cannot save the node agent state");
+        }
+    }
+
+    /// Records the exits of recorded processes.
+    fn observe(&mut self) {
+        let now = Timestamp::now();
+        let mut changed = false;
+        for record in self.state.components.iter_mut().filter(|c| c.alive()) {
+            if let Some(code) = process::check(record.pid, record.start_ticks) {
+                let tail =
+                    process::log_tail(&log_path(&self.config.state_dir, &record.name), node::LOG_TAIL_LINES);
+                *record = node::exited(record, code, tail, now);
+                tracing::warn!(component = %record.name, pid = record.pid, code = ?code, "component exited");
+                changed = true;
+            }
+        }
+        if changed {
+            self.save();
+        }
+    }
+
+    async fn reconcile(&mut self, spec: &MachineSpec, hub_status: Option<&MachineStatus>) {
+        self.observe();
+        self.read_sources(&spec.components).await;
+        let mut desired = Vec::with_capacity(spec.components.len());
+        let mut rendered = HashMap::new();
+        let mut problems: HashMap<String, String> = HashMap::new();
+        for component in &spec.components {
+            let dir = work_dir(&self.config.state_dir, &component.name);
+            let spec_hash = match node::render_files(component, &dir, &self.sources) {
+                Ok(files) => {
+                    let hash = node::spec_hash(component, &files);
+                    rendered.insert(component.name.clone(), files);
+                    Some(hash)
+                }
+                Err(e) => {
+                    problems.insert(component.name.clone(), e.to_string());
+                    None
+                }
+            };
+            desired.push(Desired {
+                name: component.name.clone(),
+                spec_hash,
+                restart_policy: component.restart_policy,
+            });
+        }
+        let now = Timestamp::now();
+        for action in node::plan(&desired, &self.state.components, spec.paused, now) {
+            match action {
+                Action::Start { name } => self.start(spec, &name, &rendered, None).await,
+                Action::Restart { name, reason } => self.start(spec, &name, &rendered, Some(reason)).await,
+                Action::Stop { name } => self.stop(&name).await,
+                Action::Wait { .. } => {}
+            }
+        }
+        self.probe(&spec.components).await;
+        self.write_status(spec, &desired, &problems, hub_status).await;
+    }
+
+    /// Reads the Secrets and ConfigMaps the files refer to, when the set of
+    /// references changed or a resync is due.
+    async fn read_sources(&mut self, components: &[ComponentSpec]) {
+        let refs = node::referenced_sources(components);
+        let due = self.sources_read.is_none_or(|at| at.elapsed() >= self.config.resync);
+        if refs == self.sources_for && !due {
+            return;
+        }
+        let mut sources = node::Sources::new();
+        for r in &refs {
+            let data = match r.kind {
+                SourceKind::Secret => Api::<Secret>::namespaced(self.client.clone(), &r.namespace)
+                    .get_opt(&r.name)
+                    .await
+                    .map(|s| {
+                        s.map(|s| s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect())
+                    }),
+                SourceKind::ConfigMap => Api::<ConfigMap>::namespaced(self.client.clone(), &r.namespace)
+                    .get_opt(&r.name)
+                    .await
+                    .map(|c| {
+                        c.map(|c| {
+                            let text =
+                                c.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes()));
+                            let binary = c.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0));
+                            text.chain(binary).collect::<BTreeMap<_, _>>()
+                        })
+                    }),
+            };
+            match data {
+                Ok(Some(data)) => {
+                    sources.insert(r.clone(), data);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Keep what was read before rather than calling the file
+                    // missing because the hub hiccupped.
+                    tracing::warn!(kind = %r.kind, namespace = %r.namespace, name = %r.name, error = %e, "cannot read a file source");
+                    if let Some(old) = self.sources.get(r) {
+                        sources.insert(r.clone(), old.clone());
+                    }
+                }
+            }
+        }
+        self.sources = sources;
+        self.sources_for = refs;
+        self.sources_read = Some(Instant::now());
+    }
+
+    async fn start(
+        &mut self,
+        spec: &MachineSpec,
+        name: &str,
+        rendered: &HashMap<String, Vec<node::RenderedFile>>,
+        reason: Option<RestartReason>,
+    ) {
+        let (Some(component), Some(files)) =
+            (spec.components.iter().find(|c| c.name == name), rendered.get(name))
+        else {
+            return;
+        };
+        let dir = &self.config.state_dir;
+        let log = log_path(dir, name);
+        let index = self.state.components.iter().position(|c| c.name == name);
+        let previous = index.map(|i| self.state.components[i].clone());
+        if let Some(old) = previous.as_ref().filter(|p| p.alive()) {
+            tracing::info!(component = %name, pid = old.pid, "stopping for a changed spec");
+            process::note(
+                &log,
+                &format!("---- flotilla-node-agent: stopping {name} (pid {}): spec changed ----", old.pid),
+            );
+            process::stop(old.pid, old.start_ticks, self.config.stop_grace).await;
+        }
+        let hash = node::spec_hash(component, files);
+        let now = Timestamp::now();
+        process::note(
+            &log,
+            &format!("---- flotilla-node-agent: starting {name} (spec {hash}) at {now} ----"),
+        );
+        let result = write_files(files).and_then(|()| {
+            process::spawn(
+                Path::new(&component.binary),
+                &component.args,
+                &component.env,
+                &work_dir(dir, name),
+                &log,
+            )
+        });
+        let record = match result {
+            Ok(p) => {
+                tracing::info!(component = %name, pid = p.pid, reason = ?reason, "started component");
+                node::started(previous.as_ref(), name, p.pid, p.start_ticks, &hash, reason, now)
+            }
+            Err(e) => {
+                tracing::error!(component = %name, error = %e, "cannot start component");
+                process::note(&log, &format!("---- flotilla-node-agent: cannot start {name}: {e} ----"));
+                // Recorded as an exit with an unknown code, so the backoff
+                // paces the retries.
+                let record = node::started(previous.as_ref(), name, 0, 0, &hash, reason, now);
+                let mut failed =
+                    node::exited(&record, None, process::log_tail(&log, node::LOG_TAIL_LINES), now);
+                failed.message = Some(format!("cannot start {}: {e}", component.binary));
+                failed
+            }
+        };
+        self.health.remove(name);
+        match index {
+            Some(i) => self.state.components[i] = record,
+            None => self.state.components.push(record),
+        }
+        self.save();
+    }
+
+    async fn stop(&mut self, name: &str) {
+        let Some(index) = self.state.components.iter().position(|c| c.name == name) else { return };
+        let record = self.state.components[index].clone();
+        if record.alive() {
+            let log = log_path(&self.config.state_dir, name);
+            process::note(
+                &log,
+                &format!(
+                    "---- flotilla-node-agent: stopping {name} (pid {}): removed from the spec ----",
+                    record.pid
+                ),
+            );
+            let code = process::stop(record.pid, record.start_ticks, self.config.stop_grace).await;
+            tracing::info!(component = %name, pid = record.pid, code = ?code, "stopped component");
+        }
+        self.state.components.remove(index);
+        self.health.remove(name);
+        self.save();
+    }
+
+    /// Probes the components whose probe is due, all at once.
+    async fn probe(&mut self, components: &[ComponentSpec]) {
+        let now = Instant::now();
+        let mut due = Vec::new();
+        for component in components {
+            let Some(check) = &component.health else { continue };
+            let Some(record) = self.state.components.iter().find(|r| r.name == component.name && r.alive())
+            else {
+                continue;
+            };
+            let health = self.health.entry(component.name.clone()).or_default();
+            if health.pid != record.pid {
+                *health = Health { pid: record.pid, ..Default::default() };
+            }
+            if health.next.is_some_and(|next| next > now) {
+                continue;
+            }
+            let period = Duration::from_secs(check.period_seconds.unwrap_or(2).into());
+            health.next = Some(now + period);
+            let dir = work_dir(&self.config.state_dir, &component.name);
+            let timeout = period.min(Duration::from_secs(5));
+            due.push(async move { (component.name.clone(), probe::probe(check, &dir, timeout).await) });
+        }
+        for (name, result) in futures::future::join_all(due).await {
+            if let Some(health) = self.health.get_mut(&name) {
+                health.healthy = Some(result.is_ok());
+                health.ever_healthy |= result.is_ok();
+                if let Err(e) = &result {
+                    tracing::debug!(component = %name, error = %e, "health probe failed");
+                }
+                health.error = result.err();
+            }
+        }
+    }
+
+    async fn write_status(
+        &mut self,
+        spec: &MachineSpec,
+        desired: &[Desired],
+        problems: &HashMap<String, String>,
+        hub_status: Option<&MachineStatus>,
+    ) {
+        let mut components: Vec<ComponentStatus> = Vec::new();
+        for want in desired {
+            let record = self.state.components.iter().find(|r| r.name == want.name);
+            let health = self.health.get(&want.name).filter(|h| record.is_some_and(|r| r.pid == h.pid));
+            let has_check = spec.components.iter().any(|c| c.name == want.name && c.health.is_some());
+            let seen = Observation {
+                healthy: health.and_then(|h| h.healthy),
+                ever_healthy: health.is_some_and(|h| h.ever_healthy),
+                has_health_check: has_check,
+                problem: problems
+                    .get(&want.name)
+                    .cloned()
+                    .or_else(|| health.filter(|h| h.healthy == Some(false)).and_then(|h| h.error.clone())),
+            };
+            components.push(node::component_status(&want.name, Some(want), record, &seen));
+        }
+        let now = Timestamp::now();
+        // After an agent restart, compare with what the hub holds so an
+        // unchanged status is not rewritten just because we forgot it.
+        let previous = self.last_status.as_ref().or(hub_status);
+        let mut status = node::machine_status(components, VERSION, previous, now);
+        let heartbeat_due = self.last_write.is_none_or(|at| at.elapsed() >= self.config.heartbeat);
+        if !node::status_changed(previous, &status) && !heartbeat_due {
+            return;
+        }
+        status.last_heartbeat = Some(Time(now));
+        let machines: Api<Machine> = Api::all(self.client.clone());
+        // Kubernetes 1.20's server-side apply turns a map-list whose last
+        // item an apply drops into `null`, which the schema then rejects (an
+        // explicit `[]` fares no better): empty it with a merge patch first.
+        if status.components.is_empty() && previous.is_some_and(|p| !p.components.is_empty()) {
+            let empty = serde_json::json!({"status": {"components": []}});
+            if let Err(e) = machines
+                .patch_status(&self.config.machine, &PatchParams::default(), &Patch::Merge(&empty))
+                .await
+            {
+                tracing::warn!(machine = %self.config.machine, error = %e, "emptying the component statuses failed");
+            }
+        }
+        let patch = serde_json::json!({
+            "apiVersion": "kok.flotilla.io/v1alpha1",
+            "kind": "Machine",
+            "status": status,
+        });
+        match machines
+            .patch_status(
+                &self.config.machine,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                self.last_status = Some(status);
+                self.last_write = Some(Instant::now());
+            }
+            Err(e) => {
+                tracing::warn!(machine = %self.config.machine, error = %e, "writing the Machine status failed")
+            }
+        }
+    }
+}
+
+/// Writes rendered files atomically with their modes.
+fn write_files(files: &[node::RenderedFile]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    for file in files {
+        if let Some(dir) = file.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = file.path.with_extension("flotilla-tmp");
+        let mut out = std::fs::File::create(&tmp)?;
+        out.set_permissions(std::fs::Permissions::from_mode(file.mode))?;
+        out.write_all(&file.content)?;
+        out.sync_all()?;
+        std::fs::rename(&tmp, &file.path)?;
+    }
+    Ok(())
+}

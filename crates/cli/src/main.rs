@@ -11,6 +11,7 @@ mod bench_apps;
 mod binaries;
 mod fleet;
 mod fleetctl;
+mod node_agent;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,8 @@ enum Command {
     Join(fleetctl::JoinArgs),
     /// Run a cluster's agent in the foreground.
     Agent(fleetctl::AgentArgs),
+    /// Run this host's node agent: the processes its Machine on the hub declares.
+    NodeAgent(node_agent::NodeAgentArgs),
     /// Remove a cluster from the fleet: its ManagedCluster, namespace and agent access.
     Unjoin(fleetctl::UnjoinArgs),
     /// Manage member clusters.
@@ -100,6 +103,7 @@ async fn main() -> std::process::ExitCode {
         Command::Token(c) => fleetctl::token(c).await,
         Command::Join(a) => fleetctl::join(a).await,
         Command::Agent(a) => fleetctl::agent(a).await,
+        Command::NodeAgent(a) => node_agent::run(a).await,
         Command::Unjoin(a) => fleetctl::unjoin(a).await,
         Command::Cluster(c) => fleetctl::cluster(c).await,
         Command::Get(c) => fleetctl::get(c).await,

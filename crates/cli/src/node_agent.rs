@@ -1,0 +1,61 @@
+//! `flotilla node-agent`: runs the components a Machine declares on this host.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+#[command(after_help = "The components keep running when the node agent stops (Ctrl-C, SIGTERM, a crash \
+    or an upgrade); a node agent started again with the same --state-dir adopts them. Removing a \
+    component from the Machine's spec stops it (SIGTERM to its process group, SIGKILL after \
+    --stop-grace).\n\n\
+    Under systemd, use KillMode=process so that stopping the unit does not kill the components.\n\n\
+    Example:\n  flotilla node-agent --machine m1 --kubeconfig hub.kubeconfig --state-dir /var/lib/flotilla/m1")]
+pub struct NodeAgentArgs {
+    /// Name of this host's Machine on the hub (created if missing).
+    #[arg(long)]
+    pub machine: String,
+    /// Kubeconfig for the hub.
+    #[arg(long, env = "FLOTILLA_HUB_KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// Where the agent keeps its record of running components (state.json),
+    /// their logs (logs/NAME.log) and working directories (components/NAME/).
+    /// Default: ~/.flotilla/node-agent/MACHINE.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Seconds a stopped component gets between SIGTERM and SIGKILL.
+    #[arg(long, default_value_t = 10)]
+    pub stop_grace: u64,
+    /// Seconds between status writes when nothing changes.
+    #[arg(long, default_value_t = 20)]
+    pub heartbeat: u64,
+}
+
+pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
+    let state_dir =
+        args.state_dir.unwrap_or_else(|| crate::default_state_dir().join("node-agent").join(&args.machine));
+    let mut config = flotilla_node_agent::NodeAgentConfig::new(args.machine, args.kubeconfig, state_dir);
+    config.stop_grace = Duration::from_secs(args.stop_grace);
+    config.heartbeat = Duration::from_secs(args.heartbeat.max(1));
+    // Stopping the agent leaves its components running (see --help).
+    let shutdown = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    };
+    match flotilla_node_agent::run(config, shutdown).await {
+        Ok(()) => Ok(true),
+        Err(flotilla_node_agent::Error::Removed(name)) => {
+            println!("Machine {name} was deleted from the hub; its components were stopped.");
+            Ok(true)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -2,5 +2,6 @@
 //! certificates of a hosted control plane and the command lines of its
 //! processes.
 
+pub mod etcd;
 pub mod pki;
 pub mod render;

@@ -1,0 +1,16 @@
+//! Kubernetes on Kubernetes operators (thin I/O around `flotilla_core::kok`):
+//! so far the EtcdCluster operator for the process runtime.
+
+pub mod etcd;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Plan(#[from] flotilla_core::kok::etcd::EtcdPlanError),
+    #[error("{0}")]
+    Other(String),
+}

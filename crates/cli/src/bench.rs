@@ -262,7 +262,19 @@ async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
     tokio::time::sleep(Duration::from_secs(15)).await;
     agent_process.check_running()?;
     let agent_rss = agent_process.pid().and_then(crate::fleet::rss_bytes).unwrap_or(0);
-    println!("  {:.1} MiB", agent_rss as f64 / (1 << 20) as f64);
+    // Heap versus mapped code: what a change in the figure comes from.
+    let field = |name: &str| {
+        let pid = agent_process.pid()?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let line = status.lines().find(|l| l.starts_with(name))?;
+        line.split_whitespace().nth(1)?.parse::<u64>().ok()
+    };
+    println!(
+        "  {:.1} MiB (anonymous {:.1} MiB, file-backed {:.1} MiB)",
+        agent_rss as f64 / (1 << 20) as f64,
+        field("RssAnon:").unwrap_or(0) as f64 / 1024.0,
+        field("RssFile:").unwrap_or(0) as f64 / 1024.0,
+    );
     drop(agent_process);
 
     if args.scale > 0 {

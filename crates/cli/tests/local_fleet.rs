@@ -96,6 +96,56 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     let template = hub_deployments.get("web").await.unwrap();
     assert_eq!(template.status.and_then(|s| s.replicas), None, "a workload controller runs on the hub");
 
+    // A template with a policy goes to the member; the hub shows its
+    // fleet-wide status. The policy passes through `up`'s admission webhook,
+    // which turns away a misspelt field.
+    let hub = client(&dir.join("hub.kubeconfig")).await;
+    let policies: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        hub.clone(),
+        "default",
+        &kube::api::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", "PropagationPolicy"),
+            "propagationpolicies",
+        ),
+    );
+    let policy = |spec: serde_json::Value| {
+        serde_json::from_value::<kube::api::DynamicObject>(serde_json::json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "fleet-web", "namespace": "default"}, "spec": spec}))
+        .unwrap()
+    };
+    let selectors = serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "fleet-web"}]);
+    let misspelt = policy(serde_json::json!({"resourceSelectors": selectors, "placment": {}}));
+    let err = policies.create(&PostParams::default(), &misspelt).await.unwrap_err().to_string();
+    assert!(err.contains("placment"), "{err}");
+    policies
+        .create(&PostParams::default(), &policy(serde_json::json!({"resourceSelectors": selectors})))
+        .await
+        .unwrap();
+    let mut template = deployment(2);
+    template.metadata.name = Some("fleet-web".into());
+    hub_deployments.create(&PostParams::default(), &template).await.unwrap();
+    let member_deployments: Api<Deployment> =
+        Api::namespaced(client(&dir.join("clusters/member-1.kubeconfig")).await, "default");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let on_member = member_deployments.get_opt("fleet-web").await.unwrap();
+        let on_hub = hub_deployments.get("fleet-web").await.unwrap();
+        if on_member.and_then(|d| d.status).and_then(|s| s.ready_replicas) == Some(2)
+            && on_hub.status.and_then(|s| s.ready_replicas) == Some(2)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "fleet-web never reached 2/2 on member-1 and on the hub");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let out = flotilla(&["get", "bindings", "--kubeconfig", dir.join("hub.kubeconfig").to_str().unwrap()]);
+    let shown = text(&out);
+    assert!(
+        out.status.success() && shown.contains("Deployment/fleet-web") && shown.contains("member-1:2"),
+        "{shown}"
+    );
+
     let out = flotilla(&["status", "--state-dir", d]);
     let shown = text(&out);
     assert!(out.status.success(), "status says unhealthy:\n{shown}");

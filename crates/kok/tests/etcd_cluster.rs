@@ -140,6 +140,15 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
     }
     // Not selected: it must stay empty.
     create_machine(&client, "w1", "workers").await;
+    // Someone else's component on m1: the operator must leave it alone.
+    let other = json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine", "metadata": {"name": "m1"},
+        "spec": {"components": [{"name": "other", "binary": "/bin/sleep", "args": ["300"]}]},
+    });
+    Api::<Machine>::all(client.clone())
+        .patch("m1", &PatchParams::apply("someone-else"), &Patch::Apply(&other))
+        .await
+        .unwrap();
     for (m, state_dir) in machines.iter().zip(&state_dirs) {
         let mut config = NodeAgentConfig::new(*m, hub.kubeconfig_path().to_path_buf(), state_dir.clone());
         config.tick = Duration::from_millis(200);
@@ -218,8 +227,10 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
     let machine_api: Api<Machine> = Api::all(client.clone());
     for m in machines {
         let spec = machine_api.get(m).await.unwrap().spec;
-        assert_eq!(spec.components.len(), 1);
-        assert_eq!(spec.components[0].name, component);
+        let mut names: Vec<&str> = spec.components.iter().map(|c| c.name.as_str()).collect();
+        names.sort();
+        let want = if m == "m1" { vec![component.as_str(), "other"] } else { vec![component.as_str()] };
+        assert_eq!(names, want, "{m}");
     }
     assert!(machine_api.get("w1").await.unwrap().spec.components.is_empty());
 

@@ -9,14 +9,26 @@ use std::time::Duration;
     component from the Machine's spec stops it (SIGTERM to its process group, SIGKILL after \
     --stop-grace).\n\n\
     Under systemd, use KillMode=process so that stopping the unit does not kill the components.\n\n\
-    Example:\n  flotilla node-agent --machine m1 --kubeconfig hub.kubeconfig --state-dir /var/lib/flotilla/m1")]
+    The agent's own credential (user flotilla:machine:MACHINE) is obtained with a bootstrap token \
+    (--bootstrap-kubeconfig, made from `flotilla token create`) and kept and renewed in --state-dir; \
+    the hub approves it once the Machine carries the annotation kok.flotilla.io/accepted=true (or \
+    the hub runs with auto-accept). It may read only its Machine, write its status, and get the \
+    Secrets and ConfigMaps its components reference.\n\n\
+    Example:\n  flotilla node-agent --machine m1 --bootstrap-kubeconfig bootstrap.kubeconfig \
+    --state-dir /var/lib/flotilla/m1")]
 pub struct NodeAgentArgs {
-    /// Name of this host's Machine on the hub (created if missing).
+    /// Name of this host's Machine on the hub (the hub registers it when the
+    /// agent first asks for a certificate).
     #[arg(long)]
     pub machine: String,
-    /// Kubeconfig for the hub.
+    /// Kubeconfig with a bootstrap token, to get the agent's own certificate
+    /// when --state-dir holds no valid one (first start).
+    #[arg(long, conflicts_with = "kubeconfig")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+    /// An admin kubeconfig for the hub, used as it is instead of the agent's
+    /// own narrow credential.
     #[arg(long, env = "FLOTILLA_HUB_KUBECONFIG")]
-    pub kubeconfig: PathBuf,
+    pub kubeconfig: Option<PathBuf>,
     /// Where the agent keeps its record of running components (state.json),
     /// their logs (logs/NAME.log) and working directories (components/NAME/).
     /// Default: ~/.flotilla/node-agent/MACHINE.
@@ -33,7 +45,14 @@ pub struct NodeAgentArgs {
 pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
     let state_dir =
         args.state_dir.unwrap_or_else(|| crate::default_state_dir().join("node-agent").join(&args.machine));
-    let mut config = flotilla_node_agent::NodeAgentConfig::new(args.machine, args.kubeconfig, state_dir);
+    let mut config = match args.kubeconfig {
+        Some(admin) => flotilla_node_agent::NodeAgentConfig::new(args.machine, admin, state_dir),
+        None => flotilla_node_agent::NodeAgentConfig::bootstrapped(
+            args.machine,
+            args.bootstrap_kubeconfig,
+            state_dir,
+        ),
+    };
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.heartbeat = Duration::from_secs(args.heartbeat.max(1));
     // Stopping the agent leaves its components running (see --help).

@@ -8,6 +8,7 @@ pub mod binding;
 pub mod health;
 pub mod kok;
 pub mod kubeconfig;
+pub mod machine_identity;
 pub mod membership;
 pub mod node;
 pub mod overrides;

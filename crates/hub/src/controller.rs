@@ -92,6 +92,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
         .reflect(cluster_writer)
         .touched_objects();
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
+    let auto_accept = config.auto_accept;
     let ctx = Arc::new(Ctx { client: client.clone(), config, leases: lease_store });
 
     let (csr_store, csr_writer) = reflector::store();
@@ -147,8 +148,9 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
             }
         });
     let push = crate::push::run(client.clone(), cluster_store);
+    let machines = crate::machines::run(client.clone(), auto_accept);
     let apps = crate::apps::run(client);
-    let (_, _, push, apps) = futures::join!(registration, health, push, apps);
+    let (_, _, push, apps, ()) = futures::join!(registration, health, push, apps, machines);
     push.and(apps)
 }
 

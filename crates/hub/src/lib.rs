@@ -6,6 +6,7 @@ pub mod apps;
 pub mod controller;
 pub mod install;
 pub mod leader;
+pub mod machines;
 pub mod push;
 pub mod webhook;
 

@@ -16,6 +16,7 @@
 
 pub mod probe;
 pub mod process;
+pub mod register;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -60,8 +61,12 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 pub struct NodeAgentConfig {
     /// The Machine's name.
     pub machine: String,
-    /// Kubeconfig for the hub.
-    pub hub_kubeconfig: PathBuf,
+    /// An admin kubeconfig for the hub. When absent the agent works with
+    /// its own narrow credential ([`register`]), kept in the state directory.
+    pub hub_kubeconfig: Option<PathBuf>,
+    /// Kubeconfig with a bootstrap token, used when the state directory holds
+    /// no valid credential yet (first start, or after the certificate expired).
+    pub bootstrap_kubeconfig: Option<PathBuf>,
     /// Records, logs and working directories of the components.
     pub state_dir: PathBuf,
     /// How often the agent looks at its processes.
@@ -75,10 +80,22 @@ pub struct NodeAgentConfig {
 }
 
 impl NodeAgentConfig {
+    /// An agent that uses `hub_kubeconfig` as it is (an admin credential).
     pub fn new(machine: impl Into<String>, hub_kubeconfig: PathBuf, state_dir: PathBuf) -> Self {
+        Self { hub_kubeconfig: Some(hub_kubeconfig), ..Self::bootstrapped(machine, None, state_dir) }
+    }
+
+    /// An agent on its own narrow credential, bootstrapped (when it has no
+    /// valid one yet) with the token in `bootstrap_kubeconfig`.
+    pub fn bootstrapped(
+        machine: impl Into<String>,
+        bootstrap_kubeconfig: Option<PathBuf>,
+        state_dir: PathBuf,
+    ) -> Self {
         Self {
             machine: machine.into(),
-            hub_kubeconfig,
+            hub_kubeconfig: None,
+            bootstrap_kubeconfig,
             state_dir,
             tick: Duration::from_millis(500),
             heartbeat: Duration::from_secs(20),
@@ -183,11 +200,38 @@ async fn register(machines: &Api<Machine>, name: &str) -> Result<(), Error> {
 /// Registers the Machine, adopts what still runs from an earlier agent, and
 /// reconciles until `shutdown` resolves (components keep running) or the
 /// Machine is deleted (components are stopped first).
+///
+/// Without an admin kubeconfig the agent first gets its own certificate
+/// ([`register::register`]); when that is renewed (at 70% of its life) the
+/// agent starts over with the new one, adopting its running components.
 pub async fn run(
     config: NodeAgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
-    let client = client_from_kubeconfig(&config.hub_kubeconfig).await?;
+    tokio::pin!(shutdown);
+    if let Some(admin) = &config.hub_kubeconfig {
+        let client = client_from_kubeconfig(admin).await?;
+        return run_with(&config, client, &mut shutdown).await;
+    }
+    loop {
+        let registration =
+            register::register(&config.machine, &config.state_dir, config.bootstrap_kubeconfig.as_deref())
+                .await?;
+        tokio::select! {
+            ran = run_with(&config, registration.client.clone(), &mut shutdown) => return ran,
+            renewed = register::renew_before_expiry(&config.machine, &config.state_dir, &registration) => {
+                renewed?;
+                tracing::info!(machine = %config.machine, "continuing with the renewed certificate");
+            }
+        }
+    }
+}
+
+async fn run_with(
+    config: &NodeAgentConfig,
+    client: Client,
+    shutdown: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<(), Error> {
     let machines: Api<Machine> = Api::all(client.clone());
     register(&machines, &config.machine).await?;
     let mut agent = Agent::new(config.clone(), client)?;
@@ -195,7 +239,6 @@ pub async fn run(
     let mut events = watcher(machines, watch).boxed();
     let mut machine: Option<Machine> = None;
     let mut listed = false;
-    tokio::pin!(shutdown);
     loop {
         if listed {
             let deleted = machine.is_none();
@@ -209,7 +252,7 @@ pub async fn run(
             agent.observe();
         }
         tokio::select! {
-            () = &mut shutdown => {
+            () = shutdown.as_mut() => {
                 tracing::info!(machine = %config.machine, "node agent stopping; components keep running");
                 return Ok(());
             }

@@ -258,10 +258,12 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
     assert_eq!(list.lines().count(), 3, "{list}");
 
     drop(cleanup);
-    for dir in &state_dirs {
-        let state = flotilla_node_agent::State::load(dir).unwrap();
-        for c in &state.components {
-            assert!(!flotilla_node_agent::process::is_alive(c.pid, c.start_ticks), "{} still runs", c.name);
-        }
-    }
+    let records: Vec<_> =
+        state_dirs.iter().flat_map(|d| flotilla_node_agent::State::load(d).unwrap().components).collect();
+    assert_eq!(records.len(), 4, "three etcd members and the other component were recorded");
+    // SIGKILL is delivered asynchronously: wait for it to take effect.
+    wait_for("every component process to be gone", Duration::from_secs(10), || async {
+        records.iter().all(|c| !flotilla_node_agent::process::is_alive(c.pid, c.start_ticks))
+    })
+    .await;
 }

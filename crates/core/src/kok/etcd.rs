@@ -124,9 +124,11 @@ fn existing_members<'a>(component: &str, machines: &[&'a Machine]) -> BTreeMap<S
 }
 
 /// Places `spec.members` members on distinct machines matching the
-/// selector. Members keep the machine they run on; new ones go to unused
-/// machines in name order. Fewer members than wanted are returned when there
-/// are not enough machines.
+/// selector. Members keep the machine they run on, even one that no longer
+/// matches (moving a running member needs the remove/add dance of member
+/// replacement, not a fresh start); new ones go to unused matching machines
+/// in name order. Fewer members than wanted are returned when there are not
+/// enough machines.
 pub fn place(
     cluster: &EtcdCluster,
     machines: &[Machine],
@@ -137,17 +139,15 @@ pub fn place(
     let mut candidates: Vec<&Machine> =
         machines.iter().filter(|m| labels_match(&cluster.spec.machine_selector, m)).collect();
     candidates.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let existing = existing_members(&component_name(namespace, name), &candidates);
+    let all: Vec<&Machine> = machines.iter().collect();
+    let existing = existing_members(&component_name(namespace, name), &all);
     let mut used: Vec<String> = Vec::new();
     let mut chosen: Vec<(u16, &Machine)> = Vec::new();
     let wanted = u16::try_from(cluster.spec.members.max(0)).unwrap_or(0);
     for index in 0..wanted {
         if let Some(m) = existing.get(&member_name(name, index)) {
-            let machine = m.metadata.name.clone().unwrap_or_default();
-            if let Some(c) = candidates.iter().find(|c| c.metadata.name.as_deref() == Some(&machine)) {
-                used.push(machine);
-                chosen.push((index, c));
-            }
+            used.push(m.metadata.name.clone().unwrap_or_default());
+            chosen.push((index, m));
         }
     }
     for index in 0..wanted {
@@ -592,6 +592,9 @@ mod tests {
             m.spec.components.push(member_component(&c, &plan, p, &cfg));
         }
         machines.insert(0, machine("a0", "etcd"));
+        assert_eq!(names(&place(&c, &machines, &cfg).unwrap()), names(&plan));
+        // m3 no longer matches the selector: its running member stays.
+        machines[3].metadata.labels = None;
         assert_eq!(names(&place(&c, &machines, &cfg).unwrap()), names(&plan));
         // e-1's machine is gone: e-1 goes to the free machine, the others stay.
         machines.retain(|m| m.metadata.name.as_deref() != Some("m2"));

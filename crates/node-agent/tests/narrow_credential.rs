@@ -267,3 +267,78 @@ async fn a_node_agent_bootstraps_its_own_credential_and_reaches_only_what_its_ma
     assert!(forbidden(Api::<Secret>::namespaced(as_m3, "kok-a").get("unreferenced").await));
     drop(cleanup);
 }
+
+#[tokio::test]
+async fn an_auto_accepting_hub_registers_the_machine_and_the_agent_renews_without_restarting_components() {
+    let mut hub_config = ClusterConfig::hub("hub");
+    // The 1.20 signer backdates certificates by 5 minutes and counts their
+    // duration from there: 6 minutes leaves a minute of validity, so the
+    // renewal (at 70% of what the agent was given) happens within the test.
+    hub_config.csr_signing_duration = Some(Duration::from_secs(360));
+    let hub = Cluster::start(hub_config).await.unwrap();
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let _controllers = tokio::spawn({
+        let client = hub.client();
+        async move {
+            let config = flotilla_hub::HubConfig { auto_accept: true, ..Default::default() };
+            flotilla_hub::run(client, config).await.unwrap();
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let bootstrap = bootstrap_kubeconfig(&hub, tmp.path()).await;
+    let state = tmp.path().join("r1");
+    let cleanup = Cleanup(vec![state.clone()], Mutex::new(Vec::new()));
+    let agent_task =
+        tokio::spawn(flotilla_node_agent::run(agent("r1", &bootstrap, &state), std::future::pending()));
+
+    // Registered by the hub (accepted, since it auto-accepts) on the first
+    // request; the admin then gives it something to run.
+    let machines: Api<Machine> = Api::all(hub.client());
+    wait_for("r1 to be registered and reporting", WAIT, || async {
+        machines.get_opt("r1").await.unwrap().is_some_and(|m| m.status.is_some())
+    })
+    .await;
+    let m = machines.get("r1").await.unwrap();
+    assert_eq!(m.metadata.annotations.unwrap().get(ACCEPTED_ANNOTATION).map(String::as_str), Some("true"));
+    let spec = json!({"spec": {"components": sleeper(Vec::new()).components}});
+    machines.patch("r1", &PatchParams::default(), &Patch::Merge(&spec)).await.unwrap();
+    let pid = Mutex::new(None);
+    wait_for("r1's component to run", WAIT, || async {
+        let c = machines.get("r1").await.unwrap().status.and_then(|s| s.components.into_iter().next());
+        let running = c.filter(|c| c.state == ComponentState::Running).and_then(|c| c.pid);
+        if let Some(p) = running {
+            if let Some(ticks) = process::start_ticks(p) {
+                cleanup.1.lock().unwrap().push((p, ticks));
+            }
+        }
+        *pid.lock().unwrap() = running;
+        running.is_some()
+    })
+    .await;
+    let pid = pid.into_inner().unwrap().unwrap();
+
+    let first = std::fs::read_to_string(state.join("node-agent.crt")).unwrap();
+    wait_for("a renewed certificate", Duration::from_secs(75), || async {
+        std::fs::read_to_string(state.join("node-agent.crt")).is_ok_and(|c| c != first)
+    })
+    .await;
+    // The renewal was asked for by the machine itself, under the one name
+    // its RBAC allows.
+    let csrs: Api<CertificateSigningRequest> = Api::all(hub.client());
+    let renewal = csrs.get("flotilla-machine-r1-renewal").await.unwrap();
+    assert_eq!(renewal.spec.username.as_deref(), Some("flotilla:machine:r1"));
+    // The agent carries on with the new credential: status keeps coming, and
+    // the component was adopted, not restarted.
+    let renewed_at = k8s_openapi::jiff::Timestamp::now();
+    wait_for("a status written after the renewal", WAIT, || async {
+        let s = machines.get("r1").await.unwrap().status.unwrap();
+        s.last_heartbeat.is_some_and(|t| t.0 > renewed_at)
+    })
+    .await;
+    let c = machines.get("r1").await.unwrap().status.unwrap().components.into_iter().next().unwrap();
+    assert_eq!((c.state, c.pid, c.restarts), (ComponentState::Running, Some(pid), 0));
+    assert!(!agent_task.is_finished());
+    let renewed = flotilla_node_agent::client_from_kubeconfig(&state.join("hub.kubeconfig")).await.unwrap();
+    assert!(Api::<Machine>::all(renewed).get("r1").await.is_ok());
+    drop(cleanup);
+}

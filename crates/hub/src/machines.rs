@@ -75,7 +75,16 @@ pub async fn run(client: Client, auto_accept: bool) {
                 tracing::debug!(error = %e, "machine registration reconcile failed");
             }
         });
-    let access = Controller::new(machines, watcher::Config::default())
+    // Node agents write their Machine's status every few seconds; only the
+    // spec (its generation) and the key binding change what is granted.
+    let (machine_store, machine_writer) = reflector::store();
+    let machine_stream = watcher(machines, watcher::Config::default())
+        .default_backoff()
+        .modify(|m: &mut Machine| m.managed_fields_mut().clear())
+        .reflect(machine_writer)
+        .applied_objects()
+        .predicate_filter(access_inputs, Default::default());
+    let access = Controller::for_stream(machine_stream, machine_store)
         .run(reconcile_access, |_, error, _| error_policy(error, "machine access"), ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
@@ -83,6 +92,15 @@ pub async fn run(client: Client, auto_accept: bool) {
             }
         });
     futures::join!(registration, access);
+}
+
+/// What the granted access depends on, hashed.
+fn access_inputs(machine: &Machine) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    machine.metadata.generation.hash(&mut hasher);
+    machine.annotations().get(identity::AGENT_KEY_ANNOTATION).hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 fn error_policy(error: &Error, what: &str) -> Action {

@@ -224,6 +224,15 @@ async fn a_node_agent_bootstraps_its_own_credential_and_reaches_only_what_its_ma
         Api::<Secret>::namespaced(narrow.clone(), "kube-system").get("bootstrap-token-abcdef").await
     ));
 
+    // Another host (another key) cannot take over the name m1, even with a
+    // valid bootstrap token and although m1 is accepted.
+    let impostor =
+        flotilla_node_agent::register::register("m1", &tmp.path().join("impostor"), Some(&bootstrap))
+            .await
+            .err()
+            .expect("a second key for m1 is refused");
+    assert!(impostor.to_string().contains("already held"), "{impostor}");
+
     // A spec change moves the access with it: the newly referenced Secret
     // becomes readable, the dropped one and the dropped namespace do not.
     let mut spec = m1_now.spec.clone();

@@ -154,7 +154,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     push.and(apps)
 }
 
-fn csr_decided(csr: &CertificateSigningRequest) -> bool {
+pub(crate) fn csr_decided(csr: &CertificateSigningRequest) -> bool {
     csr.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
@@ -167,7 +167,7 @@ fn csr_cluster(csr: &CertificateSigningRequest) -> Option<String> {
     membership::cluster_of_agent_user(&subject.common_name).map(str::to_string)
 }
 
-fn csr_facts(csr: &CertificateSigningRequest) -> Result<CsrFacts, String> {
+pub(crate) fn csr_facts(csr: &CertificateSigningRequest) -> Result<CsrFacts, String> {
     let subject = membership::parse_csr(&csr.spec.request.0)?;
     Ok(CsrFacts {
         requester: csr.spec.username.clone().unwrap_or_default(),
@@ -260,7 +260,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
     }
 }
 
-async fn set_csr_condition(
+pub(crate) async fn set_csr_condition(
     client: &Client,
     csr: &CertificateSigningRequest,
     type_: &str,

@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use flotilla_api::machine::Machine;
 use flotilla_core::machine_identity::{self as identity, CsrDecision, MachineFacts, MACHINE_LABEL};
-use flotilla_core::membership::{self, CsrFacts};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -27,6 +26,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::controller::{csr_decided, csr_facts, set_csr_condition};
 use crate::{Error, FIELD_MANAGER};
 
 struct Ctx {
@@ -46,7 +46,7 @@ pub async fn run(client: Client, auto_accept: bool) {
         .default_backoff()
         .modify(|csr: &mut CertificateSigningRequest| {
             csr.managed_fields_mut().clear();
-            if decided(csr) {
+            if csr_decided(csr) {
                 csr.spec.request = k8s_openapi::ByteString(Vec::new());
                 if let Some(status) = csr.status.as_mut() {
                     status.certificate = None;
@@ -64,7 +64,7 @@ pub async fn run(client: Client, auto_accept: bool) {
                 .into_iter()
                 .filter(|csr| {
                     csr.labels().get(MACHINE_LABEL).map(String::as_str) == Some(name.as_str())
-                        && !decided(csr)
+                        && !csr_decided(csr)
                 })
                 .map(|csr| ObjectRef::from_obj(&*csr))
                 .collect::<Vec<_>>()
@@ -108,32 +108,12 @@ fn error_policy(error: &Error, what: &str) -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
-fn decided(csr: &CertificateSigningRequest) -> bool {
-    csr.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved" || c.type_ == "Denied"))
-}
-
-fn csr_facts(csr: &CertificateSigningRequest) -> Result<CsrFacts, String> {
-    let subject = membership::parse_csr(&csr.spec.request.0)?;
-    Ok(CsrFacts {
-        requester: csr.spec.username.clone().unwrap_or_default(),
-        requester_groups: csr.spec.groups.clone().unwrap_or_default(),
-        signer: csr.spec.signer_name.clone(),
-        usages: csr.spec.usages.clone().unwrap_or_default(),
-        subject_common_name: subject.common_name,
-        subject_organizations: subject.organizations,
-        public_key_sha256: subject.public_key_sha256,
-    })
-}
-
 fn machine_facts(machine: &Machine) -> MachineFacts {
     MachineFacts::from_annotations(machine.annotations(), machine.metadata.deletion_timestamp.is_some())
 }
 
 async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if decided(&csr) {
+    if csr_decided(&csr) {
         return Ok(Action::await_change());
     }
     let Ok(facts) = csr_facts(&csr) else { return Ok(Action::await_change()) };
@@ -171,7 +151,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
         }
         CsrDecision::Deny(why) => {
             tracing::warn!(machine = %name, csr = %csr.name_any(), reason = %why, "machine certificate request denied");
-            set_condition(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
+            set_csr_condition(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
             Ok(Action::await_change())
         }
         CsrDecision::Approve => {
@@ -185,7 +165,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
                     identity::AGENT_KEY_ANNOTATION: facts.public_key_sha256}}});
                 machines.patch(&name, &PatchParams::default(), &Patch::Merge(key)).await?;
             }
-            set_condition(
+            set_csr_condition(
                 &ctx.client,
                 &csr,
                 "Approved",
@@ -197,23 +177,6 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
             Ok(Action::await_change())
         }
     }
-}
-
-async fn set_condition(
-    client: &Client,
-    csr: &CertificateSigningRequest,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) -> Result<(), Error> {
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let mut updated = csr.clone();
-    let status = updated.status.get_or_insert_with(Default::default);
-    status.conditions.get_or_insert_with(Vec::new).push(serde_json::from_value(json!({
-        "type": type_, "status": "True", "reason": reason, "message": message
-    }))?);
-    api.replace_subresource("approval", &csr.name_any(), &PostParams::default(), &updated).await?;
-    Ok(())
 }
 
 /// Keeps the RBAC of a Machine whose node agent holds (or once held) a

@@ -19,7 +19,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use flotilla_api::machine::MachineSpec;
 use serde_json::json;
 
-pub use crate::membership::{CsrDecision, CsrFacts, BOOTSTRAP_GROUP, CLIENT_SIGNER};
+use crate::membership::{decide_identity_csr, identity_csr, IdentityKind};
+pub use crate::membership::{CsrDecision, CsrFacts, HolderFacts, BOOTSTRAP_GROUP, CLIENT_SIGNER};
 use crate::node::{self, SourceKind};
 
 /// Every node agent's certificate carries this organization (its group).
@@ -71,13 +72,28 @@ pub fn renewal_csr_name(name: &str) -> String {
 }
 
 /// What the hub knows about the Machine a CSR names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MachineFacts {
-    pub accepted: bool,
-    /// Public key hash of the node agent that holds the name, if any yet.
-    pub agent_key: Option<String>,
-    pub being_deleted: bool,
-}
+pub type MachineFacts = HolderFacts;
+
+/// Node agents (`flotilla:machine:<name>`).
+pub const NODE_AGENT: IdentityKind = IdentityKind {
+    noun: "machine",
+    holder: "node agent",
+    group: MACHINE_GROUP,
+    name_of_user: machine_of_user,
+    being_deleted: |name| format!("machine {name} is being deleted"),
+    name_taken: |name| {
+        format!(
+            "the machine name {name} is already held by another node agent key; use another \
+             name, or delete the Machine first if that host is gone"
+        )
+    },
+    not_accepted: |name| {
+        format!(
+            "machine {name} is waiting to be accepted: run \
+             `kubectl annotate machine {name} {ACCEPTED_ANNOTATION}=true` on the hub"
+        )
+    },
+};
 
 impl MachineFacts {
     /// Facts from a Machine's annotations and deletion state.
@@ -96,68 +112,13 @@ impl MachineFacts {
 /// free or already held by the same key; a request made by the machine's
 /// own certificate (a renewal) may use a new key.
 pub fn decide_csr(csr: &CsrFacts, machine: Option<&MachineFacts>) -> CsrDecision {
-    let Some(name) = machine_of_user(&csr.subject_common_name) else {
-        return CsrDecision::Ignore;
-    };
-    if csr.signer != CLIENT_SIGNER {
-        return CsrDecision::Ignore;
-    }
-    if csr.subject_organizations != [MACHINE_GROUP] {
-        return CsrDecision::Deny(format!(
-            "the request's organizations must be exactly [{MACHINE_GROUP}], not {:?}",
-            csr.subject_organizations
-        ));
-    }
-    let allowed = ["digital signature", "key encipherment", "client auth"];
-    if !csr.usages.iter().any(|u| u == "client auth")
-        || csr.usages.iter().any(|u| !allowed.contains(&u.as_str()))
-    {
-        return CsrDecision::Deny(format!("usages must be client auth only, not {:?}", csr.usages));
-    }
-    let renewal = csr.requester == csr.subject_common_name;
-    let bootstrap = csr.requester_groups.iter().any(|g| g == BOOTSTRAP_GROUP);
-    if !renewal && !bootstrap {
-        return CsrDecision::Deny(format!(
-            "{} may not request a certificate for machine {name}: only a Flotilla bootstrap token or \
-             the machine's own node agent may",
-            csr.requester
-        ));
-    }
-    let Some(machine) = machine else {
-        return CsrDecision::Pending(format!("machine {name} is not registered yet"));
-    };
-    if machine.being_deleted {
-        return CsrDecision::Deny(format!("machine {name} is being deleted"));
-    }
-    if !renewal {
-        if let Some(held) = &machine.agent_key {
-            if held != &csr.public_key_sha256 {
-                return CsrDecision::Deny(format!(
-                    "the machine name {name} is already held by another node agent key; use another \
-                     name, or delete the Machine first if that host is gone"
-                ));
-            }
-        }
-    }
-    if !machine.accepted {
-        return CsrDecision::Pending(format!(
-            "machine {name} is waiting to be accepted: run \
-             `kubectl annotate machine {name} {ACCEPTED_ANNOTATION}=true` on the hub"
-        ));
-    }
-    CsrDecision::Approve
+    decide_identity_csr(&NODE_AGENT, csr, machine)
 }
 
 /// A PEM certificate request for machine `name`'s node agent, signed by
 /// `key_pem`.
 pub fn machine_csr(name: &str, key_pem: &str) -> Result<String, String> {
-    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("node agent key: {e}"))?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, MACHINE_GROUP);
-    params.distinguished_name.push(rcgen::DnType::CommonName, machine_user(name));
-    let csr = params.serialize_request(&key).map_err(|e| format!("certificate request: {e}"))?;
-    csr.pem().map_err(|e| format!("certificate request: {e}"))
+    identity_csr(&NODE_AGENT, &machine_user(name), key_pem)
 }
 
 /// Validity of a PEM certificate (notBefore, notAfter) in seconds since the

@@ -77,14 +77,18 @@ pub struct CsrFacts {
     pub public_key_sha256: String,
 }
 
-/// What the hub knows about the ManagedCluster the CSR names.
+/// What the hub knows about the object a CSR names (a ManagedCluster, a
+/// Machine).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterFacts {
+pub struct HolderFacts {
     pub accepted: bool,
     /// Public key hash of the agent that holds the name, if any yet.
     pub agent_key: Option<String>,
     pub being_deleted: bool,
 }
+
+/// What the hub knows about the ManagedCluster the CSR names.
+pub type ClusterFacts = HolderFacts;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CsrDecision {
@@ -96,22 +100,65 @@ pub enum CsrDecision {
     Deny(String),
 }
 
+/// The names and words that differ between the identities Flotilla issues
+/// client certificates to (cluster agents, node agents); the rules for
+/// their certificate requests are the same.
+pub struct IdentityKind {
+    /// What the name is the name of: "cluster", "machine".
+    pub noun: &'static str,
+    /// Who holds the certificate: "agent", "node agent".
+    pub holder: &'static str,
+    /// The certificate's one organization.
+    pub group: &'static str,
+    /// The name in a certificate's common name, if it is one of this kind.
+    pub name_of_user: fn(&str) -> Option<&str>,
+    /// Why a request for a name being deleted is denied.
+    pub being_deleted: fn(&str) -> String,
+    /// Why a bootstrap request for a name held by another key is denied.
+    pub name_taken: fn(&str) -> String,
+    /// Why a request waits for acceptance.
+    pub not_accepted: fn(&str) -> String,
+}
+
+/// Cluster agents (`flotilla:cluster:<name>`).
+pub const CLUSTER_AGENT: IdentityKind = IdentityKind {
+    noun: "cluster",
+    holder: "agent",
+    group: AGENT_GROUP,
+    name_of_user: cluster_of_agent_user,
+    being_deleted: |name| format!("cluster {name} is being removed from the fleet"),
+    name_taken: |name| {
+        format!(
+            "the name {name} is already held by another agent identity; choose another name, \
+             or run `flotilla unjoin {name}` first if that cluster is gone"
+        )
+    },
+    not_accepted: |name| {
+        format!("cluster {name} is waiting to be accepted: run `flotilla cluster accept {name}` on the hub")
+    },
+};
+
 /// Whether to approve an agent's client certificate request.
 ///
 /// A request made with a bootstrap token may claim a name only if the name
 /// is free or already held by the same key; a request made by the cluster's
 /// own certificate (a renewal) may use a new key.
 pub fn decide_csr(csr: &CsrFacts, cluster: Option<&ClusterFacts>) -> CsrDecision {
-    let Some(name) = cluster_of_agent_user(&csr.subject_common_name) else {
+    decide_identity_csr(&CLUSTER_AGENT, csr, cluster)
+}
+
+/// The certificate request decision for any kind of Flotilla identity.
+pub fn decide_identity_csr(kind: &IdentityKind, csr: &CsrFacts, holder: Option<&HolderFacts>) -> CsrDecision {
+    let Some(name) = (kind.name_of_user)(&csr.subject_common_name) else {
         return CsrDecision::Ignore;
     };
     if csr.signer != CLIENT_SIGNER {
         return CsrDecision::Ignore;
     }
-    if csr.subject_organizations != [AGENT_GROUP] {
+    if csr.subject_organizations != [kind.group] {
         return CsrDecision::Deny(format!(
-            "the request's organizations must be exactly [{AGENT_GROUP}], not {:?}",
-            csr.subject_organizations
+            "the request's organizations must be exactly [{}], not {:?}",
+            kind.group, csr.subject_organizations
         ));
     }
     let allowed = ["digital signature", "key encipherment", "client auth"];
@@ -122,33 +169,25 @@ pub fn decide_csr(csr: &CsrFacts, cluster: Option<&ClusterFacts>) -> CsrDecision
     }
     let renewal = csr.requester == csr.subject_common_name;
     let bootstrap = csr.requester_groups.iter().any(|g| g == BOOTSTRAP_GROUP);
+    let noun = kind.noun;
     if !renewal && !bootstrap {
         return CsrDecision::Deny(format!(
-            "{} may not request a certificate for cluster {name}: only a Flotilla bootstrap token \
-             or the cluster's own agent may",
-            csr.requester
+            "{} may not request a certificate for {noun} {name}: only a Flotilla bootstrap token \
+             or the {noun}'s own {} may",
+            csr.requester, kind.holder
         ));
     }
-    let Some(cluster) = cluster else {
-        return CsrDecision::Pending(format!("cluster {name} is not registered yet"));
+    let Some(holder) = holder else {
+        return CsrDecision::Pending(format!("{noun} {name} is not registered yet"));
     };
-    if cluster.being_deleted {
-        return CsrDecision::Deny(format!("cluster {name} is being removed from the fleet"));
+    if holder.being_deleted {
+        return CsrDecision::Deny((kind.being_deleted)(name));
     }
-    if !renewal {
-        if let Some(held) = &cluster.agent_key {
-            if held != &csr.public_key_sha256 {
-                return CsrDecision::Deny(format!(
-                    "the name {name} is already held by another agent identity; choose another name, \
-                     or run `flotilla unjoin {name}` first if that cluster is gone"
-                ));
-            }
-        }
+    if !renewal && holder.agent_key.as_ref().is_some_and(|held| held != &csr.public_key_sha256) {
+        return CsrDecision::Deny((kind.name_taken)(name));
     }
-    if !cluster.accepted {
-        return CsrDecision::Pending(format!(
-            "cluster {name} is waiting to be accepted: run `flotilla cluster accept {name}` on the hub"
-        ));
+    if !holder.accepted {
+        return CsrDecision::Pending((kind.not_accepted)(name));
     }
     CsrDecision::Approve
 }
@@ -550,11 +589,16 @@ pub fn parse_csr(pem: &[u8]) -> Result<CsrSubject, String> {
 
 /// A PEM certificate request for cluster `name`'s agent, signed by `key_pem`.
 pub fn agent_csr(name: &str, key_pem: &str) -> Result<String, String> {
-    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("agent key: {e}"))?;
+    identity_csr(&CLUSTER_AGENT, &agent_user(name), key_pem)
+}
+
+/// A PEM certificate request for `user` of `kind`, signed by `key_pem`.
+pub fn identity_csr(kind: &IdentityKind, user: &str, key_pem: &str) -> Result<String, String> {
+    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("{} key: {e}", kind.holder))?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, AGENT_GROUP);
-    params.distinguished_name.push(rcgen::DnType::CommonName, agent_user(name));
+    params.distinguished_name.push(rcgen::DnType::OrganizationName, kind.group);
+    params.distinguished_name.push(rcgen::DnType::CommonName, user);
     let csr = params.serialize_request(&key).map_err(|e| format!("certificate request: {e}"))?;
     csr.pem().map_err(|e| format!("certificate request: {e}"))
 }

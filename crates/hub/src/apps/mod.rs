@@ -611,7 +611,7 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
         }
         let key = lock(&apps.by_hash).get(hash).cloned();
         if let Some(key) = key {
-            if apps.binding_spec(&key).is_some_and(|s| !s.graceful_eviction_tasks.is_empty()) {
+            if apps.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true) {
                 // A failover waits for the new copies to be healthy.
                 apps.binder.add(key.clone());
             }
@@ -642,7 +642,7 @@ impl Apps {
     /// Whether a template event may matter: a policy could select it, it
     /// has a binding, or a binding depends on it.
     fn may_concern(&self, key: &TemplateKey, meta: &ObjectMeta) -> bool {
-        if self.binding_spec(key).is_some() || lock(&self.dependents).contains_key(key) {
+        if self.with_binding(key, |_, _, _| ()).is_some() || lock(&self.dependents).contains_key(key) {
             return true;
         }
         let empty = BTreeMap::new();
@@ -661,25 +661,24 @@ impl Apps {
         }) || self.cpps.state().iter().any(|p| hit(&p.spec.spec.resource_selectors))
     }
 
-    fn binding_spec(&self, key: &TemplateKey) -> Option<BindingSpec> {
-        let name = flotilla_core::binding::binding_name(&key.api_version, &key.kind, &key.name);
-        if key.namespace.is_empty() {
-            let r = reflector::ObjectRef::<ClusterResourceBinding>::new(&name);
-            self.cluster_bindings.get(&r).map(|b| b.spec.spec.clone())
-        } else {
-            let r = reflector::ObjectRef::<ResourceBinding>::new(&name).within(&key.namespace);
-            self.bindings.get(&r).map(|b| b.spec.spec.clone())
-        }
+    fn binding_status(&self, key: &TemplateKey) -> Option<(BindingSpec, Option<BindingStatus>, ObjectMeta)> {
+        self.with_binding(key, |spec, status, meta| (spec.clone(), status.cloned(), meta.clone()))
     }
 
-    fn binding_status(&self, key: &TemplateKey) -> Option<(BindingSpec, Option<BindingStatus>, ObjectMeta)> {
+    /// Looks at a template's binding (namespaced or cluster-scoped) in the
+    /// cache, copying only what `f` takes.
+    fn with_binding<T>(
+        &self,
+        key: &TemplateKey,
+        f: impl FnOnce(&BindingSpec, Option<&BindingStatus>, &ObjectMeta) -> T,
+    ) -> Option<T> {
         let name = flotilla_core::binding::binding_name(&key.api_version, &key.kind, &key.name);
         if key.namespace.is_empty() {
             let r = reflector::ObjectRef::<ClusterResourceBinding>::new(&name);
-            self.cluster_bindings.get(&r).map(|b| (b.spec.spec.clone(), b.status.clone(), b.metadata.clone()))
+            self.cluster_bindings.get(&r).map(|b| f(&b.spec.spec, b.status.as_ref(), &b.metadata))
         } else {
             let r = reflector::ObjectRef::<ResourceBinding>::new(&name).within(&key.namespace);
-            self.bindings.get(&r).map(|b| (b.spec.spec.clone(), b.status.clone(), b.metadata.clone()))
+            self.bindings.get(&r).map(|b| f(&b.spec.spec, b.status.as_ref(), &b.metadata))
         }
     }
 
@@ -697,10 +696,7 @@ impl Apps {
     }
 
     fn binding_keys(&self) -> Vec<TemplateKey> {
-        let mut out: Vec<TemplateKey> =
-            self.bindings.state().iter().map(|b| key_of_binding(&b.spec.spec)).collect();
-        out.extend(self.cluster_bindings.state().iter().map(|b| key_of_binding(&b.spec.spec)));
-        out
+        self.binding_specs().into_iter().map(|(key, _)| key).collect()
     }
 
     /// Works of a template, by cluster name.

@@ -32,6 +32,16 @@ pub mod conditions {
     pub const KUBE_SCHEDULER_READY: &str = "KubeSchedulerReady";
     /// On a HostedCluster: the requested worker nodes are Ready.
     pub const NODES_READY: &str = "NodesReady";
+    /// On a HostedCluster: every add-on is applied into the cluster.
+    pub const ADDONS_APPLIED: &str = "AddonsApplied";
+    /// On a HostedCluster: the last version change (False with the reason
+    /// while it runs or when it was refused or rolled back).
+    pub const UPGRADED: &str = "Upgraded";
+    /// On a HostedCluster: the spec can be acted on (False with a message
+    /// that says what to fix).
+    pub const VALID: &str = "Valid";
+    /// On a HostedCluster: every control-plane component is healthy.
+    pub const READY: &str = "Ready";
 }
 
 /// Where a hosted control plane's (or an etcd cluster's) components run.
@@ -552,11 +562,94 @@ pub struct HostedClusterStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// The upgrade in progress (or the last one, with its outcome).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<UpgradeStatus>,
+    /// Add-ons applied into the cluster, with the hash of what was applied:
+    /// an add-on is applied again only when its manifests change, so a
+    /// user's edits inside the cluster survive otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub addons: Vec<AddonStatus>,
+    /// Where each control-plane instance runs (process runtime).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub instances: Vec<ControlPlaneInstanceStatus>,
+    /// Worker nodes registered and Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_nodes: Option<i32>,
+    /// When the leaf certificates were last issued (renewal or rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates_issued_at: Option<Time>,
     /// One per component (see `conditions`), plus CertificatesReady,
     /// EtcdReady and NodesReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+}
+
+/// Progress of a version change, one component at a time.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStatus {
+    /// Version the cluster ran before.
+    pub from: String,
+    /// Version asked for.
+    pub to: String,
+    /// `InProgress`, `RollingBack`, `Succeeded`, `RolledBack`.
+    pub state: UpgradeState,
+    /// Component (`kube-apiserver`, `kube-controller-manager`,
+    /// `kube-scheduler`) being moved now, and the instance index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<i32>,
+    /// Components (`name/index`) already running `to` (or, when rolling
+    /// back, already back on `from`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub done: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the current step began (its health deadline counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// What happened, in words (why it rolled back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum UpgradeState {
+    #[default]
+    InProgress,
+    RollingBack,
+    Succeeded,
+    RolledBack,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AddonStatus {
+    pub name: String,
+    /// SHA-256 of the manifests last applied.
+    pub hash: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<Time>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ControlPlaneInstanceStatus {
+    /// `<component>-<index>`, e.g. `kube-apiserver-0`.
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(default)]
+    pub healthy: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -4,4 +4,5 @@
 
 pub mod etcd;
 pub mod pki;
+pub mod ports;
 pub mod render;

@@ -618,6 +618,12 @@ pub struct UpgradeStatus {
     /// What happened, in words (why it rolled back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Rolling back or rolled back: `spec.version` has been set to something
+    /// other than `to` since the rollback began, so asking for `to` again is
+    /// a new attempt. While false, a rolled-back `to` is not retried (no
+    /// upgrade/rollback loop).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retry_allowed: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

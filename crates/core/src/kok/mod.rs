@@ -6,3 +6,4 @@ pub mod etcd;
 pub mod pki;
 pub mod ports;
 pub mod render;
+pub mod upgrade;

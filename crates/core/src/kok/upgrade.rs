@@ -416,14 +416,9 @@ fn plan_settled(context: &Context, current: &str, mut record: Option<UpgradeStat
     if same_version(input.desired, &current) {
         return stay(outcome_condition(context, record.as_ref(), &current));
     }
+    // Not retried (no upgrade/rollback loop); the condition says how to.
     if let Some(last) = record.as_ref().filter(|r| r.state == UpgradeState::RolledBack && !r.retry_allowed) {
-        let message = format!(
-            "{}. {} is not retried while spec.version still asks for it: set spec.version to {current}, then to {} again to retry, or choose another version",
-            rolled_back_message(last),
-            last.to,
-            last.to
-        );
-        return stay(context.condition("False", reasons::ROLLED_BACK, message));
+        return stay(rolled_back_condition(context, last));
     }
     if let Err(refusal) = check_change(&current, input.desired) {
         return stay(context.condition("False", reasons::REFUSED, refusal.to_string()));
@@ -462,16 +457,23 @@ fn outcome_condition(context: &Context, record: Option<&UpgradeStatus>, current:
             reasons::SUCCEEDED,
             format!("upgraded from {} to {}", last.from, last.to),
         ),
-        Some(last) if last.state == UpgradeState::RolledBack => {
-            context.condition("False", reasons::ROLLED_BACK, rolled_back_message(last))
-        }
+        Some(last) if last.state == UpgradeState::RolledBack => rolled_back_condition(context, last),
         _ => context.condition("True", reasons::AT_VERSION, format!("running {current}")),
     }
 }
 
-fn rolled_back_message(record: &UpgradeStatus) -> String {
+/// After a rollback: why it happened, and, while spec.version still asks
+/// for the rolled-back version, how to try it again.
+fn rolled_back_condition(context: &Context, record: &UpgradeStatus) -> Condition {
     let why = record.message.as_deref().unwrap_or("the upgrade did not finish");
-    format!("rolled back from {} to {}: {why}", record.to, record.from)
+    let mut message = format!("rolled back from {} to {}: {why}", record.to, record.from);
+    if !record.retry_allowed && same_version(context.input.desired, &record.to) {
+        message.push_str(&format!(
+            ". {} is not retried while spec.version still asks for it: set spec.version to {}, then to {} again to retry, or choose another version",
+            record.to, record.from, record.to
+        ));
+    }
+    context.condition("False", reasons::ROLLED_BACK, message)
 }
 
 /// Move the upgrade (or rollback) on as far as the observations allow,
@@ -693,7 +695,7 @@ fn describe(context: &Context, record: UpgradeStatus) -> UpgradePlan {
             )
         }
         UpgradeState::RolledBack => {
-            let condition = context.condition("False", reasons::ROLLED_BACK, rolled_back_message(&record));
+            let condition = rolled_back_condition(context, &record);
             (
                 context.every_instance(&record.from),
                 Some(record.from.clone()),
@@ -710,5 +712,767 @@ fn describe(context: &Context, record: UpgradeStatus) -> UpgradePlan {
         upgrade: Some(record),
         condition: Some(condition),
         upgrading,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEADLINE: Duration = Duration::from_secs(60);
+    const APISERVER: &str = "kube-apiserver";
+    const KCM: &str = "kube-controller-manager";
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn observation(component: &str, index: i32, version: &str, healthy: bool) -> InstanceObservation {
+        InstanceObservation { component: component.into(), index, version: version.into(), healthy }
+    }
+
+    fn input<'a>(
+        desired: &'a str,
+        status: Option<&'a HostedClusterStatus>,
+        replicas: i32,
+        observed: &'a [InstanceObservation],
+        now: i64,
+    ) -> UpgradeInput<'a> {
+        UpgradeInput {
+            desired,
+            desired_known: true,
+            status,
+            generation: Some(3),
+            replicas,
+            observed,
+            now: at(now),
+            step_deadline: DEADLINE,
+        }
+    }
+
+    /// Every instance of every component on `version`.
+    fn everyone(replicas: i32, version: &str, healthy: bool) -> Vec<InstanceObservation> {
+        all_steps(replicas).iter().map(|s| observation(s.component(), s.index, version, healthy)).collect()
+    }
+
+    fn running(version: &str) -> HostedClusterStatus {
+        HostedClusterStatus { version: Some(version.into()), ..Default::default() }
+    }
+
+    fn upgraded(plan: &UpgradePlan) -> &Condition {
+        plan.condition.as_ref().unwrap()
+    }
+
+    /// The status a controller writes from a plan.
+    fn write(status: &mut HostedClusterStatus, plan: &UpgradePlan) {
+        status.version = plan.version.clone();
+        status.previous_version = plan.previous_version.clone();
+        status.upgrade = plan.upgrade.clone();
+        status.conditions = plan.condition.iter().cloned().collect();
+    }
+
+    /// A control plane whose instances take whatever version the plan
+    /// says at once and are healthy unless `broken` says otherwise.
+    struct Cluster {
+        desired: String,
+        replicas: i32,
+        status: HostedClusterStatus,
+        configured: BTreeMap<(String, i32), String>,
+        broken: fn(&str, &str) -> bool,
+        now: i64,
+    }
+
+    impl Cluster {
+        fn new(version: &str, replicas: i32, broken: fn(&str, &str) -> bool) -> Self {
+            let steps = all_steps(replicas);
+            Cluster {
+                desired: version.into(),
+                replicas,
+                status: running(version),
+                configured: steps.iter().map(|s| ((s.component().into(), s.index), version.into())).collect(),
+                broken,
+                now: 1000,
+            }
+        }
+
+        fn observed(&self) -> Vec<InstanceObservation> {
+            self.configured
+                .iter()
+                .map(|((component, index), version)| {
+                    observation(component, *index, version, !(self.broken)(component, version))
+                })
+                .collect()
+        }
+
+        /// One reconcile: plan, write status, configure instances, let
+        /// 10 seconds pass.
+        fn tick(&mut self) -> UpgradePlan {
+            let observed = self.observed();
+            let plan = plan(&input(&self.desired, Some(&self.status), self.replicas, &observed, self.now));
+            write(&mut self.status, &plan);
+            self.configured = plan.versions.clone();
+            self.now += 10;
+            plan
+        }
+
+        /// Tick until nothing moves (at most `limit` times); the plans seen.
+        fn run(&mut self, limit: usize) -> Vec<UpgradePlan> {
+            let mut plans = Vec::new();
+            for _ in 0..limit {
+                let plan = self.tick();
+                let upgrading = plan.upgrading;
+                plans.push(plan);
+                if !upgrading {
+                    break;
+                }
+            }
+            plans
+        }
+
+        fn record(&self) -> &UpgradeStatus {
+            self.status.upgrade.as_ref().unwrap()
+        }
+    }
+
+    fn never_broken(_: &str, _: &str) -> bool {
+        false
+    }
+
+    /// The steps a run went through, in order, each once.
+    fn visited(plans: &[UpgradePlan]) -> Vec<String> {
+        let mut seen: Vec<String> = Vec::new();
+        for plan in plans {
+            if let Some(record) = plan.upgrade.as_ref().filter(|r| in_flight(r.state)) {
+                let step = format!("{}/{}", record.component.clone().unwrap(), record.instance.unwrap());
+                if seen.last() != Some(&step) {
+                    seen.push(step);
+                }
+            }
+        }
+        seen
+    }
+
+    /// Kubernetes' skew rule on a planned configuration: no
+    /// controller-manager or scheduler newer than any apiserver, and the
+    /// instances on `newer` form a prefix of the upgrade order.
+    fn assert_skew(versions: &BTreeMap<(String, i32), String>, replicas: i32, newer: &str) {
+        let on_newer: Vec<bool> = all_steps(replicas)
+            .iter()
+            .map(|s| versions[&(s.component().to_string(), s.index)] == newer)
+            .collect();
+        let prefix = on_newer.iter().take_while(|n| **n).count();
+        assert!(on_newer[prefix..].iter().all(|n| !n), "not a prefix of the order: {versions:?}");
+        let apiservers_newer = versions.iter().filter(|((c, _), v)| c == APISERVER && *v == newer).count();
+        let others_newer = versions.iter().filter(|((c, _), v)| c != APISERVER && *v == newer).count();
+        assert!(others_newer == 0 || apiservers_newer == replicas as usize, "skew broken: {versions:?}");
+    }
+
+    #[test]
+    fn parses_versions_and_prints_them_without_v() {
+        fn check(text: &str, expected: Option<(u32, u32, u32, &str)>) {
+            let parsed = KubeVersion::parse(text);
+            match expected {
+                Some((major, minor, patch, suffix)) => {
+                    let version = parsed.unwrap_or_else(|e| panic!("{text}: {e}"));
+                    assert_eq!(version, KubeVersion { major, minor, patch, suffix: suffix.into() }, "{text}");
+                    let printed = version.to_string();
+                    assert!(!printed.starts_with('v'), "{printed}");
+                    assert_eq!(printed.parse::<KubeVersion>().unwrap(), version, "round trip of {text}");
+                }
+                None => {
+                    assert_eq!(parsed, Err(Refusal::Unparsable { version: text.into() }), "{text}")
+                }
+            }
+        }
+        check("1.20.2", Some((1, 20, 2, "")));
+        check("v1.20.2", Some((1, 20, 2, "")));
+        check("1.21.0-broken", Some((1, 21, 0, "-broken")));
+        check("v1.21.0-rc.1", Some((1, 21, 0, "-rc.1")));
+        check("1.20.2+k3s1", Some((1, 20, 2, "+k3s1")));
+        for bad in [
+            "", "v", "1", "1.20", "1.20.2.1", "a.b.c", "1..2", "1.20.x", "1.20.+2", "1.20.2-", "1.20.-2",
+            "V1.20.2",
+        ] {
+            check(bad, None);
+        }
+        assert_eq!(KubeVersion::parse("v1.21.0-broken").unwrap().to_string(), "1.21.0-broken");
+    }
+
+    #[test]
+    fn version_changes_follow_the_skew_rules() {
+        fn check(current: &str, desired: &str, expected: Result<(), &str>) {
+            let got = check_change(current, desired).map_err(|refusal| match refusal {
+                Refusal::Unparsable { .. } => "Unparsable",
+                Refusal::MajorChange { .. } => "MajorChange",
+                Refusal::MinorDowngrade { .. } => "MinorDowngrade",
+                Refusal::SkipsMinor { .. } => "SkipsMinor",
+            });
+            assert_eq!(got, expected, "{current} -> {desired}");
+        }
+        check("1.20.2", "1.20.3", Ok(()));
+        check("1.20.3", "1.20.2", Ok(()));
+        check("1.20.2", "1.20.2-patched", Ok(()));
+        check("1.20.2", "1.21.0", Ok(()));
+        check("v1.20.2", "1.21.9", Ok(()));
+        check("1.20.2", "1.21.0-broken", Ok(()));
+        check("1.21.0", "1.20.2", Err("MinorDowngrade"));
+        check("1.21.0", "1.19.0", Err("MinorDowngrade"));
+        check("1.20.2", "1.22.0", Err("SkipsMinor"));
+        check("1.20.2", "2.0.0", Err("MajorChange"));
+        check("1.20.2", "0.20.2", Err("MajorChange"));
+        check("1.20.2", "latest", Err("Unparsable"));
+        check("garbage", "1.20.2", Err("Unparsable"));
+    }
+
+    #[test]
+    fn refusals_say_what_to_do() {
+        let message = |current: &str, desired: &str| check_change(current, desired).unwrap_err().to_string();
+        assert_eq!(
+            message("1.21.0", "1.20.2"),
+            "cannot downgrade from 1.21.0 to 1.20.2: Kubernetes does not support minor version downgrades; set spec.version back to 1.21.x"
+        );
+        assert_eq!(
+            message("1.20.2", "1.22.0"),
+            "cannot upgrade from 1.20.2 to 1.22.0 in one step: Kubernetes upgrades one minor version at a time; set spec.version to 1.21.x first, then to 1.22.0"
+        );
+        assert!(message("1.20.2", "2.0.0").contains("set spec.version back to 1.20.x"));
+        assert!(message("1.20.2", "1.20").contains("MAJOR.MINOR.PATCH"));
+    }
+
+    #[test]
+    fn durations_read_like_kubernetes_ones() {
+        for (duration, text) in [
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(30), "30s"),
+            (Duration::from_secs(60), "1m0s"),
+            (Duration::from_secs(90), "1m30s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3725), "1h2m5s"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+        }
+    }
+
+    #[test]
+    fn a_fresh_cluster_runs_the_desired_version_with_no_upgrade() {
+        let starting = everyone(3, "1.20.2", false);
+        let plan = plan(&input("v1.20.2", None, 3, &starting, 10));
+        assert_eq!(plan.versions.len(), 9);
+        assert!(plan.versions.values().all(|v| v == "1.20.2"), "{:?}", plan.versions);
+        assert_eq!(plan.version, None, "nothing has served yet");
+        assert_eq!((plan.upgrade, plan.condition, plan.upgrading), (None, None, false));
+
+        // Once an apiserver serves on it the version is the cluster's.
+        let mut serving = starting.clone();
+        serving[1] = observation(APISERVER, 1, "1.20.2", true);
+        let empty = HostedClusterStatus::default();
+        let plan = super::plan(&input("1.20.2", Some(&empty), 3, &serving, 10));
+        assert_eq!(plan.version.as_deref(), Some("1.20.2"));
+        assert_eq!(upgraded(&plan).status, "True");
+        assert_eq!(upgraded(&plan).reason, reasons::AT_VERSION);
+        assert_eq!(plan.upgrade, None);
+
+        // A healthy scheduler alone does not make it the cluster's version.
+        let mut scheduling = starting;
+        scheduling[8] = observation("kube-scheduler", 2, "1.20.2", true);
+        assert_eq!(plan_fresh_version("1.20.2", &scheduling), None);
+    }
+
+    fn plan_fresh_version(desired: &str, observed: &[InstanceObservation]) -> Option<String> {
+        plan(&input(desired, None, 3, observed, 10)).version
+    }
+
+    #[test]
+    fn a_fresh_cluster_with_a_bad_or_unknown_version_runs_nothing() {
+        let plan_bad = plan(&input("1.20", None, 1, &[], 10));
+        assert!(plan_bad.versions.is_empty());
+        assert_eq!(upgraded(&plan_bad).reason, reasons::REFUSED);
+        assert!(upgraded(&plan_bad).message.contains("MAJOR.MINOR.PATCH"), "{}", upgraded(&plan_bad).message);
+
+        let mut unknown = input("1.22.0", None, 1, &[], 10);
+        unknown.desired_known = false;
+        let plan_unknown = plan(&unknown);
+        assert!(plan_unknown.versions.is_empty());
+        assert_eq!(upgraded(&plan_unknown).status, "False");
+        assert_eq!(upgraded(&plan_unknown).reason, reasons::UNKNOWN_VERSION);
+        assert!(upgraded(&plan_unknown).message.contains("1.22.0"));
+    }
+
+    #[test]
+    fn at_the_desired_version_everything_stays_and_the_last_outcome_stays_visible() {
+        let observed = everyone(2, "1.21.0", true);
+        let mut status = running("1.21.0");
+        status.previous_version = Some("1.20.2".into());
+        let last = UpgradeStatus {
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
+            state: UpgradeState::Succeeded,
+            done: vec!["kube-apiserver/0".into()],
+            started_at: Some(at(10)),
+            completed_at: Some(at(50)),
+            ..Default::default()
+        };
+        status.upgrade = Some(last.clone());
+        let plan = plan(&input("v1.21.0", Some(&status), 2, &observed, 500));
+        assert!(plan.versions.values().all(|v| v == "1.21.0"));
+        assert_eq!(plan.version.as_deref(), Some("1.21.0"));
+        assert_eq!(plan.previous_version.as_deref(), Some("1.20.2"));
+        assert_eq!(plan.upgrade, Some(last));
+        assert_eq!(
+            (upgraded(&plan).status.as_str(), upgraded(&plan).reason.as_str()),
+            ("True", reasons::SUCCEEDED)
+        );
+        assert!(!plan.upgrading);
+        assert_eq!(plan.phase(), None);
+
+        let plain = running("1.21.0");
+        let plan = super::plan(&input("1.21.0", Some(&plain), 2, &observed, 500));
+        assert_eq!(plan.upgrade, None);
+        assert_eq!(upgraded(&plan).reason, reasons::AT_VERSION);
+        assert_eq!(upgraded(&plan).observed_generation, Some(3));
+    }
+
+    #[test]
+    fn a_refused_or_unknown_change_moves_nothing() {
+        let observed = everyone(1, "1.21.0", true);
+        let status = running("1.21.0");
+        let downgrade = plan(&input("1.20.2", Some(&status), 1, &observed, 10));
+        assert!(downgrade.versions.values().all(|v| v == "1.21.0"));
+        assert_eq!(downgrade.version.as_deref(), Some("1.21.0"));
+        assert_eq!(downgrade.upgrade, None);
+        assert!(!downgrade.upgrading);
+        let condition = upgraded(&downgrade);
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::REFUSED));
+        assert_eq!(condition.message, check_change("1.21.0", "1.20.2").unwrap_err().to_string());
+
+        let mut unknown = input("1.22.0", Some(&status), 1, &observed, 10);
+        unknown.desired_known = false;
+        let unknown = plan(&unknown);
+        assert!(unknown.versions.values().all(|v| v == "1.21.0"));
+        assert_eq!(unknown.upgrade, None);
+        assert_eq!(upgraded(&unknown).reason, reasons::UNKNOWN_VERSION);
+        assert!(upgraded(&unknown).message.contains("back to 1.21.0"), "{}", upgraded(&unknown).message);
+    }
+
+    #[test]
+    fn an_upgrade_moves_one_instance_at_a_time_apiservers_first() {
+        for replicas in 1..=5 {
+            let mut cluster = Cluster::new("1.20.2", replicas, never_broken);
+            cluster.desired = "1.21.0".into();
+            let started_at = cluster.now;
+            let plans = cluster.run(100);
+            for plan in &plans {
+                assert_skew(&plan.versions, replicas, "1.21.0");
+                // Only the instance being moved may be on `to` and not yet done.
+                let record = plan.upgrade.as_ref().unwrap();
+                let on_to = plan.versions.values().filter(|v| *v == "1.21.0").count();
+                let moving = usize::from(record.state == UpgradeState::InProgress);
+                assert_eq!(on_to, record.done.len() + moving, "{record:?}");
+            }
+            let expected: Vec<String> =
+                all_steps(replicas).iter().map(|s| format!("{}/{}", s.component(), s.index)).collect();
+            assert_eq!(visited(&plans), expected, "replicas {replicas}");
+            let last = plans.last().unwrap();
+            let record = cluster.record();
+            assert_eq!(record.state, UpgradeState::Succeeded);
+            assert_eq!(record.done, expected);
+            assert_eq!((record.component.as_ref(), record.instance), (None, None));
+            assert_eq!(record.started_at, Some(at(started_at)));
+            assert_eq!(record.completed_at, Some(at(cluster.now - 10)));
+            assert_eq!(last.version.as_deref(), Some("1.21.0"));
+            assert_eq!(last.previous_version.as_deref(), Some("1.20.2"));
+            assert!(last.versions.values().all(|v| v == "1.21.0"));
+            assert_eq!(
+                (upgraded(last).status.as_str(), upgraded(last).reason.as_str()),
+                ("True", reasons::SUCCEEDED)
+            );
+            assert!(!last.upgrading);
+            // One tick to start plus one per instance: nothing waits longer
+            // than its own instance takes.
+            assert_eq!(plans.len(), expected.len() + 1, "replicas {replicas}");
+        }
+    }
+
+    #[test]
+    fn while_upgrading_the_status_keeps_the_old_version_and_says_what_it_waits_for() {
+        let mut cluster = Cluster::new("1.20.2", 2, never_broken);
+        cluster.desired = "1.21.0".into();
+        let first = cluster.tick();
+        assert!(first.upgrading);
+        assert_eq!(first.phase(), Some(HostedClusterPhase::Upgrading));
+        assert_eq!(phase_of(&cluster.status), Some(HostedClusterPhase::Upgrading));
+        assert_eq!(first.version.as_deref(), Some("1.20.2"));
+        let record = first.upgrade.as_ref().unwrap();
+        assert_eq!((record.from.as_str(), record.to.as_str()), ("1.20.2", "1.21.0"));
+        assert_eq!(record.state, UpgradeState::InProgress);
+        assert_eq!((record.component.as_deref(), record.instance), (Some(APISERVER), Some(0)));
+        assert_eq!(record.step_started_at, Some(at(1000)));
+        let condition = upgraded(&first);
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::UPGRADING));
+        assert_eq!(
+            condition.message,
+            "upgrading from 1.20.2 to 1.21.0: waiting for kube-apiserver/0 to be healthy on 1.21.0 (0 of 6 instances done, 1m0s per instance)"
+        );
+        let second = cluster.tick();
+        let record = second.upgrade.as_ref().unwrap();
+        assert_eq!(record.done, vec!["kube-apiserver/0".to_string()]);
+        assert_eq!((record.component.as_deref(), record.instance), (Some(APISERVER), Some(1)));
+        assert_eq!(record.step_started_at, Some(at(1010)), "the next step's clock starts when it starts");
+        assert_eq!(record.started_at, Some(at(1000)));
+    }
+
+    #[test]
+    fn an_instance_is_done_only_when_configured_with_the_new_version_and_healthy() {
+        let mut status = running("1.20.2");
+        status.upgrade = Some(UpgradeStatus {
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
+            state: UpgradeState::InProgress,
+            component: Some(APISERVER.into()),
+            instance: Some(0),
+            started_at: Some(at(0)),
+            step_started_at: Some(at(0)),
+            ..Default::default()
+        });
+        let rest = |first: Option<InstanceObservation>| {
+            let mut observed = everyone(1, "1.20.2", true);
+            observed.remove(0);
+            observed.extend(first);
+            observed
+        };
+        for (first, done) in [
+            (Some(observation(APISERVER, 0, "1.21.0", true)), true),
+            (Some(observation(APISERVER, 0, "v1.21.0", true)), true),
+            (Some(observation(APISERVER, 0, "1.21.0", false)), false),
+            (Some(observation(APISERVER, 0, "1.20.2", true)), false),
+            (Some(observation(APISERVER, 1, "1.21.0", true)), false),
+            (Some(observation(KCM, 0, "1.21.0", true)), false),
+            (None, false),
+        ] {
+            let observed = rest(first.clone());
+            let plan = plan(&input("1.21.0", Some(&status), 1, &observed, 30));
+            let record = plan.upgrade.unwrap();
+            assert_eq!(record.done == vec!["kube-apiserver/0".to_string()], done, "{first:?}");
+            assert_eq!(record.component.as_deref() == Some(KCM), done, "{first:?}");
+        }
+    }
+
+    #[test]
+    fn a_step_not_healthy_by_its_deadline_rolls_back_newest_first() {
+        fn broken_controller_manager(component: &str, version: &str) -> bool {
+            component == KCM && version == "1.21.0"
+        }
+        let mut cluster = Cluster::new("1.20.2", 2, broken_controller_manager);
+        cluster.desired = "1.21.0".into();
+        let plans = cluster.run(100);
+        for plan in &plans {
+            assert_skew(&plan.versions, 2, "1.21.0");
+        }
+        assert_eq!(
+            visited(&plans),
+            [
+                "kube-apiserver/0",
+                "kube-apiserver/1",
+                "kube-controller-manager/0",
+                "kube-apiserver/1",
+                "kube-apiserver/0"
+            ]
+        );
+        // The moment it turned around: kube-controller-manager/0 started at
+        // 1020 and was still unhealthy at 1080.
+        let turn = plans
+            .iter()
+            .position(|p| p.upgrade.as_ref().unwrap().state == UpgradeState::RollingBack)
+            .unwrap();
+        let turned = plans[turn].upgrade.as_ref().unwrap();
+        assert_eq!(turned.step_started_at, Some(at(1080)));
+        assert_eq!(
+            plans[turn - 1].upgrade.as_ref().unwrap().step_started_at,
+            Some(at(1020)),
+            "the failing step's clock"
+        );
+        assert_eq!(upgraded(&plans[turn]).reason, reasons::ROLLING_BACK);
+        assert!(plans[turn].upgrading);
+        assert_eq!(plans[turn].version.as_deref(), Some("1.20.2"));
+        // Rollback steps are health-gated too: `done` grows as each is back.
+        assert_eq!(
+            plans[turn + 1].upgrade.as_ref().unwrap().done,
+            vec!["kube-controller-manager/0".to_string()]
+        );
+
+        let record = cluster.record().clone();
+        assert_eq!(record.state, UpgradeState::RolledBack);
+        assert_eq!(record.done, ["kube-controller-manager/0", "kube-apiserver/1", "kube-apiserver/0"]);
+        assert!(!record.retry_allowed);
+        let last = plans.last().unwrap();
+        assert_eq!(last.version.as_deref(), Some("1.20.2"));
+        assert_eq!(last.previous_version, None);
+        assert!(last.versions.values().all(|v| v == "1.20.2"));
+        let condition = upgraded(last);
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::ROLLED_BACK));
+        assert_eq!(
+            condition.message,
+            "rolled back from 1.21.0 to 1.20.2: kube-controller-manager/0 was not healthy on 1.21.0 within 1m0s. \
+             1.21.0 is not retried while spec.version still asks for it: set spec.version to 1.20.2, \
+             then to 1.21.0 again to retry, or choose another version"
+        );
+
+        // spec.version still says 1.21.0: no retry, however long we wait.
+        for _ in 0..20 {
+            let plan = cluster.tick();
+            assert!(plan.versions.values().all(|v| v == "1.20.2"));
+            assert_eq!(plan.upgrade.as_ref(), Some(&record));
+            assert!(!plan.upgrading);
+            assert!(upgraded(&plan).message.contains("not retried"), "{}", upgraded(&plan).message);
+        }
+
+        // Setting it to the running version and back is a new attempt.
+        cluster.desired = "1.20.2".into();
+        let accepted = cluster.tick();
+        assert!(accepted.upgrade.as_ref().unwrap().retry_allowed);
+        assert_eq!(upgraded(&accepted).reason, reasons::ROLLED_BACK, "the outcome stays visible");
+        assert!(!upgraded(&accepted).message.contains("not retried"));
+        cluster.desired = "1.21.0".into();
+        let retry = cluster.tick();
+        let record = retry.upgrade.as_ref().unwrap();
+        assert_eq!(record.state, UpgradeState::InProgress);
+        assert_eq!((record.component.as_deref(), record.instance), (Some(APISERVER), Some(0)));
+        assert!(record.done.is_empty());
+    }
+
+    #[test]
+    fn the_deadline_counts_from_the_step_start() {
+        let mut status = running("1.20.2");
+        status.upgrade = Some(UpgradeStatus {
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
+            state: UpgradeState::InProgress,
+            component: Some(KCM.into()),
+            instance: Some(0),
+            done: vec!["kube-apiserver/0".into()],
+            started_at: Some(at(0)),
+            step_started_at: Some(at(100)),
+            ..Default::default()
+        });
+        let mut observed = everyone(1, "1.20.2", true);
+        observed[0] = observation(APISERVER, 0, "1.21.0", true);
+        observed[1] = observation(KCM, 0, "1.21.0", false);
+        let state_at =
+            |now: i64| plan(&input("1.21.0", Some(&status), 1, &observed, now)).upgrade.unwrap().state;
+        assert_eq!(state_at(159), UpgradeState::InProgress);
+        assert_eq!(state_at(160), UpgradeState::RollingBack);
+        let rolling = plan(&input("1.21.0", Some(&status), 1, &observed, 160));
+        let record = rolling.upgrade.as_ref().unwrap();
+        assert_eq!(
+            (record.component.as_deref(), record.instance),
+            (Some(KCM), Some(0)),
+            "the failing one goes back first"
+        );
+        assert_eq!(rolling.versions[&(KCM.to_string(), 0)], "1.20.2");
+        assert_eq!(rolling.versions[&(APISERVER.to_string(), 0)], "1.21.0");
+        assert_eq!(rolling.versions[&("kube-scheduler".to_string(), 0)], "1.20.2");
+        assert_eq!(
+            record.message.as_deref(),
+            Some("kube-controller-manager/0 was not healthy on 1.21.0 within 1m0s")
+        );
+    }
+
+    #[test]
+    fn rollback_steps_have_no_deadline() {
+        // The apiserver comes back unhealthy on the old version too (say,
+        // its etcd is down): the rollback waits rather than giving up.
+        fn broken_apiserver(component: &str, _: &str) -> bool {
+            component == APISERVER
+        }
+        let mut cluster = Cluster::new("1.20.2", 1, broken_apiserver);
+        cluster.desired = "1.21.0".into();
+        let plans = cluster.run(200);
+        let last = plans.last().unwrap();
+        assert!(last.upgrading, "still rolling back after {} ticks", plans.len());
+        let record = cluster.record();
+        assert_eq!(record.state, UpgradeState::RollingBack);
+        assert_eq!((record.component.as_deref(), record.instance), (Some(APISERVER), Some(0)));
+        assert!(last.versions.values().all(|v| v == "1.20.2"));
+        assert_eq!(record.step_started_at, Some(at(1060)));
+    }
+
+    #[test]
+    fn setting_the_version_back_during_an_upgrade_rolls_back_and_allows_a_retry() {
+        let mut cluster = Cluster::new("1.20.2", 1, never_broken);
+        cluster.desired = "1.21.0".into();
+        cluster.tick();
+        cluster.tick();
+        assert_eq!(cluster.record().component.as_deref(), Some(KCM));
+        cluster.desired = "1.20.2".into();
+        let turned = cluster.tick();
+        let record = turned.upgrade.as_ref().unwrap();
+        assert_eq!(record.state, UpgradeState::RollingBack);
+        assert!(record.retry_allowed);
+        assert!(upgraded(&turned).message.contains("set back to 1.20.2"), "{}", upgraded(&turned).message);
+        let plans = cluster.run(20);
+        assert!(!plans.last().unwrap().upgrading);
+        assert_eq!(cluster.record().state, UpgradeState::RolledBack);
+        assert_eq!(cluster.status.version.as_deref(), Some("1.20.2"));
+        assert!(cluster.configured.values().all(|v| v == "1.20.2"));
+
+        cluster.desired = "1.21.0".into();
+        let again = cluster.tick();
+        assert_eq!(again.upgrade.unwrap().state, UpgradeState::InProgress);
+    }
+
+    #[test]
+    fn a_third_version_waits_for_the_current_upgrade() {
+        let mut cluster = Cluster::new("1.20.2", 1, never_broken);
+        cluster.desired = "1.20.3".into();
+        cluster.tick();
+        cluster.desired = "1.21.0".into();
+        let plans = cluster.run(20);
+        let during = &plans[0];
+        assert_eq!(during.upgrade.as_ref().unwrap().to, "1.20.3");
+        assert!(
+            upgraded(during)
+                .message
+                .ends_with("spec.version is now 1.21.0: it is taken once this upgrade finishes"),
+            "{}",
+            upgraded(during).message
+        );
+        let finished = plans.last().unwrap();
+        assert_eq!(finished.version.as_deref(), Some("1.20.3"));
+        assert!(
+            upgraded(finished).message.contains("1.21.0 is considered next"),
+            "{}",
+            upgraded(finished).message
+        );
+        let next = cluster.tick();
+        let record = next.upgrade.as_ref().unwrap();
+        assert_eq!(
+            (record.from.as_str(), record.to.as_str(), record.state),
+            ("1.20.3", "1.21.0", UpgradeState::InProgress)
+        );
+        assert_eq!(next.previous_version.as_deref(), Some("1.20.2"));
+    }
+
+    #[test]
+    fn a_third_version_during_a_rollback_is_taken_after_it() {
+        fn broken_new(component: &str, version: &str) -> bool {
+            component == KCM && version == "1.21.0-broken"
+        }
+        let mut cluster = Cluster::new("1.20.2", 2, broken_new);
+        cluster.desired = "1.21.0-broken".into();
+        let plans = cluster.run(100);
+        assert_eq!(cluster.record().state, UpgradeState::RolledBack);
+        assert!(plans.iter().all(|p| !upgraded(p).message.contains("it is taken")));
+
+        let mut cluster = Cluster::new("1.20.2", 2, broken_new);
+        cluster.desired = "1.21.0-broken".into();
+        while cluster.record_state() != Some(UpgradeState::RollingBack) {
+            cluster.tick();
+        }
+        cluster.desired = "1.21.1".into();
+        let rolling = cluster.tick();
+        assert!(
+            upgraded(&rolling).message.contains("spec.version is now 1.21.1"),
+            "{}",
+            upgraded(&rolling).message
+        );
+        cluster.run(20);
+        assert_eq!(cluster.record().state, UpgradeState::RolledBack);
+        let next = cluster.tick();
+        let record = next.upgrade.as_ref().unwrap();
+        assert_eq!(
+            (record.from.as_str(), record.to.as_str(), record.state),
+            ("1.20.2", "1.21.1", UpgradeState::InProgress)
+        );
+    }
+
+    impl Cluster {
+        fn record_state(&self) -> Option<UpgradeState> {
+            self.status.upgrade.as_ref().map(|u| u.state)
+        }
+    }
+
+    #[test]
+    fn plans_are_idempotent_and_timestamps_move_only_with_steps() {
+        fn slow(component: &str, version: &str) -> bool {
+            component == KCM && version == "1.21.0"
+        }
+        let mut cluster = Cluster::new("1.20.2", 3, slow);
+        cluster.desired = "1.21.0".into();
+        for _ in 0..30 {
+            let observed = cluster.observed();
+            let once = plan(&input(&cluster.desired, Some(&cluster.status), 3, &observed, cluster.now));
+            let twice = plan(&input(&cluster.desired, Some(&cluster.status), 3, &observed, cluster.now));
+            assert_eq!(once, twice);
+            // Fed back with the same observations a moment later, nothing
+            // changes unless a deadline passed in between.
+            let mut written = cluster.status.clone();
+            write(&mut written, &once);
+            let again = plan(&input(&cluster.desired, Some(&written), 3, &observed, cluster.now + 1));
+            let record = once.upgrade.as_ref().unwrap();
+            let deadline_at = record.step_started_at.as_ref().unwrap().0.as_second() + 60;
+            if record.state == UpgradeState::RollingBack || cluster.now + 1 < deadline_at {
+                assert_eq!(again, once, "at {}", cluster.now);
+            }
+            cluster.tick();
+        }
+        assert_eq!(cluster.record_state(), Some(UpgradeState::RolledBack));
+    }
+
+    #[test]
+    fn the_condition_transition_time_moves_only_when_its_status_does() {
+        let mut cluster = Cluster::new("1.20.2", 1, never_broken);
+        cluster.tick();
+        let settled_at = cluster.status.conditions[0].last_transition_time.clone();
+        cluster.desired = "1.21.0".into();
+        let started = cluster.tick();
+        let started_at = upgraded(&started).last_transition_time.clone();
+        assert_ne!(started_at, settled_at, "True -> False is a transition");
+        let moving = cluster.tick();
+        assert_eq!(upgraded(&moving).last_transition_time, started_at, "still False");
+        let plans = cluster.run(10);
+        let done = plans.last().unwrap();
+        assert_eq!(upgraded(done).status, "True");
+        assert_eq!(upgraded(done).last_transition_time, at(cluster.now - 10));
+    }
+
+    #[test]
+    fn scaling_down_under_the_current_step_moves_on() {
+        let mut status = running("1.20.2");
+        status.upgrade = Some(UpgradeStatus {
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
+            state: UpgradeState::InProgress,
+            component: Some(APISERVER.into()),
+            instance: Some(2),
+            done: vec!["kube-apiserver/0".into(), "kube-apiserver/1".into()],
+            started_at: Some(at(0)),
+            step_started_at: Some(at(10)),
+            ..Default::default()
+        });
+        let mut observed = everyone(2, "1.20.2", true);
+        observed[0].version = "1.21.0".into();
+        observed[1].version = "1.21.0".into();
+        let plan = plan(&input("1.21.0", Some(&status), 2, &observed, 20));
+        let record = plan.upgrade.as_ref().unwrap();
+        assert_eq!((record.component.as_deref(), record.instance), (Some(KCM), Some(0)));
+        assert_eq!(record.step_started_at, Some(at(20)));
+        assert_eq!(plan.versions.len(), 6);
+        assert_eq!(plan.versions[&(KCM.to_string(), 0)], "1.21.0");
+        assert_eq!(plan.versions[&(KCM.to_string(), 1)], "1.20.2");
+    }
+
+    #[test]
+    fn upgrading_helper_follows_the_record_state() {
+        for (state, upgrading) in [
+            (UpgradeState::InProgress, true),
+            (UpgradeState::RollingBack, true),
+            (UpgradeState::Succeeded, false),
+            (UpgradeState::RolledBack, false),
+        ] {
+            let record = UpgradeStatus { state, ..Default::default() };
+            assert_eq!(is_upgrading(Some(&record)), upgrading, "{state:?}");
+        }
+        assert!(!is_upgrading(None));
+        assert_eq!(phase_of(&running("1.20.2")), None);
     }
 }

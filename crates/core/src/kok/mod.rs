@@ -3,6 +3,7 @@
 //! processes.
 
 pub mod etcd;
+pub mod kube_runtime;
 pub mod pki;
 pub mod ports;
 pub mod render;

@@ -14,6 +14,23 @@
 //! plus the status fields to write. Feeding its output back with unchanged
 //! observations returns the same plan, so it is safe to call as often as
 //! the controller likes.
+//!
+//! A controller, on every reconcile of a HostedCluster:
+//! 1. builds one [`InstanceObservation`] per control-plane instance it
+//!    finds: the version that instance is configured with now (its Machine
+//!    component or Deployment) and whether that configuration is healthy;
+//! 2. calls [`plan`] with `spec.version`, whether it has binaries for it,
+//!    the current status, `metadata.generation`,
+//!    `spec.controlPlane.replicas`, the observations, the current time and
+//!    the per-step deadline;
+//! 3. configures every `(component, index)` in [`UpgradePlan::versions`]
+//!    with its version (an empty map: run nothing yet);
+//! 4. writes `version`, `previousVersion`, `upgrade` and the `Upgraded`
+//!    condition (removing it when the plan has none) to the status, and
+//!    reports phase `Upgrading` while [`UpgradePlan::upgrading`].
+//!
+//! Version strings in the plan are written without a leading `v`, so the
+//! caller's registry should be keyed the same way.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -1459,6 +1476,34 @@ mod tests {
         assert_eq!(plan.versions.len(), 6);
         assert_eq!(plan.versions[&(KCM.to_string(), 0)], "1.21.0");
         assert_eq!(plan.versions[&(KCM.to_string(), 1)], "1.20.2");
+    }
+
+    #[test]
+    fn a_record_without_a_known_current_step_starts_from_the_right_end() {
+        let observed = everyone(1, "1.20.2", true);
+        let with_state = |state| {
+            let mut status = running("1.20.2");
+            status.upgrade = Some(UpgradeStatus {
+                from: "1.20.2".into(),
+                to: "1.21.0".into(),
+                state,
+                component: Some("kube-proxy".into()),
+                instance: Some(0),
+                ..Default::default()
+            });
+            status
+        };
+        let status = with_state(UpgradeState::InProgress);
+        let upgrading = plan(&input("1.21.0", Some(&status), 1, &observed, 70)).upgrade.unwrap();
+        assert_eq!((upgrading.component.as_deref(), upgrading.instance), (Some(APISERVER), Some(0)));
+        assert_eq!(upgrading.step_started_at, Some(at(70)), "the deadline counts from now");
+
+        // Rolling back starts from the last instance; here every one is
+        // already on `from` and healthy, so it finishes at once.
+        let status = with_state(UpgradeState::RollingBack);
+        let rolled_back = plan(&input("1.21.0", Some(&status), 1, &observed, 70)).upgrade.unwrap();
+        assert_eq!(rolled_back.state, UpgradeState::RolledBack);
+        assert_eq!(rolled_back.done, ["kube-scheduler/0", "kube-controller-manager/0", "kube-apiserver/0"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! so far the EtcdCluster operator for the process runtime.
 
 pub mod etcd;
+pub mod kube_runtime;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -11,6 +12,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Plan(#[from] flotilla_core::kok::etcd::EtcdPlanError),
+    #[error("kubernetes runtime: {0}")]
+    KubeRuntime(#[from] flotilla_core::kok::kube_runtime::KubeRuntimeError),
     #[error("{0}")]
     Other(String),
 }

@@ -581,6 +581,10 @@ pub struct HostedClusterStatus {
     /// When the leaf certificates were last issued (renewal or rotation).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_issued_at: Option<Time>,
+    /// The value of the `kok.flotilla.io/rotate-certs` annotation last acted
+    /// on (a new value forces a rotation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handled_rotation: Option<String>,
     /// One per component (see `conditions`), plus CertificatesReady,
     /// EtcdReady and NodesReady.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -668,6 +672,11 @@ pub struct CertificateStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
 }
+
+/// Annotation that forces a certificate rotation when its value changes:
+/// `leaves/<anything>` reissues every leaf, `ca/<anything>` also the CAs
+/// (`flotilla cluster rotate-certs NAME [--ca]` writes it).
+pub const ROTATE_CERTS_ANNOTATION: &str = "kok.flotilla.io/rotate-certs";
 
 impl HostedCluster {
     /// The meta-cluster namespace of the Kubernetes runtime's objects.

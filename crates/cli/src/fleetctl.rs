@@ -56,6 +56,70 @@ pub struct HubRunArgs {
     /// webhook's serving certificate. Needs --webhook-listen.
     #[arg(long, value_name = "URL", requires = "webhook_listen")]
     pub webhook_url: Option<String>,
+    #[command(flatten)]
+    pub kok: KokArgs,
+}
+
+/// Settings of the Kube-on-Kube operators (EtcdCluster, HostedCluster).
+#[derive(Args, Debug, Clone)]
+pub struct KokArgs {
+    /// A Kubernetes version hosted clusters may run, and the directory on
+    /// the machines holding its kube-apiserver, kube-controller-manager,
+    /// kube-scheduler and kubemark. Repeat for several versions. Default:
+    /// the version in Flotilla's binary cache.
+    #[arg(long = "kok-version", value_name = "VERSION=DIR")]
+    pub versions: Vec<String>,
+    /// Directory holding etcd on the machines (default: the binary cache).
+    #[arg(long, value_name = "DIR")]
+    pub etcd_bin_dir: Option<PathBuf>,
+    /// The flotilla binary on the machines (it joins worker kubelets);
+    /// default: this binary.
+    #[arg(long, value_name = "PATH")]
+    pub flotilla_binary: Option<PathBuf>,
+    /// Ports the operators hand out on machines, FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "33000-39999")]
+    pub kok_port_range: String,
+    /// Seconds an upgrade step may take to become healthy before the
+    /// upgrade rolls back.
+    #[arg(long, default_value_t = 60)]
+    pub upgrade_step_seconds: u64,
+}
+
+impl KokArgs {
+    /// The operators' configurations.
+    pub fn operators(
+        &self,
+    ) -> anyhow::Result<(flotilla_kok::etcd::EtcdOperator, flotilla_kok::hosted::HostedOperator)> {
+        let cache = flotilla_testenv::Binaries::default_dir();
+        let mut versions = std::collections::BTreeMap::new();
+        for v in &self.versions {
+            let (version, dir) = v
+                .split_once('=')
+                .with_context(|| format!("--kok-version {v}: expected VERSION=DIR, e.g. 1.20.2=/opt/k8s/bin"))?;
+            versions.insert(version.trim_start_matches('v').to_string(), PathBuf::from(dir));
+        }
+        if versions.is_empty() {
+            versions.insert(flotilla_testenv::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(), cache.clone());
+        }
+        let (first, last) = self
+            .kok_port_range
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+            .filter(|(a, b)| a < b)
+            .with_context(|| format!("--kok-port-range {}: expected FIRST-LAST, e.g. 33000-39999", self.kok_port_range))?;
+        let flotilla_binary = match &self.flotilla_binary {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("finding this binary")?,
+        };
+        let mut etcd = flotilla_kok::etcd::EtcdOperator::default();
+        etcd.plan.bin_dir = self.etcd_bin_dir.clone().unwrap_or(cache);
+        let mut hosted = flotilla_kok::hosted::HostedOperator::default();
+        hosted.plan.versions = versions;
+        hosted.plan.port_range = first..=last;
+        hosted.plan.flotilla_binary = flotilla_binary;
+        hosted.upgrade_step_deadline = Duration::from_secs(self.upgrade_step_seconds);
+        Ok((etcd, hosted))
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -190,8 +254,11 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                     grace: Duration::from_secs(args.grace_seconds),
                     ..Default::default()
                 };
+                let (etcd, hosted) = args.kok.operators()?;
                 tokio::select! {
                     r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
+                    r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
+                    r = flotilla_kok::hosted::run(client.clone(), hosted) => r.map_err(anyhow::Error::from),
                     e = lost => Err(anyhow::anyhow!("stopping: {e}")),
                 }
             };

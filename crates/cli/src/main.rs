@@ -75,6 +75,40 @@ enum Command {
     /// Runs a local fleet in the foreground (what `up` starts in the background).
     #[command(hide = true)]
     FleetDaemon(fleet::DaemonArgs),
+    /// Joins a hollow kubelet to a hosted cluster with a bootstrap token,
+    /// then runs it (what a hosted cluster's worker components run).
+    #[command(hide = true)]
+    KubeletJoin(KubeletJoinArgs),
+}
+
+#[derive(clap::Args)]
+struct KubeletJoinArgs {
+    /// Kubeconfig with the cluster's CA and a bootstrap token.
+    #[arg(long)]
+    bootstrap_kubeconfig: PathBuf,
+    /// Where the kubelet's own kubeconfig is kept (reused while current).
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    #[arg(long)]
+    node_name: String,
+    /// Seconds to wait for the certificate.
+    #[arg(long, default_value_t = 300)]
+    timeout_seconds: u64,
+    /// The kubelet's command line.
+    #[arg(last = true, required = true)]
+    kubelet: Vec<String>,
+}
+
+async fn kubelet_join(args: KubeletJoinArgs) -> anyhow::Result<bool> {
+    let join = flotilla_kok::kubelet_join::KubeletJoin {
+        bootstrap_kubeconfig: args.bootstrap_kubeconfig,
+        kubeconfig: args.kubeconfig,
+        node_name: args.node_name.clone(),
+        timeout: std::time::Duration::from_secs(args.timeout_seconds),
+    };
+    flotilla_kok::kubelet_join::ensure_credential(&join).await?;
+    let (program, rest) = args.kubelet.split_first().ok_or_else(|| anyhow::anyhow!("no kubelet command given"))?;
+    Err(flotilla_kok::kubelet_join::exec_kubelet(&args.node_name, program, rest).into())
 }
 
 fn init_tracing() {
@@ -109,6 +143,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get(c) => fleetctl::get(c).await,
         Command::Bench(b) => bench::run(b).await,
         Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
+        Command::KubeletJoin(args) => kubelet_join(args).await,
     };
     match result {
         Ok(true) => std::process::ExitCode::SUCCESS,

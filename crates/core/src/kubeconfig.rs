@@ -120,9 +120,72 @@ pub fn render(spec: &KubeconfigSpec) -> String {
     serde_saphyr::to_string(&config).expect("kubeconfig serializes")
 }
 
+/// The parts of a single-context kubeconfig with embedded data (what
+/// [`render`] writes) that Flotilla reads back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedKubeconfig {
+    pub server: String,
+    pub ca_pem: String,
+    pub client_cert_pem: Option<String>,
+    pub client_key_pem: Option<String>,
+    pub token: Option<String>,
+}
+
+/// Reads the current context's cluster and user of a kubeconfig with
+/// embedded data; `Err` says what is missing.
+pub fn parse(yaml: &str) -> Result<ParsedKubeconfig, String> {
+    let v: serde_json::Value = serde_saphyr::from_str(yaml).map_err(|e| format!("not a kubeconfig: {e}"))?;
+    let current = v["current-context"].as_str().ok_or("no current-context")?;
+    let named = |list: &str, name: &str| {
+        v[list].as_array().and_then(|items| items.iter().find(|i| i["name"] == name)).cloned()
+    };
+    let context = named("contexts", current).ok_or_else(|| format!("no context {current}"))?;
+    let cluster_name = context["context"]["cluster"].as_str().ok_or("context has no cluster")?;
+    let user_name = context["context"]["user"].as_str().ok_or("context has no user")?;
+    let cluster = named("clusters", cluster_name).ok_or_else(|| format!("no cluster {cluster_name}"))?;
+    let user = named("users", user_name).ok_or_else(|| format!("no user {user_name}"))?;
+    let decode = |value: &serde_json::Value| -> Result<Option<String>, String> {
+        match value.as_str() {
+            None => Ok(None),
+            Some(text) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_err(|e| format!("bad base64: {e}"))?;
+                String::from_utf8(bytes).map(Some).map_err(|e| format!("not text: {e}"))
+            }
+        }
+    };
+    Ok(ParsedKubeconfig {
+        server: cluster["cluster"]["server"].as_str().ok_or("cluster has no server")?.to_string(),
+        ca_pem: decode(&cluster["cluster"]["certificate-authority-data"])?
+            .ok_or("cluster has no certificate-authority-data")?,
+        client_cert_pem: decode(&user["user"]["client-certificate-data"])?,
+        client_key_pem: decode(&user["user"]["client-key-data"])?,
+        token: user["user"]["token"].as_str().map(str::to_string),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_back_what_it_renders() {
+        let spec = KubeconfigSpec {
+            name: "c".into(),
+            server: "https://127.0.0.1:6443".into(),
+            ca_pem: "CA\n".into(),
+            credential: Credential::ClientCert { cert_pem: "C".into(), key_pem: "K".into() },
+        };
+        let parsed = parse(&render(&spec)).unwrap();
+        assert_eq!(parsed.server, "https://127.0.0.1:6443");
+        assert_eq!(parsed.ca_pem, "CA\n");
+        assert_eq!(parsed.client_cert_pem.as_deref(), Some("C"));
+        assert_eq!(parsed.token, None);
+        let token = parse(&render(&KubeconfigSpec { credential: Credential::Token("a.b".into()), ..spec })).unwrap();
+        assert_eq!(token.token.as_deref(), Some("a.b"));
+        assert!(parse("kind: Config").is_err());
+    }
 
     #[test]
     fn renders_cert_kubeconfig_that_parses_back() {

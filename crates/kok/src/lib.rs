@@ -1,8 +1,11 @@
 //! Kubernetes on Kubernetes operators (thin I/O around `flotilla_core::kok`):
-//! so far the EtcdCluster operator for the process runtime.
+//! the EtcdCluster operator, the HostedCluster operator, the Kubernetes
+//! runtime of hosted control planes, and `kubelet-join`.
 
 pub mod etcd;
+pub mod hosted;
 pub mod kube_runtime;
+pub mod kubelet_join;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -2,7 +2,9 @@
 //! certificates of a hosted control plane and the command lines of its
 //! processes.
 
+pub mod addons;
 pub mod etcd;
+pub mod hosted;
 pub mod kube_runtime;
 pub mod pki;
 pub mod ports;

@@ -18,7 +18,7 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 pub use flotilla_core::kok::kube_runtime::{
-    endpoint, ComponentReadiness, ControlPlaneComponent, ImageConfig, KubeRuntimeConfig,
+    endpoint, pki_inputs, ComponentReadiness, ControlPlaneComponent, ImageConfig, KubeRuntimeConfig,
 };
 
 use crate::Error;

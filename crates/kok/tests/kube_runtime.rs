@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use flotilla_api::kok::{HostedCluster, HostedClusterSpec};
 use flotilla_core::kok::kube_runtime::{
-    apiserver_hosts, template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
+    template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
 };
 use flotilla_core::kok::pki::{keys, leaves, ControlPlanePki, PkiInputs};
 use flotilla_core::kok::render::{component_secret_keys, Component};
 use flotilla_kok::kube_runtime::{
-    self, endpoint, ControlPlaneComponent, KubeRuntimeConfig, KubeRuntimeReport, FIELD_MANAGER,
+    self, ControlPlaneComponent, KubeRuntimeConfig, KubeRuntimeReport, FIELD_MANAGER,
 };
 use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
@@ -46,17 +46,11 @@ fn hosted_cluster(namespace: &str) -> HostedCluster {
     hc
 }
 
+/// The runtime's own inputs: every kubeconfig points at the apiserver's
+/// Service (the controller-manager and scheduler run in their own pods and
+/// cannot reach it over loopback).
 fn pki_inputs() -> PkiInputs {
-    PkiInputs {
-        server: endpoint(NAME),
-        // The controller-manager and scheduler run in their own pods: they
-        // reach the apiserver through its Service, never over loopback.
-        component_server: Some(endpoint(NAME)),
-        endpoint_hosts: apiserver_hosts(NAME),
-        service_cidr: "10.96.0.0/12".into(),
-        cluster_domain: "cluster.local".into(),
-        etcd_members: vec![],
-    }
+    kube_runtime::pki_inputs(&hosted_cluster("tenants")).unwrap()
 }
 
 /// Hollow kubelets run no container, so a probe would ask an address

@@ -21,7 +21,7 @@ use flotilla_api::kok::{conditions, HostedCluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{json, Value};
 
-use super::pki::keys;
+use super::pki::{keys, PkiInputs};
 use super::render::{self, Component, ComponentPorts, ControlPlaneLayout};
 
 /// Pod-template annotation: checksum of a component's Secret data and args.
@@ -203,6 +203,24 @@ pub fn endpoint(hosted_cluster: &str) -> String {
 pub fn apiserver_hosts(hosted_cluster: &str) -> Vec<String> {
     let ns = namespace(hosted_cluster);
     vec![APISERVER_SERVICE.to_string(), format!("{APISERVER_SERVICE}.{ns}"), apiserver_host(hosted_cluster)]
+}
+
+/// The certificates' inputs for `hc` under this runtime: the admin and
+/// component kubeconfigs point at the apiserver's Service (a loopback
+/// server would reach nothing from another pod), and the serving
+/// certificate names the Service's in-cluster DNS names. Clients outside
+/// the meta cluster need their address added to `endpoint_hosts` (and
+/// `server` changed) by the caller.
+pub fn pki_inputs(hc: &HostedCluster) -> Result<PkiInputs, KubeRuntimeError> {
+    let cluster = hc.metadata.name.as_deref().filter(|n| !n.is_empty()).ok_or(KubeRuntimeError::NoName)?;
+    Ok(PkiInputs {
+        server: endpoint(cluster),
+        component_server: Some(endpoint(cluster)),
+        endpoint_hosts: apiserver_hosts(cluster),
+        service_cidr: hc.spec.network.service_cidr.clone(),
+        cluster_domain: hc.spec.network.cluster_domain.clone(),
+        etcd_members: Vec::new(),
+    })
 }
 
 /// `<namespace>/<name>` of a HostedCluster, as written in [`OWNER_ANNOTATION`].
@@ -641,7 +659,7 @@ pub fn template_checksum(deployment: &Deployment) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kok::pki::{leaves, ControlPlanePki, PkiInputs};
+    use crate::kok::pki::{leaves, ControlPlanePki};
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use time::{Duration, OffsetDateTime};
 
@@ -1039,6 +1057,19 @@ mod tests {
         let rotated = pki.rotate_ca(&inputs(Some(endpoint(NAME))), now).unwrap();
         let after = checksums(&rendered(&hc, &rotated.to_secret_data()));
         assert!(base.iter().zip(&after).all(|(a, b)| a != b));
+    }
+
+    #[test]
+    fn pki_inputs_point_every_kubeconfig_at_the_service() {
+        let hc = hosted_cluster(json!({"network": {"serviceCIDR": "10.100.0.0/16"}}));
+        let inputs = pki_inputs(&hc).unwrap();
+        assert_eq!(inputs.server, "https://kube-apiserver.kok-team-a.svc:6443");
+        assert_eq!(inputs.component_server.as_deref(), Some(inputs.server.as_str()));
+        assert_eq!(inputs.service_cidr, "10.100.0.0/16");
+        assert!(inputs.endpoint_hosts.contains(&"kube-apiserver.kok-team-a.svc".to_string()));
+        // What it issues renders (no loopback kubeconfig).
+        let pki = ControlPlanePki::generate(NAME, &inputs).unwrap();
+        assert!(render(&hc, &pki.to_secret_data(), &etcd(), &KubeRuntimeConfig::default()).is_ok());
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! agent that restarts adopts them instead of starting them twice.
 //!
 //! Layout of the state directory: `state.json`, `logs/<component>.log`,
-//! `components/<component>/` (working directory and relative files).
+//! `components/<component>/` (working directory and relative files; deleted
+//! when the component is removed from the spec, the log is kept).
 
 pub mod probe;
 pub mod process;
@@ -165,6 +166,30 @@ fn log_path(state_dir: &Path, component: &str) -> PathBuf {
 
 fn work_dir(state_dir: &Path, component: &str) -> PathBuf {
     state_dir.join("components").join(component)
+}
+
+/// Deletes a removed component's working directory (its rendered files and
+/// whatever it kept there, e.g. an etcd member's relative data dir), so a
+/// component added again later starts clean. Only a name that is one plain
+/// path element is acted on: nothing outside `<state_dir>/components/` is
+/// ever deleted. The log is kept.
+fn remove_work_dir(state_dir: &Path, component: &str) {
+    let mut parts = Path::new(component).components();
+    let plain = matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None));
+    if !plain {
+        tracing::warn!(component = %component, "not a plain name; its working directory is left alone");
+        return;
+    }
+    let dir = work_dir(state_dir, component);
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {
+            tracing::info!(component = %component, dir = %dir.display(), "removed the working directory")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::warn!(component = %component, dir = %dir.display(), error = %e, "cannot remove the working directory")
+        }
+    }
 }
 
 /// A client for a kubeconfig file.
@@ -512,6 +537,7 @@ impl Agent {
             let code = process::stop(record.pid, record.start_ticks, self.config.stop_grace).await;
             tracing::info!(component = %name, pid = record.pid, code = ?code, "stopped component");
         }
+        remove_work_dir(&self.config.state_dir, name);
         self.state.components.remove(index);
         self.health.remove(name);
         self.save();

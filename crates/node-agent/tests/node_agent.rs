@@ -289,6 +289,8 @@ async fn runs_restarts_changes_adopts_and_stops_a_real_etcd() {
     assert!(State::load(&state_dir).unwrap().components.is_empty());
     let log = std::fs::read_to_string(state_dir.join("logs/etcd.log")).unwrap();
     assert!(log.contains("removed from the spec"), "{log}");
+    assert!(!state_dir.join("components/etcd").exists(), "the working directory goes with the component");
+    assert!(state_dir.join("logs/etcd.log").exists(), "the log stays");
 
     agent.abort();
     let _ = agent.await;

@@ -158,15 +158,14 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
         cleanup.tasks.lock().unwrap().push(agent.abort_handle());
     }
 
-    // Three members share 127.0.0.1 here, so each gets its own ports.
-    let base = free_range(6);
+    // Three members share 127.0.0.1 here: each gets its own ports from a
+    // range no other test uses.
+    let base = free_range(20);
     let operator = EtcdOperator {
         plan: EtcdOperatorConfig {
             bin_dir: binaries.dir().to_path_buf(),
-            data_root: dir.path().join("etcd-data"),
-            client_port: base,
-            peer_port: base + 3,
-            port_stride: 1,
+            ports: base..=base + 19,
+            ..Default::default()
         },
         resync: Duration::from_secs(1),
         probe_timeout: Duration::from_secs(2),

@@ -1,0 +1,418 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The EtcdCluster operator's life cycle against a real hub API server,
+//! real node agents and real etcd processes: clusters side by side on the
+//! same machines (and the same address), deletion that removes the members
+//! and their data, a dead member replaced on a spare machine with the data
+//! kept, and scaling from one member to three through learners.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use flotilla_api::kok::{EtcdCluster, EtcdClusterPhase, EtcdClusterSpec, EtcdClusterStatus};
+use flotilla_api::machine::{Machine, MachineSpec};
+use flotilla_core::kok::etcd::{component_name, secret_name, EtcdOperatorConfig};
+use flotilla_kok::etcd::EtcdOperator;
+use flotilla_node_agent::NodeAgentConfig;
+use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig};
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use tokio::task::AbortHandle;
+
+const WAIT: Duration = Duration::from_secs(180);
+const NS: &str = "kok-test";
+
+/// On drop (also when the test panics): stops the node agents and the
+/// operator first, so nothing starts etcd again, then kills every process
+/// the agents recorded, if it is still that very process.
+struct Cleanup {
+    state_dirs: Mutex<Vec<PathBuf>>,
+    tasks: Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            t.abort();
+        }
+        // An aborted task finishes the poll it is in; give it that moment.
+        std::thread::sleep(Duration::from_millis(300));
+        for dir in self.state_dirs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            flotilla_node_agent::kill_recorded(dir);
+        }
+    }
+}
+
+/// One test's world: a hub, machines with node agents, the operator.
+/// Fields drop in order: the processes go first, the directories last.
+struct Env {
+    cleanup: Cleanup,
+    agents: BTreeMap<String, AbortHandle>,
+    hub: Cluster,
+    binaries: Binaries,
+    dir: tempfile::TempDir,
+}
+
+/// A base port with `count` free ports after it.
+fn free_range(count: u16) -> u16 {
+    loop {
+        let base = flotilla_testenv::ports::free_port().unwrap();
+        if base.checked_add(count).is_none() {
+            continue;
+        }
+        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+impl Env {
+    async fn start() -> Env {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
+        let crds: Api<CustomResourceDefinition> = Api::all(hub.client());
+        for crd in flotilla_api::crds().into_iter().filter(|c| c.spec.group == "kok.flotilla.io") {
+            crds.patch(&crd.name_any(), &PatchParams::apply("test").force(), &Patch::Apply(&crd))
+                .await
+                .unwrap();
+        }
+        let (machines, clusters): (Api<Machine>, Api<EtcdCluster>) =
+            (Api::all(hub.client()), Api::all(hub.client()));
+        wait_for("the kok CRDs to be served", WAIT, || {
+            let (machines, clusters) = (machines.clone(), clusters.clone());
+            async move {
+                machines.list(&Default::default()).await.is_ok()
+                    && clusters.list(&Default::default()).await.is_ok()
+            }
+        })
+        .await;
+        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
+        Api::<Namespace>::all(hub.client())
+            .patch(NS, &PatchParams::apply("test"), &Patch::Apply(&ns))
+            .await
+            .unwrap();
+        Env {
+            hub,
+            binaries: Binaries::locate().unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+            agents: BTreeMap::new(),
+            cleanup: Cleanup { state_dirs: Mutex::new(Vec::new()), tasks: Mutex::new(Vec::new()) },
+        }
+    }
+
+    fn client(&self) -> Client {
+        self.hub.client()
+    }
+
+    fn state_dir(&self, machine: &str) -> PathBuf {
+        self.dir.path().join(machine)
+    }
+
+    /// A Machine at 127.0.0.1 in `pool`, and its node agent.
+    async fn machine(&mut self, name: &str, pool: &str) {
+        let mut m =
+            Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
+        m.metadata.labels = Some(BTreeMap::from([("pool".to_string(), pool.to_string())]));
+        Api::<Machine>::all(self.client()).create(&PostParams::default(), &m).await.unwrap();
+        let state_dir = self.state_dir(name);
+        self.cleanup.state_dirs.lock().unwrap().push(state_dir.clone());
+        let mut config = NodeAgentConfig::new(name, self.hub.kubeconfig_path().to_path_buf(), state_dir);
+        config.tick = Duration::from_millis(200);
+        config.heartbeat = Duration::from_secs(1);
+        config.resync = Duration::from_secs(1);
+        let agent = tokio::spawn(flotilla_node_agent::run(config, std::future::pending()));
+        self.cleanup.tasks.lock().unwrap().push(agent.abort_handle());
+        self.agents.insert(name.to_string(), agent.abort_handle());
+    }
+
+    fn operator(&self, member_dead_after: Duration) {
+        let base = free_range(40);
+        let operator = EtcdOperator {
+            plan: EtcdOperatorConfig {
+                bin_dir: self.binaries.dir().to_path_buf(),
+                ports: base..=base + 39,
+                member_dead_after,
+            },
+            resync: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(2),
+        };
+        let op = tokio::spawn(flotilla_kok::etcd::run(self.client(), operator));
+        self.cleanup.tasks.lock().unwrap().push(op.abort_handle());
+    }
+
+    fn clusters(&self) -> Api<EtcdCluster> {
+        Api::namespaced(self.client(), NS)
+    }
+
+    async fn create_cluster(&self, name: &str, members: i32) {
+        let spec = EtcdClusterSpec {
+            members,
+            version: "3.4.13".into(),
+            machine_selector: BTreeMap::from([("pool".to_string(), "etcd".to_string())]),
+            ..Default::default()
+        };
+        self.clusters().create(&PostParams::default(), &EtcdCluster::new(name, spec)).await.unwrap();
+    }
+
+    /// Waits until the cluster is Running with `members` healthy voters and
+    /// `done` holds of its status; panics with the last status and the
+    /// members' logs otherwise.
+    async fn wait_running(
+        &self,
+        name: &str,
+        members: i32,
+        what: &str,
+        done: impl Fn(&EtcdClusterStatus) -> bool,
+    ) -> EtcdClusterStatus {
+        let clusters = self.clusters();
+        let mut last = None;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            let status = clusters.get(name).await.unwrap().status.unwrap_or_default();
+            let healthy = status.members.iter().filter(|m| m.healthy && !m.is_learner).count();
+            if status.phase == Some(EtcdClusterPhase::Running)
+                && status.ready_members == members
+                && healthy == status.members.len()
+                && done(&status)
+            {
+                return status;
+            }
+            last = Some(status);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("{name}: {what}: never happened; last status {last:#?}\nlogs:\n{}", self.logs(name));
+    }
+
+    fn logs(&self, cluster: &str) -> String {
+        let component = component_name(NS, cluster);
+        let dirs = self.cleanup.state_dirs.lock().unwrap().clone();
+        dirs.iter()
+            .map(|d| {
+                let log = std::fs::read_to_string(d.join("logs").join(format!("{component}.log")))
+                    .unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!("--- {}:\n{}", d.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The cluster's CA and client certificate, written out for etcdctl.
+    async fn client_pki(&self, cluster: &str) -> PathBuf {
+        let secret = Api::<Secret>::namespaced(self.client(), NS).get(&secret_name(cluster)).await.unwrap();
+        let pki = self.dir.path().join(format!("client-pki-{cluster}"));
+        std::fs::create_dir_all(&pki).unwrap();
+        for key in ["etcd-ca.crt", "client.crt", "client.key"] {
+            std::fs::write(pki.join(key), &secret.data.as_ref().unwrap()[key].0).unwrap();
+        }
+        pki
+    }
+
+    /// Runs etcdctl (v3 API) against `endpoint` with the cluster's client
+    /// certificate.
+    async fn etcdctl(&self, pki: &Path, endpoint: &str, args: &[&str]) -> String {
+        let out = tokio::process::Command::new(self.binaries.path("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .arg(format!("--cacert={}", pki.join("etcd-ca.crt").display()))
+            .arg(format!("--cert={}", pki.join("client.crt").display()))
+            .arg(format!("--key={}", pki.join("client.key").display()))
+            .args(args)
+            .kill_on_drop(true)
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "etcdctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// The pids (with start times) the node agents recorded for a
+    /// cluster's component.
+    fn recorded(&self, cluster: &str) -> Vec<(u32, u64)> {
+        let component = component_name(NS, cluster);
+        self.cleanup
+            .state_dirs
+            .lock()
+            .unwrap()
+            .iter()
+            .flat_map(|d| flotilla_node_agent::State::load(d).unwrap().components)
+            .filter(|c| c.name == component)
+            .map(|c| (c.pid, c.start_ticks))
+            .collect()
+    }
+}
+
+fn placed(status: &EtcdClusterStatus) -> Vec<(String, String)> {
+    status.members.iter().map(|m| (m.name.clone(), m.machine.clone().unwrap_or_default())).collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_share_three_machines_and_deleting_them_removes_members_and_data() {
+    let mut env = Env::start().await;
+    for m in ["m1", "m2", "m3"] {
+        env.machine(m, "etcd").await;
+    }
+    env.operator(Duration::from_secs(60));
+    env.create_cluster("a", 3).await;
+    env.create_cluster("b", 3).await;
+    let a = env.wait_running("a", 3, "three healthy members", |_| true).await;
+    let b = env.wait_running("b", 3, "three healthy members", |_| true).await;
+    let on_all = pairs(&[("a-0", "m1"), ("a-1", "m2"), ("a-2", "m3")]);
+    assert_eq!(placed(&a), on_all);
+    assert_eq!(placed(&b), pairs(&[("b-0", "m1"), ("b-1", "m2"), ("b-2", "m3")]));
+    // One address, six members: twelve distinct ports.
+    let mut urls: Vec<String> = [&a, &b]
+        .iter()
+        .flat_map(|s| &s.members)
+        .flat_map(|m| [m.client_url.clone().unwrap(), m.peer_url.clone().unwrap()])
+        .collect();
+    urls.sort();
+    urls.dedup();
+    assert_eq!(urls.len(), 12, "{urls:?}");
+
+    let (pki_a, pki_b) = (env.client_pki("a").await, env.client_pki("b").await);
+    env.etcdctl(&pki_a, &a.client_urls[0], &["put", "/which", "a"]).await;
+    env.etcdctl(&pki_b, &b.client_urls[0], &["put", "/which", "b"]).await;
+    let read = env.etcdctl(&pki_b, &b.client_urls[2], &["get", "/which", "--print-value-only"]).await;
+    assert_eq!(read.trim(), "b", "two clusters, two keyspaces");
+    let finalizers = env.clusters().get("a").await.unwrap().metadata.finalizers.unwrap_or_default();
+    assert_eq!(finalizers, ["kok.flotilla.io/etcd-members"]);
+
+    // Members keep their data inside their component's working directory.
+    let work_dir = |machine: &str, cluster: &str| {
+        env.state_dir(machine).join("components").join(component_name(NS, cluster))
+    };
+    assert!(work_dir("m2", "a").join("data/a-1/member").is_dir());
+    let pids_a = env.recorded("a");
+    assert_eq!(pids_a.len(), 3);
+
+    // Deleting a: its members stop and their data goes; b runs on.
+    env.clusters().delete("a", &DeleteParams::default()).await.unwrap();
+    let clusters = env.clusters();
+    wait_for("EtcdCluster a to be gone", WAIT, || {
+        let clusters = clusters.clone();
+        async move { clusters.get_opt("a").await.unwrap().is_none() }
+    })
+    .await;
+    let machine_api: Api<Machine> = Api::all(env.client());
+    let (component_a, component_b) = (component_name(NS, "a"), component_name(NS, "b"));
+    for m in ["m1", "m2", "m3"] {
+        let machine = machine_api.get(m).await.unwrap();
+        let spec: Vec<&str> = machine.spec.components.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(spec, [component_b.as_str()], "{m}");
+        let reported = machine.status.unwrap().components;
+        assert!(!reported.iter().any(|c| c.name == component_a), "{m}: {reported:?}");
+        assert!(!work_dir(m, "a").exists(), "{m}: a's working directory (and data) must be gone");
+        assert!(work_dir(m, "b").join(format!("data/b-{}", &m[1..].parse::<u32>().unwrap() - 1)).is_dir());
+    }
+    wait_for("a's etcd processes to be gone", Duration::from_secs(30), || async {
+        pids_a.iter().all(|(pid, ticks)| !flotilla_node_agent::process::is_alive(*pid, *ticks))
+    })
+    .await;
+    env.wait_running("b", 3, "b still healthy after a went", |_| true).await;
+    let read = env.etcdctl(&pki_b, &b.client_urls[1], &["get", "/which", "--print-value-only"]).await;
+    assert_eq!(read.trim(), "b");
+
+    // Deleting b too leaves the Machines empty.
+    let pids_b = env.recorded("b");
+    env.clusters().delete("b", &DeleteParams::default()).await.unwrap();
+    wait_for("EtcdCluster b to be gone", WAIT, || {
+        let clusters = clusters.clone();
+        async move { clusters.get_opt("b").await.unwrap().is_none() }
+    })
+    .await;
+    for m in ["m1", "m2", "m3"] {
+        let machine = machine_api.get(m).await.unwrap();
+        assert!(machine.spec.components.is_empty(), "{m}: {:?}", machine.spec.components);
+        assert!(!work_dir(m, "b").exists(), "{m}");
+    }
+    wait_for("b's etcd processes to be gone", Duration::from_secs(30), || async {
+        pids_b.iter().all(|(pid, ticks)| !flotilla_node_agent::process::is_alive(*pid, *ticks))
+    })
+    .await;
+    drop(env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_member_is_replaced_on_a_spare_machine_and_the_data_survives() {
+    let mut env = Env::start().await;
+    for m in ["m1", "m2", "m3", "m4"] {
+        env.machine(m, "etcd").await;
+    }
+    env.operator(Duration::from_secs(5));
+    env.create_cluster("e", 3).await;
+    let before = env.wait_running("e", 3, "three healthy members", |_| true).await;
+    assert_eq!(placed(&before), pairs(&[("e-0", "m1"), ("e-1", "m2"), ("e-2", "m3")]));
+    let pki = env.client_pki("e").await;
+    env.etcdctl(&pki, &before.client_urls[0], &["put", "/flotilla/kept", "written-before"]).await;
+
+    // m2 dies: its node agent and its etcd are gone, and so is its Machine.
+    env.agents["m2"].abort();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    flotilla_node_agent::kill_recorded(&env.state_dir("m2"));
+    Api::<Machine>::all(env.client()).delete("m2", &DeleteParams::default()).await.unwrap();
+
+    let after = env
+        .wait_running("e", 3, "e-1 replaced by a member on m4", |s| {
+            s.members.iter().any(|m| m.machine.as_deref() == Some("m4"))
+        })
+        .await;
+    assert_eq!(placed(&after), pairs(&[("e-0", "m1"), ("e-2", "m3"), ("e-3", "m4")]));
+    let new = after.members.iter().find(|m| m.name == "e-3").unwrap();
+    let endpoint = new.client_url.clone().unwrap();
+    // Read from the new member's own store: the data was replicated to it.
+    let read = env
+        .etcdctl(&pki, &endpoint, &["get", "/flotilla/kept", "--print-value-only", "--consistency=s"])
+        .await;
+    assert_eq!(read.trim(), "written-before");
+    let list = env.etcdctl(&pki, &endpoint, &["member", "list"]).await;
+    assert_eq!(list.lines().count(), 3, "e-1 left the membership: {list}");
+    assert!(!list.contains(" e-1,"), "{list}");
+    let m4 = Api::<Machine>::all(env.client()).get("m4").await.unwrap();
+    let args = &m4.spec.components[0].args;
+    assert!(args.contains(&"--initial-cluster-state=existing".to_string()), "{args:?}");
+    drop(env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_member_scales_to_three_through_learners() {
+    let mut env = Env::start().await;
+    for m in ["m1", "m2", "m3"] {
+        env.machine(m, "etcd").await;
+    }
+    env.operator(Duration::from_secs(60));
+    env.create_cluster("s", 1).await;
+    let one = env.wait_running("s", 1, "one healthy member", |_| true).await;
+    assert_eq!(placed(&one), pairs(&[("s-0", "m1")]));
+    let pki = env.client_pki("s").await;
+    env.etcdctl(&pki, &one.client_urls[0], &["put", "/flotilla/early", "before-scaling"]).await;
+
+    let patch = json!({"spec": {"members": 3}});
+    env.clusters().patch("s", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let three = env.wait_running("s", 3, "three healthy voting members", |_| true).await;
+    assert_eq!(placed(&three), pairs(&[("s-0", "m1"), ("s-1", "m2"), ("s-2", "m3")]));
+    let last = three.members.iter().find(|m| m.name == "s-2").unwrap().client_url.clone().unwrap();
+    let read =
+        env.etcdctl(&pki, &last, &["get", "/flotilla/early", "--print-value-only", "--consistency=s"]).await;
+    assert_eq!(read.trim(), "before-scaling");
+    let list = env.etcdctl(&pki, &last, &["member", "list"]).await;
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(!list.contains("true"), "no learner left: {list}");
+    let machine_api: Api<Machine> = Api::all(env.client());
+    for m in ["m2", "m3"] {
+        let args = machine_api.get(m).await.unwrap().spec.components[0].args.clone();
+        assert!(args.contains(&"--initial-cluster-state=existing".to_string()), "{m}: {args:?}");
+    }
+    drop(env);
+}

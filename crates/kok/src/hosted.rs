@@ -53,6 +53,9 @@ pub struct HostedOperator {
     pub settle: Duration,
     /// Deadline for one upgrade step to become healthy before rolling back.
     pub upgrade_step_deadline: Duration,
+    /// How the `kubernetes` runtime builds its pods (probes off only where
+    /// no container really runs, e.g. hollow nodes in tests).
+    pub kube_runtime: crate::kube_runtime::KubeRuntimeConfig,
 }
 
 impl Default for HostedOperator {
@@ -62,6 +65,7 @@ impl Default for HostedOperator {
             resync: Duration::from_secs(10),
             settle: Duration::from_secs(1),
             upgrade_step_deadline: Duration::from_secs(60),
+            kube_runtime: crate::kube_runtime::KubeRuntimeConfig::default(),
         }
     }
 }
@@ -135,12 +139,12 @@ fn owner(hc: &HostedCluster) -> OwnerReference {
     }
 }
 
-fn secret_data(secret: Option<Secret>) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn secret_data(secret: Option<Secret>) -> BTreeMap<String, Vec<u8>> {
     secret.and_then(|s| s.data).unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
 }
 
 /// Writes a Secret owned by the cluster (server-side apply).
-async fn write_secret(
+pub(crate) async fn write_secret(
     client: &Client,
     hc: &HostedCluster,
     name: &str,
@@ -167,8 +171,8 @@ async fn write_secret(
 
 /// What one reconcile learned, for the status.
 #[derive(Default)]
-struct Outcome {
-    conditions: Vec<Condition>,
+pub(crate) struct Outcome {
+    pub(crate) conditions: Vec<Condition>,
     placement: Placement,
     seen: Vec<plan::ComponentObservation>,
     pki: BTreeMap<String, Vec<u8>>,
@@ -385,12 +389,12 @@ fn validate(hc: &HostedCluster, config: &HostedOperatorConfig) -> Option<String>
 }
 
 /// The EtcdCluster's client URLs and CA.
-struct ReadyEtcd {
-    client_urls: Vec<String>,
-    ca: EtcdCa,
+pub(crate) struct ReadyEtcd {
+    pub(crate) client_urls: Vec<String>,
+    pub(crate) ca: EtcdCa,
 }
 
-async fn etcd_ready(
+pub(crate) async fn etcd_ready(
     client: &Client,
     hc: &HostedCluster,
     etcd_name: &str,
@@ -777,21 +781,10 @@ async fn reconcile_kubernetes_runtime(
     client: &Client,
     hc: &HostedCluster,
     config: &HostedOperator,
-    mut out: Outcome,
+    out: Outcome,
     now: &Time,
 ) -> Result<Action, Error> {
-    let previous = hc.status.clone().unwrap_or_default();
-    out.conditions.push(plan::condition(
-        &previous.conditions,
-        conditions::KUBE_APISERVER_READY,
-        false,
-        "NotSupported",
-        "the kubernetes runtime is not wired into this operator yet; use runtime Process".into(),
-        hc.metadata.generation,
-        now,
-    ));
-    write_status(client, hc, config, out, now).await?;
-    Ok(Action::await_change())
+    crate::hosted_kube::reconcile(client, hc, config, out, now).await
 }
 
 /// Deletion: the processes first (so nothing writes to etcd any more),
@@ -802,6 +795,11 @@ async fn cleanup(client: &Client, hc: &HostedCluster, config: &HostedOperator) -
     let namespace = hc.namespace().unwrap_or_default();
     if !hc.finalizers().iter().any(|f| f == plan::FINALIZER) {
         return Ok(Action::await_change());
+    }
+    // The kubernetes runtime's control plane goes first (its namespace),
+    // so nothing writes to etcd any more.
+    if hc.spec.control_plane.runtime == Runtime::Kubernetes && !crate::hosted_kube::delete(client, hc).await? {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
     apply_components(client, hc, &machines, BTreeMap::new()).await?;

@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod hosted;
+mod hosted_kube;
 pub mod kube_runtime;
 pub mod kubelet_join;
 

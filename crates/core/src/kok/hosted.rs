@@ -198,19 +198,19 @@ fn labels_match(selector: &BTreeMap<String, String>, machine: &Machine) -> bool 
     selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-/// Whether a machine can host components: not being deleted, its node
-/// agent reported Ready within `lost_after`.
+/// Whether a machine can host components: not being deleted, with an
+/// address, and its node agent reported within `lost_after`. (Its Ready
+/// condition says whether its components are healthy, which is not the
+/// question: a machine whose apiserver crashes is still there.)
 pub fn machine_usable(machine: &Machine, now: OffsetDateTime, lost_after: Duration) -> bool {
     if machine.metadata.deletion_timestamp.is_some() || machine.spec.address.is_none() {
         return false;
     }
     let Some(status) = machine.status.as_ref() else { return false };
-    let ready = status.conditions.iter().any(|c| c.type_ == "Ready" && c.status == "True");
-    let fresh = status.last_heartbeat.as_ref().is_some_and(|t| {
+    status.last_heartbeat.as_ref().is_some_and(|t| {
         let at = OffsetDateTime::from_unix_timestamp(t.0.as_second()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
         now - at <= lost_after
-    });
-    ready && fresh
+    })
 }
 
 fn machine_name(m: &Machine) -> String {
@@ -778,7 +778,7 @@ pub fn observe(machines: &[Machine], namespace: &str, cluster: &str) -> Vec<Comp
             });
         }
     }
-    out.sort_by(|a, b| (a.part, a.index).cmp(&(b.part, b.index)));
+    out.sort_by_key(|o| (o.part, o.index));
     out
 }
 
@@ -928,18 +928,22 @@ mod tests {
         OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
     }
 
-    fn machine(name: &str, ready: bool) -> Machine {
+    /// A machine whose agent reported 5 s ago (`alive`) or 10 minutes ago.
+    /// Its Ready condition is False either way: unhealthy components do
+    /// not make a machine lost.
+    fn machine(name: &str, alive: bool) -> Machine {
         let mut m = Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
+        let age = if alive { 5 } else { 600 };
         m.status = Some(MachineStatus {
             conditions: vec![Condition {
                 type_: "Ready".into(),
-                status: if ready { "True" } else { "False" }.into(),
-                reason: "R".into(),
+                status: "False".into(),
+                reason: "ComponentsNotReady".into(),
                 message: String::new(),
                 observed_generation: None,
                 last_transition_time: Time(Timestamp::from_second(1_800_000_000).unwrap()),
             }],
-            last_heartbeat: Some(Time(Timestamp::from_second(1_800_000_000 - 5).unwrap())),
+            last_heartbeat: Some(Time(Timestamp::from_second(1_800_000_000 - age).unwrap())),
             ..Default::default()
         });
         m

@@ -74,8 +74,15 @@ struct Ctx {
     placing: tokio::sync::Mutex<()>,
 }
 
-/// Reconciles every EtcdCluster (process runtime) until the watch ends.
+/// Reconciles every EtcdCluster (process runtime) and every EtcdBackup
+/// ([`crate::etcd_backup`]) until the watches end.
 pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
+    let (clusters, backups) =
+        futures::join!(run_clusters(client.clone(), config.clone()), crate::etcd_backup::run(client, config));
+    clusters.and(backups)
+}
+
+async fn run_clusters(client: Client, config: EtcdOperator) -> Result<(), Error> {
     let clusters: Api<EtcdCluster> = Api::all(client.clone());
     let ctx = Arc::new(Ctx {
         client,
@@ -288,7 +295,7 @@ async fn write_component(
 /// Gives up everything `manager` owns on the Machine: its component
 /// leaves the list (others' components stay: the list is merged by name),
 /// and the node agent stops it and deletes its working directory.
-async fn release_machine(
+pub(crate) async fn release_machine(
     machines: &Api<Machine>,
     manager: &str,
     machine: &str,

@@ -3,6 +3,7 @@
 //! runtime of hosted control planes, and `kubelet-join`.
 
 pub mod etcd;
+pub mod etcd_backup;
 pub mod hosted;
 mod hosted_kube;
 pub mod kube_runtime;

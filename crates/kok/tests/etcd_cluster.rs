@@ -47,13 +47,16 @@ impl Drop for Cleanup {
     }
 }
 
-/// A base port with `count` free ports after it.
+/// A base port with `count` free ports after it, below the kernel's
+/// ephemeral range (32768 and up) so no outgoing connection takes one
+/// before a member binds it, and at a random place so tests running at
+/// the same time get different ranges.
 fn free_range(count: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     loop {
-        let base = flotilla_testenv::ports::free_port().unwrap();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u32(std::process::id());
+        let base = 20000 + u16::try_from(random.finish() % u64::from(12000 - count)).unwrap();
         if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }

@@ -3,14 +3,18 @@
 //! real node agents and real etcd processes: clusters side by side on the
 //! same machines (and the same address), deletion that removes the members
 //! and their data, a dead member replaced on a spare machine with the data
-//! kept, and scaling from one member to three through learners.
+//! kept, scaling from one member to three through learners, and on-demand
+//! backups.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use flotilla_api::kok::{EtcdCluster, EtcdClusterPhase, EtcdClusterSpec, EtcdClusterStatus};
+use flotilla_api::kok::{
+    EtcdBackup, EtcdBackupSpec, EtcdCluster, EtcdClusterPhase, EtcdClusterSpec, EtcdClusterStatus, JobPhase,
+    MachinePath,
+};
 use flotilla_api::machine::{Machine, MachineSpec};
 use flotilla_core::kok::etcd::{component_name, secret_name, EtcdOperatorConfig};
 use flotilla_kok::etcd::EtcdOperator;
@@ -57,13 +61,16 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
-/// A base port with `count` free ports after it.
+/// A base port with `count` free ports after it, below the kernel's
+/// ephemeral range (32768 and up) so no outgoing connection takes one
+/// before a member binds it, and at a random place so tests running at
+/// the same time get different ranges.
 fn free_range(count: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
     loop {
-        let base = flotilla_testenv::ports::free_port().unwrap();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
+        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
+        random.write_u32(std::process::id());
+        let base = 20000 + u16::try_from(random.finish() % u64::from(12000 - count)).unwrap();
         if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
             return base;
         }
@@ -414,5 +421,79 @@ async fn one_member_scales_to_three_through_learners() {
         let args = machine_api.get(m).await.unwrap().spec.components[0].args.clone();
         assert!(args.contains(&"--initial-cluster-state=existing".to_string()), "{m}: {args:?}");
     }
+    drop(env);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_backup_saves_a_snapshot_on_its_machine_or_says_why_not() {
+    let mut env = Env::start().await;
+    env.machine("m1", "etcd").await;
+    env.operator(Duration::from_secs(60));
+    env.create_cluster("k", 1).await;
+    let status = env.wait_running("k", 1, "one healthy member", |_| true).await;
+    let pki = env.client_pki("k").await;
+    env.etcdctl(&pki, &status.client_urls[0], &["put", "/flotilla/backed-up", "yes"]).await;
+
+    let backups: Api<EtcdBackup> = Api::namespaced(env.client(), NS);
+    let create = |name: &str, path: &Path| {
+        let spec = EtcdBackupSpec {
+            cluster: "k".into(),
+            prefix: None,
+            destination: MachinePath { machine: "m1".into(), path: path.display().to_string() },
+        };
+        let backups = backups.clone();
+        let backup = EtcdBackup::new(name, spec);
+        async move { backups.create(&PostParams::default(), &backup).await.unwrap() }
+    };
+    let finished = |name: &'static str| {
+        let backups = backups.clone();
+        async move {
+            let mut last = None;
+            let deadline = tokio::time::Instant::now() + WAIT;
+            while tokio::time::Instant::now() < deadline {
+                let status = backups.get(name).await.unwrap().status.unwrap_or_default();
+                if matches!(status.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
+                    return status;
+                }
+                last = Some(status);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            panic!("backup {name} never finished; last status {last:#?}");
+        }
+    };
+    let dir = env.dir.path().join("backups");
+    create("snap", &dir).await;
+    let done = finished("snap").await;
+    assert_eq!(done.phase, Some(JobPhase::Succeeded), "{done:#?}");
+    let path = dir.join("k-snap.db");
+    assert_eq!(done.path.as_deref(), Some(path.to_str().unwrap()));
+    let on_disk = std::fs::metadata(&path).unwrap().len();
+    let size = done.size_bytes.unwrap();
+    assert!(size > 0 && on_disk >= u64::try_from(size).unwrap(), "{size} vs {on_disk} bytes on disk");
+    assert!(done.revision.unwrap() > 1, "{done:#?}");
+    assert_eq!(done.member.as_deref(), Some("k-0"));
+    assert!(done.started_at.is_some() && done.completed_at.is_some());
+
+    // A destination that cannot be created: Failed, saying why.
+    let blocker = env.dir.path().join("not-a-directory");
+    std::fs::write(&blocker, "a file").unwrap();
+    create("bad", &blocker.join("sub")).await;
+    let failed = finished("bad").await;
+    assert_eq!(failed.phase, Some(JobPhase::Failed), "{failed:#?}");
+    let message = failed.message.unwrap();
+    assert!(message.contains("exited with 1") && message.contains("not-a-directory"), "{message}");
+
+    // Both one-shot components left the Machine; the member stays.
+    let machine_api: Api<Machine> = Api::all(env.client());
+    wait_for("the snapshot components to leave m1", WAIT, || {
+        let machine_api = machine_api.clone();
+        async move {
+            let m = machine_api.get("m1").await.unwrap();
+            let names: Vec<String> = m.spec.components.iter().map(|c| c.name.clone()).collect();
+            names == [component_name(NS, "k")]
+        }
+    })
+    .await;
+    assert!(path.is_file(), "the snapshot outlives its component");
     drop(env);
 }

@@ -76,7 +76,7 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         set_version(&env, "c2", version).await;
         let hc = env
             .wait_cluster("c2", &format!("refuse {version}"), |hc| {
-                condition(hc, "Upgraded").is_some_and(|c| c.reason == "Refused")
+                condition(hc, "Upgraded").is_some_and(|c| c.reason == "Refused" && c.message.contains(version))
             })
             .await;
         let message = &condition(&hc, "Upgraded").unwrap().message;

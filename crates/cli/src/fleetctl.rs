@@ -194,6 +194,9 @@ pub enum ClusterCommand {
         #[command(flatten)]
         hub: HubKubeconfig,
     },
+    // Hosted clusters: create, get, kubeconfig, upgrade, delete, rotate-certs (see kokctl).
+    #[command(flatten)]
+    Hosted(crate::kokctl::HostedCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -470,7 +473,10 @@ fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path)
 }
 
 pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<bool> {
-    let ClusterCommand::Accept { name, hub } = cmd;
+    let (name, hub) = match cmd {
+        ClusterCommand::Accept { name, hub } => (name, hub),
+        ClusterCommand::Hosted(hosted) => return crate::kokctl::run(hosted).await,
+    };
     let api: Api<ManagedCluster> = Api::all(hub.client().await?);
     if api.get_opt(&name).await?.is_none() {
         bail!("no cluster named {name} has asked to join; see `flotilla get clusters`");

@@ -11,6 +11,7 @@ mod bench_apps;
 mod binaries;
 mod fleet;
 mod fleetctl;
+mod kokctl;
 mod node_agent;
 
 use std::path::PathBuf;

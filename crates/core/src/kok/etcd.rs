@@ -617,8 +617,19 @@ pub fn decide(facts: &Facts) -> Plan {
     let wanted = usize::try_from(cluster.spec.members.max(0)).unwrap_or(0);
     let mut plan = Plan::default();
 
+    let had_members = cluster.status.iter().flat_map(|s| &s.members).any(|m| m.id.is_some());
     let Some(listed) = facts.seen.listed.as_deref() else {
         plan.members = recorded;
+        if !had_members && founding_interrupted(cluster, facts.machines, plan.members.len()) {
+            // Too few founders were written to ever reach a quorum, so the
+            // cluster never formed and holds no data: start founding over.
+            plan.progress = progress(
+                "FoundingInterrupted",
+                "the founding members were only partly written; removing them to found the cluster again",
+            );
+            plan.drop = std::mem::take(&mut plan.members);
+            return plan;
+        }
         if !plan.members.is_empty() {
             plan.progress = progress(
                 "NoQuorum",
@@ -627,7 +638,6 @@ pub fn decide(facts: &Facts) -> Plan {
             );
             return plan;
         }
-        let had_members = cluster.status.iter().flat_map(|s| &s.members).any(|m| m.id.is_some());
         if had_members {
             plan.progress = progress(
                 "MembersLost",
@@ -751,6 +761,24 @@ pub fn decide(facts: &Facts) -> Plan {
     plan.write.push((member.clone(), component));
     plan.members.push(member);
     plan
+}
+
+/// Whether the Machines hold founding members (`--initial-cluster-state=new`)
+/// only, fewer than a quorum of the founding membership they name: a write
+/// of the founders failed halfway, and they can never elect a leader.
+fn founding_interrupted(cluster: &EtcdCluster, machines: &[Machine], recorded: usize) -> bool {
+    let (name, namespace) = names(cluster);
+    let component = component_name(namespace, name);
+    let founders: Vec<&ComponentSpec> =
+        machines.iter().filter_map(|m| m.spec.components.iter().find(|c| c.name == component)).collect();
+    let founding = founders.iter().all(|c| arg(c, "--initial-cluster-state") == Some("new"));
+    let size = founders
+        .iter()
+        .filter_map(|c| arg(c, "--initial-cluster"))
+        .map(|v| v.split(',').count())
+        .max()
+        .unwrap_or(0);
+    recorded > 0 && founding && recorded <= size / 2
 }
 
 fn not_enough(
@@ -1870,5 +1898,27 @@ mod tests {
         assert_eq!(backup_component_name("ns", "b.1"), "etcd-backup-ns-b-1");
         let long = backup_component_name("a-rather-long-namespace-name", "and-an-even-longer-backup-name");
         assert!(long.len() <= 63 && long.starts_with("etcd-backup-a-rather"), "{long}");
+    }
+
+    #[test]
+    fn founders_written_only_in_part_are_removed_and_founded_again() {
+        let c = cluster(3);
+        let mut machines = three();
+        let mut plan = check(&c, &machines, &Observation::default());
+        // Only e-0's write went through: it can never find a quorum.
+        plan.write.truncate(1);
+        apply(&plan, &mut machines);
+        let stuck = check(&c, &machines, &Observation::default());
+        assert_eq!(placed(&stuck.drop), [("e-0", "m1")]);
+        assert_eq!(stuck.progress.as_ref().unwrap().reason, "FoundingInterrupted");
+        apply(&stuck, &mut machines);
+        assert_eq!(check(&c, &machines, &Observation::default()).write.len(), 3);
+        // Two of three written: they form a quorum; nothing is undone.
+        let mut plan = check(&c, &machines, &Observation::default());
+        plan.write.truncate(2);
+        apply(&plan, &mut machines);
+        let waiting = check(&c, &machines, &Observation::default());
+        assert!(waiting.drop.is_empty());
+        assert_eq!(waiting.progress.unwrap().reason, "NoQuorum");
     }
 }

@@ -190,7 +190,18 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, E
 
     let status = plan::status(&cluster, &decision, &seen, Time(Timestamp::now()));
     write_status(client, &cluster, &status).await?;
-    let busy = decision.change.is_some() || !decision.drop.is_empty() || decision.progress.is_some();
+    // Soon again while something moves; at the resync pace while waiting
+    // for something only a person (or a new Machine) can change.
+    let waiting_on_people = decision.progress.as_ref().is_some_and(|p| {
+        matches!(
+            p.reason.as_str(),
+            "NotEnoughMachines" | "ScaleDownUnsupported" | "MembersLost" | "QuorumAtRisk"
+        )
+    });
+    let busy = decision.change.is_some()
+        || !decision.drop.is_empty()
+        || !decision.write.is_empty()
+        || (decision.progress.is_some() && !waiting_on_people);
     Ok(Action::requeue(if busy { STEP } else { ctx.config.resync }))
 }
 

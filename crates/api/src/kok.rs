@@ -115,8 +115,10 @@ pub struct EtcdClusterSpec {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdStorage {
-    /// Process runtime: the data directory on the machine
-    /// (default `/var/lib/flotilla/etcd/<namespace>-<name>`).
+    /// Process runtime: a directory on the machine holding one
+    /// subdirectory per member; it is yours and is kept when the cluster is
+    /// deleted. By default each member keeps its data in its component's
+    /// working directory, which is removed with the member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
     pub data_dir: Option<String>,

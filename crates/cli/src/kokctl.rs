@@ -200,6 +200,7 @@ pub struct GetArgs {
 // Each flag's help on its own line: clap does not wrap help here.
 #[command(next_line_help = true)]
 pub struct KubeconfigArgs {
+    /// Name of the hosted cluster.
     pub name: String,
     #[command(flatten)]
     pub target: Target,
@@ -209,6 +210,7 @@ pub struct KubeconfigArgs {
 // Each flag's help on its own line: clap does not wrap help here.
 #[command(next_line_help = true)]
 pub struct UpgradeArgs {
+    /// Name of the hosted cluster.
     pub name: String,
     /// The Kubernetes version to move to (one minor version at a time).
     #[arg(long)]
@@ -223,6 +225,7 @@ pub struct UpgradeArgs {
 // Each flag's help on its own line: clap does not wrap help here.
 #[command(next_line_help = true)]
 pub struct DeleteArgs {
+    /// Name of the hosted cluster.
     pub name: String,
     #[command(flatten)]
     pub target: Target,
@@ -234,6 +237,7 @@ pub struct DeleteArgs {
 // Each flag's help on its own line: clap does not wrap help here.
 #[command(next_line_help = true)]
 pub struct RotateCertsArgs {
+    /// Name of the hosted cluster.
     pub name: String,
     /// Also replace the CAs (kubeconfigs fetched before stop working)
     #[arg(long)]

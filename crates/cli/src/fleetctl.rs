@@ -79,6 +79,9 @@ pub struct KokArgs {
     /// Ports the operators hand out on machines, FIRST-LAST.
     #[arg(long, value_name = "FIRST-LAST", default_value = "33000-39999")]
     pub kok_port_range: String,
+    /// Ports the etcd operator hands out to members, FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "32000-32767")]
+    pub etcd_port_range: String,
     /// Seconds an upgrade step may take to become healthy before the
     /// upgrade rolls back.
     #[arg(long, default_value_t = 60)]
@@ -101,21 +104,25 @@ impl KokArgs {
         if versions.is_empty() {
             versions.insert(flotilla_testenv::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(), cache.clone());
         }
-        let (first, last) = self
-            .kok_port_range
-            .split_once('-')
-            .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
-            .filter(|(a, b)| a < b)
-            .with_context(|| format!("--kok-port-range {}: expected FIRST-LAST, e.g. 33000-39999", self.kok_port_range))?;
+        let range = |flag: &str, text: &str| {
+            text.split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+                .filter(|(a, b)| a < b)
+                .map(|(a, b)| a..=b)
+                .with_context(|| format!("{flag} {text}: expected FIRST-LAST, e.g. 33000-39999"))
+        };
+        let ports = range("--kok-port-range", &self.kok_port_range)?;
+        let etcd_ports = range("--etcd-port-range", &self.etcd_port_range)?;
         let flotilla_binary = match &self.flotilla_binary {
             Some(p) => p.clone(),
             None => std::env::current_exe().context("finding this binary")?,
         };
         let mut etcd = flotilla_kok::etcd::EtcdOperator::default();
         etcd.plan.bin_dir = self.etcd_bin_dir.clone().unwrap_or(cache);
+        etcd.plan.ports = etcd_ports;
         let mut hosted = flotilla_kok::hosted::HostedOperator::default();
         hosted.plan.versions = versions;
-        hosted.plan.port_range = first..=last;
+        hosted.plan.port_range = ports;
         hosted.plan.flotilla_binary = flotilla_binary;
         hosted.upgrade_step_deadline = Duration::from_secs(self.upgrade_step_seconds);
         Ok((etcd, hosted))

@@ -9,6 +9,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod bench;
 mod bench_apps;
 mod binaries;
+mod etcd_cmd;
 mod fleet;
 mod fleetctl;
 mod kokctl;
@@ -65,6 +66,9 @@ enum Command {
     /// Manage member clusters.
     #[command(subcommand)]
     Cluster(fleetctl::ClusterCommand),
+    /// Snapshots of EtcdClusters.
+    #[command(subcommand)]
+    Etcd(etcd_cmd::EtcdCommand),
     /// List fleet resources.
     #[command(subcommand)]
     Get(fleetctl::GetCommand),
@@ -142,6 +146,7 @@ async fn main() -> std::process::ExitCode {
         Command::Unjoin(a) => fleetctl::unjoin(a).await,
         Command::Cluster(c) => fleetctl::cluster(c).await,
         Command::Get(c) => fleetctl::get(c).await,
+        Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::Bench(b) => bench::run(b).await,
         Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
         Command::KubeletJoin(args) => kubelet_join(args).await,

@@ -78,9 +78,10 @@ pub fn outcome(name: &str, status: &EtcdBackupStatus) -> Option<(bool, String)> 
                 status.member.as_deref().unwrap_or("?"),
             ),
         )),
-        Some(JobPhase::Failed) => {
-            Some((false, format!("backup {name} failed: {}", status.message.as_deref().unwrap_or("no reason given"))))
-        }
+        Some(JobPhase::Failed) => Some((
+            false,
+            format!("backup {name} failed: {}", status.message.as_deref().unwrap_or("no reason given")),
+        )),
         _ => None,
     }
 }
@@ -92,7 +93,8 @@ pub async fn run(cmd: EtcdCommand) -> anyhow::Result<bool> {
 }
 
 async fn backup(args: BackupArgs) -> anyhow::Result<bool> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
     let object = backup_object(&args, now).map_err(anyhow::Error::msg)?;
     let name = object.metadata.name.clone().unwrap_or_default();
     let client = args.hub.client().await?;
@@ -112,7 +114,10 @@ async fn backup(args: BackupArgs) -> anyhow::Result<bool> {
             return Ok(ok);
         }
         if Instant::now() > deadline {
-            eprintln!("backup {name} did not finish within {}s (is `flotilla hub run` running?)", args.timeout);
+            eprintln!(
+                "backup {name} did not finish within {}s (is `flotilla hub run` running?)",
+                args.timeout
+            );
             return Ok(false);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -157,9 +162,19 @@ mod tests {
             member: Some("c1-etcd-0".into()),
             ..Default::default()
         };
-        assert_eq!(outcome("b", &done), Some((true, "backup b: /b/s.db (20480 bytes, revision 7, from c1-etcd-0)".into())));
-        let failed = EtcdBackupStatus { phase: Some(JobPhase::Failed), message: Some("no leader".into()), ..Default::default() };
+        assert_eq!(
+            outcome("b", &done),
+            Some((true, "backup b: /b/s.db (20480 bytes, revision 7, from c1-etcd-0)".into()))
+        );
+        let failed = EtcdBackupStatus {
+            phase: Some(JobPhase::Failed),
+            message: Some("no leader".into()),
+            ..Default::default()
+        };
         assert_eq!(outcome("b", &failed), Some((false, "backup b failed: no leader".into())));
-        assert_eq!(outcome("b", &EtcdBackupStatus { phase: Some(JobPhase::Running), ..Default::default() }), None);
+        assert_eq!(
+            outcome("b", &EtcdBackupStatus { phase: Some(JobPhase::Running), ..Default::default() }),
+            None
+        );
     }
 }

@@ -96,13 +96,16 @@ impl KokArgs {
         let cache = flotilla_testenv::Binaries::default_dir();
         let mut versions = std::collections::BTreeMap::new();
         for v in &self.versions {
-            let (version, dir) = v
-                .split_once('=')
-                .with_context(|| format!("--kok-version {v}: expected VERSION=DIR, e.g. 1.20.2=/opt/k8s/bin"))?;
+            let (version, dir) = v.split_once('=').with_context(|| {
+                format!("--kok-version {v}: expected VERSION=DIR, e.g. 1.20.2=/opt/k8s/bin")
+            })?;
             versions.insert(version.trim_start_matches('v').to_string(), PathBuf::from(dir));
         }
         if versions.is_empty() {
-            versions.insert(flotilla_testenv::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(), cache.clone());
+            versions.insert(
+                flotilla_testenv::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(),
+                cache.clone(),
+            );
         }
         let range = |flag: &str, text: &str| {
             text.split_once('-')

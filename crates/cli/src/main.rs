@@ -112,7 +112,8 @@ async fn kubelet_join(args: KubeletJoinArgs) -> anyhow::Result<bool> {
         timeout: std::time::Duration::from_secs(args.timeout_seconds),
     };
     flotilla_kok::kubelet_join::ensure_credential(&join).await?;
-    let (program, rest) = args.kubelet.split_first().ok_or_else(|| anyhow::anyhow!("no kubelet command given"))?;
+    let (program, rest) =
+        args.kubelet.split_first().ok_or_else(|| anyhow::anyhow!("no kubelet command given"))?;
     Err(flotilla_kok::kubelet_join::exec_kubelet(&args.node_name, program, rest).into())
 }
 

@@ -34,8 +34,17 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     assert_eq!(status.ready_nodes, Some(1));
     assert!(status.endpoint.as_deref().unwrap().starts_with("https://127.0.0.1:"), "{status:?}");
     assert_eq!(status.admin_kubeconfig_secret.as_deref(), Some(admin_secret_name("c1").as_str()));
-    for c in ["Ready", "EtcdReady", "KubeApiserverReady", "KubeControllerManagerReady", "KubeSchedulerReady", "AddonsApplied", "NodesReady"] {
-        let cond = status.conditions.iter().find(|x| x.type_ == c).unwrap_or_else(|| panic!("no {c}: {status:#?}"));
+    for c in [
+        "Ready",
+        "EtcdReady",
+        "KubeApiserverReady",
+        "KubeControllerManagerReady",
+        "KubeSchedulerReady",
+        "AddonsApplied",
+        "NodesReady",
+    ] {
+        let cond =
+            status.conditions.iter().find(|x| x.type_ == c).unwrap_or_else(|| panic!("no {c}: {status:#?}"));
         assert_eq!(cond.status, "True", "{cond:?}");
     }
     let addons: Vec<&str> = status.addons.iter().map(|a| a.name.as_str()).collect();
@@ -50,21 +59,26 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     assert!(ok && nodes.contains("c1-node-0") && nodes.contains(" Ready"), "{nodes}");
     let (ok, csrs) = kubectl(&kubeconfig, &["get", "csr", "--no-headers"]).await;
     assert!(ok && csrs.contains("system:bootstrap:") && csrs.contains("Approved,Issued"), "{csrs}");
-    let (ok, out) = kubectl(&kubeconfig, &["create", "deployment", "web", "--image=nginx", "--replicas=2"]).await;
+    let (ok, out) =
+        kubectl(&kubeconfig, &["create", "deployment", "web", "--image=nginx", "--replicas=2"]).await;
     assert!(ok, "{out}");
     wait_for("the Deployment's two replicas to be available", WAIT, || {
         let kubeconfig = kubeconfig.clone();
         async move {
-            let (_, out) = kubectl(&kubeconfig, &["get", "deploy", "web", "-o", "jsonpath={.status.availableReplicas}"]).await;
+            let (_, out) =
+                kubectl(&kubeconfig, &["get", "deploy", "web", "-o", "jsonpath={.status.availableReplicas}"])
+                    .await;
             out.trim() == "2"
         }
     })
     .await;
-    let (ok, dns) = kubectl(&kubeconfig, &["-n", "kube-system", "get", "deploy", "coredns", "-o", "name"]).await;
+    let (ok, dns) =
+        kubectl(&kubeconfig, &["-n", "kube-system", "get", "deploy", "coredns", "-o", "name"]).await;
     assert!(ok, "{dns}");
 
     // A user's edit of an add-on survives the operator's reconciles.
-    let (ok, out) = kubectl(&kubeconfig, &["-n", "kube-system", "scale", "deploy", "coredns", "--replicas=1"]).await;
+    let (ok, out) =
+        kubectl(&kubeconfig, &["-n", "kube-system", "scale", "deploy", "coredns", "--replicas=1"]).await;
     assert!(ok, "{out}");
 
     // It is a member of the fleet (push mode, through its admin kubeconfig).
@@ -75,7 +89,8 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     // Repair: the apiserver process is killed; its node agent restarts it,
     // the cluster is Ready again and its objects are all there.
     let (machine, pid) = env.component_pid("c1", Part::Apiserver, 0).await.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
     wait_for("the apiserver to be restarted", WAIT, || async {
         env.component_pid("c1", Part::Apiserver, 0).await.is_some_and(|(_, p)| p != pid)
     })
@@ -89,8 +104,11 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     let apiserver = machine_status.components.iter().find(|c| c.name.starts_with("apiserver-")).unwrap();
     assert!(apiserver.restarts >= 1, "{apiserver:?}");
     env.wait_phase("c1", HostedClusterPhase::Ready).await;
-    let (_, replicas) =
-        kubectl(&kubeconfig, &["-n", "kube-system", "get", "deploy", "coredns", "-o", "jsonpath={.spec.replicas}"]).await;
+    let (_, replicas) = kubectl(
+        &kubeconfig,
+        &["-n", "kube-system", "get", "deploy", "coredns", "-o", "jsonpath={.spec.replicas}"],
+    )
+    .await;
     assert_eq!(replicas.trim(), "1", "the user's edit of the add-on was kept");
 
     // Deletion: processes, Secrets, the fleet membership and its etcd go.

@@ -48,7 +48,10 @@ async fn set_version(env: &KokEnv, name: &str, version: &str) {
         .unwrap();
 }
 
-fn condition<'a>(hc: &'a flotilla_api::kok::HostedCluster, type_: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+fn condition<'a>(
+    hc: &'a flotilla_api::kok::HostedCluster,
+    type_: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     hc.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)
 }
 
@@ -78,7 +81,8 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         set_version(&env, "c2", version).await;
         let hc = env
             .wait_cluster("c2", &format!("refuse {version}"), |hc| {
-                condition(hc, "Upgraded").is_some_and(|c| c.reason == "Refused" && c.message.contains(version))
+                condition(hc, "Upgraded")
+                    .is_some_and(|c| c.reason == "Refused" && c.message.contains(version))
             })
             .await;
         let message = &condition(&hc, "Upgraded").unwrap().message;
@@ -90,11 +94,16 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
     // A broken release: the apiserver never gets healthy on it, so after the
     // step deadline everything goes back to 1.20.2.
     set_version(&env, "c2", "1.21.0").await;
-    env.wait_cluster("c2", "start upgrading", |hc| hc.status.as_ref().and_then(|s| s.phase) == Some(HostedClusterPhase::Upgrading))
-        .await;
+    env.wait_cluster("c2", "start upgrading", |hc| {
+        hc.status.as_ref().and_then(|s| s.phase) == Some(HostedClusterPhase::Upgrading)
+    })
+    .await;
     let hc = env
         .wait_cluster("c2", "roll back", |hc| {
-            hc.status.as_ref().and_then(|s| s.upgrade.as_ref()).is_some_and(|u| u.state == UpgradeState::RolledBack)
+            hc.status
+                .as_ref()
+                .and_then(|s| s.upgrade.as_ref())
+                .is_some_and(|u| u.state == UpgradeState::RolledBack)
         })
         .await;
     let status = hc.status.clone().unwrap();
@@ -103,14 +112,18 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
     assert_eq!((upgraded.status.as_str(), upgraded.reason.as_str()), ("False", "RolledBack"), "{upgraded:?}");
     assert!(upgraded.message.contains("kube-apiserver"), "{upgraded:?}");
     env.wait_phase("c2", HostedClusterPhase::Ready).await;
-    let (ok, out) = kubectl(&old_kubeconfig, &["get", "configmap", "keep-me", "-o", "jsonpath={.data.a}"]).await;
+    let (ok, out) =
+        kubectl(&old_kubeconfig, &["get", "configmap", "keep-me", "-o", "jsonpath={.data.a}"]).await;
     assert!(ok && out == "1", "the cluster and its data survived the failed upgrade: {out}");
 
     // A working release: every component moves, apiserver first.
     set_version(&env, "c2", "1.21.1").await;
     let hc = env
         .wait_cluster("c2", "finish the upgrade", |hc| {
-            hc.status.as_ref().and_then(|s| s.upgrade.as_ref()).is_some_and(|u| u.state == UpgradeState::Succeeded && u.to == "1.21.1")
+            hc.status
+                .as_ref()
+                .and_then(|s| s.upgrade.as_ref())
+                .is_some_and(|u| u.state == UpgradeState::Succeeded && u.to == "1.21.1")
         })
         .await;
     let status = hc.status.clone().unwrap();
@@ -123,7 +136,9 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         .wait_cluster("c2", "run 1.21.1 everywhere and be Ready", |hc| {
             let s = hc.status.as_ref();
             s.and_then(|s| s.phase) == Some(HostedClusterPhase::Ready)
-                && s.is_some_and(|s| s.instances.iter().all(|i| i.version.as_deref() == Some("1.21.1") && i.healthy))
+                && s.is_some_and(|s| {
+                    s.instances.iter().all(|i| i.version.as_deref() == Some("1.21.1") && i.healthy)
+                })
         })
         .await;
     assert_eq!(hc.status.unwrap().instances.len(), 4, "three control-plane components and the kubelet");
@@ -155,7 +170,8 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         ok && out.contains(" Ready")
     })
     .await;
-    let (ok, out) = kubectl(&new_kubeconfig, &["get", "configmap", "keep-me", "-o", "jsonpath={.data.a}"]).await;
+    let (ok, out) =
+        kubectl(&new_kubeconfig, &["get", "configmap", "keep-me", "-o", "jsonpath={.data.a}"]).await;
     assert!(ok && out == "1", "{out}");
     env.wait_phase("c2", HostedClusterPhase::Ready).await;
 }

@@ -182,7 +182,8 @@ mod tests {
         assert_eq!(parsed.ca_pem, "CA\n");
         assert_eq!(parsed.client_cert_pem.as_deref(), Some("C"));
         assert_eq!(parsed.token, None);
-        let token = parse(&render(&KubeconfigSpec { credential: Credential::Token("a.b".into()), ..spec })).unwrap();
+        let token =
+            parse(&render(&KubeconfigSpec { credential: Credential::Token("a.b".into()), ..spec })).unwrap();
         assert_eq!(token.token.as_deref(), Some("a.b"));
         assert!(parse("kind: Config").is_err());
     }

@@ -194,7 +194,11 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
         let mut finalizers = hc.finalizers().to_vec();
         finalizers.push(plan::FINALIZER.to_string());
         Api::<HostedCluster>::namespaced(client.clone(), &namespace)
-            .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
+            )
             .await?;
     }
     let now = now_time();
@@ -277,8 +281,9 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
         write_secret(client, &hc, &plan::admin_secret_name(&name), &admin_data).await?;
     }
     out.handled_rotation = rotation_value.or(previous.handled_rotation.clone());
-    let ca_pem = String::from_utf8_lossy(update.data.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
-        .into_owned();
+    let ca_pem =
+        String::from_utf8_lossy(update.data.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
+            .into_owned();
     let token = ensure_bootstrap(client, &hc, &placement, &ca_pem).await?;
     out.pki = update.data;
 
@@ -415,7 +420,8 @@ pub(crate) async fn etcd_ready(
             now,
         ))
     };
-    let Some(etcd) = Api::<EtcdCluster>::namespaced(client.clone(), &namespace).get_opt(etcd_name).await? else {
+    let Some(etcd) = Api::<EtcdCluster>::namespaced(client.clone(), &namespace).get_opt(etcd_name).await?
+    else {
         say(false, "NotFound", format!("EtcdCluster {etcd_name} does not exist in namespace {namespace}"));
         return Ok(None);
     };
@@ -426,8 +432,10 @@ pub(crate) async fn etcd_ready(
         say(false, "NotAvailable", format!("EtcdCluster {etcd_name} is not available: {why}"));
         return Ok(None);
     }
-    let secret_name = status.client_secret.clone().unwrap_or_else(|| flotilla_core::kok::etcd::secret_name(etcd_name));
-    let data = secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret_name).await?);
+    let secret_name =
+        status.client_secret.clone().unwrap_or_else(|| flotilla_core::kok::etcd::secret_name(etcd_name));
+    let data =
+        secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret_name).await?);
     let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
     let (Some(cert_pem), Some(key_pem)) = (text(keys::ETCD_CA_CRT), text(keys::ETCD_CA_KEY)) else {
         say(false, "NoCertificates", format!("Secret {secret_name} has no etcd CA yet"));
@@ -650,7 +658,8 @@ async fn write_status(
     let namespace = hc.namespace().unwrap_or_default();
     let previous = hc.status.clone().unwrap_or_default();
     let generation = hc.metadata.generation;
-    let valid = out.conditions.iter().find(|c| c.type_ == conditions::VALID).is_some_and(|c| c.status == "True");
+    let valid =
+        out.conditions.iter().find(|c| c.type_ == conditions::VALID).is_some_and(|c| c.status == "True");
     if valid && !out.seen.is_empty() {
         out.conditions.extend(plan::component_conditions(
             hc,
@@ -714,7 +723,9 @@ async fn write_status(
                 list.into_iter()
                     .map(|e| CertificateStatus {
                         name: e.name,
-                        not_after: Time(Timestamp::from_second(e.not_after.unix_timestamp()).unwrap_or_default()),
+                        not_after: Time(
+                            Timestamp::from_second(e.not_after.unix_timestamp()).unwrap_or_default(),
+                        ),
                         issuer: None,
                     })
                     .collect()
@@ -730,14 +741,25 @@ async fn write_status(
             .and_then(|u| u.version.clone())
             .or(previous.version.clone())
             .or_else(|| all_ok.then(|| hc.spec.version.clone())),
-        previous_version: upgrade.as_ref().and_then(|u| u.previous_version.clone()).or(previous.previous_version.clone()),
+        previous_version: upgrade
+            .as_ref()
+            .and_then(|u| u.previous_version.clone())
+            .or(previous.previous_version.clone()),
         certificates,
         observed_generation: generation,
         upgrade: upgrade.as_ref().map_or(previous.upgrade.clone(), |u| u.upgrade.clone()),
         addons: if out.addons.is_empty() { previous.addons.clone() } else { out.addons },
-        instances: if out.seen.is_empty() { previous.instances.clone() } else { plan::instance_statuses(&out.seen) },
+        instances: if out.seen.is_empty() {
+            previous.instances.clone()
+        } else {
+            plan::instance_statuses(&out.seen)
+        },
         ready_nodes: out.ready_nodes.or(previous.ready_nodes),
-        certificates_issued_at: if out.issued { Some(now.clone()) } else { previous.certificates_issued_at.clone() },
+        certificates_issued_at: if out.issued {
+            Some(now.clone())
+        } else {
+            previous.certificates_issued_at.clone()
+        },
         handled_rotation: out.handled_rotation.or(previous.handled_rotation.clone()),
         conditions: out.conditions,
     };
@@ -811,7 +833,8 @@ async fn cleanup(client: &Client, hc: &HostedCluster, config: &HostedOperator) -
     }
     // The kubernetes runtime's control plane goes first (its namespace),
     // so nothing writes to etcd any more.
-    if hc.spec.control_plane.runtime == Runtime::Kubernetes && !crate::hosted_kube::delete(client, hc).await? {
+    if hc.spec.control_plane.runtime == Runtime::Kubernetes && !crate::hosted_kube::delete(client, hc).await?
+    {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
@@ -843,7 +866,9 @@ async fn cleanup(client: &Client, hc: &HostedCluster, config: &HostedOperator) -
     }
     delete_data(client, hc).await?;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    for secret in [plan::pki_secret_name(&name), plan::admin_secret_name(&name), plan::bootstrap_secret_name(&name)] {
+    for secret in
+        [plan::pki_secret_name(&name), plan::admin_secret_name(&name), plan::bootstrap_secret_name(&name)]
+    {
         match secrets.delete(&secret, &DeleteParams::default()).await {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}

@@ -43,15 +43,16 @@ pub async fn ensure_credential(join: &KubeletJoin) -> Result<(), Error> {
         .map_err(|e| Error::Other(format!("{}: {e}", join.bootstrap_kubeconfig.display())))?;
     let now = time::OffsetDateTime::now_utc();
     if let Ok(current) = read(&join.kubeconfig).and_then(|t| kubeconfig::parse(&t).map_err(Error::Other)) {
-        if hosted::kubelet_credential_current(&current, &bootstrap.ca_pem, now) && current.server == bootstrap.server {
+        if hosted::kubelet_credential_current(&current, &bootstrap.ca_pem, now)
+            && current.server == bootstrap.server
+        {
             tracing::info!(node = %join.node_name, "kubelet credential is current");
             return Ok(());
         }
     }
-    let token = bootstrap
-        .token
-        .clone()
-        .ok_or_else(|| Error::Other(format!("{} has no bootstrap token", join.bootstrap_kubeconfig.display())))?;
+    let token = bootstrap.token.clone().ok_or_else(|| {
+        Error::Other(format!("{} has no bootstrap token", join.bootstrap_kubeconfig.display()))
+    })?;
     let client = client_for(&bootstrap.server, &bootstrap.ca_pem, &token).await?;
     let key = flotilla_core::pki::generate_key_pair().map_err(|e| Error::Other(e.to_string()))?;
     let request = hosted::node_csr(&join.node_name, &key.private_pem).map_err(Error::Other)?;
@@ -93,7 +94,9 @@ pub async fn ensure_credential(join: &KubeletJoin) -> Result<(), Error> {
         match csrs.get(&name).await {
             Ok(current) => {
                 let status = current.status.unwrap_or_default();
-                if let Some(c) = status.conditions.iter().flatten().find(|c| c.type_ == "Denied" && c.status == "True") {
+                if let Some(c) =
+                    status.conditions.iter().flatten().find(|c| c.type_ == "Denied" && c.status == "True")
+                {
                     return Err(Error::Other(format!(
                         "certificate request {name} was denied: {}",
                         c.message.clone().unwrap_or_default()

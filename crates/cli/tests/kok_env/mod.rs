@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, HostedCluster, HostedClusterPhase};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::hosted::{admin_secret_name, component_name, owner_label_value, HostedOperatorConfig, Part, OWNER_LABEL};
+use flotilla_core::kok::hosted::{
+    admin_secret_name, component_name, owner_label_value, HostedOperatorConfig, Part, OWNER_LABEL,
+};
 use flotilla_kok::etcd::EtcdOperator;
 use flotilla_kok::hosted::HostedOperator;
 use flotilla_node_agent::NodeAgentConfig;
@@ -84,16 +86,25 @@ impl KokEnv {
         let client = hub.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         for crd in flotilla_api::crds() {
-            crds.patch(&crd.name_any(), &PatchParams::apply("test").force(), &Patch::Apply(&crd)).await.unwrap();
+            crds.patch(&crd.name_any(), &PatchParams::apply("test").force(), &Patch::Apply(&crd))
+                .await
+                .unwrap();
         }
-        let (m_api, hc_api): (Api<Machine>, Api<HostedCluster>) = (Api::all(client.clone()), Api::all(client.clone()));
+        let (m_api, hc_api): (Api<Machine>, Api<HostedCluster>) =
+            (Api::all(client.clone()), Api::all(client.clone()));
         wait_for("the CRDs to be served", WAIT, || {
             let (m_api, hc_api) = (m_api.clone(), hc_api.clone());
-            async move { m_api.list(&Default::default()).await.is_ok() && hc_api.list(&Default::default()).await.is_ok() }
+            async move {
+                m_api.list(&Default::default()).await.is_ok()
+                    && hc_api.list(&Default::default()).await.is_ok()
+            }
         })
         .await;
         let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-        Api::<Namespace>::all(client.clone()).patch(NS, &PatchParams::apply("test"), &Patch::Apply(&ns)).await.unwrap();
+        Api::<Namespace>::all(client.clone())
+            .patch(NS, &PatchParams::apply("test"), &Patch::Apply(&ns))
+            .await
+            .unwrap();
 
         let binaries = Binaries::locate().unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -151,7 +162,10 @@ impl KokEnv {
             "spec": {"members": 1, "version": "3.4.23"},
         }))
         .unwrap();
-        Api::<EtcdCluster>::namespaced(self.client.clone(), NS).create(&PostParams::default(), &etcd).await.unwrap();
+        Api::<EtcdCluster>::namespaced(self.client.clone(), NS)
+            .create(&PostParams::default(), &etcd)
+            .await
+            .unwrap();
         let mut full = json!({"version": "1.20.2", "etcd": {"clusterRef": format!("{name}-etcd")}});
         if let (Some(base), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
             for (k, v) in extra {
@@ -172,7 +186,12 @@ impl KokEnv {
 
     /// Waits until `check` holds for the cluster; panics with its status and
     /// the components' logs otherwise.
-    pub async fn wait_cluster(&self, name: &str, what: &str, check: impl Fn(&HostedCluster) -> bool) -> HostedCluster {
+    pub async fn wait_cluster(
+        &self,
+        name: &str,
+        what: &str,
+        check: impl Fn(&HostedCluster) -> bool,
+    ) -> HostedCluster {
         let api = self.clusters();
         let last = Mutex::new(None);
         let found = tokio::time::timeout(WAIT, async {
@@ -197,13 +216,17 @@ impl KokEnv {
     }
 
     pub async fn wait_phase(&self, name: &str, phase: HostedClusterPhase) -> HostedCluster {
-        self.wait_cluster(name, &format!("{phase:?}"), |hc| hc.status.as_ref().and_then(|s| s.phase) == Some(phase)).await
+        self.wait_cluster(name, &format!("{phase:?}"), |hc| {
+            hc.status.as_ref().and_then(|s| s.phase) == Some(phase)
+        })
+        .await
     }
 
     /// The admin kubeconfig as it is now, written to a file.
     pub async fn kubeconfig(&self, name: &str, file: &str) -> PathBuf {
         let secrets: Api<Secret> = Api::namespaced(self.client.clone(), NS);
-        let admin = secrets.get(&admin_secret_name(name)).await.unwrap().data.unwrap()["kubeconfig"].0.clone();
+        let admin =
+            secrets.get(&admin_secret_name(name)).await.unwrap().data.unwrap()["kubeconfig"].0.clone();
         let path = self.dir.path().join(file);
         std::fs::write(&path, &admin).unwrap();
         path

@@ -225,13 +225,17 @@ mod tests {
 
     #[test]
     fn bootstrap_token_secret_and_rbac() {
-        let m = manifests(&Addon { name: BOOTSTRAP.into(), version: None }, &hc(&[]), "abcdef.0123456789abcdef").unwrap();
+        let m =
+            manifests(&Addon { name: BOOTSTRAP.into(), version: None }, &hc(&[]), "abcdef.0123456789abcdef")
+                .unwrap();
         assert_eq!(m[0]["metadata"]["name"], "bootstrap-token-abcdef");
         assert_eq!(m[0]["stringData"]["token-secret"], "0123456789abcdef");
         assert_eq!(m[0]["stringData"]["auth-extra-groups"], NODE_BOOTSTRAP_GROUP);
         let roles: Vec<&str> = m[1..].iter().map(|b| b["roleRef"]["name"].as_str().unwrap()).collect();
         assert!(roles.contains(&"system:certificates.k8s.io:certificatesigningrequests:nodeclient"));
-        let other = manifests(&Addon { name: BOOTSTRAP.into(), version: None }, &hc(&[]), "zzzzzz.0123456789abcdef").unwrap();
+        let other =
+            manifests(&Addon { name: BOOTSTRAP.into(), version: None }, &hc(&[]), "zzzzzz.0123456789abcdef")
+                .unwrap();
         assert_ne!(hash(&m), hash(&other), "a new token is a new add-on revision");
     }
 
@@ -247,8 +251,13 @@ mod tests {
         let cm = m.iter().find(|o| o["kind"] == "ConfigMap").unwrap();
         assert!(cm["data"]["Corefile"].as_str().unwrap().contains("kubernetes corp.local in-addr.arpa"));
         let dep = m.iter().find(|o| o["kind"] == "Deployment").unwrap();
-        assert_eq!(dep["spec"]["template"]["spec"]["containers"][0]["image"], "registry.k8s.io/coredns:1.7.0");
-        let newer = manifests(&Addon { name: COREDNS.into(), version: Some("1.8.0".into()) }, &cluster, "t.t").unwrap();
+        assert_eq!(
+            dep["spec"]["template"]["spec"]["containers"][0]["image"],
+            "registry.k8s.io/coredns:1.7.0"
+        );
+        let newer =
+            manifests(&Addon { name: COREDNS.into(), version: Some("1.8.0".into()) }, &cluster, "t.t")
+                .unwrap();
         assert_ne!(hash(&m), hash(&newer));
         assert_eq!(hash(&m), hash(&manifests(&addon, &cluster, "t.t").unwrap()));
         assert_eq!(nth_service_ip("fd00::/108", 10).unwrap().to_string(), "fd00::a");

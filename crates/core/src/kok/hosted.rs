@@ -291,7 +291,13 @@ impl<'a> PortBook<'a> {
     }
 
     /// Keeps `wanted` if none of it is taken yet, else allocates fresh ones.
-    fn take(&mut self, address: &str, machine: &str, wanted: Option<Vec<u16>>, count: usize) -> Result<Vec<u16>, HostedPlanError> {
+    fn take(
+        &mut self,
+        address: &str,
+        machine: &str,
+        wanted: Option<Vec<u16>>,
+        count: usize,
+    ) -> Result<Vec<u16>, HostedPlanError> {
         let foreign = self.foreign.get(address).cloned().unwrap_or_default();
         let given = self.given.entry(address.to_string()).or_default();
         let taken = |p: &u16| foreign.contains(p) || given.contains(p);
@@ -387,7 +393,9 @@ pub fn place(
         let address = m.spec.address.clone().ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
         // Ports are kept only when the component is still on this machine.
         let existing = |part: Part, flag: &str| {
-            find(part, index).filter(|(on, _)| machine_name(on) == machine).and_then(|(_, c)| ports::flag_port(c, flag))
+            find(part, index)
+                .filter(|(on, _)| machine_name(on) == machine)
+                .and_then(|(_, c)| ports::flag_port(c, flag))
         };
         let wanted = [
             existing(Part::Apiserver, "--secure-port"),
@@ -433,9 +441,13 @@ pub fn place(
     for (index, machine) in node_chosen {
         let m = book.machine(&machine).ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
         let address = m.spec.address.clone().ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
-        let wanted = find(Part::Kubelet, index).filter(|(on, _)| machine_name(on) == machine).and_then(|(_, c)| {
-            Some(vec![ports::flag_port(c, "--kubelet-port")?, ports::flag_port(c, "--kubelet-read-only-port")?])
-        });
+        let wanted =
+            find(Part::Kubelet, index).filter(|(on, _)| machine_name(on) == machine).and_then(|(_, c)| {
+                Some(vec![
+                    ports::flag_port(c, "--kubelet-port")?,
+                    ports::flag_port(c, "--kubelet-read-only-port")?,
+                ])
+            });
         let got = book.take(&address, &machine, wanted, 2)?;
         placement.nodes.push(NodePlan {
             index,
@@ -570,7 +582,8 @@ pub fn bootstrap_kubeconfig(cluster: &str, server: &str, ca_pem: &str, token: &s
 /// A bootstrap token `<id>.<secret>` from 22 random bytes' worth of hex
 /// (the caller supplies the randomness: `core` reads no entropy itself).
 pub fn bootstrap_token(random_hex: &str) -> Option<String> {
-    let lower: String = random_hex.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect();
+    let lower: String =
+        random_hex.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect();
     (lower.len() >= 22).then(|| format!("{}.{}", &lower[..6], &lower[6..22]))
 }
 
@@ -593,7 +606,11 @@ pub struct RenderInputs<'a> {
 fn pki_file(namespace: &str, secret: &str, key: &str) -> ComponentFile {
     ComponentFile {
         path: format!("{PKI_DIR}/{key}"),
-        secret_ref: Some(KeyRef { namespace: namespace.to_string(), name: secret.to_string(), key: key.to_string() }),
+        secret_ref: Some(KeyRef {
+            namespace: namespace.to_string(),
+            name: secret.to_string(),
+            key: key.to_string(),
+        }),
         mode: Some(0o600),
         ..Default::default()
     }
@@ -615,7 +632,8 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
     let name = hc.metadata.name.as_deref().unwrap_or_default();
     let namespace = hc.metadata.namespace.as_deref().unwrap_or_default();
     let secret = pki_secret_name(name);
-    let cluster_version = hc.status.as_ref().and_then(|s| s.version.clone()).unwrap_or_else(|| hc.spec.version.clone());
+    let cluster_version =
+        hc.status.as_ref().and_then(|s| s.version.clone()).unwrap_or_else(|| hc.spec.version.clone());
     let mut out: BTreeMap<String, Vec<ComponentSpec>> = BTreeMap::new();
     for instance in &inputs.placement.instances {
         let Some(mut layout) = ControlPlaneLayout::for_hosted_cluster(
@@ -629,11 +647,18 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
             continue;
         };
         layout.leader_elect = hc.spec.control_plane.replicas > 1;
-        let version_of =
-            |part: Part| inputs.versions.get(&(part, instance.index)).cloned().unwrap_or_else(|| cluster_version.clone());
+        let version_of = |part: Part| {
+            inputs.versions.get(&(part, instance.index)).cloned().unwrap_or_else(|| cluster_version.clone())
+        };
         let host = host_of(&instance.address);
         for (part, component, args, port, path) in [
-            (Part::Apiserver, Component::KubeApiserver, render::apiserver_args(&layout), instance.ports.apiserver, "/readyz"),
+            (
+                Part::Apiserver,
+                Component::KubeApiserver,
+                render::apiserver_args(&layout),
+                instance.ports.apiserver,
+                "/readyz",
+            ),
             (
                 Part::ControllerManager,
                 Component::KubeControllerManager,
@@ -641,10 +666,19 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
                 instance.ports.controller_manager,
                 "/healthz",
             ),
-            (Part::Scheduler, Component::KubeScheduler, render::scheduler_args(&layout), instance.ports.scheduler, "/healthz"),
+            (
+                Part::Scheduler,
+                Component::KubeScheduler,
+                render::scheduler_args(&layout),
+                instance.ports.scheduler,
+                "/healthz",
+            ),
         ] {
             let version = version_of(part);
-            let files = render::component_secret_keys(&component).iter().map(|k| pki_file(namespace, &secret, k)).collect();
+            let files = render::component_secret_keys(&component)
+                .iter()
+                .map(|k| pki_file(namespace, &secret, k))
+                .collect();
             out.entry(instance.machine.clone()).or_default().push(ComponentSpec {
                 name: component_name(part, namespace, name, instance.index),
                 binary: bin(inputs.config, &version, part.upstream()),
@@ -715,7 +749,9 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
 pub fn machines_with_components(machines: &[Machine], namespace: &str, cluster: &str) -> Vec<String> {
     machines
         .iter()
-        .filter(|m| m.spec.components.iter().any(|c| parse_component_name(&c.name, namespace, cluster).is_some()))
+        .filter(|m| {
+            m.spec.components.iter().any(|c| parse_component_name(&c.name, namespace, cluster).is_some())
+        })
         .map(machine_name)
         .collect()
 }
@@ -821,16 +857,25 @@ pub fn component_conditions(
     let replicas = hc.spec.control_plane.replicas.max(1);
     let mut out = Vec::new();
     for part in Part::CONTROL_PLANE {
-        let mine: Vec<&ComponentObservation> = seen.iter().filter(|o| o.part == part && o.index < replicas).collect();
+        let mine: Vec<&ComponentObservation> =
+            seen.iter().filter(|o| o.part == part && o.index < replicas).collect();
         let healthy = mine.iter().filter(|o| o.healthy).count() as i32;
         let ok = healthy == replicas;
         let (reason, message) = if ok {
             ("Healthy", format!("{healthy}/{replicas} healthy"))
         } else if mine.is_empty() && placement.unplaced_instances > 0 {
-            ("NoMachine", format!("no usable machine matches spec.controlPlane.machineSelector for {}", part.upstream()))
+            (
+                "NoMachine",
+                format!(
+                    "no usable machine matches spec.controlPlane.machineSelector for {}",
+                    part.upstream()
+                ),
+            )
         } else {
-            let problems: Vec<String> =
-                mine.iter().filter_map(|o| o.problem.as_ref().map(|p| format!("{}-{}: {p}", part.upstream(), o.index))).collect();
+            let problems: Vec<String> = mine
+                .iter()
+                .filter_map(|o| o.problem.as_ref().map(|p| format!("{}-{}: {p}", part.upstream(), o.index)))
+                .collect();
             ("NotHealthy", format!("{healthy}/{replicas} healthy; {}", problems.join("; ")))
         };
         out.push(condition(&previous, part.condition_type(), ok, reason, message, generation, now));
@@ -843,7 +888,15 @@ pub fn component_conditions(
         } else {
             format!("{ready_nodes}/{wanted} nodes Ready")
         };
-        out.push(condition(&previous, conditions::NODES_READY, ok, if ok { "NodesReady" } else { "NodesNotReady" }, message, generation, now));
+        out.push(condition(
+            &previous,
+            conditions::NODES_READY,
+            ok,
+            if ok { "NodesReady" } else { "NodesNotReady" },
+            message,
+            generation,
+            now,
+        ));
     }
     out
 }
@@ -932,7 +985,8 @@ mod tests {
     /// Its Ready condition is False either way: unhealthy components do
     /// not make a machine lost.
     fn machine(name: &str, alive: bool) -> Machine {
-        let mut m = Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
+        let mut m =
+            Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
         let age = if alive { 5 } else { 600 };
         m.status = Some(MachineStatus {
             conditions: vec![Condition {
@@ -987,7 +1041,9 @@ mod tests {
         let name = hc.metadata.name.as_deref().unwrap();
         for m in machines.iter_mut() {
             m.spec.components.retain(|c| parse_component_name(&c.name, ns, name).is_none());
-            m.spec.components.extend(rendered.get(m.metadata.name.as_deref().unwrap()).cloned().unwrap_or_default());
+            m.spec
+                .components
+                .extend(rendered.get(m.metadata.name.as_deref().unwrap()).cloned().unwrap_or_default());
         }
     }
 
@@ -997,9 +1053,17 @@ mod tests {
             let n = component_name(part, "default", "team-a", 2);
             assert_eq!(parse_component_name(&n, "default", "team-a"), Some((part, 2)), "{n}");
             assert_eq!(parse_component_name(&n, "default", "team-b"), None);
-            let long = component_name(part, "a-very-long-namespace-name", "and-an-even-longer-cluster-name-x", 11);
+            let long =
+                component_name(part, "a-very-long-namespace-name", "and-an-even-longer-cluster-name-x", 11);
             assert!(long.len() <= 63, "{long}");
-            assert_eq!(parse_component_name(&long, "a-very-long-namespace-name", "and-an-even-longer-cluster-name-x"), Some((part, 11)));
+            assert_eq!(
+                parse_component_name(
+                    &long,
+                    "a-very-long-namespace-name",
+                    "and-an-even-longer-cluster-name-x"
+                ),
+                Some((part, 11))
+            );
         }
         assert_eq!(component_name(Part::Apiserver, "default", "team-a", 0), "apiserver-default-team-a-0");
         assert_ne!(
@@ -1018,7 +1082,11 @@ mod tests {
         assert_eq!(first.nodes.len(), 3);
         assert!(first.nodes.iter().all(|n| n.machine != "m3"), "{:?}", first.nodes);
         // Ports on one address never collide.
-        let mut all: Vec<u16> = first.instances.iter().flat_map(|i| [i.ports.apiserver, i.ports.controller_manager, i.ports.scheduler]).collect();
+        let mut all: Vec<u16> = first
+            .instances
+            .iter()
+            .flat_map(|i| [i.ports.apiserver, i.ports.controller_manager, i.ports.scheduler])
+            .collect();
         all.extend(first.nodes.iter().flat_map(|n| [n.kubelet_port, n.read_only_port]));
         let unique: BTreeSet<u16> = all.iter().copied().collect();
         assert_eq!(unique.len(), all.len());
@@ -1029,7 +1097,11 @@ mod tests {
 
         // m2 is lost: its instance moves (to the least loaded usable machine, m1 here
         // being the only one); instance 0 keeps its machine and ports.
-        machines[1] = { let mut m = machines[1].clone(); m.status = machine("m2", false).status; m };
+        machines[1] = {
+            let mut m = machines[1].clone();
+            m.status = machine("m2", false).status;
+            m
+        };
         let moved = place(&hc, &machines, &config(), now()).unwrap();
         assert_eq!(moved.instances[0], first.instances[0]);
         assert_eq!(moved.instances[1].machine, "m1");
@@ -1046,7 +1118,10 @@ mod tests {
             ..Default::default()
         });
         let placement = place(&hc(1, 0), &[m1.clone()], &config(), now()).unwrap();
-        assert_eq!(placement.instances[0].ports, ComponentPorts { apiserver: 40002, controller_manager: 40003, scheduler: 40004 });
+        assert_eq!(
+            placement.instances[0].ports,
+            ComponentPorts { apiserver: 40002, controller_manager: 40003, scheduler: 40004 }
+        );
         assert!(machine_usable(&m1, now(), Duration::seconds(40)));
         assert!(!machine_usable(&m1, now() + Duration::seconds(60), Duration::seconds(40)));
         let none = place(&hc(1, 1), &[machine("m1", false)], &config(), now()).unwrap();
@@ -1101,8 +1176,18 @@ mod tests {
         apply(&mut machines, &hc, &placement);
         let status = machines[0].status.as_mut().unwrap();
         status.components = vec![
-            ComponentStatus { name: "apiserver-default-team-a-0".into(), state: ComponentState::Running, healthy: Some(true), ..Default::default() },
-            ComponentStatus { name: "controller-manager-default-team-a-0".into(), state: ComponentState::Backoff, message: Some("exit code 1".into()), ..Default::default() },
+            ComponentStatus {
+                name: "apiserver-default-team-a-0".into(),
+                state: ComponentState::Running,
+                healthy: Some(true),
+                ..Default::default()
+            },
+            ComponentStatus {
+                name: "controller-manager-default-team-a-0".into(),
+                state: ComponentState::Backoff,
+                message: Some("exit code 1".into()),
+                ..Default::default()
+            },
         ];
         let seen = observe(&machines, "default", "team-a");
         assert_eq!(seen.len(), 3);
@@ -1130,7 +1215,9 @@ mod tests {
         let placement = place(&hc, &[machine("m1", true)], &config(), now()).unwrap();
         let inputs = pki_inputs(&hc, &placement).unwrap();
         let etcd = etcd_ca();
-        let first = pki_data("team-a", &BTreeMap::new(), &etcd, &inputs, Rotation::None, now(), Duration::days(30)).unwrap();
+        let first =
+            pki_data("team-a", &BTreeMap::new(), &etcd, &inputs, Rotation::None, now(), Duration::days(30))
+                .unwrap();
         assert!(!first.issued.is_empty());
         let pki = ControlPlanePki::from_secret_data("team-a", &first.data).unwrap();
         assert_eq!(pki.etcd_ca.pem.cert_pem, etcd.cert_pem, "the EtcdCluster's CA signs the etcd client");
@@ -1139,29 +1226,45 @@ mod tests {
         let cert = parsed.parse_x509().unwrap();
         assert_eq!(cert.issuer().to_string(), "CN=etcd-ca");
 
-        let again = pki_data("team-a", &first.data, &etcd, &inputs, Rotation::None, now(), Duration::days(30)).unwrap();
+        let again =
+            pki_data("team-a", &first.data, &etcd, &inputs, Rotation::None, now(), Duration::days(30))
+                .unwrap();
         assert!(again.issued.is_empty());
         assert_eq!(again.data, first.data);
 
         let mut moved = inputs.clone();
         moved.endpoint_hosts.push("10.0.0.9".into());
-        let renewed = pki_data("team-a", &first.data, &etcd, &moved, Rotation::None, now(), Duration::days(30)).unwrap();
+        let renewed =
+            pki_data("team-a", &first.data, &etcd, &moved, Rotation::None, now(), Duration::days(30))
+                .unwrap();
         // Every serving certificate that names the endpoint hosts.
-        assert_eq!(renewed.issued, [leaves::APISERVER, leaves::CONTROLLER_MANAGER_SERVING, leaves::SCHEDULER_SERVING]);
+        assert_eq!(
+            renewed.issued,
+            [leaves::APISERVER, leaves::CONTROLLER_MANAGER_SERVING, leaves::SCHEDULER_SERVING]
+        );
         assert_eq!(renewed.data[keys::CA_CRT], first.data[keys::CA_CRT]);
 
-        let leaves_rotated = pki_data("team-a", &first.data, &etcd, &inputs, Rotation::Leaves, now(), Duration::days(30)).unwrap();
+        let leaves_rotated =
+            pki_data("team-a", &first.data, &etcd, &inputs, Rotation::Leaves, now(), Duration::days(30))
+                .unwrap();
         assert!(leaves_rotated.issued.len() >= 9, "{:?}", leaves_rotated.issued);
         assert_eq!(leaves_rotated.data[keys::CA_CRT], first.data[keys::CA_CRT]);
         assert_ne!(leaves_rotated.data[&keys::crt(leaves::ADMIN)], first.data[&keys::crt(leaves::ADMIN)]);
 
-        let ca_rotated = pki_data("team-a", &first.data, &etcd, &inputs, Rotation::Ca, now(), Duration::days(30)).unwrap();
+        let ca_rotated =
+            pki_data("team-a", &first.data, &etcd, &inputs, Rotation::Ca, now(), Duration::days(30)).unwrap();
         assert_ne!(ca_rotated.data[keys::CA_CRT], first.data[keys::CA_CRT]);
         assert_eq!(ca_rotated.data[keys::SA_KEY], first.data[keys::SA_KEY], "tokens stay valid");
-        assert_eq!(ca_rotated.data[keys::ETCD_CA_CRT], first.data[keys::ETCD_CA_CRT], "etcd's CA is not ours to rotate");
+        assert_eq!(
+            ca_rotated.data[keys::ETCD_CA_CRT],
+            first.data[keys::ETCD_CA_CRT],
+            "etcd's CA is not ours to rotate"
+        );
 
         let other_etcd = etcd_ca();
-        let restored = pki_data("team-a", &first.data, &other_etcd, &inputs, Rotation::None, now(), Duration::days(30)).unwrap();
+        let restored =
+            pki_data("team-a", &first.data, &other_etcd, &inputs, Rotation::None, now(), Duration::days(30))
+                .unwrap();
         assert_eq!(restored.issued, [leaves::APISERVER_ETCD_CLIENT.to_string()]);
     }
 
@@ -1169,11 +1272,16 @@ mod tests {
     fn rotation_is_requested_by_a_new_annotation_value_only() {
         let mut hc = hc(1, 0);
         assert_eq!(requested_rotation(&hc).0, Rotation::None);
-        hc.metadata.annotations = Some(BTreeMap::from([(ROTATE_CERTS_ANNOTATION.to_string(), "ca/1".to_string())]));
+        hc.metadata.annotations =
+            Some(BTreeMap::from([(ROTATE_CERTS_ANNOTATION.to_string(), "ca/1".to_string())]));
         assert_eq!(requested_rotation(&hc), (Rotation::Ca, Some("ca/1".into())));
-        hc.status = Some(flotilla_api::kok::HostedClusterStatus { handled_rotation: Some("ca/1".into()), ..Default::default() });
+        hc.status = Some(flotilla_api::kok::HostedClusterStatus {
+            handled_rotation: Some("ca/1".into()),
+            ..Default::default()
+        });
         assert_eq!(requested_rotation(&hc).0, Rotation::None);
-        hc.metadata.annotations = Some(BTreeMap::from([(ROTATE_CERTS_ANNOTATION.to_string(), "leaves/2".to_string())]));
+        hc.metadata.annotations =
+            Some(BTreeMap::from([(ROTATE_CERTS_ANNOTATION.to_string(), "leaves/2".to_string())]));
         assert_eq!(requested_rotation(&hc).0, Rotation::Leaves);
     }
 

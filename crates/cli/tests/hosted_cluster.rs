@@ -1,10 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! A business cluster from YAML, for real: a hub API server, two node
-//! agents, the EtcdCluster and HostedCluster operators. The cluster's etcd,
-//! kube-apiserver, controller-manager and scheduler run as processes on
-//! the machines, a hollow kubelet joins with the bootstrap token, and a
-//! Deployment runs in it. A killed apiserver is restarted and nothing is
-//! lost; deleting the cluster removes its processes, Secrets and etcd.
+//! A business cluster from YAML, for real: a hub API server, three node
+//! agents, the EtcdCluster and HostedCluster operators. The cluster's etcd
+//! (three members), kube-apiserver, controller-manager and scheduler run as
+//! processes on the machines, two hollow kubelets join with the bootstrap
+//! token, and a Deployment runs in it. A killed apiserver is restarted and
+//! nothing is lost; deleting the cluster removes its processes, Secrets and
+//! etcd.
 
 mod kok_env;
 
@@ -23,15 +24,19 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_cleanly() {
-    let env = KokEnv::start(&["m1", "m2"], BTreeMap::new(), |_| {}).await;
+    let env = KokEnv::start(&["m1", "m2", "m3"], BTreeMap::new(), |_| {}).await;
     let client = env.client.clone();
     // The YAML a platform engineer writes (what `flotilla cluster create` makes).
-    env.create_cluster("c1", json!({"nodes": {"count": 1}, "addons": [{"name": "coredns"}]})).await;
+    // Three etcd members (one per machine) and two worker nodes.
+    env.create_cluster_with_etcd("c1", 3, json!({"nodes": {"count": 2}, "addons": [{"name": "coredns"}]}))
+        .await;
     let clusters = env.clusters();
     let ready = env.wait_phase("c1", HostedClusterPhase::Ready).await;
     let status = ready.status.clone().unwrap();
     assert_eq!(status.version.as_deref(), Some("1.20.2"));
-    assert_eq!(status.ready_nodes, Some(1));
+    assert_eq!(status.ready_nodes, Some(2));
+    let etcd = Api::<EtcdCluster>::namespaced(client.clone(), NS).get("c1-etcd").await.unwrap();
+    assert_eq!(etcd.status.as_ref().unwrap().ready_members, 3, "{:?}", etcd.status);
     assert!(status.endpoint.as_deref().unwrap().starts_with("https://127.0.0.1:"), "{status:?}");
     assert_eq!(status.admin_kubeconfig_secret.as_deref(), Some(admin_secret_name("c1").as_str()));
     for c in [
@@ -56,7 +61,8 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
     let kubeconfig = env.kubeconfig("c1", "c1.kubeconfig").await;
     let (ok, nodes) = kubectl(&kubeconfig, &["get", "nodes", "--no-headers"]).await;
-    assert!(ok && nodes.contains("c1-node-0") && nodes.contains(" Ready"), "{nodes}");
+    assert!(ok && nodes.contains("c1-node-0") && nodes.contains("c1-node-1"), "{nodes}");
+    assert_eq!(nodes.lines().filter(|l| l.contains(" Ready ")).count(), 2, "{nodes}");
     let (ok, csrs) = kubectl(&kubeconfig, &["get", "csr", "--no-headers"]).await;
     assert!(ok && csrs.contains("system:bootstrap:") && csrs.contains("Approved,Issued"), "{csrs}");
     let (ok, out) =
@@ -118,7 +124,7 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
         async move { clusters.get_opt("c1").await.unwrap().is_none() }
     })
     .await;
-    for m in ["m1", "m2"] {
+    for m in ["m1", "m2", "m3"] {
         let spec = Api::<Machine>::all(client.clone()).get(m).await.unwrap().spec;
         assert!(spec.components.iter().all(|c| !c.name.contains("-c1-")), "{m}: {:?}", spec.components);
     }

@@ -155,11 +155,16 @@ impl KokEnv {
     /// EtcdCluster labelled as the cluster's own, and the HostedCluster
     /// with `spec` merged over a default one.
     pub async fn create_cluster(&self, name: &str, spec: serde_json::Value) {
+        self.create_cluster_with_etcd(name, 1, spec).await
+    }
+
+    /// [`create_cluster`](Self::create_cluster) with `members` etcd members.
+    pub async fn create_cluster_with_etcd(&self, name: &str, members: i32, spec: serde_json::Value) {
         let label = owner_label_value(NS, name);
         let etcd: EtcdCluster = serde_json::from_value(json!({
             "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
             "metadata": {"name": format!("{name}-etcd"), "namespace": NS, "labels": {OWNER_LABEL: label}},
-            "spec": {"members": 1, "version": "3.4.23"},
+            "spec": {"members": members, "version": "3.4.23"},
         }))
         .unwrap();
         Api::<EtcdCluster>::namespaced(self.client.clone(), NS)

@@ -110,6 +110,12 @@ pub struct EtcdClusterSpec {
     /// Scheduled backups (on-demand ones are EtcdBackup objects).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<EtcdBackupSchedule>,
+    /// Found the cluster from this snapshot file (`path` is the file) on
+    /// that Machine: the first member restores it before it starts, the
+    /// others join it as learners. Set by EtcdRestore; read only when the
+    /// cluster has no member yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<SnapshotFile>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -220,6 +226,18 @@ pub struct EtcdMemberStatus {
     /// Server version it reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+}
+
+/// A snapshot file on a Machine.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SnapshotFile {
+    /// Name of the Machine that holds the file.
+    #[schemars(length(min = 1))]
+    pub machine: String,
+    /// Absolute path of the file (no quotes or whitespace).
+    #[schemars(regex(pattern = r#"^/[^'"\s]*$"#))]
+    pub path: String,
 }
 
 // ---------------------------------------------------------------- EtcdBackup

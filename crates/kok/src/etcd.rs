@@ -77,9 +77,12 @@ struct Ctx {
 /// Reconciles every EtcdCluster (process runtime) and every EtcdBackup
 /// ([`crate::etcd_backup`]) until the watches end.
 pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
-    let (clusters, backups) =
-        futures::join!(run_clusters(client.clone(), config.clone()), crate::etcd_backup::run(client, config));
-    clusters.and(backups)
+    let (clusters, backups, restores) = futures::join!(
+        run_clusters(client.clone(), config.clone()),
+        crate::etcd_backup::run(client.clone(), config),
+        crate::etcd_restore::run(client),
+    );
+    clusters.and(backups).and(restores)
 }
 
 async fn run_clusters(client: Client, config: EtcdOperator) -> Result<(), Error> {

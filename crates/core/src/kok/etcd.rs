@@ -372,6 +372,41 @@ pub fn member_component(
     }
 }
 
+/// The founding member of a restored cluster: a shell that restores the
+/// snapshot into the member's data directory when there is none yet (so a
+/// restart never restores twice), then becomes etcd with the same command
+/// line. The member's flags stay in the args, where the operator reads
+/// them back.
+pub fn restoring(
+    component: ComponentSpec,
+    snapshot: &str,
+    member: &MemberPlan,
+    config: &EtcdOperatorConfig,
+) -> ComponentSpec {
+    let data = arg(&component, "--data-dir").unwrap_or(DATA_DIR).to_string();
+    let token = arg(&component, "--initial-cluster-token").unwrap_or_default().to_string();
+    let etcdctl = config.bin_dir.join("etcdctl").display().to_string();
+    let script = format!(
+        "set -e\n\
+         if [ ! -d '{data}' ]; then\n\
+         rm -rf '{data}.restoring'\n\
+         mkdir -p \"$(dirname '{data}')\"\n\
+         echo 'restoring {snapshot} into {data}'\n\
+         ETCDCTL_API=3 '{etcdctl}' snapshot restore '{snapshot}' --name '{name}' \
+         --initial-cluster '{name}={peer}' --initial-cluster-token '{token}' \
+         --initial-advertise-peer-urls '{peer}' --data-dir '{data}.restoring'\n\
+         mv '{data}.restoring' '{data}'\n\
+         fi\n\
+         exec '{etcd}' \"$@\"\n",
+        name = member.name,
+        peer = member.peer_url,
+        etcd = component.binary,
+    );
+    let mut args = vec!["-c".to_string(), script, "etcd".to_string()];
+    args.extend(component.args.iter().cloned());
+    ComponentSpec { binary: "/bin/sh".into(), args, ..component }
+}
+
 // ---------------------------------------------------------------- observations
 
 /// A member as `/v3/cluster/member/list` describes it.
@@ -813,7 +848,25 @@ fn not_enough(
 fn found(facts: &Facts, mut plan: Plan, wanted: usize) -> Plan {
     let cluster = facts.cluster;
     let (name, _) = names(cluster);
-    let (free, refused) = candidates(cluster, facts.machines, facts.config, facts.now);
+    let (mut free, refused) = candidates(cluster, facts.machines, facts.config, facts.now);
+    // A restore founds one member, on the machine holding the snapshot;
+    // the others join it as learners once it runs.
+    let restore = cluster.spec.restore_from.as_ref();
+    let wanted = if restore.is_some() { wanted.min(1) } else { wanted };
+    if let Some(snapshot) = restore {
+        free.retain(|m| m.metadata.name.as_deref() == Some(snapshot.machine.as_str()));
+        if free.is_empty() {
+            plan.progress = progress(
+                "RestoreMachineUnavailable",
+                format!(
+                    "the snapshot is on Machine {}, which cannot host a member now{}",
+                    snapshot.machine,
+                    if refused.is_empty() { String::new() } else { format!(" ({})", refused.join("; ")) }
+                ),
+            );
+            return plan;
+        }
+    }
     let first = next_index(cluster, &[], facts);
     let mut handed_out = BTreeMap::new();
     let mut members: Vec<MemberPlan> = Vec::new();
@@ -829,7 +882,14 @@ fn found(facts: &Facts, mut plan: Plan, wanted: usize) -> Plan {
     }
     plan.write = members
         .iter()
-        .map(|m| (m.clone(), member_component(cluster, &members, m, InitialClusterState::New, facts.config)))
+        .map(|m| {
+            let component = member_component(cluster, &members, m, InitialClusterState::New, facts.config);
+            let component = match restore {
+                Some(snapshot) => restoring(component, &snapshot.path, m, facts.config),
+                None => component,
+            };
+            (m.clone(), component)
+        })
         .collect();
     plan.progress = if members.len() < wanted {
         progress("NotEnoughMachines", not_enough(members.len(), wanted, &free, &refused, facts.config))
@@ -1369,6 +1429,31 @@ mod tests {
             assert_eq!(flag(c, "--initial-cluster-state"), "new");
             assert_eq!(flag(c, "--initial-cluster"), initial_cluster(&plan.members));
         }
+    }
+
+    #[test]
+    fn a_restored_cluster_founds_one_member_on_the_snapshot_machine_that_restores_first() {
+        let mut machines = three();
+        let mut c = cluster(3);
+        c.spec.restore_from =
+            Some(flotilla_api::kok::SnapshotFile { machine: "m2".into(), path: "/b/e-1.db".into() });
+        let plan = check(&c, &machines, &Observation::default());
+        assert_eq!(placed(&plan.members), [("e-0", "m2")]);
+        let (_, component) = &plan.write[0];
+        assert_eq!(component.binary, "/bin/sh");
+        let script = &component.args[1];
+        assert!(script.contains("snapshot restore '/b/e-1.db' --name 'e-0'"), "{script}");
+        assert!(script.contains("if [ ! -d 'data/e-0' ]"), "restores only without data: {script}");
+        assert!(script.contains("exec '/opt/bin/etcd' \"$@\""), "{script}");
+        assert_eq!(flag(component, "--initial-cluster"), initial_cluster(&plan.members));
+        // The member reads back from its Machine like any other.
+        apply(&plan, &mut machines);
+        assert_eq!(recorded_members(&c, &machines), plan.members);
+        // The snapshot's machine is gone: nothing is founded elsewhere.
+        c.spec.restore_from.as_mut().unwrap().machine = "m9".into();
+        let waiting = check(&c, &three(), &Observation::default());
+        assert!(waiting.write.is_empty());
+        assert_eq!(waiting.progress.unwrap().reason, "RestoreMachineUnavailable");
     }
 
     #[test]

@@ -4,7 +4,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand};
-use flotilla_api::kok::{EtcdBackup, EtcdBackupSpec, EtcdBackupStatus, JobPhase, MachinePath};
+use flotilla_api::kok::{
+    EtcdBackup, EtcdBackupSpec, EtcdBackupStatus, EtcdClusterSpec, EtcdRestore, EtcdRestoreSpec,
+    EtcdRestoreStatus, JobPhase, MachinePath,
+};
 use kube::api::PostParams;
 use kube::Api;
 
@@ -19,6 +22,76 @@ pub enum EtcdCommand {
         size and revision on the EtcdBackup's status. Waits (up to --timeout) and exits 1\n\
         when the backup Failed, with the reason.")]
     Backup(BackupArgs),
+    /// Restore an EtcdBackup into a new EtcdCluster and wait until it runs.
+    #[command(long_about = "Restore an EtcdBackup into a new EtcdCluster.\n\n\
+        Creates an EtcdRestore; the operator creates EtcdCluster --target (it must not exist:\n\
+        a restore never overwrites a cluster) whose first member restores the snapshot on\n\
+        the Machine holding it, the others joining as learners. The new cluster copies the\n\
+        backed-up cluster's spec unless --members is given (required when that cluster is\n\
+        gone). Point a HostedCluster's spec.etcd.clusterRef at it to bring its objects back.")]
+    Restore(RestoreArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RestoreArgs {
+    /// The EtcdBackup to restore (it must have Succeeded).
+    pub backup: String,
+    /// Name of the new EtcdCluster.
+    #[arg(long)]
+    pub target: String,
+    /// Members of the new cluster (1, 3 or 5); default: the backed-up cluster's spec.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5"]))]
+    pub members: Option<String>,
+    /// etcd version of the new cluster (with --members).
+    #[arg(long, default_value = "3.4.23")]
+    pub version: String,
+    /// Namespace of the EtcdBackup on the hub.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    #[command(flatten)]
+    pub hub: HubKubeconfig,
+    /// Return once the EtcdRestore is created.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait for the outcome.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// The EtcdRestore the flags ask for.
+pub fn restore_object(args: &RestoreArgs) -> EtcdRestore {
+    let template = args.members.as_deref().and_then(|m| m.parse().ok()).map(|members| EtcdClusterSpec {
+        members,
+        version: args.version.clone(),
+        ..Default::default()
+    });
+    let mut restore = EtcdRestore::new(
+        &format!("{}-restore", args.target),
+        EtcdRestoreSpec {
+            backup: Some(args.backup.clone()),
+            snapshot: None,
+            target: args.target.clone(),
+            template,
+        },
+    );
+    restore.metadata.namespace = Some(args.namespace.clone());
+    restore
+}
+
+/// One line about a restore's outcome, or `None` while it runs.
+pub fn restore_outcome(name: &str, target: &str, status: &EtcdRestoreStatus) -> Option<(bool, String)> {
+    let message = status.message.as_deref().unwrap_or_default();
+    match status.phase {
+        Some(JobPhase::Succeeded) => Some((
+            true,
+            format!(
+                "restore {name}: EtcdCluster {target} runs the snapshot (revision {})",
+                status.revision.map_or("?".to_string(), |r| r.to_string())
+            ),
+        )),
+        Some(JobPhase::Failed) => Some((false, format!("restore {name} failed: {message}"))),
+        _ => None,
+    }
 }
 
 #[derive(Args, Debug)]
@@ -89,6 +162,48 @@ pub fn outcome(name: &str, status: &EtcdBackupStatus) -> Option<(bool, String)> 
 pub async fn run(cmd: EtcdCommand) -> anyhow::Result<bool> {
     match cmd {
         EtcdCommand::Backup(args) => backup(args).await,
+        EtcdCommand::Restore(args) => restore(args).await,
+    }
+}
+
+async fn restore(args: RestoreArgs) -> anyhow::Result<bool> {
+    let object = restore_object(&args);
+    let name = object.metadata.name.clone().unwrap_or_default();
+    let client = args.hub.client().await?;
+    let api: Api<EtcdRestore> = Api::namespaced(client, &args.namespace);
+    api.create(&PostParams::default(), &object)
+        .await
+        .with_context(|| format!("creating EtcdRestore {name} in namespace {}", args.namespace))?;
+    eprintln!("EtcdRestore {name} created");
+    if args.no_wait {
+        return Ok(true);
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut last = String::new();
+    loop {
+        let status = api
+            .get(&name)
+            .await
+            .with_context(|| format!("reading EtcdRestore {name}"))?
+            .status
+            .unwrap_or_default();
+        if let Some((ok, line)) = restore_outcome(&name, &args.target, &status) {
+            println!("{line}");
+            return Ok(ok);
+        }
+        let now = status.message.clone().unwrap_or_default();
+        if now != last && !now.is_empty() {
+            eprintln!("{now}");
+            last = now;
+        }
+        if Instant::now() > deadline {
+            eprintln!(
+                "restore {name} did not finish within {}s (is `flotilla hub run` running?)",
+                args.timeout
+            );
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -135,10 +250,36 @@ mod tests {
         cmd: EtcdCommand,
     }
 
+    fn command(args: &[&str]) -> EtcdCommand {
+        Cli::try_parse_from(std::iter::once("etcd").chain(args.iter().copied())).unwrap().cmd
+    }
+
     fn parse(args: &[&str]) -> BackupArgs {
-        let cli = Cli::try_parse_from(std::iter::once("etcd").chain(args.iter().copied())).unwrap();
-        let EtcdCommand::Backup(b) = cli.cmd;
-        b
+        match command(args) {
+            EtcdCommand::Backup(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn restore_flags_name_the_backup_and_the_new_cluster() {
+        let EtcdCommand::Restore(args) = command(&["restore", "b1", "--target", "e2"]) else { panic!() };
+        let r = restore_object(&args);
+        assert_eq!(r.metadata.name.as_deref(), Some("e2-restore"));
+        assert_eq!((r.spec.backup.as_deref(), r.spec.target.as_str()), (Some("b1"), "e2"));
+        assert!(r.spec.template.is_none(), "copies the backed-up cluster's spec");
+        let EtcdCommand::Restore(args) = command(&["restore", "b1", "--target", "e2", "--members", "3"])
+        else {
+            panic!()
+        };
+        assert_eq!(restore_object(&args).spec.template.unwrap().members, 3);
+        assert!(Cli::try_parse_from(["etcd", "restore", "b1", "--target", "e2", "--members", "2"]).is_err());
+        let failed = EtcdRestoreStatus {
+            phase: Some(JobPhase::Failed),
+            message: Some("exists".into()),
+            ..Default::default()
+        };
+        assert_eq!(restore_outcome("r", "e2", &failed), Some((false, "restore r failed: exists".into())));
     }
 
     #[test]

@@ -381,8 +381,11 @@ fn validate(hc: &HostedCluster, config: &HostedOperatorConfig) -> Option<String>
     }
     // A running cluster with an unknown target version is an upgrade
     // refusal (reported on Upgraded), not an invalid cluster.
+    // The Kubernetes runtime runs images (`<registry>/kube-apiserver:v<version>`),
+    // not binaries on Machines, so the binary registry does not apply.
     let fresh = hc.status.as_ref().and_then(|s| s.version.as_ref()).is_none();
-    if fresh && !config.versions.contains_key(&hc.spec.version) {
+    let runs_binaries = hc.spec.control_plane.runtime == Runtime::Process;
+    if fresh && runs_binaries && !config.versions.contains_key(&hc.spec.version) {
         let known: Vec<&str> = config.versions.keys().map(String::as_str).collect();
         return Some(format!(
             "version {} is not available to this operator (it runs: {}); set spec.version to one of them",

@@ -182,9 +182,8 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is
 
     let operator = HostedOperator {
         plan: HostedOperatorConfig {
-            // The operator accepts only versions it knows; this runtime
-            // runs images, so the binary directory is never read.
-            versions: BTreeMap::from([("1.20.2".to_string(), "/nonexistent".into())]),
+            // No binaries registered at all: this runtime runs images.
+            versions: BTreeMap::new(),
             ..Default::default()
         },
         resync: Duration::from_secs(2),

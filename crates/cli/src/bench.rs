@@ -22,6 +22,10 @@ pub enum Bench {
     /// -> applied in every member, p50/p99) and the hub controller's memory
     /// with many templates after a cold restart.
     Apps(crate::bench_apps::AppsArgs),
+    /// Kube-on-Kube: hosted cluster create -> Ready (one, in a row, at
+    /// once), the operator's memory per hosted cluster, and a rolling
+    /// upgrade of two apiservers under a polling client.
+    Kok(crate::bench_kok::KokArgs),
 }
 
 #[derive(Args, Debug)]
@@ -43,6 +47,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Membership(args) => membership(args).await,
         Bench::Scheduling(args) => scheduling::run(args),
         Bench::Apps(args) => crate::bench_apps::apps(args).await,
+        Bench::Kok(args) => crate::bench_kok::kok(args).await,
     }
 }
 

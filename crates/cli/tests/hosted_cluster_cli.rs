@@ -141,7 +141,8 @@ async fn create_use_get_and_delete_a_hosted_cluster_from_the_command_line() {
 
     // Ports of its own, so that tests running beside it do not collide.
     let base = free_range(60);
-    let port_range = format!("{base}-{}", base + 59);
+    let port_range = format!("{base}-{}", base + 49);
+    let etcd_port_range = format!("{}-{}", base + 50, base + 59);
     let program = PathBuf::from(env!("CARGO_BIN_EXE_flotilla"));
     let with_env = |spec: ProcessSpec| {
         spec.env("HOME", home.path().to_str().unwrap())
@@ -158,6 +159,8 @@ async fn create_use_get_and_delete_a_hosted_cluster_from_the_command_line() {
                 &hub_kc,
                 "--kok-port-range",
                 &port_range,
+                "--etcd-port-range",
+                &etcd_port_range,
             ]),
         ))
         .unwrap(),

@@ -73,6 +73,10 @@ impl Default for HostedOperator {
 struct Ctx {
     client: Client,
     config: HostedOperator,
+    /// Held from reading the Machines to writing a cluster's components:
+    /// clusters reconciled at the same time would otherwise be handed the
+    /// same free ports.
+    placing: tokio::sync::Mutex<()>,
 }
 
 /// Reconciles every HostedCluster until the watch ends.
@@ -80,7 +84,7 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
     let clusters: Api<HostedCluster> = Api::all(client.clone());
     let machines: Api<Machine> = Api::all(client.clone());
     let etcds: Api<EtcdCluster> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client, config });
+    let ctx = Arc::new(Ctx { client, config, placing: tokio::sync::Mutex::new(()) });
     let controller = Controller::new(clusters, watcher::Config::default());
     let store = controller.store();
     controller
@@ -235,6 +239,7 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
         return Ok(Action::requeue(ctx.config.settle));
     };
 
+    let placing = ctx.placing.lock().await;
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
     let placement = plan::place(&hc, &machines, &ctx.config.plan, time::OffsetDateTime::now_utc())
         .map_err(|e| Error::Other(e.to_string()))?;
@@ -337,6 +342,7 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
         config: &ctx.config.plan,
     });
     apply_components(client, &hc, &machines, rendered).await?;
+    drop(placing);
     out.seen = seen_before;
     out.placement = placement;
     out.upgrade = Some(upgrade_plan);

@@ -14,12 +14,19 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use comfy_table::{presets::NOTHING, Table};
+use std::collections::BTreeMap;
+
+use flotilla_api::kok::{
+    EtcdCluster, EtcdClusterSpec, HostedCluster, HostedClusterPhase, HostedEtcd, Runtime, SharedEtcd,
+};
+use flotilla_api::machine::{Machine, MachineSpec};
+use flotilla_core::kok::hosted::{admin_secret_name, parse_component_name};
 use flotilla_testenv::{
     process::log_tail, Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd, ManagedProcess, ProcessSpec,
 };
-use k8s_openapi::api::core::v1::Node;
-use kube::api::ListParams;
-use kube::Api;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{ListParams, PostParams};
+use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
 
 #[derive(Args, Debug, Clone)]
@@ -84,6 +91,20 @@ pub struct FleetState {
     /// The etcd every cluster of the fleet stores its data in.
     pub etcd: Option<ProcessRecord>,
     pub clusters: Vec<ClusterRecord>,
+    /// The node agents and what they run beside the members' components.
+    #[serde(default)]
+    pub machines: Vec<MachineRecord>,
+}
+
+/// A machine of the fleet: its node agent and the components it runs that
+/// belong to no member cluster (the members' etcd).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MachineRecord {
+    pub name: String,
+    pub agent: ProcessRecord,
+    /// The agent's `--state-dir`: its record of running components.
+    pub state_dir: PathBuf,
+    pub components: Vec<ProcessRecord>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -256,7 +277,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
     let elapsed = started.elapsed();
     let Some(state) = read_state(dir)? else { bail!("fleet state vanished") };
     println!(
-        "Fleet ready in {:.1}s: a hub and {} member cluster(s) with {} hollow node(s) each.\n",
+        "Fleet ready in {:.1}s: a hub and {} hosted member cluster(s) with {} hollow node(s) each.\n",
         elapsed.as_secs_f64(),
         args.clusters,
         args.nodes
@@ -280,6 +301,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
             first.kubeconfig.display()
         );
     }
+    println!(
+        "  flotilla cluster get --kubeconfig {}   # the members as hosted clusters",
+        state.hub_kubeconfig.display()
+    );
     println!("  flotilla status        # every cluster and process, and its health");
     println!("  flotilla down          # stop everything and remove {}", dir.display());
     Ok(true)
@@ -316,6 +341,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
         hub_kubeconfig: dir.join("hub.kubeconfig"),
         etcd: None,
         clusters: Vec::new(),
+        machines: Vec::new(),
     };
     write_state(&dir, &state)?;
 
@@ -328,10 +354,15 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped by SIGTERM while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped by SIGINT while starting")),
     };
-    let (etcd, clusters, mut agents) = match started {
+    let (etcd, hub, mut processes) = match started {
         Ok(parts) => parts,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "fleet failed to start");
+            // The processes `start_fleet` started are gone with it; what the
+            // node agents started outlives them.
+            for m in &state.machines {
+                flotilla_node_agent::kill_recorded(&m.state_dir);
+            }
             state.phase = Phase::Failed;
             state.message = format!("{e:#}");
             write_state(&dir, &state)?;
@@ -341,7 +372,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
     state.phase = Phase::Ready;
     state.message = "ready".into();
     write_state(&dir, &state)?;
-    tracing::info!(clusters = clusters.len(), "fleet ready");
+    tracing::info!(members = args.clusters, "fleet ready");
 
     tokio::select! {
         _ = sigterm.recv() => {},
@@ -351,12 +382,16 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
     state.phase = Phase::Stopping;
     state.message = "stopping".into();
     write_state(&dir, &state)?;
-    for agent in agents.iter_mut().rev() {
-        agent.stop(Duration::from_secs(5));
+    // `hub run` first, so no operator reacts to what stops next; then the
+    // node agents, and the components they started (which outlive their
+    // agent by design).
+    for p in processes.iter_mut() {
+        p.stop(Duration::from_secs(5));
     }
-    for cluster in clusters.into_iter().rev() {
-        cluster.shutdown(Duration::from_secs(5));
+    for m in &state.machines {
+        flotilla_node_agent::kill_recorded(&m.state_dir);
     }
+    hub.shutdown(Duration::from_secs(5));
     let mut etcd = etcd;
     etcd.process_mut().stop(Duration::from_secs(5));
     Ok(())
@@ -365,7 +400,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
 /// Waits until every member's ManagedCluster is Available on the hub.
 async fn wait_members_available(
     hub: &kube::Client,
-    members: &[(String, PathBuf)],
+    members: &[String],
     processes: &mut [ManagedProcess],
 ) -> anyhow::Result<()> {
     let api: Api<flotilla_api::ManagedCluster> = Api::all(hub.clone());
@@ -375,7 +410,7 @@ async fn wait_members_available(
             p.check_running()?;
         }
         let mut missing = Vec::new();
-        for (name, _) in members {
+        for name in members {
             let available = api
                 .get_opt(name)
                 .await
@@ -400,7 +435,7 @@ async fn wait_members_available(
 async fn start_fleet(
     args: &DaemonArgs,
     state: &mut FleetState,
-) -> anyhow::Result<(Etcd, Vec<Cluster>, Vec<ManagedProcess>)> {
+) -> anyhow::Result<(Etcd, Cluster, Vec<ManagedProcess>)> {
     let dir = &args.state_dir;
     let binaries = Binaries::in_dir(&args.k8s_bin)?;
     let etcd = Etcd::start(&binaries, dir).await.context("starting etcd")?;
@@ -415,39 +450,19 @@ async fn start_fleet(
     let hub = Cluster::start(hub_config).await.context("starting the hub")?;
     std::fs::copy(hub.kubeconfig_path(), &state.hub_kubeconfig)?;
     state.clusters.push(record(&hub, "hub", state.hub_kubeconfig.clone(), 0));
-    state.message = format!("starting {} member cluster(s)", args.clusters);
-    write_state(dir, state)?;
 
-    let members = futures::future::try_join_all((1..=args.clusters).map(|i| {
-        let name = format!("member-{i}");
-        let mut config = ClusterConfig::new(&name)
-            .in_dir(dir.join("clusters").join(&name))
-            .with_etcd(etcd.client_url())
-            .with_nodes(args.nodes as usize);
-        config.binaries = Some(binaries.clone());
-        async move { Cluster::start(config).await.with_context(|| format!("starting {name}")) }
-    }))
-    .await?;
-    let mut clusters = vec![hub];
-    let mut member_kubeconfigs = Vec::new();
-    for member in members {
-        let kubeconfig = dir.join("clusters").join(format!("{}.kubeconfig", member.name()));
-        std::fs::copy(member.kubeconfig_path(), &kubeconfig)?;
-        state.clusters.push(record(&member, "member", kubeconfig.clone(), args.nodes));
-        member_kubeconfigs.push((member.name().to_string(), kubeconfig));
-        clusters.push(member);
-    }
-
-    // Fleet membership: the hub's controllers and one pull agent per member.
-    state.message = "joining the members to the hub".into();
+    // Fleet membership and Kube-on-Kube: the hub's controllers and
+    // operators (`hub run`), and a node agent per machine.
+    state.message = "starting the hub's operators and node agents".into();
     write_state(dir, state)?;
-    let hub_client = clusters[0].client();
+    let hub_client = hub.client();
     flotilla_hub::install(&hub_client).await.context("installing Flotilla on the hub")?;
     let exe = std::env::current_exe()?;
     let log_dir = dir.join("hub").join("logs");
     // The policy admission webhook, reached by the hub's API server on loopback.
     let webhook_port = flotilla_testenv::ports::free_port()?;
-    let hub_controller = ManagedProcess::spawn(
+    let (kok_ports, etcd_ports) = member_port_ranges(args.clusters, args.nodes)?;
+    let hub_run = ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
             .arg(state.hub_kubeconfig.display().to_string())
@@ -455,47 +470,266 @@ async fn start_fleet(
             .arg(format!("127.0.0.1:{webhook_port}"))
             .arg("--webhook-url")
             .arg(format!("https://127.0.0.1:{webhook_port}"))
+            .arg("--kok-version")
+            .arg(format!("{}={}", crate::kokctl::DEFAULT_VERSION, args.k8s_bin.display()))
+            .arg("--etcd-bin-dir")
+            .arg(args.k8s_bin.display().to_string())
+            .arg("--kok-port-range")
+            .arg(kok_ports)
+            .arg("--etcd-port-range")
+            .arg(etcd_ports)
             .env("FLOTILLA_LOG", "info"),
     )?;
     state.clusters[0].processes.push(ProcessRecord::of(
         "flotilla-hub",
-        hub_controller.pid().unwrap_or(0),
-        hub_controller.log_path().to_path_buf(),
+        hub_run.pid().unwrap_or(0),
+        hub_run.log_path().to_path_buf(),
     ));
-    let (_, bootstrap) = crate::fleetctl::create_token(
-        &hub_client,
-        &state.hub_kubeconfig,
-        1,
-        Some(dir.join("bootstrap.kubeconfig")),
-    )
-    .await?;
-    let mut agents = vec![hub_controller];
-    for (i, (name, kubeconfig)) in member_kubeconfigs.iter().enumerate() {
+    let machines: Api<Machine> = Api::all(hub_client.clone());
+    let mut processes = vec![hub_run];
+    for i in 1..=MACHINES {
+        let name = format!("machine-{i}");
+        let machine =
+            Machine::new(&name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
+        machines
+            .create(&PostParams::default(), &machine)
+            .await
+            .with_context(|| format!("registering {name}"))?;
+        let state_dir = dir.join("machines").join(&name);
         let agent = ManagedProcess::spawn(
-            ProcessSpec::new(
-                "flotilla-agent",
-                exe.clone(),
-                dir.join("clusters").join(name).join("logs").join("flotilla-agent.log"),
-            )
-            .args(["agent", "--cluster", name])
-            .arg("--kubeconfig")
-            .arg(kubeconfig.display().to_string())
-            .arg("--hub-kubeconfig")
-            .arg(bootstrap.display().to_string())
-            .arg("--state-dir")
-            .arg(dir.join("agents").join(name).display().to_string())
-            .env("FLOTILLA_LOG", "info"),
+            ProcessSpec::new(format!("node-agent-{name}"), exe.clone(), state_dir.join("node-agent.log"))
+                .args(["node-agent", "--machine", &name, "--kubeconfig"])
+                .arg(state.hub_kubeconfig.display().to_string())
+                .arg("--state-dir")
+                .arg(state_dir.display().to_string())
+                .env("FLOTILLA_LOG", "info"),
         )?;
-        state.clusters[i + 1].processes.push(ProcessRecord::of(
-            "flotilla-agent",
-            agent.pid().unwrap_or(0),
-            agent.log_path().to_path_buf(),
-        ));
-        agents.push(agent);
+        state.machines.push(MachineRecord {
+            name,
+            agent: ProcessRecord::of("node-agent", agent.pid().unwrap_or(0), agent.log_path().to_path_buf()),
+            state_dir,
+            components: Vec::new(),
+        });
+        processes.push(agent);
     }
     write_state(dir, state)?;
-    wait_members_available(&hub_client, &member_kubeconfigs, &mut agents).await?;
-    Ok((etcd, clusters, agents))
+
+    // The members: hosted clusters whose control planes and hollow nodes
+    // the node agents run, all storing their data in one EtcdCluster under
+    // a prefix each.
+    let etcd_spec = EtcdClusterSpec { members: 1, version: FLEET_ETCD_VERSION.into(), ..Default::default() };
+    let mut fleet_etcd = EtcdCluster::new(FLEET_ETCD, etcd_spec);
+    fleet_etcd.metadata.namespace = Some(MEMBER_NAMESPACE.into());
+    Api::<EtcdCluster>::namespaced(hub_client.clone(), MEMBER_NAMESPACE)
+        .create(&PostParams::default(), &fleet_etcd)
+        .await
+        .context("creating the members' EtcdCluster")?;
+    let hosted: Api<HostedCluster> = Api::namespaced(hub_client.clone(), MEMBER_NAMESPACE);
+    let names: Vec<String> = (1..=args.clusters).map(|i| format!("member-{i}")).collect();
+    for name in &names {
+        hosted
+            .create(&PostParams::default(), &member_cluster(name, args.nodes))
+            .await
+            .with_context(|| format!("creating {name}"))?;
+    }
+    wait_members_ready(&hub_client, &names, &mut processes, state, dir).await?;
+
+    let secrets: Api<Secret> = Api::namespaced(hub_client.clone(), MEMBER_NAMESPACE);
+    let (by_cluster, by_machine) = hosted_processes(&hub_client, &state.machines, &names).await?;
+    for name in &names {
+        let secret = secrets
+            .get(&admin_secret_name(name))
+            .await
+            .with_context(|| format!("reading {name}'s admin kubeconfig"))?;
+        let kubeconfig = secret
+            .data
+            .and_then(|d| d.get("kubeconfig").cloned())
+            .with_context(|| format!("{name}'s admin Secret has no kubeconfig"))?;
+        let path = dir.join("clusters").join(format!("{name}.kubeconfig"));
+        std::fs::create_dir_all(dir.join("clusters"))?;
+        std::fs::write(&path, &kubeconfig.0)?;
+        let server = hosted.get(name).await?.status.and_then(|s| s.endpoint).unwrap_or_default();
+        state.clusters.push(ClusterRecord {
+            name: name.clone(),
+            role: "member".into(),
+            server,
+            kubeconfig: path,
+            nodes: args.nodes,
+            processes: by_cluster.get(name).cloned().unwrap_or_default(),
+        });
+    }
+    for m in &mut state.machines {
+        m.components = by_machine.get(&m.name).cloned().unwrap_or_default();
+    }
+    state.message = "waiting for the members to be Available on the hub".into();
+    write_state(dir, state)?;
+    wait_members_available(&hub_client, &names, &mut processes).await?;
+    Ok((etcd, hub, processes))
+}
+
+/// Machines (node agents) `up` runs; every member's components are spread
+/// over them.
+const MACHINES: usize = 2;
+/// Where `up` creates the members' HostedClusters (so `flotilla cluster get`
+/// finds them without `-n`).
+const MEMBER_NAMESPACE: &str = "default";
+/// The EtcdCluster every member stores its data in, under its own prefix.
+const FLEET_ETCD: &str = "fleet-etcd";
+const FLEET_ETCD_VERSION: &str = "3.4.23";
+
+/// A member of `up`: a hosted cluster with `nodes` hollow nodes and the
+/// default add-ons, on the fleet's shared etcd.
+fn member_cluster(name: &str, nodes: u32) -> HostedCluster {
+    let request = crate::kokctl::ClusterRequest {
+        namespace: MEMBER_NAMESPACE.into(),
+        name: name.into(),
+        version: crate::kokctl::DEFAULT_VERSION.into(),
+        etcd_members: 1,
+        etcd_version: FLEET_ETCD_VERSION.into(),
+        runtime: Runtime::Process,
+        replicas: 1,
+        nodes: i32::try_from(nodes).unwrap_or(i32::MAX),
+        addons: true,
+    };
+    let mut hc = crate::kokctl::build_hosted_cluster(&request);
+    hc.spec.etcd = HostedEtcd {
+        cluster_ref: None,
+        shared: Some(SharedEtcd { cluster_ref: FLEET_ETCD.into(), prefix: format!("/clusters/{name}") }),
+    };
+    hc
+}
+
+/// Loopback port ranges for the members' components and the etcd members
+/// that are free now, away from other fleets on this host (`--kok-port-range`,
+/// `--etcd-port-range` of `hub run`).
+fn member_port_ranges(clusters: u32, nodes: u32) -> anyhow::Result<(String, String)> {
+    // Three ports per control-plane instance, two per kubelet, with room.
+    let kok = u16::try_from(clusters * (10 + 2 * nodes) + 20).unwrap_or(u16::MAX);
+    let total = kok + 10;
+    let free =
+        |first: u16| (first..first + total).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
+    // Start at a place of our own, so fleets started together try different ranges.
+    let slots = (32000 - 20000) / u32::from(total);
+    let offset = std::process::id() % slots.max(1);
+    for i in 0..slots {
+        let first = 20000 + ((offset + i) % slots) * u32::from(total);
+        let first = u16::try_from(first).unwrap_or(20000);
+        if free(first) {
+            return Ok((
+                format!("{first}-{}", first + kok - 1),
+                format!("{}-{}", first + kok, first + total - 1),
+            ));
+        }
+    }
+    bail!("no {total} free loopback ports between 20000 and 32000 for the members")
+}
+
+/// The members' component processes as the node agents report them now
+/// (a restarted component has a new pid); what was recorded when the hub
+/// does not answer.
+async fn refresh_hosted_processes(state: &mut FleetState) {
+    if state.machines.is_empty() {
+        return;
+    }
+    let refreshed = async {
+        let kc = kube::config::Kubeconfig::read_from(&state.hub_kubeconfig)?;
+        let mut config =
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+        config.connect_timeout = Some(Duration::from_secs(2));
+        config.read_timeout = Some(Duration::from_secs(3));
+        let client = kube::Client::try_from(config)?;
+        let members: Vec<String> =
+            state.clusters.iter().filter(|c| c.role == "member").map(|c| c.name.clone()).collect();
+        hosted_processes(&client, &state.machines, &members).await
+    };
+    let Ok(Ok((by_cluster, by_machine))) = tokio::time::timeout(Duration::from_secs(5), refreshed).await
+    else {
+        return;
+    };
+    for c in state.clusters.iter_mut().filter(|c| c.role == "member") {
+        c.processes = by_cluster.get(&c.name).cloned().unwrap_or_default();
+    }
+    for m in &mut state.machines {
+        m.components = by_machine.get(&m.name).cloned().unwrap_or_default();
+    }
+}
+
+/// Waits until every member's HostedCluster is Ready, showing their phases.
+async fn wait_members_ready(
+    hub: &kube::Client,
+    names: &[String],
+    processes: &mut [ManagedProcess],
+    state: &mut FleetState,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let api: Api<HostedCluster> = Api::namespaced(hub.clone(), MEMBER_NAMESPACE);
+    loop {
+        for p in processes.iter_mut() {
+            p.check_running()?;
+        }
+        let mut waiting = Vec::new();
+        for name in names {
+            let hc = api.get_opt(name).await.ok().flatten();
+            let status = hc.and_then(|h| h.status).unwrap_or_default();
+            if status.phase != Some(HostedClusterPhase::Ready) {
+                let pending: Vec<&str> = status
+                    .conditions
+                    .iter()
+                    .filter(|c| c.status != "True")
+                    .map(|c| c.type_.as_str())
+                    .collect();
+                waiting.push(format!(
+                    "{name} ({})",
+                    if pending.is_empty() { "starting".to_string() } else { pending.join(", ") }
+                ));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let message = format!("waiting for {}", waiting.join("; "));
+        if message != state.message {
+            state.message = message;
+            write_state(dir, state)?;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// The members' components and the others (etcd members) as the node agents
+/// report them: by cluster and by machine.
+async fn hosted_processes(
+    hub: &kube::Client,
+    machines: &[MachineRecord],
+    clusters: &[String],
+) -> anyhow::Result<(BTreeMap<String, Vec<ProcessRecord>>, BTreeMap<String, Vec<ProcessRecord>>)> {
+    let listed = Api::<Machine>::all(hub.clone()).list(&ListParams::default()).await?;
+    let (mut by_cluster, mut by_machine) = (BTreeMap::new(), BTreeMap::<String, Vec<ProcessRecord>>::new());
+    for m in &listed.items {
+        let Some(record) = machines.iter().find(|r| r.name == m.name_any()) else { continue };
+        for c in m.status.iter().flat_map(|s| s.components.iter()) {
+            let Some(pid) = c.pid else { continue };
+            let log = record.state_dir.join("logs").join(format!("{}.log", c.name));
+            let owner = clusters.iter().find_map(|cluster| {
+                parse_component_name(&c.name, MEMBER_NAMESPACE, cluster)
+                    .map(|(part, index)| (cluster, part, index))
+            });
+            match owner {
+                Some((cluster, part, index)) => {
+                    let name = format!("{}-{index}", part.upstream());
+                    by_cluster
+                        .entry(cluster.clone())
+                        .or_insert_with(Vec::new)
+                        .push(ProcessRecord::of(&name, pid, log));
+                }
+                None => by_machine
+                    .entry(record.name.clone())
+                    .or_default()
+                    .push(ProcessRecord::of(&c.name, pid, log)),
+            }
+        }
+    }
+    Ok((by_cluster, by_machine))
 }
 
 fn record(cluster: &Cluster, role: &str, kubeconfig: PathBuf, nodes: u32) -> ClusterRecord {
@@ -547,6 +781,8 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
         println!("No fleet in {}. Start one with `flotilla up`.", dir.display());
         return Ok(false);
     };
+    let mut state = state;
+    refresh_hosted_processes(&mut state).await;
     let daemon_alive = state.daemon.alive();
     let mut healthy = daemon_alive && state.phase == Phase::Ready;
     println!(
@@ -615,6 +851,26 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
             &fmt_bytes(cluster_rss),
         ]);
     }
+    for m in &state.machines {
+        for (name, p) in
+            std::iter::once(("node-agent", &m.agent)).chain(m.components.iter().map(|c| (c.name.as_str(), c)))
+        {
+            let alive = p.alive();
+            let rss = if alive { rss_bytes(p.pid).unwrap_or(0) } else { 0 };
+            total_rss += rss;
+            healthy &= alive;
+            if !alive {
+                problems.push(format!("{}/{name} is not running; see {}", m.name, p.log.display()));
+            }
+            processes.add_row(vec![
+                format!("({})", m.name),
+                name.to_string(),
+                p.pid.to_string(),
+                if alive { "running" } else { "DEAD" }.into(),
+                fmt_bytes(rss),
+            ]);
+        }
+    }
     let daemon_rss = if daemon_alive { rss_bytes(state.daemon.pid).unwrap_or(0) } else { 0 };
     total_rss += daemon_rss;
     println!("{clusters}\n{processes}");
@@ -657,10 +913,19 @@ pub async fn down(args: DownArgs) -> anyhow::Result<bool> {
             );
         }
     }
+    // What the node agents started outlives them (a daemon that was
+    // killed could not stop it): each agent's own record says what it is.
+    for m in &state.machines {
+        flotilla_node_agent::kill_recorded(&m.state_dir);
+    }
     // Anything the fleet started that is somehow still alive: only processes
     // whose pid and start time both match the record.
-    let recorded: Vec<&ProcessRecord> =
-        state.etcd.iter().chain(state.clusters.iter().flat_map(|c| c.processes.iter())).collect();
+    let recorded: Vec<&ProcessRecord> = state
+        .etcd
+        .iter()
+        .chain(state.clusters.iter().flat_map(|c| c.processes.iter()))
+        .chain(state.machines.iter().flat_map(|m| std::iter::once(&m.agent).chain(m.components.iter())))
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let alive: Vec<&&ProcessRecord> = recorded.iter().filter(|p| p.alive()).collect();

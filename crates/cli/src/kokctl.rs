@@ -36,6 +36,8 @@ const WIDTH: usize = 100;
 /// How often a waiting command looks at the status again.
 const POLL: Duration = Duration::from_millis(500);
 /// The add-ons a new cluster gets unless `--no-addons`.
+/// The Kubernetes version of the binary cache.
+pub const DEFAULT_VERSION: &str = "1.20.2";
 const DEFAULT_ADDONS: &[&str] = &["coredns"];
 /// The readiness conditions, in the order the operator gets to them: the
 /// first one not True is what a cluster is waiting for.
@@ -146,7 +148,7 @@ pub struct CreateArgs {
     /// Name of the cluster (lowercase letters, digits, '-'); also its name in the fleet.
     pub name: String,
     /// Kubernetes version of the control plane and the nodes.
-    #[arg(long, default_value = "1.20.2")]
+    #[arg(long, default_value = DEFAULT_VERSION)]
     pub version: String,
     /// etcd members, each on its own Machine.
     #[arg(long, default_value = "1", value_parser = etcd_members_parser())]

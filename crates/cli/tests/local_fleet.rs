@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! `flotilla up` / `status` / `down` end to end, on real binaries.
+//! `flotilla up` / `status` / `down` end to end, on real binaries: the
+//! members are hosted clusters (HostedCluster on the hub, control planes
+//! and hollow nodes run by node agents).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -51,6 +53,12 @@ fn recorded_pids(state: &serde_json::Value) -> Vec<u64> {
     let mut pids = vec![state["daemon"]["pid"].as_u64().unwrap(), state["etcd"]["pid"].as_u64().unwrap()];
     for c in state["clusters"].as_array().unwrap() {
         for p in c["processes"].as_array().unwrap() {
+            pids.push(p["pid"].as_u64().unwrap());
+        }
+    }
+    for m in state["machines"].as_array().unwrap() {
+        pids.push(m["agent"]["pid"].as_u64().unwrap());
+        for p in m["components"].as_array().unwrap() {
             pids.push(p["pid"].as_u64().unwrap());
         }
     }
@@ -152,14 +160,15 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     assert!(shown.contains("member-1") && shown.contains("2/2"), "{shown}");
     assert!(shown.contains("Fleet healthy."), "{shown}");
 
-    // The member joined the hub through its agent and is Available.
+    // The member is a hosted cluster, registered in the fleet by the
+    // HostedCluster operator (push mode) and Available.
     let out = flotilla(&["get", "clusters", "--kubeconfig", dir.join("hub.kubeconfig").to_str().unwrap()]);
     let shown = text(&out);
     assert!(out.status.success(), "{shown}");
     let row =
         shown.lines().find(|l| l.trim_start().starts_with("member-1")).unwrap_or_else(|| panic!("{shown}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cells[..6], ["member-1", "Pull", "true", "True", "v1.20.2", "2/2"], "{shown}");
+    assert_eq!(&cells[..6], ["member-1", "Push", "true", "True", "v1.20.2", "2/2"], "{shown}");
 
     // A second `up` reports the running fleet instead of starting another.
     let out = flotilla(&["up", "--clusters", "1", "--state-dir", d]);
@@ -170,8 +179,9 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("fleet.json")).unwrap()).unwrap();
     let pids = recorded_pids(&state);
     // daemon + etcd + hub (apiserver, controller-manager, flotilla hub) +
-    // member (apiserver, controller-manager, scheduler, 2 nodes, agent)
-    assert_eq!(pids.len(), 11, "{state}");
+    // 2 node agents + the members' etcd member + member-1's components
+    // (apiserver, controller-manager, scheduler, 2 kubelets)
+    assert_eq!(pids.len(), 13, "{state}");
     assert!(pids.iter().all(|p| alive(*p)));
 
     let out = flotilla(&["down", "--state-dir", d]);

@@ -306,7 +306,13 @@ struct Health {
     ever_healthy: bool,
     error: Option<String>,
     next: Option<Instant>,
+    /// Failed probes in a row.
+    failures: u32,
 }
+
+/// Failed probes in a row before a component that was healthy is reported
+/// unhealthy: one slow answer on a loaded machine is not an outage.
+const FAILURE_THRESHOLD: u32 = 3;
 
 struct Agent {
     config: NodeAgentConfig,
@@ -568,7 +574,9 @@ impl Agent {
         }
         for (name, result) in futures::future::join_all(due).await {
             if let Some(health) = self.health.get_mut(&name) {
-                health.healthy = Some(result.is_ok());
+                health.failures = if result.is_ok() { 0 } else { health.failures + 1 };
+                let tolerated = health.ever_healthy && health.failures < FAILURE_THRESHOLD;
+                health.healthy = Some(result.is_ok() || tolerated);
                 health.ever_healthy |= result.is_ok();
                 if let Err(e) = &result {
                     tracing::debug!(component = %name, error = %e, "health probe failed");
@@ -640,6 +648,28 @@ impl Agent {
             Ok(_) => {
                 self.last_status = Some(status);
                 self.last_write = Some(Instant::now());
+            }
+            // Kubernetes 1.20's server-side apply can also leave `null`
+            // behind inside a component entry (seen as `logTail: null`),
+            // which the schema rejects: a rejected status must not stop
+            // the heartbeat, so write the whole status by merge patch,
+            // which replaces each list outright.
+            Err(kube::Error::Api(e)) if e.code == 422 => {
+                tracing::warn!(machine = %self.config.machine, error = %e.message,
+                    "the Machine status apply was rejected; writing it by merge patch");
+                let merge = serde_json::json!({ "status": status });
+                match machines
+                    .patch_status(&self.config.machine, &PatchParams::default(), &Patch::Merge(&merge))
+                    .await
+                {
+                    Ok(_) => {
+                        self.last_status = Some(status);
+                        self.last_write = Some(Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(machine = %self.config.machine, error = %e, "writing the Machine status failed")
+                    }
+                }
             }
             Err(e) => {
                 tracing::warn!(machine = %self.config.machine, error = %e, "writing the Machine status failed")

@@ -448,7 +448,10 @@ pub struct ControlPlaneSpec {
     /// Flotilla sets is replaced by the one given here.
     #[serde(default)]
     pub extra_args: ExtraArgs,
-    /// Process runtime: the MachinePool whose Machines host the components.
+    /// Process runtime: the machine pool whose Machines host the
+    /// components (Machines labelled `kok.flotilla.io/machine-pool: NAME`);
+    /// an instance whose machine is lost moves to another Machine of the
+    /// pool. Any usable Machine when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_pool: Option<String>,
     /// Process runtime: labels a Machine must have to host components.
@@ -539,7 +542,9 @@ pub struct NodesSpec {
     /// Number of worker nodes.
     #[schemars(range(min = 0, max = 1000))]
     pub count: i32,
-    /// Process runtime: the MachinePool whose Machines run the kubelets.
+    /// Process runtime: the machine pool whose Machines run the kubelets
+    /// (Machines labelled `kok.flotilla.io/machine-pool: NAME`); any usable
+    /// Machine when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_pool: Option<String>,
 }
@@ -697,6 +702,11 @@ pub struct CertificateStatus {
 /// `leaves/<anything>` reissues every leaf, `ca/<anything>` also the CAs
 /// (`flotilla cluster rotate-certs NAME [--ca]` writes it).
 pub const ROTATE_CERTS_ANNOTATION: &str = "kok.flotilla.io/rotate-certs";
+
+/// Label that puts a Machine in a machine pool: `machinePool: NAME` of a
+/// HostedCluster's control plane or nodes means the Machines labelled
+/// `kok.flotilla.io/machine-pool: NAME`.
+pub const MACHINE_POOL_LABEL: &str = "kok.flotilla.io/machine-pool";
 
 impl HostedCluster {
     /// The meta-cluster namespace of the Kubernetes runtime's objects.

@@ -198,6 +198,19 @@ fn labels_match(selector: &BTreeMap<String, String>, machine: &Machine) -> bool 
     selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
+/// Whether the machine is in `pool` (every machine is when there is none).
+fn in_pool(pool: Option<&str>, machine: &Machine) -> bool {
+    pool.is_none_or(|p| {
+        machine
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(flotilla_api::kok::MACHINE_POOL_LABEL))
+            .map(String::as_str)
+            == Some(p)
+    })
+}
+
 /// Whether a machine can host components: not being deleted, with an
 /// address, and its node agent reported within `lost_after`. (Its Ready
 /// condition says whether its components are healthy, which is not the
@@ -355,15 +368,19 @@ pub fn place(
             (machine_name(m), (0, others))
         })
         .collect();
-    let selected: Vec<&Machine> =
-        usable.iter().copied().filter(|m| labels_match(&hc.spec.control_plane.machine_selector, m)).collect();
+    let pool = hc.spec.control_plane.machine_pool.as_deref();
+    let selected: Vec<&Machine> = usable
+        .iter()
+        .copied()
+        .filter(|m| labels_match(&hc.spec.control_plane.machine_selector, m) && in_pool(pool, m))
+        .collect();
 
     // Kept instances first, so new ones avoid their machines.
     let mut chosen: BTreeMap<i32, String> = BTreeMap::new();
     for index in 0..replicas {
         if let Some((m, _)) = find(Part::Apiserver, index) {
             let machine = machine_name(m);
-            if usable.iter().any(|u| machine_name(u) == machine) {
+            if selected.iter().any(|u| machine_name(u) == machine) {
                 if let Some(l) = load.get_mut(&machine) {
                     l.0 += 1;
                 }
@@ -413,7 +430,9 @@ pub fn place(
     }
 
     let count = hc.spec.nodes.as_ref().map_or(0, |n| n.count.max(0));
-    let mut node_load: BTreeMap<String, usize> = usable.iter().map(|m| (machine_name(m), 0)).collect();
+    let node_pool = hc.spec.nodes.as_ref().and_then(|n| n.machine_pool.as_deref());
+    let mut node_load: BTreeMap<String, usize> =
+        usable.iter().filter(|m| in_pool(node_pool, m)).map(|m| (machine_name(m), 0)).collect();
     let mut node_chosen: BTreeMap<i32, String> = BTreeMap::new();
     for index in 0..count {
         if let Some((m, _)) = find(Part::Kubelet, index) {
@@ -866,10 +885,18 @@ pub fn component_conditions(
         } else if mine.is_empty() && placement.unplaced_instances > 0 {
             (
                 "NoMachine",
-                format!(
-                    "no usable machine matches spec.controlPlane.machineSelector for {}",
-                    part.upstream()
-                ),
+                match hc.spec.control_plane.machine_pool.as_deref() {
+                    Some(pool) => format!(
+                        "no usable machine of pool {pool} (label {}={pool}) matches \
+                         spec.controlPlane.machineSelector for {}",
+                        flotilla_api::kok::MACHINE_POOL_LABEL,
+                        part.upstream()
+                    ),
+                    None => format!(
+                        "no usable machine matches spec.controlPlane.machineSelector for {}",
+                        part.upstream()
+                    ),
+                },
             )
         } else {
             let problems: Vec<String> = mine
@@ -1106,6 +1133,39 @@ mod tests {
         assert_eq!(moved.instances[0], first.instances[0]);
         assert_eq!(moved.instances[1].machine, "m1");
         assert_ne!(moved.instances[1].ports.apiserver, moved.instances[0].ports.apiserver);
+    }
+
+    #[test]
+    fn machine_pools_bound_where_instances_and_kubelets_go_and_where_a_lost_one_moves() {
+        let pooled = |name: &str, pool: &str| {
+            let mut m = machine(name, true);
+            m.metadata.labels =
+                Some(BTreeMap::from([(flotilla_api::kok::MACHINE_POOL_LABEL.to_string(), pool.to_string())]));
+            m
+        };
+        let mut machines =
+            vec![pooled("m1", "cp"), machine("m2", true), pooled("m3", "cp"), pooled("m4", "workers")];
+        let mut hc = hc(1, 2);
+        hc.spec.control_plane.machine_pool = Some("cp".into());
+        hc.spec.nodes.as_mut().unwrap().machine_pool = Some("workers".into());
+        let first = place(&hc, &machines, &config(), now()).unwrap();
+        assert_eq!(first.instances[0].machine, "m1");
+        assert!(first.nodes.iter().all(|n| n.machine == "m4"), "{:?}", first.nodes);
+        apply(&mut machines, &hc, &first);
+
+        // m1 is lost: the instance moves to the other machine of the pool,
+        // not to the emptier m2 outside it.
+        machines[0].status = machine("m1", false).status;
+        let moved = place(&hc, &machines, &config(), now()).unwrap();
+        assert_eq!(moved.instances[0].machine, "m3");
+
+        // No usable machine left in the pool: unplaced, and the condition says which pool.
+        machines[2].status = machine("m3", false).status;
+        let none = place(&hc, &machines, &config(), now()).unwrap();
+        assert_eq!(none.unplaced_instances, 1);
+        let conditions = component_conditions(&hc, &none, &[], 0, &Time(Timestamp::UNIX_EPOCH));
+        let apiserver = conditions.iter().find(|c| c.type_ == "KubeApiserverReady").unwrap();
+        assert!(apiserver.message.contains("pool cp"), "{}", apiserver.message);
     }
 
     #[test]

@@ -77,8 +77,10 @@ pub async fn ensure_credential(join: &KubeletJoin) -> Result<(), Error> {
             Ok(_) => break,
             Err(kube::Error::Api(e)) if e.code == 409 => break,
             Err(e) if started.elapsed() < join.timeout => {
+                // Usual while the API server starts or before the operator
+                // has put the token in place: retry soon, the node is waiting.
                 tracing::warn!(error = %e, "asking for a kubelet certificate failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tokio::time::sleep(Duration::from_millis(250)).await;
             }
             Err(e) => return Err(e.into()),
         }

@@ -55,6 +55,8 @@ pub struct KokEnv {
     pub client: Client,
     pub dir: tempfile::TempDir,
     pub state_dirs: Vec<PathBuf>,
+    /// The node agents' tasks, in the order of the machines.
+    agents: Vec<AbortHandle>,
 }
 
 /// A base port with `count` free ports after it.
@@ -115,6 +117,7 @@ impl KokEnv {
                                  "metadata": {"name": m}, "spec": {"address": "127.0.0.1"}});
             m_api.create(&PostParams::default(), &serde_json::from_value(machine).unwrap()).await.unwrap();
         }
+        let mut agents = Vec::new();
         for (m, state_dir) in machines.iter().zip(&state_dirs) {
             let mut config = NodeAgentConfig::new(*m, hub.kubeconfig_path().to_path_buf(), state_dir.clone());
             config.tick = Duration::from_millis(200);
@@ -123,6 +126,7 @@ impl KokEnv {
             config.stop_grace = Duration::from_secs(5);
             let agent = tokio::spawn(flotilla_node_agent::run(config, std::future::pending()));
             cleanup.tasks.lock().unwrap().push(agent.abort_handle());
+            agents.push(agent.abort_handle());
         }
         // Everything shares 127.0.0.1: the operators hand out ports from
         // ranges no other test uses.
@@ -148,7 +152,7 @@ impl KokEnv {
         let etcd_task = tokio::spawn(flotilla_kok::etcd::run(client.clone(), etcd));
         let hosted_task = tokio::spawn(flotilla_kok::hosted::run(client.clone(), hosted));
         cleanup.tasks.lock().unwrap().extend([etcd_task.abort_handle(), hosted_task.abort_handle()]);
-        KokEnv { cleanup, hub, client, dir, state_dirs }
+        KokEnv { cleanup, hub, client, dir, state_dirs, agents }
     }
 
     /// What `flotilla cluster create` makes: a dedicated one-member
@@ -183,6 +187,14 @@ impl KokEnv {
         }))
         .unwrap();
         self.clusters().create(&PostParams::default(), &hc).await.unwrap();
+    }
+
+    /// The machine at `index` dies: its node agent stops reporting and
+    /// every process it ran is gone.
+    pub async fn lose_machine(&self, index: usize) {
+        self.agents[index].abort();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        flotilla_node_agent::kill_recorded(&self.state_dirs[index]);
     }
 
     pub fn clusters(&self) -> Api<HostedCluster> {

@@ -590,6 +590,8 @@ fn member_cluster(name: &str, nodes: u32) -> HostedCluster {
         replicas: 1,
         nodes: i32::try_from(nodes).unwrap_or(i32::MAX),
         addons: true,
+        machine_pool: None,
+        node_pool: None,
     };
     let mut hc = crate::kokctl::build_hosted_cluster(&request);
     hc.spec.etcd = HostedEtcd {

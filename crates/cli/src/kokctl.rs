@@ -170,6 +170,15 @@ pub struct CreateArgs {
     /// Install no add-ons (by default: coredns).
     #[arg(long)]
     pub no_addons: bool,
+    /// Run the control plane only on Machines labelled
+    /// kok.flotilla.io/machine-pool=POOL (a lost one's instances move to
+    /// another of the pool) [default: any Machine]
+    #[arg(long, value_name = "POOL")]
+    pub machine_pool: Option<String>,
+    /// Run the worker nodes only on Machines labelled
+    /// kok.flotilla.io/machine-pool=POOL [default: any Machine]
+    #[arg(long, value_name = "POOL")]
+    pub node_pool: Option<String>,
     #[command(flatten)]
     pub target: Target,
     #[command(flatten)]
@@ -264,6 +273,9 @@ pub struct ClusterRequest {
     pub replicas: i32,
     pub nodes: i32,
     pub addons: bool,
+    /// Machine pool of the control plane, and of the nodes.
+    pub machine_pool: Option<String>,
+    pub node_pool: Option<String>,
 }
 
 /// The dedicated EtcdCluster of a new cluster.
@@ -304,11 +316,13 @@ pub fn build_hosted_cluster(req: &ClusterRequest) -> HostedCluster {
             control_plane: ControlPlaneSpec {
                 replicas: req.replicas,
                 runtime: req.runtime,
+                machine_pool: req.machine_pool.clone(),
                 ..Default::default()
             },
             network: Default::default(),
             addons,
-            nodes: (req.nodes > 0).then_some(NodesSpec { count: req.nodes, machine_pool: None }),
+            nodes: (req.nodes > 0)
+                .then_some(NodesSpec { count: req.nodes, machine_pool: req.node_pool.clone() }),
         },
     );
     hc.metadata.namespace = Some(req.namespace.clone());
@@ -960,6 +974,8 @@ async fn create(args: CreateArgs) -> anyhow::Result<bool> {
         replicas: args.replicas,
         nodes: args.nodes,
         addons: !args.no_addons,
+        machine_pool: args.machine_pool.clone(),
+        node_pool: args.node_pool.clone(),
     };
     let client = client(&args.target).await?;
     let clusters: Api<HostedCluster> = Api::namespaced(client.clone(), &namespace);
@@ -1261,6 +1277,8 @@ mod tests {
             replicas: 1,
             nodes: 2,
             addons: true,
+            machine_pool: None,
+            node_pool: None,
         }
     }
 
@@ -1328,6 +1346,13 @@ mod tests {
         assert_eq!(hc.spec.nodes, None, "no nodes asked for: no node pool");
         assert_eq!(hc.spec.control_plane.replicas, 3);
         assert_eq!(hc.spec.control_plane.runtime, Runtime::Kubernetes);
+        let pooled = build_hosted_cluster(&ClusterRequest {
+            machine_pool: Some("cp".into()),
+            node_pool: Some("workers".into()),
+            ..request()
+        });
+        assert_eq!(pooled.spec.control_plane.machine_pool.as_deref(), Some("cp"));
+        assert_eq!(pooled.spec.nodes.unwrap().machine_pool.as_deref(), Some("workers"));
         let etcd = build_etcd_cluster(&req);
         assert_eq!(etcd.spec.members, 1);
         assert_eq!(etcd.spec.runtime, Runtime::Process, "etcd members always run as processes");

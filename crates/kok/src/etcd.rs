@@ -435,7 +435,10 @@ async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
 }
 
 /// The data of the cluster's Secret (empty before the first reconcile).
-pub(crate) async fn read_pki(client: &Client, cluster: &EtcdCluster) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+pub(crate) async fn read_pki(
+    client: &Client,
+    cluster: &EtcdCluster,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     Ok(secrets

@@ -23,7 +23,9 @@ use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::etcd::{ensure_finalizer, read_pki, set_finalizers, write_status, EtcdOperator, FIELD_MANAGER, STEP};
+use crate::etcd::{
+    ensure_finalizer, read_pki, set_finalizers, write_status, EtcdOperator, FIELD_MANAGER, STEP,
+};
 use crate::Error;
 
 fn label_selector(cluster: &str) -> ListParams {
@@ -81,7 +83,8 @@ pub(crate) async fn reconcile(
     Api::<Service>::namespaced(client.clone(), &namespace)
         .patch(&plan::service_name(&name), &params, &Patch::Apply(&rendered.service))
         .await?;
-    let applied = sets.patch(&plan::service_name(&name), &params, &Patch::Apply(&rendered.statefulset)).await?;
+    let applied =
+        sets.patch(&plan::service_name(&name), &params, &Patch::Apply(&rendered.statefulset)).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace).list(&label_selector(&name)).await?.items;
     let status = plan::status(cluster, Some(&applied), &pods, replicas, note.as_deref(), now());
     tracing::debug!(cluster = %name, generation = applied.metadata.generation, ready = status.ready_members,
@@ -95,7 +98,11 @@ fn now() -> Time {
     Time(Timestamp::now())
 }
 
-async fn write_pki(client: &Client, cluster: &EtcdCluster, data: &BTreeMap<String, Vec<u8>>) -> Result<(), Error> {
+async fn write_pki(
+    client: &Client,
+    cluster: &EtcdCluster,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), Error> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let owner = plan::owner_reference(cluster).map_err(|e| Error::Other(e.to_string()))?;

@@ -28,8 +28,8 @@ use flotilla_api::kok::{
 };
 use flotilla_core::kok::hosted as plan;
 use flotilla_core::kok::kube_runtime::{self as render, KubeRuntimeError};
-use flotilla_core::kok::upgrade::UpgradePlan;
 use flotilla_core::kok::pki::ControlPlanePki;
+use flotilla_core::kok::upgrade::UpgradePlan;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;

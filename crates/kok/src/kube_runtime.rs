@@ -180,9 +180,8 @@ pub async fn deployments(
     // Only ours count (the owner annotation is on the namespace).
     if out.iter().any(|(_, d)| d.is_some()) {
         let namespace = Api::<Namespace>::all(client.clone()).get_opt(&ns).await?;
-        let ours = namespace.is_some_and(|n| {
-            render::check_namespace_owner(&ns, n.metadata.annotations.as_ref(), hc).is_ok()
-        });
+        let ours = namespace
+            .is_some_and(|n| render::check_namespace_owner(&ns, n.metadata.annotations.as_ref(), hc).is_ok());
         if !ours {
             return Ok(Vec::new());
         }

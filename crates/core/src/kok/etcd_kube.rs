@@ -35,9 +35,7 @@
 use std::collections::BTreeMap;
 
 use base64::Engine as _;
-use flotilla_api::kok::{
-    conditions, EtcdCluster, EtcdClusterPhase, EtcdClusterStatus, EtcdMemberStatus,
-};
+use flotilla_api::kok::{conditions, EtcdCluster, EtcdClusterPhase, EtcdClusterStatus, EtcdMemberStatus};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -645,13 +643,14 @@ mod tests {
     #[test]
     fn members_have_stable_names_and_urls() {
         assert_eq!(member_host("main", "tenants", 2), "main-2.main.tenants.svc");
-        assert_eq!(client_urls("main", "tenants", 2), [
-            "https://main-0.main.tenants.svc:2379",
-            "https://main-1.main.tenants.svc:2379"
-        ]);
+        assert_eq!(
+            client_urls("main", "tenants", 2),
+            ["https://main-0.main.tenants.svc:2379", "https://main-1.main.tenants.svc:2379"]
+        );
         assert_eq!(peer_url("main", "tenants", 0), "https://main-0.main.tenants.svc:2380");
         let sans = member_sans("main", "tenants", 1);
-        for name in ["main-1.main.tenants.svc", "main-1.main.tenants.svc.cluster.local", "main-1", "main.tenants.svc"]
+        for name in
+            ["main-1.main.tenants.svc", "main-1.main.tenants.svc.cluster.local", "main-1", "main.tenants.svc"]
         {
             assert!(sans.contains(&name.to_string()), "{name}: {sans:?}");
         }
@@ -664,7 +663,8 @@ mod tests {
             let member = member_name("main", i);
             for leaf in [leaves::etcd_server(&member), leaves::etcd_peer(&member)] {
                 let facts =
-                    crate::pki::inspect_certificate(&String::from_utf8_lossy(&data[&keys::crt(&leaf)])).unwrap();
+                    crate::pki::inspect_certificate(&String::from_utf8_lossy(&data[&keys::crt(&leaf)]))
+                        .unwrap();
                 assert!(facts.covers(&member_host("main", "tenants", i), now(), time::Duration::ZERO));
                 assert!(facts.covers("main.tenants.svc", now(), time::Duration::ZERO));
             }
@@ -701,7 +701,10 @@ mod tests {
         assert_eq!(r.service["spec"]["clusterIP"], "None");
         assert_eq!(r.service["spec"]["publishNotReadyAddresses"], true);
         let sts = &r.statefulset;
-        assert_eq!((sts["metadata"]["name"].as_str(), sts["spec"]["serviceName"].as_str()), (Some("main"), Some("main")));
+        assert_eq!(
+            (sts["metadata"]["name"].as_str(), sts["spec"]["serviceName"].as_str()),
+            (Some("main"), Some("main"))
+        );
         assert_eq!(sts["spec"]["replicas"], 3);
         assert_eq!(sts["spec"]["podManagementPolicy"], "Parallel");
         let template = &sts["spec"]["template"];
@@ -717,7 +720,10 @@ mod tests {
             )
         );
         assert_eq!(flag(&r.args, "--name"), Some("$(POD_NAME)"));
-        assert_eq!(flag(&r.args, "--advertise-client-urls"), Some("https://$(POD_NAME).main.tenants.svc:2379"));
+        assert_eq!(
+            flag(&r.args, "--advertise-client-urls"),
+            Some("https://$(POD_NAME).main.tenants.svc:2379")
+        );
         assert_eq!(flag(&r.args, "--listen-client-urls"), Some("https://0.0.0.0:2379"));
         assert_eq!(flag(&r.args, "--cert-file"), Some("/etc/etcd/pki/etcd-member-$(POD_NAME)-server.crt"));
         assert_eq!(flag(&r.args, "--initial-cluster-state"), Some("new"));
@@ -732,7 +738,8 @@ mod tests {
         assert!(sts["spec"].get("volumeClaimTemplates").is_none());
         assert_eq!(flag(&r.args, "--quota-backend-bytes"), None);
 
-        let config = EtcdKubeConfig { health_probes: false, pull_policy: Some("Never".into()), ..Default::default() };
+        let config =
+            EtcdKubeConfig { health_probes: false, pull_policy: Some("Never".into()), ..Default::default() };
         let r = render(&c, &pki(3), 3, &config).unwrap();
         let container = &r.statefulset["spec"]["template"]["spec"]["containers"][0];
         assert!(container.get("readinessProbe").is_none() && container.get("livenessProbe").is_none());
@@ -751,7 +758,10 @@ mod tests {
         assert!(!volumes.iter().any(|v| v["name"] == "data"));
         assert_eq!(flag(&r.args, "--quota-backend-bytes"), Some("2147483648"));
         let bad = cluster(json!({"storage": {"size": "lots"}}));
-        assert!(matches!(render(&bad, &pki(3), 3, &EtcdKubeConfig::default()), Err(EtcdKubeError::BadSize(_))));
+        assert!(matches!(
+            render(&bad, &pki(3), 3, &EtcdKubeConfig::default()),
+            Err(EtcdKubeError::BadSize(_))
+        ));
     }
 
     #[test]
@@ -762,10 +772,16 @@ mod tests {
         assert_eq!(render(&c, &data, 3, &EtcdKubeConfig::default()).unwrap(), base);
         let mut client_renewed = data.clone();
         client_renewed.insert(keys::crt(process::CLIENT_LEAF), b"renewed".to_vec());
-        assert_eq!(render(&c, &client_renewed, 3, &EtcdKubeConfig::default()).unwrap().tls_checksum, base.tls_checksum);
+        assert_eq!(
+            render(&c, &client_renewed, 3, &EtcdKubeConfig::default()).unwrap().tls_checksum,
+            base.tls_checksum
+        );
         let mut member_renewed = data;
         member_renewed.insert(keys::crt(&leaves::etcd_peer("main-1")), b"renewed".to_vec());
-        assert_ne!(render(&c, &member_renewed, 3, &EtcdKubeConfig::default()).unwrap().tls_checksum, base.tls_checksum);
+        assert_ne!(
+            render(&c, &member_renewed, 3, &EtcdKubeConfig::default()).unwrap().tls_checksum,
+            base.tls_checksum
+        );
     }
 
     #[test]
@@ -823,7 +839,10 @@ mod tests {
         running.status = Some(status(&c, Some(&set), &pods, 3, None, t.clone()));
         let s = running.status.clone().unwrap();
         assert_eq!((s.phase, s.ready_members), (Some(EtcdClusterPhase::Running), 3));
-        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("True", "AllMembersReady"));
+        assert_eq!(
+            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
+            ("True", "AllMembersReady")
+        );
         assert_eq!(s.version.as_deref(), Some("3.4.23"));
         assert!(s.members.iter().all(|m| m.healthy && m.client_url.is_some()));
 
@@ -834,7 +853,10 @@ mod tests {
         assert_eq!(s.conditions[0].last_transition_time, later);
         // Rolling a new template with every pod ready: available, not Running.
         let s = status(&running, Some(&statefulset(3, false)), &pods, 3, None, later.clone());
-        assert_eq!((s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()), ("True", "RollingUpdate"));
+        assert_eq!(
+            (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
+            ("True", "RollingUpdate")
+        );
         assert_eq!(s.conditions[0].last_transition_time, t);
         // Nothing applied yet.
         let s = status(&c, None, &[], 3, None, t);

@@ -22,8 +22,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{json, Value};
 
 use super::pki::{keys, PkiInputs};
-use super::upgrade::{InstanceObservation, UpgradeInput, UpgradePlan};
 use super::render::{self, Component, ComponentPorts, ControlPlaneLayout};
+use super::upgrade::{InstanceObservation, UpgradeInput, UpgradePlan};
 
 /// Pod-template annotation: checksum of a component's Secret data and args.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "kok.flotilla.io/config-checksum";
@@ -568,8 +568,10 @@ pub fn render_versions(
         // follow the command line.
         let port = flag_value(&args, "--secure-port").and_then(|p| p.parse().ok()).unwrap_or(default_port);
         let version = versions.get(&component).unwrap_or(&hc.spec.version);
-        let deployment = deployment_object(hc, cluster, &ns, component, version, &args, port, &checksum, config)
-            .map_err(|e| KubeRuntimeError::Resources { component: component.name(), reason: e.to_string() })?;
+        let deployment = deployment_object(
+            hc, cluster, &ns, component, version, &args, port, &checksum, config,
+        )
+        .map_err(|e| KubeRuntimeError::Resources { component: component.name(), reason: e.to_string() })?;
         components.push(RenderedComponent {
             component,
             secret: secret_object(cluster, &ns, component, &data),
@@ -1285,7 +1287,11 @@ mod tests {
 
     /// A control-plane Deployment on `version`; `rolled` says whether it
     /// finished rolling that version out.
-    fn on(component: ControlPlaneComponent, version: &str, rolled: bool) -> (ControlPlaneComponent, Option<Deployment>) {
+    fn on(
+        component: ControlPlaneComponent,
+        version: &str,
+        rolled: bool,
+    ) -> (ControlPlaneComponent, Option<Deployment>) {
         let mut d: Deployment = serde_json::from_value(json!({
             "metadata": {"name": component.deployment_name(), "generation": 4},
             "spec": {"replicas": 1, "selector": {}, "template": {"spec": {"containers": [{
@@ -1349,7 +1355,8 @@ mod tests {
         untagged.spec.template.spec.as_mut().unwrap().containers[0].image =
             Some("localhost:5000/kube-apiserver".into());
         assert_eq!(deployment_version(&untagged), None);
-        let observed = upgrade_observations(&[on(Api, "1.20.2", true), (Cm, None), on(Sched, "1.20.2", false)]);
+        let observed =
+            upgrade_observations(&[on(Api, "1.20.2", true), (Cm, None), on(Sched, "1.20.2", false)]);
         let seen: Vec<(&str, bool)> = observed.iter().map(|o| (o.component.as_str(), o.healthy)).collect();
         assert_eq!(seen, [("kube-apiserver", true), ("kube-scheduler", false)]);
     }
@@ -1365,11 +1372,14 @@ mod tests {
         assert!(plan.upgrading);
         assert_eq!(plan.phase(), Some(flotilla_api::kok::HostedClusterPhase::Upgrading));
         let versions = upgrade_versions(&plan).unwrap();
-        assert_eq!(images(&versions), [
-            ("kube-apiserver", "1.21.0"),
-            ("kube-controller-manager", "1.20.2"),
-            ("kube-scheduler", "1.20.2")
-        ]);
+        assert_eq!(
+            images(&versions),
+            [
+                ("kube-apiserver", "1.21.0"),
+                ("kube-controller-manager", "1.20.2"),
+                ("kube-scheduler", "1.20.2")
+            ]
+        );
         assert_eq!(plan.upgrade.as_ref().unwrap().component.as_deref(), Some("kube-apiserver"));
         record(&mut hc, &plan);
 
@@ -1385,11 +1395,14 @@ mod tests {
         // scheduler still waits.
         let rolled = [on(Api, "1.21.0", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
         let plan = upgrade_plan(&hc, &rolled, at(10), deadline);
-        assert_eq!(images(&upgrade_versions(&plan).unwrap()), [
-            ("kube-apiserver", "1.21.0"),
-            ("kube-controller-manager", "1.21.0"),
-            ("kube-scheduler", "1.20.2")
-        ]);
+        assert_eq!(
+            images(&upgrade_versions(&plan).unwrap()),
+            [
+                ("kube-apiserver", "1.21.0"),
+                ("kube-controller-manager", "1.21.0"),
+                ("kube-scheduler", "1.20.2")
+            ]
+        );
         record(&mut hc, &plan);
         let plan = upgrade_plan(
             &hc,
@@ -1402,17 +1415,24 @@ mod tests {
         let done = [on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.21.0", true)];
         let plan = upgrade_plan(&hc, &done, at(20), deadline);
         assert!(!plan.upgrading);
-        assert_eq!((plan.version.as_deref(), plan.previous_version.as_deref()), (Some("1.21.0"), Some("1.20.2")));
+        assert_eq!(
+            (plan.version.as_deref(), plan.previous_version.as_deref()),
+            (Some("1.21.0"), Some("1.20.2"))
+        );
         assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::Succeeded);
         assert_eq!(plan.condition.as_ref().unwrap().reason, "Succeeded");
         // The images follow the plan.
         let r = render_versions(&hc, &pki_data(), &etcd(), &KubeRuntimeConfig::default(), &versions).unwrap();
-        let tags: Vec<Value> = r.components.iter().map(|c| container(&c.deployment)["image"].clone()).collect();
-        assert_eq!(tags, [
-            json!("registry.k8s.io/kube-apiserver:v1.21.0"),
-            json!("registry.k8s.io/kube-controller-manager:v1.20.2"),
-            json!("registry.k8s.io/kube-scheduler:v1.20.2")
-        ]);
+        let tags: Vec<Value> =
+            r.components.iter().map(|c| container(&c.deployment)["image"].clone()).collect();
+        assert_eq!(
+            tags,
+            [
+                json!("registry.k8s.io/kube-apiserver:v1.21.0"),
+                json!("registry.k8s.io/kube-controller-manager:v1.20.2"),
+                json!("registry.k8s.io/kube-scheduler:v1.20.2")
+            ]
+        );
     }
 
     #[test]
@@ -1427,11 +1447,14 @@ mod tests {
         assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.21.0");
         let plan = upgrade_plan(&hc, &stuck, at(31), deadline);
         assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::RollingBack);
-        assert_eq!(images(&upgrade_versions(&plan).unwrap()), [
-            ("kube-apiserver", "1.20.2"),
-            ("kube-controller-manager", "1.20.2"),
-            ("kube-scheduler", "1.20.2")
-        ]);
+        assert_eq!(
+            images(&upgrade_versions(&plan).unwrap()),
+            [
+                ("kube-apiserver", "1.20.2"),
+                ("kube-controller-manager", "1.20.2"),
+                ("kube-scheduler", "1.20.2")
+            ]
+        );
         let message = &plan.condition.as_ref().unwrap().message;
         assert!(message.contains("kube-apiserver/0 was not healthy on 1.21.0 within 30s"), "{message}");
         record(&mut hc, &plan);
@@ -1455,11 +1478,17 @@ mod tests {
         assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.21.0"));
         let condition = plan.condition.unwrap();
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "Refused"));
-        assert!(condition.message.contains("cannot downgrade from 1.21.0 to 1.20.2"), "{}", condition.message);
+        assert!(
+            condition.message.contains("cannot downgrade from 1.21.0 to 1.20.2"),
+            "{}",
+            condition.message
+        );
         // Skipping a minor is refused too; a patch change is not.
-        let skip = upgrade_plan(&running("1.20.2", "1.22.0"), &now_on, at(0), std::time::Duration::from_secs(60));
+        let skip =
+            upgrade_plan(&running("1.20.2", "1.22.0"), &now_on, at(0), std::time::Duration::from_secs(60));
         assert_eq!(skip.condition.unwrap().reason, "Refused");
-        let patch = upgrade_plan(&running("1.21.0", "1.21.1"), &now_on, at(0), std::time::Duration::from_secs(60));
+        let patch =
+            upgrade_plan(&running("1.21.0", "1.21.1"), &now_on, at(0), std::time::Duration::from_secs(60));
         assert!(patch.upgrading);
     }
 

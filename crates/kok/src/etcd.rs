@@ -1,4 +1,5 @@
-//! The EtcdCluster operator, process runtime: certificates into a Secret,
+//! The EtcdCluster operator, process runtime (the `Kubernetes` runtime is
+//! [`crate::etcd_kube`]): certificates into a Secret,
 //! one etcd component per member into its Machine's spec (the node agents
 //! run them), membership changes through the members' gRPC gateway (dead
 //! members replaced, learners added and promoted), status read from the
@@ -40,7 +41,7 @@ use crate::Error;
 /// Field manager of the status and the Secret.
 pub const FIELD_MANAGER: &str = "flotilla-etcd";
 /// How soon a cluster is looked at again while it is changing.
-const STEP: Duration = Duration::from_secs(1);
+pub(crate) const STEP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone)]
 pub struct EtcdOperator {
@@ -49,6 +50,8 @@ pub struct EtcdOperator {
     pub resync: Duration,
     /// How long one request to a member may take.
     pub probe_timeout: Duration,
+    /// How the `Kubernetes` runtime builds the members' pods.
+    pub kube: flotilla_core::kok::etcd_kube::EtcdKubeConfig,
 }
 
 impl Default for EtcdOperator {
@@ -57,6 +60,7 @@ impl Default for EtcdOperator {
             plan: EtcdOperatorConfig::default(),
             resync: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(3),
+            kube: flotilla_core::kok::etcd_kube::EtcdKubeConfig::default(),
         }
     }
 }
@@ -74,7 +78,7 @@ struct Ctx {
     placing: tokio::sync::Mutex<()>,
 }
 
-/// Reconciles every EtcdCluster (process runtime) and every EtcdBackup
+/// Reconciles every EtcdCluster (both runtimes) and every EtcdBackup
 /// ([`crate::etcd_backup`]) until the watches end.
 pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
     let (clusters, backups, restores) = futures::join!(
@@ -110,9 +114,8 @@ fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, _: Arc<Ctx>) -> Action
 }
 
 async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if cluster.spec.runtime != Runtime::Process {
-        // The Kubernetes runtime is not built yet.
-        return Ok(Action::await_change());
+    if cluster.spec.runtime == Runtime::Kubernetes {
+        return crate::etcd_kube::reconcile(&ctx.client, &cluster, &ctx.config).await;
     }
     if cluster.metadata.deletion_timestamp.is_some() {
         return tear_down(&cluster, &ctx).await;
@@ -340,7 +343,7 @@ pub(crate) async fn release_machine(
     Ok(())
 }
 
-async fn write_status(
+pub(crate) async fn write_status(
     client: &Client,
     cluster: &EtcdCluster,
     status: &flotilla_api::kok::EtcdClusterStatus,
@@ -368,7 +371,7 @@ async fn write_status(
 
 /// Sets the cluster's finalizers to `finalizers`, on the version read (a
 /// concurrent change makes the patch fail and the reconcile retry).
-async fn set_finalizers(
+pub(crate) async fn set_finalizers(
     client: &Client,
     cluster: &EtcdCluster,
     finalizers: Vec<String>,
@@ -382,7 +385,7 @@ async fn set_finalizers(
     Ok(())
 }
 
-async fn ensure_finalizer(client: &Client, cluster: &EtcdCluster) -> Result<(), Error> {
+pub(crate) async fn ensure_finalizer(client: &Client, cluster: &EtcdCluster) -> Result<(), Error> {
     if cluster.finalizers().iter().any(|f| f == plan::FINALIZER) {
         return Ok(());
     }
@@ -432,7 +435,10 @@ async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
 }
 
 /// The data of the cluster's Secret (empty before the first reconcile).
-async fn read_pki(client: &Client, cluster: &EtcdCluster) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+pub(crate) async fn read_pki(
+    client: &Client,
+    cluster: &EtcdCluster,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     Ok(secrets

@@ -4,6 +4,15 @@
 //! `kok-<name>` (`crate::kube_runtime`), and each component's condition
 //! comes from its Deployment's rollout.
 //!
+//! A `spec.version` change follows the process runtime's plan
+//! (`flotilla_core::kok::upgrade`, through `kube_runtime::upgrade_plan`):
+//! the same refusals (a minor downgrade, a skipped minor), the
+//! kube-apiserver Deployment moved to the new image first and waited on
+//! until it has rolled out and is available, then kube-controller-manager,
+//! then kube-scheduler, each step rolled back when it is not available
+//! within `HostedOperator::upgrade_step_deadline`; progress in
+//! `status.upgrade` and the `Upgraded` condition.
+//!
 //! Add-ons, worker nodes and fleet registration all need to reach the
 //! hosted API server, which this runtime serves only at its Service inside
 //! the meta cluster (`https://kube-apiserver.kok-<name>.svc:6443`). The
@@ -18,8 +27,9 @@ use flotilla_api::kok::{
     conditions, CertificateStatus, HostedCluster, HostedClusterPhase, HostedClusterStatus,
 };
 use flotilla_core::kok::hosted as plan;
-use flotilla_core::kok::kube_runtime::KubeRuntimeError;
+use flotilla_core::kok::kube_runtime::{self as render, KubeRuntimeError};
 use flotilla_core::kok::pki::ControlPlanePki;
+use flotilla_core::kok::upgrade::UpgradePlan;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -45,6 +55,8 @@ struct Observed {
     handled_rotation: Option<String>,
     /// Every Deployment rolled out and ready.
     control_plane_ready: bool,
+    /// Which version each Deployment runs, and the upgrade status.
+    upgrade: Option<UpgradePlan>,
 }
 
 /// One reconcile of a HostedCluster whose `spec.controlPlane.runtime` is
@@ -68,6 +80,7 @@ pub(crate) async fn reconcile(
         issued: false,
         handled_rotation: None,
         control_plane_ready: false,
+        upgrade: None,
     };
 
     let Some((etcd_name, _)) = hc.spec.etcd.resolve() else {
@@ -111,9 +124,31 @@ pub(crate) async fn reconcile(
     // apply below rolls every component that reads them.
     observed.handled_rotation = rotation_value.or(previous.handled_rotation.clone());
 
-    let applied =
-        kube_runtime::apply_with(client, hc, &update.data, &etcd.client_urls, &config.kube_runtime).await;
-    observed.pki = update.data;
+    // Which version each Deployment runs: an upgrade moves one at a time,
+    // judged on the Deployments as they are before this apply.
+    let current = kube_runtime::deployments(client, hc).await?;
+    let upgrade = render::upgrade_plan(hc, &current, now.clone(), config.upgrade_step_deadline);
+    let versions = render::upgrade_versions(&upgrade);
+    if let Some(u) = upgrade.upgrade.as_ref().filter(|_| upgrade.upgrading) {
+        tracing::info!(cluster = %name, from = %u.from, to = %u.to, state = ?u.state,
+            step = ?u.component, "hosted control plane upgrade (kubernetes runtime)");
+    }
+    let message = upgrade.condition.as_ref().map(|c| c.message.clone()).unwrap_or_default();
+    observed.upgrade = Some(upgrade);
+    observed.pki = update.data.clone();
+    let Some(versions) = versions else {
+        // A fresh cluster whose spec.version is refused: nothing runs.
+        return blocked(client, hc, config, observed, "VersionRefused", message, now).await;
+    };
+    let applied = kube_runtime::apply_versions(
+        client,
+        hc,
+        &update.data,
+        &etcd.client_urls,
+        &config.kube_runtime,
+        &versions,
+    )
+    .await;
     let report = match applied {
         Ok(report) => report,
         // Only the user can resolve these (a namespace someone else holds,
@@ -240,6 +275,15 @@ async fn write_status(
     let namespace = hc.namespace().unwrap_or_default();
     let previous = hc.status.clone().unwrap_or_default();
     let generation = hc.metadata.generation;
+    let upgrade = observed.upgrade.take();
+    match upgrade.as_ref().and_then(|u| u.condition.clone()) {
+        Some(c) => observed.conditions.push(c),
+        // Not spoken about this time (etcd not ready yet): keep the last word.
+        None => observed
+            .conditions
+            .extend(previous.conditions.iter().filter(|c| c.type_ == conditions::UPGRADED).cloned()),
+    }
+    let upgrading = upgrade.as_ref().is_some_and(|u| u.upgrading);
     let ok = |t: &str| observed.conditions.iter().any(|c| c.type_ == t && c.status == "True");
     let ready = ok(conditions::VALID) && ok(conditions::ETCD_READY) && observed.control_plane_ready;
     let message = if ready {
@@ -250,7 +294,7 @@ async fn write_status(
         let waiting: Vec<String> = observed
             .conditions
             .iter()
-            .filter(|c| c.status != "True" && c.reason != SKIPPED)
+            .filter(|c| c.status != "True" && c.reason != SKIPPED && c.type_ != conditions::UPGRADED)
             .map(|c| format!("{}: {}", c.type_, c.message))
             .collect();
         if waiting.is_empty() {
@@ -273,15 +317,16 @@ async fn write_status(
         previous.phase,
         Some(HostedClusterPhase::Ready | HostedClusterPhase::Degraded | HostedClusterPhase::Upgrading)
     );
-    let phase = plan::phase(false, false, ready, was_ready);
-    // A version is reached when every Deployment has rolled out the spec
-    // that names it.
-    let version = if ready { Some(hc.spec.version.clone()) } else { previous.version.clone() };
-    let previous_version = if version != previous.version {
-        previous.version.clone()
-    } else {
-        previous.previous_version.clone()
-    };
+    let phase = plan::phase(false, upgrading, ready, was_ready);
+    // The upgrade plan's, once an apiserver served a version; before, the
+    // version is reached when every Deployment has rolled out.
+    let version = upgrade
+        .as_ref()
+        .and_then(|u| u.version.clone())
+        .or(previous.version.clone())
+        .or_else(|| ready.then(|| hc.spec.version.clone()));
+    let previous_version =
+        upgrade.as_ref().and_then(|u| u.previous_version.clone()).or(previous.previous_version.clone());
     let certificates = if observed.pki.is_empty() {
         previous.certificates.clone()
     } else {
@@ -295,9 +340,7 @@ async fn write_status(
         previous_version,
         certificates,
         observed_generation: generation,
-        // Deployments roll a version change themselves; this runtime runs
-        // no upgrade plan of its own.
-        upgrade: previous.upgrade.clone(),
+        upgrade: upgrade.as_ref().map_or(previous.upgrade.clone(), |u| u.upgrade.clone()),
         // Nothing of these is done by this runtime (see the module docs).
         addons: Vec::new(),
         instances: Vec::new(),

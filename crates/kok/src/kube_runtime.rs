@@ -18,7 +18,8 @@ use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 
 pub use flotilla_core::kok::kube_runtime::{
-    endpoint, pki_inputs, ComponentReadiness, ControlPlaneComponent, ImageConfig, KubeRuntimeConfig,
+    endpoint, pki_inputs, ComponentReadiness, ComponentVersions, ControlPlaneComponent, ImageConfig,
+    KubeRuntimeConfig,
 };
 
 use crate::Error;
@@ -94,7 +95,21 @@ pub async fn apply_with(
     etcd_servers: &[String],
     config: &KubeRuntimeConfig,
 ) -> Result<KubeRuntimeReport, Error> {
-    let rendered = render::render(hc, pki_data, etcd_servers, config)?;
+    apply_versions(client, hc, pki_data, etcd_servers, config, &ComponentVersions::new()).await
+}
+
+/// [`apply_with`] with each component on the version (image tag)
+/// `versions` gives it (`spec.version` for one it does not name): what an
+/// upgrade, one component at a time, applies.
+pub async fn apply_versions(
+    client: &Client,
+    hc: &HostedCluster,
+    pki_data: &BTreeMap<String, Vec<u8>>,
+    etcd_servers: &[String],
+    config: &KubeRuntimeConfig,
+    versions: &ComponentVersions,
+) -> Result<KubeRuntimeReport, Error> {
+    let rendered = render::render_versions(hc, pki_data, etcd_servers, config, versions)?;
     let ns = rendered.namespace.as_str();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     if let Some(existing) = namespaces.get_opt(ns).await? {
@@ -147,6 +162,31 @@ pub async fn apply_with(
         "hosted control plane applied (kubernetes runtime)"
     );
     Ok(report)
+}
+
+/// The control plane's Deployments as they are now (`None`: not there),
+/// in [`ControlPlaneComponent::ALL`] order: what an upgrade step is judged
+/// on. Nothing when the namespace belongs to someone else.
+pub async fn deployments(
+    client: &Client,
+    hc: &HostedCluster,
+) -> Result<Vec<(ControlPlaneComponent, Option<Deployment>)>, Error> {
+    let ns = render::namespace(hosted_cluster_name(hc)?);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let mut out = Vec::new();
+    for component in ControlPlaneComponent::ALL {
+        out.push((component, deployments.get_opt(component.deployment_name()).await?));
+    }
+    // Only ours count (the owner annotation is on the namespace).
+    if out.iter().any(|(_, d)| d.is_some()) {
+        let namespace = Api::<Namespace>::all(client.clone()).get_opt(&ns).await?;
+        let ours = namespace
+            .is_some_and(|n| render::check_namespace_owner(&ns, n.metadata.annotations.as_ref(), hc).is_ok());
+        if !ours {
+            return Ok(Vec::new());
+        }
+    }
+    Ok(out)
 }
 
 fn report(

@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod etcd_backup;
+mod etcd_kube;
 pub mod etcd_restore;
 pub mod hosted;
 mod hosted_kube;

@@ -172,6 +172,7 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
         },
         resync: Duration::from_secs(1),
         probe_timeout: Duration::from_secs(2),
+        ..Default::default()
     };
     let op = tokio::spawn(flotilla_kok::etcd::run(client.clone(), operator));
     cleanup.tasks.lock().unwrap().push(op.abort_handle());

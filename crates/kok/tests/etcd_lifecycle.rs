@@ -149,6 +149,7 @@ impl Env {
             },
             resync: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(2),
+            ..Default::default()
         };
         let op = tokio::spawn(flotilla_kok::etcd::run(self.client(), operator));
         self.cleanup.tasks.lock().unwrap().push(op.abort_handle());

@@ -1,27 +1,40 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The HostedCluster operator with `spec.controlPlane.runtime: Kubernetes`
-//! against a real meta cluster (kube-apiserver, every workload controller,
-//! a scheduler and a hollow kubemark node): it waits for the EtcdCluster,
-//! issues the certificates, runs the control plane as Deployments in
-//! `kok-<name>` until they are ready and the HostedCluster is Ready, rolls
-//! all three on a CA rotation, and removes the namespace before letting
-//! the HostedCluster go.
+//! The HostedCluster and EtcdCluster operators with the `Kubernetes`
+//! runtime against a real meta cluster (kube-apiserver, every workload
+//! controller, a scheduler and a hollow kubemark node): the HostedCluster
+//! waits for its EtcdCluster, which runs as a StatefulSet; the control
+//! plane runs as Deployments in `kok-<name>` until they are ready and the
+//! HostedCluster is Ready; a CA rotation rolls all three; a version change
+//! moves the apiserver's Deployment first and the others only once it has
+//! rolled out; a minor downgrade is refused; deleting removes the
+//! namespace before the HostedCluster goes, and the EtcdCluster's objects
+//! with it.
+//!
+//! Hollow kubelets run no container: no etcd member and no control-plane
+//! process really runs, and every pod becomes Ready once scheduled (health
+//! probes are off). So what this test checks is the objects rendered and
+//! applied, that their pods become Ready on the hollow node, that each
+//! status is read from them, and the order in which Deployments move; not
+//! that etcd forms a cluster or that the apiserver serves.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flotilla_api::kok::{conditions, HostedCluster, HostedClusterPhase, ROTATE_CERTS_ANNOTATION};
+use flotilla_api::kok::{EtcdCluster, EtcdClusterPhase, UpgradeState};
+use flotilla_core::kok::etcd_kube::{self, EtcdKubeConfig, TLS_CHECKSUM_ANNOTATION};
 use flotilla_core::kok::hosted::{admin_secret_name, pki_secret_name, HostedOperatorConfig};
+use flotilla_core::kok::kube_runtime::{deployment_available, deployment_version};
 use flotilla_core::kok::kube_runtime::{
     template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
 };
 use flotilla_core::kok::pki::keys;
-use flotilla_core::pki::CertificateAuthority;
+use flotilla_kok::etcd::EtcdOperator;
 use flotilla_kok::hosted::HostedOperator;
 use flotilla_kok::kube_runtime::{ControlPlaneComponent, KubeRuntimeConfig};
 use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -32,7 +45,7 @@ const TENANTS: &str = "tenants";
 const NAME: &str = "team-k";
 const RUNTIME_NS: &str = "kok-team-k";
 const ETCD: &str = "etcd-k";
-const ETCD_URL: &str = "https://etcd-k-0.kok-etcd.svc:2379";
+const ETCD_URL: &str = "https://etcd-k-0.etcd-k.tenants.svc:2379";
 
 /// Stops the operator when the test ends (also on panic).
 struct Abort(tokio::task::AbortHandle);
@@ -59,45 +72,54 @@ async fn install_crds(client: &Client) {
     .await;
 }
 
-/// The EtcdCluster the HostedCluster names, made ready by hand: etcd is
-/// not what is under test here, and the control plane's pods run no
-/// container on a hollow node, so nothing would ever dial it. What the
-/// operator reads is real: the `Available` condition, the client URLs and
-/// the CA in the client Secret (it signs the apiserver's etcd client
+/// The EtcdCluster the HostedCluster names, `runtime: Kubernetes`: once
+/// its StatefulSet's (hollow) pod is Ready it is Available, and what the
+/// HostedCluster operator reads is the operator's: the client URLs and the
+/// CA in the client Secret (it signs the apiserver's etcd client
 /// certificate).
-async fn fake_ready_etcd(client: &Client) {
-    let etcds: Api<flotilla_api::kok::EtcdCluster> = Api::namespaced(client.clone(), TENANTS);
-    let etcd: flotilla_api::kok::EtcdCluster = serde_json::from_value(json!({
+async fn kubernetes_etcd(client: &Client) {
+    let etcds: Api<EtcdCluster> = Api::namespaced(client.clone(), TENANTS);
+    let etcd: EtcdCluster = serde_json::from_value(json!({
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
         "metadata": {"name": ETCD, "namespace": TENANTS},
-        "spec": {"members": 1, "version": "3.4.23"},
+        "spec": {"members": 1, "version": "3.4.23", "runtime": "Kubernetes"},
     }))
     .unwrap();
     etcds.create(&PostParams::default(), &etcd).await.unwrap();
-    let ca = CertificateAuthority::generate("etcd-k-etcd-ca").unwrap();
-    let secret_name = flotilla_core::kok::etcd::secret_name(ETCD);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": secret_name, "namespace": TENANTS},
-        "stringData": {keys::ETCD_CA_CRT: ca.pem.cert_pem, keys::ETCD_CA_KEY: ca.pem.key_pem},
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), TENANTS).create(&PostParams::default(), &secret).await.unwrap();
-    let status = json!({
-        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
-        "metadata": {"name": ETCD, "namespace": TENANTS},
-        "status": {
-            "phase": "Running",
-            "readyMembers": 1,
-            "clientUrls": [ETCD_URL],
-            "clientSecret": secret_name,
-            "conditions": [{
-                "type": conditions::ETCD_AVAILABLE, "status": "True", "reason": "Healthy",
-                "message": "set by the test", "lastTransitionTime": "2024-01-01T00:00:00Z",
-            }],
-        },
-    });
-    etcds.patch_status(ETCD, &PatchParams::apply("test").force(), &Patch::Apply(&status)).await.unwrap();
+    let deadline = Instant::now() + WAIT;
+    let etcd = loop {
+        let etcd = etcds.get(ETCD).await.unwrap();
+        if etcd.condition(conditions::ETCD_AVAILABLE).is_some_and(|c| c.status == "True") {
+            break etcd;
+        }
+        assert!(Instant::now() < deadline, "EtcdCluster not available: {:#?}", etcd.status);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let status = etcd.status.clone().unwrap();
+    assert_eq!((status.phase, status.ready_members), (Some(EtcdClusterPhase::Running), 1), "{status:#?}");
+    assert_eq!(status.client_urls, [ETCD_URL]);
+    assert_eq!(status.client_secret.as_deref(), Some("etcd-k-etcd-pki"));
+    let set = Api::<StatefulSet>::namespaced(client.clone(), TENANTS).get(ETCD).await.unwrap();
+    let owner = &set.metadata.owner_references.clone().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("EtcdCluster", etcd.metadata.uid.as_deref().unwrap())
+    );
+    let spec = set.spec;
+    assert_eq!((spec.replicas, spec.service_name.as_deref()), (Some(1), Some(ETCD)));
+    let template = spec.template.spec.unwrap();
+    assert!(template.volumes.unwrap().iter().any(|v| v.name == "data" && v.empty_dir.is_some()));
+    let args = template.containers[0].args.clone().unwrap();
+    assert!(args.contains(&"--initial-cluster=etcd-k-0=https://etcd-k-0.etcd-k.tenants.svc:2380".to_string()));
+    let members = secret(client, TENANTS, &etcd_kube::member_secret_name(ETCD)).await;
+    assert!(
+        members.contains_key("etcd-member-etcd-k-0-server.crt") && !members.contains_key(keys::ETCD_CA_KEY)
+    );
+    let checksum = spec.template.metadata.unwrap().annotations.unwrap()[TLS_CHECKSUM_ANNOTATION].clone();
+    let pod = Api::<Pod>::namespaced(client.clone(), TENANTS).get("etcd-k-0").await.unwrap();
+    assert_eq!(pod.annotations()[TLS_CHECKSUM_ANNOTATION], checksum);
+    let service = Api::<Service>::namespaced(client.clone(), TENANTS).get(ETCD).await.unwrap();
+    assert_eq!(service.spec.unwrap().cluster_ip.as_deref(), Some("None"));
 }
 
 /// Polls the HostedCluster until `check` holds; on timeout shows its status.
@@ -170,7 +192,7 @@ async fn secret(client: &Client, namespace: &str, name: &str) -> BTreeMap<String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is_deleted() {
+async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrades_in_order_and_is_deleted() {
     let _ =
         tracing_subscriber::fmt().with_env_filter("info,flotilla_kok=debug").with_test_writer().try_init();
     let meta = Cluster::start(ClusterConfig::new("meta").with_nodes(1)).await.unwrap();
@@ -194,6 +216,13 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is
     };
     let task = tokio::spawn(flotilla_kok::hosted::run(client.clone(), operator));
     let _abort = Abort(task.abort_handle());
+    let etcd_operator = EtcdOperator {
+        resync: Duration::from_secs(1),
+        kube: EtcdKubeConfig { health_probes: false, ..EtcdKubeConfig::default() },
+        ..Default::default()
+    };
+    let etcd_task = tokio::spawn(flotilla_kok::etcd::run(client.clone(), etcd_operator));
+    let _abort_etcd = Abort(etcd_task.abort_handle());
 
     // 1. No EtcdCluster yet: the operator waits and renders nothing.
     let clusters: Api<HostedCluster> = Api::namespaced(client.clone(), TENANTS);
@@ -215,9 +244,9 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is
     assert_eq!(waiting.status.as_ref().and_then(|s| s.phase), Some(HostedClusterPhase::Provisioning));
     assert!(Api::<Namespace>::all(client.clone()).get_opt(RUNTIME_NS).await.unwrap().is_none());
 
-    // 2. etcd is there: the control plane runs in kok-<name> and the
-    // HostedCluster becomes Ready.
-    fake_ready_etcd(&client).await;
+    // 2. etcd is there (a StatefulSet): the control plane runs in
+    // kok-<name> and the HostedCluster becomes Ready.
+    kubernetes_etcd(&client).await;
     let hc = hc_until(&clusters, "phase Ready", ready).await;
     let status = hc.status.clone().unwrap();
     assert_eq!(status.endpoint.as_deref(), Some("https://kube-apiserver.kok-team-k.svc:6443"));
@@ -259,6 +288,8 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is
     let apiserver_pki =
         secret(&client, RUNTIME_NS, &ControlPlaneComponent::KubeApiserver.secret_name()).await;
     assert_eq!(apiserver_pki[keys::CA_CRT], pki[keys::CA_CRT]);
+    let etcd_ca = secret(&client, TENANTS, &flotilla_core::kok::etcd::secret_name(ETCD)).await;
+    assert_eq!(apiserver_pki[keys::ETCD_CA_CRT], etcd_ca[keys::ETCD_CA_CRT]);
 
     // 3. A CA rotation: handled once, a new CA, all three roll.
     let annotate = json!({"metadata": {"annotations": {ROTATE_CERTS_ANNOTATION: "ca/1"}}});
@@ -298,7 +329,59 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is
     assert_eq!(secret(&client, TENANTS, &pki_secret_name(NAME)).await[keys::CA_CRT], rotated[keys::CA_CRT]);
     assert_eq!(rollouts_now(&client).await, settled);
 
-    // 4. Deleted: the namespace goes, then the finalizer.
+    // 4. 1.20.2 -> 1.21.0: the apiserver's Deployment first; the others
+    // only once it has rolled out and is available.
+    let version = |v: &str| json!({"spec": {"version": v}});
+    let before = sample(&client).await;
+    assert_eq!(before.images, ["1.20.2"; 3]);
+    clusters.patch(NAME, &PatchParams::default(), &Patch::Merge(&version("1.21.0"))).await.unwrap();
+    let mut samples: Vec<Sample> = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let sample = sample(&client).await;
+        let hc = clusters.get(NAME).await.unwrap();
+        let done = sample.images == ["1.21.0"; 3]
+            && sample.api_available
+            && hc.status.as_ref().and_then(|s| s.upgrade.as_ref()).map(|u| u.state)
+                == Some(UpgradeState::Succeeded);
+        samples.push(sample);
+        if done {
+            break;
+        }
+        assert!(Instant::now() < deadline, "upgrade not done: {:#?} {samples:#?}", hc.status);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let first = |i: usize| samples.iter().position(|s| s.images[i] == "1.21.0").unwrap();
+    let (api, cm, sched) = (first(0), first(1), first(2));
+    assert!(api < cm && api < sched, "not the apiserver first: {samples:#?}");
+    // When the others moved, the apiserver was rolled out on 1.21.0 (the
+    // later components are read first, so this holds for each sample).
+    assert!(samples[cm].api_available && samples[sched].api_available, "{samples:#?}");
+    // In between, only the apiserver's Deployment changed its spec.
+    let between = &samples[api];
+    assert!(between.generations[0] > before.generations[0], "{samples:#?}");
+    assert_eq!(between.generations[1..], before.generations[1..], "{samples:#?}");
+    let hc = hc_until(&clusters, "Ready on 1.21.0", ready).await;
+    let status = hc.status.clone().unwrap();
+    assert_eq!(
+        (status.version.as_deref(), status.previous_version.as_deref()),
+        (Some("1.21.0"), Some("1.20.2"))
+    );
+    let upgraded = hc.condition(conditions::UPGRADED).unwrap();
+    assert_eq!((upgraded.status.as_str(), upgraded.reason.as_str()), ("True", "Succeeded"), "{upgraded:?}");
+
+    // 5. A minor downgrade is refused; nothing moves.
+    clusters.patch(NAME, &PatchParams::default(), &Patch::Merge(&version("1.20.2"))).await.unwrap();
+    let hc = hc_until(&clusters, "the downgrade refused", |hc| {
+        hc.condition(conditions::UPGRADED).is_some_and(|c| c.reason == "Refused")
+    })
+    .await;
+    let refused = hc.condition(conditions::UPGRADED).unwrap();
+    assert!(refused.message.contains("cannot downgrade from 1.21.0 to 1.20.2"), "{refused:?}");
+    assert_eq!(hc.status.as_ref().and_then(|s| s.version.as_deref()), Some("1.21.0"));
+    assert_eq!(sample(&client).await.images, ["1.21.0"; 3]);
+
+    // 6. Deleted: the namespace goes, then the finalizer.
     clusters.delete(NAME, &DeleteParams::default()).await.unwrap();
     let clusters_for_wait = clusters.clone();
     wait_for("the HostedCluster gone", WAIT, move || {
@@ -313,6 +396,45 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_and_is
         .await
         .unwrap()
         .is_none());
+    // The EtcdCluster's objects go with it.
+    let etcds: Api<EtcdCluster> = Api::namespaced(client.clone(), TENANTS);
+    etcds.delete(ETCD, &DeleteParams::default()).await.unwrap();
+    let sets: Api<StatefulSet> = Api::namespaced(client.clone(), TENANTS);
+    wait_for("the EtcdCluster and its StatefulSet gone", WAIT, move || {
+        let (etcds, sets) = (etcds.clone(), sets.clone());
+        async move { etcds.get_opt(ETCD).await.unwrap().is_none() && sets.get_opt(ETCD).await.unwrap().is_none() }
+    })
+    .await;
+}
+
+/// The control plane's Deployments at one moment.
+#[derive(Debug)]
+struct Sample {
+    /// Image versions, in `ControlPlaneComponent::ALL` order.
+    images: Vec<String>,
+    generations: Vec<i64>,
+    /// The apiserver's Deployment has rolled out and is available.
+    api_available: bool,
+}
+
+/// Reads the scheduler and controller-manager before the apiserver: the
+/// operator moves them only after seeing the apiserver available (which,
+/// on a hollow node, it stays), so a sample never shows them moved while
+/// the apiserver was not.
+async fn sample(client: &Client) -> Sample {
+    let api = Api::<Deployment>::namespaced(client.clone(), RUNTIME_NS);
+    let mut read = BTreeMap::new();
+    for component in ControlPlaneComponent::ALL.iter().rev() {
+        read.insert(*component, api.get(component.deployment_name()).await.unwrap());
+    }
+    Sample {
+        images: ControlPlaneComponent::ALL.iter().map(|c| deployment_version(&read[c]).unwrap()).collect(),
+        generations: ControlPlaneComponent::ALL
+            .iter()
+            .map(|c| read[c].metadata.generation.unwrap())
+            .collect(),
+        api_available: deployment_available(&read[&ControlPlaneComponent::KubeApiserver]),
+    }
 }
 
 async fn rollouts_now(client: &Client) -> BTreeMap<ControlPlaneComponent, (String, Vec<String>)> {

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 
 use super::pki::{keys, PkiInputs};
 use super::render::{self, Component, ComponentPorts, ControlPlaneLayout};
+use super::upgrade::{InstanceObservation, UpgradeInput, UpgradePlan};
 
 /// Pod-template annotation: checksum of a component's Secret data and args.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "kok.flotilla.io/config-checksum";
@@ -422,6 +423,7 @@ fn deployment_object(
     cluster: &str,
     namespace: &str,
     component: ControlPlaneComponent,
+    version: &str,
     args: &[String],
     port: u16,
     checksum: &str,
@@ -430,7 +432,7 @@ fn deployment_object(
     let spec = &hc.spec;
     let mut container = json!({
         "name": component.name(),
-        "image": config.images.image(component, &spec.version),
+        "image": config.images.image(component, version),
         "command": [component.name()],
         "args": args,
         "ports": [{ "name": "https", "containerPort": port, "protocol": "TCP" }],
@@ -502,12 +504,28 @@ fn deployment_object(
 
 /// Every object of `hc`'s control plane, from its certificates (`pki_data`,
 /// keys as in `pki::keys`, e.g. `ControlPlanePki::to_secret_data`) and the
-/// client URLs of its etcd.
+/// client URLs of its etcd, every component on `spec.version`.
 pub fn render(
     hc: &HostedCluster,
     pki_data: &BTreeMap<String, Vec<u8>>,
     etcd_servers: &[String],
     config: &KubeRuntimeConfig,
+) -> Result<RenderedControlPlane, KubeRuntimeError> {
+    render_versions(hc, pki_data, etcd_servers, config, &ComponentVersions::new())
+}
+
+/// The version (image tag) each component runs; a component missing runs
+/// `spec.version`. See [`upgrade_versions`].
+pub type ComponentVersions = BTreeMap<ControlPlaneComponent, String>;
+
+/// [`render`] with each component on the version `versions` gives it (an
+/// upgrade moves them one at a time).
+pub fn render_versions(
+    hc: &HostedCluster,
+    pki_data: &BTreeMap<String, Vec<u8>>,
+    etcd_servers: &[String],
+    config: &KubeRuntimeConfig,
+    versions: &ComponentVersions,
 ) -> Result<RenderedControlPlane, KubeRuntimeError> {
     let cluster = hc.metadata.name.as_deref().filter(|n| !n.is_empty()).ok_or(KubeRuntimeError::NoName)?;
     let ns = namespace(cluster);
@@ -549,10 +567,11 @@ pub fn render(
         // Extra args may move the port; the container port and the probes
         // follow the command line.
         let port = flag_value(&args, "--secure-port").and_then(|p| p.parse().ok()).unwrap_or(default_port);
-        let deployment =
-            deployment_object(hc, cluster, &ns, component, &args, port, &checksum, config).map_err(|e| {
-                KubeRuntimeError::Resources { component: component.name(), reason: e.to_string() }
-            })?;
+        let version = versions.get(&component).unwrap_or(&hc.spec.version);
+        let deployment = deployment_object(
+            hc, cluster, &ns, component, version, &args, port, &checksum, config,
+        )
+        .map_err(|e| KubeRuntimeError::Resources { component: component.name(), reason: e.to_string() })?;
         components.push(RenderedComponent {
             component,
             secret: secret_object(cluster, &ns, component, &data),
@@ -654,6 +673,81 @@ pub fn template_checksum(deployment: &Deployment) -> Option<&str> {
         .as_ref()?
         .get(CONFIG_CHECKSUM_ANNOTATION)
         .map(String::as_str)
+}
+
+/// The version a Deployment's pods are configured with: the tag of its
+/// container's image (`…/kube-apiserver:v1.20.2` → `1.20.2`).
+pub fn deployment_version(deployment: &Deployment) -> Option<String> {
+    let image = deployment.spec.template.spec.as_ref()?.containers.first()?.image.as_deref()?;
+    let (_, tag) = image.rsplit_once(':').filter(|(repo, _)| !repo.is_empty())?;
+    // `host:port/name` without a tag has no version.
+    (!tag.contains('/')).then(|| tag.trim_start_matches('v').to_string())
+}
+
+/// Fully rolled out and available: the controller has seen the latest
+/// spec, every replica runs it, none of the old ones is left, and every
+/// one is ready and available (`minReadySeconds` passed).
+pub fn deployment_available(deployment: &Deployment) -> bool {
+    let readiness = deployment_readiness(deployment);
+    let available = deployment.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    readiness.ready && available >= readiness.desired_replicas
+}
+
+/// What the upgrade plan (`super::upgrade::plan`) is told about the
+/// Deployments: one instance per component (index 0: a Deployment moves
+/// all its replicas to a new image at once, with its own rolling update),
+/// configured with its image's version and healthy when
+/// [`deployment_available`]. A component without a Deployment is not
+/// observed.
+pub fn upgrade_observations(
+    deployments: &[(ControlPlaneComponent, Option<Deployment>)],
+) -> Vec<InstanceObservation> {
+    deployments
+        .iter()
+        .filter_map(|(component, deployment)| {
+            let deployment = deployment.as_ref()?;
+            Some(InstanceObservation {
+                component: component.name().to_string(),
+                index: 0,
+                version: deployment_version(deployment)?,
+                healthy: deployment_available(deployment),
+            })
+        })
+        .collect()
+}
+
+/// The process runtime's upgrade plan for this runtime: the same skew
+/// rules (kube-apiserver first, then kube-controller-manager, then
+/// kube-scheduler; minor +1 at most, no minor downgrade) and the same
+/// rollback after `step_deadline`, with each Deployment as one step.
+/// Every version has an image, so none is unknown.
+pub fn upgrade_plan(
+    hc: &HostedCluster,
+    deployments: &[(ControlPlaneComponent, Option<Deployment>)],
+    now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    step_deadline: std::time::Duration,
+) -> UpgradePlan {
+    super::upgrade::plan(&UpgradeInput {
+        desired: &hc.spec.version,
+        desired_known: true,
+        status: hc.status.as_ref(),
+        generation: hc.metadata.generation,
+        replicas: 1,
+        observed: &upgrade_observations(deployments),
+        now,
+        step_deadline,
+    })
+}
+
+/// The version each component's Deployment is applied with, from a plan.
+/// `None` when the plan runs nothing yet (a fresh cluster whose
+/// `spec.version` is refused): apply no Deployment.
+pub fn upgrade_versions(plan: &UpgradePlan) -> Option<ComponentVersions> {
+    let versions: ComponentVersions = ControlPlaneComponent::ALL
+        .into_iter()
+        .filter_map(|c| Some((c, plan.versions.get(&(c.name().to_string(), 0))?.clone())))
+        .collect();
+    (versions.len() == ControlPlaneComponent::ALL.len()).then_some(versions)
 }
 
 #[cfg(test)]
@@ -1189,5 +1283,226 @@ mod tests {
             apiserver_hosts("a"),
             ["kube-apiserver", "kube-apiserver.kok-a", "kube-apiserver.kok-a.svc"]
         );
+    }
+
+    /// A control-plane Deployment on `version`; `rolled` says whether it
+    /// finished rolling that version out.
+    fn on(
+        component: ControlPlaneComponent,
+        version: &str,
+        rolled: bool,
+    ) -> (ControlPlaneComponent, Option<Deployment>) {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": component.deployment_name(), "generation": 4},
+            "spec": {"replicas": 1, "selector": {}, "template": {"spec": {"containers": [{
+                "name": component.name(),
+                "image": ImageConfig::default().image(component, version),
+            }]}}},
+        }))
+        .unwrap();
+        d.status = Some(DeploymentStatus {
+            observed_generation: Some(if rolled { 4 } else { 3 }),
+            replicas: Some(1),
+            updated_replicas: Some(1),
+            ready_replicas: Some(1),
+            available_replicas: Some(1),
+            ..Default::default()
+        });
+        (component, Some(d))
+    }
+
+    fn at(second: i64) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Time {
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(1_700_000_000 + second).unwrap(),
+        )
+    }
+
+    fn running(version: &str, spec_version: &str) -> HostedCluster {
+        let mut hc = hosted_cluster(json!({"version": spec_version}));
+        hc.status = Some(flotilla_api::kok::HostedClusterStatus {
+            version: Some(version.into()),
+            ..Default::default()
+        });
+        hc
+    }
+
+    /// Feeds a plan's status back, as the controller's status write does.
+    fn record(hc: &mut HostedCluster, plan: &UpgradePlan) {
+        let status = hc.status.get_or_insert_with(Default::default);
+        status.upgrade = plan.upgrade.clone();
+        status.version = plan.version.clone().or(status.version.clone());
+        status.previous_version = plan.previous_version.clone();
+    }
+
+    fn images(versions: &ComponentVersions) -> Vec<(&'static str, &str)> {
+        versions.iter().map(|(c, v)| (c.name(), v.as_str())).collect()
+    }
+
+    use ControlPlaneComponent::{KubeApiserver as Api, KubeControllerManager as Cm, KubeScheduler as Sched};
+
+    #[test]
+    fn deployments_report_their_image_version_and_availability() {
+        let (_, d) = on(Api, "1.20.2", true);
+        let d = d.unwrap();
+        assert_eq!(deployment_version(&d).as_deref(), Some("1.20.2"));
+        assert!(deployment_available(&d));
+        let mut unavailable = d.clone();
+        unavailable.status.as_mut().unwrap().available_replicas = Some(0);
+        assert!(!deployment_available(&unavailable));
+        let (_, pending) = on(Api, "1.21.0", false);
+        assert!(!deployment_available(&pending.unwrap()));
+        let mut untagged = d;
+        untagged.spec.template.spec.as_mut().unwrap().containers[0].image =
+            Some("localhost:5000/kube-apiserver".into());
+        assert_eq!(deployment_version(&untagged), None);
+        let observed =
+            upgrade_observations(&[on(Api, "1.20.2", true), (Cm, None), on(Sched, "1.20.2", false)]);
+        let seen: Vec<(&str, bool)> = observed.iter().map(|o| (o.component.as_str(), o.healthy)).collect();
+        assert_eq!(seen, [("kube-apiserver", true), ("kube-scheduler", false)]);
+    }
+
+    /// 1.20.2 → 1.21.0: the apiserver's Deployment moves first; the others
+    /// wait until it has rolled out and is available.
+    #[test]
+    fn an_upgrade_moves_the_apiserver_first_then_the_others() {
+        let deadline = std::time::Duration::from_secs(60);
+        let mut hc = running("1.20.2", "1.21.0");
+        let old = [on(Api, "1.20.2", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
+        let plan = upgrade_plan(&hc, &old, at(0), deadline);
+        assert!(plan.upgrading);
+        assert_eq!(plan.phase(), Some(flotilla_api::kok::HostedClusterPhase::Upgrading));
+        let versions = upgrade_versions(&plan).unwrap();
+        assert_eq!(
+            images(&versions),
+            [
+                ("kube-apiserver", "1.21.0"),
+                ("kube-controller-manager", "1.20.2"),
+                ("kube-scheduler", "1.20.2")
+            ]
+        );
+        assert_eq!(plan.upgrade.as_ref().unwrap().component.as_deref(), Some("kube-apiserver"));
+        record(&mut hc, &plan);
+
+        // Applied, not rolled out yet: nothing else moves.
+        let moving = [on(Api, "1.21.0", false), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
+        let plan = upgrade_plan(&hc, &moving, at(5), deadline);
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Cm], "1.20.2");
+        let message = &plan.condition.as_ref().unwrap().message;
+        assert!(message.contains("waiting for kube-apiserver/0 to be healthy on 1.21.0"), "{message}");
+        record(&mut hc, &plan);
+
+        // Rolled out and available: the controller-manager is next, the
+        // scheduler still waits.
+        let rolled = [on(Api, "1.21.0", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
+        let plan = upgrade_plan(&hc, &rolled, at(10), deadline);
+        assert_eq!(
+            images(&upgrade_versions(&plan).unwrap()),
+            [
+                ("kube-apiserver", "1.21.0"),
+                ("kube-controller-manager", "1.21.0"),
+                ("kube-scheduler", "1.20.2")
+            ]
+        );
+        record(&mut hc, &plan);
+        let plan = upgrade_plan(
+            &hc,
+            &[on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.20.2", true)],
+            at(15),
+            deadline,
+        );
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Sched], "1.21.0");
+        record(&mut hc, &plan);
+        let done = [on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.21.0", true)];
+        let plan = upgrade_plan(&hc, &done, at(20), deadline);
+        assert!(!plan.upgrading);
+        assert_eq!(
+            (plan.version.as_deref(), plan.previous_version.as_deref()),
+            (Some("1.21.0"), Some("1.20.2"))
+        );
+        assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::Succeeded);
+        assert_eq!(plan.condition.as_ref().unwrap().reason, "Succeeded");
+        // The images follow the plan.
+        let r = render_versions(&hc, &pki_data(), &etcd(), &KubeRuntimeConfig::default(), &versions).unwrap();
+        let tags: Vec<Value> =
+            r.components.iter().map(|c| container(&c.deployment)["image"].clone()).collect();
+        assert_eq!(
+            tags,
+            [
+                json!("registry.k8s.io/kube-apiserver:v1.21.0"),
+                json!("registry.k8s.io/kube-controller-manager:v1.20.2"),
+                json!("registry.k8s.io/kube-scheduler:v1.20.2")
+            ]
+        );
+    }
+
+    #[test]
+    fn an_apiserver_not_available_in_time_is_rolled_back() {
+        let deadline = std::time::Duration::from_secs(30);
+        let mut hc = running("1.20.2", "1.21.0");
+        let old = [on(Api, "1.20.2", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
+        let plan = upgrade_plan(&hc, &old, at(0), deadline);
+        record(&mut hc, &plan);
+        let stuck = [on(Api, "1.21.0", false), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
+        let plan = upgrade_plan(&hc, &stuck, at(29), deadline);
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.21.0");
+        let plan = upgrade_plan(&hc, &stuck, at(31), deadline);
+        assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::RollingBack);
+        assert_eq!(
+            images(&upgrade_versions(&plan).unwrap()),
+            [
+                ("kube-apiserver", "1.20.2"),
+                ("kube-controller-manager", "1.20.2"),
+                ("kube-scheduler", "1.20.2")
+            ]
+        );
+        let message = &plan.condition.as_ref().unwrap().message;
+        assert!(message.contains("kube-apiserver/0 was not healthy on 1.21.0 within 30s"), "{message}");
+        record(&mut hc, &plan);
+        let plan = upgrade_plan(&hc, &old, at(40), deadline);
+        assert!(!plan.upgrading);
+        assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::RolledBack);
+        assert_eq!(plan.version.as_deref(), Some("1.20.2"));
+        // Not retried while spec.version still asks for it.
+        record(&mut hc, &plan);
+        let plan = upgrade_plan(&hc, &old, at(50), deadline);
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.20.2");
+        assert_eq!(plan.condition.as_ref().unwrap().reason, "RolledBack");
+    }
+
+    #[test]
+    fn a_minor_downgrade_is_refused_and_moves_nothing() {
+        let hc = running("1.21.0", "1.20.2");
+        let now_on = [on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.21.0", true)];
+        let plan = upgrade_plan(&hc, &now_on, at(0), std::time::Duration::from_secs(60));
+        assert!(!plan.upgrading);
+        assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.21.0"));
+        let condition = plan.condition.unwrap();
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "Refused"));
+        assert!(
+            condition.message.contains("cannot downgrade from 1.21.0 to 1.20.2"),
+            "{}",
+            condition.message
+        );
+        // Skipping a minor is refused too; a patch change is not.
+        let skip =
+            upgrade_plan(&running("1.20.2", "1.22.0"), &now_on, at(0), std::time::Duration::from_secs(60));
+        assert_eq!(skip.condition.unwrap().reason, "Refused");
+        let patch =
+            upgrade_plan(&running("1.21.0", "1.21.1"), &now_on, at(0), std::time::Duration::from_secs(60));
+        assert!(patch.upgrading);
+    }
+
+    #[test]
+    fn a_fresh_cluster_runs_its_version_or_nothing() {
+        let hc = hosted_cluster(json!({"version": "1.20.2"}));
+        let plan = upgrade_plan(&hc, &[], at(0), std::time::Duration::from_secs(60));
+        assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.20.2"));
+        assert_eq!(plan.version, None);
+        let plan = upgrade_plan(&hc, &[on(Api, "1.20.2", true)], at(0), std::time::Duration::from_secs(60));
+        assert_eq!(plan.version.as_deref(), Some("1.20.2"));
+        let bad = hosted_cluster(json!({"version": "one-twenty"}));
+        let plan = upgrade_plan(&bad, &[], at(0), std::time::Duration::from_secs(60));
+        assert_eq!(upgrade_versions(&plan), None);
+        assert_eq!(plan.condition.unwrap().reason, "Refused");
     }
 }

@@ -5,6 +5,7 @@
 pub mod etcd;
 pub mod etcd_backup;
 pub mod etcd_restore;
+mod etcd_schedule;
 pub mod hosted;
 mod hosted_kube;
 pub mod kube_runtime;

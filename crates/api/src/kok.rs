@@ -795,6 +795,13 @@ mod tests {
         let network = hc.pointer("/openAPIV3Schema/properties/spec/properties/network/properties").unwrap();
         assert_eq!(network["serviceCIDR"]["default"], "10.96.0.0/12", "{network}");
         assert_eq!(network["clusterDomain"]["default"], "cluster.local");
+        let schedule = etcd
+            .pointer("/openAPIV3Schema/properties/spec/properties/backup/properties/schedule/pattern")
+            .and_then(|p| p.as_str())
+            .unwrap();
+        assert!(schedule.contains("{4,5}"), "5 or 6 fields: {schedule}");
+        let status = etcd.pointer("/openAPIV3Schema/properties/status/properties").unwrap();
+        assert!(status.get("lastScheduledBackup").is_some() && status.get("nextScheduledBackup").is_some());
         let etcd_ref = hc.pointer("/openAPIV3Schema/properties/spec/properties/etcd/oneOf").unwrap();
         assert_eq!(etcd_ref.as_array().unwrap().len(), 2);
     }

@@ -498,6 +498,48 @@ async fn an_on_demand_backup_saves_a_snapshot_on_its_machine_or_says_why_not() {
     drop(env);
 }
 
+/// The Succeeded scheduled backups not being deleted, with their files.
+fn succeeded(list: &[EtcdBackup]) -> Vec<(String, PathBuf)> {
+    list.iter()
+        .filter(|b| b.metadata.deletion_timestamp.is_none())
+        .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Succeeded))
+        .map(|b| (b.name_any(), PathBuf::from(b.status.as_ref().unwrap().path.clone().unwrap())))
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Polls the scheduled backups of cluster `sb` until `check` holds of
+/// them; panics with what was seen last.
+async fn until(
+    backups: &Api<EtcdBackup>,
+    dir: &Path,
+    what: &str,
+    check: impl Fn(&[EtcdBackup]) -> bool,
+) -> Vec<EtcdBackup> {
+    let params = kube::api::ListParams::default().labels("kok.flotilla.io/backup-schedule=sb");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = backups.list(&params).await.unwrap().items;
+        if check(&list) {
+            return list;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let seen: Vec<_> = list
+                .iter()
+                .map(|b| (b.name_any(), b.metadata.deletion_timestamp.is_some(), b.status.clone()))
+                .collect();
+            panic!("{what}: never happened; backups {seen:#?}, files {:?}", files_in(dir));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_files() {
     let mut env = Env::start().await;
@@ -518,52 +560,8 @@ async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_file
     };
     env.clusters().create(&PostParams::default(), &EtcdCluster::new("sb", spec)).await.unwrap();
     let backups: Api<EtcdBackup> = Api::namespaced(env.client(), NS);
-    let scheduled = || {
-        let backups = backups.clone();
-        async move {
-            let params = kube::api::ListParams::default().labels("kok.flotilla.io/backup-schedule=sb");
-            backups.list(&params).await.unwrap().items
-        }
-    };
-    let succeeded = |list: &[EtcdBackup]| -> Vec<(String, PathBuf)> {
-        list.iter()
-            .filter(|b| b.metadata.deletion_timestamp.is_none())
-            .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Succeeded))
-            .map(|b| (b.name_any(), PathBuf::from(b.status.as_ref().unwrap().path.clone().unwrap())))
-            .collect()
-    };
-    let snapshot_files = || -> Vec<PathBuf> {
-        let mut files: Vec<PathBuf> =
-            std::fs::read_dir(&dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
-        files.sort();
-        files
-    };
-    // Polls `check` on the scheduled backups until it holds; panics with
-    // what was seen last.
-    let until = |what: &'static str, check: Box<dyn Fn(&[EtcdBackup]) -> bool>| {
-        let scheduled = &scheduled;
-        let snapshot_files = &snapshot_files;
-        async move {
-            let deadline = tokio::time::Instant::now() + WAIT;
-            loop {
-                let list = scheduled().await;
-                if check(&list) {
-                    return list;
-                }
-                if tokio::time::Instant::now() > deadline {
-                    let seen: Vec<_> = list
-                        .iter()
-                        .map(|b| (b.name_any(), b.metadata.deletion_timestamp.is_some(), b.status.clone()))
-                        .collect();
-                    panic!("{what}: never happened; backups {seen:#?}, files {:?}", snapshot_files());
-                }
-                tokio::time::sleep(Duration::from_millis(300)).await;
-            }
-        }
-    };
-
     // A tick's backup Succeeds, with its file on m1.
-    let list = until("a scheduled backup to succeed", Box::new(move |l| !succeeded(l).is_empty())).await;
+    let list = until(&backups, &dir, "a scheduled backup to succeed", |l| !succeeded(l).is_empty()).await;
     let (first, first_file) = succeeded(&list)[0].clone();
     assert!(first.starts_with("sb-2") && first_file.is_file(), "{first}: {first_file:?}");
     let b = list.iter().find(|b| b.name_any() == first).unwrap();
@@ -572,13 +570,9 @@ async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_file
 
     // A later tick's backup Succeeds; retention 1 deletes the first, and
     // its file goes before it does.
-    let gone = first.clone();
-    let list = until(
-        "the first backup to be deleted after a newer one succeeded",
-        Box::new(move |l| {
-            !l.iter().any(|b| b.name_any() == gone) && succeeded(l).iter().any(|(n, _)| *n != gone)
-        }),
-    )
+    let list = until(&backups, &dir, "the first backup to be deleted after a newer one succeeded", |l| {
+        !l.iter().any(|b| b.name_any() == first) && succeeded(l).iter().any(|(n, _)| *n != first)
+    })
     .await;
     assert!(!first_file.exists(), "{first_file:?} outlived its EtcdBackup");
     assert!(succeeded(&list).len() <= 1, "{:?}", succeeded(&list));
@@ -587,14 +581,10 @@ async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_file
     // and exactly one Succeeded backup, and its file, remain.
     let patch = json!({"spec": {"backup": {"schedule": "0 0 29 2 *"}}});
     env.clusters().patch("sb", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    let files = &snapshot_files;
-    let list = until(
-        "retention to settle on one backup and one file",
-        Box::new(move |l| {
-            let ok = succeeded(l);
-            l.len() == 1 && ok.len() == 1 && files() == [ok[0].1.clone()]
-        }),
-    )
+    let list = until(&backups, &dir, "retention to settle on one backup and one file", |l| {
+        let ok = succeeded(l);
+        l.len() == 1 && ok.len() == 1 && files_in(&dir) == [ok[0].1.clone()]
+    })
     .await;
     let kept = list[0].name_any();
     // The one-shot snapshot and removal components left m1; the member stays.
@@ -635,7 +625,8 @@ async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_file
         }
     })
     .await;
-    let names: Vec<String> = scheduled().await.iter().map(|b| b.name_any()).collect();
+    let list = until(&backups, &dir, "the kept backup to stay", |_| true).await;
+    let names: Vec<String> = list.iter().map(|b| b.name_any()).collect();
     assert_eq!(names, [kept]);
     drop(env);
 }

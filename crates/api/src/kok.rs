@@ -148,7 +148,8 @@ pub struct EtcdStorage {
 ///
 /// - Ticks missed (operator down, cluster just created) are not made up:
 ///   only the most recent one is taken, late, and never a tick from before
-///   the cluster existed. Each tick gets at most one backup.
+///   the cluster existed. Each tick gets at most one backup (one deleted by
+///   hand is not made again; `status.lastScheduleTime` records the tick).
 /// - While a scheduled backup is Pending or Running no new one starts
 ///   (a cluster without a healthy member holds one Pending backup, not one
 ///   per tick).
@@ -236,6 +237,11 @@ pub struct EtcdClusterStatus {
     /// With `spec.backup`: the newest EtcdBackup the schedule created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scheduled_backup: Option<String>,
+    /// With `spec.backup`: the tick of the newest backup the schedule
+    /// created (a tick is never taken twice, even when its backup was
+    /// deleted by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
     /// With `spec.backup`: the schedule's next fire time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_scheduled_backup: Option<Time>,

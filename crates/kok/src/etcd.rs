@@ -7,6 +7,8 @@
 //!
 //! Each reconcile reads the Machines, the Secret and the members, asks
 //! [`flotilla_core::kok::etcd::decide`] for the next step, and does it.
+//! With `spec.backup` it also runs the backup schedule
+//! ([`crate::etcd_schedule`]) and wakes up again at its next tick.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -608,6 +608,7 @@ async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_file
             let valid = c.condition("BackupScheduleValid").is_some_and(|c| c.status == "True");
             valid
                 && status.last_scheduled_backup.as_deref() == Some(kept.as_str())
+                && status.last_schedule_time.is_some()
                 && status.next_scheduled_backup.is_some_and(|t| t.0.to_string().contains("-02-29T00:00:00"))
         }
     })

@@ -187,6 +187,8 @@ pub struct SchedulePlan {
     pub next: Option<Timestamp>,
     /// The newest scheduled backup (the one created now, if any).
     pub last: Option<String>,
+    /// The newest tick that has had its backup.
+    pub last_tick: Option<Timestamp>,
     /// Why the most recent tick has no backup yet, when it is waiting.
     pub waiting: Option<String>,
     /// `BackupScheduleValid`; `None` without a schedule.
@@ -207,6 +209,7 @@ impl SchedulePlan {
         status.conditions.retain(|c| c.type_ != conditions::BACKUP_SCHEDULE_VALID);
         status.conditions.extend(self.condition.clone());
         status.last_scheduled_backup = self.last.clone();
+        status.last_schedule_time = self.last_tick.map(Time);
         status.next_scheduled_backup = self.next.map(Time);
     }
 }
@@ -220,6 +223,7 @@ pub fn carry_over(status: &mut EtcdClusterStatus, previous: Option<&EtcdClusterS
         .conditions
         .extend(previous.conditions.iter().filter(|c| c.type_ == conditions::BACKUP_SCHEDULE_VALID).cloned());
     status.last_scheduled_backup = previous.last_scheduled_backup.clone();
+    status.last_schedule_time = previous.last_schedule_time.clone();
     status.next_scheduled_backup = previous.next_scheduled_backup.clone();
 }
 
@@ -283,7 +287,16 @@ pub fn decide(cluster: &EtcdCluster, backups: &[EtcdBackup], now: Timestamp) -> 
     let Some(schedule) = cluster.spec.backup.as_ref() else { return SchedulePlan::default() };
     let cluster_name = cluster.metadata.name.as_deref().unwrap_or_default();
     let ours = scheduled_backups(cluster, backups);
-    let mut plan = SchedulePlan { last: ours.last().map(|b| name_of(b)), ..Default::default() };
+    // The newest tick taken: from the backups, and from the status (its
+    // backup may have been deleted by hand since).
+    let recorded = cluster.status.as_ref().and_then(|s| s.last_schedule_time.as_ref()).map(|t| t.0);
+    let newest = ours.iter().filter_map(|b| tick_of(b)).chain(recorded).max();
+    let previous_last = cluster.status.as_ref().and_then(|s| s.last_scheduled_backup.clone());
+    let mut plan = SchedulePlan {
+        last: ours.last().map(|b| name_of(b)).or(previous_last),
+        last_tick: newest,
+        ..Default::default()
+    };
     let cron = parse(&schedule.schedule);
     let (cron, next) = match cron {
         Ok(cron) => {
@@ -323,7 +336,6 @@ pub fn decide(cluster: &EtcdCluster, backups: &[EtcdBackup], now: Timestamp) -> 
         ),
         now,
     );
-    let newest = ours.iter().filter_map(|b| tick_of(b)).max();
     let created = cluster.metadata.creation_timestamp.as_ref().map(|t| t.0);
     let due = plan
         .tick
@@ -353,6 +365,7 @@ pub fn decide(cluster: &EtcdCluster, backups: &[EtcdBackup], now: Timestamp) -> 
         } else {
             plan.create = scheduled_backup(cluster, tick);
             plan.last = Some(name);
+            plan.last_tick = Some(tick);
         }
     }
     plan.condition = Some(valid);
@@ -586,7 +599,7 @@ mod tests {
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
             ("EtcdCluster", "uid-e", Some(true))
         );
-        let condition = plan.condition.unwrap();
+        let condition = plan.condition.clone().unwrap();
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("True", "ScheduleValid"));
 
         // Created (in any phase): the same tick never gets a second one,
@@ -599,6 +612,15 @@ mod tests {
                 assert_eq!(again.last.as_deref(), Some("e-20261201-1200"));
             }
         }
+        // Deleted by hand: the status remembers the tick was taken.
+        let mut c2 = c.clone();
+        let mut status = EtcdClusterStatus::default();
+        plan.fill(&mut status);
+        assert_eq!(status.last_schedule_time, Some(Time(at("2026-12-01T12:00:00Z"))));
+        c2.status = Some(status);
+        let after = decide(&c2, &[], at("2026-12-01T13:20:00Z"));
+        assert_eq!((created(&after), after.last.as_deref()), (None, Some("e-20261201-1200")));
+        assert!(created(&decide(&c2, &[], at("2026-12-01T18:00:00Z"))).is_some());
         // Even while it is being deleted.
         let mut deleting = made(&c, "2026-12-01T12:00:00Z", Some(JobPhase::Succeeded));
         deleting.metadata.deletion_timestamp = Some(Time(now));

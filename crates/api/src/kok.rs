@@ -20,6 +20,9 @@ pub const GROUP: &str = "kok.flotilla.io";
 pub mod conditions {
     /// On an EtcdCluster: every member is healthy and there is a leader.
     pub const ETCD_AVAILABLE: &str = "Available";
+    /// On an EtcdCluster with `spec.backup`: its schedule is a cron
+    /// expression that fires (False with the expression and why not).
+    pub const BACKUP_SCHEDULE_VALID: &str = "BackupScheduleValid";
     /// On a HostedCluster: the certificates and kubeconfig Secrets exist and
     /// none is about to expire.
     pub const CERTIFICATES_READY: &str = "CertificatesReady";
@@ -134,15 +137,49 @@ pub struct EtcdStorage {
     pub size: Option<Quantity>,
 }
 
+/// Scheduled backups of an EtcdCluster.
+///
+/// At every fire time of `schedule` (UTC) the operator creates an EtcdBackup
+/// named `<cluster>-<yyyymmdd>-<hhmm>` (`-<hhmmss>` when the tick is not on a
+/// whole minute), labelled `kok.flotilla.io/backup-schedule=<cluster>`, owned
+/// by the EtcdCluster and annotated `kok.flotilla.io/scheduled-at` with its
+/// tick. Its snapshot is the file `<path>/<cluster>-<backup>.db` on
+/// `destination.machine`, taken like any EtcdBackup's.
+///
+/// - Ticks missed (operator down, cluster just created) are not made up:
+///   only the most recent one is taken, late, and never a tick from before
+///   the cluster existed. Each tick gets at most one backup (one deleted by
+///   hand is not made again; `status.lastScheduleTime` records the tick).
+/// - While a scheduled backup is Pending or Running no new one starts
+///   (a cluster without a healthy member holds one Pending backup, not one
+///   per tick).
+/// - Retention: the newest `retention` Succeeded scheduled backups are kept;
+///   older ones are deleted, and so are Failed ones once a newer one
+///   Succeeded (or more than `retention` newer ones Failed). Pending and
+///   Running backups and backups without the label (made by hand) are never
+///   deleted.
+/// - Deleting a scheduled backup (by retention or by hand) removes its
+///   snapshot file from the Machine first (finalizer
+///   `kok.flotilla.io/snapshot-file`), unless the EtcdCluster is being
+///   deleted or gone: a deleted cluster's snapshots stay on disk for an
+///   EtcdRestore from `spec.snapshot`. A Machine that is gone or whose node
+///   agent is silent keeps its file.
+/// - An expression that does not parse sets condition `BackupScheduleValid`
+///   False (with the expression and why) and nothing is created or deleted.
+///   Removing `spec.backup` stops new backups and keeps the existing ones.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EtcdBackupSchedule {
-    /// Standard 5-field cron expression (UTC), e.g. `0 */6 * * *`.
-    #[schemars(length(min = 9))]
+    /// Cron expression, in UTC: 5 fields (`minute hour day-of-month month
+    /// day-of-week`, e.g. `0 */6 * * *`), or 6 with seconds first (e.g.
+    /// `*/30 * * * * *`), or `@hourly`, `@daily`, `@weekly`, `@monthly`,
+    /// `@yearly`.
+    #[schemars(regex(pattern = r"^\s*(@[a-zA-Z]+|(\S+\s+){4,5}\S+)\s*$"))]
     pub schedule: String,
     /// Directory the snapshots are written to.
     pub destination: MachinePath,
-    /// How many scheduled snapshots to keep; older ones are deleted.
+    /// How many Succeeded scheduled snapshots to keep; older ones are
+    /// deleted with their files.
     #[serde(default = "default_retention")]
     #[schemars(range(min = 1, max = 1000))]
     pub retention: i32,
@@ -197,6 +234,17 @@ pub struct EtcdClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// With `spec.backup`: the newest EtcdBackup the schedule created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scheduled_backup: Option<String>,
+    /// With `spec.backup`: the tick of the newest backup the schedule
+    /// created (a tick is never taken twice, even when its backup was
+    /// deleted by hand).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_schedule_time: Option<Time>,
+    /// With `spec.backup`: the schedule's next fire time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scheduled_backup: Option<Time>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -763,6 +811,13 @@ mod tests {
         let network = hc.pointer("/openAPIV3Schema/properties/spec/properties/network/properties").unwrap();
         assert_eq!(network["serviceCIDR"]["default"], "10.96.0.0/12", "{network}");
         assert_eq!(network["clusterDomain"]["default"], "cluster.local");
+        let schedule = etcd
+            .pointer("/openAPIV3Schema/properties/spec/properties/backup/properties/schedule/pattern")
+            .and_then(|p| p.as_str())
+            .unwrap();
+        assert!(schedule.contains("{4,5}"), "5 or 6 fields: {schedule}");
+        let status = etcd.pointer("/openAPIV3Schema/properties/status/properties").unwrap();
+        assert!(status.get("lastScheduledBackup").is_some() && status.get("nextScheduledBackup").is_some());
         let etcd_ref = hc.pointer("/openAPIV3Schema/properties/spec/properties/etcd/oneOf").unwrap();
         assert_eq!(etcd_ref.as_array().unwrap().len(), 2);
     }

@@ -8,6 +8,8 @@
 //!
 //! Each reconcile reads the Machines, the Secret and the members, asks
 //! [`flotilla_core::kok::etcd::decide`] for the next step, and does it.
+//! With `spec.backup` it also runs the backup schedule
+//! ([`crate::etcd_schedule`]) and wakes up again at its next tick.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -194,7 +196,21 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, E
             "etcd member no longer in the membership: its component and data removed from the machine");
     }
 
-    let status = plan::status(&cluster, &decision, &seen, Time(Timestamp::now()));
+    let mut status = plan::status(&cluster, &decision, &seen, Time(Timestamp::now()));
+    // Scheduled backups; their condition and fields go into this status.
+    let wake = match crate::etcd_schedule::step(client, &cluster, Timestamp::now()).await {
+        Ok(Some(schedule)) => {
+            schedule.fill(&mut status);
+            // A moment past the tick, so the clock has surely reached it.
+            schedule.requeue_after(Timestamp::now()).map(|d| d + Duration::from_millis(50))
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(cluster = %name, error = %e, "etcd backup schedule not looked at; retrying");
+            flotilla_core::kok::etcd_schedule::carry_over(&mut status, cluster.status.as_ref());
+            Some(STEP)
+        }
+    };
     write_status(client, &cluster, &status).await?;
     // Soon again while something moves; at the resync pace while waiting
     // for something only a person (or a new Machine) can change.
@@ -208,7 +224,8 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, E
         || !decision.drop.is_empty()
         || !decision.write.is_empty()
         || (decision.progress.is_some() && !waiting_on_people);
-    Ok(Action::requeue(if busy { STEP } else { ctx.config.resync }))
+    let after = if busy { STEP } else { ctx.config.resync };
+    Ok(Action::requeue(wake.map_or(after, |w| w.min(after))))
 }
 
 /// The condition text when etcd refused or did not answer a change.

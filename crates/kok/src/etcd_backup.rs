@@ -5,6 +5,13 @@
 //! component is removed again (the snapshot file, outside the component's
 //! working directory, stays). A Failed backup is not retried: create a new
 //! EtcdBackup.
+//!
+//! A scheduled backup (see [`crate::etcd_schedule`]) carries the finalizer
+//! `kok.flotilla.io/snapshot-file`: deleting it runs a one-shot `rm -f` of
+//! its snapshot file on the destination Machine (in place of the snapshot
+//! component, if that still runs), and the finalizer goes once it exited 0
+//! (or when the file cannot or must not be removed: see
+//! [`flotilla_core::kok::etcd_schedule::removal_plan`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +19,7 @@ use std::time::Duration;
 use flotilla_api::kok::{EtcdBackup, EtcdCluster, JobPhase};
 use flotilla_api::machine::Machine;
 use flotilla_core::kok::etcd as plan;
+use flotilla_core::kok::etcd_schedule as schedule;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -53,6 +61,9 @@ fn error_policy(backup: Arc<EtcdBackup>, error: &Error, _: Arc<Ctx>) -> Action {
 }
 
 async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if backup.metadata.deletion_timestamp.is_some() {
+        return remove_file(&backup, &ctx).await;
+    }
     let name = backup.name_any();
     let namespace = backup.namespace().unwrap_or_default();
     let machine = backup.spec.destination.machine.clone();
@@ -98,4 +109,57 @@ async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Err
     } else {
         Action::requeue(Duration::from_secs(1))
     })
+}
+
+/// A deleted scheduled backup: its snapshot file is removed from the
+/// Machine by a one-shot component, then the finalizer goes.
+async fn remove_file(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
+    if !backup.finalizers().iter().any(|f| f == schedule::FILE_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let name = backup.name_any();
+    let namespace = backup.namespace().unwrap_or_default();
+    let machine = backup.spec.destination.machine.clone();
+    let machines: Api<Machine> = Api::all(ctx.client.clone());
+    let destination = machines.get_opt(&machine).await?;
+    let cluster =
+        Api::<EtcdCluster>::namespaced(ctx.client.clone(), &namespace).get_opt(&backup.spec.cluster).await?;
+    let step = schedule::removal_plan(
+        backup,
+        cluster.as_ref(),
+        destination.as_ref(),
+        &ctx.config.plan,
+        Timestamp::now(),
+    );
+    let manager = plan::backup_field_manager(&namespace, &name);
+    if let Some(component) = &step.run {
+        // The backup's own field manager: a snapshot component still there
+        // is replaced (and stopped), not left running beside it.
+        let body = json!({
+            "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
+            "metadata": {"name": machine},
+            "spec": {"components": [component]},
+        });
+        machines.patch(&machine, &PatchParams::apply(&manager).force(), &Patch::Apply(&body)).await?;
+        tracing::info!(backup = %name, machine = %machine, message = %step.message, "etcd snapshot file removal started");
+    }
+    if let Some(component) = &step.release {
+        crate::etcd::release_machine(&machines, &manager, &machine, component).await?;
+        tracing::info!(backup = %name, machine = %machine, component = %component, "backup component removed");
+    }
+    if !step.done {
+        if step.release.is_some() {
+            tracing::warn!(backup = %name, machine = %machine, message = %step.message, "etcd snapshot file not removed");
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let left: Vec<String> =
+        backup.finalizers().iter().filter(|f| *f != schedule::FILE_FINALIZER).cloned().collect();
+    let body = json!({"metadata": {"finalizers": left, "resourceVersion": backup.resource_version()}});
+    Api::<EtcdBackup>::namespaced(ctx.client.clone(), &namespace)
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
+    tracing::info!(backup = %name, machine = %machine, message = %step.message, "scheduled etcd backup deleted");
+    Ok(Action::await_change())
 }

@@ -6,6 +6,7 @@ pub mod etcd;
 pub mod etcd_backup;
 mod etcd_kube;
 pub mod etcd_restore;
+mod etcd_schedule;
 pub mod hosted;
 mod hosted_kube;
 pub mod kube_runtime;

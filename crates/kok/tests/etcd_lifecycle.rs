@@ -3,8 +3,8 @@
 //! real node agents and real etcd processes: clusters side by side on the
 //! same machines (and the same address), deletion that removes the members
 //! and their data, a dead member replaced on a spare machine with the data
-//! kept, scaling from one member to three through learners, and on-demand
-//! backups.
+//! kept, scaling from one member to three through learners, on-demand
+//! backups, and scheduled backups with retention.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flotilla_api::kok::{
-    EtcdBackup, EtcdBackupSpec, EtcdCluster, EtcdClusterPhase, EtcdClusterSpec, EtcdClusterStatus, JobPhase,
-    MachinePath,
+    EtcdBackup, EtcdBackupSchedule, EtcdBackupSpec, EtcdCluster, EtcdClusterPhase, EtcdClusterSpec,
+    EtcdClusterStatus, JobPhase, MachinePath,
 };
 use flotilla_api::machine::{Machine, MachineSpec};
 use flotilla_core::kok::etcd::{component_name, secret_name, EtcdOperatorConfig};
@@ -496,5 +496,139 @@ async fn an_on_demand_backup_saves_a_snapshot_on_its_machine_or_says_why_not() {
     })
     .await;
     assert!(path.is_file(), "the snapshot outlives its component");
+    drop(env);
+}
+
+/// The Succeeded scheduled backups not being deleted, with their files.
+fn succeeded(list: &[EtcdBackup]) -> Vec<(String, PathBuf)> {
+    list.iter()
+        .filter(|b| b.metadata.deletion_timestamp.is_none())
+        .filter(|b| b.status.as_ref().and_then(|s| s.phase) == Some(JobPhase::Succeeded))
+        .map(|b| (b.name_any(), PathBuf::from(b.status.as_ref().unwrap().path.clone().unwrap())))
+        .collect()
+}
+
+fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir).map(|d| d.map(|e| e.unwrap().path()).collect()).unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Polls the scheduled backups of cluster `sb` until `check` holds of
+/// them; panics with what was seen last.
+async fn until(
+    backups: &Api<EtcdBackup>,
+    dir: &Path,
+    what: &str,
+    check: impl Fn(&[EtcdBackup]) -> bool,
+) -> Vec<EtcdBackup> {
+    let params = kube::api::ListParams::default().labels("kok.flotilla.io/backup-schedule=sb");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = backups.list(&params).await.unwrap().items;
+        if check(&list) {
+            return list;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let seen: Vec<_> = list
+                .iter()
+                .map(|b| (b.name_any(), b.metadata.deletion_timestamp.is_some(), b.status.clone()))
+                .collect();
+            panic!("{what}: never happened; backups {seen:#?}, files {:?}", files_in(dir));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_files() {
+    let mut env = Env::start().await;
+    env.machine("m1", "etcd").await;
+    env.operator(Duration::from_secs(60));
+    let dir = env.dir.path().join("scheduled");
+    let spec = EtcdClusterSpec {
+        members: 1,
+        version: "3.4.13".into(),
+        machine_selector: BTreeMap::from([("pool".to_string(), "etcd".to_string())]),
+        backup: Some(EtcdBackupSchedule {
+            // Seconds first: every 10 s.
+            schedule: "*/10 * * * * *".into(),
+            destination: MachinePath { machine: "m1".into(), path: dir.display().to_string() },
+            retention: 1,
+        }),
+        ..Default::default()
+    };
+    env.clusters().create(&PostParams::default(), &EtcdCluster::new("sb", spec)).await.unwrap();
+    let backups: Api<EtcdBackup> = Api::namespaced(env.client(), NS);
+    // A tick's backup Succeeds, with its file on m1.
+    let list = until(&backups, &dir, "a scheduled backup to succeed", |l| !succeeded(l).is_empty()).await;
+    let (first, first_file) = succeeded(&list)[0].clone();
+    assert!(first.starts_with("sb-2") && first_file.is_file(), "{first}: {first_file:?}");
+    let b = list.iter().find(|b| b.name_any() == first).unwrap();
+    assert_eq!(b.finalizers(), ["kok.flotilla.io/snapshot-file"]);
+    assert_eq!(b.owner_references()[0].name, "sb");
+
+    // A later tick's backup Succeeds; retention 1 deletes the first, and
+    // its file goes before it does.
+    let list = until(&backups, &dir, "the first backup to be deleted after a newer one succeeded", |l| {
+        !l.iter().any(|b| b.name_any() == first) && succeeded(l).iter().any(|(n, _)| *n != first)
+    })
+    .await;
+    assert!(!first_file.exists(), "{first_file:?} outlived its EtcdBackup");
+    assert!(succeeded(&list).len() <= 1, "{:?}", succeeded(&list));
+
+    // A schedule that fires no time soon: whatever was under way finishes
+    // and exactly one Succeeded backup, and its file, remain.
+    let patch = json!({"spec": {"backup": {"schedule": "0 0 29 2 *"}}});
+    env.clusters().patch("sb", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let list = until(&backups, &dir, "retention to settle on one backup and one file", |l| {
+        let ok = succeeded(l);
+        l.len() == 1 && ok.len() == 1 && files_in(&dir) == [ok[0].1.clone()]
+    })
+    .await;
+    let kept = list[0].name_any();
+    // The one-shot snapshot and removal components left m1; the member stays.
+    let machine_api: Api<Machine> = Api::all(env.client());
+    wait_for("the one-shot components to leave m1", WAIT, || {
+        let machine_api = machine_api.clone();
+        async move {
+            let m = machine_api.get("m1").await.unwrap();
+            let names: Vec<String> = m.spec.components.iter().map(|c| c.name.clone()).collect();
+            names == [component_name(NS, "sb")]
+        }
+    })
+    .await;
+    let clusters = env.clusters();
+    let kept_name = kept.clone();
+    wait_for("the status to name the kept backup and the next tick", WAIT, || {
+        let (clusters, kept) = (clusters.clone(), kept_name.clone());
+        async move {
+            let c = clusters.get("sb").await.unwrap();
+            let status = c.status.clone().unwrap_or_default();
+            let valid = c.condition("BackupScheduleValid").is_some_and(|c| c.status == "True");
+            valid
+                && status.last_scheduled_backup.as_deref() == Some(kept.as_str())
+                && status.last_schedule_time.is_some()
+                && status.next_scheduled_backup.is_some_and(|t| t.0.to_string().contains("-02-29T00:00:00"))
+        }
+    })
+    .await;
+
+    // An expression that does not parse: said on the cluster, nothing done.
+    let patch = json!({"spec": {"backup": {"schedule": "61 * * * *"}}});
+    env.clusters().patch("sb", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    wait_for("BackupScheduleValid to turn False", WAIT, || {
+        let clusters = clusters.clone();
+        async move {
+            let c = clusters.get("sb").await.unwrap();
+            c.condition("BackupScheduleValid")
+                .is_some_and(|c| c.status == "False" && c.message.contains("`61 * * * *`"))
+        }
+    })
+    .await;
+    let list = until(&backups, &dir, "the kept backup to stay", |_| true).await;
+    let names: Vec<String> = list.iter().map(|b| b.name_any()).collect();
+    assert_eq!(names, [kept]);
     drop(env);
 }

@@ -1289,6 +1289,8 @@ pub fn status(cluster: &EtcdCluster, plan: &Plan, seen: &Observation, now: Time)
         observed_generation: generation,
         conditions: vec![condition],
         members: out,
+        // The backup schedule's fields: `etcd_schedule::SchedulePlan::fill`.
+        ..Default::default()
     }
 }
 

@@ -6,6 +6,7 @@ pub mod addons;
 pub mod etcd;
 pub mod etcd_kube;
 pub mod etcd_restore;
+pub mod etcd_schedule;
 pub mod hosted;
 pub mod kube_runtime;
 pub mod pki;

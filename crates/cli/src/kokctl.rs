@@ -158,7 +158,8 @@ pub struct CreateArgs {
     pub etcd_version: Option<String>,
     /// Where the control plane runs
     ///
-    /// etcd runs as processes on the Machines either way.
+    /// The cluster's etcd runs the same way: members on the Machines, or a
+    /// StatefulSet in the meta cluster.
     #[arg(long, value_enum, default_value_t = RuntimeArg::Process)]
     pub runtime: RuntimeArg,
     /// Instances of each control-plane component, 1-5 (more elect a leader)
@@ -291,8 +292,8 @@ pub fn build_etcd_cluster(req: &ClusterRequest) -> EtcdCluster {
         EtcdClusterSpec {
             members: req.etcd_members,
             version: req.etcd_version.clone(),
-            // The etcd operator runs members as processes only.
-            runtime: Runtime::Process,
+            // Beside the control plane: on the Machines, or in the meta cluster.
+            runtime: req.runtime,
             ..Default::default()
         },
     );
@@ -1355,7 +1356,7 @@ mod tests {
         assert_eq!(pooled.spec.nodes.unwrap().machine_pool.as_deref(), Some("workers"));
         let etcd = build_etcd_cluster(&req);
         assert_eq!(etcd.spec.members, 1);
-        assert_eq!(etcd.spec.runtime, Runtime::Process, "etcd members always run as processes");
+        assert_eq!(etcd.spec.runtime, Runtime::Kubernetes, "etcd runs where the control plane does");
     }
 
     #[test]

@@ -605,6 +605,8 @@ pub fn status(
         observed_generation: cluster.metadata.generation,
         conditions: vec![condition],
         members,
+        // Scheduled backups run for the process runtime only.
+        ..Default::default()
     }
 }
 

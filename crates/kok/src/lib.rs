@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod etcd_backup;
+pub mod etcd_keys;
 pub mod etcd_restore;
 pub mod hosted;
 mod hosted_kube;

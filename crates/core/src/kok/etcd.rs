@@ -1146,9 +1146,9 @@ pub fn backup_plan(
                         phase: Some(JobPhase::Succeeded),
                         size_bytes: info.as_ref().and_then(|i| i64::try_from(i.bytes).ok()),
                         revision: info.as_ref().map(|i| i.revision),
-                        message: info
-                            .as_ref()
-                            .map(|i| format!("{} keys under {} at revision {}", i.keys, i.prefix, i.revision)),
+                        message: info.as_ref().map(|i| {
+                            format!("{} keys under {} at revision {}", i.keys, i.prefix, i.revision)
+                        }),
                         ..done
                     }
                 } else if c.last_exit_code == Some(0) {
@@ -2122,7 +2122,10 @@ mod tests {
         let (phase, message) = wait(&backup(None), Some(&cluster(3)), Some(&m1));
         assert_eq!((phase, message.contains("no healthy member")), (Some(JobPhase::Pending), true));
         let (phase, message) = wait(&backup(Some("/a")), Some(&cluster(3)), Some(&m1));
-        assert_eq!((phase, message.contains("no healthy member to take a key dump")), (Some(JobPhase::Pending), true));
+        assert_eq!(
+            (phase, message.contains("no healthy member to take a key dump")),
+            (Some(JobPhase::Pending), true)
+        );
         assert_eq!(backup_component_name("ns", "b.1"), "etcd-backup-ns-b-1");
         let long = backup_component_name("a-rather-long-namespace-name", "and-an-even-longer-backup-name");
         assert!(long.len() <= 63 && long.starts_with("etcd-backup-a-rather"), "{long}");

@@ -364,7 +364,9 @@ mod tests {
         assert!(text.contains("\"version\":1") && text.contains("L2NsdXN0ZXJzL2EveA=="), "{text}");
 
         let file = |v: u32, prefix: &str, key: &str| {
-            format!(r#"{{"version":{v},"prefix":"{prefix}","revision":1,"keys":[{{"key":"{key}","value":""}}]}}"#)
+            format!(
+                r#"{{"version":{v},"prefix":"{prefix}","revision":1,"keys":[{{"key":"{key}","value":""}}]}}"#
+            )
         };
         let ok = B64.encode("/clusters/a/x");
         assert!(decode(file(1, "/clusters/a", &ok).as_bytes()).is_ok());
@@ -414,11 +416,10 @@ mod tests {
         );
         let empty = parse_range(br#"{"header":{"revision":"3"}}"#).unwrap();
         assert_eq!(empty, RangePage { revision: 3, kvs: vec![], more: false });
-        let compacted = parse_range(
-            br#"{"error":"etcdserver: mvcc: required revision has been compacted","code":11}"#,
-        )
-        .unwrap_err()
-        .to_string();
+        let compacted =
+            parse_range(br#"{"error":"etcdserver: mvcc: required revision has been compacted","code":11}"#)
+                .unwrap_err()
+                .to_string();
         assert!(compacted.contains("compacted"), "{compacted}");
     }
 
@@ -453,9 +454,15 @@ mod tests {
         assert_eq!(split.iter().map(|b| b.len()).collect::<Vec<_>>(), [128, 128, 44]);
         assert_eq!(split.concat(), keys);
         let big: Vec<Kv> = (0..4).map(|i| Kv::new(format!("/a/{i}"), vec![b'x'; 400_000])).collect();
-        assert_eq!(batches(&big, MAX_TXN_OPS, MAX_TXN_BYTES).iter().map(|b| b.len()).collect::<Vec<_>>(), [2, 2]);
+        assert_eq!(
+            batches(&big, MAX_TXN_OPS, MAX_TXN_BYTES).iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [2, 2]
+        );
         let huge = vec![Kv::new("/a/huge", vec![b'x'; 2_000_000]), Kv::new("/a/small", "v")];
-        assert_eq!(batches(&huge, MAX_TXN_OPS, MAX_TXN_BYTES).iter().map(|b| b.len()).collect::<Vec<_>>(), [1, 1]);
+        assert_eq!(
+            batches(&huge, MAX_TXN_OPS, MAX_TXN_BYTES).iter().map(|b| b.len()).collect::<Vec<_>>(),
+            [1, 1]
+        );
         assert!(batches(&[], MAX_TXN_OPS, MAX_TXN_BYTES).is_empty());
 
         let txn: Value = serde_json::from_str(&txn_request(&keys[..2])).unwrap();
@@ -463,14 +470,23 @@ mod tests {
             txn["compare"][1],
             json!({"key": B64.encode("/a/0001"), "target": "CREATE", "result": "EQUAL", "create_revision": "0"})
         );
-        assert_eq!(txn["success"][0], json!({"request_put": {"key": B64.encode("/a/0000"), "value": "dg=="}}));
+        assert_eq!(
+            txn["success"][0],
+            json!({"request_put": {"key": B64.encode("/a/0000"), "value": "dg=="}})
+        );
         assert_eq!(parse_txn(br#"{"header":{"revision":"8"},"succeeded":true}"#).unwrap(), (true, 8));
         assert_eq!(parse_txn(br#"{"header":{"revision":"8"}}"#).unwrap(), (false, 8));
     }
 
     #[test]
     fn summaries_are_found_in_a_log_tail() {
-        let s = DumpSummary { dumped: "/b/f.keys.json".into(), prefix: "/a".into(), revision: 4, keys: 2, bytes: 99 };
+        let s = DumpSummary {
+            dumped: "/b/f.keys.json".into(),
+            prefix: "/a".into(),
+            revision: 4,
+            keys: 2,
+            bytes: 99,
+        };
         let tail = vec![
             "starting".to_string(),
             serde_json::to_string(&s).unwrap(),

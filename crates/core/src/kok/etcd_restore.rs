@@ -136,7 +136,9 @@ pub fn decide(
     };
     if let Some(prefix) = backup.and_then(|b| b.spec.prefix.as_deref()) {
         // The controller asks `decide_keys` for these.
-        return failed(format!("the backup holds only the keys under {prefix}: it restores into an existing cluster"));
+        return failed(format!(
+            "the backup holds only the keys under {prefix}: it restores into an existing cluster"
+        ));
     }
     let template = match (&spec.template, source) {
         (Some(t), _) => t.clone(),
@@ -177,11 +179,16 @@ pub fn decide_keys(
     let on_machine = holder.is_some_and(|m| m.spec.components.iter().any(|c| c.name == component));
     let previous = restore.status.clone().unwrap_or_default();
     if matches!(previous.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
-        return if on_machine { RestoreStep::Release { machine, status: previous } } else { RestoreStep::Report(previous) };
+        return if on_machine {
+            RestoreStep::Release { machine, status: previous }
+        } else {
+            RestoreStep::Report(previous)
+        };
     }
     let backup_status = backup.status.clone().unwrap_or_default();
     if on_machine {
-        let reported = holder.iter().flat_map(|m| &m.status).flat_map(|s| &s.components).find(|c| c.name == component);
+        let reported =
+            holder.iter().flat_map(|m| &m.status).flat_map(|s| &s.components).find(|c| c.name == component);
         let status = match reported {
             Some(c) if c.last_exit_time.is_some() && c.pid.is_none() => {
                 if c.last_exit_code == Some(0) {
@@ -200,11 +207,18 @@ pub fn decide_keys(
                     }
                 } else {
                     let code = c.last_exit_code.map_or("an unknown code".to_string(), |c| c.to_string());
-                    let tail: Vec<&str> =
-                        c.log_tail.iter().map(String::as_str).filter(|l| !l.starts_with("---- flotilla")).collect();
+                    let tail: Vec<&str> = c
+                        .log_tail
+                        .iter()
+                        .map(String::as_str)
+                        .filter(|l| !l.starts_with("---- flotilla"))
+                        .collect();
                     EtcdRestoreStatus {
                         phase: Some(JobPhase::Failed),
-                        message: Some(format!("the key load on {machine} exited with {code}: {}", tail.join("\n"))),
+                        message: Some(format!(
+                            "the key load on {machine} exited with {code}: {}",
+                            tail.join("\n")
+                        )),
                         ..Default::default()
                     }
                 }
@@ -212,7 +226,10 @@ pub fn decide_keys(
             _ => {
                 return RestoreStep::Report(EtcdRestoreStatus {
                     phase: Some(JobPhase::Running),
-                    message: Some(format!("loading the keys under {prefix} into EtcdCluster {}", spec.target)),
+                    message: Some(format!(
+                        "loading the keys under {prefix} into EtcdCluster {}",
+                        spec.target
+                    )),
                     ..Default::default()
                 })
             }
@@ -253,7 +270,10 @@ pub fn decide_keys(
         return failed(format!("EtcdCluster {} (spec.target) is being deleted: name another", spec.target));
     }
     let Some(holder) = holder else {
-        return waiting(JobPhase::Pending, format!("waiting for Machine {machine} (it holds the key dump) to exist"));
+        return waiting(
+            JobPhase::Pending,
+            format!("waiting for Machine {machine} (it holds the key dump) to exist"),
+        );
     };
     let members = etcd::serving_members(target);
     if members.is_empty() {
@@ -455,7 +475,10 @@ mod tests {
         let step = decide_keys(&r, &b, Some(&shared(true)), Some(&holder()), &cfg);
         let RestoreStep::Load { machine, component, status } = step else { panic!("{step:?}") };
         assert_eq!((machine.as_str(), component.name.as_str()), ("m1", "etcd-restore-ns-r1"));
-        assert_eq!((component.binary.as_str(), component.restart_policy), ("/opt/flotilla", RestartPolicy::Never));
+        assert_eq!(
+            (component.binary.as_str(), component.restart_policy),
+            ("/opt/flotilla", RestartPolicy::Never)
+        );
         assert_eq!(
             component.args,
             [
@@ -483,7 +506,11 @@ mod tests {
             .collect();
         assert_eq!(
             secrets,
-            [("shared-etcd-pki", "etcd-ca.crt"), ("shared-etcd-pki", "client.crt"), ("shared-etcd-pki", "client.key")],
+            [
+                ("shared-etcd-pki", "etcd-ca.crt"),
+                ("shared-etcd-pki", "client.crt"),
+                ("shared-etcd-pki", "client.key")
+            ],
             "the target's client certificate"
         );
         assert_eq!(status.phase, Some(JobPhase::Running));
@@ -514,11 +541,15 @@ mod tests {
             present: 1,
         };
         m1.status = Some(exited(0, vec![serde_json::to_string(&summary).unwrap()]));
-        let RestoreStep::Release { machine, status } = decide_keys(&r, &b, Some(&shared(true)), Some(&m1), &cfg)
+        let RestoreStep::Release { machine, status } =
+            decide_keys(&r, &b, Some(&shared(true)), Some(&m1), &cfg)
         else {
             panic!()
         };
-        assert_eq!((machine.as_str(), status.phase, status.revision), ("m1", Some(JobPhase::Succeeded), Some(42)));
+        assert_eq!(
+            (machine.as_str(), status.phase, status.revision),
+            ("m1", Some(JobPhase::Succeeded), Some(42))
+        );
         let message = status.message.clone().unwrap();
         assert!(message.starts_with("3 key(s) written, 1 already there"), "{message}");
         // Recorded: only the release is left, and once released, nothing.
@@ -541,12 +572,16 @@ mod tests {
                 "error: refusing to restore: prefix /clusters/a already holds 1 key(s)".into(),
             ],
         ));
-        let RestoreStep::Release { status, .. } = decide_keys(&r, &b, Some(&shared(true)), Some(&m1), &cfg) else {
+        let RestoreStep::Release { status, .. } = decide_keys(&r, &b, Some(&shared(true)), Some(&m1), &cfg)
+        else {
             panic!()
         };
         let message = status.message.unwrap();
         assert_eq!(status.phase, Some(JobPhase::Failed));
-        assert!(message.contains("exited with 1: error: refusing to restore") && !message.contains("node-agent"), "{message}");
+        assert!(
+            message.contains("exited with 1: error: refusing to restore") && !message.contains("node-agent"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -555,10 +590,26 @@ mod tests {
         let ok = keys_backup(JobPhase::Succeeded);
         let (phase, message) = report(decide_keys(&r, &ok, None, Some(&holder()), &cfg));
         assert_eq!(phase, JobPhase::Pending);
-        assert!(message.contains("EtcdCluster shared (spec.target) does not exist") && message.contains("existing"), "{message}");
-        let (phase, message) = report(decide_keys(&r, &keys_backup(JobPhase::Running), Some(&shared(true)), Some(&holder()), &cfg));
+        assert!(
+            message.contains("EtcdCluster shared (spec.target) does not exist")
+                && message.contains("existing"),
+            "{message}"
+        );
+        let (phase, message) = report(decide_keys(
+            &r,
+            &keys_backup(JobPhase::Running),
+            Some(&shared(true)),
+            Some(&holder()),
+            &cfg,
+        ));
         assert_eq!((phase, message.contains("to succeed")), (JobPhase::Pending, true));
-        let (phase, message) = report(decide_keys(&r, &keys_backup(JobPhase::Failed), Some(&shared(true)), Some(&holder()), &cfg));
+        let (phase, message) = report(decide_keys(
+            &r,
+            &keys_backup(JobPhase::Failed),
+            Some(&shared(true)),
+            Some(&holder()),
+            &cfg,
+        ));
         assert_eq!((phase, message.contains("no leader")), (JobPhase::Failed, true));
         let (phase, message) = report(decide_keys(&r, &ok, Some(&shared(false)), Some(&holder()), &cfg));
         assert_eq!((phase, message.contains("no healthy member")), (JobPhase::Pending, true));
@@ -566,7 +617,8 @@ mod tests {
         assert_eq!((phase, message.contains("Machine m1")), (JobPhase::Pending, true));
         let mut templated = r.clone();
         templated.spec.template = Some(EtcdClusterSpec::default());
-        let (phase, message) = report(decide_keys(&templated, &ok, Some(&shared(true)), Some(&holder()), &cfg));
+        let (phase, message) =
+            report(decide_keys(&templated, &ok, Some(&shared(true)), Some(&holder()), &cfg));
         assert_eq!((phase, message.contains("spec.template does not apply")), (JobPhase::Failed, true));
         // `decide` never founds a new cluster from a key dump.
         let (phase, _) = report(decide(&r, Some(&ok), None, None));

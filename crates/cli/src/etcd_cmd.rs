@@ -313,10 +313,13 @@ pub struct KeysConnArgs {
     /// Client URLs, tried in order.
     #[arg(long, value_delimiter = ',', required = true)]
     pub endpoints: Vec<String>,
+    /// PEM file of the CA the members' serving certificates are signed by.
     #[arg(long)]
     pub cacert: PathBuf,
+    /// PEM file of the client certificate.
     #[arg(long)]
     pub cert: PathBuf,
+    /// PEM file of the client certificate's key.
     #[arg(long)]
     pub key: PathBuf,
     /// Seconds one request may take.
@@ -340,8 +343,10 @@ impl KeysConnArgs {
 pub struct KeysDumpArgs {
     #[command(flatten)]
     pub conn: KeysConnArgs,
+    /// Keys starting with these bytes, e.g. /clusters/team-a.
     #[arg(long)]
     pub prefix: String,
+    /// The dump file (written to a temporary file beside it, then renamed).
     #[arg(long)]
     pub out: PathBuf,
 }

@@ -310,9 +310,13 @@ pub struct EtcdBackupSpec {
     /// Name of the EtcdCluster (same namespace).
     #[schemars(length(min = 1))]
     pub cluster: String,
-    /// Only keys under this prefix (one hosted cluster of a shared etcd);
-    /// the whole keyspace when absent. A prefixed backup is a key dump, not
-    /// a snapshot file.
+    /// Only keys under this prefix (one hosted cluster of a shared etcd,
+    /// its `spec.etcd.shared.prefix`); the whole keyspace when absent. A
+    /// prefixed backup is a key dump, not a snapshot file:
+    /// `<destination>/<cluster>-<name>.keys.json`, every key read at one
+    /// revision, written by `flotilla etcd-keys dump` on the destination
+    /// machine; the status message gives the key count. A plain byte
+    /// prefix: `/clusters/a` also covers `/clusters/ab/…`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/"))]
     pub prefix: Option<String>,
@@ -355,7 +359,9 @@ pub struct EtcdBackupStatus {
 
 // ---------------------------------------------------------------- EtcdRestore
 
-/// Restores a snapshot into a new EtcdCluster (never into a running one).
+/// Restores a snapshot into a new EtcdCluster (never into a running one),
+/// or a prefixed backup (one tenant's keys) into an existing EtcdCluster
+/// whose prefix is empty.
 #[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "kok.flotilla.io",
@@ -377,11 +383,19 @@ pub struct EtcdRestoreSpec {
     /// A snapshot file on a machine (`path` is the file, not a directory).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot: Option<MachinePath>,
-    /// Name of the EtcdCluster to create; it must not exist yet.
+    /// Name of the EtcdCluster to create; it must not exist yet. For a
+    /// prefixed backup (`EtcdBackup.spec.prefix`), the opposite: the
+    /// EXISTING EtcdCluster to load the keys into, typically the shared
+    /// one the backup was taken from, in which the prefix must be empty
+    /// (stop that tenant's API server and delete its keys first). The load
+    /// is refused when keys under the prefix differ from the backup's, so
+    /// a live tenant is never overwritten; keys that already hold the
+    /// backup's values (what an interrupted restore leaves) are kept, so a
+    /// new restore finishes an interrupted one.
     #[schemars(length(min = 1, max = 63))]
     pub target: String,
     /// Spec of the new cluster; by default the backed-up cluster's spec
-    /// (required with `snapshot`).
+    /// (required with `snapshot`; not allowed with a prefixed backup).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<EtcdClusterSpec>,
 }

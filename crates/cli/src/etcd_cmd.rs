@@ -1,5 +1,9 @@
-//! `flotilla etcd …`: on-demand snapshots of an EtcdCluster.
+//! `flotilla etcd …`: on-demand snapshots of an EtcdCluster (or of one
+//! tenant's key prefix) and their restores; and the hidden `flotilla
+//! etcd-keys dump|load` that prefixed backups and restores run on the
+//! machines.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -15,20 +19,35 @@ use crate::fleetctl::HubKubeconfig;
 
 #[derive(Subcommand, Debug)]
 pub enum EtcdCommand {
-    /// Snapshot an EtcdCluster to a directory on a Machine and wait for the outcome.
+    /// Snapshot an EtcdCluster (or one tenant's --prefix) to a directory on a Machine and wait for the outcome.
     #[command(long_about = "Snapshot an EtcdCluster to a directory on a Machine.\n\n\
         Creates an EtcdBackup; the operator runs `etcdctl snapshot save` against the\n\
         cluster's leader on --machine (its node agent runs it) and records the file's path,\n\
         size and revision on the EtcdBackup's status. Waits (up to --timeout) and exits 1\n\
-        when the backup Failed, with the reason.")]
+        when the backup Failed, with the reason.\n\n\
+        With --prefix, only the keys under that prefix are backed up: one tenant of a shared\n\
+        EtcdCluster (a HostedCluster's spec.etcd.shared.prefix, its --etcd-prefix). The file is\n\
+        then a key dump (DIR/CLUSTER-NAME.keys.json, read at one revision) written by\n\
+        `flotilla etcd-keys dump` on the machine; the status also gives the key count. The\n\
+        prefix is a plain byte prefix: /clusters/a also covers /clusters/ab/...; end it with /\n\
+        to mean one directory only.")]
     Backup(BackupArgs),
-    /// Restore an EtcdBackup into a new EtcdCluster and wait until it runs.
-    #[command(long_about = "Restore an EtcdBackup into a new EtcdCluster.\n\n\
-        Creates an EtcdRestore; the operator creates EtcdCluster --target (it must not exist:\n\
-        a restore never overwrites a cluster) whose first member restores the snapshot on\n\
-        the Machine holding it, the others joining as learners. The new cluster copies the\n\
-        backed-up cluster's spec unless --members is given (required when that cluster is\n\
-        gone). Point a HostedCluster's spec.etcd.clusterRef at it to bring its objects back.")]
+    /// Restore an EtcdBackup: a snapshot into a new EtcdCluster, a prefixed one into an existing one.
+    #[command(long_about = "Restore an EtcdBackup and wait for the outcome.\n\n\
+        Snapshot (whole-cluster) backups: creates an EtcdRestore; the operator creates\n\
+        EtcdCluster --target (it must not exist: a restore never overwrites a cluster) whose\n\
+        first member restores the snapshot on the Machine holding it, the others joining as\n\
+        learners. The new cluster copies the backed-up cluster's spec unless --members is\n\
+        given (required when that cluster is gone). Point a HostedCluster's\n\
+        spec.etcd.clusterRef at it to bring its objects back.\n\n\
+        Prefixed backups (one tenant's keys, `etcd backup --prefix`): --target is an EXISTING\n\
+        EtcdCluster, typically the shared one the backup was taken from, and the backup's\n\
+        prefix must be empty there (delete the tenant's keys first, with its API server\n\
+        stopped). `flotilla etcd-keys load` on the Machine holding the dump writes the keys\n\
+        back; other tenants are not touched. The restore is refused when the prefix holds\n\
+        keys that differ from the backup, so a live tenant is never overwritten; keys that\n\
+        already hold the backup's values (what an interrupted restore leaves) are kept, so\n\
+        running the restore again finishes it. --members does not apply.")]
     Restore(RestoreArgs),
 }
 
@@ -36,9 +55,13 @@ pub enum EtcdCommand {
 pub struct RestoreArgs {
     /// The EtcdBackup to restore (it must have Succeeded).
     pub backup: String,
-    /// Name of the new EtcdCluster.
+    /// Name of the new EtcdCluster (for a prefixed backup: the existing one to restore into).
     #[arg(long)]
     pub target: String,
+    /// Name of the EtcdRestore (default: TARGET-restore; BACKUP-restore-<unix-seconds> for a
+    /// prefixed backup, which may be restored into one cluster more than once).
+    #[arg(long)]
+    pub name: Option<String>,
     /// Members of the new cluster (1, 3 or 5); default: the backed-up cluster's spec.
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5"]))]
     pub members: Option<String>,
@@ -58,15 +81,28 @@ pub struct RestoreArgs {
     pub timeout: u64,
 }
 
-/// The EtcdRestore the flags ask for.
-pub fn restore_object(args: &RestoreArgs) -> EtcdRestore {
+/// The EtcdRestore the flags ask for, of a backup that is `prefixed` or
+/// not; `Err` says what to fix.
+pub fn restore_object(args: &RestoreArgs, prefixed: bool, now_secs: u64) -> Result<EtcdRestore, String> {
+    if prefixed && args.members.is_some() {
+        return Err(format!(
+            "EtcdBackup {} holds one prefix's keys: it restores into the existing EtcdCluster --target, \
+             so --members does not apply",
+            args.backup
+        ));
+    }
     let template = args.members.as_deref().and_then(|m| m.parse().ok()).map(|members| EtcdClusterSpec {
         members,
         version: args.version.clone(),
         ..Default::default()
     });
+    let name = match (&args.name, prefixed) {
+        (Some(name), _) => name.clone(),
+        (None, true) => format!("{}-restore-{now_secs}", args.backup),
+        (None, false) => format!("{}-restore", args.target),
+    };
     let mut restore = EtcdRestore::new(
-        &format!("{}-restore", args.target),
+        &name,
         EtcdRestoreSpec {
             backup: Some(args.backup.clone()),
             snapshot: None,
@@ -75,13 +111,19 @@ pub fn restore_object(args: &RestoreArgs) -> EtcdRestore {
         },
     );
     restore.metadata.namespace = Some(args.namespace.clone());
-    restore
+    Ok(restore)
 }
 
 /// One line about a restore's outcome, or `None` while it runs.
-pub fn restore_outcome(name: &str, target: &str, status: &EtcdRestoreStatus) -> Option<(bool, String)> {
+pub fn restore_outcome(
+    name: &str,
+    target: &str,
+    prefixed: bool,
+    status: &EtcdRestoreStatus,
+) -> Option<(bool, String)> {
     let message = status.message.as_deref().unwrap_or_default();
     match status.phase {
+        Some(JobPhase::Succeeded) if prefixed => Some((true, format!("restore {name}: {message}"))),
         Some(JobPhase::Succeeded) => Some((
             true,
             format!(
@@ -104,6 +146,10 @@ pub struct BackupArgs {
     /// Absolute directory on that Machine.
     #[arg(long, value_name = "DIR")]
     pub dir: String,
+    /// Back up only the keys under this prefix (one tenant of a shared EtcdCluster, e.g.
+    /// /clusters/team-a): a key dump, not a snapshot.
+    #[arg(long, value_name = "PREFIX")]
+    pub prefix: Option<String>,
     /// Name of the EtcdBackup (default: CLUSTER-<unix-seconds>).
     #[arg(long)]
     pub name: Option<String>,
@@ -125,12 +171,15 @@ pub fn backup_object(args: &BackupArgs, now_secs: u64) -> Result<EtcdBackup, Str
     if !args.dir.starts_with('/') {
         return Err(format!("--dir {}: must be an absolute directory on the machine", args.dir));
     }
+    if let Some(prefix) = args.prefix.as_deref().filter(|p| !p.starts_with('/')) {
+        return Err(format!("--prefix {prefix}: must start with /, e.g. /clusters/team-a"));
+    }
     let name = args.name.clone().unwrap_or_else(|| format!("{}-{now_secs}", args.cluster));
     let mut backup = EtcdBackup::new(
         &name,
         EtcdBackupSpec {
             cluster: args.cluster.clone(),
-            prefix: None,
+            prefix: args.prefix.clone(),
             destination: MachinePath { machine: args.machine.clone(), path: args.dir.clone() },
         },
     );
@@ -144,11 +193,12 @@ pub fn outcome(name: &str, status: &EtcdBackupStatus) -> Option<(bool, String)> 
         Some(JobPhase::Succeeded) => Some((
             true,
             format!(
-                "backup {name}: {} ({} bytes, revision {}, from {})",
+                "backup {name}: {} ({} bytes, revision {}, from {}){}",
                 status.path.as_deref().unwrap_or("?"),
                 status.size_bytes.map_or("?".to_string(), |s| s.to_string()),
                 status.revision.map_or("?".to_string(), |r| r.to_string()),
                 status.member.as_deref().unwrap_or("?"),
+                status.message.as_deref().map_or(String::new(), |m| format!(": {m}")),
             ),
         )),
         Some(JobPhase::Failed) => Some((
@@ -167,9 +217,19 @@ pub async fn run(cmd: EtcdCommand) -> anyhow::Result<bool> {
 }
 
 async fn restore(args: RestoreArgs) -> anyhow::Result<bool> {
-    let object = restore_object(&args);
-    let name = object.metadata.name.clone().unwrap_or_default();
     let client = args.hub.client().await?;
+    let backup = Api::<EtcdBackup>::namespaced(client.clone(), &args.namespace)
+        .get_opt(&args.backup)
+        .await
+        .with_context(|| format!("reading EtcdBackup {}", args.backup))?
+        .with_context(|| {
+            format!("EtcdBackup {} does not exist in namespace {}", args.backup, args.namespace)
+        })?;
+    let prefixed = backup.spec.prefix.is_some();
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_secs();
+    let object = restore_object(&args, prefixed, now).map_err(anyhow::Error::msg)?;
+    let name = object.metadata.name.clone().unwrap_or_default();
     let api: Api<EtcdRestore> = Api::namespaced(client, &args.namespace);
     api.create(&PostParams::default(), &object)
         .await
@@ -187,7 +247,7 @@ async fn restore(args: RestoreArgs) -> anyhow::Result<bool> {
             .with_context(|| format!("reading EtcdRestore {name}"))?
             .status
             .unwrap_or_default();
-        if let Some((ok, line)) = restore_outcome(&name, &args.target, &status) {
+        if let Some((ok, line)) = restore_outcome(&name, &args.target, prefixed, &status) {
             println!("{line}");
             return Ok(ok);
         }
@@ -239,6 +299,98 @@ async fn backup(args: BackupArgs) -> anyhow::Result<bool> {
     }
 }
 
+#[derive(Subcommand, Debug)]
+pub enum EtcdKeysCommand {
+    /// Write every key under --prefix (read at one revision) to --out, atomically.
+    Dump(KeysDumpArgs),
+    /// Write the keys of a dump back; refuses when keys under its prefix differ from it.
+    Load(KeysLoadArgs),
+}
+
+/// How to reach the cluster (as etcdctl's flags).
+#[derive(Args, Debug)]
+pub struct KeysConnArgs {
+    /// Client URLs, tried in order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub endpoints: Vec<String>,
+    /// PEM file of the CA the members' serving certificates are signed by.
+    #[arg(long)]
+    pub cacert: PathBuf,
+    /// PEM file of the client certificate.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// PEM file of the client certificate's key.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Seconds one request may take.
+    #[arg(long, default_value_t = 30)]
+    pub request_timeout: u64,
+}
+
+impl KeysConnArgs {
+    fn connection(&self) -> anyhow::Result<flotilla_kok::etcd_keys::Connection> {
+        Ok(flotilla_kok::etcd_keys::Connection::from_files(
+            self.endpoints.clone(),
+            &self.cacert,
+            &self.cert,
+            &self.key,
+            Duration::from_secs(self.request_timeout),
+        )?)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct KeysDumpArgs {
+    #[command(flatten)]
+    pub conn: KeysConnArgs,
+    /// Keys starting with these bytes, e.g. /clusters/team-a.
+    #[arg(long)]
+    pub prefix: String,
+    /// The dump file (written to a temporary file beside it, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+pub struct KeysLoadArgs {
+    #[command(flatten)]
+    pub conn: KeysConnArgs,
+    /// The dump file.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Refuse unless the dump is of this prefix.
+    #[arg(long)]
+    pub prefix: Option<String>,
+}
+
+/// Runs `flotilla etcd-keys …`; the summary is the last line of stdout
+/// (the operators read it back from the component's log).
+pub async fn etcd_keys(cmd: EtcdKeysCommand) -> anyhow::Result<bool> {
+    let line = match cmd {
+        EtcdKeysCommand::Dump(args) => {
+            let summary =
+                flotilla_kok::etcd_keys::dump(&args.conn.connection()?, &args.prefix, &args.out).await?;
+            eprintln!(
+                "{} keys under {} at revision {} written to {}",
+                summary.keys, summary.prefix, summary.revision, summary.dumped
+            );
+            serde_json::to_string(&summary)?
+        }
+        EtcdKeysCommand::Load(args) => {
+            let summary =
+                flotilla_kok::etcd_keys::load(&args.conn.connection()?, &args.input, args.prefix.as_deref())
+                    .await?;
+            eprintln!(
+                "{} keys under {} written ({} already held the backup's values)",
+                summary.written, summary.prefix, summary.present
+            );
+            serde_json::to_string(&summary)?
+        }
+    };
+    println!("{line}");
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,7 +416,7 @@ mod tests {
     #[test]
     fn restore_flags_name_the_backup_and_the_new_cluster() {
         let EtcdCommand::Restore(args) = command(&["restore", "b1", "--target", "e2"]) else { panic!() };
-        let r = restore_object(&args);
+        let r = restore_object(&args, false, 5).unwrap();
         assert_eq!(r.metadata.name.as_deref(), Some("e2-restore"));
         assert_eq!((r.spec.backup.as_deref(), r.spec.target.as_str()), (Some("b1"), "e2"));
         assert!(r.spec.template.is_none(), "copies the backed-up cluster's spec");
@@ -272,14 +424,47 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(restore_object(&args).spec.template.unwrap().members, 3);
+        assert_eq!(restore_object(&args, false, 5).unwrap().spec.template.unwrap().members, 3);
+        let message = restore_object(&args, true, 5).unwrap_err();
+        assert!(message.contains("--members does not apply"), "{message}");
         assert!(Cli::try_parse_from(["etcd", "restore", "b1", "--target", "e2", "--members", "2"]).is_err());
         let failed = EtcdRestoreStatus {
             phase: Some(JobPhase::Failed),
             message: Some("exists".into()),
             ..Default::default()
         };
-        assert_eq!(restore_outcome("r", "e2", &failed), Some((false, "restore r failed: exists".into())));
+        assert_eq!(
+            restore_outcome("r", "e2", false, &failed),
+            Some((false, "restore r failed: exists".into()))
+        );
+    }
+
+    #[test]
+    fn a_prefixed_backup_restores_into_its_target_under_a_fresh_name() {
+        let EtcdCommand::Restore(args) = command(&["restore", "b1", "--target", "shared"]) else { panic!() };
+        let r = restore_object(&args, true, 1700).unwrap();
+        assert_eq!(r.metadata.name.as_deref(), Some("b1-restore-1700"), "one per run");
+        assert_eq!((r.spec.backup.as_deref(), r.spec.target.as_str()), (Some("b1"), "shared"));
+        assert!(r.spec.template.is_none());
+        let EtcdCommand::Restore(args) = command(&["restore", "b1", "--target", "shared", "--name", "again"])
+        else {
+            panic!()
+        };
+        assert_eq!(restore_object(&args, true, 1).unwrap().metadata.name.as_deref(), Some("again"));
+        let done = EtcdRestoreStatus {
+            phase: Some(JobPhase::Succeeded),
+            message: Some("3 key(s) written".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            restore_outcome("r", "shared", true, &done),
+            Some((true, "restore r: 3 key(s) written".into()))
+        );
+
+        let args = parse(&["backup", "shared", "--machine", "m1", "--dir", "/b", "--prefix", "/clusters/a"]);
+        assert_eq!(backup_object(&args, 1).unwrap().spec.prefix.as_deref(), Some("/clusters/a"));
+        let args = parse(&["backup", "shared", "--machine", "m1", "--dir", "/b", "--prefix", "clusters/a"]);
+        assert!(backup_object(&args, 1).unwrap_err().contains("must start with /"));
     }
 
     #[test]
@@ -313,6 +498,15 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(outcome("b", &failed), Some((false, "backup b failed: no leader".into())));
+        let keys = EtcdBackupStatus { message: Some("3 keys under /a at revision 7".into()), ..done };
+        assert_eq!(
+            outcome("b", &keys),
+            Some((
+                true,
+                "backup b: /b/s.db (20480 bytes, revision 7, from c1-etcd-0): 3 keys under /a at revision 7"
+                    .into()
+            ))
+        );
         assert_eq!(
             outcome("b", &EtcdBackupStatus { phase: Some(JobPhase::Running), ..Default::default() }),
             None

@@ -72,8 +72,8 @@ pub struct KokArgs {
     /// Directory holding etcd on the machines (default: the binary cache).
     #[arg(long, value_name = "DIR")]
     pub etcd_bin_dir: Option<PathBuf>,
-    /// The flotilla binary on the machines (it joins worker kubelets);
-    /// default: this binary.
+    /// The flotilla binary on the machines (it joins worker kubelets and
+    /// dumps and loads one tenant's etcd keys); default: this binary.
     #[arg(long, value_name = "PATH")]
     pub flotilla_binary: Option<PathBuf>,
     /// Ports the operators hand out on machines, FIRST-LAST.
@@ -123,6 +123,7 @@ impl KokArgs {
         let mut etcd = flotilla_kok::etcd::EtcdOperator::default();
         etcd.plan.bin_dir = self.etcd_bin_dir.clone().unwrap_or(cache);
         etcd.plan.ports = etcd_ports;
+        etcd.plan.flotilla_binary = flotilla_binary.clone();
         let mut hosted = flotilla_kok::hosted::HostedOperator::default();
         hosted.plan.versions = versions;
         hosted.plan.port_range = ports;

@@ -87,6 +87,10 @@ enum Command {
     /// Runs a local fleet in the foreground (what `up` starts in the background).
     #[command(hide = true)]
     FleetDaemon(fleet::DaemonArgs),
+    /// One prefix of an etcd keyspace to a file and back (what prefixed
+    /// EtcdBackups and their restores run on the machines).
+    #[command(hide = true, subcommand)]
+    EtcdKeys(etcd_cmd::EtcdKeysCommand),
     /// Joins a hollow kubelet to a hosted cluster with a bootstrap token,
     /// then runs it (what a hosted cluster's worker components run).
     #[command(hide = true)]
@@ -177,6 +181,7 @@ async fn run() -> std::process::ExitCode {
         Command::Cluster(c) => fleetctl::cluster(c).await,
         Command::Get(c) => fleetctl::get(c).await,
         Command::Etcd(c) => etcd_cmd::run(c).await,
+        Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
         Command::Bench(b) => bench::run(b).await,
         Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
         Command::KubeletJoin(args) => kubelet_join(args).await,

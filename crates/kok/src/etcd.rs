@@ -80,13 +80,14 @@ struct Ctx {
     placing: tokio::sync::Mutex<()>,
 }
 
-/// Reconciles every EtcdCluster (both runtimes) and every EtcdBackup
-/// ([`crate::etcd_backup`]) until the watches end.
+/// Reconciles every EtcdCluster (both runtimes), every EtcdBackup
+/// ([`crate::etcd_backup`]) and every EtcdRestore ([`crate::etcd_restore`])
+/// until the watches end.
 pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
     let (clusters, backups, restores) = futures::join!(
         run_clusters(client.clone(), config.clone()),
-        crate::etcd_backup::run(client.clone(), config),
-        crate::etcd_restore::run(client),
+        crate::etcd_backup::run(client.clone(), config.clone()),
+        crate::etcd_restore::run(client, config),
     );
     clusters.and(backups).and(restores)
 }
@@ -508,16 +509,36 @@ async fn ensure_pki(
 /// certificate.
 pub fn client_tls(data: &BTreeMap<String, Vec<u8>>) -> Result<Arc<ClientConfig>, Error> {
     let get = |key: &str| data.get(key).ok_or_else(|| Error::Other(format!("the Secret has no {key}")));
+    client_tls_from_pem(
+        get(keys::ETCD_CA_CRT)?,
+        get(&keys::crt(plan::CLIENT_LEAF))?,
+        get(&keys::key(plan::CLIENT_LEAF))?,
+    )
+}
+
+/// A TLS client from PEM files: the CA to trust, the client certificate
+/// (chain) and its key (what `etcdctl --cacert --cert --key` take).
+pub fn client_tls_from_files(
+    cacert: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<ClientConfig>, Error> {
+    let read =
+        |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Other(format!("{}: {e}", p.display())));
+    client_tls_from_pem(&read(cacert)?, &read(cert)?, &read(key)?)
+}
+
+/// A TLS client from PEM bytes: the CA, the client certificate, its key.
+pub fn client_tls_from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(get(keys::ETCD_CA_CRT)?) {
+    for cert in CertificateDer::pem_slice_iter(ca) {
         let cert = cert.map_err(|e| Error::Other(format!("CA certificate: {e}")))?;
         roots.add(cert).map_err(|e| Error::Other(format!("CA certificate: {e}")))?;
     }
-    let chain = CertificateDer::pem_slice_iter(get(&keys::crt(plan::CLIENT_LEAF))?)
+    let chain = CertificateDer::pem_slice_iter(cert)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| Error::Other(format!("client certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(get(&keys::key(plan::CLIENT_LEAF))?)
-        .map_err(|e| Error::Other(format!("client key: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| Error::Other(format!("client key: {e}")))?;
     let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Other(e.to_string()))?

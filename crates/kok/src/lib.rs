@@ -4,6 +4,7 @@
 
 pub mod etcd;
 pub mod etcd_backup;
+pub mod etcd_keys;
 mod etcd_kube;
 pub mod etcd_restore;
 mod etcd_schedule;

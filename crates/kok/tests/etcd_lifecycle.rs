@@ -146,6 +146,7 @@ impl Env {
                 bin_dir: self.binaries.dir().to_path_buf(),
                 ports: base..=base + 39,
                 member_dead_after,
+                ..Default::default()
             },
             resync: Duration::from_secs(1),
             probe_timeout: Duration::from_secs(2),

@@ -135,6 +135,7 @@ impl KokEnv {
         etcd.plan.bin_dir = binaries.dir().to_path_buf();
         etcd.plan.ports = etcd_base..=etcd_base + 9;
         etcd.resync = Duration::from_secs(1);
+        etcd.plan.flotilla_binary = env!("CARGO_BIN_EXE_flotilla").into();
         let base = free_range(40);
         let mut versions = BTreeMap::from([("1.20.2".to_string(), binaries.dir().to_path_buf())]);
         versions.extend(extra_versions);

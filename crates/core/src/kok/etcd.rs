@@ -29,6 +29,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
+use super::etcd_keys;
 use super::pki::{keys, leaves};
 use super::ports;
 use super::render::{etcd_args, EtcdMemberLayout, EtcdPeer, InitialClusterState};
@@ -74,6 +75,9 @@ pub struct EtcdOperatorConfig {
     /// node agent has not reported for this long, is replaced (when the
     /// others keep a quorum without it).
     pub member_dead_after: Duration,
+    /// The flotilla binary on the machines: a prefixed (one tenant's)
+    /// backup or restore runs its `etcd-keys dump|load`.
+    pub flotilla_binary: PathBuf,
 }
 
 impl Default for EtcdOperatorConfig {
@@ -82,6 +86,7 @@ impl Default for EtcdOperatorConfig {
             bin_dir: "/usr/local/bin".into(),
             ports: DEFAULT_PORTS,
             member_dead_after: Duration::from_secs(120),
+            flotilla_binary: "/usr/local/bin/flotilla".into(),
         }
     }
 }
@@ -988,8 +993,14 @@ mkdir -p "$(dirname "$2")"
 /// Name of a backup's one-shot component on its destination Machine (a
 /// component name is at most 63 characters: long ones end in a hash).
 pub fn backup_component_name(namespace: &str, backup: &str) -> String {
+    one_shot_component_name("etcd-backup", namespace, backup)
+}
+
+/// `<kind>-<namespace>-<name>` as a component name (dots become dashes; at
+/// most 63 characters: long ones end in a hash).
+pub fn one_shot_component_name(kind: &str, namespace: &str, object: &str) -> String {
     use sha2::{Digest, Sha256};
-    let name = format!("etcd-backup-{namespace}-{}", backup.replace('.', "-"));
+    let name = format!("{kind}-{namespace}-{}", object.replace('.', "-"));
     if name.len() <= 63 {
         return name;
     }
@@ -1007,6 +1018,67 @@ pub fn snapshot_path(backup: &EtcdBackup) -> String {
     let dir = backup.spec.destination.path.trim_end_matches('/');
     let name = backup.metadata.name.as_deref().unwrap_or_default();
     format!("{dir}/{}-{name}.db", backup.spec.cluster)
+}
+
+/// A prefixed backup's key dump: `<destination>/<cluster>-<backup>.keys.json`.
+pub fn keys_dump_path(backup: &EtcdBackup) -> String {
+    let dir = backup.spec.destination.path.trim_end_matches('/');
+    let name = backup.metadata.name.as_deref().unwrap_or_default();
+    format!("{dir}/{}-{name}.keys.json", backup.spec.cluster)
+}
+
+/// The file a backup writes: the key dump of a prefixed one, the snapshot
+/// of any other.
+pub fn backup_file_path(backup: &EtcdBackup) -> String {
+    match backup.spec.prefix {
+        Some(_) => keys_dump_path(backup),
+        None => snapshot_path(backup),
+    }
+}
+
+/// The cluster's healthy voters that have a client URL, the leader first
+/// (it is never behind).
+pub fn serving_members(cluster: &EtcdCluster) -> Vec<&EtcdMemberStatus> {
+    let leader = cluster.status.as_ref().and_then(|s| s.leader.as_ref());
+    let mut members: Vec<&EtcdMemberStatus> = cluster
+        .status
+        .iter()
+        .flat_map(|s| &s.members)
+        .filter(|m| m.healthy && !m.is_learner && m.client_url.is_some())
+        .collect();
+    members.sort_by_key(|m| Some(&m.name) != leader);
+    members
+}
+
+/// The files of a one-shot component that connects to the cluster: its CA
+/// and client certificate from the cluster's Secret, under `pki/` of the
+/// component's working directory.
+pub fn client_pki_files(cluster: &EtcdCluster) -> Vec<ComponentFile> {
+    let (cluster_name, cluster_namespace) = names(cluster);
+    let secret = secret_name(cluster_name);
+    let file = |key: String| ComponentFile {
+        path: format!("{PKI_DIR}/{key}"),
+        secret_ref: Some(KeyRef { namespace: cluster_namespace.to_string(), name: secret.clone(), key }),
+        mode: Some(0o600),
+        ..Default::default()
+    };
+    vec![file(keys::ETCD_CA_CRT.to_string()), file(keys::crt(CLIENT_LEAF)), file(keys::key(CLIENT_LEAF))]
+}
+
+/// `flotilla etcd-keys` flags that reach `members` with the files of
+/// [`client_pki_files`].
+pub fn etcd_keys_client_args(members: &[&EtcdMemberStatus]) -> Vec<String> {
+    let endpoints: Vec<&str> = members.iter().filter_map(|m| m.client_url.as_deref()).collect();
+    vec![
+        "--endpoints".into(),
+        endpoints.join(","),
+        "--cacert".into(),
+        format!("{PKI_DIR}/{}", keys::ETCD_CA_CRT),
+        "--cert".into(),
+        format!("{PKI_DIR}/{}", keys::crt(CLIENT_LEAF)),
+        "--key".into(),
+        format!("{PKI_DIR}/{}", keys::key(CLIENT_LEAF)),
+    ]
 }
 
 /// What to do about one EtcdBackup.
@@ -1056,18 +1128,8 @@ pub fn backup_plan(
         plan.release = on_machine;
         return plan;
     }
-    if backup.spec.prefix.is_some() {
-        plan.status = EtcdBackupStatus {
-            phase: Some(JobPhase::Failed),
-            completed_at: Some(now),
-            message: Some(
-                "spec.prefix (a key dump of one prefix) is not supported yet; omit it for a whole snapshot"
-                    .into(),
-            ),
-            ..previous
-        };
-        return plan;
-    }
+    let prefix = backup.spec.prefix.as_deref();
+    let what = if prefix.is_some() { "key dump" } else { "snapshot" };
     let machine = &backup.spec.destination.machine;
     let Some(destination) = destination else {
         plan.status = waiting(format!("waiting for Machine {machine} (spec.destination.machine) to exist"));
@@ -1078,7 +1140,18 @@ pub fn backup_plan(
         plan.status = match reported {
             Some(c) if c.last_exit_time.is_some() && c.pid.is_none() => {
                 let done = EtcdBackupStatus { completed_at: c.last_exit_time.clone(), ..previous.clone() };
-                if c.last_exit_code == Some(0) {
+                if c.last_exit_code == Some(0) && prefix.is_some() {
+                    let info: Option<etcd_keys::DumpSummary> = etcd_keys::last_summary(&c.log_tail);
+                    EtcdBackupStatus {
+                        phase: Some(JobPhase::Succeeded),
+                        size_bytes: info.as_ref().and_then(|i| i64::try_from(i.bytes).ok()),
+                        revision: info.as_ref().map(|i| i.revision),
+                        message: info.as_ref().map(|i| {
+                            format!("{} keys under {} at revision {}", i.keys, i.prefix, i.revision)
+                        }),
+                        ..done
+                    }
+                } else if c.last_exit_code == Some(0) {
                     let info = snapshot_info(&c.log_tail);
                     EtcdBackupStatus {
                         phase: Some(JobPhase::Succeeded),
@@ -1098,7 +1171,7 @@ pub fn backup_plan(
                     EtcdBackupStatus {
                         phase: Some(JobPhase::Failed),
                         message: Some(format!(
-                            "the snapshot on {machine} exited with {code}: {}",
+                            "the {what} on {machine} exited with {code}: {}",
                             tail.join("\n")
                         )),
                         ..done
@@ -1120,52 +1193,55 @@ pub fn backup_plan(
             waiting(format!("waiting for EtcdCluster {} (spec.cluster) to exist", backup.spec.cluster));
         return plan;
     };
-    let members = cluster.status.iter().flat_map(|s| &s.members).filter(|m| m.healthy && !m.is_learner);
-    let leader = cluster.status.as_ref().and_then(|s| s.leader.clone());
-    let mut members: Vec<&EtcdMemberStatus> = members.filter(|m| m.client_url.is_some()).collect();
-    // The leader first: it is never behind.
-    members.sort_by_key(|m| Some(&m.name) != leader.as_ref());
+    let members = serving_members(cluster);
     let Some(member) = members.first() else {
         plan.status = waiting(format!(
-            "EtcdCluster {} has no healthy member to take a snapshot from",
+            "EtcdCluster {} has no healthy member to take a {what} from",
             backup.spec.cluster
         ));
         return plan;
     };
-    let path = snapshot_path(backup);
-    let (cluster_name, cluster_namespace) = names(cluster);
-    let secret = secret_name(cluster_name);
-    let file = |key: String| ComponentFile {
-        path: format!("{PKI_DIR}/{key}"),
-        secret_ref: Some(KeyRef { namespace: cluster_namespace.to_string(), name: secret.clone(), key }),
-        mode: Some(0o600),
-        ..Default::default()
-    };
-    let env = BTreeMap::from([
-        ("ETCDCTL_API".to_string(), "3".to_string()),
-        ("ETCDCTL_ENDPOINTS".to_string(), member.client_url.clone().unwrap_or_default()),
-        ("ETCDCTL_CACERT".to_string(), format!("{PKI_DIR}/{}", keys::ETCD_CA_CRT)),
-        ("ETCDCTL_CERT".to_string(), format!("{PKI_DIR}/{}", keys::crt(CLIENT_LEAF))),
-        ("ETCDCTL_KEY".to_string(), format!("{PKI_DIR}/{}", keys::key(CLIENT_LEAF))),
-    ]);
-    plan.run = Some(ComponentSpec {
-        name: component,
-        binary: SHELL.into(),
-        args: vec![
-            "-c".into(),
-            BACKUP_SCRIPT.into(),
-            "flotilla-etcd-backup".into(),
-            config.bin_dir.join("etcdctl").display().to_string(),
-            path.clone(),
-        ],
-        env,
-        files: vec![
-            file(keys::ETCD_CA_CRT.to_string()),
-            file(keys::crt(CLIENT_LEAF)),
-            file(keys::key(CLIENT_LEAF)),
-        ],
-        restart_policy: RestartPolicy::Never,
-        ..Default::default()
+    let path = backup_file_path(backup);
+    plan.run = Some(match prefix {
+        // One tenant's keys: `flotilla etcd-keys dump` (see
+        // `super::etcd_keys`), against every healthy voter in turn.
+        Some(prefix) => {
+            let mut args = vec!["etcd-keys".to_string(), "dump".into()];
+            args.extend(etcd_keys_client_args(&members));
+            args.extend(["--prefix".into(), prefix.to_string(), "--out".into(), path.clone()]);
+            ComponentSpec {
+                name: component,
+                binary: config.flotilla_binary.display().to_string(),
+                args,
+                files: client_pki_files(cluster),
+                restart_policy: RestartPolicy::Never,
+                ..Default::default()
+            }
+        }
+        None => {
+            let env = BTreeMap::from([
+                ("ETCDCTL_API".to_string(), "3".to_string()),
+                ("ETCDCTL_ENDPOINTS".to_string(), member.client_url.clone().unwrap_or_default()),
+                ("ETCDCTL_CACERT".to_string(), format!("{PKI_DIR}/{}", keys::ETCD_CA_CRT)),
+                ("ETCDCTL_CERT".to_string(), format!("{PKI_DIR}/{}", keys::crt(CLIENT_LEAF))),
+                ("ETCDCTL_KEY".to_string(), format!("{PKI_DIR}/{}", keys::key(CLIENT_LEAF))),
+            ]);
+            ComponentSpec {
+                name: component,
+                binary: SHELL.into(),
+                args: vec![
+                    "-c".into(),
+                    BACKUP_SCRIPT.into(),
+                    "flotilla-etcd-backup".into(),
+                    config.bin_dir.join("etcdctl").display().to_string(),
+                    path.clone(),
+                ],
+                env,
+                files: client_pki_files(cluster),
+                restart_policy: RestartPolicy::Never,
+                ..Default::default()
+            }
+        }
     });
     plan.status = EtcdBackupStatus {
         phase: Some(JobPhase::Running),
@@ -1331,6 +1407,7 @@ mod tests {
             bin_dir: "/opt/bin".into(),
             ports: 3000..=3009,
             member_dead_after: Duration::from_secs(60),
+            flotilla_binary: "/opt/bin/flotilla".into(),
         }
     }
 
@@ -1965,7 +2042,73 @@ mod tests {
     }
 
     #[test]
-    fn a_backup_waits_for_its_machine_and_a_healthy_cluster_and_refuses_prefixes() {
+    fn a_prefixed_backup_dumps_the_keys_with_flotilla_and_reports_their_count() {
+        let (b, c, cfg, now) = (backup(Some("/clusters/a")), running_cluster(), config(), Time(t(2000)));
+        let mut m1 = machine("m1", "etcd");
+        let plan = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
+        let run = plan.run.clone().unwrap();
+        assert_eq!((run.name.as_str(), run.binary.as_str()), ("etcd-backup-ns-nightly", "/opt/bin/flotilla"));
+        assert_eq!(run.restart_policy, RestartPolicy::Never);
+        let urls: Vec<String> =
+            c.status.as_ref().unwrap().members.iter().map(|m| m.client_url.clone().unwrap()).collect();
+        assert_eq!(
+            run.args,
+            [
+                "etcd-keys",
+                "dump",
+                "--endpoints",
+                &urls.join(","),
+                "--cacert",
+                "pki/etcd-ca.crt",
+                "--cert",
+                "pki/client.crt",
+                "--key",
+                "pki/client.key",
+                "--prefix",
+                "/clusters/a",
+                "--out",
+                "/backups/e-nightly.keys.json"
+            ]
+        );
+        let keys: Vec<&str> = run.files.iter().map(|f| f.secret_ref.as_ref().unwrap().key.as_str()).collect();
+        assert_eq!(keys, ["etcd-ca.crt", "client.crt", "client.key"]);
+        assert_eq!(plan.status.path.as_deref(), Some("/backups/e-nightly.keys.json"));
+        let mut b = b;
+        b.status = Some(plan.status.clone());
+        m1.spec.components.push(run.clone());
+        let summary = super::etcd_keys::DumpSummary {
+            dumped: "/backups/e-nightly.keys.json".into(),
+            prefix: "/clusters/a".into(),
+            revision: 77,
+            keys: 12,
+            bytes: 4096,
+        };
+        let exited = |code: i32, tail: Vec<String>| MachineStatus {
+            components: vec![flotilla_api::machine::ComponentStatus {
+                name: run.name.clone(),
+                state: flotilla_api::machine::ComponentState::Stopped,
+                last_exit_code: Some(code),
+                last_exit_time: Some(Time(t(2005))),
+                log_tail: tail,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        m1.status = Some(exited(0, vec![serde_json::to_string(&summary).unwrap()]));
+        let done = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
+        let s = &done.status;
+        assert_eq!((s.phase, s.size_bytes, s.revision), (Some(JobPhase::Succeeded), Some(4096), Some(77)));
+        assert_eq!(s.message.as_deref(), Some("12 keys under /clusters/a at revision 77"));
+        assert!(done.release);
+        m1.status = Some(exited(1, vec!["error: https://127.0.0.1:1: connection refused".into()]));
+        let failed = backup_plan(&b, Some(&c), Some(&m1), &cfg, now).status;
+        let message = failed.message.unwrap();
+        assert_eq!(failed.phase, Some(JobPhase::Failed));
+        assert!(message.contains("the key dump on m1 exited with 1: error: https"), "{message}");
+    }
+
+    #[test]
+    fn a_backup_waits_for_its_machine_and_a_healthy_cluster() {
         let (cfg, now) = (config(), Time(t(2000)));
         let m1 = machine("m1", "etcd");
         let wait = |b: &EtcdBackup, c: Option<&EtcdCluster>, m: Option<&Machine>| {
@@ -1980,8 +2123,11 @@ mod tests {
         assert_eq!((phase, message.contains("EtcdCluster e")), (Some(JobPhase::Pending), true));
         let (phase, message) = wait(&backup(None), Some(&cluster(3)), Some(&m1));
         assert_eq!((phase, message.contains("no healthy member")), (Some(JobPhase::Pending), true));
-        let (phase, message) = wait(&backup(Some("/a")), Some(&running_cluster()), Some(&m1));
-        assert_eq!((phase, message.contains("not supported")), (Some(JobPhase::Failed), true));
+        let (phase, message) = wait(&backup(Some("/a")), Some(&cluster(3)), Some(&m1));
+        assert_eq!(
+            (phase, message.contains("no healthy member to take a key dump")),
+            (Some(JobPhase::Pending), true)
+        );
         assert_eq!(backup_component_name("ns", "b.1"), "etcd-backup-ns-b-1");
         let long = backup_component_name("a-rather-long-namespace-name", "and-an-even-longer-backup-name");
         assert!(long.len() <= 63 && long.starts_with("etcd-backup-a-rather"), "{long}");

@@ -4,6 +4,7 @@
 
 pub mod addons;
 pub mod etcd;
+pub mod etcd_keys;
 pub mod etcd_kube;
 pub mod etcd_restore;
 pub mod etcd_schedule;

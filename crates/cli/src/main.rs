@@ -128,18 +128,6 @@ async fn kubelet_join(args: KubeletJoinArgs) -> anyhow::Result<bool> {
     Err(flotilla_kok::kubelet_join::exec_kubelet(&args.node_name, program, rest).into())
 }
 
-/// glibc gives each thread that allocates its own malloc arena (up to 8 per
-/// core), and memory freed in one is not reused by another: long-running
-/// multi-threaded commands (`hub run`, `node-agent`, the fleet daemon) grow
-/// resident memory that is idle. Two arenas are plenty for I/O-bound work.
-fn limit_malloc_arenas() {
-    // SAFETY: mallopt only sets an allocator parameter; it runs before the
-    // async runtime starts any thread.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off"));
@@ -150,18 +138,8 @@ pub fn default_state_dir() -> PathBuf {
     std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(".flotilla")
 }
 
-fn main() -> std::process::ExitCode {
-    limit_malloc_arenas();
-    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(runtime) => runtime.block_on(run()),
-        Err(e) => {
-            eprintln!("error: starting the async runtime: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-async fn run() -> std::process::ExitCode {
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -327,6 +327,24 @@ async fn write_component(
     Ok(())
 }
 
+/// Puts a one-shot component (a backup, a file removal, a key load) on the
+/// Machine under its own field manager; applied again, it replaces what
+/// that manager had there.
+pub(crate) async fn run_one_shot(
+    machines: &Api<Machine>,
+    manager: &str,
+    machine: &str,
+    component: &ComponentSpec,
+) -> Result<(), Error> {
+    let body = json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
+        "metadata": {"name": machine},
+        "spec": {"components": [component]},
+    });
+    machines.patch(machine, &PatchParams::apply(manager).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
 /// Gives up everything `manager` owns on the Machine: its component
 /// leaves the list (others' components stay: the list is merged by name),
 /// and the node agent stops it and deletes its working directory.

@@ -75,12 +75,7 @@ async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Err
     let step = plan::backup_plan(&backup, cluster.as_ref(), destination.as_ref(), &ctx.config.plan, now);
     let manager = plan::backup_field_manager(&namespace, &name);
     if let Some(component) = &step.run {
-        let body = json!({
-            "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-            "metadata": {"name": machine},
-            "spec": {"components": [component]},
-        });
-        machines.patch(&machine, &PatchParams::apply(&manager).force(), &Patch::Apply(&body)).await?;
+        crate::etcd::run_one_shot(&machines, &manager, &machine, component).await?;
         tracing::info!(backup = %name, machine = %machine, member = ?step.status.member,
             path = ?step.status.path, "etcd snapshot started");
     }
@@ -135,12 +130,7 @@ async fn remove_file(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
     if let Some(component) = &step.run {
         // The backup's own field manager: a snapshot component still there
         // is replaced (and stopped), not left running beside it.
-        let body = json!({
-            "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-            "metadata": {"name": machine},
-            "spec": {"components": [component]},
-        });
-        machines.patch(&machine, &PatchParams::apply(&manager).force(), &Patch::Apply(&body)).await?;
+        crate::etcd::run_one_shot(&machines, &manager, &machine, component).await?;
         tracing::info!(backup = %name, machine = %machine, message = %step.message, "etcd snapshot file removal started");
     }
     if let Some(component) = &step.release {

@@ -87,15 +87,8 @@ async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Ctx>) -> Result<Action, E
     };
     match step {
         RestoreStep::Load { machine, component, status } => {
-            let body = json!({
-                "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-                "metadata": {"name": machine},
-                "spec": {"components": [component]},
-            });
             let manager = plan::load_field_manager(&namespace, &name);
-            Api::<Machine>::all(client.clone())
-                .patch(&machine, &PatchParams::apply(&manager).force(), &Patch::Apply(&body))
-                .await?;
+            crate::etcd::run_one_shot(&Api::all(client.clone()), &manager, &machine, &component).await?;
             tracing::info!(restore = %name, machine = %machine, target = %restore.spec.target, "etcd key load started");
             report(client, &restore, status).await?;
             Ok(Action::requeue(Duration::from_secs(1)))

@@ -22,7 +22,7 @@ use flotilla_api::kok::{
     EtcdMemberStatus, JobPhase,
 };
 use flotilla_api::machine::{
-    ComponentFile, ComponentSpec, HealthCheck, KeyRef, Machine, RestartPolicy, TcpCheck,
+    ComponentFile, ComponentSpec, ComponentStatus, HealthCheck, KeyRef, Machine, RestartPolicy, TcpCheck,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -990,6 +990,15 @@ mkdir -p "$(dirname "$2")"
 "$1" snapshot save "$2"
 "$1" --write-out=json snapshot status "$2""#;
 
+/// How a one-shot component ended, for a status message: `exited with
+/// CODE: <its last log lines>` (without the agent's own banner lines).
+pub fn one_shot_exit(component: &ComponentStatus) -> String {
+    let code = component.last_exit_code.map_or("an unknown code".to_string(), |c| c.to_string());
+    let tail: Vec<&str> =
+        component.log_tail.iter().map(String::as_str).filter(|l| !l.starts_with("---- flotilla")).collect();
+    format!("exited with {code}: {}", tail.join("\n"))
+}
+
 /// Name of a backup's one-shot component on its destination Machine (a
 /// component name is at most 63 characters: long ones end in a hash).
 pub fn backup_component_name(namespace: &str, backup: &str) -> String {
@@ -1161,19 +1170,10 @@ pub fn backup_plan(
                         ..done
                     }
                 } else {
-                    let code = c.last_exit_code.map_or("an unknown code".to_string(), |c| c.to_string());
-                    let tail: Vec<&str> = c
-                        .log_tail
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|l| !l.starts_with("---- flotilla"))
-                        .collect();
+                    let exit = one_shot_exit(c);
                     EtcdBackupStatus {
                         phase: Some(JobPhase::Failed),
-                        message: Some(format!(
-                            "the {what} on {machine} exited with {code}: {}",
-                            tail.join("\n")
-                        )),
+                        message: Some(format!("the {what} on {machine} {exit}")),
                         ..done
                     }
                 }

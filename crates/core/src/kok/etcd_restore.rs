@@ -16,7 +16,7 @@ use flotilla_api::kok::{
 };
 use flotilla_api::machine::{ComponentSpec, Machine, RestartPolicy};
 
-use super::etcd::{self, EtcdOperatorConfig};
+use super::etcd::{self, one_shot_exit, EtcdOperatorConfig};
 use super::etcd_keys::{self, LoadSummary};
 
 /// Annotation on the EtcdCluster a restore created: the restore's name.
@@ -206,19 +206,10 @@ pub fn decide_keys(
                         ..Default::default()
                     }
                 } else {
-                    let code = c.last_exit_code.map_or("an unknown code".to_string(), |c| c.to_string());
-                    let tail: Vec<&str> = c
-                        .log_tail
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|l| !l.starts_with("---- flotilla"))
-                        .collect();
+                    let exit = one_shot_exit(c);
                     EtcdRestoreStatus {
                         phase: Some(JobPhase::Failed),
-                        message: Some(format!(
-                            "the key load on {machine} exited with {code}: {}",
-                            tail.join("\n")
-                        )),
+                        message: Some(format!("the key load on {machine} {exit}")),
                         ..Default::default()
                     }
                 }

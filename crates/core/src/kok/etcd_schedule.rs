@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, 
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{Timestamp, Zoned};
 
-use super::etcd::{backup_component_name, snapshot_path, EtcdOperatorConfig};
+use super::etcd::{backup_component_name, one_shot_exit, snapshot_path, EtcdOperatorConfig};
 
 /// Label on every scheduled EtcdBackup; its value names the cluster
 /// ([`label_value`]).
@@ -461,17 +461,8 @@ pub fn removal_plan(
                     plan.done = true;
                     plan.message = format!("removed {path} from {machine}");
                 } else {
-                    let code = c.last_exit_code.map_or("an unknown code".to_string(), |c| c.to_string());
-                    let tail: Vec<&str> = c
-                        .log_tail
-                        .iter()
-                        .map(String::as_str)
-                        .filter(|l| !l.starts_with("---- flotilla"))
-                        .collect();
-                    plan.message = format!(
-                        "removing {path} on {machine} exited with {code}: {}; trying again",
-                        tail.join("\n")
-                    );
+                    let exit = one_shot_exit(c);
+                    plan.message = format!("removing {path} on {machine} {exit}; trying again");
                 }
             }
             _ => {

@@ -47,6 +47,7 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
         "KubeSchedulerReady",
         "AddonsApplied",
         "NodesReady",
+        "CertificatesReady",
     ] {
         let cond =
             status.conditions.iter().find(|x| x.type_ == c).unwrap_or_else(|| panic!("no {c}: {status:#?}"));

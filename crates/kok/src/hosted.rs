@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::kok::{
-    conditions, AddonStatus, CertificateStatus, EtcdCluster, HostedCluster, HostedClusterPhase,
-    HostedClusterStatus, Runtime,
+    conditions, AddonStatus, EtcdCluster, HostedCluster, HostedClusterPhase, HostedClusterStatus, Runtime,
 };
 use flotilla_api::machine::{ComponentSpec, Machine};
 use flotilla_core::kok::hosted::{self as plan, EtcdCa, HostedOperatorConfig, Part, Placement};
@@ -655,6 +654,23 @@ pub async fn apply_manifests(client: &Client, manifests: &[serde_json::Value]) -
     Ok(())
 }
 
+/// CertificatesReady from the PKI Secret's data, when this reconcile read it.
+pub(crate) fn certificates_condition(
+    name: &str,
+    pki: &BTreeMap<String, Vec<u8>>,
+    previous: &[Condition],
+    config: &HostedOperatorConfig,
+    generation: Option<i64>,
+    now: &Time,
+) -> Option<Condition> {
+    if pki.is_empty() {
+        return None;
+    }
+    let (ok, reason, message) =
+        plan::certificates_verdict(name, pki, time::OffsetDateTime::now_utc(), config.renew_before);
+    Some(plan::condition(previous, conditions::CERTIFICATES_READY, ok, reason, message, generation, now))
+}
+
 /// Builds and writes the status; returns whether the cluster is Ready.
 async fn write_status(
     client: &Client,
@@ -680,6 +696,11 @@ async fn write_status(
     }
     let upgrade = out.upgrade.take();
     if let Some(c) = upgrade.as_ref().and_then(|u| u.condition.clone()) {
+        out.conditions.push(c);
+    }
+    if let Some(c) =
+        certificates_condition(&name, &out.pki, &previous.conditions, &config.plan, generation, now)
+    {
         out.conditions.push(c);
     }
     let ok = |t: &str| out.conditions.iter().any(|c| c.type_ == t && c.status == "True");
@@ -709,10 +730,12 @@ async fn write_status(
         generation,
         now,
     ));
-    // Keep conditions this reconcile did not speak about (e.g. Upgraded
-    // from an earlier step) only when nothing replaced them.
+    // Keep conditions this reconcile did not speak about (Upgraded from an
+    // earlier step, CertificatesReady while etcd is away) only when nothing
+    // replaced them.
     for c in &previous.conditions {
-        if !out.conditions.iter().any(|n| n.type_ == c.type_) && c.type_ == conditions::UPGRADED {
+        let kept = c.type_ == conditions::UPGRADED || c.type_ == conditions::CERTIFICATES_READY;
+        if kept && !out.conditions.iter().any(|n| n.type_ == c.type_) {
             out.conditions.push(c.clone());
         }
     }
@@ -726,20 +749,7 @@ async fn write_status(
     let certificates = if out.pki.is_empty() {
         previous.certificates.clone()
     } else {
-        flotilla_core::kok::pki::ControlPlanePki::from_secret_data(&name, &out.pki)
-            .and_then(|p| p.expiries())
-            .map(|list| {
-                list.into_iter()
-                    .map(|e| CertificateStatus {
-                        name: e.name,
-                        not_after: Time(
-                            Timestamp::from_second(e.not_after.unix_timestamp()).unwrap_or_default(),
-                        ),
-                        issuer: None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
+        crate::hosted_kube::certificate_statuses(&name, &out.pki)
     };
     let status = HostedClusterStatus {
         phase: Some(phase),

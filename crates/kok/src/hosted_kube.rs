@@ -123,6 +123,14 @@ pub(crate) async fn reconcile(
     // The rotation is handled once its certificates are written; the
     // apply below rolls every component that reads them.
     observed.handled_rotation = rotation_value.or(previous.handled_rotation.clone());
+    observed.conditions.extend(crate::hosted::certificates_condition(
+        &name,
+        &update.data,
+        &previous.conditions,
+        &config.plan,
+        hc.metadata.generation,
+        now,
+    ));
 
     // Which version each Deployment runs: an upgrade moves one at a time,
     // judged on the Deployments as they are before this apply.
@@ -283,6 +291,11 @@ async fn write_status(
             .conditions
             .extend(previous.conditions.iter().filter(|c| c.type_ == conditions::UPGRADED).cloned()),
     }
+    if !observed.conditions.iter().any(|c| c.type_ == conditions::CERTIFICATES_READY) {
+        observed.conditions.extend(
+            previous.conditions.iter().filter(|c| c.type_ == conditions::CERTIFICATES_READY).cloned(),
+        );
+    }
     let upgrading = upgrade.as_ref().is_some_and(|u| u.upgrading);
     let ok = |t: &str| observed.conditions.iter().any(|c| c.type_ == t && c.status == "True");
     let ready = ok(conditions::VALID) && ok(conditions::ETCD_READY) && observed.control_plane_ready;
@@ -369,7 +382,7 @@ async fn write_status(
     Ok(ready)
 }
 
-fn certificate_statuses(name: &str, pki: &BTreeMap<String, Vec<u8>>) -> Vec<CertificateStatus> {
+pub(crate) fn certificate_statuses(name: &str, pki: &BTreeMap<String, Vec<u8>>) -> Vec<CertificateStatus> {
     ControlPlanePki::from_secret_data(name, pki)
         .and_then(|p| p.expiries())
         .map(|list| {

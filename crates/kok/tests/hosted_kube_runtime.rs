@@ -252,7 +252,7 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrad
     assert_eq!(status.endpoint.as_deref(), Some("https://kube-apiserver.kok-team-k.svc:6443"));
     assert_eq!(status.version.as_deref(), Some("1.20.2"));
     assert!(!status.certificates.is_empty(), "{status:#?}");
-    for type_ in [conditions::VALID, conditions::ETCD_READY] {
+    for type_ in [conditions::VALID, conditions::ETCD_READY, conditions::CERTIFICATES_READY] {
         assert!(is_true(&hc, type_), "{type_}: {status:#?}");
     }
     for component in ControlPlaneComponent::ALL {

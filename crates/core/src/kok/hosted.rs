@@ -538,6 +538,58 @@ pub struct PkiUpdate {
     pub issued: Vec<String>,
 }
 
+/// The CertificatesReady verdict for the PKI Secret's data: whether every
+/// certificate is readable and outside the renewal window, with a message
+/// naming the next to expire (or what a person must do).
+pub fn certificates_verdict(
+    cluster: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+    now: OffsetDateTime,
+    renew_before: Duration,
+) -> (bool, &'static str, String) {
+    if data.is_empty() {
+        return (false, "NotIssued", "the certificates are not issued yet".into());
+    }
+    let expiries = match ControlPlanePki::from_secret_data(cluster, data).and_then(|p| p.expiries()) {
+        Ok(list) => list,
+        Err(e) => return (false, "Unreadable", format!("the certificate Secret cannot be read: {e}")),
+    };
+    let day = |t: OffsetDateTime| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
+    if let Some(e) = expiries.iter().find(|e| e.not_after <= now) {
+        return (false, "Expired", format!("certificate {} expired on {}", e.name, day(e.not_after)));
+    }
+    const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
+    if let Some(e) =
+        expiries.iter().find(|e| CAS.contains(&e.name.as_str()) && e.not_after <= now + renew_before)
+    {
+        let fix = if e.name == "etcd-ca" {
+            "the EtcdCluster owns it: restore or recreate the etcd with a new CA".to_string()
+        } else {
+            format!("rotate it with `flotilla cluster rotate-certs {cluster} --ca`")
+        };
+        return (false, "CaExpiring", format!("{} expires on {}: {fix}", e.name, day(e.not_after)));
+    }
+    if let Some(e) = expiries.iter().find(|e| e.not_after <= now + renew_before) {
+        return (
+            false,
+            "Renewing",
+            format!("certificate {} expires on {} and is being renewed", e.name, day(e.not_after)),
+        );
+    }
+    let next = expiries.iter().min_by_key(|e| e.not_after);
+    let message = match next {
+        Some(e) => format!(
+            "{} certificates; the next to expire is {} on {} (renewed from {})",
+            expiries.len(),
+            e.name,
+            day(e.not_after),
+            day(e.not_after - renew_before)
+        ),
+        None => "no certificates".into(),
+    };
+    (true, "Valid", message)
+}
+
 /// The Secret data: generated when `existing` is empty, rotated when asked,
 /// leaves renewed when they expire within the threshold or lack a name the
 /// placement needs, and the etcd client certificate reissued when the
@@ -1326,6 +1378,47 @@ mod tests {
             pki_data("team-a", &first.data, &other_etcd, &inputs, Rotation::None, now(), Duration::days(30))
                 .unwrap();
         assert_eq!(restored.issued, [leaves::APISERVER_ETCD_CLIENT.to_string()]);
+    }
+
+    #[test]
+    fn certificates_verdict_names_the_next_expiry_and_what_to_do() {
+        let hc = hc(1, 0);
+        let placement = place(&hc, &[machine("m1", true)], &config(), now()).unwrap();
+        let inputs = pki_inputs(&hc, &placement).unwrap();
+        let data = pki_data(
+            "team-a",
+            &BTreeMap::new(),
+            &etcd_ca(),
+            &inputs,
+            Rotation::None,
+            now(),
+            Duration::days(30),
+        )
+        .unwrap()
+        .data;
+        let renew = Duration::days(30);
+        let (ok, reason, message) = certificates_verdict("team-a", &data, now(), renew);
+        assert!(ok, "{message}");
+        assert_eq!(reason, "Valid");
+        assert!(message.contains("the next to expire is"), "{message}");
+
+        let late = now() + crate::kok::pki::LEAF_VALIDITY - Duration::days(3);
+        let (ok, reason, message) = certificates_verdict("team-a", &data, late, renew);
+        assert!(!ok);
+        assert_eq!(reason, "Renewing", "{message}");
+
+        let after = now() + crate::kok::pki::LEAF_VALIDITY + Duration::days(1);
+        assert_eq!(certificates_verdict("team-a", &data, after, renew).1, "Expired");
+
+        // A window longer than the CAs' lifetime: the cluster CA needs a rotation.
+        let (ok, reason, message) = certificates_verdict("team-a", &data, now(), Duration::days(365 * 50));
+        assert!(!ok);
+        assert_eq!(reason, "CaExpiring");
+        assert!(message.contains("flotilla cluster rotate-certs team-a --ca"), "{message}");
+
+        assert_eq!(certificates_verdict("team-a", &BTreeMap::new(), now(), renew).1, "NotIssued");
+        let garbage = BTreeMap::from([(keys::CA_CRT.to_string(), b"not a certificate".to_vec())]);
+        assert_eq!(certificates_verdict("team-a", &garbage, now(), renew).1, "Unreadable");
     }
 
     #[test]

@@ -649,11 +649,13 @@ impl Agent {
                 self.last_status = Some(status);
                 self.last_write = Some(Instant::now());
             }
-            // Kubernetes 1.20's server-side apply can also leave `null`
-            // behind inside a component entry (seen as `logTail: null`),
-            // which the schema rejects: a rejected status must not stop
-            // the heartbeat, so write the whole status by merge patch,
-            // which replaces each list outright.
+            // Kubernetes 1.20's server-side apply can leave `null` behind
+            // where an apply drops a list's last item, which the schema
+            // rejects: a rejected status must not stop the heartbeat, so
+            // write the whole status by merge patch, which replaces each
+            // list outright. (The `logTail: null` once seen here was an
+            // empty log line, which 1.20 reads as null: log tails now
+            // leave blank lines out.)
             Err(kube::Error::Api(e)) if e.code == 422 => {
                 tracing::warn!(machine = %self.config.machine, error = %e.message,
                     "the Machine status apply was rejected; writing it by merge patch");

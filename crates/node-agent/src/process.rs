@@ -213,7 +213,10 @@ pub fn note(log_path: &Path, line: &str) {
     }
 }
 
-/// The last `lines` lines of a log (reads at most its last 64 KiB).
+/// The last `lines` non-blank lines of a log (reads at most its last 64
+/// KiB). Blank lines are left out: they say nothing, and Kubernetes 1.20
+/// rejects an empty string in a CRD's string list as `null`, which would
+/// fail the whole Machine status write (heartbeat included).
 pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -224,7 +227,7 @@ pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
     let mut buf = Vec::new();
     let _ = file.read_to_end(&mut buf);
     let text = String::from_utf8_lossy(&buf);
-    let all: Vec<&str> = text.lines().collect();
+    let all: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     all[all.len().saturating_sub(lines)..].iter().map(|l| l.to_string()).collect()
 }
 
@@ -257,14 +260,14 @@ mod tests {
     #[tokio::test]
     async fn exit_codes_and_output_are_collected() {
         let dir = tempfile::tempdir().unwrap();
-        let p = sh(dir.path(), "echo out; echo err >&2; pwd; echo \"$FOO\"; exit 3");
+        let p = sh(dir.path(), "echo out; echo; echo err >&2; pwd; echo \"FOO=$FOO\"; exit 3");
         assert_eq!(wait_exit(p).await, Some(3));
         let tail = log_tail(&dir.path().join("log"), 10);
         let work = dir.path().join("work").canonicalize().unwrap();
         assert_eq!(
             tail,
-            ["out", "err", work.to_str().unwrap(), ""],
-            "runs in its work dir with no inherited env"
+            ["out", "err", work.to_str().unwrap(), "FOO="],
+            "runs in its work dir with no inherited env; blank lines are left out"
         );
     }
 

@@ -310,7 +310,7 @@ async fn failures_are_reported_and_missing_files_wait_for_their_secret() {
     let failing = ComponentSpec {
         name: "fails".into(),
         binary: "/bin/sh".into(),
-        args: vec!["-c".into(), "echo boom; exit 3".into()],
+        args: vec!["-c".into(), "echo boom; echo; exit 3".into()],
         restart_policy: RestartPolicy::Never,
         ..Default::default()
     };

@@ -218,6 +218,8 @@ pub fn generate_key_pair() -> Result<KeyPairPem, PkiError> {
 pub struct CertificateFacts {
     /// DNS names and IP addresses (as text) of its subject alternative names.
     pub names: Vec<String>,
+    /// The subject's organizations (for a client certificate: its groups).
+    pub organizations: Vec<String>,
     pub not_after: OffsetDateTime,
 }
 
@@ -259,7 +261,9 @@ pub fn inspect_certificate(cert_pem: &str) -> Result<CertificateFacts, PkiError>
         .collect();
     let not_after = OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
         .map_err(|e| PkiError::Inspect(e.to_string()))?;
-    Ok(CertificateFacts { names, not_after })
+    let organizations =
+        cert.subject().iter_organization().filter_map(|o| o.as_str().ok().map(str::to_string)).collect();
+    Ok(CertificateFacts { names, organizations, not_after })
 }
 
 #[cfg(test)]

@@ -927,13 +927,24 @@ pub fn component_conditions(
     let generation = hc.metadata.generation;
     let replicas = hc.spec.control_plane.replicas.max(1);
     let mut out = Vec::new();
+    // A controller-manager or scheduler answers its health check before it
+    // can reach the API; it is not ready until an apiserver is.
+    let api_up = seen.iter().any(|o| o.part == Part::Apiserver && o.healthy);
     for part in Part::CONTROL_PLANE {
         let mine: Vec<&ComponentObservation> =
             seen.iter().filter(|o| o.part == part && o.index < replicas).collect();
         let healthy = mine.iter().filter(|o| o.healthy).count() as i32;
-        let ok = healthy == replicas;
+        let waits_for_api = part != Part::Apiserver && !api_up;
+        let ok = healthy == replicas && !waits_for_api;
         let (reason, message) = if ok {
             ("Healthy", format!("{healthy}/{replicas} healthy"))
+        } else if healthy == replicas {
+            (
+                "WaitingForApiserver",
+                format!(
+                    "{healthy}/{replicas} healthy, but no kube-apiserver is healthy yet, so it cannot act"
+                ),
+            )
         } else if mine.is_empty() && placement.unplaced_instances > 0 {
             (
                 "NoMachine",
@@ -1314,6 +1325,21 @@ mod tests {
         assert!(get(conditions::KUBE_SCHEDULER_READY).message.contains("not started yet"));
         assert!(conds.iter().all(|c| c.type_ != conditions::NODES_READY));
         assert_eq!(instance_statuses(&seen).len(), 3);
+
+        // A healthy controller-manager is not ready while no apiserver is.
+        let status = machines[0].status.as_mut().unwrap();
+        status.components[0].healthy = Some(false);
+        status.components[1] = ComponentStatus {
+            name: "controller-manager-default-team-a-0".into(),
+            state: ComponentState::Running,
+            healthy: Some(true),
+            ..Default::default()
+        };
+        let seen = observe(&machines, "default", "team-a");
+        let conds = component_conditions(&hc, &placement, &seen, 0, &t);
+        let cm = conds.iter().find(|c| c.type_ == conditions::KUBE_CONTROLLER_MANAGER_READY).unwrap();
+        assert_eq!((cm.status.as_str(), cm.reason.as_str()), ("False", "WaitingForApiserver"), "{cm:?}");
+        assert!(cm.message.contains("no kube-apiserver is healthy yet"), "{}", cm.message);
     }
 
     fn etcd_ca() -> EtcdCa {

@@ -189,6 +189,14 @@ pub fn leaf_needs_renewal(cert_pem: &str, now: OffsetDateTime, threshold: Durati
     }
 }
 
+/// Whether two lists hold the same names, in any order.
+fn same_set(a: &[String], b: &[String]) -> bool {
+    let (mut a, mut b) = (a.to_vec(), b.to_vec());
+    a.sort();
+    b.sort();
+    a == b
+}
+
 fn dedup(names: impl IntoIterator<Item = String>) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for name in names {
@@ -239,7 +247,12 @@ fn plan(inputs: &PkiInputs) -> Result<Vec<LeafPlan>, KokPkiError> {
         leaf(
             leaves::CONTROLLER_MANAGER,
             Signer::Cluster,
-            LeafSpec::client(identities::CONTROLLER_MANAGER_USER, &[]),
+            // In system:masters so its controllers can share its credential
+            // (`--use-service-account-credentials=false`: no wait for a token
+            // per controller at start, which delayed node joins by seconds).
+            // No privilege is added: it holds the cluster CA's key to sign
+            // certificates, so it could issue itself any identity anyway.
+            LeafSpec::client(identities::CONTROLLER_MANAGER_USER, &[identities::ADMIN_GROUP]),
         ),
         leaf(leaves::SCHEDULER, Signer::Cluster, LeafSpec::client(identities::SCHEDULER_USER, &[])),
         leaf(
@@ -355,6 +368,7 @@ impl ControlPlanePki {
                 !leaf_needs_renewal(&current.cert_pem, now, threshold)
                     && inspect_certificate(&current.cert_pem).is_ok_and(|facts| {
                         leaf.spec.alt_names.iter().all(|name| facts.covers(name, now, threshold))
+                            && same_set(&facts.organizations, &leaf.spec.organizations)
                     })
             });
             let cert = match current {
@@ -600,10 +614,8 @@ mod tests {
         assert_eq!(server, "https://api.team-a.example:6443");
         assert_eq!(ca, pki.ca.pem.cert_pem);
         let (subject, server, _) = kubeconfig_identity(&pki.kubeconfigs[keys::CONTROLLER_MANAGER_KUBECONFIG]);
-        assert!(
-            subject.ends_with("CN=system:kube-controller-manager") && !subject.contains("O="),
-            "{subject}"
-        );
+        // Its controllers share its credential (see `plan`).
+        assert_eq!(subject, "O=system:masters, CN=system:kube-controller-manager");
         assert_eq!(server, "https://127.0.0.1:6443");
         let (subject, _, _) = kubeconfig_identity(&pki.kubeconfigs[keys::SCHEDULER_KUBECONFIG]);
         assert!(subject.ends_with("CN=system:kube-scheduler"), "{subject}");
@@ -659,6 +671,20 @@ mod tests {
         assert_eq!(next.leaf(leaves::ADMIN), pki.leaf(leaves::ADMIN));
         assert_eq!(next.kubeconfigs, pki.kubeconfigs);
         assert_eq!(next.ca.pem, pki.ca.pem);
+
+        // A client certificate whose groups differ from what is asked for
+        // now (the controller-manager's, issued before it joined
+        // system:masters) is reissued; only that one.
+        let mut old_groups = pki.clone();
+        let without =
+            pki.ca.issue_at(&LeafSpec::client(identities::CONTROLLER_MANAGER_USER, &[]), now).unwrap();
+        old_groups.leaves.insert(leaves::CONTROLLER_MANAGER.to_string(), without);
+        let (fixed, renewed) = old_groups.renew_leaves(&inputs(), now, month).unwrap();
+        assert_eq!(renewed, [leaves::CONTROLLER_MANAGER]);
+        let facts =
+            crate::pki::inspect_certificate(&fixed.leaf(leaves::CONTROLLER_MANAGER).unwrap().cert_pem)
+                .unwrap();
+        assert_eq!(facts.organizations, [identities::ADMIN_GROUP]);
 
         // Eleven months on, every leaf is within a month of expiry.
         let later = now + Duration::days(340);

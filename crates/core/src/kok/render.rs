@@ -180,7 +180,11 @@ pub fn controller_manager_args(l: &ControlPlaneLayout) -> Vec<String> {
         format!("--cluster-signing-key-file={}", l.file(keys::CA_KEY)),
         format!("--service-account-private-key-file={}", l.file(keys::SA_KEY)),
         format!("--root-ca-file={}", l.file(keys::CA_CRT)),
-        "--use-service-account-credentials=true".into(),
+        // Controllers share the controller-manager's own credential (in
+        // system:masters, see `kok::pki`): with one service-account token
+        // per controller they start one by one, each waiting for its token,
+        // and the CSR signer came up seconds after the API.
+        "--use-service-account-credentials=false".into(),
         format!("--controllers={}", l.controllers),
         format!("--leader-elect={}", l.leader_elect),
         format!("--cluster-name={}", l.name),

@@ -300,6 +300,7 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
         .as_ref()
         .filter(|_| upgrade::is_upgrading(previous.upgrade.as_ref()))
         .and_then(|u| u.step_started_at.clone());
+    let known_version = previous.version.as_deref();
     let upgrade_plan = upgrade::plan(&upgrade::UpgradeInput {
         desired: &hc.spec.version,
         desired_known: ctx.config.plan.versions.contains_key(&hc.spec.version),
@@ -313,12 +314,7 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 component: o.part.upstream().to_string(),
                 index: o.index,
                 version: o.version.clone(),
-                healthy: o.healthy
-                    && match (&step_started, &o.started_at) {
-                        (Some(step), Some(started)) => started.0 >= step.0,
-                        (Some(_), None) => false,
-                        (None, _) => true,
-                    },
+                healthy: plan::counts_as_healthy(o, step_started.as_ref(), known_version),
             })
             .collect::<Vec<_>>(),
         now: now.clone(),

@@ -889,6 +889,26 @@ pub fn observe(machines: &[Machine], namespace: &str, cluster: &str) -> Vec<Comp
     out
 }
 
+/// Whether an instance counts as healthy on its spec's version for the
+/// upgrade plan. While a step runs (`step_started`), only a process started
+/// since counts: the one before it ran the old configuration. With no step
+/// known, an instance whose spec is on a version the cluster is not known to
+/// run (`known_version`) does not count either: a step has begun that a
+/// cached, older status does not show yet, and its healthy process may
+/// still be the old one.
+pub fn counts_as_healthy(
+    o: &ComponentObservation,
+    step_started: Option<&Time>,
+    known_version: Option<&str>,
+) -> bool {
+    o.healthy
+        && match (step_started, &o.started_at) {
+            (Some(step), Some(started)) => started.0 >= step.0,
+            (Some(_), None) => false,
+            (None, _) => known_version.is_none_or(|v| v == o.version),
+        }
+}
+
 /// A condition with its transition time kept while the verdict stays.
 pub fn condition(
     previous: &[Condition],
@@ -1340,6 +1360,30 @@ mod tests {
         let cm = conds.iter().find(|c| c.type_ == conditions::KUBE_CONTROLLER_MANAGER_READY).unwrap();
         assert_eq!((cm.status.as_str(), cm.reason.as_str()), ("False", "WaitingForApiserver"), "{cm:?}");
         assert!(cm.message.contains("no kube-apiserver is healthy yet"), "{}", cm.message);
+    }
+
+    #[test]
+    fn an_instance_counts_healthy_only_on_a_process_that_runs_its_spec() {
+        let at = |s: i64| Time(Timestamp::from_second(1_800_000_000 + s).unwrap());
+        let o = |version: &str, healthy: bool, started: i64| ComponentObservation {
+            part: Part::Apiserver,
+            index: 0,
+            machine: "m1".into(),
+            version: version.into(),
+            healthy,
+            problem: None,
+            started_at: Some(at(started)),
+        };
+        // Steady state and a fresh cluster.
+        assert!(counts_as_healthy(&o("1.20.2", true, 0), None, Some("1.20.2")));
+        assert!(counts_as_healthy(&o("1.20.2", true, 0), None, None));
+        assert!(!counts_as_healthy(&o("1.20.2", false, 0), None, None));
+        // During a step: only a process started since it began.
+        assert!(!counts_as_healthy(&o("1.21.0", true, 0), Some(&at(10)), Some("1.20.2")));
+        assert!(counts_as_healthy(&o("1.21.0", true, 12), Some(&at(10)), Some("1.20.2")));
+        // A step the cached status does not show yet: the spec is already
+        // on 1.21.0 but the healthy process may be the 1.20.2 one.
+        assert!(!counts_as_healthy(&o("1.21.0", true, 0), None, Some("1.20.2")));
     }
 
     fn etcd_ca() -> EtcdCa {

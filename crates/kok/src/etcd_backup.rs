@@ -60,6 +60,20 @@ fn error_policy(backup: Arc<EtcdBackup>, error: &Error, _: Arc<Ctx>) -> Action {
     Action::requeue(Duration::from_secs(2))
 }
 
+/// What a backup's plans read: its destination Machine and its EtcdCluster
+/// (either may be gone).
+async fn read_inputs(
+    backup: &EtcdBackup,
+    machines: &Api<Machine>,
+    ctx: &Ctx,
+) -> Result<(Option<Machine>, Option<EtcdCluster>), Error> {
+    let namespace = backup.namespace().unwrap_or_default();
+    let destination = machines.get_opt(&backup.spec.destination.machine).await?;
+    let cluster =
+        Api::<EtcdCluster>::namespaced(ctx.client.clone(), &namespace).get_opt(&backup.spec.cluster).await?;
+    Ok((destination, cluster))
+}
+
 async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     if backup.metadata.deletion_timestamp.is_some() {
         return remove_file(&backup, &ctx).await;
@@ -68,9 +82,7 @@ async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Err
     let namespace = backup.namespace().unwrap_or_default();
     let machine = backup.spec.destination.machine.clone();
     let machines: Api<Machine> = Api::all(ctx.client.clone());
-    let destination = machines.get_opt(&machine).await?;
-    let cluster =
-        Api::<EtcdCluster>::namespaced(ctx.client.clone(), &namespace).get_opt(&backup.spec.cluster).await?;
+    let (destination, cluster) = read_inputs(&backup, &machines, &ctx).await?;
     let now = Time(Timestamp::now());
     let step = plan::backup_plan(&backup, cluster.as_ref(), destination.as_ref(), &ctx.config.plan, now);
     let manager = plan::backup_field_manager(&namespace, &name);
@@ -116,9 +128,7 @@ async fn remove_file(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
     let namespace = backup.namespace().unwrap_or_default();
     let machine = backup.spec.destination.machine.clone();
     let machines: Api<Machine> = Api::all(ctx.client.clone());
-    let destination = machines.get_opt(&machine).await?;
-    let cluster =
-        Api::<EtcdCluster>::namespaced(ctx.client.clone(), &namespace).get_opt(&backup.spec.cluster).await?;
+    let (destination, cluster) = read_inputs(backup, &machines, ctx).await?;
     let step = schedule::removal_plan(
         backup,
         cluster.as_ref(),

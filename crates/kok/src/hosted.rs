@@ -791,7 +791,6 @@ async fn write_status(
             tracing::info!(cluster = %name, phase = ?phase, "hosted cluster phase");
         }
     }
-    let _ = config;
     Ok(all_ok)
 }
 

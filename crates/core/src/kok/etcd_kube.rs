@@ -434,15 +434,7 @@ pub fn render(
             "spec": {
                 "automountServiceAccountToken": false,
                 "enableServiceLinks": false,
-                "affinity": { "podAntiAffinity": {
-                    "preferredDuringSchedulingIgnoredDuringExecution": [{
-                        "weight": 100,
-                        "podAffinityTerm": {
-                            "labelSelector": { "matchLabels": selector },
-                            "topologyKey": "kubernetes.io/hostname",
-                        },
-                    }],
-                }},
+                "affinity": super::kube_runtime::spread_over_nodes(&selector),
                 "containers": [container],
                 "volumes": volumes,
             },

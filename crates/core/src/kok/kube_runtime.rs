@@ -482,15 +482,7 @@ fn deployment_object(
                     // to it.
                     "automountServiceAccountToken": false,
                     "enableServiceLinks": false,
-                    "affinity": { "podAntiAffinity": {
-                        "preferredDuringSchedulingIgnoredDuringExecution": [{
-                            "weight": 100,
-                            "podAffinityTerm": {
-                                "labelSelector": { "matchLabels": selector },
-                                "topologyKey": "kubernetes.io/hostname",
-                            },
-                        }],
-                    }},
+                    "affinity": spread_over_nodes(&selector),
                     "containers": [container],
                     "volumes": [{
                         "name": "pki",
@@ -748,6 +740,20 @@ pub fn upgrade_versions(plan: &UpgradePlan) -> Option<ComponentVersions> {
         .filter_map(|c| Some((c, plan.versions.get(&(c.name().to_string(), 0))?.clone())))
         .collect();
     (versions.len() == ControlPlaneComponent::ALL.len()).then_some(versions)
+}
+
+/// Pod affinity that prefers one replica per meta-cluster node (the pods
+/// `selector` matches), for the control plane and etcd alike.
+pub(crate) fn spread_over_nodes(selector: &BTreeMap<String, String>) -> Value {
+    json!({ "podAntiAffinity": {
+        "preferredDuringSchedulingIgnoredDuringExecution": [{
+            "weight": 100,
+            "podAffinityTerm": {
+                "labelSelector": { "matchLabels": selector },
+                "topologyKey": "kubernetes.io/hostname",
+            },
+        }],
+    }})
 }
 
 #[cfg(test)]

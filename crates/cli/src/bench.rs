@@ -583,6 +583,7 @@ pub mod scheduling {
                     allocatable,
                     allocated,
                     schedulable: rng.below(200) != 0,
+                    available_since: None,
                 }
             })
             .collect()

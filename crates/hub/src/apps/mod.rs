@@ -10,6 +10,7 @@
 //! keeps the hub's memory flat in the number of templates.
 
 mod binder;
+mod fleet_view;
 mod queue;
 mod status;
 
@@ -25,7 +26,7 @@ use flotilla_api::policy::{
 use flotilla_api::work::{keys, BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_core::binding::template_key;
 use flotilla_core::scheduler::ClusterSnapshot;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::discovery::ApiCapabilities;
@@ -109,7 +110,8 @@ pub(crate) struct Apps {
     outcomes: Mutex<HashMap<TemplateKey, Outcome>>,
     /// Last template status written, by template (hash of the JSON).
     written_status: Mutex<HashMap<TemplateKey, u64>>,
-    snapshots: Mutex<Option<Arc<Vec<ClusterSnapshot>>>>,
+    cluster_view: Mutex<Option<Arc<fleet_view::ClusterView>>>,
+    failover: flotilla_core::failover::FailoverSettings,
     cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     invalid_policies: Mutex<HashSet<(String, String, String)>>,
     binder: Arc<Queue<TemplateKey>>,
@@ -178,7 +180,7 @@ fn strip_meta<K: Resource>(k: &mut K) {
 }
 
 /// Runs the application controllers until the process ends.
-pub async fn run(client: Client) -> Result<(), Error> {
+pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSettings) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
     let (ops, op_events) = reflect(Api::<OverridePolicy>::all(client.clone()), strip_meta);
@@ -211,7 +213,8 @@ pub async fn run(client: Client) -> Result<(), Error> {
         dependents: Mutex::default(),
         outcomes: Mutex::default(),
         written_status: Mutex::default(),
-        snapshots: Mutex::default(),
+        cluster_view: Mutex::default(),
+        failover,
         cluster_signatures: Mutex::default(),
         invalid_policies: Mutex::default(),
         binder: Queue::new(),
@@ -546,10 +549,15 @@ pub(crate) fn key_of_binding(spec: &BindingSpec) -> TemplateKey {
 
 async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCluster>> + Send) {
     let mut events = std::pin::pin!(events);
+    let recorder = fleet_view::recorder(&apps);
+    let mut halted = BTreeMap::new();
     while let Some(event) = events.next().await {
         let Some(mc) = touched(&event) else { continue };
         let deleted = matches!(event, Event::Delete(_));
-        *lock(&apps.snapshots) = None;
+        *lock(&apps.cluster_view) = None;
+        if apps.clusters.wait_until_ready().now_or_never().is_some() {
+            fleet_view::announce_disruption(&apps, &recorder, &mut halted).await;
+        }
         let snapshot = ClusterSnapshot::from_managed_cluster(mc);
         // What decides placement, and what only decides capacity.
         let placement = hash_of(&(
@@ -703,19 +711,6 @@ impl Apps {
     fn works_of(&self, key: &TemplateKey) -> BTreeMap<String, Arc<Work>> {
         let refs = lock(&self.work_index).get(&key.hash_label()).cloned().unwrap_or_default();
         refs.into_iter().filter_map(|(cluster, r)| Some((cluster, self.works.get(&r)?))).collect()
-    }
-
-    fn cluster_snapshots(&self) -> Arc<Vec<ClusterSnapshot>> {
-        let mut cached = lock(&self.snapshots);
-        if let Some(s) = cached.as_ref() {
-            return s.clone();
-        }
-        let mut list: Vec<ClusterSnapshot> =
-            self.clusters.state().iter().map(|mc| ClusterSnapshot::from_managed_cluster(mc)).collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        let list = Arc::new(list);
-        *cached = Some(list.clone());
-        list
     }
 
     async fn validate_policy(&self, event: &PolicyEvent) {

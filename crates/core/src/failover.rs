@@ -36,7 +36,29 @@ pub const DEFAULT_RETURN_AFTER: Duration = Duration::from_secs(120);
 /// Labels whose clusters share a failure domain: when every cluster with
 /// one value is unhealthy at once, the domain (not the clusters) failed.
 pub const DEFAULT_DOMAIN_LABELS: &[&str] =
-    &["topology.kubernetes.io/zone", "kok.flotilla.io/etcd-cluster", "kok.flotilla.io/machine-pool"];
+    &["topology.kubernetes.io/zone", ETCD_DOMAIN_LABEL, MACHINE_POOL_DOMAIN_LABEL];
+/// Label on a hosted member's ManagedCluster: the EtcdCluster it stores
+/// its data in (`namespace.name`), shared by the members of one etcd.
+pub const ETCD_DOMAIN_LABEL: &str = "kok.flotilla.io/etcd-cluster";
+/// Label on a hosted member's ManagedCluster: the machine pool its control
+/// plane runs in.
+pub const MACHINE_POOL_DOMAIN_LABEL: &str = "kok.flotilla.io/machine-pool";
+
+/// The failure-domain labels of a hosted member: its EtcdCluster and its
+/// control plane's machine pool. Values that cannot be label values (over
+/// 63 characters) are left out.
+pub fn hosted_domain_labels(
+    namespace: &str,
+    etcd_cluster: &str,
+    machine_pool: Option<&str>,
+) -> BTreeMap<String, String> {
+    let etcd = format!("{namespace}.{etcd_cluster}");
+    [(ETCD_DOMAIN_LABEL, Some(etcd.as_str())), (MACHINE_POOL_DOMAIN_LABEL, machine_pool)]
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.filter(|v| v.len() <= 63)?.to_string())))
+        .collect()
+}
+
 /// Annotation on a propagation policy: `"false"` keeps replicas where
 /// failover put them instead of returning them.
 pub const RETURN_ANNOTATION: &str = "policy.flotilla.io/return-after-failover";
@@ -380,7 +402,8 @@ mod tests {
     fn default_tolerations_are_added_only_where_the_policy_is_silent() {
         let karmada = toleration("cluster.karmada.io/not-ready", Some(30));
         let any_key = Toleration { operator: Some("Exists".into()), ..Default::default() };
-        let cases: Vec<(&str, Vec<Toleration>, Option<i64>, Vec<(&str, Option<i64>)>)> = vec![
+        type Case<'a> = (&'a str, Vec<Toleration>, Option<i64>, Vec<(&'a str, Option<i64>)>);
+        let cases: Vec<Case> = vec![
             (
                 "silent policy gets both",
                 vec![],
@@ -486,7 +509,8 @@ mod tests {
     #[test]
     fn clusters_failed_over_from_are_remembered_until_chosen_again_or_gone() {
         let fleet = [cluster("a", true, &[]), cluster("b", false, &[]), cluster("c", false, &[])];
-        let cases: Vec<(&str, Vec<&str>, Vec<TargetCluster>, Vec<TargetCluster>, Vec<&str>)> = vec![
+        type Case<'a> = (&'a str, Vec<&'a str>, Vec<TargetCluster>, Vec<TargetCluster>, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             (
                 "a tainted cluster left",
                 vec![],
@@ -554,7 +578,8 @@ mod tests {
         };
         let set = |names: &[&str]| -> BTreeSet<String> { names.iter().map(|n| n.to_string()).collect() };
         let target = targets(&[("a", 2), ("b", 4), ("c", 4)]);
-        let cases: Vec<(&str, BTreeMap<String, i32>, BTreeSet<String>, i32, Vec<TargetCluster>)> = vec![
+        type Case<'a> = (&'a str, BTreeMap<String, i32>, BTreeSet<String>, i32, Vec<TargetCluster>);
+        let cases: Vec<Case> = vec![
             (
                 "a first placement grows at once",
                 cur(&[]),
@@ -619,6 +644,16 @@ mod tests {
             let extra = got.iter().map(|t| t.replicas).sum::<i32>() - 10;
             assert!(extra <= surge, "{name}: {extra} extra replicas with a surge of {surge}");
         }
+    }
+
+    #[test]
+    fn hosted_members_are_labelled_with_their_etcd_and_machine_pool() {
+        let labels = hosted_domain_labels("flotilla-system", "fleet-etcd", Some("pool-a"));
+        assert_eq!(labels[ETCD_DOMAIN_LABEL], "flotilla-system.fleet-etcd");
+        assert_eq!(labels[MACHINE_POOL_DOMAIN_LABEL], "pool-a");
+        let long = "x".repeat(60);
+        let labels = hosted_domain_labels("ns", &long, None);
+        assert!(labels.is_empty(), "{labels:?}");
     }
 
     #[test]

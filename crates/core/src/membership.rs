@@ -557,7 +557,8 @@ mod tests {
         let other =
             Taint { key: "team".into(), value: None, effect: TaintEffect::NoExecute, time_added: None };
         // (name, status, unhealthy since, existing hub taints, now, want taints, want recheck)
-        let cases: Vec<(&str, &str, i64, Vec<Taint>, i64, Vec<Taint>, Option<Duration>)> = vec![
+        type Case<'a> = (&'a str, &'a str, i64, Vec<Taint>, i64, Vec<Taint>, Option<Duration>);
+        let cases: Vec<Case> = vec![
             ("healthy: none", "True", 0, vec![taint(taints::NOT_READY, 5)], 100, vec![], None),
             (
                 "unreachable: at once (the grace is in the lease)",

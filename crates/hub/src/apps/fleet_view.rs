@@ -8,8 +8,10 @@ use std::sync::Arc;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_core::failover::{self, Disruption, FailoverSettings};
 use flotilla_core::scheduler::ClusterSnapshot;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::{Resource, ResourceExt};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::PostParams;
+use kube::{Api, Resource, ResourceExt};
 
 use super::{lock, Apps};
 
@@ -48,11 +50,7 @@ impl Apps {
 
 /// After a cluster changed: say (log and Events on the clusters) when
 /// failover halts or resumes for some of them.
-pub(crate) async fn announce_disruption(
-    apps: &Apps,
-    recorder: &Recorder,
-    last: &mut BTreeMap<String, String>,
-) {
+pub(crate) async fn announce_disruption(apps: &Apps, last: &mut BTreeMap<String, String>) {
     let view = apps.cluster_view();
     let now = &view.disruption.halted;
     if now == last {
@@ -60,38 +58,44 @@ pub(crate) async fn announce_disruption(
     }
     for (cluster, why) in now.iter().filter(|(c, w)| last.get(*c) != Some(*w)) {
         tracing::warn!(%cluster, reason = %why, "failover halted");
-        publish(apps, recorder, cluster, EventType::Warning, "FailoverHalted", why).await;
+        publish(apps, cluster, "Warning", "FailoverHalted", why).await;
     }
     for cluster in last.keys().filter(|c| !now.contains_key(*c)) {
         tracing::info!(%cluster, "failover resumed");
         let note = "fewer clusters are unhealthy now: failover follows the policies' tolerations again";
-        publish(apps, recorder, cluster, EventType::Normal, "FailoverResumed", note).await;
+        publish(apps, cluster, "Normal", "FailoverResumed", note).await;
     }
     *last = now.clone();
 }
 
-async fn publish(
-    apps: &Apps,
-    recorder: &Recorder,
-    cluster: &str,
-    type_: EventType,
-    reason: &str,
-    note: &str,
-) {
+/// A core/v1 Event on a ManagedCluster. (Kubernetes before 1.22 refuses
+/// events.k8s.io/v1 Events about cluster-scoped objects, so the kube-runtime
+/// recorder cannot be used for them.)
+async fn publish(apps: &Apps, cluster: &str, type_: &str, reason: &str, note: &str) {
     let reference = kube::runtime::reflector::ObjectRef::<ManagedCluster>::new(cluster);
     let Some(mc) = apps.clusters.get(&reference) else { return };
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Failover".into(),
-        secondary: None,
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let event = CoreEvent {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{cluster}.")),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        involved_object: mc.object_ref(&()),
+        type_: Some(type_.into()),
+        reason: Some(reason.into()),
+        message: Some(note.chars().take(1000).collect()),
+        action: Some("Failover".into()),
+        source: Some(EventSource { component: Some("flotilla-hub".into()), host: None }),
+        reporting_component: Some("flotilla-hub".into()),
+        reporting_instance: Some("flotilla-hub".into()),
+        first_timestamp: Some(Time(now)),
+        last_timestamp: Some(Time(now)),
+        count: Some(1),
+        ..Default::default()
     };
-    if let Err(e) = recorder.publish(&event, &mc.object_ref(&())).await {
+    let api: Api<CoreEvent> = Api::namespaced(apps.client.clone(), "default");
+    if let Err(e) = api.create(&PostParams::default(), &event).await {
         tracing::debug!(cluster = %mc.name_any(), error = %e, "could not record an event");
     }
-}
-
-pub(crate) fn recorder(apps: &Apps) -> Recorder {
-    Recorder::new(apps.client.clone(), Reporter { controller: "flotilla-hub".into(), instance: None })
 }

@@ -549,14 +549,13 @@ pub(crate) fn key_of_binding(spec: &BindingSpec) -> TemplateKey {
 
 async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCluster>> + Send) {
     let mut events = std::pin::pin!(events);
-    let recorder = fleet_view::recorder(&apps);
     let mut halted = BTreeMap::new();
     while let Some(event) = events.next().await {
         let Some(mc) = touched(&event) else { continue };
         let deleted = matches!(event, Event::Delete(_));
         *lock(&apps.cluster_view) = None;
         if apps.clusters.wait_until_ready().now_or_never().is_some() {
-            fleet_view::announce_disruption(&apps, &recorder, &mut halted).await;
+            fleet_view::announce_disruption(&apps, &mut halted).await;
         }
         let snapshot = ClusterSnapshot::from_managed_cluster(mc);
         // What decides placement, and what only decides capacity.
@@ -565,6 +564,8 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
             format!("{:?}", snapshot.taints),
             format!("{:?}", snapshot.api_enablements),
             snapshot.schedulable,
+            // A return after failover waits for the cluster to be Available.
+            snapshot.available_since.map(|t| t.as_second()),
             deleted,
         ));
         let capacity = hash_of(&(&snapshot.allocatable, &snapshot.allocated));

@@ -651,7 +651,7 @@ mod tests {
         let labels = hosted_domain_labels("flotilla-system", "fleet-etcd", Some("pool-a"));
         assert_eq!(labels[ETCD_DOMAIN_LABEL], "flotilla-system.fleet-etcd");
         assert_eq!(labels[MACHINE_POOL_DOMAIN_LABEL], "pool-a");
-        let long = "x".repeat(60);
+        let long = "x".repeat(70);
         let labels = hosted_domain_labels("ns", &long, None);
         assert!(labels.is_empty(), "{labels:?}");
     }

@@ -248,6 +248,31 @@ pub fn with_failover_halted(clusters: &[ClusterSnapshot], disruption: &Disruptio
         .collect()
 }
 
+/// A cluster's taints once a mass disruption it was part of is over: the
+/// hub's health taints count from now, so a cluster that recovers last is
+/// not failed over at once because its toleration ran out while failover
+/// was halted. `None` when it carries none (nothing to write).
+pub fn restart_toleration_clock(cluster_taints: &[Taint], now: Timestamp) -> Option<Vec<Taint>> {
+    let is_hub = |t: &Taint| {
+        t.effect == TaintEffect::NoExecute && (t.key == taints::NOT_READY || t.key == taints::UNREACHABLE)
+    };
+    if !cluster_taints.iter().any(is_hub) {
+        return None;
+    }
+    Some(
+        cluster_taints
+            .iter()
+            .map(|t| {
+                let mut t = t.clone();
+                if is_hub(&t) {
+                    t.time_added = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
+                }
+                t
+            })
+            .collect(),
+    )
+}
+
 /// Clusters a binding failed over from, after this reconcile: those it
 /// had, plus every cluster that left `previous` while carrying a hub health
 /// taint, minus those chosen again and those no longer in the fleet.
@@ -504,6 +529,22 @@ mod tests {
         let seen = with_failover_halted(&clusters, &halted);
         assert_eq!(seen[0].taints[0].effect, TaintEffect::NoSchedule);
         assert_eq!(seen[1].taints[0].effect, TaintEffect::NoExecute);
+    }
+
+    #[test]
+    fn after_a_mass_disruption_the_toleration_counts_from_its_end() {
+        let now = Timestamp::from_second(5_000).unwrap();
+        let mut tainted = cluster("a", true, &[]);
+        tainted.taints.push(Taint {
+            key: "team".into(),
+            value: None,
+            effect: TaintEffect::NoSchedule,
+            time_added: None,
+        });
+        let restamped = restart_toleration_clock(&tainted.taints, now).unwrap();
+        assert_eq!(restamped[0].time_added.as_ref().unwrap().0, now);
+        assert_eq!(restamped[1], tainted.taints[1], "other taints are left alone");
+        assert_eq!(restart_toleration_clock(&cluster("b", false, &[]).taints, now), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::{Error, FIELD_MANAGER};
 
 /// Field manager for the hub's taints on ManagedCluster specs.
-const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
+pub(crate) const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
 
 pub use membership::HEARTBEAT_LABEL;
 

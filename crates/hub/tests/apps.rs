@@ -13,7 +13,7 @@ use flotilla_api::work::ResourceBinding;
 use flotilla_core::failover::{FailoverSettings, MaxSurge};
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_hub::HubConfig;
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
+use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -24,6 +24,8 @@ use serde_json::json;
 struct Fleet {
     hub: Cluster,
     members: Vec<Cluster>,
+    /// The members' shared etcd, if they share one (dropped after them).
+    etcd: Option<Etcd>,
     tmp: tempfile::TempDir,
     agents: BTreeMap<String, tokio::task::JoinHandle<Result<(), flotilla_agent::Error>>>,
     _controllers: tokio::task::JoinHandle<()>,
@@ -74,20 +76,39 @@ impl Fleet {
     /// Available, each labelled with its region. Members whose index is in
     /// `with_widgets` serve the Widget CRD.
     async fn start(regions: &[&str], with_widgets: &[usize]) -> Fleet {
-        Fleet::start_with(regions, with_widgets, FailoverSettings::default()).await
+        Fleet::start_with(regions, with_widgets, FailoverSettings::default(), false).await
     }
 
-    /// Like `start`, with the hub's failover settings.
-    async fn start_with(regions: &[&str], with_widgets: &[usize], failover: FailoverSettings) -> Fleet {
+    /// Like `start`, with the hub's failover settings, and optionally the
+    /// members storing their data in one shared etcd (as the local fleet's
+    /// members do).
+    async fn start_with(
+        regions: &[&str],
+        with_widgets: &[usize],
+        failover: FailoverSettings,
+        shared_etcd: bool,
+    ) -> Fleet {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let etcd = match shared_etcd {
+            true => Some(
+                Etcd::start(&Binaries::locate().unwrap(), &tmp.path().join("shared-etcd")).await.unwrap(),
+            ),
+            false => None,
+        };
         let hub = Cluster::start(ClusterConfig::hub("hub"));
-        let members = futures::future::join_all(
-            (0..regions.len())
-                .map(|i| Cluster::start(ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1))),
-        );
+        let members = futures::future::join_all((0..regions.len()).map(|i| {
+            let name = format!("m{}", i + 1);
+            let mut config = ClusterConfig::new(name.clone()).with_nodes(1);
+            if let Some(etcd) = &etcd {
+                config = config.with_etcd(etcd.client_url());
+                config.etcd_prefix = Some(format!("/clusters/{name}"));
+            }
+            Cluster::start(config)
+        }));
         let (hub, members) = tokio::join!(hub, members);
         let hub = hub.unwrap();
         let members: Vec<Cluster> = members.into_iter().map(|m| m.unwrap()).collect();
@@ -107,7 +128,6 @@ impl Fleet {
             };
             flotilla_hub::run(client, config).await.unwrap();
         });
-        let tmp = tempfile::tempdir().unwrap();
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "bootstrap-token-appsab", "namespace": "kube-system"},
@@ -132,7 +152,7 @@ impl Fleet {
             }),
         )
         .unwrap();
-        let mut fleet = Fleet { hub, members, tmp, agents: BTreeMap::new(), _controllers: controllers };
+        let mut fleet = Fleet { hub, members, etcd, tmp, agents: BTreeMap::new(), _controllers: controllers };
         for i in 0..regions.len() {
             fleet.start_agent(i, Some(bootstrap.clone()));
         }
@@ -149,7 +169,10 @@ impl Fleet {
                 },
             )
             .await;
-            let labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
+            let mut labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
+            if fleet.etcd.is_some() {
+                labels["metadata"]["labels"][flotilla_core::failover::ETCD_DOMAIN_LABEL] = json!("shared");
+            }
             clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
         }
         fleet
@@ -414,7 +437,7 @@ async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within
         max_surge: MaxSurge::Count(1),
         ..Default::default()
     };
-    let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover).await;
+    let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover, false).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
     // The policy is silent on taints: the hub's default toleration applies.
@@ -536,7 +559,7 @@ async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within
 #[tokio::test]
 async fn a_blip_or_a_mass_disruption_moves_nothing() {
     let failover = FailoverSettings { default_toleration_seconds: Some(20), ..Default::default() };
-    let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover).await;
+    let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover, true).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
     apply(
@@ -573,6 +596,37 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
         even,
         "a blip moved replicas"
     );
+
+    // The members' shared etcd stops for a few seconds: every member is
+    // unhealthy at once; nothing moves, nothing is lost.
+    fleet.etcd.as_mut().unwrap().process_mut().stop(Duration::from_secs(0));
+    wait_for("a member to notice its etcd is gone", Duration::from_secs(30), || async {
+        clusters
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|mc| mc.condition("Available").is_some_and(|c| c.status != "True"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.etcd.as_mut().unwrap().process_mut().restart().unwrap();
+    for name in ["m1", "m2", "m3"] {
+        wait_for(&format!("{name} Available after the etcd blip"), Duration::from_secs(60), || async {
+            clusters.get(name).await.unwrap().condition("Available").is_some_and(|c| c.status == "True")
+        })
+        .await;
+    }
+    assert_eq!(
+        binding_division(&bindings.get("web-deployment").await.unwrap()),
+        even,
+        "an etcd blip moved replicas"
+    );
+    wait_for("every member back at 2/2", Duration::from_secs(60), || async {
+        placement(&fleet, "web").await.values().all(|r| *r == (2, 2))
+    })
+    .await;
 
     // Two of three agents go silent (as when the hub's own view breaks):
     // failover halts, says so, and nothing moves past the toleration.

@@ -62,10 +62,32 @@ pub(crate) async fn announce_disruption(apps: &Apps, last: &mut BTreeMap<String,
     }
     for cluster in last.keys().filter(|c| !now.contains_key(*c)) {
         tracing::info!(%cluster, "failover resumed");
-        let note = "fewer clusters are unhealthy now: failover follows the policies' tolerations again";
+        let note = "fewer clusters are unhealthy now: failover follows the policies' tolerations again, \
+                    counted from now for a cluster still unhealthy";
+        restart_toleration_clock(apps, cluster).await;
         publish(apps, cluster, "Normal", "FailoverResumed", note).await;
     }
     *last = now.clone();
+}
+
+/// A cluster still unhealthy when a mass disruption ends gets a full
+/// toleration from now (see `failover::restart_toleration_clock`).
+async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
+    let reference = kube::runtime::reflector::ObjectRef::<ManagedCluster>::new(cluster);
+    let Some(mc) = apps.clusters.get(&reference) else { return };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let Some(taints) = failover::restart_toleration_clock(&mc.spec.taints, now) else { return };
+    let api: Api<ManagedCluster> = Api::all(apps.client.clone());
+    // The health controller's own manager: it writes the whole list and
+    // keeps the earliest time of an episode, which is now this one.
+    let body = serde_json::json!({
+        "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+        "spec": {"taints": taints}
+    });
+    let params = kube::api::PatchParams::apply(crate::controller::TAINT_FIELD_MANAGER).force();
+    if let Err(e) = api.patch(cluster, &params, &kube::api::Patch::Apply(&body)).await {
+        tracing::warn!(%cluster, error = %e, "could not restart the toleration clock");
+    }
 }
 
 /// A core/v1 Event on a ManagedCluster. (Kubernetes before 1.22 refuses

@@ -100,6 +100,10 @@ pub struct ClusterConfig {
     /// (needed before creating bare Pods there; workload controllers retry
     /// on their own). Off by default: it adds ~2s of controller-manager start.
     pub wait_for_default_service_account: bool,
+    /// Also serve the API on this address (the apiserver binds every
+    /// address and its certificate names this one), for clients in another
+    /// network namespace. Loopback only when `None`.
+    pub serve_on: Option<std::net::Ipv4Addr>,
 }
 
 impl ClusterConfig {
@@ -118,6 +122,7 @@ impl ClusterConfig {
             binaries: None,
             ready_timeout: Duration::from_secs(90),
             wait_for_default_service_account: false,
+            serve_on: None,
         }
     }
 
@@ -757,18 +762,17 @@ fn apiserver_spec(
     etcd_url: &str,
     etcd_prefix: &str,
 ) -> Result<ProcessSpec> {
-    let (crt, key) = serving_cert(
-        root,
-        ca,
-        "kube-apiserver",
-        &[
-            SERVICE_IP,
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ],
-    )?;
+    let serve_on = config.serve_on.map(|ip| ip.to_string());
+    let mut sans = vec![
+        SERVICE_IP,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ];
+    sans.extend(serve_on.as_deref());
+    let (crt, key) = serving_cert(root, ca, "kube-apiserver", &sans)?;
+    let bind = if serve_on.is_some() { "0.0.0.0" } else { "127.0.0.1" };
     // Components read the server address from here.
     write(&root.join("server"), &format!("https://127.0.0.1:{port}"))?;
     let mut spec = ProcessSpec::new(
@@ -779,7 +783,7 @@ fn apiserver_spec(
     .args([
         format!("--etcd-servers={etcd_url}"),
         format!("--etcd-prefix={etcd_prefix}"),
-        "--bind-address=127.0.0.1".into(),
+        format!("--bind-address={bind}"),
         "--advertise-address=127.0.0.1".into(),
         format!("--secure-port={port}"),
         "--insecure-port=0".into(),

@@ -9,6 +9,7 @@
 mod binaries;
 mod cluster;
 mod etcd;
+pub mod netns;
 pub mod ports;
 pub mod process;
 

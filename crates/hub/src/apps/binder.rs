@@ -274,6 +274,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         snapshots.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
     let bname = binding_name(&key.api_version, &key.kind, &key.name);
     let mut override_errors = Vec::new();
+    let mut too_large = Vec::new();
     let mut writes = Vec::new();
     for target in &clusters {
         let mut manifest = base.clone();
@@ -301,6 +302,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }) {
             continue;
         }
+        if let Some(message) = flotilla_core::binding_status::work_too_large(&target.name, &work_spec) {
+            too_large.push(message);
+            continue;
+        }
         writes.push(write_work(
             apps,
             key,
@@ -311,9 +316,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             template.metadata.generation,
         ));
     }
-    for r in futures::future::join_all(writes).await {
-        r?;
-    }
+    apps.works_written(key, too_large, futures::future::join_all(writes).await)?;
     if !override_errors.is_empty() {
         record(apps, key, false, "OverrideFailed", &override_errors.join("; "), template.metadata.generation);
     }
@@ -571,6 +574,7 @@ async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&BindingSpec>) -> 
     }
     lock(&apps.outcomes).remove(key);
     lock(&apps.written_status).remove(key);
+    lock(&apps.refused).remove(key);
     for dep in spec.iter().flat_map(|s| s.dependencies.iter()) {
         apps.binder.add(TemplateKey {
             api_version: dep.api_version.clone(),

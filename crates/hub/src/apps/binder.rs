@@ -32,13 +32,9 @@ pub(super) async fn worker(apps: Arc<Apps>) {
     loop {
         let key = apps.binder.next().await;
         let started = std::time::Instant::now();
-        match reconcile(&apps, &key).await {
-            Ok(Some(after)) => apps.binder.add_after(key.clone(), after),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(template = %key, error = %e, "binding failed; retrying");
-                apps.binder.add_after(key.clone(), Duration::from_secs(2));
-            }
+        let result = reconcile(&apps, &key).await;
+        if let Some(after) = apps.bound(&key, result) {
+            apps.binder.add_after(key.clone(), after);
         }
         tracing::debug!(template = %key, elapsed_ms = started.elapsed().as_millis() as u64, "bound");
         apps.binder.done(&key);

@@ -111,6 +111,8 @@ pub(crate) struct Apps {
     /// Templates whose works the hub could not write: (reason, message),
     /// shown on the binding's `FullyApplied` until a write succeeds.
     refused: Mutex<HashMap<TemplateKey, (String, String)>>,
+    /// Consecutive binder failures by template, with the last error.
+    bind_failures: Mutex<HashMap<TemplateKey, (u32, String)>>,
     /// The last status write the API server refused, by template (logged once).
     status_refusals: Mutex<HashMap<TemplateKey, String>>,
     /// Last template status written, by template (hash of the JSON).
@@ -230,6 +232,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
         outcomes: Mutex::default(),
         refused: Mutex::default(),
         status_refusals: Mutex::default(),
+        bind_failures: Mutex::default(),
         written_status: Mutex::default(),
         snapshots: Mutex::default(),
         cluster_signatures: Mutex::default(),
@@ -253,7 +256,7 @@ pub async fn run(client: Client) -> Result<(), Error> {
     tasks.spawn(on_works(apps.clone(), work_events));
     tasks.spawn(watch_kinds(apps.clone()));
     tasks.spawn(policies::recheck(apps.clone()));
-    tasks.spawn(resync(apps.clone()));
+    tasks.spawn(status::resync(apps.clone()));
     for _ in 0..8 {
         tasks.spawn(binder::worker(apps.clone()));
     }
@@ -649,33 +652,9 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
     }
 }
 
-/// How often every binding is bound again, and its status recomputed, even
-/// when no event says so: whatever an event missed (a watch that broke and
-/// came back, a race) is repaired within this time.
-const RESYNC_BINDINGS: Duration = Duration::from_secs(300);
-const RESYNC_STATUS: Duration = Duration::from_secs(30);
-
-async fn resync(apps: Arc<Apps>) {
-    apps.wait_ready().await;
-    let mut last_binding = tokio::time::Instant::now();
-    loop {
-        tokio::time::sleep(RESYNC_STATUS).await;
-        let bind = last_binding.elapsed() >= RESYNC_BINDINGS;
-        if bind {
-            last_binding = tokio::time::Instant::now();
-        }
-        for key in apps.binding_keys() {
-            if bind || apps.scheduling_failed(&key) {
-                apps.binder.add(key.clone());
-            }
-            apps.status.add(key);
-        }
-    }
-}
-
 impl Apps {
     /// Whether the binder's last outcome for a template was a failure.
-    fn scheduling_failed(&self, key: &TemplateKey) -> bool {
+    pub(super) fn scheduling_failed(&self, key: &TemplateKey) -> bool {
         lock(&self.outcomes).get(key).is_some_and(|o| !o.scheduled)
     }
 

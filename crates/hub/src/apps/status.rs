@@ -20,7 +20,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::policies::now;
-use super::{hash_of, lock, refusal, Apps, TemplateKey};
+use super::{hash_of, lock, refusal, Apps, Outcome, TemplateKey};
 use crate::Error;
 
 const MANAGER: &str = "flotilla-status";
@@ -49,6 +49,30 @@ pub(super) async fn worker(apps: Arc<Apps>) {
             }
         }
         apps.status.done(&key);
+    }
+}
+
+/// How often every binding is bound again, and its status recomputed, even
+/// when no event says so: whatever an event missed (a watch that broke and
+/// came back, a race) is repaired within this time.
+const RESYNC_BINDINGS: Duration = Duration::from_secs(300);
+const RESYNC_STATUS: Duration = Duration::from_secs(30);
+
+pub(super) async fn resync(apps: Arc<Apps>) {
+    apps.wait_ready().await;
+    let mut last_binding = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(RESYNC_STATUS).await;
+        let bind = last_binding.elapsed() >= RESYNC_BINDINGS;
+        if bind {
+            last_binding = tokio::time::Instant::now();
+        }
+        for key in apps.binding_keys() {
+            if bind || apps.scheduling_failed(&key) {
+                apps.binder.add(key.clone());
+            }
+            apps.status.add(key);
+        }
     }
 }
 
@@ -315,5 +339,59 @@ impl Apps {
             self.status.add(key.clone());
         }
         failure.map_or(Ok(()), Err)
+    }
+}
+
+/// Retry delays of a binder reconcile that failed: doubling from the first,
+/// up to the last; a refusal (the API server will refuse the same again)
+/// waits for the periodic resync or a change.
+const BIND_RETRY_FIRST: Duration = Duration::from_secs(2);
+const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
+const BIND_RETRY_REFUSED: Duration = Duration::from_secs(300);
+
+impl Apps {
+    /// After a binder reconcile: when to run it again. A failure is logged
+    /// when it first happens or changes, not on every retry; one the API
+    /// server refuses for its content is also shown on the binding's
+    /// `Scheduled` condition (`Refused`).
+    pub(super) fn bound(
+        &self,
+        key: &TemplateKey,
+        result: Result<Option<Duration>, Error>,
+    ) -> Option<Duration> {
+        let e = match result {
+            Ok(after) => {
+                lock(&self.bind_failures).remove(key);
+                return after;
+            }
+            Err(e) => e,
+        };
+        let message = e.to_string();
+        let refused = match &e {
+            Error::Kube(k) => refusal(k),
+            _ => None,
+        };
+        let (count, changed) = {
+            let mut failures = lock(&self.bind_failures);
+            let entry = failures.entry(key.clone()).or_insert((0, String::new()));
+            let changed = entry.1 != message;
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = message.clone();
+            (entry.0, changed)
+        };
+        if changed {
+            tracing::warn!(template = %key, error = %message, "binding failed; retrying with backoff");
+        } else {
+            tracing::debug!(template = %key, error = %message, failures = count, "binding failed again");
+        }
+        if let Some(refused) = refused {
+            let message = format!("the hub could not process this template: {refused}");
+            let outcome = Outcome { scheduled: false, reason: "Refused".into(), message, generation: None };
+            if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
+                self.status.add(key.clone());
+            }
+            return Some(BIND_RETRY_REFUSED);
+        }
+        Some(BIND_RETRY_FIRST.saturating_mul(1 << count.clamp(1, 6).saturating_sub(1)).min(BIND_RETRY_MAX))
     }
 }

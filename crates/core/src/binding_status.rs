@@ -19,6 +19,9 @@ pub const REASON_REPLICAS_NOT_PLACED: &str = "ReplicasNotPlaced";
 pub const REASON_TOO_LARGE: &str = "TooLarge";
 /// The hub's API server refused a Work the hub built (the message says why).
 pub const REASON_WORK_REFUSED: &str = "WorkRefused";
+/// The hub's API server refused the binding's full status (written then
+/// with its conditions only).
+pub const REASON_STATUS_REFUSED: &str = "StatusRefused";
 
 /// How one chosen cluster is doing with its Work.
 #[derive(Debug, Clone, PartialEq, Eq)]

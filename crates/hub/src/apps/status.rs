@@ -29,21 +29,25 @@ pub(super) async fn worker(apps: Arc<Apps>) {
     apps.wait_ready().await;
     loop {
         let key = apps.status.next().await;
-        match reconcile(&apps, &key).await {
-            Ok(()) => {
+        let result = reconcile(&apps, &key).await;
+        let refused = match &result {
+            Err(Error::Kube(e)) => refusal(e),
+            _ => None,
+        };
+        match (result, refused) {
+            (Ok(()), _) => {
                 lock(&apps.status_refusals).remove(&key);
             }
             // The API server refuses what was written: retrying the same
             // write cannot help. Said once; the next change (or the
             // periodic resync) tries again.
-            Err(Error::Kube(e)) if refusal(&e).is_some() => {
-                let message = refusal(&e).unwrap_or_default();
-                let again = lock(&apps.status_refusals).insert(key.clone(), message.clone());
-                if again.as_ref() != Some(&message) {
+            (Err(_), Some(message)) => {
+                let before = lock(&apps.status_refusals).insert(key.clone(), message.clone());
+                if before.as_ref() != Some(&message) {
                     tracing::warn!(template = %key, error = %message, "the hub's API server refused a status write");
                 }
             }
-            Err(e) => {
+            (Err(e), None) => {
                 tracing::debug!(template = %key, error = %e, "status aggregation failed; retrying");
                 apps.status.add_after(key.clone(), Duration::from_secs(2));
             }
@@ -179,17 +183,21 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
         && wanted.aggregated_status == previous.aggregated_status
         && wanted.scheduler_observed_generation == previous.scheduler_observed_generation;
     if !unchanged {
-        match write_binding_status(apps, key, &wanted).await {
-            Err(Error::Kube(e)) if refusal(&e).is_some() => {
+        let result = write_binding_status(apps, key, &wanted).await;
+        let refused = match &result {
+            Err(Error::Kube(e)) => refusal(e),
+            _ => None,
+        };
+        match (result, refused) {
+            (Err(e), Some(message)) => {
                 // Say so on the binding with what surely passes: the
                 // conditions alone.
-                let message = refusal(&e).unwrap_or_default();
                 let fully_applied = conditions::condition(
                     &previous.conditions,
                     Wanted::new(
                         wc::FULLY_APPLIED,
                         false,
-                        "StatusRefused",
+                        binding_status::REASON_STATUS_REFUSED,
                         format!("the hub's API server refused this binding's status: {message}"),
                     ),
                     &now,
@@ -204,9 +212,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
                 if !said {
                     write_binding_status(apps, key, &minimal).await?;
                 }
-                return Err(e.into());
+                return Err(e);
             }
-            other => other?,
+            (result, _) => result?,
         }
     }
 

@@ -145,6 +145,25 @@ pub fn is_too_large(message: &str) -> bool {
     message.contains("request is too large") || message.contains("Request entity too large")
 }
 
+/// Whether an API server's answer (HTTP code, message) refuses a write for
+/// what it holds (invalid, too large): the same write would be refused
+/// again, so it is reported instead of retried.
+pub fn is_refusal(code: u16, message: &str) -> bool {
+    matches!(code, 400 | 413 | 422) || is_too_large(message)
+}
+
+/// How long until a binder reconcile that failed `failures` times in a row
+/// runs again: doubling from 2 s to a minute; a refusal waits 5 minutes
+/// (the periodic resync, or any change, comes sooner).
+pub fn retry_after(failures: u32, refused: bool) -> std::time::Duration {
+    use std::time::Duration;
+    if refused {
+        return Duration::from_secs(300);
+    }
+    let exponent = failures.clamp(1, 6) - 1;
+    Duration::from_secs(2).saturating_mul(1 << exponent).min(Duration::from_secs(60))
+}
+
 fn human_bytes(bytes: usize) -> String {
     const MIB: f64 = 1024.0 * 1024.0;
     let b = bytes as f64;
@@ -294,6 +313,27 @@ mod tests {
             assert_eq!(c.reason, reason, "{what}");
             assert!(c.message.contains(needle), "{what}: {}", c.message);
         }
+    }
+
+    #[test]
+    fn refusals_are_not_retried_and_failures_back_off() {
+        let cases = [
+            (422, "ConfigMap is invalid", true),
+            (400, "bad request", true),
+            (413, "Request entity too large", true),
+            (500, "etcdserver: request is too large", true),
+            (500, "etcdserver: request timed out", false),
+            (409, "conflict", false),
+            (404, "not found", false),
+            (429, "slow down", false),
+        ];
+        for (code, message, refused) in cases {
+            assert_eq!(is_refusal(code, message), refused, "{code} {message}");
+        }
+        let secs: Vec<u64> = (1..=8).map(|n| retry_after(n, false).as_secs()).collect();
+        assert_eq!(secs, [2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(retry_after(0, false).as_secs(), 2);
+        assert_eq!(retry_after(1, true).as_secs(), 300);
     }
 
     #[test]

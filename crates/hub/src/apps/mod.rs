@@ -140,8 +140,7 @@ fn hash_of(value: &impl Hash) -> u64 {
 /// (invalid, too large): the same write would be refused again.
 pub(crate) fn refusal(e: &kube::Error) -> Option<String> {
     match e {
-        kube::Error::Api(s) if matches!(s.code, 400 | 413 | 422) => Some(s.message.clone()),
-        kube::Error::Api(s) if flotilla_core::binding_status::is_too_large(&s.message) => {
+        kube::Error::Api(s) if flotilla_core::binding_status::is_refusal(s.code, &s.message) => {
             Some(s.message.clone())
         }
         _ => None,

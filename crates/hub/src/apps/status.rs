@@ -350,13 +350,6 @@ impl Apps {
     }
 }
 
-/// Retry delays of a binder reconcile that failed: doubling from the first,
-/// up to the last; a refusal (the API server will refuse the same again)
-/// waits for the periodic resync or a change.
-const BIND_RETRY_FIRST: Duration = Duration::from_secs(2);
-const BIND_RETRY_MAX: Duration = Duration::from_secs(60);
-const BIND_RETRY_REFUSED: Duration = Duration::from_secs(300);
-
 impl Apps {
     /// After a binder reconcile: when to run it again. A failure is logged
     /// when it first happens or changes, not on every retry; one the API
@@ -398,8 +391,8 @@ impl Apps {
             if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
                 self.status.add(key.clone());
             }
-            return Some(BIND_RETRY_REFUSED);
+            return Some(binding_status::retry_after(count, true));
         }
-        Some(BIND_RETRY_FIRST.saturating_mul(1 << count.clamp(1, 6).saturating_sub(1)).min(BIND_RETRY_MAX))
+        Some(binding_status::retry_after(count, false))
     }
 }

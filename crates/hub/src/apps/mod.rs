@@ -596,7 +596,8 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
         }
         for (key, spec) in apps.binding_specs() {
             // A binding whose scheduling failed is looked at again on any
-            // change of any cluster: what was missing may be there now.
+            // change of any cluster's placement or capacity, whatever its
+            // placement uses: what was missing may be there now.
             if placement_changed || binder::uses_capacity(&spec) || apps.scheduling_failed(&key) {
                 apps.binder.add(key);
             }

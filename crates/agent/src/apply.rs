@@ -47,11 +47,6 @@ const CONCURRENCY: u16 = 16;
 /// Retry delays after a failed reconcile (member unreachable, hub errors).
 const RETRY_FIRST: Duration = Duration::from_millis(200);
 const RETRY_MAX: Duration = Duration::from_secs(10);
-/// Look again at manifests that could not be applied for reasons that go
-/// away without any event the applier sees.
-const RECHECK_CONFLICT: Duration = Duration::from_secs(30);
-const RECHECK_UNKNOWN_KIND: Duration = Duration::from_secs(3);
-const RECHECK_FAILED: Duration = Duration::from_secs(10);
 
 /// Applies the Works in `hub_namespace` to `member` until the process ends
 /// (or the returned future is dropped).
@@ -333,15 +328,9 @@ impl Applier {
             }
         }
 
-        let recheck = statuses
-            .iter()
-            .filter_map(|s| match s.reason.as_str() {
-                "" => None,
-                decide::REASON_CONFLICT => Some(RECHECK_CONFLICT),
-                decide::REASON_UNKNOWN_KIND => Some(RECHECK_UNKNOWN_KIND),
-                _ => Some(RECHECK_FAILED),
-            })
-            .min();
+        // Look again at manifests that could not be applied for reasons
+        // that go away without any event the applier sees.
+        let recheck = statuses.iter().filter_map(|s| decide::recheck_after(&s.reason)).min();
         let spec_hash = work.annotations().get(keys::SPEC_HASH).map_or("", String::as_str);
         let status = decide::work_status(
             &self.cluster,
@@ -351,9 +340,37 @@ impl Applier {
             work.status.as_ref(),
             &now(),
         );
-        if work.status.as_ref() != Some(&status) {
-            self.write_status(&name, &status).await?;
-        }
+        let mut recheck = recheck;
+        let status = if work.status.as_ref() == Some(&status) {
+            status
+        } else {
+            match self.write_status(&name, &status).await {
+                Ok(()) => status,
+                // The hub refused the status itself: say so on the Work, once,
+                // instead of retrying a write that cannot succeed.
+                Err(Error::Kube(e)) => {
+                    let Some(message) = refusal(&e) else { return Err(e.into()) };
+                    tracing::warn!(
+                        cluster = %self.cluster, work = %name, error = %message,
+                        "the hub refused this work's status; reporting that instead"
+                    );
+                    let fallback = decide::status_refused(
+                        &self.cluster,
+                        &status,
+                        work.status.as_ref(),
+                        &message,
+                        &now(),
+                    );
+                    if work.status.as_ref() != Some(&fallback) {
+                        self.write_status(&name, &fallback).await?;
+                    }
+                    // Only a change of the Work or its objects tries again.
+                    recheck = None;
+                    fallback
+                }
+                Err(e) => return Err(e),
+            }
+        };
         let listed = status.manifest_statuses.iter().map(|s| s.identifier.clone()).collect();
         lock(&self.recorded).insert(name, listed);
         Ok(recheck.map_or_else(Action::await_change, Action::requeue))
@@ -379,6 +396,7 @@ impl Applier {
                         .into(),
                     ..Default::default()
                 };
+                let message = format!("manifest {ordinal} of this work: {message}");
                 return Ok(not_applied(identifier, decide::REASON_INVALID, message));
             }
         };

@@ -74,7 +74,16 @@ async fn enablements(member: &Client) -> Option<Vec<ApiEnablement>> {
     Some(membership::normalize_enablements(list))
 }
 
+/// Probes after the member answers again (or first) at which the version
+/// and API list are read each time: an API server that just started
+/// registers its CustomResourceDefinitions' APIs over a few seconds, and
+/// scheduling must not wait a minute for the rest.
+const REREADS_AFTER_RECOVERY: u32 = 5;
+
 /// Probes the member every `interval` and writes the status when it changes.
+/// The version and API list are read on each of the first
+/// `REREADS_AFTER_RECOVERY` healthy probes after an unhealthy one, then
+/// every 30 probes.
 pub async fn report_status(
     member: Client,
     hub: Client,
@@ -90,15 +99,21 @@ pub async fn report_status(
         let mut version: Option<String> = None;
         let mut apis: Option<Vec<ApiEnablement>> = None;
         let mut tick: u64 = 0;
+        // Version and API reads that succeeded since the member last became
+        // healthy.
+        let mut reads_since_healthy: u32 = 0;
         loop {
             let health = probe(&member).await;
-            if health.is_ok() && (tick.is_multiple_of(30) || version.is_none() || apis.is_none()) {
-                if let Ok(info) = member.apiserver_version().await {
-                    version = Some(info.git_version);
+            if health.is_err() {
+                reads_since_healthy = 0;
+            } else if reads_since_healthy < REREADS_AFTER_RECOVERY || tick.is_multiple_of(30) {
+                let read_version = member.apiserver_version().await.map(|info| info.git_version).ok();
+                let read_apis = enablements(&member).await;
+                if read_version.is_some() && read_apis.is_some() {
+                    reads_since_healthy = reads_since_healthy.saturating_add(1);
                 }
-                if let Some(found) = enablements(&member).await {
-                    apis = Some(found);
-                }
+                version = read_version.or(version);
+                apis = read_apis.or(apis);
             }
             tick += 1;
             let healthy = health.is_ok();

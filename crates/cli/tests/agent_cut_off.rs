@@ -71,10 +71,7 @@ async fn pods(member: &Cluster) -> BTreeMap<String, i32> {
 
 async fn replicas(member: &Cluster) -> Option<(i32, i32)> {
     let d = Api::<Deployment>::namespaced(member.client(), "demo").get_opt("web").await.ok()??;
-    Some((
-        d.spec.replicas.unwrap_or(1),
-        d.status.and_then(|s| s.available_replicas).unwrap_or(0),
-    ))
+    Some((d.spec.replicas.unwrap_or(1), d.status.and_then(|s| s.available_replicas).unwrap_or(0)))
 }
 
 #[tokio::test]

@@ -9,8 +9,10 @@ use flotilla_api::policy::ConflictResolution;
 use flotilla_api::work::{
     conditions, keys, Health, Manifest, ManifestStatus, ResourceIdentifier, WorkStatus,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
+
+use crate::conditions::Wanted;
 
 /// `reason` of a manifest that was not applied because its object belongs
 /// to someone else.
@@ -23,6 +25,21 @@ pub const REASON_UNKNOWN_KIND: &str = "UnknownKind";
 pub const REASON_INVALID: &str = "InvalidManifest";
 /// `reason` of an object removed from the spec whose deletion failed.
 pub const REASON_DELETE_FAILED: &str = "DeleteFailed";
+
+/// How long until the applier looks again at a manifest that was not
+/// applied for `reason` (None: only a change of the Work can help, so it
+/// waits for one).
+pub fn recheck_after(reason: &str) -> Option<std::time::Duration> {
+    use std::time::Duration;
+    match reason {
+        "" | REASON_INVALID => None,
+        // The owner may let go of it.
+        REASON_CONFLICT => Some(Duration::from_secs(30)),
+        // A CRD may be installed in the member.
+        REASON_UNKNOWN_KIND => Some(Duration::from_secs(3)),
+        _ => Some(Duration::from_secs(10)),
+    }
+}
 
 /// Ordinal of a manifest status kept for an object that left the spec but
 /// could not be deleted yet (so the next attempt still knows about it).
@@ -56,9 +73,23 @@ fn describe(kind: &str, namespace: &str, name: &str) -> String {
 /// Which object a manifest is, or why it is not a usable object.
 pub fn target(manifest: &Value) -> Result<Target, String> {
     let text = |pointer: &str| manifest.pointer(pointer).and_then(Value::as_str).unwrap_or_default();
+    if !manifest.is_object() {
+        return Err(
+            "the manifest is not a JSON object; every manifest is a complete Kubernetes object".into()
+        );
+    }
     let (api_version, kind, name) = (text("/apiVersion"), text("/kind"), text("/metadata/name"));
-    if api_version.is_empty() || kind.is_empty() || name.is_empty() {
-        return Err("the manifest needs apiVersion, kind and metadata.name".into());
+    let missing: Vec<&str> = [("apiVersion", api_version), ("kind", kind), ("metadata.name", name)]
+        .into_iter()
+        .filter(|(_, value)| value.is_empty())
+        .map(|(field, _)| field)
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the manifest has no {}; every manifest needs apiVersion, kind and metadata.name (fix the Work \
+             or its template; nothing is retried until it changes)",
+            missing.join(" and ")
+        ));
     }
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     Ok(Target {
@@ -244,20 +275,8 @@ pub fn work_status(
         manifest_statuses.iter().filter(|s| s.identifier.ordinal != ORDINAL_REMOVED).collect();
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     let condition = |type_: &str, ok: bool, reason: String, message: String| {
-        let status = if ok { "True" } else { "False" };
-        let since = previous_conditions
-            .iter()
-            .find(|c| c.type_ == type_ && c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone());
-        Condition {
-            type_: type_.into(),
-            status: status.into(),
-            reason,
-            message,
-            last_transition_time: since,
-            observed_generation: generation,
-        }
+        let wanted = Wanted::new(type_, ok, &reason, message).generation(generation);
+        crate::conditions::condition(previous_conditions, wanted, now)
     };
 
     let not_applied: Vec<&&ManifestStatus> = in_spec.iter().filter(|s| !s.applied).collect();
@@ -311,6 +330,57 @@ pub fn work_status(
     }
 }
 
+/// `reason` of the Applied condition when the hub refused the Work's full
+/// status.
+pub const REASON_STATUS_REFUSED: &str = "StatusRefused";
+
+/// The status to write when the hub refused `status` (`message` says why):
+/// what was applied is still listed (so deletions stay known), without the
+/// member objects' fed-back status, the likeliest offender; `Applied` says
+/// the status could not be reported. Written once; the Work is not
+/// retried until it or its objects change.
+pub fn status_refused(
+    cluster: &str,
+    status: &WorkStatus,
+    previous: Option<&WorkStatus>,
+    message: &str,
+    now: &Time,
+) -> WorkStatus {
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    let manifest_statuses = status
+        .manifest_statuses
+        .iter()
+        .map(|m| ManifestStatus { status: None, generation: None, ..m.clone() })
+        .collect();
+    let generation = status.conditions.first().and_then(|c| c.observed_generation);
+    let applied = crate::conditions::condition(
+        previous_conditions,
+        Wanted::new(
+            conditions::APPLIED,
+            false,
+            REASON_STATUS_REFUSED,
+            format!("cluster {cluster}'s applier could not report this work's status: the hub refused it: {message}"),
+        )
+        .generation(generation),
+        now,
+    );
+    let available = crate::conditions::condition(
+        previous_conditions,
+        Wanted::unknown(
+            conditions::AVAILABLE,
+            REASON_STATUS_REFUSED,
+            "the work's status could not be reported",
+        )
+        .generation(generation),
+        now,
+    );
+    WorkStatus {
+        conditions: vec![applied, available],
+        manifest_statuses,
+        observed_spec_hash: status.observed_spec_hash.clone(),
+    }
+}
+
 fn describe_id(id: &ResourceIdentifier) -> String {
     describe(&id.kind, &id.namespace, &id.name)
 }
@@ -361,7 +431,26 @@ mod tests {
         assert_eq!(core.describe(), "Namespace shop");
         assert!(target(&json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}})).is_err());
         assert!(target(&json!({"kind": "ConfigMap", "metadata": {"name": "x"}})).is_err());
-        assert!(target(&json!("not an object")).is_err());
+        assert!(target(&json!("not an object")).unwrap_err().contains("not a JSON object"));
+        let kindless = target(&json!({"apiVersion": "v1", "metadata": {"name": "x"}})).unwrap_err();
+        assert!(kindless.starts_with("the manifest has no kind;"), "{kindless}");
+        let bare = target(&json!({"metadata": {}})).unwrap_err();
+        assert!(bare.starts_with("the manifest has no apiVersion and kind and metadata.name;"), "{bare}");
+    }
+
+    #[test]
+    fn only_manifests_that_may_change_on_their_own_are_looked_at_again() {
+        use std::time::Duration;
+        let cases = [
+            ("", None),
+            (REASON_INVALID, None),
+            (REASON_CONFLICT, Some(Duration::from_secs(30))),
+            (REASON_UNKNOWN_KIND, Some(Duration::from_secs(3))),
+            (REASON_APPLY_FAILED, Some(Duration::from_secs(10))),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(recheck_after(reason), want, "{reason:?}");
+        }
     }
 
     #[test]
@@ -459,6 +548,26 @@ mod tests {
         ]
         .map(Manifest);
         assert_eq!(apply_order(&manifests), [3, 1, 0, 2]);
+    }
+
+    #[test]
+    fn a_refused_status_is_replaced_by_one_that_says_so() {
+        let mut applied = status(id(0, "Deployment", "web"), true, Health::Healthy);
+        applied.status = Some(json!({"replicas": 2}));
+        applied.generation = Some(3);
+        let full = work_status("m1", vec![applied], "h1", Some(2), None, &time(10));
+        let s = status_refused("m1", &full, Some(&full), "status.x: Invalid value", &time(20));
+        assert_eq!(s.observed_spec_hash, "h1");
+        assert_eq!(s.manifest_statuses.len(), 1, "what was applied is still listed");
+        assert_eq!(s.manifest_statuses[0].status, None);
+        assert_eq!(s.conditions[0].status, "False");
+        assert_eq!(s.conditions[0].reason, REASON_STATUS_REFUSED);
+        assert!(s.conditions[0].message.contains("the hub refused it: status.x: Invalid value"));
+        assert_eq!(s.conditions[0].last_transition_time, time(20));
+        assert_eq!(s.conditions[0].observed_generation, Some(2));
+        assert_eq!(s.conditions[1].status, "Unknown");
+        // Refused again: the same status, so nothing is written again.
+        assert_eq!(status_refused("m1", &full, Some(&s), "status.x: Invalid value", &time(30)), s);
     }
 
     #[test]

@@ -386,6 +386,36 @@ pub fn next_step(
     step
 }
 
+/// What a binding's move still has to do, for its status: the clusters
+/// whose Work does not yet carry their share (`written`, from the Works'
+/// step annotations) and the clusters being failed over from (their old
+/// copies run until the new ones are healthy). `None` when settled.
+pub fn move_in_progress(
+    target: &[TargetCluster],
+    written: &BTreeMap<String, i32>,
+    evicting: &[String],
+) -> Option<String> {
+    let steps: Vec<String> = target
+        .iter()
+        .filter_map(|t| {
+            let now = written.get(&t.name).copied()?;
+            (now != t.replicas).then(|| format!("{} {now} of {}", t.name, t.replicas))
+        })
+        .collect();
+    let mut parts = Vec::new();
+    if !steps.is_empty() {
+        parts.push(format!("replicas moving in steps within the max-surge: {}", steps.join(", ")));
+    }
+    if !evicting.is_empty() {
+        parts.push(format!(
+            "failing over from {} (old copies run until the new ones are healthy; the template's status \
+             counts only the chosen clusters)",
+            evicting.join(", ")
+        ));
+    }
+    (!parts.is_empty()).then(|| parts.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -695,6 +725,20 @@ mod tests {
         let long = "x".repeat(70);
         let labels = hosted_domain_labels("ns", &long, None);
         assert!(labels.is_empty(), "{labels:?}");
+    }
+
+    #[test]
+    fn a_move_in_progress_is_described() {
+        let target = targets(&[("a", 2), ("b", 4)]);
+        let written = |l: &[(&str, i32)]| -> BTreeMap<String, i32> {
+            l.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+        };
+        assert_eq!(move_in_progress(&target, &written(&[("a", 2), ("b", 4)]), &[]), None);
+        assert_eq!(move_in_progress(&target, &written(&[("b", 4)]), &[]), None, "no work yet is not a move");
+        let m = move_in_progress(&target, &written(&[("a", 1), ("b", 5)]), &[]).unwrap();
+        assert!(m.contains("a 1 of 2, b 5 of 4"), "{m}");
+        let m = move_in_progress(&target, &written(&[("a", 2), ("b", 4)]), &["c".to_string()]).unwrap();
+        assert!(m.contains("failing over from c"), "{m}");
     }
 
     #[test]

@@ -677,3 +677,216 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
         "lost or duplicated replicas: {placed:?}"
     );
 }
+
+/// A binding's conditions, as (status, reason, message) by type.
+async fn binding_condition(
+    bindings: &Api<ResourceBinding>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let b = bindings.get_opt(name).await.ok()??;
+    let c = b.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+async fn is_true(bindings: &Api<ResourceBinding>, name: &str, type_: &str) -> bool {
+    binding_condition(bindings, name, type_).await.is_some_and(|(s, _, _)| s == "True")
+}
+
+async fn taint_all(clusters: &Api<ManagedCluster>, names: &[&str], taints: serde_json::Value) {
+    for name in names {
+        let patch = json!({"spec": {"taints": taints}});
+        clusters.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    }
+}
+
+fn policy_condition(policy: &DynamicObject, type_: &str) -> Option<(String, String, String)> {
+    let c = policy.data["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == type_)?.clone();
+    let text = |f: &str| c[f].as_str().unwrap_or_default().to_string();
+    Some((text("status"), text("reason"), text("message")))
+}
+
+#[tokio::test]
+async fn status_tells_the_truth_about_apis_size_placement_and_bad_manifests() {
+    let mut fleet = Fleet::start(&["eu", "us"], &[0, 1]).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "demo").await;
+    let pp_resource =
+        ApiResource::from_gvk(&GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", "PropagationPolicy"));
+    let pps: Api<DynamicObject> = Api::namespaced_with(hub.clone(), "demo", &pp_resource);
+
+    // A policy naming an API nobody serves says so; a good one is resolved.
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "nonsense", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "nonsense/v1", "kind": "Thing"}]}
+        }),
+    )
+    .await;
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                    "replicaDivisionPreference": "Weighted",
+                    "weightPreference": {"staticWeightList": [
+                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
+                        {"targetCluster": {"clusterNames": ["m2"]}, "weight": 1}]}}}}
+        }),
+    )
+    .await;
+    wait_for("the nonsense policy's ResourcesResolved=False", Duration::from_secs(30), || async {
+        let p = pps.get("nonsense").await.unwrap();
+        policy_condition(&p, "ResourcesResolved").is_some_and(|(s, r, m)| {
+            s == "False" && r == "KindNotServed" && m.contains("nonsense/v1 Thing is not served by the hub")
+        })
+    })
+    .await;
+    let nonsense = pps.get("nonsense").await.unwrap();
+    assert_eq!(policy_condition(&nonsense, "Valid").unwrap().0, "True", "its syntax is fine");
+    wait_for("the web policy's ResourcesResolved=True", Duration::from_secs(30), || async {
+        let p = pps.get("web").await.unwrap();
+        policy_condition(&p, "ResourcesResolved").is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+
+    // A Deployment divided 2:2, fully applied.
+    apply(&hub, deployment("web", 4, "nginx:1.25", None)).await;
+    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    wait_for(
+        "web scheduled and fully applied, 2 replicas in each member",
+        Duration::from_secs(60),
+        || async {
+            is_true(&bindings, "web-deployment", "Scheduled").await
+                && is_true(&bindings, "web-deployment", "FullyApplied").await
+                && member_replicas(fleet.member("m1"), "web").await == Some((2, 2))
+                && member_replicas(fleet.member("m2"), "web").await == Some((2, 2))
+        },
+    )
+    .await;
+
+    // An object too big for one Work: a clear message, nothing sent.
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "big", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "example.com/v1", "kind": "Widget", "name": "big"}]}
+        }),
+    )
+    .await;
+    // (A ConfigMap cannot be that big: the API server stops it at 1 MiB.)
+    let big = "x".repeat(1_520_000);
+    apply(
+        &hub,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget",
+            "metadata": {"name": "big", "namespace": "demo"}, "spec": {"blob": big}}),
+    )
+    .await;
+    wait_for("the big Widget's binding to say TooLarge", Duration::from_secs(30), || async {
+        binding_condition(&bindings, "big-widget", "FullyApplied").await.is_some_and(|(s, r, m)| {
+            s == "False"
+                && r == "TooLarge"
+                && m.contains("would be 1.45 MiB")
+                && m.contains("at most 1.44 MiB")
+        })
+    })
+    .await;
+    for member in ["m1", "m2"] {
+        let widgets = widget_api(fleet.member(member).client(), "demo");
+        assert!(widgets.get_opt("big").await.unwrap().is_none(), "a too-large Widget reached {member}");
+    }
+
+    // Every cluster tainted: nothing fits, and the binding does not claim
+    // to be fully applied meanwhile; once the taints clear it is again,
+    // without any other change.
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    let maintenance = json!([{"key": "example.com/maintenance", "effect": "NoExecute"}]);
+    taint_all(&clusters, &["m1", "m2"], maintenance).await;
+    wait_for("web NoClusterFit", Duration::from_secs(30), || async {
+        binding_condition(&bindings, "web-deployment", "Scheduled")
+            .await
+            .is_some_and(|(s, r, _)| s == "False" && r == "NoClusterFit")
+    })
+    .await;
+    let (status, reason, message) =
+        binding_condition(&bindings, "web-deployment", "FullyApplied").await.unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "NotScheduled"), "{message}");
+    taint_all(&clusters, &["m1", "m2"], json!([])).await;
+    wait_for(
+        "web scheduled and fully applied again after the taints cleared",
+        Duration::from_secs(60),
+        || async {
+            is_true(&bindings, "web-deployment", "Scheduled").await
+                && is_true(&bindings, "web-deployment", "FullyApplied").await
+        },
+    )
+    .await;
+
+    // A Work whose manifest has no kind: the agent says so on the Work,
+    // once.
+    let works: Api<flotilla_api::work::Work> = Api::namespaced(hub.clone(), "flotilla-cluster-m1");
+    let kindless: flotilla_api::work::Work = serde_json::from_value(json!({
+        "apiVersion": "work.flotilla.io/v1alpha1", "kind": "Work",
+        "metadata": {"name": "kindless", "annotations": {"work.flotilla.io/spec-hash": "k1"}},
+        "spec": {"manifests": [{"apiVersion": "v1", "metadata": {"name": "x", "namespace": "demo"}}]}
+    }))
+    .unwrap();
+    works.create(&PostParams::default(), &kindless).await.unwrap();
+    wait_for("the kindless Work's Applied=False with why", Duration::from_secs(30), || async {
+        let w = works.get("kindless").await.unwrap();
+        w.status.is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == "Applied"
+                    && c.status == "False"
+                    && c.reason == "InvalidManifest"
+                    && c.message.contains("manifest 0 of this work: the manifest has no kind")
+            })
+        })
+    })
+    .await;
+    let version = works.get("kindless").await.unwrap().metadata.resource_version;
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        works.get("kindless").await.unwrap().metadata.resource_version,
+        version,
+        "the kindless Work's status was written again and again"
+    );
+    works.delete("kindless", &DeleteParams::default()).await.unwrap();
+
+    // The hub's etcd goes away for a while (long enough for the heartbeats
+    // to expire, so clusters may be tainted and replicas move): once it is
+    // back, the binding is scheduled and fully applied again without
+    // restarting the hub, and what it says is so: every chosen cluster
+    // holds its share, 4 in all.
+    fleet.hub.stop("etcd").unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    fleet.hub.restart("etcd").await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    loop {
+        let scheduled = binding_condition(&bindings, "web-deployment", "Scheduled").await;
+        let applied = binding_condition(&bindings, "web-deployment", "FullyApplied").await;
+        let placed = bindings.get_opt("web-deployment").await.ok().flatten().map(|b| b.spec.spec.clusters);
+        let mut held = Vec::new();
+        for target in placed.iter().flatten() {
+            held.push((target.replicas, member_replicas(fleet.member(&target.name), "web").await));
+        }
+        let truthful = scheduled.as_ref().is_some_and(|c| c.0 == "True")
+            && applied.as_ref().is_some_and(|c| c.0 == "True")
+            && held.iter().map(|(r, _)| r).sum::<i32>() == 4
+            && held.iter().all(|(r, member)| *member == Some((*r, *r)));
+        if truthful {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "web not scheduled and fully applied after the etcd blip: Scheduled {scheduled:?}, \
+             FullyApplied {applied:?}, clusters {placed:?}, held (wanted, member) {held:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}

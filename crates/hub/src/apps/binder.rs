@@ -33,13 +33,9 @@ pub(super) async fn worker(apps: Arc<Apps>) {
     loop {
         let key = apps.binder.next().await;
         let started = std::time::Instant::now();
-        match reconcile(&apps, &key).await {
-            Ok(Some(after)) => apps.binder.add_after(key.clone(), after),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(template = %key, error = %e, "binding failed; retrying");
-                apps.binder.add_after(key.clone(), Duration::from_secs(2));
-            }
+        let result = reconcile(&apps, &key).await;
+        if let Some(after) = apps.bound(&key, result) {
+            apps.binder.add_after(key.clone(), after);
         }
         tracing::debug!(template = %key, elapsed_ms = started.elapsed().as_millis() as u64, "bound");
         apps.binder.done(&key);
@@ -316,6 +312,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         snapshots.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
     let bname = binding_name(&key.api_version, &key.kind, &key.name);
     let mut override_errors = Vec::new();
+    let mut too_large = Vec::new();
     let mut writes = Vec::new();
     let moving_replicas = replicas.is_some() && divided(&decision.placement);
     // A division changes in steps: new copies grow (within the surge) and
@@ -363,6 +360,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }) {
             continue;
         }
+        if let Some(message) = flotilla_core::binding_status::work_too_large(&target.name, &work_spec) {
+            too_large.push(message);
+            continue;
+        }
         writes.push(write_work(
             apps,
             key,
@@ -374,9 +375,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             moving_replicas.then_some(step.replicas),
         ));
     }
-    for r in futures::future::join_all(writes).await {
-        r?;
-    }
+    apps.works_written(key, too_large, futures::future::join_all(writes).await)?;
     if !override_errors.is_empty() {
         record(apps, key, false, "OverrideFailed", &override_errors.join("; "), template.metadata.generation);
     }
@@ -680,6 +679,7 @@ async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&BindingSpec>) -> 
     }
     lock(&apps.outcomes).remove(key);
     lock(&apps.written_status).remove(key);
+    lock(&apps.refused).remove(key);
     for dep in spec.iter().flat_map(|s| s.dependencies.iter()) {
         apps.binder.add(TemplateKey {
             api_version: dep.api_version.clone(),

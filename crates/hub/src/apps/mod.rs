@@ -11,6 +11,7 @@
 
 mod binder;
 mod fleet_view;
+mod policies;
 mod queue;
 mod status;
 
@@ -108,6 +109,13 @@ pub(crate) struct Apps {
     /// Dependency template → names of the bindings (same namespace) needing it.
     dependents: Mutex<HashMap<TemplateKey, BTreeSet<String>>>,
     outcomes: Mutex<HashMap<TemplateKey, Outcome>>,
+    /// Templates whose works the hub could not write: (reason, message),
+    /// shown on the binding's `FullyApplied` until a write succeeds.
+    refused: Mutex<HashMap<TemplateKey, (String, String)>>,
+    /// Consecutive binder failures by template, with the last error.
+    bind_failures: Mutex<HashMap<TemplateKey, (u32, String)>>,
+    /// The last status write the API server refused, by template (logged once).
+    status_refusals: Mutex<HashMap<TemplateKey, String>>,
     /// Last template status written, by template (hash of the JSON).
     written_status: Mutex<HashMap<TemplateKey, u64>>,
     cluster_view: Mutex<Option<Arc<fleet_view::ClusterView>>>,
@@ -128,6 +136,17 @@ fn hash_of(value: &impl Hash) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     value.hash(&mut h);
     h.finish()
+}
+
+/// The API server's message when it refuses a write for what it holds
+/// (invalid, too large): the same write would be refused again.
+pub(crate) fn refusal(e: &kube::Error) -> Option<String> {
+    match e {
+        kube::Error::Api(s) if flotilla_core::binding_status::is_refusal(s.code, &s.message) => {
+            Some(s.message.clone())
+        }
+        _ => None,
+    }
 }
 
 /// Objects an event carries (deletions included).
@@ -212,6 +231,9 @@ pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSett
         work_index: Mutex::default(),
         dependents: Mutex::default(),
         outcomes: Mutex::default(),
+        refused: Mutex::default(),
+        status_refusals: Mutex::default(),
+        bind_failures: Mutex::default(),
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
         failover,
@@ -235,6 +257,8 @@ pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSett
     tasks.spawn(on_bindings(apps.clone(), cluster_binding_events.map(BindingEvent::cluster)));
     tasks.spawn(on_works(apps.clone(), work_events));
     tasks.spawn(watch_kinds(apps.clone()));
+    tasks.spawn(policies::recheck(apps.clone()));
+    tasks.spawn(status::resync(apps.clone()));
     for _ in 0..8 {
         tasks.spawn(binder::worker(apps.clone()));
     }
@@ -330,7 +354,7 @@ async fn on_policies(apps: Arc<Apps>, events: impl Stream<Item = PolicyEvent> + 
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         if !event.deleted {
-            apps.validate_policy(&event).await;
+            apps.policy_status(&event).await;
         }
         let wanted = match &event.selects {
             Some(kinds) => kinds.iter().cloned().collect::<HashSet<_>>(),
@@ -580,7 +604,10 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
             continue;
         }
         for (key, spec) in apps.binding_specs() {
-            if placement_changed || binder::uses_capacity(&spec) {
+            // A binding whose scheduling failed is looked at again on any
+            // change of any cluster's placement or capacity, whatever its
+            // placement uses: what was missing may be there now.
+            if placement_changed || binder::uses_capacity(&spec) || apps.scheduling_failed(&key) {
                 apps.binder.add(key);
             }
         }
@@ -620,8 +647,13 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
         }
         let key = lock(&apps.by_hash).get(hash).cloned();
         if let Some(key) = key {
-            if apps.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true) {
-                // A failover waits for the new copies to be healthy.
+            let deleted = matches!(event, Event::Delete(_));
+            if deleted
+                || apps.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true)
+            {
+                // A failover waits for the new copies to be healthy; a work
+                // that finished deleting is written again if still wanted
+                // (e.g. its cluster came back while it was going).
                 apps.binder.add(key.clone());
             }
             apps.status.add(key);
@@ -630,6 +662,11 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
 }
 
 impl Apps {
+    /// Whether the binder's last outcome for a template was a failure.
+    pub(super) fn scheduling_failed(&self, key: &TemplateKey) -> bool {
+        lock(&self.outcomes).get(key).is_some_and(|o| !o.scheduled)
+    }
+
     /// Waits until every cache the reconcilers read has its first full
     /// list, so a restart never acts on half a picture (e.g. deletes works
     /// it has not yet seen a binding for).
@@ -712,61 +749,5 @@ impl Apps {
     fn works_of(&self, key: &TemplateKey) -> BTreeMap<String, Arc<Work>> {
         let refs = lock(&self.work_index).get(&key.hash_label()).cloned().unwrap_or_default();
         refs.into_iter().filter_map(|(cluster, r)| Some((cluster, self.works.get(&r)?))).collect()
-    }
-
-    async fn validate_policy(&self, event: &PolicyEvent) {
-        let errors = flotilla_core::validation::validate_policy(event.kind, &event.object);
-        let id = (event.kind.to_string(), event.namespace.clone(), event.name.clone());
-        if errors.is_empty() {
-            lock(&self.invalid_policies).remove(&id);
-        } else {
-            lock(&self.invalid_policies).insert(id);
-        }
-        if !errors.is_empty() {
-            tracing::info!(kind = event.kind, namespace = %event.namespace, name = %event.name,
-                errors = %errors.join("; "), "policy is invalid; ignoring it");
-        }
-        let (status, reason, message) = if errors.is_empty() {
-            ("True", "Valid", "the policy is in use".to_string())
-        } else {
-            ("False", "Invalid", errors.join("; "))
-        };
-        let current = event.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Valid"));
-        if current.is_some_and(|c| {
-            c.status == status && c.message == message && c.observed_generation == event.generation
-        }) {
-            return;
-        }
-        let body = serde_json::json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1",
-            "kind": event.kind,
-            "metadata": {"name": event.name},
-            "status": {"conditions": [{
-                "type": "Valid", "status": status, "reason": reason, "message": message,
-                "observedGeneration": event.generation,
-                "lastTransitionTime": k8s_openapi::jiff::Timestamp::now().to_string(),
-            }]}
-        });
-        let plural = match event.kind {
-            "PropagationPolicy" => "propagationpolicies",
-            "ClusterPropagationPolicy" => "clusterpropagationpolicies",
-            "OverridePolicy" => "overridepolicies",
-            _ => "clusteroverridepolicies",
-        };
-        let gvk = GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", event.kind);
-        let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
-        let api: Api<DynamicObject> = if event.namespace.is_empty() {
-            Api::all_with(self.client.clone(), &resource)
-        } else {
-            Api::namespaced_with(self.client.clone(), &event.namespace, &resource)
-        };
-        let params = kube::api::PatchParams::apply("flotilla-hub-policy").force();
-        if let Err(e) = api.patch_status(&event.name, &params, &kube::api::Patch::Apply(&body)).await {
-            tracing::debug!(policy = %event.name, error = %e, "could not write policy status");
-        }
-    }
-
-    fn policy_is_invalid(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        lock(&self.invalid_policies).contains(&(kind.to_string(), namespace.to_string(), name.to_string()))
     }
 }

@@ -3,21 +3,25 @@
 //! replica counts summed over the chosen clusters), so `kubectl get deploy`
 //! on the hub shows the whole fleet.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_api::policy::{Placement, ReplicaSchedulingType};
 use flotilla_api::work::{
-    conditions, keys, AggregatedStatusItem, BindingStatus, ClusterResourceBinding, Health, ResourceBinding,
-    Work,
+    conditions as wc, keys, AggregatedStatusItem, BindingStatus, ClusterResourceBinding, Health,
+    ResourceBinding, Work,
 };
 use flotilla_core::aggregate::{aggregate_status, MemberStatus};
 use flotilla_core::binding::binding_name;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use flotilla_core::binding_status::{self, work_progress, Facts, WorkProgress};
+use flotilla_core::conditions::{self, Wanted};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::{hash_of, lock, Apps, TemplateKey};
+use super::policies::now;
+use super::{hash_of, lock, refusal, Apps, Outcome, TemplateKey};
 use crate::Error;
 
 const MANAGER: &str = "flotilla-status";
@@ -26,65 +30,86 @@ pub(super) async fn worker(apps: Arc<Apps>) {
     apps.wait_ready().await;
     loop {
         let key = apps.status.next().await;
-        if let Err(e) = reconcile(&apps, &key).await {
-            tracing::debug!(template = %key, error = %e, "status aggregation failed; retrying");
-            apps.status.add_after(key.clone(), Duration::from_secs(2));
+        let result = reconcile(&apps, &key).await;
+        let refused = match &result {
+            Err(Error::Kube(e)) => refusal(e),
+            _ => None,
+        };
+        match (result, refused) {
+            (Ok(()), _) => {
+                lock(&apps.status_refusals).remove(&key);
+            }
+            // The API server refuses what was written: retrying the same
+            // write cannot help. Said once; the next change (or the
+            // periodic resync) tries again.
+            (Err(_), Some(message)) => {
+                let before = lock(&apps.status_refusals).insert(key.clone(), message.clone());
+                if before.as_ref() != Some(&message) {
+                    tracing::warn!(template = %key, error = %message, "the hub's API server refused a status write");
+                }
+            }
+            (Err(e), None) => {
+                tracing::debug!(template = %key, error = %e, "status aggregation failed; retrying");
+                apps.status.add_after(key.clone(), Duration::from_secs(2));
+            }
         }
         apps.status.done(&key);
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: &str, message: &str, previous: Option<&Condition>) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let since = previous
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: since,
-        observed_generation: None,
+/// How often every binding is bound again, and its status recomputed, even
+/// when no event says so: whatever an event missed (a watch that broke and
+/// came back, a race) is repaired within this time.
+const RESYNC_BINDINGS: Duration = Duration::from_secs(300);
+const RESYNC_STATUS: Duration = Duration::from_secs(30);
+
+pub(super) async fn resync(apps: Arc<Apps>) {
+    apps.wait_ready().await;
+    let mut last_binding = tokio::time::Instant::now();
+    loop {
+        tokio::time::sleep(RESYNC_STATUS).await;
+        let bind = last_binding.elapsed() >= RESYNC_BINDINGS;
+        if bind {
+            last_binding = tokio::time::Instant::now();
+        }
+        for key in apps.binding_keys() {
+            if bind || apps.scheduling_failed(&key) {
+                apps.binder.add(key.clone());
+            }
+            apps.status.add(key);
+        }
     }
 }
 
-fn same(a: &[Condition], b: &[Condition]) -> bool {
-    a.len() == b.len()
-        && a.iter().zip(b).all(|(x, y)| {
-            x.type_ == y.type_ && x.status == y.status && x.reason == y.reason && x.message == y.message
-        })
+fn divided(placement: &Placement) -> bool {
+    placement
+        .replica_scheduling
+        .as_ref()
+        .is_some_and(|rs| rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided)
 }
 
-/// One cluster's view of a work: applied?, why not, health, fed-back status,
-/// and whether it reflects the current template.
+/// One cluster's view of a work: applied (its current spec, per
+/// `flotilla_core::binding_status`), why not, health, fed-back status, and
+/// whether it reflects the current template.
 fn cluster_item(
     cluster: &str,
     work: Option<&Arc<Work>>,
     template_generation: Option<i64>,
+    progress: &WorkProgress,
 ) -> (AggregatedStatusItem, bool) {
     let Some(work) = work else {
         let item = AggregatedStatusItem {
             cluster_name: cluster.into(),
             applied: false,
-            applied_message: "the work is not written yet".into(),
+            applied_message: progress.message.clone(),
             health: Health::Unknown,
             status: None,
         };
         return (item, false);
     };
     let status = work.status.as_ref();
-    let applied_condition = status.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::APPLIED));
-    let applied = applied_condition.is_some_and(|c| c.status == "True");
-    let message = match applied_condition {
-        Some(c) if !applied => c.message.clone(),
-        None => "waiting for the member's agent to apply it".into(),
-        _ => String::new(),
-    };
+    let applied = progress.applied;
     let first = status.and_then(|s| s.manifest_statuses.iter().find(|m| m.identifier.ordinal == 0));
-    let spec_hash = work.annotations().get(keys::SPEC_HASH).cloned().unwrap_or_default();
-    let observed_spec = status.is_some_and(|s| s.observed_spec_hash == spec_hash);
     let built_from_current = template_generation.is_none_or(|g| {
         work.annotations().get(keys::TEMPLATE_GENERATION).and_then(|v| v.parse::<i64>().ok()) == Some(g)
     });
@@ -99,11 +124,11 @@ fn cluster_item(
     let item = AggregatedStatusItem {
         cluster_name: cluster.into(),
         applied,
-        applied_message: message,
+        applied_message: progress.message.clone(),
         health: if applied { first.map(|m| m.health).unwrap_or_default() } else { Health::Unknown },
         status: first.and_then(|m| m.status.clone()),
     };
-    (item, applied && observed_spec && built_from_current && member_caught_up)
+    (item, applied && built_from_current && member_caught_up)
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
@@ -111,72 +136,95 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     let works = apps.works_of(key);
     let generation = lock(&apps.seen).get(key).and_then(|s| s.generation);
     let mut items = Vec::new();
+    let mut progress = Vec::new();
     let mut all_current = true;
     for target in &spec.clusters {
-        let (item, current) = cluster_item(&target.name, works.get(&target.name), generation);
+        let work = works.get(&target.name);
+        let p = work_progress(&target.name, work.map(|w| w.as_ref()));
+        let (item, current) = cluster_item(&target.name, work, generation, &p);
         all_current &= current;
         items.push(item);
+        progress.push(p);
     }
 
     let previous = status.clone().unwrap_or_default();
-    let find = |t: &str| previous.conditions.iter().find(|c| c.type_ == t).cloned();
+    let now = now();
     let outcome = lock(&apps.outcomes).get(key).cloned();
-    let scheduled = match outcome {
-        Some(o) => condition(
-            conditions::SCHEDULED,
-            o.scheduled,
-            &o.reason,
-            &o.message,
-            find(conditions::SCHEDULED).as_ref(),
+    let scheduled = match &outcome {
+        Some(o) => conditions::condition(
+            &previous.conditions,
+            Wanted::new(wc::SCHEDULED, o.scheduled, &o.reason, o.message.clone()),
+            &now,
         ),
         // The binder has not run since this process started: keep what the
         // binding says.
-        None => match find(conditions::SCHEDULED) {
-            Some(c) => c,
+        None => match previous.conditions.iter().find(|c| c.type_ == wc::SCHEDULED) {
+            Some(c) => c.clone(),
             None => return Ok(()),
         },
     };
-    let not_applied: Vec<String> = items
+    let refused = lock(&apps.refused).get(key).cloned();
+    let clusters: Vec<(&str, i32, &WorkProgress)> =
+        spec.clusters.iter().zip(&progress).map(|(t, p)| (t.name.as_str(), t.replicas, p)).collect();
+    // The steps the binder wrote (Work annotations) against the division.
+    let written: BTreeMap<String, i32> = works
         .iter()
-        .filter(|i| !i.applied)
-        .map(|i| format!("{}: {}", i.cluster_name, i.applied_message))
+        .filter_map(|(c, w)| Some((c.clone(), w.annotations().get(keys::REPLICAS)?.parse().ok()?)))
         .collect();
-    let fully_applied = if spec.clusters.is_empty() {
-        condition(
-            conditions::FULLY_APPLIED,
-            false,
-            "NoCluster",
-            "no cluster is chosen",
-            find(conditions::FULLY_APPLIED).as_ref(),
-        )
-    } else if not_applied.is_empty() {
-        condition(
-            conditions::FULLY_APPLIED,
-            true,
-            "Applied",
-            "applied in every chosen cluster",
-            find(conditions::FULLY_APPLIED).as_ref(),
-        )
-    } else {
-        condition(
-            conditions::FULLY_APPLIED,
-            false,
-            "NotApplied",
-            &not_applied.join("; "),
-            find(conditions::FULLY_APPLIED).as_ref(),
-        )
+    let evicting: Vec<String> = spec.graceful_eviction_tasks.iter().map(|t| t.from_cluster.clone()).collect();
+    let moving = flotilla_core::failover::move_in_progress(&spec.clusters, &written, &evicting);
+    let facts = Facts {
+        scheduled: (scheduled.status == "True", &scheduled.reason),
+        clusters: &clusters,
+        divided_replicas: divided(&spec.placement).then_some(spec.replicas),
+        refused: refused.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
+        moving: moving.as_deref(),
     };
+    let fully_applied =
+        conditions::condition(&previous.conditions, binding_status::fully_applied(&facts), &now);
     let wanted = BindingStatus {
         scheduler_observed_generation: outcome_generation(apps, key)
             .or(previous.scheduler_observed_generation),
         conditions: vec![scheduled, fully_applied],
         aggregated_status: items,
     };
-    let unchanged = same(&wanted.conditions, &previous.conditions)
+    let unchanged = conditions::same(&wanted.conditions, &previous.conditions)
         && wanted.aggregated_status == previous.aggregated_status
         && wanted.scheduler_observed_generation == previous.scheduler_observed_generation;
     if !unchanged {
-        write_binding_status(apps, key, &wanted).await?;
+        let result = write_binding_status(apps, key, &wanted).await;
+        let refused = match &result {
+            Err(Error::Kube(e)) => refusal(e),
+            _ => None,
+        };
+        match (result, refused) {
+            (Err(e), Some(message)) => {
+                // Say so on the binding with what surely passes: the
+                // conditions alone.
+                let fully_applied = conditions::condition(
+                    &previous.conditions,
+                    Wanted::new(
+                        wc::FULLY_APPLIED,
+                        false,
+                        binding_status::REASON_STATUS_REFUSED,
+                        format!("the hub's API server refused this binding's status: {message}"),
+                    ),
+                    &now,
+                );
+                let minimal = BindingStatus {
+                    conditions: vec![wanted.conditions[0].clone(), fully_applied],
+                    aggregated_status: Vec::new(),
+                    ..wanted.clone()
+                };
+                let said = conditions::same(&minimal.conditions, &previous.conditions)
+                    && previous.aggregated_status.is_empty();
+                if !said {
+                    write_binding_status(apps, key, &minimal).await?;
+                }
+                return Err(e);
+            }
+            (result, _) => result?,
+        }
     }
 
     // The template's own status, for the kinds Flotilla aggregates.
@@ -247,5 +295,113 @@ async fn write_binding_status(apps: &Apps, key: &TemplateKey, status: &BindingSt
         Ok(()) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
+    }
+}
+
+impl Apps {
+    /// The binder wrote a template's works (`results`; `too_large`: works
+    /// it did not send, over etcd's limit). What the API server refused is
+    /// kept for the binding's `FullyApplied` (and not retried until the
+    /// template or its placement changes); other failures are returned.
+    pub(super) fn works_written(
+        &self,
+        key: &TemplateKey,
+        too_large: Vec<String>,
+        results: Vec<Result<(), Error>>,
+    ) -> Result<(), Error> {
+        let mut refused: Vec<(&str, String)> =
+            too_large.into_iter().map(|m| (binding_status::REASON_TOO_LARGE, m)).collect();
+        let mut failure = None;
+        for result in results {
+            let message = match result {
+                Ok(()) => continue,
+                Err(Error::Kube(e)) => match refusal(&e) {
+                    Some(message) => message,
+                    None => {
+                        failure = Some(Error::Kube(e));
+                        continue;
+                    }
+                },
+                Err(e) => {
+                    failure = Some(e);
+                    continue;
+                }
+            };
+            refused.push(if binding_status::is_too_large(&message) {
+                (
+                    binding_status::REASON_TOO_LARGE,
+                    format!(
+                        "the hub's etcd refused a work as too large ({message}); make the template smaller"
+                    ),
+                )
+            } else {
+                (
+                    binding_status::REASON_WORK_REFUSED,
+                    format!("the hub's API server refused a work: {message}"),
+                )
+            });
+        }
+        let now = refused.first().map(|(reason, _)| {
+            let messages: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
+            (reason.to_string(), messages.join("; "))
+        });
+        let changed = match &now {
+            Some(v) => lock(&self.refused).insert(key.clone(), v.clone()).as_ref() != Some(v),
+            None => lock(&self.refused).remove(key).is_some(),
+        };
+        if changed {
+            if let Some((reason, message)) = &now {
+                tracing::warn!(template = %key, reason, message, "works not written");
+            }
+            self.status.add(key.clone());
+        }
+        failure.map_or(Ok(()), Err)
+    }
+}
+
+impl Apps {
+    /// After a binder reconcile: when to run it again. A failure is logged
+    /// when it first happens or changes, not on every retry; one the API
+    /// server refuses for its content is also shown on the binding's
+    /// `Scheduled` condition (`Refused`).
+    pub(super) fn bound(
+        &self,
+        key: &TemplateKey,
+        result: Result<Option<Duration>, Error>,
+    ) -> Option<Duration> {
+        let e = match result {
+            Ok(after) => {
+                lock(&self.bind_failures).remove(key);
+                return after;
+            }
+            Err(e) => e,
+        };
+        let message = e.to_string();
+        let refused = match &e {
+            Error::Kube(k) => refusal(k),
+            _ => None,
+        };
+        let (count, changed) = {
+            let mut failures = lock(&self.bind_failures);
+            let entry = failures.entry(key.clone()).or_insert((0, String::new()));
+            let changed = entry.1 != message;
+            entry.0 = entry.0.saturating_add(1);
+            entry.1 = message.clone();
+            (entry.0, changed)
+        };
+        if changed {
+            tracing::warn!(template = %key, error = %message, "binding failed; retrying with backoff");
+        } else {
+            tracing::debug!(template = %key, error = %message, failures = count, "binding failed again");
+        }
+        if let Some(refused) = refused {
+            let message = format!("the hub could not process this template: {refused}");
+            let outcome = Outcome { scheduled: false, reason: "Refused".into(), message, generation: None };
+            if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
+                self.status.add(key.clone());
+            }
+            return Some(binding_status::retry_after(count, true));
+        }
+        Some(binding_status::retry_after(count, false))
     }
 }

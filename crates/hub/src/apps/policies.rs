@@ -1,0 +1,153 @@
+//! Policy status: `Valid` (the policy's own syntax and rules,
+//! `flotilla_core::validation`) on every policy kind, and, on propagation
+//! policies, `ResourcesResolved` (whether the hub, and some member, serve
+//! the kinds it selects: `flotilla_core::resolution`). Written on each
+//! policy event and re-checked every `RECHECK`, since a CRD installed on the
+//! hub or a member that starts serving an API raises no policy event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flotilla_core::conditions::{self, Wanted};
+use flotilla_core::resolution::{self, MemberApis, OnHub, Selected};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Api;
+
+use super::{lock, Apps, PolicyEvent};
+
+const MANAGER: &str = "flotilla-hub-policy";
+const VALID: &str = "Valid";
+/// How often every propagation policy's `ResourcesResolved` is re-checked.
+const RECHECK: Duration = Duration::from_secs(15);
+
+/// Now, to the second (what the API server stores).
+pub(super) fn now() -> Time {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+}
+
+/// Re-checks every propagation policy's conditions, forever.
+pub(super) async fn recheck(apps: Arc<Apps>) {
+    apps.wait_ready().await;
+    loop {
+        tokio::time::sleep(RECHECK).await;
+        let events: Vec<PolicyEvent> = apps
+            .pps
+            .state()
+            .iter()
+            .map(|p| PolicyEvent::pp(p))
+            .chain(apps.cpps.state().iter().map(|p| PolicyEvent::cpp(p)))
+            .collect();
+        for event in events {
+            apps.policy_status(&event).await;
+        }
+    }
+}
+
+impl Apps {
+    /// Records whether a policy is usable and writes its conditions when
+    /// they changed.
+    pub(super) async fn policy_status(&self, event: &PolicyEvent) {
+        let errors = flotilla_core::validation::validate_policy(event.kind, &event.object);
+        let id = (event.kind.to_string(), event.namespace.clone(), event.name.clone());
+        let newly_invalid = if errors.is_empty() {
+            lock(&self.invalid_policies).remove(&id);
+            false
+        } else {
+            lock(&self.invalid_policies).insert(id)
+        };
+        if newly_invalid {
+            tracing::info!(kind = event.kind, namespace = %event.namespace, name = %event.name,
+                errors = %errors.join("; "), "policy is invalid; ignoring it");
+        }
+        let valid = if errors.is_empty() {
+            Wanted::new(VALID, true, "Valid", "the policy is in use")
+        } else {
+            Wanted::new(VALID, false, "Invalid", errors.join("; "))
+        };
+        let current: &[Condition] =
+            event.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let now = now();
+        let mut wanted = vec![conditions::condition(current, valid.generation(event.generation), &now)];
+        if let Some(selects) = event.selects.as_ref().filter(|_| event.kind.ends_with("PropagationPolicy")) {
+            let resolved = self.resources_resolved(selects).await;
+            match resolved {
+                Some(r) => wanted.push(conditions::condition(current, r.generation(event.generation), &now)),
+                // Discovery failed: keep what was found last.
+                None => wanted.extend(current.iter().find(|c| c.type_ == resolution::CONDITION).cloned()),
+            }
+        }
+        let mut mine: Vec<Condition> =
+            current.iter().filter(|c| wanted.iter().any(|w| w.type_ == c.type_)).cloned().collect();
+        mine.sort_by(|a, b| a.type_.cmp(&b.type_));
+        wanted.sort_by(|a, b| a.type_.cmp(&b.type_));
+        if conditions::same(&mine, &wanted) && mine.len() == current.len() {
+            return;
+        }
+        let body = serde_json::json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1",
+            "kind": event.kind,
+            "metadata": {"name": event.name},
+            "status": {"conditions": wanted},
+        });
+        let plural = match event.kind {
+            "PropagationPolicy" => "propagationpolicies",
+            "ClusterPropagationPolicy" => "clusterpropagationpolicies",
+            "OverridePolicy" => "overridepolicies",
+            _ => "clusteroverridepolicies",
+        };
+        let gvk = GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", event.kind);
+        let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
+        let api: Api<DynamicObject> = if event.namespace.is_empty() {
+            Api::all_with(self.client.clone(), &resource)
+        } else {
+            Api::namespaced_with(self.client.clone(), &event.namespace, &resource)
+        };
+        let params = PatchParams::apply(MANAGER).force();
+        if let Err(e) = api.patch_status(&event.name, &params, &Patch::Apply(&body)).await {
+            tracing::debug!(policy = %event.name, error = %e, "could not write policy status");
+        }
+    }
+
+    /// `ResourcesResolved` for the kinds a propagation policy selects.
+    async fn resources_resolved(&self, selects: &[(String, String)]) -> Option<Wanted> {
+        let mut on_hub = Vec::with_capacity(selects.len());
+        for (api_version, kind) in selects {
+            on_hub.push(self.on_hub(api_version, kind).await);
+        }
+        let selected: Vec<Selected> = selects
+            .iter()
+            .zip(&on_hub)
+            .map(|((api_version, kind), on_hub)| Selected { api_version, kind, on_hub })
+            .collect();
+        let clusters = self.clusters.state();
+        let members: Vec<MemberApis> = clusters
+            .iter()
+            .map(|mc| MemberApis {
+                name: mc.metadata.name.as_deref().unwrap_or_default(),
+                api_enablements: mc.status.as_ref().map(|s| s.api_enablements.as_slice()).unwrap_or_default(),
+            })
+            .collect();
+        resolution::resources_resolved(&selected, &members)
+    }
+
+    /// What the hub's discovery says of a kind (watched kinds are known).
+    async fn on_hub(&self, api_version: &str, kind: &str) -> OnHub {
+        if let Some(k) = self.kind(api_version, kind) {
+            return OnHub::Served { plural: k.resource.plural };
+        }
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        match kube::discovery::pinned_kind(&self.client, &gvk).await {
+            Ok((resource, _)) => OnHub::Served { plural: resource.plural },
+            Err(kube::Error::Discovery(_)) => OnHub::NotServed,
+            Err(kube::Error::Api(e)) if e.code == 404 => OnHub::NotServed,
+            Err(e) => OnHub::Failed(e.to_string()),
+        }
+    }
+
+    pub(super) fn policy_is_invalid(&self, kind: &str, namespace: &str, name: &str) -> bool {
+        lock(&self.invalid_policies).contains(&(kind.to_string(), namespace.to_string(), name.to_string()))
+    }
+}

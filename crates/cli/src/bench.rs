@@ -26,6 +26,10 @@ pub enum Bench {
     /// once), the operator's memory per hosted cluster, and a rolling
     /// upgrade of two apiservers under a polling client.
     Kok(crate::bench_kok::KokArgs),
+    /// Faults of the hub in a local fleet: time to converge after `hub run`
+    /// is killed mid-burst and after the hub's API server is killed, with
+    /// the replicas lost and duplicated.
+    Faults(crate::bench_faults::FaultsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -48,6 +52,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Scheduling(args) => scheduling::run(args),
         Bench::Apps(args) => crate::bench_apps::apps(args).await,
         Bench::Kok(args) => crate::bench_kok::kok(args).await,
+        Bench::Faults(args) => crate::bench_faults::faults(args).await,
     }
 }
 

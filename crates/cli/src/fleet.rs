@@ -1,11 +1,14 @@
 //! The local fleet: `flotilla up`, `status`, `down`.
 //!
 //! `up` starts a detached daemon (`flotilla fleet-daemon`) that owns every
-//! process of the fleet: its children die with it (parent-death signal), and
-//! on SIGTERM it stops them gracefully. The daemon records what it started,
-//! with pids and process start times, in `<state-dir>/fleet.json`; `status`
-//! and `down` read that file and touch only processes whose pid *and* start
-//! time match, never anything else.
+//! process of the fleet: its children die with it (parent-death signal), it
+//! restarts them when they exit (`supervise`), and on SIGTERM it stops them
+//! gracefully. The daemon records what runs, with pids, process start times
+//! and restart counts, in `<state-dir>/fleet.json`; `status` and `down` read
+//! that file and touch only processes whose pid *and* start time match,
+//! never anything else.
+
+mod supervise;
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -125,11 +128,29 @@ pub struct ProcessRecord {
     /// with the pid, it identifies the process even if the pid is reused.
     pub start_time: u64,
     pub log: PathBuf,
+    /// Times the fleet daemon started it again after it exited.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub restarts: u32,
+    /// How its last run ended (e.g. `signal: 9 (SIGKILL)`), once it has
+    /// been restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_exit: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl ProcessRecord {
     fn of(name: &str, pid: u32, log: PathBuf) -> Self {
-        Self { name: name.into(), pid, start_time: proc_start_time(pid).unwrap_or(0), log }
+        Self {
+            name: name.into(),
+            pid,
+            start_time: proc_start_time(pid).unwrap_or(0),
+            log,
+            restarts: 0,
+            last_exit: None,
+        }
     }
 
     /// True if this very process (not a later one with the same pid) is alive.
@@ -354,7 +375,7 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped by SIGTERM while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped by SIGINT while starting")),
     };
-    let (etcd, hub, mut processes) = match started {
+    let (mut etcd, mut hub, mut processes) = match started {
         Ok(parts) => parts,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "fleet failed to start");
@@ -374,10 +395,14 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
     write_state(&dir, &state)?;
     tracing::info!(members = args.clusters, "fleet ready");
 
-    tokio::select! {
-        _ = sigterm.recv() => {},
-        _ = sigint.recv() => {},
-    }
+    let stop = async {
+        tokio::select! {
+            _ = sigterm.recv() => {},
+            _ = sigint.recv() => {},
+        }
+    };
+    let owned = supervise::Owned { etcd: &mut etcd, hub: &mut hub, processes: &mut processes };
+    supervise::run(&dir, &mut state, owned, stop).await?;
     tracing::info!("stopping the fleet");
     state.phase = Phase::Stopping;
     state.message = "stopping".into();
@@ -392,7 +417,6 @@ pub async fn daemon(args: DaemonArgs) -> anyhow::Result<()> {
         flotilla_node_agent::kill_recorded(&m.state_dir);
     }
     hub.shutdown(Duration::from_secs(5));
-    let mut etcd = etcd;
     etcd.process_mut().stop(Duration::from_secs(5));
     Ok(())
 }
@@ -798,7 +822,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
 
     let healths = futures::future::join_all(state.clusters.iter().map(|c| api_health(&c.kubeconfig))).await;
     let mut clusters = table(&["CLUSTER", "ROLE", "API", "NODES", "PROCESSES", "MEMORY"]);
-    let mut processes = table(&["CLUSTER", "PROCESS", "PID", "STATE", "MEMORY"]);
+    let mut processes = table(&["CLUSTER", "PROCESS", "PID", "STATE", "RESTARTS", "MEMORY"]);
     let mut total_rss = 0u64;
     let mut problems = Vec::new();
     if let Some(etcd) = &state.etcd {
@@ -811,6 +835,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
             "etcd".into(),
             etcd.pid.to_string(),
             if alive { "running" } else { "DEAD" }.into(),
+            etcd.restarts.to_string(),
             fmt_bytes(rss),
         ]);
     }
@@ -830,6 +855,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
                 p.name.clone(),
                 p.pid.to_string(),
                 if alive { "running" } else { "DEAD" }.into(),
+                p.restarts.to_string(),
                 fmt_bytes(rss),
             ]);
         }
@@ -869,6 +895,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
                 name.to_string(),
                 p.pid.to_string(),
                 if alive { "running" } else { "DEAD" }.into(),
+                p.restarts.to_string(),
                 fmt_bytes(rss),
             ]);
         }

@@ -261,28 +261,35 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                     None => std::future::pending().await,
                 }
             };
-            let controllers = async {
-                let lost = flotilla_hub::leader::lead(client.clone(), identity).await?;
-                let config = flotilla_hub::HubConfig {
-                    auto_accept: args.auto_accept,
-                    grace: Duration::from_secs(args.grace_seconds),
-                    ..Default::default()
-                };
-                let (etcd, hosted) = args.kok.operators()?;
-                tokio::select! {
-                    r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
-                    r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
-                    r = flotilla_kok::hosted::run(client.clone(), hosted) => r.map_err(anyhow::Error::from),
-                    e = lost => Err(anyhow::anyhow!("stopping: {e}")),
-                }
+            let config = flotilla_hub::HubConfig {
+                auto_accept: args.auto_accept,
+                grace: Duration::from_secs(args.grace_seconds),
+                ..Default::default()
             };
+            let (etcd, hosted) = args.kok.operators()?;
+            // Only the leader runs the controllers. A leader that loses the
+            // lease (the API went away, or another replica took it) stops
+            // them and competes again; the process keeps running.
+            let controllers = flotilla_hub::leader::run_elected(client.clone(), identity, || {
+                let (client, config, etcd, hosted) =
+                    (client.clone(), config.clone(), etcd.clone(), hosted.clone());
+                async move {
+                    tokio::select! {
+                        r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::hosted::run(client, hosted) => r.map_err(anyhow::Error::from),
+                    }
+                }
+            });
+            let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 r = serve_webhook => {
                     r.context("serving the policy admission webhook")?;
                     bail!("the policy admission webhook stopped");
                 }
-                r = controllers => r?,
+                () = controllers => {},
                 _ = tokio::signal::ctrl_c() => {},
+                _ = sigterm.recv() => {},
             }
             Ok(true)
         }

@@ -355,6 +355,8 @@ async fn watch_kinds(apps: Arc<Apps>) {
     apps.wait_ready().await;
     tracing::info!("application controllers have their caches");
     let mut started: HashSet<(String, String)> = HashSet::new();
+    // Owned here, so the watches stop when this task does.
+    let mut watches = tokio::task::JoinSet::new();
     loop {
         let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
         let mut deps = false;
@@ -389,7 +391,7 @@ async fn watch_kinds(apps: Arc<Apps>) {
                     lock(&apps.kinds).insert((api_version.clone(), kind.clone()), entry);
                     started.insert((api_version.clone(), kind.clone()));
                     tracing::info!(%api_version, %kind, "watching templates");
-                    tokio::spawn(watch_templates(apps.clone(), api_version, kind, resource));
+                    watches.spawn(watch_templates(apps.clone(), api_version, kind, resource));
                 }
                 Err(e) => {
                     // E.g. a CRD not installed yet: try again on the next round.

@@ -162,7 +162,7 @@ async fn main() -> std::process::ExitCode {
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
         Command::Bench(b) => bench::run(b).await,
-        Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
+        Command::FleetDaemon(args) => fleet::daemon::run(args).await.map(|()| true),
         Command::KubeletJoin(args) => kubelet_join(args).await,
     };
     match result {

@@ -115,7 +115,11 @@ fn url_host(url: &str) -> Result<String, Error> {
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor) {
     let app = Router::new().route(PATH, post(review));
+    // Connections are owned here: when serving stops, kept-alive
+    // connections close too, and the API server sees the webhook gone.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(e) => {
@@ -126,7 +130,7 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor) {
             }
         };
         let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),

@@ -128,7 +128,7 @@ impl Env {
         let last = count(&self.members, templates).await;
         assert!(last.clean(), "{case}: after settling: {last:?}");
         eprintln!(
-            "{case}: {} templates converged {:.1}s after the fault; 0 lost, 0 duplicated replicas",
+            "{case}: {} templates converged after {:.1}s of waiting; 0 lost, 0 duplicated replicas",
             templates.len(),
             converged.as_secs_f64()
         );

@@ -56,6 +56,13 @@ pub struct HubRunArgs {
     /// webhook's serving certificate. Needs --webhook-listen.
     #[arg(long, value_name = "URL", requires = "webhook_listen")]
     pub webhook_url: Option<String>,
+    /// This replica's name in leader election (default: HOSTNAME-PID). It
+    /// must differ between replicas that may run at the same time; a
+    /// supervisor that restarts its one replica only after it exited may
+    /// keep it fixed, so the restarted process takes its lease back at once
+    /// instead of waiting for it to expire.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
     #[command(flatten)]
     pub kok: KokArgs,
 }
@@ -245,11 +252,13 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
         }
         HubCommand::Run(args) => {
             let client = args.hub.client().await?;
-            let identity = format!(
-                "{}-{}",
-                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
-                std::process::id()
-            );
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                    std::process::id()
+                )
+            });
             let webhook = match (args.webhook_listen, args.webhook_url) {
                 (Some(listen), Some(url)) => Some(flotilla_hub::webhook::WebhookConfig { listen, url }),
                 _ => None,

@@ -167,6 +167,10 @@ async fn start_fleet(
             .arg(format!("127.0.0.1:{webhook_port}"))
             .arg("--webhook-url")
             .arg(format!("https://127.0.0.1:{webhook_port}"))
+            // One replica, restarted only once it has exited (`supervise`):
+            // the restarted process takes the lease back at once.
+            .arg("--identity")
+            .arg("flotilla-up")
             .arg("--kok-version")
             .arg(format!("{}={}", crate::kokctl::DEFAULT_VERSION, args.k8s_bin.display()))
             .arg("--etcd-bin-dir")

@@ -32,7 +32,7 @@ pub enum HubCommand {
     /// Apply Flotilla's CRDs and RBAC to the hub (idempotent).
     Install(HubKubeconfig),
     /// Run the hub controllers (leader-elected: extra replicas stand by).
-    Run(HubRunArgs),
+    Run(Box<HubRunArgs>),
 }
 
 #[derive(Args, Debug)]

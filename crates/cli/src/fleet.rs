@@ -401,12 +401,12 @@ async fn hosted_processes(
                     by_cluster
                         .entry(cluster.clone())
                         .or_insert_with(Vec::new)
-                        .push(ProcessRecord::of(&name, pid, log));
+                        .push(ProcessRecord { restarts: c.restarts, ..ProcessRecord::of(&name, pid, log) });
                 }
                 None => by_machine
                     .entry(record.name.clone())
                     .or_default()
-                    .push(ProcessRecord::of(&c.name, pid, log)),
+                    .push(ProcessRecord { restarts: c.restarts, ..ProcessRecord::of(&c.name, pid, log) }),
             }
         }
     }

@@ -117,7 +117,12 @@ pub struct Owned<'a> {
     pub processes: &'a mut [ManagedProcess],
 }
 
-impl Owned<'_> {
+/// Finds a supervised process by its slot.
+pub trait Processes {
+    fn process(&mut self, slot: &Slot) -> Option<&mut ManagedProcess>;
+}
+
+impl Processes for Owned<'_> {
     fn process(&mut self, slot: &Slot) -> Option<&mut ManagedProcess> {
         match slot {
             Slot::Etcd => Some(self.etcd.process_mut()),
@@ -160,7 +165,12 @@ pub fn watch_list(owned: &Owned<'_>, now: Instant) -> Vec<Watched> {
 
 /// One round: reaps what exited and restarts what is due. True when
 /// `state` changed.
-pub fn round(owned: &mut Owned<'_>, watched: &mut [Watched], state: &mut FleetState, now: Instant) -> bool {
+pub fn round(
+    owned: &mut impl Processes,
+    watched: &mut [Watched],
+    state: &mut FleetState,
+    now: Instant,
+) -> bool {
     let mut changed = false;
     for w in watched.iter_mut() {
         let Some(process) = owned.process(&w.slot) else { continue };
@@ -230,6 +240,85 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fleet::{ClusterRecord, Phase};
+    use flotilla_testenv::process::pid_alive;
+    use flotilla_testenv::ProcessSpec;
+
+    struct Children(Vec<ManagedProcess>);
+
+    impl Processes for Children {
+        fn process(&mut self, slot: &Slot) -> Option<&mut ManagedProcess> {
+            match slot {
+                Slot::Own(i) => self.0.get_mut(*i),
+                _ => None,
+            }
+        }
+    }
+
+    fn state_with(record: ProcessRecord) -> FleetState {
+        FleetState {
+            phase: Phase::Ready,
+            message: String::new(),
+            daemon: record.clone(),
+            started_at_unix: 0,
+            hub_kubeconfig: "hub.kubeconfig".into(),
+            etcd: None,
+            clusters: vec![ClusterRecord {
+                name: "hub".into(),
+                role: "hub".into(),
+                server: String::new(),
+                kubeconfig: "hub.kubeconfig".into(),
+                nodes: 0,
+                processes: vec![record],
+            }],
+            machines: Vec::new(),
+        }
+    }
+
+    /// A zombie still has a /proc entry, in state Z.
+    fn zombie(pid: u32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+    }
+
+    #[test]
+    fn a_killed_child_is_reaped_restarted_after_its_backoff_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec =
+            ProcessSpec::new("flotilla-hub", "/bin/sleep".into(), dir.path().join("sleep.log")).arg("300");
+        let child = ManagedProcess::spawn(spec).unwrap();
+        let first = child.pid().unwrap();
+        let mut children = Children(vec![child]);
+        let mut state = state_with(ProcessRecord::of("flotilla-hub", first, dir.path().join("sleep.log")));
+        let t0 = Instant::now();
+        let mut watched = vec![Watched::new(Slot::Own(0), RecordAt::Cluster(0, "flotilla-hub".into()), t0)];
+        assert!(!round(&mut children, &mut watched, &mut state, t0), "nothing happened yet");
+
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL)
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !zombie(first) {
+            assert!(Instant::now() < deadline, "the child never died");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Reaped and recorded at once; started again only after 1 s.
+        assert!(round(&mut children, &mut watched, &mut state, t0));
+        assert!(!zombie(first) && !pid_alive(first), "pid {first} left as a zombie");
+        let record = state.clusters[0].processes[0].clone();
+        assert_eq!((record.pid, record.restarts), (first, 0));
+        assert!(record.last_exit.as_deref().is_some_and(|e| e.contains("SIGKILL")), "{record:?}");
+        let almost = t0 + Duration::from_millis(999);
+        assert!(!round(&mut children, &mut watched, &mut state, almost));
+        assert!(children.0[0].pid().is_some_and(|p| p == first));
+
+        assert!(round(&mut children, &mut watched, &mut state, t0 + Duration::from_secs(1)));
+        let second = children.0[0].pid().unwrap();
+        assert_ne!(second, first);
+        let record = state.clusters[0].processes[0].clone();
+        assert_eq!((record.pid, record.restarts), (second, 1));
+        assert!(record.alive(), "the record does not match the running process: {record:?}");
+        assert!(record.last_exit.is_some());
+    }
 
     #[test]
     fn restart_delay_doubles_from_one_second_to_thirty() {

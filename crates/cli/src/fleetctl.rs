@@ -279,7 +279,7 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
             // Only the leader runs the controllers. A leader that loses the
             // lease (the API went away, or another replica took it) stops
             // them and competes again; the process keeps running.
-            let controllers = flotilla_hub::leader::run_elected(client.clone(), identity, || {
+            let controllers = flotilla_hub::leader::run_elected(client.clone(), identity.clone(), || {
                 let (client, config, etcd, hosted) =
                     (client.clone(), config.clone(), etcd.clone(), hosted.clone());
                 async move {
@@ -300,6 +300,9 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 _ = tokio::signal::ctrl_c() => {},
                 _ = sigterm.recv() => {},
             }
+            // The controllers have stopped (their future is dropped): a
+            // standby may take over now.
+            flotilla_hub::leader::release(client, &identity).await;
             Ok(true)
         }
     }

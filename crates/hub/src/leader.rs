@@ -192,6 +192,32 @@ async fn hold(api: &Api<Lease>, identity: &str) -> String {
     }
 }
 
+/// Gives the lease up if `identity` holds it, so a standby takes over at
+/// once instead of after the lease expires; for a replica shutting down
+/// after its controllers stopped. Best effort: a lease it cannot release
+/// simply expires.
+pub async fn release(client: Client, identity: &str) {
+    let api: Api<Lease> = Api::namespaced(client, SYSTEM_NAMESPACE);
+    let released = async {
+        let Some(mut lease) = api.get_opt(LEASE_NAME).await? else { return Ok(false) };
+        let Some(spec) = lease.spec.as_mut() else { return Ok(false) };
+        if spec.holder_identity.as_deref() != Some(identity) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now());
+        api.replace(LEASE_NAME, &PostParams::default(), &lease).await?;
+        Ok::<bool, kube::Error>(true)
+    };
+    match tokio::time::timeout(REQUEST_TIMEOUT, released).await {
+        Ok(Ok(true)) => tracing::info!(%identity, "released the leader lease"),
+        Ok(Ok(false)) => {}
+        Ok(Err(e)) => tracing::warn!(%identity, error = %e, "could not release the leader lease"),
+        Err(_) => tracing::warn!(%identity, "could not release the leader lease in time"),
+    }
+}
+
 /// Competes for the lease and, while `identity` holds it, runs the future
 /// `term()` returns: the controllers. When the lease is lost the term is
 /// dropped (every task it owns stops with it) and the replica competes

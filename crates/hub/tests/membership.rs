@@ -481,7 +481,23 @@ async fn only_one_hub_replica_leads_and_a_dead_leader_is_replaced() {
     let lease: Lease =
         Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-b"));
+    // b shuts down cleanly: it stops its controllers and gives the lease up.
     b.abort();
+    assert_eq!(events.recv().await, Some(("replica-b", false)));
+    flotilla_hub::leader::release(hub.client(), "replica-b").await;
+    let lease: Lease =
+        Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!((spec.holder_identity, spec.lease_duration_seconds), (None, Some(1)));
+    // Another replica's release leaves the lease alone.
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let c = replica(hub.client(), "replica-c", tx);
+    assert_eq!(events.recv().await, Some(("replica-c", true)));
+    flotilla_hub::leader::release(hub.client(), "replica-b").await;
+    let lease: Lease =
+        Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-c"));
+    c.abort();
 }
 
 #[tokio::test]

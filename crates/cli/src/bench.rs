@@ -29,7 +29,7 @@ pub enum Bench {
     /// Faults of the hub in a local fleet: time to converge after `hub run`
     /// is killed mid-burst and after the hub's API server is killed, with
     /// the replicas lost and duplicated.
-    Faults(crate::bench_faults::FaultsArgs),
+    HubFaults(crate::bench_hub_faults::HubFaultsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -52,7 +52,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Scheduling(args) => scheduling::run(args),
         Bench::Apps(args) => crate::bench_apps::apps(args).await,
         Bench::Kok(args) => crate::bench_kok::kok(args).await,
-        Bench::Faults(args) => crate::bench_faults::faults(args).await,
+        Bench::HubFaults(args) => crate::bench_hub_faults::hub_faults(args).await,
     }
 }
 

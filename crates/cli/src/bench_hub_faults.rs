@@ -1,4 +1,4 @@
-//! `flotilla bench faults`: time to converge after each fault of the hub in
+//! `flotilla bench hub-faults`: time to converge after each fault of the hub in
 //! a local fleet (`flotilla up`, one member): `hub run` killed mid-burst of
 //! templates (the fleet daemon restarts it), and the hub's kube-apiserver
 //! killed (restarted by the daemon; `hub run` steps down and leads again).
@@ -17,7 +17,7 @@ use serde_json::json;
 use crate::fleet::{read_state, ProcessRecord};
 
 #[derive(Args, Debug)]
-pub struct FaultsArgs {
+pub struct HubFaultsArgs {
     /// Templates in each burst (half before the fault, half after).
     #[arg(long, default_value_t = 40)]
     pub templates: usize,
@@ -26,7 +26,7 @@ pub struct FaultsArgs {
     pub timeout: u64,
 }
 
-pub async fn faults(args: FaultsArgs) -> anyhow::Result<bool> {
+pub async fn hub_faults(args: HubFaultsArgs) -> anyhow::Result<bool> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("fleet");
     let exe = std::env::current_exe()?;
@@ -50,7 +50,7 @@ async fn client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
     Ok(client)
 }
 
-async fn measure(dir: &Path, args: &FaultsArgs) -> anyhow::Result<bool> {
+async fn measure(dir: &Path, args: &HubFaultsArgs) -> anyhow::Result<bool> {
     let hub = client(&dir.join("hub.kubeconfig")).await?;
     let member: Api<Deployment> =
         Api::namespaced(client(&dir.join("clusters/member-1.kubeconfig")).await?, "default");

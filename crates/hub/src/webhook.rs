@@ -346,7 +346,9 @@ fn configuration(url: &str, ca_pem: &str) -> Value {
             "failurePolicy": "Ignore",
             "sideEffects": "None",
             "admissionReviewVersions": ["v1"],
-            "timeoutSeconds": 5,
+            // Failing open, a slow answer admits the policy: wait as long as
+            // the API server's default rather than 5 s.
+            "timeoutSeconds": 10,
         }],
     })
 }
@@ -421,6 +423,7 @@ mod tests {
         let webhook = &config["webhooks"][0];
         assert_eq!(webhook["name"], WEBHOOK_NAME);
         assert_eq!(webhook["failurePolicy"], "Ignore");
+        assert_eq!(webhook["timeoutSeconds"], 10);
         assert_eq!(webhook["rules"][0]["resources"].as_array().unwrap().len(), 4);
         assert_eq!(webhook["clientConfig"]["caBundle"], "UEVN");
     }

@@ -25,6 +25,9 @@ pub mod keys {
     pub const BINDING: &str = "work.flotilla.io/binding";
     /// On a Work: the binding kind (ResourceBinding or ClusterResourceBinding).
     pub const BINDING_KIND: &str = "work.flotilla.io/binding-kind";
+    /// On a Work: the replicas it carries while a move is in progress (a
+    /// step towards the binding's division; equal to it once settled).
+    pub const REPLICAS: &str = "work.flotilla.io/replicas";
     /// On a Work: `metadata.generation` of the template it was built from.
     pub const TEMPLATE_GENERATION: &str = "work.flotilla.io/template-generation";
     /// On an object in a member: Flotilla manages it.
@@ -140,6 +143,13 @@ pub struct BindingSpec {
     pub clusters: Vec<TargetCluster>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub graceful_eviction_tasks: Vec<GracefulEvictionTask>,
+    /// Clusters the replicas left because of the hub's health taints
+    /// (failover). Once such a cluster is healthy again for the hub's
+    /// stabilisation period, the binding returns to the division its
+    /// policy asks for (unless the policy is annotated
+    /// `policy.flotilla.io/return-after-failover: "false"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_over_from: Vec<String>,
     /// Bindings whose templates need this one (propagateDeps).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub required_by: Vec<BindingSnapshot>,

@@ -26,6 +26,10 @@ pub enum Bench {
     /// once), the operator's memory per hosted cluster, and a rolling
     /// upgrade of two apiservers under a polling client.
     Kok(crate::bench_kok::KokArgs),
+    /// Faults without harm: a member API restart, a shared etcd blip, a
+    /// member gone for good and back: time to converge, replicas moved,
+    /// lost and duplicated, failover time after the toleration, peak surplus.
+    Faults(crate::bench_faults::FaultsArgs),
     /// Faults of the hub in a local fleet: time to converge after `hub run`
     /// is killed mid-burst and after the hub's API server is killed, with
     /// the replicas lost and duplicated.
@@ -52,6 +56,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Scheduling(args) => scheduling::run(args),
         Bench::Apps(args) => crate::bench_apps::apps(args).await,
         Bench::Kok(args) => crate::bench_kok::kok(args).await,
+        Bench::Faults(args) => crate::bench_faults::faults(args).await,
         Bench::HubFaults(args) => crate::bench_hub_faults::hub_faults(args).await,
     }
 }
@@ -588,6 +593,7 @@ pub mod scheduling {
                     allocatable,
                     allocated,
                     schedulable: rng.below(200) != 0,
+                    available_since: None,
                 }
             })
             .collect()

@@ -52,7 +52,7 @@ fn seq_of(d: &Deployment) -> Option<usize> {
 }
 
 /// Server-side applies any object (its kind found by discovery).
-async fn apply_json(client: &kube::Client, object: serde_json::Value) -> anyhow::Result<()> {
+pub(crate) async fn apply_json(client: &kube::Client, object: serde_json::Value) -> anyhow::Result<()> {
     let api_version = object["apiVersion"].as_str().context("apiVersion")?.to_string();
     let kind = object["kind"].as_str().context("kind")?.to_string();
     let name = object["metadata"]["name"].as_str().context("name")?.to_string();

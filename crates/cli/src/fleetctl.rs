@@ -64,7 +64,53 @@ pub struct HubRunArgs {
     #[arg(long, value_name = "NAME")]
     pub identity: Option<String>,
     #[command(flatten)]
+    pub failover: FailoverArgs,
+    #[command(flatten)]
     pub kok: KokArgs,
+}
+
+/// How the hub treats unhealthy clusters (see README "Faults").
+#[derive(Args, Debug, Clone)]
+pub struct FailoverArgs {
+    /// Seconds a template stays on a cluster tainted not-ready or
+    /// unreachable before its replicas move, for policies that do not
+    /// tolerate those taints themselves (Kubernetes' and Karmada's default,
+    /// 300, rides out API restarts and network blips). 0 moves at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_core::failover::DEFAULT_TOLERATION_SECONDS)]
+    pub default_toleration_seconds: i64,
+    /// Halt failover while more than this share of the clusters is
+    /// unhealthy at once (the hub's view or a shared dependency is the
+    /// likelier cause). 1.0 never halts on share alone.
+    #[arg(long, value_name = "SHARE", default_value_t = flotilla_core::failover::DEFAULT_DISRUPTION_SHARE,
+        value_parser = parse_share)]
+    pub disruption_share: f64,
+    /// Seconds a cluster must be healthy again before replicas that failed
+    /// over from it return to the division their policy asks for.
+    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_core::failover::DEFAULT_RETURN_AFTER.as_secs())]
+    pub return_after_seconds: u64,
+    /// Extra replicas a move may run beyond the template's count: a count
+    /// or a percentage of the replicas (at least 1).
+    #[arg(long, value_name = "N|P%", default_value = "25%")]
+    pub max_surge: flotilla_core::failover::MaxSurge,
+}
+
+impl FailoverArgs {
+    pub fn settings(&self) -> flotilla_core::failover::FailoverSettings {
+        flotilla_core::failover::FailoverSettings {
+            default_toleration_seconds: Some(self.default_toleration_seconds),
+            disruption_share: self.disruption_share,
+            return_after: Duration::from_secs(self.return_after_seconds),
+            max_surge: self.max_surge,
+            ..Default::default()
+        }
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0.0 and 1.0 (e.g. 0.55)")),
+    }
 }
 
 /// Settings of the Kube-on-Kube operators (EtcdCluster, HostedCluster).
@@ -273,6 +319,7 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
             let config = flotilla_hub::HubConfig {
                 auto_accept: args.auto_accept,
                 grace: Duration::from_secs(args.grace_seconds),
+                failover: args.failover.settings(),
                 ..Default::default()
             };
             let (etcd, hosted) = args.kok.operators()?;

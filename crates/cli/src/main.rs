@@ -8,6 +8,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 mod bench;
 mod bench_apps;
+mod bench_faults;
 mod bench_hub_faults;
 mod bench_kok;
 mod binaries;

@@ -5,6 +5,7 @@ pub mod affinity;
 pub mod aggregate;
 pub mod apply;
 pub mod binding;
+pub mod failover;
 pub mod health;
 pub mod kok;
 pub mod kubeconfig;

@@ -264,21 +264,65 @@ pub fn availability(
     }
 }
 
+/// The hub-managed taints, and when to look again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubTaints {
+    pub taints: Vec<Taint>,
+    /// A member reported unhealthy is tainted only after the grace: look
+    /// again then.
+    pub recheck_after: Option<Duration>,
+}
+
 /// The hub-managed taints for an availability status: unreachable for
-/// Unknown, not-ready for False, none for True. `existing` keeps the time a
-/// taint was first added so it does not move on every reconcile.
-pub fn hub_taints(status: &str, existing: &[Taint], now: &k8s_openapi::jiff::Timestamp) -> Vec<Taint> {
+/// Unknown, not-ready for False, none for True.
+///
+/// One episode of ill health keeps one clock: a taint that replaces
+/// another of the hub's (not-ready turning unreachable, or back) keeps the
+/// earliest `timeAdded`, so a toleration's seconds count from the start of
+/// the episode, not from the latest change of kind. A member whose agent
+/// reports its API unhealthy (False, `unhealthy_since`) is tainted only once
+/// that has lasted `grace`, like a late heartbeat: a restart of a few
+/// seconds taints nothing. Unknown already includes the grace.
+pub fn hub_taints(
+    status: &str,
+    unhealthy_since: k8s_openapi::jiff::Timestamp,
+    existing: &[Taint],
+    now: &k8s_openapi::jiff::Timestamp,
+    grace: Duration,
+) -> HubTaints {
     let key = match status {
         "Unknown" => taints::UNREACHABLE,
         "False" => taints::NOT_READY,
-        _ => return Vec::new(),
+        _ => return HubTaints { taints: Vec::new(), recheck_after: None },
     };
-    let time_added = existing
+    let episode_start = existing
         .iter()
-        .find(|t| t.key == key && t.effect == TaintEffect::NoExecute)
-        .and_then(|t| t.time_added.clone())
-        .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(*now));
-    vec![Taint { key: key.into(), value: None, effect: TaintEffect::NoExecute, time_added: Some(time_added) }]
+        .filter(|t| {
+            t.effect == TaintEffect::NoExecute && (t.key == taints::UNREACHABLE || t.key == taints::NOT_READY)
+        })
+        .filter_map(|t| t.time_added.as_ref().map(|t| t.0))
+        .min();
+    let time_added = match episode_start {
+        Some(start) => start,
+        None if status == "False" => {
+            let lasted = Duration::try_from(now.duration_since(unhealthy_since)).unwrap_or(Duration::ZERO);
+            if lasted < grace {
+                return HubTaints {
+                    taints: Vec::new(),
+                    recheck_after: Some(grace - lasted + Duration::from_millis(100)),
+                };
+            }
+            *now
+        }
+        None => *now,
+    };
+    let taint = Taint {
+        key: key.into(),
+        value: None,
+        effect: TaintEffect::NoExecute,
+        time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(time_added)),
+    };
+    HubTaints { taints: vec![taint], recheck_after: None }
 }
 
 /// Whether a condition list already says `status` for `type_` with the same
@@ -501,17 +545,89 @@ mod tests {
     }
 
     #[test]
-    fn hub_taints_keep_their_first_time() {
-        let t0 = k8s_openapi::jiff::Timestamp::from_second(1_000).unwrap();
-        let t1 = k8s_openapi::jiff::Timestamp::from_second(2_000).unwrap();
-        let first = hub_taints("Unknown", &[], &t0);
-        assert_eq!(first[0].key, taints::UNREACHABLE);
-        let again = hub_taints("Unknown", &first, &t1);
-        assert_eq!(again, first);
-        let not_ready = hub_taints("False", &first, &t1);
-        assert_eq!(not_ready[0].key, taints::NOT_READY);
-        assert_eq!(not_ready[0].time_added.as_ref().unwrap().0, t1);
-        assert!(hub_taints("True", &first, &t1).is_empty());
+    fn hub_taints_keep_the_first_time_of_an_episode_and_wait_out_the_grace() {
+        let t = |s: i64| k8s_openapi::jiff::Timestamp::from_second(s).unwrap();
+        let grace = Duration::from_secs(10);
+        let taint = |key: &str, at: i64| Taint {
+            key: key.into(),
+            value: None,
+            effect: TaintEffect::NoExecute,
+            time_added: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(t(at))),
+        };
+        let other =
+            Taint { key: "team".into(), value: None, effect: TaintEffect::NoExecute, time_added: None };
+        // (name, status, unhealthy since, existing hub taints, now, want taints, want recheck)
+        type Case<'a> = (&'a str, &'a str, i64, Vec<Taint>, i64, Vec<Taint>, Option<Duration>);
+        let cases: Vec<Case> = vec![
+            ("healthy: none", "True", 0, vec![taint(taints::NOT_READY, 5)], 100, vec![], None),
+            (
+                "unreachable: at once (the grace is in the lease)",
+                "Unknown",
+                100,
+                vec![],
+                100,
+                vec![taint(taints::UNREACHABLE, 100)],
+                None,
+            ),
+            (
+                "unreachable stays put",
+                "Unknown",
+                100,
+                vec![taint(taints::UNREACHABLE, 100)],
+                200,
+                vec![taint(taints::UNREACHABLE, 100)],
+                None,
+            ),
+            (
+                "not-ready waits out the grace",
+                "False",
+                100,
+                vec![],
+                104,
+                vec![],
+                Some(Duration::from_millis(6_100)),
+            ),
+            (
+                "not-ready after the grace",
+                "False",
+                100,
+                vec![],
+                110,
+                vec![taint(taints::NOT_READY, 110)],
+                None,
+            ),
+            (
+                "not-ready to unreachable keeps the clock",
+                "Unknown",
+                100,
+                vec![taint(taints::NOT_READY, 110)],
+                130,
+                vec![taint(taints::UNREACHABLE, 110)],
+                None,
+            ),
+            (
+                "unreachable to not-ready keeps the clock (no second grace)",
+                "False",
+                130,
+                vec![taint(taints::UNREACHABLE, 90)],
+                131,
+                vec![taint(taints::NOT_READY, 90)],
+                None,
+            ),
+            (
+                "other taints are not the hub's",
+                "False",
+                100,
+                vec![other],
+                101,
+                vec![],
+                Some(Duration::from_millis(9_100)),
+            ),
+        ];
+        for (name, status, since, existing, now, want, recheck) in cases {
+            let got = hub_taints(status, t(since), &existing, &t(now), grace);
+            assert_eq!(got, HubTaints { taints: want, recheck_after: recheck }, "{name}");
+        }
     }
 
     fn node(name: &str, ready: bool, cpu: &str, mem: &str) -> Node {

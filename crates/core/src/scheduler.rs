@@ -53,6 +53,8 @@ pub struct ClusterSnapshot {
     pub allocated: BTreeMap<String, u128>,
     /// false when the hub has not accepted the cluster or it is being deleted
     pub schedulable: bool,
+    /// Since when the cluster is `Available=True` (None: it is not).
+    pub available_since: Option<Timestamp>,
 }
 
 impl ClusterSnapshot {
@@ -73,6 +75,12 @@ impl ClusterSnapshot {
             allocatable: summary.map(|s| amounts(&s.allocatable)).unwrap_or_default(),
             allocated: summary.map(|s| amounts(&s.allocated)).unwrap_or_default(),
             schedulable: mc.spec.hub_accepts_client && mc.metadata.deletion_timestamp.is_none(),
+            available_since: status
+                .and_then(|s| {
+                    s.conditions.iter().find(|c| c.type_ == flotilla_api::cluster::conditions::AVAILABLE)
+                })
+                .filter(|c| c.status == "True")
+                .map(|c| c.last_transition_time.0),
         }
     }
 }

@@ -28,7 +28,7 @@ use serde_json::json;
 use crate::{Error, FIELD_MANAGER};
 
 /// Field manager for the hub's taints on ManagedCluster specs.
-const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
+pub(crate) const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
 
 pub use membership::HEARTBEAT_LABEL;
 
@@ -43,11 +43,18 @@ pub struct HubConfig {
     /// hub run` serves it itself, before leader election, so that standby
     /// replicas answer too.)
     pub webhook: Option<crate::webhook::WebhookConfig>,
+    /// Default tolerations, the mass-disruption guard, returns and surge.
+    pub failover: flotilla_core::failover::FailoverSettings,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
-        Self { auto_accept: false, grace: Duration::from_secs(10), webhook: None }
+        Self {
+            auto_accept: false,
+            grace: Duration::from_secs(10),
+            webhook: None,
+            failover: Default::default(),
+        }
     }
 }
 
@@ -93,6 +100,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
         .touched_objects();
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
     let auto_accept = config.auto_accept;
+    let ctx_failover = config.failover.clone();
     let ctx = Arc::new(Ctx { client: client.clone(), config, leases: lease_store });
 
     let (csr_store, csr_writer) = reflector::store();
@@ -149,7 +157,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
         });
     let push = crate::push::run(client.clone(), cluster_store);
     let machines = crate::machines::run(client.clone(), auto_accept);
-    let apps = crate::apps::run(client);
+    let apps = crate::apps::run(client, ctx_failover);
     let (_, _, push, apps, ()) = futures::join!(registration, health, push, apps, machines);
     push.and(apps)
 }
@@ -499,7 +507,20 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
     let hub_keys = [flotilla_api::cluster::taints::UNREACHABLE, flotilla_api::cluster::taints::NOT_READY];
     let current_hub_taints: Vec<_> =
         cluster.spec.taints.iter().filter(|t| hub_keys.contains(&t.key.as_str())).cloned().collect();
-    let desired = membership::hub_taints(availability.status, &current_hub_taints, &now);
+    // Since when the member has had this availability (the condition's
+    // transition time, or now if it just changed).
+    let unhealthy_since = existing
+        .iter()
+        .find(|c| c.type_ == membership::AVAILABLE && c.status == availability.status)
+        .map_or(now, |c| c.last_transition_time.0);
+    let hub_taints = membership::hub_taints(
+        availability.status,
+        unhealthy_since,
+        &current_hub_taints,
+        &now,
+        ctx.config.grace,
+    );
+    let desired = hub_taints.taints;
     if desired != current_hub_taints {
         let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
         // The list is written whole (Kubernetes 1.20 merges it atomically),
@@ -536,8 +557,6 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
         .await?;
     }
 
-    Ok(match availability.recheck_after {
-        Some(after) => Action::requeue(after),
-        None => Action::requeue(Duration::from_secs(60)),
-    })
+    let recheck = [availability.recheck_after, hub_taints.recheck_after].into_iter().flatten().min();
+    Ok(Action::requeue(recheck.unwrap_or(Duration::from_secs(60))))
 }

@@ -10,9 +10,10 @@ use std::time::Duration;
 use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::ResourceBinding;
+use flotilla_core::failover::{FailoverSettings, MaxSurge};
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_hub::HubConfig;
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
+use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -23,6 +24,8 @@ use serde_json::json;
 struct Fleet {
     hub: Cluster,
     members: Vec<Cluster>,
+    /// The members' shared etcd, if they share one (dropped after them).
+    etcd: Option<Etcd>,
     tmp: tempfile::TempDir,
     agents: BTreeMap<String, tokio::task::JoinHandle<Result<(), flotilla_agent::Error>>>,
     _controllers: tokio::task::JoinHandle<()>,
@@ -73,15 +76,39 @@ impl Fleet {
     /// Available, each labelled with its region. Members whose index is in
     /// `with_widgets` serve the Widget CRD.
     async fn start(regions: &[&str], with_widgets: &[usize]) -> Fleet {
+        Fleet::start_with(regions, with_widgets, FailoverSettings::default(), false).await
+    }
+
+    /// Like `start`, with the hub's failover settings, and optionally the
+    /// members storing their data in one shared etcd (as the local fleet's
+    /// members do).
+    async fn start_with(
+        regions: &[&str],
+        with_widgets: &[usize],
+        failover: FailoverSettings,
+        shared_etcd: bool,
+    ) -> Fleet {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
             .with_test_writer()
             .try_init();
+        let tmp = tempfile::tempdir().unwrap();
+        let etcd = match shared_etcd {
+            true => Some(
+                Etcd::start(&Binaries::locate().unwrap(), &tmp.path().join("shared-etcd")).await.unwrap(),
+            ),
+            false => None,
+        };
         let hub = Cluster::start(ClusterConfig::hub("hub"));
-        let members = futures::future::join_all(
-            (0..regions.len())
-                .map(|i| Cluster::start(ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1))),
-        );
+        let members = futures::future::join_all((0..regions.len()).map(|i| {
+            let name = format!("m{}", i + 1);
+            let mut config = ClusterConfig::new(name.clone()).with_nodes(1);
+            if let Some(etcd) = &etcd {
+                config = config.with_etcd(etcd.client_url());
+                config.etcd_prefix = Some(format!("/clusters/{name}"));
+            }
+            Cluster::start(config)
+        }));
         let (hub, members) = tokio::join!(hub, members);
         let hub = hub.unwrap();
         let members: Vec<Cluster> = members.into_iter().map(|m| m.unwrap()).collect();
@@ -93,10 +120,14 @@ impl Fleet {
         }
         let client = hub.client();
         let controllers = tokio::spawn(async move {
-            let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..Default::default() };
+            let config = HubConfig {
+                auto_accept: true,
+                grace: Duration::from_secs(2),
+                failover,
+                ..Default::default()
+            };
             flotilla_hub::run(client, config).await.unwrap();
         });
-        let tmp = tempfile::tempdir().unwrap();
         let secret: Secret = serde_json::from_value(json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {"name": "bootstrap-token-appsab", "namespace": "kube-system"},
@@ -121,7 +152,7 @@ impl Fleet {
             }),
         )
         .unwrap();
-        let mut fleet = Fleet { hub, members, tmp, agents: BTreeMap::new(), _controllers: controllers };
+        let mut fleet = Fleet { hub, members, etcd, tmp, agents: BTreeMap::new(), _controllers: controllers };
         for i in 0..regions.len() {
             fleet.start_agent(i, Some(bootstrap.clone()));
         }
@@ -138,7 +169,10 @@ impl Fleet {
                 },
             )
             .await;
-            let labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
+            let mut labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
+            if fleet.etcd.is_some() {
+                labels["metadata"]["labels"][flotilla_core::failover::ETCD_DOMAIN_LABEL] = json!("shared");
+            }
             clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
         }
         fleet
@@ -376,11 +410,37 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     .await;
 }
 
+/// Replicas per member (spec, available), members that have none left out.
+async fn placement(fleet: &Fleet, name: &str) -> BTreeMap<String, (i32, i32)> {
+    let mut out = BTreeMap::new();
+    for m in &fleet.members {
+        if let Some(r) = member_replicas(m, name).await {
+            out.insert(m.name().to_string(), r);
+        }
+    }
+    out
+}
+
+fn binding_division(b: &ResourceBinding) -> Vec<(String, i32)> {
+    b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect()
+}
+
+fn division(list: &[(&str, i32)]) -> Vec<(String, i32)> {
+    list.iter().map(|(n, r)| (n.to_string(), *r)).collect()
+}
+
 #[tokio::test]
-async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
-    let mut fleet = Fleet::start(&["eu", "us", "us"], &[]).await;
+async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within_the_surge() {
+    let failover = FailoverSettings {
+        default_toleration_seconds: Some(3),
+        return_after: Duration::from_secs(8),
+        max_surge: MaxSurge::Count(1),
+        ..Default::default()
+    };
+    let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover, false).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
+    // The policy is silent on taints: the hub's default toleration applies.
     apply(
         &hub,
         json!({
@@ -401,22 +461,51 @@ async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
     })
     .await;
     assert_eq!(member_replicas(fleet.member("m1"), "web").await, Some((2, 2)));
+    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    let b = bindings.get("web-deployment").await.unwrap();
+    let tolerated: Vec<(String, Option<i64>)> = b
+        .spec
+        .spec
+        .placement
+        .cluster_tolerations
+        .iter()
+        .map(|t| (t.key.clone().unwrap_or_default(), t.toleration_seconds))
+        .collect();
+    assert_eq!(
+        tolerated,
+        [
+            ("cluster.flotilla.io/not-ready".to_string(), Some(3)),
+            ("cluster.flotilla.io/unreachable".into(), Some(3))
+        ],
+        "the binding shows the default toleration it was scheduled with"
+    );
 
     // m1 is lost: its agent and its API server stop.
     fleet.agents.remove("m1").unwrap().abort();
     fleet.members[0].stop("kube-apiserver").unwrap();
-    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    wait_for("m1 tainted unreachable", Duration::from_secs(60), || async {
+        clusters
+            .get("m1")
+            .await
+            .unwrap()
+            .spec
+            .taints
+            .iter()
+            .any(|t| t.key == "cluster.flotilla.io/unreachable")
+    })
+    .await;
+    let tainted_at = clusters.get("m1").await.unwrap().spec.taints[0].time_added.clone().unwrap().0;
     wait_for("m1's replicas to move to m2 and m3", Duration::from_secs(60), || async {
-        let b = bindings.get("web-deployment").await.unwrap();
-        let placed: Vec<(String, i32)> =
-            b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect();
-        placed == [("m2".to_string(), 5), ("m3".to_string(), 5)]
+        binding_division(&bindings.get("web-deployment").await.unwrap()) == division(&[("m2", 5), ("m3", 5)])
     })
     .await;
-    wait_for("the hub back at 10/10 without m1", Duration::from_secs(60), || async {
-        hub_available(&fleet.hub, "web").await == (10, 10)
-    })
-    .await;
+    // Not before the toleration ran out (seconds precision on the taint).
+    let moved_after = k8s_openapi::jiff::Timestamp::now().duration_since(tainted_at);
+    assert!(
+        moved_after >= k8s_openapi::jiff::SignedDuration::from_secs(2),
+        "moved {moved_after} after the taint"
+    );
     for member in ["m2", "m3"] {
         let m = fleet.member(member);
         wait_for(&format!("5 replicas available in {member}"), Duration::from_secs(30), || async {
@@ -424,26 +513,167 @@ async fn a_lost_member_s_replicas_move_and_do_not_come_back_or_count_twice() {
         })
         .await;
     }
+    wait_for("the hub back at 10/10 without m1", Duration::from_secs(60), || async {
+        hub_available(&fleet.hub, "web").await == (10, 10)
+    })
+    .await;
+    let b = bindings.get("web-deployment").await.unwrap();
+    assert_eq!(b.spec.spec.failed_over_from, ["m1"], "the binding remembers where it came from");
 
-    // m1 returns: its old copy is removed, and nothing moves back.
+    // m1 returns: its old copy goes, then once m1 is healthy for the
+    // stabilisation period the policy's division comes back, one replica
+    // of surge at a time, never counted twice.
     fleet.members[0].restart("kube-apiserver").await.unwrap();
     fleet.start_agent(0, None);
+    wait_for("m1 Available again", Duration::from_secs(60), || async {
+        clusters.get("m1").await.unwrap().condition("Available").is_some_and(|c| c.status == "True")
+    })
+    .await;
+    let mut peak = 0;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let placed = placement(&fleet, "web").await;
+        let (ready, available) = hub_available(&fleet.hub, "web").await;
+        assert!(ready <= 11 && available <= 11, "replicas counted twice: {ready}/{available}");
+        let b = bindings.get("web-deployment").await.unwrap();
+        let back = binding_division(&b) == division(&[("m1", 2), ("m2", 4), ("m3", 4)]);
+        // Once the old copy has gone, the surplus stays within the surge.
+        if back || placed.get("m1").is_some_and(|(spec, _)| *spec < 2) {
+            peak = peak.max(placed.values().map(|(spec, _)| spec).sum::<i32>());
+        }
+        let settled = placed.values().map(|(spec, available)| (*spec, *available)).collect::<Vec<_>>()
+            == [(2, 2), (4, 4), (4, 4)];
+        if back && settled && hub_available(&fleet.hub, "web").await == (10, 10) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "replicas did not come back: {placed:?}, binding {b:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(peak <= 11, "{peak} replicas at once during the return (10 wanted, surge 1)");
+    assert!(bindings.get("web-deployment").await.unwrap().spec.spec.failed_over_from.is_empty());
+}
+
+#[tokio::test]
+async fn a_blip_or_a_mass_disruption_moves_nothing() {
+    let failover = FailoverSettings { default_toleration_seconds: Some(20), ..Default::default() };
+    let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover, true).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "demo").await;
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
+                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                    "replicaDivisionPreference": "Weighted"}}}
+        }),
+    )
+    .await;
+    apply(&hub, deployment("web", 6, "nginx:1.25", None)).await;
+    let even = division(&[("m1", 2), ("m2", 2), ("m3", 2)]);
+    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    wait_for("6/6 on the hub, 2 per member", Duration::from_secs(60), || async {
+        hub_available(&fleet.hub, "web").await == (6, 6)
+            && binding_division(&bindings.get("web-deployment").await.unwrap()) == even
+    })
+    .await;
+
+    // A blip: m1's API server restarts; nothing moves.
+    fleet.members[0].stop("kube-apiserver").unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.members[0].restart("kube-apiserver").await.unwrap();
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
     wait_for("m1 Available again", Duration::from_secs(60), || async {
         clusters.get("m1").await.unwrap().condition("Available").is_some_and(|c| c.status == "True")
     })
     .await;
-    let m1 = fleet.member("m1");
-    wait_for("the old copy removed from m1", Duration::from_secs(60), || async {
-        member_replicas(m1, "web").await.is_none()
+    assert_eq!(
+        binding_division(&bindings.get("web-deployment").await.unwrap()),
+        even,
+        "a blip moved replicas"
+    );
+
+    // The members' shared etcd stops for a few seconds: every member is
+    // unhealthy at once; nothing moves, nothing is lost.
+    fleet.etcd.as_mut().unwrap().process_mut().stop(Duration::from_secs(0));
+    wait_for("a member to notice its etcd is gone", Duration::from_secs(30), || async {
+        clusters
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .any(|mc| mc.condition("Available").is_some_and(|c| c.status != "True"))
     })
     .await;
-    for _ in 0..10 {
-        let b = bindings.get("web-deployment").await.unwrap();
-        let placed: Vec<&str> = b.spec.spec.clusters.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(placed, ["m2", "m3"], "replicas flapped back to the returning member");
-        let (ready, available) = hub_available(&fleet.hub, "web").await;
-        assert!(ready <= 10 && available <= 10, "replicas counted twice: {ready}/{available}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    fleet.etcd.as_mut().unwrap().process_mut().restart().unwrap();
+    for name in ["m1", "m2", "m3"] {
+        wait_for(&format!("{name} Available after the etcd blip"), Duration::from_secs(60), || async {
+            clusters.get(name).await.unwrap().condition("Available").is_some_and(|c| c.status == "True")
+        })
+        .await;
     }
+    assert_eq!(
+        binding_division(&bindings.get("web-deployment").await.unwrap()),
+        even,
+        "an etcd blip moved replicas"
+    );
+    wait_for("every member back at 2/2", Duration::from_secs(60), || async {
+        placement(&fleet, "web").await.values().all(|r| *r == (2, 2))
+    })
+    .await;
+
+    // Two of three agents go silent (as when the hub's own view breaks):
+    // failover halts, says so, and nothing moves past the toleration.
+    for name in ["m1", "m2"] {
+        fleet.agents.remove(name).unwrap().abort();
+    }
+    wait_for("the binding to say failover is halted", Duration::from_secs(60), || async {
+        let b = bindings.get("web-deployment").await.unwrap();
+        b.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| c.type_ == "Scheduled" && c.reason == "FailoverHalted")
+        })
+    })
+    .await;
+    let b = bindings.get("web-deployment").await.unwrap();
+    let scheduled = b.status.unwrap().conditions.into_iter().find(|c| c.type_ == "Scheduled").unwrap();
+    assert!(scheduled.message.contains("2 of 3 clusters are unhealthy"), "{}", scheduled.message);
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(hub.clone(), "default");
+    wait_for("a FailoverHalted Event on m1", Duration::from_secs(20), || async {
+        events.list(&Default::default()).await.unwrap().items.iter().any(|e| {
+            e.reason.as_deref() == Some("FailoverHalted")
+                && e.involved_object.kind.as_deref() == Some("ManagedCluster")
+                && e.involved_object.name.as_deref() == Some("m1")
+        })
+    })
+    .await;
+    // Well past the 20 s toleration.
+    tokio::time::sleep(Duration::from_secs(24)).await;
+    assert_eq!(binding_division(&bindings.get("web-deployment").await.unwrap()), even, "failover went on");
+    for m in &fleet.members {
+        assert_eq!(member_replicas(m, "web").await, Some((2, 2)), "{} lost or gained replicas", m.name());
+    }
+
+    // The agents come back: failover resumes (nothing to do), nothing lost.
+    fleet.start_agent(0, None);
+    fleet.start_agent(1, None);
+    wait_for("the binding scheduled normally again", Duration::from_secs(60), || async {
+        let b = bindings.get("web-deployment").await.unwrap();
+        b.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Scheduled" && c.reason == "Scheduled"))
+    })
+    .await;
+    assert_eq!(binding_division(&bindings.get("web-deployment").await.unwrap()), even);
+    let placed = placement(&fleet, "web").await;
+    assert_eq!(
+        placed.values().map(|(spec, _)| spec).sum::<i32>(),
+        6,
+        "lost or duplicated replicas: {placed:?}"
+    );
 }

@@ -320,7 +320,19 @@ async fn lost_agents_and_sick_members_are_noticed_and_recover_without_reregister
     let mc = clusters.get("m").await.unwrap();
     let message = mc.condition("Available").unwrap().message.clone();
     assert!(message.contains("/readyz"), "{message}");
-    assert!(mc.spec.taints.iter().any(|t| t.key == "cluster.flotilla.io/not-ready"), "{:?}", mc.spec.taints);
+    // Tainted only once the grace (2 s here) is over: a shorter blip taints nothing.
+    wait_for("m tainted not-ready after the grace", Duration::from_secs(10), || async {
+        let mc = clusters.get("m").await.unwrap();
+        mc.spec.taints.iter().any(|t| t.key == "cluster.flotilla.io/not-ready")
+    })
+    .await;
+    let mc = clusters.get("m").await.unwrap();
+    let unhealthy_since = mc.condition("Available").unwrap().last_transition_time.0;
+    let tainted_at = mc.spec.taints[0].time_added.as_ref().unwrap().0;
+    assert!(
+        tainted_at.duration_since(unhealthy_since) >= k8s_openapi::jiff::SignedDuration::from_secs(2),
+        "tainted at {tainted_at}, unhealthy since {unhealthy_since}: before the grace ran out"
+    );
     member.restart("kube-apiserver").await.unwrap();
     wait_for("m True after its API returns", Duration::from_secs(30), || async {
         available(&clusters, "m").await.as_deref() == Some("True")

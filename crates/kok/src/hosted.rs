@@ -801,19 +801,28 @@ async fn register_in_fleet(client: &Client, hc: &HostedCluster) -> Result<(), Er
     let namespace = hc.namespace().unwrap_or_default();
     let api: Api<ManagedCluster> = Api::all(client.clone());
     let label = plan::owner_label_value(&namespace, &name);
+    // Members sharing an etcd or a machine pool fail together: the hub's
+    // mass-disruption guard reads these labels.
+    let mut labels = flotilla_core::failover::hosted_domain_labels(
+        &namespace,
+        hc.spec.etcd.resolve().map_or("", |(etcd, _)| etcd),
+        hc.spec.control_plane.machine_pool.as_deref(),
+    );
+    labels.insert(plan::OWNER_LABEL.to_string(), label.clone());
     if let Some(existing) = api.get_opt(&name).await? {
         let ours = existing.labels().get(plan::OWNER_LABEL) == Some(&label);
         if !ours {
             tracing::warn!(cluster = %name, "a ManagedCluster of this name exists and is not this hosted cluster's; not registering");
             return Ok(());
         }
-        if existing.spec.api_endpoint == hc.status.as_ref().and_then(|s| s.endpoint.clone()) {
+        let labelled = labels.iter().all(|(k, v)| existing.labels().get(k) == Some(v));
+        if labelled && existing.spec.api_endpoint == hc.status.as_ref().and_then(|s| s.endpoint.clone()) {
             return Ok(());
         }
     }
     let body = json!({
         "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-        "metadata": {"name": name, "labels": {plan::OWNER_LABEL: label}},
+        "metadata": {"name": name, "labels": labels},
         "spec": {
             "syncMode": "Push",
             "hubAcceptsClient": true,

@@ -13,6 +13,7 @@ use flotilla_api::work::{
     ResourceBinding, TargetCluster, Work,
 };
 use flotilla_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
+use flotilla_core::failover;
 use flotilla_core::scheduler::{schedule, SchedulingRequest};
 use flotilla_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
@@ -69,6 +70,9 @@ struct Decision {
     propagate_deps: bool,
     conflict: ConflictResolution,
     preserve: bool,
+    /// Replicas go back to a cluster they failed over from once it is
+    /// healthy again (the policy may opt out).
+    return_after_failover: bool,
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
@@ -114,6 +118,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             propagate_deps: false,
             conflict: ConflictResolution::Abort,
             preserve: false,
+            return_after_failover: true,
         },
         None => {
             match existing {
@@ -139,9 +144,22 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let requests = flotilla_core::workload::replica_requirements(&template_json);
     let previous: Vec<TargetCluster> =
         existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
-    let snapshots = apps.cluster_snapshots();
+    let view = apps.cluster_view();
+    // The scheduler sees clusters whose failover is halted as keeping what
+    // they run; everything else reads the clusters as they are.
+    let snapshots = &view.clusters;
     let now = k8s_openapi::jiff::Timestamp::now();
     let mut requeue = None;
+    let failed_over_before: Vec<String> =
+        existing.as_ref().map(|(s, _, _)| s.failed_over_from.clone()).unwrap_or_default();
+    let returning = if decision.return_after_failover {
+        failover::should_return(&failed_over_before, snapshots, apps.failover.return_after, now)
+    } else {
+        failover::Return::No
+    };
+    if let failover::Return::CheckAfter(after) = returning {
+        requeue = Some(after);
+    }
 
     let mut clusters: Vec<TargetCluster> = if decision.policy.is_some() {
         let request = SchedulingRequest {
@@ -152,32 +170,54 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             previous: &previous,
             now,
         };
-        let kept = existing
-            .as_ref()
-            .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &snapshots));
+        // A cluster the replicas failed over from is back for good: take
+        // the division the policy asks for again.
+        let kept = match &returning {
+            failover::Return::Now(_) => None,
+            _ => existing
+                .as_ref()
+                .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &view.scheduling)),
+        };
         let result = match kept {
             Some(requeue_after) => {
                 Ok(flotilla_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
             }
-            None => schedule(&request, &snapshots),
+            None => schedule(&request, &view.scheduling),
         };
         match result {
             Ok(s) => {
-                requeue = s.requeue_after;
+                requeue = [requeue, s.requeue_after].into_iter().flatten().min();
                 let placed: Vec<String> =
                     s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
-                record(
-                    apps,
-                    key,
-                    true,
-                    "Scheduled",
-                    &format!("placed on {}", placed.join(", ")),
-                    template.metadata.generation,
-                );
+                let involved = previous.iter().chain(&s.clusters).map(|c| c.name.as_str());
+                match view.disruption.reason_for(involved) {
+                    Some(why) => record(
+                        apps,
+                        key,
+                        true,
+                        "FailoverHalted",
+                        &format!("kept on {}: {why}", placed.join(", ")),
+                        template.metadata.generation,
+                    ),
+                    None => record(
+                        apps,
+                        key,
+                        true,
+                        "Scheduled",
+                        &format!("placed on {}", placed.join(", ")),
+                        template.metadata.generation,
+                    ),
+                }
+                if let failover::Return::Now(back) = &returning {
+                    tracing::info!(template = %key, clusters = %back.join(","), placed = %placed.join(", "),
+                        "replicas return to clusters healthy again");
+                }
                 s.clusters
             }
             Err(u) => {
-                requeue = Some(u.requeue_after.unwrap_or(Duration::from_secs(30)));
+                requeue = Some(
+                    u.requeue_after.unwrap_or(Duration::from_secs(30)).min(requeue.unwrap_or(Duration::MAX)),
+                );
                 // Keep what runs; say why nothing (better) fits.
                 record(apps, key, false, "NoClusterFit", &u.message, template.metadata.generation);
                 previous.clone()
@@ -209,6 +249,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let tasks_before =
         existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
     let tasks = plan_evictions(&previous, &clusters, &tasks_before, &taints, &health, now);
+    let failed_over_from = failover::failed_over_from(&failed_over_before, &previous, &clusters, snapshots);
     if !tasks.is_empty() {
         // Re-check until the new copies are healthy or the grace ends.
         requeue = Some(requeue.map_or(Duration::from_secs(10), |r: Duration| r.min(Duration::from_secs(10))));
@@ -246,6 +287,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         preserve_resources_on_deletion: decision.preserve,
         clusters: clusters.clone(),
         graceful_eviction_tasks: tasks.clone(),
+        failed_over_from,
         required_by: required_by.clone(),
         dependencies: dependencies.clone(),
     };
@@ -276,10 +318,30 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let bname = binding_name(&key.api_version, &key.kind, &key.name);
     let mut override_errors = Vec::new();
     let mut writes = Vec::new();
-    for target in &clusters {
+    let moving_replicas = replicas.is_some() && divided(&decision.placement);
+    // A division changes in steps: new copies grow (within the surge) and
+    // old ones shrink once those are healthy.
+    let steps: Vec<TargetCluster> = if moving_replicas {
+        let current: BTreeMap<String, i32> = works
+            .iter()
+            .filter(|(_, w)| w.metadata.deletion_timestamp.is_none())
+            .map(|(c, w)| (c.clone(), written_replicas(w, &clusters, c)))
+            .collect();
+        let settled: BTreeSet<String> =
+            works.iter().filter(|(_, w)| work_settled(w)).map(|(c, _)| c.clone()).collect();
+        let total = clusters.iter().map(|c| c.replicas).sum();
+        failover::next_step(&current, &clusters, &settled, apps.failover.max_surge.limit(total))
+    } else {
+        clusters.clone()
+    };
+    if steps != clusters {
+        tracing::debug!(template = %key, ?steps, target = ?clusters, "replicas moving");
+        requeue = Some(requeue.map_or(MOVE_RECHECK, |r: Duration| r.min(MOVE_RECHECK)));
+    }
+    for (target, step) in clusters.iter().zip(&steps) {
         let mut manifest = base.clone();
-        if replicas.is_some() && divided(&decision.placement) {
-            flotilla_core::workload::set_replicas(&mut manifest, target.replicas);
+        if moving_replicas {
+            flotilla_core::workload::set_replicas(&mut manifest, step.replicas);
         }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
@@ -310,6 +372,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             work_spec,
             hash,
             template.metadata.generation,
+            moving_replicas.then_some(step.replicas),
         ));
     }
     for r in futures::future::join_all(writes).await {
@@ -340,6 +403,27 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
     } else {
         c.name.clone()
     }
+}
+
+/// How often a binding whose replicas are moving looks at its works.
+const MOVE_RECHECK: Duration = Duration::from_secs(2);
+
+/// The replicas a work carries now: its annotation, or (a work written
+/// before moves were stepped) the binding's division for its cluster.
+fn written_replicas(work: &Work, division: &[TargetCluster], cluster: &str) -> i32 {
+    work.annotations()
+        .get(keys::REPLICAS)
+        .and_then(|v| v.parse().ok())
+        .or_else(|| division.iter().find(|t| t.name == cluster).map(|t| t.replicas))
+        .unwrap_or(0)
+}
+
+/// Whether a work's member copy is what was last written and healthy.
+fn work_settled(work: &Work) -> bool {
+    let observed = work.status.as_ref().map(|s| s.observed_spec_hash.as_str());
+    observed.is_some()
+        && observed == work.annotations().get(keys::SPEC_HASH).map(String::as_str)
+        && work_health(work) == Health::Healthy
 }
 
 /// Health of a work's first manifest (the template itself).
@@ -395,6 +479,25 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
     }
     let chosen = pick_propagation_policy(meta, &candidates)?;
     let spec = chosen.spec;
+    let annotations = match chosen.scope {
+        PolicyScope::Namespaced => pps
+            .iter()
+            .find(|p| p.namespace().as_deref() == Some(chosen.namespace) && p.name_any() == chosen.name)
+            .map(|p| p.annotations().clone()),
+        PolicyScope::Cluster => {
+            cpps.iter().find(|p| p.name_any() == chosen.name).map(|p| p.annotations().clone())
+        }
+    }
+    .unwrap_or_default();
+    let return_after_failover =
+        annotations.get(failover::RETURN_ANNOTATION).is_none_or(|v| !v.eq_ignore_ascii_case("false"));
+    // The hub's default toleration of its own health taints, where the
+    // policy does not say otherwise: a blip must not move anything.
+    let mut placement = spec.placement.clone();
+    placement.cluster_tolerations = failover::with_default_tolerations(
+        &placement.cluster_tolerations,
+        apps.failover.default_toleration_seconds,
+    );
     Some(Decision {
         policy: Some(PolicyReference {
             kind: match chosen.scope {
@@ -404,10 +507,11 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
             namespace: chosen.namespace.to_string(),
             name: chosen.name.to_string(),
         }),
-        placement: spec.placement.clone(),
+        placement,
         propagate_deps: spec.propagate_deps,
         conflict: spec.conflict_resolution.unwrap_or_default(),
         preserve: spec.preserve_resources_on_deletion.unwrap_or(false),
+        return_after_failover,
     })
 }
 
@@ -492,6 +596,7 @@ async fn write_binding(
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn write_work(
     apps: &Apps,
     key: &TemplateKey,
@@ -500,13 +605,14 @@ async fn write_work(
     spec: serde_json::Value,
     hash: String,
     generation: Option<i64>,
+    replicas: Option<i32>,
 ) -> Result<(), Error> {
     let namespace = ManagedCluster::hub_namespace(cluster);
     let name = work_name(&key.namespace, binding);
     let binding_ref =
         if key.namespace.is_empty() { binding.to_string() } else { format!("{}/{binding}", key.namespace) };
     let binding_kind = if key.namespace.is_empty() { "ClusterResourceBinding" } else { "ResourceBinding" };
-    let body = json!({
+    let mut body = json!({
         "apiVersion": Work::api_version(&()), "kind": Work::kind(&()),
         "metadata": {
             "name": name, "namespace": namespace,
@@ -523,6 +629,9 @@ async fn write_work(
         },
         "spec": spec,
     });
+    if let Some(replicas) = replicas {
+        body["metadata"]["annotations"][keys::REPLICAS] = json!(replicas.to_string());
+    }
     let params = PatchParams::apply(MANAGER).force();
     let api = Api::<Work>::namespaced(apps.client.clone(), &namespace);
     match api.patch(&name, &params, &Patch::Apply(&body)).await {

@@ -10,6 +10,7 @@
 //! keeps the hub's memory flat in the number of templates.
 
 mod binder;
+mod fleet_view;
 mod policies;
 mod queue;
 mod status;
@@ -26,7 +27,7 @@ use flotilla_api::policy::{
 use flotilla_api::work::{keys, BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_core::binding::template_key;
 use flotilla_core::scheduler::ClusterSnapshot;
-use futures::{Stream, StreamExt};
+use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
 use kube::discovery::ApiCapabilities;
@@ -110,7 +111,8 @@ pub(crate) struct Apps {
     outcomes: Mutex<HashMap<TemplateKey, Outcome>>,
     /// Last template status written, by template (hash of the JSON).
     written_status: Mutex<HashMap<TemplateKey, u64>>,
-    snapshots: Mutex<Option<Arc<Vec<ClusterSnapshot>>>>,
+    cluster_view: Mutex<Option<Arc<fleet_view::ClusterView>>>,
+    failover: flotilla_core::failover::FailoverSettings,
     cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     invalid_policies: Mutex<HashSet<(String, String, String)>>,
     /// True once every policy of the first list has been judged: until
@@ -183,7 +185,7 @@ fn strip_meta<K: Resource>(k: &mut K) {
 }
 
 /// Runs the application controllers until the process ends.
-pub async fn run(client: Client) -> Result<(), Error> {
+pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSettings) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
     let (ops, op_events) = reflect(Api::<OverridePolicy>::all(client.clone()), strip_meta);
@@ -216,7 +218,8 @@ pub async fn run(client: Client) -> Result<(), Error> {
         dependents: Mutex::default(),
         outcomes: Mutex::default(),
         written_status: Mutex::default(),
-        snapshots: Mutex::default(),
+        cluster_view: Mutex::default(),
+        failover,
         cluster_signatures: Mutex::default(),
         invalid_policies: Mutex::default(),
         policies_judged: tokio::sync::watch::Sender::new(false),
@@ -555,10 +558,14 @@ pub(crate) fn key_of_binding(spec: &BindingSpec) -> TemplateKey {
 
 async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCluster>> + Send) {
     let mut events = std::pin::pin!(events);
+    let mut halted = BTreeMap::new();
     while let Some(event) = events.next().await {
         let Some(mc) = touched(&event) else { continue };
         let deleted = matches!(event, Event::Delete(_));
-        *lock(&apps.snapshots) = None;
+        *lock(&apps.cluster_view) = None;
+        if apps.clusters.wait_until_ready().now_or_never().is_some() {
+            fleet_view::announce_disruption(&apps, &mut halted).await;
+        }
         let snapshot = ClusterSnapshot::from_managed_cluster(mc);
         // What decides placement, and what only decides capacity.
         let placement = hash_of(&(
@@ -566,6 +573,8 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
             format!("{:?}", snapshot.taints),
             format!("{:?}", snapshot.api_enablements),
             snapshot.schedulable,
+            // A return after failover waits for the cluster to be Available.
+            snapshot.available_since.map(|t| t.as_second()),
             deleted,
         ));
         let capacity = hash_of(&(&snapshot.allocatable, &snapshot.allocated));
@@ -712,18 +721,5 @@ impl Apps {
     fn works_of(&self, key: &TemplateKey) -> BTreeMap<String, Arc<Work>> {
         let refs = lock(&self.work_index).get(&key.hash_label()).cloned().unwrap_or_default();
         refs.into_iter().filter_map(|(cluster, r)| Some((cluster, self.works.get(&r)?))).collect()
-    }
-
-    fn cluster_snapshots(&self) -> Arc<Vec<ClusterSnapshot>> {
-        let mut cached = lock(&self.snapshots);
-        if let Some(s) = cached.as_ref() {
-            return s.clone();
-        }
-        let mut list: Vec<ClusterSnapshot> =
-            self.clusters.state().iter().map(|mc| ClusterSnapshot::from_managed_cluster(mc)).collect();
-        list.sort_by(|a, b| a.name.cmp(&b.name));
-        let list = Arc::new(list);
-        *cached = Some(list.clone());
-        list
     }
 }

@@ -30,6 +30,10 @@ pub enum Bench {
     /// member gone for good and back: time to converge, replicas moved,
     /// lost and duplicated, failover time after the toleration, peak surplus.
     Faults(crate::bench_faults::FaultsArgs),
+    /// Faults of the hub in a local fleet: time to converge after `hub run`
+    /// is killed mid-burst and after the hub's API server is killed, with
+    /// the replicas lost and duplicated.
+    HubFaults(crate::bench_hub_faults::HubFaultsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -53,6 +57,7 @@ pub async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Apps(args) => crate::bench_apps::apps(args).await,
         Bench::Kok(args) => crate::bench_kok::kok(args).await,
         Bench::Faults(args) => crate::bench_faults::faults(args).await,
+        Bench::HubFaults(args) => crate::bench_hub_faults::hub_faults(args).await,
     }
 }
 

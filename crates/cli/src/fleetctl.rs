@@ -56,6 +56,13 @@ pub struct HubRunArgs {
     /// webhook's serving certificate. Needs --webhook-listen.
     #[arg(long, value_name = "URL", requires = "webhook_listen")]
     pub webhook_url: Option<String>,
+    /// This replica's name in leader election (default: HOSTNAME-PID). It
+    /// must differ between replicas that may run at the same time; a
+    /// supervisor that restarts its one replica only after it exited may
+    /// keep it fixed, so the restarted process takes its lease back at once
+    /// instead of waiting for it to expire.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
     #[command(flatten)]
     pub failover: FailoverArgs,
     #[command(flatten)]
@@ -291,11 +298,13 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
         }
         HubCommand::Run(args) => {
             let client = args.hub.client().await?;
-            let identity = format!(
-                "{}-{}",
-                std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
-                std::process::id()
-            );
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                    std::process::id()
+                )
+            });
             let webhook = match (args.webhook_listen, args.webhook_url) {
                 (Some(listen), Some(url)) => Some(flotilla_hub::webhook::WebhookConfig { listen, url }),
                 _ => None,
@@ -307,30 +316,40 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                     None => std::future::pending().await,
                 }
             };
-            let controllers = async {
-                let lost = flotilla_hub::leader::lead(client.clone(), identity).await?;
-                let config = flotilla_hub::HubConfig {
-                    auto_accept: args.auto_accept,
-                    grace: Duration::from_secs(args.grace_seconds),
-                    failover: args.failover.settings(),
-                    ..Default::default()
-                };
-                let (etcd, hosted) = args.kok.operators()?;
-                tokio::select! {
-                    r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
-                    r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
-                    r = flotilla_kok::hosted::run(client.clone(), hosted) => r.map_err(anyhow::Error::from),
-                    e = lost => Err(anyhow::anyhow!("stopping: {e}")),
-                }
+            let config = flotilla_hub::HubConfig {
+                auto_accept: args.auto_accept,
+                grace: Duration::from_secs(args.grace_seconds),
+                failover: args.failover.settings(),
+                ..Default::default()
             };
+            let (etcd, hosted) = args.kok.operators()?;
+            // Only the leader runs the controllers. A leader that loses the
+            // lease (the API went away, or another replica took it) stops
+            // them and competes again; the process keeps running.
+            let controllers = flotilla_hub::leader::run_elected(client.clone(), identity.clone(), || {
+                let (client, config, etcd, hosted) =
+                    (client.clone(), config.clone(), etcd.clone(), hosted.clone());
+                async move {
+                    tokio::select! {
+                        r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::hosted::run(client, hosted) => r.map_err(anyhow::Error::from),
+                    }
+                }
+            });
+            let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 r = serve_webhook => {
                     r.context("serving the policy admission webhook")?;
                     bail!("the policy admission webhook stopped");
                 }
-                r = controllers => r?,
+                () = controllers => {},
                 _ = tokio::signal::ctrl_c() => {},
+                _ = sigterm.recv() => {},
             }
+            // The controllers have stopped (their future is dropped): a
+            // standby may take over now.
+            flotilla_hub::leader::release(client, &identity).await;
             Ok(true)
         }
     }

@@ -9,6 +9,7 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 mod bench;
 mod bench_apps;
 mod bench_faults;
+mod bench_hub_faults;
 mod bench_kok;
 mod binaries;
 mod etcd_cmd;
@@ -162,7 +163,7 @@ async fn main() -> std::process::ExitCode {
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
         Command::Bench(b) => bench::run(b).await,
-        Command::FleetDaemon(args) => fleet::daemon(args).await.map(|()| true),
+        Command::FleetDaemon(args) => fleet::daemon::run(args).await.map(|()| true),
         Command::KubeletJoin(args) => kubelet_join(args).await,
     };
     match result {

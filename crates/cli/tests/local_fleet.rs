@@ -210,3 +210,165 @@ fn up_rejects_out_of_range_counts_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(text(&out).contains("--clusters"), "{}", text(&out));
 }
+
+/// The record of the hub's process `name` in `fleet.json`.
+fn hub_process(dir: &Path, name: &str) -> serde_json::Value {
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fleet.json")).unwrap()).unwrap();
+    let hub = state["clusters"].as_array().unwrap().iter().find(|c| c["role"] == "hub").unwrap().clone();
+    hub["processes"].as_array().unwrap().iter().find(|p| p["name"] == name).unwrap().clone()
+}
+
+/// SIGKILLs a process of the fleet by its record (pid and start time).
+fn kill_recorded(record: &serde_json::Value) {
+    let pid = record["pid"].as_u64().unwrap() as i32;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let start: u64 = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(19).unwrap().parse().unwrap();
+    assert_eq!(start, record["start_time"].as_u64().unwrap(), "pid {pid} is not the recorded process");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
+}
+
+/// Waits until the daemon has restarted the hub's process `name` (a live
+/// process other than `old`); returns its new record.
+async fn restarted(dir: &Path, name: &str, old: &serde_json::Value) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = hub_process(dir, name);
+        if now["pid"] != old["pid"] && alive(now["pid"].as_u64().unwrap()) {
+            return now;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not restart {name}: {now}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Templates on the hub, `count` of them named `<prefix>-<i>`, 1 or 2
+/// replicas each; retried while the hub API is away.
+async fn burst(hub: &Api<Deployment>, prefix: &str, count: usize, made: &mut Vec<(String, i32)>) {
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        let replicas = 1 + (i % 2) as i32;
+        let mut d = deployment(replicas);
+        d.metadata.name = Some(name.clone());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match hub.create(&PostParams::default(), &d).await {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 => break,
+                Err(e) => assert!(Instant::now() < deadline, "creating {name}: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        made.push((name, replicas));
+    }
+}
+
+/// Replicas lost and duplicated on the member, against the templates.
+async fn lost_and_duplicated(member: &Api<Deployment>, templates: &[(String, i32)]) -> (i32, i32) {
+    let Ok(list) = member.list(&Default::default()).await else { return (i32::MAX, 0) };
+    let mut lost = 0;
+    let mut duplicated = 0;
+    for (name, want) in templates {
+        let have: i32 = list
+            .items
+            .iter()
+            .filter(|d| d.metadata.name.as_deref() == Some(name))
+            .map(|d| d.spec.replicas.unwrap_or(1))
+            .sum();
+        lost += (want - have).max(0);
+        duplicated += (have - want).max(0);
+    }
+    (lost, duplicated)
+}
+
+async fn settle(member: &Api<Deployment>, templates: &[(String, i32)], case: &str) {
+    let started = Instant::now();
+    let mut last = lost_and_duplicated(member, templates).await;
+    while last != (0, 0) && started.elapsed() < Duration::from_secs(120) {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        last = lost_and_duplicated(member, templates).await;
+    }
+    assert_eq!(last, (0, 0), "{case}: (lost, duplicated) replicas after 120 s");
+    eprintln!("{case}: {} templates converged in {:.1}s", templates.len(), started.elapsed().as_secs_f64());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(lost_and_duplicated(member, templates).await, (0, 0), "{case}: after settling");
+}
+
+#[tokio::test]
+async fn the_daemon_restarts_the_hub_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    let d = dir.to_str().unwrap();
+    let _guard = Fleet { dir: dir.clone() };
+    let out = flotilla(&["up", "--clusters", "1", "--nodes", "1", "--state-dir", d]);
+    assert!(out.status.success(), "up failed:\n{}", text(&out));
+
+    let hub = client(&dir.join("hub.kubeconfig")).await;
+    let policy: kube::api::DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+        "metadata": {"name": "all", "namespace": "default"},
+        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}]}}))
+    .unwrap();
+    let resource = kube::api::ApiResource::from_gvk_with_plural(
+        &kube::api::GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", "PropagationPolicy"),
+        "propagationpolicies",
+    );
+    Api::<kube::api::DynamicObject>::namespaced_with(hub.clone(), "default", &resource)
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let templates: Api<Deployment> = Api::namespaced(hub.clone(), "default");
+    let member: Api<Deployment> =
+        Api::namespaced(client(&dir.join("clusters/member-1.kubeconfig")).await, "default");
+    let mut made = Vec::new();
+
+    // `hub run` killed mid-burst: the daemon starts it again, and every
+    // template, including those created while it was down, converges.
+    burst(&templates, "burst-a", 10, &mut made).await;
+    let old = hub_process(&dir, "flotilla-hub");
+    kill_recorded(&old);
+    burst(&templates, "burst-b", 10, &mut made).await;
+    let new = restarted(&dir, "flotilla-hub", &old).await;
+    assert_eq!(new["restarts"], 1, "{new}");
+    assert!(new["last_exit"].as_str().unwrap().contains("SIGKILL"), "{new}");
+    settle(&member, &made, "hub run killed mid-burst").await;
+    let out = flotilla(&["status", "--state-dir", d]);
+    let shown = text(&out);
+    let row = shown
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("flotilla-hub"))
+        .unwrap_or_else(|| panic!("{shown}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(&cells[..5], ["hub", "flotilla-hub", &new["pid"].to_string(), "running", "1"], "{shown}");
+
+    // The hub's API server killed: restarted by the daemon, and `hub run`
+    // carries on (it may step down and lead again) without a person.
+    let old_api = hub_process(&dir, "kube-apiserver");
+    kill_recorded(&old_api);
+    let new_api = restarted(&dir, "kube-apiserver", &old_api).await;
+    assert_eq!(new_api["restarts"], 1, "{new_api}");
+    burst(&templates, "burst-c", 10, &mut made).await;
+    settle(&member, &made, "hub API restart").await;
+    assert_eq!(hub_process(&dir, "flotilla-hub")["pid"], new["pid"], "hub run exited with its API away");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = flotilla(&["status", "--state-dir", d]);
+        if out.status.success() {
+            assert!(text(&out).contains("Fleet healthy."), "{}", text(&out));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fleet is not healthy again:\n{}", text(&out));
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // `down` stops what runs now, restarted processes included.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("fleet.json")).unwrap()).unwrap();
+    let pids = recorded_pids(&state);
+    let out = flotilla(&["down", "--state-dir", d]);
+    assert!(out.status.success(), "down failed:\n{}", text(&out));
+    for pid in pids {
+        assert!(!alive(pid), "pid {pid} survived `flotilla down`");
+    }
+}

@@ -19,13 +19,23 @@ use crate::Error;
 /// Key of the member kubeconfig in a push cluster's Secret.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";
 
+/// A reporter task, stopped when its handle is dropped (so dropping
+/// [`run`]'s future, as a leader that steps down does, stops them all).
+struct Reporter(tokio::task::JoinHandle<()>);
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Keeps one reporter task per accepted push cluster, starting and stopping
-/// them as ManagedClusters come and go. Runs until the process ends.
+/// them as ManagedClusters come and go. Runs until its future is dropped.
 pub async fn run(
     hub: Client,
     clusters: kube::runtime::reflector::Store<ManagedCluster>,
 ) -> Result<(), Error> {
-    let mut running: HashMap<String, (String, tokio::task::JoinHandle<()>)> = HashMap::new();
+    let mut running: HashMap<String, (String, Reporter)> = HashMap::new();
     clusters.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;
     loop {
         let mut wanted = HashMap::new();
@@ -42,11 +52,8 @@ pub async fn run(
             wanted.insert(mc.name_any(), (version, secret_ref));
         }
         running.retain(|name, (version, task)| {
-            let keep = wanted.get(name).is_some_and(|(v, _)| v == version) && !task.is_finished();
-            if !keep {
-                task.abort();
-            }
-            keep
+            // Dropping a reporter that is not kept stops it.
+            wanted.get(name).is_some_and(|(v, _)| v == version) && !task.0.is_finished()
         });
         for (name, (version, secret_ref)) in wanted {
             if running.contains_key(&name) {
@@ -59,7 +66,7 @@ pub async fn run(
                     tracing::warn!(cluster = %task_name, error = %e, "push-mode reporting stopped; will retry");
                 }
             });
-            running.insert(name, (version, task));
+            running.insert(name, (version, Reporter(task)));
         }
         tokio::time::sleep(Duration::from_secs(3)).await;
     }

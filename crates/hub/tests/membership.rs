@@ -450,24 +450,84 @@ async fn agents_renew_their_certificate_before_it_expires() {
     controllers.abort();
 }
 
+/// Runs `flotilla_hub::leader::run_elected` for `identity`, whose terms
+/// report on `events`: `(identity, true)` when one starts, `(identity,
+/// false)` when it is dropped.
+fn replica(
+    client: kube::Client,
+    identity: &'static str,
+    events: tokio::sync::mpsc::UnboundedSender<(&'static str, bool)>,
+) -> tokio::task::JoinHandle<()> {
+    struct Term(&'static str, tokio::sync::mpsc::UnboundedSender<(&'static str, bool)>);
+    impl Drop for Term {
+        fn drop(&mut self) {
+            let _ = self.1.send((self.0, false));
+        }
+    }
+    tokio::spawn(flotilla_hub::leader::run_elected(client, identity.to_string(), move || {
+        let events = events.clone();
+        async move {
+            let _ = events.send((identity, true));
+            let _term = Term(identity, events);
+            std::future::pending::<Result<(), flotilla_hub::Error>>().await
+        }
+    }))
+}
+
 #[tokio::test]
 async fn only_one_hub_replica_leads_and_a_dead_leader_is_replaced() {
     let hub = Cluster::start(ClusterConfig::hub("hub")).await.unwrap();
     flotilla_hub::install(&hub.client()).await.unwrap();
-    let renew_a = flotilla_hub::leader::lead(hub.client(), "replica-a".into()).await.unwrap();
-    let b = tokio::spawn(flotilla_hub::leader::lead(hub.client(), "replica-b".into()));
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let a = replica(hub.client(), "replica-a", tx.clone());
+    assert_eq!(events.recv().await, Some(("replica-a", true)));
+    let b = replica(hub.client(), "replica-b", tx);
     // While a keeps renewing, b stands by.
-    tokio::select! {
-        e = renew_a => panic!("replica a lost the lease while renewing: {e}"),
-        () = tokio::time::sleep(Duration::from_secs(6)) => {}
-    }
-    assert!(!b.is_finished(), "two replicas lead at once");
-    // a stopped renewing when its future was dropped (as if it had crashed):
-    // b takes over once the lease runs out.
-    let lost_b =
-        tokio::time::timeout(Duration::from_secs(30), b).await.expect("b never took over").unwrap().unwrap();
-    drop(lost_b);
+    let quiet = tokio::time::timeout(Duration::from_secs(8), events.recv()).await;
+    assert!(quiet.is_err(), "while a leads: {quiet:?}");
+    // a dies (as if its process crashed): b takes over once the lease runs out.
+    a.abort();
+    assert_eq!(events.recv().await, Some(("replica-a", false)));
+    let next = tokio::time::timeout(Duration::from_secs(30), events.recv()).await.expect("b never took over");
+    assert_eq!(next, Some(("replica-b", true)));
     let lease: Lease =
         Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-b"));
+    // b shuts down cleanly: it stops its controllers and gives the lease up.
+    b.abort();
+    assert_eq!(events.recv().await, Some(("replica-b", false)));
+    flotilla_hub::leader::release(hub.client(), "replica-b").await;
+    let lease: Lease =
+        Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
+    let spec = lease.spec.unwrap();
+    assert_eq!((spec.holder_identity, spec.lease_duration_seconds), (None, Some(1)));
+    // Another replica's release leaves the lease alone.
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let c = replica(hub.client(), "replica-c", tx);
+    assert_eq!(events.recv().await, Some(("replica-c", true)));
+    flotilla_hub::leader::release(hub.client(), "replica-b").await;
+    let lease: Lease =
+        Api::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE).get("flotilla-hub").await.unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-c"));
+    c.abort();
+}
+
+#[tokio::test]
+async fn a_leader_whose_api_goes_away_steps_down_and_leads_again() {
+    let mut hub = Cluster::start(ClusterConfig::hub("hub")).await.unwrap();
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let (tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+    let a = replica(hub.client(), "replica-a", tx);
+    assert_eq!(events.recv().await, Some(("replica-a", true)));
+    // The API is away longer than a leader may go without renewing: the
+    // term is dropped (its controllers stop) while the API is still down.
+    hub.stop("kube-apiserver").unwrap();
+    let stepped_down = tokio::time::timeout(Duration::from_secs(20), events.recv()).await;
+    assert_eq!(stepped_down.expect("the leader kept leading without its API"), Some(("replica-a", false)));
+    assert!(!a.is_finished(), "run_elected returned");
+    // Back: it competes again and leads a new term.
+    hub.restart("kube-apiserver").await.unwrap();
+    let again = tokio::time::timeout(Duration::from_secs(30), events.recv()).await;
+    assert_eq!(again.expect("it never led again"), Some(("replica-a", true)));
+    a.abort();
 }

@@ -305,3 +305,68 @@ async fn replicas_share_one_certificate_and_a_new_host_keeps_the_ca() {
     let typo = propagation("typo", json!({"resourceSelectors": nginx(), "priorty": 1}));
     assert_rejected(create(&pps, typo).await, &["spec.priorty: unknown field (did you mean priority?)"]);
 }
+
+/// The `Valid` condition the hub wrote on a policy: (status, message).
+async fn valid_condition(api: &Api<DynamicObject>, name: &str) -> Option<(String, String)> {
+    let policy = api.get(name).await.ok()?;
+    let conditions = policy.data["status"]["conditions"].as_array()?.clone();
+    let valid = conditions.iter().find(|c| c["type"] == "Valid")?;
+    Some((valid["status"].as_str()?.to_string(), valid["message"].as_str().unwrap_or("").to_string()))
+}
+
+#[tokio::test]
+async fn policies_are_written_while_no_hub_runs_and_the_hub_ignores_invalid_ones_when_back() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let (hub, controller) = hub_with_webhook(webhook_on_free_port("127.0.0.1")).await;
+    let client = hub.client();
+    let pps = policies(&client, "PropagationPolicy", Some("default"));
+    // The hub (and its webhook) goes away; the API server still points at it.
+    controller.abort();
+    let _ = controller.await;
+    let configurations: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    assert!(configurations.get_opt(CONFIGURATION_NAME).await.unwrap().is_some());
+
+    // Policy writes do not depend on the webhook: a valid one, and one the
+    // webhook would have turned away (it takes precedence if it were used).
+    let selectors = json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": "settings"}]);
+    create(&pps, propagation("valid", json!({"resourceSelectors": selectors})))
+        .await
+        .expect("a policy write failed while the webhook was down");
+    create(
+        &pps,
+        propagation("typo", json!({"resourceSelectors": selectors, "priority": 10, "propagateDep": true})),
+    )
+    .await
+    .expect("a policy write failed while the webhook was down");
+    let configmap: DynamicObject = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "default"}, "data": {"a": "b"}}))
+    .unwrap();
+    let configmaps = Api::<DynamicObject>::namespaced_with(
+        client.clone(),
+        "default",
+        &ApiResource::from_gvk(&GroupVersionKind::gvk("", "v1", "ConfigMap")),
+    );
+    configmaps.create(&PostParams::default(), &configmap).await.unwrap();
+
+    // The hub comes back: it marks the invalid policy and ignores it.
+    let back = client.clone();
+    let _controller =
+        tokio::spawn(async move { flotilla_hub::run(back, HubConfig::default()).await.unwrap() });
+    wait_for("the hub to judge both policies", Duration::from_secs(30), || async {
+        valid_condition(&pps, "typo").await.is_some_and(|(status, _)| status == "False")
+            && valid_condition(&pps, "valid").await.is_some_and(|(status, _)| status == "True")
+    })
+    .await;
+    let (_, message) = valid_condition(&pps, "typo").await.unwrap();
+    assert!(message.contains("spec.propagateDep: unknown field (did you mean propagateDeps?)"), "{message}");
+    let bindings: Api<flotilla_api::work::ResourceBinding> = Api::namespaced(client.clone(), "default");
+    wait_for("the template's binding", Duration::from_secs(30), || async {
+        bindings.get_opt("settings-configmap").await.unwrap().is_some()
+    })
+    .await;
+    let binding = bindings.get("settings-configmap").await.unwrap();
+    assert_eq!(binding.spec.spec.policy.map(|p| p.name), Some("valid".to_string()));
+}

@@ -30,6 +30,7 @@ const MANAGER: &str = "flotilla-binder";
 
 pub(super) async fn worker(apps: Arc<Apps>) {
     apps.wait_ready().await;
+    apps.wait_policies_judged().await;
     loop {
         let key = apps.binder.next().await;
         let started = std::time::Instant::now();

@@ -122,6 +122,10 @@ pub(crate) struct Apps {
     failover: flotilla_core::failover::FailoverSettings,
     cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     invalid_policies: Mutex<HashSet<(String, String, String)>>,
+    /// True once every policy of the first list has been judged: until
+    /// then the binder waits, so it never uses a policy written while no
+    /// hub ran (the webhook fails open) before knowing whether it is valid.
+    policies_judged: tokio::sync::watch::Sender<bool>,
     binder: Arc<Queue<TemplateKey>>,
     status: Arc<Queue<TemplateKey>>,
 }
@@ -239,6 +243,7 @@ pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSett
         failover,
         cluster_signatures: Mutex::default(),
         invalid_policies: Mutex::default(),
+        policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),
     });
@@ -257,6 +262,7 @@ pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSett
     tasks.spawn(on_bindings(apps.clone(), cluster_binding_events.map(BindingEvent::cluster)));
     tasks.spawn(on_works(apps.clone(), work_events));
     tasks.spawn(watch_kinds(apps.clone()));
+    tasks.spawn(policies::judge(apps.clone()));
     tasks.spawn(policies::recheck(apps.clone()));
     tasks.spawn(status::resync(apps.clone()));
     for _ in 0..8 {
@@ -382,6 +388,8 @@ async fn watch_kinds(apps: Arc<Apps>) {
     apps.wait_ready().await;
     tracing::info!("application controllers have their caches");
     let mut started: HashSet<(String, String)> = HashSet::new();
+    // Owned here, so the watches stop when this task does.
+    let mut watches = tokio::task::JoinSet::new();
     loop {
         let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
         let mut deps = false;
@@ -416,7 +424,7 @@ async fn watch_kinds(apps: Arc<Apps>) {
                     lock(&apps.kinds).insert((api_version.clone(), kind.clone()), entry);
                     started.insert((api_version.clone(), kind.clone()));
                     tracing::info!(%api_version, %kind, "watching templates");
-                    tokio::spawn(watch_templates(apps.clone(), api_version, kind, resource));
+                    watches.spawn(watch_templates(apps.clone(), api_version, kind, resource));
                 }
                 Err(e) => {
                     // E.g. a CRD not installed yet: try again on the next round.

@@ -1,5 +1,8 @@
-//! Policy status: `Valid` (the policy's own syntax and rules,
-//! `flotilla_core::validation`) on every policy kind, and, on propagation
+//! Policy status, the backstop of the fail-open admission webhook: `Valid`
+//! (the policy's own syntax and rules, `flotilla_core::validation`, judged
+//! on the policy as stored, unknown fields included; an invalid policy is
+//! ignored, and the binder starts only once every policy of the first list
+//! is judged) on every policy kind, and, on propagation
 //! policies, `ResourcesResolved` (whether the hub, and some member, serve
 //! the kinds it selects: `flotilla_core::resolution`). Written on each
 //! policy event and re-checked every `RECHECK`, since a CRD installed on the
@@ -45,11 +48,32 @@ pub(super) async fn recheck(apps: Arc<Apps>) {
     }
 }
 
+/// Judges every policy of the first list, then lets the binder start.
+pub(super) async fn judge(apps: Arc<Apps>) {
+    apps.wait_ready().await;
+    let events: Vec<PolicyEvent> = apps
+        .pps
+        .state()
+        .iter()
+        .map(|p| PolicyEvent::pp(p))
+        .chain(apps.cpps.state().iter().map(|p| PolicyEvent::cpp(p)))
+        .chain(apps.ops.state().iter().map(|p| PolicyEvent::op(p)))
+        .chain(apps.cops.state().iter().map(|p| PolicyEvent::cop(p)))
+        .collect();
+    for event in &events {
+        apps.policy_status(event).await;
+    }
+    tracing::info!(policies = events.len(), "policies judged; binding starts");
+    apps.policies_judged.send_replace(true);
+}
+
 impl Apps {
     /// Records whether a policy is usable and writes its conditions when
     /// they changed.
     pub(super) async fn policy_status(&self, event: &PolicyEvent) {
-        let errors = flotilla_core::validation::validate_policy(event.kind, &event.object);
+        let api = self.policy_api(event);
+        let (object, generation) = self.raw_policy(&api, event).await;
+        let errors = flotilla_core::validation::validate_policy(event.kind, &object);
         let id = (event.kind.to_string(), event.namespace.clone(), event.name.clone());
         let newly_invalid = if errors.is_empty() {
             lock(&self.invalid_policies).remove(&id);
@@ -69,11 +93,11 @@ impl Apps {
         let current: &[Condition] =
             event.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         let now = now();
-        let mut wanted = vec![conditions::condition(current, valid.generation(event.generation), &now)];
+        let mut wanted = vec![conditions::condition(current, valid.generation(generation), &now)];
         if let Some(selects) = event.selects.as_ref().filter(|_| event.kind.ends_with("PropagationPolicy")) {
             let resolved = self.resources_resolved(selects).await;
             match resolved {
-                Some(r) => wanted.push(conditions::condition(current, r.generation(event.generation), &now)),
+                Some(r) => wanted.push(conditions::condition(current, r.generation(generation), &now)),
                 // Discovery failed: keep what was found last.
                 None => wanted.extend(current.iter().find(|c| c.type_ == resolution::CONDITION).cloned()),
             }
@@ -91,6 +115,14 @@ impl Apps {
             "metadata": {"name": event.name},
             "status": {"conditions": wanted},
         });
+        let params = PatchParams::apply(MANAGER).force();
+        if let Err(e) = api.patch_status(&event.name, &params, &Patch::Apply(&body)).await {
+            tracing::debug!(policy = %event.name, error = %e, "could not write policy status");
+        }
+    }
+
+    /// The API of the policy's kind, in its namespace.
+    fn policy_api(&self, event: &PolicyEvent) -> Api<DynamicObject> {
         let plural = match event.kind {
             "PropagationPolicy" => "propagationpolicies",
             "ClusterPropagationPolicy" => "clusterpropagationpolicies",
@@ -99,15 +131,44 @@ impl Apps {
         };
         let gvk = GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", event.kind);
         let resource = ApiResource::from_gvk_with_plural(&gvk, plural);
-        let api: Api<DynamicObject> = if event.namespace.is_empty() {
+        if event.namespace.is_empty() {
             Api::all_with(self.client.clone(), &resource)
         } else {
             Api::namespaced_with(self.client.clone(), &event.namespace, &resource)
-        };
-        let params = PatchParams::apply(MANAGER).force();
-        if let Err(e) = api.patch_status(&event.name, &params, &Patch::Apply(&body)).await {
-            tracing::debug!(policy = %event.name, error = %e, "could not write policy status");
         }
+    }
+
+    pub(super) async fn wait_policies_judged(&self) {
+        let mut judged = self.policies_judged.subscribe();
+        // The sender lives in `self`, so this cannot fail while we wait.
+        let _ = judged.wait_for(|j| *j).await;
+    }
+
+    /// The policy as stored, unknown fields included (the typed caches drop
+    /// them, and they are what the webhook would have refused); the cached
+    /// copy when the API does not answer.
+    async fn raw_policy(
+        &self,
+        api: &Api<DynamicObject>,
+        event: &PolicyEvent,
+    ) -> (serde_json::Value, Option<i64>) {
+        for attempt in 1..=3 {
+            match api.get_opt(&event.name).await {
+                Ok(Some(raw)) => {
+                    let generation = raw.metadata.generation;
+                    if let Ok(value) = serde_json::to_value(&raw) {
+                        return (value, generation);
+                    }
+                    break;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(policy = %event.name, attempt, error = %e, "reading the stored policy failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+        (event.object.clone(), event.generation)
     }
 
     /// `ResourcesResolved` for the kinds a propagation policy selects.

@@ -8,7 +8,7 @@
 #   FLOTILLA_K8S_BIN=/dir scripts/...   use/fill another directory
 #
 # What it does on a fresh machine (see ../shared/DESIGN.md for why):
-#   1. apt-get install etcd-server etcd-client golang-go jq rsync dpkg-dev patch
+#   1. apt-get install etcd-server etcd-client golang-go jq rsync dpkg-dev patch iproute2
 #      golang-github-modern-go-reflect2-dev
 #   2. apt-get source kubernetes (1.20.2) through a private deb-src list, so
 #      the system's apt sources are left untouched
@@ -31,7 +31,7 @@ CACHE_ROOT="${FLOTILLA_CACHE:-$HOME/.cache/flotilla}"
 BIN_DIR="${FLOTILLA_K8S_BIN:-$CACHE_ROOT/kubernetes/v$K8S_VERSION/bin}"
 STAMP="$BIN_DIR/.complete"
 BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubemark kubectl etcd etcdctl)
-APT_PACKAGES=(etcd-server etcd-client golang-go jq rsync dpkg-dev patch golang-github-modern-go-reflect2-dev)
+APT_PACKAGES=(etcd-server etcd-client golang-go jq rsync dpkg-dev patch golang-github-modern-go-reflect2-dev iproute2)
 
 step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 fail() { printf 'k8s-binaries: FAILED at step "%s": %s\n' "$CURRENT_STEP" "$*" >&2; exit 1; }

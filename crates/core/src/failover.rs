@@ -339,9 +339,9 @@ pub fn should_return(
 /// A step either shrinks or grows, never both: the clusters above their
 /// target shrink (never below the total) once every cluster that holds or
 /// receives replicas is `settled` (its copy applied and healthy at what was
-/// last written); otherwise the clusters below their target grow within
-/// the surge budget, once every cluster not growing is settled (so a shrink
-/// written before is in effect). Repeated, this converges; a new copy that
+/// last written); otherwise the clusters below their target grow: up to
+/// the total at once, and within the surge beyond it once every cluster
+/// not growing is settled (so a shrink written before is in effect). Repeated, this converges; a new copy that
 /// never gets healthy holds the move (bounded by the surge) instead of
 /// losing replicas. Clusters not in `target` are not in the result (their
 /// works go, or are kept by an eviction task).
@@ -374,10 +374,10 @@ pub fn next_step(
         }
         return step;
     }
-    if !all_settled(&step, |now, want| now >= want) {
-        return step;
-    }
-    let mut budget = total + max_surge.max(0) - sum(&step);
+    // Growing up to the total is always safe; the surge beyond it waits
+    // until every other copy is in effect (a shrink written before, say).
+    let cap = if all_settled(&step, |now, want| now >= want) { total + max_surge.max(0) } else { total };
+    let mut budget = cap - sum(&step);
     for (t, s) in target.iter().zip(step.iter_mut()) {
         let grow = (t.replicas - s.replicas).clamp(0, budget.max(0));
         s.replicas += grow;
@@ -708,6 +708,20 @@ mod tests {
                 targets(&[("a", 2), ("b", 4), ("c", 4)]),
             ),
             ("settled is settled", cur(&[("a", 2), ("b", 4), ("c", 4)]), set(&[]), 1, target.clone()),
+            (
+                "growing up to the total waits for nothing (a first placement cut short)",
+                cur(&[("a", 1), ("b", 4)]),
+                set(&[]),
+                1,
+                targets(&[("a", 2), ("b", 4), ("c", 4)]),
+            ),
+            (
+                "but the surge beyond it does",
+                cur(&[("a", 1), ("b", 5), ("c", 4)]),
+                set(&["b"]),
+                1,
+                targets(&[("a", 1), ("b", 5), ("c", 4)]),
+            ),
         ];
         for (name, current, settled, surge, want) in cases {
             let got = next_step(&current, &target, &settled, surge);

@@ -243,10 +243,17 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<bool> {
     let toleration_ends =
         tainted_at + k8s_openapi::jiff::SignedDuration::from_secs(args.toleration_seconds as i64);
     let mut peak = 0;
+    let mut rescheduled = None;
     let started = Instant::now();
     loop {
         let snap = bench.snapshot().await;
         peak = peak.max(Bench::spec_total(&snap));
+        if rescheduled.is_none() {
+            let divisions = bench.divisions().await?;
+            if divisions.values().all(|d| d.iter().all(|(c, _)| c != &gone)) {
+                rescheduled = Some(k8s_openapi::jiff::Timestamp::now().duration_since(toleration_ends));
+            }
+        }
         if bench.settled(Some(&gone)).await? {
             break;
         }
@@ -257,8 +264,10 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<bool> {
     }
     let after_toleration = k8s_openapi::jiff::Timestamp::now().duration_since(toleration_ends);
     let gone_share = args.templates as i32;
+    let rescheduled = rescheduled.map_or("?".to_string(), |d| format!("{:.1}", d.as_secs_f64()));
     println!(
-        "  member gone for good: replicas available elsewhere {:.1} s after the toleration ran out (goal < 10 s); \
+        "  member gone for good: every binding left {gone} {rescheduled} s after the toleration ran out, \
+         replicas available elsewhere {:.1} s after it (goal < 10 s); \
          peak {} replicas on the remaining members (+{} while {}'s {} unreachable copies may still run); lost {}, duplicated {}",
         after_toleration.as_secs_f64(),
         peak,

@@ -264,6 +264,7 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<bool> {
     }
     let after_toleration = k8s_openapi::jiff::Timestamp::now().duration_since(toleration_ends);
     let gone_share = args.templates as i32;
+    let (lost, duplicated) = bench.count(&bench.snapshot().await, Some(&gone));
     let rescheduled = rescheduled.map_or("?".to_string(), |d| format!("{:.1}", d.as_secs_f64()));
     println!(
         "  member gone for good: every binding left {gone} {rescheduled} s after the toleration ran out, \
@@ -274,8 +275,8 @@ pub async fn faults(args: FaultsArgs) -> anyhow::Result<bool> {
         (peak + gone_share - wanted_total).max(0),
         gone,
         gone_share,
-        bench.count(&bench.snapshot().await, Some(&gone)).0,
-        bench.count(&bench.snapshot().await, Some(&gone)).1,
+        lost,
+        duplicated,
     );
 
     // 4. It comes back: the division returns within the surge.

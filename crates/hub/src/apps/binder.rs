@@ -407,14 +407,15 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
 /// How often a binding whose replicas are moving looks at its works.
 const MOVE_RECHECK: Duration = Duration::from_secs(2);
 
-/// The replicas a work carries now: its annotation, or (a work written
-/// before moves were stepped) the binding's division for its cluster.
+/// The move step a work carries (its `work.flotilla.io/replicas`), if any.
+pub(super) fn work_step(work: &Work) -> Option<i32> {
+    work.annotations().get(keys::REPLICAS).and_then(|v| v.parse().ok())
+}
+
+/// The replicas a work carries now: its step, or (a work written before
+/// moves were stepped) the binding's division for its cluster.
 fn written_replicas(work: &Work, division: &[TargetCluster], cluster: &str) -> i32 {
-    work.annotations()
-        .get(keys::REPLICAS)
-        .and_then(|v| v.parse().ok())
-        .or_else(|| division.iter().find(|t| t.name == cluster).map(|t| t.replicas))
-        .unwrap_or(0)
+    work_step(work).or_else(|| division.iter().find(|t| t.name == cluster).map(|t| t.replicas)).unwrap_or(0)
 }
 
 /// Whether a work's member copy is what was last written and healthy.

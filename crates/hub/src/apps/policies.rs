@@ -30,19 +30,18 @@ pub(super) fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
+/// Every cached (cluster) propagation policy, as an event to judge.
+fn propagation_policy_events(apps: &Apps) -> Vec<PolicyEvent> {
+    let pps = apps.pps.state().into_iter().map(|p| PolicyEvent::pp(&p));
+    pps.chain(apps.cpps.state().into_iter().map(|p| PolicyEvent::cpp(&p))).collect()
+}
+
 /// Re-checks every propagation policy's conditions, forever.
 pub(super) async fn recheck(apps: Arc<Apps>) {
     apps.wait_ready().await;
     loop {
         tokio::time::sleep(RECHECK).await;
-        let events: Vec<PolicyEvent> = apps
-            .pps
-            .state()
-            .iter()
-            .map(|p| PolicyEvent::pp(p))
-            .chain(apps.cpps.state().iter().map(|p| PolicyEvent::cpp(p)))
-            .collect();
-        for event in events {
+        for event in propagation_policy_events(&apps) {
             apps.policy_status(&event).await;
         }
     }
@@ -51,15 +50,9 @@ pub(super) async fn recheck(apps: Arc<Apps>) {
 /// Judges every policy of the first list, then lets the binder start.
 pub(super) async fn judge(apps: Arc<Apps>) {
     apps.wait_ready().await;
-    let events: Vec<PolicyEvent> = apps
-        .pps
-        .state()
-        .iter()
-        .map(|p| PolicyEvent::pp(p))
-        .chain(apps.cpps.state().iter().map(|p| PolicyEvent::cpp(p)))
-        .chain(apps.ops.state().iter().map(|p| PolicyEvent::op(p)))
-        .chain(apps.cops.state().iter().map(|p| PolicyEvent::cop(p)))
-        .collect();
+    let mut events = propagation_policy_events(&apps);
+    events.extend(apps.ops.state().iter().map(|p| PolicyEvent::op(p)));
+    events.extend(apps.cops.state().iter().map(|p| PolicyEvent::cop(p)));
     for event in &events {
         apps.policy_status(event).await;
     }

@@ -167,10 +167,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     let clusters: Vec<(&str, i32, &WorkProgress)> =
         spec.clusters.iter().zip(&progress).map(|(t, p)| (t.name.as_str(), t.replicas, p)).collect();
     // The steps the binder wrote (Work annotations) against the division.
-    let written: BTreeMap<String, i32> = works
-        .iter()
-        .filter_map(|(c, w)| Some((c.clone(), w.annotations().get(keys::REPLICAS)?.parse().ok()?)))
-        .collect();
+    let written: BTreeMap<String, i32> =
+        works.iter().filter_map(|(c, w)| Some((c.clone(), super::binder::work_step(w)?))).collect();
     let evicting: Vec<String> = spec.graceful_eviction_tasks.iter().map(|t| t.from_cluster.clone()).collect();
     let moving = flotilla_core::failover::move_in_progress(&spec.clusters, &written, &evicting);
     let facts = Facts {

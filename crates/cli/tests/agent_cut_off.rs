@@ -171,7 +171,7 @@ async fn an_agent_cut_off_from_the_hub_for_a_minute_leaves_its_member_alone_and_
                     "spec": {"containers": [{"name": "app", "image": "nginx:1.25"}]}}}}),
     )
     .await;
-    wait_for("2 replicas available in each member", Duration::from_secs(90), || async {
+    wait_for("2 replicas available in each member", Duration::from_secs(180), || async {
         replicas(&m1).await == Some((2, 2)) && replicas(&m2).await == Some((2, 2))
     })
     .await;

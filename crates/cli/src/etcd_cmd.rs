@@ -15,7 +15,7 @@ use flotilla_api::kok::{
 use kube::api::PostParams;
 use kube::Api;
 
-use crate::fleetctl::HubKubeconfig;
+use crate::hub_kubeconfig::HubKubeconfig;
 
 #[derive(Subcommand, Debug)]
 pub enum EtcdCommand {

@@ -11,7 +11,6 @@
 pub mod daemon;
 mod supervise;
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Args, Debug, Clone)]
 pub struct StateDirArg {
     /// Where the fleet keeps kubeconfigs, logs and data.
-    #[arg(long, env = "FLOTILLA_STATE_DIR", default_value_os_t = crate::default_state_dir())]
+    #[arg(long, env = "FLOTILLA_STATE_DIR", default_value_os_t = crate::paths::default_state_dir())]
     pub state_dir: PathBuf,
 }
 
@@ -243,7 +242,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         .stdout(log.try_clone()?)
         .stderr(log);
     let started = Instant::now();
-    let mut daemon = spawn_detached(&mut command).context("starting the fleet daemon")?;
+    let mut daemon = crate::detach::spawn_detached(&mut command).context("starting the fleet daemon")?;
 
     let spinner = indicatif::ProgressBar::new_spinner();
     spinner.enable_steady_tick(Duration::from_millis(100));
@@ -325,21 +324,6 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
     println!("  flotilla status        # every cluster and process, and its health");
     println!("  flotilla down          # stop everything and remove {}", dir.display());
     Ok(true)
-}
-
-/// Starts `command` in a session of its own, detached from our terminal, so
-/// it outlives the command that started it (the fleet daemon, `join`'s agent).
-pub fn spawn_detached(command: &mut std::process::Command) -> std::io::Result<std::process::Child> {
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    command.spawn()
 }
 
 // ---------------------------------------------------------------- daemon: `daemon.rs`

@@ -12,20 +12,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-#[derive(Args, Debug, Clone)]
-pub struct HubKubeconfig {
-    /// Kubeconfig of the hub (admin rights).
-    #[arg(long = "kubeconfig", env = "FLOTILLA_HUB_KUBECONFIG", default_value_os_t = crate::default_state_dir().join("hub.kubeconfig"))]
-    pub path: PathBuf,
-}
-
-impl HubKubeconfig {
-    pub async fn client(&self) -> anyhow::Result<Client> {
-        let (client, _) =
-            flotilla_agent::client_from_kubeconfig(&self.path).await.map_err(anyhow::Error::msg)?;
-        Ok(client)
-    }
-}
+use crate::hub_kubeconfig::HubKubeconfig;
 
 #[derive(Subcommand, Debug)]
 pub enum HubCommand {
@@ -251,19 +238,6 @@ pub struct AgentArgs {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum ClusterCommand {
-    /// Let a cluster that asked to join in (sets hubAcceptsClient).
-    Accept {
-        name: String,
-        #[command(flatten)]
-        hub: HubKubeconfig,
-    },
-    // Hosted clusters: create, get, kubeconfig, upgrade, delete, rotate-certs (see kokctl).
-    #[command(flatten)]
-    Hosted(crate::kokctl::HostedCommand),
-}
-
-#[derive(Subcommand, Debug)]
 pub enum GetCommand {
     /// The fleet's member clusters.
     Clusters(HubKubeconfig),
@@ -283,7 +257,7 @@ pub struct UnjoinArgs {
 }
 
 pub fn agent_state_dir(name: &str, given: Option<PathBuf>) -> PathBuf {
-    given.unwrap_or_else(|| crate::default_state_dir().join("agents").join(name))
+    given.unwrap_or_else(|| crate::paths::default_state_dir().join("agents").join(name))
 }
 
 pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
@@ -544,16 +518,13 @@ fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path)
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)
         .stderr(log_file);
-    let child = crate::fleet::spawn_detached(&mut command)?;
+    let child = crate::detach::spawn_detached(&mut command)?;
     std::fs::write(state_dir.join("agent.pid"), child.id().to_string())?;
     Ok(child.id())
 }
 
-pub async fn cluster(cmd: ClusterCommand) -> anyhow::Result<bool> {
-    let (name, hub) = match cmd {
-        ClusterCommand::Accept { name, hub } => (name, hub),
-        ClusterCommand::Hosted(hosted) => return crate::kokctl::run(hosted).await,
-    };
+/// `cluster accept`: lets a cluster that asked to join in.
+pub async fn accept(name: String, hub: HubKubeconfig) -> anyhow::Result<bool> {
     let api: Api<ManagedCluster> = Api::all(hub.client().await?);
     if api.get_opt(&name).await?.is_none() {
         bail!("no cluster named {name} has asked to join; see `flotilla get clusters`");

@@ -29,7 +29,7 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::fleetctl::HubKubeconfig;
+use crate::hub_kubeconfig::HubKubeconfig;
 
 /// Every line this module prints fits in this many columns.
 const WIDTH: usize = 100;
@@ -647,7 +647,7 @@ pub fn age(created: Option<&Time>, now: Timestamp) -> String {
 
 /// What follows a command when the hub is not the default one.
 fn hub_flag(target: &Target) -> String {
-    let default = crate::default_state_dir().join("hub.kubeconfig");
+    let default = crate::paths::default_state_dir().join("hub.kubeconfig");
     if target.hub.path == default || std::env::var_os("FLOTILLA_HUB_KUBECONFIG").is_some() {
         String::new()
     } else {

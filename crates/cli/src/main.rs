@@ -6,21 +6,11 @@
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-mod bench;
-mod bench_apps;
-mod bench_faults;
-mod bench_hub_faults;
-mod bench_kok;
-mod binaries;
-mod etcd_cmd;
-mod fleet;
-mod fleetctl;
-mod kokctl;
-mod node_agent;
-
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use flotilla_cli::hub_kubeconfig::HubKubeconfig;
+use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, kokctl, node_agent};
 
 #[derive(Parser)]
 #[command(
@@ -74,7 +64,7 @@ enum Command {
     Unjoin(fleetctl::UnjoinArgs),
     /// Manage member clusters.
     #[command(subcommand)]
-    Cluster(fleetctl::ClusterCommand),
+    Cluster(ClusterCommand),
     /// Snapshots of EtcdClusters.
     #[command(subcommand)]
     Etcd(etcd_cmd::EtcdCommand),
@@ -83,9 +73,6 @@ enum Command {
     Get(fleetctl::GetCommand),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
     K8sBinaries,
-    /// Print benchmark figures (start-up times, memory).
-    #[command(subcommand)]
-    Bench(bench::Bench),
     /// Runs a local fleet in the foreground (what `up` starts in the background).
     #[command(hide = true)]
     FleetDaemon(fleet::DaemonArgs),
@@ -97,6 +84,19 @@ enum Command {
     /// then runs it (what a hosted cluster's worker components run).
     #[command(hide = true)]
     KubeletJoin(KubeletJoinArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum ClusterCommand {
+    /// Let a cluster that asked to join in (sets hubAcceptsClient).
+    Accept {
+        name: String,
+        #[command(flatten)]
+        hub: HubKubeconfig,
+    },
+    // Hosted clusters: create, get, kubeconfig, upgrade, delete, rotate-certs (see kokctl).
+    #[command(flatten)]
+    Hosted(kokctl::HostedCommand),
 }
 
 #[derive(clap::Args)]
@@ -136,10 +136,6 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-pub fn default_state_dir() -> PathBuf {
-    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/")).join(".flotilla")
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_tracing();
@@ -158,11 +154,11 @@ async fn main() -> std::process::ExitCode {
         Command::Agent(a) => fleetctl::agent(a).await,
         Command::NodeAgent(a) => node_agent::run(a).await,
         Command::Unjoin(a) => fleetctl::unjoin(a).await,
-        Command::Cluster(c) => fleetctl::cluster(c).await,
+        Command::Cluster(ClusterCommand::Accept { name, hub }) => fleetctl::accept(name, hub).await,
+        Command::Cluster(ClusterCommand::Hosted(c)) => kokctl::run(c).await,
         Command::Get(c) => fleetctl::get(c).await,
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
-        Command::Bench(b) => bench::run(b).await,
         Command::FleetDaemon(args) => fleet::daemon::run(args).await.map(|()| true),
         Command::KubeletJoin(args) => kubelet_join(args).await,
     };

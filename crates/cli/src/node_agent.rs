@@ -43,8 +43,9 @@ pub struct NodeAgentArgs {
 }
 
 pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
-    let state_dir =
-        args.state_dir.unwrap_or_else(|| crate::default_state_dir().join("node-agent").join(&args.machine));
+    let state_dir = args
+        .state_dir
+        .unwrap_or_else(|| crate::paths::default_state_dir().join("node-agent").join(&args.machine));
     let mut config = match args.kubeconfig {
         Some(admin) => flotilla_node_agent::NodeAgentConfig::new(args.machine, admin, state_dir),
         None => flotilla_node_agent::NodeAgentConfig::bootstrapped(

@@ -1,4 +1,4 @@
-//! `flotilla bench hub-faults`: time to converge after each fault of the hub in
+//! `flotilla-bench hub-faults`: time to converge after each fault of the hub in
 //! a local fleet (`flotilla up`, one member): `hub run` killed mid-burst of
 //! templates (the fleet daemon restarts it), and the hub's kube-apiserver
 //! killed (restarted by the daemon; `hub run` steps down and leads again).
@@ -14,7 +14,7 @@ use kube::api::{DynamicObject, PostParams};
 use kube::Api;
 use serde_json::json;
 
-use crate::fleet::{read_state, ProcessRecord};
+use flotilla_cli::fleet::{read_state, ProcessRecord};
 
 #[derive(Args, Debug)]
 pub struct HubFaultsArgs {
@@ -29,7 +29,7 @@ pub struct HubFaultsArgs {
 pub async fn hub_faults(args: HubFaultsArgs) -> anyhow::Result<bool> {
     let tmp = tempfile::tempdir()?;
     let dir = tmp.path().join("fleet");
-    let exe = std::env::current_exe()?;
+    let exe = crate::flotilla_binary::path()?;
     println!("starting a local fleet (1 member, 1 hollow node)...");
     let up = std::process::Command::new(&exe)
         .args(["up", "--clusters", "1", "--nodes", "1", "--state-dir"])

@@ -1,4 +1,4 @@
-//! `flotilla bench faults`: what a fault does to the fleet's workloads.
+//! `flotilla-bench faults`: what a fault does to the fleet's workloads.
 //! Real API servers sharing one real etcd (as the local fleet's members
 //! do), one hollow node each, a real `flotilla hub run` and real `flotilla
 //! agent` processes; N Deployments divided evenly. Each fault is followed
@@ -324,7 +324,7 @@ fn count_moved(
 }
 
 async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
-    let bin_dir = crate::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure()?;
     let binaries = Binaries::in_dir(&bin_dir)?;
     let tmp = tempfile::tempdir()?;
     let etcd = Etcd::start(&binaries, &tmp.path().join("shared-etcd")).await?;
@@ -347,14 +347,14 @@ async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
     let members: Vec<Cluster> = members.into_iter().collect::<Result<_, _>>()?;
     flotilla_hub::install(&hub.client()).await?;
     let controller = ManagedProcess::spawn(
-        ProcessSpec::new("flotilla-hub", std::env::current_exe()?, tmp.path().join("hub.log"))
+        ProcessSpec::new("flotilla-hub", crate::flotilla_binary::path()?, tmp.path().join("hub.log"))
             .env("FLOTILLA_LOG", "info")
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
             .arg(hub.kubeconfig_path().display().to_string())
             .args(["--default-toleration-seconds", &args.toleration_seconds.to_string()])
             .args(["--return-after-seconds", &args.return_after_seconds.to_string()]),
     )?;
-    let (_, bootstrap) = crate::fleetctl::create_token(
+    let (_, bootstrap) = flotilla_cli::fleetctl::create_token(
         &hub.client(),
         hub.kubeconfig_path(),
         1,
@@ -367,7 +367,7 @@ async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
         let name = m.name().to_string();
         let spec = ProcessSpec::new(
             format!("agent-{name}"),
-            std::env::current_exe()?,
+            crate::flotilla_binary::path()?,
             tmp.path().join(format!("agent-{name}.log")),
         )
         .args(["agent", "--cluster", &name, "--kubeconfig"])
@@ -400,12 +400,12 @@ async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
         clusters.patch(m.name(), &PatchParams::default(), &Patch::Merge(label)).await?;
     }
     let hub_client = hub.client();
-    crate::bench_apps::apply_json(
+    crate::apply::apply_json(
         &hub_client,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
     )
     .await?;
-    crate::bench_apps::apply_json(
+    crate::apply::apply_json(
         &hub_client,
         json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
             "metadata": {"name": "even", "namespace": NAMESPACE},
@@ -416,7 +416,7 @@ async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
     .await?;
     for t in 0..args.templates {
         let name = format!("app-{t:03}");
-        crate::bench_apps::apply_json(
+        crate::apply::apply_json(
             &hub_client,
             json!({"apiVersion": "apps/v1", "kind": "Deployment",
                 "metadata": {"name": name, "namespace": NAMESPACE},

@@ -1,4 +1,4 @@
-//! `flotilla bench apps`: distribution latency (template change → applied
+//! `flotilla-bench apps`: distribution latency (template change → applied
 //! in every member) and the hub controller's memory with many templates,
 //! after a cold restart. Real API servers, a real `flotilla hub run` and
 //! real `flotilla agent` processes.
@@ -51,24 +51,6 @@ fn seq_of(d: &Deployment) -> Option<usize> {
     d.spec.template.metadata.as_ref()?.annotations.as_ref()?.get(SEQ)?.parse().ok()
 }
 
-/// Server-side applies any object (its kind found by discovery).
-pub(crate) async fn apply_json(client: &kube::Client, object: serde_json::Value) -> anyhow::Result<()> {
-    let api_version = object["apiVersion"].as_str().context("apiVersion")?.to_string();
-    let kind = object["kind"].as_str().context("kind")?.to_string();
-    let name = object["metadata"]["name"].as_str().context("name")?.to_string();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-    let gvk = kube::api::GroupVersionKind::gvk(group, version, &kind);
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await?;
-    let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(&name, &PatchParams::apply("bench").force(), &Patch::Apply(&object)).await?;
-    Ok(())
-}
-
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -86,7 +68,7 @@ fn hub_process(
     log: &str,
 ) -> anyhow::Result<ManagedProcess> {
     Ok(ManagedProcess::spawn(
-        ProcessSpec::new("flotilla-hub", std::env::current_exe()?, dir.join(log))
+        ProcessSpec::new("flotilla-hub", crate::flotilla_binary::path()?, dir.join(log))
             .env("FLOTILLA_LOG", "warn,flotilla_hub::apps=info")
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
             .arg(kubeconfig.display().to_string()),
@@ -97,7 +79,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     if args.members == 0 {
         bail!("--members must be at least 1");
     }
-    let bin_dir = crate::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure()?;
     let binaries = Binaries::in_dir(&bin_dir)?;
     let mut hub_config = ClusterConfig::hub("bench-hub");
     hub_config.binaries = Some(binaries.clone());
@@ -117,7 +99,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     flotilla_hub::install(&hub.client()).await?;
     let tmp = tempfile::tempdir()?;
     let mut controller = hub_process(tmp.path(), hub.kubeconfig_path(), "hub.log")?;
-    let (_, bootstrap) = crate::fleetctl::create_token(
+    let (_, bootstrap) = flotilla_cli::fleetctl::create_token(
         &hub.client(),
         hub.kubeconfig_path(),
         1,
@@ -130,7 +112,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
         agents.push(ManagedProcess::spawn(
             ProcessSpec::new(
                 format!("agent-{name}"),
-                std::env::current_exe()?,
+                crate::flotilla_binary::path()?,
                 tmp.path().join(format!("agent-{name}.log")),
             )
             .args(["agent", "--cluster", &name, "--kubeconfig"])
@@ -160,12 +142,12 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     }
     let hub_client = hub.client();
     let ssa = PatchParams::apply("bench").force();
-    apply_json(
+    crate::apply::apply_json(
         &hub_client,
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
     )
     .await?;
-    apply_json(
+    crate::apply::apply_json(
         &hub_client,
         json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
             "metadata": {"name": "all", "namespace": NAMESPACE},
@@ -306,7 +288,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
             "  all {} templates applied in every member after {:.1} s; hub controller RSS {:.1} MiB (peak {:.1} MiB)",
             wanted,
             created.elapsed().as_secs_f64(),
-            crate::fleet::rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
+            flotilla_cli::fleet::rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
             peak_rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
         );
 
@@ -331,11 +313,11 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
         }
         let caches = restarted.elapsed();
         // Settled: CPU use below 5% of a core over 5 s.
-        let mut last_cpu = crate::bench::cpu_seconds(pid);
+        let mut last_cpu = crate::measure::cpu_seconds(pid);
         loop {
             tokio::time::sleep(Duration::from_secs(5)).await;
             controller.check_running()?;
-            let cpu = crate::bench::cpu_seconds(pid);
+            let cpu = crate::measure::cpu_seconds(pid);
             let busy = (cpu - last_cpu) / 5.0;
             last_cpu = cpu;
             if busy < 0.05 {
@@ -350,7 +332,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
             restarted.elapsed().as_secs_f64(),
             n,
             wanted,
-            crate::fleet::rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
+            flotilla_cli::fleet::rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
             peak_rss_bytes(pid).unwrap_or(0) as f64 / (1 << 20) as f64,
         );
     }

@@ -1,4 +1,4 @@
-//! `flotilla bench kok`: Kube-on-Kube figures. Create → Ready of hosted
+//! `flotilla-bench kok`: Kube-on-Kube figures. Create → Ready of hosted
 //! clusters (one after another and all at once), the operator's resident
 //! memory per hosted cluster, and a rolling upgrade of a two-replica
 //! control plane under a polling client.
@@ -368,7 +368,7 @@ impl Env {
         // Five ports per cluster (three per control-plane instance, two
         // per kubelet); room for the largest batch several times over.
         let ports = free_port_range(500)?;
-        let exe = std::env::current_exe()?;
+        let exe = crate::flotilla_binary::path()?;
         let kubeconfig = hub.kubeconfig_path().display().to_string();
         // The etcd operator's member ports are fixed (32000-32767) under
         // `hub run`; another fleet on this host using them would clash.
@@ -631,7 +631,7 @@ pub async fn kok(args: KokArgs) -> anyhow::Result<bool> {
 }
 
 async fn bench(args: KokArgs) -> anyhow::Result<bool> {
-    let bin_dir = crate::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure()?;
     println!(
         "kok: hub API server, `flotilla hub run` (operators) and {} `flotilla node-agent`s as child processes; \
          process runtime, Kubernetes {VERSION}, 1-member etcd 3.4, {} hollow node(s) per cluster, no add-ons \

@@ -1,0 +1,91 @@
+//! `flotilla-bench`: commands that print the figures each issue asks for.
+//!
+//! Not part of the shipped `flotilla` binary: the benchmarks start local
+//! fleets, hubs and agents by running the `flotilla` binary beside this one
+//! (see [`flotilla_binary`]).
+
+mod apply;
+mod apps;
+mod faults;
+mod flotilla_binary;
+mod foundation;
+mod hub_faults;
+mod kok;
+mod measure;
+mod membership;
+mod scheduling;
+mod simulated_agent;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "flotilla-bench",
+    version,
+    about = "Print Flotilla's benchmark figures (start-up times, latencies, memory)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand, Debug)]
+enum Bench {
+    /// Foundation figures: testenv cluster start time, `flotilla up` time to
+    /// ready (warm cache) and the local fleet's resident memory.
+    Foundation(foundation::FoundationArgs),
+    /// Fleet membership figures: join -> Available latency (p50/p99), failure
+    /// detection, agent memory, and (with --scale N) the hub with N agents.
+    Membership(membership::MembershipArgs),
+    /// Scheduler figures: time of one scheduling decision (p50/p99/max) on
+    /// synthetic fleets of 1,000 and 10,000 clusters, per strategy.
+    Scheduling(scheduling::SchedulingArgs),
+    /// Applications across the fleet: distribution latency (template change
+    /// -> applied in every member, p50/p99) and the hub controller's memory
+    /// with many templates after a cold restart.
+    Apps(apps::AppsArgs),
+    /// Kube-on-Kube: hosted cluster create -> Ready (one, in a row, at
+    /// once), the operator's memory per hosted cluster, and a rolling
+    /// upgrade of two apiservers under a polling client.
+    Kok(kok::KokArgs),
+    /// Faults without harm: a member API restart, a shared etcd blip, a
+    /// member gone for good and back: time to converge, replicas moved,
+    /// lost and duplicated, failover time after the toleration, peak surplus.
+    Faults(faults::FaultsArgs),
+    /// Faults of the hub in a local fleet: time to converge after `hub run`
+    /// is killed mid-burst and after the hub's API server is killed, with
+    /// the replicas lost and duplicated.
+    HubFaults(hub_faults::HubFaultsArgs),
+}
+
+async fn run(bench: Bench) -> anyhow::Result<bool> {
+    match bench {
+        Bench::Foundation(args) => foundation::foundation(args).await,
+        Bench::Membership(args) => membership::membership(args).await,
+        Bench::Scheduling(args) => scheduling::run(args),
+        Bench::Apps(args) => apps::apps(args).await,
+        Bench::Kok(args) => kok::kok(args).await,
+        Bench::Faults(args) => faults::faults(args).await,
+        Bench::HubFaults(args) => hub_faults::hub_faults(args).await,
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("FLOTILLA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli.bench).await {
+        Ok(true) => std::process::ExitCode::SUCCESS,
+        Ok(false) => std::process::ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use flotilla_testenv::{Binaries, Cluster, ClusterConfig};
+use flotilla_localkube::{Binaries, Cluster, ClusterConfig};
 
 use crate::measure::summary;
 

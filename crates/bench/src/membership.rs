@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use flotilla_testenv::{Binaries, Cluster, ClusterConfig};
+use flotilla_localkube::{Binaries, Cluster, ClusterConfig};
 
 use crate::measure::{cpu_seconds, percentile};
 use crate::simulated_agent::simulated_agent;
@@ -56,8 +56,8 @@ pub async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
     flotilla_hub::install(&hub.client()).await?;
     let tmp = tempfile::tempdir()?;
     // The hub controller as its own process, so its memory and CPU are its own.
-    let mut controller = flotilla_testenv::ManagedProcess::spawn(
-        flotilla_testenv::ProcessSpec::new(
+    let mut controller = flotilla_localkube::ManagedProcess::spawn(
+        flotilla_localkube::ProcessSpec::new(
             "flotilla-hub",
             crate::flotilla_binary::path()?,
             tmp.path().join("hub.log"),
@@ -111,8 +111,8 @@ pub async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
     }
 
     println!("agent resident memory, idle (a real `flotilla agent` process)");
-    let mut agent_process = flotilla_testenv::ManagedProcess::spawn(
-        flotilla_testenv::ProcessSpec::new(
+    let mut agent_process = flotilla_localkube::ManagedProcess::spawn(
+        flotilla_localkube::ProcessSpec::new(
             "agent",
             crate::flotilla_binary::path()?,
             tmp.path().join("agent.log"),

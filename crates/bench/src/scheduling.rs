@@ -12,7 +12,7 @@ use flotilla_api::policy::{
     ReplicaSchedulingStrategy, ReplicaSchedulingType, SpreadByField, SpreadConstraint, StaticClusterWeight,
 };
 use flotilla_api::work::TargetCluster;
-use flotilla_core::scheduler::{schedule, ClusterSnapshot, SchedulingRequest};
+use flotilla_apps_core::scheduler::{schedule, ClusterSnapshot, SchedulingRequest};
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time};

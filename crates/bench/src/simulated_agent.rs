@@ -40,14 +40,14 @@ pub async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds:
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(hub, &flotilla_api::ManagedCluster::hub_namespace(&name));
     loop {
-        let lease = flotilla_core::membership::heartbeat_lease(
+        let lease = flotilla_fleet_core::membership::heartbeat_lease(
             &name,
             lease_seconds,
             k8s_openapi::jiff::Timestamp::now(),
         );
         let _ = leases
             .patch(
-                flotilla_core::membership::LEASE_NAME,
+                flotilla_fleet_core::membership::LEASE_NAME,
                 &PatchParams::apply(flotilla_agent::FIELD_MANAGER).force(),
                 &Patch::Apply(&lease),
             )

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod kok;
+pub mod kok_request;
 pub mod machine;
 pub mod policy;
 pub mod work;

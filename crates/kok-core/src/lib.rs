@@ -18,3 +18,4 @@ pub mod pki;
 pub mod ports;
 pub mod render;
 pub mod upgrade;
+pub mod wait;

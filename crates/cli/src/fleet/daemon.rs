@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use flotilla_api::kok::{
-    EtcdCluster, EtcdClusterSpec, HostedCluster, HostedClusterPhase, HostedEtcd, Runtime, SharedEtcd,
+    EtcdCluster, EtcdClusterSpec, HostedCluster, HostedClusterPhase, Runtime, SharedEtcd,
 };
+use flotilla_api::kok_request::HostedClusterRequest;
 use flotilla_api::machine::{Machine, MachineSpec};
 use flotilla_kok_core::hosted::admin_secret_name;
 use flotilla_localkube::{Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd, ManagedProcess, ProcessSpec};
@@ -279,7 +280,7 @@ const FLEET_ETCD_VERSION: &str = "3.4.23";
 /// A member of `up`: a hosted cluster with `nodes` hollow nodes and the
 /// default add-ons, on the fleet's shared etcd.
 fn member_cluster(name: &str, nodes: u32) -> HostedCluster {
-    let request = crate::kokctl::ClusterRequest {
+    HostedClusterRequest {
         namespace: MEMBER_NAMESPACE.into(),
         name: name.into(),
         version: crate::kokctl::DEFAULT_VERSION.into(),
@@ -291,13 +292,11 @@ fn member_cluster(name: &str, nodes: u32) -> HostedCluster {
         addons: true,
         machine_pool: None,
         node_pool: None,
-    };
-    let mut hc = crate::kokctl::build_hosted_cluster(&request);
-    hc.spec.etcd = HostedEtcd {
-        cluster_ref: None,
-        shared: Some(SharedEtcd { cluster_ref: FLEET_ETCD.into(), prefix: format!("/clusters/{name}") }),
-    };
-    hc
+    }
+    .hosted_cluster_sharing(SharedEtcd {
+        cluster_ref: FLEET_ETCD.into(),
+        prefix: format!("/clusters/{name}"),
+    })
 }
 
 /// Loopback port ranges for the members' components and the etcd members

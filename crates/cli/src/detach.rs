@@ -1,7 +1,11 @@
 //! Processes this command leaves running after it exits (the fleet daemon,
-//! `join`'s agent), and how it finds them again: by the pid *and* start
-//! time it recorded, never by what their command line says.
+//! `join`'s agent), and how it finds them again: by a lock the process
+//! holds for its life (the agent) or a recorded pid and start time (the
+//! fleet's processes, `fleet::ProcessRecord`), never by what their command
+//! line says.
 
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{Read, Seek, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 
@@ -20,56 +24,46 @@ pub fn spawn_detached(command: &mut std::process::Command) -> std::io::Result<st
     command.spawn()
 }
 
-/// A started process as a pid file records it: the pid and the process's
-/// start time (clock ticks since boot), which together name that one
-/// process even after its pid is reused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PidRecord {
-    pub pid: u32,
-    pub start_ticks: u64,
+/// A lock a long-running process holds on a file for its whole life, with
+/// its pid written in the file. Another process tells from it whether that
+/// process still runs (the lock is taken: the kernel releases it when the
+/// holder exits, however it exits) and which one it is, so a pid that was
+/// recorded once and reused since is never mistaken for it.
+#[derive(Debug)]
+pub struct PidLock {
+    // Held open: closing it releases the lock.
+    _file: File,
 }
 
-impl PidRecord {
-    /// The record of process `pid`, if it is running.
-    pub fn of(pid: u32) -> Option<Self> {
-        flotilla_node_agent::process::start_ticks(pid).map(|start_ticks| Self { pid, start_ticks })
+impl PidLock {
+    /// Takes the lock for this process and writes its pid in the file;
+    /// `None` when another process holds it.
+    pub fn acquire(path: &Path) -> std::io::Result<Option<Self>> {
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(None),
+            Err(TryLockError::Error(e)) => return Err(e),
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        writeln!(file, "{}", std::process::id())?;
+        file.flush()?;
+        Ok(Some(Self { _file: file }))
     }
 
-    /// "PID START_TICKS", the pid file's one line.
-    pub fn to_line(self) -> String {
-        format!("{} {}\n", self.pid, self.start_ticks)
-    }
-
-    /// A pid file's line; `None` for anything else (also for a bare pid
-    /// without its start time: that process cannot be told from a later one).
-    pub fn parse(line: &str) -> Option<Self> {
-        let mut fields = line.split_whitespace();
-        let pid = fields.next()?.parse().ok().filter(|p| *p != 0)?;
-        let start_ticks = fields.next()?.parse().ok()?;
-        fields.next().is_none().then_some(Self { pid, start_ticks })
-    }
-
-    pub fn write(self, path: &Path) -> std::io::Result<()> {
-        std::fs::write(path, self.to_line())
-    }
-
-    /// The record in `path`, if there is a well-formed one.
-    pub fn read(path: &Path) -> Option<Self> {
-        Self::parse(&std::fs::read_to_string(path).ok()?)
-    }
-
-    /// True while the recorded process (not a later one with its pid) runs.
-    pub fn alive(self) -> bool {
-        flotilla_node_agent::process::is_alive(self.pid, self.start_ticks)
-    }
-
-    /// SIGTERM to the recorded process, if it is still that process.
-    pub fn terminate(self) {
-        if self.alive() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(self.pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
+    /// The pid of the process holding the lock in `path`, if one does.
+    pub fn holder(path: &Path) -> Option<u32> {
+        let mut file = File::open(path).ok()?;
+        match file.try_lock_shared() {
+            // Nobody holds it (ours is released when `file` is dropped).
+            Ok(()) => None,
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                file.read_to_string(&mut text).ok()?;
+                text.trim().parse().ok().filter(|pid| *pid != 0)
+            }
+            Err(TryLockError::Error(_)) => None,
         }
     }
 }
@@ -79,31 +73,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pid_file_lines() {
-        let record = PidRecord { pid: 42, start_ticks: 1234 };
-        for (line, want) in [
-            (record.to_line(), Some(record)),
-            ("42 1234".to_string(), Some(record)),
-            // A bare pid (as `join` once wrote) names no process for sure.
-            ("42\n".to_string(), None),
-            ("0 1234\n".to_string(), None),
-            ("42 1234 7\n".to_string(), None),
-            ("agent 1234\n".to_string(), None),
-            (String::new(), None),
-        ] {
-            assert_eq!(PidRecord::parse(&line), want, "{line:?}");
-        }
+    fn the_lock_names_its_holder_while_it_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("agent.lock");
+        assert_eq!(PidLock::holder(&path), None, "no file");
+        let lock = PidLock::acquire(&path).unwrap().expect("free");
+        assert_eq!(PidLock::holder(&path), Some(std::process::id()));
+        assert!(PidLock::acquire(&path).unwrap().is_none(), "held already");
+        drop(lock);
+        assert_eq!(PidLock::holder(&path), None, "released: the pid left in the file names nobody");
+        let again = PidLock::acquire(&path).unwrap().expect("free again");
+        assert_eq!(PidLock::holder(&path), Some(std::process::id()));
+        drop(again);
     }
 
     #[test]
-    fn a_record_names_this_process_only() {
-        let me = PidRecord::of(std::process::id()).unwrap();
-        assert!(me.alive());
-        assert!(!PidRecord { start_ticks: me.start_ticks + 1, ..me }.alive(), "another start time");
+    fn a_lock_left_by_a_process_that_exited_is_free() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("agent.pid");
-        me.write(&path).unwrap();
-        assert_eq!(PidRecord::read(&path), Some(me));
-        assert_eq!(PidRecord::read(&dir.path().join("missing.pid")), None);
+        let path = dir.path().join("agent.lock");
+        // A pid file a dead process wrote, without the lock held.
+        std::fs::write(&path, "1\n").unwrap();
+        assert_eq!(PidLock::holder(&path), None);
     }
 }

@@ -1,17 +1,21 @@
 //! Fleet membership commands: `hub install|run`, `token create`, `join`,
 //! `agent`, `cluster accept`, `get clusters`, `unjoin`.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use flotilla_api::cluster::ManagedCluster;
+
+use flotilla_api::cluster::{ManagedCluster, ManagedClusterSpec, SecretRef, SyncMode};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::detach::PidLock;
 use crate::hub_kubeconfig::HubKubeconfig;
 
 #[derive(Subcommand, Debug)]
@@ -256,6 +260,9 @@ pub struct UnjoinArgs {
     pub force: bool,
 }
 
+/// The lock an agent holds in its state directory while it runs, with its pid.
+pub const AGENT_LOCK: &str = "agent.lock";
+
 pub fn agent_state_dir(name: &str, given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| crate::paths::default_state_dir().join("agents").join(name))
 }
@@ -400,6 +407,22 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<bool> {
         args.kubeconfig,
     );
     config.bootstrap_kubeconfig = args.hub_kubeconfig;
+    // Held while the agent runs: `unjoin` finds this very process by it.
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    let lock_path = config.state_dir.join(AGENT_LOCK);
+    let _lock =
+        match PidLock::acquire(&lock_path).with_context(|| format!("locking {}", lock_path.display()))? {
+            Some(lock) => Some(lock),
+            None => {
+                tracing::warn!(
+                    state_dir = %config.state_dir.display(),
+                    holder = ?PidLock::holder(&lock_path),
+                    "another agent runs with this state directory"
+                );
+                None
+            }
+        };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -457,7 +480,7 @@ async fn join_push(args: &JoinArgs, member_config: &kube::Config) -> anyhow::Res
     let hub = HubKubeconfig { path: args.hub_kubeconfig.clone() }.client().await?;
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
     if let Some(existing) = clusters.get_opt(&args.name).await? {
-        if existing.spec.sync_mode != flotilla_api::cluster::SyncMode::Push {
+        if existing.spec.sync_mode != SyncMode::Push {
             bail!(
                 "cluster {} is already in the fleet in pull mode; `flotilla unjoin {}` first",
                 args.name,
@@ -467,28 +490,34 @@ async fn join_push(args: &JoinArgs, member_config: &kube::Config) -> anyhow::Res
     }
     let secret_name = format!("cluster-{}-kubeconfig", args.name);
     let kubeconfig = std::fs::read_to_string(&args.kubeconfig)?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name.clone()),
+            namespace: Some(flotilla_hub::SYSTEM_NAMESPACE.into()),
+            ..Default::default()
+        },
+        string_data: Some(BTreeMap::from([(flotilla_hub::push::KUBECONFIG_KEY.to_string(), kubeconfig)])),
+        ..Default::default()
+    };
+    let cluster = ManagedCluster::new(
+        &args.name,
+        ManagedClusterSpec {
+            sync_mode: SyncMode::Push,
+            hub_accepts_client: true,
+            api_endpoint: Some(member_config.cluster_url.to_string()),
+            secret_ref: Some(SecretRef {
+                namespace: flotilla_hub::SYSTEM_NAMESPACE.into(),
+                name: secret_name.clone(),
+            }),
+            ..Default::default()
+        },
+    );
     let apply = PatchParams::apply("flotilla-cli").force();
     Api::<Secret>::namespaced(hub.clone(), flotilla_hub::SYSTEM_NAMESPACE)
-        .patch(
-            &secret_name,
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": secret_name, "namespace": flotilla_hub::SYSTEM_NAMESPACE},
-                "stringData": {flotilla_hub::push::KUBECONFIG_KEY: kubeconfig}})),
-        )
+        .patch(&secret_name, &apply, &Patch::Apply(&secret))
         .await
         .context("storing the member kubeconfig on the hub (is `flotilla hub install` done?)")?;
-    clusters
-        .patch(
-            &args.name,
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "metadata": {"name": args.name},
-                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
-                    "apiEndpoint": member_config.cluster_url.to_string(),
-                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": secret_name}}})),
-        )
-        .await?;
+    clusters.patch(&args.name, &apply, &Patch::Apply(&cluster)).await?;
     println!("Waiting up to {}s for the hub to report cluster {} Available...", args.timeout, args.name);
     let deadline = std::time::Instant::now() + Duration::from_secs(args.timeout);
     loop {
@@ -675,21 +704,19 @@ pub async fn unjoin(args: UnjoinArgs) -> anyhow::Result<bool> {
     // A local agent (started by `join`) notices and deletes its credentials.
     let state_dir = agent_state_dir(&args.name, None);
     let pid_file = state_dir.join("agent.pid");
-    if let Ok(pid) = std::fs::read_to_string(&pid_file).map(|p| p.trim().parse::<u32>().unwrap_or(0)) {
+    let lock = state_dir.join(AGENT_LOCK);
+    if pid_file.exists() || lock.exists() {
         let deadline = std::time::Instant::now() + Duration::from_secs(if args.force { 0 } else { 30 });
-        while pid != 0 && flotilla_localkube::process::pid_alive(pid) && std::time::Instant::now() < deadline
-        {
+        while PidLock::holder(&lock).is_some() && std::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if pid != 0 && flotilla_localkube::process::pid_alive(pid) {
-            let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            // Only the agent we started for this cluster.
-            if cmdline.contains("agent") && cmdline.contains(&args.name) {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
-            }
+        // Only the agent running for this cluster: the process that holds
+        // the lock in its state directory, whatever its pid was at `join`.
+        if let Some(pid) = PidLock::holder(&lock) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
         }
         flotilla_agent::register::forget_credentials(&state_dir)?;
         let _ = std::fs::remove_file(&pid_file);

@@ -5,8 +5,10 @@
 //! Every import points one way: the command modules (`fleet`, `fleetctl`,
 //! `kokctl`, `etcd_cmd`, `node_agent`) use the shared ones (`paths`,
 //! `hub_kubeconfig`, `detach`, `binaries`) and never each other's
-//! commands; `fleet` (whose daemon creates the members as HostedClusters)
-//! uses `kokctl`'s default version only.
+//! commands, except that `fleet`'s daemon (which creates the members as
+//! HostedClusters) takes `kokctl`'s default Kubernetes version. Inside a
+//! command's directory the parent only declares and dispatches: `fleet`'s
+//! children share `fleet::state`, `kokctl`'s share `args` and `render`.
 
 pub mod binaries;
 pub mod detach;

@@ -75,7 +75,7 @@ enum Command {
     K8sBinaries,
     /// Runs a local fleet in the foreground (what `up` starts in the background).
     #[command(hide = true)]
-    FleetDaemon(fleet::DaemonArgs),
+    FleetDaemon(fleet::daemon::DaemonArgs),
     /// One prefix of an etcd keyspace to a file and back (what prefixed
     /// EtcdBackups and their restores run on the machines).
     #[command(hide = true, subcommand)]

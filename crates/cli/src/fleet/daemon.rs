@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use clap::Args;
 use flotilla_api::kok::{
     EtcdCluster, EtcdClusterSpec, HostedCluster, HostedClusterPhase, Runtime, SharedEtcd,
 };
@@ -17,10 +18,24 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::Api;
 
-use super::{
-    hosted_processes, supervise, write_state, ClusterRecord, DaemonArgs, FleetState, MachineRecord, Phase,
-    ProcessRecord, MEMBER_NAMESPACE,
+use super::state::{
+    hosted_processes, write_state, ClusterRecord, FleetState, MachineRecord, Phase, ProcessRecord,
+    MEMBER_NAMESPACE,
 };
+use super::supervise;
+
+/// `flotilla fleet-daemon`, as `up` starts it.
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    #[arg(long)]
+    pub clusters: u32,
+    #[arg(long)]
+    pub nodes: u32,
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    #[arg(long)]
+    pub k8s_bin: PathBuf,
+}
 
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let dir = args.state_dir.clone();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_localkube::{Cluster, Etcd, ManagedProcess};
 
-use super::{write_state, FleetState, ProcessRecord};
+use super::state::{write_state, FleetState, ProcessRecord};
 
 /// How often the daemon looks at its children.
 const TICK: Duration = Duration::from_millis(500);
@@ -239,8 +239,8 @@ pub async fn run(
 
 #[cfg(test)]
 mod tests {
+    use super::super::state::{ClusterRecord, Phase};
     use super::*;
-    use crate::fleet::{ClusterRecord, Phase};
     use flotilla_localkube::process::pid_alive;
     use flotilla_localkube::ProcessSpec;
 

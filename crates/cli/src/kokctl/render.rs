@@ -8,8 +8,6 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 
-use super::args::Target;
-
 /// Every line this module prints fits in this many columns.
 pub const WIDTH: usize = 100;
 
@@ -36,12 +34,12 @@ pub fn age(created: Option<&Time>, now: Timestamp) -> String {
 }
 
 /// What follows a command when the hub is not the default one.
-pub fn hub_flag(target: &Target) -> String {
+pub fn hub_flag(hub_kubeconfig: &std::path::Path) -> String {
     let default = crate::paths::default_state_dir().join("hub.kubeconfig");
-    if target.hub.path == default || std::env::var_os("FLOTILLA_HUB_KUBECONFIG").is_some() {
+    if hub_kubeconfig == default || std::env::var_os("FLOTILLA_HUB_KUBECONFIG").is_some() {
         String::new()
     } else {
-        format!(" --kubeconfig {}", target.hub.path.display())
+        format!(" --kubeconfig {}", hub_kubeconfig.display())
     }
 }
 

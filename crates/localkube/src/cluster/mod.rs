@@ -1,9 +1,16 @@
-use std::collections::BTreeMap;
+//! A local Kubernetes cluster of real processes ([`Cluster`]): `config`
+//! says what it is asked to be, `components` writes its files and command
+//! lines, `health` starts them until they answer; this module starts,
+//! restarts and stops them.
+
+mod components;
+mod config;
+mod health;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_core::pki::{self, CertificateAuthority, LeafSpec, Usage};
+use flotilla_core::pki::{CertificateAuthority, LeafSpec};
 use k8s_openapi::api::core::v1::{Node, ServiceAccount};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -12,183 +19,18 @@ use serde::{Deserialize, Serialize};
 
 use crate::etcd::{is_port_clash, Etcd};
 use crate::ports::free_port;
-use crate::process::{log_tail, ManagedProcess, ProcessSpec};
+use crate::process::{ManagedProcess, ProcessSpec};
 use crate::{Binaries, Error, Result};
+use components::{
+    apiserver_spec, controller_manager_spec, node_scratch_dir, render_kubeconfig, scheduler_spec, write,
+    write_static_pki,
+};
+use health::{
+    client_for, config_from_kubeconfig, start_health_checked, wait_apiserver_ready, Component, START_ATTEMPTS,
+};
 
-/// Which kube-controller-manager controllers run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ControllerSet {
-    /// Every default controller: a member cluster that runs workloads.
-    All,
-    /// Only what an API server holding templates needs (no workload
-    /// controllers), as on Flotilla's hub; see DESIGN.md.
-    TemplatesOnly,
-}
-
-impl ControllerSet {
-    fn flag(self) -> &'static str {
-        match self {
-            ControllerSet::All => "*,bootstrapsigner,tokencleaner",
-            ControllerSet::TemplatesOnly => {
-                "namespace,garbagecollector,serviceaccount-token,serviceaccount,csrsigning,\
-                 csrcleaner,bootstrapsigner,tokencleaner,root-ca-cert-publisher"
-            }
-        }
-    }
-}
-
-/// A hollow (kubemark) node: a real kubelet with a fake container runtime.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeConfig {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    /// `key=value:Effect`, as for `kubelet --register-with-taints`.
-    pub taints: Vec<String>,
-    pub cpu: u32,
-    /// A Kubernetes quantity, e.g. `8Gi`.
-    pub memory: String,
-    pub max_pods: u32,
-}
-
-impl NodeConfig {
-    /// A node with 4 CPUs, 8 GiB and 110 pods.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            labels: BTreeMap::new(),
-            taints: Vec::new(),
-            cpu: 4,
-            memory: "8Gi".into(),
-            max_pods: 110,
-        }
-    }
-
-    pub fn label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.labels.insert(key.into(), value.into());
-        self
-    }
-
-    pub fn capacity(mut self, cpu: u32, memory: impl Into<String>, max_pods: u32) -> Self {
-        self.cpu = cpu;
-        self.memory = memory.into();
-        self.max_pods = max_pods;
-        self
-    }
-}
-
-/// What to start. See [`Cluster::start`].
-#[derive(Debug, Clone)]
-pub struct ClusterConfig {
-    pub name: String,
-    pub nodes: Vec<NodeConfig>,
-    pub controllers: Option<ControllerSet>,
-    pub scheduler: bool,
-    /// Where the cluster keeps its files; a fresh temporary directory
-    /// (removed on drop) when `None`.
-    pub dir: Option<PathBuf>,
-    /// Use this etcd (client URL) instead of starting one for the cluster.
-    pub etcd_url: Option<String>,
-    /// Key prefix in etcd; `/<name>` by default.
-    pub etcd_prefix: Option<String>,
-    /// Validity of certificates signed through CertificateSigningRequests.
-    pub csr_signing_duration: Option<Duration>,
-    pub extra_apiserver_args: Vec<String>,
-    pub binaries: Option<Binaries>,
-    /// How long to wait for each stage (apiserver, nodes) to be ready.
-    pub ready_timeout: Duration,
-    /// Also wait for the `default` ServiceAccount of namespace `default`
-    /// (needed before creating bare Pods there; workload controllers retry
-    /// on their own). Off by default: it adds ~2s of controller-manager start.
-    pub wait_for_default_service_account: bool,
-    /// Also serve the API on this address (the apiserver binds every
-    /// address and its certificate names this one), for clients in another
-    /// network namespace. Loopback only when `None`.
-    pub serve_on: Option<std::net::Ipv4Addr>,
-}
-
-impl ClusterConfig {
-    /// A member-like cluster: all controllers, a scheduler, no nodes yet.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            nodes: Vec::new(),
-            controllers: Some(ControllerSet::All),
-            scheduler: true,
-            dir: None,
-            etcd_url: None,
-            etcd_prefix: None,
-            csr_signing_duration: None,
-            extra_apiserver_args: Vec::new(),
-            binaries: None,
-            ready_timeout: Duration::from_secs(90),
-            wait_for_default_service_account: false,
-            serve_on: None,
-        }
-    }
-
-    /// A hub: template-only controllers, no scheduler, no nodes.
-    pub fn hub(name: impl Into<String>) -> Self {
-        Self { controllers: Some(ControllerSet::TemplatesOnly), scheduler: false, ..Self::new(name) }
-    }
-
-    /// Just a kube-apiserver (and its etcd).
-    pub fn apiserver_only(name: impl Into<String>) -> Self {
-        Self { controllers: None, scheduler: false, ..Self::new(name) }
-    }
-
-    /// Adds `count` default nodes named `<cluster>-node-<i>`.
-    pub fn with_nodes(mut self, count: usize) -> Self {
-        let start = self.nodes.len();
-        for i in start..start + count {
-            self.nodes.push(NodeConfig::new(format!("{}-node-{}", self.name, i + 1)));
-        }
-        self
-    }
-
-    pub fn with_node(mut self, node: NodeConfig) -> Self {
-        self.nodes.push(node);
-        self
-    }
-
-    pub fn in_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.dir = Some(dir.into());
-        self
-    }
-
-    pub fn with_etcd(mut self, client_url: impl Into<String>) -> Self {
-        self.etcd_url = Some(client_url.into());
-        self
-    }
-
-    fn validate(&self) -> Result<()> {
-        let dns_label = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 63
-                && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !s.starts_with('-')
-                && !s.ends_with('-')
-        };
-        if !dns_label(&self.name) {
-            return Err(Error::Config(format!(
-                "cluster name {:?} must be a DNS label (lower-case letters, digits, '-')",
-                self.name
-            )));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for node in &self.nodes {
-            if !seen.insert(&node.name) {
-                return Err(Error::Config(format!("node name {:?} is used twice", node.name)));
-            }
-            if node.cpu == 0 || node.max_pods == 0 {
-                return Err(Error::Config(format!("node {:?} needs at least 1 CPU and 1 pod", node.name)));
-            }
-        }
-        if !self.nodes.is_empty() && self.controllers != Some(ControllerSet::All) {
-            return Err(Error::Config("nodes need a cluster with all controllers".into()));
-        }
-        Ok(())
-    }
-}
+pub use config::{ClusterConfig, ControllerSet, NodeConfig};
+pub use health::node_is_ready;
 
 /// Where the cluster's files live.
 #[derive(Debug)]
@@ -245,11 +87,6 @@ pub struct Cluster {
     dir: ClusterDir,
 }
 
-struct Component {
-    process: ManagedProcess,
-    health_port: Option<u16>,
-}
-
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Cluster")
@@ -258,18 +95,6 @@ impl std::fmt::Debug for Cluster {
             .field("dir", &self.dir.path())
             .finish_non_exhaustive()
     }
-}
-
-const SERVICE_CIDR: &str = "10.0.0.0/24";
-const SERVICE_IP: &str = "10.0.0.1";
-const START_ATTEMPTS: usize = 3;
-
-/// Paths of the cluster's PKI and kubeconfig files.
-struct Files {
-    ca_crt: PathBuf,
-    ca_key: PathBuf,
-    sa_key: PathBuf,
-    sa_pub: PathBuf,
 }
 
 impl Cluster {
@@ -672,287 +497,5 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.stop_all(Duration::ZERO);
-    }
-}
-
-/// A short directory for hollow kubelets' root directories: TMPDIR if its
-/// path is short enough for the unix socket inside, else /tmp.
-fn node_scratch_dir() -> Result<tempfile::TempDir> {
-    let tmp = std::env::temp_dir();
-    let base = if tmp.as_os_str().len() <= 40 { tmp } else { PathBuf::from("/tmp") };
-    tempfile::Builder::new().prefix("flk-").tempdir_in(&base).map_err(|e| Error::io(&base, e))
-}
-
-pub fn node_is_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-fn write(path: &Path, contents: &str) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    std::fs::write(path, contents).map_err(|e| Error::io(path, e))?;
-    // Keys and credentials: owner only.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(path, e))
-}
-
-fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result<Files> {
-    let pki_dir = root.join("pki");
-    let files = Files {
-        ca_crt: pki_dir.join("ca.crt"),
-        ca_key: pki_dir.join("ca.key"),
-        sa_key: pki_dir.join("sa.key"),
-        sa_pub: pki_dir.join("sa.pub"),
-    };
-    write(&files.ca_crt, &ca.pem.cert_pem)?;
-    write(&files.ca_key, &ca.pem.key_pem)?;
-    let sa = pki::generate_key_pair()?;
-    write(&files.sa_key, &sa.private_pem)?;
-    write(&files.sa_pub, &sa.public_pem)?;
-    Ok(files)
-}
-
-fn render_kubeconfig(name: &str, server: &str, ca: &CertificateAuthority, cert: pki::CertAndKey) -> String {
-    kubeconfig::render(&KubeconfigSpec {
-        name: name.to_string(),
-        server: server.to_string(),
-        ca_pem: ca.pem.cert_pem.clone(),
-        credential: Credential::ClientCert { cert_pem: cert.cert_pem, key_pem: cert.key_pem },
-    })
-}
-
-/// Writes a serving certificate for `name` on loopback and returns its paths.
-fn serving_cert(
-    root: &Path,
-    ca: &CertificateAuthority,
-    name: &str,
-    extra_sans: &[&str],
-) -> Result<(PathBuf, PathBuf)> {
-    let mut sans: Vec<String> = vec!["127.0.0.1".into(), "localhost".into()];
-    sans.extend(extra_sans.iter().map(|s| s.to_string()));
-    let cert = ca.issue(&LeafSpec { usage: Usage::Server, ..LeafSpec::server(name, &sans) })?;
-    let crt = root.join("pki").join(format!("{name}.crt"));
-    let key = root.join("pki").join(format!("{name}.key"));
-    write(&crt, &cert.cert_pem)?;
-    write(&key, &cert.key_pem)?;
-    Ok((crt, key))
-}
-
-/// A kubeconfig for a control-plane component, with its own client identity.
-fn component_kubeconfig(root: &Path, ca: &CertificateAuthority, user: &str) -> Result<PathBuf> {
-    let server = std::fs::read_to_string(root.join("server")).map_err(|e| Error::io(root, e))?;
-    let cert = ca.issue(&LeafSpec::client(user, &[]))?;
-    let path = root.join(format!("{}.kubeconfig", user.trim_start_matches("system:")));
-    write(&path, &render_kubeconfig("cluster", server.trim(), ca, cert))?;
-    Ok(path)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn apiserver_spec(
-    binaries: &Binaries,
-    root: &Path,
-    config: &ClusterConfig,
-    files: &Files,
-    ca: &CertificateAuthority,
-    port: u16,
-    etcd_url: &str,
-    etcd_prefix: &str,
-) -> Result<ProcessSpec> {
-    let serve_on = config.serve_on.map(|ip| ip.to_string());
-    let mut sans = vec![
-        SERVICE_IP,
-        "kubernetes",
-        "kubernetes.default",
-        "kubernetes.default.svc",
-        "kubernetes.default.svc.cluster.local",
-    ];
-    sans.extend(serve_on.as_deref());
-    let (crt, key) = serving_cert(root, ca, "kube-apiserver", &sans)?;
-    let bind = if serve_on.is_some() { "0.0.0.0" } else { "127.0.0.1" };
-    // Components read the server address from here.
-    write(&root.join("server"), &format!("https://127.0.0.1:{port}"))?;
-    let mut spec = ProcessSpec::new(
-        "kube-apiserver",
-        binaries.path("kube-apiserver"),
-        root.join("logs/kube-apiserver.log"),
-    )
-    .args([
-        format!("--etcd-servers={etcd_url}"),
-        format!("--etcd-prefix={etcd_prefix}"),
-        format!("--bind-address={bind}"),
-        "--advertise-address=127.0.0.1".into(),
-        format!("--secure-port={port}"),
-        "--insecure-port=0".into(),
-        format!("--cert-dir={}", root.join("pki").display()),
-        format!("--tls-cert-file={}", crt.display()),
-        format!("--tls-private-key-file={}", key.display()),
-        format!("--client-ca-file={}", files.ca_crt.display()),
-        "--authorization-mode=Node,RBAC".into(),
-        "--enable-bootstrap-token-auth=true".into(),
-        "--enable-admission-plugins=NodeRestriction".into(),
-        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-        format!("--service-account-key-file={}", files.sa_pub.display()),
-        format!("--service-account-signing-key-file={}", files.sa_key.display()),
-        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
-        "--api-audiences=https://kubernetes.default.svc.cluster.local".into(),
-        "--allow-privileged=true".into(),
-        "--profiling=false".into(),
-        "--v=1".into(),
-    ]);
-    spec.args.extend(config.extra_apiserver_args.iter().cloned());
-    Ok(spec)
-}
-
-fn controller_manager_spec(
-    binaries: &Binaries,
-    root: &Path,
-    config: &ClusterConfig,
-    files: &Files,
-    ca: &CertificateAuthority,
-    controllers: ControllerSet,
-    port: u16,
-) -> Result<ProcessSpec> {
-    let kubeconfig = component_kubeconfig(root, ca, "system:kube-controller-manager")?;
-    let (crt, key) = serving_cert(root, ca, "kube-controller-manager", &[])?;
-    let mut spec = ProcessSpec::new(
-        "kube-controller-manager",
-        binaries.path("kube-controller-manager"),
-        root.join("logs/kube-controller-manager.log"),
-    )
-    .args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--authentication-kubeconfig={}", kubeconfig.display()),
-        format!("--authorization-kubeconfig={}", kubeconfig.display()),
-        "--bind-address=127.0.0.1".into(),
-        format!("--secure-port={port}"),
-        "--port=0".into(),
-        format!("--tls-cert-file={}", crt.display()),
-        format!("--tls-private-key-file={}", key.display()),
-        format!("--cluster-signing-cert-file={}", files.ca_crt.display()),
-        format!("--cluster-signing-key-file={}", files.ca_key.display()),
-        format!("--service-account-private-key-file={}", files.sa_key.display()),
-        format!("--root-ca-file={}", files.ca_crt.display()),
-        "--use-service-account-credentials=true".into(),
-        format!("--controllers={}", controllers.flag()),
-        "--leader-elect=false".into(),
-        format!("--cluster-name={}", config.name),
-        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
-        "--profiling=false".into(),
-    ]);
-    if let Some(d) = config.csr_signing_duration {
-        spec = spec.arg(format!("--cluster-signing-duration={}s", d.as_secs()));
-    }
-    Ok(spec)
-}
-
-fn scheduler_spec(
-    binaries: &Binaries,
-    root: &Path,
-    ca: &CertificateAuthority,
-    port: u16,
-) -> Result<ProcessSpec> {
-    let kubeconfig = component_kubeconfig(root, ca, "system:kube-scheduler")?;
-    let (crt, key) = serving_cert(root, ca, "kube-scheduler", &[])?;
-    Ok(ProcessSpec::new(
-        "kube-scheduler",
-        binaries.path("kube-scheduler"),
-        root.join("logs/kube-scheduler.log"),
-    )
-    .args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--authentication-kubeconfig={}", kubeconfig.display()),
-        format!("--authorization-kubeconfig={}", kubeconfig.display()),
-        "--bind-address=127.0.0.1".into(),
-        format!("--secure-port={port}"),
-        "--port=0".into(),
-        format!("--tls-cert-file={}", crt.display()),
-        format!("--tls-private-key-file={}", key.display()),
-        "--leader-elect=false".into(),
-        "--profiling=false".into(),
-    ]))
-}
-
-/// Starts a component that serves `/healthz` on `port` and waits until it
-/// answers; on a port clash, tries again on another port.
-async fn start_health_checked(
-    root: &Path,
-    admin_config: &kube::Config,
-    name: &str,
-    timeout: Duration,
-    make_spec: impl Fn(&Path, u16) -> Result<ProcessSpec>,
-) -> Result<Component> {
-    let mut last_error = None;
-    for _ in 0..START_ATTEMPTS {
-        let port = free_port().map_err(|e| Error::io(root, e))?;
-        let mut process = ManagedProcess::spawn(make_spec(root, port)?)?;
-        let mut health_config = admin_config.clone();
-        health_config.cluster_url = format!("https://127.0.0.1:{port}")
-            .parse()
-            .map_err(|e| Error::Config(format!("health URL: {e}")))?;
-        let health = client_for(health_config)?;
-        match wait_healthz(&mut process, &health, "/healthz", timeout).await {
-            Ok(()) => return Ok(Component { process, health_port: Some(port) }),
-            Err(e) if is_port_clash(&e) => last_error = Some(e),
-            Err(e) => return Err(e),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| Error::Config(format!("{name} never started"))))
-}
-
-async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config> {
-    let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Client(e.to_string()))?;
-    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| Error::Client(e.to_string()))
-}
-
-fn client_for(mut config: kube::Config) -> Result<Client> {
-    // Fail fast while polling a server that is still starting.
-    config.connect_timeout = Some(Duration::from_secs(2));
-    config.read_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
-}
-
-async fn wait_apiserver_ready(
-    process: &mut ManagedProcess,
-    client: &Client,
-    timeout: Duration,
-) -> Result<()> {
-    wait_healthz(process, client, "/readyz", timeout).await
-}
-
-/// Polls `path` until it answers `ok`, failing early (with the log tail) if
-/// the process exits.
-async fn wait_healthz(
-    process: &mut ManagedProcess,
-    client: &Client,
-    path: &str,
-    timeout: Duration,
-) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        process.check_running()?;
-        let request = http::Request::get(path).body(Vec::new()).map_err(|e| Error::Client(e.to_string()))?;
-        let last = match client.request_text(request).await {
-            Ok(body) if body.trim() == "ok" => return Ok(()),
-            Ok(body) => body,
-            Err(e) => e.to_string(),
-        };
-        if Instant::now() > deadline {
-            return Err(Error::Timeout {
-                what: format!("{} {path}", process.name()),
-                seconds: timeout.as_secs(),
-                detail: format!(
-                    "; last answer: {last}; last lines of {}:\n{}",
-                    process.log_path().display(),
-                    log_tail(process.log_path(), 15)
-                ),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,0 +1,222 @@
+//! The control plane's processes and files: the static PKI, component
+//! kubeconfigs and serving certificates, and the command lines of
+//! kube-apiserver, kube-controller-manager and kube-scheduler.
+
+use std::path::{Path, PathBuf};
+
+use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_core::pki::{self, CertificateAuthority, LeafSpec, Usage};
+
+use super::config::{ClusterConfig, ControllerSet};
+use crate::process::ProcessSpec;
+use crate::{Binaries, Error, Result};
+
+pub(super) const SERVICE_CIDR: &str = "10.0.0.0/24";
+pub(super) const SERVICE_IP: &str = "10.0.0.1";
+
+/// Paths of the cluster's PKI and kubeconfig files.
+pub(super) struct Files {
+    pub(super) ca_crt: PathBuf,
+    pub(super) ca_key: PathBuf,
+    pub(super) sa_key: PathBuf,
+    pub(super) sa_pub: PathBuf,
+}
+
+/// A short directory for hollow kubelets' root directories: TMPDIR if its
+/// path is short enough for the unix socket inside, else /tmp.
+pub(super) fn node_scratch_dir() -> Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    let base = if tmp.as_os_str().len() <= 40 { tmp } else { PathBuf::from("/tmp") };
+    tempfile::Builder::new().prefix("flk-").tempdir_in(&base).map_err(|e| Error::io(&base, e))
+}
+
+pub(super) fn write(path: &Path, contents: &str) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    std::fs::write(path, contents).map_err(|e| Error::io(path, e))?;
+    // Keys and credentials: owner only.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(path, e))
+}
+
+pub(super) fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result<Files> {
+    let pki_dir = root.join("pki");
+    let files = Files {
+        ca_crt: pki_dir.join("ca.crt"),
+        ca_key: pki_dir.join("ca.key"),
+        sa_key: pki_dir.join("sa.key"),
+        sa_pub: pki_dir.join("sa.pub"),
+    };
+    write(&files.ca_crt, &ca.pem.cert_pem)?;
+    write(&files.ca_key, &ca.pem.key_pem)?;
+    let sa = pki::generate_key_pair()?;
+    write(&files.sa_key, &sa.private_pem)?;
+    write(&files.sa_pub, &sa.public_pem)?;
+    Ok(files)
+}
+
+pub(super) fn render_kubeconfig(
+    name: &str,
+    server: &str,
+    ca: &CertificateAuthority,
+    cert: pki::CertAndKey,
+) -> String {
+    kubeconfig::render(&KubeconfigSpec {
+        name: name.to_string(),
+        server: server.to_string(),
+        ca_pem: ca.pem.cert_pem.clone(),
+        credential: Credential::ClientCert { cert_pem: cert.cert_pem, key_pem: cert.key_pem },
+    })
+}
+
+/// Writes a serving certificate for `name` on loopback and returns its paths.
+pub(super) fn serving_cert(
+    root: &Path,
+    ca: &CertificateAuthority,
+    name: &str,
+    extra_sans: &[&str],
+) -> Result<(PathBuf, PathBuf)> {
+    let mut sans: Vec<String> = vec!["127.0.0.1".into(), "localhost".into()];
+    sans.extend(extra_sans.iter().map(|s| s.to_string()));
+    let cert = ca.issue(&LeafSpec { usage: Usage::Server, ..LeafSpec::server(name, &sans) })?;
+    let crt = root.join("pki").join(format!("{name}.crt"));
+    let key = root.join("pki").join(format!("{name}.key"));
+    write(&crt, &cert.cert_pem)?;
+    write(&key, &cert.key_pem)?;
+    Ok((crt, key))
+}
+
+/// A kubeconfig for a control-plane component, with its own client identity.
+pub(super) fn component_kubeconfig(root: &Path, ca: &CertificateAuthority, user: &str) -> Result<PathBuf> {
+    let server = std::fs::read_to_string(root.join("server")).map_err(|e| Error::io(root, e))?;
+    let cert = ca.issue(&LeafSpec::client(user, &[]))?;
+    let path = root.join(format!("{}.kubeconfig", user.trim_start_matches("system:")));
+    write(&path, &render_kubeconfig("cluster", server.trim(), ca, cert))?;
+    Ok(path)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn apiserver_spec(
+    binaries: &Binaries,
+    root: &Path,
+    config: &ClusterConfig,
+    files: &Files,
+    ca: &CertificateAuthority,
+    port: u16,
+    etcd_url: &str,
+    etcd_prefix: &str,
+) -> Result<ProcessSpec> {
+    let serve_on = config.serve_on.map(|ip| ip.to_string());
+    let mut sans = vec![
+        SERVICE_IP,
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+    ];
+    sans.extend(serve_on.as_deref());
+    let (crt, key) = serving_cert(root, ca, "kube-apiserver", &sans)?;
+    let bind = if serve_on.is_some() { "0.0.0.0" } else { "127.0.0.1" };
+    // Components read the server address from here.
+    write(&root.join("server"), &format!("https://127.0.0.1:{port}"))?;
+    let mut spec = ProcessSpec::new(
+        "kube-apiserver",
+        binaries.path("kube-apiserver"),
+        root.join("logs/kube-apiserver.log"),
+    )
+    .args([
+        format!("--etcd-servers={etcd_url}"),
+        format!("--etcd-prefix={etcd_prefix}"),
+        format!("--bind-address={bind}"),
+        "--advertise-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        "--insecure-port=0".into(),
+        format!("--cert-dir={}", root.join("pki").display()),
+        format!("--tls-cert-file={}", crt.display()),
+        format!("--tls-private-key-file={}", key.display()),
+        format!("--client-ca-file={}", files.ca_crt.display()),
+        "--authorization-mode=Node,RBAC".into(),
+        "--enable-bootstrap-token-auth=true".into(),
+        "--enable-admission-plugins=NodeRestriction".into(),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        format!("--service-account-key-file={}", files.sa_pub.display()),
+        format!("--service-account-signing-key-file={}", files.sa_key.display()),
+        "--service-account-issuer=https://kubernetes.default.svc.cluster.local".into(),
+        "--api-audiences=https://kubernetes.default.svc.cluster.local".into(),
+        "--allow-privileged=true".into(),
+        "--profiling=false".into(),
+        "--v=1".into(),
+    ]);
+    spec.args.extend(config.extra_apiserver_args.iter().cloned());
+    Ok(spec)
+}
+
+pub(super) fn controller_manager_spec(
+    binaries: &Binaries,
+    root: &Path,
+    config: &ClusterConfig,
+    files: &Files,
+    ca: &CertificateAuthority,
+    controllers: ControllerSet,
+    port: u16,
+) -> Result<ProcessSpec> {
+    let kubeconfig = component_kubeconfig(root, ca, "system:kube-controller-manager")?;
+    let (crt, key) = serving_cert(root, ca, "kube-controller-manager", &[])?;
+    let mut spec = ProcessSpec::new(
+        "kube-controller-manager",
+        binaries.path("kube-controller-manager"),
+        root.join("logs/kube-controller-manager.log"),
+    )
+    .args([
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--authentication-kubeconfig={}", kubeconfig.display()),
+        format!("--authorization-kubeconfig={}", kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        "--port=0".into(),
+        format!("--tls-cert-file={}", crt.display()),
+        format!("--tls-private-key-file={}", key.display()),
+        format!("--cluster-signing-cert-file={}", files.ca_crt.display()),
+        format!("--cluster-signing-key-file={}", files.ca_key.display()),
+        format!("--service-account-private-key-file={}", files.sa_key.display()),
+        format!("--root-ca-file={}", files.ca_crt.display()),
+        "--use-service-account-credentials=true".into(),
+        format!("--controllers={}", controllers.flag()),
+        "--leader-elect=false".into(),
+        format!("--cluster-name={}", config.name),
+        format!("--service-cluster-ip-range={SERVICE_CIDR}"),
+        "--profiling=false".into(),
+    ]);
+    if let Some(d) = config.csr_signing_duration {
+        spec = spec.arg(format!("--cluster-signing-duration={}s", d.as_secs()));
+    }
+    Ok(spec)
+}
+
+pub(super) fn scheduler_spec(
+    binaries: &Binaries,
+    root: &Path,
+    ca: &CertificateAuthority,
+    port: u16,
+) -> Result<ProcessSpec> {
+    let kubeconfig = component_kubeconfig(root, ca, "system:kube-scheduler")?;
+    let (crt, key) = serving_cert(root, ca, "kube-scheduler", &[])?;
+    Ok(ProcessSpec::new(
+        "kube-scheduler",
+        binaries.path("kube-scheduler"),
+        root.join("logs/kube-scheduler.log"),
+    )
+    .args([
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--authentication-kubeconfig={}", kubeconfig.display()),
+        format!("--authorization-kubeconfig={}", kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        "--port=0".into(),
+        format!("--tls-cert-file={}", crt.display()),
+        format!("--tls-private-key-file={}", key.display()),
+        "--leader-elect=false".into(),
+        "--profiling=false".into(),
+    ]))
+}

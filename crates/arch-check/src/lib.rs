@@ -362,9 +362,12 @@ mod tests {
         circles.iter().map(|c| c.iter().map(display).collect()).collect()
     }
 
+    /// (case name, the crate's modules as (path, source), the circles).
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a [&'a str]]);
+
     #[test]
     fn circles_table() {
-        let cases: &[(&str, &[(&str, &str)], &[&[&str]])] = &[
+        let cases: &[Case] = &[
             ("one way is fine", &[("", ""), ("a", "use crate::b::f;"), ("b", "pub fn f() {}")], &[]),
             (
                 "two siblings importing each other",

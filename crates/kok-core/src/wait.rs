@@ -585,7 +585,8 @@ mod tests {
         let hc = cluster(vec![]);
         let pending = |s: &str| Verdict::Pending(s.to_string());
         // (the HostedCluster, its own EtcdCluster, what Machines still run) -> verdict
-        let table: [(Option<&HostedCluster>, Option<&str>, &[Machine], Verdict); 5] = [
+        type Case<'a> = (Option<&'a HostedCluster>, Option<&'a str>, &'a [Machine], Verdict);
+        let table: [Case; 5] = [
             (
                 Some(&hc),
                 Some("c1-etcd"),

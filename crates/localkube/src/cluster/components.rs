@@ -11,26 +11,26 @@ use super::config::{ClusterConfig, ControllerSet};
 use crate::process::ProcessSpec;
 use crate::{Binaries, Error, Result};
 
-pub(super) const SERVICE_CIDR: &str = "10.0.0.0/24";
-pub(super) const SERVICE_IP: &str = "10.0.0.1";
+pub const SERVICE_CIDR: &str = "10.0.0.0/24";
+pub const SERVICE_IP: &str = "10.0.0.1";
 
 /// Paths of the cluster's PKI and kubeconfig files.
-pub(super) struct Files {
-    pub(super) ca_crt: PathBuf,
-    pub(super) ca_key: PathBuf,
-    pub(super) sa_key: PathBuf,
-    pub(super) sa_pub: PathBuf,
+pub struct Files {
+    pub ca_crt: PathBuf,
+    pub ca_key: PathBuf,
+    pub sa_key: PathBuf,
+    pub sa_pub: PathBuf,
 }
 
 /// A short directory for hollow kubelets' root directories: TMPDIR if its
 /// path is short enough for the unix socket inside, else /tmp.
-pub(super) fn node_scratch_dir() -> Result<tempfile::TempDir> {
+pub fn node_scratch_dir() -> Result<tempfile::TempDir> {
     let tmp = std::env::temp_dir();
     let base = if tmp.as_os_str().len() <= 40 { tmp } else { PathBuf::from("/tmp") };
     tempfile::Builder::new().prefix("flk-").tempdir_in(&base).map_err(|e| Error::io(&base, e))
 }
 
-pub(super) fn write(path: &Path, contents: &str) -> Result<()> {
+pub fn write(path: &Path, contents: &str) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -40,7 +40,7 @@ pub(super) fn write(path: &Path, contents: &str) -> Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| Error::io(path, e))
 }
 
-pub(super) fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result<Files> {
+pub fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result<Files> {
     let pki_dir = root.join("pki");
     let files = Files {
         ca_crt: pki_dir.join("ca.crt"),
@@ -56,7 +56,7 @@ pub(super) fn write_static_pki(root: &Path, ca: &CertificateAuthority) -> Result
     Ok(files)
 }
 
-pub(super) fn render_kubeconfig(
+pub fn render_kubeconfig(
     name: &str,
     server: &str,
     ca: &CertificateAuthority,
@@ -71,7 +71,7 @@ pub(super) fn render_kubeconfig(
 }
 
 /// Writes a serving certificate for `name` on loopback and returns its paths.
-pub(super) fn serving_cert(
+pub fn serving_cert(
     root: &Path,
     ca: &CertificateAuthority,
     name: &str,
@@ -88,7 +88,7 @@ pub(super) fn serving_cert(
 }
 
 /// A kubeconfig for a control-plane component, with its own client identity.
-pub(super) fn component_kubeconfig(root: &Path, ca: &CertificateAuthority, user: &str) -> Result<PathBuf> {
+pub fn component_kubeconfig(root: &Path, ca: &CertificateAuthority, user: &str) -> Result<PathBuf> {
     let server = std::fs::read_to_string(root.join("server")).map_err(|e| Error::io(root, e))?;
     let cert = ca.issue(&LeafSpec::client(user, &[]))?;
     let path = root.join(format!("{}.kubeconfig", user.trim_start_matches("system:")));
@@ -97,7 +97,7 @@ pub(super) fn component_kubeconfig(root: &Path, ca: &CertificateAuthority, user:
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(super) fn apiserver_spec(
+pub fn apiserver_spec(
     binaries: &Binaries,
     root: &Path,
     config: &ClusterConfig,
@@ -152,7 +152,7 @@ pub(super) fn apiserver_spec(
     Ok(spec)
 }
 
-pub(super) fn controller_manager_spec(
+pub fn controller_manager_spec(
     binaries: &Binaries,
     root: &Path,
     config: &ClusterConfig,
@@ -194,7 +194,7 @@ pub(super) fn controller_manager_spec(
     Ok(spec)
 }
 
-pub(super) fn scheduler_spec(
+pub fn scheduler_spec(
     binaries: &Binaries,
     root: &Path,
     ca: &CertificateAuthority,

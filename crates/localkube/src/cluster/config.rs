@@ -20,7 +20,7 @@ pub enum ControllerSet {
 }
 
 impl ControllerSet {
-    pub(super) fn flag(self) -> &'static str {
+    pub(crate) fn flag(self) -> &'static str {
         match self {
             ControllerSet::All => "*,bootstrapsigner,tokencleaner",
             ControllerSet::TemplatesOnly => {
@@ -154,7 +154,7 @@ impl ClusterConfig {
         self
     }
 
-    pub(super) fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let dns_label = |s: &str| {
             !s.is_empty()
                 && s.len() <= 63

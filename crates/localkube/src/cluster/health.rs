@@ -13,11 +13,11 @@ use crate::ports::free_port;
 use crate::process::{log_tail, ManagedProcess, ProcessSpec};
 use crate::{Error, Result};
 
-pub(super) const START_ATTEMPTS: usize = 3;
+pub const START_ATTEMPTS: usize = 3;
 
-pub(super) struct Component {
-    pub(super) process: ManagedProcess,
-    pub(super) health_port: Option<u16>,
+pub struct Component {
+    pub process: ManagedProcess,
+    pub health_port: Option<u16>,
 }
 
 pub fn node_is_ready(node: &Node) -> bool {
@@ -29,7 +29,7 @@ pub fn node_is_ready(node: &Node) -> bool {
 
 /// Starts a component that serves `/healthz` on `port` and waits until it
 /// answers; on a port clash, tries again on another port.
-pub(super) async fn start_health_checked(
+pub async fn start_health_checked(
     root: &Path,
     admin_config: &kube::Config,
     name: &str,
@@ -54,21 +54,21 @@ pub(super) async fn start_health_checked(
     Err(last_error.unwrap_or_else(|| Error::Config(format!("{name} never started"))))
 }
 
-pub(super) async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config> {
+pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config> {
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| Error::Client(e.to_string()))?;
     kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(|e| Error::Client(e.to_string()))
 }
 
-pub(super) fn client_for(mut config: kube::Config) -> Result<Client> {
+pub fn client_for(mut config: kube::Config) -> Result<Client> {
     // Fail fast while polling a server that is still starting.
     config.connect_timeout = Some(Duration::from_secs(2));
     config.read_timeout = Some(Duration::from_secs(30));
     Client::try_from(config).map_err(|e| Error::Client(e.to_string()))
 }
 
-pub(super) async fn wait_apiserver_ready(
+pub async fn wait_apiserver_ready(
     process: &mut ManagedProcess,
     client: &Client,
     timeout: Duration,
@@ -78,7 +78,7 @@ pub(super) async fn wait_apiserver_ready(
 
 /// Polls `path` until it answers `ok`, failing early (with the log tail) if
 /// the process exits.
-pub(super) async fn wait_healthz(
+pub async fn wait_healthz(
     process: &mut ManagedProcess,
     client: &Client,
     path: &str,

@@ -372,18 +372,26 @@ pub async fn create_token(
     let secret_part = random_token_part(16)?;
     let expiration = k8s_openapi::jiff::Timestamp::now()
         + k8s_openapi::jiff::SignedDuration::from_secs(ttl_hours as i64 * 3600);
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": format!("bootstrap-token-{id}"), "namespace": "kube-system"},
-        "type": "bootstrap.kubernetes.io/token",
-        "stringData": {
-            "token-id": id, "token-secret": secret_part,
-            "expiration": expiration.to_string(),
-            "usage-bootstrap-authentication": "true",
-            "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP,
-            "description": "flotilla: lets clusters ask to join the fleet"
-        }
-    }))?;
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(format!("bootstrap-token-{id}")),
+            namespace: Some("kube-system".into()),
+            ..Default::default()
+        },
+        type_: Some("bootstrap.kubernetes.io/token".into()),
+        string_data: Some(BTreeMap::from(
+            [
+                ("token-id", id.clone()),
+                ("token-secret", secret_part.clone()),
+                ("expiration", expiration.to_string()),
+                ("usage-bootstrap-authentication", "true".into()),
+                ("auth-extra-groups", flotilla_fleet_core::membership::BOOTSTRAP_GROUP.into()),
+                ("description", "flotilla: lets clusters ask to join the fleet".into()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        )),
+        ..Default::default()
+    };
     Api::<Secret>::namespaced(client.clone(), "kube-system").create(&PostParams::default(), &secret).await?;
     let token = format!("{id}.{secret_part}");
     let hub_config = kube::config::Kubeconfig::read_from(hub_kubeconfig)?;

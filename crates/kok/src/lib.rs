@@ -4,14 +4,18 @@
 
 pub mod etcd;
 pub mod etcd_backup;
+pub mod etcd_client;
 pub mod etcd_keys;
 mod etcd_kube;
+pub mod etcd_operator;
 pub mod etcd_restore;
 mod etcd_schedule;
+mod finalizing;
 pub mod hosted;
 mod hosted_kube;
 pub mod kube_runtime;
 pub mod kubelet_join;
+mod machine_components;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -25,4 +29,9 @@ pub enum Error {
     KubeRuntime(#[from] flotilla_core::kok::kube_runtime::KubeRuntimeError),
     #[error("{0}")]
     Other(String),
+    /// A deletion's cleanup waits for something (components to stop, a
+    /// namespace to go): the finalizer stays, and the object is looked at
+    /// again after `after`.
+    #[error("cleanup waits for {waiting_for}")]
+    CleanupPending { after: std::time::Duration, waiting_for: String },
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_core::membership;
+use flotilla_fleet_core::membership;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};

@@ -2,7 +2,7 @@
 //!
 //! - registration (primary: CertificateSigningRequest): registers a cluster
 //!   when its agent first asks, approves or denies agents' certificate
-//!   requests (the decision is `core::membership::decide_csr`), and grants
+//!   requests (the decision is `fleet_core::membership::decide_csr`), and grants
 //!   an approved agent access to exactly its own corner of the hub;
 //! - health (primary: ManagedCluster, also triggered by heartbeat Leases):
 //!   publishes `Joined` and `Available` and the NoExecute taints.
@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::{keys, ManagedCluster};
-use flotilla_core::membership::{self, CsrDecision, CsrFacts};
+use flotilla_fleet_core::membership::{self, CsrDecision, CsrFacts};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -44,7 +44,7 @@ pub struct HubConfig {
     /// replicas answer too.)
     pub webhook: Option<crate::webhook::WebhookConfig>,
     /// Default tolerations, the mass-disruption guard, returns and surge.
-    pub failover: flotilla_core::failover::FailoverSettings,
+    pub failover: flotilla_apps_core::failover::FailoverSettings,
 }
 
 impl Default for HubConfig {

@@ -7,7 +7,7 @@
 //! (and their data) from the Machines before the object goes.
 //!
 //! Each reconcile reads the Machines, the Secret and the members, asks
-//! [`flotilla_core::kok::etcd::decide`] for the next step, and does it.
+//! [`flotilla_kok_core::etcd::decide`] for the next step, and does it.
 //! With `spec.backup` it also runs the backup schedule
 //! ([`crate::etcd_schedule`]) and wakes up again at its next tick.
 
@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, Runtime};
 use flotilla_api::machine::{ComponentSpec, Machine};
-use flotilla_core::kok::etcd::{self as plan, Facts, MemberPlan, MembershipChange, Observation, Progress};
-use flotilla_core::kok::ports;
+use flotilla_kok_core::etcd::{self as plan, Facts, MemberPlan, MembershipChange, Observation, Progress};
+use flotilla_kok_core::ports;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -196,7 +196,7 @@ async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(cluster = %name, error = %e, "etcd backup schedule not looked at; retrying");
-            flotilla_core::kok::etcd_schedule::carry_over(&mut status, cluster.status.as_ref());
+            flotilla_kok_core::etcd_schedule::carry_over(&mut status, cluster.status.as_ref());
             Some(STEP)
         }
     };

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_core::kok::etcd as plan;
-use flotilla_core::kok::pki::keys;
+use flotilla_kok_core::etcd as plan;
+use flotilla_kok_core::pki::keys;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore};

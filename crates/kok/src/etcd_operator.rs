@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_api::kok::EtcdCluster;
-use flotilla_core::kok::etcd::{self as plan, EtcdOperatorConfig};
+use flotilla_kok_core::etcd::{self as plan, EtcdOperatorConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -27,7 +27,7 @@ pub struct EtcdOperator {
     /// How long one request to a member may take.
     pub probe_timeout: Duration,
     /// How the `Kubernetes` runtime builds the members' pods.
-    pub kube: flotilla_core::kok::etcd_kube::EtcdKubeConfig,
+    pub kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig,
 }
 
 impl Default for EtcdOperator {
@@ -36,7 +36,7 @@ impl Default for EtcdOperator {
             plan: EtcdOperatorConfig::default(),
             resync: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(3),
-            kube: flotilla_core::kok::etcd_kube::EtcdKubeConfig::default(),
+            kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig::default(),
         }
     }
 }

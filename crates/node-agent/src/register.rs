@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_core::machine_identity as identity;
+use flotilla_kok_core::machine_identity as identity;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client};
@@ -157,7 +157,7 @@ pub async fn register(
             k
         }
     };
-    let key_hash = flotilla_core::membership::public_key_sha256(&key).map_err(Error::Hub)?;
+    let key_hash = flotilla_fleet_core::membership::public_key_sha256(&key).map_err(Error::Hub)?;
     let csr_name = identity::bootstrap_csr_name(machine, &key_hash);
     let cert = request_certificate(&client, machine, &csr_name, &key, &server).await?;
     store(machine, state_dir, &server, &ca, &cert, &key).await

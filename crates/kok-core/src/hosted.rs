@@ -16,7 +16,7 @@ use flotilla_api::kok::{conditions, HostedCluster};
 use flotilla_api::machine::{
     ComponentFile, ComponentSpec, ComponentState, HealthCheck, HttpCheck, KeyRef, Machine,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use time::{Duration, OffsetDateTime};
 
 use crate::pki::{identities, keys, KokPkiError};
@@ -736,6 +736,7 @@ pub(crate) mod tests {
     use super::*;
     use flotilla_api::kok::{HostedClusterSpec, HostedEtcd, NodesSpec};
     use flotilla_api::machine::{MachineSpec, MachineStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use k8s_openapi::jiff::Timestamp;
 
     pub(crate) fn now() -> OffsetDateTime {

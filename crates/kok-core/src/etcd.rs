@@ -24,7 +24,8 @@ use flotilla_api::kok::{
 use flotilla_api::machine::{
     ComponentFile, ComponentSpec, ComponentStatus, HealthCheck, KeyRef, Machine, RestartPolicy, TcpCheck,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use flotilla_core::conditions::{condition, Wanted};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -1339,21 +1340,9 @@ pub fn status(cluster: &EtcdCluster, plan: &Plan, seen: &Observation, now: Time)
         }
         ("MembersNotReady".to_string(), message)
     };
-    let status_text = if available { "True" } else { "False" };
     let generation = cluster.metadata.generation;
-    let old = previous.conditions.iter().find(|c| c.type_ == conditions::ETCD_AVAILABLE);
-    let condition = Condition {
-        type_: conditions::ETCD_AVAILABLE.into(),
-        status: status_text.into(),
-        reason,
-        message,
-        observed_generation: generation,
-        // The transition time moves only when the verdict changes.
-        last_transition_time: old
-            .filter(|c| c.status == status_text)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(now),
-    };
+    let wanted = Wanted::new(conditions::ETCD_AVAILABLE, available, &reason, message).generation(generation);
+    let condition = condition(&previous.conditions, wanted, &now);
     let (name, _) = names(cluster);
     EtcdClusterStatus {
         phase: Some(phase),

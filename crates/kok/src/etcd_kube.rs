@@ -62,11 +62,8 @@ pub(crate) async fn reconcile(
         Err(e) => {
             // Only the user can fix these (a bad size, …): say so.
             tracing::warn!(cluster = %name, error = %e, "etcd cluster not rendered (kubernetes runtime)");
-            let mut status = plan::status(cluster, existing.as_ref(), &[], replicas, None, now());
-            if let Some(c) = status.conditions.first_mut() {
-                c.reason = "CannotRender".into();
-                c.message = e.to_string();
-            }
+            let status =
+                plan::unrenderable_status(cluster, existing.as_ref(), replicas, &e.to_string(), now());
             write_status(client, cluster, &status).await?;
             return Ok(Action::requeue(config.resync));
         }

@@ -22,7 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, 
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{Timestamp, Zoned};
 
-use crate::etcd::{backup_component_name, one_shot_exit, snapshot_path, EtcdOperatorConfig};
+use crate::etcd::EtcdOperatorConfig;
+use crate::etcd_backup::{backup_component_name, one_shot_exit, snapshot_path};
 
 /// Label on every scheduled EtcdBackup; its value names the cluster
 /// ([`label_value`]).

@@ -18,7 +18,7 @@ use std::time::Duration;
 use flotilla_api::kok::{EtcdCluster, Runtime};
 use flotilla_api::machine::{ComponentSpec, Machine};
 use flotilla_kok_core::etcd::{self as plan, Facts, MemberPlan, MembershipChange, Observation, Progress};
-use flotilla_kok_core::ports;
+use flotilla_kok_core::{etcd_gateway, etcd_status, etcd_teardown, ports};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -185,7 +185,7 @@ async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
             "etcd member no longer in the membership: its component and data removed from the machine");
     }
 
-    let mut status = plan::status(&cluster, &decision, &seen, Time(Timestamp::now()));
+    let mut status = etcd_status::status(&cluster, &decision, &seen, Time(Timestamp::now()));
     // Scheduled backups; their condition and fields go into this status.
     let wake = match crate::etcd_schedule::step(client, &cluster, Timestamp::now()).await {
         Ok(Some(schedule)) => {
@@ -323,7 +323,7 @@ async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let machine_api: Api<Machine> = Api::all(ctx.client.clone());
     let machines = machine_api.list(&ListParams::default()).await?.items;
-    let td = plan::teardown(cluster, &machines, &ctx.config.plan, Timestamp::now());
+    let td = etcd_teardown::teardown(cluster, &machines, &ctx.config.plan, Timestamp::now());
     let manager = plan::field_manager(&namespace, &name);
     let component = plan::component_name(&namespace, &name);
     for machine in &td.remove_from {
@@ -344,7 +344,7 @@ async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
         progress: Some(Progress { reason: "Deleting".into(), message: td.message() }),
         ..Default::default()
     };
-    let status = plan::status(cluster, &decision, &Observation::default(), Time(Timestamp::now()));
+    let status = etcd_status::status(cluster, &decision, &Observation::default(), Time(Timestamp::now()));
     write_status(&ctx.client, cluster, &status).await?;
     Err(Error::CleanupPending { after: STEP, waiting_for: td.message() })
 }
@@ -392,7 +392,7 @@ async fn observe(members: &[MemberPlan], tls: &Arc<ClientConfig>, timeout: Durat
     let asks = members.iter().map(|m| async move {
         let state = call(tls, &m.client_url, "/v3/maintenance/status", "{}", timeout)
             .await
-            .and_then(|body| plan::parse_status(&body).map_err(|e| e.to_string()));
+            .and_then(|body| etcd_gateway::parse_status(&body).map_err(|e| e.to_string()));
         (m, state)
     });
     let mut seen = Observation::default();
@@ -402,7 +402,7 @@ async fn observe(members: &[MemberPlan], tls: &Arc<ClientConfig>, timeout: Durat
                 if seen.listed.is_none() && state.leader != 0 {
                     match call(tls, &m.client_url, "/v3/cluster/member/list", "{}", timeout)
                         .await
-                        .and_then(|b| plan::parse_member_list(&b).map_err(|e| e.to_string()))
+                        .and_then(|b| etcd_gateway::parse_member_list(&b).map_err(|e| e.to_string()))
                     {
                         Ok(list) => seen.listed = Some(list),
                         Err(e) => tracing::debug!(member = %m.name, error = %e, "member list failed"),

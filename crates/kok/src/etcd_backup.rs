@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdBackup, EtcdCluster, JobPhase};
 use flotilla_api::machine::Machine;
-use flotilla_kok_core::etcd as plan;
+use flotilla_kok_core::etcd_backup;
 use flotilla_kok_core::etcd_schedule as schedule;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -111,8 +111,9 @@ async fn take_snapshot(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> 
     let machines: Api<Machine> = Api::all(ctx.client.clone());
     let (destination, cluster) = read_inputs(backup, &machines, ctx).await?;
     let now = Time(Timestamp::now());
-    let step = plan::backup_plan(backup, cluster.as_ref(), destination.as_ref(), &ctx.config.plan, now);
-    let manager = plan::backup_field_manager(&namespace, &name);
+    let step =
+        etcd_backup::backup_plan(backup, cluster.as_ref(), destination.as_ref(), &ctx.config.plan, now);
+    let manager = etcd_backup::backup_field_manager(&namespace, &name);
     if let Some(component) = &step.run {
         run_one_shot(&machines, &manager, &machine, component).await?;
         tracing::info!(backup = %name, machine = %machine, member = ?step.status.member,
@@ -133,7 +134,7 @@ async fn take_snapshot(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> 
     // Only once the outcome is recorded: the component's status is its
     // only record.
     if step.release {
-        let component = plan::backup_component_name(&namespace, &name);
+        let component = etcd_backup::backup_component_name(&namespace, &name);
         release_machine(&machines, &manager, &machine, &component).await?;
         tracing::info!(backup = %name, machine = %machine, "etcd snapshot component removed");
     }
@@ -161,7 +162,7 @@ async fn remove_file(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
         &ctx.config.plan,
         Timestamp::now(),
     );
-    let manager = plan::backup_field_manager(&namespace, &name);
+    let manager = etcd_backup::backup_field_manager(&namespace, &name);
     if let Some(component) = &step.run {
         // The backup's own field manager: a snapshot component still there
         // is replaced (and stopped), not left running beside it.

@@ -1,9 +1,9 @@
 //! What the HostedCluster operator's two runtimes share: the operator's
 //! configuration, the cluster's Secrets, the etcd gate (`EtcdReady`), the
 //! certificates (issued, renewed and rotated into the PKI Secret, the admin
-//! kubeconfig beside them) and the status write. The process runtime is
-//! `crate::hosted`, the `Kubernetes` runtime `crate::hosted_kube`; neither
-//! imports the other's I/O, both import this.
+//! kubeconfig beside them) and the status write. Both runtimes' controllers
+//! (processes on Machines, and Deployments in the meta cluster) import this
+//! module; it imports neither.
 
 use std::collections::BTreeMap;
 use std::time::Duration;

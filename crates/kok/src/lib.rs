@@ -1,6 +1,18 @@
 //! Kubernetes on Kubernetes operators (thin I/O around `flotilla_kok_core`):
 //! the EtcdCluster operator, the HostedCluster operator, the Kubernetes
 //! runtime of hosted control planes, and `kubelet-join`.
+//!
+//! Controllers (`etcd`, `etcd_kube`, `etcd_backup`, `etcd_restore`,
+//! `hosted`, `hosted_kube`) depend on the shared modules and never on each
+//! other's internals: `etcd_operator` (the etcd controllers' configuration,
+//! Secret read and status write), `etcd_client` (TLS and member requests),
+//! `machine_components` (one-shot components on Machines),
+//! `hosted_operator` (both hosted runtimes' configuration, Secrets, etcd
+//! gate, certificates and status write), `hosted_addons` (inside a hosted
+//! cluster) and `finalizing` (kube-runtime's finalizer helper). The one
+//! arrow between controllers is dispatch: `etcd` starts the backup and
+//! restore controllers and hands `Kubernetes`-runtime clusters to
+//! `etcd_kube`; `hosted` hands them to `hosted_kube`.
 
 pub mod etcd;
 pub mod etcd_backup;

@@ -18,7 +18,7 @@ use flotilla_api::machine::{ComponentSpec, Machine};
 use flotilla_core::conditions::{condition, Wanted};
 use flotilla_kok_core::hosted::{self as plan, HostedOperatorConfig, Part, Placement};
 use flotilla_kok_core::hosted_pki;
-use flotilla_kok_core::hosted_status::{self, Observed, Served};
+use flotilla_kok_core::hosted_status::{Observed, Served};
 use flotilla_kok_core::pki::keys;
 use flotilla_kok_core::{addons, upgrade};
 use futures::StreamExt;
@@ -36,7 +36,7 @@ use serde_json::json;
 use crate::finalizing::{finalizer_error, pending};
 use crate::hosted_addons::{business_client, inside_cluster};
 use crate::hosted_operator::{
-    ensure_certificates, etcd_ready, read_secret, secret_data, write_secret, write_status,
+    ensure_certificates, etcd_ready, finish, read_secret, secret_data, write_secret,
 };
 pub use crate::hosted_operator::{HostedOperator, FIELD_MANAGER};
 use crate::Error;
@@ -284,20 +284,6 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
     } else {
         Ok(Action::requeue(ctx.config.settle))
     }
-}
-
-/// Decides the status (`hosted_status::status`) and writes it; returns
-/// whether the cluster is Ready.
-async fn finish(
-    client: &Client,
-    hc: &HostedCluster,
-    config: &HostedOperator,
-    observed: Observed<'_>,
-    now: &Time,
-) -> Result<bool, Error> {
-    let decided = hosted_status::status(hc, observed, &config.plan, now);
-    write_status(client, hc, &decided.status).await?;
-    Ok(decided.ready)
 }
 
 /// Why the spec cannot be acted on, if it cannot.

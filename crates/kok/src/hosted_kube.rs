@@ -31,7 +31,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::controller::Action;
 use kube::{Client, ResourceExt};
 
-use crate::hosted_operator::{ensure_certificates, etcd_ready, write_status, HostedOperator};
+use crate::hosted_operator::{ensure_certificates, etcd_ready, finish, HostedOperator};
 use crate::kube_runtime::{self, ControlPlaneComponent};
 use crate::Error;
 
@@ -147,22 +147,6 @@ async fn blocked(
     observed.conditions.extend(hosted_status::all_not_ready(hc, types, reason, &message, now));
     finish(client, hc, config, observed, now).await?;
     Ok(Action::requeue(config.resync))
-}
-
-/// Decides the status (`hosted_status::status`) and writes it; returns
-/// whether the cluster is Ready. Ready here is: valid, etcd ready and every
-/// control-plane Deployment rolled out and ready (what this runtime skips
-/// does not count).
-async fn finish(
-    client: &Client,
-    hc: &HostedCluster,
-    config: &HostedOperator,
-    observed: Observed<'_>,
-    now: &Time,
-) -> Result<bool, Error> {
-    let decided = hosted_status::status(hc, observed, &config.plan, now);
-    write_status(client, hc, &decided.status).await?;
-    Ok(decided.ready)
 }
 
 /// Deletion: removes `kok-<name>` (the control plane and everything it

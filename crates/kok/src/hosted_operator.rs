@@ -12,6 +12,7 @@ use flotilla_api::kok::{conditions, EtcdCluster, HostedCluster, HostedClusterSta
 use flotilla_core::conditions::{condition, Wanted};
 use flotilla_kok_core::hosted::{self as plan, HostedOperatorConfig};
 use flotilla_kok_core::hosted_pki::{self, EtcdCa};
+use flotilla_kok_core::hosted_status::{self, Observed};
 use flotilla_kok_core::pki::{keys, PkiInputs};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
@@ -197,8 +198,23 @@ pub(crate) async fn ensure_certificates(
     Ok(Certificates { data: update.data, issued, handled_rotation: rotation_value.or(handled) })
 }
 
+/// Decides the status from what the reconcile observed
+/// ([`hosted_status::status`]: one rule for both runtimes) and writes it;
+/// returns whether it says Ready.
+pub(crate) async fn finish(
+    client: &Client,
+    hc: &HostedCluster,
+    config: &HostedOperator,
+    observed: Observed<'_>,
+    now: &Time,
+) -> Result<bool, Error> {
+    let decided = hosted_status::status(hc, observed, &config.plan, now);
+    write_status(client, hc, &decided.status).await?;
+    Ok(decided.ready)
+}
+
 /// Patches the status when it differs from the stored one.
-pub(crate) async fn write_status(
+async fn write_status(
     client: &Client,
     hc: &HostedCluster,
     status: &HostedClusterStatus,

@@ -126,8 +126,8 @@ pub fn status(hc: &HostedCluster, observed: Observed, config: &HostedOperatorCon
         match served {
             Served::Machines { .. } => "the control plane, its add-ons and nodes are healthy".to_string(),
             Served::Deployments { .. } => {
-                "the control plane is ready (kubernetes runtime: add-ons, nodes and \
-                                           fleet registration are skipped, see AddonsApplied)"
+                "the control plane is ready (kubernetes runtime: add-ons, nodes and fleet registration are \
+                 skipped, see AddonsApplied)"
                     .to_string()
             }
         }

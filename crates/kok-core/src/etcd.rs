@@ -17,23 +17,16 @@ use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use flotilla_api::kok::{
-    conditions, EtcdBackup, EtcdBackupStatus, EtcdCluster, EtcdClusterPhase, EtcdClusterStatus,
-    EtcdMemberStatus, JobPhase,
-};
-use flotilla_api::machine::{
-    ComponentFile, ComponentSpec, ComponentStatus, HealthCheck, KeyRef, Machine, RestartPolicy, TcpCheck,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use flotilla_api::kok::EtcdCluster;
+use flotilla_api::machine::{ComponentFile, ComponentSpec, HealthCheck, KeyRef, Machine, TcpCheck};
 use k8s_openapi::jiff::Timestamp;
-use serde::Deserialize;
 use time::OffsetDateTime;
 
-use crate::etcd_keys;
+use crate::etcd_gateway::{ListedMember, MemberState};
 use crate::pki::{keys, leaves};
 use crate::ports;
 use crate::render::{etcd_args, EtcdMemberLayout, EtcdPeer, InitialClusterState};
-use flotilla_core::pki::{CertAndKey, CertificateAuthority, LeafSpec, PkiError, Usage, DEFAULT_CA_VALIDITY};
+use flotilla_core::pki::{CertAndKey, CertificateAuthority, LeafSpec, Usage, DEFAULT_CA_VALIDITY};
 
 /// Leaf name of the client certificate the operator (and users of the
 /// cluster) connect with.
@@ -48,19 +41,13 @@ pub const FINALIZER: &str = "kok.flotilla.io/etcd-members";
 pub const DEFAULT_PORTS: RangeInclusive<u16> = 32000..=32767;
 /// Where a member's certificates are written, relative to its component's
 /// working directory.
-const PKI_DIR: &str = "pki";
+pub(crate) const PKI_DIR: &str = "pki";
 /// Where a member keeps its data by default, relative to its component's
 /// working directory: the node agent deletes that directory when the
 /// component is removed, so a removed member's data goes with it.
 const DATA_DIR: &str = "data";
 
-#[derive(Debug, thiserror::Error)]
-pub enum EtcdPlanError {
-    #[error("certificates: {0}")]
-    Pki(#[from] PkiError),
-    #[error("etcd API answer: {0}")]
-    Parse(String),
-}
+pub use crate::etcd_error::EtcdPlanError;
 
 /// Operator-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +115,7 @@ pub fn field_manager(namespace: &str, cluster: &str) -> String {
     format!("flotilla-etcd-{namespace}-{cluster}")
 }
 
-fn names(cluster: &EtcdCluster) -> (&str, &str) {
+pub(crate) fn names(cluster: &EtcdCluster) -> (&str, &str) {
     (
         cluster.metadata.name.as_deref().unwrap_or_default(),
         cluster.metadata.namespace.as_deref().unwrap_or_default(),
@@ -171,7 +158,7 @@ pub fn recorded_members(cluster: &EtcdCluster, machines: &[Machine]) -> Vec<Memb
 
 /// How long ago the Machine's node agent last reported, when it is more
 /// than `limit` (absent: never reported, or recently).
-fn stale_for(machine: &Machine, now: Timestamp, limit: Duration) -> Option<Duration> {
+pub(crate) fn stale_for(machine: &Machine, now: Timestamp, limit: Duration) -> Option<Duration> {
     let beat = machine.status.as_ref()?.last_heartbeat.as_ref()?.0;
     let age =
         Duration::from_secs(u64::try_from(now.as_second().saturating_sub(beat.as_second())).unwrap_or(0));
@@ -412,112 +399,6 @@ pub fn restoring(
     ComponentSpec { binary: "/bin/sh".into(), args, ..component }
 }
 
-// ---------------------------------------------------------------- observations
-
-/// A member as `/v3/cluster/member/list` describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedMember {
-    pub id: u64,
-    pub name: String,
-    pub peer_urls: Vec<String>,
-    pub client_urls: Vec<String>,
-    pub is_learner: bool,
-}
-
-/// What `/v3/maintenance/status` says about the member that answered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberState {
-    pub id: u64,
-    pub leader: u64,
-    pub db_size: i64,
-    pub version: String,
-}
-
-/// The gateway writes 64-bit integers as decimal strings.
-fn num<'de, D, T>(d: D) -> Result<T, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: std::str::FromStr + Default,
-{
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum N {
-        S(String),
-        I(i64),
-    }
-    match Option::<N>::deserialize(d)? {
-        None => Ok(T::default()),
-        Some(N::S(s)) => s.parse().map_err(|_| serde::de::Error::custom(format!("not a number: {s}"))),
-        Some(N::I(i)) => i.to_string().parse().map_err(|_| serde::de::Error::custom("number out of range")),
-    }
-}
-
-#[derive(Deserialize)]
-struct Header {
-    #[serde(default, deserialize_with = "num")]
-    member_id: u64,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawMember {
-    #[serde(rename = "ID", default, deserialize_with = "num")]
-    id: u64,
-    #[serde(default)]
-    name: String,
-    #[serde(rename = "peerURLs", default)]
-    peer_urls: Vec<String>,
-    #[serde(rename = "clientURLs", default)]
-    client_urls: Vec<String>,
-    #[serde(default)]
-    is_learner: bool,
-}
-
-#[derive(Deserialize)]
-struct RawList {
-    #[serde(default)]
-    members: Vec<RawMember>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RawStatus {
-    header: Option<Header>,
-    #[serde(default, deserialize_with = "num")]
-    leader: u64,
-    #[serde(default, deserialize_with = "num")]
-    db_size: i64,
-    #[serde(default)]
-    version: String,
-}
-
-/// Parses the gateway's `/v3/cluster/member/list` answer.
-pub fn parse_member_list(body: &[u8]) -> Result<Vec<ListedMember>, EtcdPlanError> {
-    let raw: RawList = serde_json::from_slice(body).map_err(|e| EtcdPlanError::Parse(e.to_string()))?;
-    Ok(raw
-        .members
-        .into_iter()
-        .map(|m| ListedMember {
-            id: m.id,
-            name: m.name,
-            peer_urls: m.peer_urls,
-            client_urls: m.client_urls,
-            is_learner: m.is_learner,
-        })
-        .collect())
-}
-
-/// Parses the gateway's `/v3/maintenance/status` answer.
-pub fn parse_status(body: &[u8]) -> Result<MemberState, EtcdPlanError> {
-    let raw: RawStatus = serde_json::from_slice(body).map_err(|e| EtcdPlanError::Parse(e.to_string()))?;
-    Ok(MemberState {
-        id: raw.header.map(|h| h.member_id).unwrap_or_default(),
-        leader: raw.leader,
-        db_size: raw.db_size,
-        version: raw.version,
-    })
-}
-
 /// What the operator saw: the member list (from a member that answered
 /// and knows a leader) and each member's own status, by member name
 /// (absent: it did not answer).
@@ -528,7 +409,7 @@ pub struct Observation {
 }
 
 impl Observation {
-    fn healthy(&self, member: &str) -> bool {
+    pub(crate) fn healthy(&self, member: &str) -> bool {
         self.states.get(member).is_some_and(|s| s.leader != 0)
     }
 }
@@ -905,485 +786,22 @@ fn found(facts: &Facts, mut plan: Plan, wanted: usize) -> Plan {
     plan
 }
 
-// ---------------------------------------------------------------- deletion
-
-/// What deleting a cluster still has to do or wait for.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Teardown {
-    /// Machines whose spec still holds the cluster's component.
-    pub remove_from: Vec<String>,
-    /// Machines whose node agent still reports the component (it has not
-    /// stopped it and deleted its working directory yet).
-    pub waiting_for: Vec<String>,
-    /// Machines that still report it but whose node agent has been silent
-    /// beyond `member_dead_after`: not waited for. Their member's data
-    /// stays until that agent comes back and removes it.
-    pub abandoned: Vec<String>,
-}
-
-impl Teardown {
-    /// Nothing left: the finalizer can go.
-    pub fn done(&self) -> bool {
-        self.remove_from.is_empty() && self.waiting_for.is_empty()
-    }
-
-    pub fn message(&self) -> String {
-        let list = |v: &[String]| v.join(", ");
-        let mut parts = Vec::new();
-        if !self.remove_from.is_empty() {
-            parts.push(format!("removing the members from {}", list(&self.remove_from)));
-        }
-        if !self.waiting_for.is_empty() {
-            parts.push(format!("waiting for the node agents of {} to stop them", list(&self.waiting_for)));
-        }
-        if !self.abandoned.is_empty() {
-            parts.push(format!(
-                "not waiting for {} (node agent silent); their data is removed when it returns",
-                list(&self.abandoned)
-            ));
-        }
-        if parts.is_empty() {
-            "every member is stopped and its data removed".into()
-        } else {
-            parts.join("; ")
-        }
-    }
-}
-
-/// Deleting `cluster`: its components leave every Machine's spec, then
-/// the node agents must report them gone.
-pub fn teardown(
-    cluster: &EtcdCluster,
-    machines: &[Machine],
-    config: &EtcdOperatorConfig,
-    now: Timestamp,
-) -> Teardown {
-    let (name, namespace) = names(cluster);
-    let component = component_name(namespace, name);
-    let mut out = Teardown::default();
-    for m in machines {
-        let machine = m.metadata.name.clone().unwrap_or_default();
-        if m.spec.components.iter().any(|c| c.name == component) {
-            out.remove_from.push(machine);
-        } else if m.status.iter().flat_map(|s| &s.components).any(|c| c.name == component) {
-            if stale_for(m, now, config.member_dead_after).is_some() {
-                out.abandoned.push(machine);
-            } else {
-                out.waiting_for.push(machine);
-            }
-        }
-    }
-    out
-}
-
-// ---------------------------------------------------------------- backups
-
-/// Shell that runs a backup's script (etcdctl itself cannot create the
-/// destination directory or report the snapshot's size).
-const SHELL: &str = "/bin/sh";
-/// Creates the directory, saves the snapshot, then prints its revision and
-/// size as the log's last line (read back from the component's log tail).
-/// `$1` is etcdctl, `$2` the snapshot file; the endpoint and the client
-/// certificate come from `ETCDCTL_*` variables, so nothing is quoted.
-const BACKUP_SCRIPT: &str = r#"set -e
-mkdir -p "$(dirname "$2")"
-"$1" snapshot save "$2"
-"$1" --write-out=json snapshot status "$2""#;
-
-/// How a one-shot component ended, for a status message: `exited with
-/// CODE: <its last log lines>` (without the agent's own banner lines).
-pub fn one_shot_exit(component: &ComponentStatus) -> String {
-    let code = component.last_exit_code.map_or("an unknown code".to_string(), |c| c.to_string());
-    let tail: Vec<&str> =
-        component.log_tail.iter().map(String::as_str).filter(|l| !l.starts_with("---- flotilla")).collect();
-    format!("exited with {code}: {}", tail.join("\n"))
-}
-
-/// Name of a backup's one-shot component on its destination Machine (a
-/// component name is at most 63 characters: long ones end in a hash).
-pub fn backup_component_name(namespace: &str, backup: &str) -> String {
-    one_shot_component_name("etcd-backup", namespace, backup)
-}
-
-/// `<kind>-<namespace>-<name>` as a component name (dots become dashes; at
-/// most 63 characters: long ones end in a hash).
-pub fn one_shot_component_name(kind: &str, namespace: &str, object: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let name = format!("{kind}-{namespace}-{}", object.replace('.', "-"));
-    if name.len() <= 63 {
-        return name;
-    }
-    let hash = hex::encode(Sha256::digest(name.as_bytes()));
-    format!("{}-{}", name[..50].trim_end_matches('-'), &hash[..12])
-}
-
-/// Field manager of a backup's component: one per backup.
-pub fn backup_field_manager(namespace: &str, backup: &str) -> String {
-    format!("flotilla-{}", backup_component_name(namespace, backup))
-}
-
-/// The snapshot file: `<destination>/<cluster>-<backup>.db`.
-pub fn snapshot_path(backup: &EtcdBackup) -> String {
-    let dir = backup.spec.destination.path.trim_end_matches('/');
-    let name = backup.metadata.name.as_deref().unwrap_or_default();
-    format!("{dir}/{}-{name}.db", backup.spec.cluster)
-}
-
-/// A prefixed backup's key dump: `<destination>/<cluster>-<backup>.keys.json`.
-pub fn keys_dump_path(backup: &EtcdBackup) -> String {
-    let dir = backup.spec.destination.path.trim_end_matches('/');
-    let name = backup.metadata.name.as_deref().unwrap_or_default();
-    format!("{dir}/{}-{name}.keys.json", backup.spec.cluster)
-}
-
-/// The file a backup writes: the key dump of a prefixed one, the snapshot
-/// of any other.
-pub fn backup_file_path(backup: &EtcdBackup) -> String {
-    match backup.spec.prefix {
-        Some(_) => keys_dump_path(backup),
-        None => snapshot_path(backup),
-    }
-}
-
-/// The cluster's healthy voters that have a client URL, the leader first
-/// (it is never behind).
-pub fn serving_members(cluster: &EtcdCluster) -> Vec<&EtcdMemberStatus> {
-    let leader = cluster.status.as_ref().and_then(|s| s.leader.as_ref());
-    let mut members: Vec<&EtcdMemberStatus> = cluster
-        .status
-        .iter()
-        .flat_map(|s| &s.members)
-        .filter(|m| m.healthy && !m.is_learner && m.client_url.is_some())
-        .collect();
-    members.sort_by_key(|m| Some(&m.name) != leader);
-    members
-}
-
-/// The files of a one-shot component that connects to the cluster: its CA
-/// and client certificate from the cluster's Secret, under `pki/` of the
-/// component's working directory.
-pub fn client_pki_files(cluster: &EtcdCluster) -> Vec<ComponentFile> {
-    let (cluster_name, cluster_namespace) = names(cluster);
-    let secret = secret_name(cluster_name);
-    let file = |key: String| ComponentFile {
-        path: format!("{PKI_DIR}/{key}"),
-        secret_ref: Some(KeyRef { namespace: cluster_namespace.to_string(), name: secret.clone(), key }),
-        mode: Some(0o600),
-        ..Default::default()
-    };
-    vec![file(keys::ETCD_CA_CRT.to_string()), file(keys::crt(CLIENT_LEAF)), file(keys::key(CLIENT_LEAF))]
-}
-
-/// `flotilla etcd-keys` flags that reach `members` with the files of
-/// [`client_pki_files`].
-pub fn etcd_keys_client_args(members: &[&EtcdMemberStatus]) -> Vec<String> {
-    let endpoints: Vec<&str> = members.iter().filter_map(|m| m.client_url.as_deref()).collect();
-    vec![
-        "--endpoints".into(),
-        endpoints.join(","),
-        "--cacert".into(),
-        format!("{PKI_DIR}/{}", keys::ETCD_CA_CRT),
-        "--cert".into(),
-        format!("{PKI_DIR}/{}", keys::crt(CLIENT_LEAF)),
-        "--key".into(),
-        format!("{PKI_DIR}/{}", keys::key(CLIENT_LEAF)),
-    ]
-}
-
-/// What to do about one EtcdBackup.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct BackupPlan {
-    pub status: EtcdBackupStatus,
-    /// The one-shot component to write on the destination Machine.
-    pub run: Option<ComponentSpec>,
-    /// The component has done its job (its outcome is in `status`): remove
-    /// it from the Machine.
-    pub release: bool,
-}
-
-/// What `etcdctl snapshot status -w json` prints.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct SnapshotInfo {
-    revision: i64,
-    total_size: i64,
-}
-
-fn snapshot_info(log_tail: &[String]) -> Option<SnapshotInfo> {
-    log_tail.iter().rev().find_map(|line| serde_json::from_str(line.trim()).ok())
-}
-
-/// The next step of a backup, from the cluster's status and the
-/// destination Machine (its spec and what its node agent reports).
-pub fn backup_plan(
-    backup: &EtcdBackup,
-    cluster: Option<&EtcdCluster>,
-    destination: Option<&Machine>,
-    config: &EtcdOperatorConfig,
-    now: Time,
-) -> BackupPlan {
-    let previous = backup.status.clone().unwrap_or_default();
-    let namespace = backup.metadata.namespace.as_deref().unwrap_or_default();
-    let name = backup.metadata.name.as_deref().unwrap_or_default();
-    let component = backup_component_name(namespace, name);
-    let on_machine = destination.is_some_and(|m| m.spec.components.iter().any(|c| c.name == component));
-    let mut plan = BackupPlan { status: previous.clone(), ..Default::default() };
-    let waiting = |message: String| EtcdBackupStatus {
-        phase: Some(JobPhase::Pending),
-        message: Some(message),
-        ..previous.clone()
-    };
-    if matches!(previous.phase, Some(JobPhase::Succeeded | JobPhase::Failed)) {
-        plan.release = on_machine;
-        return plan;
-    }
-    let prefix = backup.spec.prefix.as_deref();
-    let what = if prefix.is_some() { "key dump" } else { "snapshot" };
-    let machine = &backup.spec.destination.machine;
-    let Some(destination) = destination else {
-        plan.status = waiting(format!("waiting for Machine {machine} (spec.destination.machine) to exist"));
-        return plan;
-    };
-    if on_machine {
-        let reported = destination.status.iter().flat_map(|s| &s.components).find(|c| c.name == component);
-        plan.status = match reported {
-            Some(c) if c.last_exit_time.is_some() && c.pid.is_none() => {
-                let done = EtcdBackupStatus { completed_at: c.last_exit_time.clone(), ..previous.clone() };
-                if c.last_exit_code == Some(0) && prefix.is_some() {
-                    let info: Option<etcd_keys::DumpSummary> = etcd_keys::last_summary(&c.log_tail);
-                    EtcdBackupStatus {
-                        phase: Some(JobPhase::Succeeded),
-                        size_bytes: info.as_ref().and_then(|i| i64::try_from(i.bytes).ok()),
-                        revision: info.as_ref().map(|i| i.revision),
-                        message: info.as_ref().map(|i| {
-                            format!("{} keys under {} at revision {}", i.keys, i.prefix, i.revision)
-                        }),
-                        ..done
-                    }
-                } else if c.last_exit_code == Some(0) {
-                    let info = snapshot_info(&c.log_tail);
-                    EtcdBackupStatus {
-                        phase: Some(JobPhase::Succeeded),
-                        size_bytes: info.as_ref().map(|i| i.total_size),
-                        revision: info.as_ref().map(|i| i.revision),
-                        message: None,
-                        ..done
-                    }
-                } else {
-                    let exit = one_shot_exit(c);
-                    EtcdBackupStatus {
-                        phase: Some(JobPhase::Failed),
-                        message: Some(format!("the {what} on {machine} {exit}")),
-                        ..done
-                    }
-                }
-            }
-            Some(c) => EtcdBackupStatus {
-                phase: Some(JobPhase::Running),
-                message: c.message.clone(),
-                ..previous.clone()
-            },
-            None => EtcdBackupStatus { phase: Some(JobPhase::Running), ..previous.clone() },
-        };
-        plan.release = matches!(plan.status.phase, Some(JobPhase::Succeeded | JobPhase::Failed));
-        return plan;
-    }
-    let Some(cluster) = cluster else {
-        plan.status =
-            waiting(format!("waiting for EtcdCluster {} (spec.cluster) to exist", backup.spec.cluster));
-        return plan;
-    };
-    let members = serving_members(cluster);
-    let Some(member) = members.first() else {
-        plan.status = waiting(format!(
-            "EtcdCluster {} has no healthy member to take a {what} from",
-            backup.spec.cluster
-        ));
-        return plan;
-    };
-    let path = backup_file_path(backup);
-    plan.run = Some(match prefix {
-        // One tenant's keys: `flotilla etcd-keys dump` (see
-        // `crate::etcd_keys`), against every healthy voter in turn.
-        Some(prefix) => {
-            let mut args = vec!["etcd-keys".to_string(), "dump".into()];
-            args.extend(etcd_keys_client_args(&members));
-            args.extend(["--prefix".into(), prefix.to_string(), "--out".into(), path.clone()]);
-            ComponentSpec {
-                name: component,
-                binary: config.flotilla_binary.display().to_string(),
-                args,
-                files: client_pki_files(cluster),
-                restart_policy: RestartPolicy::Never,
-                ..Default::default()
-            }
-        }
-        None => {
-            let env = BTreeMap::from([
-                ("ETCDCTL_API".to_string(), "3".to_string()),
-                ("ETCDCTL_ENDPOINTS".to_string(), member.client_url.clone().unwrap_or_default()),
-                ("ETCDCTL_CACERT".to_string(), format!("{PKI_DIR}/{}", keys::ETCD_CA_CRT)),
-                ("ETCDCTL_CERT".to_string(), format!("{PKI_DIR}/{}", keys::crt(CLIENT_LEAF))),
-                ("ETCDCTL_KEY".to_string(), format!("{PKI_DIR}/{}", keys::key(CLIENT_LEAF))),
-            ]);
-            ComponentSpec {
-                name: component,
-                binary: SHELL.into(),
-                args: vec![
-                    "-c".into(),
-                    BACKUP_SCRIPT.into(),
-                    "flotilla-etcd-backup".into(),
-                    config.bin_dir.join("etcdctl").display().to_string(),
-                    path.clone(),
-                ],
-                env,
-                files: client_pki_files(cluster),
-                restart_policy: RestartPolicy::Never,
-                ..Default::default()
-            }
-        }
-    });
-    plan.status = EtcdBackupStatus {
-        phase: Some(JobPhase::Running),
-        path: Some(path),
-        member: Some(member.name.clone()),
-        started_at: Some(now),
-        message: None,
-        ..previous
-    };
-    plan
-}
-
-// ---------------------------------------------------------------- status
-
-fn version_key(v: &str) -> Vec<u64> {
-    v.split('.').map(|p| p.parse().unwrap_or(0)).collect()
-}
-
-/// The cluster's status from the plan and what the members answered.
-pub fn status(cluster: &EtcdCluster, plan: &Plan, seen: &Observation, now: Time) -> EtcdClusterStatus {
-    let previous = cluster.status.clone().unwrap_or_default();
-    let listed = seen.listed.as_deref().unwrap_or_default();
-    let mut out: Vec<EtcdMemberStatus> = plan
-        .members
-        .iter()
-        .map(|m| {
-            let listing = listed.iter().find(|l| l.peer_urls.contains(&m.peer_url) || l.name == m.name);
-            let state = seen.states.get(&m.name);
-            EtcdMemberStatus {
-                name: m.name.clone(),
-                machine: Some(m.machine.clone()),
-                peer_url: Some(m.peer_url.clone()),
-                client_url: Some(m.client_url.clone()),
-                id: listing.map(|l| l.id).or(state.map(|s| s.id)).map(|id| format!("{id:x}")),
-                is_learner: listing.is_some_and(|l| l.is_learner),
-                healthy: seen.healthy(&m.name),
-                db_size_bytes: state.map(|s| s.db_size),
-                version: state.map(|s| s.version.clone()),
-            }
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    let leader_id = seen.states.values().map(|s| s.leader).find(|l| *l != 0);
-    let leader = leader_id.and_then(|id| {
-        listed
-            .iter()
-            .find(|l| l.id == id && !l.name.is_empty())
-            .map(|l| l.name.clone())
-            .or_else(|| seen.states.iter().find(|(_, s)| s.id == id).map(|(n, _)| n.clone()))
-    });
-    let ready = i32::try_from(out.iter().filter(|m| m.healthy && !m.is_learner).count()).unwrap_or(i32::MAX);
-    let voters = out.iter().filter(|m| !m.is_learner).count();
-    let version = out
-        .iter()
-        .filter_map(|m| m.version.clone())
-        .filter(|v| !v.is_empty())
-        .min_by(|a, b| version_key(a).cmp(&version_key(b)));
-    let available = ready == cluster.spec.members
-        && i64::try_from(voters).unwrap_or(i64::MAX) == i64::from(cluster.spec.members)
-        && leader.is_some();
-    let phase = if cluster.metadata.deletion_timestamp.is_some() {
-        EtcdClusterPhase::Deleting
-    } else if available && plan.change.is_none() {
-        EtcdClusterPhase::Running
-    } else if matches!(
-        plan.change,
-        Some(MembershipChange::AddLearner { .. } | MembershipChange::Promote { .. })
-    ) {
-        EtcdClusterPhase::Scaling
-    } else if matches!(plan.change, Some(MembershipChange::Remove { .. }))
-        || matches!(
-            previous.phase,
-            Some(EtcdClusterPhase::Running | EtcdClusterPhase::Degraded | EtcdClusterPhase::Scaling)
-        )
-    {
-        EtcdClusterPhase::Degraded
-    } else {
-        EtcdClusterPhase::Provisioning
-    };
-    let (reason, message) = if available && plan.change.is_none() {
-        (
-            "AllMembersHealthy".to_string(),
-            format!("{ready} healthy members, leader {}", leader.clone().unwrap_or_default()),
-        )
-    } else if let Some(p) = &plan.progress {
-        (p.reason.clone(), p.message.clone())
-    } else {
-        let silent: Vec<&str> = out.iter().filter(|m| !m.healthy).map(|m| m.name.as_str()).collect();
-        let mut message = format!("{ready}/{} members healthy", cluster.spec.members);
-        if !silent.is_empty() {
-            message.push_str(&format!(
-                "; not answering: {} (see their component status on the Machines)",
-                silent.join(", ")
-            ));
-        }
-        ("MembersNotReady".to_string(), message)
-    };
-    let status_text = if available { "True" } else { "False" };
-    let generation = cluster.metadata.generation;
-    let old = previous.conditions.iter().find(|c| c.type_ == conditions::ETCD_AVAILABLE);
-    let condition = Condition {
-        type_: conditions::ETCD_AVAILABLE.into(),
-        status: status_text.into(),
-        reason,
-        message,
-        observed_generation: generation,
-        // The transition time moves only when the verdict changes.
-        last_transition_time: old
-            .filter(|c| c.status == status_text)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(now),
-    };
-    let (name, _) = names(cluster);
-    EtcdClusterStatus {
-        phase: Some(phase),
-        ready_members: ready,
-        leader,
-        version,
-        client_urls: out.iter().filter(|m| !m.is_learner).filter_map(|m| m.client_url.clone()).collect(),
-        client_secret: Some(secret_name(name)),
-        observed_generation: generation,
-        conditions: vec![condition],
-        members: out,
-        // The backup schedule's fields: `etcd_schedule::SchedulePlan::fill`.
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::etcd_gateway::{parse_member_list, parse_status};
     use flotilla_api::kok::{EtcdClusterSpec, EtcdStorage};
     use flotilla_api::machine::{MachineSpec, MachineStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-    fn machine(name: &str, pool: &str) -> Machine {
+    pub(crate) fn machine(name: &str, pool: &str) -> Machine {
         let mut m =
             Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
         m.metadata.labels = Some(BTreeMap::from([("pool".to_string(), pool.to_string())]));
         m
     }
 
-    fn cluster_named(name: &str, members: i32) -> EtcdCluster {
+    pub(crate) fn cluster_named(name: &str, members: i32) -> EtcdCluster {
         let mut c = EtcdCluster::new(
             name,
             EtcdClusterSpec {
@@ -1398,11 +816,11 @@ mod tests {
         c
     }
 
-    fn cluster(members: i32) -> EtcdCluster {
+    pub(crate) fn cluster(members: i32) -> EtcdCluster {
         cluster_named("e", members)
     }
 
-    fn config() -> EtcdOperatorConfig {
+    pub(crate) fn config() -> EtcdOperatorConfig {
         EtcdOperatorConfig {
             bin_dir: "/opt/bin".into(),
             ports: 3000..=3009,
@@ -1411,19 +829,19 @@ mod tests {
         }
     }
 
-    fn t(second: i64) -> Timestamp {
+    pub(crate) fn t(second: i64) -> Timestamp {
         Timestamp::from_second(second).unwrap()
     }
 
     /// Decides with no member answering and no history.
-    fn check(c: &EtcdCluster, machines: &[Machine], seen: &Observation) -> Plan {
+    pub(crate) fn check(c: &EtcdCluster, machines: &[Machine], seen: &Observation) -> Plan {
         let (cfg, down) = (config(), BTreeMap::new());
         decide(&Facts { cluster: c, machines, seen, down_since: &down, config: &cfg, now: t(1000) })
     }
 
     /// Writes what the plan writes into the machines (as the operator's
     /// apply would).
-    fn apply(plan: &Plan, machines: &mut [Machine]) {
+    pub(crate) fn apply(plan: &Plan, machines: &mut [Machine]) {
         for (member, component) in &plan.write {
             let m =
                 machines.iter_mut().find(|m| m.metadata.name.as_deref() == Some(&member.machine)).unwrap();
@@ -1437,17 +855,17 @@ mod tests {
         }
     }
 
-    fn placed(plan: &[MemberPlan]) -> Vec<(&str, &str)> {
+    pub(crate) fn placed(plan: &[MemberPlan]) -> Vec<(&str, &str)> {
         plan.iter().map(|m| (m.name.as_str(), m.machine.as_str())).collect()
     }
 
-    fn flag(c: &ComponentSpec, flag: &str) -> String {
+    pub(crate) fn flag(c: &ComponentSpec, flag: &str) -> String {
         arg(c, flag).unwrap().to_string()
     }
 
     /// Every member listed (ids 100 + index, the given ones learners),
     /// the `answering` ones with a leader.
-    fn observed(members: &[MemberPlan], learners: &[&str], answering: &[&str]) -> Observation {
+    pub(crate) fn observed(members: &[MemberPlan], learners: &[&str], answering: &[&str]) -> Observation {
         let listed = members
             .iter()
             .map(|m| ListedMember {
@@ -1475,7 +893,7 @@ mod tests {
         Observation { listed: Some(listed), states }
     }
 
-    fn three() -> Vec<Machine> {
+    pub(crate) fn three() -> Vec<Machine> {
         vec![machine("m3", "etcd"), machine("w1", "workers"), machine("m1", "etcd"), machine("m2", "etcd")]
     }
 
@@ -1694,63 +1112,13 @@ mod tests {
     }
 
     /// Three founded members running on m1..m3, and a spare m4.
-    fn running_three() -> (EtcdCluster, Vec<Machine>, Vec<MemberPlan>) {
+    pub(crate) fn running_three() -> (EtcdCluster, Vec<Machine>, Vec<MemberPlan>) {
         let c = cluster(3);
         let mut machines = three();
         machines.push(machine("m4", "etcd"));
         let plan = check(&c, &machines, &Observation::default());
         apply(&plan, &mut machines);
         (c, machines, plan.members)
-    }
-
-    #[test]
-    fn a_member_whose_machine_was_deleted_is_removed_then_replaced_on_a_spare_machine() {
-        let (c, mut machines, members) = running_three();
-        machines.retain(|m| m.metadata.name.as_deref() != Some("m2"));
-        // e-1 is still in the membership but runs nowhere: removed (2 of
-        // the 2 voters left are healthy).
-        let seen = observed(&members, &[], &["e-0", "e-2"]);
-        let plan = check(&c, &machines, &seen);
-        assert!(
-            matches!(&plan.change, Some(MembershipChange::Remove { member, id: 101, why }) if member == "e-1" && why.contains("runs on no Machine")),
-            "{plan:?}"
-        );
-        assert!(plan.write.is_empty());
-        assert_eq!(status(&c, &plan, &seen, Time(t(1000))).phase, Some(EtcdClusterPhase::Degraded));
-
-        // Removed: a learner e-3 (a new name, never e-1 again) is added on
-        // m4 to join the running cluster.
-        let left: Vec<MemberPlan> = members.iter().filter(|m| m.name != "e-1").cloned().collect();
-        let seen = observed(&left, &[], &["e-0", "e-2"]);
-        let plan = check(&c, &machines, &seen);
-        let Some(MembershipChange::AddLearner { member, peer_url }) = &plan.change else {
-            panic!("{plan:?}")
-        };
-        assert_eq!(member, "e-3");
-        let (new, component) = &plan.write[0];
-        assert_eq!((new.machine.as_str(), &new.peer_url), ("m4", peer_url));
-        assert_eq!(flag(component, "--initial-cluster-state"), "existing");
-        assert_eq!(
-            flag(component, "--initial-cluster"),
-            format!("{},e-3={peer_url}", initial_cluster(&left))
-        );
-        assert_eq!(flag(component, "--data-dir"), "data/e-3");
-        let s = status(&c, &plan, &seen, Time(t(1000)));
-        assert_eq!(s.phase, Some(EtcdClusterPhase::Scaling));
-        assert_eq!(s.conditions[0].reason, "AddingMember");
-        apply(&plan, &mut machines);
-
-        // Joined as a learner: promoted (etcd refuses until it caught up).
-        let now: Vec<MemberPlan> = recorded_members(&c, &machines);
-        assert_eq!(placed(&now), [("e-0", "m1"), ("e-2", "m3"), ("e-3", "m4")]);
-        let plan = check(&c, &machines, &observed(&now, &["e-3"], &["e-0", "e-2", "e-3"]));
-        assert_eq!(plan.change, Some(MembershipChange::Promote { member: "e-3".into(), id: 103 }));
-        // Promoted: done.
-        let seen = observed(&now, &[], &["e-0", "e-2", "e-3"]);
-        let plan = check(&c, &machines, &seen);
-        assert_eq!((plan.change.clone(), plan.write.len()), (None, 0));
-        let s = status(&c, &plan, &seen, Time(t(1000)));
-        assert_eq!((s.phase, s.ready_members), (Some(EtcdClusterPhase::Running), 3));
     }
 
     #[test]
@@ -1847,290 +1215,6 @@ mod tests {
         // More voters than asked: said, not done.
         let plan = check(&c1, &machines, &observed(&members, &[], &["e-0", "e-1", "e-2"]));
         assert_eq!((plan.change, plan.progress.unwrap().reason.as_str()), (None, "ScaleDownUnsupported"));
-    }
-
-    #[test]
-    fn a_lost_cluster_is_not_founded_again() {
-        let (c, _, members) = running_three();
-        let mut c = c;
-        let seen = observed(&members, &[], &["e-0", "e-1", "e-2"]);
-        let plan = Plan { members: members.clone(), ..Default::default() };
-        c.status = Some(status(&c, &plan, &seen, Time(t(1000))));
-        let plan = check(&c, &[machine("m9", "etcd")], &Observation::default());
-        assert!(plan.write.is_empty());
-        assert_eq!(plan.progress.unwrap().reason, "MembersLost");
-    }
-
-    #[test]
-    fn teardown_removes_components_then_waits_for_the_agents_but_not_for_silent_ones() {
-        let (c, mut machines, _) = running_three();
-        let component = component_name("ns", "e");
-        let cfg = config();
-        let td = teardown(&c, &machines, &cfg, t(1000));
-        assert_eq!(td.remove_from, ["m3", "m1", "m2"]);
-        assert!(!td.done());
-        let reported = |beat: i64| MachineStatus {
-            last_heartbeat: Some(Time(t(beat))),
-            components: vec![flotilla_api::machine::ComponentStatus {
-                name: component.clone(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        for m in &mut machines {
-            m.spec.components.clear();
-        }
-        machines[0].status = Some(reported(990));
-        machines[2].status = Some(reported(100));
-        let td = teardown(&c, &machines, &cfg, t(1000));
-        assert_eq!(
-            (td.waiting_for.clone(), td.abandoned.clone()),
-            (vec!["m3".to_string()], vec!["m1".to_string()])
-        );
-        assert!(td.message().contains("waiting for the node agents of m3"), "{}", td.message());
-        machines[0].status = None;
-        assert!(teardown(&c, &machines, &cfg, t(1000)).done());
-    }
-
-    #[test]
-    fn status_reports_members_leader_version_and_phase() {
-        let mut c = cluster(3);
-        let members = check(&c, &three(), &Observation::default()).members;
-        let plan = Plan { members: members.clone(), ..Default::default() };
-        let t0 = Time(t(1000));
-        let t1 = Time(t(2000));
-
-        let s = status(&c, &plan, &Observation::default(), t0.clone());
-        assert_eq!(
-            (s.phase, s.ready_members, s.leader.clone()),
-            (Some(EtcdClusterPhase::Provisioning), 0, None)
-        );
-        assert_eq!(s.conditions[0].status, "False");
-        assert!(s.conditions[0].message.contains("not answering: e-0, e-1, e-2"), "{:?}", s.conditions[0]);
-
-        let all = observed(&members, &[], &["e-0", "e-1", "e-2"]);
-        let s = status(&c, &plan, &all, t0.clone());
-        assert_eq!(s.phase, Some(EtcdClusterPhase::Running));
-        assert_eq!((s.ready_members, s.leader.as_deref()), (3, Some("e-0")));
-        assert_eq!(s.version.as_deref(), Some("3.4.12"), "the lowest version");
-        assert_eq!(s.members[0].id.as_deref(), Some("64"));
-        assert_eq!(s.members[0].machine.as_deref(), Some("m1"));
-        assert_eq!(s.members[0].db_size_bytes, Some(4096));
-        assert_eq!(s.client_urls.len(), 3);
-        assert_eq!(s.client_secret.as_deref(), Some("e-etcd-pki"));
-        assert_eq!((s.conditions[0].status.as_str(), s.observed_generation), ("True", Some(2)));
-        c.status = Some(s);
-
-        let s = status(&c, &plan, &all, t1.clone());
-        assert_eq!(s.conditions[0].last_transition_time, t0, "no transition, no new time");
-
-        let s = status(&c, &plan, &observed(&members, &[], &["e-0", "e-1"]), t1.clone());
-        assert_eq!((s.phase, s.ready_members), (Some(EtcdClusterPhase::Degraded), 2));
-        assert!(!s.members[2].healthy && s.members[2].id.is_some());
-        assert_eq!(s.conditions[0].last_transition_time, t1);
-
-        let mut deleting = cluster(3);
-        deleting.metadata.deletion_timestamp = Some(t0);
-        assert_eq!(status(&deleting, &plan, &all, t1).phase, Some(EtcdClusterPhase::Deleting));
-    }
-
-    fn backup(prefix: Option<&str>) -> EtcdBackup {
-        let mut b = EtcdBackup::new(
-            "nightly",
-            flotilla_api::kok::EtcdBackupSpec {
-                cluster: "e".into(),
-                prefix: prefix.map(str::to_string),
-                destination: flotilla_api::kok::MachinePath {
-                    machine: "m1".into(),
-                    path: "/backups/".into(),
-                },
-            },
-        );
-        b.metadata.namespace = Some("ns".into());
-        b
-    }
-
-    fn running_cluster() -> EtcdCluster {
-        let (mut c, _, members) = running_three();
-        let seen = observed(&members, &[], &["e-0", "e-1", "e-2"]);
-        let plan = Plan { members, ..Default::default() };
-        c.status = Some(status(&c, &plan, &seen, Time(t(1000))));
-        c
-    }
-
-    #[test]
-    fn a_backup_runs_etcdctl_once_on_its_machine_and_reads_the_outcome_back() {
-        let (b, c, cfg, now) = (backup(None), running_cluster(), config(), Time(t(2000)));
-        let mut m1 = machine("m1", "etcd");
-        // Nothing placed yet: a one-shot component that saves a snapshot from
-        // the leader with the client certificate.
-        let plan = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
-        let run = plan.run.clone().unwrap();
-        assert_eq!(run.name, "etcd-backup-ns-nightly");
-        assert_eq!(run.restart_policy, RestartPolicy::Never);
-        assert_eq!(run.args[3..], ["/opt/bin/etcdctl".to_string(), "/backups/e-nightly.db".into()]);
-        assert_eq!(
-            run.env["ETCDCTL_ENDPOINTS"],
-            c.status.as_ref().unwrap().members[0].client_url.clone().unwrap()
-        );
-        assert_eq!(run.env["ETCDCTL_CERT"], "pki/client.crt");
-        let keys: Vec<&str> = run.files.iter().map(|f| f.secret_ref.as_ref().unwrap().key.as_str()).collect();
-        assert_eq!(keys, ["etcd-ca.crt", "client.crt", "client.key"]);
-        let s = &plan.status;
-        assert_eq!(
-            (s.phase, s.member.as_deref(), s.path.as_deref()),
-            (Some(JobPhase::Running), Some("e-0"), Some("/backups/e-nightly.db"))
-        );
-        let mut b = b;
-        b.status = Some(plan.status.clone());
-        m1.spec.components.push(run.clone());
-
-        // Still running: nothing new.
-        let again = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
-        assert_eq!(
-            (again.run.is_none(), again.release, again.status.phase),
-            (true, false, Some(JobPhase::Running))
-        );
-
-        // Exited 0: Succeeded with the size and revision it printed last.
-        let exited = |code: i32, tail: &[&str]| MachineStatus {
-            components: vec![flotilla_api::machine::ComponentStatus {
-                name: run.name.clone(),
-                state: flotilla_api::machine::ComponentState::Stopped,
-                last_exit_code: Some(code),
-                last_exit_time: Some(Time(t(2005))),
-                log_tail: tail.iter().map(|l| l.to_string()).collect(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        m1.status = Some(exited(
-            0,
-            &[
-                "Snapshot saved at /backups/e-nightly.db",
-                r#"{"hash":1,"revision":42,"totalKey":7,"totalSize":20480}"#,
-            ],
-        ));
-        let done = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
-        let s = &done.status;
-        assert_eq!((s.phase, s.size_bytes, s.revision), (Some(JobPhase::Succeeded), Some(20480), Some(42)));
-        assert_eq!(s.completed_at, Some(Time(t(2005))));
-        assert!(done.release, "the finished component leaves the Machine");
-        // Once recorded, the outcome stays and only the release is left.
-        let mut finished = b.clone();
-        finished.status = Some(done.status.clone());
-        let after = backup_plan(&finished, Some(&c), Some(&m1), &cfg, now.clone());
-        assert_eq!((after.status, after.release, after.run), (done.status.clone(), true, None));
-
-        // Exited 1: Failed, with what it printed.
-        m1.status = Some(exited(
-            1,
-            &[
-                "---- flotilla-node-agent: starting",
-                "mkdir: cannot create directory '/backups': Permission denied",
-            ],
-        ));
-        let failed = backup_plan(&b, Some(&c), Some(&m1), &cfg, now).status;
-        assert_eq!(failed.phase, Some(JobPhase::Failed));
-        let message = failed.message.unwrap();
-        assert!(
-            message.contains("exited with 1")
-                && message.contains("Permission denied")
-                && !message.contains("flotilla-node-agent"),
-            "{message}"
-        );
-    }
-
-    #[test]
-    fn a_prefixed_backup_dumps_the_keys_with_flotilla_and_reports_their_count() {
-        let (b, c, cfg, now) = (backup(Some("/clusters/a")), running_cluster(), config(), Time(t(2000)));
-        let mut m1 = machine("m1", "etcd");
-        let plan = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
-        let run = plan.run.clone().unwrap();
-        assert_eq!((run.name.as_str(), run.binary.as_str()), ("etcd-backup-ns-nightly", "/opt/bin/flotilla"));
-        assert_eq!(run.restart_policy, RestartPolicy::Never);
-        let urls: Vec<String> =
-            c.status.as_ref().unwrap().members.iter().map(|m| m.client_url.clone().unwrap()).collect();
-        assert_eq!(
-            run.args,
-            [
-                "etcd-keys",
-                "dump",
-                "--endpoints",
-                &urls.join(","),
-                "--cacert",
-                "pki/etcd-ca.crt",
-                "--cert",
-                "pki/client.crt",
-                "--key",
-                "pki/client.key",
-                "--prefix",
-                "/clusters/a",
-                "--out",
-                "/backups/e-nightly.keys.json"
-            ]
-        );
-        let keys: Vec<&str> = run.files.iter().map(|f| f.secret_ref.as_ref().unwrap().key.as_str()).collect();
-        assert_eq!(keys, ["etcd-ca.crt", "client.crt", "client.key"]);
-        assert_eq!(plan.status.path.as_deref(), Some("/backups/e-nightly.keys.json"));
-        let mut b = b;
-        b.status = Some(plan.status.clone());
-        m1.spec.components.push(run.clone());
-        let summary = crate::etcd_keys::DumpSummary {
-            dumped: "/backups/e-nightly.keys.json".into(),
-            prefix: "/clusters/a".into(),
-            revision: 77,
-            keys: 12,
-            bytes: 4096,
-        };
-        let exited = |code: i32, tail: Vec<String>| MachineStatus {
-            components: vec![flotilla_api::machine::ComponentStatus {
-                name: run.name.clone(),
-                state: flotilla_api::machine::ComponentState::Stopped,
-                last_exit_code: Some(code),
-                last_exit_time: Some(Time(t(2005))),
-                log_tail: tail,
-                ..Default::default()
-            }],
-            ..Default::default()
-        };
-        m1.status = Some(exited(0, vec![serde_json::to_string(&summary).unwrap()]));
-        let done = backup_plan(&b, Some(&c), Some(&m1), &cfg, now.clone());
-        let s = &done.status;
-        assert_eq!((s.phase, s.size_bytes, s.revision), (Some(JobPhase::Succeeded), Some(4096), Some(77)));
-        assert_eq!(s.message.as_deref(), Some("12 keys under /clusters/a at revision 77"));
-        assert!(done.release);
-        m1.status = Some(exited(1, vec!["error: https://127.0.0.1:1: connection refused".into()]));
-        let failed = backup_plan(&b, Some(&c), Some(&m1), &cfg, now).status;
-        let message = failed.message.unwrap();
-        assert_eq!(failed.phase, Some(JobPhase::Failed));
-        assert!(message.contains("the key dump on m1 exited with 1: error: https"), "{message}");
-    }
-
-    #[test]
-    fn a_backup_waits_for_its_machine_and_a_healthy_cluster() {
-        let (cfg, now) = (config(), Time(t(2000)));
-        let m1 = machine("m1", "etcd");
-        let wait = |b: &EtcdBackup, c: Option<&EtcdCluster>, m: Option<&Machine>| {
-            let plan = backup_plan(b, c, m, &cfg, now.clone());
-            assert!(plan.run.is_none());
-            (plan.status.phase, plan.status.message.unwrap_or_default())
-        };
-        let (phase, message) = wait(&backup(None), Some(&running_cluster()), None);
-        assert_eq!(phase, Some(JobPhase::Pending));
-        assert!(message.contains("Machine m1"), "{message}");
-        let (phase, message) = wait(&backup(None), None, Some(&m1));
-        assert_eq!((phase, message.contains("EtcdCluster e")), (Some(JobPhase::Pending), true));
-        let (phase, message) = wait(&backup(None), Some(&cluster(3)), Some(&m1));
-        assert_eq!((phase, message.contains("no healthy member")), (Some(JobPhase::Pending), true));
-        let (phase, message) = wait(&backup(Some("/a")), Some(&cluster(3)), Some(&m1));
-        assert_eq!(
-            (phase, message.contains("no healthy member to take a key dump")),
-            (Some(JobPhase::Pending), true)
-        );
-        assert_eq!(backup_component_name("ns", "b.1"), "etcd-backup-ns-b-1");
-        let long = backup_component_name("a-rather-long-namespace-name", "and-an-even-longer-backup-name");
-        assert!(long.len() <= 63 && long.starts_with("etcd-backup-a-rather"), "{long}");
     }
 
     #[test]

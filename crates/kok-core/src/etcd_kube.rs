@@ -36,9 +36,10 @@ use std::collections::BTreeMap;
 
 use base64::Engine as _;
 use flotilla_api::kok::{conditions, EtcdCluster, EtcdClusterPhase, EtcdClusterStatus, EtcdMemberStatus};
+use flotilla_core::conditions::{condition, Wanted};
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
@@ -567,19 +568,9 @@ pub fn status(
     };
     // Clients may use a cluster whose members are all ready, also while
     // its membership differs from spec.members.
-    let status_text = if available { "True" } else { "False" };
-    let old = previous.conditions.iter().find(|c| c.type_ == conditions::ETCD_AVAILABLE);
-    let condition = Condition {
-        type_: conditions::ETCD_AVAILABLE.into(),
-        status: status_text.into(),
-        reason,
-        message,
-        observed_generation: cluster.metadata.generation,
-        last_transition_time: old
-            .filter(|c| c.status == status_text)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(now),
-    };
+    let wanted = Wanted::new(conditions::ETCD_AVAILABLE, available, &reason, message)
+        .generation(cluster.metadata.generation);
+    let condition = condition(&previous.conditions, wanted, &now);
     let version = set
         .and_then(|s| s.spec.template.spec.as_ref())
         .and_then(|s| s.containers.first())
@@ -600,6 +591,26 @@ pub fn status(
         // Scheduled backups run for the process runtime only.
         ..Default::default()
     }
+}
+
+/// The status when the cluster cannot be rendered (a bad size, …): what
+/// [`status`] says of the StatefulSet, with `Available` telling why only
+/// the user can fix it.
+pub fn unrenderable_status(
+    cluster: &EtcdCluster,
+    set: Option<&StatefulSet>,
+    replicas: i32,
+    error: &str,
+    now: Time,
+) -> EtcdClusterStatus {
+    let mut status = status(cluster, set, &[], replicas, None, now.clone());
+    let previous = cluster.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    for c in status.conditions.iter_mut().filter(|c| c.type_ == conditions::ETCD_AVAILABLE) {
+        let wanted = Wanted::new(conditions::ETCD_AVAILABLE, c.status == "True", "CannotRender", error)
+            .generation(cluster.metadata.generation);
+        *c = condition(previous, wanted, &now);
+    }
+    status
 }
 
 #[cfg(test)]
@@ -871,6 +882,23 @@ mod tests {
         let s = status(&c, Some(&statefulset(1, true)), &[pod("main-0", true)], 1, Some(&note), t);
         assert_eq!(s.conditions[0].reason, "ScaleUnsupported");
         assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.phase, Some(EtcdClusterPhase::Provisioning));
+    }
+
+    #[test]
+    fn an_unrenderable_cluster_says_why() {
+        let c = cluster(json!({}));
+        let t = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap());
+        let s = unrenderable_status(&c, None, 3, "spec.storage: bad size", t.clone());
+        assert_eq!(
+            (
+                s.conditions[0].status.as_str(),
+                s.conditions[0].reason.as_str(),
+                s.conditions[0].message.as_str()
+            ),
+            ("False", "CannotRender", "spec.storage: bad size")
+        );
+        assert_eq!(s.conditions[0].last_transition_time, t);
         assert_eq!(s.phase, Some(EtcdClusterPhase::Provisioning));
     }
 }

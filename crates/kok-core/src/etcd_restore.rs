@@ -16,7 +16,8 @@ use flotilla_api::kok::{
 };
 use flotilla_api::machine::{ComponentSpec, Machine, RestartPolicy};
 
-use crate::etcd::{self, one_shot_exit, EtcdOperatorConfig};
+use crate::etcd::EtcdOperatorConfig;
+use crate::etcd_backup::{self, one_shot_exit};
 use crate::etcd_keys::{self, LoadSummary};
 
 /// Annotation on the EtcdCluster a restore created: the restore's name.
@@ -41,7 +42,7 @@ pub enum RestoreStep {
 /// Name of a prefixed restore's one-shot component on the Machine holding
 /// the dump.
 pub fn load_component_name(namespace: &str, restore: &str) -> String {
-    etcd::one_shot_component_name("etcd-restore", namespace, restore)
+    etcd_backup::one_shot_component_name("etcd-restore", namespace, restore)
 }
 
 /// Field manager of that component: one per restore.
@@ -266,7 +267,7 @@ pub fn decide_keys(
             format!("waiting for Machine {machine} (it holds the key dump) to exist"),
         );
     };
-    let members = etcd::serving_members(target);
+    let members = etcd_backup::serving_members(target);
     if members.is_empty() {
         return waiting(
             JobPhase::Pending,
@@ -274,13 +275,13 @@ pub fn decide_keys(
         );
     }
     let mut args = vec!["etcd-keys".to_string(), "load".into()];
-    args.extend(etcd::etcd_keys_client_args(&members));
+    args.extend(etcd_backup::etcd_keys_client_args(&members));
     args.extend(["--prefix".into(), prefix.to_string(), "--in".into(), path.clone()]);
     let component = ComponentSpec {
         name: component,
         binary: config.flotilla_binary.display().to_string(),
         args,
-        files: etcd::client_pki_files(target),
+        files: etcd_backup::client_pki_files(target),
         restart_policy: RestartPolicy::Never,
         ..Default::default()
     };

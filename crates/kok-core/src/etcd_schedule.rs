@@ -17,11 +17,13 @@ use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use flotilla_api::kok::{conditions, EtcdBackup, EtcdBackupSpec, EtcdCluster, EtcdClusterStatus, JobPhase};
 use flotilla_api::machine::{ComponentSpec, Machine, RestartPolicy};
+use flotilla_core::conditions::Wanted;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{Timestamp, Zoned};
 
-use crate::etcd::{backup_component_name, one_shot_exit, snapshot_path, EtcdOperatorConfig};
+use crate::etcd::EtcdOperatorConfig;
+use crate::etcd_backup::{backup_component_name, one_shot_exit, snapshot_path};
 
 /// Label on every scheduled EtcdBackup; its value names the cluster
 /// ([`label_value`]).
@@ -228,20 +230,10 @@ pub fn carry_over(status: &mut EtcdClusterStatus, previous: Option<&EtcdClusterS
 }
 
 fn condition(cluster: &EtcdCluster, valid: bool, reason: &str, message: String, now: Timestamp) -> Condition {
-    let status = if valid { "True" } else { "False" };
-    let old = cluster.condition(conditions::BACKUP_SCHEDULE_VALID);
-    Condition {
-        type_: conditions::BACKUP_SCHEDULE_VALID.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        observed_generation: cluster.metadata.generation,
-        // The transition time moves only when the verdict changes.
-        last_transition_time: old
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or(Time(now)),
-    }
+    let previous = cluster.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let wanted = Wanted::new(conditions::BACKUP_SCHEDULE_VALID, valid, reason, message)
+        .generation(cluster.metadata.generation);
+    flotilla_core::conditions::condition(previous, wanted, &Time(now))
 }
 
 fn phase(b: &EtcdBackup) -> Option<JobPhase> {

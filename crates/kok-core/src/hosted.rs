@@ -12,19 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 
-use flotilla_api::kok::{
-    conditions, ControlPlaneInstanceStatus, HostedCluster, HostedClusterPhase, ROTATE_CERTS_ANNOTATION,
-};
+use flotilla_api::kok::{conditions, HostedCluster};
 use flotilla_api::machine::{
     ComponentFile, ComponentSpec, ComponentState, HealthCheck, HttpCheck, KeyRef, Machine,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use time::{Duration, OffsetDateTime};
 
-use crate::pki::{identities, keys, leaves, ControlPlanePki, KokPkiError, PkiInputs};
+use crate::pki::{identities, keys, KokPkiError};
 use crate::ports;
 use crate::render::{self, Component, ComponentPorts, ControlPlaneLayout};
-use flotilla_core::pki::CertificateAuthority;
 
 /// Finalizer that keeps a HostedCluster until its processes, data and
 /// Secrets are gone.
@@ -330,7 +327,7 @@ impl<'a> PortBook<'a> {
         Ok(ports)
     }
 
-    fn machine(&self, name: &str) -> Option<&'a Machine> {
+    pub(crate) fn machine(&self, name: &str) -> Option<&'a Machine> {
         self.machines.iter().find(|m| m.metadata.name.as_deref() == Some(name))
     }
 }
@@ -478,184 +475,6 @@ pub fn place(
         });
     }
     Ok(placement)
-}
-
-// ---------------------------------------------------------------- certificates
-
-/// What forces a rotation, from the `rotate-certs` annotation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rotation {
-    None,
-    Leaves,
-    Ca,
-}
-
-/// The rotation the annotation asks for, unless it was handled already.
-pub fn requested_rotation(hc: &HostedCluster) -> (Rotation, Option<String>) {
-    let value = hc.metadata.annotations.as_ref().and_then(|a| a.get(ROTATE_CERTS_ANNOTATION)).cloned();
-    let handled = hc.status.as_ref().and_then(|s| s.handled_rotation.clone());
-    match value {
-        Some(v) if Some(&v) != handled.as_ref() => {
-            let rotation = if v.starts_with("ca/") { Rotation::Ca } else { Rotation::Leaves };
-            (rotation, Some(v))
-        }
-        _ => (Rotation::None, None),
-    }
-}
-
-/// The certificates' inputs for a placement.
-pub fn pki_inputs(hc: &HostedCluster, placement: &Placement) -> Option<PkiInputs> {
-    let server = placement.endpoint()?;
-    let mut hosts: Vec<String> = Vec::new();
-    for i in &placement.instances {
-        if !hosts.contains(&i.address) {
-            hosts.push(i.address.clone());
-        }
-    }
-    Some(PkiInputs {
-        server: server.clone(),
-        component_server: Some(server),
-        endpoint_hosts: hosts,
-        service_cidr: hc.spec.network.service_cidr.clone(),
-        cluster_domain: hc.spec.network.cluster_domain.clone(),
-        etcd_members: Vec::new(),
-    })
-}
-
-/// The EtcdCluster's CA (from its Secret): it signs the apiserver's etcd
-/// client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EtcdCa {
-    pub cert_pem: String,
-    pub key_pem: String,
-}
-
-/// Outcome of [`pki_data`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PkiUpdate {
-    pub data: BTreeMap<String, Vec<u8>>,
-    /// Names of what was (re)issued; empty when nothing changed.
-    pub issued: Vec<String>,
-}
-
-/// The CertificatesReady verdict for the PKI Secret's data: whether every
-/// certificate is readable and outside the renewal window, with a message
-/// naming the next to expire (or what a person must do).
-pub fn certificates_verdict(
-    cluster: &str,
-    data: &BTreeMap<String, Vec<u8>>,
-    now: OffsetDateTime,
-    renew_before: Duration,
-) -> (bool, &'static str, String) {
-    if data.is_empty() {
-        return (false, "NotIssued", "the certificates are not issued yet".into());
-    }
-    let expiries = match ControlPlanePki::from_secret_data(cluster, data).and_then(|p| p.expiries()) {
-        Ok(list) => list,
-        Err(e) => return (false, "Unreadable", format!("the certificate Secret cannot be read: {e}")),
-    };
-    let day = |t: OffsetDateTime| format!("{}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day());
-    if let Some(e) = expiries.iter().find(|e| e.not_after <= now) {
-        return (false, "Expired", format!("certificate {} expired on {}", e.name, day(e.not_after)));
-    }
-    const CAS: [&str; 3] = ["ca", "front-proxy-ca", "etcd-ca"];
-    if let Some(e) =
-        expiries.iter().find(|e| CAS.contains(&e.name.as_str()) && e.not_after <= now + renew_before)
-    {
-        let fix = if e.name == "etcd-ca" {
-            "the EtcdCluster owns it: restore or recreate the etcd with a new CA".to_string()
-        } else {
-            format!("rotate it with `flotilla cluster rotate-certs {cluster} --ca`")
-        };
-        return (false, "CaExpiring", format!("{} expires on {}: {fix}", e.name, day(e.not_after)));
-    }
-    if let Some(e) = expiries.iter().find(|e| e.not_after <= now + renew_before) {
-        return (
-            false,
-            "Renewing",
-            format!("certificate {} expires on {} and is being renewed", e.name, day(e.not_after)),
-        );
-    }
-    let next = expiries.iter().min_by_key(|e| e.not_after);
-    let message = match next {
-        Some(e) => format!(
-            "{} certificates; the next to expire is {} on {} (renewed from {})",
-            expiries.len(),
-            e.name,
-            day(e.not_after),
-            day(e.not_after - renew_before)
-        ),
-        None => "no certificates".into(),
-    };
-    (true, "Valid", message)
-}
-
-/// The Secret data: generated when `existing` is empty, rotated when asked,
-/// leaves renewed when they expire within the threshold or lack a name the
-/// placement needs, and the etcd client certificate reissued when the
-/// EtcdCluster's CA changed (a restored or replaced etcd).
-pub fn pki_data(
-    cluster: &str,
-    existing: &BTreeMap<String, Vec<u8>>,
-    etcd_ca: &EtcdCa,
-    inputs: &PkiInputs,
-    rotation: Rotation,
-    now: OffsetDateTime,
-    renew_before: Duration,
-) -> Result<PkiUpdate, HostedPlanError> {
-    let etcd = CertificateAuthority::from_pem(&etcd_ca.cert_pem, &etcd_ca.key_pem)?;
-    let (mut pki, mut issued) = if existing.is_empty() {
-        (ControlPlanePki::generate_at(cluster, inputs, now)?, vec!["all".to_string()])
-    } else {
-        match (ControlPlanePki::from_secret_data(cluster, existing), rotation) {
-            (Ok(current), Rotation::Ca) => (current.rotate_ca(inputs, now)?, vec!["ca".to_string()]),
-            (Ok(current), _) => (current, Vec::new()),
-            // Unreadable data is replaced rather than crash-looping on it.
-            (Err(_), _) => (ControlPlanePki::generate_at(cluster, inputs, now)?, vec!["all".to_string()]),
-        }
-    };
-    if pki.etcd_ca.pem.cert_pem != etcd.pem.cert_pem {
-        pki.etcd_ca = etcd;
-        pki.leaves.remove(leaves::APISERVER_ETCD_CLIENT);
-    }
-    let threshold = match rotation {
-        // Everything counts as expiring.
-        Rotation::Leaves => Duration::days(365 * 200),
-        _ => renew_before,
-    };
-    let (next, renewed) = pki.renew_leaves(inputs, now, threshold)?;
-    issued.extend(renewed);
-    let data = next.to_secret_data();
-    if issued.is_empty() && data == *existing {
-        return Ok(PkiUpdate { data, issued });
-    }
-    if issued.is_empty() {
-        issued.push("kubeconfigs".into());
-    }
-    Ok(PkiUpdate { data, issued })
-}
-
-/// An admin kubeconfig for the cluster from its Secret data.
-pub fn admin_kubeconfig(data: &BTreeMap<String, Vec<u8>>) -> Option<Vec<u8>> {
-    data.get(keys::ADMIN_KUBECONFIG).cloned()
-}
-
-/// The kubelets' bootstrap kubeconfig: the cluster CA and a bootstrap token.
-pub fn bootstrap_kubeconfig(cluster: &str, server: &str, ca_pem: &str, token: &str) -> String {
-    flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
-        name: cluster.to_string(),
-        server: server.to_string(),
-        ca_pem: ca_pem.to_string(),
-        credential: flotilla_core::kubeconfig::Credential::Token(token.to_string()),
-    })
-}
-
-/// A bootstrap token `<id>.<secret>` from 22 random bytes' worth of hex
-/// (the caller supplies the randomness: `core` reads no entropy itself).
-pub fn bootstrap_token(random_hex: &str) -> Option<String> {
-    let lower: String =
-        random_hex.chars().filter(|c| c.is_ascii_hexdigit()).map(|c| c.to_ascii_lowercase()).collect();
-    (lower.len() >= 22).then(|| format!("{}.{}", &lower[..6], &lower[6..22]))
 }
 
 // ---------------------------------------------------------------- components
@@ -909,192 +728,25 @@ pub fn counts_as_healthy(
         }
 }
 
-/// A condition with its transition time kept while the verdict stays.
-pub fn condition(
-    previous: &[Condition],
-    type_: &str,
-    ok: bool,
-    reason: &str,
-    message: String,
-    generation: Option<i64>,
-    now: &Time,
-) -> Condition {
-    let status = if ok { "True" } else { "False" };
-    let old = previous.iter().find(|c| c.type_ == type_);
-    Condition {
-        type_: type_.to_string(),
-        status: status.to_string(),
-        reason: reason.to_string(),
-        message,
-        observed_generation: generation,
-        last_transition_time: old
-            .filter(|c| c.status == status)
-            .map(|c| c.last_transition_time.clone())
-            .unwrap_or_else(|| now.clone()),
-    }
-}
-
-/// One condition per control-plane part (and NodesReady when nodes are
-/// asked for), from what the machines report.
-pub fn component_conditions(
-    hc: &HostedCluster,
-    placement: &Placement,
-    seen: &[ComponentObservation],
-    ready_nodes: i32,
-    now: &Time,
-) -> Vec<Condition> {
-    let previous = hc.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-    let generation = hc.metadata.generation;
-    let replicas = hc.spec.control_plane.replicas.max(1);
-    let mut out = Vec::new();
-    // A controller-manager or scheduler answers its health check before it
-    // can reach the API; it is not ready until an apiserver is.
-    let api_up = seen.iter().any(|o| o.part == Part::Apiserver && o.healthy);
-    for part in Part::CONTROL_PLANE {
-        let mine: Vec<&ComponentObservation> =
-            seen.iter().filter(|o| o.part == part && o.index < replicas).collect();
-        let healthy = mine.iter().filter(|o| o.healthy).count() as i32;
-        let waits_for_api = part != Part::Apiserver && !api_up;
-        let ok = healthy == replicas && !waits_for_api;
-        let (reason, message) = if ok {
-            ("Healthy", format!("{healthy}/{replicas} healthy"))
-        } else if healthy == replicas {
-            (
-                "WaitingForApiserver",
-                format!(
-                    "{healthy}/{replicas} healthy, but no kube-apiserver is healthy yet, so it cannot act"
-                ),
-            )
-        } else if mine.is_empty() && placement.unplaced_instances > 0 {
-            (
-                "NoMachine",
-                match hc.spec.control_plane.machine_pool.as_deref() {
-                    Some(pool) => format!(
-                        "no usable machine of pool {pool} (label {}={pool}) matches \
-                         spec.controlPlane.machineSelector for {}",
-                        flotilla_api::kok::MACHINE_POOL_LABEL,
-                        part.upstream()
-                    ),
-                    None => format!(
-                        "no usable machine matches spec.controlPlane.machineSelector for {}",
-                        part.upstream()
-                    ),
-                },
-            )
-        } else {
-            let problems: Vec<String> = mine
-                .iter()
-                .filter_map(|o| o.problem.as_ref().map(|p| format!("{}-{}: {p}", part.upstream(), o.index)))
-                .collect();
-            ("NotHealthy", format!("{healthy}/{replicas} healthy; {}", problems.join("; ")))
-        };
-        out.push(condition(&previous, part.condition_type(), ok, reason, message, generation, now));
-    }
-    let wanted = hc.spec.nodes.as_ref().map_or(0, |n| n.count.max(0));
-    if wanted > 0 {
-        let ok = ready_nodes >= wanted;
-        let message = if placement.unplaced_nodes > 0 {
-            format!("{ready_nodes}/{wanted} nodes Ready; {} have no usable machine", placement.unplaced_nodes)
-        } else {
-            format!("{ready_nodes}/{wanted} nodes Ready")
-        };
-        out.push(condition(
-            &previous,
-            conditions::NODES_READY,
-            ok,
-            if ok { "NodesReady" } else { "NodesNotReady" },
-            message,
-            generation,
-            now,
-        ));
-    }
-    out
-}
-
-/// The instances for the status.
-pub fn instance_statuses(seen: &[ComponentObservation]) -> Vec<ControlPlaneInstanceStatus> {
-    let mut out: Vec<ControlPlaneInstanceStatus> = seen
-        .iter()
-        .map(|o| ControlPlaneInstanceStatus {
-            name: format!("{}-{}", o.part.upstream(), o.index),
-            machine: Some(o.machine.clone()),
-            version: Some(o.version.clone()),
-            healthy: o.healthy,
-        })
-        .collect();
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    out.dedup_by(|a, b| a.name == b.name);
-    out
-}
-
-/// The phase from the conditions and what is going on.
-pub fn phase(deleting: bool, upgrading: bool, all_healthy: bool, was_ready: bool) -> HostedClusterPhase {
-    if deleting {
-        HostedClusterPhase::Deleting
-    } else if upgrading {
-        HostedClusterPhase::Upgrading
-    } else if all_healthy {
-        HostedClusterPhase::Ready
-    } else if was_ready {
-        HostedClusterPhase::Degraded
-    } else {
-        HostedClusterPhase::Provisioning
-    }
-}
-
-/// The identity a kubelet's client certificate must carry.
-pub fn node_user(node: &str) -> String {
-    format!("system:node:{node}")
-}
-
-/// Group of kubelets.
-pub const NODES_GROUP: &str = "system:nodes";
-/// Signer of kubelet client certificates (approved and signed by the
-/// cluster's own controller-manager).
-pub const KUBELET_CLIENT_SIGNER: &str = "kubernetes.io/kube-apiserver-client-kubelet";
-
-/// A PEM certificate request for kubelet `node`'s client certificate.
-pub fn node_csr(node: &str, key_pem: &str) -> Result<String, String> {
-    let key = rcgen::KeyPair::from_pem(key_pem).map_err(|e| format!("kubelet key: {e}"))?;
-    let mut params = rcgen::CertificateParams::default();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params.distinguished_name.push(rcgen::DnType::OrganizationName, NODES_GROUP);
-    params.distinguished_name.push(rcgen::DnType::CommonName, node_user(node));
-    let csr = params.serialize_request(&key).map_err(|e| format!("certificate request: {e}"))?;
-    csr.pem().map_err(|e| format!("certificate request: {e}"))
-}
-
-/// Whether a kubelet's kubeconfig can be used as it is: it trusts the
-/// bootstrap kubeconfig's CA, and its certificate is for `node` and valid
-/// for at least a fifth of a year more.
-pub fn kubelet_credential_current(
-    kubelet: &flotilla_core::kubeconfig::ParsedKubeconfig,
-    bootstrap_ca_pem: &str,
-    now: OffsetDateTime,
-) -> bool {
-    let Some(cert) = kubelet.client_cert_pem.as_deref() else { return false };
-    kubelet.ca_pem.trim() == bootstrap_ca_pem.trim()
-        && flotilla_core::pki::inspect_certificate(cert).is_ok_and(|f| f.not_after > now + Duration::days(73))
-}
-
 /// Admin user of the cluster (for messages).
 pub const ADMIN_USER: &str = identities::ADMIN_USER;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use flotilla_api::kok::{HostedClusterSpec, HostedEtcd, NodesSpec};
-    use flotilla_api::machine::{ComponentStatus, MachineSpec, MachineStatus};
+    use flotilla_api::machine::{MachineSpec, MachineStatus};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use k8s_openapi::jiff::Timestamp;
 
-    fn now() -> OffsetDateTime {
+    pub(crate) fn now() -> OffsetDateTime {
         OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
     }
 
     /// A machine whose agent reported 5 s ago (`alive`) or 10 minutes ago.
     /// Its Ready condition is False either way: unhealthy components do
     /// not make a machine lost.
-    fn machine(name: &str, alive: bool) -> Machine {
+    pub(crate) fn machine(name: &str, alive: bool) -> Machine {
         let mut m =
             Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
         let age = if alive { 5 } else { 600 };
@@ -1113,7 +765,7 @@ mod tests {
         m
     }
 
-    fn hc(replicas: i32, nodes: i32) -> HostedCluster {
+    pub(crate) fn hc(replicas: i32, nodes: i32) -> HostedCluster {
         let mut hc = HostedCluster::new(
             "team-a",
             HostedClusterSpec {
@@ -1128,7 +780,7 @@ mod tests {
         hc
     }
 
-    fn config() -> HostedOperatorConfig {
+    pub(crate) fn config() -> HostedOperatorConfig {
         HostedOperatorConfig {
             versions: BTreeMap::from([("1.20.2".to_string(), PathBuf::from("/k8s/1.20.2"))]),
             port_range: 40000..=40100,
@@ -1137,7 +789,7 @@ mod tests {
     }
 
     /// Applies a plan's components to the machines, as the operator does.
-    fn apply(machines: &mut [Machine], hc: &HostedCluster, placement: &Placement) {
+    pub(crate) fn apply(machines: &mut [Machine], hc: &HostedCluster, placement: &Placement) {
         let versions = BTreeMap::new();
         let rendered = machine_components(&RenderInputs {
             hc,
@@ -1246,9 +898,7 @@ mod tests {
         machines[2].status = machine("m3", false).status;
         let none = place(&hc, &machines, &config(), now()).unwrap();
         assert_eq!(none.unplaced_instances, 1);
-        let conditions = component_conditions(&hc, &none, &[], 0, &Time(Timestamp::UNIX_EPOCH));
-        let apiserver = conditions.iter().find(|c| c.type_ == "KubeApiserverReady").unwrap();
-        assert!(apiserver.message.contains("pool cp"), "{}", apiserver.message);
+        // (What the condition then says: `hosted_status`'s tests.)
     }
 
     #[test]
@@ -1312,57 +962,6 @@ mod tests {
     }
 
     #[test]
-    fn observation_and_conditions_say_what_is_wrong() {
-        let mut machines = vec![machine("m1", true)];
-        let hc = hc(1, 0);
-        let placement = place(&hc, &machines, &config(), now()).unwrap();
-        apply(&mut machines, &hc, &placement);
-        let status = machines[0].status.as_mut().unwrap();
-        status.components = vec![
-            ComponentStatus {
-                name: "apiserver-default-team-a-0".into(),
-                state: ComponentState::Running,
-                healthy: Some(true),
-                ..Default::default()
-            },
-            ComponentStatus {
-                name: "controller-manager-default-team-a-0".into(),
-                state: ComponentState::Backoff,
-                message: Some("exit code 1".into()),
-                ..Default::default()
-            },
-        ];
-        let seen = observe(&machines, "default", "team-a");
-        assert_eq!(seen.len(), 3);
-        assert!(seen[0].healthy && seen[0].version == "1.20.2");
-        let t = Time(Timestamp::from_second(1_800_000_000).unwrap());
-        let conds = component_conditions(&hc, &placement, &seen, 0, &t);
-        let get = |ty: &str| conds.iter().find(|c| c.type_ == ty).unwrap();
-        assert_eq!(get(conditions::KUBE_APISERVER_READY).status, "True");
-        let cm = get(conditions::KUBE_CONTROLLER_MANAGER_READY);
-        assert_eq!(cm.status, "False");
-        assert!(cm.message.contains("Backoff on machine m1: exit code 1"), "{}", cm.message);
-        assert!(get(conditions::KUBE_SCHEDULER_READY).message.contains("not started yet"));
-        assert!(conds.iter().all(|c| c.type_ != conditions::NODES_READY));
-        assert_eq!(instance_statuses(&seen).len(), 3);
-
-        // A healthy controller-manager is not ready while no apiserver is.
-        let status = machines[0].status.as_mut().unwrap();
-        status.components[0].healthy = Some(false);
-        status.components[1] = ComponentStatus {
-            name: "controller-manager-default-team-a-0".into(),
-            state: ComponentState::Running,
-            healthy: Some(true),
-            ..Default::default()
-        };
-        let seen = observe(&machines, "default", "team-a");
-        let conds = component_conditions(&hc, &placement, &seen, 0, &t);
-        let cm = conds.iter().find(|c| c.type_ == conditions::KUBE_CONTROLLER_MANAGER_READY).unwrap();
-        assert_eq!((cm.status.as_str(), cm.reason.as_str()), ("False", "WaitingForApiserver"), "{cm:?}");
-        assert!(cm.message.contains("no kube-apiserver is healthy yet"), "{}", cm.message);
-    }
-
-    #[test]
     fn an_instance_counts_healthy_only_on_a_process_that_runs_its_spec() {
         let at = |s: i64| Time(Timestamp::from_second(1_800_000_000 + s).unwrap());
         let o = |version: &str, healthy: bool, started: i64| ComponentObservation {
@@ -1384,134 +983,5 @@ mod tests {
         // A step the cached status does not show yet: the spec is already
         // on 1.21.0 but the healthy process may be the 1.20.2 one.
         assert!(!counts_as_healthy(&o("1.21.0", true, 0), None, Some("1.20.2")));
-    }
-
-    fn etcd_ca() -> EtcdCa {
-        let ca = CertificateAuthority::generate("etcd-ca").unwrap();
-        EtcdCa { cert_pem: ca.pem.cert_pem.clone(), key_pem: ca.pem.key_pem.clone() }
-    }
-
-    #[test]
-    fn pki_is_generated_once_renewed_when_inputs_change_and_rotated_on_request() {
-        let hc = hc(1, 0);
-        let placement = place(&hc, &[machine("m1", true)], &config(), now()).unwrap();
-        let inputs = pki_inputs(&hc, &placement).unwrap();
-        let etcd = etcd_ca();
-        let first =
-            pki_data("team-a", &BTreeMap::new(), &etcd, &inputs, Rotation::None, now(), Duration::days(30))
-                .unwrap();
-        assert!(!first.issued.is_empty());
-        let pki = ControlPlanePki::from_secret_data("team-a", &first.data).unwrap();
-        assert_eq!(pki.etcd_ca.pem.cert_pem, etcd.cert_pem, "the EtcdCluster's CA signs the etcd client");
-        let pem = pki.leaf(leaves::APISERVER_ETCD_CLIENT).unwrap().cert_pem.clone();
-        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
-        let cert = parsed.parse_x509().unwrap();
-        assert_eq!(cert.issuer().to_string(), "CN=etcd-ca");
-
-        let again =
-            pki_data("team-a", &first.data, &etcd, &inputs, Rotation::None, now(), Duration::days(30))
-                .unwrap();
-        assert!(again.issued.is_empty());
-        assert_eq!(again.data, first.data);
-
-        let mut moved = inputs.clone();
-        moved.endpoint_hosts.push("10.0.0.9".into());
-        let renewed =
-            pki_data("team-a", &first.data, &etcd, &moved, Rotation::None, now(), Duration::days(30))
-                .unwrap();
-        // Every serving certificate that names the endpoint hosts.
-        assert_eq!(
-            renewed.issued,
-            [leaves::APISERVER, leaves::CONTROLLER_MANAGER_SERVING, leaves::SCHEDULER_SERVING]
-        );
-        assert_eq!(renewed.data[keys::CA_CRT], first.data[keys::CA_CRT]);
-
-        let leaves_rotated =
-            pki_data("team-a", &first.data, &etcd, &inputs, Rotation::Leaves, now(), Duration::days(30))
-                .unwrap();
-        assert!(leaves_rotated.issued.len() >= 9, "{:?}", leaves_rotated.issued);
-        assert_eq!(leaves_rotated.data[keys::CA_CRT], first.data[keys::CA_CRT]);
-        assert_ne!(leaves_rotated.data[&keys::crt(leaves::ADMIN)], first.data[&keys::crt(leaves::ADMIN)]);
-
-        let ca_rotated =
-            pki_data("team-a", &first.data, &etcd, &inputs, Rotation::Ca, now(), Duration::days(30)).unwrap();
-        assert_ne!(ca_rotated.data[keys::CA_CRT], first.data[keys::CA_CRT]);
-        assert_eq!(ca_rotated.data[keys::SA_KEY], first.data[keys::SA_KEY], "tokens stay valid");
-        assert_eq!(
-            ca_rotated.data[keys::ETCD_CA_CRT],
-            first.data[keys::ETCD_CA_CRT],
-            "etcd's CA is not ours to rotate"
-        );
-
-        let other_etcd = etcd_ca();
-        let restored =
-            pki_data("team-a", &first.data, &other_etcd, &inputs, Rotation::None, now(), Duration::days(30))
-                .unwrap();
-        assert_eq!(restored.issued, [leaves::APISERVER_ETCD_CLIENT.to_string()]);
-    }
-
-    #[test]
-    fn certificates_verdict_names_the_next_expiry_and_what_to_do() {
-        let hc = hc(1, 0);
-        let placement = place(&hc, &[machine("m1", true)], &config(), now()).unwrap();
-        let inputs = pki_inputs(&hc, &placement).unwrap();
-        let data = pki_data(
-            "team-a",
-            &BTreeMap::new(),
-            &etcd_ca(),
-            &inputs,
-            Rotation::None,
-            now(),
-            Duration::days(30),
-        )
-        .unwrap()
-        .data;
-        let renew = Duration::days(30);
-        let (ok, reason, message) = certificates_verdict("team-a", &data, now(), renew);
-        assert!(ok, "{message}");
-        assert_eq!(reason, "Valid");
-        assert!(message.contains("the next to expire is"), "{message}");
-
-        let late = now() + crate::pki::LEAF_VALIDITY - Duration::days(3);
-        let (ok, reason, message) = certificates_verdict("team-a", &data, late, renew);
-        assert!(!ok);
-        assert_eq!(reason, "Renewing", "{message}");
-
-        let after = now() + crate::pki::LEAF_VALIDITY + Duration::days(1);
-        assert_eq!(certificates_verdict("team-a", &data, after, renew).1, "Expired");
-
-        // A window longer than the CAs' lifetime: the cluster CA needs a rotation.
-        let (ok, reason, message) = certificates_verdict("team-a", &data, now(), Duration::days(365 * 50));
-        assert!(!ok);
-        assert_eq!(reason, "CaExpiring");
-        assert!(message.contains("flotilla cluster rotate-certs team-a --ca"), "{message}");
-
-        assert_eq!(certificates_verdict("team-a", &BTreeMap::new(), now(), renew).1, "NotIssued");
-        let garbage = BTreeMap::from([(keys::CA_CRT.to_string(), b"not a certificate".to_vec())]);
-        assert_eq!(certificates_verdict("team-a", &garbage, now(), renew).1, "Unreadable");
-    }
-
-    #[test]
-    fn rotation_is_requested_by_a_new_annotation_value_only() {
-        let mut hc = hc(1, 0);
-        assert_eq!(requested_rotation(&hc).0, Rotation::None);
-        hc.metadata.annotations =
-            Some(BTreeMap::from([(ROTATE_CERTS_ANNOTATION.to_string(), "ca/1".to_string())]));
-        assert_eq!(requested_rotation(&hc), (Rotation::Ca, Some("ca/1".into())));
-        hc.status = Some(flotilla_api::kok::HostedClusterStatus {
-            handled_rotation: Some("ca/1".into()),
-            ..Default::default()
-        });
-        assert_eq!(requested_rotation(&hc).0, Rotation::None);
-        hc.metadata.annotations =
-            Some(BTreeMap::from([(ROTATE_CERTS_ANNOTATION.to_string(), "leaves/2".to_string())]));
-        assert_eq!(requested_rotation(&hc).0, Rotation::Leaves);
-    }
-
-    #[test]
-    fn bootstrap_tokens_have_the_kubernetes_shape() {
-        let t = bootstrap_token("0123456789ABCDEF0123456789abcdef").unwrap();
-        assert_eq!(t, "012345.6789abcdef012345");
-        assert!(bootstrap_token("abc").is_none());
     }
 }

@@ -6,12 +6,20 @@
 
 pub mod addons;
 pub mod etcd;
+pub mod etcd_backup;
+pub mod etcd_error;
+pub mod etcd_gateway;
 pub mod etcd_keys;
 pub mod etcd_kube;
 pub mod etcd_restore;
 pub mod etcd_schedule;
+pub mod etcd_status;
+pub mod etcd_teardown;
 pub mod hosted;
+pub mod hosted_pki;
+pub mod hosted_status;
 pub mod kube_runtime;
+pub mod kubelet_identity;
 pub mod machine_identity;
 pub mod node;
 pub mod pki;

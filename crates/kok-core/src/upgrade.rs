@@ -38,6 +38,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use flotilla_api::kok::{conditions, HostedClusterPhase, HostedClusterStatus, UpgradeState, UpgradeStatus};
+use flotilla_core::conditions::Wanted;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// The order instances move in on an upgrade (and, reversed, on a
@@ -336,21 +337,17 @@ impl Context<'_> {
     /// The `Upgraded` condition; its transition time moves only when its
     /// status does.
     fn condition(&self, status: &str, reason: &str, message: String) -> Condition {
-        let old = self
-            .input
-            .status
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::UPGRADED))
-            .filter(|c| c.status == status);
-        Condition {
-            type_: conditions::UPGRADED.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message,
-            observed_generation: self.input.generation,
-            last_transition_time: old
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or(self.input.now.clone()),
-        }
+        let previous = self.input.status.map(|s| s.conditions.as_slice()).unwrap_or_default();
+        let wanted = match status {
+            "True" => Wanted::new(conditions::UPGRADED, true, reason, message),
+            "False" => Wanted::new(conditions::UPGRADED, false, reason, message),
+            _ => Wanted::unknown(conditions::UPGRADED, reason, message),
+        };
+        flotilla_core::conditions::condition(
+            previous,
+            wanted.generation(self.input.generation),
+            &self.input.now,
+        )
     }
 }
 

@@ -17,11 +17,8 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, Runtime};
 use flotilla_api::machine::{ComponentSpec, Machine};
-use flotilla_kok_core::etcd::{
-    self as plan, EtcdOperatorConfig, Facts, MemberPlan, MembershipChange, Observation, Progress,
-};
-use flotilla_kok_core::pki::keys;
-use flotilla_kok_core::ports;
+use flotilla_kok_core::etcd::{self as plan, Facts, MemberPlan, MembershipChange, Observation, Progress};
+use flotilla_kok_core::{etcd_gateway, etcd_status, etcd_teardown, ports};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -29,43 +26,18 @@ use k8s_openapi::jiff::Timestamp;
 use k8s_openapi::ByteString;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, Resource, ResourceExt};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{ClientConfig, RootCertStore};
+use rustls::ClientConfig;
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+pub use crate::etcd_client::{call, client_tls, client_tls_from_files, client_tls_from_pem};
+use crate::etcd_operator::{read_pki, write_status, STEP};
+pub use crate::etcd_operator::{EtcdOperator, FIELD_MANAGER};
+use crate::finalizing::{finalizer_error, pending};
+use crate::machine_components::release_machine;
 use crate::Error;
-
-/// Field manager of the status and the Secret.
-pub const FIELD_MANAGER: &str = "flotilla-etcd";
-/// How soon a cluster is looked at again while it is changing.
-pub(crate) const STEP: Duration = Duration::from_secs(1);
-
-#[derive(Debug, Clone)]
-pub struct EtcdOperator {
-    pub plan: EtcdOperatorConfig,
-    /// How often a cluster's members are probed while nothing changes.
-    pub resync: Duration,
-    /// How long one request to a member may take.
-    pub probe_timeout: Duration,
-    /// How the `Kubernetes` runtime builds the members' pods.
-    pub kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig,
-}
-
-impl Default for EtcdOperator {
-    fn default() -> Self {
-        Self {
-            plan: EtcdOperatorConfig::default(),
-            resync: Duration::from_secs(10),
-            probe_timeout: Duration::from_secs(3),
-            kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig::default(),
-        }
-    }
-}
 
 struct Ctx {
     client: Client,
@@ -112,18 +84,34 @@ async fn run_clusters(client: Client, config: EtcdOperator) -> Result<(), Error>
 }
 
 fn error_policy(cluster: Arc<EtcdCluster>, error: &Error, _: Arc<Ctx>) -> Action {
+    if let Some(action) = pending(error) {
+        return action;
+    }
     tracing::warn!(cluster = %cluster.name_any(), error = %error, "etcd reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
 
+/// Both runtimes behind the finalizer [`plan::FINALIZER`]: deleting waits
+/// for the members (and their data) to go.
 async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if cluster.spec.runtime == Runtime::Kubernetes {
-        return crate::etcd_kube::reconcile(&ctx.client, &cluster, &ctx.config).await;
-    }
-    if cluster.metadata.deletion_timestamp.is_some() {
-        return tear_down(&cluster, &ctx).await;
-    }
-    ensure_finalizer(&ctx.client, &cluster).await?;
+    let api: Api<EtcdCluster> = Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let kubernetes = cluster.spec.runtime == Runtime::Kubernetes;
+    finalizer(&api, plan::FINALIZER, cluster, |event| async {
+        match event {
+            Event::Apply(cluster) if kubernetes => {
+                crate::etcd_kube::reconcile(&ctx.client, &cluster, &ctx.config).await
+            }
+            Event::Apply(cluster) => apply(cluster, &ctx).await,
+            Event::Cleanup(cluster) if kubernetes => crate::etcd_kube::tear_down(&ctx.client, &cluster).await,
+            Event::Cleanup(cluster) => tear_down(&cluster, &ctx).await,
+        }
+    })
+    .await
+    .map_err(finalizer_error)
+}
+
+/// One reconcile of a process-runtime cluster.
+async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let key = format!("{namespace}/{name}");
@@ -139,7 +127,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, E
         Err(_) => Observation::default(),
     };
     let now = Timestamp::now();
-    let down = note_down(&ctx, &key, &recorded, &seen, now);
+    let down = note_down(ctx, &key, &recorded, &seen, now);
     let facts = Facts { cluster: &cluster, machines: &machines, seen: &seen, down_since: &down, config, now };
     let mut decision = plan::decide(&facts);
     let mut placing = None;
@@ -197,7 +185,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, E
             "etcd member no longer in the membership: its component and data removed from the machine");
     }
 
-    let mut status = plan::status(&cluster, &decision, &seen, Time(Timestamp::now()));
+    let mut status = etcd_status::status(&cluster, &decision, &seen, Time(Timestamp::now()));
     // Scheduled backups; their condition and fields go into this status.
     let wake = match crate::etcd_schedule::step(client, &cluster, Timestamp::now()).await {
         Ok(Some(schedule)) => {
@@ -327,121 +315,15 @@ async fn write_component(
     Ok(())
 }
 
-/// Puts a one-shot component (a backup, a file removal, a key load) on the
-/// Machine under its own field manager; applied again, it replaces what
-/// that manager had there.
-pub(crate) async fn run_one_shot(
-    machines: &Api<Machine>,
-    manager: &str,
-    machine: &str,
-    component: &ComponentSpec,
-) -> Result<(), Error> {
-    let body = json!({
-        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-        "metadata": {"name": machine},
-        "spec": {"components": [component]},
-    });
-    machines.patch(machine, &PatchParams::apply(manager).force(), &Patch::Apply(&body)).await?;
-    Ok(())
-}
-
-/// Gives up everything `manager` owns on the Machine: its component
-/// leaves the list (others' components stay: the list is merged by name),
-/// and the node agent stops it and deletes its working directory.
-pub(crate) async fn release_machine(
-    machines: &Api<Machine>,
-    manager: &str,
-    machine: &str,
-    component: &str,
-) -> Result<(), Error> {
-    let Some(current) = machines.get_opt(machine).await? else { return Ok(()) };
-    let names: Vec<&str> = current.spec.components.iter().map(|c| c.name.as_str()).collect();
-    if !names.contains(&component) {
-        return Ok(());
-    }
-    if names.iter().all(|n| *n == component) {
-        // Kubernetes 1.20's server-side apply turns a map-list whose last
-        // item an apply drops into `null`, which the schema rejects: empty
-        // it with a merge patch, on the version just read so a component
-        // someone adds meanwhile is never erased.
-        let body = json!({
-            "metadata": {"resourceVersion": current.resource_version()},
-            "spec": {"components": []},
-        });
-        machines.patch(machine, &PatchParams::default(), &Patch::Merge(&body)).await?;
-        return Ok(());
-    }
-    let body = json!({
-        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-        "metadata": {"name": machine}, "spec": {},
-    });
-    machines.patch(machine, &PatchParams::apply(manager).force(), &Patch::Apply(&body)).await?;
-    Ok(())
-}
-
-pub(crate) async fn write_status(
-    client: &Client,
-    cluster: &EtcdCluster,
-    status: &flotilla_api::kok::EtcdClusterStatus,
-) -> Result<(), Error> {
-    if cluster.status.as_ref() == Some(status) {
-        return Ok(());
-    }
-    let name = cluster.name_any();
-    let namespace = cluster.namespace().unwrap_or_default();
-    let body = json!({
-        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
-        "metadata": {"name": name, "namespace": namespace},
-        "status": status,
-    });
-    Api::<EtcdCluster>::namespaced(client.clone(), &namespace)
-        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-        .await?;
-    let condition = status.conditions.first();
-    tracing::info!(
-        cluster = %name, phase = ?status.phase, ready = status.ready_members, leader = ?status.leader,
-        reason = ?condition.map(|c| &c.reason), message = ?condition.map(|c| &c.message), "etcd status"
-    );
-    Ok(())
-}
-
-/// Sets the cluster's finalizers to `finalizers`, on the version read (a
-/// concurrent change makes the patch fail and the reconcile retry).
-pub(crate) async fn set_finalizers(
-    client: &Client,
-    cluster: &EtcdCluster,
-    finalizers: Vec<String>,
-) -> Result<(), Error> {
-    let name = cluster.name_any();
-    let namespace = cluster.namespace().unwrap_or_default();
-    let body = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cluster.resource_version()}});
-    Api::<EtcdCluster>::namespaced(client.clone(), &namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-        .await?;
-    Ok(())
-}
-
-pub(crate) async fn ensure_finalizer(client: &Client, cluster: &EtcdCluster) -> Result<(), Error> {
-    if cluster.finalizers().iter().any(|f| f == plan::FINALIZER) {
-        return Ok(());
-    }
-    let mut finalizers = cluster.finalizers().to_vec();
-    finalizers.push(plan::FINALIZER.to_string());
-    set_finalizers(client, cluster, finalizers).await
-}
-
 /// Deleting: remove the members from every Machine, wait until the node
 /// agents report them gone (their working directories, with the default
 /// data dirs, deleted), then let the object go.
 async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
-    if !cluster.finalizers().iter().any(|f| f == plan::FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let machine_api: Api<Machine> = Api::all(ctx.client.clone());
     let machines = machine_api.list(&ListParams::default()).await?.items;
-    let td = plan::teardown(cluster, &machines, &ctx.config.plan, Timestamp::now());
+    let td = etcd_teardown::teardown(cluster, &machines, &ctx.config.plan, Timestamp::now());
     let manager = plan::field_manager(&namespace, &name);
     let component = plan::component_name(&namespace, &name);
     for machine in &td.remove_from {
@@ -453,9 +335,6 @@ async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
             tracing::warn!(cluster = %name, machines = ?td.abandoned,
                 "etcd cluster deleted while these node agents were silent; they remove the members' data when they return");
         }
-        let left: Vec<String> =
-            cluster.finalizers().iter().filter(|f| *f != plan::FINALIZER).cloned().collect();
-        set_finalizers(&ctx.client, cluster, left).await?;
         ctx.down_since.lock().unwrap_or_else(|p| p.into_inner()).remove(&format!("{namespace}/{name}"));
         tracing::info!(cluster = %name, "etcd cluster deleted: every member stopped and its data removed");
         return Ok(Action::await_change());
@@ -465,26 +344,9 @@ async fn tear_down(cluster: &EtcdCluster, ctx: &Ctx) -> Result<Action, Error> {
         progress: Some(Progress { reason: "Deleting".into(), message: td.message() }),
         ..Default::default()
     };
-    let status = plan::status(cluster, &decision, &Observation::default(), Time(Timestamp::now()));
+    let status = etcd_status::status(cluster, &decision, &Observation::default(), Time(Timestamp::now()));
     write_status(&ctx.client, cluster, &status).await?;
-    Ok(Action::requeue(STEP))
-}
-
-/// The data of the cluster's Secret (empty before the first reconcile).
-pub(crate) async fn read_pki(
-    client: &Client,
-    cluster: &EtcdCluster,
-) -> Result<BTreeMap<String, Vec<u8>>, Error> {
-    let namespace = cluster.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    Ok(secrets
-        .get_opt(&plan::secret_name(&cluster.name_any()))
-        .await?
-        .and_then(|s| s.data)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, v.0))
-        .collect())
+    Err(Error::CleanupPending { after: STEP, waiting_for: td.message() })
 }
 
 /// Adds what is missing to the cluster's Secret (the CA once, then
@@ -523,101 +385,6 @@ async fn ensure_pki(
     Ok(data)
 }
 
-/// A TLS client that trusts the cluster's CA and presents its client
-/// certificate.
-pub fn client_tls(data: &BTreeMap<String, Vec<u8>>) -> Result<Arc<ClientConfig>, Error> {
-    let get = |key: &str| data.get(key).ok_or_else(|| Error::Other(format!("the Secret has no {key}")));
-    client_tls_from_pem(
-        get(keys::ETCD_CA_CRT)?,
-        get(&keys::crt(plan::CLIENT_LEAF))?,
-        get(&keys::key(plan::CLIENT_LEAF))?,
-    )
-}
-
-/// A TLS client from PEM files: the CA to trust, the client certificate
-/// (chain) and its key (what `etcdctl --cacert --cert --key` take).
-pub fn client_tls_from_files(
-    cacert: &std::path::Path,
-    cert: &std::path::Path,
-    key: &std::path::Path,
-) -> Result<Arc<ClientConfig>, Error> {
-    let read =
-        |p: &std::path::Path| std::fs::read(p).map_err(|e| Error::Other(format!("{}: {e}", p.display())));
-    client_tls_from_pem(&read(cacert)?, &read(cert)?, &read(key)?)
-}
-
-/// A TLS client from PEM bytes: the CA, the client certificate, its key.
-pub fn client_tls_from_pem(ca: &[u8], cert: &[u8], key: &[u8]) -> Result<Arc<ClientConfig>, Error> {
-    let mut roots = RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca) {
-        let cert = cert.map_err(|e| Error::Other(format!("CA certificate: {e}")))?;
-        roots.add(cert).map_err(|e| Error::Other(format!("CA certificate: {e}")))?;
-    }
-    let chain = CertificateDer::pem_slice_iter(cert)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| Error::Other(format!("client certificate: {e}")))?;
-    let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| Error::Other(format!("client key: {e}")))?;
-    let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Other(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .map_err(|e| Error::Other(format!("client certificate: {e}")))?;
-    Ok(Arc::new(config))
-}
-
-/// POSTs `body` to `path` of an etcd member's gRPC gateway (`url` is its
-/// `https://host:port` client URL) and returns the answer's body.
-pub async fn call(
-    tls: &Arc<ClientConfig>,
-    url: &str,
-    path: &str,
-    body: &str,
-    timeout: Duration,
-) -> Result<Vec<u8>, String> {
-    let exchange = async {
-        let authority = url.strip_prefix("https://").ok_or_else(|| format!("{url}: not https"))?;
-        let (host, port) = authority.rsplit_once(':').ok_or_else(|| format!("{url}: no port"))?;
-        let port: u16 = port.parse().map_err(|_| format!("{url}: bad port"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let tcp = TcpStream::connect((host, port)).await.map_err(|e| format!("{url}: {e}"))?;
-        let name = ServerName::try_from(host.to_string()).map_err(|e| format!("{url}: {e}"))?;
-        let mut stream = tokio_rustls::TlsConnector::from(tls.clone())
-            .connect(name, tcp)
-            .await
-            .map_err(|e| format!("{url}: {e}"))?;
-        // HTTP/1.0: the answer is never chunked and ends when the
-        // connection closes.
-        let request = format!(
-            "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        stream.write_all(request.as_bytes()).await.map_err(|e| format!("{url}: {e}"))?;
-        let mut answer = Vec::new();
-        if let Err(e) = stream.read_to_end(&mut answer).await {
-            // Servers may close without a TLS close_notify; what arrived counts.
-            if e.kind() != std::io::ErrorKind::UnexpectedEof || answer.is_empty() {
-                return Err(format!("{url}: {e}"));
-            }
-        }
-        let split = answer
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| format!("{url}: no HTTP answer"))?;
-        let head = String::from_utf8_lossy(&answer[..split]).into_owned();
-        let code = head.split_whitespace().nth(1).unwrap_or_default();
-        if code != "200" {
-            let text = String::from_utf8_lossy(&answer[split + 4..]);
-            return Err(format!("{url}{path}: HTTP {code}: {text}"));
-        }
-        Ok(answer[split + 4..].to_vec())
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .unwrap_or_else(|_| Err(format!("{url}: no answer in {timeout:?}")))
-}
-
 /// Asks every member for its status, and the first that answers and knows
 /// a leader for the member list (a member cut off from the others may hold
 /// an outdated one).
@@ -625,7 +392,7 @@ async fn observe(members: &[MemberPlan], tls: &Arc<ClientConfig>, timeout: Durat
     let asks = members.iter().map(|m| async move {
         let state = call(tls, &m.client_url, "/v3/maintenance/status", "{}", timeout)
             .await
-            .and_then(|body| plan::parse_status(&body).map_err(|e| e.to_string()));
+            .and_then(|body| etcd_gateway::parse_status(&body).map_err(|e| e.to_string()));
         (m, state)
     });
     let mut seen = Observation::default();
@@ -635,7 +402,7 @@ async fn observe(members: &[MemberPlan], tls: &Arc<ClientConfig>, timeout: Durat
                 if seen.listed.is_none() && state.leader != 0 {
                     match call(tls, &m.client_url, "/v3/cluster/member/list", "{}", timeout)
                         .await
-                        .and_then(|b| plan::parse_member_list(&b).map_err(|e| e.to_string()))
+                        .and_then(|b| etcd_gateway::parse_member_list(&b).map_err(|e| e.to_string()))
                     {
                         Ok(list) => seen.listed = Some(list),
                         Err(e) => tracing::debug!(member = %m.name, error = %e, "member list failed"),

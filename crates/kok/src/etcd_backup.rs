@@ -6,7 +6,7 @@
 //! working directory, stays). A Failed backup is not retried: create a new
 //! EtcdBackup.
 //!
-//! A scheduled backup (see [`crate::etcd_schedule`]) carries the finalizer
+//! A scheduled backup (made by the EtcdCluster controller's schedule) carries the finalizer
 //! `kok.flotilla.io/snapshot-file`: deleting it runs a one-shot `rm -f` of
 //! its snapshot file on the destination Machine (in place of the snapshot
 //! component, if that still runs), and the finalizer goes once it exited 0
@@ -18,18 +18,21 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdBackup, EtcdCluster, JobPhase};
 use flotilla_api::machine::Machine;
-use flotilla_kok_core::etcd as plan;
+use flotilla_kok_core::etcd_backup;
 use flotilla_kok_core::etcd_schedule as schedule;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::etcd::EtcdOperator;
+use crate::etcd_operator::EtcdOperator;
+use crate::finalizing::{finalizer_error, pending};
+use crate::machine_components::{release_machine, run_one_shot};
 use crate::Error;
 
 /// Field manager of the backups' status.
@@ -56,6 +59,9 @@ pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
 }
 
 fn error_policy(backup: Arc<EtcdBackup>, error: &Error, _: Arc<Ctx>) -> Action {
+    if let Some(action) = pending(error) {
+        return action;
+    }
     tracing::warn!(backup = %backup.name_any(), error = %error, "etcd backup reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -74,20 +80,42 @@ async fn read_inputs(
     Ok((destination, cluster))
 }
 
+/// Only scheduled backups carry the finalizer (put there when the
+/// schedule creates them): those go through the finalizer helper, which
+/// removes it once their file is gone; an on-demand backup is never given
+/// one.
 async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if backup.metadata.deletion_timestamp.is_some() {
-        return remove_file(&backup, &ctx).await;
+    if backup.finalizers().iter().any(|f| f == schedule::FILE_FINALIZER) {
+        let api: Api<EtcdBackup> =
+            Api::namespaced(ctx.client.clone(), &backup.namespace().unwrap_or_default());
+        return finalizer(&api, schedule::FILE_FINALIZER, backup, |event| async {
+            match event {
+                Event::Apply(backup) => take_snapshot(&backup, &ctx).await,
+                Event::Cleanup(backup) => remove_file(&backup, &ctx).await,
+            }
+        })
+        .await
+        .map_err(finalizer_error);
     }
+    if backup.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    take_snapshot(&backup, &ctx).await
+}
+
+/// The snapshot: started, its outcome recorded, its component removed.
+async fn take_snapshot(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
     let name = backup.name_any();
     let namespace = backup.namespace().unwrap_or_default();
     let machine = backup.spec.destination.machine.clone();
     let machines: Api<Machine> = Api::all(ctx.client.clone());
-    let (destination, cluster) = read_inputs(&backup, &machines, &ctx).await?;
+    let (destination, cluster) = read_inputs(backup, &machines, ctx).await?;
     let now = Time(Timestamp::now());
-    let step = plan::backup_plan(&backup, cluster.as_ref(), destination.as_ref(), &ctx.config.plan, now);
-    let manager = plan::backup_field_manager(&namespace, &name);
+    let step =
+        etcd_backup::backup_plan(backup, cluster.as_ref(), destination.as_ref(), &ctx.config.plan, now);
+    let manager = etcd_backup::backup_field_manager(&namespace, &name);
     if let Some(component) = &step.run {
-        crate::etcd::run_one_shot(&machines, &manager, &machine, component).await?;
+        run_one_shot(&machines, &manager, &machine, component).await?;
         tracing::info!(backup = %name, machine = %machine, member = ?step.status.member,
             path = ?step.status.path, "etcd snapshot started");
     }
@@ -106,8 +134,8 @@ async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Err
     // Only once the outcome is recorded: the component's status is its
     // only record.
     if step.release {
-        let component = plan::backup_component_name(&namespace, &name);
-        crate::etcd::release_machine(&machines, &manager, &machine, &component).await?;
+        let component = etcd_backup::backup_component_name(&namespace, &name);
+        release_machine(&machines, &manager, &machine, &component).await?;
         tracing::info!(backup = %name, machine = %machine, "etcd snapshot component removed");
     }
     let finished = matches!(step.status.phase, Some(JobPhase::Succeeded | JobPhase::Failed));
@@ -119,11 +147,9 @@ async fn reconcile(backup: Arc<EtcdBackup>, ctx: Arc<Ctx>) -> Result<Action, Err
 }
 
 /// A deleted scheduled backup: its snapshot file is removed from the
-/// Machine by a one-shot component, then the finalizer goes.
+/// Machine by a one-shot component, then the finalizer goes (the caller
+/// removes it).
 async fn remove_file(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
-    if !backup.finalizers().iter().any(|f| f == schedule::FILE_FINALIZER) {
-        return Ok(Action::await_change());
-    }
     let name = backup.name_any();
     let namespace = backup.namespace().unwrap_or_default();
     let machine = backup.spec.destination.machine.clone();
@@ -136,30 +162,24 @@ async fn remove_file(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> {
         &ctx.config.plan,
         Timestamp::now(),
     );
-    let manager = plan::backup_field_manager(&namespace, &name);
+    let manager = etcd_backup::backup_field_manager(&namespace, &name);
     if let Some(component) = &step.run {
         // The backup's own field manager: a snapshot component still there
         // is replaced (and stopped), not left running beside it.
-        crate::etcd::run_one_shot(&machines, &manager, &machine, component).await?;
+        run_one_shot(&machines, &manager, &machine, component).await?;
         tracing::info!(backup = %name, machine = %machine, message = %step.message, "etcd snapshot file removal started");
     }
     if let Some(component) = &step.release {
-        crate::etcd::release_machine(&machines, &manager, &machine, component).await?;
+        release_machine(&machines, &manager, &machine, component).await?;
         tracing::info!(backup = %name, machine = %machine, component = %component, "backup component removed");
     }
     if !step.done {
         if step.release.is_some() {
             tracing::warn!(backup = %name, machine = %machine, message = %step.message, "etcd snapshot file not removed");
-            return Ok(Action::requeue(Duration::from_secs(10)));
+            return Err(Error::CleanupPending { after: Duration::from_secs(10), waiting_for: step.message });
         }
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Err(Error::CleanupPending { after: Duration::from_secs(1), waiting_for: step.message });
     }
-    let left: Vec<String> =
-        backup.finalizers().iter().filter(|f| *f != schedule::FILE_FINALIZER).cloned().collect();
-    let body = json!({"metadata": {"finalizers": left, "resourceVersion": backup.resource_version()}});
-    Api::<EtcdBackup>::namespaced(ctx.client.clone(), &namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(&body))
-        .await?;
     tracing::info!(backup = %name, machine = %machine, message = %step.message, "scheduled etcd backup deleted");
     Ok(Action::await_change())
 }

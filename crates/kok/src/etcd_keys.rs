@@ -50,7 +50,7 @@ impl Connection {
         key: &Path,
         timeout: Duration,
     ) -> Result<Connection, EtcdKeysError> {
-        let tls = crate::etcd::client_tls_from_files(cacert, cert, key)
+        let tls = crate::etcd_client::client_tls_from_files(cacert, cert, key)
             .map_err(|e| EtcdKeysError::Tls(e.to_string()))?;
         if endpoints.is_empty() {
             return Err(EtcdKeysError::Unreachable("none given".into()));
@@ -59,7 +59,9 @@ impl Connection {
     }
 
     async fn call(&self, endpoint: &str, path: &str, body: &str) -> Result<Vec<u8>, EtcdKeysError> {
-        crate::etcd::call(&self.tls, endpoint, path, body, self.timeout).await.map_err(EtcdKeysError::Etcd)
+        crate::etcd_client::call(&self.tls, endpoint, path, body, self.timeout)
+            .await
+            .map_err(EtcdKeysError::Etcd)
     }
 
     /// Every key under `prefix` at one revision, read from `endpoint`

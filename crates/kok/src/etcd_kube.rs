@@ -23,25 +23,20 @@ use kube::runtime::controller::Action;
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::etcd::{
-    ensure_finalizer, read_pki, set_finalizers, write_status, EtcdOperator, FIELD_MANAGER, STEP,
-};
+use crate::etcd_operator::{read_pki, write_status, EtcdOperator, FIELD_MANAGER, STEP};
 use crate::Error;
 
 fn label_selector(cluster: &str) -> ListParams {
     ListParams::default().labels(&format!("{}={cluster}", plan::CLUSTER_LABEL))
 }
 
-/// One reconcile of an EtcdCluster whose `spec.runtime` is `Kubernetes`.
+/// One reconcile of an EtcdCluster whose `spec.runtime` is `Kubernetes`
+/// (the caller holds the finalizer).
 pub(crate) async fn reconcile(
     client: &Client,
     cluster: &EtcdCluster,
     config: &EtcdOperator,
 ) -> Result<Action, Error> {
-    if cluster.metadata.deletion_timestamp.is_some() {
-        return tear_down(client, cluster).await;
-    }
-    ensure_finalizer(client, cluster).await?;
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let sets: Api<StatefulSet> = Api::namespaced(client.clone(), &namespace);
@@ -67,11 +62,8 @@ pub(crate) async fn reconcile(
         Err(e) => {
             // Only the user can fix these (a bad size, …): say so.
             tracing::warn!(cluster = %name, error = %e, "etcd cluster not rendered (kubernetes runtime)");
-            let mut status = plan::status(cluster, existing.as_ref(), &[], replicas, None, now());
-            if let Some(c) = status.conditions.first_mut() {
-                c.reason = "CannotRender".into();
-                c.message = e.to_string();
-            }
+            let status =
+                plan::unrenderable_status(cluster, existing.as_ref(), replicas, &e.to_string(), now());
             write_status(client, cluster, &status).await?;
             return Ok(Action::requeue(config.resync));
         }
@@ -120,11 +112,9 @@ async fn write_pki(
 }
 
 /// Deleting: the owned objects go with the EtcdCluster; the volume claims
-/// the StatefulSet made are deleted here, then the finalizer goes.
-async fn tear_down(client: &Client, cluster: &EtcdCluster) -> Result<Action, Error> {
-    if !cluster.finalizers().iter().any(|f| f == process::FINALIZER) {
-        return Ok(Action::await_change());
-    }
+/// the StatefulSet made are deleted here, then the finalizer goes (the
+/// caller removes it).
+pub(crate) async fn tear_down(client: &Client, cluster: &EtcdCluster) -> Result<Action, Error> {
     let name = cluster.name_any();
     let namespace = cluster.namespace().unwrap_or_default();
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &namespace);
@@ -135,9 +125,6 @@ async fn tear_down(client: &Client, cluster: &EtcdCluster) -> Result<Action, Err
             tracing::info!(cluster = %name, claim = %claim.name_any(), "etcd cluster deleted: its member's volume claim deleted");
         }
     }
-    let finalizers: Vec<String> =
-        cluster.finalizers().iter().filter(|f| *f != process::FINALIZER).cloned().collect();
-    set_finalizers(client, cluster, finalizers).await?;
     tracing::info!(cluster = %name, "etcd cluster deleted (kubernetes runtime): its objects go with it");
     Ok(Action::await_change())
 }

@@ -23,7 +23,8 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::etcd::EtcdOperator;
+use crate::etcd_operator::EtcdOperator;
+use crate::machine_components::{release_machine, run_one_shot};
 use crate::Error;
 
 /// Field manager of the restores' status.
@@ -88,7 +89,7 @@ async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Ctx>) -> Result<Action, E
     match step {
         RestoreStep::Load { machine, component, status } => {
             let manager = plan::load_field_manager(&namespace, &name);
-            crate::etcd::run_one_shot(&Api::all(client.clone()), &manager, &machine, &component).await?;
+            run_one_shot(&Api::all(client.clone()), &manager, &machine, &component).await?;
             tracing::info!(restore = %name, machine = %machine, target = %restore.spec.target, "etcd key load started");
             report(client, &restore, status).await?;
             Ok(Action::requeue(Duration::from_secs(1)))
@@ -99,7 +100,7 @@ async fn reconcile(restore: Arc<EtcdRestore>, ctx: Arc<Ctx>) -> Result<Action, E
             // its only record.
             let manager = plan::load_field_manager(&namespace, &name);
             let component = plan::load_component_name(&namespace, &name);
-            crate::etcd::release_machine(&Api::all(client.clone()), &manager, &machine, &component).await?;
+            release_machine(&Api::all(client.clone()), &manager, &machine, &component).await?;
             tracing::info!(restore = %name, machine = %machine, "etcd key load component removed");
             Ok(Action::await_change())
         }

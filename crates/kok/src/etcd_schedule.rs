@@ -2,8 +2,8 @@
 //! EtcdCluster reconcile: read the namespace's EtcdBackups, ask
 //! [`flotilla_kok_core::etcd_schedule::decide`], create the due backup
 //! with server-side apply and delete the ones retention lets go. The
-//! backup controller ([`crate::etcd_backup`]) takes the snapshots and,
-//! behind the finalizer, removes a deleted backup's file.
+//! EtcdBackup controller takes the snapshots and, behind the finalizer,
+//! removes a deleted backup's file.
 
 use flotilla_api::kok::{EtcdBackup, EtcdCluster};
 use flotilla_kok_core::etcd_schedule::{self as schedule, SchedulePlan};

@@ -13,61 +13,37 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_api::kok::{
-    conditions, AddonStatus, EtcdCluster, HostedCluster, HostedClusterPhase, HostedClusterStatus, Runtime,
-};
+use flotilla_api::kok::{conditions, EtcdCluster, HostedCluster, Runtime};
 use flotilla_api::machine::{ComponentSpec, Machine};
-use flotilla_kok_core::hosted::{self as plan, EtcdCa, HostedOperatorConfig, Part, Placement};
+use flotilla_core::conditions::{condition, Wanted};
+use flotilla_kok_core::hosted::{self as plan, HostedOperatorConfig, Part, Placement};
+use flotilla_kok_core::hosted_pki;
+use flotilla_kok_core::hosted_status::{Observed, Served};
 use flotilla_kok_core::pki::keys;
 use flotilla_kok_core::{addons, upgrade};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
-use k8s_openapi::ByteString;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
-use kube::discovery::{ApiCapabilities, ApiResource, Scope};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, Controller};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use crate::finalizing::{finalizer_error, pending};
+use crate::hosted_addons::{business_client, inside_cluster};
+use crate::hosted_operator::{
+    ensure_certificates, etcd_ready, finish, read_secret, secret_data, write_secret,
+};
+pub use crate::hosted_operator::{HostedOperator, FIELD_MANAGER};
 use crate::Error;
 
-/// Field manager of the status, the Secrets and the ManagedCluster.
-pub const FIELD_MANAGER: &str = "flotilla-kok";
-/// Field manager of add-on objects inside the hosted cluster.
-pub const ADDON_MANAGER: &str = "flotilla-addons";
 /// Env var on every component naming its cluster (`<namespace>/<name>`),
 /// so a Machine event wakes the right HostedCluster.
 pub const CLUSTER_ENV: &str = "KOK_HOSTED_CLUSTER";
-
-#[derive(Debug, Clone)]
-pub struct HostedOperator {
-    pub plan: HostedOperatorConfig,
-    /// How often a Ready cluster is looked at while nothing changes.
-    pub resync: Duration,
-    /// How soon a cluster that is not Ready yet is looked at again.
-    pub settle: Duration,
-    /// Deadline for one upgrade step to become healthy before rolling back.
-    pub upgrade_step_deadline: Duration,
-    /// How the `kubernetes` runtime builds its pods (probes off only where
-    /// no container really runs, e.g. hollow nodes in tests).
-    pub kube_runtime: crate::kube_runtime::KubeRuntimeConfig,
-}
-
-impl Default for HostedOperator {
-    fn default() -> Self {
-        Self {
-            plan: HostedOperatorConfig::default(),
-            resync: Duration::from_secs(10),
-            settle: Duration::from_secs(1),
-            upgrade_step_deadline: Duration::from_secs(60),
-            kube_runtime: crate::kube_runtime::KubeRuntimeConfig::default(),
-        }
-    }
-}
 
 struct Ctx {
     client: Client,
@@ -123,6 +99,9 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
 }
 
 fn error_policy(hc: Arc<HostedCluster>, error: &Error, _: Arc<Ctx>) -> Action {
+    if let Some(action) = pending(error) {
+        return action;
+    }
     tracing::warn!(cluster = %hc.name_any(), error = %error, "hosted cluster reconcile failed; retrying");
     Action::requeue(Duration::from_secs(2))
 }
@@ -131,168 +110,101 @@ fn now_time() -> Time {
     Time(Timestamp::now())
 }
 
-fn owner(hc: &HostedCluster) -> OwnerReference {
-    OwnerReference {
-        api_version: HostedCluster::api_version(&()).into_owned(),
-        kind: HostedCluster::kind(&()).into_owned(),
-        name: hc.name_any(),
-        uid: hc.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-pub(crate) fn secret_data(secret: Option<Secret>) -> BTreeMap<String, Vec<u8>> {
-    secret.and_then(|s| s.data).unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
-}
-
-/// Writes a Secret owned by the cluster (server-side apply).
-pub(crate) async fn write_secret(
-    client: &Client,
-    hc: &HostedCluster,
-    name: &str,
-    data: &BTreeMap<String, Vec<u8>>,
-) -> Result<(), Error> {
-    let namespace = hc.namespace().unwrap_or_default();
-    let mut secret = Secret {
-        data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
-        type_: Some("Opaque".into()),
-        ..Default::default()
-    };
-    secret.metadata.name = Some(name.to_string());
-    secret.metadata.namespace = Some(namespace.clone());
-    secret.metadata.owner_references = Some(vec![owner(hc)]);
-    secret.metadata.labels = Some(BTreeMap::from([(
-        plan::OWNER_LABEL.to_string(),
-        plan::owner_label_value(&namespace, &hc.name_any()),
-    )]));
-    Api::<Secret>::namespaced(client.clone(), &namespace)
-        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
-        .await?;
-    Ok(())
-}
-
-/// What one reconcile learned, for the status.
-#[derive(Default)]
-pub(crate) struct Outcome {
-    pub(crate) conditions: Vec<Condition>,
-    placement: Placement,
-    seen: Vec<plan::ComponentObservation>,
-    pki: BTreeMap<String, Vec<u8>>,
-    issued: bool,
-    handled_rotation: Option<String>,
-    addons: Vec<AddonStatus>,
-    ready_nodes: Option<i32>,
-    upgrade: Option<upgrade::UpgradePlan>,
-}
-
+/// Both runtimes behind the finalizer [`plan::FINALIZER`]: deleting stops
+/// the control plane and removes the cluster's data before the object goes.
 async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let api: Api<HostedCluster> = Api::namespaced(ctx.client.clone(), &hc.namespace().unwrap_or_default());
+    finalizer(&api, plan::FINALIZER, hc, |event| async {
+        match event {
+            Event::Apply(hc) => apply(&hc, &ctx).await,
+            Event::Cleanup(hc) => cleanup(&ctx.client, &hc, &ctx.config).await,
+        }
+    })
+    .await
+    .map_err(finalizer_error)
+}
+
+/// One reconcile: validate, then the `Kubernetes` runtime
+/// (`crate::hosted_kube`) or the processes on Machines.
+async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
     let name = hc.name_any();
     let namespace = hc.namespace().unwrap_or_default();
     let client = &ctx.client;
-    if hc.metadata.deletion_timestamp.is_some() {
-        return cleanup(client, &hc, &ctx.config).await;
-    }
-    if !hc.finalizers().iter().any(|f| f == plan::FINALIZER) {
-        let mut finalizers = hc.finalizers().to_vec();
-        finalizers.push(plan::FINALIZER.to_string());
-        Api::<HostedCluster>::namespaced(client.clone(), &namespace)
-            .patch(
-                &name,
-                &PatchParams::default(),
-                &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})),
-            )
-            .await?;
-    }
     let now = now_time();
     let generation = hc.metadata.generation;
     let previous = hc.status.clone().unwrap_or_default();
-    let mut out = Outcome::default();
+    let mut decided: Vec<Condition> = Vec::new();
 
     // Validate what the spec asks for before acting on any of it.
-    let invalid = validate(&hc, &ctx.config.plan);
-    out.conditions.push(plan::condition(
-        &previous.conditions,
-        conditions::VALID,
-        invalid.is_none(),
-        if invalid.is_none() { "Valid" } else { "Invalid" },
-        invalid.clone().unwrap_or_else(|| "the spec can be acted on".into()),
-        generation,
-        &now,
-    ));
+    let invalid = validate(hc, &ctx.config.plan);
+    let (reason, message) = match &invalid {
+        None => ("Valid", "the spec can be acted on".to_string()),
+        Some(why) => ("Invalid", why.clone()),
+    };
+    let valid = Wanted::new(conditions::VALID, invalid.is_none(), reason, message).generation(generation);
+    decided.push(condition(&previous.conditions, valid, &now));
+    let unplaced = Placement::default();
+    let unread = BTreeMap::new();
+    let mut observed = Observed {
+        conditions: decided,
+        served: Served::Machines { placement: &unplaced, seen: &[], addons: Vec::new(), ready_nodes: None },
+        upgrade: None,
+        pki: &unread,
+        issued: false,
+        handled_rotation: None,
+    };
     if let Some(message) = invalid {
         tracing::warn!(cluster = %name, %message, "hosted cluster spec is invalid");
-        write_status(client, &hc, &ctx.config, out, &now).await?;
+        finish(client, hc, &ctx.config, observed, &now).await?;
         return Ok(Action::await_change());
     }
     if hc.spec.control_plane.runtime == Runtime::Kubernetes {
-        return reconcile_kubernetes_runtime(client, &hc, &ctx.config, out, &now).await;
+        return crate::hosted_kube::reconcile(client, hc, &ctx.config, observed.conditions, &now).await;
     }
 
     // etcd first: nothing can start without it.
     let Some((etcd_name, _)) = hc.spec.etcd.resolve() else {
         return Ok(Action::await_change());
     };
-    let Some(etcd) = etcd_ready(client, &hc, etcd_name, &mut out, &previous, &now).await? else {
-        write_status(client, &hc, &ctx.config, out, &now).await?;
+    let Some(etcd) = etcd_ready(client, hc, etcd_name, &mut observed.conditions, &now).await? else {
+        finish(client, hc, &ctx.config, observed, &now).await?;
         return Ok(Action::requeue(ctx.config.settle));
     };
 
     let placing = ctx.placing.lock().await;
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let placement = plan::place(&hc, &machines, &ctx.config.plan, time::OffsetDateTime::now_utc())
+    let placement = plan::place(hc, &machines, &ctx.config.plan, time::OffsetDateTime::now_utc())
         .map_err(|e| Error::Other(e.to_string()))?;
     if placement.instances.is_empty() {
-        out.conditions.push(plan::condition(
-            &previous.conditions,
+        let wanted = Wanted::new(
             conditions::KUBE_APISERVER_READY,
             false,
             "NoMachine",
             "no usable Machine for the control plane: start a node agent (`flotilla node-agent`), accept its \
-             Machine, or relax spec.controlPlane.machineSelector"
-                .into(),
-            generation,
-            &now,
-        ));
-        out.placement = placement;
-        write_status(client, &hc, &ctx.config, out, &now).await?;
+             Machine, or relax spec.controlPlane.machineSelector",
+        )
+        .generation(generation);
+        observed.conditions.push(condition(&previous.conditions, wanted, &now));
+        observed.served =
+            Served::Machines { placement: &placement, seen: &[], addons: Vec::new(), ready_nodes: None };
+        finish(client, hc, &ctx.config, observed, &now).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
     // Certificates and kubeconfigs.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let inputs = plan::pki_inputs(&hc, &placement).ok_or_else(|| Error::Other("no endpoint".into()))?;
-    let existing = secret_data(secrets.get_opt(&plan::pki_secret_name(&name)).await?);
-    let (rotation, rotation_value) = plan::requested_rotation(&hc);
-    let update = plan::pki_data(
-        &name,
-        &existing,
-        &etcd.ca,
-        &inputs,
-        rotation,
-        time::OffsetDateTime::now_utc(),
-        ctx.config.plan.renew_before,
-    )
-    .map_err(|e| Error::Other(e.to_string()))?;
-    if !update.issued.is_empty() {
-        write_secret(client, &hc, &plan::pki_secret_name(&name), &update.data).await?;
-        tracing::info!(cluster = %name, issued = ?update.issued, "hosted cluster certificates written");
-        out.issued = true;
-    }
-    let admin = plan::admin_kubeconfig(&update.data).unwrap_or_default();
-    let admin_data = BTreeMap::from([("kubeconfig".to_string(), admin.clone())]);
-    if secret_data(secrets.get_opt(&plan::admin_secret_name(&name)).await?) != admin_data {
-        write_secret(client, &hc, &plan::admin_secret_name(&name), &admin_data).await?;
-    }
-    out.handled_rotation = rotation_value.or(previous.handled_rotation.clone());
+    let inputs = hosted_pki::pki_inputs(hc, &placement).ok_or_else(|| Error::Other("no endpoint".into()))?;
+    let certificates = ensure_certificates(client, hc, &etcd, &inputs, &ctx.config).await?;
+    let admin = hosted_pki::admin_kubeconfig(&certificates.data).unwrap_or_default();
     let ca_pem =
-        String::from_utf8_lossy(update.data.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
+        String::from_utf8_lossy(certificates.data.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
             .into_owned();
-    let token = ensure_bootstrap(client, &hc, &placement, &ca_pem).await?;
-    out.pki = update.data;
+    let token = ensure_bootstrap(client, hc, &placement, &ca_pem).await?;
+    observed.issued = certificates.issued;
+    observed.handled_rotation = certificates.handled_rotation.clone();
+    observed.pki = &certificates.data;
 
     // Which version each instance runs (upgrades move one at a time).
-    let seen_before = plan::observe(&machines, &namespace, &name);
+    let seen = plan::observe(&machines, &namespace, &name);
     // While a step runs, only a process started since the step began
     // counts: the one before it ran the old configuration.
     let step_started = previous
@@ -307,7 +219,7 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
         status: hc.status.as_ref(),
         generation,
         replicas: hc.spec.control_plane.replicas.max(1),
-        observed: &seen_before
+        observed: &seen
             .iter()
             .filter(|o| o.part != Part::Kubelet)
             .map(|o| upgrade::InstanceObservation {
@@ -329,40 +241,45 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
 
     // The processes, through the Machines.
     let rendered = plan::machine_components(&plan::RenderInputs {
-        hc: &hc,
+        hc,
         placement: &placement,
         etcd_servers: &etcd.client_urls,
         versions: &versions,
         node_version: &node_version,
         config: &ctx.config.plan,
     });
-    apply_components(client, &hc, &machines, rendered).await?;
+    apply_components(client, hc, &machines, rendered).await?;
     drop(placing);
-    out.seen = seen_before;
-    out.placement = placement;
-    out.upgrade = Some(upgrade_plan);
+    observed.upgrade = Some(upgrade_plan);
 
     // Inside the cluster: add-ons and nodes, once its API answers.
-    let api_up = out.seen.iter().any(|o| o.part == Part::Apiserver && o.healthy);
+    let mut addons = Vec::new();
+    let mut ready_nodes = None;
+    let api_up = seen.iter().any(|o| o.part == Part::Apiserver && o.healthy);
     if api_up {
         match business_client(&admin).await {
             Ok(member) => {
-                inside_cluster(&member, &hc, &token, &previous, &mut out, &now).await;
+                let inside = inside_cluster(&member, hc, &token, &now).await;
+                observed.conditions.push(inside.condition);
+                addons = inside.addons;
+                ready_nodes = inside.ready_nodes;
             }
-            Err(e) => out.conditions.push(plan::condition(
-                &previous.conditions,
-                conditions::ADDONS_APPLIED,
-                false,
-                "NoClient",
-                format!("cannot use the admin kubeconfig: {e}"),
-                generation,
-                &now,
-            )),
+            Err(e) => {
+                let wanted = Wanted::new(
+                    conditions::ADDONS_APPLIED,
+                    false,
+                    "NoClient",
+                    format!("cannot use the admin kubeconfig: {e}"),
+                )
+                .generation(generation);
+                observed.conditions.push(condition(&previous.conditions, wanted, &now));
+            }
         }
     }
-    let ready = write_status(client, &hc, &ctx.config, out, &now).await?;
+    observed.served = Served::Machines { placement: &placement, seen: &seen, addons, ready_nodes };
+    let ready = finish(client, hc, &ctx.config, observed, &now).await?;
     if ready {
-        register_in_fleet(client, &hc).await?;
+        register_in_fleet(client, hc).await?;
         Ok(Action::requeue(ctx.config.resync))
     } else {
         Ok(Action::requeue(ctx.config.settle))
@@ -397,58 +314,6 @@ fn validate(hc: &HostedCluster, config: &HostedOperatorConfig) -> Option<String>
     None
 }
 
-/// The EtcdCluster's client URLs and CA.
-pub(crate) struct ReadyEtcd {
-    pub(crate) client_urls: Vec<String>,
-    pub(crate) ca: EtcdCa,
-}
-
-pub(crate) async fn etcd_ready(
-    client: &Client,
-    hc: &HostedCluster,
-    etcd_name: &str,
-    out: &mut Outcome,
-    previous: &HostedClusterStatus,
-    now: &Time,
-) -> Result<Option<ReadyEtcd>, Error> {
-    let namespace = hc.namespace().unwrap_or_default();
-    let generation = hc.metadata.generation;
-    let mut say = |ok: bool, reason: &str, message: String| {
-        out.conditions.push(plan::condition(
-            &previous.conditions,
-            conditions::ETCD_READY,
-            ok,
-            reason,
-            message,
-            generation,
-            now,
-        ))
-    };
-    let Some(etcd) = Api::<EtcdCluster>::namespaced(client.clone(), &namespace).get_opt(etcd_name).await?
-    else {
-        say(false, "NotFound", format!("EtcdCluster {etcd_name} does not exist in namespace {namespace}"));
-        return Ok(None);
-    };
-    let status = etcd.status.clone().unwrap_or_default();
-    let available = etcd.condition(conditions::ETCD_AVAILABLE);
-    if available.map(|c| c.status.as_str()) != Some("True") || status.client_urls.is_empty() {
-        let why = available.map(|c| c.message.clone()).unwrap_or_else(|| "no status yet".into());
-        say(false, "NotAvailable", format!("EtcdCluster {etcd_name} is not available: {why}"));
-        return Ok(None);
-    }
-    let secret_name =
-        status.client_secret.clone().unwrap_or_else(|| flotilla_kok_core::etcd::secret_name(etcd_name));
-    let data =
-        secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret_name).await?);
-    let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
-    let (Some(cert_pem), Some(key_pem)) = (text(keys::ETCD_CA_CRT), text(keys::ETCD_CA_KEY)) else {
-        say(false, "NoCertificates", format!("Secret {secret_name} has no etcd CA yet"));
-        return Ok(None);
-    };
-    say(true, "Available", format!("EtcdCluster {etcd_name}: {} members", status.client_urls.len()));
-    Ok(Some(ReadyEtcd { client_urls: status.client_urls, ca: EtcdCa { cert_pem, key_pem } }))
-}
-
 /// The node bootstrap token (made once) and the kubelets' bootstrap
 /// kubeconfig (rewritten when the CA or the endpoint changes).
 async fn ensure_bootstrap(
@@ -458,19 +323,18 @@ async fn ensure_bootstrap(
     ca_pem: &str,
 ) -> Result<String, Error> {
     let name = hc.name_any();
-    let namespace = hc.namespace().unwrap_or_default();
     let secret = plan::bootstrap_secret_name(&name);
-    let existing = secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret).await?);
+    let existing = read_secret(client, hc, &secret).await?;
     let token = match existing.get("token").map(|t| String::from_utf8_lossy(t).into_owned()) {
         Some(t) if t.contains('.') => t,
         _ => {
             let mut bytes = [0u8; 16];
             getrandom::fill(&mut bytes).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
-            plan::bootstrap_token(&hex::encode(bytes)).ok_or_else(|| Error::Other("token".into()))?
+            hosted_pki::bootstrap_token(&hex::encode(bytes)).ok_or_else(|| Error::Other("token".into()))?
         }
     };
     let server = placement.endpoint().unwrap_or_default();
-    let kubeconfig = plan::bootstrap_kubeconfig(&name, &server, ca_pem, &token);
+    let kubeconfig = hosted_pki::bootstrap_kubeconfig(&name, &server, ca_pem, &token);
     let data = BTreeMap::from([
         ("token".to_string(), token.clone().into_bytes()),
         ("kubeconfig".to_string(), kubeconfig.into_bytes()),
@@ -539,261 +403,6 @@ async fn apply_components(
     Ok(())
 }
 
-/// A client for the hosted cluster from its admin kubeconfig.
-pub async fn business_client(kubeconfig: &[u8]) -> Result<Client, Error> {
-    let text = String::from_utf8_lossy(kubeconfig);
-    let parsed = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| Error::Other(e.to_string()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(parsed, &Default::default())
-        .await
-        .map_err(|e| Error::Other(e.to_string()))?;
-    config.connect_timeout = Some(Duration::from_secs(3));
-    config.read_timeout = Some(Duration::from_secs(10));
-    Ok(Client::try_from(config)?)
-}
-
-/// Applies add-ons whose manifests changed since they were last applied,
-/// and counts Ready nodes.
-async fn inside_cluster(
-    member: &Client,
-    hc: &HostedCluster,
-    token: &str,
-    previous: &HostedClusterStatus,
-    out: &mut Outcome,
-    now: &Time,
-) {
-    let generation = hc.metadata.generation;
-    let mut applied = Vec::new();
-    let mut failure: Option<String> = None;
-    for addon in addons::wanted(hc) {
-        let manifests = match addons::manifests(&addon, hc, token) {
-            Ok(m) => m,
-            Err(e) => {
-                failure = Some(e.to_string());
-                continue;
-            }
-        };
-        let hash = addons::hash(&manifests);
-        let last = previous.addons.iter().find(|a| a.name == addon.name);
-        if last.is_some_and(|a| a.hash == hash) {
-            applied.push(last.cloned().unwrap_or_default());
-            continue;
-        }
-        match apply_manifests(member, &manifests).await {
-            Ok(()) => {
-                tracing::info!(cluster = %hc.name_any(), addon = %addon.name, "add-on applied");
-                applied.push(AddonStatus { name: addon.name.clone(), hash, applied_at: Some(now.clone()) });
-            }
-            Err(e) => {
-                failure = Some(format!("add-on {}: {e}", addon.name));
-                if let Some(last) = last {
-                    applied.push(last.clone());
-                }
-            }
-        }
-    }
-    out.addons = applied;
-    out.conditions.push(plan::condition(
-        &previous.conditions,
-        conditions::ADDONS_APPLIED,
-        failure.is_none(),
-        if failure.is_none() { "Applied" } else { "ApplyFailed" },
-        failure.unwrap_or_else(|| "every add-on is applied".into()),
-        generation,
-        now,
-    ));
-    let wanted = hc.spec.nodes.as_ref().map_or(0, |n| n.count.max(0));
-    if wanted > 0 {
-        match Api::<Node>::all(member.clone()).list(&ListParams::default()).await {
-            Ok(nodes) => {
-                let ready = nodes.items.iter().filter(|n| node_ready(n)).count();
-                out.ready_nodes = Some(i32::try_from(ready).unwrap_or(i32::MAX));
-            }
-            Err(e) => tracing::debug!(cluster = %hc.name_any(), error = %e, "listing nodes failed"),
-        }
-    }
-}
-
-fn node_ready(node: &Node) -> bool {
-    node.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
-/// Server-side applies plain manifests (core and a few well-known groups).
-pub async fn apply_manifests(client: &Client, manifests: &[serde_json::Value]) -> Result<(), Error> {
-    for m in manifests {
-        let api_version = m["apiVersion"].as_str().unwrap_or_default();
-        let kind = m["kind"].as_str().unwrap_or_default();
-        let name = m["metadata"]["name"].as_str().unwrap_or_default();
-        let namespace = m["metadata"]["namespace"].as_str();
-        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-        let plural = format!("{}s", kind.to_lowercase());
-        let resource = ApiResource {
-            group: group.to_string(),
-            version: version.to_string(),
-            api_version: api_version.to_string(),
-            kind: kind.to_string(),
-            plural,
-        };
-        let caps = ApiCapabilities {
-            scope: if namespace.is_some() { Scope::Namespaced } else { Scope::Cluster },
-            subresources: vec![],
-            operations: vec![],
-        };
-        let api: Api<DynamicObject> = match (namespace, caps.scope) {
-            (Some(ns), Scope::Namespaced) => Api::namespaced_with(client.clone(), ns, &resource),
-            _ => Api::all_with(client.clone(), &resource),
-        };
-        api.patch(name, &PatchParams::apply(ADDON_MANAGER).force(), &Patch::Apply(m)).await?;
-    }
-    Ok(())
-}
-
-/// CertificatesReady from the PKI Secret's data, when this reconcile read it.
-pub(crate) fn certificates_condition(
-    name: &str,
-    pki: &BTreeMap<String, Vec<u8>>,
-    previous: &[Condition],
-    config: &HostedOperatorConfig,
-    generation: Option<i64>,
-    now: &Time,
-) -> Option<Condition> {
-    if pki.is_empty() {
-        return None;
-    }
-    let (ok, reason, message) =
-        plan::certificates_verdict(name, pki, time::OffsetDateTime::now_utc(), config.renew_before);
-    Some(plan::condition(previous, conditions::CERTIFICATES_READY, ok, reason, message, generation, now))
-}
-
-/// Builds and writes the status; returns whether the cluster is Ready.
-async fn write_status(
-    client: &Client,
-    hc: &HostedCluster,
-    config: &HostedOperator,
-    mut out: Outcome,
-    now: &Time,
-) -> Result<bool, Error> {
-    let name = hc.name_any();
-    let namespace = hc.namespace().unwrap_or_default();
-    let previous = hc.status.clone().unwrap_or_default();
-    let generation = hc.metadata.generation;
-    let valid =
-        out.conditions.iter().find(|c| c.type_ == conditions::VALID).is_some_and(|c| c.status == "True");
-    if valid && !out.seen.is_empty() {
-        out.conditions.extend(plan::component_conditions(
-            hc,
-            &out.placement,
-            &out.seen,
-            out.ready_nodes.unwrap_or(0),
-            now,
-        ));
-    }
-    let upgrade = out.upgrade.take();
-    if let Some(c) = upgrade.as_ref().and_then(|u| u.condition.clone()) {
-        out.conditions.push(c);
-    }
-    if let Some(c) =
-        certificates_condition(&name, &out.pki, &previous.conditions, &config.plan, generation, now)
-    {
-        out.conditions.push(c);
-    }
-    let ok = |t: &str| out.conditions.iter().any(|c| c.type_ == t && c.status == "True");
-    let control_plane_ok = Part::CONTROL_PLANE.iter().all(|p| ok(p.condition_type()));
-    let wants_nodes = hc.spec.nodes.as_ref().is_some_and(|n| n.count > 0);
-    let all_ok = valid
-        && ok(conditions::ETCD_READY)
-        && control_plane_ok
-        && ok(conditions::ADDONS_APPLIED)
-        && (!wants_nodes || ok(conditions::NODES_READY));
-    let ready_message = if all_ok {
-        "the control plane, its add-ons and nodes are healthy".to_string()
-    } else {
-        out.conditions
-            .iter()
-            .filter(|c| c.status != "True" && c.type_ != conditions::UPGRADED)
-            .map(|c| format!("{}: {}", c.type_, c.message))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
-    out.conditions.push(plan::condition(
-        &previous.conditions,
-        conditions::READY,
-        all_ok,
-        if all_ok { "Ready" } else { "NotReady" },
-        if ready_message.is_empty() { "waiting for the first observation".into() } else { ready_message },
-        generation,
-        now,
-    ));
-    // Keep conditions this reconcile did not speak about (Upgraded from an
-    // earlier step, CertificatesReady while etcd is away) only when nothing
-    // replaced them.
-    for c in &previous.conditions {
-        let kept = c.type_ == conditions::UPGRADED || c.type_ == conditions::CERTIFICATES_READY;
-        if kept && !out.conditions.iter().any(|n| n.type_ == c.type_) {
-            out.conditions.push(c.clone());
-        }
-    }
-    out.conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-    let upgrading = upgrade.as_ref().is_some_and(|u| u.upgrading);
-    let was_ready = matches!(
-        previous.phase,
-        Some(HostedClusterPhase::Ready | HostedClusterPhase::Degraded | HostedClusterPhase::Upgrading)
-    );
-    let phase = plan::phase(false, upgrading, all_ok, was_ready);
-    let certificates = if out.pki.is_empty() {
-        previous.certificates.clone()
-    } else {
-        crate::hosted_kube::certificate_statuses(&name, &out.pki)
-    };
-    let status = HostedClusterStatus {
-        phase: Some(phase),
-        endpoint: out.placement.endpoint().or(previous.endpoint.clone()),
-        admin_kubeconfig_secret: Some(plan::admin_secret_name(&name)),
-        version: upgrade
-            .as_ref()
-            .and_then(|u| u.version.clone())
-            .or(previous.version.clone())
-            .or_else(|| all_ok.then(|| hc.spec.version.clone())),
-        previous_version: upgrade
-            .as_ref()
-            .and_then(|u| u.previous_version.clone())
-            .or(previous.previous_version.clone()),
-        certificates,
-        observed_generation: generation,
-        upgrade: upgrade.as_ref().map_or(previous.upgrade.clone(), |u| u.upgrade.clone()),
-        addons: if out.addons.is_empty() { previous.addons.clone() } else { out.addons },
-        instances: if out.seen.is_empty() {
-            previous.instances.clone()
-        } else {
-            plan::instance_statuses(&out.seen)
-        },
-        ready_nodes: out.ready_nodes.or(previous.ready_nodes),
-        certificates_issued_at: if out.issued {
-            Some(now.clone())
-        } else {
-            previous.certificates_issued_at.clone()
-        },
-        handled_rotation: out.handled_rotation.or(previous.handled_rotation.clone()),
-        conditions: out.conditions,
-    };
-    if hc.status.as_ref() != Some(&status) {
-        let body = json!({
-            "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
-            "metadata": {"name": name, "namespace": namespace},
-            "status": status,
-        });
-        Api::<HostedCluster>::namespaced(client.clone(), &namespace)
-            .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
-        if hc.status.as_ref().and_then(|s| s.phase) != Some(phase) {
-            tracing::info!(cluster = %name, phase = ?phase, "hosted cluster phase");
-        }
-    }
-    Ok(all_ok)
-}
-
 /// The cluster joins the fleet as a push-mode member (the hub reaches it
 /// with its admin kubeconfig Secret).
 async fn register_in_fleet(client: &Client, hc: &HostedCluster) -> Result<(), Error> {
@@ -835,30 +444,20 @@ async fn register_in_fleet(client: &Client, hc: &HostedCluster) -> Result<(), Er
     Ok(())
 }
 
-async fn reconcile_kubernetes_runtime(
-    client: &Client,
-    hc: &HostedCluster,
-    config: &HostedOperator,
-    out: Outcome,
-    now: &Time,
-) -> Result<Action, Error> {
-    crate::hosted_kube::reconcile(client, hc, config, out, now).await
-}
-
 /// Deletion: the processes first (so nothing writes to etcd any more),
 /// then the fleet membership, the data and the Secrets; the finalizer
-/// goes last.
+/// goes last (the finalizer helper removes it once this returns `Ok`).
 async fn cleanup(client: &Client, hc: &HostedCluster, config: &HostedOperator) -> Result<Action, Error> {
     let name = hc.name_any();
     let namespace = hc.namespace().unwrap_or_default();
-    if !hc.finalizers().iter().any(|f| f == plan::FINALIZER) {
-        return Ok(Action::await_change());
-    }
     // The kubernetes runtime's control plane goes first (its namespace),
     // so nothing writes to etcd any more.
     if hc.spec.control_plane.runtime == Runtime::Kubernetes && !crate::hosted_kube::delete(client, hc).await?
     {
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Err(Error::CleanupPending {
+            after: Duration::from_secs(1),
+            waiting_for: format!("namespace {}", HostedCluster::runtime_namespace(&name)),
+        });
     }
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
     apply_components(client, hc, &machines, BTreeMap::new()).await?;
@@ -878,7 +477,10 @@ async fn cleanup(client: &Client, hc: &HostedCluster, config: &HostedOperator) -
         .collect();
     if !still_running.is_empty() {
         tracing::info!(cluster = %name, waiting_for = ?still_running, "waiting for components to stop");
-        return Ok(Action::requeue(Duration::from_secs(1)));
+        return Err(Error::CleanupPending {
+            after: Duration::from_secs(1),
+            waiting_for: format!("components to stop: {}", still_running.join(", ")),
+        });
     }
     let label = plan::owner_label_value(&namespace, &name);
     let fleet: Api<ManagedCluster> = Api::all(client.clone());
@@ -898,10 +500,6 @@ async fn cleanup(client: &Client, hc: &HostedCluster, config: &HostedOperator) -
             Err(e) => return Err(e.into()),
         }
     }
-    let finalizers: Vec<String> = hc.finalizers().iter().filter(|f| *f != plan::FINALIZER).cloned().collect();
-    Api::<HostedCluster>::namespaced(client.clone(), &namespace)
-        .patch(&name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"finalizers": finalizers}})))
-        .await?;
     tracing::info!(cluster = %name, "hosted cluster deleted");
     Ok(Action::await_change())
 }
@@ -927,7 +525,7 @@ async fn delete_data(client: &Client, hc: &HostedCluster) -> Result<(), Error> {
     let status = etcd.status.unwrap_or_default();
     let secret = status.client_secret.unwrap_or_else(|| flotilla_kok_core::etcd::secret_name(etcd_name));
     let data = secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret).await?);
-    let tls = crate::etcd::client_tls(&data)?;
+    let tls = crate::etcd_client::client_tls(&data)?;
     let start = format!("{}/", prefix.trim_end_matches('/'));
     let mut end = start.clone().into_bytes();
     if let Some(last) = end.last_mut() {
@@ -938,7 +536,8 @@ async fn delete_data(client: &Client, hc: &HostedCluster) -> Result<(), Error> {
     let body = json!({"key": b64(start.as_bytes()), "range_end": b64(&end)}).to_string();
     let mut last_error = None;
     for url in &status.client_urls {
-        match crate::etcd::call(&tls, url, "/v3/kv/deleterange", &body, Duration::from_secs(10)).await {
+        match crate::etcd_client::call(&tls, url, "/v3/kv/deleterange", &body, Duration::from_secs(10)).await
+        {
             Ok(_) => {
                 tracing::info!(cluster = %name, prefix = %start, "hosted cluster's etcd keys deleted");
                 return Ok(());

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_kok_core::hosted;
+use flotilla_kok_core::kubelet_identity;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -43,7 +43,7 @@ pub async fn ensure_credential(join: &KubeletJoin) -> Result<(), Error> {
         .map_err(|e| Error::Other(format!("{}: {e}", join.bootstrap_kubeconfig.display())))?;
     let now = time::OffsetDateTime::now_utc();
     if let Ok(current) = read(&join.kubeconfig).and_then(|t| kubeconfig::parse(&t).map_err(Error::Other)) {
-        if hosted::kubelet_credential_current(&current, &bootstrap.ca_pem, now)
+        if kubelet_identity::kubelet_credential_current(&current, &bootstrap.ca_pem, now)
             && current.server == bootstrap.server
         {
             tracing::info!(node = %join.node_name, "kubelet credential is current");
@@ -55,7 +55,7 @@ pub async fn ensure_credential(join: &KubeletJoin) -> Result<(), Error> {
     })?;
     let client = client_for(&bootstrap.server, &bootstrap.ca_pem, &token).await?;
     let key = flotilla_core::pki::generate_key_pair().map_err(|e| Error::Other(e.to_string()))?;
-    let request = hosted::node_csr(&join.node_name, &key.private_pem).map_err(Error::Other)?;
+    let request = kubelet_identity::node_csr(&join.node_name, &key.private_pem).map_err(Error::Other)?;
     let digest = {
         use sha2::Digest as _;
         hex::encode(&sha2::Sha256::digest(request.as_bytes())[..6])
@@ -66,7 +66,7 @@ pub async fn ensure_credential(join: &KubeletJoin) -> Result<(), Error> {
         "metadata": {"name": name},
         "spec": {
             "request": base64::engine::general_purpose::STANDARD.encode(request),
-            "signerName": hosted::KUBELET_CLIENT_SIGNER,
+            "signerName": kubelet_identity::KUBELET_CLIENT_SIGNER,
             "usages": ["digital signature", "key encipherment", "client auth"],
         }
     }))?;

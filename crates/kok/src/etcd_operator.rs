@@ -1,0 +1,85 @@
+//! What the EtcdCluster operator's controllers share (both runtimes, the
+//! backups and the restores): their configuration, the cluster's Secret
+//! as read, and the status write.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_api::kok::EtcdCluster;
+use flotilla_kok_core::etcd::{self as plan, EtcdOperatorConfig};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+
+/// Field manager of the status and the Secret.
+pub const FIELD_MANAGER: &str = "flotilla-etcd";
+/// How soon a cluster is looked at again while it is changing.
+pub(crate) const STEP: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct EtcdOperator {
+    pub plan: EtcdOperatorConfig,
+    /// How often a cluster's members are probed while nothing changes.
+    pub resync: Duration,
+    /// How long one request to a member may take.
+    pub probe_timeout: Duration,
+    /// How the `Kubernetes` runtime builds the members' pods.
+    pub kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig,
+}
+
+impl Default for EtcdOperator {
+    fn default() -> Self {
+        Self {
+            plan: EtcdOperatorConfig::default(),
+            resync: Duration::from_secs(10),
+            probe_timeout: Duration::from_secs(3),
+            kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig::default(),
+        }
+    }
+}
+
+pub(crate) async fn write_status(
+    client: &Client,
+    cluster: &EtcdCluster,
+    status: &flotilla_api::kok::EtcdClusterStatus,
+) -> Result<(), Error> {
+    if cluster.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let name = cluster.name_any();
+    let namespace = cluster.namespace().unwrap_or_default();
+    let body = json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
+    });
+    Api::<EtcdCluster>::namespaced(client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    let condition = status.conditions.first();
+    tracing::info!(
+        cluster = %name, phase = ?status.phase, ready = status.ready_members, leader = ?status.leader,
+        reason = ?condition.map(|c| &c.reason), message = ?condition.map(|c| &c.message), "etcd status"
+    );
+    Ok(())
+}
+
+/// The data of the cluster's Secret (empty before the first reconcile).
+pub(crate) async fn read_pki(
+    client: &Client,
+    cluster: &EtcdCluster,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let namespace = cluster.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    Ok(secrets
+        .get_opt(&plan::secret_name(&cluster.name_any()))
+        .await?
+        .and_then(|s| s.data)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, v.0))
+        .collect())
+}

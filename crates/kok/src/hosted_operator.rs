@@ -1,0 +1,240 @@
+//! What the HostedCluster operator's two runtimes share: the operator's
+//! configuration, the cluster's Secrets, the etcd gate (`EtcdReady`), the
+//! certificates (issued, renewed and rotated into the PKI Secret, the admin
+//! kubeconfig beside them) and the status write. Both runtimes' controllers
+//! (processes on Machines, and Deployments in the meta cluster) import this
+//! module; it imports neither.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use flotilla_api::kok::{conditions, EtcdCluster, HostedCluster, HostedClusterStatus};
+use flotilla_core::conditions::{condition, Wanted};
+use flotilla_kok_core::hosted::{self as plan, HostedOperatorConfig};
+use flotilla_kok_core::hosted_pki::{self, EtcdCa};
+use flotilla_kok_core::hosted_status::{self, Observed};
+use flotilla_kok_core::pki::{keys, PkiInputs};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use k8s_openapi::ByteString;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use crate::Error;
+
+/// Field manager of the status, the Secrets and the ManagedCluster.
+pub const FIELD_MANAGER: &str = "flotilla-kok";
+
+#[derive(Debug, Clone)]
+pub struct HostedOperator {
+    pub plan: HostedOperatorConfig,
+    /// How often a Ready cluster is looked at while nothing changes.
+    pub resync: Duration,
+    /// How soon a cluster that is not Ready yet is looked at again.
+    pub settle: Duration,
+    /// Deadline for one upgrade step to become healthy before rolling back.
+    pub upgrade_step_deadline: Duration,
+    /// How the `kubernetes` runtime builds its pods (probes off only where
+    /// no container really runs, e.g. hollow nodes in tests).
+    pub kube_runtime: crate::kube_runtime::KubeRuntimeConfig,
+}
+
+impl Default for HostedOperator {
+    fn default() -> Self {
+        Self {
+            plan: HostedOperatorConfig::default(),
+            resync: Duration::from_secs(10),
+            settle: Duration::from_secs(1),
+            upgrade_step_deadline: Duration::from_secs(60),
+            kube_runtime: crate::kube_runtime::KubeRuntimeConfig::default(),
+        }
+    }
+}
+
+fn owner(hc: &HostedCluster) -> OwnerReference {
+    OwnerReference {
+        api_version: HostedCluster::api_version(&()).into_owned(),
+        kind: HostedCluster::kind(&()).into_owned(),
+        name: hc.name_any(),
+        uid: hc.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+pub(crate) fn secret_data(secret: Option<Secret>) -> BTreeMap<String, Vec<u8>> {
+    secret.and_then(|s| s.data).unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect()
+}
+
+/// Reads a Secret of the cluster's namespace (empty when there is none).
+pub(crate) async fn read_secret(
+    client: &Client,
+    hc: &HostedCluster,
+    name: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, Error> {
+    let namespace = hc.namespace().unwrap_or_default();
+    Ok(secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(name).await?))
+}
+
+/// Writes a Secret owned by the cluster (server-side apply).
+pub(crate) async fn write_secret(
+    client: &Client,
+    hc: &HostedCluster,
+    name: &str,
+    data: &BTreeMap<String, Vec<u8>>,
+) -> Result<(), Error> {
+    let namespace = hc.namespace().unwrap_or_default();
+    let mut secret = Secret {
+        data: Some(data.iter().map(|(k, v)| (k.clone(), ByteString(v.clone()))).collect()),
+        type_: Some("Opaque".into()),
+        ..Default::default()
+    };
+    secret.metadata.name = Some(name.to_string());
+    secret.metadata.namespace = Some(namespace.clone());
+    secret.metadata.owner_references = Some(vec![owner(hc)]);
+    secret.metadata.labels = Some(BTreeMap::from([(
+        plan::OWNER_LABEL.to_string(),
+        plan::owner_label_value(&namespace, &hc.name_any()),
+    )]));
+    Api::<Secret>::namespaced(client.clone(), &namespace)
+        .patch(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&secret))
+        .await?;
+    Ok(())
+}
+
+/// The EtcdCluster's client URLs and CA.
+pub(crate) struct ReadyEtcd {
+    pub(crate) client_urls: Vec<String>,
+    pub(crate) ca: EtcdCa,
+}
+
+/// The etcd gate: the EtcdCluster, once Available and its CA readable.
+/// `EtcdReady` goes into `out` either way.
+pub(crate) async fn etcd_ready(
+    client: &Client,
+    hc: &HostedCluster,
+    etcd_name: &str,
+    out: &mut Vec<Condition>,
+    now: &Time,
+) -> Result<Option<ReadyEtcd>, Error> {
+    let namespace = hc.namespace().unwrap_or_default();
+    let previous = hc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = hc.metadata.generation;
+    let mut say = |ok: bool, reason: &str, message: String| {
+        let wanted = Wanted::new(conditions::ETCD_READY, ok, reason, message).generation(generation);
+        out.push(condition(previous, wanted, now))
+    };
+    let Some(etcd) = Api::<EtcdCluster>::namespaced(client.clone(), &namespace).get_opt(etcd_name).await?
+    else {
+        say(false, "NotFound", format!("EtcdCluster {etcd_name} does not exist in namespace {namespace}"));
+        return Ok(None);
+    };
+    let status = etcd.status.clone().unwrap_or_default();
+    let available = etcd.condition(conditions::ETCD_AVAILABLE);
+    if available.map(|c| c.status.as_str()) != Some("True") || status.client_urls.is_empty() {
+        let why = available.map(|c| c.message.clone()).unwrap_or_else(|| "no status yet".into());
+        say(false, "NotAvailable", format!("EtcdCluster {etcd_name} is not available: {why}"));
+        return Ok(None);
+    }
+    let secret_name =
+        status.client_secret.clone().unwrap_or_else(|| flotilla_kok_core::etcd::secret_name(etcd_name));
+    let data = read_secret(client, hc, &secret_name).await?;
+    let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
+    let (Some(cert_pem), Some(key_pem)) = (text(keys::ETCD_CA_CRT), text(keys::ETCD_CA_KEY)) else {
+        say(false, "NoCertificates", format!("Secret {secret_name} has no etcd CA yet"));
+        return Ok(None);
+    };
+    say(true, "Available", format!("EtcdCluster {etcd_name}: {} members", status.client_urls.len()));
+    Ok(Some(ReadyEtcd { client_urls: status.client_urls, ca: EtcdCa { cert_pem, key_pem } }))
+}
+
+/// The certificates as this reconcile left them.
+pub(crate) struct Certificates {
+    /// The PKI Secret's data.
+    pub(crate) data: BTreeMap<String, Vec<u8>>,
+    /// Something was (re)issued.
+    pub(crate) issued: bool,
+    /// The `rotate-certs` value handled (this time or before).
+    pub(crate) handled_rotation: Option<String>,
+}
+
+/// Issues, renews or rotates (when the annotation asks) what the PKI
+/// Secret lacks for `inputs`, and keeps the admin kubeconfig Secret in
+/// step with it.
+pub(crate) async fn ensure_certificates(
+    client: &Client,
+    hc: &HostedCluster,
+    etcd: &ReadyEtcd,
+    inputs: &PkiInputs,
+    config: &HostedOperator,
+) -> Result<Certificates, Error> {
+    let name = hc.name_any();
+    let existing = read_secret(client, hc, &plan::pki_secret_name(&name)).await?;
+    let (rotation, rotation_value) = hosted_pki::requested_rotation(hc);
+    let update = hosted_pki::pki_data(
+        &name,
+        &existing,
+        &etcd.ca,
+        inputs,
+        rotation,
+        time::OffsetDateTime::now_utc(),
+        config.plan.renew_before,
+    )
+    .map_err(|e| Error::Other(e.to_string()))?;
+    let issued = !update.issued.is_empty();
+    if issued {
+        write_secret(client, hc, &plan::pki_secret_name(&name), &update.data).await?;
+        tracing::info!(cluster = %name, issued = ?update.issued, runtime = ?hc.spec.control_plane.runtime,
+            "hosted cluster certificates written");
+    }
+    let admin = hosted_pki::admin_kubeconfig(&update.data).unwrap_or_default();
+    let admin_data = BTreeMap::from([("kubeconfig".to_string(), admin)]);
+    if read_secret(client, hc, &plan::admin_secret_name(&name)).await? != admin_data {
+        write_secret(client, hc, &plan::admin_secret_name(&name), &admin_data).await?;
+    }
+    // The rotation is handled once its certificates are written.
+    let handled = hc.status.as_ref().and_then(|s| s.handled_rotation.clone());
+    Ok(Certificates { data: update.data, issued, handled_rotation: rotation_value.or(handled) })
+}
+
+/// Decides the status from what the reconcile observed
+/// ([`hosted_status::status`]: one rule for both runtimes) and writes it;
+/// returns whether it says Ready.
+pub(crate) async fn finish(
+    client: &Client,
+    hc: &HostedCluster,
+    config: &HostedOperator,
+    observed: Observed<'_>,
+    now: &Time,
+) -> Result<bool, Error> {
+    let decided = hosted_status::status(hc, observed, &config.plan, now);
+    write_status(client, hc, &decided.status).await?;
+    Ok(decided.ready)
+}
+
+/// Patches the status when it differs from the stored one.
+async fn write_status(
+    client: &Client,
+    hc: &HostedCluster,
+    status: &HostedClusterStatus,
+) -> Result<(), Error> {
+    if hc.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let name = hc.name_any();
+    let namespace = hc.namespace().unwrap_or_default();
+    let body = json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
+        "metadata": {"name": name, "namespace": namespace},
+        "status": status,
+    });
+    Api::<HostedCluster>::namespaced(client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    if hc.status.as_ref().and_then(|s| s.phase) != status.phase {
+        tracing::info!(cluster = %name, phase = ?status.phase, runtime = ?hc.spec.control_plane.runtime,
+            "hosted cluster phase");
+    }
+    Ok(())
+}

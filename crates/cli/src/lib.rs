@@ -3,7 +3,7 @@
 //! members, hosted clusters.
 //!
 //! Every import points one way: the command modules (`fleet`, `fleetctl`,
-//! `kokctl`, `etcd_cmd`, `node_agent`) use the shared ones (`paths`,
+//! `hub_cmd`, `kokctl`, `etcd_cmd`, `node_agent`) use the shared ones (`paths`,
 //! `hub_kubeconfig`, `detach`, `binaries`) and never each other's
 //! commands, except that `fleet`'s daemon (which creates the members as
 //! HostedClusters) takes `kokctl`'s default Kubernetes version. Inside a
@@ -15,6 +15,7 @@ pub mod detach;
 pub mod etcd_cmd;
 pub mod fleet;
 pub mod fleetctl;
+pub mod hub_cmd;
 pub mod hub_kubeconfig;
 pub mod kokctl;
 pub mod node_agent;

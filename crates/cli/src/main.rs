@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
-use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, kokctl, node_agent};
+use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, node_agent};
 
 #[derive(Parser)]
 #[command(
@@ -50,7 +50,7 @@ enum Command {
     Down(fleet::DownArgs),
     /// The hub: install Flotilla's resources, run its controllers.
     #[command(subcommand)]
-    Hub(fleetctl::HubCommand),
+    Hub(hub_cmd::HubCommand),
     /// Bootstrap tokens for clusters joining the fleet.
     #[command(subcommand)]
     Token(fleetctl::TokenCommand),
@@ -148,7 +148,7 @@ async fn main() -> std::process::ExitCode {
             println!("{}", dir.display());
             true
         }),
-        Command::Hub(c) => fleetctl::hub(c).await,
+        Command::Hub(c) => hub_cmd::hub(c).await,
         Command::Token(c) => fleetctl::token(c).await,
         Command::Join(a) => fleetctl::join(a).await,
         Command::Agent(a) => fleetctl::agent(a).await,

@@ -1,0 +1,239 @@
+//! `flotilla hub install | run`: Flotilla's resources on the hub, and the
+//! hub's controllers and Kube-on-Kube operators (leader-elected), with the
+//! policy admission webhook on every replica.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+
+use crate::hub_kubeconfig::HubKubeconfig;
+
+#[derive(Subcommand, Debug)]
+pub enum HubCommand {
+    /// Apply Flotilla's CRDs and RBAC to the hub (idempotent).
+    Install(HubKubeconfig),
+    /// Run the hub controllers (leader-elected: extra replicas stand by).
+    Run(Box<HubRunArgs>),
+}
+
+#[derive(Args, Debug)]
+pub struct HubRunArgs {
+    #[command(flatten)]
+    pub hub: HubKubeconfig,
+    /// Accept every cluster that asks to join, without `flotilla cluster accept`.
+    #[arg(long)]
+    pub auto_accept: bool,
+    /// Seconds a heartbeat may be late (beyond the cluster's lease duration)
+    /// before the cluster is marked Unknown and tainted unreachable.
+    #[arg(long, default_value_t = 10)]
+    pub grace_seconds: u64,
+    /// Serve the admission webhook that rejects malformed policies (unknown
+    /// or unsupported fields, inconsistent settings) on this address, e.g.
+    /// 0.0.0.0:9443. Every replica serves it, leader or not.
+    #[arg(long, value_name = "ADDR", requires = "webhook_url")]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// How the hub's API server reaches the webhook: https://HOST:PORT, where
+    /// HOST (an IP address or DNS name reaching every replica) is put in the
+    /// webhook's serving certificate. Needs --webhook-listen.
+    #[arg(long, value_name = "URL", requires = "webhook_listen")]
+    pub webhook_url: Option<String>,
+    /// This replica's name in leader election (default: HOSTNAME-PID). It
+    /// must differ between replicas that may run at the same time; a
+    /// supervisor that restarts its one replica only after it exited may
+    /// keep it fixed, so the restarted process takes its lease back at once
+    /// instead of waiting for it to expire.
+    #[arg(long, value_name = "NAME")]
+    pub identity: Option<String>,
+    #[command(flatten)]
+    pub failover: FailoverArgs,
+    #[command(flatten)]
+    pub kok: KokArgs,
+}
+
+/// How the hub treats unhealthy clusters (see README "Faults").
+#[derive(Args, Debug, Clone)]
+pub struct FailoverArgs {
+    /// Seconds a template stays on a cluster tainted not-ready or
+    /// unreachable before its replicas move, for policies that do not
+    /// tolerate those taints themselves (Kubernetes' and Karmada's default,
+    /// 300, rides out API restarts and network blips). 0 moves at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_apps_core::failover::DEFAULT_TOLERATION_SECONDS)]
+    pub default_toleration_seconds: i64,
+    /// Halt failover while more than this share of the clusters is
+    /// unhealthy at once (the hub's view or a shared dependency is the
+    /// likelier cause). 1.0 never halts on share alone.
+    #[arg(long, value_name = "SHARE", default_value_t = flotilla_apps_core::failover::DEFAULT_DISRUPTION_SHARE,
+        value_parser = parse_share)]
+    pub disruption_share: f64,
+    /// Seconds a cluster must be healthy again before replicas that failed
+    /// over from it return to the division their policy asks for.
+    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_apps_core::failover::DEFAULT_RETURN_AFTER.as_secs())]
+    pub return_after_seconds: u64,
+    /// Extra replicas a move may run beyond the template's count: a count
+    /// or a percentage of the replicas (at least 1).
+    #[arg(long, value_name = "N|P%", default_value = "25%")]
+    pub max_surge: flotilla_apps_core::failover::MaxSurge,
+}
+
+impl FailoverArgs {
+    pub fn settings(&self) -> flotilla_apps_core::failover::FailoverSettings {
+        flotilla_apps_core::failover::FailoverSettings {
+            default_toleration_seconds: Some(self.default_toleration_seconds),
+            disruption_share: self.disruption_share,
+            return_after: Duration::from_secs(self.return_after_seconds),
+            max_surge: self.max_surge,
+            ..Default::default()
+        }
+    }
+}
+
+fn parse_share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=1.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a share between 0.0 and 1.0 (e.g. 0.55)")),
+    }
+}
+
+/// Settings of the Kube-on-Kube operators (EtcdCluster, HostedCluster).
+#[derive(Args, Debug, Clone)]
+pub struct KokArgs {
+    /// A Kubernetes version hosted clusters may run, and the directory on
+    /// the machines holding its kube-apiserver, kube-controller-manager,
+    /// kube-scheduler and kubemark. Repeat for several versions. Default:
+    /// the version in Flotilla's binary cache.
+    #[arg(long = "kok-version", value_name = "VERSION=DIR")]
+    pub versions: Vec<String>,
+    /// Directory holding etcd on the machines (default: the binary cache).
+    #[arg(long, value_name = "DIR")]
+    pub etcd_bin_dir: Option<PathBuf>,
+    /// The flotilla binary on the machines (it joins worker kubelets and
+    /// dumps and loads one tenant's etcd keys); default: this binary.
+    #[arg(long, value_name = "PATH")]
+    pub flotilla_binary: Option<PathBuf>,
+    /// Ports the operators hand out on machines, FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "33000-39999")]
+    pub kok_port_range: String,
+    /// Ports the etcd operator hands out to members, FIRST-LAST.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "32000-32767")]
+    pub etcd_port_range: String,
+    /// Seconds an upgrade step may take to become healthy before the
+    /// upgrade rolls back.
+    #[arg(long, default_value_t = 60)]
+    pub upgrade_step_seconds: u64,
+}
+
+impl KokArgs {
+    /// The operators' configurations.
+    pub fn operators(
+        &self,
+    ) -> anyhow::Result<(flotilla_kok::etcd::EtcdOperator, flotilla_kok::hosted::HostedOperator)> {
+        let cache = flotilla_localkube::Binaries::default_dir();
+        let mut versions = std::collections::BTreeMap::new();
+        for v in &self.versions {
+            let (version, dir) = v.split_once('=').with_context(|| {
+                format!("--kok-version {v}: expected VERSION=DIR, e.g. 1.20.2=/opt/k8s/bin")
+            })?;
+            versions.insert(version.trim_start_matches('v').to_string(), PathBuf::from(dir));
+        }
+        if versions.is_empty() {
+            versions.insert(
+                flotilla_localkube::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(),
+                cache.clone(),
+            );
+        }
+        let range = |flag: &str, text: &str| {
+            text.split_once('-')
+                .and_then(|(a, b)| Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?)))
+                .filter(|(a, b)| a < b)
+                .map(|(a, b)| a..=b)
+                .with_context(|| format!("{flag} {text}: expected FIRST-LAST, e.g. 33000-39999"))
+        };
+        let ports = range("--kok-port-range", &self.kok_port_range)?;
+        let etcd_ports = range("--etcd-port-range", &self.etcd_port_range)?;
+        let flotilla_binary = match &self.flotilla_binary {
+            Some(p) => p.clone(),
+            None => std::env::current_exe().context("finding this binary")?,
+        };
+        let mut etcd = flotilla_kok::etcd::EtcdOperator::default();
+        etcd.plan.bin_dir = self.etcd_bin_dir.clone().unwrap_or(cache);
+        etcd.plan.ports = etcd_ports;
+        etcd.plan.flotilla_binary = flotilla_binary.clone();
+        let mut hosted = flotilla_kok::hosted::HostedOperator::default();
+        hosted.plan.versions = versions;
+        hosted.plan.port_range = ports;
+        hosted.plan.flotilla_binary = flotilla_binary;
+        hosted.upgrade_step_deadline = Duration::from_secs(self.upgrade_step_seconds);
+        Ok((etcd, hosted))
+    }
+}
+
+pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
+    match cmd {
+        HubCommand::Install(hub) => {
+            let client = hub.client().await?;
+            flotilla_hub::install(&client)
+                .await
+                .with_context(|| format!("installing on the hub {}", hub.path.display()))?;
+            println!("Flotilla's CRDs and RBAC are installed on the hub.");
+            Ok(true)
+        }
+        HubCommand::Run(args) => {
+            let client = args.hub.client().await?;
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                format!(
+                    "{}-{}",
+                    std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim(),
+                    std::process::id()
+                )
+            });
+            let webhook = match (args.webhook_listen, args.webhook_url) {
+                (Some(listen), Some(url)) => Some(flotilla_hub::webhook::WebhookConfig { listen, url }),
+                _ => None,
+            };
+            // The webhook runs on every replica; the controllers only on the leader.
+            let serve_webhook = async {
+                match webhook {
+                    Some(webhook) => flotilla_hub::webhook::serve(client.clone(), webhook).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let config = flotilla_hub::HubConfig {
+                auto_accept: args.auto_accept,
+                grace: Duration::from_secs(args.grace_seconds),
+                failover: args.failover.settings(),
+                ..Default::default()
+            };
+            let (etcd, hosted) = args.kok.operators()?;
+            // Only the leader runs the controllers. A leader that loses the
+            // lease (the API went away, or another replica took it) stops
+            // them and competes again; the process keeps running.
+            let controllers = flotilla_hub::leader::run_elected(client.clone(), identity.clone(), || {
+                let (client, config, etcd, hosted) =
+                    (client.clone(), config.clone(), etcd.clone(), hosted.clone());
+                async move {
+                    tokio::select! {
+                        r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::hosted::run(client, hosted) => r.map_err(anyhow::Error::from),
+                    }
+                }
+            });
+            let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = serve_webhook => {
+                    r.context("serving the policy admission webhook")?;
+                    bail!("the policy admission webhook stopped");
+                }
+                () = controllers => {},
+                _ = tokio::signal::ctrl_c() => {},
+                _ = sigterm.recv() => {},
+            }
+            // The controllers have stopped (their future is dropped): a
+            // standby may take over now.
+            flotilla_hub::leader::release(client, &identity).await;
+            Ok(true)
+        }
+    }
+}

@@ -31,6 +31,12 @@ impl Wanted {
         }
     }
 
+    /// With the status as a string (`True`, `False`, `Unknown`), for
+    /// decisions that return one.
+    pub fn with_status(type_: &str, status: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self { status, ..Self::new(type_, false, reason, message) }
+    }
+
     pub fn unknown(type_: &str, reason: &str, message: impl Into<String>) -> Self {
         Self { status: "Unknown", ..Self::new(type_, false, reason, message) }
     }

@@ -4,19 +4,25 @@
 
 pub mod apps;
 pub mod controller;
+mod csr;
 pub mod install;
 pub mod leader;
 pub mod machines;
 pub mod push;
 pub mod webhook;
 
-pub use controller::{run, HubConfig};
 pub use install::install;
+
+use std::time::Duration;
+
+use kube::Client;
 
 /// Field manager for everything the hub writes.
 pub const FIELD_MANAGER: &str = "flotilla-hub";
 /// Namespace for the hub's own objects (leader lease, push credentials).
 pub const SYSTEM_NAMESPACE: &str = "flotilla-system";
+/// Field manager for the hub's taints on ManagedCluster specs.
+pub(crate) const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -28,4 +34,51 @@ pub enum Error {
     Timeout(String),
     #[error("{0}")]
     Other(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Accept every cluster that asks to join (no `flotilla cluster accept`).
+    pub auto_accept: bool,
+    /// How long past its lease duration a heartbeat may be late before the
+    /// cluster turns Unknown.
+    pub grace: Duration,
+    /// Serve the policy admission webhook beside the controllers. (`flotilla
+    /// hub run` serves it itself, before leader election, so that standby
+    /// replicas answer too.)
+    pub webhook: Option<webhook::WebhookConfig>,
+    /// Default tolerations, the mass-disruption guard, returns and surge.
+    pub failover: flotilla_core::failover::FailoverSettings,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            auto_accept: false,
+            grace: Duration::from_secs(10),
+            webhook: None,
+            failover: Default::default(),
+        }
+    }
+}
+
+/// Runs the controllers (and the webhook, if configured) until the process
+/// ends.
+pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
+    match config.webhook.clone() {
+        Some(webhook) => tokio::select! {
+            served = webhook::serve(client.clone(), webhook) => served,
+            ran = run_controllers(client, config) => ran,
+        },
+        None => run_controllers(client, config).await,
+    }
+}
+
+async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error> {
+    let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
+    let push = push::run(client.clone(), clusters);
+    let machines = machines::run(client.clone(), config.auto_accept);
+    let apps = apps::run(client, config.failover);
+    let ((), push, apps, ()) = futures::join!(fleet, push, apps, machines);
+    push.and(apps)
 }

@@ -30,8 +30,6 @@ pub enum Error {
     Hub(String),
     #[error("{0}")]
     Member(String),
-    #[error("the hub refused cluster {cluster}: {message}")]
-    Denied { cluster: String, message: String },
     #[error("cluster {0} was removed from the fleet (its ManagedCluster is gone or the agent's access was revoked)")]
     Removed(String),
     #[error("{path}: {source}")]
@@ -42,6 +40,8 @@ pub enum Error {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Other(String),
+    #[error(transparent)]
+    Certificate(#[from] flotilla_csr_client::Error),
 }
 
 /// What the agent needs to run.

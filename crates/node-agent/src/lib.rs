@@ -38,6 +38,9 @@ use serde::{Deserialize, Serialize};
 pub const FIELD_MANAGER: &str = "flotilla-node-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const STATE_FILE: &str = "state.json";
+/// Timeouts of the node agent's clients of the hub.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -51,6 +54,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{path}: {source}")]
     State { path: PathBuf, source: serde_json::Error },
+    #[error(transparent)]
+    Certificate(#[from] flotilla_csr_client::Error),
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -194,14 +199,7 @@ fn remove_work_dir(state_dir: &Path, component: &str) {
 
 /// A client for a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| Error::Hub(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| Error::Hub(format!("invalid kubeconfig {}: {e}", path.display())))?;
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| Error::Hub(format!("kubeconfig {}: {e}", path.display())))
+    Ok(flotilla_csr_client::client_from_kubeconfig(path, CONNECT_TIMEOUT, READ_TIMEOUT).await?)
 }
 
 /// Creates the Machine (with an empty spec) unless it exists.

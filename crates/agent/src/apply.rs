@@ -3,8 +3,8 @@
 //! back on each Work what was applied and how healthy it is.
 //!
 //! Runs in the pull agent (with its narrow hub credential) and in the hub
-//! for push clusters. The decisions are in `flotilla_core::apply` and
-//! `flotilla_core::health`; this module does the I/O.
+//! for push clusters. The decisions are in `flotilla_apps_core::apply` and
+//! `flotilla_apps_core::health`; this module does the I/O.
 //!
 //! Triggers: Work changes that matter (spec, deletion, finalizer; not the
 //! status this applier writes itself), and changes to the applied objects
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::policy::ConflictResolution;
 use flotilla_api::work::{keys, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus};
-use flotilla_core::apply::{self as decide, Ownership, Target};
+use flotilla_apps_core::apply::{self as decide, Ownership, Target};
 use futures::channel::mpsc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
@@ -458,7 +458,7 @@ impl Applier {
         };
         applied.managed_fields_mut().clear();
         let generation = applied.metadata.generation;
-        let (health, status) = flotilla_core::health::interpret(&serde_json::to_value(&applied)?);
+        let (health, status) = flotilla_apps_core::health::interpret(&serde_json::to_value(&applied)?);
         Ok(ManifestStatus {
             identifier,
             applied: true,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use flotilla_api::cluster::{ApiEnablement, ManagedCluster, MemberHealth};
-use flotilla_core::membership;
+use flotilla_fleet_core::membership;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_core::membership;
+use flotilla_fleet_core::membership;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use flotilla_core::membership;
 use flotilla_csr_client::Identity;
+use flotilla_fleet_core::membership;
 
 use crate::{AgentConfig, Error};
 

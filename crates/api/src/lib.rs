@@ -52,7 +52,7 @@ pub fn crds() -> Vec<Crd> {
 /// `x-kubernetes-preserve-unknown-fields`. Kubernetes 1.20 prunes unknown
 /// fields while decoding a request, before admission, so without this the
 /// hub's policy webhook could never name a misspelt field: it would just
-/// vanish. With it, the webhook (`flotilla_core::validation`, which still
+/// vanish. With it, the webhook (`flotilla_apps_core::validation`, which still
 /// checks these objects against their declared properties) rejects them.
 /// Only where no webhook is registered could unknown fields be stored, and
 /// the policy types then ignore them as pruning would have.

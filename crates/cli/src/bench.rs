@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use flotilla_testenv::{Binaries, Cluster, ClusterConfig};
+use flotilla_localkube::{Binaries, Cluster, ClusterConfig};
 
 #[derive(Subcommand, Debug)]
 pub enum Bench {
@@ -209,8 +209,8 @@ async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
     flotilla_hub::install(&hub.client()).await?;
     let tmp = tempfile::tempdir()?;
     // The hub controller as its own process, so its memory and CPU are its own.
-    let mut controller = flotilla_testenv::ManagedProcess::spawn(
-        flotilla_testenv::ProcessSpec::new(
+    let mut controller = flotilla_localkube::ManagedProcess::spawn(
+        flotilla_localkube::ProcessSpec::new(
             "flotilla-hub",
             std::env::current_exe()?,
             tmp.path().join("hub.log"),
@@ -264,8 +264,8 @@ async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
     }
 
     println!("agent resident memory, idle (a real `flotilla agent` process)");
-    let mut agent_process = flotilla_testenv::ManagedProcess::spawn(
-        flotilla_testenv::ProcessSpec::new("agent", std::env::current_exe()?, tmp.path().join("agent.log"))
+    let mut agent_process = flotilla_localkube::ManagedProcess::spawn(
+        flotilla_localkube::ProcessSpec::new("agent", std::env::current_exe()?, tmp.path().join("agent.log"))
             .args(["agent", "--cluster", "rss-probe", "--kubeconfig"])
             .arg(member.kubeconfig_path().display().to_string())
             .arg("--hub-kubeconfig")
@@ -413,14 +413,14 @@ async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds: i32
     let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
         kube::Api::namespaced(hub, &flotilla_api::ManagedCluster::hub_namespace(&name));
     loop {
-        let lease = flotilla_core::membership::heartbeat_lease(
+        let lease = flotilla_fleet_core::membership::heartbeat_lease(
             &name,
             lease_seconds,
             k8s_openapi::jiff::Timestamp::now(),
         );
         let _ = leases
             .patch(
-                flotilla_core::membership::LEASE_NAME,
+                flotilla_fleet_core::membership::LEASE_NAME,
                 &PatchParams::apply(flotilla_agent::FIELD_MANAGER).force(),
                 &Patch::Apply(&lease),
             )
@@ -444,7 +444,7 @@ pub mod scheduling {
         StaticClusterWeight,
     };
     use flotilla_api::work::TargetCluster;
-    use flotilla_core::scheduler::{schedule, ClusterSnapshot, SchedulingRequest};
+    use flotilla_apps_core::scheduler::{schedule, ClusterSnapshot, SchedulingRequest};
     use k8s_openapi::api::core::v1::Toleration;
     use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, Time};

@@ -14,7 +14,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flotilla_api::work::ResourceBinding;
 use flotilla_api::ManagedCluster;
-use flotilla_testenv::{Binaries, Cluster, ClusterConfig, Etcd, ManagedProcess, ProcessSpec};
+use flotilla_localkube::{Binaries, Cluster, ClusterConfig, Etcd, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use kube::Api;
@@ -396,7 +396,8 @@ async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         // They share one etcd: one failure domain.
-        let label = json!({"metadata": {"labels": {flotilla_core::failover::ETCD_DOMAIN_LABEL: "shared"}}});
+        let label =
+            json!({"metadata": {"labels": {flotilla_apps_core::failover::ETCD_DOMAIN_LABEL: "shared"}}});
         clusters.patch(m.name(), &PatchParams::default(), &Patch::Merge(label)).await?;
     }
     let hub_client = hub.client();

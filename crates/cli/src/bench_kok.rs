@@ -19,8 +19,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use flotilla_api::kok::{conditions, EtcdCluster, HostedCluster, HostedClusterPhase, UpgradeState};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::hosted::{admin_secret_name, component_name, owner_label_value, Part, OWNER_LABEL};
-use flotilla_testenv::{Binaries, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use flotilla_kok_core::hosted::{admin_secret_name, component_name, owner_label_value, Part, OWNER_LABEL};
+use flotilla_localkube::{Binaries, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -810,7 +810,7 @@ async fn apiserver_urls(client: &Client, cluster: &str, replicas: i32) -> anyhow
                 .iter()
                 .find_map(|m| {
                     let c = m.spec.components.iter().find(|c| c.name == name)?;
-                    let port = flotilla_core::kok::ports::flag_port(c, "--secure-port")?;
+                    let port = flotilla_kok_core::ports::flag_port(c, "--secure-port")?;
                     Some(format!("https://{}:{port}", m.spec.address.as_deref()?))
                 })
                 .with_context(|| format!("no apiserver component {name} on any Machine"))

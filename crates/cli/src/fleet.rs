@@ -21,8 +21,8 @@ use comfy_table::{presets::NOTHING, Table};
 use std::collections::BTreeMap;
 
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::hosted::parse_component_name;
-use flotilla_testenv::process::log_tail;
+use flotilla_kok_core::hosted::parse_component_name;
+use flotilla_localkube::process::log_tail;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
@@ -151,7 +151,7 @@ impl ProcessRecord {
 
     /// True if this very process (not a later one with the same pid) is alive.
     pub fn alive(&self) -> bool {
-        flotilla_testenv::process::pid_alive(self.pid) && proc_start_time(self.pid) == Some(self.start_time)
+        flotilla_localkube::process::pid_alive(self.pid) && proc_start_time(self.pid) == Some(self.start_time)
     }
 }
 
@@ -431,7 +431,7 @@ async fn api_health(kubeconfig: &Path) -> ApiHealth {
         let client = kube::Client::try_from(config)?;
         let body = client.request_text(http::Request::get("/readyz").body(Vec::new())?).await?;
         let nodes = Api::<Node>::all(client).list(&ListParams::default()).await?;
-        let ready = nodes.items.iter().filter(|n| flotilla_testenv::node_is_ready(n)).count();
+        let ready = nodes.items.iter().filter(|n| flotilla_localkube::node_is_ready(n)).count();
         anyhow::Ok((body.trim() == "ok", ready))
     };
     match tokio::time::timeout(Duration::from_secs(5), probe).await {

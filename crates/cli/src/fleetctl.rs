@@ -76,27 +76,27 @@ pub struct FailoverArgs {
     /// unreachable before its replicas move, for policies that do not
     /// tolerate those taints themselves (Kubernetes' and Karmada's default,
     /// 300, rides out API restarts and network blips). 0 moves at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_core::failover::DEFAULT_TOLERATION_SECONDS)]
+    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_apps_core::failover::DEFAULT_TOLERATION_SECONDS)]
     pub default_toleration_seconds: i64,
     /// Halt failover while more than this share of the clusters is
     /// unhealthy at once (the hub's view or a shared dependency is the
     /// likelier cause). 1.0 never halts on share alone.
-    #[arg(long, value_name = "SHARE", default_value_t = flotilla_core::failover::DEFAULT_DISRUPTION_SHARE,
+    #[arg(long, value_name = "SHARE", default_value_t = flotilla_apps_core::failover::DEFAULT_DISRUPTION_SHARE,
         value_parser = parse_share)]
     pub disruption_share: f64,
     /// Seconds a cluster must be healthy again before replicas that failed
     /// over from it return to the division their policy asks for.
-    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_core::failover::DEFAULT_RETURN_AFTER.as_secs())]
+    #[arg(long, value_name = "SECONDS", default_value_t = flotilla_apps_core::failover::DEFAULT_RETURN_AFTER.as_secs())]
     pub return_after_seconds: u64,
     /// Extra replicas a move may run beyond the template's count: a count
     /// or a percentage of the replicas (at least 1).
     #[arg(long, value_name = "N|P%", default_value = "25%")]
-    pub max_surge: flotilla_core::failover::MaxSurge,
+    pub max_surge: flotilla_apps_core::failover::MaxSurge,
 }
 
 impl FailoverArgs {
-    pub fn settings(&self) -> flotilla_core::failover::FailoverSettings {
-        flotilla_core::failover::FailoverSettings {
+    pub fn settings(&self) -> flotilla_apps_core::failover::FailoverSettings {
+        flotilla_apps_core::failover::FailoverSettings {
             default_toleration_seconds: Some(self.default_toleration_seconds),
             disruption_share: self.disruption_share,
             return_after: Duration::from_secs(self.return_after_seconds),
@@ -146,7 +146,7 @@ impl KokArgs {
     pub fn operators(
         &self,
     ) -> anyhow::Result<(flotilla_kok::etcd::EtcdOperator, flotilla_kok::hosted::HostedOperator)> {
-        let cache = flotilla_testenv::Binaries::default_dir();
+        let cache = flotilla_localkube::Binaries::default_dir();
         let mut versions = std::collections::BTreeMap::new();
         for v in &self.versions {
             let (version, dir) = v.split_once('=').with_context(|| {
@@ -156,7 +156,7 @@ impl KokArgs {
         }
         if versions.is_empty() {
             versions.insert(
-                flotilla_testenv::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(),
+                flotilla_localkube::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(),
                 cache.clone(),
             );
         }
@@ -399,7 +399,7 @@ pub async fn create_token(
             "token-id": id, "token-secret": secret_part,
             "expiration": expiration.to_string(),
             "usage-bootstrap-authentication": "true",
-            "auth-extra-groups": flotilla_core::membership::BOOTSTRAP_GROUP,
+            "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP,
             "description": "flotilla: lets clusters ask to join the fleet"
         }
     }))?;
@@ -441,7 +441,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<bool> {
 
 /// Registers, then leaves an agent running in the background.
 pub async fn join(args: JoinArgs) -> anyhow::Result<bool> {
-    flotilla_core::membership::validate_cluster_name(&args.name).map_err(anyhow::Error::msg)?;
+    flotilla_fleet_core::membership::validate_cluster_name(&args.name).map_err(anyhow::Error::msg)?;
     let state_dir = agent_state_dir(&args.name, args.state_dir.clone());
     let mut config =
         flotilla_agent::AgentConfig::new(args.name.clone(), state_dir.clone(), args.kubeconfig.clone());
@@ -706,10 +706,11 @@ pub async fn unjoin(args: UnjoinArgs) -> anyhow::Result<bool> {
     let pid_file = state_dir.join("agent.pid");
     if let Ok(pid) = std::fs::read_to_string(&pid_file).map(|p| p.trim().parse::<u32>().unwrap_or(0)) {
         let deadline = std::time::Instant::now() + Duration::from_secs(if args.force { 0 } else { 30 });
-        while pid != 0 && flotilla_testenv::process::pid_alive(pid) && std::time::Instant::now() < deadline {
+        while pid != 0 && flotilla_localkube::process::pid_alive(pid) && std::time::Instant::now() < deadline
+        {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        if pid != 0 && flotilla_testenv::process::pid_alive(pid) {
+        if pid != 0 && flotilla_localkube::process::pid_alive(pid) {
             let cmdline = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
             // Only the agent we started for this cluster.
             if cmdline.contains("agent") && cmdline.contains(&args.name) {

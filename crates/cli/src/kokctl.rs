@@ -20,8 +20,8 @@ use flotilla_api::kok::{
     HostedEtcd, NodesSpec, Runtime, UpgradeState, ROTATE_CERTS_ANNOTATION,
 };
 use flotilla_api::machine::{ComponentState, Machine};
-use flotilla_core::kok::hosted::{owner_label_value, parse_component_name, Part, OWNER_LABEL};
-use flotilla_core::kok::upgrade::reasons;
+use flotilla_kok_core::hosted::{owner_label_value, parse_component_name, Part, OWNER_LABEL};
+use flotilla_kok_core::upgrade::reasons;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -537,7 +537,7 @@ pub fn leftover_components(
     name: &str,
     etcd: Option<&str>,
 ) -> Vec<String> {
-    let etcd_component = etcd.map(|e| flotilla_core::kok::etcd::component_name(namespace, e));
+    let etcd_component = etcd.map(|e| flotilla_kok_core::etcd::component_name(namespace, e));
     let ours =
         |c: &str| parse_component_name(c, namespace, name).is_some() || etcd_component.as_deref() == Some(c);
     let mut out: Vec<String> = machines
@@ -949,7 +949,7 @@ async fn existing(api: &Api<HostedCluster>, name: &str, namespace: &str) -> anyh
 
 /// The etcd version the local binary cache has.
 fn cached_etcd_version() -> anyhow::Result<String> {
-    let binary = flotilla_testenv::Binaries::default_dir().join("etcd");
+    let binary = flotilla_localkube::Binaries::default_dir().join("etcd");
     let output = std::process::Command::new(&binary)
         .arg("--version")
         .output()
@@ -959,7 +959,7 @@ fn cached_etcd_version() -> anyhow::Result<String> {
 }
 
 async fn create(args: CreateArgs) -> anyhow::Result<bool> {
-    flotilla_core::membership::validate_cluster_name(&args.name).map_err(anyhow::Error::msg)?;
+    flotilla_fleet_core::membership::validate_cluster_name(&args.name).map_err(anyhow::Error::msg)?;
     let namespace = args.target.namespace.clone();
     let etcd_version = match args.etcd_version.clone() {
         Some(v) => v,
@@ -1265,7 +1265,7 @@ mod tests {
         CertificateStatus, ControlPlaneInstanceStatus, HostedClusterPhase, HostedClusterStatus, UpgradeStatus,
     };
     use flotilla_api::machine::{ComponentSpec, ComponentStatus, MachineSpec, MachineStatus};
-    use flotilla_core::kok::hosted::component_name;
+    use flotilla_kok_core::hosted::component_name;
 
     fn request() -> ClusterRequest {
         ClusterRequest {
@@ -1648,7 +1648,7 @@ mod tests {
     #[test]
     fn deletion_waits_for_the_cluster_and_its_etcd_and_names_what_is_left() {
         let apiserver = component_name(Part::Apiserver, "team", "c1", 0);
-        let etcd = flotilla_core::kok::etcd::component_name("team", "c1-etcd");
+        let etcd = flotilla_kok_core::etcd::component_name("team", "c1-etcd");
         let machines = vec![machine(
             "m1",
             &[

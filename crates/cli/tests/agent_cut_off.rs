@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::work::ResourceBinding;
 use flotilla_api::ManagedCluster;
-use flotilla_testenv::netns::NetnsHost;
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use flotilla_localkube::netns::NetnsHost;
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::{Patch, PatchParams};

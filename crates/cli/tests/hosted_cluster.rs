@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::kok::{EtcdCluster, HostedClusterPhase};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::hosted::{admin_secret_name, parse_component_name, pki_secret_name, Part};
-use flotilla_testenv::wait_for;
+use flotilla_kok_core::hosted::{admin_secret_name, parse_component_name, pki_secret_name, Part};
+use flotilla_localkube::wait_for;
 use k8s_openapi::api::core::v1::Secret;
 use kok_env::{kubectl, KokEnv, NS, WAIT};
 use kube::api::DeleteParams;
@@ -135,7 +135,7 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     }
     // Its own etcd goes too, a moment later (the etcd operator's finalizer
     // stops the members first).
-    let etcd_component = flotilla_core::kok::etcd::component_name(NS, "c1-etcd");
+    let etcd_component = flotilla_kok_core::etcd::component_name(NS, "c1-etcd");
     wait_for("the etcd cluster and its members to be gone", WAIT, || async {
         let gone =
             Api::<EtcdCluster>::namespaced(client.clone(), NS).get_opt("c1-etcd").await.unwrap().is_none();

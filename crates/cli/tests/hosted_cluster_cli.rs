@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, HostedCluster};
 use flotilla_api::machine::{Machine, MachineSpec};
-use flotilla_core::kok::hosted::{
+use flotilla_kok_core::hosted::{
     admin_secret_name, bootstrap_secret_name, parse_component_name, pki_secret_name,
 };
-use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, PostParams};
 use kube::{Api, Client, ResourceExt};
@@ -57,7 +57,7 @@ fn text(o: &Output) -> String {
 /// A base port with `count` free ports after it.
 fn free_range(count: u16) -> u16 {
     loop {
-        let base = flotilla_testenv::ports::free_port().unwrap();
+        let base = flotilla_localkube::ports::free_port().unwrap();
         if base.checked_add(count).is_none() {
             continue;
         }
@@ -109,7 +109,7 @@ async fn diagnostics(client: &Client, state_dirs: &[PathBuf]) -> String {
             out += &format!(
                 "---- {}:\n{}\n",
                 log.path().display(),
-                flotilla_testenv::process::log_tail(&log.path(), 12)
+                flotilla_localkube::process::log_tail(&log.path(), 12)
             );
         }
     }
@@ -252,7 +252,7 @@ async fn create_use_get_and_delete_a_hosted_cluster_from_the_command_line() {
         .await
         .unwrap()
         .is_none());
-    let etcd_component = flotilla_core::kok::etcd::component_name("default", "c1-etcd");
+    let etcd_component = flotilla_kok_core::etcd::component_name("default", "c1-etcd");
     for m in machines.list(&ListParams::default()).await.unwrap().items {
         let declared = m.spec.components.iter().map(|c| c.name.clone());
         let running = m.status.iter().flat_map(|s| s.components.iter()).map(|c| c.name.clone());

@@ -17,7 +17,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use flotilla_api::kok::{HostedClusterPhase, UpgradeState, ROTATE_CERTS_ANNOTATION};
-use flotilla_testenv::{wait_for, Binaries};
+use flotilla_localkube::{wait_for, Binaries};
 use kok_env::{kubectl, KokEnv, WAIT};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;

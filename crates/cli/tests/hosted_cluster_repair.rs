@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use flotilla_api::kok::{HostedClusterPhase, MACHINE_POOL_LABEL};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::hosted::{component_name, Part};
+use flotilla_kok_core::hosted::{component_name, Part};
 use kok_env::{kubectl, KokEnv, NS};
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{DynamicObject, ListParams, PostParams};

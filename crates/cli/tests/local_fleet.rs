@@ -66,7 +66,7 @@ fn recorded_pids(state: &serde_json::Value) -> Vec<u64> {
 }
 
 fn alive(pid: u64) -> bool {
-    flotilla_testenv::process::pid_alive(pid as u32)
+    flotilla_localkube::process::pid_alive(pid as u32)
 }
 
 #[tokio::test]

@@ -5,7 +5,7 @@
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use flotilla_testenv::{Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use flotilla_localkube::{Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
 
 fn flotilla(args: &[&str], home: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).env("HOME", home).output().unwrap()
@@ -74,7 +74,7 @@ async fn token_join_accept_get_and_unjoin_from_the_command_line() {
     assert!(out.status.success(), "{}", text(&out));
     let agent_dir = home.path().join(".flotilla/agents/m1");
     let pid: u32 = std::fs::read_to_string(agent_dir.join("agent.pid")).unwrap().trim().parse().unwrap();
-    assert!(flotilla_testenv::process::pid_alive(pid));
+    assert!(flotilla_localkube::process::pid_alive(pid));
 
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -99,7 +99,7 @@ async fn token_join_accept_get_and_unjoin_from_the_command_line() {
     let out = flotilla(&["unjoin", "m1", "--kubeconfig", &hub_kc], home.path());
     assert!(out.status.success(), "{}", text(&out));
     let deadline = Instant::now() + Duration::from_secs(15);
-    while flotilla_testenv::process::pid_alive(pid) {
+    while flotilla_localkube::process::pid_alive(pid) {
         assert!(Instant::now() < deadline, "the agent kept running after unjoin");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -1,24 +1,10 @@
-//! Flotilla's pure logic: no I/O, no Kubernetes client. Everything here is a
-//! function of its inputs, so it is tested without a server.
+//! Flotilla's pure base: building blocks every domain shares — status
+//! conditions, resource quantities, certificates and kubeconfig files. No
+//! I/O and no Flotilla API types: the domain crates (`flotilla-fleet-core`,
+//! `flotilla-apps-core`, `flotilla-kok-core`) build on it.
 
-pub mod affinity;
-pub mod aggregate;
-pub mod apply;
-pub mod binding;
-pub mod binding_status;
+pub mod certificate;
 pub mod conditions;
-pub mod failover;
-pub mod health;
-pub mod kok;
 pub mod kubeconfig;
-pub mod machine_identity;
-pub mod membership;
-pub mod node;
-pub mod overrides;
 pub mod pki;
 pub mod quantity;
-pub mod resolution;
-pub mod scheduler;
-pub mod selection;
-pub mod validation;
-pub mod workload;

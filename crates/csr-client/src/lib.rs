@@ -2,7 +2,7 @@
 //! and the node agent): a bootstrap token buys one certificate request; the
 //! hub approves it once the holder is accepted; the agent then works with
 //! its own certificate and renews it, with that certificate, at 70% of its
-//! life (`core::machine_identity::renew_at`).
+//! life (`flotilla_core::certificate::renew_at`).
 //!
 //! What differs between the agents (names, files, the request's subject and
 //! metadata, what to tell a waiting operator) is an [`Identity`]; the flow
@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use base64::Engine as _;
+use flotilla_core::certificate::{cert_validity, renew_at};
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_core::machine_identity::{cert_validity, renew_at};
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
@@ -260,7 +260,7 @@ pub async fn register(
             k
         }
     };
-    let key_hash = flotilla_core::membership::public_key_sha256(&key).map_err(Error::Hub)?;
+    let key_hash = flotilla_fleet_core::membership::public_key_sha256(&key).map_err(Error::Hub)?;
     let csr_name = (identity.bootstrap_csr_name)(&identity.name, &key_hash);
     let cert = request_certificate(identity, &bootstrap_client, &csr_name, &key, &server).await?;
     store(identity, state_dir, &server, &ca, &cert, &key).await

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use flotilla_api::cluster::{keys, ManagedCluster};
 use flotilla_core::conditions::{self, Wanted};
-use flotilla_core::membership::{self, CsrDecision};
+use flotilla_fleet_core::membership::{self, CsrDecision};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;

@@ -3,7 +3,7 @@
 //! decided, its facts for the pure decision in core, and the approval or
 //! denial written back.
 
-use flotilla_core::membership::{self, CsrFacts};
+use flotilla_fleet_core::membership::{self, CsrFacts};
 use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateSigningRequestCondition};
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use flotilla_core::membership::BOOTSTRAP_GROUP;
+use flotilla_fleet_core::membership::BOOTSTRAP_GROUP;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

@@ -48,7 +48,7 @@ pub struct HubConfig {
     /// replicas answer too.)
     pub webhook: Option<webhook::WebhookConfig>,
     /// Default tolerations, the mass-disruption guard, returns and surge.
-    pub failover: flotilla_core::failover::FailoverSettings,
+    pub failover: flotilla_apps_core::failover::FailoverSettings,
 }
 
 impl Default for HubConfig {

@@ -3,7 +3,7 @@
 //! - machine registration (primary: CertificateSigningRequests labelled
 //!   `kok.flotilla.io/machine`): creates the Machine a node agent first asks
 //!   for (accepted only if the hub auto-accepts), approves or denies its
-//!   certificate requests (`core::machine_identity::decide_csr`), binds the
+//!   certificate requests (`kok_core::machine_identity::decide_csr`), binds the
 //!   name to the first key, and grants access before approving;
 //! - machine access (primary: Machine): keeps the node agent's RBAC in step
 //!   with its spec (the Secrets and ConfigMaps its components reference),
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::machine::Machine;
-use flotilla_core::machine_identity::{self as identity, CsrDecision, MachineFacts, MACHINE_LABEL};
+use flotilla_kok_core::machine_identity::{self as identity, CsrDecision, MachineFacts, MACHINE_LABEL};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -101,7 +101,7 @@ fn error_policy(error: &Error, what: &str) -> Action {
 }
 
 fn machine_facts(machine: &Machine) -> MachineFacts {
-    MachineFacts::from_annotations(machine.annotations(), machine.metadata.deletion_timestamp.is_some())
+    identity::machine_facts(machine.annotations(), machine.metadata.deletion_timestamp.is_some())
 }
 
 async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use flotilla_api::cluster::{ManagedCluster, SyncMode};
-use flotilla_core::membership;
+use flotilla_fleet_core::membership;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};

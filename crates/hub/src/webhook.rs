@@ -2,7 +2,7 @@
 //!
 //! Kubernetes 1.20 cannot reject unknown fields of custom resources, nor
 //! express rules across fields, so the API server asks this webhook about
-//! every policy create and update (`flotilla_core::validation` decides).
+//! every policy create and update (`flotilla_apps_core::validation` decides).
 //! Every hub replica serves it, leader or not; they share one serving
 //! certificate from a Secret, and each (re)registers the
 //! ValidatingWebhookConfiguration that points the API server here.
@@ -188,7 +188,7 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
     };
     let old = request.old_object.as_ref().map(as_json);
     let kind = &request.kind.kind;
-    let errors = flotilla_core::validation::validate_policy_change(kind, old.as_ref(), &object);
+    let errors = flotilla_apps_core::validation::validate_policy_change(kind, old.as_ref(), &object);
     if errors.is_empty() {
         return Ok(());
     }

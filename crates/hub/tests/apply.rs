@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use flotilla_api::work::{keys, Health, ManifestStatus, Work, WorkStatus};
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;

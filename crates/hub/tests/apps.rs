@@ -10,10 +10,10 @@ use std::time::Duration;
 use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::ResourceBinding;
-use flotilla_core::failover::{FailoverSettings, MaxSurge};
+use flotilla_apps_core::failover::{FailoverSettings, MaxSurge};
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_hub::HubConfig;
-use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
+use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -134,7 +134,7 @@ impl Fleet {
             "type": "bootstrap.kubernetes.io/token",
             "stringData": {"token-id": "appsab", "token-secret": "0123456789abcdef",
                 "usage-bootstrap-authentication": "true",
-                "auth-extra-groups": flotilla_core::membership::BOOTSTRAP_GROUP}
+                "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
         }))
         .unwrap();
         Api::<Secret>::namespaced(hub.client(), "kube-system")
@@ -171,7 +171,8 @@ impl Fleet {
             .await;
             let mut labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
             if fleet.etcd.is_some() {
-                labels["metadata"]["labels"][flotilla_core::failover::ETCD_DOMAIN_LABEL] = json!("shared");
+                labels["metadata"]["labels"][flotilla_apps_core::failover::ETCD_DOMAIN_LABEL] =
+                    json!("shared");
             }
             clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
         }

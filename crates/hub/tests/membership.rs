@@ -2,7 +2,7 @@
 //! Fleet membership against real API servers: registration, acceptance,
 //! isolation of agent credentials, heartbeats, health and leaving.
 
-use flotilla_testenv::wait_for;
+use flotilla_localkube::wait_for;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use flotilla_agent::{AgentConfig, Error as AgentError};
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_hub::HubConfig;
-use flotilla_testenv::{Cluster, ClusterConfig};
+use flotilla_localkube::{Cluster, ClusterConfig};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -25,7 +25,7 @@ async fn bootstrap_kubeconfig(hub: &Cluster, dir: &Path, id: &str, extra_group: 
         "usage-bootstrap-authentication": "true"
     });
     if extra_group {
-        data["auth-extra-groups"] = json!(flotilla_core::membership::BOOTSTRAP_GROUP);
+        data["auth-extra-groups"] = json!(flotilla_fleet_core::membership::BOOTSTRAP_GROUP);
     }
     let secret: Secret = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Secret",

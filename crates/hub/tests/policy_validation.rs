@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use flotilla_hub::webhook::{WebhookConfig, CONFIGURATION_NAME, TLS_SECRET, WEBHOOK_NAME};
 use flotilla_hub::HubConfig;
-use flotilla_testenv::{ports::free_port, wait_for, Cluster, ClusterConfig};
+use flotilla_localkube::{ports::free_port, wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PostParams};

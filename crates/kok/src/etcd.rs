@@ -7,7 +7,7 @@
 //! (and their data) from the Machines before the object goes.
 //!
 //! Each reconcile reads the Machines, the Secret and the members, asks
-//! [`flotilla_core::kok::etcd::decide`] for the next step, and does it.
+//! [`flotilla_kok_core::etcd::decide`] for the next step, and does it.
 //! With `spec.backup` it also runs the backup schedule
 //! ([`crate::etcd_schedule`]) and wakes up again at its next tick.
 
@@ -17,11 +17,11 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, Runtime};
 use flotilla_api::machine::{ComponentSpec, Machine};
-use flotilla_core::kok::etcd::{
+use flotilla_kok_core::etcd::{
     self as plan, EtcdOperatorConfig, Facts, MemberPlan, MembershipChange, Observation, Progress,
 };
-use flotilla_core::kok::pki::keys;
-use flotilla_core::kok::ports;
+use flotilla_kok_core::pki::keys;
+use flotilla_kok_core::ports;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
@@ -53,7 +53,7 @@ pub struct EtcdOperator {
     /// How long one request to a member may take.
     pub probe_timeout: Duration,
     /// How the `Kubernetes` runtime builds the members' pods.
-    pub kube: flotilla_core::kok::etcd_kube::EtcdKubeConfig,
+    pub kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig,
 }
 
 impl Default for EtcdOperator {
@@ -62,7 +62,7 @@ impl Default for EtcdOperator {
             plan: EtcdOperatorConfig::default(),
             resync: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(3),
-            kube: flotilla_core::kok::etcd_kube::EtcdKubeConfig::default(),
+            kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig::default(),
         }
     }
 }
@@ -208,7 +208,7 @@ async fn reconcile(cluster: Arc<EtcdCluster>, ctx: Arc<Ctx>) -> Result<Action, E
         Ok(None) => None,
         Err(e) => {
             tracing::warn!(cluster = %name, error = %e, "etcd backup schedule not looked at; retrying");
-            flotilla_core::kok::etcd_schedule::carry_over(&mut status, cluster.status.as_ref());
+            flotilla_kok_core::etcd_schedule::carry_over(&mut status, cluster.status.as_ref());
             Some(STEP)
         }
     };

@@ -11,15 +11,15 @@
 //! its snapshot file on the destination Machine (in place of the snapshot
 //! component, if that still runs), and the finalizer goes once it exited 0
 //! (or when the file cannot or must not be removed: see
-//! [`flotilla_core::kok::etcd_schedule::removal_plan`]).
+//! [`flotilla_kok_core::etcd_schedule::removal_plan`]).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::kok::{EtcdBackup, EtcdCluster, JobPhase};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::etcd as plan;
-use flotilla_core::kok::etcd_schedule as schedule;
+use flotilla_kok_core::etcd as plan;
+use flotilla_kok_core::etcd_schedule as schedule;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;

@@ -2,7 +2,7 @@
 //! tenant of a shared EtcdCluster) to a file and back, through the
 //! members' gRPC JSON gateway over TLS. What is sent and the rules (one
 //! revision for every page, never overwrite a live tenant, resume an
-//! interrupted load) are in [`flotilla_core::kok::etcd_keys`].
+//! interrupted load) are in [`flotilla_kok_core::etcd_keys`].
 //!
 //! A prefixed EtcdBackup runs `dump` on its destination Machine; a restore
 //! of one runs `load` there. Both print a one-line JSON summary last, which
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_core::kok::etcd_keys::{
+use flotilla_kok_core::etcd_keys::{
     self as keys, DumpSummary, KeyDump, KeysError, Kv, LoadSummary, MAX_TXN_BYTES, MAX_TXN_OPS, PAGE_LIMIT,
 };
 use rustls::ClientConfig;

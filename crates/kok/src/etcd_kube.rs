@@ -1,5 +1,5 @@
 //! The EtcdCluster operator, `Kubernetes` runtime (the I/O half of
-//! `flotilla_core::kok::etcd_kube`, which documents the layout): the
+//! `flotilla_kok_core::etcd_kube`, which documents the layout): the
 //! cluster's certificates into its Secret, then the members' Secret, the
 //! headless Service and the StatefulSet server-side applied into the
 //! EtcdCluster's namespace, each owned by the EtcdCluster, and the status
@@ -12,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use flotilla_api::kok::EtcdCluster;
-use flotilla_core::kok::etcd as process;
-use flotilla_core::kok::etcd_kube as plan;
+use flotilla_kok_core::etcd as process;
+use flotilla_kok_core::etcd_kube as plan;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

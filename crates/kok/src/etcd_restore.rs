@@ -5,7 +5,7 @@
 //! backup (one tenant's key dump) instead runs a one-shot `flotilla
 //! etcd-keys load` on the Machine holding the dump, into the existing
 //! `spec.target`, and removes it once its outcome is recorded. Decisions
-//! in `flotilla_core::kok::etcd_restore`.
+//! in `flotilla_kok_core::etcd_restore`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdBackup, EtcdCluster, EtcdRestore, EtcdRestoreStatus, JobPhase};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::etcd_restore::{self as plan, RestoreStep};
+use flotilla_kok_core::etcd_restore::{self as plan, RestoreStep};
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;

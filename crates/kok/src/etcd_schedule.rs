@@ -1,12 +1,12 @@
 //! Scheduled EtcdBackups (`EtcdCluster.spec.backup`), run from the
 //! EtcdCluster reconcile: read the namespace's EtcdBackups, ask
-//! [`flotilla_core::kok::etcd_schedule::decide`], create the due backup
+//! [`flotilla_kok_core::etcd_schedule::decide`], create the due backup
 //! with server-side apply and delete the ones retention lets go. The
 //! backup controller ([`crate::etcd_backup`]) takes the snapshots and,
 //! behind the finalizer, removes a deleted backup's file.
 
 use flotilla_api::kok::{EtcdBackup, EtcdCluster};
-use flotilla_core::kok::etcd_schedule::{self as schedule, SchedulePlan};
+use flotilla_kok_core::etcd_schedule::{self as schedule, SchedulePlan};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, ResourceExt};

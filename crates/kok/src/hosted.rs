@@ -4,7 +4,7 @@
 //! API server answers, and the cluster registered in the fleet once Ready.
 //!
 //! Each reconcile is one pipeline: read (the HostedCluster, its
-//! EtcdCluster, the Machines, the Secrets) → decide (`flotilla_core::kok`)
+//! EtcdCluster, the Machines, the Secrets) → decide (`flotilla_kok_core`)
 //! → write by server-side apply → status. Nothing is remembered between
 //! reconciles except what the API holds.
 
@@ -17,9 +17,9 @@ use flotilla_api::kok::{
     conditions, AddonStatus, EtcdCluster, HostedCluster, HostedClusterPhase, HostedClusterStatus, Runtime,
 };
 use flotilla_api::machine::{ComponentSpec, Machine};
-use flotilla_core::kok::hosted::{self as plan, EtcdCa, HostedOperatorConfig, Part, Placement};
-use flotilla_core::kok::pki::keys;
-use flotilla_core::kok::{addons, upgrade};
+use flotilla_kok_core::hosted::{self as plan, EtcdCa, HostedOperatorConfig, Part, Placement};
+use flotilla_kok_core::pki::keys;
+use flotilla_kok_core::{addons, upgrade};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
@@ -377,7 +377,7 @@ fn validate(hc: &HostedCluster, config: &HostedOperatorConfig) -> Option<String>
     if let Err(e) = addons::validate(hc) {
         return Some(format!("spec.addons: {e}"));
     }
-    if let Err(e) = flotilla_core::kok::pki::first_service_ip(&hc.spec.network.service_cidr) {
+    if let Err(e) = flotilla_kok_core::pki::first_service_ip(&hc.spec.network.service_cidr) {
         return Some(format!("spec.network.serviceCIDR: {e}"));
     }
     // A running cluster with an unknown target version is an upgrade
@@ -437,7 +437,7 @@ pub(crate) async fn etcd_ready(
         return Ok(None);
     }
     let secret_name =
-        status.client_secret.clone().unwrap_or_else(|| flotilla_core::kok::etcd::secret_name(etcd_name));
+        status.client_secret.clone().unwrap_or_else(|| flotilla_kok_core::etcd::secret_name(etcd_name));
     let data =
         secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret_name).await?);
     let text = |k: &str| data.get(k).map(|v| String::from_utf8_lossy(v).into_owned());
@@ -803,7 +803,7 @@ async fn register_in_fleet(client: &Client, hc: &HostedCluster) -> Result<(), Er
     let label = plan::owner_label_value(&namespace, &name);
     // Members sharing an etcd or a machine pool fail together: the hub's
     // mass-disruption guard reads these labels.
-    let mut labels = flotilla_core::failover::hosted_domain_labels(
+    let mut labels = flotilla_apps_core::failover::hosted_domain_labels(
         &namespace,
         hc.spec.etcd.resolve().map_or("", |(etcd, _)| etcd),
         hc.spec.control_plane.machine_pool.as_deref(),
@@ -925,7 +925,7 @@ async fn delete_data(client: &Client, hc: &HostedCluster) -> Result<(), Error> {
         return Ok(());
     }
     let status = etcd.status.unwrap_or_default();
-    let secret = status.client_secret.unwrap_or_else(|| flotilla_core::kok::etcd::secret_name(etcd_name));
+    let secret = status.client_secret.unwrap_or_else(|| flotilla_kok_core::etcd::secret_name(etcd_name));
     let data = secret_data(Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret).await?);
     let tls = crate::etcd::client_tls(&data)?;
     let start = format!("{}/", prefix.trim_end_matches('/'));

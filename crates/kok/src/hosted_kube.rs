@@ -5,7 +5,7 @@
 //! comes from its Deployment's rollout.
 //!
 //! A `spec.version` change follows the process runtime's plan
-//! (`flotilla_core::kok::upgrade`, through `kube_runtime::upgrade_plan`):
+//! (`flotilla_kok_core::upgrade`, through `kube_runtime::upgrade_plan`):
 //! the same refusals (a minor downgrade, a skipped minor), the
 //! kube-apiserver Deployment moved to the new image first and waited on
 //! until it has rolled out and is available, then kube-controller-manager,
@@ -26,10 +26,10 @@ use std::collections::BTreeMap;
 use flotilla_api::kok::{
     conditions, CertificateStatus, HostedCluster, HostedClusterPhase, HostedClusterStatus,
 };
-use flotilla_core::kok::hosted as plan;
-use flotilla_core::kok::kube_runtime::{self as render, KubeRuntimeError};
-use flotilla_core::kok::pki::ControlPlanePki;
-use flotilla_core::kok::upgrade::UpgradePlan;
+use flotilla_kok_core::hosted as plan;
+use flotilla_kok_core::kube_runtime::{self as render, KubeRuntimeError};
+use flotilla_kok_core::pki::ControlPlanePki;
+use flotilla_kok_core::upgrade::UpgradePlan;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;

@@ -1,5 +1,5 @@
 //! The `kubernetes` runtime of a hosted control plane, the I/O half: the
-//! objects `flotilla_core::kok::kube_runtime` renders are server-side
+//! objects `flotilla_kok_core::kube_runtime` renders are server-side
 //! applied into the meta cluster (namespace `kok-<name>`), and each
 //! component's readiness is read back from its Deployment's status.
 //!
@@ -11,13 +11,13 @@
 use std::collections::BTreeMap;
 
 use flotilla_api::kok::HostedCluster;
-use flotilla_core::kok::kube_runtime::{self as render, KubeRuntimeError, RenderedControlPlane};
+use flotilla_kok_core::kube_runtime::{self as render, KubeRuntimeError, RenderedControlPlane};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::{Api, Client};
 
-pub use flotilla_core::kok::kube_runtime::{
+pub use flotilla_kok_core::kube_runtime::{
     endpoint, pki_inputs, ComponentReadiness, ComponentVersions, ControlPlaneComponent, ImageConfig,
     KubeRuntimeConfig,
 };

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use flotilla_core::kok::hosted;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_kok_core::hosted;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use kube::api::PostParams;
 use kube::{Api, Client};

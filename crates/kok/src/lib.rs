@@ -1,4 +1,4 @@
-//! Kubernetes on Kubernetes operators (thin I/O around `flotilla_core::kok`):
+//! Kubernetes on Kubernetes operators (thin I/O around `flotilla_kok_core`):
 //! the EtcdCluster operator, the HostedCluster operator, the Kubernetes
 //! runtime of hosted control planes, and `kubelet-join`.
 
@@ -20,9 +20,9 @@ pub enum Error {
     #[error("encoding: {0}")]
     Json(#[from] serde_json::Error),
     #[error("{0}")]
-    Plan(#[from] flotilla_core::kok::etcd::EtcdPlanError),
+    Plan(#[from] flotilla_kok_core::etcd::EtcdPlanError),
     #[error("kubernetes runtime: {0}")]
-    KubeRuntime(#[from] flotilla_core::kok::kube_runtime::KubeRuntimeError),
+    KubeRuntime(#[from] flotilla_kok_core::kube_runtime::KubeRuntimeError),
     #[error("{0}")]
     Other(String),
 }

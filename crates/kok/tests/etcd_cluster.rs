@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, EtcdClusterPhase, EtcdClusterSpec};
 use flotilla_api::machine::{Machine, MachineSpec};
-use flotilla_core::kok::etcd::{component_name, secret_name, EtcdOperatorConfig};
 use flotilla_kok::etcd::{EtcdOperator, FIELD_MANAGER};
+use flotilla_kok_core::etcd::{component_name, secret_name, EtcdOperatorConfig};
+use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
 use flotilla_node_agent::NodeAgentConfig;
-use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};

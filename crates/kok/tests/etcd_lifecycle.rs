@@ -16,10 +16,10 @@ use flotilla_api::kok::{
     EtcdClusterStatus, JobPhase, MachinePath,
 };
 use flotilla_api::machine::{Machine, MachineSpec};
-use flotilla_core::kok::etcd::{component_name, secret_name, EtcdOperatorConfig};
 use flotilla_kok::etcd::EtcdOperator;
+use flotilla_kok_core::etcd::{component_name, secret_name, EtcdOperatorConfig};
+use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
 use flotilla_node_agent::NodeAgentConfig;
-use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};

@@ -22,17 +22,17 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::kok::{conditions, HostedCluster, HostedClusterPhase, ROTATE_CERTS_ANNOTATION};
 use flotilla_api::kok::{EtcdCluster, EtcdClusterPhase, UpgradeState};
-use flotilla_core::kok::etcd_kube::{self, EtcdKubeConfig, TLS_CHECKSUM_ANNOTATION};
-use flotilla_core::kok::hosted::{admin_secret_name, pki_secret_name, HostedOperatorConfig};
-use flotilla_core::kok::kube_runtime::{deployment_available, deployment_version};
-use flotilla_core::kok::kube_runtime::{
-    template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
-};
-use flotilla_core::kok::pki::keys;
 use flotilla_kok::etcd::EtcdOperator;
 use flotilla_kok::hosted::HostedOperator;
 use flotilla_kok::kube_runtime::{ControlPlaneComponent, KubeRuntimeConfig};
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
+use flotilla_kok_core::etcd_kube::{self, EtcdKubeConfig, TLS_CHECKSUM_ANNOTATION};
+use flotilla_kok_core::hosted::{admin_secret_name, pki_secret_name, HostedOperatorConfig};
+use flotilla_kok_core::kube_runtime::{deployment_available, deployment_version};
+use flotilla_kok_core::kube_runtime::{
+    template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
+};
+use flotilla_kok_core::pki::keys;
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -288,7 +288,7 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrad
     let apiserver_pki =
         secret(&client, RUNTIME_NS, &ControlPlaneComponent::KubeApiserver.secret_name()).await;
     assert_eq!(apiserver_pki[keys::CA_CRT], pki[keys::CA_CRT]);
-    let etcd_ca = secret(&client, TENANTS, &flotilla_core::kok::etcd::secret_name(ETCD)).await;
+    let etcd_ca = secret(&client, TENANTS, &flotilla_kok_core::etcd::secret_name(ETCD)).await;
     assert_eq!(apiserver_pki[keys::ETCD_CA_CRT], etcd_ca[keys::ETCD_CA_CRT]);
 
     // 3. A CA rotation: handled once, a new CA, all three roll.

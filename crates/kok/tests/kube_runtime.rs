@@ -10,15 +10,15 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_api::kok::{HostedCluster, HostedClusterSpec};
-use flotilla_core::kok::kube_runtime::{
-    template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
-};
-use flotilla_core::kok::pki::{keys, leaves, ControlPlanePki, PkiInputs};
-use flotilla_core::kok::render::{component_secret_keys, Component};
 use flotilla_kok::kube_runtime::{
     self, ControlPlaneComponent, KubeRuntimeConfig, KubeRuntimeReport, FIELD_MANAGER,
 };
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
+use flotilla_kok_core::kube_runtime::{
+    template_checksum, CLUSTER_LABEL, COMPONENT_LABEL, CONFIG_CHECKSUM_ANNOTATION,
+};
+use flotilla_kok_core::pki::{keys, leaves, ControlPlanePki, PkiInputs};
+use flotilla_kok_core::render::{component_secret_keys, Component};
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret, Service};
 use kube::api::ListParams;

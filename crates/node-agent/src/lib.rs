@@ -3,7 +3,7 @@
 //!
 //! Each reconcile: observe the recorded processes (exits, exit codes, log
 //! tails), render every component's files and hash them, ask
-//! [`flotilla_core::node::plan`] what to start, stop or restart, do it,
+//! [`flotilla_kok_core::node::plan`] what to start, stop or restart, do it,
 //! probe health, and write the Machine status when it changed (or a
 //! heartbeat is due).
 //!
@@ -24,7 +24,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flotilla_api::machine::{ComponentSpec, ComponentStatus, Machine, MachineSpec, MachineStatus};
-use flotilla_core::node::{self, Action, Desired, Observation, RestartReason, RunningComponent, SourceKind};
+use flotilla_kok_core::node::{
+    self, Action, Desired, Observation, RestartReason, RunningComponent, SourceKind,
+};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

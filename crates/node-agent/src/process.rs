@@ -1,7 +1,7 @@
 //! Component processes: started detached, identified by pid and start time,
 //! stopped by process group.
 //!
-//! Unlike `flotilla_testenv::process` children, a component must outlive
+//! Unlike `flotilla_localkube::process` children, a component must outlive
 //! its node agent (so the agent can be restarted or upgraded without taking
 //! etcd or an API server down): it gets its own session, hence its own
 //! process group, and no parent-death signal. The agent finds it again

@@ -13,8 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use flotilla_core::machine_identity as identity;
 use flotilla_csr_client::Identity;
+use flotilla_kok_core::machine_identity as identity;
 
 use crate::{Error, CONNECT_TIMEOUT, READ_TIMEOUT};
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use flotilla_api::machine::{ComponentFile, ComponentSpec, ComponentState, KeyRef, Machine, MachineSpec};
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_core::machine_identity::{ACCEPTED_ANNOTATION, AGENT_KEY_ANNOTATION, MACHINE_LABEL};
+use flotilla_kok_core::machine_identity::{ACCEPTED_ANNOTATION, AGENT_KEY_ANNOTATION, MACHINE_LABEL};
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use flotilla_node_agent::{process, NodeAgentConfig};
-use flotilla_testenv::{wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -45,7 +45,7 @@ async fn bootstrap_kubeconfig(hub: &Cluster, dir: &Path) -> PathBuf {
         "type": "bootstrap.kubernetes.io/token",
         "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef",
             "usage-bootstrap-authentication": "true",
-            "auth-extra-groups": flotilla_core::membership::BOOTSTRAP_GROUP}
+            "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
     }))
     .unwrap();
     Api::<Secret>::namespaced(hub.client(), "kube-system")

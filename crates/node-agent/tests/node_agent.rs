@@ -12,9 +12,9 @@ use flotilla_api::machine::{
     ComponentFile, ComponentSpec, ComponentState, ComponentStatus, HealthCheck, HttpCheck, KeyRef, Machine,
     MachineSpec, RestartPolicy,
 };
+use flotilla_localkube::ports::free_port;
+use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
 use flotilla_node_agent::{process, NodeAgentConfig, State};
-use flotilla_testenv::ports::free_port;
-use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};

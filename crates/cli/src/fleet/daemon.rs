@@ -10,8 +10,8 @@ use flotilla_api::kok::{
     EtcdCluster, EtcdClusterSpec, HostedCluster, HostedClusterPhase, HostedEtcd, Runtime, SharedEtcd,
 };
 use flotilla_api::machine::{Machine, MachineSpec};
-use flotilla_core::kok::hosted::admin_secret_name;
-use flotilla_testenv::{Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd, ManagedProcess, ProcessSpec};
+use flotilla_kok_core::hosted::admin_secret_name;
+use flotilla_localkube::{Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::Api;
@@ -157,7 +157,7 @@ async fn start_fleet(
     let exe = std::env::current_exe()?;
     let log_dir = dir.join("hub").join("logs");
     // The policy admission webhook, reached by the hub's API server on loopback.
-    let webhook_port = flotilla_testenv::ports::free_port()?;
+    let webhook_port = flotilla_localkube::ports::free_port()?;
     let (kok_ports, etcd_ports) = member_port_ranges(args.clusters, args.nodes)?;
     let hub_run = ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))

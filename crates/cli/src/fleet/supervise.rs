@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flotilla_testenv::{Cluster, Etcd, ManagedProcess};
+use flotilla_localkube::{Cluster, Etcd, ManagedProcess};
 
 use super::{write_state, FleetState, ProcessRecord};
 
@@ -241,8 +241,8 @@ pub async fn run(
 mod tests {
     use super::*;
     use crate::fleet::{ClusterRecord, Phase};
-    use flotilla_testenv::process::pid_alive;
-    use flotilla_testenv::ProcessSpec;
+    use flotilla_localkube::process::pid_alive;
+    use flotilla_localkube::ProcessSpec;
 
     struct Children(Vec<ManagedProcess>);
 

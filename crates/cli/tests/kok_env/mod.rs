@@ -11,13 +11,13 @@ use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, HostedCluster, HostedClusterPhase};
 use flotilla_api::machine::Machine;
-use flotilla_core::kok::hosted::{
-    admin_secret_name, component_name, owner_label_value, HostedOperatorConfig, Part, OWNER_LABEL,
-};
 use flotilla_kok::etcd::EtcdOperator;
 use flotilla_kok::hosted::HostedOperator;
+use flotilla_kok_core::hosted::{
+    admin_secret_name, component_name, owner_label_value, HostedOperatorConfig, Part, OWNER_LABEL,
+};
+use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
 use flotilla_node_agent::NodeAgentConfig;
-use flotilla_testenv::{wait_for, Binaries, Cluster, ClusterConfig};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
@@ -62,7 +62,7 @@ pub struct KokEnv {
 /// A base port with `count` free ports after it.
 pub fn free_range(count: u16) -> u16 {
     loop {
-        let base = flotilla_testenv::ports::free_port().unwrap();
+        let base = flotilla_localkube::ports::free_port().unwrap();
         if base.checked_add(count).is_none() {
             continue;
         }

@@ -12,10 +12,10 @@ use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, ClusterResourceBinding, Health, ObjectReference, PolicyReference,
     ResourceBinding, TargetCluster, Work,
 };
-use flotilla_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
-use flotilla_core::failover;
-use flotilla_core::scheduler::{schedule, SchedulingRequest};
-use flotilla_core::selection::{
+use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
+use flotilla_apps_core::failover;
+use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
+use flotilla_apps_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
     TemplateMeta,
 };
@@ -136,8 +136,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }
     };
 
-    let replicas = flotilla_core::workload::replicas(&template_json);
-    let requests = flotilla_core::workload::replica_requirements(&template_json);
+    let replicas = flotilla_apps_core::workload::replicas(&template_json);
+    let requests = flotilla_apps_core::workload::replica_requirements(&template_json);
     let previous: Vec<TargetCluster> =
         existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
     let view = apps.cluster_view();
@@ -176,7 +176,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         };
         let result = match kept {
             Some(requeue_after) => {
-                Ok(flotilla_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
+                Ok(flotilla_apps_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
             }
             None => schedule(&request, &view.scheduling),
         };
@@ -252,7 +252,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
 
     let dependencies: Vec<ObjectReference> = if decision.propagate_deps {
-        flotilla_core::workload::dependencies(&template_json)
+        flotilla_apps_core::workload::dependencies(&template_json)
             .into_iter()
             .map(|d| ObjectReference {
                 api_version: d.api_version,
@@ -308,7 +308,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         .map(|(scope, ns, name, spec)| OverrideCandidate { scope: *scope, namespace: ns, name, spec })
         .collect();
     let applicable = applicable_overrides(&meta, &candidates);
-    let base = flotilla_core::workload::prepare_for_member(&template_json);
+    let base = flotilla_apps_core::workload::prepare_for_member(&template_json);
     let cluster_labels: BTreeMap<String, BTreeMap<String, String>> =
         snapshots.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
     let bname = binding_name(&key.api_version, &key.kind, &key.name);
@@ -338,12 +338,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     for (target, step) in clusters.iter().zip(&steps) {
         let mut manifest = base.clone();
         if moving_replicas {
-            flotilla_core::workload::set_replicas(&mut manifest, step.replicas);
+            flotilla_apps_core::workload::set_replicas(&mut manifest, step.replicas);
         }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
         if let Err(e) =
-            flotilla_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable)
+            flotilla_apps_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable)
         {
             // Do not ship a half-overridden object; keep what the member has.
             override_errors.push(format!("{}: {e}", target.name));
@@ -361,7 +361,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }) {
             continue;
         }
-        if let Some(message) = flotilla_core::binding_status::work_too_large(&target.name, &work_spec) {
+        if let Some(message) = flotilla_apps_core::binding_status::work_too_large(&target.name, &work_spec) {
             too_large.push(message);
             continue;
         }

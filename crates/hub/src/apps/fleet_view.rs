@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_core::failover::{self, Disruption, FailoverSettings};
-use flotilla_core::scheduler::ClusterSnapshot;
+use flotilla_apps_core::failover::{self, Disruption, FailoverSettings};
+use flotilla_apps_core::scheduler::ClusterSnapshot;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PostParams;

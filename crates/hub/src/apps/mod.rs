@@ -25,8 +25,8 @@ use flotilla_api::policy::{
     ClusterOverridePolicy, ClusterPropagationPolicy, OverridePolicy, PolicyStatus, PropagationPolicy,
 };
 use flotilla_api::work::{keys, BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
-use flotilla_core::binding::template_key;
-use flotilla_core::scheduler::ClusterSnapshot;
+use flotilla_apps_core::binding::template_key;
+use flotilla_apps_core::scheduler::ClusterSnapshot;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
@@ -119,7 +119,7 @@ pub(crate) struct Apps {
     /// Last template status written, by template (hash of the JSON).
     written_status: Mutex<HashMap<TemplateKey, u64>>,
     cluster_view: Mutex<Option<Arc<fleet_view::ClusterView>>>,
-    failover: flotilla_core::failover::FailoverSettings,
+    failover: flotilla_apps_core::failover::FailoverSettings,
     cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     invalid_policies: Mutex<HashSet<(String, String, String)>>,
     /// True once every policy of the first list has been judged: until
@@ -146,7 +146,7 @@ fn hash_of(value: &impl Hash) -> u64 {
 /// (invalid, too large): the same write would be refused again.
 pub(crate) fn refusal(e: &kube::Error) -> Option<String> {
     match e {
-        kube::Error::Api(s) if flotilla_core::binding_status::is_refusal(s.code, &s.message) => {
+        kube::Error::Api(s) if flotilla_apps_core::binding_status::is_refusal(s.code, &s.message) => {
             Some(s.message.clone())
         }
         _ => None,
@@ -203,7 +203,10 @@ fn strip_meta<K: Resource>(k: &mut K) {
 }
 
 /// Runs the application controllers until the process ends.
-pub async fn run(client: Client, failover: flotilla_core::failover::FailoverSettings) -> Result<(), Error> {
+pub async fn run(
+    client: Client,
+    failover: flotilla_apps_core::failover::FailoverSettings,
+) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
     let (ops, op_events) = reflect(Api::<OverridePolicy>::all(client.clone()), strip_meta);
@@ -700,7 +703,7 @@ impl Apps {
             return true;
         }
         let empty = BTreeMap::new();
-        let t = flotilla_core::selection::TemplateMeta {
+        let t = flotilla_apps_core::selection::TemplateMeta {
             api_version: &key.api_version,
             kind: &key.kind,
             namespace: &key.namespace,
@@ -708,7 +711,7 @@ impl Apps {
             labels: meta.labels.as_ref().unwrap_or(&empty),
         };
         let hit = |sels: &[flotilla_api::policy::ResourceSelector]| {
-            sels.iter().any(|s| flotilla_core::selection::selector_matches(s, &t).is_some())
+            sels.iter().any(|s| flotilla_apps_core::selection::selector_matches(s, &t).is_some())
         };
         self.pps.state().iter().any(|p| {
             p.namespace().as_deref() == Some(key.namespace.as_str()) && hit(&p.spec.spec.resource_selectors)
@@ -726,7 +729,7 @@ impl Apps {
         key: &TemplateKey,
         f: impl FnOnce(&BindingSpec, Option<&BindingStatus>, &ObjectMeta) -> T,
     ) -> Option<T> {
-        let name = flotilla_core::binding::binding_name(&key.api_version, &key.kind, &key.name);
+        let name = flotilla_apps_core::binding::binding_name(&key.api_version, &key.kind, &key.name);
         if key.namespace.is_empty() {
             let r = reflector::ObjectRef::<ClusterResourceBinding>::new(&name);
             self.cluster_bindings.get(&r).map(|b| f(&b.spec.spec, b.status.as_ref(), &b.metadata))

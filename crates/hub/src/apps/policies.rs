@@ -1,18 +1,18 @@
 //! Policy status, the backstop of the fail-open admission webhook: `Valid`
-//! (the policy's own syntax and rules, `flotilla_core::validation`, judged
+//! (the policy's own syntax and rules, `flotilla_apps_core::validation`, judged
 //! on the policy as stored, unknown fields included; an invalid policy is
 //! ignored, and the binder starts only once every policy of the first list
 //! is judged) on every policy kind, and, on propagation
 //! policies, `ResourcesResolved` (whether the hub, and some member, serve
-//! the kinds it selects: `flotilla_core::resolution`). Written on each
+//! the kinds it selects: `flotilla_apps_core::resolution`). Written on each
 //! policy event and re-checked every `RECHECK`, since a CRD installed on the
 //! hub or a member that starts serving an API raises no policy event.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use flotilla_apps_core::resolution::{self, MemberApis, OnHub, Selected};
 use flotilla_core::conditions::{self, Wanted};
-use flotilla_core::resolution::{self, MemberApis, OnHub, Selected};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Api;
@@ -66,7 +66,7 @@ impl Apps {
     pub(super) async fn policy_status(&self, event: &PolicyEvent) {
         let api = self.policy_api(event);
         let (object, generation) = self.raw_policy(&api, event).await;
-        let errors = flotilla_core::validation::validate_policy(event.kind, &object);
+        let errors = flotilla_apps_core::validation::validate_policy(event.kind, &object);
         let id = (event.kind.to_string(), event.namespace.clone(), event.name.clone());
         let newly_invalid = if errors.is_empty() {
             lock(&self.invalid_policies).remove(&id);

@@ -12,9 +12,9 @@ use flotilla_api::work::{
     conditions as wc, keys, AggregatedStatusItem, BindingStatus, ClusterResourceBinding, Health,
     ResourceBinding, Work,
 };
-use flotilla_core::aggregate::{aggregate_status, MemberStatus};
-use flotilla_core::binding::binding_name;
-use flotilla_core::binding_status::{self, work_progress, Facts, WorkProgress};
+use flotilla_apps_core::aggregate::{aggregate_status, MemberStatus};
+use flotilla_apps_core::binding::binding_name;
+use flotilla_apps_core::binding_status::{self, work_progress, Facts, WorkProgress};
 use flotilla_core::conditions::{self, Wanted};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
@@ -89,7 +89,7 @@ fn divided(placement: &Placement) -> bool {
 }
 
 /// One cluster's view of a work: applied (its current spec, per
-/// `flotilla_core::binding_status`), why not, health, fed-back status, and
+/// `flotilla_apps_core::binding_status`), why not, health, fed-back status, and
 /// whether it reflects the current template.
 fn cluster_item(
     cluster: &str,
@@ -170,7 +170,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     let written: BTreeMap<String, i32> =
         works.iter().filter_map(|(c, w)| Some((c.clone(), super::binder::work_step(w)?))).collect();
     let evicting: Vec<String> = spec.graceful_eviction_tasks.iter().map(|t| t.from_cluster.clone()).collect();
-    let moving = flotilla_core::failover::move_in_progress(&spec.clusters, &written, &evicting);
+    let moving = flotilla_apps_core::failover::move_in_progress(&spec.clusters, &written, &evicting);
     let facts = Facts {
         scheduled: (scheduled.status == "True", &scheduled.reason),
         clusters: &clusters,

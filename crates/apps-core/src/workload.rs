@@ -8,7 +8,7 @@ use flotilla_api::work::keys;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Map, Value};
 
-use crate::quantity;
+use flotilla_core::quantity;
 
 /// The API group of an `apiVersion` (`""` for the core group).
 pub fn api_group(api_version: &str) -> &str {

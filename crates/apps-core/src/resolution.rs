@@ -3,7 +3,7 @@
 //! returned and what the members report serving. (`Valid` is only about the
 //! policy's own syntax and rules.)
 
-use crate::conditions::Wanted;
+use flotilla_core::conditions::Wanted;
 
 pub const CONDITION: &str = "ResourcesResolved";
 pub const REASON_RESOLVED: &str = "Resolved";

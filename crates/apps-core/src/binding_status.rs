@@ -7,7 +7,7 @@
 
 use flotilla_api::work::{conditions, keys, Work};
 
-use crate::conditions::Wanted;
+use flotilla_core::conditions::Wanted;
 
 /// `FullyApplied` reasons.
 pub const REASON_APPLIED: &str = "Applied";

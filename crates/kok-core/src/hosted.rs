@@ -21,10 +21,10 @@ use flotilla_api::machine::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use time::{Duration, OffsetDateTime};
 
-use super::pki::{identities, keys, leaves, ControlPlanePki, KokPkiError, PkiInputs};
-use super::ports;
-use super::render::{self, Component, ComponentPorts, ControlPlaneLayout};
-use crate::pki::CertificateAuthority;
+use crate::pki::{identities, keys, leaves, ControlPlanePki, KokPkiError, PkiInputs};
+use crate::ports;
+use crate::render::{self, Component, ComponentPorts, ControlPlaneLayout};
+use flotilla_core::pki::CertificateAuthority;
 
 /// Finalizer that keeps a HostedCluster until its processes, data and
 /// Secrets are gone.
@@ -43,7 +43,7 @@ pub enum HostedPlanError {
     #[error("certificates: {0}")]
     Pki(#[from] KokPkiError),
     #[error("certificates: {0}")]
-    Leaf(#[from] crate::pki::PkiError),
+    Leaf(#[from] flotilla_core::pki::PkiError),
     #[error("machine {0} has no address")]
     NoAddress(String),
     #[error("no free port left on machine {machine} in {first}-{last}")]
@@ -642,11 +642,11 @@ pub fn admin_kubeconfig(data: &BTreeMap<String, Vec<u8>>) -> Option<Vec<u8>> {
 
 /// The kubelets' bootstrap kubeconfig: the cluster CA and a bootstrap token.
 pub fn bootstrap_kubeconfig(cluster: &str, server: &str, ca_pem: &str, token: &str) -> String {
-    crate::kubeconfig::render(&crate::kubeconfig::KubeconfigSpec {
+    flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
         name: cluster.to_string(),
         server: server.to_string(),
         ca_pem: ca_pem.to_string(),
-        credential: crate::kubeconfig::Credential::Token(token.to_string()),
+        credential: flotilla_core::kubeconfig::Credential::Token(token.to_string()),
     })
 }
 
@@ -1068,13 +1068,13 @@ pub fn node_csr(node: &str, key_pem: &str) -> Result<String, String> {
 /// bootstrap kubeconfig's CA, and its certificate is for `node` and valid
 /// for at least a fifth of a year more.
 pub fn kubelet_credential_current(
-    kubelet: &crate::kubeconfig::ParsedKubeconfig,
+    kubelet: &flotilla_core::kubeconfig::ParsedKubeconfig,
     bootstrap_ca_pem: &str,
     now: OffsetDateTime,
 ) -> bool {
     let Some(cert) = kubelet.client_cert_pem.as_deref() else { return false };
     kubelet.ca_pem.trim() == bootstrap_ca_pem.trim()
-        && crate::pki::inspect_certificate(cert).is_ok_and(|f| f.not_after > now + Duration::days(73))
+        && flotilla_core::pki::inspect_certificate(cert).is_ok_and(|f| f.not_after > now + Duration::days(73))
 }
 
 /// Admin user of the cluster (for messages).
@@ -1472,12 +1472,12 @@ mod tests {
         assert_eq!(reason, "Valid");
         assert!(message.contains("the next to expire is"), "{message}");
 
-        let late = now() + crate::kok::pki::LEAF_VALIDITY - Duration::days(3);
+        let late = now() + crate::pki::LEAF_VALIDITY - Duration::days(3);
         let (ok, reason, message) = certificates_verdict("team-a", &data, late, renew);
         assert!(!ok);
         assert_eq!(reason, "Renewing", "{message}");
 
-        let after = now() + crate::kok::pki::LEAF_VALIDITY + Duration::days(1);
+        let after = now() + crate::pki::LEAF_VALIDITY + Duration::days(1);
         assert_eq!(certificates_verdict("team-a", &data, after, renew).1, "Expired");
 
         // A window longer than the CAs' lifetime: the cluster CA needs a rotation.

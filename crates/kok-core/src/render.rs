@@ -1,10 +1,10 @@
 //! Command lines of a hosted control plane's processes (process runtime):
 //! etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
 //!
-//! The flags are those `flotilla-testenv` starts its clusters with (known
+//! The flags are those `flotilla-localkube` starts its clusters with (known
 //! to work with our Kubernetes 1.20 and etcd 3.4 binaries), plus TLS for
 //! etcd, the front proxy and the kubelet client. Certificate paths are
-//! `pki_dir/<Secret key>` (see `super::pki::keys`), so a node agent that
+//! `pki_dir/<Secret key>` (see `crate::pki::keys`), so a node agent that
 //! writes the control plane's Secret data as files into one directory can
 //! run these command lines unchanged.
 
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_api::kok::{ExtraArgs, HostedClusterSpec};
 
-use super::pki::{keys, leaves};
+use crate::pki::{keys, leaves};
 
 /// The controllers a hosted cluster runs: all defaults plus the ones that
 /// make bootstrap-token node joins work.
@@ -142,7 +142,7 @@ pub fn apiserver_args(l: &ControlPlaneLayout) -> Vec<String> {
         format!("--kubelet-client-certificate={}", l.crt(leaves::APISERVER_KUBELET_CLIENT)),
         format!("--kubelet-client-key={}", l.key(leaves::APISERVER_KUBELET_CLIENT)),
         format!("--requestheader-client-ca-file={}", l.file(keys::FRONT_PROXY_CA_CRT)),
-        format!("--requestheader-allowed-names={}", super::pki::identities::FRONT_PROXY_CLIENT_USER),
+        format!("--requestheader-allowed-names={}", crate::pki::identities::FRONT_PROXY_CLIENT_USER),
         "--requestheader-username-headers=X-Remote-User".into(),
         "--requestheader-group-headers=X-Remote-Group".into(),
         "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),

@@ -19,9 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use flotilla_api::machine::MachineSpec;
 use serde_json::json;
 
-use crate::membership::{decide_identity_csr, identity_csr, IdentityKind};
-pub use crate::membership::{CsrDecision, CsrFacts, HolderFacts, BOOTSTRAP_GROUP, CLIENT_SIGNER};
 use crate::node::{self, SourceKind};
+use flotilla_fleet_core::membership::{decide_identity_csr, identity_csr, IdentityKind};
+pub use flotilla_fleet_core::membership::{
+    CsrDecision, CsrFacts, HolderFacts, BOOTSTRAP_GROUP, CLIENT_SIGNER,
+};
 
 /// Every node agent's certificate carries this organization (its group).
 pub const MACHINE_GROUP: &str = "flotilla:machines";
@@ -95,14 +97,12 @@ pub const NODE_AGENT: IdentityKind = IdentityKind {
     },
 };
 
-impl MachineFacts {
-    /// Facts from a Machine's annotations and deletion state.
-    pub fn from_annotations(annotations: &BTreeMap<String, String>, being_deleted: bool) -> Self {
-        MachineFacts {
-            accepted: annotations.get(ACCEPTED_ANNOTATION).is_some_and(|v| v == "true"),
-            agent_key: annotations.get(AGENT_KEY_ANNOTATION).cloned(),
-            being_deleted,
-        }
+/// Facts from a Machine's annotations and deletion state.
+pub fn machine_facts(annotations: &BTreeMap<String, String>, being_deleted: bool) -> MachineFacts {
+    MachineFacts {
+        accepted: annotations.get(ACCEPTED_ANNOTATION).is_some_and(|v| v == "true"),
+        agent_key: annotations.get(AGENT_KEY_ANNOTATION).cloned(),
+        being_deleted,
     }
 }
 
@@ -121,20 +121,8 @@ pub fn machine_csr(name: &str, key_pem: &str) -> Result<String, String> {
     identity_csr(&NODE_AGENT, &machine_user(name), key_pem)
 }
 
-/// Validity of a PEM certificate (notBefore, notAfter) in seconds since the
-/// epoch.
-pub fn cert_validity(cert_pem: &str) -> Option<(i64, i64)> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
-    let cert = pem.parse_x509().ok()?;
-    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
-}
-
-/// When to renew a certificate issued at `issued` and valid until
-/// `not_after`: at 70% of its life (seconds since the epoch).
-pub fn renew_at(issued: i64, not_after: i64) -> i64 {
-    let lifetime = (not_after - issued).max(1);
-    issued + lifetime * 7 / 10
-}
+/// The certificate rules the node agent shares with the cluster agent.
+pub use flotilla_core::certificate::{cert_validity, renew_at};
 
 /// Name of the ClusterRole/ClusterRoleBinding and of the per-namespace
 /// Roles/RoleBindings of machine `name`'s node agent.
@@ -264,12 +252,12 @@ mod tests {
     #[test]
     fn acceptance_comes_from_the_annotation() {
         let mut a = BTreeMap::new();
-        assert!(!MachineFacts::from_annotations(&a, false).accepted);
+        assert!(!machine_facts(&a, false).accepted);
         a.insert(ACCEPTED_ANNOTATION.to_string(), "false".to_string());
-        assert!(!MachineFacts::from_annotations(&a, false).accepted);
+        assert!(!machine_facts(&a, false).accepted);
         a.insert(ACCEPTED_ANNOTATION.to_string(), "true".to_string());
         a.insert(AGENT_KEY_ANNOTATION.to_string(), "k".to_string());
-        let f = MachineFacts::from_annotations(&a, true);
+        let f = machine_facts(&a, true);
         assert!(f.accepted && f.being_deleted);
         assert_eq!(f.agent_key.as_deref(), Some("k"));
     }
@@ -331,22 +319,15 @@ mod tests {
 
     #[test]
     fn machine_csr_round_trips_through_the_parser() {
-        let key = crate::pki::generate_key_pair().unwrap();
+        let key = flotilla_core::pki::generate_key_pair().unwrap();
         let pem = machine_csr("m1", &key.private_pem).unwrap();
-        let subject = crate::membership::parse_csr(pem.as_bytes()).unwrap();
+        let subject = flotilla_fleet_core::membership::parse_csr(pem.as_bytes()).unwrap();
         assert_eq!(subject.common_name, "flotilla:machine:m1");
         assert_eq!(subject.organizations, vec![MACHINE_GROUP.to_string()]);
         assert_eq!(
             subject.public_key_sha256,
-            crate::membership::public_key_sha256(&key.private_pem).unwrap()
+            flotilla_fleet_core::membership::public_key_sha256(&key.private_pem).unwrap()
         );
-    }
-
-    #[test]
-    fn renewal_at_seventy_percent() {
-        assert_eq!(renew_at(1000, 2000), 1700);
-        assert_eq!(renew_at(1000, 1000), 1000);
-        assert!(cert_validity("garbage").is_none());
     }
 
     fn file(secret: Option<(&str, &str)>, config_map: Option<(&str, &str)>) -> ComponentFile {

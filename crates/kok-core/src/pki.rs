@@ -16,8 +16,8 @@ use std::net::IpAddr;
 
 use time::{Duration, OffsetDateTime};
 
-use crate::kubeconfig::{self, Credential, KubeconfigSpec};
-use crate::pki::{
+use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_core::pki::{
     self, inspect_certificate, CertAndKey, CertificateAuthority, KeyPairPem, LeafSpec, PkiError, Usage,
     DEFAULT_CA_VALIDITY, DEFAULT_LEAF_VALIDITY,
 };
@@ -681,9 +681,10 @@ mod tests {
         old_groups.leaves.insert(leaves::CONTROLLER_MANAGER.to_string(), without);
         let (fixed, renewed) = old_groups.renew_leaves(&inputs(), now, month).unwrap();
         assert_eq!(renewed, [leaves::CONTROLLER_MANAGER]);
-        let facts =
-            crate::pki::inspect_certificate(&fixed.leaf(leaves::CONTROLLER_MANAGER).unwrap().cert_pem)
-                .unwrap();
+        let facts = flotilla_core::pki::inspect_certificate(
+            &fixed.leaf(leaves::CONTROLLER_MANAGER).unwrap().cert_pem,
+        )
+        .unwrap();
         assert_eq!(facts.organizations, [identities::ADMIN_GROUP]);
 
         // Eleven months on, every leaf is within a month of expiry.

@@ -12,7 +12,7 @@ use flotilla_api::work::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
 
-use crate::conditions::Wanted;
+use flotilla_core::conditions::Wanted;
 
 /// `reason` of a manifest that was not applied because its object belongs
 /// to someone else.
@@ -276,7 +276,7 @@ pub fn work_status(
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     let condition = |type_: &str, ok: bool, reason: String, message: String| {
         let wanted = Wanted::new(type_, ok, &reason, message).generation(generation);
-        crate::conditions::condition(previous_conditions, wanted, now)
+        flotilla_core::conditions::condition(previous_conditions, wanted, now)
     };
 
     let not_applied: Vec<&&ManifestStatus> = in_spec.iter().filter(|s| !s.applied).collect();
@@ -353,7 +353,7 @@ pub fn status_refused(
         .map(|m| ManifestStatus { status: None, generation: None, ..m.clone() })
         .collect();
     let generation = status.conditions.first().and_then(|c| c.observed_generation);
-    let applied = crate::conditions::condition(
+    let applied = flotilla_core::conditions::condition(
         previous_conditions,
         Wanted::new(
             conditions::APPLIED,
@@ -364,7 +364,7 @@ pub fn status_refused(
         .generation(generation),
         now,
     );
-    let available = crate::conditions::condition(
+    let available = flotilla_core::conditions::condition(
         previous_conditions,
         Wanted::unknown(
             conditions::AVAILABLE,

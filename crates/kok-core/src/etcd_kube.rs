@@ -42,10 +42,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::etcd::{self as process, member_name, secret_name, EtcdPlanError};
-use super::pki::{keys, leaves};
-use super::render::{self, etcd_args, EtcdMemberLayout, EtcdPeer, InitialClusterState};
-use crate::pki::{CertificateAuthority, LeafSpec, Usage};
+use crate::etcd::{self as process, member_name, secret_name, EtcdPlanError};
+use crate::pki::{keys, leaves};
+use crate::render::{self, etcd_args, EtcdMemberLayout, EtcdPeer, InitialClusterState};
+use flotilla_core::pki::{CertificateAuthority, LeafSpec, Usage};
 
 /// Label on every object of one cluster (its name); the StatefulSet selects
 /// its pods on it.
@@ -185,7 +185,7 @@ pub fn pki_data(
         let spec = LeafSpec { usage: Usage::ServerAndClient, ..LeafSpec::server(member.clone(), &sans) };
         for leaf in [leaves::etcd_server(&member), leaves::etcd_peer(&member)] {
             let covers = data.get(&keys::crt(&leaf)).is_some_and(|pem| {
-                crate::pki::inspect_certificate(&String::from_utf8_lossy(pem))
+                flotilla_core::pki::inspect_certificate(&String::from_utf8_lossy(pem))
                     .is_ok_and(|c| c.covers(&host, now, time::Duration::ZERO))
             });
             if !covers || !data.contains_key(&keys::key(&leaf)) {
@@ -369,7 +369,7 @@ pub fn render(
     let size = cluster.spec.storage.as_ref().and_then(|s| s.size.as_ref()).map(|q| q.0.clone());
     let quota = match &size {
         Some(size) => Some(
-            crate::quantity::units(size)
+            flotilla_core::quantity::units(size)
                 .ok()
                 .and_then(|b| u64::try_from(b).ok())
                 .ok_or_else(|| EtcdKubeError::BadSize(size.clone()))?,
@@ -434,7 +434,7 @@ pub fn render(
             "spec": {
                 "automountServiceAccountToken": false,
                 "enableServiceLinks": false,
-                "affinity": super::kube_runtime::spread_over_nodes(&selector),
+                "affinity": crate::kube_runtime::spread_over_nodes(&selector),
                 "containers": [container],
                 "volumes": volumes,
             },
@@ -656,9 +656,10 @@ mod tests {
         for i in 0..3 {
             let member = member_name("main", i);
             for leaf in [leaves::etcd_server(&member), leaves::etcd_peer(&member)] {
-                let facts =
-                    crate::pki::inspect_certificate(&String::from_utf8_lossy(&data[&keys::crt(&leaf)]))
-                        .unwrap();
+                let facts = flotilla_core::pki::inspect_certificate(&String::from_utf8_lossy(
+                    &data[&keys::crt(&leaf)],
+                ))
+                .unwrap();
                 assert!(facts.covers(&member_host("main", "tenants", i), now(), time::Duration::ZERO));
                 assert!(facts.covers("main.tenants.svc", now(), time::Duration::ZERO));
             }

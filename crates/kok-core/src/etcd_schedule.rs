@@ -21,7 +21,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, 
 use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::{Timestamp, Zoned};
 
-use super::etcd::{backup_component_name, one_shot_exit, snapshot_path, EtcdOperatorConfig};
+use crate::etcd::{backup_component_name, one_shot_exit, snapshot_path, EtcdOperatorConfig};
 
 /// Label on every scheduled EtcdBackup; its value names the cluster
 /// ([`label_value`]).

@@ -10,8 +10,8 @@ use std::net::IpAddr;
 use flotilla_api::kok::{Addon, HostedCluster};
 use serde_json::{json, Value};
 
-use super::hosted::NODE_BOOTSTRAP_GROUP;
-use super::pki::first_service_ip;
+use crate::hosted::NODE_BOOTSTRAP_GROUP;
+use crate::pki::first_service_ip;
 
 /// Always installed: lets kubelets join with the cluster's bootstrap token.
 pub const BOOTSTRAP: &str = "bootstrap";

@@ -26,7 +26,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::affinity::cluster_matches;
-use crate::quantity::{self, QuantityError};
+use flotilla_core::quantity::{self, QuantityError};
 
 /// Unschedulable messages stay around this length however many clusters
 /// there are (they end up in a condition message).

@@ -29,11 +29,11 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Deserialize;
 use time::OffsetDateTime;
 
-use super::etcd_keys;
-use super::pki::{keys, leaves};
-use super::ports;
-use super::render::{etcd_args, EtcdMemberLayout, EtcdPeer, InitialClusterState};
-use crate::pki::{CertAndKey, CertificateAuthority, LeafSpec, PkiError, Usage, DEFAULT_CA_VALIDITY};
+use crate::etcd_keys;
+use crate::pki::{keys, leaves};
+use crate::ports;
+use crate::render::{etcd_args, EtcdMemberLayout, EtcdPeer, InitialClusterState};
+use flotilla_core::pki::{CertAndKey, CertificateAuthority, LeafSpec, PkiError, Usage, DEFAULT_CA_VALIDITY};
 
 /// Leaf name of the client certificate the operator (and users of the
 /// cluster) connect with.
@@ -295,7 +295,7 @@ pub fn pki_data(
             // failed, placed elsewhere on the next try): its address must
             // be in the certificate.
             let covers = data.get(&keys::crt(&leaf)).is_some_and(|pem| {
-                crate::pki::inspect_certificate(&String::from_utf8_lossy(pem))
+                flotilla_core::pki::inspect_certificate(&String::from_utf8_lossy(pem))
                     .is_ok_and(|c| c.covers(&m.address, now, time::Duration::ZERO))
             });
             if missing(&data, &leaf) || !covers {
@@ -1204,7 +1204,7 @@ pub fn backup_plan(
     let path = backup_file_path(backup);
     plan.run = Some(match prefix {
         // One tenant's keys: `flotilla etcd-keys dump` (see
-        // `super::etcd_keys`), against every healthy voter in turn.
+        // `crate::etcd_keys`), against every healthy voter in turn.
         Some(prefix) => {
             let mut args = vec!["etcd-keys".to_string(), "dump".into()];
             args.extend(etcd_keys_client_args(&members));
@@ -1655,7 +1655,7 @@ mod tests {
         let third = pki_data("e", &second, &[moved], now).unwrap().unwrap();
         assert_ne!(third.get("etcd-member-e-2-peer.crt"), second.get("etcd-member-e-2-peer.crt"));
         assert_eq!(third.get("etcd-member-e-1-peer.crt"), second.get("etcd-member-e-1-peer.crt"));
-        let facts = crate::pki::inspect_certificate(
+        let facts = flotilla_core::pki::inspect_certificate(
             &String::from_utf8(second["etcd-member-e-2-server.crt"].clone()).unwrap(),
         )
         .unwrap();
@@ -2076,7 +2076,7 @@ mod tests {
         let mut b = b;
         b.status = Some(plan.status.clone());
         m1.spec.components.push(run.clone());
-        let summary = super::etcd_keys::DumpSummary {
+        let summary = crate::etcd_keys::DumpSummary {
             dumped: "/backups/e-nightly.keys.json".into(),
             prefix: "/clusters/a".into(),
             revision: 77,

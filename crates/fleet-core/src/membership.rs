@@ -10,7 +10,7 @@ use flotilla_api::cluster::{
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::quantity;
+use flotilla_core::quantity;
 
 /// Every agent's certificate carries this organization (its group).
 pub const AGENT_GROUP: &str = "flotilla:clusters";
@@ -732,7 +732,7 @@ mod csr_tests {
 
     #[test]
     fn agent_csr_round_trips_through_the_parser() {
-        let key = crate::pki::generate_key_pair().unwrap();
+        let key = flotilla_core::pki::generate_key_pair().unwrap();
         let pem = agent_csr("member-1", &key.private_pem).unwrap();
         let subject = parse_csr(pem.as_bytes()).unwrap();
         assert_eq!(subject.common_name, "flotilla:cluster:member-1");

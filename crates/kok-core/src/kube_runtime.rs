@@ -5,7 +5,7 @@
 //!
 //! This module only renders the objects (as JSON for server-side apply)
 //! and judges a Deployment's status; `flotilla_kok::kube_runtime` applies
-//! them. Command lines are `super::render`'s, so both runtimes run the same
+//! them. Command lines are `crate::render`'s, so both runtimes run the same
 //! flags.
 //!
 //! A pod-template annotation carries the checksum of exactly what one
@@ -21,9 +21,9 @@ use flotilla_api::kok::{conditions, HostedCluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::{json, Value};
 
-use super::pki::{keys, PkiInputs};
-use super::render::{self, Component, ComponentPorts, ControlPlaneLayout};
-use super::upgrade::{InstanceObservation, UpgradeInput, UpgradePlan};
+use crate::pki::{keys, PkiInputs};
+use crate::render::{self, Component, ComponentPorts, ControlPlaneLayout};
+use crate::upgrade::{InstanceObservation, UpgradeInput, UpgradePlan};
 
 /// Pod-template annotation: checksum of a component's Secret data and args.
 pub const CONFIG_CHECKSUM_ANNOTATION: &str = "kok.flotilla.io/config-checksum";
@@ -685,7 +685,7 @@ pub fn deployment_available(deployment: &Deployment) -> bool {
     readiness.ready && available >= readiness.desired_replicas
 }
 
-/// What the upgrade plan (`super::upgrade::plan`) is told about the
+/// What the upgrade plan (`crate::upgrade::plan`) is told about the
 /// Deployments: one instance per component (index 0: a Deployment moves
 /// all its replicas to a new image at once, with its own rolling update),
 /// configured with its image's version and healthy when
@@ -719,7 +719,7 @@ pub fn upgrade_plan(
     now: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
     step_deadline: std::time::Duration,
 ) -> UpgradePlan {
-    super::upgrade::plan(&UpgradeInput {
+    crate::upgrade::plan(&UpgradeInput {
         desired: &hc.spec.version,
         desired_known: true,
         status: hc.status.as_ref(),
@@ -759,7 +759,7 @@ pub(crate) fn spread_over_nodes(selector: &BTreeMap<String, String>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kok::pki::{leaves, ControlPlanePki};
+    use crate::pki::{leaves, ControlPlanePki};
     use k8s_openapi::api::apps::v1::DeploymentStatus;
     use time::{Duration, OffsetDateTime};
 
@@ -1143,7 +1143,7 @@ mod tests {
         let base = checksums(&rendered(&hc, &pki.to_secret_data()));
 
         let mut renewed = pki.clone();
-        let mut spec = crate::pki::LeafSpec::server("kube-scheduler", &["localhost".to_string()]);
+        let mut spec = flotilla_core::pki::LeafSpec::server("kube-scheduler", &["localhost".to_string()]);
         spec.validity = Duration::days(30);
         renewed.leaves.insert(leaves::SCHEDULER_SERVING.into(), pki.ca.issue_at(&spec, now).unwrap());
         let after = checksums(&rendered(&hc, &renewed.to_secret_data()));

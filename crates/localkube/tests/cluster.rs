@@ -1,13 +1,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The test environment against real binaries.
 
-use flotilla_testenv::wait_for;
+use flotilla_localkube::wait_for;
 use std::collections::BTreeMap;
 use std::io::BufRead;
 use std::time::Duration;
 
-use flotilla_testenv::process::pid_alive;
-use flotilla_testenv::{Cluster, ClusterConfig, Etcd, NodeConfig};
+use flotilla_localkube::process::pid_alive;
+use flotilla_localkube::{Cluster, ClusterConfig, Etcd, NodeConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Namespace, Node, Secret};
@@ -163,7 +163,7 @@ async fn dropping_a_cluster_stops_all_its_processes_and_removes_its_dir() {
 async fn killed_test_process_leaves_no_orphans() {
     // Everything the holder leaves behind on disk goes into this directory.
     let scratch = tempfile::tempdir().unwrap();
-    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_testenv-hold"))
+    let mut holder = std::process::Command::new(env!("CARGO_BIN_EXE_localkube-hold"))
         .arg("orphan")
         .env("TMPDIR", scratch.path())
         .stdout(std::process::Stdio::piped())
@@ -178,7 +178,7 @@ async fn killed_test_process_leaves_no_orphans() {
     .await
     .unwrap();
     let report: serde_json::Value =
-        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("testenv-hold printed {line:?}: {e}"));
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("localkube-hold printed {line:?}: {e}"));
     let pids: Vec<u32> = serde_json::from_value(report["pids"].clone()).unwrap();
     let etcd_data = std::path::PathBuf::from(report["etcd_data"].as_str().unwrap());
     assert_eq!(pids.len(), 5, "etcd, apiserver, controller-manager, scheduler, node");
@@ -199,7 +199,7 @@ async fn killed_test_process_leaves_no_orphans() {
 #[tokio::test]
 async fn clusters_sharing_an_etcd_are_isolated_by_prefix() {
     let dir = tempfile::tempdir().unwrap();
-    let binaries = flotilla_testenv::Binaries::locate().unwrap();
+    let binaries = flotilla_localkube::Binaries::locate().unwrap();
     let etcd = Etcd::start(&binaries, dir.path()).await.unwrap();
     let a =
         Cluster::start(ClusterConfig::apiserver_only("shared-a").with_etcd(etcd.client_url())).await.unwrap();

@@ -2,7 +2,7 @@
 //! one JSON line on stdout, then waits forever. The orphan test SIGKILLs this
 //! process and checks that every one of those pids goes away.
 
-use flotilla_testenv::{Cluster, ClusterConfig};
+use flotilla_localkube::{Cluster, ClusterConfig};
 
 #[tokio::main]
 async fn main() {
@@ -10,7 +10,7 @@ async fn main() {
     let cluster = match Cluster::start(ClusterConfig::new(name).with_nodes(1)).await {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("testenv-hold: {e}");
+            eprintln!("localkube-hold: {e}");
             std::process::exit(1);
         }
     };

@@ -3,7 +3,7 @@
 //! status. A snapshot restore never touches an existing cluster: its target
 //! must not exist, or be the one this restore created.
 //!
-//! A prefixed backup (one tenant's keys, [`super::etcd_keys`]) is restored
+//! A prefixed backup (one tenant's keys, [`crate::etcd_keys`]) is restored
 //! the other way round ([`decide_keys`]): into an existing EtcdCluster,
 //! typically the shared one it came from, by a one-shot `flotilla etcd-keys
 //! load` on the Machine holding the dump. The load refuses when the
@@ -16,8 +16,8 @@ use flotilla_api::kok::{
 };
 use flotilla_api::machine::{ComponentSpec, Machine, RestartPolicy};
 
-use super::etcd::{self, one_shot_exit, EtcdOperatorConfig};
-use super::etcd_keys::{self, LoadSummary};
+use crate::etcd::{self, one_shot_exit, EtcdOperatorConfig};
+use crate::etcd_keys::{self, LoadSummary};
 
 /// Annotation on the EtcdCluster a restore created: the restore's name.
 pub const RESTORED_BY: &str = "kok.flotilla.io/restored-by";

@@ -1,6 +1,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! A hosted control plane's certificates and command lines
-//! (`flotilla_core::kok`) against the real binaries: etcd with peer and
+//! (`flotilla_kok_core`) against the real binaries: etcd with peer and
 //! client TLS, and kube-apiserver, kube-controller-manager and
 //! kube-scheduler started with exactly the rendered arguments and the
 //! Secret data written out as files.
@@ -9,15 +9,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flotilla_core::kok::pki::{keys, ControlPlanePki, EtcdMemberHosts, PkiInputs};
-use flotilla_core::kok::render::{
+use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_core::pki::{CertificateAuthority, LeafSpec};
+use flotilla_kok_core::pki::{keys, ControlPlanePki, EtcdMemberHosts, PkiInputs};
+use flotilla_kok_core::render::{
     apiserver_args, component_secret_keys, controller_manager_args, etcd_args, scheduler_args, Component,
     ControlPlaneLayout, EtcdMemberLayout, EtcdPeer, InitialClusterState, DEFAULT_CONTROLLERS,
 };
-use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_core::pki::{CertificateAuthority, LeafSpec};
-use flotilla_testenv::ports::free_port;
-use flotilla_testenv::{wait_for, Binaries, ManagedProcess, ProcessSpec};
+use flotilla_localkube::ports::free_port;
+use flotilla_localkube::{wait_for, Binaries, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};

@@ -1,0 +1,19 @@
+//! Pure decisions for applications across the fleet: which resources a
+//! policy selects, where replicas go (scheduling, division, failover), what
+//! each member receives (overrides, dependencies), whether a policy is valid,
+//! how a Work is applied in a member and how member status is aggregated. No
+//! I/O: the hub and the agent observe, then ask here what to do.
+
+pub mod affinity;
+pub mod aggregate;
+pub mod apply;
+pub mod binding;
+pub mod binding_status;
+pub mod failover;
+pub mod health;
+pub mod overrides;
+pub mod resolution;
+pub mod scheduler;
+pub mod selection;
+pub mod validation;
+pub mod workload;

@@ -1,0 +1,5 @@
+//! Pure decisions of fleet membership: registration and certificate
+//! requests, heartbeats and leases, cluster conditions and taints, inventory.
+//! No I/O: the hub and the agent observe, then ask here what to do.
+
+pub mod membership;

@@ -1,0 +1,20 @@
+//! Pure decisions for Kubernetes on Kubernetes (`kok.flotilla.io`): etcd
+//! clusters (membership, backups, restores), hosted control planes (their
+//! certificates, command lines, both runtimes, upgrades, add-ons) and the
+//! node agent (which components a machine runs, its hub identity). No I/O:
+//! the operators in `flotilla-kok` and the node agent observe, then ask here.
+
+pub mod addons;
+pub mod etcd;
+pub mod etcd_keys;
+pub mod etcd_kube;
+pub mod etcd_restore;
+pub mod etcd_schedule;
+pub mod hosted;
+pub mod kube_runtime;
+pub mod machine_identity;
+pub mod node;
+pub mod pki;
+pub mod ports;
+pub mod render;
+pub mod upgrade;

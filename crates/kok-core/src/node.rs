@@ -10,7 +10,8 @@ use std::time::Duration;
 use flotilla_api::machine::{
     conditions, ComponentSpec, ComponentState, ComponentStatus, MachineStatus, RestartPolicy,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use flotilla_core::conditions::{condition, Wanted};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -448,25 +449,14 @@ pub fn machine_status(
         })
         .collect();
     let running = components.iter().filter(|c| c.state == ComponentState::Running).count();
-    let (status, reason, message) = if not_ready.is_empty() {
-        ("True", "ComponentsRunning", format!("{running} components running"))
+    let ready = if not_ready.is_empty() {
+        Wanted::new(conditions::READY, true, "ComponentsRunning", format!("{running} components running"))
     } else {
-        ("False", "ComponentsNotReady", not_ready.join(", "))
+        Wanted::new(conditions::READY, false, "ComponentsNotReady", not_ready.join(", "))
     };
-    let transition = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == conditions::READY))
-        .filter(|c| c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(Time(now));
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     MachineStatus {
-        conditions: vec![Condition {
-            type_: conditions::READY.to_string(),
-            status: status.to_string(),
-            reason: reason.to_string(),
-            message,
-            last_transition_time: transition,
-            observed_generation: None,
-        }],
+        conditions: vec![condition(previous_conditions, ready, &Time(now))],
         node_agent_version: Some(agent_version.to_string()),
         last_heartbeat: previous.and_then(|p| p.last_heartbeat.clone()),
         component_summary: Some(format!("{running}/{}", components.len())),

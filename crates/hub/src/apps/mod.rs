@@ -26,6 +26,7 @@ use flotilla_api::policy::{
 };
 use flotilla_api::work::{keys, BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_apps_core::binding::template_key;
+use flotilla_apps_core::binding_status::Outcome;
 use flotilla_apps_core::scheduler::ClusterSnapshot;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -78,16 +79,6 @@ struct Kind {
 #[derive(Clone, Copy)]
 struct Seen {
     signature: u64,
-    generation: Option<i64>,
-}
-
-/// The scheduling outcome the binder found last, shown by the status
-/// writer (the single writer of a binding's conditions).
-#[derive(Clone, PartialEq)]
-struct Outcome {
-    scheduled: bool,
-    reason: String,
-    message: String,
     generation: Option<i64>,
 }
 

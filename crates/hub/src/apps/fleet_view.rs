@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{lock, Apps};
+use super::index::lock;
+use super::Apps;
 
 /// One consistent picture of the fleet, rebuilt when a cluster changes.
 pub(crate) struct ClusterView {

@@ -16,8 +16,9 @@ use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource};
 use serde_json::json;
 
+use super::index::{hash_of, lock, TemplateKey};
 use super::policies::now;
-use super::{hash_of, lock, refusal, Apps, TemplateKey};
+use super::{refusal, Apps};
 use crate::Error;
 
 const MANAGER: &str = "flotilla-status";

@@ -545,3 +545,307 @@ impl Index {
         refs.into_iter().filter_map(|(cluster, r)| Some((cluster, self.works.get(&r)?))).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The index fed watch events built here (no server): what it keeps,
+    //! and what each event wakes.
+
+    use super::*;
+    use kube::runtime::reflector::store::Writer;
+    use serde_json::json;
+
+    /// An index and the writers of its stores (what the reflectors hold).
+    struct Fixture {
+        index: Index,
+        pps: Writer<PropagationPolicy>,
+        clusters: Writer<ManagedCluster>,
+        bindings: Writer<ResourceBinding>,
+        works: Writer<Work>,
+    }
+
+    fn fixture() -> Fixture {
+        let (pps, pp_writer) = reflector::store();
+        let (cpps, _) = reflector::store();
+        let (ops, _) = reflector::store();
+        let (cops, _) = reflector::store();
+        let (clusters, cluster_writer) = reflector::store();
+        let (bindings, binding_writer) = reflector::store();
+        let (cluster_bindings, _) = reflector::store();
+        let (works, work_writer) = reflector::store();
+        let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
+        Fixture {
+            index,
+            pps: pp_writer,
+            clusters: cluster_writer,
+            bindings: binding_writer,
+            works: work_writer,
+        }
+    }
+
+    fn deployment(name: &str) -> TemplateKey {
+        TemplateKey {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    fn config_map(name: &str) -> TemplateKey {
+        TemplateKey {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// The binding of deployment `name`, placed on `clusters`, needing
+    /// config maps `deps`; `placement` as JSON.
+    fn binding(
+        name: &str,
+        clusters: &[&str],
+        deps: &[&str],
+        placement: serde_json::Value,
+    ) -> ResourceBinding {
+        let key = deployment(name);
+        serde_json::from_value(json!({
+            "apiVersion": "work.flotilla.io/v1alpha1", "kind": "ResourceBinding",
+            "metadata": {"name": flotilla_apps_core::binding::binding_name(&key.api_version, &key.kind, &key.name),
+                         "namespace": "default"},
+            "spec": {
+                "resource": {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "default", "name": name},
+                "placement": placement,
+                "clusters": clusters.iter().map(|c| json!({"name": c, "replicas": 1})).collect::<Vec<_>>(),
+                "dependencies": deps.iter().map(|d| json!({"apiVersion": "v1", "kind": "ConfigMap", "namespace": "default", "name": d})).collect::<Vec<_>>(),
+            }
+        }))
+        .unwrap()
+    }
+
+    fn binding_event(b: &ResourceBinding, deleted: bool) -> BindingEvent {
+        let event = if deleted { Event::Delete(b.clone()) } else { Event::Apply(b.clone()) };
+        BindingEvent::namespaced(event).unwrap()
+    }
+
+    fn work(template: &TemplateKey, cluster: &str) -> Work {
+        serde_json::from_value(json!({
+            "apiVersion": "work.flotilla.io/v1alpha1", "kind": "Work",
+            "metadata": {"name": format!("w-{}", template.name), "namespace": format!("flotilla-cluster-{cluster}"),
+                         "labels": {keys::TEMPLATE_KEY: template.hash_label()}},
+            "spec": {"manifests": []}
+        }))
+        .unwrap()
+    }
+
+    fn cluster(name: &str, labels: serde_json::Value, cpu: &str) -> ManagedCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"hubAcceptsClient": true},
+            "status": {"resourceSummary": {"allocatable": {"cpu": cpu}, "allocated": {"cpu": "0"}}}
+        }))
+        .unwrap()
+    }
+
+    fn sorted(mut keys: Vec<TemplateKey>) -> Vec<TemplateKey> {
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn bindings_index_their_template_and_the_dependents_of_their_dependencies() {
+        let mut f = fixture();
+        let web = binding("web", &["m1"], &["settings", "certs"], json!({}));
+        f.bindings.apply_watcher_event(&Event::Apply(web.clone()));
+        let wake = f.index.binding_changed(&binding_event(&web, false));
+        // Its status is recomputed; its dependencies follow its clusters.
+        assert_eq!(wake.status, vec![deployment("web")]);
+        assert_eq!(sorted(wake.binder), vec![config_map("certs"), config_map("settings")]);
+        assert_eq!(lock(&f.index.by_hash).get(&deployment("web").hash_label()), Some(&deployment("web")));
+        let web_name = web.metadata.name.clone().unwrap();
+        assert_eq!(
+            lock(&f.index.dependents).get(&config_map("settings")).cloned(),
+            Some(BTreeSet::from([web_name.clone()]))
+        );
+        assert!(
+            f.index.may_concern(&config_map("settings"), &ObjectMeta::default()),
+            "a dependency concerns"
+        );
+
+        // A dependency dropped from the spec: it no longer has dependents.
+        let web2 = binding("web", &["m1"], &["settings"], json!({}));
+        f.index.binding_changed(&binding_event(&web2, false));
+        assert!(!lock(&f.index.dependents).contains_key(&config_map("certs")));
+
+        // Deleted: bound again (recreated if its template still wants it),
+        // and its dependencies lose it.
+        f.bindings.apply_watcher_event(&Event::Delete(web2.clone()));
+        let wake = f.index.binding_changed(&binding_event(&web2, true));
+        assert_eq!(wake.binder, vec![deployment("web"), config_map("settings")]);
+        assert!(lock(&f.index.dependents).is_empty());
+        assert!(!f.index.may_concern(&config_map("settings"), &ObjectMeta::default()));
+    }
+
+    #[test]
+    fn works_are_indexed_by_template_and_cluster() {
+        let mut f = fixture();
+        let web = binding("web", &["m1", "m2"], &[], json!({}));
+        f.bindings.apply_watcher_event(&Event::Apply(web.clone()));
+        f.index.binding_changed(&binding_event(&web, false));
+
+        let (w1, w2) = (work(&deployment("web"), "m1"), work(&deployment("web"), "m2"));
+        for w in [&w1, &w2] {
+            f.works.apply_watcher_event(&Event::Apply(w.clone()));
+            let wake = f.index.work_changed(w, false);
+            assert_eq!(wake, Wake { binder: vec![], status: vec![deployment("web")] });
+        }
+        assert_eq!(f.index.works_of(&deployment("web")).keys().collect::<Vec<_>>(), ["m1", "m2"]);
+
+        // A work gone: the template is bound again (written again if still
+        // wanted), and the index forgets it.
+        f.works.apply_watcher_event(&Event::Delete(w2.clone()));
+        let wake = f.index.work_changed(&w2, true);
+        assert_eq!(wake, Wake { binder: vec![deployment("web")], status: vec![deployment("web")] });
+        assert_eq!(f.index.works_of(&deployment("web")).keys().collect::<Vec<_>>(), ["m1"]);
+
+        // A work of no known binding, or outside a cluster namespace: nothing.
+        let stray = work(&deployment("other"), "m1");
+        assert_eq!(f.index.work_changed(&stray, false), Wake::default());
+        let mut elsewhere = work(&deployment("web"), "m1");
+        elsewhere.metadata.namespace = Some("default".into());
+        assert_eq!(f.index.work_changed(&elsewhere, false), Wake::default());
+    }
+
+    #[test]
+    fn a_failover_in_progress_rebinds_on_every_work_change() {
+        let mut f = fixture();
+        let mut web = binding("web", &["m2"], &[], json!({}));
+        web.spec.spec.graceful_eviction_tasks = vec![serde_json::from_value(json!({
+            "fromCluster": "m1", "replicas": 1, "reason": "TaintUntolerated",
+            "creationTimestamp": "2026-01-01T00:00:00Z"
+        }))
+        .unwrap()];
+        f.bindings.apply_watcher_event(&Event::Apply(web.clone()));
+        f.index.binding_changed(&binding_event(&web, false));
+        let wake = f.index.work_changed(&work(&deployment("web"), "m2"), false);
+        assert_eq!(wake.binder, vec![deployment("web")], "the failover waits for the new copy");
+    }
+
+    #[test]
+    fn cluster_changes_wake_the_bindings_they_concern() {
+        let mut f = fixture();
+        let divided_by_capacity = json!({"replicaScheduling": {
+            "replicaSchedulingType": "Divided", "replicaDivisionPreference": "Aggregated"}});
+        let (web, api) =
+            (binding("web", &["m1"], &[], json!({})), binding("api", &["m1"], &[], divided_by_capacity));
+        for b in [&web, &api] {
+            f.bindings.apply_watcher_event(&Event::Apply(b.clone()));
+            f.index.binding_changed(&binding_event(b, false));
+        }
+        // A template with no binding yet.
+        let meta = ObjectMeta { generation: Some(1), ..Default::default() };
+        f.index.template_seen(deployment("new"), &meta);
+
+        let m1 = cluster("m1", json!({"region": "eu"}), "4");
+        f.clusters.apply_watcher_event(&Event::Apply(m1.clone()));
+        let first = f.index.cluster_changed(&m1, false);
+        assert_eq!(sorted(first.binder), vec![deployment("api"), deployment("new"), deployment("web")]);
+
+        // Nothing that matters changed: nothing wakes.
+        assert_eq!(f.index.cluster_changed(&m1, false), Wake::default());
+
+        // Capacity only: the binding dividing by capacity.
+        let more_cpu = cluster("m1", json!({"region": "eu"}), "8");
+        assert_eq!(f.index.cluster_changed(&more_cpu, false).binder, vec![deployment("api")]);
+
+        // ... and any binding whose scheduling failed.
+        let failed = Outcome {
+            scheduled: false,
+            reason: "NoClusterFit".into(),
+            message: String::new(),
+            generation: None,
+        };
+        lock(&f.index.outcomes).insert(deployment("web"), failed);
+        assert!(f.index.scheduling_failed(&deployment("web")));
+        let less_cpu = cluster("m1", json!({"region": "eu"}), "2");
+        assert_eq!(
+            sorted(f.index.cluster_changed(&less_cpu, false).binder),
+            vec![deployment("api"), deployment("web")]
+        );
+
+        // Placement (a label): every binding and the unbound template.
+        let moved = cluster("m1", json!({"region": "us"}), "2");
+        assert_eq!(f.index.cluster_changed(&moved, false).binder.len(), 3);
+        // Deleted: the same, and the index forgets it.
+        assert_eq!(f.index.cluster_changed(&moved, true).binder.len(), 3);
+        assert!(lock(&f.index.cluster_signatures).is_empty());
+    }
+
+    #[test]
+    fn templates_are_bound_when_what_is_propagated_changes_and_a_policy_may_select_them() {
+        let mut f = fixture();
+        let meta = |generation: i64, labels: serde_json::Value| ObjectMeta {
+            generation: Some(generation),
+            labels: serde_json::from_value(labels).unwrap(),
+            ..Default::default()
+        };
+        // No policy, binding or dependent: seen, not bound.
+        assert_eq!(f.index.template_seen(deployment("web"), &meta(1, json!({}))), Wake::default());
+        assert_eq!(lock(&f.index.seen).get(&deployment("web")).and_then(|s| s.generation), Some(1));
+
+        let pp: PropagationPolicy = serde_json::from_value(json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment",
+                                            "labelSelector": {"matchLabels": {"app": "web"}}}]}
+        }))
+        .unwrap();
+        f.pps.apply_watcher_event(&Event::Apply(pp.clone()));
+        // Selected now (a label added).
+        let labelled = meta(1, json!({"app": "web"}));
+        assert_eq!(f.index.template_seen(deployment("web"), &labelled).binder, vec![deployment("web")]);
+        // The same again (e.g. a status write): nothing.
+        assert_eq!(f.index.template_seen(deployment("web"), &labelled), Wake::default());
+        // A new generation: bound again.
+        assert_eq!(f.index.template_seen(deployment("web"), &meta(2, json!({"app": "web"}))).binder.len(), 1);
+
+        // The policy changed: the templates of the kinds it selects, in its
+        // namespace, and every binding.
+        let event = PolicyEvent::pp(&pp);
+        f.index.template_seen(config_map("other"), &meta(1, json!({})));
+        assert_eq!(f.index.policy_changed(&event).binder, vec![deployment("web")]);
+
+        // Deleted, and listed again without a template: bound (cleanup).
+        assert_eq!(f.index.template_gone(deployment("web")).binder, vec![deployment("web")]);
+        assert!(!lock(&f.index.seen).contains_key(&deployment("web")));
+    }
+
+    #[test]
+    fn bindings_of_templates_missing_from_a_list_clean_up() {
+        let mut f = fixture();
+        let (web, api) = (binding("web", &["m1"], &[], json!({})), binding("api", &["m1"], &[], json!({})));
+        for b in [&web, &api] {
+            f.bindings.apply_watcher_event(&Event::Apply(b.clone()));
+        }
+        let listed = HashSet::from([deployment("web")]);
+        assert_eq!(
+            f.index.templates_listed("apps/v1", "Deployment", &listed).binder,
+            vec![deployment("api")]
+        );
+        assert!(f.index.templates_listed("v1", "ConfigMap", &HashSet::new()).binder.is_empty());
+    }
+
+    #[test]
+    fn policy_validity_is_remembered_and_reported_once() {
+        let f = fixture();
+        assert!(!f.index.policy_is_invalid("PropagationPolicy", "default", "p"));
+        assert!(f.index.judge_policy("PropagationPolicy", "default", "p", false), "newly invalid");
+        assert!(!f.index.judge_policy("PropagationPolicy", "default", "p", false), "said once");
+        assert!(f.index.policy_is_invalid("PropagationPolicy", "default", "p"));
+        assert!(!f.index.policy_is_invalid("PropagationPolicy", "other", "p"));
+        assert!(!f.index.judge_policy("PropagationPolicy", "default", "p", true));
+        assert!(!f.index.policy_is_invalid("PropagationPolicy", "default", "p"));
+    }
+}

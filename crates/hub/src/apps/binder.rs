@@ -23,8 +23,8 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::index::{lock, TemplateKey};
-use super::Apps;
+use super::index::{lock, work_step, TemplateKey};
+use super::state::Apps;
 use crate::Error;
 use flotilla_apps_core::binding_status::Outcome;
 
@@ -399,11 +399,6 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
 
 /// How often a binding whose replicas are moving looks at its works.
 const MOVE_RECHECK: Duration = Duration::from_secs(2);
-
-/// The move step a work carries (its `work.flotilla.io/replicas`), if any.
-pub(super) fn work_step(work: &Work) -> Option<i32> {
-    work.annotations().get(keys::REPLICAS).and_then(|v| v.parse().ok())
-}
 
 /// The replicas a work carries now: its step, or (a work written before
 /// moves were stepped) the binding's division for its cluster.

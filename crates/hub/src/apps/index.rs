@@ -19,6 +19,7 @@ use flotilla_api::policy::{
 use flotilla_api::work::{keys, BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_apps_core::binding::template_key;
 use flotilla_apps_core::binding_status::Outcome;
+use flotilla_apps_core::failover::{self, Disruption, FailoverSettings};
 use flotilla_apps_core::scheduler::ClusterSnapshot;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::ApiResource;
@@ -198,6 +199,30 @@ fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
 
 pub(super) fn selected(selectors: &[flotilla_api::policy::ResourceSelector]) -> Vec<(String, String)> {
     selectors.iter().map(|s| (s.api_version.clone(), s.kind.clone())).collect()
+}
+
+/// The move step a work carries (its `work.flotilla.io/replicas`), if any.
+pub(super) fn work_step(work: &Work) -> Option<i32> {
+    work.annotations().get(keys::REPLICAS).and_then(|v| v.parse().ok())
+}
+
+/// One consistent picture of the fleet, rebuilt when a cluster changes.
+pub(crate) struct ClusterView {
+    /// The clusters as they are, sorted by name.
+    pub clusters: Vec<ClusterSnapshot>,
+    /// Which clusters' failover is halted, and why.
+    pub disruption: Disruption,
+    /// What the scheduler sees: halted clusters keep what runs there.
+    pub scheduling: Vec<ClusterSnapshot>,
+}
+
+impl ClusterView {
+    pub fn new(mut clusters: Vec<ClusterSnapshot>, settings: &FailoverSettings) -> Self {
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        let disruption = failover::disruption(&clusters, settings);
+        let scheduling = failover::with_failover_halted(&clusters, &disruption);
+        ClusterView { clusters, disruption, scheduling }
+    }
 }
 
 /// The index. The stores are filled by their reflectors; the maps by the

@@ -14,9 +14,10 @@ mod fleet_view;
 mod index;
 mod policies;
 mod queue;
+mod state;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,73 +37,9 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 
 use crate::Error;
-use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey, Wake};
+use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey};
 use queue::Queue;
-
-pub(crate) struct Apps {
-    client: Client,
-    /// The caches and what is kept beside them (reads go through `Deref`).
-    index: Index,
-    /// Consecutive binder failures by template, with the last error.
-    bind_failures: Mutex<HashMap<TemplateKey, (u32, String)>>,
-    /// The last status write the API server refused, by template (logged once).
-    status_refusals: Mutex<HashMap<TemplateKey, String>>,
-    /// Last template status written, by template (hash of the JSON).
-    written_status: Mutex<HashMap<TemplateKey, u64>>,
-    cluster_view: Mutex<Option<Arc<fleet_view::ClusterView>>>,
-    failover: flotilla_apps_core::failover::FailoverSettings,
-    /// True once every policy of the first list has been judged: until
-    /// then the binder waits, so it never uses a policy written while no
-    /// hub ran (the webhook fails open) before knowing whether it is valid.
-    policies_judged: tokio::sync::watch::Sender<bool>,
-    binder: Arc<Queue<TemplateKey>>,
-    status: Arc<Queue<TemplateKey>>,
-}
-
-impl std::ops::Deref for Apps {
-    type Target = Index;
-
-    fn deref(&self) -> &Index {
-        &self.index
-    }
-}
-
-impl Apps {
-    /// Queues what an index update woke.
-    fn wake(&self, wake: Wake) {
-        for key in wake.binder {
-            self.binder.add(key);
-        }
-        for key in wake.status {
-            self.status.add(key);
-        }
-    }
-
-    /// Waits until every cache the reconcilers read has its first full
-    /// list, so a restart never acts on half a picture (e.g. deletes works
-    /// it has not yet seen a binding for).
-    async fn wait_ready(&self) {
-        wait_logged("propagation policies", self.pps.wait_until_ready()).await;
-        wait_logged("cluster propagation policies", self.cpps.wait_until_ready()).await;
-        wait_logged("override policies", self.ops.wait_until_ready()).await;
-        wait_logged("cluster override policies", self.cops.wait_until_ready()).await;
-        wait_logged("clusters", self.clusters.wait_until_ready()).await;
-        wait_logged("bindings", self.bindings.wait_until_ready()).await;
-        wait_logged("cluster bindings", self.cluster_bindings.wait_until_ready()).await;
-        wait_logged("works", self.works.wait_until_ready()).await;
-    }
-}
-
-/// The API server's message when it refuses a write for what it holds
-/// (invalid, too large): the same write would be refused again.
-pub(crate) fn refusal(e: &kube::Error) -> Option<String> {
-    match e {
-        kube::Error::Api(s) if flotilla_apps_core::binding_status::is_refusal(s.code, &s.message) => {
-            Some(s.message.clone())
-        }
-        _ => None,
-    }
-}
+use state::Apps;
 
 /// Starts a reflector for `api` and returns its store plus the stream of
 /// events (already applied to the store).
@@ -129,13 +66,6 @@ where
             }
         });
     (store, stream)
-}
-
-async fn wait_logged<F: std::future::Future>(what: &str, wait: F) {
-    let mut wait = std::pin::pin!(wait);
-    while tokio::time::timeout(Duration::from_secs(10), &mut wait).await.is_err() {
-        tracing::info!(cache = what, "still waiting for the first list");
-    }
 }
 
 fn strip_meta<K: Resource>(k: &mut K) {

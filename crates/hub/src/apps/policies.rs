@@ -13,23 +13,17 @@ use std::time::Duration;
 
 use flotilla_apps_core::resolution::{self, MemberApis, OnHub, Selected};
 use flotilla_core::conditions::{self, Wanted};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Api;
 
 use super::index::PolicyEvent;
-use super::Apps;
+use super::state::{now, Apps};
 
 const MANAGER: &str = "flotilla-hub-policy";
 const VALID: &str = "Valid";
 /// How often every propagation policy's `ResourcesResolved` is re-checked.
 const RECHECK: Duration = Duration::from_secs(15);
-
-/// Now, to the second (what the API server stores).
-pub(super) fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
-}
 
 /// Every cached (cluster) propagation policy, as an event to judge.
 fn propagation_policy_events(apps: &Apps) -> Vec<PolicyEvent> {

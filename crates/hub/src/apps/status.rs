@@ -11,14 +11,13 @@ use flotilla_api::policy::{Placement, ReplicaSchedulingType};
 use flotilla_api::work::{BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_apps_core::aggregate::{aggregate_status, MemberStatus};
 use flotilla_apps_core::binding::binding_name;
-use flotilla_apps_core::binding_status::{self, Decided, Observed, Outcome};
+use flotilla_apps_core::binding_status::{self, Decided, Observed};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource};
 use serde_json::json;
 
-use super::index::{hash_of, lock, TemplateKey};
-use super::policies::now;
-use super::{refusal, Apps};
+use super::index::{hash_of, lock, work_step, TemplateKey};
+use super::state::{now, refusal, Apps};
 use crate::Error;
 
 const MANAGER: &str = "flotilla-status";
@@ -94,7 +93,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     let refused = lock(&apps.refused).get(key).cloned();
     // The steps the binder wrote (Work annotations) against the division.
     let written: BTreeMap<String, i32> =
-        works.iter().filter_map(|(c, w)| Some((c.clone(), super::binder::work_step(w)?))).collect();
+        works.iter().filter_map(|(c, w)| Some((c.clone(), work_step(w)?))).collect();
     let evicting: Vec<String> = spec.graceful_eviction_tasks.iter().map(|t| t.from_cluster.clone()).collect();
     let moving = flotilla_apps_core::failover::move_in_progress(&spec.clusters, &written, &evicting);
     let work_refs: BTreeMap<String, &Work> = works.iter().map(|(c, w)| (c.clone(), w.as_ref())).collect();
@@ -196,113 +195,5 @@ async fn write_binding_status(apps: &Apps, key: &TemplateKey, status: &BindingSt
         Ok(()) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
-    }
-}
-
-impl Apps {
-    /// The binder wrote a template's works (`results`; `too_large`: works
-    /// it did not send, over etcd's limit). What the API server refused is
-    /// kept for the binding's `FullyApplied` (and not retried until the
-    /// template or its placement changes); other failures are returned.
-    pub(super) fn works_written(
-        &self,
-        key: &TemplateKey,
-        too_large: Vec<String>,
-        results: Vec<Result<(), Error>>,
-    ) -> Result<(), Error> {
-        let mut refused: Vec<(&str, String)> =
-            too_large.into_iter().map(|m| (binding_status::REASON_TOO_LARGE, m)).collect();
-        let mut failure = None;
-        for result in results {
-            let message = match result {
-                Ok(()) => continue,
-                Err(Error::Kube(e)) => match refusal(&e) {
-                    Some(message) => message,
-                    None => {
-                        failure = Some(Error::Kube(e));
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    failure = Some(e);
-                    continue;
-                }
-            };
-            refused.push(if binding_status::is_too_large(&message) {
-                (
-                    binding_status::REASON_TOO_LARGE,
-                    format!(
-                        "the hub's etcd refused a work as too large ({message}); make the template smaller"
-                    ),
-                )
-            } else {
-                (
-                    binding_status::REASON_WORK_REFUSED,
-                    format!("the hub's API server refused a work: {message}"),
-                )
-            });
-        }
-        let now = refused.first().map(|(reason, _)| {
-            let messages: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
-            (reason.to_string(), messages.join("; "))
-        });
-        let changed = match &now {
-            Some(v) => lock(&self.refused).insert(key.clone(), v.clone()).as_ref() != Some(v),
-            None => lock(&self.refused).remove(key).is_some(),
-        };
-        if changed {
-            if let Some((reason, message)) = &now {
-                tracing::warn!(template = %key, reason, message, "works not written");
-            }
-            self.status.add(key.clone());
-        }
-        failure.map_or(Ok(()), Err)
-    }
-}
-
-impl Apps {
-    /// After a binder reconcile: when to run it again. A failure is logged
-    /// when it first happens or changes, not on every retry; one the API
-    /// server refuses for its content is also shown on the binding's
-    /// `Scheduled` condition (`Refused`).
-    pub(super) fn bound(
-        &self,
-        key: &TemplateKey,
-        result: Result<Option<Duration>, Error>,
-    ) -> Option<Duration> {
-        let e = match result {
-            Ok(after) => {
-                lock(&self.bind_failures).remove(key);
-                return after;
-            }
-            Err(e) => e,
-        };
-        let message = e.to_string();
-        let refused = match &e {
-            Error::Kube(k) => refusal(k),
-            _ => None,
-        };
-        let (count, changed) = {
-            let mut failures = lock(&self.bind_failures);
-            let entry = failures.entry(key.clone()).or_insert((0, String::new()));
-            let changed = entry.1 != message;
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = message.clone();
-            (entry.0, changed)
-        };
-        if changed {
-            tracing::warn!(template = %key, error = %message, "binding failed; retrying with backoff");
-        } else {
-            tracing::debug!(template = %key, error = %message, failures = count, "binding failed again");
-        }
-        if let Some(refused) = refused {
-            let message = format!("the hub could not process this template: {refused}");
-            let outcome = Outcome { scheduled: false, reason: "Refused".into(), message, generation: None };
-            if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
-                self.status.add(key.clone());
-            }
-            return Some(binding_status::retry_after(count, true));
-        }
-        Some(binding_status::retry_after(count, false))
     }
 }

@@ -32,7 +32,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::Error;
+use crate::error::Error;
 
 mod member_watch;
 

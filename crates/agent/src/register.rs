@@ -11,7 +11,8 @@ use std::time::Duration;
 use flotilla_csr_client::Identity;
 use flotilla_fleet_core::membership;
 
-use crate::{AgentConfig, Error};
+use crate::config::AgentConfig;
+use crate::error::Error;
 
 pub use flotilla_csr_client::Registration;
 

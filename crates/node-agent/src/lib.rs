@@ -15,6 +15,7 @@
 //! `components/<component>/` (working directory and relative files; deleted
 //! when the component is removed from the spec, the log is kept).
 
+mod error;
 pub mod probe;
 pub mod process;
 pub mod register;
@@ -36,33 +37,14 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
+use error::io_error;
+pub use error::Error;
+use register::{CONNECT_TIMEOUT, READ_TIMEOUT};
+
 /// Field manager for the Machine status.
 pub const FIELD_MANAGER: &str = "flotilla-node-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const STATE_FILE: &str = "state.json";
-/// Timeouts of the node agent's clients of the hub.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Hub(String),
-    #[error("Machine {0} was deleted; its components were stopped")]
-    Removed(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("{path}: {source}")]
-    State { path: PathBuf, source: serde_json::Error },
-    #[error(transparent)]
-    Certificate(#[from] flotilla_csr_client::Error),
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
 
 /// What the node agent needs to run.
 #[derive(Debug, Clone)]

@@ -16,10 +16,15 @@ use std::path::Path;
 use flotilla_csr_client::Identity;
 use flotilla_kok_core::machine_identity as identity;
 
-use crate::{Error, CONNECT_TIMEOUT, READ_TIMEOUT};
+use std::time::Duration;
+
+use crate::error::Error;
 
 pub use flotilla_csr_client::{Registration, HUB_KUBECONFIG};
 
+/// Timeouts of the node agent's clients of the hub.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 const KEY_FILE: &str = "node-agent.key";
 const CERT_FILE: &str = "node-agent.crt";
 

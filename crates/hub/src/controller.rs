@@ -27,7 +27,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
 use crate::csr;
-use crate::{Error, FIELD_MANAGER, TAINT_FIELD_MANAGER};
+use crate::error::Error;
+use crate::names::{FIELD_MANAGER, TAINT_FIELD_MANAGER};
 
 pub use membership::HEARTBEAT_LABEL;
 

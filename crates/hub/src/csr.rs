@@ -8,7 +8,7 @@ use k8s_openapi::api::certificates::v1::{CertificateSigningRequest, CertificateS
 use kube::api::PostParams;
 use kube::{Api, Client, ResourceExt};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Whether a request is approved or denied already.
 pub(crate) fn decided(csr: &CertificateSigningRequest) -> bool {

@@ -5,36 +5,21 @@
 pub mod apps;
 pub mod controller;
 mod csr;
+mod error;
 pub mod install;
 pub mod leader;
 pub mod machines;
+mod names;
 pub mod push;
 pub mod webhook;
 
+pub use error::Error;
 pub use install::install;
+pub use names::{FIELD_MANAGER, SYSTEM_NAMESPACE};
 
 use std::time::Duration;
 
 use kube::Client;
-
-/// Field manager for everything the hub writes.
-pub const FIELD_MANAGER: &str = "flotilla-hub";
-/// Namespace for the hub's own objects (leader lease, push credentials).
-pub const SYSTEM_NAMESPACE: &str = "flotilla-system";
-/// Field manager for the hub's taints on ManagedCluster specs.
-pub(crate) const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("encoding: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("timed out waiting for {0}")]
-    Timeout(String),
-    #[error("{0}")]
-    Other(String),
-}
 
 #[derive(Debug, Clone)]
 pub struct HubConfig {

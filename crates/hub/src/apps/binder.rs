@@ -25,7 +25,7 @@ use serde_json::json;
 
 use super::index::{lock, work_step, TemplateKey};
 use super::state::Apps;
-use crate::Error;
+use crate::error::Error;
 use flotilla_apps_core::binding_status::Outcome;
 
 const MANAGER: &str = "flotilla-binder";

@@ -66,7 +66,7 @@ async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
         "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
         "spec": {"taints": taints}
     });
-    let params = kube::api::PatchParams::apply(crate::TAINT_FIELD_MANAGER).force();
+    let params = kube::api::PatchParams::apply(crate::names::TAINT_FIELD_MANAGER).force();
     if let Err(e) = api.patch(cluster, &params, &kube::api::Patch::Apply(&body)).await {
         tracing::warn!(%cluster, error = %e, "could not restart the toleration clock");
     }

@@ -36,7 +36,7 @@ use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
 
-use crate::Error;
+use crate::error::Error;
 use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey};
 use queue::Queue;
 use state::Apps;

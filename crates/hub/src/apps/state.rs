@@ -12,7 +12,7 @@ use kube::Client;
 
 use super::index::{lock, ClusterView, Index, TemplateKey, Wake};
 use super::queue::Queue;
-use crate::Error;
+use crate::error::Error;
 
 pub(crate) struct Apps {
     pub(super) client: Client,

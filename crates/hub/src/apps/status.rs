@@ -18,7 +18,7 @@ use serde_json::json;
 
 use super::index::{hash_of, lock, work_step, TemplateKey};
 use super::state::{now, refusal, Apps};
-use crate::Error;
+use crate::error::Error;
 
 const MANAGER: &str = "flotilla-status";
 

@@ -133,49 +133,10 @@ mod tests {
 
     #[test]
     fn a_karmada_propagation_policy_parses_after_changing_its_api_version() {
-        let yaml = r#"
-apiVersion: policy.flotilla.io/v1alpha1
-kind: PropagationPolicy
-metadata:
-  name: nginx-propagation
-spec:
-  resourceSelectors:
-    - apiVersion: apps/v1
-      kind: Deployment
-      name: nginx
-  propagateDeps: true
-  priority: 10
-  conflictResolution: Overwrite
-  placement:
-    clusterAffinity:
-      clusterNames: [member1, member2, member3]
-      exclude: [member4]
-      fieldSelector:
-        matchExpressions:
-          - key: region
-            operator: In
-            values: [eu]
-    clusterTolerations:
-      - key: cluster.karmada.io/unreachable
-        operator: Exists
-        effect: NoExecute
-        tolerationSeconds: 30
-    spreadConstraints:
-      - spreadByField: cluster
-        maxGroups: 3
-        minGroups: 2
-    replicaScheduling:
-      replicaSchedulingType: Divided
-      replicaDivisionPreference: Weighted
-      weightPreference:
-        staticWeightList:
-          - targetCluster:
-              clusterNames: [member1]
-            weight: 1
-          - targetCluster:
-              clusterNames: [member2]
-            weight: 2
-"#;
+        let yaml = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../testdata/karmada/propagation-policy.yaml"
+        ));
         let pp: PropagationPolicy = serde_saphyr::from_str(yaml).unwrap();
         let p = &pp.spec.spec;
         assert_eq!(p.priority, Some(10));
@@ -186,36 +147,8 @@ spec:
 
     #[test]
     fn a_karmada_override_policy_parses_after_changing_its_api_version() {
-        let yaml = r#"
-apiVersion: policy.flotilla.io/v1alpha1
-kind: OverridePolicy
-metadata:
-  name: example
-spec:
-  resourceSelectors:
-    - apiVersion: apps/v1
-      kind: Deployment
-      name: nginx
-  overrideRules:
-    - targetCluster:
-        clusterNames: [member1]
-      overriders:
-        plaintext:
-          - path: /spec/replicas
-            operator: replace
-            value: 3
-        imageOverrider:
-          - component: Registry
-            operator: replace
-            value: registry.eu.example.com
-        commandOverrider:
-          - containerName: nginx
-            operator: add
-            value: [--verbose]
-        labelsOverrider:
-          - operator: add
-            value: {env: prod}
-"#;
+        let yaml =
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/karmada/override-policy.yaml"));
         let op: OverridePolicy = serde_saphyr::from_str(yaml).unwrap();
         let rule = &op.spec.spec.override_rules[0];
         assert_eq!(rule.overriders.plaintext[0].value, Some(serde_json::json!(3)));

@@ -77,74 +77,12 @@ async fn hub_with_webhook(webhook: WebhookConfig) -> (Cluster, tokio::task::Join
     (hub, controller)
 }
 
-const KARMADA_PROPAGATION: &str = r#"
-apiVersion: policy.flotilla.io/v1alpha1
-kind: PropagationPolicy
-metadata:
-  name: nginx-propagation
-spec:
-  resourceSelectors:
-    - apiVersion: apps/v1
-      kind: Deployment
-      name: nginx
-  propagateDeps: true
-  priority: 10
-  placement:
-    clusterAffinity:
-      clusterNames: [member1, member2]
-      fieldSelector:
-        matchExpressions:
-          - key: region
-            operator: In
-            values: [eu]
-    clusterTolerations:
-      - key: cluster.karmada.io/unreachable
-        operator: Exists
-        effect: NoExecute
-        tolerationSeconds: 30
-    spreadConstraints:
-      - spreadByField: cluster
-        maxGroups: 2
-        minGroups: 1
-    replicaScheduling:
-      replicaSchedulingType: Divided
-      replicaDivisionPreference: Weighted
-      weightPreference:
-        staticWeightList:
-          - targetCluster:
-              clusterNames: [member1]
-            weight: 1
-          - targetCluster:
-              clusterNames: [member2]
-            weight: 2
-"#;
+/// Karmada policies with only the apiVersion changed (shared test data).
+const KARMADA_PROPAGATION: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/karmada/propagation-policy.yaml"));
 
-const KARMADA_OVERRIDE: &str = r#"
-apiVersion: policy.flotilla.io/v1alpha1
-kind: OverridePolicy
-metadata:
-  name: nginx-override
-spec:
-  resourceSelectors:
-    - apiVersion: apps/v1
-      kind: Deployment
-      name: nginx
-  overrideRules:
-    - targetCluster:
-        clusterNames: [member1]
-      overriders:
-        plaintext:
-          - path: /spec/replicas
-            operator: replace
-            value: 3
-        imageOverrider:
-          - component: Registry
-            operator: replace
-            value: registry.eu.example.com
-        labelsOverrider:
-          - operator: add
-            value: {env: prod}
-"#;
+const KARMADA_OVERRIDE: &str =
+    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/karmada/override-policy.yaml"));
 
 #[tokio::test]
 async fn the_hub_rejects_malformed_policies_with_clear_messages() {

@@ -136,6 +136,18 @@ mod tests {
     }
 
     #[test]
+    fn a_status_given_as_a_string_is_the_same_condition() {
+        let cases = [
+            ("True", Wanted::new("Ready", true, "Up", "m")),
+            ("False", Wanted::new("Ready", false, "Up", "m")),
+            ("Unknown", Wanted::unknown("Ready", "Up", "m")),
+        ];
+        for (status, wanted) in cases {
+            assert_eq!(Wanted::with_status("Ready", status, "Up", "m"), wanted, "{status}");
+        }
+    }
+
+    #[test]
     fn empty_reasons_and_messages_are_never_written() {
         let c = condition(&[], Wanted::new("Ready", false, "", ""), &time(1));
         assert_eq!((c.reason.as_str(), c.message.as_str()), ("Unknown", "Unknown"));

@@ -13,28 +13,30 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_api::policy::ConflictResolution;
 use flotilla_api::work::{keys, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus};
 use flotilla_apps_core::apply::{self as decide, Ownership, Target};
 use futures::channel::mpsc;
-use futures::{Stream, StreamExt};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, PartialObjectMeta, Patch, PatchParams,
-    PostParams,
-};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::discovery::Scope;
 use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
-use crate::Error;
+use crate::error::Error;
+
+mod member_watch;
+
+use member_watch::{lock, trigger, watch_key, KindObjects, ObjectKey, Seen, Watch};
 
 /// Field manager of the objects applied in members.
 pub const APPLY_FIELD_MANAGER: &str = "flotilla";
@@ -90,19 +92,17 @@ pub async fn run_applier(
     Ok(())
 }
 
-/// What, on a Work, calls for applying it again: the spec and deletion;
-/// not the status this applier writes (that would loop), nor the finalizer
-/// it adds (the same reconcile goes on after adding it).
+/// What, on a Work, calls for applying it again: the spec, deletion, and
+/// whether it holds the applier's finalizer (the finalizer helper adds it,
+/// then applies on the change it makes); not the status this applier
+/// writes (that would loop).
 fn needs_apply(work: &Work) -> Option<u64> {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     work.metadata.generation.hash(&mut hasher);
     work.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    work.finalizers().iter().any(|f| f == keys::WORK_FINALIZER).hash(&mut hasher);
     work.annotations().get(keys::SPEC_HASH).hash(&mut hasher);
     Some(hasher.finish())
-}
-
-fn has_finalizer(work: &Work) -> bool {
-    work.finalizers().iter().any(|f| f == keys::WORK_FINALIZER)
 }
 
 /// A kind the member serves.
@@ -110,95 +110,6 @@ fn has_finalizer(work: &Work) -> bool {
 struct Kind {
     resource: ApiResource,
     namespaced: bool,
-}
-
-/// `(namespace, name)` of an object in the member (namespace empty when
-/// cluster-scoped).
-type ObjectKey = (String, String);
-
-/// What the applier remembers about an object carrying Flotilla's label.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Seen {
-    /// The `applied-by` annotation (empty when absent).
-    applied_by: String,
-    resource_version: String,
-}
-
-/// The Flotilla-labelled objects of one kind in the member.
-#[derive(Debug, Default)]
-struct KindObjects {
-    objects: HashMap<ObjectKey, Seen>,
-    /// Objects the applier is applying right now, with what the watch saw
-    /// of them meanwhile: whether that was the apply itself (no need to
-    /// reconcile again) is known only once the apply answers.
-    applying: HashMap<ObjectKey, Vec<Seen>>,
-    synced: bool,
-}
-
-impl KindObjects {
-    /// Records what the watch saw of an object (`None`: deleted) and
-    /// returns the Works to reconcile for it.
-    fn observe(&mut self, key: ObjectKey, now: Option<Seen>) -> Vec<String> {
-        let previous = match &now {
-            Some(seen) => self.objects.insert(key.clone(), seen.clone()),
-            None => self.objects.remove(&key),
-        };
-        if previous == now {
-            return Vec::new();
-        }
-        if let Some(seen_meanwhile) = self.applying.get_mut(&key) {
-            let deleted = || Seen { applied_by: String::new(), resource_version: String::new() };
-            let owner_now = now.as_ref().map(|n| n.applied_by.clone()).unwrap_or_default();
-            seen_meanwhile.push(now.unwrap_or_else(deleted));
-            // A previous owner that lost it learns so now.
-            return previous.map(|p| p.applied_by).filter(|p| *p != owner_now).into_iter().collect();
-        }
-        // The current owner, and a previous one that lost it (taken over).
-        let mut owners: Vec<String> =
-            now.map(|n| n.applied_by).into_iter().chain(previous.map(|p| p.applied_by)).collect();
-        owners.dedup();
-        owners
-    }
-
-    /// The apply of an object answered (`None`: it failed). Returns the
-    /// Works to reconcile for what the watch saw meanwhile that was not
-    /// this apply (a status update right after it, someone else's change).
-    fn applied(&mut self, key: &ObjectKey, ours: Option<Seen>) -> Vec<String> {
-        let seen_meanwhile = self.applying.remove(key).unwrap_or_default();
-        let mut owners: Vec<String> = Vec::new();
-        for seen in &seen_meanwhile {
-            if ours.as_ref().is_some_and(|o| o.resource_version == seen.resource_version) {
-                continue;
-            }
-            owners.extend(ours.iter().map(|o| o.applied_by.clone()));
-            if !seen.applied_by.is_empty() {
-                owners.push(seen.applied_by.clone());
-            }
-        }
-        if let Some(ours) = ours {
-            // Unless the watch already saw something newer than this apply.
-            if owners.is_empty() {
-                self.objects.insert(key.clone(), ours);
-            }
-        }
-        owners.sort();
-        owners.dedup();
-        owners
-    }
-}
-
-struct Watch {
-    objects: Arc<Mutex<KindObjects>>,
-    _task: AbortOnDrop,
-}
-
-/// Stops a spawned task when the applier goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 struct Applier {
@@ -221,19 +132,25 @@ struct Applier {
     recorded: Mutex<HashMap<String, Vec<ResourceIdentifier>>>,
 }
 
-/// Locks a mutex; a panic elsewhere while holding it leaves plain data
-/// behind, so a poisoned lock is still usable.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 async fn reconcile(work: Arc<Work>, applier: Arc<Applier>) -> Result<Action, Error> {
     let started = Instant::now();
     let name = work.name_any();
-    let result = if work.metadata.deletion_timestamp.is_some() {
-        applier.clean_up(&work).await
-    } else {
-        applier.apply(&work).await
+    // The Work's finalizer is the applier's own: kube's helper adds it
+    // before the first apply and removes it once the clean-up succeeded.
+    let result = finalizer(&applier.works, keys::WORK_FINALIZER, work, |event| async {
+        match event {
+            FinalizerEvent::Apply(work) => applier.apply(&work).await,
+            FinalizerEvent::Cleanup(work) => applier.clean_up(&work).await,
+        }
+    })
+    .await;
+    let result = match result {
+        Ok(action) => Ok(action),
+        Err(FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e)) => Err(e),
+        // The Work went while its finalizer was being removed.
+        Err(FinalizerError::RemoveFinalizer(e)) if is_not_found(&e) => Ok(Action::await_change()),
+        Err(FinalizerError::AddFinalizer(e) | FinalizerError::RemoveFinalizer(e)) => Err(e.into()),
+        Err(e) => Err(Error::Hub(e.to_string())),
     };
     if result.is_ok() {
         lock(&applier.failures).remove(&name);
@@ -292,9 +209,6 @@ fn not_applied(identifier: ResourceIdentifier, reason: &str, message: String) ->
 
 impl Applier {
     async fn apply(&self, work: &Work) -> Result<Action, Error> {
-        if !has_finalizer(work) {
-            self.add_finalizer(work).await?;
-        }
         let name = work.name_any();
         let applied_by = decide::applied_by(&self.hub_namespace, &name);
         let manifests = &work.spec.manifests;
@@ -625,13 +539,10 @@ impl Applier {
         }
     }
 
-    /// A Work being deleted: remove its objects from the member, then let
-    /// the Work go. Failures keep the finalizer and retry, so a member that
-    /// comes back still gets cleaned up.
+    /// A Work being deleted: remove its objects from the member (then the
+    /// finalizer helper lets the Work go). Failures keep the finalizer and
+    /// retry, so a member that comes back still gets cleaned up.
     async fn clean_up(&self, work: &Work) -> Result<Action, Error> {
-        if !has_finalizer(work) {
-            return Ok(Action::await_change());
-        }
         let name = work.name_any();
         let applied_by = decide::applied_by(&self.hub_namespace, &name);
         let mut objects: Vec<ResourceIdentifier> =
@@ -662,7 +573,6 @@ impl Applier {
         for id in &objects {
             self.remove(id, &applied_by, preserve).await?;
         }
-        self.remove_finalizer(work).await?;
         lock(&self.recorded).remove(&name);
         tracing::info!(
             cluster = %self.cluster, work = %name, objects = objects.len(), preserved = preserve,
@@ -687,36 +597,6 @@ impl Applier {
             }
         }
         previous
-    }
-
-    async fn add_finalizer(&self, work: &Work) -> Result<(), Error> {
-        let patch = match &work.metadata.finalizers {
-            None => json!([{"op": "add", "path": "/metadata/finalizers", "value": [keys::WORK_FINALIZER]}]),
-            Some(list) => json!([
-                {"op": "test", "path": "/metadata/finalizers", "value": list},
-                {"op": "add", "path": "/metadata/finalizers/-", "value": keys::WORK_FINALIZER}
-            ]),
-        };
-        self.patch_work(work, patch).await
-    }
-
-    async fn remove_finalizer(&self, work: &Work) -> Result<(), Error> {
-        let list = work.finalizers();
-        let rest: Vec<&String> = list.iter().filter(|f| *f != keys::WORK_FINALIZER).collect();
-        let patch = json!([
-            {"op": "test", "path": "/metadata/finalizers", "value": list},
-            {"op": "replace", "path": "/metadata/finalizers", "value": rest}
-        ]);
-        match self.patch_work(work, patch).await {
-            Err(Error::Kube(e)) if is_not_found(&e) => Ok(()),
-            other => other,
-        }
-    }
-
-    async fn patch_work(&self, work: &Work, patch: Value) -> Result<(), Error> {
-        let patch: json_patch::Patch = serde_json::from_value(patch)?;
-        self.works.patch(&work.name_any(), &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
-        Ok(())
     }
 
     async fn write_status(&self, name: &str, status: &WorkStatus) -> Result<(), Error> {
@@ -746,29 +626,17 @@ impl Applier {
         if let Some(watch) = watches.get(&key) {
             return watch.objects.clone();
         }
-        let objects = Arc::new(Mutex::new(KindObjects::default()));
-        // Metadata only: the watch decides what to reconcile; the status fed
-        // back comes from the apply that follows.
-        let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(self.member.clone(), &kind.resource);
-        let config =
-            watcher::Config::default().labels(&format!("{}={}", keys::MANAGED_BY, keys::MANAGED_BY_VALUE));
-        let events = watcher(api, config).default_backoff();
-        let follower = Follower {
-            objects: objects.clone(),
-            triggers: self.triggers.clone(),
-            hub_namespace: self.hub_namespace.clone(),
-            cluster: self.cluster.clone(),
-            kind: key.clone(),
-        };
-        tracing::debug!(cluster = %self.cluster, kind = %key, "watching applied objects");
-        let task = tokio::spawn(follower.run(events));
-        watches.insert(key, Watch { objects: objects.clone(), _task: AbortOnDrop(task) });
+        let watch = Watch::start(
+            &self.member,
+            &kind.resource,
+            self.triggers.clone(),
+            self.hub_namespace.clone(),
+            self.cluster.clone(),
+        );
+        let objects = watch.objects.clone();
+        watches.insert(key, watch);
         objects
     }
-}
-
-fn watch_key(resource: &ApiResource) -> String {
-    format!("{}/{}", resource.api_version, resource.plural)
 }
 
 fn describe(id: &ResourceIdentifier) -> String {
@@ -776,147 +644,5 @@ fn describe(id: &ResourceIdentifier) -> String {
         format!("{} {}", id.kind, id.name)
     } else {
         format!("{} {}/{}", id.kind, id.namespace, id.name)
-    }
-}
-
-/// Follows one kind's watch: keeps what is known of each object and
-/// reconciles the owning Work when an object changes in a way the applier
-/// did not just cause itself.
-struct Follower {
-    objects: Arc<Mutex<KindObjects>>,
-    triggers: mpsc::UnboundedSender<ObjectRef<Work>>,
-    hub_namespace: String,
-    cluster: String,
-    kind: String,
-}
-
-impl Follower {
-    async fn run(
-        self,
-        events: impl Stream<Item = Result<watcher::Event<PartialObjectMeta<DynamicObject>>, watcher::Error>>,
-    ) {
-        let mut events = std::pin::pin!(events);
-        let mut listing: Option<HashMap<ObjectKey, Seen>> = None;
-        while let Some(event) = events.next().await {
-            let mut owners: Vec<String> = Vec::new();
-            match event {
-                Ok(watcher::Event::Init) => listing = Some(HashMap::new()),
-                Ok(watcher::Event::InitApply(meta)) => {
-                    let (key, seen) = seen(&meta);
-                    listing.get_or_insert_with(HashMap::new).insert(key, seen);
-                }
-                Ok(watcher::Event::InitDone) => {
-                    let listed = listing.take().unwrap_or_default();
-                    let mut state = lock(&self.objects);
-                    for (key, seen) in &listed {
-                        // On the first list, objects the applier has not
-                        // touched yet are reconciled with their Works anyway.
-                        match state.objects.get(key) {
-                            Some(known) if known != seen => owners.push(seen.applied_by.clone()),
-                            None if state.synced => owners.push(seen.applied_by.clone()),
-                            _ => {}
-                        }
-                    }
-                    if state.synced {
-                        // Gone while the watch was down.
-                        for (key, known) in &state.objects {
-                            if !listed.contains_key(key) {
-                                owners.push(known.applied_by.clone());
-                            }
-                        }
-                        state.objects = listed;
-                    } else {
-                        // Keep what was applied while listing; the watch
-                        // reports it next.
-                        state.objects.extend(listed);
-                        state.synced = true;
-                    }
-                }
-                Ok(watcher::Event::Apply(meta)) => {
-                    let (key, seen) = seen(&meta);
-                    owners = lock(&self.objects).observe(key, Some(seen));
-                }
-                Ok(watcher::Event::Delete(meta)) => {
-                    let (key, _) = seen(&meta);
-                    owners = lock(&self.objects).observe(key, None);
-                }
-                Err(e) => {
-                    tracing::debug!(cluster = %self.cluster, kind = %self.kind, error = %e, "watching applied objects")
-                }
-            }
-            owners.sort();
-            owners.dedup();
-            for owner in owners {
-                trigger(&self.triggers, &self.hub_namespace, &owner);
-            }
-        }
-    }
-}
-
-/// Reconciles the Work an `applied-by` annotation names, if it is one of
-/// this applier's.
-fn trigger(triggers: &mpsc::UnboundedSender<ObjectRef<Work>>, hub_namespace: &str, applied_by: &str) {
-    let Some((namespace, name)) = applied_by.split_once('/') else { return };
-    if namespace == hub_namespace && !name.is_empty() {
-        // Only fails when the applier is gone.
-        let _ = triggers.unbounded_send(ObjectRef::new(name).within(namespace));
-    }
-}
-
-fn seen(meta: &PartialObjectMeta<DynamicObject>) -> (ObjectKey, Seen) {
-    let key = (meta.namespace().unwrap_or_default(), meta.name_any());
-    let applied_by = meta.annotations().get(keys::APPLIED_BY_WORK).cloned().unwrap_or_default();
-    (key, Seen { applied_by, resource_version: meta.resource_version().unwrap_or_default() })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn key(name: &str) -> ObjectKey {
-        ("default".into(), name.into())
-    }
-
-    fn seen(owner: &str, version: &str) -> Seen {
-        Seen { applied_by: owner.into(), resource_version: version.into() }
-    }
-
-    #[test]
-    fn changes_seen_by_the_watch_reconcile_their_owners_once() {
-        let mut objects = KindObjects::default();
-        assert_eq!(objects.observe(key("a"), Some(seen("ns/w", "1"))), ["ns/w"]);
-        assert!(objects.observe(key("a"), Some(seen("ns/w", "1"))).is_empty(), "already known");
-        assert_eq!(objects.observe(key("a"), Some(seen("ns/w", "2"))), ["ns/w"]);
-        // Taken over: both Works hear of it.
-        assert_eq!(objects.observe(key("a"), Some(seen("ns/v", "3"))), ["ns/v", "ns/w"]);
-        assert_eq!(objects.observe(key("a"), None), ["ns/v"]);
-        assert!(objects.observe(key("a"), None).is_empty(), "already gone");
-    }
-
-    #[test]
-    fn the_echo_of_an_apply_does_not_reconcile_again_but_what_follows_does() {
-        let mut objects = KindObjects::default();
-        objects.observe(key("a"), Some(seen("ns/w", "1")));
-
-        // The watch reports the apply before the apply answers.
-        objects.applying.insert(key("a"), Vec::new());
-        assert!(objects.observe(key("a"), Some(seen("ns/w", "2"))).is_empty());
-        assert!(objects.applied(&key("a"), Some(seen("ns/w", "2"))).is_empty());
-        // ... or after.
-        objects.applying.insert(key("a"), Vec::new());
-        assert!(objects.applied(&key("a"), Some(seen("ns/w", "3"))).is_empty());
-        assert!(objects.observe(key("a"), Some(seen("ns/w", "3"))).is_empty());
-
-        // A status update right after the apply, seen before it answered.
-        objects.applying.insert(key("a"), Vec::new());
-        assert!(objects.observe(key("a"), Some(seen("ns/w", "4"))).is_empty());
-        assert!(objects.observe(key("a"), Some(seen("ns/w", "5"))).is_empty());
-        assert_eq!(objects.applied(&key("a"), Some(seen("ns/w", "4"))), ["ns/w"]);
-        assert_eq!(objects.objects[&key("a")], seen("ns/w", "5"), "the newer word kept");
-
-        // A failed apply: what was seen meanwhile is someone else's doing.
-        objects.applying.insert(key("a"), Vec::new());
-        assert!(objects.observe(key("a"), Some(seen("ns/w", "6"))).is_empty());
-        assert_eq!(objects.applied(&key("a"), None), ["ns/w"]);
     }
 }

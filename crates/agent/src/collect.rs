@@ -16,7 +16,8 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::{Error, FIELD_MANAGER};
+use crate::config::FIELD_MANAGER;
+use crate::error::Error;
 
 /// Fails with an actionable message if the member's API does not answer.
 pub async fn check_member(member: &Client, config: &kube::Config) -> Result<(), Error> {

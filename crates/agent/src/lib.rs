@@ -8,9 +8,10 @@
 
 pub mod apply;
 pub mod collect;
+mod config;
+mod error;
 pub mod register;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
@@ -19,56 +20,9 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
+pub use config::{AgentConfig, FIELD_MANAGER};
+pub use error::Error;
 pub use register::{register, Registration};
-
-/// Field manager for everything the agent writes.
-pub const FIELD_MANAGER: &str = "flotilla-agent";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Hub(String),
-    #[error("{0}")]
-    Member(String),
-    #[error("the hub refused cluster {cluster}: {message}")]
-    Denied { cluster: String, message: String },
-    #[error("cluster {0} was removed from the fleet (its ManagedCluster is gone or the agent's access was revoked)")]
-    Removed(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("encoding: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("{0}")]
-    Other(String),
-}
-
-/// What the agent needs to run.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub cluster: String,
-    /// Holds the agent's key, certificate and hub kubeconfig.
-    pub state_dir: PathBuf,
-    /// A kubeconfig with a bootstrap token, used only to register.
-    pub bootstrap_kubeconfig: Option<PathBuf>,
-    /// The member cluster's kubeconfig.
-    pub member_kubeconfig: PathBuf,
-    /// How often to probe the member's API.
-    pub health_interval: Duration,
-}
-
-impl AgentConfig {
-    pub fn new(cluster: impl Into<String>, state_dir: PathBuf, member_kubeconfig: PathBuf) -> Self {
-        Self {
-            cluster: cluster.into(),
-            state_dir,
-            bootstrap_kubeconfig: None,
-            member_kubeconfig,
-            health_interval: Duration::from_secs(2),
-        }
-    }
-}
 
 /// A client for a kubeconfig file, with short timeouts suited to probing.
 pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<(Client, kube::Config), String> {

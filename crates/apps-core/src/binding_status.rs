@@ -3,11 +3,16 @@
 //! true: `FullyApplied=True` only when scheduling succeeded, every chosen
 //! cluster's Work exists, is not being deleted, and its member applied the
 //! Work's current spec, and (divided placements) the chosen clusters hold
-//! every replica.
+//! every replica. [`binding_status`] assembles the whole status the
+//! status writer compares with the stored one and patches.
 
-use flotilla_api::work::{conditions, keys, Work};
+use std::collections::BTreeMap;
 
-use flotilla_core::conditions::Wanted;
+use flotilla_api::work::{
+    conditions, keys, AggregatedStatusItem, BindingStatus, Health, TargetCluster, Work,
+};
+use flotilla_core::conditions::{self as condition, Wanted};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 /// `FullyApplied` reasons.
 pub const REASON_APPLIED: &str = "Applied";
@@ -124,6 +129,177 @@ pub fn fully_applied(facts: &Facts) -> Wanted {
     }
     let names: Vec<&str> = facts.clusters.iter().map(|(c, _, _)| *c).collect();
     wanted(true, REASON_APPLIED, format!("applied in every chosen cluster ({})", names.join(", ")))
+}
+
+/// The binder's last scheduling outcome for a template (the status writer
+/// is the single writer of the binding's conditions and shows it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub scheduled: bool,
+    pub reason: String,
+    pub message: String,
+    /// The template generation the binder scheduled.
+    pub generation: Option<i64>,
+}
+
+/// What the status writer read of one binding.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    /// The binding's stored status (default when it has none).
+    pub previous: &'a BindingStatus,
+    /// The binder's last outcome; None when the binder has not run since
+    /// this hub started (then the stored `Scheduled` is kept).
+    pub outcome: Option<&'a Outcome>,
+    /// The chosen clusters (the binding's spec).
+    pub clusters: &'a [TargetCluster],
+    /// The template's works by cluster.
+    pub works: &'a BTreeMap<String, &'a Work>,
+    /// The template's generation as last seen by the hub.
+    pub template_generation: Option<i64>,
+    /// With a divided placement, the template's replicas.
+    pub divided_replicas: Option<i32>,
+    /// Why the hub could not write the works (reason, message), if so.
+    pub refused: Option<(&'a str, &'a str)>,
+    /// A move in progress, described (`failover::move_in_progress`).
+    pub moving: Option<&'a str>,
+}
+
+/// The binding's status, and whether every chosen cluster runs the current
+/// template (so the template's fleet-wide status may be trusted).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decided {
+    pub status: BindingStatus,
+    pub all_current: bool,
+}
+
+/// The status a binding should have. None when there is nothing to say
+/// yet: the binder has not run since the hub started and the binding holds
+/// no `Scheduled` condition.
+pub fn binding_status(observed: &Observed, now: &Time) -> Option<Decided> {
+    let previous = &observed.previous.conditions;
+    let mut items = Vec::with_capacity(observed.clusters.len());
+    let mut progress = Vec::with_capacity(observed.clusters.len());
+    let mut all_current = true;
+    for target in observed.clusters {
+        let work = observed.works.get(&target.name).copied();
+        let p = work_progress(&target.name, work);
+        let (item, current) = cluster_item(&target.name, work, observed.template_generation, &p);
+        all_current &= current;
+        items.push(item);
+        progress.push(p);
+    }
+    let scheduled = match observed.outcome {
+        Some(o) => condition::condition(
+            previous,
+            Wanted::new(conditions::SCHEDULED, o.scheduled, &o.reason, o.message.clone()),
+            now,
+        ),
+        None => previous.iter().find(|c| c.type_ == conditions::SCHEDULED)?.clone(),
+    };
+    let clusters: Vec<(&str, i32, &WorkProgress)> =
+        observed.clusters.iter().zip(&progress).map(|(t, p)| (t.name.as_str(), t.replicas, p)).collect();
+    let facts = Facts {
+        scheduled: (scheduled.status == "True", &scheduled.reason),
+        clusters: &clusters,
+        divided_replicas: observed.divided_replicas,
+        refused: observed.refused,
+        moving: observed.moving,
+    };
+    let fully_applied = condition::condition(previous, fully_applied(&facts), now);
+    let status = BindingStatus {
+        scheduler_observed_generation: observed
+            .outcome
+            .and_then(|o| o.generation)
+            .or(observed.previous.scheduler_observed_generation),
+        conditions: vec![scheduled, fully_applied],
+        aggregated_status: items,
+    };
+    Some(Decided { status, all_current })
+}
+
+/// Whether two binding statuses say the same (condition times aside).
+pub fn same_status(a: &BindingStatus, b: &BindingStatus) -> bool {
+    condition::same(&a.conditions, &b.conditions)
+        && a.aggregated_status == b.aggregated_status
+        && a.scheduler_observed_generation == b.scheduler_observed_generation
+}
+
+/// What to write when the API server refused `wanted` (e.g. a member's
+/// status too large): its conditions alone, `FullyApplied` saying why.
+/// None when the binding says so already.
+pub fn refused_status(
+    previous: &BindingStatus,
+    wanted: &BindingStatus,
+    message: &str,
+    now: &Time,
+) -> Option<BindingStatus> {
+    let fully_applied = condition::condition(
+        &previous.conditions,
+        Wanted::new(
+            conditions::FULLY_APPLIED,
+            false,
+            REASON_STATUS_REFUSED,
+            format!("the hub's API server refused this binding's status: {message}"),
+        ),
+        now,
+    );
+    let minimal = BindingStatus {
+        conditions: wanted.conditions.iter().take(1).cloned().chain([fully_applied]).collect(),
+        aggregated_status: Vec::new(),
+        ..wanted.clone()
+    };
+    let said =
+        condition::same(&minimal.conditions, &previous.conditions) && previous.aggregated_status.is_empty();
+    (!said).then_some(minimal)
+}
+
+/// One cluster's view of a work: applied (its current spec, per
+/// [`work_progress`]), why not, health, fed-back status, and whether it
+/// reflects the current template (built from its current generation, and
+/// the member's controller caught up with it).
+fn cluster_item(
+    cluster: &str,
+    work: Option<&Work>,
+    template_generation: Option<i64>,
+    progress: &WorkProgress,
+) -> (AggregatedStatusItem, bool) {
+    let Some(work) = work else {
+        let item = AggregatedStatusItem {
+            cluster_name: cluster.into(),
+            applied: false,
+            applied_message: progress.message.clone(),
+            health: Health::Unknown,
+            status: None,
+        };
+        return (item, false);
+    };
+    let status = work.status.as_ref();
+    let applied = progress.applied;
+    let first = status.and_then(|s| s.manifest_statuses.iter().find(|m| m.identifier.ordinal == 0));
+    let built_from_current = template_generation.is_none_or(|g| {
+        work.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(keys::TEMPLATE_GENERATION))
+            .and_then(|v| v.parse::<i64>().ok())
+            == Some(g)
+    });
+    let member_caught_up = first.is_some_and(|m| {
+        let observed = m.status.as_ref().and_then(|s| s.get("observedGeneration")).and_then(|v| v.as_i64());
+        match (m.generation, observed) {
+            (Some(g), Some(o)) => o >= g,
+            (Some(_), None) => false,
+            _ => true,
+        }
+    });
+    let item = AggregatedStatusItem {
+        cluster_name: cluster.into(),
+        applied,
+        applied_message: progress.message.clone(),
+        health: if applied { first.map(|m| m.health).unwrap_or_default() } else { Health::Unknown },
+        status: first.and_then(|m| m.status.clone()),
+    };
+    (item, applied && built_from_current && member_caught_up)
 }
 
 /// The message of a Work too big to store: its size and the limit.
@@ -360,5 +536,173 @@ mod tests {
         assert!(message.contains("at most 1.44 MiB"), "{message}");
         assert!(is_too_large("etcdserver: request is too large"));
         assert!(!is_too_large("conflict"));
+    }
+
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn target(name: &str, replicas: i32) -> TargetCluster {
+        serde_json::from_value(json!({"name": name, "replicas": replicas})).unwrap()
+    }
+
+    /// A work applied at its current spec, built from template generation
+    /// `built_from`, its first manifest's member status at
+    /// (generation, observedGeneration).
+    fn applied_work(built_from: i64, member: (i64, Option<i64>)) -> Work {
+        let mut w = work("h2", Some(("h2", "True", "ok")), false);
+        w.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(keys::TEMPLATE_GENERATION.into(), built_from.to_string());
+        let mut status = json!({"readyReplicas": 2});
+        if let Some(o) = member.1 {
+            status["observedGeneration"] = json!(o);
+        }
+        w.status.as_mut().unwrap().manifest_statuses = vec![serde_json::from_value(json!({
+            "identifier": {"ordinal": 0, "version": "v1", "kind": "Deployment", "name": "web", "namespace": "default"},
+            "applied": true, "generation": member.0, "health": "Healthy", "status": status
+        }))
+        .unwrap()];
+        w
+    }
+
+    fn outcome(scheduled: bool, reason: &str) -> Outcome {
+        Outcome { scheduled, reason: reason.into(), message: format!("{reason}!"), generation: Some(3) }
+    }
+
+    #[test]
+    fn the_binding_status_is_assembled_from_the_outcome_and_the_works() {
+        let clusters = [target("m1", 2), target("m2", 2)];
+        let current = applied_work(3, (5, Some(5)));
+        let old_template = applied_work(2, (5, Some(5)));
+        let member_behind = applied_work(3, (6, Some(5)));
+        let both: BTreeMap<String, &Work> =
+            [("m1".to_string(), &current), ("m2".to_string(), &current)].into();
+        let one: BTreeMap<String, &Work> = [("m1".to_string(), &current)].into();
+        let stale: BTreeMap<String, &Work> =
+            [("m1".to_string(), &current), ("m2".to_string(), &old_template)].into();
+        let behind: BTreeMap<String, &Work> =
+            [("m1".to_string(), &current), ("m2".to_string(), &member_behind)].into();
+        let scheduled = outcome(true, "Scheduled");
+        let failed = outcome(false, "NoClusterFit");
+        let empty = BindingStatus::default();
+        // (what, outcome, works, divided, (Scheduled, FullyApplied reason), all current)
+        type Case<'a> = (
+            &'a str,
+            Option<&'a Outcome>,
+            &'a BTreeMap<String, &'a Work>,
+            Option<i32>,
+            (&'a str, &'a str),
+            bool,
+        );
+        let cases: Vec<Case> = vec![
+            ("all applied and current", Some(&scheduled), &both, Some(4), ("True", REASON_APPLIED), true),
+            ("one work missing", Some(&scheduled), &one, Some(4), ("True", REASON_NOT_APPLIED), false),
+            (
+                "a work from an older template",
+                Some(&scheduled),
+                &stale,
+                None,
+                ("True", REASON_APPLIED),
+                false,
+            ),
+            ("a member behind its object", Some(&scheduled), &behind, None, ("True", REASON_APPLIED), false),
+            (
+                "divided, replicas short",
+                Some(&scheduled),
+                &both,
+                Some(6),
+                ("True", REASON_REPLICAS_NOT_PLACED),
+                true,
+            ),
+            ("scheduling failed", Some(&failed), &both, None, ("False", REASON_NOT_SCHEDULED), true),
+        ];
+        for (what, outcome, works, divided, (sched, reason), all_current) in cases {
+            let observed = Observed {
+                previous: &empty,
+                outcome,
+                clusters: &clusters,
+                works,
+                template_generation: Some(3),
+                divided_replicas: divided,
+                refused: None,
+                moving: None,
+            };
+            let decided = binding_status(&observed, &at(10)).unwrap();
+            let [s, f] = &decided.status.conditions[..] else { panic!("{what}: two conditions") };
+            assert_eq!((s.type_.as_str(), s.status.as_str()), (conditions::SCHEDULED, sched), "{what}");
+            assert_eq!((f.type_.as_str(), f.reason.as_str()), (conditions::FULLY_APPLIED, reason), "{what}");
+            assert_eq!(decided.all_current, all_current, "{what}");
+            assert_eq!(decided.status.scheduler_observed_generation, Some(3), "{what}");
+            assert_eq!(decided.status.aggregated_status.len(), 2, "{what}");
+        }
+    }
+
+    #[test]
+    fn without_an_outcome_the_stored_scheduled_is_kept_and_times_hold() {
+        let clusters = [target("m1", 2)];
+        let current = applied_work(3, (5, Some(5)));
+        let works: BTreeMap<String, &Work> = [("m1".to_string(), &current)].into();
+        let scheduled = outcome(true, "Scheduled");
+        let mut observed = Observed {
+            previous: &BindingStatus::default(),
+            outcome: None,
+            clusters: &clusters,
+            works: &works,
+            template_generation: Some(3),
+            divided_replicas: None,
+            refused: None,
+            moving: None,
+        };
+        assert!(binding_status(&observed, &at(10)).is_none(), "nothing to say before the binder ran");
+
+        observed.outcome = Some(&scheduled);
+        let first = binding_status(&observed, &at(10)).unwrap().status;
+        let item = &first.aggregated_status[0];
+        assert!(item.applied && item.health == Health::Healthy, "{item:?}");
+        assert_eq!(item.status.as_ref().unwrap()["readyReplicas"], 2);
+
+        // A restarted hub: no outcome yet, the stored condition stays.
+        let restarted = Observed { previous: &first, outcome: None, ..observed };
+        let again = binding_status(&restarted, &at(20)).unwrap().status;
+        assert!(same_status(&first, &again));
+        assert_eq!(again.conditions[0].last_transition_time, at(10));
+        assert_eq!(again.conditions[1].last_transition_time, at(10), "FullyApplied kept its time");
+
+        // The outcome flips: a new time for Scheduled only where it changed.
+        let failed = outcome(false, "NoClusterFit");
+        let flipped =
+            binding_status(&Observed { previous: &first, outcome: Some(&failed), ..observed }, &at(30))
+                .unwrap()
+                .status;
+        assert!(!same_status(&first, &flipped));
+        assert_eq!(flipped.conditions[0].last_transition_time, at(30));
+    }
+
+    #[test]
+    fn a_refused_status_is_written_as_conditions_once() {
+        let clusters = [target("m1", 2)];
+        let current = applied_work(3, (5, Some(5)));
+        let works: BTreeMap<String, &Work> = [("m1".to_string(), &current)].into();
+        let scheduled = outcome(true, "Scheduled");
+        let observed = Observed {
+            previous: &BindingStatus::default(),
+            outcome: Some(&scheduled),
+            clusters: &clusters,
+            works: &works,
+            template_generation: Some(3),
+            divided_replicas: None,
+            refused: None,
+            moving: None,
+        };
+        let wanted = binding_status(&observed, &at(10)).unwrap().status;
+        let minimal = refused_status(&BindingStatus::default(), &wanted, "too large", &at(10)).unwrap();
+        assert!(minimal.aggregated_status.is_empty());
+        assert_eq!(minimal.conditions[0], wanted.conditions[0]);
+        assert_eq!(minimal.conditions[1].reason, REASON_STATUS_REFUSED);
+        assert!(minimal.conditions[1].message.contains("too large"));
+        assert!(refused_status(&minimal, &wanted, "too large", &at(20)).is_none(), "said already");
+        assert!(refused_status(&minimal, &wanted, "other reason", &at(20)).is_some());
     }
 }

@@ -9,24 +9,29 @@
 //! and the capacity-driven strategies change only the replicas that were
 //! added or removed (Karmada's scale-up / scale-down).
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::{BTreeMap, HashMap};
+use std::cmp::Reverse;
+use std::collections::BTreeMap;
 use std::fmt::{self, Write as _};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use flotilla_api::cluster::{taints, ApiEnablement, ManagedCluster, Taint, TaintEffect};
-use flotilla_api::policy::{
-    cluster_field_label, DynamicWeightFactor, Placement, ReplicaDivisionPreference, ReplicaSchedulingType,
-    SpreadByField, SpreadConstraint, StaticClusterWeight,
-};
+use flotilla_api::cluster::{Taint, TaintEffect};
+use flotilla_api::policy::{Placement, StaticClusterWeight};
 use flotilla_api::work::TargetCluster;
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 
 use crate::affinity::cluster_matches;
-use flotilla_core::quantity::{self, QuantityError};
+
+mod candidates;
+mod snapshot;
+mod toleration;
+
+use candidates::*;
+use snapshot::{available_for, parse_requests};
+pub use snapshot::{available_replicas, resource_amount, ClusterSnapshot};
+use toleration::*;
+pub use toleration::{toleration_for, Tolerance};
 
 /// Unschedulable messages stay around this length however many clusters
 /// there are (they end up in a condition message).
@@ -36,64 +41,6 @@ const NAMES_PER_REASON: usize = 3;
 /// The longest `requeue_after` the scheduler asks for; a later expiry is
 /// found again by the run at that time.
 const MAX_REQUEUE: Duration = Duration::from_secs(24 * 3600);
-/// Karmada's taint keys that mean the same as the hub's own.
-const KARMADA_NOT_READY: &str = "cluster.karmada.io/not-ready";
-const KARMADA_UNREACHABLE: &str = "cluster.karmada.io/unreachable";
-
-/// What the scheduler knows about one cluster (built from a ManagedCluster).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ClusterSnapshot {
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
-    pub taints: Vec<Taint>,
-    pub api_enablements: Vec<ApiEnablement>,
-    /// cpu in millicores, memory in bytes, pods as a count (from
-    /// `status.resourceSummary`), other resources in whole units.
-    pub allocatable: BTreeMap<String, u128>,
-    pub allocated: BTreeMap<String, u128>,
-    /// false when the hub has not accepted the cluster or it is being deleted
-    pub schedulable: bool,
-    /// Since when the cluster is `Available=True` (None: it is not).
-    pub available_since: Option<Timestamp>,
-}
-
-impl ClusterSnapshot {
-    /// Quantities that do not parse are left out (as if not reported).
-    pub fn from_managed_cluster(mc: &ManagedCluster) -> Self {
-        let status = mc.status.as_ref();
-        let summary = status.and_then(|s| s.resource_summary.as_ref());
-        let amounts = |list: &BTreeMap<String, Quantity>| -> BTreeMap<String, u128> {
-            list.iter()
-                .filter_map(|(resource, q)| Some((resource.clone(), resource_amount(resource, q).ok()?)))
-                .collect()
-        };
-        ClusterSnapshot {
-            name: mc.metadata.name.clone().unwrap_or_default(),
-            labels: mc.metadata.labels.clone().unwrap_or_default(),
-            taints: mc.spec.taints.clone(),
-            api_enablements: status.map(|s| s.api_enablements.clone()).unwrap_or_default(),
-            allocatable: summary.map(|s| amounts(&s.allocatable)).unwrap_or_default(),
-            allocated: summary.map(|s| amounts(&s.allocated)).unwrap_or_default(),
-            schedulable: mc.spec.hub_accepts_client && mc.metadata.deletion_timestamp.is_none(),
-            available_since: status
-                .and_then(|s| {
-                    s.conditions.iter().find(|c| c.type_ == flotilla_api::cluster::conditions::AVAILABLE)
-                })
-                .filter(|c| c.status == "True")
-                .map(|c| c.last_transition_time.0),
-        }
-    }
-}
-
-/// A quantity of `resource` as an integer: millicores for `cpu`, whole
-/// units (bytes, counts) for everything else.
-pub fn resource_amount(resource: &str, q: &Quantity) -> Result<u128, QuantityError> {
-    if resource == "cpu" {
-        quantity::millicores(&q.0)
-    } else {
-        quantity::units(&q.0)
-    }
-}
 
 /// Everything one scheduling decision depends on, besides the clusters.
 #[derive(Debug, Clone, Copy)]
@@ -135,119 +82,6 @@ impl Unschedulable {
     }
 }
 
-/// Whether a set of tolerations tolerates a taint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Tolerance {
-    NotTolerated,
-    /// For as long as the taint is there.
-    Always,
-    /// Until this time: a `NoExecute` taint tolerated with
-    /// `tolerationSeconds`, counted from the taint's `timeAdded`.
-    Until(Timestamp),
-}
-
-/// Whether `tolerations` tolerate `taint`, and until when, with Kubernetes
-/// semantics: a toleration matches when its effect is empty or equal, its
-/// key is empty or equal (Karmada's `cluster.karmada.io/not-ready` and
-/// `cluster.karmada.io/unreachable` read as the hub's own keys), and with
-/// `Exists` or an equal value (`Equal`, the default). `tolerationSeconds`
-/// counts only for `NoExecute`; when several matching tolerations set it
-/// the shortest wins, and `<= 0` means not at all. A `NoExecute` taint
-/// without `timeAdded` has no known start, so a limited toleration of it has
-/// already run out (the hub always stamps its own taints).
-pub fn toleration_for(taint: &Taint, tolerations: &[Toleration]) -> Tolerance {
-    let mut matched = false;
-    let mut shortest: Option<i64> = None;
-    for toleration in tolerations.iter().filter(|t| tolerates(t, taint)) {
-        matched = true;
-        if let Some(seconds) = toleration.toleration_seconds {
-            shortest = Some(shortest.map_or(seconds, |s| s.min(seconds)));
-        }
-    }
-    match (matched, taint.effect, shortest) {
-        (false, _, _) => Tolerance::NotTolerated,
-        (true, TaintEffect::NoExecute, Some(seconds)) => {
-            let start = taint.time_added.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0);
-            let until =
-                start.checked_add(SignedDuration::from_secs(seconds.max(0))).unwrap_or(Timestamp::MAX);
-            Tolerance::Until(until)
-        }
-        (true, _, _) => Tolerance::Always,
-    }
-}
-
-fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    if let Some(effect) = toleration.effect.as_deref().filter(|e| !e.is_empty()) {
-        if effect != effect_name(taint.effect) {
-            return false;
-        }
-    }
-    if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty()) {
-        if canonical_taint_key(key) != taint.key {
-            return false;
-        }
-    }
-    match toleration.operator.as_deref().unwrap_or_default() {
-        "" | "Equal" => {
-            toleration.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default()
-        }
-        "Exists" => true,
-        _ => false,
-    }
-}
-
-fn canonical_taint_key(key: &str) -> &str {
-    match key {
-        KARMADA_NOT_READY => taints::NOT_READY,
-        KARMADA_UNREACHABLE => taints::UNREACHABLE,
-        other => other,
-    }
-}
-
-fn effect_name(effect: TaintEffect) -> &'static str {
-    match effect {
-        TaintEffect::NoSchedule => "NoSchedule",
-        TaintEffect::PreferNoSchedule => "PreferNoSchedule",
-        TaintEffect::NoExecute => "NoExecute",
-    }
-}
-
-/// How many more replicas with these per-replica requests fit in a
-/// cluster: the least over the requested resources (and `pods`, one per
-/// replica) of (allocatable − allocated) / request. A cluster that reported
-/// no capacity, or lacks a requested resource, fits 0; an unparseable
-/// request fits nowhere. Capped at `i32::MAX`.
-pub fn available_replicas(cluster: &ClusterSnapshot, requests: &BTreeMap<String, Quantity>) -> i64 {
-    match parse_requests(requests) {
-        Ok(parsed) => available_for(cluster, &parsed),
-        Err(_) => 0,
-    }
-}
-
-fn parse_requests(requests: &BTreeMap<String, Quantity>) -> Result<Vec<(&str, u128)>, String> {
-    let mut parsed = Vec::with_capacity(requests.len());
-    for (resource, q) in requests {
-        match resource_amount(resource, q) {
-            Ok(0) => {}
-            Ok(amount) => parsed.push((resource.as_str(), amount)),
-            Err(e) => return Err(format!("resource request {resource}: {e}")),
-        }
-    }
-    Ok(parsed)
-}
-
-fn available_for(cluster: &ClusterSnapshot, requests: &[(&str, u128)]) -> i64 {
-    let free = |resource: &str| {
-        let allocatable = cluster.allocatable.get(resource).copied().unwrap_or(0);
-        allocatable.saturating_sub(cluster.allocated.get(resource).copied().unwrap_or(0))
-    };
-    let mut fits = free("pods");
-    for (resource, request) in requests {
-        fits = fits.min(free(resource) / request);
-    }
-    i64::try_from(fits.min(i32::MAX as u128)).unwrap_or(0)
-}
-
 /// Why a cluster was filtered out. Ordered so equal reasons sort together.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Rejection<'a> {
@@ -280,196 +114,6 @@ impl fmt::Display for Rejection<'_> {
             }
             Rejection::NoSpreadKey { label } => write!(f, "has no {label} label (spreadConstraints)"),
         }
-    }
-}
-
-/// A spread constraint over groups of clusters sharing a label value.
-#[derive(Debug, Clone, Copy)]
-struct GroupConstraint<'a> {
-    /// The label whose value names a cluster's group.
-    label: &'a str,
-    /// Plural noun for messages ("regions").
-    noun: &'a str,
-    min: usize,
-    max: usize,
-}
-
-impl GroupConstraint<'_> {
-    fn key_of<'c>(&self, cluster: &'c ClusterSnapshot) -> Option<&'c str> {
-        cluster.labels.get(self.label).map(String::as_str)
-    }
-}
-
-/// The placement's spread constraints: group constraints from the widest
-/// (provider) to the narrowest (labels), then the per-cluster one.
-#[derive(Debug, Default)]
-struct SpreadPlan<'a> {
-    groups: Vec<GroupConstraint<'a>>,
-    /// (min, max) clusters.
-    clusters: Option<(usize, usize)>,
-}
-
-impl<'a> SpreadPlan<'a> {
-    fn new(constraints: &'a [SpreadConstraint]) -> Self {
-        let mut plan = SpreadPlan::default();
-        let mut ranked: Vec<(u8, GroupConstraint<'a>)> = Vec::new();
-        for c in constraints {
-            let min = usize::try_from(c.min_groups).unwrap_or(0);
-            let max = usize::try_from(c.max_groups).unwrap_or(0);
-            let (rank, label, noun) = match (c.spread_by_field, c.spread_by_label.as_deref()) {
-                (Some(SpreadByField::Cluster), _) => {
-                    plan.clusters = Some(match plan.clusters {
-                        None => (min, max),
-                        Some((min0, max0)) => (min0.max(min), tighter_max(max0, max)),
-                    });
-                    continue;
-                }
-                (Some(field), _) => {
-                    let (rank, name, noun) = match field {
-                        SpreadByField::Provider => (0, "provider", "providers"),
-                        SpreadByField::Region => (1, "region", "regions"),
-                        _ => (2, "zone", "zones"),
-                    };
-                    let Some(label) = cluster_field_label(name) else { continue };
-                    (rank, label, noun)
-                }
-                (None, Some(label)) if !label.is_empty() => (3, label, "label values"),
-                (None, _) => continue,
-            };
-            ranked.push((rank, GroupConstraint { label, noun, min, max }));
-        }
-        ranked.sort_by_key(|(rank, _)| *rank);
-        plan.groups = ranked.into_iter().map(|(_, g)| g).collect();
-        plan
-    }
-
-    fn is_empty(&self) -> bool {
-        self.groups.is_empty() && self.clusters.is_none()
-    }
-}
-
-fn tighter_max(a: usize, b: usize) -> usize {
-    match (a, b) {
-        (0, x) | (x, 0) => x,
-        (a, b) => a.min(b),
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Strategy<'a> {
-    Duplicated,
-    /// Weighted by a static list; empty means equal weights.
-    StaticWeights(&'a [StaticClusterWeight]),
-    AvailableReplicas,
-    Aggregated,
-}
-
-impl<'a> Strategy<'a> {
-    fn of(placement: &'a Placement) -> Self {
-        let Some(rs) = &placement.replica_scheduling else { return Strategy::Duplicated };
-        if rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Duplicated {
-            return Strategy::Duplicated;
-        }
-        match rs.replica_division_preference.unwrap_or_default() {
-            ReplicaDivisionPreference::Aggregated => Strategy::Aggregated,
-            ReplicaDivisionPreference::Weighted => match &rs.weight_preference {
-                Some(p) if p.dynamic_weight == Some(DynamicWeightFactor::AvailableReplicas) => {
-                    Strategy::AvailableReplicas
-                }
-                Some(p) => Strategy::StaticWeights(&p.static_weight_list),
-                None => Strategy::StaticWeights(&[]),
-            },
-        }
-    }
-
-    fn needs_capacity(self) -> bool {
-        matches!(self, Strategy::AvailableReplicas | Strategy::Aggregated)
-    }
-}
-
-/// A cluster that passed the filters.
-#[derive(Debug, Clone, Copy)]
-struct Candidate<'c> {
-    cluster: &'c ClusterSnapshot,
-    /// Its replicas in the binding's current placement, if it is there.
-    previous: Option<i32>,
-    /// Replicas that still fit (computed only when something needs it).
-    available: i64,
-    /// Preference rank of its group under the narrowest group constraint.
-    group_rank: usize,
-    /// Its rank inside that group (for round-robin across groups).
-    member_rank: usize,
-    /// Its group under the constraint being applied.
-    group_key: &'c str,
-}
-
-impl Candidate<'_> {
-    fn name(&self) -> &str {
-        &self.cluster.name
-    }
-    fn in_previous(&self) -> bool {
-        self.previous.is_some()
-    }
-}
-
-/// Clusters already used first, then more room first, then by name.
-fn preference(a: &Candidate, b: &Candidate) -> Ordering {
-    b.in_previous()
-        .cmp(&a.in_previous())
-        .then(b.available.cmp(&a.available))
-        .then_with(|| a.name().cmp(b.name()))
-}
-
-/// The binding's current clusters, looked up by name once per cluster and
-/// call, so with a cheap hash (names are not attacker-chosen keys here).
-struct Previous<'a>(HashMap<&'a str, i32, BuildHasherDefault<FxHasher>>);
-
-impl<'a> Previous<'a> {
-    fn new(previous: &'a [TargetCluster]) -> Self {
-        let mut map = HashMap::with_capacity_and_hasher(previous.len(), Default::default());
-        for t in previous {
-            map.entry(t.name.as_str()).or_insert(t.replicas);
-        }
-        Previous(map)
-    }
-    fn get(&self, name: &str) -> Option<i32> {
-        if self.0.is_empty() {
-            return None;
-        }
-        self.0.get(name).copied()
-    }
-}
-
-/// The Fx hash (rustc's): a multiply and rotate per word.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-    fn write_u8(&mut self, byte: u8) {
-        self.add(u64::from(byte));
-    }
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 
@@ -979,6 +623,12 @@ fn by_capacity<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use flotilla_api::cluster::{taints, ApiEnablement, ManagedCluster};
+    use flotilla_api::policy::{
+        DynamicWeightFactor, ReplicaDivisionPreference, ReplicaSchedulingType, SpreadByField,
+        SpreadConstraint,
+    };
+
     use flotilla_api::policy::{
         ClusterAffinity, ClusterPreferences, FieldSelector, FieldSelectorOperator, FieldSelectorRequirement,
         ReplicaSchedulingStrategy,

@@ -219,6 +219,10 @@ impl<'ast> Visit<'ast> for PathCollector {
         }
     }
 
+    /// `pub(crate)`, `pub(super)`, `pub(in path)` say who may use an item;
+    /// they are not a use of that module.
+    fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
+
     fn visit_path(&mut self, path: &'ast syn::Path) {
         let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
         self.record(&segments);
@@ -399,6 +403,15 @@ mod tests {
                     ("", ""),
                     ("p", "pub use c::g; pub struct S;"),
                     ("p::c", "pub fn g() { let _ = super::S; }"),
+                ],
+                &[],
+            ),
+            (
+                "a visibility restriction is not an edge",
+                &[
+                    ("", "fn run() { p::start() }"),
+                    ("p", "pub(crate) fn start() { c::g() } pub(super) struct S;"),
+                    ("p::c", "pub(super) fn g() {} pub(in crate::p) struct T;"),
                 ],
                 &[],
             ),

@@ -31,6 +31,12 @@ impl Wanted {
         }
     }
 
+    /// With the status as a string (`True`, `False`, `Unknown`), for
+    /// decisions that return one.
+    pub fn with_status(type_: &str, status: &'static str, reason: &str, message: impl Into<String>) -> Self {
+        Self { status, ..Self::new(type_, false, reason, message) }
+    }
+
     pub fn unknown(type_: &str, reason: &str, message: impl Into<String>) -> Self {
         Self { status: "Unknown", ..Self::new(type_, false, reason, message) }
     }
@@ -127,6 +133,18 @@ mod tests {
         // Another type's time is not borrowed.
         let other = condition(&[first], Wanted::new("Valid", true, "Valid", "ok"), &time(50));
         assert_eq!(other.last_transition_time, time(50));
+    }
+
+    #[test]
+    fn a_status_given_as_a_string_is_the_same_condition() {
+        let cases = [
+            ("True", Wanted::new("Ready", true, "Up", "m")),
+            ("False", Wanted::new("Ready", false, "Up", "m")),
+            ("Unknown", Wanted::unknown("Ready", "Up", "m")),
+        ];
+        for (status, wanted) in cases {
+            assert_eq!(Wanted::with_status("Ready", status, "Up", "m"), wanted, "{status}");
+        }
     }
 
     #[test]

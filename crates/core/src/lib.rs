@@ -3,6 +3,7 @@
 //! I/O and no Flotilla API types: the domain crates (`flotilla-fleet-core`,
 //! `flotilla-apps-core`, `flotilla-kok-core`) build on it.
 
+pub mod certificate;
 pub mod conditions;
 pub mod kubeconfig;
 pub mod pki;

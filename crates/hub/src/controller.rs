@@ -2,7 +2,7 @@
 //!
 //! - registration (primary: CertificateSigningRequest): registers a cluster
 //!   when its agent first asks, approves or denies agents' certificate
-//!   requests (the decision is `fleet_core::membership::decide_csr`), and grants
+//!   requests (the decision is `core::membership::decide_csr`), and grants
 //!   an approved agent access to exactly its own corner of the hub;
 //! - health (primary: ManagedCluster, also triggered by heartbeat Leases):
 //!   publishes `Joined` and `Available` and the NoExecute taints.
@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::{keys, ManagedCluster};
-use flotilla_fleet_core::membership::{self, CsrDecision, CsrFacts};
+use flotilla_core::conditions::{self, Wanted};
+use flotilla_fleet_core::membership::{self, CsrDecision};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -25,58 +26,28 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::{Error, FIELD_MANAGER};
-
-/// Field manager for the hub's taints on ManagedCluster specs.
-pub(crate) const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
+use crate::csr;
+use crate::error::Error;
+use crate::names::{FIELD_MANAGER, TAINT_FIELD_MANAGER};
 
 pub use membership::HEARTBEAT_LABEL;
 
-#[derive(Debug, Clone)]
-pub struct HubConfig {
-    /// Accept every cluster that asks to join (no `flotilla cluster accept`).
-    pub auto_accept: bool,
-    /// How long past its lease duration a heartbeat may be late before the
-    /// cluster turns Unknown.
-    pub grace: Duration,
-    /// Serve the policy admission webhook beside the controllers. (`flotilla
-    /// hub run` serves it itself, before leader election, so that standby
-    /// replicas answer too.)
-    pub webhook: Option<crate::webhook::WebhookConfig>,
-    /// Default tolerations, the mass-disruption guard, returns and surge.
-    pub failover: flotilla_apps_core::failover::FailoverSettings,
-}
-
-impl Default for HubConfig {
-    fn default() -> Self {
-        Self {
-            auto_accept: false,
-            grace: Duration::from_secs(10),
-            webhook: None,
-            failover: Default::default(),
-        }
-    }
-}
-
 struct Ctx {
     client: Client,
-    config: HubConfig,
+    /// Accept every cluster that asks to join.
+    auto_accept: bool,
+    /// How long past its lease duration a heartbeat may be late.
+    grace: Duration,
     leases: Store<Lease>,
 }
 
-/// Runs the controllers (and the webhook, if configured) until the process
-/// ends.
-pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
-    match config.webhook.clone() {
-        Some(webhook) => tokio::select! {
-            served = crate::webhook::serve(client.clone(), webhook) => served,
-            ran = run_controllers(client, config) => ran,
-        },
-        None => run_controllers(client, config).await,
-    }
-}
-
-async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error> {
+/// The registration and health controllers (run by awaiting the future),
+/// and their cache of ManagedClusters (which push mode reads too).
+pub(crate) fn run(
+    client: Client,
+    auto_accept: bool,
+    grace: Duration,
+) -> (Store<ManagedCluster>, impl std::future::Future<Output = ()>) {
     let clusters_api: Api<ManagedCluster> = Api::all(client.clone());
     let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let lease_api: Api<Lease> = Api::all(client.clone());
@@ -99,22 +70,12 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
         .reflect(cluster_writer)
         .touched_objects();
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
-    let auto_accept = config.auto_accept;
-    let ctx_failover = config.failover.clone();
-    let ctx = Arc::new(Ctx { client: client.clone(), config, leases: lease_store });
+    let ctx = Arc::new(Ctx { client: client.clone(), auto_accept, grace, leases: lease_store });
 
     let (csr_store, csr_writer) = reflector::store();
     let csr_stream = watcher(csr_api, watcher::Config::default())
         .default_backoff()
-        .modify(|csr: &mut CertificateSigningRequest| {
-            csr.managed_fields_mut().clear();
-            if csr_decided(csr) {
-                csr.spec.request = k8s_openapi::ByteString(Vec::new());
-                if let Some(status) = csr.status.as_mut() {
-                    status.certificate = None;
-                }
-            }
-        })
+        .modify(csr::trim_for_cache)
         .reflect(csr_writer)
         .touched_objects();
     let registration = Controller::for_stream(csr_stream, csr_store.clone());
@@ -130,7 +91,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
                 // request itself.
                 .filter(|csr| {
                     csr.annotations().get(keys::CSR_CLUSTER).map(String::as_str) == Some(name.as_str())
-                        && !csr_decided(csr)
+                        && !csr::decided(csr)
                 })
                 .map(|csr| ObjectRef::from_obj(&*csr))
                 .collect::<Vec<_>>()
@@ -155,36 +116,8 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
                 tracing::debug!(error = %e, "health reconcile failed");
             }
         });
-    let push = crate::push::run(client.clone(), cluster_store);
-    let machines = crate::machines::run(client.clone(), auto_accept);
-    let apps = crate::apps::run(client, ctx_failover);
-    let (_, _, push, apps, ()) = futures::join!(registration, health, push, apps, machines);
-    push.and(apps)
-}
-
-pub(crate) fn csr_decided(csr: &CertificateSigningRequest) -> bool {
-    csr.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Approved" || c.type_ == "Denied"))
-}
-
-/// The cluster a Flotilla agent CSR is for (from the request's subject).
-fn csr_cluster(csr: &CertificateSigningRequest) -> Option<String> {
-    let subject = membership::parse_csr(&csr.spec.request.0).ok()?;
-    membership::cluster_of_agent_user(&subject.common_name).map(str::to_string)
-}
-
-pub(crate) fn csr_facts(csr: &CertificateSigningRequest) -> Result<CsrFacts, String> {
-    let subject = membership::parse_csr(&csr.spec.request.0)?;
-    Ok(CsrFacts {
-        requester: csr.spec.username.clone().unwrap_or_default(),
-        requester_groups: csr.spec.groups.clone().unwrap_or_default(),
-        signer: csr.spec.signer_name.clone(),
-        usages: csr.spec.usages.clone().unwrap_or_default(),
-        subject_common_name: subject.common_name,
-        subject_organizations: subject.organizations,
-        public_key_sha256: subject.public_key_sha256,
+    (cluster_store, async move {
+        futures::join!(registration, health);
     })
 }
 
@@ -197,10 +130,10 @@ fn cluster_facts(cluster: &ManagedCluster) -> membership::ClusterFacts {
 }
 
 async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if csr_decided(&csr) {
+    if csr::decided(&csr) {
         return Ok(Action::await_change());
     }
-    let Ok(facts) = csr_facts(&csr) else { return Ok(Action::await_change()) };
+    let Ok(facts) = csr::facts(&csr) else { return Ok(Action::await_change()) };
     let Some(name) = membership::cluster_of_agent_user(&facts.subject_common_name).map(str::to_string) else {
         return Ok(Action::await_change());
     };
@@ -214,11 +147,11 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
             let new: ManagedCluster = serde_json::from_value(json!({
                 "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
                 "metadata": {"name": name},
-                "spec": {"syncMode": "Pull", "hubAcceptsClient": ctx.config.auto_accept}
+                "spec": {"syncMode": "Pull", "hubAcceptsClient": ctx.auto_accept}
             }))?;
             match clusters.create(&PostParams::default(), &new).await {
                 Ok(created) => {
-                    tracing::info!(cluster = %name, auto_accept = ctx.config.auto_accept, "cluster registered");
+                    tracing::info!(cluster = %name, auto_accept = ctx.auto_accept, "cluster registered");
                     cluster = Some(created);
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => cluster = clusters.get_opt(&name).await?,
@@ -236,7 +169,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
         }
         CsrDecision::Deny(why) => {
             tracing::warn!(cluster = %name, csr = %csr.name_any(), reason = %why, "certificate request denied");
-            set_csr_condition(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
+            csr::decide(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
             Ok(Action::await_change())
         }
         CsrDecision::Approve => {
@@ -254,7 +187,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
                     )
                     .await?;
             }
-            set_csr_condition(
+            csr::decide(
                 &ctx.client,
                 &csr,
                 "Approved",
@@ -266,23 +199,6 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
             Ok(Action::await_change())
         }
     }
-}
-
-pub(crate) async fn set_csr_condition(
-    client: &Client,
-    csr: &CertificateSigningRequest,
-    type_: &str,
-    reason: &str,
-    message: &str,
-) -> Result<(), Error> {
-    let api: Api<CertificateSigningRequest> = Api::all(client.clone());
-    let mut updated = csr.clone();
-    let status = updated.status.get_or_insert_with(Default::default);
-    status.conditions.get_or_insert_with(Vec::new).push(serde_json::from_value(json!({
-        "type": type_, "status": "True", "reason": reason, "message": message
-    }))?);
-    api.replace_subresource("approval", &csr.name_any(), &PostParams::default(), &updated).await?;
-    Ok(())
 }
 
 /// The cluster's namespace and the RBAC that lets its agent (and only it)
@@ -321,30 +237,6 @@ fn csr_error_policy(_csr: Arc<CertificateSigningRequest>, error: &Error, _ctx: A
 fn health_error_policy(_c: Arc<ManagedCluster>, error: &Error, _ctx: Arc<Ctx>) -> Action {
     tracing::warn!(%error, "health update failed; retrying");
     Action::requeue(Duration::from_secs(2))
-}
-
-fn condition(
-    type_: &str,
-    status: &str,
-    reason: &str,
-    message: &str,
-    existing: &[Condition],
-    now: &k8s_openapi::jiff::Timestamp,
-) -> Condition {
-    // The transition time moves only when the status does.
-    let since = existing
-        .iter()
-        .find(|c| c.type_ == type_ && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(*now));
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: since,
-        observed_generation: None,
-    }
 }
 
 /// Finalizer that lets the hub revoke a leaving cluster's access.
@@ -404,7 +296,7 @@ pub async fn revoke_cluster_access(client: &Client, name: &str) -> Result<(), Er
     ignore_missing(bindings.delete(&role, &dp).await.map(|_| ()))?;
     let csrs: Api<CertificateSigningRequest> = Api::all(client.clone());
     for csr in csrs.list(&Default::default()).await?.items {
-        if csr_cluster(&csr).as_deref() == Some(name) {
+        if csr::cluster_of(&csr).as_deref() == Some(name) {
             ignore_missing(csrs.delete(&csr.name_any(), &dp).await.map(|_| ()))?;
         }
     }
@@ -434,36 +326,27 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
     let now = k8s_openapi::jiff::Timestamp::now();
     let existing = cluster.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
 
+    let time = Time(now);
     let joined = if !cluster.spec.hub_accepts_client {
-        condition(
+        Wanted::new(
             membership::JOINED,
-            "False",
+            false,
             "NotAccepted",
-            &format!("waiting to be accepted: run `flotilla cluster accept {name}`"),
-            &existing,
-            &now,
+            format!("waiting to be accepted: run `flotilla cluster accept {name}`"),
         )
     } else if cluster.annotations().contains_key(keys::AGENT_KEY)
         || cluster.spec.sync_mode == flotilla_api::cluster::SyncMode::Push
     {
-        condition(
-            membership::JOINED,
-            "True",
-            "Joined",
-            "the cluster is a member of the fleet",
-            &existing,
-            &now,
-        )
+        Wanted::new(membership::JOINED, true, "Joined", "the cluster is a member of the fleet")
     } else {
-        condition(
+        Wanted::new(
             membership::JOINED,
-            "False",
+            false,
             "WaitingForAgent",
             "accepted; waiting for the cluster's agent to request its certificate",
-            &existing,
-            &now,
         )
     };
+    let joined = conditions::condition(&existing, joined, &time);
 
     let lease =
         ctx.leases.get(&ObjectRef::new(membership::LEASE_NAME).within(&ManagedCluster::hub_namespace(&name)));
@@ -482,7 +365,7 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
         membership::availability(
             since_renewal,
             Duration::from_secs(lease_seconds as u64),
-            ctx.config.grace,
+            ctx.grace,
             report.as_ref(),
         )
     } else {
@@ -493,13 +376,15 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
             recheck_after: None,
         }
     };
-    let available = condition(
-        membership::AVAILABLE,
-        availability.status,
-        availability.reason,
-        &availability.message,
+    let available = conditions::condition(
         &existing,
-        &now,
+        Wanted::with_status(
+            membership::AVAILABLE,
+            availability.status,
+            availability.reason,
+            availability.message.clone(),
+        ),
+        &time,
     );
 
     // Taints first, then the condition: whoever sees the new Available
@@ -513,13 +398,8 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
         .iter()
         .find(|c| c.type_ == membership::AVAILABLE && c.status == availability.status)
         .map_or(now, |c| c.last_transition_time.0);
-    let hub_taints = membership::hub_taints(
-        availability.status,
-        unhealthy_since,
-        &current_hub_taints,
-        &now,
-        ctx.config.grace,
-    );
+    let hub_taints =
+        membership::hub_taints(availability.status, unhealthy_since, &current_hub_taints, &now, ctx.grace);
     let desired = hub_taints.taints;
     if desired != current_hub_taints {
         let api: Api<ManagedCluster> = Api::all(ctx.client.clone());

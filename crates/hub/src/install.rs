@@ -11,7 +11,8 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::{Error, FIELD_MANAGER, SYSTEM_NAMESPACE};
+use crate::error::Error;
+use crate::names::{FIELD_MANAGER, SYSTEM_NAMESPACE};
 
 /// The ClusterRole bootstrap tokens from `flotilla token create` get: ask for
 /// a certificate and read the answer, nothing else.

@@ -18,7 +18,8 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 
-use crate::{Error, SYSTEM_NAMESPACE};
+use crate::error::Error;
+use crate::names::SYSTEM_NAMESPACE;
 
 pub const LEASE_NAME: &str = "flotilla-hub";
 const LEASE_SECONDS: i32 = 15;

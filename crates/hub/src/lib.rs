@@ -4,28 +4,66 @@
 
 pub mod apps;
 pub mod controller;
+mod csr;
+mod error;
 pub mod install;
 pub mod leader;
 pub mod machines;
+mod names;
 pub mod push;
 pub mod webhook;
 
-pub use controller::{run, HubConfig};
+pub use error::Error;
 pub use install::install;
+pub use names::{FIELD_MANAGER, SYSTEM_NAMESPACE};
 
-/// Field manager for everything the hub writes.
-pub const FIELD_MANAGER: &str = "flotilla-hub";
-/// Namespace for the hub's own objects (leader lease, push credentials).
-pub const SYSTEM_NAMESPACE: &str = "flotilla-system";
+use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("encoding: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("timed out waiting for {0}")]
-    Timeout(String),
-    #[error("{0}")]
-    Other(String),
+use kube::Client;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// Accept every cluster that asks to join (no `flotilla cluster accept`).
+    pub auto_accept: bool,
+    /// How long past its lease duration a heartbeat may be late before the
+    /// cluster turns Unknown.
+    pub grace: Duration,
+    /// Serve the policy admission webhook beside the controllers. (`flotilla
+    /// hub run` serves it itself, before leader election, so that standby
+    /// replicas answer too.)
+    pub webhook: Option<webhook::WebhookConfig>,
+    /// Default tolerations, the mass-disruption guard, returns and surge.
+    pub failover: flotilla_apps_core::failover::FailoverSettings,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        Self {
+            auto_accept: false,
+            grace: Duration::from_secs(10),
+            webhook: None,
+            failover: Default::default(),
+        }
+    }
+}
+
+/// Runs the controllers (and the webhook, if configured) until the process
+/// ends.
+pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
+    match config.webhook.clone() {
+        Some(webhook) => tokio::select! {
+            served = webhook::serve(client.clone(), webhook) => served,
+            ran = run_controllers(client, config) => ran,
+        },
+        None => run_controllers(client, config).await,
+    }
+}
+
+async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error> {
+    let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
+    let push = push::run(client.clone(), clusters);
+    let machines = machines::run(client.clone(), config.auto_accept);
+    let apps = apps::run(client, config.failover);
+    let ((), push, apps, ()) = futures::join!(fleet, push, apps, machines);
+    push.and(apps)
 }

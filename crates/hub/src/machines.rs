@@ -26,8 +26,9 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use crate::controller::{csr_decided, csr_facts, set_csr_condition};
-use crate::{Error, FIELD_MANAGER};
+use crate::csr;
+use crate::error::Error;
+use crate::names::FIELD_MANAGER;
 
 struct Ctx {
     client: Client,
@@ -44,15 +45,7 @@ pub async fn run(client: Client, auto_accept: bool) {
     let (csr_store, csr_writer) = reflector::store();
     let csr_stream = watcher(csr_api, watcher::Config::default().labels(MACHINE_LABEL))
         .default_backoff()
-        .modify(|csr: &mut CertificateSigningRequest| {
-            csr.managed_fields_mut().clear();
-            if csr_decided(csr) {
-                csr.spec.request = k8s_openapi::ByteString(Vec::new());
-                if let Some(status) = csr.status.as_mut() {
-                    status.certificate = None;
-                }
-            }
-        })
+        .modify(csr::trim_for_cache)
         .reflect(csr_writer)
         .touched_objects();
     let registration = Controller::for_stream(csr_stream, csr_store.clone())
@@ -64,7 +57,7 @@ pub async fn run(client: Client, auto_accept: bool) {
                 .into_iter()
                 .filter(|csr| {
                     csr.labels().get(MACHINE_LABEL).map(String::as_str) == Some(name.as_str())
-                        && !csr_decided(csr)
+                        && !csr::decided(csr)
                 })
                 .map(|csr| ObjectRef::from_obj(&*csr))
                 .collect::<Vec<_>>()
@@ -113,10 +106,10 @@ fn machine_facts(machine: &Machine) -> MachineFacts {
 }
 
 async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if csr_decided(&csr) {
+    if csr::decided(&csr) {
         return Ok(Action::await_change());
     }
-    let Ok(facts) = csr_facts(&csr) else { return Ok(Action::await_change()) };
+    let Ok(facts) = csr::facts(&csr) else { return Ok(Action::await_change()) };
     let Some(name) = identity::machine_of_user(&facts.subject_common_name).map(str::to_string) else {
         return Ok(Action::await_change());
     };
@@ -151,7 +144,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
         }
         CsrDecision::Deny(why) => {
             tracing::warn!(machine = %name, csr = %csr.name_any(), reason = %why, "machine certificate request denied");
-            set_csr_condition(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
+            csr::decide(&ctx.client, &csr, "Denied", "FlotillaDenied", &why).await?;
             Ok(Action::await_change())
         }
         CsrDecision::Approve => {
@@ -165,7 +158,7 @@ async fn reconcile_csr(csr: Arc<CertificateSigningRequest>, ctx: Arc<Ctx>) -> Re
                     identity::AGENT_KEY_ANNOTATION: facts.public_key_sha256}}});
                 machines.patch(&name, &PatchParams::default(), &Patch::Merge(key)).await?;
             }
-            set_csr_condition(
+            csr::decide(
                 &ctx.client,
                 &csr,
                 "Approved",

@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
 
-use crate::Error;
+use crate::error::Error;
 
 /// Key of the member kubeconfig in a push cluster's Secret.
 pub const KUBECONFIG_KEY: &str = "kubeconfig";

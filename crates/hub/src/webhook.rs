@@ -36,7 +36,8 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::{Error, FIELD_MANAGER, SYSTEM_NAMESPACE};
+use crate::error::Error;
+use crate::names::{FIELD_MANAGER, SYSTEM_NAMESPACE};
 
 /// The webhook's name; the API server quotes it when it denies a request.
 pub const WEBHOOK_NAME: &str = "policies.flotilla.io";

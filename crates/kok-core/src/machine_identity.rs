@@ -121,20 +121,8 @@ pub fn machine_csr(name: &str, key_pem: &str) -> Result<String, String> {
     identity_csr(&NODE_AGENT, &machine_user(name), key_pem)
 }
 
-/// Validity of a PEM certificate (notBefore, notAfter) in seconds since the
-/// epoch.
-pub fn cert_validity(cert_pem: &str) -> Option<(i64, i64)> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
-    let cert = pem.parse_x509().ok()?;
-    Some((cert.validity().not_before.timestamp(), cert.validity().not_after.timestamp()))
-}
-
-/// When to renew a certificate issued at `issued` and valid until
-/// `not_after`: at 70% of its life (seconds since the epoch).
-pub fn renew_at(issued: i64, not_after: i64) -> i64 {
-    let lifetime = (not_after - issued).max(1);
-    issued + lifetime * 7 / 10
-}
+/// The certificate rules the node agent shares with the cluster agent.
+pub use flotilla_core::certificate::{cert_validity, renew_at};
 
 /// Name of the ClusterRole/ClusterRoleBinding and of the per-namespace
 /// Roles/RoleBindings of machine `name`'s node agent.
@@ -340,13 +328,6 @@ mod tests {
             subject.public_key_sha256,
             flotilla_fleet_core::membership::public_key_sha256(&key.private_pem).unwrap()
         );
-    }
-
-    #[test]
-    fn renewal_at_seventy_percent() {
-        assert_eq!(renew_at(1000, 2000), 1700);
-        assert_eq!(renew_at(1000, 1000), 1000);
-        assert!(cert_validity("garbage").is_none());
     }
 
     fn file(secret: Option<(&str, &str)>, config_map: Option<(&str, &str)>) -> ComponentFile {

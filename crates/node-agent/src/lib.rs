@@ -15,6 +15,7 @@
 //! `components/<component>/` (working directory and relative files; deleted
 //! when the component is removed from the spec, the log is kept).
 
+mod error;
 pub mod probe;
 pub mod process;
 pub mod register;
@@ -36,28 +37,14 @@ use kube::runtime::watcher;
 use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
 
+use error::io_error;
+pub use error::Error;
+use register::{CONNECT_TIMEOUT, READ_TIMEOUT};
+
 /// Field manager for the Machine status.
 pub const FIELD_MANAGER: &str = "flotilla-node-agent";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 const STATE_FILE: &str = "state.json";
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{0}")]
-    Hub(String),
-    #[error("Machine {0} was deleted; its components were stopped")]
-    Removed(String),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("{path}: {source}")]
-    State { path: PathBuf, source: serde_json::Error },
-}
-
-fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
 
 /// What the node agent needs to run.
 #[derive(Debug, Clone)]
@@ -196,14 +183,7 @@ fn remove_work_dir(state_dir: &Path, component: &str) {
 
 /// A client for a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Result<Client, Error> {
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| Error::Hub(format!("cannot read kubeconfig {}: {e}", path.display())))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .map_err(|e| Error::Hub(format!("invalid kubeconfig {}: {e}", path.display())))?;
-    config.connect_timeout = Some(Duration::from_secs(5));
-    config.read_timeout = Some(Duration::from_secs(30));
-    Client::try_from(config).map_err(|e| Error::Hub(format!("kubeconfig {}: {e}", path.display())))
+    Ok(flotilla_csr_client::client_from_kubeconfig(path, CONNECT_TIMEOUT, READ_TIMEOUT).await?)
 }
 
 /// Creates the Machine (with an empty spec) unless it exists.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_api::policy::{ConflictResolution, Placement, ReplicaDivisionPreference, ReplicaSchedulingType};
+use flotilla_api::policy::{ConflictResolution, Placement, ReplicaSchedulingType};
 use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, ClusterResourceBinding, Health, ObjectReference, PolicyReference,
     ResourceBinding, TargetCluster, Work,
@@ -23,8 +23,10 @@ use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
-use super::{lock, Apps, Outcome, TemplateKey};
-use crate::Error;
+use super::index::{lock, work_step, TemplateKey};
+use super::state::Apps;
+use crate::error::Error;
+use flotilla_apps_core::binding_status::Outcome;
 
 const MANAGER: &str = "flotilla-binder";
 
@@ -41,15 +43,6 @@ pub(super) async fn worker(apps: Arc<Apps>) {
         tracing::debug!(template = %key, elapsed_ms = started.elapsed().as_millis() as u64, "bound");
         apps.binder.done(&key);
     }
-}
-
-/// Whether a binding's placement depends on cluster capacity (so capacity
-/// changes must re-run it).
-pub(super) fn uses_capacity(spec: &BindingSpec) -> bool {
-    let Some(rs) = &spec.placement.replica_scheduling else { return false };
-    rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided
-        && (rs.replica_division_preference == Some(ReplicaDivisionPreference::Aggregated)
-            || rs.weight_preference.as_ref().is_some_and(|w| w.dynamic_weight.is_some()))
 }
 
 fn divided(placement: &Placement) -> bool {
@@ -406,11 +399,6 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
 
 /// How often a binding whose replicas are moving looks at its works.
 const MOVE_RECHECK: Duration = Duration::from_secs(2);
-
-/// The move step a work carries (its `work.flotilla.io/replicas`), if any.
-pub(super) fn work_step(work: &Work) -> Option<i32> {
-    work.annotations().get(keys::REPLICAS).and_then(|v| v.parse().ok())
-}
 
 /// The replicas a work carries now: its step, or (a work written before
 /// moves were stepped) the binding's division for its cluster.

@@ -6,33 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_apps_core::failover::{self, Disruption, FailoverSettings};
+use flotilla_apps_core::failover;
 use flotilla_apps_core::scheduler::ClusterSnapshot;
 use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::PostParams;
 use kube::{Api, Resource, ResourceExt};
 
-use super::{lock, Apps};
-
-/// One consistent picture of the fleet, rebuilt when a cluster changes.
-pub(crate) struct ClusterView {
-    /// The clusters as they are, sorted by name.
-    pub clusters: Vec<ClusterSnapshot>,
-    /// Which clusters' failover is halted, and why.
-    pub disruption: Disruption,
-    /// What the scheduler sees: halted clusters keep what runs there.
-    pub scheduling: Vec<ClusterSnapshot>,
-}
-
-impl ClusterView {
-    pub fn new(mut clusters: Vec<ClusterSnapshot>, settings: &FailoverSettings) -> Self {
-        clusters.sort_by(|a, b| a.name.cmp(&b.name));
-        let disruption = failover::disruption(&clusters, settings);
-        let scheduling = failover::with_failover_halted(&clusters, &disruption);
-        ClusterView { clusters, disruption, scheduling }
-    }
-}
+use super::index::{lock, ClusterView};
+use super::state::Apps;
 
 impl Apps {
     pub(crate) fn cluster_view(&self) -> Arc<ClusterView> {
@@ -84,7 +66,7 @@ async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
         "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
         "spec": {"taints": taints}
     });
-    let params = kube::api::PatchParams::apply(crate::controller::TAINT_FIELD_MANAGER).force();
+    let params = kube::api::PatchParams::apply(crate::names::TAINT_FIELD_MANAGER).force();
     if let Err(e) = api.patch(cluster, &params, &kube::api::Patch::Apply(&body)).await {
         tracing::warn!(%cluster, error = %e, "could not restart the toleration clock");
     }

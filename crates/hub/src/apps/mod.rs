@@ -11,22 +11,22 @@
 
 mod binder;
 mod fleet_view;
+mod index;
 mod policies;
 mod queue;
+mod state;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::policy::{
-    ClusterOverridePolicy, ClusterPropagationPolicy, OverridePolicy, PolicyStatus, PropagationPolicy,
+    ClusterOverridePolicy, ClusterPropagationPolicy, OverridePolicy, PropagationPolicy,
 };
-use flotilla_api::work::{keys, BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
-use flotilla_apps_core::binding::template_key;
-use flotilla_apps_core::scheduler::ClusterSnapshot;
+use flotilla_api::work::{ClusterResourceBinding, ResourceBinding, Work};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, PartialObjectMeta};
@@ -34,132 +34,12 @@ use kube::discovery::ApiCapabilities;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Client, Resource};
 
-use crate::Error;
+use crate::error::Error;
+use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey};
 use queue::Queue;
-
-/// A template: an object on the hub that a policy may propagate.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TemplateKey {
-    pub api_version: String,
-    pub kind: String,
-    /// Empty for cluster-scoped templates.
-    pub namespace: String,
-    pub name: String,
-}
-
-impl TemplateKey {
-    fn hash_label(&self) -> String {
-        template_key(&self.api_version, &self.kind, &self.namespace, &self.name)
-    }
-}
-
-impl std::fmt::Display for TemplateKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.namespace.is_empty() {
-            write!(f, "{} {}", self.kind, self.name)
-        } else {
-            write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
-        }
-    }
-}
-
-/// A kind of template the hub serves.
-#[derive(Clone)]
-struct Kind {
-    resource: ApiResource,
-    namespaced: bool,
-    has_status: bool,
-}
-
-/// What the hub last saw of a template's metadata: enough to skip events
-/// that do not change what is propagated (e.g. our own status writes).
-#[derive(Clone, Copy)]
-struct Seen {
-    signature: u64,
-    generation: Option<i64>,
-}
-
-/// The scheduling outcome the binder found last, shown by the status
-/// writer (the single writer of a binding's conditions).
-#[derive(Clone, PartialEq)]
-struct Outcome {
-    scheduled: bool,
-    reason: String,
-    message: String,
-    generation: Option<i64>,
-}
-
-pub(crate) struct Apps {
-    client: Client,
-    pps: Store<PropagationPolicy>,
-    cpps: Store<ClusterPropagationPolicy>,
-    ops: Store<OverridePolicy>,
-    cops: Store<ClusterOverridePolicy>,
-    clusters: Store<ManagedCluster>,
-    bindings: Store<ResourceBinding>,
-    cluster_bindings: Store<ClusterResourceBinding>,
-    works: Store<Work>,
-    kinds: Mutex<HashMap<(String, String), Kind>>,
-    seen: Mutex<HashMap<TemplateKey, Seen>>,
-    by_hash: Mutex<HashMap<String, TemplateKey>>,
-    /// Template key label → its works by cluster (the Work cache, indexed).
-    work_index: Mutex<HashMap<String, BTreeMap<String, reflector::ObjectRef<Work>>>>,
-    /// Dependency template → names of the bindings (same namespace) needing it.
-    dependents: Mutex<HashMap<TemplateKey, BTreeSet<String>>>,
-    outcomes: Mutex<HashMap<TemplateKey, Outcome>>,
-    /// Templates whose works the hub could not write: (reason, message),
-    /// shown on the binding's `FullyApplied` until a write succeeds.
-    refused: Mutex<HashMap<TemplateKey, (String, String)>>,
-    /// Consecutive binder failures by template, with the last error.
-    bind_failures: Mutex<HashMap<TemplateKey, (u32, String)>>,
-    /// The last status write the API server refused, by template (logged once).
-    status_refusals: Mutex<HashMap<TemplateKey, String>>,
-    /// Last template status written, by template (hash of the JSON).
-    written_status: Mutex<HashMap<TemplateKey, u64>>,
-    cluster_view: Mutex<Option<Arc<fleet_view::ClusterView>>>,
-    failover: flotilla_apps_core::failover::FailoverSettings,
-    cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
-    invalid_policies: Mutex<HashSet<(String, String, String)>>,
-    /// True once every policy of the first list has been judged: until
-    /// then the binder waits, so it never uses a policy written while no
-    /// hub ran (the webhook fails open) before knowing whether it is valid.
-    policies_judged: tokio::sync::watch::Sender<bool>,
-    binder: Arc<Queue<TemplateKey>>,
-    status: Arc<Queue<TemplateKey>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // The maps are caches rebuilt from the API; a poisoned lock only means
-    // a reconcile panicked mid-update, and the next event repairs it.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn hash_of(value: &impl Hash) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut h);
-    h.finish()
-}
-
-/// The API server's message when it refuses a write for what it holds
-/// (invalid, too large): the same write would be refused again.
-pub(crate) fn refusal(e: &kube::Error) -> Option<String> {
-    match e {
-        kube::Error::Api(s) if flotilla_apps_core::binding_status::is_refusal(s.code, &s.message) => {
-            Some(s.message.clone())
-        }
-        _ => None,
-    }
-}
-
-/// Objects an event carries (deletions included).
-fn touched<K>(event: &Event<K>) -> Option<&K> {
-    match event {
-        Event::Apply(k) | Event::InitApply(k) | Event::Delete(k) => Some(k),
-        Event::Init | Event::InitDone => None,
-    }
-}
+use state::Apps;
 
 /// Starts a reflector for `api` and returns its store plus the stream of
 /// events (already applied to the store).
@@ -186,13 +66,6 @@ where
             }
         });
     (store, stream)
-}
-
-async fn wait_logged<F: std::future::Future>(what: &str, wait: F) {
-    let mut wait = std::pin::pin!(wait);
-    while tokio::time::timeout(Duration::from_secs(10), &mut wait).await.is_err() {
-        tracing::info!(cache = what, "still waiting for the first list");
-    }
 }
 
 fn strip_meta<K: Resource>(k: &mut K) {
@@ -222,30 +95,15 @@ pub async fn run(
         w.spec.manifests.clear();
     });
 
+    let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
     let apps = Arc::new(Apps {
         client,
-        pps,
-        cpps,
-        ops,
-        cops,
-        clusters,
-        bindings,
-        cluster_bindings,
-        works,
-        kinds: Mutex::default(),
-        seen: Mutex::default(),
-        by_hash: Mutex::default(),
-        work_index: Mutex::default(),
-        dependents: Mutex::default(),
-        outcomes: Mutex::default(),
-        refused: Mutex::default(),
+        index,
         status_refusals: Mutex::default(),
         bind_failures: Mutex::default(),
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
         failover,
-        cluster_signatures: Mutex::default(),
-        invalid_policies: Mutex::default(),
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),
@@ -282,80 +140,6 @@ pub async fn run(
     Ok(())
 }
 
-/// A policy changed (or was deleted).
-struct PolicyEvent {
-    kind: &'static str,
-    namespace: String,
-    name: String,
-    generation: Option<i64>,
-    /// (apiVersion, kind) pairs selected; None = every template (an
-    /// override policy without selectors).
-    selects: Option<Vec<(String, String)>>,
-    object: serde_json::Value,
-    status: Option<PolicyStatus>,
-    deleted: bool,
-}
-
-impl PolicyEvent {
-    fn from<K: Resource<DynamicType = ()> + serde::Serialize>(
-        k: &K,
-        selects: Option<Vec<(String, String)>>,
-        status: Option<PolicyStatus>,
-    ) -> Self {
-        let mut object = serde_json::to_value(k).unwrap_or_default();
-        if let Some(o) = object.as_object_mut() {
-            o.insert("apiVersion".into(), K::api_version(&()).into());
-            o.insert("kind".into(), K::kind(&()).into());
-        }
-        Self {
-            kind: static_kind::<K>(),
-            namespace: k.meta().namespace.clone().unwrap_or_default(),
-            name: k.meta().name.clone().unwrap_or_default(),
-            generation: k.meta().generation,
-            selects,
-            object,
-            status,
-            deleted: false,
-        }
-    }
-    fn of<K>(e: &Event<K>, f: fn(&K) -> Self) -> Option<Self> {
-        let mut out = f(touched(e)?);
-        out.deleted = matches!(e, Event::Delete(_));
-        Some(out)
-    }
-    fn pp(p: &PropagationPolicy) -> Self {
-        let s = &p.spec.spec;
-        Self::from(p, Some(selected(&s.resource_selectors)), p.status.clone())
-    }
-    fn cpp(p: &ClusterPropagationPolicy) -> Self {
-        let s = &p.spec.spec;
-        Self::from(p, Some(selected(&s.resource_selectors)), p.status.clone())
-    }
-    fn op(p: &OverridePolicy) -> Self {
-        let s = &p.spec.spec;
-        let sel = (!s.resource_selectors.is_empty()).then(|| selected(&s.resource_selectors));
-        Self::from(p, sel, p.status.clone())
-    }
-    fn cop(p: &ClusterOverridePolicy) -> Self {
-        let s = &p.spec.spec;
-        let sel = (!s.resource_selectors.is_empty()).then(|| selected(&s.resource_selectors));
-        Self::from(p, sel, p.status.clone())
-    }
-}
-
-fn static_kind<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "PropagationPolicy" => "PropagationPolicy",
-        "ClusterPropagationPolicy" => "ClusterPropagationPolicy",
-        "OverridePolicy" => "OverridePolicy",
-        _ => "ClusterOverridePolicy",
-    }
-}
-
-fn selected(selectors: &[flotilla_api::policy::ResourceSelector]) -> Vec<(String, String)> {
-    selectors.iter().map(|s| (s.api_version.clone(), s.kind.clone())).collect()
-}
-
 /// The kinds of the objects a pod template may refer to (propagateDeps).
 const DEPENDENCY_KINDS: [&str; 4] = ["ConfigMap", "Secret", "ServiceAccount", "PersistentVolumeClaim"];
 
@@ -365,23 +149,7 @@ async fn on_policies(apps: Arc<Apps>, events: impl Stream<Item = PolicyEvent> + 
         if !event.deleted {
             apps.policy_status(&event).await;
         }
-        let wanted = match &event.selects {
-            Some(kinds) => kinds.iter().cloned().collect::<HashSet<_>>(),
-            None => HashSet::new(),
-        };
-        // Templates the policy may select now, and those it selected before.
-        let keys: Vec<TemplateKey> = lock(&apps.seen)
-            .keys()
-            .filter(|k| event.selects.is_none() || wanted.contains(&(k.api_version.clone(), k.kind.clone())))
-            .filter(|k| event.namespace.is_empty() || k.namespace == event.namespace)
-            .cloned()
-            .collect();
-        for key in keys {
-            apps.binder.add(key);
-        }
-        for key in apps.binding_keys() {
-            apps.binder.add(key);
-        }
+        apps.wake(apps.policy_changed(&event));
     }
 }
 
@@ -467,67 +235,15 @@ async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, res
             Event::Apply(obj) | Event::InitApply(obj) => {
                 let key = key_of(&obj.metadata);
                 listed.insert(key.clone());
-                let meta = &obj.metadata;
-                // Objects with a generation change it only when their spec
-                // changes; the others (ConfigMaps...) on every write.
-                let change = match meta.generation {
-                    Some(g) if g > 0 => g.to_string(),
-                    _ => meta.resource_version.clone().unwrap_or_default(),
-                };
-                let signature =
-                    hash_of(&(change, &meta.labels, &meta.annotations, meta.deletion_timestamp.is_some()));
-                let previous = lock(&apps.seen)
-                    .insert(key.clone(), Seen { signature, generation: meta.generation })
-                    .map(|s| s.signature);
-                if previous != Some(signature) && apps.may_concern(&key, meta) {
-                    apps.binder.add(key);
-                }
+                apps.wake(apps.template_seen(key, &obj.metadata));
             }
-            Event::Delete(obj) => {
-                let key = key_of(&obj.metadata);
-                lock(&apps.seen).remove(&key);
-                apps.binder.add(key);
-            }
+            Event::Delete(obj) => apps.wake(apps.template_gone(key_of(&obj.metadata))),
             Event::InitDone => {
                 // Templates deleted while the hub was not watching: their
                 // bindings remain; reconcile them (they clean up).
-                for key in apps.binding_keys() {
-                    if key.api_version == api_version && key.kind == kind && !listed.contains(&key) {
-                        lock(&apps.seen).remove(&key);
-                        apps.binder.add(key);
-                    }
-                }
+                apps.wake(apps.templates_listed(&api_version, &kind, &listed));
             }
         }
-    }
-}
-
-/// A binding changed: keep the indexes and wake the status writer.
-struct BindingEvent {
-    namespace: String,
-    name: String,
-    spec: Option<BindingSpec>,
-    deleted: bool,
-}
-
-impl BindingEvent {
-    fn namespaced(e: Event<ResourceBinding>) -> Option<Self> {
-        let deleted = matches!(e, Event::Delete(_));
-        touched(&e).map(|b| Self {
-            namespace: b.namespace().unwrap_or_default(),
-            name: b.name_any(),
-            spec: Some(b.spec.spec.clone()),
-            deleted,
-        })
-    }
-    fn cluster(e: Event<ClusterResourceBinding>) -> Option<Self> {
-        let deleted = matches!(e, Event::Delete(_));
-        touched(&e).map(|b| Self {
-            namespace: String::new(),
-            name: b.name_any(),
-            spec: Some(b.spec.spec.clone()),
-            deleted,
-        })
     }
 }
 
@@ -535,50 +251,7 @@ async fn on_bindings(apps: Arc<Apps>, events: impl Stream<Item = Option<BindingE
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let Some(event) = event else { continue };
-        let Some(spec) = event.spec else { continue };
-        let key = key_of_binding(&spec);
-        lock(&apps.by_hash).insert(key.hash_label(), key.clone());
-        {
-            let mut dependents = lock(&apps.dependents);
-            for deps in dependents.values_mut() {
-                deps.remove(&event.name);
-            }
-            if !event.deleted {
-                for d in &spec.dependencies {
-                    let dep = TemplateKey {
-                        api_version: d.api_version.clone(),
-                        kind: d.kind.clone(),
-                        namespace: event.namespace.clone(),
-                        name: d.name.clone(),
-                    };
-                    dependents.entry(dep).or_default().insert(event.name.clone());
-                }
-            }
-            dependents.retain(|_, v| !v.is_empty());
-        }
-        if event.deleted {
-            // Recreate it if its template still wants one.
-            apps.binder.add(key.clone());
-        }
-        // Its dependencies follow its clusters (and go when it goes).
-        for d in &spec.dependencies {
-            apps.binder.add(TemplateKey {
-                api_version: d.api_version.clone(),
-                kind: d.kind.clone(),
-                namespace: event.namespace.clone(),
-                name: d.name.clone(),
-            });
-        }
-        apps.status.add(key);
-    }
-}
-
-pub(crate) fn key_of_binding(spec: &BindingSpec) -> TemplateKey {
-    TemplateKey {
-        api_version: spec.resource.api_version.clone(),
-        kind: spec.resource.kind.clone(),
-        namespace: spec.resource.namespace.clone(),
-        name: spec.resource.name.clone(),
+        apps.wake(apps.binding_changed(&event));
     }
 }
 
@@ -592,44 +265,7 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
         if apps.clusters.wait_until_ready().now_or_never().is_some() {
             fleet_view::announce_disruption(&apps, &mut halted).await;
         }
-        let snapshot = ClusterSnapshot::from_managed_cluster(mc);
-        // What decides placement, and what only decides capacity.
-        let placement = hash_of(&(
-            &snapshot.labels,
-            format!("{:?}", snapshot.taints),
-            format!("{:?}", snapshot.api_enablements),
-            snapshot.schedulable,
-            // A return after failover waits for the cluster to be Available.
-            snapshot.available_since.map(|t| t.as_second()),
-            deleted,
-        ));
-        let capacity = hash_of(&(&snapshot.allocatable, &snapshot.allocated));
-        let before = if deleted {
-            lock(&apps.cluster_signatures).remove(&mc.name_any())
-        } else {
-            lock(&apps.cluster_signatures).insert(mc.name_any(), (placement, capacity))
-        };
-        let placement_changed = before.map(|b| b.0) != Some(placement) || deleted;
-        let capacity_changed = before.map(|b| b.1) != Some(capacity);
-        if !placement_changed && !capacity_changed {
-            continue;
-        }
-        for (key, spec) in apps.binding_specs() {
-            // A binding whose scheduling failed is looked at again on any
-            // change of any cluster's placement or capacity, whatever its
-            // placement uses: what was missing may be there now.
-            if placement_changed || binder::uses_capacity(&spec) || apps.scheduling_failed(&key) {
-                apps.binder.add(key);
-            }
-        }
-        if placement_changed {
-            // Templates a policy selects but that have no binding yet
-            // (e.g. nothing fitted before this cluster joined).
-            let keys: Vec<TemplateKey> = lock(&apps.seen).keys().cloned().collect();
-            for key in keys {
-                apps.binder.add(key);
-            }
-        }
+        apps.wake(apps.cluster_changed(mc, deleted));
     }
 }
 
@@ -637,128 +273,6 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let Some(work) = touched(&event) else { continue };
-        let Some(hash) = work.labels().get(keys::TEMPLATE_KEY) else { continue };
-        let Some(cluster) =
-            work.namespace().and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(String::from))
-        else {
-            continue;
-        };
-        {
-            let mut index = lock(&apps.work_index);
-            if matches!(event, Event::Delete(_)) {
-                if let Some(works) = index.get_mut(hash) {
-                    works.remove(&cluster);
-                    if works.is_empty() {
-                        index.remove(hash);
-                    }
-                }
-            } else {
-                index.entry(hash.clone()).or_default().insert(cluster, reflector::ObjectRef::from_obj(work));
-            }
-        }
-        let key = lock(&apps.by_hash).get(hash).cloned();
-        if let Some(key) = key {
-            let deleted = matches!(event, Event::Delete(_));
-            if deleted
-                || apps.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true)
-            {
-                // A failover waits for the new copies to be healthy; a work
-                // that finished deleting is written again if still wanted
-                // (e.g. its cluster came back while it was going).
-                apps.binder.add(key.clone());
-            }
-            apps.status.add(key);
-        }
-    }
-}
-
-impl Apps {
-    /// Whether the binder's last outcome for a template was a failure.
-    pub(super) fn scheduling_failed(&self, key: &TemplateKey) -> bool {
-        lock(&self.outcomes).get(key).is_some_and(|o| !o.scheduled)
-    }
-
-    /// Waits until every cache the reconcilers read has its first full
-    /// list, so a restart never acts on half a picture (e.g. deletes works
-    /// it has not yet seen a binding for).
-    async fn wait_ready(&self) {
-        wait_logged("propagation policies", self.pps.wait_until_ready()).await;
-        wait_logged("cluster propagation policies", self.cpps.wait_until_ready()).await;
-        wait_logged("override policies", self.ops.wait_until_ready()).await;
-        wait_logged("cluster override policies", self.cops.wait_until_ready()).await;
-        wait_logged("clusters", self.clusters.wait_until_ready()).await;
-        wait_logged("bindings", self.bindings.wait_until_ready()).await;
-        wait_logged("cluster bindings", self.cluster_bindings.wait_until_ready()).await;
-        wait_logged("works", self.works.wait_until_ready()).await;
-    }
-
-    fn kind(&self, api_version: &str, kind: &str) -> Option<Kind> {
-        lock(&self.kinds).get(&(api_version.to_string(), kind.to_string())).cloned()
-    }
-
-    /// Whether a template event may matter: a policy could select it, it
-    /// has a binding, or a binding depends on it.
-    fn may_concern(&self, key: &TemplateKey, meta: &ObjectMeta) -> bool {
-        if self.with_binding(key, |_, _, _| ()).is_some() || lock(&self.dependents).contains_key(key) {
-            return true;
-        }
-        let empty = BTreeMap::new();
-        let t = flotilla_apps_core::selection::TemplateMeta {
-            api_version: &key.api_version,
-            kind: &key.kind,
-            namespace: &key.namespace,
-            name: &key.name,
-            labels: meta.labels.as_ref().unwrap_or(&empty),
-        };
-        let hit = |sels: &[flotilla_api::policy::ResourceSelector]| {
-            sels.iter().any(|s| flotilla_apps_core::selection::selector_matches(s, &t).is_some())
-        };
-        self.pps.state().iter().any(|p| {
-            p.namespace().as_deref() == Some(key.namespace.as_str()) && hit(&p.spec.spec.resource_selectors)
-        }) || self.cpps.state().iter().any(|p| hit(&p.spec.spec.resource_selectors))
-    }
-
-    fn binding_status(&self, key: &TemplateKey) -> Option<(BindingSpec, Option<BindingStatus>, ObjectMeta)> {
-        self.with_binding(key, |spec, status, meta| (spec.clone(), status.cloned(), meta.clone()))
-    }
-
-    /// Looks at a template's binding (namespaced or cluster-scoped) in the
-    /// cache, copying only what `f` takes.
-    fn with_binding<T>(
-        &self,
-        key: &TemplateKey,
-        f: impl FnOnce(&BindingSpec, Option<&BindingStatus>, &ObjectMeta) -> T,
-    ) -> Option<T> {
-        let name = flotilla_apps_core::binding::binding_name(&key.api_version, &key.kind, &key.name);
-        if key.namespace.is_empty() {
-            let r = reflector::ObjectRef::<ClusterResourceBinding>::new(&name);
-            self.cluster_bindings.get(&r).map(|b| f(&b.spec.spec, b.status.as_ref(), &b.metadata))
-        } else {
-            let r = reflector::ObjectRef::<ResourceBinding>::new(&name).within(&key.namespace);
-            self.bindings.get(&r).map(|b| f(&b.spec.spec, b.status.as_ref(), &b.metadata))
-        }
-    }
-
-    fn binding_specs(&self) -> Vec<(TemplateKey, BindingSpec)> {
-        let mut out: Vec<(TemplateKey, BindingSpec)> = self
-            .bindings
-            .state()
-            .iter()
-            .map(|b| (key_of_binding(&b.spec.spec), b.spec.spec.clone()))
-            .collect();
-        out.extend(
-            self.cluster_bindings.state().iter().map(|b| (key_of_binding(&b.spec.spec), b.spec.spec.clone())),
-        );
-        out
-    }
-
-    fn binding_keys(&self) -> Vec<TemplateKey> {
-        self.binding_specs().into_iter().map(|(key, _)| key).collect()
-    }
-
-    /// Works of a template, by cluster name.
-    fn works_of(&self, key: &TemplateKey) -> BTreeMap<String, Arc<Work>> {
-        let refs = lock(&self.work_index).get(&key.hash_label()).cloned().unwrap_or_default();
-        refs.into_iter().filter_map(|(cluster, r)| Some((cluster, self.works.get(&r)?))).collect()
+        apps.wake(apps.work_changed(work, matches!(event, Event::Delete(_))));
     }
 }

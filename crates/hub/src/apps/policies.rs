@@ -13,22 +13,17 @@ use std::time::Duration;
 
 use flotilla_apps_core::resolution::{self, MemberApis, OnHub, Selected};
 use flotilla_core::conditions::{self, Wanted};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Api;
 
-use super::{lock, Apps, PolicyEvent};
+use super::index::PolicyEvent;
+use super::state::{now, Apps};
 
 const MANAGER: &str = "flotilla-hub-policy";
 const VALID: &str = "Valid";
 /// How often every propagation policy's `ResourcesResolved` is re-checked.
 const RECHECK: Duration = Duration::from_secs(15);
-
-/// Now, to the second (what the API server stores).
-pub(super) fn now() -> Time {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
-}
 
 /// Every cached (cluster) propagation policy, as an event to judge.
 fn propagation_policy_events(apps: &Apps) -> Vec<PolicyEvent> {
@@ -67,13 +62,7 @@ impl Apps {
         let api = self.policy_api(event);
         let (object, generation) = self.raw_policy(&api, event).await;
         let errors = flotilla_apps_core::validation::validate_policy(event.kind, &object);
-        let id = (event.kind.to_string(), event.namespace.clone(), event.name.clone());
-        let newly_invalid = if errors.is_empty() {
-            lock(&self.invalid_policies).remove(&id);
-            false
-        } else {
-            lock(&self.invalid_policies).insert(id)
-        };
+        let newly_invalid = self.judge_policy(event.kind, &event.namespace, &event.name, errors.is_empty());
         if newly_invalid {
             tracing::info!(kind = event.kind, namespace = %event.namespace, name = %event.name,
                 errors = %errors.join("; "), "policy is invalid; ignoring it");
@@ -199,9 +188,5 @@ impl Apps {
             Err(kube::Error::Api(e)) if e.code == 404 => OnHub::NotServed,
             Err(e) => OnHub::Failed(e.to_string()),
         }
-    }
-
-    pub(super) fn policy_is_invalid(&self, kind: &str, namespace: &str, name: &str) -> bool {
-        lock(&self.invalid_policies).contains(&(kind.to_string(), namespace.to_string(), name.to_string()))
     }
 }

@@ -8,21 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::policy::{Placement, ReplicaSchedulingType};
-use flotilla_api::work::{
-    conditions as wc, keys, AggregatedStatusItem, BindingStatus, ClusterResourceBinding, Health,
-    ResourceBinding, Work,
-};
+use flotilla_api::work::{BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_apps_core::aggregate::{aggregate_status, MemberStatus};
 use flotilla_apps_core::binding::binding_name;
-use flotilla_apps_core::binding_status::{self, work_progress, Facts, WorkProgress};
-use flotilla_core::conditions::{self, Wanted};
+use flotilla_apps_core::binding_status::{self, Decided, Observed};
 use kube::api::{DynamicObject, Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::{Api, Resource};
 use serde_json::json;
 
-use super::policies::now;
-use super::{hash_of, lock, refusal, Apps, Outcome, TemplateKey};
-use crate::Error;
+use super::index::{hash_of, lock, work_step, TemplateKey};
+use super::state::{now, refusal, Apps};
+use crate::error::Error;
 
 const MANAGER: &str = "flotilla-status";
 
@@ -88,108 +84,35 @@ fn divided(placement: &Placement) -> bool {
         .is_some_and(|rs| rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided)
 }
 
-/// One cluster's view of a work: applied (its current spec, per
-/// `flotilla_apps_core::binding_status`), why not, health, fed-back status, and
-/// whether it reflects the current template.
-fn cluster_item(
-    cluster: &str,
-    work: Option<&Arc<Work>>,
-    template_generation: Option<i64>,
-    progress: &WorkProgress,
-) -> (AggregatedStatusItem, bool) {
-    let Some(work) = work else {
-        let item = AggregatedStatusItem {
-            cluster_name: cluster.into(),
-            applied: false,
-            applied_message: progress.message.clone(),
-            health: Health::Unknown,
-            status: None,
-        };
-        return (item, false);
-    };
-    let status = work.status.as_ref();
-    let applied = progress.applied;
-    let first = status.and_then(|s| s.manifest_statuses.iter().find(|m| m.identifier.ordinal == 0));
-    let built_from_current = template_generation.is_none_or(|g| {
-        work.annotations().get(keys::TEMPLATE_GENERATION).and_then(|v| v.parse::<i64>().ok()) == Some(g)
-    });
-    let member_caught_up = first.is_some_and(|m| {
-        let observed = m.status.as_ref().and_then(|s| s.get("observedGeneration")).and_then(|v| v.as_i64());
-        match (m.generation, observed) {
-            (Some(g), Some(o)) => o >= g,
-            (Some(_), None) => false,
-            _ => true,
-        }
-    });
-    let item = AggregatedStatusItem {
-        cluster_name: cluster.into(),
-        applied,
-        applied_message: progress.message.clone(),
-        health: if applied { first.map(|m| m.health).unwrap_or_default() } else { Health::Unknown },
-        status: first.and_then(|m| m.status.clone()),
-    };
-    (item, applied && built_from_current && member_caught_up)
-}
-
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     let Some((spec, status, _meta)) = apps.binding_status(key) else { return Ok(()) };
     let works = apps.works_of(key);
     let generation = lock(&apps.seen).get(key).and_then(|s| s.generation);
-    let mut items = Vec::new();
-    let mut progress = Vec::new();
-    let mut all_current = true;
-    for target in &spec.clusters {
-        let work = works.get(&target.name);
-        let p = work_progress(&target.name, work.map(|w| w.as_ref()));
-        let (item, current) = cluster_item(&target.name, work, generation, &p);
-        all_current &= current;
-        items.push(item);
-        progress.push(p);
-    }
-
-    let previous = status.clone().unwrap_or_default();
-    let now = now();
+    let previous = status.unwrap_or_default();
     let outcome = lock(&apps.outcomes).get(key).cloned();
-    let scheduled = match &outcome {
-        Some(o) => conditions::condition(
-            &previous.conditions,
-            Wanted::new(wc::SCHEDULED, o.scheduled, &o.reason, o.message.clone()),
-            &now,
-        ),
-        // The binder has not run since this process started: keep what the
-        // binding says.
-        None => match previous.conditions.iter().find(|c| c.type_ == wc::SCHEDULED) {
-            Some(c) => c.clone(),
-            None => return Ok(()),
-        },
-    };
     let refused = lock(&apps.refused).get(key).cloned();
-    let clusters: Vec<(&str, i32, &WorkProgress)> =
-        spec.clusters.iter().zip(&progress).map(|(t, p)| (t.name.as_str(), t.replicas, p)).collect();
     // The steps the binder wrote (Work annotations) against the division.
     let written: BTreeMap<String, i32> =
-        works.iter().filter_map(|(c, w)| Some((c.clone(), super::binder::work_step(w)?))).collect();
+        works.iter().filter_map(|(c, w)| Some((c.clone(), work_step(w)?))).collect();
     let evicting: Vec<String> = spec.graceful_eviction_tasks.iter().map(|t| t.from_cluster.clone()).collect();
     let moving = flotilla_apps_core::failover::move_in_progress(&spec.clusters, &written, &evicting);
-    let facts = Facts {
-        scheduled: (scheduled.status == "True", &scheduled.reason),
-        clusters: &clusters,
+    let work_refs: BTreeMap<String, &Work> = works.iter().map(|(c, w)| (c.clone(), w.as_ref())).collect();
+    let now = now();
+    let observed = Observed {
+        previous: &previous,
+        outcome: outcome.as_ref(),
+        clusters: &spec.clusters,
+        works: &work_refs,
+        template_generation: generation,
         divided_replicas: divided(&spec.placement).then_some(spec.replicas),
         refused: refused.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
         moving: moving.as_deref(),
     };
-    let fully_applied =
-        conditions::condition(&previous.conditions, binding_status::fully_applied(&facts), &now);
-    let wanted = BindingStatus {
-        scheduler_observed_generation: outcome_generation(apps, key)
-            .or(previous.scheduler_observed_generation),
-        conditions: vec![scheduled, fully_applied],
-        aggregated_status: items,
+    let Some(Decided { status: wanted, all_current }) = binding_status::binding_status(&observed, &now)
+    else {
+        return Ok(());
     };
-    let unchanged = conditions::same(&wanted.conditions, &previous.conditions)
-        && wanted.aggregated_status == previous.aggregated_status
-        && wanted.scheduler_observed_generation == previous.scheduler_observed_generation;
-    if !unchanged {
+    if !binding_status::same_status(&wanted, &previous) {
         let result = write_binding_status(apps, key, &wanted).await;
         let refused = match &result {
             Err(Error::Kube(e)) => refusal(e),
@@ -199,24 +122,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
             (Err(e), Some(message)) => {
                 // Say so on the binding with what surely passes: the
                 // conditions alone.
-                let fully_applied = conditions::condition(
-                    &previous.conditions,
-                    Wanted::new(
-                        wc::FULLY_APPLIED,
-                        false,
-                        binding_status::REASON_STATUS_REFUSED,
-                        format!("the hub's API server refused this binding's status: {message}"),
-                    ),
-                    &now,
-                );
-                let minimal = BindingStatus {
-                    conditions: vec![wanted.conditions[0].clone(), fully_applied],
-                    aggregated_status: Vec::new(),
-                    ..wanted.clone()
-                };
-                let said = conditions::same(&minimal.conditions, &previous.conditions)
-                    && previous.aggregated_status.is_empty();
-                if !said {
+                if let Some(minimal) = binding_status::refused_status(&previous, &wanted, &message, &now) {
                     write_binding_status(apps, key, &minimal).await?;
                 }
                 return Err(e);
@@ -263,10 +169,6 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     Ok(())
 }
 
-fn outcome_generation(apps: &Apps, key: &TemplateKey) -> Option<i64> {
-    lock(&apps.outcomes).get(key).and_then(|o| o.generation)
-}
-
 async fn write_binding_status(apps: &Apps, key: &TemplateKey, status: &BindingStatus) -> Result<(), Error> {
     let name = binding_name(&key.api_version, &key.kind, &key.name);
     let params = PatchParams::apply(MANAGER).force();
@@ -293,113 +195,5 @@ async fn write_binding_status(apps: &Apps, key: &TemplateKey, status: &BindingSt
         Ok(()) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
-    }
-}
-
-impl Apps {
-    /// The binder wrote a template's works (`results`; `too_large`: works
-    /// it did not send, over etcd's limit). What the API server refused is
-    /// kept for the binding's `FullyApplied` (and not retried until the
-    /// template or its placement changes); other failures are returned.
-    pub(super) fn works_written(
-        &self,
-        key: &TemplateKey,
-        too_large: Vec<String>,
-        results: Vec<Result<(), Error>>,
-    ) -> Result<(), Error> {
-        let mut refused: Vec<(&str, String)> =
-            too_large.into_iter().map(|m| (binding_status::REASON_TOO_LARGE, m)).collect();
-        let mut failure = None;
-        for result in results {
-            let message = match result {
-                Ok(()) => continue,
-                Err(Error::Kube(e)) => match refusal(&e) {
-                    Some(message) => message,
-                    None => {
-                        failure = Some(Error::Kube(e));
-                        continue;
-                    }
-                },
-                Err(e) => {
-                    failure = Some(e);
-                    continue;
-                }
-            };
-            refused.push(if binding_status::is_too_large(&message) {
-                (
-                    binding_status::REASON_TOO_LARGE,
-                    format!(
-                        "the hub's etcd refused a work as too large ({message}); make the template smaller"
-                    ),
-                )
-            } else {
-                (
-                    binding_status::REASON_WORK_REFUSED,
-                    format!("the hub's API server refused a work: {message}"),
-                )
-            });
-        }
-        let now = refused.first().map(|(reason, _)| {
-            let messages: Vec<&str> = refused.iter().map(|(_, m)| m.as_str()).collect();
-            (reason.to_string(), messages.join("; "))
-        });
-        let changed = match &now {
-            Some(v) => lock(&self.refused).insert(key.clone(), v.clone()).as_ref() != Some(v),
-            None => lock(&self.refused).remove(key).is_some(),
-        };
-        if changed {
-            if let Some((reason, message)) = &now {
-                tracing::warn!(template = %key, reason, message, "works not written");
-            }
-            self.status.add(key.clone());
-        }
-        failure.map_or(Ok(()), Err)
-    }
-}
-
-impl Apps {
-    /// After a binder reconcile: when to run it again. A failure is logged
-    /// when it first happens or changes, not on every retry; one the API
-    /// server refuses for its content is also shown on the binding's
-    /// `Scheduled` condition (`Refused`).
-    pub(super) fn bound(
-        &self,
-        key: &TemplateKey,
-        result: Result<Option<Duration>, Error>,
-    ) -> Option<Duration> {
-        let e = match result {
-            Ok(after) => {
-                lock(&self.bind_failures).remove(key);
-                return after;
-            }
-            Err(e) => e,
-        };
-        let message = e.to_string();
-        let refused = match &e {
-            Error::Kube(k) => refusal(k),
-            _ => None,
-        };
-        let (count, changed) = {
-            let mut failures = lock(&self.bind_failures);
-            let entry = failures.entry(key.clone()).or_insert((0, String::new()));
-            let changed = entry.1 != message;
-            entry.0 = entry.0.saturating_add(1);
-            entry.1 = message.clone();
-            (entry.0, changed)
-        };
-        if changed {
-            tracing::warn!(template = %key, error = %message, "binding failed; retrying with backoff");
-        } else {
-            tracing::debug!(template = %key, error = %message, failures = count, "binding failed again");
-        }
-        if let Some(refused) = refused {
-            let message = format!("the hub could not process this template: {refused}");
-            let outcome = Outcome { scheduled: false, reason: "Refused".into(), message, generation: None };
-            if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
-                self.status.add(key.clone());
-            }
-            return Some(binding_status::retry_after(count, true));
-        }
-        Some(binding_status::retry_after(count, false))
     }
 }

@@ -1,4 +1,4 @@
-//! `flotilla-bench foundation`: how long a testenv cluster and `flotilla up` take to start, and the local fleet's memory.
+//! `flotilla-bench foundation`: how long a localkube cluster and `flotilla up` take to start, and the local fleet's memory.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use crate::measure::summary;
 
 #[derive(Args, Debug)]
 pub struct FoundationArgs {
-    /// How many 1-node testenv clusters to start (one after another).
+    /// How many 1-node localkube clusters to start (one after another).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
     /// Member clusters for the `flotilla up` measurement.
@@ -29,7 +29,7 @@ pub async fn foundation(args: FoundationArgs) -> anyhow::Result<bool> {
         bail!("--runs must be at least 1");
     }
 
-    println!("testenv: start a cluster with 1 hollow node until its node is Ready");
+    println!("localkube: start a cluster with 1 hollow node until its node is Ready");
     let mut samples = Vec::new();
     for i in 0..args.runs {
         let mut config = ClusterConfig::new(format!("bench-{i}")).with_nodes(1);

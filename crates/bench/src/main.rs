@@ -31,7 +31,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Bench {
-    /// Foundation figures: testenv cluster start time, `flotilla up` time to
+    /// Foundation figures: localkube cluster start time, `flotilla up` time to
     /// ready (warm cache) and the local fleet's resident memory.
     Foundation(foundation::FoundationArgs),
     /// Fleet membership figures: join -> Available latency (p50/p99), failure

@@ -5,6 +5,7 @@
 # once every binary has been built and has run.
 #
 #   scripts/k8s-binaries.sh            build or reuse, print the bin directory
+#   scripts/k8s-binaries.sh 1.37.2     current Kubernetes from Go modules (k8s-modules.sh)
 #   FLOTILLA_K8S_BIN=/dir scripts/...   use/fill another directory
 #
 # What it does on a fresh machine (see ../shared/DESIGN.md for why):
@@ -20,6 +21,12 @@
 #      kubemark and kubectl in GOPATH mode; copy etcd beside them
 #   6. run each binary's --version before declaring success
 set -euo pipefail
+
+# Current Kubernetes (1.3x) and its etcd come from Go modules instead.
+case "${1:-}" in
+    "" | 1.20.2 | v1.20.2) ;;
+    *) exec "$(dirname "${BASH_SOURCE[0]}")/k8s-modules.sh" "$1" ;;
+esac
 
 K8S_VERSION=1.20.2
 SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

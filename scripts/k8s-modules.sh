@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Builds current Kubernetes (1.3x) and its etcd from Go modules into the
+# versioned cache, as scripts/k8s-binaries.sh does for Debian's 1.20.2.
+# Idempotent (a warm run only checks a stamp), safe to run concurrently
+# (flock) and atomic (bin/ appears only once every binary has been built and
+# has run). Prints the time of each step.
+#
+#   scripts/k8s-modules.sh 1.37.2     build or reuse, print the bin directory
+#   scripts/k8s-binaries.sh 1.37.2    the same (it hands 1.3x versions here)
+#
+# How: a wrapper module (`flotilla.local/k8s`) requires k8s.io/kubernetes at
+# VERSION and replaces every staging module (k8s.io/api, ...) with its
+# release v0.X.Y, as kubernetes' own go.mod lists them; `go mod vendor`
+# copies what the commands need, and `go build -mod=vendor` builds them.
+# etcd: the release line Kubernetes pins (3.7) and the one before (3.6),
+# each a small main over go.etcd.io/etcd/server's etcdmain, so an etcd
+# upgrade is a real one.
+#
+# Not yet: Flotilla's kubemark patch (scripts/patches/kubemark.patch: node
+# capacity flags, loopback-only kubelet, per-node sockets) is written for
+# 1.20's sources; the kubemark built here is upstream's.
+set -euo pipefail
+
+VERSION="${1:?usage: scripts/k8s-modules.sh VERSION (e.g. 1.37.2)}"
+VERSION="${VERSION#v}"
+case "$VERSION" in
+    1.3[0-9].*) ;;
+    *) echo "k8s-modules: $VERSION is not a 1.3x release (1.20.2 comes from scripts/k8s-binaries.sh)" >&2; exit 2 ;;
+esac
+MINOR="${VERSION#1.}"; MINOR="${MINOR%%.*}"
+STAGING_VERSION="v0.${VERSION#1.}"
+# etcd releases built beside each Kubernetes: the pinned line and the one
+# before it (see k8s.io/kubernetes' go.mod for the pin).
+ETCD_NEW=3.7.4
+ETCD_OLD=3.6.17
+RECIPE_REVISION=1
+RECIPE="$( { echo "$RECIPE_REVISION $VERSION $ETCD_NEW $ETCD_OLD"; cat "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)"
+CACHE_ROOT="${FLOTILLA_CACHE:-$HOME/.cache/flotilla}"
+BIN_DIR="${FLOTILLA_K8S_BIN:-$CACHE_ROOT/kubernetes/v$VERSION/bin}"
+STAMP="$BIN_DIR/.complete"
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl kubemark)
+BINARIES=("${K8S_COMMANDS[@]}" etcd etcdctl "etcd-$ETCD_OLD" "etcdctl-$ETCD_OLD")
+
+started=$(date +%s)
+step() { printf '\033[1m==> [%4ss] %s\033[0m\n' "$(( $(date +%s) - started ))" "$*" >&2; }
+CURRENT_STEP="check cache"
+trap 'rc=$?; if [ $rc -ne 0 ]; then printf "k8s-modules: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
+
+cache_ok() {
+    [ -f "$STAMP" ] || return 1
+    grep -qx "recipe=$RECIPE" "$STAMP" || return 1
+    for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
+}
+if cache_ok; then echo "$BIN_DIR"; exit 0; fi
+
+command -v go >/dev/null || { echo "k8s-modules: needs Go (1.26 or newer) on PATH" >&2; exit 1; }
+mkdir -p "$(dirname "$BIN_DIR")"
+exec 9>"$(dirname "$BIN_DIR")/.build.lock"
+if ! flock -n 9; then
+    step "another build holds the lock; waiting for it"
+    flock 9
+fi
+if cache_ok; then echo "$BIN_DIR"; exit 0; fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/flotilla-k8s-$VERSION.XXXXXX")"
+STAGE="$(dirname "$BIN_DIR")/.bin.staging.$$"
+trap 'rc=$?; rm -rf "$WORK" "$STAGE"; if [ $rc -ne 0 ]; then printf "k8s-modules: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
+export GOFLAGS=-buildvcs=false CGO_ENABLED=0
+
+CURRENT_STEP="resolve k8s.io/kubernetes@v$VERSION"
+step "$CURRENT_STEP"
+MODFILE="$(go mod download -json "k8s.io/kubernetes@v$VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",\?$/\1/p')"
+[ -f "$MODFILE" ] || { echo "k8s-modules: the module proxy does not serve k8s.io/kubernetes@v$VERSION" >&2; exit 1; }
+GO_LINE="$(grep -m1 '^go ' "$MODFILE")"
+
+CURRENT_STEP="write the wrapper module"
+step "$CURRENT_STEP (staging modules at $STAGING_VERSION)"
+mkdir -p "$WORK/k8s"
+{
+    printf 'module flotilla.local/k8s\n\n%s\n\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' "$GO_LINE" "$VERSION"
+    grep -oE '^\s+k8s.io/[a-z0-9-]+ => ./staging' "$MODFILE" | awk -v v="$STAGING_VERSION" '{print "\t" $1 " => " $1 " " v}'
+    printf ')\n'
+} > "$WORK/k8s/go.mod"
+{
+    printf '//go:build tools\n\n// The commands built, so `go mod vendor` copies them.\npackage tools\n\nimport (\n'
+    for c in "${K8S_COMMANDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+} > "$WORK/k8s/tools.go"
+
+CURRENT_STEP="go mod tidy and vendor"
+step "$CURRENT_STEP"
+(cd "$WORK/k8s" && go mod tidy >/dev/null && go mod vendor)
+
+LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=v$VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$MINOR -X k8s.io/client-go/pkg/version.gitVersion=v$VERSION"
+mkdir -p "$STAGE"
+for c in "${K8S_COMMANDS[@]}"; do
+    CURRENT_STEP="build $c"
+    step "$CURRENT_STEP"
+    (cd "$WORK/k8s" && go build -mod=vendor -trimpath -ldflags "$LDFLAGS" -o "$STAGE/$c" "k8s.io/kubernetes/cmd/$c")
+done
+
+build_etcd() { # version suffix
+    local dir="$WORK/etcd-$1"
+    mkdir -p "$dir/cmd/etcd"
+    printf 'module flotilla.local/etcd\n\n%s\n' "$GO_LINE" > "$dir/go.mod"
+    printf '// etcd, built from the go.etcd.io/etcd/server module.\npackage main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > "$dir/cmd/etcd/main.go"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/etcdctl/v3"\n' > "$dir/tools.go"
+    (cd "$dir" && go get "go.etcd.io/etcd/server/v3@v$1" "go.etcd.io/etcd/etcdctl/v3@v$1" >/dev/null 2>&1 && go mod tidy >/dev/null \
+        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd$2" ./cmd/etcd \
+        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcdctl$2" go.etcd.io/etcd/etcdctl/v3)
+}
+CURRENT_STEP="build etcd $ETCD_NEW"
+step "$CURRENT_STEP"
+build_etcd "$ETCD_NEW" ""
+CURRENT_STEP="build etcd $ETCD_OLD"
+step "$CURRENT_STEP"
+build_etcd "$ETCD_OLD" "-$ETCD_OLD"
+
+CURRENT_STEP="run every binary"
+step "$CURRENT_STEP"
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubemark; do
+    "$STAGE/$c" --version | grep -qx "Kubernetes v$VERSION" || { echo "k8s-modules: $c does not say v$VERSION" >&2; exit 1; }
+done
+"$STAGE/kubectl" version --client | grep -q "v$VERSION"
+"$STAGE/etcd" --version | grep -q "etcd Version: $ETCD_NEW"
+"$STAGE/etcd-$ETCD_OLD" --version | grep -q "etcd Version: $ETCD_OLD"
+"$STAGE/etcdctl" version | grep -q "$ETCD_NEW"
+"$STAGE/etcdctl-$ETCD_OLD" version | grep -q "$ETCD_OLD"
+
+CURRENT_STEP="publish"
+printf 'recipe=%s\nversion=%s\netcd=%s %s\n' "$RECIPE" "$VERSION" "$ETCD_NEW" "$ETCD_OLD" > "$STAGE/.complete"
+rm -rf "$BIN_DIR.old"
+if [ -d "$BIN_DIR" ]; then mv "$BIN_DIR" "$BIN_DIR.old"; fi
+mv "$STAGE" "$BIN_DIR"
+rm -rf "$BIN_DIR.old"
+step "Kubernetes v$VERSION and etcd $ETCD_NEW / $ETCD_OLD ready in $BIN_DIR"
+echo "$BIN_DIR"

@@ -168,15 +168,8 @@ pub fn controller_manager_spec(
         binaries.path("kube-controller-manager"),
         root.join("logs/kube-controller-manager.log"),
     )
+    .args(serving_component_args(&kubeconfig, port, &crt, &key))
     .args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--authentication-kubeconfig={}", kubeconfig.display()),
-        format!("--authorization-kubeconfig={}", kubeconfig.display()),
-        "--bind-address=127.0.0.1".into(),
-        format!("--secure-port={port}"),
-        "--port=0".into(),
-        format!("--tls-cert-file={}", crt.display()),
-        format!("--tls-private-key-file={}", key.display()),
         format!("--cluster-signing-cert-file={}", files.ca_crt.display()),
         format!("--cluster-signing-key-file={}", files.ca_key.display()),
         format!("--service-account-private-key-file={}", files.sa_key.display()),
@@ -194,6 +187,21 @@ pub fn controller_manager_spec(
     Ok(spec)
 }
 
+/// What kube-controller-manager and kube-scheduler are both given: their
+/// kubeconfig for every client, and a loopback-only TLS port of their own.
+fn serving_component_args(kubeconfig: &Path, port: u16, crt: &Path, key: &Path) -> Vec<String> {
+    vec![
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--authentication-kubeconfig={}", kubeconfig.display()),
+        format!("--authorization-kubeconfig={}", kubeconfig.display()),
+        "--bind-address=127.0.0.1".into(),
+        format!("--secure-port={port}"),
+        "--port=0".into(),
+        format!("--tls-cert-file={}", crt.display()),
+        format!("--tls-private-key-file={}", key.display()),
+    ]
+}
+
 pub fn scheduler_spec(
     binaries: &Binaries,
     root: &Path,
@@ -207,16 +215,6 @@ pub fn scheduler_spec(
         binaries.path("kube-scheduler"),
         root.join("logs/kube-scheduler.log"),
     )
-    .args([
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--authentication-kubeconfig={}", kubeconfig.display()),
-        format!("--authorization-kubeconfig={}", kubeconfig.display()),
-        "--bind-address=127.0.0.1".into(),
-        format!("--secure-port={port}"),
-        "--port=0".into(),
-        format!("--tls-cert-file={}", crt.display()),
-        format!("--tls-private-key-file={}", key.display()),
-        "--leader-elect=false".into(),
-        "--profiling=false".into(),
-    ]))
+    .args(serving_component_args(&kubeconfig, port, &crt, &key))
+    .args(["--leader-elect=false", "--profiling=false"]))
 }

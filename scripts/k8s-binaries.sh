@@ -1,47 +1,53 @@
 #!/usr/bin/env bash
-# Installs the real Kubernetes binaries Flotilla runs and tests against into a
-# versioned cache. Idempotent (a warm run only checks a stamp), safe to run
-# concurrently (flock), and atomic: the cache's bin/ directory appears only
-# once every binary has been built and has run.
+# Builds Kubernetes and etcd from Go modules into a versioned cache, for
+# Flotilla's local clusters, hosted clusters and tests. Idempotent (a warm
+# run only checks a stamp), safe to run concurrently (flock) and atomic
+# (bin/ appears only once every binary has been built and has run). Prints
+# the time of each step on stderr and the bin directory on stdout.
 #
-#   scripts/k8s-binaries.sh            build or reuse, print the bin directory
-#   scripts/k8s-binaries.sh 1.37.2     current Kubernetes from Go modules (k8s-modules.sh)
-#   FLOTILLA_K8S_BIN=/dir scripts/...   use/fill another directory
+#   scripts/k8s-binaries.sh           the default release (1.37.2)
+#   scripts/k8s-binaries.sh 1.36.3    another 1.3x release (1.34-1.37 are served)
+#   FLOTILLA_K8S_BIN=/dir scripts/... build into another directory
 #
-# What it does on a fresh machine (see ../shared/DESIGN.md for why):
-#   1. apt-get install etcd-server etcd-client golang-go jq rsync dpkg-dev patch iproute2
-#      golang-github-modern-go-reflect2-dev
-#   2. apt-get source kubernetes (1.20.2) through a private deb-src list, so
-#      the system's apt sources are left untouched
-#   3. replace the vendored modern-go/reflect2 with Debian's v1.0.2 (the
-#      vendored v1.0.1 crashes kube-apiserver under Go 1.19)
-#   4. apply scripts/patches/*.patch (kubemark: choosable node capacity,
-#      loopback-only kubelet, no fixed healthz port)
-#   5. build kube-apiserver, kube-controller-manager, kube-scheduler,
-#      kubemark and kubectl in GOPATH mode; copy etcd beside them
-#   6. run each binary's --version before declaring success
+# How: a wrapper module (`flotilla.local/k8s`) requires k8s.io/kubernetes at
+# VERSION and replaces every staging module (k8s.io/api, ...) with its
+# release v0.X.Y, as kubernetes' own go.mod lists them; `go mod vendor`
+# copies what the commands need, and `go build -mod=vendor` builds them.
+# kubemark is Flotilla's hollow node (scripts/hollow-node/: node
+# capacity flags, loopback-only kubelet, per-node sockets and directories),
+# built inside the wrapper module over upstream's pkg/kubemark.
+# etcd: the release line Kubernetes pins (3.7) and the one before (3.6),
+# each a small main over go.etcd.io/etcd/server's etcdmain, so an etcd
+# upgrade is a real one.
+#
+# Needs: Go 1.26 (on the machine) and the Go module proxy; iproute2 (for
+# the tests' network namespaces) is installed from Debian if missing.
 set -euo pipefail
 
-# Current Kubernetes (1.3x) and its etcd come from Go modules instead.
-case "${1:-}" in
-    "" | 1.20.2 | v1.20.2) ;;
-    *) exec "$(dirname "${BASH_SOURCE[0]}")/k8s-modules.sh" "$1" ;;
+DEFAULT_VERSION=1.37.2
+VERSION="${1:-$DEFAULT_VERSION}"
+VERSION="${VERSION#v}"
+case "$VERSION" in
+    1.3[0-9].*) ;;
+    *) echo "k8s-binaries: $VERSION is not a 1.3x release (the module proxy serves 1.34-1.37)" >&2; exit 2 ;;
 esac
-
-K8S_VERSION=1.20.2
-SCRIPT_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-# The recipe id changes when the patches (or RECIPE_REVISION) change, so a
-# cache built by an older recipe is rebuilt rather than silently reused.
+MINOR="${VERSION#1.}"; MINOR="${MINOR%%.*}"
+STAGING_VERSION="v0.${VERSION#1.}"
+# etcd releases built beside each Kubernetes: the pinned line and the one
+# before it (see k8s.io/kubernetes' go.mod for the pin).
+ETCD_NEW=3.7.4
+ETCD_OLD=3.6.17
 RECIPE_REVISION=1
-RECIPE="$( { echo "$RECIPE_REVISION"; cat "$SCRIPT_DIR"/patches/*.patch; } | sha256sum | cut -c1-16)"
+HOLLOW_NODE="$(dirname "${BASH_SOURCE[0]}")/hollow-node"
+RECIPE="$( { echo "$RECIPE_REVISION $VERSION $ETCD_NEW $ETCD_OLD"; cat "${BASH_SOURCE[0]}" "$HOLLOW_NODE"/*.go; } | sha256sum | cut -c1-16)"
 CACHE_ROOT="${FLOTILLA_CACHE:-$HOME/.cache/flotilla}"
-BIN_DIR="${FLOTILLA_K8S_BIN:-$CACHE_ROOT/kubernetes/v$K8S_VERSION/bin}"
+BIN_DIR="${FLOTILLA_K8S_BIN:-$CACHE_ROOT/kubernetes/v$VERSION/bin}"
 STAMP="$BIN_DIR/.complete"
-BINARIES=(kube-apiserver kube-controller-manager kube-scheduler kubemark kubectl etcd etcdctl)
-APT_PACKAGES=(etcd-server etcd-client golang-go jq rsync dpkg-dev patch golang-github-modern-go-reflect2-dev iproute2)
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
+BINARIES=("${K8S_COMMANDS[@]}" kubemark etcd etcdctl "etcd-$ETCD_OLD" "etcdctl-$ETCD_OLD")
 
-step() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-fail() { printf 'k8s-binaries: FAILED at step "%s": %s\n' "$CURRENT_STEP" "$*" >&2; exit 1; }
+started=$(date +%s)
+step() { printf '\033[1m==> [%4ss] %s\033[0m\n' "$(( $(date +%s) - started ))" "$*" >&2; }
 CURRENT_STEP="check cache"
 trap 'rc=$?; if [ $rc -ne 0 ]; then printf "k8s-binaries: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
 
@@ -50,133 +56,102 @@ cache_ok() {
     grep -qx "recipe=$RECIPE" "$STAMP" || return 1
     for b in "${BINARIES[@]}"; do [ -x "$BIN_DIR/$b" ] || return 1; done
 }
-
+# The tests' network namespaces need `ip`; a fresh Debian may lack it.
+if ! command -v ip >/dev/null; then
+    CURRENT_STEP="install iproute2"
+    step "$CURRENT_STEP"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends iproute2 >&2
+fi
 if cache_ok; then echo "$BIN_DIR"; exit 0; fi
 
+command -v go >/dev/null || { echo "k8s-binaries: needs Go (1.26 or newer) on PATH" >&2; exit 1; }
 mkdir -p "$(dirname "$BIN_DIR")"
-LOCK="$(dirname "$BIN_DIR")/.build.lock"
-exec 9>"$LOCK"
+exec 9>"$(dirname "$BIN_DIR")/.build.lock"
 if ! flock -n 9; then
-    step "another build holds $LOCK; waiting for it"
+    step "another build holds the lock; waiting for it"
     flock 9
 fi
-# The run that held the lock may have finished the job.
 if cache_ok; then echo "$BIN_DIR"; exit 0; fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-
-CURRENT_STEP="install Debian packages"
-missing=()
-for p in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-    step "installing Debian packages: ${missing[*]}"
-    $SUDO apt-get update -qq >&2 || fail "apt-get update failed: is the Debian package registry reachable?"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2 \
-        || fail "apt-get install ${missing[*]} failed: is the Debian package registry reachable?"
-fi
-REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
-[ -d "$REFLECT2" ] || fail "$REFLECT2 missing after installing golang-github-modern-go-reflect2-dev"
-GO_VERSION="$(go version)" || fail "go is not runnable"
-
-# A fixed path (we hold the lock): Go's build cache, kept across recipe
-# changes in $GO_CACHE_KEEP, only hits when the source path is the same.
-WORK="$(dirname "$BIN_DIR")/build"
-GO_CACHE_KEEP="$(dirname "$BIN_DIR")/go-build-cache"
-rm -rf "$WORK"; mkdir -p "$WORK"
-STAGE="$BIN_DIR.tmp.$$"
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/flotilla-k8s-$VERSION.XXXXXX")"
+STAGE="$(dirname "$BIN_DIR")/.bin.staging.$$"
 trap 'rc=$?; rm -rf "$WORK" "$STAGE"; if [ $rc -ne 0 ]; then printf "k8s-binaries: step \"%s\" failed (exit %s); the cache at %s was left untouched\n" "$CURRENT_STEP" "$rc" "$BIN_DIR" >&2; fi' EXIT
+export GOFLAGS=-buildvcs=false CGO_ENABLED=0
 
-CURRENT_STEP="fetch kubernetes source package"
-step "fetching the kubernetes $K8S_VERSION source package"
-mkdir -p "$WORK/apt/lists/partial" "$WORK/src"
-MIRROR="$(grep -rhoE 'https?://deb\.debian\.org/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null | head -n1 || true)"
-MIRROR="${MIRROR:-http://deb.debian.org/debian}"
-echo "deb-src [trusted=yes] ${MIRROR%/} bookworm main" > "$WORK/apt/sources.list"
-APT_OPTS=(-o "Dir::Etc::SourceList=$WORK/apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-          -o "Dir::State::Lists=$WORK/apt/lists" -o "APT::Sandbox::User=root")
-apt-get "${APT_OPTS[@]}" update -qq >&2 || fail "apt-get update for deb-src failed: is ${MIRROR} reachable?"
-( cd "$WORK/src" && apt-get "${APT_OPTS[@]}" source -qq --download-only kubernetes >&2 ) \
-    || fail "apt-get source kubernetes failed"
-# Debian versions it "1.20.5+really1.20.2-..."; make sure it is the upstream we expect.
-DSC="$(ls "$WORK"/src/kubernetes_*.dsc)"
-case "$DSC" in
-    *"really$K8S_VERSION"*|*"_$K8S_VERSION-"*) ;;
-    *) fail "Debian ships $(basename "$DSC"), not Kubernetes $K8S_VERSION" ;;
-esac
-( cd "$WORK/src" && dpkg-source --no-check -x kubernetes_*.dsc kubernetes >/dev/null ) \
-    || fail "unpacking the kubernetes source package failed"
-SRC="$WORK/src/kubernetes"
-[ -d "$SRC/vendor" ] || fail "the source package has no vendor/ tree"
+CURRENT_STEP="resolve k8s.io/kubernetes@v$VERSION"
+step "$CURRENT_STEP"
+MODFILE="$(go mod download -json "k8s.io/kubernetes@v$VERSION" | sed -n 's/^\s*"GoMod": "\(.*\)",\?$/\1/p')"
+[ -f "$MODFILE" ] || { echo "k8s-binaries: the module proxy does not serve k8s.io/kubernetes@v$VERSION" >&2; exit 1; }
+GO_LINE="$(grep -m1 '^go ' "$MODFILE")"
 
-CURRENT_STEP="patch vendored reflect2"
-rm -rf "$SRC/vendor/github.com/modern-go/reflect2"
-cp -r "$REFLECT2" "$SRC/vendor/github.com/modern-go/reflect2"
-rm -f "$SRC/vendor/github.com/modern-go/reflect2/go.mod"
-
-CURRENT_STEP="apply Flotilla patches"
-for p in "$SCRIPT_DIR"/patches/*.patch; do
-    patch -d "$SRC" -p1 --quiet --forward < "$p" >&2 || fail "patch $(basename "$p") does not apply"
-done
-
-CURRENT_STEP="build kubernetes binaries"
-TARGETS="cmd/kube-apiserver cmd/kube-controller-manager cmd/kube-scheduler cmd/kubemark cmd/kubectl"
-step "building $TARGETS with $GO_VERSION (4-6 minutes on 2 cores the first time)"
-mkdir -p "$SRC/.go/src/k8s.io"
-ln -s ../../.. "$SRC/.go/src/k8s.io/kubernetes"
-BUILD_LOG="$WORK/build.log"
-# Kubernetes' make keeps its Go cache in _output/local/go/cache; reuse the last one.
-if [ -d "$GO_CACHE_KEEP" ]; then
-    mkdir -p "$SRC/_output/local/go"
-    mv "$GO_CACHE_KEEP" "$SRC/_output/local/go/cache"
-fi
-(
-    cd "$SRC/.go/src/k8s.io/kubernetes"
-    env GOPATH="$SRC/.go" GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
-        KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean \
-        make WHAT="$TARGETS" >"$BUILD_LOG" 2>&1
-) &
-BUILD_PID=$!
-start=$(date +%s)
-while kill -0 "$BUILD_PID" 2>/dev/null; do
-    sleep 5
-    last="$(tail -n1 "$BUILD_LOG" 2>/dev/null | cut -c1-100)"
-    printf '    %4ss  %s\n' "$(( $(date +%s) - start ))" "$last" >&2
-done
-if ! wait "$BUILD_PID"; then
-    tail -n 40 "$BUILD_LOG" >&2
-    fail "make failed (the last lines of its log are above)"
-fi
-
-rm -rf "$GO_CACHE_KEEP"
-mv "$SRC/_output/local/go/cache" "$GO_CACHE_KEEP" 2>/dev/null || true
-
-CURRENT_STEP="verify binaries"
-rm -rf "$STAGE"; mkdir -p "$STAGE"
-OUT="$SRC/_output/local/bin/linux/amd64"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubemark kubectl; do
-    [ -x "$OUT/$b" ] || fail "$b was not built"
-    cp "$OUT/$b" "$STAGE/$b"
-done
-cp /usr/bin/etcd "$STAGE/etcd" || fail "/usr/bin/etcd missing (etcd-server package)"
-cp /usr/bin/etcdctl "$STAGE/etcdctl" || fail "/usr/bin/etcdctl missing (etcd-client package)"
-for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
-    "$STAGE/$b" --version >/dev/null 2>&1 || "$STAGE/$b" version --client >/dev/null 2>&1 || fail "$b does not run"
-done
-"$STAGE/kubemark" --help >/dev/null 2>&1 || fail "kubemark does not run"
-"$STAGE/etcd" --version >/dev/null 2>&1 || fail "etcd does not run"
+CURRENT_STEP="write the wrapper module"
+step "$CURRENT_STEP (staging modules at $STAGING_VERSION)"
+mkdir -p "$WORK/k8s"
 {
-    echo "recipe=$RECIPE"
-    echo "kubernetes=v$K8S_VERSION"
-    echo "go=$GO_VERSION"
-    echo "etcd=$("$STAGE/etcd" --version | head -n1)"
-    echo "built=$(date -u +%Y-%m-%dT%H:%M:%SZ)"
-} > "$STAGE/.complete"
+    printf 'module flotilla.local/k8s\n\n%s\n\nrequire k8s.io/kubernetes v%s\n\nreplace (\n' "$GO_LINE" "$VERSION"
+    grep -oE '^\s+k8s.io/[a-z0-9-]+ => ./staging' "$MODFILE" | awk -v v="$STAGING_VERSION" '{print "\t" $1 " => " $1 " " v}'
+    printf ')\n'
+} > "$WORK/k8s/go.mod"
+{
+    printf '//go:build tools\n\n// The commands built, so `go mod vendor` copies them.\npackage tools\n\nimport (\n'
+    for c in "${K8S_COMMANDS[@]}"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "$c"; done
+    printf ')\n'
+} > "$WORK/k8s/tools.go"
+mkdir -p "$WORK/k8s/cmd/hollow-node"
+cp "$HOLLOW_NODE/main.go" "$WORK/k8s/cmd/hollow-node/"
+# cadvisor.Interface changed in 1.37: take the fake's wrapper for this minor.
+if [ "$MINOR" -ge 37 ]; then CADVISOR=cadvisor_1.37.go; else CADVISOR=cadvisor_1.36.go; fi
+cp "$HOLLOW_NODE/$CADVISOR" "$WORK/k8s/cmd/hollow-node/"
 
-CURRENT_STEP="install into cache"
-rm -rf "$BIN_DIR"
+CURRENT_STEP="go mod tidy and vendor"
+step "$CURRENT_STEP"
+(cd "$WORK/k8s" && go mod tidy >/dev/null && go mod vendor)
+
+LDFLAGS="-s -w -X k8s.io/component-base/version.gitVersion=v$VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$MINOR -X k8s.io/client-go/pkg/version.gitVersion=v$VERSION"
+mkdir -p "$STAGE"
+for c in "${K8S_COMMANDS[@]}"; do
+    CURRENT_STEP="build $c"
+    step "$CURRENT_STEP"
+    (cd "$WORK/k8s" && go build -mod=vendor -trimpath -ldflags "$LDFLAGS" -o "$STAGE/$c" "k8s.io/kubernetes/cmd/$c")
+done
+CURRENT_STEP="build kubemark (Flotilla's hollow node)"
+step "$CURRENT_STEP"
+(cd "$WORK/k8s" && go build -mod=vendor -trimpath -ldflags "$LDFLAGS" -o "$STAGE/kubemark" ./cmd/hollow-node)
+
+build_etcd() { # version suffix
+    local dir="$WORK/etcd-$1"
+    mkdir -p "$dir/cmd/etcd"
+    printf 'module flotilla.local/etcd\n\n%s\n' "$GO_LINE" > "$dir/go.mod"
+    printf '// etcd, built from the go.etcd.io/etcd/server module.\npackage main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > "$dir/cmd/etcd/main.go"
+    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/etcdctl/v3"\n' > "$dir/tools.go"
+    (cd "$dir" && go get "go.etcd.io/etcd/server/v3@v$1" "go.etcd.io/etcd/etcdctl/v3@v$1" >/dev/null 2>&1 && go mod tidy >/dev/null \
+        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd$2" ./cmd/etcd \
+        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcdctl$2" go.etcd.io/etcd/etcdctl/v3)
+}
+CURRENT_STEP="build etcd $ETCD_NEW"
+step "$CURRENT_STEP"
+build_etcd "$ETCD_NEW" ""
+CURRENT_STEP="build etcd $ETCD_OLD"
+step "$CURRENT_STEP"
+build_etcd "$ETCD_OLD" "-$ETCD_OLD"
+
+CURRENT_STEP="run every binary"
+step "$CURRENT_STEP"
+for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubemark; do
+    "$STAGE/$c" --version | grep -x "Kubernetes v$VERSION" >/dev/null || { echo "k8s-binaries: $c does not say v$VERSION" >&2; exit 1; }
+done
+"$STAGE/kubectl" version --client | grep "v$VERSION" >/dev/null
+"$STAGE/etcd" --version | grep "etcd Version: $ETCD_NEW" >/dev/null
+"$STAGE/etcd-$ETCD_OLD" --version | grep "etcd Version: $ETCD_OLD" >/dev/null
+"$STAGE/etcdctl" version | grep "$ETCD_NEW" >/dev/null
+"$STAGE/etcdctl-$ETCD_OLD" version | grep "$ETCD_OLD" >/dev/null
+
+CURRENT_STEP="publish"
+printf 'recipe=%s\nversion=%s\netcd=%s %s\n' "$RECIPE" "$VERSION" "$ETCD_NEW" "$ETCD_OLD" > "$STAGE/.complete"
+rm -rf "$BIN_DIR.old"
+if [ -d "$BIN_DIR" ]; then mv "$BIN_DIR" "$BIN_DIR.old"; fi
 mv "$STAGE" "$BIN_DIR"
-step "Kubernetes binaries ready in $BIN_DIR"
+rm -rf "$BIN_DIR.old"
+step "Kubernetes v$VERSION and etcd $ETCD_NEW / $ETCD_OLD ready in $BIN_DIR"
 echo "$BIN_DIR"

@@ -97,7 +97,7 @@ pub struct EtcdClusterSpec {
     /// one at a time.
     #[schemars(extend("enum" = [1, 3, 5]))]
     pub members: i32,
-    /// etcd version, e.g. `3.4.23`.
+    /// etcd version, e.g. `3.7.4`.
     #[schemars(length(min = 1))]
     pub version: String,
     /// Process: members run on Machines; Kubernetes: a StatefulSet.
@@ -439,7 +439,7 @@ pub struct EtcdRestoreStatus {
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HostedClusterSpec {
-    /// Kubernetes version of the control plane, e.g. `1.20.2`. Changing it
+    /// Kubernetes version of the control plane, e.g. `1.37.2`. Changing it
     /// upgrades (one minor version at a time).
     #[schemars(regex(pattern = r"^v?[0-9]+\.[0-9]+\.[0-9]+.*$"))]
     pub version: String,
@@ -845,7 +845,7 @@ metadata:
   name: team-a
   namespace: kok
 spec:
-  version: 1.20.2
+  version: 1.36.2
   etcd:
     shared:
       clusterRef: shared-etcd
@@ -883,7 +883,7 @@ metadata:
   name: shared-etcd
 spec:
   members: 3
-  version: 3.4.23
+  version: 3.7.4
   storage:
     dataDir: /var/lib/etcd
     size: 8Gi
@@ -905,7 +905,7 @@ status:
       isLearner: false
       healthy: true
       dbSizeBytes: 20480
-      version: 3.4.23
+      version: 3.7.4
 "#;
         let etcd: EtcdCluster = serde_saphyr::from_str(yaml).unwrap();
         assert_eq!(etcd.spec.runtime, Runtime::Process);
@@ -931,7 +931,7 @@ status:
     #[test]
     fn unknown_spec_fields_are_rejected() {
         let err = serde_json::from_value::<HostedClusterSpec>(serde_json::json!({
-            "version": "1.20.2", "etcd": {"clusterRef": "e"}, "controlPlan": {}
+            "version": "1.36.2", "etcd": {"clusterRef": "e"}, "controlPlan": {}
         }));
         assert!(err.is_err());
     }

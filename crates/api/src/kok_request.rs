@@ -110,9 +110,9 @@ mod tests {
         HostedClusterRequest {
             namespace: "team".into(),
             name: "c1".into(),
-            version: "1.20.2".into(),
+            version: "1.36.2".into(),
             etcd_members: 3,
-            etcd_version: "3.4.23".into(),
+            etcd_version: "3.7.4".into(),
             runtime: Runtime::Process,
             replicas: 1,
             nodes: 2,
@@ -131,7 +131,7 @@ mod tests {
         let etcd = request().etcd_cluster(owner());
         assert_eq!(etcd.metadata.name.as_deref(), Some("c1-etcd"));
         assert_eq!(etcd.metadata.namespace.as_deref(), Some("team"));
-        assert_eq!((etcd.spec.members, etcd.spec.version.as_str()), (3, "3.4.23"));
+        assert_eq!((etcd.spec.members, etcd.spec.version.as_str()), (3, "3.7.4"));
         assert_eq!(
             etcd.metadata.labels.as_ref().and_then(|l| l.get("example.io/owner")).map(String::as_str),
             Some("team.c1")
@@ -142,7 +142,7 @@ mod tests {
             (hc.metadata.name.as_deref(), hc.metadata.namespace.as_deref()),
             (Some("c1"), Some("team"))
         );
-        assert_eq!(hc.spec.version, "1.20.2");
+        assert_eq!(hc.spec.version, "1.36.2");
         assert_eq!(hc.spec.etcd.resolve(), Some(("c1-etcd", "/registry")));
         assert_eq!(hc.spec.control_plane.replicas, 1);
         assert_eq!(hc.spec.control_plane.runtime, Runtime::Process);

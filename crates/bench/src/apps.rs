@@ -79,7 +79,7 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     if args.members == 0 {
         bail!("--members must be at least 1");
     }
-    let bin_dir = flotilla_cli::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure(None)?;
     let binaries = Binaries::in_dir(&bin_dir)?;
     let mut hub_config = ClusterConfig::hub("bench-hub");
     hub_config.binaries = Some(binaries.clone());

@@ -324,7 +324,7 @@ fn count_moved(
 }
 
 async fn start(args: &FaultsArgs) -> anyhow::Result<Bench> {
-    let bin_dir = flotilla_cli::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure(None)?;
     let binaries = Binaries::in_dir(&bin_dir)?;
     let tmp = tempfile::tempdir()?;
     let etcd = Etcd::start(&binaries, &tmp.path().join("shared-etcd")).await?;

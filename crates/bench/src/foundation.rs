@@ -23,7 +23,7 @@ pub struct FoundationArgs {
 }
 
 pub async fn foundation(args: FoundationArgs) -> anyhow::Result<bool> {
-    let bin_dir = flotilla_cli::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure(None)?;
     let binaries = Binaries::in_dir(&bin_dir)?;
     if args.runs == 0 {
         bail!("--runs must be at least 1");

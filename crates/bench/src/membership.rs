@@ -45,7 +45,7 @@ async fn wait_available(
 }
 
 pub async fn membership(args: MembershipArgs) -> anyhow::Result<bool> {
-    let bin_dir = flotilla_cli::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure(None)?;
     let binaries = Binaries::in_dir(&bin_dir)?;
     let mut hub_config = ClusterConfig::hub("bench-hub");
     hub_config.binaries = Some(binaries.clone());

@@ -66,7 +66,7 @@ pub struct RestoreArgs {
     #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(["1", "3", "5"]))]
     pub members: Option<String>,
     /// etcd version of the new cluster (with --members).
-    #[arg(long, default_value = "3.4.23")]
+    #[arg(long, default_value = "3.7.4")]
     pub version: String,
     /// Namespace of the EtcdBackup on the hub.
     #[arg(long, short = 'n', default_value = "default")]

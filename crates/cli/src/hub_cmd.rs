@@ -133,7 +133,7 @@ impl KokArgs {
         let mut versions = std::collections::BTreeMap::new();
         for v in &self.versions {
             let (version, dir) = v.split_once('=').with_context(|| {
-                format!("--kok-version {v}: expected VERSION=DIR, e.g. 1.20.2=/opt/k8s/bin")
+                format!("--kok-version {v}: expected VERSION=DIR, e.g. 1.37.2=/opt/k8s/bin")
             })?;
             versions.insert(version.trim_start_matches('v').to_string(), PathBuf::from(dir));
         }

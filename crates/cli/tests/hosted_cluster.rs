@@ -33,7 +33,7 @@ async fn a_hosted_cluster_runs_pods_survives_a_killed_apiserver_and_is_deleted_c
     let clusters = env.clusters();
     let ready = env.wait_phase("c1", HostedClusterPhase::Ready).await;
     let status = ready.status.clone().unwrap();
-    assert_eq!(status.version.as_deref(), Some("1.20.2"));
+    assert_eq!(status.version.as_deref(), Some("1.37.2"));
     assert_eq!(status.ready_nodes, Some(2));
     let etcd = Api::<EtcdCluster>::namespaced(client.clone(), NS).get("c1-etcd").await.unwrap();
     assert_eq!(etcd.status.as_ref().unwrap().ready_members, 3, "{:?}", etcd.status);

@@ -5,9 +5,10 @@
 //! component one at a time; a CA rotation issues new kubeconfigs that work
 //! while the old ones are refused, and the worker node joins again.
 //!
-//! Only Kubernetes 1.20.2 can be built here, so the second and third
-//! versions are registered by directory: `1.21.0` holds stand-ins that
-//! exit at once (a broken release), `1.21.1` links to the real binaries.
+//! The cluster starts on the previous minor (1.36.3) and is upgraded for
+//! real to the current one (1.37.2), both from the binary cache; `1.37.0`
+//! is registered as a directory of stand-ins that exit at once (a broken
+//! release).
 
 mod kok_env;
 
@@ -22,6 +23,10 @@ use kok_env::{kubectl, KokEnv, WAIT};
 use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
+/// The previous minor, and the current one (the cache's default).
+const OLD: &str = "1.36.3";
+const NEW: &str = "1.37.2";
+
 const PARTS: [&str; 4] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubemark"];
 
 fn broken_release(dir: &Path) {
@@ -30,14 +35,6 @@ fn broken_release(dir: &Path) {
         let path = dir.join(part);
         std::fs::write(&path, "#!/bin/sh\necho \"this build is broken\" >&2\nexit 1\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-}
-
-fn linked_release(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let real = Binaries::locate().unwrap();
-    for part in PARTS {
-        std::os::unix::fs::symlink(real.path(part), dir.join(part)).unwrap();
     }
 }
 
@@ -59,10 +56,9 @@ fn condition<'a>(
 async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credential() {
     let releases = tempfile::tempdir().unwrap();
     broken_release(&releases.path().join("broken"));
-    linked_release(&releases.path().join("linked"));
     let versions = BTreeMap::from([
-        ("1.21.0".to_string(), releases.path().join("broken")),
-        ("1.21.1".to_string(), releases.path().join("linked")),
+        ("1.37.0".to_string(), releases.path().join("broken")),
+        (OLD.to_string(), Binaries::locate_version(OLD).unwrap().dir().to_path_buf()),
     ]);
     let env = KokEnv::start(&["m1", "m2"], versions, |op| {
         // Generous: an apiserver on a loaded 2-core CI machine can take
@@ -70,14 +66,14 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         op.upgrade_step_deadline = Duration::from_secs(45);
     })
     .await;
-    env.create_cluster("c2", json!({"nodes": {"count": 1}})).await;
+    env.create_cluster("c2", json!({"version": OLD, "nodes": {"count": 1}})).await;
     env.wait_phase("c2", HostedClusterPhase::Ready).await;
     let old_kubeconfig = env.kubeconfig("c2", "old.kubeconfig").await;
     let (ok, out) = kubectl(&old_kubeconfig, &["create", "configmap", "keep-me", "--from-literal=a=1"]).await;
     assert!(ok, "{out}");
 
     // Refused: a minor downgrade, and a skipped minor version. Nothing moves.
-    for (version, words) in [("1.19.0", "downgrade"), ("1.22.0", "minor")] {
+    for (version, words) in [("1.35.0", "downgrade"), ("1.38.0", "minor")] {
         set_version(&env, "c2", version).await;
         let hc = env
             .wait_cluster("c2", &format!("refuse {version}"), |hc| {
@@ -87,13 +83,13 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
             .await;
         let message = &condition(&hc, "Upgraded").unwrap().message;
         assert!(message.contains(words) && message.contains(version), "{message}");
-        assert_eq!(hc.status.as_ref().unwrap().version.as_deref(), Some("1.20.2"));
-        assert!(hc.status.as_ref().unwrap().instances.iter().all(|i| i.version.as_deref() == Some("1.20.2")));
+        assert_eq!(hc.status.as_ref().unwrap().version.as_deref(), Some(OLD));
+        assert!(hc.status.as_ref().unwrap().instances.iter().all(|i| i.version.as_deref() == Some(OLD)));
     }
 
     // A broken release: the apiserver never gets healthy on it, so after the
-    // step deadline everything goes back to 1.20.2.
-    set_version(&env, "c2", "1.21.0").await;
+    // step deadline everything goes back to the old version.
+    set_version(&env, "c2", "1.37.0").await;
     env.wait_cluster("c2", "start upgrading", |hc| {
         hc.status.as_ref().and_then(|s| s.phase) == Some(HostedClusterPhase::Upgrading)
     })
@@ -107,7 +103,7 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         })
         .await;
     let status = hc.status.clone().unwrap();
-    assert_eq!(status.version.as_deref(), Some("1.20.2"));
+    assert_eq!(status.version.as_deref(), Some(OLD));
     let upgraded = condition(&hc, "Upgraded").unwrap();
     assert_eq!((upgraded.status.as_str(), upgraded.reason.as_str()), ("False", "RolledBack"), "{upgraded:?}");
     assert!(upgraded.message.contains("kube-apiserver"), "{upgraded:?}");
@@ -117,27 +113,27 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
     assert!(ok && out == "1", "the cluster and its data survived the failed upgrade: {out}");
 
     // A working release: every component moves, apiserver first.
-    set_version(&env, "c2", "1.21.1").await;
+    set_version(&env, "c2", NEW).await;
     let hc = env
         .wait_cluster("c2", "finish the upgrade", |hc| {
             hc.status
                 .as_ref()
                 .and_then(|s| s.upgrade.as_ref())
-                .is_some_and(|u| u.state == UpgradeState::Succeeded && u.to == "1.21.1")
+                .is_some_and(|u| u.state == UpgradeState::Succeeded && u.to == NEW)
         })
         .await;
     let status = hc.status.clone().unwrap();
-    assert_eq!(status.version.as_deref(), Some("1.21.1"));
-    assert_eq!(status.previous_version.as_deref(), Some("1.20.2"));
+    assert_eq!(status.version.as_deref(), Some(NEW));
+    assert_eq!(status.previous_version.as_deref(), Some(OLD));
     let done = &status.upgrade.as_ref().unwrap().done;
     assert_eq!(done.first().map(String::as_str), Some("kube-apiserver/0"), "{done:?}");
     assert_eq!(done.len(), 3, "{done:?}");
     let hc = env
-        .wait_cluster("c2", "run 1.21.1 everywhere and be Ready", |hc| {
+        .wait_cluster("c2", "run the new version everywhere and be Ready", |hc| {
             let s = hc.status.as_ref();
             s.and_then(|s| s.phase) == Some(HostedClusterPhase::Ready)
                 && s.is_some_and(|s| {
-                    s.instances.iter().all(|i| i.version.as_deref() == Some("1.21.1") && i.healthy)
+                    s.instances.iter().all(|i| i.version.as_deref() == Some(NEW) && i.healthy)
                 })
         })
         .await;

@@ -75,7 +75,7 @@ async fn a_deleted_cluster_comes_back_from_its_etcd_backup() {
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdRestore",
         "metadata": {"name": "bring-back", "namespace": NS},
         "spec": {"backup": "before-delete", "target": "c3-etcd-restored",
-                 "template": {"members": 1, "version": "3.4.23"}},
+                 "template": {"members": 1, "version": "3.7.4"}},
     }))
     .unwrap();
     let restores: Api<EtcdRestore> = Api::namespaced(client.clone(), NS);
@@ -92,7 +92,7 @@ async fn a_deleted_cluster_comes_back_from_its_etcd_backup() {
     let hc: HostedCluster = serde_json::from_value(json!({
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
         "metadata": {"name": "c3", "namespace": NS},
-        "spec": {"version": "1.20.2", "etcd": {"clusterRef": "c3-etcd-restored"}},
+        "spec": {"version": "1.37.2", "etcd": {"clusterRef": "c3-etcd-restored"}},
     }))
     .unwrap();
     env.clusters().create(&PostParams::default(), &hc).await.unwrap();
@@ -139,7 +139,7 @@ async fn one_tenants_prefix_comes_back_into_the_shared_etcd_and_a_changed_tenant
     let shared: EtcdCluster = serde_json::from_value(json!({
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
         "metadata": {"name": "shared", "namespace": NS},
-        "spec": {"members": 1, "version": "3.4.23"},
+        "spec": {"members": 1, "version": "3.7.4"},
     }))
     .unwrap();
     etcds.create(&PostParams::default(), &shared).await.unwrap();

@@ -168,7 +168,11 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     let row =
         shown.lines().find(|l| l.trim_start().starts_with("member-1")).unwrap_or_else(|| panic!("{shown}"));
     let cells: Vec<&str> = row.split_whitespace().collect();
-    assert_eq!(&cells[..6], ["member-1", "Push", "true", "True", "v1.20.2", "2/2"], "{shown}");
+    assert_eq!(
+        &cells[..6],
+        ["member-1", "Push", "true", "True", flotilla_localkube::DEFAULT_K8S_VERSION, "2/2"],
+        "{shown}"
+    );
 
     // A second `up` reports the running fleet instead of starting another.
     let out = flotilla(&["up", "--clusters", "1", "--state-dir", d]);

@@ -82,7 +82,7 @@ async fn token_join_accept_get_and_unjoin_from_the_command_line() {
         let shown = text(&out);
         let row = shown.lines().find(|l| l.trim_start().starts_with("m1")).unwrap_or("").to_string();
         if row.split_whitespace().collect::<Vec<_>>().get(3) == Some(&"True") {
-            assert!(row.contains("1/1") && row.contains("v1.20.2"), "{shown}");
+            assert!(row.contains("1/1") && row.contains(flotilla_localkube::DEFAULT_K8S_VERSION), "{shown}");
             break;
         }
         assert!(Instant::now() < deadline, "m1 never Available:\n{shown}");

@@ -134,7 +134,7 @@ async fn clusters_join_only_when_accepted_and_each_agent_sees_only_its_own_corne
     wait_for("a's inventory", Duration::from_secs(15), || async {
         let status = clusters.get("a").await.unwrap().status.unwrap_or_default();
         status.node_summary.as_ref().is_some_and(|n| n.display == "1/1")
-            && status.kubernetes_version.as_deref() == Some("v1.20.2")
+            && status.kubernetes_version.as_deref() == Some(flotilla_localkube::DEFAULT_K8S_VERSION)
             && status
                 .resource_summary
                 .as_ref()

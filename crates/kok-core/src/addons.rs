@@ -205,7 +205,7 @@ mod tests {
         HostedCluster::new(
             "a",
             HostedClusterSpec {
-                version: "1.20.2".into(),
+                version: "1.36.2".into(),
                 etcd: HostedEtcd { cluster_ref: Some("e".into()), shared: None },
                 addons: addons.iter().map(|n| Addon { name: n.to_string(), version: None }).collect(),
                 ..Default::default()

@@ -620,7 +620,7 @@ mod tests {
     use k8s_openapi::api::apps::v1::StatefulSetStatus;
 
     fn cluster(spec: Value) -> EtcdCluster {
-        let mut base = json!({"members": 3, "version": "3.4.23", "runtime": "Kubernetes"});
+        let mut base = json!({"members": 3, "version": "3.7.4", "runtime": "Kubernetes"});
         if let (Some(base), Some(extra)) = (base.as_object_mut(), spec.as_object()) {
             base.extend(extra.clone());
         }
@@ -716,7 +716,7 @@ mod tests {
         let template = &sts["spec"]["template"];
         assert_eq!(template["metadata"]["annotations"][TLS_CHECKSUM_ANNOTATION], r.tls_checksum.as_str());
         let container = &template["spec"]["containers"][0];
-        assert_eq!(container["image"], "gcr.io/etcd-development/etcd:v3.4.23");
+        assert_eq!(container["image"], "gcr.io/etcd-development/etcd:v3.7.4");
         assert_eq!(container["readinessProbe"]["httpGet"]["port"], METRICS_PORT);
         assert_eq!(
             flag(&r.args, "--initial-cluster"),
@@ -803,7 +803,7 @@ mod tests {
         let mut s: StatefulSet = serde_json::from_value(json!({
             "metadata": {"name": "main", "generation": 2},
             "spec": {"replicas": replicas, "serviceName": "main", "selector": {}, "template": {
-                "spec": {"containers": [{"name": "etcd", "image": "gcr.io/etcd-development/etcd:v3.4.23"}]}}},
+                "spec": {"containers": [{"name": "etcd", "image": "gcr.io/etcd-development/etcd:v3.7.4"}]}}},
         }))
         .unwrap();
         s.status = Some(StatefulSetStatus {
@@ -849,7 +849,7 @@ mod tests {
             (s.conditions[0].status.as_str(), s.conditions[0].reason.as_str()),
             ("True", "AllMembersReady")
         );
-        assert_eq!(s.version.as_deref(), Some("3.4.23"));
+        assert_eq!(s.version.as_deref(), Some("3.7.4"));
         assert!(s.members.iter().all(|m| m.healthy && m.client_url.is_some()));
 
         // A member lost after running: degraded; the transition time moves.

@@ -313,7 +313,7 @@ mod tests {
                 target: "e2".into(),
                 template: template.then(|| EtcdClusterSpec {
                     members: 3,
-                    version: "3.4.23".into(),
+                    version: "3.7.4".into(),
                     ..Default::default()
                 }),
             },
@@ -342,7 +342,7 @@ mod tests {
     fn cluster(name: &str, restored_by: Option<&str>, phase: Option<EtcdClusterPhase>) -> EtcdCluster {
         let mut c = EtcdCluster::new(
             name,
-            EtcdClusterSpec { members: 1, version: "3.4.23".into(), ..Default::default() },
+            EtcdClusterSpec { members: 1, version: "3.7.4".into(), ..Default::default() },
         );
         if let Some(r) = restored_by {
             c.metadata.annotations = Some(BTreeMap::from([(RESTORED_BY.to_string(), r.to_string())]));

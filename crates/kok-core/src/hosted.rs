@@ -769,7 +769,7 @@ pub(crate) mod tests {
         let mut hc = HostedCluster::new(
             "team-a",
             HostedClusterSpec {
-                version: "1.20.2".into(),
+                version: "1.36.2".into(),
                 etcd: HostedEtcd { cluster_ref: Some("team-a-etcd".into()), shared: None },
                 nodes: Some(NodesSpec { count: nodes, machine_pool: None }),
                 ..Default::default()
@@ -782,7 +782,7 @@ pub(crate) mod tests {
 
     pub(crate) fn config() -> HostedOperatorConfig {
         HostedOperatorConfig {
-            versions: BTreeMap::from([("1.20.2".to_string(), PathBuf::from("/k8s/1.20.2"))]),
+            versions: BTreeMap::from([("1.36.2".to_string(), PathBuf::from("/k8s/1.36.2"))]),
             port_range: 40000..=40100,
             ..Default::default()
         }
@@ -796,7 +796,7 @@ pub(crate) mod tests {
             placement,
             etcd_servers: &["https://127.0.0.1:2379".to_string()],
             versions: &versions,
-            node_version: "1.20.2",
+            node_version: "1.36.2",
             config: &config(),
         });
         let ns = hc.metadata.namespace.as_deref().unwrap();
@@ -928,11 +928,11 @@ pub(crate) mod tests {
         let machines = vec![machine("m1", true)];
         let hc = hc(1, 1);
         let placement = place(&hc, &machines, &config(), now()).unwrap();
-        let versions = BTreeMap::from([((Part::Apiserver, 0), "1.21.0".to_string())]);
+        let versions = BTreeMap::from([((Part::Apiserver, 0), "1.37.0".to_string())]);
         let cfg = HostedOperatorConfig {
             versions: BTreeMap::from([
-                ("1.20.2".to_string(), PathBuf::from("/k8s/1.20.2")),
-                ("1.21.0".to_string(), PathBuf::from("/k8s/1.21.0")),
+                ("1.36.2".to_string(), PathBuf::from("/k8s/1.36.2")),
+                ("1.37.0".to_string(), PathBuf::from("/k8s/1.37.0")),
             ]),
             ..config()
         };
@@ -941,22 +941,22 @@ pub(crate) mod tests {
             placement: &placement,
             etcd_servers: &["https://127.0.0.1:2379".to_string()],
             versions: &versions,
-            node_version: "1.20.2",
+            node_version: "1.36.2",
             config: &cfg,
         });
         let comps = &rendered["m1"];
         assert_eq!(comps.len(), 4);
         let api = comps.iter().find(|c| c.name == "apiserver-default-team-a-0").unwrap();
-        assert_eq!(api.binary, "/k8s/1.21.0/kube-apiserver");
-        assert_eq!(api.env[VERSION_ENV], "1.21.0");
+        assert_eq!(api.binary, "/k8s/1.37.0/kube-apiserver");
+        assert_eq!(api.env[VERSION_ENV], "1.37.0");
         assert!(api.args.contains(&"--etcd-servers=https://127.0.0.1:2379".to_string()));
         assert!(api.files.iter().all(|f| f.secret_ref.as_ref().unwrap().name == "team-a-pki"));
         assert!(!api.files.iter().any(|f| f.path.ends_with("/ca.key")));
         let cm = comps.iter().find(|c| c.name == "controller-manager-default-team-a-0").unwrap();
-        assert_eq!(cm.binary, "/k8s/1.20.2/kube-controller-manager");
+        assert_eq!(cm.binary, "/k8s/1.36.2/kube-controller-manager");
         let kubelet = comps.iter().find(|c| c.name == "kubelet-default-team-a-0").unwrap();
         assert_eq!(kubelet.args[0], "kubelet-join");
-        assert!(kubelet.args.contains(&"/k8s/1.20.2/kubemark".to_string()));
+        assert!(kubelet.args.contains(&"/k8s/1.36.2/kubemark".to_string()));
         assert!(kubelet.args.contains(&"--name=team-a-node-0".to_string()));
         assert_eq!(kubelet.files[0].secret_ref.as_ref().unwrap().name, "team-a-node-bootstrap");
     }
@@ -974,14 +974,14 @@ pub(crate) mod tests {
             started_at: Some(at(started)),
         };
         // Steady state and a fresh cluster.
-        assert!(counts_as_healthy(&o("1.20.2", true, 0), None, Some("1.20.2")));
-        assert!(counts_as_healthy(&o("1.20.2", true, 0), None, None));
-        assert!(!counts_as_healthy(&o("1.20.2", false, 0), None, None));
+        assert!(counts_as_healthy(&o("1.36.2", true, 0), None, Some("1.36.2")));
+        assert!(counts_as_healthy(&o("1.36.2", true, 0), None, None));
+        assert!(!counts_as_healthy(&o("1.36.2", false, 0), None, None));
         // During a step: only a process started since it began.
-        assert!(!counts_as_healthy(&o("1.21.0", true, 0), Some(&at(10)), Some("1.20.2")));
-        assert!(counts_as_healthy(&o("1.21.0", true, 12), Some(&at(10)), Some("1.20.2")));
+        assert!(!counts_as_healthy(&o("1.37.0", true, 0), Some(&at(10)), Some("1.36.2")));
+        assert!(counts_as_healthy(&o("1.37.0", true, 12), Some(&at(10)), Some("1.36.2")));
         // A step the cached status does not show yet: the spec is already
-        // on 1.21.0 but the healthy process may be the 1.20.2 one.
-        assert!(!counts_as_healthy(&o("1.21.0", true, 0), None, Some("1.20.2")));
+        // on 1.37.0 but the healthy process may be the 1.36.2 one.
+        assert!(!counts_as_healthy(&o("1.37.0", true, 0), None, Some("1.36.2")));
     }
 }

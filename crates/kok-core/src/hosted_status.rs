@@ -447,7 +447,7 @@ mod tests {
         ];
         let seen = observe(&machines, "default", "team-a");
         assert_eq!(seen.len(), 3);
-        assert!(seen[0].healthy && seen[0].version == "1.20.2");
+        assert!(seen[0].healthy && seen[0].version == "1.36.2");
         let t = Time(Timestamp::from_second(1_800_000_000).unwrap());
         let conds = component_conditions(&hc, &placement, &seen, 0, &t);
         let get = |ty: &str| conds.iter().find(|c| c.type_ == ty).unwrap();
@@ -519,11 +519,11 @@ mod tests {
     fn upgrading_to(version: &str) -> UpgradePlan {
         UpgradePlan {
             versions: BTreeMap::new(),
-            version: Some("1.20.2".into()),
+            version: Some("1.36.2".into()),
             previous_version: None,
             upgrade: None,
             condition: Some(said(conditions::UPGRADED, false, "Upgrading")),
-            upgrading: version != "1.20.2",
+            upgrading: version != "1.36.2",
         }
     }
 
@@ -556,7 +556,7 @@ mod tests {
     fn the_status_follows_from_what_the_reconcile_observed() {
         let was_ready = HostedClusterStatus {
             phase: Some(HostedClusterPhase::Ready),
-            version: Some("1.20.2".into()),
+            version: Some("1.36.2".into()),
             addons: vec![AddonStatus { name: "coredns".into(), hash: "h".into(), applied_at: None }],
             ready_nodes: Some(2),
             conditions: vec![
@@ -595,7 +595,7 @@ mod tests {
                 previous: None,
                 want_ready: true,
                 want_phase: HostedClusterPhase::Ready,
-                want_version: Some("1.20.2"),
+                want_version: Some("1.36.2"),
                 want_message: "the control plane, its add-ons and nodes are healthy",
                 want_types: &[conditions::READY],
                 not_types: &[],
@@ -640,7 +640,7 @@ mod tests {
                 previous: Some(was_ready.clone()),
                 want_ready: false,
                 want_phase: HostedClusterPhase::Degraded,
-                want_version: Some("1.20.2"),
+                want_version: Some("1.36.2"),
                 // The kept CertificatesReady is not in the process runtime's message.
                 want_message: "EtcdReady: EtcdReady says NotAvailable",
                 want_types: &[conditions::UPGRADED, conditions::CERTIFICATES_READY],
@@ -651,11 +651,11 @@ mod tests {
                 runtime: Runtime::Process,
                 nodes: 0,
                 conditions: healthy(),
-                upgrade: Some(upgrading_to("1.21.0")),
+                upgrade: Some(upgrading_to("1.37.0")),
                 previous: Some(was_ready.clone()),
                 want_ready: true,
                 want_phase: HostedClusterPhase::Upgrading,
-                want_version: Some("1.20.2"),
+                want_version: Some("1.36.2"),
                 want_message: "healthy",
                 want_types: &[conditions::UPGRADED],
                 not_types: &[],
@@ -692,7 +692,7 @@ mod tests {
                 previous: Some(HostedClusterStatus { version: None, ..was_ready.clone() }),
                 want_ready: true,
                 want_phase: HostedClusterPhase::Ready,
-                want_version: Some("1.20.2"),
+                want_version: Some("1.36.2"),
                 want_message: "kubernetes runtime",
                 want_types: &[conditions::UPGRADED, conditions::CERTIFICATES_READY],
                 not_types: &[],
@@ -710,7 +710,7 @@ mod tests {
                 previous: Some(was_ready.clone()),
                 want_ready: false,
                 want_phase: HostedClusterPhase::Degraded,
-                want_version: Some("1.20.2"),
+                want_version: Some("1.36.2"),
                 want_message: "CertificatesReady: CertificatesReady says Renewing",
                 want_types: &[conditions::UPGRADED],
                 not_types: &[],

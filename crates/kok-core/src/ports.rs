@@ -105,12 +105,12 @@ mod tests {
         );
         etcd.health =
             Some(HealthCheck { tcp: Some(TcpCheck { host: None, port: 20009 }), ..Default::default() });
-        let api = component("api", &["--secure-port=6443", "--insecure-port=0", "--v=1"]);
+        let api = component("api", &["--secure-port=6443", "--v=1"]);
         assert_eq!(
             component_ports(&etcd).into_iter().collect::<Vec<_>>(),
             [20001, 20002, 20003, 20009, 30000]
         );
-        assert_eq!(component_ports(&api).into_iter().collect::<Vec<_>>(), [0, 6443]);
+        assert_eq!(component_ports(&api).into_iter().collect::<Vec<_>>(), [6443]);
         assert_eq!(flag_port(&api, "--secure-port"), Some(6443));
         assert_eq!(flag_url_port(&etcd, "--listen-client-urls"), Some(20001));
         assert_eq!(flag_port(&api, "--missing"), None);

@@ -135,7 +135,6 @@ pub fn apiserver_args(l: &ControlPlaneLayout) -> Vec<String> {
         format!("--bind-address={}", l.bind_address),
         format!("--advertise-address={}", l.advertise_address),
         format!("--secure-port={}", l.apiserver_port),
-        "--insecure-port=0".into(),
         format!("--tls-cert-file={}", l.crt(leaves::APISERVER)),
         format!("--tls-private-key-file={}", l.key(leaves::APISERVER)),
         format!("--client-ca-file={}", l.file(keys::CA_CRT)),
@@ -160,7 +159,20 @@ pub fn apiserver_args(l: &ControlPlaneLayout) -> Vec<String> {
         "--profiling=false".into(),
         "--v=1".into(),
     ];
+    let base = base.into_iter().chain(endpoint_reconciler_arg(&l.advertise_address)).collect();
     merge_args(base, &l.extra_args.kube_apiserver)
+}
+
+/// kube-apiserver refuses to advertise a loopback address while it keeps
+/// the `kubernetes` Service's endpoints (the default reconciler); an
+/// apiserver on loopback keeps none, as nothing can reach it through the
+/// Service anyway.
+fn endpoint_reconciler_arg(advertise_address: &str) -> Option<String> {
+    let loopback = advertise_address
+        .trim_matches(|c| c == '[' || c == ']')
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_loopback());
+    loopback.then(|| "--endpoint-reconciler-type=none".to_string())
 }
 
 pub fn controller_manager_args(l: &ControlPlaneLayout) -> Vec<String> {
@@ -171,7 +183,6 @@ pub fn controller_manager_args(l: &ControlPlaneLayout) -> Vec<String> {
         format!("--authorization-kubeconfig={kubeconfig}"),
         format!("--bind-address={}", l.bind_address),
         format!("--secure-port={}", l.controller_manager_port),
-        "--port=0".into(),
         format!("--tls-cert-file={}", l.crt(leaves::CONTROLLER_MANAGER_SERVING)),
         format!("--tls-private-key-file={}", l.key(leaves::CONTROLLER_MANAGER_SERVING)),
         format!("--client-ca-file={}", l.file(keys::CA_CRT)),
@@ -206,7 +217,6 @@ pub fn scheduler_args(l: &ControlPlaneLayout) -> Vec<String> {
         format!("--authorization-kubeconfig={kubeconfig}"),
         format!("--bind-address={}", l.bind_address),
         format!("--secure-port={}", l.scheduler_port),
-        "--port=0".into(),
         format!("--tls-cert-file={}", l.crt(leaves::SCHEDULER_SERVING)),
         format!("--tls-private-key-file={}", l.key(leaves::SCHEDULER_SERVING)),
         format!("--client-ca-file={}", l.file(keys::CA_CRT)),
@@ -440,9 +450,21 @@ mod tests {
             ("--service-account-issuer", "https://kubernetes.default.svc.cluster.local".into()),
             ("--authorization-mode", "Node,RBAC".into()),
             ("--enable-bootstrap-token-auth", "true".into()),
-            ("--insecure-port", "0".into()),
         ] {
             assert_eq!(value(&args, flag), Some(want.as_str()), "{flag}");
+        }
+    }
+
+    #[test]
+    fn only_a_loopback_apiserver_turns_the_endpoint_reconciler_off() {
+        for (address, want) in [
+            ("127.0.0.1", Some("--endpoint-reconciler-type=none")),
+            ("::1", Some("--endpoint-reconciler-type=none")),
+            ("[::1]", Some("--endpoint-reconciler-type=none")),
+            ("192.0.2.10", None),
+            ("not-an-ip", None),
+        ] {
+            assert_eq!(endpoint_reconciler_arg(address).as_deref(), want, "{address}");
         }
     }
 
@@ -542,7 +564,7 @@ mod tests {
     #[test]
     fn layout_follows_the_hosted_cluster_spec() {
         let spec: HostedClusterSpec = serde_json::from_value(serde_json::json!({
-            "version": "1.20.2",
+            "version": "1.36.2",
             "etcd": {"shared": {"clusterRef": "shared", "prefix": "/clusters/team-a"}},
             "controlPlane": {"replicas": 3, "extraArgs": {"kubeScheduler": ["--v=3"]}},
             "network": {"podCIDR": "10.244.0.0/16"}

@@ -315,9 +315,9 @@ mod tests {
         HostedClusterRequest {
             namespace: "team".into(),
             name: "c1".into(),
-            version: "1.20.2".into(),
+            version: "1.36.2".into(),
             etcd_members: 3,
-            etcd_version: "3.4.23".into(),
+            etcd_version: "3.7.4".into(),
             runtime: Runtime::Process,
             replicas: 1,
             nodes: 2,
@@ -423,10 +423,10 @@ mod tests {
         hc.metadata.generation = Some(2);
         let status = hc.status.as_mut().unwrap();
         status.observed_generation = Some(2);
-        status.version = Some("1.20.2".into());
+        status.version = Some("1.36.2".into());
         status.upgrade = Some(UpgradeStatus {
-            from: "1.20.2".into(),
-            to: "1.20.3".into(),
+            from: "1.36.2".into(),
+            to: "1.36.3".into(),
             state,
             component: Some("kube-controller-manager".into()),
             instance: Some(0),
@@ -440,36 +440,36 @@ mod tests {
     #[test]
     fn upgrade_reports_progress_and_each_outcome() {
         assert_eq!(
-            upgrade_verdict(&upgrading(UpgradeState::InProgress, None), "1.20.3", 2),
+            upgrade_verdict(&upgrading(UpgradeState::InProgress, None), "1.36.3", 2),
             Verdict::Pending(
-                "Upgrading 1.20.2 → 1.20.3: kube-controller-manager/0 (done: kube-apiserver/0)".into()
+                "Upgrading 1.36.2 → 1.36.3: kube-controller-manager/0 (done: kube-apiserver/0)".into()
             )
         );
         assert!(matches!(
-            upgrade_verdict(&upgrading(UpgradeState::RollingBack, None), "1.20.3", 2),
+            upgrade_verdict(&upgrading(UpgradeState::RollingBack, None), "1.36.3", 2),
             Verdict::Pending(l) if l.starts_with("Rolling back")
         ));
         assert_eq!(
-            upgrade_verdict(&upgrading(UpgradeState::Succeeded, None), "1.20.3", 2),
-            Verdict::Done("upgraded from 1.20.2 to 1.20.3".into())
+            upgrade_verdict(&upgrading(UpgradeState::Succeeded, None), "1.36.3", 2),
+            Verdict::Done("upgraded from 1.36.2 to 1.36.3".into())
         );
         let Verdict::Failed(why) = upgrade_verdict(
             &upgrading(UpgradeState::RolledBack, Some("kube-apiserver/0 not healthy in 60s")),
-            "1.20.3",
+            "1.36.3",
             2,
         ) else {
             panic!("a rollback is a failure")
         };
-        assert!(why.starts_with("rolled back to 1.20.2: kube-apiserver/0 not healthy in 60s"), "{why}");
+        assert!(why.starts_with("rolled back to 1.36.2: kube-apiserver/0 not healthy in 60s"), "{why}");
 
         // The operator has not seen the new spec yet: an old Succeeded is not this one.
         assert!(matches!(
-            upgrade_verdict(&upgrading(UpgradeState::Succeeded, None), "1.20.3", 3),
+            upgrade_verdict(&upgrading(UpgradeState::Succeeded, None), "1.36.3", 3),
             Verdict::Pending(l) if l.contains("waiting for the operator")
         ));
         // A record of another target does not count either.
         assert!(matches!(
-            upgrade_verdict(&upgrading(UpgradeState::Succeeded, None), "1.21.0", 2),
+            upgrade_verdict(&upgrading(UpgradeState::Succeeded, None), "1.37.0", 2),
             Verdict::Pending(_)
         ));
 
@@ -478,7 +478,7 @@ mod tests {
         c.reason = reasons::REFUSED.into();
         refused.status.as_mut().unwrap().conditions.push(c);
         assert_eq!(
-            upgrade_verdict(&refused, "1.22.0", 2),
+            upgrade_verdict(&refused, "1.38.0", 2),
             Verdict::Failed("refused (Refused): spec.version skips a minor version".into())
         );
 
@@ -486,8 +486,8 @@ mod tests {
         let mut fresh = upgrading(UpgradeState::Succeeded, None);
         let status = fresh.status.as_mut().unwrap();
         status.upgrade = None;
-        status.version = Some("1.20.3".into());
-        assert_eq!(upgrade_verdict(&fresh, "1.20.3", 2), Verdict::Done("runs 1.20.3".into()));
+        status.version = Some("1.36.3".into());
+        assert_eq!(upgrade_verdict(&fresh, "1.36.3", 2), Verdict::Done("runs 1.36.3".into()));
     }
 
     fn machine(name: &str, components: &[(&str, ComponentState, Option<&str>)]) -> Machine {

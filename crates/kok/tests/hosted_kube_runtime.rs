@@ -82,7 +82,7 @@ async fn kubernetes_etcd(client: &Client) {
     let etcd: EtcdCluster = serde_json::from_value(json!({
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
         "metadata": {"name": ETCD, "namespace": TENANTS},
-        "spec": {"members": 1, "version": "3.4.23", "runtime": "Kubernetes"},
+        "spec": {"members": 1, "version": "3.7.4", "runtime": "Kubernetes"},
     }))
     .unwrap();
     etcds.create(&PostParams::default(), &etcd).await.unwrap();
@@ -230,7 +230,7 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrad
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
         "metadata": {"name": NAME, "namespace": TENANTS},
         "spec": {
-            "version": "1.20.2",
+            "version": "1.36.2",
             "etcd": {"clusterRef": ETCD},
             "controlPlane": {"runtime": "Kubernetes", "replicas": 1},
         },
@@ -250,7 +250,7 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrad
     let hc = hc_until(&clusters, "phase Ready", ready).await;
     let status = hc.status.clone().unwrap();
     assert_eq!(status.endpoint.as_deref(), Some("https://kube-apiserver.kok-team-k.svc:6443"));
-    assert_eq!(status.version.as_deref(), Some("1.20.2"));
+    assert_eq!(status.version.as_deref(), Some("1.36.2"));
     assert!(!status.certificates.is_empty(), "{status:#?}");
     for type_ in [conditions::VALID, conditions::ETCD_READY, conditions::CERTIFICATES_READY] {
         assert!(is_true(&hc, type_), "{type_}: {status:#?}");
@@ -329,18 +329,18 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrad
     assert_eq!(secret(&client, TENANTS, &pki_secret_name(NAME)).await[keys::CA_CRT], rotated[keys::CA_CRT]);
     assert_eq!(rollouts_now(&client).await, settled);
 
-    // 4. 1.20.2 -> 1.21.0: the apiserver's Deployment first; the others
+    // 4. 1.36.2 -> 1.37.0: the apiserver's Deployment first; the others
     // only once it has rolled out and is available.
     let version = |v: &str| json!({"spec": {"version": v}});
     let before = sample(&client).await;
-    assert_eq!(before.images, ["1.20.2"; 3]);
-    clusters.patch(NAME, &PatchParams::default(), &Patch::Merge(&version("1.21.0"))).await.unwrap();
+    assert_eq!(before.images, ["1.36.2"; 3]);
+    clusters.patch(NAME, &PatchParams::default(), &Patch::Merge(&version("1.37.0"))).await.unwrap();
     let mut samples: Vec<Sample> = Vec::new();
     let deadline = Instant::now() + WAIT;
     loop {
         let sample = sample(&client).await;
         let hc = clusters.get(NAME).await.unwrap();
-        let done = sample.images == ["1.21.0"; 3]
+        let done = sample.images == ["1.37.0"; 3]
             && sample.api_available
             && hc.status.as_ref().and_then(|s| s.upgrade.as_ref()).map(|u| u.state)
                 == Some(UpgradeState::Succeeded);
@@ -351,35 +351,35 @@ async fn hosted_cluster_with_the_kubernetes_runtime_becomes_ready_rotates_upgrad
         assert!(Instant::now() < deadline, "upgrade not done: {:#?} {samples:#?}", hc.status);
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
-    let first = |i: usize| samples.iter().position(|s| s.images[i] == "1.21.0").unwrap();
+    let first = |i: usize| samples.iter().position(|s| s.images[i] == "1.37.0").unwrap();
     let (api, cm, sched) = (first(0), first(1), first(2));
     assert!(api < cm && api < sched, "not the apiserver first: {samples:#?}");
-    // When the others moved, the apiserver was rolled out on 1.21.0 (the
+    // When the others moved, the apiserver was rolled out on 1.37.0 (the
     // later components are read first, so this holds for each sample).
     assert!(samples[cm].api_available && samples[sched].api_available, "{samples:#?}");
     // In between, only the apiserver's Deployment changed its spec.
     let between = &samples[api];
     assert!(between.generations[0] > before.generations[0], "{samples:#?}");
     assert_eq!(between.generations[1..], before.generations[1..], "{samples:#?}");
-    let hc = hc_until(&clusters, "Ready on 1.21.0", ready).await;
+    let hc = hc_until(&clusters, "Ready on 1.37.0", ready).await;
     let status = hc.status.clone().unwrap();
     assert_eq!(
         (status.version.as_deref(), status.previous_version.as_deref()),
-        (Some("1.21.0"), Some("1.20.2"))
+        (Some("1.37.0"), Some("1.36.2"))
     );
     let upgraded = hc.condition(conditions::UPGRADED).unwrap();
     assert_eq!((upgraded.status.as_str(), upgraded.reason.as_str()), ("True", "Succeeded"), "{upgraded:?}");
 
     // 5. A minor downgrade is refused; nothing moves.
-    clusters.patch(NAME, &PatchParams::default(), &Patch::Merge(&version("1.20.2"))).await.unwrap();
+    clusters.patch(NAME, &PatchParams::default(), &Patch::Merge(&version("1.36.2"))).await.unwrap();
     let hc = hc_until(&clusters, "the downgrade refused", |hc| {
         hc.condition(conditions::UPGRADED).is_some_and(|c| c.reason == "Refused")
     })
     .await;
     let refused = hc.condition(conditions::UPGRADED).unwrap();
-    assert!(refused.message.contains("cannot downgrade from 1.21.0 to 1.20.2"), "{refused:?}");
-    assert_eq!(hc.status.as_ref().and_then(|s| s.version.as_deref()), Some("1.21.0"));
-    assert_eq!(sample(&client).await.images, ["1.21.0"; 3]);
+    assert!(refused.message.contains("cannot downgrade from 1.37.0 to 1.36.2"), "{refused:?}");
+    assert_eq!(hc.status.as_ref().and_then(|s| s.version.as_deref()), Some("1.37.0"));
+    assert_eq!(sample(&client).await.images, ["1.37.0"; 3]);
 
     // 6. Deleted: the namespace goes, then the finalizer.
     clusters.delete(NAME, &DeleteParams::default()).await.unwrap();

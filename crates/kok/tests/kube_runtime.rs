@@ -31,7 +31,7 @@ const NS: &str = "kok-team-a";
 
 fn hosted_cluster(namespace: &str) -> HostedCluster {
     let spec: HostedClusterSpec = serde_json::from_value(json!({
-        "version": "1.20.2",
+        "version": "1.36.2",
         "etcd": {"shared": {"clusterRef": "shared", "prefix": "/clusters/team-a"}},
         "controlPlane": {
             "runtime": "Kubernetes",

@@ -15,7 +15,7 @@ pub mod process;
 
 use std::path::{Path, PathBuf};
 
-pub use binaries::{Binaries, DEFAULT_K8S_VERSION};
+pub use binaries::{Binaries, DEFAULT_K8S_VERSION, PREVIOUS_K8S_VERSION};
 pub use cluster::{
     node_is_ready, Cluster, ClusterConfig, ClusterInfo, ControllerSet, NodeConfig, ProcessInfo,
 };

@@ -282,13 +282,13 @@ async fn rendered_pki_and_args_run_a_real_control_plane_that_trusts_only_its_own
                 "apiVersion": "kok.flotilla.io/v1alpha1",
                 "kind": "HostedCluster",
                 "metadata": {"name": "team-a"},
-                "spec": {"version": "1.20.2", "etcd": {"shared": {"clusterRef": "e", "prefix": "/clusters/team-a"}},
+                "spec": {"version": "1.37.2", "etcd": {"shared": {"clusterRef": "e", "prefix": "/clusters/team-a"}},
                          "controlPlane": {"replicas": 1}}
             })),
         )
         .await
         .unwrap();
-    assert_eq!(applied.spec.version, "1.20.2");
+    assert_eq!(applied.spec.version, "1.37.2");
     // Defaults are filled in by the API server, not only by serde.
     let raw: serde_json::Value = admin
         .request(
@@ -308,7 +308,7 @@ async fn rendered_pki_and_args_run_a_real_control_plane_that_trusts_only_its_own
                 "apiVersion": "kok.flotilla.io/v1alpha1",
                 "kind": "HostedCluster",
                 "metadata": {"name": "team-b"},
-                "spec": {"version": "1.20.2", "etcd": {}}
+                "spec": {"version": "1.37.2", "etcd": {}}
             })),
         )
         .await
@@ -323,7 +323,7 @@ async fn rendered_pki_and_args_run_a_real_control_plane_that_trusts_only_its_own
                 "apiVersion": "kok.flotilla.io/v1alpha1",
                 "kind": "EtcdCluster",
                 "metadata": {"name": "e"},
-                "spec": {"members": 2, "version": "3.4.23"}
+                "spec": {"members": 2, "version": "3.7.4"}
             })),
         )
         .await

@@ -18,11 +18,11 @@ use super::args::KokArgs;
 use super::report::*;
 
 pub const NS: &str = "kok-bench";
-pub const VERSION: &str = "1.20.2";
+pub const VERSION: &str = "1.36.3";
 /// The upgrade target: a directory of symlinks to the same binaries (only
 /// one Kubernetes version can be built here); one minor up is what the
 /// version skew rules allow.
-pub const NEXT_VERSION: &str = "1.21.0";
+pub const NEXT_VERSION: &str = "1.37.2";
 pub const MACHINES: [&str; 2] = ["m1", "m2"];
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -212,7 +212,7 @@ impl Env {
         let etcd: EtcdCluster = serde_json::from_value(json!({
             "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
             "metadata": {"name": name, "namespace": NS, "labels": labels},
-            "spec": {"members": 1, "version": "3.4.23"},
+            "spec": {"members": 1, "version": "3.7.4"},
         }))?;
         self.etcds().create(&PostParams::default(), &etcd).await?;
         Ok(())

@@ -38,7 +38,7 @@ pub async fn kok(args: KokArgs) -> anyhow::Result<bool> {
 }
 
 async fn bench(args: KokArgs) -> anyhow::Result<bool> {
-    let bin_dir = flotilla_cli::binaries::ensure()?;
+    let bin_dir = flotilla_cli::binaries::ensure(None)?;
     println!(
         "kok: hub API server, `flotilla hub run` (operators) and {} `flotilla node-agent`s as child processes; \
          process runtime, Kubernetes {VERSION}, 1-member etcd 3.4, {} hollow node(s) per cluster, no add-ons \

@@ -290,7 +290,7 @@ const MACHINES: usize = 2;
 
 /// The EtcdCluster every member stores its data in, under its own prefix.
 const FLEET_ETCD: &str = "fleet-etcd";
-const FLEET_ETCD_VERSION: &str = "3.4.23";
+const FLEET_ETCD_VERSION: &str = "3.7.4";
 
 /// A member of `up`: a hosted cluster with `nodes` hollow nodes and the
 /// default add-ons, on the fleet's shared etcd.

@@ -86,7 +86,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         std::fs::remove_dir_all(dir).with_context(|| format!("removing {}", dir.display()))?;
     }
 
-    let k8s_bin = crate::binaries::ensure()?;
+    let k8s_bin = crate::binaries::ensure(None)?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let log_path = dir.join("fleet.log");
     let log = std::fs::File::create(&log_path)?;

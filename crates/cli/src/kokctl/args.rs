@@ -7,7 +7,7 @@ use flotilla_api::kok::Runtime;
 use crate::hub_kubeconfig::HubKubeconfig;
 
 /// The Kubernetes version of the binary cache.
-pub const DEFAULT_VERSION: &str = "1.20.2";
+pub const DEFAULT_VERSION: &str = "1.37.2";
 
 #[derive(Subcommand, Debug)]
 pub enum HostedCommand {
@@ -240,7 +240,7 @@ mod tests {
         else {
             panic!("not create")
         };
-        assert_eq!(args.version, "1.20.2");
+        assert_eq!(args.version, "1.37.2");
         assert_eq!((args.etcd_members, args.replicas, args.nodes), (1, 1, 1));
         assert_eq!(args.runtime, RuntimeArg::Process);
         assert_eq!(

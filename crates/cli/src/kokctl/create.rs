@@ -26,7 +26,7 @@ fn cached_etcd_version() -> anyhow::Result<String> {
         .with_context(|| format!("{} --version printed no version", binary.display()))
 }
 
-/// The version in `etcd --version` output ("etcd Version: 3.4.23").
+/// The version in `etcd --version` output ("etcd Version: 3.7.4").
 pub fn parse_etcd_version(output: &str) -> Option<String> {
     output
         .lines()
@@ -140,8 +140,8 @@ mod tests {
 
     #[test]
     fn etcd_version_comes_from_the_binary_output() {
-        let out = "etcd Version: 3.4.23\nGit SHA: Not provided\nGo Version: go1.19.8\n";
-        assert_eq!(parse_etcd_version(out).as_deref(), Some("3.4.23"));
+        let out = "etcd Version: 3.7.4\nGit SHA: Not provided\nGo Version: go1.19.8\n";
+        assert_eq!(parse_etcd_version(out).as_deref(), Some("3.7.4"));
         assert_eq!(parse_etcd_version("etcd Version: \n"), None);
         assert_eq!(parse_etcd_version("something else"), None);
     }

@@ -241,9 +241,9 @@ mod tests {
         HostedClusterRequest {
             namespace: "team".into(),
             name: "c1".into(),
-            version: "1.20.2".into(),
+            version: "1.36.2".into(),
             etcd_members: 3,
-            etcd_version: "3.4.23".into(),
+            etcd_version: "3.7.4".into(),
             runtime: Runtime::Process,
             replicas: 1,
             nodes: 2,
@@ -286,10 +286,10 @@ mod tests {
         hc.metadata.generation = Some(2);
         let status = hc.status.as_mut().unwrap();
         status.observed_generation = Some(2);
-        status.version = Some("1.20.2".into());
+        status.version = Some("1.36.2".into());
         status.upgrade = Some(UpgradeStatus {
-            from: "1.20.2".into(),
-            to: "1.20.3".into(),
+            from: "1.36.2".into(),
+            to: "1.36.3".into(),
             state,
             component: Some("kube-controller-manager".into()),
             instance: Some(0),
@@ -307,16 +307,16 @@ mod tests {
         hc.metadata.creation_timestamp = Some(Time(ts("2024-01-01T00:30:00Z")));
         let status = hc.status.as_mut().unwrap();
         status.phase = Some(HostedClusterPhase::Ready);
-        status.version = Some("1.20.2".into());
+        status.version = Some("1.36.2".into());
         status.ready_nodes = Some(1);
         assert_eq!(
             list_row(&hc, false, now),
-            ["c1", "1.20.2", "Ready", "https://127.0.0.1:33000", "1/2", "30m"]
+            ["c1", "1.36.2", "Ready", "https://127.0.0.1:33000", "1/2", "30m"]
         );
-        hc.spec.version = "1.20.3".into();
-        assert_eq!(list_row(&hc, true, now)[..3], ["team", "c1", "1.20.2 (→1.20.3)"]);
+        hc.spec.version = "1.36.3".into();
+        assert_eq!(list_row(&hc, true, now)[..3], ["team", "c1", "1.36.2 (→1.36.3)"]);
         let mut fresh = request().hosted_cluster();
-        assert_eq!(list_row(&fresh, false, now), ["c1", "(1.20.2)", "Pending", "-", "0/2", "-"]);
+        assert_eq!(list_row(&fresh, false, now), ["c1", "(1.36.2)", "Pending", "-", "0/2", "-"]);
         fresh.metadata.deletion_timestamp = Some(Time(now));
         assert_eq!(list_row(&fresh, false, now)[2], "Deleting");
         let shown = render_list(&[hc, fresh], true, now);
@@ -344,12 +344,12 @@ mod tests {
             cond(conditions::ETCD_READY, "True", "EtcdCluster c1-etcd: 3 members"),
         ]);
         let status = hc.status.as_mut().unwrap();
-        status.version = Some("1.20.2".into());
+        status.version = Some("1.36.2".into());
         status.admin_kubeconfig_secret = Some("c1-admin-kubeconfig".into());
         status.instances = vec![ControlPlaneInstanceStatus {
             name: "kube-apiserver-0".into(),
             machine: Some("m1".into()),
-            version: Some("1.20.2".into()),
+            version: Some("1.36.2".into()),
             healthy: false,
         }];
         status.upgrade = upgrading(UpgradeState::InProgress, None).status.unwrap().upgrade;
@@ -366,10 +366,10 @@ mod tests {
         }
         for want in [
             "Name:        team/c1",
-            "Version:     1.20.2 (spec 1.20.2)",
+            "Version:     1.36.2 (spec 1.36.2)",
             "Etcd:        c1-etcd (not found)",
             "kube-apiserver-0",
-            "Upgrade:     1.20.2 → 1.20.3: InProgress, now kube-controller-manager/0",
+            "Upgrade:     1.36.2 → 1.36.3: InProgress, now kube-controller-manager/0",
             "done: kube-apiserver/0",
             "Certificates (soonest expiry first, 5 of 8):",
         ] {

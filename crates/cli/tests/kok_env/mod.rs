@@ -137,7 +137,7 @@ impl KokEnv {
         etcd.resync = Duration::from_secs(1);
         etcd.plan.flotilla_binary = env!("CARGO_BIN_EXE_flotilla").into();
         let base = free_range(40);
-        let mut versions = BTreeMap::from([("1.20.2".to_string(), binaries.dir().to_path_buf())]);
+        let mut versions = BTreeMap::from([("1.37.2".to_string(), binaries.dir().to_path_buf())]);
         versions.extend(extra_versions);
         let mut hosted = HostedOperator {
             plan: HostedOperatorConfig {
@@ -169,14 +169,14 @@ impl KokEnv {
         let etcd: EtcdCluster = serde_json::from_value(json!({
             "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
             "metadata": {"name": format!("{name}-etcd"), "namespace": NS, "labels": {OWNER_LABEL: label}},
-            "spec": {"members": members, "version": "3.4.23"},
+            "spec": {"members": members, "version": "3.7.4"},
         }))
         .unwrap();
         Api::<EtcdCluster>::namespaced(self.client.clone(), NS)
             .create(&PostParams::default(), &etcd)
             .await
             .unwrap();
-        let mut full = json!({"version": "1.20.2", "etcd": {"clusterRef": format!("{name}-etcd")}});
+        let mut full = json!({"version": "1.37.2", "etcd": {"clusterRef": format!("{name}-etcd")}});
         if let (Some(base), Some(extra)) = (full.as_object_mut(), spec.as_object()) {
             for (k, v) in extra {
                 base.insert(k.clone(), v.clone());

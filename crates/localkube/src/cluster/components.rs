@@ -130,8 +130,10 @@ pub fn apiserver_spec(
         format!("--etcd-prefix={etcd_prefix}"),
         format!("--bind-address={bind}"),
         "--advertise-address=127.0.0.1".into(),
+        // The `kubernetes` Service's endpoints may not be loopback; nothing
+        // in a local cluster reaches the API through that Service.
+        "--endpoint-reconciler-type=none".into(),
         format!("--secure-port={port}"),
-        "--insecure-port=0".into(),
         format!("--cert-dir={}", root.join("pki").display()),
         format!("--tls-cert-file={}", crt.display()),
         format!("--tls-private-key-file={}", key.display()),
@@ -196,7 +198,6 @@ fn serving_component_args(kubeconfig: &Path, port: u16, crt: &Path, key: &Path) 
         format!("--authorization-kubeconfig={}", kubeconfig.display()),
         "--bind-address=127.0.0.1".into(),
         format!("--secure-port={port}"),
-        "--port=0".into(),
         format!("--tls-cert-file={}", crt.display()),
         format!("--tls-private-key-file={}", key.display()),
     ]

@@ -485,10 +485,10 @@ pub struct RenderInputs<'a> {
     pub placement: &'a Placement,
     /// Client URLs of the etcd members.
     pub etcd_servers: &'a [String],
-    /// Version each control-plane instance runs, by part and index; the
-    /// cluster version where absent.
+    /// Version each control-plane instance and kubelet runs, by part and
+    /// index; the cluster version (kubelets: `node_version`) where absent.
     pub versions: &'a BTreeMap<(Part, i32), String>,
-    /// Version the kubelets run.
+    /// Version of kubelets `versions` does not name.
     pub node_version: &'a str,
     pub config: &'a HostedOperatorConfig,
 }
@@ -590,7 +590,11 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
     }
     let bootstrap = bootstrap_secret_name(name);
     for node in &inputs.placement.nodes {
-        let kubemark = bin(inputs.config, inputs.node_version, "kubemark");
+        let version = inputs
+            .versions
+            .get(&(Part::Kubelet, node.index))
+            .map_or(inputs.node_version, String::as_str);
+        let kubemark = bin(inputs.config, version, "kubemark");
         let args = vec![
             "kubelet-join".to_string(),
             format!("--bootstrap-kubeconfig={PKI_DIR}/bootstrap.kubeconfig"),
@@ -619,7 +623,7 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
             name: component_name(Part::Kubelet, namespace, name, node.index),
             binary: inputs.config.flotilla_binary.display().to_string(),
             args,
-            env: BTreeMap::from([(VERSION_ENV.to_string(), inputs.node_version.to_string())]),
+            env: BTreeMap::from([(VERSION_ENV.to_string(), version.to_string())]),
             files: vec![file],
             health: Some(HealthCheck {
                 http: Some(HttpCheck {

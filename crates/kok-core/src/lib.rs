@@ -26,4 +26,5 @@ pub mod pki;
 pub mod ports;
 pub mod render;
 pub mod upgrade;
+pub mod upgrade_observe;
 pub mod wait;

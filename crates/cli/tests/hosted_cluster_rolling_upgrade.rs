@@ -15,7 +15,7 @@ use std::time::Duration;
 use flotilla_api::kok::{HostedClusterPhase, UpgradeState};
 use flotilla_api::machine::Machine;
 use flotilla_kok_core::hosted::{component_name, Part};
-use flotilla_localkube::balanced::{endpoint_client, BalancedLoad};
+use flotilla_localkube::balanced::{endpoint_client, endpoint_ready, BalancedLoad};
 use flotilla_localkube::{wait_for, Binaries};
 use kok_env::{kubectl, KokEnv, NS, WAIT};
 use kube::api::{Patch, PatchParams};
@@ -65,7 +65,7 @@ async fn a_rolling_upgrade_of_two_apiservers_fails_no_balanced_request_and_moves
         let client = endpoint_client(&admin, url).await.unwrap();
         wait_for(&format!("{url} to be ready"), WAIT, || {
             let client = client.clone();
-            async move { client.request_text(http::Request::get("/readyz").body(Vec::new()).unwrap()).await.is_ok() }
+            async move { endpoint_ready(&client).await }
         })
         .await;
         endpoints.push((url.clone(), client));

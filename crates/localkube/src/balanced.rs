@@ -67,7 +67,8 @@ impl LoadReport {
 pub struct BalancedLoad {
     stop: Arc<AtomicBool>,
     checkers: Vec<JoinHandle<()>>,
-    sender: JoinHandle<LoadReport>,
+    /// Taken by `stop`.
+    sender: Option<JoinHandle<LoadReport>>,
 }
 
 impl BalancedLoad {
@@ -78,7 +79,7 @@ impl BalancedLoad {
         let stop = Arc::new(AtomicBool::new(false));
         let mut ready = Vec::new();
         for (_, client) in &endpoints {
-            ready.push(Arc::new(AtomicBool::new(get(client, "/readyz").await.is_ok())));
+            ready.push(Arc::new(AtomicBool::new(endpoint_ready(client).await)));
         }
         let checkers = endpoints
             .iter()
@@ -86,16 +87,19 @@ impl BalancedLoad {
             .map(|((_, client), ready)| tokio::spawn(check_ready(client.clone(), ready.clone(), stop.clone())))
             .collect();
         let sender = tokio::spawn(send(endpoints, ready, path.to_string(), every, stop.clone()));
-        BalancedLoad { stop, checkers, sender }
+        BalancedLoad { stop, checkers, sender: Some(sender) }
     }
 
     /// Stops sending and checking; what was sent.
-    pub async fn stop(self) -> LoadReport {
+    pub async fn stop(mut self) -> LoadReport {
         self.stop.store(true, Ordering::Relaxed);
-        for checker in self.checkers {
+        for checker in std::mem::take(&mut self.checkers) {
             let _ = checker.await;
         }
-        self.sender.await.unwrap_or_default()
+        match self.sender.take() {
+            Some(sender) => sender.await.unwrap_or_default(),
+            None => LoadReport::default(),
+        }
     }
 }
 
@@ -104,6 +108,11 @@ impl Drop for BalancedLoad {
         // Also when dropped without `stop` (a failed test): no task outlives it.
         self.stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// Whether the endpoint's `/readyz` passes now.
+pub async fn endpoint_ready(client: &Client) -> bool {
+    get(client, "/readyz").await.is_ok()
 }
 
 async fn get(client: &Client, path: &str) -> Result<(), String> {
@@ -118,7 +127,7 @@ async fn get(client: &Client, path: &str) -> Result<(), String> {
 
 async fn check_ready(client: Client, ready: Arc<AtomicBool>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::Relaxed) {
-        let ok = get(&client, "/readyz").await.is_ok();
+        let ok = endpoint_ready(&client).await;
         ready.store(ok, Ordering::Relaxed);
         tokio::time::sleep(READY_CHECK_EVERY).await;
     }

@@ -18,7 +18,7 @@ mod upgrade;
 use anyhow::bail;
 
 pub use args::KokArgs;
-use env::{Env, MACHINES, VERSION};
+use env::{Env, MACHINES, PREVIOUS_VERSION, VERSION};
 use report::{table, Row};
 
 // ------------------------------------------------------------ the bench
@@ -41,7 +41,7 @@ async fn bench(args: KokArgs) -> anyhow::Result<bool> {
     let bin_dir = flotilla_cli::binaries::ensure(None)?;
     println!(
         "kok: hub API server, `flotilla hub run` (operators) and {} `flotilla node-agent`s as child processes; \
-         process runtime, Kubernetes {VERSION}, 1-member etcd 3.4, {} hollow node(s) per cluster, no add-ons \
+         process runtime, Kubernetes {VERSION} (upgrade run: from {PREVIOUS_VERSION}), 1-member etcd 3.7.4, {} hollow node(s) per cluster, no add-ons \
          beyond the built-in bootstrap one",
         MACHINES.len(),
         args.nodes

@@ -139,9 +139,11 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         })
         .await;
     assert_eq!(hc.status.unwrap().instances.len(), 4, "three control-plane components and the kubelet");
-    let (ok, out) =
-        kubectl(&old_kubeconfig, &["get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.kubeletVersion}"])
-            .await;
+    let (ok, out) = kubectl(
+        &old_kubeconfig,
+        &["get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.kubeletVersion}"],
+    )
+    .await;
     assert!(ok && out == format!("v{NEW}"), "the node runs the new kubelet: {out}");
 
     // CA rotation: new kubeconfigs work, the old ones are refused, and the

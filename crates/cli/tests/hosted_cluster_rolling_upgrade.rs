@@ -45,7 +45,8 @@ async fn apiserver_urls(env: &KokEnv, cluster: &str, replicas: i32) -> Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_rolling_upgrade_of_two_apiservers_fails_no_balanced_request_and_moves_the_kubelet_last() {
-    let versions = BTreeMap::from([(OLD.to_string(), Binaries::locate_version(OLD).unwrap().dir().to_path_buf())]);
+    let versions =
+        BTreeMap::from([(OLD.to_string(), Binaries::locate_version(OLD).unwrap().dir().to_path_buf())]);
     let env = KokEnv::start(&["m1", "m2"], versions, |op| {
         // Generous: an apiserver on a loaded 2-core CI machine can take
         // tens of seconds to answer /readyz.
@@ -106,11 +107,14 @@ async fn a_rolling_upgrade_of_two_apiservers_fails_no_balanced_request_and_moves
         .wait_cluster("r2", "run the new version everywhere and be Ready", |hc| {
             let s = hc.status.as_ref();
             s.and_then(|s| s.phase) == Some(HostedClusterPhase::Ready)
-                && s.is_some_and(|s| s.instances.iter().all(|i| i.version.as_deref() == Some(NEW) && i.healthy))
+                && s.is_some_and(|s| {
+                    s.instances.iter().all(|i| i.version.as_deref() == Some(NEW) && i.healthy)
+                })
         })
         .await;
     assert_eq!(hc.status.unwrap().instances.len(), 7, "two of each control-plane component and the kubelet");
-    let (ok, out) = kubectl(&kubeconfig, &["get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.kubeletVersion}"])
-        .await;
+    let (ok, out) =
+        kubectl(&kubeconfig, &["get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.kubeletVersion}"])
+            .await;
     assert!(ok && out == format!("v{NEW}"), "{out}");
 }

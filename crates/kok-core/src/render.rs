@@ -2,7 +2,7 @@
 //! etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
 //!
 //! The flags are those `flotilla-localkube` starts its clusters with (known
-//! to work with our Kubernetes 1.20 and etcd 3.4 binaries), plus TLS for
+//! to work with our Kubernetes 1.36/1.37 and etcd 3.7 binaries), plus TLS for
 //! etcd, the front proxy and the kubelet client. Certificate paths are
 //! `pki_dir/<Secret key>` (see `crate::pki::keys`), so a node agent that
 //! writes the control plane's Secret data as files into one directory can
@@ -162,7 +162,9 @@ pub fn apiserver_args(l: &ControlPlaneLayout) -> Vec<String> {
     let base = base
         .into_iter()
         .chain(endpoint_reconciler_arg(&l.advertise_address))
-        .chain(l.leader_elect.then(|| format!("--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s")))
+        .chain(
+            l.leader_elect.then(|| format!("--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s")),
+        )
         .collect();
     merge_args(base, &l.extra_args.kube_apiserver)
 }
@@ -508,7 +510,6 @@ mod tests {
             ("--controllers", "*,bootstrapsigner,tokencleaner".into()),
             ("--leader-elect", "true".into()),
             ("--cluster-name", "team-a".into()),
-            ("--port", "0".into()),
         ] {
             assert_eq!(value(&args, flag), Some(want.as_str()), "{flag}");
         }

@@ -73,7 +73,7 @@ pub mod reasons {
     pub const UNKNOWN_VERSION: &str = "UnknownVersion";
 }
 
-/// A Kubernetes version: `1.36.2`, `v1.20.2`, `1.37.0-broken`.
+/// A Kubernetes version: `1.36.2`, `v1.36.2`, `1.37.0-broken`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KubeVersion {
     pub major: u32,
@@ -298,7 +298,7 @@ fn all_steps(replicas: i32, nodes: i32) -> Vec<Step> {
     control_plane.chain(kubelets).collect()
 }
 
-/// Versions compared as Kubernetes versions (`v1.20.2` is `1.36.2`), or as
+/// Versions compared as Kubernetes versions (`v1.36.2` is `1.36.2`), or as
 /// text when one does not parse.
 fn same_version(a: &str, b: &str) -> bool {
     match (KubeVersion::parse(a), KubeVersion::parse(b)) {
@@ -476,7 +476,9 @@ fn plan_settled(context: &Context, current: &str, mut record: Option<UpgradeStat
     // Kubelets move with the control plane, but one left behind (by an
     // older operator, or by hand) must not fall out of the skew window.
     let kubelets = input.observed.iter().filter(|o| o.component == KUBELET);
-    if let Err(refusal) = kubelets.map(|o| check_kubelet_skew(input.desired, &o.version)).collect::<Result<(), _>>() {
+    if let Err(refusal) =
+        kubelets.map(|o| check_kubelet_skew(input.desired, &o.version)).collect::<Result<(), _>>()
+    {
         return stay(context.condition("False", reasons::REFUSED, refusal.to_string()));
     }
     let desired = normalized(input.desired);
@@ -947,18 +949,18 @@ mod tests {
                 }
             }
         }
-        check("1.36.2", Some((1, 20, 2, "")));
-        check("v1.20.2", Some((1, 20, 2, "")));
-        check("1.37.0-broken", Some((1, 21, 0, "-broken")));
-        check("v1.21.0-rc.1", Some((1, 21, 0, "-rc.1")));
-        check("1.36.2+k3s1", Some((1, 20, 2, "+k3s1")));
+        check("1.36.2", Some((1, 36, 2, "")));
+        check("v1.36.2", Some((1, 36, 2, "")));
+        check("1.37.0-broken", Some((1, 37, 0, "-broken")));
+        check("v1.37.0-rc.1", Some((1, 37, 0, "-rc.1")));
+        check("1.36.2+k3s1", Some((1, 36, 2, "+k3s1")));
         for bad in [
             "", "v", "1", "1.20", "1.36.2.1", "a.b.c", "1..2", "1.20.x", "1.20.+2", "1.36.2-", "1.20.-2",
             "V1.20.2",
         ] {
             check(bad, None);
         }
-        assert_eq!(KubeVersion::parse("v1.21.0-broken").unwrap().to_string(), "1.37.0-broken");
+        assert_eq!(KubeVersion::parse("v1.37.0-broken").unwrap().to_string(), "1.37.0-broken");
     }
 
     #[test]
@@ -969,6 +971,7 @@ mod tests {
                 Refusal::MajorChange { .. } => "MajorChange",
                 Refusal::MinorDowngrade { .. } => "MinorDowngrade",
                 Refusal::SkipsMinor { .. } => "SkipsMinor",
+                Refusal::KubeletSkew { .. } => "KubeletSkew",
             });
             assert_eq!(got, expected, "{current} -> {desired}");
         }
@@ -976,7 +979,7 @@ mod tests {
         check("1.36.3", "1.36.2", Ok(()));
         check("1.36.2", "1.36.2-patched", Ok(()));
         check("1.36.2", "1.37.0", Ok(()));
-        check("v1.20.2", "1.37.9", Ok(()));
+        check("v1.36.2", "1.37.9", Ok(()));
         check("1.36.2", "1.37.0-broken", Ok(()));
         check("1.37.0", "1.36.2", Err("MinorDowngrade"));
         check("1.37.0", "1.35.0", Err("MinorDowngrade"));
@@ -992,13 +995,13 @@ mod tests {
         let message = |current: &str, desired: &str| check_change(current, desired).unwrap_err().to_string();
         assert_eq!(
             message("1.37.0", "1.36.2"),
-            "cannot downgrade from 1.37.0 to 1.36.2: Kubernetes does not support minor version downgrades; set spec.version back to 1.21.x"
+            "cannot downgrade from 1.37.0 to 1.36.2: Kubernetes does not support minor version downgrades; set spec.version back to 1.37.x"
         );
         assert_eq!(
             message("1.36.2", "1.38.0"),
-            "cannot upgrade from 1.36.2 to 1.38.0 in one step: Kubernetes upgrades one minor version at a time; set spec.version to 1.21.x first, then to 1.38.0"
+            "cannot upgrade from 1.36.2 to 1.38.0 in one step: Kubernetes upgrades one minor version at a time; set spec.version to 1.37.x first, then to 1.38.0"
         );
-        assert!(message("1.36.2", "2.0.0").contains("set spec.version back to 1.20.x"));
+        assert!(message("1.36.2", "2.0.0").contains("set spec.version back to 1.36.x"));
         assert!(message("1.36.2", "1.20").contains("MAJOR.MINOR.PATCH"));
     }
 
@@ -1019,7 +1022,7 @@ mod tests {
     #[test]
     fn a_fresh_cluster_runs_the_desired_version_with_no_upgrade() {
         let starting = everyone(3, "1.36.2", false);
-        let plan = plan(&input("v1.20.2", None, 3, &starting, 10));
+        let plan = plan(&input("v1.36.2", None, 3, &starting, 10));
         assert_eq!(plan.versions.len(), 9);
         assert!(plan.versions.values().all(|v| v == "1.36.2"), "{:?}", plan.versions);
         assert_eq!(plan.version, None, "nothing has served yet");
@@ -1076,7 +1079,7 @@ mod tests {
             ..Default::default()
         };
         status.upgrade = Some(last.clone());
-        let plan = plan(&input("v1.21.0", Some(&status), 2, &observed, 500));
+        let plan = plan(&input("v1.37.0", Some(&status), 2, &observed, 500));
         assert!(plan.versions.values().all(|v| v == "1.37.0"));
         assert_eq!(plan.version.as_deref(), Some("1.37.0"));
         assert_eq!(plan.previous_version.as_deref(), Some("1.36.2"));
@@ -1205,7 +1208,7 @@ mod tests {
         };
         for (first, done) in [
             (Some(observation(APISERVER, 0, "1.37.0", true)), true),
-            (Some(observation(APISERVER, 0, "v1.21.0", true)), true),
+            (Some(observation(APISERVER, 0, "v1.37.0", true)), true),
             (Some(observation(APISERVER, 0, "1.37.0", false)), false),
             (Some(observation(APISERVER, 0, "1.36.2", true)), false),
             (Some(observation(APISERVER, 1, "1.37.0", true)), false),
@@ -1670,7 +1673,10 @@ mod tests {
         }
         let record = cluster.record();
         assert_eq!(record.state, UpgradeState::RolledBack);
-        assert!(record.message.as_deref().unwrap().contains("kubelet/0 was not healthy on 1.37.2"), "{record:?}");
+        assert!(
+            record.message.as_deref().unwrap().contains("kubelet/0 was not healthy on 1.37.2"),
+            "{record:?}"
+        );
         assert!(cluster.configured.values().all(|v| v == "1.36.3"), "{:?}", cluster.configured);
     }
 

@@ -35,7 +35,8 @@ pub fn node_reports(nodes: &[Node]) -> BTreeMap<String, NodeReport> {
             let ready = status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-            let kubelet_version = status.and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
+            let kubelet_version =
+                status.and_then(|s| s.node_info.as_ref()).map(|i| i.kubelet_version.clone());
             Some((name, NodeReport { ready, kubelet_version }))
         })
         .collect()
@@ -44,7 +45,8 @@ pub fn node_reports(nodes: &[Node]) -> BTreeMap<String, NodeReport> {
 /// Whether a Node shows its kubelet Ready on `version` (`v` or not).
 pub fn node_ready_on(report: Option<&NodeReport>, version: &str) -> bool {
     let Some(report) = report.filter(|r| r.ready) else { return false };
-    let (Some(reported), Ok(wanted)) = (report.kubelet_version.as_deref(), KubeVersion::parse(version)) else {
+    let (Some(reported), Ok(wanted)) = (report.kubelet_version.as_deref(), KubeVersion::parse(version))
+    else {
         return false;
     };
     KubeVersion::parse(reported).is_ok_and(|v| v == wanted)
@@ -71,7 +73,12 @@ pub fn upgrade_observations(
                 }
                 part => (part.upstream(), process_healthy),
             };
-            InstanceObservation { component: component.to_string(), index: o.index, version: o.version.clone(), healthy }
+            InstanceObservation {
+                component: component.to_string(),
+                index: o.index,
+                version: o.version.clone(),
+                healthy,
+            }
         })
         .collect()
 }
@@ -95,8 +102,7 @@ mod tests {
                 status: ready.into(),
                 ..Default::default()
             }]),
-            node_info: version
-                .map(|v| NodeSystemInfo { kubelet_version: v.into(), ..Default::default() }),
+            node_info: version.map(|v| NodeSystemInfo { kubelet_version: v.into(), ..Default::default() }),
             ..Default::default()
         });
         node

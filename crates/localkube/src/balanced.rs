@@ -84,7 +84,9 @@ impl BalancedLoad {
         let checkers = endpoints
             .iter()
             .zip(&ready)
-            .map(|((_, client), ready)| tokio::spawn(check_ready(client.clone(), ready.clone(), stop.clone())))
+            .map(|((_, client), ready)| {
+                tokio::spawn(check_ready(client.clone(), ready.clone(), stop.clone()))
+            })
             .collect();
         let sender = tokio::spawn(send(endpoints, ready, path.to_string(), every, stop.clone()));
         BalancedLoad { stop, checkers, sender: Some(sender) }
@@ -141,7 +143,10 @@ async fn send(
     stop: Arc<AtomicBool>,
 ) -> LoadReport {
     let mut report = LoadReport {
-        endpoints: endpoints.iter().map(|(url, _)| EndpointLoad { url: url.clone(), ..Default::default() }).collect(),
+        endpoints: endpoints
+            .iter()
+            .map(|(url, _)| EndpointLoad { url: url.clone(), ..Default::default() })
+            .collect(),
         ..Default::default()
     };
     let mut tick = tokio::time::interval(every);
@@ -150,7 +155,8 @@ async fn send(
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
         let n = endpoints.len();
-        let Some(chosen) = (0..n).map(|i| (next + i) % n.max(1)).find(|&i| ready[i].load(Ordering::Relaxed)) else {
+        let Some(chosen) = (0..n).map(|i| (next + i) % n.max(1)).find(|&i| ready[i].load(Ordering::Relaxed))
+        else {
             report.without_endpoint += 1;
             if report.failures.len() < KEPT_FAILURES {
                 report.failures.push("no endpoint was ready".to_string());

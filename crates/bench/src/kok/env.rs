@@ -111,7 +111,9 @@ impl Env {
         }
 
         let previous_dir = Binaries::locate_version(PREVIOUS_VERSION)
-            .with_context(|| format!("the {PREVIOUS_VERSION} build (scripts/k8s-binaries.sh {PREVIOUS_VERSION})"))?
+            .with_context(|| {
+                format!("the {PREVIOUS_VERSION} build (scripts/k8s-binaries.sh {PREVIOUS_VERSION})")
+            })?
             .dir()
             .to_path_buf();
         // Five ports per cluster (three per control-plane instance, two

@@ -9,7 +9,9 @@ use super::env::*;
 use super::report::*;
 
 pub async fn sequential(env: &mut Env, n: usize, nodes: i32, rows: &mut Vec<Row>) -> anyhow::Result<()> {
-    println!("\ncreate -> Ready on {VERSION}, {n} clusters one after another (each deleted before the next):");
+    println!(
+        "\ncreate -> Ready on {VERSION}, {n} clusters one after another (each deleted before the next):"
+    );
     let mut runs = Vec::new();
     for i in 0..n {
         let mut run = [Run::new(format!("seq-{i}"))];

@@ -475,10 +475,8 @@ fn plan_settled(context: &Context, current: &str, mut record: Option<UpgradeStat
     }
     // Kubelets move with the control plane, but one left behind (by an
     // older operator, or by hand) must not fall out of the skew window.
-    let kubelets = input.observed.iter().filter(|o| o.component == KUBELET);
-    if let Err(refusal) =
-        kubelets.map(|o| check_kubelet_skew(input.desired, &o.version)).collect::<Result<(), _>>()
-    {
+    let mut kubelets = input.observed.iter().filter(|o| o.component == KUBELET);
+    if let Err(refusal) = kubelets.try_for_each(|o| check_kubelet_skew(input.desired, &o.version)) {
         return stay(context.condition("False", reasons::REFUSED, refusal.to_string()));
     }
     let desired = normalized(input.desired);

@@ -4,13 +4,16 @@
 //! The specs are field-for-field compatible with Karmada's
 //! `policy.karmada.io/v1alpha1` for every feature Flotilla implements, so a
 //! Karmada policy works after changing only its `apiVersion`. Karmada fields
-//! Flotilla does not implement are not in the schema, and the hub's
-//! admission webhook rejects them by name (see `UNSUPPORTED_KARMADA_FIELDS`)
-//! instead of letting the API server prune them silently.
+//! Flotilla does not implement are declared in the published schema only to
+//! be refused by name with the reason (a CEL rule each, see
+//! `UNSUPPORTED_KARMADA_FIELDS` and `crds()`); any other unknown field is
+//! refused for a strict client (`fieldValidation=Strict`, kubectl's default)
+//! and pruned otherwise. Rules across fields are CEL
+//! `x-kubernetes-validations` on the types below, so the API server itself
+//! refuses a contradictory policy, hub or no hub.
 //!
-//! The types ignore unknown fields rather than fail on them: the published
-//! schemas keep unknown fields so that the webhook sees (and rejects) them,
-//! and a watcher must not stall on one object stored while no webhook ran.
+//! The types ignore unknown fields rather than fail on them: a watcher must
+//! not stall on an object stored under an older schema.
 
 use std::collections::BTreeMap;
 
@@ -154,6 +157,18 @@ pub struct FieldSelector {
 /// `key` is `provider`, `region` or `zone`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+        "message": "values are required (at least one) for operators In and NotIn",
+        "fieldPath": ".values"
+    },
+    {
+        "rule": "self.operator in ['In', 'NotIn'] || !has(self.values) || size(self.values) == 0",
+        "message": "values must be empty for operators Exists and DoesNotExist",
+        "fieldPath": ".values"
+    }
+]))]
 pub struct FieldSelectorRequirement {
     #[schemars(regex(pattern = r"^(provider|region|zone)$"))]
     pub key: String,
@@ -183,6 +198,17 @@ pub fn cluster_field_label(field: &str) -> Option<&'static str> {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.spreadByField) != (has(self.spreadByLabel) && self.spreadByLabel != '')",
+        "message": "set exactly one of spreadByField and spreadByLabel"
+    },
+    {
+        "rule": "!has(self.maxGroups) || self.maxGroups == 0 || !has(self.minGroups) || self.minGroups <= self.maxGroups",
+        "message": "minGroups must not be more than maxGroups (raise maxGroups, or set it to 0 for no limit)",
+        "fieldPath": ".minGroups"
+    }
+]))]
 pub struct SpreadConstraint {
     /// `cluster`, `region`, `zone` or `provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +237,23 @@ pub enum SpreadByField {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.replicaSchedulingType) || self.replicaSchedulingType != 'Duplicated' || !has(self.replicaDivisionPreference)",
+        "message": "replicaDivisionPreference only applies to replicaSchedulingType Divided, not Duplicated (remove one of them)",
+        "fieldPath": ".replicaDivisionPreference"
+    },
+    {
+        "rule": "!has(self.replicaSchedulingType) || self.replicaSchedulingType != 'Duplicated' || !has(self.weightPreference)",
+        "message": "weightPreference only applies to replicaSchedulingType Divided, not Duplicated (remove one of them)",
+        "fieldPath": ".weightPreference"
+    },
+    {
+        "rule": "!has(self.replicaDivisionPreference) || self.replicaDivisionPreference != 'Aggregated' || !has(self.weightPreference) || !has(self.weightPreference.staticWeightList) || size(self.weightPreference.staticWeightList) == 0",
+        "message": "staticWeightList only applies to replicaDivisionPreference Weighted, not Aggregated",
+        "fieldPath": ".weightPreference.staticWeightList"
+    }
+]))]
 pub struct ReplicaSchedulingStrategy {
     /// `Duplicated`: every cluster runs the full replica count. `Divided`
     /// (default): the replicas are shared out.
@@ -241,6 +284,10 @@ pub enum ReplicaDivisionPreference {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.staticWeightList) || size(self.staticWeightList) == 0 || !has(self.dynamicWeight)",
+    "message": "set staticWeightList or dynamicWeight, not both"
+}]))]
 pub struct ClusterPreferences {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub static_weight_list: Vec<StaticClusterWeight>,
@@ -368,12 +415,21 @@ pub enum OverriderOperator {
     Replace,
 }
 
+/// A JSON pointer (RFC 6901) to something inside the manifest: `/` and
+/// then keys, with `~` only as `~0` or `~1`.
+const JSON_POINTER: &str = r"^(/([^/~]|~[01])*)+$";
+
 /// A JSON patch operation (RFC 6902) on the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.operator == 'remove' || has(self.value)",
+    "message": "value is required for operators add and replace",
+    "fieldPath": ".value"
+}]))]
 pub struct PlaintextOverrider {
     /// A JSON pointer, e.g. `/spec/replicas`.
-    #[schemars(regex(pattern = r"^/"))]
+    #[schemars(regex(pattern = JSON_POINTER))]
     pub path: String,
     pub operator: OverriderOperator,
     /// The value for add and replace.
@@ -384,6 +440,11 @@ pub struct PlaintextOverrider {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.operator == 'remove' || (has(self.value) && self.value != '')",
+    "message": "value must not be empty for operators add and replace",
+    "fieldPath": ".value"
+}]))]
 pub struct ImageOverrider {
     /// Which image to change; absent means every container and init
     /// container image of a workload's pod template (or a Pod's).
@@ -400,7 +461,7 @@ pub struct ImageOverrider {
 pub struct ImagePredicate {
     /// JSON pointer to an image string, e.g.
     /// `/spec/template/spec/containers/0/image`.
-    #[schemars(regex(pattern = r"^/"))]
+    #[schemars(regex(pattern = JSON_POINTER))]
     pub path: String,
 }
 
@@ -413,6 +474,11 @@ pub enum ImageComponent {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.operator != 'replace'",
+    "message": "operator must be add or remove (as in Karmada), not replace",
+    "fieldPath": ".operator"
+}]))]
 pub struct CommandArgsOverrider {
     #[schemars(length(min = 1))]
     pub container_name: String,

@@ -379,19 +379,9 @@ async fn apply_components(
         if current == want {
             continue;
         }
-        if want.is_empty() && current.len() == m.spec.components.len() {
-            // Kubernetes 1.20's server-side apply turns a map-list whose
-            // last items an apply drops into `null`, which the schema
-            // rejects: empty it with a merge patch on the version just read,
-            // so a component someone adds meanwhile is never erased.
-            let body = json!({
-                "metadata": {"resourceVersion": m.resource_version()},
-                "spec": {"components": []},
-            });
-            api.patch(&machine, &PatchParams::default(), &Patch::Merge(&body)).await?;
-            tracing::info!(cluster = %name, machine = %machine, "machine components removed");
-            continue;
-        }
+        // Only this cluster's components (the list is merged by name, so
+        // others' stay); those it no longer applies, all of them when `want`
+        // is empty, leave the list.
         let body = json!({
             "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
             "metadata": {"name": machine},

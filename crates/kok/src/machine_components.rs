@@ -42,18 +42,6 @@ pub(crate) async fn release_machine(
     if !names.contains(&component) {
         return Ok(());
     }
-    if names.iter().all(|n| *n == component) {
-        // Kubernetes 1.20's server-side apply turns a map-list whose last
-        // item an apply drops into `null`, which the schema rejects: empty
-        // it with a merge patch, on the version just read so a component
-        // someone adds meanwhile is never erased.
-        let body = json!({
-            "metadata": {"resourceVersion": current.resource_version()},
-            "spec": {"components": []},
-        });
-        machines.patch(machine, &PatchParams::default(), &Patch::Merge(&body)).await?;
-        return Ok(());
-    }
     let body = json!({
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
         "metadata": {"name": machine}, "spec": {},

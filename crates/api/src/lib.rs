@@ -98,16 +98,32 @@ fn refuse_field(schema: &mut serde_json::Value, path: &str, reason: &str) {
     if parent.pointer(&format!("/properties/{field}")).is_some() {
         return;
     }
-    parent["properties"][field] = serde_json::json!({"x-kubernetes-preserve-unknown-fields": true});
+    let message = format!("{}: {reason}", policy::UNSUPPORTED_KARMADA_FIELD);
+    let mut declared = karmada_field_schema(field);
+    declared["description"] = message.clone().into();
+    parent["properties"][field] = declared;
     let rule = serde_json::json!({
         "rule": format!("!has(self.{field})"),
-        "message": format!("Karmada field not supported by Flotilla: {reason}"),
+        "message": message,
         "fieldPath": format!(".{field}"),
         "reason": "FieldValueForbidden",
     });
     match parent.get_mut("x-kubernetes-validations").and_then(serde_json::Value::as_array_mut) {
         Some(rules) => rules.push(rule),
         None => parent["x-kubernetes-validations"] = serde_json::json!([rule]),
+    }
+}
+
+/// The schema of an unsupported Karmada field, typed as in Karmada: CEL
+/// sees only typed fields, and a rule cannot name one it does not see.
+fn karmada_field_schema(field: &str) -> serde_json::Value {
+    let any_object = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    match field {
+        "association" => serde_json::json!({"type": "boolean"}),
+        "preemption" | "schedulerName" | "activationPreference" => serde_json::json!({"type": "string"}),
+        "dependentOverrides" => serde_json::json!({"type": "array", "items": {"type": "string"}}),
+        "clusterAffinities" | "fieldOverrider" => serde_json::json!({"type": "array", "items": any_object}),
+        _ => any_object,
     }
 }
 

@@ -25,6 +25,10 @@ use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "policy.flotilla.io";
 
+/// How a refused Karmada field's message (and its schema's description)
+/// begins.
+pub const UNSUPPORTED_KARMADA_FIELD: &str = "Karmada field not supported by Flotilla";
+
 /// Karmada fields (JSON paths under the object) that Flotilla does not
 /// implement, with the reason shown when a policy uses one.
 pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
@@ -124,7 +128,10 @@ pub struct Placement {
     /// `cluster.flotilla.io/not-ready` and `cluster.flotilla.io/unreachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_tolerations: Vec<Toleration>,
+    /// At most 10. (The lists whose items carry CEL rules are bounded: the
+    /// API server refuses rules whose worst-case cost it cannot bound.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
     pub spread_constraints: Vec<SpreadConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_scheduling: Option<ReplicaSchedulingStrategy>,
@@ -149,7 +156,8 @@ pub struct ClusterAffinity {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldSelector {
-    #[schemars(length(min = 1))]
+    /// 1 to 10 requirements.
+    #[schemars(length(min = 1, max = 10))]
     pub match_expressions: Vec<FieldSelectorRequirement>,
 }
 
@@ -200,7 +208,7 @@ pub fn cluster_field_label(field: &str) -> Option<&'static str> {
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [
     {
-        "rule": "has(self.spreadByField) != (has(self.spreadByLabel) && self.spreadByLabel != '')",
+        "rule": "has(self.spreadByField) != (has(self.spreadByLabel) && size(self.spreadByLabel) > 0)",
         "message": "set exactly one of spreadByField and spreadByLabel"
     },
     {
@@ -289,7 +297,9 @@ pub enum ReplicaDivisionPreference {
     "message": "set staticWeightList or dynamicWeight, not both"
 }]))]
 pub struct ClusterPreferences {
+    /// At most 1000.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
     pub static_weight_list: Vec<StaticClusterWeight>,
     /// `AvailableReplicas`: weights are how many more replicas each cluster
     /// can hold (allocatable minus allocated, over the pod's requests).
@@ -375,8 +385,9 @@ pub struct OverrideSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_selectors: Vec<ResourceSelector>,
     /// Applied in order; each rule applies to the clusters its
-    /// `targetCluster` selects (all clusters if absent).
+    /// `targetCluster` selects (all clusters if absent). At most 100.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub override_rules: Vec<RuleWithCluster>,
 }
 
@@ -395,11 +406,15 @@ pub struct RuleWithCluster {
 pub struct Overriders {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plaintext: Vec<PlaintextOverrider>,
+    /// At most 100 (as are the command and args overriders).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub image_overrider: Vec<ImageOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub command_overrider: Vec<CommandArgsOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub args_overrider: Vec<CommandArgsOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels_overrider: Vec<LabelAnnotationOverrider>,
@@ -419,14 +434,11 @@ pub enum OverriderOperator {
 /// then keys, with `~` only as `~0` or `~1`.
 const JSON_POINTER: &str = r"^(/([^/~]|~[01])*)+$";
 
-/// A JSON patch operation (RFC 6902) on the manifest.
+/// A JSON patch operation (RFC 6902) on the manifest. (That add and
+/// replace need a `value` is the webhook's to say: CEL cannot see a field
+/// of any JSON type.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.operator == 'remove' || has(self.value)",
-    "message": "value is required for operators add and replace",
-    "fieldPath": ".value"
-}]))]
 pub struct PlaintextOverrider {
     /// A JSON pointer, e.g. `/spec/replicas`.
     #[schemars(regex(pattern = JSON_POINTER))]
@@ -441,7 +453,7 @@ pub struct PlaintextOverrider {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "self.operator == 'remove' || (has(self.value) && self.value != '')",
+    "rule": "self.operator == 'remove' || (has(self.value) && size(self.value) > 0)",
     "message": "value must not be empty for operators add and replace",
     "fieldPath": ".value"
 }]))]

@@ -8,8 +8,9 @@
 //! webhook applies: a namespaced policy's selectors against its own
 //! namespace (CEL sees no `metadata.namespace`), the embedded Kubernetes
 //! types (label selectors, tolerations: their schemas come from
-//! k8s-openapi), and `exclude` against `clusterNames` (comparing two
-//! unbounded lists is over the CEL cost budget). [`validate_policy`] checks
+//! k8s-openapi), `exclude` against `clusterNames` (comparing two unbounded
+//! lists is over the CEL cost budget), and a plaintext overrider's `value`
+//! (any JSON: CEL cannot see an untyped field). [`validate_policy`] checks
 //! everything, schema included, on an object as stored: the hub's
 //! controllers judge with it, so a policy stored under an older schema or
 //! while the fail-open webhook was away is marked `Valid=False` and unused.
@@ -19,7 +20,8 @@ use std::sync::OnceLock;
 
 use flotilla_api::policy::{
     ClusterAffinity, FieldSelectorOperator, OverrideSpec, OverriderOperator, PropagationSpec,
-    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, UNSUPPORTED_KARMADA_FIELDS,
+    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, UNSUPPORTED_KARMADA_FIELD,
+    UNSUPPORTED_KARMADA_FIELDS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::de::DeserializeOwned;
@@ -32,9 +34,8 @@ const PRESERVE_UNKNOWN: &str = "x-kubernetes-preserve-unknown-fields";
 /// and `additionalProperties`; it stops where the schema keeps unknown
 /// fields on purpose (`x-kubernetes-preserve-unknown-fields` on a node that
 /// declares no properties, e.g. a plaintext overrider's `value`). A node
-/// that keeps unknown fields *and* declares properties is still checked:
-/// that is how the policy CRDs are published, so that the API server hands
-/// unknown fields to the webhook instead of pruning them. At the root,
+/// that keeps unknown fields *and* declares properties is still checked
+/// (objects stored under an older schema may have them). At the root,
 /// `apiVersion`, `kind` and `metadata` are the API server's business.
 pub fn unknown_fields(schema: &Value, object: &Value) -> Vec<String> {
     let mut report = SchemaReport::default();
@@ -180,8 +181,19 @@ fn walk(schema: &Value, value: &mut Value, path: &str, report: &mut SchemaReport
                     if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                         continue;
                     }
+                    let child_path = join(path, key);
                     match properties.get(key) {
-                        Some(child_schema) => walk(child_schema, child, &join(path, key), report),
+                        // Declared (untyped) only for the CRD to refuse it:
+                        // an unsupported Karmada field.
+                        Some(child_schema)
+                            if child_schema
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .is_some_and(|d| d.starts_with(UNSUPPORTED_KARMADA_FIELD)) =>
+                        {
+                            undeclared.push(key.clone())
+                        }
+                        Some(child_schema) => walk(child_schema, child, &child_path, report),
                         None => undeclared.push(key.clone()),
                     }
                 }
@@ -272,6 +284,11 @@ fn check_constraints(schema: &Value, value: &Value, path: &str, report: &mut Sch
         if (items.len() as u64) < min {
             let noun = if min == 1 { "item" } else { "items" };
             report.violations.push(format!("{}: must have at least {min} {noun}", shown("")));
+        }
+    }
+    if let (Some(max), Some(items)) = (schema.get("maxItems").and_then(Value::as_u64), value.as_array()) {
+        if items.len() as u64 > max {
+            report.violations.push(format!("{}: must have at most {max} items", shown("")));
         }
     }
     if let (Some(min), Some(text)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str()) {
@@ -441,15 +458,13 @@ fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace, scope: Scope
         if let Some(affinity) = &rule.target_cluster {
             check_affinity(affinity, &format!("{path}.targetCluster"), scope, &mut errors);
         }
-        if scope == Scope::BeyondSchema {
-            continue;
-        }
-        // The rest are the CRD's CEL rules and patterns.
         let overriders = &rule.overriders;
         let sets_value = |operator: OverriderOperator| operator != OverriderOperator::Remove;
         for (j, plaintext) in overriders.plaintext.iter().enumerate() {
             let path = format!("{path}.overriders.plaintext[{j}]");
-            check_pointer(&plaintext.path, &format!("{path}.path"), &mut errors);
+            if scope == Scope::All {
+                check_pointer(&plaintext.path, &format!("{path}.path"), &mut errors);
+            }
             if sets_value(plaintext.operator) && plaintext.value.is_none() {
                 errors.push(format!(
                     "{path}.value: required for operator {}",
@@ -457,6 +472,10 @@ fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace, scope: Scope
                 ));
             }
         }
+        if scope == Scope::BeyondSchema {
+            continue;
+        }
+        // The rest are the CRD's CEL rules and patterns.
         for (j, image) in overriders.image_overrider.iter().enumerate() {
             let path = format!("{path}.overriders.imageOverrider[{j}]");
             if let Some(predicate) = &image.predicate {
@@ -804,6 +823,10 @@ mod tests {
         assert_eq!(errors, [r#"spec.conflictResolution: "Ignore" is not one of "Abort", "Overwrite""#]);
         let errors = errors_of("OverridePolicy", &json!({"metadata": {"namespace": "a"}}));
         assert_eq!(errors, ["spec: required"]);
+        let spread = json!({"spreadByField": "zone"});
+        let errors =
+            errors_of("PropagationPolicy", &pp_with_placement(json!({"spreadConstraints": vec![spread; 11]})));
+        assert_eq!(errors, ["spec.placement.spreadConstraints: must have at most 10 items"]);
     }
 
     #[test]
@@ -1063,7 +1086,6 @@ mod tests {
                 "replicaDivisionPreference": "Weighted"}})),
             pp_with_placement(json!({"clusterAffinity": {"fieldSelector": {"matchExpressions": [
                 {"key": "zone", "operator": "In"}]}}})),
-            op_with_overriders(json!({"plaintext": [{"path": "/spec/replicas", "operator": "add"}]})),
             op_with_overriders(json!({"plaintext": [{"path": "/a~2", "operator": "remove"}]})),
             op_with_overriders(json!({"argsOverrider": [{"containerName": "c", "operator": "replace"}]})),
         ];
@@ -1071,7 +1093,11 @@ mod tests {
             assert!(!validate_policy(object["kind"].as_str().unwrap(), object).is_empty(), "{object:#}");
             assert_eq!(beyond(object), Vec::<String>::new(), "{object:#}");
         }
-        let cases: [(Value, &str); 4] = [
+        let cases: [(Value, &str); 5] = [
+            (
+                op_with_overriders(json!({"plaintext": [{"path": "/spec/replicas", "operator": "add"}]})),
+                "spec.overrideRules[0].overriders.plaintext[0].value: required for operator add",
+            ),
             (
                 pp(json!({"resourceSelectors": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "other"}]})),
                 "spec.resourceSelectors[0].namespace: a PropagationPolicy selects only in its own namespace",

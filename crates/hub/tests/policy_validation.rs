@@ -147,6 +147,15 @@ async fn the_hub_rejects_malformed_policies_with_clear_messages() {
         &["spec.overrideRules[0].targetCluster.exclude: excludes every cluster in clusterNames, so nothing is selected"],
     );
 
+    // A plaintext overrider's value is any JSON, which CEL cannot see.
+    let valueless = json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
+        "metadata": {"name": "valueless"},
+        "spec": {"overrideRules": [{"overriders": {"plaintext": [{"path": "/spec/replicas", "operator": "replace"}]}}]}});
+    assert_rejected(
+        create(&ops, valueless).await,
+        &["spec.overrideRules[0].overriders.plaintext[0].value: required for operator replace"],
+    );
+
     // Deleting is never held up.
     pps.delete("nginx-propagation", &Default::default()).await.unwrap();
 }

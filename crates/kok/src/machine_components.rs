@@ -5,7 +5,7 @@
 
 use flotilla_api::machine::{ComponentSpec, Machine};
 use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
+use kube::Api;
 use serde_json::json;
 
 use crate::Error;

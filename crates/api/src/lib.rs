@@ -210,7 +210,8 @@ mod tests {
             if crd.spec.group != policy::GROUP {
                 continue;
             }
-            let rules = |path: &str| root.pointer(path).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            let rules =
+                |path: &str| root.pointer(path).and_then(|v| v.as_array()).cloned().unwrap_or_default();
             let messages: Vec<String> = [
                 "/properties/spec/x-kubernetes-validations",
                 "/properties/spec/properties/placement/x-kubernetes-validations",

@@ -824,8 +824,10 @@ mod tests {
         let errors = errors_of("OverridePolicy", &json!({"metadata": {"namespace": "a"}}));
         assert_eq!(errors, ["spec: required"]);
         let spread = json!({"spreadByField": "zone"});
-        let errors =
-            errors_of("PropagationPolicy", &pp_with_placement(json!({"spreadConstraints": vec![spread; 11]})));
+        let errors = errors_of(
+            "PropagationPolicy",
+            &pp_with_placement(json!({"spreadConstraints": vec![spread; 11]})),
+        );
         assert_eq!(errors, ["spec.placement.spreadConstraints: must have at most 10 items"]);
     }
 
@@ -1061,7 +1063,9 @@ mod tests {
         };
         let old = foreign(json!({}));
         assert_eq!(validate_policy_change("PropagationPolicy", None, &old).len(), 1);
-        assert!(validate_policy_change("PropagationPolicy", Some(&old), &foreign(json!({"a": "b"}))).is_empty());
+        assert!(
+            validate_policy_change("PropagationPolicy", Some(&old), &foreign(json!({"a": "b"}))).is_empty()
+        );
         let mut worse = foreign(json!({}));
         worse["spec"]["placement"]["clusterAffinity"] = json!({"clusterNames": ["m1"], "exclude": ["m1"]});
         let errors = validate_policy_change("PropagationPolicy", Some(&old), &worse);
@@ -1078,9 +1082,13 @@ mod tests {
     /// CRD's CEL rules and patterns already refuse is left to them.
     #[test]
     fn beyond_the_schema_are_only_what_the_crd_cannot_express() {
-        let beyond = |object: &Value| validate_policy_beyond_schema(&object["kind"].as_str().unwrap().to_string(), object);
+        let beyond = |object: &Value| {
+            validate_policy_beyond_schema(&object["kind"].as_str().unwrap().to_string(), object)
+        };
         let left_to_the_schema = [
-            pp_with_placement(json!({"spreadConstraints": [{"spreadByField": "zone", "minGroups": 3, "maxGroups": 2}]})),
+            pp_with_placement(
+                json!({"spreadConstraints": [{"spreadByField": "zone", "minGroups": 3, "maxGroups": 2}]}),
+            ),
             pp_with_placement(json!({"spreadConstraints": [{"maxGroups": 1}]})),
             pp_with_placement(json!({"replicaScheduling": {"replicaSchedulingType": "Duplicated",
                 "replicaDivisionPreference": "Weighted"}})),
@@ -1099,7 +1107,9 @@ mod tests {
                 "spec.overrideRules[0].overriders.plaintext[0].value: required for operator add",
             ),
             (
-                pp(json!({"resourceSelectors": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "other"}]})),
+                pp(
+                    json!({"resourceSelectors": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "other"}]}),
+                ),
                 "spec.resourceSelectors[0].namespace: a PropagationPolicy selects only in its own namespace",
             ),
             (

@@ -111,7 +111,10 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
         create_strict(&client, typo.clone()).await,
         &["strict decoding error", "unknown field \"spec.placement.clusterAfinity\""],
     );
-    assert_refused(apply_strict(&pps, typo).await, &[".spec.placement.clusterAfinity: field not declared in schema"]);
+    assert_refused(
+        apply_strict(&pps, typo).await,
+        &[".spec.placement.clusterAfinity: field not declared in schema"],
+    );
     let typo = with_overriders("typo", json!({"plaintext": [], "lables": []}));
     assert_refused(
         create_strict(&client, typo).await,
@@ -128,7 +131,10 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     for (spec, needles) in [
         (
             json!({"resourceSelectors": nginx(), "placement": {"clusterAffinities": [{"affinityName": "a"}]}}),
-            ["spec.placement.clusterAffinities", "Karmada field not supported by Flotilla: use a single clusterAffinity"],
+            [
+                "spec.placement.clusterAffinities",
+                "Karmada field not supported by Flotilla: use a single clusterAffinity",
+            ],
         ),
         (
             json!({"resourceSelectors": nginx(), "preemption": "Always"}),
@@ -167,7 +173,10 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (
             spread(json!({"spreadByField": "region", "minGroups": 3, "maxGroups": 2})),
-            vec!["spec.placement.spreadConstraints[0].minGroups", "minGroups must not be more than maxGroups"],
+            vec![
+                "spec.placement.spreadConstraints[0].minGroups",
+                "minGroups must not be more than maxGroups",
+            ],
         ),
         (
             spread(json!({"maxGroups": 2})),
@@ -178,7 +187,9 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
             vec!["set exactly one of spreadByField and spreadByLabel"],
         ),
         (
-            scheduling(json!({"replicaSchedulingType": "Duplicated", "replicaDivisionPreference": "Weighted"})),
+            scheduling(
+                json!({"replicaSchedulingType": "Duplicated", "replicaDivisionPreference": "Weighted"}),
+            ),
             vec![
                 "spec.placement.replicaScheduling.replicaDivisionPreference",
                 "only applies to replicaSchedulingType Divided, not Duplicated",
@@ -206,11 +217,17 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
         (
             scheduling(json!({"weightPreference": {"staticWeightList": [
                 {"targetCluster": {"clusterNames": ["m1"]}, "weight": 0}]}})),
-            vec!["spec.placement.replicaScheduling.weightPreference.staticWeightList[0].weight", "greater than or equal to 1"],
+            vec![
+                "spec.placement.replicaScheduling.weightPreference.staticWeightList[0].weight",
+                "greater than or equal to 1",
+            ],
         ),
         (
             field_selector(json!({"key": "region", "operator": "In"})),
-            vec!["matchExpressions[0].values", "values are required (at least one) for operators In and NotIn"],
+            vec![
+                "matchExpressions[0].values",
+                "values are required (at least one) for operators In and NotIn",
+            ],
         ),
         (
             field_selector(json!({"key": "region", "operator": "Exists", "values": ["eu"]})),
@@ -222,12 +239,21 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
         ),
         (
             with_overriders("image", json!({"imageOverrider": [{"component": "Tag", "operator": "add"}]})),
-            vec!["spec.overrideRules[0].overriders.imageOverrider[0].value", "value must not be empty for operators add and replace"],
+            vec![
+                "spec.overrideRules[0].overriders.imageOverrider[0].value",
+                "value must not be empty for operators add and replace",
+            ],
         ),
         (
-            with_overriders("args", json!({"argsOverrider": [
-                {"containerName": "app", "operator": "replace", "value": ["-v"]}]})),
-            vec!["spec.overrideRules[0].overriders.argsOverrider[0].operator", "must be add or remove (as in Karmada), not replace"],
+            with_overriders(
+                "args",
+                json!({"argsOverrider": [
+                {"containerName": "app", "operator": "replace", "value": ["-v"]}]}),
+            ),
+            vec![
+                "spec.overrideRules[0].overriders.argsOverrider[0].operator",
+                "must be add or remove (as in Karmada), not replace",
+            ],
         ),
     ];
     for (object, needles) in cases {
@@ -242,10 +268,13 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
         scheduling(json!({"replicaSchedulingType": "Duplicated"})),
         scheduling(json!({"replicaDivisionPreference": "Weighted", "weightPreference": weights})),
         field_selector(json!({"key": "region", "operator": "NotIn", "values": ["eu"]})),
-        with_overriders("ok", json!({
+        with_overriders(
+            "ok",
+            json!({
             "plaintext": [{"path": "/metadata/annotations/a~1b", "operator": "remove"}],
             "imageOverrider": [{"component": "Tag", "operator": "remove"}],
-            "commandOverrider": [{"containerName": "app", "operator": "add", "value": ["-v"]}]})),
+            "commandOverrider": [{"containerName": "app", "operator": "add", "value": ["-v"]}]}),
+        ),
     ] {
         let name = object["metadata"]["name"].as_str().unwrap().to_string();
         let api = if object["kind"] == "OverridePolicy" { &ops } else { &pps };

@@ -261,7 +261,12 @@ async fn policies_are_written_while_no_hub_runs_and_the_hub_ignores_invalid_ones
     })
     .await;
     let (_, message) = valid_condition(&pps, "tolerating").await.unwrap();
-    assert!(message.contains("spec.placement.clusterTolerations[0].tolerationSeconds: only applies to effect NoExecute"), "{message}");
+    assert!(
+        message.contains(
+            "spec.placement.clusterTolerations[0].tolerationSeconds: only applies to effect NoExecute"
+        ),
+        "{message}"
+    );
     let bindings: Api<flotilla_api::work::ResourceBinding> = Api::namespaced(client.clone(), "default");
     wait_for("the template's binding", Duration::from_secs(30), || async {
         bindings.get_opt("settings-configmap").await.unwrap().is_some()

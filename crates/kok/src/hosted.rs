@@ -379,9 +379,20 @@ async fn apply_components(
         if current == want {
             continue;
         }
-        // Only this cluster's components (the list is merged by name, so
-        // others' stay); those it no longer applies, all of them when `want`
-        // is empty, leave the list.
+        if want.is_empty() && current.len() == m.spec.components.len() {
+            // Server-side apply (still on 1.37, see the hub's
+            // `cluster_list_maps` test) leaves `spec: null` when an apply
+            // drops the last items of the list, which the schema refuses:
+            // empty it with a merge patch on the version just read, so a
+            // component someone adds meanwhile is never erased.
+            let body = json!({
+                "metadata": {"resourceVersion": m.resource_version()},
+                "spec": {"components": []},
+            });
+            api.patch(&machine, &PatchParams::default(), &Patch::Merge(&body)).await?;
+            tracing::info!(cluster = %name, machine = %machine, "machine components removed");
+            continue;
+        }
         let body = json!({
             "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
             "metadata": {"name": machine},

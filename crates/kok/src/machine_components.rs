@@ -5,7 +5,7 @@
 
 use flotilla_api::machine::{ComponentSpec, Machine};
 use kube::api::{Patch, PatchParams};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
@@ -40,6 +40,19 @@ pub(crate) async fn release_machine(
     let Some(current) = machines.get_opt(machine).await? else { return Ok(()) };
     let names: Vec<&str> = current.spec.components.iter().map(|c| c.name.as_str()).collect();
     if !names.contains(&component) {
+        return Ok(());
+    }
+    if names.iter().all(|n| *n == component) {
+        // Server-side apply (still on 1.37, see the hub's
+        // `cluster_list_maps` test) leaves `spec: null` when an apply drops
+        // the last item of the list, which the schema refuses: empty it with
+        // a merge patch, on the version just read so a component someone
+        // adds meanwhile is never erased.
+        let body = json!({
+            "metadata": {"resourceVersion": current.resource_version()},
+            "spec": {"components": []},
+        });
+        machines.patch(machine, &PatchParams::default(), &Patch::Merge(&body)).await?;
         return Ok(());
     }
     let body = json!({

@@ -1082,9 +1082,7 @@ mod tests {
     /// CRD's CEL rules and patterns already refuse is left to them.
     #[test]
     fn beyond_the_schema_are_only_what_the_crd_cannot_express() {
-        let beyond = |object: &Value| {
-            validate_policy_beyond_schema(&object["kind"].as_str().unwrap().to_string(), object)
-        };
+        let beyond = |object: &Value| validate_policy_beyond_schema(object["kind"].as_str().unwrap(), object);
         let left_to_the_schema = [
             pp_with_placement(
                 json!({"spreadConstraints": [{"spreadByField": "zone", "minGroups": 3, "maxGroups": 2}]}),

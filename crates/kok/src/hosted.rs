@@ -400,10 +400,11 @@ async fn apply_components(
             continue;
         }
         if want.is_empty() && current.len() == m.spec.components.len() {
-            // Kubernetes 1.20's server-side apply turns a map-list whose
-            // last items an apply drops into `null`, which the schema
-            // rejects: empty it with a merge patch on the version just read,
-            // so a component someone adds meanwhile is never erased.
+            // Server-side apply (still on 1.37, see the hub's
+            // `cluster_list_maps` test) leaves `spec: null` when an apply
+            // drops the last items of the list, which the schema refuses:
+            // empty it with a merge patch on the version just read, so a
+            // component someone adds meanwhile is never erased.
             let body = json!({
                 "metadata": {"resourceVersion": m.resource_version()},
                 "spec": {"components": []},

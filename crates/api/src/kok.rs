@@ -245,6 +245,54 @@ pub struct EtcdClusterStatus {
     /// With `spec.backup`: the schedule's next fire time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_scheduled_backup: Option<Time>,
+    /// The running or last change of `spec.version` (process runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<EtcdUpgradeStatus>,
+}
+
+/// Where an etcd version change stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EtcdUpgradeState {
+    /// The snapshot taken before any member moves is being written.
+    Snapshotting,
+    /// Members move to the new binary one at a time, followers first.
+    Rolling,
+    /// A member did not become healthy in time: the moved members go back,
+    /// newest first.
+    RollingBack,
+    /// Every member runs the new version.
+    Succeeded,
+    /// Every member runs the old version again.
+    RolledBack,
+    /// The snapshot failed; no member moved.
+    SnapshotFailed,
+}
+
+/// An etcd version change: members move one at a time (followers first,
+/// the leader last), each only once the one before is healthy on its new
+/// binary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdUpgradeStatus {
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<EtcdUpgradeState>,
+    /// The EtcdBackup taken before the first member moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Where that snapshot is: `<machine>:<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Members moved to `to`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<String>,
+    /// When the newest move (or move back) was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_at: Option<Time>,
+    /// The member that did not become healthy on `to` (a rollback's cause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_member: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -54,6 +54,10 @@ pub use crate::etcd_error::EtcdPlanError;
 pub struct EtcdOperatorConfig {
     /// Directory holding the `etcd` binary on the machines.
     pub bin_dir: PathBuf,
+    /// File name (in `bin_dir`) of the etcd binary new members run: the
+    /// operator sets it per cluster from its version
+    /// ([`crate::etcd_versions`]).
+    pub etcd_binary: String,
     /// Each member takes a client and a peer port from this range: the
     /// lowest two that no component on any Machine with the same address
     /// names (machines may share an address: a laptop, CI).
@@ -71,6 +75,7 @@ impl Default for EtcdOperatorConfig {
     fn default() -> Self {
         Self {
             bin_dir: "/usr/local/bin".into(),
+            etcd_binary: "etcd".into(),
             ports: DEFAULT_PORTS,
             member_dead_after: Duration::from_secs(120),
             flotilla_binary: "/usr/local/bin/flotilla".into(),
@@ -349,7 +354,7 @@ pub fn member_component(
         member.client_url.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or_default();
     ComponentSpec {
         name: component_name(namespace, name),
-        binary: config.bin_dir.join("etcd").display().to_string(),
+        binary: config.bin_dir.join(&config.etcd_binary).display().to_string(),
         args,
         files,
         // Client URLs demand a client certificate, which the node agent's

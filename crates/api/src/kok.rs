@@ -37,8 +37,9 @@ pub mod conditions {
     pub const NODES_READY: &str = "NodesReady";
     /// On a HostedCluster: every add-on is applied into the cluster.
     pub const ADDONS_APPLIED: &str = "AddonsApplied";
-    /// On a HostedCluster: the last version change (False with the reason
-    /// while it runs or when it was refused or rolled back).
+    /// On a HostedCluster and a process-runtime EtcdCluster: the last
+    /// version change (False with the reason while it runs or when it was
+    /// refused or rolled back).
     pub const UPGRADED: &str = "Upgraded";
     /// On a HostedCluster: the spec can be acted on (False with a message
     /// that says what to fix).
@@ -97,7 +98,10 @@ pub struct EtcdClusterSpec {
     /// one at a time.
     #[schemars(extend("enum" = [1, 3, 5]))]
     pub members: i32,
-    /// etcd version, e.g. `3.7.4`.
+    /// etcd version, e.g. `3.7.4`. Process runtime: one the operator has a
+    /// binary for (`etcd`, `etcd-X.Y.Z` in its bin dir); changing it rolls
+    /// the members one at a time after a snapshot (`status.upgrade`,
+    /// condition `Upgraded`); one minor up at a time, never a minor down.
     #[schemars(length(min = 1))]
     pub version: String,
     /// Process: members run on Machines; Kubernetes: a StatefulSet.

@@ -9,8 +9,10 @@
 //! Machine, and its name, ports and URLs are read back from that
 //! component's command line, so every decision is the same when made twice
 //! or by a restarted operator. A member's component is written once and
-//! never rewritten; a member moves only by being replaced (a new member,
-//! with a new name, a fresh data dir and `--initial-cluster-state=existing`).
+//! rewritten only to run another etcd release (same flags, same data dir:
+//! [`crate::etcd_upgrade`]); a member moves to another machine only by
+//! being replaced (a new member, with a new name, a fresh data dir and
+//! `--initial-cluster-state=existing`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;

@@ -830,6 +830,7 @@ pub(crate) mod tests {
     pub(crate) fn config() -> EtcdOperatorConfig {
         EtcdOperatorConfig {
             bin_dir: "/opt/bin".into(),
+            etcd_binary: "etcd".into(),
             ports: 3000..=3009,
             member_dead_after: Duration::from_secs(60),
             flotilla_binary: "/opt/bin/flotilla".into(),

@@ -280,7 +280,7 @@ pub fn step(f: &UpgradeFacts) -> UpgradeStep {
                 let message =
                     format!("taking snapshot {backup} before upgrading from {} to {}", r.from, r.to);
                 return UpgradeStep {
-                    action: (f.snapshot == Snapshot::Missing).then(|| Action::CreateBackup(backup)),
+                    action: (f.snapshot == Snapshot::Missing).then_some(Action::CreateBackup(backup)),
                     record: Some(r),
                     condition: cond(Some(false), reasons::UPGRADING, message),
                     busy: true,

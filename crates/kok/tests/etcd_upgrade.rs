@@ -93,7 +93,7 @@ async fn hub() -> Cluster {
 fn bin_dir(binaries: &Binaries, dir: &Path) -> PathBuf {
     let bin = dir.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
-    for name in ["etcd", "etcdctl", "etcd-3.6.17", "etcdctl-3.6.17"] {
+    for name in ["etcd", "etcdctl", "etcdutl", "etcd-3.6.17", "etcdctl-3.6.17", "etcdutl-3.6.17"] {
         std::os::unix::fs::symlink(binaries.dir().join(name), bin.join(name)).unwrap();
     }
     bin

@@ -15,6 +15,8 @@ pub mod etcd_restore;
 pub mod etcd_schedule;
 pub mod etcd_status;
 pub mod etcd_teardown;
+pub mod etcd_upgrade;
+pub mod etcd_versions;
 pub mod hosted;
 pub mod hosted_pki;
 pub mod hosted_status;

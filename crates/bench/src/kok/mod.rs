@@ -11,13 +11,14 @@
 
 mod args;
 mod env;
+mod etcd_upgrade;
 mod report;
 mod runs;
 mod upgrade;
 
 use anyhow::bail;
 
-pub use args::KokArgs;
+pub use args::{KokArgs, KokRun};
 use env::{Env, MACHINES, PREVIOUS_VERSION, VERSION};
 use report::{table, Row};
 
@@ -49,6 +50,11 @@ async fn bench(args: KokArgs) -> anyhow::Result<bool> {
     let mut env = Env::start(&args, &bin_dir).await?;
     println!("  logs and state: {}", env.dir.display());
     let mut rows: Vec<Row> = Vec::new();
+    if args.run == Some(KokRun::EtcdUpgrade) {
+        etcd_upgrade::etcd_upgrade(&mut env, &mut rows).await?;
+        println!("\n{}", table(&rows));
+        return Ok(true);
+    }
 
     // Memory first, while the operator process is fresh: earlier runs would
     // leave allocator pages behind and flatter the per-cluster growth.
@@ -64,6 +70,7 @@ async fn bench(args: KokArgs) -> anyhow::Result<bool> {
     if !args.skip_upgrade {
         upgrade::upgrade(&mut env, args.nodes, &mut rows).await?;
     }
+    etcd_upgrade::etcd_upgrade(&mut env, &mut rows).await?;
     println!("\n{}", table(&rows));
     drop(env);
     Ok(true)

@@ -10,92 +10,22 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, EtcdClusterPhase, EtcdClusterSpec};
-use flotilla_api::machine::{Machine, MachineSpec};
+use flotilla_api::machine::Machine;
 use flotilla_kok::etcd::{EtcdOperator, FIELD_MANAGER};
 use flotilla_kok_core::etcd::{component_name, secret_name, EtcdOperatorConfig};
-use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
+use flotilla_localkube::{wait_for, Binaries};
 use flotilla_node_agent::NodeAgentConfig;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::Api;
 use serde_json::json;
-use tokio::task::AbortHandle;
+
+mod support;
+
+use support::{create_machine, free_range, hub, logs, Cleanup};
 
 const WAIT: Duration = Duration::from_secs(120);
 const NS: &str = "kok-test";
-
-/// On drop (also when the test panics): stops the node agents and the
-/// operator first, so nothing starts etcd again, then kills every process
-/// the agents recorded, if it is still that very process.
-struct Cleanup {
-    state_dirs: Vec<PathBuf>,
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        for t in tasks.iter() {
-            t.abort();
-        }
-        // An aborted task finishes the poll it is in; give it that moment.
-        std::thread::sleep(Duration::from_millis(300));
-        for dir in &self.state_dirs {
-            flotilla_node_agent::kill_recorded(dir);
-        }
-    }
-}
-
-/// A base port with `count` free ports after it, below the kernel's
-/// ephemeral range (32768 and up) so no outgoing connection takes one
-/// before a member binds it, and at a random place so tests running at
-/// the same time get different ranges.
-fn free_range(count: u16) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-        random.write_u32(std::process::id());
-        let base = 20000 + u16::try_from(random.finish() % u64::from(12000 - count)).unwrap();
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-}
-
-async fn hub() -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(hub.client());
-    for crd in flotilla_api::crds().into_iter().filter(|c| c.spec.group == "kok.flotilla.io") {
-        crds.patch(&crd.name_any(), &PatchParams::apply("test").force(), &Patch::Apply(&crd)).await.unwrap();
-    }
-    let (machines, clusters): (Api<Machine>, Api<EtcdCluster>) =
-        (Api::all(hub.client()), Api::all(hub.client()));
-    wait_for("the kok CRDs to be served", WAIT, || {
-        let (machines, clusters) = (machines.clone(), clusters.clone());
-        async move {
-            machines.list(&Default::default()).await.is_ok()
-                && clusters.list(&Default::default()).await.is_ok()
-        }
-    })
-    .await;
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-    Api::<Namespace>::all(hub.client())
-        .patch(NS, &PatchParams::apply("test"), &Patch::Apply(&ns))
-        .await
-        .unwrap();
-    hub
-}
-
-async fn create_machine(client: &Client, name: &str, pool: &str) {
-    let mut m = Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
-    m.metadata.labels = Some(BTreeMap::from([("pool".to_string(), pool.to_string())]));
-    Api::<Machine>::all(client.clone()).create(&PostParams::default(), &m).await.unwrap();
-}
 
 /// Runs etcdctl (v3 API) against `endpoint` with the cluster's client
 /// certificate.
@@ -115,28 +45,15 @@ async fn etcdctl(binaries: &Binaries, pki: &Path, endpoint: &str, args: &[&str])
     String::from_utf8(out.stdout).unwrap()
 }
 
-fn logs(state_dirs: &[PathBuf], component: &str) -> String {
-    state_dirs
-        .iter()
-        .map(|d| {
-            let log =
-                std::fs::read_to_string(d.join("logs").join(format!("{component}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(15).collect();
-            format!("--- {}:\n{}", d.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_members_on_three_machines_form_a_healthy_cluster() {
-    let hub = hub().await;
+    let hub = hub(NS, WAIT).await;
     let client = hub.client();
     let binaries = Binaries::locate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let machines = ["m1", "m2", "m3"];
     let state_dirs: Vec<PathBuf> = machines.iter().map(|m| dir.path().join(m)).collect();
-    let cleanup = Cleanup { state_dirs: state_dirs.clone(), tasks: Mutex::new(Vec::new()) };
+    let cleanup = Cleanup::new(state_dirs.clone());
 
     for m in machines {
         create_machine(&client, m, "etcd").await;
@@ -204,7 +121,7 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
         panic!(
             "the cluster never ran; last status {:#?}\nlogs:\n{}",
             found.lock().unwrap(),
-            logs(&state_dirs, &component)
+            logs(&state_dirs, &component, 15)
         );
     };
 

@@ -8,48 +8,29 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use flotilla_api::kok::{
     EtcdBackup, EtcdBackupSchedule, EtcdBackupSpec, EtcdCluster, EtcdClusterPhase, EtcdClusterSpec,
     EtcdClusterStatus, JobPhase, MachinePath,
 };
-use flotilla_api::machine::{Machine, MachineSpec};
+use flotilla_api::machine::Machine;
 use flotilla_kok::etcd::EtcdOperator;
 use flotilla_kok_core::etcd::{component_name, secret_name, EtcdOperatorConfig};
-use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
+use flotilla_localkube::{wait_for, Binaries, Cluster};
 use flotilla_node_agent::NodeAgentConfig;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 use tokio::task::AbortHandle;
 
+mod support;
+
+use support::{create_machine, free_range, hub, Cleanup};
+
 const WAIT: Duration = Duration::from_secs(180);
 const NS: &str = "kok-test";
-
-/// On drop (also when the test panics): stops the node agents and the
-/// operator first, so nothing starts etcd again, then kills every process
-/// the agents recorded, if it is still that very process.
-struct Cleanup {
-    state_dirs: Mutex<Vec<PathBuf>>,
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            t.abort();
-        }
-        // An aborted task finishes the poll it is in; give it that moment.
-        std::thread::sleep(Duration::from_millis(300));
-        for dir in self.state_dirs.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            flotilla_node_agent::kill_recorded(dir);
-        }
-    }
-}
 
 /// One test's world: a hub, machines with node agents, the operator.
 /// Fields drop in order: the processes go first, the directories last.
@@ -61,56 +42,15 @@ struct Env {
     dir: tempfile::TempDir,
 }
 
-/// A base port with `count` free ports after it, below the kernel's
-/// ephemeral range (32768 and up) so no outgoing connection takes one
-/// before a member binds it, and at a random place so tests running at
-/// the same time get different ranges.
-fn free_range(count: u16) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-        random.write_u32(std::process::id());
-        let base = 20000 + u16::try_from(random.finish() % u64::from(12000 - count)).unwrap();
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-}
-
 impl Env {
     async fn start() -> Env {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
-        let crds: Api<CustomResourceDefinition> = Api::all(hub.client());
-        for crd in flotilla_api::crds().into_iter().filter(|c| c.spec.group == "kok.flotilla.io") {
-            crds.patch(&crd.name_any(), &PatchParams::apply("test").force(), &Patch::Apply(&crd))
-                .await
-                .unwrap();
-        }
-        let (machines, clusters): (Api<Machine>, Api<EtcdCluster>) =
-            (Api::all(hub.client()), Api::all(hub.client()));
-        wait_for("the kok CRDs to be served", WAIT, || {
-            let (machines, clusters) = (machines.clone(), clusters.clone());
-            async move {
-                machines.list(&Default::default()).await.is_ok()
-                    && clusters.list(&Default::default()).await.is_ok()
-            }
-        })
-        .await;
-        let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-        Api::<Namespace>::all(hub.client())
-            .patch(NS, &PatchParams::apply("test"), &Patch::Apply(&ns))
-            .await
-            .unwrap();
+        let hub = hub(NS, WAIT).await;
         Env {
             hub,
             binaries: Binaries::locate().unwrap(),
             dir: tempfile::tempdir().unwrap(),
             agents: BTreeMap::new(),
-            cleanup: Cleanup { state_dirs: Mutex::new(Vec::new()), tasks: Mutex::new(Vec::new()) },
+            cleanup: Cleanup::default(),
         }
     }
 
@@ -124,10 +64,7 @@ impl Env {
 
     /// A Machine at 127.0.0.1 in `pool`, and its node agent.
     async fn machine(&mut self, name: &str, pool: &str) {
-        let mut m =
-            Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
-        m.metadata.labels = Some(BTreeMap::from([("pool".to_string(), pool.to_string())]));
-        Api::<Machine>::all(self.client()).create(&PostParams::default(), &m).await.unwrap();
+        create_machine(&self.client(), name, pool).await;
         let state_dir = self.state_dir(name);
         self.cleanup.state_dirs.lock().unwrap().push(state_dir.clone());
         let mut config = NodeAgentConfig::new(name, self.hub.kubeconfig_path().to_path_buf(), state_dir);
@@ -200,17 +137,8 @@ impl Env {
     }
 
     fn logs(&self, cluster: &str) -> String {
-        let component = component_name(NS, cluster);
         let dirs = self.cleanup.state_dirs.lock().unwrap().clone();
-        dirs.iter()
-            .map(|d| {
-                let log = std::fs::read_to_string(d.join("logs").join(format!("{component}.log")))
-                    .unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(15).collect();
-                format!("--- {}:\n{}", d.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
+        support::logs(&dirs, &component_name(NS, cluster), 15)
     }
 
     /// The cluster's CA and client certificate, written out for etcdctl.

@@ -12,81 +12,23 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use flotilla_api::kok::{EtcdCluster, EtcdClusterSpec, EtcdClusterStatus, EtcdUpgradeState};
-use flotilla_api::machine::{Machine, MachineSpec};
+use flotilla_api::machine::Machine;
 use flotilla_kok::etcd::{client_tls, EtcdOperator};
 use flotilla_kok::etcd_writes::{lost_writes, write_until};
 use flotilla_kok_core::etcd::{component_name, secret_name, EtcdOperatorConfig};
-use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
+use flotilla_localkube::Binaries;
 use flotilla_node_agent::NodeAgentConfig;
-use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client};
 use serde_json::json;
-use tokio::task::AbortHandle;
+
+mod support;
+
+use support::{create_machine, free_range, hub, logs, Cleanup};
 
 const WAIT: Duration = Duration::from_secs(180);
 const NS: &str = "kok-upgrade";
-
-/// On drop (also on panic): the agents and the operator stop first, then
-/// every process the agents recorded is killed, if it is still that one.
-struct Cleanup {
-    state_dirs: Vec<PathBuf>,
-    tasks: Mutex<Vec<AbortHandle>>,
-}
-
-impl Drop for Cleanup {
-    fn drop(&mut self) {
-        for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-            t.abort();
-        }
-        std::thread::sleep(Duration::from_millis(300));
-        for dir in &self.state_dirs {
-            flotilla_node_agent::kill_recorded(dir);
-        }
-    }
-}
-
-/// `count` free loopback ports below the ephemeral range, at a random place.
-fn free_range(count: u16) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-        random.write_u32(std::process::id());
-        let base = 20000 + u16::try_from(random.finish() % u64::from(12000 - count)).unwrap();
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
-}
-
-async fn hub() -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
-    let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(hub.client());
-    for crd in flotilla_api::crds().into_iter().filter(|c| c.spec.group == "kok.flotilla.io") {
-        crds.patch(&crd.name_any(), &PatchParams::apply("test").force(), &Patch::Apply(&crd)).await.unwrap();
-    }
-    let (machines, clusters): (Api<Machine>, Api<EtcdCluster>) =
-        (Api::all(hub.client()), Api::all(hub.client()));
-    wait_for("the kok CRDs to be served", WAIT, || {
-        let (machines, clusters) = (machines.clone(), clusters.clone());
-        async move {
-            machines.list(&Default::default()).await.is_ok()
-                && clusters.list(&Default::default()).await.is_ok()
-        }
-    })
-    .await;
-    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}});
-    Api::<Namespace>::all(hub.client())
-        .patch(NS, &PatchParams::apply("test"), &Patch::Apply(&ns))
-        .await
-        .unwrap();
-    hub
-}
 
 /// A bin dir of its own: links to the cached etcd releases, so the test
 /// can add a broken one.
@@ -97,19 +39,6 @@ fn bin_dir(binaries: &Binaries, dir: &Path) -> PathBuf {
         std::os::unix::fs::symlink(binaries.dir().join(name), bin.join(name)).unwrap();
     }
     bin
-}
-
-fn logs(state_dirs: &[PathBuf], component: &str) -> String {
-    state_dirs
-        .iter()
-        .map(|d| {
-            let log =
-                std::fs::read_to_string(d.join("logs").join(format!("{component}.log"))).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(12).collect();
-            format!("--- {}:\n{}", d.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n"))
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
 }
 
 fn upgraded(status: &EtcdClusterStatus) -> Option<(&str, &str, &str)> {
@@ -148,7 +77,7 @@ impl Fixture {
             panic!(
                 "{what}: not reached; last status {:#?}\nlogs:\n{}",
                 last.lock().unwrap(),
-                logs(&self.state_dirs, &component_name(NS, "e"))
+                logs(&self.state_dirs, &component_name(NS, "e"), 12)
             )
         })
     }
@@ -175,19 +104,16 @@ async fn member_binaries(client: &Client) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_3_6_to_3_7_under_writes_loses_nothing_and_a_broken_release_rolls_back() {
-    let hub = hub().await;
+    let hub = hub(NS, WAIT).await;
     let client = hub.client();
     let binaries = Binaries::locate().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let bin = bin_dir(&binaries, dir.path());
     let machines = ["m1", "m2", "m3"];
     let state_dirs: Vec<PathBuf> = machines.iter().map(|m| dir.path().join(m)).collect();
-    let cleanup = Cleanup { state_dirs: state_dirs.clone(), tasks: Mutex::new(Vec::new()) };
+    let cleanup = Cleanup::new(state_dirs.clone());
     for (m, state_dir) in machines.iter().zip(&state_dirs) {
-        let mut machine =
-            Machine::new(m, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
-        machine.metadata.labels = Some(BTreeMap::from([("pool".to_string(), "etcd".to_string())]));
-        Api::<Machine>::all(client.clone()).create(&PostParams::default(), &machine).await.unwrap();
+        create_machine(&client, m, "etcd").await;
         let mut config = NodeAgentConfig::new(*m, hub.kubeconfig_path().to_path_buf(), state_dir.clone());
         config.tick = Duration::from_millis(200);
         config.heartbeat = Duration::from_secs(1);

@@ -13,6 +13,11 @@ use std::path::{Path, PathBuf};
 /// directory once every binary is in place.
 pub const COMPLETE_STAMP: &str = ".complete";
 
+/// The oldest minor the cache offers: older releases (the cache may still
+/// hold 1.20.2) take flags the renderer no longer writes. Versions given
+/// explicitly are not checked (the operator trusts its configuration).
+pub const OLDEST_DISCOVERED_MINOR: (u64, u64) = (1, 36);
+
 /// One directory entry of the cache root, as read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
@@ -31,18 +36,26 @@ pub fn release_version(dir_name: &str) -> Option<String> {
     (parts.len() == 3 && parts.iter().all(numeric)).then(|| version.to_string())
 }
 
+/// `1.37.2` → `(1, 37)`.
+fn minor(version: &str) -> Option<(u64, u64)> {
+    let mut parts = version.split('.').map(str::parse::<u64>);
+    Some((parts.next()?.ok()?, parts.next()?.ok()?))
+}
+
 /// The `bin` directory of a release in the cache.
 pub fn release_bin_dir(root: &Path, version: &str) -> PathBuf {
     root.join(format!("v{version}")).join("bin")
 }
 
 /// The complete releases among `entries` of the cache at `root`: a
-/// release still being built (no stamp yet) is left out.
+/// release still being built (no stamp yet) or older than
+/// [`OLDEST_DISCOVERED_MINOR`] is left out.
 pub fn discovered(root: &Path, entries: &[CacheEntry]) -> BTreeMap<String, PathBuf> {
     entries
         .iter()
         .filter(|e| e.complete)
         .filter_map(|e| release_version(&e.name))
+        .filter(|v| minor(v) >= Some(OLDEST_DISCOVERED_MINOR))
         .map(|v| {
             let dir = release_bin_dir(root, &v);
             (v, dir)
@@ -109,14 +122,20 @@ mod tests {
     }
 
     #[test]
-    fn only_complete_releases_are_discovered() {
+    fn only_complete_supported_releases_are_discovered() {
         let root = Path::new("/cache/kubernetes");
         let entries = [
             CacheEntry { name: "v1.37.2".into(), complete: true },
             CacheEntry { name: "v1.36.3".into(), complete: false },
+            CacheEntry { name: "v1.38.0".into(), complete: true },
+            CacheEntry { name: "v1.20.2".into(), complete: true },
+            CacheEntry { name: "v1.35.9".into(), complete: true },
             CacheEntry { name: "tmp".into(), complete: true },
         ];
-        assert_eq!(discovered(root, &entries), map(&[("1.37.2", "/cache/kubernetes/v1.37.2/bin")]));
+        assert_eq!(
+            discovered(root, &entries),
+            map(&[("1.37.2", "/cache/kubernetes/v1.37.2/bin"), ("1.38.0", "/cache/kubernetes/v1.38.0/bin")])
+        );
         assert!(discovered(root, &[]).is_empty());
     }
 

@@ -44,7 +44,7 @@ CACHE_ROOT="${FLOTILLA_CACHE:-$HOME/.cache/flotilla}"
 BIN_DIR="${FLOTILLA_K8S_BIN:-$CACHE_ROOT/kubernetes/v$VERSION/bin}"
 STAMP="$BIN_DIR/.complete"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl)
-BINARIES=("${K8S_COMMANDS[@]}" kubemark etcd etcdctl "etcd-$ETCD_OLD" "etcdctl-$ETCD_OLD")
+BINARIES=("${K8S_COMMANDS[@]}" kubemark etcd etcdctl etcdutl "etcd-$ETCD_OLD" "etcdctl-$ETCD_OLD" "etcdutl-$ETCD_OLD")
 
 started=$(date +%s)
 step() { printf '\033[1m==> [%4ss] %s\033[0m\n' "$(( $(date +%s) - started ))" "$*" >&2; }
@@ -124,10 +124,12 @@ build_etcd() { # version suffix
     mkdir -p "$dir/cmd/etcd"
     printf 'module flotilla.local/etcd\n\n%s\n' "$GO_LINE" > "$dir/go.mod"
     printf '// etcd, built from the go.etcd.io/etcd/server module.\npackage main\n\nimport (\n\t"os"\n\n\t"go.etcd.io/etcd/server/v3/etcdmain"\n)\n\nfunc main() { etcdmain.Main(os.Args) }\n' > "$dir/cmd/etcd/main.go"
-    printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/etcdctl/v3"\n' > "$dir/tools.go"
-    (cd "$dir" && go get "go.etcd.io/etcd/server/v3@v$1" "go.etcd.io/etcd/etcdctl/v3@v$1" >/dev/null 2>&1 && go mod tidy >/dev/null \
+    printf '//go:build tools\n\npackage tools\n\nimport (\n\t_ "go.etcd.io/etcd/etcdctl/v3"\n\t_ "go.etcd.io/etcd/etcdutl/v3"\n)\n' > "$dir/tools.go"
+    # etcdutl: snapshot status and restore left etcdctl in 3.6.
+    (cd "$dir" && go get "go.etcd.io/etcd/server/v3@v$1" "go.etcd.io/etcd/etcdctl/v3@v$1" "go.etcd.io/etcd/etcdutl/v3@v$1" >/dev/null 2>&1 && go mod tidy >/dev/null \
         && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcd$2" ./cmd/etcd \
-        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcdctl$2" go.etcd.io/etcd/etcdctl/v3)
+        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcdctl$2" go.etcd.io/etcd/etcdctl/v3 \
+        && go build -trimpath -ldflags "-s -w" -o "$STAGE/etcdutl$2" go.etcd.io/etcd/etcdutl/v3)
 }
 CURRENT_STEP="build etcd $ETCD_NEW"
 step "$CURRENT_STEP"
@@ -146,6 +148,8 @@ done
 "$STAGE/etcd-$ETCD_OLD" --version | grep "etcd Version: $ETCD_OLD" >/dev/null
 "$STAGE/etcdctl" version | grep "$ETCD_NEW" >/dev/null
 "$STAGE/etcdctl-$ETCD_OLD" version | grep "$ETCD_OLD" >/dev/null
+"$STAGE/etcdutl" version | grep "$ETCD_NEW" >/dev/null
+"$STAGE/etcdutl-$ETCD_OLD" version | grep "$ETCD_OLD" >/dev/null
 
 CURRENT_STEP="publish"
 printf 'recipe=%s\nversion=%s\netcd=%s %s\n' "$RECIPE" "$VERSION" "$ETCD_NEW" "$ETCD_OLD" > "$STAGE/.complete"

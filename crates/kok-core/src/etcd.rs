@@ -377,14 +377,15 @@ pub fn restoring(
 ) -> ComponentSpec {
     let data = arg(&component, "--data-dir").unwrap_or(DATA_DIR).to_string();
     let token = arg(&component, "--initial-cluster-token").unwrap_or_default().to_string();
-    let etcdctl = config.bin_dir.join("etcdctl").display().to_string();
+    // etcdutl: `snapshot restore` left etcdctl in etcd 3.6.
+    let etcdutl = config.bin_dir.join("etcdutl").display().to_string();
     let script = format!(
         "set -e\n\
          if [ ! -d '{data}' ]; then\n\
          rm -rf '{data}.restoring'\n\
          mkdir -p \"$(dirname '{data}')\"\n\
          echo 'restoring {snapshot} into {data}'\n\
-         ETCDCTL_API=3 '{etcdctl}' snapshot restore '{snapshot}' --name '{name}' \
+         '{etcdutl}' snapshot restore '{snapshot}' --name '{name}' \
          --initial-cluster '{name}={peer}' --initial-cluster-token '{token}' \
          --initial-advertise-peer-urls '{peer}' --data-dir '{data}.restoring'\n\
          mv '{data}.restoring' '{data}'\n\

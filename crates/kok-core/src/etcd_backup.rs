@@ -19,12 +19,13 @@ use crate::pki::keys;
 const SHELL: &str = "/bin/sh";
 /// Creates the directory, saves the snapshot, then prints its revision and
 /// size as the log's last line (read back from the component's log tail).
-/// `$1` is etcdctl, `$2` the snapshot file; the endpoint and the client
+/// `$1` is etcdctl, `$2` the snapshot file, `$3` etcdutl (`snapshot
+/// status` left etcdctl in etcd 3.6); the endpoint and the client
 /// certificate come from `ETCDCTL_*` variables, so nothing is quoted.
 const BACKUP_SCRIPT: &str = r#"set -e
 mkdir -p "$(dirname "$2")"
 "$1" snapshot save "$2"
-"$1" --write-out=json snapshot status "$2""#;
+"$3" --write-out=json snapshot status "$2""#;
 
 /// How a one-shot component ended, for a status message: `exited with
 /// CODE: <its last log lines>` (without the agent's own banner lines).
@@ -271,6 +272,7 @@ pub fn backup_plan(
                     "flotilla-etcd-backup".into(),
                     config.bin_dir.join("etcdctl").display().to_string(),
                     path.clone(),
+                    config.bin_dir.join("etcdutl").display().to_string(),
                 ],
                 env,
                 files: client_pki_files(cluster),
@@ -332,7 +334,10 @@ mod tests {
         let run = plan.run.clone().unwrap();
         assert_eq!(run.name, "etcd-backup-ns-nightly");
         assert_eq!(run.restart_policy, RestartPolicy::Never);
-        assert_eq!(run.args[3..], ["/opt/bin/etcdctl".to_string(), "/backups/e-nightly.db".into()]);
+        assert_eq!(
+            run.args[3..],
+            ["/opt/bin/etcdctl".to_string(), "/backups/e-nightly.db".into(), "/opt/bin/etcdutl".into()]
+        );
         assert_eq!(
             run.env["ETCDCTL_ENDPOINTS"],
             c.status.as_ref().unwrap().members[0].client_url.clone().unwrap()

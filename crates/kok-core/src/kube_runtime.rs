@@ -668,7 +668,7 @@ pub fn template_checksum(deployment: &Deployment) -> Option<&str> {
 }
 
 /// The version a Deployment's pods are configured with: the tag of its
-/// container's image (`…/kube-apiserver:v1.20.2` → `1.36.2`).
+/// container's image (`…/kube-apiserver:v1.20.2` → `1.20.2`).
 pub fn deployment_version(deployment: &Deployment) -> Option<String> {
     let image = deployment.spec.template.spec.as_ref()?.containers.first()?.image.as_deref()?;
     let (_, tag) = image.rsplit_once(':').filter(|(repo, _)| !repo.is_empty())?;
@@ -767,7 +767,7 @@ mod tests {
 
     fn hosted_cluster(spec: Value) -> HostedCluster {
         let mut base = json!({
-            "version": "1.36.2",
+            "version": "1.20.2",
             "etcd": {"shared": {"clusterRef": "shared", "prefix": "/clusters/team-a"}},
         });
         if let (Some(base), Some(extra)) = (base.as_object_mut(), spec.as_object()) {
@@ -1348,32 +1348,32 @@ mod tests {
 
     #[test]
     fn deployments_report_their_image_version_and_availability() {
-        let (_, d) = on(Api, "1.36.2", true);
+        let (_, d) = on(Api, "1.20.2", true);
         let d = d.unwrap();
-        assert_eq!(deployment_version(&d).as_deref(), Some("1.36.2"));
+        assert_eq!(deployment_version(&d).as_deref(), Some("1.20.2"));
         assert!(deployment_available(&d));
         let mut unavailable = d.clone();
         unavailable.status.as_mut().unwrap().available_replicas = Some(0);
         assert!(!deployment_available(&unavailable));
-        let (_, pending) = on(Api, "1.37.0", false);
+        let (_, pending) = on(Api, "1.21.0", false);
         assert!(!deployment_available(&pending.unwrap()));
         let mut untagged = d;
         untagged.spec.template.spec.as_mut().unwrap().containers[0].image =
             Some("localhost:5000/kube-apiserver".into());
         assert_eq!(deployment_version(&untagged), None);
         let observed =
-            upgrade_observations(&[on(Api, "1.36.2", true), (Cm, None), on(Sched, "1.36.2", false)]);
+            upgrade_observations(&[on(Api, "1.20.2", true), (Cm, None), on(Sched, "1.20.2", false)]);
         let seen: Vec<(&str, bool)> = observed.iter().map(|o| (o.component.as_str(), o.healthy)).collect();
         assert_eq!(seen, [("kube-apiserver", true), ("kube-scheduler", false)]);
     }
 
-    /// 1.36.2 → 1.37.0: the apiserver's Deployment moves first; the others
+    /// 1.20.2 → 1.21.0: the apiserver's Deployment moves first; the others
     /// wait until it has rolled out and is available.
     #[test]
     fn an_upgrade_moves_the_apiserver_first_then_the_others() {
         let deadline = std::time::Duration::from_secs(60);
-        let mut hc = running("1.36.2", "1.37.0");
-        let old = [on(Api, "1.36.2", true), on(Cm, "1.36.2", true), on(Sched, "1.36.2", true)];
+        let mut hc = running("1.20.2", "1.21.0");
+        let old = [on(Api, "1.20.2", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
         let plan = upgrade_plan(&hc, &old, at(0), deadline);
         assert!(plan.upgrading);
         assert_eq!(plan.phase(), Some(flotilla_api::kok::HostedClusterPhase::Upgrading));
@@ -1381,49 +1381,49 @@ mod tests {
         assert_eq!(
             images(&versions),
             [
-                ("kube-apiserver", "1.37.0"),
-                ("kube-controller-manager", "1.36.2"),
-                ("kube-scheduler", "1.36.2")
+                ("kube-apiserver", "1.21.0"),
+                ("kube-controller-manager", "1.20.2"),
+                ("kube-scheduler", "1.20.2")
             ]
         );
         assert_eq!(plan.upgrade.as_ref().unwrap().component.as_deref(), Some("kube-apiserver"));
         record(&mut hc, &plan);
 
         // Applied, not rolled out yet: nothing else moves.
-        let moving = [on(Api, "1.37.0", false), on(Cm, "1.36.2", true), on(Sched, "1.36.2", true)];
+        let moving = [on(Api, "1.21.0", false), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
         let plan = upgrade_plan(&hc, &moving, at(5), deadline);
-        assert_eq!(upgrade_versions(&plan).unwrap()[&Cm], "1.36.2");
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Cm], "1.20.2");
         let message = &plan.condition.as_ref().unwrap().message;
-        assert!(message.contains("waiting for kube-apiserver/0 to be healthy on 1.37.0"), "{message}");
+        assert!(message.contains("waiting for kube-apiserver/0 to be healthy on 1.21.0"), "{message}");
         record(&mut hc, &plan);
 
         // Rolled out and available: the controller-manager is next, the
         // scheduler still waits.
-        let rolled = [on(Api, "1.37.0", true), on(Cm, "1.36.2", true), on(Sched, "1.36.2", true)];
+        let rolled = [on(Api, "1.21.0", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
         let plan = upgrade_plan(&hc, &rolled, at(10), deadline);
         assert_eq!(
             images(&upgrade_versions(&plan).unwrap()),
             [
-                ("kube-apiserver", "1.37.0"),
-                ("kube-controller-manager", "1.37.0"),
-                ("kube-scheduler", "1.36.2")
+                ("kube-apiserver", "1.21.0"),
+                ("kube-controller-manager", "1.21.0"),
+                ("kube-scheduler", "1.20.2")
             ]
         );
         record(&mut hc, &plan);
         let plan = upgrade_plan(
             &hc,
-            &[on(Api, "1.37.0", true), on(Cm, "1.37.0", true), on(Sched, "1.36.2", true)],
+            &[on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.20.2", true)],
             at(15),
             deadline,
         );
-        assert_eq!(upgrade_versions(&plan).unwrap()[&Sched], "1.37.0");
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Sched], "1.21.0");
         record(&mut hc, &plan);
-        let done = [on(Api, "1.37.0", true), on(Cm, "1.37.0", true), on(Sched, "1.37.0", true)];
+        let done = [on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.21.0", true)];
         let plan = upgrade_plan(&hc, &done, at(20), deadline);
         assert!(!plan.upgrading);
         assert_eq!(
             (plan.version.as_deref(), plan.previous_version.as_deref()),
-            (Some("1.37.0"), Some("1.36.2"))
+            (Some("1.21.0"), Some("1.20.2"))
         );
         assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::Succeeded);
         assert_eq!(plan.condition.as_ref().unwrap().reason, "Succeeded");
@@ -1444,68 +1444,68 @@ mod tests {
     #[test]
     fn an_apiserver_not_available_in_time_is_rolled_back() {
         let deadline = std::time::Duration::from_secs(30);
-        let mut hc = running("1.36.2", "1.37.0");
-        let old = [on(Api, "1.36.2", true), on(Cm, "1.36.2", true), on(Sched, "1.36.2", true)];
+        let mut hc = running("1.20.2", "1.21.0");
+        let old = [on(Api, "1.20.2", true), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
         let plan = upgrade_plan(&hc, &old, at(0), deadline);
         record(&mut hc, &plan);
-        let stuck = [on(Api, "1.37.0", false), on(Cm, "1.36.2", true), on(Sched, "1.36.2", true)];
+        let stuck = [on(Api, "1.21.0", false), on(Cm, "1.20.2", true), on(Sched, "1.20.2", true)];
         let plan = upgrade_plan(&hc, &stuck, at(29), deadline);
-        assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.37.0");
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.21.0");
         let plan = upgrade_plan(&hc, &stuck, at(31), deadline);
         assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::RollingBack);
         assert_eq!(
             images(&upgrade_versions(&plan).unwrap()),
             [
-                ("kube-apiserver", "1.36.2"),
-                ("kube-controller-manager", "1.36.2"),
-                ("kube-scheduler", "1.36.2")
+                ("kube-apiserver", "1.20.2"),
+                ("kube-controller-manager", "1.20.2"),
+                ("kube-scheduler", "1.20.2")
             ]
         );
         let message = &plan.condition.as_ref().unwrap().message;
-        assert!(message.contains("kube-apiserver/0 was not healthy on 1.37.0 within 30s"), "{message}");
+        assert!(message.contains("kube-apiserver/0 was not healthy on 1.21.0 within 30s"), "{message}");
         record(&mut hc, &plan);
         let plan = upgrade_plan(&hc, &old, at(40), deadline);
         assert!(!plan.upgrading);
         assert_eq!(plan.upgrade.as_ref().unwrap().state, flotilla_api::kok::UpgradeState::RolledBack);
-        assert_eq!(plan.version.as_deref(), Some("1.36.2"));
+        assert_eq!(plan.version.as_deref(), Some("1.20.2"));
         // Not retried while spec.version still asks for it.
         record(&mut hc, &plan);
         let plan = upgrade_plan(&hc, &old, at(50), deadline);
-        assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.36.2");
+        assert_eq!(upgrade_versions(&plan).unwrap()[&Api], "1.20.2");
         assert_eq!(plan.condition.as_ref().unwrap().reason, "RolledBack");
     }
 
     #[test]
     fn a_minor_downgrade_is_refused_and_moves_nothing() {
-        let hc = running("1.37.0", "1.36.2");
-        let now_on = [on(Api, "1.37.0", true), on(Cm, "1.37.0", true), on(Sched, "1.37.0", true)];
+        let hc = running("1.21.0", "1.20.2");
+        let now_on = [on(Api, "1.21.0", true), on(Cm, "1.21.0", true), on(Sched, "1.21.0", true)];
         let plan = upgrade_plan(&hc, &now_on, at(0), std::time::Duration::from_secs(60));
         assert!(!plan.upgrading);
-        assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.37.0"));
+        assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.21.0"));
         let condition = plan.condition.unwrap();
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", "Refused"));
         assert!(
-            condition.message.contains("cannot downgrade from 1.37.0 to 1.36.2"),
+            condition.message.contains("cannot downgrade from 1.21.0 to 1.20.2"),
             "{}",
             condition.message
         );
         // Skipping a minor is refused too; a patch change is not.
         let skip =
-            upgrade_plan(&running("1.36.2", "1.38.0"), &now_on, at(0), std::time::Duration::from_secs(60));
+            upgrade_plan(&running("1.20.2", "1.22.0"), &now_on, at(0), std::time::Duration::from_secs(60));
         assert_eq!(skip.condition.unwrap().reason, "Refused");
         let patch =
-            upgrade_plan(&running("1.37.0", "1.37.1"), &now_on, at(0), std::time::Duration::from_secs(60));
+            upgrade_plan(&running("1.21.0", "1.21.1"), &now_on, at(0), std::time::Duration::from_secs(60));
         assert!(patch.upgrading);
     }
 
     #[test]
     fn a_fresh_cluster_runs_its_version_or_nothing() {
-        let hc = hosted_cluster(json!({"version": "1.36.2"}));
+        let hc = hosted_cluster(json!({"version": "1.20.2"}));
         let plan = upgrade_plan(&hc, &[], at(0), std::time::Duration::from_secs(60));
-        assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.36.2"));
+        assert!(upgrade_versions(&plan).unwrap().values().all(|v| v == "1.20.2"));
         assert_eq!(plan.version, None);
-        let plan = upgrade_plan(&hc, &[on(Api, "1.36.2", true)], at(0), std::time::Duration::from_secs(60));
-        assert_eq!(plan.version.as_deref(), Some("1.36.2"));
+        let plan = upgrade_plan(&hc, &[on(Api, "1.20.2", true)], at(0), std::time::Duration::from_secs(60));
+        assert_eq!(plan.version.as_deref(), Some("1.20.2"));
         let bad = hosted_cluster(json!({"version": "one-twenty"}));
         let plan = upgrade_plan(&bad, &[], at(0), std::time::Duration::from_secs(60));
         assert_eq!(upgrade_versions(&plan), None);

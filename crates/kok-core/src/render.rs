@@ -2,7 +2,7 @@
 //! etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
 //!
 //! The flags are those `flotilla-localkube` starts its clusters with (known
-//! to work with our Kubernetes 1.20 and etcd 3.4 binaries), plus TLS for
+//! to work with our Kubernetes 1.36/1.37 and etcd 3.6/3.7 binaries), plus TLS for
 //! etcd, the front proxy and the kubelet client. Certificate paths are
 //! `pki_dir/<Secret key>` (see `crate::pki::keys`), so a node agent that
 //! writes the control plane's Secret data as files into one directory can
@@ -485,7 +485,6 @@ mod tests {
             ("--controllers", "*,bootstrapsigner,tokencleaner".into()),
             ("--leader-elect", "true".into()),
             ("--cluster-name", "team-a".into()),
-            ("--port", "0".into()),
         ] {
             assert_eq!(value(&args, flag), Some(want.as_str()), "{flag}");
         }

@@ -64,7 +64,7 @@ pub mod reasons {
     pub const UNKNOWN_VERSION: &str = "UnknownVersion";
 }
 
-/// A Kubernetes version: `1.36.2`, `v1.20.2`, `1.37.0-broken`.
+/// A Kubernetes version: `1.20.2`, `v1.20.2`, `1.21.0-broken`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct KubeVersion {
     pub major: u32,
@@ -123,7 +123,7 @@ impl fmt::Display for KubeVersion {
 /// person who edited `spec.version`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
-    #[error("{version:?} is not a Kubernetes version: expected MAJOR.MINOR.PATCH such as 1.36.2 (a leading v and a suffix such as -rc.1 are allowed)")]
+    #[error("{version:?} is not a Kubernetes version: expected MAJOR.MINOR.PATCH such as 1.20.2 (a leading v and a suffix such as -rc.1 are allowed)")]
     Unparsable { version: String },
     #[error("cannot change from {from} to {to}: Kubernetes does not support changing the major version; set spec.version back to {}.{}.x", from.major, from.minor)]
     MajorChange { from: KubeVersion, to: KubeVersion },
@@ -262,7 +262,7 @@ fn all_steps(replicas: i32) -> Vec<Step> {
     (0..COMPONENT_ORDER.len()).flat_map(|rank| (0..replicas).map(move |index| Step { rank, index })).collect()
 }
 
-/// Versions compared as Kubernetes versions (`v1.20.2` is `1.36.2`), or as
+/// Versions compared as Kubernetes versions (`v1.20.2` is `1.20.2`), or as
 /// text when one does not parse.
 fn same_version(a: &str, b: &str) -> bool {
     match (KubeVersion::parse(a), KubeVersion::parse(b)) {
@@ -898,18 +898,18 @@ mod tests {
                 }
             }
         }
-        check("1.36.2", Some((1, 20, 2, "")));
+        check("1.20.2", Some((1, 20, 2, "")));
         check("v1.20.2", Some((1, 20, 2, "")));
-        check("1.37.0-broken", Some((1, 21, 0, "-broken")));
+        check("1.21.0-broken", Some((1, 21, 0, "-broken")));
         check("v1.21.0-rc.1", Some((1, 21, 0, "-rc.1")));
-        check("1.36.2+k3s1", Some((1, 20, 2, "+k3s1")));
+        check("1.20.2+k3s1", Some((1, 20, 2, "+k3s1")));
         for bad in [
-            "", "v", "1", "1.20", "1.36.2.1", "a.b.c", "1..2", "1.20.x", "1.20.+2", "1.36.2-", "1.20.-2",
+            "", "v", "1", "1.20", "1.20.2.1", "a.b.c", "1..2", "1.20.x", "1.20.+2", "1.20.2-", "1.20.-2",
             "V1.20.2",
         ] {
             check(bad, None);
         }
-        assert_eq!(KubeVersion::parse("v1.21.0-broken").unwrap().to_string(), "1.37.0-broken");
+        assert_eq!(KubeVersion::parse("v1.21.0-broken").unwrap().to_string(), "1.21.0-broken");
     }
 
     #[test]
@@ -923,34 +923,34 @@ mod tests {
             });
             assert_eq!(got, expected, "{current} -> {desired}");
         }
-        check("1.36.2", "1.36.3", Ok(()));
-        check("1.36.3", "1.36.2", Ok(()));
-        check("1.36.2", "1.36.2-patched", Ok(()));
-        check("1.36.2", "1.37.0", Ok(()));
-        check("v1.20.2", "1.37.9", Ok(()));
-        check("1.36.2", "1.37.0-broken", Ok(()));
-        check("1.37.0", "1.36.2", Err("MinorDowngrade"));
-        check("1.37.0", "1.35.0", Err("MinorDowngrade"));
-        check("1.36.2", "1.38.0", Err("SkipsMinor"));
-        check("1.36.2", "2.0.0", Err("MajorChange"));
-        check("1.36.2", "0.20.2", Err("MajorChange"));
-        check("1.36.2", "latest", Err("Unparsable"));
-        check("garbage", "1.36.2", Err("Unparsable"));
+        check("1.20.2", "1.20.3", Ok(()));
+        check("1.20.3", "1.20.2", Ok(()));
+        check("1.20.2", "1.20.2-patched", Ok(()));
+        check("1.20.2", "1.21.0", Ok(()));
+        check("v1.20.2", "1.21.9", Ok(()));
+        check("1.20.2", "1.21.0-broken", Ok(()));
+        check("1.21.0", "1.20.2", Err("MinorDowngrade"));
+        check("1.21.0", "1.19.0", Err("MinorDowngrade"));
+        check("1.20.2", "1.22.0", Err("SkipsMinor"));
+        check("1.20.2", "2.0.0", Err("MajorChange"));
+        check("1.20.2", "0.20.2", Err("MajorChange"));
+        check("1.20.2", "latest", Err("Unparsable"));
+        check("garbage", "1.20.2", Err("Unparsable"));
     }
 
     #[test]
     fn refusals_say_what_to_do() {
         let message = |current: &str, desired: &str| check_change(current, desired).unwrap_err().to_string();
         assert_eq!(
-            message("1.37.0", "1.36.2"),
-            "cannot downgrade from 1.37.0 to 1.36.2: Kubernetes does not support minor version downgrades; set spec.version back to 1.21.x"
+            message("1.21.0", "1.20.2"),
+            "cannot downgrade from 1.21.0 to 1.20.2: Kubernetes does not support minor version downgrades; set spec.version back to 1.21.x"
         );
         assert_eq!(
-            message("1.36.2", "1.38.0"),
-            "cannot upgrade from 1.36.2 to 1.38.0 in one step: Kubernetes upgrades one minor version at a time; set spec.version to 1.21.x first, then to 1.38.0"
+            message("1.20.2", "1.22.0"),
+            "cannot upgrade from 1.20.2 to 1.22.0 in one step: Kubernetes upgrades one minor version at a time; set spec.version to 1.21.x first, then to 1.22.0"
         );
-        assert!(message("1.36.2", "2.0.0").contains("set spec.version back to 1.20.x"));
-        assert!(message("1.36.2", "1.20").contains("MAJOR.MINOR.PATCH"));
+        assert!(message("1.20.2", "2.0.0").contains("set spec.version back to 1.20.x"));
+        assert!(message("1.20.2", "1.20").contains("MAJOR.MINOR.PATCH"));
     }
 
     #[test]
@@ -969,27 +969,27 @@ mod tests {
 
     #[test]
     fn a_fresh_cluster_runs_the_desired_version_with_no_upgrade() {
-        let starting = everyone(3, "1.36.2", false);
+        let starting = everyone(3, "1.20.2", false);
         let plan = plan(&input("v1.20.2", None, 3, &starting, 10));
         assert_eq!(plan.versions.len(), 9);
-        assert!(plan.versions.values().all(|v| v == "1.36.2"), "{:?}", plan.versions);
+        assert!(plan.versions.values().all(|v| v == "1.20.2"), "{:?}", plan.versions);
         assert_eq!(plan.version, None, "nothing has served yet");
         assert_eq!((plan.upgrade, plan.condition, plan.upgrading), (None, None, false));
 
         // Once an apiserver serves on it the version is the cluster's.
         let mut serving = starting.clone();
-        serving[1] = observation(APISERVER, 1, "1.36.2", true);
+        serving[1] = observation(APISERVER, 1, "1.20.2", true);
         let empty = HostedClusterStatus::default();
-        let plan = super::plan(&input("1.36.2", Some(&empty), 3, &serving, 10));
-        assert_eq!(plan.version.as_deref(), Some("1.36.2"));
+        let plan = super::plan(&input("1.20.2", Some(&empty), 3, &serving, 10));
+        assert_eq!(plan.version.as_deref(), Some("1.20.2"));
         assert_eq!(upgraded(&plan).status, "True");
         assert_eq!(upgraded(&plan).reason, reasons::AT_VERSION);
         assert_eq!(plan.upgrade, None);
 
         // A healthy scheduler alone does not make it the cluster's version.
         let mut scheduling = starting;
-        scheduling[8] = observation("kube-scheduler", 2, "1.36.2", true);
-        assert_eq!(plan_fresh_version("1.36.2", &scheduling), None);
+        scheduling[8] = observation("kube-scheduler", 2, "1.20.2", true);
+        assert_eq!(plan_fresh_version("1.20.2", &scheduling), None);
     }
 
     fn plan_fresh_version(desired: &str, observed: &[InstanceObservation]) -> Option<String> {
@@ -1003,23 +1003,23 @@ mod tests {
         assert_eq!(upgraded(&plan_bad).reason, reasons::REFUSED);
         assert!(upgraded(&plan_bad).message.contains("MAJOR.MINOR.PATCH"), "{}", upgraded(&plan_bad).message);
 
-        let mut unknown = input("1.38.0", None, 1, &[], 10);
+        let mut unknown = input("1.22.0", None, 1, &[], 10);
         unknown.desired_known = false;
         let plan_unknown = plan(&unknown);
         assert!(plan_unknown.versions.is_empty());
         assert_eq!(upgraded(&plan_unknown).status, "False");
         assert_eq!(upgraded(&plan_unknown).reason, reasons::UNKNOWN_VERSION);
-        assert!(upgraded(&plan_unknown).message.contains("1.38.0"));
+        assert!(upgraded(&plan_unknown).message.contains("1.22.0"));
     }
 
     #[test]
     fn at_the_desired_version_everything_stays_and_the_last_outcome_stays_visible() {
-        let observed = everyone(2, "1.37.0", true);
-        let mut status = running("1.37.0");
-        status.previous_version = Some("1.36.2".into());
+        let observed = everyone(2, "1.21.0", true);
+        let mut status = running("1.21.0");
+        status.previous_version = Some("1.20.2".into());
         let last = UpgradeStatus {
-            from: "1.36.2".into(),
-            to: "1.37.0".into(),
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
             state: UpgradeState::Succeeded,
             done: vec!["kube-apiserver/0".into()],
             started_at: Some(at(10)),
@@ -1028,9 +1028,9 @@ mod tests {
         };
         status.upgrade = Some(last.clone());
         let plan = plan(&input("v1.21.0", Some(&status), 2, &observed, 500));
-        assert!(plan.versions.values().all(|v| v == "1.37.0"));
-        assert_eq!(plan.version.as_deref(), Some("1.37.0"));
-        assert_eq!(plan.previous_version.as_deref(), Some("1.36.2"));
+        assert!(plan.versions.values().all(|v| v == "1.21.0"));
+        assert_eq!(plan.version.as_deref(), Some("1.21.0"));
+        assert_eq!(plan.previous_version.as_deref(), Some("1.20.2"));
         assert_eq!(plan.upgrade, Some(last));
         assert_eq!(
             (upgraded(&plan).status.as_str(), upgraded(&plan).reason.as_str()),
@@ -1039,8 +1039,8 @@ mod tests {
         assert!(!plan.upgrading);
         assert_eq!(plan.phase(), None);
 
-        let plain = running("1.37.0");
-        let plan = super::plan(&input("1.37.0", Some(&plain), 2, &observed, 500));
+        let plain = running("1.21.0");
+        let plan = super::plan(&input("1.21.0", Some(&plain), 2, &observed, 500));
         assert_eq!(plan.upgrade, None);
         assert_eq!(upgraded(&plan).reason, reasons::AT_VERSION);
         assert_eq!(upgraded(&plan).observed_generation, Some(3));
@@ -1048,38 +1048,38 @@ mod tests {
 
     #[test]
     fn a_refused_or_unknown_change_moves_nothing() {
-        let observed = everyone(1, "1.37.0", true);
-        let status = running("1.37.0");
-        let downgrade = plan(&input("1.36.2", Some(&status), 1, &observed, 10));
-        assert!(downgrade.versions.values().all(|v| v == "1.37.0"));
-        assert_eq!(downgrade.version.as_deref(), Some("1.37.0"));
+        let observed = everyone(1, "1.21.0", true);
+        let status = running("1.21.0");
+        let downgrade = plan(&input("1.20.2", Some(&status), 1, &observed, 10));
+        assert!(downgrade.versions.values().all(|v| v == "1.21.0"));
+        assert_eq!(downgrade.version.as_deref(), Some("1.21.0"));
         assert_eq!(downgrade.upgrade, None);
         assert!(!downgrade.upgrading);
         let condition = upgraded(&downgrade);
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::REFUSED));
-        assert_eq!(condition.message, check_change("1.37.0", "1.36.2").unwrap_err().to_string());
+        assert_eq!(condition.message, check_change("1.21.0", "1.20.2").unwrap_err().to_string());
 
-        let mut unknown = input("1.38.0", Some(&status), 1, &observed, 10);
+        let mut unknown = input("1.22.0", Some(&status), 1, &observed, 10);
         unknown.desired_known = false;
         let unknown = plan(&unknown);
-        assert!(unknown.versions.values().all(|v| v == "1.37.0"));
+        assert!(unknown.versions.values().all(|v| v == "1.21.0"));
         assert_eq!(unknown.upgrade, None);
         assert_eq!(upgraded(&unknown).reason, reasons::UNKNOWN_VERSION);
-        assert!(upgraded(&unknown).message.contains("back to 1.37.0"), "{}", upgraded(&unknown).message);
+        assert!(upgraded(&unknown).message.contains("back to 1.21.0"), "{}", upgraded(&unknown).message);
     }
 
     #[test]
     fn an_upgrade_moves_one_instance_at_a_time_apiservers_first() {
         for replicas in 1..=5 {
-            let mut cluster = Cluster::new("1.36.2", replicas, never_broken);
-            cluster.desired = "1.37.0".into();
+            let mut cluster = Cluster::new("1.20.2", replicas, never_broken);
+            cluster.desired = "1.21.0".into();
             let started_at = cluster.now;
             let plans = cluster.run(100);
             for plan in &plans {
-                assert_skew(&plan.versions, replicas, "1.37.0");
+                assert_skew(&plan.versions, replicas, "1.21.0");
                 // Only the instance being moved may be on `to` and not yet done.
                 let record = plan.upgrade.as_ref().unwrap();
-                let on_to = plan.versions.values().filter(|v| *v == "1.37.0").count();
+                let on_to = plan.versions.values().filter(|v| *v == "1.21.0").count();
                 let moving = usize::from(record.state == UpgradeState::InProgress);
                 assert_eq!(on_to, record.done.len() + moving, "{record:?}");
             }
@@ -1093,9 +1093,9 @@ mod tests {
             assert_eq!((record.component.as_ref(), record.instance), (None, None));
             assert_eq!(record.started_at, Some(at(started_at)));
             assert_eq!(record.completed_at, Some(at(cluster.now - 10)));
-            assert_eq!(last.version.as_deref(), Some("1.37.0"));
-            assert_eq!(last.previous_version.as_deref(), Some("1.36.2"));
-            assert!(last.versions.values().all(|v| v == "1.37.0"));
+            assert_eq!(last.version.as_deref(), Some("1.21.0"));
+            assert_eq!(last.previous_version.as_deref(), Some("1.20.2"));
+            assert!(last.versions.values().all(|v| v == "1.21.0"));
             assert_eq!(
                 (upgraded(last).status.as_str(), upgraded(last).reason.as_str()),
                 ("True", reasons::SUCCEEDED)
@@ -1109,15 +1109,15 @@ mod tests {
 
     #[test]
     fn while_upgrading_the_status_keeps_the_old_version_and_says_what_it_waits_for() {
-        let mut cluster = Cluster::new("1.36.2", 2, never_broken);
-        cluster.desired = "1.37.0".into();
+        let mut cluster = Cluster::new("1.20.2", 2, never_broken);
+        cluster.desired = "1.21.0".into();
         let first = cluster.tick();
         assert!(first.upgrading);
         assert_eq!(first.phase(), Some(HostedClusterPhase::Upgrading));
         assert_eq!(phase_of(&cluster.status), Some(HostedClusterPhase::Upgrading));
-        assert_eq!(first.version.as_deref(), Some("1.36.2"));
+        assert_eq!(first.version.as_deref(), Some("1.20.2"));
         let record = first.upgrade.as_ref().unwrap();
-        assert_eq!((record.from.as_str(), record.to.as_str()), ("1.36.2", "1.37.0"));
+        assert_eq!((record.from.as_str(), record.to.as_str()), ("1.20.2", "1.21.0"));
         assert_eq!(record.state, UpgradeState::InProgress);
         assert_eq!((record.component.as_deref(), record.instance), (Some(APISERVER), Some(0)));
         assert_eq!(record.step_started_at, Some(at(1000)));
@@ -1125,7 +1125,7 @@ mod tests {
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::UPGRADING));
         assert_eq!(
             condition.message,
-            "upgrading from 1.36.2 to 1.37.0: waiting for kube-apiserver/0 to be healthy on 1.37.0 (0 of 6 instances done, 1m0s per instance)"
+            "upgrading from 1.20.2 to 1.21.0: waiting for kube-apiserver/0 to be healthy on 1.21.0 (0 of 6 instances done, 1m0s per instance)"
         );
         let second = cluster.tick();
         let record = second.upgrade.as_ref().unwrap();
@@ -1137,10 +1137,10 @@ mod tests {
 
     #[test]
     fn an_instance_is_done_only_when_configured_with_the_new_version_and_healthy() {
-        let mut status = running("1.36.2");
+        let mut status = running("1.20.2");
         status.upgrade = Some(UpgradeStatus {
-            from: "1.36.2".into(),
-            to: "1.37.0".into(),
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
             state: UpgradeState::InProgress,
             component: Some(APISERVER.into()),
             instance: Some(0),
@@ -1149,22 +1149,22 @@ mod tests {
             ..Default::default()
         });
         let rest = |first: Option<InstanceObservation>| {
-            let mut observed = everyone(1, "1.36.2", true);
+            let mut observed = everyone(1, "1.20.2", true);
             observed.remove(0);
             observed.extend(first);
             observed
         };
         for (first, done) in [
-            (Some(observation(APISERVER, 0, "1.37.0", true)), true),
+            (Some(observation(APISERVER, 0, "1.21.0", true)), true),
             (Some(observation(APISERVER, 0, "v1.21.0", true)), true),
-            (Some(observation(APISERVER, 0, "1.37.0", false)), false),
-            (Some(observation(APISERVER, 0, "1.36.2", true)), false),
-            (Some(observation(APISERVER, 1, "1.37.0", true)), false),
-            (Some(observation(KCM, 0, "1.37.0", true)), false),
+            (Some(observation(APISERVER, 0, "1.21.0", false)), false),
+            (Some(observation(APISERVER, 0, "1.20.2", true)), false),
+            (Some(observation(APISERVER, 1, "1.21.0", true)), false),
+            (Some(observation(KCM, 0, "1.21.0", true)), false),
             (None, false),
         ] {
             let observed = rest(first.clone());
-            let plan = plan(&input("1.37.0", Some(&status), 1, &observed, 30));
+            let plan = plan(&input("1.21.0", Some(&status), 1, &observed, 30));
             let record = plan.upgrade.unwrap();
             assert_eq!(record.done == vec!["kube-apiserver/0".to_string()], done, "{first:?}");
             assert_eq!(record.component.as_deref() == Some(KCM), done, "{first:?}");
@@ -1174,13 +1174,13 @@ mod tests {
     #[test]
     fn a_step_not_healthy_by_its_deadline_rolls_back_newest_first() {
         fn broken_controller_manager(component: &str, version: &str) -> bool {
-            component == KCM && version == "1.37.0"
+            component == KCM && version == "1.21.0"
         }
-        let mut cluster = Cluster::new("1.36.2", 2, broken_controller_manager);
-        cluster.desired = "1.37.0".into();
+        let mut cluster = Cluster::new("1.20.2", 2, broken_controller_manager);
+        cluster.desired = "1.21.0".into();
         let plans = cluster.run(100);
         for plan in &plans {
-            assert_skew(&plan.versions, 2, "1.37.0");
+            assert_skew(&plan.versions, 2, "1.21.0");
         }
         assert_eq!(
             visited(&plans),
@@ -1207,7 +1207,7 @@ mod tests {
         );
         assert_eq!(upgraded(&plans[turn]).reason, reasons::ROLLING_BACK);
         assert!(plans[turn].upgrading);
-        assert_eq!(plans[turn].version.as_deref(), Some("1.36.2"));
+        assert_eq!(plans[turn].version.as_deref(), Some("1.20.2"));
         // Rollback steps are health-gated too: `done` grows as each is back.
         assert_eq!(
             plans[turn + 1].upgrade.as_ref().unwrap().done,
@@ -1219,34 +1219,34 @@ mod tests {
         assert_eq!(record.done, ["kube-controller-manager/0", "kube-apiserver/1", "kube-apiserver/0"]);
         assert!(!record.retry_allowed);
         let last = plans.last().unwrap();
-        assert_eq!(last.version.as_deref(), Some("1.36.2"));
+        assert_eq!(last.version.as_deref(), Some("1.20.2"));
         assert_eq!(last.previous_version, None);
-        assert!(last.versions.values().all(|v| v == "1.36.2"));
+        assert!(last.versions.values().all(|v| v == "1.20.2"));
         let condition = upgraded(last);
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("False", reasons::ROLLED_BACK));
         assert_eq!(
             condition.message,
-            "rolled back from 1.37.0 to 1.36.2: kube-controller-manager/0 was not healthy on 1.37.0 within 1m0s. \
-             1.37.0 is not retried while spec.version still asks for it: set spec.version to 1.36.2, \
-             then to 1.37.0 again to retry, or choose another version"
+            "rolled back from 1.21.0 to 1.20.2: kube-controller-manager/0 was not healthy on 1.21.0 within 1m0s. \
+             1.21.0 is not retried while spec.version still asks for it: set spec.version to 1.20.2, \
+             then to 1.21.0 again to retry, or choose another version"
         );
 
-        // spec.version still says 1.37.0: no retry, however long we wait.
+        // spec.version still says 1.21.0: no retry, however long we wait.
         for _ in 0..20 {
             let plan = cluster.tick();
-            assert!(plan.versions.values().all(|v| v == "1.36.2"));
+            assert!(plan.versions.values().all(|v| v == "1.20.2"));
             assert_eq!(plan.upgrade.as_ref(), Some(&record));
             assert!(!plan.upgrading);
             assert!(upgraded(&plan).message.contains("not retried"), "{}", upgraded(&plan).message);
         }
 
         // Setting it to the running version and back is a new attempt.
-        cluster.desired = "1.36.2".into();
+        cluster.desired = "1.20.2".into();
         let accepted = cluster.tick();
         assert!(accepted.upgrade.as_ref().unwrap().retry_allowed);
         assert_eq!(upgraded(&accepted).reason, reasons::ROLLED_BACK, "the outcome stays visible");
         assert!(!upgraded(&accepted).message.contains("not retried"));
-        cluster.desired = "1.37.0".into();
+        cluster.desired = "1.21.0".into();
         let retry = cluster.tick();
         let record = retry.upgrade.as_ref().unwrap();
         assert_eq!(record.state, UpgradeState::InProgress);
@@ -1256,10 +1256,10 @@ mod tests {
 
     #[test]
     fn the_deadline_counts_from_the_step_start() {
-        let mut status = running("1.36.2");
+        let mut status = running("1.20.2");
         status.upgrade = Some(UpgradeStatus {
-            from: "1.36.2".into(),
-            to: "1.37.0".into(),
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
             state: UpgradeState::InProgress,
             component: Some(KCM.into()),
             instance: Some(0),
@@ -1268,26 +1268,26 @@ mod tests {
             step_started_at: Some(at(100)),
             ..Default::default()
         });
-        let mut observed = everyone(1, "1.36.2", true);
-        observed[0] = observation(APISERVER, 0, "1.37.0", true);
-        observed[1] = observation(KCM, 0, "1.37.0", false);
+        let mut observed = everyone(1, "1.20.2", true);
+        observed[0] = observation(APISERVER, 0, "1.21.0", true);
+        observed[1] = observation(KCM, 0, "1.21.0", false);
         let state_at =
-            |now: i64| plan(&input("1.37.0", Some(&status), 1, &observed, now)).upgrade.unwrap().state;
+            |now: i64| plan(&input("1.21.0", Some(&status), 1, &observed, now)).upgrade.unwrap().state;
         assert_eq!(state_at(159), UpgradeState::InProgress);
         assert_eq!(state_at(160), UpgradeState::RollingBack);
-        let rolling = plan(&input("1.37.0", Some(&status), 1, &observed, 160));
+        let rolling = plan(&input("1.21.0", Some(&status), 1, &observed, 160));
         let record = rolling.upgrade.as_ref().unwrap();
         assert_eq!(
             (record.component.as_deref(), record.instance),
             (Some(KCM), Some(0)),
             "the failing one goes back first"
         );
-        assert_eq!(rolling.versions[&(KCM.to_string(), 0)], "1.36.2");
-        assert_eq!(rolling.versions[&(APISERVER.to_string(), 0)], "1.37.0");
-        assert_eq!(rolling.versions[&("kube-scheduler".to_string(), 0)], "1.36.2");
+        assert_eq!(rolling.versions[&(KCM.to_string(), 0)], "1.20.2");
+        assert_eq!(rolling.versions[&(APISERVER.to_string(), 0)], "1.21.0");
+        assert_eq!(rolling.versions[&("kube-scheduler".to_string(), 0)], "1.20.2");
         assert_eq!(
             record.message.as_deref(),
-            Some("kube-controller-manager/0 was not healthy on 1.37.0 within 1m0s")
+            Some("kube-controller-manager/0 was not healthy on 1.21.0 within 1m0s")
         );
     }
 
@@ -1298,62 +1298,62 @@ mod tests {
         fn broken_apiserver(component: &str, _: &str) -> bool {
             component == APISERVER
         }
-        let mut cluster = Cluster::new("1.36.2", 1, broken_apiserver);
-        cluster.desired = "1.37.0".into();
+        let mut cluster = Cluster::new("1.20.2", 1, broken_apiserver);
+        cluster.desired = "1.21.0".into();
         let plans = cluster.run(200);
         let last = plans.last().unwrap();
         assert!(last.upgrading, "still rolling back after {} ticks", plans.len());
         let record = cluster.record();
         assert_eq!(record.state, UpgradeState::RollingBack);
         assert_eq!((record.component.as_deref(), record.instance), (Some(APISERVER), Some(0)));
-        assert!(last.versions.values().all(|v| v == "1.36.2"));
+        assert!(last.versions.values().all(|v| v == "1.20.2"));
         assert_eq!(record.step_started_at, Some(at(1060)));
     }
 
     #[test]
     fn setting_the_version_back_during_an_upgrade_rolls_back_and_allows_a_retry() {
-        let mut cluster = Cluster::new("1.36.2", 1, never_broken);
-        cluster.desired = "1.37.0".into();
+        let mut cluster = Cluster::new("1.20.2", 1, never_broken);
+        cluster.desired = "1.21.0".into();
         cluster.tick();
         cluster.tick();
         assert_eq!(cluster.record().component.as_deref(), Some(KCM));
-        cluster.desired = "1.36.2".into();
+        cluster.desired = "1.20.2".into();
         let turned = cluster.tick();
         let record = turned.upgrade.as_ref().unwrap();
         assert_eq!(record.state, UpgradeState::RollingBack);
         assert!(record.retry_allowed);
-        assert!(upgraded(&turned).message.contains("set back to 1.36.2"), "{}", upgraded(&turned).message);
+        assert!(upgraded(&turned).message.contains("set back to 1.20.2"), "{}", upgraded(&turned).message);
         let plans = cluster.run(20);
         assert!(!plans.last().unwrap().upgrading);
         assert_eq!(cluster.record().state, UpgradeState::RolledBack);
-        assert_eq!(cluster.status.version.as_deref(), Some("1.36.2"));
-        assert!(cluster.configured.values().all(|v| v == "1.36.2"));
+        assert_eq!(cluster.status.version.as_deref(), Some("1.20.2"));
+        assert!(cluster.configured.values().all(|v| v == "1.20.2"));
 
-        cluster.desired = "1.37.0".into();
+        cluster.desired = "1.21.0".into();
         let again = cluster.tick();
         assert_eq!(again.upgrade.unwrap().state, UpgradeState::InProgress);
     }
 
     #[test]
     fn a_third_version_waits_for_the_current_upgrade() {
-        let mut cluster = Cluster::new("1.36.2", 1, never_broken);
-        cluster.desired = "1.36.3".into();
+        let mut cluster = Cluster::new("1.20.2", 1, never_broken);
+        cluster.desired = "1.20.3".into();
         cluster.tick();
-        cluster.desired = "1.37.0".into();
+        cluster.desired = "1.21.0".into();
         let plans = cluster.run(20);
         let during = &plans[0];
-        assert_eq!(during.upgrade.as_ref().unwrap().to, "1.36.3");
+        assert_eq!(during.upgrade.as_ref().unwrap().to, "1.20.3");
         assert!(
             upgraded(during)
                 .message
-                .ends_with("spec.version is now 1.37.0: it is taken once this upgrade finishes"),
+                .ends_with("spec.version is now 1.21.0: it is taken once this upgrade finishes"),
             "{}",
             upgraded(during).message
         );
         let finished = plans.last().unwrap();
-        assert_eq!(finished.version.as_deref(), Some("1.36.3"));
+        assert_eq!(finished.version.as_deref(), Some("1.20.3"));
         assert!(
-            upgraded(finished).message.contains("1.37.0 is considered next"),
+            upgraded(finished).message.contains("1.21.0 is considered next"),
             "{}",
             upgraded(finished).message
         );
@@ -1361,31 +1361,31 @@ mod tests {
         let record = next.upgrade.as_ref().unwrap();
         assert_eq!(
             (record.from.as_str(), record.to.as_str(), record.state),
-            ("1.36.3", "1.37.0", UpgradeState::InProgress)
+            ("1.20.3", "1.21.0", UpgradeState::InProgress)
         );
-        assert_eq!(next.previous_version.as_deref(), Some("1.36.2"));
+        assert_eq!(next.previous_version.as_deref(), Some("1.20.2"));
     }
 
     #[test]
     fn a_third_version_during_a_rollback_is_taken_after_it() {
         fn broken_new(component: &str, version: &str) -> bool {
-            component == KCM && version == "1.37.0-broken"
+            component == KCM && version == "1.21.0-broken"
         }
-        let mut cluster = Cluster::new("1.36.2", 2, broken_new);
-        cluster.desired = "1.37.0-broken".into();
+        let mut cluster = Cluster::new("1.20.2", 2, broken_new);
+        cluster.desired = "1.21.0-broken".into();
         let plans = cluster.run(100);
         assert_eq!(cluster.record().state, UpgradeState::RolledBack);
         assert!(plans.iter().all(|p| !upgraded(p).message.contains("it is taken")));
 
-        let mut cluster = Cluster::new("1.36.2", 2, broken_new);
-        cluster.desired = "1.37.0-broken".into();
+        let mut cluster = Cluster::new("1.20.2", 2, broken_new);
+        cluster.desired = "1.21.0-broken".into();
         while cluster.record_state() != Some(UpgradeState::RollingBack) {
             cluster.tick();
         }
-        cluster.desired = "1.37.1".into();
+        cluster.desired = "1.21.1".into();
         let rolling = cluster.tick();
         assert!(
-            upgraded(&rolling).message.contains("spec.version is now 1.37.1"),
+            upgraded(&rolling).message.contains("spec.version is now 1.21.1"),
             "{}",
             upgraded(&rolling).message
         );
@@ -1395,7 +1395,7 @@ mod tests {
         let record = next.upgrade.as_ref().unwrap();
         assert_eq!(
             (record.from.as_str(), record.to.as_str(), record.state),
-            ("1.36.2", "1.37.1", UpgradeState::InProgress)
+            ("1.20.2", "1.21.1", UpgradeState::InProgress)
         );
     }
 
@@ -1408,10 +1408,10 @@ mod tests {
     #[test]
     fn plans_are_idempotent_and_timestamps_move_only_with_steps() {
         fn slow(component: &str, version: &str) -> bool {
-            component == KCM && version == "1.37.0"
+            component == KCM && version == "1.21.0"
         }
-        let mut cluster = Cluster::new("1.36.2", 3, slow);
-        cluster.desired = "1.37.0".into();
+        let mut cluster = Cluster::new("1.20.2", 3, slow);
+        cluster.desired = "1.21.0".into();
         for _ in 0..30 {
             let observed = cluster.observed();
             let once = plan(&input(&cluster.desired, Some(&cluster.status), 3, &observed, cluster.now));
@@ -1434,10 +1434,10 @@ mod tests {
 
     #[test]
     fn the_condition_transition_time_moves_only_when_its_status_does() {
-        let mut cluster = Cluster::new("1.36.2", 1, never_broken);
+        let mut cluster = Cluster::new("1.20.2", 1, never_broken);
         cluster.tick();
         let settled_at = cluster.status.conditions[0].last_transition_time.clone();
-        cluster.desired = "1.37.0".into();
+        cluster.desired = "1.21.0".into();
         let started = cluster.tick();
         let started_at = upgraded(&started).last_transition_time.clone();
         assert_ne!(started_at, settled_at, "True -> False is a transition");
@@ -1451,10 +1451,10 @@ mod tests {
 
     #[test]
     fn scaling_down_under_the_current_step_moves_on() {
-        let mut status = running("1.36.2");
+        let mut status = running("1.20.2");
         status.upgrade = Some(UpgradeStatus {
-            from: "1.36.2".into(),
-            to: "1.37.0".into(),
+            from: "1.20.2".into(),
+            to: "1.21.0".into(),
             state: UpgradeState::InProgress,
             component: Some(APISERVER.into()),
             instance: Some(2),
@@ -1463,26 +1463,26 @@ mod tests {
             step_started_at: Some(at(10)),
             ..Default::default()
         });
-        let mut observed = everyone(2, "1.36.2", true);
-        observed[0].version = "1.37.0".into();
-        observed[1].version = "1.37.0".into();
-        let plan = plan(&input("1.37.0", Some(&status), 2, &observed, 20));
+        let mut observed = everyone(2, "1.20.2", true);
+        observed[0].version = "1.21.0".into();
+        observed[1].version = "1.21.0".into();
+        let plan = plan(&input("1.21.0", Some(&status), 2, &observed, 20));
         let record = plan.upgrade.as_ref().unwrap();
         assert_eq!((record.component.as_deref(), record.instance), (Some(KCM), Some(0)));
         assert_eq!(record.step_started_at, Some(at(20)));
         assert_eq!(plan.versions.len(), 6);
-        assert_eq!(plan.versions[&(KCM.to_string(), 0)], "1.37.0");
-        assert_eq!(plan.versions[&(KCM.to_string(), 1)], "1.36.2");
+        assert_eq!(plan.versions[&(KCM.to_string(), 0)], "1.21.0");
+        assert_eq!(plan.versions[&(KCM.to_string(), 1)], "1.20.2");
     }
 
     #[test]
     fn a_record_without_a_known_current_step_starts_from_the_right_end() {
-        let observed = everyone(1, "1.36.2", true);
+        let observed = everyone(1, "1.20.2", true);
         let with_state = |state| {
-            let mut status = running("1.36.2");
+            let mut status = running("1.20.2");
             status.upgrade = Some(UpgradeStatus {
-                from: "1.36.2".into(),
-                to: "1.37.0".into(),
+                from: "1.20.2".into(),
+                to: "1.21.0".into(),
                 state,
                 component: Some("kube-proxy".into()),
                 instance: Some(0),
@@ -1491,14 +1491,14 @@ mod tests {
             status
         };
         let status = with_state(UpgradeState::InProgress);
-        let upgrading = plan(&input("1.37.0", Some(&status), 1, &observed, 70)).upgrade.unwrap();
+        let upgrading = plan(&input("1.21.0", Some(&status), 1, &observed, 70)).upgrade.unwrap();
         assert_eq!((upgrading.component.as_deref(), upgrading.instance), (Some(APISERVER), Some(0)));
         assert_eq!(upgrading.step_started_at, Some(at(70)), "the deadline counts from now");
 
         // Rolling back starts from the last instance; here every one is
         // already on `from` and healthy, so it finishes at once.
         let status = with_state(UpgradeState::RollingBack);
-        let rolled_back = plan(&input("1.37.0", Some(&status), 1, &observed, 70)).upgrade.unwrap();
+        let rolled_back = plan(&input("1.21.0", Some(&status), 1, &observed, 70)).upgrade.unwrap();
         assert_eq!(rolled_back.state, UpgradeState::RolledBack);
         assert_eq!(rolled_back.done, ["kube-scheduler/0", "kube-controller-manager/0", "kube-apiserver/0"]);
     }
@@ -1515,6 +1515,6 @@ mod tests {
             assert_eq!(is_upgrading(Some(&record)), upgrading, "{state:?}");
         }
         assert!(!is_upgrading(None));
-        assert_eq!(phase_of(&running("1.36.2")), None);
+        assert_eq!(phase_of(&running("1.20.2")), None);
     }
 }

@@ -218,7 +218,7 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
     for m in &status.members {
         assert!(m.healthy && !m.is_learner, "{m:?}");
         assert!(m.id.is_some() && m.db_size_bytes.unwrap() > 0, "{m:?}");
-        assert!(m.version.as_deref().unwrap().starts_with("3.4."), "{m:?}");
+        assert!(m.version.as_deref().unwrap().starts_with("3.7."), "{m:?}");
     }
     assert_eq!(status.client_urls.len(), 3);
     assert_eq!(status.client_secret.as_deref(), Some(secret_name("e").as_str()));

@@ -192,7 +192,7 @@ async fn kubernetes_runtime_runs_the_control_plane_in_the_meta_cluster_and_rolls
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
     let scheduler = deployments.get("kube-scheduler").await.unwrap();
     let container = &scheduler.spec.template.spec.unwrap().containers[0];
-    assert_eq!(container.image.as_deref(), Some("registry.k8s.io/kube-scheduler:v1.20.2"));
+    assert_eq!(container.image.as_deref(), Some("registry.k8s.io/kube-scheduler:v1.36.2"));
     assert!(container.args.as_ref().unwrap().contains(&"--v=3".to_string()));
     let apiserver = deployments.get("kube-apiserver").await.unwrap();
     let resources = apiserver.spec.template.spec.unwrap().containers[0].resources.clone().unwrap();

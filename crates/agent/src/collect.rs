@@ -5,11 +5,11 @@
 
 use std::time::Duration;
 
-use flotilla_api::cluster::{ApiEnablement, ManagedCluster, MemberHealth};
+use flotilla_api::cluster::{conditions, ApiEnablement, ManagedCluster};
 use flotilla_fleet_core::membership;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
@@ -18,6 +18,23 @@ use serde_json::json;
 
 use crate::config::FIELD_MANAGER;
 use crate::error::Error;
+
+/// The agent's condition on its ManagedCluster: what its last probe of the
+/// member's API said, and since when it has said so.
+fn member_healthy_condition(health: &Result<(), String>, since: Time) -> Condition {
+    let (status, reason, message) = match health {
+        Ok(()) => ("True", "ReadyzOk", "the cluster's API answers /readyz ok".to_string()),
+        Err(e) => ("False", "ReadyzFailed", e.clone()),
+    };
+    Condition {
+        type_: conditions::MEMBER_HEALTHY.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: None,
+    }
+}
 
 /// Fails with an actionable message if the member's API does not answer.
 pub async fn check_member(member: &Client, config: &kube::Config) -> Result<(), Error> {
@@ -123,15 +140,10 @@ pub async fn report_status(
                 _ => Time(k8s_openapi::jiff::Timestamp::now()),
             };
             healthy_since = Some((healthy, since.clone()));
-            let member_health = MemberHealth {
-                healthy,
-                message: match &health {
-                    Ok(()) => "the cluster's API answers /readyz ok".into(),
-                    Err(e) => e.clone(),
-                },
-                since,
-            };
-            let mut status = json!({"memberHealth": member_health});
+            let member_healthy = member_healthy_condition(&health, since);
+            // Only this entry of the list-map: the hub's conditions, applied
+            // by its own manager, stay as they are.
+            let mut status = json!({"conditions": [member_healthy]});
             if let Some(v) = &version {
                 status["kubernetesVersion"] = json!(v);
             }

@@ -17,6 +17,10 @@ pub mod conditions {
     /// The member is reachable and its API is healthy (True), reachable but
     /// unhealthy (False), or not heard from (Unknown).
     pub const AVAILABLE: &str = "Available";
+    /// Written by the agent: its last probe of its member's API (`/readyz`)
+    /// answered (True) or not (False); the transition time is when that
+    /// last changed.
+    pub const MEMBER_HEALTHY: &str = "MemberHealthy";
 }
 
 /// Taints the hub manages.
@@ -69,7 +73,8 @@ pub struct ManagedClusterSpec {
     #[serde(default)]
     pub hub_accepts_client: bool,
     /// Taints repel workloads that do not tolerate them. The hub adds and
-    /// removes the `cluster.flotilla.io/*` ones itself.
+    /// removes the `cluster.flotilla.io/*` ones itself, applying only those
+    /// (a list-map keyed by key and effect), so it never touches others'.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key", "effect"]))]
     pub taints: Vec<Taint>,
@@ -124,13 +129,12 @@ pub enum TaintEffect {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ManagedClusterStatus {
-    /// Written by the hub only (Joined, Available).
+    /// A list-map keyed by `type`: each writer applies only its own
+    /// entries, under its own field manager (the hub `Joined` and
+    /// `Available`, the agent `MemberHealthy`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
-    /// The agent's last probe of its member's API (written by the agent).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member_health: Option<MemberHealth>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,17 +143,6 @@ pub struct ManagedClusterStatus {
     pub resource_summary: Option<ResourceSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_enablements: Vec<ApiEnablement>,
-}
-
-/// What the agent saw of its member's API. Kept apart from `conditions` so
-/// that the hub and the agent never write the same list.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct MemberHealth {
-    pub healthy: bool,
-    pub message: String,
-    /// When `healthy` last changed.
-    pub since: Time,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -37,8 +37,9 @@ pub mod conditions {
     pub const NODES_READY: &str = "NodesReady";
     /// On a HostedCluster: every add-on is applied into the cluster.
     pub const ADDONS_APPLIED: &str = "AddonsApplied";
-    /// On a HostedCluster: the last version change (False with the reason
-    /// while it runs or when it was refused or rolled back).
+    /// On a HostedCluster and a process-runtime EtcdCluster: the last
+    /// version change (False with the reason while it runs or when it was
+    /// refused or rolled back).
     pub const UPGRADED: &str = "Upgraded";
     /// On a HostedCluster: the spec can be acted on (False with a message
     /// that says what to fix).
@@ -97,7 +98,10 @@ pub struct EtcdClusterSpec {
     /// one at a time.
     #[schemars(extend("enum" = [1, 3, 5]))]
     pub members: i32,
-    /// etcd version, e.g. `3.7.4`.
+    /// etcd version, e.g. `3.7.4`. Process runtime: one the operator has a
+    /// binary for (`etcd`, `etcd-X.Y.Z` in its bin dir); changing it rolls
+    /// the members one at a time after a snapshot (`status.upgrade`,
+    /// condition `Upgraded`); one minor up at a time, never a minor down.
     #[schemars(length(min = 1))]
     pub version: String,
     /// Process: members run on Machines; Kubernetes: a StatefulSet.
@@ -245,6 +249,54 @@ pub struct EtcdClusterStatus {
     /// With `spec.backup`: the schedule's next fire time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_scheduled_backup: Option<Time>,
+    /// The running or last change of `spec.version` (process runtime).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<EtcdUpgradeStatus>,
+}
+
+/// Where an etcd version change stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum EtcdUpgradeState {
+    /// The snapshot taken before any member moves is being written.
+    Snapshotting,
+    /// Members move to the new binary one at a time, followers first.
+    Rolling,
+    /// A member did not become healthy in time: the moved members go back,
+    /// newest first.
+    RollingBack,
+    /// Every member runs the new version.
+    Succeeded,
+    /// Every member runs the old version again.
+    RolledBack,
+    /// The snapshot failed; no member moved.
+    SnapshotFailed,
+}
+
+/// An etcd version change: members move one at a time (followers first,
+/// the leader last), each only once the one before is healthy on its new
+/// binary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdUpgradeStatus {
+    pub from: String,
+    pub to: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<EtcdUpgradeState>,
+    /// The EtcdBackup taken before the first member moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Where that snapshot is: `<machine>:<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
+    /// Members moved to `to`, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<String>,
+    /// When the newest move (or move back) was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_at: Option<Time>,
+    /// The member that did not become healthy on `to` (a rollback's cause).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_member: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -45,48 +45,93 @@ pub fn crds() -> Vec<Crd> {
     ]
     .into_iter()
     .map(without_nullable)
-    .map(|crd| if crd.spec.group == policy::GROUP { keeping_unknown_fields(crd) } else { crd })
+    .map(|crd| if crd.spec.group == policy::GROUP { refusing_unsupported_karmada_fields(crd) } else { crd })
     .collect()
 }
 
-/// Marks every object with declared properties in a CRD's schema with
-/// `x-kubernetes-preserve-unknown-fields`. Kubernetes 1.20 prunes unknown
-/// fields while decoding a request, before admission, so without this the
-/// hub's policy webhook could never name a misspelt field: it would just
-/// vanish. With it, the webhook (`flotilla_apps_core::validation`, which still
-/// checks these objects against their declared properties) rejects them.
-/// Only where no webhook is registered could unknown fields be stored, and
-/// the policy types then ignore them as pruning would have.
-fn keeping_unknown_fields(crd: Crd) -> Crd {
-    fn mark(v: &mut serde_json::Value) {
-        match v {
-            serde_json::Value::Object(map) => {
-                if map.get("properties").is_some_and(serde_json::Value::is_object) {
-                    map.insert("x-kubernetes-preserve-unknown-fields".into(), true.into());
-                }
-                map.values_mut().for_each(mark);
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(mark),
-            _ => {}
-        }
-    }
+/// Declares each of `policy::UNSUPPORTED_KARMADA_FIELDS` that the policy
+/// types lack, with a CEL rule on its parent refusing it with the reason.
+/// Undeclared, such a field would be refused as merely unknown by a strict
+/// client and silently pruned for any other; declared, every client is told
+/// why. (A listed field the types do have, like `dynamicWeight`, is there for
+/// a value Flotilla does not support: its enum says so.)
+fn refusing_unsupported_karmada_fields(crd: Crd) -> Crd {
     let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
     if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
         for version in versions {
             if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
-                mark(schema);
+                for (path, reason) in policy::UNSUPPORTED_KARMADA_FIELDS {
+                    refuse_field(schema, path, reason);
+                }
             }
         }
     }
     serde_json::from_value(value).unwrap_or(crd)
 }
 
-/// Removes `nullable: true` from a CRD's schema. Kubernetes before 1.21
-/// publishes a nullable field without its type, so server-side apply then
-/// treats everything under it as atomic: two managers' list items (e.g. the
-/// agent's and the hub's conditions) would overwrite each other. We never
-/// send explicit nulls (absent fields are simply omitted), so the schema
-/// loses nothing.
+/// Declares `path` (dotted, from the object's root; list items implied) in
+/// `schema` as any JSON, refused by a rule on its parent. Parents missing
+/// from the schema (e.g. `failover`) are declared as objects.
+fn refuse_field(schema: &mut serde_json::Value, path: &str, reason: &str) {
+    let mut segments: Vec<&str> = path.split('.').collect();
+    let Some(field) = segments.pop() else { return };
+    let mut parent = schema;
+    for segment in segments {
+        if parent.get("type").and_then(serde_json::Value::as_str) == Some("array") {
+            parent = &mut parent["items"];
+        }
+        if !parent.is_object() {
+            return;
+        }
+        if parent.get("properties").is_none_or(|p| !p.is_object()) {
+            parent["properties"] = serde_json::json!({});
+        }
+        let declared = &mut parent["properties"][segment];
+        if declared.is_null() {
+            *declared = serde_json::json!({"type": "object"});
+        }
+        parent = declared;
+    }
+    if parent.get("type").and_then(serde_json::Value::as_str) == Some("array") {
+        parent = &mut parent["items"];
+    }
+    if parent.pointer(&format!("/properties/{field}")).is_some() {
+        return;
+    }
+    let message = format!("{}: {reason}", policy::UNSUPPORTED_KARMADA_FIELD);
+    let mut declared = karmada_field_schema(field);
+    declared["description"] = message.clone().into();
+    parent["properties"][field] = declared;
+    let rule = serde_json::json!({
+        "rule": format!("!has(self.{field})"),
+        "message": message,
+        "fieldPath": format!(".{field}"),
+        "reason": "FieldValueForbidden",
+    });
+    match parent.get_mut("x-kubernetes-validations").and_then(serde_json::Value::as_array_mut) {
+        Some(rules) => rules.push(rule),
+        None => parent["x-kubernetes-validations"] = serde_json::json!([rule]),
+    }
+}
+
+/// The schema of an unsupported Karmada field, typed as in Karmada: CEL
+/// sees only typed fields, and a rule cannot name one it does not see.
+fn karmada_field_schema(field: &str) -> serde_json::Value {
+    let any_object = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
+    match field {
+        "association" => serde_json::json!({"type": "boolean"}),
+        "preemption" | "schedulerName" | "activationPreference" => serde_json::json!({"type": "string"}),
+        "dependentOverrides" => serde_json::json!({"type": "array", "items": {"type": "string"}}),
+        "clusterAffinities" | "fieldOverrider" => serde_json::json!({"type": "array", "items": any_object}),
+        _ => any_object,
+    }
+}
+
+/// Removes `nullable: true` from a CRD's schema, so the API server drops an
+/// explicit `null` instead of storing it: readers and CEL rules then see a
+/// field either absent or of its type (`has()` is enough; a rule comparing a
+/// stored null would fail to evaluate). Flotilla never sends explicit nulls
+/// (absent fields are omitted), so the schema loses nothing.
 fn without_nullable(crd: Crd) -> Crd {
     fn strip(v: &mut serde_json::Value) {
         match v {
@@ -157,18 +202,41 @@ mod tests {
     }
 
     #[test]
-    fn policy_schemas_keep_unknown_fields_for_the_webhook_to_reject() {
+    fn policy_schemas_refuse_unsupported_karmada_fields_by_name_and_keep_no_unknown_fields() {
         for crd in crds() {
             let schema = serde_json::to_value(&crd.spec.versions[0].schema).unwrap();
-            let placement = schema
-                .pointer("/openAPIV3Schema/properties/spec/properties/placement/properties/clusterAffinity");
-            let keeps = |v: Option<&serde_json::Value>| {
-                v.and_then(|v| v.get("x-kubernetes-preserve-unknown-fields")) == Some(&true.into())
-            };
-            let root_keeps = keeps(schema.get("openAPIV3Schema"));
-            assert_eq!(root_keeps, crd.spec.group == policy::GROUP, "{}", crd.spec.names.kind);
-            if crd.spec.names.kind.ends_with("PropagationPolicy") {
-                assert!(keeps(placement), "{}", crd.spec.names.kind);
+            let root = &schema["openAPIV3Schema"];
+            assert_eq!(root.get("x-kubernetes-preserve-unknown-fields"), None, "{}", crd.spec.names.kind);
+            if crd.spec.group != policy::GROUP {
+                continue;
+            }
+            let rules =
+                |path: &str| root.pointer(path).and_then(|v| v.as_array()).cloned().unwrap_or_default();
+            let messages: Vec<String> = [
+                "/properties/spec/x-kubernetes-validations",
+                "/properties/spec/properties/placement/x-kubernetes-validations",
+                "/properties/spec/properties/failover/x-kubernetes-validations",
+                "/properties/spec/properties/overrideRules/items/properties/overriders/x-kubernetes-validations",
+            ]
+            .iter()
+            .flat_map(|p| rules(p))
+            .map(|r| format!("{} => {}", r["rule"], r["message"]))
+            .collect();
+            let kind = &crd.spec.names.kind;
+            if kind.ends_with("PropagationPolicy") {
+                for field in ["association", "preemption", "clusterAffinities", "application", "cluster"] {
+                    assert!(
+                        messages.iter().any(|m| m.contains(&format!("!has(self.{field})"))),
+                        "{kind}: {field}: {messages:#?}"
+                    );
+                }
+                assert!(messages.iter().any(|m| m.contains("use a single clusterAffinity")), "{messages:#?}");
+                // Declared, so this one keeps its enum instead.
+                let weights = "/properties/spec/properties/placement/properties/replicaScheduling/properties/weightPreference/properties/dynamicWeight/enum";
+                assert_eq!(root.pointer(weights), Some(&serde_json::json!(["AvailableReplicas"])));
+            } else {
+                assert!(messages.iter().any(|m| m.contains("!has(self.fieldOverrider)")), "{messages:#?}");
+                assert!(messages.iter().any(|m| m.contains("!has(self.targetCluster)")), "{messages:#?}");
             }
         }
     }

@@ -4,13 +4,16 @@
 //! The specs are field-for-field compatible with Karmada's
 //! `policy.karmada.io/v1alpha1` for every feature Flotilla implements, so a
 //! Karmada policy works after changing only its `apiVersion`. Karmada fields
-//! Flotilla does not implement are not in the schema, and the hub's
-//! admission webhook rejects them by name (see `UNSUPPORTED_KARMADA_FIELDS`)
-//! instead of letting the API server prune them silently.
+//! Flotilla does not implement are declared in the published schema only to
+//! be refused by name with the reason (a CEL rule each, see
+//! `UNSUPPORTED_KARMADA_FIELDS` and `crds()`); any other unknown field is
+//! refused for a strict client (`fieldValidation=Strict`, kubectl's default)
+//! and pruned otherwise. Rules across fields are CEL
+//! `x-kubernetes-validations` on the types below, so the API server itself
+//! refuses a contradictory policy, hub or no hub.
 //!
-//! The types ignore unknown fields rather than fail on them: the published
-//! schemas keep unknown fields so that the webhook sees (and rejects) them,
-//! and a watcher must not stall on one object stored while no webhook ran.
+//! The types ignore unknown fields rather than fail on them: a watcher must
+//! not stall on an object stored under an older schema.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +24,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "policy.flotilla.io";
+
+/// How a refused Karmada field's message (and its schema's description)
+/// begins.
+pub const UNSUPPORTED_KARMADA_FIELD: &str = "Karmada field not supported by Flotilla";
 
 /// Karmada fields (JSON paths under the object) that Flotilla does not
 /// implement, with the reason shown when a policy uses one.
@@ -121,7 +128,10 @@ pub struct Placement {
     /// `cluster.flotilla.io/not-ready` and `cluster.flotilla.io/unreachable`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cluster_tolerations: Vec<Toleration>,
+    /// At most 10. (The lists whose items carry CEL rules are bounded: the
+    /// API server refuses rules whose worst-case cost it cannot bound.)
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
     pub spread_constraints: Vec<SpreadConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_scheduling: Option<ReplicaSchedulingStrategy>,
@@ -146,7 +156,8 @@ pub struct ClusterAffinity {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FieldSelector {
-    #[schemars(length(min = 1))]
+    /// 1 to 10 requirements.
+    #[schemars(length(min = 1, max = 10))]
     pub match_expressions: Vec<FieldSelectorRequirement>,
 }
 
@@ -154,6 +165,18 @@ pub struct FieldSelector {
 /// `key` is `provider`, `region` or `zone`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(self.operator in ['In', 'NotIn']) || (has(self.values) && size(self.values) > 0)",
+        "message": "values are required (at least one) for operators In and NotIn",
+        "fieldPath": ".values"
+    },
+    {
+        "rule": "self.operator in ['In', 'NotIn'] || !has(self.values) || size(self.values) == 0",
+        "message": "values must be empty for operators Exists and DoesNotExist",
+        "fieldPath": ".values"
+    }
+]))]
 pub struct FieldSelectorRequirement {
     #[schemars(regex(pattern = r"^(provider|region|zone)$"))]
     pub key: String,
@@ -183,6 +206,17 @@ pub fn cluster_field_label(field: &str) -> Option<&'static str> {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "has(self.spreadByField) != (has(self.spreadByLabel) && size(self.spreadByLabel) > 0)",
+        "message": "set exactly one of spreadByField and spreadByLabel"
+    },
+    {
+        "rule": "!has(self.maxGroups) || self.maxGroups == 0 || !has(self.minGroups) || self.minGroups <= self.maxGroups",
+        "message": "minGroups must not be more than maxGroups (raise maxGroups, or set it to 0 for no limit)",
+        "fieldPath": ".minGroups"
+    }
+]))]
 pub struct SpreadConstraint {
     /// `cluster`, `region`, `zone` or `provider`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +245,23 @@ pub enum SpreadByField {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.replicaSchedulingType) || self.replicaSchedulingType != 'Duplicated' || !has(self.replicaDivisionPreference)",
+        "message": "replicaDivisionPreference only applies to replicaSchedulingType Divided, not Duplicated (remove one of them)",
+        "fieldPath": ".replicaDivisionPreference"
+    },
+    {
+        "rule": "!has(self.replicaSchedulingType) || self.replicaSchedulingType != 'Duplicated' || !has(self.weightPreference)",
+        "message": "weightPreference only applies to replicaSchedulingType Divided, not Duplicated (remove one of them)",
+        "fieldPath": ".weightPreference"
+    },
+    {
+        "rule": "!has(self.replicaDivisionPreference) || self.replicaDivisionPreference != 'Aggregated' || !has(self.weightPreference) || !has(self.weightPreference.staticWeightList) || size(self.weightPreference.staticWeightList) == 0",
+        "message": "staticWeightList only applies to replicaDivisionPreference Weighted, not Aggregated",
+        "fieldPath": ".weightPreference.staticWeightList"
+    }
+]))]
 pub struct ReplicaSchedulingStrategy {
     /// `Duplicated`: every cluster runs the full replica count. `Divided`
     /// (default): the replicas are shared out.
@@ -241,8 +292,14 @@ pub enum ReplicaDivisionPreference {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.staticWeightList) || size(self.staticWeightList) == 0 || !has(self.dynamicWeight)",
+    "message": "set staticWeightList or dynamicWeight, not both"
+}]))]
 pub struct ClusterPreferences {
+    /// At most 1000.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 1000))]
     pub static_weight_list: Vec<StaticClusterWeight>,
     /// `AvailableReplicas`: weights are how many more replicas each cluster
     /// can hold (allocatable minus allocated, over the pod's requests).
@@ -328,8 +385,9 @@ pub struct OverrideSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_selectors: Vec<ResourceSelector>,
     /// Applied in order; each rule applies to the clusters its
-    /// `targetCluster` selects (all clusters if absent).
+    /// `targetCluster` selects (all clusters if absent). At most 100.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub override_rules: Vec<RuleWithCluster>,
 }
 
@@ -348,11 +406,15 @@ pub struct RuleWithCluster {
 pub struct Overriders {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub plaintext: Vec<PlaintextOverrider>,
+    /// At most 100 (as are the command and args overriders).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub image_overrider: Vec<ImageOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub command_overrider: Vec<CommandArgsOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
     pub args_overrider: Vec<CommandArgsOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub labels_overrider: Vec<LabelAnnotationOverrider>,
@@ -368,12 +430,18 @@ pub enum OverriderOperator {
     Replace,
 }
 
-/// A JSON patch operation (RFC 6902) on the manifest.
+/// A JSON pointer (RFC 6901) to something inside the manifest: `/` and
+/// then keys, with `~` only as `~0` or `~1`.
+const JSON_POINTER: &str = r"^(/([^/~]|~[01])*)+$";
+
+/// A JSON patch operation (RFC 6902) on the manifest. (That add and
+/// replace need a `value` is the webhook's to say: CEL cannot see a field
+/// of any JSON type.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaintextOverrider {
     /// A JSON pointer, e.g. `/spec/replicas`.
-    #[schemars(regex(pattern = r"^/"))]
+    #[schemars(regex(pattern = JSON_POINTER))]
     pub path: String,
     pub operator: OverriderOperator,
     /// The value for add and replace.
@@ -384,6 +452,11 @@ pub struct PlaintextOverrider {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.operator == 'remove' || (has(self.value) && size(self.value) > 0)",
+    "message": "value must not be empty for operators add and replace",
+    "fieldPath": ".value"
+}]))]
 pub struct ImageOverrider {
     /// Which image to change; absent means every container and init
     /// container image of a workload's pod template (or a Pod's).
@@ -400,7 +473,7 @@ pub struct ImageOverrider {
 pub struct ImagePredicate {
     /// JSON pointer to an image string, e.g.
     /// `/spec/template/spec/containers/0/image`.
-    #[schemars(regex(pattern = r"^/"))]
+    #[schemars(regex(pattern = JSON_POINTER))]
     pub path: String,
 }
 
@@ -413,6 +486,11 @@ pub enum ImageComponent {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.operator != 'replace'",
+    "message": "operator must be add or remove (as in Karmada), not replace",
+    "fieldPath": ".operator"
+}]))]
 pub struct CommandArgsOverrider {
     #[schemars(length(min = 1))]
     pub container_name: String,

@@ -275,9 +275,8 @@ pub struct ResourceIdentifier {
     pub ordinal: i32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub group: String,
-    // Empty (and then left out: Kubernetes 1.20 reads an empty string in a
-    // custom resource as null and refuses the status) only for a manifest
-    // that lacks it, which the status then reports.
+    // Empty (and then left out, like every empty field here) only for a
+    // manifest that lacks it, which the status then reports.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub version: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]

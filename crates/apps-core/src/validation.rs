@@ -1,15 +1,27 @@
-//! Validation of policy objects beyond what a Kubernetes 1.20 CRD schema
-//! can say: unknown fields (the API server would prune them silently),
-//! Karmada fields Flotilla does not implement (named, with the reason), and
-//! rules that span several fields. The hub's admission webhook denies a
-//! policy with these messages; each starts with the path of the field.
+//! Validation of policy objects, as messages that each start with the path
+//! of the field.
+//!
+//! The published CRDs make the API server refuse most of it itself (see
+//! `flotilla_api::policy`): unknown fields for strict clients, unsupported
+//! Karmada fields, and the rules across fields as CEL. What a schema cannot
+//! say is [`validate_policy_beyond_schema`], which the hub's admission
+//! webhook applies: a namespaced policy's selectors against its own
+//! namespace (CEL sees no `metadata.namespace`), the embedded Kubernetes
+//! types (label selectors, tolerations: their schemas come from
+//! k8s-openapi), `exclude` against `clusterNames` (comparing two unbounded
+//! lists is over the CEL cost budget), and a plaintext overrider's `value`
+//! (any JSON: CEL cannot see an untyped field). [`validate_policy`] checks
+//! everything, schema included, on an object as stored: the hub's
+//! controllers judge with it, so a policy stored under an older schema or
+//! while the fail-open webhook was away is marked `Valid=False` and unused.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use flotilla_api::policy::{
     ClusterAffinity, FieldSelectorOperator, OverrideSpec, OverriderOperator, PropagationSpec,
-    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, UNSUPPORTED_KARMADA_FIELDS,
+    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, UNSUPPORTED_KARMADA_FIELD,
+    UNSUPPORTED_KARMADA_FIELDS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::de::DeserializeOwned;
@@ -22,9 +34,8 @@ const PRESERVE_UNKNOWN: &str = "x-kubernetes-preserve-unknown-fields";
 /// and `additionalProperties`; it stops where the schema keeps unknown
 /// fields on purpose (`x-kubernetes-preserve-unknown-fields` on a node that
 /// declares no properties, e.g. a plaintext overrider's `value`). A node
-/// that keeps unknown fields *and* declares properties is still checked:
-/// that is how the policy CRDs are published, so that the API server hands
-/// unknown fields to the webhook instead of pruning them. At the root,
+/// that keeps unknown fields *and* declares properties is still checked
+/// (objects stored under an older schema may have them). At the root,
 /// `apiVersion`, `kind` and `metadata` are the API server's business.
 pub fn unknown_fields(schema: &Value, object: &Value) -> Vec<String> {
     let mut report = SchemaReport::default();
@@ -55,9 +66,9 @@ pub fn validate_policy(kind: &str, object: &Value) -> Vec<String> {
     let spec = object.get("spec").cloned().unwrap_or(Value::Object(Default::default()));
     let semantic = match kind {
         "PropagationPolicy" | "ClusterPropagationPolicy" => {
-            typed::<PropagationSpec>(spec).map(|spec| check_propagation(&spec, own_namespace))
+            typed::<PropagationSpec>(spec).map(|spec| check_propagation(&spec, own_namespace, Scope::All))
         }
-        _ => typed::<OverrideSpec>(spec).map(|spec| check_override(&spec, own_namespace)),
+        _ => typed::<OverrideSpec>(spec).map(|spec| check_override(&spec, own_namespace, Scope::All)),
     };
     match semantic {
         Ok(problems) => errors.extend(problems),
@@ -69,19 +80,46 @@ pub fn validate_policy(kind: &str, object: &Value) -> Vec<String> {
     errors
 }
 
-/// What is wrong with a policy being created (`old` None) or updated: the
-/// problems of `new` that `old` did not already have. A policy stored before
-/// these rules existed (or while the webhook was away) can thus still get
-/// its finalizers, labels and status changed, and be fixed step by step; a
-/// policy being deleted is never held up.
+/// What is wrong with a policy that its CRD schema cannot say (see the
+/// module doc). The object has passed the schema: a spec that does not
+/// parse is left to it.
+pub fn validate_policy_beyond_schema(kind: &str, object: &Value) -> Vec<String> {
+    let namespace = object.pointer("/metadata/namespace").and_then(Value::as_str).filter(|ns| !ns.is_empty());
+    let namespaced = matches!(kind, "PropagationPolicy" | "OverridePolicy");
+    let own_namespace = if namespaced { Some((kind, namespace.unwrap_or("default"))) } else { None };
+    let spec = object.get("spec").cloned().unwrap_or(Value::Object(Default::default()));
+    let checked = match kind {
+        "PropagationPolicy" | "ClusterPropagationPolicy" => typed::<PropagationSpec>(spec)
+            .map(|spec| check_propagation(&spec, own_namespace, Scope::BeyondSchema)),
+        "OverridePolicy" | "ClusterOverridePolicy" => {
+            typed::<OverrideSpec>(spec).map(|spec| check_override(&spec, own_namespace, Scope::BeyondSchema))
+        }
+        _ => return vec![format!("{kind} is not a Flotilla policy kind")],
+    };
+    checked.unwrap_or_default()
+}
+
+/// What the hub's webhook says about a policy being created (`old` None)
+/// or updated: the problems beyond the schema that `new` has and `old` did
+/// not. A policy stored before these rules existed (or while the webhook was
+/// away) can thus still get its finalizers, labels and status changed, and
+/// be fixed step by step; a policy being deleted is never held up.
 pub fn validate_policy_change(kind: &str, old: Option<&Value>, new: &Value) -> Vec<String> {
     if new.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
         return Vec::new();
     }
-    let errors = validate_policy(kind, new);
+    let errors = validate_policy_beyond_schema(kind, new);
     let Some(old) = old else { return errors };
-    let before: BTreeSet<String> = validate_policy(kind, old).into_iter().collect();
+    let before: BTreeSet<String> = validate_policy_beyond_schema(kind, old).into_iter().collect();
     errors.into_iter().filter(|e| !before.contains(e)).collect()
+}
+
+/// Which checks to run: all of them, or only those the CRD schema cannot
+/// express (the rest the API server has already enforced).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    All,
+    BeyondSchema,
 }
 
 /// The published `openAPIV3Schema` of each policy kind, as JSON.
@@ -143,8 +181,19 @@ fn walk(schema: &Value, value: &mut Value, path: &str, report: &mut SchemaReport
                     if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                         continue;
                     }
+                    let child_path = join(path, key);
                     match properties.get(key) {
-                        Some(child_schema) => walk(child_schema, child, &join(path, key), report),
+                        // Declared (untyped) only for the CRD to refuse it:
+                        // an unsupported Karmada field.
+                        Some(child_schema)
+                            if child_schema
+                                .get("description")
+                                .and_then(Value::as_str)
+                                .is_some_and(|d| d.starts_with(UNSUPPORTED_KARMADA_FIELD)) =>
+                        {
+                            undeclared.push(key.clone())
+                        }
+                        Some(child_schema) => walk(child_schema, child, &child_path, report),
                         None => undeclared.push(key.clone()),
                     }
                 }
@@ -235,6 +284,11 @@ fn check_constraints(schema: &Value, value: &Value, path: &str, report: &mut Sch
         if (items.len() as u64) < min {
             let noun = if min == 1 { "item" } else { "items" };
             report.violations.push(format!("{}: must have at least {min} {noun}", shown("")));
+        }
+    }
+    if let (Some(max), Some(items)) = (schema.get("maxItems").and_then(Value::as_u64), value.as_array()) {
+        if items.len() as u64 > max {
+            report.violations.push(format!("{}: must have at most {max} items", shown("")));
         }
     }
     if let (Some(min), Some(text)) = (schema.get("minLength").and_then(Value::as_u64), value.as_str()) {
@@ -332,16 +386,26 @@ fn typed<T: DeserializeOwned>(spec: Value) -> Result<T, String> {
 /// The namespaced policy's kind and namespace; None for cluster-wide ones.
 type OwnNamespace<'a> = Option<(&'a str, &'a str)>;
 
-fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace) -> Vec<String> {
+fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope: Scope) -> Vec<String> {
     let mut errors = Vec::new();
     check_selectors(&spec.resource_selectors, own_namespace, &mut errors);
     let placement = &spec.placement;
     if let Some(affinity) = &placement.cluster_affinity {
-        check_affinity(affinity, "spec.placement.clusterAffinity", &mut errors);
+        check_affinity(affinity, "spec.placement.clusterAffinity", scope, &mut errors);
     }
     for (i, toleration) in placement.cluster_tolerations.iter().enumerate() {
         check_toleration(toleration, &format!("spec.placement.clusterTolerations[{i}]"), &mut errors);
     }
+    if let Some(weights) = placement.replica_scheduling.as_ref().and_then(|s| s.weight_preference.as_ref()) {
+        for (i, weight) in weights.static_weight_list.iter().enumerate() {
+            let path = format!("spec.placement.replicaScheduling.weightPreference.staticWeightList[{i}]");
+            check_affinity(&weight.target_cluster, &format!("{path}.targetCluster"), scope, &mut errors);
+        }
+    }
+    if scope == Scope::BeyondSchema {
+        return errors;
+    }
+    // The rest are the CRD's CEL rules, checked again on stored objects.
     for (i, spread) in placement.spread_constraints.iter().enumerate() {
         let path = format!("spec.placement.spreadConstraints[{i}]");
         let by_label = spread.spread_by_label.as_deref().is_some_and(|l| !l.is_empty());
@@ -381,31 +445,26 @@ fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace) -> Vec
                     "{path}.staticWeightList: only applies to replicaDivisionPreference Weighted, not Aggregated"
                 ));
             }
-            for (i, weight) in weights.static_weight_list.iter().enumerate() {
-                check_affinity(
-                    &weight.target_cluster,
-                    &format!("{path}.staticWeightList[{i}].targetCluster"),
-                    &mut errors,
-                );
-            }
         }
     }
     errors
 }
 
-fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace) -> Vec<String> {
+fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace, scope: Scope) -> Vec<String> {
     let mut errors = Vec::new();
     check_selectors(&spec.resource_selectors, own_namespace, &mut errors);
     for (i, rule) in spec.override_rules.iter().enumerate() {
         let path = format!("spec.overrideRules[{i}]");
         if let Some(affinity) = &rule.target_cluster {
-            check_affinity(affinity, &format!("{path}.targetCluster"), &mut errors);
+            check_affinity(affinity, &format!("{path}.targetCluster"), scope, &mut errors);
         }
         let overriders = &rule.overriders;
         let sets_value = |operator: OverriderOperator| operator != OverriderOperator::Remove;
         for (j, plaintext) in overriders.plaintext.iter().enumerate() {
             let path = format!("{path}.overriders.plaintext[{j}]");
-            check_pointer(&plaintext.path, &format!("{path}.path"), &mut errors);
+            if scope == Scope::All {
+                check_pointer(&plaintext.path, &format!("{path}.path"), &mut errors);
+            }
             if sets_value(plaintext.operator) && plaintext.value.is_none() {
                 errors.push(format!(
                     "{path}.value: required for operator {}",
@@ -413,6 +472,10 @@ fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace) -> Vec<Strin
                 ));
             }
         }
+        if scope == Scope::BeyondSchema {
+            continue;
+        }
+        // The rest are the CRD's CEL rules and patterns.
         for (j, image) in overriders.image_overrider.iter().enumerate() {
             let path = format!("{path}.overriders.imageOverrider[{j}]");
             if let Some(predicate) = &image.predicate {
@@ -480,11 +543,12 @@ fn check_selectors(selectors: &[ResourceSelector], own_namespace: OwnNamespace, 
     }
 }
 
-fn check_affinity(affinity: &ClusterAffinity, path: &str, errors: &mut Vec<String>) {
+fn check_affinity(affinity: &ClusterAffinity, path: &str, scope: Scope, errors: &mut Vec<String>) {
     if let Some(labels) = &affinity.label_selector {
         check_label_selector(labels, &format!("{path}.labelSelector"), errors);
     }
-    if let Some(fields) = &affinity.field_selector {
+    // Field selectors' values: a CEL rule.
+    if let Some(fields) = affinity.field_selector.as_ref().filter(|_| scope == Scope::All) {
         for (i, requirement) in fields.match_expressions.iter().enumerate() {
             let path = format!("{path}.fieldSelector.matchExpressions[{i}]");
             let (needs_values, name) = match requirement.operator {
@@ -759,6 +823,12 @@ mod tests {
         assert_eq!(errors, [r#"spec.conflictResolution: "Ignore" is not one of "Abort", "Overwrite""#]);
         let errors = errors_of("OverridePolicy", &json!({"metadata": {"namespace": "a"}}));
         assert_eq!(errors, ["spec: required"]);
+        let spread = json!({"spreadByField": "zone"});
+        let errors = errors_of(
+            "PropagationPolicy",
+            &pp_with_placement(json!({"spreadConstraints": vec![spread; 11]})),
+        );
+        assert_eq!(errors, ["spec.placement.spreadConstraints: must have at most 10 items"]);
     }
 
     #[test]
@@ -985,22 +1055,80 @@ mod tests {
 
     #[test]
     fn updates_are_judged_only_on_the_problems_they_add() {
-        let bad_spread = |extra: Value| {
-            let mut p = pp_with_placement(json!({"spreadConstraints": [{"maxGroups": 1}]}));
+        let foreign = |extra: Value| {
+            let mut p = pp(json!({"resourceSelectors": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "other"}]}));
             p["metadata"]["labels"] = extra;
             p
         };
-        let old = bad_spread(json!({}));
+        let old = foreign(json!({}));
         assert_eq!(validate_policy_change("PropagationPolicy", None, &old).len(), 1);
-        assert!(validate_policy_change("PropagationPolicy", Some(&old), &bad_spread(json!({"a": "b"})))
-            .is_empty());
-        let mut worse = bad_spread(json!({}));
-        worse["spec"]["placement"]["clusterAfinity"] = json!({});
+        assert!(
+            validate_policy_change("PropagationPolicy", Some(&old), &foreign(json!({"a": "b"}))).is_empty()
+        );
+        let mut worse = foreign(json!({}));
+        worse["spec"]["placement"]["clusterAffinity"] = json!({"clusterNames": ["m1"], "exclude": ["m1"]});
         let errors = validate_policy_change("PropagationPolicy", Some(&old), &worse);
-        assert_eq!(errors, ["spec.placement.clusterAfinity: unknown field (did you mean clusterAffinity?)"]);
+        assert_eq!(
+            errors,
+            ["spec.placement.clusterAffinity.exclude: excludes every cluster in clusterNames, so nothing is selected"]
+        );
         let mut deleting = worse.clone();
         deleting["metadata"]["deletionTimestamp"] = json!("2024-01-01T00:00:00Z");
         assert!(validate_policy_change("PropagationPolicy", Some(&old), &deleting).is_empty());
+    }
+
+    /// The webhook's share: what the schema cannot say is reported, what the
+    /// CRD's CEL rules and patterns already refuse is left to them.
+    #[test]
+    fn beyond_the_schema_are_only_what_the_crd_cannot_express() {
+        let beyond = |object: &Value| validate_policy_beyond_schema(object["kind"].as_str().unwrap(), object);
+        let left_to_the_schema = [
+            pp_with_placement(
+                json!({"spreadConstraints": [{"spreadByField": "zone", "minGroups": 3, "maxGroups": 2}]}),
+            ),
+            pp_with_placement(json!({"spreadConstraints": [{"maxGroups": 1}]})),
+            pp_with_placement(json!({"replicaScheduling": {"replicaSchedulingType": "Duplicated",
+                "replicaDivisionPreference": "Weighted"}})),
+            pp_with_placement(json!({"clusterAffinity": {"fieldSelector": {"matchExpressions": [
+                {"key": "zone", "operator": "In"}]}}})),
+            op_with_overriders(json!({"plaintext": [{"path": "/a~2", "operator": "remove"}]})),
+            op_with_overriders(json!({"argsOverrider": [{"containerName": "c", "operator": "replace"}]})),
+        ];
+        for object in &left_to_the_schema {
+            assert!(!validate_policy(object["kind"].as_str().unwrap(), object).is_empty(), "{object:#}");
+            assert_eq!(beyond(object), Vec::<String>::new(), "{object:#}");
+        }
+        let cases: [(Value, &str); 5] = [
+            (
+                op_with_overriders(json!({"plaintext": [{"path": "/spec/replicas", "operator": "add"}]})),
+                "spec.overrideRules[0].overriders.plaintext[0].value: required for operator add",
+            ),
+            (
+                pp(
+                    json!({"resourceSelectors": [{"apiVersion": "v1", "kind": "ConfigMap", "namespace": "other"}]}),
+                ),
+                "spec.resourceSelectors[0].namespace: a PropagationPolicy selects only in its own namespace",
+            ),
+            (
+                pp_with_placement(json!({"clusterAffinity": {"labelSelector": {"matchExpressions": [
+                    {"key": "a", "operator": "Has"}]}}})),
+                "spec.placement.clusterAffinity.labelSelector.matchExpressions[0].operator",
+            ),
+            (
+                pp_with_placement(json!({"clusterTolerations": [{"operator": "Exists", "value": "x"}]})),
+                "spec.placement.clusterTolerations[0].value: must be empty when operator is Exists",
+            ),
+            (
+                pp_with_placement(json!({"replicaScheduling": {"weightPreference": {"staticWeightList": [
+                    {"targetCluster": {"clusterNames": ["a"], "exclude": ["a"]}, "weight": 1}]}}})),
+                "staticWeightList[0].targetCluster.exclude: excludes every cluster",
+            ),
+        ];
+        for (object, needle) in cases {
+            assert_one_error_mentions(&beyond(&object), &[needle]);
+        }
+        assert_eq!(beyond(&pp(json!({"resourceSelectors": deployment_selector()}))), Vec::<String>::new());
     }
 
     #[test]

@@ -21,8 +21,9 @@ pub async fn simulated_agent(config: flotilla_agent::AgentConfig, lease_seconds:
     let name = config.cluster.clone();
     let clusters: kube::Api<flotilla_api::ManagedCluster> = kube::Api::all(hub.clone());
     let status = json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-        "status": {"memberHealth": {"healthy": true, "message": "simulated",
-            "since": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())},
+        "status": {"conditions": [{"type": flotilla_api::cluster::conditions::MEMBER_HEALTHY, "status": "True",
+            "reason": "Simulated", "message": "simulated",
+            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())}],
             "kubernetesVersion": "v1.20.2",
             "nodeSummary": {"total": 3, "ready": 3, "display": "3/3"}}});
     // As the real agent does: a failed write is retried, not fatal.

@@ -2,7 +2,7 @@
 //! A hosted cluster over time, with real processes: version changes the
 //! skew rules forbid are refused; an upgrade to a broken version rolls back
 //! and leaves the cluster healthy; an upgrade to a working one moves every
-//! component one at a time; a CA rotation issues new kubeconfigs that work
+//! component one at a time, the worker kubelet last; a CA rotation issues new kubeconfigs that work
 //! while the old ones are refused, and the worker node joins again.
 //!
 //! The cluster starts on the previous minor (1.36.3) and is upgraded for
@@ -112,7 +112,7 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         kubectl(&old_kubeconfig, &["get", "configmap", "keep-me", "-o", "jsonpath={.data.a}"]).await;
     assert!(ok && out == "1", "the cluster and its data survived the failed upgrade: {out}");
 
-    // A working release: every component moves, apiserver first.
+    // A working release: every component moves, apiserver first, kubelet last.
     set_version(&env, "c2", NEW).await;
     let hc = env
         .wait_cluster("c2", "finish the upgrade", |hc| {
@@ -127,7 +127,8 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
     assert_eq!(status.previous_version.as_deref(), Some(OLD));
     let done = &status.upgrade.as_ref().unwrap().done;
     assert_eq!(done.first().map(String::as_str), Some("kube-apiserver/0"), "{done:?}");
-    assert_eq!(done.len(), 3, "{done:?}");
+    assert_eq!(done.last().map(String::as_str), Some("kubelet/0"), "{done:?}");
+    assert_eq!(done.len(), 4, "{done:?}");
     let hc = env
         .wait_cluster("c2", "run the new version everywhere and be Ready", |hc| {
             let s = hc.status.as_ref();
@@ -138,6 +139,12 @@ async fn upgrades_roll_back_or_complete_and_a_ca_rotation_replaces_every_credent
         })
         .await;
     assert_eq!(hc.status.unwrap().instances.len(), 4, "three control-plane components and the kubelet");
+    let (ok, out) = kubectl(
+        &old_kubeconfig,
+        &["get", "nodes", "-o", "jsonpath={.items[*].status.nodeInfo.kubeletVersion}"],
+    )
+    .await;
+    assert!(ok && out == format!("v{NEW}"), "the node runs the new kubelet: {out}");
 
     // CA rotation: new kubeconfigs work, the old ones are refused, and the
     // kubelet joins again with the new CA.

@@ -357,10 +357,8 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
     let lease_seconds =
         cluster.spec.lease_duration_seconds.unwrap_or(membership::DEFAULT_LEASE_SECONDS).max(1);
     let report = cluster
-        .status
-        .as_ref()
-        .and_then(|s| s.member_health.as_ref())
-        .map(|h| membership::MemberReport { healthy: h.healthy, message: h.message.clone() });
+        .condition(flotilla_api::cluster::conditions::MEMBER_HEALTHY)
+        .map(|c| membership::MemberReport { healthy: c.status == "True", message: c.message.clone() });
     let availability = if joined.status == "True" {
         membership::availability(
             since_renewal,
@@ -403,20 +401,17 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
     let desired = hub_taints.taints;
     if desired != current_hub_taints {
         let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
-        // The list is written whole (Kubernetes 1.20 merges it atomically),
-        // keeping every taint the hub does not manage.
-        let mut all_taints: Vec<_> =
-            cluster.spec.taints.iter().filter(|t| !hub_keys.contains(&t.key.as_str())).cloned().collect();
-        all_taints.extend(desired);
-        // A manager of its own: before Kubernetes 1.22 managed fields do not
-        // tell spec and status writes apart, so one manager applying to both
-        // would drop its ownership of the other's fields.
+        // Only the hub's own taints (`spec.taints` is a list-map keyed by
+        // key and effect): everyone else's entries stay untouched, and a
+        // hub taint left out of this apply is removed, as its manager no
+        // longer applies it. A manager of its own so that taint ownership
+        // reads apart from the hub's other writes in `managedFields`.
         api.patch(
             &name,
             &PatchParams::apply(TAINT_FIELD_MANAGER).force(),
             &Patch::Apply(json!({
                 "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "spec": {"taints": all_taints}
+                "spec": {"taints": desired}
             })),
         )
         .await?;

@@ -15,7 +15,7 @@ pub mod webhook;
 
 pub use error::Error;
 pub use install::install;
-pub use names::{FIELD_MANAGER, SYSTEM_NAMESPACE};
+pub use names::{FIELD_MANAGER, SYSTEM_NAMESPACE, TAINT_FIELD_MANAGER};
 
 use std::time::Duration;
 

@@ -5,4 +5,4 @@ pub const FIELD_MANAGER: &str = "flotilla-hub";
 /// Namespace for the hub's own objects (leader lease, push credentials).
 pub const SYSTEM_NAMESPACE: &str = "flotilla-system";
 /// Field manager for the hub's taints on ManagedCluster specs.
-pub(crate) const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";
+pub const TAINT_FIELD_MANAGER: &str = "flotilla-hub-taints";

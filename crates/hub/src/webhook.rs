@@ -1,17 +1,19 @@
 //! The hub's validating admission webhook for policies.
 //!
-//! Kubernetes 1.20 cannot reject unknown fields of custom resources, nor
-//! express rules across fields, so the API server asks this webhook about
-//! every policy create and update (`flotilla_apps_core::validation` decides).
-//! Every hub replica serves it, leader or not; they share one serving
-//! certificate from a Secret, and each (re)registers the
+//! The policy CRDs make the API server refuse most malformed policies itself
+//! (unknown fields for strict clients, unsupported Karmada fields, CEL rules
+//! across fields; see `flotilla_api::policy`). This webhook adds only what a
+//! schema cannot say (`flotilla_apps_core::validation::
+//! validate_policy_beyond_schema`: selectors outside a namespaced policy's
+//! namespace, embedded label selectors and tolerations, `exclude` against
+//! `clusterNames`). Every hub replica serves it, leader or not; they share
+//! one serving certificate from a Secret, and each (re)registers the
 //! ValidatingWebhookConfiguration that points the API server here.
 //!
 //! It fails open (`failurePolicy: Ignore`): policy writes never depend on a
 //! `hub run` being up. A policy admitted while no replica answered is
 //! judged by the hub's controllers instead, which mark it `Valid=False` on
-//! its status and ignore it (Kubernetes 1.20 has no CEL validation rules
-//! that could reject it in the API server itself).
+//! its status and ignore it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -171,7 +171,8 @@ async fn clusters_join_only_when_accepted_and_each_agent_sees_only_its_own_corne
     let as_a_clusters: Api<ManagedCluster> = Api::all(as_a.clone());
     assert!(forbidden(as_a_clusters.get("b").await));
     assert!(forbidden(as_a_clusters.list(&ListParams::default()).await));
-    let status_patch = json!({"status": {"memberHealth": {"healthy": false, "message": "x", "since": "2020-01-01T00:00:00Z"}}});
+    let status_patch = json!({"status": {"conditions": [{"type": "MemberHealthy", "status": "False",
+        "reason": "X", "message": "x", "lastTransitionTime": "2020-01-01T00:00:00Z"}]}});
     assert!(forbidden(
         as_a_clusters.patch_status("b", &PatchParams::default(), &Patch::Merge(&status_patch)).await
     ));

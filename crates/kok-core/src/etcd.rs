@@ -9,8 +9,10 @@
 //! Machine, and its name, ports and URLs are read back from that
 //! component's command line, so every decision is the same when made twice
 //! or by a restarted operator. A member's component is written once and
-//! never rewritten; a member moves only by being replaced (a new member,
-//! with a new name, a fresh data dir and `--initial-cluster-state=existing`).
+//! rewritten only to run another etcd release (same flags, same data dir:
+//! [`crate::etcd_upgrade`]); a member moves to another machine only by
+//! being replaced (a new member, with a new name, a fresh data dir and
+//! `--initial-cluster-state=existing`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::RangeInclusive;
@@ -54,6 +56,10 @@ pub use crate::etcd_error::EtcdPlanError;
 pub struct EtcdOperatorConfig {
     /// Directory holding the `etcd` binary on the machines.
     pub bin_dir: PathBuf,
+    /// File name (in `bin_dir`) of the etcd binary new members run: the
+    /// operator sets it per cluster from its version
+    /// ([`crate::etcd_versions`]).
+    pub etcd_binary: String,
     /// Each member takes a client and a peer port from this range: the
     /// lowest two that no component on any Machine with the same address
     /// names (machines may share an address: a laptop, CI).
@@ -71,6 +77,7 @@ impl Default for EtcdOperatorConfig {
     fn default() -> Self {
         Self {
             bin_dir: "/usr/local/bin".into(),
+            etcd_binary: "etcd".into(),
             ports: DEFAULT_PORTS,
             member_dead_after: Duration::from_secs(120),
             flotilla_binary: "/usr/local/bin/flotilla".into(),
@@ -349,7 +356,7 @@ pub fn member_component(
         member.client_url.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or_default();
     ComponentSpec {
         name: component_name(namespace, name),
-        binary: config.bin_dir.join("etcd").display().to_string(),
+        binary: config.bin_dir.join(&config.etcd_binary).display().to_string(),
         args,
         files,
         // Client URLs demand a client certificate, which the node agent's
@@ -824,6 +831,7 @@ pub(crate) mod tests {
     pub(crate) fn config() -> EtcdOperatorConfig {
         EtcdOperatorConfig {
             bin_dir: "/opt/bin".into(),
+            etcd_binary: "etcd".into(),
             ports: 3000..=3009,
             member_dead_after: Duration::from_secs(60),
             flotilla_binary: "/opt/bin/flotilla".into(),

@@ -485,10 +485,10 @@ pub struct RenderInputs<'a> {
     pub placement: &'a Placement,
     /// Client URLs of the etcd members.
     pub etcd_servers: &'a [String],
-    /// Version each control-plane instance runs, by part and index; the
-    /// cluster version where absent.
+    /// Version each control-plane instance and kubelet runs, by part and
+    /// index; the cluster version (kubelets: `node_version`) where absent.
     pub versions: &'a BTreeMap<(Part, i32), String>,
-    /// Version the kubelets run.
+    /// Version of kubelets `versions` does not name.
     pub node_version: &'a str,
     pub config: &'a HostedOperatorConfig,
 }
@@ -590,7 +590,9 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
     }
     let bootstrap = bootstrap_secret_name(name);
     for node in &inputs.placement.nodes {
-        let kubemark = bin(inputs.config, inputs.node_version, "kubemark");
+        let version =
+            inputs.versions.get(&(Part::Kubelet, node.index)).map_or(inputs.node_version, String::as_str);
+        let kubemark = bin(inputs.config, version, "kubemark");
         let args = vec![
             "kubelet-join".to_string(),
             format!("--bootstrap-kubeconfig={PKI_DIR}/bootstrap.kubeconfig"),
@@ -619,7 +621,7 @@ pub fn machine_components(inputs: &RenderInputs) -> BTreeMap<String, Vec<Compone
             name: component_name(Part::Kubelet, namespace, name, node.index),
             binary: inputs.config.flotilla_binary.display().to_string(),
             args,
-            env: BTreeMap::from([(VERSION_ENV.to_string(), inputs.node_version.to_string())]),
+            env: BTreeMap::from([(VERSION_ENV.to_string(), version.to_string())]),
             files: vec![file],
             health: Some(HealthCheck {
                 http: Some(HttpCheck {
@@ -959,6 +961,36 @@ pub(crate) mod tests {
         assert!(kubelet.args.contains(&"/k8s/1.36.2/kubemark".to_string()));
         assert!(kubelet.args.contains(&"--name=team-a-node-0".to_string()));
         assert_eq!(kubelet.files[0].secret_ref.as_ref().unwrap().name, "team-a-node-bootstrap");
+    }
+
+    #[test]
+    fn each_kubelet_runs_its_planned_version_and_the_others_the_node_version() {
+        let machines = vec![machine("m1", true)];
+        let hc = hc(1, 2);
+        let placement = place(&hc, &machines, &config(), now()).unwrap();
+        let versions = BTreeMap::from([((Part::Kubelet, 1), "1.37.0".to_string())]);
+        let cfg = HostedOperatorConfig {
+            versions: BTreeMap::from([
+                ("1.36.2".to_string(), PathBuf::from("/k8s/1.36.2")),
+                ("1.37.0".to_string(), PathBuf::from("/k8s/1.37.0")),
+            ]),
+            ..config()
+        };
+        let rendered = machine_components(&RenderInputs {
+            hc: &hc,
+            placement: &placement,
+            etcd_servers: &["https://127.0.0.1:2379".to_string()],
+            versions: &versions,
+            node_version: "1.36.2",
+            config: &cfg,
+        });
+        for (name, version) in
+            [("kubelet-default-team-a-0", "1.36.2"), ("kubelet-default-team-a-1", "1.37.0")]
+        {
+            let kubelet = rendered["m1"].iter().find(|c| c.name == name).unwrap();
+            assert!(kubelet.args.contains(&format!("/k8s/{version}/kubemark")), "{name}: {:?}", kubelet.args);
+            assert_eq!(kubelet.env[VERSION_ENV], version, "{name}");
+        }
     }
 
     #[test]

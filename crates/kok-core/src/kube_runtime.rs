@@ -725,6 +725,8 @@ pub fn upgrade_plan(
         status: hc.status.as_ref(),
         generation: hc.metadata.generation,
         replicas: 1,
+        // This runtime runs no kubelets (spec.nodes is not acted on).
+        nodes: 0,
         observed: &upgrade_observations(deployments),
         now,
         step_deadline,

@@ -159,9 +159,23 @@ pub fn apiserver_args(l: &ControlPlaneLayout) -> Vec<String> {
         "--profiling=false".into(),
         "--v=1".into(),
     ];
-    let base = base.into_iter().chain(endpoint_reconciler_arg(&l.advertise_address)).collect();
+    let base = base
+        .into_iter()
+        .chain(endpoint_reconciler_arg(&l.advertise_address))
+        .chain(
+            l.leader_elect.then(|| format!("--shutdown-delay-duration={APISERVER_SHUTDOWN_DELAY_SECONDS}s")),
+        )
+        .collect();
     merge_args(base, &l.extra_args.kube_apiserver)
 }
+
+/// When one of several kube-apiservers is stopped (an upgrade step), it
+/// keeps serving this long after SIGTERM while its /readyz fails, so load
+/// balancers and clients that check /readyz stop sending to it before it
+/// closes its listener: no request is refused. Whoever stops it must allow
+/// this plus the drain of in-flight requests (the node agent's stop grace,
+/// 10 s by default).
+pub const APISERVER_SHUTDOWN_DELAY_SECONDS: u32 = 3;
 
 /// kube-apiserver refuses to advertise a loopback address while it keeps
 /// the `kubernetes` Service's endpoints (the default reconciler); an
@@ -453,6 +467,17 @@ mod tests {
         ] {
             assert_eq!(value(&args, flag), Some(want.as_str()), "{flag}");
         }
+    }
+
+    #[test]
+    fn only_one_of_several_apiservers_delays_its_shutdown_and_extra_args_win() {
+        let mut l = layout();
+        assert_eq!(value(&apiserver_args(&l), "--shutdown-delay-duration"), Some("3s"));
+        l.extra_args.kube_apiserver = vec!["--shutdown-delay-duration=9s".into()];
+        assert_eq!(value(&apiserver_args(&l), "--shutdown-delay-duration"), Some("9s"));
+        l.extra_args.kube_apiserver.clear();
+        l.leader_elect = false;
+        assert_eq!(value(&apiserver_args(&l), "--shutdown-delay-duration"), None);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The version-change state machine of a HostedCluster's control plane.
 //!
-//! Changing `spec.version` moves one control-plane instance at a time, in
-//! Kubernetes' skew order (every kube-apiserver first, then the
-//! controller-managers, then the schedulers), each step gated on the
-//! instance being healthy on the new version. A step that is not healthy
+//! Changing `spec.version` moves one instance at a time, in Kubernetes'
+//! skew order (every kube-apiserver first, then the controller-managers,
+//! then the schedulers, then the worker kubelets), each step gated on the
+//! instance being healthy on the new version (for a kubelet: its Node
+//! Ready and reporting that version, see `crate::kubelet_upgrade`). A step that is not healthy
 //! within the deadline rolls back what was moved, newest first. Changes
 //! Kubernetes does not support (minor downgrades, skipping a minor, a new
 //! major) are refused before anything moves.
@@ -45,6 +46,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 /// rollback). Kubernetes' version skew policy lets kube-controller-manager
 /// and kube-scheduler be older than kube-apiserver, never newer.
 pub const COMPONENT_ORDER: [&str; 3] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler"];
+
+/// The worker kubelets' component name in observations and plans. They
+/// move after the whole control plane (a kubelet is never newer than an
+/// apiserver) and, on a rollback, before it.
+pub const KUBELET: &str = "kubelet";
+
+/// Every component that moves, in upgrade order.
+const STEP_ORDER: [&str; 4] = [COMPONENT_ORDER[0], COMPONENT_ORDER[1], COMPONENT_ORDER[2], KUBELET];
 
 /// Reasons of the `Upgraded` condition.
 pub mod reasons {
@@ -131,6 +140,28 @@ pub enum Refusal {
     MinorDowngrade { from: KubeVersion, to: KubeVersion },
     #[error("cannot upgrade from {from} to {to} in one step: Kubernetes upgrades one minor version at a time; set spec.version to {}.{}.x first, then to {to}", from.major, from.minor + 1)]
     SkipsMinor { from: KubeVersion, to: KubeVersion },
+    #[error("kubelet {kubelet} cannot run against kube-apiserver {apiserver}: Kubernetes supports kubelets up to {MAX_KUBELET_MINORS_BEHIND} minor versions older than the apiserver, never newer; upgrade the nodes first or choose a version within that range")]
+    KubeletSkew { apiserver: KubeVersion, kubelet: KubeVersion },
+}
+
+/// How many minor versions a kubelet may be older than kube-apiserver
+/// (Kubernetes' version skew policy since 1.28).
+pub const MAX_KUBELET_MINORS_BEHIND: u32 = 3;
+
+/// Whether a kubelet on `kubelet` may talk to an apiserver on `apiserver`:
+/// the same major, not a newer minor, at most
+/// [`MAX_KUBELET_MINORS_BEHIND`] minors older. Patch versions do not count.
+pub fn check_kubelet_skew(apiserver: &str, kubelet: &str) -> Result<(), Refusal> {
+    let server = KubeVersion::parse(apiserver)?;
+    let node = KubeVersion::parse(kubelet)?;
+    let allowed = node.major == server.major
+        && node.minor <= server.minor
+        && server.minor - node.minor <= MAX_KUBELET_MINORS_BEHIND;
+    if allowed {
+        Ok(())
+    } else {
+        Err(Refusal::KubeletSkew { apiserver: server, kubelet: node })
+    }
 }
 
 /// Whether the control plane may go from `current` to `desired`: any patch
@@ -152,7 +183,7 @@ pub fn check_change(current: &str, desired: &str) -> Result<(), Refusal> {
 /// What one control-plane instance reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceObservation {
-    /// One of [`COMPONENT_ORDER`].
+    /// One of [`COMPONENT_ORDER`], or [`KUBELET`].
     pub component: String,
     pub index: i32,
     /// The version the instance is configured with (what its Machine
@@ -178,6 +209,8 @@ pub struct UpgradeInput<'a> {
     pub generation: Option<i64>,
     /// `spec.controlPlane.replicas`: instances of each component.
     pub replicas: i32,
+    /// Worker kubelets (`spec.nodes.count`; 0 when the runtime runs none).
+    pub nodes: i32,
     pub observed: &'a [InstanceObservation],
     pub now: Time,
     /// How long one upgrade step may take to become healthy before the
@@ -230,19 +263,19 @@ fn in_flight(state: UpgradeState) -> bool {
 /// One control-plane instance, ordered the way an upgrade visits them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 struct Step {
-    /// Position of the component in [`COMPONENT_ORDER`].
+    /// Position of the component in [`STEP_ORDER`].
     rank: usize,
     index: i32,
 }
 
 impl Step {
     fn component(self) -> &'static str {
-        COMPONENT_ORDER[self.rank]
+        STEP_ORDER[self.rank]
     }
 
     fn from_record(record: &UpgradeStatus) -> Option<Step> {
         let component = record.component.as_deref()?;
-        let rank = COMPONENT_ORDER.iter().position(|c| *c == component)?;
+        let rank = STEP_ORDER.iter().position(|c| *c == component)?;
         Some(Step { rank, index: record.instance? })
     }
 }
@@ -254,12 +287,15 @@ impl fmt::Display for Step {
 }
 
 /// Every instance in upgrade order.
-fn all_steps(replicas: i32) -> Vec<Step> {
+fn all_steps(replicas: i32, nodes: i32) -> Vec<Step> {
     // A control plane always has one instance of each component; the API
     // validates replicas >= 1, this only keeps a bad value from turning an
     // upgrade into an instant success.
     let replicas = replicas.max(1);
-    (0..COMPONENT_ORDER.len()).flat_map(|rank| (0..replicas).map(move |index| Step { rank, index })).collect()
+    let control_plane =
+        (0..COMPONENT_ORDER.len()).flat_map(|rank| (0..replicas).map(move |index| Step { rank, index }));
+    let kubelets = (0..nodes.max(0)).map(|index| Step { rank: COMPONENT_ORDER.len(), index });
+    control_plane.chain(kubelets).collect()
 }
 
 /// Versions compared as Kubernetes versions (`v1.20.2` is `1.20.2`), or as
@@ -354,7 +390,7 @@ impl Context<'_> {
 /// Decide, for one reconcile, the version of every instance and the
 /// upgrade status. See the module documentation.
 pub fn plan(input: &UpgradeInput) -> UpgradePlan {
-    let context = Context { input, steps: all_steps(input.replicas) };
+    let context = Context { input, steps: all_steps(input.replicas, input.nodes) };
     let status = input.status;
     let Some(current) = status.and_then(|s| s.version.as_deref()) else {
         return plan_fresh(&context);
@@ -435,6 +471,12 @@ fn plan_settled(context: &Context, current: &str, mut record: Option<UpgradeStat
         return stay(rolled_back_condition(context, last));
     }
     if let Err(refusal) = check_change(&current, input.desired) {
+        return stay(context.condition("False", reasons::REFUSED, refusal.to_string()));
+    }
+    // Kubelets move with the control plane, but one left behind (by an
+    // older operator, or by hand) must not fall out of the skew window.
+    let mut kubelets = input.observed.iter().filter(|o| o.component == KUBELET);
+    if let Err(refusal) = kubelets.try_for_each(|o| check_kubelet_skew(input.desired, &o.version)) {
         return stay(context.condition("False", reasons::REFUSED, refusal.to_string()));
     }
     let desired = normalized(input.desired);
@@ -758,6 +800,7 @@ mod tests {
             status,
             generation: Some(3),
             replicas,
+            nodes: 0,
             observed,
             now: at(now),
             step_deadline: DEADLINE,
@@ -766,7 +809,7 @@ mod tests {
 
     /// Every instance of every component on `version`.
     fn everyone(replicas: i32, version: &str, healthy: bool) -> Vec<InstanceObservation> {
-        all_steps(replicas).iter().map(|s| observation(s.component(), s.index, version, healthy)).collect()
+        all_steps(replicas, 0).iter().map(|s| observation(s.component(), s.index, version, healthy)).collect()
     }
 
     fn running(version: &str) -> HostedClusterStatus {
@@ -790,6 +833,7 @@ mod tests {
     struct Cluster {
         desired: String,
         replicas: i32,
+        nodes: i32,
         status: HostedClusterStatus,
         configured: BTreeMap<(String, i32), String>,
         broken: fn(&str, &str) -> bool,
@@ -798,10 +842,11 @@ mod tests {
 
     impl Cluster {
         fn new(version: &str, replicas: i32, broken: fn(&str, &str) -> bool) -> Self {
-            let steps = all_steps(replicas);
+            let steps = all_steps(replicas, 0);
             Cluster {
                 desired: version.into(),
                 replicas,
+                nodes: 0,
                 status: running(version),
                 configured: steps.iter().map(|s| ((s.component().into(), s.index), version.into())).collect(),
                 broken,
@@ -822,7 +867,11 @@ mod tests {
         /// 10 seconds pass.
         fn tick(&mut self) -> UpgradePlan {
             let observed = self.observed();
-            let plan = plan(&input(&self.desired, Some(&self.status), self.replicas, &observed, self.now));
+            let input = UpgradeInput {
+                nodes: self.nodes,
+                ..input(&self.desired, Some(&self.status), self.replicas, &observed, self.now)
+            };
+            let plan = plan(&input);
             write(&mut self.status, &plan);
             self.configured = plan.versions.clone();
             self.now += 10;
@@ -870,7 +919,7 @@ mod tests {
     /// controller-manager or scheduler newer than any apiserver, and the
     /// instances on `newer` form a prefix of the upgrade order.
     fn assert_skew(versions: &BTreeMap<(String, i32), String>, replicas: i32, newer: &str) {
-        let on_newer: Vec<bool> = all_steps(replicas)
+        let on_newer: Vec<bool> = all_steps(replicas, 0)
             .iter()
             .map(|s| versions[&(s.component().to_string(), s.index)] == newer)
             .collect();
@@ -920,6 +969,7 @@ mod tests {
                 Refusal::MajorChange { .. } => "MajorChange",
                 Refusal::MinorDowngrade { .. } => "MinorDowngrade",
                 Refusal::SkipsMinor { .. } => "SkipsMinor",
+                Refusal::KubeletSkew { .. } => "KubeletSkew",
             });
             assert_eq!(got, expected, "{current} -> {desired}");
         }
@@ -1084,7 +1134,7 @@ mod tests {
                 assert_eq!(on_to, record.done.len() + moving, "{record:?}");
             }
             let expected: Vec<String> =
-                all_steps(replicas).iter().map(|s| format!("{}/{}", s.component(), s.index)).collect();
+                all_steps(replicas, 0).iter().map(|s| format!("{}/{}", s.component(), s.index)).collect();
             assert_eq!(visited(&plans), expected, "replicas {replicas}");
             let last = plans.last().unwrap();
             let record = cluster.record();
@@ -1516,5 +1566,134 @@ mod tests {
         }
         assert!(!is_upgrading(None));
         assert_eq!(phase_of(&running("1.20.2")), None);
+    }
+
+    impl Cluster {
+        /// The same cluster with `nodes` kubelets on its version.
+        fn with_nodes(mut self, nodes: i32) -> Self {
+            let version = self.status.version.clone().unwrap();
+            for index in 0..nodes {
+                self.configured.insert((KUBELET.into(), index), version.clone());
+            }
+            self.nodes = nodes;
+            self
+        }
+    }
+
+    /// No kubelet on a version newer than any apiserver's, or more than
+    /// three minors older.
+    fn assert_kubelet_skew(versions: &BTreeMap<(String, i32), String>) {
+        for ((_, index), kubelet) in versions.iter().filter(|((c, _), _)| c == KUBELET) {
+            for apiserver in versions.iter().filter(|((c, _), _)| c == APISERVER).map(|(_, v)| v) {
+                assert_eq!(check_kubelet_skew(apiserver, kubelet), Ok(()), "kubelet/{index}: {versions:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn kubelet_skew_allows_up_to_three_older_minors_and_never_a_newer_one() {
+        for (apiserver, kubelet, allowed) in [
+            ("1.37.2", "1.37.2", true),
+            ("1.37.2", "1.37.9", true),
+            ("1.37.2", "1.36.3", true),
+            ("1.37.0", "1.34.0", true),
+            ("1.37.0", "1.33.9", false),
+            ("1.36.3", "1.37.2", false),
+            ("2.0.0", "1.37.0", false),
+            ("v1.37.2", "v1.35.0-rc.1", true),
+        ] {
+            let got = check_kubelet_skew(apiserver, kubelet);
+            assert_eq!(got.is_ok(), allowed, "{apiserver} / {kubelet}: {got:?}");
+            if let Err(refusal) = got {
+                let text = refusal.to_string();
+                assert!(text.contains(kubelet.trim_start_matches('v')) && text.contains("3 minor"), "{text}");
+            }
+        }
+        assert!(matches!(check_kubelet_skew("1.37", "1.37.0"), Err(Refusal::Unparsable { .. })));
+    }
+
+    #[test]
+    fn kubelets_move_after_the_control_plane_one_at_a_time_and_never_ahead_of_an_apiserver() {
+        let mut cluster = Cluster::new("1.36.3", 2, never_broken).with_nodes(2);
+        cluster.desired = "1.37.2".into();
+        let plans = cluster.run(40);
+        assert_eq!(
+            visited(&plans),
+            [
+                "kube-apiserver/0",
+                "kube-apiserver/1",
+                "kube-controller-manager/0",
+                "kube-controller-manager/1",
+                "kube-scheduler/0",
+                "kube-scheduler/1",
+                "kubelet/0",
+                "kubelet/1"
+            ]
+        );
+        for plan in &plans {
+            assert_kubelet_skew(&plan.versions);
+            let moving = plan.versions.iter().filter(|((c, _), v)| c == KUBELET && *v == "1.37.2").count();
+            assert!(moving <= 2, "{:?}", plan.versions);
+        }
+        assert_eq!(cluster.record().state, UpgradeState::Succeeded);
+        assert_eq!(cluster.record().done.len(), 8);
+        assert!(cluster.configured.values().all(|v| v == "1.37.2"), "{:?}", cluster.configured);
+        assert!(upgraded(plans.last().unwrap()).message.contains("upgraded from 1.36.3 to 1.37.2"));
+    }
+
+    #[test]
+    fn a_kubelet_not_ready_on_the_new_version_rolls_back_kubelets_first() {
+        fn broken_kubelet(component: &str, version: &str) -> bool {
+            component == KUBELET && version == "1.37.2"
+        }
+        let mut cluster = Cluster::new("1.36.3", 1, broken_kubelet).with_nodes(2);
+        cluster.desired = "1.37.2".into();
+        let plans = cluster.run(40);
+        let steps = visited(&plans);
+        assert_eq!(
+            steps,
+            [
+                "kube-apiserver/0",
+                "kube-controller-manager/0",
+                "kube-scheduler/0",
+                "kubelet/0",
+                // Rolling back, newest first: the kubelet, then the control plane.
+                "kube-scheduler/0",
+                "kube-controller-manager/0",
+                "kube-apiserver/0"
+            ],
+            "{steps:?}"
+        );
+        for plan in &plans {
+            assert_kubelet_skew(&plan.versions);
+            // The second kubelet never moved.
+            assert_eq!(plan.versions[&(KUBELET.to_string(), 1)], "1.36.3");
+        }
+        let record = cluster.record();
+        assert_eq!(record.state, UpgradeState::RolledBack);
+        assert!(
+            record.message.as_deref().unwrap().contains("kubelet/0 was not healthy on 1.37.2"),
+            "{record:?}"
+        );
+        assert!(cluster.configured.values().all(|v| v == "1.36.3"), "{:?}", cluster.configured);
+    }
+
+    #[test]
+    fn a_change_leaving_a_kubelet_more_than_three_minors_behind_is_refused() {
+        let status = running("1.36.0");
+        let mut observed = everyone(1, "1.36.0", true);
+        observed.push(observation(KUBELET, 0, "1.33.4", true));
+        let refused = plan(&UpgradeInput { nodes: 1, ..input("1.37.0", Some(&status), 1, &observed, 100) });
+        let condition = upgraded(&refused);
+        assert_eq!((condition.reason.as_str(), condition.status.as_str()), (reasons::REFUSED, "False"));
+        assert!(condition.message.contains("kubelet 1.33.4"), "{}", condition.message);
+        assert!(!refused.upgrading);
+        assert!(refused.versions.values().all(|v| v == "1.36.0"), "{:?}", refused.versions);
+
+        // Within the window it goes ahead.
+        observed.pop();
+        observed.push(observation(KUBELET, 0, "1.34.0", true));
+        let allowed = plan(&UpgradeInput { nodes: 1, ..input("1.37.0", Some(&status), 1, &observed, 100) });
+        assert!(allowed.upgrading, "{:?}", allowed.condition);
     }
 }

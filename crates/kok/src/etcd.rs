@@ -15,9 +15,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use flotilla_api::kok::conditions;
 use flotilla_api::kok::{EtcdCluster, Runtime};
 use flotilla_api::machine::{ComponentSpec, Machine};
-use flotilla_kok_core::etcd::{self as plan, Facts, MemberPlan, MembershipChange, Observation, Progress};
+use flotilla_core::conditions::{condition, Wanted};
+use flotilla_kok_core::etcd::{
+    self as plan, EtcdOperatorConfig, Facts, MemberPlan, MembershipChange, Observation, Progress,
+};
+use flotilla_kok_core::etcd_versions::{self as versions, EtcdRelease};
 use flotilla_kok_core::{etcd_gateway, etcd_status, etcd_teardown, ports};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
@@ -50,6 +55,9 @@ struct Ctx {
     /// two clusters reconciled at once never take the same free port of a
     /// shared address.
     placing: tokio::sync::Mutex<()>,
+    /// The etcd releases in the bin dir, found at start and again when a
+    /// spec names a version not among them.
+    releases: tokio::sync::Mutex<Vec<EtcdRelease>>,
 }
 
 /// Reconciles every EtcdCluster (both runtimes), every EtcdBackup
@@ -66,11 +74,13 @@ pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
 
 async fn run_clusters(client: Client, config: EtcdOperator) -> Result<(), Error> {
     let clusters: Api<EtcdCluster> = Api::all(client.clone());
+    let releases = crate::etcd_upgrade::discover(&config.plan.bin_dir).await;
     let ctx = Arc::new(Ctx {
         client,
         config,
         down_since: Mutex::new(BTreeMap::new()),
         placing: tokio::sync::Mutex::new(()),
+        releases: tokio::sync::Mutex::new(releases),
     });
     Controller::new(clusters, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
@@ -116,12 +126,30 @@ async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
     let namespace = cluster.namespace().unwrap_or_default();
     let key = format!("{namespace}/{name}");
     let client = &ctx.client;
-    let config = &ctx.config.plan;
     let machine_api: Api<Machine> = Api::all(client.clone());
     let machines = machine_api.list(&ListParams::default()).await?.items;
     let existing = read_pki(client, &cluster).await?;
 
     let recorded = plan::recorded_members(&cluster, &machines);
+    let releases = releases_for(ctx, &cluster.spec.version).await;
+    let Some(config) = member_config(ctx, &cluster, &machines, &releases, recorded.is_empty()) else {
+        // A new cluster of a version this operator cannot run: nothing is
+        // founded until the spec names one it can.
+        let message = versions::unknown_version_message(&cluster.spec.version, &releases);
+        let decision = plan::Plan {
+            progress: Some(Progress { reason: "UnknownVersion".into(), message: message.clone() }),
+            ..Default::default()
+        };
+        let mut status =
+            etcd_status::status(&cluster, &decision, &Observation::default(), Time(Timestamp::now()));
+        let wanted = Wanted::new(conditions::UPGRADED, false, "UnknownVersion", message)
+            .generation(cluster.metadata.generation);
+        let previous = cluster.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+        status.conditions.push(condition(previous, wanted, &Time(Timestamp::now())));
+        write_status(client, &cluster, &status).await?;
+        return Ok(Action::requeue(ctx.config.resync));
+    };
+    let config = &config;
     let seen = match client_tls(&existing) {
         Ok(tls) => observe(&recorded, &tls, ctx.config.probe_timeout).await,
         Err(_) => Observation::default(),
@@ -185,7 +213,31 @@ async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
             "etcd member no longer in the membership: its component and data removed from the machine");
     }
 
+    // Version changes only while the membership holds still.
+    let steady = decision.change.is_none() && decision.write.is_empty() && decision.drop.is_empty();
+    let upgrade = if steady && !decision.members.is_empty() {
+        let inputs = crate::etcd_upgrade::UpgradeInputs {
+            releases: &releases,
+            members: &decision.members,
+            machines: &machines,
+            seen: &seen,
+            config: &ctx.config,
+        };
+        Some(crate::etcd_upgrade::step(client, &cluster, &inputs).await?)
+    } else {
+        None
+    };
     let mut status = etcd_status::status(&cluster, &decision, &seen, Time(Timestamp::now()));
+    let previous = cluster.status.as_ref();
+    status.upgrade = match &upgrade {
+        Some(u) => u.record.clone(),
+        None => previous.and_then(|s| s.upgrade.clone()),
+    };
+    let upgraded = match &upgrade {
+        Some(u) => u.condition.clone(),
+        None => previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == conditions::UPGRADED).cloned()),
+    };
+    status.conditions.extend(upgraded);
     // Scheduled backups; their condition and fields go into this status.
     let wake = match crate::etcd_schedule::step(client, &cluster, Timestamp::now()).await {
         Ok(Some(schedule)) => {
@@ -210,11 +262,48 @@ async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
         )
     });
     let busy = decision.change.is_some()
+        || upgrade.as_ref().is_some_and(|u| u.busy)
         || !decision.drop.is_empty()
         || !decision.write.is_empty()
         || (decision.progress.is_some() && !waiting_on_people);
     let after = if busy { STEP } else { ctx.config.resync };
     Ok(Action::requeue(wake.map_or(after, |w| w.min(after))))
+}
+
+/// The releases known, found again first when `version` is not among them.
+async fn releases_for(ctx: &Ctx, version: &str) -> Vec<EtcdRelease> {
+    let mut known = ctx.releases.lock().await;
+    if versions::release(&known, version).is_none() {
+        *known = crate::etcd_upgrade::discover(&ctx.config.plan.bin_dir).await;
+    }
+    known.clone()
+}
+
+/// The operator's settings with the binary new members run: the release
+/// the members run (the oldest, mid-upgrade), or for a new cluster the
+/// spec's. `None`: a new cluster of a version there is no binary for.
+fn member_config(
+    ctx: &Ctx,
+    cluster: &EtcdCluster,
+    machines: &[Machine],
+    releases: &[EtcdRelease],
+    founding: bool,
+) -> Option<EtcdOperatorConfig> {
+    let config = &ctx.config.plan;
+    let component = plan::component_name(&cluster.namespace().unwrap_or_default(), &cluster.name_any());
+    let running = machines
+        .iter()
+        .filter_map(|m| m.spec.components.iter().find(|c| c.name == component))
+        .filter_map(|c| versions::release_of(c, &config.bin_dir, releases))
+        .min_by_key(|r| versions::parse_version(&r.version));
+    let release = match running {
+        Some(r) => r,
+        None if founding => versions::release(releases, &cluster.spec.version)?,
+        // Members on binaries the operator does not know: new ones get the
+        // plain `etcd`.
+        None => return Some(config.clone()),
+    };
+    Some(EtcdOperatorConfig { etcd_binary: release.binary.clone(), ..config.clone() })
 }
 
 /// The condition text when etcd refused or did not answer a change.

@@ -28,6 +28,12 @@ pub struct EtcdOperator {
     pub probe_timeout: Duration,
     /// How the `Kubernetes` runtime builds the members' pods.
     pub kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig,
+    /// Upgrades: how long a member moved to another etcd release has to
+    /// answer healthy on it before the moved members go back.
+    pub upgrade_member_deadline: Duration,
+    /// Upgrades of clusters without `spec.backup`: the directory, on the
+    /// first member's Machine, the snapshot before the upgrade goes to.
+    pub upgrade_snapshot_dir: std::path::PathBuf,
 }
 
 impl Default for EtcdOperator {
@@ -37,6 +43,8 @@ impl Default for EtcdOperator {
             resync: Duration::from_secs(10),
             probe_timeout: Duration::from_secs(3),
             kube: flotilla_kok_core::etcd_kube::EtcdKubeConfig::default(),
+            upgrade_member_deadline: Duration::from_secs(60),
+            upgrade_snapshot_dir: "/var/lib/flotilla/etcd-upgrade-snapshots".into(),
         }
     }
 }

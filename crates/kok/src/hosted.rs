@@ -20,9 +20,9 @@ use flotilla_kok_core::hosted::{self as plan, HostedOperatorConfig, Part, Placem
 use flotilla_kok_core::hosted_pki;
 use flotilla_kok_core::hosted_status::{Observed, Served};
 use flotilla_kok_core::pki::keys;
-use flotilla_kok_core::{addons, upgrade};
+use flotilla_kok_core::{addons, upgrade, upgrade_observe};
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -234,22 +234,28 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         .filter(|_| upgrade::is_upgrading(previous.upgrade.as_ref()))
         .and_then(|u| u.step_started_at.clone());
     let known_version = previous.version.as_deref();
+    // The kubelets' health on a version is their Nodes' word, read through
+    // the cluster's API once it answers.
+    let api_up = seen.iter().any(|o| o.part == Part::Apiserver && o.healthy);
+    let member = if api_up { Some(business_client(&admin).await) } else { None };
+    let nodes = match &member {
+        Some(Ok(member)) if !placement.nodes.is_empty() => list_nodes(member, hc).await,
+        _ => None,
+    };
     let upgrade_plan = upgrade::plan(&upgrade::UpgradeInput {
         desired: &hc.spec.version,
         desired_known: config.plan.versions.contains_key(&hc.spec.version),
         status: hc.status.as_ref(),
         generation,
         replicas: hc.spec.control_plane.replicas.max(1),
-        observed: &seen
-            .iter()
-            .filter(|o| o.part != Part::Kubelet)
-            .map(|o| upgrade::InstanceObservation {
-                component: o.part.upstream().to_string(),
-                index: o.index,
-                version: o.version.clone(),
-                healthy: plan::counts_as_healthy(o, step_started.as_ref(), known_version),
-            })
-            .collect::<Vec<_>>(),
+        nodes: i32::try_from(placement.nodes.len()).unwrap_or(i32::MAX),
+        observed: &upgrade_observe::upgrade_observations(
+            &seen,
+            &placement.nodes,
+            nodes.as_ref(),
+            step_started.as_ref(),
+            known_version,
+        ),
         now: now.clone(),
         step_deadline: config.upgrade_step_deadline,
     });
@@ -276,9 +282,8 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
     // Inside the cluster: add-ons and nodes, once its API answers.
     let mut addons = Vec::new();
     let mut ready_nodes = None;
-    let api_up = seen.iter().any(|o| o.part == Part::Apiserver && o.healthy);
-    if api_up {
-        match business_client(&admin).await {
+    if let Some(member) = member {
+        match member {
             Ok(member) => {
                 let inside = inside_cluster(&member, hc, &token, &now).await;
                 observed.conditions.push(inside.condition);
@@ -304,6 +309,21 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         Ok(Action::requeue(config.resync))
     } else {
         Ok(Action::requeue(config.settle))
+    }
+}
+
+/// The cluster's Nodes as the upgrade plan reads them; None when they
+/// cannot be listed (no kubelet counts as healthy then).
+async fn list_nodes(
+    member: &Client,
+    hc: &HostedCluster,
+) -> Option<BTreeMap<String, upgrade_observe::NodeReport>> {
+    match Api::<Node>::all(member.clone()).list(&ListParams::default()).await {
+        Ok(list) => Some(upgrade_observe::node_reports(&list.items)),
+        Err(e) => {
+            tracing::debug!(cluster = %hc.name_any(), error = %e, "listing nodes failed");
+            None
+        }
     }
 }
 
@@ -411,10 +431,11 @@ async fn apply_components(
             continue;
         }
         if want.is_empty() && current.len() == m.spec.components.len() {
-            // Kubernetes 1.20's server-side apply turns a map-list whose
-            // last items an apply drops into `null`, which the schema
-            // rejects: empty it with a merge patch on the version just read,
-            // so a component someone adds meanwhile is never erased.
+            // Server-side apply (still on 1.37, see the hub's
+            // `cluster_list_maps` test) leaves `spec: null` when an apply
+            // drops the last items of the list, which the schema refuses:
+            // empty it with a merge patch on the version just read, so a
+            // component someone adds meanwhile is never erased.
             let body = json!({
                 "metadata": {"resourceVersion": m.resource_version()},
                 "spec": {"components": []},

@@ -23,6 +23,8 @@ mod etcd_kube;
 pub mod etcd_operator;
 pub mod etcd_restore;
 mod etcd_schedule;
+mod etcd_upgrade;
+pub mod etcd_writes;
 mod finalizing;
 pub mod hosted;
 pub mod hosted_addons;

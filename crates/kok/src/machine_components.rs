@@ -43,10 +43,11 @@ pub(crate) async fn release_machine(
         return Ok(());
     }
     if names.iter().all(|n| *n == component) {
-        // Kubernetes 1.20's server-side apply turns a map-list whose last
-        // item an apply drops into `null`, which the schema rejects: empty
-        // it with a merge patch, on the version just read so a component
-        // someone adds meanwhile is never erased.
+        // Server-side apply (still on 1.37, see the hub's
+        // `cluster_list_maps` test) leaves `spec: null` when an apply drops
+        // the last item of the list, which the schema refuses: empty it with
+        // a merge patch, on the version just read so a component someone
+        // adds meanwhile is never erased.
         let body = json!({
             "metadata": {"resourceVersion": current.resource_version()},
             "spec": {"components": []},

@@ -179,7 +179,7 @@ async fn three_members_on_three_machines_form_a_healthy_cluster() {
 
     let spec = EtcdClusterSpec {
         members: 3,
-        version: "3.4.13".into(),
+        version: "3.7.4".into(),
         machine_selector: BTreeMap::from([("pool".to_string(), "etcd".to_string())]),
         ..Default::default()
     };

@@ -163,7 +163,7 @@ impl Env {
     async fn create_cluster(&self, name: &str, members: i32) {
         let spec = EtcdClusterSpec {
             members,
-            version: "3.4.13".into(),
+            version: "3.7.4".into(),
             machine_selector: BTreeMap::from([("pool".to_string(), "etcd".to_string())]),
             ..Default::default()
         };
@@ -550,7 +550,7 @@ async fn scheduled_backups_keep_the_newest_and_remove_older_ones_with_their_file
     let dir = env.dir.path().join("scheduled");
     let spec = EtcdClusterSpec {
         members: 1,
-        version: "3.4.13".into(),
+        version: "3.7.4".into(),
         machine_selector: BTreeMap::from([("pool".to_string(), "etcd".to_string())]),
         backup: Some(EtcdBackupSchedule {
             // Seconds first: every 10 s.

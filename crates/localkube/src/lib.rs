@@ -6,6 +6,7 @@
 //! process dying, even by SIGKILL) stops it. Ports are allocated free and
 //! every cluster has its own directory, so tests run in parallel.
 
+pub mod balanced;
 mod binaries;
 mod cluster;
 mod etcd;

@@ -63,7 +63,10 @@ pub struct NodeAgentConfig {
     pub tick: Duration,
     /// Status is written at least this often, even when nothing changed.
     pub heartbeat: Duration,
-    /// How long a stopped component gets between SIGTERM and SIGKILL.
+    /// How long a stopped component gets between SIGTERM and SIGKILL. It
+    /// must cover a kube-apiserver's shutdown delay (3 s when it is one of
+    /// several, so clients move away before it stops listening) plus the
+    /// drain of its requests, or a rolling upgrade refuses requests.
     pub stop_grace: Duration,
     /// How often referenced Secrets and ConfigMaps are read again.
     pub resync: Duration,

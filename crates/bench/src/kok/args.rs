@@ -4,8 +4,18 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+/// One run of `flotilla-bench kok` alone.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KokRun {
+    /// A 3-member EtcdCluster moved from etcd 3.6.17 to 3.7.4 under a writer.
+    EtcdUpgrade,
+}
+
 #[derive(Args, Debug)]
 pub struct KokArgs {
+    /// Only this run (default: every run).
+    #[arg(value_enum)]
+    pub run: Option<KokRun>,
     /// Clusters created one after another, each deleted before the next
     /// (0 skips).
     #[arg(long, default_value_t = 10)]

@@ -18,11 +18,11 @@ use super::args::KokArgs;
 use super::report::*;
 
 pub const NS: &str = "kok-bench";
-pub const VERSION: &str = "1.36.3";
-/// The upgrade target: a directory of symlinks to the same binaries (only
-/// one Kubernetes version can be built here); one minor up is what the
-/// version skew rules allow.
-pub const NEXT_VERSION: &str = "1.37.2";
+/// The version clusters are created on (the binary cache's default).
+pub const VERSION: &str = "1.37.2";
+/// The previous minor: the upgrade run starts there and moves to
+/// [`VERSION`], both real builds from the binary cache.
+pub const PREVIOUS_VERSION: &str = "1.36.3";
 pub const MACHINES: [&str; 2] = ["m1", "m2"];
 pub const POLL: Duration = Duration::from_millis(100);
 
@@ -63,21 +63,6 @@ pub fn free_port_range(count: u16) -> anyhow::Result<u16> {
         first += count;
     }
     bail!("no {count} free loopback ports between 20000 and 32000")
-}
-
-/// A directory of symlinks to `bin_dir`'s files: a second "version" made
-/// of the same binaries.
-pub fn symlinked_version(bin_dir: &Path, dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    for entry in std::fs::read_dir(bin_dir)? {
-        let entry = entry?;
-        let link = dir.join(entry.file_name());
-        if !link.exists() {
-            std::os::unix::fs::symlink(entry.path(), &link)
-                .with_context(|| format!("linking {}", link.display()))?;
-        }
-    }
-    Ok(())
 }
 
 pub async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<()>
@@ -125,8 +110,12 @@ impl Env {
             Api::<Machine>::all(client.clone()).create(&PostParams::default(), &machine).await?;
         }
 
-        let next_dir = dir.join(format!("k8s-{NEXT_VERSION}"));
-        symlinked_version(bin_dir, &next_dir)?;
+        let previous_dir = Binaries::locate_version(PREVIOUS_VERSION)
+            .with_context(|| {
+                format!("the {PREVIOUS_VERSION} build (scripts/k8s-binaries.sh {PREVIOUS_VERSION})")
+            })?
+            .dir()
+            .to_path_buf();
         // Five ports per cluster (three per control-plane instance, two
         // per kubelet); room for the largest batch several times over.
         let ports = free_port_range(500)?;
@@ -144,7 +133,7 @@ impl Env {
                 .arg("--kok-version")
                 .arg(format!("{VERSION}={}", bin_dir.display()))
                 .arg("--kok-version")
-                .arg(format!("{NEXT_VERSION}={}", next_dir.display()))
+                .arg(format!("{PREVIOUS_VERSION}={}", previous_dir.display()))
                 .arg("--kok-port-range")
                 .arg(port_range_arg(ports, 500))
                 .args(["--upgrade-step-seconds", "60"]),
@@ -224,22 +213,29 @@ impl Env {
         etcd: serde_json::Value,
         nodes: i32,
         replicas: i32,
+        version: &str,
     ) -> anyhow::Result<()> {
         let hc: HostedCluster = serde_json::from_value(json!({
             "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
             "metadata": {"name": name, "namespace": NS},
-            "spec": {"version": VERSION, "etcd": etcd, "nodes": {"count": nodes},
+            "spec": {"version": version, "etcd": etcd, "nodes": {"count": nodes},
                      "controlPlane": {"replicas": replicas}},
         }))?;
         self.clusters().create(&PostParams::default(), &hc).await?;
         Ok(())
     }
 
-    /// A cluster with its own one-member EtcdCluster (deleted with it).
-    pub async fn create_dedicated(&self, name: &str, nodes: i32, replicas: i32) -> anyhow::Result<()> {
+    /// A cluster on `version` with its own one-member EtcdCluster (deleted with it).
+    pub async fn create_dedicated(
+        &self,
+        name: &str,
+        nodes: i32,
+        replicas: i32,
+        version: &str,
+    ) -> anyhow::Result<()> {
         let etcd = format!("{name}-etcd");
         self.create_etcd(&etcd, Some(name)).await?;
-        self.create_cluster(name, json!({"clusterRef": etcd}), nodes, replicas).await
+        self.create_cluster(name, json!({"clusterRef": etcd}), nodes, replicas, version).await
     }
 
     /// Waits until every run's cluster is Ready, noting when each of its

@@ -11,14 +11,15 @@
 
 mod args;
 mod env;
+mod etcd_upgrade;
 mod report;
 mod runs;
 mod upgrade;
 
 use anyhow::bail;
 
-pub use args::KokArgs;
-use env::{Env, MACHINES, VERSION};
+pub use args::{KokArgs, KokRun};
+use env::{Env, MACHINES, PREVIOUS_VERSION, VERSION};
 use report::{table, Row};
 
 // ------------------------------------------------------------ the bench
@@ -41,7 +42,7 @@ async fn bench(args: KokArgs) -> anyhow::Result<bool> {
     let bin_dir = flotilla_cli::binaries::ensure(None)?;
     println!(
         "kok: hub API server, `flotilla hub run` (operators) and {} `flotilla node-agent`s as child processes; \
-         process runtime, Kubernetes {VERSION}, 1-member etcd 3.4, {} hollow node(s) per cluster, no add-ons \
+         process runtime, Kubernetes {VERSION} (upgrade run: from {PREVIOUS_VERSION}), 1-member etcd 3.7.4, {} hollow node(s) per cluster, no add-ons \
          beyond the built-in bootstrap one",
         MACHINES.len(),
         args.nodes
@@ -49,6 +50,11 @@ async fn bench(args: KokArgs) -> anyhow::Result<bool> {
     let mut env = Env::start(&args, &bin_dir).await?;
     println!("  logs and state: {}", env.dir.display());
     let mut rows: Vec<Row> = Vec::new();
+    if args.run == Some(KokRun::EtcdUpgrade) {
+        etcd_upgrade::etcd_upgrade(&mut env, &mut rows).await?;
+        println!("\n{}", table(&rows));
+        return Ok(true);
+    }
 
     // Memory first, while the operator process is fresh: earlier runs would
     // leave allocator pages behind and flatter the per-cluster growth.
@@ -64,6 +70,7 @@ async fn bench(args: KokArgs) -> anyhow::Result<bool> {
     if !args.skip_upgrade {
         upgrade::upgrade(&mut env, args.nodes, &mut rows).await?;
     }
+    etcd_upgrade::etcd_upgrade(&mut env, &mut rows).await?;
     println!("\n{}", table(&rows));
     drop(env);
     Ok(true)

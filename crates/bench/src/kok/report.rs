@@ -68,55 +68,6 @@ pub fn secs(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
-/// One poll of a client behind a load balancer over the apiservers: the
-/// endpoint it went to first, whether that answered, and (when it did not)
-/// whether the other one did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Poll {
-    pub endpoint: usize,
-    pub ok: bool,
-    pub failover_ok: Option<bool>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PollStats {
-    pub polls: usize,
-    /// Per endpoint: requests sent (first tries and failovers) and failed.
-    pub attempts: Vec<usize>,
-    pub failures: Vec<usize>,
-    /// Polls where both endpoints failed.
-    pub failed_after_failover: usize,
-}
-
-pub fn poll_stats(polls: &[Poll], endpoints: usize) -> PollStats {
-    let mut stats = PollStats {
-        polls: polls.len(),
-        attempts: vec![0; endpoints],
-        failures: vec![0; endpoints],
-        ..Default::default()
-    };
-    for p in polls {
-        let mut count = |endpoint: usize, ok: bool| {
-            if let Some(a) = stats.attempts.get_mut(endpoint) {
-                *a += 1;
-            }
-            if !ok {
-                if let Some(f) = stats.failures.get_mut(endpoint) {
-                    *f += 1;
-                }
-            }
-        };
-        count(p.endpoint, p.ok);
-        if let Some(ok) = p.failover_ok {
-            count((p.endpoint + 1) % endpoints.max(1), ok);
-        }
-        if !p.ok && p.failover_ok != Some(true) {
-            stats.failed_after_failover += 1;
-        }
-    }
-    stats
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Met,
@@ -268,21 +219,6 @@ mod tests {
         assert_eq!(per_cluster(40 * mib, 1, 59 * mib, 20), mib as f64);
         assert!(per_cluster(40 * mib, 1, 39 * mib, 20) < 0.0);
         assert_eq!(per_cluster(40 * mib, 5, 50 * mib, 5), 0.0);
-    }
-
-    #[test]
-    fn a_poll_fails_only_when_both_endpoints_fail() {
-        let polls = [
-            Poll { endpoint: 0, ok: true, failover_ok: None },
-            Poll { endpoint: 1, ok: false, failover_ok: Some(true) },
-            Poll { endpoint: 0, ok: false, failover_ok: Some(false) },
-            Poll { endpoint: 1, ok: true, failover_ok: None },
-        ];
-        let s = poll_stats(&polls, 2);
-        assert_eq!(s.polls, 4);
-        assert_eq!(s.attempts, vec![3, 3]);
-        assert_eq!(s.failures, vec![1, 2]);
-        assert_eq!(s.failed_after_failover, 1);
     }
 
     #[test]

@@ -1,15 +1,15 @@
-//! A rolling upgrade of a two-replica control plane under a client that
-//! polls both apiservers.
+//! A real minor upgrade (the previous minor to the current one) of a
+//! two-replica control plane and its kubelet, under a client that spreads
+//! requests over both apiservers like a health-checking load balancer.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use flotilla_api::kok::UpgradeState;
 use flotilla_api::machine::Machine;
 use flotilla_kok_core::hosted::{admin_secret_name, component_name, Part};
-use k8s_openapi::api::core::v1::{Namespace, Secret};
+use flotilla_localkube::balanced::{endpoint_client, endpoint_ready, BalancedLoad, READY_CHECK_EVERY};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -35,78 +35,50 @@ pub async fn apiserver_urls(client: &Client, cluster: &str, replicas: i32) -> an
         .collect()
 }
 
-/// A client of the business cluster that talks to `url` only.
-pub async fn client_at(admin_kubeconfig: &str, url: &str) -> anyhow::Result<Client> {
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(admin_kubeconfig)?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    config.cluster_url = url.parse()?;
-    config.connect_timeout = Some(Duration::from_secs(1));
-    config.read_timeout = Some(Duration::from_secs(2));
-    Ok(Client::try_from(config)?)
-}
-
-pub async fn answers(client: &Client) -> bool {
-    let api: Api<Namespace> = Api::all(client.clone());
-    matches!(tokio::time::timeout(Duration::from_secs(2), api.get("default")).await, Ok(Ok(_)))
-}
-
-/// Polls every 100 ms like a client behind a load balancer: round robin,
-/// and a failed request is retried once on the other endpoint.
-pub async fn poll_through_balancer(clients: Vec<Client>, stop: Arc<AtomicBool>) -> Vec<Poll> {
-    let mut polls = Vec::new();
-    let mut tick = tokio::time::interval(POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let n = clients.len().max(1);
-    while !stop.load(Ordering::Relaxed) {
-        tick.tick().await;
-        let endpoint = polls.len() % n;
-        let ok = answers(&clients[endpoint]).await;
-        let failover_ok = if ok { None } else { Some(answers(&clients[(endpoint + 1) % n]).await) };
-        polls.push(Poll { endpoint, ok, failover_ok });
-    }
-    polls
-}
+/// Requests of the load-balanced client: one every 50 ms.
+const REQUEST_EVERY: Duration = Duration::from_millis(50);
 
 pub async fn upgrade(env: &mut Env, nodes: i32, rows: &mut Vec<Row>) -> anyhow::Result<()> {
     println!(
-        "\nupgrade {VERSION} -> {NEXT_VERSION} of a cluster with 2 apiserver replicas on 2 machines \
-         ({NEXT_VERSION} is a directory of symlinks to the same binaries), a client polling every 100 ms \
-         round robin over both apiservers with failover:"
+        "\nupgrade {PREVIOUS_VERSION} -> {VERSION} (real builds of both) of a cluster with 2 apiserver replicas on \
+         2 machines and {nodes} hollow node(s), a client sending GET /api/v1/namespaces/default every {} ms \
+         round robin to the apiservers whose /readyz passed (checked every {} ms), no retries:",
+        REQUEST_EVERY.as_millis(),
+        READY_CHECK_EVERY.as_millis()
     );
     let name = "upg";
     let mut run = [Run::new(name.into())];
-    env.create_dedicated(name, nodes, 2).await?;
+    env.create_dedicated(name, nodes, 2, PREVIOUS_VERSION).await?;
     env.wait_ready(&mut run, Duration::from_secs(300)).await?;
-    println!("  Ready after {}", run[0].ready.map(secs).unwrap_or_default());
+    println!("  Ready on {PREVIOUS_VERSION} after {}", run[0].ready.map(secs).unwrap_or_default());
     let urls = apiserver_urls(&env.client, name, 2).await?;
     let secret = Api::<Secret>::namespaced(env.client.clone(), NS).get(&admin_secret_name(name)).await?;
     let admin = secret
         .data
         .and_then(|d| d.get("kubeconfig").map(|k| String::from_utf8_lossy(&k.0).into_owned()))
         .context("the admin kubeconfig Secret has no kubeconfig")?;
-    let mut clients = Vec::new();
+    let mut endpoints = Vec::new();
     for url in &urls {
-        let c = client_at(&admin, url).await?;
-        wait_until(&format!("{url} to answer"), Duration::from_secs(60), || {
+        let c = endpoint_client(&admin, url).await?;
+        wait_until(&format!("{url} to be ready"), Duration::from_secs(60), || {
             let c = c.clone();
-            async move { answers(&c).await }
+            async move { endpoint_ready(&c).await }
         })
         .await?;
-        clients.push(c);
+        endpoints.push((url.clone(), c));
     }
     println!("  endpoints: {}", urls.join(", "));
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let poller = tokio::spawn(poll_through_balancer(clients, stop.clone()));
+    let load = BalancedLoad::start(endpoints, "/api/v1/namespaces/default", REQUEST_EVERY).await;
     let started = Instant::now();
     env.clusters()
-        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"version": NEXT_VERSION}})))
+        .patch(name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"version": VERSION}})))
         .await?;
     let mut steps: Vec<(Duration, String)> = Vec::new();
     let deadline = started + Duration::from_secs(300);
     let outcome = loop {
         let hc = env.clusters().get(name).await?;
-        let upgrade = hc.status.as_ref().and_then(|s| s.upgrade.clone()).filter(|u| u.to == NEXT_VERSION);
+        let upgrade = hc.status.as_ref().and_then(|s| s.upgrade.clone()).filter(|u| u.to == VERSION);
         if let Some(u) = &upgrade {
             let step = match (&u.component, u.instance) {
                 (Some(c), Some(i)) => format!("{c}/{i}"),
@@ -129,9 +101,7 @@ pub async fn upgrade(env: &mut Env, nodes: i32, rows: &mut Vec<Row>) -> anyhow::
         env.check_running()?;
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    stop.store(true, Ordering::Relaxed);
-    let polls = poller.await?;
-    let stats = poll_stats(&polls, urls.len());
+    let report = load.stop().await;
     println!(
         "  steps (time since the spec change the step was first seen): {}",
         steps.iter().map(|(t, s)| format!("{} {:.1}", s, t.as_secs_f64())).collect::<Vec<_>>().join(", ")
@@ -140,13 +110,21 @@ pub async fn upgrade(env: &mut Env, nodes: i32, rows: &mut Vec<Row>) -> anyhow::
     if after != urls {
         println!("  note: the apiserver endpoints changed during the upgrade: {}", after.join(", "));
     }
-    for (i, url) in urls.iter().enumerate() {
-        println!("  {url}: {} requests, {} failed", stats.attempts[i], stats.failures[i]);
+    for e in &report.endpoints {
+        println!("  {}: {} requests, {} failed", e.url, e.sent, e.failed);
     }
-    println!("  {} polls, {} failed on both endpoints", stats.polls, stats.failed_after_failover);
+    println!(
+        "  {} requests, {} failed ({} found no ready apiserver)",
+        report.requests(),
+        report.failed(),
+        report.without_endpoint
+    );
+    for failure in &report.failures {
+        println!("    {failure}");
+    }
     match outcome {
         Ok(took) => rows.push(Row::new(
-            "upgrade, spec change -> Succeeded (2 replicas)",
+            format!("upgrade {PREVIOUS_VERSION} -> {VERSION}, spec change -> Succeeded (2 apiservers, {nodes} node(s))"),
             secs(took),
             "< 60 s",
             goal_verdict(took < Duration::from_secs(60)),
@@ -154,21 +132,18 @@ pub async fn upgrade(env: &mut Env, nodes: i32, rows: &mut Vec<Row>) -> anyhow::
         Err(why) => {
             println!("  upgrade did not succeed: {why}");
             rows.push(Row::new(
-                "upgrade, spec change -> Succeeded (2 replicas)",
+                format!("upgrade {PREVIOUS_VERSION} -> {VERSION}, spec change -> Succeeded (2 apiservers)"),
                 "failed",
                 "< 60 s",
                 Verdict::Missed,
             ));
         }
     }
-    let raw: Vec<String> =
-        stats.failures.iter().zip(&stats.attempts).map(|(f, a)| format!("{f}/{a}")).collect();
-    rows.push(Row::info("  failed requests per endpoint (no failover)", raw.join(" + ")));
     rows.push(Row::new(
-        format!("  failed polls with failover (of {}, every 100 ms)", stats.polls),
-        stats.failed_after_failover.to_string(),
+        format!("  failed requests of the load-balanced client (of {})", report.requests()),
+        report.failed().to_string(),
         "0",
-        goal_verdict(stats.failed_after_failover == 0),
+        goal_verdict(report.failed() == 0),
     ));
     env.delete_all().await
 }

@@ -101,10 +101,17 @@ fn parse_share(s: &str) -> Result<f64, String> {
 pub struct KokArgs {
     /// A Kubernetes version hosted clusters may run, and the directory on
     /// the machines holding its kube-apiserver, kube-controller-manager,
-    /// kube-scheduler and kubemark. Repeat for several versions. Default:
-    /// the version in Flotilla's binary cache.
+    /// kube-scheduler and kubemark. Repeat for several versions; these win
+    /// over the binary cache's.
     #[arg(long = "kok-version", value_name = "VERSION=DIR")]
     pub versions: Vec<String>,
+    /// A binary cache (`DIR/vX.Y.Z/bin`, as `flotilla k8s-binaries` builds
+    /// it) whose complete releases hosted clusters may also run. It is read
+    /// again when a cluster names a version not known yet, so a release
+    /// built while the hub runs needs no restart. Default: Flotilla's cache
+    /// (~/.cache/flotilla/kubernetes).
+    #[arg(long, value_name = "DIR")]
+    pub kok_version_cache: Option<PathBuf>,
     /// Directory holding etcd on the machines (default: the binary cache).
     #[arg(long, value_name = "DIR")]
     pub etcd_bin_dir: Option<PathBuf>,
@@ -137,7 +144,9 @@ impl KokArgs {
             })?;
             versions.insert(version.trim_start_matches('v').to_string(), PathBuf::from(dir));
         }
-        if versions.is_empty() {
+        // FLOTILLA_K8S_BIN names the default version's directory outside
+        // the cache; without it the cache's releases are found by scanning.
+        if versions.is_empty() && std::env::var_os("FLOTILLA_K8S_BIN").is_some() {
             versions.insert(
                 flotilla_localkube::DEFAULT_K8S_VERSION.trim_start_matches('v').to_string(),
                 cache.clone(),
@@ -165,6 +174,8 @@ impl KokArgs {
         hosted.plan.port_range = ports;
         hosted.plan.flotilla_binary = flotilla_binary;
         hosted.upgrade_step_deadline = Duration::from_secs(self.upgrade_step_seconds);
+        hosted.version_cache =
+            Some(self.kok_version_cache.clone().unwrap_or_else(flotilla_localkube::Binaries::cache_root));
         Ok((etcd, hosted))
     }
 }

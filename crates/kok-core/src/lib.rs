@@ -5,6 +5,7 @@
 //! the operators in `flotilla-kok` and the node agent observe, then ask here.
 
 pub mod addons;
+pub mod catalog;
 pub mod etcd;
 pub mod etcd_backup;
 pub mod etcd_error;

@@ -48,6 +48,7 @@ pub const CLUSTER_ENV: &str = "KOK_HOSTED_CLUSTER";
 struct Ctx {
     client: Client,
     config: HostedOperator,
+    catalog: crate::catalog::VersionCatalog,
     /// Held from reading the Machines to writing a cluster's components:
     /// clusters reconciled at the same time would otherwise be handed the
     /// same free ports.
@@ -59,7 +60,9 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
     let clusters: Api<HostedCluster> = Api::all(client.clone());
     let machines: Api<Machine> = Api::all(client.clone());
     let etcds: Api<EtcdCluster> = Api::all(client.clone());
-    let ctx = Arc::new(Ctx { client, config, placing: tokio::sync::Mutex::new(()) });
+    let catalog =
+        crate::catalog::VersionCatalog::new(config.plan.versions.clone(), config.version_cache.clone());
+    let ctx = Arc::new(Ctx { client, config, catalog, placing: tokio::sync::Mutex::new(()) });
     let controller = Controller::new(clusters, watcher::Config::default());
     let store = controller.store();
     controller
@@ -98,6 +101,16 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
     Ok(())
 }
 
+impl Ctx {
+    /// The operator's configuration with the catalog's versions for a
+    /// cluster wanting `version`.
+    fn config_for(&self, version: &str) -> HostedOperator {
+        let mut config = self.config.clone();
+        config.plan.versions = self.catalog.versions_for(version);
+        config
+    }
+}
+
 fn error_policy(hc: Arc<HostedCluster>, error: &Error, _: Arc<Ctx>) -> Action {
     if let Some(action) = pending(error) {
         return action;
@@ -127,6 +140,9 @@ async fn reconcile(hc: Arc<HostedCluster>, ctx: Arc<Ctx>) -> Result<Action, Erro
 /// One reconcile: validate, then the `Kubernetes` runtime
 /// (`crate::hosted_kube`) or the processes on Machines.
 async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
+    // The catalog as of now: a version built into the cache since the
+    // last look is picked up here.
+    let config = ctx.config_for(&hc.spec.version);
     let name = hc.name_any();
     let namespace = hc.namespace().unwrap_or_default();
     let client = &ctx.client;
@@ -136,7 +152,7 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
     let mut decided: Vec<Condition> = Vec::new();
 
     // Validate what the spec asks for before acting on any of it.
-    let invalid = validate(hc, &ctx.config.plan);
+    let invalid = validate(hc, &config.plan);
     let (reason, message) = match &invalid {
         None => ("Valid", "the spec can be acted on".to_string()),
         Some(why) => ("Invalid", why.clone()),
@@ -155,11 +171,16 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
     };
     if let Some(message) = invalid {
         tracing::warn!(cluster = %name, %message, "hosted cluster spec is invalid");
-        finish(client, hc, &ctx.config, observed, &now).await?;
+        finish(client, hc, &config, observed, &now).await?;
+        // A version missing from the catalog may be built into the cache
+        // any time: look again later rather than wait for an edit.
+        if !knows_version(hc, &config.plan) {
+            return Ok(Action::requeue(UNKNOWN_VERSION_RECHECK));
+        }
         return Ok(Action::await_change());
     }
     if hc.spec.control_plane.runtime == Runtime::Kubernetes {
-        return crate::hosted_kube::reconcile(client, hc, &ctx.config, observed.conditions, &now).await;
+        return crate::hosted_kube::reconcile(client, hc, &config, observed.conditions, &now).await;
     }
 
     // etcd first: nothing can start without it.
@@ -167,13 +188,13 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     let Some(etcd) = etcd_ready(client, hc, etcd_name, &mut observed.conditions, &now).await? else {
-        finish(client, hc, &ctx.config, observed, &now).await?;
-        return Ok(Action::requeue(ctx.config.settle));
+        finish(client, hc, &config, observed, &now).await?;
+        return Ok(Action::requeue(config.settle));
     };
 
     let placing = ctx.placing.lock().await;
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
-    let placement = plan::place(hc, &machines, &ctx.config.plan, time::OffsetDateTime::now_utc())
+    let placement = plan::place(hc, &machines, &config.plan, time::OffsetDateTime::now_utc())
         .map_err(|e| Error::Other(e.to_string()))?;
     if placement.instances.is_empty() {
         let wanted = Wanted::new(
@@ -187,13 +208,13 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         observed.conditions.push(condition(&previous.conditions, wanted, &now));
         observed.served =
             Served::Machines { placement: &placement, seen: &[], addons: Vec::new(), ready_nodes: None };
-        finish(client, hc, &ctx.config, observed, &now).await?;
+        finish(client, hc, &config, observed, &now).await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
 
     // Certificates and kubeconfigs.
     let inputs = hosted_pki::pki_inputs(hc, &placement).ok_or_else(|| Error::Other("no endpoint".into()))?;
-    let certificates = ensure_certificates(client, hc, &etcd, &inputs, &ctx.config).await?;
+    let certificates = ensure_certificates(client, hc, &etcd, &inputs, &config).await?;
     let admin = hosted_pki::admin_kubeconfig(&certificates.data).unwrap_or_default();
     let ca_pem =
         String::from_utf8_lossy(certificates.data.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
@@ -223,7 +244,7 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
     };
     let upgrade_plan = upgrade::plan(&upgrade::UpgradeInput {
         desired: &hc.spec.version,
-        desired_known: ctx.config.plan.versions.contains_key(&hc.spec.version),
+        desired_known: config.plan.versions.contains_key(&hc.spec.version),
         status: hc.status.as_ref(),
         generation,
         replicas: hc.spec.control_plane.replicas.max(1),
@@ -236,7 +257,7 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
             known_version,
         ),
         now: now.clone(),
-        step_deadline: ctx.config.upgrade_step_deadline,
+        step_deadline: config.upgrade_step_deadline,
     });
     let versions: BTreeMap<(Part, i32), String> = upgrade_plan
         .versions
@@ -252,7 +273,7 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         etcd_servers: &etcd.client_urls,
         versions: &versions,
         node_version: &node_version,
-        config: &ctx.config.plan,
+        config: &config.plan,
     });
     apply_components(client, hc, &machines, rendered).await?;
     drop(placing);
@@ -282,12 +303,12 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         }
     }
     observed.served = Served::Machines { placement: &placement, seen: &seen, addons, ready_nodes };
-    let ready = finish(client, hc, &ctx.config, observed, &now).await?;
+    let ready = finish(client, hc, &config, observed, &now).await?;
     if ready {
         register_in_fleet(client, hc).await?;
-        Ok(Action::requeue(ctx.config.resync))
+        Ok(Action::requeue(config.resync))
     } else {
-        Ok(Action::requeue(ctx.config.settle))
+        Ok(Action::requeue(config.settle))
     }
 }
 
@@ -319,19 +340,29 @@ fn validate(hc: &HostedCluster, config: &HostedOperatorConfig) -> Option<String>
     }
     // A running cluster with an unknown target version is an upgrade
     // refusal (reported on Upgraded), not an invalid cluster.
-    // The Kubernetes runtime runs images (`<registry>/kube-apiserver:v<version>`),
-    // not binaries on Machines, so the binary registry does not apply.
     let fresh = hc.status.as_ref().and_then(|s| s.version.as_ref()).is_none();
-    let runs_binaries = hc.spec.control_plane.runtime == Runtime::Process;
-    if fresh && runs_binaries && !config.versions.contains_key(&hc.spec.version) {
-        let known: Vec<&str> = config.versions.keys().map(String::as_str).collect();
+    if fresh && !knows_version(hc, config) {
+        let known = flotilla_kok_core::catalog::listed(&config.versions);
         return Some(format!(
-            "version {} is not available to this operator (it runs: {}); set spec.version to one of them",
+            "version {} is not available to this operator (it runs: {}); set spec.version to one of them, \
+             or build it into the hub's binary cache (`flotilla k8s-binaries {}`) and it is picked up",
             hc.spec.version,
-            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+            if known.is_empty() { "none".to_string() } else { known.join(", ") },
+            hc.spec.version,
         ));
     }
     None
+}
+
+/// How often a cluster naming an unknown version looks at the binary
+/// cache again.
+const UNKNOWN_VERSION_RECHECK: Duration = Duration::from_secs(10);
+
+/// Whether the operator can run the cluster's version. The Kubernetes
+/// runtime runs images (`<registry>/kube-apiserver:v<version>`), not
+/// binaries on Machines: the catalog does not apply to it.
+fn knows_version(hc: &HostedCluster, config: &HostedOperatorConfig) -> bool {
+    hc.spec.control_plane.runtime != Runtime::Process || config.versions.contains_key(&hc.spec.version)
 }
 
 /// The node bootstrap token (made once) and the kubelets' bootstrap

@@ -38,6 +38,10 @@ pub struct HostedOperator {
     /// How the `kubernetes` runtime builds its pods (probes off only where
     /// no container really runs, e.g. hollow nodes in tests).
     pub kube_runtime: crate::kube_runtime::KubeRuntimeConfig,
+    /// A binary cache root (`<root>/vX.Y.Z/bin`, complete releases only)
+    /// whose releases add to `plan.versions`, re-read when a cluster names
+    /// a version not known yet (`crate::catalog`).
+    pub version_cache: Option<std::path::PathBuf>,
 }
 
 impl Default for HostedOperator {
@@ -48,6 +52,7 @@ impl Default for HostedOperator {
             settle: Duration::from_secs(1),
             upgrade_step_deadline: Duration::from_secs(60),
             kube_runtime: crate::kube_runtime::KubeRuntimeConfig::default(),
+            version_cache: None,
         }
     }
 }

@@ -14,6 +14,7 @@
 //! restore controllers and hands `Kubernetes`-runtime clusters to
 //! `etcd_kube`; `hosted` hands them to `hosted_kube`.
 
+pub mod catalog;
 pub mod etcd;
 pub mod etcd_backup;
 pub mod etcd_client;

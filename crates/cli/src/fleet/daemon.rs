@@ -187,8 +187,7 @@ async fn start_fleet(
             // the restarted process takes the lease back at once.
             .arg("--identity")
             .arg("flotilla-up")
-            .arg("--kok-version")
-            .arg(format!("{}={}", crate::kokctl::DEFAULT_VERSION, args.k8s_bin.display()))
+            .args(hosted_versions(&args.k8s_bin))
             .arg("--etcd-bin-dir")
             .arg(args.k8s_bin.display().to_string())
             .arg("--kok-port-range")
@@ -393,5 +392,41 @@ fn record(cluster: &Cluster, role: &str, kubeconfig: PathBuf, nodes: u32) -> Clu
             .into_iter()
             .filter_map(|p| p.pid.map(|pid| ProcessRecord::of(&p.name, pid, p.log)))
             .collect(),
+    }
+}
+
+/// How the hub's hosted operator finds Kubernetes releases: the binary
+/// cache `k8s_bin` is a release of (`ROOT/vX.Y.Z/bin`), so releases built
+/// later (`flotilla k8s-binaries 1.36.3`) are usable without a restart;
+/// a directory outside a cache is the default version alone.
+fn hosted_versions(k8s_bin: &Path) -> Vec<String> {
+    let release = k8s_bin
+        .parent()
+        .filter(|_| k8s_bin.file_name().is_some_and(|n| n == "bin"))
+        .and_then(|release| Some((release.file_name()?.to_str()?, release.parent()?)));
+    match release {
+        Some((name, root)) if flotilla_kok_core::catalog::release_version(name).is_some() => {
+            vec!["--kok-version-cache".into(), root.display().to_string()]
+        }
+        _ => {
+            vec!["--kok-version".into(), format!("{}={}", crate::kokctl::DEFAULT_VERSION, k8s_bin.display())]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_release_hands_the_cache_to_the_hub() {
+        let cases = [
+            ("/c/kubernetes/v1.37.2/bin", vec!["--kok-version-cache", "/c/kubernetes"]),
+            ("/opt/k8s/bin", vec!["--kok-version", "1.37.2=/opt/k8s/bin"]),
+            ("/c/kubernetes/v1.37.2", vec!["--kok-version", "1.37.2=/c/kubernetes/v1.37.2"]),
+        ];
+        for (dir, want) in cases {
+            assert_eq!(hosted_versions(Path::new(dir)), want, "{dir}");
+        }
     }
 }

@@ -1,0 +1,140 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Members older than the hub keep working: a hub on the current release
+//! (1.37.2) and a member on the previous minor (1.36.3, from the binary
+//! cache), both real. The member joins with a bootstrap token, reports its
+//! inventory (its own version, its node) and runs a Deployment propagated
+//! from the hub, whose status comes back to the hub's template.
+
+use std::time::Duration;
+
+use flotilla_agent::AgentConfig;
+use flotilla_api::cluster::ManagedCluster;
+use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_hub::HubConfig;
+use flotilla_localkube::{
+    wait_for, Binaries, Cluster, ClusterConfig, DEFAULT_K8S_VERSION, PREVIOUS_K8S_VERSION,
+};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{GroupVersionKind, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+async fn apply(client: &Client, object: serde_json::Value) {
+    let api_version = object["apiVersion"].as_str().unwrap().to_string();
+    let kind = object["kind"].as_str().unwrap().to_string();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
+    let gvk = GroupVersionKind::gvk(group, version, &kind);
+    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
+            Api::namespaced_with(client.clone(), ns, &resource)
+        }
+        _ => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
+}
+
+/// A bootstrap token on the hub and a kubeconfig using it.
+async fn bootstrap_kubeconfig(hub: &Cluster, path: &std::path::Path) {
+    let secret: Secret = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "bootstrap-token-skewab", "namespace": "kube-system"},
+        "type": "bootstrap.kubernetes.io/token",
+        "stringData": {"token-id": "skewab", "token-secret": "0123456789abcdef",
+            "usage-bootstrap-authentication": "true",
+            "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(hub.client(), "kube-system")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let spec = KubeconfigSpec {
+        name: "hub".into(),
+        server: hub.server().into(),
+        ca_pem: hub.ca().pem.cert_pem.clone(),
+        credential: Credential::Token("skewab.0123456789abcdef".into()),
+    };
+    std::fs::write(path, kubeconfig::render(&spec)).unwrap();
+}
+
+#[tokio::test]
+async fn a_member_on_the_previous_minor_joins_reports_and_runs_propagated_work() {
+    let mut old = ClusterConfig::new("old").with_nodes(1);
+    old.binaries = Some(Binaries::locate_version(PREVIOUS_K8S_VERSION).unwrap());
+    let (hub, member) = tokio::join!(Cluster::start(ClusterConfig::hub("hub")), Cluster::start(old));
+    let (hub, member) = (hub.unwrap(), member.unwrap());
+    // The two really run different releases.
+    assert_eq!(hub.client().apiserver_version().await.unwrap().git_version, DEFAULT_K8S_VERSION);
+    assert_eq!(member.client().apiserver_version().await.unwrap().git_version, PREVIOUS_K8S_VERSION);
+
+    let tmp = tempfile::tempdir().unwrap();
+    flotilla_hub::install(&hub.client()).await.unwrap();
+    let client = hub.client();
+    let _controllers = tokio::spawn(async move {
+        let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..Default::default() };
+        flotilla_hub::run(client, config).await.unwrap();
+    });
+    let bootstrap = tmp.path().join("bootstrap.kubeconfig");
+    bootstrap_kubeconfig(&hub, &bootstrap).await;
+    let mut agent = AgentConfig::new("old", tmp.path().join("old"), member.kubeconfig_path().to_path_buf());
+    agent.bootstrap_kubeconfig = Some(bootstrap);
+    agent.health_interval = Duration::from_millis(500);
+    let _agent = tokio::spawn(flotilla_agent::run(agent, std::future::pending()));
+
+    // Joined, Available, its inventory reported.
+    let clusters: Api<ManagedCluster> = Api::all(hub.client());
+    wait_for("old Available with its version and node reported", WAIT, || async {
+        let Some(mc) = clusters.get_opt("old").await.unwrap() else { return false };
+        let status = mc.status.clone().unwrap_or_default();
+        mc.condition("Available").is_some_and(|c| c.status == "True")
+            && status.kubernetes_version.is_some()
+            && status.node_summary.as_ref().is_some_and(|n| n.ready == 1)
+            && !status.api_enablements.is_empty()
+    })
+    .await;
+    let status = clusters.get("old").await.unwrap().status.unwrap();
+    assert_eq!(status.kubernetes_version.as_deref(), Some(PREVIOUS_K8S_VERSION), "{status:?}");
+    assert_eq!(status.node_summary.as_ref().unwrap().total, 1, "{status:?}");
+
+    // A Deployment propagated from the hub runs there; its status comes back.
+    let hub_client = hub.client();
+    apply(&hub_client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})).await;
+    apply(
+        &hub_client,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "placement": {"clusterAffinity": {"clusterNames": ["old"]}}}
+        }),
+    )
+    .await;
+    apply(
+        &hub_client,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
+                    {"name": "app", "image": "docker.io/library/nginx:1.25",
+                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
+        }),
+    )
+    .await;
+    let on_member: Api<Deployment> = Api::namespaced(member.client(), "demo");
+    wait_for("web's two replicas available on the 1.36 member", WAIT, || async {
+        let Some(d) = on_member.get_opt("web").await.unwrap() else { return false };
+        d.status.and_then(|s| s.available_replicas) == Some(2)
+    })
+    .await;
+    let on_hub: Api<Deployment> = Api::namespaced(hub.client(), "demo");
+    wait_for("the hub's template to show 2 available", WAIT, || async {
+        on_hub.get("web").await.unwrap().status.and_then(|s| s.available_replicas) == Some(2)
+    })
+    .await;
+}

@@ -2,10 +2,9 @@
 //! `lastTransitionTime` while a condition's status holds, and never writes
 //! a value the API server refuses.
 //!
-//! Kubernetes 1.20 reads an empty string in a custom resource as `null`, and
-//! a condition's `reason` and `message` are required strings: a condition
-//! with an empty one makes the whole status write fail. [`condition`] fills
-//! them in instead.
+//! A condition's `reason` and `message` are required strings, and an empty
+//! one makes the whole status write fail (Kubernetes 1.20, our first
+//! target, even read `""` as `null`). [`condition`] fills them in instead.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 

@@ -18,8 +18,8 @@ pub const BOOTSTRAP: &str = "bootstrap";
 pub const COREDNS: &str = "coredns";
 /// Add-ons `spec.addons` may name.
 pub const KNOWN: &[&str] = &[COREDNS];
-/// CoreDNS version when the add-on names none (the one Kubernetes 1.20
-/// ships with).
+/// CoreDNS version when the add-on names none (only its image name: hollow
+/// nodes run no containers; the one Kubernetes 1.20 shipped with).
 pub const COREDNS_DEFAULT_VERSION: &str = "1.7.0";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

@@ -131,8 +131,8 @@ impl ControlPlaneComponent {
         }
     }
 
-    /// Paths its liveness and readiness probes ask (1.20's controller-manager
-    /// and scheduler serve no `/readyz`).
+    /// Paths its liveness and readiness probes ask (`/healthz` for the
+    /// controller-manager and scheduler, which every supported release serves).
     fn probe_paths(self) -> (&'static str, &'static str) {
         match self {
             Self::KubeApiserver => ("/livez", "/readyz"),

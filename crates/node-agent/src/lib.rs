@@ -605,9 +605,10 @@ impl Agent {
         }
         status.last_heartbeat = Some(Time(now));
         let machines: Api<Machine> = Api::all(self.client.clone());
-        // Kubernetes 1.20's server-side apply turns a map-list whose last
-        // item an apply drops into `null`, which the schema then rejects (an
-        // explicit `[]` fares no better): empty it with a merge patch first.
+        // Server-side apply (still on 1.37: `hub/tests/cluster_list_maps.rs`)
+        // turns a map-list whose last item an apply drops into `null`, which
+        // the schema then rejects (an explicit `[]` fares no better): empty
+        // it with a merge patch first.
         if status.components.is_empty() && previous.is_some_and(|p| !p.components.is_empty()) {
             let empty = serde_json::json!({"status": {"components": []}});
             if let Err(e) = machines
@@ -634,13 +635,11 @@ impl Agent {
                 self.last_status = Some(status);
                 self.last_write = Some(Instant::now());
             }
-            // Kubernetes 1.20's server-side apply can leave `null` behind
-            // where an apply drops a list's last item, which the schema
-            // rejects: a rejected status must not stop the heartbeat, so
-            // write the whole status by merge patch, which replaces each
-            // list outright. (The `logTail: null` once seen here was an
-            // empty log line, which 1.20 reads as null: log tails now
-            // leave blank lines out.)
+            // Server-side apply can leave `null` behind where an apply
+            // drops a list's last item, which the schema rejects: a
+            // rejected status must not stop the heartbeat, so write the
+            // whole status by merge patch, which replaces each list
+            // outright.
             Err(kube::Error::Api(e)) if e.code == 422 => {
                 tracing::warn!(machine = %self.config.machine, error = %e.message,
                     "the Machine status apply was rejected; writing it by merge patch");

@@ -214,9 +214,9 @@ pub fn note(log_path: &Path, line: &str) {
 }
 
 /// The last `lines` non-blank lines of a log (reads at most its last 64
-/// KiB). Blank lines are left out: they say nothing, and Kubernetes 1.20
-/// rejects an empty string in a CRD's string list as `null`, which would
-/// fail the whole Machine status write (heartbeat included).
+/// KiB). Blank lines are left out: they say nothing (and Kubernetes 1.20,
+/// our first target, read `""` in a CRD's string list as `null`, which
+/// failed the whole Machine status write, heartbeat included).
 pub fn log_tail(path: &Path, lines: usize) -> Vec<String> {
     let Ok(mut file) = std::fs::File::open(path) else { return Vec::new() };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);

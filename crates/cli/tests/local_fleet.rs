@@ -123,8 +123,15 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
         .unwrap()
     };
     let selectors = serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "fleet-web"}]);
+    // Refused by the API server itself when the client asks for strict
+    // field validation (kubectl's default), naming the field.
     let misspelt = policy(serde_json::json!({"resourceSelectors": selectors, "placment": {}}));
-    let err = policies.create(&PostParams::default(), &misspelt).await.unwrap_err().to_string();
+    let strict = kube::api::PatchParams::apply("flotilla-test").validation_strict();
+    let err = policies
+        .patch("fleet-web", &strict, &kube::api::Patch::Apply(&misspelt))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("placment"), "{err}");
     policies
         .create(&PostParams::default(), &policy(serde_json::json!({"resourceSelectors": selectors})))

@@ -385,11 +385,23 @@ mod tests {
 
     #[test]
     fn denies_with_every_reason_and_names_the_policy() {
-        let bad = policy(json!({"clusterAfinity": {}, "spreadConstraints": [{"maxGroups": 1}]}));
+        // Two problems no schema can state: a selector outside the policy's
+        // namespace, and an exclude list that leaves no cluster.
+        let mut bad = policy(json!({"clusterAffinity": {"clusterNames": ["a"], "exclude": ["a"]}}));
+        bad["spec"]["resourceSelectors"][0]["namespace"] = json!("other");
         let message = decide(&request("CREATE", bad, None)).unwrap_err();
         assert!(message.starts_with("PropagationPolicy apps/p is invalid: "), "{message}");
-        assert!(message.contains("spec.placement.clusterAfinity: unknown field"), "{message}");
-        assert!(message.contains("; spec.placement.spreadConstraints[0]: set exactly one"), "{message}");
+        assert!(
+            message.contains(
+                "spec.resourceSelectors[0].namespace: a PropagationPolicy selects only in its own namespace"
+            ),
+            "{message}"
+        );
+        assert!(
+            message.contains("spec.placement.clusterAffinity.exclude: excludes every cluster"),
+            "{message}"
+        );
+        assert!(message.contains("; "), "{message}");
     }
 
     #[test]
@@ -403,7 +415,8 @@ mod tests {
 
     #[test]
     fn updates_keep_old_problems_and_deletes_pass() {
-        let old = policy(json!({"spreadConstraints": [{"maxGroups": 1}]}));
+        let old = policy(json!({"clusterAffinity": {"clusterNames": ["a"], "exclude": ["a"]}}));
+        assert!(decide(&request("CREATE", old.clone(), None)).is_err(), "the old policy has a problem");
         let mut labelled = old.clone();
         labelled["metadata"]["labels"] = json!({"a": "b"});
         assert_eq!(decide(&request("UPDATE", labelled, Some(old.clone()))), Ok(()));

@@ -110,9 +110,16 @@ async fn the_hub_rejects_malformed_policies_with_clear_messages() {
             "spec.resourceSelectors[0].namespace: a PropagationPolicy selects only in its own namespace \"default\", not \"other\"",
         ],
     );
-    let mut updated = pps.get("nginx-propagation").await.unwrap();
-    updated.data["spec"]["resourceSelectors"][0]["namespace"] = json!("other");
-    let update = pps.replace("nginx-propagation", &PostParams::default(), &updated).await;
+    // The hub's controllers write the policy too (finalizer, status): an
+    // update that lost that race is made again on the newer version.
+    let update = loop {
+        let mut updated = pps.get("nginx-propagation").await.unwrap();
+        updated.data["spec"]["resourceSelectors"][0]["namespace"] = json!("other");
+        match pps.replace("nginx-propagation", &PostParams::default(), &updated).await {
+            Err(kube::Error::Api(status)) if status.code == 409 => continue,
+            other => break other,
+        }
+    };
     assert_rejected(
         update.map_err(|e| e.to_string()),
         &["spec.resourceSelectors[0].namespace: a PropagationPolicy selects only in its own namespace"],

@@ -11,8 +11,14 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+/// Runs `flotilla`; a fleet it starts stops by itself if this test process
+/// dies without running its destructors.
 fn flotilla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).output().unwrap()
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .env(flotilla_cli::fleet::daemon::OWNER_PID_ENV, std::process::id().to_string())
+        .output()
+        .unwrap()
 }
 
 fn text(o: &Output) -> String {

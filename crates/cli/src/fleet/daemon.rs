@@ -37,6 +37,23 @@ pub struct DaemonArgs {
     pub k8s_bin: PathBuf,
 }
 
+/// A pid whose end also stops the fleet, for tests: `flotilla up` run by a
+/// test process that is killed (no destructor runs) must not leave a fleet
+/// behind. Unset for a person's `up`, whose fleet outlives the shell.
+pub const OWNER_PID_ENV: &str = "FLOTILLA_FLEET_OWNER_PID";
+
+/// Returns once the owner process (see [`OWNER_PID_ENV`]) is gone; never
+/// without one.
+async fn owner_gone() {
+    let owner = std::env::var(OWNER_PID_ENV).ok().and_then(|p| p.parse::<i32>().ok());
+    let Some(owner) = owner else { return std::future::pending().await };
+    let pid = nix::unistd::Pid::from_raw(owner);
+    while nix::sys::signal::kill(pid, None).is_ok() {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    tracing::info!(owner, "the owner process is gone");
+}
+
 pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     let dir = args.state_dir.clone();
     let me = std::process::id();
@@ -63,6 +80,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         r = start => r,
         _ = sigterm.recv() => Err(anyhow::anyhow!("stopped by SIGTERM while starting")),
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped by SIGINT while starting")),
+        _ = owner_gone() => Err(anyhow::anyhow!("stopped while starting: its owner process is gone")),
     };
     let (mut etcd, mut hub, mut processes) = match started {
         Ok(parts) => parts,
@@ -88,6 +106,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         tokio::select! {
             _ = sigterm.recv() => {},
             _ = sigint.recv() => {},
+            _ = owner_gone() => {},
         }
     };
     let owned = supervise::Owned { etcd: &mut etcd, hub: &mut hub, processes: &mut processes };

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use flotilla_api::kok::{HostedClusterPhase, UpgradeState};
 use flotilla_api::machine::Machine;
-use flotilla_kok_core::hosted::{component_name, Part};
 use flotilla_localkube::balanced::{endpoint_client, endpoint_ready, BalancedLoad};
 use flotilla_localkube::{wait_for, Binaries};
 use kok_env::{kubectl, KokEnv, NS, WAIT};
@@ -28,18 +27,10 @@ const NEW: &str = "1.37.2";
 /// Each apiserver instance's URL, from its Machine component.
 async fn apiserver_urls(env: &KokEnv, cluster: &str, replicas: i32) -> Vec<String> {
     let machines = Api::<Machine>::all(env.client.clone()).list(&Default::default()).await.unwrap().items;
-    (0..replicas)
-        .map(|index| {
-            let name = component_name(Part::Apiserver, NS, cluster, index);
-            machines
-                .iter()
-                .find_map(|m| {
-                    let c = m.spec.components.iter().find(|c| c.name == name)?;
-                    let port = flotilla_kok_core::ports::flag_port(c, "--secure-port")?;
-                    Some(format!("https://{}:{port}", m.spec.address.as_deref()?))
-                })
-                .unwrap_or_else(|| panic!("no component {name} on any Machine"))
-        })
+    flotilla_kok_core::hosted::apiserver_urls(&machines, NS, cluster, replicas)
+        .into_iter()
+        .enumerate()
+        .map(|(index, url)| url.unwrap_or_else(|| panic!("no apiserver {index} on any Machine")))
         .collect()
 }
 

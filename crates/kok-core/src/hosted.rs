@@ -648,6 +648,28 @@ pub fn machines_with_components(machines: &[Machine], namespace: &str, cluster: 
         .collect()
 }
 
+/// Each kube-apiserver instance's URL (index 0 up to `replicas`), read
+/// from its Machine component's `--secure-port` and the Machine's address;
+/// `None` for an instance no Machine holds yet. For clients that use every
+/// endpoint (tests, the upgrade benchmark).
+pub fn apiserver_urls(
+    machines: &[Machine],
+    namespace: &str,
+    cluster: &str,
+    replicas: i32,
+) -> Vec<Option<String>> {
+    (0..replicas)
+        .map(|index| {
+            let name = component_name(Part::Apiserver, namespace, cluster, index);
+            machines.iter().find_map(|m| {
+                let c = m.spec.components.iter().find(|c| c.name == name)?;
+                let port = ports::flag_port(c, "--secure-port")?;
+                Some(format!("https://{}:{port}", host_of(m.spec.address.as_deref()?)))
+            })
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------- observation
 
 /// What a node agent reports about one of the cluster's components.
@@ -765,6 +787,29 @@ pub(crate) mod tests {
             ..Default::default()
         });
         m
+    }
+
+    #[test]
+    fn apiserver_urls_come_from_each_instances_component_and_machine() {
+        let mut m1 = machine("m1", true);
+        m1.spec.components.push(ComponentSpec {
+            name: component_name(Part::Apiserver, "ns", "c", 0),
+            args: vec!["--v=1".into(), "--secure-port=7000".into()],
+            ..Default::default()
+        });
+        let mut m2 = machine("m2", true);
+        m2.spec.address = Some("::1".into());
+        m2.spec.components.push(ComponentSpec {
+            name: component_name(Part::Apiserver, "ns", "c", 1),
+            args: vec!["--secure-port=7001".into()],
+            ..Default::default()
+        });
+        let other = component_name(Part::Apiserver, "ns", "other", 2);
+        m2.spec.components.push(ComponentSpec { name: other, ..Default::default() });
+        assert_eq!(
+            apiserver_urls(&[m1, m2], "ns", "c", 3),
+            [Some("https://127.0.0.1:7000".to_string()), Some("https://[::1]:7001".to_string()), None]
+        );
     }
 
     pub(crate) fn hc(replicas: i32, nodes: i32) -> HostedCluster {

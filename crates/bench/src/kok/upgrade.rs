@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use flotilla_api::kok::UpgradeState;
 use flotilla_api::machine::Machine;
-use flotilla_kok_core::hosted::{admin_secret_name, component_name, Part};
+use flotilla_kok_core::hosted::admin_secret_name;
 use flotilla_localkube::balanced::{endpoint_client, endpoint_ready, BalancedLoad, READY_CHECK_EVERY};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -20,18 +20,10 @@ use super::report::*;
 /// Each apiserver instance's URL, by index, from the Machines' components.
 pub async fn apiserver_urls(client: &Client, cluster: &str, replicas: i32) -> anyhow::Result<Vec<String>> {
     let machines = Api::<Machine>::all(client.clone()).list(&ListParams::default()).await?.items;
-    (0..replicas)
-        .map(|index| {
-            let name = component_name(Part::Apiserver, NS, cluster, index);
-            machines
-                .iter()
-                .find_map(|m| {
-                    let c = m.spec.components.iter().find(|c| c.name == name)?;
-                    let port = flotilla_kok_core::ports::flag_port(c, "--secure-port")?;
-                    Some(format!("https://{}:{port}", m.spec.address.as_deref()?))
-                })
-                .with_context(|| format!("no apiserver component {name} on any Machine"))
-        })
+    flotilla_kok_core::hosted::apiserver_urls(&machines, NS, cluster, replicas)
+        .into_iter()
+        .enumerate()
+        .map(|(index, url)| url.with_context(|| format!("no apiserver {index} on any Machine")))
         .collect()
 }
 

@@ -1,0 +1,3 @@
+module flotilla.local/pause
+
+go 1.21

@@ -1,8 +1,10 @@
 //! Pure decisions for Kubernetes on Kubernetes (`kok.flotilla.io`): etcd
 //! clusters (membership, backups, restores), hosted control planes (their
-//! certificates, command lines, both runtimes, upgrades, add-ons) and the
-//! node agent (which components a machine runs, its hub identity). No I/O:
-//! the operators in `flotilla-kok` and the node agent observe, then ask here.
+//! certificates, command lines, both runtimes, upgrades, add-ons), the node
+//! agent (which components a machine runs, its hub identity) and real worker
+//! nodes on one machine (`real_node`). No I/O: the operators in
+//! `flotilla-kok`, the node agent and `flotilla-localkube` observe, then ask
+//! here.
 
 pub mod addons;
 pub mod catalog;
@@ -27,6 +29,7 @@ pub mod machine_identity;
 pub mod node;
 pub mod pki;
 pub mod ports;
+pub mod real_node;
 pub mod render;
 pub mod upgrade;
 pub mod upgrade_observe;

@@ -1,6 +1,8 @@
 //! Real Kubernetes for tests and for `flotilla up`: etcd, kube-apiserver,
 //! kube-controller-manager, kube-scheduler and hollow (kubemark) nodes, each a
-//! real process from the binaries built by `scripts/k8s-binaries.sh`.
+//! real process from the binaries built by `scripts/k8s-binaries.sh`; and
+//! real worker nodes (`real_node`: containerd, kubelet, kube-proxy running
+//! real containers from local images).
 //!
 //! Every process is owned by a handle; dropping the handle (or the test
 //! process dying, even by SIGKILL) stops it. Ports are allocated free and
@@ -13,6 +15,7 @@ mod etcd;
 pub mod netns;
 pub mod ports;
 pub mod process;
+pub mod real_node;
 
 use std::path::{Path, PathBuf};
 
@@ -47,6 +50,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error("real nodes: {0}")]
+    RealNode(#[from] flotilla_kok_core::real_node::RealNodeError),
 }
 
 impl Error {

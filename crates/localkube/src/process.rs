@@ -33,6 +33,9 @@ pub struct ProcessSpec {
     pub log_path: PathBuf,
     /// Whether the kernel should kill the process when its parent dies.
     pub die_with_parent: bool,
+    /// Cgroup directories the process joins before it runs (one per
+    /// hierarchy), so whatever it forks, daemons included, stays findable.
+    pub cgroups: Vec<PathBuf>,
 }
 
 impl ProcessSpec {
@@ -44,6 +47,7 @@ impl ProcessSpec {
             env: Vec::new(),
             log_path,
             die_with_parent: true,
+            cgroups: Vec::new(),
         }
     }
 
@@ -132,12 +136,34 @@ impl ManagedProcess {
             .stderr(log_err);
         let die_with_parent = spec.die_with_parent;
         let parent_pid = std::process::id() as libc::pid_t;
+        // Built before the fork: the child may not allocate.
+        let cgroup_procs = spec
+            .cgroups
+            .iter()
+            .map(|dir| {
+                std::ffi::CString::new(dir.join("cgroup.procs").as_os_str().as_encoded_bytes())
+                    .map_err(|e| Error::Config(format!("cgroup path {}: {e}", dir.display())))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe system calls.
         unsafe {
             command.pre_exec(move || {
                 if libc::setpgid(0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                for procs in &cgroup_procs {
+                    // Writing 0 moves the writer itself.
+                    let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                    if fd < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+                    let error = std::io::Error::last_os_error();
+                    libc::close(fd);
+                    if written != 1 {
+                        return Err(error);
+                    }
                 }
                 if die_with_parent {
                     if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {

@@ -18,18 +18,43 @@ pub fn route_destinations(ip_json: &str) -> Result<Vec<Ipv4Cidr>, String> {
     Ok(entries.iter().filter_map(|e| e.dst.as_deref().and_then(Ipv4Cidr::parse)).collect())
 }
 
-/// Where the cgroup v1 hierarchies are mounted (fs type `cgroup`, not the
-/// unified `cgroup2`), from `/proc/self/mountinfo`.
-pub fn cgroup_v1_hierarchies(mountinfo: &str) -> Vec<PathBuf> {
-    mountinfo
-        .lines()
-        .filter_map(|line| {
-            let (fields, rest) = line.split_once(" - ")?;
-            let fs_type = rest.split_whitespace().next()?;
-            let mount_point = fields.split_whitespace().nth(4)?;
-            (fs_type == "cgroup").then(|| PathBuf::from(unescape_octal(mount_point)))
-        })
-        .collect()
+/// Where cgroup hierarchies are mounted, from `/proc/self/mountinfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CgroupMounts {
+    /// The v1 hierarchies (fs type `cgroup`).
+    pub v1: Vec<PathBuf>,
+    /// The unified hierarchy (fs type `cgroup2`): beside v1 ("hybrid"),
+    /// runc creates every container's cgroup there too.
+    pub unified: Vec<PathBuf>,
+}
+
+impl CgroupMounts {
+    pub fn parse(mountinfo: &str) -> Self {
+        let mut mounts = Self::default();
+        for line in mountinfo.lines() {
+            let Some((fields, rest)) = line.split_once(" - ") else {
+                continue;
+            };
+            let (Some(fs_type), Some(mount_point)) =
+                (rest.split_whitespace().next(), fields.split_whitespace().nth(4))
+            else {
+                continue;
+            };
+            let path = PathBuf::from(unescape_octal(mount_point));
+            match fs_type {
+                "cgroup" => mounts.v1.push(path),
+                "cgroup2" => mounts.unified.push(path),
+                _ => {}
+            }
+        }
+        mounts
+    }
+
+    /// Every hierarchy: where a node's cgroups are created, joined, listed
+    /// and removed.
+    pub fn all(&self) -> Vec<PathBuf> {
+        self.v1.iter().chain(&self.unified).cloned().collect()
+    }
 }
 
 /// mountinfo writes space, tab, newline and backslash as `\NNN`.
@@ -94,7 +119,7 @@ mod tests {
     }
 
     #[test]
-    fn cgroup_hierarchies_are_the_v1_mounts() {
+    fn cgroup_mounts_are_v1_hierarchies_and_the_unified_one() {
         let mountinfo = "\
 22 1 254:0 / / rw,relatime - ext4 /dev/vda rw
 30 22 0:26 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
@@ -103,15 +128,19 @@ mod tests {
 33 30 0:29 / /sys/fs/cgroup/systemd rw,relatime shared:9 - cgroup cgroup rw,name=systemd
 34 30 0:30 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
 35 30 0:31 / /sys/fs/cgroup/odd\\040dir rw - cgroup cgroup rw,memory
+broken line
 ";
-        let got: Vec<String> =
-            cgroup_v1_hierarchies(mountinfo).iter().map(|p| p.display().to_string()).collect();
+        let shown = |paths: &[PathBuf]| paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
+        let mounts = CgroupMounts::parse(mountinfo);
         assert_eq!(
-            got,
+            shown(&mounts.v1),
             ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/systemd", "/sys/fs/cgroup/odd dir"]
         );
-        let v2_only = "40 1 0:40 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
-        assert!(cgroup_v1_hierarchies(v2_only).is_empty());
+        assert_eq!(shown(&mounts.unified), ["/sys/fs/cgroup/unified"]);
+        assert_eq!(mounts.all().len(), 5);
+        let v2_only = CgroupMounts::parse("40 1 0:40 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert!(v2_only.v1.is_empty());
+        assert_eq!(shown(&v2_only.unified), ["/sys/fs/cgroup"]);
     }
 
     #[test]

@@ -16,8 +16,11 @@
 //!   node outlives its namespace on the host;
 //! - kubelet `cgroupDriver: cgroupfs` under a cgroup root per node,
 //!   `failSwapOn: false`, `makeIPTablesUtilChains: false`, and memory as
-//!   the only eviction signal (containerd 1.6 reports no image filesystem
-//!   size, so disk signals would evict every pod);
+//!   the only eviction signal: the nodes share the host's disk, so one
+//!   node's disk signal is every node's (disk thresholds at 0% are off;
+//!   leaving them out would bring back the defaults). Local storage
+//!   capacity isolation stays on: without it cAdvisor collects no
+//!   filesystem stats and the kubelet's stats summary fails.
 //! - kube-proxy leaves conntrack sysctls alone (`maxPerCore: 0`, zero
 //!   timeouts): `nf_conntrack_max` and the hash size are host-global.
 
@@ -249,8 +252,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "cgroupsPerQOS": true,
             "failSwapOn": false,
             "makeIPTablesUtilChains": false,
-            "localStorageCapacityIsolation": false,
-            "evictionHard": {"memory.available": "100Mi"},
+            "evictionHard": {
+                "memory.available": "100Mi",
+                "nodefs.available": "0%",
+                "nodefs.inodesFree": "0%",
+                "imagefs.available": "0%",
+                "imagefs.inodesFree": "0%",
+            },
             "address": self.node_ip.to_string(),
             "port": KUBELET_PORT,
             "healthzPort": 0,

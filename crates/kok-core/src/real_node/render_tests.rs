@@ -93,8 +93,11 @@ fn the_kubelet_config_carries_every_non_default_setting() {
         ("/cgroupRoot", "/flotilla-s7-n1".into()),
         ("/failSwapOn", false.into()),
         ("/makeIPTablesUtilChains", false.into()),
-        ("/localStorageCapacityIsolation", false.into()),
-        ("/evictionHard", serde_json::json!({"memory.available": "100Mi"})),
+        (
+            "/evictionHard",
+            serde_json::json!({"memory.available": "100Mi", "nodefs.available": "0%", "nodefs.inodesFree": "0%",
+                "imagefs.available": "0%", "imagefs.inodesFree": "0%"}),
+        ),
         ("/address", "172.30.7.3".into()),
         ("/healthzPort", 0.into()),
         ("/readOnlyPort", 0.into()),
@@ -110,6 +113,8 @@ fn the_kubelet_config_carries_every_non_default_setting() {
     for (pointer, want) in cases {
         assert_eq!(conf.pointer(pointer), Some(want), "{pointer}");
     }
+    // Off, the kubelet's stats summary has no filesystem and fails.
+    assert_eq!(conf.pointer("/localStorageCapacityIsolation"), None);
 }
 
 #[test]

@@ -118,6 +118,13 @@ pub fn apiserver_spec(
     sans.extend(serve_on.as_deref());
     let (crt, key) = serving_cert(root, ca, "kube-apiserver", &sans)?;
     let bind = if serve_on.is_some() { "0.0.0.0" } else { "127.0.0.1" };
+    // Real kubelets' pods reach the API through the `kubernetes` Service
+    // at the address their nodes route to; otherwise nothing does, and the
+    // Service's endpoints may not be loopback.
+    let advertised = match (&serve_on, config.real_kubelets) {
+        (Some(address), true) => vec![format!("--advertise-address={address}")],
+        _ => vec!["--advertise-address=127.0.0.1".into(), "--endpoint-reconciler-type=none".into()],
+    };
     // Components read the server address from here.
     write(&root.join("server"), &format!("https://127.0.0.1:{port}"))?;
     let mut spec = ProcessSpec::new(
@@ -129,10 +136,6 @@ pub fn apiserver_spec(
         format!("--etcd-servers={etcd_url}"),
         format!("--etcd-prefix={etcd_prefix}"),
         format!("--bind-address={bind}"),
-        "--advertise-address=127.0.0.1".into(),
-        // The `kubernetes` Service's endpoints may not be loopback; nothing
-        // in a local cluster reaches the API through that Service.
-        "--endpoint-reconciler-type=none".into(),
         format!("--secure-port={port}"),
         format!("--cert-dir={}", root.join("pki").display()),
         format!("--tls-cert-file={}", crt.display()),
@@ -150,6 +153,21 @@ pub fn apiserver_spec(
         "--profiling=false".into(),
         "--v=1".into(),
     ]);
+    spec.args.extend(advertised);
+    if config.real_kubelets {
+        // Real kubelets accept only clients of the cluster CA (logs, exec,
+        // stats), and are found by their node IP, not by name.
+        let cert = ca.issue(&LeafSpec::client("kube-apiserver-kubelet-client", &["system:masters"]))?;
+        let client_crt = root.join("pki/apiserver-kubelet-client.crt");
+        let client_key = root.join("pki/apiserver-kubelet-client.key");
+        write(&client_crt, &cert.cert_pem)?;
+        write(&client_key, &cert.key_pem)?;
+        spec = spec.args([
+            format!("--kubelet-client-certificate={}", client_crt.display()),
+            format!("--kubelet-client-key={}", client_key.display()),
+            "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
+        ]);
+    }
     spec.args.extend(config.extra_apiserver_args.iter().cloned());
     Ok(spec)
 }

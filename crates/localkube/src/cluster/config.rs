@@ -98,6 +98,11 @@ pub struct ClusterConfig {
     /// address and its certificate names this one), for clients in another
     /// network namespace. Loopback only when `None`.
     pub serve_on: Option<std::net::Ipv4Addr>,
+    /// Real kubelets will join (see [`crate::real_node`]): the API server
+    /// advertises `serve_on` (so the `kubernetes` Service leads there),
+    /// dials kubelets on their InternalIP, and presents a client
+    /// certificate of the cluster CA to them.
+    pub real_kubelets: bool,
 }
 
 impl ClusterConfig {
@@ -117,6 +122,7 @@ impl ClusterConfig {
             ready_timeout: Duration::from_secs(90),
             wait_for_default_service_account: false,
             serve_on: None,
+            real_kubelets: false,
         }
     }
 
@@ -149,6 +155,14 @@ impl ClusterConfig {
         self
     }
 
+    /// Serves the API on `gateway` (the real nodes' bridge address, see
+    /// [`crate::real_node::RealNodes::gateway`]) for real kubelets.
+    pub fn for_real_nodes(mut self, gateway: std::net::Ipv4Addr) -> Self {
+        self.serve_on = Some(gateway);
+        self.real_kubelets = true;
+        self
+    }
+
     pub fn with_etcd(mut self, client_url: impl Into<String>) -> Self {
         self.etcd_url = Some(client_url.into());
         self
@@ -176,6 +190,11 @@ impl ClusterConfig {
             if node.cpu == 0 || node.max_pods == 0 {
                 return Err(Error::Config(format!("node {:?} needs at least 1 CPU and 1 pod", node.name)));
             }
+        }
+        if self.real_kubelets && self.serve_on.is_none() {
+            return Err(Error::Config(
+                "real kubelets need serve_on: the address their network reaches".into(),
+            ));
         }
         if !self.nodes.is_empty() && self.controllers != Some(ControllerSet::All) {
             return Err(Error::Config("nodes need a cluster with all controllers".into()));

@@ -29,6 +29,7 @@ use health::{
     client_for, config_from_kubeconfig, start_health_checked, wait_apiserver_ready, Component, START_ATTEMPTS,
 };
 
+pub(crate) use components::write as write_private;
 pub use config::{ClusterConfig, ControllerSet, NodeConfig};
 pub use health::node_is_ready;
 
@@ -72,6 +73,8 @@ pub struct ProcessInfo {
 pub struct Cluster {
     name: String,
     server: String,
+    /// The API's address for clients in other network namespaces.
+    serve_on: Option<std::net::Ipv4Addr>,
     kubeconfig_path: PathBuf,
     ca: CertificateAuthority,
     admin_config: kube::Config,
@@ -168,6 +171,7 @@ impl Cluster {
         let mut cluster = Cluster {
             name: config.name.clone(),
             server,
+            serve_on: config.serve_on,
             kubeconfig_path,
             ca,
             admin_config,
@@ -248,6 +252,13 @@ impl Cluster {
     /// `https://127.0.0.1:<port>` of the kube-apiserver.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// `https://<serve_on>:<port>`: the API as clients in other network
+    /// namespaces reach it (`None` when it serves loopback only).
+    pub fn external_server(&self) -> Option<String> {
+        let port = self.server.rsplit_once(':').map(|(_, p)| p)?;
+        self.serve_on.map(|address| format!("https://{address}:{port}"))
     }
 
     pub fn dir(&self) -> &Path {

@@ -2,11 +2,14 @@
 //! Real worker nodes (containerd, kubelet, kube-proxy) under a real local
 //! cluster: pods run, serve, crash, burn CPU, log and take exec; a Service
 //! reaches a pod on the other node; and the host is as it was afterwards.
-//! One cluster and two nodes serve every scenario (they are slow to
-//! start); timings are printed for the benchmark's sake, never asserted.
+//! One cluster and two nodes serve every scenario; timings are printed for
+//! the benchmark's sake, never asserted. A group whose owner was killed is
+//! cleaned up by the next one. The tests take turns: the host's sysctls
+//! are restored only once no group is left, which the first test checks.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use flotilla_localkube::process::pid_alive;
@@ -16,6 +19,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Api, AttachParams, LogParams, PostParams};
 use tokio::io::AsyncReadExt;
+
+/// One test at a time in this process (see the module docs).
+static TURNS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const NODE_A: &str = "rn-a";
 const NODE_B: &str = "rn-b";
@@ -120,6 +126,7 @@ fn phase(p: &Pod) -> &str {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_nodes_serve_crash_burn_cpu_and_leave_the_host_as_it_was() {
+    let _turn = TURNS.lock().await;
     let before = sysctls();
     let mut nodes = RealNodes::reserve().unwrap();
     let mut config = ClusterConfig::new("rn").for_real_nodes(nodes.gateway());
@@ -290,5 +297,76 @@ async fn real_nodes_serve_crash_burn_cpu_and_leave_the_host_as_it_was() {
         assert!(!shutdown.restored_sysctls.is_empty());
     } else {
         println!("other real-node groups ran meanwhile: the last one out restores the sysctls");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owners_real_node_is_cleaned_up_by_the_next_group() {
+    let _turn = TURNS.lock().await;
+    let before = sysctls();
+    // Everything the killed owner leaves in TMPDIR goes here.
+    let scratch = tempfile::tempdir().unwrap();
+    let mut owner = std::process::Command::new(env!("CARGO_BIN_EXE_localkube-hold"))
+        .args(["stale", "--real-node"])
+        .env("TMPDIR", scratch.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = owner.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    let report: serde_json::Value =
+        serde_json::from_str(line.trim()).unwrap_or_else(|e| panic!("localkube-hold printed {line:?}: {e}"));
+    let text = |key: &str| report[key].as_str().unwrap().to_string();
+    let (bridge, netns, link, cgroup) = (text("bridge"), text("netns"), text("link"), text("cgroup"));
+    let dir = PathBuf::from(text("dir"));
+    let node_pids: Vec<u32> = serde_json::from_value(report["node_pids"].clone()).unwrap();
+    let owner_pids: Vec<u32> = serde_json::from_value(report["pids"].clone()).unwrap();
+    let etcd_data = PathBuf::from(text("etcd_data"));
+
+    // SIGKILL: no destructor runs. The owner's own children die with it;
+    // containerd's shims and the pod do not.
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    wait_for("the killed owner's cluster to exit", Duration::from_secs(20), || async {
+        owner_pids.iter().all(|p| !pid_alive(*p))
+    })
+    .await;
+    let survivors: Vec<u32> = node_pids.iter().copied().filter(|p| pid_alive(*p)).collect();
+    assert!(!survivors.is_empty(), "the shims and the pod outlive their owner");
+    assert!(Path::new("/run/netns").join(&netns).exists());
+    assert!(Path::new("/sys/class/net").join(&bridge).exists());
+    assert!(Path::new("/sys/fs/cgroup/pids").join(&cgroup).exists());
+    assert_eq!(sysctls()["vm/overcommit_memory"], "1", "the killed owner's kubelet set it");
+
+    let next = RealNodes::reserve().unwrap();
+    for pid in &survivors {
+        assert!(!pid_alive(*pid), "process {pid} of the stale node survived the cleanup");
+    }
+    assert!(!Path::new("/run/netns").join(&netns).exists(), "network namespace {netns} remains");
+    for l in [&bridge, &link] {
+        assert!(!Path::new("/sys/class/net").join(l).exists(), "link {l} remains");
+    }
+    for hierarchy in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        assert!(
+            !hierarchy.path().join(&cgroup).exists(),
+            "cgroup {cgroup} remains in {}",
+            hierarchy.path().display()
+        );
+    }
+    assert!(!dir.exists(), "{} remains", dir.display());
+    let joined_alone = next.joined_alone();
+    let shutdown = next.shutdown();
+    assert!(shutdown.problems.is_empty(), "{:?}", shutdown.problems);
+    if joined_alone && shutdown.other_groups == 0 {
+        assert_eq!(sysctls(), before, "the sysctls the dead owner's kubelet changed are restored");
+    }
+    if let Some(parent) = etcd_data.parent().filter(|p| p.starts_with("/dev/shm")) {
+        std::fs::remove_dir_all(parent).unwrap();
     }
 }

@@ -302,34 +302,42 @@ mod tests {
 
     #[test]
     fn the_chosen_slot_is_held_by_no_group_and_clashes_with_no_route() {
-        let taken = |s: &[u8]| s.iter().copied().collect::<BTreeSet<u8>>();
-        let routes = |r: &[&str]| r.iter().map(|s| cidr(s)).collect::<Vec<_>>();
-        let cases: &[(&str, BTreeSet<u8>, Vec<Ipv4Cidr>, Result<u8, RealNodeError>)] = &[
-            ("empty host", taken(&[]), routes(&["default", "192.0.2.0/24"]), Ok(0)),
-            ("held slots are skipped", taken(&[0, 1]), routes(&[]), Ok(2)),
-            ("a route on a bridge subnet", taken(&[]), routes(&["172.30.0.0/24", "172.30.1.5"]), Ok(2)),
-            ("a route inside a pod range", taken(&[]), routes(&["10.100.3.0/24"]), Ok(1)),
-            (
-                "a wide route covers every slot",
-                taken(&[]),
-                routes(&["172.16.0.0/12"]),
-                Err(RealNodeError::NoFreeSlot { slots: 100 }),
-            ),
-            (
-                "a wide pod-side route too",
-                taken(&[]),
-                routes(&["10.0.0.0/8"]),
-                Err(RealNodeError::NoFreeSlot { slots: 100 }),
-            ),
-            (
-                "all held",
-                taken(&(0..=99).collect::<Vec<_>>()),
-                routes(&[]),
-                Err(RealNodeError::NoFreeSlot { slots: 100 }),
-            ),
-        ];
-        for (name, held, host, want) in cases {
-            assert_eq!(&choose_slot(held, host), want, "{name}");
+        struct Case {
+            name: &'static str,
+            taken: &'static [u8],
+            routes: &'static [&'static str],
+            want: Result<u8, RealNodeError>,
         }
+        let all_held: Vec<u8> = (0..=99).collect();
+        let no_slot = Err(RealNodeError::NoFreeSlot { slots: 100 });
+        let cases = [
+            Case { name: "empty host", taken: &[], routes: &["default", "192.0.2.0/24"], want: Ok(0) },
+            Case { name: "held slots are skipped", taken: &[0, 1], routes: &[], want: Ok(2) },
+            Case {
+                name: "a route on a bridge subnet",
+                taken: &[],
+                routes: &["172.30.0.0/24", "172.30.1.5"],
+                want: Ok(2),
+            },
+            Case { name: "a route inside a pod range", taken: &[], routes: &["10.100.3.0/24"], want: Ok(1) },
+            Case {
+                name: "a wide route covers every slot",
+                taken: &[],
+                routes: &["172.16.0.0/12"],
+                want: no_slot.clone(),
+            },
+            Case {
+                name: "a wide pod-side route too",
+                taken: &[],
+                routes: &["10.0.0.0/8"],
+                want: no_slot.clone(),
+            },
+        ];
+        for c in cases {
+            let taken: BTreeSet<u8> = c.taken.iter().copied().collect();
+            let routes: Vec<Ipv4Cidr> = c.routes.iter().map(|r| cidr(r)).collect();
+            assert_eq!(choose_slot(&taken, &routes), c.want, "{}", c.name);
+        }
+        assert_eq!(choose_slot(&all_held.into_iter().collect(), &[]), no_slot, "all held");
     }
 }

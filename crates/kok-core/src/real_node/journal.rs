@@ -324,52 +324,60 @@ mod tests {
     #[test]
     fn the_last_live_group_out_restores_and_empties_the_journal() {
         let originals = sysctls(&[("kernel/panic", "1")]);
-        let cases: Vec<(&str, HostJournal, Vec<u8>, BTreeMap<String, String>, Vec<u8>, bool)> = vec![
-            (
-                "alone: restore and forget the originals",
-                HostJournal { original_sysctls: originals.clone(), groups: vec![group(ME, 0)] },
-                vec![],
-                originals.clone(),
-                vec![],
-                true,
-            ),
-            (
-                "another group lives: keep the originals for it",
-                HostJournal {
-                    original_sysctls: originals.clone(),
-                    groups: vec![group(ME, 0), group(LIVE, 1)],
-                },
-                vec![],
-                BTreeMap::new(),
-                vec![1],
-                false,
-            ),
-            (
-                "only a dead group besides: clean it, restore",
-                HostJournal {
-                    original_sysctls: originals.clone(),
-                    groups: vec![group(DEAD, 3), group(ME, 0)],
-                },
-                vec![3],
-                originals.clone(),
-                vec![],
-                true,
-            ),
-            (
-                "my other group in this process still lives",
-                HostJournal { original_sysctls: originals.clone(), groups: vec![group(ME, 0), group(ME, 1)] },
-                vec![],
-                BTreeMap::new(),
-                vec![1],
-                false,
-            ),
+        struct LeaveCase {
+            name: &'static str,
+            journal: HostJournal,
+            want_stale: Vec<u8>,
+            want_restore: BTreeMap<String, String>,
+            want_slots: Vec<u8>,
+            want_originals_forgotten: bool,
+        }
+        let with = |groups: Vec<GroupRecord>| HostJournal { original_sysctls: originals.clone(), groups };
+        let cases = vec![
+            LeaveCase {
+                name: "alone: restore and forget the originals",
+                journal: with(vec![group(ME, 0)]),
+                want_stale: vec![],
+                want_restore: originals.clone(),
+                want_slots: vec![],
+                want_originals_forgotten: true,
+            },
+            LeaveCase {
+                name: "another group lives: keep the originals for it",
+                journal: with(vec![group(ME, 0), group(LIVE, 1)]),
+                want_stale: vec![],
+                want_restore: BTreeMap::new(),
+                want_slots: vec![1],
+                want_originals_forgotten: false,
+            },
+            LeaveCase {
+                name: "only a dead group besides: clean it, restore",
+                journal: with(vec![group(DEAD, 3), group(ME, 0)]),
+                want_stale: vec![3],
+                want_restore: originals.clone(),
+                want_slots: vec![],
+                want_originals_forgotten: true,
+            },
+            LeaveCase {
+                name: "my other group in this process still lives",
+                journal: with(vec![group(ME, 0), group(ME, 1)]),
+                want_stale: vec![],
+                want_restore: BTreeMap::new(),
+                want_slots: vec![1],
+                want_originals_forgotten: false,
+            },
         ];
-        for (name, journal, want_stale, want_restore, want_slots, want_empty_originals) in cases {
-            let got = leave(&journal, ME, 0, &alive);
-            assert_eq!(got.stale.iter().map(|g| g.slot).collect::<Vec<_>>(), want_stale, "{name}");
-            assert_eq!(got.restore_sysctls, want_restore, "{name}");
-            assert_eq!(got.journal.groups.iter().map(|g| g.slot).collect::<Vec<_>>(), want_slots, "{name}");
-            assert_eq!(got.journal.original_sysctls.is_empty(), want_empty_originals, "{name}");
+        for c in cases {
+            let got = leave(&c.journal, ME, 0, &alive);
+            assert_eq!(got.stale.iter().map(|g| g.slot).collect::<Vec<_>>(), c.want_stale, "{}", c.name);
+            assert_eq!(got.restore_sysctls, c.want_restore, "{}", c.name);
+            assert_eq!(
+                got.journal.groups.iter().map(|g| g.slot).collect::<Vec<_>>(),
+                c.want_slots,
+                "{}",
+                c.name
+            );
+            assert_eq!(got.journal.original_sysctls.is_empty(), c.want_originals_forgotten, "{}", c.name);
         }
     }
 

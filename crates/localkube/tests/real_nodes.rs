@@ -213,6 +213,21 @@ async fn real_nodes_serve_crash_burn_cpu_and_leave_the_host_as_it_was() {
         assert!(*answer == web_a || *answer == web_b, "an answer from no web pod: {answer:?}");
     }
 
+    // Pods reach the API server through the `kubernetes` Service (busybox
+    // speaks no TLS the API server accepts: plain HTTP gets Go's answer).
+    let api = exec(
+        &pods,
+        "client",
+        &["sh", "-c", "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc 10.0.0.1 443"],
+    )
+    .await;
+    assert!(
+        api.stdout.contains("Client sent an HTTP request to an HTTPS server"),
+        "{} {}",
+        api.stdout,
+        api.stderr
+    );
+
     // Logs and exec reach the containers through the kubelets.
     let logs = pods.logs(&web_b, &LogParams::default()).await.unwrap();
     assert!(logs.contains(&format!("serving {web_b}")), "logs of {web_b}: {logs:?}");

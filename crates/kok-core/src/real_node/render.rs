@@ -298,6 +298,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "clusterCIDR": self.cluster_cidr.to_string(),
             "healthzBindAddress": format!("{}:{KUBE_PROXY_HEALTH_PORT}", self.node_ip),
             "metricsBindAddress": "127.0.0.1:10249",
+            // NodePorts on the node's own IP (not on every address).
+            "nodePortAddresses": ["primary"],
             // Host-global values stay as they are (see the module docs).
             "conntrack": {
                 "maxPerCore": 0,

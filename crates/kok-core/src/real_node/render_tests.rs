@@ -127,6 +127,7 @@ fn kube_proxy_runs_iptables_and_leaves_host_conntrack_alone() {
         ("/clusterCIDR", "10.107.0.0/16".into()),
         ("/clientConnection/kubeconfig", "/tmp/n/kube-proxy.kubeconfig".into()),
         ("/healthzBindAddress", "172.30.7.3:10256".into()),
+        ("/nodePortAddresses", serde_json::json!(["primary"])),
         ("/conntrack/maxPerCore", 0.into()),
         ("/conntrack/tcpEstablishedTimeout", "0s".into()),
         ("/conntrack/tcpCloseWaitTimeout", "0s".into()),

@@ -206,7 +206,7 @@ impl RealNodes {
     ) -> Result<()> {
         let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
         for config in configs {
-            self.launch(cluster, config)?;
+            self.launch(cluster, config).await?;
         }
         self.wait_ready(cluster, &names, timeout).await
     }
@@ -242,7 +242,7 @@ impl RealNodes {
 
     /// Starts a node's processes (not waiting for Ready); on failure, undoes
     /// whatever it created.
-    fn launch(&mut self, cluster: &Cluster, config: RealNodeConfig) -> Result<()> {
+    async fn launch(&mut self, cluster: &Cluster, config: RealNodeConfig) -> Result<()> {
         if self.node(&config.name).is_some() {
             return Err(Error::Config(format!("real node {:?} is started twice", config.name)));
         }
@@ -265,7 +265,7 @@ impl RealNodes {
             Ok(())
         })?;
         let dir = self.dir.join(format!("n{index}"));
-        match self.create(cluster, &server, &config, &addresses, &dir) {
+        match self.create(cluster, &server, &config, &addresses, &dir).await {
             Ok(node) => {
                 self.nodes.push(node);
                 Ok(())
@@ -277,7 +277,7 @@ impl RealNodes {
         }
     }
 
-    fn create(
+    async fn create(
         &self,
         cluster: &Cluster,
         server: &str,
@@ -297,7 +297,7 @@ impl RealNodes {
             binaries: &self.binaries,
             images: &self.images,
         };
-        RealNode::start(&context, config, addresses.clone(), dir.to_path_buf(), cgroup)
+        RealNode::start(&context, config, addresses.clone(), dir.to_path_buf(), cgroup).await
     }
 
     /// Removes a node's network, cgroups, files and journal record.

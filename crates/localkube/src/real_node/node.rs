@@ -93,7 +93,7 @@ impl std::fmt::Debug for RealNode {
 impl RealNode {
     /// Writes the node's files and starts its holder, containerd (with the
     /// images imported), kubelet and kube-proxy; does not wait for Ready.
-    pub(crate) fn start(
+    pub(crate) async fn start(
         context: &StartContext<'_>,
         config: &RealNodeConfig,
         addresses: NodeAddresses,
@@ -127,11 +127,16 @@ impl RealNode {
             ready_after: None,
         };
         let binaries = config.binaries.as_ref().unwrap_or(context.binaries);
-        node.start_processes(context.tools, binaries, context.images)?;
+        node.start_processes(context.tools, binaries, context.images).await?;
         Ok(node)
     }
 
-    fn start_processes(&mut self, tools: &Tools, binaries: &Binaries, images: &NodeImages) -> Result<()> {
+    async fn start_processes(
+        &mut self,
+        tools: &Tools,
+        binaries: &Binaries,
+        images: &NodeImages,
+    ) -> Result<()> {
         let paths = self.runtime.paths();
         let logs = paths.process_logs.clone();
         let cgroups = self.cgroup.system_dirs();
@@ -150,7 +155,7 @@ impl RealNode {
             holder_args(&self.addresses.netns, &script),
         ))?;
         self.processes.push(holder);
-        self.wait_holder_ready(&paths.holder_ready)?;
+        self.wait_holder_ready(&paths.holder_ready).await?;
         let holder_pid = self.processes[0].pid().ok_or_else(|| Error::Config("the holder stopped".into()))?;
         let inside = |program: &Path, args: Vec<String>| in_node(holder_pid, program, &args);
 
@@ -160,7 +165,7 @@ impl RealNode {
             inside(&tools.containerd, self.runtime.containerd_args()),
         ))?;
         self.processes.push(containerd);
-        self.wait_containerd(tools, &paths.containerd_socket)?;
+        self.wait_containerd(tools, &paths.containerd_socket).await?;
         images.import(&tools.ctr, &paths.containerd_socket)?;
 
         let kubelet =
@@ -176,19 +181,19 @@ impl RealNode {
         Ok(())
     }
 
-    fn wait_holder_ready(&mut self, ready: &Path) -> Result<()> {
+    async fn wait_holder_ready(&mut self, ready: &Path) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(10);
         while !ready.exists() {
             self.processes[0].check_running()?;
             if Instant::now() > deadline {
                 return Err(self.timeout("the node's mounts (holder)", 10));
             }
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         Ok(())
     }
 
-    fn wait_containerd(&mut self, tools: &Tools, socket: &Path) -> Result<()> {
+    async fn wait_containerd(&mut self, tools: &Tools, socket: &Path) -> Result<()> {
         let deadline = Instant::now() + CONTAINERD_READY;
         let address = socket.display().to_string();
         loop {
@@ -199,7 +204,7 @@ impl RealNode {
             if Instant::now() > deadline {
                 return Err(self.timeout("containerd to answer", CONTAINERD_READY.as_secs()));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -188,11 +188,13 @@ mod tests {
         Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
     }
 
-    /// (case, previous condition as (status, since), probe result, wanted (status, reason, since)).
+    /// (case, previous condition as (healthy, since), probe result, wanted (status, reason, since)).
+    type Case = (&'static str, Option<(bool, i64)>, Result<(), String>, (&'static str, &'static str, i64));
+
     #[test]
     fn member_healthy_keeps_its_time_while_the_status_holds() {
         let failed = || Err::<(), String>("/readyz did not answer within 3s".into());
-        let cases: Vec<(&str, Option<(bool, i64)>, Result<(), String>, (&str, &str, i64))> = vec![
+        let cases: Vec<Case> = vec![
             ("first probe ok", None, Ok(()), ("True", "ReadyzOk", 100)),
             ("first probe failed", None, failed(), ("False", "ReadyzFailed", 100)),
             ("still ok", Some((true, 10)), Ok(()), ("True", "ReadyzOk", 10)),

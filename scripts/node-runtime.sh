@@ -17,11 +17,15 @@
 #   flotilla.local/busybox:1  Debian's busybox-static as /bin/busybox with a
 #                             symlink per applet (sh, sleep, httpd, wget ...),
 #                             PATH=/bin
+#   flotilla.local/coredns:V  the cluster DNS add-on: scripts/images/coredns
+#                             (V is the CoreDNS release its go.mod pins),
+#                             static, as /coredns
 # images.list names each tarball and its tag; flotilla-localkube reads it.
 set -euo pipefail
 
 RECIPE_REVISION=1
 PAUSE_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/images/pause" && pwd)"
+COREDNS_SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/images/coredns" && pwd)"
 PACKAGES=(containerd runc containernetworking-plugins iptables busybox-static)
 BUSYBOX=/bin/busybox
 CACHE_ROOT="${FLOTILLA_CACHE:-$HOME/.cache/flotilla}"
@@ -53,14 +57,16 @@ done
 [ -x "$BUSYBOX" ] || { echo "node-runtime: $BUSYBOX is missing (busybox-static)" >&2; exit 1; }
 
 BUSYBOX_VERSION="$(dpkg-query -W -f='${Version}' busybox-static)"
-RECIPE="$( { echo "$RECIPE_REVISION $BUSYBOX_VERSION"; cat "${BASH_SOURCE[0]}" "$PAUSE_SRC"/main.go "$PAUSE_SRC"/go.mod; } | sha256sum | cut -c1-16)"
+COREDNS_VERSION="$(sed -n 's/^require github.com\/coredns\/coredns v\([0-9.]*\)$/\1/p' "$COREDNS_SRC/go.mod")"
+[ -n "$COREDNS_VERSION" ] || { echo "node-runtime: $COREDNS_SRC/go.mod pins no github.com/coredns/coredns release" >&2; exit 1; }
+RECIPE="$( { echo "$RECIPE_REVISION $BUSYBOX_VERSION"; cat "${BASH_SOURCE[0]}" "$PAUSE_SRC"/main.go "$PAUSE_SRC"/go.mod "$COREDNS_SRC"/main.go "$COREDNS_SRC"/go.mod "$COREDNS_SRC"/go.sum; } | sha256sum | cut -c1-16)"
 cache_ok() {
     [ -f "$STAMP" ] && grep -qx "recipe=$RECIPE" "$STAMP" && [ -f "$IMAGE_DIR/images.list" ] || return 1
     while read -r file _tag; do [ -s "$IMAGE_DIR/$file" ] || return 1; done < "$IMAGE_DIR/images.list"
 }
 if cache_ok; then echo "$IMAGE_DIR"; exit 0; fi
 
-command -v go >/dev/null || { echo "node-runtime: needs Go (1.21 or newer) on PATH to build the pause image" >&2; exit 1; }
+command -v go >/dev/null || { echo "node-runtime: needs Go (1.26 or newer) and the Go module proxy to build the pause and CoreDNS images" >&2; exit 1; }
 mkdir -p "$(dirname "$IMAGE_DIR")"
 exec 9>"$(dirname "$IMAGE_DIR")/.images.lock"
 if ! flock -n 9; then
@@ -110,8 +116,17 @@ printf 'root:x:0:\nnogroup:x:65534:\n' > "$ROOTFS/etc/group"
 chmod 1777 "$ROOTFS/tmp"
 image busybox flotilla.local/busybox:1 "$ROOTFS" '{"Env":["PATH=/bin"],"Cmd":["sh"]}'
 
+CURRENT_STEP="build the CoreDNS $COREDNS_VERSION image"
+step "$CURRENT_STEP"
+mkdir -p "$WORK/coredns-src" "$WORK/coredns-rootfs/etc"
+cp "$COREDNS_SRC/main.go" "$COREDNS_SRC/go.mod" "$COREDNS_SRC/go.sum" "$WORK/coredns-src/"
+(cd "$WORK/coredns-src" && CGO_ENABLED=0 GOFLAGS=-buildvcs=false go build -trimpath -ldflags "-s -w" -o "$WORK/coredns-rootfs/coredns" .)
+"$WORK/coredns-rootfs/coredns" -version | grep -q "CoreDNS-$COREDNS_VERSION" || { echo "node-runtime: the CoreDNS built does not say $COREDNS_VERSION" >&2; exit 1; }
+printf 'nobody:x:65534:65534:nobody:/:/bin/false\n' > "$WORK/coredns-rootfs/etc/passwd"
+image coredns "flotilla.local/coredns:$COREDNS_VERSION" "$WORK/coredns-rootfs" '{"Entrypoint":["/coredns"]}'
+
 CURRENT_STEP="publish"
-printf 'recipe=%s\nbusybox=%s\n' "$RECIPE" "$BUSYBOX_VERSION" > "$STAGE/.complete"
+printf 'recipe=%s\nbusybox=%s\ncoredns=%s\n' "$RECIPE" "$BUSYBOX_VERSION" "$COREDNS_VERSION" > "$STAGE/.complete"
 rm -rf "$IMAGE_DIR.old"
 if [ -d "$IMAGE_DIR" ]; then mv "$IMAGE_DIR" "$IMAGE_DIR.old"; fi
 mv "$STAGE" "$IMAGE_DIR"

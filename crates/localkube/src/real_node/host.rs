@@ -55,6 +55,27 @@ pub fn run(program: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// [`run`] without blocking the thread (nodes start together).
+pub async fn run_async(program: &Path, args: &[&str]) -> Result<String> {
+    let out = tokio::process::Command::new(program)
+        .args(args)
+        .env("PATH", NODE_PATH)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::Spawn { program: program.to_path_buf(), source: e })?;
+    if !out.status.success() {
+        return Err(Error::Config(format!(
+            "`{} {}` failed ({}): {}",
+            program.display(),
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 /// `ip args`.
 pub fn ip(args: &[&str]) -> Result<String> {
     run(&tool("ip")?, args)

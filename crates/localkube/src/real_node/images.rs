@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use flotilla_kok_core::real_node::SANDBOX_IMAGE;
 
-use super::host::run;
+use super::host::run_async;
 use crate::{Error, Result};
 
 /// Busybox (`sh`, `sleep`, `httpd`, `wget` ...; PATH=/bin).
@@ -70,15 +70,18 @@ impl NodeImages {
         self.images.iter().map(|(_, tag)| tag.as_str()).collect()
     }
 
-    /// Imports every image into the containerd listening on `socket`
-    /// (namespace `k8s.io`, where the kubelet's runtime looks).
-    pub fn import(&self, ctr: &Path, socket: &Path) -> Result<()> {
+    /// Imports every image (together) into the containerd listening on
+    /// `socket` (namespace `k8s.io`, where the kubelet's runtime looks).
+    pub async fn import(&self, ctr: &Path, socket: &Path) -> Result<()> {
         let address = socket.display().to_string();
-        for (file, _) in &self.images {
-            let file = file.display().to_string();
-            run(ctr, &["--address", &address, "--namespace", "k8s.io", "images", "import", &file])?;
-        }
-        Ok(())
+        let imports = self.images.iter().map(|(file, _)| {
+            let (address, file) = (address.clone(), file.display().to_string());
+            async move {
+                run_async(ctr, &["--address", &address, "--namespace", "k8s.io", "images", "import", &file])
+                    .await
+            }
+        });
+        futures::future::try_join_all(imports).await.map(|_| ())
     }
 }
 

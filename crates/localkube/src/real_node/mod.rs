@@ -60,6 +60,13 @@ pub struct RealNodes {
     closed: bool,
 }
 
+/// A node given its place, not started yet.
+struct Placed {
+    config: RealNodeConfig,
+    addresses: NodeAddresses,
+    dir: PathBuf,
+}
+
 /// What ending a group did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Shutdown {
@@ -197,7 +204,9 @@ impl RealNodes {
         self.nodes.iter_mut().find(|n| n.name() == name)
     }
 
-    /// Starts nodes and waits (up to `timeout`) until every one is Ready.
+    /// Starts nodes (together) and waits (up to `timeout`) until every one
+    /// is Ready. A node that fails to start is removed again; the others
+    /// stay.
     pub async fn start(
         &mut self,
         cluster: &Cluster,
@@ -205,8 +214,46 @@ impl RealNodes {
         timeout: Duration,
     ) -> Result<()> {
         let names: Vec<String> = configs.iter().map(|c| c.name.clone()).collect();
+        let server = self.server_for(cluster)?;
+        // Placed one by one (indexes, routes between them), started together.
+        let mut placed: Vec<Placed> = Vec::new();
+        let mut failure = None;
         for config in configs {
-            self.launch(cluster, config).await?;
+            match self.place(config, &placed) {
+                Ok(p) => placed.push(p),
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        let started = {
+            let context = StartContext {
+                cluster,
+                server: &server,
+                cluster_cidr: self.group.cluster_cidr(),
+                tools: &self.tools,
+                binaries: &self.binaries,
+                images: &self.images,
+            };
+            let hierarchies = &self.hierarchies;
+            futures::future::join_all(placed.iter().map(|p| {
+                let cgroup = CgroupTree::new(hierarchies.clone(), &p.addresses.cgroup);
+                RealNode::start(&context, &p.config, p.addresses.clone(), p.dir.clone(), cgroup)
+            }))
+            .await
+        };
+        for (p, result) in placed.iter().zip(started) {
+            match result {
+                Ok(node) => self.nodes.push(node),
+                Err(e) => {
+                    self.discard(&p.addresses, &p.dir);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
         }
         self.wait_ready(cluster, &names, timeout).await
     }
@@ -240,15 +287,17 @@ impl RealNodes {
         stopped
     }
 
-    /// Starts a node's processes (not waiting for Ready); on failure, undoes
-    /// whatever it created.
-    async fn launch(&mut self, cluster: &Cluster, config: RealNodeConfig) -> Result<()> {
-        if self.node(&config.name).is_some() {
+    /// Gives a node its index and records it in the journal, then creates
+    /// its cgroups and network (routes to and from the started and the
+    /// `placed` nodes); on failure, undoes what it created.
+    fn place(&mut self, config: RealNodeConfig, placed: &[Placed]) -> Result<Placed> {
+        if self.node(&config.name).is_some() || placed.iter().any(|p| p.config.name == config.name) {
             return Err(Error::Config(format!("real node {:?} is started twice", config.name)));
         }
-        let server = self.server_for(cluster)?;
+        let mut members: Vec<u8> = self.nodes.iter().map(RealNode::index).collect();
+        members.extend(placed.iter().map(|p| p.addresses.index));
         let index = (0..MAX_NODES)
-            .find(|i| !self.nodes.iter().any(|n| n.index() == *i))
+            .find(|i| !members.contains(i))
             .ok_or_else(|| Error::Config(format!("a group holds at most {MAX_NODES} real nodes")))?;
         let addresses = self.group.node(index)?;
         let record = NodeRecord {
@@ -265,39 +314,16 @@ impl RealNodes {
             Ok(())
         })?;
         let dir = self.dir.join(format!("n{index}"));
-        match self.create(cluster, &server, &config, &addresses, &dir).await {
-            Ok(node) => {
-                self.nodes.push(node);
-                Ok(())
-            }
+        let created = CgroupTree::new(self.hierarchies.clone(), &addresses.cgroup)
+            .create()
+            .and_then(|()| network::create_node(&self.group, &addresses, &members));
+        match created {
+            Ok(()) => Ok(Placed { config, addresses, dir }),
             Err(e) => {
                 self.discard(&addresses, &dir);
                 Err(e)
             }
         }
-    }
-
-    async fn create(
-        &self,
-        cluster: &Cluster,
-        server: &str,
-        config: &RealNodeConfig,
-        addresses: &NodeAddresses,
-        dir: &Path,
-    ) -> Result<RealNode> {
-        let cgroup = CgroupTree::new(self.hierarchies.clone(), &addresses.cgroup);
-        cgroup.create()?;
-        let members: Vec<u8> = self.nodes.iter().map(RealNode::index).collect();
-        network::create_node(&self.group, addresses, &members)?;
-        let context = StartContext {
-            cluster,
-            server,
-            cluster_cidr: self.group.cluster_cidr(),
-            tools: &self.tools,
-            binaries: &self.binaries,
-            images: &self.images,
-        };
-        RealNode::start(&context, config, addresses.clone(), dir.to_path_buf(), cgroup).await
     }
 
     /// Removes a node's network, cgroups, files and journal record.

@@ -13,7 +13,7 @@ use flotilla_kok_core::real_node::render::{holder_args, in_node};
 use flotilla_kok_core::real_node::{Ipv4Cidr, NodeAddresses, NodeRuntime, SANDBOX_IMAGE};
 
 use super::cgroups::CgroupTree;
-use super::host::{run, NODE_PATH};
+use super::host::{run_async, NODE_PATH};
 use super::images::NodeImages;
 use crate::process::{ManagedProcess, ProcessSpec};
 use crate::{Binaries, Cluster, Error, Result};
@@ -166,7 +166,7 @@ impl RealNode {
         ))?;
         self.processes.push(containerd);
         self.wait_containerd(tools, &paths.containerd_socket).await?;
-        images.import(&tools.ctr, &paths.containerd_socket)?;
+        images.import(&tools.ctr, &paths.containerd_socket).await?;
 
         let kubelet =
             spec("kubelet", &tools.nsenter, inside(&binaries.path("kubelet"), self.runtime.kubelet_args()));
@@ -198,7 +198,7 @@ impl RealNode {
         let address = socket.display().to_string();
         loop {
             self.processes[1].check_running()?;
-            if socket.exists() && run(&tools.ctr, &["--address", &address, "version"]).is_ok() {
+            if socket.exists() && run_async(&tools.ctr, &["--address", &address, "version"]).await.is_ok() {
                 return Ok(());
             }
             if Instant::now() > deadline {

@@ -14,7 +14,7 @@
 //! changed. A group whose owner died is cleaned up by the next group
 //! started on the host (the journal in `/run/flotilla` names it).
 //!
-//! ```ignore
+//! ```text
 //! let mut nodes = RealNodes::reserve()?;
 //! let cluster = Cluster::start(ClusterConfig::new("c").for_real_nodes(nodes.gateway())).await?;
 //! nodes.start(&cluster, vec![RealNodeConfig::new("c-1")], timeout).await?;

@@ -67,7 +67,7 @@ pub(crate) struct StartContext<'a> {
     pub images: &'a NodeImages,
 }
 
-/// A running real node. Stopping it ([`RealNode::stop`]) kills its whole
+/// A running real node. Stopping it kills its whole
 /// cgroup subtree; its network and files are the group's to remove.
 pub struct RealNode {
     name: String,

@@ -20,8 +20,8 @@ use std::time::Duration;
 use flotilla_api::work::{HealthDetail, ResourceBinding, Work};
 use flotilla_apps_core::binding::{binding_name, work_name};
 use flotilla_localkube::wait_for;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use support::{apply, create_namespace, Fleet};
@@ -254,11 +254,29 @@ async fn why_a_member_workload_is_unhealthy_reaches_the_work_the_binding_and_the
         "container app: Container image \"flotilla.local/missing:1\" is not present with pull policy of Never"
     );
 
-    // Fixed: every view turns healthy and the detail goes (the pods
-    // becoming ready, not only the Deployment, bring the Work up to date).
-    let fixed = Broken { template: deployment("unplaceable", 2, json!({}), json!({})), reason: "" };
-    apply(&hub, fixed.template.clone()).await;
-    views.expect_healthy(&fixed).await;
+    // The node gets the label but a taint too: the scheduler's message
+    // changes and the Deployment's status does not, so only following the
+    // pods brings the Work up to date.
+    let nodes: Api<Node> = Api::all(member.clone());
+    let node = nodes.list(&ListParams::default()).await.unwrap().items.remove(0).metadata.name.unwrap();
+    let closed = json!({"metadata": {"labels": {"flotilla.io/no-such-node": "true"}},
+        "spec": {"taints": [{"key": "flotilla.io/closed", "value": "true", "effect": "NoSchedule"}]}});
+    nodes.patch(&node, &PatchParams::default(), &Patch::Merge(&closed)).await.unwrap();
+    wait_for("the Work to give the scheduler's new words", Duration::from_secs(90), || async {
+        let Some((Some(detail), _)) = views.work(&unplaceable.binding()).await else { return false };
+        let Some(now_says) = scheduler_message(member.clone(), "unplaceable").await else { return false };
+        now_says.contains("flotilla.io/closed") && detail.message == format!("{now_says} (2 of 2 pods)")
+    })
+    .await;
+    wait_for("the template to give them too", Duration::from_secs(60), || async {
+        views.template(&unplaceable).await.is_some_and(|(_, message)| message.contains("flotilla.io/closed"))
+    })
+    .await;
+
+    // Fixed: every view turns healthy and the detail goes.
+    let open = json!({"spec": {"taints": null}});
+    nodes.patch(&node, &PatchParams::default(), &Patch::Merge(&open)).await.unwrap();
+    views.expect_healthy(&unplaceable).await;
     let (status, _, _) = views.binding(&never_pulled.binding()).await.unwrap();
     assert_eq!(status, "False", "the broken Pod still says so");
 }

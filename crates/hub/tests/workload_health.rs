@@ -262,14 +262,24 @@ async fn why_a_member_workload_is_unhealthy_reaches_the_work_the_binding_and_the
     let closed = json!({"metadata": {"labels": {"flotilla.io/no-such-node": "true"}},
         "spec": {"taints": [{"key": "flotilla.io/closed", "value": "true", "effect": "NoSchedule"}]}});
     nodes.patch(&node, &PatchParams::default(), &Patch::Merge(&closed)).await.unwrap();
-    wait_for("the Work to give the scheduler's new words", Duration::from_secs(90), || async {
-        let Some((Some(detail), _)) = views.work(&unplaceable.binding()).await else { return false };
-        let Some(now_says) = scheduler_message(member.clone(), "unplaceable").await else { return false };
-        now_says.contains("flotilla.io/closed") && detail.message == format!("{now_says} (2 of 2 pods)")
-    })
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let work = views.work(&unplaceable.binding()).await;
+        let now_says = scheduler_message(member.clone(), "unplaceable").await;
+        let said = work.as_ref().and_then(|(d, _)| d.as_ref()).map(|d| d.message.clone());
+        if let (Some(said), Some(now_says)) = (&said, &now_says) {
+            if now_says.contains("taint") && *said == format!("{now_says} (2 of 2 pods)") {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Work says {said:?}, the scheduler {now_says:?}: not the same words about the taint"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     wait_for("the template to give them too", Duration::from_secs(60), || async {
-        views.template(&unplaceable).await.is_some_and(|(_, message)| message.contains("flotilla.io/closed"))
+        views.template(&unplaceable).await.is_some_and(|(_, message)| message.contains("taint"))
     })
     .await;
 

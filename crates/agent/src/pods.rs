@@ -43,11 +43,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// The pods one Work's unhealthy objects select, by namespace.
+/// What one Work follows in one namespace, and whom to tell.
+struct Follow {
+    selections: Vec<PodSelection>,
+    listener: Listener,
+}
+
+/// The pods the Works' unhealthy objects select, by namespace.
 #[derive(Default)]
 struct Followed {
-    /// namespace → Work → its selections there, and whom to tell.
-    by_namespace: HashMap<String, HashMap<ObjectRef<Work>, (Vec<PodSelection>, Listener)>>,
+    by_namespace: HashMap<String, HashMap<ObjectRef<Work>, Follow>>,
 }
 
 impl Followed {
@@ -62,10 +67,8 @@ impl Followed {
             by_namespace.entry(selection.namespace.clone()).or_default().push(selection);
         }
         for (namespace, selections) in by_namespace {
-            self.by_namespace
-                .entry(namespace)
-                .or_default()
-                .insert(work.clone(), (selections, listener.clone()));
+            let follow = Follow { selections, listener: listener.clone() };
+            self.by_namespace.entry(namespace).or_default().insert(work.clone(), follow);
         }
     }
 
@@ -79,10 +82,8 @@ impl Followed {
         let Some(works) = self.by_namespace.get(namespace) else { return Vec::new() };
         works
             .iter()
-            .filter(|(_, (selections, _))| {
-                selections.iter().any(|s| label_selector_matches(&s.selector, labels))
-            })
-            .map(|(work, (_, listener))| (work.clone(), listener.clone()))
+            .filter(|(_, f)| f.selections.iter().any(|s| label_selector_matches(&s.selector, labels)))
+            .map(|(work, f)| (work.clone(), f.listener.clone()))
             .collect()
     }
 }

@@ -142,7 +142,9 @@ mod tests {
         let crash = Some(("CrashLoopBackOff", "container web restarted 5 times, last exit code 1", Some(5)));
         let unschedulable = Some(("Unschedulable", "0/1 nodes are available: 1 node(s) didn't match", None));
         let starting = Some(("Progressing", "1 of 2 pods starting (container web ContainerCreating)", None));
-        let cases: Vec<(&str, Vec<AggregatedStatusItem>, (&str, &str, &str))> = vec![
+        // (what, items, (status, reason, message))
+        type Case = (&'static str, Vec<AggregatedStatusItem>, (&'static str, &'static str, &'static str));
+        let cases: Vec<Case> = vec![
             ("no cluster", vec![], ("Unknown", REASON_NO_CLUSTER, "no cluster is chosen")),
             (
                 "all healthy",

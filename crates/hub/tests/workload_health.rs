@@ -34,6 +34,9 @@ struct Broken {
     template: Value,
     /// `HealthDetail.reason` the Work must carry.
     reason: &'static str,
+    /// The binding's `Healthy` status then: `False`, or `Unknown` for a
+    /// kind that is not judged until it is done (a Job).
+    verdict: &'static str,
 }
 
 impl Broken {
@@ -75,6 +78,13 @@ fn deployment(name: &str, replicas: i32, container: Value, pod: Value) -> Value 
         "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}
     })
+}
+
+fn job(name: &str, pod: Value) -> Value {
+    let pod =
+        merged(json!({"restartPolicy": "Never", "containers": [{"name": "run", "image": IMAGE}]}), &pod);
+    json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "demo"},
+           "spec": {"template": {"spec": pod}}})
 }
 
 fn bare_pod(name: &str, container: Value) -> Value {
@@ -156,15 +166,15 @@ impl Views {
         let in_cluster = format!("m1: {reason}");
         wait_for(&format!("{name}: the binding says {reason}"), Duration::from_secs(60), || async {
             self.binding(&binding).await.is_some_and(|(status, message, item)| {
-                status == "False" && message.starts_with(&in_cluster) && item.as_ref() == Some(&detail)
+                status == broken.verdict && message.starts_with(&in_cluster) && item.as_ref() == Some(&detail)
             })
         })
         .await;
         if broken.aggregated() {
             wait_for(&format!("{name}: the template says {reason}"), Duration::from_secs(60), || async {
-                self.template(broken)
-                    .await
-                    .is_some_and(|(status, message)| status == "False" && message.starts_with(&in_cluster))
+                self.template(broken).await.is_some_and(|(status, message)| {
+                    status == broken.verdict && message.starts_with(&in_cluster)
+                })
             })
             .await;
         }
@@ -207,18 +217,25 @@ async fn why_a_member_workload_is_unhealthy_reaches_the_work_the_binding_and_the
     let member = fleet.member("m1").client();
     create_namespace(&hub, "demo").await;
     // Healthy beside the others: the condition is not False for everything.
-    let fine = Broken { template: deployment("fine", 1, json!({}), json!({})), reason: "" };
+    let fine = Broken { template: deployment("fine", 1, json!({}), json!({})), reason: "", verdict: "True" };
     let no_node = json!({"nodeSelector": {"flotilla.io/no-such-node": "true"}});
-    let unplaceable =
-        Broken { template: deployment("unplaceable", 2, json!({}), no_node), reason: "Unschedulable" };
+    let unplaceable = Broken {
+        template: deployment("unplaceable", 2, json!({}), no_node.clone()),
+        reason: "Unschedulable",
+        verdict: "False",
+    };
     let never_pulled = Broken {
         template: bare_pod(
             "never-pulled",
             json!({"image": "flotilla.local/missing:1", "imagePullPolicy": "Never"}),
         ),
         reason: "ErrImageNeverPull",
+        verdict: "False",
     };
-    let all = [&fine, &unplaceable, &never_pulled];
+    // A Job is judged when it ends; until then its pods say what holds it.
+    let job_waiting =
+        Broken { template: job("waiting", no_node), reason: "Unschedulable", verdict: "Unknown" };
+    let all = [&fine, &unplaceable, &never_pulled, &job_waiting];
     apply(
         &hub,
         json!({
@@ -253,6 +270,9 @@ async fn why_a_member_workload_is_unhealthy_reaches_the_work_the_binding_and_the
         detail.message,
         "container app: Container image \"flotilla.local/missing:1\" is not present with pull policy of Never"
     );
+
+    let detail = views.expect_unhealthy(&job_waiting).await;
+    assert!(detail.message.ends_with("(1 of 1 pods)"), "{}", detail.message);
 
     // The node gets the label but a taint too: the scheduler's message
     // changes and the Deployment's status does not, so only following the

@@ -9,7 +9,7 @@ use flotilla_api::cluster::{conditions, ApiEnablement, ManagedCluster};
 use flotilla_core::conditions::Wanted;
 use flotilla_fleet_core::membership;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -19,6 +19,7 @@ use serde_json::json;
 
 use crate::config::FIELD_MANAGER;
 use crate::error::Error;
+use crate::pods::MemberPods;
 
 /// The agent's condition on its ManagedCluster: what its last probe of the
 /// member's API said, and since when it has said so (kept from the last
@@ -99,14 +100,16 @@ const REREADS_AFTER_RECOVERY: u32 = 5;
 /// The version and API list are read on each of the first
 /// `REREADS_AFTER_RECOVERY` healthy probes after an unhealthy one, then
 /// every 30 probes.
+///
+/// Pods come from `pods`, the watch the applier shares.
 pub async fn report_status(
     member: Client,
     hub: Client,
     cluster: String,
     interval: Duration,
+    pods: MemberPods,
 ) -> Result<(), Error> {
     let (nodes, drive_nodes) = store_of::<Node>(Api::all(member.clone()));
-    let (pods, drive_pods) = store_of::<Pod>(Api::all(member.clone()));
     let report = async {
         let clusters: Api<ManagedCluster> = Api::all(hub.clone());
         let mut last_written: Option<serde_json::Value> = None;
@@ -145,11 +148,9 @@ pub async fn report_status(
             }
             // Only once both caches hold a full list: never report a
             // half-listed member as empty.
-            if nodes.wait_until_ready().now_or_never().is_some()
-                && pods.wait_until_ready().now_or_never().is_some()
-            {
+            if nodes.wait_until_ready().now_or_never().is_some() && pods.listed() {
                 // Summed straight from the caches, without copying objects.
-                let (node_list, pod_list) = (nodes.state(), pods.state());
+                let (node_list, pod_list) = (nodes.state(), pods.store().state());
                 let (node_summary, resource_summary) =
                     membership::summarize(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
                 status["nodeSummary"] = json!(node_summary);
@@ -174,7 +175,6 @@ pub async fn report_status(
     tokio::select! {
         r = report => r,
         () = drive_nodes => Ok(()),
-        () = drive_pods => Ok(()),
     }
 }
 

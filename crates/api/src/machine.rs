@@ -54,6 +54,79 @@ pub struct MachineSpec {
     /// reports.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// Real worker nodes of hosted clusters on this machine (containerd,
+    /// kubelet, kube-proxy in a sandbox of their own). Declared as nodes,
+    /// not as sandboxes plus components, because a sandbox's addresses,
+    /// bridge and cgroups depend on the host (free address slots, other
+    /// groups, cgroup hierarchies): only the node agent can choose them. It
+    /// renders each node into components (`<name>-holder`,
+    /// `<name>-containerd`, `<name>-kubelet`, `<name>-kube-proxy`, reported
+    /// in `status.components`) and supervises them like any other. A node
+    /// removed from this list is stopped and its sandbox removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]), length(max = 16))]
+    pub real_nodes: Vec<RealNodeSpec>,
+}
+
+/// A real worker node of a hosted cluster, run on this machine.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.kubeletKubeconfigRef != self.kubeProxyKubeconfigRef",
+     "message": "the kubelet and kube-proxy need credentials of their own (system:node:<name> and system:kube-proxy)"}
+]))]
+pub struct RealNodeSpec {
+    /// The Node's name in its cluster; its components are named after it.
+    /// At most 45 characters so `<name>-kube-proxy` is a component name.
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 45))]
+    pub name: String,
+    /// The directory holding the `kubelet` and `kube-proxy` binaries of the
+    /// node's Kubernetes release.
+    #[schemars(regex(pattern = r"^/"))]
+    pub bin_dir: String,
+    /// A directory of OCI image tarballs (`*.tar`) imported into the node's
+    /// containerd before its kubelet starts; it must hold the pod sandbox
+    /// image `flotilla.local/pause:1`.
+    #[schemars(regex(pattern = r"^/"))]
+    pub images_dir: String,
+    /// The cluster's CA certificate (PEM): the kubelet accepts API server
+    /// clients it signed.
+    pub ca_ref: KeyRef,
+    /// A kubeconfig for the kubelet (user `system:node:<name>`, group
+    /// `system:nodes`), with the API server's URL as the node reaches it.
+    pub kubelet_kubeconfig_ref: KeyRef,
+    /// A kubeconfig for kube-proxy (`system:kube-proxy`).
+    pub kube_proxy_kubeconfig_ref: KeyRef,
+    /// Pods the node takes (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 250))]
+    pub max_pods: Option<u32>,
+    /// Labels the kubelet registers the Node with.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The cluster DNS Service's IPv4 address (default 10.0.0.10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$"))]
+    pub cluster_dns: Option<String>,
+    /// When the node agent repairs the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repair: Option<RepairPolicy>,
+}
+
+/// The node agent's repair of a real node: a node NotReady for longer than
+/// `notReadySeconds` gets its kubelet and containerd restarted, at most once
+/// per threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepairPolicy {
+    #[schemars(range(min = 5, max = 3600))]
+    pub not_ready_seconds: u32,
+}
+
+impl Default for RepairPolicy {
+    fn default() -> Self {
+        Self { not_ready_seconds: 60 }
+    }
 }
 
 /// A process the node agent runs and supervises.
@@ -185,6 +258,41 @@ pub struct MachineStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub components: Vec<ComponentStatus>,
+    /// One entry per real node the agent runs or is removing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub real_nodes: Vec<RealNodeStatus>,
+}
+
+/// What the node agent knows of one real node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RealNodeStatus {
+    pub name: String,
+    /// `Pending` (no sandbox yet), `Running` (sandbox up, components
+    /// supervised) or `Failed` (the sandbox cannot be made; see `message`).
+    pub phase: String,
+    /// The node's InternalIP on the machine's real-node bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// The node's cgroup root and network namespace name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    /// The Node's Ready condition as its kubelet's credential reads it;
+    /// absent while unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
+    /// Repairs: the kubelet or containerd started again after it exited,
+    /// or both restarted because the node stayed NotReady.
+    #[serde(default)]
+    pub repairs: u32,
+    /// Why the last repair was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair_time: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -461,6 +461,7 @@ pub fn machine_status(
         last_heartbeat: previous.and_then(|p| p.last_heartbeat.clone()),
         component_summary: Some(format!("{running}/{}", components.len())),
         components,
+        real_nodes: Vec::new(),
     }
 }
 

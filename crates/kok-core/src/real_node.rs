@@ -12,6 +12,7 @@
 pub mod address;
 pub mod host;
 pub mod journal;
+pub mod machine;
 pub mod render;
 
 pub use address::{GroupAddresses, Ipv4Cidr, NodeAddresses, Route, RoutePlace};

@@ -18,6 +18,7 @@
 mod error;
 pub mod probe;
 pub mod process;
+pub mod real_nodes;
 pub mod register;
 
 use std::collections::{BTreeMap, HashMap};
@@ -105,6 +106,9 @@ pub struct State {
     pub machine: String,
     #[serde(default)]
     pub components: Vec<RunningComponent>,
+    /// The sandboxes of `spec.realNodes` on this host.
+    #[serde(default)]
+    pub real_nodes: real_nodes::RealNodesState,
 }
 
 impl State {
@@ -254,7 +258,7 @@ async fn run_with(
             let deleted = machine.is_none();
             let spec = machine.as_ref().map(|m| m.spec.clone()).unwrap_or_default();
             agent.reconcile(&spec, machine.as_ref().and_then(|m| m.status.as_ref())).await;
-            if deleted && agent.state.components.is_empty() {
+            if deleted && agent.state.components.is_empty() && agent.state.real_nodes.nodes.is_empty() {
                 return Err(Error::Removed(config.machine.clone()));
             }
         } else {
@@ -309,6 +313,7 @@ struct Agent {
     health: HashMap<String, Health>,
     last_status: Option<MachineStatus>,
     last_write: Option<Instant>,
+    real_nodes: real_nodes::RealNodes,
 }
 
 impl Agent {
@@ -331,6 +336,7 @@ impl Agent {
             health: HashMap::new(),
             last_status: None,
             last_write: None,
+            real_nodes: Default::default(),
         };
         // Processes that died while no agent watched are recorded now; their
         // exit code is unknown unless they were still our children.
@@ -362,8 +368,21 @@ impl Agent {
         }
     }
 
-    async fn reconcile(&mut self, spec: &MachineSpec, hub_status: Option<&MachineStatus>) {
+    async fn reconcile(&mut self, declared: &MachineSpec, hub_status: Option<&MachineStatus>) {
         self.observe();
+        // Real nodes: sandboxes first, then their components join the
+        // declared ones (a declared component of the same name wins).
+        let dir = self.config.state_dir.clone();
+        if self.real_nodes.observe(&dir, &mut self.state.real_nodes, declared, &self.state.components).await {
+            self.save();
+        }
+        let mut effective = declared.clone();
+        for c in self.real_nodes.prepare(&dir, &mut self.state.real_nodes, declared) {
+            if !effective.components.iter().any(|d| d.name == c.name) {
+                effective.components.push(c);
+            }
+        }
+        let spec = &effective;
         self.read_sources(&spec.components).await;
         let mut desired = Vec::with_capacity(spec.components.len());
         let mut rendered = HashMap::new();
@@ -395,6 +414,11 @@ impl Agent {
                 Action::Stop { name } => self.stop(&name).await,
                 Action::Wait { .. } => {}
             }
+        }
+        let before = self.state.real_nodes.clone();
+        self.real_nodes.remove_unwanted(&dir, &mut self.state.real_nodes, spec);
+        if self.state.real_nodes != before {
+            self.save();
         }
         self.probe(&spec.components).await;
         self.write_status(spec, &desired, &problems, hub_status).await;
@@ -599,6 +623,7 @@ impl Agent {
         // unchanged status is not rewritten just because we forgot it.
         let previous = self.last_status.as_ref().or(hub_status);
         let mut status = node::machine_status(components, VERSION, previous, now);
+        status.real_nodes = self.real_nodes.statuses(&self.state.real_nodes, spec, &self.state.components);
         let heartbeat_due = self.last_write.is_none_or(|at| at.elapsed() >= self.config.heartbeat);
         if !node::status_changed(previous, &status) && !heartbeat_due {
             return;

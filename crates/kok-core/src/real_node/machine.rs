@@ -72,7 +72,10 @@ pub fn runtime(
 ) -> Result<NodeRuntime, RealNodeError> {
     let cluster_dns = match &spec.cluster_dns {
         Some(text) => text.parse().map_err(|_| {
-            RealNodeError::BadPath(format!("clusterDns {text:?} of real node {} is not an IPv4 address", spec.name))
+            RealNodeError::BadPath(format!(
+                "clusterDns {text:?} of real node {} is not an IPv4 address",
+                spec.name
+            ))
         })?,
         None => DEFAULT_CLUSTER_DNS,
     };
@@ -156,8 +159,7 @@ pub fn components(
         ..Default::default()
     };
     let socket = paths.containerd_socket.display().to_string();
-    let ctr_version =
-        format!("{} --address {} version", q(&facts.ctr), shell_quote(&socket));
+    let ctr_version = format!("{} --address {} version", q(&facts.ctr), shell_quote(&socket));
 
     let holder_script = format!("echo $$ > {}\n{}", q(&pid_file), runtime.holder_script());
     let holder_words: Vec<String> =
@@ -173,7 +175,8 @@ pub fn components(
         ),
         &env,
     );
-    holder.health = Some(exec_check(vec!["test".into(), "-e".into(), paths.holder_ready.display().to_string()]));
+    holder.health =
+        Some(exec_check(vec!["test".into(), "-e".into(), paths.holder_ready.display().to_string()]));
 
     let mut containerd = shell(
         &names[1],
@@ -249,7 +252,11 @@ fn shell_quote(s: &str) -> String {
 /// Since when the node has been NotReady, given what was known before and
 /// what is seen now (`None`: unknown, e.g. the API server did not answer,
 /// which neither starts nor ends an episode).
-pub fn not_ready_since(previous: Option<Timestamp>, ready: Option<bool>, now: Timestamp) -> Option<Timestamp> {
+pub fn not_ready_since(
+    previous: Option<Timestamp>,
+    ready: Option<bool>,
+    now: Timestamp,
+) -> Option<Timestamp> {
     match ready {
         Some(true) => None,
         Some(false) => Some(previous.unwrap_or(now)),

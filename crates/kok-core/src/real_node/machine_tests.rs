@@ -73,7 +73,12 @@ fn bad_inputs_are_refused_with_the_reason() {
         ("dns", RealNodeSpec { cluster_dns: Some("ten".into()), ..spec() }, facts(), "not an IPv4 address"),
         ("dir under /run", spec(), MachineFacts { group_dir: "/run/x".into(), ..facts() }, "under /run"),
         ("relative dir", spec(), MachineFacts { group_dir: "rel".into(), ..facts() }, "absolute"),
-        ("long dir", spec(), MachineFacts { group_dir: PathBuf::from("/".repeat(1) + &"d".repeat(100)), ..facts() }, "too long"),
+        (
+            "long dir",
+            spec(),
+            MachineFacts { group_dir: PathBuf::from("/".repeat(1) + &"d".repeat(100)), ..facts() },
+            "too long",
+        ),
     ];
     for (case, spec, facts, want) in cases {
         let err = runtime(&spec, &group, &addresses, &facts).unwrap_err().to_string();
@@ -100,7 +105,10 @@ fn processes_run_inside_the_holder_and_wait_for_what_they_need() {
     let wait = kubelet.find("until '/usr/bin/ctr'").unwrap();
     let import = kubelet.find("images import").unwrap();
     let exec = kubelet.find("exec '/usr/bin/nsenter'").unwrap();
-    assert!(wait < import && import < exec, "containerd answers, images imported, then the kubelet: {kubelet}");
+    assert!(
+        wait < import && import < exec,
+        "containerd answers, images imported, then the kubelet: {kubelet}"
+    );
     assert!(script(3).contains("'/k8s/bin/kube-proxy'"));
 }
 
@@ -166,5 +174,8 @@ fn repairs_come_after_the_threshold_and_not_more_often() {
             assert!(r.contains("threshold 30s") && r.contains("kubelet and containerd"), "{r}");
         }
     }
-    assert_eq!(exit_repair_reason("a-1-kubelet", Some(137)), "a-1-kubelet exited with code 137: started again");
+    assert_eq!(
+        exit_repair_reason("a-1-kubelet", Some(137)),
+        "a-1-kubelet exited with code 137: started again"
+    );
 }

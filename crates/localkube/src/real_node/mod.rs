@@ -26,6 +26,7 @@ mod host;
 mod images;
 mod network;
 mod node;
+pub mod sandbox;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

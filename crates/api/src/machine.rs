@@ -71,10 +71,6 @@ pub struct MachineSpec {
 /// A real worker node of a hosted cluster, run on this machine.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-#[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "self.kubeletKubeconfigRef != self.kubeProxyKubeconfigRef",
-     "message": "the kubelet and kube-proxy need credentials of their own (system:node:<name> and system:kube-proxy)"}
-]))]
 pub struct RealNodeSpec {
     /// The Node's name in its cluster; its components are named after it.
     /// At most 45 characters so `<name>-kube-proxy` is a component name.

@@ -271,7 +271,10 @@ async fn run_with(
                 return Ok(());
             }
             event = events.next() => match event {
-                Some(Ok(watcher::Event::InitApply(m))) | Some(Ok(watcher::Event::Apply(m))) => machine = Some(m),
+                Some(Ok(watcher::Event::InitApply(m))) | Some(Ok(watcher::Event::Apply(m))) => {
+                    tracing::debug!(machine = %config.machine, generation = ?m.metadata.generation, "Machine changed");
+                    machine = Some(m);
+                }
                 Some(Ok(watcher::Event::Init)) => {}
                 Some(Ok(watcher::Event::InitDone)) => listed = true,
                 Some(Ok(watcher::Event::Delete(_))) => machine = None,

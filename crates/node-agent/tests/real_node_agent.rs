@@ -27,10 +27,15 @@ const NODE: &str = "rn-agent-1";
 
 /// Kills, on drop, every process the agent recorded, and whatever is left
 /// in the node's cgroups (through the agent's group, removed on leave).
-struct Cleanup(std::path::PathBuf);
+struct Cleanup(std::path::PathBuf, Option<tokio::task::JoinHandle<Result<(), flotilla_node_agent::Error>>>);
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // The agent first, or it starts what is killed here again.
+        if let Some(agent) = self.1.take() {
+            agent.abort();
+            std::thread::sleep(Duration::from_millis(500));
+        }
         flotilla_node_agent::kill_recorded(&self.0);
         if let Ok(state) = State::load(&self.0) {
             if let Some(anchor) = state.real_nodes.anchor {
@@ -116,33 +121,20 @@ async fn the_agent_runs_repairs_and_removes_a_real_node() {
     };
 
     let state_dir = tempfile::Builder::new().prefix("rna").tempdir_in("/tmp").unwrap();
-    let _cleanup = Cleanup(state_dir.path().to_path_buf());
+    let mut cleanup = Cleanup(state_dir.path().to_path_buf(), None);
     let mut agent_config =
         NodeAgentConfig::new(MACHINE, hub.kubeconfig_path().to_path_buf(), state_dir.path().to_path_buf());
     agent_config.tick = Duration::from_millis(300);
     agent_config.heartbeat = Duration::from_secs(2);
     agent_config.stop_grace = Duration::from_secs(5);
-    let agent = tokio::spawn(flotilla_node_agent::run(agent_config, std::future::pending()));
+    cleanup.1 = Some(tokio::spawn(flotilla_node_agent::run(agent_config, std::future::pending())));
+    // The agent may have registered the Machine already: merge the spec in.
     let machine = Machine::new(MACHINE, MachineSpec { real_nodes: vec![spec], ..Default::default() });
-    machines
-        .create(&PostParams::default(), &machine)
-        .await
-        .or_else(|e| match e {
-            kube::Error::Api(a) if a.code == 409 => Ok(machine.clone()),
-            e => Err(e),
-        })
-        .unwrap();
-    machines
-        .patch(
-            MACHINE,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&json!({
-                "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-                "spec": {"realNodes": machine.spec.real_nodes},
-            })),
-        )
-        .await
-        .unwrap();
+    if let Err(kube::Error::Api(e)) = machines.create(&PostParams::default(), &machine).await {
+        assert_eq!(e.code, 409, "{e:?}");
+        let spec = json!({"spec": {"realNodes": machine.spec.real_nodes}});
+        machines.patch(MACHINE, &PatchParams::default(), &Patch::Merge(&spec)).await.unwrap();
+    }
 
     // The node joins and is Ready.
     let nodes: Api<Node> = Api::all(cluster.client());
@@ -201,16 +193,10 @@ async fn the_agent_runs_repairs_and_removes_a_real_node() {
         .map(|c| c.pid)
         .collect();
     assert_eq!(pids_before.len(), 4, "{pids_before:?}");
-    machines
-        .patch(
-            MACHINE,
-            &PatchParams::apply("test").force(),
-            &Patch::Apply(&json!({
-                "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine", "spec": {"realNodes": []},
-            })),
-        )
-        .await
-        .unwrap();
+    // A merge patch: the spec was written by create, not by an apply.
+    let removed = json!({"spec": {"realNodes": null}});
+    let patched = machines.patch(MACHINE, &PatchParams::default(), &Patch::Merge(&removed)).await.unwrap();
+    assert!(patched.spec.real_nodes.is_empty(), "{:?}", patched.spec);
     wait_for("the real node's sandbox removed", WAIT, || async {
         let state = State::load(state_dir.path()).unwrap();
         state.real_nodes.nodes.is_empty() && state.real_nodes.anchor.is_none() && state.components.is_empty()
@@ -225,7 +211,7 @@ async fn the_agent_runs_repairs_and_removes_a_real_node() {
         assert!(!Path::new(&format!("/proc/{pid}")).exists(), "process {pid} is left");
     }
     assert!(!state_dir.path().join("flt-rn-nodes").exists());
-    agent.abort();
+    drop(cleanup);
     drop(api_bridge);
 }
 

@@ -167,8 +167,9 @@ pub fn components(
     let mut holder = shell(
         &names[0],
         format!(
-            "{join_cgroup}rm -f {ready} {pid}\nexec {nsenter} {args}\n",
+            "{join_cgroup}rm -f {ready} {pid}\nmkdir -p {dirs}\nexec {nsenter} {args}\n",
             ready = q(&paths.holder_ready),
+            dirs = runtime.directories().iter().map(|d| q(d)).collect::<Vec<_>>().join(" "),
             pid = q(&pid_file),
             nsenter = q(&facts.nsenter),
             args = holder_words.join(" "),

@@ -95,6 +95,11 @@ fn processes_run_inside_the_holder_and_wait_for_what_they_need() {
     assert!(holder.contains("--net=/run/netns/flt7n1"), "{holder}");
     assert!(holder.contains("rm -f"), "stale ready/pid files go first: {holder}");
     assert!(holder.contains("holder.pid"), "{holder}");
+    let mkdir = holder.find("mkdir -p").unwrap();
+    assert!(mkdir < holder.find("exec").unwrap(), "the node's directories exist before its mounts: {holder}");
+    for dir in runtime.directories() {
+        assert!(holder.contains(&format!("'{}'", dir.display())), "{}: {holder}", dir.display());
+    }
     for i in 1..4 {
         let s = script(i);
         assert!(s.contains(&format!("while [ ! -e '{}' ]", p.holder_ready.display())), "{s}");

@@ -76,7 +76,7 @@ fn bad_inputs_are_refused_with_the_reason() {
         (
             "long dir",
             spec(),
-            MachineFacts { group_dir: PathBuf::from("/".repeat(1) + &"d".repeat(100)), ..facts() },
+            MachineFacts { group_dir: PathBuf::from(format!("/{}", "d".repeat(100))), ..facts() },
             "too long",
         ),
     ];

@@ -443,7 +443,8 @@ mod tests {
             },
         ];
         for case in cases {
-            let mut m = Machine::new("m2", MachineSpec { address: case.spec.map(Into::into), ..Default::default() });
+            let mut m =
+                Machine::new("m2", MachineSpec { address: case.spec.map(Into::into), ..Default::default() });
             m.status = case.reported.map(|list| MachineStatus {
                 addresses: list.into_iter().map(|(t, a)| MachineAddress::new(t, a)).collect(),
                 ..Default::default()

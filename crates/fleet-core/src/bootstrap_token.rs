@@ -69,7 +69,8 @@ impl BootstrapToken {
     /// A token from 22 random bytes (the caller reads them, e.g. from
     /// `/dev/urandom`): 6 for the id, 16 for the secret.
     pub fn from_random(bytes: &[u8; ID_LEN + SECRET_LEN]) -> Self {
-        let text: String = bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect();
+        let text: String =
+            bytes.iter().map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()])).collect();
         let (id, secret) = text.split_at(ID_LEN);
         Self { id: id.to_string(), secret: secret.to_string() }
     }

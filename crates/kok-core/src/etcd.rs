@@ -1022,11 +1022,8 @@ pub(crate) mod tests {
         let reported = |name: &str, addresses: Vec<MachineAddress>| {
             let mut m = machine(name, "etcd");
             m.spec.address = None;
-            m.status = Some(MachineStatus {
-                last_heartbeat: Some(Time(t(990))),
-                addresses,
-                ..Default::default()
-            });
+            m.status =
+                Some(MachineStatus { last_heartbeat: Some(Time(t(990))), addresses, ..Default::default() });
             m
         };
         let v4 = reported(
@@ -1038,8 +1035,7 @@ pub(crate) mod tests {
             ],
         );
         let v6 = reported("m2", vec![MachineAddress::new(MachineAddressType::InternalIp, "fd00::3")]);
-        let hostname_only =
-            reported("m3", vec![MachineAddress::new(MachineAddressType::Hostname, "host-3")]);
+        let hostname_only = reported("m3", vec![MachineAddress::new(MachineAddressType::Hostname, "host-3")]);
         let machines = [v4, v6, hostname_only];
         let plan = check(&cluster(3), &machines, &Observation::default());
         assert_eq!(placed(&plan.members), [("e-0", "m1"), ("e-1", "m2")]);

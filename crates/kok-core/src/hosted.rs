@@ -233,8 +233,7 @@ pub fn machine_unusable(machine: &Machine, now: OffsetDateTime, lost_after: Dura
     };
     let at = OffsetDateTime::from_unix_timestamp(beat.0.as_second()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let age = now - at;
-    (age > lost_after)
-        .then(|| format!("{name}'s node agent has not reported for {}s", age.whole_seconds()))
+    (age > lost_after).then(|| format!("{name}'s node agent has not reported for {}s", age.whole_seconds()))
 }
 
 fn machine_name(m: &Machine) -> String {

@@ -342,18 +342,21 @@ pub fn component_conditions(
         } else if mine.is_empty() && placement.unplaced_instances > 0 {
             (
                 "NoMachine",
-                with_reasons(match hc.spec.control_plane.machine_pool.as_deref() {
-                    Some(pool) => format!(
-                        "no usable machine of pool {pool} (label {}={pool}) matches \
+                with_reasons(
+                    match hc.spec.control_plane.machine_pool.as_deref() {
+                        Some(pool) => format!(
+                            "no usable machine of pool {pool} (label {}={pool}) matches \
                          spec.controlPlane.machineSelector for {}",
-                        flotilla_api::kok::MACHINE_POOL_LABEL,
-                        part.upstream()
-                    ),
-                    None => format!(
-                        "no usable machine matches spec.controlPlane.machineSelector for {}",
-                        part.upstream()
-                    ),
-                }, &placement.control_plane_unusable),
+                            flotilla_api::kok::MACHINE_POOL_LABEL,
+                            part.upstream()
+                        ),
+                        None => format!(
+                            "no usable machine matches spec.controlPlane.machineSelector for {}",
+                            part.upstream()
+                        ),
+                    },
+                    &placement.control_plane_unusable,
+                ),
             )
         } else {
             let problems: Vec<String> = mine
@@ -373,7 +376,10 @@ pub fn component_conditions(
         let ok = ready_nodes >= wanted;
         let message = if placement.unplaced_nodes > 0 {
             with_reasons(
-                format!("{ready_nodes}/{wanted} nodes Ready; {} have no usable machine", placement.unplaced_nodes),
+                format!(
+                    "{ready_nodes}/{wanted} nodes Ready; {} have no usable machine",
+                    placement.unplaced_nodes
+                ),
                 &placement.nodes_unusable,
             )
         } else {

@@ -109,7 +109,9 @@ pub fn detect(state_dir: &Path, given: Option<IpAddr>, container_runtime: Option
 pub async fn container_runtime_version() -> Option<String> {
     let run = tokio::process::Command::new("containerd").arg("--version").kill_on_drop(true).output();
     match tokio::time::timeout(RUNTIME_PROBE_TIMEOUT, run).await {
-        Ok(Ok(out)) if out.status.success() => parse::containerd_version(&String::from_utf8_lossy(&out.stdout)),
+        Ok(Ok(out)) if out.status.success() => {
+            parse::containerd_version(&String::from_utf8_lossy(&out.stdout))
+        }
         Ok(Ok(_)) | Err(_) => None,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, "no container runtime found");

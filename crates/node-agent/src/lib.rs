@@ -327,7 +327,11 @@ struct Agent {
 }
 
 impl Agent {
-    fn new(config: NodeAgentConfig, client: Client, container_runtime: Option<String>) -> Result<Self, Error> {
+    fn new(
+        config: NodeAgentConfig,
+        client: Client,
+        container_runtime: Option<String>,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(&config.state_dir).map_err(io_error(&config.state_dir))?;
         let mut state = State::load(&config.state_dir)?;
         state.machine = config.machine.clone();

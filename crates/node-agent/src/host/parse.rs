@@ -67,8 +67,13 @@ fn route(line: &str) -> Option<Route<'_>> {
 /// link-local, multicast or unspecified.
 fn global(ip: &IpAddr) -> bool {
     match ip {
-        IpAddr::V4(v4) => !(v4.is_loopback() || v4.is_link_local() || v4.is_unspecified() || v4.is_multicast()
-            || v4.is_broadcast()),
+        IpAddr::V4(v4) => {
+            !(v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast())
+        }
         IpAddr::V6(v6) => {
             let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
             !(v6.is_loopback() || link_local || v6.is_unspecified() || v6.is_multicast())
@@ -169,7 +174,11 @@ pub fn bytes_quantity(bytes: u64) -> Quantity {
 }
 
 /// `status.capacity`, leaving out what could not be read.
-pub fn capacity(cpus: Option<u32>, memory_kib: Option<u64>, disk_bytes: Option<u64>) -> BTreeMap<String, Quantity> {
+pub fn capacity(
+    cpus: Option<u32>,
+    memory_kib: Option<u64>,
+    disk_bytes: Option<u64>,
+) -> BTreeMap<String, Quantity> {
     let mut out = BTreeMap::new();
     if let Some(cpus) = cpus {
         out.insert("cpu".to_string(), Quantity(cpus.to_string()));
@@ -283,7 +292,13 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         let cases: Vec<(&str, Vec<(String, IpAddr)>, Vec<String>, Vec<String>, Vec<&str>)> = vec![
             (
                 "this machine: dual stack on eth0, loopback and link-local left out",
-                host(&[("lo", "127.0.0.1"), ("lo", "::1"), ("eth0", "192.0.2.2"), ("eth0", "fd00::2"), ("eth0", "fe80::fc:ff:fe00:1")]),
+                host(&[
+                    ("lo", "127.0.0.1"),
+                    ("lo", "::1"),
+                    ("eth0", "192.0.2.2"),
+                    ("eth0", "fd00::2"),
+                    ("eth0", "fe80::fc:ff:fe00:1"),
+                ]),
                 eth0(),
                 eth0(),
                 vec!["192.0.2.2", "fd00::2"],
@@ -311,7 +326,12 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
             ),
             (
                 "no default route: every global address in interface order, each once",
-                host(&[("eth0", "192.0.2.2"), ("eth0:1", "192.0.2.2"), ("eth1", "169.254.1.1"), ("eth2", "10.0.0.4")]),
+                host(&[
+                    ("eth0", "192.0.2.2"),
+                    ("eth0:1", "192.0.2.2"),
+                    ("eth1", "169.254.1.1"),
+                    ("eth2", "10.0.0.4"),
+                ]),
                 vec![],
                 vec![],
                 vec!["192.0.2.2", "10.0.0.4"],
@@ -335,11 +355,17 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
                 Some("m1"),
                 vec![(InternalIp, "192.0.2.2"), (InternalIp, "fd00::2"), (Hostname, "m1")],
             ),
-            ("--address replaces them", Some(ip("127.0.0.1")), Some("m1"), vec![(InternalIp, "127.0.0.1"), (Hostname, "m1")]),
+            (
+                "--address replaces them",
+                Some(ip("127.0.0.1")),
+                Some("m1"),
+                vec![(InternalIp, "127.0.0.1"), (Hostname, "m1")],
+            ),
             ("no hostname", None, None, vec![(InternalIp, "192.0.2.2"), (InternalIp, "fd00::2")]),
         ];
         for (name, given, host, want) in cases {
-            let want: Vec<MachineAddress> = want.into_iter().map(|(t, a)| MachineAddress::new(t, a)).collect();
+            let want: Vec<MachineAddress> =
+                want.into_iter().map(|(t, a)| MachineAddress::new(t, a)).collect();
             assert_eq!(addresses(&found, given, host), want, "{name}");
         }
     }
@@ -371,7 +397,10 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
             assert_eq!(hostname(text).as_deref(), *want, "{text:?}");
         }
         let releases: &[(&str, Option<&str>)] = &[
-            ("NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n", Some("Debian GNU/Linux 12 (bookworm)")),
+            (
+                "NAME=\"Debian GNU/Linux\"\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+                Some("Debian GNU/Linux 12 (bookworm)"),
+            ),
             ("PRETTY_NAME='Alpine Linux v3.20'\n", Some("Alpine Linux v3.20")),
             ("PRETTY_NAME=Gentoo\n", Some("Gentoo")),
             ("PRETTY_NAME=\"\"\n", None),
@@ -412,11 +441,18 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
                 Some(105_089_261_568),
                 vec![("cpu", q("2")), ("ephemeral-storage", q("102626232Ki")), ("memory", q("16389012Ki"))],
             ),
-            ("a disk size not in whole KiB stays in bytes", None, None, Some(1000), vec![("ephemeral-storage", q("1000"))]),
+            (
+                "a disk size not in whole KiB stays in bytes",
+                None,
+                None,
+                Some(1000),
+                vec![("ephemeral-storage", q("1000"))],
+            ),
             ("nothing readable", None, Some(0), Some(0), vec![]),
         ];
         for (name, cpus, memory, disk, want) in cases {
-            let want: BTreeMap<String, Quantity> = want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            let want: BTreeMap<String, Quantity> =
+                want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
             assert_eq!(capacity(cpus, memory, disk), want, "{name}");
         }
     }

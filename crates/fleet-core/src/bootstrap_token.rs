@@ -197,24 +197,33 @@ mod tests {
         let token = BootstrapToken::new("abcdef", "0123456789abcdef").unwrap();
         let at = Timestamp::from_second(1_800_000_000).unwrap();
         let data = |s: &Secret| s.string_data.clone().unwrap();
-        let cases: Vec<(&str, Secret, Vec<(&str, &str)>)> = vec![
-            ("plain", token.secret().build(), vec![]),
-            (
-                "a fleet token",
-                token.fleet_secret().expires_at(at).description("flotilla: joins").build(),
-                vec![
+        struct Case {
+            name: &'static str,
+            secret: Secret,
+            extra: &'static [(&'static str, &'static str)],
+        }
+        let cases = [
+            Case { name: "plain", secret: token.secret().build(), extra: &[] },
+            Case {
+                name: "a fleet token",
+                secret: token.fleet_secret().expires_at(at).description("flotilla: joins").build(),
+                extra: &[
                     ("auth-extra-groups", BOOTSTRAP_GROUP),
                     ("description", "flotilla: joins"),
                     ("expiration", "2027-01-15T08:00:00Z"),
                 ],
-            ),
-            (
-                "several groups",
-                token.secret().group("system:bootstrappers:a").group("system:bootstrappers:b").build(),
-                vec![("auth-extra-groups", "system:bootstrappers:a,system:bootstrappers:b")],
-            ),
+            },
+            Case {
+                name: "several groups",
+                secret: token
+                    .secret()
+                    .group("system:bootstrappers:a")
+                    .group("system:bootstrappers:b")
+                    .build(),
+                extra: &[("auth-extra-groups", "system:bootstrappers:a,system:bootstrappers:b")],
+            },
         ];
-        for (name, secret, extra) in cases {
+        for Case { name, secret, extra } in cases {
             assert_eq!(secret.metadata.name.as_deref(), Some("bootstrap-token-abcdef"), "{name}");
             assert_eq!(secret.metadata.namespace.as_deref(), Some("kube-system"), "{name}");
             assert_eq!(secret.type_.as_deref(), Some("bootstrap.kubernetes.io/token"), "{name}");
@@ -224,7 +233,7 @@ mod tests {
                 ("usage-bootstrap-authentication", "true"),
             ]
             .into_iter()
-            .chain(extra)
+            .chain(extra.iter().copied())
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
             assert_eq!(data(&secret), want, "{name}");

@@ -61,7 +61,7 @@ fn interface_ips() -> Vec<(String, IpAddr)> {
 /// Size in bytes of the file system holding `dir`.
 fn disk_bytes(dir: &Path) -> Option<u64> {
     match nix::sys::statvfs::statvfs(dir) {
-        Ok(fs) => u64::from(fs.blocks()).checked_mul(fs.fragment_size()),
+        Ok(fs) => fs.blocks().checked_mul(fs.fragment_size()),
         Err(e) => {
             tracing::debug!(dir = %dir.display(), error = %e, "cannot measure the state directory's file system");
             None

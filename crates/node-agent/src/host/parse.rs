@@ -166,7 +166,7 @@ pub fn mem_total_kib(meminfo: &str) -> Option<u64> {
 /// A byte count as a Quantity, in `Ki` when it is whole KiB (as a Node's
 /// capacity is written).
 pub fn bytes_quantity(bytes: u64) -> Quantity {
-    if bytes % 1024 == 0 && bytes > 0 {
+    if bytes.is_multiple_of(1024) && bytes > 0 {
         Quantity(format!("{}Ki", bytes / 1024))
     } else {
         Quantity(bytes.to_string())
@@ -288,59 +288,77 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
         let host = |list: &[(&str, &str)]| -> Vec<(String, IpAddr)> {
             list.iter().map(|(i, a)| (i.to_string(), ip(a))).collect()
         };
-        let eth0 = || vec!["eth0".to_string()];
-        let cases: Vec<(&str, Vec<(String, IpAddr)>, Vec<String>, Vec<String>, Vec<&str>)> = vec![
-            (
-                "this machine: dual stack on eth0, loopback and link-local left out",
-                host(&[
+        let names = |list: &[&str]| -> Vec<String> { list.iter().map(|n| n.to_string()).collect() };
+        struct Case {
+            name: &'static str,
+            interfaces: Vec<(String, IpAddr)>,
+            default_v4: Vec<String>,
+            default_v6: Vec<String>,
+            want: Vec<&'static str>,
+        }
+        let cases = [
+            Case {
+                name: "this machine: dual stack on eth0, loopback and link-local left out",
+                interfaces: host(&[
                     ("lo", "127.0.0.1"),
                     ("lo", "::1"),
                     ("eth0", "192.0.2.2"),
                     ("eth0", "fd00::2"),
                     ("eth0", "fe80::fc:ff:fe00:1"),
                 ]),
-                eth0(),
-                eth0(),
-                vec!["192.0.2.2", "fd00::2"],
-            ),
-            (
-                "a bridge listed first still comes after the default route's interface",
-                host(&[("cni0", "10.88.0.1"), ("docker0", "172.17.0.1"), ("eth0", "192.0.2.2")]),
-                eth0(),
-                vec![],
-                vec!["192.0.2.2", "10.88.0.1", "172.17.0.1"],
-            ),
-            (
-                "an IPv6 address on an interface with only an IPv4 default route is not preferred",
-                host(&[("eth1", "2001:db8::5"), ("eth0", "2001:db8::9"), ("eth0", "192.0.2.2")]),
-                eth0(),
-                vec!["eth1".to_string()],
-                vec!["192.0.2.2", "2001:db8::5", "2001:db8::9"],
-            ),
-            (
-                "default routes in metric order",
-                host(&[("eth0", "192.0.2.2"), ("eth1", "198.51.100.7")]),
-                vec!["eth1".to_string(), "eth0".to_string()],
-                vec![],
-                vec!["198.51.100.7", "192.0.2.2"],
-            ),
-            (
-                "no default route: every global address in interface order, each once",
-                host(&[
+                default_v4: names(&["eth0"]),
+                default_v6: names(&["eth0"]),
+                want: vec!["192.0.2.2", "fd00::2"],
+            },
+            Case {
+                name: "a bridge listed first still comes after the default route's interface",
+                interfaces: host(&[("cni0", "10.88.0.1"), ("docker0", "172.17.0.1"), ("eth0", "192.0.2.2")]),
+                default_v4: names(&["eth0"]),
+                default_v6: vec![],
+                want: vec!["192.0.2.2", "10.88.0.1", "172.17.0.1"],
+            },
+            Case {
+                name: "an IPv6 address on an interface with only an IPv4 default route is not preferred",
+                interfaces: host(&[("eth1", "2001:db8::5"), ("eth0", "2001:db8::9"), ("eth0", "192.0.2.2")]),
+                default_v4: names(&["eth0"]),
+                default_v6: names(&["eth1"]),
+                want: vec!["192.0.2.2", "2001:db8::5", "2001:db8::9"],
+            },
+            Case {
+                name: "default routes in metric order",
+                interfaces: host(&[("eth0", "192.0.2.2"), ("eth1", "198.51.100.7")]),
+                default_v4: names(&["eth1", "eth0"]),
+                default_v6: vec![],
+                want: vec!["198.51.100.7", "192.0.2.2"],
+            },
+            Case {
+                name: "no default route: every global address in interface order, each once",
+                interfaces: host(&[
                     ("eth0", "192.0.2.2"),
                     ("eth0:1", "192.0.2.2"),
                     ("eth1", "169.254.1.1"),
                     ("eth2", "10.0.0.4"),
                 ]),
-                vec![],
-                vec![],
-                vec!["192.0.2.2", "10.0.0.4"],
-            ),
-            ("loopback only", host(&[("lo", "127.0.0.1"), ("lo", "::1")]), vec![], vec![], vec![]),
+                default_v4: vec![],
+                default_v6: vec![],
+                want: vec!["192.0.2.2", "10.0.0.4"],
+            },
+            Case {
+                name: "loopback only",
+                interfaces: host(&[("lo", "127.0.0.1"), ("lo", "::1")]),
+                default_v4: vec![],
+                default_v6: vec![],
+                want: vec![],
+            },
         ];
-        for (name, interfaces, v4, v6, want) in cases {
-            let want: Vec<IpAddr> = want.into_iter().map(ip).collect();
-            assert_eq!(ordered_ips(&interfaces, &v4, &v6), want, "{name}");
+        for case in cases {
+            let want: Vec<IpAddr> = case.want.into_iter().map(ip).collect();
+            assert_eq!(
+                ordered_ips(&case.interfaces, &case.default_v4, &case.default_v6),
+                want,
+                "{}",
+                case.name
+            );
         }
     }
 
@@ -348,25 +366,36 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
     fn addresses_list_the_internal_ips_or_only_the_given_one_then_the_hostname() {
         use MachineAddressType::{Hostname, InternalIp};
         let found = [ip("192.0.2.2"), ip("fd00::2")];
-        let cases: Vec<(&str, Option<IpAddr>, Option<&str>, Vec<(MachineAddressType, &str)>)> = vec![
-            (
-                "found",
-                None,
-                Some("m1"),
-                vec![(InternalIp, "192.0.2.2"), (InternalIp, "fd00::2"), (Hostname, "m1")],
-            ),
-            (
-                "--address replaces them",
-                Some(ip("127.0.0.1")),
-                Some("m1"),
-                vec![(InternalIp, "127.0.0.1"), (Hostname, "m1")],
-            ),
-            ("no hostname", None, None, vec![(InternalIp, "192.0.2.2"), (InternalIp, "fd00::2")]),
+        struct Case {
+            name: &'static str,
+            given: Option<IpAddr>,
+            hostname: Option<&'static str>,
+            want: Vec<(MachineAddressType, &'static str)>,
+        }
+        let cases = [
+            Case {
+                name: "found",
+                given: None,
+                hostname: Some("m1"),
+                want: vec![(InternalIp, "192.0.2.2"), (InternalIp, "fd00::2"), (Hostname, "m1")],
+            },
+            Case {
+                name: "--address replaces them",
+                given: Some(ip("127.0.0.1")),
+                hostname: Some("m1"),
+                want: vec![(InternalIp, "127.0.0.1"), (Hostname, "m1")],
+            },
+            Case {
+                name: "no hostname",
+                given: None,
+                hostname: None,
+                want: vec![(InternalIp, "192.0.2.2"), (InternalIp, "fd00::2")],
+            },
         ];
-        for (name, given, host, want) in cases {
+        for case in cases {
             let want: Vec<MachineAddress> =
-                want.into_iter().map(|(t, a)| MachineAddress::new(t, a)).collect();
-            assert_eq!(addresses(&found, given, host), want, "{name}");
+                case.want.into_iter().map(|(t, a)| MachineAddress::new(t, a)).collect();
+            assert_eq!(addresses(&found, case.given, case.hostname), want, "{}", case.name);
         }
     }
 
@@ -433,27 +462,44 @@ fd000000000000000000000000000000 40 00000000000000000000000000000000 00 00000000
     #[test]
     fn capacity_holds_what_was_read_in_node_units() {
         let q = |s: &str| Quantity(s.to_string());
-        let cases: Vec<(&str, Option<u32>, Option<u64>, Option<u64>, Vec<(&str, Quantity)>)> = vec![
-            (
-                "everything",
-                Some(2),
-                Some(16_389_012),
-                Some(105_089_261_568),
-                vec![("cpu", q("2")), ("ephemeral-storage", q("102626232Ki")), ("memory", q("16389012Ki"))],
-            ),
-            (
-                "a disk size not in whole KiB stays in bytes",
-                None,
-                None,
-                Some(1000),
-                vec![("ephemeral-storage", q("1000"))],
-            ),
-            ("nothing readable", None, Some(0), Some(0), vec![]),
+        struct Case {
+            name: &'static str,
+            cpus: Option<u32>,
+            memory_kib: Option<u64>,
+            disk_bytes: Option<u64>,
+            want: Vec<(&'static str, Quantity)>,
+        }
+        let cases = [
+            Case {
+                name: "everything",
+                cpus: Some(2),
+                memory_kib: Some(16_389_012),
+                disk_bytes: Some(105_089_261_568),
+                want: vec![
+                    ("cpu", q("2")),
+                    ("ephemeral-storage", q("102626232Ki")),
+                    ("memory", q("16389012Ki")),
+                ],
+            },
+            Case {
+                name: "a disk size not in whole KiB stays in bytes",
+                cpus: None,
+                memory_kib: None,
+                disk_bytes: Some(1000),
+                want: vec![("ephemeral-storage", q("1000"))],
+            },
+            Case {
+                name: "nothing readable",
+                cpus: None,
+                memory_kib: Some(0),
+                disk_bytes: Some(0),
+                want: vec![],
+            },
         ];
-        for (name, cpus, memory, disk, want) in cases {
+        for case in cases {
             let want: BTreeMap<String, Quantity> =
-                want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-            assert_eq!(capacity(cpus, memory, disk), want, "{name}");
+                case.want.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+            assert_eq!(capacity(case.cpus, case.memory_kib, case.disk_bytes), want, "{}", case.name);
         }
     }
 }

@@ -701,7 +701,7 @@ pub fn apiserver_urls(
             machines.iter().find_map(|m| {
                 let c = m.spec.components.iter().find(|c| c.name == name)?;
                 let port = ports::flag_port(c, "--secure-port")?;
-                Some(format!("https://{}:{port}", host_of(m.spec.address.as_deref()?)))
+                Some(format!("https://{}:{port}", host_of(m.address()?)))
             })
         })
         .collect()
@@ -834,8 +834,15 @@ pub(crate) mod tests {
             args: vec!["--v=1".into(), "--secure-port=7000".into()],
             ..Default::default()
         });
+        // No spec.address: the one its node agent reports.
         let mut m2 = machine("m2", true);
-        m2.spec.address = Some("::1".into());
+        m2.spec.address = None;
+        if let Some(status) = m2.status.as_mut() {
+            status.addresses = vec![flotilla_api::machine::MachineAddress::new(
+                flotilla_api::machine::MachineAddressType::InternalIp,
+                "::1",
+            )];
+        }
         m2.spec.components.push(ComponentSpec {
             name: component_name(Part::Apiserver, "ns", "c", 1),
             args: vec!["--secure-port=7001".into()],

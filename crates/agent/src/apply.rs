@@ -17,8 +17,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flotilla_api::policy::ConflictResolution;
-use flotilla_api::work::{keys, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus};
+use flotilla_api::work::{
+    keys, Health, HealthDetail, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus,
+};
 use flotilla_apps_core::apply::{self as decide, Ownership, Target};
+use flotilla_apps_core::health::diagnosis::{self, PodSelection};
 use futures::channel::mpsc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -33,6 +36,7 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::error::Error;
+use crate::pods::MemberPods;
 
 mod member_watch;
 
@@ -52,11 +56,14 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 
 /// Applies the Works in `hub_namespace` to `member` until the process ends
 /// (or the returned future is dropped).
+///
+/// `pods` (shared with the collector) say why a workload is unhealthy.
 pub async fn run_applier(
     hub: Client,
     hub_namespace: String,
     member: Client,
     cluster: String,
+    pods: MemberPods,
 ) -> Result<(), Error> {
     let works: Api<Work> = Api::namespaced(hub, &hub_namespace);
     let (reader, writer) = reflector::store();
@@ -77,6 +84,7 @@ pub async fn run_applier(
         triggers,
         failures: Mutex::default(),
         recorded: Mutex::default(),
+        pods,
     });
     tracing::info!(cluster = %applier.cluster, namespace = %applier.hub_namespace, "work applier running");
     Controller::for_stream(work_events, reader)
@@ -130,6 +138,9 @@ struct Applier {
     /// applying); without this, an object applied then and dropped from
     /// the spec right after would never be deleted.
     recorded: Mutex<HashMap<String, Vec<ResourceIdentifier>>>,
+    /// The member's pods: why an unhealthy workload is so, and a change
+    /// to its pods reconciles its Work again.
+    pods: MemberPods,
 }
 
 async fn reconcile(work: Arc<Work>, applier: Arc<Applier>) -> Result<Action, Error> {
@@ -213,13 +224,16 @@ impl Applier {
         let applied_by = decide::applied_by(&self.hub_namespace, &name);
         let manifests = &work.spec.manifests;
         let mut statuses = Vec::with_capacity(manifests.len());
+        let mut unhealthy_pods = Vec::new();
         for index in decide::apply_order(manifests) {
             let ordinal = i32::try_from(index).unwrap_or(i32::MAX);
-            let status = self
-                .apply_manifest(ordinal, &manifests[index], &applied_by, work.spec.conflict_resolution)
-                .await?;
+            let manifest = &manifests[index];
+            let resolution = work.spec.conflict_resolution;
+            let status =
+                self.apply_manifest(ordinal, manifest, &applied_by, resolution, &mut unhealthy_pods).await?;
             statuses.push(status);
         }
+        self.pods.follow(&self.work_ref(&name), unhealthy_pods, &self.triggers);
 
         // Objects applied before whose manifests are gone: delete them
         // (after applying, so a replacement exists before the old one goes).
@@ -296,6 +310,7 @@ impl Applier {
         Manifest(manifest): &Manifest,
         applied_by: &str,
         resolution: ConflictResolution,
+        unhealthy_pods: &mut Vec<PodSelection>,
     ) -> Result<ManifestStatus, Error> {
         let target = match decide::target(manifest) {
             Ok(target) => target,
@@ -372,16 +387,47 @@ impl Applier {
         };
         applied.managed_fields_mut().clear();
         let generation = applied.metadata.generation;
-        let (health, status) = flotilla_apps_core::health::interpret(&serde_json::to_value(&applied)?);
+        let object = serde_json::to_value(&applied)?;
+        let (health, status) = flotilla_apps_core::health::interpret(&object);
+        let (health, health_detail) = self.diagnose(&object, health, unhealthy_pods);
         Ok(ManifestStatus {
             identifier,
             applied: true,
             reason: String::new(),
             message: String::new(),
             health,
+            health_detail,
             status,
             generation,
         })
+    }
+
+    /// Why an object that is not healthy is not, from its pods (followed
+    /// from now on, in `unhealthy_pods`). No detail before the pods are
+    /// listed: the first list reconciles the followed Works.
+    fn diagnose(
+        &self,
+        object: &Value,
+        health: Health,
+        unhealthy_pods: &mut Vec<PodSelection>,
+    ) -> (Health, Option<HealthDetail>) {
+        if health == Health::Healthy {
+            return (health, None);
+        }
+        let Some(selection) = diagnosis::pod_selection(object) else {
+            // A bare Pod is its own pod; other kinds say why themselves.
+            return diagnosis::diagnose(object, health, &[]);
+        };
+        let pods = self.pods.selected(&selection);
+        unhealthy_pods.push(selection);
+        match pods {
+            Some(pods) => diagnosis::diagnose(object, health, &pods),
+            None => (health, None),
+        }
+    }
+
+    fn work_ref(&self, name: &str) -> ObjectRef<Work> {
+        ObjectRef::new(name).within(&self.hub_namespace)
     }
 
     /// A manifest status for an error that is the manifest's own, or the
@@ -574,6 +620,7 @@ impl Applier {
             self.remove(id, &applied_by, preserve).await?;
         }
         lock(&self.recorded).remove(&name);
+        self.pods.follow(&self.work_ref(&name), Vec::new(), &self.triggers);
         tracing::info!(
             cluster = %self.cluster, work = %name, objects = objects.len(), preserved = preserve,
             "work deleted; its objects are removed from the member"

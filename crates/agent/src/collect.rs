@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use flotilla_api::cluster::{conditions, ApiEnablement, ManagedCluster};
+use flotilla_core::conditions::Wanted;
 use flotilla_fleet_core::membership;
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -18,22 +19,19 @@ use serde_json::json;
 
 use crate::config::FIELD_MANAGER;
 use crate::error::Error;
+use crate::pods::MemberPods;
 
 /// The agent's condition on its ManagedCluster: what its last probe of the
-/// member's API said, and since when it has said so.
-fn member_healthy_condition(health: &Result<(), String>, since: Time) -> Condition {
-    let (status, reason, message) = match health {
-        Ok(()) => ("True", "ReadyzOk", "the cluster's API answers /readyz ok".to_string()),
-        Err(e) => ("False", "ReadyzFailed", e.clone()),
+/// member's API said, and since when it has said so (kept from the last
+/// written condition while the status holds).
+fn member_healthy_condition(health: &Result<(), String>, previous: &[Condition], now: &Time) -> Condition {
+    let wanted = match health {
+        Ok(()) => {
+            Wanted::new(conditions::MEMBER_HEALTHY, true, "ReadyzOk", "the cluster's API answers /readyz ok")
+        }
+        Err(e) => Wanted::new(conditions::MEMBER_HEALTHY, false, "ReadyzFailed", e.clone()),
     };
-    Condition {
-        type_: conditions::MEMBER_HEALTHY.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message,
-        last_transition_time: since,
-        observed_generation: None,
-    }
+    flotilla_core::conditions::condition(previous, wanted, now)
 }
 
 /// Fails with an actionable message if the member's API does not answer.
@@ -102,18 +100,20 @@ const REREADS_AFTER_RECOVERY: u32 = 5;
 /// The version and API list are read on each of the first
 /// `REREADS_AFTER_RECOVERY` healthy probes after an unhealthy one, then
 /// every 30 probes.
+///
+/// Pods come from `pods`, the watch the applier shares.
 pub async fn report_status(
     member: Client,
     hub: Client,
     cluster: String,
     interval: Duration,
+    pods: MemberPods,
 ) -> Result<(), Error> {
     let (nodes, drive_nodes) = store_of::<Node>(Api::all(member.clone()));
-    let (pods, drive_pods) = store_of::<Pod>(Api::all(member.clone()));
     let report = async {
         let clusters: Api<ManagedCluster> = Api::all(hub.clone());
         let mut last_written: Option<serde_json::Value> = None;
-        let mut healthy_since: Option<(bool, Time)> = None;
+        let mut last_member_healthy: Vec<Condition> = Vec::new();
         let mut version: Option<String> = None;
         let mut apis: Option<Vec<ApiEnablement>> = None;
         let mut tick: u64 = 0;
@@ -134,13 +134,9 @@ pub async fn report_status(
                 apis = read_apis.or(apis);
             }
             tick += 1;
-            let healthy = health.is_ok();
-            let since = match &healthy_since {
-                Some((h, t)) if *h == healthy => t.clone(),
-                _ => Time(k8s_openapi::jiff::Timestamp::now()),
-            };
-            healthy_since = Some((healthy, since.clone()));
-            let member_healthy = member_healthy_condition(&health, since);
+            let now = Time(k8s_openapi::jiff::Timestamp::now());
+            let member_healthy = member_healthy_condition(&health, &last_member_healthy, &now);
+            last_member_healthy = vec![member_healthy.clone()];
             // Only this entry of the list-map: the hub's conditions, applied
             // by its own manager, stay as they are.
             let mut status = json!({"conditions": [member_healthy]});
@@ -152,11 +148,9 @@ pub async fn report_status(
             }
             // Only once both caches hold a full list: never report a
             // half-listed member as empty.
-            if nodes.wait_until_ready().now_or_never().is_some()
-                && pods.wait_until_ready().now_or_never().is_some()
-            {
+            if nodes.wait_until_ready().now_or_never().is_some() && pods.listed() {
                 // Summed straight from the caches, without copying objects.
-                let (node_list, pod_list) = (nodes.state(), pods.state());
+                let (node_list, pod_list) = (nodes.state(), pods.store().state());
                 let (node_summary, resource_summary) =
                     membership::summarize(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
                 status["nodeSummary"] = json!(node_summary);
@@ -181,8 +175,46 @@ pub async fn report_status(
     tokio::select! {
         r = report => r,
         () = drive_nodes => Ok(()),
-        () = drive_pods => Ok(()),
     }
 }
 
 use futures::FutureExt as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap())
+    }
+
+    /// (case, previous condition as (healthy, since), probe result, wanted (status, reason, since)).
+    type Case = (&'static str, Option<(bool, i64)>, Result<(), String>, (&'static str, &'static str, i64));
+
+    #[test]
+    fn member_healthy_keeps_its_time_while_the_status_holds() {
+        let failed = || Err::<(), String>("/readyz did not answer within 3s".into());
+        let cases: Vec<Case> = vec![
+            ("first probe ok", None, Ok(()), ("True", "ReadyzOk", 100)),
+            ("first probe failed", None, failed(), ("False", "ReadyzFailed", 100)),
+            ("still ok", Some((true, 10)), Ok(()), ("True", "ReadyzOk", 10)),
+            ("still failing", Some((false, 10)), failed(), ("False", "ReadyzFailed", 10)),
+            ("recovers", Some((false, 10)), Ok(()), ("True", "ReadyzOk", 100)),
+            ("fails", Some((true, 10)), failed(), ("False", "ReadyzFailed", 100)),
+        ];
+        for (case, previous, health, (status, reason, since)) in cases {
+            let previous: Vec<Condition> = previous
+                .map(|(ok, t)| member_healthy_condition(&if ok { Ok(()) } else { failed() }, &[], &at(t)))
+                .into_iter()
+                .collect();
+            let got = member_healthy_condition(&health, &previous, &at(100));
+            assert_eq!(
+                (got.status.as_str(), got.reason.as_str(), got.last_transition_time),
+                (status, reason, at(since)),
+                "{case}"
+            );
+            assert_eq!(got.type_, conditions::MEMBER_HEALTHY, "{case}");
+            assert!(!got.message.is_empty(), "{case}");
+        }
+    }
+}

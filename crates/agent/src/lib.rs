@@ -10,6 +10,7 @@ pub mod apply;
 pub mod collect;
 mod config;
 mod error;
+pub mod pods;
 pub mod register;
 
 use std::time::Duration;
@@ -44,6 +45,9 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let (member, member_config) =
         client_from_kubeconfig(&config.member_kubeconfig).await.map_err(Error::Member)?;
     collect::check_member(&member, &member_config).await?;
+    // One pod watch for the collector and the applier, kept across
+    // re-registrations.
+    let pods = pods::MemberPods::start(member.clone());
     tokio::pin!(shutdown);
     let result = loop {
         let registration = register(&config).await?;
@@ -51,8 +55,8 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
         let hub = registration.client.clone();
         let outcome = tokio::select! {
             r = heartbeat(&hub, &config.cluster) => Some(r),
-            r = collect::report_status(member.clone(), hub.clone(), config.cluster.clone(), config.health_interval) => Some(r),
-            r = apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), config.cluster.clone()) => Some(r),
+            r = collect::report_status(member.clone(), hub.clone(), config.cluster.clone(), config.health_interval, pods.clone()) => Some(r),
+            r = apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), config.cluster.clone(), pods.clone()) => Some(r),
             r = watch_removal(&hub, &config.cluster) => Some(r),
             // A renewed certificate: start over with it.
             r = register::renew_before_expiry(&config, &registration) => r.err().map(Err),

@@ -619,7 +619,8 @@ pub struct UpgradeStatus {
     /// `InProgress`, `RollingBack`, `Succeeded`, `RolledBack`.
     pub state: UpgradeState,
     /// Component (`kube-apiserver`, `kube-controller-manager`,
-    /// `kube-scheduler`) being moved now, and the instance index.
+    /// `kube-scheduler`, `kubelet`) being moved now, and the instance
+    /// index.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

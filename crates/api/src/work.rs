@@ -49,6 +49,10 @@ pub mod conditions {
     pub const APPLIED: &str = "Applied";
     /// Work: every applied manifest is healthy.
     pub const AVAILABLE: &str = "Available";
+    /// Binding, and the hub's template (for the kinds whose status the hub
+    /// aggregates): the template is healthy in every chosen cluster; the
+    /// message names each cluster where it is not, and why.
+    pub const HEALTHY: &str = "Healthy";
 }
 
 /// The template a binding is for.
@@ -169,6 +173,9 @@ pub struct AggregatedStatusItem {
     pub applied_message: String,
     #[serde(default)]
     pub health: Health,
+    /// Why the object is not healthy in this cluster (as its Work says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<HealthDetail>,
     /// The object's status in the member (fed-back fields).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::any_json")]
@@ -181,6 +188,30 @@ pub enum Health {
     Unhealthy,
     #[default]
     Unknown,
+}
+
+/// Why an applied object is not healthy, as the member's agent judged it
+/// from the object's status and its pods' (absent when healthy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthDetail {
+    /// The worst problem found, in one word: `CrashLoopBackOff`,
+    /// `ImagePullBackOff`, `ErrImageNeverPull`, `CreateContainerConfigError`
+    /// (or another reason the kubelet gives a waiting container),
+    /// `ContainerFailed`, `PodFailed`, a Job's or Deployment's failure
+    /// reason (`BackoffLimitExceeded`, `ProgressDeadlineExceeded`,
+    /// `FailedCreate`), `Unschedulable`, `ReadinessProbeFailing`, or
+    /// `Progressing` when nothing is wrong but the object is not there yet.
+    #[schemars(length(min = 1, max = 128))]
+    pub reason: String,
+    /// What a person reads: which container or pods, how many, the
+    /// kubelet's or scheduler's own words; other problems after the worst.
+    #[schemars(length(max = 1024))]
+    pub message: String,
+    /// Restarts of the most restarted container of the object's pods
+    /// (absent when none restarted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -208,7 +239,9 @@ pub struct BindingStatus {
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.resource.kind"}"#,
     printcolumn = r#"{"name":"Scheduled","type":"string","jsonPath":".status.conditions[?(@.type==\"Scheduled\")].status"}"#,
     printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"FullyApplied\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Healthy\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Healthy\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ResourceBindingSpec {
@@ -228,7 +261,9 @@ pub struct ResourceBindingSpec {
     printcolumn = r#"{"name":"Kind","type":"string","jsonPath":".spec.resource.kind"}"#,
     printcolumn = r#"{"name":"Scheduled","type":"string","jsonPath":".status.conditions[?(@.type==\"Scheduled\")].status"}"#,
     printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"FullyApplied\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Healthy","type":"string","jsonPath":".status.conditions[?(@.type==\"Healthy\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Health","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Healthy\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterResourceBindingSpec {
@@ -247,7 +282,9 @@ pub struct ClusterResourceBindingSpec {
     status = "WorkStatus",
     printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.conditions[?(@.type==\"Applied\")].status"}"#,
     printcolumn = r#"{"name":"Available","type":"string","jsonPath":".status.conditions[?(@.type==\"Available\")].status"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Health","type":"string","jsonPath":".status.manifestStatuses[0].healthDetail.reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"jsonPath":".status.conditions[?(@.type==\"Available\")].message"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WorkSpec {
@@ -302,6 +339,10 @@ pub struct ManifestStatus {
     pub message: String,
     #[serde(default)]
     pub health: Health,
+    /// Why the object is not healthy (absent when healthy, or when the
+    /// agent cannot tell yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_detail: Option<HealthDetail>,
     /// The object's `.status` in the member (fed back to the hub).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::any_json")]

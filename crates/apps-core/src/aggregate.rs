@@ -7,8 +7,10 @@
 //! when every cluster runs the current spec, so a reader waiting for a
 //! rollout (`kubectl rollout status`) does not see it finished early.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{json, Map, Value};
 
+use crate::fleet_health::template_condition;
 use crate::workload::api_group;
 
 /// The status of the template's object in one member cluster.
@@ -62,12 +64,17 @@ fn counts(api_version: &str, kind: &str) -> Option<(&'static [&'static str], &'s
 /// when every member's Job is complete, the latest `completionTime` and a
 /// `Complete` condition; a `Failed` condition names the clusters where the
 /// Job failed.
+///
+/// `healthy`, the binding's `Healthy` condition, is written among the
+/// template's conditions, so `kubectl describe` on the hub says in which
+/// clusters the template is not healthy, and why.
 pub fn aggregate_status(
     api_version: &str,
     kind: &str,
     template_generation: Option<i64>,
     all_current: bool,
     members: &[MemberStatus],
+    healthy: Option<&Condition>,
 ) -> Option<Value> {
     let (always, when_reported) = counts(api_version, kind)?;
     let mut status = Map::new();
@@ -87,6 +94,12 @@ pub fn aggregate_status(
     }
     if kind == "Job" {
         aggregate_job(&mut status, members);
+    }
+    if let Some(healthy) = healthy {
+        let conditions = status.entry("conditions").or_insert_with(|| Value::Array(Vec::new()));
+        if let Some(list) = conditions.as_array_mut() {
+            list.push(template_condition(healthy));
+        }
     }
     Some(Value::Object(status))
 }
@@ -192,7 +205,8 @@ mod tests {
             ("m2", Some(deployment_status(4, 4, 3))),
             ("m3", Some(deployment_status(5, 4, 2))),
         ];
-        let status = aggregate_status("apps/v1", "Deployment", Some(7), true, &members(&statuses)).unwrap();
+        let status =
+            aggregate_status("apps/v1", "Deployment", Some(7), true, &members(&statuses), None).unwrap();
         assert_eq!(
             status,
             json!({
@@ -209,13 +223,15 @@ mod tests {
     #[test]
     fn observed_generation_only_when_every_cluster_is_current() {
         let statuses = [("m1", Some(deployment_status(1, 1, 1))), ("m2", None)];
-        let status = aggregate_status("apps/v1", "Deployment", Some(3), false, &members(&statuses)).unwrap();
+        let status =
+            aggregate_status("apps/v1", "Deployment", Some(3), false, &members(&statuses), None).unwrap();
         assert!(status.get("observedGeneration").is_none());
         // A member without status counts for nothing; zeros are written.
         assert_eq!(status["readyReplicas"], 1);
-        let status = aggregate_status("apps/v1", "Deployment", None, true, &members(&statuses)).unwrap();
+        let status =
+            aggregate_status("apps/v1", "Deployment", None, true, &members(&statuses), None).unwrap();
         assert!(status.get("observedGeneration").is_none());
-        let none = aggregate_status("apps/v1", "Deployment", Some(1), true, &[]).unwrap();
+        let none = aggregate_status("apps/v1", "Deployment", Some(1), true, &[], None).unwrap();
         assert_eq!(none["replicas"], 0);
         assert_eq!(none["observedGeneration"], 1);
     }
@@ -232,7 +248,8 @@ mod tests {
                 Some(json!({"replicas": 3, "readyReplicas": 3, "currentReplicas": 3, "updatedReplicas": 1})),
             ),
         ];
-        let status = aggregate_status("apps/v1", "StatefulSet", Some(2), false, &members(&sts)).unwrap();
+        let status =
+            aggregate_status("apps/v1", "StatefulSet", Some(2), false, &members(&sts), None).unwrap();
         assert_eq!(
             status,
             json!({"replicas": 5, "readyReplicas": 4, "currentReplicas": 5, "updatedReplicas": 3})
@@ -241,7 +258,7 @@ mod tests {
             ("a", Some(json!({"replicas": 2, "availableReplicas": 2}))),
             ("b", Some(json!({"replicas": 1}))),
         ];
-        let status = aggregate_status("apps/v1", "StatefulSet", None, false, &members(&newer)).unwrap();
+        let status = aggregate_status("apps/v1", "StatefulSet", None, false, &members(&newer), None).unwrap();
         assert_eq!(status["availableReplicas"], 2);
 
         let rs = [
@@ -252,7 +269,7 @@ mod tests {
             ),
             ("b", Some(json!({"replicas": 1, "fullyLabeledReplicas": 1}))),
         ];
-        let status = aggregate_status("apps/v1", "ReplicaSet", None, false, &members(&rs)).unwrap();
+        let status = aggregate_status("apps/v1", "ReplicaSet", None, false, &members(&rs), None).unwrap();
         assert_eq!(
             status,
             json!({"replicas": 3, "readyReplicas": 2, "availableReplicas": 2, "fullyLabeledReplicas": 3})
@@ -264,7 +281,8 @@ mod tests {
                    "numberUnavailable": 1})
         };
         let daemons = [("a", Some(ds(3))), ("b", Some(ds(5)))];
-        let status = aggregate_status("apps/v1", "DaemonSet", Some(4), true, &members(&daemons)).unwrap();
+        let status =
+            aggregate_status("apps/v1", "DaemonSet", Some(4), true, &members(&daemons), None).unwrap();
         assert_eq!(
             status,
             json!({"observedGeneration": 4, "currentNumberScheduled": 8, "desiredNumberScheduled": 8,
@@ -275,11 +293,51 @@ mod tests {
     }
 
     #[test]
+    fn the_binding_s_healthy_condition_joins_the_template_s_conditions() {
+        let healthy = Condition {
+            type_: "Healthy".into(),
+            status: "False".into(),
+            reason: "Unhealthy".into(),
+            message: "m2: CrashLoopBackOff (5 restarts): container web restarted 5 times".into(),
+            last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(1_714_557_600).unwrap(),
+            ),
+            observed_generation: None,
+        };
+        let written = json!({"type": "Healthy", "status": "False", "reason": "Unhealthy",
+            "message": "m2: CrashLoopBackOff (5 restarts): container web restarted 5 times",
+            "lastTransitionTime": "2024-05-01T10:00:00Z"});
+        let statuses = [("m1", Some(deployment_status(1, 1, 1))), ("m2", Some(deployment_status(1, 0, 1)))];
+        let status =
+            aggregate_status("apps/v1", "Deployment", Some(1), true, &members(&statuses), Some(&healthy))
+                .unwrap();
+        assert_eq!(status["conditions"], json!([written]));
+        assert_eq!(status["readyReplicas"], 1);
+        // A Job keeps its own conditions, the Healthy one after them.
+        let jobs = [("m1", Some(complete_job("2024-05-01T10:00:05Z", "2024-05-01T10:01:00Z", 2)))];
+        let status =
+            aggregate_status("batch/v1", "Job", None, true, &members(&jobs), Some(&healthy)).unwrap();
+        let conditions = status["conditions"].as_array().unwrap();
+        assert_eq!(
+            conditions.iter().map(|c| c["type"].as_str().unwrap()).collect::<Vec<_>>(),
+            ["Complete", "Healthy"]
+        );
+        assert_eq!(conditions[1], written);
+        // Without it (no binding status yet), nothing is said.
+        let status =
+            aggregate_status("apps/v1", "Deployment", Some(1), true, &members(&statuses), None).unwrap();
+        assert!(status.get("conditions").is_none());
+    }
+
+    #[test]
     fn other_kinds_are_not_aggregated() {
         let statuses = [("a", Some(json!({"phase": "Running"})))];
-        assert_eq!(aggregate_status("v1", "Pod", None, true, &members(&statuses)), None);
-        assert_eq!(aggregate_status("v1", "Service", None, true, &members(&statuses)), None);
-        assert_eq!(aggregate_status("example.com/v1", "Deployment", None, true, &members(&statuses)), None);
+        assert_eq!(aggregate_status("v1", "Pod", None, true, &members(&statuses), None), None);
+        assert_eq!(aggregate_status("v1", "Service", None, true, &members(&statuses), None), None);
+        assert_eq!(
+            aggregate_status("example.com/v1", "Deployment", None, true, &members(&statuses), None),
+            None
+        );
     }
 
     fn complete_job(start: &str, end: &str, succeeded: i64) -> Value {
@@ -298,7 +356,7 @@ mod tests {
             ("m1", Some(complete_job("2024-05-01T10:00:05Z", "2024-05-01T10:01:00Z", 2))),
             ("m2", Some(complete_job("2024-05-01T10:00:01Z", "2024-05-01T10:03:00Z", 3))),
         ];
-        let status = aggregate_status("batch/v1", "Job", Some(1), true, &members(&statuses)).unwrap();
+        let status = aggregate_status("batch/v1", "Job", Some(1), true, &members(&statuses), None).unwrap();
         assert_eq!(
             status,
             json!({
@@ -324,14 +382,15 @@ mod tests {
             ("m2", Some(json!({"startTime": "2024-05-01T10:00:09Z", "active": 1, "succeeded": 1}))),
             ("m3", None),
         ];
-        let status = aggregate_status("batch/v1", "Job", Some(1), false, &members(&statuses)).unwrap();
+        let status = aggregate_status("batch/v1", "Job", Some(1), false, &members(&statuses), None).unwrap();
         assert_eq!(
             status,
             json!({"active": 1, "succeeded": 3, "failed": 0, "startTime": "2024-05-01T10:00:05Z",
                    "conditions": []})
         );
         let only_unreported = [("m1", None)];
-        let status = aggregate_status("batch/v1", "Job", None, false, &members(&only_unreported)).unwrap();
+        let status =
+            aggregate_status("batch/v1", "Job", None, false, &members(&only_unreported), None).unwrap();
         assert_eq!(status, json!({"active": 0, "succeeded": 0, "failed": 0, "conditions": []}));
     }
 
@@ -347,7 +406,7 @@ mod tests {
             ("m1", Some(complete_job("2024-05-01T10:00:05Z", "2024-05-01T10:01:00Z", 2))),
             ("m2", Some(failed)),
         ];
-        let status = aggregate_status("batch/v1", "Job", None, true, &members(&statuses)).unwrap();
+        let status = aggregate_status("batch/v1", "Job", None, true, &members(&statuses), None).unwrap();
         assert!(status.get("completionTime").is_none());
         assert_eq!(status["failed"], 7);
         assert_eq!(

@@ -304,11 +304,15 @@ pub fn work_status(
             format!("{} manifest(s) not applied in cluster {cluster}", not_applied.len()),
         )
     } else if let Some(first) = unhealthy.first() {
-        let message = format!("{} is not healthy in cluster {cluster}", describe_id(&first.identifier));
+        let message =
+            format!("{} is not healthy in cluster {cluster}{}", describe_id(&first.identifier), why(first));
         condition(conditions::AVAILABLE, false, "Unhealthy".into(), with_more(&message, unhealthy.len() - 1))
     } else if let Some(first) = unknown.first() {
-        let message =
-            format!("the health of {} in cluster {cluster} is not known yet", describe_id(&first.identifier));
+        let message = format!(
+            "the health of {} in cluster {cluster} is not known yet{}",
+            describe_id(&first.identifier),
+            why(first)
+        );
         condition(
             conditions::AVAILABLE,
             false,
@@ -328,6 +332,12 @@ pub fn work_status(
         manifest_statuses,
         observed_spec_hash: observed_spec_hash.into(),
     }
+}
+
+/// `: CrashLoopBackOff: container web restarted ...` when the manifest's
+/// health has a detail.
+fn why(status: &ManifestStatus) -> String {
+    status.health_detail.as_ref().map_or_else(String::new, |d| format!(": {}: {}", d.reason, d.message))
 }
 
 /// `reason` of the Applied condition when the hub refused the Work's full
@@ -634,5 +644,26 @@ mod tests {
         let s5 =
             work_status("m1", vec![status(id(0, "Job", "j"), true, Health::Unknown)], "", None, None, &now);
         assert_eq!(s5.conditions[1].reason, "HealthUnknown");
+
+        // With the agent's detail, the condition says why.
+        let detail = |reason: &str, message: &str| flotilla_api::work::HealthDetail {
+            reason: reason.into(),
+            message: message.into(),
+            restart_count: None,
+        };
+        let mut stuck = status(id(0, "Deployment", "web"), true, Health::Unhealthy);
+        stuck.health_detail = Some(detail("Unschedulable", "0/1 nodes are available (1 of 1 pods)"));
+        let s6 = work_status("m1", vec![stuck], "h1", None, None, &now);
+        assert_eq!(
+            s6.conditions[1].message,
+            "Deployment default/web is not healthy in cluster m1: Unschedulable: 0/1 nodes are available (1 of 1 pods)"
+        );
+        let mut running = status(id(0, "Job", "j"), true, Health::Unknown);
+        running.health_detail = Some(detail("Progressing", "1 active, 0 succeeded, 0 failed"));
+        let s7 = work_status("m1", vec![running], "h1", None, None, &now);
+        assert_eq!(
+            s7.conditions[1].message,
+            "the health of Job default/j in cluster m1 is not known yet: Progressing: 1 active, 0 succeeded, 0 failed"
+        );
     }
 }

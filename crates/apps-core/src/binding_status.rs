@@ -206,12 +206,13 @@ pub fn binding_status(observed: &Observed, now: &Time) -> Option<Decided> {
         moving: observed.moving,
     };
     let fully_applied = condition::condition(previous, fully_applied(&facts), now);
+    let healthy = condition::condition(previous, crate::fleet_health::healthy(&items), now);
     let status = BindingStatus {
         scheduler_observed_generation: observed
             .outcome
             .and_then(|o| o.generation)
             .or(observed.previous.scheduler_observed_generation),
-        conditions: vec![scheduled, fully_applied],
+        conditions: vec![scheduled, fully_applied, healthy],
         aggregated_status: items,
     };
     Some(Decided { status, all_current })
@@ -269,6 +270,7 @@ fn cluster_item(
             applied: false,
             applied_message: progress.message.clone(),
             health: Health::Unknown,
+            health_detail: None,
             status: None,
         };
         return (item, false);
@@ -297,6 +299,7 @@ fn cluster_item(
         applied,
         applied_message: progress.message.clone(),
         health: if applied { first.map(|m| m.health).unwrap_or_default() } else { Health::Unknown },
+        health_detail: if applied { first.and_then(|m| m.health_detail.clone()) } else { None },
         status: first.and_then(|m| m.status.clone()),
     };
     (item, applied && built_from_current && member_caught_up)
@@ -630,13 +633,65 @@ mod tests {
                 moving: None,
             };
             let decided = binding_status(&observed, &at(10)).unwrap();
-            let [s, f] = &decided.status.conditions[..] else { panic!("{what}: two conditions") };
+            let [s, f, h] = &decided.status.conditions[..] else { panic!("{what}: three conditions") };
             assert_eq!((s.type_.as_str(), s.status.as_str()), (conditions::SCHEDULED, sched), "{what}");
+            assert_eq!(h.type_, conditions::HEALTHY, "{what}");
             assert_eq!((f.type_.as_str(), f.reason.as_str()), (conditions::FULLY_APPLIED, reason), "{what}");
             assert_eq!(decided.all_current, all_current, "{what}");
             assert_eq!(decided.status.scheduler_observed_generation, Some(3), "{what}");
             assert_eq!(decided.status.aggregated_status.len(), 2, "{what}");
         }
+    }
+
+    #[test]
+    fn the_binding_says_where_and_why_the_template_is_not_healthy() {
+        let clusters = [target("m1", 2), target("m2", 2)];
+        let healthy = applied_work(3, (5, Some(5)));
+        let mut crashing = applied_work(3, (5, Some(5)));
+        let manifest = &mut crashing.status.as_mut().unwrap().manifest_statuses[0];
+        manifest.health = Health::Unhealthy;
+        manifest.health_detail = Some(flotilla_api::work::HealthDetail {
+            reason: "CrashLoopBackOff".into(),
+            message: "container web restarted 5 times, last exit code 1 (1 of 2 pods)".into(),
+            restart_count: Some(5),
+        });
+        let works: BTreeMap<String, &Work> =
+            [("m1".to_string(), &healthy), ("m2".to_string(), &crashing)].into();
+        let scheduled = outcome(true, "Scheduled");
+        let observed = Observed {
+            previous: &BindingStatus::default(),
+            outcome: Some(&scheduled),
+            clusters: &clusters,
+            works: &works,
+            template_generation: Some(3),
+            divided_replicas: None,
+            refused: None,
+            moving: None,
+        };
+        let status = binding_status(&observed, &at(10)).unwrap().status;
+        assert_eq!(status.aggregated_status[0].health_detail, None);
+        assert_eq!(status.aggregated_status[1].health_detail, manifest_detail(&crashing));
+        let h = &status.conditions[2];
+        assert_eq!(
+            (h.type_.as_str(), h.status.as_str(), h.reason.as_str()),
+            ("Healthy", "False", "Unhealthy")
+        );
+        assert_eq!(
+            h.message,
+            "m2: CrashLoopBackOff (5 restarts): container web restarted 5 times, last exit code 1 (1 of 2 pods)"
+        );
+        // Once healthy everywhere, the condition turns and the detail goes.
+        let works: BTreeMap<String, &Work> =
+            [("m1".to_string(), &healthy), ("m2".to_string(), &healthy)].into();
+        let recovered =
+            binding_status(&Observed { previous: &status, works: &works, ..observed }, &at(20)).unwrap();
+        let h = &recovered.status.conditions[2];
+        assert_eq!((h.status.as_str(), h.last_transition_time.clone()), ("True", at(20)));
+        assert!(recovered.status.aggregated_status.iter().all(|i| i.health_detail.is_none()));
+    }
+
+    fn manifest_detail(work: &Work) -> Option<flotilla_api::work::HealthDetail> {
+        work.status.as_ref()?.manifest_statuses[0].health_detail.clone()
     }
 
     #[test]

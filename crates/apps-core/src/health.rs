@@ -1,5 +1,9 @@
 //! Health of an object applied in a member, judged from its own status, and
-//! the part of that status fed back to the hub.
+//! the part of that status fed back to the hub. Why an unhealthy object is
+//! not healthy (its pods' problems) is [`diagnosis`]'s.
+
+pub mod diagnosis;
+pub mod pod_problem;
 
 use flotilla_api::work::Health;
 use serde_json::{Map, Value};

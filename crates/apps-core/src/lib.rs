@@ -10,6 +10,7 @@ pub mod apply;
 pub mod binding;
 pub mod binding_status;
 pub mod failover;
+pub mod fleet_health;
 pub mod health;
 pub mod overrides;
 pub mod resolution;

@@ -90,12 +90,13 @@ async fn member_client(hub: &Client, namespace: &str, name: &str) -> Result<Clie
 
 async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Result<(), Error> {
     let member = member_client(&hub, namespace, secret).await?;
+    let pods = flotilla_agent::pods::MemberPods::start(member.clone());
     tokio::select! {
-        r = flotilla_agent::collect::report_status(member.clone(), hub.clone(), cluster.to_string(), Duration::from_secs(2)) => {
+        r = flotilla_agent::collect::report_status(member.clone(), hub.clone(), cluster.to_string(), Duration::from_secs(2), pods.clone()) => {
             r.map_err(|e| Error::Other(e.to_string()))
         }
         r = heartbeat_while_reachable(&hub, &member, cluster) => r,
-        r = flotilla_agent::apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), cluster.to_string()) => {
+        r = flotilla_agent::apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), cluster.to_string(), pods.clone()) => {
             r.map_err(|e| Error::Other(e.to_string()))
         }
     }

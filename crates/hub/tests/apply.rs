@@ -32,6 +32,7 @@ async fn start(member: ClusterConfig) -> (Cluster, Cluster, Api<Work>, tokio::ta
         namespace.clone(),
         member.client(),
         name.clone(),
+        flotilla_agent::pods::MemberPods::start(member.client()),
     ));
     let applier = tokio::spawn(async move {
         let result = applier.await.unwrap();

@@ -4,200 +4,20 @@
 //! hub; the members run the result.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::time::Duration;
 
-use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::ResourceBinding;
 use flotilla_apps_core::failover::{FailoverSettings, MaxSurge};
-use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
-use flotilla_hub::HubConfig;
-use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
+use flotilla_localkube::{wait_for, Cluster};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 
-struct Fleet {
-    hub: Cluster,
-    members: Vec<Cluster>,
-    /// The members' shared etcd, if they share one (dropped after them).
-    etcd: Option<Etcd>,
-    tmp: tempfile::TempDir,
-    agents: BTreeMap<String, tokio::task::JoinHandle<Result<(), flotilla_agent::Error>>>,
-    _controllers: tokio::task::JoinHandle<()>,
-}
-
-const WIDGET_CRD: &str = r#"{
-  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-  "metadata": {"name": "widgets.example.com"},
-  "spec": {"group": "example.com", "scope": "Namespaced",
-    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-    "versions": [{"name": "v1", "served": true, "storage": true,
-      "schema": {"openAPIV3Schema": {"type": "object",
-        "properties": {"spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}}]}
-}"#;
-
-async fn install_widget_crd(client: Client) {
-    let crd: CustomResourceDefinition = serde_json::from_str(WIDGET_CRD).unwrap();
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .patch("widgets.example.com", &PatchParams::apply("test"), &Patch::Apply(&crd))
-        .await
-        .unwrap();
-    let widgets = widget_api(client, "default");
-    wait_for("the Widget CRD to be served", Duration::from_secs(20), || async {
-        widgets.list(&Default::default()).await.is_ok()
-    })
-    .await;
-}
-
-fn widget_api(client: Client, ns: &str) -> Api<DynamicObject> {
-    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
-    Api::namespaced_with(client, ns, &ApiResource::from_gvk_with_plural(&gvk, "widgets"))
-}
-
-fn agent_config(
-    name: &str,
-    state: &Path,
-    member: &Cluster,
-    bootstrap: Option<std::path::PathBuf>,
-) -> AgentConfig {
-    let mut config = AgentConfig::new(name, state.to_path_buf(), member.kubeconfig_path().to_path_buf());
-    config.bootstrap_kubeconfig = bootstrap;
-    config.health_interval = Duration::from_millis(500);
-    config
-}
-
-impl Fleet {
-    /// A hub and `regions.len()` members (one hollow node each), joined and
-    /// Available, each labelled with its region. Members whose index is in
-    /// `with_widgets` serve the Widget CRD.
-    async fn start(regions: &[&str], with_widgets: &[usize]) -> Fleet {
-        Fleet::start_with(regions, with_widgets, FailoverSettings::default(), false).await
-    }
-
-    /// Like `start`, with the hub's failover settings, and optionally the
-    /// members storing their data in one shared etcd (as the local fleet's
-    /// members do).
-    async fn start_with(
-        regions: &[&str],
-        with_widgets: &[usize],
-        failover: FailoverSettings,
-        shared_etcd: bool,
-    ) -> Fleet {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let tmp = tempfile::tempdir().unwrap();
-        let etcd = match shared_etcd {
-            true => Some(
-                Etcd::start(&Binaries::locate().unwrap(), &tmp.path().join("shared-etcd")).await.unwrap(),
-            ),
-            false => None,
-        };
-        let hub = Cluster::start(ClusterConfig::hub("hub"));
-        let members = futures::future::join_all((0..regions.len()).map(|i| {
-            let name = format!("m{}", i + 1);
-            let mut config = ClusterConfig::new(name.clone()).with_nodes(1);
-            if let Some(etcd) = &etcd {
-                config = config.with_etcd(etcd.client_url());
-                config.etcd_prefix = Some(format!("/clusters/{name}"));
-            }
-            Cluster::start(config)
-        }));
-        let (hub, members) = tokio::join!(hub, members);
-        let hub = hub.unwrap();
-        let members: Vec<Cluster> = members.into_iter().map(|m| m.unwrap()).collect();
-        flotilla_hub::install(&hub.client()).await.unwrap();
-        install_widget_crd(hub.client()).await;
-        for &i in with_widgets {
-            // Before the agents start, so their first discovery sees it.
-            install_widget_crd(members[i].client()).await;
-        }
-        let client = hub.client();
-        let controllers = tokio::spawn(async move {
-            let config = HubConfig {
-                auto_accept: true,
-                grace: Duration::from_secs(2),
-                failover,
-                ..Default::default()
-            };
-            flotilla_hub::run(client, config).await.unwrap();
-        });
-        let token = BootstrapToken::new("appsab", "0123456789abcdef").unwrap();
-        Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
-            .create(&PostParams::default(), &token.fleet_secret().build())
-            .await
-            .unwrap();
-        let bootstrap = tmp.path().join("bootstrap.kubeconfig");
-        std::fs::write(
-            &bootstrap,
-            kubeconfig::render(&KubeconfigSpec {
-                name: "hub".into(),
-                server: hub.server().into(),
-                ca_pem: hub.ca().pem.cert_pem.clone(),
-                credential: Credential::Token(token.token()),
-            }),
-        )
-        .unwrap();
-        let mut fleet = Fleet { hub, members, etcd, tmp, agents: BTreeMap::new(), _controllers: controllers };
-        for i in 0..regions.len() {
-            fleet.start_agent(i, Some(bootstrap.clone()));
-        }
-        let clusters: Api<ManagedCluster> = Api::all(fleet.hub.client());
-        for (i, region) in regions.iter().enumerate() {
-            let name = format!("m{}", i + 1);
-            wait_for(
-                &format!("{name} Available with its APIs reported"),
-                Duration::from_secs(60),
-                || async {
-                    let Some(mc) = clusters.get_opt(&name).await.unwrap() else { return false };
-                    mc.condition("Available").is_some_and(|c| c.status == "True")
-                        && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
-                },
-            )
-            .await;
-            let mut labels = json!({"metadata": {"labels": {"topology.kubernetes.io/region": region}}});
-            if fleet.etcd.is_some() {
-                labels["metadata"]["labels"][flotilla_apps_core::failover::ETCD_DOMAIN_LABEL] =
-                    json!("shared");
-            }
-            clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
-        }
-        fleet
-    }
-
-    fn start_agent(&mut self, i: usize, bootstrap: Option<std::path::PathBuf>) {
-        let name = format!("m{}", i + 1);
-        let config = agent_config(&name, &self.tmp.path().join(&name), &self.members[i], bootstrap);
-        self.agents.insert(name, tokio::spawn(flotilla_agent::run(config, std::future::pending())));
-    }
-
-    fn member(&self, name: &str) -> &Cluster {
-        self.members.iter().find(|m| m.name() == name).unwrap()
-    }
-}
-
-async fn apply(client: &Client, object: serde_json::Value) {
-    let api_version = object["apiVersion"].as_str().unwrap().to_string();
-    let kind = object["kind"].as_str().unwrap().to_string();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-    let gvk = GroupVersionKind::gvk(group, version, &kind);
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
-}
+mod support;
+use support::{apply, create_namespace, widget_api, Fleet};
 
 fn deployment(name: &str, replicas: i32, image: &str, config_map: Option<&str>) -> serde_json::Value {
     let mut container = json!({"name": "app", "image": image,
@@ -224,10 +44,6 @@ async fn hub_available(hub: &Cluster, name: &str) -> (i32, i32) {
     let d = Api::<Deployment>::namespaced(hub.client(), "demo").get(name).await.unwrap();
     let status = d.status.unwrap_or_default();
     (status.ready_replicas.unwrap_or(0), status.available_replicas.unwrap_or(0))
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    apply(client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).await;
 }
 
 #[tokio::test]

@@ -18,9 +18,13 @@ pub const BOOTSTRAP: &str = "bootstrap";
 pub const COREDNS: &str = "coredns";
 /// Add-ons `spec.addons` may name.
 pub const KNOWN: &[&str] = &[COREDNS];
-/// CoreDNS version when the add-on names none (only its image name: hollow
-/// nodes run no containers; the one Kubernetes 1.20 shipped with).
-pub const COREDNS_DEFAULT_VERSION: &str = "1.7.0";
+/// CoreDNS version when the add-on names none: the one
+/// `scripts/node-runtime.sh` builds into the local image
+/// `flotilla.local/coredns:VERSION` (`scripts/images/coredns`).
+pub const COREDNS_DEFAULT_VERSION: &str = "1.12.4";
+/// Where CoreDNS images come from: no registry, images built on the machine
+/// and loaded into each node's containerd (`flotilla images load`).
+pub const COREDNS_IMAGE_REPOSITORY: &str = "flotilla.local/coredns";
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddonError {
@@ -140,6 +144,9 @@ fn coredns(hc: &HostedCluster, version: &str) -> Result<Vec<Value>, AddonError> 
                 {"apiGroups": [""], "resources": ["endpoints", "services", "pods", "namespaces"],
                  "verbs": ["list", "watch"]},
                 {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+                // CoreDNS 1.8 and later read EndpointSlices, not Endpoints.
+                {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"],
+                 "verbs": ["list", "watch"]},
             ],
         }),
         json!({
@@ -164,7 +171,10 @@ fn coredns(hc: &HostedCluster, version: &str) -> Result<Vec<Value>, AddonError> 
                         "priorityClassName": "system-cluster-critical",
                         "containers": [{
                             "name": "coredns",
-                            "image": format!("registry.k8s.io/coredns:{version}"),
+                            "image": format!("{COREDNS_IMAGE_REPOSITORY}:{version}"),
+                            // A local image: a node without it says
+                            // ErrImageNeverPull instead of trying a registry.
+                            "imagePullPolicy": "Never",
                             "args": ["-conf", "/etc/coredns/Corefile"],
                             "ports": [
                                 {"name": "dns", "containerPort": 53, "protocol": "UDP"},
@@ -253,8 +263,10 @@ mod tests {
         let dep = m.iter().find(|o| o["kind"] == "Deployment").unwrap();
         assert_eq!(
             dep["spec"]["template"]["spec"]["containers"][0]["image"],
-            "registry.k8s.io/coredns:1.7.0"
+            "flotilla.local/coredns:1.12.4"
         );
+        let role = m.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
+        assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "endpointslices"));
         let newer =
             manifests(&Addon { name: COREDNS.into(), version: Some("1.8.0".into()) }, &cluster, "t.t")
                 .unwrap();

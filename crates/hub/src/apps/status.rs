@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::policy::{Placement, ReplicaSchedulingType};
-use flotilla_api::work::{BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
+use flotilla_api::work::{conditions, BindingStatus, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_apps_core::aggregate::{aggregate_status, MemberStatus};
 use flotilla_apps_core::binding::binding_name;
 use flotilla_apps_core::binding_status::{self, Decided, Observed};
@@ -141,7 +141,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
         .iter()
         .map(|i| MemberStatus { cluster: &i.cluster_name, status: i.status.as_ref() })
         .collect();
-    let Some(fleet) = aggregate_status(&key.api_version, &key.kind, generation, all_current, &members) else {
+    // The binding's Healthy condition goes on the template too: where the
+    // template is not healthy, and why, readable on the hub.
+    let healthy = wanted.conditions.iter().find(|c| c.type_ == conditions::HEALTHY);
+    let Some(fleet) =
+        aggregate_status(&key.api_version, &key.kind, generation, all_current, &members, healthy)
+    else {
         return Ok(());
     };
     let digest = hash_of(&fleet.to_string());

@@ -172,9 +172,11 @@ fn coredns(hc: &HostedCluster, version: &str) -> Result<Vec<Value>, AddonError> 
                         "containers": [{
                             "name": "coredns",
                             "image": format!("{COREDNS_IMAGE_REPOSITORY}:{version}"),
-                            // A local image: a node without it says
-                            // ErrImageNeverPull instead of trying a registry.
-                            "imagePullPolicy": "Never",
+                            // A local image, loaded into every real node's
+                            // containerd; a node without it fails to pull
+                            // from the unresolvable flotilla.local, and
+                            // hollow nodes "pull" it as they pull anything.
+                            "imagePullPolicy": "IfNotPresent",
                             "args": ["-conf", "/etc/coredns/Corefile"],
                             "ports": [
                                 {"name": "dns", "containerPort": 53, "protocol": "UDP"},

@@ -53,15 +53,7 @@ impl Drop for Cleanup {
 /// A base port with 20 free ports after it, below the ephemeral range and
 /// at a random place, so tests running at the same time differ.
 fn free_range() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-        random.write_u32(std::process::id());
-        let base = 20000 + u16::try_from(random.finish() % 11980).unwrap();
-        if (base..base + 20).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
+    flotilla_localkube::ports::free_range(20).unwrap()
 }
 
 /// Standard output of a command that must succeed.

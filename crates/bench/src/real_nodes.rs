@@ -16,8 +16,6 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 
-use crate::measure::percentile;
-
 /// How long one node may take to join, one pod to run, a node to recover.
 const NODE_TIMEOUT: Duration = Duration::from_secs(120);
 const POD_TIMEOUT: Duration = Duration::from_secs(60);
@@ -71,7 +69,10 @@ pub async fn real_nodes(args: RealNodesArgs) -> anyhow::Result<bool> {
 
     let mut rows = Vec::new();
     rows.push(join(&mut nodes, &cluster, args.nodes).await?);
-    println!("  memory: {} MiB resident per node with no pods (containerd, kubelet, kube-proxy, holder)", node_rss_mib(&nodes));
+    println!(
+        "  memory: {} MiB resident per node with no pods (containerd, kubelet, kube-proxy, holder)",
+        node_rss_mib(&nodes)
+    );
     if args.pods > 0 {
         rows.push(pods(&nodes, &cluster, args.pods).await?);
     }
@@ -159,7 +160,11 @@ async fn kubelet_kills(nodes: &mut RealNodes, cluster: &Cluster, count: usize) -
         total.push(killed.elapsed());
     }
     Ok(vec![
-        Row { what: "kubelet killed -> node NotReady", samples: detected, goal: "node-monitor grace period" },
+        Row {
+            what: "kubelet killed -> node NotReady",
+            samples: detected,
+            goal: "the node controller's grace (50 s default)",
+        },
         Row { what: "kubelet restarted -> node Ready", samples: recovered, goal: "" },
         Row { what: "kubelet killed -> node Ready again", samples: total, goal: "" },
     ])
@@ -216,6 +221,13 @@ fn containerd_version() -> String {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|v| v.split_whitespace().nth(2).map(str::to_string))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Nearest-rank percentile of sorted samples (`p` in 0..=1): the median
+/// of two samples is the first, not the larger.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len().max(1)) - 1).copied().unwrap_or_default()
 }
 
 fn table(rows: &[Row]) -> String {

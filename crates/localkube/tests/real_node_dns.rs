@@ -206,22 +206,38 @@ async fn coredns_on_real_nodes_answers_service_names_across_nodes() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    println!("timing: CoreDNS Ready {:.1}s after the add-on was applied", dns_started.elapsed().as_secs_f64());
+    println!(
+        "timing: CoreDNS Ready {:.1}s after the add-on was applied",
+        dns_started.elapsed().as_secs_f64()
+    );
 
     // A web server on node A behind a Service, a client on node B.
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pp = PostParams::default();
     pods.create(
         &pp,
-        &pod("web", NODE_A, "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www"),
+        &pod(
+            "web",
+            NODE_A,
+            "mkdir -p /www && echo hello-from-web > /www/index.html && exec httpd -f -p 8080 -h /www",
+        ),
     )
     .await
     .unwrap();
-    let web_ip: IpAddr =
-        services.create(&pp, &service("web", 80, 8080)).await.unwrap().spec.unwrap().cluster_ip.unwrap().parse().unwrap();
+    let web_ip: IpAddr = services
+        .create(&pp, &service("web", 80, 8080))
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .cluster_ip
+        .unwrap()
+        .parse()
+        .unwrap();
     pods.create(&pp, &pod("client", NODE_B, "exec sleep 3600")).await.unwrap();
     wait_for("web and client Running", Duration::from_secs(90), || async {
-        phase(&pods.get("web").await.unwrap()) == "Running" && phase(&pods.get("client").await.unwrap()) == "Running"
+        phase(&pods.get("web").await.unwrap()) == "Running"
+            && phase(&pods.get("client").await.unwrap()) == "Running"
     })
     .await;
 
@@ -239,17 +255,26 @@ async fn coredns_on_real_nodes_answers_service_names_across_nodes() {
     // Short names through the pod's search path and the C library's
     // resolver (busybox's nslookup takes a dotted name as it is): wget says
     // where it connects before the API server refuses plain HTTP.
-    let (_, said) = exec(&pods, "client", &["timeout", "5", "wget", "-O", "/dev/null", "http://kubernetes.default:443/"]).await;
+    let (_, said) =
+        exec(&pods, "client", &["timeout", "5", "wget", "-O", "/dev/null", "http://kubernetes.default:443/"])
+            .await;
     assert!(said.contains(&format!("Connecting to kubernetes.default:443 ({kubernetes_ip}:443)")), "{said}");
 
     // The Service by its short name, from the other node.
-    let page = exec_until_ok(&pods, "client", &["timeout", "5", "wget", "-q", "-O", "-", "http://web/"], timeout).await;
+    let page =
+        exec_until_ok(&pods, "client", &["timeout", "5", "wget", "-q", "-O", "-", "http://web/"], timeout)
+            .await;
     assert_eq!(page.trim(), "hello-from-web");
 
     // CoreDNS stayed up all along (forwarding to itself, it would exit).
     let dns_pods = system_pods.list(&ListParams::default().labels("k8s-app=kube-dns")).await.unwrap();
     for p in &dns_pods.items {
-        let restarts: i32 = p.status.iter().flat_map(|s| s.container_statuses.iter().flatten()).map(|c| c.restart_count).sum();
+        let restarts: i32 = p
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| c.restart_count)
+            .sum();
         assert_eq!(restarts, 0, "CoreDNS restarted:\n{}", dns_pods_report(&system_pods).await);
     }
 

@@ -11,6 +11,7 @@ use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_apps_core::failover::FailoverSettings;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_hub::HubConfig;
 use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::core::v1::Secret;
@@ -152,17 +153,9 @@ impl Fleet {
             };
             flotilla_hub::run(client, config).await.unwrap();
         });
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "bootstrap-token-appsab", "namespace": "kube-system"},
-            "type": "bootstrap.kubernetes.io/token",
-            "stringData": {"token-id": "appsab", "token-secret": "0123456789abcdef",
-                "usage-bootstrap-authentication": "true",
-                "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(hub.client(), "kube-system")
-            .create(&PostParams::default(), &secret)
+        let token = BootstrapToken::new("appsab", "0123456789abcdef").unwrap();
+        Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
+            .create(&PostParams::default(), &token.fleet_secret().build())
             .await
             .unwrap();
         let bootstrap = tmp.path().join("bootstrap.kubeconfig");
@@ -172,7 +165,7 @@ impl Fleet {
                 name: "hub".into(),
                 server: hub.server().into(),
                 ca_pem: hub.ca().pem.cert_pem.clone(),
-                credential: Credential::Token("appsab.0123456789abcdef".into()),
+                credential: Credential::Token(token.token()),
             }),
         )
         .unwrap();

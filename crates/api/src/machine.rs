@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -33,12 +34,17 @@ pub mod conditions {
     printcolumn = r#"{"name":"Role","type":"string","jsonPath":".spec.role"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Components","type":"string","jsonPath":".status.componentSummary"}"#,
+    printcolumn = r#"{"name":"Internal-IP","type":"string","jsonPath":".status.addresses[?(@.type==\"InternalIP\")].address"}"#,
     printcolumn = r#"{"name":"Address","type":"string","jsonPath":".spec.address","priority":1}"#,
+    printcolumn = r#"{"name":"CPU","type":"string","jsonPath":".status.capacity.cpu","priority":1}"#,
+    printcolumn = r#"{"name":"Memory","type":"string","jsonPath":".status.capacity.memory","priority":1}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MachineSpec {
     /// The address other machines reach this one at (an IP or DNS name).
+    /// When absent, Flotilla uses the first InternalIP the node agent
+    /// reports in `status.addresses`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// What the machine is for, e.g. `etcd`, `control-plane`, `worker`.
@@ -254,6 +260,23 @@ pub struct MachineStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub components: Vec<ComponentStatus>,
+    /// The host's addresses, as its node agent finds them: the InternalIPs
+    /// of the interfaces holding a default route first (or only the one
+    /// given with `--address`), then its other global addresses, and its
+    /// Hostname. Atomic, not keyed by type: a host has several InternalIPs
+    /// (dual stack), their order says which one is used, and the node agent
+    /// is the only writer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub addresses: Vec<MachineAddress>,
+    /// What the host has: `cpu` (online CPUs), `memory` (MemTotal) and
+    /// `ephemeral-storage` (the file system of the node agent's state
+    /// directory).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capacity: BTreeMap<String, Quantity>,
+    /// Facts about the host's software.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_info: Option<MachineInfo>,
     /// One entry per real node the agent runs or is removing.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -289,6 +312,94 @@ pub struct RealNodeStatus {
     pub last_repair_time: Option<Time>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// One address of the host, as in a Kubernetes Node's `status.addresses`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAddress {
+    #[serde(rename = "type")]
+    pub type_: MachineAddressType,
+    pub address: String,
+}
+
+impl MachineAddress {
+    pub fn new(type_: MachineAddressType, address: impl Into<String>) -> Self {
+        Self { type_, address: address.into() }
+    }
+}
+
+/// The kinds of address a Kubernetes Node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum MachineAddressType {
+    /// An IP reachable from the other machines of the fleet.
+    #[serde(rename = "InternalIP")]
+    InternalIp,
+    #[serde(rename = "ExternalIP")]
+    ExternalIp,
+    Hostname,
+    #[serde(rename = "InternalDNS")]
+    InternalDns,
+    #[serde(rename = "ExternalDNS")]
+    ExternalDns,
+}
+
+/// What runs the host, as in a Kubernetes Node's `status.nodeInfo`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineInfo {
+    /// `uname -r`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_version: Option<String>,
+    /// `PRETTY_NAME` of `/etc/os-release`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_image: Option<String>,
+    /// As Go names it (`amd64`, `arm64`), like a Node's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// `v1` or `v2`: a kubelet from 1.35 on refuses cgroup v1 unless told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_version: Option<String>,
+    /// `containerd://1.6.20`, when a container runtime is installed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_runtime_version: Option<String>,
+    /// Changes when the host reboots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+}
+
+impl Machine {
+    /// Where Flotilla reaches this machine: `spec.address` when set, else
+    /// the first InternalIP its node agent reports.
+    pub fn address(&self) -> Option<&str> {
+        let given = self.spec.address.as_deref().filter(|a| !a.is_empty());
+        given.or_else(|| {
+            self.status
+                .as_ref()?
+                .addresses
+                .iter()
+                .find(|a| a.type_ == MachineAddressType::InternalIp && !a.address.is_empty())
+                .map(|a| a.address.as_str())
+        })
+    }
+
+    /// Why [`Machine::address`] has nothing, and what to do about it: for
+    /// the refusals of whatever needs the address.
+    pub fn no_address_reason(&self) -> String {
+        let name = self.metadata.name.as_deref().unwrap_or_default();
+        let reported = self.status.as_ref().is_some_and(|s| !s.addresses.is_empty());
+        if reported {
+            format!(
+                "{name} has no address: set spec.address, or restart its node agent with --address: \
+                 it reports no InternalIP in status.addresses"
+            )
+        } else {
+            format!(
+                "{name} has no address: set spec.address, or start its node agent, which reports \
+                 status.addresses"
+            )
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -363,8 +474,89 @@ mod tests {
         assert!(v.subresources.as_ref().unwrap().status.is_some());
         let cols: Vec<&str> =
             v.additional_printer_columns.as_ref().unwrap().iter().map(|c| c.name.as_str()).collect();
-        for want in ["Role", "Ready", "Components", "Age"] {
+        for want in ["Role", "Ready", "Components", "Internal-IP", "Address", "CPU", "Memory", "Age"] {
             assert!(cols.contains(&want), "{cols:?}");
+        }
+    }
+
+    #[test]
+    fn reported_addresses_are_an_atomic_list_and_capacity_holds_quantities() {
+        let crd = serde_json::to_value(Machine::crd()).unwrap();
+        let status = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"];
+        let addresses = &status["properties"]["addresses"];
+        assert_eq!(addresses["x-kubernetes-list-type"], "atomic");
+        let mut types: Vec<&str> = addresses["items"]["properties"]["type"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        types.sort();
+        assert_eq!(types, ["ExternalDNS", "ExternalIP", "Hostname", "InternalDNS", "InternalIP"]);
+        let capacity = &status["properties"]["capacity"]["additionalProperties"];
+        assert_eq!(capacity["x-kubernetes-int-or-string"], true, "{capacity}");
+    }
+
+    #[test]
+    fn the_address_is_the_spec_one_else_the_first_reported_internal_ip() {
+        use MachineAddressType::{Hostname, InternalIp};
+        struct Case {
+            name: &'static str,
+            spec: Option<&'static str>,
+            reported: Option<Vec<(MachineAddressType, &'static str)>>,
+            want: Option<&'static str>,
+            reason: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "spec wins over what is reported",
+                spec: Some("10.0.0.9"),
+                reported: Some(vec![(InternalIp, "192.0.2.2")]),
+                want: Some("10.0.0.9"),
+                reason: "",
+            },
+            Case {
+                name: "the first InternalIP, not the hostname before it",
+                spec: None,
+                reported: Some(vec![(Hostname, "h"), (InternalIp, "192.0.2.2"), (InternalIp, "fd00::2")]),
+                want: Some("192.0.2.2"),
+                reason: "",
+            },
+            Case {
+                name: "an empty spec address counts as none",
+                spec: Some(""),
+                reported: Some(vec![(InternalIp, "fd00::2")]),
+                want: Some("fd00::2"),
+                reason: "",
+            },
+            Case {
+                name: "no node agent yet",
+                spec: None,
+                reported: None,
+                want: None,
+                reason: "m2 has no address: set spec.address, or start its node agent, which reports \
+                         status.addresses",
+            },
+            Case {
+                name: "a node agent that found only its hostname",
+                spec: None,
+                reported: Some(vec![(Hostname, "h")]),
+                want: None,
+                reason: "m2 has no address: set spec.address, or restart its node agent with --address: \
+                         it reports no InternalIP in status.addresses",
+            },
+        ];
+        for case in cases {
+            let mut m =
+                Machine::new("m2", MachineSpec { address: case.spec.map(Into::into), ..Default::default() });
+            m.status = case.reported.map(|list| MachineStatus {
+                addresses: list.into_iter().map(|(t, a)| MachineAddress::new(t, a)).collect(),
+                ..Default::default()
+            });
+            assert_eq!(m.address(), case.want, "{}", case.name);
+            if case.want.is_none() {
+                assert_eq!(m.no_address_reason(), case.reason, "{}", case.name);
+            }
         }
     }
 

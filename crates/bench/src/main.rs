@@ -13,6 +13,7 @@ mod hub_faults;
 mod kok;
 mod measure;
 mod membership;
+mod real_nodes;
 mod scheduling;
 mod simulated_agent;
 
@@ -56,6 +57,10 @@ enum Bench {
     /// is killed mid-burst and after the hub's API server is killed, with
     /// the replicas lost and duplicated.
     HubFaults(hub_faults::HubFaultsArgs),
+    /// Real worker nodes (containerd, kubelet, kube-proxy): node join ->
+    /// Ready, pod create -> Running, kubelet killed -> node Ready again
+    /// (p50/p90/max). Needs root and scripts/node-runtime.sh.
+    RealNodes(real_nodes::RealNodesArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -67,6 +72,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Kok(args) => kok::kok(args).await,
         Bench::Faults(args) => faults::faults(args).await,
         Bench::HubFaults(args) => hub_faults::hub_faults(args).await,
+        Bench::RealNodes(args) => real_nodes::real_nodes(args).await,
     }
 }
 

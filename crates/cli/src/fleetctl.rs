@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 
 use flotilla_api::cluster::{ManagedCluster, ManagedClusterSpec, SecretRef, SyncMode};
+use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
@@ -108,11 +109,11 @@ pub fn agent_state_dir(name: &str, given: Option<PathBuf>) -> PathBuf {
     given.unwrap_or_else(|| crate::paths::default_state_dir().join("agents").join(name))
 }
 
-fn random_token_part(len: usize) -> anyhow::Result<String> {
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = vec![0u8; len];
+/// A new token from the kernel's random numbers.
+fn random_token() -> anyhow::Result<BootstrapToken> {
+    let mut bytes = [0u8; 22];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char).collect())
+    Ok(BootstrapToken::from_random(&bytes))
 }
 
 pub async fn token(cmd: TokenCommand) -> anyhow::Result<bool> {
@@ -140,32 +141,18 @@ pub async fn create_token(
     ttl_hours: u64,
     output: Option<PathBuf>,
 ) -> anyhow::Result<(String, PathBuf)> {
-    let id = random_token_part(6)?;
-    let secret_part = random_token_part(16)?;
+    let bootstrap = random_token()?;
     let expiration = k8s_openapi::jiff::Timestamp::now()
         + k8s_openapi::jiff::SignedDuration::from_secs(ttl_hours as i64 * 3600);
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(format!("bootstrap-token-{id}")),
-            namespace: Some("kube-system".into()),
-            ..Default::default()
-        },
-        type_: Some("bootstrap.kubernetes.io/token".into()),
-        string_data: Some(BTreeMap::from(
-            [
-                ("token-id", id.clone()),
-                ("token-secret", secret_part.clone()),
-                ("expiration", expiration.to_string()),
-                ("usage-bootstrap-authentication", "true".into()),
-                ("auth-extra-groups", flotilla_fleet_core::membership::BOOTSTRAP_GROUP.into()),
-                ("description", "flotilla: lets clusters ask to join the fleet".into()),
-            ]
-            .map(|(k, v)| (k.to_string(), v)),
-        )),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), "kube-system").create(&PostParams::default(), &secret).await?;
-    let token = format!("{id}.{secret_part}");
+    let secret = bootstrap
+        .fleet_secret()
+        .expires_at(expiration)
+        .description("flotilla: lets clusters and machines ask to join the fleet")
+        .build();
+    Api::<Secret>::namespaced(client.clone(), bootstrap_token::NAMESPACE)
+        .create(&PostParams::default(), &secret)
+        .await?;
+    let token = bootstrap.token();
     let hub_config = kube::config::Kubeconfig::read_from(hub_kubeconfig)?;
     let (server, ca) = flotilla_agent::register::hub_endpoint(&hub_config)?;
     let kubeconfig = flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
@@ -174,7 +161,7 @@ pub async fn create_token(
         ca_pem: ca,
         credential: flotilla_core::kubeconfig::Credential::Token(token.clone()),
     });
-    let output = output.unwrap_or_else(|| PathBuf::from(format!("bootstrap-{id}.kubeconfig")));
+    let output = output.unwrap_or_else(|| PathBuf::from(format!("bootstrap-{}.kubeconfig", bootstrap.id())));
     std::fs::write(&output, kubeconfig)?;
     Ok((token, output))
 }

@@ -14,6 +14,9 @@ use std::time::Duration;
     the hub approves it once the Machine carries the annotation kok.flotilla.io/accepted=true (or \
     the hub runs with auto-accept). It may read only its Machine, write its status, and get the \
     Secrets and ConfigMaps its components reference.\n\n\
+    The agent reports the host's addresses (status.addresses), capacity and software on the \
+    Machine; Flotilla places components at spec.address when set, else at the first InternalIP \
+    reported.\n\n\
     Example:\n  flotilla node-agent --machine m1 --bootstrap-kubeconfig bootstrap.kubeconfig \
     --state-dir /var/lib/flotilla/m1")]
 pub struct NodeAgentArgs {
@@ -40,6 +43,12 @@ pub struct NodeAgentArgs {
     /// Seconds between status writes when nothing changes.
     #[arg(long, default_value_t = 20)]
     pub heartbeat: u64,
+    /// The IP other machines reach this one at, reported as its only
+    /// InternalIP. Default: the addresses of the interfaces holding a
+    /// default route, then the other global ones. (The Machine's
+    /// spec.address, when set, wins over both.)
+    #[arg(long)]
+    pub address: Option<std::net::IpAddr>,
 }
 
 pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
@@ -56,6 +65,7 @@ pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
     };
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.heartbeat = Duration::from_secs(args.heartbeat.max(1));
+    config.address = args.address;
     // Stopping the agent leaves its components running (see --help).
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

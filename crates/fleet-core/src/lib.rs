@@ -2,4 +2,5 @@
 //! requests, heartbeats and leases, cluster conditions and taints, inventory.
 //! No I/O: the hub and the agent observe, then ask here what to do.
 
+pub mod bootstrap_token;
 pub mod membership;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_hub::HubConfig;
 use flotilla_localkube::{
     wait_for, Binaries, Cluster, ClusterConfig, DEFAULT_K8S_VERSION, PREVIOUS_K8S_VERSION,
@@ -40,24 +41,16 @@ async fn apply(client: &Client, object: serde_json::Value) {
 
 /// A bootstrap token on the hub and a kubeconfig using it.
 async fn bootstrap_kubeconfig(hub: &Cluster, path: &std::path::Path) {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "bootstrap-token-skewab", "namespace": "kube-system"},
-        "type": "bootstrap.kubernetes.io/token",
-        "stringData": {"token-id": "skewab", "token-secret": "0123456789abcdef",
-            "usage-bootstrap-authentication": "true",
-            "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(hub.client(), "kube-system")
-        .create(&PostParams::default(), &secret)
+    let token = BootstrapToken::new("skewab", "0123456789abcdef").unwrap();
+    Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
+        .create(&PostParams::default(), &token.fleet_secret().build())
         .await
         .unwrap();
     let spec = KubeconfigSpec {
         name: "hub".into(),
         server: hub.server().into(),
         ca_pem: hub.ca().pem.cert_pem.clone(),
-        credential: Credential::Token("skewab.0123456789abcdef".into()),
+        credential: Credential::Token(token.token()),
     };
     std::fs::write(path, kubeconfig::render(&spec)).unwrap();
 }

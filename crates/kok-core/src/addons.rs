@@ -168,13 +168,19 @@ fn coredns(hc: &HostedCluster, version: &str) -> Result<Vec<Value>, AddonError> 
                     "metadata": {"labels": labels},
                     "spec": {
                         "serviceAccountName": "coredns",
+                        // The node's resolver, not the cluster's: CoreDNS
+                        // forwarding to itself is a loop its `loop` plugin
+                        // stops by exiting (as kubeadm's manifest does).
+                        "dnsPolicy": "Default",
                         "priorityClassName": "system-cluster-critical",
                         "containers": [{
                             "name": "coredns",
                             "image": format!("{COREDNS_IMAGE_REPOSITORY}:{version}"),
-                            // A local image: a node without it says
-                            // ErrImageNeverPull instead of trying a registry.
-                            "imagePullPolicy": "Never",
+                            // A local image, loaded into every real node's
+                            // containerd; a node without it fails to pull
+                            // from the unresolvable flotilla.local, and
+                            // hollow nodes "pull" it as they pull anything.
+                            "imagePullPolicy": "IfNotPresent",
                             "args": ["-conf", "/etc/coredns/Corefile"],
                             "ports": [
                                 {"name": "dns", "containerPort": 53, "protocol": "UDP"},
@@ -265,6 +271,7 @@ mod tests {
             dep["spec"]["template"]["spec"]["containers"][0]["image"],
             "flotilla.local/coredns:1.12.4"
         );
+        assert_eq!(dep["spec"]["template"]["spec"]["dnsPolicy"], "Default", "no forwarding loop");
         let role = m.iter().find(|o| o["kind"] == "ClusterRole").unwrap();
         assert!(role["rules"].as_array().unwrap().iter().any(|r| r["resources"][0] == "endpointslices"));
         let newer =

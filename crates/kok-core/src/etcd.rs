@@ -153,7 +153,7 @@ pub fn recorded_members(cluster: &EtcdCluster, machines: &[Machine]) -> Vec<Memb
                 index: member_index(name, member).unwrap_or(u32::MAX),
                 name: member.to_string(),
                 machine: m.metadata.name.clone()?,
-                address: m.spec.address.clone().unwrap_or_default(),
+                address: m.address().unwrap_or_default().to_string(),
                 client_url: arg(c, "--advertise-client-urls")?.to_string(),
                 peer_url: arg(c, "--initial-advertise-peer-urls")?.to_string(),
             })
@@ -194,8 +194,8 @@ fn candidates<'a>(
         }
         if m.metadata.deletion_timestamp.is_some() {
             refused.push(format!("{machine} is being deleted"));
-        } else if m.spec.address.as_deref().is_none_or(str::is_empty) {
-            refused.push(format!("{machine} has no spec.address"));
+        } else if m.address().is_none() {
+            refused.push(m.no_address_reason());
         } else if let Some(age) = stale_for(m, now, config.member_dead_after) {
             refused.push(format!("{machine}'s node agent has not reported for {}s", age.as_secs()));
         } else {
@@ -206,11 +206,12 @@ fn candidates<'a>(
 }
 
 /// Ports taken on `address`: every port any component on a Machine with
-/// that address names, plus what this plan already handed out there.
+/// that address (given or reported) names, plus what this plan already
+/// handed out there.
 fn ports_taken(machines: &[Machine], address: &str, handed_out: &BTreeSet<u16>) -> BTreeSet<u16> {
     machines
         .iter()
-        .filter(|m| m.spec.address.as_deref() == Some(address))
+        .filter(|m| m.address() == Some(address))
         .flat_map(|m| ports::used_ports(m, &[]))
         .chain(handed_out.iter().copied())
         .collect()
@@ -226,7 +227,7 @@ fn new_member(
     handed_out: &mut BTreeMap<String, BTreeSet<u16>>,
     range: &RangeInclusive<u16>,
 ) -> Option<MemberPlan> {
-    let address = machine.spec.address.clone()?;
+    let address = machine.address()?.to_string();
     let taken_here = handed_out.entry(address.clone()).or_default();
     let picked = ports::allocate(&ports_taken(machines, &address, taken_here), range.clone(), 2)?;
     taken_here.extend(&picked);
@@ -1003,11 +1004,59 @@ pub(crate) mod tests {
         let p = plan.progress.unwrap();
         assert_eq!(p.reason, "NotEnoughMachines");
         assert!(
-            p.message.contains("1 of 3") && p.message.contains("m2 has no spec.address"),
+            p.message.contains("1 of 3")
+                && p.message.contains("too few Machines match spec.machineSelector")
+                && p.message.contains(
+                    "m2 has no address: set spec.address, or start its node agent, which reports \
+                     status.addresses"
+                ),
             "{}",
             p.message
         );
         assert!(p.message.contains("m3's node agent has not reported for 900s"), "{}", p.message);
+    }
+
+    #[test]
+    fn a_machine_without_spec_address_hosts_a_member_at_its_first_reported_internal_ip() {
+        use flotilla_api::machine::{MachineAddress, MachineAddressType};
+        let reported = |name: &str, addresses: Vec<MachineAddress>| {
+            let mut m = machine(name, "etcd");
+            m.spec.address = None;
+            m.status =
+                Some(MachineStatus { last_heartbeat: Some(Time(t(990))), addresses, ..Default::default() });
+            m
+        };
+        let v4 = reported(
+            "m1",
+            vec![
+                MachineAddress::new(MachineAddressType::Hostname, "host-1"),
+                MachineAddress::new(MachineAddressType::InternalIp, "192.0.2.2"),
+                MachineAddress::new(MachineAddressType::InternalIp, "fd00::2"),
+            ],
+        );
+        let v6 = reported("m2", vec![MachineAddress::new(MachineAddressType::InternalIp, "fd00::3")]);
+        let hostname_only = reported("m3", vec![MachineAddress::new(MachineAddressType::Hostname, "host-3")]);
+        let machines = [v4, v6, hostname_only];
+        let plan = check(&cluster(3), &machines, &Observation::default());
+        assert_eq!(placed(&plan.members), [("e-0", "m1"), ("e-1", "m2")]);
+        let urls: Vec<(&str, &str)> =
+            plan.members.iter().map(|m| (m.address.as_str(), m.client_url.as_str())).collect();
+        assert_eq!(urls, [("192.0.2.2", "https://192.0.2.2:3000"), ("fd00::3", "https://[fd00::3]:3000")]);
+        let p = plan.progress.clone().unwrap();
+        assert_eq!(p.reason, "NotEnoughMachines");
+        assert!(
+            p.message.contains(
+                "m3 has no address: set spec.address, or restart its node agent with --address: it \
+                 reports no InternalIP in status.addresses"
+            ),
+            "{}",
+            p.message
+        );
+        // Read back from the Machines, the members keep the reported address.
+        let mut written = machines.clone();
+        apply(&plan, &mut written);
+        let recorded = recorded_members(&cluster(3), &written);
+        assert_eq!(recorded, plan.members);
     }
 
     #[test]

@@ -41,7 +41,8 @@ pub enum HostedPlanError {
     Pki(#[from] KokPkiError),
     #[error("certificates: {0}")]
     Leaf(#[from] flotilla_core::pki::PkiError),
-    #[error("machine {0} has no address")]
+    /// A machine chosen has no address: why, naming it.
+    #[error("machine {0}")]
     NoAddress(String),
     #[error("no free port left on machine {machine} in {first}-{last}")]
     NoPorts { machine: String, first: u16, last: u16 },
@@ -209,18 +210,30 @@ fn in_pool(pool: Option<&str>, machine: &Machine) -> bool {
 }
 
 /// Whether a machine can host components: not being deleted, with an
-/// address, and its node agent reported within `lost_after`. (Its Ready
-/// condition says whether its components are healthy, which is not the
-/// question: a machine whose apiserver crashes is still there.)
+/// address (given or reported), and its node agent reported within
+/// `lost_after`. (Its Ready condition says whether its components are
+/// healthy, which is not the question: a machine whose apiserver crashes is
+/// still there.)
 pub fn machine_usable(machine: &Machine, now: OffsetDateTime, lost_after: Duration) -> bool {
-    if machine.metadata.deletion_timestamp.is_some() || machine.spec.address.is_none() {
-        return false;
+    machine_unusable(machine, now, lost_after).is_none()
+}
+
+/// Why a machine cannot host components ([`machine_usable`]), naming it;
+/// `None` when it can.
+pub fn machine_unusable(machine: &Machine, now: OffsetDateTime, lost_after: Duration) -> Option<String> {
+    let name = machine_name(machine);
+    if machine.metadata.deletion_timestamp.is_some() {
+        return Some(format!("{name} is being deleted"));
     }
-    let Some(status) = machine.status.as_ref() else { return false };
-    status.last_heartbeat.as_ref().is_some_and(|t| {
-        let at = OffsetDateTime::from_unix_timestamp(t.0.as_second()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        now - at <= lost_after
-    })
+    if machine.address().is_none() {
+        return Some(machine.no_address_reason());
+    }
+    let Some(beat) = machine.status.as_ref().and_then(|s| s.last_heartbeat.as_ref()) else {
+        return Some(format!("{name}'s node agent has never reported"));
+    };
+    let at = OffsetDateTime::from_unix_timestamp(beat.0.as_second()).unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let age = now - at;
+    (age > lost_after).then(|| format!("{name}'s node agent has not reported for {}s", age.whole_seconds()))
 }
 
 fn machine_name(m: &Machine) -> String {
@@ -270,6 +283,11 @@ pub struct Placement {
     /// Instances that could not be placed (not enough usable machines).
     pub unplaced_instances: i32,
     pub unplaced_nodes: i32,
+    /// Why the machines the control plane may use (its selector and pool)
+    /// but does not are unusable, one reason per machine.
+    pub control_plane_unusable: Vec<String>,
+    /// The same for the machines of the node pool.
+    pub nodes_unusable: Vec<String>,
 }
 
 impl Placement {
@@ -294,7 +312,7 @@ impl<'a> PortBook<'a> {
     fn new(machines: &'a [Machine], ours: &dyn Fn(&str) -> bool, range: RangeInclusive<u16>) -> Self {
         let mut foreign: BTreeMap<String, BTreeSet<u16>> = BTreeMap::new();
         for m in machines {
-            let used = foreign.entry(m.spec.address.clone().unwrap_or_default()).or_default();
+            let used = foreign.entry(m.address().unwrap_or_default().to_string()).or_default();
             used.extend(m.spec.components.iter().filter(|c| !ours(&c.name)).flat_map(ports::component_ports));
         }
         Self { range, foreign, given: BTreeMap::new(), machines }
@@ -329,6 +347,17 @@ impl<'a> PortBook<'a> {
 
     pub(crate) fn machine(&self, name: &str) -> Option<&'a Machine> {
         self.machines.iter().find(|m| m.metadata.name.as_deref() == Some(name))
+    }
+
+    /// Where machine `name` is reached (given or reported).
+    fn address(&self, name: &str) -> Result<String, HostedPlanError> {
+        let machine = self.machine(name);
+        match machine.and_then(Machine::address) {
+            Some(address) => Ok(address.to_string()),
+            None => Err(HostedPlanError::NoAddress(
+                machine.map_or_else(|| format!("{name} is not a Machine"), Machine::no_address_reason),
+            )),
+        }
     }
 }
 
@@ -366,10 +395,13 @@ pub fn place(
         })
         .collect();
     let pool = hc.spec.control_plane.machine_pool.as_deref();
-    let selected: Vec<&Machine> = usable
+    let for_control_plane =
+        |m: &Machine| labels_match(&hc.spec.control_plane.machine_selector, m) && in_pool(pool, m);
+    let selected: Vec<&Machine> = usable.iter().copied().filter(|m| for_control_plane(m)).collect();
+    placement.control_plane_unusable = machines
         .iter()
-        .copied()
-        .filter(|m| labels_match(&hc.spec.control_plane.machine_selector, m) && in_pool(pool, m))
+        .filter(|m| for_control_plane(m))
+        .filter_map(|m| machine_unusable(m, now, config.machine_lost_after))
         .collect();
 
     // Kept instances first, so new ones avoid their machines.
@@ -403,8 +435,7 @@ pub fn place(
         chosen.insert(index, machine);
     }
     for (index, machine) in chosen {
-        let m = book.machine(&machine).ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
-        let address = m.spec.address.clone().ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
+        let address = book.address(&machine)?;
         // Ports are kept only when the component is still on this machine.
         let existing = |part: Part, flag: &str| {
             find(part, index)
@@ -428,6 +459,13 @@ pub fn place(
 
     let count = hc.spec.nodes.as_ref().map_or(0, |n| n.count.max(0));
     let node_pool = hc.spec.nodes.as_ref().and_then(|n| n.machine_pool.as_deref());
+    if count > 0 {
+        placement.nodes_unusable = machines
+            .iter()
+            .filter(|m| in_pool(node_pool, m))
+            .filter_map(|m| machine_unusable(m, now, config.machine_lost_after))
+            .collect();
+    }
     let mut node_load: BTreeMap<String, usize> =
         usable.iter().filter(|m| in_pool(node_pool, m)).map(|m| (machine_name(m), 0)).collect();
     let mut node_chosen: BTreeMap<i32, String> = BTreeMap::new();
@@ -455,8 +493,7 @@ pub fn place(
         node_chosen.insert(index, machine);
     }
     for (index, machine) in node_chosen {
-        let m = book.machine(&machine).ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
-        let address = m.spec.address.clone().ok_or_else(|| HostedPlanError::NoAddress(machine.clone()))?;
+        let address = book.address(&machine)?;
         let wanted =
             find(Part::Kubelet, index).filter(|(on, _)| machine_name(on) == machine).and_then(|(_, c)| {
                 Some(vec![
@@ -664,7 +701,7 @@ pub fn apiserver_urls(
             machines.iter().find_map(|m| {
                 let c = m.spec.components.iter().find(|c| c.name == name)?;
                 let port = ports::flag_port(c, "--secure-port")?;
-                Some(format!("https://{}:{port}", host_of(m.spec.address.as_deref()?)))
+                Some(format!("https://{}:{port}", host_of(m.address()?)))
             })
         })
         .collect()
@@ -797,8 +834,15 @@ pub(crate) mod tests {
             args: vec!["--v=1".into(), "--secure-port=7000".into()],
             ..Default::default()
         });
+        // No spec.address: the one its node agent reports.
         let mut m2 = machine("m2", true);
-        m2.spec.address = Some("::1".into());
+        m2.spec.address = None;
+        if let Some(status) = m2.status.as_mut() {
+            status.addresses = vec![flotilla_api::machine::MachineAddress::new(
+                flotilla_api::machine::MachineAddressType::InternalIp,
+                "::1",
+            )];
+        }
         m2.spec.components.push(ComponentSpec {
             name: component_name(Part::Apiserver, "ns", "c", 1),
             args: vec!["--secure-port=7001".into()],

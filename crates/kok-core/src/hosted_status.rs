@@ -342,18 +342,21 @@ pub fn component_conditions(
         } else if mine.is_empty() && placement.unplaced_instances > 0 {
             (
                 "NoMachine",
-                match hc.spec.control_plane.machine_pool.as_deref() {
-                    Some(pool) => format!(
-                        "no usable machine of pool {pool} (label {}={pool}) matches \
+                with_reasons(
+                    match hc.spec.control_plane.machine_pool.as_deref() {
+                        Some(pool) => format!(
+                            "no usable machine of pool {pool} (label {}={pool}) matches \
                          spec.controlPlane.machineSelector for {}",
-                        flotilla_api::kok::MACHINE_POOL_LABEL,
-                        part.upstream()
-                    ),
-                    None => format!(
-                        "no usable machine matches spec.controlPlane.machineSelector for {}",
-                        part.upstream()
-                    ),
-                },
+                            flotilla_api::kok::MACHINE_POOL_LABEL,
+                            part.upstream()
+                        ),
+                        None => format!(
+                            "no usable machine matches spec.controlPlane.machineSelector for {}",
+                            part.upstream()
+                        ),
+                    },
+                    &placement.control_plane_unusable,
+                ),
             )
         } else {
             let problems: Vec<String> = mine
@@ -372,7 +375,13 @@ pub fn component_conditions(
     if wanted > 0 {
         let ok = ready_nodes >= wanted;
         let message = if placement.unplaced_nodes > 0 {
-            format!("{ready_nodes}/{wanted} nodes Ready; {} have no usable machine", placement.unplaced_nodes)
+            with_reasons(
+                format!(
+                    "{ready_nodes}/{wanted} nodes Ready; {} have no usable machine",
+                    placement.unplaced_nodes
+                ),
+                &placement.nodes_unusable,
+            )
         } else {
             format!("{ready_nodes}/{wanted} nodes Ready")
         };
@@ -384,6 +393,15 @@ pub fn component_conditions(
         ));
     }
     out
+}
+
+/// `message`, then why the machines that could have served are unusable.
+fn with_reasons(message: String, reasons: &[String]) -> String {
+    if reasons.is_empty() {
+        message
+    } else {
+        format!("{message} ({})", reasons.join("; "))
+    }
 }
 
 /// The instances for the status.
@@ -491,6 +509,60 @@ mod tests {
         let conditions = component_conditions(&hc, &none, &[], 0, &Time(Timestamp::UNIX_EPOCH));
         let apiserver = conditions.iter().find(|c| c.type_ == "KubeApiserverReady").unwrap();
         assert!(apiserver.message.contains("pool cp"), "{}", apiserver.message);
+        assert!(
+            apiserver.message.ends_with(
+                "(m1's node agent has not reported for 600s; m3's node agent has not reported for 600s)"
+            ),
+            "{}",
+            apiserver.message
+        );
+    }
+
+    #[test]
+    fn machines_without_spec_address_are_used_at_their_reported_internal_ip_or_say_what_to_do() {
+        use flotilla_api::machine::{MachineAddress, MachineAddressType};
+        let reporting = |name: &str, addresses: &[(MachineAddressType, &str)]| {
+            let mut m = machine(name, true);
+            m.spec.address = None;
+            if let Some(status) = m.status.as_mut() {
+                status.addresses = addresses.iter().map(|(t, a)| MachineAddress::new(*t, *a)).collect();
+            }
+            m
+        };
+        let v6 = reporting(
+            "m1",
+            &[(MachineAddressType::Hostname, "h1"), (MachineAddressType::InternalIp, "fd00::2")],
+        );
+        let silent = {
+            let mut m = machine("m2", true);
+            m.spec.address = None;
+            m.status = None;
+            m
+        };
+        let hostname_only = reporting("m3", &[(MachineAddressType::Hostname, "h3")]);
+        let machines = vec![v6, silent, hostname_only];
+        let placement = place(&hc(1, 2), &machines, &config(), now()).unwrap();
+        assert_eq!(placement.instances[0].apiserver_url(), "https://[fd00::2]:40000");
+        let node_addresses: Vec<&str> = placement.nodes.iter().map(|n| n.address.as_str()).collect();
+        assert_eq!(node_addresses, ["fd00::2", "fd00::2"]);
+        let want = [
+            "m2 has no address: set spec.address, or start its node agent, which reports status.addresses",
+            "m3 has no address: set spec.address, or restart its node agent with --address: it reports no \
+             InternalIP in status.addresses",
+        ];
+        assert_eq!(placement.control_plane_unusable, want);
+        assert_eq!(placement.nodes_unusable, want);
+
+        // None left: the conditions say why, per machine.
+        let none = place(&hc(1, 1), &machines[1..], &config(), now()).unwrap();
+        assert_eq!((none.unplaced_instances, none.unplaced_nodes), (1, 1));
+        let conditions = component_conditions(&hc(1, 1), &none, &[], 0, &Time(Timestamp::UNIX_EPOCH));
+        let explained: Vec<&Condition> = conditions
+            .iter()
+            .filter(|c| c.message.contains(want[0]) && c.message.contains(want[1]))
+            .collect();
+        let types: Vec<&str> = explained.iter().map(|c| c.type_.as_str()).collect();
+        assert!(types.contains(&"KubeApiserverReady") && types.contains(&"NodesReady"), "{conditions:?}");
     }
 
     fn at(seconds: i64) -> Time {

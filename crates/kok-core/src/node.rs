@@ -461,7 +461,8 @@ pub fn machine_status(
         last_heartbeat: previous.and_then(|p| p.last_heartbeat.clone()),
         component_summary: Some(format!("{running}/{}", components.len())),
         components,
-        real_nodes: Vec::new(),
+        // The host's facts are the node agent's to add.
+        ..Default::default()
     }
 }
 

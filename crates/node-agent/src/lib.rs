@@ -11,17 +11,22 @@
 //! `state.json` in the state directory (pid + start time + spec hash), so an
 //! agent that restarts adopts them instead of starting them twice.
 //!
+//! The status also says what the host is ([`host`]): its addresses (where
+//! Flotilla reaches it unless the spec gives one), capacity and software.
+//!
 //! Layout of the state directory: `state.json`, `logs/<component>.log`,
 //! `components/<component>/` (working directory and relative files; deleted
 //! when the component is removed from the spec, the log is kept).
 
 mod error;
+pub mod host;
 pub mod probe;
 pub mod process;
 pub mod real_nodes;
 pub mod register;
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -71,6 +76,9 @@ pub struct NodeAgentConfig {
     pub stop_grace: Duration,
     /// How often referenced Secrets and ConfigMaps are read again.
     pub resync: Duration,
+    /// Reported as the machine's only InternalIP instead of the addresses
+    /// found on its interfaces (`--address`).
+    pub address: Option<IpAddr>,
 }
 
 impl NodeAgentConfig {
@@ -95,6 +103,7 @@ impl NodeAgentConfig {
             heartbeat: Duration::from_secs(20),
             stop_grace: Duration::from_secs(10),
             resync: Duration::from_secs(30),
+            address: None,
         }
     }
 }
@@ -248,7 +257,8 @@ async fn run_with(
 ) -> Result<(), Error> {
     let machines: Api<Machine> = Api::all(client.clone());
     register(&machines, &config.machine).await?;
-    let mut agent = Agent::new(config.clone(), client)?;
+    let container_runtime = host::container_runtime_version().await;
+    let mut agent = Agent::new(config.clone(), client, container_runtime)?;
     let watch = watcher::Config::default().fields(&format!("metadata.name={}", config.machine));
     let mut events = watcher(machines, watch).boxed();
     let mut machine: Option<Machine> = None;
@@ -317,10 +327,19 @@ struct Agent {
     last_status: Option<MachineStatus>,
     last_write: Option<Instant>,
     real_nodes: real_nodes::RealNodes,
+    /// What the host is, read again once per heartbeat.
+    host: host::HostFacts,
+    host_read: Option<Instant>,
+    /// Found once when the agent starts.
+    container_runtime: Option<String>,
 }
 
 impl Agent {
-    fn new(config: NodeAgentConfig, client: Client) -> Result<Self, Error> {
+    fn new(
+        config: NodeAgentConfig,
+        client: Client,
+        container_runtime: Option<String>,
+    ) -> Result<Self, Error> {
         std::fs::create_dir_all(&config.state_dir).map_err(io_error(&config.state_dir))?;
         let mut state = State::load(&config.state_dir)?;
         state.machine = config.machine.clone();
@@ -340,6 +359,9 @@ impl Agent {
             last_status: None,
             last_write: None,
             real_nodes: Default::default(),
+            host: host::HostFacts::default(),
+            host_read: None,
+            container_runtime,
         };
         // Processes that died while no agent watched are recorded now; their
         // exit code is unknown unless they were still our children.
@@ -627,6 +649,14 @@ impl Agent {
         let previous = self.last_status.as_ref().or(hub_status);
         let mut status = node::machine_status(components, VERSION, previous, now);
         status.real_nodes = self.real_nodes.statuses(&self.state.real_nodes, spec, &self.state.components);
+        if self.host_read.is_none_or(|at| at.elapsed() >= self.config.heartbeat) {
+            self.host =
+                host::detect(&self.config.state_dir, self.config.address, self.container_runtime.clone());
+            self.host_read = Some(Instant::now());
+        }
+        status.addresses = self.host.addresses.clone();
+        status.capacity = self.host.capacity.clone();
+        status.machine_info = Some(self.host.info.clone());
         let heartbeat_due = self.last_write.is_none_or(|at| at.elapsed() >= self.config.heartbeat);
         if !node::status_changed(previous, &status) && !heartbeat_due {
             return;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use flotilla_api::machine::{ComponentFile, ComponentSpec, ComponentState, KeyRef, Machine, MachineSpec};
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_kok_core::machine_identity::{ACCEPTED_ANNOTATION, AGENT_KEY_ANNOTATION, MACHINE_LABEL};
 use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use flotilla_node_agent::{process, NodeAgentConfig};
@@ -39,17 +40,9 @@ impl Drop for Cleanup {
 
 /// A real bootstrap token in the Flotilla group and a kubeconfig using it.
 async fn bootstrap_kubeconfig(hub: &Cluster, dir: &Path) -> PathBuf {
-    let secret: Secret = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": "bootstrap-token-abcdef", "namespace": "kube-system"},
-        "type": "bootstrap.kubernetes.io/token",
-        "stringData": {"token-id": "abcdef", "token-secret": "0123456789abcdef",
-            "usage-bootstrap-authentication": "true",
-            "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(hub.client(), "kube-system")
-        .create(&PostParams::default(), &secret)
+    let token = BootstrapToken::new("abcdef", "0123456789abcdef").unwrap();
+    Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
+        .create(&PostParams::default(), &token.fleet_secret().build())
         .await
         .unwrap();
     let path = dir.join("bootstrap.kubeconfig");
@@ -59,7 +52,7 @@ async fn bootstrap_kubeconfig(hub: &Cluster, dir: &Path) -> PathBuf {
             name: "hub".into(),
             server: hub.server().into(),
             ca_pem: hub.ca().pem.cert_pem.clone(),
-            credential: Credential::Token("abcdef.0123456789abcdef".into()),
+            credential: Credential::Token(token.token()),
         }),
     )
     .unwrap();

@@ -140,10 +140,20 @@ fn verdicts_name_the_worst_problem_first_with_counts_across_pods() {
             ),
         },
         Case {
-            name: "a container that just exited, before its back-off",
+            name: "a container that exited once, before any restart",
+            object: deployment_short(1, 0),
+            pods: pods(&["first-crash"]),
+            want: unhealthy("ContainerFailed", "container web exited with code 2 (Error) (1 of 1 pods)", None),
+        },
+        Case {
+            name: "a restarted container that exited again, before the kubelet says CrashLoopBackOff",
             object: deployment_short(1, 0),
             pods: pods(&["just-crashed"]),
-            want: unhealthy("ContainerFailed", "container web exited with code 2 (Error) (1 of 1 pods)", Some(1)),
+            want: unhealthy(
+                "CrashLoopBackOff",
+                "container web restarted once, last exit code 2 (1 of 1 pods)",
+                Some(1),
+            ),
         },
         Case {
             name: "an evicted pod",

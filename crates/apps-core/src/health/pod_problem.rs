@@ -127,7 +127,11 @@ pub fn pod_problem(pod: &Value) -> Option<PodProblem> {
     if text(pod, "/spec/nodeName").is_empty() {
         return Some(problem(Severity::Starting, REASON_PROGRESSING, "waiting to be scheduled".into()));
     }
-    let worst = containers(pod).filter_map(|(c, init)| container_problem(c, init)).min_by_key(|p| p.severity);
+    // The kubelet restarts a failed container unless the pod says Never.
+    let restarted = text(pod, "/spec/restartPolicy") != "Never";
+    let worst = containers(pod)
+        .filter_map(|(c, init)| container_problem(c, init, restarted))
+        .min_by_key(|p| p.severity);
     if worst.is_some() {
         return worst;
     }
@@ -159,7 +163,8 @@ fn exited(container: &Value) -> Option<String> {
     })
 }
 
-fn container_problem(container: &Value, init: bool) -> Option<PodProblem> {
+/// `restarted`: whether the kubelet restarts this container when it fails.
+fn container_problem(container: &Value, init: bool, restarted: bool) -> Option<PodProblem> {
     let name = text(container, "/name");
     let restarts = int(container, "/restartCount");
     let problem = |severity, reason: &str, detail: String| PodProblem {
@@ -178,7 +183,11 @@ fn container_problem(container: &Value, init: bool) -> Option<PodProblem> {
             message => format!("container {name}: {message}"),
         };
         return Some(match reason {
-            REASON_CRASH_LOOP => problem(Severity::CrashLoop, REASON_CRASH_LOOP, crash_loop(container)),
+            REASON_CRASH_LOOP => problem(
+                Severity::CrashLoop,
+                REASON_CRASH_LOOP,
+                crash_loop(container, &container["lastState"]["terminated"]),
+            ),
             "" | "ContainerCreating" | "PodInitializing" => {
                 let doing = if reason.is_empty() { "waiting" } else { reason };
                 problem(Severity::Starting, REASON_PROGRESSING, format!("container {name} {doing}"))
@@ -195,6 +204,14 @@ fn container_problem(container: &Value, init: bool) -> Option<PodProblem> {
         });
     }
     if let Some(exit) = exited(container) {
+        // Failed again after a restart, and about to be restarted: a crash
+        // loop, whether the kubelet says so yet (between its restarts it
+        // shows the failed run as `terminated`, and only some of the time
+        // `waiting: CrashLoopBackOff`).
+        if restarted && restarts >= 1 {
+            let detail = crash_loop(container, &state["terminated"]);
+            return Some(problem(Severity::CrashLoop, REASON_CRASH_LOOP, detail));
+        }
         return Some(problem(Severity::ContainerFailed, REASON_CONTAINER_FAILED, exit));
     }
     if state.get("running").is_some_and(Value::is_object) {
@@ -218,12 +235,12 @@ fn container_problem(container: &Value, init: bool) -> Option<PodProblem> {
 }
 
 /// `container web restarted 5 times, last exit code 1` (and the reason
-/// when it says more than `Error`, e.g. `OOMKilled`).
-fn crash_loop(container: &Value) -> String {
+/// when it says more than `Error`, e.g. `OOMKilled`), from `last`, the
+/// container's last finished run.
+fn crash_loop(container: &Value, last: &Value) -> String {
     let name = text(container, "/name");
     let restarts = int(container, "/restartCount");
     let times = if restarts == 1 { "once".to_string() } else { format!("{restarts} times") };
-    let last = &container["lastState"]["terminated"];
     match (last["exitCode"].as_i64(), text(last, "/reason")) {
         (None, _) => format!("container {name} restarted {times}"),
         (Some(code), "" | "Error") => format!("container {name} restarted {times}, last exit code {code}"),

@@ -61,15 +61,7 @@ pub struct KokEnv {
 
 /// A base port with `count` free ports after it.
 pub fn free_range(count: u16) -> u16 {
-    loop {
-        let base = flotilla_localkube::ports::free_port().unwrap();
-        if base.checked_add(count).is_none() {
-            continue;
-        }
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
+    flotilla_localkube::ports::free_range(count).unwrap()
 }
 
 impl KokEnv {

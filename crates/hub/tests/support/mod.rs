@@ -11,6 +11,7 @@ use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_apps_core::failover::FailoverSettings;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
+use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_hub::HubConfig;
 use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::core::v1::Secret;
@@ -86,10 +87,6 @@ impl Fleet {
         failover: FailoverSettings,
         shared_etcd: bool,
     ) -> Fleet {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
         let tmp = tempfile::tempdir().unwrap();
         let etcd = match shared_etcd {
             true => Some(
@@ -97,16 +94,46 @@ impl Fleet {
             ),
             false => None,
         };
+        let configs = (0..regions.len())
+            .map(|i| {
+                let name = format!("m{}", i + 1);
+                let mut config = ClusterConfig::new(name.clone()).with_nodes(1);
+                if let Some(etcd) = &etcd {
+                    config = config.with_etcd(etcd.client_url());
+                    config.etcd_prefix = Some(format!("/clusters/{name}"));
+                }
+                config
+            })
+            .collect();
+        Fleet::start_members(tmp, etcd, configs, regions, with_widgets, failover).await
+    }
+
+    /// A hub and members started from `configs` (named `m1`, `m2`, ... in
+    /// order, one per region), e.g. members serving real nodes
+    /// (`ClusterConfig::for_real_nodes`), whose nodes the caller starts.
+    pub async fn start_with_members(configs: Vec<ClusterConfig>, regions: &[&str]) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        Fleet::start_members(tmp, None, configs, regions, &[], FailoverSettings::default()).await
+    }
+
+    async fn start_members(
+        tmp: tempfile::TempDir,
+        etcd: Option<Etcd>,
+        configs: Vec<ClusterConfig>,
+        regions: &[&str],
+        with_widgets: &[usize],
+        failover: FailoverSettings,
+    ) -> Fleet {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        assert_eq!(configs.len(), regions.len(), "one member per region");
+        for (i, config) in configs.iter().enumerate() {
+            assert_eq!(config.name, format!("m{}", i + 1), "members are named m1, m2, ... in order");
+        }
         let hub = Cluster::start(ClusterConfig::hub("hub"));
-        let members = futures::future::join_all((0..regions.len()).map(|i| {
-            let name = format!("m{}", i + 1);
-            let mut config = ClusterConfig::new(name.clone()).with_nodes(1);
-            if let Some(etcd) = &etcd {
-                config = config.with_etcd(etcd.client_url());
-                config.etcd_prefix = Some(format!("/clusters/{name}"));
-            }
-            Cluster::start(config)
-        }));
+        let members = futures::future::join_all(configs.into_iter().map(Cluster::start));
         let (hub, members) = tokio::join!(hub, members);
         let hub = hub.unwrap();
         let members: Vec<Cluster> = members.into_iter().map(|m| m.unwrap()).collect();
@@ -126,17 +153,9 @@ impl Fleet {
             };
             flotilla_hub::run(client, config).await.unwrap();
         });
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "bootstrap-token-appsab", "namespace": "kube-system"},
-            "type": "bootstrap.kubernetes.io/token",
-            "stringData": {"token-id": "appsab", "token-secret": "0123456789abcdef",
-                "usage-bootstrap-authentication": "true",
-                "auth-extra-groups": flotilla_fleet_core::membership::BOOTSTRAP_GROUP}
-        }))
-        .unwrap();
-        Api::<Secret>::namespaced(hub.client(), "kube-system")
-            .create(&PostParams::default(), &secret)
+        let token = BootstrapToken::new("appsab", "0123456789abcdef").unwrap();
+        Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
+            .create(&PostParams::default(), &token.fleet_secret().build())
             .await
             .unwrap();
         let bootstrap = tmp.path().join("bootstrap.kubeconfig");
@@ -146,7 +165,7 @@ impl Fleet {
                 name: "hub".into(),
                 server: hub.server().into(),
                 ca_pem: hub.ca().pem.cert_pem.clone(),
-                credential: Credential::Token("appsab.0123456789abcdef".into()),
+                credential: Credential::Token(token.token()),
             }),
         )
         .unwrap();

@@ -51,15 +51,7 @@ impl Drop for Cleanup {
 /// before a member binds it, and at a random place so tests running at
 /// the same time get different ranges.
 pub fn free_range(count: u16) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut random = std::collections::hash_map::RandomState::new().build_hasher();
-        random.write_u32(std::process::id());
-        let base = 20000 + u16::try_from(random.finish() % u64::from(12000 - count)).unwrap();
-        if (base..base + count).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok()) {
-            return base;
-        }
-    }
+    flotilla_localkube::ports::free_range(count).unwrap()
 }
 
 /// A hub API server serving the kok CRDs, with the namespace `ns`.

@@ -26,6 +26,7 @@ use kube::Api;
 use serde::{Deserialize, Serialize};
 
 use crate::process;
+use crate::register::{CONNECT_TIMEOUT, READ_TIMEOUT};
 
 /// The group directory under the state directory (the journal removes
 /// only directories named `flt-rn-*`).
@@ -323,7 +324,8 @@ impl RealNodes {
             }
         }
         let ready = if kubeconfig.is_file() {
-            match crate::client_from_kubeconfig(kubeconfig).await {
+            match flotilla_csr_client::client_from_kubeconfig(kubeconfig, CONNECT_TIMEOUT, READ_TIMEOUT).await
+            {
                 Ok(client) => match Api::<Node>::all(client).get_opt(node).await {
                     Ok(Some(n)) => Some(node_ready(&n)),
                     Ok(None) => Some(false),

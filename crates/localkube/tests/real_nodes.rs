@@ -235,13 +235,20 @@ async fn real_nodes_serve_crash_burn_cpu_and_leave_the_host_as_it_was() {
     assert!(served.ok, "{}", served.stderr);
     assert_eq!(served.stdout.trim(), web_a);
 
-    // (b) A container that exits 1 backs off.
-    wait_for("crash in CrashLoopBackOff with 2 restarts", Duration::from_secs(180), || async {
+    // (b) A container that exits 1 is restarted, again and again: at least
+    // two restarts, its last run ended with code 1, and it is not running.
+    // Between restarts a 1.37 kubelet shows `waiting: CrashLoopBackOff` only
+    // some of the time and the failed run (`terminated`) the rest, so both
+    // count.
+    wait_for("crash restarted twice after exiting 1 (a crash loop)", Duration::from_secs(180), || async {
         let p = pods.get("crash").await.unwrap();
         let status = p.status.and_then(|s| s.container_statuses).and_then(|c| c.into_iter().next());
         status.is_some_and(|c| {
-            let waiting = c.state.and_then(|s| s.waiting).and_then(|w| w.reason);
-            c.restart_count >= 2 && waiting.as_deref() == Some("CrashLoopBackOff")
+            let state = c.state.unwrap_or_default();
+            let backing_off = state.waiting.and_then(|w| w.reason).as_deref() == Some("CrashLoopBackOff");
+            let failed_again = state.terminated.is_some_and(|t| t.exit_code == 1);
+            let last_failed = c.last_state.and_then(|s| s.terminated).is_some_and(|t| t.exit_code == 1);
+            c.restart_count >= 2 && (backing_off && last_failed || failed_again)
         })
     })
     .await;

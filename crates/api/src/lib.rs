@@ -4,6 +4,7 @@ pub mod cluster;
 pub mod kok;
 pub mod kok_request;
 pub mod machine;
+pub mod node_pool;
 pub mod policy;
 pub mod work;
 
@@ -42,6 +43,7 @@ pub fn crds() -> Vec<Crd> {
         kok::EtcdRestore::crd(),
         kok::HostedCluster::crd(),
         Machine::crd(),
+        node_pool::NodePool::crd(),
     ]
     .into_iter()
     .map(without_nullable)

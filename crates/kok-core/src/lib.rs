@@ -27,6 +27,7 @@ pub mod kube_runtime;
 pub mod kubelet_identity;
 pub mod machine_identity;
 pub mod node;
+pub mod node_pool;
 pub mod pki;
 pub mod ports;
 pub mod real_node;

@@ -141,6 +141,12 @@ pub fn referenced_by_namespace(spec: &MachineSpec) -> BTreeMap<String, (BTreeSet
             SourceKind::ConfigMap => entry.1.insert(r.name),
         };
     }
+    // A real node's CA and kubeconfigs are Secrets the node agent reads too.
+    for node in &spec.real_nodes {
+        for r in [&node.ca_ref, &node.kubelet_kubeconfig_ref, &node.kube_proxy_kubeconfig_ref] {
+            out.entry(r.namespace.clone()).or_default().0.insert(r.name.clone());
+        }
+    }
     out
 }
 
@@ -391,6 +397,23 @@ mod tests {
         }
         // No references: only the cluster-scoped pair.
         assert_eq!(machine_access_objects("m1", json!([]), &MachineSpec::default()).len(), 2);
+    }
+
+    #[test]
+    fn a_real_nodes_secrets_are_referenced_too() {
+        let r = |ns: &str, n: &str| KeyRef { namespace: ns.into(), name: n.into(), key: "value".into() };
+        let mut s = spec(vec![file(Some(("kok-a", "etcd-certs")), None)]);
+        s.real_nodes = vec![flotilla_api::machine::RealNodeSpec {
+            name: "n1".into(),
+            ca_ref: r("kok-a", "ca"),
+            kubelet_kubeconfig_ref: r("kok-a", "n1-kubelet"),
+            kube_proxy_kubeconfig_ref: r("kok-b", "proxy"),
+            ..Default::default()
+        }];
+        let got = referenced_by_namespace(&s);
+        let secrets = |ns: &str| got[ns].0.iter().cloned().collect::<Vec<_>>();
+        assert_eq!(secrets("kok-a"), ["ca", "etcd-certs", "n1-kubelet"]);
+        assert_eq!(secrets("kok-b"), ["proxy"]);
     }
 
     #[test]

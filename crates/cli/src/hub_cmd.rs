@@ -176,6 +176,7 @@ impl KokArgs {
         hosted.upgrade_step_deadline = Duration::from_secs(self.upgrade_step_seconds);
         hosted.version_cache =
             Some(self.kok_version_cache.clone().unwrap_or_else(flotilla_localkube::Binaries::cache_root));
+        hosted.node_images_dir = flotilla_localkube::real_node::NodeImages::default_dir();
         Ok((etcd, hosted))
     }
 }
@@ -227,7 +228,8 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                     tokio::select! {
                         r = flotilla_hub::run(client.clone(), config) => r.map_err(anyhow::Error::from),
                         r = flotilla_kok::etcd::run(client.clone(), etcd) => r.map_err(anyhow::Error::from),
-                        r = flotilla_kok::hosted::run(client, hosted) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::hosted::run(client.clone(), hosted.clone()) => r.map_err(anyhow::Error::from),
+                        r = flotilla_kok::node_pool::run(client, hosted) => r.map_err(anyhow::Error::from),
                     }
                 }
             });

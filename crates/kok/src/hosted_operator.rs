@@ -42,6 +42,9 @@ pub struct HostedOperator {
     /// whose releases add to `plan.versions`, re-read when a cluster names
     /// a version not known yet (`crate::catalog`).
     pub version_cache: Option<std::path::PathBuf>,
+    /// The directory of OCI image tarballs node pools' real nodes import
+    /// (`scripts/node-runtime.sh` builds them; it holds the pause image).
+    pub node_images_dir: std::path::PathBuf,
 }
 
 impl Default for HostedOperator {
@@ -53,6 +56,7 @@ impl Default for HostedOperator {
             upgrade_step_deadline: Duration::from_secs(60),
             kube_runtime: crate::kube_runtime::KubeRuntimeConfig::default(),
             version_cache: None,
+            node_images_dir: std::path::PathBuf::from("/var/cache/flotilla/images"),
         }
     }
 }

@@ -37,6 +37,23 @@ step() { printf '\033[1m==> [%4ss] %s\033[0m\n' "$(( $(date +%s) - started ))" "
 CURRENT_STEP="check packages"
 trap 'rc=$?; if [ $rc -ne 0 ]; then printf "node-runtime: step \"%s\" failed (exit %s); %s was left untouched\n" "$CURRENT_STEP" "$rc" "$IMAGE_DIR" >&2; fi' EXIT
 
+# apt-get that waits for the package lock (another apt run, e.g. a
+# fresh machine's apt-daily or a second set-up started at the same time,
+# holds it for a while) instead of failing at once.
+apt_get() {
+    local tries=0 out
+    while true; do
+        if out="$($SUDO env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=120 "$@" 2>&1)"; then
+            return 0
+        fi
+        tries=$((tries + 1))
+        if [ $tries -ge 40 ] || ! grep -q "Could not get lock" <<<"$out"; then
+            echo "$out" >&2
+            return 1
+        fi
+        sleep 3
+    done
+}
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -47,8 +64,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
     # The daemon the package would start is not used: every real node runs
     # a containerd of its own.
-    $SUDO apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    apt_get update -qq
+    apt_get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 for tool in containerd containerd-shim-runc-v2 ctr runc iptables nsenter unshare ip; do
     command -v "$tool" >/dev/null || { echo "node-runtime: $tool is missing after installing ${PACKAGES[*]}" >&2; exit 1; }

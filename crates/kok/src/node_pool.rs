@@ -301,7 +301,8 @@ fn gone_is_fine<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
 
 fn budget_healthy(pdb: &PodDisruptionBudget) -> bool {
     let Some(status) = &pdb.status else { return false };
-    status.observed_generation == pdb.metadata.generation && status.current_healthy >= status.desired_healthy
+    status.observed_generation == pdb.metadata.generation
+        && status.current_healthy.unwrap_or(0) >= status.desired_healthy.unwrap_or(0)
 }
 
 fn node_view(node: &Node, pods: &[Pod]) -> NodeView {

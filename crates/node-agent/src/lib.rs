@@ -165,6 +165,26 @@ pub fn kill_recorded(state_dir: &Path) {
     }
 }
 
+/// Removes every real node the agent of `state_dir` recorded: their
+/// sandboxes (the pods and shims in their cgroups too), and the group with
+/// its bridge, journal entry and restored sysctls. For whoever stops an
+/// agent for good (tests, `down`) after [`kill_recorded`]; the agent must
+/// not be running.
+pub fn remove_real_nodes(state_dir: &Path) {
+    let Ok(mut state) = State::load(state_dir) else { return };
+    if state.real_nodes.anchor.is_none() {
+        return;
+    }
+    real_nodes::RealNodes::default().remove_unwanted(
+        state_dir,
+        &mut state.real_nodes,
+        &MachineSpec::default(),
+    );
+    if let Err(e) = state.save(state_dir) {
+        tracing::warn!(error = %e, "saving the state after removing the real nodes");
+    }
+}
+
 fn log_path(state_dir: &Path, component: &str) -> PathBuf {
     state_dir.join("logs").join(format!("{component}.log"))
 }

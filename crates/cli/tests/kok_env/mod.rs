@@ -43,6 +43,7 @@ impl Drop for Cleanup {
         std::thread::sleep(Duration::from_millis(300));
         for dir in &self.state_dirs {
             flotilla_node_agent::kill_recorded(dir);
+            flotilla_node_agent::remove_real_nodes(dir);
         }
     }
 }
@@ -69,6 +70,17 @@ impl KokEnv {
     /// version of the binary cache plus `extra_versions`, then `tweak`.
     pub async fn start(
         machines: &[&str],
+        extra_versions: BTreeMap<String, PathBuf>,
+        tweak: impl FnOnce(&mut HostedOperator),
+    ) -> KokEnv {
+        Self::start_at(machines, "127.0.0.1", extra_versions, tweak).await
+    }
+
+    /// [`start`](Self::start) with the machines at `address` (real nodes
+    /// need an address their network namespaces reach, not loopback).
+    pub async fn start_at(
+        machines: &[&str],
+        address: &str,
         extra_versions: BTreeMap<String, PathBuf>,
         tweak: impl FnOnce(&mut HostedOperator),
     ) -> KokEnv {
@@ -106,7 +118,7 @@ impl KokEnv {
         let cleanup = Cleanup { state_dirs: state_dirs.clone(), tasks: Mutex::new(Vec::new()) };
         for m in machines {
             let machine = json!({"apiVersion": "kok.flotilla.io/v1alpha1", "kind": "Machine",
-                                 "metadata": {"name": m}, "spec": {"address": "127.0.0.1"}});
+                                 "metadata": {"name": m}, "spec": {"address": address}});
             m_api.create(&PostParams::default(), &serde_json::from_value(machine).unwrap()).await.unwrap();
         }
         let mut agents = Vec::new();
@@ -139,12 +151,18 @@ impl KokEnv {
                 ..Default::default()
             },
             resync: Duration::from_secs(2),
+            node_images_dir: flotilla_localkube::real_node::NodeImages::default_dir(),
             ..Default::default()
         };
         tweak(&mut hosted);
         let etcd_task = tokio::spawn(flotilla_kok::etcd::run(client.clone(), etcd));
-        let hosted_task = tokio::spawn(flotilla_kok::hosted::run(client.clone(), hosted));
-        cleanup.tasks.lock().unwrap().extend([etcd_task.abort_handle(), hosted_task.abort_handle()]);
+        let hosted_task = tokio::spawn(flotilla_kok::hosted::run(client.clone(), hosted.clone()));
+        let pool_task = tokio::spawn(flotilla_kok::node_pool::run(client.clone(), hosted));
+        cleanup.tasks.lock().unwrap().extend([
+            etcd_task.abort_handle(),
+            hosted_task.abort_handle(),
+            pool_task.abort_handle(),
+        ]);
         KokEnv { cleanup, hub, client, dir, state_dirs, agents }
     }
 

@@ -1,0 +1,199 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! A NodePool gives a hosted cluster real worker nodes (containerd, kubelet
+//! and kube-proxy under the node agents of two Machines), rolls a new
+//! Kubernetes version through them one node at a time (cordon, drain by
+//! eviction, update, Ready on the version, uncordon) while a Deployment
+//! protected by a PodDisruptionBudget never drops below the budget, and
+//! scales down by draining and removing a node. Needs root and
+//! `scripts/node-runtime.sh`'s runtime, like localkube's `real_nodes` test.
+
+mod kok_env;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+
+use flotilla_api::kok::HostedClusterPhase;
+use flotilla_api::machine::Machine;
+use flotilla_api::node_pool::{NodePool, POOL_LABEL};
+use flotilla_kok_core::hosted::admin_secret_name;
+use flotilla_kok_core::node_pool::{rollout_state, CORDONED_AT_ANNOTATION};
+use flotilla_localkube::real_node::{RealNodes, BUSYBOX_IMAGE};
+use flotilla_localkube::Binaries;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kok_env::{KokEnv, NS, WAIT};
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
+use kube::{Api, Client};
+use serde_json::json;
+
+const OLD: &str = "1.36.3";
+const NEW: &str = "1.37.2";
+const CLUSTER: &str = "np";
+const POOL: &str = "workers";
+
+async fn pool_until(pools: &Api<NodePool>, what: &str, check: impl Fn(&NodePool) -> bool) -> NodePool {
+    let mut last = None;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(p) = pools.get(POOL).await {
+            if check(&p) {
+                return p;
+            }
+            last = Some(p);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    panic!("node pool never {what}: {:#?}", last.and_then(|p| p.status));
+}
+
+fn rollout_complete_on(p: &NodePool, version: &str, replicas: i32) -> bool {
+    let Some(s) = &p.status else { return false };
+    s.observed_generation == p.metadata.generation
+        && s.rollout.as_ref().is_some_and(|r| r.state == rollout_state::COMPLETE)
+        && s.ready_nodes == replicas
+        && s.nodes_count == replicas
+        && s.nodes.iter().all(|n| n.version.as_deref() == Some(version) && n.ready)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_scales_down() {
+    // An address the nodes' network namespaces reach: the host side of a
+    // real-node bridge of the test's own, for every Machine.
+    let api_bridge = RealNodes::reserve().unwrap();
+    let old_bin = Binaries::locate_version(OLD).unwrap().dir().to_path_buf();
+    let env = KokEnv::start_at(
+        &["m1", "m2"],
+        &api_bridge.gateway().to_string(),
+        BTreeMap::from([(OLD.to_string(), old_bin)]),
+        |_| {},
+    )
+    .await;
+    env.create_cluster(CLUSTER, json!({})).await;
+    env.wait_phase(CLUSTER, HostedClusterPhase::Ready).await;
+    let admin = Api::<Secret>::namespaced(env.client.clone(), NS)
+        .get(&admin_secret_name(CLUSTER))
+        .await
+        .unwrap()
+        .data
+        .unwrap()["kubeconfig"]
+        .0
+        .clone();
+    let inside: Client = flotilla_kok::hosted_addons::business_client(&admin).await.unwrap();
+
+    // Two real nodes on the old version, one per Machine.
+    let pools: Api<NodePool> = Api::namespaced(env.client.clone(), NS);
+    let pool: NodePool = serde_json::from_value(json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "NodePool",
+        "metadata": {"name": POOL, "namespace": NS},
+        "spec": {"clusterRef": CLUSTER, "replicas": 2, "version": OLD,
+                 "kubelet": {"labels": {"tier": "web"}}},
+    }))
+    .unwrap();
+    pools.create(&PostParams::default(), &pool).await.unwrap();
+    let joined = pool_until(&pools, "Ready with 2 nodes on 1.36.3", |p| rollout_complete_on(p, OLD, 2)).await;
+    let status = joined.status.unwrap();
+    let machines: Vec<&str> = status.nodes.iter().map(|n| n.machine.as_str()).collect();
+    assert_eq!(machines, ["m1", "m2"], "{:?}", status.nodes);
+    let nodes: Api<Node> = Api::all(inside.clone());
+    let listed = nodes.list(&Default::default()).await.unwrap().items;
+    assert_eq!(listed.len(), 2, "only the pool's nodes: {listed:?}");
+    for n in &listed {
+        let labels = n.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(POOL_LABEL).map(String::as_str), Some(POOL));
+        assert_eq!(labels.get("tier").map(String::as_str), Some("web"));
+    }
+
+    // A Deployment that must keep one pod available.
+    let deployments: Api<Deployment> = Api::namespaced(inside.clone(), "default");
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
+                    "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                    "command": ["sh", "-c", "exec sleep 3600"]}]}}},
+    }))
+    .unwrap();
+    deployments.create(&PostParams::default(), &deployment).await.unwrap();
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(inside.clone(), "default");
+    let budget: PodDisruptionBudget = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
+    }))
+    .unwrap();
+    budgets.create(&PostParams::default(), &budget).await.unwrap();
+    flotilla_localkube::wait_for("the Deployment available and its budget healthy", WAIT, || async {
+        let available = deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas);
+        let healthy = budgets.get("web").await.ok().and_then(|b| b.status).and_then(|s| s.current_healthy);
+        available == Some(2) && healthy == Some(2)
+    })
+    .await;
+
+    // Every change of the Deployment's status, from now on: the fewest
+    // available replicas it ever reported.
+    let fewest = Arc::new(AtomicI32::new(2));
+    let watch = {
+        let (fewest, deployments) = (fewest.clone(), deployments.clone());
+        tokio::spawn(async move {
+            let config = watcher::Config::default().fields("metadata.name=web");
+            let mut stream = watcher(deployments, config).applied_objects().boxed();
+            while let Some(Ok(d)) = stream.next().await {
+                let available = d.status.and_then(|s| s.available_replicas).unwrap_or(0);
+                fewest.fetch_min(available, Ordering::SeqCst);
+            }
+        })
+    };
+
+    // The new version rolls through, one node at a time.
+    let patch = json!({"spec": {"version": NEW}});
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let rolled = pool_until(&pools, "rolled to 1.37.2", |p| rollout_complete_on(p, NEW, 2)).await;
+    let rollout = rolled.status.clone().unwrap().rollout.unwrap();
+    assert_eq!(rollout.last_good_version.as_deref(), Some(NEW), "{rollout:?}");
+    for n in nodes.list(&Default::default()).await.unwrap().items {
+        let info = n.status.clone().unwrap().node_info.unwrap();
+        assert_eq!(info.kubelet_version, format!("v{NEW}"));
+        assert_ne!(n.spec.as_ref().and_then(|s| s.unschedulable), Some(true), "left cordoned: {n:?}");
+        assert!(!n.metadata.annotations.unwrap_or_default().contains_key(CORDONED_AT_ANNOTATION));
+    }
+    flotilla_localkube::wait_for("the Deployment fully available again", WAIT, || async {
+        deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas) == Some(2)
+    })
+    .await;
+    // Both nodes were drained: every pod of the Deployment was replaced.
+    assert!(
+        fewest.load(Ordering::SeqCst) >= 1,
+        "the budget was broken: {} available",
+        fewest.load(Ordering::SeqCst)
+    );
+
+    // Scale down: a node drained and removed, its Machine entry gone.
+    let patch = json!({"spec": {"replicas": 1}});
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    pool_until(&pools, "down to 1 node", |p| rollout_complete_on(p, NEW, 1)).await;
+    flotilla_localkube::wait_for("one Node left and one Machine entry", WAIT, || async {
+        let left = nodes.list(&Default::default()).await.unwrap().items.len();
+        let entries: usize = Api::<Machine>::all(env.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|m| m.spec.real_nodes.len())
+            .sum();
+        left == 1 && entries == 1
+    })
+    .await;
+    flotilla_localkube::wait_for("the Deployment available on the node left", WAIT, || async {
+        deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas) == Some(2)
+    })
+    .await;
+    watch.abort();
+    assert!(fewest.load(Ordering::SeqCst) >= 1, "the budget was broken while scaling down");
+    drop(env);
+    drop(api_bridge);
+}

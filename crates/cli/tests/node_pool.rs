@@ -4,7 +4,9 @@
 //! Kubernetes version through them one node at a time (cordon, drain by
 //! eviction, update, Ready on the version, uncordon) while a Deployment
 //! protected by a PodDisruptionBudget never drops below the budget, and
-//! scales down by draining and removing a node. Needs root and
+//! scales down by draining and removing a node; a killed containerd is
+//! started again by the node agent, and a node whose Machine is lost is
+//! replaced on another. Needs root and
 //! `scripts/node-runtime.sh`'s runtime, like localkube's `real_nodes` test.
 
 mod kok_env;
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
-use flotilla_api::kok::HostedClusterPhase;
+use flotilla_api::kok::{EtcdCluster, HostedCluster, HostedClusterPhase};
 use flotilla_api::machine::Machine;
 use flotilla_api::node_pool::{NodePool, POOL_LABEL};
 use flotilla_kok_core::hosted::admin_secret_name;
@@ -34,6 +36,7 @@ const OLD: &str = "1.36.3";
 const NEW: &str = "1.37.2";
 const CLUSTER: &str = "np";
 const POOL: &str = "workers";
+const ROLE: &str = "kok-test/role";
 
 async fn pool_until(pools: &Api<NodePool>, what: &str, check: impl Fn(&NodePool) -> bool) -> NodePool {
     let mut last = None;
@@ -65,14 +68,39 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
     // real-node bridge of the test's own, for every Machine.
     let api_bridge = RealNodes::reserve().unwrap();
     let old_bin = Binaries::locate_version(OLD).unwrap().dir().to_path_buf();
+    // The control plane and etcd on one Machine, the pool's nodes on two
+    // others, so losing a node's Machine leaves the cluster serving.
     let env = KokEnv::start_at(
-        &["m1", "m2"],
+        &["cp", "w1", "w2"],
         &api_bridge.gateway().to_string(),
         BTreeMap::from([(OLD.to_string(), old_bin)]),
-        |_| {},
+        // A lost Machine is noticed in seconds, not the default 40.
+        |hosted| hosted.plan.machine_lost_after = time::Duration::seconds(10),
     )
     .await;
-    env.create_cluster(CLUSTER, json!({})).await;
+    let machines: Api<Machine> = Api::all(env.client.clone());
+    for (machine, role) in [("cp", "control-plane"), ("w1", "worker"), ("w2", "worker")] {
+        let labels = json!({"metadata": {"labels": {ROLE: role}}});
+        machines.patch(machine, &PatchParams::default(), &Patch::Merge(&labels)).await.unwrap();
+    }
+    let etcd: EtcdCluster = serde_json::from_value(json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
+        "metadata": {"name": "np-etcd", "namespace": NS},
+        "spec": {"members": 1, "version": "3.7.4", "machineSelector": {ROLE: "control-plane"}},
+    }))
+    .unwrap();
+    Api::<EtcdCluster>::namespaced(env.client.clone(), NS)
+        .create(&PostParams::default(), &etcd)
+        .await
+        .unwrap();
+    let hc: HostedCluster = serde_json::from_value(json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
+        "metadata": {"name": CLUSTER, "namespace": NS},
+        "spec": {"version": NEW, "etcd": {"clusterRef": "np-etcd"},
+                 "controlPlane": {"machineSelector": {ROLE: "control-plane"}}},
+    }))
+    .unwrap();
+    env.clusters().create(&PostParams::default(), &hc).await.unwrap();
     env.wait_phase(CLUSTER, HostedClusterPhase::Ready).await;
     let admin = Api::<Secret>::namespaced(env.client.clone(), NS)
         .get(&admin_secret_name(CLUSTER))
@@ -90,14 +118,14 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "NodePool",
         "metadata": {"name": POOL, "namespace": NS},
         "spec": {"clusterRef": CLUSTER, "replicas": 2, "version": OLD,
-                 "kubelet": {"labels": {"tier": "web"}}},
+                 "machineSelector": {ROLE: "worker"}, "kubelet": {"labels": {"tier": "web"}}},
     }))
     .unwrap();
     pools.create(&PostParams::default(), &pool).await.unwrap();
     let joined = pool_until(&pools, "Ready with 2 nodes on 1.36.3", |p| rollout_complete_on(p, OLD, 2)).await;
     let status = joined.status.unwrap();
-    let machines: Vec<&str> = status.nodes.iter().map(|n| n.machine.as_str()).collect();
-    assert_eq!(machines, ["m1", "m2"], "{:?}", status.nodes);
+    let placed: Vec<&str> = status.nodes.iter().map(|n| n.machine.as_str()).collect();
+    assert_eq!(placed, ["w1", "w2"], "{:?}", status.nodes);
     let nodes: Api<Node> = Api::all(inside.clone());
     let listed = nodes.list(&Default::default()).await.unwrap().items;
     assert_eq!(listed.len(), 2, "only the pool's nodes: {listed:?}");
@@ -177,7 +205,7 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
     pool_until(&pools, "down to 1 node", |p| rollout_complete_on(p, NEW, 1)).await;
     flotilla_localkube::wait_for("one Node left and one Machine entry", WAIT, || async {
         let left = nodes.list(&Default::default()).await.unwrap().items.len();
-        let entries: usize = Api::<Machine>::all(env.client.clone())
+        let entries: usize = machines
             .list(&Default::default())
             .await
             .unwrap()
@@ -194,6 +222,51 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
     .await;
     watch.abort();
     assert!(fewest.load(Ordering::SeqCst) >= 1, "the budget was broken while scaling down");
+
+    // Repair in place: the node's containerd, killed, is started again by
+    // its node agent and the repair counted on the Machine.
+    let left = pools.get(POOL).await.unwrap().status.unwrap().nodes.remove(0);
+    let component = format!("{}-containerd", left.name);
+    let status_of = |m: Machine| m.status.unwrap_or_default();
+    let before = status_of(machines.get(&left.machine).await.unwrap());
+    let pid = before.components.iter().find(|c| c.name == component).and_then(|c| c.pid).unwrap();
+    let repairs = before.real_nodes.iter().find(|n| n.name == left.name).unwrap().repairs;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
+    flotilla_localkube::wait_for("containerd started again and the repair counted", WAIT, || async {
+        let now = status_of(machines.get(&left.machine).await.unwrap());
+        let restarted =
+            now.components.iter().find(|c| c.name == component).and_then(|c| c.pid).is_some_and(|p| p != pid);
+        let node = now.real_nodes.iter().find(|n| n.name == left.name).cloned().unwrap_or_default();
+        restarted && node.repairs > repairs && node.last_repair.is_some_and(|r| r.contains(&component))
+    })
+    .await;
+    pool_until(&pools, "Ready after the repair", |p| rollout_complete_on(p, NEW, 1)).await;
+
+    // Replacement: the node's Machine is lost, so the pool replaces the node
+    // on the other Machine and its pods come back there.
+    env.lose_machine(if left.machine == "w1" { 1 } else { 2 }).await;
+    let replaced = pool_until(&pools, "replaced its node on the other Machine", |p| {
+        rollout_complete_on(p, NEW, 1)
+            && p.status.as_ref().is_some_and(|s| s.replacements == 1 && s.nodes[0].machine != left.machine)
+    })
+    .await;
+    let why = replaced.status.unwrap().last_replacement.unwrap();
+    assert!(why.contains(&format!("its Machine {} stopped reporting", left.machine)), "{why}");
+    flotilla_localkube::wait_for("the Deployment available on the replacement", WAIT, || async {
+        let names: Vec<String> = nodes
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|n| n.metadata.name.unwrap())
+            .collect();
+        names.len() == 1
+            && names[0] != left.name
+            && deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas) == Some(2)
+    })
+    .await;
     drop(env);
     drop(api_bridge);
 }

@@ -13,6 +13,7 @@ mod hub_faults;
 mod kok;
 mod measure;
 mod membership;
+mod node_pool;
 mod real_nodes;
 mod scheduling;
 mod simulated_agent;
@@ -61,6 +62,12 @@ enum Bench {
     /// Ready, pod create -> Running, kubelet killed -> node Ready again
     /// (p50/p90/max). Needs root and scripts/node-runtime.sh.
     RealNodes(real_nodes::RealNodesArgs),
+    /// Node pools of real nodes: pool created -> every node Ready, and a
+    /// rolling upgrade of the pool (1.36.3 -> 1.37.2, maxUnavailable 1)
+    /// under a Deployment with a PodDisruptionBudget: time, time per node,
+    /// seconds below the budget's minimum. Needs root and
+    /// scripts/node-runtime.sh.
+    NodePool(node_pool::NodePoolArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -73,6 +80,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Faults(args) => faults::faults(args).await,
         Bench::HubFaults(args) => hub_faults::hub_faults(args).await,
         Bench::RealNodes(args) => real_nodes::real_nodes(args).await,
+        Bench::NodePool(args) => node_pool::node_pool(args).await,
     }
 }
 

@@ -80,9 +80,14 @@ pub fn validate(
 }
 
 /// The name of the pool's node with ordinal `n`: `<cluster>-<pool>-<n>`,
-/// unique on every Machine that hosts several clusters' pools.
+/// unique on every Machine that hosts several clusters' pools; a pool
+/// already named after its cluster (`<cluster>-...`) is not prefixed again.
 pub fn node_name(cluster: &str, pool: &str, n: u32) -> String {
-    format!("{cluster}-{pool}-{n}")
+    if pool.strip_prefix(cluster).is_some_and(|rest| rest.starts_with('-')) {
+        format!("{pool}-{n}")
+    } else {
+        format!("{cluster}-{pool}-{n}")
+    }
 }
 
 fn ordinal(name: &str) -> u32 {

@@ -364,6 +364,14 @@ fn unplaced_nodes_are_counted_and_explained() {
 }
 
 #[test]
+fn node_names_carry_the_cluster_once() {
+    assert_eq!(node_name("c", "workers", 3), "c-workers-3");
+    assert_eq!(node_name("member-1", "member-1-nodes", 0), "member-1-nodes-0");
+    assert_eq!(node_name("member-1", "member-10-nodes", 0), "member-1-member-10-nodes-0");
+    assert_eq!(node_name("member", "member", 0), "member-member-0");
+}
+
+#[test]
 fn revisions_differ_by_version_and_kubelet_configuration() {
     let mut labelled = new();
     labelled.kubelet.labels.insert("tier".into(), "web".into());

@@ -140,6 +140,9 @@ pub fn apiserver_args(l: &ControlPlaneLayout) -> Vec<String> {
         format!("--client-ca-file={}", l.file(keys::CA_CRT)),
         format!("--kubelet-client-certificate={}", l.crt(leaves::APISERVER_KUBELET_CLIENT)),
         format!("--kubelet-client-key={}", l.key(leaves::APISERVER_KUBELET_CLIENT)),
+        // Real nodes register names nothing resolves; logs, exec and
+        // port-forward reach the kubelet at the node's address.
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
         format!("--requestheader-client-ca-file={}", l.file(keys::FRONT_PROXY_CA_CRT)),
         format!("--requestheader-allowed-names={}", crate::pki::identities::FRONT_PROXY_CLIENT_USER),
         "--requestheader-username-headers=X-Remote-User".into(),

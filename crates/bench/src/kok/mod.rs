@@ -10,7 +10,7 @@
 //! kubelets are started by the node agents.
 
 mod args;
-mod env;
+pub(crate) mod env;
 mod etcd_upgrade;
 mod report;
 mod runs;

@@ -12,7 +12,9 @@ use flotilla_api::kok::{
 };
 use flotilla_api::kok_request::HostedClusterRequest;
 use flotilla_api::machine::{Machine, MachineSpec};
+use flotilla_api::node_pool::{NodePool, NodePoolSpec};
 use flotilla_kok_core::hosted::admin_secret_name;
+use flotilla_localkube::real_node::{NodeImages, RealNodes};
 use flotilla_localkube::{Binaries, Cluster, ClusterConfig, ClusterInfo, Etcd, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
@@ -35,6 +37,9 @@ pub struct DaemonArgs {
     pub state_dir: PathBuf,
     #[arg(long)]
     pub k8s_bin: PathBuf,
+    /// Real worker nodes per member (a NodePool each), 0 for none.
+    #[arg(long, default_value_t = 0)]
+    pub real_nodes: u32,
 }
 
 /// A pid whose end also stops the fleet, for tests: `flotilla up` run by a
@@ -82,7 +87,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         _ = sigint.recv() => Err(anyhow::anyhow!("stopped by SIGINT while starting")),
         _ = owner_gone() => Err(anyhow::anyhow!("stopped while starting: its owner process is gone")),
     };
-    let (mut etcd, mut hub, mut processes) = match started {
+    let (mut etcd, mut hub, mut processes, bridge) = match started {
         Ok(parts) => parts,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "fleet failed to start");
@@ -90,6 +95,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
             // node agents started outlives them.
             for m in &state.machines {
                 flotilla_node_agent::kill_recorded(&m.state_dir);
+                flotilla_node_agent::remove_real_nodes(&m.state_dir);
             }
             state.phase = Phase::Failed;
             state.message = format!("{e:#}");
@@ -123,7 +129,10 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
     }
     for m in &state.machines {
         flotilla_node_agent::kill_recorded(&m.state_dir);
+        flotilla_node_agent::remove_real_nodes(&m.state_dir);
     }
+    // The machines' address goes last: the real nodes are gone.
+    drop(bridge);
     hub.shutdown(Duration::from_secs(5));
     etcd.process_mut().stop(Duration::from_secs(5));
     Ok(())
@@ -164,12 +173,27 @@ async fn wait_members_available(
     }
 }
 
-async fn start_fleet(
-    args: &DaemonArgs,
-    state: &mut FleetState,
-) -> anyhow::Result<(Etcd, Cluster, Vec<ManagedProcess>)> {
+/// What `start_fleet` leaves running; the bridge (with real nodes) holds
+/// the machines' address.
+type Started = (Etcd, Cluster, Vec<ManagedProcess>, Option<RealNodes>);
+
+async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Result<Started> {
     let dir = &args.state_dir;
     let binaries = Binaries::in_dir(&args.k8s_bin)?;
+    // Real nodes reach the members' API servers from their own network
+    // namespaces, so the machines serve on the host side of a real-node
+    // bridge instead of loopback.
+    let bridge = if args.real_nodes > 0 {
+        let images = NodeImages::locate().context(
+            "real nodes need the local images, containerd, runc and the CNI plugins: run scripts/node-runtime.sh",
+        )?;
+        Some(RealNodes::reserve_with(binaries.clone(), images).context(
+            "reserving a real-node bridge (real nodes need root and scripts/node-runtime.sh's runtime)",
+        )?)
+    } else {
+        None
+    };
+    let address = bridge.as_ref().map_or_else(|| "127.0.0.1".to_string(), |b| b.gateway().to_string());
     let etcd = Etcd::start(&binaries, dir).await.context("starting etcd")?;
     let etcd_proc = etcd.process();
     state.etcd =
@@ -225,7 +249,7 @@ async fn start_fleet(
     for i in 1..=MACHINES {
         let name = format!("machine-{i}");
         let machine =
-            Machine::new(&name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });
+            Machine::new(&name, MachineSpec { address: Some(address.clone()), ..Default::default() });
         machines
             .create(&PostParams::default(), &machine)
             .await
@@ -268,6 +292,10 @@ async fn start_fleet(
             .with_context(|| format!("creating {name}"))?;
     }
     wait_members_ready(&hub_client, &names, &mut processes, state, dir).await?;
+    if args.real_nodes > 0 {
+        create_node_pools(&hub_client, &names, args.real_nodes).await?;
+        wait_node_pools(&hub_client, &names, args.real_nodes, &mut processes, state, dir).await?;
+    }
 
     let secrets: Api<Secret> = Api::namespaced(hub_client.clone(), MEMBER_NAMESPACE);
     let (by_cluster, by_machine) = hosted_processes(&hub_client, &state.machines, &names).await?;
@@ -299,7 +327,64 @@ async fn start_fleet(
     state.message = "waiting for the members to be Available on the hub".into();
     write_state(dir, state)?;
     wait_members_available(&hub_client, &names, &mut processes).await?;
-    Ok((etcd, hub, processes))
+    Ok((etcd, hub, processes, bridge))
+}
+
+/// The NodePool of each member's real nodes.
+pub const REAL_NODE_POOL: &str = "nodes";
+
+async fn create_node_pools(hub: &kube::Client, names: &[String], nodes: u32) -> anyhow::Result<()> {
+    let pools: Api<NodePool> = Api::namespaced(hub.clone(), MEMBER_NAMESPACE);
+    for name in names {
+        let spec = NodePoolSpec {
+            cluster_ref: name.clone(),
+            replicas: i32::try_from(nodes).unwrap_or(i32::MAX),
+            ..Default::default()
+        };
+        let mut pool = NodePool::new(REAL_NODE_POOL, spec);
+        // One pool name per member cluster, so one object per namespace
+        // would clash: the pool is named after its cluster.
+        pool.metadata.name = Some(format!("{name}-{REAL_NODE_POOL}"));
+        pools
+            .create(&PostParams::default(), &pool)
+            .await
+            .with_context(|| format!("creating {name}'s NodePool"))?;
+    }
+    Ok(())
+}
+
+/// Waits until every member's NodePool has its real nodes Ready.
+async fn wait_node_pools(
+    hub: &kube::Client,
+    names: &[String],
+    nodes: u32,
+    processes: &mut [ManagedProcess],
+    state: &mut FleetState,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let pools: Api<NodePool> = Api::namespaced(hub.clone(), MEMBER_NAMESPACE);
+    loop {
+        for p in processes.iter_mut() {
+            p.check_running()?;
+        }
+        let mut waiting = Vec::new();
+        for name in names {
+            let pool = pools.get_opt(&format!("{name}-{REAL_NODE_POOL}")).await.ok().flatten();
+            let ready = pool.as_ref().and_then(|p| p.status.as_ref()).map_or(0, |s| s.ready_nodes);
+            if ready < i32::try_from(nodes).unwrap_or(i32::MAX) {
+                waiting.push(format!("{name} ({ready} of {nodes} real nodes Ready)"));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let message = format!("waiting for {}", waiting.join("; "));
+        if message != state.message {
+            state.message = message;
+            write_state(dir, state)?;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// Machines (node agents) `up` runs; every member's components are spread

@@ -38,9 +38,15 @@ pub struct UpArgs {
     /// Number of member clusters (named member-1, member-2, ...).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=20))]
     pub clusters: u32,
-    /// Hollow nodes per member cluster.
+    /// Hollow nodes per member cluster (simulated kubelets: cheap, for
+    /// scale; no container runs).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(0..=50))]
     pub nodes: u32,
+    /// Real worker nodes per member cluster (containerd, a real kubelet and
+    /// kube-proxy each, in a network namespace of its own; a NodePool per
+    /// member). Needs root and scripts/node-runtime.sh.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub real_nodes: u32,
     #[command(flatten)]
     pub state: StateDirArg,
     /// Give up if the fleet is not ready within this many seconds.
@@ -98,6 +104,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         .arg(args.clusters.to_string())
         .arg("--nodes")
         .arg(args.nodes.to_string())
+        .arg("--real-nodes")
+        .arg(args.real_nodes.to_string())
         .arg("--state-dir")
         .arg(dir)
         .arg("--k8s-bin")
@@ -157,8 +165,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
     spinner.finish_and_clear();
     let elapsed = started.elapsed();
     let Some(state) = read_state(dir)? else { bail!("fleet state vanished") };
+    let real =
+        if args.real_nodes > 0 { format!(" and {} real node(s)", args.real_nodes) } else { String::new() };
     println!(
-        "Fleet ready in {:.1}s: a hub and {} hosted member cluster(s) with {} hollow node(s) each.\n",
+        "Fleet ready in {:.1}s: a hub and {} hosted member cluster(s) with {} hollow node(s){real} each.\n",
         elapsed.as_secs_f64(),
         args.clusters,
         args.nodes
@@ -363,6 +373,7 @@ pub async fn down(args: DownArgs) -> anyhow::Result<bool> {
     // killed could not stop it): each agent's own record says what it is.
     for m in &state.machines {
         flotilla_node_agent::kill_recorded(&m.state_dir);
+        flotilla_node_agent::remove_real_nodes(&m.state_dir);
     }
     // Anything the fleet started that is somehow still alive: only processes
     // whose pid and start time both match the record.

@@ -1,0 +1,114 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `flotilla up --real-nodes`: a member whose worker is a real node (a
+//! NodePool of the member), where a pod really runs and logs, and `down`
+//! removes the node's processes, namespace and cgroups. Needs root and
+//! `scripts/node-runtime.sh`'s runtime, like localkube's `real_nodes` test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use flotilla_api::machine::Machine;
+use flotilla_localkube::real_node::BUSYBOX_IMAGE;
+use flotilla_localkube::{wait_for, Binaries};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+const WAIT: Duration = Duration::from_secs(180);
+
+fn flotilla(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .env(flotilla_cli::fleet::daemon::OWNER_PID_ENV, std::process::id().to_string())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// Runs `flotilla down` when the test ends, however it ends.
+struct Fleet {
+    dir: PathBuf,
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if self.dir.join("fleet.json").exists() {
+            let _ = flotilla(&["down", "--state-dir", self.dir.to_str().unwrap()]);
+        }
+    }
+}
+
+async fn client(kubeconfig: &Path) -> kube::Client {
+    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    kube::Client::try_from(config).unwrap()
+}
+
+fn cgroup_exists(name: &str) -> bool {
+    ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids"]
+        .iter()
+        .any(|h| Path::new(h).join(name).exists())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_real_nodes_runs_pods_in_real_containers_and_down_removes_the_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fleet");
+    let d = dir.to_str().unwrap();
+    let _fleet = Fleet { dir: dir.clone() };
+    let out = flotilla(&["up", "--clusters", "1", "--nodes", "0", "--real-nodes", "1", "--state-dir", d]);
+    let shown = text(&out);
+    assert!(out.status.success(), "up failed:\n{shown}");
+    assert!(shown.contains("with 0 hollow node(s) and 1 real node(s) each"), "{shown}");
+
+    // The member's one node is the real node of its pool.
+    let member = client(&dir.join("clusters/member-1.kubeconfig")).await;
+    let nodes = Api::<Node>::all(member.clone()).list(&Default::default()).await.unwrap().items;
+    let names: Vec<String> = nodes.iter().map(|n| n.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["member-1-nodes-0"], "{nodes:?}");
+
+    // A pod runs in a real container and logs.
+    let pods: Api<Pod> = Api::namespaced(member.clone(), "default");
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "hello"},
+        "spec": {"containers": [{"name": "main", "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+            "command": ["sh", "-c", "echo hello from a real node; exec sleep 3600"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_for("the pod Running", WAIT, || async {
+        pods.get("hello").await.ok().and_then(|p| p.status?.phase).as_deref() == Some("Running")
+    })
+    .await;
+    let kubectl = Binaries::locate().unwrap().path("kubectl");
+    let kubeconfig = dir.join("clusters/member-1.kubeconfig");
+    let logs = Command::new(&kubectl)
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .args(["logs", "hello"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&logs.stdout).contains("hello from a real node"), "{logs:?}");
+
+    // Where the node lives on the host, before `down`.
+    let hub = client(&dir.join("hub.kubeconfig")).await;
+    let machines = Api::<Machine>::all(hub).list(&Default::default()).await.unwrap().items;
+    let node = machines
+        .iter()
+        .flat_map(|m| m.status.clone().unwrap_or_default().real_nodes)
+        .find(|n| n.name == "member-1-nodes-0")
+        .unwrap();
+    let sandbox = node.sandbox.clone().unwrap();
+    let cgroup = sandbox.rsplit(' ').next().unwrap().to_string();
+    assert!(cgroup_exists(&cgroup), "{sandbox}");
+
+    let out = flotilla(&["down", "--state-dir", d]);
+    assert!(out.status.success(), "down failed:\n{}", text(&out));
+    assert!(!cgroup_exists(&cgroup), "cgroup {cgroup} is left after down");
+    // "netns NAME, cgroup NAME"
+    let netns = sandbox.split(' ').nth(1).unwrap().trim_end_matches(',');
+    assert!(!Path::new("/run/netns").join(netns).exists(), "network namespace {netns} is left after down");
+}

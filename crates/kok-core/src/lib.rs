@@ -28,6 +28,7 @@ pub mod kubelet_identity;
 pub mod machine_identity;
 pub mod node;
 pub mod node_pool;
+pub mod node_pool_observe;
 pub mod pki;
 pub mod ports;
 pub mod real_node;

@@ -473,7 +473,7 @@ pub fn plan(input: &PoolInput<'_>) -> PoolPlan {
         })
         .count() as i32;
     let updated = staying.iter().filter(|n| n.revision == revision).count() as i32;
-    PoolPlan { actions, nodes, ready, updated, replacements, failure, waiting, unplaced: unplaced as i32 }
+    PoolPlan { actions, nodes, ready, updated, replacements, failure, waiting, unplaced }
 }
 
 /// The pool's rollout record after this reconcile: the revision it rolls

@@ -19,9 +19,10 @@ use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_core::pki::{CertificateAuthority, LeafSpec};
 use flotilla_kok_core::hosted::{self as hosted_plan, OWNER_LABEL};
 use flotilla_kok_core::node_pool::{
-    self as plan, Action as Step, MachineView, NodeView, ObservedNode, PoolInput, Target, Template,
+    self as plan, Action as Step, MachineView, ObservedNode, PoolInput, Target, Template,
     CORDONED_AT_ANNOTATION, REVISION_LABEL,
 };
+use flotilla_kok_core::node_pool_observe as observe;
 use flotilla_kok_core::pki::keys;
 use flotilla_kok_core::{addons, wait};
 use futures::StreamExt;
@@ -209,7 +210,7 @@ async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     let pods = Api::<Pod>::all(access.client.clone()).list(&ListParams::default()).await?.items;
     let budgets =
         Api::<PodDisruptionBudget>::all(access.client.clone()).list(&ListParams::default()).await?.items;
-    let budgets_healthy = budgets.iter().all(budget_healthy);
+    let budgets_healthy = budgets.iter().all(observe::budget_healthy);
 
     let mut observed = Vec::new();
     for m in &machines {
@@ -219,7 +220,7 @@ async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> 
                 machine: m.name_any(),
                 revision: entry.labels.get(REVISION_LABEL).cloned().unwrap_or_default(),
                 machine_alive: alive(m),
-                node: cluster_nodes.get(&entry.name).map(|n| node_view(n, &pods)),
+                node: cluster_nodes.get(&entry.name).map(|n| observe::node_view(n, &pods)),
             });
         }
     }
@@ -297,52 +298,6 @@ fn gone_is_fine<T>(result: Result<T, kube::Error>) -> Result<(), Error> {
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
-}
-
-fn budget_healthy(pdb: &PodDisruptionBudget) -> bool {
-    let Some(status) = &pdb.status else { return false };
-    status.observed_generation == pdb.metadata.generation
-        && status.current_healthy.unwrap_or(0) >= status.desired_healthy.unwrap_or(0)
-}
-
-fn node_view(node: &Node, pods: &[Pod]) -> NodeView {
-    let name = node.name_any();
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"));
-    let pods_to_evict = pods
-        .iter()
-        .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
-        .filter(|p| evictable(p))
-        .count() as u32;
-    NodeView {
-        ready: ready.is_some_and(|c| c.status == "True"),
-        ready_since: ready.and_then(|c| c.last_transition_time.as_ref()).map(|t| t.0.as_second()),
-        kubelet_version: node
-            .status
-            .as_ref()
-            .and_then(|s| s.node_info.as_ref())
-            .map(|i| i.kubelet_version.trim_start_matches('v').to_string())
-            .unwrap_or_default(),
-        unschedulable: node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
-        cordoned_at: node.annotations().get(CORDONED_AT_ANNOTATION).and_then(|v| v.parse().ok()),
-        pods_to_evict,
-        not_ready_message: ready.filter(|c| c.status != "True").and_then(|c| c.message.clone()),
-    }
-}
-
-/// A pod a drain evicts: not finished, not a DaemonSet's (it belongs on
-/// every node), not a static pod's mirror, not already going.
-fn evictable(pod: &Pod) -> bool {
-    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-    let daemon = pod.owner_references().iter().any(|o| o.kind == "DaemonSet");
-    let mirror = pod.annotations().contains_key("kubernetes.io/config.mirror");
-    !matches!(phase, Some("Succeeded") | Some("Failed"))
-        && !daemon
-        && !mirror
-        && pod.metadata.deletion_timestamp.is_none()
 }
 
 async fn write_status(
@@ -579,7 +534,7 @@ impl EntryWriter<'_> {
             .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
             .await?
             .items;
-        for pod in pods.iter().filter(|p| evictable(p)) {
+        for pod in pods.iter().filter(|p| observe::evictable(p)) {
             let api: Api<Pod> =
                 Api::namespaced(self.access.client.clone(), &pod.namespace().unwrap_or_default());
             match api.evict(&pod.name_any(), &EvictParams::default()).await {

@@ -9,8 +9,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 echo "==> Kubernetes binaries (1.37, and 1.36 for upgrades and older members)" >&2
 scripts/k8s-binaries.sh >/dev/null
 scripts/k8s-binaries.sh 1.36.3 >/dev/null
-echo "==> Real nodes' runtime (containerd, runc, CNI) and local images" >&2
+echo "==> Real nodes' runtime (containerd, runc, CNI), local images and control-plane images" >&2
 scripts/node-runtime.sh >/dev/null
+scripts/control-plane-images.sh >/dev/null
 
 # Incremental compilation state is tens of GB across the test binaries and
 # buys nothing on a clean checkout.

@@ -129,6 +129,24 @@ pub struct KokArgs {
     /// upgrade rolls back.
     #[arg(long, default_value_t = 60)]
     pub upgrade_step_seconds: u64,
+    /// `Kubernetes`-runtime clusters: the registry of the control-plane
+    /// images (`REGISTRY/kube-apiserver:vX.Y.Z` ...) and of etcd's
+    /// (`REGISTRY/etcd:vX.Y.Z`). `flotilla.local` with
+    /// `--kok-image-pull-policy Never` uses the local images of
+    /// scripts/control-plane-images.sh on real nodes. Default: the upstream
+    /// registries.
+    #[arg(long, value_name = "REGISTRY")]
+    pub kok_image_registry: Option<String>,
+    /// `imagePullPolicy` of those images (Always, IfNotPresent, Never).
+    #[arg(long, value_name = "POLICY", value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub kok_image_pull_policy: Option<String>,
+    /// How a `Kubernetes`-runtime cluster's API server is reached:
+    /// `cluster-ip` (inside the meta cluster only; add-ons, nodes and fleet
+    /// registration are skipped) or `node-port` (at a Ready meta node's
+    /// address, so the operator applies add-ons, registers the cluster and
+    /// NodePools can give it nodes).
+    #[arg(long, value_name = "HOW", default_value = "cluster-ip", value_parser = ["cluster-ip", "node-port"])]
+    pub kok_api_exposure: String,
 }
 
 impl KokArgs {
@@ -177,6 +195,17 @@ impl KokArgs {
         hosted.version_cache =
             Some(self.kok_version_cache.clone().unwrap_or_else(flotilla_localkube::Binaries::cache_root));
         hosted.node_images_dir = flotilla_localkube::real_node::NodeImages::default_dir();
+        if let Some(registry) = &self.kok_image_registry {
+            hosted.kube_runtime.images.registry = registry.clone();
+            etcd.kube.image_repository = format!("{}/etcd", registry.trim_end_matches('/'));
+        }
+        if let Some(policy) = &self.kok_image_pull_policy {
+            hosted.kube_runtime.images.pull_policy = Some(policy.clone());
+            etcd.kube.pull_policy = Some(policy.clone());
+        }
+        if self.kok_api_exposure == "node-port" {
+            hosted.kube_runtime.expose = flotilla_kok_core::kube_runtime::ApiExposure::NodePort;
+        }
         Ok((etcd, hosted))
     }
 }

@@ -29,6 +29,8 @@ pub struct KubeconfigSpec {
 struct Cluster {
     server: String,
     certificate_authority_data: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_server_name: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -86,6 +88,13 @@ fn b64(s: &str) -> String {
 
 /// Renders the kubeconfig as YAML.
 pub fn render(spec: &KubeconfigSpec) -> String {
+    render_for(spec, None)
+}
+
+/// [`render`] with `tls-server-name`: the name the API server's
+/// certificate is checked against when `server` is an address its
+/// certificate does not name (a NodePort on whichever node answers).
+pub fn render_for(spec: &KubeconfigSpec, tls_server_name: Option<&str>) -> String {
     let user = match &spec.credential {
         Credential::ClientCert { cert_pem, key_pem } => User {
             client_certificate_data: Some(b64(cert_pem)),
@@ -105,6 +114,7 @@ pub fn render(spec: &KubeconfigSpec) -> String {
                 cluster: Cluster {
                     server: spec.server.clone(),
                     certificate_authority_data: b64(&spec.ca_pem),
+                    tls_server_name: tls_server_name.map(str::to_string),
                 },
             },
         }],
@@ -129,6 +139,7 @@ pub struct ParsedKubeconfig {
     pub client_cert_pem: Option<String>,
     pub client_key_pem: Option<String>,
     pub token: Option<String>,
+    pub tls_server_name: Option<String>,
 }
 
 /// Reads the current context's cluster and user of a kubeconfig with
@@ -162,12 +173,28 @@ pub fn parse(yaml: &str) -> Result<ParsedKubeconfig, String> {
         client_cert_pem: decode(&user["user"]["client-certificate-data"])?,
         client_key_pem: decode(&user["user"]["client-key-data"])?,
         token: user["user"]["token"].as_str().map(str::to_string),
+        tls_server_name: cluster["cluster"]["tls-server-name"].as_str().map(str::to_string),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tls_server_name_is_written_and_read_back() {
+        let spec = KubeconfigSpec {
+            name: "c".into(),
+            server: "https://172.30.4.2:31443".into(),
+            ca_pem: "CA".into(),
+            credential: Credential::Token("a.b".into()),
+        };
+        let parsed = parse(&render_for(&spec, Some("kube-apiserver.kok-c.svc"))).unwrap();
+        assert_eq!(parsed.tls_server_name.as_deref(), Some("kube-apiserver.kok-c.svc"));
+        assert_eq!(parsed.server, "https://172.30.4.2:31443");
+        assert_eq!(parse(&render(&spec)).unwrap().tls_server_name, None);
+        assert!(!render(&spec).contains("tls-server-name"));
+    }
 
     #[test]
     fn parses_back_what_it_renders() {

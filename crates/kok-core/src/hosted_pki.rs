@@ -171,6 +171,27 @@ pub fn admin_kubeconfig(data: &BTreeMap<String, Vec<u8>>) -> Option<Vec<u8>> {
     data.get(keys::ADMIN_KUBECONFIG).cloned()
 }
 
+/// A kubeconfig `kubeconfig` (one [`flotilla_core::kubeconfig::render`]
+/// wrote) pointing at `server` instead, checking the API server's
+/// certificate against `tls_server_name`: the admin kubeconfig as clients
+/// outside the meta cluster use it. `None` when it cannot be read.
+pub fn reached_at(kubeconfig: &[u8], cluster: &str, server: &str, tls_server_name: &str) -> Option<Vec<u8>> {
+    use flotilla_core::kubeconfig::{parse, render_for, Credential, KubeconfigSpec};
+    let parsed = parse(&String::from_utf8_lossy(kubeconfig)).ok()?;
+    let credential = match (parsed.client_cert_pem, parsed.client_key_pem, parsed.token) {
+        (Some(cert_pem), Some(key_pem), _) => Credential::ClientCert { cert_pem, key_pem },
+        (_, _, Some(token)) => Credential::Token(token),
+        _ => return None,
+    };
+    let spec = KubeconfigSpec {
+        name: cluster.to_string(),
+        server: server.to_string(),
+        ca_pem: parsed.ca_pem,
+        credential,
+    };
+    Some(render_for(&spec, Some(tls_server_name)).into_bytes())
+}
+
 /// The kubelets' bootstrap kubeconfig: the cluster CA and a bootstrap token.
 pub fn bootstrap_kubeconfig(cluster: &str, server: &str, ca_pem: &str, token: &str) -> String {
     flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
@@ -322,5 +343,30 @@ mod tests {
         let t = bootstrap_token("0123456789ABCDEF0123456789abcdef").unwrap();
         assert_eq!(t, "012345.6789abcdef012345");
         assert!(bootstrap_token("abc").is_none());
+    }
+
+    #[test]
+    fn the_admin_kubeconfig_reached_at_another_address_keeps_its_credential() {
+        let admin = flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
+            name: "c".into(),
+            server: "https://kube-apiserver.kok-c.svc:6443".into(),
+            ca_pem: "CA".into(),
+            credential: flotilla_core::kubeconfig::Credential::ClientCert {
+                cert_pem: "CERT".into(),
+                key_pem: "KEY".into(),
+            },
+        });
+        let outside =
+            reached_at(admin.as_bytes(), "c", "https://172.30.1.2:31000", "kube-apiserver.kok-c.svc")
+                .unwrap();
+        let parsed = flotilla_core::kubeconfig::parse(&String::from_utf8(outside).unwrap()).unwrap();
+        assert_eq!(parsed.server, "https://172.30.1.2:31000");
+        assert_eq!(parsed.tls_server_name.as_deref(), Some("kube-apiserver.kok-c.svc"));
+        assert_eq!(
+            (parsed.client_cert_pem.as_deref(), parsed.client_key_pem.as_deref()),
+            (Some("CERT"), Some("KEY"))
+        );
+        assert_eq!(parsed.ca_pem, "CA");
+        assert_eq!(reached_at(b"not yaml: [", "c", "https://x", "y"), None);
     }
 }

@@ -40,12 +40,16 @@ pub enum Served<'a> {
         ready_nodes: Option<i32>,
     },
     /// The `Kubernetes` runtime: Deployments in `kok-<name>`; add-ons,
-    /// nodes and fleet registration are skipped.
+    /// nodes and fleet registration only when the operator reaches the
+    /// API server (a NodePort), else skipped.
     Deployments {
-        /// The apiserver's Service URL, once applied.
+        /// The apiserver's Service URL, or its NodePort's, once applied.
         endpoint: Option<String>,
         /// Every Deployment rolled out and available.
         ready: bool,
+        /// What the operator did inside the cluster through its NodePort;
+        /// `None` when the API is served inside the meta cluster only.
+        inside: Option<Vec<AddonStatus>>,
     },
 }
 
@@ -113,7 +117,12 @@ pub fn status(hc: &HostedCluster, observed: Observed, config: &HostedOperatorCon
                 && holds(&list, conditions::ADDONS_APPLIED)
                 && (!wants_nodes || holds(&list, conditions::NODES_READY))
         }
-        Served::Deployments { ready, .. } => valid && holds(&list, conditions::ETCD_READY) && *ready,
+        Served::Deployments { ready, inside, .. } => {
+            valid
+                && holds(&list, conditions::ETCD_READY)
+                && *ready
+                && (inside.is_none() || holds(&list, conditions::ADDONS_APPLIED))
+        }
     };
     // The Kubernetes runtime carries the stored conditions over before
     // Ready is judged (a stale CertificatesReady shows in its message);
@@ -125,7 +134,11 @@ pub fn status(hc: &HostedCluster, observed: Observed, config: &HostedOperatorCon
     let message = if ready {
         match served {
             Served::Machines { .. } => "the control plane, its add-ons and nodes are healthy".to_string(),
-            Served::Deployments { .. } => {
+            Served::Deployments { inside: Some(_), .. } => {
+                "the control plane and its add-ons are healthy (kubernetes runtime, reached through its NodePort)"
+                    .to_string()
+            }
+            Served::Deployments { inside: None, .. } => {
                 "the control plane is ready (kubernetes runtime: add-ons, nodes and fleet registration are \
                  skipped, see AddonsApplied)"
                     .to_string()
@@ -170,7 +183,10 @@ pub fn status(hc: &HostedCluster, observed: Observed, config: &HostedOperatorCon
             ready_nodes.or(previous.ready_nodes),
         ),
         // Nothing of these is done by this runtime.
-        Served::Deployments { endpoint, .. } => (endpoint, Vec::new(), Vec::new(), None),
+        Served::Deployments { endpoint, inside: None, .. } => (endpoint, Vec::new(), Vec::new(), None),
+        Served::Deployments { endpoint, inside: Some(addons), .. } => {
+            (endpoint, if addons.is_empty() { previous.addons.clone() } else { addons }, Vec::new(), None)
+        }
     };
     let status = HostedClusterStatus {
         phase: Some(phase(false, upgrading, ready, was_ready)),
@@ -801,6 +817,7 @@ mod tests {
                     ready_nodes: None,
                 },
                 Runtime::Kubernetes { deployments_ready } => Served::Deployments {
+                    inside: None,
                     endpoint: Some("https://kube-apiserver".into()),
                     ready: deployments_ready,
                 },

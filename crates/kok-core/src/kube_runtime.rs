@@ -173,12 +173,47 @@ pub struct KubeRuntimeConfig {
     /// there asks an address nothing listens on, so no pod would ever be
     /// ready.
     pub health_probes: bool,
+    /// How the API server is reached from outside the meta cluster.
+    pub expose: ApiExposure,
 }
 
 impl Default for KubeRuntimeConfig {
     fn default() -> Self {
-        Self { images: ImageConfig::default(), health_probes: true }
+        Self { images: ImageConfig::default(), health_probes: true, expose: ApiExposure::ClusterIp }
     }
+}
+
+/// The apiserver Service's type, and with it who reaches the hosted API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ApiExposure {
+    /// Only the meta cluster reaches it (its Service DNS name): add-ons,
+    /// nodes and fleet registration are skipped.
+    #[default]
+    ClusterIp,
+    /// A NodePort: the operator, kubelets and users reach it at a meta
+    /// cluster node's address, checking the certificate against the
+    /// Service's DNS name (`tls-server-name`); add-ons, nodes and fleet
+    /// registration work as in the process runtime.
+    NodePort,
+}
+
+/// A meta cluster node as [`external_endpoint`] needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaNode {
+    pub name: String,
+    pub ready: bool,
+    pub internal_ip: Option<String>,
+}
+
+/// `https://<node InternalIP>:<nodePort>` of the first Ready node by name
+/// (stable while that node stays Ready), or `None` without a node port or
+/// a Ready node with an address.
+pub fn external_endpoint(node_port: Option<i32>, nodes: &[MetaNode]) -> Option<String> {
+    let port = node_port.filter(|p| *p > 0)?;
+    let mut ready: Vec<&MetaNode> = nodes.iter().filter(|n| n.ready && n.internal_ip.is_some()).collect();
+    ready.sort_by(|a, b| a.name.cmp(&b.name));
+    let ip = ready.first()?.internal_ip.as_deref()?;
+    Some(format!("https://{ip}:{port}"))
 }
 
 /// The meta-cluster namespace of `hosted_cluster`'s objects.
@@ -586,7 +621,10 @@ pub fn render_versions(
             "labels": labels(cluster, Some(ControlPlaneComponent::KubeApiserver)),
         },
         "spec": {
-            "type": "ClusterIP",
+            "type": match config.expose {
+                ApiExposure::ClusterIp => "ClusterIP",
+                ApiExposure::NodePort => "NodePort",
+            },
             "selector": selector(cluster, ControlPlaneComponent::KubeApiserver),
             "ports": [{ "name": "https", "port": APISERVER_PORT, "targetPort": apiserver_port, "protocol": "TCP" }],
         },
@@ -1028,7 +1066,7 @@ mod tests {
         }));
         let images =
             ImageConfig { registry: "mirror.example/k8s/".into(), pull_policy: Some("IfNotPresent".into()) };
-        let config = KubeRuntimeConfig { images, health_probes: true };
+        let config = KubeRuntimeConfig { images, health_probes: true, ..Default::default() };
         let r = render(&hc, &pki_data(), &etcd(), &config).unwrap();
         for c in &r.components {
             assert_eq!(c.deployment["spec"]["replicas"], 3);
@@ -1512,5 +1550,38 @@ mod tests {
         let plan = upgrade_plan(&bad, &[], at(0), std::time::Duration::from_secs(60));
         assert_eq!(upgrade_versions(&plan), None);
         assert_eq!(plan.condition.unwrap().reason, "Refused");
+    }
+
+    #[test]
+    fn a_node_port_is_reached_at_the_first_ready_node() {
+        let node = |name: &str, ready: bool, ip: Option<&str>| MetaNode {
+            name: name.into(),
+            ready,
+            internal_ip: ip.map(str::to_string),
+        };
+        let cases = [
+            (
+                "first ready by name",
+                Some(31443),
+                vec![node("b", true, Some("10.0.0.2")), node("a", true, Some("10.0.0.1"))],
+                Some("https://10.0.0.1:31443"),
+            ),
+            (
+                "a NotReady one is skipped",
+                Some(31443),
+                vec![node("a", false, Some("10.0.0.1")), node("b", true, Some("10.0.0.2"))],
+                Some("https://10.0.0.2:31443"),
+            ),
+            ("no address", Some(31443), vec![node("a", true, None)], None),
+            ("no port yet", None, vec![node("a", true, Some("10.0.0.1"))], None),
+            ("no node", Some(31443), vec![], None),
+        ];
+        for (name, port, nodes, want) in cases {
+            assert_eq!(external_endpoint(port, &nodes).as_deref(), want, "{name}");
+        }
+        let hc = hosted_cluster(json!({"version": "1.20.2", "etcd": {"clusterRef": "e"}}));
+        let config = KubeRuntimeConfig { expose: ApiExposure::NodePort, ..Default::default() };
+        let rendered = render(&hc, &pki_data(), &etcd(), &config).unwrap();
+        assert_eq!(rendered.apiserver_service["spec"]["type"], "NodePort");
     }
 }

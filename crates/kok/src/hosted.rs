@@ -36,7 +36,7 @@ use serde_json::json;
 use crate::finalizing::{finalizer_error, pending};
 use crate::hosted_addons::{business_client, inside_cluster};
 use crate::hosted_operator::{
-    ensure_certificates, etcd_ready, finish, read_secret, secret_data, write_secret,
+    ensure_bootstrap, ensure_certificates, etcd_ready, finish, register_in_fleet, secret_data,
 };
 pub use crate::hosted_operator::{HostedOperator, FIELD_MANAGER};
 use crate::Error;
@@ -214,12 +214,12 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
 
     // Certificates and kubeconfigs.
     let inputs = hosted_pki::pki_inputs(hc, &placement).ok_or_else(|| Error::Other("no endpoint".into()))?;
-    let certificates = ensure_certificates(client, hc, &etcd, &inputs, &config).await?;
+    let certificates = ensure_certificates(client, hc, &etcd, &inputs, &config, None).await?;
     let admin = hosted_pki::admin_kubeconfig(&certificates.data).unwrap_or_default();
     let ca_pem =
         String::from_utf8_lossy(certificates.data.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
             .into_owned();
-    let token = ensure_bootstrap(client, hc, &placement, &ca_pem).await?;
+    let token = ensure_bootstrap(client, hc, &placement.endpoint().unwrap_or_default(), &ca_pem).await?;
     observed.issued = certificates.issued;
     observed.handled_rotation = certificates.handled_rotation.clone();
     observed.pki = &certificates.data;
@@ -365,37 +365,6 @@ fn knows_version(hc: &HostedCluster, config: &HostedOperatorConfig) -> bool {
     hc.spec.control_plane.runtime != Runtime::Process || config.versions.contains_key(&hc.spec.version)
 }
 
-/// The node bootstrap token (made once) and the kubelets' bootstrap
-/// kubeconfig (rewritten when the CA or the endpoint changes).
-async fn ensure_bootstrap(
-    client: &Client,
-    hc: &HostedCluster,
-    placement: &Placement,
-    ca_pem: &str,
-) -> Result<String, Error> {
-    let name = hc.name_any();
-    let secret = plan::bootstrap_secret_name(&name);
-    let existing = read_secret(client, hc, &secret).await?;
-    let token = match existing.get("token").map(|t| String::from_utf8_lossy(t).into_owned()) {
-        Some(t) if t.contains('.') => t,
-        _ => {
-            let mut bytes = [0u8; 16];
-            getrandom::fill(&mut bytes).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
-            hosted_pki::bootstrap_token(&hex::encode(bytes)).ok_or_else(|| Error::Other("token".into()))?
-        }
-    };
-    let server = placement.endpoint().unwrap_or_default();
-    let kubeconfig = hosted_pki::bootstrap_kubeconfig(&name, &server, ca_pem, &token);
-    let data = BTreeMap::from([
-        ("token".to_string(), token.clone().into_bytes()),
-        ("kubeconfig".to_string(), kubeconfig.into_bytes()),
-    ]);
-    if data != existing {
-        write_secret(client, hc, &secret, &data).await?;
-    }
-    Ok(token)
-}
-
 /// Server-side applies each machine's share of the cluster's components
 /// (an empty list where it has none any more); machines already holding
 /// exactly that are not written.
@@ -452,47 +421,6 @@ async fn apply_components(
         api.patch(&machine, &PatchParams::apply(&manager).force(), &Patch::Apply(&body)).await?;
         tracing::info!(cluster = %name, machine = %machine, components = want.len(), "machine components applied");
     }
-    Ok(())
-}
-
-/// The cluster joins the fleet as a push-mode member (the hub reaches it
-/// with its admin kubeconfig Secret).
-async fn register_in_fleet(client: &Client, hc: &HostedCluster) -> Result<(), Error> {
-    let name = hc.name_any();
-    let namespace = hc.namespace().unwrap_or_default();
-    let api: Api<ManagedCluster> = Api::all(client.clone());
-    let label = plan::owner_label_value(&namespace, &name);
-    // Members sharing an etcd or a machine pool fail together: the hub's
-    // mass-disruption guard reads these labels.
-    let mut labels = flotilla_apps_core::failover::hosted_domain_labels(
-        &namespace,
-        hc.spec.etcd.resolve().map_or("", |(etcd, _)| etcd),
-        hc.spec.control_plane.machine_pool.as_deref(),
-    );
-    labels.insert(plan::OWNER_LABEL.to_string(), label.clone());
-    if let Some(existing) = api.get_opt(&name).await? {
-        let ours = existing.labels().get(plan::OWNER_LABEL) == Some(&label);
-        if !ours {
-            tracing::warn!(cluster = %name, "a ManagedCluster of this name exists and is not this hosted cluster's; not registering");
-            return Ok(());
-        }
-        let labelled = labels.iter().all(|(k, v)| existing.labels().get(k) == Some(v));
-        if labelled && existing.spec.api_endpoint == hc.status.as_ref().and_then(|s| s.endpoint.clone()) {
-            return Ok(());
-        }
-    }
-    let body = json!({
-        "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-        "metadata": {"name": name, "labels": labels},
-        "spec": {
-            "syncMode": "Push",
-            "hubAcceptsClient": true,
-            "apiEndpoint": hc.status.as_ref().and_then(|s| s.endpoint.clone()),
-            "secretRef": {"namespace": namespace, "name": plan::admin_secret_name(&name)},
-        },
-    });
-    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
-    tracing::info!(cluster = %name, "hosted cluster registered in the fleet");
     Ok(())
 }
 

@@ -14,24 +14,37 @@
 //! `status.upgrade` and the `Upgraded` condition.
 //!
 //! Add-ons, worker nodes and fleet registration all need to reach the
-//! hosted API server, which this runtime serves only at its Service inside
-//! the meta cluster (`https://kube-apiserver.kok-<name>.svc:6443`). The
-//! operator may run anywhere (a laptop, another cluster), so it does not
-//! assume it can: they are skipped, `AddonsApplied` (and `NodesReady` when
-//! nodes are asked for) say so, and `Ready` means the control plane is
-//! ready.
+//! hosted API server. With a ClusterIP Service (the default) it is served
+//! only inside the meta cluster (`https://kube-apiserver.kok-<name>.svc:6443`)
+//! and the operator, which may run anywhere, does not assume it can reach
+//! it: they are skipped, `AddonsApplied` (and `NodesReady` when nodes are
+//! asked for) say so, and `Ready` means the control plane is ready. With a
+//! NodePort (`KubeRuntimeConfig::expose`) the operator reaches it at a
+//! Ready meta node's address, the admin kubeconfig points there (checking
+//! the certificate against the Service's name), add-ons are applied and
+//! the cluster registers in the fleet as under the process runtime; a
+//! NodePool gives it nodes.
 
 use std::collections::BTreeMap;
 
+use flotilla_api::kok::conditions;
 use flotilla_api::kok::HostedCluster;
 use flotilla_core::conditions::{condition, Wanted};
+use flotilla_kok_core::hosted_pki;
 use flotilla_kok_core::hosted_status::{self, Observed, Served};
-use flotilla_kok_core::kube_runtime::{self as render, KubeRuntimeError};
+use flotilla_kok_core::kube_runtime::{self as render, ApiExposure, KubeRuntimeError, MetaNode};
+use flotilla_kok_core::pki::keys;
+use k8s_openapi::api::core::v1::{Node, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::ListParams;
 use kube::runtime::controller::Action;
+use kube::Api;
 use kube::{Client, ResourceExt};
 
-use crate::hosted_operator::{ensure_certificates, etcd_ready, finish, HostedOperator};
+use crate::hosted_addons::{business_client, inside_cluster};
+use crate::hosted_operator::{
+    ensure_bootstrap, ensure_certificates, etcd_ready, finish, register_in_fleet, HostedOperator,
+};
 use crate::kube_runtime::{self, ControlPlaneComponent};
 use crate::Error;
 
@@ -51,7 +64,7 @@ pub(crate) async fn reconcile(
     let unread = BTreeMap::new();
     let mut observed = Observed {
         conditions: decided,
-        served: Served::Deployments { endpoint: None, ready: false },
+        served: Served::Deployments { endpoint: None, ready: false, inside: None },
         upgrade: None,
         pki: &unread,
         issued: false,
@@ -70,7 +83,16 @@ pub(crate) async fn reconcile(
     // (the other components run in their own pods, so loopback reaches
     // nothing). The apply below rolls every component that reads them.
     let inputs = kube_runtime::pki_inputs(hc)?;
-    let certificates = ensure_certificates(client, hc, &etcd, &inputs, config).await?;
+    // Where clients outside the meta cluster reach the API server: its
+    // NodePort on a Ready meta cluster node, once both exist; the admin
+    // kubeconfig points there and checks the Service's name.
+    let outside = match config.kube_runtime.expose {
+        ApiExposure::NodePort => node_port_endpoint(client, &name).await?,
+        ApiExposure::ClusterIp => None,
+    };
+    let server_name = render::apiserver_host(&name);
+    let reached_at = outside.as_deref().map(|server| (server, server_name.as_str()));
+    let certificates = ensure_certificates(client, hc, &etcd, &inputs, config, reached_at).await?;
     observed.issued = certificates.issued;
     observed.handled_rotation = certificates.handled_rotation.clone();
     let pki = &certificates.data;
@@ -125,10 +147,87 @@ pub(crate) async fn reconcile(
                 .generation(generation);
         observed.conditions.push(condition(&previous.conditions, wanted, now));
     }
-    observed.conditions.extend(hosted_status::skipped_by_runtime(hc, &report.endpoint, now));
-    observed.served = Served::Deployments { endpoint: Some(report.endpoint.clone()), ready: report.ready() };
+    let Some(outside) = outside else {
+        observed.conditions.extend(hosted_status::skipped_by_runtime(hc, &report.endpoint, now));
+        observed.served = Served::Deployments {
+            endpoint: Some(report.endpoint.clone()),
+            ready: report.ready(),
+            inside: None,
+        };
+        let ready = finish(client, hc, config, observed, now).await?;
+        return Ok(Action::requeue(if ready { config.resync } else { config.settle }));
+    };
+
+    // Reached through its NodePort: add-ons and fleet registration as in
+    // the process runtime, once the control plane is up.
+    let mut addons = Vec::new();
+    if report.ready() {
+        let admin = hosted_pki::admin_kubeconfig(pki)
+            .and_then(|a| hosted_pki::reached_at(&a, &name, &outside, &server_name))
+            .unwrap_or_default();
+        let ca_pem = String::from_utf8_lossy(pki.get(keys::CA_CRT).map(Vec::as_slice).unwrap_or_default())
+            .into_owned();
+        let token = ensure_bootstrap(client, hc, &outside, &ca_pem).await?;
+        match business_client(&admin).await {
+            Ok(member) => {
+                let inside = inside_cluster(&member, hc, &token, now).await;
+                observed.conditions.push(inside.condition);
+                addons = inside.addons;
+            }
+            Err(e) => {
+                let wanted = Wanted::new(
+                    conditions::ADDONS_APPLIED,
+                    false,
+                    "NoClient",
+                    format!("cannot reach the API server at {outside}: {e}"),
+                )
+                .generation(generation);
+                observed.conditions.push(condition(&previous.conditions, wanted, now));
+            }
+        }
+    } else {
+        let wanted = Wanted::new(
+            conditions::ADDONS_APPLIED,
+            false,
+            "WaitingForControlPlane",
+            format!("add-ons are applied through {outside} once the control plane is ready"),
+        )
+        .generation(generation);
+        observed.conditions.push(condition(&previous.conditions, wanted, now));
+    }
+    observed.served =
+        Served::Deployments { endpoint: Some(outside), ready: report.ready(), inside: Some(addons) };
     let ready = finish(client, hc, config, observed, now).await?;
+    if ready {
+        register_in_fleet(client, hc).await?;
+    }
     Ok(Action::requeue(if ready { config.resync } else { config.settle }))
+}
+
+/// The apiserver's NodePort at the first Ready meta cluster node's
+/// InternalIP (`kube_runtime::external_endpoint`), once there are both.
+async fn node_port_endpoint(client: &Client, cluster: &str) -> Result<Option<String>, Error> {
+    let services: Api<Service> = Api::namespaced(client.clone(), &render::namespace(cluster));
+    let Some(service) = services.get_opt(render::APISERVER_SERVICE).await? else { return Ok(None) };
+    let node_port = service.spec.and_then(|s| s.ports).and_then(|p| p.first().and_then(|p| p.node_port));
+    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?.items;
+    let nodes: Vec<MetaNode> = nodes
+        .iter()
+        .map(|n| {
+            let status = n.status.as_ref();
+            MetaNode {
+                name: n.name_any(),
+                ready: status
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                internal_ip: status
+                    .and_then(|s| s.addresses.as_ref())
+                    .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))
+                    .map(|a| a.address.clone()),
+            }
+        })
+        .collect();
+    Ok(render::external_endpoint(node_port, &nodes))
 }
 
 /// The control plane could not be applied: every component's condition

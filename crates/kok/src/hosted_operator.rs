@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::kok::{conditions, EtcdCluster, HostedCluster, HostedClusterStatus};
 use flotilla_core::conditions::{condition, Wanted};
 use flotilla_kok_core::hosted::{self as plan, HostedOperatorConfig};
@@ -170,13 +171,15 @@ pub(crate) struct Certificates {
 
 /// Issues, renews or rotates (when the annotation asks) what the PKI
 /// Secret lacks for `inputs`, and keeps the admin kubeconfig Secret in
-/// step with it.
+/// step with it (pointing at `reached_at`'s server, checked against its
+/// name, when given).
 pub(crate) async fn ensure_certificates(
     client: &Client,
     hc: &HostedCluster,
     etcd: &ReadyEtcd,
     inputs: &PkiInputs,
     config: &HostedOperator,
+    reached_at: Option<(&str, &str)>,
 ) -> Result<Certificates, Error> {
     let name = hc.name_any();
     let existing = read_secret(client, hc, &plan::pki_secret_name(&name)).await?;
@@ -197,7 +200,11 @@ pub(crate) async fn ensure_certificates(
         tracing::info!(cluster = %name, issued = ?update.issued, runtime = ?hc.spec.control_plane.runtime,
             "hosted cluster certificates written");
     }
-    let admin = hosted_pki::admin_kubeconfig(&update.data).unwrap_or_default();
+    let mut admin = hosted_pki::admin_kubeconfig(&update.data).unwrap_or_default();
+    // Clients outside the meta cluster reach it elsewhere (a NodePort).
+    if let Some((server, tls_server_name)) = reached_at {
+        admin = hosted_pki::reached_at(&admin, &name, server, tls_server_name).unwrap_or(admin);
+    }
     let admin_data = BTreeMap::from([("kubeconfig".to_string(), admin)]);
     if read_secret(client, hc, &plan::admin_secret_name(&name)).await? != admin_data {
         write_secret(client, hc, &plan::admin_secret_name(&name), &admin_data).await?;
@@ -245,5 +252,76 @@ async fn write_status(
         tracing::info!(cluster = %name, phase = ?status.phase, runtime = ?hc.spec.control_plane.runtime,
             "hosted cluster phase");
     }
+    Ok(())
+}
+
+/// The node bootstrap token (made once) and the kubelets' bootstrap
+/// kubeconfig (rewritten when the CA or the endpoint changes).
+pub(crate) async fn ensure_bootstrap(
+    client: &Client,
+    hc: &HostedCluster,
+    server: &str,
+    ca_pem: &str,
+) -> Result<String, Error> {
+    let name = hc.name_any();
+    let secret = plan::bootstrap_secret_name(&name);
+    let existing = read_secret(client, hc, &secret).await?;
+    let token = match existing.get("token").map(|t| String::from_utf8_lossy(t).into_owned()) {
+        Some(t) if t.contains('.') => t,
+        _ => {
+            let mut bytes = [0u8; 16];
+            getrandom::fill(&mut bytes).map_err(|e| Error::Other(format!("no randomness: {e}")))?;
+            hosted_pki::bootstrap_token(&hex::encode(bytes)).ok_or_else(|| Error::Other("token".into()))?
+        }
+    };
+    let kubeconfig = hosted_pki::bootstrap_kubeconfig(&name, server, ca_pem, &token);
+    let data = BTreeMap::from([
+        ("token".to_string(), token.clone().into_bytes()),
+        ("kubeconfig".to_string(), kubeconfig.into_bytes()),
+    ]);
+    if data != existing {
+        write_secret(client, hc, &secret, &data).await?;
+    }
+    Ok(token)
+}
+
+/// The cluster joins the fleet as a push-mode member (the hub reaches it
+/// with its admin kubeconfig Secret).
+pub(crate) async fn register_in_fleet(client: &Client, hc: &HostedCluster) -> Result<(), Error> {
+    let name = hc.name_any();
+    let namespace = hc.namespace().unwrap_or_default();
+    let api: Api<ManagedCluster> = Api::all(client.clone());
+    let label = plan::owner_label_value(&namespace, &name);
+    // Members sharing an etcd or a machine pool fail together: the hub's
+    // mass-disruption guard reads these labels.
+    let mut labels = flotilla_apps_core::failover::hosted_domain_labels(
+        &namespace,
+        hc.spec.etcd.resolve().map_or("", |(etcd, _)| etcd),
+        hc.spec.control_plane.machine_pool.as_deref(),
+    );
+    labels.insert(plan::OWNER_LABEL.to_string(), label.clone());
+    if let Some(existing) = api.get_opt(&name).await? {
+        let ours = existing.labels().get(plan::OWNER_LABEL) == Some(&label);
+        if !ours {
+            tracing::warn!(cluster = %name, "a ManagedCluster of this name exists and is not this hosted cluster's; not registering");
+            return Ok(());
+        }
+        let labelled = labels.iter().all(|(k, v)| existing.labels().get(k) == Some(v));
+        if labelled && existing.spec.api_endpoint == hc.status.as_ref().and_then(|s| s.endpoint.clone()) {
+            return Ok(());
+        }
+    }
+    let body = json!({
+        "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
+        "metadata": {"name": name, "labels": labels},
+        "spec": {
+            "syncMode": "Push",
+            "hubAcceptsClient": true,
+            "apiEndpoint": hc.status.as_ref().and_then(|s| s.endpoint.clone()),
+            "secretRef": {"namespace": namespace, "name": plan::admin_secret_name(&name)},
+        },
+    });
+    api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    tracing::info!(cluster = %name, "hosted cluster registered in the fleet");
     Ok(())
 }

@@ -113,7 +113,10 @@ fn error_policy(pool: Arc<NodePool>, error: &Error, _: Arc<Ctx>) -> Action {
 /// its CA, a client inside it, and its DNS Service's address.
 struct ClusterAccess {
     version: String,
+    /// The API server as the admin kubeconfig reaches it (a NodePort is
+    /// checked against the Service's name).
     endpoint: String,
+    tls_server_name: Option<String>,
     ca: CertificateAuthority,
     client: Client,
     dns: String,
@@ -127,7 +130,7 @@ async fn cluster_access(ctx: &Ctx, pool: &NodePool) -> Result<Result<ClusterAcce
         return Ok(Err(format!("HostedCluster {namespace}/{name} does not exist")));
     };
     let status = hc.status.clone().unwrap_or_default();
-    let (Some(version), Some(endpoint)) = (status.version.clone(), status.endpoint.clone()) else {
+    let (Some(version), Some(_)) = (status.version.clone(), status.endpoint.clone()) else {
         return Ok(Err(format!("HostedCluster {name} has no control plane serving yet")));
     };
     if !wait::is_ready(&hc) {
@@ -143,11 +146,14 @@ async fn cluster_access(ctx: &Ctx, pool: &NodePool) -> Result<Result<ClusterAcce
     let Some(kubeconfig) = admin.get("kubeconfig").or_else(|| admin.values().next()) else {
         return Ok(Err(format!("HostedCluster {name} has no admin kubeconfig yet")));
     };
+    let parsed = kubeconfig::parse(&String::from_utf8_lossy(kubeconfig))
+        .map_err(|e| Error::Other(format!("HostedCluster {name}'s admin kubeconfig: {e}")))?;
+    let (endpoint, tls_server_name) = (parsed.server, parsed.tls_server_name);
     let client = business_client(kubeconfig).await?;
     let dns = addons::nth_service_ip(&hc.spec.network.service_cidr, 10)
         .map_err(|e| Error::Other(e.to_string()))?
         .to_string();
-    Ok(Ok(ClusterAccess { version, endpoint, ca, client, dns }))
+    Ok(Ok(ClusterAccess { version, endpoint, tls_server_name, ca, client, dns }))
 }
 
 async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -365,12 +371,13 @@ impl EntryWriter<'_> {
     fn kubeconfig(&self, user: &str, groups: &[&str]) -> Result<String, Error> {
         let cert =
             self.access.ca.issue(&LeafSpec::client(user, groups)).map_err(|e| Error::Other(e.to_string()))?;
-        Ok(kubeconfig::render(&KubeconfigSpec {
+        let spec = KubeconfigSpec {
             name: self.pool.spec.cluster_ref.clone(),
             server: self.access.endpoint.clone(),
             ca_pem: self.access.ca.pem.cert_pem.clone(),
             credential: Credential::ClientCert { cert_pem: cert.cert_pem, key_pem: cert.key_pem },
-        }))
+        };
+        Ok(kubeconfig::render_for(&spec, self.access.tls_server_name.as_deref()))
     }
 
     async fn write_secret(&self, name: &str, data: BTreeMap<String, String>) -> Result<(), Error> {

@@ -26,6 +26,18 @@ pub const KUBELET_SYSCTLS: [&str; 6] = [
     "kernel/keys/root_maxbytes",
 ];
 
+/// The sysctls a live group sets on the host: forwarding, so a node
+/// reaches another group's nodes (another Machine's, a meta cluster's
+/// NodePort) through the host. Recorded and restored like
+/// [`KUBELET_SYSCTLS`].
+pub const GROUP_SYSCTLS: [(&str, &str); 1] = [("net/ipv4/ip_forward", "1")];
+
+/// Every sysctl recorded before the first group and restored after the
+/// last.
+pub fn tracked_sysctls() -> impl Iterator<Item = &'static str> {
+    KUBELET_SYSCTLS.iter().copied().chain(GROUP_SYSCTLS.iter().map(|(name, _)| *name))
+}
+
 /// A process, named so that a reused pid is not mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

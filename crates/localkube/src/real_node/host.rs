@@ -10,7 +10,7 @@ use std::process::Command;
 
 use flotilla_kok_core::real_node::address::Ipv4Cidr;
 use flotilla_kok_core::real_node::host::{process_start_time, route_destinations};
-use flotilla_kok_core::real_node::journal::KUBELET_SYSCTLS;
+use flotilla_kok_core::real_node::journal::{tracked_sysctls, GROUP_SYSCTLS};
 use flotilla_kok_core::real_node::{HostJournal, Owner};
 use nix::fcntl::{Flock, FlockArg};
 
@@ -104,10 +104,14 @@ pub fn host_routes() -> Result<Vec<Ipv4Cidr>> {
     route_destinations(&json).map_err(Error::Config)
 }
 
-/// The current values of the sysctls the kubelet sets.
+/// What a live group needs of the host ([`GROUP_SYSCTLS`]).
+pub fn write_group_sysctls() -> Result<()> {
+    write_sysctls(&GROUP_SYSCTLS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+}
+
+/// The current values of the sysctls the kubelet and the groups set.
 pub fn read_sysctls() -> Result<BTreeMap<String, String>> {
-    KUBELET_SYSCTLS
-        .iter()
+    tracked_sysctls()
         .map(|name| {
             let path = Path::new("/proc/sys").join(name);
             let value = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;

@@ -144,6 +144,7 @@ impl RealNodes {
             *journal = plan.journal.clone();
             journal.groups.extend(still_stale);
             host::write_sysctls(&plan.restore_sysctls)?;
+            host::write_group_sysctls()?;
             Ok(plan)
         });
         let plan = match planned {

@@ -89,6 +89,7 @@ pub fn join_group(owner: Owner, dir: &Path, hierarchies: &[PathBuf]) -> Result<G
         *journal = plan.journal.clone();
         journal.groups.extend(still_stale);
         host::write_sysctls(&plan.restore_sysctls)?;
+        host::write_group_sysctls()?;
         Ok(plan)
     })?;
     let group = GroupAddresses { slot: plan.slot };

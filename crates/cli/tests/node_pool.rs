@@ -4,7 +4,10 @@
 //! Kubernetes version through them one node at a time (cordon, drain by
 //! eviction, update, Ready on the version, uncordon) while a Deployment
 //! protected by a PodDisruptionBudget never drops below the budget, and
-//! scales down by draining and removing a node; a killed containerd is
+//! rolls a broken release back (the first node fails its deadline and
+//! returns to the last good revision, the other never sees it, the reason
+//! is on the status and an Event); scales down by draining and removing a
+//! node; a killed containerd is
 //! started again by the node agent, and a node whose Machine is lost is
 //! replaced on another. Needs root and
 //! `scripts/node-runtime.sh`'s runtime, like localkube's `real_nodes` test.
@@ -33,6 +36,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 const OLD: &str = "1.36.3";
+const BROKEN: &str = "1.37.0";
 const NEW: &str = "1.37.2";
 const CLUSTER: &str = "np";
 const POOL: &str = "workers";
@@ -68,12 +72,19 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
     // real-node bridge of the test's own, for every Machine.
     let api_bridge = RealNodes::reserve().unwrap();
     let old_bin = Binaries::locate_version(OLD).unwrap().dir().to_path_buf();
+    // A release whose kubelet and kube-proxy exit at once.
+    let broken = tempfile::tempdir().unwrap();
+    for part in ["kubelet", "kube-proxy"] {
+        let path = broken.path().join(part);
+        std::fs::write(&path, "#!/bin/sh\necho \"this build is broken\" >&2\nexit 1\n").unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
     // The control plane and etcd on one Machine, the pool's nodes on two
     // others, so losing a node's Machine leaves the cluster serving.
     let env = KokEnv::start_at(
         &["cp", "w1", "w2"],
         &api_bridge.gateway().to_string(),
-        BTreeMap::from([(OLD.to_string(), old_bin)]),
+        BTreeMap::from([(OLD.to_string(), old_bin), (BROKEN.to_string(), broken.path().to_path_buf())]),
         // A lost Machine is noticed in seconds, not the default 40.
         |hosted| hosted.plan.machine_lost_after = time::Duration::seconds(10),
     )
@@ -199,8 +210,44 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
         fewest.load(Ordering::SeqCst)
     );
 
-    // Scale down: a node drained and removed, its Machine entry gone.
-    let patch = json!({"spec": {"replicas": 1}});
+    // A broken release fails on the first node past its deadline: that node
+    // goes back to the last good revision, the other never sees the broken
+    // one, and the failure is on the status.
+    let good = pools.get(POOL).await.unwrap().status.unwrap().rollout.unwrap().revision;
+    let patch = json!({"spec": {"version": BROKEN, "rollout": {"nodeDeadlineSeconds": 10}}});
+    pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let rolled_back = pool_until(&pools, "rolled back from the broken release", |p| {
+        let Some(s) = &p.status else { return false };
+        s.observed_generation == p.metadata.generation
+            && s.rollout
+                .as_ref()
+                .is_some_and(|r| r.state == rollout_state::ROLLED_BACK && r.failed_revision.is_some())
+            && s.ready_nodes == 2
+            && s.nodes.iter().all(|n| n.revision == good && n.ready && n.version.as_deref() == Some(NEW))
+    })
+    .await;
+    let status = rolled_back.status.unwrap();
+    let message = status.rollout.clone().unwrap().message.unwrap();
+    assert!(message.contains(&format!("not Ready on {BROKEN}")), "{message}");
+    let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "RolledBack"), "{degraded:?}");
+    let failed_node = status.nodes.iter().find(|n| message.contains(&n.name)).unwrap().name.clone();
+    let untouched = status.nodes.iter().find(|n| n.name != failed_node).unwrap().name.clone();
+    let events = Api::<k8s_openapi::api::core::v1::Event>::namespaced(env.client.clone(), NS)
+        .list(&Default::default())
+        .await
+        .unwrap();
+    assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("RolloutFailed")), "{events:?}");
+    let untouched_node = nodes.get(&untouched).await.unwrap();
+    assert!(untouched_node.metadata.annotations.unwrap_or_default().get(CORDONED_AT_ANNOTATION).is_none());
+    flotilla_localkube::wait_for("the Deployment fully available after the rollback", WAIT, || async {
+        deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas) == Some(2)
+    })
+    .await;
+
+    // Scale down (the version back to the good one): a node drained and
+    // removed, its Machine entry gone.
+    let patch = json!({"spec": {"replicas": 1, "version": NEW}});
     pools.patch(POOL, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     pool_until(&pools, "down to 1 node", |p| rollout_complete_on(p, NEW, 1)).await;
     flotilla_localkube::wait_for("one Node left and one Machine entry", WAIT, || async {

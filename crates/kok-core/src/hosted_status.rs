@@ -618,7 +618,11 @@ mod tests {
     #[derive(Clone, Copy)]
     enum Runtime {
         Process,
-        Kubernetes { deployments_ready: bool },
+        Kubernetes {
+            deployments_ready: bool,
+        },
+        /// Reached through a NodePort: add-ons count.
+        KubernetesReached,
     }
 
     struct Case {
@@ -786,6 +790,42 @@ mod tests {
                 not_types: &[],
             },
             Case {
+                name: "kubernetes runtime through a NodePort: add-ons not applied yet, not Ready",
+                runtime: Runtime::KubernetesReached,
+                nodes: 0,
+                conditions: vec![
+                    said(conditions::VALID, true, "Valid"),
+                    said(conditions::ETCD_READY, true, "Available"),
+                    said(conditions::ADDONS_APPLIED, false, "ApplyFailed"),
+                ],
+                upgrade: None,
+                previous: None,
+                want_ready: false,
+                want_phase: HostedClusterPhase::Provisioning,
+                want_version: None,
+                want_message: "AddonsApplied: AddonsApplied says ApplyFailed",
+                want_types: &[],
+                not_types: &[],
+            },
+            Case {
+                name: "kubernetes runtime through a NodePort: Ready with its add-ons",
+                runtime: Runtime::KubernetesReached,
+                nodes: 0,
+                conditions: vec![
+                    said(conditions::VALID, true, "Valid"),
+                    said(conditions::ETCD_READY, true, "Available"),
+                    said(conditions::ADDONS_APPLIED, true, "Applied"),
+                ],
+                upgrade: None,
+                previous: None,
+                want_ready: true,
+                want_phase: HostedClusterPhase::Ready,
+                want_version: Some("1.36.2"),
+                want_message: "reached through its NodePort",
+                want_types: &[],
+                not_types: &[],
+            },
+            Case {
                 name: "kubernetes runtime: a stale CertificatesReady shows, what it skips does not",
                 runtime: Runtime::Kubernetes { deployments_ready: false },
                 nodes: 0,
@@ -815,6 +855,11 @@ mod tests {
                     seen: &[],
                     addons: Vec::new(),
                     ready_nodes: None,
+                },
+                Runtime::KubernetesReached => Served::Deployments {
+                    endpoint: Some("https://172.30.0.2:31443".into()),
+                    ready: true,
+                    inside: Some(Vec::new()),
                 },
                 Runtime::Kubernetes { deployments_ready } => Served::Deployments {
                     inside: None,
@@ -848,6 +893,9 @@ mod tests {
             assert!(types.windows(2).all(|w| w[0] < w[1]), "{}: sorted, once each: {types:?}", case.name);
             // What only the process runtime records.
             match case.runtime {
+                Runtime::KubernetesReached => {
+                    assert_eq!(s.endpoint.as_deref(), Some("https://172.30.0.2:31443"), "{}", case.name);
+                }
                 Runtime::Process => {
                     let previous = case.previous.clone().unwrap_or_default();
                     assert_eq!(s.addons, previous.addons, "{}", case.name);

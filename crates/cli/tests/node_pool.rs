@@ -239,7 +239,7 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
         .unwrap();
     assert!(events.items.iter().any(|e| e.reason.as_deref() == Some("RolloutFailed")), "{events:?}");
     let untouched_node = nodes.get(&untouched).await.unwrap();
-    assert!(untouched_node.metadata.annotations.unwrap_or_default().get(CORDONED_AT_ANNOTATION).is_none());
+    assert!(!untouched_node.metadata.annotations.unwrap_or_default().contains_key(CORDONED_AT_ANNOTATION));
     flotilla_localkube::wait_for("the Deployment fully available after the rollback", WAIT, || async {
         deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas) == Some(2)
     })

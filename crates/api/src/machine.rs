@@ -91,6 +91,15 @@ pub struct RealNodeSpec {
     /// image `flotilla.local/pause:1`.
     #[schemars(regex(pattern = r"^/"))]
     pub images_dir: String,
+    /// A directory of further OCI (or `docker save`) image tarballs
+    /// (`*.tar`), imported into the node's containerd while it runs:
+    /// looked at again every few seconds, each file imported once (again
+    /// when it changes), the names reported in `status.realNodes[].images`.
+    /// It may not exist yet (nothing to import). Changing it restarts
+    /// nothing. `flotilla images load` copies tarballs into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub extra_images_dir: Option<String>,
     /// The cluster's CA certificate (PEM): the kubelet accepts API server
     /// clients it signed.
     pub ca_ref: KeyRef,
@@ -310,6 +319,11 @@ pub struct RealNodeStatus {
     pub last_repair: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair_time: Option<Time>,
+    /// The names of the images imported from `extraImagesDir`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// What is wrong: the sandbox cannot be made, or a tarball of
+    /// `extraImagesDir` was not imported (its file name and ctr's error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }

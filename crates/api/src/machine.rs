@@ -512,6 +512,22 @@ mod tests {
     }
 
     #[test]
+    fn a_real_node_takes_an_absolute_extra_images_dir_and_reports_image_names() {
+        let crd =
+            serde_json::to_value(crate::crds().into_iter().find(|c| c.spec.names.kind == "Machine").unwrap())
+                .unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        let spec = &root["spec"]["properties"]["realNodes"]["items"]["properties"];
+        assert_eq!(spec["extraImagesDir"]["type"], "string", "{spec}");
+        assert_eq!(spec["extraImagesDir"]["pattern"], "^/", "{spec}");
+        let status = &root["status"]["properties"]["realNodes"]["items"]["properties"];
+        assert_eq!(status["images"]["type"], "array", "{status}");
+        assert_eq!(status["images"]["items"]["type"], "string", "{status}");
+        let none = serde_json::to_value(RealNodeStatus::default()).unwrap();
+        assert!(none.get("images").is_none() && none.get("message").is_none(), "no nulls: {none}");
+    }
+
+    #[test]
     fn the_address_is_the_spec_one_else_the_first_reported_internal_ip() {
         use MachineAddressType::{Hostname, InternalIp};
         struct Case {

@@ -5,7 +5,8 @@
 //! node's containerd without restarting anything, the Machine status lists
 //! it, and a pod with `imagePullPolicy: Never` runs it. Files that are not
 //! named image archives, and a cluster without real nodes, are refused
-//! with nothing copied. Needs root and `scripts/node-runtime.sh`'s runtime,
+//! with nothing copied; an archive ctr cannot import fails the command
+//! with ctr's error, also in the node's status. Needs root and `scripts/node-runtime.sh`'s runtime,
 //! like the `node_pool` test.
 
 mod kok_env;
@@ -32,6 +33,12 @@ const IMAGE: &str = "flotilla.local/hello:1";
 /// The busybox image of `scripts/node-runtime.sh` (a `docker save`
 /// archive) as an OCI image layout named `name` in its index.json.
 fn oci_image(name: &str, out: &Path) {
+    oci_archive(name, out, true)
+}
+
+/// [`oci_image`], its blobs left out when not `whole`: a named image ctr
+/// cannot import.
+fn oci_archive(name: &str, out: &Path, whole: bool) {
     let busybox = NodeImages::default_dir().join("busybox.tar");
     let mut archive = tar::Archive::new(std::fs::File::open(&busybox).unwrap());
     let (mut config, mut layer) = (Vec::new(), Vec::new());
@@ -53,6 +60,8 @@ fn oci_image(name: &str, out: &Path) {
                    "digest": format!("sha256:{}", digest(&config)), "size": config.len()},
         "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
                     "digest": format!("sha256:{}", digest(&layer)), "size": layer.len()}],
+        // A manifest of its own (the node has the others' blobs already).
+        "annotations": {"flotilla.test/name": name},
     }))
     .unwrap();
     let index = serde_json::to_vec(&json!({
@@ -72,7 +81,7 @@ fn oci_image(name: &str, out: &Path) {
     };
     add("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#);
     add("index.json".into(), &index);
-    for blob in [&config, &layer, &manifest] {
+    for blob in [&config, &layer, &manifest].into_iter().filter(|_| whole) {
         add(format!("blobs/sha256/{}", digest(blob)), blob);
     }
     builder.into_inner().unwrap().sync_all().unwrap();
@@ -173,6 +182,7 @@ async fn images_load_puts_a_new_image_on_a_running_real_node() {
     // The load: copied, imported, reported.
     let (ok, out, err) = load(hello.clone()).await;
     assert!(ok, "images load failed:\n{out}\n{err}\n{}", env.logs());
+    println!("flotilla images load:\n{err}{out}");
     let row = out.lines().find(|l| l.contains(IMAGE)).unwrap_or_else(|| panic!("no row for {IMAGE}:\n{out}"));
     for want in [node.as_str(), "m1", "Loaded"] {
         assert!(row.contains(want), "{want} missing: {out}");
@@ -207,6 +217,20 @@ async fn images_load_puts_a_new_image_on_a_running_real_node() {
     .await;
     let pod = pods.get("hello").await.unwrap();
     assert_eq!(pod.spec.unwrap().node_name.as_deref(), Some(node.as_str()));
+
+    // An archive ctr cannot import: the command fails with ctr's error,
+    // which the node's status reports with the file's name.
+    let broken = files.path().join("broken.tar");
+    oci_archive("flotilla.local/broken:1", &broken, false);
+    let (ok, out, err) = load(broken.display().to_string()).await;
+    assert!(!ok, "a broken image loaded:\n{out}\n{err}");
+    println!("flotilla images load (broken):\n{err}");
+    assert!(err.contains("flotilla.local/broken:1") && err.contains("Failed: "), "{err}");
+    let m1 = machines.get("m1").await.unwrap();
+    let reported = m1.status.as_ref().unwrap().real_nodes.iter().find(|n| n.name == node).unwrap();
+    let message = reported.message.clone().unwrap_or_default();
+    assert!(message.starts_with("cannot import broken.tar: "), "{reported:?}");
+    assert_eq!(reported.images, [IMAGE], "{reported:?}");
 
     drop(env);
     drop(api_bridge);

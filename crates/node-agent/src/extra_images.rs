@@ -152,6 +152,17 @@ impl Importer {
     }
 }
 
+impl Drop for Importer {
+    /// An agent that stops (or starts over with a renewed credential)
+    /// leaves no import running: the next one imports what was not
+    /// recorded.
+    fn drop(&mut self) {
+        for job in self.running.values() {
+            job.abort();
+        }
+    }
+}
+
 /// Reads the tarball's image names, then imports it.
 async fn import(ctr: &Path, socket: &Path, path: &Path) -> Result<Vec<String>, String> {
     let archive = path.to_path_buf();

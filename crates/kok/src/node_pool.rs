@@ -259,7 +259,7 @@ async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> 
                     tracing::info!(pool = %name, node = %entry.name, "node entry given the image directory")
                 }
                 Err(e) => {
-                    tracing::warn!(pool = %name, node = %entry.name, error = %e, "node entry image directory")
+                    tracing::warn!(pool = %name, node = %entry.name, error = %e, "cannot give a node entry the image directory")
                 }
             }
         }

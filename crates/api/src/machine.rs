@@ -91,6 +91,15 @@ pub struct RealNodeSpec {
     /// image `flotilla.local/pause:1`.
     #[schemars(regex(pattern = r"^/"))]
     pub images_dir: String,
+    /// A directory of further OCI (or `docker save`) image tarballs
+    /// (`*.tar`), imported into the node's containerd while it runs:
+    /// looked at again every few seconds, each file imported once (again
+    /// when it changes), the names reported in `status.realNodes[].images`.
+    /// It may not exist yet (nothing to import). Changing it restarts
+    /// nothing. `flotilla images load` copies tarballs into it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/"))]
+    pub extra_images_dir: Option<String>,
     /// The cluster's CA certificate (PEM): the kubelet accepts API server
     /// clients it signed.
     pub ca_ref: KeyRef,
@@ -310,6 +319,11 @@ pub struct RealNodeStatus {
     pub last_repair: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_repair_time: Option<Time>,
+    /// The names of the images imported from `extraImagesDir`, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<String>,
+    /// What is wrong: the sandbox cannot be made, or a tarball of
+    /// `extraImagesDir` was not imported (its file name and ctr's error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -495,6 +509,22 @@ mod tests {
         assert_eq!(types, ["ExternalDNS", "ExternalIP", "Hostname", "InternalDNS", "InternalIP"]);
         let capacity = &status["properties"]["capacity"]["additionalProperties"];
         assert_eq!(capacity["x-kubernetes-int-or-string"], true, "{capacity}");
+    }
+
+    #[test]
+    fn a_real_node_takes_an_absolute_extra_images_dir_and_reports_image_names() {
+        let crd =
+            serde_json::to_value(crate::crds().into_iter().find(|c| c.spec.names.kind == "Machine").unwrap())
+                .unwrap();
+        let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+        let spec = &root["spec"]["properties"]["realNodes"]["items"]["properties"];
+        assert_eq!(spec["extraImagesDir"]["type"], "string", "{spec}");
+        assert_eq!(spec["extraImagesDir"]["pattern"], "^/", "{spec}");
+        let status = &root["status"]["properties"]["realNodes"]["items"]["properties"];
+        assert_eq!(status["images"]["type"], "array", "{status}");
+        assert_eq!(status["images"]["items"]["type"], "string", "{status}");
+        let none = serde_json::to_value(RealNodeStatus::default()).unwrap();
+        assert!(none.get("images").is_none() && none.get("message").is_none(), "no nulls: {none}");
     }
 
     #[test]

@@ -65,6 +65,9 @@ enum Command {
     /// Manage member clusters.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Images for hosted clusters' real nodes (which pull from no registry).
+    #[command(subcommand)]
+    Images(kokctl::ImagesCommand),
     /// Snapshots of EtcdClusters.
     #[command(subcommand)]
     Etcd(etcd_cmd::EtcdCommand),
@@ -166,6 +169,7 @@ async fn main() -> std::process::ExitCode {
         Command::Unjoin(a) => fleetctl::unjoin(a).await,
         Command::Cluster(ClusterCommand::Accept { name, hub }) => fleetctl::accept(name, hub).await,
         Command::Cluster(ClusterCommand::Hosted(c)) => kokctl::run(c).await,
+        Command::Images(c) => kokctl::images(c).await,
         Command::Get(c) => fleetctl::get(c).await,
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,

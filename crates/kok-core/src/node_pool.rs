@@ -10,6 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use flotilla_api::machine::RealNodeSpec;
 use flotilla_api::node_pool::{KubeletSpec, NodePoolSpec, NodeRolloutStatus, PoolNodeStatus};
 use flotilla_core::conditions::Wanted;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -49,6 +50,18 @@ impl Template {
         let digest = Sha256::digest(canonical.to_string().as_bytes());
         hex::encode(digest)[..10].to_string()
     }
+}
+
+/// A node entry of the pool with `extraImagesDir` set to the cluster's
+/// image directory, when it is not set so yet (entries written before
+/// images could be loaded); `None` when it is. Nothing else changes: the
+/// revision label stays, so the node is not rolled, and the node agent
+/// restarts nothing for it.
+pub fn with_images_dir(entry: &RealNodeSpec, dir: &str) -> Option<RealNodeSpec> {
+    if entry.extra_images_dir.as_deref() == Some(dir) {
+        return None;
+    }
+    Some(RealNodeSpec { extra_images_dir: Some(dir.to_string()), ..entry.clone() })
 }
 
 /// Why a pool's spec is not carried out; the message is for the person

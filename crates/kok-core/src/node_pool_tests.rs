@@ -525,3 +525,30 @@ fn conditions_say_what_the_pool_is_doing() {
     assert!(progressing.message.contains("1 of 2 nodes on revision"), "{}", progressing.message);
     assert!(progressing.message.contains("PodDisruptionBudget"), "{}", progressing.message);
 }
+
+#[test]
+fn entries_get_the_cluster_image_directory_without_rolling() {
+    let dir = "/images/clusters/ns.c";
+    let entry = |extra: Option<&str>| RealNodeSpec {
+        name: name(0),
+        bin_dir: "/k8s/1.37.2".into(),
+        images_dir: "/images".into(),
+        labels: [(REVISION_LABEL.to_string(), new().revision())].into(),
+        extra_images_dir: extra.map(Into::into),
+        ..Default::default()
+    };
+    let cases = [
+        ("an entry written before images could be loaded", entry(None), Some(entry(Some(dir)))),
+        ("an entry with another directory", entry(Some("/old")), Some(entry(Some(dir)))),
+        ("an entry already right is left alone", entry(Some(dir)), None),
+    ];
+    for (what, given, want) in cases {
+        let got = with_images_dir(&given, dir);
+        assert_eq!(got, want, "{what}");
+        if let Some(got) = got {
+            assert_eq!(got.labels.get(REVISION_LABEL), given.labels.get(REVISION_LABEL), "{what}");
+        }
+    }
+    // The revision is the version and the kubelet configuration only.
+    assert_eq!(new().revision(), template("1.37.2").revision());
+}

@@ -10,6 +10,7 @@
 //! a cgroup root of its own.
 
 pub mod address;
+pub mod extra_images;
 pub mod host;
 pub mod journal;
 pub mod machine;

@@ -45,6 +45,9 @@ pub struct HostedOperator {
     pub version_cache: Option<std::path::PathBuf>,
     /// The directory of OCI image tarballs node pools' real nodes import
     /// (`scripts/node-runtime.sh` builds them; it holds the pause image).
+    /// Each hosted cluster's nodes also import, while they run, the
+    /// tarballs of `clusters/<namespace>.<cluster>` below it
+    /// (`flotilla images load`).
     pub node_images_dir: std::path::PathBuf,
 }
 

@@ -24,6 +24,7 @@ use flotilla_kok_core::node_pool::{
 };
 use flotilla_kok_core::node_pool_observe as observe;
 use flotilla_kok_core::pki::keys;
+use flotilla_kok_core::real_node::extra_images::cluster_images_dir;
 use flotilla_kok_core::{addons, wait};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod, Secret};
@@ -253,6 +254,22 @@ async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             tracing::warn!(pool = %name, step = ?step, error = %e, "node pool step failed");
         }
     }
+    // Entries written before images could be loaded get the cluster's
+    // image directory (the steps above wrote their own nodes' entries).
+    let touched: BTreeSet<&str> = decided.actions.iter().map(step_node).collect();
+    for m in &machines {
+        for entry in m.spec.real_nodes.iter().filter(|n| mine(n) && !touched.contains(n.name.as_str())) {
+            let Some(updated) = plan::with_images_dir(entry, &writer.images_dir()) else { continue };
+            match writer.apply_entries(&m.name_any(), Some(updated), None).await {
+                Ok(()) => {
+                    tracing::info!(pool = %name, node = %entry.name, "node entry given the image directory")
+                }
+                Err(e) => {
+                    tracing::warn!(pool = %name, node = %entry.name, error = %e, "cannot give a node entry the image directory")
+                }
+            }
+        }
+    }
     for why in &decided.replacements {
         writer.event(EventType::Warning, "NodeReplaced", why).await;
     }
@@ -295,6 +312,18 @@ async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     };
     write_status(&ctx, &pool, Some(status), wanted).await?;
     Ok(Action::requeue(if complete { ctx.config.resync } else { Duration::from_secs(2) }))
+}
+
+/// The node a step is about.
+fn step_node(step: &Step) -> &str {
+    match step {
+        Step::Create { name, .. }
+        | Step::Cordon { name }
+        | Step::Drain { name }
+        | Step::Update { name, .. }
+        | Step::Uncordon { name }
+        | Step::Remove { name, .. } => name,
+    }
 }
 
 /// A delete whose object is already gone did its job.
@@ -349,6 +378,14 @@ impl EntryWriter<'_> {
     /// The pool's Secret: the cluster CA and kube-proxy's kubeconfig.
     fn shared_secret_name(&self) -> String {
         format!("{}-{}-nodes", self.pool.spec.cluster_ref, self.pool.name_any())
+    }
+
+    /// The cluster's directory of images its nodes import while they run
+    /// (`flotilla images load` copies tarballs there).
+    fn images_dir(&self) -> String {
+        cluster_images_dir(&self.ctx.config.node_images_dir, &self.namespace(), &self.pool.spec.cluster_ref)
+            .display()
+            .to_string()
     }
 
     fn kubelet_secret_name(node: &str) -> String {
@@ -442,6 +479,7 @@ impl EntryWriter<'_> {
             name: node.to_string(),
             bin_dir: bin_dir.display().to_string(),
             images_dir: self.ctx.config.node_images_dir.display().to_string(),
+            extra_images_dir: Some(self.images_dir()),
             ca_ref: key(self.shared_secret_name(), "ca.crt"),
             kubelet_kubeconfig_ref: key(Self::kubelet_secret_name(node), "kubeconfig"),
             kube_proxy_kubeconfig_ref: key(self.shared_secret_name(), "kube-proxy"),

@@ -16,6 +16,8 @@ pub enum Error {
     State { path: PathBuf, source: serde_json::Error },
     #[error(transparent)]
     Certificate(#[from] flotilla_csr_client::Error),
+    #[error("{path}: {source}")]
+    Archive { path: PathBuf, source: flotilla_kok_core::real_node::extra_images::ArchiveError },
 }
 
 pub(crate) fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {

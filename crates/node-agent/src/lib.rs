@@ -19,6 +19,7 @@
 //! when the component is removed from the spec, the log is kept).
 
 mod error;
+pub mod extra_images;
 pub mod host;
 pub mod probe;
 pub mod process;
@@ -466,6 +467,16 @@ impl Agent {
             self.save();
         }
         self.probe(&spec.components).await;
+        let (health, running) = (&self.health, &self.state.components);
+        let healthy = |name: &str| {
+            health.get(name).is_some_and(|h| {
+                h.healthy == Some(true)
+                    && running.iter().any(|c| c.name == name && c.alive() && c.pid == h.pid)
+            })
+        };
+        if self.real_nodes.import_images(&dir, &mut self.state.real_nodes, spec, &healthy) {
+            self.save();
+        }
         self.write_status(spec, &desired, &problems, hub_status).await;
     }
 

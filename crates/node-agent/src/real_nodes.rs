@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::machine::{MachineSpec, RealNodeSpec, RealNodeStatus};
 use flotilla_kok_core::node::RunningComponent;
+use flotilla_kok_core::real_node::extra_images::{self as image_rules, ImportedFile};
 use flotilla_kok_core::real_node::machine::{
     self as rn, component_names, exit_repair_reason, not_ready_since, repair_reason, MachineFacts,
 };
@@ -25,8 +26,8 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 use serde::{Deserialize, Serialize};
 
-use crate::process;
 use crate::register::{CONNECT_TIMEOUT, READ_TIMEOUT};
+use crate::{extra_images, process};
 
 /// The group directory under the state directory (the journal removes
 /// only directories named `flt-rn-*`).
@@ -78,6 +79,11 @@ pub struct NodeRecord {
     pub last_repair_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_ready_since: Option<Timestamp>,
+    /// The tarballs of the node's `extraImagesDir` tried so far, with what
+    /// came of them: kept with the sandbox, whose containerd holds the
+    /// images, so an agent restart imports nothing again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_images: Vec<ImportedFile>,
 }
 
 /// What the agent keeps in memory about its real nodes.
@@ -86,6 +92,7 @@ pub struct RealNodes {
     tools: Option<HostTools>,
     ready: std::collections::HashMap<String, (Option<bool>, Instant)>,
     problems: std::collections::HashMap<String, String>,
+    images: extra_images::Importer,
 }
 
 impl RealNodes {
@@ -212,6 +219,7 @@ impl RealNodes {
             last_repair: None,
             last_repair_at: None,
             not_ready_since: None,
+            extra_images: Vec::new(),
         });
         Ok(())
     }
@@ -255,6 +263,7 @@ impl RealNodes {
                     tracing::info!(node = %record.name, "removed a real node's sandbox");
                     state.nodes.retain(|n| n.name != record.name);
                     self.ready.remove(&record.name);
+                    self.images.forget(&record.name);
                 }
                 Err(e) => tracing::warn!(node = %record.name, error = %e, "removing a real node's sandbox"),
             }
@@ -343,6 +352,63 @@ impl RealNodes {
         ready
     }
 
+    /// Records the outcomes of finished imports of the nodes'
+    /// `extraImagesDir` and starts the next ones: for each node whose
+    /// containerd is healthy (`healthy` says so of a component), the files
+    /// `extra_images::to_import` picks from a fresh listing. Returns
+    /// whether the record changed.
+    pub fn import_images(
+        &mut self,
+        state_dir: &Path,
+        state: &mut RealNodesState,
+        spec: &MachineSpec,
+        healthy: &dyn Fn(&str) -> bool,
+    ) -> bool {
+        let now = Timestamp::now().as_second();
+        let mut changed = false;
+        for (node, outcomes) in self.images.finished() {
+            let Some(record) = state.nodes.iter_mut().find(|r| r.name == node) else { continue };
+            for outcome in outcomes {
+                image_rules::record_outcome(&mut record.extra_images, &outcome.file, outcome.result, now);
+            }
+            changed = true;
+        }
+        let (Some(tools), Some(slot)) = (&self.tools, state.slot) else { return changed };
+        if spec.paused {
+            return changed;
+        }
+        let group = GroupAddresses { slot };
+        let facts = facts(state_dir, tools);
+        for node in &spec.real_nodes {
+            let Some(dir) = &node.extra_images_dir else { continue };
+            let Some(record) = state.nodes.iter_mut().find(|r| r.name == node.name) else { continue };
+            let [_, containerd, _, _] = component_names(&node.name);
+            if !healthy(&containerd) || !self.images.scan_due(&node.name) {
+                continue;
+            }
+            let listing = match extra_images::list(Path::new(dir)) {
+                Ok(listing) => listing,
+                Err(e) => {
+                    tracing::warn!(node = %node.name, dir = %dir, error = %e, "cannot list the extra images");
+                    continue;
+                }
+            };
+            let before = record.extra_images.len();
+            image_rules::forget_removed_failures(&mut record.extra_images, &listing);
+            changed |= record.extra_images.len() != before;
+            let files = image_rules::to_import(&listing, &record.extra_images, now);
+            if files.is_empty() {
+                continue;
+            }
+            let Ok(addresses) = group.node(record.index) else { continue };
+            let Ok(runtime) = rn::runtime(node, &group, &addresses, &facts) else { continue };
+            let socket = runtime.paths().containerd_socket;
+            tracing::info!(node = %node.name, files = ?files.iter().map(|f| &f.name).collect::<Vec<_>>(), "importing image tarballs");
+            self.images.start(&node.name, tools.ctr.clone(), socket, PathBuf::from(dir), files);
+        }
+        changed
+    }
+
     /// One status entry per node in the spec or still on the host.
     pub fn statuses(
         &self,
@@ -372,6 +438,11 @@ impl RealNodes {
                     (None, None) => "Pending",
                     (Some(_), _) => "Running",
                 };
+                let (images, failures) = image_rules::node_status(record.map_or(&[], |r| &r.extra_images));
+                let message = match (problem, failures) {
+                    (Some(p), Some(f)) => Some(format!("{p}; {f}")),
+                    (p, f) => p.or(f),
+                };
                 let [_, containerd, kubelet, _] = component_names(&name);
                 let exits: u32 = components
                     .iter()
@@ -387,7 +458,8 @@ impl RealNodes {
                     repairs: record.map_or(0, |r| r.ready_repairs) + exits,
                     last_repair: record.and_then(|r| r.last_repair.clone()),
                     last_repair_time: record.and_then(|r| r.last_repair_at).map(Time),
-                    message: problem,
+                    images,
+                    message,
                 }
             })
             .collect()

@@ -1,11 +1,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The node agent runs a real node declared on its Machine
 //! (`spec.realNodes`): the node joins a real cluster and runs a busybox pod,
-//! a killed kubelet is repaired and counted, and removing the node from the
-//! spec leaves none of its processes, namespace, cgroups or link behind.
+//! imports the tarballs put in its `extraImagesDir` while it runs (each
+//! once: a restarted agent imports nothing again), a killed kubelet is
+//! repaired and counted, and removing the node from the spec leaves none of
+//! its processes, namespace, cgroups or link behind.
 //! Needs root and `scripts/node-runtime.sh`'s runtime, like localkube's
 //! `real_nodes` test.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::Duration;
 
@@ -50,6 +53,41 @@ impl Drop for Cleanup {
 async fn real_node(client: &Client) -> Option<RealNodeStatus> {
     let m = Api::<Machine>::all(client.clone()).get(MACHINE).await.ok()?;
     m.status?.real_nodes.into_iter().find(|n| n.name == NODE)
+}
+
+/// The busybox tarball (a `docker save` archive) with its image named
+/// `name` instead, written to a hidden file first and renamed to `out`
+/// (the agent never sees half of it).
+fn renamed_busybox(name: &str, out: &Path) {
+    let tmp = out.with_file_name(format!(".{}.tmp", out.file_name().unwrap().to_string_lossy()));
+    let mut archive =
+        tar::Archive::new(std::fs::File::open(NodeImages::default_dir().join("busybox.tar")).unwrap());
+    let mut builder = tar::Builder::new(std::fs::File::create(&tmp).unwrap());
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut content = Vec::new();
+        entry.read_to_end(&mut content).unwrap();
+        if path.trim_start_matches("./") == "manifest.json" {
+            let mut manifest: serde_json::Value = serde_json::from_slice(&content).unwrap();
+            manifest[0]["RepoTags"] = json!([name]);
+            content = serde_json::to_vec(&manifest).unwrap();
+        }
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, &path, &content[..]).unwrap();
+    }
+    builder.into_inner().unwrap().sync_all().unwrap();
+    std::fs::rename(&tmp, out).unwrap();
+}
+
+/// When the agent last tried `file` of the node's extra images.
+fn tried_at(state_dir: &Path, file: &str) -> Option<i64> {
+    let state = State::load(state_dir).unwrap();
+    let node = state.real_nodes.nodes.iter().find(|n| n.name == NODE)?;
+    node.extra_images.iter().find(|f| f.file == file).map(|f| f.tried_at)
 }
 
 async fn secret(client: &Client, name: &str, value: String) -> KeyRef {
@@ -105,6 +143,7 @@ async fn the_agent_runs_repairs_and_removes_a_real_node() {
             credential: Credential::ClientCert { cert_pem: cert.cert_pem, key_pem: cert.key_pem },
         })
     };
+    let extra = tempfile::tempdir().unwrap();
     let spec = RealNodeSpec {
         name: NODE.into(),
         bin_dir: Binaries::locate().unwrap().dir().display().to_string(),
@@ -117,17 +156,20 @@ async fn the_agent_runs_repairs_and_removes_a_real_node() {
         )
         .await,
         kube_proxy_kubeconfig_ref: secret(&hc, "proxy", kubeconfig_for("system:kube-proxy", &[])).await,
+        // Not made yet: nothing to import until it is.
+        extra_images_dir: Some(extra.path().join("later").display().to_string()),
         ..Default::default()
     };
 
     let state_dir = tempfile::Builder::new().prefix("rna").tempdir_in("/tmp").unwrap();
+    let extra_dir = extra.path().join("later");
     let mut cleanup = Cleanup(state_dir.path().to_path_buf(), None);
     let mut agent_config =
         NodeAgentConfig::new(MACHINE, hub.kubeconfig_path().to_path_buf(), state_dir.path().to_path_buf());
     agent_config.tick = Duration::from_millis(300);
     agent_config.heartbeat = Duration::from_secs(2);
     agent_config.stop_grace = Duration::from_secs(5);
-    cleanup.1 = Some(tokio::spawn(flotilla_node_agent::run(agent_config, std::future::pending())));
+    cleanup.1 = Some(tokio::spawn(flotilla_node_agent::run(agent_config.clone(), std::future::pending())));
     // The agent may have registered the Machine already: merge the spec in.
     let machine = Machine::new(MACHINE, MachineSpec { real_nodes: vec![spec], ..Default::default() });
     if let Err(kube::Error::Api(e)) = machines.create(&PostParams::default(), &machine).await {
@@ -158,6 +200,39 @@ async fn the_agent_runs_repairs_and_removes_a_real_node() {
     pods.create(&PostParams::default(), &pod).await.unwrap();
     wait_for("the busybox pod Running", WAIT, || async {
         pods.get("hello").await.ok().and_then(|p| p.status?.phase).as_deref() == Some("Running")
+    })
+    .await;
+
+    // A tarball put in the extra images directory is imported while the
+    // node runs, and reported.
+    std::fs::create_dir_all(&extra_dir).unwrap();
+    renamed_busybox("flotilla.local/first:1", &extra_dir.join("first.tar"));
+    wait_for("the first extra image reported", WAIT, || async {
+        real_node(&hc).await.is_some_and(|n| n.images == ["flotilla.local/first:1"])
+    })
+    .await;
+    let first_tried = tried_at(state_dir.path(), "first.tar").unwrap();
+    // A restarted agent imports the second tarball, not the first again.
+    cleanup.1.take().unwrap().abort();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cleanup.1 = Some(tokio::spawn(flotilla_node_agent::run(agent_config, std::future::pending())));
+    renamed_busybox("flotilla.local/second:1", &extra_dir.join("second.tar"));
+    wait_for("the second extra image reported after the agent's restart", WAIT, || async {
+        real_node(&hc)
+            .await
+            .is_some_and(|n| n.images == ["flotilla.local/first:1", "flotilla.local/second:1"])
+    })
+    .await;
+    assert_eq!(tried_at(state_dir.path(), "first.tar"), Some(first_tried), "imported once");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "second"},
+        "spec": {"nodeName": NODE, "containers": [{"name": "main", "image": "flotilla.local/second:1",
+            "imagePullPolicy": "Never", "command": ["sh", "-c", "exec sleep 3600"]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    wait_for("the pod of the second extra image Running", WAIT, || async {
+        pods.get("second").await.ok().and_then(|p| p.status?.phase).as_deref() == Some("Running")
     })
     .await;
 

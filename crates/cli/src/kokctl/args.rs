@@ -59,6 +59,49 @@ pub enum HostedCommand {
     RotateCerts(RotateCertsArgs),
 }
 
+#[derive(Subcommand, Debug)]
+pub enum ImagesCommand {
+    /// Load local image tarballs onto a hosted cluster's real nodes and wait until they have them.
+    // Lines broken by hand, each within 100 columns (see `every_help_fits_in_100_columns`).
+    #[command(long_about = "Load local image tarballs onto a hosted cluster's real nodes.\n\n\
+        Real nodes pull from no registry. Each FILE must be an image archive whose images have\n\
+        names: an OCI image layout whose index.json names its manifests (annotation\n\
+        io.containerd.image.name, or org.opencontainers.image.ref.name as a full reference such\n\
+        as example.com/app:1), or a `docker save` archive of tagged images. Nothing is copied\n\
+        unless every file is one, and the cluster has real nodes (a NodePool's).\n\n\
+        The files are copied (to a temporary name, then renamed) into the cluster's image\n\
+        directory on this host, <node images dir>/clusters/NAMESPACE.CLUSTER, which the NodePool\n\
+        controller declares as extraImagesDir of the cluster's real nodes. Their node agents\n\
+        import new and changed tarballs of it into the nodes' containerd within seconds,\n\
+        restarting nothing. The node agents of a local fleet share this host's directory; a\n\
+        node agent on another machine imports only what is at the same path there, so copy the\n\
+        file to that path on those machines too.\n\n\
+        Waits (up to --timeout) until every real node of the cluster reports every image in its\n\
+        Machine's status.realNodes[].images, then prints NODE / MACHINE / IMAGE / STATUS. Exits 1\n\
+        when an import failed (with ctr's error) or on timeout. Pods use the images by name with\n\
+        imagePullPolicy: Never.\n\n\
+        Example:\n  flotilla images load --cluster c1 hello.tar\n  \
+        kubectl run hello --image=flotilla.local/hello:1 --image-pull-policy=Never")]
+    Load(LoadArgs),
+}
+
+#[derive(Args, Debug)]
+// Each flag's help on its own line: clap does not wrap help here.
+#[command(next_line_help = true)]
+pub struct LoadArgs {
+    /// Image tarballs: OCI image layouts or `docker save` archives, their images named.
+    #[arg(required = true, value_name = "FILE.tar")]
+    pub files: Vec<std::path::PathBuf>,
+    /// Name of the hosted cluster whose real nodes get the images.
+    #[arg(long)]
+    pub cluster: String,
+    #[command(flatten)]
+    pub target: Target,
+    /// Seconds to wait for every node to report every image (then exit 1, saying what is missing)
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub timeout: u64,
+}
+
 /// Which hub and namespace the HostedCluster lives in.
 #[derive(Args, Debug, Clone)]
 pub struct Target {
@@ -262,6 +305,19 @@ mod tests {
         };
         assert!(r.ca);
         assert_eq!(r.target.namespace, "team");
+
+        #[derive(Parser)]
+        struct Images {
+            #[command(subcommand)]
+            command: ImagesCommand,
+        }
+        let Images { command: ImagesCommand::Load(load) } =
+            Images::try_parse_from(["x", "load", "--cluster", "c1", "a.tar", "b.tar"]).unwrap();
+        assert_eq!(load.cluster, "c1");
+        assert_eq!(load.files.len(), 2);
+        assert_eq!((load.target.namespace.as_str(), load.timeout), ("default", 120));
+        assert!(Images::try_parse_from(["x", "load", "--cluster", "c1"]).is_err(), "a file is required");
+        assert!(Images::try_parse_from(["x", "load", "a.tar"]).is_err(), "--cluster is required");
     }
 
     #[test]
@@ -281,6 +337,19 @@ mod tests {
             helps.push(sub.render_long_help().to_string());
         }
         assert_eq!(helps.len(), 1 + 2 * 7, "six commands and clap's help");
+        #[derive(Parser)]
+        #[command(name = "flotilla images")]
+        struct Images {
+            #[command(subcommand)]
+            command: ImagesCommand,
+        }
+        let mut images = Images::command();
+        images.build();
+        helps.push(images.render_help().to_string());
+        for sub in images.get_subcommands_mut() {
+            helps.push(sub.render_help().to_string());
+            helps.push(sub.render_long_help().to_string());
+        }
         let too_wide: Vec<String> = helps
             .iter()
             .flat_map(|h| h.lines())

@@ -1,5 +1,6 @@
 //! Hosted clusters from the command line: `flotilla cluster create | get |
-//! kubeconfig | upgrade | delete | rotate-certs`. Each command writes the
+//! kubeconfig | upgrade | delete | rotate-certs`, and `flotilla images
+//! load` (image tarballs onto a hosted cluster's real nodes, `images`). Each command writes the
 //! HostedCluster (and, for `create`, its EtcdCluster) on the hub, then —
 //! unless `--no-wait` — polls its status until the hub's operators have
 //! done the work, showing one progress line.
@@ -12,11 +13,12 @@
 
 mod args;
 mod create;
+mod images;
 mod manage;
 mod progress;
 mod render;
 
-pub use args::{HostedCommand, DEFAULT_VERSION};
+pub use args::{HostedCommand, ImagesCommand, DEFAULT_VERSION};
 
 pub async fn run(cmd: HostedCommand) -> anyhow::Result<bool> {
     match cmd {
@@ -26,5 +28,11 @@ pub async fn run(cmd: HostedCommand) -> anyhow::Result<bool> {
         HostedCommand::Upgrade(args) => manage::upgrade(args).await,
         HostedCommand::Delete(args) => manage::delete(args).await,
         HostedCommand::RotateCerts(args) => manage::rotate_certs(args).await,
+    }
+}
+
+pub async fn images(cmd: ImagesCommand) -> anyhow::Result<bool> {
+    match cmd {
+        ImagesCommand::Load(args) => images::load(args).await,
     }
 }

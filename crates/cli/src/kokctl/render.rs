@@ -62,7 +62,8 @@ pub fn usage_hint(name: &str, namespace: &str, endpoint: &str, hub_flag: &str) -
     )
 }
 
-fn table(header: Vec<&str>) -> Table {
+/// A borderless table of [`WIDTH`] columns.
+pub fn table(header: Vec<&str>) -> Table {
     let mut t = Table::new();
     t.load_style(comfy_table::presets::NOTHING)
         .set_content_arrangement(ContentArrangement::Dynamic)

@@ -184,3 +184,11 @@ fn repairs_come_after_the_threshold_and_not_more_often() {
         "a-1-kubelet exited with code 137: started again"
     );
 }
+
+#[test]
+fn the_extra_images_directory_changes_no_component() {
+    let (_, before) = rendered(&spec(), 0);
+    let with_dir = RealNodeSpec { extra_images_dir: Some("/images/clusters/ns.c".into()), ..spec() };
+    let (_, after) = rendered(&with_dir, 0);
+    assert_eq!(before, after, "the node agent imports them; no component is restarted");
+}

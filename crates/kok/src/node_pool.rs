@@ -270,6 +270,12 @@ async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             }
         }
     }
+    // Nodes that stay keep credentials for where the API server is now.
+    for n in decided.nodes.iter().filter(|n| n.state != "Removing") {
+        if let Err(e) = writer.ensure_credentials(&n.name).await {
+            tracing::warn!(pool = %name, node = %n.name, error = %e, "refreshing a node's credentials");
+        }
+    }
     for why in &decided.replacements {
         writer.event(EventType::Warning, "NodeReplaced", why).await;
     }
@@ -441,10 +447,14 @@ impl EntryWriter<'_> {
         let shared = self.shared_secret_name();
         let ca_pem = self.access.ca.pem.cert_pem.clone();
         let current = secrets.get_opt(&shared).await?;
+        // The same CA, and the API server where the admin kubeconfig reaches
+        // it now (a NodePort's node may change): else a rewrite, which
+        // restarts the node's kubelet and kube-proxy on the new one.
         let same_ca = current
             .as_ref()
             .and_then(|s| s.data.as_ref()?.get("ca.crt").map(|v| v.0 == ca_pem.as_bytes()))
-            .unwrap_or(false);
+            .unwrap_or(false)
+            && self.points_here(current.as_ref(), "kube-proxy");
         if !same_ca {
             let proxy = self.kubeconfig("system:kube-proxy", &[])?;
             self.write_secret(
@@ -454,11 +464,21 @@ impl EntryWriter<'_> {
             .await?;
         }
         let kubelet = Self::kubelet_secret_name(node);
-        if secrets.get_opt(&kubelet).await?.is_none() || !same_ca {
+        let current = secrets.get_opt(&kubelet).await?;
+        if current.is_none() || !same_ca || !self.points_here(current.as_ref(), "kubeconfig") {
             let config = self.kubeconfig(&format!("system:node:{node}"), &["system:nodes"])?;
             self.write_secret(&kubelet, BTreeMap::from([("kubeconfig".into(), config)])).await?;
         }
         Ok(())
+    }
+
+    /// Whether the kubeconfig under `key` of `secret` reaches the API server
+    /// where the pool reaches it now.
+    fn points_here(&self, secret: Option<&Secret>, key: &str) -> bool {
+        let Some(text) = secret.and_then(|s| s.data.as_ref()?.get(key)) else { return false };
+        kubeconfig::parse(&String::from_utf8_lossy(&text.0)).is_ok_and(|k| {
+            k.server == self.access.endpoint && k.tls_server_name == self.access.tls_server_name
+        })
     }
 
     fn entry(&self, node: &str) -> Result<RealNodeSpec, Error> {

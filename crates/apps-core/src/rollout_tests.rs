@@ -21,9 +21,12 @@ fn members(n: usize) -> Vec<TargetCluster> {
     (1..=n).map(|i| target(&format!("m{i:02}"), &[])).collect()
 }
 
+/// (name, shares, clusters, canaries, wanted sizes)
+type SizeCase = (&'static str, &'static [u32], usize, usize, &'static [usize]);
+
 #[test]
 fn wave_sizes_table() {
-    let cases: &[(&str, &[u32], usize, usize, &[usize])] = &[
+    let cases: &[SizeCase] = &[
         ("1:2:7 over 10", &[1, 2, 7], 10, 0, &[1, 2, 7]),
         ("1:2:7 over 4: each wave at least one", &[1, 2, 7], 4, 0, &[1, 1, 2]),
         ("1:2:7 over 2: fewer waves", &[1, 2, 7], 2, 0, &[1, 1]),

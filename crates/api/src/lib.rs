@@ -6,6 +6,7 @@ pub mod kok_request;
 pub mod machine;
 pub mod node_pool;
 pub mod policy;
+pub mod rollout;
 pub mod work;
 
 use kube::CustomResourceExt;
@@ -44,6 +45,7 @@ pub fn crds() -> Vec<Crd> {
         kok::HostedCluster::crd(),
         Machine::crd(),
         node_pool::NodePool::crd(),
+        rollout::RolloutStrategy::crd(),
     ]
     .into_iter()
     .map(without_nullable)

@@ -46,6 +46,40 @@ pub struct Strategy {
     pub progress_deadline_seconds: i64,
 }
 
+/// The strategy a `RolloutStrategy` spec asks for; `Err` says what is
+/// wrong, for its status (the schema refuses most of it already).
+pub fn from_spec(spec: &flotilla_api::rollout::RolloutStrategySpec) -> Result<Strategy, String> {
+    let waves = match (&spec.waves.ratio, &spec.waves.stages) {
+        (Some(ratio), None) => WavePlan::Ratio(parse_ratio(ratio)?),
+        (None, Some(stages)) if !stages.is_empty() => {
+            WavePlan::Stages(stages.iter().map(|s| s.cluster_labels.clone()).collect())
+        }
+        _ => return Err("set exactly one of waves.ratio (e.g. \"1:2:7\") and waves.stages".into()),
+    };
+    if matches!(waves, WavePlan::Stages(_)) && !spec.canary.is_empty() {
+        return Err(
+            "canary clusters apply to ratio waves only: with stages, put the canaries in the first stage"
+                .into(),
+        );
+    }
+    Ok(Strategy {
+        waves,
+        canary_names: spec.canary.cluster_names.clone(),
+        canary_labels: spec.canary.cluster_labels.clone(),
+        soak_seconds: spec.soak_seconds.max(0),
+        progress_deadline_seconds: spec.progress_deadline_seconds.max(1),
+    })
+}
+
+/// `1:2:7` as shares.
+pub fn parse_ratio(text: &str) -> Result<Vec<u32>, String> {
+    let shares: Result<Vec<u32>, _> = text.split(':').map(|part| part.trim().parse::<u32>()).collect();
+    match shares {
+        Ok(shares) if !shares.is_empty() && shares.iter().all(|s| *s > 0) => Ok(shares),
+        _ => Err(format!("waves.ratio {text:?} is not a ratio of positive whole numbers such as \"1:2:7\"")),
+    }
+}
+
 /// A cluster the template is scheduled to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetCluster {

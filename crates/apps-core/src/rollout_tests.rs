@@ -362,3 +362,41 @@ fn a_deadline_failure_names_the_clusters_still_progressing() {
         failure.reason
     );
 }
+
+#[test]
+fn a_spec_becomes_a_strategy_or_says_why_not() {
+    use flotilla_api::rollout::{Canary, RolloutStrategySpec, Stage, Waves};
+    let spec = |waves: Waves, canary: Canary| RolloutStrategySpec {
+        resource_selectors: Vec::new(),
+        waves,
+        canary,
+        soak_seconds: 30,
+        progress_deadline_seconds: 120,
+        max_restarts: 2,
+        history_limit: 10,
+    };
+    let ratio = |r: &str| Waves { ratio: Some(r.into()), stages: None };
+    let got = from_spec(&spec(ratio("1:2:7"), Canary::default())).unwrap();
+    assert_eq!(got.waves, WavePlan::Ratio(vec![1, 2, 7]));
+    assert_eq!((got.soak_seconds, got.progress_deadline_seconds), (30, 120));
+    let stages = Waves {
+        ratio: None,
+        stages: Some(vec![Stage {
+            name: "test".into(),
+            cluster_labels: BTreeMap::from([("env".to_string(), "test".to_string())]),
+        }]),
+    };
+    assert!(
+        matches!(from_spec(&spec(stages.clone(), Canary::default())).unwrap().waves, WavePlan::Stages(s) if s.len() == 1)
+    );
+    let canary = Canary { cluster_names: vec!["m1".into()], ..Default::default() };
+    assert!(from_spec(&spec(stages, canary)).unwrap_err().contains("ratio waves only"));
+    for bad in ["1:0:7", "one", "", "1::2"] {
+        assert!(
+            from_spec(&spec(ratio(bad), Canary::default())).unwrap_err().contains("not a ratio"),
+            "{bad}"
+        );
+    }
+    let neither = Waves { ratio: None, stages: None };
+    assert!(from_spec(&spec(neither, Canary::default())).unwrap_err().contains("exactly one"));
+}

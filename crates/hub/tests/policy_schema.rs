@@ -282,3 +282,26 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
         api.delete(&name, &Default::default()).await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn a_rollout_strategy_is_refused_by_the_api_server_when_its_waves_are_malformed() {
+    let hub = hub_without_flotilla().await;
+    let gvk = GroupVersionKind::gvk("rollout.flotilla.io", "v1alpha1", "RolloutStrategy");
+    let api: Api<DynamicObject> = Api::namespaced_with(hub.client(), "default", &ApiResource::from_gvk(&gvk));
+    let strategy = |name: &str, waves: Value| {
+        json!({"apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
+            "metadata": {"name": name},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                     "waves": waves}})
+    };
+    let created = create(&api, strategy("ok", json!({"ratio": "1:2:7"}))).await.unwrap();
+    // Defaults are filled in by the schema.
+    assert_eq!(created.data["spec"]["soakSeconds"], 300, "{:?}", created.data);
+    assert_eq!(created.data["spec"]["progressDeadlineSeconds"], 600);
+    let stages = json!({"stages": [{"name": "test", "clusterLabels": {"env": "test"}}]});
+    create(&api, strategy("staged", stages.clone())).await.unwrap();
+    let both = json!({"ratio": "1:2:7", "stages": stages["stages"]});
+    assert_refused(create(&api, strategy("both", both)).await, &["set exactly one of waves.ratio"]);
+    assert_refused(create(&api, strategy("neither", json!({}))).await, &["set exactly one of waves.ratio"]);
+    assert_refused(create(&api, strategy("bad", json!({"ratio": "1:0:7"}))).await, &["spec.waves.ratio"]);
+}

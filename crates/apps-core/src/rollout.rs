@@ -426,6 +426,52 @@ pub fn step(input: &StepInput<'_>) -> Step {
     Step { assigned: assign(waves, Some(record.wave)), record, events }
 }
 
+/// Problems a rollout never waits out: the new revision fails its gate at
+/// once in a cluster where a pod of it shows one.
+pub const FATAL_REASONS: [&str; 10] = [
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "ContainerFailed",
+    "PodFailed",
+    "ProgressDeadlineExceeded",
+    "BackoffLimitExceeded",
+];
+
+/// A cluster's gate on the revision its Work carries, from what its agent
+/// reported (`item`): failed on a fatal problem, more restarts than
+/// `max_restarts`, or a Work the member refused; healthy once applied and
+/// healthy; progressing otherwise (its deadline decides).
+pub fn gate(item: &flotilla_api::work::AggregatedStatusItem, max_restarts: i32) -> Health {
+    use flotilla_api::work::Health as Reported;
+    let cluster = &item.cluster_name;
+    if let Some(detail) = &item.health_detail {
+        if FATAL_REASONS.contains(&detail.reason.as_str()) {
+            return Health::Failed(format!("{cluster}: {}: {}", detail.reason, detail.message));
+        }
+        if let Some(restarts) = detail.restart_count.filter(|r| *r > max_restarts) {
+            return Health::Failed(format!(
+                "{cluster}: {restarts} restarts (more than {max_restarts}): {}",
+                detail.message
+            ));
+        }
+    }
+    if !item.applied {
+        return if item.applied_message.is_empty() {
+            Health::Progressing
+        } else {
+            Health::Failed(format!("{cluster}: not applied: {}", item.applied_message))
+        };
+    }
+    match item.health {
+        Reported::Healthy => Health::Healthy,
+        _ => Health::Progressing,
+    }
+}
+
 fn healthy_on(report: Option<&ClusterReport>, revision: &str) -> bool {
     report.is_some_and(|r| r.health == Health::Healthy && r.revision.as_deref() == Some(revision))
 }

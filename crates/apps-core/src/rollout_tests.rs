@@ -400,3 +400,59 @@ fn a_spec_becomes_a_strategy_or_says_why_not() {
     let neither = Waves { ratio: None, stages: None };
     assert!(from_spec(&spec(neither, Canary::default())).unwrap_err().contains("exactly one"));
 }
+
+#[test]
+fn gate_table() {
+    use flotilla_api::work::{AggregatedStatusItem, Health as Reported, HealthDetail};
+    let item = |applied: bool, message: &str, health: Reported, detail: Option<(&str, Option<i32>)>| {
+        AggregatedStatusItem {
+            cluster_name: "m1".into(),
+            applied,
+            applied_message: message.into(),
+            health,
+            health_detail: detail.map(|(reason, restarts)| HealthDetail {
+                reason: reason.into(),
+                message: "container main of pod web-1".into(),
+                restart_count: restarts,
+            }),
+            status: None,
+        }
+    };
+    let cases = [
+        ("applied and healthy", item(true, "", Reported::Healthy, None), Health::Healthy),
+        ("not applied yet", item(false, "", Reported::Unknown, None), Health::Progressing),
+        (
+            "refused by the member",
+            item(false, "conflict with an object Flotilla did not create", Reported::Unknown, None),
+            Health::Failed("m1: not applied: conflict with an object Flotilla did not create".into()),
+        ),
+        (
+            "a crash loop",
+            item(true, "", Reported::Unhealthy, Some(("CrashLoopBackOff", Some(3)))),
+            Health::Failed("m1: CrashLoopBackOff: container main of pod web-1".into()),
+        ),
+        (
+            "an image that cannot be pulled",
+            item(true, "", Reported::Unhealthy, Some(("ImagePullBackOff", None))),
+            Health::Failed("m1: ImagePullBackOff: container main of pod web-1".into()),
+        ),
+        (
+            "too many restarts, though healthy now",
+            item(true, "", Reported::Healthy, Some(("Progressing", Some(3)))),
+            Health::Failed("m1: 3 restarts (more than 2): container main of pod web-1".into()),
+        ),
+        (
+            "restarts within the limit",
+            item(true, "", Reported::Unhealthy, Some(("Progressing", Some(2)))),
+            Health::Progressing,
+        ),
+        (
+            "unschedulable waits for its deadline",
+            item(true, "", Reported::Unhealthy, Some(("Unschedulable", None))),
+            Health::Progressing,
+        ),
+    ];
+    for (name, item, want) in cases {
+        assert_eq!(gate(&item, 2), want, "{name}");
+    }
+}

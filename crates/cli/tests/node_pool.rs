@@ -244,6 +244,13 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
         deployments.get("web").await.ok().and_then(|d| d.status?.available_replicas) == Some(2)
     })
     .await;
+    flotilla_localkube::wait_for("the rolled-back node uncordoned", WAIT, || async {
+        nodes.list(&Default::default()).await.unwrap().items.iter().all(|n| {
+            n.spec.as_ref().and_then(|s| s.unschedulable) != Some(true)
+                && !n.metadata.annotations.clone().unwrap_or_default().contains_key(CORDONED_AT_ANNOTATION)
+        })
+    })
+    .await;
 
     // Scale down (the version back to the good one): a node drained and
     // removed, its Machine entry gone.
@@ -293,11 +300,41 @@ async fn a_node_pool_rolls_a_new_version_through_real_nodes_within_a_pdb_and_sca
     // Replacement: the node's Machine is lost, so the pool replaces the node
     // on the other Machine and its pods come back there.
     env.lose_machine(if left.machine == "w1" { 1 } else { 2 }).await;
-    let replaced = pool_until(&pools, "replaced its node on the other Machine", |p| {
-        rollout_complete_on(p, NEW, 1)
-            && p.status.as_ref().is_some_and(|s| s.replacements == 1 && s.nodes[0].machine != left.machine)
+    let lost_at = k8s_openapi::jiff::Timestamp::now();
+    let replaced = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(p) = pools.get(POOL).await {
+                let done = rollout_complete_on(&p, NEW, 1)
+                    && p.status
+                        .as_ref()
+                        .is_some_and(|s| s.replacements == 1 && s.nodes[0].machine != left.machine);
+                if done {
+                    return p;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
     })
     .await;
+    let Ok(replaced) = replaced else {
+        // What the pool saw: the Machines' heartbeats against the loss.
+        let beats: Vec<(String, Option<String>)> = machines
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|m| {
+                let beat = m.status.and_then(|s| s.last_heartbeat).map(|t| t.0.to_string());
+                (m.metadata.name.unwrap_or_default(), beat)
+            })
+            .collect();
+        panic!(
+            "the node on the lost Machine {} was never replaced; lost at {lost_at}, heartbeats {beats:?}, pool {:#?}",
+            left.machine,
+            pools.get(POOL).await.ok().and_then(|p| p.status)
+        );
+    };
     let why = replaced.status.unwrap().last_replacement.unwrap();
     assert!(why.contains(&format!("its Machine {} stopped reporting", left.machine)), "{why}");
     flotilla_localkube::wait_for("the Deployment available on the replacement", WAIT, || async {

@@ -84,10 +84,10 @@ impl KokEnv {
         extra_versions: BTreeMap<String, PathBuf>,
         tweak: impl FnOnce(&mut HostedOperator),
     ) -> KokEnv {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
+        // Shown only when a test fails: the operators' steps by default.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,flotilla_kok=info"));
+        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
         let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
         let client = hub.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

@@ -101,7 +101,7 @@ pub(crate) async fn inside_cluster(
     inside
 }
 
-fn node_ready(node: &Node) -> bool {
+pub(crate) fn node_ready(node: &Node) -> bool {
     node.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

@@ -41,7 +41,7 @@ use kube::runtime::controller::Action;
 use kube::Api;
 use kube::{Client, ResourceExt};
 
-use crate::hosted_addons::{business_client, inside_cluster};
+use crate::hosted_addons::{business_client, inside_cluster, node_ready};
 use crate::hosted_operator::{
     ensure_bootstrap, ensure_certificates, etcd_ready, finish, register_in_fleet, HostedOperator,
 };
@@ -217,9 +217,7 @@ async fn node_port_endpoint(client: &Client, cluster: &str) -> Result<Option<Str
             let status = n.status.as_ref();
             MetaNode {
                 name: n.name_any(),
-                ready: status
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+                ready: node_ready(n),
                 internal_ip: status
                     .and_then(|s| s.addresses.as_ref())
                     .and_then(|a| a.iter().find(|a| a.type_ == "InternalIP"))

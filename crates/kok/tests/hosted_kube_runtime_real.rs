@@ -19,6 +19,7 @@ use flotilla_api::machine::Machine;
 use flotilla_api::node_pool::NodePool;
 use flotilla_kok::etcd::EtcdOperator;
 use flotilla_kok::hosted::HostedOperator;
+use flotilla_kok::hosted_addons::apply_manifests;
 use flotilla_kok::kube_runtime::KubeRuntimeConfig;
 use flotilla_kok_core::addons::{self, COREDNS};
 use flotilla_kok_core::etcd_kube::EtcdKubeConfig;
@@ -30,9 +31,7 @@ use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
 use flotilla_node_agent::NodeAgentConfig;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DynamicObject, Patch, PatchParams, PostParams};
-use kube::core::GroupVersionKind;
-use kube::discovery::{pinned_kind, Scope};
+use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
@@ -67,26 +66,6 @@ fn meta_images(dir: &Path) -> NodeImages {
     NodeImages::in_dir(dir).unwrap()
 }
 
-/// Server-side applies any manifest, finding its resource by discovery.
-async fn apply(client: &Client, manifest: &serde_json::Value) {
-    let (group, version) = match manifest["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), manifest["apiVersion"].as_str().unwrap().to_string()),
-    };
-    let gvk = GroupVersionKind::gvk(&group, &version, manifest["kind"].as_str().unwrap());
-    let (resource, caps) = pinned_kind(client, &gvk).await.unwrap();
-    let name = manifest["metadata"]["name"].as_str().unwrap();
-    let api: Api<DynamicObject> = match caps.scope {
-        Scope::Namespaced => Api::namespaced_with(
-            client.clone(),
-            manifest["metadata"]["namespace"].as_str().unwrap_or("default"),
-            &resource,
-        ),
-        Scope::Cluster => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(name, &PatchParams::apply("test").force(), &Patch::Apply(manifest)).await.unwrap();
-}
-
 /// The meta cluster's own DNS (the hosted control plane finds etcd by
 /// name): the CoreDNS add-on Flotilla renders, for localkube's network.
 async fn meta_dns(client: &Client) {
@@ -98,9 +77,8 @@ async fn meta_dns(client: &Client) {
     hc.spec.network.service_cidr = "10.0.0.0/24".into();
     hc.spec.network.cluster_domain = CLUSTER_DOMAIN.into();
     let addon = flotilla_api::kok::Addon { name: COREDNS.into(), version: None };
-    for manifest in addons::manifests(&addon, &hc, "unused.unused").unwrap() {
-        apply(client, &manifest).await;
-    }
+    let manifests = addons::manifests(&addon, &hc, "unused.unused").unwrap();
+    apply_manifests(client, &manifests).await.unwrap();
 }
 
 /// The last lines of every log the node agent's components wrote.
@@ -218,12 +196,12 @@ async fn a_hosted_control_plane_in_real_pods_serves_through_a_node_port_and_gets
     let etcd: serde_json::Value = json!({"apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
         "metadata": {"name": "real-k-etcd", "namespace": NS},
         "spec": {"members": 1, "version": "3.7.4", "runtime": "Kubernetes"}});
-    apply(&client, &etcd).await;
+    apply_manifests(&client, &[etcd]).await.unwrap();
     let hc = json!({"apiVersion": "kok.flotilla.io/v1alpha1", "kind": "HostedCluster",
         "metadata": {"name": NAME, "namespace": NS},
         "spec": {"version": "1.37.2", "etcd": {"clusterRef": "real-k-etcd"},
                  "controlPlane": {"runtime": "Kubernetes"}, "addons": [{"name": COREDNS}]}});
-    apply(&client, &hc).await;
+    apply_manifests(&client, &[hc]).await.unwrap();
     let clusters: Api<HostedCluster> = Api::namespaced(client.clone(), NS);
     let mut last = None;
     let ready = tokio::time::timeout(WAIT, async {
@@ -290,7 +268,7 @@ async fn a_hosted_control_plane_in_real_pods_serves_through_a_node_port_and_gets
     let pool = json!({"apiVersion": "kok.flotilla.io/v1alpha1", "kind": "NodePool",
         "metadata": {"name": "real-k-workers", "namespace": NS},
         "spec": {"clusterRef": NAME, "replicas": 1}});
-    apply(&client, &pool).await;
+    apply_manifests(&client, &[pool]).await.unwrap();
     let joined = tokio::time::timeout(WAIT, async {
         loop {
             let ready = pools.get("real-k-workers").await.ok().and_then(|p| p.status).is_some_and(|s| {

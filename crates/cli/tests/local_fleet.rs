@@ -3,46 +3,14 @@
 //! members are hosted clusters (HostedCluster on the hub, control planes
 //! and hollow nodes run by node agents).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+mod fleet_cli;
+
+use fleet_cli::{client, flotilla, text, Fleet};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-
-/// Runs `flotilla`; a fleet it starts stops by itself if this test process
-/// dies without running its destructors.
-fn flotilla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
-        .env(flotilla_cli::fleet::daemon::OWNER_PID_ENV, std::process::id().to_string())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// Runs `flotilla down` when the test ends, however it ends.
-struct Fleet {
-    dir: PathBuf,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if self.dir.join("fleet.json").exists() {
-            let _ = flotilla(&["down", "--state-dir", self.dir.to_str().unwrap()]);
-        }
-    }
-}
-
-async fn client(kubeconfig: &Path) -> kube::Client {
-    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
-}
 
 fn deployment(replicas: i32) -> Deployment {
     serde_json::from_value(serde_json::json!({

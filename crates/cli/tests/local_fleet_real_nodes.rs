@@ -4,49 +4,20 @@
 //! removes the node's processes, namespace and cgroups. Needs root and
 //! `scripts/node-runtime.sh`'s runtime, like localkube's `real_nodes` test.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
+mod fleet_cli;
+
+use fleet_cli::{client, flotilla, text, Fleet};
 use flotilla_api::machine::Machine;
 use flotilla_localkube::real_node::BUSYBOX_IMAGE;
 use flotilla_localkube::{wait_for, Binaries};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 
 const WAIT: Duration = Duration::from_secs(180);
-
-fn flotilla(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(args)
-        .env(flotilla_cli::fleet::daemon::OWNER_PID_ENV, std::process::id().to_string())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-/// Runs `flotilla down` when the test ends, however it ends.
-struct Fleet {
-    dir: PathBuf,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        if self.dir.join("fleet.json").exists() {
-            let _ = flotilla(&["down", "--state-dir", self.dir.to_str().unwrap()]);
-        }
-    }
-}
-
-async fn client(kubeconfig: &Path) -> kube::Client {
-    let kc = Kubeconfig::read_from(kubeconfig).unwrap();
-    let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
-    kube::Client::try_from(config).unwrap()
-}
 
 fn cgroup_exists(name: &str) -> bool {
     ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup/pids"]

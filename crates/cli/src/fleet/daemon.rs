@@ -363,28 +363,19 @@ async fn wait_node_pools(
     dir: &Path,
 ) -> anyhow::Result<()> {
     let pools: Api<NodePool> = Api::namespaced(hub.clone(), MEMBER_NAMESPACE);
-    loop {
-        for p in processes.iter_mut() {
-            p.check_running()?;
-        }
+    let wanted = i32::try_from(nodes).unwrap_or(i32::MAX);
+    wait_showing(processes, state, dir, || async {
         let mut waiting = Vec::new();
         for name in names {
             let pool = pools.get_opt(&format!("{name}-{REAL_NODE_POOL}")).await.ok().flatten();
             let ready = pool.as_ref().and_then(|p| p.status.as_ref()).map_or(0, |s| s.ready_nodes);
-            if ready < i32::try_from(nodes).unwrap_or(i32::MAX) {
+            if ready < wanted {
                 waiting.push(format!("{name} ({ready} of {nodes} real nodes Ready)"));
             }
         }
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        let message = format!("waiting for {}", waiting.join("; "));
-        if message != state.message {
-            state.message = message;
-            write_state(dir, state)?;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        waiting
+    })
+    .await
 }
 
 /// Machines (node agents) `up` runs; every member's components are spread
@@ -442,6 +433,35 @@ fn member_port_ranges(clusters: u32, nodes: u32) -> anyhow::Result<(String, Stri
     bail!("no {total} free loopback ports between 20000 and 32000 for the members")
 }
 
+/// Waits until `pending` names nothing left to wait for, checking the
+/// fleet's processes and showing what it waits for in the state's message.
+async fn wait_showing<F, Fut>(
+    processes: &mut [ManagedProcess],
+    state: &mut FleetState,
+    dir: &Path,
+    mut pending: F,
+) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<String>>,
+{
+    loop {
+        for p in processes.iter_mut() {
+            p.check_running()?;
+        }
+        let waiting = pending().await;
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let message = format!("waiting for {}", waiting.join("; "));
+        if message != state.message {
+            state.message = message;
+            write_state(dir, state)?;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// Waits until every member's HostedCluster is Ready, showing their phases.
 async fn wait_members_ready(
     hub: &kube::Client,
@@ -451,10 +471,7 @@ async fn wait_members_ready(
     dir: &Path,
 ) -> anyhow::Result<()> {
     let api: Api<HostedCluster> = Api::namespaced(hub.clone(), MEMBER_NAMESPACE);
-    loop {
-        for p in processes.iter_mut() {
-            p.check_running()?;
-        }
+    wait_showing(processes, state, dir, || async {
         let mut waiting = Vec::new();
         for name in names {
             let hc = api.get_opt(name).await.ok().flatten();
@@ -472,16 +489,9 @@ async fn wait_members_ready(
                 ));
             }
         }
-        if waiting.is_empty() {
-            return Ok(());
-        }
-        let message = format!("waiting for {}", waiting.join("; "));
-        if message != state.message {
-            state.message = message;
-            write_state(dir, state)?;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+        waiting
+    })
+    .await
 }
 
 fn record(cluster: &Cluster, role: &str, kubeconfig: PathBuf, nodes: u32) -> ClusterRecord {

@@ -35,8 +35,41 @@ struct Cleanup {
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
+/// The lines the operators logged, in this process.
+static OPERATOR_LOG: Mutex<Vec<u8>> = Mutex::new(Vec::new());
+/// How many of the last logged lines a failing test shows.
+const LOG_TAIL: usize = 150;
+
+struct OperatorLog;
+
+impl std::io::Write for OperatorLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        OPERATOR_LOG.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The last [`LOG_TAIL`] lines of the operators' log, printed (to the
+/// test's captured output) when the test is failing.
+fn show_operator_log_if_failing() {
+    if !std::thread::panicking() {
+        return;
+    }
+    let log = OPERATOR_LOG.lock().unwrap_or_else(|p| p.into_inner());
+    let text = String::from_utf8_lossy(&log);
+    let lines: Vec<&str> = text.lines().collect();
+    println!("--- the operators' last {} log lines ---", LOG_TAIL.min(lines.len()));
+    for line in &lines[lines.len().saturating_sub(LOG_TAIL)..] {
+        println!("{line}");
+    }
+}
+
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        show_operator_log_if_failing();
         for t in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).iter() {
             t.abort();
         }
@@ -84,10 +117,16 @@ impl KokEnv {
         extra_versions: BTreeMap<String, PathBuf>,
         tweak: impl FnOnce(&mut HostedOperator),
     ) -> KokEnv {
-        // Shown only when a test fails: the operators' steps by default.
+        // Kept in memory and shown only when a test fails, after its panic
+        // message (so the reason comes first in a cut CI log): the
+        // operators' steps by default.
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error,flotilla_kok=info"));
-        let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(|| OperatorLog)
+            .try_init();
         let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
         let client = hub.client();
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());

@@ -157,9 +157,16 @@ async fn cluster_access(ctx: &Ctx, pool: &NodePool) -> Result<Result<ClusterAcce
     Ok(Ok(ClusterAccess { version, endpoint, tls_server_name, ca, client, dns }))
 }
 
-async fn reconcile(pool: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let namespace = pool.namespace().unwrap_or_default();
-    let name = pool.name_any();
+async fn reconcile(cached: Arc<NodePool>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let namespace = cached.namespace().unwrap_or_default();
+    let name = cached.name_any();
+    // Read fresh: the status carries counters and times built on the last
+    // one written, and a Machine event can start this reconcile before the
+    // cache has the status the previous one wrote (which would lose them).
+    let Some(pool) = Api::<NodePool>::namespaced(ctx.client.clone(), &namespace).get_opt(&name).await? else {
+        return Ok(Action::await_change());
+    };
+    let pool = Arc::new(pool);
     let now = Timestamp::now();
     let access = match cluster_access(&ctx, &pool).await? {
         Ok(access) => access,

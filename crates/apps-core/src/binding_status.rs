@@ -258,7 +258,7 @@ pub fn refused_status(
 /// [`work_progress`]), why not, health, fed-back status, and whether it
 /// reflects the current template (built from its current generation, and
 /// the member's controller caught up with it).
-fn cluster_item(
+pub fn cluster_item(
     cluster: &str,
     work: Option<&Work>,
     template_generation: Option<i64>,

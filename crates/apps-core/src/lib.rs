@@ -14,6 +14,7 @@ pub mod fleet_health;
 pub mod health;
 pub mod overrides;
 pub mod resolution;
+pub mod revision;
 pub mod rollout;
 pub mod scheduler;
 pub mod selection;

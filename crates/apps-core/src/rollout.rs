@@ -14,8 +14,13 @@
 //! - A second change during a rollout supersedes it and starts again at
 //!   wave 1 from the stable revision: the first change's waves never
 //!   proved it, so no cluster outside wave 1 keeps it.
-//! - A cluster that joins mid-rollout is placed in the waves by the same
-//!   rule and gets the stable revision until its wave.
+//! - The waves are cut when a revision starts and kept: a cluster that
+//!   joins (or comes back) mid-rollout goes in the last wave (with stages,
+//!   its stage's wave if that is still ahead) and gets the stable revision
+//!   until then; a cluster that leaves drops out of its wave.
+//! - A cluster that cannot be reached (its agent stopped reporting) is not
+//!   gated: it can neither pass nor fail a wave. A wave none of whose
+//!   clusters can be reached waits, and fails at its deadline.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -89,6 +94,40 @@ pub struct TargetCluster {
 
 fn matches(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// The waves of a rollout: those recorded when its revision started (the
+/// clusters that left dropped, those that joined added as the module says)
+/// or, for a new revision, a fresh plan.
+pub fn waves_for(
+    strategy: &Strategy,
+    targets: &[TargetCluster],
+    record: Option<&Record>,
+    revision: &str,
+) -> Vec<Vec<String>> {
+    let fresh = plan_waves(strategy, targets);
+    let Some(record) = record.filter(|r| r.revision == revision && !r.waves.is_empty()) else {
+        return fresh;
+    };
+    let mut waves: Vec<Vec<String>> = record
+        .waves
+        .iter()
+        .map(|w| w.iter().filter(|c| targets.iter().any(|t| &t.name == *c)).cloned().collect())
+        .collect();
+    let last = waves.len() - 1;
+    for (fresh_wave, clusters) in fresh.iter().enumerate() {
+        for c in clusters {
+            if waves.iter().any(|w| w.contains(c)) {
+                continue;
+            }
+            let wave = match &strategy.waves {
+                WavePlan::Stages(_) if fresh_wave > record.wave => fresh_wave.min(last),
+                _ => last,
+            };
+            waves[wave].push(c.clone());
+        }
+    }
+    waves
 }
 
 /// The clusters of each wave, in order; deterministic for the same
@@ -172,6 +211,8 @@ pub enum Health {
     Progressing,
     /// A gate failed: why (the cluster's pod, the member's message).
     Failed(String),
+    /// The cluster's agent stopped reporting: not gated.
+    Unreachable,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +253,8 @@ pub struct Failure {
 pub struct Record {
     /// The revision rolling out (or done, or rolled back).
     pub revision: String,
+    /// The clusters of each wave, cut when the revision started.
+    pub waves: Vec<Vec<String>>,
     /// The last good revision; `None` before the first one completed.
     pub stable: Option<String>,
     /// Index of the current wave.
@@ -304,6 +347,7 @@ pub fn step(input: &StepInput<'_>) -> Step {
             ));
             Record {
                 revision: input.revision.to_string(),
+                waves: waves.to_vec(),
                 stable,
                 wave: 0,
                 wave_started_at: input.now,
@@ -322,6 +366,7 @@ pub fn step(input: &StepInput<'_>) -> Step {
     };
     // Nothing to protect: a first revision goes everywhere at once.
     if record.stable.is_none() || record.phase == Phase::Complete {
+        record.waves = waves.to_vec();
         if record.phase != Phase::Complete {
             events.push((
                 "RolloutComplete".into(),
@@ -334,10 +379,27 @@ pub fn step(input: &StepInput<'_>) -> Step {
         return Step { record, assigned: assign(waves, Some(last_wave)), events };
     }
 
+    record.waves = waves.to_vec();
     let upto = |r: &Record| if input.control.finish { last_wave } else { r.wave.min(last_wave) };
     let wave_clusters: BTreeSet<&str> =
         waves.iter().take(upto(&record) + 1).flatten().map(String::as_str).collect();
     let report = |name: &str| input.reports.iter().find(|r| r.name == name);
+    let reachable = |name: &str| !matches!(report(name).map(|r| &r.health), Some(Health::Unreachable));
+    // The clusters that gate the waves reached; with none of the current
+    // wave reachable, nothing proves it: it waits for them.
+    let current: Vec<&str> = waves.get(upto(&record)).into_iter().flatten().map(String::as_str).collect();
+    let current_reachable = current.iter().any(|c| reachable(c));
+    let waiting_for = |revision: &str| -> Vec<String> {
+        let mut waiting: Vec<String> = wave_clusters
+            .iter()
+            .filter(|c| reachable(c) && !healthy_on(report(c), revision))
+            .map(|c| c.to_string())
+            .collect();
+        if !current_reachable {
+            waiting.extend(current.iter().map(|c| format!("{c} (unreachable)")));
+        }
+        waiting
+    };
 
     // Roll back on an abort, a failed cluster of the waves reached, or a
     // wave past its deadline.
@@ -355,14 +417,13 @@ pub fn step(input: &StepInput<'_>) -> Step {
     {
         Some(Failure { revision: record.revision.clone(), cluster: Some(cluster), reason: why })
     } else {
-        let waiting: Vec<&str> =
-            wave_clusters.iter().copied().filter(|c| !healthy_on(report(c), &record.revision)).collect();
+        let waiting = waiting_for(&record.revision);
         let late = record.soak_started_at.is_none()
             && input.now - record.wave_started_at >= input.progress_deadline_seconds
             && !waiting.is_empty();
         late.then(|| Failure {
             revision: record.revision.clone(),
-            cluster: waiting.first().map(|c| c.to_string()),
+            cluster: waiting.first().map(|c| c.trim_end_matches(" (unreachable)").to_string()),
             reason: format!(
                 "wave {} not healthy {}s after it started (deadline {}s): {} still progressing",
                 record.wave + 1,
@@ -389,7 +450,7 @@ pub fn step(input: &StepInput<'_>) -> Step {
         return Step { record, assigned: assign(waves, None), events };
     }
 
-    let all_healthy = wave_clusters.iter().all(|c| healthy_on(report(c), &record.revision));
+    let all_healthy = waiting_for(&record.revision).is_empty();
     if input.control.paused {
         record.phase = Phase::Paused;
         return Step { assigned: assign(waves, Some(upto(&record))), record, events };
@@ -470,6 +531,47 @@ pub fn gate(item: &flotilla_api::work::AggregatedStatusItem, max_restarts: i32) 
         Reported::Healthy => Health::Healthy,
         _ => Health::Progressing,
     }
+}
+
+/// The Work annotation naming the revision a Work carries.
+pub const REVISION_ANNOTATION: &str = "rollout.flotilla.io/revision";
+
+/// What a cluster reports of its rollout, from its Work: the revision its
+/// member applied (none while the member has not applied the Work's current
+/// spec) and its gate; `Unreachable` when its agent stopped reporting.
+pub fn report_from_work(
+    cluster: &str,
+    work: Option<&flotilla_api::work::Work>,
+    reachable: bool,
+    max_restarts: i32,
+) -> ClusterReport {
+    if !reachable {
+        return ClusterReport { name: cluster.to_string(), revision: None, health: Health::Unreachable };
+    }
+    let progress = crate::binding_status::work_progress(cluster, work);
+    let (mut item, caught_up) = crate::binding_status::cluster_item(cluster, work, None, &progress);
+    // Only a member's refusal of the Work's current spec fails the gate;
+    // a Work not applied yet is still on its way.
+    let refused = work.and_then(|w| w.status.as_ref()).is_some_and(|s| {
+        let current = w_hash(work) == Some(s.observed_spec_hash.as_str());
+        current && s.conditions.iter().any(|c| c.type_ == "Applied" && c.status == "False")
+    });
+    if !refused {
+        item.applied_message.clear();
+    }
+    let revision = work
+        .filter(|_| progress.applied)
+        .and_then(|w| w.metadata.annotations.as_ref()?.get(REVISION_ANNOTATION).cloned());
+    let health = match gate(&item, max_restarts) {
+        // Healthy only once the member's controller caught up with it.
+        Health::Healthy if !caught_up => Health::Progressing,
+        other => other,
+    };
+    ClusterReport { name: cluster.to_string(), revision, health }
+}
+
+fn w_hash(work: Option<&flotilla_api::work::Work>) -> Option<&str> {
+    work?.metadata.annotations.as_ref()?.get(flotilla_api::work::keys::SPEC_HASH).map(String::as_str)
 }
 
 fn healthy_on(report: Option<&ClusterReport>, revision: &str) -> bool {

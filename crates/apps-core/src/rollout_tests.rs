@@ -94,6 +94,7 @@ fn healthy(names: &[&str], revision: &str) -> Vec<ClusterReport> {
 fn record(wave: usize, phase: Phase, soak: Option<i64>) -> Record {
     Record {
         revision: "r2".into(),
+        waves: waves(),
         stable: Some("r1".into()),
         wave,
         wave_started_at: NOW - 100,
@@ -455,4 +456,135 @@ fn gate_table() {
     for (name, item, want) in cases {
         assert_eq!(gate(&item, 2), want, "{name}");
     }
+}
+
+#[test]
+fn waves_are_kept_for_a_revision_and_joiners_wait_for_the_last_wave() {
+    let s = strategy(WavePlan::Ratio(vec![1, 2, 7]));
+    let ten = members(10);
+    let rolling = Record {
+        revision: "r2".into(),
+        waves: plan_waves(&s, &ten),
+        wave: 1,
+        ..record(1, Phase::Progressing, None)
+    };
+    // m00 sorts first: a fresh plan would make it the canary.
+    let mut joined = ten.clone();
+    joined.push(target("m00", &[]));
+    let left: Vec<TargetCluster> = ten.iter().filter(|t| t.name != "m02").cloned().collect();
+    let stage = |v: &str| BTreeMap::from([("env".to_string(), v.to_string())]);
+    let staged = strategy(WavePlan::Stages(vec![stage("test"), stage("pre"), stage("prod")]));
+    let staged_targets = [target("t", &[("env", "test")]), target("p", &[("env", "pre")]), target("x", &[])];
+    let staged_rolling = Record {
+        revision: "r2".into(),
+        waves: plan_waves(&staged, &staged_targets),
+        wave: 0,
+        ..record(0, Phase::Progressing, None)
+    };
+    let mut staged_joined = staged_targets.to_vec();
+    staged_joined.push(target("p2", &[("env", "pre")]));
+    let mut staged_late = staged_rolling.clone();
+    staged_late.wave = 1;
+    type WavesCase<'a> = (&'a str, &'a Strategy, &'a [TargetCluster], Option<&'a Record>, &'a str, Vec<&'a str>);
+    let cases: Vec<WavesCase> = vec![
+        ("no record: a fresh plan", &s, &joined, None, "r2", vec!["m00", "m01"]),
+        ("a joiner goes last, the canary stays", &s, &joined, Some(&rolling), "r2", vec!["m01"]),
+        ("a new revision: a fresh plan", &s, &joined, Some(&rolling), "r3", vec!["m00", "m01"]),
+        ("a cluster that left drops out", &s, &left, Some(&rolling), "r2", vec!["m01"]),
+    ];
+    for (name, strategy, targets, record, revision, first) in cases {
+        let got = waves_for(strategy, targets, record, revision);
+        assert_eq!(got[0], first, "{name}");
+        assert_eq!(got.iter().map(Vec::len).sum::<usize>(), targets.len(), "{name}: every cluster once");
+        if name.starts_with("a joiner") {
+            assert!(got.last().unwrap().contains(&"m00".to_string()), "{name}: {got:?}");
+            assert_eq!(got[1], ["m02", "m03"], "{name}: the waves reached stay as they were");
+        }
+        if name.starts_with("a cluster that left") {
+            assert_eq!(got[1], ["m03"], "{name}");
+        }
+    }
+    // Stages: a joiner whose stage is still ahead goes there, else last.
+    let got = waves_for(&staged, &staged_joined, Some(&staged_rolling), "r2");
+    assert_eq!(got[1], ["p", "p2"]);
+    let got = waves_for(&staged, &staged_joined, Some(&staged_late), "r2");
+    assert_eq!(got[1], ["p"]);
+    assert_eq!(got[2], ["x", "p2"]);
+}
+
+#[test]
+fn an_unreachable_cluster_neither_passes_nor_fails_a_wave() {
+    let w = waves();
+    let unreachable = |n: &str| ClusterReport { name: n.into(), revision: None, health: Health::Unreachable };
+    // Wave 2 (b, c): c cannot be reached, b is healthy: the wave soaks.
+    let rolling = record(1, Phase::Progressing, None);
+    let reports = [report("a", "r2", Health::Healthy), report("b", "r2", Health::Healthy), unreachable("c")];
+    let got = step(&input(&w, Some(&rolling), &reports, Control::default()));
+    assert_eq!(got.record.phase, Phase::Soaking);
+    // Wave 3 is d alone, unreachable: it waits...
+    let last = record(2, Phase::Progressing, None);
+    let reports = [
+        report("a", "r2", Health::Healthy),
+        report("b", "r2", Health::Healthy),
+        report("c", "r2", Health::Healthy),
+        unreachable("d"),
+    ];
+    let got = step(&input(&w, Some(&last), &reports, Control::default()));
+    assert_eq!(got.record.phase, Phase::Progressing);
+    // ... and fails at its deadline, naming it.
+    let late = Record { wave_started_at: NOW - 301, ..last };
+    let got = step(&input(&w, Some(&late), &reports, Control::default()));
+    let failure = got.record.failure.unwrap();
+    assert_eq!(failure.cluster.as_deref(), Some("d"));
+    assert!(failure.reason.contains("d (unreachable)"), "{}", failure.reason);
+}
+
+#[test]
+fn report_from_work_table() {
+    use flotilla_api::work::{Work, WorkStatus};
+    let work = |annotated: &str, observed: &str, health: &str, detail: Option<&str>, refused: bool| -> Work {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "work.flotilla.io/v1alpha1", "kind": "Work",
+            "metadata": {"name": "w", "namespace": "flotilla-cluster-a",
+                "annotations": {"work.flotilla.io/spec-hash": "h2", REVISION_ANNOTATION: annotated}},
+            "spec": {"manifests": []},
+            "status": serde_json::to_value(WorkStatus {
+                observed_spec_hash: observed.into(),
+                conditions: serde_json::from_value(serde_json::json!([{
+                    "type": "Applied", "status": if refused { "False" } else { "True" },
+                    "reason": if refused { "Conflict" } else { "Applied" },
+                    "message": if refused { "web exists and was not created by Flotilla" } else { "applied" },
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }])).unwrap(),
+                manifest_statuses: serde_json::from_value(serde_json::json!([{
+                    "identifier": {"ordinal": 0, "version": "v1", "kind": "Deployment", "name": "web", "namespace": "shop"},
+                    "applied": true, "health": health, "generation": 2,
+                    "status": {"observedGeneration": 2},
+                    "healthDetail": detail.map(|r| serde_json::json!({"reason": r, "message": "pod web-1"})),
+                }])).unwrap(),
+            }).unwrap(),
+        }))
+        .unwrap()
+    };
+    let applied_healthy = work("r2", "h2", "Healthy", None, false);
+    let not_yet = work("r2", "h1", "Healthy", None, false);
+    let refused_before = work("r2", "h1", "Healthy", None, true);
+    let crashing = work("r2", "h2", "Unhealthy", Some("CrashLoopBackOff"), false);
+    let refused = work("r2", "h2", "Unknown", None, true);
+    let cases: &[(&str, Option<&Work>, bool, Option<&str>, Health)] = &[
+        ("applied and healthy", Some(&applied_healthy), true, Some("r2"), Health::Healthy),
+        ("the member has not applied it yet", Some(&not_yet), true, None, Health::Progressing),
+        ("no Work yet", None, true, None, Health::Progressing),
+        ("refused an older spec: still on its way", Some(&refused_before), true, None, Health::Progressing),
+        ("unreachable", Some(&applied_healthy), false, None, Health::Unreachable),
+    ];
+    for (name, w, reachable, revision, health) in cases {
+        let got = report_from_work("a", *w, *reachable, 2);
+        assert_eq!(got.revision.as_deref(), *revision, "{name}");
+        assert_eq!(got.health, *health, "{name}");
+    }
+    let got = report_from_work("a", Some(&crashing), true, 2);
+    assert!(matches!(&got.health, Health::Failed(why) if why.contains("CrashLoopBackOff")), "{got:?}");
+    let got = report_from_work("a", Some(&refused), true, 2);
+    assert!(matches!(&got.health, Health::Failed(why) if why.contains("not created by Flotilla")), "{got:?}");
 }

@@ -46,6 +46,7 @@ pub fn crds() -> Vec<Crd> {
         Machine::crd(),
         node_pool::NodePool::crd(),
         rollout::RolloutStrategy::crd(),
+        rollout::Rollout::crd(),
     ]
     .into_iter()
     .map(without_nullable)

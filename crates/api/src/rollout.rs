@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -15,15 +16,16 @@ use crate::policy::ResourceSelector;
 
 pub const GROUP: &str = "rollout.flotilla.io";
 
-/// Annotations on a template that control its rollout (`kubectl annotate`
-/// or `flotilla rollout`).
+/// Annotations on a `Rollout` that control it (`kubectl annotate` or
+/// `flotilla rollout`).
 pub mod control {
     /// `"true"`: no next wave starts (a failure still rolls back).
     pub const PAUSED: &str = "rollout.flotilla.io/paused";
-    /// `soak`: skip the current wave's soak; `all`: every remaining wave now.
-    /// Holds for the revision it names (`<what>@<revision>`).
+    /// `<revision>/<wave>`: skip that wave's soak (waves from 1);
+    /// `<revision>/all`: every remaining wave now. Names the revision (its
+    /// hash, `status.revision`) so it never carries over to the next one.
     pub const PROMOTE: &str = "rollout.flotilla.io/promote";
-    /// The revision to roll back now.
+    /// `<revision>`: roll that revision back now.
     pub const ABORT: &str = "rollout.flotilla.io/abort";
 }
 
@@ -127,4 +129,126 @@ impl Canary {
     pub fn is_empty(&self) -> bool {
         self.cluster_names.is_empty() && self.cluster_labels.is_empty()
     }
+}
+
+/// The label on a template's `ControllerRevision`s naming its Rollout.
+pub const ROLLOUT_LABEL: &str = "rollout.flotilla.io/rollout";
+/// The `ControllerRevision` annotation listing what changed from the
+/// revision before it (one change per line).
+pub const CHANGES_ANNOTATION: &str = "rollout.flotilla.io/changes";
+/// The `ControllerRevision` annotation holding the revision's hash.
+pub const HASH_ANNOTATION: &str = "rollout.flotilla.io/revision";
+
+/// One template's rollout, written by the hub for every template a
+/// `RolloutStrategy` selects (named like its binding). Its status is the
+/// rollout: waves, clusters, gates, the failure; its annotations are the
+/// user's controls ([`control`]).
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "rollout.flotilla.io",
+    version = "v1alpha1",
+    kind = "Rollout",
+    plural = "rollouts",
+    shortname = "ro",
+    namespaced,
+    status = "RolloutStatus",
+    printcolumn = r#"{"name":"Template","type":"string","jsonPath":".spec.template.name"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Wave","type":"string","jsonPath":".status.waveText"}"#,
+    printcolumn = r#"{"name":"Revision","type":"integer","jsonPath":".status.revisionNumber"}"#,
+    printcolumn = r#"{"name":"Stable","type":"integer","jsonPath":".status.stableRevisionNumber"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    pub template: TemplateReference,
+    /// The `RolloutStrategy` (same namespace) that selects the template.
+    pub strategy: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// `Progressing`, `Soaking`, `Paused`, `Complete` or `RolledBack`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub phase: String,
+    /// The revision the template asks for (its hash) and its number.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub revision: String,
+    #[serde(default)]
+    pub revision_number: i64,
+    /// The last good revision, which clusters not yet reached keep.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision_number: Option<i64>,
+    /// The current wave, from 1.
+    #[serde(default)]
+    pub wave: i32,
+    /// `2/3` for `kubectl get`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub wave_text: String,
+    /// The clusters of each wave, cut when the revision started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wave_started_at: Option<Time>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_started_at: Option<Time>,
+    /// The strategy's soak and deadline, for the time left.
+    #[serde(default)]
+    pub soak_seconds: i64,
+    #[serde(default)]
+    pub progress_deadline_seconds: i64,
+    /// Every target cluster: its wave, the revision it is given and its gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<ClusterRolloutStatus>,
+    /// Why the revision was rolled back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RolloutFailure>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WaveStatus {
+    pub clusters: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterRolloutStatus {
+    pub name: String,
+    /// From 1.
+    pub wave: i32,
+    /// The revision the cluster is given (`new` or `stable`).
+    pub given: String,
+    /// The revision its member runs, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<String>,
+    /// `Healthy`, `Progressing`, `Failed` or `Unreachable`.
+    pub gate: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutFailure {
+    pub revision: String,
+    /// The cluster whose gate failed; absent for an abort.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub reason: String,
 }

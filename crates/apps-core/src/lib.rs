@@ -16,6 +16,7 @@ pub mod overrides;
 pub mod resolution;
 pub mod revision;
 pub mod rollout;
+pub mod rollout_status;
 pub mod scheduler;
 pub mod selection;
 pub mod validation;

@@ -14,6 +14,7 @@ use flotilla_api::work::{
 };
 use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
 use flotilla_apps_core::failover;
+use flotilla_apps_core::revision::RevisionContent;
 use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
 use flotilla_apps_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
@@ -328,26 +329,55 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         tracing::debug!(template = %key, ?steps, target = ?clusters, "replicas moving");
         requeue = Some(requeue.map_or(MOVE_RECHECK, |r: Duration| r.min(MOVE_RECHECK)));
     }
+    // Under a rollout strategy, each cluster gets the revision its wave is
+    // on (a template without one changes everywhere at once).
+    let given = if decision.policy.is_some() {
+        let content = RevisionContent::of(&template_json, &applicable);
+        let uid = template.metadata.uid.clone().unwrap_or_default();
+        super::rollouts::plan(apps, key, &meta, &uid, content, &clusters, &works).await?
+    } else {
+        None
+    };
+    if let Some(after) = given.as_ref().and_then(|g| g.requeue) {
+        requeue = Some(requeue.map_or(after, |r: Duration| r.min(after)));
+    }
     for (target, step) in clusters.iter().zip(&steps) {
-        let mut manifest = base.clone();
-        if moving_replicas {
-            flotilla_apps_core::workload::set_replicas(&mut manifest, step.replicas);
-        }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
-        if let Err(e) =
-            flotilla_apps_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable)
-        {
-            // Do not ship a half-overridden object; keep what the member has.
-            override_errors.push(format!("{}: {e}", target.name));
-            continue;
-        }
+        let (rendered, revision) = match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
+            Some((revision, content)) => {
+                let replicas_here = if moving_replicas { Some(step.replicas) } else { replicas };
+                (content.render(&target.name, labels, replicas_here), Some(revision.clone()))
+            }
+            None => {
+                let mut manifest = base.clone();
+                if moving_replicas {
+                    flotilla_apps_core::workload::set_replicas(&mut manifest, step.replicas);
+                }
+                let applied =
+                    flotilla_apps_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable);
+                (applied.map(|_| manifest), None)
+            }
+        };
+        let manifest = match rendered {
+            Ok(m) => m,
+            Err(e) => {
+                // Do not ship a half-overridden object; keep what the member has.
+                override_errors.push(format!("{}: {e}", target.name));
+                continue;
+            }
+        };
         let work_spec = json!({
             "manifests": [manifest],
             "conflictResolution": decision.conflict,
             "preserveResourcesOnDeletion": decision.preserve,
         });
-        let hash = spec_hash(&work_spec);
+        // The revision is part of what is written: a Work whose manifest is
+        // the same in two revisions still says which one it carries.
+        let hash = match &revision {
+            Some(r) => spec_hash(&json!([work_spec, r])),
+            None => spec_hash(&work_spec),
+        };
         let current = works.get(&target.name);
         if current.is_some_and(|w| {
             w.annotations().get(keys::SPEC_HASH) == Some(&hash) && w.metadata.deletion_timestamp.is_none()
@@ -367,6 +397,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             hash,
             template.metadata.generation,
             moving_replicas.then_some(step.replicas),
+            revision,
         ));
     }
     apps.works_written(key, too_large, futures::future::join_all(writes).await)?;
@@ -594,6 +625,7 @@ async fn write_work(
     hash: String,
     generation: Option<i64>,
     replicas: Option<i32>,
+    revision: Option<String>,
 ) -> Result<(), Error> {
     let namespace = ManagedCluster::hub_namespace(cluster);
     let name = work_name(&key.namespace, binding);
@@ -619,6 +651,9 @@ async fn write_work(
     });
     if let Some(replicas) = replicas {
         body["metadata"]["annotations"][keys::REPLICAS] = json!(replicas.to_string());
+    }
+    if let Some(revision) = revision {
+        body["metadata"]["annotations"][flotilla_apps_core::rollout::REVISION_ANNOTATION] = json!(revision);
     }
     let params = PatchParams::apply(MANAGER).force();
     let api = Api::<Work>::namespaced(apps.client.clone(), &namespace);
@@ -667,6 +702,7 @@ async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&BindingSpec>) -> 
         Err(kube::Error::Api(e)) if e.code == 404 => {}
         Err(e) => return Err(e.into()),
     }
+    super::rollouts::remove(apps, key).await?;
     lock(&apps.outcomes).remove(key);
     lock(&apps.written_status).remove(key);
     lock(&apps.refused).remove(key);

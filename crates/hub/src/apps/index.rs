@@ -251,6 +251,9 @@ pub(crate) struct Index {
     pub(super) cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     /// (kind, namespace, name) of the policies judged invalid.
     pub(super) invalid_policies: Mutex<HashSet<(String, String, String)>>,
+    /// Templates whose rollout is under way: their Works' status changes
+    /// bind them again (a gate may have passed or failed).
+    pub(super) rolling: Mutex<HashSet<TemplateKey>>,
 }
 
 /// The caches an index reads, as their reflectors fill them.
@@ -295,6 +298,7 @@ impl Index {
             cluster_bindings,
             works,
             kinds: Mutex::default(),
+            rolling: Mutex::default(),
             seen: Mutex::default(),
             by_hash: Mutex::default(),
             work_index: Mutex::default(),
@@ -445,7 +449,8 @@ impl Index {
         let Some(key) = lock(&self.by_hash).get(hash).cloned() else { return Wake::default() };
         let failover =
             || self.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true);
-        let binder = if deleted || failover() { vec![key.clone()] } else { Vec::new() };
+        let rolling = || lock(&self.rolling).contains(&key);
+        let binder = if deleted || failover() || rolling() { vec![key.clone()] } else { Vec::new() };
         Wake { binder, status: vec![key] }
     }
 

@@ -14,10 +14,11 @@ mod fleet_view;
 mod index;
 mod policies;
 mod queue;
+mod rollouts;
 mod state;
 mod status;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::policy::{
     ClusterOverridePolicy, ClusterPropagationPolicy, OverridePolicy, PropagationPolicy,
 };
+use flotilla_api::rollout::{Rollout, RolloutStrategy};
 use flotilla_api::work::{ClusterResourceBinding, ResourceBinding, Work};
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -34,7 +36,7 @@ use kube::discovery::ApiCapabilities;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::error::Error;
 use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey};
@@ -95,9 +97,12 @@ pub async fn run(
         w.spec.manifests.clear();
     });
 
+    let (strategies, strategy_events) = reflect(Api::<RolloutStrategy>::all(client.clone()), strip_meta);
+    let (rollout_objects, rollout_events) = reflect(Api::<Rollout>::all(client.clone()), strip_meta);
+
     let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
     let apps = Arc::new(Apps {
-        client,
+        client: client.clone(),
         index,
         status_refusals: Mutex::default(),
         bind_failures: Mutex::default(),
@@ -107,6 +112,7 @@ pub async fn run(
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),
+        rollouts: rollouts::Rollouts::new(client.clone(), strategies, rollout_objects),
     });
 
     let policy_events = futures::stream::select_all([
@@ -122,6 +128,7 @@ pub async fn run(
     tasks.spawn(on_bindings(apps.clone(), binding_events.map(BindingEvent::namespaced)));
     tasks.spawn(on_bindings(apps.clone(), cluster_binding_events.map(BindingEvent::cluster)));
     tasks.spawn(on_works(apps.clone(), work_events));
+    tasks.spawn(on_rollouts(apps.clone(), strategy_events, rollout_events));
     tasks.spawn(watch_kinds(apps.clone()));
     tasks.spawn(policies::judge(apps.clone()));
     tasks.spawn(policies::recheck(apps.clone()));
@@ -274,5 +281,39 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
     while let Some(event) = events.next().await {
         let Some(work) = touched(&event) else { continue };
         apps.wake(apps.work_changed(work, matches!(event, Event::Delete(_))));
+    }
+}
+
+/// A strategy changed: the templates of its namespace are bound again; a
+/// Rollout changed (the user's controls): its template is.
+async fn on_rollouts(
+    apps: Arc<Apps>,
+    strategies: impl Stream<Item = Event<RolloutStrategy>> + Send,
+    objects: impl Stream<Item = Event<Rollout>> + Send,
+) {
+    enum Changed {
+        Strategy(String),
+        Rollout(Box<Rollout>),
+    }
+    let strategies = strategies
+        .filter_map(|e| async move { touched(&e).map(|s| Changed::Strategy(s.namespace().unwrap_or_default())) });
+    let objects = objects.filter_map(|e| async move { touched(&e).map(|r| Changed::Rollout(Box::new(r.clone()))) });
+    let mut events = std::pin::pin!(futures::stream::select(strategies.boxed(), objects.boxed()));
+    // The controls are annotations: the hub's own status writes wake nothing.
+    let mut controls: HashMap<(String, String), BTreeMap<String, String>> = HashMap::new();
+    while let Some(changed) = events.next().await {
+        let keys = match changed {
+            Changed::Strategy(namespace) => rollouts::woken_by_strategy(&apps, &namespace),
+            Changed::Rollout(r) => {
+                let id = (r.namespace().unwrap_or_default(), r.name_any());
+                if controls.insert(id, r.annotations().clone()).as_ref() == Some(r.annotations()) {
+                    continue;
+                }
+                vec![rollouts::woken_by_rollout(&r)]
+            }
+        };
+        for key in keys {
+            apps.binder.add(key);
+        }
     }
 }

@@ -32,6 +32,7 @@ pub(crate) struct Apps {
     pub(super) policies_judged: tokio::sync::watch::Sender<bool>,
     pub(super) binder: Arc<Queue<TemplateKey>>,
     pub(super) status: Arc<Queue<TemplateKey>>,
+    pub(super) rollouts: super::rollouts::Rollouts,
 }
 
 impl std::ops::Deref for Apps {
@@ -58,6 +59,9 @@ impl Apps {
     /// it has not yet seen a binding for).
     pub(super) async fn wait_ready(&self) {
         wait_logged("propagation policies", self.pps.wait_until_ready()).await;
+        // A template a strategy takes must never be bound as if none did.
+        wait_logged("rollout strategies", self.rollouts.strategies.wait_until_ready()).await;
+        wait_logged("rollouts", self.rollouts.objects.wait_until_ready()).await;
         wait_logged("cluster propagation policies", self.cpps.wait_until_ready()).await;
         wait_logged("override policies", self.ops.wait_until_ready()).await;
         wait_logged("cluster override policies", self.cops.wait_until_ready()).await;

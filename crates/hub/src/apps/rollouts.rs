@@ -1,0 +1,417 @@
+//! Progressive delivery on the hub: for a template a `RolloutStrategy`
+//! takes, which revision each of its clusters is given. The binder calls
+//! [`plan`] before it writes Works; the decisions are
+//! `flotilla_apps_core::rollout` (waves, steps, gates) and
+//! `rollout_status` (status, controls). Here: the `Rollout` object (spec,
+//! status, Events), the revisions kept as `ControllerRevision`s (read back
+//! for the clusters that keep the stable one), and when to look again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use flotilla_api::rollout::{
+    Rollout, RolloutStrategy, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL,
+};
+use flotilla_api::work::{TargetCluster, Work};
+use flotilla_apps_core::revision::{changes, RevisionContent};
+use flotilla_apps_core::rollout::{self, Assigned, Phase, Record};
+use flotilla_apps_core::rollout_status::{self, StatusInput};
+use flotilla_apps_core::selection::TemplateMeta;
+use k8s_openapi::api::apps::v1::ControllerRevision;
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+use super::index::{lock, TemplateKey};
+use super::state::Apps;
+use crate::error::Error;
+
+const MANAGER: &str = "flotilla-rollout";
+
+/// What the rollouts keep between binder passes.
+pub(crate) struct Rollouts {
+    pub(super) strategies: Store<RolloutStrategy>,
+    pub(super) objects: Store<Rollout>,
+    /// The record last written, by template: the cache may not have it yet
+    /// when the next pass runs (a stale record would step twice).
+    records: Mutex<HashMap<TemplateKey, Record>>,
+    /// Revision contents by (namespace, rollout, hash), and their numbers.
+    contents: Mutex<HashMap<(String, String, String), (i64, Arc<RevisionContent>)>>,
+    recorder: Recorder,
+}
+
+impl Rollouts {
+    pub(super) fn new(client: kube::Client, strategies: Store<RolloutStrategy>, objects: Store<Rollout>) -> Self {
+        Rollouts {
+            strategies,
+            objects,
+            records: Mutex::default(),
+            contents: Mutex::default(),
+            recorder: Recorder::new(client, Reporter { controller: MANAGER.into(), instance: None }),
+        }
+    }
+
+    pub(super) fn forget(&self, key: &TemplateKey) {
+        lock(&self.records).remove(key);
+    }
+}
+
+/// Which revision each cluster is given, and when to look again.
+pub(super) struct Given {
+    per_cluster: BTreeMap<String, (String, Arc<RevisionContent>)>,
+    pub(super) requeue: Option<Duration>,
+}
+
+impl Given {
+    /// The revision (hash, content) a cluster is given.
+    pub(super) fn for_cluster(&self, cluster: &str) -> Option<&(String, Arc<RevisionContent>)> {
+        self.per_cluster.get(cluster)
+    }
+}
+
+/// The Rollout of a template: named like its binding.
+pub(super) fn rollout_name(key: &TemplateKey) -> String {
+    flotilla_apps_core::binding::binding_name(&key.api_version, &key.kind, &key.name)
+}
+
+/// The name of a revision's ControllerRevision.
+fn revision_name(rollout: &str, hash: &str) -> String {
+    format!("{rollout}-{hash}")
+}
+
+/// The revision each target cluster is given, for a template a strategy
+/// takes; `None` when none does (its changes go everywhere at once).
+pub(super) async fn plan(
+    apps: &Apps,
+    key: &TemplateKey,
+    meta: &TemplateMeta<'_>,
+    template_uid: &str,
+    content: RevisionContent,
+    targets: &[TargetCluster],
+    works: &BTreeMap<String, Arc<Work>>,
+) -> Result<Option<Given>, Error> {
+    let strategies = apps.rollouts.strategies.state();
+    let candidates: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> = strategies
+        .iter()
+        .map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec))
+        .collect();
+    let listed: Vec<(&str, &str, &flotilla_api::rollout::RolloutStrategySpec)> =
+        candidates.iter().map(|(ns, name, spec)| (ns.as_str(), name.as_str(), *spec)).collect();
+    let Some(strategy_name) = rollout_status::pick_strategy(&listed, meta) else {
+        lock(&apps.rolling).remove(key);
+        return Ok(None);
+    };
+    let Some(spec) = listed.iter().find(|(_, n, _)| *n == strategy_name).map(|(_, _, s)| *s) else {
+        return Ok(None);
+    };
+    let name = rollout_name(key);
+    let strategy = match rollout::from_spec(spec) {
+        Ok(s) => s,
+        Err(why) => {
+            // Nothing is dispatched under a strategy that cannot be read:
+            // every cluster keeps what it has until it is fixed.
+            tracing::warn!(template = %key, strategy = strategy_name, %why, "rollout strategy refused");
+            return Err(Error::Other(format!("RolloutStrategy {strategy_name}: {why}")));
+        }
+    };
+    let object = ensure_rollout(apps, key, &name, strategy_name, template_uid).await?;
+    let hash = content.hash();
+    let content = Arc::new(content);
+
+    let record = lock(&apps.rollouts.records)
+        .get(key)
+        .cloned()
+        .or_else(|| object.status.as_ref().and_then(rollout_status::record_of));
+    let view = apps.cluster_view();
+    let labelled: Vec<rollout::TargetCluster> = targets
+        .iter()
+        .map(|t| rollout::TargetCluster {
+            name: t.name.clone(),
+            labels: view.clusters.iter().find(|c| c.name == t.name).map(|c| c.labels.clone()).unwrap_or_default(),
+        })
+        .collect();
+    let waves = rollout::waves_for(&strategy, &labelled, record.as_ref(), &hash);
+    let reports: Vec<rollout::ClusterReport> = targets
+        .iter()
+        .map(|t| {
+            let reachable =
+                view.clusters.iter().find(|c| c.name == t.name).is_some_and(|c| c.available_since.is_some());
+            rollout::report_from_work(&t.name, works.get(&t.name).map(|w| w.as_ref()), reachable, spec.max_restarts)
+        })
+        .collect();
+    let wave_now = record.as_ref().filter(|r| r.revision == hash).map_or(0, |r| r.wave);
+    let control = rollout_status::control_of(object.annotations(), &hash, wave_now);
+    let now = k8s_openapi::jiff::Timestamp::now().as_second();
+    let stepped = rollout::step(&rollout::StepInput {
+        waves: &waves,
+        revision: &hash,
+        record: record.as_ref(),
+        reports: &reports,
+        control,
+        soak_seconds: strategy.soak_seconds,
+        progress_deadline_seconds: strategy.progress_deadline_seconds,
+        now,
+    });
+
+    // The revisions: the one asked for is kept (numbered) on first sight;
+    // the stable one is read back for the clusters that keep it.
+    let stable_hash = stepped.record.stable.clone();
+    let stable = match &stable_hash {
+        Some(h) if *h != hash => load_revision(apps, &key.namespace, &name, h).await?,
+        _ => None,
+    };
+    let number = keep_revision(apps, key, &object, &name, &hash, &content, stable.as_ref().map(|s| &*s.1)).await?;
+    let stable_number = match (&stable_hash, &stable) {
+        (Some(h), _) if *h == hash => Some(number),
+        (_, Some((n, _))) => Some(*n),
+        _ => None,
+    };
+    let mut per_cluster = BTreeMap::new();
+    for (cluster, assigned) in &stepped.assigned {
+        let given = match (assigned, &stable, &stable_hash) {
+            (Assigned::Stable, Some((_, content)), Some(h)) => (h.clone(), content.clone()),
+            // No stable revision to give (none yet, or its record is gone):
+            // the cluster gets what the template says.
+            _ => (hash.clone(), content.clone()),
+        };
+        per_cluster.insert(cluster.clone(), given);
+    }
+
+    let status = rollout_status::status(&StatusInput {
+        record: &stepped.record,
+        assigned: &stepped.assigned,
+        reports: &reports,
+        revision_number: number,
+        stable_number,
+        strategy: &strategy,
+        previous: object.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default(),
+        now,
+    });
+    if object.status.as_ref() != Some(&status) {
+        let body = json!({"apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()), "status": status});
+        Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
+            .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+            .await?;
+    }
+    lock(&apps.rollouts.records).insert(key.clone(), stepped.record.clone());
+    for (reason, message) in &stepped.events {
+        publish(apps, &object, reason, message).await;
+        tracing::info!(template = %key, %reason, %message, "rollout");
+    }
+    prune_history(apps, &key.namespace, &name, spec.history_limit, &[Some(&hash), stable_hash.as_ref()]).await;
+
+    let r = &stepped.record;
+    let active = matches!(r.phase, Phase::Progressing | Phase::Soaking | Phase::Paused);
+    if active {
+        lock(&apps.rolling).insert(key.clone());
+    } else {
+        lock(&apps.rolling).remove(key);
+    }
+    let left = |from: i64, seconds: i64| Duration::from_secs((from + seconds - now).clamp(1, 3600) as u64);
+    let requeue = match r.phase {
+        Phase::Soaking => r.soak_started_at.map(|s| left(s, strategy.soak_seconds)),
+        Phase::Progressing => Some(left(r.wave_started_at, strategy.progress_deadline_seconds)),
+        Phase::Paused | Phase::Complete | Phase::RolledBack => None,
+    };
+    Ok(Some(Given { per_cluster, requeue }))
+}
+
+/// The template's Rollout, written when missing or when it names another
+/// strategy; owned by the template.
+async fn ensure_rollout(
+    apps: &Apps,
+    key: &TemplateKey,
+    name: &str,
+    strategy: &str,
+    template_uid: &str,
+) -> Result<Arc<Rollout>, Error> {
+    let cached = apps.rollouts.objects.get(&ObjectRef::new(name).within(&key.namespace));
+    if let Some(r) = cached.as_ref().filter(|r| r.spec.strategy == strategy && r.spec.template.name == key.name) {
+        return Ok(r.clone());
+    }
+    let body = json!({
+        "apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()),
+        "metadata": {"name": name, "namespace": key.namespace, "ownerReferences": [{
+            "apiVersion": key.api_version, "kind": key.kind, "name": key.name, "uid": template_uid,
+            "blockOwnerDeletion": false,
+        }]},
+        "spec": {"template": {"apiVersion": key.api_version, "kind": key.kind, "name": key.name}, "strategy": strategy},
+    });
+    let written = Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
+        .patch(name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+        .await?;
+    Ok(Arc::new(written))
+}
+
+/// The revisions kept for a Rollout, by hash: (number, content).
+async fn list_revisions(
+    apps: &Apps,
+    namespace: &str,
+    rollout: &str,
+) -> Result<Vec<(String, i64, Option<RevisionContent>)>, Error> {
+    let listed = Api::<ControllerRevision>::namespaced(apps.client.clone(), namespace)
+        .list(&ListParams::default().labels(&format!("{ROLLOUT_LABEL}={rollout}")))
+        .await?;
+    Ok(listed
+        .items
+        .into_iter()
+        .filter_map(|r| {
+            let hash = r.annotations().get(HASH_ANNOTATION)?.clone();
+            let content = serde_json::from_value(r.data.0.clone()).ok();
+            Some((hash, r.revision.unwrap_or(0), content))
+        })
+        .collect())
+}
+
+/// A kept revision's number and content (`None`: not kept, e.g. deleted).
+async fn load_revision(
+    apps: &Apps,
+    namespace: &str,
+    rollout: &str,
+    hash: &str,
+) -> Result<Option<(i64, Arc<RevisionContent>)>, Error> {
+    let id = (namespace.to_string(), rollout.to_string(), hash.to_string());
+    if let Some(found) = lock(&apps.rollouts.contents).get(&id) {
+        return Ok(Some(found.clone()));
+    }
+    let api = Api::<ControllerRevision>::namespaced(apps.client.clone(), namespace);
+    let Some(kept) = api.get_opt(&revision_name(rollout, hash)).await? else {
+        tracing::warn!(%rollout, revision = hash, "the stable revision is not kept any more");
+        return Ok(None);
+    };
+    let Ok(content) = serde_json::from_value(kept.data.0.clone()) else {
+        return Ok(None);
+    };
+    let found = (kept.revision.unwrap_or(0), Arc::new(content));
+    lock(&apps.rollouts.contents).insert(id, found.clone());
+    Ok(Some(found))
+}
+
+/// Keeps a revision (numbered after the newest kept, with what changed
+/// from the stable one) unless it is kept already; its number.
+async fn keep_revision(
+    apps: &Apps,
+    key: &TemplateKey,
+    rollout: &Rollout,
+    name: &str,
+    hash: &str,
+    content: &Arc<RevisionContent>,
+    stable: Option<&RevisionContent>,
+) -> Result<i64, Error> {
+    let id = (key.namespace.clone(), name.to_string(), hash.to_string());
+    if let Some((number, _)) = lock(&apps.rollouts.contents).get(&id) {
+        return Ok(*number);
+    }
+    let kept = list_revisions(apps, &key.namespace, name).await?;
+    if let Some((_, number, _)) = kept.iter().find(|(h, _, _)| h == hash) {
+        lock(&apps.rollouts.contents).insert(id, (*number, content.clone()));
+        return Ok(*number);
+    }
+    let number = kept.iter().map(|(_, n, _)| *n).max().unwrap_or(0) + 1;
+    let revision = ControllerRevision {
+        metadata: kube::api::ObjectMeta {
+            name: Some(revision_name(name, hash)),
+            namespace: Some(key.namespace.clone()),
+            labels: Some(BTreeMap::from([(ROLLOUT_LABEL.to_string(), name.to_string())])),
+            annotations: Some(BTreeMap::from([
+                (HASH_ANNOTATION.to_string(), hash.to_string()),
+                (CHANGES_ANNOTATION.to_string(), changes(stable, content).join("\n")),
+            ])),
+            owner_references: Some(vec![rollout.controller_owner_ref(&()).unwrap_or_default()]),
+            ..Default::default()
+        },
+        data: RawExtension(serde_json::to_value(&**content)?),
+        revision: Some(number),
+    };
+    let api = Api::<ControllerRevision>::namespaced(apps.client.clone(), &key.namespace);
+    match api.create(&PostParams::default(), &revision).await {
+        Ok(_) => {}
+        // Kept meanwhile (a pass of an earlier leader): read its number.
+        Err(kube::Error::Api(e)) if e.code == 409 => {
+            let existing = api.get(&revision_name(name, hash)).await?;
+            let number = existing.revision.unwrap_or(0);
+            lock(&apps.rollouts.contents).insert(id, (number, content.clone()));
+            return Ok(number);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    lock(&apps.rollouts.contents).insert(id, (number, content.clone()));
+    Ok(number)
+}
+
+/// Deletes the oldest revisions beyond `limit`, never those in `keep`.
+async fn prune_history(apps: &Apps, namespace: &str, rollout: &str, limit: i32, keep: &[Option<&String>]) {
+    let Ok(mut kept) = list_revisions(apps, namespace, rollout).await else { return };
+    let limit = usize::try_from(limit.max(1)).unwrap_or(1);
+    if kept.len() <= limit {
+        return;
+    }
+    kept.sort_by_key(|(_, n, _)| *n);
+    let excess = kept.len() - limit;
+    let api = Api::<ControllerRevision>::namespaced(apps.client.clone(), namespace);
+    for (hash, _, _) in kept.iter().filter(|(h, _, _)| !keep.contains(&Some(h))).take(excess) {
+        if let Err(e) = api.delete(&revision_name(rollout, hash), &DeleteParams::default()).await {
+            tracing::debug!(%rollout, revision = %hash, error = %e, "pruning a revision");
+        }
+        lock(&apps.rollouts.contents).remove(&(namespace.to_string(), rollout.to_string(), hash.clone()));
+    }
+}
+
+async fn publish(apps: &Apps, rollout: &Rollout, reason: &str, message: &str) {
+    let warning = reason.ends_with("Failed") || reason.ends_with("RolledBack");
+    let event = Event {
+        type_: if warning { EventType::Warning } else { EventType::Normal },
+        reason: reason.into(),
+        note: Some(message.chars().take(1000).collect()),
+        action: "Rollout".into(),
+        secondary: None,
+    };
+    if let Err(e) = apps.rollouts.recorder.publish(&event, &rollout.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing a rollout event");
+    }
+}
+
+/// The template is gone: its Rollout and revisions go too (the hub may run
+/// without a garbage collector).
+pub(super) async fn remove(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
+    apps.rollouts.forget(key);
+    lock(&apps.rolling).remove(key);
+    if key.namespace.is_empty() {
+        return Ok(());
+    }
+    let name = rollout_name(key);
+    let revisions = Api::<ControllerRevision>::namespaced(apps.client.clone(), &key.namespace);
+    let by_label = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
+    let gone = |r: Result<_, kube::Error>| match r {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    };
+    gone(revisions.delete_collection(&DeleteParams::default(), &by_label).await.map(|_| ()))?;
+    gone(Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
+        .delete(&name, &DeleteParams::default())
+        .await
+        .map(|_| ()))?;
+    lock(&apps.rollouts.contents).retain(|(ns, r, _), _| ns != &key.namespace || r != &name);
+    Ok(())
+}
+
+/// The templates to bind again when a strategy or a Rollout changes: those
+/// of its namespace the binder knows (a strategy), or its template (a
+/// Rollout's controls).
+pub(super) fn woken_by_strategy(apps: &Apps, namespace: &str) -> Vec<TemplateKey> {
+    lock(&apps.seen).keys().filter(|k| k.namespace == namespace).cloned().collect()
+}
+
+pub(super) fn woken_by_rollout(rollout: &Rollout) -> TemplateKey {
+    TemplateKey {
+        api_version: rollout.spec.template.api_version.clone(),
+        kind: rollout.spec.template.kind.clone(),
+        namespace: rollout.namespace().unwrap_or_default(),
+        name: rollout.spec.template.name.clone(),
+    }
+}

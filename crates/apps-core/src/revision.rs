@@ -181,7 +181,8 @@ mod tests {
     #[test]
     fn scaling_is_not_a_new_revision_but_an_image_or_an_override_is() {
         let spec = override_policy("v9");
-        let o = OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &spec };
+        let o =
+            OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &spec };
         let base = RevisionContent::of(&deployment("web:v1", 3), &[]).hash();
         let cases: &[(&str, RevisionContent, bool)] = &[
             ("same template", RevisionContent::of(&deployment("web:v1", 3), &[]), true),
@@ -197,7 +198,8 @@ mod tests {
     #[test]
     fn render_gives_each_cluster_its_replicas_and_overrides() {
         let spec = override_policy("v9");
-        let o = OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &spec };
+        let o =
+            OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &spec };
         let content = RevisionContent::of(&deployment("web:v1", 3), &[&o]);
         assert!(content.manifest.pointer("/spec/replicas").is_none());
         assert!(content.manifest.pointer("/status").is_none(), "the member copy has no status");
@@ -223,7 +225,8 @@ mod tests {
     #[test]
     fn changes_table() {
         let spec = override_policy("v9");
-        let o = OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &spec };
+        let o =
+            OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &spec };
         let v1 = RevisionContent::of(&deployment("web:v1", 3), &[]);
         let v2 = RevisionContent::of(&deployment("web:v2", 3), &[]);
         let v1_eu = RevisionContent::of(&deployment("web:v1", 3), &[&o]);

@@ -95,6 +95,14 @@ pub fn pick_strategy<'a>(
         .map(|(_, name)| name)
 }
 
+/// A step's message for people: `revision <hash>` becomes `revision <n>`
+/// for the revisions whose numbers are known.
+pub fn with_numbers(message: &str, numbers: &[(&str, i64)]) -> String {
+    numbers.iter().fold(message.to_string(), |m, (hash, n)| {
+        m.replace(&format!("revision {hash}"), &format!("revision {n}"))
+    })
+}
+
 pub struct StatusInput<'a> {
     pub record: &'a Record,
     pub assigned: &'a BTreeMap<String, Assigned>,
@@ -171,11 +179,7 @@ pub fn status(input: &StatusInput) -> RolloutStatus {
     let now = time(input.now).unwrap_or(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
     let mut conditions = input.previous.to_vec();
     let progressing = matches!(r.phase, Phase::Progressing | Phase::Soaking | Phase::Paused);
-    set(
-        &mut conditions,
-        Wanted::new("Progressing", progressing, phase_name(r.phase), message.clone()),
-        &now,
-    );
+    set(&mut conditions, Wanted::new("Progressing", progressing, phase_name(r.phase), message.clone()), &now);
     let degraded = r.phase == Phase::RolledBack;
     set(
         &mut conditions,
@@ -287,6 +291,20 @@ mod tests {
             assert_eq!(record_of(&s).as_ref(), Some(&r), "{phase:?}: read back");
         }
         assert_eq!(record_of(&RolloutStatus::default()), None);
+    }
+
+    #[test]
+    fn messages_name_revisions_by_number() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "revision abc rolls out in 3 waves from revision def",
+                "revision 2 rolls out in 3 waves from revision 1",
+            ),
+            ("revision xyz is on every cluster", "revision xyz is on every cluster"),
+        ];
+        for (message, want) in cases {
+            assert_eq!(with_numbers(message, &[("abc", 2), ("def", 1)]), *want);
+        }
     }
 
     #[test]

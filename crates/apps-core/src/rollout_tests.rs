@@ -485,7 +485,8 @@ fn waves_are_kept_for_a_revision_and_joiners_wait_for_the_last_wave() {
     staged_joined.push(target("p2", &[("env", "pre")]));
     let mut staged_late = staged_rolling.clone();
     staged_late.wave = 1;
-    type WavesCase<'a> = (&'a str, &'a Strategy, &'a [TargetCluster], Option<&'a Record>, &'a str, Vec<&'a str>);
+    type WavesCase<'a> =
+        (&'a str, &'a Strategy, &'a [TargetCluster], Option<&'a Record>, &'a str, Vec<&'a str>);
     let cases: Vec<WavesCase> = vec![
         ("no record: a fresh plan", &s, &joined, None, "r2", vec!["m00", "m01"]),
         ("a joiner goes last, the canary stays", &s, &joined, Some(&rolling), "r2", vec!["m01"]),

@@ -110,8 +110,10 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
-    flotilla_localkube::wait_for("every member on web:1", WAIT, || async { on(&images(&fleet).await, "web:1").len() == 10 })
-        .await;
+    flotilla_localkube::wait_for("every member on web:1", WAIT, || async {
+        on(&images(&fleet).await, "web:1").len() == 10
+    })
+    .await;
 
     // A new image: wave 1 is m1 alone (names sort m1, m10, m2, ...), it
     // soaks while everyone else keeps web:1.
@@ -135,8 +137,10 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     assert_eq!(on(&now, "web:2"), ["m1", "m10", "m2"], "{now:?}");
     let done = rollout_until(&rollouts, "completed revision 2", |r| phase_is(r, "Complete", 3)).await;
     assert_eq!(done.status.unwrap().stable_revision_number, Some(2));
-    flotilla_localkube::wait_for("every member on web:2", WAIT, || async { on(&images(&fleet).await, "web:2").len() == 10 })
-        .await;
+    flotilla_localkube::wait_for("every member on web:2", WAIT, || async {
+        on(&images(&fleet).await, "web:2").len() == 10
+    })
+    .await;
     let events = Api::<Event>::namespaced(hub.clone(), NS).list(&ListParams::default()).await.unwrap();
     let reasons: Vec<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
     for wanted in ["RolloutStarted", "WaveStarted", "RolloutComplete"] {
@@ -166,8 +170,10 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 3)
     })
     .await;
-    flotilla_localkube::wait_for("every member on web:3", WAIT, || async { on(&images(&fleet).await, "web:3").len() == 10 })
-        .await;
+    flotilla_localkube::wait_for("every member on web:3", WAIT, || async {
+        on(&images(&fleet).await, "web:3").len() == 10
+    })
+    .await;
 
     // Abort: wave 1 goes back to web:3 and web:4 is not tried again.
     apply(&hub, deployment("web:4")).await;
@@ -175,10 +181,15 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
         r.status.as_ref().is_some_and(|s| s.revision_number == 4 && s.wave == 1)
     })
     .await;
-    flotilla_localkube::wait_for("m1 on web:4", WAIT, || async { on(&images(&fleet).await, "web:4") == ["m1"] }).await;
+    flotilla_localkube::wait_for("m1 on web:4", WAIT, || async {
+        on(&images(&fleet).await, "web:4") == ["m1"]
+    })
+    .await;
     annotate(&rollouts, control::ABORT, Some(&rolling.status.unwrap().revision)).await;
-    let back = rollout_until(&rollouts, "rolled back", |r| r.status.as_ref().is_some_and(|s| s.phase == "RolledBack"))
-        .await;
+    let back = rollout_until(&rollouts, "rolled back", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == "RolledBack")
+    })
+    .await;
     let status = back.status.unwrap();
     assert_eq!(status.failure.as_ref().map(|f| f.reason.as_str()), Some("aborted by the user"));
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();

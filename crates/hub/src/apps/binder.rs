@@ -354,8 +354,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 if moving_replicas {
                     flotilla_apps_core::workload::set_replicas(&mut manifest, step.replicas);
                 }
-                let applied =
-                    flotilla_apps_core::overrides::apply_overrides(&mut manifest, &target.name, labels, &applicable);
+                let applied = flotilla_apps_core::overrides::apply_overrides(
+                    &mut manifest,
+                    &target.name,
+                    labels,
+                    &applicable,
+                );
                 (applied.map(|_| manifest), None)
             }
         };

@@ -295,9 +295,11 @@ async fn on_rollouts(
         Strategy(String),
         Rollout(Box<Rollout>),
     }
-    let strategies = strategies
-        .filter_map(|e| async move { touched(&e).map(|s| Changed::Strategy(s.namespace().unwrap_or_default())) });
-    let objects = objects.filter_map(|e| async move { touched(&e).map(|r| Changed::Rollout(Box::new(r.clone()))) });
+    let strategies = strategies.filter_map(|e| async move {
+        touched(&e).map(|s| Changed::Strategy(s.namespace().unwrap_or_default()))
+    });
+    let objects =
+        objects.filter_map(|e| async move { touched(&e).map(|r| Changed::Rollout(Box::new(r.clone()))) });
     let mut events = std::pin::pin!(futures::stream::select(strategies.boxed(), objects.boxed()));
     // The controls are annotations: the hub's own status writes wake nothing.
     let mut controls: HashMap<(String, String), BTreeMap<String, String>> = HashMap::new();

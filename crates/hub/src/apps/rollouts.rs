@@ -10,9 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flotilla_api::rollout::{
-    Rollout, RolloutStrategy, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL,
-};
+use flotilla_api::rollout::{Rollout, RolloutStrategy, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_api::work::{TargetCluster, Work};
 use flotilla_apps_core::revision::{changes, RevisionContent};
 use flotilla_apps_core::rollout::{self, Assigned, Phase, Record};
@@ -45,7 +43,11 @@ pub(crate) struct Rollouts {
 }
 
 impl Rollouts {
-    pub(super) fn new(client: kube::Client, strategies: Store<RolloutStrategy>, objects: Store<Rollout>) -> Self {
+    pub(super) fn new(
+        client: kube::Client,
+        strategies: Store<RolloutStrategy>,
+        objects: Store<Rollout>,
+    ) -> Self {
         Rollouts {
             strategies,
             objects,
@@ -95,10 +97,8 @@ pub(super) async fn plan(
     works: &BTreeMap<String, Arc<Work>>,
 ) -> Result<Option<Given>, Error> {
     let strategies = apps.rollouts.strategies.state();
-    let candidates: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> = strategies
-        .iter()
-        .map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec))
-        .collect();
+    let candidates: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> =
+        strategies.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec)).collect();
     let listed: Vec<(&str, &str, &flotilla_api::rollout::RolloutStrategySpec)> =
         candidates.iter().map(|(ns, name, spec)| (ns.as_str(), name.as_str(), *spec)).collect();
     let Some(strategy_name) = rollout_status::pick_strategy(&listed, meta) else {
@@ -131,7 +131,12 @@ pub(super) async fn plan(
         .iter()
         .map(|t| rollout::TargetCluster {
             name: t.name.clone(),
-            labels: view.clusters.iter().find(|c| c.name == t.name).map(|c| c.labels.clone()).unwrap_or_default(),
+            labels: view
+                .clusters
+                .iter()
+                .find(|c| c.name == t.name)
+                .map(|c| c.labels.clone())
+                .unwrap_or_default(),
         })
         .collect();
     let waves = rollout::waves_for(&strategy, &labelled, record.as_ref(), &hash);
@@ -140,7 +145,12 @@ pub(super) async fn plan(
         .map(|t| {
             let reachable =
                 view.clusters.iter().find(|c| c.name == t.name).is_some_and(|c| c.available_since.is_some());
-            rollout::report_from_work(&t.name, works.get(&t.name).map(|w| w.as_ref()), reachable, spec.max_restarts)
+            rollout::report_from_work(
+                &t.name,
+                works.get(&t.name).map(|w| w.as_ref()),
+                reachable,
+                spec.max_restarts,
+            )
         })
         .collect();
     let wave_now = record.as_ref().filter(|r| r.revision == hash).map_or(0, |r| r.wave);
@@ -164,7 +174,8 @@ pub(super) async fn plan(
         Some(h) if *h != hash => load_revision(apps, &key.namespace, &name, h).await?,
         _ => None,
     };
-    let number = keep_revision(apps, key, &object, &name, &hash, &content, stable.as_ref().map(|s| &*s.1)).await?;
+    let number =
+        keep_revision(apps, key, &object, &name, &hash, &content, stable.as_ref().map(|s| &*s.1)).await?;
     let stable_number = match (&stable_hash, &stable) {
         (Some(h), _) if *h == hash => Some(number),
         (_, Some((n, _))) => Some(*n),
@@ -192,17 +203,24 @@ pub(super) async fn plan(
         now,
     });
     if object.status.as_ref() != Some(&status) {
-        let body = json!({"apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()), "status": status});
+        let body =
+            json!({"apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()), "status": status});
         Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
             .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
             .await?;
     }
     lock(&apps.rollouts.records).insert(key.clone(), stepped.record.clone());
+    let mut numbers = vec![(hash.as_str(), number)];
+    if let (Some(h), Some(n)) = (&stable_hash, stable_number) {
+        numbers.push((h.as_str(), n));
+    }
     for (reason, message) in &stepped.events {
-        publish(apps, &object, reason, message).await;
+        let message = rollout_status::with_numbers(message, &numbers);
+        publish(apps, &object, reason, &message).await;
         tracing::info!(template = %key, %reason, %message, "rollout");
     }
-    prune_history(apps, &key.namespace, &name, spec.history_limit, &[Some(&hash), stable_hash.as_ref()]).await;
+    prune_history(apps, &key.namespace, &name, spec.history_limit, &[Some(&hash), stable_hash.as_ref()])
+        .await;
 
     let r = &stepped.record;
     let active = matches!(r.phase, Phase::Progressing | Phase::Soaking | Phase::Paused);
@@ -230,7 +248,9 @@ async fn ensure_rollout(
     template_uid: &str,
 ) -> Result<Arc<Rollout>, Error> {
     let cached = apps.rollouts.objects.get(&ObjectRef::new(name).within(&key.namespace));
-    if let Some(r) = cached.as_ref().filter(|r| r.spec.strategy == strategy && r.spec.template.name == key.name) {
+    if let Some(r) =
+        cached.as_ref().filter(|r| r.spec.strategy == strategy && r.spec.template.name == key.name)
+    {
         return Ok(r.clone());
     }
     let body = json!({
@@ -392,10 +412,12 @@ pub(super) async fn remove(apps: &Apps, key: &TemplateKey) -> Result<(), Error> 
         Err(e) => Err(e),
     };
     gone(revisions.delete_collection(&DeleteParams::default(), &by_label).await.map(|_| ()))?;
-    gone(Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
-        .delete(&name, &DeleteParams::default())
-        .await
-        .map(|_| ()))?;
+    gone(
+        Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
+            .delete(&name, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    )?;
     lock(&apps.rollouts.contents).retain(|(ns, r, _), _| ns != &key.namespace || r != &name);
     Ok(())
 }

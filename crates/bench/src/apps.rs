@@ -62,7 +62,48 @@ fn peak_rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
-fn hub_process(
+/// Waits (up to two minutes) until every member is Available with its APIs
+/// reported.
+pub(crate) async fn wait_available(hub: &kube::Client, members: &[Cluster]) -> anyhow::Result<()> {
+    let clusters: Api<flotilla_api::ManagedCluster> = Api::all(hub.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for m in members {
+        loop {
+            let ready = clusters.get_opt(m.name()).await?.is_some_and(|mc| {
+                mc.condition("Available").is_some_and(|c| c.status == "True")
+                    && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
+            });
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("member {} did not become Available", m.name());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// A `flotilla agent` for `member`, joining with `bootstrap`.
+pub(crate) fn agent_process(
+    dir: &std::path::Path,
+    member: &Cluster,
+    bootstrap: &std::path::Path,
+) -> anyhow::Result<ManagedProcess> {
+    let name = member.name().to_string();
+    Ok(ManagedProcess::spawn(
+        ProcessSpec::new(format!("agent-{name}"), crate::flotilla_binary::path()?, dir.join(format!("agent-{name}.log")))
+            .args(["agent", "--cluster", &name, "--kubeconfig"])
+            .arg(member.kubeconfig_path().display().to_string())
+            .arg("--hub-kubeconfig")
+            .arg(bootstrap.display().to_string())
+            .arg("--state-dir")
+            .arg(dir.join("agents").join(&name).display().to_string()),
+    )?)
+}
+
+pub(crate) fn hub_process(
     dir: &std::path::Path,
     kubeconfig: &std::path::Path,
     log: &str,
@@ -108,38 +149,9 @@ pub async fn apps(args: AppsArgs) -> anyhow::Result<bool> {
     .await?;
     let mut agents = Vec::new();
     for m in &members {
-        let name = m.name().to_string();
-        agents.push(ManagedProcess::spawn(
-            ProcessSpec::new(
-                format!("agent-{name}"),
-                crate::flotilla_binary::path()?,
-                tmp.path().join(format!("agent-{name}.log")),
-            )
-            .args(["agent", "--cluster", &name, "--kubeconfig"])
-            .arg(m.kubeconfig_path().display().to_string())
-            .arg("--hub-kubeconfig")
-            .arg(bootstrap.display().to_string())
-            .arg("--state-dir")
-            .arg(tmp.path().join("agents").join(&name).display().to_string()),
-        )?);
+        agents.push(agent_process(tmp.path(), m, &bootstrap)?);
     }
-    let clusters: Api<flotilla_api::ManagedCluster> = Api::all(hub.client());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    for m in &members {
-        loop {
-            let ready = clusters.get_opt(m.name()).await?.is_some_and(|mc| {
-                mc.condition("Available").is_some_and(|c| c.status == "True")
-                    && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
-            });
-            if ready {
-                break;
-            }
-            if Instant::now() > deadline {
-                bail!("member {} did not become Available", m.name());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    wait_available(&hub.client(), &members).await?;
     let hub_client = hub.client();
     let ssa = PatchParams::apply("bench").force();
     crate::apply::apply_json(

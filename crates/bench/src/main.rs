@@ -15,6 +15,7 @@ mod measure;
 mod membership;
 mod node_pool;
 mod real_nodes;
+mod rollout;
 mod scheduling;
 mod simulated_agent;
 
@@ -68,6 +69,12 @@ enum Bench {
     /// seconds below the budget's minimum. Needs root and
     /// scripts/node-runtime.sh.
     NodePool(node_pool::NodePoolArgs),
+    /// Progressive delivery over members with hollow nodes and one real
+    /// node: the rollout's own overhead per wave on a healthy change (zero
+    /// soak), and a crashing release caught in the last wave: failure
+    /// visible -> rollback started -> every member back (p50/max). Needs
+    /// root and scripts/node-runtime.sh.
+    Rollout(rollout::RolloutArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -78,6 +85,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Apps(args) => apps::apps(args).await,
         Bench::Kok(args) => kok::kok(args).await,
         Bench::Faults(args) => faults::faults(args).await,
+        Bench::Rollout(args) => rollout::rollout(args).await,
         Bench::HubFaults(args) => hub_faults::hub_faults(args).await,
         Bench::RealNodes(args) => real_nodes::real_nodes(args).await,
         Bench::NodePool(args) => node_pool::node_pool(args).await,

@@ -32,7 +32,7 @@ fn deployment(command: &str) -> serde_json::Value {
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
             "template": {"metadata": {"labels": {"app": "web"}},
                 "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
-                    "image": BUSYBOX_IMAGE, "imagePullPolicy": "Never",
+                    "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
                     "command": ["sh", "-c", command]}]}}},
     })
 }

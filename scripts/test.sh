@@ -12,6 +12,8 @@ scripts/k8s-binaries.sh 1.36.3 >/dev/null
 echo "==> Real nodes' runtime (containerd, runc, CNI), local images and control-plane images" >&2
 scripts/node-runtime.sh >/dev/null
 scripts/control-plane-images.sh >/dev/null
+echo "==> Test tools (Prometheus)" >&2
+scripts/test-tools.sh
 
 # Incremental compilation state is tens of GB across the test binaries and
 # buys nothing on a clean checkout.

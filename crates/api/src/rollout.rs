@@ -66,6 +66,11 @@ pub struct RolloutStrategySpec {
     #[serde(default = "default_restarts")]
     #[schemars(range(min = 0, max = 1000))]
     pub max_restarts: i32,
+    /// Prometheus queries every cluster of the waves reached must pass
+    /// while its wave rolls out and soaks; one failing rolls back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub metric_gates: Vec<MetricGate>,
     /// Revisions kept on the hub for `flotilla rollout history` and undo
     /// (default 10).
     #[serde(default = "default_history")]
@@ -84,6 +89,32 @@ fn default_restarts() -> i32 {
 }
 fn default_history() -> i32 {
     10
+}
+
+/// A PromQL query per cluster and the bound its value must keep.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.max) || has(self.min)",
+    "message": "a metric gate needs a bound: max (fail above it) or min (fail below it)"
+}]))]
+pub struct MetricGate {
+    #[schemars(regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"), length(max = 63))]
+    pub name: String,
+    /// The Prometheus server, e.g. `http://prometheus.monitoring:9090`.
+    #[schemars(regex(pattern = r"^http://[^\s/]+(/.*)?$"))]
+    pub prometheus: String,
+    /// A PromQL query whose result is one number; `{{cluster}}` stands
+    /// for the cluster's name, e.g.
+    /// `sum(rate(http_errors_total{cluster="{{cluster}}"}[1m]))`.
+    #[schemars(length(min = 1, max = 2048))]
+    pub query: String,
+    /// The gate fails when the value is above this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The gate fails when the value is below this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
 }
 
 /// Exactly one of `ratio` and `stages`.

@@ -12,6 +12,7 @@ pub mod binding_status;
 pub mod failover;
 pub mod fleet_health;
 pub mod health;
+pub mod metric_gate;
 pub mod overrides;
 pub mod resolution;
 pub mod revision;

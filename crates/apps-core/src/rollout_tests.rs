@@ -374,6 +374,7 @@ fn a_spec_becomes_a_strategy_or_says_why_not() {
         soak_seconds: 30,
         progress_deadline_seconds: 120,
         max_restarts: 2,
+        metric_gates: Vec::new(),
         history_limit: 10,
     };
     let ratio = |r: &str| Waves { ratio: Some(r.into()), stages: None };
@@ -572,7 +573,9 @@ fn report_from_work_table() {
     let refused_before = work("r2", "h1", "Healthy", None, true);
     let crashing = work("r2", "h2", "Unhealthy", Some("CrashLoopBackOff"), false);
     let refused = work("r2", "h2", "Unknown", None, true);
-    let cases: &[(&str, Option<&Work>, bool, Option<&str>, Health)] = &[
+    /// (name, the Work, reachable, the revision reported, the gate)
+    type Case<'a> = (&'a str, Option<&'a Work>, bool, Option<&'a str>, Health);
+    let cases: &[Case] = &[
         ("applied and healthy", Some(&applied_healthy), true, Some("r2"), Health::Healthy),
         ("the member has not applied it yet", Some(&not_yet), true, None, Health::Progressing),
         ("no Work yet", None, true, None, Health::Progressing),

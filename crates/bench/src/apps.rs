@@ -93,13 +93,17 @@ pub(crate) fn agent_process(
 ) -> anyhow::Result<ManagedProcess> {
     let name = member.name().to_string();
     Ok(ManagedProcess::spawn(
-        ProcessSpec::new(format!("agent-{name}"), crate::flotilla_binary::path()?, dir.join(format!("agent-{name}.log")))
-            .args(["agent", "--cluster", &name, "--kubeconfig"])
-            .arg(member.kubeconfig_path().display().to_string())
-            .arg("--hub-kubeconfig")
-            .arg(bootstrap.display().to_string())
-            .arg("--state-dir")
-            .arg(dir.join("agents").join(&name).display().to_string()),
+        ProcessSpec::new(
+            format!("agent-{name}"),
+            crate::flotilla_binary::path()?,
+            dir.join(format!("agent-{name}.log")),
+        )
+        .args(["agent", "--cluster", &name, "--kubeconfig"])
+        .arg(member.kubeconfig_path().display().to_string())
+        .arg("--hub-kubeconfig")
+        .arg(bootstrap.display().to_string())
+        .arg("--state-dir")
+        .arg(dir.join("agents").join(&name).display().to_string()),
     )?)
 }
 

@@ -48,6 +48,7 @@ pub struct RolloutArgs {
 const NS: &str = "bench";
 const ROLLOUT: &str = "web-deployment";
 const WAIT: Duration = Duration::from_secs(180);
+const FAILURE_SOAK_SECONDS: i64 = 5;
 
 fn deployment(command: &str) -> serde_json::Value {
     json!({
@@ -222,18 +223,30 @@ pub async fn rollout(args: RolloutArgs) -> anyhow::Result<bool> {
     );
     println!("  whole change, 3 waves: p50 {:.1} s", percentile(&totals, 0.5).as_secs_f64());
 
-    // Failures: a release whose container exits, caught in wave 3.
-    println!("failure: a crashing release caught in wave 3 on {real} ({} releases)", args.failures);
+    // Failures: a release whose container exits, caught in wave 3. A
+    // container that exits after starting looks available for a moment
+    // (its Deployment completes, then the pod crashes): a soak is what
+    // catches it, so the waves soak here.
+    let soak = json!({"spec": {"soakSeconds": FAILURE_SOAK_SECONDS}});
+    Api::<flotilla_api::rollout::RolloutStrategy>::namespaced(client.clone(), NS)
+        .patch("gray", &PatchParams::default(), &Patch::Merge(&soak))
+        .await?;
+    println!(
+        "failure: a crashing release caught in wave 3 on {real} ({} releases, {FAILURE_SOAK_SECONDS}s soaks)",
+        args.failures
+    );
     let pods: Api<Pod> = Api::namespaced(real_member.client(), NS);
     let mut started_rollback = Vec::new();
     let mut all_back = Vec::new();
     for i in 0..args.failures {
         let bad = format!("echo broken release {i}; exit 1");
+        let before = rollout_status(&rollouts).await.map_or(0, |s| s.revision_number);
         deployments.patch("web", &ssa, &Patch::Apply(&deployment(&bad))).await?;
         let visible = until("the crash visible in the real member", || async {
             let Ok(list) = pods.list(&ListParams::default()).await else { return false };
             list.items.iter().any(|p| {
-                let statuses = p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
+                let statuses =
+                    p.status.as_ref().and_then(|s| s.container_statuses.clone()).unwrap_or_default();
                 let command = p.spec.as_ref().and_then(|s| s.containers.first()?.command.clone());
                 command.is_some_and(|c| c.last() == Some(&bad))
                     && statuses.iter().any(|c| {
@@ -245,12 +258,15 @@ pub async fn rollout(args: RolloutArgs) -> anyhow::Result<bool> {
         })
         .await?;
         let rolled_back = until("the rollback", || async {
-            rollout_status(&rollouts).await.is_some_and(|s| s.phase == "RolledBack")
+            rollout_status(&rollouts)
+                .await
+                .is_some_and(|s| s.phase == "RolledBack" && s.revision_number > before)
         })
         .await?;
         let mut back = visible;
         for m in &members {
-            back = back.max(until(&format!("{} back on the good release", m.name()), || runs(m, &good)).await?);
+            back =
+                back.max(until(&format!("{} back on the good release", m.name()), || runs(m, &good)).await?);
         }
         started_rollback.push(rolled_back.saturating_duration_since(visible));
         all_back.push(back.saturating_duration_since(visible));
@@ -309,11 +325,13 @@ async fn watch_waves(
     while healthy.len() < names.len() {
         let now = Instant::now();
         for w in works.list(&ListParams::default()).await?.items {
-            let Some(cluster) = w.metadata.namespace.as_deref().and_then(|n| n.strip_prefix("flotilla-cluster-"))
+            let Some(cluster) =
+                w.metadata.namespace.as_deref().and_then(|n| n.strip_prefix("flotilla-cluster-"))
             else {
                 continue;
             };
-            let carries = w.metadata.annotations.as_ref().and_then(|a| a.get(REVISION_ANNOTATION)) == Some(&revision);
+            let carries =
+                w.metadata.annotations.as_ref().and_then(|a| a.get(REVISION_ANNOTATION)) == Some(&revision);
             if carries {
                 written.entry(cluster.to_string()).or_insert(now);
             }

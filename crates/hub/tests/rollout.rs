@@ -5,7 +5,9 @@
 //! waves 2 and 3 keep the old image), and the Rollout, its Events and its
 //! kept revisions say so. Then the controls: paused holds the next wave,
 //! promote finishes every wave, abort puts wave 1 back on the stable
-//! revision and the revision is not tried again.
+//! revision and the revision is not tried again. Last, a member lost
+//! mid-rollout is not gated (the others carry the waves through) and gets
+//! the revision its wave reached once it is back.
 
 mod support;
 
@@ -79,7 +81,7 @@ async fn annotate(rollouts: &Api<Rollout>, key: &str, value: Option<&str>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_and_abort() {
     let regions = ["eu"; 10];
-    let fleet = Fleet::start_with(&regions, &[], FailoverSettings::default(), true).await;
+    let mut fleet = Fleet::start_with(&regions, &[], FailoverSettings::default(), true).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, NS).await;
     apply(
@@ -200,4 +202,27 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(on(&images(&fleet).await, "web:4").is_empty(), "the aborted revision is not tried again");
+
+    // m2 (wave 2) is lost: its agent stops. The next change goes through
+    // every wave without it; m2 says it was not gated.
+    fleet.agents.remove("m2").unwrap().abort();
+    let clusters: Api<flotilla_api::cluster::ManagedCluster> = Api::all(hub.clone());
+    flotilla_localkube::wait_for("m2 not Available", WAIT, || async {
+        clusters.get("m2").await.unwrap().condition("Available").is_some_and(|c| c.status != "True")
+    })
+    .await;
+    apply(&hub, deployment("web:5")).await;
+    let done = rollout_until(&rollouts, "completed revision 5 without m2", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 5)
+    })
+    .await;
+    let m2 = done.status.unwrap().clusters.into_iter().find(|c| c.name == "m2").unwrap();
+    assert_eq!((m2.gate.as_str(), m2.given.as_str()), ("Unreachable", "new"), "{m2:?}");
+    assert_eq!(on(&images(&fleet).await, "web:5").len(), 9);
+    // Back: it applies the revision its wave reached.
+    fleet.start_agent(1, None);
+    flotilla_localkube::wait_for("m2 on web:5 once back", WAIT, || async {
+        on(&images(&fleet).await, "web:5").len() == 10
+    })
+    .await;
 }

@@ -331,7 +331,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     // Under a rollout strategy, each cluster gets the revision its wave is
     // on (a template without one changes everywhere at once).
-    let given = if decision.policy.is_some() {
+    let mut given = if decision.policy.is_some() {
         let content = RevisionContent::of(&template_json, &applicable);
         let uid = template.metadata.uid.clone().unwrap_or_default();
         super::rollouts::plan(apps, key, &meta, &uid, content, &clusters, &works).await?
@@ -405,6 +405,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         ));
     }
     apps.works_written(key, too_large, futures::future::join_all(writes).await)?;
+    if let Some(given) = given.as_mut() {
+        super::rollouts::report(apps, key, given).await?;
+    }
     if !override_errors.is_empty() {
         record(apps, key, false, "OverrideFailed", &override_errors.join("; "), template.metadata.generation);
     }

@@ -12,6 +12,7 @@
 mod binder;
 mod fleet_view;
 mod index;
+mod metric_gates;
 mod policies;
 mod queue;
 mod rollouts;

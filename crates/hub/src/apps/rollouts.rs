@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use flotilla_api::rollout::{Rollout, RolloutStrategy, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_api::work::{TargetCluster, Work};
+use flotilla_apps_core::metric_gate::Verdict;
 use flotilla_apps_core::revision::{changes, RevisionContent};
 use flotilla_apps_core::rollout::{self, Assigned, Phase, Record};
 use flotilla_apps_core::rollout_status::{self, StatusInput};
@@ -29,6 +30,11 @@ use super::state::Apps;
 use crate::error::Error;
 
 const MANAGER: &str = "flotilla-rollout";
+/// How often the metric gates of a rollout under way are asked again.
+const METRIC_RECHECK: Duration = Duration::from_secs(2);
+
+/// A kept revision: (namespace, rollout, hash).
+type RevisionId = (String, String, String);
 
 /// What the rollouts keep between binder passes.
 pub(crate) struct Rollouts {
@@ -38,7 +44,7 @@ pub(crate) struct Rollouts {
     /// when the next pass runs (a stale record would step twice).
     records: Mutex<HashMap<TemplateKey, Record>>,
     /// Revision contents by (namespace, rollout, hash), and their numbers.
-    contents: Mutex<HashMap<(String, String, String), (i64, Arc<RevisionContent>)>>,
+    contents: Mutex<HashMap<RevisionId, (i64, Arc<RevisionContent>)>>,
     recorder: Recorder,
 }
 
@@ -66,6 +72,41 @@ impl Rollouts {
 pub(super) struct Given {
     per_cluster: BTreeMap<String, (String, Arc<RevisionContent>)>,
     pub(super) requeue: Option<Duration>,
+    /// What to say once the Works are written ([`report`]).
+    report: Option<Report>,
+}
+
+/// The Rollout's status and Events of a pass, written after its Works so
+/// they never delay a wave.
+struct Report {
+    object: Arc<Rollout>,
+    status: Option<flotilla_api::rollout::RolloutStatus>,
+    events: Vec<(String, String)>,
+    /// A revision was kept now: prune the history (limit, never these).
+    prune: Option<(i32, Vec<Option<String>>)>,
+}
+
+/// Writes what a pass decided about the Rollout: its status, its Events,
+/// the history pruned.
+pub(super) async fn report(apps: &Apps, key: &TemplateKey, given: &mut Given) -> Result<(), Error> {
+    let Some(report) = given.report.take() else { return Ok(()) };
+    let name = report.object.name_any();
+    if let Some(status) = &report.status {
+        let body =
+            json!({"apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()), "status": status});
+        Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
+            .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
+            .await?;
+    }
+    for (reason, message) in &report.events {
+        publish(apps, &report.object, reason, message).await;
+        tracing::info!(template = %key, %reason, %message, "rollout");
+    }
+    if let Some((limit, keep)) = &report.prune {
+        let keep: Vec<Option<&String>> = keep.iter().map(Option::as_ref).collect();
+        prune_history(apps, &key.namespace, &name, *limit, &keep).await;
+    }
+    Ok(())
 }
 
 impl Given {
@@ -140,7 +181,7 @@ pub(super) async fn plan(
         })
         .collect();
     let waves = rollout::waves_for(&strategy, &labelled, record.as_ref(), &hash);
-    let reports: Vec<rollout::ClusterReport> = targets
+    let mut reports: Vec<rollout::ClusterReport> = targets
         .iter()
         .map(|t| {
             let reachable =
@@ -154,6 +195,33 @@ pub(super) async fn plan(
         })
         .collect();
     let wave_now = record.as_ref().filter(|r| r.revision == hash).map_or(0, |r| r.wave);
+    let rolling_now = record.as_ref().is_some_and(|r| {
+        r.revision == hash && matches!(r.phase, Phase::Progressing | Phase::Soaking | Phase::Paused)
+    });
+    if rolling_now && !spec.metric_gates.is_empty() {
+        let reached: Vec<&String> = waves.iter().take(wave_now + 1).flatten().collect();
+        let verdicts = futures::future::join_all(
+            reached.iter().map(|c| super::metric_gates::check(&spec.metric_gates, c)),
+        )
+        .await;
+        for (cluster, verdict) in reached.iter().zip(verdicts) {
+            // Only a cluster that runs the new revision is judged by it.
+            let Some(report) = reports
+                .iter_mut()
+                .find(|r| &r.name == *cluster && r.revision.as_deref() == Some(hash.as_str()))
+            else {
+                continue;
+            };
+            match verdict {
+                Verdict::Fail(why) => report.health = rollout::Health::Failed(why),
+                Verdict::NoData(why) if report.health == rollout::Health::Healthy => {
+                    tracing::debug!(template = %key, cluster = %cluster, %why, "metric gate waits");
+                    report.health = rollout::Health::Progressing;
+                }
+                _ => {}
+            }
+        }
+    }
     let control = rollout_status::control_of(object.annotations(), &hash, wave_now);
     let now = k8s_openapi::jiff::Timestamp::now().as_second();
     let stepped = rollout::step(&rollout::StepInput {
@@ -174,7 +242,7 @@ pub(super) async fn plan(
         Some(h) if *h != hash => load_revision(apps, &key.namespace, &name, h).await?,
         _ => None,
     };
-    let number =
+    let (number, created) =
         keep_revision(apps, key, &object, &name, &hash, &content, stable.as_ref().map(|s| &*s.1)).await?;
     let stable_number = match (&stable_hash, &stable) {
         (Some(h), _) if *h == hash => Some(number),
@@ -202,25 +270,22 @@ pub(super) async fn plan(
         previous: object.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default(),
         now,
     });
-    if object.status.as_ref() != Some(&status) {
-        let body =
-            json!({"apiVersion": Rollout::api_version(&()), "kind": Rollout::kind(&()), "status": status});
-        Api::<Rollout>::namespaced(apps.client.clone(), &key.namespace)
-            .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
-            .await?;
-    }
     lock(&apps.rollouts.records).insert(key.clone(), stepped.record.clone());
     let mut numbers = vec![(hash.as_str(), number)];
     if let (Some(h), Some(n)) = (&stable_hash, stable_number) {
         numbers.push((h.as_str(), n));
     }
-    for (reason, message) in &stepped.events {
-        let message = rollout_status::with_numbers(message, &numbers);
-        publish(apps, &object, reason, &message).await;
-        tracing::info!(template = %key, %reason, %message, "rollout");
-    }
-    prune_history(apps, &key.namespace, &name, spec.history_limit, &[Some(&hash), stable_hash.as_ref()])
-        .await;
+    let events = stepped
+        .events
+        .iter()
+        .map(|(reason, message)| (reason.clone(), rollout_status::with_numbers(message, &numbers)))
+        .collect();
+    let report = Report {
+        status: (object.status.as_ref() != Some(&status)).then_some(status),
+        events,
+        prune: created.then(|| (spec.history_limit, vec![Some(hash.clone()), stable_hash.clone()])),
+        object,
+    };
 
     let r = &stepped.record;
     let active = matches!(r.phase, Phase::Progressing | Phase::Soaking | Phase::Paused);
@@ -235,7 +300,13 @@ pub(super) async fn plan(
         Phase::Progressing => Some(left(r.wave_started_at, strategy.progress_deadline_seconds)),
         Phase::Paused | Phase::Complete | Phase::RolledBack => None,
     };
-    Ok(Some(Given { per_cluster, requeue }))
+    // Metrics change without any event: ask again while the revision rolls.
+    let requeue = if active && !spec.metric_gates.is_empty() {
+        Some(requeue.map_or(METRIC_RECHECK, |r| r.min(METRIC_RECHECK)))
+    } else {
+        requeue
+    };
+    Ok(Some(Given { per_cluster, requeue, report: Some(report) }))
 }
 
 /// The template's Rollout, written when missing or when it names another
@@ -312,7 +383,8 @@ async fn load_revision(
 }
 
 /// Keeps a revision (numbered after the newest kept, with what changed
-/// from the stable one) unless it is kept already; its number.
+/// from the stable one) unless it is kept already; its number, and whether
+/// it was kept now.
 async fn keep_revision(
     apps: &Apps,
     key: &TemplateKey,
@@ -321,15 +393,15 @@ async fn keep_revision(
     hash: &str,
     content: &Arc<RevisionContent>,
     stable: Option<&RevisionContent>,
-) -> Result<i64, Error> {
+) -> Result<(i64, bool), Error> {
     let id = (key.namespace.clone(), name.to_string(), hash.to_string());
     if let Some((number, _)) = lock(&apps.rollouts.contents).get(&id) {
-        return Ok(*number);
+        return Ok((*number, false));
     }
     let kept = list_revisions(apps, &key.namespace, name).await?;
     if let Some((_, number, _)) = kept.iter().find(|(h, _, _)| h == hash) {
         lock(&apps.rollouts.contents).insert(id, (*number, content.clone()));
-        return Ok(*number);
+        return Ok((*number, false));
     }
     let number = kept.iter().map(|(_, n, _)| *n).max().unwrap_or(0) + 1;
     let revision = ControllerRevision {
@@ -355,12 +427,12 @@ async fn keep_revision(
             let existing = api.get(&revision_name(name, hash)).await?;
             let number = existing.revision.unwrap_or(0);
             lock(&apps.rollouts.contents).insert(id, (number, content.clone()));
-            return Ok(number);
+            return Ok((number, false));
         }
         Err(e) => return Err(e.into()),
     }
     lock(&apps.rollouts.contents).insert(id, (number, content.clone()));
-    Ok(number)
+    Ok((number, true))
 }
 
 /// Deletes the oldest revisions beyond `limit`, never those in `keep`.

@@ -30,7 +30,12 @@ pub const KUBELET_SYSCTLS: [&str; 6] = [
 /// reaches another group's nodes (another Machine's, a meta cluster's
 /// NodePort) through the host. Recorded and restored like
 /// [`KUBELET_SYSCTLS`].
-pub const GROUP_SYSCTLS: [(&str, &str); 1] = [("net/ipv4/ip_forward", "1")];
+/// The inotify instances: each real kubelet's cAdvisor takes several, and
+/// a host running clusters beside its nodes runs out at the default 128
+/// (`inotify_init: too many open files`). Both are minimums: a host with
+/// more keeps its value.
+pub const GROUP_SYSCTLS: [(&str, &str); 2] =
+    [("net/ipv4/ip_forward", "1"), ("fs/inotify/max_user_instances", "1024")];
 
 /// Every sysctl recorded before the first group and restored after the
 /// last.

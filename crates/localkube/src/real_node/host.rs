@@ -106,7 +106,16 @@ pub fn host_routes() -> Result<Vec<Ipv4Cidr>> {
 
 /// What a live group needs of the host ([`GROUP_SYSCTLS`]).
 pub fn write_group_sysctls() -> Result<()> {
-    write_sysctls(&GROUP_SYSCTLS.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect())
+    let current = read_sysctls()?;
+    let raised: BTreeMap<String, String> = GROUP_SYSCTLS
+        .iter()
+        .filter(|(name, wanted)| {
+            let now = current.get(*name).and_then(|v| v.parse::<u64>().ok());
+            now.is_none_or(|now| wanted.parse::<u64>().is_ok_and(|wanted| now < wanted))
+        })
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    write_sysctls(&raised)
 }
 
 /// The current values of the sysctls the kubelet and the groups set.

@@ -12,6 +12,7 @@
 mod binder;
 mod fleet_view;
 mod index;
+mod opt_in;
 mod policies;
 mod queue;
 mod rollouts;
@@ -81,6 +82,7 @@ fn strip_meta<K: Resource>(k: &mut K) {
 pub async fn run(
     client: Client,
     failover: flotilla_apps_core::failover::FailoverSettings,
+    opt_in: flotilla_apps_core::migration::OptIn,
 ) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
@@ -109,6 +111,7 @@ pub async fn run(
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
         failover,
+        opt_in,
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),

@@ -130,4 +130,33 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn policies_with_a_suspension() {
+        let selectors = serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment"}]);
+        let policy = |suspension: serde_json::Value| {
+            serde_json::json!({"apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+                "metadata": {"name": "p", "namespace": "default"},
+                "spec": {"resourceSelectors": selectors, "suspension": suspension}})
+        };
+        // (name, suspension, want the errors to mention)
+        let cases: Vec<(&str, serde_json::Value, Option<&str>)> = vec![
+            ("dispatching", serde_json::json!({"dispatching": true}), None),
+            ("on clusters", serde_json::json!({"dispatchingOnClusters": {"clusterNames": ["m1"]}}), None),
+            ("empty", serde_json::json!({}), None),
+            (
+                "scheduling is Karmada's, not Flotilla's",
+                serde_json::json!({"scheduling": true}),
+                Some("spec.suspension.scheduling: Karmada field not supported by Flotilla"),
+            ),
+            ("a typo", serde_json::json!({"dispatchin": true}), Some("spec.suspension.dispatchin: unknown field")),
+        ];
+        for (name, suspension, want) in cases {
+            let errors = crate::validation::validate_policy("PropagationPolicy", &policy(suspension));
+            match want {
+                None => assert!(errors.is_empty(), "{name}: {errors:?}"),
+                Some(needle) => assert!(errors.iter().any(|e| e.contains(needle)), "{name}: {errors:?}"),
+            }
+        }
+    }
 }

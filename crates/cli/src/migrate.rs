@@ -54,6 +54,7 @@ pub struct ReleaseArgs {
 
 /// `flotilla promote`.
 pub async fn promote(args: PromoteArgs) -> anyhow::Result<bool> {
+    flotilla_apps_core::migration::parse_object_arg(&args.object)?;
     let hub = args.hub.client().await.context("connecting to the hub")?;
     let member = match &args.member_kubeconfig {
         Some(path) => {
@@ -91,6 +92,7 @@ pub async fn promote(args: PromoteArgs) -> anyhow::Result<bool> {
 
 /// `flotilla release`.
 pub async fn release(args: ReleaseArgs) -> anyhow::Result<bool> {
+    flotilla_apps_core::migration::parse_object_arg(&args.object)?;
     let hub = args.hub.client().await.context("connecting to the hub")?;
     let released = flotilla_hub::migration::release(
         &hub,

@@ -12,7 +12,16 @@ fn which_templates_are_opted_in() {
     let none = labels(&[]);
     // (name, opt-in, namespace, namespace labels, template labels, needed by a managed template, want ok, message contains)
     #[allow(clippy::type_complexity)]
-    let cases: Vec<(&str, OptIn, &str, Option<&BTreeMap<String, String>>, &BTreeMap<String, String>, bool, bool, &str)> = vec![
+    let cases: Vec<(
+        &str,
+        OptIn,
+        &str,
+        Option<&BTreeMap<String, String>>,
+        &BTreeMap<String, String>,
+        bool,
+        bool,
+        &str,
+    )> = vec![
         ("not required: everything", OptIn::default(), "apps", None, &none, false, true, ""),
         ("not required: even opted out", OptIn::default(), "apps", None, &off, false, true, ""),
         ("template label", required.clone(), "apps", None, &on, false, true, ""),
@@ -20,10 +29,46 @@ fn which_templates_are_opted_in() {
         ("listed namespace", required.clone(), "listed", None, &none, false, true, ""),
         ("dependency of a managed template", required.clone(), "apps", None, &none, true, true, ""),
         ("nothing says so", required.clone(), "apps", Some(&none), &none, false, false, "namespace apps"),
-        ("namespace label false", required.clone(), "apps", Some(&off), &none, false, false, "does not carry"),
-        ("template opts out of an opted-in namespace", required.clone(), "apps", Some(&on), &off, false, false, "opts out"),
-        ("template opts out of a listed namespace", required.clone(), "listed", None, &off, true, false, "opts out"),
-        ("cluster-scoped without the label", required.clone(), "", None, &none, false, false, "the template does"),
+        (
+            "namespace label false",
+            required.clone(),
+            "apps",
+            Some(&off),
+            &none,
+            false,
+            false,
+            "does not carry",
+        ),
+        (
+            "template opts out of an opted-in namespace",
+            required.clone(),
+            "apps",
+            Some(&on),
+            &off,
+            false,
+            false,
+            "opts out",
+        ),
+        (
+            "template opts out of a listed namespace",
+            required.clone(),
+            "listed",
+            None,
+            &off,
+            true,
+            false,
+            "opts out",
+        ),
+        (
+            "cluster-scoped without the label",
+            required.clone(),
+            "",
+            None,
+            &none,
+            false,
+            false,
+            "the template does",
+        ),
         ("cluster-scoped with the label", required.clone(), "", None, &on, false, true, ""),
     ];
     for (name, opt_in, ns, ns_labels, template_labels, needed, want_ok, contains) in cases {
@@ -55,7 +100,8 @@ fn object_arguments() {
 #[test]
 fn resource_names() {
     let short = vec!["deploy".to_string()];
-    let deployments = ResourceNames { group: "apps", kind: "Deployment", plural: "deployments", short_names: &short };
+    let deployments =
+        ResourceNames { group: "apps", kind: "Deployment", plural: "deployments", short_names: &short };
     let services = ResourceNames { group: "", kind: "Service", plural: "services", short_names: &[] };
     let cases: Vec<(&str, &ResourceNames, bool)> = vec![
         ("deployment", &deployments, true),
@@ -111,8 +157,7 @@ fn member_deployment() -> Value {
 fn templates_from_member_objects() {
     let deployment = member_deployment();
     let mut owned = member_deployment();
-    owned["metadata"]["ownerReferences"] =
-        json!([{"apiVersion": "example.com/v1", "kind": "App", "name": "shop", "uid": "x", "controller": true}]);
+    owned["metadata"]["ownerReferences"] = json!([{"apiVersion": "example.com/v1", "kind": "App", "name": "shop", "uid": "x", "controller": true}]);
     let service = json!({
         "apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "web", "namespace": "shop", "uid": "s"},
@@ -208,7 +253,12 @@ fn promoted_policies() {
             json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "namespace": "shop"}]),
         ),
         ("on its cluster", &policy, "/spec/placement/clusterAffinity/clusterNames", json!(["m2"])),
-        ("every replica there", &policy, "/spec/placement/replicaScheduling/replicaSchedulingType", json!("Duplicated")),
+        (
+            "every replica there",
+            &policy,
+            "/spec/placement/replicaScheduling/replicaSchedulingType",
+            json!("Duplicated"),
+        ),
         ("takes the object over", &policy, "/spec/conflictResolution", json!("Overwrite")),
         ("cluster-scoped", &cluster_policy, "/kind", json!("ClusterPropagationPolicy")),
         ("cluster-scoped name", &cluster_policy, "/metadata/name", json!("promoted-clusterrole-reader")),
@@ -237,8 +287,18 @@ fn what_release_does_with_the_policy() {
     let users = vec!["shop/other".to_string()];
     let cases: Vec<(&str, BTreeMap<String, String>, &[String], PolicyFate)> = vec![
         ("promoted, used by nothing else", promoted.clone(), &[], PolicyFate::Delete),
-        ("promoted, used by another", promoted, &users, PolicyFate::Keep("it is also used by shop/other".into())),
-        ("the user's own", labels(&[]), &[], PolicyFate::Keep("it was not made by `flotilla promote`".into())),
+        (
+            "promoted, used by another",
+            promoted,
+            &users,
+            PolicyFate::Keep("it is also used by shop/other".into()),
+        ),
+        (
+            "the user's own",
+            labels(&[]),
+            &[],
+            PolicyFate::Keep("it was not made by `flotilla promote`".into()),
+        ),
     ];
     for (name, policy_labels, others, want) in cases {
         assert_eq!(policy_fate(&policy_labels, others), want, "{name}");

@@ -33,6 +33,34 @@ pub fn any_suspended(suspension: Option<&Suspension>) -> bool {
     })
 }
 
+/// A dependency's suspension (it follows the templates that need it, with
+/// no policy of its own): suspended on a cluster when every template that
+/// needs it there is; to every cluster when every such template is
+/// suspended everywhere. `requirers` holds each needing template's
+/// suspension and the clusters it needs the dependency on.
+pub fn for_dependency(requirers: &[(Option<&Suspension>, &[String])]) -> Option<Suspension> {
+    if requirers.is_empty() {
+        return None;
+    }
+    if requirers.iter().all(|(s, _)| s.is_some_and(|s| s.dispatching == Some(true))) {
+        return Some(Suspension { dispatching: Some(true), dispatching_on_clusters: None });
+    }
+    let mut names: Vec<String> =
+        requirers.iter().flat_map(|(_, clusters)| clusters.iter().cloned()).collect();
+    names.sort();
+    names.dedup();
+    names.retain(|cluster| {
+        requirers
+            .iter()
+            .filter(|(_, clusters)| clusters.contains(cluster))
+            .all(|(s, _)| dispatch_suspended(*s, cluster))
+    });
+    (!names.is_empty()).then(|| Suspension {
+        dispatching: None,
+        dispatching_on_clusters: Some(flotilla_api::policy::SuspendClusters { cluster_names: names }),
+    })
+}
+
 /// The `Dispatching` condition to write: `False`/`DispatchingSuspended`
 /// naming what is halted while suspended; `True`/`Dispatching` once
 /// resumed (only when the binding already has the condition, so a binding
@@ -53,7 +81,8 @@ pub fn dispatching_condition(suspension: Option<&Suspension>, had_condition: boo
          or deleted, members keep running what they have; remove the suspension to resume"
             .to_string()
     } else {
-        let names = s.dispatching_on_clusters.as_ref().map(|c| c.cluster_names.join(", ")).unwrap_or_default();
+        let names =
+            s.dispatching_on_clusters.as_ref().map(|c| c.cluster_names.join(", ")).unwrap_or_default();
         format!(
             "dispatch is suspended to {names} (policy spec.suspension.dispatchingOnClusters): their Works are \
              not written or deleted, their members keep running what they have; remove them to resume"
@@ -106,6 +135,35 @@ mod tests {
     }
 
     #[test]
+    fn a_dependency_follows_the_templates_that_need_it() {
+        let m1 = vec!["m1".to_string()];
+        let m12 = vec!["m1".to_string(), "m2".to_string()];
+        let (everywhere, on_m1, on_m2) = (all(true), on(&["m1"]), on(&["m2"]));
+        #[allow(clippy::type_complexity)]
+        let cases: Vec<(&str, Vec<(Option<&Suspension>, &[String])>, Option<Suspension>)> = vec![
+            ("needed by nothing", vec![], None),
+            ("one template, not suspended", vec![(None, &m12)], None),
+            ("one template, suspended everywhere", vec![(Some(&everywhere), &m12)], Some(all(true))),
+            ("one template, suspended on m1", vec![(Some(&on_m1), &m12)], Some(on(&["m1"]))),
+            (
+                "two templates, one runs on m1",
+                vec![(Some(&everywhere), &m12), (None, &m1)],
+                Some(on(&["m2"])),
+            ),
+            (
+                "two templates, both halted on m1",
+                vec![(Some(&on_m1), &m12), (Some(&everywhere), &m1)],
+                Some(on(&["m1"])),
+            ),
+            ("halted on different clusters", vec![(Some(&on_m1), &m12), (Some(&on_m2), &m12)], None),
+            ("both everywhere", vec![(Some(&everywhere), &m1), (Some(&everywhere), &m12)], Some(all(true))),
+        ];
+        for (name, requirers, want) in cases {
+            assert_eq!(for_dependency(&requirers), want, "{name}");
+        }
+    }
+
+    #[test]
     fn the_dispatching_condition() {
         // (name, suspension, had the condition, want (status, reason, message contains))
         let cases: Vec<(&str, Option<Suspension>, bool, Option<(bool, &str, &str)>)> = vec![
@@ -114,7 +172,12 @@ mod tests {
             ("suspended to all", Some(all(true)), false, Some((false, REASON_SUSPENDED, "every cluster"))),
             ("suspended to some", Some(on(&["m1", "m3"])), true, Some((false, REASON_SUSPENDED, "m1, m3"))),
             ("resumed", None, true, Some((true, REASON_DISPATCHING, "dispatch runs"))),
-            ("resumed with an empty list", Some(on(&[])), true, Some((true, REASON_DISPATCHING, "dispatch runs"))),
+            (
+                "resumed with an empty list",
+                Some(on(&[])),
+                true,
+                Some((true, REASON_DISPATCHING, "dispatch runs")),
+            ),
         ];
         for (name, suspension, had, want) in cases {
             let got = dispatching_condition(suspension.as_ref(), had);
@@ -149,7 +212,11 @@ mod tests {
                 serde_json::json!({"scheduling": true}),
                 Some("spec.suspension.scheduling: Karmada field not supported by Flotilla"),
             ),
-            ("a typo", serde_json::json!({"dispatchin": true}), Some("spec.suspension.dispatchin: unknown field")),
+            (
+                "a typo",
+                serde_json::json!({"dispatchin": true}),
+                Some("spec.suspension.dispatchin: unknown field"),
+            ),
         ];
         for (name, suspension, want) in cases {
             let errors = crate::validation::validate_policy("PropagationPolicy", &policy(suspension));

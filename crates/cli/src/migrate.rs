@@ -73,7 +73,10 @@ pub async fn promote(args: PromoteArgs) -> anyhow::Result<bool> {
     } else {
         format!("{}/{} in namespace {}", promoted.kind.to_lowercase(), promoted.name, promoted.namespace)
     };
-    println!("hub template {what} written from cluster {} (status and member-only fields left out)", promoted.cluster);
+    println!(
+        "hub template {what} written from cluster {} (status and member-only fields left out)",
+        promoted.cluster
+    );
     println!(
         "{} places it on {} and takes the running object over (conflictResolution: Overwrite)",
         promoted.policy, promoted.cluster
@@ -111,6 +114,12 @@ pub async fn release(args: ReleaseArgs) -> anyhow::Result<bool> {
         );
     }
     println!("hub template {} deleted", released.template);
+    if !released.dependencies.is_empty() {
+        println!(
+            "its dependencies ({}) stay on the hub; their member copies are kept too once nothing needs them",
+            released.dependencies.join(", ")
+        );
+    }
     if let Some(policy) = &released.policy_deleted {
         println!("{policy} (made by promote, used by nothing else) deleted");
     }

@@ -46,11 +46,12 @@ async fn promote_and_release_from_the_command_line() {
 
     let out = flotilla(&["hub", "install", "--kubeconfig", &hub_kc], home.path());
     assert!(out.status.success(), "{}", text(&out));
-    let _controllers = ManagedProcess::spawn(
-        ProcessSpec::new("hub", env!("CARGO_BIN_EXE_flotilla").into(), home.path().join("hub.log"))
-            .args(["hub", "run", "--kubeconfig", &hub_kc, "--require-opt-in"]),
-    )
-    .unwrap();
+    let _controllers =
+        ManagedProcess::spawn(
+            ProcessSpec::new("hub", env!("CARGO_BIN_EXE_flotilla").into(), home.path().join("hub.log"))
+                .args(["hub", "run", "--kubeconfig", &hub_kc, "--require-opt-in"]),
+        )
+        .unwrap();
     let out = flotilla(
         &["join", "m1", "--mode", "push", "--hub-kubeconfig", &hub_kc, "--kubeconfig", &member_kc],
         home.path(),
@@ -80,7 +81,8 @@ async fn promote_and_release_from_the_command_line() {
     let pods = pod_uids(&member).await;
 
     // Clear errors before anything is written.
-    let out = flotilla(&["promote", "web", "-n", "shop", "--cluster", "m1", "--kubeconfig", &hub_kc], home.path());
+    let out =
+        flotilla(&["promote", "web", "-n", "shop", "--cluster", "m1", "--kubeconfig", &hub_kc], home.path());
     assert!(!out.status.success());
     assert!(text(&out).contains("is not TYPE/NAME"), "{}", text(&out));
     let out = flotilla(
@@ -93,7 +95,18 @@ async fn promote_and_release_from_the_command_line() {
     // The cluster must be Available before its push agent applies anything;
     // promote waits for the adoption itself.
     let out = flotilla(
-        &["promote", "deploy/web", "-n", "shop", "--cluster", "m1", "--kubeconfig", &hub_kc, "--timeout", "90"],
+        &[
+            "promote",
+            "deploy/web",
+            "-n",
+            "shop",
+            "--cluster",
+            "m1",
+            "--kubeconfig",
+            &hub_kc,
+            "--timeout",
+            "90",
+        ],
         home.path(),
     );
     assert!(out.status.success(), "{}", text(&out));

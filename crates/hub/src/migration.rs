@@ -10,7 +10,6 @@
 //! deletes the template (the appliers let go of the objects and leave them
 //! running) and the policy `promote` made if nothing else uses it.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_api::cluster::{ManagedCluster, SyncMode};
@@ -96,7 +95,9 @@ pub async fn member_client(hub: &Client, cluster: &str) -> Result<Client, Error>
         .await?
         .ok_or_else(|| Error::Other(format!("no cluster {cluster} in the fleet")))?;
     match (mc.spec.sync_mode, mc.spec.secret_ref) {
-        (SyncMode::Push, Some(secret)) => crate::push::member_client(hub, &secret.namespace, &secret.name).await,
+        (SyncMode::Push, Some(secret)) => {
+            crate::push::member_client(hub, &secret.namespace, &secret.name).await
+        }
         _ => Err(Error::Other(format!(
             "cluster {cluster} is in pull mode: the hub holds no credential for it; pass the member's \
              kubeconfig (--member-kubeconfig)"
@@ -149,7 +150,10 @@ pub async fn promote(
         .map_err(|e| Error::Other(format!("cannot promote {what} from {cluster}: {e}")))?;
 
     let hub_type = resolve_type(hub, &resolved.resource.plural).await.map_err(|_| {
-        Error::Other(format!("the hub does not serve {} (install its CRD on the hub first)", resolved.resource.kind))
+        Error::Other(format!(
+            "the hub does not serve {} (install its CRD on the hub first)",
+            resolved.resource.kind
+        ))
     })?;
     let templates = api_for(hub, &hub_type, namespace);
     if let Some(existing) = templates.get_opt(&arg.name).await? {
@@ -164,9 +168,10 @@ pub async fn promote(
     }
     let policy = promoted_policy(&template, cluster);
     let policy_kind = policy["kind"].as_str().unwrap_or_default().to_string();
-    let policy_name = policy.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-    let policy_type = resolve_type(hub, &format!("{}.{}", policy_kind.to_lowercase(), flotilla_api::policy::GROUP))
-        .await?;
+    let policy_name =
+        policy.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+    let policy_type =
+        resolve_type(hub, &format!("{}.{}", policy_kind.to_lowercase(), flotilla_api::policy::GROUP)).await?;
     let params = PatchParams::apply(MANAGER).force();
     api_for(hub, &policy_type, namespace).patch(&policy_name, &params, &Patch::Apply(&policy)).await?;
     templates.patch(&arg.name, &params, &Patch::Apply(&template)).await?;
@@ -207,7 +212,8 @@ pub async fn wait_adopted(hub: &Client, promoted: &Promoted, timeout: Duration) 
         if let Some(work) = works.get_opt(&name).await? {
             let hash = work.annotations().get(keys::SPEC_HASH).cloned().unwrap_or_default();
             let status = work.status.unwrap_or_default();
-            let applied = status.conditions.iter().find(|c| c.type_ == flotilla_api::work::conditions::APPLIED);
+            let applied =
+                status.conditions.iter().find(|c| c.type_ == flotilla_api::work::conditions::APPLIED);
             match applied {
                 Some(c) if c.status == "True" && status.observed_spec_hash == hash => return Ok(()),
                 Some(c) => last = format!("{}: {}", c.reason, c.message),
@@ -226,6 +232,9 @@ pub struct Released {
     pub template: String,
     /// The clusters whose objects were left in place.
     pub clusters: Vec<String>,
+    /// Dependencies propagated with it (by name), whose member copies are
+    /// kept too once nothing needs them.
+    pub dependencies: Vec<String>,
     /// The policy deleted, if any.
     pub policy_deleted: Option<String>,
     /// The policy kept, and why.
@@ -233,8 +242,14 @@ pub struct Released {
 }
 
 /// Removes `object` (`TYPE/NAME`) from the fleet, leaving its member
-/// objects in place. Waits up to `timeout` for each member's agent.
-pub async fn release(hub: &Client, object: &str, namespace: &str, timeout: Duration) -> Result<Released, Error> {
+/// objects in place (and those of the dependencies propagated with it).
+/// Waits up to `timeout` for each member's agent.
+pub async fn release(
+    hub: &Client,
+    object: &str,
+    namespace: &str,
+    timeout: Duration,
+) -> Result<Released, Error> {
     let arg = parse_object_arg(object).map_err(|e| Error::Other(e.to_string()))?;
     let resolved = resolve_type(hub, &arg.resource).await?;
     let what = describe(&resolved, namespace, &arg.name);
@@ -243,32 +258,59 @@ pub async fn release(hub: &Client, object: &str, namespace: &str, timeout: Durat
         return Err(Error::Other(format!("the hub has no template {what}")));
     }
     let namespace = if resolved.namespaced { namespace } else { "" };
-    // 1. The binder keeps the Works preserving from now on.
-    let mark = json!({"metadata": {"annotations": {RELEASE_ANNOTATION: "true"}}});
-    templates.patch(&arg.name, &PatchParams::default(), &Patch::Merge(&mark)).await?;
-    // 2. Each Work preserves its objects, and its agent has seen that.
     let binding = binding_name(&resolved.resource.api_version, &resolved.resource.kind, &arg.name);
-    let work = work_name(namespace, &binding);
-    let mut works: BTreeMap<String, Api<Work>> = BTreeMap::new();
-    for mc in Api::<ManagedCluster>::all(hub.clone()).list(&ListParams::default()).await? {
-        let api = Api::<Work>::namespaced(hub.clone(), &ManagedCluster::hub_namespace(&mc.name_any()));
-        if api.get_opt(&work).await?.is_some() {
-            works.insert(mc.name_any(), api);
+    let spec = binding_spec(hub, namespace, &binding).await?;
+    // 1. The binder keeps the Works preserving from now on: the template's,
+    //    and its dependencies' (they go when nothing needs them any more).
+    let mut marked = vec![(templates.clone(), arg.name.clone(), binding.clone())];
+    for dep in spec.iter().flat_map(|s| s.dependencies.iter()) {
+        let (group, _) = dep.api_version.rsplit_once('/').unwrap_or(("", ""));
+        let written = if group.is_empty() {
+            dep.kind.to_lowercase()
+        } else {
+            format!("{}.{group}", dep.kind.to_lowercase())
+        };
+        let dep_type = resolve_type(hub, &written).await?;
+        let dep_binding = binding_name(&dep.api_version, &dep.kind, &dep.name);
+        marked.push((api_for(hub, &dep_type, namespace), dep.name.clone(), dep_binding));
+    }
+    let mark = json!({"metadata": {"annotations": {RELEASE_ANNOTATION: "true"}}});
+    for (api, name, _) in &marked {
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&mark)).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    wait_preserving(&works, &work, timeout).await?;
+    // 2. Each Work preserves its objects, and its agent has seen that.
+    let mut works: Vec<WorkAt> = Vec::new();
+    for mc in Api::<ManagedCluster>::all(hub.clone()).list(&ListParams::default()).await? {
+        let api = Api::<Work>::namespaced(hub.clone(), &ManagedCluster::hub_namespace(&mc.name_any()));
+        for (i, (_, _, b)) in marked.iter().enumerate() {
+            let name = work_name(namespace, b);
+            if api.get_opt(&name).await?.is_some() {
+                works.push(WorkAt { cluster: mc.name_any(), name, api: api.clone(), template: i == 0 });
+            }
+        }
+    }
+    wait_preserving(&works, timeout).await?;
     // 3. Which policy goes with it.
-    let policy = binding_policy(hub, namespace, &binding).await?;
+    let policy =
+        spec.and_then(|s| s.policy).map(|p| PolicyRef { kind: p.kind, namespace: p.namespace, name: p.name });
     let fate = match &policy {
         Some(p) => Some((p.clone(), fate_of(hub, p, namespace, &binding).await?)),
         None => None,
     };
     // 4. The template goes; the appliers let go of the objects.
     templates.delete(&arg.name, &DeleteParams::default()).await?;
-    wait_gone(&works, &work, timeout).await?;
+    let own: Vec<WorkAt> = works.iter().filter(|w| w.template).cloned().collect();
+    wait_gone(&own, timeout).await?;
+    let mut clusters: Vec<String> = own.iter().map(|w| w.cluster.clone()).collect();
+    clusters.dedup();
     let mut released = Released {
         template: what.clone(),
-        clusters: works.keys().cloned().collect(),
+        clusters,
+        dependencies: marked.iter().skip(1).map(|(_, name, _)| name.clone()).collect(),
         ..Default::default()
     };
     match fate {
@@ -288,15 +330,25 @@ pub async fn release(hub: &Client, object: &str, namespace: &str, timeout: Durat
     Ok(released)
 }
 
-async fn wait_preserving(works: &BTreeMap<String, Api<Work>>, name: &str, timeout: Duration) -> Result<(), Error> {
+/// One Work `release` waits on.
+#[derive(Clone)]
+struct WorkAt {
+    cluster: String,
+    name: String,
+    api: Api<Work>,
+    /// The released template's own (not a dependency's).
+    template: bool,
+}
+
+async fn wait_preserving(works: &[WorkAt], timeout: Duration) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut waiting = Vec::new();
-        for (cluster, api) in works {
+        for WorkAt { cluster, name, api, .. } in works {
             let Some(work) = api.get_opt(name).await? else { continue };
-            if work.metadata.deletion_timestamp.is_some() {
+            if work.metadata.deletion_timestamp.is_some() && !work.spec.preserve_resources_on_deletion {
                 return Err(Error::Other(format!(
-                    "the Work in {cluster} is already being deleted; its member may remove the objects"
+                    "the Work {name} in {cluster} is already being deleted without preserving its objects"
                 )));
             }
             let spec = serde_json::to_value(&work.spec)?;
@@ -317,6 +369,7 @@ async fn wait_preserving(works: &BTreeMap<String, Api<Work>>, name: &str, timeou
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
+            waiting.dedup();
             return Err(Error::Timeout(format!(
                 "the agents of {} to confirm their Works preserve the objects (nothing was deleted; run \
                  release again once they are reachable)",
@@ -327,11 +380,11 @@ async fn wait_preserving(works: &BTreeMap<String, Api<Work>>, name: &str, timeou
     }
 }
 
-async fn wait_gone(works: &BTreeMap<String, Api<Work>>, name: &str, timeout: Duration) -> Result<(), Error> {
+async fn wait_gone(works: &[WorkAt], timeout: Duration) -> Result<(), Error> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut left = Vec::new();
-        for (cluster, api) in works {
+        for WorkAt { cluster, name, api, .. } in works {
             if api.get_opt(name).await?.is_some() {
                 left.push(cluster.clone());
             }
@@ -381,18 +434,22 @@ fn policy_api(hub: &Client, p: &PolicyRef) -> Result<Api<DynamicObject>, Error> 
     })
 }
 
-async fn binding_policy(hub: &Client, namespace: &str, binding: &str) -> Result<Option<PolicyRef>, Error> {
-    let spec = if namespace.is_empty() {
+async fn binding_spec(
+    hub: &Client,
+    namespace: &str,
+    binding: &str,
+) -> Result<Option<flotilla_api::work::BindingSpec>, Error> {
+    Ok(if namespace.is_empty() {
         Api::<flotilla_api::work::ClusterResourceBinding>::all(hub.clone())
             .get_opt(binding)
             .await?
             .map(|b| b.spec.spec)
     } else {
-        Api::<ResourceBinding>::namespaced(hub.clone(), namespace).get_opt(binding).await?.map(|b| b.spec.spec)
-    };
-    Ok(spec
-        .and_then(|s| s.policy)
-        .map(|p| PolicyRef { kind: p.kind, namespace: p.namespace, name: p.name }))
+        Api::<ResourceBinding>::namespaced(hub.clone(), namespace)
+            .get_opt(binding)
+            .await?
+            .map(|b| b.spec.spec)
+    })
 }
 
 /// Whether the policy goes: only one `promote` made that no other binding uses.
@@ -401,7 +458,9 @@ async fn fate_of(hub: &Client, p: &PolicyRef, namespace: &str, binding: &str) ->
         return Ok(PolicyFate::Keep("it is gone already".into()));
     };
     let uses = |spec: &flotilla_api::work::BindingSpec| {
-        spec.policy.as_ref().is_some_and(|r| r.kind == p.kind && r.namespace == p.namespace && r.name == p.name)
+        spec.policy
+            .as_ref()
+            .is_some_and(|r| r.kind == p.kind && r.namespace == p.namespace && r.name == p.name)
     };
     let mut others = Vec::new();
     for b in Api::<ResourceBinding>::all(hub.clone()).list(&ListParams::default()).await? {

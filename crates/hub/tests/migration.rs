@@ -73,7 +73,8 @@ async fn set_hub_replicas(hub: &Cluster, replicas: i32) {
 
 #[tokio::test]
 async fn promote_suspend_resume_and_release_under_require_opt_in() {
-    let hub_config = HubConfig { opt_in: OptIn { required: true, ..Default::default() }, ..Default::default() };
+    let hub_config =
+        HubConfig { opt_in: OptIn { required: true, ..Default::default() }, ..Default::default() };
     let fleet = Fleet::start_with_hub(&["eu"], hub_config).await;
     let hub = fleet.hub.client();
     let member = fleet.member("m1");
@@ -115,14 +116,18 @@ async fn promote_suspend_resume_and_release_under_require_opt_in() {
     })
     .await;
     let works: Api<Work> = Api::namespaced(hub.clone(), "flotilla-cluster-m1");
-    assert!(works.get_opt("legacy.web-deployment").await.unwrap().is_none(), "a Work for a template not opted in");
+    assert!(
+        works.get_opt("legacy.web-deployment").await.unwrap().is_none(),
+        "a Work for a template not opted in"
+    );
     assert!(Api::<Deployment>::namespaced(member.client(), "legacy").get_opt("web").await.unwrap().is_none());
 
     // Promote: the hub template and policy come from the member object;
     // the agent takes it over without a restart.
-    let promoted = flotilla_hub::migration::promote(&hub, &member.client(), "deployments.apps/web", "shop", "m1")
-        .await
-        .unwrap();
+    let promoted =
+        flotilla_hub::migration::promote(&hub, &member.client(), "deployments.apps/web", "shop", "m1")
+            .await
+            .unwrap();
     assert_eq!(promoted.policy, "PropagationPolicy shop/promoted-deployment-web");
     flotilla_hub::migration::wait_adopted(&hub, &promoted, Duration::from_secs(60)).await.unwrap();
     let adopted = member_deployment(member).await.unwrap();
@@ -150,7 +155,10 @@ async fn promote_suspend_resume_and_release_under_require_opt_in() {
     // Suspended: template changes stop at the hub; the member runs on.
     let policies = Api::<flotilla_api::policy::PropagationPolicy>::namespaced(hub.clone(), "shop");
     let suspend = json!({"spec": {"suspension": {"dispatching": true}}});
-    policies.patch("promoted-deployment-web", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
+    policies
+        .patch("promoted-deployment-web", &PatchParams::default(), &Patch::Merge(&suspend))
+        .await
+        .unwrap();
     let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "shop");
     wait_for("the binding to say dispatch is suspended", Duration::from_secs(30), || async {
         dispatching(&bindings).await == Some(("False".into(), "DispatchingSuspended".into()))
@@ -164,7 +172,10 @@ async fn promote_suspend_resume_and_release_under_require_opt_in() {
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let work_after = works.get("shop.web-deployment").await.unwrap();
-    assert_eq!(work_after.metadata.resource_version, work_before.metadata.resource_version, "the Work was rewritten");
+    assert_eq!(
+        work_after.metadata.resource_version, work_before.metadata.resource_version,
+        "the Work was rewritten"
+    );
     assert_eq!(member_deployment(member).await.and_then(|d| d.spec.replicas), Some(3));
     let template = Api::<Deployment>::namespaced(hub.clone(), "shop").get("web").await.unwrap();
     let template_says = template

@@ -16,11 +16,11 @@ use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, s
 use flotilla_apps_core::failover;
 use flotilla_apps_core::revision::RevisionContent;
 use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
-use flotilla_apps_core::suspension::dispatch_suspended;
 use flotilla_apps_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
     TemplateMeta,
 };
+use flotilla_apps_core::suspension::dispatch_suspended;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -117,7 +117,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             conflict: ConflictResolution::Abort,
             preserve: false,
             return_after_failover: true,
-            suspension: None,
+            suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
         },
         None => {
             match existing {

@@ -18,6 +18,7 @@ mod queue;
 mod rollouts;
 mod state;
 mod status;
+mod suspended;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;

@@ -36,7 +36,10 @@ pub(super) async fn refusal(
     let namespace_labels = if key.namespace.is_empty() {
         None
     } else {
-        Api::<Namespace>::all(apps.client.clone()).get_opt(&key.namespace).await?.and_then(|n| n.metadata.labels)
+        Api::<Namespace>::all(apps.client.clone())
+            .get_opt(&key.namespace)
+            .await?
+            .and_then(|n| n.metadata.labels)
     };
     let Err(message) =
         opted_in(&apps.opt_in, &key.namespace, namespace_labels.as_ref(), labels, !required_by.is_empty())

@@ -55,7 +55,10 @@ pub fn for_dependency(requirers: &[(Option<&Suspension>, &[String])]) -> Option<
             .filter(|(_, clusters)| clusters.contains(cluster))
             .all(|(s, _)| dispatch_suspended(*s, cluster))
     });
-    (!names.is_empty()).then(|| Suspension {
+    if names.is_empty() {
+        return None;
+    }
+    Some(Suspension {
         dispatching: None,
         dispatching_on_clusters: Some(flotilla_api::policy::SuspendClusters { cluster_names: names }),
     })

@@ -215,3 +215,79 @@ async fn promote_suspend_resume_and_release_under_require_opt_in() {
     assert_eq!(left.spec.replicas, Some(1));
     assert_eq!(pods(member).await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_suspended_app_holds_its_dependencies_too_and_release_keeps_them() {
+    let fleet = Fleet::start(&["eu"], &[]).await;
+    let hub = fleet.hub.client();
+    let member = fleet.member("m1");
+    create_namespace(&hub, "deps").await;
+    let config = |value: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "api-config", "namespace": "deps"},
+            "data": {"mode": value}})
+    };
+    apply(&hub, config("one")).await;
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "api", "namespace": "deps"},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "api"}},
+                "template": {"metadata": {"labels": {"app": "api"}},
+                    "spec": {"containers": [{"name": "api", "image": "registry.k8s.io/pause:3.10",
+                        "envFrom": [{"configMapRef": {"name": "api-config"}}]}]}}}
+        }),
+    )
+    .await;
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "api", "namespace": "deps"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}],
+                "propagateDeps": true, "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+        }),
+    )
+    .await;
+    let member_configs: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(member.client(), "deps");
+    let mode = || async {
+        member_configs.get_opt("api-config").await.unwrap().and_then(|c| c.data?.get("mode").cloned())
+    };
+    wait_for("the config in m1", Duration::from_secs(60), || async { mode().await.as_deref() == Some("one") }).await;
+
+    // Suspended on m1: the dependency is held too.
+    let policies = Api::<flotilla_api::policy::PropagationPolicy>::namespaced(hub.clone(), "deps");
+    let suspend = json!({"spec": {"suspension": {"dispatchingOnClusters": {"clusterNames": ["m1"]}}}});
+    policies.patch("api", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
+    let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "deps");
+    wait_for("the dependency's binding to be suspended on m1", Duration::from_secs(30), || async {
+        bindings.get_opt("api-config-configmap").await.unwrap().and_then(|b| b.spec.spec.suspension).is_some_and(
+            |s| s.dispatching_on_clusters.is_some_and(|c| c.cluster_names == vec!["m1".to_string()]),
+        )
+    })
+    .await;
+    apply(&hub, config("two")).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(mode().await.as_deref(), Some("one"), "a suspended app's dependency changed");
+    let resume = json!({"spec": {"suspension": null}});
+    policies.patch("api", &PatchParams::default(), &Patch::Merge(&resume)).await.unwrap();
+    wait_for("the config to reach m1 after the resume", Duration::from_secs(30), || async {
+        mode().await.as_deref() == Some("two")
+    })
+    .await;
+
+    // Release: the Deployment and its ConfigMap stay in the member, also
+    // once the dependency's own Work is gone.
+    let released =
+        flotilla_hub::migration::release(&hub, "deployment/api", "deps", Duration::from_secs(60)).await.unwrap();
+    assert_eq!(released.dependencies, vec!["api-config".to_string()]);
+    assert_eq!(released.policy_kept.as_ref().map(|(p, _)| p.as_str()), Some("PropagationPolicy deps/api"));
+    let works: Api<Work> = Api::namespaced(hub.clone(), "flotilla-cluster-m1");
+    wait_for("the dependency's Work to go", Duration::from_secs(30), || async {
+        works.get_opt("deps.api-config-configmap").await.unwrap().is_none()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(mode().await.as_deref(), Some("two"), "release removed the dependency from the member");
+    assert!(Api::<Deployment>::namespaced(member.client(), "deps").get_opt("api").await.unwrap().is_some());
+}

@@ -253,7 +253,10 @@ async fn a_suspended_app_holds_its_dependencies_too_and_release_keeps_them() {
     let mode = || async {
         member_configs.get_opt("api-config").await.unwrap().and_then(|c| c.data?.get("mode").cloned())
     };
-    wait_for("the config in m1", Duration::from_secs(60), || async { mode().await.as_deref() == Some("one") }).await;
+    wait_for("the config in m1", Duration::from_secs(60), || async {
+        mode().await.as_deref() == Some("one")
+    })
+    .await;
 
     // Suspended on m1: the dependency is held too.
     let policies = Api::<flotilla_api::policy::PropagationPolicy>::namespaced(hub.clone(), "deps");
@@ -261,9 +264,14 @@ async fn a_suspended_app_holds_its_dependencies_too_and_release_keeps_them() {
     policies.patch("api", &PatchParams::default(), &Patch::Merge(&suspend)).await.unwrap();
     let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "deps");
     wait_for("the dependency's binding to be suspended on m1", Duration::from_secs(30), || async {
-        bindings.get_opt("api-config-configmap").await.unwrap().and_then(|b| b.spec.spec.suspension).is_some_and(
-            |s| s.dispatching_on_clusters.is_some_and(|c| c.cluster_names == vec!["m1".to_string()]),
-        )
+        bindings
+            .get_opt("api-config-configmap")
+            .await
+            .unwrap()
+            .and_then(|b| b.spec.spec.suspension)
+            .is_some_and(|s| {
+                s.dispatching_on_clusters.is_some_and(|c| c.cluster_names == vec!["m1".to_string()])
+            })
     })
     .await;
     apply(&hub, config("two")).await;
@@ -278,8 +286,9 @@ async fn a_suspended_app_holds_its_dependencies_too_and_release_keeps_them() {
 
     // Release: the Deployment and its ConfigMap stay in the member, also
     // once the dependency's own Work is gone.
-    let released =
-        flotilla_hub::migration::release(&hub, "deployment/api", "deps", Duration::from_secs(60)).await.unwrap();
+    let released = flotilla_hub::migration::release(&hub, "deployment/api", "deps", Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(released.dependencies, vec!["api-config".to_string()]);
     assert_eq!(released.policy_kept.as_ref().map(|(p, _)| p.as_str()), Some("PropagationPolicy deps/api"));
     let works: Api<Work> = Api::namespaced(hub.clone(), "flotilla-cluster-m1");

@@ -124,7 +124,7 @@ fn refuse_field(schema: &mut serde_json::Value, path: &str, reason: &str) {
 fn karmada_field_schema(field: &str) -> serde_json::Value {
     let any_object = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     match field {
-        "association" => serde_json::json!({"type": "boolean"}),
+        "association" | "scheduling" => serde_json::json!({"type": "boolean"}),
         "preemption" | "schedulerName" | "activationPreference" => serde_json::json!({"type": "string"}),
         "dependentOverrides" => serde_json::json!({"type": "array", "items": {"type": "string"}}),
         "clusterAffinities" | "fieldOverrider" => serde_json::json!({"type": "array", "items": any_object}),

@@ -40,7 +40,10 @@ pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
     ("spec.dependentOverrides", "overrides apply without waiting; remove the field"),
     ("spec.schedulerName", "Flotilla has one scheduler; remove the field"),
     ("spec.activationPreference", "policy changes always apply at once (remove the field)"),
-    ("spec.suspension", "suspending dispatch is not implemented"),
+    (
+        "spec.suspension.scheduling",
+        "suspending scheduling alone is not implemented; use `suspension.dispatching`",
+    ),
     ("spec.schedulePriority", "scheduling priority classes are not implemented"),
     ("spec.placement.clusterAffinities", "use a single clusterAffinity"),
     (
@@ -105,6 +108,34 @@ pub struct PropagationSpec {
     /// Keep the objects in the members when the template is deleted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preserve_resources_on_deletion: Option<bool>,
+    /// Halt dispatch (Karmada's `Suspension`): no Work is written or
+    /// deleted for the suspended clusters, so their members keep running
+    /// what they have, untouched by template changes, failover or scaling;
+    /// status is still reported. Remove it (or set `dispatching: false`) to
+    /// resume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<Suspension>,
+}
+
+/// Karmada's `Suspension`: what of a policy's propagation is halted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Suspension {
+    /// `true`: dispatch to every cluster is halted (`dispatchingOnClusters`
+    /// is then moot).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatching: Option<bool>,
+    /// Dispatch is halted to these clusters only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatching_on_clusters: Option<SuspendClusters>,
+}
+
+/// Clusters whose dispatch is halted, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SuspendClusters {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster_names: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -142,6 +142,10 @@ pub struct BindingSpec {
     pub conflict_resolution: ConflictResolution,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preserve_resources_on_deletion: bool,
+    /// The policy's suspension (as in Karmada's ResourceBinding): the
+    /// binder dispatches nothing to the suspended clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension: Option<crate::policy::Suspension>,
     /// Chosen clusters and their replicas (written by the scheduler).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clusters: Vec<TargetCluster>,

@@ -259,6 +259,8 @@ pub fn prepare_for_member(template: &Value) -> Value {
     let mut annotations =
         meta.and_then(|m| m.get("annotations")).and_then(Value::as_object).cloned().unwrap_or_default();
     annotations.remove(LAST_APPLIED);
+    // `flotilla release`'s mark is for the hub's binder, not the members.
+    annotations.remove(crate::migration::RELEASE_ANNOTATION);
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }
@@ -275,7 +277,7 @@ pub fn prepare_for_member(template: &Value) -> Value {
     out
 }
 
-fn strip_cluster_ip(service: &mut Value) {
+pub(crate) fn strip_cluster_ip(service: &mut Value) {
     let Some(spec) = service.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
@@ -288,7 +290,7 @@ fn strip_cluster_ip(service: &mut Value) {
     spec.remove("clusterIPs");
 }
 
-fn strip_job_selector(job: &mut Value) {
+pub(crate) fn strip_job_selector(job: &mut Value) {
     let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };

@@ -49,7 +49,36 @@ pub struct HubRunArgs {
     #[command(flatten)]
     pub failover: FailoverArgs,
     #[command(flatten)]
+    pub opt_in: OptInArgs,
+    #[command(flatten)]
     pub kok: KokArgs,
+}
+
+/// Which applications the fleet may manage (README "Migrating existing
+/// workloads").
+#[derive(Args, Debug, Clone)]
+pub struct OptInArgs {
+    /// Manage only opted-in applications: templates labelled
+    /// `apps.flotilla.io/managed=true`, or in a namespace so labelled or
+    /// listed with --opt-in-namespace (a template labelled `...=false`
+    /// stays out). Others are not dispatched (reason `NotOptedIn` on their
+    /// binding, or an Event on the template) and their members are left
+    /// untouched. Off by default: every template a policy selects is managed.
+    #[arg(long)]
+    pub require_opt_in: bool,
+    /// A namespace whose applications are opted in as a whole (repeat for
+    /// several). Needs --require-opt-in.
+    #[arg(long = "opt-in-namespace", value_name = "NAMESPACE", requires = "require_opt_in")]
+    pub namespaces: Vec<String>,
+}
+
+impl OptInArgs {
+    pub fn settings(&self) -> flotilla_apps_core::migration::OptIn {
+        flotilla_apps_core::migration::OptIn {
+            required: self.require_opt_in,
+            namespaces: self.namespaces.iter().cloned().collect(),
+        }
+    }
 }
 
 /// How the hub treats unhealthy clusters (see README "Faults").
@@ -244,6 +273,7 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 auto_accept: args.auto_accept,
                 grace: Duration::from_secs(args.grace_seconds),
                 failover: args.failover.settings(),
+                opt_in: args.opt_in.settings(),
                 ..Default::default()
             };
             let (etcd, hosted) = args.kok.operators()?;

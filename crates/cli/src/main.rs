@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
-use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, node_agent};
+use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, migrate, node_agent};
 
 #[derive(Parser)]
 #[command(
@@ -74,6 +74,30 @@ enum Command {
     /// List fleet resources.
     #[command(subcommand)]
     Get(fleetctl::GetCommand),
+    /// Adopt a workload already running in a member into the fleet, without restarting it.
+    ///
+    /// Reads the object from the member, writes a hub template of it (its
+    /// spec as it runs, pod template untouched; status and member-only
+    /// fields such as uid, resourceVersion, managedFields, ownerReferences,
+    /// a Service's cluster IPs and controller annotations left out),
+    /// labelled `apps.flotilla.io/managed=true`, and a PropagationPolicy
+    /// `promoted-<kind>-<name>` that places it on that cluster and takes the
+    /// running object over (`conflictResolution: Overwrite`). Then waits
+    /// until the member's agent applied it. From then on the hub template is
+    /// the source of truth: edit it on the hub.
+    ///
+    /// Example: flotilla promote deployment/web -n shop --cluster m1
+    Promote(migrate::PromoteArgs),
+    /// Remove an application from the fleet, leaving its member objects running.
+    ///
+    /// Marks the template's Works to preserve their objects, waits until
+    /// every member's agent confirmed that (nothing is deleted before),
+    /// deletes the hub template (the agents drop Flotilla's marks and leave
+    /// the objects in place) and the policy `promote` made, if nothing
+    /// else uses it. Says what it did.
+    ///
+    /// Example: flotilla release deployment/web -n shop
+    Release(migrate::ReleaseArgs),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
     #[command(
         long_about = "Build (or verify) the Kubernetes binaries in the cache and print their directory.\n\n\
@@ -171,6 +195,8 @@ async fn main() -> std::process::ExitCode {
         Command::Cluster(ClusterCommand::Hosted(c)) => kokctl::run(c).await,
         Command::Images(c) => kokctl::images(c).await,
         Command::Get(c) => fleetctl::get(c).await,
+        Command::Promote(a) => migrate::promote(a).await,
+        Command::Release(a) => migrate::release(a).await,
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
         Command::FleetDaemon(args) => fleet::daemon::run(args).await.map(|()| true),

@@ -9,6 +9,7 @@ mod error;
 pub mod install;
 pub mod leader;
 pub mod machines;
+pub mod migration;
 mod names;
 pub mod push;
 pub mod webhook;
@@ -34,6 +35,9 @@ pub struct HubConfig {
     pub webhook: Option<webhook::WebhookConfig>,
     /// Default tolerations, the mass-disruption guard, returns and surge.
     pub failover: flotilla_apps_core::failover::FailoverSettings,
+    /// Which applications the fleet may manage (default: every template a
+    /// policy selects; `hub run --require-opt-in` only opted-in ones).
+    pub opt_in: flotilla_apps_core::migration::OptIn,
 }
 
 impl Default for HubConfig {
@@ -43,6 +47,7 @@ impl Default for HubConfig {
             grace: Duration::from_secs(10),
             webhook: None,
             failover: Default::default(),
+            opt_in: Default::default(),
         }
     }
 }
@@ -63,7 +68,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
     let push = push::run(client.clone(), clusters);
     let machines = machines::run(client.clone(), config.auto_accept);
-    let apps = apps::run(client, config.failover);
+    let apps = apps::run(client, config.failover, config.opt_in);
     let ((), push, apps, ()) = futures::join!(fleet, push, apps, machines);
     push.and(apps)
 }

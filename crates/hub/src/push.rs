@@ -72,7 +72,7 @@ pub async fn run(
     }
 }
 
-async fn member_client(hub: &Client, namespace: &str, name: &str) -> Result<Client, Error> {
+pub(crate) async fn member_client(hub: &Client, namespace: &str, name: &str) -> Result<Client, Error> {
     let secret = Api::<Secret>::namespaced(hub.clone(), namespace).get(name).await?;
     let data =
         secret.data.as_ref().and_then(|d| d.get(KUBECONFIG_KEY)).ok_or_else(|| {

@@ -144,9 +144,22 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
             json!({"resourceSelectors": nginx(), "failover": {"application": {"decisionConditions": {}}}}),
             ["spec.failover.application", "application-level failover is not implemented"],
         ),
+        (
+            json!({"resourceSelectors": nginx(), "suspension": {"scheduling": true}}),
+            ["spec.suspension.scheduling", "Karmada field not supported by Flotilla"],
+        ),
     ] {
         assert_refused(create(&pps, policy("PropagationPolicy", "karmada", spec)).await, &needles);
     }
+    // Karmada's suspension of dispatch is Flotilla's too, exactly.
+    let suspended = policy(
+        "PropagationPolicy",
+        "suspended",
+        json!({"resourceSelectors": nginx(),
+            "suspension": {"dispatching": true, "dispatchingOnClusters": {"clusterNames": ["m1"]}}}),
+    );
+    let stored = create_strict(&client, suspended).await.unwrap();
+    assert_eq!(stored.data["spec"]["suspension"]["dispatchingOnClusters"]["clusterNames"], json!(["m1"]));
     let field_overrider = with_overriders("fields", json!({"fieldOverrider": [{"fieldPath": "/data"}]}));
     assert_refused(
         create(&ops, field_overrider).await,

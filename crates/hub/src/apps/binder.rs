@@ -20,6 +20,7 @@ use flotilla_apps_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
     TemplateMeta,
 };
+use flotilla_apps_core::suspension::dispatch_suspended;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -63,6 +64,8 @@ struct Decision {
     /// Replicas go back to a cluster they failed over from once it is
     /// healthy again (the policy may opt out).
     return_after_failover: bool,
+    /// The policy's suspension: no Work written or deleted where it holds.
+    suspension: Option<flotilla_api::policy::Suspension>,
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
@@ -100,7 +103,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     };
 
     let required_by = requirers(apps, key);
-    let decision = match pick_policy(apps, &meta) {
+    if let Some(why) = super::opt_in::refusal(apps, key, &template, &required_by).await? {
+        let reason = flotilla_apps_core::migration::REASON_NOT_OPTED_IN;
+        record(apps, key, false, reason, &why, template.metadata.generation);
+        return Ok(Some(super::opt_in::RECHECK));
+    }
+    let mut decision = match pick_policy(apps, &meta) {
         Some(d) => d,
         None if !required_by.is_empty() => Decision {
             policy: None,
@@ -109,6 +117,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             conflict: ConflictResolution::Abort,
             preserve: false,
             return_after_failover: true,
+            suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
         },
         None => {
             match existing {
@@ -130,6 +139,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }
     };
 
+    // `flotilla release`: the works keep their objects when they go.
+    decision.preserve |= flotilla_apps_core::migration::is_released(template.annotations());
     let replicas = flotilla_apps_core::workload::replicas(&template_json);
     let requests = flotilla_apps_core::workload::replica_requirements(&template_json);
     let previous: Vec<TargetCluster> =
@@ -275,6 +286,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         propagate_deps: decision.propagate_deps,
         conflict_resolution: decision.conflict,
         preserve_resources_on_deletion: decision.preserve,
+        suspension: decision.suspension.clone(),
         clusters: clusters.clone(),
         graceful_eviction_tasks: tasks.clone(),
         failed_over_from,
@@ -331,10 +343,26 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     // Under a rollout strategy, each cluster gets the revision its wave is
     // on (a template without one changes everywhere at once).
-    let mut given = if decision.policy.is_some() {
+    // A suspended application takes no rollout step either; clusters
+    // suspended one by one are not gated (nothing is dispatched to them).
+    let all_suspended = decision.suspension.as_ref().is_some_and(|s| s.dispatching == Some(true));
+    let mut given = if decision.policy.is_some() && !all_suspended {
         let content = RevisionContent::of(&template_json, &applicable);
         let uid = template.metadata.uid.clone().unwrap_or_default();
-        super::rollouts::plan(apps, key, &meta, &uid, content, &clusters, &works).await?
+        let suspended: BTreeSet<&str> = clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .filter(|c| dispatch_suspended(decision.suspension.as_ref(), c))
+            .collect();
+        let template = super::rollouts::Template {
+            meta: &meta,
+            uid: &uid,
+            content,
+            targets: &clusters,
+            works: &works,
+            suspended: &suspended,
+        };
+        super::rollouts::plan(apps, key, template).await?
     } else {
         None
     };
@@ -342,6 +370,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         requeue = Some(requeue.map_or(after, |r: Duration| r.min(after)));
     }
     for (target, step) in clusters.iter().zip(&steps) {
+        if dispatch_suspended(decision.suspension.as_ref(), &target.name) {
+            continue;
+        }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
         let (rendered, revision) = match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
@@ -419,7 +450,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         .chain(tasks.iter().map(|t| t.from_cluster.as_str()))
         .collect();
     for (cluster, work) in &works {
-        if !keep.contains(cluster.as_str()) && work.metadata.deletion_timestamp.is_none() {
+        if !keep.contains(cluster.as_str())
+            && work.metadata.deletion_timestamp.is_none()
+            && !dispatch_suspended(decision.suspension.as_ref(), cluster)
+        {
             delete_work(apps, work).await?;
         }
     }
@@ -538,6 +572,7 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
         conflict: spec.conflict_resolution.unwrap_or_default(),
         preserve: spec.preserve_resources_on_deletion.unwrap_or(false),
         return_after_failover,
+        suspension: spec.suspension.clone(),
     })
 }
 

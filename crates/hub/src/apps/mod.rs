@@ -13,11 +13,13 @@ mod binder;
 mod fleet_view;
 mod index;
 mod metric_gates;
+mod opt_in;
 mod policies;
 mod queue;
 mod rollouts;
 mod state;
 mod status;
+mod suspended;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -82,6 +84,7 @@ fn strip_meta<K: Resource>(k: &mut K) {
 pub async fn run(
     client: Client,
     failover: flotilla_apps_core::failover::FailoverSettings,
+    opt_in: flotilla_apps_core::migration::OptIn,
 ) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
@@ -110,6 +113,7 @@ pub async fn run(
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
         failover,
+        opt_in,
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),

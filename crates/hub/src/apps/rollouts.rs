@@ -126,17 +126,27 @@ fn revision_name(rollout: &str, hash: &str) -> String {
     format!("{rollout}-{hash}")
 }
 
+/// What [`plan`] reads of a template.
+pub(super) struct Template<'a> {
+    pub(super) meta: &'a TemplateMeta<'a>,
+    pub(super) uid: &'a str,
+    /// What the template asks for now.
+    pub(super) content: RevisionContent,
+    pub(super) targets: &'a [TargetCluster],
+    pub(super) works: &'a BTreeMap<String, Arc<Work>>,
+    pub(super) suspended: &'a std::collections::BTreeSet<&'a str>,
+}
+
 /// The revision each target cluster is given, for a template a strategy
 /// takes; `None` when none does (its changes go everywhere at once).
+/// Clusters whose dispatch is `suspended` are not gated, like those that
+/// cannot be reached.
 pub(super) async fn plan(
     apps: &Apps,
     key: &TemplateKey,
-    meta: &TemplateMeta<'_>,
-    template_uid: &str,
-    content: RevisionContent,
-    targets: &[TargetCluster],
-    works: &BTreeMap<String, Arc<Work>>,
+    template: Template<'_>,
 ) -> Result<Option<Given>, Error> {
+    let Template { meta, uid: template_uid, content, targets, works, suspended } = template;
     let strategies = apps.rollouts.strategies.state();
     let candidates: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> =
         strategies.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec)).collect();
@@ -184,8 +194,12 @@ pub(super) async fn plan(
     let mut reports: Vec<rollout::ClusterReport> = targets
         .iter()
         .map(|t| {
-            let reachable =
-                view.clusters.iter().find(|c| c.name == t.name).is_some_and(|c| c.available_since.is_some());
+            let reachable = !suspended.contains(t.name.as_str())
+                && view
+                    .clusters
+                    .iter()
+                    .find(|c| c.name == t.name)
+                    .is_some_and(|c| c.available_since.is_some());
             rollout::report_from_work(
                 &t.name,
                 works.get(&t.name).map(|w| w.as_ref()),

@@ -26,6 +26,8 @@ pub(crate) struct Apps {
     pub(super) written_status: Mutex<HashMap<TemplateKey, u64>>,
     pub(super) cluster_view: Mutex<Option<Arc<ClusterView>>>,
     pub(super) failover: flotilla_apps_core::failover::FailoverSettings,
+    /// Which templates the binder may manage (`hub run --require-opt-in`).
+    pub(super) opt_in: flotilla_apps_core::migration::OptIn,
     /// True once every policy of the first list has been judged: until
     /// then the binder waits, so it never uses a policy written while no
     /// hub ran (the webhook fails open) before knowing whether it is valid.

@@ -12,6 +12,7 @@ use flotilla_api::work::{conditions, BindingStatus, ClusterResourceBinding, Reso
 use flotilla_apps_core::aggregate::{aggregate_status, MemberStatus};
 use flotilla_apps_core::binding::binding_name;
 use flotilla_apps_core::binding_status::{self, Decided, Observed};
+use flotilla_apps_core::suspension::{dispatching_condition, CONDITION_DISPATCHING};
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource};
 use serde_json::json;
@@ -108,10 +109,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
         refused: refused.as_ref().map(|(r, m)| (r.as_str(), m.as_str())),
         moving: moving.as_deref(),
     };
-    let Some(Decided { status: wanted, all_current }) = binding_status::binding_status(&observed, &now)
+    let Some(Decided { status: mut wanted, all_current }) = binding_status::binding_status(&observed, &now)
     else {
         return Ok(());
     };
+    // Whether dispatch is suspended (Karmada's `Dispatching` condition).
+    let had = previous.conditions.iter().any(|c| c.type_ == CONDITION_DISPATCHING);
+    if let Some(dispatching) = dispatching_condition(spec.suspension.as_ref(), had) {
+        wanted.conditions.push(flotilla_core::conditions::condition(&previous.conditions, dispatching, &now));
+    }
     if !binding_status::same_status(&wanted, &previous) {
         let result = write_binding_status(apps, key, &wanted).await;
         let refused = match &result {
@@ -144,11 +150,17 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     // The binding's Healthy condition goes on the template too: where the
     // template is not healthy, and why, readable on the hub.
     let healthy = wanted.conditions.iter().find(|c| c.type_ == conditions::HEALTHY);
-    let Some(fleet) =
+    let Some(mut fleet) =
         aggregate_status(&key.api_version, &key.kind, generation, all_current, &members, healthy)
     else {
         return Ok(());
     };
+    if let Some(dispatching) = wanted.conditions.iter().find(|c| c.type_ == CONDITION_DISPATCHING) {
+        let conditions = fleet.as_object_mut().map(|f| f.entry("conditions").or_insert_with(|| json!([])));
+        if let Some(list) = conditions.and_then(|c| c.as_array_mut()) {
+            list.push(flotilla_apps_core::fleet_health::template_condition(dispatching));
+        }
+    }
     let digest = hash_of(&fleet.to_string());
     if lock(&apps.written_status).get(key) == Some(&digest) {
         return Ok(());

@@ -105,7 +105,17 @@ impl Fleet {
                 config
             })
             .collect();
-        Fleet::start_members(tmp, etcd, configs, regions, with_widgets, failover).await
+        let hub = HubConfig { failover, ..Default::default() };
+        Fleet::start_members(tmp, etcd, configs, regions, with_widgets, hub).await
+    }
+
+    /// Like `start`, with the hub's controllers configured from `hub`
+    /// (auto-accept and a short grace are set here), e.g. `opt_in`.
+    pub async fn start_with_hub(regions: &[&str], hub: HubConfig) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        let configs =
+            (0..regions.len()).map(|i| ClusterConfig::new(format!("m{}", i + 1)).with_nodes(1)).collect();
+        Fleet::start_members(tmp, None, configs, regions, &[], hub).await
     }
 
     /// A hub and members started from `configs` (named `m1`, `m2`, ... in
@@ -113,7 +123,7 @@ impl Fleet {
     /// (`ClusterConfig::for_real_nodes`), whose nodes the caller starts.
     pub async fn start_with_members(configs: Vec<ClusterConfig>, regions: &[&str]) -> Fleet {
         let tmp = tempfile::tempdir().unwrap();
-        Fleet::start_members(tmp, None, configs, regions, &[], FailoverSettings::default()).await
+        Fleet::start_members(tmp, None, configs, regions, &[], HubConfig::default()).await
     }
 
     async fn start_members(
@@ -122,7 +132,7 @@ impl Fleet {
         configs: Vec<ClusterConfig>,
         regions: &[&str],
         with_widgets: &[usize],
-        failover: FailoverSettings,
+        hub_config: HubConfig,
     ) -> Fleet {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -145,12 +155,7 @@ impl Fleet {
         }
         let client = hub.client();
         let controllers = tokio::spawn(async move {
-            let config = HubConfig {
-                auto_accept: true,
-                grace: Duration::from_secs(2),
-                failover,
-                ..Default::default()
-            };
+            let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..hub_config };
             flotilla_hub::run(client, config).await.unwrap();
         });
         let token = BootstrapToken::new("appsab", "0123456789abcdef").unwrap();

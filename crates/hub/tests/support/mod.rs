@@ -90,7 +90,12 @@ impl Fleet {
         let tmp = tempfile::tempdir().unwrap();
         let etcd = match shared_etcd {
             true => Some(
-                Etcd::start(&Binaries::locate().unwrap(), &tmp.path().join("shared-etcd")).await.unwrap(),
+                // In memory, as each member's own etcd is: ten members
+                // writing through one fsync-bound etcd time out on a busy
+                // machine.
+                Etcd::start_in_memory(&Binaries::locate().unwrap(), &tmp.path().join("shared-etcd"))
+                    .await
+                    .unwrap(),
             ),
             false => None,
         };

@@ -81,7 +81,8 @@ pub(super) struct Given {
 struct Report {
     object: Arc<Rollout>,
     status: Option<flotilla_api::rollout::RolloutStatus>,
-    events: Vec<(String, String)>,
+    /// (reason, action, message)
+    events: Vec<(String, String, String)>,
     /// A revision was kept now: prune the history (limit, never these).
     prune: Option<(i32, Vec<Option<String>>)>,
 }
@@ -98,8 +99,8 @@ pub(super) async fn report(apps: &Apps, key: &TemplateKey, given: &mut Given) ->
             .patch_status(&name, &PatchParams::apply(MANAGER).force(), &Patch::Apply(&body))
             .await?;
     }
-    for (reason, message) in &report.events {
-        publish(apps, &report.object, reason, message).await;
+    for (reason, action, message) in &report.events {
+        publish(apps, &report.object, reason, action, message).await;
         tracing::info!(template = %key, %reason, %message, "rollout");
     }
     if let Some((limit, keep)) = &report.prune {
@@ -289,10 +290,15 @@ pub(super) async fn plan(
     if let (Some(h), Some(n)) = (&stable_hash, stable_number) {
         numbers.push((h.as_str(), n));
     }
+    // The action names the revision and wave: the event recorder merges
+    // Events of one action into a series that keeps the first message.
+    let action = format!("Revision{number}Wave{}", stepped.record.wave + 1);
     let events = stepped
         .events
         .iter()
-        .map(|(reason, message)| (reason.clone(), rollout_status::with_numbers(message, &numbers)))
+        .map(|(reason, message)| {
+            (reason.clone(), action.clone(), rollout_status::with_numbers(message, &numbers))
+        })
         .collect();
     let report = Report {
         status: (object.status.as_ref() != Some(&status)).then_some(status),
@@ -467,13 +473,13 @@ async fn prune_history(apps: &Apps, namespace: &str, rollout: &str, limit: i32, 
     }
 }
 
-async fn publish(apps: &Apps, rollout: &Rollout, reason: &str, message: &str) {
+async fn publish(apps: &Apps, rollout: &Rollout, reason: &str, action: &str, message: &str) {
     let warning = reason.ends_with("Failed") || reason.ends_with("RolledBack");
     let event = Event {
         type_: if warning { EventType::Warning } else { EventType::Normal },
         reason: reason.into(),
         note: Some(message.chars().take(1000).collect()),
-        action: "Rollout".into(),
+        action: action.into(),
         secondary: None,
     };
     if let Err(e) = apps.rollouts.recorder.publish(&event, &rollout.object_ref(&())).await {

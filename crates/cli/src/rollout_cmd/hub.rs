@@ -28,13 +28,12 @@ fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-/// Columns to fit: the terminal's, else 100.
-fn width() -> usize {
-    if std::io::stdout().is_terminal() {
-        comfy_table::Table::new().width().map_or(100, usize::from).clamp(60, 250)
-    } else {
-        100
-    }
+/// Columns to fit: the terminal's; none for a pipe (like kubectl, lines
+/// are not wrapped for grep).
+fn width() -> Option<usize> {
+    std::io::stdout()
+        .is_terminal()
+        .then(|| comfy_table::Table::new().width().map_or(100, usize::from).clamp(60, 250))
 }
 
 /// `flotilla rollout VERB NAME -n NS [--kubeconfig ...]` for messages.
@@ -126,7 +125,7 @@ async fn dynamic_api(
     Ok(Api::namespaced_with(client.clone(), ns, &resource))
 }
 
-fn view<'a>(r: &'a Rollout, ns: &'a str, width: usize) -> StatusView<'a> {
+fn view<'a>(r: &'a Rollout, ns: &'a str, width: Option<usize>) -> StatusView<'a> {
     StatusView {
         namespace: ns,
         name: r.metadata.name.as_deref().unwrap_or_default(),

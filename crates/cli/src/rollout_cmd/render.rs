@@ -100,13 +100,17 @@ fn short(hash: &str) -> String {
     hash.chars().take(8).collect()
 }
 
-/// A borderless table `width` columns wide.
-pub fn table(header: Vec<&str>, width: usize) -> Table {
+/// A borderless table `width` columns wide (`None`: as wide as its
+/// content, for a pipe).
+pub fn table(header: Vec<&str>, width: Option<usize>) -> Table {
     let mut t = Table::new();
-    t.load_style(comfy_table::presets::NOTHING)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_width(u16::try_from(width).unwrap_or(u16::MAX))
-        .set_header(header);
+    t.load_style(comfy_table::presets::NOTHING).set_header(header);
+    if let Some(width) = width {
+        t.set_content_arrangement(ContentArrangement::Dynamic)
+            .set_width(u16::try_from(width).unwrap_or(u16::MAX));
+    } else {
+        t.set_content_arrangement(ContentArrangement::Disabled);
+    }
     t
 }
 
@@ -119,7 +123,8 @@ pub struct StatusView<'a> {
     pub status: Option<&'a RolloutStatus>,
     pub annotations: &'a BTreeMap<String, String>,
     pub now: i64,
-    pub width: usize,
+    /// Columns to fit (a terminal's); `None`: no limit.
+    pub width: Option<usize>,
 }
 
 fn revision_text(number: Option<i64>, hash: Option<&str>) -> String {
@@ -274,7 +279,12 @@ pub fn revision_roles(status: Option<&RolloutStatus>, hash: &str) -> String {
 }
 
 /// The kept revisions, newest first.
-pub fn history_text(kept: &[KeptRevision], status: Option<&RolloutStatus>, now: i64, width: usize) -> String {
+pub fn history_text(
+    kept: &[KeptRevision],
+    status: Option<&RolloutStatus>,
+    now: i64,
+    width: Option<usize>,
+) -> String {
     let mut kept: Vec<&KeptRevision> = kept.iter().collect();
     kept.sort_by(|a, b| b.number.cmp(&a.number).then(b.created.cmp(&a.created)));
     let mut t = table(vec!["REVISION", "HASH", "AGE", "STATUS", "CHANGES"], width);
@@ -426,7 +436,7 @@ mod tests {
             status: s,
             annotations: a,
             now: NOW,
-            width: 100,
+            width: Some(100),
         }
     }
 
@@ -525,7 +535,7 @@ mod tests {
             KeptRevision { number: 2, hash: "r2".into(), created: Some(NOW - 130), changes: vec![] },
         ];
         let s = status("Soaking", 1);
-        let text = history_text(&kept, Some(&s), NOW, 100);
+        let text = history_text(&kept, Some(&s), NOW, Some(100));
         let rows: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
         assert_eq!(rows[0], ["REVISION", "HASH", "AGE", "STATUS", "CHANGES"]);
         assert_eq!(

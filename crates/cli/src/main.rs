@@ -98,7 +98,7 @@ enum Command {
     ///
     /// Example: flotilla release deployment/web -n shop
     Release(migrate::ReleaseArgs),
-    /// Progressive delivery: a template's rollout in waves (status, history, pause, resume, promote, abort, undo).
+    /// Progressive delivery: roll templates out in waves (status, history, pause, promote, abort, undo).
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.

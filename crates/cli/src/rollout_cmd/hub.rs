@@ -28,12 +28,12 @@ fn now() -> i64 {
     k8s_openapi::jiff::Timestamp::now().as_second()
 }
 
-/// Columns to fit: the terminal's; none for a pipe (like kubectl, lines
-/// are not wrapped for grep).
+/// Columns to fit: the terminal's (100 when it does not say); none for a
+/// pipe (like kubectl's, lines are not wrapped, for grep).
 fn width() -> Option<usize> {
     std::io::stdout()
         .is_terminal()
-        .then(|| comfy_table::Table::new().width().map_or(100, usize::from).clamp(60, 250))
+        .then(|| comfy_table::Table::new().width().map(usize::from).filter(|w| *w >= 40).unwrap_or(100))
 }
 
 /// `flotilla rollout VERB NAME -n NS [--kubeconfig ...]` for messages.

@@ -135,14 +135,18 @@ fn revision_text(number: Option<i64>, hash: Option<&str>) -> String {
     }
 }
 
-/// The controls in effect for the current revision (annotations naming an
-/// earlier revision are old news and not shown).
+/// The controls in effect: paused (which holds the next change too), and
+/// while a revision is under way its promotion or abort (annotations
+/// naming an earlier revision or wave are old news and not shown).
 fn controls(status: &RolloutStatus, annotations: &BTreeMap<String, String>) -> Vec<String> {
     let wave = usize::try_from(status.wave.max(1) - 1).unwrap_or(0);
     let c = control_of(annotations, &status.revision, wave);
     let mut out = Vec::new();
     if c.paused {
         out.push("paused (`flotilla rollout resume` goes on)".to_string());
+    }
+    if !matches!(status.phase.as_str(), "Progressing" | "Soaking" | "Paused") {
+        return out;
     }
     if c.finish {
         out.push("promoted: every remaining wave".to_string());
@@ -504,6 +508,11 @@ mod tests {
         assert!(controls(&s, &a(PROMOTE, "r3/1")).is_empty());
         assert_eq!(controls(&s, &a(ABORT, "r3")), ["abort requested"]);
         assert!(controls(&s, &a(ABORT, "r2")).is_empty());
+        // Done: a promotion or abort is history; paused holds the next change.
+        assert!(controls(&status("Complete", 3), &a(PROMOTE, "r3/all")).is_empty());
+        assert!(controls(&status("RolledBack", 1), &a(ABORT, "r3")).is_empty());
+        let paused = a(flotilla_api::rollout::control::PAUSED, "true");
+        assert_eq!(controls(&status("Complete", 3), &paused), ["paused (`flotilla rollout resume` goes on)"]);
     }
 
     #[test]

@@ -203,7 +203,8 @@ mod tests {
         use Action::*;
         let paused = [(control::PAUSED, "true")];
         type Want = Result<Option<(&'static str, Option<&'static str>)>, &'static str>;
-        let cases: Vec<(Action, &str, i32, &[(&str, &str)], Want)> = vec![
+        type Case<'a> = (Action, &'a str, i32, &'a [(&'a str, &'a str)], Want);
+        let cases: Vec<Case> = vec![
             (Pause, "Soaking", 1, &[], Ok(Some((control::PAUSED, Some("true"))))),
             (Pause, "Complete", 3, &[], Ok(Some((control::PAUSED, Some("true"))))),
             (Pause, "Paused", 1, &paused, Ok(None)),

@@ -254,30 +254,41 @@ pub async fn history(args: NameArgs) -> anyhow::Result<bool> {
     Ok(true)
 }
 
+/// How many times a control is decided again when the Rollout changed
+/// between the read and the write (the hub writes its status often).
+const CONTROL_ATTEMPTS: usize = 5;
+
 pub async fn control(args: NameArgs, action: Action) -> anyhow::Result<bool> {
     let client = args.hub.client().await?;
-    let rollout = find(&client, &args).await?;
-    let name = rollout.name_any();
-    let cmd = command_for(&args, &name);
-    let annotations = rollout.metadata.annotations.clone().unwrap_or_default();
-    let decision =
-        decide(action, &name, &cmd, rollout.status.as_ref(), &annotations).map_err(anyhow::Error::msg)?;
-    if !decision.annotations.is_empty() {
-        // The resourceVersion makes the write fail if the Rollout moved on
-        // since it was read (another revision, another wave).
-        let patch = json!({"metadata": {
-            "resourceVersion": rollout.metadata.resource_version,
-            "annotations": decision.annotations,
-        }});
-        Api::<Rollout>::namespaced(client, &args.namespace)
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await
-            .with_context(|| {
-                format!("annotating Rollout {}/{name} (it may have moved on: try again)", args.namespace)
-            })?;
+    let api = Api::<Rollout>::namespaced(client.clone(), &args.namespace);
+    for attempt in 1..=CONTROL_ATTEMPTS {
+        let rollout = find(&client, &args).await?;
+        let name = rollout.name_any();
+        let cmd = command_for(&args, &name);
+        let annotations = rollout.metadata.annotations.clone().unwrap_or_default();
+        let decision =
+            decide(action, &name, &cmd, rollout.status.as_ref(), &annotations).map_err(anyhow::Error::msg)?;
+        if !decision.annotations.is_empty() {
+            // The resourceVersion makes the write fail if the Rollout moved
+            // on since it was read (another revision, another wave): then
+            // decide again on what it is now.
+            let patch = json!({"metadata": {
+                "resourceVersion": rollout.metadata.resource_version,
+                "annotations": decision.annotations,
+            }});
+            match api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONTROL_ATTEMPTS => continue,
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("annotating Rollout {}/{name}", args.namespace)))
+                }
+            }
+        }
+        println!("{}", decision.said);
+        return Ok(true);
     }
-    println!("{}", decision.said);
-    Ok(true)
+    bail!("rollout {}: it kept changing while being annotated; try again", args.name)
 }
 
 pub async fn undo(args: UndoArgs) -> anyhow::Result<bool> {
@@ -308,23 +319,35 @@ pub async fn undo(args: UndoArgs) -> anyhow::Result<bool> {
     };
     let t = &rollout.spec.template;
     let api = dynamic_api(&client, ns, &t.api_version, &t.kind).await?;
-    let Some(template) = api.get_opt(&t.name).await? else {
-        bail!("{} {ns}/{} is gone: nothing to undo", t.kind, t.name);
-    };
-    let current = serde_json::to_value(&template)?;
-    let Some(undone) = undo::undone(&current, manifest).map_err(anyhow::Error::msg)? else {
-        println!(
-            "{} {} already has the content of revision {}: nothing to change",
-            t.kind, t.name, chosen.number
-        );
-        return Ok(true);
-    };
-    let object: DynamicObject = serde_json::from_value(undone)?;
     // A replace carries the template's resourceVersion: it fails rather
-    // than overwrite a change made since it was read.
-    api.replace(&t.name, &PostParams::default(), &object).await.with_context(|| {
-        format!("writing revision {} back into {} {ns}/{}", chosen.number, t.kind, t.name)
-    })?;
+    // than overwrite a change made since it was read; then it is read
+    // again (the hub writes the template's status often).
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let Some(template) = api.get_opt(&t.name).await? else {
+            bail!("{} {ns}/{} is gone: nothing to undo", t.kind, t.name);
+        };
+        let current = serde_json::to_value(&template)?;
+        let Some(undone) = undo::undone(&current, manifest).map_err(anyhow::Error::msg)? else {
+            println!(
+                "{} {} already has the content of revision {}: nothing to change",
+                t.kind, t.name, chosen.number
+            );
+            return Ok(true);
+        };
+        let object: DynamicObject = serde_json::from_value(undone)?;
+        match api.replace(&t.name, &PostParams::default(), &object).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && attempt < CONTROL_ATTEMPTS => continue,
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "writing revision {} back into {} {ns}/{}",
+                    chosen.number, t.kind, t.name
+                )))
+            }
+        }
+    }
 
     let content_of =
         |hash: &str| contents.iter().find(|(_, h, _)| h == hash).and_then(|(_, _, c)| c.as_ref());

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
-use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, migrate, node_agent};
+use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, migrate, node_agent, rollout_cmd};
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +98,9 @@ enum Command {
     ///
     /// Example: flotilla release deployment/web -n shop
     Release(migrate::ReleaseArgs),
+    /// Progressive delivery: roll templates out in waves (status, history, pause, promote, abort, undo).
+    #[command(subcommand)]
+    Rollout(rollout_cmd::RolloutCommand),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
     #[command(
         long_about = "Build (or verify) the Kubernetes binaries in the cache and print their directory.\n\n\
@@ -197,6 +200,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get(c) => fleetctl::get(c).await,
         Command::Promote(a) => migrate::promote(a).await,
         Command::Release(a) => migrate::release(a).await,
+        Command::Rollout(c) => rollout_cmd::run(c).await,
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
         Command::FleetDaemon(args) => fleet::daemon::run(args).await.map(|()| true),

@@ -251,8 +251,9 @@ pub(crate) struct Index {
     pub(super) cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     /// (kind, namespace, name) of the policies judged invalid.
     pub(super) invalid_policies: Mutex<HashSet<(String, String, String)>>,
-    /// Templates whose rollout is under way: their Works' status changes
-    /// bind them again (a gate may have passed or failed).
+    /// Templates a rollout strategy takes: their Works' status changes bind
+    /// them again (a gate may have passed or failed, a cluster's row on the
+    /// Rollout changed).
     pub(super) rolling: Mutex<HashSet<TemplateKey>>,
 }
 

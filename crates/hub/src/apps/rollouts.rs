@@ -309,11 +309,9 @@ pub(super) async fn plan(
 
     let r = &stepped.record;
     let active = matches!(r.phase, Phase::Progressing | Phase::Soaking | Phase::Paused);
-    if active {
-        lock(&apps.rolling).insert(key.clone());
-    } else {
-        lock(&apps.rolling).remove(key);
-    }
+    // Its Works' status changes bind it again, under way (a gate may pass
+    // or fail) and after (the clusters' rows stay true on the Rollout).
+    lock(&apps.rolling).insert(key.clone());
     let left = |from: i64, seconds: i64| Duration::from_secs((from + seconds - now).clamp(1, 3600) as u64);
     let requeue = match r.phase {
         Phase::Soaking => r.soak_started_at.map(|s| left(s, strategy.soak_seconds)),

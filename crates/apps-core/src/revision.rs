@@ -35,6 +35,21 @@ pub struct RevisionContent {
     /// The override policies that apply, in the order they apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub overrides: Vec<KeptOverride>,
+    /// The objects it propagates with it (`propagateDeps`), each as its own
+    /// revision: a change of one is a new revision of the template, and
+    /// each cluster gets the dependencies of the revision it is given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<KeptDependency>,
+}
+
+/// A dependency as a revision keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptDependency {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+    pub content: RevisionContent,
 }
 
 impl RevisionContent {
@@ -55,7 +70,23 @@ impl RevisionContent {
                 spec: o.spec.clone(),
             })
             .collect();
-        RevisionContent { manifest, overrides }
+        RevisionContent { manifest, overrides, dependencies: Vec::new() }
+    }
+
+    /// With these dependencies, sorted (the hash does not depend on the
+    /// order the template names them in).
+    pub fn with_dependencies(mut self, mut dependencies: Vec<KeptDependency>) -> RevisionContent {
+        dependencies.sort_by(|a, b| (&a.kind, &a.name).cmp(&(&b.kind, &b.name)));
+        self.dependencies = dependencies;
+        self
+    }
+
+    /// The revision of one of its dependencies.
+    pub fn dependency(&self, api_version: &str, kind: &str, name: &str) -> Option<&RevisionContent> {
+        self.dependencies
+            .iter()
+            .find(|d| d.api_version == api_version && d.kind == kind && d.name == name)
+            .map(|d| &d.content)
     }
 
     /// The revision's short name: a hash of its content.
@@ -143,6 +174,18 @@ pub fn changes(before: Option<&RevisionContent>, after: &RevisionContent) -> Vec
             out.push(format!("{} removed", name(b)));
         }
     }
+    for d in &after.dependencies {
+        match before.dependency(&d.api_version, &d.kind, &d.name) {
+            None => out.push(format!("{} {} added", d.kind, d.name)),
+            Some(b) if *b != d.content => out.push(format!("{} {} changed", d.kind, d.name)),
+            Some(_) => {}
+        }
+    }
+    for b in &before.dependencies {
+        if after.dependency(&b.api_version, &b.kind, &b.name).is_none() {
+            out.push(format!("{} {} removed", b.kind, b.name));
+        }
+    }
     if out.is_empty() {
         out.push("no change".to_string());
     }
@@ -220,6 +263,40 @@ mod tests {
         let kept: RevisionContent = serde_json::from_value(serde_json::to_value(&content).unwrap()).unwrap();
         assert_eq!(kept.hash(), content.hash());
         assert_eq!(kept.render("eu", &none, Some(2)).unwrap(), content.render("eu", &none, Some(2)).unwrap());
+    }
+
+    #[test]
+    fn a_dependency_change_is_a_new_revision_and_is_kept_whole() {
+        let config = |value: &str| {
+            RevisionContent::of(
+                &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "shop"},
+                        "data": {"mode": value}}),
+                &[],
+            )
+        };
+        let dep = |value: &str| KeptDependency {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: "cfg".into(),
+            content: config(value),
+        };
+        let plain = RevisionContent::of(&deployment("web:v1", 3), &[]);
+        let fast = plain.clone().with_dependencies(vec![dep("fast")]);
+        let safe = plain.clone().with_dependencies(vec![dep("safe")]);
+        assert_ne!(fast.hash(), plain.hash());
+        assert_ne!(fast.hash(), safe.hash(), "a dependency's change is a new revision");
+        assert_eq!(changes(Some(&fast), &safe), ["ConfigMap cfg changed"]);
+        assert_eq!(changes(Some(&plain), &fast), ["ConfigMap cfg added"]);
+        assert_eq!(changes(Some(&fast), &plain), ["ConfigMap cfg removed"]);
+        let none = BTreeMap::new();
+        let kept = fast.dependency("v1", "ConfigMap", "cfg").unwrap().render("eu", &none, None).unwrap();
+        assert_eq!(kept.pointer("/data/mode").and_then(Value::as_str), Some("fast"));
+        assert!(fast.dependency("v1", "Secret", "cfg").is_none());
+        // The order the template names them in does not matter.
+        let other = KeptDependency { name: "other".into(), ..dep("x") };
+        let ab = plain.clone().with_dependencies(vec![dep("fast"), other.clone()]);
+        let ba = plain.clone().with_dependencies(vec![other, dep("fast")]);
+        assert_eq!(ab.hash(), ba.hash());
     }
 
     #[test]

@@ -347,7 +347,11 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     // suspended one by one are not gated (nothing is dispatched to them).
     let all_suspended = decision.suspension.as_ref().is_some_and(|s| s.dispatching == Some(true));
     let mut given = if decision.policy.is_some() && !all_suspended {
-        let content = RevisionContent::of(&template_json, &applicable);
+        let mut content = RevisionContent::of(&template_json, &applicable);
+        if !dependencies.is_empty() && super::rollouts::takes(apps, &meta) {
+            content = content
+                .with_dependencies(super::rollout_deps::kept(apps, &key.namespace, &dependencies).await?);
+        }
         let uid = template.metadata.uid.clone().unwrap_or_default();
         let suspended: BTreeSet<&str> = clusters
             .iter()
@@ -362,7 +366,22 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             works: &works,
             suspended: &suspended,
         };
-        super::rollouts::plan(apps, key, template).await?
+        let given = super::rollouts::plan(apps, key, template).await?;
+        if given.is_some() {
+            // Its dependencies follow what each cluster was just given.
+            for dep in &dependencies {
+                apps.binder.add(TemplateKey {
+                    api_version: dep.api_version.clone(),
+                    kind: dep.kind.clone(),
+                    namespace: key.namespace.clone(),
+                    name: dep.name.clone(),
+                });
+            }
+        }
+        given
+    } else if decision.policy.is_none() {
+        let current = RevisionContent::of(&template_json, &applicable);
+        super::rollout_deps::follow(apps, key, &current, &required_by)
     } else {
         None
     };
@@ -370,7 +389,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         requeue = Some(requeue.map_or(after, |r: Duration| r.min(after)));
     }
     for (target, step) in clusters.iter().zip(&steps) {
-        if dispatch_suspended(decision.suspension.as_ref(), &target.name) {
+        if dispatch_suspended(decision.suspension.as_ref(), &target.name)
+            || given.as_ref().is_some_and(|g| g.holds(&target.name))
+        {
             continue;
         }
         let empty = BTreeMap::new();
@@ -576,9 +597,9 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
     })
 }
 
-type OwnedOverride = (PolicyScope, String, String, flotilla_api::policy::OverrideSpec);
+pub(super) type OwnedOverride = (PolicyScope, String, String, flotilla_api::policy::OverrideSpec);
 
-fn override_candidates(apps: &Apps, meta: &TemplateMeta) -> Vec<OwnedOverride> {
+pub(super) fn override_candidates(apps: &Apps, meta: &TemplateMeta) -> Vec<OwnedOverride> {
     let mut out: Vec<OwnedOverride> = Vec::new();
     for p in apps.cops.state() {
         if !apps.policy_is_invalid("ClusterOverridePolicy", "", &p.name_any()) {

@@ -16,6 +16,7 @@ mod metric_gates;
 mod opt_in;
 mod policies;
 mod queue;
+mod rollout_deps;
 mod rollouts;
 mod state;
 mod status;

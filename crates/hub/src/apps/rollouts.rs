@@ -45,8 +45,14 @@ pub(crate) struct Rollouts {
     records: Mutex<HashMap<TemplateKey, Record>>,
     /// Revision contents by (namespace, rollout, hash), and their numbers.
     contents: Mutex<HashMap<RevisionId, (i64, Arc<RevisionContent>)>>,
+    /// By template: the revision it asks for now and what each cluster was
+    /// last given (its dependencies follow it: `rollout_deps`).
+    given: Mutex<HashMap<TemplateKey, (Arc<RevisionContent>, PerCluster)>>,
     recorder: Recorder,
 }
+
+/// Per cluster: the revision given (hash, content).
+pub(super) type PerCluster = BTreeMap<String, (String, Arc<RevisionContent>)>;
 
 impl Rollouts {
     pub(super) fn new(
@@ -59,21 +65,31 @@ impl Rollouts {
             objects,
             records: Mutex::default(),
             contents: Mutex::default(),
+            given: Mutex::default(),
             recorder: Recorder::new(client, Reporter { controller: MANAGER.into(), instance: None }),
         }
     }
 
     pub(super) fn forget(&self, key: &TemplateKey) {
         lock(&self.records).remove(key);
+        lock(&self.given).remove(key);
+    }
+
+    /// What a template under a strategy asks for now and gave each cluster
+    /// on its last pass.
+    pub(super) fn given_of(&self, key: &TemplateKey) -> Option<(Arc<RevisionContent>, PerCluster)> {
+        lock(&self.given).get(key).cloned()
     }
 }
 
 /// Which revision each cluster is given, and when to look again.
 pub(super) struct Given {
-    per_cluster: BTreeMap<String, (String, Arc<RevisionContent>)>,
+    per_cluster: PerCluster,
     pub(super) requeue: Option<Duration>,
     /// What to say once the Works are written ([`report`]).
     report: Option<Report>,
+    /// Clusters not in `per_cluster` are left as they are this pass.
+    hold_others: bool,
 }
 
 /// The Rollout's status and Events of a pass, written after its Works so
@@ -115,6 +131,17 @@ impl Given {
     pub(super) fn for_cluster(&self, cluster: &str) -> Option<&(String, Arc<RevisionContent>)> {
         self.per_cluster.get(cluster)
     }
+
+    /// A dependency following its templates' revisions; `wait`: a template
+    /// has not given its clusters a revision yet, so the others are held.
+    pub(super) fn following(per_cluster: PerCluster, wait: Option<Duration>) -> Given {
+        Given { per_cluster, requeue: wait, report: None, hold_others: wait.is_some() }
+    }
+
+    /// Whether the cluster's Work is left as it is this pass.
+    pub(super) fn holds(&self, cluster: &str) -> bool {
+        self.hold_others && !self.per_cluster.contains_key(cluster)
+    }
 }
 
 /// The Rollout of a template: named like its binding.
@@ -125,6 +152,16 @@ pub(super) fn rollout_name(key: &TemplateKey) -> String {
 /// The name of a revision's ControllerRevision.
 fn revision_name(rollout: &str, hash: &str) -> String {
     format!("{rollout}-{hash}")
+}
+
+/// Whether a strategy takes the template.
+pub(super) fn takes(apps: &Apps, meta: &TemplateMeta<'_>) -> bool {
+    let strategies = apps.rollouts.strategies.state();
+    let listed: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> =
+        strategies.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec)).collect();
+    let listed: Vec<(&str, &str, &flotilla_api::rollout::RolloutStrategySpec)> =
+        listed.iter().map(|(ns, name, spec)| (ns.as_str(), name.as_str(), *spec)).collect();
+    rollout_status::pick_strategy(&listed, meta).is_some()
 }
 
 /// What [`plan`] reads of a template.
@@ -324,7 +361,8 @@ pub(super) async fn plan(
     } else {
         requeue
     };
-    Ok(Some(Given { per_cluster, requeue, report: Some(report) }))
+    lock(&apps.rollouts.given).insert(key.clone(), (content.clone(), per_cluster.clone()));
+    Ok(Some(Given { per_cluster, requeue, report: Some(report), hold_others: false }))
 }
 
 /// The template's Rollout, written when missing or when it names another

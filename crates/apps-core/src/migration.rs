@@ -15,9 +15,7 @@ use crate::workload::{api_group, type_of};
 /// The label (on a template or its namespace) that opts an application in
 /// (`true`) or a template out (`false`) under `hub run --require-opt-in`.
 pub const MANAGED_LABEL: &str = "apps.flotilla.io/managed";
-/// The annotation `flotilla release` puts on a template: its Works keep
-/// their objects in the members when it is deleted.
-pub const RELEASE_ANNOTATION: &str = "apps.flotilla.io/release";
+pub use crate::workload::RELEASE_ANNOTATION;
 /// The annotation on a promoted template and its policy: the cluster it
 /// was promoted from.
 pub const PROMOTED_FROM: &str = "apps.flotilla.io/promoted-from";

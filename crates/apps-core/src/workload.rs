@@ -222,6 +222,10 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const JOB_GENERATED_LABELS: &[&str] =
     &["controller-uid", "job-name", "batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name"];
 
+/// The annotation `flotilla release` puts on a template: its Works keep
+/// their objects in the members when it is deleted.
+pub const RELEASE_ANNOTATION: &str = "apps.flotilla.io/release";
+
 /// The object to send to a member: everything but `status`, with metadata
 /// reduced to name, namespace, labels and annotations (so no uid,
 /// resourceVersion, generation, creationTimestamp, managedFields,
@@ -260,7 +264,7 @@ pub fn prepare_for_member(template: &Value) -> Value {
         meta.and_then(|m| m.get("annotations")).and_then(Value::as_object).cloned().unwrap_or_default();
     annotations.remove(LAST_APPLIED);
     // `flotilla release`'s mark is for the hub's binder, not the members.
-    annotations.remove(crate::migration::RELEASE_ANNOTATION);
+    annotations.remove(RELEASE_ANNOTATION);
     if !annotations.is_empty() {
         metadata.insert("annotations".into(), Value::Object(annotations));
     }

@@ -15,11 +15,11 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch,
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
+use super::args::{NameArgs, StatusArgs, UndoArgs};
 use super::control::{decide, Action};
 use super::names::{self, Listed, Lookup, Wanted};
 use super::render::{self, KeptRevision, StatusView};
 use super::undo::{self, Candidate};
-use super::{NameArgs, StatusArgs, UndoArgs};
 
 /// How often a watch reads the Rollout again.
 const POLL: Duration = Duration::from_secs(1);

@@ -308,7 +308,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
 
     // Works: one per chosen cluster; clusters being evicted keep theirs.
-    let overrides = override_candidates(apps, &meta);
+    let overrides = super::override_candidates::override_candidates(apps, &meta);
     let candidates: Vec<OverrideCandidate> = overrides
         .iter()
         .map(|(scope, ns, name, spec)| OverrideCandidate { scope: *scope, namespace: ns, name, spec })
@@ -595,24 +595,6 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
         return_after_failover,
         suspension: spec.suspension.clone(),
     })
-}
-
-pub(super) type OwnedOverride = (PolicyScope, String, String, flotilla_api::policy::OverrideSpec);
-
-pub(super) fn override_candidates(apps: &Apps, meta: &TemplateMeta) -> Vec<OwnedOverride> {
-    let mut out: Vec<OwnedOverride> = Vec::new();
-    for p in apps.cops.state() {
-        if !apps.policy_is_invalid("ClusterOverridePolicy", "", &p.name_any()) {
-            out.push((PolicyScope::Cluster, String::new(), p.name_any(), p.spec.spec.clone()));
-        }
-    }
-    for p in apps.ops.state() {
-        let ns = p.namespace().unwrap_or_default();
-        if ns == meta.namespace && !apps.policy_is_invalid("OverridePolicy", &ns, &p.name_any()) {
-            out.push((PolicyScope::Namespaced, ns, p.name_any(), p.spec.spec.clone()));
-        }
-    }
-    out
 }
 
 /// Bindings that need this template (propagateDeps), with their clusters

@@ -14,9 +14,11 @@ mod fleet_view;
 mod index;
 mod metric_gates;
 mod opt_in;
+mod override_candidates;
 mod policies;
 mod queue;
 mod rollout_deps;
+mod rollout_state;
 mod rollouts;
 mod state;
 mod status;
@@ -118,7 +120,7 @@ pub async fn run(
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),
-        rollouts: rollouts::Rollouts::new(client.clone(), strategies, rollout_objects),
+        rollouts: rollout_state::Rollouts::new(client.clone(), strategies, rollout_objects),
     });
 
     let policy_events = futures::stream::select_all([

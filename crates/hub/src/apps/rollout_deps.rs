@@ -49,7 +49,7 @@ pub(super) async fn kept(
             name: &d.name,
             labels: &labels,
         };
-        let owned = super::binder::override_candidates(apps, &meta);
+        let owned = super::override_candidates::override_candidates(apps, &meta);
         let candidates: Vec<OverrideCandidate> = owned
             .iter()
             .map(|(scope, ns, name, spec)| OverrideCandidate { scope: *scope, namespace: ns, name, spec })

@@ -6,81 +6,32 @@
 //! status, Events), the revisions kept as `ControllerRevision`s (read back
 //! for the clusters that keep the stable one), and when to look again.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_api::rollout::{Rollout, RolloutStrategy, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL};
+use flotilla_api::rollout::{Rollout, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_api::work::{TargetCluster, Work};
 use flotilla_apps_core::metric_gate::Verdict;
 use flotilla_apps_core::revision::{changes, RevisionContent};
-use flotilla_apps_core::rollout::{self, Assigned, Phase, Record};
+use flotilla_apps_core::rollout::{self, Assigned, Phase};
 use flotilla_apps_core::rollout_status::{self, StatusInput};
 use flotilla_apps_core::selection::TemplateMeta;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::index::{lock, TemplateKey};
+use super::rollout_state::{PerCluster, MANAGER};
 use super::state::Apps;
 use crate::error::Error;
 
-const MANAGER: &str = "flotilla-rollout";
 /// How often the metric gates of a rollout under way are asked again.
 const METRIC_RECHECK: Duration = Duration::from_secs(2);
-
-/// A kept revision: (namespace, rollout, hash).
-type RevisionId = (String, String, String);
-
-/// What the rollouts keep between binder passes.
-pub(crate) struct Rollouts {
-    pub(super) strategies: Store<RolloutStrategy>,
-    pub(super) objects: Store<Rollout>,
-    /// The record last written, by template: the cache may not have it yet
-    /// when the next pass runs (a stale record would step twice).
-    records: Mutex<HashMap<TemplateKey, Record>>,
-    /// Revision contents by (namespace, rollout, hash), and their numbers.
-    contents: Mutex<HashMap<RevisionId, (i64, Arc<RevisionContent>)>>,
-    /// By template: the revision it asks for now and what each cluster was
-    /// last given (its dependencies follow it: `rollout_deps`).
-    given: Mutex<HashMap<TemplateKey, (Arc<RevisionContent>, PerCluster)>>,
-    recorder: Recorder,
-}
-
-/// Per cluster: the revision given (hash, content).
-pub(super) type PerCluster = BTreeMap<String, (String, Arc<RevisionContent>)>;
-
-impl Rollouts {
-    pub(super) fn new(
-        client: kube::Client,
-        strategies: Store<RolloutStrategy>,
-        objects: Store<Rollout>,
-    ) -> Self {
-        Rollouts {
-            strategies,
-            objects,
-            records: Mutex::default(),
-            contents: Mutex::default(),
-            given: Mutex::default(),
-            recorder: Recorder::new(client, Reporter { controller: MANAGER.into(), instance: None }),
-        }
-    }
-
-    pub(super) fn forget(&self, key: &TemplateKey) {
-        lock(&self.records).remove(key);
-        lock(&self.given).remove(key);
-    }
-
-    /// What a template under a strategy asks for now and gave each cluster
-    /// on its last pass.
-    pub(super) fn given_of(&self, key: &TemplateKey) -> Option<(Arc<RevisionContent>, PerCluster)> {
-        lock(&self.given).get(key).cloned()
-    }
-}
 
 /// Which revision each cluster is given, and when to look again.
 pub(super) struct Given {

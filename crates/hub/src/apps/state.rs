@@ -34,7 +34,7 @@ pub(crate) struct Apps {
     pub(super) policies_judged: tokio::sync::watch::Sender<bool>,
     pub(super) binder: Arc<Queue<TemplateKey>>,
     pub(super) status: Arc<Queue<TemplateKey>>,
-    pub(super) rollouts: super::rollouts::Rollouts,
+    pub(super) rollouts: super::rollout_state::Rollouts,
 }
 
 impl std::ops::Deref for Apps {

@@ -12,7 +12,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_api::rollout::{control, Rollout, CHANGES_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_apps_core::failover::FailoverSettings;
@@ -21,10 +21,10 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
+use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
 use support::{apply, create_namespace, Fleet};
 
 const NS: &str = "shop";
-const ROLLOUT: &str = "web-deployment";
 const WAIT: Duration = Duration::from_secs(120);
 
 fn deployment(image: &str) -> serde_json::Value {
@@ -54,21 +54,6 @@ fn on(images: &BTreeMap<String, String>, image: &str) -> Vec<String> {
     images.iter().filter(|(_, i)| *i == image).map(|(m, _)| m.clone()).collect()
 }
 
-async fn rollout_until(rollouts: &Api<Rollout>, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(r) = rollouts.get_opt(ROLLOUT).await.unwrap() {
-            if check(&r) {
-                return r;
-            }
-            last = r.status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the rollout never {what}; last status: {last:#?}");
-}
-
 fn phase_is(r: &Rollout, phase: &str, wave: i32) -> bool {
     r.status.as_ref().is_some_and(|s| s.phase == phase && s.wave == wave)
 }
@@ -84,31 +69,18 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     let mut fleet = Fleet::start_with(&regions, &[], FailoverSettings::default(), true).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, NS).await;
-    apply(
+    place_web_everywhere(&hub, NS, false).await;
+    gray_strategy(
         &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                     "placement": {}},
-        }),
-    )
-    .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
-            "metadata": {"name": "gray", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                     "waves": {"ratio": "1:2:7"}, "soakSeconds": 4, "progressDeadlineSeconds": 120},
-        }),
+        NS,
+        json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 4, "progressDeadlineSeconds": 120}),
     )
     .await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
 
     // The first revision has nothing to protect: everywhere at once.
     apply(&hub, deployment("web:1")).await;
-    rollout_until(&rollouts, "completed revision 1", |r| {
+    rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
@@ -120,7 +92,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     // A new image: wave 1 is m1 alone (names sort m1, m10, m2, ...), it
     // soaks while everyone else keeps web:1.
     apply(&hub, deployment("web:2")).await;
-    let soaking = rollout_until(&rollouts, "soaked wave 1", |r| phase_is(r, "Soaking", 1)).await;
+    let soaking = rollout_until(&rollouts, WAIT, "soaked wave 1", |r| phase_is(r, "Soaking", 1)).await;
     let status = soaking.status.unwrap();
     assert_eq!(status.revision_number, 2);
     assert_eq!(status.stable_revision_number, Some(1));
@@ -134,10 +106,10 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     assert_eq!((m3.wave, m3.given.as_str()), (3, "stable"));
 
     // Wave 2, then wave 3, each after its soak; then every member.
-    rollout_until(&rollouts, "reached wave 2", |r| phase_is(r, "Soaking", 2)).await;
+    rollout_until(&rollouts, WAIT, "reached wave 2", |r| phase_is(r, "Soaking", 2)).await;
     let now = images(&fleet).await;
     assert_eq!(on(&now, "web:2"), ["m1", "m10", "m2"], "{now:?}");
-    let done = rollout_until(&rollouts, "completed revision 2", |r| phase_is(r, "Complete", 3)).await;
+    let done = rollout_until(&rollouts, WAIT, "completed revision 2", |r| phase_is(r, "Complete", 3)).await;
     assert_eq!(done.status.unwrap().stable_revision_number, Some(2));
     flotilla_localkube::wait_for("every member on web:2", WAIT, || async {
         on(&images(&fleet).await, "web:2").len() == 10
@@ -159,7 +131,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     // Paused: wave 1 rolls and soaks, but wave 2 does not start.
     annotate(&rollouts, control::PAUSED, Some("true")).await;
     apply(&hub, deployment("web:3")).await;
-    rollout_until(&rollouts, "paused in wave 1", |r| phase_is(r, "Paused", 1)).await;
+    rollout_until(&rollouts, WAIT, "paused in wave 1", |r| phase_is(r, "Paused", 1)).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let held = rollouts.get(ROLLOUT).await.unwrap();
     assert!(phase_is(&held, "Paused", 1), "{:?}", held.status);
@@ -168,7 +140,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     let revision = held.status.unwrap().revision;
     annotate(&rollouts, control::PAUSED, None).await;
     annotate(&rollouts, control::PROMOTE, Some(&format!("{revision}/all"))).await;
-    rollout_until(&rollouts, "completed revision 3", |r| {
+    rollout_until(&rollouts, WAIT, "completed revision 3", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 3)
     })
     .await;
@@ -179,7 +151,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
 
     // Abort: wave 1 goes back to web:3 and web:4 is not tried again.
     apply(&hub, deployment("web:4")).await;
-    let rolling = rollout_until(&rollouts, "rolled web:4 to wave 1", |r| {
+    let rolling = rollout_until(&rollouts, WAIT, "rolled web:4 to wave 1", |r| {
         r.status.as_ref().is_some_and(|s| s.revision_number == 4 && s.wave == 1)
     })
     .await;
@@ -188,7 +160,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     })
     .await;
     annotate(&rollouts, control::ABORT, Some(&rolling.status.unwrap().revision)).await;
-    let back = rollout_until(&rollouts, "rolled back", |r| {
+    let back = rollout_until(&rollouts, WAIT, "rolled back", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "RolledBack")
     })
     .await;
@@ -212,7 +184,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     })
     .await;
     apply(&hub, deployment("web:5")).await;
-    let done = rollout_until(&rollouts, "completed revision 5 without m2", |r| {
+    let done = rollout_until(&rollouts, WAIT, "completed revision 5 without m2", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 5)
     })
     .await;

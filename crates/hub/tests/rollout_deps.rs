@@ -8,7 +8,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_api::rollout::{control, Rollout, CHANGES_ANNOTATION, ROLLOUT_LABEL};
 use k8s_openapi::api::apps::v1::ControllerRevision;
@@ -16,10 +16,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
+use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
 use support::{apply, create_namespace, Fleet};
 
 const NS: &str = "shop";
-const ROLLOUT: &str = "web-deployment";
 const WAIT: Duration = Duration::from_secs(120);
 
 fn config(mode: &str) -> serde_json::Value {
@@ -42,44 +42,16 @@ fn on(modes: &BTreeMap<String, String>, mode: &str) -> Vec<String> {
     modes.iter().filter(|(_, m)| *m == mode).map(|(c, _)| c.clone()).collect()
 }
 
-async fn rollout_until(rollouts: &Api<Rollout>, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(r) = rollouts.get_opt(ROLLOUT).await.unwrap() {
-            if check(&r) {
-                return r;
-            }
-            last = r.status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the rollout never {what}; last status: {last:#?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_configmap_change_rolls_out_in_its_deployments_waves_and_rolls_back_with_it() {
     let fleet = Fleet::start(&["eu", "eu", "eu"], &[]).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, NS).await;
-    apply(
+    place_web_everywhere(&hub, NS, true).await;
+    gray_strategy(
         &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                     "propagateDeps": true, "placement": {}},
-        }),
-    )
-    .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
-            "metadata": {"name": "gray", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                     "waves": {"ratio": "1:1:1"}, "soakSeconds": 4, "progressDeadlineSeconds": 120},
-        }),
+        NS,
+        json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 4, "progressDeadlineSeconds": 120}),
     )
     .await;
     apply(&hub, config("a")).await;
@@ -96,7 +68,7 @@ async fn a_configmap_change_rolls_out_in_its_deployments_waves_and_rolls_back_wi
     )
     .await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
-    rollout_until(&rollouts, "completed revision 1", |r| {
+    rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
@@ -107,13 +79,13 @@ async fn a_configmap_change_rolls_out_in_its_deployments_waves_and_rolls_back_wi
 
     // The ConfigMap alone changes: a new revision, wave by wave.
     apply(&hub, config("b")).await;
-    rollout_until(&rollouts, "soaked wave 1 of revision 2", |r| {
+    rollout_until(&rollouts, WAIT, "soaked wave 1 of revision 2", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Soaking" && s.wave == 1 && s.revision_number == 2)
     })
     .await;
     let now = modes(&fleet).await;
     assert_eq!(on(&now, "b"), ["m1"], "only wave 1 has the new data while it soaks: {now:?}");
-    rollout_until(&rollouts, "completed revision 2", |r| {
+    rollout_until(&rollouts, WAIT, "completed revision 2", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 2)
     })
     .await;
@@ -130,7 +102,7 @@ async fn a_configmap_change_rolls_out_in_its_deployments_waves_and_rolls_back_wi
 
     // Aborted in wave 1: m1's ConfigMap goes back to b.
     apply(&hub, config("c")).await;
-    let rolling = rollout_until(&rollouts, "rolled revision 3 to wave 1", |r| {
+    let rolling = rollout_until(&rollouts, WAIT, "rolled revision 3 to wave 1", |r| {
         r.status.as_ref().is_some_and(|s| s.revision_number == 3 && s.wave == 1)
     })
     .await;
@@ -140,8 +112,10 @@ async fn a_configmap_change_rolls_out_in_its_deployments_waves_and_rolls_back_wi
     .await;
     let patch = json!({"metadata": {"annotations": {control::ABORT: rolling.status.unwrap().revision}}});
     rollouts.patch(ROLLOUT, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
-    rollout_until(&rollouts, "rolled back", |r| r.status.as_ref().is_some_and(|s| s.phase == "RolledBack"))
-        .await;
+    rollout_until(&rollouts, WAIT, "rolled back", |r| {
+        r.status.as_ref().is_some_and(|s| s.phase == "RolledBack")
+    })
+    .await;
     flotilla_localkube::wait_for("every member back on mode b", WAIT, || async {
         on(&modes(&fleet).await, "b").len() == 3
     })

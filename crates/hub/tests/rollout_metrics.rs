@@ -8,18 +8,18 @@
 mod support;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_api::rollout::Rollout;
 use flotilla_localkube::{wait_for, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::json;
+use support::rollout::{gray_strategy, place_web_everywhere, rollout_until};
 use support::{apply, create_namespace, Fleet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "shop";
-const ROLLOUT: &str = "web-deployment";
 const WAIT: Duration = Duration::from_secs(120);
 
 fn deployment(image: &str) -> serde_json::Value {
@@ -66,21 +66,6 @@ async fn image_in(fleet: &Fleet, member: &str) -> Option<String> {
     d.spec.template.spec?.containers.into_iter().next()?.image
 }
 
-async fn rollout_until(rollouts: &Api<Rollout>, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(r) = rollouts.get_opt(ROLLOUT).await.unwrap() {
-            if check(&r) {
-                return r;
-            }
-            last = r.status;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    panic!("the rollout never {what}; last status: {last:#?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_metric_gate_over_its_bound_in_prometheus_rolls_the_wave_back() {
     let ratios =
@@ -116,38 +101,23 @@ async fn a_metric_gate_over_its_bound_in_prometheus_rolls_the_wave_back() {
     let fleet = Fleet::start(&["eu", "eu", "eu"], &[]).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, NS).await;
-    apply(
+    place_web_everywhere(&hub, NS, false).await;
+    gray_strategy(
         &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                     "placement": {}},
-        }),
-    )
-    .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
-            "metadata": {"name": "gray", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                     "waves": {"ratio": "1:1:1"}, "soakSeconds": 60, "progressDeadlineSeconds": 120,
-                     "metricGates": [{"name": "errors", "prometheus": prometheus,
-                        "query": "max(app_error_ratio{cluster=\"{{cluster}}\"})", "max": 0.1}]},
-        }),
+        NS,
+        json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 60, "progressDeadlineSeconds": 120, "metricGates": [{"name": "errors", "prometheus": prometheus, "query": "max(app_error_ratio{cluster=\"{{cluster}}\"})", "max": 0.1}]}),
     )
     .await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
     apply(&hub, deployment("web:1")).await;
-    rollout_until(&rollouts, "completed revision 1", |r| {
+    rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
 
     // Wave 1 healthy on web:2 and soaking: the gate passes (ratio 0).
     apply(&hub, deployment("web:2")).await;
-    rollout_until(&rollouts, "soaked wave 1", |r| {
+    rollout_until(&rollouts, WAIT, "soaked wave 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Soaking" && s.wave == 1 && s.revision_number == 2)
     })
     .await;
@@ -155,7 +125,7 @@ async fn a_metric_gate_over_its_bound_in_prometheus_rolls_the_wave_back() {
 
     // m1's errors go over the bound: rolled back within a few scrapes.
     ratios.lock().unwrap()[0].1 = 0.5;
-    let back = rollout_until(&rollouts, "rolled back", |r| {
+    let back = rollout_until(&rollouts, WAIT, "rolled back", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "RolledBack")
     })
     .await;

@@ -9,7 +9,7 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flotilla_api::rollout::Rollout;
 use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
@@ -19,10 +19,10 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 use kube::Api;
 use serde_json::json;
+use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
 use support::{apply, create_namespace, Fleet};
 
 const NS: &str = "shop";
-const ROLLOUT: &str = "web-deployment";
 const WAIT: Duration = Duration::from_secs(180);
 
 fn deployment(command: &str) -> serde_json::Value {
@@ -44,21 +44,6 @@ async fn command_in(member: &kube::Client) -> Option<(String, i64)> {
     Some((command, generation))
 }
 
-async fn rollout_until(rollouts: &Api<Rollout>, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
-    let deadline = Instant::now() + WAIT;
-    let mut last = None;
-    while Instant::now() < deadline {
-        if let Some(r) = rollouts.get_opt(ROLLOUT).await.unwrap() {
-            if check(&r) {
-                return r;
-            }
-            last = r.status;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("the rollout never {what}; last status: {last:#?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
     let mut nodes = RealNodes::reserve().unwrap();
@@ -74,31 +59,17 @@ async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
         .unwrap();
     let hub = fleet.hub.client();
     create_namespace(&hub, NS).await;
-    apply(
+    place_web_everywhere(&hub, NS, false).await;
+    gray_strategy(
         &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                     "placement": {}},
-        }),
-    )
-    .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
-            "metadata": {"name": "gray", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                     "waves": {"ratio": "1:2:7"}, "soakSeconds": 2, "progressDeadlineSeconds": 120,
-                     "maxRestarts": 2},
-        }),
+        NS,
+        json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 2, "progressDeadlineSeconds": 120, "maxRestarts": 2}),
     )
     .await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
     const GOOD: &str = "exec sleep 3600";
     apply(&hub, deployment(GOOD)).await;
-    rollout_until(&rollouts, "completed revision 1", |r| {
+    rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
@@ -114,7 +85,7 @@ async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
 
     // The bad release: its container exits at once.
     apply(&hub, deployment("echo this build is broken; exit 1")).await;
-    let back = rollout_until(&rollouts, "rolled back", |r| {
+    let back = rollout_until(&rollouts, WAIT, "rolled back", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "RolledBack" && s.revision_number == 2)
     })
     .await;
@@ -154,7 +125,7 @@ async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
     assert!(command_in(&real).await.unwrap().0.ends_with(GOOD));
     const FIXED: &str = "exec sleep 7200";
     apply(&hub, deployment(FIXED)).await;
-    rollout_until(&rollouts, "completed the fixed release", |r| {
+    rollout_until(&rollouts, WAIT, "completed the fixed release", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 3)
     })
     .await;

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_api::rollout::{Rollout, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL};
+use flotilla_api::rollout::{Rollout, RolloutStrategy, CHANGES_ANNOTATION, HASH_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_api::work::{TargetCluster, Work};
 use flotilla_apps_core::metric_gate::Verdict;
 use flotilla_apps_core::revision::{changes, RevisionContent};
@@ -105,14 +105,20 @@ fn revision_name(rollout: &str, hash: &str) -> String {
     format!("{rollout}-{hash}")
 }
 
+/// The strategy that takes the template, if one does.
+fn strategy_for(apps: &Apps, meta: &TemplateMeta<'_>) -> Option<Arc<RolloutStrategy>> {
+    let strategies = apps.rollouts.strategies.state();
+    let named: Vec<(String, String)> =
+        strategies.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any())).collect();
+    let listed: Vec<(&str, &str, &flotilla_api::rollout::RolloutStrategySpec)> =
+        strategies.iter().zip(&named).map(|(s, (ns, name))| (ns.as_str(), name.as_str(), &s.spec)).collect();
+    let chosen = rollout_status::pick_strategy(&listed, meta)?;
+    strategies.iter().zip(&named).find(|(_, (_, name))| name == chosen).map(|(s, _)| s.clone())
+}
+
 /// Whether a strategy takes the template.
 pub(super) fn takes(apps: &Apps, meta: &TemplateMeta<'_>) -> bool {
-    let strategies = apps.rollouts.strategies.state();
-    let listed: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> =
-        strategies.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec)).collect();
-    let listed: Vec<(&str, &str, &flotilla_api::rollout::RolloutStrategySpec)> =
-        listed.iter().map(|(ns, name, spec)| (ns.as_str(), name.as_str(), *spec)).collect();
-    rollout_status::pick_strategy(&listed, meta).is_some()
+    strategy_for(apps, meta).is_some()
 }
 
 /// What [`plan`] reads of a template.
@@ -136,18 +142,12 @@ pub(super) async fn plan(
     template: Template<'_>,
 ) -> Result<Option<Given>, Error> {
     let Template { meta, uid: template_uid, content, targets, works, suspended } = template;
-    let strategies = apps.rollouts.strategies.state();
-    let candidates: Vec<(String, String, &flotilla_api::rollout::RolloutStrategySpec)> =
-        strategies.iter().map(|s| (s.namespace().unwrap_or_default(), s.name_any(), &s.spec)).collect();
-    let listed: Vec<(&str, &str, &flotilla_api::rollout::RolloutStrategySpec)> =
-        candidates.iter().map(|(ns, name, spec)| (ns.as_str(), name.as_str(), *spec)).collect();
-    let Some(strategy_name) = rollout_status::pick_strategy(&listed, meta) else {
+    let Some(chosen) = strategy_for(apps, meta) else {
         lock(&apps.rolling).remove(key);
         return Ok(None);
     };
-    let Some(spec) = listed.iter().find(|(_, n, _)| *n == strategy_name).map(|(_, _, s)| *s) else {
-        return Ok(None);
-    };
+    let (strategy_name, spec) = (chosen.name_any(), &chosen.spec);
+    let strategy_name = strategy_name.as_str();
     let name = rollout_name(key);
     let strategy = match rollout::from_spec(spec) {
         Ok(s) => s,

@@ -20,6 +20,8 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client};
 use serde_json::json;
 
+pub mod rollout;
+
 pub struct Fleet {
     pub hub: Cluster,
     pub members: Vec<Cluster>,

@@ -1,0 +1,65 @@
+//! What the rollout tests share: a policy placing the Deployment `web` on
+//! every member, a `RolloutStrategy` named `gray`, and waiting on the
+//! template's Rollout (`web-deployment`).
+
+use std::time::{Duration, Instant};
+
+use flotilla_api::rollout::Rollout;
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::apply;
+
+pub const ROLLOUT: &str = "web-deployment";
+
+/// A PropagationPolicy placing Deployment `web` on every member
+/// (`propagate_deps`: with the objects it refers to).
+pub async fn place_web_everywhere(hub: &Client, namespace: &str, propagate_deps: bool) {
+    apply(
+        hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": namespace},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                     "propagateDeps": propagate_deps, "placement": {}},
+        }),
+    )
+    .await;
+}
+
+/// The RolloutStrategy `gray` over every Deployment of the namespace, with
+/// `spec` (waves, soak, ...).
+pub async fn gray_strategy(hub: &Client, namespace: &str, mut spec: serde_json::Value) {
+    spec["resourceSelectors"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment"}]);
+    apply(
+        hub,
+        json!({
+            "apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
+            "metadata": {"name": "gray", "namespace": namespace},
+            "spec": spec,
+        }),
+    )
+    .await;
+}
+
+/// Polls the Rollout until `check` holds; fails after `wait` with its last
+/// status.
+pub async fn rollout_until(
+    rollouts: &Api<Rollout>,
+    wait: Duration,
+    what: &str,
+    check: impl Fn(&Rollout) -> bool,
+) -> Rollout {
+    let deadline = Instant::now() + wait;
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Some(r) = rollouts.get_opt(ROLLOUT).await.unwrap() {
+            if check(&r) {
+                return r;
+            }
+            last = r.status;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("the rollout never {what}; last status: {last:#?}");
+}

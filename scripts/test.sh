@@ -2,7 +2,7 @@
 # Runs every check and test of the repository: builds (or reuses) the real
 # Kubernetes binaries, then format, lint, and the whole test suite against
 # real etcd / kube-apiserver / controller-manager / scheduler / hollow nodes.
-# Plain `cargo test`, the same on every machine (no cargo-nextest needed).
+# Plain cargo, the same on every machine (no cargo-nextest needed).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -26,4 +26,10 @@ echo "==> cargo clippy" >&2
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 echo "==> tests" >&2
-cargo test --workspace --locked --no-fail-fast "$@"
+# With arguments, exactly `cargo test` (a filter, one package); without, every
+# test binary of the workspace, several at a time (scripts/run-tests.sh).
+if [ $# -gt 0 ]; then
+    cargo test --workspace --locked --no-fail-fast "$@"
+else
+    scripts/run-tests.sh
+fi

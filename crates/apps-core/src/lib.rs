@@ -13,6 +13,7 @@ pub mod cron_hpa;
 pub mod failover;
 pub mod fleet_health;
 pub mod health;
+pub mod member_hpa;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;

@@ -143,10 +143,9 @@ impl RuleStep {
 pub fn scale_of(rule: &CronRule, federated_hpa: bool) -> Result<Scale, String> {
     match (federated_hpa, rule.target_replicas, rule.target_min_replicas, rule.target_max_replicas) {
         (false, Some(n), None, None) => Ok(Scale::Replicas(n)),
-        (false, ..) => Err(format!(
-            "rule {}: the target is a workload, so the rule sets targetReplicas only",
-            rule.name
-        )),
+        (false, ..) => {
+            Err(format!("rule {}: the target is a workload, so the rule sets targetReplicas only", rule.name))
+        }
         (true, None, min, max) if min.is_some() || max.is_some() => Ok(Scale::Bounds { min, max }),
         (true, ..) => Err(format!(
             "rule {}: the target is a FederatedHPA, so the rule sets targetMinReplicas and/or \
@@ -267,15 +266,14 @@ pub fn record(
             );
         }
         Some(Outcome::Failed { tick, message }) => {
-            history.failed_executions.insert(
-                0,
-                FailedExecution { schedule_time: Time(tick), execution_time: executed, message },
-            );
+            history
+                .failed_executions
+                .insert(0, FailedExecution { schedule_time: Time(tick), execution_time: executed, message });
         }
         None => {}
     }
-    history.successful_executions.sort_by(|a, b| b.schedule_time.0.cmp(&a.schedule_time.0));
-    history.failed_executions.sort_by(|a, b| b.schedule_time.0.cmp(&a.schedule_time.0));
+    history.successful_executions.sort_by_key(|e| std::cmp::Reverse(e.schedule_time.0));
+    history.failed_executions.sort_by_key(|e| std::cmp::Reverse(e.schedule_time.0));
     history.successful_executions.truncate(limit(rule.successful_history_limit));
     history.failed_executions.truncate(limit(rule.failed_history_limit));
     history
@@ -315,7 +313,12 @@ pub fn conditions(
 ) -> Vec<Condition> {
     let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
     let valid = match invalid {
-        [] => Wanted::new(conditions::VALID, true, "RulesValid", "every rule's schedule and time zone are valid"),
+        [] => Wanted::new(
+            conditions::VALID,
+            true,
+            "RulesValid",
+            "every rule's schedule and time zone are valid",
+        ),
         _ => Wanted::new(conditions::VALID, false, "InvalidRule", invalid.join("; ")),
     };
     let failing: Vec<String> = histories
@@ -328,12 +331,7 @@ pub fn conditions(
         })
         .collect();
     let applied = match failing.as_slice() {
-        [] => Wanted::new(
-            conditions::APPLIED,
-            true,
-            "Succeeded",
-            "no rule's latest execution failed",
-        ),
+        [] => Wanted::new(conditions::APPLIED, true, "Succeeded", "no rule's latest execution failed"),
         _ => Wanted::new(conditions::APPLIED, false, "ExecutionFailed", failing.join("; ")),
     };
     [valid, applied]

@@ -55,7 +55,13 @@ fn ticks_in_zones() {
         ("0 8 * * *", "Europe/Paris", "2026-07-10T12:00:00Z", "2026-07-11T06:00:00Z", "2026-07-10T06:00:00Z"),
         // Across the spring change (29 March 2026 in Europe).
         ("0 8 * * *", "Europe/Paris", "2026-03-28T12:00:00Z", "2026-03-29T06:00:00Z", "2026-03-28T07:00:00Z"),
-        ("0 9 * * 1-5", "America/New_York", "2026-03-06T15:00:00Z", "2026-03-09T13:00:00Z", "2026-03-06T14:00:00Z"),
+        (
+            "0 9 * * 1-5",
+            "America/New_York",
+            "2026-03-06T15:00:00Z",
+            "2026-03-09T13:00:00Z",
+            "2026-03-06T14:00:00Z",
+        ),
         ("@hourly", "Asia/Kolkata", "2026-03-01T10:00:00Z", "2026-03-01T10:30:00Z", "2026-03-01T09:30:00Z"),
     ];
     for (schedule, zone_name, after, next, latest) in cases {
@@ -370,12 +376,16 @@ fn run_order_and_requeue() {
     assert_eq!(requeue_after(&steps[1..2], at("2026-03-01T10:01:00Z")), Some(Duration::ZERO));
 }
 
+/// (name, invalid rules, histories, want (status, reason) of Valid and Applied)
+type ConditionCase = (&'static str, Vec<String>, Vec<ExecutionHistory>, [(&'static str, &'static str); 2]);
+
 #[test]
 fn conditions_say_what_is_wrong() {
     let now = at("2026-03-01T10:00:00Z");
     let ok = history(None, &["2026-03-01T10:00:00Z"], &["2026-03-01T09:00:00Z"]);
-    let failing = ExecutionHistory { rule_name: "night".into(), ..history(None, &[], &["2026-03-01T10:00:00Z"]) };
-    let cases: Vec<(&str, Vec<String>, Vec<ExecutionHistory>, [(&str, &str); 2])> = vec![
+    let failing =
+        ExecutionHistory { rule_name: "night".into(), ..history(None, &[], &["2026-03-01T10:00:00Z"]) };
+    let cases: Vec<ConditionCase> = vec![
         ("all good", vec![], vec![ok.clone()], [("True", "RulesValid"), ("True", "Succeeded")]),
         (
             "invalid and failing",

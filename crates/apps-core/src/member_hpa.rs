@@ -126,7 +126,12 @@ mod tests {
     }
 
     fn target(kind: &str, name: &str) -> ScaleTarget {
-        ScaleTarget { namespace: "default".into(), group: "apps".into(), kind: kind.into(), name: name.into() }
+        ScaleTarget {
+            namespace: "default".into(),
+            group: "apps".into(),
+            kind: kind.into(),
+            name: name.into(),
+        }
     }
 
     #[test]
@@ -169,12 +174,20 @@ mod tests {
                 target("Deployment", "web"),
                 None,
             ),
-            ("another name", vec![hpa("api", "apps/v1", "Deployment", "api")], target("Deployment", "web"), None),
+            (
+                "another name",
+                vec![hpa("api", "apps/v1", "Deployment", "api")],
+                target("Deployment", "web"),
+                None,
+            ),
             ("another namespace", vec![other_ns], target("Deployment", "web"), None),
             ("an HPA being deleted", vec![deleting], target("Deployment", "web"), None),
             (
                 "two HPAs: the first by name",
-                vec![hpa("web-z", "apps/v1", "Deployment", "web"), hpa("web-a", "apps/v1", "Deployment", "web")],
+                vec![
+                    hpa("web-z", "apps/v1", "Deployment", "web"),
+                    hpa("web-a", "apps/v1", "Deployment", "web"),
+                ],
                 target("Deployment", "web"),
                 Some("HorizontalPodAutoscaler/web-a"),
             ),

@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cron_hpa::{
-    conditions as condition_types, CronFederatedHPA, CronFederatedHPAStatus, ScaleTargetRef, FEDERATED_HPA_KIND,
-    FEDERATED_HPA_PLURAL,
+    conditions as condition_types, CronFederatedHPA, CronFederatedHPAStatus, ScaleTargetRef,
+    FEDERATED_HPA_KIND, FEDERATED_HPA_PLURAL,
 };
 use flotilla_apps_core::cron_hpa::{self as decide, Outcome, RuleStep, Scale};
 use futures::StreamExt;
@@ -44,7 +44,10 @@ struct Ctx {
 pub async fn run(client: Client) {
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        recorder: Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None }),
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter { controller: FIELD_MANAGER.into(), instance: None },
+        ),
     });
     let api: Api<CronFederatedHPA> = Api::all(client);
     tracing::info!("CronFederatedHPA controller running");
@@ -101,15 +104,15 @@ async fn apply_scale(
         // The FederatedHPA type is not this module's: two fields, merged.
         let resource = ApiResource::from_gvk_with_plural(&gvk, FEDERATED_HPA_PLURAL);
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-        return api.patch(&target.name, &params, &Patch::Merge(&patch)).await.map(|_| ()).map_err(|e| {
-            match e {
+        return api.patch(&target.name, &params, &Patch::Merge(&patch)).await.map(|_| ()).map_err(
+            |e| match e {
                 kube::Error::Api(s) if s.code == 404 => ScaleError::Refused(format!(
                     "{described} does not exist on the hub (or the hub does not serve {})",
                     target.api_version
                 )),
                 e => classify(e, &described),
-            }
-        });
+            },
+        );
     }
     let (resource, capabilities) = match kube::discovery::pinned_kind(client, &gvk).await {
         Ok(found) => found,
@@ -128,7 +131,10 @@ async fn apply_scale(
         )));
     }
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
-    api.patch_scale(&target.name, &params, &Patch::Merge(&patch)).await.map(|_| ()).map_err(|e| classify(e, &described))
+    api.patch_scale(&target.name, &params, &Patch::Merge(&patch))
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(e, &described))
 }
 
 async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Action, Error> {
@@ -137,8 +143,7 @@ async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Actio
     let namespace = object.namespace().unwrap_or_default();
     let federated = decide::targets_federated_hpa(&object.spec);
     let previous = object.status.clone().unwrap_or_default();
-    let history_of =
-        |rule: &str| previous.execution_histories.iter().find(|h| h.rule_name == rule);
+    let history_of = |rule: &str| previous.execution_histories.iter().find(|h| h.rule_name == rule);
     let steps: Vec<RuleStep> = object
         .spec
         .rules
@@ -153,7 +158,9 @@ async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Actio
     let mut outcomes: Vec<Option<Outcome>> = steps
         .iter()
         .map(|s| match s {
-            RuleStep::Skip { tick, message, .. } => Some(Outcome::Failed { tick: *tick, message: message.clone() }),
+            RuleStep::Skip { tick, message, .. } => {
+                Some(Outcome::Failed { tick: *tick, message: message.clone() })
+            }
             _ => None,
         })
         .collect();
@@ -189,7 +196,8 @@ async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Actio
     for (i, step) in steps.iter().enumerate() {
         if let (RuleStep::Skip { message, .. }, Some(_)) = (step, &outcomes[i]) {
             let rule = &object.spec.rules[i].name;
-            publish(&ctx, &object, EventType::Warning, "TickSkipped", &format!("rule {rule}: {message}")).await;
+            publish(&ctx, &object, EventType::Warning, "TickSkipped", &format!("rule {rule}: {message}"))
+                .await;
         }
     }
 
@@ -202,7 +210,9 @@ async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Actio
         .map(|((rule, step), outcome)| {
             // A rule whose tick is still due keeps its announced tick.
             let next = match (step, &outcome) {
-                (RuleStep::Run { .. }, None) => history_of(&rule.name).and_then(|h| h.next_execution_time.clone()).map(|t| t.0),
+                (RuleStep::Run { .. }, None) => {
+                    history_of(&rule.name).and_then(|h| h.next_execution_time.clone()).map(|t| t.0)
+                }
                 _ => step.next(),
             };
             decide::record(rule, history_of(&rule.name), next, outcome, now)
@@ -229,7 +239,8 @@ async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Actio
         let patch = json!({
             "apiVersion": "autoscaling.flotilla.io/v1alpha1", "kind": "CronFederatedHPA", "status": status
         });
-        match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+        match api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(Action::await_change()),
             Err(e) => return Err(e.into()),

@@ -157,17 +157,26 @@ async fn bad_rules_are_refused_or_reported() {
     create_namespace(&hub, NS).await;
     apply(&hub, web(1)).await;
     let crons: Api<CronFederatedHPA> = Api::namespaced(hub.clone(), NS);
-    let federated_hpa = json!({"apiVersion": "autoscaling.flotilla.io/v1alpha1", "kind": "FederatedHPA", "name": "web"});
+    let federated_hpa =
+        json!({"apiVersion": "autoscaling.flotilla.io/v1alpha1", "kind": "FederatedHPA", "name": "web"});
 
     let refused = [
         (
             "targetMinReplicas on a workload",
-            cron("a", deployment_ref(), json!([{"name": "r", "schedule": "0 8 * * *", "targetMinReplicas": 2}])),
+            cron(
+                "a",
+                deployment_ref(),
+                json!([{"name": "r", "schedule": "0 8 * * *", "targetMinReplicas": 2}]),
+            ),
             "the target is a workload",
         ),
         (
             "targetReplicas on a FederatedHPA",
-            cron("b", federated_hpa.clone(), json!([{"name": "r", "schedule": "0 8 * * *", "targetReplicas": 2}])),
+            cron(
+                "b",
+                federated_hpa.clone(),
+                json!([{"name": "r", "schedule": "0 8 * * *", "targetReplicas": 2}]),
+            ),
             "the target is a FederatedHPA",
         ),
         (
@@ -181,7 +190,11 @@ async fn bad_rules_are_refused_or_reported() {
         ),
         (
             "a schedule of words",
-            cron("d", deployment_ref(), json!([{"name": "r", "schedule": "every morning", "targetReplicas": 2}])),
+            cron(
+                "d",
+                deployment_ref(),
+                json!([{"name": "r", "schedule": "every morning", "targetReplicas": 2}]),
+            ),
             "spec.rules[0].schedule",
         ),
         (

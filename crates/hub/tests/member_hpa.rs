@@ -88,7 +88,8 @@ async fn a_member_hpa_keeps_its_replicas_until_it_goes() {
     let works: Api<Work> = Api::namespaced(hub.clone(), "flotilla-cluster-m1");
     let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), NS);
     wait_for("the Work and the binding name the HPA", Duration::from_secs(60), || async {
-        work_owner(&works).await.as_deref() == Some(OWNER) && binding_owner(&bindings).await.as_deref() == Some(OWNER)
+        work_owner(&works).await.as_deref() == Some(OWNER)
+            && binding_owner(&bindings).await.as_deref() == Some(OWNER)
     })
     .await;
 

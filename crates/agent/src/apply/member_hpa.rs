@@ -58,7 +58,8 @@ impl MemberHpas {
             .default_backoff()
             .modify(|hpa: &mut HorizontalPodAutoscaler| hpa.managed_fields_mut().clear())
             .reflect(writer);
-        let follower = Follower { followed: followed.clone(), triggers, hub_namespace, cluster: cluster.clone() };
+        let follower =
+            Follower { followed: followed.clone(), triggers, hub_namespace, cluster: cluster.clone() };
         let task = tokio::spawn(follower.run(events));
         MemberHpas { store, followed, cluster, _task: AbortOnDrop(task) }
     }
@@ -151,7 +152,11 @@ impl Follower {
                         Some(target) => known.insert(key(&hpa), target.clone()),
                         None => known.remove(&key(&hpa)),
                     };
-                    if before == now { Vec::new() } else { before.into_iter().chain(now).collect() }
+                    if before == now {
+                        Vec::new()
+                    } else {
+                        before.into_iter().chain(now).collect()
+                    }
                 }
                 Ok(watcher::Event::Delete(hpa)) => known.remove(&key(&hpa)).into_iter().collect(),
                 Err(e) => {

@@ -396,6 +396,10 @@ impl Applier {
         }
         let mut applied = match result {
             Ok(applied) => applied,
+            // The member's HPA scaled since its replicas were read: read again.
+            Err(kube::Error::Api(s)) if s.code == 409 && replicas_owner.is_some() => {
+                return Err(kube::Error::Api(s).into())
+            }
             Err(e) => return self.refused(identifier, &target, e),
         };
         applied.managed_fields_mut().clear();

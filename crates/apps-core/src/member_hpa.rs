@@ -75,17 +75,22 @@ pub fn sets_replicas(body: &Value) -> bool {
 /// Nothing changes when the manifest sets no replicas or the member's
 /// object has none (it is created with the manifest's). Returns whether
 /// the member's value was taken.
+///
+/// The live object's `resourceVersion` goes with it: server-side apply
+/// then refuses the write (409) if the HPA scaled in between, instead of
+/// writing back a value read just before, and the applier reads again.
 pub fn retain_replicas(body: &mut Value, live: Option<&Value>) -> bool {
-    let Some(replicas) = live.and_then(|l| l.pointer("/spec/replicas")).filter(|r| r.is_i64()) else {
-        return false;
-    };
-    match body.pointer_mut("/spec/replicas") {
-        Some(wanted) => {
-            *wanted = replicas.clone();
-            true
-        }
-        None => false,
+    let Some(live) = live else { return false };
+    let Some(replicas) = live.pointer("/spec/replicas").filter(|r| r.is_i64()) else { return false };
+    let Some(wanted) = body.pointer_mut("/spec/replicas") else { return false };
+    *wanted = replicas.clone();
+    let version = live.pointer("/metadata/resourceVersion").and_then(Value::as_str);
+    if let (Some(version), Some(metadata)) =
+        (version, body.get_mut("metadata").and_then(Value::as_object_mut))
+    {
+        metadata.insert("resourceVersion".into(), version.into());
     }
+    true
 }
 
 /// The targets whose owner may have changed between two views of the
@@ -207,6 +212,14 @@ mod tests {
                 Some(json!({"spec": {"replicas": 7}})),
                 true,
                 json!({"kind": "Deployment", "spec": {"replicas": 7, "template": {}}}),
+            ),
+            (
+                "with the version they were read at",
+                json!({"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}}),
+                Some(json!({"metadata": {"resourceVersion": "42"}, "spec": {"replicas": 7}})),
+                true,
+                json!({"kind": "Deployment", "metadata": {"name": "web", "resourceVersion": "42"},
+                       "spec": {"replicas": 7}}),
             ),
             ("no live object: created as written", manifest.clone(), None, false, manifest.clone()),
             (

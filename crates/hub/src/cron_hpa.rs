@@ -17,6 +17,7 @@ use flotilla_api::cron_hpa::{
 };
 use flotilla_apps_core::cron_hpa::{self as decide, Outcome, RuleStep, Scale};
 use futures::StreamExt;
+use k8s_openapi::jiff::tz::TimeZone;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -149,8 +150,13 @@ async fn reconcile(object: Arc<CronFederatedHPA>, ctx: Arc<Ctx>) -> Result<Actio
         .rules
         .iter()
         .map(|rule| {
-            // The system's tz database (jiff caches what it reads).
-            let zone = k8s_openapi::jiff::tz::db().get(decide::zone_name(rule)).ok();
+            // The system's tz database (jiff caches what it reads); UTC
+            // even where the host has none.
+            let zone_name = decide::zone_name(rule);
+            let zone = k8s_openapi::jiff::tz::db()
+                .get(zone_name)
+                .ok()
+                .or_else(|| (zone_name == decide::DEFAULT_ZONE).then_some(TimeZone::UTC));
             decide::step(rule, federated, zone.as_ref(), history_of(&rule.name), now)
         })
         .collect();

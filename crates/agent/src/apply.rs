@@ -38,8 +38,10 @@ use serde_json::{json, Value};
 use crate::error::Error;
 use crate::pods::MemberPods;
 
+mod member_hpa;
 mod member_watch;
 
+use member_hpa::MemberHpas;
 use member_watch::{lock, trigger, watch_key, KindObjects, ObjectKey, Seen, Watch};
 
 /// Field manager of the objects applied in members.
@@ -74,6 +76,7 @@ pub async fn run_applier(
         .applied_objects()
         .predicate_filter(needs_apply, Default::default());
     let (triggers, triggered) = mpsc::unbounded();
+    let hpas = MemberHpas::start(&member, hub_namespace.clone(), cluster.clone(), triggers.clone());
     let applier = Arc::new(Applier {
         works,
         hub_namespace,
@@ -85,6 +88,7 @@ pub async fn run_applier(
         failures: Mutex::default(),
         recorded: Mutex::default(),
         pods,
+        hpas,
     });
     tracing::info!(cluster = %applier.cluster, namespace = %applier.hub_namespace, "work applier running");
     Controller::for_stream(work_events, reader)
@@ -141,6 +145,8 @@ struct Applier {
     /// The member's pods: why an unhealthy workload is so, and a change
     /// to its pods reconciles its Work again.
     pods: MemberPods,
+    /// The member's HPAs: a workload one scales keeps the member's replicas.
+    hpas: MemberHpas,
 }
 
 async fn reconcile(work: Arc<Work>, applier: Arc<Applier>) -> Result<Action, Error> {
@@ -368,7 +374,14 @@ impl Applier {
                 "taking over an object"
             );
         }
-        let body = decide::prepare(manifest, namespace.as_deref(), applied_by);
+        let mut body = decide::prepare(manifest, namespace.as_deref(), applied_by);
+        let scaled = flotilla_apps_core::member_hpa::ScaleTarget {
+            namespace: identifier.namespace.clone(),
+            group: target.group.clone(),
+            kind: target.kind.clone(),
+            name: target.name.clone(),
+        };
+        let replicas_owner = self.hpas.retain(&api, scaled, applied_by, &mut body).await?;
         let objects = self.watch(&kind);
         let key = (identifier.namespace.clone(), target.name.clone());
         lock(&objects).applying.insert(key.clone(), Vec::new());
@@ -383,6 +396,10 @@ impl Applier {
         }
         let mut applied = match result {
             Ok(applied) => applied,
+            // The member's HPA scaled since its replicas were read: read again.
+            Err(kube::Error::Api(s)) if s.code == 409 && replicas_owner.is_some() => {
+                return Err(kube::Error::Api(s).into())
+            }
             Err(e) => return self.refused(identifier, &target, e),
         };
         applied.managed_fields_mut().clear();
@@ -399,6 +416,7 @@ impl Applier {
             health_detail,
             status,
             generation,
+            replicas_owner,
         })
     }
 
@@ -620,6 +638,7 @@ impl Applier {
             self.remove(id, &applied_by, preserve).await?;
         }
         lock(&self.recorded).remove(&name);
+        self.hpas.forget(&applied_by);
         self.pods.follow(&self.work_ref(&name), Vec::new(), &self.triggers);
         tracing::info!(
             cluster = %self.cluster, work = %name, objects = objects.len(), preserved = preserve,

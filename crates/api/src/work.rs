@@ -184,6 +184,11 @@ pub struct AggregatedStatusItem {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "crate::any_json")]
     pub status: Option<serde_json::Value>,
+    /// Who owns the replicas in this cluster when not the template (a
+    /// member HPA, e.g. `HorizontalPodAutoscaler/web`): the cluster runs
+    /// the replicas its HPA chose, not the ones the template gives it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -354,6 +359,11 @@ pub struct ManifestStatus {
     /// The object's `metadata.generation` in the member when `status` was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<i64>,
+    /// Who owns the object's `spec.replicas` in the member when it is not
+    /// the Work, e.g. `HorizontalPodAutoscaler/web`: the applier keeps the
+    /// member's replicas instead of the manifest's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas_owner: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -272,6 +272,7 @@ pub fn cluster_item(
             health: Health::Unknown,
             health_detail: None,
             status: None,
+            replicas_owner: None,
         };
         return (item, false);
     };
@@ -301,6 +302,7 @@ pub fn cluster_item(
         health: if applied { first.map(|m| m.health).unwrap_or_default() } else { Health::Unknown },
         health_detail: if applied { first.and_then(|m| m.health_detail.clone()) } else { None },
         status: first.and_then(|m| m.status.clone()),
+        replicas_owner: if applied { first.and_then(|m| m.replicas_owner.clone()) } else { None },
     };
     (item, applied && built_from_current && member_caught_up)
 }

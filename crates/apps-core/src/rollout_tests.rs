@@ -418,6 +418,7 @@ fn gate_table() {
                 restart_count: restarts,
             }),
             status: None,
+            replicas_owner: None,
         }
     };
     let cases = [

@@ -4,6 +4,7 @@
 
 pub mod apps;
 pub mod controller;
+pub mod cron_hpa;
 mod csr;
 mod error;
 pub mod install;
@@ -68,7 +69,8 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
     let push = push::run(client.clone(), clusters);
     let machines = machines::run(client.clone(), config.auto_accept);
+    let cron_hpa = cron_hpa::run(client.clone());
     let apps = apps::run(client, config.failover, config.opt_in);
-    let ((), push, apps, ()) = futures::join!(fleet, push, apps, machines);
+    let ((), push, apps, (), ()) = futures::join!(fleet, push, apps, machines, cron_hpa);
     push.and(apps)
 }

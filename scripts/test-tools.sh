@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Tools the tests run beside Kubernetes: Prometheus (Debian's package; the
-# rollout metric gates' test scrapes a real endpoint with it). Installs
+# rollout metric gates' test scrapes a real endpoint with it) and tzdata (the
+# time zones of CronFederatedHPA rules, read from /usr/share/zoneinfo). Installs
 # what is missing, waits for the package lock, starts no daemon.
 set -euo pipefail
 
-PACKAGES=(prometheus)
+PACKAGES=(prometheus tzdata)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,6 +1,7 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
 pub mod cluster;
+pub mod interpreter;
 pub mod kok;
 pub mod kok_request;
 pub mod machine;
@@ -47,6 +48,7 @@ pub fn crds() -> Vec<Crd> {
         node_pool::NodePool::crd(),
         rollout::RolloutStrategy::crd(),
         rollout::Rollout::crd(),
+        interpreter::with_name_rule(interpreter::WorkloadInterpreter::crd()),
     ]
     .into_iter()
     .map(without_nullable)

@@ -12,6 +12,7 @@ pub mod binding_status;
 pub mod failover;
 pub mod fleet_health;
 pub mod health;
+pub mod interpreter;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;

@@ -53,6 +53,15 @@ impl FieldPath {
         self.0.iter().try_fold(value, |v, segment| v.get(segment))
     }
 
+    /// Removes the field, if there.
+    pub fn remove(&self, value: &mut Value) {
+        let Some((last, parents)) = self.0.split_last() else { return };
+        let parent = parents.iter().try_fold(value, |v, segment| v.get_mut(segment));
+        if let Some(object) = parent.and_then(Value::as_object_mut) {
+            object.remove(last);
+        }
+    }
+
     /// Sets the field, creating the objects on the way; does nothing when
     /// a value on the way is not an object.
     pub fn set(&self, value: &mut Value, new: Value) {
@@ -198,6 +207,14 @@ pub fn set_replicas(manifest: &mut Value, replicas: i32, interpreter: Option<&In
     match interpreter.and_then(|i| i.replicas.as_ref()) {
         Some(path) => path.set(manifest, replicas.into()),
         None => workload::set_replicas(manifest, replicas),
+    }
+}
+
+/// A revision's manifest leaves the replicas out (a scale is no new
+/// revision); built-in kinds are handled by `revision` itself.
+pub fn without_replicas(manifest: &mut Value, interpreter: Option<&Interpreter>) {
+    if let Some(path) = interpreter.and_then(|i| i.replicas.as_ref()) {
+        path.remove(manifest);
     }
 }
 

@@ -150,6 +150,10 @@ fn replicas_requests_and_dependencies_by_path() {
     assert_eq!(replicas(&object, None), None, "a custom kind without interpreter has no replicas");
     set_replicas(&mut object, 3, with);
     assert_eq!(object["spec"]["replicas"], 3);
+    let mut stripped = object.clone();
+    without_replicas(&mut stripped, with);
+    assert!(stripped["spec"].get("replicas").is_none());
+    assert!(stripped["spec"].get("template").is_some());
     let mut untouched = clone_set_object(Some(6));
     set_replicas(&mut untouched, 3, None);
     assert_eq!(untouched["spec"]["replicas"], 6);

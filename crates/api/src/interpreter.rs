@@ -21,9 +21,6 @@ use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "config.flotilla.io";
 
-/// The syntax of a field path: dot-separated identifiers, e.g.
-/// `spec.replicas` (no indexes, no wildcards).
-pub const FIELD_PATH_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$";
 /// The longest field path accepted.
 pub const MAX_FIELD_PATH: u32 = 256;
 /// The longest CEL expression accepted.
@@ -63,11 +60,11 @@ pub struct WorkloadInterpreterSpec {
     /// `spec`. Without it the kind is not divided.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
-        regex(pattern = r"^spec(\.[A-Za-z_][A-Za-z0-9_]*)+$"),
         length(max = 256),
         extend("x-kubernetes-validations" = [{
-            "rule": "self.startsWith('spec.')",
-            "message": "replicasPath must be a dotted path under spec, e.g. spec.replicas",
+            "rule": "self.matches('^spec([.][A-Za-z_][A-Za-z0-9_]*)+$')",
+            "message": "replicasPath must be a dotted path of identifiers under spec, e.g. spec.replicas \
+                        (no indexes, wildcards or leading dot)",
         }])
     )]
     pub replicas_path: Option<String>,
@@ -75,7 +72,14 @@ pub struct WorkloadInterpreterSpec {
     /// e.g. `spec.template`: per-replica requests for the scheduler and the
     /// ConfigMaps, Secrets, ... it refers to (propagateDeps).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"), length(max = 256))]
+    #[schemars(
+        length(max = 256),
+        extend("x-kubernetes-validations" = [{
+            "rule": "self.matches('^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*$')",
+            "message": "podTemplatePath must be a dotted path of identifiers, e.g. spec.template \
+                        (no indexes, wildcards or leading dot)",
+        }])
+    )]
     pub pod_template_path: Option<String>,
     /// Integer fields of the object's `.status` (paths relative to it, e.g.
     /// `readyReplicas`, `rollout.updated`) summed over the members into the
@@ -83,8 +87,15 @@ pub struct WorkloadInterpreterSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 32),
-        extend("x-kubernetes-list-type" = "set"),
-        inner(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"), length(max = 256))
+        extend(
+            "x-kubernetes-list-type" = "set",
+            "x-kubernetes-validations" = [{
+                "rule": "self.all(p, p.matches('^[A-Za-z_][A-Za-z0-9_]*([.][A-Za-z_][A-Za-z0-9_]*)*$'))",
+                "message": "statusCounts entries must be dotted paths of identifiers relative to status, \
+                            e.g. readyReplicas (no indexes, wildcards or leading dot)",
+            }]
+        ),
+        inner(length(max = 256))
     )]
     pub status_counts: Vec<String>,
     /// When an object of the kind is healthy in its member. Without it, a
@@ -175,7 +186,6 @@ pub(crate) fn with_name_rule(crd: Crd) -> Crd {
                  + self.spec.target.apiVersion.split('/')[1] + '.' + self.spec.target.apiVersion.split('/')[0]",
         "message": "the name of a WorkloadInterpreter must be <kind in lower case>.<version>.<group> of its \
                     target (e.g. cloneset.v1alpha1.apps.kruise.io): one interpreter per kind",
-        "fieldPath": ".metadata.name",
     });
     if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
         for version in versions {
@@ -215,8 +225,11 @@ mod tests {
         let rules = schema["openAPIV3Schema"]["x-kubernetes-validations"].as_array().unwrap();
         assert!(rules.iter().any(|r| r["rule"].as_str().unwrap().contains("self.metadata.name")));
         let spec = &schema["openAPIV3Schema"]["properties"]["spec"];
-        assert_eq!(spec["properties"]["replicasPath"]["pattern"], r"^spec(\.[A-Za-z_][A-Za-z0-9_]*)+$");
-        assert_eq!(spec["properties"]["statusCounts"]["items"]["pattern"], FIELD_PATH_PATTERN);
+        let rule = |field: &str| spec["properties"][field]["x-kubernetes-validations"][0]["rule"].clone();
+        assert!(rule("replicasPath").as_str().unwrap().contains("matches('^spec("));
+        assert!(rule("podTemplatePath").as_str().unwrap().contains("matches("));
+        assert!(rule("statusCounts").as_str().unwrap().starts_with("self.all(p, p.matches("));
+        assert_eq!(spec["properties"]["statusCounts"]["items"]["maxLength"], 256);
         assert_eq!(spec["properties"]["health"]["properties"]["expression"]["maxLength"], MAX_EXPRESSION);
     }
 }

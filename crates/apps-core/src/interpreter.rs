@@ -210,6 +210,29 @@ pub fn set_replicas(manifest: &mut Value, replicas: i32, interpreter: Option<&In
     }
 }
 
+/// Reason on the binding while a divided custom kind has lost its interpreter.
+pub const REASON_INTERPRETER_MISSING: &str = "InterpreterMissing";
+
+/// Why a template must not be bound now: it is of a custom kind whose
+/// replicas were divided (`divided_before`: its binding has replicas) and
+/// it has no valid interpreter any more (deleted, or an invalid edit
+/// stored while the webhook was away). Bound without one it would be copied
+/// whole, all its replicas to every member.
+pub fn missing(template: &Value, interpreter: Option<&Interpreter>, divided_before: bool) -> Option<String> {
+    if !divided_before || workload::replicas(template).is_some() {
+        return None;
+    }
+    if interpreter.is_some_and(|i| i.replicas.is_some()) {
+        return None;
+    }
+    let (api_version, kind) = type_of(template);
+    Some(format!(
+        "the replicas of this {kind} were divided by the WorkloadInterpreter {}, which is gone, invalid or has no \
+         replicasPath now; the members keep their share until it is back (see its Valid condition)",
+        interpreter_name(api_version, kind)
+    ))
+}
+
 /// A revision's manifest leaves the replicas out (a scale is no new
 /// revision); built-in kinds are handled by `revision` itself.
 pub fn without_replicas(manifest: &mut Value, interpreter: Option<&Interpreter>) {

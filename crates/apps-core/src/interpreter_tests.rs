@@ -299,3 +299,31 @@ fn works_carry_the_rules_of_their_manifests_kinds() {
     assert_eq!(rules[0].kind, "CloneSet");
     assert!(rules_for(&[&config], &[&interpreter]).is_empty());
 }
+
+#[test]
+fn a_divided_custom_kind_waits_for_its_interpreter() {
+    let interpreter = clone_set();
+    let object = clone_set_object(Some(6));
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "spec": {"replicas": 4}});
+    let mut spec = clone_set_spec();
+    spec.replicas_path = None;
+    spec.pod_template_path = None;
+    let health_only = Interpreter::from_spec(NAME, &spec).unwrap();
+    let cases: &[(&str, &Value, Option<&Interpreter>, bool, bool)] = &[
+        ("interpreted", &object, Some(&interpreter), true, false),
+        ("gone after dividing", &object, None, true, true),
+        ("no replicas path any more", &object, Some(&health_only), true, true),
+        ("never divided", &object, None, false, false),
+        ("built-in kind", &deployment, None, true, false),
+    ];
+    for (name, template, interpreter, divided_before, want) in cases {
+        let got = missing(template, *interpreter, *divided_before);
+        assert_eq!(got.is_some(), *want, "{name}: {got:?}");
+        if let Some(message) = got {
+            assert!(
+                message.contains("WorkloadInterpreter cloneset.v1alpha1.apps.kruise.io"),
+                "{name}: {message}"
+            );
+        }
+    }
+}

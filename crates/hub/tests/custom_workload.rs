@@ -298,6 +298,32 @@ async fn a_clone_set_is_divided_aggregated_and_judged_by_its_interpreter() {
         replicas_in(m1).await == Some(3) && replicas_in(m2).await == Some(6)
     })
     .await;
+
+    // The interpreter goes: copying the template whole would give each
+    // member all 9 replicas, so the members keep their share and the
+    // binding says why.
+    interpreters(hub.clone()).delete(INTERPRETER, &Default::default()).await.unwrap();
+    wait_for("Scheduled=False for the missing interpreter", Duration::from_secs(30), || async {
+        scheduled(&hub)
+            .await
+            .is_some_and(|(s, r, m)| s == "False" && r == "InterpreterMissing" && m.contains(INTERPRETER))
+    })
+    .await;
+    assert_eq!((replicas_in(m1).await, replicas_in(m2).await), (Some(3), Some(6)));
+    apply(&hub, interpreter(INTERPRETER, READY)).await;
+    wait_for("Scheduled=True once the interpreter is back", Duration::from_secs(30), || async {
+        scheduled(&hub).await.is_some_and(|(s, _, _)| s == "True")
+    })
+    .await;
+    assert_eq!((replicas_in(m1).await, replicas_in(m2).await), (Some(3), Some(6)));
+}
+
+/// The binding's `Scheduled` condition: (status, reason, message).
+async fn scheduled(hub: &Client) -> Option<(String, String, String)> {
+    let name = flotilla_apps_core::binding::binding_name("apps.kruise.io/v1alpha1", "CloneSet", "web");
+    let binding = Api::<ResourceBinding>::namespaced(hub.clone(), "shop").get_opt(&name).await.unwrap()?;
+    let c = binding.status?.conditions.into_iter().find(|c| c.type_ == "Scheduled")?;
+    Some((c.status, c.reason, c.message))
 }
 
 fn webhook_on_free_port() -> WebhookConfig {

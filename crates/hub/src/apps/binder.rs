@@ -145,6 +145,13 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
 
     // `flotilla release`: the works keep their objects when they go.
     decision.preserve |= flotilla_apps_core::migration::is_released(template.annotations());
+    let divided_before = existing.as_ref().is_some_and(|(s, _, _)| s.replicas > 0);
+    if let Some(why) = interpreted::missing(&template_json, interpreter, divided_before) {
+        // Copying it whole now would give every member all the replicas:
+        // keep the works as they are until the interpreter is back.
+        record(apps, key, false, interpreted::REASON_INTERPRETER_MISSING, &why, template.metadata.generation);
+        return Ok(None);
+    }
     let replicas = interpreted::replicas(&template_json, interpreter);
     let requests = interpreted::replica_requirements(&template_json, interpreter);
     let previous: Vec<TargetCluster> =

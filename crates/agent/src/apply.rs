@@ -235,8 +235,16 @@ impl Applier {
             let ordinal = i32::try_from(index).unwrap_or(i32::MAX);
             let manifest = &manifests[index];
             let resolution = work.spec.conflict_resolution;
-            let status =
-                self.apply_manifest(ordinal, manifest, &applied_by, resolution, &mut unhealthy_pods).await?;
+            let status = self
+                .apply_manifest(
+                    ordinal,
+                    manifest,
+                    &applied_by,
+                    resolution,
+                    &work.spec.health_rules,
+                    &mut unhealthy_pods,
+                )
+                .await?;
             statuses.push(status);
         }
         self.pods.follow(&self.work_ref(&name), unhealthy_pods, &self.triggers);
@@ -316,6 +324,7 @@ impl Applier {
         Manifest(manifest): &Manifest,
         applied_by: &str,
         resolution: ConflictResolution,
+        health_rules: &[flotilla_api::interpreter::KindHealthRule],
         unhealthy_pods: &mut Vec<PodSelection>,
     ) -> Result<ManifestStatus, Error> {
         let target = match decide::target(manifest) {
@@ -406,7 +415,13 @@ impl Applier {
         let generation = applied.metadata.generation;
         let object = serde_json::to_value(&applied)?;
         let (health, status) = flotilla_apps_core::health::interpret(&object);
-        let (health, health_detail) = self.diagnose(&object, health, unhealthy_pods);
+        // A custom kind whose WorkloadInterpreter has a health rule (the hub
+        // copied it into the Work) is judged by it, and says why itself.
+        let (health, health_detail) =
+            match flotilla_apps_core::interpreter::judge_health(&object, health_rules) {
+                Some(judged) => judged,
+                None => self.diagnose(&object, health, unhealthy_pods),
+            };
         Ok(ManifestStatus {
             identifier,
             applied: true,

@@ -2,6 +2,7 @@
 
 pub mod cluster;
 pub mod cron_hpa;
+pub mod interpreter;
 pub mod kok;
 pub mod kok_request;
 pub mod machine;
@@ -49,6 +50,7 @@ pub fn crds() -> Vec<Crd> {
         rollout::RolloutStrategy::crd(),
         rollout::Rollout::crd(),
         cron_hpa::CronFederatedHPA::crd(),
+        interpreter::with_name_rule(interpreter::WorkloadInterpreter::crd()),
     ]
     .into_iter()
     .map(without_nullable)

@@ -305,6 +305,12 @@ pub struct WorkSpec {
     /// When the work is deleted, leave its objects in the member.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub preserve_resources_on_deletion: bool,
+    /// The health rules of the `WorkloadInterpreter`s of the manifests'
+    /// kinds, copied by the hub so the agent judges custom kinds without
+    /// reading (or being allowed to read) interpreters.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub health_rules: Vec<crate::interpreter::KindHealthRule>,
 }
 
 /// One object of a Work.

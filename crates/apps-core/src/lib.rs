@@ -14,6 +14,7 @@ pub mod failover;
 pub mod fleet_health;
 pub mod health;
 pub mod member_hpa;
+pub mod interpreter;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;

@@ -117,9 +117,11 @@ fn container_requests(container: &Value) -> Amounts {
 /// largest init container, plus the pod overhead. E.g. `{"cpu": "250m",
 /// "memory": "64Mi"}`. Empty for kinds without a pod template.
 pub fn replica_requirements(template: &Value) -> BTreeMap<String, Quantity> {
-    let Some(spec) = pod_spec(template) else {
-        return BTreeMap::new();
-    };
+    pod_spec(template).map(pod_spec_requirements).unwrap_or_default()
+}
+
+/// Per-replica requests of a pod spec (see [`replica_requirements`]).
+pub(crate) fn pod_spec_requirements(spec: &Value) -> BTreeMap<String, Quantity> {
     let containers = |field| spec.get(field).and_then(Value::as_array).into_iter().flatten();
     let mut total = Amounts::new();
     for container in containers("containers") {
@@ -171,9 +173,11 @@ impl Dependency {
 /// deduplicated. Optional references are included; a missing object is the
 /// caller's to tolerate.
 pub fn dependencies(template: &Value) -> Vec<Dependency> {
-    let Some(spec) = pod_spec(template) else {
-        return Vec::new();
-    };
+    pod_spec(template).map(pod_spec_dependencies).unwrap_or_default()
+}
+
+/// What a pod spec refers to (see [`dependencies`]).
+pub(crate) fn pod_spec_dependencies(spec: &Value) -> Vec<Dependency> {
     let mut deps = Vec::new();
     let mut add = |kind: &str, value: Option<&Value>| {
         if let Some(name) = value.and_then(Value::as_str).filter(|n| !n.is_empty()) {

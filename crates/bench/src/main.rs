@@ -10,6 +10,7 @@ mod faults;
 mod flotilla_binary;
 mod foundation;
 mod hub_faults;
+mod interpreter;
 mod kok;
 mod measure;
 mod membership;
@@ -75,6 +76,11 @@ enum Bench {
     /// visible -> rollback started -> every member back (p50/max). Needs
     /// root and scripts/node-runtime.sh.
     Rollout(rollout::RolloutArgs),
+    /// Custom workloads: the cost of judging a member object by a
+    /// WorkloadInterpreter's CEL health rule (compile + evaluate, p50/p99),
+    /// short and longest admitted expressions, objects with up to 1,000
+    /// conditions. Pure: no cluster.
+    Interpreter(interpreter::InterpreterArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -89,6 +95,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::HubFaults(args) => hub_faults::hub_faults(args).await,
         Bench::RealNodes(args) => real_nodes::real_nodes(args).await,
         Bench::NodePool(args) => node_pool::node_pool(args).await,
+        Bench::Interpreter(args) => interpreter::run(args),
     }
 }
 

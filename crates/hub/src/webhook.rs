@@ -1,4 +1,5 @@
-//! The hub's validating admission webhook for policies.
+//! The hub's validating admission webhook for policies and
+//! `WorkloadInterpreter`s (whose CEL expressions must compile).
 //!
 //! The policy CRDs make the API server refuse most malformed policies itself
 //! (unknown fields for strict clients, unsupported Karmada fields, CEL rules
@@ -191,7 +192,12 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
     };
     let old = request.old_object.as_ref().map(as_json);
     let kind = &request.kind.kind;
-    let errors = flotilla_apps_core::validation::validate_policy_change(kind, old.as_ref(), &object);
+    let errors = if kind == "WorkloadInterpreter" {
+        let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or(&request.name);
+        interpreter_errors(name, &object)
+    } else {
+        flotilla_apps_core::validation::validate_policy_change(kind, old.as_ref(), &object)
+    };
     if errors.is_empty() {
         return Ok(());
     }
@@ -200,6 +206,21 @@ fn decide(request: &AdmissionRequest<DynamicObject>) -> Result<(), String> {
         _ => request.name.clone(),
     };
     Err(format!("{kind} {name} is invalid: {}", errors.join("; ")))
+}
+
+/// What is wrong with a `WorkloadInterpreter` beyond its schema: its CEL
+/// expressions must compile within bounds (the same judgement the hub
+/// makes of stored interpreters).
+fn interpreter_errors(name: &str, object: &Value) -> Vec<String> {
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    match serde_json::from_value::<flotilla_api::interpreter::WorkloadInterpreterSpec>(spec) {
+        Ok(spec) => {
+            flotilla_apps_core::interpreter::Interpreter::from_spec(name, &spec).err().unwrap_or_default()
+        }
+        // The schema admitted it, so this is a field the types lack: the
+        // API server prunes or refuses it; not this webhook's to judge.
+        Err(_) => Vec::new(),
+    }
 }
 
 /// The CA the API server trusts and the certificate this replica serves.
@@ -344,6 +365,12 @@ fn configuration(url: &str, ca_pem: &str) -> Value {
                     "overridepolicies", "clusteroverridepolicies",
                 ],
                 "scope": "*",
+            }, {
+                "apiGroups": [flotilla_api::interpreter::GROUP],
+                "apiVersions": ["v1alpha1"],
+                "operations": ["CREATE", "UPDATE"],
+                "resources": ["workloadinterpreters"],
+                "scope": "*",
             }],
             // Fail open: see the module docs.
             "failurePolicy": "Ignore",
@@ -424,6 +451,35 @@ mod tests {
     }
 
     #[test]
+    fn interpreters_with_expressions_that_do_not_compile_are_denied() {
+        let interpreter = |expression: &str| {
+            json!({"apiVersion": "config.flotilla.io/v1alpha1", "kind": "WorkloadInterpreter",
+                "metadata": {"name": "cloneset.v1alpha1.apps.kruise.io"},
+                "spec": {"target": {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet"},
+                    "replicasPath": "spec.replicas",
+                    "health": {"expression": expression}}})
+        };
+        let review = |object: Value| {
+            let mut r = request("CREATE", object, None);
+            r.kind.kind = "WorkloadInterpreter".into();
+            r.namespace = None;
+            r
+        };
+        assert_eq!(
+            decide(&review(interpreter("object.status.readyReplicas >= object.spec.replicas"))),
+            Ok(())
+        );
+        let message = decide(&review(interpreter("object.status.readyReplicas >="))).unwrap_err();
+        assert!(
+            message.starts_with(
+                "WorkloadInterpreter cloneset.v1alpha1.apps.kruise.io is invalid: spec.health.expression: \
+                 does not compile"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn urls_give_the_certificate_host() {
         assert_eq!(url_host("https://127.0.0.1:9443").unwrap(), "127.0.0.1");
         assert_eq!(url_host("https://[::1]:9443/").unwrap(), "::1");
@@ -441,6 +497,7 @@ mod tests {
         assert_eq!(webhook["failurePolicy"], "Ignore");
         assert_eq!(webhook["timeoutSeconds"], 10);
         assert_eq!(webhook["rules"][0]["resources"].as_array().unwrap().len(), 4);
+        assert_eq!(webhook["rules"][1]["resources"], json!(["workloadinterpreters"]));
         assert_eq!(webhook["clientConfig"]["caBundle"], "UEVN");
     }
 }

@@ -14,6 +14,7 @@ use flotilla_api::work::{
 };
 use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
 use flotilla_apps_core::failover;
+use flotilla_apps_core::interpreter as interpreted;
 use flotilla_apps_core::revision::RevisionContent;
 use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
 use flotilla_apps_core::selection::{
@@ -93,6 +94,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         o.insert("apiVersion".into(), key.api_version.clone().into());
         o.insert("kind".into(), key.kind.clone().into());
     }
+    // A custom kind's WorkloadInterpreter (none for built-in kinds).
+    let interpreter = apps.interpreter(&key.api_version, &key.kind);
+    let interpreter = interpreter.as_ref();
     let labels = template.metadata.labels.clone().unwrap_or_default();
     let meta = TemplateMeta {
         api_version: &key.api_version,
@@ -141,8 +145,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
 
     // `flotilla release`: the works keep their objects when they go.
     decision.preserve |= flotilla_apps_core::migration::is_released(template.annotations());
-    let replicas = flotilla_apps_core::workload::replicas(&template_json);
-    let requests = flotilla_apps_core::workload::replica_requirements(&template_json);
+    let divided_before = existing.as_ref().is_some_and(|(s, _, _)| s.replicas > 0);
+    if let Some(why) = interpreted::missing(&template_json, interpreter, divided_before) {
+        // Copying it whole now would give every member all the replicas:
+        // keep the works as they are until the interpreter is back.
+        record(apps, key, false, interpreted::REASON_INTERPRETER_MISSING, &why, template.metadata.generation);
+        return Ok(None);
+    }
+    let replicas = interpreted::replicas(&template_json, interpreter);
+    let requests = interpreted::replica_requirements(&template_json, interpreter);
     let previous: Vec<TargetCluster> =
         existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
     let view = apps.cluster_view();
@@ -257,7 +268,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
 
     let dependencies: Vec<ObjectReference> = if decision.propagate_deps {
-        flotilla_apps_core::workload::dependencies(&template_json)
+        interpreted::dependencies(&template_json, interpreter)
             .into_iter()
             .map(|d| ObjectReference {
                 api_version: d.api_version,
@@ -348,6 +359,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let all_suspended = decision.suspension.as_ref().is_some_and(|s| s.dispatching == Some(true));
     let mut given = if decision.policy.is_some() && !all_suspended {
         let mut content = RevisionContent::of(&template_json, &applicable);
+        interpreted::without_replicas(&mut content.manifest, interpreter);
         if !dependencies.is_empty() && super::rollouts::takes(apps, &meta) {
             content = content
                 .with_dependencies(super::rollout_deps::kept(apps, &key.namespace, &dependencies).await?);
@@ -399,12 +411,19 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         let (rendered, revision) = match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
             Some((revision, content)) => {
                 let replicas_here = if moving_replicas { Some(step.replicas) } else { replicas };
-                (content.render(&target.name, labels, replicas_here), Some(revision.clone()))
+                let mut rendered = content.render(&target.name, labels, replicas_here);
+                if let (Ok(manifest), Some(replicas)) = (rendered.as_mut(), replicas_here) {
+                    // A custom kind's replicas live where its interpreter says.
+                    if interpreter.is_some() {
+                        interpreted::set_replicas(manifest, replicas, interpreter);
+                    }
+                }
+                (rendered, Some(revision.clone()))
             }
             None => {
                 let mut manifest = base.clone();
                 if moving_replicas {
-                    flotilla_apps_core::workload::set_replicas(&mut manifest, step.replicas);
+                    interpreted::set_replicas(&mut manifest, step.replicas, interpreter);
                 }
                 let applied = flotilla_apps_core::overrides::apply_overrides(
                     &mut manifest,
@@ -423,11 +442,19 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 continue;
             }
         };
-        let work_spec = json!({
+        let mut work_spec = json!({
             "manifests": [manifest],
             "conflictResolution": decision.conflict,
             "preserveResourcesOnDeletion": decision.preserve,
         });
+        // The agent judges a custom kind by its interpreter's health rule,
+        // copied here (and part of the hash: a changed rule is re-sent).
+        // Left out otherwise, so other Works keep their hash.
+        let health_rules =
+            interpreted::rules_for(&[&work_spec["manifests"][0]], &Vec::from_iter(interpreter));
+        if !health_rules.is_empty() {
+            work_spec["healthRules"] = json!(health_rules);
+        }
         // The revision is part of what is written: a Work whose manifest is
         // the same in two revisions still says which one it carries.
         let hash = match &revision {

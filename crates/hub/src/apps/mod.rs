@@ -12,6 +12,7 @@
 mod binder;
 mod fleet_view;
 mod index;
+mod interpreters;
 mod metric_gates;
 mod opt_in;
 mod override_candidates;
@@ -106,6 +107,8 @@ pub async fn run(
 
     let (strategies, strategy_events) = reflect(Api::<RolloutStrategy>::all(client.clone()), strip_meta);
     let (rollout_objects, rollout_events) = reflect(Api::<Rollout>::all(client.clone()), strip_meta);
+    let (interpreters, interpreter_events) =
+        reflect(Api::<flotilla_api::interpreter::WorkloadInterpreter>::all(client.clone()), strip_meta);
 
     let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
     let apps = Arc::new(Apps {
@@ -121,6 +124,7 @@ pub async fn run(
         binder: Queue::new(),
         status: Queue::new(),
         rollouts: rollout_state::Rollouts::new(client.clone(), strategies, rollout_objects),
+        interpreters,
     });
 
     let policy_events = futures::stream::select_all([
@@ -137,6 +141,7 @@ pub async fn run(
     tasks.spawn(on_bindings(apps.clone(), cluster_binding_events.map(BindingEvent::cluster)));
     tasks.spawn(on_works(apps.clone(), work_events));
     tasks.spawn(on_rollouts(apps.clone(), strategy_events, rollout_events));
+    tasks.spawn(interpreters::run(apps.clone(), interpreter_events));
     tasks.spawn(watch_kinds(apps.clone()));
     tasks.spawn(policies::judge(apps.clone()));
     tasks.spawn(policies::recheck(apps.clone()));

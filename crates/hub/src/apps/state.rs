@@ -35,6 +35,9 @@ pub(crate) struct Apps {
     pub(super) binder: Arc<Queue<TemplateKey>>,
     pub(super) status: Arc<Queue<TemplateKey>>,
     pub(super) rollouts: super::rollout_state::Rollouts,
+    /// `WorkloadInterpreter`s: how custom kinds are divided, aggregated
+    /// and judged (`apps::interpreters`).
+    pub(super) interpreters: kube::runtime::reflector::Store<flotilla_api::interpreter::WorkloadInterpreter>,
 }
 
 impl std::ops::Deref for Apps {
@@ -71,6 +74,9 @@ impl Apps {
         wait_logged("bindings", self.bindings.wait_until_ready()).await;
         wait_logged("cluster bindings", self.cluster_bindings.wait_until_ready()).await;
         wait_logged("works", self.works.wait_until_ready()).await;
+        // A custom kind bound before its interpreter is known would send
+        // every member all its replicas.
+        wait_logged("workload interpreters", self.interpreters.wait_until_ready()).await;
     }
 }
 

@@ -150,9 +150,19 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<(), Error> {
     // The binding's Healthy condition goes on the template too: where the
     // template is not healthy, and why, readable on the hub.
     let healthy = wanted.conditions.iter().find(|c| c.type_ == conditions::HEALTHY);
-    let Some(mut fleet) =
-        aggregate_status(&key.api_version, &key.kind, generation, all_current, &members, healthy)
-    else {
+    let fleet = aggregate_status(&key.api_version, &key.kind, generation, all_current, &members, healthy)
+        .or_else(|| {
+            // A custom kind: the counts its WorkloadInterpreter names.
+            let interpreter = apps.interpreter(&key.api_version, &key.kind)?;
+            flotilla_apps_core::interpreter::aggregate_status(
+                &interpreter,
+                generation,
+                all_current,
+                &members,
+                healthy,
+            )
+        });
+    let Some(mut fleet) = fleet else {
         return Ok(());
     };
     if let Some(dispatching) = wanted.conditions.iter().find(|c| c.type_ == CONDITION_DISPATCHING) {

@@ -1,5 +1,6 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
+pub mod autoscaling;
 pub mod cluster;
 pub mod kok;
 pub mod kok_request;
@@ -47,6 +48,7 @@ pub fn crds() -> Vec<Crd> {
         node_pool::NodePool::crd(),
         rollout::RolloutStrategy::crd(),
         rollout::Rollout::crd(),
+        autoscaling::FederatedHPA::crd(),
     ]
     .into_iter()
     .map(without_nullable)

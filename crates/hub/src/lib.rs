@@ -3,6 +3,7 @@
 //! apply).
 
 pub mod apps;
+pub mod autoscaling;
 pub mod controller;
 mod csr;
 mod error;
@@ -38,6 +39,8 @@ pub struct HubConfig {
     /// Which applications the fleet may manage (default: every template a
     /// policy selects; `hub run --require-opt-in` only opted-in ones).
     pub opt_in: flotilla_apps_core::migration::OptIn,
+    /// How often the FederatedHPA controller syncs (15 s, as HPA's).
+    pub autoscaling_sync: Duration,
 }
 
 impl Default for HubConfig {
@@ -48,6 +51,7 @@ impl Default for HubConfig {
             webhook: None,
             failover: Default::default(),
             opt_in: Default::default(),
+            autoscaling_sync: autoscaling::DEFAULT_SYNC_PERIOD,
         }
     }
 }
@@ -68,7 +72,8 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
     let push = push::run(client.clone(), clusters);
     let machines = machines::run(client.clone(), config.auto_accept);
+    let autoscaling = autoscaling::run(client.clone(), config.autoscaling_sync);
     let apps = apps::run(client, config.failover, config.opt_in);
-    let ((), push, apps, ()) = futures::join!(fleet, push, apps, machines);
-    push.and(apps)
+    let ((), push, apps, (), autoscaling) = futures::join!(fleet, push, apps, machines, autoscaling);
+    push.and(apps).and(autoscaling)
 }

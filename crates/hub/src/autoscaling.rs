@@ -14,7 +14,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use flotilla_api::autoscaling::{conditions, FederatedHPA, FederatedHPAStatus, WorkloadUsage, REPORT_USAGE_LABEL};
+use flotilla_api::autoscaling::{
+    conditions, FederatedHPA, FederatedHPAStatus, WorkloadUsage, REPORT_USAGE_LABEL,
+};
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::{keys, Work};
 use flotilla_apps_core::autoscaling::{decide, Decision, Input};
@@ -36,7 +38,8 @@ pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(15);
 
 /// Syncs every FederatedHPA every `period` until dropped.
 pub async fn run(client: Client, period: Duration) -> Result<(), Error> {
-    let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
+    let recorder =
+        Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tracing::info!(period_seconds = period.as_secs_f64(), "FederatedHPA controller running");
@@ -54,7 +57,9 @@ async fn sync_all(client: &Client, recorder: &Recorder) -> Result<(), Error> {
     for hpa in &hpas.items {
         match sync_one(client, recorder, hpa).await {
             Ok(works) => wanted.extend(works),
-            Err(e) => tracing::warn!(hpa = %hpa.name_any(), namespace = hpa.namespace().unwrap_or_default(), error = %e, "FederatedHPA"),
+            Err(e) => {
+                tracing::warn!(hpa = %hpa.name_any(), namespace = hpa.namespace().unwrap_or_default(), error = %e, "FederatedHPA")
+            }
         }
     }
     label_works(client, &wanted).await
@@ -83,7 +88,13 @@ async fn label_works(client: &Client, wanted: &BTreeSet<(String, String)>) -> Re
     Ok(())
 }
 
-async fn apply_work(client: &Client, namespace: &str, name: &str, params: &PatchParams, body: &serde_json::Value) {
+async fn apply_work(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    params: &PatchParams,
+    body: &serde_json::Value,
+) {
     let works: Api<Work> = Api::namespaced(client.clone(), namespace);
     match works.patch(name, params, &Patch::Apply(body)).await {
         Ok(_) => {}
@@ -93,7 +104,11 @@ async fn apply_work(client: &Client, namespace: &str, name: &str, params: &Patch
 }
 
 /// One FederatedHPA; returns its target's Works (to label).
-async fn sync_one(client: &Client, recorder: &Recorder, hpa: &FederatedHPA) -> Result<Vec<(String, String)>, Error> {
+async fn sync_one(
+    client: &Client,
+    recorder: &Recorder,
+    hpa: &FederatedHPA,
+) -> Result<Vec<(String, String)>, Error> {
     let namespace = hpa.namespace().unwrap_or_default();
     let target = &hpa.spec.scale_target_ref;
     let now = Time(k8s_openapi::jiff::Timestamp::now());
@@ -104,7 +119,8 @@ async fn sync_one(client: &Client, recorder: &Recorder, hpa: &FederatedHPA) -> R
     };
     let gvk = GroupVersionKind::gvk(group, version, &target.kind);
     let works = target_works(client, &namespace, &target.api_version, &target.kind, &target.name).await?;
-    let work_keys: Vec<(String, String)> = works.iter().map(|(ns, name, _, _)| (ns.clone(), name.clone())).collect();
+    let work_keys: Vec<(String, String)> =
+        works.iter().map(|(ns, name, _, _)| (ns.clone(), name.clone())).collect();
 
     let scale = match kube::discovery::pinned_kind(client, &gvk).await {
         Ok((resource, _)) => {
@@ -119,7 +135,11 @@ async fn sync_one(client: &Client, recorder: &Recorder, hpa: &FederatedHPA) -> R
             let message = format!("the HPA controller was unable to get the target's current scale: {e}");
             publish(recorder, hpa, true, "FailedGetScale", &message).await;
             let mut status = previous.clone();
-            condition::set(&mut status.conditions, Wanted::new(conditions::ABLE_TO_SCALE, false, "FailedGetScale", message), &now);
+            condition::set(
+                &mut status.conditions,
+                Wanted::new(conditions::ABLE_TO_SCALE, false, "FailedGetScale", message),
+                &now,
+            );
             write_status(client, hpa, &status).await?;
             return Ok(work_keys);
         }
@@ -195,7 +215,8 @@ async fn rescale(
             )
         }
         Err(e) => {
-            let message = format!("New size: {}; reason: {}; error: {e}", decision.desired, decision.rescale_reason);
+            let message =
+                format!("New size: {}; reason: {}; error: {e}", decision.desired, decision.rescale_reason);
             publish(recorder, hpa, true, "FailedRescale", &message).await;
             status.desired_replicas = current;
             Wanted::new(
@@ -243,8 +264,12 @@ async fn target_works(
 
 async fn write_status(client: &Client, hpa: &FederatedHPA, status: &FederatedHPAStatus) -> Result<(), Error> {
     let api: Api<FederatedHPA> = Api::namespaced(client.clone(), &hpa.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "autoscaling.flotilla.io/v1alpha1", "kind": "FederatedHPA", "status": status});
-    match api.patch_status(&hpa.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await {
+    let patch =
+        json!({"apiVersion": "autoscaling.flotilla.io/v1alpha1", "kind": "FederatedHPA", "status": status});
+    match api
+        .patch_status(&hpa.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(e.into()),

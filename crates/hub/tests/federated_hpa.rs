@@ -23,6 +23,7 @@ use kube::api::{AttachParams, ListParams};
 use kube::Api;
 use serde_json::json;
 use support::{apply, create_namespace, Fleet};
+use tokio::io::AsyncReadExt;
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(240);
@@ -74,9 +75,15 @@ async fn exec(member: &Cluster, command: &str) {
         .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
         .expect("a running pod");
     let name = pod.metadata.name.clone().unwrap();
-    let attached =
+    let mut attached =
         pods.exec(&name, vec!["sh", "-c", command], &AttachParams::default().stderr(false)).await.unwrap();
+    let mut out = attached.stdout().unwrap();
+    let status = attached.take_status().unwrap();
+    let mut output = String::new();
+    out.read_to_string(&mut output).await.unwrap();
+    let status = status.await;
     attached.join().await.unwrap();
+    assert_eq!(status.as_ref().and_then(|s| s.status.as_deref()), Some("Success"), "{command}: {status:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,7 +140,9 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
         let s = status(&hpas).await;
         condition(&s, "ScalingActive") == ("True".into(), "ValidMetricFound".into())
             && s.clusters.len() == 2
-            && s.clusters.iter().all(|c| c.usage.pods_with_metrics == 1 && c.usage.cpu_requests_millicores == 100)
+            && s.clusters
+                .iter()
+                .all(|c| c.usage.pods_with_metrics == 1 && c.usage.cpu_requests_millicores == 100)
     })
     .await;
     let idle = status(&hpas).await;
@@ -144,7 +153,8 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
 
     // Load in m1's pod: the fleet scales to the maximum, divided over both.
     exec(fleet.member("m1"), "touch /tmp/load").await;
-    wait_for("the template scaled to the maximum", WAIT, || async { hub_replicas(&hub).await == Some(6) }).await;
+    wait_for("the template scaled to the maximum", WAIT, || async { hub_replicas(&hub).await == Some(6) })
+        .await;
     wait_for("both members run their share of 6", WAIT, || async {
         let (m1, m2) = (member_replicas(fleet.member("m1")).await, member_replicas(fleet.member("m2")).await);
         m1 + m2 == 6 && m1 >= 2 && m2 >= 2
@@ -152,7 +162,8 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
     .await;
     wait_for("the maximum reported as the limit", WAIT, || async {
         let s = status(&hpas).await;
-        s.desired_replicas == 6 && condition(&s, "ScalingLimited") == ("True".into(), "TooManyReplicas".into())
+        s.desired_replicas == 6
+            && condition(&s, "ScalingLimited") == ("True".into(), "TooManyReplicas".into())
     })
     .await;
     let loaded = status(&hpas).await;
@@ -169,7 +180,8 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
 
     // Load off: back to the minimum once the down window has passed.
     exec(fleet.member("m1"), "rm -f /tmp/load").await;
-    wait_for("the template back at the minimum", WAIT, || async { hub_replicas(&hub).await == Some(2) }).await;
+    wait_for("the template back at the minimum", WAIT, || async { hub_replicas(&hub).await == Some(2) })
+        .await;
     wait_for("the members back to one each", WAIT, || async {
         member_replicas(fleet.member("m1")).await == 1 && member_replicas(fleet.member("m2")).await == 1
     })

@@ -136,7 +136,12 @@ impl MetricsServer {
         let objects = [
             (resource("", "v1", "Service", "services"), Some(NAMESPACE), service, NAME),
             (resource("", "v1", "Endpoints", "endpoints"), Some(NAMESPACE), endpoints, NAME),
-            (resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"), Some(NAMESPACE), slice, NAME),
+            (
+                resource("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices"),
+                Some(NAMESPACE),
+                slice,
+                NAME,
+            ),
             (
                 resource("apiregistration.k8s.io", "v1", "APIService", "apiservices"),
                 None,

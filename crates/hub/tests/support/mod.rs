@@ -135,7 +135,11 @@ impl Fleet {
 
     /// Like `start_with_members`, with the hub's controllers configured
     /// from `hub` (e.g. a short FederatedHPA sync period).
-    pub async fn start_with_members_and_hub(configs: Vec<ClusterConfig>, regions: &[&str], hub: HubConfig) -> Fleet {
+    pub async fn start_with_members_and_hub(
+        configs: Vec<ClusterConfig>,
+        regions: &[&str],
+        hub: HubConfig,
+    ) -> Fleet {
         let tmp = tempfile::tempdir().unwrap();
         Fleet::start_members(tmp, None, configs, regions, &[], hub).await
     }

@@ -9,6 +9,7 @@ mod apps;
 mod faults;
 mod flotilla_binary;
 mod foundation;
+mod hpa;
 mod hub_faults;
 mod kok;
 mod measure;
@@ -75,6 +76,12 @@ enum Bench {
     /// visible -> rollback started -> every member back (p50/max). Needs
     /// root and scripts/node-runtime.sh.
     Rollout(rollout::RolloutArgs),
+    /// Fleet autoscaling: a FederatedHPA over two members on real nodes
+    /// with real metrics-servers (hub sync 15 s): load switched on / off
+    /// in one member -> replicas changed in the members, and from the
+    /// agent's usage report on (min/median/max). Needs root,
+    /// scripts/node-runtime.sh and scripts/metrics-server.sh.
+    Hpa(hpa::HpaArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -89,6 +96,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::HubFaults(args) => hub_faults::hub_faults(args).await,
         Bench::RealNodes(args) => real_nodes::real_nodes(args).await,
         Bench::NodePool(args) => node_pool::node_pool(args).await,
+        Bench::Hpa(args) => hpa::hpa(args).await,
     }
 }
 

@@ -66,17 +66,25 @@ fn condition(status: &FederatedHPAStatus, type_: &str) -> (String, String) {
         .unwrap_or_default()
 }
 
-async fn exec(member: &Cluster, command: &str) {
+/// Runs `command` in the member's first running pod, or (`every`) in each.
+async fn exec(member: &Cluster, command: &str, every: bool) {
     let pods: Api<Pod> = Api::namespaced(member.client(), NS);
-    let running = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
-    let pod = running
+    let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap();
+    let running: Vec<String> = list
         .items
         .iter()
-        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-        .expect("a running pod");
-    let name = pod.metadata.name.clone().unwrap();
+        .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert!(!running.is_empty(), "a running pod");
+    for name in running.iter().take(if every { running.len() } else { 1 }) {
+        exec_in(&pods, name, command).await;
+    }
+}
+
+async fn exec_in(pods: &Api<Pod>, name: &str, command: &str) {
     let mut attached =
-        pods.exec(&name, vec!["sh", "-c", command], &AttachParams::default().stderr(false)).await.unwrap();
+        pods.exec(name, vec!["sh", "-c", command], &AttachParams::default().stderr(false)).await.unwrap();
     let mut out = attached.stdout().unwrap();
     let status = attached.take_status().unwrap();
     let mut output = String::new();
@@ -152,7 +160,7 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
     assert!(utilization < 50, "idle pods use little of their request: {utilization}%");
 
     // Load in m1's pod: the fleet scales to the maximum, divided over both.
-    exec(fleet.member("m1"), "touch /tmp/load").await;
+    exec(fleet.member("m1"), "touch /tmp/load", false).await;
     wait_for("the template scaled to the maximum", WAIT, || async { hub_replicas(&hub).await == Some(6) })
         .await;
     wait_for("both members run their share of 6", WAIT, || async {
@@ -179,7 +187,7 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
     assert!(rescaled.message.as_deref().unwrap_or_default().contains("above target"), "{rescaled:?}");
 
     // Load off: back to the minimum once the down window has passed.
-    exec(fleet.member("m1"), "rm -f /tmp/load").await;
+    exec(fleet.member("m1"), "rm -f /tmp/load", true).await;
     wait_for("the template back at the minimum", WAIT, || async { hub_replicas(&hub).await == Some(2) })
         .await;
     wait_for("the members back to one each", WAIT, || async {

@@ -41,7 +41,8 @@ fn replica_calculation() {
         ..Default::default()
     };
     // (name, metric, usage, current, want replicas or error fragment)
-    let cases: Vec<(&str, Metric, WorkloadUsage, i32, Result<i32, &str>)> = vec![
+    type Case = (&'static str, Metric, WorkloadUsage, i32, Result<i32, &'static str>);
+    let cases: Vec<Case> = vec![
         ("above target scales up", utilization, cpu(3, 180, 0, 0), 3, Ok(4)),
         ("within the tolerance keeps current", utilization, cpu(3, 156, 0, 0), 3, Ok(3)),
         ("below target scales down", utilization, cpu(4, 40, 0, 0), 4, Ok(1)),
@@ -117,7 +118,8 @@ fn metrics_from_the_spec() {
             }),
             ..Default::default()
         };
-    let cases: Vec<(&str, Vec<MetricSpec>, Result<Vec<Metric>, &str>)> = vec![
+    type Case = (&'static str, Vec<MetricSpec>, Result<Vec<Metric>, &'static str>);
+    let cases: Vec<Case> = vec![
         ("none: 80% cpu", vec![], Ok(vec![replicas::DEFAULT_METRIC])),
         (
             "cpu utilisation and memory value",
@@ -190,7 +192,8 @@ fn stabilisation_windows() {
     let down = |window| rules(window, Select::Max, &[]);
     let at = |replicas, ago| Timed { replicas, at: NOW - ago };
     // (name, recent, desired, current, up window, down window, want, reason)
-    let cases: Vec<(&str, Vec<Timed>, i32, i32, i64, i64, i32, Option<&str>)> = vec![
+    type Case = (&'static str, Vec<Timed>, i32, i32, i64, i64, i32, Option<&'static str>);
+    let cases: Vec<Case> = vec![
         (
             "a higher recent recommendation holds a scale down",
             vec![at(5, 100), at(3, 10)],

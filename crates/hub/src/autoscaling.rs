@@ -12,19 +12,21 @@
 //! stabilises the same way.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_api::autoscaling::{
-    conditions, FederatedHPA, FederatedHPAStatus, WorkloadUsage, REPORT_USAGE_LABEL,
+    conditions, FederatedHPA, FederatedHPAStatus, ManifestUsage, WorkloadUsage, REPORT_USAGE_LABEL,
 };
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::{keys, Work};
 use flotilla_apps_core::autoscaling::{decide, Decision, Input};
 use flotilla_apps_core::binding::template_key;
 use flotilla_core::conditions::{self as condition, Wanted};
+use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
@@ -36,33 +38,107 @@ pub const FIELD_MANAGER: &str = "flotilla-federated-hpa";
 /// HPA's and Karmada's default sync period.
 pub const DEFAULT_SYNC_PERIOD: Duration = Duration::from_secs(15);
 
-/// Syncs every FederatedHPA every `period` until dropped.
+/// A FederatedHPA is evaluated early, when a usage report of its target
+/// changes, at most this often (besides every sync period): reports reach
+/// the scale within seconds instead of waiting out the period, and the
+/// recent recommendations stay few.
+pub const EARLY_SYNC_INTERVAL: Duration = Duration::from_secs(5);
+
+type Key = (String, String);
+
+/// Syncs every FederatedHPA every `period`, and one early when its
+/// target's usage report changes, until dropped.
 pub async fn run(client: Client, period: Duration) -> Result<(), Error> {
     let recorder =
         Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance: None });
     let mut ticks = tokio::time::interval(period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retries = tokio::time::interval(Duration::from_secs(1));
+    let (changed, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let watch = watch_usage(client.clone(), changed);
+    tokio::pin!(watch);
+    // Which FederatedHPA each labelled Work serves; when each was last
+    // evaluated; those waiting for their early sync.
+    let mut targets: BTreeMap<Key, Key> = BTreeMap::new();
+    let mut synced: BTreeMap<Key, Instant> = BTreeMap::new();
+    let mut pending: BTreeSet<Key> = BTreeSet::new();
     tracing::info!(period_seconds = period.as_secs_f64(), "FederatedHPA controller running");
     loop {
-        ticks.tick().await;
-        if let Err(e) = sync_all(&client, &recorder).await {
-            tracing::warn!(error = %e, "FederatedHPA sync");
+        tokio::select! {
+            _ = ticks.tick() => match sync_all(&client, &recorder).await {
+                Ok(served) => {
+                    let now = Instant::now();
+                    synced = served.values().map(|hpa| (hpa.clone(), now)).collect();
+                    targets = served;
+                    pending.clear();
+                }
+                Err(e) => tracing::warn!(error = %e, "FederatedHPA sync"),
+            },
+            Some(work) = reports.recv() => {
+                if let Some(hpa) = targets.get(&work) {
+                    pending.insert(hpa.clone());
+                }
+            }
+            _ = retries.tick() => {}
+            () = &mut watch => {}
+        }
+        let due: Vec<Key> = pending
+            .iter()
+            .filter(|hpa| synced.get(*hpa).is_none_or(|at| at.elapsed() >= EARLY_SYNC_INTERVAL))
+            .cloned()
+            .collect();
+        for hpa in due {
+            pending.remove(&hpa);
+            synced.insert(hpa.clone(), Instant::now());
+            let api: Api<FederatedHPA> = Api::namespaced(client.clone(), &hpa.0);
+            match api.get_opt(&hpa.1).await {
+                Ok(Some(found)) => {
+                    if let Err(e) = sync_one(&client, &recorder, &found).await {
+                        tracing::warn!(hpa = %hpa.1, namespace = %hpa.0, error = %e, "FederatedHPA early sync");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(hpa = %hpa.1, namespace = %hpa.0, error = %e, "reading a FederatedHPA")
+                }
+            }
         }
     }
 }
 
-async fn sync_all(client: &Client, recorder: &Recorder) -> Result<(), Error> {
-    let hpas = Api::<FederatedHPA>::all(client.clone()).list(&ListParams::default()).await?;
-    let mut wanted = BTreeSet::new();
-    for hpa in &hpas.items {
-        match sync_one(client, recorder, hpa).await {
-            Ok(works) => wanted.extend(works),
-            Err(e) => {
-                tracing::warn!(hpa = %hpa.name_any(), namespace = hpa.namespace().unwrap_or_default(), error = %e, "FederatedHPA")
-            }
+/// Sends the labelled Works whose `status.usage` changed.
+async fn watch_usage(client: Client, changed: tokio::sync::mpsc::UnboundedSender<Key>) {
+    let works: Api<Work> = Api::all(client);
+    let config = watcher::Config::default().labels(&format!("{REPORT_USAGE_LABEL}=true"));
+    let mut seen: BTreeMap<Key, Vec<ManifestUsage>> = BTreeMap::new();
+    let mut events = watcher(works, config).default_backoff().applied_objects().boxed();
+    while let Some(event) = events.next().await {
+        let Ok(work) = event else { continue };
+        let key = (work.namespace().unwrap_or_default(), work.name_any());
+        let usage = work.status.map(|s| s.usage).unwrap_or_default();
+        if seen.get(&key) != Some(&usage) {
+            seen.insert(key.clone(), usage);
+            // Fails only when the controller is gone.
+            let _ = changed.send(key);
         }
     }
-    label_works(client, &wanted).await
+}
+
+/// Syncs every FederatedHPA and (un)labels the Works; returns which
+/// FederatedHPA each labelled Work serves.
+async fn sync_all(client: &Client, recorder: &Recorder) -> Result<BTreeMap<Key, Key>, Error> {
+    let hpas = Api::<FederatedHPA>::all(client.clone()).list(&ListParams::default()).await?;
+    let mut served = BTreeMap::new();
+    for hpa in &hpas.items {
+        let key = (hpa.namespace().unwrap_or_default(), hpa.name_any());
+        match sync_one(client, recorder, hpa).await {
+            Ok(works) => served.extend(works.into_iter().map(|w| (w, key.clone()))),
+            Err(e) => tracing::warn!(hpa = %key.1, namespace = %key.0, error = %e, "FederatedHPA"),
+        }
+    }
+    let wanted: BTreeSet<Key> = served.keys().cloned().collect();
+    label_works(client, &wanted).await?;
+    Ok(served)
 }
 
 /// Labels the Works in `wanted` (namespace, name) and unlabels the others

@@ -114,8 +114,12 @@ pub fn stabilize(
     (stabilized, why)
 }
 
-/// The recommendations to keep: `recent` plus this one, within the longer
-/// window, at most `limit` (the newest).
+/// The recommendations to keep: `recent` plus this one, less those no
+/// future stabilisation can read: out of both windows, or dominated in
+/// each window they are still in (a newer one at least as high counts
+/// for longer in the down window, one at most as low in the up window).
+/// Exact, so a steady load keeps a short list whatever the windows; at
+/// most `limit` (the newest) as a last resort.
 pub fn remember(
     recent: &[Timed],
     desired: i32,
@@ -124,8 +128,21 @@ pub fn remember(
     now: i64,
     limit: usize,
 ) -> Vec<Timed> {
-    let window = up.window_seconds.max(down.window_seconds);
-    keep(recent, Timed { replicas: desired, at: now }, window, now, limit)
+    let mut all: Vec<Timed> = recent.to_vec();
+    all.push(Timed { replicas: desired, at: now });
+    let needed = |i: usize, e: &Timed| {
+        let newer = &all[i + 1..];
+        let in_up = up.window_seconds > 0 && e.at > now - up.window_seconds;
+        let in_down = down.window_seconds > 0 && e.at > now - down.window_seconds;
+        newer.is_empty()
+            || (in_up && !newer.iter().any(|n| n.replicas <= e.replicas))
+            || (in_down && !newer.iter().any(|n| n.replicas >= e.replicas))
+    };
+    let mut kept: Vec<Timed> =
+        all.iter().enumerate().filter(|(i, e)| needed(*i, e)).map(|(_, e)| *e).collect();
+    let excess = kept.len().saturating_sub(limit);
+    kept.drain(..excess);
+    kept
 }
 
 /// The scale events to keep after changing `from` to `to`: within the

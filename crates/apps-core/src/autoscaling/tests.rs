@@ -233,10 +233,37 @@ fn stabilisation_windows() {
             behavior::stabilize(&recent, desired, current, &up(up_window), &down(down_window), NOW);
         assert_eq!((got, why.map(|w| w.0)), (want, reason), "{name}");
     }
-    let kept = behavior::remember(&[at(1, 400), at(2, 100)], 3, &up(0), &down(300), NOW, 2);
-    assert_eq!(kept, vec![at(2, 100), at(3, 0)]);
-    let kept = behavior::remember(&[at(1, 20), at(2, 10)], 3, &up(0), &down(300), NOW, 2);
-    assert_eq!(kept, vec![at(2, 10), at(3, 0)], "bounded: the newest");
+    // (name, recent, desired, up window, down window, limit, want kept)
+    type Kept = (&'static str, Vec<Timed>, i32, i64, i64, usize, Vec<Timed>);
+    let cases: Vec<Kept> = vec![
+        ("out of the windows: gone", vec![at(5, 400)], 3, 0, 300, 10, vec![at(3, 0)]),
+        (
+            "a higher one in the down window stays",
+            vec![at(5, 100)],
+            3,
+            0,
+            300,
+            10,
+            vec![at(5, 100), at(3, 0)],
+        ),
+        ("a newer one as high replaces it", vec![at(3, 100), at(5, 50)], 5, 0, 300, 10, vec![at(5, 0)]),
+        ("a steady load keeps one", vec![at(4, 45), at(4, 30), at(4, 15)], 4, 0, 3600, 10, vec![at(4, 0)]),
+        ("a lower one in the up window stays", vec![at(2, 30)], 6, 60, 0, 10, vec![at(2, 30), at(6, 0)]),
+        (
+            "both windows: the extremes stay",
+            vec![at(2, 40), at(8, 30), at(5, 20)],
+            5,
+            60,
+            300,
+            10,
+            vec![at(2, 40), at(8, 30), at(5, 0)],
+        ),
+        ("bounded: the newest", vec![at(9, 20), at(8, 10)], 7, 0, 300, 2, vec![at(8, 10), at(7, 0)]),
+    ];
+    for (name, recent, desired, up_window, down_window, limit, want) in cases {
+        let kept = behavior::remember(&recent, desired, &up(up_window), &down(down_window), NOW, limit);
+        assert_eq!(kept, want, "{name}");
+    }
 }
 
 #[test]

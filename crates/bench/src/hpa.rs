@@ -69,6 +69,12 @@ async fn members_total(members: &[Cluster]) -> i32 {
     total
 }
 
+/// Pods of the Deployment in `member`, terminating ones included.
+async fn pods_of(member: &Cluster) -> usize {
+    let pods: Api<Pod> = Api::namespaced(member.client(), NS);
+    pods.list(&ListParams::default().labels("app=web")).await.map_or(usize::MAX, |l| l.items.len())
+}
+
 /// The cpu usage m1's agent last reported for the Deployment, in
 /// millicores, against its pods' requests.
 async fn reported_cpu(hub: &kube::Client) -> Option<(i64, i64)> {
@@ -86,6 +92,8 @@ async fn exec(member: &Cluster, command: &str, every: bool) -> anyhow::Result<()
         .items
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        // A pod being deleted after a scale down still says Running.
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     if running.is_empty() {
@@ -216,6 +224,7 @@ pub async fn hpa(args: HpaArgs) -> anyhow::Result<bool> {
         down_total.push(changed - switched);
         down_flotilla.push(changed.saturating_duration_since(reported));
         until("the minimum in the members", || async { members_total(&members).await == 2 }).await?;
+        until("m1 down to one pod", || async { pods_of(m1).await == 1 }).await?;
         println!(
             "  round {}: up {:.1} s (after the report {:.1} s), down {:.1} s (after the report {:.1} s)",
             round + 1,

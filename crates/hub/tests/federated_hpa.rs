@@ -74,6 +74,8 @@ async fn exec(member: &Cluster, command: &str, every: bool) {
         .items
         .iter()
         .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        // A pod being deleted after a scale down still says Running.
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| p.metadata.name.clone())
         .collect();
     assert!(!running.is_empty(), "a running pod");

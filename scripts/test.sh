@@ -14,6 +14,8 @@ scripts/node-runtime.sh >/dev/null
 scripts/control-plane-images.sh >/dev/null
 echo "==> Test tools (Prometheus)" >&2
 scripts/test-tools.sh
+echo "==> metrics-server (the FederatedHPA tests run it against real nodes)" >&2
+scripts/metrics-server.sh >/dev/null
 
 # Incremental compilation state is tens of GB across the test binaries and
 # buys nothing on a clean checkout.

@@ -12,6 +12,7 @@ mod config;
 mod error;
 pub mod pods;
 pub mod register;
+pub mod usage;
 
 use std::time::Duration;
 
@@ -57,6 +58,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
             r = heartbeat(&hub, &config.cluster) => Some(r),
             r = collect::report_status(member.clone(), hub.clone(), config.cluster.clone(), config.health_interval, pods.clone()) => Some(r),
             r = apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), config.cluster.clone(), pods.clone()) => Some(r),
+            r = usage::run_usage_reporter(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), pods.clone(), usage::USAGE_INTERVAL) => Some(r),
             r = watch_removal(&hub, &config.cluster) => Some(r),
             // A renewed certificate: start over with it.
             r = register::renew_before_expiry(&config, &registration) => r.err().map(Err),

@@ -1,5 +1,6 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
+pub mod autoscaling;
 pub mod cluster;
 pub mod cron_hpa;
 pub mod interpreter;
@@ -51,6 +52,7 @@ pub fn crds() -> Vec<Crd> {
         rollout::Rollout::crd(),
         cron_hpa::CronFederatedHPA::crd(),
         interpreter::with_name_rule(interpreter::WorkloadInterpreter::crd()),
+        autoscaling::FederatedHPA::crd(),
     ]
     .into_iter()
     .map(without_nullable)

@@ -385,4 +385,13 @@ pub struct WorkStatus {
     /// The spec hash (`work.flotilla.io/spec-hash`) the status describes.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub observed_spec_hash: String,
+    /// The pods' usage of each workload manifest, reported by the member's
+    /// agent only while the Work is labelled
+    /// `autoscaling.flotilla.io/report-usage` (a FederatedHPA targets its
+    /// template). Its own field (manager `flotilla-usage`), not a field of
+    /// `manifestStatuses`: that list is atomic and the applier's, which
+    /// would drop another writer's entries on each of its applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["ordinal"]))]
+    pub usage: Vec<crate::autoscaling::ManifestUsage>,
 }

@@ -331,6 +331,7 @@ pub fn work_status(
         conditions: vec![applied, available],
         manifest_statuses,
         observed_spec_hash: observed_spec_hash.into(),
+        usage: Vec::new(),
     }
 }
 
@@ -388,6 +389,7 @@ pub fn status_refused(
         conditions: vec![applied, available],
         manifest_statuses,
         observed_spec_hash: status.observed_spec_hash.clone(),
+        usage: Vec::new(),
     }
 }
 

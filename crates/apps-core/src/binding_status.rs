@@ -392,6 +392,7 @@ mod tests {
             }],
             manifest_statuses: Vec::new(),
             observed_spec_hash: hash.into(),
+            usage: Vec::new(),
         });
         w
     }

@@ -7,14 +7,15 @@
 pub mod affinity;
 pub mod aggregate;
 pub mod apply;
+pub mod autoscaling;
 pub mod binding;
 pub mod binding_status;
 pub mod cron_hpa;
 pub mod failover;
 pub mod fleet_health;
 pub mod health;
-pub mod member_hpa;
 pub mod interpreter;
+pub mod member_hpa;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;

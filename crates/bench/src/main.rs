@@ -9,6 +9,7 @@ mod apps;
 mod faults;
 mod flotilla_binary;
 mod foundation;
+mod hpa;
 mod hub_faults;
 mod interpreter;
 mod kok;
@@ -81,6 +82,12 @@ enum Bench {
     /// short and longest admitted expressions, objects with up to 1,000
     /// conditions. Pure: no cluster.
     Interpreter(interpreter::InterpreterArgs),
+    /// Fleet autoscaling: a FederatedHPA over two members on real nodes
+    /// with real metrics-servers (hub sync 15 s): load switched on / off
+    /// in one member -> replicas changed in the members, and from the
+    /// agent's usage report on (min/median/max). Needs root,
+    /// scripts/node-runtime.sh and scripts/metrics-server.sh.
+    Hpa(hpa::HpaArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -96,6 +103,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::RealNodes(args) => real_nodes::real_nodes(args).await,
         Bench::NodePool(args) => node_pool::node_pool(args).await,
         Bench::Interpreter(args) => interpreter::run(args),
+        Bench::Hpa(args) => hpa::hpa(args).await,
     }
 }
 

@@ -3,6 +3,7 @@
 //! apply).
 
 pub mod apps;
+pub mod autoscaling;
 pub mod controller;
 pub mod cron_hpa;
 mod csr;
@@ -39,6 +40,8 @@ pub struct HubConfig {
     /// Which applications the fleet may manage (default: every template a
     /// policy selects; `hub run --require-opt-in` only opted-in ones).
     pub opt_in: flotilla_apps_core::migration::OptIn,
+    /// How often the FederatedHPA controller syncs (15 s, as HPA's).
+    pub autoscaling_sync: Duration,
 }
 
 impl Default for HubConfig {
@@ -49,6 +52,7 @@ impl Default for HubConfig {
             webhook: None,
             failover: Default::default(),
             opt_in: Default::default(),
+            autoscaling_sync: autoscaling::DEFAULT_SYNC_PERIOD,
         }
     }
 }
@@ -70,7 +74,9 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let push = push::run(client.clone(), clusters);
     let machines = machines::run(client.clone(), config.auto_accept);
     let cron_hpa = cron_hpa::run(client.clone());
+    let autoscaling = autoscaling::run(client.clone(), config.autoscaling_sync);
     let apps = apps::run(client, config.failover, config.opt_in);
-    let ((), push, apps, (), ()) = futures::join!(fleet, push, apps, machines, cron_hpa);
-    push.and(apps)
+    let ((), push, apps, (), (), autoscaling) =
+        futures::join!(fleet, push, apps, machines, cron_hpa, autoscaling);
+    push.and(apps).and(autoscaling)
 }

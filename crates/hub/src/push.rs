@@ -99,6 +99,9 @@ async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Re
         r = flotilla_agent::apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), cluster.to_string(), pods.clone()) => {
             r.map_err(|e| Error::Other(e.to_string()))
         }
+        r = flotilla_agent::usage::run_usage_reporter(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), pods.clone(), flotilla_agent::usage::USAGE_INTERVAL) => {
+            r.map_err(|e| Error::Other(e.to_string()))
+        }
     }
 }
 

@@ -12,6 +12,7 @@ pub mod balanced;
 mod binaries;
 mod cluster;
 mod etcd;
+pub mod metrics_server;
 pub mod netns;
 pub mod ports;
 pub mod process;

@@ -133,6 +133,17 @@ impl Fleet {
         Fleet::start_members(tmp, None, configs, regions, &[], HubConfig::default()).await
     }
 
+    /// Like `start_with_members`, with the hub's controllers configured
+    /// from `hub` (e.g. a short FederatedHPA sync period).
+    pub async fn start_with_members_and_hub(
+        configs: Vec<ClusterConfig>,
+        regions: &[&str],
+        hub: HubConfig,
+    ) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        Fleet::start_members(tmp, None, configs, regions, &[], hub).await
+    }
+
     async fn start_members(
         tmp: tempfile::TempDir,
         etcd: Option<Etcd>,

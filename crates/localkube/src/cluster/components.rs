@@ -168,8 +168,35 @@ pub fn apiserver_spec(
             "--kubelet-preferred-address-types=InternalIP,Hostname".into(),
         ]);
     }
+    if config.aggregation {
+        spec.args.extend(aggregation_args(root, &config.name)?);
+    }
     spec.args.extend(config.extra_apiserver_args.iter().cloned());
     Ok(spec)
+}
+
+/// The aggregation layer's flags: a front-proxy CA of its own (a client
+/// certificate of the cluster CA must not be able to assert identities) and
+/// the apiserver's client certificate under it.
+fn aggregation_args(root: &Path, cluster: &str) -> Result<Vec<String>> {
+    let front_proxy = CertificateAuthority::generate(&format!("{cluster}-front-proxy-ca"))?;
+    let client = front_proxy.issue(&LeafSpec::client("front-proxy-client", &[]))?;
+    let ca_crt = root.join("pki/front-proxy-ca.crt");
+    let client_crt = root.join("pki/front-proxy-client.crt");
+    let client_key = root.join("pki/front-proxy-client.key");
+    write(&ca_crt, &front_proxy.pem.cert_pem)?;
+    write(&client_crt, &client.cert_pem)?;
+    write(&client_key, &client.key_pem)?;
+    Ok(vec![
+        format!("--requestheader-client-ca-file={}", ca_crt.display()),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        format!("--proxy-client-cert-file={}", client_crt.display()),
+        format!("--proxy-client-key-file={}", client_key.display()),
+        "--enable-aggregator-routing=true".into(),
+    ])
 }
 
 pub fn controller_manager_spec(

@@ -103,6 +103,12 @@ pub struct ClusterConfig {
     /// dials kubelets on their InternalIP, and presents a client
     /// certificate of the cluster CA to them.
     pub real_kubelets: bool,
+    /// The API aggregation layer for extension API servers run beside the
+    /// cluster (e.g. metrics-server, see [`crate::metrics_server`]): a
+    /// front-proxy CA and client certificate, the request-header flags, and
+    /// routing to an APIService's endpoints rather than its Service IP (no
+    /// kube-proxy runs on the host).
+    pub aggregation: bool,
 }
 
 impl ClusterConfig {
@@ -123,6 +129,7 @@ impl ClusterConfig {
             wait_for_default_service_account: false,
             serve_on: None,
             real_kubelets: false,
+            aggregation: false,
         }
     }
 
@@ -160,6 +167,12 @@ impl ClusterConfig {
     pub fn for_real_nodes(mut self, gateway: std::net::Ipv4Addr) -> Self {
         self.serve_on = Some(gateway);
         self.real_kubelets = true;
+        self
+    }
+
+    /// Enables the API aggregation layer ([`Self::aggregation`]).
+    pub fn with_aggregation(mut self) -> Self {
+        self.aggregation = true;
         self
     }
 

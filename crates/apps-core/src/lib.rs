@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod apply;
 pub mod binding;
 pub mod binding_status;
+pub mod estimator;
 pub mod failover;
 pub mod fleet_health;
 pub mod health;

@@ -2,10 +2,14 @@
 //!
 //! Nodes and pods are kept current by watches (reflector stores), not by
 //! re-listing; the status is written only when what it would say changes.
+//! Besides the sums (`resourceSummary`), each Ready node's free room goes
+//! to `nodeCapacity` (`flotilla_apps_core::estimator`), for the hub's
+//! per-node capacity estimate.
 
 use std::time::Duration;
 
 use flotilla_api::cluster::{conditions, ApiEnablement, ManagedCluster};
+use flotilla_apps_core::estimator::{report, NodeRooms};
 use flotilla_core::conditions::Wanted;
 use flotilla_fleet_core::membership;
 use futures::StreamExt;
@@ -155,6 +159,11 @@ pub async fn report_status(
                     membership::summarize(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
                 status["nodeSummary"] = json!(node_summary);
                 status["resourceSummary"] = json!(resource_summary);
+                // Each Ready node's free room, for the hub's per-node
+                // estimate; grouped, so it changes only when room does.
+                let states =
+                    report::node_states(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
+                status["nodeCapacity"] = json!(NodeRooms::from_states(&states).to_api());
             }
             if last_written.as_ref() != Some(&status) {
                 let patch = json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster", "status": status});

@@ -143,6 +143,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     decision.preserve |= flotilla_apps_core::migration::is_released(template.annotations());
     let replicas = flotilla_apps_core::workload::replicas(&template_json);
     let requests = flotilla_apps_core::workload::replica_requirements(&template_json);
+    let node_constraints = flotilla_apps_core::workload::node_constraints(&template_json);
     let previous: Vec<TargetCluster> =
         existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
     let view = apps.cluster_view();
@@ -167,6 +168,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             placement: &decision.placement,
             replicas: replicas.unwrap_or(0),
             requests: &requests,
+            node_constraints: &node_constraints,
             resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
             previous: &previous,
             now,

@@ -119,7 +119,7 @@ pub struct Profile {
 }
 
 /// Nodes of one profile with the same free room.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Group {
     /// Index into [`NodeRooms::profiles`].
     pub profile: usize,
@@ -130,7 +130,7 @@ pub struct Group {
 }
 
 /// The free room of a cluster's Ready nodes, grouped.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct NodeRooms {
     pub profiles: Vec<Profile>,
     pub groups: Vec<Group>,

@@ -18,8 +18,8 @@ use flotilla_apps_core::scheduler::{available_replicas_with, ClusterSnapshot};
 use flotilla_apps_core::workload;
 use flotilla_localkube::{wait_for, Cluster, ClusterConfig, NodeConfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Pod;
-use kube::api::{DeleteParams, ListParams};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 use support::{apply, create_namespace, Fleet};
@@ -30,8 +30,8 @@ fn hollow(name: &str, cpu: u32, memory: &str, max_pods: u32) -> NodeConfig {
     NodeConfig::new(name).capacity(cpu, memory, max_pods)
 }
 
-/// m1: one big node, two small ones, one dedicated (tainted) node and one
-/// with room for only three pods. m2: six small nodes, 12 cpu summed.
+/// m1: one big node, two small ones, one dedicated (tainted) node, one
+/// with room for only three pods and a big one cordoned. m2: six small nodes, 12 cpu summed.
 fn members() -> Vec<ClusterConfig> {
     let mut db = hollow("m1-db", 4, "8Gi", 110).label("pool", "db");
     db.taints = vec!["dedicated=db:NoSchedule".into()];
@@ -42,6 +42,8 @@ fn members() -> Vec<ClusterConfig> {
         hollow("m1-small-b", 2, "4Gi", 110).label("disk", "hdd"),
         db,
         hollow("m1-few-pods", 4, "8Gi", 3),
+        // Cordoned by the test once started.
+        hollow("m1-cordoned", 8, "16Gi", 110).label("disk", "ssd"),
     ];
     let mut m2 = ClusterConfig::new("m2");
     m2.nodes = (0..6).map(|i| hollow(&format!("m2-small-{i}"), 2, "4Gi", 110)).collect();
@@ -133,6 +135,11 @@ async fn the_estimate_is_what_the_member_scheduler_places() {
     let hub = fleet.hub.client();
     let m1 = fleet.member("m1");
     create_namespace(&m1.client(), NS).await;
+    let cordon = json!({"spec": {"unschedulable": true}});
+    Api::<Node>::all(m1.client())
+        .patch("m1-cordoned", &PatchParams::default(), &Patch::Merge(cordon))
+        .await
+        .unwrap();
 
     let requests = |cpu: &str, memory: &str| json!({"cpu": cpu, "memory": memory});
     let shapes: Vec<(&str, Value)> = vec![
@@ -153,7 +160,7 @@ async fn the_estimate_is_what_the_member_scheduler_places() {
     ];
     let mut estimates = BTreeMap::new();
     for (name, pod_spec) in shapes {
-        let rooms = settled_rooms(&hub, m1, 5).await;
+        let rooms = settled_rooms(&hub, m1, 6).await;
         let probe = deployment(name, 1, pod_spec.clone());
         let (requests, constraints) =
             (workload::replica_requirements(&probe), workload::node_constraints(&probe));
@@ -196,7 +203,7 @@ async fn dynamic_division_follows_the_per_node_estimate() {
     // m2's six 2-cpu nodes sum to 12 cpu, room for four 3-cpu replicas by
     // the sums, but no node of m2 takes one.
     let m2_rooms = settled_rooms(&hub, fleet.member("m2"), 6).await;
-    settled_rooms(&hub, fleet.member("m1"), 5).await;
+    settled_rooms(&hub, fleet.member("m1"), 6).await;
     let template = deployment("wide", 3, json!({"requests": {"cpu": "3", "memory": "1Gi"}}));
     let requests = workload::replica_requirements(&template);
     let mut m2 = snapshot(&hub, "m2").await;

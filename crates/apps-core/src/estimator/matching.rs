@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Toleration};
 
-use super::{NodeConstraints, Taint, HOSTNAME_LABEL};
+use super::constraints::{NodeConstraints, Taint, HOSTNAME_LABEL};
 
 /// The one field node affinity may match on.
 const NAME_FIELD: &str = "metadata.name";

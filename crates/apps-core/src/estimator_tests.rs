@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::report::{node_states, pod_requests};
+use super::report::{node_states, pod_requests, report_due};
 use super::*;
 
 const GI: u128 = 1 << 30;
@@ -713,5 +713,31 @@ fn tolerations_and_requirements_follow_kubernetes() {
     ];
     for (name, r, value, want) in requirement_cases {
         assert_eq!(requirement_matches(&r, value), want, "{name}");
+    }
+}
+
+#[test]
+fn room_alone_is_reported_at_most_once_per_interval() {
+    use std::time::Duration;
+    let base = vec![std_node("a"), zone_node("b", "z1")];
+    let report = |nodes: &[NodeState]| NodeRooms::from_states(nodes).to_api();
+    let last = report(&base);
+    let busier = report(&[used(std_node("a"), 1_000, GI, 1), zone_node("b", "z1")]);
+    let relabelled = report(&[std_node("a"), zone_node("b", "z2")]);
+    let grown = report(&[std_node("a"), zone_node("b", "z1"), std_node("c")]);
+    let tainted = report(&[taint(std_node("a"), "x", "", Effect::NoExecute), zone_node("b", "z1")]);
+    let (soon, late, interval) = (Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(10));
+    let cases = [
+        ("first report", None, &last, soon, true),
+        ("nothing changed", Some(&last), &last, late, false),
+        ("room only, too soon", Some(&last), &busier, soon, false),
+        ("room only, interval over", Some(&last), &busier, late, true),
+        ("labels changed", Some(&last), &relabelled, soon, true),
+        ("a node came", Some(&last), &grown, soon, true),
+        ("a node went", Some(&grown), &last, soon, true),
+        ("a taint came", Some(&last), &tainted, soon, true),
+    ];
+    for (name, last, next, since, want) in cases {
+        assert_eq!(report_due(last, next, since, interval), want, "{name}");
     }
 }

@@ -68,9 +68,16 @@ async fn snapshot(hub: &Client, cluster: &str) -> ClusterSnapshot {
     ClusterSnapshot::from_managed_cluster(&mc)
 }
 
-/// Waits until the agent reports every node of `member` Ready and no pod of
-/// `NS` left on them; returns what it reported.
-async fn settled_rooms(hub: &Client, member: &Cluster, nodes: usize) -> NodeRooms {
+/// Waits until no pod of `NS` is left in `member` and its agent reports
+/// every node Ready with the room of `baseline` (or, without one, the
+/// same room over two reads further apart than the agent's room interval);
+/// returns what it reported.
+async fn settled_rooms(
+    hub: &Client,
+    member: &Cluster,
+    nodes: usize,
+    baseline: Option<&NodeRooms>,
+) -> NodeRooms {
     let pods = Api::<Pod>::namespaced(member.client(), NS);
     wait_for("the test's pods to be gone", Duration::from_secs(120), || async {
         pods.list(&ListParams::default()).await.unwrap().items.is_empty()
@@ -85,8 +92,14 @@ async fn settled_rooms(hub: &Client, member: &Cluster, nodes: usize) -> NodeRoom
         if reported.node_count() != nodes {
             return false;
         }
-        // Stable over two reads a few probes apart: nothing in flight.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        if let Some(baseline) = baseline {
+            let back = reported == *baseline;
+            *rooms_ref.borrow_mut() = Some(reported);
+            return back;
+        }
+        // The agent reports a change of room alone at most every 5 probes
+        // (2.5 s here): stable over a longer wait, nothing is in flight.
+        tokio::time::sleep(Duration::from_secs(4)).await;
         let again = snapshot(hub, member.name()).await.nodes.map(|n| (*n).clone());
         let stable = again.as_ref() == Some(&reported);
         *rooms_ref.borrow_mut() = Some(reported);
@@ -158,9 +171,10 @@ async fn the_estimate_is_what_the_member_scheduler_places() {
                     {"matchExpressions": [{"key": "disk", "operator": "NotIn", "values": ["hdd"]}]}]}}}}),
         ),
     ];
+    let baseline = settled_rooms(&hub, m1, 6, None).await;
     let mut estimates = BTreeMap::new();
     for (name, pod_spec) in shapes {
-        let rooms = settled_rooms(&hub, m1, 6).await;
+        let rooms = settled_rooms(&hub, m1, 6, Some(&baseline)).await;
         let probe = deployment(name, 1, pod_spec.clone());
         let (requests, constraints) =
             (workload::replica_requirements(&probe), workload::node_constraints(&probe));
@@ -202,8 +216,8 @@ async fn dynamic_division_follows_the_per_node_estimate() {
     let hub = fleet.hub.client();
     // m2's six 2-cpu nodes sum to 12 cpu, room for four 3-cpu replicas by
     // the sums, but no node of m2 takes one.
-    let m2_rooms = settled_rooms(&hub, fleet.member("m2"), 6).await;
-    settled_rooms(&hub, fleet.member("m1"), 6).await;
+    let m2_rooms = settled_rooms(&hub, fleet.member("m2"), 6, None).await;
+    settled_rooms(&hub, fleet.member("m1"), 6, None).await;
     let template = deployment("wide", 3, json!({"requests": {"cpu": "3", "memory": "1Gi"}}));
     let requests = workload::replica_requirements(&template);
     let mut m2 = snapshot(&hub, "m2").await;

@@ -3,6 +3,7 @@
 //! `ManagedCluster.status.nodeCapacity`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use flotilla_api::cluster::{NodeCapacity, NodeGroup, NodeProfile, NodeTaint, TaintEffect};
 use flotilla_core::quantity;
@@ -211,4 +212,31 @@ impl NodeRooms {
             .collect();
         NodeRooms { profiles, groups }
     }
+}
+
+/// Each reported node's profile index, by name.
+fn profiles_by_node(capacity: &NodeCapacity) -> BTreeMap<&str, i32> {
+    capacity.groups.iter().flat_map(|g| g.nodes.iter().map(move |n| (n.as_str(), g.profile))).collect()
+}
+
+/// Whether the agent writes a new node report now. Nodes that came, went
+/// or changed labels or taints change where replicas may go: at once.
+/// Room alone changes with every pod: at most once per `min_interval`
+/// (`since_last`: since the last report was chosen), so a busy member does
+/// not rewrite its ManagedCluster constantly; a pending change goes out
+/// when the interval is over.
+pub fn report_due(
+    last: Option<&NodeCapacity>,
+    next: &NodeCapacity,
+    since_last: Duration,
+    min_interval: Duration,
+) -> bool {
+    let Some(last) = last else { return true };
+    if last == next {
+        return false;
+    }
+    if last.profiles != next.profiles || profiles_by_node(last) != profiles_by_node(next) {
+        return true;
+    }
+    since_last >= min_interval
 }

@@ -195,6 +195,7 @@ pub struct NodeGroup {
     #[schemars(range(min = 0))]
     pub profile: i32,
     /// The nodes' names.
+    #[serde(default)]
     pub nodes: Vec<String>,
     /// Per node: allocatable minus the requests of its unfinished pods
     /// (`pods`: how many more pods it takes); resources with no room left

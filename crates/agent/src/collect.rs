@@ -2,10 +2,14 @@
 //!
 //! Nodes and pods are kept current by watches (reflector stores), not by
 //! re-listing; the status is written only when what it would say changes.
+//! Besides the sums (`resourceSummary`), each Ready node's free room goes
+//! to `nodeCapacity` (`flotilla_apps_core::estimator`), for the hub's
+//! per-node capacity estimate.
 
 use std::time::Duration;
 
-use flotilla_api::cluster::{conditions, ApiEnablement, ManagedCluster};
+use flotilla_api::cluster::{conditions, ApiEnablement, ManagedCluster, NodeCapacity};
+use flotilla_apps_core::estimator::{report, NodeRooms};
 use flotilla_core::conditions::Wanted;
 use flotilla_fleet_core::membership;
 use futures::StreamExt;
@@ -96,6 +100,10 @@ async fn enablements(member: &Client) -> Option<Vec<ApiEnablement>> {
 /// scheduling must not wait a minute for the rest.
 const REREADS_AFTER_RECOVERY: u32 = 5;
 
+/// A change of the nodes' room alone is reported at most once per this
+/// many probes (10 s at the default 2 s): room changes with every pod.
+const ROOM_REPORT_EVERY: u32 = 5;
+
 /// Probes the member every `interval` and writes the status when it changes.
 /// The version and API list are read on each of the first
 /// `REREADS_AFTER_RECOVERY` healthy probes after an unhealthy one, then
@@ -120,6 +128,8 @@ pub async fn report_status(
         // Version and API reads that succeeded since the member last became
         // healthy.
         let mut reads_since_healthy: u32 = 0;
+        // The node report last chosen, and when.
+        let mut last_capacity: Option<(NodeCapacity, std::time::Instant)> = None;
         loop {
             let health = probe(&member).await;
             if health.is_err() {
@@ -155,6 +165,20 @@ pub async fn report_status(
                     membership::summarize(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
                 status["nodeSummary"] = json!(node_summary);
                 status["resourceSummary"] = json!(resource_summary);
+                // Each Ready node's free room, for the hub's per-node
+                // estimate; grouped, so it changes only when room does, and
+                // a change of room alone goes out at most every few probes.
+                let states =
+                    report::node_states(node_list.iter().map(|n| &**n), pod_list.iter().map(|p| &**p));
+                let next = NodeRooms::from_states(&states).to_api();
+                let since = last_capacity.as_ref().map_or(Duration::MAX, |(_, at)| at.elapsed());
+                let min_interval = interval.saturating_mul(ROOM_REPORT_EVERY);
+                if report::report_due(last_capacity.as_ref().map(|(c, _)| c), &next, since, min_interval) {
+                    last_capacity = Some((next, std::time::Instant::now()));
+                }
+                if let Some((capacity, _)) = &last_capacity {
+                    status["nodeCapacity"] = json!(capacity);
+                }
             }
             if last_written.as_ref() != Some(&status) {
                 let patch = json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster", "status": status});

@@ -143,6 +143,65 @@ pub struct ManagedClusterStatus {
     pub resource_summary: Option<ResourceSummary>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub api_enablements: Vec<ApiEnablement>,
+    /// Room on the member's nodes, node by node, for the hub's capacity
+    /// estimator (`flotilla_apps_core::estimator`). Absent when the agent
+    /// predates it: the hub then falls back to `resourceSummary`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_capacity: Option<NodeCapacity>,
+}
+
+/// The free room of every Ready node of a member, compact enough for a
+/// thousand nodes: label and taint sets are written once as profiles, and
+/// nodes with the same profile and the same free amounts share one group.
+/// Pod lists are not sent: only allocatable minus what the node's
+/// unfinished pods request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCapacity {
+    /// Distinct label and taint sets, referred to by index from `groups`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<NodeProfile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<NodeGroup>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeProfile {
+    /// The nodes' labels, except `kubernetes.io/hostname` when it equals
+    /// the node's name (each node's name stands for it).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The nodes' `NoSchedule` and `NoExecute` taints (a cordoned node's
+    /// `node.kubernetes.io/unschedulable` among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub taints: Vec<NodeTaint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTaint {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub effect: TaintEffect,
+}
+
+/// Nodes of one profile with the same free room.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGroup {
+    /// Index into `profiles`.
+    #[schemars(range(min = 0))]
+    pub profile: i32,
+    /// The nodes' names.
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Per node: allocatable minus the requests of its unfinished pods
+    /// (`pods`: how many more pods it takes); resources with no room left
+    /// are left out.
+    #[serde(default)]
+    pub free: BTreeMap<String, Quantity>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

@@ -239,6 +239,7 @@ mod tests {
             placement: &placement,
             replicas: 10,
             requests: &requests,
+            node_constraints: &crate::estimator::UNCONSTRAINED,
             resource: Some(("apps/v1", "deployments")),
             previous: &after_failover,
             now: Timestamp::from_second(1_000_000).unwrap(),

@@ -11,6 +11,7 @@ pub mod autoscaling;
 pub mod binding;
 pub mod binding_status;
 pub mod cron_hpa;
+pub mod estimator;
 pub mod failover;
 pub mod fleet_health;
 pub mod health;

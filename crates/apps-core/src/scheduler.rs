@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::jiff::Timestamp;
 
 use crate::affinity::cluster_matches;
+use crate::estimator::NodeConstraints;
 
 mod candidates;
 mod snapshot;
@@ -29,7 +30,7 @@ mod toleration;
 
 use candidates::*;
 use snapshot::{available_for, parse_requests};
-pub use snapshot::{available_replicas, resource_amount, ClusterSnapshot};
+pub use snapshot::{available_replicas, available_replicas_with, resource_amount, ClusterSnapshot};
 use toleration::*;
 pub use toleration::{toleration_for, Tolerance};
 
@@ -50,6 +51,10 @@ pub struct SchedulingRequest<'a> {
     pub replicas: i32,
     /// per-replica resource requests (cpu, memory, ...), as Quantities
     pub requests: &'a BTreeMap<String, Quantity>,
+    /// what the replicas' pods ask of nodes (node selector, required node
+    /// affinity, tolerations), for the per-node estimate
+    /// (`crate::estimator::UNCONSTRAINED` when nothing)
+    pub node_constraints: &'a NodeConstraints,
     /// (group_version e.g. "apps/v1" or "v1", plural e.g. "deployments");
     /// None = do not check API enablement
     pub resource: Option<(&'a str, &'a str)>,
@@ -136,7 +141,8 @@ pub fn schedule(req: &SchedulingRequest, clusters: &[ClusterSnapshot]) -> Result
         if let Some(at) = expiry {
             earliest_expiry = Some(earliest_expiry.map_or(at, |e| e.min(at)));
         }
-        let available = if needs_capacity { available_for(cluster, &requests) } else { 0 };
+        let available =
+            if needs_capacity { available_for(cluster, &requests, req.node_constraints) } else { 0 };
         candidates.push(Candidate {
             cluster,
             previous: prev,
@@ -621,6 +627,10 @@ fn by_capacity<'c>(
 }
 
 #[cfg(test)]
+#[path = "scheduler/node_estimate_tests.rs"]
+mod node_estimate_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use flotilla_api::cluster::{taints, ApiEnablement, ManagedCluster};
@@ -776,6 +786,7 @@ mod tests {
                 placement: self.placement,
                 replicas: self.replicas,
                 requests: &self.requests,
+                node_constraints: &crate::estimator::UNCONSTRAINED,
                 resource: self.resource,
                 previous: &self.previous,
                 now: self.now,

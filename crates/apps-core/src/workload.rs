@@ -5,10 +5,13 @@
 use std::collections::BTreeMap;
 
 use flotilla_api::work::keys;
+use k8s_openapi::api::core::v1::{NodeSelectorTerm, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Map, Value};
 
 use flotilla_core::quantity;
+
+use crate::estimator::NodeConstraints;
 
 /// The API group of an `apiVersion` (`""` for the core group).
 pub fn api_group(api_version: &str) -> &str {
@@ -148,6 +151,48 @@ pub(crate) fn pod_spec_requirements(spec: &Value) -> BTreeMap<String, Quantity> 
             (resource, q)
         })
         .collect()
+}
+
+/// What the pods of a workload's template (or a Pod) ask of nodes besides
+/// room: `nodeSelector`, the terms of `affinity.nodeAffinity.
+/// requiredDuringSchedulingIgnoredDuringExecution`, `tolerations`, and
+/// whether a container uses a host port. Entries that do not parse are
+/// skipped (the API server refuses them for built-in kinds). Unconstrained
+/// for kinds without a pod template.
+pub fn node_constraints(template: &Value) -> NodeConstraints {
+    let Some(spec) = pod_spec(template) else {
+        return NodeConstraints::default();
+    };
+    let node_selector = spec
+        .get("nodeSelector")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+        .collect();
+    let required_terms = spec
+        .pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array)
+        .map(|terms| {
+            terms.iter().filter_map(|t| serde_json::from_value::<NodeSelectorTerm>(t.clone()).ok()).collect()
+        });
+    let tolerations = spec
+        .get("tolerations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|t| serde_json::from_value::<Toleration>(t.clone()).ok())
+        .collect();
+    let host_ports = ["containers", "initContainers"].iter().any(|field| {
+        spec.get(*field).and_then(Value::as_array).into_iter().flatten().any(|c| {
+            c.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| p.get("hostPort").and_then(Value::as_i64).is_some_and(|port| port > 0))
+        })
+    });
+    NodeConstraints { node_selector, required_terms, tolerations, host_ports }
 }
 
 /// An object a template refers to, in the template's namespace.
@@ -346,6 +391,37 @@ mod tests {
                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": pod_spec}
             }
         })
+    }
+
+    #[test]
+    fn node_constraints_come_from_the_pod_template() {
+        let d = deployment(json!({
+            "containers": [{"name": "a", "ports": [{"containerPort": 80, "hostPort": 8080}]}],
+            "nodeSelector": {"zone": "z1", "bad": 3},
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "NotIn", "values": ["n1"]}]}
+            ]}}},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "db", "effect": "NoSchedule"}, {"key": 7}]
+        }));
+        let got = node_constraints(&d);
+        assert_eq!(got.node_selector, [("zone".to_string(), "z1".to_string())].into());
+        let terms = got.required_terms.expect("required terms");
+        assert_eq!(terms.len(), 2);
+        assert_eq!(terms[0].match_expressions.as_ref().unwrap()[0].key, "disk");
+        assert_eq!(terms[1].match_fields.as_ref().unwrap()[0].values, Some(vec!["n1".to_string()]));
+        assert_eq!(got.tolerations.len(), 1, "the malformed toleration is skipped");
+        assert_eq!(got.tolerations[0].value.as_deref(), Some("db"));
+        assert!(got.host_ports);
+
+        let plain = node_constraints(&deployment(
+            json!({"containers": [{"name": "a", "ports": [{"containerPort": 80}]}]}),
+        ));
+        assert_eq!(plain, NodeConstraints::default());
+        assert_eq!(
+            node_constraints(&json!({"apiVersion": "v1", "kind": "ConfigMap"})),
+            NodeConstraints::default()
+        );
     }
 
     #[test]

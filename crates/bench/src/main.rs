@@ -6,6 +6,7 @@
 
 mod apply;
 mod apps;
+mod estimate;
 mod faults;
 mod flotilla_binary;
 mod foundation;
@@ -45,6 +46,10 @@ enum Bench {
     /// Scheduler figures: time of one scheduling decision (p50/p99/max) on
     /// synthetic fleets of 1,000 and 10,000 clusters, per strategy.
     Scheduling(scheduling::SchedulingArgs),
+    /// Capacity estimate per node: time of one estimate (p50/max) per pod
+    /// shape on a synthetic member of 1,000 mixed nodes, 50 shapes; the
+    /// size and cost of the agent's node report.
+    Estimate(estimate::EstimateArgs),
     /// Applications across the fleet: distribution latency (template change
     /// -> applied in every member, p50/p99) and the hub controller's memory
     /// with many templates after a cold restart.
@@ -95,6 +100,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Foundation(args) => foundation::foundation(args).await,
         Bench::Membership(args) => membership::membership(args).await,
         Bench::Scheduling(args) => scheduling::run(args),
+        Bench::Estimate(args) => estimate::run(args),
         Bench::Apps(args) => apps::apps(args).await,
         Bench::Kok(args) => kok::kok(args).await,
         Bench::Faults(args) => faults::faults(args).await,

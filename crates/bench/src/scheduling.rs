@@ -161,6 +161,7 @@ pub fn synthetic_clusters(n: usize, now: Timestamp) -> Vec<ClusterSnapshot> {
                 allocated,
                 schedulable: rng.below(200) != 0,
                 available_since: None,
+                nodes: None,
             }
         })
         .collect()
@@ -362,6 +363,7 @@ pub fn run(args: SchedulingArgs) -> anyhow::Result<bool> {
                     placement: &placement,
                     replicas,
                     requests: &requests,
+                    node_constraints: &flotilla_apps_core::estimator::UNCONSTRAINED,
                     resource: Some(("apps/v1", "deployments")),
                     previous: &previous,
                     now,

@@ -154,6 +154,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     let replicas = interpreted::replicas(&template_json, interpreter);
     let requests = interpreted::replica_requirements(&template_json, interpreter);
+    // Custom kinds' pods are unconstrained here: the interpreter gives requests only.
+    let node_constraints = flotilla_apps_core::workload::node_constraints(&template_json);
     let previous: Vec<TargetCluster> =
         existing.as_ref().map(|(s, _, _)| s.clusters.clone()).unwrap_or_default();
     let view = apps.cluster_view();
@@ -178,6 +180,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             placement: &decision.placement,
             replicas: replicas.unwrap_or(0),
             requests: &requests,
+            node_constraints: &node_constraints,
             resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
             previous: &previous,
             now,

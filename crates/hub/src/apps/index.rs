@@ -470,7 +470,7 @@ impl Index {
             snapshot.available_since.map(|t| t.as_second()),
             deleted,
         ));
-        let capacity = hash_of(&(&snapshot.allocatable, &snapshot.allocated));
+        let capacity = hash_of(&(&snapshot.allocatable, &snapshot.allocated, snapshot.nodes.as_deref()));
         let before = if deleted {
             lock(&self.cluster_signatures).remove(&mc.name_any())
         } else {

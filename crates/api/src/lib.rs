@@ -6,6 +6,7 @@ pub mod kok_request;
 pub mod machine;
 pub mod node_pool;
 pub mod policy;
+pub mod rebalancer;
 pub mod rollout;
 pub mod work;
 
@@ -47,6 +48,7 @@ pub fn crds() -> Vec<Crd> {
         node_pool::NodePool::crd(),
         rollout::RolloutStrategy::crd(),
         rollout::Rollout::crd(),
+        rebalancer::WorkloadRebalancer::crd(),
     ]
     .into_iter()
     .map(without_nullable)

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::policy::ConflictResolution;
 use flotilla_api::work::{
-    keys, Health, HealthDetail, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus,
+    keys, Health, HealthDetail, Manifest, ManifestStatus, ResourceIdentifier, UnschedulableReplicas, Work,
+    WorkStatus,
 };
 use flotilla_apps_core::apply::{self as decide, Ownership, Target};
 use flotilla_apps_core::health::diagnosis::{self, PodSelection};
+use flotilla_apps_core::health::unschedulable::unschedulable;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -389,7 +391,7 @@ impl Applier {
         let generation = applied.metadata.generation;
         let object = serde_json::to_value(&applied)?;
         let (health, status) = flotilla_apps_core::health::interpret(&object);
-        let (health, health_detail) = self.diagnose(&object, health, unhealthy_pods);
+        let (health, health_detail, unschedulable) = self.diagnose(&object, health, unhealthy_pods);
         Ok(ManifestStatus {
             identifier,
             applied: true,
@@ -399,30 +401,37 @@ impl Applier {
             health_detail,
             status,
             generation,
+            unschedulable,
         })
     }
 
     /// Why an object that is not healthy is not, from its pods (followed
-    /// from now on, in `unhealthy_pods`). No detail before the pods are
-    /// listed: the first list reconciles the followed Works.
+    /// from now on, in `unhealthy_pods`), and how many of its replicas
+    /// the member cannot schedule (for the hub's descheduling). No detail
+    /// before the pods are listed: the first list reconciles the followed
+    /// Works.
     fn diagnose(
         &self,
         object: &Value,
         health: Health,
         unhealthy_pods: &mut Vec<PodSelection>,
-    ) -> (Health, Option<HealthDetail>) {
+    ) -> (Health, Option<HealthDetail>, Option<UnschedulableReplicas>) {
         if health == Health::Healthy {
-            return (health, None);
+            return (health, None, None);
         }
         let Some(selection) = diagnosis::pod_selection(object) else {
             // A bare Pod is its own pod; other kinds say why themselves.
-            return diagnosis::diagnose(object, health, &[]);
+            let (health, detail) = diagnosis::diagnose(object, health, &[]);
+            return (health, detail, None);
         };
         let pods = self.pods.selected(&selection);
         unhealthy_pods.push(selection);
         match pods {
-            Some(pods) => diagnosis::diagnose(object, health, &pods),
-            None => (health, None),
+            Some(pods) => {
+                let (health, detail) = diagnosis::diagnose(object, health, &pods);
+                (health, detail, unschedulable(object, &pods))
+            }
+            None => (health, None, None),
         }
     }
 

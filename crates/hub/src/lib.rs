@@ -38,6 +38,9 @@ pub struct HubConfig {
     /// Which applications the fleet may manage (default: every template a
     /// policy selects; `hub run --require-opt-in` only opted-in ones).
     pub opt_in: flotilla_apps_core::migration::OptIn,
+    /// When replicas unschedulable in a member move (`hub run
+    /// --unschedulable-threshold`, default 5 minutes).
+    pub deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
 }
 
 impl Default for HubConfig {
@@ -48,6 +51,7 @@ impl Default for HubConfig {
             webhook: None,
             failover: Default::default(),
             opt_in: Default::default(),
+            deschedule: Default::default(),
         }
     }
 }
@@ -68,7 +72,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
     let push = push::run(client.clone(), clusters);
     let machines = machines::run(client.clone(), config.auto_accept);
-    let apps = apps::run(client, config.failover, config.opt_in);
+    let apps = apps::run(client, config.failover, config.opt_in, config.deschedule);
     let ((), push, apps, ()) = futures::join!(fleet, push, apps, machines);
     push.and(apps)
 }

@@ -10,6 +10,7 @@
 //! keeps the hub's memory flat in the number of templates.
 
 mod binder;
+mod descheduler;
 mod fleet_view;
 mod index;
 mod metric_gates;
@@ -17,6 +18,7 @@ mod opt_in;
 mod override_candidates;
 mod policies;
 mod queue;
+mod rebalancer;
 mod rollout_deps;
 mod rollout_state;
 mod rollouts;
@@ -88,6 +90,7 @@ pub async fn run(
     client: Client,
     failover: flotilla_apps_core::failover::FailoverSettings,
     opt_in: flotilla_apps_core::migration::OptIn,
+    deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
 ) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
@@ -117,6 +120,7 @@ pub async fn run(
         cluster_view: Mutex::default(),
         failover,
         opt_in,
+        deschedule,
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),
@@ -138,6 +142,7 @@ pub async fn run(
     tasks.spawn(on_works(apps.clone(), work_events));
     tasks.spawn(on_rollouts(apps.clone(), strategy_events, rollout_events));
     tasks.spawn(watch_kinds(apps.clone()));
+    tasks.spawn(rebalancer::run(apps.clone()));
     tasks.spawn(policies::judge(apps.clone()));
     tasks.spawn(policies::recheck(apps.clone()));
     tasks.spawn(status::resync(apps.clone()));

@@ -360,8 +360,14 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             .filter(|(_, w)| w.metadata.deletion_timestamp.is_none())
             .map(|(c, w)| (c.clone(), written_replicas(w, &clusters, c)))
             .collect();
-        let settled: BTreeSet<String> =
-            works.iter().filter(|(_, w)| work_settled(w)).map(|(c, _)| c.clone()).collect();
+        // A descheduled cluster's replicas above its cap are Pending anyway:
+        // it shrinks without waiting to be healthy (it never would be).
+        let settled: BTreeSet<String> = works
+            .iter()
+            .filter(|(_, w)| work_settled(w))
+            .map(|(c, _)| c.clone())
+            .chain(descheduling.caps.keys().cloned())
+            .collect();
         let total = clusters.iter().map(|c| c.replicas).sum();
         failover::next_step(&current, &clusters, &settled, apps.failover.max_surge.limit(total))
     } else {

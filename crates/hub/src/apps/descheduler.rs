@@ -56,14 +56,15 @@ pub(super) fn descheduling(
 
 /// The template's unschedulable replicas as its Work reports them, only
 /// when that status describes the Work as written and the Work carries the
-/// binding's replicas (not a step of a move): a stale count would move
+/// binding's replicas (its step annotation, which divided Works always
+/// have, equals them: not a step of a move): a stale count would move
 /// replicas that already left.
 fn reported(work: &Work, replicas: i32) -> Option<&UnschedulableReplicas> {
     let status = work.status.as_ref()?;
     let current = !status.observed_spec_hash.is_empty()
         && work.annotations().get(keys::SPEC_HASH) == Some(&status.observed_spec_hash)
         && work.metadata.deletion_timestamp.is_none()
-        && work_step(work).is_none_or(|step| step == replicas);
+        && work_step(work) == Some(replicas);
     if !current {
         return None;
     }

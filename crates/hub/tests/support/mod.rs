@@ -133,6 +133,13 @@ impl Fleet {
         Fleet::start_members(tmp, None, configs, regions, &[], HubConfig::default()).await
     }
 
+    /// Members started from `configs` (as `start_with_members`) under a
+    /// hub configured from `hub` (as `start_with_hub`).
+    pub async fn start_with_members_and_hub(configs: Vec<ClusterConfig>, regions: &[&str], hub: HubConfig) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        Fleet::start_members(tmp, None, configs, regions, &[], hub).await
+    }
+
     async fn start_members(
         tmp: tempfile::TempDir,
         etcd: Option<Etcd>,

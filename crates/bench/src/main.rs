@@ -6,6 +6,7 @@
 
 mod apply;
 mod apps;
+mod deschedule;
 mod faults;
 mod flotilla_binary;
 mod foundation;
@@ -43,6 +44,10 @@ enum Bench {
     /// Scheduler figures: time of one scheduling decision (p50/p99/max) on
     /// synthetic fleets of 1,000 and 10,000 clusters, per strategy.
     Scheduling(scheduling::SchedulingArgs),
+    /// Descheduling figures: time of one descheduling decision (p50/p99/max)
+    /// for a binding spread over 1,000 clusters with replicas stuck,
+    /// young and recorded, and of the capped re-division that follows.
+    Deschedule(deschedule::DescheduleArgs),
     /// Applications across the fleet: distribution latency (template change
     /// -> applied in every member, p50/p99) and the hub controller's memory
     /// with many templates after a cold restart.
@@ -82,6 +87,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Foundation(args) => foundation::foundation(args).await,
         Bench::Membership(args) => membership::membership(args).await,
         Bench::Scheduling(args) => scheduling::run(args),
+        Bench::Deschedule(args) => deschedule::run(args),
         Bench::Apps(args) => apps::apps(args).await,
         Bench::Kok(args) => kok::kok(args).await,
         Bench::Faults(args) => faults::faults(args).await,

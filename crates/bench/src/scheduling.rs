@@ -364,6 +364,7 @@ pub fn run(args: SchedulingArgs) -> anyhow::Result<bool> {
                     requests: &requests,
                     resource: Some(("apps/v1", "deployments")),
                     previous: &previous,
+                    caps: &BTreeMap::new(),
                     now,
                 };
                 let cpu_start = thread_cpu_time();

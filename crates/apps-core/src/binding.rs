@@ -262,7 +262,10 @@ mod tests {
         let caps: BTreeMap<String, i32> = [("c".to_string(), 3)].into();
         assert_eq!(keep_previous(&SchedulingRequest { caps: &caps, ..request }, &placement, 10, &all), None);
         let caps: BTreeMap<String, i32> = [("c".to_string(), 5)].into();
-        assert_eq!(keep_previous(&SchedulingRequest { caps: &caps, ..request }, &placement, 10, &all), Some(None));
+        assert_eq!(
+            keep_previous(&SchedulingRequest { caps: &caps, ..request }, &placement, 10, &all),
+            Some(None)
+        );
         let duplicated = Placement::default();
         let request = SchedulingRequest { placement: &duplicated, ..request };
         assert_eq!(keep_previous(&request, &duplicated, 10, &all), None);

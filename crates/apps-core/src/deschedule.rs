@@ -117,7 +117,12 @@ pub fn decide(input: &DescheduleInput) -> Descheduled {
     let mut fingerprints: HashMap<&str, String> = HashMap::new();
     let mut fingerprint = |name: &str| -> Option<String> {
         let snapshot = fleet.get(name)?;
-        Some(fingerprints.entry(snapshot.name.as_str()).or_insert_with(|| capacity_fingerprint(snapshot)).clone())
+        Some(
+            fingerprints
+                .entry(snapshot.name.as_str())
+                .or_insert_with(|| capacity_fingerprint(snapshot))
+                .clone(),
+        )
     };
     let mut records: BTreeMap<String, DescheduledCluster> = BTreeMap::new();
     for record in input.records {

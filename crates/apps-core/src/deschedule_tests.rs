@@ -157,7 +157,11 @@ fn replicas_unschedulable_past_the_threshold_leave_and_their_cluster_stays_cappe
         let clusters: Vec<ClusterReplicas> = case
             .clusters
             .iter()
-            .map(|(name, replicas, u)| ClusterReplicas { name, replicas: *replicas, unschedulable: u.as_ref() })
+            .map(|(name, replicas, u)| ClusterReplicas {
+                name,
+                replicas: *replicas,
+                unschedulable: u.as_ref(),
+            })
             .collect();
         let got = decide(&DescheduleInput {
             clusters: &clusters,
@@ -172,7 +176,8 @@ fn replicas_unschedulable_past_the_threshold_leave_and_their_cluster_stays_cappe
         let requeue = got.requeue_after.map(|d| d.as_secs());
         assert_eq!((caps, moves, requeue), case.want, "{}", case.name);
         // The records say what the caps say, and survive a restart as data.
-        let from_records: BTreeMap<String, i32> = got.records.iter().map(|r| (r.cluster.clone(), r.keeps)).collect();
+        let from_records: BTreeMap<String, i32> =
+            got.records.iter().map(|r| (r.cluster.clone(), r.keeps)).collect();
         assert_eq!(from_records, got.caps, "{}", case.name);
     }
 }
@@ -215,6 +220,7 @@ fn fingerprints_change_with_any_reported_amount_and_durations_read_well() {
     for (secs, want) in cases {
         assert_eq!(human(Duration::from_secs(secs)), want);
     }
-    let one = Move { cluster: "m1".into(), replicas: 1, keeps: 0, unschedulable_for: Duration::from_secs(300) };
+    let one =
+        Move { cluster: "m1".into(), replicas: 1, keeps: 0, unschedulable_for: Duration::from_secs(300) };
     assert_eq!(one.message(), "Descheduled 1 replica from m1: unschedulable for 5m (it keeps 0)");
 }

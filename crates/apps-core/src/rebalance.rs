@@ -82,8 +82,9 @@ pub fn plan(
     let mut mark = Vec::new();
     let mut observed = Vec::with_capacity(workloads.len());
     for (i, workload) in workloads.iter().enumerate() {
-        let earlier = previous
-            .and_then(|s| s.observed_workloads.iter().find(|o| &o.workload == workload && o.result.is_some()));
+        let earlier = previous.and_then(|s| {
+            s.observed_workloads.iter().find(|o| &o.workload == workload && o.result.is_some())
+        });
         if let Some(earlier) = earlier {
             observed.push(earlier.clone());
             continue;
@@ -119,8 +120,11 @@ pub fn plan(
             }
         }
     };
-    let status =
-        WorkloadRebalancerStatus { observed_workloads: observed, observed_generation: generation, finish_time };
+    let status = WorkloadRebalancerStatus {
+        observed_workloads: observed,
+        observed_generation: generation,
+        finish_time,
+    };
     RebalancePlan { mark, status, delete, requeue_after }
 }
 
@@ -173,14 +177,38 @@ mod tests {
         let ok = Some(RebalanceResult::Successful);
         let failed = Some(RebalanceResult::Failed);
         let cases: Vec<(&str, Vec<BindingState>, Option<WorkloadRebalancerStatus>, Option<i32>, i64, Want)> = vec![
-            ("fresh: both marked", vec![present(None, ""), present(Some(earlier_s), earlier_s)], None, None, 0,
-                (vec![0, 1], vec![None, None], false, false, Some(2))),
-            ("already marked: waits", vec![present(Some(t_s), ""), present(Some(later_s), "")], None, None, 1,
-                (vec![], vec![None, None], false, false, Some(2))),
-            ("one done, one without binding", vec![present(Some(t_s), t_s), BindingState::Missing], None, Some(60), 2,
-                (vec![], vec![ok, failed], true, false, Some(60))),
-            ("a later rebalance answered it", vec![present(Some(later_s), later_s), present(None, later_s)], None,
-                None, 2, (vec![], vec![ok, ok], true, false, None)),
+            (
+                "fresh: both marked",
+                vec![present(None, ""), present(Some(earlier_s), earlier_s)],
+                None,
+                None,
+                0,
+                (vec![0, 1], vec![None, None], false, false, Some(2)),
+            ),
+            (
+                "already marked: waits",
+                vec![present(Some(t_s), ""), present(Some(later_s), "")],
+                None,
+                None,
+                1,
+                (vec![], vec![None, None], false, false, Some(2)),
+            ),
+            (
+                "one done, one without binding",
+                vec![present(Some(t_s), t_s), BindingState::Missing],
+                None,
+                Some(60),
+                2,
+                (vec![], vec![ok, failed], true, false, Some(60)),
+            ),
+            (
+                "a later rebalance answered it",
+                vec![present(Some(later_s), later_s), present(None, later_s)],
+                None,
+                None,
+                2,
+                (vec![], vec![ok, ok], true, false, None),
+            ),
         ];
         for (name, bindings, previous, ttl, now, want) in cases {
             let got = plan(&workloads, &bindings, previous.as_ref(), &t, Some(3), ttl, ts(now));
@@ -203,7 +231,8 @@ mod tests {
         // finish time and results stay as they were.
         let bindings = [present(Some(t_s), t_s), present(Some(t_s), t_s)];
         let done = plan(&workloads, &bindings, None, &t, None, Some(60), ts(2));
-        let at_30 = plan(&workloads, &[BindingState::Missing; 2], Some(&done.status), &t, None, Some(60), ts(30));
+        let at_30 =
+            plan(&workloads, &[BindingState::Missing; 2], Some(&done.status), &t, None, Some(60), ts(30));
         assert_eq!(at_30.status, done.status, "results are kept once known");
         assert_eq!((at_30.delete, at_30.requeue_after), (false, Some(Duration::from_secs(32))));
         let at_62 = plan(&workloads, &bindings, Some(&done.status), &t, None, Some(60), ts(62));

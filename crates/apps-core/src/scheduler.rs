@@ -1198,31 +1198,70 @@ mod tests {
 
     #[test]
     fn a_capped_cluster_keeps_at_most_its_cap_and_the_others_take_the_rest() {
-        type Case<'a> = (&'a str, Placement, i32, &'a [(&'a str, i32)], &'a [(&'a str, i32)], &'a [(&'a str, i32)]);
+        type Case<'a> =
+            (&'a str, Placement, i32, &'a [(&'a str, i32)], &'a [(&'a str, i32)], &'a [(&'a str, i32)]);
         // m1 seems to have room for 8 (its summary misleads), m2 for 6, m3 for 2.
-        let clusters = vec![with_room(cluster("m1"), 8), with_room(cluster("m2"), 6), with_room(cluster("m3"), 2)];
+        let clusters =
+            vec![with_room(cluster("m1"), 8), with_room(cluster("m2"), 6), with_room(cluster("m3"), 2)];
         let cases: Vec<Case> = vec![
-            ("descheduled: the stuck replicas move", dynamic(), 6, &[("m1", 4), ("m2", 2)], &[("m1", 2)],
-                &[("m1", 2), ("m2", 4)]),
-            ("a cap of zero empties the cluster", dynamic(), 6, &[("m1", 4), ("m2", 2)], &[("m1", 0)],
-                &[("m2", 5), ("m3", 1)]),
-            ("not refilled on a scale-up", dynamic(), 9, &[("m1", 2), ("m2", 5)], &[("m1", 2)],
-                &[("m1", 2), ("m2", 7)]),
+            (
+                "descheduled: the stuck replicas move",
+                dynamic(),
+                6,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 2)],
+                &[("m1", 2), ("m2", 4)],
+            ),
+            (
+                "a cap of zero empties the cluster",
+                dynamic(),
+                6,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 0)],
+                &[("m2", 5), ("m3", 1)],
+            ),
+            (
+                "not refilled on a scale-up",
+                dynamic(),
+                9,
+                &[("m1", 2), ("m2", 5)],
+                &[("m1", 2)],
+                &[("m1", 2), ("m2", 7)],
+            ),
             ("not chosen afresh", dynamic(), 4, &[], &[("m1", 0)], &[("m2", 3), ("m3", 1)]),
-            ("a cap above what it runs changes nothing", dynamic(), 6, &[("m1", 4), ("m2", 2)], &[("m1", 9)],
-                &[("m1", 4), ("m2", 2)]),
-            ("a scale-down shrinks from the capped count", dynamic(), 2, &[("m1", 4), ("m2", 2)], &[("m1", 2)],
-                &[("m1", 1), ("m2", 1)]),
+            (
+                "a cap above what it runs changes nothing",
+                dynamic(),
+                6,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 9)],
+                &[("m1", 4), ("m2", 2)],
+            ),
+            (
+                "a scale-down shrinks from the capped count",
+                dynamic(),
+                2,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 2)],
+                &[("m1", 1), ("m2", 1)],
+            ),
             ("aggregated", aggregated(), 6, &[("m1", 6)], &[("m1", 3)], &[("m1", 3), ("m2", 3)]),
-            ("static weights ignore caps", static_weights(&[(&["m1", "m2"], 1)]), 4, &[], &[("m1", 0)],
-                &[("m1", 2), ("m2", 2)]),
+            (
+                "static weights ignore caps",
+                static_weights(&[(&["m1", "m2"], 1)]),
+                4,
+                &[],
+                &[("m1", 0)],
+                &[("m1", 2), ("m2", 2)],
+            ),
         ];
         for (name, placement, replicas, previous, caps, want) in cases {
             let got = run(&placement, replicas).previous(previous).capped(caps).placed(&clusters);
             assert_eq!(got, pairs(want), "{name}");
         }
         // No room left for what the cap sends away: says so.
-        let message = run(&dynamic(), 16).previous(&[("m1", 8), ("m2", 4)]).capped(&[("m1", 2)]).error(&clusters);
+        let message =
+            run(&dynamic(), 16).previous(&[("m1", 8), ("m2", 4)]).capped(&[("m1", 2)]).error(&clusters);
         assert!(message.contains("not enough capacity: 10 more replicas"), "{message}");
     }
 

@@ -333,3 +333,26 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_read_as_durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("90", Some(90)),
+            ("30s", Some(30)),
+            ("5m", Some(300)),
+            ("1h", Some(3600)),
+            ("0", Some(0)),
+            ("5d", None),
+            ("m", None),
+            ("-5m", None),
+            ("", None),
+        ];
+        for (written, want) in cases {
+            assert_eq!(parse_duration(written).ok().map(|d| d.as_secs()), *want, "{written}");
+        }
+    }
+}

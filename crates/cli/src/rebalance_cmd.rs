@@ -57,7 +57,8 @@ pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<bool> {
         status: None,
     };
     let api: Api<WorkloadRebalancer> = Api::all(hub);
-    let created = api.create(&PostParams::default(), &rebalancer).await.context("creating the WorkloadRebalancer")?;
+    let created =
+        api.create(&PostParams::default(), &rebalancer).await.context("creating the WorkloadRebalancer")?;
     let name = created.name_any();
     println!("workloadrebalancer.apps.flotilla.io/{name} created");
     if !args.wait {
@@ -79,7 +80,10 @@ pub async fn rebalance(args: RebalanceArgs) -> anyhow::Result<bool> {
                     Some(RebalanceResult::Successful) => println!("{what}: divided again from scratch"),
                     _ => {
                         ok = false;
-                        println!("{what}: failed: {}", if o.reason.is_empty() { "unknown" } else { &o.reason });
+                        println!(
+                            "{what}: failed: {}",
+                            if o.reason.is_empty() { "unknown" } else { &o.reason }
+                        );
                     }
                 }
             }

@@ -97,11 +97,15 @@ async fn unschedulable_replicas_move_after_the_threshold_and_do_not_come_back() 
     // The hub divides by what the clusters report: 80 cpu-wise in m1, 30 in
     // m2, so m1 gets 3; its scheduler places 2 (one per node) and leaves
     // one Pending. After the 3 s threshold it moves to m2.
-    wait_for("m1 keeps its 2 running replicas and m2 takes the stuck one", Duration::from_secs(120), || async {
-        division(&bindings).await == pairs(&[("m1", 2), ("m2", 2)])
-            && member_pods(fleet.member("m1")).await == (2, 2, 0)
-            && member_pods(fleet.member("m2")).await == (2, 2, 0)
-    })
+    wait_for(
+        "m1 keeps its 2 running replicas and m2 takes the stuck one",
+        Duration::from_secs(120),
+        || async {
+            division(&bindings).await == pairs(&[("m1", 2), ("m2", 2)])
+                && member_pods(fleet.member("m1")).await == (2, 2, 0)
+                && member_pods(fleet.member("m2")).await == (2, 2, 0)
+        },
+    )
     .await;
     let binding = bindings.get("web-deployment").await.unwrap();
     let records: Vec<(String, i32)> =
@@ -113,7 +117,10 @@ async fn unschedulable_replicas_move_after_the_threshold_and_do_not_come_back() 
         events.list(&Default::default()).await.unwrap().items.iter().any(|e| {
             e.reason.as_deref() == Some("Descheduled")
                 && e.involved_object.name.as_deref() == Some("web")
-                && e.message.as_deref().unwrap_or_default().contains("Descheduled 1 replica from m1: unschedulable for")
+                && e.message
+                    .as_deref()
+                    .unwrap_or_default()
+                    .contains("Descheduled 1 replica from m1: unschedulable for")
         })
     })
     .await;

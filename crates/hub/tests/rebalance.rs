@@ -41,7 +41,8 @@ async fn a_returning_cluster_gets_replicas_only_when_a_rebalance_asks() {
     create_namespace(&hub, "demo").await;
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
     // m2 is away for maintenance when the template is placed.
-    set_user_taints(&clusters, "m2", json!([{"key": "example.com/maintenance", "effect": "NoSchedule"}])).await;
+    set_user_taints(&clusters, "m2", json!([{"key": "example.com/maintenance", "effect": "NoSchedule"}]))
+        .await;
     apply(
         &hub,
         json!({

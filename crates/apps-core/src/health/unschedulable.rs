@@ -46,10 +46,9 @@ fn unschedulable_since(pod: &Value) -> Option<Time> {
     if pod["spec"]["nodeName"].as_str().is_some_and(|n| !n.is_empty()) {
         return None;
     }
-    let scheduled = pod["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "PodScheduled" && c["status"] == "False" && c["reason"] == REASON_UNSCHEDULABLE)?;
+    let scheduled = pod["status"]["conditions"].as_array()?.iter().find(|c| {
+        c["type"] == "PodScheduled" && c["status"] == "False" && c["reason"] == REASON_UNSCHEDULABLE
+    })?;
     let parse = |v: &Value| serde_json::from_value::<Time>(v.clone()).ok();
     parse(&scheduled["lastTransitionTime"]).or_else(|| parse(&pod["metadata"]["creationTimestamp"]))
 }
@@ -116,15 +115,24 @@ mod tests {
                     "reason": "Unschedulable"}]}})],
                 Some((1, "2026-01-01T00:00:00Z")),
             ),
-            ("replicas default to one", json!({"apiVersion": "apps/v1", "kind": "StatefulSet"}),
-                vec![stuck("s-0", t1)], Some((1, t1))),
-            ("not a workload with replicas", json!({"apiVersion": "apps/v1", "kind": "DaemonSet"}),
-                vec![stuck("d", t1)], None),
+            (
+                "replicas default to one",
+                json!({"apiVersion": "apps/v1", "kind": "StatefulSet"}),
+                vec![stuck("s-0", t1)],
+                Some((1, t1)),
+            ),
+            (
+                "not a workload with replicas",
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSet"}),
+                vec![stuck("d", t1)],
+                None,
+            ),
             ("a Job", json!({"apiVersion": "batch/v1", "kind": "Job"}), vec![stuck("j", t1)], None),
         ];
         for (name, object, pods, want) in cases {
             let got = unschedulable(&object, &pods).map(|u| (u.replicas, u.since.0.to_string()));
-            let want = want.map(|(n, at)| (n, at.parse::<k8s_openapi::jiff::Timestamp>().unwrap().to_string()));
+            let want =
+                want.map(|(n, at)| (n, at.parse::<k8s_openapi::jiff::Timestamp>().unwrap().to_string()));
             assert_eq!(got, want, "{name}");
         }
     }

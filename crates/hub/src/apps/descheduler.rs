@@ -76,7 +76,8 @@ pub(super) async fn announce(apps: &Apps, template: &DynamicObject, resource: &A
     if moves.is_empty() {
         return;
     }
-    let recorder = Recorder::new(apps.client.clone(), Reporter { controller: MANAGER.into(), instance: None });
+    let recorder =
+        Recorder::new(apps.client.clone(), Reporter { controller: MANAGER.into(), instance: None });
     let reference = template.object_ref(resource);
     for m in moves {
         tracing::info!(template = %template.name_any(), cluster = %m.cluster, replicas = m.replicas,

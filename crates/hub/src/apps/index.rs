@@ -462,7 +462,9 @@ impl Index {
         let rolling = || lock(&self.rolling).contains(&key);
         // Unschedulable replicas are the descheduler's concern.
         let stuck = || {
-            work.status.as_ref().is_some_and(|s| s.manifest_statuses.iter().any(|m| m.unschedulable.is_some()))
+            work.status
+                .as_ref()
+                .is_some_and(|s| s.manifest_statuses.iter().any(|m| m.unschedulable.is_some()))
         };
         let binder =
             if deleted || failover() || rolling() || stuck() { vec![key.clone()] } else { Vec::new() };
@@ -772,8 +774,10 @@ mod tests {
 
         let mut stuck = work(&deployment("web"), "m1");
         stuck.status = Some(
-            serde_json::from_value(json!({"manifestStatuses": [{"identifier": {"ordinal": 0}, "applied": true,
-                "unschedulable": {"replicas": 2, "since": "2026-01-01T00:00:00Z"}}]}))
+            serde_json::from_value(
+                json!({"manifestStatuses": [{"identifier": {"ordinal": 0}, "applied": true,
+                "unschedulable": {"replicas": 2, "since": "2026-01-01T00:00:00Z"}}]}),
+            )
             .unwrap(),
         );
         f.works.apply_watcher_event(&Event::Apply(stuck.clone()));

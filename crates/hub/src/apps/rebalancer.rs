@@ -117,7 +117,8 @@ async fn mark(apps: &Apps, key: &TemplateKey, token: &str) -> Result<(), Error> 
         let api: Api<flotilla_api::work::ClusterResourceBinding> = Api::all(apps.client.clone());
         api.patch(&name, &params, &patch).await?;
     } else {
-        let api: Api<flotilla_api::work::ResourceBinding> = Api::namespaced(apps.client.clone(), &key.namespace);
+        let api: Api<flotilla_api::work::ResourceBinding> =
+            Api::namespaced(apps.client.clone(), &key.namespace);
         api.patch(&name, &params, &patch).await?;
     }
     tracing::info!(template = %key, %token, "binding marked for a division from scratch");

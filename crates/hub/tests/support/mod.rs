@@ -135,7 +135,11 @@ impl Fleet {
 
     /// Members started from `configs` (as `start_with_members`) under a
     /// hub configured from `hub` (as `start_with_hub`).
-    pub async fn start_with_members_and_hub(configs: Vec<ClusterConfig>, regions: &[&str], hub: HubConfig) -> Fleet {
+    pub async fn start_with_members_and_hub(
+        configs: Vec<ClusterConfig>,
+        regions: &[&str],
+        hub: HubConfig,
+    ) -> Fleet {
         let tmp = tempfile::tempdir().unwrap();
         Fleet::start_members(tmp, None, configs, regions, &[], hub).await
     }

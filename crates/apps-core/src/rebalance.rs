@@ -69,7 +69,6 @@ pub struct RebalancePlan {
 /// binding fails; a binding that honoured the token (or a later one)
 /// succeeded; any other gets the token, unless it already carries it or
 /// a later one. Finished once every workload has a result.
-#[allow(clippy::too_many_arguments)]
 pub fn plan(
     workloads: &[RebalanceWorkload],
     bindings: &[BindingState],
@@ -167,7 +166,7 @@ mod tests {
         let later = token(ts(5), "r2");
         let earlier = token(ts(-5), "r0");
         let workloads = [workload("a"), workload("b")];
-        type Want<'a> = (Vec<usize>, Vec<Option<RebalanceResult>>, bool, bool, Option<u64>);
+        type Want = (Vec<usize>, Vec<Option<RebalanceResult>>, bool, bool, Option<u64>);
         let present = |requested: Option<&'static str>, rebalanced: &'static str| BindingState::Present {
             requested,
             rebalanced,
@@ -176,7 +175,9 @@ mod tests {
         let (t_s, later_s, earlier_s) = (leak(t.clone()), leak(later), leak(earlier));
         let ok = Some(RebalanceResult::Successful);
         let failed = Some(RebalanceResult::Failed);
-        let cases: Vec<(&str, Vec<BindingState>, Option<WorkloadRebalancerStatus>, Option<i32>, i64, Want)> = vec![
+        type Case<'a> =
+            (&'a str, Vec<BindingState<'a>>, Option<WorkloadRebalancerStatus>, Option<i32>, i64, Want);
+        let cases: Vec<Case> = vec![
             (
                 "fresh: both marked",
                 vec![present(None, ""), present(Some(earlier_s), earlier_s)],

@@ -172,17 +172,16 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let (records_before, rebalanced_before) =
         existing.as_ref().map(|(s, _, _)| (s.descheduled.clone(), s.rebalanced.clone())).unwrap_or_default();
     let descheduling = match rebalance {
-        Some(_) => Default::default(),
-        None => super::descheduler::descheduling(
+        None if replicas.is_some() => super::descheduler::descheduling(
             apps,
             &decision.placement,
-            replicas.is_some(),
             &previous,
             &records_before,
             &works,
             &view.scheduling,
             now,
         ),
+        _ => Default::default(),
     };
     requeue = [requeue, descheduling.requeue_after].into_iter().flatten().min();
     let (mut descheduled, mut rebalanced) = (records_before, rebalanced_before);

@@ -20,21 +20,20 @@ use super::state::Apps;
 
 const MANAGER: &str = "flotilla-descheduler";
 
-/// What the binding's clusters report, decided: the caps for the
-/// scheduler, the records to keep, the moves to announce. Only
-/// capacity-driven divisions are descheduled (static weights would put
+/// What the binding's clusters report, decided (for a template with
+/// replicas): the caps for the scheduler, the records to keep, the moves
+/// to announce. Only capacity-driven divisions are descheduled (static weights would put
 /// the replicas straight back, as in Karmada).
 pub(super) fn descheduling(
     apps: &Apps,
     placement: &Placement,
-    has_replicas: bool,
     previous: &[TargetCluster],
     records: &[DescheduledCluster],
     works: &BTreeMap<String, Arc<Work>>,
     fleet: &[ClusterSnapshot],
     now: Timestamp,
 ) -> Descheduled {
-    if !has_replicas || !divides_by_capacity(placement) {
+    if !divides_by_capacity(placement) {
         return Descheduled::default();
     }
     let clusters: Vec<ClusterReplicas> = previous

@@ -29,6 +29,9 @@ fn record(cluster: &str, keeps: i32, capacity_of: &ClusterSnapshot) -> Deschedul
     }
 }
 
+/// caps, moves (cluster, replicas, keeps), requeue in seconds
+type Want = (Vec<(&'static str, i32)>, Vec<(&'static str, i32, i32)>, Option<u64>);
+
 struct Case {
     name: &'static str,
     /// (cluster, replicas, unschedulable)
@@ -36,8 +39,7 @@ struct Case {
     records: Vec<DescheduledCluster>,
     fleet: Vec<ClusterSnapshot>,
     now: i64,
-    /// caps, moves (cluster, replicas, keeps), requeue in seconds
-    want: (Vec<(&'static str, i32)>, Vec<(&'static str, i32, i32)>, Option<u64>),
+    want: Want,
 }
 
 #[test]

@@ -94,7 +94,7 @@ pub fn plan(
                 (Some(RebalanceResult::Successful), String::new())
             }
             BindingState::Present { requested, .. } => {
-                if !requested.is_some_and(|r| r >= token) {
+                if requested.is_none_or(|r| r < token) {
                     mark.push(i);
                 }
                 (None, String::new())

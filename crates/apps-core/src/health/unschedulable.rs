@@ -89,7 +89,8 @@ mod tests {
     fn counts_the_missing_replicas_whose_pods_the_scheduler_refused() {
         let t1 = "2026-01-01T00:01:00Z";
         let t2 = "2026-01-01T00:02:00Z";
-        let cases: Vec<(&str, Value, Vec<Value>, Option<(i32, &str)>)> = vec![
+        type Case<'a> = (&'a str, Value, Vec<Value>, Option<(i32, &'a str)>);
+        let cases: Vec<Case> = vec![
             ("all placed", deployment(2), vec![running("a"), running("b")], None),
             ("one stuck", deployment(3), vec![running("a"), running("b"), stuck("c", t2)], Some((1, t2))),
             ("oldest wins", deployment(3), vec![running("a"), stuck("b", t2), stuck("c", t1)], Some((2, t1))),

@@ -18,10 +18,12 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::policy::ConflictResolution;
 use flotilla_api::work::{
-    keys, Health, HealthDetail, Manifest, ManifestStatus, ResourceIdentifier, Work, WorkStatus,
+    keys, Health, HealthDetail, Manifest, ManifestStatus, ResourceIdentifier, UnschedulableReplicas, Work,
+    WorkStatus,
 };
 use flotilla_apps_core::apply::{self as decide, Ownership, Target};
 use flotilla_apps_core::health::diagnosis::{self, PodSelection};
+use flotilla_apps_core::health::unschedulable::unschedulable;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
@@ -417,9 +419,9 @@ impl Applier {
         let (health, status) = flotilla_apps_core::health::interpret(&object);
         // A custom kind whose WorkloadInterpreter has a health rule (the hub
         // copied it into the Work) is judged by it, and says why itself.
-        let (health, health_detail) =
+        let (health, health_detail, unschedulable) =
             match flotilla_apps_core::interpreter::judge_health(&object, health_rules) {
-                Some(judged) => judged,
+                Some((health, detail)) => (health, detail, None),
                 None => self.diagnose(&object, health, unhealthy_pods),
             };
         Ok(ManifestStatus {
@@ -432,30 +434,37 @@ impl Applier {
             status,
             generation,
             replicas_owner,
+            unschedulable,
         })
     }
 
     /// Why an object that is not healthy is not, from its pods (followed
-    /// from now on, in `unhealthy_pods`). No detail before the pods are
-    /// listed: the first list reconciles the followed Works.
+    /// from now on, in `unhealthy_pods`), and how many of its replicas
+    /// the member cannot schedule (for the hub's descheduling). No detail
+    /// before the pods are listed: the first list reconciles the followed
+    /// Works.
     fn diagnose(
         &self,
         object: &Value,
         health: Health,
         unhealthy_pods: &mut Vec<PodSelection>,
-    ) -> (Health, Option<HealthDetail>) {
+    ) -> (Health, Option<HealthDetail>, Option<UnschedulableReplicas>) {
         if health == Health::Healthy {
-            return (health, None);
+            return (health, None, None);
         }
         let Some(selection) = diagnosis::pod_selection(object) else {
             // A bare Pod is its own pod; other kinds say why themselves.
-            return diagnosis::diagnose(object, health, &[]);
+            let (health, detail) = diagnosis::diagnose(object, health, &[]);
+            return (health, detail, None);
         };
         let pods = self.pods.selected(&selection);
         unhealthy_pods.push(selection);
         match pods {
-            Some(pods) => diagnosis::diagnose(object, health, &pods),
-            None => (health, None),
+            Some(pods) => {
+                let (health, detail) = diagnosis::diagnose(object, health, &pods);
+                (health, detail, unschedulable(object, &pods))
+            }
+            None => (health, None, None),
         }
     }
 

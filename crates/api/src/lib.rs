@@ -9,6 +9,7 @@ pub mod kok_request;
 pub mod machine;
 pub mod node_pool;
 pub mod policy;
+pub mod rebalancer;
 pub mod rollout;
 pub mod work;
 
@@ -53,6 +54,7 @@ pub fn crds() -> Vec<Crd> {
         cron_hpa::CronFederatedHPA::crd(),
         interpreter::with_name_rule(interpreter::WorkloadInterpreter::crd()),
         autoscaling::FederatedHPA::crd(),
+        rebalancer::WorkloadRebalancer::crd(),
     ]
     .into_iter()
     .map(without_nullable)

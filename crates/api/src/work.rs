@@ -37,6 +37,10 @@ pub mod keys {
     pub const APPLIED_BY_WORK: &str = "work.flotilla.io/applied-by";
     /// Finalizer on a Work: the applier removes the member objects first.
     pub const WORK_FINALIZER: &str = "work.flotilla.io/applied-resources";
+    /// On a binding: a request to divide its replicas again from scratch
+    /// (a `WorkloadRebalancer`'s token, written by `flotilla-rebalancer`);
+    /// the binder records the token it honoured in `spec.rebalanced`.
+    pub const REBALANCE: &str = "work.flotilla.io/rebalance";
 }
 
 /// Condition types on bindings and works.
@@ -165,6 +169,29 @@ pub struct BindingSpec {
     /// template refers to (they follow it to its clusters).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<ObjectReference>,
+    /// Clusters replicas were descheduled from (they stayed unschedulable
+    /// there): each keeps at most what it ran until its capacity changes,
+    /// so replicas never ping-pong back to it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub descheduled: Vec<DescheduledCluster>,
+    /// The last rebalance request (the `work.flotilla.io/rebalance`
+    /// annotation) the binder honoured by dividing from scratch.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub rebalanced: String,
+}
+
+/// A cluster that gave away replicas its scheduler could not place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DescheduledCluster {
+    pub cluster: String,
+    /// The most replicas it keeps while its capacity is unchanged.
+    #[serde(default)]
+    pub keeps: i32,
+    /// Its capacity as the hub saw it then (a fingerprint of what it
+    /// reported); any change lifts the limit.
+    pub capacity: String,
+    pub time: Time,
 }
 
 /// How one cluster is doing with a template.
@@ -370,6 +397,20 @@ pub struct ManifestStatus {
     /// member's replicas instead of the manifest's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas_owner: Option<String>,
+    /// Replicas of a workload the member's scheduler cannot place (pods
+    /// Pending with `PodScheduled=False`, reason `Unschedulable`), absent
+    /// when there are none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unschedulable: Option<UnschedulableReplicas>,
+}
+
+/// Replicas Pending as unschedulable in a member, and since when.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UnschedulableReplicas {
+    pub replicas: i32,
+    /// When the oldest of them was found unschedulable.
+    pub since: Time,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

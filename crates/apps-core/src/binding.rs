@@ -91,7 +91,10 @@ pub fn keep_previous(
         request.placement.replica_scheduling.as_ref().is_some_and(|rs| {
             rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided
         });
+    let over_cap =
+        request.previous.iter().any(|t| request.caps.get(&t.name).is_some_and(|&cap| t.replicas > cap));
     if !divided
+        || over_cap
         || request.previous.is_empty()
         || request.replicas != previous_replicas
         || request.placement != previous_placement
@@ -242,6 +245,7 @@ mod tests {
             node_constraints: &crate::estimator::UNCONSTRAINED,
             resource: Some(("apps/v1", "deployments")),
             previous: &after_failover,
+            caps: &BTreeMap::new(),
             now: Timestamp::from_second(1_000_000).unwrap(),
         };
         // "a" is back and healthy: b and c still fit, so nothing moves.
@@ -255,6 +259,14 @@ mod tests {
         tainted.taints = unreachable();
         assert_eq!(keep_previous(&request, &placement, 10, &[cluster("a"), cluster("b"), tainted]), None);
         // Duplicated never keeps: a returning cluster gets its copy.
+        // A cluster asked to keep fewer than it runs (descheduling): reschedule.
+        let caps: BTreeMap<String, i32> = [("c".to_string(), 3)].into();
+        assert_eq!(keep_previous(&SchedulingRequest { caps: &caps, ..request }, &placement, 10, &all), None);
+        let caps: BTreeMap<String, i32> = [("c".to_string(), 5)].into();
+        assert_eq!(
+            keep_previous(&SchedulingRequest { caps: &caps, ..request }, &placement, 10, &all),
+            Some(None)
+        );
         let duplicated = Placement::default();
         let request = SchedulingRequest { placement: &duplicated, ..request };
         assert_eq!(keep_previous(&request, &duplicated, 10, &all), None);

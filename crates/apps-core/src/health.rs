@@ -4,6 +4,7 @@
 
 pub mod diagnosis;
 pub mod pod_problem;
+pub mod unschedulable;
 
 use flotilla_api::work::Health;
 use serde_json::{Map, Value};

@@ -60,7 +60,20 @@ pub struct SchedulingRequest<'a> {
     pub resource: Option<(&'a str, &'a str)>,
     /// the binding's current clusters (for stability)
     pub previous: &'a [TargetCluster],
+    /// The most replicas a cluster may run, by cluster (descheduling,
+    /// `crate::deschedule`): a capped cluster keeps at most that many of
+    /// its current replicas and takes no new ones, so a capacity-driven
+    /// division places the rest on the others. Static weights and
+    /// duplication ignore it.
+    pub caps: &'a BTreeMap<String, i32>,
     pub now: Timestamp,
+}
+
+/// Whether a placement divides replicas by what clusters have room for
+/// (`dynamicWeight: AvailableReplicas` or `Aggregated`): the divisions
+/// that `SchedulingRequest::caps` acts on.
+pub fn divides_by_capacity(placement: &Placement) -> bool {
+    Strategy::of(placement).needs_capacity()
 }
 
 /// The chosen clusters and their replicas.
@@ -141,11 +154,19 @@ pub fn schedule(req: &SchedulingRequest, clusters: &[ClusterSnapshot]) -> Result
         if let Some(at) = expiry {
             earliest_expiry = Some(earliest_expiry.map_or(at, |e| e.min(at)));
         }
-        let available =
-            if needs_capacity { available_for(cluster, &requests, req.node_constraints) } else { 0 };
+        let cap = req.caps.get(&cluster.name).map(|&c| c.max(0));
+        // A capped cluster takes nothing new, whatever it seems to have room for.
+        let available = if needs_capacity && cap.is_none() {
+            available_for(cluster, &requests, req.node_constraints)
+        } else {
+            0
+        };
         candidates.push(Candidate {
             cluster,
-            previous: prev,
+            previous: match cap {
+                Some(cap) => prev.map(|p| p.min(cap)),
+                None => prev,
+            },
             available,
             group_rank: 0,
             member_rank: 0,
@@ -758,6 +779,7 @@ mod tests {
         requests: BTreeMap<String, Quantity>,
         resource: Option<(&'a str, &'a str)>,
         previous: Vec<TargetCluster>,
+        caps: BTreeMap<String, i32>,
         now: Timestamp,
     }
 
@@ -768,6 +790,7 @@ mod tests {
             requests: one_cpu(),
             resource: Some(("apps/v1", "deployments")),
             previous: Vec::new(),
+            caps: BTreeMap::new(),
             now: ts(10_000),
         }
     }
@@ -775,6 +798,10 @@ mod tests {
     impl Run<'_> {
         fn previous(mut self, list: &[(&str, i32)]) -> Self {
             self.previous = targets(list);
+            self
+        }
+        fn capped(mut self, list: &[(&str, i32)]) -> Self {
+            self.caps = list.iter().map(|(n, c)| (n.to_string(), *c)).collect();
             self
         }
         fn at(mut self, second: i64) -> Self {
@@ -789,6 +816,7 @@ mod tests {
                 node_constraints: &crate::estimator::UNCONSTRAINED,
                 resource: self.resource,
                 previous: &self.previous,
+                caps: &self.caps,
                 now: self.now,
             };
             schedule(&req, clusters)
@@ -1180,6 +1208,75 @@ mod tests {
             .previous(&previous)
             .error(&clusters)
             .contains("12 more replicas to place"));
+    }
+
+    #[test]
+    fn a_capped_cluster_keeps_at_most_its_cap_and_the_others_take_the_rest() {
+        type Case<'a> =
+            (&'a str, Placement, i32, &'a [(&'a str, i32)], &'a [(&'a str, i32)], &'a [(&'a str, i32)]);
+        // m1 seems to have room for 8 (its summary misleads), m2 for 6, m3 for 2.
+        let clusters =
+            vec![with_room(cluster("m1"), 8), with_room(cluster("m2"), 6), with_room(cluster("m3"), 2)];
+        let cases: Vec<Case> = vec![
+            (
+                "descheduled: the stuck replicas move",
+                dynamic(),
+                6,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 2)],
+                &[("m1", 2), ("m2", 4)],
+            ),
+            (
+                "a cap of zero empties the cluster",
+                dynamic(),
+                6,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 0)],
+                &[("m2", 5), ("m3", 1)],
+            ),
+            (
+                "not refilled on a scale-up",
+                dynamic(),
+                9,
+                &[("m1", 2), ("m2", 5)],
+                &[("m1", 2)],
+                &[("m1", 2), ("m2", 7)],
+            ),
+            ("not chosen afresh", dynamic(), 4, &[], &[("m1", 0)], &[("m2", 3), ("m3", 1)]),
+            (
+                "a cap above what it runs changes nothing",
+                dynamic(),
+                6,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 9)],
+                &[("m1", 4), ("m2", 2)],
+            ),
+            (
+                "a scale-down shrinks from the capped count",
+                dynamic(),
+                2,
+                &[("m1", 4), ("m2", 2)],
+                &[("m1", 2)],
+                &[("m1", 1), ("m2", 1)],
+            ),
+            ("aggregated", aggregated(), 6, &[("m1", 6)], &[("m1", 3)], &[("m1", 3), ("m2", 3)]),
+            (
+                "static weights ignore caps",
+                static_weights(&[(&["m1", "m2"], 1)]),
+                4,
+                &[],
+                &[("m1", 0)],
+                &[("m1", 2), ("m2", 2)],
+            ),
+        ];
+        for (name, placement, replicas, previous, caps, want) in cases {
+            let got = run(&placement, replicas).previous(previous).capped(caps).placed(&clusters);
+            assert_eq!(got, pairs(want), "{name}");
+        }
+        // No room left for what the cap sends away: says so.
+        let message =
+            run(&dynamic(), 16).previous(&[("m1", 8), ("m2", 4)]).capped(&[("m1", 2)]).error(&clusters);
+        assert!(message.contains("not enough capacity: 10 more replicas"), "{message}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 mod apply;
 mod apps;
+mod deschedule;
 mod estimate;
 mod faults;
 mod flotilla_binary;
@@ -50,6 +51,10 @@ enum Bench {
     /// shape on a synthetic member of 1,000 mixed nodes, 50 shapes; the
     /// size and cost of the agent's node report.
     Estimate(estimate::EstimateArgs),
+    /// Descheduling figures: time of one descheduling decision (p50/p99/max)
+    /// for a binding spread over 1,000 clusters with replicas stuck,
+    /// young and recorded, and of the capped re-division that follows.
+    Deschedule(deschedule::DescheduleArgs),
     /// Applications across the fleet: distribution latency (template change
     /// -> applied in every member, p50/p99) and the hub controller's memory
     /// with many templates after a cold restart.
@@ -101,6 +106,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Membership(args) => membership::membership(args).await,
         Bench::Scheduling(args) => scheduling::run(args),
         Bench::Estimate(args) => estimate::run(args),
+        Bench::Deschedule(args) => deschedule::run(args),
         Bench::Apps(args) => apps::apps(args).await,
         Bench::Kok(args) => kok::kok(args).await,
         Bench::Faults(args) => faults::faults(args).await,

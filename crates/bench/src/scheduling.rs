@@ -366,6 +366,7 @@ pub fn run(args: SchedulingArgs) -> anyhow::Result<bool> {
                     node_constraints: &flotilla_apps_core::estimator::UNCONSTRAINED,
                     resource: Some(("apps/v1", "deployments")),
                     previous: &previous,
+                    caps: &BTreeMap::new(),
                     now,
                 };
                 let cpu_start = thread_cpu_time();

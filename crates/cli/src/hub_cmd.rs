@@ -50,8 +50,29 @@ pub struct HubRunArgs {
     pub failover: FailoverArgs,
     #[command(flatten)]
     pub opt_in: OptInArgs,
+    /// How long replicas may stay Pending as unschedulable in a member
+    /// before they move to clusters with room (divisions by available
+    /// replicas only; Karmada's descheduler default), e.g. 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
+    pub unschedulable_threshold: Duration,
     #[command(flatten)]
     pub kok: KokArgs,
+}
+
+/// `90`, `90s`, `5m`, `1h`.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => s.split_at(at),
+        None => (s, "s"),
+    };
+    let seconds = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?} is not a duration (e.g. 30s, 5m, 1h)")),
+    };
+    let n: u64 = number.parse().map_err(|_| format!("{s:?} is not a duration (e.g. 30s, 5m, 1h)"))?;
+    Ok(Duration::from_secs(n.saturating_mul(seconds)))
 }
 
 /// Which applications the fleet may manage (README "Migrating existing
@@ -274,6 +295,9 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 grace: Duration::from_secs(args.grace_seconds),
                 failover: args.failover.settings(),
                 opt_in: args.opt_in.settings(),
+                deschedule: flotilla_apps_core::deschedule::DescheduleSettings {
+                    unschedulable_threshold: args.unschedulable_threshold,
+                },
                 ..Default::default()
             };
             let (etcd, hosted) = args.kok.operators()?;
@@ -306,6 +330,29 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
             // standby may take over now.
             flotilla_hub::leader::release(client, &identity).await;
             Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_read_as_durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("90", Some(90)),
+            ("30s", Some(30)),
+            ("5m", Some(300)),
+            ("1h", Some(3600)),
+            ("0", Some(0)),
+            ("5d", None),
+            ("m", None),
+            ("-5m", None),
+            ("", None),
+        ];
+        for (written, want) in cases {
+            assert_eq!(parse_duration(written).ok().map(|d| d.as_secs()), *want, "{written}");
         }
     }
 }

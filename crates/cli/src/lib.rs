@@ -3,7 +3,7 @@
 //! members, hosted clusters.
 //!
 //! Every import points one way: the command modules (`fleet`, `fleetctl`,
-//! `hub_cmd`, `kokctl`, `etcd_cmd`, `migrate`, `node_agent`, `rollout_cmd`) use the shared ones (`paths`,
+//! `hub_cmd`, `kokctl`, `etcd_cmd`, `migrate`, `node_agent`, `rebalance_cmd`, `rollout_cmd`) use the shared ones (`paths`,
 //! `hub_kubeconfig`, `detach`, `binaries`) and never each other's
 //! commands, except that `fleet`'s daemon (which creates the members as
 //! HostedClusters) takes `kokctl`'s default Kubernetes version. Inside a
@@ -21,4 +21,5 @@ pub mod kokctl;
 pub mod migrate;
 pub mod node_agent;
 pub mod paths;
+pub mod rebalance_cmd;
 pub mod rollout_cmd;

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
-use flotilla_cli::{binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, migrate, node_agent, rollout_cmd};
+use flotilla_cli::{
+    binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, migrate, node_agent, rebalance_cmd, rollout_cmd,
+};
 
 #[derive(Parser)]
 #[command(
@@ -98,6 +100,17 @@ enum Command {
     ///
     /// Example: flotilla release deployment/web -n shop
     Release(migrate::ReleaseArgs),
+    /// Divide a template's replicas again from scratch.
+    ///
+    /// A divided template keeps its clusters while they fit, so a cluster
+    /// that joins or comes back gets nothing until the template is scaled.
+    /// This writes a WorkloadRebalancer (apps.flotilla.io/v1alpha1) naming
+    /// the template; the hub divides its replicas as if they had never been
+    /// placed, once, and reports the result on the rebalancer's status
+    /// (deleted --ttl-seconds after). --wait waits and prints the result.
+    ///
+    /// Example: flotilla rebalance deployment/web -n shop --wait
+    Rebalance(rebalance_cmd::RebalanceArgs),
     /// Progressive delivery: roll templates out in waves (status, history, pause, promote, abort, undo).
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
@@ -200,6 +213,7 @@ async fn main() -> std::process::ExitCode {
         Command::Get(c) => fleetctl::get(c).await,
         Command::Promote(a) => migrate::promote(a).await,
         Command::Release(a) => migrate::release(a).await,
+        Command::Rebalance(a) => rebalance_cmd::rebalance(a).await,
         Command::Rollout(c) => rollout_cmd::run(c).await,
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,

@@ -42,6 +42,9 @@ pub struct HubConfig {
     pub opt_in: flotilla_apps_core::migration::OptIn,
     /// How often the FederatedHPA controller syncs (15 s, as HPA's).
     pub autoscaling_sync: Duration,
+    /// When replicas unschedulable in a member move (`hub run
+    /// --unschedulable-threshold`, default 5 minutes).
+    pub deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
 }
 
 impl Default for HubConfig {
@@ -53,6 +56,7 @@ impl Default for HubConfig {
             failover: Default::default(),
             opt_in: Default::default(),
             autoscaling_sync: autoscaling::DEFAULT_SYNC_PERIOD,
+            deschedule: Default::default(),
         }
     }
 }
@@ -75,7 +79,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let machines = machines::run(client.clone(), config.auto_accept);
     let cron_hpa = cron_hpa::run(client.clone());
     let autoscaling = autoscaling::run(client.clone(), config.autoscaling_sync);
-    let apps = apps::run(client, config.failover, config.opt_in);
+    let apps = apps::run(client, config.failover, config.opt_in, config.deschedule);
     let ((), push, apps, (), (), autoscaling) =
         futures::join!(fleet, push, apps, machines, cron_hpa, autoscaling);
     push.and(apps).and(autoscaling)

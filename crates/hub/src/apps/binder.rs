@@ -175,6 +175,29 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         requeue = Some(after);
     }
 
+    let works = apps.works_of(key);
+    // A rebalance request divides from scratch once (and forgets the caps);
+    // otherwise clusters that cannot schedule their replicas are capped.
+    let rebalance = existing.as_ref().and_then(|(s, _, meta)| {
+        let requested = meta.annotations.as_ref().and_then(|a| a.get(keys::REBALANCE));
+        flotilla_apps_core::rebalance::pending(requested.map(String::as_str), &s.rebalanced).map(String::from)
+    });
+    let (records_before, rebalanced_before) =
+        existing.as_ref().map(|(s, _, _)| (s.descheduled.clone(), s.rebalanced.clone())).unwrap_or_default();
+    let descheduling = match rebalance {
+        None if replicas.is_some() => super::descheduler::descheduling(
+            apps,
+            &decision.placement,
+            &previous,
+            &records_before,
+            &works,
+            &view.scheduling,
+            now,
+        ),
+        _ => Default::default(),
+    };
+    requeue = [requeue, descheduling.requeue_after].into_iter().flatten().min();
+    let (mut descheduled, mut rebalanced) = (records_before, rebalanced_before);
     let mut clusters: Vec<TargetCluster> = if decision.policy.is_some() {
         let request = SchedulingRequest {
             placement: &decision.placement,
@@ -182,13 +205,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             requests: &requests,
             node_constraints: &node_constraints,
             resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
-            previous: &previous,
+            previous: if rebalance.is_some() { &[] } else { previous.as_slice() },
+            caps: &descheduling.caps,
             now,
         };
         // A cluster the replicas failed over from is back for good: take
         // the division the policy asks for again.
         let kept = match &returning {
             failover::Return::Now(_) => None,
+            _ if rebalance.is_some() => None,
             _ => existing
                 .as_ref()
                 .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &view.scheduling)),
@@ -202,6 +227,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         match result {
             Ok(s) => {
                 requeue = [requeue, s.requeue_after].into_iter().flatten().min();
+                super::descheduler::announce(apps, &template, &kind.resource, &descheduling.moves).await;
+                descheduled = descheduling.records;
+                rebalanced = rebalance.unwrap_or(rebalanced);
                 let placed: Vec<String> =
                     s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
                 let involved = previous.iter().chain(&s.clusters).map(|c| c.name.as_str());
@@ -257,7 +285,6 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     clusters.sort();
 
-    let works = apps.works_of(key);
     let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
     let taints: BTreeMap<String, Vec<flotilla_api::cluster::Taint>> =
         snapshots.iter().map(|s| (s.name.clone(), s.taints.clone())).collect();
@@ -306,6 +333,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         failed_over_from,
         required_by: required_by.clone(),
         dependencies: dependencies.clone(),
+        descheduled,
+        rebalanced,
     };
     let dependencies_before: Vec<ObjectReference> =
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
@@ -344,8 +373,14 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             .filter(|(_, w)| w.metadata.deletion_timestamp.is_none())
             .map(|(c, w)| (c.clone(), written_replicas(w, &clusters, c)))
             .collect();
-        let settled: BTreeSet<String> =
-            works.iter().filter(|(_, w)| work_settled(w)).map(|(c, _)| c.clone()).collect();
+        // A descheduled cluster's replicas above its cap are Pending anyway:
+        // it shrinks without waiting to be healthy (it never would be).
+        let settled: BTreeSet<String> = works
+            .iter()
+            .filter(|(_, w)| work_settled(w))
+            .map(|(c, _)| c.clone())
+            .chain(descheduling.caps.keys().cloned())
+            .collect();
         let total = clusters.iter().map(|c| c.replicas).sum();
         failover::next_step(&current, &clusters, &settled, apps.failover.max_surge.limit(total))
     } else {

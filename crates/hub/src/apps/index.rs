@@ -95,6 +95,13 @@ pub(super) struct BindingEvent {
     pub(super) name: String,
     pub(super) spec: Option<BindingSpec>,
     pub(super) deleted: bool,
+    /// It carries a rebalance request the binder has not honoured yet.
+    pub(super) rebalance: bool,
+}
+
+fn rebalance_pending(meta: &ObjectMeta, spec: &BindingSpec) -> bool {
+    let requested = meta.annotations.as_ref().and_then(|a| a.get(keys::REBALANCE)).map(String::as_str);
+    flotilla_apps_core::rebalance::pending(requested, &spec.rebalanced).is_some()
 }
 
 impl BindingEvent {
@@ -105,6 +112,7 @@ impl BindingEvent {
             name: b.name_any(),
             spec: Some(b.spec.spec.clone()),
             deleted,
+            rebalance: rebalance_pending(&b.metadata, &b.spec.spec),
         })
     }
     pub(super) fn cluster(e: Event<ClusterResourceBinding>) -> Option<Self> {
@@ -114,6 +122,7 @@ impl BindingEvent {
             name: b.name_any(),
             spec: Some(b.spec.spec.clone()),
             deleted,
+            rebalance: rebalance_pending(&b.metadata, &b.spec.spec),
         })
     }
 }
@@ -417,7 +426,7 @@ impl Index {
             dependents.retain(|_, v| !v.is_empty());
         }
         let mut binder = Vec::new();
-        if event.deleted {
+        if event.deleted || event.rebalance {
             binder.push(key.clone());
         }
         binder.extend(dependencies);
@@ -451,7 +460,14 @@ impl Index {
         let failover =
             || self.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true);
         let rolling = || lock(&self.rolling).contains(&key);
-        let binder = if deleted || failover() || rolling() { vec![key.clone()] } else { Vec::new() };
+        // Unschedulable replicas are the descheduler's concern.
+        let stuck = || {
+            work.status
+                .as_ref()
+                .is_some_and(|s| s.manifest_statuses.iter().any(|m| m.unschedulable.is_some()))
+        };
+        let binder =
+            if deleted || failover() || rolling() || stuck() { vec![key.clone()] } else { Vec::new() };
         Wake { binder, status: vec![key] }
     }
 
@@ -747,6 +763,32 @@ mod tests {
         let mut elsewhere = work(&deployment("web"), "m1");
         elsewhere.metadata.namespace = Some("default".into());
         assert_eq!(f.index.work_changed(&elsewhere, false), Wake::default());
+    }
+
+    #[test]
+    fn unschedulable_replicas_and_rebalance_requests_wake_the_binder() {
+        let mut f = fixture();
+        let mut web = binding("web", &["m1"], &[], json!({}));
+        f.bindings.apply_watcher_event(&Event::Apply(web.clone()));
+        assert_eq!(f.index.binding_changed(&binding_event(&web, false)).binder, Vec::<TemplateKey>::new());
+
+        let mut stuck = work(&deployment("web"), "m1");
+        stuck.status = Some(
+            serde_json::from_value(
+                json!({"manifestStatuses": [{"identifier": {"ordinal": 0}, "applied": true,
+                "unschedulable": {"replicas": 2, "since": "2026-01-01T00:00:00Z"}}]}),
+            )
+            .unwrap(),
+        );
+        f.works.apply_watcher_event(&Event::Apply(stuck.clone()));
+        assert_eq!(f.index.work_changed(&stuck, false).binder, vec![deployment("web")]);
+
+        // A rebalance request wakes it until the binder records the token.
+        let token = "2026-01-01T00:00:00Z/r1";
+        web.metadata.annotations = Some([(keys::REBALANCE.to_string(), token.to_string())].into());
+        assert_eq!(f.index.binding_changed(&binding_event(&web, false)).binder, vec![deployment("web")]);
+        web.spec.spec.rebalanced = token.into();
+        assert_eq!(f.index.binding_changed(&binding_event(&web, false)).binder, Vec::<TemplateKey>::new());
     }
 
     #[test]

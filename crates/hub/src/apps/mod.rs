@@ -10,6 +10,7 @@
 //! keeps the hub's memory flat in the number of templates.
 
 mod binder;
+mod descheduler;
 mod fleet_view;
 mod index;
 mod interpreters;
@@ -18,6 +19,7 @@ mod opt_in;
 mod override_candidates;
 mod policies;
 mod queue;
+mod rebalancer;
 mod rollout_deps;
 mod rollout_state;
 mod rollouts;
@@ -89,6 +91,7 @@ pub async fn run(
     client: Client,
     failover: flotilla_apps_core::failover::FailoverSettings,
     opt_in: flotilla_apps_core::migration::OptIn,
+    deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
 ) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
@@ -120,6 +123,7 @@ pub async fn run(
         cluster_view: Mutex::default(),
         failover,
         opt_in,
+        deschedule,
         policies_judged: tokio::sync::watch::Sender::new(false),
         binder: Queue::new(),
         status: Queue::new(),
@@ -143,6 +147,7 @@ pub async fn run(
     tasks.spawn(on_rollouts(apps.clone(), strategy_events, rollout_events));
     tasks.spawn(interpreters::run(apps.clone(), interpreter_events));
     tasks.spawn(watch_kinds(apps.clone()));
+    tasks.spawn(rebalancer::run(apps.clone()));
     tasks.spawn(policies::judge(apps.clone()));
     tasks.spawn(policies::recheck(apps.clone()));
     tasks.spawn(status::resync(apps.clone()));

@@ -26,6 +26,8 @@ pub(crate) struct Apps {
     pub(super) written_status: Mutex<HashMap<TemplateKey, u64>>,
     pub(super) cluster_view: Mutex<Option<Arc<ClusterView>>>,
     pub(super) failover: flotilla_apps_core::failover::FailoverSettings,
+    /// When unschedulable replicas move (`hub run --unschedulable-threshold`).
+    pub(super) deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
     /// Which templates the binder may manage (`hub run --require-opt-in`).
     pub(super) opt_in: flotilla_apps_core::migration::OptIn,
     /// True once every policy of the first list has been judged: until

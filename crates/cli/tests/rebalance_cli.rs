@@ -1,0 +1,125 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! `flotilla rebalance` as a user runs it, against `hub run` and a
+//! push-mode member: a propagated Deployment is divided again and the
+//! result printed; a template nothing propagates fails, with the reason.
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use flotilla_localkube::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::Api;
+use serde_json::json;
+
+fn flotilla(args: &[&str], home: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).env("HOME", home).output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+async fn apply(client: &kube::Client, object: serde_json::Value) {
+    let api_version = object["apiVersion"].as_str().unwrap();
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let name = object["metadata"]["name"].as_str().unwrap().to_string();
+    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
+}
+
+#[tokio::test]
+async fn rebalance_from_the_command_line() {
+    let (hub, member) = tokio::join!(
+        Cluster::start(ClusterConfig::hub("hub")),
+        Cluster::start(ClusterConfig::new("m1").with_nodes(1))
+    );
+    let (hub, member) = (hub.unwrap(), member.unwrap());
+    let home = tempfile::tempdir().unwrap();
+    let hub_kc = hub.kubeconfig_path().to_str().unwrap().to_string();
+    let member_kc = member.kubeconfig_path().to_str().unwrap().to_string();
+
+    let out = flotilla(&["hub", "install", "--kubeconfig", &hub_kc], home.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let _controllers =
+        ManagedProcess::spawn(
+            ProcessSpec::new("hub", env!("CARGO_BIN_EXE_flotilla").into(), home.path().join("hub.log"))
+                .args(["hub", "run", "--kubeconfig", &hub_kc, "--unschedulable-threshold", "30s"]),
+        )
+        .unwrap();
+    let out = flotilla(
+        &["join", "m1", "--mode", "push", "--hub-kubeconfig", &hub_kc, "--kubeconfig", &member_kc],
+        home.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    let client = hub.client();
+    apply(&client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;
+    apply(
+        &client,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided"}}}
+        }),
+    )
+    .await;
+    apply(
+        &client,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "registry.k8s.io/pause:3.10"}]}}}
+        }),
+    )
+    .await;
+    let gvk = GroupVersionKind::gvk("work.flotilla.io", "v1alpha1", "ResourceBinding");
+    let bindings: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "shop",
+        &ApiResource::from_gvk_with_plural(&gvk, "resourcebindings"),
+    );
+    wait_for("web bound to m1", Duration::from_secs(90), || async {
+        bindings
+            .get_opt("web-deployment")
+            .await
+            .unwrap()
+            .is_some_and(|b| b.data["spec"]["clusters"][0]["name"] == "m1")
+    })
+    .await;
+
+    let out =
+        flotilla(&["rebalance", "deploy/web", "-n", "shop", "--wait", "--kubeconfig", &hub_kc], home.path());
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("deployment/web in namespace shop: divided again from scratch"),
+        "{}",
+        text(&out)
+    );
+    let binding = bindings.get("web-deployment").await.unwrap();
+    assert!(
+        binding.data["spec"]["rebalanced"].as_str().is_some_and(|t| t.contains("/rebalance-")),
+        "{binding:?}"
+    );
+
+    let out = flotilla(
+        &["rebalance", "deployment/nothing", "-n", "shop", "--wait", "--kubeconfig", &hub_kc],
+        home.path(),
+    );
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("deployment/nothing in namespace shop: failed: ReferencedBindingNotFound"),
+        "{}",
+        text(&out)
+    );
+
+    let out = flotilla(&["rebalance", "web", "--kubeconfig", &hub_kc], home.path());
+    assert!(!out.status.success());
+}

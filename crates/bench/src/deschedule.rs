@@ -122,6 +122,7 @@ pub fn run(args: DescheduleArgs) -> anyhow::Result<bool> {
                 resource: Some(("apps/v1", "deployments")),
                 previous: &previous,
                 caps: &decided.caps,
+                node_constraints: &flotilla_apps_core::estimator::UNCONSTRAINED,
                 now,
             };
             let started = Instant::now();

@@ -98,6 +98,7 @@ fn place(
         node_constraints: constraints,
         resource: Some(("apps/v1", "deployments")),
         previous: &[],
+        caps: &BTreeMap::new(),
         now: Timestamp::from_second(10_000).unwrap(),
     };
     schedule(&request, clusters)

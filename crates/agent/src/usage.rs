@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use flotilla_api::autoscaling::{ManifestUsage, WorkloadUsage, REPORT_USAGE_LABEL};
 use flotilla_api::work::Work;
-use flotilla_apps_core::autoscaling::usage::summarize;
-use flotilla_apps_core::health::diagnosis::pod_selection;
+use flotilla_apps_core::autoscaling::usage::{summarize, usage_selection};
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
@@ -84,7 +83,7 @@ impl Reporter {
             let name = work.name_any();
             let mut usage = Vec::new();
             for (ordinal, manifest) in work.spec.manifests.iter().enumerate() {
-                let Some(selection) = pod_selection(&manifest.0) else { continue };
+                let Some(selection) = usage_selection(&manifest.0) else { continue };
                 let Some(selected) = self.pods.selected(&selection) else { return };
                 if !metrics.contains_key(&selection.namespace) {
                     let read = pod_metrics(&self.member, &selection.namespace).await;

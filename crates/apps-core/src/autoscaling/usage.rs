@@ -6,8 +6,25 @@ use std::collections::HashMap;
 
 use flotilla_api::autoscaling::WorkloadUsage;
 use flotilla_core::quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use serde_json::Value;
+
+use crate::health::diagnosis::{pod_selection, PodSelection};
+
+/// The pods whose usage counts for a workload a FederatedHPA targets: a
+/// built-in workload's (the pods its health detail reads), and for any
+/// other kind (a custom workload scaled through its `/scale`, e.g. a
+/// CloneSet) the pods its `spec.selector` selects, where scale
+/// subresources keep their label selector. None when nothing is selected.
+pub fn usage_selection(object: &Value) -> Option<PodSelection> {
+    pod_selection(object).or_else(|| {
+        let selector: LabelSelector = serde_json::from_value(object["spec"]["selector"].clone()).ok()?;
+        let selects_something = selector.match_labels.as_ref().is_some_and(|l| !l.is_empty())
+            || selector.match_expressions.as_ref().is_some_and(|e| !e.is_empty());
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or("default").to_string();
+        selects_something.then_some(PodSelection { namespace, selector })
+    })
+}
 
 /// The summary of `pods` (JSON Pods of one workload) given the PodMetrics
 /// of their namespace (`metrics`, any superset).
@@ -107,6 +124,51 @@ fn window_seconds(window: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    /// (case, workload, wanted (namespace, the selector's `app` label)).
+    type SelectionCase = (&'static str, Value, Option<(&'static str, &'static str)>);
+
+    #[test]
+    fn usage_selection_covers_built_in_and_custom_workloads() {
+        let cases: Vec<SelectionCase> = vec![
+            (
+                "deployment",
+                json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"namespace": "shop"},
+                       "spec": {"selector": {"matchLabels": {"app": "web"}}}}),
+                Some(("shop", "web")),
+            ),
+            (
+                "custom kind with a selector",
+                json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "metadata": {"namespace": "shop"},
+                       "spec": {"selector": {"matchLabels": {"app": "clone"}}}}),
+                Some(("shop", "clone")),
+            ),
+            (
+                "custom kind without a namespace",
+                json!({"apiVersion": "example.com/v1", "kind": "Widget",
+                       "spec": {"selector": {"matchLabels": {"app": "w"}}}}),
+                Some(("default", "w")),
+            ),
+            (
+                "custom kind with an empty selector",
+                json!({"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"selector": {}}}),
+                None,
+            ),
+            (
+                "custom kind with a string selector",
+                json!({"apiVersion": "example.com/v1", "kind": "Widget", "spec": {"selector": "app=w"}}),
+                None,
+            ),
+            ("config map", json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"a": "b"}}), None),
+        ];
+        for (name, object, want) in cases {
+            let got = usage_selection(&object).map(|s| {
+                let app = s.selector.match_labels.unwrap_or_default().get("app").cloned().unwrap_or_default();
+                (s.namespace, app)
+            });
+            assert_eq!(got, want.map(|(ns, app)| (ns.to_string(), app.to_string())), "{name}");
+        }
+    }
+
     use super::*;
     use serde_json::json;
 

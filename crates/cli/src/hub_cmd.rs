@@ -55,8 +55,21 @@ pub struct HubRunArgs {
     /// replicas only; Karmada's descheduler default), e.g. 30s, 5m, 1h.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub unschedulable_threshold: Duration,
+    /// How often each FederatedHPA is evaluated (HPA's and Karmada's 15 s);
+    /// a changed usage report also brings it forward, at most every 5 s.
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_sync_period)]
+    pub autoscaling_sync: Duration,
     #[command(flatten)]
     pub kok: KokArgs,
+}
+
+/// A duration of at least a second (a sync period of 0 would spin).
+fn parse_sync_period(s: &str) -> Result<Duration, String> {
+    let period = parse_duration(s)?;
+    if period.is_zero() {
+        return Err(format!("{s:?}: the sync period must be at least 1s"));
+    }
+    Ok(period)
 }
 
 /// `90`, `90s`, `5m`, `1h`.
@@ -298,6 +311,7 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 deschedule: flotilla_apps_core::deschedule::DescheduleSettings {
                     unschedulable_threshold: args.unschedulable_threshold,
                 },
+                autoscaling_sync: args.autoscaling_sync,
                 ..Default::default()
             };
             let (etcd, hosted) = args.kok.operators()?;
@@ -353,6 +367,8 @@ mod tests {
         ];
         for (written, want) in cases {
             assert_eq!(parse_duration(written).ok().map(|d| d.as_secs()), *want, "{written}");
+            let sync_period = parse_sync_period(written).ok().map(|d| d.as_secs());
+            assert_eq!(sync_period, want.filter(|&s| s > 0), "{written} as a sync period");
         }
     }
 }

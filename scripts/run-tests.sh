@@ -7,10 +7,13 @@
 #   scripts/run-tests.sh              build every test binary, run them all
 #   scripts/run-tests.sh -p CRATE     only these packages' (cargo's selection)
 #   FLOTILLA_TEST_JOBS=1 scripts/...  one binary at a time (as cargo would)
+#   FLOTILLA_TEST_ALONE="a.x b.y"     binaries (package dir.test name) run
+#                                     alone at the end (default cli.node_pool)
 #
 # Each binary runs from its package's directory, as `cargo test` runs it,
 # with its output kept in a log that is printed whole if it fails. The
-# binaries taking longest last time start first (kept in the target dir).
+# binaries taking longest last time start first (kept in the target dir);
+# a few sensitive to a loaded machine run alone at the end (ALONE).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -54,9 +57,24 @@ run_one() {
 export -f run_one
 export LOGS
 
-echo "==> $(wc -l < "$ORDERED") test binaries, $JOBS at a time" >&2
+# Binaries whose real nodes drain and replace pods under deadlines: they
+# run alone, after the others, so a loaded machine does not fail them.
+read -r -a ALONE <<< "${FLOTILLA_TEST_ALONE:-cli.node_pool}"
+SHARED="$LOGS/shared"; SOLO="$LOGS/solo"
+: > "$SHARED"; : > "$SOLO"
+while read -r dir exe; do
+    name="$(basename "$exe")"; name="$(basename "$dir").${name%-*}"
+    if printf '%s\n' "${ALONE[@]}" | grep -qx "$name"; then
+        echo "$dir $exe" >> "$SOLO"
+    else
+        echo "$dir $exe" >> "$SHARED"
+    fi
+done < "$ORDERED"
+
+echo "==> $(wc -l < "$ORDERED") test binaries, $JOBS at a time ($(wc -l < "$SOLO") alone at the end)" >&2
 : > "$LOGS/results"
-xargs -P "$JOBS" -L 1 bash -c 'run_one "$0" "$1"' < "$ORDERED" || true
+xargs -r -P "$JOBS" -L 1 bash -c 'run_one "$0" "$1"' < "$SHARED" || true
+xargs -r -P 1 -L 1 bash -c 'run_one "$0" "$1"' < "$SOLO" || true
 
 # What a failure said, whole.
 failed=0

@@ -6,13 +6,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::policy::{ConflictResolution, Placement, ReplicaSchedulingType};
 use flotilla_api::work::{
-    keys, BindingSnapshot, BindingSpec, ClusterResourceBinding, Health, ObjectReference, PolicyReference,
-    ResourceBinding, TargetCluster, Work,
+    keys, BindingSnapshot, BindingSpec, Health, ObjectReference, PolicyReference, ResourceBinding,
+    TargetCluster, Work,
 };
-use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash, work_name};
+use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash};
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
 use flotilla_apps_core::revision::RevisionContent;
@@ -22,16 +21,15 @@ use flotilla_apps_core::selection::{
     TemplateMeta,
 };
 use flotilla_apps_core::suspension::dispatch_suspended;
-use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
-use kube::{Api, Resource, ResourceExt};
+use kube::api::DynamicObject;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use super::binder_writes::{cleanup, delete_work, write_binding, write_work};
 use super::index::{lock, work_step, TemplateKey};
 use super::state::Apps;
 use crate::error::Error;
 use flotilla_apps_core::binding_status::Outcome;
-
-const MANAGER: &str = "flotilla-binder";
 
 pub(super) async fn worker(apps: Arc<Apps>) {
     apps.wait_ready().await;
@@ -688,141 +686,4 @@ fn requirers(apps: &Apps, key: &TemplateKey) -> Vec<BindingSnapshot> {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out
-}
-
-async fn write_binding(
-    apps: &Apps,
-    key: &TemplateKey,
-    template: &DynamicObject,
-    spec: &BindingSpec,
-) -> Result<(), Error> {
-    let name = binding_name(&key.api_version, &key.kind, &key.name);
-    let owner = json!([{
-        "apiVersion": key.api_version, "kind": key.kind, "name": key.name,
-        "uid": template.metadata.uid.clone().unwrap_or_default(),
-        "blockOwnerDeletion": false,
-    }]);
-    let params = PatchParams::apply(MANAGER).force();
-    if key.namespace.is_empty() {
-        let body = json!({
-            "apiVersion": ClusterResourceBinding::api_version(&()), "kind": ClusterResourceBinding::kind(&()),
-            "metadata": {"name": name, "ownerReferences": owner},
-            "spec": spec,
-        });
-        Api::<ClusterResourceBinding>::all(apps.client.clone())
-            .patch(&name, &params, &Patch::Apply(&body))
-            .await?;
-    } else {
-        let body = json!({
-            "apiVersion": ResourceBinding::api_version(&()), "kind": ResourceBinding::kind(&()),
-            "metadata": {"name": name, "namespace": key.namespace, "ownerReferences": owner},
-            "spec": spec,
-        });
-        Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
-            .patch(&name, &params, &Patch::Apply(&body))
-            .await?;
-    }
-    Ok(())
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn write_work(
-    apps: &Apps,
-    key: &TemplateKey,
-    binding: &str,
-    cluster: &str,
-    spec: serde_json::Value,
-    hash: String,
-    generation: Option<i64>,
-    replicas: Option<i32>,
-    revision: Option<String>,
-) -> Result<(), Error> {
-    let namespace = ManagedCluster::hub_namespace(cluster);
-    let name = work_name(&key.namespace, binding);
-    let binding_ref =
-        if key.namespace.is_empty() { binding.to_string() } else { format!("{}/{binding}", key.namespace) };
-    let binding_kind = if key.namespace.is_empty() { "ClusterResourceBinding" } else { "ResourceBinding" };
-    let mut body = json!({
-        "apiVersion": Work::api_version(&()), "kind": Work::kind(&()),
-        "metadata": {
-            "name": name, "namespace": namespace,
-            "labels": {keys::TEMPLATE_KEY: key.hash_label()},
-            "annotations": {
-                keys::SPEC_HASH: hash,
-                keys::BINDING: binding_ref,
-                keys::BINDING_KIND: binding_kind,
-                keys::TEMPLATE_GENERATION: generation.unwrap_or(0).to_string(),
-            },
-            // The applier removes it once the member objects are gone, so a
-            // work deleted while its member is away is cleaned up later.
-            "finalizers": [keys::WORK_FINALIZER],
-        },
-        "spec": spec,
-    });
-    if let Some(replicas) = replicas {
-        body["metadata"]["annotations"][keys::REPLICAS] = json!(replicas.to_string());
-    }
-    if let Some(revision) = revision {
-        body["metadata"]["annotations"][flotilla_apps_core::rollout::REVISION_ANNOTATION] = json!(revision);
-    }
-    let params = PatchParams::apply(MANAGER).force();
-    let api = Api::<Work>::namespaced(apps.client.clone(), &namespace);
-    match api.patch(&name, &params, &Patch::Apply(&body)).await {
-        Ok(_) => Ok(()),
-        // The cluster's namespace is gone (the cluster left): nothing to do.
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn delete_work(apps: &Apps, work: &Work) -> Result<(), Error> {
-    let api = Api::<Work>::namespaced(apps.client.clone(), &work.namespace().unwrap_or_default());
-    match api.delete(&work.name_any(), &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// The template is gone: remove its works (the appliers remove the member
-/// objects, or keep them with preserveResourcesOnDeletion, which the works
-/// carry) and its binding.
-async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&BindingSpec>) -> Result<(), Error> {
-    for work in apps.works_of(key).values() {
-        if work.metadata.deletion_timestamp.is_none() {
-            delete_work(apps, work).await?;
-        }
-    }
-    let name = binding_name(&key.api_version, &key.kind, &key.name);
-    let result = if spec.is_none() {
-        Ok(())
-    } else if key.namespace.is_empty() {
-        Api::<ClusterResourceBinding>::all(apps.client.clone())
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map(|_| ())
-    } else {
-        Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
-            .delete(&name, &DeleteParams::default())
-            .await
-            .map(|_| ())
-    };
-    match result {
-        Ok(()) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => return Err(e.into()),
-    }
-    super::rollouts::remove(apps, key).await?;
-    lock(&apps.outcomes).remove(key);
-    lock(&apps.written_status).remove(key);
-    lock(&apps.refused).remove(key);
-    for dep in spec.iter().flat_map(|s| s.dependencies.iter()) {
-        apps.binder.add(TemplateKey {
-            api_version: dep.api_version.clone(),
-            kind: dep.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: dep.name.clone(),
-        });
-    }
-    Ok(())
 }

@@ -10,6 +10,7 @@
 //! keeps the hub's memory flat in the number of templates.
 
 mod binder;
+mod binder_writes;
 mod descheduler;
 mod fleet_view;
 mod index;

@@ -9,8 +9,7 @@ use k8s_openapi::api::core::v1::{NodeSelectorTerm, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::{Map, Value};
 
-use flotilla_core::quantity;
-
+use crate::estimator::report::{amount, format_amount};
 use crate::estimator::NodeConstraints;
 
 /// The API group of an `apiVersion` (`""` for the core group).
@@ -81,24 +80,6 @@ pub fn set_replicas(manifest: &mut Value, replicas: i32) {
 /// Resource amounts as integers: millicores for CPU, whole units otherwise.
 type Amounts = BTreeMap<String, u128>;
 
-fn parse_amount(resource: &str, q: &str) -> Option<u128> {
-    if resource == "cpu" {
-        quantity::millicores(q).ok()
-    } else {
-        quantity::units(q).ok()
-    }
-}
-
-fn format_amount(resource: &str, amount: u128) -> String {
-    if resource == "cpu" {
-        quantity::format_millicores(amount)
-    } else if resource == "memory" || resource == "ephemeral-storage" || resource.starts_with("hugepages-") {
-        quantity::format_bytes(amount)
-    } else {
-        amount.to_string()
-    }
-}
-
 /// A container's effective requests: its requests, and its limits for
 /// resources it has no request for (the API server defaults a missing
 /// request to the limit). Unparseable quantities are skipped; the API
@@ -107,7 +88,7 @@ fn container_requests(container: &Value) -> Amounts {
     let mut amounts = Amounts::new();
     for source in ["/resources/limits", "/resources/requests"] {
         for (resource, q) in container.pointer(source).and_then(Value::as_object).into_iter().flatten() {
-            if let Some(amount) = q.as_str().and_then(|q| parse_amount(resource, q)) {
+            if let Some(amount) = q.as_str().and_then(|q| amount(resource, q)) {
                 amounts.insert(resource.clone(), amount);
             }
         }
@@ -139,7 +120,7 @@ pub(crate) fn pod_spec_requirements(spec: &Value) -> BTreeMap<String, Quantity> 
         }
     }
     for (resource, q) in spec.get("overhead").and_then(Value::as_object).into_iter().flatten() {
-        if let Some(amount) = q.as_str().and_then(|q| parse_amount(resource, q)) {
+        if let Some(amount) = q.as_str().and_then(|q| amount(resource, q)) {
             *total.entry(resource.clone()).or_default() += amount;
         }
     }

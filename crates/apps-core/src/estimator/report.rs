@@ -22,7 +22,8 @@ pub fn amount(resource: &str, q: &str) -> Option<u128> {
     }
 }
 
-fn format_amount(resource: &str, amount: u128) -> String {
+/// An integer amount of `resource` written back as a quantity.
+pub fn format_amount(resource: &str, amount: u128) -> String {
     if resource == "cpu" {
         quantity::format_millicores(amount)
     } else if resource == "memory" || resource == "ephemeral-storage" || resource.starts_with("hugepages-") {

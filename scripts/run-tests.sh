@@ -85,6 +85,14 @@ while read -r name seconds rc; do
         cat "$LOGS/$name.log" >&2
     fi
 done < "$LOGS/results"
+# Where each failure happened, last, so the tail of a long log shows it.
+while read -r name seconds rc; do
+    if [ "$rc" -ne 0 ]; then
+        echo "==================== $name: where it failed ====================" >&2
+        grep -A12 -e 'panicked at' -e '^---- .* stdout ----$' "$LOGS/$name.log" | head -80 >&2 \
+            || echo "(no panic message: exit $rc)" >&2
+    fi
+done < "$LOGS/results"
 sort -k2 -rn "$LOGS/results" | cut -d' ' -f1,2 > "$DURATIONS"
 ran="$(wc -l < "$LOGS/results")"
 total="$(wc -l < "$ORDERED")"

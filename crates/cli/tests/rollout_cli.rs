@@ -48,7 +48,9 @@ impl Drop for Fleet {
 impl Fleet {
     async fn start(n: usize) -> Fleet {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
             .with_test_writer()
             .try_init();
         let tmp = tempfile::tempdir().unwrap();

@@ -16,7 +16,7 @@ use flotilla_api::autoscaling::{FederatedHPA, FederatedHPAStatus};
 use flotilla_hub::HubConfig;
 use flotilla_localkube::metrics_server::MetricsServer;
 use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
-use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
+use flotilla_localkube::{wait_for_state, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{AttachParams, ListParams};
@@ -26,6 +26,10 @@ use support::{apply, create_namespace, Fleet};
 use tokio::io::AsyncReadExt;
 
 const NS: &str = "shop";
+// The numbers leave room for a loaded machine: a pod requests 50m and the
+// target is 20% of it, so holding 6 replicas above the maximum takes some
+// 70m of burnt CPU, where one busy pod gets about 200m with the machine's
+// two cores fully taken (an idle pod uses 1-2m).
 const WAIT: Duration = Duration::from_secs(240);
 /// Burns CPU (at the lowest priority) while /tmp/load exists.
 const LOAD_LOOP: &str = "trap 'exit 0' TERM; while true; do if [ -f /tmp/load ]; then \
@@ -39,7 +43,7 @@ fn deployment() -> serde_json::Value {
             "template": {"metadata": {"labels": {"app": "web"}},
                 "spec": {"terminationGracePeriodSeconds": 1, "containers": [{"name": "main",
                     "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
-                    "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}},
+                    "resources": {"requests": {"cpu": "50m", "memory": "16Mi"}},
                     "command": ["sh", "-c", LOAD_LOOP]}]}}},
     })
 }
@@ -64,6 +68,42 @@ fn condition(status: &FederatedHPAStatus, type_: &str) -> (String, String) {
         .find(|c| c.type_ == type_)
         .map(|c| (c.status.clone(), c.reason.clone()))
         .unwrap_or_default()
+}
+
+/// Where the scaling stands, for a timeout's message: the template's and the
+/// members' replicas, the FederatedHPA's numbers, conditions and usage.
+async fn seen(hub: &kube::Client, hpas: &Api<FederatedHPA>, m1: &Cluster, m2: &Cluster) -> String {
+    let s = status(hpas).await;
+    let conditions: Vec<String> = s
+        .conditions
+        .iter()
+        .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+        .collect();
+    let usage: Vec<String> = s.clusters.iter().map(|c| format!("{}: {:?}", c.cluster, c.usage)).collect();
+    format!(
+        "template {:?}, m1 {}, m2 {}; current {} desired {}; metrics {:?}; conditions [{}]; usage [{}]",
+        hub_replicas(hub).await,
+        member_replicas(m1).await,
+        member_replicas(m2).await,
+        s.current_replicas,
+        s.desired_replicas,
+        s.current_metrics,
+        conditions.join("; "),
+        usage.join("; ")
+    )
+}
+
+/// `Ok` when `holds`, else where things stand.
+async fn check(
+    holds: bool,
+    hub: &kube::Client,
+    hpas: &Api<FederatedHPA>,
+    fleet: &Fleet,
+) -> Result<(), String> {
+    if holds {
+        return Ok(());
+    }
+    Err(seen(hub, hpas, fleet.member("m1"), fleet.member("m2")).await)
 }
 
 /// Runs `command` in the member's first running pod, or (`every`) in each.
@@ -138,7 +178,7 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
                 "minReplicas": 2, "maxReplicas": 6,
                 "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                    "target": {"type": "Utilization", "averageUtilization": 50}}}],
+                    "target": {"type": "Utilization", "averageUtilization": 20}}}],
                 "behavior": {"scaleDown": {"stabilizationWindowSeconds": 20}}},
         }),
     )
@@ -146,40 +186,44 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
     let hpas: Api<FederatedHPA> = Api::namespaced(hub.clone(), NS);
 
     // Idle: both members report metrics for their pod; nothing moves.
-    wait_for("both members' usage reported and the metrics valid", WAIT, || async {
+    wait_for_state("both members' usage reported and the metrics valid", WAIT, || async {
         let s = status(&hpas).await;
-        condition(&s, "ScalingActive") == ("True".into(), "ValidMetricFound".into())
+        let holds = condition(&s, "ScalingActive") == ("True".into(), "ValidMetricFound".into())
             && s.clusters.len() == 2
             && s.clusters
                 .iter()
-                .all(|c| c.usage.pods_with_metrics == 1 && c.usage.cpu_requests_millicores == 100)
+                .all(|c| c.usage.pods_with_metrics == 1 && c.usage.cpu_requests_millicores == 50);
+        check(holds, &hub, &hpas, &fleet).await
     })
     .await;
     let idle = status(&hpas).await;
     assert_eq!((idle.current_replicas, idle.desired_replicas), (2, 2), "{idle:?}");
     assert_eq!(hub_replicas(&hub).await, Some(2));
     let utilization = idle.current_metrics[0].resource.as_ref().unwrap().current.average_utilization.unwrap();
-    assert!(utilization < 50, "idle pods use little of their request: {utilization}%");
+    assert!(utilization < 20, "idle pods use little of their request: {utilization}%");
 
     // Load in m1's pod: the fleet scales to the maximum, divided over both.
     exec(fleet.member("m1"), "touch /tmp/load", false).await;
-    wait_for("the template scaled to the maximum", WAIT, || async { hub_replicas(&hub).await == Some(6) })
-        .await;
-    wait_for("both members run their share of 6", WAIT, || async {
-        let (m1, m2) = (member_replicas(fleet.member("m1")).await, member_replicas(fleet.member("m2")).await);
-        m1 + m2 == 6 && m1 >= 2 && m2 >= 2
+    wait_for_state("the template scaled to the maximum", WAIT, || async {
+        check(hub_replicas(&hub).await == Some(6), &hub, &hpas, &fleet).await
     })
     .await;
-    wait_for("the maximum reported as the limit", WAIT, || async {
+    wait_for_state("both members run their share of 6", WAIT, || async {
+        let (m1, m2) = (member_replicas(fleet.member("m1")).await, member_replicas(fleet.member("m2")).await);
+        check(m1 + m2 == 6 && m1 >= 2 && m2 >= 2, &hub, &hpas, &fleet).await
+    })
+    .await;
+    wait_for_state("the maximum reported as the limit", WAIT, || async {
         let s = status(&hpas).await;
-        s.desired_replicas == 6
-            && condition(&s, "ScalingLimited") == ("True".into(), "TooManyReplicas".into())
+        let holds = s.desired_replicas == 6
+            && condition(&s, "ScalingLimited") == ("True".into(), "TooManyReplicas".into());
+        check(holds, &hub, &hpas, &fleet).await
     })
     .await;
     let loaded = status(&hpas).await;
     assert!(loaded.last_scale_time.is_some());
     let m1 = loaded.clusters.iter().find(|c| c.cluster == "m1").unwrap();
-    assert!(m1.usage.cpu_usage_millicores > 100, "m1's load is reported: {m1:?}");
+    assert!(m1.usage.cpu_usage_millicores > 50, "m1's load is reported: {m1:?}");
     let events = Api::<Event>::namespaced(hub.clone(), NS).list(&ListParams::default()).await.unwrap();
     let rescaled = events
         .items
@@ -190,10 +234,14 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
 
     // Load off: back to the minimum once the down window has passed.
     exec(fleet.member("m1"), "rm -f /tmp/load", true).await;
-    wait_for("the template back at the minimum", WAIT, || async { hub_replicas(&hub).await == Some(2) })
-        .await;
-    wait_for("the members back to one each", WAIT, || async {
-        member_replicas(fleet.member("m1")).await == 1 && member_replicas(fleet.member("m2")).await == 1
+    wait_for_state("the template back at the minimum", WAIT, || async {
+        check(hub_replicas(&hub).await == Some(2), &hub, &hpas, &fleet).await
+    })
+    .await;
+    wait_for_state("the members back to one each", WAIT, || async {
+        let holds =
+            member_replicas(fleet.member("m1")).await == 1 && member_replicas(fleet.member("m2")).await == 1;
+        check(holds, &hub, &hpas, &fleet).await
     })
     .await;
     let back = status(&hpas).await;

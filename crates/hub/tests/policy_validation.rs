@@ -224,10 +224,13 @@ async fn valid_condition(api: &Api<DynamicObject>, name: &str) -> Option<(String
 
 #[tokio::test]
 async fn policies_are_written_while_no_hub_runs_and_the_hub_ignores_invalid_ones_when_back() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     let (hub, controller) = hub_with_webhook(webhook_on_free_port("127.0.0.1")).await;
     let client = hub.client();
     let pps = policies(&client, "PropagationPolicy", Some("default"));

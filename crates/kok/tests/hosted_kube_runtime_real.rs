@@ -116,10 +116,13 @@ impl Drop for Cleanup {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hosted_control_plane_in_real_pods_serves_through_a_node_port_and_gets_a_real_node() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     let tmp = tempfile::tempdir().unwrap();
     let binaries = Binaries::locate().unwrap();
     let mut meta_nodes =

@@ -63,6 +63,12 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The tests' log filter when `RUST_LOG` is unset: errors only, without the
+/// client's one ERROR per retry of an apiserver that is starting or already
+/// stopped (the tests report what they could not reach themselves), which
+/// buried a failure's message under thousands of lines.
+pub const TEST_LOG_DIRECTIVES: &str = "error,kube_client::client::builder=off";
+
 /// Polls `check` every 200 ms until it holds; panics (failing the test) with
 /// `what` after `timeout`. For tests.
 pub async fn wait_for<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
@@ -73,6 +79,24 @@ where
     let deadline = std::time::Instant::now() + timeout;
     while !check().await {
         assert!(std::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// As [`wait_for`], with `check` saying what it saw when the condition does
+/// not hold yet: the last of those is in the panic message, so a timeout in
+/// CI says where things stood. For tests.
+pub async fn wait_for_state<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<(), String>>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    while let Err(seen) = check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}; last seen: {seen}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

@@ -135,10 +135,13 @@ async fn wait_condition_saying(clusters: &Api<EtcdCluster>, name: &str, what: &s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_agents_report_their_hosts_and_etcd_is_placed_at_the_reported_address() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     let hub = Cluster::start(ClusterConfig::hub("hub")).await.unwrap();
     let client = hub.client();
     flotilla_hub::install(&client).await.unwrap();

@@ -101,10 +101,13 @@ fn agent(machine: &str, bootstrap: &Path, state_dir: &Path) -> NodeAgentConfig {
 
 #[tokio::test]
 async fn a_node_agent_bootstraps_its_own_credential_and_reaches_only_what_its_machine_references() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     let hub = Cluster::start(ClusterConfig::hub("hub")).await.unwrap();
     flotilla_hub::install(&hub.client()).await.unwrap();
     let _controllers = tokio::spawn({

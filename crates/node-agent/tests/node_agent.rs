@@ -52,10 +52,13 @@ impl Drop for Cleanup {
 }
 
 async fn hub_with_machine_crd() -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(hub.client());
     let crd = flotilla_api::crds().into_iter().find(|c| c.spec.names.kind == "Machine").unwrap();

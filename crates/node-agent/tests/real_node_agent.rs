@@ -108,10 +108,13 @@ fn cgroup_exists(name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_runs_repairs_and_removes_a_real_node() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     // The hub, with the Machine CRD.
     let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(hub.client());

@@ -153,7 +153,9 @@ impl Fleet {
         hub_config: HubConfig,
     ) -> Fleet {
         let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
             .with_test_writer()
             .try_init();
         assert_eq!(configs.len(), regions.len(), "one member per region");

@@ -56,10 +56,13 @@ pub fn free_range(count: u16) -> u16 {
 
 /// A hub API server serving the kok CRDs, with the namespace `ns`.
 pub async fn hub(ns: &str, wait: Duration) -> Cluster {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
+            }))
+            .with_test_writer()
+            .try_init();
     let hub = Cluster::start(ClusterConfig::apiserver_only("hub")).await.unwrap();
     let crds: Api<CustomResourceDefinition> = Api::all(hub.client());
     for crd in flotilla_api::crds().into_iter().filter(|c| c.spec.group == "kok.flotilla.io") {

@@ -11,15 +11,18 @@
 //! children share `fleet::state`, `kokctl`'s share `args` and `render`.
 
 pub mod binaries;
+pub mod completion;
 pub mod detach;
 pub mod etcd_cmd;
 pub mod fleet;
 pub mod fleetctl;
+pub mod get_cmd;
 pub mod hub_cmd;
 pub mod hub_kubeconfig;
 pub mod kokctl;
 pub mod migrate;
 pub mod node_agent;
+pub mod output;
 pub mod paths;
 pub mod rebalance_cmd;
 pub mod rollout_cmd;

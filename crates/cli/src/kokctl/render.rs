@@ -33,14 +33,9 @@ pub fn age(created: Option<&Time>, now: Timestamp) -> String {
     }
 }
 
-/// What follows a command when the hub is not the default one.
-pub fn hub_flag(hub_kubeconfig: &std::path::Path) -> String {
-    let default = crate::paths::default_state_dir().join("hub.kubeconfig");
-    if hub_kubeconfig == default || std::env::var_os("FLOTILLA_HUB_KUBECONFIG").is_some() {
-        String::new()
-    } else {
-        format!(" --kubeconfig {}", hub_kubeconfig.display())
-    }
+/// What follows a command so that it reaches the same hub.
+pub fn hub_flag(hub: &crate::hub_kubeconfig::HubKubeconfig) -> String {
+    hub.hint_flags()
 }
 
 pub fn namespace_flag(namespace: &str) -> String {

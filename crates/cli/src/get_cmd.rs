@@ -5,7 +5,6 @@
 //! The rows are built by pure functions of the objects and `now`; here
 //! they are only listed and printed.
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use flotilla_api::cluster::{ManagedCluster, Taint};
 use flotilla_api::work::{BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding};
@@ -14,7 +13,7 @@ use kube::{Api, ResourceExt};
 use serde::Serialize;
 
 use crate::hub_kubeconfig::HubKubeconfig;
-use crate::output::{list_document, render_document, table, ListArgs};
+use crate::output::{list_document, list_failure, render_document, table, ListArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum GetCommand {
@@ -83,7 +82,7 @@ async fn get_clusters(args: GetClustersArgs) -> anyhow::Result<bool> {
     let mut items = api
         .list(&args.list.list_params())
         .await
-        .context("listing ManagedClusters (is `flotilla hub install` done?)")?
+        .map_err(|e| anyhow::anyhow!(list_failure("ManagedClusters", &args.list, e)))?
         .items;
     items.sort_by_key(|mc| mc.name_any());
     if print_document(&items, &args.list)? {
@@ -173,7 +172,11 @@ async fn get_bindings(args: GetBindingsArgs) -> anyhow::Result<bool> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let mut namespaced = namespaced_api.list(&params).await.context("listing ResourceBindings")?.items;
+    let mut namespaced = namespaced_api
+        .list(&params)
+        .await
+        .map_err(|e| anyhow::anyhow!(list_failure("ResourceBindings", &args.list, e)))?
+        .items;
     namespaced.sort_by_key(|b| (b.namespace(), b.name_any()));
     let mut cluster_scoped = match &args.namespace {
         Some(_) => Vec::new(),
@@ -181,7 +184,7 @@ async fn get_bindings(args: GetBindingsArgs) -> anyhow::Result<bool> {
             Api::<ClusterResourceBinding>::all(client)
                 .list(&params)
                 .await
-                .context("listing ClusterResourceBindings")?
+                .map_err(|e| anyhow::anyhow!(list_failure("ClusterResourceBindings", &args.list, e)))?
                 .items
         }
     };

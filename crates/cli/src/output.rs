@@ -47,6 +47,21 @@ impl ListArgs {
     }
 }
 
+/// Why listing `kind` failed, said so that a person can act on it: a
+/// selector the API server refused, Flotilla's resources not installed, or
+/// the error as it is.
+pub fn list_failure(kind: &str, list: &ListArgs, error: kube::Error) -> String {
+    match (&error, &list.selector) {
+        (kube::Error::Api(status), Some(selector)) if status.code == 400 => {
+            format!("the label selector -l {selector:?} is not valid: {}", status.message)
+        }
+        (kube::Error::Api(status), _) if status.code == 404 => {
+            format!("the hub has no {kind}: is `flotilla hub install` done? ({})", status.message)
+        }
+        _ => format!("listing {kind}: {error}"),
+    }
+}
+
 /// An object as printed: without `metadata.managedFields` (kubectl hides
 /// them too unless asked).
 pub fn printable<T: Serialize>(object: &T) -> Result<Value, serde_json::Error> {
@@ -130,6 +145,37 @@ mod tests {
         }
         for table_format in [None, Some(OutputFormat::Wide)] {
             assert!(render_document(&document, table_format).unwrap().is_none(), "{table_format:?}");
+        }
+    }
+
+    #[test]
+    fn list_failures_say_what_to_fix() {
+        let api = |code: u16, message: &str| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: message.into(),
+                ..Default::default()
+            }))
+        };
+        let selected = ListArgs { selector: Some("env in prod".into()), ..Default::default() };
+        let cases = [
+            (
+                "a refused selector",
+                api(400, "unable to parse"),
+                &selected,
+                "the label selector -l \"env in prod\" is not valid: unable to parse",
+            ),
+            ("no selector, 400 as it is", api(400, "bad"), &ListArgs::default(), "listing ManagedClusters: "),
+            (
+                "not installed",
+                api(404, "the server could not find"),
+                &ListArgs::default(),
+                "is `flotilla hub install` done?",
+            ),
+        ];
+        for (name, error, list, want) in cases {
+            let said = list_failure("ManagedClusters", list, error);
+            assert!(said.contains(want), "{name}: {said}");
         }
     }
 

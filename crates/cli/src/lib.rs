@@ -3,8 +3,9 @@
 //! members, hosted clusters.
 //!
 //! Every import points one way: the command modules (`fleet`, `fleetctl`,
-//! `hub_cmd`, `kokctl`, `etcd_cmd`, `migrate`, `node_agent`, `rebalance_cmd`, `rollout_cmd`) use the shared ones (`paths`,
-//! `hub_kubeconfig`, `detach`, `binaries`) and never each other's
+//! `get_cmd`, `completion`, `hub_cmd`, `kokctl`, `etcd_cmd`, `migrate`,
+//! `node_agent`, `rebalance_cmd`, `rollout_cmd`) use the shared ones (`paths`,
+//! `hub_kubeconfig`, `output`, `detach`, `binaries`) and never each other's
 //! commands, except that `fleet`'s daemon (which creates the members as
 //! HostedClusters) takes `kokctl`'s default Kubernetes version. Inside a
 //! command's directory the parent only declares and dispatches: `fleet`'s

@@ -195,3 +195,25 @@ fn flags_parse() {
     assert!(c.list.wide());
     assert_eq!(c.hub.path.as_deref(), Some(std::path::Path::new("/h")));
 }
+
+#[test]
+fn every_help_fits_in_100_columns() {
+    use clap::CommandFactory;
+    #[derive(clap::Parser)]
+    #[command(name = "flotilla get")]
+    struct Cli {
+        #[command(subcommand)]
+        command: GetCommand,
+    }
+    let mut cli = Cli::command();
+    cli.build();
+    let mut helps = vec![cli.render_help().to_string()];
+    for sub in cli.get_subcommands_mut() {
+        helps.push(sub.render_help().to_string());
+        helps.push(sub.render_long_help().to_string());
+    }
+    let too_wide: Vec<&str> =
+        helps.iter().flat_map(|h| h.lines()).filter(|l| l.chars().count() > 100).collect();
+    assert!(too_wide.is_empty(), "{}", too_wide.join("\n"));
+    assert!(helps.iter().any(|h| h.contains("$KUBECONFIG")), "the kubeconfig sources are explained");
+}

@@ -151,6 +151,16 @@ async fn kubeconfig_sources_contexts_outputs_and_selectors_reach_a_real_hub() {
     assert!(refused.contains("127.0.0.1:1") || refused.to_lowercase().contains("connect"), "{refused}");
     let listed = ok(&[&get[..], &["--kubeconfig", both, "--context", "hub"]].concat(), home, &[]);
     assert_eq!(names(&json(&listed)), ["m1", "m2", "m3"]);
+    // A command that reads the kubeconfig itself follows --context too:
+    // the bootstrap kubeconfig names the hub's server, not the current one.
+    let bootstrap = home.join("bootstrap.kubeconfig");
+    let token =
+        ["token", "create", "--kubeconfig", both, "--context", "hub", "-o", bootstrap.to_str().unwrap()];
+    ok(&token, home, &[]);
+    let hub_server =
+        Kubeconfig::read_from(hub.kubeconfig_path()).unwrap().clusters[0].cluster.clone().unwrap().server;
+    let written = Kubeconfig::read_from(&bootstrap).unwrap();
+    assert_eq!(written.clusters[0].cluster.clone().unwrap().server, hub_server);
     let unknown = fails(&[&get[..], &["--kubeconfig", both, "--context", "nope"]].concat(), home, &[]);
     assert!(unknown.contains("nope"), "an unknown context is named: {unknown}");
     // $KUBECONFIG: a list, missing files skipped, merged (the first file's

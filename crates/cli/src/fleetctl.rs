@@ -1,5 +1,5 @@
 //! Fleet membership commands: `token create`, `join`, `agent`, `cluster
-//! accept`, `get clusters`, `get bindings`, `unjoin`.
+//! accept`, `unjoin` (`get clusters` and `get bindings` are `get_cmd`'s).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,8 +12,8 @@ use flotilla_api::cluster::{ManagedCluster, ManagedClusterSpec, SecretRef, SyncM
 use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::{Api, Client, ResourceExt};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use serde_json::json;
 
 use crate::detach::PidLock;
@@ -83,15 +83,6 @@ pub struct AgentArgs {
     pub state_dir: Option<PathBuf>,
 }
 
-#[derive(Subcommand, Debug)]
-pub enum GetCommand {
-    /// The fleet's member clusters.
-    Clusters(HubKubeconfig),
-    /// Where each propagated template went: its policy, its clusters (with
-    /// replicas), whether it is scheduled and applied, and why not.
-    Bindings(HubKubeconfig),
-}
-
 #[derive(Args, Debug)]
 pub struct UnjoinArgs {
     pub name: String,
@@ -120,7 +111,8 @@ pub async fn token(cmd: TokenCommand) -> anyhow::Result<bool> {
     let TokenCommand::Create(args) = cmd;
     let client = args.hub.client().await?;
     let output = args.output.clone();
-    let (token, output) = create_token(&client, &args.hub.path, args.ttl_hours, output).await?;
+    let hub_config = args.hub.load()?.with_context_current();
+    let (token, output) = create_token_for(&client, &hub_config, args.ttl_hours, output).await?;
     println!(
         "Token {token} (valid {}h) written as a bootstrap kubeconfig to {}.",
         args.ttl_hours,
@@ -141,6 +133,18 @@ pub async fn create_token(
     ttl_hours: u64,
     output: Option<PathBuf>,
 ) -> anyhow::Result<(String, PathBuf)> {
+    let hub_config = kube::config::Kubeconfig::read_from(hub_kubeconfig)?;
+    create_token_for(client, &hub_config, ttl_hours, output).await
+}
+
+/// [`create_token`] for a hub kubeconfig already read: the bootstrap
+/// kubeconfig names the server and CA of its current context.
+pub async fn create_token_for(
+    client: &Client,
+    hub_config: &kube::config::Kubeconfig,
+    ttl_hours: u64,
+    output: Option<PathBuf>,
+) -> anyhow::Result<(String, PathBuf)> {
     let bootstrap = random_token()?;
     let expiration = k8s_openapi::jiff::Timestamp::now()
         + k8s_openapi::jiff::SignedDuration::from_secs(ttl_hours as i64 * 3600);
@@ -153,8 +157,7 @@ pub async fn create_token(
         .create(&PostParams::default(), &secret)
         .await?;
     let token = bootstrap.token();
-    let hub_config = kube::config::Kubeconfig::read_from(hub_kubeconfig)?;
-    let (server, ca) = flotilla_agent::register::hub_endpoint(&hub_config)?;
+    let (server, ca) = flotilla_agent::register::hub_endpoint(hub_config)?;
     let kubeconfig = flotilla_core::kubeconfig::render(&flotilla_core::kubeconfig::KubeconfigSpec {
         name: "flotilla-bootstrap".into(),
         server,
@@ -244,7 +247,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<bool> {
 /// Push mode: store the member's credential on the hub and register the
 /// cluster as accepted; the hub's controllers then report on it.
 async fn join_push(args: &JoinArgs, member_config: &kube::Config) -> anyhow::Result<bool> {
-    let hub = HubKubeconfig { path: args.hub_kubeconfig.clone() }.client().await?;
+    let hub = HubKubeconfig::file(args.hub_kubeconfig.clone()).client().await?;
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
     if let Some(existing) = clusters.get_opt(&args.name).await? {
         if existing.spec.sync_mode != SyncMode::Push {
@@ -328,112 +331,6 @@ pub async fn accept(name: String, hub: HubKubeconfig) -> anyhow::Result<bool> {
     api.patch(&name, &PatchParams::default(), &Patch::Merge(json!({"spec": {"hubAcceptsClient": true}})))
         .await?;
     println!("Cluster {name} accepted.");
-    Ok(true)
-}
-
-fn age(mc: &ManagedCluster) -> String {
-    let Some(created) = &mc.metadata.creation_timestamp else { return "-".into() };
-    let secs = k8s_openapi::jiff::Timestamp::now().duration_since(created.0).as_secs().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
-}
-
-pub async fn get(cmd: GetCommand) -> anyhow::Result<bool> {
-    let hub = match cmd {
-        GetCommand::Clusters(hub) => hub,
-        GetCommand::Bindings(hub) => return get_bindings(hub).await,
-    };
-    let api: Api<ManagedCluster> = Api::all(hub.client().await?);
-    let list = api.list(&ListParams::default()).await?;
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::NOTHING).set_header(vec![
-        "NAME",
-        "MODE",
-        "ACCEPTED",
-        "AVAILABLE",
-        "VERSION",
-        "NODES",
-        "CPU",
-        "MEMORY",
-        "AGE",
-    ]);
-    for mc in &list.items {
-        let status = mc.status.clone().unwrap_or_default();
-        let allocatable = status.resource_summary.as_ref().map(|r| r.allocatable.clone()).unwrap_or_default();
-        table.add_row(vec![
-            mc.name_any(),
-            mc.spec.sync_mode.to_string(),
-            mc.spec.hub_accepts_client.to_string(),
-            mc.condition("Available").map(|c| c.status.clone()).unwrap_or_else(|| "Unknown".into()),
-            status.kubernetes_version.clone().unwrap_or_default(),
-            status.node_summary.as_ref().map(|n| n.display.clone()).unwrap_or_default(),
-            allocatable.get("cpu").map(|q| q.0.clone()).unwrap_or_default(),
-            allocatable.get("memory").map(|q| q.0.clone()).unwrap_or_default(),
-            age(mc),
-        ]);
-    }
-    if list.items.is_empty() {
-        println!("No clusters. Join one with `flotilla token create` and `flotilla join`.");
-    } else {
-        println!("{table}");
-    }
-    Ok(true)
-}
-
-async fn get_bindings(hub: HubKubeconfig) -> anyhow::Result<bool> {
-    use flotilla_api::work::{BindingSpec, BindingStatus, ClusterResourceBinding, ResourceBinding};
-    let client = hub.client().await?;
-    let namespaced = Api::<ResourceBinding>::all(client.clone()).list(&ListParams::default()).await?;
-    let cluster_scoped = Api::<ClusterResourceBinding>::all(client).list(&ListParams::default()).await?;
-    let rows: Vec<(String, &BindingSpec, Option<&BindingStatus>)> = namespaced
-        .items
-        .iter()
-        .map(|b| (b.namespace().unwrap_or_default(), &b.spec.spec, b.status.as_ref()))
-        .chain(cluster_scoped.items.iter().map(|b| (String::new(), &b.spec.spec, b.status.as_ref())))
-        .collect();
-    if rows.is_empty() {
-        println!("No bindings. Create a template and a PropagationPolicy that selects it.");
-        return Ok(true);
-    }
-    let mut table = comfy_table::Table::new();
-    table.load_style(comfy_table::presets::NOTHING).set_header(vec![
-        "NAMESPACE",
-        "TEMPLATE",
-        "POLICY",
-        "CLUSTERS",
-        "SCHEDULED",
-        "APPLIED",
-        "MESSAGE",
-    ]);
-    for (namespace, spec, status) in rows {
-        let condition = |t: &str| status.and_then(|s| s.conditions.iter().find(|c| c.type_ == t));
-        let clusters: Vec<String> = spec
-            .clusters
-            .iter()
-            .map(|c| if spec.replicas > 0 { format!("{}:{}", c.name, c.replicas) } else { c.name.clone() })
-            .chain(spec.graceful_eviction_tasks.iter().map(|t| format!("{} (leaving)", t.from_cluster)))
-            .collect();
-        let problem = [condition("Scheduled"), condition("FullyApplied")]
-            .into_iter()
-            .flatten()
-            .find(|c| c.status != "True")
-            .map(|c| c.message.chars().take(80).collect::<String>())
-            .unwrap_or_default();
-        table.add_row(vec![
-            namespace,
-            format!("{}/{}", spec.resource.kind, spec.resource.name),
-            spec.policy.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| "(dependency)".into()),
-            clusters.join(","),
-            condition("Scheduled").map(|c| c.status.clone()).unwrap_or_default(),
-            condition("FullyApplied").map(|c| c.status.clone()).unwrap_or_default(),
-            problem,
-        ]);
-    }
-    println!("{table}");
     Ok(true)
 }
 

@@ -277,9 +277,9 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
     match cmd {
         HubCommand::Install(hub) => {
             let client = hub.client().await?;
-            flotilla_hub::install(&client)
-                .await
-                .with_context(|| format!("installing on the hub {}", hub.path.display()))?;
+            flotilla_hub::install(&client).await.with_context(|| {
+                format!("installing on the hub {}", hub.source().map(|s| s.to_string()).unwrap_or_default())
+            })?;
             println!("Flotilla's CRDs and RBAC are installed on the hub.");
             Ok(true)
         }

@@ -8,10 +8,11 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
 use flotilla_cli::{
-    binaries, etcd_cmd, fleet, fleetctl, hub_cmd, kokctl, migrate, node_agent, rebalance_cmd, rollout_cmd,
+    binaries, completion, etcd_cmd, fleet, fleetctl, get_cmd, hub_cmd, kokctl, migrate, node_agent,
+    rebalance_cmd, rollout_cmd,
 };
 
 #[derive(Parser)]
@@ -75,7 +76,7 @@ enum Command {
     Etcd(etcd_cmd::EtcdCommand),
     /// List fleet resources.
     #[command(subcommand)]
-    Get(fleetctl::GetCommand),
+    Get(get_cmd::GetCommand),
     /// Adopt a workload already running in a member into the fleet, without restarting it.
     ///
     /// Reads the object from the member, writes a hub template of it (its
@@ -114,6 +115,9 @@ enum Command {
     /// Progressive delivery: roll templates out in waves (status, history, pause, promote, abort, undo).
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
+    /// Print a shell completion script (bash, zsh, fish); --help says how to install it.
+    #[command(long_about = completion::LONG_ABOUT)]
+    Completion(completion::CompletionArgs),
     /// Build (or verify) the Kubernetes binaries in the cache and print their directory.
     #[command(
         long_about = "Build (or verify) the Kubernetes binaries in the cache and print their directory.\n\n\
@@ -201,6 +205,10 @@ async fn main() -> std::process::ExitCode {
             println!("{}", dir.display());
             true
         }),
+        Command::Completion(args) => {
+            completion::write(args.shell, &mut Cli::command(), &mut std::io::stdout());
+            Ok(true)
+        }
         Command::Hub(c) => hub_cmd::hub(c).await,
         Command::Token(c) => fleetctl::token(c).await,
         Command::Join(a) => fleetctl::join(a).await,
@@ -210,7 +218,7 @@ async fn main() -> std::process::ExitCode {
         Command::Cluster(ClusterCommand::Accept { name, hub }) => fleetctl::accept(name, hub).await,
         Command::Cluster(ClusterCommand::Hosted(c)) => kokctl::run(c).await,
         Command::Images(c) => kokctl::images(c).await,
-        Command::Get(c) => fleetctl::get(c).await,
+        Command::Get(c) => get_cmd::get(c).await,
         Command::Promote(a) => migrate::promote(a).await,
         Command::Release(a) => migrate::release(a).await,
         Command::Rebalance(a) => rebalance_cmd::rebalance(a).await,

@@ -130,7 +130,7 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<bool> {
     .await?;
     let hc = clusters.get(&args.name).await?;
     println!("Cluster {} is Ready after {}s.", args.name, elapsed.as_secs());
-    println!("{}", usage_hint(&args.name, &namespace, &endpoint_of(&hc), &hub_flag(&args.target.hub.path)));
+    println!("{}", usage_hint(&args.name, &namespace, &endpoint_of(&hc), &hub_flag(&args.target.hub)));
     Ok(true)
 }
 

@@ -56,7 +56,7 @@ pub async fn load(args: LoadArgs) -> anyhow::Result<bool> {
     }
 
     let client = args.target.client().await?;
-    let hint = format!("{}{}", namespace_flag(&namespace), hub_flag(&args.target.hub.path));
+    let hint = format!("{}{}", namespace_flag(&namespace), hub_flag(&args.target.hub));
     if Api::<HostedCluster>::namespaced(client.clone(), &namespace).get_opt(&cluster).await?.is_none() {
         bail!(
             "there is no HostedCluster {namespace}/{cluster} on the hub (`flotilla cluster get{hint}` \

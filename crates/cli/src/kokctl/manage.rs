@@ -19,6 +19,8 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use crate::output::{list_document, list_failure, printable, render_document};
+
 use super::args::{DeleteArgs, GetArgs, KubeconfigArgs, RotateCertsArgs, UpgradeArgs};
 use super::progress::wait_for;
 use super::render::{namespace_flag, render_detail, render_list};
@@ -35,6 +37,9 @@ pub fn rotation_value(ca: bool, unix_seconds: i64) -> String {
 }
 
 pub async fn get(args: GetArgs) -> anyhow::Result<bool> {
+    if args.name.is_some() && args.list.selector.is_some() {
+        bail!("a name and a label selector (-l) cannot both be given: drop the name to list by label");
+    }
     let client = args.target.client().await?;
     let namespace = &args.target.namespace;
     let now = Timestamp::now();
@@ -42,25 +47,36 @@ pub async fn get(args: GetArgs) -> anyhow::Result<bool> {
         let api: Api<HostedCluster> =
             if args.all_namespaces { Api::all(client) } else { Api::namespaced(client, namespace) };
         let mut list = api
-            .list(&ListParams::default())
+            .list(&args.list.list_params())
             .await
-            .context("listing HostedClusters (is `flotilla hub install` done?)")?
+            .map_err(|e| anyhow::anyhow!(list_failure("HostedClusters", &args.list, e)))?
             .items;
         list.sort_by_key(|hc| (hc.namespace(), hc.name_any()));
-        if list.is_empty() {
+        let document = list_document(&list)?;
+        if let Some(text) = render_document(&document, args.list.output)? {
+            println!("{}", text.trim_end());
+        } else if list.is_empty() {
             let place = if args.all_namespaces {
                 "any namespace".to_string()
             } else {
                 format!("namespace {namespace}")
             };
-            println!("No hosted clusters in {place}. Create one with `flotilla cluster create NAME`.");
+            println!(
+                "No hosted clusters{} in {place}. Create one with `flotilla cluster create NAME`.",
+                args.list.matching()
+            );
         } else {
-            println!("{}", render_list(&list, args.all_namespaces, now));
+            println!("{}", render_list(&list, args.all_namespaces, args.list.wide(), now));
         }
         return Ok(true);
     };
     let api: Api<HostedCluster> = Api::namespaced(client.clone(), namespace);
     let hc = existing(&api, &name, namespace).await?;
+    // One object asked for as json|yaml: the object itself, as kubectl.
+    if let Some(text) = render_document(&printable(&hc)?, args.list.output)? {
+        println!("{}", text.trim_end());
+        return Ok(true);
+    }
     let etcd = match hc.spec.etcd.resolve() {
         Some((etcd, _)) => Api::<EtcdCluster>::namespaced(client, namespace).get_opt(etcd).await?,
         None => None,

@@ -33,14 +33,9 @@ pub fn age(created: Option<&Time>, now: Timestamp) -> String {
     }
 }
 
-/// What follows a command when the hub is not the default one.
-pub fn hub_flag(hub_kubeconfig: &std::path::Path) -> String {
-    let default = crate::paths::default_state_dir().join("hub.kubeconfig");
-    if hub_kubeconfig == default || std::env::var_os("FLOTILLA_HUB_KUBECONFIG").is_some() {
-        String::new()
-    } else {
-        format!(" --kubeconfig {}", hub_kubeconfig.display())
-    }
+/// What follows a command so that it reaches the same hub.
+pub fn hub_flag(hub: &crate::hub_kubeconfig::HubKubeconfig) -> String {
+    hub.hint_flags()
 }
 
 pub fn namespace_flag(namespace: &str) -> String {
@@ -105,14 +100,32 @@ pub fn list_row(hc: &HostedCluster, all_namespaces: bool, now: Timestamp) -> Vec
     row
 }
 
-pub fn render_list(clusters: &[HostedCluster], all_namespaces: bool, now: Timestamp) -> String {
+/// The columns `-o wide` adds: ETCD (the EtcdCluster, `shared:PREFIX`
+/// for a shared one), RUNTIME, REPLICAS (of each control-plane component).
+pub fn wide_cells(hc: &HostedCluster) -> Vec<String> {
+    let etcd = match (&hc.spec.etcd.cluster_ref, &hc.spec.etcd.shared) {
+        (Some(name), _) => name.clone(),
+        (None, Some(shared)) => format!("{} (shared:{})", shared.cluster_ref, shared.prefix),
+        (None, None) => "-".into(),
+    };
+    vec![etcd, format!("{:?}", hc.spec.control_plane.runtime), hc.spec.control_plane.replicas.to_string()]
+}
+
+pub fn render_list(clusters: &[HostedCluster], all_namespaces: bool, wide: bool, now: Timestamp) -> String {
     let mut header = vec!["NAME", "VERSION", "PHASE", "ENDPOINT", "NODES", "AGE"];
     if all_namespaces {
         header.insert(0, "NAMESPACE");
     }
+    if wide {
+        header.extend(["ETCD", "RUNTIME", "REPLICAS"]);
+    }
     let mut t = table(header);
     for hc in clusters {
-        t.add_row(list_row(hc, all_namespaces, now));
+        let mut row = list_row(hc, all_namespaces, now);
+        if wide {
+            row.extend(wide_cells(hc));
+        }
+        t.add_row(row);
     }
     t.to_string()
 }
@@ -320,9 +333,17 @@ mod tests {
         assert_eq!(list_row(&fresh, false, now), ["c1", "(1.36.2)", "Pending", "-", "0/2", "-"]);
         fresh.metadata.deletion_timestamp = Some(Time(now));
         assert_eq!(list_row(&fresh, false, now)[2], "Deleting");
-        let shown = render_list(&[hc, fresh], true, now);
+        let shown = render_list(&[hc.clone(), fresh.clone()], true, false, now);
         assert!(shown.lines().next().unwrap().trim_start().starts_with("NAMESPACE"), "{shown}");
         assert!(shown.lines().all(|l| l.chars().count() <= WIDTH), "{shown}");
+        let wide = render_list(&[hc.clone(), fresh], true, true, now);
+        assert!(wide.lines().next().unwrap().trim_end().ends_with("REPLICAS"), "{wide}");
+        assert!(wide.lines().all(|l| l.chars().count() <= WIDTH), "{wide}");
+        let etcd = hc.spec.etcd.resolve().unwrap().0.to_string();
+        assert_eq!(
+            wide_cells(&hc),
+            [etcd, "Process".to_string(), hc.spec.control_plane.replicas.to_string()]
+        );
     }
 
     #[test]

@@ -39,12 +39,7 @@ fn width() -> Option<usize> {
 /// `flotilla rollout VERB NAME -n NS [--kubeconfig ...]` for messages.
 fn command_for(args: &NameArgs, name: &str) -> impl Fn(&str) -> String {
     let ns = if args.namespace == "default" { String::new() } else { format!(" -n {}", args.namespace) };
-    let default_hub = crate::paths::default_state_dir().join("hub.kubeconfig");
-    let hub = if args.hub.path == default_hub || std::env::var_os("FLOTILLA_HUB_KUBECONFIG").is_some() {
-        String::new()
-    } else {
-        format!(" --kubeconfig {}", args.hub.path.display())
-    };
+    let hub = args.hub.hint_flags();
     let name = name.to_string();
     move |verb: &str| format!("flotilla rollout {verb} {name}{ns}{hub}")
 }

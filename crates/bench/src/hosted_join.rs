@@ -66,8 +66,9 @@ pub async fn hosted_join(args: HostedJoinArgs) -> anyhow::Result<bool> {
         args.runs,
         POLL.as_millis()
     );
-    let mut env = Env::start_logging(args.work_dir.as_deref(), &bin_dir, "warn,flotilla_kok=info,flotilla_hub=info")
-        .await?;
+    let mut env =
+        Env::start_logging(args.work_dir.as_deref(), &bin_dir, "warn,flotilla_kok=info,flotilla_hub=info")
+            .await?;
     println!("  logs and state: {}", env.dir.display());
     println!(
         "\n  {:<8} {:>8} {:>11} {:>11} {:>15} {:>11}",

@@ -220,7 +220,11 @@ mod tests {
                     Look { at: 0, conditions: &[STARTING], want: None },
                     Look { at: 5, conditions: &[SHORT], want: None },
                     Look { at: 34, conditions: &[SHORT], want: None },
-                    Look { at: 35, conditions: &[SHORT], want: Some((conditions::ETCD_READY, etcd::NOT_ENOUGH_MACHINES, 30)) },
+                    Look {
+                        at: 35,
+                        conditions: &[SHORT],
+                        want: Some((conditions::ETCD_READY, etcd::NOT_ENOUGH_MACHINES, 30)),
+                    },
                 ],
             ),
             (
@@ -238,14 +242,22 @@ mod tests {
                     Look { at: 20, conditions: &[STARTING], want: None },
                     Look { at: 25, conditions: &[SHORT], want: None },
                     Look { at: 50, conditions: &[SHORT], want: None },
-                    Look { at: 55, conditions: &[SHORT], want: Some((conditions::ETCD_READY, etcd::NOT_ENOUGH_MACHINES, 30)) },
+                    Look {
+                        at: 55,
+                        conditions: &[SHORT],
+                        want: Some((conditions::ETCD_READY, etcd::NOT_ENOUGH_MACHINES, 30)),
+                    },
                 ],
             ),
             (
                 "an INVALID spec ends the wait at once, before an older need",
                 vec![
                     Look { at: 0, conditions: &[SHORT], want: None },
-                    Look { at: 40, conditions: &[SHORT, INVALID], want: Some((conditions::VALID, "Invalid", 0)) },
+                    Look {
+                        at: 40,
+                        conditions: &[SHORT, INVALID],
+                        want: Some((conditions::VALID, "Invalid", 0)),
+                    },
                 ],
             ),
             (
@@ -253,7 +265,11 @@ mod tests {
                 vec![
                     Look { at: 0, conditions: &[SHORT], want: None },
                     Look { at: 10, conditions: &[SHORT, NO_NODE_MACHINE], want: None },
-                    Look { at: 45, conditions: &[NO_NODE_MACHINE, SHORT], want: Some((conditions::ETCD_READY, etcd::NOT_ENOUGH_MACHINES, 45)) },
+                    Look {
+                        at: 45,
+                        conditions: &[NO_NODE_MACHINE, SHORT],
+                        want: Some((conditions::ETCD_READY, etcd::NOT_ENOUGH_MACHINES, 45)),
+                    },
                 ],
             ),
             (

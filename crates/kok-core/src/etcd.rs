@@ -816,7 +816,16 @@ fn found(facts: &Facts, mut plan: Plan, wanted: usize) -> Plan {
         })
         .collect();
     plan.progress = if members.len() < wanted {
-        progress(reasons::NOT_ENOUGH_MACHINES, not_enough(members.len(), wanted, &free, &refused, facts.config))
+        // The machines that got a member are not short of ports.
+        let unused: Vec<&Machine> = free
+            .iter()
+            .copied()
+            .filter(|m| !members.iter().any(|p| Some(p.machine.as_str()) == m.metadata.name.as_deref()))
+            .collect();
+        progress(
+            reasons::NOT_ENOUGH_MACHINES,
+            not_enough(members.len(), wanted, &unused, &refused, facts.config),
+        )
     } else {
         progress("Bootstrapping", format!("starting {wanted} founding members"))
     };
@@ -1043,6 +1052,8 @@ pub(crate) mod tests {
             p.message
         );
         assert!(p.message.contains("m3's node agent has not reported for 900s"), "{}", p.message);
+        // m1 got its member: it is not short of ports.
+        assert!(!p.message.contains("free ports"), "{}", p.message);
     }
 
     #[test]

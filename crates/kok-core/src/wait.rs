@@ -112,7 +112,12 @@ pub fn not_ready_summary(hc: &HostedCluster) -> String {
 /// held for `grace`; see [`crate::blockers`]), or what it waits for.
 /// `blockers` is what the command saw in its earlier looks, `waited` how
 /// long it has waited so far.
-pub fn create_verdict(hc: &HostedCluster, blockers: &mut Blockers, waited: Duration, grace: Duration) -> Verdict {
+pub fn create_verdict(
+    hc: &HostedCluster,
+    blockers: &mut Blockers,
+    waited: Duration,
+    grace: Duration,
+) -> Verdict {
     let valid = hc.condition(conditions::VALID);
     if observed(hc) && valid.is_some_and(|c| c.status == "False") {
         return Verdict::Failed(format!(
@@ -450,7 +455,8 @@ mod tests {
                     spec.machineSelector without already running a member";
         let mut short = cond(conditions::ETCD_READY, "False", long);
         short.reason = crate::etcd::reasons::NOT_ENOUGH_MACHINES.into();
-        let hc = cluster(vec![cond(conditions::VALID, "True", ""), short, cond(conditions::READY, "False", "x")]);
+        let hc =
+            cluster(vec![cond(conditions::VALID, "True", ""), short, cond(conditions::READY, "False", "x")]);
         let grace = Duration::from_secs(30);
         let mut blockers = Blockers::default();
         let at = |s: u64| Duration::from_secs(s);

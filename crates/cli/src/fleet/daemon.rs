@@ -544,7 +544,8 @@ mod tests {
     #[test]
     fn the_etcd_port_range_grows_with_the_machines() {
         // (clusters, nodes, machines) -> (component ports, etcd ports)
-        let table = [((2, 2, 2), (48, 18)), ((2, 2, 5), (48, 30)), ((0, 0, 1), (20, 14)), ((1, 0, 9), (30, 46))];
+        let table =
+            [((2, 2, 2), (48, 18)), ((2, 2, 5), (48, 30)), ((0, 0, 1), (20, 14)), ((1, 0, 9), (30, 46))];
         for ((clusters, nodes, machines), want) in table {
             assert_eq!(port_counts(clusters, nodes, machines), want, "{clusters} {nodes} {machines}");
         }

@@ -83,9 +83,9 @@ pub fn parse_machines(value: &str) -> Result<u32, String> {
         .parse()
         .map_err(|_| format!("{value:?} is not a number of machines: give a whole number {range}"))?;
     match n {
-        0 => Err(format!(
-            "the fleet needs at least one machine to run its members on: give a number {range}"
-        )),
+        0 => {
+            Err(format!("the fleet needs at least one machine to run its members on: give a number {range}"))
+        }
         n if n > MAX_MACHINES => Err(format!(
             "{n} machines is more than this host's local fleet runs (each is a node agent here): give a \
              number {range}"

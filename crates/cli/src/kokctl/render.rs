@@ -326,7 +326,10 @@ mod tests {
                     members placed: too few Machines match spec.machineSelector without already running a member";
         let wrapped = wrap(long, WIDTH, 4);
         assert!(wrapped.lines().all(|l| l.chars().count() <= WIDTH), "{wrapped}");
-        assert_eq!(wrapped.split_whitespace().collect::<Vec<_>>(), long.split_whitespace().collect::<Vec<_>>());
+        assert_eq!(
+            wrapped.split_whitespace().collect::<Vec<_>>(),
+            long.split_whitespace().collect::<Vec<_>>()
+        );
     }
 
     fn upgrading(state: UpgradeState, message: Option<&str>) -> HostedCluster {

@@ -10,6 +10,10 @@ use flotilla_kok_core::wait::Verdict;
 
 use super::render::{wrap, WIDTH};
 
+/// What the binary puts before an error it prints (`error: `): the first
+/// line of a failure is that much shorter.
+const ERROR_PREFIX: usize = "error: ".len();
+
 /// How often a waiting command looks at the status again.
 const POLL: Duration = Duration::from_millis(500);
 
@@ -79,7 +83,7 @@ where
                 progress.finish();
                 bail!(
                     "{}{}",
-                    wrap(&format!("{what}: {why}"), WIDTH, 2),
+                    wrap(&format!("{what}: {why}"), WIDTH - ERROR_PREFIX, 2),
                     if detail.is_empty() { String::new() } else { format!("\n{}", wrap(&detail, WIDTH, 4)) }
                 );
             }
@@ -96,7 +100,7 @@ where
                 "{}{}",
                 wrap(
                     &format!("{what}: not done after {}s; last seen: {}", timeout.as_secs(), progress.last),
-                    WIDTH,
+                    WIDTH - ERROR_PREFIX,
                     2
                 ),
                 if last_detail.is_empty() {

@@ -22,20 +22,22 @@ pub fn fit(s: &str, width: usize) -> String {
 }
 
 /// `s` wrapped at word boundaries into lines of at most `width` characters,
-/// lines after a wrap indented by `indent` spaces; nothing is cut (a word
-/// longer than a line stays whole) and `s`'s own line breaks are kept.
+/// lines after a wrap indented by `indent` spaces more than the line's own
+/// leading spaces; nothing is cut (a word longer than a line stays whole)
+/// and `s`'s own line breaks are kept.
 pub fn wrap(s: &str, width: usize, indent: usize) -> String {
     let mut out: Vec<String> = Vec::new();
     for line in s.lines() {
-        let mut current = String::new();
-        let mut count = 0;
+        let lead = line.chars().take_while(|c| *c == ' ').count();
+        let mut current = " ".repeat(lead);
+        let mut count = lead;
         for word in line.split_whitespace() {
             let len = word.chars().count();
-            if count > 0 && count + 1 + len > width {
+            if count > lead && count + 1 + len > width {
                 out.push(std::mem::take(&mut current));
-                current = " ".repeat(indent);
-                count = indent;
-            } else if count > 0 {
+                current = " ".repeat(lead + indent);
+                count = lead + indent;
+            } else if count > lead {
                 current.push(' ');
                 count += 1;
             }
@@ -316,7 +318,8 @@ mod tests {
             ("one two three four", 9, 2, "one two\n  three\n  four"),
             ("a verylongwordthatdoesnotfit b", 10, 0, "a\nverylongwordthatdoesnotfit\nb"),
             ("first\nsecond line here", 11, 1, "first\nsecond line\n here"),
-            ("  runs   of   spaces  ", 40, 0, "runs of spaces"),
+            ("runs   of   spaces  ", 40, 0, "runs of spaces"),
+            ("  led by spaces", 10, 2, "  led by\n    spaces"),
             ("", 10, 0, ""),
         ];
         for (text, width, indent, want) in table {

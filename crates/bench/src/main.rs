@@ -11,6 +11,7 @@ mod estimate;
 mod faults;
 mod flotilla_binary;
 mod foundation;
+mod hosted_join;
 mod hpa;
 mod hub_faults;
 mod interpreter;
@@ -63,6 +64,10 @@ enum Bench {
     /// once), the operator's memory per hosted cluster, and a rolling
     /// upgrade of two apiservers under a polling client.
     Kok(kok::KokArgs),
+    /// A hosted cluster joining the fleet: seconds from its HostedCluster
+    /// Ready to its ManagedCluster Available (p50/max over clusters created
+    /// one after another), with the steps between.
+    HostedJoin(hosted_join::HostedJoinArgs),
     /// Faults without harm: a member API restart, a shared etcd blip, a
     /// member gone for good and back: time to converge, replicas moved,
     /// lost and duplicated, failover time after the toleration, peak surplus.
@@ -109,6 +114,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Deschedule(args) => deschedule::run(args),
         Bench::Apps(args) => apps::apps(args).await,
         Bench::Kok(args) => kok::kok(args).await,
+        Bench::HostedJoin(args) => hosted_join::hosted_join(args).await,
         Bench::Faults(args) => faults::faults(args).await,
         Bench::Rollout(args) => rollout::rollout(args).await,
         Bench::HubFaults(args) => hub_faults::hub_faults(args).await,

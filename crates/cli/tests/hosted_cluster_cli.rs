@@ -2,7 +2,9 @@
 //! `flotilla cluster create | kubeconfig | get | delete` as a user runs
 //! them, against a real hub with `flotilla hub run` and two real node
 //! agents: the created cluster answers kubectl with a Ready node, and
-//! deleting it leaves nothing of it on the Machines.
+//! deleting it leaves nothing of it on the Machines; a cluster asking for
+//! three etcd members on the two Machines makes `create` fail early with
+//! the NotEnoughMachines message whole.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -260,5 +262,50 @@ async fn create_use_get_and_delete_a_hosted_cluster_from_the_command_line() {
     }
     let out = flotilla(home.path(), &binaries, &["cluster", "get", "--kubeconfig", &hub_kc]);
     assert!(text(&out).contains("No hosted clusters in namespace default"), "{}", text(&out));
+
+    // Three etcd members on two Machines cannot be built: create stops once
+    // NotEnoughMachines has held for the grace, long before its timeout,
+    // and says why whole; the cluster is left for the user to fix or delete.
+    let started = std::time::Instant::now();
+    let out = flotilla(
+        home.path(),
+        &binaries,
+        &[
+            "cluster",
+            "create",
+            "c3",
+            "--etcd-members",
+            "3",
+            "--nodes",
+            "0",
+            "--timeout",
+            "900",
+            "--kubeconfig",
+            &hub_kc,
+        ],
+    );
+    let shown = text(&out);
+    assert!(!out.status.success(), "three etcd members on two machines succeeded:\n{shown}");
+    let waited = started.elapsed();
+    // Flattened: the error is wrapped at 100 columns.
+    let flat = shown.split_whitespace().collect::<Vec<_>>().join(" ");
+    for want in [
+        "EtcdReady (NotEnoughMachines, for",
+        "EtcdCluster c3-etcd is not available: 2 of 3 members placed: too few Machines match \
+         spec.machineSelector without already running a member",
+        "flotilla cluster delete c3",
+    ] {
+        assert!(flat.contains(want), "{want:?} missing in:\n{shown}");
+    }
+    assert!(!flat.contains("not done after"), "it waited out its timeout ({waited:?}):\n{shown}");
+    assert!(shown.lines().all(|l| l.chars().count() <= 100), "wider than 100 columns:\n{shown}");
+    let out = flotilla(
+        home.path(),
+        &binaries,
+        &["cluster", "delete", "c3", "--timeout", "180", "--kubeconfig", &hub_kc],
+    );
+    if !out.status.success() {
+        panic!("delete c3 failed:\n{}\n{}", text(&out), diagnostics(&client, &state_dirs).await);
+    }
     drop(processes);
 }

@@ -50,7 +50,8 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     let d = dir.to_str().unwrap();
     let _guard = Fleet { dir: dir.clone() };
 
-    let out = flotilla(&["up", "--clusters", "1", "--nodes", "2", "--state-dir", d]);
+    // Three machines, so a 3-member etcd fits (below).
+    let out = flotilla(&["up", "--clusters", "1", "--nodes", "2", "--machines", "3", "--state-dir", d]);
     assert!(out.status.success(), "up failed:\n{}", text(&out));
     let shown = text(&out);
     assert!(shown.contains(&format!("{d}/hub.kubeconfig")), "{shown}");
@@ -162,12 +163,43 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
 
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("fleet.json")).unwrap()).unwrap();
-    let pids = recorded_pids(&state);
+    let mut pids = recorded_pids(&state);
     // daemon + etcd + hub (apiserver, controller-manager, flotilla hub) +
-    // 2 node agents + the members' etcd member + member-1's components
+    // 3 node agents + the members' etcd member + member-1's components
     // (apiserver, controller-manager, scheduler, 2 kubelets)
-    assert_eq!(pids.len(), 13, "{state}");
+    assert_eq!(pids.len(), 14, "{state}");
     assert!(pids.iter().all(|p| alive(*p)));
+
+    // The three machines run a cluster with a 3-member etcd, one member on
+    // each; `down` stops its processes too.
+    let hub_kc = dir.join("hub.kubeconfig");
+    let out = flotilla(&[
+        "cluster",
+        "create",
+        "e3",
+        "--etcd-members",
+        "3",
+        "--nodes",
+        "0",
+        "--timeout",
+        "300",
+        "--kubeconfig",
+        hub_kc.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "a 3-member etcd on 3 machines:\n{}", text(&out));
+    let hub = client(&hub_kc).await;
+    let etcd = Api::<flotilla_api::kok::EtcdCluster>::namespaced(hub.clone(), "default")
+        .get("e3-etcd")
+        .await
+        .unwrap();
+    let status = etcd.status.unwrap_or_default();
+    let machines: std::collections::BTreeSet<String> =
+        status.members.iter().filter_map(|m| m.machine.clone()).collect();
+    assert_eq!((status.ready_members, machines.len()), (3, 3), "{:?}", status.members);
+    for m in Api::<flotilla_api::machine::Machine>::all(hub).list(&Default::default()).await.unwrap().items {
+        let components = m.status.iter().flat_map(|s| s.components.iter());
+        pids.extend(components.filter(|c| c.name.contains("e3")).filter_map(|c| c.pid).map(u64::from));
+    }
 
     let out = flotilla(&["down", "--state-dir", d]);
     assert!(out.status.success(), "down failed:\n{}", text(&out));
@@ -194,6 +226,14 @@ fn up_rejects_out_of_range_counts_with_a_clear_message() {
     let out = flotilla(&["up", "--clusters", "500"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("--clusters"), "{}", text(&out));
+    // (machines, what the refusal says)
+    for (machines, want) in
+        [("0", "at least one machine"), ("10", "10 machines is more than"), ("x", "not a number")]
+    {
+        let out = flotilla(&["up", "--machines", machines]);
+        assert!(!out.status.success(), "--machines {machines} accepted");
+        assert!(text(&out).contains("--machines") && text(&out).contains(want), "{}", text(&out));
+    }
 }
 
 /// The record of the hub's process `name` in `fleet.json`.

@@ -42,11 +42,14 @@ struct Ctx {
 }
 
 /// The registration and health controllers (run by awaiting the future),
-/// and their cache of ManagedClusters (which push mode reads too).
+/// and their cache of ManagedClusters (which push mode reads too). Every
+/// change the cache takes in is signalled on `changed` (after the cache
+/// holds it), so push mode starts a new cluster's reporter at once.
 pub(crate) fn run(
     client: Client,
     auto_accept: bool,
     grace: Duration,
+    changed: Arc<tokio::sync::Notify>,
 ) -> (Store<ManagedCluster>, impl std::future::Future<Output = ()>) {
     let clusters_api: Api<ManagedCluster> = Api::all(client.clone());
     let csr_api: Api<CertificateSigningRequest> = Api::all(client.clone());
@@ -68,7 +71,8 @@ pub(crate) fn run(
         .default_backoff()
         .modify(|mc: &mut ManagedCluster| mc.managed_fields_mut().clear())
         .reflect(cluster_writer)
-        .touched_objects();
+        .touched_objects()
+        .inspect(move |_| changed.notify_one());
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
     let ctx = Arc::new(Ctx { client: client.clone(), auto_accept, grace, leases: lease_store });
 

@@ -74,8 +74,10 @@ pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
 }
 
 async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error> {
-    let (clusters, fleet) = controller::run(client.clone(), config.auto_accept, config.grace);
-    let push = push::run(client.clone(), clusters);
+    let clusters_changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let (clusters, fleet) =
+        controller::run(client.clone(), config.auto_accept, config.grace, clusters_changed.clone());
+    let push = push::run(client.clone(), clusters, clusters_changed);
     let machines = machines::run(client.clone(), config.auto_accept);
     let cron_hpa = cron_hpa::run(client.clone());
     let autoscaling = autoscaling::run(client.clone(), config.autoscaling_sync);

@@ -5,6 +5,7 @@
 //! cluster's Works to it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flotilla_api::cluster::{ManagedCluster, SyncMode};
@@ -13,6 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
+use tokio::sync::Notify;
 
 use crate::error::Error;
 
@@ -29,11 +31,18 @@ impl Drop for Reporter {
     }
 }
 
+/// How often the reporters are looked over without a ManagedCluster
+/// change (to restart one that stopped).
+const RESCAN: Duration = Duration::from_secs(3);
+
 /// Keeps one reporter task per accepted push cluster, starting and stopping
-/// them as ManagedClusters come and go. Runs until its future is dropped.
+/// them as ManagedClusters come and go: at once on a change of the cache
+/// (`changed`, signalled by its watch), and every [`RESCAN`]. Runs until
+/// its future is dropped.
 pub async fn run(
     hub: Client,
     clusters: kube::runtime::reflector::Store<ManagedCluster>,
+    changed: Arc<Notify>,
 ) -> Result<(), Error> {
     let mut running: HashMap<String, (String, Reporter)> = HashMap::new();
     clusters.wait_until_ready().await.map_err(|e| Error::Other(e.to_string()))?;
@@ -68,7 +77,10 @@ pub async fn run(
             });
             running.insert(name, (version, Reporter(task)));
         }
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::select! {
+            () = changed.notified() => {}
+            () = tokio::time::sleep(RESCAN) => {}
+        }
     }
 }
 
@@ -105,10 +117,20 @@ async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Re
     }
 }
 
+/// How often a push cluster's heartbeat is renewed.
+const HEARTBEAT_EVERY: Duration = Duration::from_millis(2500);
+/// The first retry of a renewal the hub refused: a new cluster's reporter
+/// starts before the health controller made its namespace, and its first
+/// heartbeat is what makes it Available.
+const HEARTBEAT_RETRY: Duration = Duration::from_millis(200);
+
 /// Renews the cluster's Lease whenever the member's API answers at all (a
-/// member that answers but is unhealthy is False, not Unknown).
+/// member that answers but is unhealthy is False, not Unknown). A renewal
+/// that failed is tried again soon, then less often (doubling up to the
+/// heartbeat's pace).
 async fn heartbeat_while_reachable(hub: &Client, member: &Client, cluster: &str) -> Result<(), Error> {
     let leases: Api<Lease> = Api::namespaced(hub.clone(), &ManagedCluster::hub_namespace(cluster));
+    let mut retry = HEARTBEAT_RETRY;
     loop {
         let reachable = match flotilla_agent::collect::probe(member).await {
             Ok(()) => true,
@@ -120,7 +142,7 @@ async fn heartbeat_while_reachable(hub: &Client, member: &Client, cluster: &str)
                 membership::DEFAULT_LEASE_SECONDS,
                 k8s_openapi::jiff::Timestamp::now(),
             );
-            if let Err(e) = leases
+            match leases
                 .patch(
                     membership::LEASE_NAME,
                     &PatchParams::apply("flotilla-hub-push").force(),
@@ -128,9 +150,19 @@ async fn heartbeat_while_reachable(hub: &Client, member: &Client, cluster: &str)
                 )
                 .await
             {
-                tracing::warn!(cluster, error = %e, "renewing a push cluster's heartbeat failed");
+                Ok(_) => retry = HEARTBEAT_RETRY,
+                Err(e) => {
+                    // Its namespace not made yet (404) is expected for a moment.
+                    let expected = matches!(&e, kube::Error::Api(s) if s.code == 404);
+                    if !expected || retry >= HEARTBEAT_EVERY {
+                        tracing::warn!(cluster, error = %e, "renewing a push cluster's heartbeat failed");
+                    }
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(HEARTBEAT_EVERY);
+                    continue;
+                }
             }
         }
-        tokio::time::sleep(Duration::from_millis(2500)).await;
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
     }
 }

@@ -413,7 +413,9 @@ async fn the_hub_applies_works_to_push_clusters() {
         .reflect(writer)
         .for_each(|_| async {});
     let _clusters = tokio::spawn(clusters);
-    let _push = tokio::spawn(flotilla_hub::push::run(hub.client(), store));
+    // No change signal: the reporters start at push mode's periodic rescan.
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let _push = tokio::spawn(flotilla_hub::push::run(hub.client(), store, changed));
 
     let works: Api<Work> = Api::namespaced(hub.client(), "flotilla-cluster-p");
     works

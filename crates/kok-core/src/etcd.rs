@@ -462,6 +462,35 @@ pub struct Progress {
     pub message: String,
 }
 
+/// Reasons of a plan's progress, which an EtcdCluster's `Available` (and
+/// through it a HostedCluster's `EtcdReady`) carries.
+pub mod reasons {
+    /// Fewer usable Machines than members: a Machine must be added (or
+    /// come back), or `spec.members` lowered.
+    pub const NOT_ENOUGH_MACHINES: &str = "NotEnoughMachines";
+    /// `spec.members` below the voting members: not supported.
+    pub const SCALE_DOWN_UNSUPPORTED: &str = "ScaleDownUnsupported";
+    /// No Machine runs a member any more: only a restore brings the data back.
+    pub const MEMBERS_LOST: &str = "MembersLost";
+    /// A dead member cannot be removed without losing quorum.
+    pub const QUORUM_AT_RISK: &str = "QuorumAtRisk";
+    /// The Machine holding the snapshot to restore cannot host a member.
+    pub const RESTORE_MACHINE_UNAVAILABLE: &str = "RestoreMachineUnavailable";
+}
+
+/// Whether a plan's progress waits on a person (or a Machine that is not
+/// there) rather than on the operator's next step.
+pub fn waits_on_people(reason: &str) -> bool {
+    [
+        reasons::NOT_ENOUGH_MACHINES,
+        reasons::SCALE_DOWN_UNSUPPORTED,
+        reasons::MEMBERS_LOST,
+        reasons::QUORUM_AT_RISK,
+        reasons::RESTORE_MACHINE_UNAVAILABLE,
+    ]
+    .contains(&reason)
+}
+
 fn progress(reason: &str, message: impl Into<String>) -> Option<Progress> {
     Some(Progress { reason: reason.into(), message: message.into() })
 }
@@ -570,7 +599,7 @@ pub fn decide(facts: &Facts) -> Plan {
         }
         if had_members {
             plan.progress = progress(
-                "MembersLost",
+                reasons::MEMBERS_LOST,
                 "no Machine runs a member any more (were the Machines deleted?); the data is gone \
                  unless restored: restore an EtcdBackup into a new EtcdCluster",
             );
@@ -606,7 +635,7 @@ pub fn decide(facts: &Facts) -> Plan {
             plan.change = Some(MembershipChange::Remove { member: label, id: l.id, why });
         } else {
             plan.progress = progress(
-                "QuorumAtRisk",
+                reasons::QUORUM_AT_RISK,
                 format!("{why}, but removing it would leave no healthy quorum; bring members back"),
             );
         }
@@ -625,7 +654,7 @@ pub fn decide(facts: &Facts) -> Plan {
             return plan;
         }
         plan.progress = progress(
-            "QuorumAtRisk",
+            reasons::QUORUM_AT_RISK,
             format!(
                 "member {} on {} is dead ({why}) but removing it would leave no healthy quorum",
                 m.name, m.machine
@@ -649,7 +678,7 @@ pub fn decide(facts: &Facts) -> Plan {
     let voters = listed.iter().filter(|l| !l.is_learner).count();
     if voters > wanted {
         plan.progress = progress(
-            "ScaleDownUnsupported",
+            reasons::SCALE_DOWN_UNSUPPORTED,
             format!("{voters} voting members, spec.members is {wanted}: scaling down is not supported yet"),
         );
         return plan;
@@ -665,7 +694,7 @@ pub fn decide(facts: &Facts) -> Plan {
         .find_map(|m| new_member(name, index, m, facts.machines, &mut handed_out, &facts.config.ports));
     let Some(member) = member else {
         plan.progress =
-            progress("NotEnoughMachines", not_enough(voters, wanted, &free, &refused, facts.config));
+            progress(reasons::NOT_ENOUGH_MACHINES, not_enough(voters, wanted, &free, &refused, facts.config));
         return plan;
     };
     // The membership it joins: everyone listed (names from the Machines
@@ -752,7 +781,7 @@ fn found(facts: &Facts, mut plan: Plan, wanted: usize) -> Plan {
         free.retain(|m| m.metadata.name.as_deref() == Some(snapshot.machine.as_str()));
         if free.is_empty() {
             plan.progress = progress(
-                "RestoreMachineUnavailable",
+                reasons::RESTORE_MACHINE_UNAVAILABLE,
                 format!(
                     "the snapshot is on Machine {}, which cannot host a member now{}",
                     snapshot.machine,
@@ -787,7 +816,16 @@ fn found(facts: &Facts, mut plan: Plan, wanted: usize) -> Plan {
         })
         .collect();
     plan.progress = if members.len() < wanted {
-        progress("NotEnoughMachines", not_enough(members.len(), wanted, &free, &refused, facts.config))
+        // The machines that got a member are not short of ports.
+        let unused: Vec<&Machine> = free
+            .iter()
+            .copied()
+            .filter(|m| !members.iter().any(|p| Some(p.machine.as_str()) == m.metadata.name.as_deref()))
+            .collect();
+        progress(
+            reasons::NOT_ENOUGH_MACHINES,
+            not_enough(members.len(), wanted, &unused, &refused, facts.config),
+        )
     } else {
         progress("Bootstrapping", format!("starting {wanted} founding members"))
     };
@@ -1014,6 +1052,8 @@ pub(crate) mod tests {
             p.message
         );
         assert!(p.message.contains("m3's node agent has not reported for 900s"), "{}", p.message);
+        // m1 got its member: it is not short of ports.
+        assert!(!p.message.contains("free ports"), "{}", p.message);
     }
 
     #[test]

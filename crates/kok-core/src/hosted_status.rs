@@ -23,6 +23,9 @@ use crate::upgrade::UpgradePlan;
 
 /// Reason of the conditions for what the `Kubernetes` runtime does not do.
 pub const SKIPPED_BY_RUNTIME: &str = "SkippedByRuntime";
+/// Reason of a part's (or `NodesReady`'s) condition when no usable Machine
+/// is left for some of it: a Machine must be added or come back.
+pub const NO_MACHINE: &str = "NoMachine";
 
 /// Where the control plane runs, and what the reconcile saw of it.
 #[derive(Debug, Clone)]
@@ -357,7 +360,7 @@ pub fn component_conditions(
             )
         } else if mine.is_empty() && placement.unplaced_instances > 0 {
             (
-                "NoMachine",
+                NO_MACHINE,
                 with_reasons(
                     match hc.spec.control_plane.machine_pool.as_deref() {
                         Some(pool) => format!(
@@ -401,7 +404,11 @@ pub fn component_conditions(
         } else {
             format!("{ready_nodes}/{wanted} nodes Ready")
         };
-        let reason = if ok { "NodesReady" } else { "NodesNotReady" };
+        let reason = match (ok, placement.unplaced_nodes > 0) {
+            (true, _) => "NodesReady",
+            (false, true) => NO_MACHINE,
+            (false, false) => "NodesNotReady",
+        };
         out.push(condition(
             &previous,
             Wanted::new(conditions::NODES_READY, ok, reason, message).generation(generation),

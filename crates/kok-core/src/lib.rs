@@ -7,6 +7,7 @@
 //! here.
 
 pub mod addons;
+pub mod blockers;
 pub mod catalog;
 pub mod etcd;
 pub mod etcd_backup;

@@ -3,10 +3,13 @@
 //! why). Pure: the CLI (`flotilla cluster create | upgrade | delete |
 //! rotate-certs`), the local fleet and tests read the objects, then ask here.
 
+use std::time::Duration;
+
 use flotilla_api::kok::{conditions, HostedCluster, UpgradeState};
 use flotilla_api::machine::{ComponentState, Machine};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::blockers::{Blockers, Outlook};
 use crate::hosted::{parse_component_name, Part};
 use crate::upgrade::reasons;
 
@@ -105,8 +108,16 @@ pub fn not_ready_summary(hc: &HostedCluster) -> String {
     }
 }
 
-/// `create`: Ready, refused, or what it waits for.
-pub fn create_verdict(hc: &HostedCluster) -> Verdict {
+/// `create`: Ready, refused, blocked (a condition that waits on a person
+/// held for `grace`; see [`crate::blockers`]), or what it waits for.
+/// `blockers` is what the command saw in its earlier looks, `waited` how
+/// long it has waited so far.
+pub fn create_verdict(
+    hc: &HostedCluster,
+    blockers: &mut Blockers,
+    waited: Duration,
+    grace: Duration,
+) -> Verdict {
     let valid = hc.condition(conditions::VALID);
     if observed(hc) && valid.is_some_and(|c| c.status == "False") {
         return Verdict::Failed(format!(
@@ -117,7 +128,22 @@ pub fn create_verdict(hc: &HostedCluster) -> Verdict {
     if is_ready(hc) {
         return Verdict::Done(format!("Ready at {}", endpoint_of(hc)));
     }
-    Verdict::Pending(waiting_for(hc))
+    let conditions = hc.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    // Only a status about the current spec says what becomes of it.
+    let blocked = if observed(hc) { blockers.look(conditions, waited, grace) } else { None };
+    match blocked {
+        Some(b) if b.outlook == Outlook::NeedsAction => {
+            let name = hc.metadata.name.as_deref().unwrap_or_default();
+            Verdict::Failed(format!(
+                "it cannot be built as things stand: {}\nThe cluster stays as created and goes on by itself once \
+                 this is resolved (a Machine added or back, for instance): `flotilla cluster get {name}` shows \
+                 it, `flotilla cluster delete {name}` removes it.",
+                b.describe()
+            ))
+        }
+        Some(b) => Verdict::Failed(format!("it cannot be built as asked: {}", b.describe())),
+        None => Verdict::Pending(waiting_for(hc)),
+    }
 }
 
 pub fn endpoint_of(hc: &HostedCluster) -> String {
@@ -327,6 +353,11 @@ mod tests {
         }
     }
 
+    /// `create_verdict` of a first look.
+    fn create(hc: &HostedCluster) -> Verdict {
+        create_verdict(hc, &mut Blockers::default(), Duration::ZERO, Duration::from_secs(30))
+    }
+
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()
     }
@@ -367,7 +398,7 @@ mod tests {
             waiting_for(&hc),
             "Provisioning · EtcdReady: EtcdCluster c1-etcd is not available: no leader"
         );
-        assert_eq!(create_verdict(&hc), Verdict::Pending(waiting_for(&hc)));
+        assert_eq!(create(&hc), Verdict::Pending(waiting_for(&hc)));
 
         let later = cluster(vec![
             cond(conditions::VALID, "True", "ok"),
@@ -402,10 +433,10 @@ mod tests {
     fn create_is_done_on_a_current_ready_and_fails_on_an_invalid_spec() {
         let mut ready =
             cluster(vec![cond(conditions::VALID, "True", ""), cond(conditions::READY, "True", "")]);
-        assert_eq!(create_verdict(&ready), Verdict::Done("Ready at https://127.0.0.1:33000".into()));
+        assert_eq!(create(&ready), Verdict::Done("Ready at https://127.0.0.1:33000".into()));
         // A Ready about an older generation does not count.
         ready.metadata.generation = Some(2);
-        assert!(matches!(create_verdict(&ready), Verdict::Pending(_)));
+        assert!(matches!(create(&ready), Verdict::Pending(_)));
         assert!(waiting_for(&ready).contains("latest change"), "{}", waiting_for(&ready));
 
         let invalid = cluster(vec![
@@ -413,9 +444,34 @@ mod tests {
             cond(conditions::READY, "False", "Valid: ..."),
         ]);
         assert_eq!(
-            create_verdict(&invalid),
+            create(&invalid),
             Verdict::Failed("the spec is refused: version 1.99.0 is not available to this operator".into())
         );
+    }
+
+    #[test]
+    fn create_gives_up_on_too_few_machines_once_it_held_and_says_it_whole() {
+        let long = "EtcdCluster c1-etcd is not available: 2 of 3 members placed: too few Machines match \
+                    spec.machineSelector without already running a member";
+        let mut short = cond(conditions::ETCD_READY, "False", long);
+        short.reason = crate::etcd::reasons::NOT_ENOUGH_MACHINES.into();
+        let hc =
+            cluster(vec![cond(conditions::VALID, "True", ""), short, cond(conditions::READY, "False", "x")]);
+        let grace = Duration::from_secs(30);
+        let mut blockers = Blockers::default();
+        let at = |s: u64| Duration::from_secs(s);
+        // (seconds waited, the cluster seen, whether the verdict is Failed)
+        let mut stale = hc.clone();
+        stale.metadata.generation = Some(2);
+        let looks = [(0, &hc, false), (29, &hc, false), (30, &stale, false), (31, &hc, true)];
+        let mut last = Verdict::Pending(String::new());
+        for (waited, seen, failed) in looks {
+            last = create_verdict(seen, &mut blockers, at(waited), grace);
+            assert_eq!(matches!(last, Verdict::Failed(_)), failed, "at {waited}s: {last:?}");
+        }
+        let Verdict::Failed(why) = last else { unreachable!() };
+        assert!(why.contains(&format!("EtcdReady (NotEnoughMachines, for 31s): {long}")), "{why}");
+        assert!(why.contains("flotilla cluster delete c1"), "{why}");
     }
 
     fn upgrading(state: UpgradeState, message: Option<&str>) -> HostedCluster {

@@ -255,12 +255,7 @@ async fn apply(cluster: Arc<EtcdCluster>, ctx: &Ctx) -> Result<Action, Error> {
     write_status(client, &cluster, &status).await?;
     // Soon again while something moves; at the resync pace while waiting
     // for something only a person (or a new Machine) can change.
-    let waiting_on_people = decision.progress.as_ref().is_some_and(|p| {
-        matches!(
-            p.reason.as_str(),
-            "NotEnoughMachines" | "ScaleDownUnsupported" | "MembersLost" | "QuorumAtRisk"
-        )
-    });
+    let waiting_on_people = decision.progress.as_ref().is_some_and(|p| plan::waits_on_people(&p.reason));
     let busy = decision.change.is_some()
         || upgrade.as_ref().is_some_and(|u| u.busy)
         || !decision.drop.is_empty()

@@ -200,7 +200,7 @@ async fn apply(hc: &HostedCluster, ctx: &Ctx) -> Result<Action, Error> {
         let wanted = Wanted::new(
             conditions::KUBE_APISERVER_READY,
             false,
-            "NoMachine",
+            flotilla_kok_core::hosted_status::NO_MACHINE,
             "no usable Machine for the control plane: start a node agent (`flotilla node-agent`), accept its \
              Machine, or relax spec.controlPlane.machineSelector",
         )

@@ -147,7 +147,12 @@ pub(crate) async fn etcd_ready(
     let available = etcd.condition(conditions::ETCD_AVAILABLE);
     if available.map(|c| c.status.as_str()) != Some("True") || status.client_urls.is_empty() {
         let why = available.map(|c| c.message.clone()).unwrap_or_else(|| "no status yet".into());
-        say(false, "NotAvailable", format!("EtcdCluster {etcd_name} is not available: {why}"));
+        // The etcd's own reason (NotEnoughMachines, ...) when it says one,
+        // so whoever waits on the HostedCluster can tell what it waits for.
+        let reason = available
+            .filter(|c| c.status != "True" && !c.reason.is_empty())
+            .map_or("NotAvailable", |c| c.reason.as_str());
+        say(false, reason, format!("EtcdCluster {etcd_name} is not available: {why}"));
         return Ok(None);
     }
     let secret_name =

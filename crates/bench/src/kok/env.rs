@@ -82,10 +82,16 @@ where
 
 impl Env {
     pub async fn start(args: &KokArgs, bin_dir: &Path) -> anyhow::Result<Env> {
-        let (tmp, dir) = match &args.work_dir {
+        Self::start_logging(args.work_dir.as_deref(), bin_dir, "warn,flotilla_kok=info").await
+    }
+
+    /// [`start`](Self::start) with `hub run` logging at `log` (a
+    /// `FLOTILLA_LOG` filter) into `<dir>/logs/hub-run.log`.
+    pub async fn start_logging(work_dir: Option<&Path>, bin_dir: &Path, log: &str) -> anyhow::Result<Env> {
+        let (tmp, dir) = match work_dir {
             Some(d) => {
                 std::fs::create_dir_all(d)?;
-                (None, d.clone())
+                (None, d.to_path_buf())
             }
             None => {
                 let t = tempfile::tempdir()?;
@@ -128,7 +134,7 @@ impl Env {
         }
         let operator = ManagedProcess::spawn(
             ProcessSpec::new("flotilla-hub-run", exe.clone(), dir.join("logs/hub-run.log"))
-                .env("FLOTILLA_LOG", "warn,flotilla_kok=info")
+                .env("FLOTILLA_LOG", log)
                 .args(["hub", "run", "--auto-accept", "--kubeconfig", &kubeconfig])
                 .arg("--kok-version")
                 .arg(format!("{VERSION}={}", bin_dir.display()))

@@ -12,7 +12,7 @@
 mod args;
 pub(crate) mod env;
 mod etcd_upgrade;
-mod report;
+pub(crate) mod report;
 mod runs;
 mod upgrade;
 

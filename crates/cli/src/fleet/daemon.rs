@@ -40,6 +40,9 @@ pub struct DaemonArgs {
     /// Real worker nodes per member (a NodePool each), 0 for none.
     #[arg(long, default_value_t = 0)]
     pub real_nodes: u32,
+    /// Machines (node agents) the fleet runs.
+    #[arg(long, default_value_t = super::DEFAULT_MACHINES, value_parser = super::parse_machines)]
+    pub machines: u32,
 }
 
 /// A pid whose end also stops the fleet, for tests: `flotilla up` run by a
@@ -217,7 +220,7 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     let log_dir = dir.join("hub").join("logs");
     // The policy admission webhook, reached by the hub's API server on loopback.
     let webhook_port = flotilla_localkube::ports::free_port()?;
-    let (kok_ports, etcd_ports) = member_port_ranges(args.clusters, args.nodes)?;
+    let (kok_ports, etcd_ports) = member_port_ranges(args.clusters, args.nodes, args.machines)?;
     let hub_run = ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
@@ -246,7 +249,7 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     ));
     let machines: Api<Machine> = Api::all(hub_client.clone());
     let mut processes = vec![hub_run];
-    for i in 1..=MACHINES {
+    for i in 1..=args.machines {
         let name = format!("machine-{i}");
         let machine =
             Machine::new(&name, MachineSpec { address: Some(address.clone()), ..Default::default() });
@@ -378,10 +381,6 @@ async fn wait_node_pools(
     .await
 }
 
-/// Machines (node agents) `up` runs; every member's components are spread
-/// over them.
-const MACHINES: usize = 2;
-
 /// The EtcdCluster every member stores its data in, under its own prefix.
 const FLEET_ETCD: &str = "fleet-etcd";
 const FLEET_ETCD_VERSION: &str = "3.7.4";
@@ -411,10 +410,9 @@ fn member_cluster(name: &str, nodes: u32) -> HostedCluster {
 /// Loopback port ranges for the members' components and the etcd members
 /// that are free now, away from other fleets on this host (`--kok-port-range`,
 /// `--etcd-port-range` of `hub run`).
-fn member_port_ranges(clusters: u32, nodes: u32) -> anyhow::Result<(String, String)> {
-    // Three ports per control-plane instance, two per kubelet, with room.
-    let kok = u16::try_from(clusters * (10 + 2 * nodes) + 20).unwrap_or(u16::MAX);
-    let total = kok + 10;
+fn member_port_ranges(clusters: u32, nodes: u32, machines: u32) -> anyhow::Result<(String, String)> {
+    let (kok, etcd) = port_counts(clusters, nodes, machines);
+    let total = kok + etcd;
     let free =
         |first: u16| (first..first + total).all(|p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok());
     // Start at a place of our own, so fleets started together try different ranges.
@@ -431,6 +429,17 @@ fn member_port_ranges(clusters: u32, nodes: u32) -> anyhow::Result<(String, Stri
         }
     }
     bail!("no {total} free loopback ports between 20000 and 32000 for the members")
+}
+
+/// How many ports the members' components and the etcd members need.
+/// Every machine has the same address, so they share both ranges.
+fn port_counts(clusters: u32, nodes: u32, machines: u32) -> (u16, u16) {
+    // Three ports per control-plane instance, two per kubelet, with room.
+    let kok = u16::try_from(clusters * (10 + 2 * nodes) + 20).unwrap_or(u16::MAX);
+    // Two per etcd member: the members' one, and room for two clusters
+    // created with a member on every machine.
+    let etcd = u16::try_from(10 + 4 * machines).unwrap_or(u16::MAX);
+    (kok, etcd)
 }
 
 /// Waits until `pending` names nothing left to wait for, checking the
@@ -531,6 +540,16 @@ fn hosted_versions(k8s_bin: &Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_etcd_port_range_grows_with_the_machines() {
+        // (clusters, nodes, machines) -> (component ports, etcd ports)
+        let table =
+            [((2, 2, 2), (48, 18)), ((2, 2, 5), (48, 30)), ((0, 0, 1), (20, 14)), ((1, 0, 9), (30, 46))];
+        for ((clusters, nodes, machines), want) in table {
+            assert_eq!(port_counts(clusters, nodes, machines), want, "{clusters} {nodes} {machines}");
+        }
+    }
 
     #[test]
     fn a_cache_release_hands_the_cache_to_the_hub() {

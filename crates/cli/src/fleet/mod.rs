@@ -47,6 +47,12 @@ pub struct UpArgs {
     /// member). Needs root and scripts/node-runtime.sh.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=8))]
     pub real_nodes: u32,
+    /// Machines (one node agent each) the members' components and the
+    /// clusters you create run on: 3 or 5 for a 3- or 5-member etcd
+    /// (`flotilla cluster create --etcd-members 3`). Each costs one node
+    /// agent process.
+    #[arg(long, default_value_t = DEFAULT_MACHINES, value_parser = parse_machines)]
+    pub machines: u32,
     #[command(flatten)]
     pub state: StateDirArg,
     /// Give up if the fleet is not ready within this many seconds.
@@ -61,6 +67,31 @@ pub struct DownArgs {
     /// Keep the state directory (kubeconfigs, logs, etcd data).
     #[arg(long)]
     pub keep: bool,
+}
+
+/// Machines `up` runs unless told otherwise.
+pub const DEFAULT_MACHINES: u32 = 2;
+/// The most machines `up` runs: room for a 7-member etcd with spares; every
+/// machine is a node agent on this one host.
+pub const MAX_MACHINES: u32 = 9;
+
+/// `--machines`: a whole number from 1 to [`MAX_MACHINES`].
+pub fn parse_machines(value: &str) -> Result<u32, String> {
+    let range = format!("from 1 to {MAX_MACHINES}");
+    let n: u32 = value
+        .trim()
+        .parse()
+        .map_err(|_| format!("{value:?} is not a number of machines: give a whole number {range}"))?;
+    match n {
+        0 => {
+            Err(format!("the fleet needs at least one machine to run its members on: give a number {range}"))
+        }
+        n if n > MAX_MACHINES => Err(format!(
+            "{n} machines is more than this host's local fleet runs (each is a node agent here): give a \
+             number {range}"
+        )),
+        n => Ok(n),
+    }
 }
 
 /// A kubectl-style table: no borders, upper-case headers.
@@ -106,6 +137,8 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         .arg(args.nodes.to_string())
         .arg("--real-nodes")
         .arg(args.real_nodes.to_string())
+        .arg("--machines")
+        .arg(args.machines.to_string())
         .arg("--state-dir")
         .arg(dir)
         .arg("--k8s-bin")
@@ -168,10 +201,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
     let real =
         if args.real_nodes > 0 { format!(" and {} real node(s)", args.real_nodes) } else { String::new() };
     println!(
-        "Fleet ready in {:.1}s: a hub and {} hosted member cluster(s) with {} hollow node(s){real} each.\n",
+        "Fleet ready in {:.1}s: a hub and {} hosted member cluster(s) with {} hollow node(s){real} each, \
+         on {} machine(s).\n",
         elapsed.as_secs_f64(),
         args.clusters,
-        args.nodes
+        args.nodes,
+        args.machines
     );
     println!("Kubeconfigs:");
     println!("  hub       {}", state.hub_kubeconfig.display());
@@ -407,4 +442,51 @@ pub async fn down(args: DownArgs) -> anyhow::Result<bool> {
         println!("Fleet stopped and {} removed.", dir.display());
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn machines_are_a_whole_number_from_one_to_the_most() {
+        // (value, Ok(machines) or a piece of the error)
+        let table: [(&str, Result<u32, &str>); 8] = [
+            ("1", Ok(1)),
+            ("3", Ok(3)),
+            ("5", Ok(5)),
+            (" 9 ", Ok(9)),
+            ("0", Err("at least one machine")),
+            ("10", Err("10 machines is more than")),
+            ("-1", Err("is not a number of machines")),
+            ("three", Err("is not a number of machines")),
+        ];
+        for (value, want) in table {
+            match (parse_machines(value), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, want, "{value}"),
+                (Err(got), Err(want)) => {
+                    assert!(got.contains(want), "{value}: {got}");
+                    assert!(got.contains("from 1 to 9"), "{value}: {got}");
+                }
+                (got, want) => panic!("{value}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    /// `up`'s flags as the binary parses them.
+    #[derive(Parser)]
+    struct Up {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn up_takes_machines_and_defaults_to_two() {
+        let parse = |args: &[&str]| Up::try_parse_from(std::iter::once("up").chain(args.iter().copied()));
+        assert_eq!(parse(&[]).map(|u| u.up.machines).ok(), Some(DEFAULT_MACHINES));
+        assert_eq!(parse(&["--machines", "5"]).map(|u| u.up.machines).ok(), Some(5));
+        let Err(refused) = parse(&["--machines", "0"]) else { panic!("0 machines accepted") };
+        assert!(refused.to_string().contains("at least one machine"), "{refused}");
+    }
 }

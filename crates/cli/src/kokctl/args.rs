@@ -22,7 +22,9 @@ pub enum HostedCommand {
         add-ons.\n\n\
         Waits (up to --timeout) showing which condition is not True yet, then prints how to\n\
         use the cluster. Exits 1 when the spec is refused (Valid=False) or on timeout, with\n\
-        the conditions' messages. Refuses to touch a cluster that exists already.")]
+        the conditions' messages, and early when a condition says it cannot be built as things\n\
+        stand (e.g. NotEnoughMachines: more etcd members than Machines) and has said so for 30s;\n\
+        the cluster is left as created. Refuses to touch a cluster that exists already.")]
     Create(CreateArgs),
     /// List the hosted clusters, or show one in detail (conditions, certificates...).
     #[command(

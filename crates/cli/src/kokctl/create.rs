@@ -1,11 +1,13 @@
 //! `flotilla cluster create`: writes a HostedCluster and the EtcdCluster it
 //! owns (built by [`HostedClusterRequest`]), then waits until it is Ready.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use flotilla_api::kok::{EtcdCluster, HostedCluster};
 use flotilla_api::kok_request::HostedClusterRequest;
+use flotilla_kok_core::blockers::{Blockers, NEEDS_ACTION_GRACE};
 use flotilla_kok_core::hosted::{owner_label_value, OWNER_LABEL};
 use flotilla_kok_core::wait::{create_verdict, endpoint_of, not_ready_summary, phase_of};
 use kube::api::{DeleteParams, PostParams};
@@ -120,11 +122,17 @@ pub async fn create(args: CreateArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let name = args.name.clone();
+    // What the earlier looks saw: a condition that waits on a person ends
+    // the wait once it has held for the grace, not at the timeout.
+    let blockers = Arc::new(Mutex::new(Blockers::default()));
+    let started = Instant::now();
     let (_, elapsed) = wait_for(Duration::from_secs(args.wait.timeout), &format!("cluster {name}"), || {
-        let (clusters, name) = (clusters.clone(), name.clone());
+        let (clusters, name, blockers) = (clusters.clone(), name.clone(), blockers.clone());
         async move {
             let hc = clusters.get(&name).await?;
-            Ok((create_verdict(&hc), not_ready_summary(&hc)))
+            let mut blockers = blockers.lock().unwrap_or_else(|p| p.into_inner());
+            let verdict = create_verdict(&hc, &mut blockers, started.elapsed(), NEEDS_ACTION_GRACE);
+            Ok((verdict, not_ready_summary(&hc)))
         }
     })
     .await?;

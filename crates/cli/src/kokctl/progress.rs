@@ -1,4 +1,6 @@
-//! Waiting on the hub's operators with one progress line.
+//! Waiting on the hub's operators with one progress line: on a terminal a
+//! spinner cut to the terminal's width; otherwise (logs, CI) each new line
+//! whole, wrapped. What a failure says is printed whole, wrapped.
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -6,7 +8,11 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use flotilla_kok_core::wait::Verdict;
 
-use super::render::{fit, WIDTH};
+use super::render::{wrap, WIDTH};
+
+/// What the binary puts before an error it prints (`error: `): the first
+/// line of a failure is that much shorter.
+const ERROR_PREFIX: usize = "error: ".len();
 
 /// How often a waiting command looks at the status again.
 const POLL: Duration = Duration::from_millis(500);
@@ -23,7 +29,9 @@ impl Progress {
     fn start() -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = indicatif::ProgressBar::new_spinner();
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg}") {
+            // `wide_msg`: cut to the terminal's width, so the line never wraps
+            // and leaves copies of itself behind.
+            if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {wide_msg}") {
                 bar.set_style(style);
             }
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -37,10 +45,10 @@ impl Progress {
     }
 
     fn show(&mut self, what: &str) {
-        let line = fit(&format!("[{:>3}s] {what}", self.started.elapsed().as_secs()), WIDTH - 2);
+        let line = format!("[{:>3}s] {what}", self.started.elapsed().as_secs());
         match &self.bar {
             Some(bar) => bar.set_message(line),
-            None if what != self.last => eprintln!("{line}"),
+            None if what != self.last => eprintln!("{}", wrap(&line, WIDTH, 7)),
             None => {}
         }
         self.last = what.to_string();
@@ -74,8 +82,9 @@ where
             Ok((Verdict::Failed(why), detail)) => {
                 progress.finish();
                 bail!(
-                    "{what}: {why}{}",
-                    if detail.is_empty() { String::new() } else { format!("\n{detail}") }
+                    "{}{}",
+                    wrap(&format!("{what}: {why}"), WIDTH - ERROR_PREFIX, 2),
+                    if detail.is_empty() { String::new() } else { format!("\n{}", wrap(&detail, WIDTH, 4)) }
                 );
             }
             Ok((Verdict::Pending(line), detail)) => {
@@ -88,10 +97,17 @@ where
         if progress.elapsed() >= timeout {
             progress.finish();
             bail!(
-                "{what}: not done after {}s; last seen: {}{}",
-                timeout.as_secs(),
-                progress.last,
-                if last_detail.is_empty() { String::new() } else { format!("\n{last_detail}") }
+                "{}{}",
+                wrap(
+                    &format!("{what}: not done after {}s; last seen: {}", timeout.as_secs(), progress.last),
+                    WIDTH - ERROR_PREFIX,
+                    2
+                ),
+                if last_detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("\n{}", wrap(&last_detail, WIDTH, 4))
+                }
             );
         }
         tokio::time::sleep(POLL).await;

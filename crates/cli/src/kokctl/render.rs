@@ -21,6 +21,34 @@ pub fn fit(s: &str, width: usize) -> String {
     out
 }
 
+/// `s` wrapped at word boundaries into lines of at most `width` characters,
+/// lines after a wrap indented by `indent` spaces more than the line's own
+/// leading spaces; nothing is cut (a word longer than a line stays whole)
+/// and `s`'s own line breaks are kept.
+pub fn wrap(s: &str, width: usize, indent: usize) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for line in s.lines() {
+        let lead = line.chars().take_while(|c| *c == ' ').count();
+        let mut current = " ".repeat(lead);
+        let mut count = lead;
+        for word in line.split_whitespace() {
+            let len = word.chars().count();
+            if count > lead && count + 1 + len > width {
+                out.push(std::mem::take(&mut current));
+                current = " ".repeat(lead + indent);
+                count = lead + indent;
+            } else if count > lead {
+                current.push(' ');
+                count += 1;
+            }
+            current.push_str(word);
+            count += len;
+        }
+        out.push(current);
+    }
+    out.join("\n")
+}
+
 /// "5s", "3m", "2h", "4d".
 pub fn age(created: Option<&Time>, now: Timestamp) -> String {
     let Some(created) = created else { return "-".into() };
@@ -293,6 +321,31 @@ mod tests {
             ..Default::default()
         });
         hc
+    }
+
+    #[test]
+    fn wrap_breaks_at_words_indents_and_cuts_nothing() {
+        // (text, width, indent, wanted)
+        let table = [
+            ("short line", 20, 2, "short line"),
+            ("one two three four", 9, 2, "one two\n  three\n  four"),
+            ("a verylongwordthatdoesnotfit b", 10, 0, "a\nverylongwordthatdoesnotfit\nb"),
+            ("first\nsecond line here", 11, 1, "first\nsecond line\n here"),
+            ("runs   of   spaces  ", 40, 0, "runs of spaces"),
+            ("  led by spaces", 10, 2, "  led by\n    spaces"),
+            ("", 10, 0, ""),
+        ];
+        for (text, width, indent, want) in table {
+            assert_eq!(wrap(text, width, indent), want, "{text:?} at {width}");
+        }
+        let long = "EtcdReady (NotEnoughMachines, for 30s): EtcdCluster c2-etcd is not available: 2 of 3 \
+                    members placed: too few Machines match spec.machineSelector without already running a member";
+        let wrapped = wrap(long, WIDTH, 4);
+        assert!(wrapped.lines().all(|l| l.chars().count() <= WIDTH), "{wrapped}");
+        assert_eq!(
+            wrapped.split_whitespace().collect::<Vec<_>>(),
+            long.split_whitespace().collect::<Vec<_>>()
+        );
     }
 
     fn upgrading(state: UpgradeState, message: Option<&str>) -> HostedCluster {

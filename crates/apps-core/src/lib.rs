@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod apply;
 pub mod autoscaling;
 pub mod binding;
+pub mod binding_events;
 pub mod binding_status;
 pub mod cron_hpa;
 pub mod deschedule;

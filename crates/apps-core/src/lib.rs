@@ -18,6 +18,7 @@ pub mod failover;
 pub mod fleet_health;
 pub mod health;
 pub mod interpreter;
+pub mod member_events;
 pub mod member_hpa;
 pub mod metric_gate;
 pub mod migration;

@@ -7,6 +7,9 @@
 use flotilla_api::cluster::taints;
 use flotilla_core::events::Notice;
 
+/// `Available` reasons of a cluster that has not reported yet.
+const BRING_UP_REASONS: [&str; 3] = ["NotJoined", "NoHeartbeat", "NoHealthReport"];
+
 /// One side of a health reconcile: a ManagedCluster's hub-owned facts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterHealth {
@@ -51,7 +54,12 @@ pub fn cluster_events(cluster: &str, before: &ClusterHealth, after: &ClusterHeal
             }
         }
     }
-    for key in after.hub_taints.iter().filter(|k| !before.hub_taints.contains(k)) {
+    // A cluster coming up (no heartbeat or report yet) is tainted until it
+    // is: no news either, it runs nothing yet.
+    let coming_up = |h: &ClusterHealth| {
+        h.available.as_ref().is_some_and(|(_, reason)| BRING_UP_REASONS.contains(&reason.as_str()))
+    };
+    for key in after.hub_taints.iter().filter(|k| !before.hub_taints.contains(k) && !coming_up(after)) {
         out.push(Notice::warning(
             "ClusterTainted",
             "Taint",
@@ -61,7 +69,7 @@ pub fn cluster_events(cluster: &str, before: &ClusterHealth, after: &ClusterHeal
             ),
         ));
     }
-    for key in before.hub_taints.iter().filter(|k| !after.hub_taints.contains(k)) {
+    for key in before.hub_taints.iter().filter(|k| !after.hub_taints.contains(k) && !coming_up(before)) {
         out.push(Notice::normal(
             "ClusterUntainted",
             "Taint",
@@ -131,6 +139,18 @@ mod tests {
                 health(Some("True"), Some(("Unknown", "NoHeartbeat")), &[]),
                 health(Some("True"), lost, &[]),
                 vec![],
+            ),
+            (
+                "a new cluster tainted until its first heartbeat: quiet",
+                health(Some("True"), Some(("Unknown", "NotJoined")), &[]),
+                health(Some("True"), Some(("Unknown", "NoHeartbeat")), &[unreachable]),
+                vec![],
+            ),
+            (
+                "its first heartbeat: ready, the bring-up taint goes quietly",
+                health(Some("True"), Some(("Unknown", "NoHeartbeat")), &[unreachable]),
+                health(Some("True"), ready, &[]),
+                vec![(Severity::Normal, "ClusterReady")],
             ),
             (
                 "the hub taints it after the grace",

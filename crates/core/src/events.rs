@@ -33,6 +33,18 @@ impl Notice {
     pub fn warning(reason: &str, action: &str, message: impl Into<String>) -> Self {
         Notice { severity: Severity::Warning, reason: reason.into(), action: action.into(), message: message.into() }
     }
+
+    /// The action with a digest of the message: Events of one reason whose
+    /// messages differ (each step of an upgrade) stay apart instead of
+    /// merging into a series under the first message.
+    pub fn distinct(mut self) -> Self {
+        // FNV-1a: stable across builds, which `DefaultHasher` is not.
+        let digest = self.message.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        self.action = format!("{} {digest:016x}", self.action);
+        self
+    }
 }
 
 /// The API server refuses an Event note over 1 kB: cut on a character
@@ -52,6 +64,16 @@ pub fn bounded_note(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distinct_actions_follow_the_message() {
+        let a = Notice::normal("UpgradeStep", "Upgrade", "kube-apiserver moved").distinct();
+        let again = Notice::normal("UpgradeStep", "Upgrade", "kube-apiserver moved").distinct();
+        let b = Notice::normal("UpgradeStep", "Upgrade", "kube-scheduler moved").distinct();
+        assert_eq!(a.action, again.action);
+        assert_ne!(a.action, b.action);
+        assert!(a.action.starts_with("Upgrade "));
+    }
 
     #[test]
     fn notes_are_bounded_on_character_boundaries() {

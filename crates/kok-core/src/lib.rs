@@ -9,6 +9,7 @@
 pub mod addons;
 pub mod catalog;
 pub mod etcd;
+pub mod events;
 pub mod etcd_backup;
 pub mod etcd_error;
 pub mod etcd_gateway;

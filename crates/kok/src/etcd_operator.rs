@@ -9,7 +9,7 @@ use flotilla_api::kok::EtcdCluster;
 use flotilla_kok_core::etcd::{self as plan, EtcdOperatorConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
@@ -67,6 +67,8 @@ pub(crate) async fn write_status(
     Api::<EtcdCluster>::namespaced(client.clone(), &namespace)
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
+    let notices = flotilla_kok_core::events::etcd_events(&name, cluster.status.as_ref(), status);
+    crate::events::publish(client, FIELD_MANAGER, &cluster.object_ref(&()), &notices).await;
     let condition = status.conditions.first();
     tracing::info!(
         cluster = %name, phase = ?status.phase, ready = status.ready_members, leader = ?status.leader,

@@ -110,6 +110,46 @@ pub fn etcd_events(name: &str, before: Option<&EtcdClusterStatus>, after: &EtcdC
     out
 }
 
+/// The Events on Machines of an EtcdCluster's status change: a member
+/// placed on or removed from each, by machine name (what `kubectl describe
+/// machine` should say ran there).
+pub fn machine_events(
+    cluster: &str,
+    before: Option<&EtcdClusterStatus>,
+    after: &EtcdClusterStatus,
+) -> Vec<(String, Notice)> {
+    let empty = EtcdClusterStatus::default();
+    let before = before.unwrap_or(&empty);
+    let mut out = Vec::new();
+    for m in &after.members {
+        let Some(machine) = &m.machine else { continue };
+        if !before.members.iter().any(|b| b.name == m.name && b.machine.as_ref() == Some(machine)) {
+            out.push((
+                machine.clone(),
+                Notice::normal(
+                    "EtcdMemberPlaced",
+                    &format!("Place {}", m.name),
+                    format!("etcd cluster {cluster}: member {} runs on this machine", m.name),
+                ),
+            ));
+        }
+    }
+    for b in &before.members {
+        let Some(machine) = &b.machine else { continue };
+        if !after.members.iter().any(|m| m.name == b.name && m.machine.as_ref() == Some(machine)) {
+            out.push((
+                machine.clone(),
+                Notice::normal(
+                    "EtcdMemberRemoved",
+                    &format!("Remove {}", b.name),
+                    format!("etcd cluster {cluster}: member {} no longer runs on this machine", b.name),
+                ),
+            ));
+        }
+    }
+    out
+}
+
 /// The Event of an EtcdBackup's outcome, on its EtcdCluster: its phase
 /// before and after (`Succeeded` or `Failed` are news once).
 pub fn backup_event(

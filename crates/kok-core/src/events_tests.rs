@@ -168,3 +168,32 @@ fn backup_outcomes_are_news_once() {
         assert_eq!(got, expected.map(|(s, r)| (s, r.to_string())), "{name}");
     }
 }
+
+#[test]
+fn machines_hear_of_the_members_placed_on_them() {
+    let two = [("e-0", "m1"), ("e-1", "m2")];
+    let moved = [("e-0", "m1"), ("e-1", "m3")];
+    type Case = (&'static str, Option<EtcdClusterStatus>, EtcdClusterStatus, Vec<(&'static str, &'static str)>);
+    let cases: Vec<Case> = vec![
+        (
+            "created",
+            None,
+            etcd(&two, None, None, None),
+            vec![("m1", "EtcdMemberPlaced"), ("m2", "EtcdMemberPlaced")],
+        ),
+        ("unchanged", Some(etcd(&two, None, None, None)), etcd(&two, None, None, None), vec![]),
+        (
+            "a member replaced on a spare machine",
+            Some(etcd(&two, None, None, None)),
+            etcd(&moved, None, None, None),
+            vec![("m3", "EtcdMemberPlaced"), ("m2", "EtcdMemberRemoved")],
+        ),
+    ];
+    for (name, before, after, expected) in cases {
+        let got: Vec<(String, String)> =
+            machine_events("e", before.as_ref(), &after).into_iter().map(|(m, n)| (m, n.reason)).collect();
+        let expected: Vec<(String, String)> =
+            expected.into_iter().map(|(m, r)| (m.to_string(), r.to_string())).collect();
+        assert_eq!(got, expected, "{name}");
+    }
+}

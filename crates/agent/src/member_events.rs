@@ -103,7 +103,10 @@ impl Reporter {
             let statuses = work.status.as_ref().map(|s| s.manifest_statuses.as_slice()).unwrap_or_default();
             for m in statuses.iter().filter(|m| m.applied) {
                 let id = &m.identifier;
-                applied.insert((id.kind.clone(), id.namespace.clone(), id.name.clone()), (name.clone(), id.ordinal));
+                applied.insert(
+                    (id.kind.clone(), id.namespace.clone(), id.name.clone()),
+                    (name.clone(), id.ordinal),
+                );
             }
             // After a restart, go on from what the Work says.
             if !self.lists.contains_key(&name) {
@@ -135,7 +138,8 @@ impl Reporter {
         self.written.retain(|name, _| names.contains(name));
         for (name, list) in self.lists.iter_mut() {
             *list = prune(std::mem::take(list), now);
-            let (written, at) = self.written.get(name).map(|(l, at)| (l.as_slice(), Some(*at))).unwrap_or_default();
+            let (written, at) =
+                self.written.get(name).map(|(l, at)| (l.as_slice(), Some(*at))).unwrap_or_default();
             if !write_due(written, list, at, now) {
                 continue;
             }
@@ -164,7 +168,10 @@ impl Reporter {
             .then(|| self.pods.store().get(&ObjectRef::new(name).within(&namespace)))
             .flatten();
         let owner = pod.as_ref().and_then(|p| {
-            p.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| (o.kind.clone(), o.name.clone()))
+            p.owner_references()
+                .iter()
+                .find(|o| o.controller == Some(true))
+                .map(|o| (o.kind.clone(), o.name.clone()))
         });
         let hash = pod.as_ref().and_then(|p| p.labels().get("pod-template-hash").cloned());
         owner_candidates(kind, name, owner.as_ref().map(|(k, n)| (k.as_str(), n.as_str())), hash.as_deref())

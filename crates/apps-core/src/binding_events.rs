@@ -104,7 +104,10 @@ mod tests {
 
     fn spec(clusters: &[(&str, i32)], failed_over_from: &[&str], evicting: &[&str]) -> BindingSpec {
         BindingSpec {
-            clusters: clusters.iter().map(|(n, r)| TargetCluster { name: n.to_string(), replicas: *r }).collect(),
+            clusters: clusters
+                .iter()
+                .map(|(n, r)| TargetCluster { name: n.to_string(), replicas: *r })
+                .collect(),
             failed_over_from: failed_over_from.iter().map(|c| c.to_string()).collect(),
             graceful_eviction_tasks: evicting
                 .iter()
@@ -126,7 +129,12 @@ mod tests {
         let cases: Vec<Case> = vec![
             ("first placement", None, spec(&[("m1", 2)], &[], &[]), vec![(Severity::Normal, "Scheduled")]),
             ("nothing fits yet: quiet", None, spec(&[], &[], &[]), vec![]),
-            ("same placement: quiet", Some(spec(&[("m1", 2)], &[], &[])), spec(&[("m1", 2)], &[], &[]), vec![]),
+            (
+                "same placement: quiet",
+                Some(spec(&[("m1", 2)], &[], &[])),
+                spec(&[("m1", 2)], &[], &[]),
+                vec![],
+            ),
             (
                 "same placement in another order: quiet",
                 Some(spec(&[("m1", 1), ("m2", 1)], &[], &[])),

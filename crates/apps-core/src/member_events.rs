@@ -122,9 +122,9 @@ pub fn to_forward<'a>(
         .iter()
         .filter(|w| match before {
             None => now.duration_since(w.last_seen.0).as_secs() < RECENT.as_secs() as i64,
-            Some(before) => !before
-                .iter()
-                .any(|b| b.ordinal == w.ordinal && b.reason == w.reason && b.count >= w.count && b.object == w.object),
+            Some(before) => !before.iter().any(|b| {
+                b.ordinal == w.ordinal && b.reason == w.reason && b.count >= w.count && b.object == w.object
+            }),
         })
         .collect()
 }

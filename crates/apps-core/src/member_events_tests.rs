@@ -17,7 +17,13 @@ fn warning(ordinal: i32, object: &str, reason: &str, message: &str, count: i32, 
 
 #[test]
 fn owners_of_an_event_object() {
-    type Case = (&'static str, (&'static str, &'static str), Option<(&'static str, &'static str)>, Option<&'static str>, Vec<(&'static str, &'static str)>);
+    type Case = (
+        &'static str,
+        (&'static str, &'static str),
+        Option<(&'static str, &'static str)>,
+        Option<&'static str>,
+        Vec<(&'static str, &'static str)>,
+    );
     let cases: Vec<Case> = vec![
         ("a deployment itself", ("Deployment", "web"), None, None, vec![("Deployment", "web")]),
         (
@@ -62,7 +68,11 @@ fn the_list_dedupes_and_stays_bounded() {
     // A crash-looping pod: the same reason again and again is one entry.
     let mut list = Vec::new();
     for i in 0..100 {
-        list = record(&list, warning(0, &format!("Pod/web-{i}"), "BackOff", "back-off restarting", 1, i), at(100));
+        list = record(
+            &list,
+            warning(0, &format!("Pod/web-{i}"), "BackOff", "back-off restarting", 1, i),
+            at(100),
+        );
     }
     assert_eq!(list.len(), 1);
     assert_eq!(list[0].count, 100);

@@ -27,11 +27,21 @@ pub struct Notice {
 
 impl Notice {
     pub fn normal(reason: &str, action: &str, message: impl Into<String>) -> Self {
-        Notice { severity: Severity::Normal, reason: reason.into(), action: action.into(), message: message.into() }
+        Notice {
+            severity: Severity::Normal,
+            reason: reason.into(),
+            action: action.into(),
+            message: message.into(),
+        }
     }
 
     pub fn warning(reason: &str, action: &str, message: impl Into<String>) -> Self {
-        Notice { severity: Severity::Warning, reason: reason.into(), action: action.into(), message: message.into() }
+        Notice {
+            severity: Severity::Warning,
+            reason: reason.into(),
+            action: action.into(),
+            message: message.into(),
+        }
     }
 
     /// The action with a digest of the message: Events of one reason whose
@@ -39,9 +49,10 @@ impl Notice {
     /// merging into a series under the first message.
     pub fn distinct(mut self) -> Self {
         // FNV-1a: stable across builds, which `DefaultHasher` is not.
-        let digest = self.message.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-        });
+        let digest = self
+            .message
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
         self.action = format!("{} {digest:016x}", self.action);
         self
     }

@@ -23,7 +23,12 @@ pub struct ClusterHealth {
 
 /// The Events for going from `before` to `after`; `message` is the new
 /// `Available` condition's message (the why a person reads).
-pub fn cluster_events(cluster: &str, before: &ClusterHealth, after: &ClusterHealth, message: &str) -> Vec<Notice> {
+pub fn cluster_events(
+    cluster: &str,
+    before: &ClusterHealth,
+    after: &ClusterHealth,
+    message: &str,
+) -> Vec<Notice> {
     let mut out = Vec::new();
     if after.joined.as_deref() == Some("True") && before.joined.as_deref() != Some("True") {
         out.push(Notice::normal("Joined", "Register", format!("cluster {cluster} joined the fleet")));
@@ -63,10 +68,7 @@ pub fn cluster_events(cluster: &str, before: &ClusterHealth, after: &ClusterHeal
         out.push(Notice::warning(
             "ClusterTainted",
             "Taint",
-            format!(
-                "the hub tainted cluster {cluster} with {key}:NoExecute; {}",
-                taint_consequence(key)
-            ),
+            format!("the hub tainted cluster {cluster} with {key}:NoExecute; {}", taint_consequence(key)),
         ));
     }
     for key in before.hub_taints.iter().filter(|k| !after.hub_taints.contains(k) && !coming_up(before)) {
@@ -182,8 +184,10 @@ mod tests {
             ),
         ];
         for (name, before, after, want) in cases {
-            let got: Vec<(Severity, String)> =
-                cluster_events("m1", &before, &after, "why").into_iter().map(|n| (n.severity, n.reason)).collect();
+            let got: Vec<(Severity, String)> = cluster_events("m1", &before, &after, "why")
+                .into_iter()
+                .map(|n| (n.severity, n.reason))
+                .collect();
             let want: Vec<(Severity, String)> = want.into_iter().map(|(s, r)| (s, r.to_string())).collect();
             assert_eq!(got, want, "{name}");
         }

@@ -17,9 +17,15 @@ mod support;
 use support::{apply, create_namespace, Fleet};
 
 /// `(type, reason, message)` of the Events about an object.
-async fn events_about(client: &Client, namespace: &str, kind: &str, name: &str) -> Vec<(String, String, String)> {
+async fn events_about(
+    client: &Client,
+    namespace: &str,
+    kind: &str,
+    name: &str,
+) -> Vec<(String, String, String)> {
     let api: Api<Event> = Api::namespaced(client.clone(), namespace);
-    let params = ListParams::default().fields(&format!("involvedObject.kind={kind},involvedObject.name={name}"));
+    let params =
+        ListParams::default().fields(&format!("involvedObject.kind={kind},involvedObject.name={name}"));
     api.list(&params)
         .await
         .unwrap()
@@ -38,7 +44,9 @@ async fn decisions_and_member_warnings_are_events_on_the_hub() {
     // Joining was news: each ManagedCluster says so.
     wait_for("m1's Joined and ClusterReady Events", Duration::from_secs(30), || async {
         let events = events_about(&hub, "default", "ManagedCluster", "m1").await;
-        ["Joined", "ClusterReady"].iter().all(|r| events.iter().any(|(t, reason, _)| t == "Normal" && reason == r))
+        ["Joined", "ClusterReady"]
+            .iter()
+            .all(|r| events.iter().any(|(t, reason, _)| t == "Normal" && reason == r))
     })
     .await;
 

@@ -11,7 +11,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use crate::upgrade::reasons;
 
 /// The Events of a HostedCluster's status change.
-pub fn hosted_events(name: &str, before: Option<&HostedClusterStatus>, after: &HostedClusterStatus) -> Vec<Notice> {
+pub fn hosted_events(
+    name: &str,
+    before: Option<&HostedClusterStatus>,
+    after: &HostedClusterStatus,
+) -> Vec<Notice> {
     let was = before.map(|s| s.conditions.as_slice()).unwrap_or_default();
     let now = after.conditions.as_slice();
     let mut out = Vec::new();
@@ -36,13 +40,20 @@ pub fn hosted_events(name: &str, before: Option<&HostedClusterStatus>, after: &H
             out.push(Notice::warning(
                 "CertificatesNotReady",
                 "Certificates",
-                format!("hosted cluster {name}: {} (annotate it kok.flotilla.io/rotate-certs to rotate)", c.message),
+                format!(
+                    "hosted cluster {name}: {} (annotate it kok.flotilla.io/rotate-certs to rotate)",
+                    c.message
+                ),
             ));
         }
     }
     if let Some((c, _)) = changed_status(was, now, conditions::VALID) {
         if c.status == "False" {
-            out.push(Notice::warning("InvalidSpec", "Validate", format!("hosted cluster {name}: {}", c.message)));
+            out.push(Notice::warning(
+                "InvalidSpec",
+                "Validate",
+                format!("hosted cluster {name}: {}", c.message),
+            ));
         }
     }
     out.extend(upgrade_event(&format!("hosted cluster {name}"), was, now));
@@ -82,7 +93,8 @@ pub fn etcd_events(name: &str, before: Option<&EtcdClusterStatus>, after: &EtcdC
             ),
         ));
     }
-    if let Some((c, old)) = changed_status(&before.conditions, &after.conditions, conditions::ETCD_AVAILABLE) {
+    if let Some((c, old)) = changed_status(&before.conditions, &after.conditions, conditions::ETCD_AVAILABLE)
+    {
         match (c.status.as_str(), old) {
             ("True", _) => out.push(Notice::normal(
                 "Available",

@@ -31,13 +31,17 @@ fn hosted_cluster_events_fire_on_transitions() {
     let ready = cond(conditions::READY, "True", "AllComponentsReady", "ok");
     let not_ready = cond(conditions::READY, "False", "ComponentsNotReady", "kube-apiserver is not healthy");
     let at_version = cond(conditions::UPGRADED, "True", reasons::AT_VERSION, "runs 1.36.3");
-    let step1 = cond(conditions::UPGRADED, "False", reasons::UPGRADING, "kube-apiserver on m1 moved to 1.37.2");
-    let step2 = cond(conditions::UPGRADED, "False", reasons::UPGRADING, "kube-apiserver on m2 moved to 1.37.2");
-    let rolling_back = cond(conditions::UPGRADED, "False", reasons::ROLLING_BACK, "m2 did not become healthy");
+    let step1 =
+        cond(conditions::UPGRADED, "False", reasons::UPGRADING, "kube-apiserver on m1 moved to 1.37.2");
+    let step2 =
+        cond(conditions::UPGRADED, "False", reasons::UPGRADING, "kube-apiserver on m2 moved to 1.37.2");
+    let rolling_back =
+        cond(conditions::UPGRADED, "False", reasons::ROLLING_BACK, "m2 did not become healthy");
     let rolled_back = cond(conditions::UPGRADED, "False", reasons::ROLLED_BACK, "back on 1.36.3");
     let done = cond(conditions::UPGRADED, "True", reasons::SUCCEEDED, "runs 1.37.2");
     let certs_ok = cond(conditions::CERTIFICATES_READY, "True", "Issued", "ok");
-    let certs_expiring = cond(conditions::CERTIFICATES_READY, "False", "Expiring", "apiserver expires in 5 days");
+    let certs_expiring =
+        cond(conditions::CERTIFICATES_READY, "False", "Expiring", "apiserver expires in 5 days");
     let invalid = cond(conditions::VALID, "False", "Invalid", "etcdRef names no EtcdCluster");
     type Case = (&'static str, Option<Vec<Condition>>, Vec<Condition>, Vec<(Severity, &'static str)>);
     let cases: Vec<Case> = vec![
@@ -48,7 +52,12 @@ fn hosted_cluster_events_fire_on_transitions() {
             vec![ready.clone(), at_version.clone()],
             vec![(Severity::Normal, "ClusterReady")],
         ),
-        ("unchanged", Some(vec![ready.clone(), at_version.clone()]), vec![ready.clone(), at_version.clone()], vec![]),
+        (
+            "unchanged",
+            Some(vec![ready.clone(), at_version.clone()]),
+            vec![ready.clone(), at_version.clone()],
+            vec![],
+        ),
         (
             "ready turns not ready",
             Some(vec![ready.clone()]),
@@ -61,9 +70,19 @@ fn hosted_cluster_events_fire_on_transitions() {
             vec![ready.clone(), step1.clone()],
             vec![(Severity::Normal, "UpgradeStep")],
         ),
-        ("the next step", Some(vec![step1.clone()]), vec![step2.clone()], vec![(Severity::Normal, "UpgradeStep")]),
+        (
+            "the next step",
+            Some(vec![step1.clone()]),
+            vec![step2.clone()],
+            vec![(Severity::Normal, "UpgradeStep")],
+        ),
         ("the same step again: quiet", Some(vec![step2.clone()]), vec![step2.clone()], vec![]),
-        ("a rollback starts", Some(vec![step2.clone()]), vec![rolling_back.clone()], vec![(Severity::Warning, "RollingBack")]),
+        (
+            "a rollback starts",
+            Some(vec![step2.clone()]),
+            vec![rolling_back.clone()],
+            vec![(Severity::Warning, "RollingBack")],
+        ),
         ("rolled back", Some(vec![rolling_back]), vec![rolled_back], vec![(Severity::Warning, "RolledBack")]),
         ("upgraded", Some(vec![step2]), vec![done], vec![(Severity::Normal, "Upgraded")]),
         (
@@ -94,7 +113,12 @@ fn member(name: &str, machine: &str) -> EtcdMemberStatus {
     EtcdMemberStatus { name: name.into(), machine: Some(machine.into()), healthy: true, ..Default::default() }
 }
 
-fn etcd(members: &[(&str, &str)], leader: Option<&str>, available: Option<&str>, backup: Option<&str>) -> EtcdClusterStatus {
+fn etcd(
+    members: &[(&str, &str)],
+    leader: Option<&str>,
+    available: Option<&str>,
+    backup: Option<&str>,
+) -> EtcdClusterStatus {
     EtcdClusterStatus {
         members: members.iter().map(|(n, m)| member(n, m)).collect(),
         leader: leader.map(str::to_string),
@@ -158,8 +182,18 @@ fn etcd_cluster_events_fire_on_transitions() {
 fn backup_outcomes_are_news_once() {
     type Case = (&'static str, Option<JobPhase>, Option<JobPhase>, Option<(Severity, &'static str)>);
     let cases: Vec<Case> = vec![
-        ("taken", Some(JobPhase::Running), Some(JobPhase::Succeeded), Some((Severity::Normal, "BackupTaken"))),
-        ("failed", Some(JobPhase::Running), Some(JobPhase::Failed), Some((Severity::Warning, "BackupFailed"))),
+        (
+            "taken",
+            Some(JobPhase::Running),
+            Some(JobPhase::Succeeded),
+            Some((Severity::Normal, "BackupTaken")),
+        ),
+        (
+            "failed",
+            Some(JobPhase::Running),
+            Some(JobPhase::Failed),
+            Some((Severity::Warning, "BackupFailed")),
+        ),
         ("still running", Some(JobPhase::Pending), Some(JobPhase::Running), None),
         ("already said", Some(JobPhase::Succeeded), Some(JobPhase::Succeeded), None),
     ];
@@ -173,7 +207,8 @@ fn backup_outcomes_are_news_once() {
 fn machines_hear_of_the_members_placed_on_them() {
     let two = [("e-0", "m1"), ("e-1", "m2")];
     let moved = [("e-0", "m1"), ("e-1", "m3")];
-    type Case = (&'static str, Option<EtcdClusterStatus>, EtcdClusterStatus, Vec<(&'static str, &'static str)>);
+    type Case =
+        (&'static str, Option<EtcdClusterStatus>, EtcdClusterStatus, Vec<(&'static str, &'static str)>);
     let cases: Vec<Case> = vec![
         (
             "created",

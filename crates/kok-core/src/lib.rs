@@ -9,7 +9,6 @@
 pub mod addons;
 pub mod catalog;
 pub mod etcd;
-pub mod events;
 pub mod etcd_backup;
 pub mod etcd_error;
 pub mod etcd_gateway;
@@ -21,6 +20,7 @@ pub mod etcd_status;
 pub mod etcd_teardown;
 pub mod etcd_upgrade;
 pub mod etcd_versions;
+pub mod events;
 pub mod hosted;
 pub mod hosted_pki;
 pub mod hosted_status;

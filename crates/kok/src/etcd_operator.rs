@@ -70,7 +70,8 @@ pub(crate) async fn write_status(
         .await?;
     let notices = flotilla_kok_core::events::etcd_events(&name, cluster.status.as_ref(), status);
     crate::events::publish(client, FIELD_MANAGER, &cluster.object_ref(&()), &notices).await;
-    for (machine, notice) in flotilla_kok_core::events::machine_events(&name, cluster.status.as_ref(), status) {
+    for (machine, notice) in flotilla_kok_core::events::machine_events(&name, cluster.status.as_ref(), status)
+    {
         // With its uid, or `kubectl describe machine` does not find it.
         if let Ok(Some(m)) = Api::<Machine>::all(client.clone()).get_opt(&machine).await {
             crate::events::publish(client, FIELD_MANAGER, &m.object_ref(&()), &[notice]).await;

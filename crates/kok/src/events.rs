@@ -8,7 +8,12 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::Client;
 
 /// Publishes `notices` about `regarding`, reporting as `controller`.
-pub(crate) async fn publish(client: &Client, controller: &str, regarding: &ObjectReference, notices: &[Notice]) {
+pub(crate) async fn publish(
+    client: &Client,
+    controller: &str,
+    regarding: &ObjectReference,
+    notices: &[Notice],
+) {
     if notices.is_empty() {
         return;
     }

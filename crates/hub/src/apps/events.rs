@@ -57,8 +57,11 @@ pub(super) async fn forward(apps: std::sync::Arc<Apps>, mut rx: mpsc::UnboundedR
 /// on its template.
 pub(super) fn observe(apps: &Apps, work: &Work, deleted: bool) {
     let id = format!("{}/{}", work.namespace().unwrap_or_default(), work.name_any());
-    let current: Vec<MemberWarning> =
-        if deleted { Vec::new() } else { work.status.as_ref().map(|s| s.member_warnings.clone()).unwrap_or_default() };
+    let current: Vec<MemberWarning> = if deleted {
+        Vec::new()
+    } else {
+        work.status.as_ref().map(|s| s.member_warnings.clone()).unwrap_or_default()
+    };
     let before = {
         let mut seen = lock(&apps.events.seen);
         if current.is_empty() {
@@ -72,13 +75,15 @@ pub(super) fn observe(apps: &Apps, work: &Work, deleted: bool) {
     if new.is_empty() {
         return;
     }
-    let Some(cluster) = work.namespace().and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(String::from))
+    let Some(cluster) =
+        work.namespace().and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(String::from))
     else {
         return;
     };
     let Some(template) = template_of(apps, work) else { return };
     for warning in new {
-        let notice = Notice::warning(&warning.reason, &format!("Member {cluster}"), hub_message(&cluster, warning));
+        let notice =
+            Notice::warning(&warning.reason, &format!("Member {cluster}"), hub_message(&cluster, warning));
         tracing::debug!(%cluster, reason = %warning.reason, object = %warning.object, "member warning");
         // The receiver lives as long as the controllers.
         let _ = apps.events.outgoing.unbounded_send((template.clone(), notice));

@@ -110,7 +110,8 @@ mod tests {
         let lost = Some(("Unknown", "HeartbeatExpired"));
         let sick = Some(("False", "MemberUnhealthy"));
         let unreachable = taints::UNREACHABLE;
-        let cases: Vec<(&str, ClusterHealth, ClusterHealth, Vec<(Severity, &str)>)> = vec![
+        type Case = (&'static str, ClusterHealth, ClusterHealth, Vec<(Severity, &'static str)>);
+        let cases: Vec<Case> = vec![
             ("nothing changes", health(Some("True"), ready, &[]), health(Some("True"), ready, &[]), vec![]),
             (
                 "a new cluster joins and becomes ready",

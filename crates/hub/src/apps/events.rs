@@ -5,45 +5,18 @@
 //! `kubectl describe` of a template on the hub shows
 //! `m1: Pod/web-...: 0/3 nodes are available ...`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use flotilla_api::work::{keys, MemberWarning, Work};
 use flotilla_apps_core::member_events::{hub_message, to_forward};
 use flotilla_core::events::Notice;
 use futures::channel::mpsc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::Recorder;
-use kube::{Client, ResourceExt};
+use kube::ResourceExt;
 
+use super::event_state::Outgoing;
 use super::index::lock;
 use super::state::Apps;
-use crate::events::{publish, recorder, BINDER_CONTROLLER, MEMBER_EVENTS_CONTROLLER};
-
-/// One Event to publish, off the watch loop.
-type Outgoing = (ObjectReference, Notice);
-
-pub(crate) struct AppEvents {
-    pub(super) binder: Recorder,
-    members: Recorder,
-    /// What was last seen of each Work's member warnings (namespace/name).
-    seen: Mutex<HashMap<String, Vec<MemberWarning>>>,
-    outgoing: mpsc::UnboundedSender<Outgoing>,
-}
-
-impl AppEvents {
-    pub(super) fn new(client: Client) -> (Self, mpsc::UnboundedReceiver<Outgoing>) {
-        let (outgoing, rx) = mpsc::unbounded();
-        let events = AppEvents {
-            binder: recorder(client.clone(), BINDER_CONTROLLER),
-            members: recorder(client, MEMBER_EVENTS_CONTROLLER),
-            seen: Mutex::default(),
-            outgoing,
-        };
-        (events, rx)
-    }
-}
+use crate::events::publish;
 
 /// Publishes what `observe` queued (one at a time: the recorder's series
 /// cache wants its patches in order).

@@ -12,6 +12,7 @@
 mod binder;
 mod binder_writes;
 mod descheduler;
+mod event_state;
 mod events;
 mod fleet_view;
 mod index;
@@ -115,7 +116,7 @@ pub async fn run(
     let (interpreters, interpreter_events) =
         reflect(Api::<flotilla_api::interpreter::WorkloadInterpreter>::all(client.clone()), strip_meta);
 
-    let (app_events, outgoing_events) = events::AppEvents::new(client.clone());
+    let (app_events, outgoing_events) = event_state::AppEvents::new(client.clone());
     let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
     let apps = Arc::new(Apps {
         client: client.clone(),

@@ -41,7 +41,7 @@ pub(crate) struct Apps {
     /// and judged (`apps::interpreters`).
     pub(super) interpreters: kube::runtime::reflector::Store<flotilla_api::interpreter::WorkloadInterpreter>,
     /// The binder's Events and the members' warnings re-emitted on templates.
-    pub(super) events: super::events::AppEvents,
+    pub(super) events: super::event_state::AppEvents,
 }
 
 impl std::ops::Deref for Apps {

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod collect;
 mod config;
 mod error;
+pub mod member_events;
 pub mod pods;
 pub mod register;
 pub mod usage;
@@ -59,6 +60,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
             r = collect::report_status(member.clone(), hub.clone(), config.cluster.clone(), config.health_interval, pods.clone()) => Some(r),
             r = apply::run_applier(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), config.cluster.clone(), pods.clone()) => Some(r),
             r = usage::run_usage_reporter(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), pods.clone(), usage::USAGE_INTERVAL) => Some(r),
+            r = member_events::run_member_events(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), pods.clone()) => Some(r),
             r = watch_removal(&hub, &config.cluster) => Some(r),
             // A renewed certificate: start over with it.
             r = register::renew_before_expiry(&config, &registration) => r.err().map(Err),

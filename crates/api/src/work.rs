@@ -435,4 +435,32 @@ pub struct WorkStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["ordinal"]))]
     pub usage: Vec<crate::autoscaling::ManifestUsage>,
+    /// Warning Events of the member about the objects this Work applied
+    /// (or their ReplicaSets and pods), one per manifest and reason, the
+    /// most recent first and at most a few (`apps_core::member_events`).
+    /// Written by the agent's event reporter alone (field manager
+    /// `flotilla-member-events`); the hub re-emits them as Events on the
+    /// template.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub member_warnings: Vec<MemberWarning>,
+}
+
+/// A Warning Event the member recorded about an object a Work applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberWarning {
+    /// The manifest whose object (or whose pods) the Event is about.
+    pub ordinal: i32,
+    /// The object the latest Event was about, `Kind/name` (e.g.
+    /// `Pod/web-7d9c-x2x`).
+    pub object: String,
+    /// The Event's reason (`FailedScheduling`, `BackOff`, ...).
+    pub reason: String,
+    /// The latest Event's message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// How many times the agent saw such an Event (its series too).
+    pub count: i32,
+    /// When the agent last saw one.
+    pub last_seen: Time,
 }

@@ -332,6 +332,7 @@ pub fn work_status(
         manifest_statuses,
         observed_spec_hash: observed_spec_hash.into(),
         usage: Vec::new(),
+        member_warnings: Vec::new(),
     }
 }
 
@@ -390,6 +391,7 @@ pub fn status_refused(
         manifest_statuses,
         observed_spec_hash: status.observed_spec_hash.clone(),
         usage: Vec::new(),
+        member_warnings: Vec::new(),
     }
 }
 

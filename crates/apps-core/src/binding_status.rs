@@ -393,6 +393,7 @@ mod tests {
             manifest_statuses: Vec::new(),
             observed_spec_hash: hash.into(),
             usage: Vec::new(),
+            member_warnings: Vec::new(),
         });
         w
     }

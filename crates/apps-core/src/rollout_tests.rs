@@ -554,6 +554,7 @@ fn report_from_work_table() {
             "status": serde_json::to_value(WorkStatus {
                 observed_spec_hash: observed.into(),
                 usage: Vec::new(),
+                member_warnings: Vec::new(),
                 conditions: serde_json::from_value(serde_json::json!([{
                     "type": "Applied", "status": if refused { "False" } else { "True" },
                     "reason": if refused { "Conflict" } else { "Applied" },

@@ -5,6 +5,7 @@
 
 pub mod certificate;
 pub mod conditions;
+pub mod events;
 pub mod kubeconfig;
 pub mod pki;
 pub mod quantity;

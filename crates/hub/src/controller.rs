@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use flotilla_api::cluster::{keys, ManagedCluster};
 use flotilla_core::conditions::{self, Wanted};
+use flotilla_fleet_core::cluster_events::{cluster_events, ClusterHealth};
 use flotilla_fleet_core::membership::{self, CsrDecision};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -39,6 +40,7 @@ struct Ctx {
     /// How long past its lease duration a heartbeat may be late.
     grace: Duration,
     leases: Store<Lease>,
+    recorder: kube::runtime::events::Recorder,
 }
 
 /// The registration and health controllers (run by awaiting the future),
@@ -74,7 +76,8 @@ pub(crate) fn run(
         .touched_objects()
         .inspect(move |_| changed.notify_one());
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
-    let ctx = Arc::new(Ctx { client: client.clone(), auto_accept, grace, leases: lease_store });
+    let recorder = crate::events::recorder(client.clone(), crate::events::CLUSTER_CONTROLLER);
+    let ctx = Arc::new(Ctx { client: client.clone(), auto_accept, grace, leases: lease_store, recorder });
 
     let (csr_store, csr_writer) = reflector::store();
     let csr_stream = watcher(csr_api, watcher::Config::default())
@@ -434,6 +437,25 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
             })),
         )
         .await?;
+    }
+
+    // Events only for what this pass changed (read state against written).
+    let health_of = |conditions: &[Condition], taints: &[flotilla_api::cluster::Taint]| ClusterHealth {
+        joined: conditions.iter().find(|c| c.type_ == membership::JOINED).map(|c| c.status.clone()),
+        available: conditions
+            .iter()
+            .find(|c| c.type_ == membership::AVAILABLE)
+            .map(|c| (c.status.clone(), c.reason.clone())),
+        hub_taints: taints.iter().map(|t| t.key.clone()).collect(),
+    };
+    let before = health_of(&existing, &current_hub_taints);
+    let after = health_of(&[joined.clone(), available.clone()], &desired);
+    let notices = cluster_events(&name, &before, &after, &availability.message);
+    if !notices.is_empty() {
+        let reference = kube::Resource::object_ref(cluster.as_ref(), &());
+        for notice in &notices {
+            crate::events::publish(&ctx.recorder, &reference, notice).await;
+        }
     }
 
     let recheck = [availability.recheck_after, hub_taints.recheck_after].into_iter().flatten().min();

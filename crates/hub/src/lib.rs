@@ -8,6 +8,7 @@ pub mod controller;
 pub mod cron_hpa;
 mod csr;
 mod error;
+pub mod events;
 pub mod install;
 pub mod leader;
 pub mod machines;

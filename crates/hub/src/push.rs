@@ -114,6 +114,9 @@ async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Re
         r = flotilla_agent::usage::run_usage_reporter(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), pods.clone(), flotilla_agent::usage::USAGE_INTERVAL) => {
             r.map_err(|e| Error::Other(e.to_string()))
         }
+        r = flotilla_agent::member_events::run_member_events(hub.clone(), ManagedCluster::hub_namespace(cluster), member.clone(), pods.clone()) => {
+            r.map_err(|e| Error::Other(e.to_string()))
+        }
     }
 }
 

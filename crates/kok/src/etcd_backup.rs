@@ -20,6 +20,7 @@ use flotilla_api::kok::{EtcdBackup, EtcdCluster, JobPhase};
 use flotilla_api::machine::Machine;
 use flotilla_kok_core::etcd_backup;
 use flotilla_kok_core::etcd_schedule as schedule;
+use flotilla_kok_core::events::backup_event;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -27,7 +28,7 @@ use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::{watcher, Controller};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::etcd_operator::EtcdOperator;
@@ -130,6 +131,14 @@ async fn take_snapshot(backup: &EtcdBackup, ctx: &Ctx) -> Result<Action, Error> 
             .await?;
         tracing::info!(backup = %name, phase = ?step.status.phase, path = ?step.status.path,
             size = ?step.status.size_bytes, message = ?step.status.message, "etcd backup status");
+        let before = backup.status.as_ref().and_then(|s| s.phase);
+        let message = step.status.message.clone().unwrap_or_default();
+        let cluster_name = cluster.as_ref().map(|c| c.name_any()).unwrap_or_default();
+        if let Some(notice) = backup_event(&cluster_name, &name, before, step.status.phase, &message) {
+            // On the EtcdCluster, where a person looks; on the backup if it is gone.
+            let regarding = cluster.as_ref().map_or_else(|| backup.object_ref(&()), |c| c.object_ref(&()));
+            crate::events::publish(&ctx.client, FIELD_MANAGER, &regarding, &[notice]).await;
+        }
     }
     // Only once the outcome is recorded: the component's status is its
     // only record.

@@ -6,10 +6,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_api::kok::EtcdCluster;
+use flotilla_api::machine::Machine;
 use flotilla_kok_core::etcd::{self as plan, EtcdOperatorConfig};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::Error;
@@ -67,6 +68,15 @@ pub(crate) async fn write_status(
     Api::<EtcdCluster>::namespaced(client.clone(), &namespace)
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
+    let notices = flotilla_kok_core::events::etcd_events(&name, cluster.status.as_ref(), status);
+    crate::events::publish(client, FIELD_MANAGER, &cluster.object_ref(&()), &notices).await;
+    for (machine, notice) in flotilla_kok_core::events::machine_events(&name, cluster.status.as_ref(), status)
+    {
+        // With its uid, or `kubectl describe machine` does not find it.
+        if let Ok(Some(m)) = Api::<Machine>::all(client.clone()).get_opt(&machine).await {
+            crate::events::publish(client, FIELD_MANAGER, &m.object_ref(&()), &[notice]).await;
+        }
+    }
     let condition = status.conditions.first();
     tracing::info!(
         cluster = %name, phase = ?status.phase, ready = status.ready_members, leader = ?status.leader,

@@ -256,6 +256,8 @@ async fn write_status(
     Api::<HostedCluster>::namespaced(client.clone(), &namespace)
         .patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
         .await?;
+    let notices = flotilla_kok_core::events::hosted_events(&name, hc.status.as_ref(), status);
+    crate::events::publish(client, FIELD_MANAGER, &hc.object_ref(&()), &notices).await;
     if hc.status.as_ref().and_then(|s| s.phase) != status.phase {
         tracing::info!(cluster = %name, phase = ?status.phase, runtime = ?hc.spec.control_plane.runtime,
             "hosted cluster phase");

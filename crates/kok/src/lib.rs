@@ -25,6 +25,7 @@ pub mod etcd_restore;
 mod etcd_schedule;
 mod etcd_upgrade;
 pub mod etcd_writes;
+mod events;
 mod finalizing;
 pub mod hosted;
 pub mod hosted_addons;

@@ -346,6 +346,16 @@ async fn one_member_scales_to_three_through_learners() {
     let list = env.etcdctl(&pki, &last, &["member", "list"]).await;
     assert_eq!(list.lines().count(), 3, "{list}");
     assert!(!list.contains("true"), "no learner left: {list}");
+    // Each added member was an Event on the EtcdCluster.
+    wait_for("MemberAdded Events for s-1 and s-2", WAIT, || async {
+        let events = events_about(&env.client(), "EtcdCluster", "s").await;
+        ["s-1", "s-2"].iter().all(|m| {
+            events.iter().any(|(t, r, msg)| {
+                t == "Normal" && r == "MemberAdded" && msg.contains(&format!("member {m} added"))
+            })
+        })
+    })
+    .await;
     let machine_api: Api<Machine> = Api::all(env.client());
     for m in ["m2", "m3"] {
         let args = machine_api.get(m).await.unwrap().spec.components[0].args.clone();
@@ -425,7 +435,31 @@ async fn an_on_demand_backup_saves_a_snapshot_on_its_machine_or_says_why_not() {
     })
     .await;
     assert!(path.is_file(), "the snapshot outlives its component");
+    // Both outcomes are Events on the EtcdCluster, once each.
+    let events = events_about(&env.client(), "EtcdCluster", "k").await;
+    let taken: Vec<_> =
+        events.iter().filter(|(t, r, m)| t == "Normal" && r == "BackupTaken" && m.contains("snap")).collect();
+    assert_eq!(taken.len(), 1, "{events:?}");
+    let failed: Vec<_> = events
+        .iter()
+        .filter(|(t, r, m)| t == "Warning" && r == "BackupFailed" && m.contains("not-a-directory"))
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
     drop(env);
+}
+
+/// `(type, reason, message)` of the Events about an object in the test namespace.
+async fn events_about(client: &Client, kind: &str, name: &str) -> Vec<(String, String, String)> {
+    let api: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), NS);
+    let params = kube::api::ListParams::default()
+        .fields(&format!("involvedObject.kind={kind},involvedObject.name={name}"));
+    api.list(&params)
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|e| (e.type_.unwrap_or_default(), e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect()
 }
 
 /// The Succeeded scheduled backups not being deleted, with their files.

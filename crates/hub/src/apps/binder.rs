@@ -12,6 +12,7 @@ use flotilla_api::work::{
     TargetCluster, Work,
 };
 use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash};
+use flotilla_apps_core::binding_events::binding_events;
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
 use flotilla_apps_core::revision::RevisionContent;
@@ -337,7 +338,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let dependencies_before: Vec<ObjectReference> =
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
     if existing.as_ref().map(|(s, _, _)| s) != Some(&spec) {
-        write_binding(apps, key, &template, &spec).await?;
+        let binding = write_binding(apps, key, &template, &spec).await?;
+        for notice in binding_events(existing.as_ref().map(|(s, _, _)| s), &spec) {
+            crate::events::publish(&apps.events.binder, &binding, &notice).await;
+        }
     }
     for dep in dependencies.iter().chain(dependencies_before.iter()) {
         apps.binder.add(TemplateKey {

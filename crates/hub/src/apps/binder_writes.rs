@@ -5,6 +5,7 @@
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::{keys, BindingSpec, ClusterResourceBinding, ResourceBinding, Work};
 use flotilla_apps_core::binding::{binding_name, work_name};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -21,7 +22,7 @@ pub(super) async fn write_binding(
     key: &TemplateKey,
     template: &DynamicObject,
     spec: &BindingSpec,
-) -> Result<(), Error> {
+) -> Result<ObjectReference, Error> {
     let name = binding_name(&key.api_version, &key.kind, &key.name);
     let owner = json!([{
         "apiVersion": key.api_version, "kind": key.kind, "name": key.name,
@@ -35,20 +36,21 @@ pub(super) async fn write_binding(
             "metadata": {"name": name, "ownerReferences": owner},
             "spec": spec,
         });
-        Api::<ClusterResourceBinding>::all(apps.client.clone())
+        let written = Api::<ClusterResourceBinding>::all(apps.client.clone())
             .patch(&name, &params, &Patch::Apply(&body))
             .await?;
+        Ok(written.object_ref(&()))
     } else {
         let body = json!({
             "apiVersion": ResourceBinding::api_version(&()), "kind": ResourceBinding::kind(&()),
             "metadata": {"name": name, "namespace": key.namespace, "ownerReferences": owner},
             "spec": spec,
         });
-        Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
+        let written = Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
             .patch(&name, &params, &Patch::Apply(&body))
             .await?;
+        Ok(written.object_ref(&()))
     }
-    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]

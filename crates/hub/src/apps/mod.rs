@@ -12,6 +12,8 @@
 mod binder;
 mod binder_writes;
 mod descheduler;
+mod event_state;
+mod events;
 mod fleet_view;
 mod index;
 mod interpreters;
@@ -114,6 +116,7 @@ pub async fn run(
     let (interpreters, interpreter_events) =
         reflect(Api::<flotilla_api::interpreter::WorkloadInterpreter>::all(client.clone()), strip_meta);
 
+    let (app_events, outgoing_events) = event_state::AppEvents::new(client.clone());
     let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
     let apps = Arc::new(Apps {
         client: client.clone(),
@@ -130,6 +133,7 @@ pub async fn run(
         status: Queue::new(),
         rollouts: rollout_state::Rollouts::new(client.clone(), strategies, rollout_objects),
         interpreters,
+        events: app_events,
     });
 
     let policy_events = futures::stream::select_all([
@@ -145,6 +149,7 @@ pub async fn run(
     tasks.spawn(on_bindings(apps.clone(), binding_events.map(BindingEvent::namespaced)));
     tasks.spawn(on_bindings(apps.clone(), cluster_binding_events.map(BindingEvent::cluster)));
     tasks.spawn(on_works(apps.clone(), work_events));
+    tasks.spawn(events::forward(apps.clone(), outgoing_events));
     tasks.spawn(on_rollouts(apps.clone(), strategy_events, rollout_events));
     tasks.spawn(interpreters::run(apps.clone(), interpreter_events));
     tasks.spawn(watch_kinds(apps.clone()));
@@ -299,7 +304,9 @@ async fn on_works(apps: Arc<Apps>, events: impl Stream<Item = Event<Work>> + Sen
     let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let Some(work) = touched(&event) else { continue };
-        apps.wake(apps.work_changed(work, matches!(event, Event::Delete(_))));
+        let deleted = matches!(event, Event::Delete(_));
+        events::observe(&apps, work, deleted);
+        apps.wake(apps.work_changed(work, deleted));
     }
 }
 

@@ -40,6 +40,8 @@ pub(crate) struct Apps {
     /// `WorkloadInterpreter`s: how custom kinds are divided, aggregated
     /// and judged (`apps::interpreters`).
     pub(super) interpreters: kube::runtime::reflector::Store<flotilla_api::interpreter::WorkloadInterpreter>,
+    /// The binder's Events and the members' warnings re-emitted on templates.
+    pub(super) events: super::event_state::AppEvents,
 }
 
 impl std::ops::Deref for Apps {

@@ -11,6 +11,7 @@
 //! children share `fleet::state`, `kokctl`'s share `args` and `render`.
 
 pub mod binaries;
+pub mod dashboard_cmd;
 pub mod detach;
 pub mod etcd_cmd;
 pub mod fleet;

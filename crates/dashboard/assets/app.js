@@ -109,7 +109,7 @@ function scheduleRefetch() {
 // ---- fleet -----------------------------------------------------------------
 
 function bars(row) {
-  return row.bars.map((b) => `<div class="barline"><b>${esc(b.resource)}</b><span class="bar${b.percent >= 90 ? " hot" : ""}"><i style="width:${b.percent}%"></i></span> ${esc(b.text)}</div>`).join("");
+  return row.bars.map((b) => `<div class="barline"><b>${esc(b.resource)}</b><progress class="bar${b.percent >= 90 ? " hot" : ""}" max="100" value="${b.percent}"></progress> ${esc(b.text)}</div>`).join("");
 }
 
 function fleetRowHtml(r) {

@@ -299,11 +299,19 @@ function start() {
 async function boot() {
   window.addEventListener("hashchange", () => route());
   $("#logout").onclick = async () => { await api("/api/logout", { method: "POST" }); location.reload(); };
+  // The live channel opens while we ask who we are: the first rows do not
+  // wait for that round trip (without a session it is refused, and closed).
+  connectLive();
+  route();
   const me = await api("/api/whoami");
   state.mode = me.mode;
   state.user = me.user;
-  if (me.mode === "hub" && !me.user) return showLogin();
-  start();
+  if (me.mode === "hub" && !me.user) {
+    state.source.close();
+    return showLogin();
+  }
+  $("#user").textContent = state.user ? `${state.user}${state.mode === "hub" ? "" : " (kubeconfig)"}` : "";
+  $("#logout").hidden = state.mode !== "hub";
 }
 
 boot();

@@ -64,9 +64,11 @@ impl Dashboard {
     ) -> Result<(), Error> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "dashboard serving");
-        axum::serve(self.listener, router(self.state))
+        let served = axum::serve(self.listener, router(self.state.clone()))
             .with_graceful_shutdown(shutdown)
             .await
-            .map_err(|source| Error::Listen { addr: addr.to_string(), source })
+            .map_err(|source| Error::Listen { addr: addr.to_string(), source });
+        self.state.watches.stop();
+        served
     }
 }

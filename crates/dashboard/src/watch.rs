@@ -58,6 +58,7 @@ pub struct Watches {
     pub rollouts: Store<Rollout>,
     pub fleet: broadcast::Sender<FleetDelta>,
     pub changed: broadcast::Sender<&'static str>,
+    tasks: Arc<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Watches {
@@ -68,33 +69,53 @@ impl Watches {
         let (fleet, _) = broadcast::channel(8192);
         let (changed, _) = broadcast::channel(1024);
         let fleet_tx = fleet.clone();
-        let clusters = spawn(Api::all(client.clone()), kinds::CLUSTERS, changed.clone(), move |event| {
-            let delta = match event {
-                watcher::Event::Apply(mc) => FleetDelta::Upsert(Arc::new(fleet_row(mc, Timestamp::now()))),
-                watcher::Event::Delete(mc) => FleetDelta::Remove(mc.name_any()),
-                watcher::Event::InitDone => FleetDelta::Resync,
-                watcher::Event::Init | watcher::Event::InitApply(_) => return,
-            };
-            // No receiver (no page open) is not an error.
-            let _ = fleet_tx.send(delta);
-        });
+        let mut tasks = Vec::new();
+        let clusters =
+            spawn(&mut tasks, Api::all(client.clone()), kinds::CLUSTERS, changed.clone(), move |event| {
+                let delta = match event {
+                    watcher::Event::Apply(mc) => {
+                        FleetDelta::Upsert(Arc::new(fleet_row(mc, Timestamp::now())))
+                    }
+                    watcher::Event::Delete(mc) => FleetDelta::Remove(mc.name_any()),
+                    watcher::Event::InitDone => FleetDelta::Resync,
+                    watcher::Event::Init | watcher::Event::InitApply(_) => return,
+                };
+                // No receiver (no page open) is not an error.
+                let _ = fleet_tx.send(delta);
+            });
+        let bindings = spawn(&mut tasks, Api::all(client.clone()), kinds::BINDINGS, changed.clone(), |_| {});
         Watches {
             clusters,
-            bindings: spawn(Api::all(client.clone()), kinds::BINDINGS, changed.clone(), |_| {}),
-            cluster_bindings: spawn(Api::all(client.clone()), kinds::BINDINGS, changed.clone(), |_| {}),
-            works: spawn(Api::all(client.clone()), kinds::WORKS, changed.clone(), |_| {}),
-            hosted: spawn(Api::all(client.clone()), kinds::HOSTED, changed.clone(), |_| {}),
-            etcds: spawn(Api::all(client.clone()), kinds::ETCD, changed.clone(), |_| {}),
-            backups: spawn(Api::all(client.clone()), kinds::BACKUPS, changed.clone(), |_| {}),
-            machines: spawn(Api::all(client.clone()), kinds::MACHINES, changed.clone(), |_| {}),
-            rollouts: spawn(Api::all(client), kinds::ROLLOUTS, changed.clone(), |_| {}),
+            bindings,
+            cluster_bindings: spawn(
+                &mut tasks,
+                Api::all(client.clone()),
+                kinds::BINDINGS,
+                changed.clone(),
+                |_| {},
+            ),
+            works: spawn(&mut tasks, Api::all(client.clone()), kinds::WORKS, changed.clone(), |_| {}),
+            hosted: spawn(&mut tasks, Api::all(client.clone()), kinds::HOSTED, changed.clone(), |_| {}),
+            etcds: spawn(&mut tasks, Api::all(client.clone()), kinds::ETCD, changed.clone(), |_| {}),
+            backups: spawn(&mut tasks, Api::all(client.clone()), kinds::BACKUPS, changed.clone(), |_| {}),
+            machines: spawn(&mut tasks, Api::all(client.clone()), kinds::MACHINES, changed.clone(), |_| {}),
+            rollouts: spawn(&mut tasks, Api::all(client), kinds::ROLLOUTS, changed.clone(), |_| {}),
             fleet,
             changed,
+            tasks: Arc::new(tasks),
+        }
+    }
+
+    /// Stops every watch (the server is done).
+    pub fn stop(&self) {
+        for task in self.tasks.iter() {
+            task.abort();
         }
     }
 }
 
 fn spawn<K>(
+    tasks: &mut Vec<tokio::task::AbortHandle>,
     api: Api<K>,
     kind: &'static str,
     changed: broadcast::Sender<&'static str>,
@@ -106,7 +127,7 @@ where
 {
     let (reader, writer) = reflector::store();
     let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
@@ -125,5 +146,6 @@ where
             }
         }
     });
+    tasks.push(task.abort_handle());
     reader
 }

@@ -336,3 +336,84 @@ fn a_binding_seen_from_one_cluster() {
         }
     }
 }
+
+#[test]
+fn etcd_members_show_the_leader_and_database_size_and_backups_newest_first() {
+    use flotilla_api::kok::{EtcdBackup, EtcdCluster};
+    use std::sync::Arc;
+    let etcd: EtcdCluster = serde_json::from_value(serde_json::json!({
+        "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdCluster",
+        "metadata": {"name": "e1", "namespace": "ns"},
+        "spec": {"members": 3, "version": "3.7.4", "runtime": "Process",
+            "backup": {"schedule": "0 * * * *", "destination": {"machine": "mach-1", "path": "/backups"}, "retention": 3}},
+        "status": {"leader": "e1-1", "version": "3.7.4", "phase": "Running", "members": [
+            {"name": "e1-0", "machine": "mach-0", "healthy": true, "dbSizeBytes": 25165824},
+            {"name": "e1-1", "machine": "mach-1", "healthy": true, "dbSizeBytes": 1073741824},
+            {"name": "e1-2", "machine": "mach-2", "healthy": false, "isLearner": true}]}
+    }))
+    .unwrap();
+    let backup = |name: &str, cluster: &str, created: i64, phase: &str| -> Arc<EtcdBackup> {
+        let mut b: EtcdBackup = serde_json::from_value(serde_json::json!({
+            "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdBackup",
+            "metadata": {"name": name, "namespace": "ns"},
+            "spec": {"cluster": cluster, "destination": {"machine": "mach-1", "path": "/backups"}},
+            "status": {"phase": phase, "sizeBytes": 2097152}
+        }))
+        .unwrap();
+        b.metadata.creation_timestamp = Some(Time(at(created)));
+        Arc::new(b)
+    };
+    let backups = [
+        backup("old", "e1", 100, "Succeeded"),
+        backup("other", "e2", 300, "Succeeded"),
+        backup("new", "e1", 200, "Failed"),
+    ];
+    let view = super::hosted::etcd_view(&etcd, &backups, at(400));
+    let members: Vec<(&str, bool, bool, bool, &str)> = view
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.leader, m.healthy, m.learner, m.db_size.as_str()))
+        .collect();
+    assert_eq!(
+        members,
+        [
+            ("e1-0", false, true, false, "24Mi"),
+            ("e1-1", true, true, false, "1Gi"),
+            ("e1-2", false, false, true, "")
+        ]
+    );
+    let listed: Vec<(&str, &str, &str)> =
+        view.backups.iter().map(|b| (b.name.as_str(), b.phase.as_str(), b.age.as_str())).collect();
+    assert_eq!(
+        listed,
+        [("new", "Failed", "3m"), ("old", "Succeeded", "5m")],
+        "its own backups only, newest first"
+    );
+    assert_eq!(
+        (view.backup_machine.as_str(), view.backup_path.as_str()),
+        ("mach-1", "/backups"),
+        "the schedule's destination prefills the dialog"
+    );
+}
+
+#[test]
+fn an_application_row_says_where_replicas_went_and_why() {
+    let spec: BindingSpec = serde_json::from_value(serde_json::json!({
+        "resource": {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "shop", "name": "web"},
+        "policy": {"kind": "PropagationPolicy", "namespace": "shop", "name": "web"},
+        "replicas": 4,
+        "clusters": [{"name": "m1", "replicas": 4}],
+        "failedOverFrom": ["m2"],
+        "placement": {}
+    }))
+    .unwrap();
+    let row = super::apps::app_row("shop", "web-deployment", &spec, None, &[]);
+    assert_eq!(row.template, "Deployment shop/web");
+    assert_eq!(row.policy, "PropagationPolicy web");
+    assert_eq!(row.binding, "shop/web-deployment");
+    assert_eq!(row.moves, ["failed over from m2"]);
+    let clusters: Vec<(&str, i32, bool, &str)> =
+        row.clusters.iter().map(|c| (c.name.as_str(), c.replicas, c.applied, c.health.as_str())).collect();
+    assert_eq!(clusters, [("m1", 4, false, "Unknown")], "no member report yet");
+    assert!(row.rollout.is_none());
+}

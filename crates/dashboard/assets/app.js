@@ -175,7 +175,14 @@ async function showFleet() {
       "/api/actions/cordon", { cluster: b.dataset.cluster, cordon });
   });
   const allowed = await can("patch", "cluster.flotilla.io", "managedclusters");
-  if (allowed !== state.canCordon) { state.canCordon = allowed; renderFleetTable(); }
+  if (allowed !== state.canCordon) {
+    // Only the buttons change: no second drawing of every row.
+    state.canCordon = allowed;
+    for (const b of document.querySelectorAll("#fleet-body button.cordon")) {
+      b.disabled = !allowed;
+      b.title = allowed ? "" : "your RBAC does not allow patching ManagedClusters";
+    }
+  }
 }
 
 // ---- one cluster -----------------------------------------------------------

@@ -134,12 +134,12 @@ async fn create_cluster(api: &Api<ManagedCluster>, i: usize) -> anyhow::Result<(
     let regions = ["eu-west", "eu-north", "us-east", "us-west", "ap-south"];
     let cluster: ManagedCluster = serde_json::from_value(json!({
         "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-        "metadata": {"name": name, "labels": {"topology.kubernetes.io/region": regions[i % regions.len()], "tier": if i % 3 == 0 { "gold" } else { "standard" }}},
+        "metadata": {"name": name, "labels": {"topology.kubernetes.io/region": regions[i % regions.len()], "tier": if i.is_multiple_of(3) { "gold" } else { "standard" }}},
         "spec": {"hubAcceptsClient": true},
     }))?;
     api.create(&PostParams::default(), &cluster).await?;
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let healthy = i % 17 != 0;
+    let healthy = !i.is_multiple_of(17);
     let status = json!({"status": {
         "conditions": [{"type": "Available", "status": if healthy { "True" } else { "False" },
             "reason": if healthy { "MemberHealthy" } else { "ReadyzFailed" }, "message": "",

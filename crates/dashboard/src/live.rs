@@ -63,7 +63,8 @@ async fn next_event(s: &mut Subscriber) -> Option<Event> {
         tokio::select! {
             delta = s.fleet.recv() => match delta {
                 Ok(FleetDelta::Upsert(row)) if s.selector.matches(&row.labels) => {
-                    return Some(Event::default().event("upsert").json_data(&*row).ok()?);
+                    // A row always serialises; a failure would only skip it.
+                    return Some(Event::default().event("upsert").json_data(&*row).unwrap_or_default());
                 }
                 // A row that no longer matches leaves the page.
                 Ok(FleetDelta::Upsert(row)) => {

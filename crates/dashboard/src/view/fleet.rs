@@ -94,7 +94,7 @@ pub fn fleet_row(cluster: &ManagedCluster, now: Timestamp) -> FleetRow {
 pub fn bar(resource: &str, allocated: Option<&Quantity>, allocatable: Option<&Quantity>) -> Option<Bar> {
     let total = amount(resource, &allocatable?.0)?;
     let used = allocated.and_then(|q| amount(resource, &q.0)).unwrap_or(0);
-    let percent = if total == 0 { 0 } else { (used.saturating_mul(100) / total).min(100) as u8 };
+    let percent = used.saturating_mul(100).checked_div(total).unwrap_or(0).min(100) as u8;
     Some(Bar {
         resource: resource.to_string(),
         percent,

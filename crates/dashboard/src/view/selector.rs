@@ -39,13 +39,13 @@ impl Selector {
             } else if let Some((key, values)) = set_term(term, " in ") {
                 Requirement::In(key, values.ok_or_else(|| fail("in needs (values)"))?)
             } else if let Some((k, v)) = term.split_once("!=") {
-                Requirement::NotEquals(key(k).map_err(|r| fail(r))?, v.trim().to_string())
+                Requirement::NotEquals(key(k).map_err(&fail)?, v.trim().to_string())
             } else if let Some((k, v)) = term.split_once("==").or_else(|| term.split_once('=')) {
-                Requirement::Equals(key(k).map_err(|r| fail(r))?, v.trim().to_string())
+                Requirement::Equals(key(k).map_err(&fail)?, v.trim().to_string())
             } else if let Some(k) = term.strip_prefix('!') {
-                Requirement::NotExists(key(k).map_err(|r| fail(r))?)
+                Requirement::NotExists(key(k).map_err(&fail)?)
             } else {
-                Requirement::Exists(key(term).map_err(|r| fail(r))?)
+                Requirement::Exists(key(term).map_err(&fail)?)
             };
             requirements.push(requirement);
         }

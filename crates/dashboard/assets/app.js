@@ -205,10 +205,10 @@ async function showCluster(name) {
       <div class="card"><h3>Inventory</h3><p>${c.nodeGroups.map(esc).join("<br>") || "<span class=muted>no node report</span>"}</p>
         <p class="muted">${c.apis.map(esc).join(", ")}</p></div>
     </div>
-    <h3>Conditions</h3>${table(["Type", "Status", "Reason", "Message", "Since"], c.conditions.map((x) => [esc(x.type_), pill(x.status), esc(x.reason), esc(x.message), esc(x.since)]))}
+    <h3>Conditions</h3>${table(["Type", "Status", "Reason", "Message", "Since"], c.conditions.map((x) => [esc(x.type), pill(x.status), esc(x.reason), esc(x.message), esc(x.since)]))}
     <h3>Placed here by the fleet</h3>${table(["Binding", "Template", "Replicas", "Health", "Member's reason"], c.placed.map((p) => [esc(p.binding), esc(p.template), esc(p.replicas), pill(p.health), esc(p.reason)]))}
     <h3>Works</h3>${table(["Work", "Manifests", "Applied", "Available", "Message"], c.works.map((w) => [esc(w.name), esc(w.manifests), pill(w.applied), pill(w.available), esc(w.message)]))}
-    <h3>Events</h3>${table(["Type", "Reason", "Object", "Message", "Count", "Age"], c.events.map((e) => [esc(e.type_), esc(e.reason), esc(e.object), esc(e.message), esc(e.count), esc(e.age)]))}`;
+    <h3>Events</h3>${table(["Type", "Reason", "Object", "Message", "Count", "Age"], c.events.map((e) => [esc(e.type), esc(e.reason), esc(e.object), esc(e.message), esc(e.count), esc(e.age)]))}`;
 }
 
 // ---- applications ----------------------------------------------------------
@@ -242,7 +242,7 @@ async function showHosted() {
       <h3>${esc(h.namespace)}/${esc(h.name)} ${pill(h.phase)} <span class="muted">${esc(h.version)} · ${esc(h.endpoint)}</span>
         <button class="rotate" data-ns="${esc(h.namespace)}" data-name="${esc(h.name)}" ${mayRotate ? "" : "disabled"}>Rotate certificates</button></h3>
       ${h.upgrade ? `<p>Upgrade: ${esc(h.upgrade)}</p>` : ""}
-      <p>${h.conditions.map((c) => `<span title="${esc(c.message)}">${esc(c.type_)} ${pill(c.status)}</span>`).join(" ")}</p>
+      <p>${h.conditions.map((c) => `<span title="${esc(c.message)}">${esc(c.type)} ${pill(c.status)}</span>`).join(" ")}</p>
       <div class="grid">
       <div><h4>Components per machine</h4>${table(["Instance", "Machine", "Version", "Healthy"], h.instances.map((i) => [esc(i.name), esc(i.machine), esc(i.version), pill(i.healthy ? "yes" : "no")]))}</div>
       <div><h4>Certificates</h4>${table(["Certificate", "Expires", "Left"], h.certificates.map((c) => [esc(c.name), esc(c.notAfter), c.left === "expired" ? pill("expired") : esc(c.left)]))}</div>

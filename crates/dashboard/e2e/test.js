@@ -98,7 +98,12 @@ async function main() {
 
   // The other pages render the fleet's real state.
   await page.goto(`${URL}#/cluster/m1`);
-  await waitForText(page, ["Conditions", "Available", "Joined", "Works"], "the cluster page");
+  await waitForText(page, ["Conditions", "Placed here by the fleet", "shop/web-deployment", "flotilla.io/cordoned"], "the cluster page");
+  const conditionTypes = await page.evaluate(() => {
+    const heading = [...document.querySelectorAll("#main h3")].find((h) => h.textContent === "Conditions");
+    return [...heading.nextElementSibling.querySelectorAll("tbody tr")].map((tr) => tr.cells[0].textContent);
+  });
+  check(["Available", "Joined", "MemberHealthy"].every((t) => conditionTypes.includes(t)), `the cluster's conditions are listed by type: ${conditionTypes}`);
   await shot(page, "cluster.png");
   await page.goto(`${URL}#/apps`);
   await waitForText(page, ["Deployment shop/web", "PropagationPolicy web", "m1", "m2"], "the applications page");

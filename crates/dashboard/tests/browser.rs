@@ -14,6 +14,7 @@ mod support;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
+use flotilla_api::work::ResourceBinding;
 use flotilla_dashboard::{Dashboard, Mode};
 use flotilla_localkube::wait_for;
 use kube::api::{Patch, PatchParams};
@@ -46,6 +47,13 @@ async fn the_dashboard_shows_the_live_fleet_and_refuses_what_the_user_may_not_do
                     "spec": {"containers": [{"name": "web", "image": "registry.example/web:1"}]}}}
         }),
     )
+    .await;
+
+    let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "shop");
+    wait_for("the application placed on both members", Duration::from_secs(120), || async {
+        let Ok(Some(b)) = bindings.get_opt("web-deployment").await else { return false };
+        b.spec.spec.clusters.len() == 2
+    })
     .await;
 
     install_viewer_role(&hub).await;

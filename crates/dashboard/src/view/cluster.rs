@@ -30,6 +30,7 @@ pub struct ClusterPage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConditionView {
+    #[serde(rename = "type")]
     pub type_: String,
     pub status: String,
     pub reason: String,
@@ -63,6 +64,7 @@ pub struct WorkView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventView {
+    #[serde(rename = "type")]
     pub type_: String,
     pub reason: String,
     pub object: String,

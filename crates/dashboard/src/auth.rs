@@ -192,3 +192,23 @@ pub fn session_token(cookie_header: Option<&str>) -> Option<String> {
         .map(|(_, value)| value.to_string())
         .filter(|v| !v.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::session_token;
+
+    #[test]
+    fn the_session_token_is_read_from_the_cookie_header() {
+        let cases = [
+            ("no header", None, None),
+            ("only ours", Some("flotilla_session=abc.def"), Some("abc.def")),
+            ("among others", Some("theme=dark; flotilla_session=tok; lang=en"), Some("tok")),
+            ("a cookie whose name ends like ours", Some("x_flotilla_session=evil"), None),
+            ("emptied by logout", Some("flotilla_session="), None),
+            ("other cookies only", Some("a=b; c=d"), None),
+        ];
+        for (name, header, want) in cases {
+            assert_eq!(session_token(header).as_deref(), want, "{name}");
+        }
+    }
+}

@@ -78,8 +78,16 @@ function connectLive() {
   source.onopen = () => { $("#live").className = "live on"; };
   source.onerror = () => { $("#live").className = "live off"; };
   source.addEventListener("snapshot", (e) => {
+    const received = performance.now();
     state.rows = new Map(JSON.parse(e.data).rows.map((r) => [r.name, r]));
     if (state.page === "fleet") renderFleetTable();
+    // For the benchmark: when the first snapshot came and was drawn.
+    // "drawn": the frame after the rows went in (laid out and painted).
+    if (!window.dashboardTimings) {
+      const timings = { snapshot: received, bytes: e.data.length };
+      window.dashboardTimings = timings;
+      requestAnimationFrame(() => setTimeout(() => { timings.drawn = performance.now(); }));
+    }
   });
   source.addEventListener("upsert", (e) => {
     const row = JSON.parse(e.data);

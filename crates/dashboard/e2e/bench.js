@@ -26,7 +26,9 @@ async function load(context) {
   const start = Date.now();
   await page.goto(URL);
   await page.waitForFunction((n) => document.body.dataset.fleetRows === String(n), CLUSTERS, { timeout: TIMEOUT, polling: "raf" });
-  return { page, ms: Date.now() - start };
+  await page.waitForFunction(() => window.dashboardTimings?.drawn !== undefined, null, { timeout: TIMEOUT });
+  const t = await page.evaluate(() => window.dashboardTimings);
+  return { page, ms: Date.now() - start, snapshot: Math.round(t.snapshot), draw: Math.round(t.drawn - t.snapshot), bytes: t.bytes };
 }
 
 async function main() {
@@ -35,8 +37,8 @@ async function main() {
   // Warm-up: the browser's first start and the server's first snapshot.
   (await load(context)).page.close();
   for (let i = 0; i < LOADS; i++) {
-    const { page, ms } = await load(context);
-    say(`LOAD ${ms}`);
+    const { page, ms, snapshot, draw, bytes } = await load(context);
+    say(`LOAD ${ms} ${snapshot} ${draw} ${bytes}`);
     await page.close();
   }
   const { page } = await load(context);

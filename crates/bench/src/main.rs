@@ -6,6 +6,7 @@
 
 mod apply;
 mod apps;
+mod dashboard;
 mod deschedule;
 mod estimate;
 mod faults;
@@ -103,6 +104,11 @@ enum Bench {
     /// agent's usage report on (min/median/max). Needs root,
     /// scripts/node-runtime.sh and scripts/metrics-server.sh.
     Hpa(hpa::HpaArgs),
+    /// The web dashboard's fleet page with 1,000 ManagedClusters on a real
+    /// hub, in Debian's Chromium (playwright-core): time to interactive
+    /// (load -> every row drawn) and a fleet change -> visible on the open
+    /// page (p50/p99/max). Needs scripts/test-tools.sh.
+    Dashboard(dashboard::DashboardArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -122,6 +128,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::NodePool(args) => node_pool::node_pool(args).await,
         Bench::Interpreter(args) => interpreter::run(args),
         Bench::Hpa(args) => hpa::hpa(args).await,
+        Bench::Dashboard(args) => dashboard::dashboard(args).await,
     }
 }
 

@@ -13,6 +13,7 @@
 
 pub mod binaries;
 pub mod completion;
+pub mod dashboard_cmd;
 pub mod detach;
 pub mod etcd_cmd;
 pub mod fleet;

@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
 use flotilla_cli::{
-    binaries, completion, etcd_cmd, fleet, fleetctl, get_cmd, hub_cmd, kokctl, migrate, node_agent,
-    rebalance_cmd, rollout_cmd,
+    binaries, completion, dashboard_cmd, etcd_cmd, fleet, fleetctl, get_cmd, hub_cmd, kokctl, migrate,
+    node_agent, rebalance_cmd, rollout_cmd,
 };
 
 #[derive(Parser)]
@@ -112,6 +112,13 @@ enum Command {
     ///
     /// Example: flotilla rebalance deployment/web -n shop --wait
     Rebalance(rebalance_cmd::RebalanceArgs),
+    /// Serve the web dashboard: the fleet, a cluster, applications, hosted clusters, live.
+    ///
+    /// Local mode (default) acts with your kubeconfig; --hub-mode serves
+    /// beside the hub, where each user logs in with their own token.
+    ///
+    /// Example: flotilla dashboard --listen 127.0.0.1:8090
+    Dashboard(dashboard_cmd::DashboardArgs),
     /// Progressive delivery: roll templates out in waves (status, history, pause, promote, abort, undo).
     #[command(subcommand)]
     Rollout(rollout_cmd::RolloutCommand),
@@ -223,6 +230,7 @@ async fn main() -> std::process::ExitCode {
         Command::Release(a) => migrate::release(a).await,
         Command::Rebalance(a) => rebalance_cmd::rebalance(a).await,
         Command::Rollout(c) => rollout_cmd::run(c).await,
+        Command::Dashboard(a) => dashboard_cmd::run(a).await.map(|()| true),
         Command::Etcd(c) => etcd_cmd::run(c).await,
         Command::EtcdKeys(c) => etcd_cmd::etcd_keys(c).await,
         Command::FleetDaemon(args) => fleet::daemon::run(args).await.map(|()| true),

@@ -1,0 +1,332 @@
+// Flotilla dashboard: hash routes, JSON from /api, live changes over
+// server-sent events (/api/live). Hand-written, no build step.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+const pill = (s) => `<span class="pill ${esc(s)}">${esc(s)}</span>`;
+
+const state = { mode: "local", user: null, page: "fleet", arg: "", selector: "", rows: new Map(), source: null, canCordon: false, refetch: null };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(body.error || response.statusText);
+    error.status = response.status;
+    throw error;
+  }
+  return body;
+}
+
+async function action(path, payload) {
+  return api(path, { method: "POST", headers: { "content-type": "application/json", "x-flotilla-action": "1" }, body: JSON.stringify(payload) });
+}
+
+async function can(verb, group, resource, namespace, name) {
+  const q = new URLSearchParams({ verb, group, resource });
+  if (namespace) q.set("namespace", namespace);
+  if (name) q.set("name", name);
+  try { return (await api(`/api/can?${q}`)).allowed; } catch { return false; }
+}
+
+function toast(text, isError) {
+  const t = $("#toast");
+  t.textContent = text;
+  t.className = isError ? "error" : "";
+  t.hidden = false;
+  clearTimeout(toast.timer);
+  toast.timer = setTimeout(() => { t.hidden = true; }, isError ? 15000 : 4000);
+}
+
+// A confirmation dialog; resolves to the fields' values, or null.
+function confirmAction(title, text, fields = []) {
+  const dialog = $("#confirm");
+  $("#confirm-title").textContent = title;
+  $("#confirm-text").textContent = text;
+  $("#confirm-fields").innerHTML = fields.map((f) => `<label>${esc(f.label)}<input name="${esc(f.name)}" value="${esc(f.value)}"></label>`).join("");
+  return new Promise((resolve) => {
+    dialog.onclose = () => {
+      if (dialog.returnValue !== "ok") return resolve(null);
+      const values = {};
+      for (const input of dialog.querySelectorAll("#confirm-fields input")) values[input.name] = input.value;
+      resolve(values);
+    };
+    dialog.returnValue = "";
+    dialog.showModal();
+  });
+}
+
+async function runAction(title, text, path, payload, fields) {
+  const values = await confirmAction(title, text, fields);
+  if (!values) return;
+  try {
+    await action(path, { ...payload, ...values });
+    toast(`${title}: done`);
+  } catch (e) {
+    toast(`${title} refused (${e.status}): ${e.message}`, true);
+  }
+}
+
+// ---- live channel ----------------------------------------------------------
+
+function connectLive() {
+  if (state.source) state.source.close();
+  const q = new URLSearchParams({ selector: state.selector });
+  const source = new EventSource(`/api/live?${q}`);
+  state.source = source;
+  source.onopen = () => { $("#live").className = "live on"; };
+  source.onerror = () => { $("#live").className = "live off"; };
+  source.addEventListener("snapshot", (e) => {
+    const received = performance.now();
+    state.rows = new Map(JSON.parse(e.data).rows.map((r) => [r.name, r]));
+    if (state.page === "fleet") renderFleetTable();
+    // For the benchmark: when the first snapshot came and was drawn.
+    // "drawn": the frame after the rows went in (laid out and painted).
+    if (!window.dashboardTimings) {
+      const timings = { snapshot: received, bytes: e.data.length };
+      window.dashboardTimings = timings;
+      requestAnimationFrame(() => setTimeout(() => { timings.drawn = performance.now(); }));
+    }
+  });
+  source.addEventListener("upsert", (e) => {
+    const row = JSON.parse(e.data);
+    state.rows.set(row.name, row);
+    if (state.page === "fleet") upsertFleetRow(row);
+    if (state.page === "cluster" && state.arg === row.name) scheduleRefetch();
+  });
+  source.addEventListener("remove", (e) => {
+    if (!state.rows.delete(e.data)) return;
+    if (state.page === "fleet") {
+      const tr = $(`tr[data-name="${CSS.escape(e.data)}"]`);
+      if (tr) tr.remove();
+      updateCount();
+    }
+  });
+  source.addEventListener("changed", (e) => {
+    if (state.page !== "fleet" && e.data !== "managedclusters") scheduleRefetch();
+  });
+}
+
+// Coalesces bursts of changes into one refetch of the page's JSON.
+function scheduleRefetch() {
+  if (state.refetch) return;
+  state.refetch = setTimeout(() => { state.refetch = null; route(true); }, 300);
+}
+
+// ---- fleet -----------------------------------------------------------------
+
+function bars(row) {
+  return row.bars.map((b) => `<div class="barline"><b>${esc(b.resource)}</b><progress class="bar${b.percent >= 90 ? " hot" : ""}" max="100" value="${b.percent}"></progress> ${esc(b.text)}</div>`).join("");
+}
+
+function fleetRowHtml(r) {
+  const cordoned = r.taints.some((t) => t.startsWith("flotilla.io/cordoned"));
+  const labels = Object.entries(r.labels).map(([k, v]) => `<span class="label">${esc(k)}=${esc(v)}</span>`).join("");
+  return `<tr data-name="${esc(r.name)}" data-health="${esc(r.health)}">
+    <td><a href="#/cluster/${encodeURIComponent(r.name)}">${esc(r.name)}</a><div>${labels}</div></td>
+    <td>${esc(r.mode)}</td>
+    <td title="${esc(r.healthReason)}">${pill(r.health)}</td>
+    <td>${esc(r.version)}</td><td>${esc(r.nodes)}</td>
+    <td>${bars(r)}</td>
+    <td class="taints">${r.taints.map((t) => `<span class="taint">${esc(t)}</span>`).join("")}</td>
+    <td>${esc(r.age)}</td>
+    <td><button class="cordon" data-cluster="${esc(r.name)}" data-cordon="${cordoned ? "false" : "true"}" ${state.canCordon ? "" : "disabled title=\"your RBAC does not allow patching ManagedClusters\""}>${cordoned ? "Uncordon" : "Cordon"}</button></td>
+  </tr>`;
+}
+
+function renderFleetTable() {
+  const body = $("#fleet-body");
+  if (!body) return;
+  const rows = [...state.rows.values()].sort((a, b) => a.name.localeCompare(b.name));
+  body.innerHTML = rows.map(fleetRowHtml).join("");
+  updateCount();
+}
+
+function upsertFleetRow(row) {
+  const body = $("#fleet-body");
+  if (!body) return;
+  const old = $(`tr[data-name="${CSS.escape(row.name)}"]`, body);
+  const template = document.createElement("tbody");
+  template.innerHTML = fleetRowHtml(row);
+  const tr = template.firstElementChild;
+  tr.classList.add("flash");
+  if (old) old.replaceWith(tr);
+  else {
+    const next = [...body.children].find((r) => r.dataset.name.localeCompare(row.name) > 0);
+    body.insertBefore(tr, next || null);
+  }
+  updateCount();
+}
+
+function updateCount() {
+  const n = $("#fleet-body") ? $("#fleet-body").children.length : 0;
+  const c = $("#fleet-count");
+  if (c) c.textContent = `${n} cluster${n === 1 ? "" : "s"}`;
+  document.body.dataset.fleetRows = String(n);
+}
+
+async function showFleet() {
+  $("#main").innerHTML = `<h2>Fleet</h2>
+    <div class="toolbar"><input id="selector" placeholder="label selector, e.g. topology.kubernetes.io/region=eu" value="${esc(state.selector)}">
+    <span id="fleet-count" class="muted"></span></div>
+    <table id="fleet"><thead><tr><th>Cluster</th><th>Mode</th><th>Health</th><th>Version</th><th>Nodes</th><th>Capacity / usage</th><th>Taints</th><th>Age</th><th></th></tr></thead>
+    <tbody id="fleet-body"></tbody></table>`;
+  renderFleetTable();
+  $("#selector").addEventListener("change", (e) => { state.selector = e.target.value.trim(); connectLive(); });
+  $("#fleet").addEventListener("click", (e) => {
+    const b = e.target.closest("button.cordon");
+    if (!b) return;
+    const cordon = b.dataset.cordon === "true";
+    runAction(`${cordon ? "Cordon" : "Uncordon"} ${b.dataset.cluster}`,
+      cordon ? "New workloads will not be scheduled to this cluster (taint flotilla.io/cordoned:NoSchedule)." : "Remove the dashboard's cordon taint.",
+      "/api/actions/cordon", { cluster: b.dataset.cluster, cordon });
+  });
+  const allowed = await can("patch", "cluster.flotilla.io", "managedclusters");
+  if (allowed !== state.canCordon) {
+    // Only the buttons change: no second drawing of every row.
+    state.canCordon = allowed;
+    for (const b of document.querySelectorAll("#fleet-body button.cordon")) {
+      b.disabled = !allowed;
+      b.title = allowed ? "" : "your RBAC does not allow patching ManagedClusters";
+    }
+  }
+}
+
+// ---- one cluster -----------------------------------------------------------
+
+function table(headers, rows) {
+  if (!rows.length) return `<p class="muted">none</p>`;
+  return `<table><thead><tr>${headers.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${rows.map((r) => `<tr>${r.map((c) => `<td>${c}</td>`).join("")}</tr>`).join("")}</tbody></table>`;
+}
+
+async function showCluster(name) {
+  const c = await api(`/api/clusters/${encodeURIComponent(name)}`);
+  const r = c.row;
+  $("#main").innerHTML = `<h2>${esc(r.name)} ${pill(r.health)}</h2>
+    <div class="grid">
+      <div class="card"><h3>Summary</h3>
+        <p>Mode ${esc(r.mode)} · Kubernetes ${esc(r.version)} · nodes ${esc(r.nodes)} · age ${esc(r.age)}</p>
+        <p class="muted">${esc(c.apiEndpoint)}</p>${bars(r)}
+        <p>${r.taints.map((t) => `<span class="taint">${esc(t)}</span>`).join("")}</p>
+        <p>${esc(r.healthReason)}</p></div>
+      <div class="card"><h3>Inventory</h3><p>${c.nodeGroups.map(esc).join("<br>") || "<span class=muted>no node report</span>"}</p>
+        <p class="muted">${c.apis.map(esc).join(", ")}</p></div>
+    </div>
+    <h3>Conditions</h3>${table(["Type", "Status", "Reason", "Message", "Since"], c.conditions.map((x) => [esc(x.type), pill(x.status), esc(x.reason), esc(x.message), esc(x.since)]))}
+    <h3>Placed here by the fleet</h3>${table(["Binding", "Template", "Replicas", "Health", "Member's reason"], c.placed.map((p) => [esc(p.binding), esc(p.template), esc(p.replicas), pill(p.health), esc(p.reason)]))}
+    <h3>Works</h3>${table(["Work", "Manifests", "Applied", "Available", "Message"], c.works.map((w) => [esc(w.name), esc(w.manifests), pill(w.applied), pill(w.available), esc(w.message)]))}
+    <h3>Events</h3>${table(["Type", "Reason", "Object", "Message", "Count", "Age"], c.events.map((e) => [esc(e.type), esc(e.reason), esc(e.object), esc(e.message), esc(e.count), esc(e.age)]))}`;
+}
+
+// ---- applications ----------------------------------------------------------
+
+async function showApps() {
+  const { rows } = await api("/api/apps");
+  const mayPause = rows.some((r) => r.rollout) ? await can("patch", "rollout.flotilla.io", "rollouts") : false;
+  $("#main").innerHTML = `<h2>Applications</h2>` + (rows.length ? rows.map((a) => `<div class="card">
+      <h3>${esc(a.template)} <span class="muted">· ${esc(a.replicas)} replicas · policy ${esc(a.policy || "none")} · binding ${esc(a.binding)}</span></h3>
+      <p>${a.conditions.map(([t, s, m]) => `<span title="${esc(m)}">${esc(t)} ${pill(s)}</span>`).join(" ")}</p>
+      ${a.moves.length ? `<p class="muted">${a.moves.map(esc).join("; ")}</p>` : ""}
+      ${a.rollout ? `<p>Rollout ${esc(a.rollout.name)}: ${pill(a.rollout.phase || "Pending")} wave ${esc(a.rollout.wave)} ${esc(a.rollout.message)}
+        <button class="pause" data-ns="${esc(a.rollout.namespace)}" data-name="${esc(a.rollout.name)}" data-paused="${a.rollout.paused ? "false" : "true"}" ${mayPause ? "" : "disabled"}>${a.rollout.paused ? "Resume" : "Pause"}</button></p>` : ""}
+      ${table(["Cluster", "Replicas", "Applied", "Health", "Member's reason"], a.clusters.map((c) => [`<a href="#/cluster/${encodeURIComponent(c.name)}">${esc(c.name)}</a>`, esc(c.replicas), pill(c.applied ? "yes" : "no"), pill(c.health), esc(c.reason)]))}
+    </div>`).join("") : `<p class="muted">No application is propagated yet.</p>`);
+  $("#main").onclick = (e) => {
+    const b = e.target.closest("button.pause");
+    if (!b) return;
+    const paused = b.dataset.paused === "true";
+    runAction(`${paused ? "Pause" : "Resume"} rollout ${b.dataset.name}`, paused ? "No next wave starts until resumed." : "The rollout continues with its next wave.",
+      "/api/actions/pause-rollout", { namespace: b.dataset.ns, name: b.dataset.name, paused });
+  };
+}
+
+// ---- hosted clusters -------------------------------------------------------
+
+async function showHosted() {
+  const { clusters } = await api("/api/hosted");
+  const [mayBackup, mayRotate] = clusters.length ? await Promise.all([can("create", "kok.flotilla.io", "etcdbackups"), can("patch", "kok.flotilla.io", "hostedclusters")]) : [false, false];
+  $("#main").innerHTML = `<h2>Hosted clusters</h2>` + (clusters.length ? clusters.map((h) => `<div class="card">
+      <h3>${esc(h.namespace)}/${esc(h.name)} ${pill(h.phase)} <span class="muted">${esc(h.version)} · ${esc(h.endpoint)}</span>
+        <button class="rotate" data-ns="${esc(h.namespace)}" data-name="${esc(h.name)}" ${mayRotate ? "" : "disabled"}>Rotate certificates</button></h3>
+      ${h.upgrade ? `<p>Upgrade: ${esc(h.upgrade)}</p>` : ""}
+      <p>${h.conditions.map((c) => `<span title="${esc(c.message)}">${esc(c.type)} ${pill(c.status)}</span>`).join(" ")}</p>
+      <div class="grid">
+      <div><h4>Components per machine</h4>${table(["Instance", "Machine", "Version", "Healthy"], h.instances.map((i) => [esc(i.name), esc(i.machine), esc(i.version), pill(i.healthy ? "yes" : "no")]))}</div>
+      <div><h4>Certificates</h4>${table(["Certificate", "Expires", "Left"], h.certificates.map((c) => [esc(c.name), esc(c.notAfter), c.left === "expired" ? pill("expired") : esc(c.left)]))}</div>
+      </div>
+      ${h.etcd ? `<h4>etcd ${esc(h.etcd.name)} ${pill(h.etcd.phase)} ${esc(h.etcd.version)}
+          <button class="backup" data-ns="${esc(h.namespace)}" data-cluster="${esc(h.etcd.name)}" data-machine="${esc(h.etcd.backupMachine)}" data-path="${esc(h.etcd.backupPath)}" ${mayBackup ? "" : "disabled"}>Back up now</button></h4>
+        ${table(["Member", "Machine", "Leader", "Healthy", "DB size"], h.etcd.members.map((m) => [esc(m.name) + (m.learner ? " (learner)" : ""), esc(m.machine), m.leader ? "★ leader" : "", pill(m.healthy ? "yes" : "no"), esc(m.dbSize)]))}
+        <p class="muted">next scheduled backup ${esc(h.etcd.nextBackup || "none")}</p>
+        ${table(["Backup", "Phase", "Size", "Age", "Message"], h.etcd.backups.map((b) => [esc(b.name), pill(b.phase), esc(b.size), esc(b.age), esc(b.message)]))}` : ""}
+      <h4>Machines</h4>${table(["Machine", "Ready", "Heartbeat", "Components"], h.machines.map((m) => [esc(m.name), pill(m.ready), esc(m.heartbeat),
+        m.components.map((c) => `<div>${esc(c.name)} ${pill(c.state)} restarts ${esc(c.restarts)} ${esc(c.message)}${c.logTail.length ? `<pre class="log">${esc(c.logTail.join("\n"))}</pre>` : ""}</div>`).join("")]))}
+    </div>`).join("") : `<p class="muted">No hosted cluster.</p>`);
+  $("#main").onclick = (e) => {
+    const r = e.target.closest("button.rotate");
+    if (r) runAction(`Rotate certificates of ${r.dataset.name}`, "Reissues every leaf certificate; components restart one at a time.", "/api/actions/rotate-certs", { namespace: r.dataset.ns, name: r.dataset.name });
+    const b = e.target.closest("button.backup");
+    if (b) runAction(`Back up etcd ${b.dataset.cluster}`, "Takes a snapshot now (an EtcdBackup).", "/api/actions/etcd-backup", { namespace: b.dataset.ns, cluster: b.dataset.cluster },
+      [{ name: "machine", label: "Destination machine", value: b.dataset.machine }, { name: "path", label: "Directory", value: b.dataset.path || "/var/lib/flotilla/backups" }]);
+  };
+}
+
+// ---- login and routing -----------------------------------------------------
+
+function showLogin(message) {
+  $("#main").innerHTML = `<div class="card login"><h2>Log in to the hub</h2>
+    <p class="muted">Paste your bearer token (e.g. <code>kubectl create token NAME</code>). Every request then acts as you, with your own rights.</p>
+    <textarea id="token"></textarea><p><button id="login">Log in</button> <span id="login-error" class="muted">${esc(message || "")}</span></p></div>`;
+  $("#login").onclick = async () => {
+    try {
+      const { user } = await api("/api/login", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ token: $("#token").value }) });
+      state.user = user;
+      start();
+    } catch (e) { $("#login-error").textContent = e.message; }
+  };
+}
+
+async function route(refetchOnly) {
+  const [, page = "fleet", arg = ""] = location.hash.split("/");
+  state.page = page || "fleet";
+  state.arg = decodeURIComponent(arg);
+  for (const a of document.querySelectorAll("header nav a")) a.classList.toggle("active", a.dataset.page === state.page);
+  if (refetchOnly && state.page === "fleet") return;
+  try {
+    if (state.page === "cluster") await showCluster(state.arg);
+    else if (state.page === "apps") await showApps();
+    else if (state.page === "hosted") await showHosted();
+    else await showFleet();
+  } catch (e) {
+    if (e.status === 401) return showLogin("Your session ended; log in again.");
+    $("#main").innerHTML = `<p class="error">${esc(e.status || "")} ${esc(e.message)}</p>`;
+  }
+}
+
+function start() {
+  $("#user").textContent = state.user ? `${state.user}${state.mode === "hub" ? "" : " (kubeconfig)"}` : "";
+  $("#logout").hidden = state.mode !== "hub";
+  connectLive();
+  route();
+}
+
+async function boot() {
+  window.addEventListener("hashchange", () => route());
+  $("#logout").onclick = async () => { await api("/api/logout", { method: "POST" }); location.reload(); };
+  // The live channel opens while we ask who we are: the first rows do not
+  // wait for that round trip (without a session it is refused, and closed).
+  connectLive();
+  route();
+  const me = await api("/api/whoami");
+  state.mode = me.mode;
+  state.user = me.user;
+  if (me.mode === "hub" && !me.user) {
+    state.source.close();
+    return showLogin();
+  }
+  $("#user").textContent = state.user ? `${state.user}${state.mode === "hub" ? "" : " (kubeconfig)"}` : "";
+  $("#logout").hidden = state.mode !== "hub";
+}
+
+boot();

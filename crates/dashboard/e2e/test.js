@@ -1,0 +1,117 @@
+// Drives the dashboard in Debian's Chromium (playwright-core, no browser
+// download). Spoken to by crates/dashboard/tests/browser.rs: lines starting
+// with "@@ " go to the test, the test's answers come on stdin.
+"use strict";
+const { chromium } = require("playwright-core");
+const path = require("path");
+const readline = require("readline");
+
+const URL = process.env.DASHBOARD_URL;
+const ARTEFACTS = process.env.ARTEFACTS;
+const CLUSTERS = (process.env.CLUSTERS || "").split(",").filter(Boolean);
+const TIMEOUT = 60000;
+
+const queued = [];
+let waiting = null;
+readline.createInterface({ input: process.stdin }).on("line", (line) => {
+  if (waiting) { const w = waiting; waiting = null; w(line); } else queued.push(line);
+});
+const nextLine = () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((r) => { waiting = r; }));
+const say = (message) => console.log(`@@ ${message}`);
+const check = (ok, message) => { if (!ok) throw new Error(`check failed: ${message}`); };
+const shot = (page, name) => page.screenshot({ path: path.join(ARTEFACTS, name), fullPage: true });
+
+// Waits until the main area's text contains every string; on timeout the
+// failure shows what the page said.
+async function waitForText(page, strings, what) {
+  try {
+    await page.waitForFunction((want) => want.every((w) => (document.querySelector("#main")?.textContent || "").includes(w)), strings, { timeout: TIMEOUT });
+  } catch (e) {
+    throw new Error(`${what}: ${strings.join(", ")} not shown; the page says: ${await page.textContent("#main")}`);
+  }
+}
+
+async function login(page, token) {
+  await page.goto(URL);
+  await page.waitForSelector("#token", { timeout: TIMEOUT });
+  await page.fill("#token", token);
+  await page.click("#login");
+  for (const c of CLUSTERS) {
+    await page.waitForSelector(`tr[data-name="${c}"][data-health="Healthy"]`, { timeout: TIMEOUT });
+  }
+}
+
+async function main() {
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  });
+  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+
+  // The fleet page renders the real clusters (as a read-only user).
+  await login(page, process.env.VIEWER_TOKEN);
+  check(CLUSTERS.length > 0 && (await page.$$("#fleet-body tr")).length === CLUSTERS.length, "one row per cluster");
+  const m1 = await page.textContent(`tr[data-name="${CLUSTERS[0]}"]`);
+  check(m1.includes("Pull") && /v1\.\d+/.test(m1) && m1.includes("cpu"), `row shows mode, version and bars: ${m1}`);
+  await shot(page, "fleet.png");
+
+  // A change of the fleet appears without a reload.
+  await page.evaluate(() => { window.notReloaded = true; });
+  say("READY change");
+  check((await nextLine()) === "PATCHED", "the test patched the cluster");
+  await page.waitForFunction(() => (document.querySelector('tr[data-name="m2"]')?.textContent || "").includes("dashboard-test=changed"), null, { timeout: TIMEOUT });
+  check(await page.evaluate(() => window.notReloaded === true), "the page was not reloaded");
+  say("SEEN change");
+
+  // A forbidden action: the button is disabled by the user's access review;
+  // forced anyway, the apiserver refuses it and its message is shown.
+  const button = 'button.cordon[data-cluster="m2"]';
+  await page.waitForFunction((sel) => document.querySelector(sel)?.disabled === true, button, { timeout: TIMEOUT });
+  // Enabled and clicked at once: a live update may redraw the row.
+  await page.$eval(button, (b) => { b.disabled = false; b.click(); });
+  await page.click("#confirm-ok");
+  await page.waitForSelector("#toast.error", { state: "visible", timeout: TIMEOUT });
+  const refusal = await page.textContent("#toast");
+  check(refusal.includes("403") && /forbidden/i.test(refusal) && refusal.includes("system:serviceaccount:default:viewer"), `the apiserver's refusal is shown: ${refusal}`);
+  await shot(page, "forbidden.png");
+  const direct = await page.evaluate(async () => {
+    const r = await fetch("/api/actions/cordon", { method: "POST", headers: { "content-type": "application/json", "x-flotilla-action": "1" }, body: JSON.stringify({ cluster: "m2", cordon: true }) });
+    return { status: r.status, body: await r.json() };
+  });
+  check(direct.status === 403 && /forbidden/i.test(direct.body.error), `a direct call is refused too: ${JSON.stringify(direct)}`);
+  say("DONE forbidden");
+
+  // An operator may cordon: confirmed, applied, and the taint shows live.
+  await Promise.all([page.waitForNavigation(), page.click("#logout")]);
+  await page.waitForSelector("#token", { timeout: TIMEOUT });
+  await login(page, process.env.ADMIN_TOKEN);
+  const allowed = 'button.cordon[data-cluster="m1"]:not([disabled])';
+  await page.waitForSelector(allowed, { timeout: TIMEOUT });
+  await page.click(allowed);
+  await page.click("#confirm-ok");
+  await page.waitForFunction(() => (document.querySelector('tr[data-name="m1"] .taints')?.textContent || "").includes("flotilla.io/cordoned"), null, { timeout: TIMEOUT });
+  say("DONE cordon");
+  check((await nextLine()) === "CHECKED", "the test checked the cordon");
+
+  // The other pages render the fleet's real state.
+  await page.goto(`${URL}#/cluster/m1`);
+  await waitForText(page, ["Conditions", "Placed here by the fleet", "shop/web-deployment", "flotilla.io/cordoned"], "the cluster page");
+  const conditionTypes = await page.evaluate(() => {
+    const heading = [...document.querySelectorAll("#main h3")].find((h) => h.textContent === "Conditions");
+    return [...heading.nextElementSibling.querySelectorAll("tbody tr")].map((tr) => tr.cells[0].textContent);
+  });
+  check(["Available", "Joined", "MemberHealthy"].every((t) => conditionTypes.includes(t)), `the cluster's conditions are listed by type: ${conditionTypes}`);
+  await shot(page, "cluster.png");
+  await page.goto(`${URL}#/apps`);
+  await waitForText(page, ["Deployment shop/web", "PropagationPolicy web", "m1", "m2"], "the applications page");
+  await shot(page, "apps.png");
+  await page.goto(`${URL}#/hosted`);
+  await page.waitForFunction(() => document.querySelector("#main h2")?.textContent === "Hosted clusters", null, { timeout: TIMEOUT });
+  say("DONE pages");
+  await browser.close();
+}
+
+main().then(() => process.exit(0), (e) => { console.log(`FAILED: ${e.stack || e}`); process.exit(1); });

@@ -1,0 +1,51 @@
+//! The `/metrics` endpoint.
+
+use std::net::SocketAddr;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("listening for metrics on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("serving metrics: {0}")]
+    Serve(std::io::Error),
+}
+
+const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+async fn metrics() -> impl IntoResponse {
+    match crate::encode() {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("encoding metrics: {e}\n"),
+        ),
+    }
+}
+
+/// A bound endpoint: `addr` is the address it listens on (the port the
+/// system chose for `:0`); `run` serves until dropped.
+pub struct MetricsServer {
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+}
+
+impl MetricsServer {
+    pub async fn run(self) -> Result<(), Error> {
+        let app = Router::new().route("/metrics", get(metrics));
+        axum::serve(self.listener, app).await.map_err(Error::Serve)
+    }
+}
+
+/// Binds the endpoint (so a bad address fails at start, not later).
+pub async fn serve(addr: SocketAddr) -> Result<MetricsServer, Error> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
+    tracing::info!(%addr, "serving metrics on /metrics");
+    Ok(MetricsServer { addr, listener })
+}

@@ -3,4 +3,5 @@
 //! No I/O: the hub and the agent observe, then ask here what to do.
 
 pub mod bootstrap_token;
+pub mod fleet_metrics;
 pub mod membership;

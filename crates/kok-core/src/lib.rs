@@ -23,6 +23,7 @@ pub mod etcd_versions;
 pub mod hosted;
 pub mod hosted_pki;
 pub mod hosted_status;
+pub mod kok_metrics;
 pub mod kube_runtime;
 pub mod kubelet_identity;
 pub mod machine_identity;

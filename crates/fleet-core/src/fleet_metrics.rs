@@ -8,7 +8,8 @@ use k8s_openapi::jiff::Timestamp;
 
 /// The condition types counted for every cluster; a cluster without one
 /// counts as `Unknown`, so the counts of a type add up to the fleet.
-pub const COUNTED_CONDITIONS: [&str; 3] = [conditions::JOINED, conditions::AVAILABLE, conditions::MEMBER_HEALTHY];
+pub const COUNTED_CONDITIONS: [&str; 3] =
+    [conditions::JOINED, conditions::AVAILABLE, conditions::MEMBER_HEALTHY];
 
 /// Condition statuses as reported (anything else counts as `Unknown`).
 pub const STATUSES: [&str; 3] = ["True", "False", "Unknown"];
@@ -32,7 +33,9 @@ pub fn condition_status(cluster: &ManagedCluster, type_: &str) -> &'static str {
 /// Clusters per condition type and status: every pair of
 /// `COUNTED_CONDITIONS` × `STATUSES`, zeros included (an alert on
 /// `status="False" > 0` needs the series to exist when it is 0).
-pub fn clusters_by_condition<'a>(clusters: impl IntoIterator<Item = &'a ManagedCluster>) -> Vec<ConditionCount> {
+pub fn clusters_by_condition<'a>(
+    clusters: impl IntoIterator<Item = &'a ManagedCluster>,
+) -> Vec<ConditionCount> {
     let mut counts = [[0usize; STATUSES.len()]; COUNTED_CONDITIONS.len()];
     for cluster in clusters {
         for (i, type_) in COUNTED_CONDITIONS.iter().enumerate() {
@@ -102,7 +105,11 @@ mod tests {
             Case {
                 name: "a new cluster without conditions counts as Unknown",
                 clusters: vec![cluster(&[])],
-                want: vec![("Available", "Unknown", 1), ("Joined", "Unknown", 1), ("MemberHealthy", "Unknown", 1)],
+                want: vec![
+                    ("Available", "Unknown", 1),
+                    ("Joined", "Unknown", 1),
+                    ("MemberHealthy", "Unknown", 1),
+                ],
             },
             Case {
                 name: "mixed fleet",
@@ -133,7 +140,8 @@ mod tests {
                 assert_eq!(count(&counts, condition, status), want, "{}: {condition}={status}", case.name);
             }
             for condition in COUNTED_CONDITIONS {
-                let total: usize = counts.iter().filter(|c| c.condition == condition).map(|c| c.clusters).sum();
+                let total: usize =
+                    counts.iter().filter(|c| c.condition == condition).map(|c| c.clusters).sum();
                 assert_eq!(total, case.clusters.len(), "{}: {condition} adds up to the fleet", case.name);
             }
         }

@@ -11,6 +11,7 @@ mod error;
 pub mod install;
 pub mod leader;
 pub mod machines;
+mod metrics;
 pub mod migration;
 mod names;
 pub mod push;

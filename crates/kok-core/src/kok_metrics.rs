@@ -40,7 +40,10 @@ pub fn soonest_certificate_expiry_seconds(status: &HostedClusterStatus, now: Tim
 /// A hosted cluster's version change is moving components (forward or
 /// back).
 pub fn hosted_upgrade_in_progress(status: &HostedClusterStatus) -> bool {
-    status.upgrade.as_ref().is_some_and(|u| matches!(u.state, UpgradeState::InProgress | UpgradeState::RollingBack))
+    status
+        .upgrade
+        .as_ref()
+        .is_some_and(|u| matches!(u.state, UpgradeState::InProgress | UpgradeState::RollingBack))
 }
 
 /// An etcd version change is snapshotting or moving members (forward or
@@ -49,7 +52,9 @@ pub fn etcd_upgrade_in_progress(status: &EtcdClusterStatus) -> bool {
     status.upgrade.as_ref().is_some_and(|u| {
         matches!(
             u.state,
-            None | Some(EtcdUpgradeState::Snapshotting | EtcdUpgradeState::Rolling | EtcdUpgradeState::RollingBack)
+            None | Some(
+                EtcdUpgradeState::Snapshotting | EtcdUpgradeState::Rolling | EtcdUpgradeState::RollingBack
+            )
         )
     })
 }
@@ -82,19 +87,31 @@ mod tests {
             Case { name: "not provisioned", members: vec![], leader: None, want: h(0, 0, false, false) },
             Case {
                 name: "three healthy with a leader",
-                members: vec![member("e-0", false, true), member("e-1", false, true), member("e-2", false, true)],
+                members: vec![
+                    member("e-0", false, true),
+                    member("e-1", false, true),
+                    member("e-2", false, true),
+                ],
                 leader: Some("e-0"),
                 want: h(3, 3, true, true),
             },
             Case {
                 name: "two of three healthy keep quorum",
-                members: vec![member("e-0", false, true), member("e-1", false, false), member("e-2", false, true)],
+                members: vec![
+                    member("e-0", false, true),
+                    member("e-1", false, false),
+                    member("e-2", false, true),
+                ],
                 leader: Some("e-2"),
                 want: h(3, 2, true, true),
             },
             Case {
                 name: "one of three healthy lost quorum",
-                members: vec![member("e-0", false, true), member("e-1", false, false), member("e-2", false, false)],
+                members: vec![
+                    member("e-0", false, true),
+                    member("e-1", false, false),
+                    member("e-2", false, false),
+                ],
                 leader: None,
                 want: h(3, 1, false, false),
             },
@@ -143,7 +160,11 @@ mod tests {
         let cases = [
             ("none issued yet", vec![], None),
             ("one", vec![cert("ca", 1_086_400)], Some(86_400.0)),
-            ("the soonest of several", vec![cert("ca", 2_000_000), cert("apiserver", 1_000_600)], Some(600.0)),
+            (
+                "the soonest of several",
+                vec![cert("ca", 2_000_000), cert("apiserver", 1_000_600)],
+                Some(600.0),
+            ),
             ("expired is negative", vec![cert("ca", 2_000_000), cert("kubelet", 999_000)], Some(-1_000.0)),
         ];
         for (name, certificates, want) in cases {
@@ -169,7 +190,12 @@ mod tests {
             assert_eq!(hosted_upgrade_in_progress(&status), want, "hosted: {name}");
         }
         let etcd = |state| EtcdClusterStatus {
-            upgrade: Some(EtcdUpgradeStatus { from: "1".into(), to: "2".into(), state, ..Default::default() }),
+            upgrade: Some(EtcdUpgradeStatus {
+                from: "1".into(),
+                to: "2".into(),
+                state,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let cases = [

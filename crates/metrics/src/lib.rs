@@ -19,7 +19,9 @@ pub mod registry;
 pub mod server;
 pub mod state;
 
+/// The gauge type of `Instruments::queue`.
+pub use prometheus_client::metrics::gauge::Gauge as QueueGauge;
 pub use reconcile::{observe, reconcile, ObjectKey};
 pub use registry::{encode, instruments, Instruments};
-pub use server::{serve, Error, MetricsServer};
+pub use server::{serve, serving, Error, MetricsServer};
 pub use state::{register_source, Gauge, Sample, StateSource};

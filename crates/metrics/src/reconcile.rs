@@ -64,7 +64,12 @@ where
 
 /// `observe` in the shape kube-runtime's `Controller::run` calls a
 /// reconciler: `.run(|o, c| flotilla_metrics::reconcile("x", o, c, reconcile), ...)`.
-pub async fn reconcile<K, C, T, E, F, Fut>(controller: &'static str, object: Arc<K>, ctx: Arc<C>, f: F) -> Result<T, E>
+pub async fn reconcile<K, C, T, E, F, Fut>(
+    controller: &'static str,
+    object: Arc<K>,
+    ctx: Arc<C>,
+    f: F,
+) -> Result<T, E>
 where
     K: kube::Resource,
     F: FnOnce(Arc<K>, Arc<C>) -> Fut,
@@ -115,7 +120,12 @@ mod tests {
         assert_eq!(instruments().reconcile_errors.get_or_create(&labels).get(), 1);
         assert_eq!(instruments().reconciles_in_flight.get_or_create(&labels).get(), 0);
         assert_eq!(
-            crate::encode().unwrap().lines().filter(|l| l.starts_with("flotilla_reconcile_duration_seconds_count{controller=\"wrapper-test\"} 2")).count(),
+            crate::encode()
+                .unwrap()
+                .lines()
+                .filter(|l| l
+                    .starts_with("flotilla_reconcile_duration_seconds_count{controller=\"wrapper-test\"} 2"))
+                .count(),
             1
         );
     }

@@ -13,6 +13,8 @@ pub enum Error {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error("serving metrics: {0}")]
     Serve(std::io::Error),
+    #[error("the metrics endpoint stopped")]
+    Stopped,
 }
 
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -44,8 +46,23 @@ impl MetricsServer {
 
 /// Binds the endpoint (so a bad address fails at start, not later).
 pub async fn serve(addr: SocketAddr) -> Result<MetricsServer, Error> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| Error::Bind { addr, source })?;
     let addr = listener.local_addr().map_err(|source| Error::Bind { addr, source })?;
     tracing::info!(%addr, "serving metrics on /metrics");
     Ok(MetricsServer { addr, listener })
+}
+
+/// Runs `work` while serving `/metrics` on `addr` (when given): the
+/// endpoint lives exactly as long as the component it describes.
+pub async fn serving<T>(
+    addr: Option<SocketAddr>,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, Error> {
+    let Some(addr) = addr else { return Ok(work.await) };
+    let server = serve(addr).await?;
+    tokio::select! {
+        served = server.run() => Err(served.err().unwrap_or(Error::Stopped)),
+        done = work => Ok(done),
+    }
 }

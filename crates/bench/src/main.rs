@@ -17,6 +17,7 @@ mod interpreter;
 mod kok;
 mod measure;
 mod membership;
+mod metrics;
 mod node_pool;
 mod real_nodes;
 mod rollout;
@@ -98,6 +99,10 @@ enum Bench {
     /// agent's usage report on (min/median/max). Needs root,
     /// scripts/node-runtime.sh and scripts/metrics-server.sh.
     Hpa(hpa::HpaArgs),
+    /// Metrics: time of a `/metrics` scrape of `hub run` holding 5,000
+    /// templates (p50/p99/max; goal under 50 ms) and the per-reconcile cost
+    /// of the instrumentation every controller runs in.
+    Metrics(metrics::MetricsArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -116,6 +121,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::NodePool(args) => node_pool::node_pool(args).await,
         Bench::Interpreter(args) => interpreter::run(args),
         Bench::Hpa(args) => hpa::hpa(args).await,
+        Bench::Metrics(args) => metrics::metrics(args).await,
     }
 }
 

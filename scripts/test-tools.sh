@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Tools the tests run beside Kubernetes: Prometheus (Debian's package; the
-# rollout metric gates' test scrapes a real endpoint with it) and tzdata (the
+# rollout metric gates' test scrapes a real endpoint with it, the hub's
+# metrics_prometheus test scrapes a running fleet, and its promtool checks
+# the alert rules in deploy/prometheus) and tzdata (the
 # time zones of CronFederatedHPA rules, read from /usr/share/zoneinfo). Installs
 # what is missing, waits for the package lock, starts no daemon.
 set -euo pipefail

@@ -59,6 +59,11 @@ async fn run_agent(
     tokio::pin!(shutdown);
     let result = loop {
         let registration = register(config).await?;
+        let _certificate = flotilla_metrics::register_certificate(flotilla_metrics::ClientCertificate {
+            component: "agent",
+            name: config.cluster.clone(),
+            not_after: registration.not_after,
+        });
         tracing::info!(cluster = %config.cluster, "agent running");
         let hub = registration.client.clone();
         let outcome = tokio::select! {

@@ -24,4 +24,4 @@ pub use prometheus_client::metrics::gauge::Gauge as QueueGauge;
 pub use reconcile::{observe, reconcile, ObjectKey};
 pub use registry::{encode, instruments, Instruments};
 pub use server::{serve, serving, Error, MetricsServer};
-pub use state::{register_source, Gauge, Sample, StateSource};
+pub use state::{register_certificate, register_source, ClientCertificate, Gauge, Sample, StateSource};

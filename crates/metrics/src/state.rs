@@ -60,6 +60,41 @@ pub fn register_source(source: &Arc<dyn StateSource>) {
     list.push(Arc::downgrade(source));
 }
 
+/// The expiry of a process's own client certificate (the member agent's,
+/// a node agent's), for as long as the process holds the certificate.
+pub struct ClientCertificate {
+    /// `agent` or `node-agent`.
+    pub component: &'static str,
+    /// The cluster's or the Machine's name.
+    pub name: String,
+    /// When the certificate stops being valid, in seconds since the epoch.
+    pub not_after: i64,
+}
+
+impl StateSource for ClientCertificate {
+    fn gauges(&self) -> Vec<Gauge> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let mut gauge = Gauge::new(
+            "client_certificate_expiry_seconds",
+            "Seconds until this process's own client certificate expires (it renews at 70% of its life)",
+        );
+        gauge.push(
+            vec![("component", self.component.to_string()), ("name", self.name.clone())],
+            self.not_after.saturating_sub(now) as f64,
+        );
+        vec![gauge]
+    }
+}
+
+/// Registers `certificate` for scrapes while the caller keeps the handle.
+pub fn register_certificate(certificate: ClientCertificate) -> Arc<dyn StateSource> {
+    let source: Arc<dyn StateSource> = Arc::new(certificate);
+    register_source(&source);
+    source
+}
+
 /// The registry's collector over every live source. Families of the same
 /// name from several sources (two hubs in one test process) are merged, so
 /// the exposition never repeats a metric's descriptor.
@@ -106,6 +141,17 @@ mod tests {
         let mut g = Gauge::new(name, "test gauge");
         g.push(vec![("cluster", cluster.to_string())], value);
         g
+    }
+
+    #[test]
+    fn a_client_certificate_reports_seconds_to_its_expiry() {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let cert = ClientCertificate { component: "agent", name: "m1".into(), not_after: now + 3_600 };
+        let gauges = cert.gauges();
+        let sample = &gauges[0].samples[0];
+        assert_eq!(sample.labels, vec![("component", "agent".to_string()), ("name", "m1".to_string())]);
+        assert!((3_590.0..=3_600.0).contains(&sample.value), "{}", sample.value);
     }
 
     #[test]

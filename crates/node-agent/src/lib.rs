@@ -272,6 +272,11 @@ async fn run_agent(
         let registration =
             register::register(&config.machine, &config.state_dir, config.bootstrap_kubeconfig.as_deref())
                 .await?;
+        let _certificate = flotilla_metrics::register_certificate(flotilla_metrics::ClientCertificate {
+            component: "node-agent",
+            name: config.machine.clone(),
+            not_after: registration.not_after,
+        });
         tokio::select! {
             ran = run_with(config, registration.client.clone(), &mut shutdown) => return ran,
             renewed = register::renew_before_expiry(&config.machine, &config.state_dir, &registration) => {

@@ -4,7 +4,8 @@
 //! and one agent's (`AgentConfig::metrics_addr`), with Flotilla's alert
 //! rules loaded. The test asks Prometheus's HTTP API for what it scraped:
 //! clusters by condition, reconciles per controller, heartbeat age, queue
-//! depth, the Work apply latency of a propagated ConfigMap, the rules
+//! depth, the Work apply latency of a propagated ConfigMap, an agent's
+//! certificate expiry, the rules
 //! evaluating without error, and, once an agent stops, its cluster's
 //! Available going Unknown and `FlotillaClusterUnreachable` pending.
 //!
@@ -133,6 +134,13 @@ async fn prometheus_scrapes_the_fleet_and_sees_a_cluster_go_unreachable() {
             .is_some_and(|v| v >= 2.0)
     })
     .await;
+
+    let certificate =
+        r#"flotilla_client_certificate_expiry_seconds{job="agent",component="agent",name="m2"}"#;
+    assert!(
+        prometheus.value(certificate).await.is_some_and(|s| s > 0.0),
+        "m2's agent reports its certificate"
+    );
 
     // The alert rules evaluate against these series without error.
     wait_for("alert rules evaluated", WAIT, || async {

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Tools the tests run beside Kubernetes: Prometheus (Debian's package; the
-# rollout metric gates' test scrapes a real endpoint with it), tzdata (the
-# time zones of CronFederatedHPA rules, read from /usr/share/zoneinfo) and
-# Debian's Chromium with playwright-core (the dashboard's browser test; npm
-# installs playwright-core from crates/dashboard/e2e/package-lock.json into
-# a cached directory, never a browser). Installs what is missing, waits for
-# the package lock, starts no daemon.
+# rollout metric gates' test scrapes a real endpoint with it, the hub's
+# metrics_prometheus test scrapes a running fleet, and its promtool checks
+# the alert rules in deploy/prometheus), tzdata (the time zones of
+# CronFederatedHPA rules, read from /usr/share/zoneinfo) and Debian's
+# Chromium with playwright-core (the dashboard's browser test; npm installs
+# playwright-core from crates/dashboard/e2e/package-lock.json into a cached
+# directory, never a browser). Installs what is missing, waits for the
+# package lock, starts no daemon.
 set -euo pipefail
 
 PACKAGES=(prometheus tzdata chromium)

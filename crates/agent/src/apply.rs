@@ -22,6 +22,7 @@ use flotilla_api::work::{
     WorkStatus,
 };
 use flotilla_apps_core::apply::{self as decide, Ownership, Target};
+use flotilla_apps_core::apply_latency;
 use flotilla_apps_core::health::diagnosis::{self, PodSelection};
 use flotilla_apps_core::health::unschedulable::unschedulable;
 use futures::channel::mpsc;
@@ -73,7 +74,13 @@ pub async fn run_applier(
     let (reader, writer) = reflector::store();
     let work_events = watcher(works.clone(), watcher::Config::default())
         .default_backoff()
-        .modify(|work: &mut Work| work.managed_fields_mut().clear())
+        // Of the managed fields, only the binder's entry's time is read
+        // (the apply latency); its field set is dropped.
+        .modify(|work: &mut Work| {
+            let fields = work.managed_fields_mut();
+            fields.retain(|m| m.manager.as_deref() == Some(apply_latency::BINDER_MANAGER));
+            fields.iter_mut().for_each(|m| m.fields_v1 = None);
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(needs_apply, Default::default());
@@ -89,6 +96,7 @@ pub async fn run_applier(
         triggers,
         failures: Mutex::default(),
         recorded: Mutex::default(),
+        latency_counted: Mutex::default(),
         pods,
         hpas,
     });
@@ -96,7 +104,7 @@ pub async fn run_applier(
     Controller::for_stream(work_events, reader)
         .with_config(controller::Config::default().concurrency(CONCURRENCY))
         .reconcile_on(triggered)
-        .run(reconcile, error_policy, applier)
+        .run(|o, c| flotilla_metrics::reconcile("work-applier", o, c, reconcile), error_policy, applier)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "work applier");
@@ -144,6 +152,8 @@ struct Applier {
     /// applying); without this, an object applied then and dropped from
     /// the spec right after would never be deleted.
     recorded: Mutex<HashMap<String, Vec<ResourceIdentifier>>>,
+    /// The generation of each Work whose apply latency was counted.
+    latency_counted: Mutex<HashMap<String, i64>>,
     /// The member's pods: why an unhealthy workload is so, and a change
     /// to its pods reconciles its Work again.
     pods: MemberPods,
@@ -227,6 +237,26 @@ fn not_applied(identifier: ResourceIdentifier, reason: &str, message: String) ->
 }
 
 impl Applier {
+    /// Observes the Work's apply latency when this apply made a new
+    /// generation Applied (`flotilla_work_apply_latency_seconds`).
+    fn count_latency(&self, work: &Work, status: &WorkStatus) {
+        let name = work.name_any();
+        let written = apply_latency::written_at(work.metadata.managed_fields.as_deref().unwrap_or_default());
+        let mut counted = lock(&self.latency_counted);
+        let latency = apply_latency::apply_latency(
+            written,
+            work.metadata.generation,
+            work.status.as_ref(),
+            status,
+            counted.get(&name).copied(),
+            k8s_openapi::jiff::Timestamp::now(),
+        );
+        if let (Some(seconds), Some(generation)) = (latency, work.metadata.generation) {
+            flotilla_metrics::instruments().work_apply_latency.observe(seconds);
+            counted.insert(name, generation);
+        }
+    }
+
     async fn apply(&self, work: &Work) -> Result<Action, Error> {
         let name = work.name_any();
         let applied_by = decide::applied_by(&self.hub_namespace, &name);
@@ -315,6 +345,7 @@ impl Applier {
                 Err(e) => return Err(e),
             }
         };
+        self.count_latency(work, &status);
         let listed = status.manifest_statuses.iter().map(|s| s.identifier.clone()).collect();
         lock(&self.recorded).insert(name, listed);
         Ok(recheck.map_or_else(Action::await_change, Action::requeue))

@@ -1,5 +1,6 @@
 //! What the agent needs to run, and the name it writes under.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ pub struct AgentConfig {
     pub member_kubeconfig: PathBuf,
     /// How often to probe the member's API.
     pub health_interval: Duration,
+    /// Where to serve `/metrics` (`flotilla agent --metrics-addr`); none
+    /// by default, as several agents may run on one host.
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl AgentConfig {
@@ -28,6 +32,7 @@ impl AgentConfig {
             bootstrap_kubeconfig: None,
             member_kubeconfig,
             health_interval: Duration::from_secs(2),
+            metrics_addr: None,
         }
     }
 }

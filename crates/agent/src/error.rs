@@ -20,4 +20,6 @@ pub enum Error {
     Other(String),
     #[error(transparent)]
     Certificate(#[from] flotilla_csr_client::Error),
+    #[error(transparent)]
+    Metrics(#[from] flotilla_metrics::Error),
 }

@@ -44,6 +44,13 @@ pub async fn client_from_kubeconfig(path: &std::path::Path) -> Result<(Client, k
 /// Registers (if needed) and then runs until the cluster is removed from
 /// the fleet (then its credentials are deleted) or `shutdown` resolves.
 pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output = ()>) -> Result<(), Error> {
+    flotilla_metrics::serving(config.metrics_addr, run_agent(&config, shutdown)).await?
+}
+
+async fn run_agent(
+    config: &AgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     let (member, member_config) =
         client_from_kubeconfig(&config.member_kubeconfig).await.map_err(Error::Member)?;
     collect::check_member(&member, &member_config).await?;
@@ -52,7 +59,12 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
     let pods = pods::MemberPods::start(member.clone());
     tokio::pin!(shutdown);
     let result = loop {
-        let registration = register(&config).await?;
+        let registration = register(config).await?;
+        let _certificate = flotilla_metrics::register_certificate(flotilla_metrics::ClientCertificate {
+            component: "agent",
+            name: config.cluster.clone(),
+            not_after: registration.not_after,
+        });
         tracing::info!(cluster = %config.cluster, "agent running");
         let hub = registration.client.clone();
         let outcome = tokio::select! {
@@ -63,7 +75,7 @@ pub async fn run(config: AgentConfig, shutdown: impl std::future::Future<Output 
             r = member_events::run_member_events(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), pods.clone()) => Some(r),
             r = watch_removal(&hub, &config.cluster) => Some(r),
             // A renewed certificate: start over with it.
-            r = register::renew_before_expiry(&config, &registration) => r.err().map(Err),
+            r = register::renew_before_expiry(config, &registration) => r.err().map(Err),
             () = &mut shutdown => Some(Ok(())),
         };
         if let Some(outcome) = outcome {

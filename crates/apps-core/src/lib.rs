@@ -7,6 +7,7 @@
 pub mod affinity;
 pub mod aggregate;
 pub mod apply;
+pub mod apply_latency;
 pub mod autoscaling;
 pub mod binding;
 pub mod binding_events;

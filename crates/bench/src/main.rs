@@ -19,6 +19,7 @@ mod interpreter;
 mod kok;
 mod measure;
 mod membership;
+mod metrics;
 mod node_pool;
 mod real_nodes;
 mod rollout;
@@ -109,6 +110,10 @@ enum Bench {
     /// (load -> every row drawn) and a fleet change -> visible on the open
     /// page (p50/p99/max). Needs scripts/test-tools.sh.
     Dashboard(dashboard::DashboardArgs),
+    /// Metrics: time of a `/metrics` scrape of `hub run` holding 5,000
+    /// templates (p50/p99/max; goal under 50 ms) and the per-reconcile cost
+    /// of the instrumentation every controller runs in.
+    Metrics(metrics::MetricsArgs),
 }
 
 async fn run(bench: Bench) -> anyhow::Result<bool> {
@@ -129,6 +134,7 @@ async fn run(bench: Bench) -> anyhow::Result<bool> {
         Bench::Interpreter(args) => interpreter::run(args),
         Bench::Hpa(args) => hpa::hpa(args).await,
         Bench::Dashboard(args) => dashboard::dashboard(args).await,
+        Bench::Metrics(args) => metrics::metrics(args).await,
     }
 }
 

@@ -65,6 +65,11 @@ pub struct JoinArgs {
     /// Give up waiting for acceptance after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+    /// Serve the background agent's Prometheus metrics on this address
+    /// (`GET /metrics`), e.g. 0.0.0.0:9465. Off by default: several agents
+    /// may run on one host.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -81,6 +86,11 @@ pub struct AgentArgs {
     /// Where the agent keeps its key and certificate.
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Serve the agent's Prometheus metrics on this address (`GET
+    /// /metrics`), e.g. 0.0.0.0:9465. Off by default: several agents may
+    /// run on one host.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args, Debug)]
@@ -177,6 +187,7 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<bool> {
         args.kubeconfig,
     );
     config.bootstrap_kubeconfig = args.hub_kubeconfig;
+    config.metrics_addr = args.metrics_addr;
     // Held while the agent runs: `unjoin` finds this very process by it.
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
@@ -235,7 +246,7 @@ pub async fn join(args: JoinArgs) -> anyhow::Result<bool> {
         ),
     }
     let log = state_dir.join("agent.log");
-    let pid = spawn_detached_agent(&args.name, &state_dir, &args.kubeconfig, &log)?;
+    let pid = spawn_detached_agent(&args.name, &state_dir, &args.kubeconfig, &log, args.metrics_addr)?;
     println!(
         "Cluster {} joined; its agent runs in the background (pid {pid}, log {}).",
         args.name,
@@ -305,7 +316,13 @@ async fn join_push(args: &JoinArgs, member_config: &kube::Config) -> anyhow::Res
     }
 }
 
-fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path) -> anyhow::Result<u32> {
+fn spawn_detached_agent(
+    name: &str,
+    state_dir: &Path,
+    member: &Path,
+    log: &Path,
+    metrics_addr: Option<std::net::SocketAddr>,
+) -> anyhow::Result<u32> {
     let log_file = std::fs::File::create(log)?;
     let mut command = std::process::Command::new(std::env::current_exe()?);
     command
@@ -313,6 +330,7 @@ fn spawn_detached_agent(name: &str, state_dir: &Path, member: &Path, log: &Path)
         .arg(state_dir)
         .arg("--kubeconfig")
         .arg(std::fs::canonicalize(member)?)
+        .args(metrics_addr.map(|addr| format!("--metrics-addr={addr}")))
         .env("FLOTILLA_LOG", std::env::var("FLOTILLA_LOG").unwrap_or_else(|_| "info".into()))
         .stdin(std::process::Stdio::null())
         .stdout(log_file.try_clone()?)

@@ -59,6 +59,14 @@ pub struct HubRunArgs {
     /// a changed usage report also brings it forward, at most every 5 s.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_sync_period)]
     pub autoscaling_sync: Duration,
+    /// Serve Prometheus metrics on this address (`GET /metrics`), e.g.
+    /// 0.0.0.0:9464. Every replica serves it; the gauges read from the
+    /// controllers' caches (clusters by condition, heartbeat age, etcd,
+    /// certificates) come from the leader only. Off by default: tests and
+    /// local fleets run several hubs on one host. Alert rules:
+    /// deploy/prometheus/flotilla-alerts.yaml.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub kok: KokArgs,
 }
@@ -296,6 +304,16 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 (Some(listen), Some(url)) => Some(flotilla_hub::webhook::WebhookConfig { listen, url }),
                 _ => None,
             };
+            let metrics = match args.metrics_addr {
+                Some(addr) => Some(flotilla_metrics::serve(addr).await?),
+                None => None,
+            };
+            let serve_metrics = async {
+                match metrics {
+                    Some(metrics) => metrics.run().await,
+                    None => std::future::pending().await,
+                }
+            };
             // The webhook runs on every replica; the controllers only on the leader.
             let serve_webhook = async {
                 match webhook {
@@ -335,6 +353,10 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 r = serve_webhook => {
                     r.context("serving the policy admission webhook")?;
                     bail!("the policy admission webhook stopped");
+                }
+                r = serve_metrics => {
+                    r.context("serving metrics")?;
+                    bail!("the metrics endpoint stopped");
                 }
                 () = controllers => {},
                 _ = tokio::signal::ctrl_c() => {},

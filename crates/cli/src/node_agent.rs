@@ -49,6 +49,11 @@ pub struct NodeAgentArgs {
     /// spec.address, when set, wins over both.)
     #[arg(long)]
     pub address: Option<std::net::IpAddr>,
+    /// Serve the node agent's Prometheus metrics on this address (`GET
+    /// /metrics`), e.g. 0.0.0.0:9466. Off by default: several node agents
+    /// may run on one host.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
@@ -66,6 +71,7 @@ pub async fn run(args: NodeAgentArgs) -> anyhow::Result<bool> {
     config.stop_grace = Duration::from_secs(args.stop_grace);
     config.heartbeat = Duration::from_secs(args.heartbeat.max(1));
     config.address = args.address;
+    config.metrics_addr = args.metrics_addr;
     // Stopping the agent leaves its components running (see --help).
     let shutdown = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {

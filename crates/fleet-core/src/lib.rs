@@ -4,4 +4,5 @@
 
 pub mod bootstrap_token;
 pub mod cluster_events;
+pub mod fleet_metrics;
 pub mod membership;

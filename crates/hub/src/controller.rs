@@ -76,6 +76,10 @@ pub(crate) fn run(
         .touched_objects()
         .inspect(move |_| changed.notify_one());
     let health = Controller::for_stream(cluster_stream, cluster_store.clone());
+    let gauges = crate::metrics::register(crate::metrics::FleetGauges {
+        clusters: cluster_store.clone(),
+        leases: lease_store.clone(),
+    });
     let recorder = crate::events::recorder(client.clone(), crate::events::CLUSTER_CONTROLLER);
     let ctx = Arc::new(Ctx { client: client.clone(), auto_accept, grace, leases: lease_store, recorder });
 
@@ -103,7 +107,11 @@ pub(crate) fn run(
                 .map(|csr| ObjectRef::from_obj(&*csr))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile_csr, csr_error_policy, ctx.clone())
+        .run(
+            |o, c| flotilla_metrics::reconcile("registration", o, c, reconcile_csr),
+            csr_error_policy,
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "registration reconcile failed");
@@ -117,13 +125,15 @@ pub(crate) fn run(
                 .and_then(|ns| ns.strip_prefix("flotilla-cluster-").map(str::to_string))
                 .map(|name| ObjectRef::new(&name))
         })
-        .run(reconcile_health, health_error_policy, ctx)
+        .run(|o, c| flotilla_metrics::reconcile("health", o, c, reconcile_health), health_error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "health reconcile failed");
             }
         });
     (cluster_store, async move {
+        // Scraped while the controllers run.
+        let _gauges = gauges;
         futures::join!(registration, health);
     })
 }

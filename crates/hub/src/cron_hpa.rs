@@ -53,7 +53,7 @@ pub async fn run(client: Client) {
     let api: Api<CronFederatedHPA> = Api::all(client);
     tracing::info!("CronFederatedHPA controller running");
     Controller::new(api, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| flotilla_metrics::reconcile("cron-federated-hpa", o, c, reconcile), error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "CronFederatedHPA reconcile");

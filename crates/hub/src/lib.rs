@@ -12,6 +12,7 @@ pub mod events;
 pub mod install;
 pub mod leader;
 pub mod machines;
+mod metrics;
 pub mod migration;
 mod names;
 pub mod push;

@@ -62,7 +62,11 @@ pub async fn run(client: Client, auto_accept: bool) {
                 .map(|csr| ObjectRef::from_obj(&*csr))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile_csr, |_, error, _| error_policy(error, "machine registration"), ctx.clone())
+        .run(
+            |o, c| flotilla_metrics::reconcile("machine-registration", o, c, reconcile_csr),
+            |_, error, _| error_policy(error, "machine registration"),
+            ctx.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "machine registration reconcile failed");
@@ -78,7 +82,11 @@ pub async fn run(client: Client, auto_accept: bool) {
         .applied_objects()
         .predicate_filter(access_inputs, Default::default());
     let access = Controller::for_stream(machine_stream, machine_store)
-        .run(reconcile_access, |_, error, _| error_policy(error, "machine access"), ctx)
+        .run(
+            |o, c| flotilla_metrics::reconcile("machine-access", o, c, reconcile_access),
+            |_, error, _| error_policy(error, "machine access"),
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "machine access reconcile failed");

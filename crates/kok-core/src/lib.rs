@@ -25,6 +25,7 @@ pub mod events;
 pub mod hosted;
 pub mod hosted_pki;
 pub mod hosted_status;
+pub mod kok_metrics;
 pub mod kube_runtime;
 pub mod kubelet_identity;
 pub mod machine_identity;

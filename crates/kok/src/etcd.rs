@@ -82,8 +82,11 @@ async fn run_clusters(client: Client, config: EtcdOperator) -> Result<(), Error>
         placing: tokio::sync::Mutex::new(()),
         releases: tokio::sync::Mutex::new(releases),
     });
-    Controller::new(clusters, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+    let controller = Controller::new(clusters, watcher::Config::default());
+    // Scraped while the controller runs.
+    let _gauges = crate::metrics::register(crate::metrics::EtcdGauges { clusters: controller.store() });
+    controller
+        .run(|o, c| flotilla_metrics::reconcile("etcd-cluster", o, c, reconcile), error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "etcd reconcile failed");

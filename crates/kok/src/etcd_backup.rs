@@ -49,7 +49,7 @@ pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
     let backups: Api<EtcdBackup> = Api::all(client.clone());
     let ctx = Arc::new(Ctx { client, config });
     Controller::new(backups, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| flotilla_metrics::reconcile("etcd-backup", o, c, reconcile), error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "etcd backup reconcile failed");

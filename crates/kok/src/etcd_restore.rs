@@ -39,7 +39,11 @@ struct Ctx {
 pub async fn run(client: Client, config: EtcdOperator) -> Result<(), Error> {
     let restores: Api<EtcdRestore> = Api::all(client.clone());
     Controller::new(restores, watcher::Config::default())
-        .run(reconcile, error_policy, Arc::new(Ctx { client, config }))
+        .run(
+            |o, c| flotilla_metrics::reconcile("etcd-restore", o, c, reconcile),
+            error_policy,
+            Arc::new(Ctx { client, config }),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "etcd restore reconcile failed");

@@ -65,6 +65,8 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
     let ctx = Arc::new(Ctx { client, config, catalog, placing: tokio::sync::Mutex::new(()) });
     let controller = Controller::new(clusters, watcher::Config::default());
     let store = controller.store();
+    // Scraped while the controller runs.
+    let _gauges = crate::metrics::register(crate::metrics::HostedGauges { clusters: store.clone() });
     controller
         .watches(machines, watcher::Config::default(), |m: Machine| {
             let mut owners: Vec<ObjectRef<HostedCluster>> = m
@@ -91,7 +93,7 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
                 .map(|hc| ObjectRef::from_obj(hc.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| flotilla_metrics::reconcile("hosted-cluster", o, c, reconcile), error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "hosted cluster reconcile failed");

@@ -34,6 +34,7 @@ pub mod hosted_operator;
 pub mod kube_runtime;
 pub mod kubelet_join;
 mod machine_components;
+mod metrics;
 pub mod node_pool;
 
 #[derive(Debug, thiserror::Error)]

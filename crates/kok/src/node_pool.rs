@@ -95,7 +95,7 @@ pub async fn run(client: Client, config: HostedOperator) -> Result<(), Error> {
                 .map(|p| ObjectRef::from_obj(p.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, error_policy, ctx)
+        .run(|o, c| flotilla_metrics::reconcile("node-pool", o, c, reconcile), error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "node pool reconcile failed");

@@ -16,6 +16,8 @@ pub enum Error {
     State { path: PathBuf, source: serde_json::Error },
     #[error(transparent)]
     Certificate(#[from] flotilla_csr_client::Error),
+    #[error(transparent)]
+    Metrics(#[from] flotilla_metrics::Error),
     #[error("{path}: {source}")]
     Archive { path: PathBuf, source: flotilla_kok_core::real_node::extra_images::ArchiveError },
 }

@@ -80,6 +80,9 @@ pub struct NodeAgentConfig {
     /// Reported as the machine's only InternalIP instead of the addresses
     /// found on its interfaces (`--address`).
     pub address: Option<IpAddr>,
+    /// Where to serve `/metrics` (`flotilla node-agent --metrics-addr`);
+    /// none by default, as several node agents may run on one host.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl NodeAgentConfig {
@@ -105,6 +108,7 @@ impl NodeAgentConfig {
             stop_grace: Duration::from_secs(10),
             resync: Duration::from_secs(30),
             address: None,
+            metrics_addr: None,
         }
     }
 }
@@ -252,17 +256,29 @@ pub async fn run(
     config: NodeAgentConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Error> {
+    flotilla_metrics::serving(config.metrics_addr, run_agent(&config, shutdown)).await?
+}
+
+async fn run_agent(
+    config: &NodeAgentConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Error> {
     tokio::pin!(shutdown);
     if let Some(admin) = &config.hub_kubeconfig {
         let client = client_from_kubeconfig(admin).await?;
-        return run_with(&config, client, &mut shutdown).await;
+        return run_with(config, client, &mut shutdown).await;
     }
     loop {
         let registration =
             register::register(&config.machine, &config.state_dir, config.bootstrap_kubeconfig.as_deref())
                 .await?;
+        let _certificate = flotilla_metrics::register_certificate(flotilla_metrics::ClientCertificate {
+            component: "node-agent",
+            name: config.machine.clone(),
+            not_after: registration.not_after,
+        });
         tokio::select! {
-            ran = run_with(&config, registration.client.clone(), &mut shutdown) => return ran,
+            ran = run_with(config, registration.client.clone(), &mut shutdown) => return ran,
             renewed = register::renew_before_expiry(&config.machine, &config.state_dir, &registration) => {
                 renewed?;
                 tracing::info!(machine = %config.machine, "continuing with the renewed certificate");
@@ -288,7 +304,14 @@ async fn run_with(
         if listed {
             let deleted = machine.is_none();
             let spec = machine.as_ref().map(|m| m.spec.clone()).unwrap_or_default();
-            agent.reconcile(&spec, machine.as_ref().and_then(|m| m.status.as_ref())).await;
+            let key = flotilla_metrics::ObjectKey::new(None, &config.machine);
+            let reconciled = flotilla_metrics::observe("node-agent", &key, async {
+                agent.reconcile(&spec, machine.as_ref().and_then(|m| m.status.as_ref())).await;
+                // The reconcile reports its failures on the Machine's
+                // status; none ends it.
+                Ok::<(), std::convert::Infallible>(())
+            });
+            let Ok(()) = reconciled.await;
             if deleted && agent.state.components.is_empty() && agent.state.real_nodes.nodes.is_empty() {
                 return Err(Error::Removed(config.machine.clone()));
             }

@@ -38,7 +38,8 @@ pub(super) async fn worker(apps: Arc<Apps>) {
     loop {
         let key = apps.binder.next().await;
         let started = std::time::Instant::now();
-        let result = reconcile(&apps, &key).await;
+        let object = flotilla_metrics::ObjectKey::new(Some(&key.namespace), &key.name);
+        let result = flotilla_metrics::observe("binder", &object, reconcile(&apps, &key)).await;
         if let Some(after) = apps.bound(&key, result) {
             apps.binder.add_after(key.clone(), after);
         }
@@ -342,6 +343,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         for notice in binding_events(existing.as_ref().map(|(s, _, _)| s), &spec) {
             crate::events::publish(&apps.events.binder, &binding, &notice).await;
         }
+        // Counted once written: a binding written again keeps its tasks
+        // and records, which are then no longer new.
+        let evictions = spec
+            .graceful_eviction_tasks
+            .iter()
+            .filter(|t| !tasks_before.iter().any(|b| b.from_cluster == t.from_cluster));
+        let failovers = spec.failed_over_from.iter().filter(|c| !failed_over_before.contains(c));
+        flotilla_metrics::instruments().evictions.inc_by(evictions.count() as u64);
+        flotilla_metrics::instruments().failovers.inc_by(failovers.count() as u64);
     }
     for dep in dependencies.iter().chain(dependencies_before.iter()) {
         apps.binder.add(TemplateKey {

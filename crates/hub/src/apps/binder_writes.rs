@@ -15,7 +15,7 @@ use super::state::Apps;
 use crate::error::Error;
 
 /// The binder's field manager on bindings and Works.
-pub(super) const MANAGER: &str = "flotilla-binder";
+pub(super) const MANAGER: &str = flotilla_apps_core::apply_latency::BINDER_MANAGER;
 
 pub(super) async fn write_binding(
     apps: &Apps,

@@ -117,6 +117,8 @@ pub async fn run(
         reflect(Api::<flotilla_api::interpreter::WorkloadInterpreter>::all(client.clone()), strip_meta);
 
     let (app_events, outgoing_events) = event_state::AppEvents::new(client.clone());
+    let _gauges =
+        crate::metrics::register(crate::metrics::RolloutGauges { rollouts: rollout_objects.clone() });
     let index = Index::new(Stores { pps, cpps, ops, cops, clusters, bindings, cluster_bindings, works });
     let apps = Arc::new(Apps {
         client: client.clone(),
@@ -129,8 +131,8 @@ pub async fn run(
         opt_in,
         deschedule,
         policies_judged: tokio::sync::watch::Sender::new(false),
-        binder: Queue::new(),
-        status: Queue::new(),
+        binder: Queue::new("binder"),
+        status: Queue::new("status"),
         rollouts: rollout_state::Rollouts::new(client.clone(), strategies, rollout_objects),
         interpreters,
         events: app_events,

@@ -12,6 +12,8 @@ use tokio::sync::Notify;
 pub struct Queue<K> {
     state: Mutex<State<K>>,
     notify: Notify,
+    /// Keys waiting (not running), for `flotilla_queue_depth`.
+    depth: flotilla_metrics::QueueGauge,
 }
 
 struct State<K> {
@@ -22,7 +24,8 @@ struct State<K> {
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
-    pub fn new() -> Arc<Self> {
+    /// A queue whose depth the metrics report as `queue="<name>"`.
+    pub fn new(name: &str) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 pending: VecDeque::new(),
@@ -31,6 +34,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
                 dirty: HashSet::new(),
             }),
             notify: Notify::new(),
+            depth: flotilla_metrics::instruments().queue(name),
         })
     }
 
@@ -46,6 +50,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
             s.dirty.insert(key);
         } else if s.queued.insert(key.clone()) {
             s.pending.push_back(key);
+            self.depth.set(s.pending.len() as i64);
             drop(s);
             self.notify.notify_one();
         }
@@ -67,6 +72,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
                 if let Some(key) = s.pending.pop_front() {
                     s.queued.remove(&key);
                     s.running.insert(key.clone());
+                    self.depth.set(s.pending.len() as i64);
                     if !s.pending.is_empty() {
                         // Let another worker pick up the rest.
                         self.notify.notify_one();
@@ -101,7 +107,7 @@ mod tests {
 
     #[tokio::test]
     async fn keys_are_deduplicated_and_rerun_when_added_while_running() {
-        let q = Queue::new();
+        let q = Queue::new("queue-test");
         q.add("a");
         q.add("a");
         q.add("b");

@@ -31,7 +31,7 @@ pub(super) async fn run(apps: Arc<Apps>) {
     apps.wait_ready().await;
     let rebalancers: Api<WorkloadRebalancer> = Api::all(apps.client.clone());
     Controller::new(rebalancers, watcher::Config::default())
-        .run(reconcile, error_policy, apps)
+        .run(|o, c| flotilla_metrics::reconcile("workload-rebalancer", o, c, reconcile), error_policy, apps)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "rebalancer reconcile failed");

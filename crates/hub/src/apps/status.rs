@@ -27,7 +27,8 @@ pub(super) async fn worker(apps: Arc<Apps>) {
     apps.wait_ready().await;
     loop {
         let key = apps.status.next().await;
-        let result = reconcile(&apps, &key).await;
+        let object = flotilla_metrics::ObjectKey::new(Some(&key.namespace), &key.name);
+        let result = flotilla_metrics::observe("status", &object, reconcile(&apps, &key)).await;
         let refused = match &result {
             Err(Error::Kube(e)) => refusal(e),
             _ => None,

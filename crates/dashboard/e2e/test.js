@@ -53,7 +53,8 @@ async function main() {
 
   // The fleet page renders the real clusters (as a read-only user).
   await login(page, process.env.VIEWER_TOKEN);
-  check(CLUSTERS.length > 0 && (await page.$$("#fleet-body tr")).length === CLUSTERS.length, "one row per cluster");
+  check(CLUSTERS.length > 0 && (await page.$$("#fleet-body tr[data-name]")).length === CLUSTERS.length, "one row per cluster");
+  check((await page.textContent("#fleet-count")) === `${CLUSTERS.length} clusters`, "the count is the fleet's");
   const m1 = await page.textContent(`tr[data-name="${CLUSTERS[0]}"]`);
   check(m1.includes("Pull") && /v1\.\d+/.test(m1) && m1.includes("cpu"), `row shows mode, version and bars: ${m1}`);
   await shot(page, "fleet.png");

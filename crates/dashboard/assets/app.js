@@ -295,7 +295,8 @@ async function showApps() {
       ${a.moves.length ? `<p class="muted">${a.moves.map(esc).join("; ")}</p>` : ""}
       ${a.rollout ? `<p>Rollout ${esc(a.rollout.name)}: ${pill(a.rollout.phase || "Pending")} wave ${esc(a.rollout.wave)} ${esc(a.rollout.message)}
         <button class="pause" data-ns="${esc(a.rollout.namespace)}" data-name="${esc(a.rollout.name)}" data-paused="${a.rollout.paused ? "false" : "true"}" ${mayPause ? "" : "disabled"}>${a.rollout.paused ? "Resume" : "Pause"}</button></p>` : ""}
-      ${table(["Cluster", "Replicas", "Applied", "Health", "Member's reason"], a.clusters.map((c) => [`<a href="#/cluster/${encodeURIComponent(c.name)}">${esc(c.name)}</a>`, esc(c.replicas), pill(c.applied ? "yes" : "no"), pill(c.health), esc(c.reason)]))}
+      ${table(["Cluster", "Replicas", "Applied", "Health", "Member's reason", "Overrides applied"], a.clusters.map((c) => [`<a href="#/cluster/${encodeURIComponent(c.name)}">${esc(c.name)}</a>`, esc(c.replicas), pill(c.applied ? "yes" : "no"), pill(c.health), esc(c.reason),
+        c.overrides.length ? c.overrides.map((o) => `<span class="override">${esc(o)}</span>`).join(" → ") : `<span class="muted">none</span>`]))}
     </div>`).join("") : `<p class="muted">No application is propagated yet.</p>`);
   $("#main").onclick = (e) => {
     const b = e.target.closest("button.pause");

@@ -106,8 +106,19 @@ async function main() {
   });
   check(["Available", "Joined", "MemberHealthy"].every((t) => conditionTypes.includes(t)), `the cluster's conditions are listed by type: ${conditionTypes}`);
   await shot(page, "cluster.png");
+  // A change of this cluster appears on its page without a reload.
+  await page.evaluate(() => { window.notReloaded = true; });
+  check(!(await page.textContent("#main")).includes("dashboard-test/live"), "the taint is not there before the change");
+  say("READY cluster");
+  check((await nextLine()) === "PATCHED", "the test tainted the cluster");
+  await waitForText(page, ["dashboard-test/live"], "the cluster page after the change");
+  check(await page.evaluate(() => window.notReloaded === true), "the cluster page was not reloaded");
+  say("SEEN cluster");
   await page.goto(`${URL}#/apps`);
-  await waitForText(page, ["Deployment shop/web", "PropagationPolicy web", "m1", "m2"], "the applications page");
+  await waitForText(page, ["Deployment shop/web", "PropagationPolicy web", "m1", "m2", "Overrides applied", "shop/web-m1-label"], "the applications page");
+  const overrides = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll("#main tbody tr")]
+    .map((tr) => [tr.cells[0].textContent, tr.cells[5]?.textContent || ""])));
+  check(overrides.m1 === "shop/web-m1-label" && overrides.m2 === "none", `the overrides applied per cluster: ${JSON.stringify(overrides)}`);
   await shot(page, "apps.png");
   await page.goto(`${URL}#/hosted`);
   await page.waitForFunction(() => document.querySelector("#main h2")?.textContent === "Hosted clusters", null, { timeout: TIMEOUT });

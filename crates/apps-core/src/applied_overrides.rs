@@ -56,17 +56,33 @@ mod tests {
 
     #[test]
     fn records_the_policies_whose_rules_target_the_cluster_in_order() {
-        let everywhere = spec(json!([{"overriders": {"labelsOverrider": [{"operator": "add", "value": {"a": "b"}}]}}]));
+        let everywhere =
+            spec(json!([{"overriders": {"labelsOverrider": [{"operator": "add", "value": {"a": "b"}}]}}]));
         let eu_only = spec(json!([{"targetCluster": {"labelSelector": {"matchLabels": {"region": "eu"}}},
             "overriders": {"labelsOverrider": [{"operator": "add", "value": {"eu": "yes"}}]}}]));
         let named = spec(json!([{"targetCluster": {"clusterNames": ["m2"]},
             "overriders": {"labelsOverrider": [{"operator": "add", "value": {"m2": "yes"}}]}}]));
         let no_rules = spec(json!([]));
         let policies = [
-            OverrideCandidate { scope: PolicyScope::Cluster, namespace: "", name: "global", spec: &everywhere },
-            OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "eu", spec: &eu_only },
+            OverrideCandidate {
+                scope: PolicyScope::Cluster,
+                namespace: "",
+                name: "global",
+                spec: &everywhere,
+            },
+            OverrideCandidate {
+                scope: PolicyScope::Namespaced,
+                namespace: "shop",
+                name: "eu",
+                spec: &eu_only,
+            },
             OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "m2", spec: &named },
-            OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name: "empty", spec: &no_rules },
+            OverrideCandidate {
+                scope: PolicyScope::Namespaced,
+                namespace: "shop",
+                name: "empty",
+                spec: &no_rules,
+            },
         ];
         let eu: BTreeMap<String, String> = [("region".to_string(), "eu".to_string())].into();
         let us: BTreeMap<String, String> = [("region".to_string(), "us".to_string())].into();
@@ -112,7 +128,14 @@ mod tests {
                 want: vec![],
                 want_annotation: None,
             },
-            Case { name: "no policy", cluster: "m1", labels: &eu, policies: vec![], want: vec![], want_annotation: None },
+            Case {
+                name: "no policy",
+                cluster: "m1",
+                labels: &eu,
+                policies: vec![],
+                want: vec![],
+                want_annotation: None,
+            },
         ];
         for c in cases {
             let given: Vec<&OverrideCandidate> = c.policies.iter().map(|&i| &policies[i]).collect();
@@ -120,7 +143,12 @@ mod tests {
             assert_eq!(got, c.want, "{}", c.name);
             let annotation = annotation_value(&got);
             assert_eq!(annotation.as_deref(), c.want_annotation, "{}", c.name);
-            assert_eq!(parse_annotation(annotation.as_deref().unwrap_or("")), c.want, "{}: read back", c.name);
+            assert_eq!(
+                parse_annotation(annotation.as_deref().unwrap_or("")),
+                c.want,
+                "{}: read back",
+                c.name
+            );
         }
     }
 }

@@ -51,6 +51,15 @@ async function main() {
   }
   const { page } = await load(context);
   if (process.env.SCREENSHOT) await page.screenshot({ path: process.env.SCREENSHOT });
+  // Windowed rows: scrolled to the end, the last clusters are drawn in view.
+  const last = `c-${String(CLUSTERS - 1).padStart(4, "0")}`;
+  await page.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+  await page.waitForFunction((n) => {
+    const r = document.querySelector(`tr[data-name="${n}"]`)?.getBoundingClientRect();
+    return r && r.top >= 0 && r.bottom <= window.innerHeight + 1;
+  }, last, { timeout: TIMEOUT, polling: "raf" });
+  await page.evaluate(() => window.scrollTo(0, 0));
+  await page.waitForSelector('tr[data-name="c-0000"]', { timeout: TIMEOUT });
   for (let i = 0; i < CHANGES; i++) {
     say("READY");
     const [verb, name, value, sentAt] = (await nextLine()).split(" ");

@@ -159,22 +159,21 @@ pub async fn apps(State(state): State<Shared>, headers: HeaderMap) -> Result<Jso
     let watches = &state.watches;
     let rollouts = watches.rollouts.state();
     let overrides = applied_overrides(watches.works.state().iter().map(|w| w.as_ref()));
-    let mut rows: Vec<_> = watches
-        .bindings
-        .state()
-        .iter()
-        .map(|b| {
-            let ns = b.namespace().unwrap_or_default();
-            app_row(&ns, &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
-        })
-        .chain(
-            watches
-                .cluster_bindings
-                .state()
-                .iter()
-                .map(|b| app_row("", &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)),
-        )
-        .collect();
+    let mut rows: Vec<_> =
+        watches
+            .bindings
+            .state()
+            .iter()
+            .map(|b| {
+                let ns = b.namespace().unwrap_or_default();
+                app_row(&ns, &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
+            })
+            .chain(
+                watches.cluster_bindings.state().iter().map(|b| {
+                    app_row("", &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
+                }),
+            )
+            .collect();
     rows.sort_by(|a, b| a.binding.cmp(&b.binding));
     Ok(Json(json!({ "rows": rows })))
 }

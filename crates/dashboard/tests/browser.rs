@@ -40,13 +40,16 @@ async fn the_dashboard_shows_the_live_fleet_and_refuses_what_the_user_may_not_do
     }))
     .await;
     // An override for m1 only, so the page has overrides applied to show.
-    fleet::apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
-        "metadata": {"name": "web-m1-label", "namespace": "shop"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-            "overrideRules": [{"targetCluster": {"clusterNames": ["m1"]},
-                "overriders": {"labelsOverrider": [{"operator": "add", "value": {"placed-on": "m1"}}]}}]}
-    }))
+    fleet::apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
+            "metadata": {"name": "web-m1-label", "namespace": "shop"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "overrideRules": [{"targetCluster": {"clusterNames": ["m1"]},
+                    "overriders": {"labelsOverrider": [{"operator": "add", "value": {"placed-on": "m1"}}]}}]}
+        }),
+    )
     .await;
     fleet::apply(
         &hub,

@@ -5,8 +5,8 @@
 
 use std::collections::BTreeMap;
 
-use flotilla_api::rollout::{control, Rollout};
 use flotilla_api::cluster::ManagedCluster;
+use flotilla_api::rollout::{control, Rollout};
 use flotilla_api::work::{keys, BindingSpec, BindingStatus, Work};
 use flotilla_apps_core::applied_overrides::{parse_annotation, APPLIED_OVERRIDES_ANNOTATION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

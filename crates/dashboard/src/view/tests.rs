@@ -447,7 +447,10 @@ fn an_application_row_shows_the_overrides_each_work_records() {
     ];
     let overrides = super::apps::applied_overrides(&works);
     let row = super::apps::app_row("shop", "web-deployment", &spec, None, &[], &overrides);
-    let got: Vec<(&str, Vec<&str>)> =
-        row.clusters.iter().map(|c| (c.name.as_str(), c.overrides.iter().map(String::as_str).collect())).collect();
+    let got: Vec<(&str, Vec<&str>)> = row
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.overrides.iter().map(String::as_str).collect()))
+        .collect();
     assert_eq!(got, [("m1", vec!["eu-images", "shop/web-eu"]), ("m2", vec![])]);
 }

@@ -458,33 +458,38 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
-        let (rendered, revision, applied_overrides) = match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
-            Some((revision, content)) => {
-                let replicas_here = if moving_replicas { Some(step.replicas) } else { replicas };
-                let mut rendered = content.render(&target.name, labels, replicas_here);
-                if let (Ok(manifest), Some(replicas)) = (rendered.as_mut(), replicas_here) {
-                    // A custom kind's replicas live where its interpreter says.
-                    if interpreter.is_some() {
-                        interpreted::set_replicas(manifest, replicas, interpreter);
+        let (rendered, revision, applied_overrides) =
+            match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
+                Some((revision, content)) => {
+                    let replicas_here = if moving_replicas { Some(step.replicas) } else { replicas };
+                    let mut rendered = content.render(&target.name, labels, replicas_here);
+                    if let (Ok(manifest), Some(replicas)) = (rendered.as_mut(), replicas_here) {
+                        // A custom kind's replicas live where its interpreter says.
+                        if interpreter.is_some() {
+                            interpreted::set_replicas(manifest, replicas, interpreter);
+                        }
                     }
+                    (rendered, Some(revision.clone()), content.applied_overrides(&target.name, labels))
                 }
-                (rendered, Some(revision.clone()), content.applied_overrides(&target.name, labels))
-            }
-            None => {
-                let mut manifest = base.clone();
-                if moving_replicas {
-                    interpreted::set_replicas(&mut manifest, step.replicas, interpreter);
+                None => {
+                    let mut manifest = base.clone();
+                    if moving_replicas {
+                        interpreted::set_replicas(&mut manifest, step.replicas, interpreter);
+                    }
+                    let applied = flotilla_apps_core::overrides::apply_overrides(
+                        &mut manifest,
+                        &target.name,
+                        labels,
+                        &applicable,
+                    );
+                    let names = flotilla_apps_core::applied_overrides::applied_overrides(
+                        &target.name,
+                        labels,
+                        &applicable,
+                    );
+                    (applied.map(|_| manifest), None, names)
                 }
-                let applied = flotilla_apps_core::overrides::apply_overrides(
-                    &mut manifest,
-                    &target.name,
-                    labels,
-                    &applicable,
-                );
-                let names = flotilla_apps_core::applied_overrides::applied_overrides(&target.name, labels, &applicable);
-                (applied.map(|_| manifest), None, names)
-            }
-        };
+            };
         let manifest = match rendered {
             Ok(m) => m,
             Err(e) => {

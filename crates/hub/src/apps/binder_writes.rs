@@ -95,8 +95,8 @@ pub(super) async fn write_work(
         body["metadata"]["annotations"][flotilla_apps_core::rollout::REVISION_ANNOTATION] = json!(revision);
     }
     if let Some(applied) = applied_overrides {
-        body["metadata"]["annotations"][flotilla_apps_core::applied_overrides::APPLIED_OVERRIDES_ANNOTATION] =
-            json!(applied);
+        body["metadata"]["annotations"]
+            [flotilla_apps_core::applied_overrides::APPLIED_OVERRIDES_ANNOTATION] = json!(applied);
     }
     let params = PatchParams::apply(MANAGER).force();
     let api = Api::<Work>::namespaced(apps.client.clone(), &namespace);

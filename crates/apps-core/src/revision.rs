@@ -107,8 +107,22 @@ impl RevisionContent {
         if let Some(replicas) = replicas {
             crate::workload::set_replicas(&mut manifest, replicas);
         }
-        let candidates: Vec<OverrideCandidate> = self
-            .overrides
+        let candidates = self.override_candidates();
+        let ordered: Vec<&OverrideCandidate> = candidates.iter().collect();
+        apply_overrides(&mut manifest, cluster, labels, &ordered)?;
+        Ok(manifest)
+    }
+
+    /// The override policies `render` applies for this cluster, in order
+    /// (what the cluster's Work records).
+    pub fn applied_overrides(&self, cluster: &str, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let candidates = self.override_candidates();
+        let ordered: Vec<&OverrideCandidate> = candidates.iter().collect();
+        crate::applied_overrides::applied_overrides(cluster, labels, &ordered)
+    }
+
+    fn override_candidates(&self) -> Vec<OverrideCandidate<'_>> {
+        self.overrides
             .iter()
             .map(|o| OverrideCandidate {
                 scope: if o.namespace.is_empty() { PolicyScope::Cluster } else { PolicyScope::Namespaced },
@@ -116,10 +130,7 @@ impl RevisionContent {
                 name: &o.name,
                 spec: &o.spec,
             })
-            .collect();
-        let ordered: Vec<&OverrideCandidate> = candidates.iter().collect();
-        apply_overrides(&mut manifest, cluster, labels, &ordered)?;
-        Ok(manifest)
+            .collect()
     }
 }
 
@@ -263,6 +274,9 @@ mod tests {
         let kept: RevisionContent = serde_json::from_value(serde_json::to_value(&content).unwrap()).unwrap();
         assert_eq!(kept.hash(), content.hash());
         assert_eq!(kept.render("eu", &none, Some(2)).unwrap(), content.render("eu", &none, Some(2)).unwrap());
+        assert_eq!(content.applied_overrides("eu", &none), vec!["shop/eu".to_string()]);
+        assert!(content.applied_overrides("us", &none).is_empty(), "its rule targets eu only");
+        assert_eq!(kept.applied_overrides("eu", &none), content.applied_overrides("eu", &none));
     }
 
     #[test]

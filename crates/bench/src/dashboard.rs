@@ -1,7 +1,10 @@
 //! `flotilla-bench dashboard`: the fleet page with many clusters in
 //! Debian's Chromium (playwright-core, `crates/dashboard/e2e/bench.js`):
-//! time to interactive (page load -> the table holds every cluster) and a
-//! change of the fleet -> visible on the open page.
+//! time to interactive (page load -> the page's row model holds every
+//! cluster, its count shows them all, and the first screen of rows is
+//! drawn and painted: the table is windowed, only visible rows are in the
+//! DOM) and a change of the fleet -> visible on the open page (a cluster
+//! on the first screen, so its row is drawn).
 //!
 //! The ManagedClusters are written directly on a real hub apiserver, with
 //! a status as an agent reports it (no hub controller runs, so nothing
@@ -112,8 +115,9 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<bool> {
             }
             (Some("SEEN"), Some(ms)) => changes.push(Duration::from_millis(ms.parse()?)),
             (Some("READY"), _) => {
-                // A label change on a cluster in the middle of the table.
-                let name = cluster_name((changed * 97 + args.clusters / 2) % args.clusters);
+                // A label change on a cluster of the first screen (a row
+                // scrolled out of view is not drawn, by design).
+                let name = cluster_name((changed * 3) % args.clusters.min(10));
                 let value = format!("bench-{changed}");
                 changed += 1;
                 let sent_at = SystemTime::now().duration_since(UNIX_EPOCH)?.as_millis();
@@ -133,7 +137,7 @@ pub async fn dashboard(args: DashboardArgs) -> anyhow::Result<bool> {
     let figures =
         |samples: Vec<Duration>| if samples.is_empty() { "no sample".to_string() } else { summary(samples) };
     println!(
-        "  time to interactive (navigation start -> {} rows drawn and painted, in the page): {}   goal < 1 s",
+        "  time to interactive (navigation start -> {} clusters counted, first screen drawn and painted, in the page): {}   goal < 1 s",
         args.clusters,
         figures(interactive)
     );

@@ -6,7 +6,7 @@ const $ = (sel, root = document) => root.querySelector(sel);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 const pill = (s) => `<span class="pill ${esc(s)}">${esc(s)}</span>`;
 
-const state = { mode: "local", user: null, page: "fleet", arg: "", selector: "", rows: new Map(), source: null, canCordon: false, refetch: null };
+const state = { mode: "local", user: null, page: "fleet", arg: "", selector: "", rows: new Map(), order: [], source: null, canCordon: false, refetch: null };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { credentials: "same-origin", ...options });
@@ -80,6 +80,7 @@ function connectLive() {
   source.addEventListener("snapshot", (e) => {
     const received = performance.now();
     state.rows = new Map(JSON.parse(e.data).rows.map((r) => [r.name, r]));
+    sortOrder();
     if (state.page === "fleet") renderFleetTable();
     // For the benchmark: when the first snapshot came and was drawn.
     // "drawn": the frame after the rows went in (laid out and painted).
@@ -92,16 +93,12 @@ function connectLive() {
   source.addEventListener("upsert", (e) => {
     const row = JSON.parse(e.data);
     state.rows.set(row.name, row);
-    if (state.page === "fleet") upsertFleetRow(row);
+    upsertFleetRow(row);
     if (state.page === "cluster" && state.arg === row.name) scheduleRefetch();
   });
   source.addEventListener("remove", (e) => {
     if (!state.rows.delete(e.data)) return;
-    if (state.page === "fleet") {
-      const tr = $(`tr[data-name="${CSS.escape(e.data)}"]`);
-      if (tr) tr.remove();
-      updateCount();
-    }
+    removeFleetRow(e.data);
   });
   source.addEventListener("changed", (e) => {
     if (state.page !== "fleet" && e.data !== "managedclusters") scheduleRefetch();
@@ -135,32 +132,100 @@ function fleetRowHtml(r) {
   </tr>`;
 }
 
-function renderFleetTable() {
+// The fleet table is windowed: the whole row model stays in `state.rows`
+// (names sorted in `state.order`), but only the rows on screen plus a
+// margin are in the DOM, between two spacer rows whose heights stand for
+// the others. Laying out and painting 1,000 rows with three bars each is
+// what made the page slow to become interactive.
+const WINDOW_MARGIN = 12; // rows drawn above and below the visible ones
+const fleetWindow = { first: 0, last: 0, rowHeight: 0, scheduled: false };
+
+function sortOrder() {
+  state.order = [...state.rows.keys()].sort((a, b) => a.localeCompare(b));
+}
+
+// Index of `name` in the sorted order, or where it would go.
+function orderIndex(name) {
+  let lo = 0, hi = state.order.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (state.order[mid].localeCompare(name) < 0) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+// Which rows the viewport shows, from the table's place on the page.
+function visibleRange(body) {
+  const height = fleetWindow.rowHeight || 70;
+  const top = body.getBoundingClientRect().top;
+  const first = Math.max(0, Math.floor(-top / height));
+  const last = Math.min(state.order.length, Math.ceil((window.innerHeight - top) / height));
+  return [first, Math.max(first, last)];
+}
+
+function renderFleetTable(force = true) {
   const body = $("#fleet-body");
   if (!body) return;
-  const rows = [...state.rows.values()].sort((a, b) => a.name.localeCompare(b.name));
-  body.innerHTML = rows.map(fleetRowHtml).join("");
+  const n = state.order.length;
+  const [visibleFirst, visibleLast] = visibleRange(body);
+  // Redraw only when the visible rows are about to leave the drawn ones.
+  const covered = fleetWindow.first <= Math.max(0, visibleFirst - 3) && fleetWindow.last >= Math.min(n, visibleLast + 3);
+  if (!force && covered) return;
+  const first = Math.max(0, visibleFirst - WINDOW_MARGIN);
+  const last = Math.min(n, visibleLast + WINDOW_MARGIN);
+  body.innerHTML = `<tr class="spacer"><td colspan="9"></td></tr>`
+    + state.order.slice(first, last).map((name) => fleetRowHtml(state.rows.get(name))).join("")
+    + `<tr class="spacer"><td colspan="9"></td></tr>`;
+  fleetWindow.first = first;
+  fleetWindow.last = last;
+  if (last > first && !fleetWindow.rowHeight) {
+    // Rows are about the same height (three bars each): measured once.
+    const drawn = body.querySelectorAll("tr[data-name]");
+    const height = (drawn[drawn.length - 1].getBoundingClientRect().bottom - drawn[0].getBoundingClientRect().top) / drawn.length;
+    if (height > 0) fleetWindow.rowHeight = height;
+  }
+  sizeSpacers(body);
   updateCount();
+}
+
+// Spacer heights through CSSOM (the CSP forbids style attributes).
+function sizeSpacers(body) {
+  const height = fleetWindow.rowHeight || 70;
+  body.firstElementChild.style.height = `${fleetWindow.first * height}px`;
+  body.lastElementChild.style.height = `${(state.order.length - fleetWindow.last) * height}px`;
+}
+
+function scheduleWindow() {
+  if (fleetWindow.scheduled) return;
+  fleetWindow.scheduled = true;
+  requestAnimationFrame(() => { fleetWindow.scheduled = false; renderFleetTable(false); });
 }
 
 function upsertFleetRow(row) {
   const body = $("#fleet-body");
+  const known = state.order.length > 0 && state.order[orderIndex(row.name)] === row.name;
+  if (!known) state.order.splice(orderIndex(row.name), 0, row.name);
   if (!body) return;
+  if (!known) return renderFleetTable();
   const old = $(`tr[data-name="${CSS.escape(row.name)}"]`, body);
+  if (!old) return; // not drawn: the model has it for when it scrolls in
   const template = document.createElement("tbody");
   template.innerHTML = fleetRowHtml(row);
   const tr = template.firstElementChild;
   tr.classList.add("flash");
-  if (old) old.replaceWith(tr);
-  else {
-    const next = [...body.children].find((r) => r.dataset.name.localeCompare(row.name) > 0);
-    body.insertBefore(tr, next || null);
-  }
-  updateCount();
+  old.replaceWith(tr);
 }
 
+function removeFleetRow(name) {
+  const i = orderIndex(name);
+  if (state.order[i] === name) state.order.splice(i, 1);
+  renderFleetTable();
+}
+
+// The count is the model's (every cluster matching the selector), not
+// the drawn rows'.
 function updateCount() {
-  const n = $("#fleet-body") ? $("#fleet-body").children.length : 0;
+  const n = state.order.length;
   const c = $("#fleet-count");
   if (c) c.textContent = `${n} cluster${n === 1 ? "" : "s"}`;
   document.body.dataset.fleetRows = String(n);
@@ -230,7 +295,8 @@ async function showApps() {
       ${a.moves.length ? `<p class="muted">${a.moves.map(esc).join("; ")}</p>` : ""}
       ${a.rollout ? `<p>Rollout ${esc(a.rollout.name)}: ${pill(a.rollout.phase || "Pending")} wave ${esc(a.rollout.wave)} ${esc(a.rollout.message)}
         <button class="pause" data-ns="${esc(a.rollout.namespace)}" data-name="${esc(a.rollout.name)}" data-paused="${a.rollout.paused ? "false" : "true"}" ${mayPause ? "" : "disabled"}>${a.rollout.paused ? "Resume" : "Pause"}</button></p>` : ""}
-      ${table(["Cluster", "Replicas", "Applied", "Health", "Member's reason"], a.clusters.map((c) => [`<a href="#/cluster/${encodeURIComponent(c.name)}">${esc(c.name)}</a>`, esc(c.replicas), pill(c.applied ? "yes" : "no"), pill(c.health), esc(c.reason)]))}
+      ${table(["Cluster", "Replicas", "Applied", "Health", "Member's reason", "Overrides applied"], a.clusters.map((c) => [`<a href="#/cluster/${encodeURIComponent(c.name)}">${esc(c.name)}</a>`, esc(c.replicas), pill(c.applied ? "yes" : "no"), pill(c.health), esc(c.reason),
+        c.overrides.length ? c.overrides.map((o) => `<span class="override">${esc(o)}</span>`).join(" → ") : `<span class="muted">none</span>`]))}
     </div>`).join("") : `<p class="muted">No application is propagated yet.</p>`);
   $("#main").onclick = (e) => {
     const b = e.target.closest("button.pause");
@@ -313,6 +379,8 @@ function start() {
 
 async function boot() {
   window.addEventListener("hashchange", () => route());
+  window.addEventListener("scroll", scheduleWindow, { passive: true });
+  window.addEventListener("resize", scheduleWindow);
   $("#logout").onclick = async () => { await api("/api/logout", { method: "POST" }); location.reload(); };
   // The live channel opens while we ask who we are: the first rows do not
   // wait for that round trip (without a session it is refused, and closed).

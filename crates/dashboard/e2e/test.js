@@ -53,7 +53,8 @@ async function main() {
 
   // The fleet page renders the real clusters (as a read-only user).
   await login(page, process.env.VIEWER_TOKEN);
-  check(CLUSTERS.length > 0 && (await page.$$("#fleet-body tr")).length === CLUSTERS.length, "one row per cluster");
+  check(CLUSTERS.length > 0 && (await page.$$("#fleet-body tr[data-name]")).length === CLUSTERS.length, "one row per cluster");
+  check((await page.textContent("#fleet-count")) === `${CLUSTERS.length} clusters`, "the count is the fleet's");
   const m1 = await page.textContent(`tr[data-name="${CLUSTERS[0]}"]`);
   check(m1.includes("Pull") && /v1\.\d+/.test(m1) && m1.includes("cpu"), `row shows mode, version and bars: ${m1}`);
   await shot(page, "fleet.png");
@@ -105,8 +106,19 @@ async function main() {
   });
   check(["Available", "Joined", "MemberHealthy"].every((t) => conditionTypes.includes(t)), `the cluster's conditions are listed by type: ${conditionTypes}`);
   await shot(page, "cluster.png");
+  // A change of this cluster appears on its page without a reload.
+  await page.evaluate(() => { window.notReloaded = true; });
+  check(!(await page.textContent("#main")).includes("dashboard-test/live"), "the taint is not there before the change");
+  say("READY cluster");
+  check((await nextLine()) === "PATCHED", "the test tainted the cluster");
+  await waitForText(page, ["dashboard-test/live"], "the cluster page after the change");
+  check(await page.evaluate(() => window.notReloaded === true), "the cluster page was not reloaded");
+  say("SEEN cluster");
   await page.goto(`${URL}#/apps`);
-  await waitForText(page, ["Deployment shop/web", "PropagationPolicy web", "m1", "m2"], "the applications page");
+  await waitForText(page, ["Deployment shop/web", "PropagationPolicy web", "m1", "m2", "Overrides applied", "shop/web-m1-label"], "the applications page");
+  const overrides = await page.evaluate(() => Object.fromEntries([...document.querySelectorAll("#main tbody tr")]
+    .map((tr) => [tr.cells[0].textContent, tr.cells[5]?.textContent || ""])));
+  check(overrides.m1 === "shop/web-m1-label" && overrides.m2 === "none", `the overrides applied per cluster: ${JSON.stringify(overrides)}`);
   await shot(page, "apps.png");
   await page.goto(`${URL}#/hosted`);
   await page.waitForFunction(() => document.querySelector("#main h2")?.textContent === "Hosted clusters", null, { timeout: TIMEOUT });

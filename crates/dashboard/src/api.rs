@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use crate::auth::{Access, Auth, Mode, SESSION_COOKIE};
 use crate::error::Error;
 use crate::state::{request_token, AppState};
-use crate::view::apps::app_row;
+use crate::view::apps::{app_row, applied_overrides};
 use crate::view::cluster::{cluster_page, event_views, placement, work_view};
 use crate::view::fleet::fleet_row;
 use crate::view::hosted::{hosted_view, Inputs};
@@ -158,22 +158,22 @@ pub async fn apps(State(state): State<Shared>, headers: HeaderMap) -> Result<Jso
     state.auth.require_read(token.as_deref(), "work.flotilla.io", "resourcebindings").await?;
     let watches = &state.watches;
     let rollouts = watches.rollouts.state();
-    let mut rows: Vec<_> = watches
-        .bindings
-        .state()
-        .iter()
-        .map(|b| {
-            let ns = b.namespace().unwrap_or_default();
-            app_row(&ns, &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts)
-        })
-        .chain(
-            watches
-                .cluster_bindings
-                .state()
-                .iter()
-                .map(|b| app_row("", &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts)),
-        )
-        .collect();
+    let overrides = applied_overrides(watches.works.state().iter().map(|w| w.as_ref()));
+    let mut rows: Vec<_> =
+        watches
+            .bindings
+            .state()
+            .iter()
+            .map(|b| {
+                let ns = b.namespace().unwrap_or_default();
+                app_row(&ns, &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
+            })
+            .chain(
+                watches.cluster_bindings.state().iter().map(|b| {
+                    app_row("", &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
+                }),
+            )
+            .collect();
     rows.sort_by(|a, b| a.binding.cmp(&b.binding));
     Ok(Json(json!({ "rows": rows })))
 }

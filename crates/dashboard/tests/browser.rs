@@ -3,7 +3,8 @@
 //! agents joined. The page must show the real clusters, a change of the
 //! fleet must appear without a reload, a user without rights is refused
 //! (403 with the apiserver's message), an allowed cordon lands on the
-//! cluster, and screenshots are kept in
+//! cluster, the cluster page refreshes live, the applications page shows
+//! the overrides applied per cluster, and screenshots are kept in
 //! `$CARGO_TARGET_DIR/test-artefacts/dashboard`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -37,6 +38,18 @@ async fn the_dashboard_shows_the_live_fleet_and_refuses_what_the_user_may_not_do
             "placement": {"clusterAffinity": {"clusterNames": ["m1", "m2"]},
                 "replicaScheduling": {"replicaSchedulingType": "Divided", "replicaDivisionPreference": "Weighted"}}}
     }))
+    .await;
+    // An override for m1 only, so the page has overrides applied to show.
+    fleet::apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "OverridePolicy",
+            "metadata": {"name": "web-m1-label", "namespace": "shop"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "overrideRules": [{"targetCluster": {"clusterNames": ["m1"]},
+                    "overriders": {"labelsOverrider": [{"operator": "add", "value": {"placed-on": "m1"}}]}}]}
+        }),
+    )
     .await;
     fleet::apply(
         &hub,
@@ -106,6 +119,15 @@ async fn the_dashboard_shows_the_live_fleet_and_refuses_what_the_user_may_not_do
         m2.spec.taints
     );
     script.say("CHECKED").await;
+    // The cluster page is open on m1: a taint added now appears there
+    // without a reload.
+    script.expect("READY cluster").await;
+    let mut taints = serde_json::to_value(&clusters.get("m1").await.unwrap().spec.taints).unwrap();
+    taints.as_array_mut().unwrap().push(json!({"key": "dashboard-test/live", "effect": "PreferNoSchedule"}));
+    let patch = json!({"spec": {"taints": taints}});
+    clusters.patch("m1", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    script.say("PATCHED").await;
+    script.expect("SEEN cluster").await;
     script.expect("DONE pages").await;
     assert!(script.wait().await, "the browser script failed (see its output above)");
     let _ = stop.send(());

@@ -7,13 +7,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_api::work::ResourceBinding;
+use flotilla_api::work::{keys, ResourceBinding, Work};
+use flotilla_apps_core::applied_overrides::APPLIED_OVERRIDES_ANNOTATION;
 use flotilla_apps_core::failover::{FailoverSettings, MaxSurge};
 use flotilla_localkube::{wait_for, Cluster};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::Api;
+use kube::{Api, ResourceExt};
 use serde_json::json;
 
 mod support;
@@ -110,6 +111,21 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     assert_eq!(image(eu), "registry.eu.example.com/library/nginx:1.25");
     let us = Api::<Deployment>::namespaced(fleet.member("m2").client(), "demo").get("web").await.unwrap();
     assert_eq!(image(us), "docker.io/library/nginx:1.25");
+    // Each cluster's Work records the overrides applied to its copy.
+    for (member, want) in [("m1", Some("demo/eu-registry")), ("m2", None), ("m3", None)] {
+        let works = Api::<Work>::namespaced(hub.clone(), &ManagedCluster::hub_namespace(member));
+        let list = works.list(&Default::default()).await.unwrap();
+        let work = list
+            .items
+            .iter()
+            .find(|w| w.annotations().get(keys::BINDING).map(String::as_str) == Some("demo/web-deployment"))
+            .unwrap_or_else(|| panic!("web's Work for {member}"));
+        assert_eq!(
+            work.annotations().get(APPLIED_OVERRIDES_ANNOTATION).map(String::as_str),
+            want,
+            "the overrides {member}'s Work records"
+        );
+    }
     let binding =
         Api::<ResourceBinding>::namespaced(hub.clone(), "demo").get("web-deployment").await.unwrap();
     let status = binding.status.unwrap();

@@ -1,9 +1,14 @@
 //! The applications page: one entry per binding: the template, its policy,
 //! where each replica went (and why it moved), per-cluster health with the
-//! member's reason, and the rollout's progress when a Rollout drives it.
+//! member's reason, the override policies applied to each cluster's copy
+//! (the Work's record), and the rollout's progress when a Rollout drives it.
 
+use std::collections::BTreeMap;
+
+use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::rollout::{control, Rollout};
-use flotilla_api::work::{BindingSpec, BindingStatus};
+use flotilla_api::work::{keys, BindingSpec, BindingStatus, Work};
+use flotilla_apps_core::applied_overrides::{parse_annotation, APPLIED_OVERRIDES_ANNOTATION};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use serde::Serialize;
@@ -36,6 +41,25 @@ pub struct AppCluster {
     pub applied: bool,
     pub health: String,
     pub reason: String,
+    /// The override policies the binder applied to this cluster's copy,
+    /// in order (`namespace/name`, or `name` for a ClusterOverridePolicy).
+    pub overrides: Vec<String>,
+}
+
+/// Per (binding `namespace/name`, Work namespace): the override policies
+/// its Work records.
+pub type AppliedOverrides = BTreeMap<(String, String), Vec<String>>;
+
+/// The records of every Work that has one.
+pub fn applied_overrides<'a>(works: impl IntoIterator<Item = &'a Work>) -> AppliedOverrides {
+    works
+        .into_iter()
+        .filter_map(|w| {
+            let applied = w.annotations().get(APPLIED_OVERRIDES_ANNOTATION)?;
+            let binding = w.annotations().get(keys::BINDING)?;
+            Some(((binding.clone(), w.namespace().unwrap_or_default()), parse_annotation(applied)))
+        })
+        .collect()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -55,7 +79,9 @@ pub fn app_row(
     spec: &BindingSpec,
     status: Option<&BindingStatus>,
     rollouts: &[std::sync::Arc<Rollout>],
+    overrides: &AppliedOverrides,
 ) -> AppRow {
+    let binding = if namespace.is_empty() { name.to_string() } else { format!("{namespace}/{name}") };
     let r = &spec.resource;
     let template = match r.namespace.as_str() {
         "" => format!("{} {}", r.kind, r.name),
@@ -73,6 +99,10 @@ pub fn app_row(
                 applied: item.is_some_and(|i| i.applied),
                 health: health_text(item.map(|i| i.health).unwrap_or_default()),
                 reason: item.map(member_reason).unwrap_or_default(),
+                overrides: overrides
+                    .get(&(binding.clone(), ManagedCluster::hub_namespace(&t.name)))
+                    .cloned()
+                    .unwrap_or_default(),
             }
         })
         .collect();
@@ -93,7 +123,7 @@ pub fn app_row(
         })
         .map(|ro| rollout_view(ro));
     AppRow {
-        binding: if namespace.is_empty() { name.to_string() } else { format!("{namespace}/{name}") },
+        binding,
         namespace: namespace.to_string(),
         template,
         policy: spec.policy.as_ref().map(|p| format!("{} {}", p.kind, p.name)).unwrap_or_default(),

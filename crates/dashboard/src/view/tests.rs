@@ -407,7 +407,7 @@ fn an_application_row_says_where_replicas_went_and_why() {
         "placement": {}
     }))
     .unwrap();
-    let row = super::apps::app_row("shop", "web-deployment", &spec, None, &[]);
+    let row = super::apps::app_row("shop", "web-deployment", &spec, None, &[], &Default::default());
     assert_eq!(row.template, "Deployment shop/web");
     assert_eq!(row.policy, "PropagationPolicy web");
     assert_eq!(row.binding, "shop/web-deployment");
@@ -416,4 +416,41 @@ fn an_application_row_says_where_replicas_went_and_why() {
         row.clusters.iter().map(|c| (c.name.as_str(), c.replicas, c.applied, c.health.as_str())).collect();
     assert_eq!(clusters, [("m1", 4, false, "Unknown")], "no member report yet");
     assert!(row.rollout.is_none());
+}
+
+#[test]
+fn an_application_row_shows_the_overrides_each_work_records() {
+    let spec: BindingSpec = serde_json::from_value(serde_json::json!({
+        "resource": {"apiVersion": "apps/v1", "kind": "Deployment", "namespace": "shop", "name": "web"},
+        "replicas": 4,
+        "clusters": [{"name": "m1", "replicas": 2}, {"name": "m2", "replicas": 2}],
+        "placement": {}
+    }))
+    .unwrap();
+    let work = |namespace: &str, binding: &str, applied: Option<&str>| -> flotilla_api::work::Work {
+        let mut annotations = serde_json::json!({"work.flotilla.io/binding": binding});
+        if let Some(applied) = applied {
+            annotations["apps.flotilla.io/applied-overrides"] = serde_json::json!(applied);
+        }
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "work.flotilla.io/v1alpha1", "kind": "Work",
+            "metadata": {"name": "shop-web-deployment", "namespace": namespace, "annotations": annotations},
+            "spec": {"manifests": []}
+        }))
+        .unwrap()
+    };
+    let works = [
+        work("flotilla-cluster-m1", "shop/web-deployment", Some("eu-images,shop/web-eu")),
+        work("flotilla-cluster-m2", "shop/web-deployment", None),
+        // Another binding's Work on m2 does not count.
+        work("flotilla-cluster-m2", "shop/other", Some("shop/other-eu")),
+    ];
+    let overrides = super::apps::applied_overrides(&works);
+    let row = super::apps::app_row("shop", "web-deployment", &spec, None, &[], &overrides);
+    let got: Vec<(&str, Vec<&str>)> = row
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.overrides.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(got, [("m1", vec!["eu-images", "shop/web-eu"]), ("m2", vec![])]);
 }

@@ -458,32 +458,38 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
-        let (rendered, revision) = match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
-            Some((revision, content)) => {
-                let replicas_here = if moving_replicas { Some(step.replicas) } else { replicas };
-                let mut rendered = content.render(&target.name, labels, replicas_here);
-                if let (Ok(manifest), Some(replicas)) = (rendered.as_mut(), replicas_here) {
-                    // A custom kind's replicas live where its interpreter says.
-                    if interpreter.is_some() {
-                        interpreted::set_replicas(manifest, replicas, interpreter);
+        let (rendered, revision, applied_overrides) =
+            match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
+                Some((revision, content)) => {
+                    let replicas_here = if moving_replicas { Some(step.replicas) } else { replicas };
+                    let mut rendered = content.render(&target.name, labels, replicas_here);
+                    if let (Ok(manifest), Some(replicas)) = (rendered.as_mut(), replicas_here) {
+                        // A custom kind's replicas live where its interpreter says.
+                        if interpreter.is_some() {
+                            interpreted::set_replicas(manifest, replicas, interpreter);
+                        }
                     }
+                    (rendered, Some(revision.clone()), content.applied_overrides(&target.name, labels))
                 }
-                (rendered, Some(revision.clone()))
-            }
-            None => {
-                let mut manifest = base.clone();
-                if moving_replicas {
-                    interpreted::set_replicas(&mut manifest, step.replicas, interpreter);
+                None => {
+                    let mut manifest = base.clone();
+                    if moving_replicas {
+                        interpreted::set_replicas(&mut manifest, step.replicas, interpreter);
+                    }
+                    let applied = flotilla_apps_core::overrides::apply_overrides(
+                        &mut manifest,
+                        &target.name,
+                        labels,
+                        &applicable,
+                    );
+                    let names = flotilla_apps_core::applied_overrides::applied_overrides(
+                        &target.name,
+                        labels,
+                        &applicable,
+                    );
+                    (applied.map(|_| manifest), None, names)
                 }
-                let applied = flotilla_apps_core::overrides::apply_overrides(
-                    &mut manifest,
-                    &target.name,
-                    labels,
-                    &applicable,
-                );
-                (applied.map(|_| manifest), None)
-            }
-        };
+            };
         let manifest = match rendered {
             Ok(m) => m,
             Err(e) => {
@@ -511,6 +517,13 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             Some(r) => spec_hash(&json!([work_spec, r])),
             None => spec_hash(&work_spec),
         };
+        // The record of the overrides applied is part of it too (only when
+        // there is one, so other Works keep their hash).
+        let applied_overrides = flotilla_apps_core::applied_overrides::annotation_value(&applied_overrides);
+        let hash = match &applied_overrides {
+            Some(applied) => spec_hash(&json!([hash, applied])),
+            None => hash,
+        };
         let current = works.get(&target.name);
         if current.is_some_and(|w| {
             w.annotations().get(keys::SPEC_HASH) == Some(&hash) && w.metadata.deletion_timestamp.is_none()
@@ -531,6 +544,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             template.metadata.generation,
             moving_replicas.then_some(step.replicas),
             revision,
+            applied_overrides,
         ));
     }
     apps.works_written(key, too_large, futures::future::join_all(writes).await)?;

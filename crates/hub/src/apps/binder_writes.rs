@@ -64,6 +64,7 @@ pub(super) async fn write_work(
     generation: Option<i64>,
     replicas: Option<i32>,
     revision: Option<String>,
+    applied_overrides: Option<String>,
 ) -> Result<(), Error> {
     let namespace = ManagedCluster::hub_namespace(cluster);
     let name = work_name(&key.namespace, binding);
@@ -92,6 +93,10 @@ pub(super) async fn write_work(
     }
     if let Some(revision) = revision {
         body["metadata"]["annotations"][flotilla_apps_core::rollout::REVISION_ANNOTATION] = json!(revision);
+    }
+    if let Some(applied) = applied_overrides {
+        body["metadata"]["annotations"]
+            [flotilla_apps_core::applied_overrides::APPLIED_OVERRIDES_ANNOTATION] = json!(applied);
     }
     let params = PatchParams::apply(MANAGER).force();
     let api = Api::<Work>::namespaced(apps.client.clone(), &namespace);

@@ -21,6 +21,7 @@ pub mod etcd_status;
 pub mod etcd_teardown;
 pub mod etcd_upgrade;
 pub mod etcd_versions;
+pub mod component_events;
 pub mod events;
 pub mod hosted;
 pub mod hosted_pki;

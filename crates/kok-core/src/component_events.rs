@@ -18,7 +18,11 @@ pub const MAX_NOTICES: usize = 10;
 
 /// The Events on machine `machine` of its components' records changing from
 /// `before` to `after`.
-pub fn component_events(machine: &str, before: &[RunningComponent], after: &[RunningComponent]) -> Vec<Notice> {
+pub fn component_events(
+    machine: &str,
+    before: &[RunningComponent],
+    after: &[RunningComponent],
+) -> Vec<Notice> {
     let mut out = Vec::new();
     for a in after {
         let name = &a.name;
@@ -156,26 +160,47 @@ mod tests {
         let etcd = running("etcd", 10, 1, 0);
         let crashed = exited(etcd.clone(), Some(137), "killed by signal 9");
         let back = restarted(crashed.clone(), 11, 5, Some(137));
-        let new_spec = RunningComponent { pid: 12, started_at: at(9), spec_hash: "h2".into(), ..back.clone() };
+        let new_spec =
+            RunningComponent { pid: 12, started_at: at(9), spec_hash: "h2".into(), ..back.clone() };
         let cannot_start = exited(running("apiserver", 0, 1, 0), None, "cannot start /bin/nope: not found");
-        type Case = (&'static str, Vec<RunningComponent>, Vec<RunningComponent>, Vec<(Severity, &'static str)>);
+        type Case =
+            (&'static str, Vec<RunningComponent>, Vec<RunningComponent>, Vec<(Severity, &'static str)>);
         let cases: Vec<Case> = vec![
             ("nothing changed", vec![etcd.clone()], vec![etcd.clone()], vec![]),
             ("first start", vec![], vec![etcd.clone()], vec![(Severity::Normal, "ComponentStarted")]),
-            ("a crash", vec![etcd.clone()], vec![crashed.clone()], vec![(Severity::Warning, "ComponentFailed")]),
+            (
+                "a crash",
+                vec![etcd.clone()],
+                vec![crashed.clone()],
+                vec![(Severity::Warning, "ComponentFailed")],
+            ),
             ("still down, waiting for backoff", vec![crashed.clone()], vec![crashed.clone()], vec![]),
-            ("restarted after the backoff", vec![crashed.clone()], vec![back.clone()], vec![(
-                Severity::Warning,
-                "ComponentRestarted",
-            )]),
+            (
+                "restarted after the backoff",
+                vec![crashed.clone()],
+                vec![back.clone()],
+                vec![(Severity::Warning, "ComponentRestarted")],
+            ),
             // Crash seen and restarted within one reconcile: the restart
             // says why.
-            ("crash and restart at once", vec![etcd.clone()], vec![back.clone()], vec![(
-                Severity::Warning,
-                "ComponentRestarted",
-            )]),
-            ("spec change", vec![back.clone()], vec![new_spec.clone()], vec![(Severity::Normal, "ComponentUpdated")]),
-            ("cannot start", vec![], vec![cannot_start.clone()], vec![(Severity::Warning, "ComponentFailed")]),
+            (
+                "crash and restart at once",
+                vec![etcd.clone()],
+                vec![back.clone()],
+                vec![(Severity::Warning, "ComponentRestarted")],
+            ),
+            (
+                "spec change",
+                vec![back.clone()],
+                vec![new_spec.clone()],
+                vec![(Severity::Normal, "ComponentUpdated")],
+            ),
+            (
+                "cannot start",
+                vec![],
+                vec![cannot_start.clone()],
+                vec![(Severity::Warning, "ComponentFailed")],
+            ),
             ("cannot start again", vec![cannot_start.clone()], vec![cannot_start.clone()], vec![]),
             ("removed", vec![etcd.clone()], vec![], vec![(Severity::Normal, "ComponentStopped")]),
         ];
@@ -192,7 +217,10 @@ mod tests {
         let etcd = running("etcd", 10, 1, 0);
         let crashed = exited(etcd.clone(), Some(137), "killed by signal 9");
         let failed = &component_events("m1", &[etcd], &[crashed.clone()])[0];
-        assert_eq!(failed.message, "machine m1: etcd killed by signal 9 (0 restarts so far); last log line: panic: disk full");
+        assert_eq!(
+            failed.message,
+            "machine m1: etcd killed by signal 9 (0 restarts so far); last log line: panic: disk full"
+        );
         let back = restarted(crashed.clone(), 11, 5, Some(137));
         let restart = &component_events("m1", &[crashed], &[back])[0];
         assert_eq!(

@@ -9,6 +9,7 @@
 pub mod addons;
 pub mod blockers;
 pub mod catalog;
+pub mod component_events;
 pub mod etcd;
 pub mod etcd_backup;
 pub mod etcd_error;
@@ -21,7 +22,6 @@ pub mod etcd_status;
 pub mod etcd_teardown;
 pub mod etcd_upgrade;
 pub mod etcd_versions;
-pub mod component_events;
 pub mod events;
 pub mod hosted;
 pub mod hosted_pki;

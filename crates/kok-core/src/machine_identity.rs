@@ -429,7 +429,8 @@ mod tests {
     #[test]
     fn events_are_granted_in_the_events_namespace_only() {
         let objects = machine_access_objects("m1", json!([]), &MachineSpec::default());
-        let events_role: Vec<_> = objects.iter().filter(|o| o["metadata"]["name"] == events_role_name("m1")).collect();
+        let events_role: Vec<_> =
+            objects.iter().filter(|o| o["metadata"]["name"] == events_role_name("m1")).collect();
         assert_eq!(events_role.len(), 2, "a Role and its RoleBinding");
         for o in &events_role {
             assert_eq!(o["metadata"]["namespace"], MACHINE_EVENTS_NAMESPACE);

@@ -501,8 +501,11 @@ impl Agent {
             }
         }
         if let Some(machine) = regarding {
-            let notices =
-                flotilla_kok_core::component_events::component_events(&self.config.machine, &before, &self.state.components);
+            let notices = flotilla_kok_core::component_events::component_events(
+                &self.config.machine,
+                &before,
+                &self.state.components,
+            );
             events::publish(&self.recorder, machine, &notices).await;
         }
         let before = self.state.real_nodes.clone();

@@ -15,9 +15,9 @@ use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_kok_core::machine_identity::{ACCEPTED_ANNOTATION, AGENT_KEY_ANNOTATION, MACHINE_LABEL};
 use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use flotilla_node_agent::{process, NodeAgentConfig};
-use k8s_openapi::api::events::v1::Event as EventsV1;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event as EventsV1;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -268,7 +268,9 @@ async fn a_node_agent_bootstraps_its_own_credential_and_reaches_only_what_its_ma
         "action": "Start", "reason": "ComponentStarted", "type": "Normal",
     }))
     .unwrap();
-    assert!(forbidden(Api::<EventsV1>::namespaced(narrow.clone(), "kok-a").create(&PostParams::default(), &event).await));
+    assert!(forbidden(
+        Api::<EventsV1>::namespaced(narrow.clone(), "kok-a").create(&PostParams::default(), &event).await
+    ));
 
     // An unknown machine registers itself through its CSR but waits until
     // an admin accepts it.

@@ -216,7 +216,7 @@ mod tests {
     fn messages_carry_exit_status_restarts_and_the_last_log_line() {
         let etcd = running("etcd", 10, 1, 0);
         let crashed = exited(etcd.clone(), Some(137), "killed by signal 9");
-        let failed = &component_events("m1", &[etcd], &[crashed.clone()])[0];
+        let failed = &component_events("m1", &[etcd], std::slice::from_ref(&crashed))[0];
         assert_eq!(
             failed.message,
             "machine m1: etcd killed by signal 9 (0 restarts so far); last log line: panic: disk full"

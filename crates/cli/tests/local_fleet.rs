@@ -141,6 +141,14 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
     assert!(out.status.success(), "status says unhealthy:\n{shown}");
     assert!(shown.contains("member-1") && shown.contains("2/2"), "{shown}");
     assert!(shown.contains("Fleet healthy."), "{shown}");
+    // It says where the hub's metrics are, and they are served there.
+    let metrics_url = shown
+        .lines()
+        .find_map(|l| l.strip_prefix("Hub metrics: "))
+        .unwrap_or_else(|| panic!("no metrics address in:\n{shown}"));
+    let addr = metrics_url.trim_start_matches("http://").trim_end_matches("/metrics");
+    let scraped = scrape(addr);
+    assert!(scraped.contains("flotilla_reconcile"), "{scraped}");
 
     // The member is a hosted cluster, registered in the fleet by the
     // HostedCluster operator (push mode) and Available.
@@ -396,4 +404,15 @@ async fn the_daemon_restarts_the_hub_and_nothing_is_lost() {
     for pid in pids {
         assert!(!alive(pid), "pid {pid} survived `flotilla down`");
     }
+}
+
+/// GET `/metrics` from `addr` over plain HTTP/1.0: the response as text.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
 }

@@ -9,6 +9,7 @@
 pub mod addons;
 pub mod blockers;
 pub mod catalog;
+pub mod component_events;
 pub mod etcd;
 pub mod etcd_backup;
 pub mod etcd_error;

@@ -130,6 +130,17 @@ pub fn role_name(name: &str) -> String {
     format!("flotilla:machine:{name}")
 }
 
+/// Where the Events about a Machine live: it is cluster-scoped, and the
+/// Events of cluster-scoped objects go to `default`.
+pub const MACHINE_EVENTS_NAMESPACE: &str = "default";
+
+/// Name of the Role/RoleBinding in [`MACHINE_EVENTS_NAMESPACE`] that lets
+/// machine `name`'s node agent record Events (apart from [`role_name`], so
+/// pruning the Roles of unreferenced namespaces never revokes it).
+pub fn events_role_name(name: &str) -> String {
+    format!("flotilla:machine:{name}:events")
+}
+
 /// The Secrets and ConfigMaps the spec's components reference, per
 /// namespace: (secret names, config map names).
 pub fn referenced_by_namespace(spec: &MachineSpec) -> BTreeMap<String, (BTreeSet<String>, BTreeSet<String>)> {
@@ -154,7 +165,9 @@ pub fn referenced_by_namespace(spec: &MachineSpec) -> BTreeMap<String, (BTreeSet
 /// get/list/watch its own Machine (by name), write that Machine's status,
 /// create CSRs and get/delete its own renewal CSR (cluster-scoped), and get
 /// exactly the Secrets and ConfigMaps its spec's components reference (a
-/// Role per referenced namespace, by name). `owner` is the ownerReferences
+/// Role per referenced namespace, by name), and create Events (and patch
+/// them, which is how the recorder counts a repeat) in
+/// [`MACHINE_EVENTS_NAMESPACE`] only. `owner` is the ownerReferences
 /// list (the Machine), so deleting the Machine revokes it all.
 ///
 /// Empty `resourceNames` would mean "all", so a rule is only emitted for a
@@ -185,6 +198,17 @@ pub fn machine_access_objects(
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
             "subjects": subject}),
     ];
+    // Event names are generated, so these rules cannot name them.
+    let events_role = events_role_name(name);
+    objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": events_role, "namespace": MACHINE_EVENTS_NAMESPACE,
+            "ownerReferences": owner, "labels": {MACHINE_LABEL: name}},
+        "rules": [{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}]}));
+    objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": events_role, "namespace": MACHINE_EVENTS_NAMESPACE,
+            "ownerReferences": owner, "labels": {MACHINE_LABEL: name}},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": events_role},
+        "subjects": subject}));
     for (namespace, (secrets, config_maps)) in referenced_by_namespace(spec) {
         let mut rules = Vec::new();
         if !secrets.is_empty() {
@@ -374,7 +398,10 @@ mod tests {
                 assert_eq!(rule["resourceNames"], json!(["m1"]));
             }
         }
-        let roles: Vec<_> = objects.iter().filter(|o| o["kind"] == "Role").collect();
+        let roles: Vec<_> = objects
+            .iter()
+            .filter(|o| o["kind"] == "Role" && o["metadata"]["name"] == role_name("m1"))
+            .collect();
         assert_eq!(roles.len(), 2);
         assert_eq!(roles[0]["metadata"]["namespace"], "kok-a");
         assert_eq!(
@@ -390,13 +417,33 @@ mod tests {
             roles[1]["rules"],
             json!([{"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["settings"], "verbs": ["get"]}])
         );
-        assert_eq!(objects.iter().filter(|o| o["kind"] == "RoleBinding").count(), 2);
+        assert_eq!(objects.iter().filter(|o| o["kind"] == "RoleBinding").count(), 3);
         for o in &objects {
             assert!(o.to_string().contains("\"verbs\"") || o["kind"].as_str().unwrap().ends_with("Binding"));
             assert!(!o.to_string().contains("\"*\""), "no wildcards: {o}");
         }
-        // No references: only the cluster-scoped pair.
-        assert_eq!(machine_access_objects("m1", json!([]), &MachineSpec::default()).len(), 2);
+        // No references: the cluster-scoped pair and the Events pair.
+        assert_eq!(machine_access_objects("m1", json!([]), &MachineSpec::default()).len(), 4);
+    }
+
+    #[test]
+    fn events_are_granted_in_the_events_namespace_only() {
+        let objects = machine_access_objects("m1", json!([]), &MachineSpec::default());
+        let events_role: Vec<_> =
+            objects.iter().filter(|o| o["metadata"]["name"] == events_role_name("m1")).collect();
+        assert_eq!(events_role.len(), 2, "a Role and its RoleBinding");
+        for o in &events_role {
+            assert_eq!(o["metadata"]["namespace"], MACHINE_EVENTS_NAMESPACE);
+        }
+        assert_eq!(
+            events_role[0]["rules"],
+            json!([{"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]}])
+        );
+        // No other object grants anything about Events.
+        let others = objects.iter().filter(|o| o["metadata"]["name"] != events_role_name("m1"));
+        assert!(others.into_iter().all(|o| !o.to_string().contains("events")));
+        // Pruning by the per-namespace Role's name never touches it.
+        assert_ne!(events_role_name("m1"), role_name("m1"));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 //! when the component is removed from the spec, the log is kept).
 
 mod error;
+pub mod events;
 pub mod extra_images;
 pub mod host;
 pub mod probe;
@@ -36,12 +37,12 @@ use flotilla_kok_core::node::{
     self, Action, Desired, Observation, RestartReason, RunningComponent, SourceKind,
 };
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use serde::{Deserialize, Serialize};
 
 use error::io_error;
@@ -306,7 +307,10 @@ async fn run_with(
             let spec = machine.as_ref().map(|m| m.spec.clone()).unwrap_or_default();
             let key = flotilla_metrics::ObjectKey::new(None, &config.machine);
             let reconciled = flotilla_metrics::observe("node-agent", &key, async {
-                agent.reconcile(&spec, machine.as_ref().and_then(|m| m.status.as_ref())).await;
+                let regarding = machine.as_ref().map(|m| m.object_ref(&()));
+                agent
+                    .reconcile(&spec, machine.as_ref().and_then(|m| m.status.as_ref()), regarding.as_ref())
+                    .await;
                 // The reconcile reports its failures on the Machine's
                 // status; none ends it.
                 Ok::<(), std::convert::Infallible>(())
@@ -376,6 +380,8 @@ struct Agent {
     host_read: Option<Instant>,
     /// Found once when the agent starts.
     container_runtime: Option<String>,
+    /// Publishes the Events on the Machine.
+    recorder: kube::runtime::events::Recorder,
 }
 
 impl Agent {
@@ -392,9 +398,11 @@ impl Agent {
                 tracing::info!(component = %c.name, pid = c.pid, "adopted a running component");
             }
         }
+        let recorder = events::recorder(client.clone(), &config.machine);
         let mut agent = Agent {
             config,
             client,
+            recorder,
             state,
             sources: Default::default(),
             sources_for: Vec::new(),
@@ -437,7 +445,15 @@ impl Agent {
         }
     }
 
-    async fn reconcile(&mut self, declared: &MachineSpec, hub_status: Option<&MachineStatus>) {
+    /// One pass; `regarding` is the Machine the Events are about (none once
+    /// it is deleted).
+    async fn reconcile(
+        &mut self,
+        declared: &MachineSpec,
+        hub_status: Option<&MachineStatus>,
+        regarding: Option<&ObjectReference>,
+    ) {
+        let before = self.state.components.clone();
         self.observe();
         // Real nodes: sandboxes first, then their components join the
         // declared ones (a declared component of the same name wins).
@@ -483,6 +499,14 @@ impl Agent {
                 Action::Stop { name } => self.stop(&name).await,
                 Action::Wait { .. } => {}
             }
+        }
+        if let Some(machine) = regarding {
+            let notices = flotilla_kok_core::component_events::component_events(
+                &self.config.machine,
+                &before,
+                &self.state.components,
+            );
+            events::publish(&self.recorder, machine, &notices).await;
         }
         let before = self.state.real_nodes.clone();
         self.real_nodes.remove_unwanted(&dir, &mut self.state.real_nodes, spec);

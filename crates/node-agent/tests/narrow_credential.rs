@@ -17,6 +17,7 @@ use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use flotilla_node_agent::{process, NodeAgentConfig};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use k8s_openapi::api::events::v1::Event as EventsV1;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
@@ -247,6 +248,29 @@ async fn a_node_agent_bootstraps_its_own_credential_and_reaches_only_what_its_ma
         std::fs::read_to_string(workdir.join("data.txt")).is_ok_and(|s| s == "secret!")
     })
     .await;
+
+    // Its own credential records Events on m1 (in `default`, where a
+    // cluster-scoped object's Events go), and nowhere else.
+    for reason in ["ComponentStarted", "ComponentUpdated"] {
+        wait_for(&format!("a {reason} Event on m1"), WAIT, || async {
+            let events: Api<EventsV1> = Api::namespaced(admin.clone(), "default");
+            events.list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.reporting_instance.as_deref() == Some("m1")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("m1")
+            })
+        })
+        .await;
+    }
+    let event: EventsV1 = serde_json::from_value(json!({
+        "metadata": {"generateName": "m1-"}, "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "flotilla-node-agent", "reportingInstance": "m1",
+        "action": "Start", "reason": "ComponentStarted", "type": "Normal",
+    }))
+    .unwrap();
+    assert!(forbidden(
+        Api::<EventsV1>::namespaced(narrow.clone(), "kok-a").create(&PostParams::default(), &event).await
+    ));
 
     // An unknown machine registers itself through its CSR but waits until
     // an admin accepts it.

@@ -16,6 +16,7 @@ use flotilla_localkube::ports::free_port;
 use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig};
 use flotilla_node_agent::{process, NodeAgentConfig, State};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::api::events::v1::Event as EventsV1;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client, CustomResourceExt};
@@ -174,6 +175,26 @@ async fn create_secret(client: &Client, namespace: &str, name: &str, data: BTree
         .unwrap();
 }
 
+/// The Event of `reason` about Machine `machine`, once it lands.
+async fn wait_machine_event(client: &Client, machine: &str, reason: &str) -> EventsV1 {
+    let events: Api<EventsV1> = Api::namespaced(client.clone(), "default");
+    let mut found = None;
+    for _ in 0..120 {
+        let list = events.list(&Default::default()).await.unwrap();
+        found = list.items.into_iter().find(|e| {
+            e.reason.as_deref() == Some(reason)
+                && e.regarding.as_ref().is_some_and(|r| {
+                    r.kind.as_deref() == Some("Machine") && r.name.as_deref() == Some(machine)
+                })
+        });
+        if found.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    found.unwrap_or_else(|| panic!("no {reason} Event on Machine {machine}"))
+}
+
 fn starts_in_log(state_dir: &Path) -> usize {
     let log = std::fs::read_to_string(state_dir.join("logs/etcd.log")).unwrap_or_default();
     log.matches("flotilla-node-agent: starting etcd").count()
@@ -236,6 +257,15 @@ async fn runs_restarts_changes_adopts_and_stops_a_real_etcd() {
     cleanup.saw(pid2);
     let ticks2 = recorded_ticks(&state_dir, "etcd");
     assert_eq!(starts_in_log(&state_dir), 2);
+    // The repair is told on the Machine: a Warning Event with the exit
+    // status and the restart count (and the first start, a Normal one).
+    let restarted = wait_machine_event(&client, "m1", "ComponentRestarted").await;
+    assert_eq!(restarted.type_.as_deref(), Some("Warning"));
+    let note = restarted.note.clone().unwrap_or_default();
+    assert!(note.contains("etcd") && note.contains("signal 9") && note.contains("1 restart"), "{note}");
+    assert_eq!(restarted.reporting_controller.as_deref(), Some(flotilla_node_agent::events::CONTROLLER));
+    let started = wait_machine_event(&client, "m1", "ComponentStarted").await;
+    assert_eq!(started.type_.as_deref(), Some("Normal"));
 
     // Changed args: restarted once, with the new spec hash.
     let changed = etcd(&binaries, &data, client_port, peer_port, &["--snapshot-count=5000"]);

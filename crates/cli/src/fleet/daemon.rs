@@ -77,6 +77,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         etcd: None,
         clusters: Vec::new(),
         machines: Vec::new(),
+        hub_metrics_addr: None,
     };
     write_state(&dir, &state)?;
 
@@ -221,6 +222,10 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     // The policy admission webhook, reached by the hub's API server on loopback.
     let webhook_port = flotilla_localkube::ports::free_port()?;
     let (kok_ports, etcd_ports) = member_port_ranges(args.clusters, args.nodes, args.machines)?;
+    // Fixed for the daemon's life: a restarted `hub run` serves on the same
+    // address, which `status` shows.
+    let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], flotilla_localkube::ports::free_port()?));
+    state.hub_metrics_addr = Some(metrics_addr);
     let hub_run = ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
@@ -240,6 +245,8 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
             .arg(kok_ports)
             .arg("--etcd-port-range")
             .arg(etcd_ports)
+            .arg("--metrics-addr")
+            .arg(metrics_addr.to_string())
             .env("FLOTILLA_LOG", "info"),
     )?;
     state.clusters[0].processes.push(ProcessRecord::of(

@@ -263,6 +263,12 @@ async fn api_health(kubeconfig: &Path) -> ApiHealth {
     }
 }
 
+/// Where the hub's metrics are, for `status` (a fleet started before the
+/// hub served metrics has none).
+fn metrics_line(state: &FleetState) -> Option<String> {
+    state.hub_metrics_addr.map(|addr| format!("Hub metrics: http://{addr}/metrics"))
+}
+
 pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
     let dir = &args.state_dir;
     let Some(state) = read_state(dir)? else {
@@ -371,6 +377,9 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
         fmt_bytes(daemon_rss),
         dir.display()
     );
+    if let Some(line) = metrics_line(&state) {
+        println!("{line}");
+    }
     for p in &problems {
         println!("problem: {p}");
     }
@@ -488,5 +497,23 @@ mod tests {
         assert_eq!(parse(&["--machines", "5"]).map(|u| u.up.machines).ok(), Some(5));
         let Err(refused) = parse(&["--machines", "0"]) else { panic!("0 machines accepted") };
         assert!(refused.to_string().contains("at least one machine"), "{refused}");
+    }
+
+    #[test]
+    fn status_says_where_the_hub_metrics_are_and_old_state_files_still_read() {
+        let old = serde_json::json!({
+            "phase": "Ready", "message": "", "started_at_unix": 0, "hub_kubeconfig": "hub.kubeconfig",
+            "etcd": null, "clusters": [],
+            "daemon": {"name": "fleet-daemon", "pid": 1, "start_time": 0, "log": "fleet.log"}
+        });
+        let mut state: FleetState = match serde_json::from_value(old.clone()) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}: {old}"),
+        };
+        assert_eq!(metrics_line(&state), None, "a fleet from before metrics");
+        state.hub_metrics_addr = Some(([127, 0, 0, 1], 9464).into());
+        assert_eq!(metrics_line(&state).as_deref(), Some("Hub metrics: http://127.0.0.1:9464/metrics"));
+        let back: FleetState = serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
+        assert_eq!(back.hub_metrics_addr, state.hub_metrics_addr);
     }
 }

@@ -36,6 +36,9 @@ pub struct FleetState {
     /// The node agents and what they run beside the members' components.
     #[serde(default)]
     pub machines: Vec<MachineRecord>,
+    /// Where `hub run` serves `/metrics` (`--metrics-addr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A machine of the fleet: its node agent and the components it runs that

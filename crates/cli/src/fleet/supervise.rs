@@ -272,6 +272,7 @@ mod tests {
                 processes: vec![record],
             }],
             machines: Vec::new(),
+            hub_metrics_addr: None,
         }
     }
 

@@ -8,10 +8,8 @@ use std::sync::Arc;
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_apps_core::failover;
 use flotilla_apps_core::scheduler::ClusterSnapshot;
-use k8s_openapi::api::core::v1::{Event as CoreEvent, EventSource};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::PostParams;
-use kube::{Api, Resource, ResourceExt};
+use flotilla_core::events::Notice;
+use kube::{Api, Resource};
 
 use super::index::{lock, ClusterView};
 use super::state::Apps;
@@ -40,14 +38,15 @@ pub(crate) async fn announce_disruption(apps: &Apps, last: &mut BTreeMap<String,
     }
     for (cluster, why) in now.iter().filter(|(c, w)| last.get(*c) != Some(*w)) {
         tracing::warn!(%cluster, reason = %why, "failover halted");
-        publish(apps, cluster, "Warning", "FailoverHalted", why).await;
+        // One series per distinct reason why, not merged under the first.
+        publish(apps, cluster, Notice::warning("FailoverHalted", "Failover", why.clone()).distinct()).await;
     }
     for cluster in last.keys().filter(|c| !now.contains_key(*c)) {
         tracing::info!(%cluster, "failover resumed");
         let note = "fewer clusters are unhealthy now: failover follows the policies' tolerations again, \
                     counted from now for a cluster still unhealthy";
         restart_toleration_clock(apps, cluster).await;
-        publish(apps, cluster, "Normal", "FailoverResumed", note).await;
+        publish(apps, cluster, Notice::normal("FailoverResumed", "Failover", note)).await;
     }
     *last = now.clone();
 }
@@ -72,34 +71,10 @@ async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
     }
 }
 
-/// A core/v1 Event on a ManagedCluster. (Kubernetes before 1.22 refuses
-/// events.k8s.io/v1 Events about cluster-scoped objects, so the kube-runtime
-/// recorder cannot be used for them.)
-async fn publish(apps: &Apps, cluster: &str, type_: &str, reason: &str, note: &str) {
+/// An Event on a ManagedCluster, through the binder's recorder (a
+/// cluster-scoped object's Events go to `default`).
+async fn publish(apps: &Apps, cluster: &str, notice: Notice) {
     let reference = kube::runtime::reflector::ObjectRef::<ManagedCluster>::new(cluster);
     let Some(mc) = apps.clusters.get(&reference) else { return };
-    let now = k8s_openapi::jiff::Timestamp::now();
-    let event = CoreEvent {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{cluster}.")),
-            namespace: Some("default".into()),
-            ..Default::default()
-        },
-        involved_object: mc.object_ref(&()),
-        type_: Some(type_.into()),
-        reason: Some(reason.into()),
-        message: Some(note.chars().take(1000).collect()),
-        action: Some("Failover".into()),
-        source: Some(EventSource { component: Some("flotilla-hub".into()), host: None }),
-        reporting_component: Some("flotilla-hub".into()),
-        reporting_instance: Some("flotilla-hub".into()),
-        first_timestamp: Some(Time(now)),
-        last_timestamp: Some(Time(now)),
-        count: Some(1),
-        ..Default::default()
-    };
-    let api: Api<CoreEvent> = Api::namespaced(apps.client.clone(), "default");
-    if let Err(e) = api.create(&PostParams::default(), &event).await {
-        tracing::debug!(cluster = %mc.name_any(), error = %e, "could not record an event");
-    }
+    crate::events::publish(&apps.events.binder, &mc.object_ref(&()), &notice).await;
 }

@@ -1,0 +1,43 @@
+//! Publishing the node agent's Events on its Machine: the [`Notice`]s
+//! `kok_core::component_events` decided from the process records before
+//! and after a reconcile, through kube-runtime's recorder (one per agent, so
+//! a repeated Event becomes a series). The agent's credential may create
+//! Events in `default` only, where a cluster-scoped Machine's Events go. A
+//! failure to record is logged, never a reconcile error.
+
+use flotilla_core::events::{bounded_note, Notice, Severity};
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
+
+/// Reporting controller of the node agent's Events.
+pub const CONTROLLER: &str = "flotilla-node-agent";
+
+/// A recorder reporting as the node agent of `machine`.
+pub fn recorder(client: Client, machine: &str) -> Recorder {
+    Recorder::new(client, Reporter { controller: CONTROLLER.into(), instance: Some(machine.into()) })
+}
+
+/// Publishes `notices` about the Machine `regarding`.
+pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, notices: &[Notice]) {
+    for notice in notices {
+        let event = Event {
+            type_: match notice.severity {
+                Severity::Normal => EventType::Normal,
+                Severity::Warning => EventType::Warning,
+            },
+            reason: notice.reason.clone(),
+            note: Some(bounded_note(&notice.message)),
+            action: notice.action.chars().take(128).collect(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&event, regarding).await {
+            tracing::warn!(
+                machine = regarding.name.as_deref().unwrap_or_default(),
+                reason = %notice.reason,
+                error = %e,
+                "could not record an event"
+            );
+        }
+    }
+}

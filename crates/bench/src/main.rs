@@ -107,8 +107,9 @@ enum Bench {
     Hpa(hpa::HpaArgs),
     /// The web dashboard's fleet page with 1,000 ManagedClusters on a real
     /// hub, in Debian's Chromium (playwright-core): time to interactive
-    /// (load -> every row drawn) and a fleet change -> visible on the open
-    /// page (p50/p99/max). Needs scripts/test-tools.sh.
+    /// (load -> all 1,000 counted and the first screen of rows painted; the
+    /// table draws only the rows in view) and a fleet change -> visible on
+    /// the open page (p50/p99/max). Needs scripts/test-tools.sh.
     Dashboard(dashboard::DashboardArgs),
     /// Metrics: time of a `/metrics` scrape of `hub run` holding 5,000
     /// templates (p50/p99/max; goal under 50 ms) and the per-reconcile cost

@@ -12,8 +12,10 @@
 //! - `state`: gauges read from controllers' caches at scrape time (clusters
 //!   by condition, heartbeat age, etcd health, certificate expiry), so a
 //!   scrape shows the caches as they are and nothing goes stale;
-//! - `server`: the HTTP endpoint (`GET /metrics`).
+//! - `server`: the HTTP endpoint (`GET /metrics`);
+//! - `events`: publishing a decision's Notice as a Kubernetes Event.
 
+pub mod events;
 pub mod reconcile;
 pub mod registry;
 pub mod server;

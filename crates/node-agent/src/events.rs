@@ -3,11 +3,12 @@
 //! and after a reconcile, through kube-runtime's recorder (one per agent, so
 //! a repeated Event becomes a series). The agent's credential may create
 //! Events in `default` only, where a cluster-scoped Machine's Events go. A
-//! failure to record is logged, never a reconcile error.
+//! failure to record is logged (`flotilla_metrics::events`), never a
+//! reconcile error.
 
-use flotilla_core::events::{bounded_note, Notice, Severity};
+use flotilla_core::events::Notice;
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::{Recorder, Reporter};
 use kube::Client;
 
 /// Reporting controller of the node agent's Events.
@@ -21,23 +22,6 @@ pub fn recorder(client: Client, machine: &str) -> Recorder {
 /// Publishes `notices` about the Machine `regarding`.
 pub async fn publish(recorder: &Recorder, regarding: &ObjectReference, notices: &[Notice]) {
     for notice in notices {
-        let event = Event {
-            type_: match notice.severity {
-                Severity::Normal => EventType::Normal,
-                Severity::Warning => EventType::Warning,
-            },
-            reason: notice.reason.clone(),
-            note: Some(bounded_note(&notice.message)),
-            action: notice.action.chars().take(128).collect(),
-            secondary: None,
-        };
-        if let Err(e) = recorder.publish(&event, regarding).await {
-            tracing::warn!(
-                machine = regarding.name.as_deref().unwrap_or_default(),
-                reason = %notice.reason,
-                error = %e,
-                "could not record an event"
-            );
-        }
+        flotilla_metrics::events::publish(recorder, regarding, notice).await;
     }
 }

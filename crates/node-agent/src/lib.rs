@@ -21,6 +21,7 @@
 mod error;
 pub mod events;
 pub mod extra_images;
+mod files;
 pub mod host;
 pub mod probe;
 pub mod process;
@@ -47,6 +48,7 @@ use serde::{Deserialize, Serialize};
 
 use error::io_error;
 pub use error::Error;
+use files::{log_path, remove_work_dir, work_dir, write_files};
 use register::{CONNECT_TIMEOUT, READ_TIMEOUT};
 
 /// Field manager for the Machine status.
@@ -188,38 +190,6 @@ pub fn remove_real_nodes(state_dir: &Path) {
     );
     if let Err(e) = state.save(state_dir) {
         tracing::warn!(error = %e, "saving the state after removing the real nodes");
-    }
-}
-
-fn log_path(state_dir: &Path, component: &str) -> PathBuf {
-    state_dir.join("logs").join(format!("{component}.log"))
-}
-
-fn work_dir(state_dir: &Path, component: &str) -> PathBuf {
-    state_dir.join("components").join(component)
-}
-
-/// Deletes a removed component's working directory (its rendered files and
-/// whatever it kept there, e.g. an etcd member's relative data dir), so a
-/// component added again later starts clean. Only a name that is one plain
-/// path element is acted on: nothing outside `<state_dir>/components/` is
-/// ever deleted. The log is kept.
-fn remove_work_dir(state_dir: &Path, component: &str) {
-    let mut parts = Path::new(component).components();
-    let plain = matches!((parts.next(), parts.next()), (Some(std::path::Component::Normal(_)), None));
-    if !plain {
-        tracing::warn!(component = %component, "not a plain name; its working directory is left alone");
-        return;
-    }
-    let dir = work_dir(state_dir, component);
-    match std::fs::remove_dir_all(&dir) {
-        Ok(()) => {
-            tracing::info!(component = %component, dir = %dir.display(), "removed the working directory")
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => {
-            tracing::warn!(component = %component, dir = %dir.display(), error = %e, "cannot remove the working directory")
-        }
     }
 }
 
@@ -798,22 +768,4 @@ impl Agent {
             }
         }
     }
-}
-
-/// Writes rendered files atomically with their modes.
-fn write_files(files: &[node::RenderedFile]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::PermissionsExt;
-    for file in files {
-        if let Some(dir) = file.path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = file.path.with_extension("flotilla-tmp");
-        let mut out = std::fs::File::create(&tmp)?;
-        out.set_permissions(std::fs::Permissions::from_mode(file.mode))?;
-        out.write_all(&file.content)?;
-        out.sync_all()?;
-        std::fs::rename(&tmp, &file.path)?;
-    }
-    Ok(())
 }

@@ -1,7 +1,7 @@
-//! `flotilla etcd …`: on-demand snapshots of an EtcdCluster (or of one
-//! tenant's key prefix) and their restores; and the hidden `flotilla
-//! etcd-keys dump|load` that prefixed backups and restores run on the
-//! machines.
+//! `flotilla etcd …`: list EtcdClusters and show one (`etcd_get`),
+//! on-demand snapshots of an EtcdCluster (or of one tenant's key prefix)
+//! and their restores; and the hidden `flotilla etcd-keys dump|load` that
+//! prefixed backups and restores run on the machines.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,6 +19,23 @@ use crate::hub_kubeconfig::HubKubeconfig;
 
 #[derive(Subcommand, Debug)]
 pub enum EtcdCommand {
+    /// List the EtcdClusters: members ready, leader, version, phase.
+    ///
+    /// -o wide adds the runtime, the largest member database, the upgrade
+    /// under way (or the last one) and the newest scheduled backup; -o
+    /// json|yaml prints the objects; -l selects by label (e.g. -l
+    /// kok.flotilla.io/hosted-cluster=default.c1).
+    ///
+    /// Example: flotilla etcd list -A -o wide
+    List(crate::etcd_get::EtcdListArgs),
+    /// Show an EtcdCluster: its upgrade, backups, conditions and each member
+    /// (role, machine, health, version, database size).
+    ///
+    /// -o wide adds each member's ID and URLs; -o json|yaml prints the
+    /// object. Without NAME, -l selects the clusters to show.
+    ///
+    /// Example: flotilla etcd status c1-etcd -o wide
+    Status(crate::etcd_get::EtcdStatusArgs),
     /// Snapshot an EtcdCluster (or one tenant's --prefix) to a directory on a Machine and wait for the outcome.
     #[command(long_about = "Snapshot an EtcdCluster to a directory on a Machine.\n\n\
         Creates an EtcdBackup; the operator runs `etcdctl snapshot save` against the\n\
@@ -211,6 +228,8 @@ pub fn outcome(name: &str, status: &EtcdBackupStatus) -> Option<(bool, String)> 
 
 pub async fn run(cmd: EtcdCommand) -> anyhow::Result<bool> {
     match cmd {
+        EtcdCommand::List(args) => crate::etcd_get::list(args).await,
+        EtcdCommand::Status(args) => crate::etcd_get::status(args).await,
         EtcdCommand::Backup(args) => backup(args).await,
         EtcdCommand::Restore(args) => restore(args).await,
     }

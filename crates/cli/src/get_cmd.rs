@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 use serde::Serialize;
 
 use crate::hub_kubeconfig::HubKubeconfig;
-use crate::output::{list_document, list_failure, render_document, table, ListArgs};
+use crate::output::{age, list_document, list_failure, render_document, table, ListArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum GetCommand {
@@ -103,18 +103,6 @@ async fn get_clusters(args: GetClustersArgs) -> anyhow::Result<bool> {
     }
     println!("{t}");
     Ok(true)
-}
-
-/// "5s", "3m", "2h", "4d" (as kubectl's AGE).
-pub fn age(created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, now: Timestamp) -> String {
-    let Some(created) = created else { return "-".into() };
-    let secs = now.duration_since(created.0).as_secs().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
 }
 
 pub fn cluster_header(wide: bool) -> Vec<&'static str> {

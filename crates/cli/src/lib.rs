@@ -3,7 +3,7 @@
 //! members, hosted clusters.
 //!
 //! Every import points one way: the command modules (`fleet`, `fleetctl`,
-//! `get_cmd`, `completion`, `hub_cmd`, `kokctl`, `etcd_cmd`, `migrate`,
+//! `get_cmd`, `completion`, `hub_cmd`, `kokctl`, `etcd_cmd` (with `etcd_get`), `migrate`,
 //! `node_agent`, `rebalance_cmd`, `rollout_cmd`) use the shared ones (`paths`,
 //! `hub_kubeconfig`, `output`, `detach`, `binaries`) and never each other's
 //! commands, except that `fleet`'s daemon (which creates the members as
@@ -16,6 +16,7 @@ pub mod completion;
 pub mod dashboard_cmd;
 pub mod detach;
 pub mod etcd_cmd;
+pub mod etcd_get;
 pub mod fleet;
 pub mod fleetctl;
 pub mod get_cmd;

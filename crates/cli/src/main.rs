@@ -71,7 +71,7 @@ enum Command {
     /// Images for hosted clusters' real nodes (which pull from no registry).
     #[command(subcommand)]
     Images(kokctl::ImagesCommand),
-    /// Snapshots of EtcdClusters.
+    /// EtcdClusters: list them, show one, snapshot and restore them.
     #[command(subcommand)]
     Etcd(etcd_cmd::EtcdCommand),
     /// List fleet resources.

@@ -10,6 +10,7 @@ use std::process::{Command, Output};
 use flotilla_api::cluster::{ManagedCluster, ManagedClusterSpec};
 use flotilla_api::kok::{EtcdCluster, HostedCluster, Runtime};
 use flotilla_api::kok_request::HostedClusterRequest;
+use flotilla_api::rollout::{Rollout, RolloutSpec, TemplateReference};
 use flotilla_localkube::{Cluster, ClusterConfig};
 use kube::api::PostParams;
 use kube::config::{Kubeconfig, NamedCluster, NamedContext};
@@ -256,6 +257,91 @@ async fn kubeconfig_sources_contexts_outputs_and_selectors_reach_a_real_hub() {
     );
     let both_given = fails(&["cluster", "get", "c1", "-l", "team=web"], home, &[]);
     assert!(both_given.contains("label selector"), "{both_given}");
+
+    etcd_and_rollout_lists(&client, home).await;
+}
+
+/// `etcd list|status` and `rollout list|status|history`: -A, -n, -l, -o on
+/// the EtcdClusters made above and on Rollouts made here (as the hub
+/// writes them, with a status).
+async fn etcd_and_rollout_lists(client: &kube::Client, home: &Path) {
+    use kube::api::{Patch, PatchParams};
+    let etcds = Api::<EtcdCluster>::namespaced(client.clone(), "default");
+    let params = PatchParams::default();
+    etcds
+        .patch("c2-etcd", &params, &Patch::Merge(serde_json::json!({"metadata": {"labels": {"tier": "db"}}})))
+        .await
+        .unwrap();
+    let members = serde_json::json!([{
+        "name": "c2-etcd-0", "machine": "m1", "clientURL": "https://10.0.0.1:2379", "id": "8e9e05c52164694d",
+        "isLearner": false, "healthy": true, "dbSizeBytes": 2_097_152, "version": "3.6.0",
+    }]);
+    let status = serde_json::json!({"status": {
+        "phase": "Running", "readyMembers": 1, "leader": "c2-etcd-0", "version": "3.6.0", "members": members,
+    }});
+    etcds.patch_status("c2-etcd", &params, &Patch::Merge(status)).await.unwrap();
+    let all = ok(&["etcd", "list", "-A", "-o", "json"], home, &[]);
+    assert_eq!(names(&json(&all)), ["c1-etcd", "c2-etcd", "c3-etcd"]);
+    assert_eq!(names(&yaml(&ok(&["etcd", "list", "-l", "tier=db", "-o", "yaml"], home, &[]))), ["c2-etcd"]);
+    let wide = ok(&["etcd", "list", "-o", "wide"], home, &[]);
+    let header = wide.lines().next().unwrap();
+    assert!(
+        header.contains("LEADER") && header.contains("DB SIZE") && !header.contains("NAMESPACE"),
+        "{wide}"
+    );
+    let c2 = wide.lines().find(|l| l.contains("c2-etcd")).unwrap();
+    assert!(c2.contains("1/1") && c2.contains("c2-etcd-0") && c2.contains("2.0 MiB"), "{wide}");
+    assert!(!wide.contains("c3-etcd"), "-n default only:\n{wide}");
+    let shown = ok(&["etcd", "status", "c2-etcd", "-o", "wide"], home, &[]);
+    for want in ["1 of 1 members ready, leader c2-etcd-0", "leader", "m1", "8e9e05c52164694d", "CLIENT URL"] {
+        assert!(shown.contains(want), "wants {want:?}:\n{shown}");
+    }
+    let one = yaml(&ok(&["etcd", "status", "c3-etcd", "-n", "team", "-o", "yaml"], home, &[]));
+    assert_eq!(
+        (one["kind"].as_str(), one["metadata"]["name"].as_str()),
+        (Some("EtcdCluster"), Some("c3-etcd"))
+    );
+    let selected = ok(&["etcd", "status", "-l", "tier=db"], home, &[]);
+    assert!(selected.contains("EtcdCluster default/c2-etcd") && !selected.contains("c1-etcd"), "{selected}");
+    let missing = fails(&["etcd", "status", "nope"], home, &[]);
+    assert!(missing.contains("no EtcdCluster nope in namespace default"), "{missing}");
+
+    let rollouts = Api::<Rollout>::namespaced(client.clone(), "default");
+    for (name, kind, team) in
+        [("web-deployment", "Deployment", "web"), ("db-statefulset", "StatefulSet", "db")]
+    {
+        let template = TemplateReference {
+            api_version: "apps/v1".into(),
+            kind: kind.into(),
+            name: name.split('-').next().unwrap().into(),
+        };
+        let mut r = Rollout::new(name, RolloutSpec { template, strategy: "waves".into() });
+        r.metadata.labels = Some([("team".to_string(), team.to_string())].into());
+        rollouts.create(&PostParams::default(), &r).await.unwrap();
+    }
+    let status = serde_json::json!({"status": {
+        "phase": "Progressing", "revision": "abc", "revisionNumber": 2, "stableRevisionNumber": 1,
+        "wave": 1, "waveText": "1/2",
+        "clusters": [{"name": "m1", "wave": 1, "given": "new", "gate": "Healthy"},
+                     {"name": "m2", "wave": 2, "given": "stable", "gate": "Healthy"}],
+    }});
+    rollouts.patch_status("web-deployment", &params, &Patch::Merge(status)).await.unwrap();
+    let web = ok(&["rollout", "list", "-A", "-l", "team=web", "-o", "json"], home, &[]);
+    assert_eq!(names(&json(&web)), ["web-deployment"]);
+    let table = ok(&["rollout", "get", "-o", "wide"], home, &[]);
+    let row = table.lines().find(|l| l.contains("web-deployment")).unwrap();
+    for want in ["deployment/web", "Progressing", "1/2", "1/1 of 2", "waves"] {
+        assert!(row.contains(want), "wants {want:?}:\n{table}");
+    }
+    assert!(
+        table.contains("db-statefulset") && table.lines().next().unwrap().contains("TIME LEFT"),
+        "{table}"
+    );
+    let none = ok(&["rollout", "list", "-n", "team"], home, &[]);
+    assert!(none.starts_with("No Rollouts in namespace team"), "{none}");
+    let one = json(&ok(&["rollout", "status", "deployment/web", "-o", "json"], home, &[]));
+    assert_eq!((one["kind"].as_str(), one["status"]["revisionNumber"].as_i64()), (Some("Rollout"), Some(2)));
+    assert!(names(&yaml(&ok(&["rollout", "history", "web-deployment", "-o", "yaml"], home, &[]))).is_empty());
 }
 
 #[test]

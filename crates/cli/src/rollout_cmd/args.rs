@@ -3,6 +3,7 @@
 use clap::Args;
 
 use crate::hub_kubeconfig::HubKubeconfig;
+use crate::output::{ListArgs, OutputFormat};
 
 /// The Rollout and where it is.
 #[derive(Args, Debug, Clone)]
@@ -29,6 +30,32 @@ pub struct StatusArgs {
     /// Seconds to watch before giving up (exit 1); 0: no limit.
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     pub timeout: u64,
+    /// json or yaml: print the Rollout object once (no watch); wide: the status as without it
+    #[arg(long, short = 'o', value_enum, value_name = "FORMAT", conflicts_with = "watch")]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct HistoryArgs {
+    #[command(flatten)]
+    pub target: NameArgs,
+    /// json or yaml: print the kept ControllerRevisions (a List, newest first); wide: the table
+    #[arg(long, short = 'o', value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ListRolloutsArgs {
+    /// Namespace of the Rollouts on the hub.
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// The Rollouts of every namespace.
+    #[arg(long, short = 'A')]
+    pub all_namespaces: bool,
+    #[command(flatten)]
+    pub list: ListArgs,
+    #[command(flatten)]
+    pub hub: HubKubeconfig,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -15,11 +15,13 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch,
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
 
-use super::args::{NameArgs, StatusArgs, UndoArgs};
+use super::args::{HistoryArgs, ListRolloutsArgs, NameArgs, StatusArgs, UndoArgs};
 use super::control::{decide, Action};
+use super::list;
 use super::names::{self, Listed, Lookup, Wanted};
 use super::render::{self, KeptRevision, StatusView};
 use super::undo::{self, Candidate};
+use crate::output::{list_document, list_failure, printable, render_document};
 
 /// How often a watch reads the Rollout again.
 const POLL: Duration = Duration::from_secs(1);
@@ -135,10 +137,51 @@ fn view<'a>(r: &'a Rollout, ns: &'a str, width: Option<usize>) -> StatusView<'a>
 
 static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
+pub async fn list(args: ListRolloutsArgs) -> anyhow::Result<bool> {
+    let client = args.hub.client().await?;
+    let api: Api<Rollout> =
+        if args.all_namespaces { Api::all(client) } else { Api::namespaced(client, &args.namespace) };
+    let mut items = api
+        .list(&args.list.list_params())
+        .await
+        .map_err(|e| anyhow!(list_failure("Rollouts", &args.list, e)))?
+        .items;
+    items.sort_by_key(|r| (r.namespace(), r.name_any()));
+    if let Some(text) = render_document(&list_document(&items)?, args.list.output)? {
+        println!("{}", text.trim_end());
+        return Ok(true);
+    }
+    if items.is_empty() {
+        let place = if args.all_namespaces {
+            "any namespace".into()
+        } else {
+            format!("namespace {}", args.namespace)
+        };
+        println!(
+            "No Rollouts{} in {place}: the hub writes one for each template a RolloutStrategy selects.",
+            args.list.matching()
+        );
+        return Ok(true);
+    }
+    let wide = args.list.wide();
+    let mut t = render::table(list::header(args.all_namespaces, wide), width());
+    let now = now();
+    for r in &items {
+        t.add_row(list::row(r, args.all_namespaces, wide, now));
+    }
+    println!("{t}");
+    Ok(true)
+}
+
 pub async fn status(args: StatusArgs) -> anyhow::Result<bool> {
     let client = args.target.hub.client().await?;
     let ns = args.target.namespace.clone();
     let mut rollout = find(&client, &args.target).await?;
+    // The object asked for as json|yaml: printed once, as kubectl get.
+    if let Some(text) = render_document(&printable(&rollout)?, args.output)? {
+        println!("{}", text.trim_end());
+        return Ok(true);
+    }
     let terminal = std::io::stdout().is_terminal();
     let watch = args.watch || (terminal && !args.no_watch);
     let done = |r: &Rollout| render::finished(r.status.as_ref());
@@ -219,11 +262,17 @@ fn hash_of(r: &ControllerRevision) -> String {
     r.annotations().get(HASH_ANNOTATION).cloned().unwrap_or_default()
 }
 
-pub async fn history(args: NameArgs) -> anyhow::Result<bool> {
+pub async fn history(history: HistoryArgs) -> anyhow::Result<bool> {
+    let args = history.target;
     let client = args.hub.client().await?;
     let rollout = find(&client, &args).await?;
     let name = rollout.name_any();
-    let kept = kept_revisions(&client, &args.namespace, &name).await?;
+    let mut kept = kept_revisions(&client, &args.namespace, &name).await?;
+    kept.sort_by_key(|r| std::cmp::Reverse(r.revision.unwrap_or(0)));
+    if let Some(text) = render_document(&list_document(&kept)?, history.output)? {
+        println!("{}", text.trim_end());
+        return Ok(true);
+    }
     if kept.is_empty() {
         println!("No revisions kept for rollout {name} yet.");
         return Ok(true);

@@ -1,12 +1,13 @@
-//! Progressive delivery from the command line: `flotilla rollout status |
-//! history | pause | resume | promote | abort | undo`. The hub writes a
+//! Progressive delivery from the command line: `flotilla rollout list |
+//! status | history | pause | resume | promote | abort | undo`. The hub writes a
 //! `Rollout` (rollout.flotilla.io/v1alpha1) for every template a
 //! `RolloutStrategy` selects; these commands read its status and its kept
 //! revisions (`ControllerRevision`s) and write the user's controls as its
 //! annotations, or (undo) a kept revision back into the template.
 //!
 //! The decisions are pure and tested here: `names` (which Rollout NAME or
-//! KIND/NAME means), `render` (the status and history tables, time left),
+//! KIND/NAME means), `render` (the status and history tables, time left), `list` (the rows
+//! of `rollout list`),
 //! `control` (the annotations each control writes, or why it makes no
 //! sense now), `undo` (which revision, the template with its content);
 //! `hub` reads and writes the API around them.
@@ -14,16 +15,29 @@
 mod args;
 mod control;
 mod hub;
+mod list;
 mod names;
 mod render;
 mod undo;
 
 use clap::Subcommand;
 
-pub use args::{NameArgs, PromoteArgs, StatusArgs, UndoArgs};
+pub use args::{HistoryArgs, ListRolloutsArgs, NameArgs, PromoteArgs, StatusArgs, UndoArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum RolloutCommand {
+    /// List the Rollouts: template, phase, wave, revisions, clusters healthy on the revision.
+    #[command(
+        visible_alias = "get",
+        long_about = "List the Rollouts (one per template a RolloutStrategy selects).\n\n\
+        Columns: NAME, TEMPLATE (kind/name), PHASE, WAVE (current/of), REVISION (rolling out \
+        or current), STABLE (the last that completed), HEALTHY (clusters healthy on the \
+        revision / clusters given it, of every target), AGE; -o wide adds the STRATEGY, the \
+        TIME LEFT in the soak or to the wave's deadline, and the MESSAGE. -o json|yaml prints \
+        the objects; -l selects by label (-A: every namespace).\n\n\
+        Example: flotilla rollout list -A -o wide"
+    )]
+    List(ListRolloutsArgs),
     /// Show a rollout: its waves, each cluster's revision and gate, the time left.
     #[command(
         long_about = "Show a rollout: its waves, each cluster's revision and gate, the time left.\n\n\
@@ -48,7 +62,7 @@ pub enum RolloutCommand {
         its hash (the Rollout's status.revision names it), its age, whether it is the current \
         one (what the template says), the stable one (the last that completed) or the one that \
         failed, and what changed from the revision before it, one change per line.")]
-    History(NameArgs),
+    History(HistoryArgs),
     /// Hold a rollout: no next wave starts until `resume`.
     #[command(long_about = "Hold a rollout: no next wave starts until `flotilla rollout resume`.\n\n\
         Sets the annotation rollout.flotilla.io/paused=true on the Rollout. The current wave \
@@ -91,6 +105,7 @@ pub enum RolloutCommand {
 
 pub async fn run(cmd: RolloutCommand) -> anyhow::Result<bool> {
     match cmd {
+        RolloutCommand::List(args) => hub::list(args).await,
         RolloutCommand::Status(args) => hub::status(args).await,
         RolloutCommand::History(args) => hub::history(args).await,
         RolloutCommand::Pause(args) => hub::control(args, control::Action::Pause).await,
@@ -139,5 +154,27 @@ mod tests {
         };
         assert_eq!(u.to_revision, Some(2));
         assert!(Cli::try_parse_from(["x", "pause"]).is_err(), "a name is needed");
+        let Ok(Cli { cmd: RolloutCommand::List(l) }) =
+            Cli::try_parse_from(["x", "get", "-A", "-o", "wide", "-l", "team=web"])
+        else {
+            panic!("get (list) did not parse");
+        };
+        assert!(l.all_namespaces && l.list.wide());
+        assert_eq!(l.list.selector.as_deref(), Some("team=web"));
+        let Ok(Cli { cmd: RolloutCommand::Status(s) }) = Cli::try_parse_from(["x", "status", "a", "-ojson"])
+        else {
+            panic!("status -o did not parse");
+        };
+        assert_eq!(s.output, Some(crate::output::OutputFormat::Json));
+        assert!(
+            Cli::try_parse_from(["x", "status", "a", "-o", "yaml", "--watch"]).is_err(),
+            "print once or watch"
+        );
+        let Ok(Cli { cmd: RolloutCommand::History(h) }) =
+            Cli::try_parse_from(["x", "history", "a", "-o", "yaml"])
+        else {
+            panic!("history -o did not parse");
+        };
+        assert_eq!((h.target.name.as_str(), h.output), ("a", Some(crate::output::OutputFormat::Yaml)));
     }
 }

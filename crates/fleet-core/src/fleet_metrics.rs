@@ -1,9 +1,12 @@
 //! What the hub's metrics say about the fleet's clusters, decided from
 //! their objects: how many clusters have each status of each condition,
-//! each cluster's Available status, and how old each heartbeat is.
+//! each cluster's Available status, and how old each heartbeat is; and
+//! how long a rollout's current step (a wave rolling out, a soak) has run
+//! against the time it is given.
 //! The hub's `metrics` module reads these off its caches at scrape time.
 
 use flotilla_api::cluster::{conditions, ManagedCluster};
+use flotilla_api::rollout::RolloutStatus;
 use k8s_openapi::jiff::Timestamp;
 
 /// The condition types counted for every cluster; a cluster without one
@@ -59,9 +62,71 @@ pub fn heartbeat_age_seconds(renewed: Timestamp, now: Timestamp) -> f64 {
     now.duration_since(renewed).as_secs_f64().max(0.0)
 }
 
+/// A rollout's current step: how long it has run and how long it is
+/// given (the soak, or the wave's progress deadline after which the hub
+/// rolls back). Past its limit the hub should have moved on, so a step
+/// well past it means the rollout is stuck.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RolloutStep {
+    /// `Progressing` or `Soaking`.
+    pub phase: &'static str,
+    pub seconds: f64,
+    pub limit_seconds: f64,
+}
+
+/// The step of a rollout under way; `None` when it is not moving on its
+/// own: Complete, RolledBack, Paused (held by a person, on purpose), or
+/// its step's start not written yet.
+pub fn rollout_step(status: &RolloutStatus, now: Timestamp) -> Option<RolloutStep> {
+    let (phase, started, limit) = match status.phase.as_str() {
+        "Progressing" => ("Progressing", status.wave_started_at.as_ref()?, status.progress_deadline_seconds),
+        "Soaking" => ("Soaking", status.soak_started_at.as_ref()?, status.soak_seconds),
+        _ => return None,
+    };
+    Some(RolloutStep {
+        phase,
+        seconds: now.duration_since(started.0).as_secs_f64().max(0.0),
+        limit_seconds: limit.max(0) as f64,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollout_step_is_timed_while_the_rollout_moves_on_its_own() {
+        let now: Timestamp = "2026-12-07T12:00:00Z".parse().unwrap();
+        let at = |s: &str| Some(Time(s.parse().unwrap()));
+        let status = |phase: &str| RolloutStatus {
+            phase: phase.into(),
+            wave_started_at: at("2026-12-07T11:50:00Z"),
+            soak_started_at: at("2026-12-07T11:59:00Z"),
+            soak_seconds: 300,
+            progress_deadline_seconds: 600,
+            ..Default::default()
+        };
+        let step = |phase, seconds, limit_seconds| Some(RolloutStep { phase, seconds, limit_seconds });
+        let future = RolloutStatus { soak_started_at: at("2026-12-07T12:01:00Z"), ..status("Soaking") };
+        let unstamped = RolloutStatus { wave_started_at: None, ..status("Progressing") };
+        let cases = [
+            (
+                "a wave rolling out, against its deadline",
+                status("Progressing"),
+                step("Progressing", 600.0, 600.0),
+            ),
+            ("a soak, against its length", status("Soaking"), step("Soaking", 60.0, 300.0)),
+            ("a soak stamped ahead of the hub's clock", future, step("Soaking", 0.0, 300.0)),
+            ("paused on purpose", status("Paused"), None),
+            ("complete", status("Complete"), None),
+            ("rolled back", status("RolledBack"), None),
+            ("no status yet", RolloutStatus::default(), None),
+            ("the step's start not written yet", unstamped, None),
+        ];
+        for (name, status, want) in cases {
+            assert_eq!(rollout_step(&status, now), want, "{name}");
+        }
+    }
     use flotilla_api::cluster::{ManagedClusterSpec, ManagedClusterStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 

@@ -1,6 +1,7 @@
 //! The hub's gauges, read off its caches at every scrape (no API call):
 //! clusters by condition, each cluster's Available status and heartbeat
-//! age, and rollouts by phase. The decisions are
+//! age, rollouts by phase, and how long each moving rollout's step has
+//! run against its limit (two series per rollout under way). The decisions are
 //! `flotilla_fleet_core::fleet_metrics`'s; the instruments that count
 //! events (reconciles, queues, failovers) are `flotilla_metrics`'s.
 //!
@@ -73,18 +74,36 @@ impl StateSource for FleetGauges {
 const ROLLOUT_PHASES: [&str; 5] = ["Progressing", "Soaking", "Paused", "Complete", "RolledBack"];
 
 /// Rollouts (progressive delivery) by phase: Progressing, Soaking and
-/// Paused are in progress.
+/// Paused are in progress; and the step each moving one is in.
 pub(crate) struct RolloutGauges {
     pub rollouts: Store<Rollout>,
 }
 
 impl StateSource for RolloutGauges {
     fn gauges(&self) -> Vec<Gauge> {
+        let now = Timestamp::now();
         let mut counts: BTreeMap<&str, usize> = ROLLOUT_PHASES.iter().map(|p| (*p, 0)).collect();
+        let mut step = Gauge::new(
+            "rollout_step_seconds",
+            "Seconds the rollout's current wave (Progressing) or soak (Soaking) has run",
+        );
+        let mut limit = Gauge::new(
+            "rollout_step_limit_seconds",
+            "Seconds the current step is given: the wave's progress deadline or the soak",
+        );
         for rollout in self.rollouts.state() {
             let phase = rollout.status.as_ref().map_or("", |s| s.phase.as_str());
             if let Some(count) = counts.get_mut(phase) {
                 *count += 1;
+            }
+            if let Some(s) = rollout.status.as_ref().and_then(|s| fleet_metrics::rollout_step(s, now)) {
+                let labels = vec![
+                    ("namespace", rollout.namespace().unwrap_or_default()),
+                    ("name", rollout.name_any()),
+                    ("phase", s.phase.to_string()),
+                ];
+                step.push(labels.clone(), s.seconds);
+                limit.push(labels, s.limit_seconds);
             }
         }
         let mut gauge =
@@ -92,7 +111,7 @@ impl StateSource for RolloutGauges {
         for (phase, count) in counts {
             gauge.push(vec![("phase", phase.to_string())], count as f64);
         }
-        vec![gauge]
+        vec![gauge, step, limit]
     }
 }
 

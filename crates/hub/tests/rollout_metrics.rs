@@ -4,6 +4,7 @@
 //! error ratio each member reports. A new revision reaches wave 1 (m1) and
 //! soaks; m1's error ratio goes over the gate's bound; the rollout rolls
 //! back with the gate's reason, and m2 and m3 never see the revision.
+//! While it soaks, the hub's scrape times the soak against its limit.
 
 mod support;
 
@@ -122,6 +123,23 @@ async fn a_metric_gate_over_its_bound_in_prometheus_rolls_the_wave_back() {
     })
     .await;
     assert_eq!(image_in(&fleet, "m1").await.as_deref(), Some("web:2"));
+    // The hub's gauges time the soak against its 60 s (what the
+    // FlotillaRolloutStuck alert reads); a Complete rollout has none.
+    let scrape = flotilla_metrics::encode().unwrap();
+    let soaking = |metric: &str| {
+        scrape
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{metric}{{"))
+                    && l.contains("namespace=\"shop\"")
+                    && l.contains("phase=\"Soaking\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {metric} for the soaking rollout:\n{scrape}"))
+    };
+    assert_eq!(soaking("flotilla_rollout_step_limit_seconds"), 60.0);
+    assert!((0.0..60.0).contains(&soaking("flotilla_rollout_step_seconds")), "{scrape}");
 
     // m1's errors go over the bound: rolled back within a few scrapes.
     ratios.lock().unwrap()[0].1 = 0.5;

@@ -1,10 +1,15 @@
 //! What the metrics say about hosted clusters and etcd clusters, decided
 //! from their status: an etcd cluster's voting members, how many are
 //! healthy, its leader and quorum; the soonest certificate expiry of a
-//! hosted cluster; whether an upgrade is under way. `flotilla-kok`'s
+//! hosted cluster; whether an upgrade is under way, and how long since
+//! its current step (a component instance moving, an etcd member moving,
+//! the snapshot before) began: the operators give a step a deadline
+//! (60 s by default) and roll back past it, so a step much older than
+//! that means nothing acts on the upgrade. `flotilla-kok`'s
 //! `metrics` module reads these off its caches at scrape time.
 
-use flotilla_api::kok::{EtcdClusterStatus, EtcdUpgradeState, HostedClusterStatus, UpgradeState};
+use flotilla_api::kok::{conditions, EtcdClusterStatus, EtcdUpgradeState, HostedClusterStatus, UpgradeState};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,11 +64,114 @@ pub fn etcd_upgrade_in_progress(status: &EtcdClusterStatus) -> bool {
     })
 }
 
+fn seconds_since(then: &Time, now: Timestamp) -> f64 {
+    now.duration_since(then.0).as_secs_f64().max(0.0)
+}
+
+/// Seconds since the current step of a hosted cluster's upgrade in
+/// progress began (or the upgrade, when no step is stamped yet); `None`
+/// when no upgrade is in progress.
+pub fn hosted_upgrade_step_seconds(status: &HostedClusterStatus, now: Timestamp) -> Option<f64> {
+    if !hosted_upgrade_in_progress(status) {
+        return None;
+    }
+    let upgrade = status.upgrade.as_ref()?;
+    upgrade.step_started_at.as_ref().or(upgrade.started_at.as_ref()).map(|t| seconds_since(t, now))
+}
+
+/// Seconds since an etcd upgrade in progress last moved: its newest member
+/// move (or move back), or, before the first move (the snapshot), since
+/// its `Upgraded` condition last changed; `None` when no upgrade is in
+/// progress.
+pub fn etcd_upgrade_step_seconds(status: &EtcdClusterStatus, now: Timestamp) -> Option<f64> {
+    if !etcd_upgrade_in_progress(status) {
+        return None;
+    }
+    let moved = status.upgrade.as_ref().and_then(|u| u.moved_at.as_ref());
+    let changed = || {
+        status.conditions.iter().find(|c| c.type_ == conditions::UPGRADED).map(|c| &c.last_transition_time)
+    };
+    moved.or_else(changed).map(|t| seconds_since(t, now))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use flotilla_api::kok::{CertificateStatus, EtcdMemberStatus, EtcdUpgradeStatus, UpgradeStatus};
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+    #[test]
+    fn an_upgrade_step_is_timed_from_its_start_while_in_progress() {
+        let now = Timestamp::from_second(10_000).unwrap();
+        let at = |s: i64| Some(Time(Timestamp::from_second(s).unwrap()));
+        let hosted = |state, started_at, step_started_at| HostedClusterStatus {
+            upgrade: Some(UpgradeStatus {
+                from: "1".into(),
+                to: "2".into(),
+                state,
+                started_at,
+                step_started_at,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let cases = [
+            ("a step under way", hosted(UpgradeState::InProgress, at(9_000), at(9_940)), Some(60.0)),
+            ("rolling back", hosted(UpgradeState::RollingBack, at(9_000), at(9_400)), Some(600.0)),
+            (
+                "no step stamped: since the start",
+                hosted(UpgradeState::InProgress, at(9_000), None),
+                Some(1_000.0),
+            ),
+            (
+                "a step stamped ahead of the clock",
+                hosted(UpgradeState::InProgress, None, at(10_005)),
+                Some(0.0),
+            ),
+            ("finished", hosted(UpgradeState::Succeeded, at(1), at(2)), None),
+            ("never upgraded", HostedClusterStatus::default(), None),
+        ];
+        for (name, status, want) in cases {
+            assert_eq!(hosted_upgrade_step_seconds(&status, now), want, "hosted: {name}");
+        }
+        let upgraded_changed = |s: i64| Condition {
+            type_: conditions::UPGRADED.into(),
+            status: "False".into(),
+            reason: "Snapshotting".into(),
+            message: String::new(),
+            last_transition_time: Time(Timestamp::from_second(s).unwrap()),
+            observed_generation: None,
+        };
+        let etcd = |state, moved_at, condition: Option<Condition>| EtcdClusterStatus {
+            upgrade: Some(EtcdUpgradeStatus {
+                from: "1".into(),
+                to: "2".into(),
+                state,
+                moved_at,
+                ..Default::default()
+            }),
+            conditions: condition.into_iter().collect(),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                "rolling: since the newest move",
+                etcd(Some(EtcdUpgradeState::Rolling), at(9_970), None),
+                Some(30.0),
+            ),
+            (
+                "snapshotting: since the condition changed",
+                etcd(Some(EtcdUpgradeState::Snapshotting), None, Some(upgraded_changed(8_800))),
+                Some(1_200.0),
+            ),
+            ("nothing stamped", etcd(Some(EtcdUpgradeState::Snapshotting), None, None), None),
+            ("succeeded", etcd(Some(EtcdUpgradeState::Succeeded), at(9_000), None), None),
+            ("never upgraded", EtcdClusterStatus::default(), None),
+        ];
+        for (name, status, want) in cases {
+            assert_eq!(etcd_upgrade_step_seconds(&status, now), want, "etcd: {name}");
+        }
+    }
 
     fn member(name: &str, learner: bool, healthy: bool) -> EtcdMemberStatus {
         EtcdMemberStatus { name: name.into(), is_learner: learner, healthy, ..Default::default() }

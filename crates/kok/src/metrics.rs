@@ -1,7 +1,7 @@
 //! Kube-on-Kube's gauges, read off the operators' caches at every scrape:
 //! etcd clusters' voting members, health, leader, quorum and database
 //! sizes; hosted clusters' soonest certificate expiry; upgrades in
-//! progress. The decisions are `flotilla_kok_core::kok_metrics`'s.
+//! progress and the age of their current step. The decisions are `flotilla_kok_core::kok_metrics`'s.
 //!
 //! Series: per etcd cluster four, plus two per member (a handful);
 //! per hosted cluster one. Nothing is labelled by certificate.
@@ -48,6 +48,11 @@ impl StateSource for EtcdGauges {
             "etcd_upgrade_in_progress",
             "1 while the etcd cluster's version change is snapshotting or moving members",
         );
+        let mut step = Gauge::new(
+            "etcd_upgrade_step_seconds",
+            "Seconds since the etcd upgrade in progress last moved a member (or began its snapshot)",
+        );
+        let now = Timestamp::now();
         for cluster in self.clusters.state() {
             let status = cluster.status.clone().unwrap_or_default();
             let health = kok_metrics::etcd_health(&status);
@@ -56,6 +61,9 @@ impl StateSource for EtcdGauges {
             leader.push(key(cluster.as_ref()), flag(health.has_leader));
             quorum.push(key(cluster.as_ref()), flag(health.has_quorum));
             upgrading.push(key(cluster.as_ref()), flag(kok_metrics::etcd_upgrade_in_progress(&status)));
+            if let Some(seconds) = kok_metrics::etcd_upgrade_step_seconds(&status, now) {
+                step.push(key(cluster.as_ref()), seconds);
+            }
             for member in &status.members {
                 let mut labels = key(cluster.as_ref());
                 labels.push(("member", member.name.clone()));
@@ -65,7 +73,7 @@ impl StateSource for EtcdGauges {
                 }
             }
         }
-        vec![voting, healthy, leader, quorum, member_healthy, db_size, upgrading]
+        vec![voting, healthy, leader, quorum, member_healthy, db_size, upgrading, step]
     }
 }
 
@@ -83,14 +91,21 @@ impl HostedGauges {
             "hosted_cluster_upgrade_in_progress",
             "1 while the hosted cluster's version change is moving components (forward or back)",
         );
+        let mut step = Gauge::new(
+            "hosted_cluster_upgrade_step_seconds",
+            "Seconds since the current step of the hosted cluster's upgrade in progress began",
+        );
         for cluster in self.clusters.state() {
             let status = cluster.status.clone().unwrap_or_default();
+            if let Some(seconds) = kok_metrics::hosted_upgrade_step_seconds(&status, now) {
+                step.push(key(cluster.as_ref()), seconds);
+            }
             if let Some(seconds) = kok_metrics::soonest_certificate_expiry_seconds(&status, now) {
                 expiry.push(key(cluster.as_ref()), seconds);
             }
             upgrading.push(key(cluster.as_ref()), flag(kok_metrics::hosted_upgrade_in_progress(&status)));
         }
-        vec![expiry, upgrading]
+        vec![expiry, upgrading, step]
     }
 }
 

@@ -38,6 +38,10 @@ fn alerts_read_only_metrics_flotilla_serves() {
         "flotilla_hosted_cluster_certificate_expiry_seconds",
         "flotilla_reconcile_errors_total",
         "flotilla_reconciles_total",
+        "flotilla_rollout_step_seconds",
+        "flotilla_rollout_step_limit_seconds",
+        "flotilla_hosted_cluster_upgrade_step_seconds",
+        "flotilla_etcd_upgrade_step_seconds",
     ];
     let sources = [
         include_str!("../../hub/src/metrics.rs"),

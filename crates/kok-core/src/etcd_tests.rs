@@ -3,6 +3,7 @@ use crate::etcd_gateway::{parse_member_list, parse_status};
 use flotilla_api::kok::{EtcdClusterSpec, EtcdStorage};
 use flotilla_api::machine::{MachineSpec, MachineStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use time::OffsetDateTime;
 
 pub(crate) fn machine(name: &str, pool: &str) -> Machine {
     let mut m = Machine::new(name, MachineSpec { address: Some("127.0.0.1".into()), ..Default::default() });

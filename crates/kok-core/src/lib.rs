@@ -16,6 +16,7 @@ pub mod etcd_error;
 pub mod etcd_gateway;
 pub mod etcd_keys;
 pub mod etcd_kube;
+pub mod etcd_member;
 pub mod etcd_restore;
 pub mod etcd_schedule;
 pub mod etcd_status;

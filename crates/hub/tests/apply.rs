@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The work applier against a real hub and real members: Works are applied,
 //! updated, pruned, repaired and cleaned up in the member, conflicts with
-//! objects Flotilla did not create are reported, and health comes back.
+//! objects Flotilla did not create are reported, and health comes back;
+//! for a push cluster the hub applies and reports its Warning Events.
 
 use std::time::Duration;
 
@@ -433,6 +434,33 @@ async fn the_hub_applies_works_to_push_clusters() {
     .await;
     wait_for("the push cluster's Work status", Duration::from_secs(10), || async {
         condition(&status(&works, "settings").await, "Applied") == Some("True")
+    })
+    .await;
+
+    // A Warning Event about the applied ConfigMap in the member (as a
+    // controller there records one) reaches the Work's memberWarnings,
+    // which the hub re-emits on the template: push members' warnings are
+    // reported by the hub itself.
+    let now = serde_json::to_value(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        k8s_openapi::jiff::Timestamp::now(),
+    ))
+    .unwrap();
+    let event: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "settings.bad", "namespace": "default"},
+        "involvedObject": {"apiVersion": "v1", "kind": "ConfigMap", "name": "settings", "namespace": "default"},
+        "type": "Warning", "reason": "BadSetting", "message": "key x is not understood",
+        "source": {"component": "settings-checker"}, "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now,
+    }))
+    .unwrap();
+    Api::namespaced(member.client(), "default").create(&PostParams::default(), &event).await.unwrap();
+    wait_for("the member's Warning on the push Work's memberWarnings", Duration::from_secs(90), || async {
+        status(&works, "settings")
+            .await
+            .member_warnings
+            .iter()
+            .any(|w| w.reason == "BadSetting" && w.message.contains("key x is not understood"))
     })
     .await;
 }

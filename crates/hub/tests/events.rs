@@ -3,10 +3,14 @@
 //! pull agents): the binder's `Scheduled` on a binding, a member's Warning
 //! Event about a propagated Deployment's pod re-emitted on the hub's
 //! template, and a cluster whose agent is gone turning unreachable and
-//! tainted on its ManagedCluster.
+//! tainted on its ManagedCluster; and, on the binding of a member that
+//! fails, `FailedOver` and `Evicting` once its replicas move, then
+//! `Evicted` once they run elsewhere.
 
 use std::time::Duration;
 
+use flotilla_api::work::ResourceBinding;
+use flotilla_apps_core::failover::FailoverSettings;
 use flotilla_localkube::wait_for;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
@@ -15,6 +19,8 @@ use serde_json::json;
 
 mod support;
 use support::{apply, create_namespace, Fleet};
+
+const WAIT: Duration = Duration::from_secs(120);
 
 /// `(type, reason, message)` of the Events about an object.
 async fn events_about(
@@ -115,4 +121,81 @@ async fn decisions_and_member_warnings_are_events_on_the_hub() {
     let m2 = events_about(&hub, "default", "ManagedCluster", "m2").await;
     let alarming = ["ClusterUnreachable", "ClusterNotReady", "ClusterTainted"];
     assert!(m2.iter().all(|(_, r, _)| !alarming.contains(&r.as_str())), "{m2:?}");
+}
+
+/// A member whose agent goes: the hub taints it unreachable (NoExecute),
+/// and once the toleration runs out the binder moves its replicas to the
+/// other member, which had no copy: `FailedOver` and `Evicting` on the
+/// binding (the old copy is kept until the new one is healthy), then
+/// `Evicted` when it is.
+#[tokio::test]
+async fn failover_and_eviction_are_events_on_the_binding() {
+    let failover = FailoverSettings { default_toleration_seconds: Some(3), ..Default::default() };
+    let mut fleet = Fleet::start_with(&["eu", "us"], &[], failover, false).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "shop").await;
+    // Aggregated: as few clusters as fit, so the replicas start on one.
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                    "replicaDivisionPreference": "Aggregated"}}}
+        }),
+    )
+    .await;
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
+                    "containers": [{"name": "app", "image": "docker.io/library/nginx:1.25"}]}}}
+        }),
+    )
+    .await;
+    let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "shop");
+    let placed = || async {
+        let b = bindings.get_opt("web-deployment").await.unwrap();
+        b.map(|b| b.spec.spec.clusters.iter().map(|c| c.name.clone()).collect::<Vec<_>>()).unwrap_or_default()
+    };
+    wait_for("web placed on one member", WAIT, || async { placed().await.len() == 1 }).await;
+    let lost = placed().await.remove(0);
+    let other = if lost == "m1" { "m2" } else { "m1" };
+    wait_for("web's Scheduled Event", WAIT, || async {
+        events_about(&hub, "shop", "ResourceBinding", "web-deployment")
+            .await
+            .iter()
+            .any(|(_, r, _)| r == "Scheduled")
+    })
+    .await;
+
+    fleet.agents.remove(&lost).unwrap().abort();
+    let said = |reason: &'static str, kind: &'static str| {
+        let (hub, lost) = (&hub, &lost);
+        async move {
+            events_about(hub, "shop", "ResourceBinding", "web-deployment")
+                .await
+                .iter()
+                .any(|(t, r, m)| t == kind && r == reason && m.contains(&format!("cluster {lost}")))
+        }
+    };
+    wait_for("FailedOver and Evicting on the binding", WAIT, || async {
+        said("FailedOver", "Warning").await && said("Evicting", "Warning").await
+    })
+    .await;
+    wait_for("Evicted once the replicas run elsewhere", WAIT, || said("Evicted", "Normal")).await;
+    let b = bindings.get("web-deployment").await.unwrap();
+    assert_eq!(b.spec.spec.failed_over_from, [lost.clone()], "{:?}", b.spec.spec);
+    let now_on: Vec<&str> = b.spec.spec.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(now_on, [other]);
+    assert!(b.spec.spec.graceful_eviction_tasks.is_empty(), "{:?}", b.spec.spec.graceful_eviction_tasks);
+    // Each decision said once.
+    let events = events_about(&hub, "shop", "ResourceBinding", "web-deployment").await;
+    for reason in ["FailedOver", "Evicting", "Evicted"] {
+        assert_eq!(events.iter().filter(|(_, r, _)| r == reason).count(), 1, "{reason}: {events:?}");
+    }
 }

@@ -38,12 +38,12 @@ enum Command {
     /// The members are built the Kube-on-Kube way: the hub holds a
     /// HostedCluster per member (and one EtcdCluster they share under a
     /// key prefix each), its operators (`hub run`) issue the certificates
-    /// and place etcd, the control planes and hollow kubelets on two local
-    /// Machines whose node agents run them; each Ready member joins the
-    /// fleet. Builds the Kubernetes binaries first if they are not cached
-    /// yet (~10 minutes once; seconds after). The fleet runs in the
-    /// background until `flotilla down`. Running `up` again shows the
-    /// running fleet.
+    /// and place etcd, the control planes and hollow kubelets on the local
+    /// Machines (--machines, default 2) whose node agents run them; each
+    /// Ready member joins the fleet. Builds the Kubernetes binaries first
+    /// if they are not cached yet (~10 minutes once; seconds after). The
+    /// fleet runs in the background until `flotilla down`. Running `up`
+    /// again shows the running fleet.
     Up(fleet::UpArgs),
     /// Show the local fleet's clusters and processes and whether they are healthy.
     ///

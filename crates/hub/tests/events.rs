@@ -189,7 +189,7 @@ async fn failover_and_eviction_are_events_on_the_binding() {
     .await;
     wait_for("Evicted once the replicas run elsewhere", WAIT, || said("Evicted", "Normal")).await;
     let b = bindings.get("web-deployment").await.unwrap();
-    assert_eq!(b.spec.spec.failed_over_from, [lost.clone()], "{:?}", b.spec.spec);
+    assert_eq!(b.spec.spec.failed_over_from, [lost.as_str()], "{:?}", b.spec.spec);
     let now_on: Vec<&str> = b.spec.spec.clusters.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(now_on, [other]);
     assert!(b.spec.spec.graceful_eviction_tasks.is_empty(), "{:?}", b.spec.spec.graceful_eviction_tasks);

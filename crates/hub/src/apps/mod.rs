@@ -11,6 +11,8 @@
 
 mod binder;
 mod binder_writes;
+mod dependency_policy;
+mod dependent_overrides;
 mod descheduler;
 mod event_state;
 mod events;
@@ -199,11 +201,11 @@ async fn watch_kinds(apps: Arc<Apps>) {
         let mut deps = false;
         for p in apps.pps.state() {
             wanted.extend(selected(&p.spec.spec.resource_selectors));
-            deps |= p.spec.spec.propagate_deps;
+            deps |= p.spec.spec.propagates_deps();
         }
         for p in apps.cpps.state() {
             wanted.extend(selected(&p.spec.spec.resource_selectors));
-            deps |= p.spec.spec.propagate_deps;
+            deps |= p.spec.spec.propagates_deps();
         }
         if deps {
             wanted.extend(DEPENDENCY_KINDS.iter().map(|k| ("v1".to_string(), k.to_string())));

@@ -104,7 +104,7 @@ pub struct PropagationSpec {
     #[schemars(extend("x-kubernetes-validations" = [{
         "rule": "self == 'default-scheduler'",
         "message": "no scheduler of that name: Flotilla has one scheduler, `default-scheduler` (Karmada's default); set it or remove the field",
-        "reason": "FieldValueNotSupported"
+        "reason": "FieldValueInvalid"
     }]))]
     pub scheduler_name: Option<String>,
     /// OverridePolicies (ClusterOverridePolicies for a

@@ -29,6 +29,7 @@ pub mod member_hpa;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;
+pub mod pvc_protection;
 pub mod rebalance;
 pub mod resolution;
 pub mod revision;

@@ -75,6 +75,14 @@ struct Decision {
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
     let Some(kind) = apps.kind(&key.api_version, &key.kind) else {
+        let gone = lock(&apps.kinds_gone).contains(&(key.api_version.clone(), key.kind.clone()));
+        // Asked again: a copy removed for a kind served after all is lost work.
+        if gone && !super::served::still_served(apps, &key.api_version, &key.kind).await {
+            // Its CRD was deleted, and the template with it.
+            let existing = apps.binding_status(key);
+            cleanup(apps, key, existing.as_ref().map(|(s, _, _)| s)).await?;
+            return Ok(None);
+        }
         // Its kind is not watched (yet): a policy for it appears first.
         return Ok(Some(Duration::from_secs(2)));
     };
@@ -86,10 +94,13 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let existing = apps.binding_status(key);
     let template = match api.get_opt(&key.name).await? {
         Some(t) if t.metadata.deletion_timestamp.is_none() => t,
-        _ => {
+        deleting => {
             // The binding may be gone already (garbage-collected with the
             // template); the works are found by label either way.
             cleanup(apps, key, existing.as_ref().map(|(s, _, _)| s)).await?;
+            if let Some(t) = deleting {
+                super::pvc_protection::lift_if_unused(apps, &api, key, &t).await?;
+            }
             return Ok(None);
         }
     };

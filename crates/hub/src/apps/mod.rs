@@ -23,11 +23,13 @@ mod metric_gates;
 mod opt_in;
 mod override_candidates;
 mod policies;
+mod pvc_protection;
 mod queue;
 mod rebalancer;
 mod rollout_deps;
 mod rollout_state;
 mod rollouts;
+mod served;
 mod state;
 mod status;
 mod suspended;
@@ -189,7 +191,9 @@ async fn on_policies(apps: Arc<Apps>, events: impl Stream<Item = PolicyEvent> + 
 }
 
 /// Keeps one metadata watch per template kind any propagation policy
-/// selects (and the dependency kinds when a policy propagates them).
+/// selects (and the dependency kinds when a policy propagates them). A
+/// watch ends when the hub stops serving its kind (its CRD was deleted);
+/// the kind is watched again once it is served again.
 async fn watch_kinds(apps: Arc<Apps>) {
     apps.wait_ready().await;
     tracing::info!("application controllers have their caches");
@@ -197,6 +201,11 @@ async fn watch_kinds(apps: Arc<Apps>) {
     // Owned here, so the watches stop when this task does.
     let mut watches = tokio::task::JoinSet::new();
     loop {
+        while let Some(ended) = watches.try_join_next() {
+            if let Ok(kind) = ended {
+                started.remove(&kind);
+            }
+        }
         let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
         let mut deps = false;
         for p in apps.pps.state() {
@@ -228,6 +237,7 @@ async fn watch_kinds(apps: Arc<Apps>) {
                         resource: resource.clone(),
                     };
                     lock(&apps.kinds).insert((api_version.clone(), kind.clone()), entry);
+                    lock(&apps.kinds_gone).remove(&(api_version.clone(), kind.clone()));
                     started.insert((api_version.clone(), kind.clone()));
                     tracing::info!(%api_version, %kind, "watching templates");
                     watches.spawn(watch_templates(apps.clone(), api_version, kind, resource));
@@ -246,7 +256,14 @@ fn has_status(caps: &ApiCapabilities) -> bool {
     caps.subresources.iter().any(|(r, _)| r.plural == "status" || r.plural.ends_with("/status"))
 }
 
-async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, resource: ApiResource) {
+/// Watches one kind's templates until the hub stops serving the kind;
+/// returns the kind then.
+async fn watch_templates(
+    apps: Arc<Apps>,
+    api_version: String,
+    kind: String,
+    resource: ApiResource,
+) -> (String, String) {
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(apps.client.clone(), &resource);
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
@@ -261,6 +278,14 @@ async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, res
         let event = match event {
             Ok(e) => e,
             Err(e) => {
+                if !served::still_served(&apps, &api_version, &kind).await {
+                    tracing::info!(%api_version, %kind, "the hub no longer serves this kind (its CRD is gone): \
+                        its watch stops, its bindings clean up");
+                    lock(&apps.kinds).remove(&(api_version.clone(), kind.clone()));
+                    lock(&apps.kinds_gone).insert((api_version.clone(), kind.clone()));
+                    apps.wake(apps.templates_listed(&api_version, &kind, &HashSet::new()));
+                    return (api_version, kind);
+                }
                 tracing::debug!(%kind, error = %e, "template watch error (retrying)");
                 continue;
             }
@@ -280,6 +305,8 @@ async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, res
             }
         }
     }
+    // A watcher's stream does not end; if it did, watch the kind afresh.
+    (api_version, kind)
 }
 
 async fn on_bindings(apps: Arc<Apps>, events: impl Stream<Item = Option<BindingEvent>> + Send) {

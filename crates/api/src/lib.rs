@@ -250,7 +250,10 @@ mod tests {
             } else {
                 // Implemented: declared by the types, refused by no rule.
                 for field in ["fieldOverrider", "targetCluster", "overriders"] {
-                    assert!(!messages.iter().any(|m| m.contains(&format!("!has(self.{field})"))), "{messages:#?}");
+                    assert!(
+                        !messages.iter().any(|m| m.contains(&format!("!has(self.{field})"))),
+                        "{messages:#?}"
+                    );
                 }
             }
         }

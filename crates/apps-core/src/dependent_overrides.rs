@@ -103,7 +103,12 @@ mod tests {
             let got = missing(&wanted, &present);
             assert_eq!(got, case.missing, "{}", case.name);
             let condition = condition(&wanted, &got, "OverridePolicy", "namespace demo");
-            assert_eq!(condition.as_ref().map(|c| (c.status, c.reason.as_str())), case.condition, "{}", case.name);
+            assert_eq!(
+                condition.as_ref().map(|c| (c.status, c.reason.as_str())),
+                case.condition,
+                "{}",
+                case.name
+            );
         }
     }
 

@@ -50,7 +50,12 @@ pub fn apply_field_overrider(manifest: &mut Value, o: &FieldOverrider) -> Result
     Ok(())
 }
 
-fn apply_all(doc: &mut Value, ops: &[DocumentPatchOperation], path: &str, format: &str) -> Result<(), String> {
+fn apply_all(
+    doc: &mut Value,
+    ops: &[DocumentPatchOperation],
+    path: &str,
+    format: &str,
+) -> Result<(), String> {
     for (i, op) in ops.iter().enumerate() {
         apply_operation(doc, &op.sub_path, op.operator, op.value.as_ref())
             .map_err(|e| format!("fieldPath {path} {format}[{i}]: {e}"))?;
@@ -94,7 +99,10 @@ pub fn check(overriders: &[FieldOverrider], path: &str, with_schema: bool, error
             for (j, op) in ops.iter().enumerate() {
                 let path = format!("{path}.{format}[{j}]");
                 if with_schema && !is_pointer(&op.sub_path) {
-                    errors.push(format!("{path}.subPath: {:?} is not a JSON pointer (like /db/port)", op.sub_path));
+                    errors.push(format!(
+                        "{path}.subPath: {:?} is not a JSON pointer (like /db/port)",
+                        op.sub_path
+                    ));
                 }
                 if op.operator != OverriderOperator::Remove && op.value.is_none() {
                     let name = if op.operator == OverriderOperator::Add { "add" } else { "replace" };
@@ -196,7 +204,8 @@ mod tests {
         ];
         for case in cases {
             let mut manifest = config_map("config.yaml", case.text);
-            apply_field_overrider(&mut manifest, &case.overrider).unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            apply_field_overrider(&mut manifest, &case.overrider)
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
             let text = manifest["data"]["config.yaml"].as_str().unwrap().to_string();
             let got: Value = if case.overrider.json.is_empty() {
                 serde_saphyr::from_str(&text).unwrap()
@@ -210,7 +219,8 @@ mod tests {
     #[test]
     fn json_is_written_back_compact_with_sorted_keys() {
         let mut manifest = config_map("c.json", r#"{ "z": 1, "a": 2 }"#);
-        apply_field_overrider(&mut manifest, &json_ops("/data/c.json", vec![op("/m", Add, Some(json!(3)))])).unwrap();
+        apply_field_overrider(&mut manifest, &json_ops("/data/c.json", vec![op("/m", Add, Some(json!(3)))]))
+            .unwrap();
         assert_eq!(manifest["data"]["c.json"], r#"{"a":2,"m":3,"z":1}"#);
     }
 
@@ -294,6 +304,9 @@ mod tests {
         );
         let mut beyond_schema = Vec::new();
         check(&bad, "spec.overriders", false, &mut beyond_schema);
-        assert_eq!(beyond_schema, ["spec.overriders.fieldOverrider[1].yaml[0].value: required for operator replace"]);
+        assert_eq!(
+            beyond_schema,
+            ["spec.overriders.fieldOverrider[1].yaml[0].value: required for operator replace"]
+        );
     }
 }

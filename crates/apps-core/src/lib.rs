@@ -24,6 +24,7 @@ pub mod fleet_health;
 pub mod health;
 pub mod interpreter;
 mod json_patch_op;
+pub mod kind_discovery;
 pub mod member_events;
 pub mod member_hpa;
 pub mod metric_gate;

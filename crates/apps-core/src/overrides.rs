@@ -360,7 +360,9 @@ fn apply_label_annotation(manifest: &mut Value, field: &str, o: &LabelAnnotation
 mod tests {
     use super::*;
     use crate::selection::PolicyScope;
-    use flotilla_api::policy::{ClusterAffinity, ImagePredicate, OverrideSpec, PlaintextOverrider, RuleWithCluster};
+    use flotilla_api::policy::{
+        ClusterAffinity, ImagePredicate, OverrideSpec, PlaintextOverrider, RuleWithCluster,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     fn deployment() -> Value {

@@ -18,7 +18,13 @@ pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
 
 /// The finalizers to leave on a template being deleted, when the hub
 /// should lift the claim protection; `None` to leave it alone.
-pub fn lift(api_version: &str, kind: &str, deleting: bool, finalizers: &[String], in_use: bool) -> Option<Vec<String>> {
+pub fn lift(
+    api_version: &str,
+    kind: &str,
+    deleting: bool,
+    finalizers: &[String],
+    in_use: bool,
+) -> Option<Vec<String>> {
     let is_claim = api_version == "v1" && kind == "PersistentVolumeClaim";
     if !is_claim || !deleting || in_use || !finalizers.iter().any(|f| f == PVC_PROTECTION) {
         return None;
@@ -30,7 +36,11 @@ pub fn lift(api_version: &str, kind: &str, deleting: bool, finalizers: &[String]
 /// run: a pod that finished no longer holds it, as the pvc-protection
 /// controller reads it.
 pub fn pod_uses_claim(pod: &Pod, claim: &str) -> bool {
-    let finished = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+    let finished = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| p == "Succeeded" || p == "Failed");
     if finished {
         return false;
     }

@@ -19,9 +19,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
 use flotilla_api::policy::{
-    ClusterAffinity, FieldSelectorOperator, DEFAULT_SCHEDULER, OverrideSpec, OverriderOperator, PropagationSpec,
-    ReplicaDivisionPreference, RuleWithCluster, ReplicaSchedulingType, ResourceSelector, UNSUPPORTED_KARMADA_FIELD,
-    UNSUPPORTED_KARMADA_FIELDS,
+    ClusterAffinity, FieldSelectorOperator, OverrideSpec, OverriderOperator, PropagationSpec,
+    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, RuleWithCluster, DEFAULT_SCHEDULER,
+    UNSUPPORTED_KARMADA_FIELD, UNSUPPORTED_KARMADA_FIELDS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::de::DeserializeOwned;
@@ -471,9 +471,12 @@ fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace, scope: Scope
     }
     let rules: Vec<(String, RuleWithCluster)> = match spec.override_rules.is_empty() {
         true => spec.rules().iter().map(|r| ("spec".to_string(), r.clone())).collect(),
-        false => {
-            spec.override_rules.iter().enumerate().map(|(i, r)| (format!("spec.overrideRules[{i}]"), r.clone())).collect()
-        }
+        false => spec
+            .override_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("spec.overrideRules[{i}]"), r.clone()))
+            .collect(),
     };
     for (path, rule) in &rules {
         if let Some(affinity) = &rule.target_cluster {

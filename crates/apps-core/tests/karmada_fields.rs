@@ -129,14 +129,17 @@ fn the_webhook_refuses_what_no_schema_rule_can_say() {
 
 #[test]
 fn the_deprecated_shape_is_one_rule() {
-    let manifest = || json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "nginx"},
-        "spec": {"replicas": 1}});
+    let manifest = || {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "nginx"},
+        "spec": {"replicas": 1}})
+    };
     let spec: OverrideSpec = serde_json::from_value(json!({
         "targetCluster": {"clusterNames": ["m1"]},
         "overriders": {"plaintext": [{"path": "/spec/replicas", "operator": "replace", "value": 3}]}
     }))
     .unwrap();
-    let candidate = OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "apps", name: "old", spec: &spec };
+    let candidate =
+        OverrideCandidate { scope: PolicyScope::Namespaced, namespace: "apps", name: "old", spec: &spec };
     for (cluster, want) in [("m1", 3), ("m2", 1)] {
         let mut m = manifest();
         let changed = apply_overrides(&mut m, cluster, &BTreeMap::new(), &[&candidate]).unwrap();

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use flotilla_api::work::ResourceBinding;
-use flotilla_localkube::wait_for;
 use flotilla_apps_core::pvc_protection::PVC_PROTECTION;
+use flotilla_localkube::wait_for;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Secret};
 use kube::api::{DynamicObject, PostParams};
 use kube::{Api, Client};
@@ -43,7 +43,8 @@ fn propagation_policy(name: &str, deployment: &str, extra: serde_json::Value) ->
 
 /// The `Scheduled` message of the binding of `kind`/`name` in `demo`.
 async fn scheduled_message(hub: &Client, kind: &str, name: &str) -> Option<String> {
-    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo").list(&Default::default()).await.ok()?;
+    let bindings =
+        Api::<ResourceBinding>::namespaced(hub.clone(), "demo").list(&Default::default()).await.ok()?;
     let binding = bindings
         .items
         .into_iter()
@@ -99,11 +100,7 @@ async fn a_dependency_inherits_overwrite_and_preserve_from_the_workloads_that_ne
     // (and would abort): Overwrite stays, preserve is added, both named.
     apply(
         &hub,
-        propagation_policy(
-            "api",
-            "api",
-            json!({"propagateDeps": true, "preserveResourcesOnDeletion": true}),
-        ),
+        propagation_policy("api", "api", json!({"propagateDeps": true, "preserveResourcesOnDeletion": true})),
     )
     .await;
     apply(&hub, deployment("api", "db")).await;
@@ -117,7 +114,10 @@ async fn a_dependency_inherits_overwrite_and_preserve_from_the_workloads_that_ne
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
     let list = bindings.list(&Default::default()).await.unwrap();
     let secret_binding = list.items.iter().find(|b| b.spec.spec.resource.kind == "Secret").unwrap();
-    assert_eq!(secret_binding.spec.spec.conflict_resolution, flotilla_api::policy::ConflictResolution::Overwrite);
+    assert_eq!(
+        secret_binding.spec.spec.conflict_resolution,
+        flotilla_api::policy::ConflictResolution::Overwrite
+    );
     assert!(secret_binding.spec.spec.preserve_resources_on_deletion);
 }
 
@@ -132,7 +132,8 @@ fn override_policy(name: &str, spec: serde_json::Value) -> serde_json::Value {
 async fn policy_condition(hub: &Client, plural: &str, name: &str, type_: &str) -> Option<(String, String)> {
     let gvk = kube::api::GroupVersionKind::gvk("policy.flotilla.io", "v1alpha1", "PropagationPolicy");
     let resource = kube::api::ApiResource::from_gvk_with_plural(&gvk, plural);
-    let policy = Api::<DynamicObject>::namespaced_with(hub.clone(), "demo", &resource).get(name).await.ok()?;
+    let policy =
+        Api::<DynamicObject>::namespaced_with(hub.clone(), "demo", &resource).get(name).await.ok()?;
     let conditions = policy.data.pointer("/status/conditions")?.as_array()?.clone();
     let c = conditions.into_iter().find(|c| c["type"] == type_)?;
     Some((c["status"].as_str()?.to_string(), c["message"].as_str()?.to_string()))
@@ -263,9 +264,11 @@ async fn a_deleted_claim_template_goes_and_a_later_one_of_the_same_name_propagat
         })
         .await;
         hub_claims.delete("data", &Default::default()).await.unwrap();
-        wait_for(&format!("{round}: the claim template gone from the hub"), Duration::from_secs(60), || async {
-            hub_claims.get_opt("data").await.unwrap().is_none()
-        })
+        wait_for(
+            &format!("{round}: the claim template gone from the hub"),
+            Duration::from_secs(60),
+            || async { hub_claims.get_opt("data").await.unwrap().is_none() },
+        )
         .await;
         wait_for(&format!("{round}: the claim gone from m1"), Duration::from_secs(60), || async {
             member_claims.get_opt("data").await.unwrap().is_none()

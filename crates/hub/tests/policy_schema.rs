@@ -189,8 +189,11 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     );
     let stored = create_strict(&client, karmada_names).await.unwrap();
     assert_eq!(stored.data["spec"]["dependentOverrides"], json!(["eu-images"]));
-    let other_scheduler =
-        policy("PropagationPolicy", "volcano", json!({"resourceSelectors": nginx(), "schedulerName": "volcano"}));
+    let other_scheduler = policy(
+        "PropagationPolicy",
+        "volcano",
+        json!({"resourceSelectors": nginx(), "schedulerName": "volcano"}),
+    );
     assert_refused(
         create(&pps, other_scheduler).await,
         &["spec.schedulerName", "no scheduler of that name", "default-scheduler"],

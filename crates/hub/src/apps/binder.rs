@@ -294,14 +294,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             }
         }
     } else {
-        record(
-            apps,
-            key,
-            true,
-            "Dependency",
-            &decision.follows,
-            template.metadata.generation,
-        );
+        record(apps, key, true, "Dependency", &decision.follows, template.metadata.generation);
         Vec::new()
     };
     // Dependencies follow the templates that need them.

@@ -55,6 +55,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::error::Error;
+use flotilla_apps_core::kind_discovery;
 use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey};
 use queue::Queue;
 use state::Apps;
@@ -200,10 +201,16 @@ async fn watch_kinds(apps: Arc<Apps>) {
     let mut started: HashSet<(String, String)> = HashSet::new();
     // Owned here, so the watches stop when this task does.
     let mut watches = tokio::task::JoinSet::new();
+    let last_crd_change = served::LastCrdChange::default();
+    let mut crd_watch = tokio::task::JoinSet::new();
+    crd_watch.spawn(served::watch_crds(apps.client.clone(), last_crd_change.clone()));
+    // Kinds discovery said the hub does not serve, and when.
+    let mut missing: HashMap<(String, String), std::time::Instant> = HashMap::new();
     loop {
         while let Some(ended) = watches.try_join_next() {
             if let Ok(kind) = ended {
                 started.remove(&kind);
+                missing.insert(kind, std::time::Instant::now());
             }
         }
         let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
@@ -224,6 +231,13 @@ async fn watch_kinds(apps: Arc<Apps>) {
             if started.contains(&(api_version.clone(), kind.clone())) {
                 continue;
             }
+            let now = std::time::Instant::now();
+            let last_change = *lock(&last_crd_change);
+            let found_missing = missing.get(&(api_version.clone(), kind.clone()));
+            if found_missing.is_some_and(|&found| !kind_discovery::ask_again(found, last_change, now)) {
+                continue;
+            }
+            tracing::trace!(%api_version, %kind, "asking discovery about a template kind");
             let (group, version) = match api_version.rsplit_once('/') {
                 Some((g, v)) => (g.to_string(), v.to_string()),
                 None => (String::new(), api_version.clone()),
@@ -238,13 +252,20 @@ async fn watch_kinds(apps: Arc<Apps>) {
                     };
                     lock(&apps.kinds).insert((api_version.clone(), kind.clone()), entry);
                     lock(&apps.kinds_gone).remove(&(api_version.clone(), kind.clone()));
+                    missing.remove(&(api_version.clone(), kind.clone()));
                     started.insert((api_version.clone(), kind.clone()));
                     tracing::info!(%api_version, %kind, "watching templates");
                     watches.spawn(watch_templates(apps.clone(), api_version, kind, resource));
                 }
+                Err(e) if served::not_served(&e) => {
+                    // E.g. a CRD not installed yet: asked again when CRDs change.
+                    if missing.insert((api_version.clone(), kind.clone()), now).is_none() {
+                        tracing::debug!(%api_version, %kind, error = %e,
+                            "template kind not served by the hub (yet); asked again when a CRD changes");
+                    }
+                }
                 Err(e) => {
-                    // E.g. a CRD not installed yet: try again on the next round.
-                    tracing::debug!(%api_version, %kind, error = %e, "template kind not served by the hub yet");
+                    tracing::debug!(%api_version, %kind, error = %e, "discovery failed; trying again");
                 }
             }
         }

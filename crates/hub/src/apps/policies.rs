@@ -84,7 +84,8 @@ impl Apps {
                 // Discovery failed: keep what was found last.
                 None => wanted.extend(current.iter().find(|c| c.type_ == resolution::CONDITION).cloned()),
             }
-            let waiting = super::dependent_overrides::policy_condition(self, event.kind, &event.namespace, &object);
+            let waiting =
+                super::dependent_overrides::policy_condition(self, event.kind, &event.namespace, &object);
             wanted.extend(waiting.map(|w| conditions::condition(current, w.generation(generation), &now)));
         }
         let mut mine: Vec<Condition> =

@@ -62,7 +62,9 @@ mod tests {
     fn the_protection_is_lifted_only_from_a_claim_template_being_deleted_that_no_pod_uses() {
         let with = vec![PVC_PROTECTION.to_string(), "example.com/keep".to_string()];
         let keep = Some(vec!["example.com/keep".to_string()]);
-        let cases: [(&str, (&str, &str, bool, &[String], bool), Option<Vec<String>>); 6] = [
+        /// (api_version, kind, deleting, finalizers, in use by a hub pod)
+        type Template<'a> = (&'a str, &'a str, bool, &'a [String], bool);
+        let cases: [(&str, Template, Option<Vec<String>>); 6] = [
             ("deleted claim", ("v1", "PersistentVolumeClaim", true, &with, false), keep),
             ("not being deleted", ("v1", "PersistentVolumeClaim", false, &with, false), None),
             ("a pod uses it", ("v1", "PersistentVolumeClaim", true, &with, true), None),

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 pub const GROUP: &str = "policy.flotilla.io";
 
+/// The one scheduler's name (Karmada's default `schedulerName`).
+pub const DEFAULT_SCHEDULER: &str = "default-scheduler";
+
 /// How a refused Karmada field's message (and its schema's description)
 /// begins.
 pub const UNSUPPORTED_KARMADA_FIELD: &str = "Karmada field not supported by Flotilla";
@@ -32,13 +35,10 @@ pub const UNSUPPORTED_KARMADA_FIELD: &str = "Karmada field not supported by Flot
 /// Karmada fields (JSON paths under the object) that Flotilla does not
 /// implement, with the reason shown when a policy uses one.
 pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
-    ("spec.association", "deprecated in Karmada; use propagateDeps"),
     (
         "spec.preemption",
         "Flotilla always lets the highest-priority policy take a template (Karmada's `preemption: Always`)",
     ),
-    ("spec.dependentOverrides", "overrides apply without waiting; remove the field"),
-    ("spec.schedulerName", "Flotilla has one scheduler; remove the field"),
     ("spec.activationPreference", "policy changes always apply at once (remove the field)"),
     (
         "spec.suspension.scheduling",
@@ -55,9 +55,6 @@ pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
         "application-level failover is not implemented; cluster failover follows clusterTolerations",
     ),
     ("spec.failover.cluster", "cluster failover follows clusterTolerations; remove the field"),
-    ("spec.targetCluster", "deprecated in Karmada; use overrideRules[].targetCluster"),
-    ("spec.overriders", "deprecated in Karmada; use overrideRules[].overriders"),
-    ("spec.overrideRules.overriders.fieldOverrider", "fieldOverrider is not implemented; use plaintext"),
 ];
 
 /// Which templates a policy selects. All given fields must match.
@@ -94,8 +91,30 @@ pub struct PropagationSpec {
     /// PersistentVolumeClaims a pod template refers to, to the same clusters.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub propagate_deps: bool,
+    /// Karmada's deprecated name of `propagateDeps`: either set means
+    /// the dependencies propagate (see [`PropagationSpec::propagates_deps`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub association: bool,
     #[serde(default)]
     pub placement: Placement,
+    /// The scheduler that places the templates. Flotilla has one,
+    /// `default-scheduler` (Karmada's default name); any other name has no
+    /// scheduler behind it and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": "self == 'default-scheduler'",
+        "message": "no scheduler of that name: Flotilla has one scheduler, `default-scheduler` (Karmada's default); set it or remove the field",
+        "reason": "FieldValueInvalid"
+    }]))]
+    pub scheduler_name: Option<String>,
+    /// OverridePolicies (ClusterOverridePolicies for a
+    /// ClusterPropagationPolicy) that must exist before this policy
+    /// propagates anything (as in Karmada): until they all do, the policy's
+    /// templates wait, and its `Valid` condition says which are missing.
+    /// At most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub dependent_overrides: Vec<String>,
     /// When several policies select a template the highest priority wins
     /// (default 0); ties: see ARCHITECTURE.md.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +134,14 @@ pub struct PropagationSpec {
     /// resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspension: Option<Suspension>,
+}
+
+impl PropagationSpec {
+    /// Whether dependencies propagate: `propagateDeps` or its deprecated
+    /// name `association` (either true means true, as in Karmada).
+    pub fn propagates_deps(&self) -> bool {
+        self.propagate_deps || self.association
+    }
 }
 
 /// Karmada's `Suspension`: what of a policy's propagation is halted.
@@ -420,6 +447,35 @@ pub struct OverrideSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub override_rules: Vec<RuleWithCluster>,
+    /// Karmada's deprecated shape: one rule's `targetCluster` at spec level
+    /// (with `overriders`). Read as one override rule; not with
+    /// `overrideRules`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_cluster: Option<ClusterAffinity>,
+    /// Karmada's deprecated shape: one rule's `overriders` at spec level.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overriders: Option<Overriders>,
+}
+
+impl OverrideSpec {
+    /// The rules applied, in order: `overrideRules`, or the deprecated
+    /// spec-level `targetCluster` + `overriders` as one rule (as Karmada
+    /// reads them) when `overrideRules` is empty.
+    pub fn rules(&self) -> std::borrow::Cow<'_, [RuleWithCluster]> {
+        match (&self.overriders, self.override_rules.is_empty()) {
+            (Some(overriders), true) => std::borrow::Cow::Owned(vec![RuleWithCluster {
+                target_cluster: self.target_cluster.clone(),
+                overriders: overriders.clone(),
+            }]),
+            _ => std::borrow::Cow::Borrowed(&self.override_rules),
+        }
+    }
+
+    /// Whether the deprecated spec-level shape is used (with
+    /// `targetCluster` alone too).
+    pub fn uses_deprecated_shape(&self) -> bool {
+        self.overriders.is_some() || self.target_cluster.is_some()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -431,7 +487,7 @@ pub struct RuleWithCluster {
 }
 
 /// Applied in this order: plaintext, image, command, args, labels,
-/// annotations.
+/// annotations, field.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Overriders {
@@ -451,6 +507,51 @@ pub struct Overriders {
     pub labels_overrider: Vec<LabelAnnotationOverrider>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub annotations_overrider: Vec<LabelAnnotationOverrider>,
+    /// Edits inside a JSON or YAML document held in a string field (e.g. a
+    /// ConfigMap's `data` entry). At most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub field_overrider: Vec<FieldOverrider>,
+}
+
+/// Karmada's `FieldOverrider`: the string at `fieldPath` is parsed as JSON
+/// (`json`) or YAML (`yaml`), the operations are applied to the document,
+/// and the result is written back as a string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "(has(self.json) && size(self.json) > 0) != (has(self.yaml) && size(self.yaml) > 0)",
+        "message": "set exactly one of json and yaml (the format of the document at fieldPath)"
+    }
+]))]
+pub struct FieldOverrider {
+    /// A JSON pointer to the string field, e.g. `/data/db-config.yaml`.
+    #[schemars(regex(pattern = JSON_POINTER))]
+    pub field_path: String,
+    /// Operations on the JSON document at `fieldPath`. At most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub json: Vec<DocumentPatchOperation>,
+    /// Operations on the YAML document at `fieldPath`. At most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 100))]
+    pub yaml: Vec<DocumentPatchOperation>,
+}
+
+/// One operation inside the document (Karmada's `JSONPatchOperation` and
+/// `YAMLPatchOperation`, which have the same shape).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentPatchOperation {
+    /// A JSON pointer inside the document, e.g. `/db/port`.
+    #[schemars(regex(pattern = JSON_POINTER))]
+    pub sub_path: String,
+    pub operator: OverriderOperator,
+    /// The value for add and replace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::any_json")]
+    pub value: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

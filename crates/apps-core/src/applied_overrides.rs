@@ -23,7 +23,7 @@ pub fn applied_overrides(
     policies
         .iter()
         .filter(|p| {
-            p.spec.override_rules.iter().any(|rule| {
+            p.spec.rules().iter().any(|rule| {
                 rule.target_cluster
                     .as_ref()
                     .is_none_or(|affinity| cluster_matches(affinity, cluster_name, cluster_labels))

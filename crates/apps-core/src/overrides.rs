@@ -22,6 +22,11 @@
 //! - `labelsOverrider` / `annotationsOverrider` on `metadata`: `add` sets
 //!   the keys, `replace` changes only keys already present, `remove` deletes
 //!   the keys (values ignored).
+//! - `fieldOverrider`: operations inside a JSON or YAML document held in a
+//!   string field (`field_overrides`).
+//!
+//! The deprecated spec-level `targetCluster` + `overriders` are one rule
+//! (`OverrideSpec::rules`).
 //!
 //! An error names the policy, the rule and the overrider. The manifest may
 //! then hold the overrides applied before the failing one, so callers must
@@ -31,11 +36,13 @@ use std::collections::BTreeMap;
 
 use flotilla_api::policy::{
     CommandArgsOverrider, ImageComponent, ImageOverrider, LabelAnnotationOverrider, OverriderOperator,
-    Overriders, PlaintextOverrider,
+    Overriders,
 };
 use serde_json::{json, Map, Value};
 
 use crate::affinity::cluster_matches;
+use crate::field_overrides::apply_field_overrider;
+use crate::json_patch_op::apply_operation;
 use crate::selection::OverrideCandidate;
 use crate::workload::{pod_spec_pointer, type_of};
 
@@ -60,7 +67,7 @@ pub fn apply_overrides(
     let mut changed_by = Vec::new();
     for policy in policies {
         let before = manifest.clone();
-        for (index, rule) in policy.spec.override_rules.iter().enumerate() {
+        for (index, rule) in policy.spec.rules().iter().enumerate() {
             let targets_cluster = rule
                 .target_cluster
                 .as_ref()
@@ -88,7 +95,7 @@ type RuleError = (&'static str, String);
 fn apply_rule(manifest: &mut Value, overriders: &Overriders) -> Result<(), RuleError> {
     let tagged = |name: &'static str| move |problem: String| (name, problem);
     for o in &overriders.plaintext {
-        apply_plaintext(manifest, o).map_err(tagged("plaintext"))?;
+        apply_operation(manifest, &o.path, o.operator, o.value.as_ref()).map_err(tagged("plaintext"))?;
     }
     for o in &overriders.image_overrider {
         apply_image(manifest, o).map_err(tagged("imageOverrider"))?;
@@ -105,57 +112,10 @@ fn apply_rule(manifest: &mut Value, overriders: &Overriders) -> Result<(), RuleE
     for o in &overriders.annotations_overrider {
         apply_label_annotation(manifest, "annotations", o);
     }
+    for o in &overriders.field_overrider {
+        apply_field_overrider(manifest, o).map_err(tagged("fieldOverrider"))?;
+    }
     Ok(())
-}
-
-fn operator_name(op: OverriderOperator) -> &'static str {
-    match op {
-        OverriderOperator::Add => "add",
-        OverriderOperator::Remove => "remove",
-        OverriderOperator::Replace => "replace",
-    }
-}
-
-fn apply_plaintext(manifest: &mut Value, o: &PlaintextOverrider) -> Result<(), String> {
-    let path = o.path.as_str();
-    if !path.starts_with('/') {
-        return Err(format!("path {path:?} is not a JSON pointer (it must start with /)"));
-    }
-    let op = operator_name(o.operator);
-    // Diagnose the usual mistakes ourselves: json-patch only says "path is
-    // invalid".
-    match o.operator {
-        OverriderOperator::Remove | OverriderOperator::Replace => {
-            if manifest.pointer(path).is_none() {
-                return Err(format!("path {path} does not exist"));
-            }
-        }
-        OverriderOperator::Add => {
-            let (parent, last) = path.rsplit_once('/').unwrap_or(("", path));
-            match manifest.pointer(parent) {
-                None => return Err(format!("path {parent} does not exist")),
-                Some(Value::Object(_)) => {}
-                Some(Value::Array(items)) => {
-                    let fits = last == "-" || last.parse::<usize>().is_ok_and(|i| i <= items.len());
-                    if !fits {
-                        let len = items.len();
-                        return Err(format!(
-                            "cannot add at {path}: {parent} has {len} items (use an index up to {len}, or -)"
-                        ));
-                    }
-                }
-                Some(_) => return Err(format!("cannot add at {path}: {parent} is not an object or a list")),
-            }
-        }
-    }
-    let operation = match (o.operator, &o.value) {
-        (OverriderOperator::Remove, _) => json!({"op": op, "path": path}),
-        (_, Some(value)) => json!({"op": op, "path": path, "value": value}),
-        (_, None) => return Err(format!("{op} at {path} needs a value")),
-    };
-    let operation: json_patch::PatchOperation =
-        serde_json::from_value(operation).map_err(|e| format!("invalid {op} at {path}: {e}"))?;
-    json_patch::patch(manifest, &[operation]).map_err(|e| format!("cannot {op} at {path}: {}", e.kind))
 }
 
 /// An image reference split as Docker does.
@@ -400,7 +360,9 @@ fn apply_label_annotation(manifest: &mut Value, field: &str, o: &LabelAnnotation
 mod tests {
     use super::*;
     use crate::selection::PolicyScope;
-    use flotilla_api::policy::{ClusterAffinity, ImagePredicate, OverrideSpec, RuleWithCluster};
+    use flotilla_api::policy::{
+        ClusterAffinity, ImagePredicate, OverrideSpec, PlaintextOverrider, RuleWithCluster,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     fn deployment() -> Value {
@@ -426,7 +388,7 @@ mod tests {
     }
 
     fn spec_with(rules: Vec<RuleWithCluster>) -> OverrideSpec {
-        OverrideSpec { resource_selectors: vec![], override_rules: rules }
+        OverrideSpec { override_rules: rules, ..Default::default() }
     }
 
     fn everywhere(overriders: Overriders) -> RuleWithCluster {

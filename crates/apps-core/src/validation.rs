@@ -20,8 +20,8 @@ use std::sync::OnceLock;
 
 use flotilla_api::policy::{
     ClusterAffinity, FieldSelectorOperator, OverrideSpec, OverriderOperator, PropagationSpec,
-    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, UNSUPPORTED_KARMADA_FIELD,
-    UNSUPPORTED_KARMADA_FIELDS,
+    ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, RuleWithCluster, DEFAULT_SCHEDULER,
+    UNSUPPORTED_KARMADA_FIELD, UNSUPPORTED_KARMADA_FIELDS,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use serde::de::DeserializeOwned;
@@ -389,6 +389,14 @@ type OwnNamespace<'a> = Option<(&'a str, &'a str)>;
 fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope: Scope) -> Vec<String> {
     let mut errors = Vec::new();
     check_selectors(&spec.resource_selectors, own_namespace, &mut errors);
+    // A CEL rule on the field, too.
+    match spec.scheduler_name.as_deref() {
+        Some(name) if scope == Scope::All && name != DEFAULT_SCHEDULER => errors.push(format!(
+            "spec.schedulerName: no scheduler named {name:?}: Flotilla has one scheduler, \
+             `{DEFAULT_SCHEDULER}` (Karmada's default); set it or remove the field"
+        )),
+        _ => {}
+    }
     let placement = &spec.placement;
     if let Some(affinity) = &placement.cluster_affinity {
         check_affinity(affinity, "spec.placement.clusterAffinity", scope, &mut errors);
@@ -453,8 +461,24 @@ fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope:
 fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace, scope: Scope) -> Vec<String> {
     let mut errors = Vec::new();
     check_selectors(&spec.resource_selectors, own_namespace, &mut errors);
-    for (i, rule) in spec.override_rules.iter().enumerate() {
-        let path = format!("spec.overrideRules[{i}]");
+    // Karmada's deprecated spec-level shape is one rule, at `spec`.
+    if spec.uses_deprecated_shape() && !spec.override_rules.is_empty() {
+        errors.push(
+            "spec.overriders: set overrideRules, or the deprecated targetCluster and overriders, not both \
+             (as in Karmada)"
+                .into(),
+        );
+    }
+    let rules: Vec<(String, RuleWithCluster)> = match spec.override_rules.is_empty() {
+        true => spec.rules().iter().map(|r| ("spec".to_string(), r.clone())).collect(),
+        false => spec
+            .override_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (format!("spec.overrideRules[{i}]"), r.clone()))
+            .collect(),
+    };
+    for (path, rule) in &rules {
         if let Some(affinity) = &rule.target_cluster {
             check_affinity(affinity, &format!("{path}.targetCluster"), scope, &mut errors);
         }
@@ -472,6 +496,12 @@ fn check_override(spec: &OverrideSpec, own_namespace: OwnNamespace, scope: Scope
                 ));
             }
         }
+        crate::field_overrides::check(
+            &overriders.field_overrider,
+            &format!("{path}.overriders"),
+            scope == Scope::All,
+            &mut errors,
+        );
         if scope == Scope::BeyondSchema {
             continue;
         }
@@ -701,7 +731,7 @@ mod tests {
             "spec": {
                 "overrideRules": [
                     {"overriders": {"plaintext": [{"path": "/a", "operator": "add", "value": {"free": {"form": 1}}}]}},
-                    {"overriders": {"fieldOverrider": []}, "extra": true}
+                    {"overriders": {"fieldOverrides": []}, "extra": true}
                 ],
                 "resourceSelectors": [{"apiVersion": "v1", "kind": "Pod",
                     "labelSelector": {"matchLabels": {"a": "b"}, "matchLabel": {}}}]
@@ -715,7 +745,7 @@ mod tests {
             found,
             [
                 "spec.overrideRules[1].extra",
-                "spec.overrideRules[1].overriders.fieldOverrider",
+                "spec.overrideRules[1].overriders.fieldOverrides",
                 "spec.resourceSelectors[0].labelSelector.matchLabel",
                 "status.phase",
                 "topLevel",
@@ -764,15 +794,6 @@ mod tests {
             &["spec.failover.cluster: Karmada field not supported", "clusterTolerations"],
         );
         assert_one_error_mentions(&errors, &["spec.failover.x: unknown field"]);
-        let errors = errors_of(
-            "OverridePolicy",
-            &op(json!({"overrideRules": [{"overriders": {"fieldOverrider": [{"fieldPath": "/data"}]}}]})),
-        );
-        assert_eq!(
-            errors,
-            ["spec.overrideRules[0].overriders.fieldOverrider: Karmada field not supported by Flotilla: \
-              fieldOverrider is not implemented; use plaintext"]
-        );
         let errors = errors_of(
             "PropagationPolicy",
             &pp_with_placement(

@@ -160,10 +160,43 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     );
     let stored = create_strict(&client, suspended).await.unwrap();
     assert_eq!(stored.data["spec"]["suspension"]["dispatchingOnClusters"]["clusterNames"], json!(["m1"]));
-    let field_overrider = with_overriders("fields", json!({"fieldOverrider": [{"fieldPath": "/data"}]}));
+    // Implemented since: the fieldOverrider (exactly one format), the
+    // deprecated spec-level override shape, `association`,
+    // `dependentOverrides`, and `schedulerName` naming the one scheduler.
+    let field_overrider = with_overriders("fields", json!({"fieldOverrider": [{"fieldPath": "/data/c"}]}));
     assert_refused(
         create(&ops, field_overrider).await,
-        &["spec.overrideRules[0].overriders.fieldOverrider", "fieldOverrider is not implemented"],
+        &["spec.overrideRules[0].overriders.fieldOverrider[0]", "set exactly one of json and yaml"],
+    );
+    let field_overrider = with_overriders(
+        "fields",
+        json!({"fieldOverrider": [{"fieldPath": "/data/c", "yaml": [{"subPath": "/a", "operator": "remove"}]}]}),
+    );
+    create_strict(&client, field_overrider).await.unwrap();
+    let deprecated = policy(
+        "OverridePolicy",
+        "deprecated",
+        json!({"resourceSelectors": nginx(), "targetCluster": {"clusterNames": ["m1"]},
+            "overriders": {"labelsOverrider": [{"operator": "add", "value": {"a": "b"}}]}}),
+    );
+    let stored = create_strict(&client, deprecated).await.unwrap();
+    assert_eq!(stored.data["spec"]["targetCluster"]["clusterNames"], json!(["m1"]));
+    let karmada_names = policy(
+        "PropagationPolicy",
+        "karmada-names",
+        json!({"resourceSelectors": nginx(), "association": true, "schedulerName": "default-scheduler",
+            "dependentOverrides": ["eu-images"]}),
+    );
+    let stored = create_strict(&client, karmada_names).await.unwrap();
+    assert_eq!(stored.data["spec"]["dependentOverrides"], json!(["eu-images"]));
+    let other_scheduler = policy(
+        "PropagationPolicy",
+        "volcano",
+        json!({"resourceSelectors": nginx(), "schedulerName": "volcano"}),
+    );
+    assert_refused(
+        create(&pps, other_scheduler).await,
+        &["spec.schedulerName", "no scheduler of that name", "default-scheduler"],
     );
 }
 

@@ -67,10 +67,22 @@ struct Decision {
     return_after_failover: bool,
     /// The policy's suspension: no Work written or deleted where it holds.
     suspension: Option<flotilla_api::policy::Suspension>,
+    /// A dependency's: what it follows and where its settings came from.
+    follows: String,
+    /// The policy's `dependentOverrides` missing: why its templates wait.
+    waiting_for: Option<String>,
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
     let Some(kind) = apps.kind(&key.api_version, &key.kind) else {
+        let gone = lock(&apps.kinds_gone).contains(&(key.api_version.clone(), key.kind.clone()));
+        // Asked again: a copy removed for a kind served after all is lost work.
+        if gone && !super::served::still_served(apps, &key.api_version, &key.kind).await {
+            // Its CRD was deleted, and the template with it.
+            let existing = apps.binding_status(key);
+            cleanup(apps, key, existing.as_ref().map(|(s, _, _)| s)).await?;
+            return Ok(None);
+        }
         // Its kind is not watched (yet): a policy for it appears first.
         return Ok(Some(Duration::from_secs(2)));
     };
@@ -82,10 +94,13 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let existing = apps.binding_status(key);
     let template = match api.get_opt(&key.name).await? {
         Some(t) if t.metadata.deletion_timestamp.is_none() => t,
-        _ => {
+        deleting => {
             // The binding may be gone already (garbage-collected with the
             // template); the works are found by label either way.
             cleanup(apps, key, existing.as_ref().map(|(s, _, _)| s)).await?;
+            if let Some(t) = deleting {
+                super::pvc_protection::lift_if_unused(apps, &api, key, &t).await?;
+            }
             return Ok(None);
         }
     };
@@ -114,15 +129,21 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     let mut decision = match pick_policy(apps, &meta) {
         Some(d) => d,
-        None if !required_by.is_empty() => Decision {
-            policy: None,
-            placement: Placement::default(),
-            propagate_deps: false,
-            conflict: ConflictResolution::Abort,
-            preserve: false,
-            return_after_failover: true,
-            suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
-        },
+        None if !required_by.is_empty() => {
+            // It takes the settings of the templates that need it.
+            let inherited = super::dependency_policy::for_dependency(apps, &key.namespace, &required_by);
+            Decision {
+                policy: None,
+                placement: Placement::default(),
+                propagate_deps: false,
+                conflict: inherited.conflict_resolution,
+                preserve: inherited.preserve_resources_on_deletion,
+                return_after_failover: true,
+                suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
+                follows: inherited.message,
+                waiting_for: None,
+            }
+        }
         None => {
             match existing {
                 // A dependency nothing needs any more: remove it.
@@ -143,6 +164,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         }
     };
 
+    if let Some(why) = decision.waiting_for.take() {
+        // As in Karmada: nothing is applied (or removed) until they exist.
+        let reason = flotilla_apps_core::dependent_overrides::REASON_WAITING;
+        record(apps, key, false, reason, &why, template.metadata.generation);
+        return Ok(Some(super::dependent_overrides::RECHECK));
+    }
     // `flotilla release`: the works keep their objects when they go.
     decision.preserve |= flotilla_apps_core::migration::is_released(template.annotations());
     let divided_before = existing.as_ref().is_some_and(|(s, _, _)| s.replicas > 0);
@@ -267,14 +294,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             }
         }
     } else {
-        record(
-            apps,
-            key,
-            true,
-            "Dependency",
-            "follows the templates that need it",
-            template.metadata.generation,
-        );
+        record(apps, key, true, "Dependency", &decision.follows, template.metadata.generation);
         Vec::new()
     };
     // Dependencies follow the templates that need them.
@@ -672,20 +692,31 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
     );
     Some(Decision {
         policy: Some(PolicyReference {
-            kind: match chosen.scope {
-                PolicyScope::Namespaced => "PropagationPolicy".into(),
-                PolicyScope::Cluster => "ClusterPropagationPolicy".into(),
-            },
+            kind: kind_name(chosen.scope).into(),
             namespace: chosen.namespace.to_string(),
             name: chosen.name.to_string(),
         }),
         placement,
-        propagate_deps: spec.propagate_deps,
+        propagate_deps: spec.propagates_deps(),
         conflict: spec.conflict_resolution.unwrap_or_default(),
         preserve: spec.preserve_resources_on_deletion.unwrap_or(false),
         return_after_failover,
         suspension: spec.suspension.clone(),
+        follows: String::new(),
+        waiting_for: super::dependent_overrides::waiting(
+            apps,
+            kind_name(chosen.scope),
+            chosen.namespace,
+            &spec.dependent_overrides,
+        ),
     })
+}
+
+fn kind_name(scope: PolicyScope) -> &'static str {
+    match scope {
+        PolicyScope::Namespaced => "PropagationPolicy",
+        PolicyScope::Cluster => "ClusterPropagationPolicy",
+    }
 }
 
 /// Bindings that need this template (propagateDeps), with their clusters

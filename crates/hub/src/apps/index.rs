@@ -246,6 +246,9 @@ pub(crate) struct Index {
     pub(super) cluster_bindings: Store<ClusterResourceBinding>,
     pub(super) works: Store<Work>,
     pub(super) kinds: Mutex<HashMap<(String, String), Kind>>,
+    /// Kinds watched until the hub stopped serving them (their CRD was
+    /// deleted, and their objects with it): their templates are gone.
+    pub(super) kinds_gone: Mutex<HashSet<(String, String)>>,
     pub(super) seen: Mutex<HashMap<TemplateKey, Seen>>,
     pub(super) by_hash: Mutex<HashMap<String, TemplateKey>>,
     /// Template key label → its works by cluster (the Work cache, indexed).
@@ -308,6 +311,7 @@ impl Index {
             cluster_bindings,
             works,
             kinds: Mutex::default(),
+            kinds_gone: Mutex::default(),
             rolling: Mutex::default(),
             seen: Mutex::default(),
             by_hash: Mutex::default(),

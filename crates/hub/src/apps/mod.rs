@@ -11,6 +11,8 @@
 
 mod binder;
 mod binder_writes;
+mod dependency_policy;
+mod dependent_overrides;
 mod descheduler;
 mod event_state;
 mod events;
@@ -21,11 +23,13 @@ mod metric_gates;
 mod opt_in;
 mod override_candidates;
 mod policies;
+mod pvc_protection;
 mod queue;
 mod rebalancer;
 mod rollout_deps;
 mod rollout_state;
 mod rollouts;
+mod served;
 mod state;
 mod status;
 mod suspended;
@@ -51,6 +55,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::error::Error;
+use flotilla_apps_core::kind_discovery;
 use index::{lock, selected, touched, BindingEvent, Index, Kind, PolicyEvent, Stores, TemplateKey};
 use queue::Queue;
 use state::Apps;
@@ -187,23 +192,36 @@ async fn on_policies(apps: Arc<Apps>, events: impl Stream<Item = PolicyEvent> + 
 }
 
 /// Keeps one metadata watch per template kind any propagation policy
-/// selects (and the dependency kinds when a policy propagates them).
+/// selects (and the dependency kinds when a policy propagates them). A
+/// watch ends when the hub stops serving its kind (its CRD was deleted);
+/// the kind is watched again once it is served again.
 async fn watch_kinds(apps: Arc<Apps>) {
     apps.wait_ready().await;
     tracing::info!("application controllers have their caches");
     let mut started: HashSet<(String, String)> = HashSet::new();
     // Owned here, so the watches stop when this task does.
     let mut watches = tokio::task::JoinSet::new();
+    let last_crd_change = served::LastCrdChange::default();
+    let mut crd_watch = tokio::task::JoinSet::new();
+    crd_watch.spawn(served::watch_crds(apps.client.clone(), last_crd_change.clone()));
+    // Kinds discovery said the hub does not serve, and when.
+    let mut missing: HashMap<(String, String), std::time::Instant> = HashMap::new();
     loop {
+        while let Some(ended) = watches.try_join_next() {
+            if let Ok(kind) = ended {
+                started.remove(&kind);
+                missing.insert(kind, std::time::Instant::now());
+            }
+        }
         let mut wanted: BTreeSet<(String, String)> = BTreeSet::new();
         let mut deps = false;
         for p in apps.pps.state() {
             wanted.extend(selected(&p.spec.spec.resource_selectors));
-            deps |= p.spec.spec.propagate_deps;
+            deps |= p.spec.spec.propagates_deps();
         }
         for p in apps.cpps.state() {
             wanted.extend(selected(&p.spec.spec.resource_selectors));
-            deps |= p.spec.spec.propagate_deps;
+            deps |= p.spec.spec.propagates_deps();
         }
         if deps {
             wanted.extend(DEPENDENCY_KINDS.iter().map(|k| ("v1".to_string(), k.to_string())));
@@ -213,6 +231,13 @@ async fn watch_kinds(apps: Arc<Apps>) {
             if started.contains(&(api_version.clone(), kind.clone())) {
                 continue;
             }
+            let now = std::time::Instant::now();
+            let last_change = *lock(&last_crd_change);
+            let found_missing = missing.get(&(api_version.clone(), kind.clone()));
+            if found_missing.is_some_and(|&found| !kind_discovery::ask_again(found, last_change, now)) {
+                continue;
+            }
+            tracing::trace!(%api_version, %kind, "asking discovery about a template kind");
             let (group, version) = match api_version.rsplit_once('/') {
                 Some((g, v)) => (g.to_string(), v.to_string()),
                 None => (String::new(), api_version.clone()),
@@ -226,13 +251,21 @@ async fn watch_kinds(apps: Arc<Apps>) {
                         resource: resource.clone(),
                     };
                     lock(&apps.kinds).insert((api_version.clone(), kind.clone()), entry);
+                    lock(&apps.kinds_gone).remove(&(api_version.clone(), kind.clone()));
+                    missing.remove(&(api_version.clone(), kind.clone()));
                     started.insert((api_version.clone(), kind.clone()));
                     tracing::info!(%api_version, %kind, "watching templates");
                     watches.spawn(watch_templates(apps.clone(), api_version, kind, resource));
                 }
+                Err(e) if served::not_served(&e) => {
+                    // E.g. a CRD not installed yet: asked again when CRDs change.
+                    if missing.insert((api_version.clone(), kind.clone()), now).is_none() {
+                        tracing::debug!(%api_version, %kind, error = %e,
+                            "template kind not served by the hub (yet); asked again when a CRD changes");
+                    }
+                }
                 Err(e) => {
-                    // E.g. a CRD not installed yet: try again on the next round.
-                    tracing::debug!(%api_version, %kind, error = %e, "template kind not served by the hub yet");
+                    tracing::debug!(%api_version, %kind, error = %e, "discovery failed; trying again");
                 }
             }
         }
@@ -244,7 +277,14 @@ fn has_status(caps: &ApiCapabilities) -> bool {
     caps.subresources.iter().any(|(r, _)| r.plural == "status" || r.plural.ends_with("/status"))
 }
 
-async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, resource: ApiResource) {
+/// Watches one kind's templates until the hub stops serving the kind;
+/// returns the kind then.
+async fn watch_templates(
+    apps: Arc<Apps>,
+    api_version: String,
+    kind: String,
+    resource: ApiResource,
+) -> (String, String) {
     let api: Api<PartialObjectMeta<DynamicObject>> = Api::all_with(apps.client.clone(), &resource);
     let stream = watcher::watcher(api, watcher::Config::default()).default_backoff();
     let mut stream = std::pin::pin!(stream);
@@ -259,6 +299,14 @@ async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, res
         let event = match event {
             Ok(e) => e,
             Err(e) => {
+                if !served::still_served(&apps, &api_version, &kind).await {
+                    tracing::info!(%api_version, %kind, "the hub no longer serves this kind (its CRD is gone): \
+                        its watch stops, its bindings clean up");
+                    lock(&apps.kinds).remove(&(api_version.clone(), kind.clone()));
+                    lock(&apps.kinds_gone).insert((api_version.clone(), kind.clone()));
+                    apps.wake(apps.templates_listed(&api_version, &kind, &HashSet::new()));
+                    return (api_version, kind);
+                }
                 tracing::debug!(%kind, error = %e, "template watch error (retrying)");
                 continue;
             }
@@ -278,6 +326,8 @@ async fn watch_templates(apps: Arc<Apps>, api_version: String, kind: String, res
             }
         }
     }
+    // A watcher's stream does not end; if it did, watch the kind afresh.
+    (api_version, kind)
 }
 
 async fn on_bindings(apps: Arc<Apps>, events: impl Stream<Item = Option<BindingEvent>> + Send) {

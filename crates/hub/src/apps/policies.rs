@@ -4,7 +4,8 @@
 //! ignored, and the binder starts only once every policy of the first list
 //! is judged) on every policy kind, and, on propagation
 //! policies, `ResourcesResolved` (whether the hub, and some member, serve
-//! the kinds it selects: `flotilla_apps_core::resolution`). Written on each
+//! the kinds it selects: `flotilla_apps_core::resolution`) and, when it
+//! names `dependentOverrides`, `DependentOverridesPresent`. Written on each
 //! policy event and re-checked every `RECHECK`, since a CRD installed on the
 //! hub or a member that starts serving an API raises no policy event.
 
@@ -83,6 +84,9 @@ impl Apps {
                 // Discovery failed: keep what was found last.
                 None => wanted.extend(current.iter().find(|c| c.type_ == resolution::CONDITION).cloned()),
             }
+            let waiting =
+                super::dependent_overrides::policy_condition(self, event.kind, &event.namespace, &object);
+            wanted.extend(waiting.map(|w| conditions::condition(current, w.generation(generation), &now)));
         }
         let mut mine: Vec<Condition> =
             current.iter().filter(|c| wanted.iter().any(|w| w.type_ == c.type_)).cloned().collect();

@@ -111,6 +111,9 @@ pub struct ClusterConfig {
     pub aggregation: bool,
 }
 
+/// The admission plugins a hub's API server runs without.
+pub const HUB_DISABLED_ADMISSION: &str = "--disable-admission-plugins=StorageObjectInUseProtection";
+
 impl ClusterConfig {
     /// A member-like cluster: all controllers, a scheduler, no nodes yet.
     pub fn new(name: impl Into<String>) -> Self {
@@ -133,9 +136,18 @@ impl ClusterConfig {
         }
     }
 
-    /// A hub: template-only controllers, no scheduler, no nodes.
+    /// A hub: template-only controllers, no scheduler, no nodes. Its API
+    /// server does not add the `kubernetes.io/pvc-protection` finalizer
+    /// (as Karmada's turns `StorageObjectInUseProtection` off): the
+    /// controller that removes it does not run on a hub, so a
+    /// PersistentVolumeClaim template would never go.
     pub fn hub(name: impl Into<String>) -> Self {
-        Self { controllers: Some(ControllerSet::TemplatesOnly), scheduler: false, ..Self::new(name) }
+        Self {
+            controllers: Some(ControllerSet::TemplatesOnly),
+            scheduler: false,
+            extra_apiserver_args: vec![HUB_DISABLED_ADMISSION.into()],
+            ..Self::new(name)
+        }
     }
 
     /// Just a kube-apiserver (and its etcd).

@@ -50,11 +50,6 @@ pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
         "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
         "only `AvailableReplicas` is supported",
     ),
-    (
-        "spec.failover.application",
-        "application-level failover is not implemented; cluster failover follows clusterTolerations",
-    ),
-    ("spec.failover.cluster", "cluster failover follows clusterTolerations; remove the field"),
     ("spec.targetCluster", "deprecated in Karmada; use overrideRules[].targetCluster"),
     ("spec.overriders", "deprecated in Karmada; use overrideRules[].overriders"),
     ("spec.overrideRules.overriders.fieldOverrider", "fieldOverrider is not implemented; use plaintext"),
@@ -115,6 +110,10 @@ pub struct PropagationSpec {
     /// resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspension: Option<Suspension>,
+    /// Karmada's `failover`: application failover, and how cluster
+    /// failover purges (`crate::policy_failover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::policy_failover::FailoverBehavior>,
 }
 
 /// Karmada's `Suspension`: what of a policy's propagation is halted.

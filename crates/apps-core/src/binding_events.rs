@@ -117,6 +117,12 @@ mod tests {
                     reason: "TaintUntolerated".into(),
                     message: "cluster has taint cluster.flotilla.io/unreachable:NoExecute".into(),
                     creation_timestamp: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                    producer: String::new(),
+                    purge_mode: None,
+                    grace_period_seconds: None,
+                    suppress_deletion: None,
+                    preserved_label_state: Default::default(),
+                    clusters_before_failover: Vec::new(),
                 })
                 .collect(),
             ..Default::default()

@@ -6,6 +6,7 @@
 
 pub mod affinity;
 pub mod aggregate;
+pub mod app_failover;
 pub mod applied_overrides;
 pub mod apply;
 pub mod apply_latency;

@@ -1,8 +1,13 @@
 //! Taints and tolerations, with Kubernetes' semantics (and Karmada's keys
 //! read as the hub's own).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use flotilla_api::cluster::{taints, Taint, TaintEffect};
 use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::snapshot::ClusterSnapshot;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// Karmada's taint keys that mean the same as the hub's own.
@@ -28,7 +33,9 @@ pub enum Tolerance {
 /// counts only for `NoExecute`; when several matching tolerations set it
 /// the shortest wins, and `<= 0` means not at all. A `NoExecute` taint
 /// without `timeAdded` has no known start, so a limited toleration of it has
-/// already run out (the hub always stamps its own taints).
+/// already run out: the hub stamps its own taints, and the binder stamps
+/// its view of a hand-added one with when it first saw it
+/// (`stamp_first_seen`).
 pub fn toleration_for(taint: &Taint, tolerations: &[Toleration]) -> Tolerance {
     let mut matched = false;
     let mut shortest: Option<i64> = None;
@@ -57,7 +64,8 @@ pub(super) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         }
     }
     if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty()) {
-        if canonical_taint_key(key) != taint.key {
+        // Either side may use Karmada's key for the hub's taint.
+        if canonical_taint_key(key) != canonical_taint_key(&taint.key) {
             return false;
         }
     }
@@ -84,4 +92,34 @@ pub(super) fn effect_name(effect: TaintEffect) -> &'static str {
         TaintEffect::PreferNoSchedule => "PreferNoSchedule",
         TaintEffect::NoExecute => "NoExecute",
     }
+}
+
+/// When the hub first saw each unstamped `NoExecute` taint, by cluster,
+/// key and value.
+pub type TaintsSeen = BTreeMap<(String, String, String), Timestamp>;
+
+/// The clusters with each `NoExecute` taint that has no `timeAdded` (one a
+/// person or another tool added without it) read as added when first seen
+/// here, so `tolerationSeconds` count from then instead of having run out
+/// before they began. Only this view changes: a taint the hub did not add
+/// is never written back. `seen` forgets taints that are gone.
+pub fn stamp_first_seen(
+    mut clusters: Vec<ClusterSnapshot>,
+    seen: &mut TaintsSeen,
+    now: Timestamp,
+) -> Vec<ClusterSnapshot> {
+    let mut present = BTreeSet::new();
+    for cluster in &mut clusters {
+        for taint in cluster.taints.iter_mut() {
+            if taint.effect != TaintEffect::NoExecute || taint.time_added.is_some() {
+                continue;
+            }
+            let id = (cluster.name.clone(), taint.key.clone(), taint.value.clone().unwrap_or_default());
+            let first = *seen.entry(id.clone()).or_insert(now);
+            taint.time_added = Some(Time(first));
+            present.insert(id);
+        }
+    }
+    seen.retain(|id, _| present.contains(id));
+    clusters
 }

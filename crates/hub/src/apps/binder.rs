@@ -11,7 +11,8 @@ use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, Health, ObjectReference, PolicyReference, ResourceBinding,
     TargetCluster, Work,
 };
-use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash};
+use flotilla_apps_core::app_failover;
+use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions_with, spec_hash};
 use flotilla_apps_core::binding_events::binding_events;
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
@@ -67,6 +68,8 @@ struct Decision {
     return_after_failover: bool,
     /// The policy's suspension: no Work written or deleted where it holds.
     suspension: Option<flotilla_api::policy::Suspension>,
+    /// The policy's `failover` (application failover, cluster purge mode).
+    failover: Option<flotilla_api::policy_failover::FailoverBehavior>,
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
@@ -122,6 +125,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             preserve: false,
             return_after_failover: true,
             suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
+            failover: None,
         },
         None => {
             match existing {
@@ -176,6 +180,63 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
 
     let works = apps.works_of(key);
+    let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
+    let tasks_before =
+        existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
+    // Application failover: copies unhealthy past the policy's toleration
+    // leave their clusters (for this template only), which the scheduler
+    // then does not see while they are being evicted.
+    let application = decision.failover.as_ref().and_then(|f| f.application.as_ref());
+    let mut app = super::app_failover::step(
+        &apps.failover_clocks,
+        key,
+        application,
+        &previous,
+        &tasks_before,
+        &works,
+        &health,
+        now,
+    );
+    if !app.started.is_empty() && decision.policy.is_some() {
+        // Never fail over into nothing: the copy stays while no other
+        // cluster can take the template.
+        let others: Vec<flotilla_apps_core::scheduler::ClusterSnapshot> =
+            view.scheduling.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
+        let remaining: Vec<TargetCluster> =
+            previous.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
+        let probe = SchedulingRequest {
+            placement: &decision.placement,
+            replicas: replicas.unwrap_or(0),
+            requests: &requests,
+            node_constraints: &node_constraints,
+            resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
+            previous: &remaining,
+            caps: &Default::default(),
+            now,
+        };
+        if let Err(u) = schedule(&probe, &others) {
+            let from: Vec<String> = app.started.drain(..).map(|t| t.from_cluster).collect();
+            app.excluded.retain(|c| !from.contains(c));
+            app.held.push(format!(
+                "application failover from {} waits: no other cluster can take the template ({})",
+                from.join(", "),
+                u.message
+            ));
+            app.requeue = Some(app.requeue.map_or(HELD_RECHECK, |r| r.min(HELD_RECHECK)));
+        }
+    }
+    requeue = [requeue, app.requeue].into_iter().flatten().min();
+    for why in &app.held {
+        tracing::warn!(template = %key, reason = %why, "application failover held");
+    }
+    let filtered: Vec<flotilla_apps_core::scheduler::ClusterSnapshot>;
+    let mut scheduling: &[flotilla_apps_core::scheduler::ClusterSnapshot] = &view.scheduling;
+    if !app.excluded.is_empty() {
+        filtered = view.scheduling.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
+        scheduling = &filtered;
+    }
+    let previous: Vec<TargetCluster> =
+        previous.into_iter().filter(|c| !app.excluded.contains(&c.name)).collect();
     // A rebalance request divides from scratch once (and forgets the caps);
     // otherwise clusters that cannot schedule their replicas are capped.
     let rebalance = existing.as_ref().and_then(|(s, _, meta)| {
@@ -191,7 +252,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             &previous,
             &records_before,
             &works,
-            &view.scheduling,
+            scheduling,
             now,
         ),
         _ => Default::default(),
@@ -213,16 +274,16 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         // the division the policy asks for again.
         let kept = match &returning {
             failover::Return::Now(_) => None,
-            _ if rebalance.is_some() => None,
+            _ if rebalance.is_some() || !app.started.is_empty() => None,
             _ => existing
                 .as_ref()
-                .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &view.scheduling)),
+                .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, scheduling)),
         };
         let result = match kept {
             Some(requeue_after) => {
                 Ok(flotilla_apps_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
             }
-            None => schedule(&request, &view.scheduling),
+            None => schedule(&request, scheduling),
         };
         match result {
             Ok(s) => {
@@ -285,12 +346,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     clusters.sort();
 
-    let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
     let taints: BTreeMap<String, Vec<flotilla_api::cluster::Taint>> =
         snapshots.iter().map(|s| (s.name.clone(), s.taints.clone())).collect();
-    let tasks_before =
-        existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
-    let tasks = plan_evictions(&previous, &clusters, &tasks_before, &taints, &health, now);
+    let eviction = super::app_failover::cluster_eviction(decision.failover.as_ref(), &previous, &works);
+    let tasks_now: Vec<_> = tasks_before.iter().chain(&app.started).cloned().collect();
+    let evictions = plan_evictions_with(&previous, &clusters, &tasks_now, &taints, &health, now, &eviction);
+    let tasks = evictions.tasks;
+    let started: Vec<_> = app.started.iter().chain(&evictions.started).cloned().collect();
+    let preserved_before = existing.as_ref().map(|(s, _, _)| s.preserved_states.clone()).unwrap_or_default();
+    let preserved_states = app_failover::carry_preserved_states(&preserved_before, &started, &clusters);
     let failed_over_from = failover::failed_over_from(&failed_over_before, &previous, &clusters, snapshots);
     if !tasks.is_empty() {
         // Re-check until the new copies are healthy or the grace ends.
@@ -335,6 +399,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         dependencies: dependencies.clone(),
         descheduled,
         rebalanced,
+        failover: decision.failover.clone(),
+        preserved_states: preserved_states.clone(),
     };
     let dependencies_before: Vec<ObjectReference> =
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
@@ -490,7 +556,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                     (applied.map(|_| manifest), None, names)
                 }
             };
-        let manifest = match rendered {
+        let mut manifest = match rendered {
             Ok(m) => m,
             Err(e) => {
                 // Do not ship a half-overridden object; keep what the member has.
@@ -498,6 +564,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 continue;
             }
         };
+        // A copy a failover moved here carries the failed copy's state.
+        if let Some(state) = preserved_states.iter().find(|p| p.cluster == target.name) {
+            app_failover::inject_labels(&mut manifest, &state.labels);
+        }
         let mut work_spec = json!({
             "manifests": [manifest],
             "conflictResolution": decision.conflict,
@@ -580,6 +650,9 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
         c.name.clone()
     }
 }
+
+/// How often a held application failover looks again.
+const HELD_RECHECK: Duration = Duration::from_secs(10);
 
 /// How often a binding whose replicas are moving looks at its works.
 const MOVE_RECHECK: Duration = Duration::from_secs(2);
@@ -685,6 +758,7 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
         preserve: spec.preserve_resources_on_deletion.unwrap_or(false),
         return_after_failover,
         suspension: spec.suspension.clone(),
+        failover: spec.failover.clone(),
     })
 }
 

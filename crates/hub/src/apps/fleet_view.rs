@@ -22,6 +22,9 @@ impl Apps {
         }
         let snapshots =
             self.clusters.state().iter().map(|mc| ClusterSnapshot::from_managed_cluster(mc)).collect();
+        // A hand-added NoExecute taint's toleration counts from when it
+        // was first seen (its object is left as its author wrote it).
+        let snapshots = self.failover_clocks.stamped(snapshots, k8s_openapi::jiff::Timestamp::now());
         let view = Arc::new(ClusterView::new(snapshots, &self.failover));
         *cached = Some(view.clone());
         view

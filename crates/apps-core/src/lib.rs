@@ -23,6 +23,7 @@ pub mod health;
 pub mod interpreter;
 pub mod member_events;
 pub mod member_hpa;
+pub mod member_namespaces;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;

@@ -62,7 +62,7 @@ async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
     let now = k8s_openapi::jiff::Timestamp::now();
     let Some(taints) = failover::restart_toleration_clock(&mc.spec.taints, now) else { return };
     let api: Api<ManagedCluster> = Api::all(apps.client.clone());
-    // The health controller's own manager: it writes the whole list and
+    // The health controller's own manager: it writes only its own taints and
     // keeps the earliest time of an episode, which is now this one.
     let body = serde_json::json!({
         "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",

@@ -16,7 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use flotilla_api::policy_failover::{
-    ApplicationFailoverBehavior, FailoverBehavior, PreservedState, PurgeMode, StatePreservation, DEFAULT_GRACE_PERIOD_SECONDS,
+    ApplicationFailoverBehavior, FailoverBehavior, PreservedState, PurgeMode, StatePreservation,
+    DEFAULT_GRACE_PERIOD_SECONDS,
 };
 use flotilla_api::work::{GracefulEvictionTask, Health, TargetCluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -131,8 +132,9 @@ pub fn preserved_label_state(
     };
     let mut out = BTreeMap::new();
     for rule in &rules.rules {
-        let value = json_path(&rule.json_path, status)
-            .map_err(|e| format!("statePreservation {:?} ({}): {e}", rule.alias_label_name, rule.json_path))?;
+        let value = json_path(&rule.json_path, status).map_err(|e| {
+            format!("statePreservation {:?} ({}): {e}", rule.alias_label_name, rule.json_path)
+        })?;
         let text = match value {
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Null => String::new(),
@@ -157,8 +159,11 @@ pub fn json_path<'v>(path: &str, value: &'v serde_json::Value) -> Result<&'v ser
     let trimmed = path.trim();
     let inner = trimmed.strip_prefix('{').and_then(|p| p.strip_suffix('}')).unwrap_or(trimmed).trim();
     let inner = inner.strip_prefix('$').unwrap_or(inner);
-    let normalized =
-        if inner.is_empty() || inner.starts_with(['.', '[']) { inner.to_string() } else { format!(".{inner}") };
+    let normalized = if inner.is_empty() || inner.starts_with(['.', '[']) {
+        inner.to_string()
+    } else {
+        format!(".{inner}")
+    };
     let mut rest = normalized.as_str();
     let mut here = value;
     while !rest.is_empty() {

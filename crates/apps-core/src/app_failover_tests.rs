@@ -24,14 +24,70 @@ type DetectCase<'a> = (
 fn an_application_unhealthy_past_its_toleration_fails_over() {
     // (name, since before, health now, now, since after, evicted, recheck ms)
     let cases: Vec<DetectCase> = vec![
-        ("first seen unhealthy: the clock starts", vec![], vec![("m1", Health::Unhealthy)], 100, vec![("m1", 100)], vec![], Some(10_200)),
-        ("still within the toleration", vec![("m1", 100)], vec![("m1", Health::Unhealthy)], 105, vec![("m1", 100)], vec![], Some(5_200)),
-        ("exactly at the toleration: not yet", vec![("m1", 100)], vec![("m1", Health::Unhealthy)], 110, vec![("m1", 100)], vec![], Some(200)),
-        ("past the toleration: fails over", vec![("m1", 100)], vec![("m1", Health::Unhealthy)], 111, vec![("m1", 100)], vec!["m1"], None),
-        ("healthy again: forgiven", vec![("m1", 100)], vec![("m1", Health::Healthy)], 111, vec![], vec![], None),
-        ("unknown keeps the clock but does not fail over", vec![("m1", 100)], vec![("m1", Health::Unknown)], 200, vec![("m1", 100)], vec![], None),
+        (
+            "first seen unhealthy: the clock starts",
+            vec![],
+            vec![("m1", Health::Unhealthy)],
+            100,
+            vec![("m1", 100)],
+            vec![],
+            Some(10_200),
+        ),
+        (
+            "still within the toleration",
+            vec![("m1", 100)],
+            vec![("m1", Health::Unhealthy)],
+            105,
+            vec![("m1", 100)],
+            vec![],
+            Some(5_200),
+        ),
+        (
+            "exactly at the toleration: not yet",
+            vec![("m1", 100)],
+            vec![("m1", Health::Unhealthy)],
+            110,
+            vec![("m1", 100)],
+            vec![],
+            Some(200),
+        ),
+        (
+            "past the toleration: fails over",
+            vec![("m1", 100)],
+            vec![("m1", Health::Unhealthy)],
+            111,
+            vec![("m1", 100)],
+            vec!["m1"],
+            None,
+        ),
+        (
+            "healthy again: forgiven",
+            vec![("m1", 100)],
+            vec![("m1", Health::Healthy)],
+            111,
+            vec![],
+            vec![],
+            None,
+        ),
+        (
+            "unknown keeps the clock but does not fail over",
+            vec![("m1", 100)],
+            vec![("m1", Health::Unknown)],
+            200,
+            vec![("m1", 100)],
+            vec![],
+            None,
+        ),
         ("unknown starts no clock", vec![], vec![("m1", Health::Unknown)], 200, vec![], vec![], None),
-        ("a cluster no longer chosen is forgotten", vec![("gone", 1)], vec![("m1", Health::Healthy)], 200, vec![], vec![], None),
+        (
+            "a cluster no longer chosen is forgotten",
+            vec![("gone", 1)],
+            vec![("m1", Health::Healthy)],
+            200,
+            vec![],
+            vec![],
+            None,
+        ),
         (
             "each cluster on its own clock",
             vec![("m1", 100)],
@@ -43,7 +99,8 @@ fn an_application_unhealthy_past_its_toleration_fails_over() {
         ),
     ];
     for (name, before, health, now, want_since, want_evict, want_recheck) in cases {
-        let before: BTreeMap<String, Timestamp> = before.iter().map(|(c, s)| (c.to_string(), ts(*s))).collect();
+        let before: BTreeMap<String, Timestamp> =
+            before.iter().map(|(c, s)| (c.to_string(), ts(*s))).collect();
         let health: BTreeMap<String, Health> = health.iter().map(|(c, h)| (c.to_string(), *h)).collect();
         let got = detect(&before, &health, 10, ts(now));
         let want_since: BTreeMap<String, Timestamp> =
@@ -69,8 +126,22 @@ fn application_tasks_carry_the_purge_mode_as_karmada_writes_it() {
     type Case<'a> = (&'a str, Option<PurgeMode>, Option<i32>, PurgeMode, Option<i32>, Option<bool>);
     let cases: Vec<Case> = vec![
         ("default: gracious, 600 s", None, None, PurgeMode::Graciously, Some(600), None),
-        ("gracious with its own grace", Some(PurgeMode::Graciously), Some(60), PurgeMode::Graciously, Some(60), None),
-        ("gracefully is the newer name", Some(PurgeMode::Gracefully), None, PurgeMode::Gracefully, Some(600), None),
+        (
+            "gracious with its own grace",
+            Some(PurgeMode::Graciously),
+            Some(60),
+            PurgeMode::Graciously,
+            Some(60),
+            None,
+        ),
+        (
+            "gracefully is the newer name",
+            Some(PurgeMode::Gracefully),
+            None,
+            PurgeMode::Gracefully,
+            Some(600),
+            None,
+        ),
         ("immediately: no grace", Some(PurgeMode::Immediately), None, PurgeMode::Immediately, None, None),
         ("directly: no grace", Some(PurgeMode::Directly), None, PurgeMode::Directly, None, None),
         ("never: deletion suppressed", Some(PurgeMode::Never), None, PurgeMode::Never, None, Some(true)),
@@ -108,10 +179,22 @@ fn a_task_keeps_its_copy_by_its_purge_mode() {
         ("graceful waits for the new copies", task(None, None, None), false, 1_010, true),
         ("graceful ends once they are healthy", task(None, None, None), true, 1_010, false),
         ("graceful ends at the default 600 s", task(None, None, None), false, 1_600, false),
-        ("graceful ends at its own grace", task(Some(PurgeMode::Graciously), Some(30), None), false, 1_030, false),
+        (
+            "graceful ends at its own grace",
+            task(Some(PurgeMode::Graciously), Some(30), None),
+            false,
+            1_030,
+            false,
+        ),
         ("within its own grace", task(Some(PurgeMode::Gracefully), Some(30), None), false, 1_029, true),
         ("direct never keeps the copy", task(Some(PurgeMode::Directly), None, None), false, 1_000, false),
-        ("immediately never keeps the copy", task(Some(PurgeMode::Immediately), None, None), false, 1_000, false),
+        (
+            "immediately never keeps the copy",
+            task(Some(PurgeMode::Immediately), None, None),
+            false,
+            1_000,
+            false,
+        ),
         ("never keeps it, whatever", task(Some(PurgeMode::Never), None, Some(true)), true, 99_999, true),
         ("never, released by a person", task(Some(PurgeMode::Never), None, Some(false)), true, 1_001, false),
     ];
@@ -157,14 +240,19 @@ fn preserved_state_is_read_as_label_values_or_refused_with_the_reason() {
     let rules = |paths: &[(&str, &str)]| StatePreservation {
         rules: paths
             .iter()
-            .map(|(alias, path)| StatePreservationRule { alias_label_name: alias.to_string(), json_path: path.to_string() })
+            .map(|(alias, path)| StatePreservationRule {
+                alias_label_name: alias.to_string(),
+                json_path: path.to_string(),
+            })
             .collect(),
     };
     let status = json!({"replicas": 2, "restarts": 7, "message": "not a label value!", "id": "chk-42"});
-    let got = preserved_label_state(&rules(&[("app/replicas", "{.replicas}"), ("ckpt", "{.id}")]), Some(&status));
+    let got =
+        preserved_label_state(&rules(&[("app/replicas", "{.replicas}"), ("ckpt", "{.id}")]), Some(&status));
     assert_eq!(
         got,
-        Ok([("app/replicas".to_string(), "2".to_string()), ("ckpt".to_string(), "chk-42".to_string())].into())
+        Ok([("app/replicas".to_string(), "2".to_string()), ("ckpt".to_string(), "chk-42".to_string())]
+            .into())
     );
     let not_label = preserved_label_state(&rules(&[("m", "{.message}")]), Some(&status)).unwrap_err();
     assert!(not_label.contains("cannot be a label value"), "{not_label}");
@@ -194,10 +282,17 @@ fn preserved_states_go_to_the_new_copies_and_stay_while_they_do() {
         labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
     };
     // (name, before, started, chosen, want)
-    type Case<'a> = (&'a str, Vec<PreservedState>, Vec<GracefulEvictionTask>, Vec<&'a str>, Vec<PreservedState>);
+    type Case<'a> =
+        (&'a str, Vec<PreservedState>, Vec<GracefulEvictionTask>, Vec<&'a str>, Vec<PreservedState>);
     let cases: Vec<Case> = vec![
         ("nothing preserved", vec![], vec![task(&["m1"], &[])], vec!["m2"], vec![]),
-        ("the new copy takes the labels", vec![], vec![task(&["m1"], &[("k", "v")])], vec!["m2"], vec![state("m2", &[("k", "v")])]),
+        (
+            "the new copy takes the labels",
+            vec![],
+            vec![task(&["m1"], &[("k", "v")])],
+            vec!["m2"],
+            vec![state("m2", &[("k", "v")])],
+        ),
         (
             "a copy that was there before does not",
             vec![],
@@ -205,7 +300,13 @@ fn preserved_states_go_to_the_new_copies_and_stay_while_they_do() {
             vec!["m2", "m3"],
             vec![state("m3", &[("k", "v")])],
         ),
-        ("kept while chosen", vec![state("m2", &[("k", "v")])], vec![], vec!["m2"], vec![state("m2", &[("k", "v")])]),
+        (
+            "kept while chosen",
+            vec![state("m2", &[("k", "v")])],
+            vec![],
+            vec!["m2"],
+            vec![state("m2", &[("k", "v")])],
+        ),
         ("dropped once it leaves", vec![state("m2", &[("k", "v")])], vec![], vec!["m3"], vec![]),
         (
             "a later failover's labels win",
@@ -250,7 +351,11 @@ fn failover_rules_are_checked_on_stored_policies() {
         ("cluster directly", cluster(Some(PurgeMode::Directly)), None),
         ("cluster gracefully", cluster(Some(PurgeMode::Gracefully)), None),
         ("cluster never", cluster(Some(PurgeMode::Never)), Some("cluster.purgeMode")),
-        ("cluster graciously (application's old name)", cluster(Some(PurgeMode::Graciously)), Some("Directly or Gracefully")),
+        (
+            "cluster graciously (application's old name)",
+            cluster(Some(PurgeMode::Graciously)),
+            Some("Directly or Gracefully"),
+        ),
     ];
     for (name, failover, want) in cases {
         let errors = rule_errors(&failover);

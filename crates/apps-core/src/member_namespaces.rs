@@ -36,11 +36,14 @@ pub fn created_by_agent(labels: &BTreeMap<String, String>, annotations: &BTreeMa
 /// The namespaces the Works' manifests place objects in (and name, for a
 /// `Namespace` manifest). A namespaced manifest without a namespace goes to
 /// `default`; a cluster-scoped one names none (`namespaced` says which).
-pub fn referenced<'a>(manifests: impl IntoIterator<Item = (&'a serde_json::Value, bool)>) -> BTreeSet<String> {
+pub fn referenced<'a>(
+    manifests: impl IntoIterator<Item = (&'a serde_json::Value, bool)>,
+) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for (m, namespaced) in manifests {
         let name = m.pointer("/metadata/name").and_then(|v| v.as_str()).unwrap_or_default();
-        if m.get("kind").and_then(|v| v.as_str()) == Some("Namespace") && m.get("apiVersion") == Some(&"v1".into())
+        if m.get("kind").and_then(|v| v.as_str()) == Some("Namespace")
+            && m.get("apiVersion") == Some(&"v1".into())
         {
             out.insert(name.to_string());
         } else if namespaced {
@@ -114,7 +117,8 @@ mod tests {
 
     #[test]
     fn only_namespaces_the_agent_created_and_no_work_adopted_are_its_own() {
-        let flotilla: BTreeMap<String, String> = [(keys::MANAGED_BY.into(), keys::MANAGED_BY_VALUE.into())].into();
+        let flotilla: BTreeMap<String, String> =
+            [(keys::MANAGED_BY.into(), keys::MANAGED_BY_VALUE.into())].into();
         let adopted: BTreeMap<String, String> = [(keys::APPLIED_BY_WORK.into(), "ns/w".into())].into();
         let none = BTreeMap::new();
         // (name, labels, annotations, want)
@@ -177,7 +181,11 @@ mod tests {
                 ],
                 Ok(()),
             ),
-            ("a person's configmap", vec![object("/ConfigMap", "mine", "c", &[], false)], Err("/ConfigMap mine")),
+            (
+                "a person's configmap",
+                vec![object("/ConfigMap", "mine", "c", &[], false)],
+                Err("/ConfigMap mine"),
+            ),
             (
                 "pods of a person's deployment",
                 vec![
@@ -191,7 +199,11 @@ mod tests {
                 vec![object("/Service", "db", "s", &[], false), object("/Endpoints", "db", "e", &[], false)],
                 Err("/Service db"),
             ),
-            ("a different service account", vec![object("/ServiceAccount", "ci", "sa", &[], false)], Err("ci")),
+            (
+                "a different service account",
+                vec![object("/ServiceAccount", "ci", "sa", &[], false)],
+                Err("ci"),
+            ),
         ];
         for (name, objects, want) in cases {
             match (only_flotilla_left(&objects), want) {

@@ -40,7 +40,11 @@ async fn chosen(bindings: &Api<ResourceBinding>, name: &str) -> Vec<String> {
 }
 
 async fn has_copy(fleet: &Fleet, member: &str, name: &str) -> bool {
-    Api::<Deployment>::namespaced(fleet.member(member).client(), "demo").get_opt(name).await.unwrap().is_some()
+    Api::<Deployment>::namespaced(fleet.member(member).client(), "demo")
+        .get_opt(name)
+        .await
+        .unwrap()
+        .is_some()
 }
 
 /// Sets a cluster's taints as a person would (`kubectl edit`), under
@@ -190,7 +194,7 @@ async fn an_unhealthy_application_fails_over_and_its_preserved_state_reaches_the
     if let Some(task) = task {
         assert_eq!(task.reason, "ApplicationFailure");
         assert_eq!(task.grace_period_seconds, Some(120));
-        assert_eq!(task.clusters_before_failover, [first.clone()]);
+        assert_eq!(task.clusters_before_failover, std::slice::from_ref(&first));
     }
     let preserved = &b.spec.spec.preserved_states;
     assert_eq!(preserved.len(), 1, "{preserved:?}");
@@ -199,7 +203,8 @@ async fn an_unhealthy_application_fails_over_and_its_preserved_state_reaches_the
     assert_eq!(preserved[0].labels.get("failover.example.com/replicas").map(String::as_str), Some("2"));
     assert_eq!(preserved[0].labels.get("failover.example.com/updated").map(String::as_str), Some("1"));
 
-    wait_for("web available on the other cluster", Duration::from_secs(60), || available(other.to_string())).await;
+    wait_for("web available on the other cluster", Duration::from_secs(60), || available(other.to_string()))
+        .await;
     let copy = Api::<Deployment>::namespaced(fleet.member(other).client(), "demo").get("web").await.unwrap();
     let labels = copy.metadata.labels.unwrap_or_default();
     assert_eq!(labels.get("failover.example.com/replicas").map(String::as_str), Some("2"), "{labels:?}");

@@ -60,7 +60,10 @@ async fn namespaces_flotilla_created_in_members_go_with_the_hub_s_and_no_other()
     }
     // A person's own object in a namespace Flotilla created.
     Api::<ConfigMap>::namespaced(member.clone(), "mixed")
-        .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "mine"}})).unwrap())
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "mine"}})).unwrap(),
+        )
         .await
         .unwrap();
 

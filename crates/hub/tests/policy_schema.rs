@@ -159,7 +159,10 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     // Karmada's failover, application and cluster, with each purge mode's
     // names (older and newer), as its documentation writes them.
     for (name, failover) in [
-        ("app-never", json!({"application": {"decisionConditions": {"tolerationSeconds": 120}, "purgeMode": "Never"}})),
+        (
+            "app-never",
+            json!({"application": {"decisionConditions": {"tolerationSeconds": 120}, "purgeMode": "Never"}}),
+        ),
         (
             "app-graciously",
             json!({"application": {"decisionConditions": {"tolerationSeconds": 300},
@@ -181,7 +184,10 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     for (failover, needles) in [
         (
             json!({"application": {"decisionConditions": {}, "purgeMode": "Never", "gracePeriodSeconds": 30}}),
-            vec!["spec.failover.application.gracePeriodSeconds", "only takes effect when purgeMode is Graciously"],
+            vec![
+                "spec.failover.application.gracePeriodSeconds",
+                "only takes effect when purgeMode is Graciously",
+            ],
         ),
         (
             json!({"application": {"purgeMode": "Immediately"}}),

@@ -31,7 +31,9 @@ impl Applier {
             .await?
             .items
             .into_iter()
-            .filter(|ns| ns.metadata.deletion_timestamp.is_none() && created_by_agent(ns.labels(), ns.annotations()))
+            .filter(|ns| {
+                ns.metadata.deletion_timestamp.is_none() && created_by_agent(ns.labels(), ns.annotations())
+            })
             .collect();
         if candidates.is_empty() {
             return Ok(());

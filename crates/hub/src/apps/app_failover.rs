@@ -15,7 +15,9 @@ use flotilla_api::policy_failover::{ApplicationFailoverBehavior, FailoverBehavio
 use flotilla_api::work::{GracefulEvictionTask, Health, TargetCluster, Work};
 use flotilla_apps_core::app_failover::{self, REASON_APPLICATION_FAILURE};
 use flotilla_apps_core::binding::ClusterEviction;
-use flotilla_apps_core::scheduler::{stamp_first_seen, ClusterSnapshot, TaintsSeen};
+use flotilla_apps_core::scheduler::{
+    schedule, stamp_first_seen, ClusterSnapshot, SchedulingRequest, TaintsSeen,
+};
 use k8s_openapi::jiff::Timestamp;
 
 use super::index::{lock, TemplateKey};
@@ -53,16 +55,15 @@ pub(super) struct Step {
 }
 
 /// Application failover for one template: the clusters of `previous`
-/// whose copy (the Work's first manifest, as its agent reports it) was
-/// unhealthy past the policy's toleration.
+/// whose copy (the Work's first manifest, as its agent reports it: the
+/// Works and their health) was unhealthy past the policy's toleration.
 pub(super) fn step(
     clocks: &FailoverClocks,
     key: &TemplateKey,
     behavior: Option<&ApplicationFailoverBehavior>,
     previous: &[TargetCluster],
     tasks_before: &[GracefulEvictionTask],
-    works: &BTreeMap<String, Arc<Work>>,
-    work_health: &BTreeMap<String, Health>,
+    (works, work_health): (&BTreeMap<String, Arc<Work>>, &BTreeMap<String, Health>),
     now: Timestamp,
 ) -> Step {
     let mut out = Step {
@@ -90,7 +91,8 @@ pub(super) fn step(
     for cluster in &detection.evict {
         let Some(target) = previous.iter().find(|c| &c.name == cluster) else { continue };
         let preserved = match &behavior.state_preservation {
-            Some(rules) => match app_failover::preserved_label_state(rules, first_status(works.get(cluster))) {
+            Some(rules) => match app_failover::preserved_label_state(rules, first_status(works.get(cluster)))
+            {
                 Ok(labels) => labels,
                 Err(why) => {
                     out.held.push(format!("application failover from {cluster} waits: {why}"));
@@ -107,8 +109,34 @@ pub(super) fn step(
     out
 }
 
-/// How often a held failover looks again at the state it waits for.
+/// How often a held failover looks again.
 const HELD_RECHECK: Duration = Duration::from_secs(5);
+
+/// Never fails over into nothing: the failovers of `step` wait (and say
+/// why) while no other cluster could take the template. `request` is the
+/// template's own, its `previous` replaced here.
+pub(super) fn hold_without_alternative(
+    step: &mut Step,
+    request: &SchedulingRequest,
+    previous: &[TargetCluster],
+    clusters: &[ClusterSnapshot],
+) {
+    let others: Vec<ClusterSnapshot> =
+        clusters.iter().filter(|c| !step.excluded.contains(&c.name)).cloned().collect();
+    let remaining: Vec<TargetCluster> =
+        previous.iter().filter(|c| !step.excluded.contains(&c.name)).cloned().collect();
+    let probe = SchedulingRequest { previous: &remaining, ..*request };
+    if let Err(u) = schedule(&probe, &others) {
+        let from: Vec<String> = step.started.drain(..).map(|t| t.from_cluster).collect();
+        step.excluded.retain(|c| !from.contains(c));
+        step.held.push(format!(
+            "application failover from {} waits: no other cluster can take the template ({})",
+            from.join(", "),
+            u.message
+        ));
+        step.requeue = Some(step.requeue.map_or(HELD_RECHECK, |r| r.min(HELD_RECHECK)));
+    }
+}
 
 /// The object's status in a cluster, as its Work reports it.
 fn first_status(work: Option<&Arc<Work>>) -> Option<&serde_json::Value> {

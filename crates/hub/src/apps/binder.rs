@@ -193,37 +193,21 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         application,
         &previous,
         &tasks_before,
-        &works,
-        &health,
+        (&works, &health),
         now,
     );
     if !app.started.is_empty() && decision.policy.is_some() {
-        // Never fail over into nothing: the copy stays while no other
-        // cluster can take the template.
-        let others: Vec<flotilla_apps_core::scheduler::ClusterSnapshot> =
-            view.scheduling.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
-        let remaining: Vec<TargetCluster> =
-            previous.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
         let probe = SchedulingRequest {
             placement: &decision.placement,
             replicas: replicas.unwrap_or(0),
             requests: &requests,
             node_constraints: &node_constraints,
             resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
-            previous: &remaining,
+            previous: &[],
             caps: &Default::default(),
             now,
         };
-        if let Err(u) = schedule(&probe, &others) {
-            let from: Vec<String> = app.started.drain(..).map(|t| t.from_cluster).collect();
-            app.excluded.retain(|c| !from.contains(c));
-            app.held.push(format!(
-                "application failover from {} waits: no other cluster can take the template ({})",
-                from.join(", "),
-                u.message
-            ));
-            app.requeue = Some(app.requeue.map_or(HELD_RECHECK, |r| r.min(HELD_RECHECK)));
-        }
+        super::app_failover::hold_without_alternative(&mut app, &probe, &previous, &view.scheduling);
     }
     requeue = [requeue, app.requeue].into_iter().flatten().min();
     for why in &app.held {
@@ -338,6 +322,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         );
         Vec::new()
     };
+    if !app.held.is_empty() && decision.policy.is_some() {
+        // Say why a copy that should fail over stays, where people look.
+        let kept: Vec<String> = clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
+        let why = format!("kept on {}: {}", kept.join(", "), app.held.join("; "));
+        record(apps, key, true, "ApplicationFailoverHeld", &why, template.metadata.generation);
+    }
     // Dependencies follow the templates that need them.
     for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
         if !clusters.iter().any(|c| &c.name == needed) {
@@ -650,9 +640,6 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
         c.name.clone()
     }
 }
-
-/// How often a held application failover looks again.
-const HELD_RECHECK: Duration = Duration::from_secs(10);
 
 /// How often a binding whose replicas are moving looks at its works.
 const MOVE_RECHECK: Duration = Duration::from_secs(2);

@@ -460,7 +460,8 @@ impl Index {
         // Evicting, or watching its copies' health (application failover).
         let failover = || {
             self.with_binding(&key, |s, _, _| {
-                !s.graceful_eviction_tasks.is_empty() || s.failover.as_ref().is_some_and(|f| f.application.is_some())
+                !s.graceful_eviction_tasks.is_empty()
+                    || s.failover.as_ref().is_some_and(|f| f.application.is_some())
             }) == Some(true)
         };
         let rolling = || lock(&self.rolling).contains(&key);

@@ -370,4 +370,33 @@ mod tests {
         let back = targets(&[("a", 2), ("b", 4)]);
         assert!(plan_evictions(&chosen, &back, &tasks, &taints, &health, now).is_empty());
     }
+
+    #[test]
+    fn cluster_failover_tasks_follow_the_policy_s_purge_mode_and_carry_the_state() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let previous = targets(&[("a", 2), ("b", 1)]);
+        let chosen = targets(&[("b", 3)]);
+        let taints: BTreeMap<_, _> = [("a".to_string(), unreachable())].into();
+        let health: BTreeMap<String, Health> = [("b".to_string(), Health::Unhealthy)].into();
+        let state: BTreeMap<String, String> = [("replicas".to_string(), "2".to_string())].into();
+        // (name, purge mode, want a task kept)
+        let cases = [
+            ("default: graceful", None, true),
+            ("gracefully", Some(PurgeMode::Gracefully), true),
+            ("directly: the copy goes at once", Some(PurgeMode::Directly), false),
+        ];
+        for (name, mode, kept) in cases {
+            let eviction =
+                ClusterEviction { purge_mode: mode, preserved: [("a".to_string(), state.clone())].into() };
+            let got = plan_evictions_with(&previous, &chosen, &[], &taints, &health, now, &eviction);
+            assert_eq!(got.tasks.len(), usize::from(kept), "{name}: {got:?}");
+            assert_eq!(got.started.len(), 1, "{name}");
+            let task = &got.started[0];
+            assert_eq!(task.from_cluster, "a", "{name}");
+            assert_eq!(task.purge_mode, mode, "{name}");
+            assert_eq!(task.preserved_label_state, state, "{name}");
+            assert_eq!(task.clusters_before_failover, ["a", "b"], "{name}");
+            assert_eq!(task.producer, crate::app_failover::PRODUCER_TAINT_MANAGER, "{name}");
+        }
+    }
 }

@@ -123,3 +123,77 @@ pub fn stamp_first_seen(
     seen.retain(|id, _| present.contains(id));
     clusters
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn taint(key: &str, effect: TaintEffect, added: Option<i64>) -> Taint {
+        Taint { key: key.into(), value: None, effect, time_added: added.map(|s| Time(ts(s))) }
+    }
+
+    fn toleration(key: &str, seconds: Option<i64>) -> Toleration {
+        Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            toleration_seconds: seconds,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn karmada_and_flotilla_keys_match_on_either_side() {
+        let karmada = "cluster.karmada.io/not-ready";
+        let flotilla = taints::NOT_READY;
+        // (name, taint key, toleration key, tolerated)
+        let cases = [
+            ("Karmada's key on both sides (a hand-added taint)", karmada, karmada, true),
+            ("Karmada's toleration of the hub's taint", flotilla, karmada, true),
+            ("Flotilla's toleration of a Karmada-named taint", karmada, flotilla, true),
+            ("unreachable is another taint", "cluster.karmada.io/unreachable", karmada, false),
+            ("any other key only by itself", "example.com/maintenance", "example.com/maintenance", true),
+        ];
+        for (name, taint_key, toleration_key, want) in cases {
+            let got = toleration_for(
+                &taint(taint_key, TaintEffect::NoExecute, Some(0)),
+                &[toleration(toleration_key, None)],
+            );
+            assert_eq!(got != Tolerance::NotTolerated, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn unstamped_no_execute_taints_count_from_when_first_seen() {
+        let cluster =
+            |taints: Vec<Taint>| ClusterSnapshot { name: "m1".into(), taints, ..Default::default() };
+        let mut seen = TaintsSeen::new();
+        let hand = taint("example.com/maintenance", TaintEffect::NoExecute, None);
+        let stamped = taint(taints::NOT_READY, TaintEffect::NoExecute, Some(50));
+        let no_schedule = taint("example.com/drain", TaintEffect::NoSchedule, None);
+        let first = stamp_first_seen(
+            vec![cluster(vec![hand.clone(), stamped.clone(), no_schedule.clone()])],
+            &mut seen,
+            ts(100),
+        );
+        assert_eq!(first[0].taints[0].time_added, Some(Time(ts(100))), "first seen now");
+        assert_eq!(first[0].taints[1], stamped, "a stamped taint keeps its time");
+        assert_eq!(first[0].taints[2], no_schedule, "only NoExecute taints count time");
+        // Seen again later: still from the first sighting, so a 2 s
+        // toleration runs out 2 s after it, not before and not never.
+        let again = stamp_first_seen(vec![cluster(vec![hand.clone()])], &mut seen, ts(130));
+        assert_eq!(again[0].taints[0].time_added, Some(Time(ts(100))));
+        assert_eq!(
+            toleration_for(&again[0].taints[0], &[toleration("example.com/maintenance", Some(2))]),
+            Tolerance::Until(ts(102))
+        );
+        // Removed, then added again: a new episode.
+        stamp_first_seen(vec![cluster(vec![])], &mut seen, ts(140));
+        let back = stamp_first_seen(vec![cluster(vec![hand])], &mut seen, ts(150));
+        assert_eq!(back[0].taints[0].time_added, Some(Time(ts(150))));
+    }
+}

@@ -229,3 +229,72 @@ async fn an_unhealthy_application_fails_over_and_its_preserved_state_reaches_the
         Some("2")
     );
 }
+
+#[tokio::test]
+async fn a_cluster_failover_purges_directly_and_carries_the_state_when_the_policy_says_so() {
+    let fleet = Fleet::start(&["eu", "us"], &[]).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "demo").await;
+    apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {
+                "resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
+                "failover": {"cluster": {"purgeMode": "Directly", "statePreservation": {"rules": [
+                    {"aliasLabelName": "failover.example.com/ready", "jsonPath": "{.readyReplicas}"}]}}},
+                "placement": {
+                    "clusterAffinity": {"clusterNames": ["m1", "m2"]},
+                    "spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1, "minGroups": 1}]}}
+        }),
+    )
+    .await;
+    apply(&hub, deployment("web")).await;
+    let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
+    wait_for("web placed on one cluster", Duration::from_secs(60), || async {
+        chosen(&bindings, "web-deployment").await.len() == 1
+    })
+    .await;
+    let first = chosen(&bindings, "web-deployment").await.remove(0);
+    let other = if first == "m1" { "m2" } else { "m1" };
+    let ready = Api::<Deployment>::namespaced(fleet.member(&first).client(), "demo");
+    wait_for("web ready where it was placed, and reported", Duration::from_secs(60), || async {
+        let ready_there =
+            ready.get_opt("web").await.unwrap().and_then(|d| d.status).and_then(|s| s.ready_replicas);
+        let b = bindings.get("web-deployment").await.unwrap();
+        let reported = b.status.is_some_and(|s| {
+            s.aggregated_status
+                .iter()
+                .any(|i| i.cluster_name == first && i.health == flotilla_api::work::Health::Healthy)
+        });
+        ready_there == Some(1) && reported
+    })
+    .await;
+
+    let clusters: Api<ManagedCluster> = Api::all(hub.clone());
+    set_taints(&clusters, &first, json!([{"key": "example.com/maintenance", "effect": "NoExecute"}])).await;
+    wait_for("web moved off the cluster in maintenance", Duration::from_secs(60), || async {
+        chosen(&bindings, "web-deployment").await == [other]
+    })
+    .await;
+    let b = bindings.get("web-deployment").await.unwrap();
+    assert!(b.spec.spec.graceful_eviction_tasks.is_empty(), "Directly keeps no copy: {:?}", b.spec.spec);
+    let preserved = &b.spec.spec.preserved_states;
+    assert_eq!(preserved.len(), 1, "{preserved:?}");
+    assert_eq!(preserved[0].cluster, other);
+    assert_eq!(preserved[0].labels.get("failover.example.com/ready").map(String::as_str), Some("1"));
+    // Removed at once, not after the new copy is healthy.
+    wait_for("the copy on the cluster in maintenance removed", Duration::from_secs(30), || async {
+        !has_copy(&fleet, &first, "web").await
+    })
+    .await;
+    let copies = Api::<Deployment>::namespaced(fleet.member(other).client(), "demo");
+    wait_for("the new copy carries the preserved state", Duration::from_secs(60), || async {
+        copies.get_opt("web").await.unwrap().is_some_and(|d| {
+            d.metadata.labels.unwrap_or_default().get("failover.example.com/ready").map(String::as_str)
+                == Some("1")
+        })
+    })
+    .await;
+}

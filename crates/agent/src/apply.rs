@@ -43,6 +43,7 @@ use crate::pods::MemberPods;
 
 mod member_hpa;
 mod member_watch;
+mod namespaces;
 
 use member_hpa::MemberHpas;
 use member_watch::{lock, trigger, watch_key, KindObjects, ObjectKey, Seen, Watch};
@@ -699,6 +700,8 @@ impl Applier {
             cluster = %self.cluster, work = %name, objects = objects.len(), preserved = preserve,
             "work deleted; its objects are removed from the member"
         );
+        // A namespace the applier created for them may be unused now.
+        self.sweep_namespaces().await;
         Ok(Action::await_change())
     }
 

@@ -9,6 +9,7 @@ pub mod kok_request;
 pub mod machine;
 pub mod node_pool;
 pub mod policy;
+pub mod policy_failover;
 pub mod rebalancer;
 pub mod rollout;
 pub mod work;
@@ -228,7 +229,6 @@ mod tests {
             let messages: Vec<String> = [
                 "/properties/spec/x-kubernetes-validations",
                 "/properties/spec/properties/placement/x-kubernetes-validations",
-                "/properties/spec/properties/failover/x-kubernetes-validations",
                 "/properties/spec/properties/overrideRules/items/properties/overriders/x-kubernetes-validations",
             ]
             .iter()
@@ -237,7 +237,7 @@ mod tests {
             .collect();
             let kind = &crd.spec.names.kind;
             if kind.ends_with("PropagationPolicy") {
-                for field in ["preemption", "clusterAffinities", "application", "cluster"] {
+                for field in ["preemption", "clusterAffinities"] {
                     assert!(
                         messages.iter().any(|m| m.contains(&format!("!has(self.{field})"))),
                         "{kind}: {field}: {messages:#?}"

@@ -50,11 +50,6 @@ pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
         "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
         "only `AvailableReplicas` is supported",
     ),
-    (
-        "spec.failover.application",
-        "application-level failover is not implemented; cluster failover follows clusterTolerations",
-    ),
-    ("spec.failover.cluster", "cluster failover follows clusterTolerations; remove the field"),
 ];
 
 /// Which templates a policy selects. All given fields must match.
@@ -134,6 +129,10 @@ pub struct PropagationSpec {
     /// resume.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspension: Option<Suspension>,
+    /// Karmada's `failover`: application failover, and how cluster
+    /// failover purges (`crate::policy_failover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::policy_failover::FailoverBehavior>,
 }
 
 impl PropagationSpec {

@@ -113,6 +113,27 @@ pub struct GracefulEvictionTask {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     pub creation_timestamp: Time,
+    /// What made the task (Karmada's `producer`): `TaintManager` or
+    /// `ApplicationFailover`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub producer: String,
+    /// How the copy goes (`failover.*.purgeMode`); absent: gracefully.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_mode: Option<crate::policy_failover::PurgeMode>,
+    /// A graceful purge's longest wait (default 600 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period_seconds: Option<i32>,
+    /// `true` (purge mode `Never`): the copy stays until a person sets
+    /// this to false (or the cluster is chosen again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress_deletion: Option<bool>,
+    /// The failed copy's state (`statePreservation`), label by label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preserved_label_state: BTreeMap<String, String>,
+    /// The clusters before this failover: copies there do not take the
+    /// preserved state.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters_before_failover: Vec<String>,
 }
 
 /// A template that needs this one (propagateDeps), and where it runs.
@@ -178,6 +199,14 @@ pub struct BindingSpec {
     /// annotation) the binder honoured by dividing from scratch.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rebalanced: String,
+    /// The policy's `failover` (as in Karmada's binding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::policy_failover::FailoverBehavior>,
+    /// Labels carried to copies a failover moved the application to
+    /// (`statePreservation`), one entry per such cluster while it stays
+    /// chosen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preserved_states: Vec<crate::policy_failover::PreservedState>,
 }
 
 /// A cluster that gave away replicas its scheduler could not place.

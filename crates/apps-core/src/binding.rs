@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use flotilla_api::cluster::{Taint, TaintEffect};
 use flotilla_api::policy::{ClusterAffinity, Placement, ReplicaSchedulingType};
+use flotilla_api::policy_failover::PurgeMode;
 use flotilla_api::work::{GracefulEvictionTask, Health, TargetCluster};
 
 use crate::scheduler::{schedule, ClusterSnapshot, SchedulingRequest};
@@ -146,36 +147,77 @@ pub fn plan_evictions(
     health: &BTreeMap<String, Health>,
     now: Timestamp,
 ) -> Vec<GracefulEvictionTask> {
+    plan_evictions_with(previous, chosen, tasks, taints, health, now, &ClusterEviction::default()).tasks
+}
+
+/// How a cluster failover's new tasks are made: the policy's
+/// `failover.cluster.purgeMode` (absent: gracefully) and, per cluster, the
+/// state its copy preserves (`statePreservation`, read by the caller).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterEviction {
+    pub purge_mode: Option<PurgeMode>,
+    pub preserved: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+/// The tasks after this pass, and those started in it (a direct purge's
+/// too, which keep no copy and so are not among `tasks`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Evictions {
+    pub tasks: Vec<GracefulEvictionTask>,
+    pub started: Vec<GracefulEvictionTask>,
+}
+
+/// `plan_evictions` with the policy's cluster failover behaviour; each
+/// task's purge mode decides how long it keeps its copy
+/// (`app_failover::task_remains`).
+pub fn plan_evictions_with(
+    previous: &[TargetCluster],
+    chosen: &[TargetCluster],
+    tasks: &[GracefulEvictionTask],
+    taints: &BTreeMap<String, Vec<Taint>>,
+    health: &BTreeMap<String, Health>,
+    now: Timestamp,
+    eviction: &ClusterEviction,
+) -> Evictions {
     let chosen_names: BTreeSet<&str> = chosen.iter().map(|c| c.name.as_str()).collect();
     let all_new_healthy = chosen.iter().all(|c| health.get(&c.name) == Some(&Health::Healthy));
-    let mut out: Vec<GracefulEvictionTask> = Vec::new();
+    let mut out = Evictions::default();
     for task in tasks {
-        if chosen_names.contains(task.from_cluster.as_str()) || all_new_healthy {
+        if chosen_names.contains(task.from_cluster.as_str())
+            || !crate::app_failover::task_remains(task, all_new_healthy, now)
+        {
             continue;
         }
-        let age = now.duration_since(task.creation_timestamp.0);
-        if age.as_secs() >= GRACEFUL_EVICTION_TIMEOUT.as_secs() as i64 {
-            continue;
-        }
-        out.push(task.clone());
+        out.tasks.push(task.clone());
     }
     for gone in previous.iter().filter(|p| !chosen_names.contains(p.name.as_str())) {
-        if all_new_healthy || out.iter().any(|t| t.from_cluster == gone.name) {
+        if out.tasks.iter().any(|t| t.from_cluster == gone.name) {
             continue;
         }
         let tainted =
             taints.get(&gone.name).and_then(|ts| ts.iter().find(|t| t.effect == TaintEffect::NoExecute));
         if let Some(taint) = tainted {
-            out.push(GracefulEvictionTask {
+            let mode = eviction.purge_mode.unwrap_or(PurgeMode::Gracefully);
+            let task = GracefulEvictionTask {
                 from_cluster: gone.name.clone(),
                 replicas: gone.replicas,
                 reason: "TaintUntolerated".into(),
                 message: format!("cluster has taint {}:NoExecute", taint.key),
                 creation_timestamp: Time(now),
-            });
+                producer: crate::app_failover::PRODUCER_TAINT_MANAGER.into(),
+                purge_mode: eviction.purge_mode,
+                grace_period_seconds: None,
+                suppress_deletion: None,
+                preserved_label_state: eviction.preserved.get(&gone.name).cloned().unwrap_or_default(),
+                clusters_before_failover: previous.iter().map(|p| p.name.clone()).collect(),
+            };
+            if !mode.is_direct() && !all_new_healthy {
+                out.tasks.push(task.clone());
+            }
+            out.started.push(task);
         }
     }
-    out.sort_by(|a, b| a.from_cluster.cmp(&b.from_cluster));
+    out.tasks.sort_by(|a, b| a.from_cluster.cmp(&b.from_cluster));
     out
 }
 
@@ -327,5 +369,34 @@ mod tests {
         let tasks = plan_evictions(&previous, &chosen, &[], &taints, &health, now);
         let back = targets(&[("a", 2), ("b", 4)]);
         assert!(plan_evictions(&chosen, &back, &tasks, &taints, &health, now).is_empty());
+    }
+
+    #[test]
+    fn cluster_failover_tasks_follow_the_policy_s_purge_mode_and_carry_the_state() {
+        let now = Timestamp::from_second(1_000_000).unwrap();
+        let previous = targets(&[("a", 2), ("b", 1)]);
+        let chosen = targets(&[("b", 3)]);
+        let taints: BTreeMap<_, _> = [("a".to_string(), unreachable())].into();
+        let health: BTreeMap<String, Health> = [("b".to_string(), Health::Unhealthy)].into();
+        let state: BTreeMap<String, String> = [("replicas".to_string(), "2".to_string())].into();
+        // (name, purge mode, want a task kept)
+        let cases = [
+            ("default: graceful", None, true),
+            ("gracefully", Some(PurgeMode::Gracefully), true),
+            ("directly: the copy goes at once", Some(PurgeMode::Directly), false),
+        ];
+        for (name, mode, kept) in cases {
+            let eviction =
+                ClusterEviction { purge_mode: mode, preserved: [("a".to_string(), state.clone())].into() };
+            let got = plan_evictions_with(&previous, &chosen, &[], &taints, &health, now, &eviction);
+            assert_eq!(got.tasks.len(), usize::from(kept), "{name}: {got:?}");
+            assert_eq!(got.started.len(), 1, "{name}");
+            let task = &got.started[0];
+            assert_eq!(task.from_cluster, "a", "{name}");
+            assert_eq!(task.purge_mode, mode, "{name}");
+            assert_eq!(task.preserved_label_state, state, "{name}");
+            assert_eq!(task.clusters_before_failover, ["a", "b"], "{name}");
+            assert_eq!(task.producer, crate::app_failover::PRODUCER_TAINT_MANAGER, "{name}");
+        }
     }
 }

@@ -52,12 +52,16 @@ pub fn binding_events(before: Option<&BindingSpec>, after: &BindingSpec) -> Vec<
     }
     for task in &after.graceful_eviction_tasks {
         if !before_spec.graceful_eviction_tasks.iter().any(|t| t.from_cluster == task.from_cluster) {
+            let stays = if task.suppress_deletion == Some(true) {
+                "its copy stays (purgeMode Never) until suppressDeletion is set to false on this binding"
+            } else {
+                "its copy keeps serving until the new ones are healthy elsewhere"
+            };
             out.push(Notice::warning(
                 "Evicting",
                 &format!("Evict {}", task.from_cluster),
                 format!(
-                    "evicting {} replicas from cluster {} ({}: {}); its copy keeps serving until the new ones \
-                     are healthy elsewhere",
+                    "evicting {} replicas from cluster {} ({}: {}); {stays}",
                     task.replicas, task.from_cluster, task.reason, task.message
                 ),
             ));
@@ -117,6 +121,12 @@ mod tests {
                     reason: "TaintUntolerated".into(),
                     message: "cluster has taint cluster.flotilla.io/unreachable:NoExecute".into(),
                     creation_timestamp: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+                    producer: String::new(),
+                    purge_mode: None,
+                    grace_period_seconds: None,
+                    suppress_deletion: None,
+                    preserved_label_state: Default::default(),
+                    clusters_before_failover: Vec::new(),
                 })
                 .collect(),
             ..Default::default()

@@ -251,7 +251,8 @@ pub fn with_failover_halted(clusters: &[ClusterSnapshot], disruption: &Disruptio
 /// A cluster's taints once a mass disruption it was part of is over: the
 /// hub's health taints count from now, so a cluster that recovers last is
 /// not failed over at once because its toleration ran out while failover
-/// was halted. `None` when it carries none (nothing to write).
+/// was halted: the hub's taints, restamped (others are not the hub's to
+/// write). `None` when it carries none (nothing to write).
 pub fn restart_toleration_clock(cluster_taints: &[Taint], now: Timestamp) -> Option<Vec<Taint>> {
     let is_hub = |t: &Taint| {
         t.effect == TaintEffect::NoExecute && (t.key == taints::NOT_READY || t.key == taints::UNREACHABLE)
@@ -259,14 +260,15 @@ pub fn restart_toleration_clock(cluster_taints: &[Taint], now: Timestamp) -> Opt
     if !cluster_taints.iter().any(is_hub) {
         return None;
     }
+    // Only the hub's own: the caller applies them under the hub's taint
+    // manager, which must never come to own (or rewrite) anyone else's.
     Some(
         cluster_taints
             .iter()
+            .filter(|t| is_hub(t))
             .map(|t| {
                 let mut t = t.clone();
-                if is_hub(&t) {
-                    t.time_added = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
-                }
+                t.time_added = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(now));
                 t
             })
             .collect(),
@@ -573,7 +575,7 @@ mod tests {
         });
         let restamped = restart_toleration_clock(&tainted.taints, now).unwrap();
         assert_eq!(restamped[0].time_added.as_ref().unwrap().0, now);
-        assert_eq!(restamped[1], tainted.taints[1], "other taints are left alone");
+        assert_eq!(restamped.len(), 1, "other taints are not the hub's to write: {restamped:?}");
         assert_eq!(restart_toleration_clock(&cluster("b", false, &[]).taints, now), None);
     }
 

@@ -6,6 +6,7 @@
 
 pub mod affinity;
 pub mod aggregate;
+pub mod app_failover;
 pub mod applied_overrides;
 pub mod apply;
 pub mod apply_latency;
@@ -27,6 +28,7 @@ mod json_patch_op;
 pub mod kind_discovery;
 pub mod member_events;
 pub mod member_hpa;
+pub mod member_namespaces;
 pub mod metric_gate;
 pub mod migration;
 pub mod overrides;

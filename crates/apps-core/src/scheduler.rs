@@ -32,7 +32,7 @@ use candidates::*;
 use snapshot::{available_for, parse_requests};
 pub use snapshot::{available_replicas, available_replicas_with, resource_amount, ClusterSnapshot};
 use toleration::*;
-pub use toleration::{toleration_for, Tolerance};
+pub use toleration::{stamp_first_seen, toleration_for, TaintsSeen, Tolerance};
 
 /// Unschedulable messages stay around this length however many clusters
 /// there are (they end up in a condition message).

@@ -414,6 +414,9 @@ fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope:
         return errors;
     }
     // The rest are the CRD's CEL rules, checked again on stored objects.
+    if let Some(failover) = &spec.failover {
+        errors.extend(crate::app_failover::rule_errors(failover));
+    }
     for (i, spread) in placement.spread_constraints.iter().enumerate() {
         let path = format!("spec.placement.spreadConstraints[{i}]");
         let by_label = spread.spread_by_label.as_deref().is_some_and(|l| !l.is_empty());
@@ -779,21 +782,15 @@ mod tests {
         );
         let errors = errors_of(
             "ClusterPropagationPolicy",
-            &json!({"spec": {"resourceSelectors": deployment_selector(), "preemption": "Always",
-                "failover": {"application": {}}}}),
+            &json!({"spec": {"resourceSelectors": deployment_selector(), "preemption": "Always"}}),
         );
         assert_one_error_mentions(&errors, &["spec.preemption: Karmada field not supported", "priority"]);
-        assert_one_error_mentions(&errors, &["spec.failover.application: Karmada field not supported"]);
-        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors.len(), 1, "{errors:?}");
         let errors = errors_of(
             "ClusterPropagationPolicy",
             &json!({"spec": {"resourceSelectors": deployment_selector(), "failover": {"cluster": {}, "x": 1}}}),
         );
-        assert_one_error_mentions(
-            &errors,
-            &["spec.failover.cluster: Karmada field not supported", "clusterTolerations"],
-        );
-        assert_one_error_mentions(&errors, &["spec.failover.x: unknown field"]);
+        assert_eq!(errors, ["spec.failover.x: unknown field"]);
         let errors = errors_of(
             "PropagationPolicy",
             &pp_with_placement(

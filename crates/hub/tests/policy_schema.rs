@@ -141,10 +141,6 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
             ["spec.preemption", "Karmada field not supported by Flotilla"],
         ),
         (
-            json!({"resourceSelectors": nginx(), "failover": {"application": {"decisionConditions": {}}}}),
-            ["spec.failover.application", "application-level failover is not implemented"],
-        ),
-        (
             json!({"resourceSelectors": nginx(), "suspension": {"scheduling": true}}),
             ["spec.suspension.scheduling", "Karmada field not supported by Flotilla"],
         ),
@@ -160,6 +156,59 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     );
     let stored = create_strict(&client, suspended).await.unwrap();
     assert_eq!(stored.data["spec"]["suspension"]["dispatchingOnClusters"]["clusterNames"], json!(["m1"]));
+    // Karmada's failover, application and cluster, with each purge mode's
+    // names (older and newer), as its documentation writes them.
+    for (name, failover) in [
+        (
+            "app-never",
+            json!({"application": {"decisionConditions": {"tolerationSeconds": 120}, "purgeMode": "Never"}}),
+        ),
+        (
+            "app-graciously",
+            json!({"application": {"decisionConditions": {"tolerationSeconds": 300},
+                "purgeMode": "Graciously", "gracePeriodSeconds": 600,
+                "statePreservation": {"rules": [{"aliasLabelName": "failover.example.com/ckpt",
+                    "jsonPath": "{ .jobStatus.checkpointInfo.lastCheckpoint }"}]}}}),
+        ),
+        ("app-directly", json!({"application": {"decisionConditions": {}, "purgeMode": "Directly"}})),
+        (
+            "cluster",
+            json!({"cluster": {"purgeMode": "Directly",
+                "statePreservation": {"rules": [{"aliasLabelName": "replicas", "jsonPath": "{.replicas}"}]}}}),
+        ),
+    ] {
+        let spec = json!({"resourceSelectors": nginx(), "propagateDeps": true, "failover": failover});
+        let stored = create_strict(&client, policy("PropagationPolicy", name, spec)).await.unwrap();
+        assert_eq!(stored.data["spec"]["failover"], failover, "{name}");
+    }
+    for (failover, needles) in [
+        (
+            json!({"application": {"decisionConditions": {}, "purgeMode": "Never", "gracePeriodSeconds": 30}}),
+            vec![
+                "spec.failover.application.gracePeriodSeconds",
+                "only takes effect when purgeMode is Graciously",
+            ],
+        ),
+        (
+            json!({"application": {"purgeMode": "Immediately"}}),
+            vec!["spec.failover.application.decisionConditions", "Required value"],
+        ),
+        (
+            json!({"application": {"decisionConditions": {}, "purgeMode": "Sometimes"}}),
+            vec!["spec.failover.application.purgeMode", "Unsupported value"],
+        ),
+        (
+            json!({"cluster": {"purgeMode": "Never"}}),
+            vec!["spec.failover.cluster.purgeMode", "Directly or Gracefully"],
+        ),
+        (
+            json!({"cluster": {"statePreservation": {"rules": [{"aliasLabelName": "not a label", "jsonPath": "{.a}"}]}}}),
+            vec!["spec.failover.cluster.statePreservation.rules[0].aliasLabelName", "should match"],
+        ),
+    ] {
+        let spec = json!({"resourceSelectors": nginx(), "failover": failover});
+        assert_refused(create(&pps, policy("PropagationPolicy", "bad-failover", spec)).await, &needles);
+    }
     // Implemented since: the fieldOverrider (exactly one format), the
     // deprecated spec-level override shape, `association`,
     // `dependentOverrides`, and `schedulerName` naming the one scheduler.

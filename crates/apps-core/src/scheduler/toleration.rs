@@ -1,8 +1,13 @@
 //! Taints and tolerations, with Kubernetes' semantics (and Karmada's keys
 //! read as the hub's own).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use flotilla_api::cluster::{taints, Taint, TaintEffect};
 use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::snapshot::ClusterSnapshot;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// Karmada's taint keys that mean the same as the hub's own.
@@ -28,7 +33,9 @@ pub enum Tolerance {
 /// counts only for `NoExecute`; when several matching tolerations set it
 /// the shortest wins, and `<= 0` means not at all. A `NoExecute` taint
 /// without `timeAdded` has no known start, so a limited toleration of it has
-/// already run out (the hub always stamps its own taints).
+/// already run out: the hub stamps its own taints, and the binder stamps
+/// its view of a hand-added one with when it first saw it
+/// (`stamp_first_seen`).
 pub fn toleration_for(taint: &Taint, tolerations: &[Toleration]) -> Tolerance {
     let mut matched = false;
     let mut shortest: Option<i64> = None;
@@ -57,7 +64,8 @@ pub(super) fn tolerates(toleration: &Toleration, taint: &Taint) -> bool {
         }
     }
     if let Some(key) = toleration.key.as_deref().filter(|k| !k.is_empty()) {
-        if canonical_taint_key(key) != taint.key {
+        // Either side may use Karmada's key for the hub's taint.
+        if canonical_taint_key(key) != canonical_taint_key(&taint.key) {
             return false;
         }
     }
@@ -83,5 +91,109 @@ pub(super) fn effect_name(effect: TaintEffect) -> &'static str {
         TaintEffect::NoSchedule => "NoSchedule",
         TaintEffect::PreferNoSchedule => "PreferNoSchedule",
         TaintEffect::NoExecute => "NoExecute",
+    }
+}
+
+/// When the hub first saw each unstamped `NoExecute` taint, by cluster,
+/// key and value.
+pub type TaintsSeen = BTreeMap<(String, String, String), Timestamp>;
+
+/// The clusters with each `NoExecute` taint that has no `timeAdded` (one a
+/// person or another tool added without it) read as added when first seen
+/// here, so `tolerationSeconds` count from then instead of having run out
+/// before they began. Only this view changes: a taint the hub did not add
+/// is never written back. `seen` forgets taints that are gone.
+pub fn stamp_first_seen(
+    mut clusters: Vec<ClusterSnapshot>,
+    seen: &mut TaintsSeen,
+    now: Timestamp,
+) -> Vec<ClusterSnapshot> {
+    let mut present = BTreeSet::new();
+    for cluster in &mut clusters {
+        for taint in cluster.taints.iter_mut() {
+            if taint.effect != TaintEffect::NoExecute || taint.time_added.is_some() {
+                continue;
+            }
+            let id = (cluster.name.clone(), taint.key.clone(), taint.value.clone().unwrap_or_default());
+            let first = *seen.entry(id.clone()).or_insert(now);
+            taint.time_added = Some(Time(first));
+            present.insert(id);
+        }
+    }
+    seen.retain(|id, _| present.contains(id));
+    clusters
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(s).unwrap()
+    }
+
+    fn taint(key: &str, effect: TaintEffect, added: Option<i64>) -> Taint {
+        Taint { key: key.into(), value: None, effect, time_added: added.map(|s| Time(ts(s))) }
+    }
+
+    fn toleration(key: &str, seconds: Option<i64>) -> Toleration {
+        Toleration {
+            key: Some(key.into()),
+            operator: Some("Exists".into()),
+            effect: Some("NoExecute".into()),
+            toleration_seconds: seconds,
+            value: None,
+        }
+    }
+
+    #[test]
+    fn karmada_and_flotilla_keys_match_on_either_side() {
+        let karmada = "cluster.karmada.io/not-ready";
+        let flotilla = taints::NOT_READY;
+        // (name, taint key, toleration key, tolerated)
+        let cases = [
+            ("Karmada's key on both sides (a hand-added taint)", karmada, karmada, true),
+            ("Karmada's toleration of the hub's taint", flotilla, karmada, true),
+            ("Flotilla's toleration of a Karmada-named taint", karmada, flotilla, true),
+            ("unreachable is another taint", "cluster.karmada.io/unreachable", karmada, false),
+            ("any other key only by itself", "example.com/maintenance", "example.com/maintenance", true),
+        ];
+        for (name, taint_key, toleration_key, want) in cases {
+            let got = toleration_for(
+                &taint(taint_key, TaintEffect::NoExecute, Some(0)),
+                &[toleration(toleration_key, None)],
+            );
+            assert_eq!(got != Tolerance::NotTolerated, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn unstamped_no_execute_taints_count_from_when_first_seen() {
+        let cluster =
+            |taints: Vec<Taint>| ClusterSnapshot { name: "m1".into(), taints, ..Default::default() };
+        let mut seen = TaintsSeen::new();
+        let hand = taint("example.com/maintenance", TaintEffect::NoExecute, None);
+        let stamped = taint(taints::NOT_READY, TaintEffect::NoExecute, Some(50));
+        let no_schedule = taint("example.com/drain", TaintEffect::NoSchedule, None);
+        let first = stamp_first_seen(
+            vec![cluster(vec![hand.clone(), stamped.clone(), no_schedule.clone()])],
+            &mut seen,
+            ts(100),
+        );
+        assert_eq!(first[0].taints[0].time_added, Some(Time(ts(100))), "first seen now");
+        assert_eq!(first[0].taints[1], stamped, "a stamped taint keeps its time");
+        assert_eq!(first[0].taints[2], no_schedule, "only NoExecute taints count time");
+        // Seen again later: still from the first sighting, so a 2 s
+        // toleration runs out 2 s after it, not before and not never.
+        let again = stamp_first_seen(vec![cluster(vec![hand.clone()])], &mut seen, ts(130));
+        assert_eq!(again[0].taints[0].time_added, Some(Time(ts(100))));
+        assert_eq!(
+            toleration_for(&again[0].taints[0], &[toleration("example.com/maintenance", Some(2))]),
+            Tolerance::Until(ts(102))
+        );
+        // Removed, then added again: a new episode.
+        stamp_first_seen(vec![cluster(vec![])], &mut seen, ts(140));
+        let back = stamp_first_seen(vec![cluster(vec![hand])], &mut seen, ts(150));
+        assert_eq!(back[0].taints[0].time_added, Some(Time(ts(150))));
     }
 }

@@ -11,7 +11,8 @@ use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, Health, ObjectReference, PolicyReference, ResourceBinding,
     TargetCluster, Work,
 };
-use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions, spec_hash};
+use flotilla_apps_core::app_failover;
+use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions_with, spec_hash};
 use flotilla_apps_core::binding_events::binding_events;
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
@@ -71,6 +72,8 @@ struct Decision {
     follows: String,
     /// The policy's `dependentOverrides` missing: why its templates wait.
     waiting_for: Option<String>,
+    /// The policy's `failover` (application failover, cluster purge mode).
+    failover: Option<flotilla_api::policy_failover::FailoverBehavior>,
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
@@ -142,6 +145,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
                 follows: inherited.message,
                 waiting_for: None,
+                failover: None,
             }
         }
         None => {
@@ -203,6 +207,47 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
 
     let works = apps.works_of(key);
+    let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
+    let tasks_before =
+        existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
+    // Application failover: copies unhealthy past the policy's toleration
+    // leave their clusters (for this template only), which the scheduler
+    // then does not see while they are being evicted.
+    let application = decision.failover.as_ref().and_then(|f| f.application.as_ref());
+    let mut app = super::app_failover::step(
+        &apps.failover_clocks,
+        key,
+        application,
+        &previous,
+        &tasks_before,
+        (&works, &health),
+        now,
+    );
+    if !app.started.is_empty() && decision.policy.is_some() {
+        let probe = SchedulingRequest {
+            placement: &decision.placement,
+            replicas: replicas.unwrap_or(0),
+            requests: &requests,
+            node_constraints: &node_constraints,
+            resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
+            previous: &[],
+            caps: &Default::default(),
+            now,
+        };
+        super::app_failover::hold_without_alternative(&mut app, &probe, &previous, &view.scheduling);
+    }
+    requeue = [requeue, app.requeue].into_iter().flatten().min();
+    for why in &app.held {
+        tracing::warn!(template = %key, reason = %why, "application failover held");
+    }
+    let filtered: Vec<flotilla_apps_core::scheduler::ClusterSnapshot>;
+    let mut scheduling: &[flotilla_apps_core::scheduler::ClusterSnapshot] = &view.scheduling;
+    if !app.excluded.is_empty() {
+        filtered = view.scheduling.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
+        scheduling = &filtered;
+    }
+    let previous: Vec<TargetCluster> =
+        previous.into_iter().filter(|c| !app.excluded.contains(&c.name)).collect();
     // A rebalance request divides from scratch once (and forgets the caps);
     // otherwise clusters that cannot schedule their replicas are capped.
     let rebalance = existing.as_ref().and_then(|(s, _, meta)| {
@@ -218,7 +263,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             &previous,
             &records_before,
             &works,
-            &view.scheduling,
+            scheduling,
             now,
         ),
         _ => Default::default(),
@@ -240,16 +285,16 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         // the division the policy asks for again.
         let kept = match &returning {
             failover::Return::Now(_) => None,
-            _ if rebalance.is_some() => None,
+            _ if rebalance.is_some() || !app.started.is_empty() => None,
             _ => existing
                 .as_ref()
-                .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &view.scheduling)),
+                .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, scheduling)),
         };
         let result = match kept {
             Some(requeue_after) => {
                 Ok(flotilla_apps_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
             }
-            None => schedule(&request, &view.scheduling),
+            None => schedule(&request, scheduling),
         };
         match result {
             Ok(s) => {
@@ -297,6 +342,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         record(apps, key, true, "Dependency", &decision.follows, template.metadata.generation);
         Vec::new()
     };
+    if !app.held.is_empty() && decision.policy.is_some() {
+        // Say why a copy that should fail over stays, where people look.
+        let kept: Vec<String> = clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
+        let why = format!("kept on {}: {}", kept.join(", "), app.held.join("; "));
+        record(apps, key, true, "ApplicationFailoverHeld", &why, template.metadata.generation);
+    }
     // Dependencies follow the templates that need them.
     for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
         if !clusters.iter().any(|c| &c.name == needed) {
@@ -305,12 +356,15 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     }
     clusters.sort();
 
-    let health: BTreeMap<String, Health> = works.iter().map(|(c, w)| (c.clone(), work_health(w))).collect();
     let taints: BTreeMap<String, Vec<flotilla_api::cluster::Taint>> =
         snapshots.iter().map(|s| (s.name.clone(), s.taints.clone())).collect();
-    let tasks_before =
-        existing.as_ref().map(|(s, _, _)| s.graceful_eviction_tasks.clone()).unwrap_or_default();
-    let tasks = plan_evictions(&previous, &clusters, &tasks_before, &taints, &health, now);
+    let eviction = super::app_failover::cluster_eviction(decision.failover.as_ref(), &previous, &works);
+    let tasks_now: Vec<_> = tasks_before.iter().chain(&app.started).cloned().collect();
+    let evictions = plan_evictions_with(&previous, &clusters, &tasks_now, &taints, &health, now, &eviction);
+    let tasks = evictions.tasks;
+    let started: Vec<_> = app.started.iter().chain(&evictions.started).cloned().collect();
+    let preserved_before = existing.as_ref().map(|(s, _, _)| s.preserved_states.clone()).unwrap_or_default();
+    let preserved_states = app_failover::carry_preserved_states(&preserved_before, &started, &clusters);
     let failed_over_from = failover::failed_over_from(&failed_over_before, &previous, &clusters, snapshots);
     if !tasks.is_empty() {
         // Re-check until the new copies are healthy or the grace ends.
@@ -355,6 +409,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         dependencies: dependencies.clone(),
         descheduled,
         rebalanced,
+        failover: decision.failover.clone(),
+        preserved_states: preserved_states.clone(),
     };
     let dependencies_before: Vec<ObjectReference> =
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
@@ -510,7 +566,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                     (applied.map(|_| manifest), None, names)
                 }
             };
-        let manifest = match rendered {
+        let mut manifest = match rendered {
             Ok(m) => m,
             Err(e) => {
                 // Do not ship a half-overridden object; keep what the member has.
@@ -518,6 +574,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 continue;
             }
         };
+        // A copy a failover moved here carries the failed copy's state.
+        if let Some(state) = preserved_states.iter().find(|p| p.cluster == target.name) {
+            app_failover::inject_labels(&mut manifest, &state.labels);
+        }
         let mut work_spec = json!({
             "manifests": [manifest],
             "conflictResolution": decision.conflict,
@@ -709,6 +769,7 @@ fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
             chosen.namespace,
             &spec.dependent_overrides,
         ),
+        failover: spec.failover.clone(),
     })
 }
 

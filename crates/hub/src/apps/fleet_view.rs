@@ -22,6 +22,9 @@ impl Apps {
         }
         let snapshots =
             self.clusters.state().iter().map(|mc| ClusterSnapshot::from_managed_cluster(mc)).collect();
+        // A hand-added NoExecute taint's toleration counts from when it
+        // was first seen (its object is left as its author wrote it).
+        let snapshots = self.failover_clocks.stamped(snapshots, k8s_openapi::jiff::Timestamp::now());
         let view = Arc::new(ClusterView::new(snapshots, &self.failover));
         *cached = Some(view.clone());
         view
@@ -59,7 +62,7 @@ async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
     let now = k8s_openapi::jiff::Timestamp::now();
     let Some(taints) = failover::restart_toleration_clock(&mc.spec.taints, now) else { return };
     let api: Api<ManagedCluster> = Api::all(apps.client.clone());
-    // The health controller's own manager: it writes the whole list and
+    // The health controller's own manager: it writes only its own taints and
     // keeps the earliest time of an episode, which is now this one.
     let body = serde_json::json!({
         "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",

@@ -461,8 +461,13 @@ impl Index {
             }
         }
         let Some(key) = lock(&self.by_hash).get(hash).cloned() else { return Wake::default() };
-        let failover =
-            || self.with_binding(&key, |s, _, _| !s.graceful_eviction_tasks.is_empty()) == Some(true);
+        // Evicting, or watching its copies' health (application failover).
+        let failover = || {
+            self.with_binding(&key, |s, _, _| {
+                !s.graceful_eviction_tasks.is_empty()
+                    || s.failover.as_ref().is_some_and(|f| f.application.is_some())
+            }) == Some(true)
+        };
         let rolling = || lock(&self.rolling).contains(&key);
         // Unschedulable replicas are the descheduler's concern.
         let stuck = || {

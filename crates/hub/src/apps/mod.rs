@@ -9,6 +9,7 @@
 //! caches whole templates (they are read when a reconcile needs them), which
 //! keeps the hub's memory flat in the number of templates.
 
+mod app_failover;
 mod binder;
 mod binder_writes;
 mod dependency_policy;
@@ -132,6 +133,7 @@ pub async fn run(
         bind_failures: Mutex::default(),
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
+        failover_clocks: Default::default(),
         failover,
         opt_in,
         deschedule,

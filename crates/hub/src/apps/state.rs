@@ -25,6 +25,8 @@ pub(crate) struct Apps {
     /// Last template status written, by template (hash of the JSON).
     pub(super) written_status: Mutex<HashMap<TemplateKey, u64>>,
     pub(super) cluster_view: Mutex<Option<Arc<ClusterView>>>,
+    /// Application failover's and hand-added taints' clocks.
+    pub(super) failover_clocks: super::app_failover::FailoverClocks,
     pub(super) failover: flotilla_apps_core::failover::FailoverSettings,
     /// When unschedulable replicas move (`hub run --unschedulable-threshold`).
     pub(super) deschedule: flotilla_apps_core::deschedule::DescheduleSettings,

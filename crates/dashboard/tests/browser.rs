@@ -78,12 +78,15 @@ async fn the_dashboard_shows_the_live_fleet_and_refuses_what_the_user_may_not_do
 
     // A second application, in a namespace the scoped user may not read.
     fleet::create_namespace(&hub, "ops").await;
-    fleet::apply(&hub, json!({
-        "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-        "metadata": {"name": "api", "namespace": "ops"},
-        "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}],
-            "placement": {"clusterAffinity": {"clusterNames": ["m2"]}}}
-    }))
+    fleet::apply(
+        &hub,
+        json!({
+            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
+            "metadata": {"name": "api", "namespace": "ops"},
+            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}],
+                "placement": {"clusterAffinity": {"clusterNames": ["m2"]}}}
+        }),
+    )
     .await;
     fleet::apply(
         &hub,
@@ -228,7 +231,15 @@ async fn the_dashboard_shows_the_live_fleet_and_refuses_what_the_user_may_not_do
     assert!(script.wait().await, "the browser script failed (see its output above)");
     let _ = stop.send(());
     server.await.unwrap().unwrap();
-    for shot in ["fleet.png", "forbidden.png", "cluster.png", "apps.png", "scoped.png", "certificate.png", "history.png"] {
+    for shot in [
+        "fleet.png",
+        "forbidden.png",
+        "cluster.png",
+        "apps.png",
+        "scoped.png",
+        "certificate.png",
+        "history.png",
+    ] {
         let path = support::artefacts_dir().join(shot);
         assert!(
             std::fs::metadata(&path).is_ok_and(|m| m.len() > 1000),

@@ -151,7 +151,9 @@ impl Script {
         );
         let mut command = Command::new("node");
         command
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e").join(script))
+            // From this crate's tests or another's (the hosted page's test
+            // lives with the `flotilla` binary the kok site needs).
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboard/e2e").join(script))
             .env("NODE_PATH", &modules)
             .env("ARTEFACTS", artefacts_dir())
             .stdin(Stdio::piped())

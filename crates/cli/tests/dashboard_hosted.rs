@@ -6,7 +6,7 @@
 //! HostedCluster operators. The page must show the phase, each
 //! component's instance on its machine, the etcd member as leader with its
 //! database size, the certificates' time left and the machine's components
-//! with restarts and log tails; an on-demand backup asked for on the page
+//! with restarts and the log tail of a killed scheduler's exit; an on-demand backup asked for on the page
 //! is taken by the etcd operator and shows up without a reload. It lives
 //! here, not in the dashboard crate, because the kok site runs the
 //! `flotilla` binary.
@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 
 use flotilla_api::kok::{EtcdBackup, HostedClusterPhase, JobPhase};
 use flotilla_dashboard::{Dashboard, Mode};
+use flotilla_kok_core::hosted::Part;
 use flotilla_localkube::wait_for;
 use kok_env::{KokEnv, NS, WAIT};
 use kube::Api;
@@ -32,6 +33,14 @@ async fn the_hosted_clusters_page_shows_a_real_hosted_cluster_and_takes_a_backup
     let env = KokEnv::start(&["m1"], BTreeMap::new(), |_| {}).await;
     env.create_cluster_with_etcd("c1", 1, json!({})).await;
     env.wait_phase("c1", HostedClusterPhase::Ready).await;
+    // A scheduler that died once: its node agent restarts it and keeps the
+    // log tail of the exit, which the Machines table shows.
+    let (_, pid) = env.component_pid("c1", Part::Scheduler, 0).await.unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    wait_for("the scheduler restarted", WAIT, || async {
+        env.component_pid("c1", Part::Scheduler, 0).await.is_some_and(|(_, p)| p != pid)
+    })
+    .await;
 
     // Local mode: the page acts with the site's admin kubeconfig.
     let dashboard =

@@ -36,7 +36,8 @@ async fn the_hosted_clusters_page_shows_a_real_hosted_cluster_and_takes_a_backup
     // A scheduler that died once: its node agent restarts it and keeps the
     // log tail of the exit, which the Machines table shows.
     let (_, pid) = env.component_pid("c1", Part::Scheduler, 0).await.unwrap();
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .unwrap();
     wait_for("the scheduler restarted", WAIT, || async {
         env.component_pid("c1", Part::Scheduler, 0).await.is_some_and(|(_, p)| p != pid)
     })

@@ -135,6 +135,11 @@ pub struct ManagedClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The conditions' transitions as the hub observed them, oldest first,
+    /// a bounded number per type (`flotilla_fleet_core::condition_history`).
+    /// Written by the hub only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub condition_history: Vec<ConditionTransition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,6 +153,21 @@ pub struct ManagedClusterStatus {
     /// predates it: the hub then falls back to `resourceSummary`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_capacity: Option<NodeCapacity>,
+}
+
+/// One transition of a ManagedCluster condition: its new status and
+/// reason, with the message it carried then.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConditionTransition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    #[serde(default)]
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub transition_time: Time,
 }
 
 /// The free room of every Ready node of a member, compact enough for a

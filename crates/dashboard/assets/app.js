@@ -279,6 +279,7 @@ async function showCluster(name) {
         <p class="muted">${c.apis.map(esc).join(", ")}</p></div>
     </div>
     <h3>Conditions</h3>${table(["Type", "Status", "Reason", "Message", "Since"], c.conditions.map((x) => [esc(x.type), pill(x.status), esc(x.reason), esc(x.message), esc(x.since)]))}
+    <h3>Condition history</h3>${c.history.length ? table(["Type", "Status", "Reason", "Message", "Ago"], c.history.map((x) => [esc(x.type), pill(x.status), esc(x.reason), esc(x.message), esc(x.ago)])) : `<p class="muted">no transition recorded yet</p>`}
     <h3>Placed here by the fleet</h3>${table(["Binding", "Template", "Replicas", "Health", "Member's reason"], c.placed.map((p) => [esc(p.binding), esc(p.template), esc(p.replicas), pill(p.health), esc(p.reason)]))}
     <h3>Works</h3>${table(["Work", "Manifests", "Applied", "Available", "Message"], c.works.map((w) => [esc(w.name), esc(w.manifests), pill(w.applied), pill(w.available), esc(w.message)]))}
     <h3>Events</h3>${table(["Type", "Reason", "Object", "Message", "Count", "Age"], c.events.map((e) => [esc(e.type), esc(e.reason), esc(e.object), esc(e.message), esc(e.count), esc(e.age)]))}`;
@@ -342,7 +343,7 @@ async function showHosted() {
 
 function showLogin(message) {
   $("#main").innerHTML = `<div class="card login"><h2>Log in to the hub</h2>
-    <p class="muted">Paste your bearer token (e.g. <code>kubectl create token NAME</code>). Every request then acts as you, with your own rights.</p>
+    <p class="muted">Paste your bearer token (e.g. <code>kubectl create token NAME</code>), or open the page with a client certificate the hub's client CA signed. Every request then acts as you, with your own rights.</p>
     <textarea id="token"></textarea><p><button id="login">Log in</button> <span id="login-error" class="muted">${esc(message || "")}</span></p></div>`;
   $("#login").onclick = async () => {
     try {
@@ -371,8 +372,8 @@ async function route(refetchOnly) {
 }
 
 function start() {
-  $("#user").textContent = state.user ? `${state.user}${state.mode === "hub" ? "" : " (kubeconfig)"}` : "";
-  $("#logout").hidden = state.mode !== "hub";
+  state.via = "token";
+  showUser();
   connectLive();
   route();
 }
@@ -389,12 +390,20 @@ async function boot() {
   const me = await api("/api/whoami");
   state.mode = me.mode;
   state.user = me.user;
+  state.via = me.via;
   if (me.mode === "hub" && !me.user) {
     state.source.close();
     return showLogin();
   }
-  $("#user").textContent = state.user ? `${state.user}${state.mode === "hub" ? "" : " (kubeconfig)"}` : "";
-  $("#logout").hidden = state.mode !== "hub";
+  showUser();
+}
+
+// Who the page acts as; a certificate user cannot log out (the browser
+// presents the certificate on every connection).
+function showUser() {
+  const how = state.mode !== "hub" ? " (kubeconfig)" : state.via === "certificate" ? " (client certificate)" : "";
+  $("#user").textContent = state.user ? `${state.user}${how}` : "";
+  $("#logout").hidden = state.mode !== "hub" || state.via === "certificate";
 }
 
 boot();

@@ -47,7 +47,9 @@ async function main() {
     headless: true,
     args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
   });
-  const context = await browser.newContext({ viewport: { width: 1440, height: 900 } });
+  // The dashboard serves HTTPS with a test CA's certificate.
+  const contextOptions = { viewport: { width: 1440, height: 900 }, ignoreHTTPSErrors: true };
+  const context = await browser.newContext(contextOptions);
   const page = await context.newPage();
   page.on("pageerror", (e) => console.log(`page error: ${e.message}`));
 
@@ -99,7 +101,12 @@ async function main() {
 
   // The other pages render the fleet's real state.
   await page.goto(`${URL}#/cluster/m1`);
-  await waitForText(page, ["Conditions", "Placed here by the fleet", "shop/web-deployment", "flotilla.io/cordoned"], "the cluster page");
+  await waitForText(page, ["Conditions", "Condition history", "Placed here by the fleet", "shop/web-deployment", "flotilla.io/cordoned"], "the cluster page");
+  const historyTypes = await page.evaluate(() => {
+    const heading = [...document.querySelectorAll("#main h3")].find((h) => h.textContent === "Condition history");
+    return [...heading.nextElementSibling.querySelectorAll("tbody tr")].map((tr) => tr.cells[0].textContent);
+  });
+  check(["Available", "Joined", "MemberHealthy"].every((t) => historyTypes.includes(t)), `the condition history lists every type's transitions: ${historyTypes}`);
   const conditionTypes = await page.evaluate(() => {
     const heading = [...document.querySelectorAll("#main h3")].find((h) => h.textContent === "Conditions");
     return [...heading.nextElementSibling.querySelectorAll("tbody tr")].map((tr) => tr.cells[0].textContent);
@@ -123,6 +130,65 @@ async function main() {
   await page.goto(`${URL}#/hosted`);
   await page.waitForFunction(() => document.querySelector("#main h2")?.textContent === "Hosted clusters", null, { timeout: TIMEOUT });
   say("DONE pages");
+
+  // A user who may get m1 only and list bindings in shop only sees those.
+  const scoped = await (await browser.newContext(contextOptions)).newPage();
+  await scoped.goto(URL);
+  await scoped.waitForSelector("#token", { timeout: TIMEOUT });
+  await scoped.fill("#token", process.env.SHOPPER_TOKEN);
+  await scoped.click("#login");
+  await scoped.waitForSelector('tr[data-name="m1"]', { timeout: TIMEOUT });
+  const scopedRows = await scoped.$$eval("#fleet-body tr[data-name]", (rows) => rows.map((r) => r.dataset.name));
+  check(JSON.stringify(scopedRows) === '["m1"]', `the scoped user sees m1 only: ${scopedRows}`);
+  const scopedReads = await scoped.evaluate(async () => {
+    const get = async (u) => { const r = await fetch(u); return { status: r.status, body: await r.json() }; };
+    return { apps: await get("/api/apps"), m2: await get("/api/clusters/m2"), fleet: await get("/api/fleet") };
+  });
+  const bindings = scopedReads.apps.body.rows.map((r) => r.binding);
+  check(JSON.stringify(bindings) === '["shop/web-deployment"]', `the scoped user sees shop's binding only (not ops/api-deployment): ${JSON.stringify(scopedReads.apps)}`);
+  check(scopedReads.m2.status === 403, `m2's page is refused to the scoped user: ${JSON.stringify(scopedReads.m2)}`);
+  check(scopedReads.fleet.body.rows.map((r) => r.name).join() === "m1", `the fleet API lists m1 only: ${JSON.stringify(scopedReads.fleet)}`);
+  await shot(scoped, "scoped.png");
+  say("DONE scoped");
+
+  // A user with a client certificate: signed in by it, no token; the
+  // cordon their rights forbid is refused with the apiserver's message.
+  const origin = new globalThis.URL(URL).origin;
+  const certContext = await browser.newContext({ ...contextOptions, clientCertificates: [{ origin, certPath: process.env.CLIENT_CERT, keyPath: process.env.CLIENT_KEY }] });
+  const cert = await certContext.newPage();
+  cert.on("pageerror", (e) => console.log(`page error: ${e.message}`));
+  await cert.goto(URL);
+  for (const c of CLUSTERS) await cert.waitForSelector(`tr[data-name="${c}"]`, { timeout: TIMEOUT });
+  await cert.waitForFunction(() => (document.querySelector("#user")?.textContent || "").includes("alice (client certificate)"), null, { timeout: TIMEOUT });
+  check(!(await cert.$("#token")), "no token was asked for");
+  const certButton = 'button.cordon[data-cluster="m2"]';
+  await cert.waitForFunction((sel) => document.querySelector(sel)?.disabled === true, certButton, { timeout: TIMEOUT });
+  await cert.$eval(certButton, (b) => { b.disabled = false; b.click(); });
+  await cert.click("#confirm-ok");
+  await cert.waitForSelector("#toast.error", { state: "visible", timeout: TIMEOUT });
+  const certRefusal = await cert.textContent("#toast");
+  check(certRefusal.includes("403") && certRefusal.includes('User "alice"') && /cannot patch/.test(certRefusal), `the apiserver's refusal of alice is shown: ${certRefusal}`);
+  await shot(cert, "certificate.png");
+  say("DONE certificate");
+
+  // The condition history on the cluster page, after a real transition.
+  await page.goto(`${URL}#/cluster/m2`);
+  await waitForText(page, ["Condition history"], "m2's page");
+  say("READY history");
+  check((await nextLine()) === "PATCHED", "the test un-accepted and re-accepted m2");
+  await page.reload();
+  await waitForText(page, ["NotAccepted"], "m2's condition history after the transition");
+  const joinedHistory = await page.evaluate(() => {
+    const heading = [...document.querySelectorAll("#main h3")].find((h) => h.textContent === "Condition history");
+    return [...heading.nextElementSibling.querySelectorAll("tbody tr")].filter((tr) => tr.cells[0].textContent === "Joined").map((tr) => `${tr.cells[1].textContent} ${tr.cells[2].textContent}`);
+  });
+  check(joinedHistory[0] === "True Joined" && joinedHistory[1] === "False NotAccepted", `Joined's history, newest first: ${joinedHistory}`);
+  await shot(page, "history.png");
+  // m2 changed while the scoped user's page stayed open: its live rows
+  // are gated too.
+  const scopedAfter = await scoped.$$eval("#fleet-body tr[data-name]", (rows) => rows.map((r) => r.dataset.name));
+  check(JSON.stringify(scopedAfter) === '["m1"]', `m2's live changes did not reach the scoped user: ${scopedAfter}`);
+  say("DONE history");
   await browser.close();
 }
 

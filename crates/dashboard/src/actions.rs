@@ -16,8 +16,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::api::Shared;
+use crate::auth::Caller;
 use crate::error::Error;
-use crate::state::request_token;
 
 /// The taint a cordon adds: new workloads are not scheduled to the cluster.
 pub const CORDON_TAINT: &str = "flotilla.io/cordoned";
@@ -26,11 +26,11 @@ pub const FIELD_MANAGER: &str = "flotilla-dashboard";
 /// Header every action request carries: a cross-site form cannot set it.
 pub const ACTION_HEADER: &str = "x-flotilla-action";
 
-fn client(state: &Shared, headers: &HeaderMap) -> Result<kube::Client, Error> {
+fn client(state: &Shared, caller: &Caller, headers: &HeaderMap) -> Result<kube::Client, Error> {
     if !headers.contains_key(ACTION_HEADER) {
         return Err(Error::BadRequest(format!("actions need the {ACTION_HEADER} header")));
     }
-    state.auth.client(request_token(headers).as_deref())
+    state.auth.client(caller)
 }
 
 #[derive(Deserialize)]
@@ -44,10 +44,11 @@ pub struct Cordon {
 /// taint this manager owned and no other.
 pub async fn cordon(
     State(state): State<Shared>,
+    caller: Caller,
     headers: HeaderMap,
     Json(req): Json<Cordon>,
 ) -> Result<Json<Value>, Error> {
-    let api: Api<ManagedCluster> = Api::all(client(&state, &headers)?);
+    let api: Api<ManagedCluster> = Api::all(client(&state, &caller, &headers)?);
     let taints = match req.cordon {
         true => json!([{ "key": CORDON_TAINT, "effect": "NoSchedule" }]),
         false => json!([]),
@@ -75,10 +76,11 @@ pub struct Backup {
 /// takes like any other.
 pub async fn etcd_backup(
     State(state): State<Shared>,
+    caller: Caller,
     headers: HeaderMap,
     Json(req): Json<Backup>,
 ) -> Result<Json<Value>, Error> {
-    let api: Api<EtcdBackup> = Api::namespaced(client(&state, &headers)?, &req.namespace);
+    let api: Api<EtcdBackup> = Api::namespaced(client(&state, &caller, &headers)?, &req.namespace);
     let backup: EtcdBackup = serde_json::from_value(json!({
         "apiVersion": "kok.flotilla.io/v1alpha1", "kind": "EtcdBackup",
         "metadata": { "generateName": format!("{}-dashboard-", req.cluster), "namespace": req.namespace },
@@ -101,10 +103,11 @@ pub struct Rotate {
 /// rotate-certs annotation (as `flotilla cluster rotate-certs` does).
 pub async fn rotate_certs(
     State(state): State<Shared>,
+    caller: Caller,
     headers: HeaderMap,
     Json(req): Json<Rotate>,
 ) -> Result<Json<Value>, Error> {
-    let api: Api<HostedCluster> = Api::namespaced(client(&state, &headers)?, &req.namespace);
+    let api: Api<HostedCluster> = Api::namespaced(client(&state, &caller, &headers)?, &req.namespace);
     let value =
         format!("{}/dashboard-{}", if req.ca { "ca" } else { "leaves" }, Timestamp::now().as_second());
     let patch = json!({ "metadata": { "annotations": { ROTATE_CERTS_ANNOTATION: value } } });
@@ -122,10 +125,11 @@ pub struct Pause {
 /// Pauses (no next wave starts) or resumes a Rollout by its annotation.
 pub async fn pause_rollout(
     State(state): State<Shared>,
+    caller: Caller,
     headers: HeaderMap,
     Json(req): Json<Pause>,
 ) -> Result<Json<Value>, Error> {
-    let api: Api<Rollout> = Api::namespaced(client(&state, &headers)?, &req.namespace);
+    let api: Api<Rollout> = Api::namespaced(client(&state, &caller, &headers)?, &req.namespace);
     let value = if req.paused { json!("true") } else { Value::Null };
     let patch = json!({ "metadata": { "annotations": { control::PAUSED: value } } });
     api.patch(&req.name, &PatchParams::default(), &Patch::Merge(&patch)).await.map_err(Error::from_kube)?;

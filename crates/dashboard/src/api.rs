@@ -1,11 +1,11 @@
 //! The JSON API the pages read: built from the shared watches' stores (no
-//! apiserver call per page view, except a cluster's Events), each read
-//! gated by the user's rights in hub mode.
+//! apiserver call per page view, except a cluster's Events), each object
+//! shown only if the user may read it (hub mode; `gate`).
 
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue};
+use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use flotilla_api::cluster::ManagedCluster;
@@ -16,9 +16,10 @@ use kube::{Api, ResourceExt};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::auth::{Access, Auth, Mode, SESSION_COOKIE};
+use crate::auth::{Access, Auth, Caller, Mode, SESSION_COOKIE};
 use crate::error::Error;
-use crate::state::{request_token, AppState};
+use crate::gate::{self, Readable};
+use crate::state::AppState;
 use crate::view::apps::{app_row, applied_overrides};
 use crate::view::cluster::{cluster_page, event_views, placement, work_view};
 use crate::view::fleet::fleet_row;
@@ -33,17 +34,16 @@ pub struct SelectorQuery {
     pub selector: String,
 }
 
-pub async fn whoami(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, Error> {
+pub async fn whoami(State(state): State<Shared>, caller: Caller) -> Result<Json<Value>, Error> {
     let mode = match state.auth.mode {
         Mode::Local => "local",
         Mode::Hub => "hub",
     };
-    let token = request_token(&headers);
-    let user = match state.auth.client(token.as_deref()) {
+    let user = match state.auth.client(&caller) {
         Ok(client) => Auth::who_am_i(&client).await.ok(),
         Err(_) => None,
     };
-    Ok(Json(json!({ "mode": mode, "user": user })))
+    Ok(Json(json!({ "mode": mode, "user": user, "via": caller.via() })))
 }
 
 #[derive(Deserialize)]
@@ -52,7 +52,8 @@ pub struct Login {
 }
 
 /// Checks the token with the apiserver (`SelfSubjectReview`) and keeps it
-/// in an HttpOnly, same-site cookie: page scripts never see it again.
+/// in an HttpOnly, same-site cookie (`Secure` over TLS): page scripts
+/// never see it again.
 pub async fn login(State(state): State<Shared>, Json(login): Json<Login>) -> Result<Response, Error> {
     let token = login.token.trim();
     if token.is_empty() || token.contains([';', ',', ' ', '"']) {
@@ -60,7 +61,8 @@ pub async fn login(State(state): State<Shared>, Json(login): Json<Login>) -> Res
     }
     let client = state.auth.token_client(token)?;
     let user = Auth::who_am_i(&client).await?;
-    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/");
+    let secure = if state.tls { "; Secure" } else { "" };
+    let cookie = format!("{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}");
     let mut response = Json(json!({ "user": user })).into_response();
     response.headers_mut().insert(header::SET_COOKIE, cookie_value(&cookie)?);
     Ok(response)
@@ -78,35 +80,56 @@ fn cookie_value(cookie: &str) -> Result<HeaderValue, Error> {
         .map_err(|_| Error::BadRequest("the token is not a valid cookie value".into()))
 }
 
+/// The ManagedClusters the caller may read, by name (`get` on each, or
+/// `list` on all); a caller who may read none of an existing fleet is
+/// refused with the reason.
+pub async fn readable_clusters(state: &AppState, caller: &Caller) -> Result<Readable, Error> {
+    let clusters = state.watches.clusters.state();
+    let readable =
+        gate::names(&state.auth, caller, gate::MANAGED_CLUSTERS, clusters.iter().map(|mc| mc.name_any()))
+            .await?;
+    if readable.is_nothing() && !clusters.is_empty() {
+        return Err(Error::Forbidden(
+            "you may read no ManagedCluster (neither list managedclusters.cluster.flotilla.io nor get any)"
+                .into(),
+        ));
+    }
+    Ok(readable)
+}
+
 pub async fn fleet(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(query): Query<SelectorQuery>,
 ) -> Result<Json<Value>, Error> {
-    let token = request_token(&headers);
-    state.auth.require_read(token.as_deref(), "cluster.flotilla.io", "managedclusters").await?;
     let selector = Selector::parse(&query.selector).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let readable = readable_clusters(&state, &caller).await?;
     let now = Timestamp::now();
     let mut rows: Vec<_> = state
         .watches
         .clusters
         .state()
         .iter()
-        .filter(|mc| selector.matches(mc.labels()))
+        .filter(|mc| readable.contains(&mc.name_any()) && selector.matches(mc.labels()))
         .map(|mc| fleet_row(mc, now))
         .collect();
     rows.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(json!({ "rows": rows })))
 }
 
+fn namespaces_of<K: ResourceExt>(objects: &[Arc<K>]) -> impl Iterator<Item = String> + '_ {
+    objects.iter().map(|o| o.namespace().unwrap_or_default())
+}
+
 pub async fn cluster(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, Error> {
-    let token = request_token(&headers);
     let auth = &state.auth;
-    auth.require_read(token.as_deref(), "cluster.flotilla.io", "managedclusters").await?;
+    if !gate::names(auth, &caller, gate::MANAGED_CLUSTERS, [name.clone()]).await?.contains(&name) {
+        return Err(Error::Forbidden(format!("you may not get managedclusters.cluster.flotilla.io {name}")));
+    }
     let watches = &state.watches;
     let cluster = watches
         .clusters
@@ -116,17 +139,23 @@ pub async fn cluster(
         .ok_or_else(|| Error::NotFound(format!("cluster {name}")))?;
     let now = Timestamp::now();
     let namespace = ManagedCluster::hub_namespace(&name);
-    // Placements and Works are shown only to users who may read them.
+    // Placements and Works are shown only where the user may read them.
     let mut placed = Vec::new();
+    let bindings = watches.bindings.state();
+    let readable = gate::namespaces(auth, &caller, gate::BINDINGS, namespaces_of(&bindings)).await?;
+    for b in bindings.iter().filter(|b| readable.contains(&b.namespace().unwrap_or_default())) {
+        let binding = format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any());
+        placed.extend(placement(&binding, &b.spec.spec, b.status.as_ref(), &name));
+    }
+    let cluster_bindings = watches.cluster_bindings.state();
+    let readable =
+        gate::names(auth, &caller, gate::CLUSTER_BINDINGS, cluster_bindings.iter().map(|b| b.name_any()))
+            .await?;
+    for b in cluster_bindings.iter().filter(|b| readable.contains(&b.name_any())) {
+        placed.extend(placement(&b.name_any(), &b.spec.spec, b.status.as_ref(), &name));
+    }
     let mut works = Vec::new();
-    if auth.require_read(token.as_deref(), "work.flotilla.io", "resourcebindings").await.is_ok() {
-        for b in watches.bindings.state() {
-            let binding = format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any());
-            placed.extend(placement(&binding, &b.spec.spec, b.status.as_ref(), &name));
-        }
-        for b in watches.cluster_bindings.state() {
-            placed.extend(placement(&b.name_any(), &b.spec.spec, b.status.as_ref(), &name));
-        }
+    if gate::namespaces(auth, &caller, gate::WORKS, [namespace.clone()]).await?.contains(&namespace) {
         works = watches
             .works
             .state()
@@ -136,7 +165,7 @@ pub async fn cluster(
             .collect();
     }
     // Events: the user's own read (one list per page view, not a watch).
-    let client = auth.client(token.as_deref())?;
+    let client = auth.client(&caller)?;
     let mut events: Vec<Event> = Vec::new();
     let about_cluster = ListParams::default()
         .fields(&format!("involvedObject.kind=ManagedCluster,involvedObject.name={name}"))
@@ -153,40 +182,66 @@ pub async fn cluster(
     Ok(Json(serde_json::to_value(page).map_err(Error::Json)?))
 }
 
-pub async fn apps(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, Error> {
-    let token = request_token(&headers);
-    state.auth.require_read(token.as_deref(), "work.flotilla.io", "resourcebindings").await?;
-    let watches = &state.watches;
+pub async fn apps(State(state): State<Shared>, caller: Caller) -> Result<Json<Value>, Error> {
+    let (auth, watches) = (&state.auth, &state.watches);
+    let bindings = watches.bindings.state();
+    let readable = gate::namespaces(auth, &caller, gate::BINDINGS, namespaces_of(&bindings)).await?;
+    let cluster_bindings = watches.cluster_bindings.state();
+    let readable_cluster_bindings =
+        gate::names(auth, &caller, gate::CLUSTER_BINDINGS, cluster_bindings.iter().map(|b| b.name_any()))
+            .await?;
     let rollouts = watches.rollouts.state();
+    let readable_rollouts = gate::namespaces(auth, &caller, gate::ROLLOUTS, namespaces_of(&rollouts)).await?;
+    let rollouts: Vec<_> = rollouts
+        .into_iter()
+        .filter(|r| readable_rollouts.contains(&r.namespace().unwrap_or_default()))
+        .collect();
     let overrides = applied_overrides(watches.works.state().iter().map(|w| w.as_ref()));
-    let mut rows: Vec<_> =
-        watches
-            .bindings
-            .state()
-            .iter()
-            .map(|b| {
-                let ns = b.namespace().unwrap_or_default();
-                app_row(&ns, &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
-            })
-            .chain(
-                watches.cluster_bindings.state().iter().map(|b| {
-                    app_row("", &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
-                }),
-            )
-            .collect();
+    let mut rows: Vec<_> = bindings
+        .iter()
+        .filter(|b| readable.contains(&b.namespace().unwrap_or_default()))
+        .map(|b| {
+            let ns = b.namespace().unwrap_or_default();
+            app_row(&ns, &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)
+        })
+        .chain(
+            cluster_bindings
+                .iter()
+                .filter(|b| readable_cluster_bindings.contains(&b.name_any()))
+                .map(|b| app_row("", &b.name_any(), &b.spec.spec, b.status.as_ref(), &rollouts, &overrides)),
+        )
+        .collect();
     rows.sort_by(|a, b| a.binding.cmp(&b.binding));
     Ok(Json(json!({ "rows": rows })))
 }
 
-pub async fn hosted(State(state): State<Shared>, headers: HeaderMap) -> Result<Json<Value>, Error> {
-    let token = request_token(&headers);
-    state.auth.require_read(token.as_deref(), "kok.flotilla.io", "hostedclusters").await?;
-    let watches = &state.watches;
-    let (etcds, backups, machines) =
-        (watches.etcds.state(), watches.backups.state(), watches.machines.state());
+pub async fn hosted(State(state): State<Shared>, caller: Caller) -> Result<Json<Value>, Error> {
+    let (auth, watches) = (&state.auth, &state.watches);
+    let hosted = watches.hosted.state();
+    let readable = gate::namespaces(auth, &caller, gate::HOSTED_CLUSTERS, namespaces_of(&hosted)).await?;
+    let etcds = watches.etcds.state();
+    let readable_etcds = gate::namespaces(auth, &caller, gate::ETCD_CLUSTERS, namespaces_of(&etcds)).await?;
+    let etcds: Vec<_> =
+        etcds.into_iter().filter(|e| readable_etcds.contains(&e.namespace().unwrap_or_default())).collect();
+    let backups = watches.backups.state();
+    let readable_backups =
+        gate::namespaces(auth, &caller, gate::ETCD_BACKUPS, namespaces_of(&backups)).await?;
+    let backups: Vec<_> = backups
+        .into_iter()
+        .filter(|b| readable_backups.contains(&b.namespace().unwrap_or_default()))
+        .collect();
+    let machines = watches.machines.state();
+    let readable_machines =
+        gate::names(auth, &caller, gate::MACHINES, machines.iter().map(|m| m.name_any())).await?;
+    let machines: Vec<_> =
+        machines.into_iter().filter(|m| readable_machines.contains(&m.name_any())).collect();
     let inputs = Inputs { etcds: &etcds, backups: &backups, machines: &machines };
     let now = Timestamp::now();
-    let mut views: Vec<_> = watches.hosted.state().iter().map(|hc| hosted_view(hc, &inputs, now)).collect();
+    let mut views: Vec<_> = hosted
+        .iter()
+        .filter(|hc| readable.contains(&hc.namespace().unwrap_or_default()))
+        .map(|hc| hosted_view(hc, &inputs, now))
+        .collect();
     views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     Ok(Json(json!({ "clusters": views })))
 }
@@ -205,12 +260,11 @@ pub struct CanQuery {
 /// user may take.
 pub async fn can(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(q): Query<CanQuery>,
 ) -> Result<Json<Value>, Error> {
-    let token = request_token(&headers);
     let access =
         Access { verb: q.verb, group: q.group, resource: q.resource, namespace: q.namespace, name: q.name };
-    let (allowed, reason) = state.auth.allowed(token.as_deref(), &access).await?;
+    let (allowed, reason) = state.auth.allowed(&caller, &access).await?;
     Ok(Json(json!({ "allowed": allowed, "reason": reason })))
 }

@@ -1,7 +1,10 @@
 //! Whose rights a request uses. Local mode: the user's own kubeconfig.
 //! Hub mode: the bearer token the user logged in with (kept in an
-//! HttpOnly cookie); every read is gated by the user's own access review
-//! and every write is made with the user's token, so the apiserver's
+//! HttpOnly cookie), or the user a verified client certificate names
+//! (requests then go out with the dashboard's own credential and the
+//! `Impersonate-User`/`Impersonate-Group` headers, so the apiserver
+//! authorises them as that user). Every read is gated by the user's own
+//! access review and every write is made as the user, so the apiserver's
 //! authorisation decides, never the dashboard's.
 
 use std::collections::HashMap;
@@ -16,6 +19,7 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 
 use crate::error::Error;
+use crate::tls::ClientIdentity;
 
 /// The session cookie holding the hub-mode user's token.
 pub const SESSION_COOKIE: &str = "flotilla_session";
@@ -28,7 +32,8 @@ const REVIEW_TTL: Duration = Duration::from_secs(20);
 pub enum Mode {
     /// Every request uses the kubeconfig the server was started with.
     Local,
-    /// Every request uses the logged-in user's bearer token.
+    /// Every request acts as the signed-in user: their bearer token, or
+    /// the user their verified client certificate names.
     Hub,
 }
 
@@ -64,13 +69,46 @@ impl Access {
     }
 }
 
-type ReviewKey = (String, Access);
+/// Who a hub-mode request comes from.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Caller {
+    /// No session and no client certificate.
+    Anonymous,
+    /// The bearer token of the session cookie.
+    Token(String),
+    /// The user a verified client certificate names.
+    Certificate(ClientIdentity),
+}
+
+impl std::fmt::Debug for Caller {
+    // Never print a token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Anonymous => f.write_str("Anonymous"),
+            Caller::Token(_) => f.write_str("Token(..)"),
+            Caller::Certificate(id) => f.debug_tuple("Certificate").field(id).finish(),
+        }
+    }
+}
+
+impl Caller {
+    /// How the user signed in, as the page says it.
+    pub fn via(&self) -> &'static str {
+        match self {
+            Caller::Anonymous => "none",
+            Caller::Token(_) => "token",
+            Caller::Certificate(_) => "certificate",
+        }
+    }
+}
+
+type ReviewKey = (Caller, Access);
 
 pub struct Auth {
     pub mode: Mode,
     base: kube::Config,
     local: Client,
-    clients: Mutex<HashMap<String, Client>>,
+    clients: Mutex<HashMap<Caller, Client>>,
     reviews: Mutex<HashMap<ReviewKey, (bool, String, Instant)>>,
 }
 
@@ -83,32 +121,49 @@ impl Auth {
     }
 
     /// The client acting as the request's user: the kubeconfig's in local
-    /// mode, the session token's in hub mode (none: not logged in).
-    pub fn client(&self, token: Option<&str>) -> Result<Client, Error> {
-        match (self.mode, token) {
+    /// mode, the caller's in hub mode (none: not signed in).
+    pub fn client(&self, caller: &Caller) -> Result<Client, Error> {
+        match (self.mode, caller) {
             (Mode::Local, _) => Ok(self.local.clone()),
-            (Mode::Hub, None) => Err(Error::Unauthenticated),
-            (Mode::Hub, Some(token)) => self.token_client(token),
+            (Mode::Hub, Caller::Anonymous) => Err(Error::Unauthenticated),
+            (Mode::Hub, caller) => self.caller_client(caller),
         }
     }
 
     /// A client for `token` against the hub of `base`, with none of the
     /// base's own credentials.
     pub fn token_client(&self, token: &str) -> Result<Client, Error> {
+        self.caller_client(&Caller::Token(token.to_string()))
+    }
+
+    fn caller_client(&self, caller: &Caller) -> Result<Client, Error> {
         let mut clients = self.clients.lock().map_err(|_| Error::Poisoned)?;
-        if let Some(client) = clients.get(token) {
+        if let Some(client) = clients.get(caller) {
             return Ok(client.clone());
         }
         let mut config = self.base.clone();
-        // AuthInfo's token is a secrecy type; serde builds it without a
-        // direct dependency on that crate.
-        config.auth_info =
-            serde_json::from_value(serde_json::json!({ "token": token })).map_err(Error::Json)?;
+        match caller {
+            Caller::Anonymous => return Err(Error::Unauthenticated),
+            Caller::Token(token) => {
+                // AuthInfo's token is a secrecy type; serde builds it
+                // without a direct dependency on that crate.
+                config.auth_info =
+                    serde_json::from_value(serde_json::json!({ "token": token })).map_err(Error::Json)?;
+            }
+            // The dashboard's own credential (which needs only the right
+            // to impersonate) asks to act as the user: the apiserver
+            // authorises the request as the user alone.
+            Caller::Certificate(identity) => {
+                config.auth_info.impersonate = Some(identity.user.clone());
+                config.auth_info.impersonate_groups =
+                    Some(identity.groups.clone()).filter(|groups| !groups.is_empty());
+            }
+        }
         let client = Client::try_from(config).map_err(Error::Kube)?;
         if clients.len() > 1000 {
             clients.clear();
         }
-        clients.insert(token.to_string(), client.clone());
+        clients.insert(caller.clone(), client.clone());
         Ok(client)
     }
 
@@ -124,9 +179,9 @@ impl Auth {
 
     /// Whether the user may do `access`, and the authoriser's reason;
     /// answers are reused for a short while per user.
-    pub async fn allowed(&self, token: Option<&str>, access: &Access) -> Result<(bool, String), Error> {
-        let client = self.client(token)?;
-        let key = (token.unwrap_or("").to_string(), access.clone());
+    pub async fn allowed(&self, caller: &Caller, access: &Access) -> Result<(bool, String), Error> {
+        let client = self.client(caller)?;
+        let key = (caller.clone(), access.clone());
         if let Some((allowed, reason, at)) = self.reviews.lock().map_err(|_| Error::Poisoned)?.get(&key) {
             if at.elapsed() < REVIEW_TTL {
                 return Ok((*allowed, reason.clone()));
@@ -158,28 +213,6 @@ impl Auth {
         }
         reviews.insert(key, (status.allowed, reason.clone(), Instant::now()));
         Ok((status.allowed, reason))
-    }
-
-    /// Refuses a read the user may not make (hub mode; local mode reads
-    /// with the user's own credentials already).
-    pub async fn require_read(&self, token: Option<&str>, group: &str, resource: &str) -> Result<(), Error> {
-        if self.mode == Mode::Local {
-            return Ok(());
-        }
-        let (allowed, reason) = self.allowed(token, &Access::new("list", group, resource)).await?;
-        if allowed {
-            Ok(())
-        } else {
-            Err(Error::Forbidden(format!("you may not list {resource}.{group}{}", suffix(&reason))))
-        }
-    }
-}
-
-fn suffix(reason: &str) -> String {
-    if reason.is_empty() {
-        String::new()
-    } else {
-        format!(": {reason}")
     }
 }
 

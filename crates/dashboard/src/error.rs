@@ -21,6 +21,13 @@ pub enum Error {
     Json(#[source] serde_json::Error),
     #[error("a lock was poisoned by a panic")]
     Poisoned,
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(
+        "hub mode on {0} (not this machine's loopback) would carry sign-in tokens in the clear: \
+         give --tls-cert and --tls-key, or listen on 127.0.0.1"
+    )]
+    Insecure(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: String, source: std::io::Error },
 }
@@ -50,7 +57,9 @@ impl Error {
                 StatusCode::from_u16(s.code).unwrap_or(StatusCode::BAD_GATEWAY)
             }
             Error::Kube(_) => StatusCode::BAD_GATEWAY,
-            Error::Poisoned | Error::Listen { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Error::Poisoned | Error::Listen { .. } | Error::Tls(_) | Error::Insecure(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

@@ -7,7 +7,6 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use k8s_openapi::jiff::Timestamp;
@@ -15,15 +14,18 @@ use kube::ResourceExt;
 use serde_json::json;
 use tokio::sync::broadcast::{self, error::RecvError};
 
-use crate::api::{SelectorQuery, Shared};
+use crate::api::{readable_clusters, SelectorQuery, Shared};
+use crate::auth::Caller;
 use crate::error::Error;
-use crate::state::request_token;
+use crate::gate;
 use crate::view::fleet::fleet_row;
 use crate::view::selector::Selector;
 use crate::watch::FleetDelta;
 
 struct Subscriber {
     state: Shared,
+    /// Rows are sent only for clusters this caller may read.
+    caller: Caller,
     selector: Selector,
     fleet: broadcast::Receiver<FleetDelta>,
     changed: broadcast::Receiver<&'static str>,
@@ -33,17 +35,17 @@ struct Subscriber {
 
 pub async fn live(
     State(state): State<Shared>,
-    headers: HeaderMap,
+    caller: Caller,
     Query(query): Query<SelectorQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, Error> {
-    let token = request_token(&headers);
-    state.auth.require_read(token.as_deref(), "cluster.flotilla.io", "managedclusters").await?;
+    readable_clusters(&state, &caller).await?;
     let selector = Selector::parse(&query.selector).map_err(|e| Error::BadRequest(e.to_string()))?;
     // Subscribed before the snapshot is read, so no change falls between.
     let subscriber = Subscriber {
         fleet: state.watches.fleet.subscribe(),
         changed: state.watches.changed.subscribe(),
         state,
+        caller,
         selector,
         snapshot_due: true,
     };
@@ -58,10 +60,15 @@ async fn next_event(s: &mut Subscriber) -> Option<Event> {
     loop {
         if s.snapshot_due {
             s.snapshot_due = false;
-            return Some(snapshot(s));
+            return Some(snapshot(s).await);
         }
         tokio::select! {
             delta = s.fleet.recv() => match delta {
+                // Not the caller's to read: as if it did not exist (a
+                // failed review sends nothing either).
+                Ok(FleetDelta::Upsert(row)) if !may_read(s, &row.name).await => {
+                    return Some(Event::default().event("remove").data(row.name.clone()));
+                }
                 Ok(FleetDelta::Upsert(row)) if s.selector.matches(&row.labels) => {
                     // A row always serialises; a failure would only skip it.
                     return Some(Event::default().event("upsert").json_data(&*row).unwrap_or_default());
@@ -83,15 +90,24 @@ async fn next_event(s: &mut Subscriber) -> Option<Event> {
     }
 }
 
-fn snapshot(s: &Subscriber) -> Event {
+async fn may_read(s: &Subscriber, name: &str) -> bool {
+    gate::names(&s.state.auth, &s.caller, gate::MANAGED_CLUSTERS, [name.to_string()])
+        .await
+        .is_ok_and(|readable| readable.contains(name))
+}
+
+async fn snapshot(s: &Subscriber) -> Event {
     let now = Timestamp::now();
+    // A failed review shows nothing rather than everything.
+    let readable =
+        readable_clusters(&s.state, &s.caller).await.unwrap_or(gate::Readable::Only(Default::default()));
     let mut rows: Vec<_> = s
         .state
         .watches
         .clusters
         .state()
         .iter()
-        .filter(|mc| s.selector.matches(mc.labels()))
+        .filter(|mc| readable.contains(&mc.name_any()) && s.selector.matches(mc.labels()))
         .map(|mc| fleet_row(mc, now))
         .collect();
     rows.sort_by(|a, b| a.name.cmp(&b.name));

@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use crate::auth::{Auth, Mode};
 use crate::error::Error;
 use crate::state::AppState;
+use crate::tls::{self, TlsFiles};
 use crate::watch::Watches;
 use crate::{actions, api, assets, live};
 
@@ -38,19 +39,39 @@ pub fn router(state: Arc<AppState>) -> Router {
 pub struct Dashboard {
     listener: TcpListener,
     state: Arc<AppState>,
+    tls: Option<rustls::ServerConfig>,
 }
 
 impl Dashboard {
     /// `config`: the user's kubeconfig (local mode) or the server's own,
     /// read-only credentials for the shared watches (hub mode).
     pub async fn bind(config: kube::Config, mode: Mode, listen: SocketAddr) -> Result<Dashboard, Error> {
+        Dashboard::bind_with(config, mode, listen, None).await
+    }
+
+    /// As `bind`, over TLS when `tls` is given (with a client CA: sign-in by
+    /// client certificate too). Hub mode off the loopback needs TLS.
+    pub async fn bind_with(
+        config: kube::Config,
+        mode: Mode,
+        listen: SocketAddr,
+        tls: Option<TlsFiles>,
+    ) -> Result<Dashboard, Error> {
+        tls::check_listen(mode == Mode::Hub, listen, tls.is_some())?;
+        let tls = tls.as_ref().map(tls::server_config).transpose()?;
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|source| Error::Listen { addr: listen.to_string(), source })?;
         let auth = Auth::new(mode, config.clone())?;
         let client = kube::Client::try_from(config).map_err(Error::Kube)?;
         let watches = Watches::start(client);
-        Ok(Dashboard { listener, state: Arc::new(AppState { auth, watches }) })
+        let state = Arc::new(AppState { auth, watches, tls: tls.is_some() });
+        Ok(Dashboard { listener, state, tls })
+    }
+
+    /// Whether it serves over TLS (`https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr, Error> {
@@ -63,7 +84,12 @@ impl Dashboard {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), Error> {
         let addr = self.local_addr()?;
-        tracing::info!(%addr, "dashboard serving");
+        tracing::info!(%addr, tls = self.tls.is_some(), "dashboard serving");
+        if let Some(config) = self.tls {
+            tls::serve(self.listener, config, router(self.state.clone()), shutdown).await;
+            self.state.watches.stop();
+            return Ok(());
+        }
         let served = axum::serve(self.listener, router(self.state.clone()))
             .with_graceful_shutdown(shutdown)
             .await

@@ -4,5 +4,6 @@
 
 pub mod bootstrap_token;
 pub mod cluster_events;
+pub mod condition_history;
 pub mod fleet_metrics;
 pub mod membership;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use flotilla_api::cluster::{keys, ManagedCluster};
 use flotilla_core::conditions::{self, Wanted};
 use flotilla_fleet_core::cluster_events::{cluster_events, ClusterHealth};
+use flotilla_fleet_core::condition_history;
 use flotilla_fleet_core::membership::{self, CsrDecision};
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
@@ -435,7 +436,18 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
     }
     let unchanged =
         |c: &Condition| membership::condition_is(&existing, &c.type_, &c.status, &c.reason, &c.message);
-    if !unchanged(&joined) || !unchanged(&available) {
+    // The history sees every condition as it stands after this pass (the
+    // agent's too), so it is written with the hub's own.
+    let old_history = cluster.status.as_ref().map(|s| s.condition_history.clone()).unwrap_or_default();
+    let after_pass: Vec<Condition> = existing
+        .iter()
+        .filter(|c| c.type_ != joined.type_ && c.type_ != available.type_)
+        .cloned()
+        .chain([joined.clone(), available.clone()])
+        .collect();
+    let history =
+        condition_history::next_history(&old_history, &after_pass, now, condition_history::PER_TYPE);
+    if !unchanged(&joined) || !unchanged(&available) || history != old_history {
         tracing::info!(cluster = %name, available = availability.status, reason = availability.reason, "cluster availability");
         let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
         api.patch_status(
@@ -443,7 +455,7 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(json!({
                 "apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "status": {"conditions": [joined, available]}
+                "status": {"conditions": [joined, available], "conditionHistory": history}
             })),
         )
         .await?;

@@ -1,7 +1,7 @@
 //! The page of one cluster: its row, conditions, inventory, Events and
 //! what the fleet placed there (bindings' targets and the cluster's Works).
 
-use flotilla_api::cluster::ManagedCluster;
+use flotilla_api::cluster::{ConditionTransition, ManagedCluster};
 use flotilla_api::work::{BindingSpec, BindingStatus, Health, Work};
 use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -18,6 +18,8 @@ pub struct ClusterPage {
     pub row: FleetRow,
     pub api_endpoint: String,
     pub conditions: Vec<ConditionView>,
+    /// The conditions' transitions the hub recorded, newest first.
+    pub history: Vec<TransitionView>,
     /// Group versions the member serves.
     pub apis: Vec<String>,
     /// Node profiles with how many nodes each and their free amounts.
@@ -37,6 +39,34 @@ pub struct ConditionView {
     pub message: String,
     /// Since the last transition.
     pub since: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransitionView {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub status: String,
+    pub reason: String,
+    pub message: String,
+    /// How long ago.
+    pub ago: String,
+}
+
+/// The recorded transitions, newest first (the status keeps them oldest
+/// first).
+pub fn transition_views(history: &[ConditionTransition], now: Timestamp) -> Vec<TransitionView> {
+    history
+        .iter()
+        .rev()
+        .map(|t| TransitionView {
+            type_: t.type_.clone(),
+            status: t.status.clone(),
+            reason: t.reason.clone(),
+            message: t.message.clone(),
+            ago: age(t.transition_time.0, now),
+        })
+        .collect()
 }
 
 /// One binding that targets the cluster: the template and the replicas
@@ -181,6 +211,7 @@ pub fn cluster_page(
         row: fleet_row(cluster, now),
         api_endpoint: cluster.spec.api_endpoint.clone().unwrap_or_default(),
         conditions: status.map(|s| condition_views(&s.conditions, now)).unwrap_or_default(),
+        history: status.map(|s| transition_views(&s.condition_history, now)).unwrap_or_default(),
         apis: status
             .map(|s| s.api_enablements.iter().map(|a| a.group_version.clone()).collect())
             .unwrap_or_default(),

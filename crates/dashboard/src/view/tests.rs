@@ -454,3 +454,28 @@ fn an_application_row_shows_the_overrides_each_work_records() {
         .collect();
     assert_eq!(got, [("m1", vec!["eu-images", "shop/web-eu"]), ("m2", vec![])]);
 }
+
+#[test]
+fn the_condition_history_is_shown_newest_first_with_its_age() {
+    use super::cluster::transition_views;
+    use flotilla_api::cluster::ConditionTransition;
+    let transition = |type_: &str, status: &str, second: i64| ConditionTransition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: format!("{type_}{status}"),
+        message: "m".into(),
+        transition_time: Time(at(second)),
+    };
+    let history = [
+        transition("Joined", "True", 0),
+        transition("Available", "True", 60),
+        transition("Available", "Unknown", 3600),
+    ];
+    let got: Vec<(String, String, String)> =
+        transition_views(&history, at(7200)).into_iter().map(|t| (t.type_, t.status, t.ago)).collect();
+    let want = [("Available", "Unknown", "1h"), ("Available", "True", "1h"), ("Joined", "True", "2h")];
+    let want: Vec<(String, String, String)> =
+        want.iter().map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string())).collect();
+    assert_eq!(got, want);
+    assert!(transition_views(&[], at(0)).is_empty(), "no history, no rows");
+}

@@ -9,7 +9,7 @@ use std::process::Stdio;
 
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::ServiceAccount;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
@@ -59,6 +59,62 @@ pub async fn install_viewer_role(hub: &Client) {
         .unwrap();
 }
 
+/// The dashboard server's own identity: reads what its shared watches
+/// read, and impersonates certificate users. Nothing else.
+pub async fn install_server_role(hub: &Client) {
+    let role: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "flotilla-dashboard-server"},
+        "rules": [
+            {"apiGroups": ["cluster.flotilla.io", "work.flotilla.io", "kok.flotilla.io", "rollout.flotilla.io"],
+             "resources": ["*"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["users", "groups"], "verbs": ["impersonate"]}],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(hub.clone())
+        .patch("flotilla-dashboard-server", &PatchParams::apply("test"), &Patch::Apply(&role))
+        .await
+        .unwrap();
+}
+
+/// A ClusterRole `dashboard-test-one-cluster` that may get the
+/// ManagedCluster `cluster` only, and a Role in `namespace` that may list
+/// its bindings (bound to the ServiceAccount `user` of `default`).
+pub async fn install_scoped_user_rbac(hub: &Client, user: &str, cluster: &str, namespace: &str) {
+    let role: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "dashboard-test-one-cluster"},
+        "rules": [{"apiGroups": ["cluster.flotilla.io"], "resources": ["managedclusters"],
+            "resourceNames": [cluster], "verbs": ["get"]}],
+    }))
+    .unwrap();
+    Api::<ClusterRole>::all(hub.clone())
+        .patch("dashboard-test-one-cluster", &PatchParams::apply("test"), &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "dashboard-test-bindings", "namespace": namespace},
+        "rules": [{"apiGroups": ["work.flotilla.io"], "resources": ["resourcebindings"], "verbs": ["get", "list", "watch"]}],
+    }))
+    .unwrap();
+    Api::<Role>::namespaced(hub.clone(), namespace)
+        .patch("dashboard-test-bindings", &PatchParams::apply("test"), &Patch::Apply(&role))
+        .await
+        .unwrap();
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": "dashboard-test-bindings", "namespace": namespace},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "dashboard-test-bindings"},
+        "subjects": [{"kind": "ServiceAccount", "name": user, "namespace": "default"}],
+    }))
+    .unwrap();
+    Api::<RoleBinding>::namespaced(hub.clone(), namespace)
+        .patch("dashboard-test-bindings", &PatchParams::apply("test"), &Patch::Apply(&binding))
+        .await
+        .unwrap();
+}
+
 /// Where the browser's screenshots go: `$CARGO_TARGET_DIR/test-artefacts/dashboard`.
 pub fn artefacts_dir() -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -95,7 +151,9 @@ impl Script {
         );
         let mut command = Command::new("node");
         command
-            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("e2e").join(script))
+            // From this crate's tests or another's (the hosted page's test
+            // lives with the `flotilla` binary the kok site needs).
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dashboard/e2e").join(script))
             .env("NODE_PATH", &modules)
             .env("ARTEFACTS", artefacts_dir())
             .stdin(Stdio::piped())

@@ -13,6 +13,7 @@ pub mod autoscaling;
 pub mod binding;
 pub mod binding_events;
 pub mod binding_status;
+pub mod claim;
 pub mod cron_hpa;
 pub mod deschedule;
 pub mod estimator;

@@ -15,10 +15,12 @@
 //! - How specific a match is: by name > by label selector > by kind only. A
 //!   policy's specificity for a template is that of its best-matching
 //!   selector.
-//! - Propagation: of the policies that match, the one with the highest
-//!   `priority` (absent = 0) wins; on a tie a PropagationPolicy beats a
-//!   ClusterPropagationPolicy; then the more specific match wins; then the
-//!   lexicographically smallest name, then namespace.
+//! - Propagation (Karmada's order): a matching PropagationPolicy always
+//!   beats any ClusterPropagationPolicy, whatever their priorities; among
+//!   policies of one kind the highest `priority` (absent = 0) wins, then the
+//!   more specific match (Karmada's implicit priority), then the
+//!   lexicographically smallest name, then namespace. Which policy keeps a
+//!   template it already has (preemption) is `claim`'s decision.
 //! - Overrides: every matching policy applies. ClusterOverridePolicies
 //!   first, then OverridePolicies; within each, by ascending specificity and
 //!   then name (and namespace), so the more specific policy is applied last
@@ -115,14 +117,24 @@ pub fn pick_propagation_policy<'a, 'b>(
     t: &TemplateMeta,
     candidates: &'b [PolicyCandidate<'a>],
 ) -> Option<&'b PolicyCandidate<'a>> {
+    best_of(t, candidates.iter())
+}
+
+/// [`pick_propagation_policy`] over any candidates.
+pub fn best_of<'a, 'b>(
+    t: &TemplateMeta,
+    candidates: impl Iterator<Item = &'b PolicyCandidate<'a>>,
+) -> Option<&'b PolicyCandidate<'a>>
+where
+    'a: 'b,
+{
     candidates
-        .iter()
         .filter_map(|c| {
             policy_matches(c.scope, c.namespace, &c.spec.resource_selectors, t).map(|spec| (c, spec))
         })
         .max_by(|(a, a_spec), (b, b_spec)| {
             let rank = |c: &PolicyCandidate, spec: Specificity| {
-                (c.spec.priority.unwrap_or(0), c.scope == PolicyScope::Namespaced, spec)
+                (c.scope == PolicyScope::Namespaced, c.spec.priority.unwrap_or(0), spec)
             };
             rank(a, *a_spec)
                 .cmp(&rank(b, *b_spec))
@@ -274,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn highest_priority_wins_then_namespaced_then_specificity_then_name() {
+    fn namespaced_wins_then_highest_priority_then_specificity_then_name() {
         let l = labels(&[("app", "web")]);
         let t = deploy("shop", "web", &l);
         let kind_p0 = propagation(vec![by_kind()], None);
@@ -286,10 +298,13 @@ mod tests {
             |name, spec| PolicyCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name, spec };
         let cpp = |name, spec| PolicyCandidate { scope: PolicyScope::Cluster, namespace: "", name, spec };
 
-        // Priority beats everything else.
-        assert_eq!(pick(&[pp("a-name", &name_p0), cpp("z-kind", &kind_p5)]).as_deref(), Some("z-kind"));
-        // Same priority: namespaced beats cluster, even when less specific.
-        assert_eq!(pick(&[cpp("a-name", &name_p0), pp("z-kind", &kind_p0)]).as_deref(), Some("z-kind"));
+        // A PropagationPolicy beats any ClusterPropagationPolicy, whatever
+        // their priorities (Karmada).
+        assert_eq!(pick(&[pp("a-name", &name_p0), cpp("z-kind", &kind_p5)]).as_deref(), Some("a-name"));
+        assert_eq!(pick(&[pp("z-kind", &kind_p0), cpp("a-name", &name_p0)]).as_deref(), Some("z-kind"));
+        // Within a kind, priority beats specificity.
+        assert_eq!(pick(&[pp("a-name", &name_p0), pp("z-kind", &kind_p5)]).as_deref(), Some("z-kind"));
+        assert_eq!(pick(&[cpp("a-name", &name_p0), cpp("z-kind", &kind_p5)]).as_deref(), Some("z-kind"));
         // Same priority and scope: name > labels > kind.
         assert_eq!(pick(&[pp("a", &kind_p0), pp("b", &labels_p0), pp("c", &name_p0)]).as_deref(), Some("c"));
         assert_eq!(pick(&[pp("a", &kind_p0), pp("b", &labels_p0)]).as_deref(), Some("b"));

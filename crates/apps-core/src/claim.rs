@@ -109,6 +109,10 @@ pub fn choose<'a, 'b>(
 /// propagated yet, waiting for the template to change).
 pub const REVISION_ANNOTATION: &str = "policy.flotilla.io/activated-revision";
 
+/// The binding's `Scheduled` reason while a lazy policy waits for its
+/// template to change.
+pub const REASON_WAITING: &str = "WaitingForTemplateChange";
+
 /// What a binding records of a lazy policy's activation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {

@@ -42,6 +42,9 @@ pub(crate) struct Apps {
     pub(super) interpreters: kube::runtime::reflector::Store<flotilla_api::interpreter::WorkloadInterpreter>,
     /// The binder's Events and the members' warnings re-emitted on templates.
     pub(super) events: super::event_state::AppEvents,
+    /// The hub's PriorityClasses (`schedulePriority`).
+    pub(super) priority_classes:
+        kube::runtime::reflector::Store<k8s_openapi::api::scheduling::v1::PriorityClass>,
 }
 
 impl std::ops::Deref for Apps {
@@ -56,6 +59,11 @@ impl Apps {
     /// Queues what an index update woke.
     pub(super) fn wake(&self, wake: Wake) {
         for key in wake.binder {
+            // Its place in the queue (`schedulePriority`) from the policy its
+            // binding records; the binder sets it for new templates.
+            if let Some(priority) = super::claims::claimed_priority(self, &key) {
+                self.binder.set_priority(&key, Some(priority));
+            }
             self.binder.add(key);
         }
         for key in wake.status {

@@ -15,7 +15,10 @@ pub const MISPLACED_FIELD: &str = "misplaced field";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FieldType {
     Object,
+    /// A list of objects.
     Array,
+    /// A list of strings.
+    Strings,
     String,
     Integer,
     Boolean,
@@ -29,7 +32,12 @@ pub const MISPLACED_FIELDS: &[(&str, &str, &str, FieldType)] = &[
     ("PropagationPolicy", "spec.clusterTolerations", "spec.placement", FieldType::Array),
     ("PropagationPolicy", "spec.spreadConstraints", "spec.placement", FieldType::Array),
     ("PropagationPolicy", "spec.replicaScheduling", "spec.placement", FieldType::Object),
-    ("PropagationPolicy", "spec.placement.clusterNames", "spec.placement.clusterAffinity", FieldType::Array),
+    (
+        "PropagationPolicy",
+        "spec.placement.clusterNames",
+        "spec.placement.clusterAffinity",
+        FieldType::Strings,
+    ),
     (
         "PropagationPolicy",
         "spec.placement.labelSelector",
@@ -42,7 +50,7 @@ pub const MISPLACED_FIELDS: &[(&str, &str, &str, FieldType)] = &[
         "spec.placement.clusterAffinity",
         FieldType::Object,
     ),
-    ("PropagationPolicy", "spec.placement.exclude", "spec.placement.clusterAffinity", FieldType::Array),
+    ("PropagationPolicy", "spec.placement.exclude", "spec.placement.clusterAffinity", FieldType::Strings),
     ("PropagationPolicy", "spec.placement.resourceSelectors", "spec", FieldType::Array),
     ("PropagationPolicy", "spec.placement.propagateDeps", "spec", FieldType::Boolean),
     ("PropagationPolicy", "spec.placement.priority", "spec", FieldType::Integer),
@@ -135,10 +143,11 @@ pub fn declare(kind: &str, schema: &mut serde_json::Value) {
 fn type_schema(t: FieldType) -> serde_json::Value {
     let any_object = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
     match t {
+        // Items typed: CEL drops a list of untyped items from the object's
+        // type, and a rule naming it would not compile.
+        FieldType::Array => serde_json::json!({"type": "array", "items": any_object}),
+        FieldType::Strings => serde_json::json!({"type": "array", "items": {"type": "string"}}),
         FieldType::Object => any_object,
-        FieldType::Array => {
-            serde_json::json!({"type": "array", "items": {"x-kubernetes-preserve-unknown-fields": true}})
-        }
         FieldType::String => serde_json::json!({"type": "string"}),
         FieldType::Integer => serde_json::json!({"type": "integer"}),
         FieldType::Boolean => serde_json::json!({"type": "boolean"}),
@@ -210,6 +219,11 @@ mod tests {
                 }
                 let field = path.rsplit('.').next().unwrap();
                 assert!(!node.is_null(), "{kind}: {path} not declared");
+                // Typed all the way down, or CEL cannot see it.
+                assert!(node["type"].is_string(), "{kind}: {path}: {node}");
+                if node["type"] == "array" {
+                    assert!(node["items"]["type"].is_string(), "{kind}: {path}: {node}");
+                }
                 let parent_pointer = pointer.rsplit_once("/properties/").unwrap().0.to_string();
                 let rules = root.pointer(&format!("{parent_pointer}/x-kubernetes-validations")).unwrap();
                 let wanted = message(field, belongs);

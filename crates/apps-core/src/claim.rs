@@ -30,7 +30,9 @@ use std::collections::BTreeMap;
 use flotilla_api::claim::{ActivationPreference, Preemption, SchedulePriority};
 use flotilla_core::conditions::Wanted;
 
-use crate::selection::{best_of, policy_matches, PolicyCandidate, PolicyScope, TemplateMeta};
+use crate::selection::{
+    best_of_in, policy_matches, PolicyCandidate, PolicyOrder, PolicyScope, Specificity, TemplateMeta,
+};
 
 /// The policy a template's binding records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +65,10 @@ fn priority(c: &PolicyCandidate) -> i32 {
     c.spec.priority.unwrap_or(0)
 }
 
-/// Whether `challenger` may take a template `holder` claimed.
-pub fn preempts(challenger: &PolicyCandidate, holder: &PolicyCandidate) -> bool {
+/// Whether `challenger` may take a template `holder` claimed. Under
+/// `PolicyOrder::PriorityFirst` a preempting policy must outrank the holder
+/// in that order (priority, then a PropagationPolicy on a tie).
+pub fn preempts(order: PolicyOrder, challenger: &PolicyCandidate, holder: &PolicyCandidate) -> bool {
     if challenger.spec.preemption != Some(Preemption::Always) {
         return false;
     }
@@ -72,6 +76,11 @@ pub fn preempts(challenger: &PolicyCandidate, holder: &PolicyCandidate) -> bool 
         == (holder.scope, holder.namespace, holder.name)
     {
         return false;
+    }
+    if order == PolicyOrder::PriorityFirst {
+        // Specificity never preempts: compare as equally specific.
+        let rank = |c| order.rank(c, Specificity::KindOnly);
+        return rank(challenger) > rank(holder);
     }
     match (challenger.scope, holder.scope) {
         (PolicyScope::Namespaced, PolicyScope::Cluster) => true,
@@ -83,6 +92,7 @@ pub fn preempts(challenger: &PolicyCandidate, holder: &PolicyCandidate) -> bool 
 /// The policy that takes the template given its claim (rules in the
 /// module doc); `candidates` are the valid policies.
 pub fn choose<'a, 'b>(
+    order: PolicyOrder,
     t: &TemplateMeta,
     candidates: &'b [PolicyCandidate<'a>],
     claimed: Option<Claimed>,
@@ -96,9 +106,9 @@ pub fn choose<'a, 'b>(
         matching().find(|c| c.scope == cl.scope && c.namespace == cl.namespace && c.name == cl.name)
     });
     let Some(holder) = holder else {
-        return best_of(t, candidates.iter()).map(|policy| Choice { policy, how: How::Matched });
+        return best_of_in(order, t, candidates.iter()).map(|policy| Choice { policy, how: How::Matched });
     };
-    match best_of(t, matching().filter(|c| preempts(c, holder))) {
+    match best_of_in(order, t, matching().filter(|c| preempts(order, c, holder))) {
         Some(policy) => Some(Choice { policy, how: How::Preempted }),
         None => Some(Choice { policy: holder, how: How::Kept }),
     }
@@ -244,6 +254,36 @@ pub fn schedule_priority(
             )),
         ),
     }
+}
+
+/// The condition saying whether the hub could write the binding of every
+/// template a propagation policy takes.
+pub const BINDINGS_WRITTEN: &str = "BindingsWritten";
+
+/// `BindingsWritten` from the refusals recorded for a policy's templates:
+/// (template, the API server's message). Names at most three.
+pub fn bindings_written(mut refused: Vec<(String, String)>) -> Wanted {
+    if refused.is_empty() {
+        return Wanted::new(
+            BINDINGS_WRITTEN,
+            true,
+            "Written",
+            "every template this policy takes has its binding",
+        );
+    }
+    refused.sort();
+    let count = refused.len();
+    let named: Vec<String> = refused.iter().take(3).map(|(t, m)| format!("{t}: {m}")).collect();
+    let more = if count > 3 { format!("; and {} more", count - 3) } else { String::new() };
+    Wanted::new(
+        BINDINGS_WRITTEN,
+        false,
+        "BindingRefused",
+        format!(
+            "the hub's API server refused the binding of {count} template(s): {}{more}",
+            named.join("; ")
+        ),
+    )
 }
 
 #[cfg(test)]

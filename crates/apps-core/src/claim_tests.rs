@@ -1,6 +1,7 @@
 //! Tables for `claim`: preemption, lazy activation, revisions, priorities.
 
 use super::*;
+use crate::selection::PolicyOrder;
 use flotilla_api::claim::PriorityClassSource;
 use flotilla_api::policy::{PropagationSpec, ResourceSelector};
 
@@ -149,9 +150,27 @@ fn a_claim_holds_unless_a_preempting_policy_outranks_it() {
     ];
     for case in cases {
         let candidates = only(case.policies);
-        let got = choose(&t, &candidates, case.claimed.map(claim)).map(|c| (c.policy.name, c.how));
+        let got = choose(PolicyOrder::Karmada, &t, &candidates, case.claimed.map(claim))
+            .map(|c| (c.policy.name, c.how));
         assert_eq!(got, case.want, "{}", case.name);
     }
+    // Flotilla's order before Karmada parity (opt-in): priority across
+    // kinds, for matching and for preemption alike.
+    let priority_first = |policies: &[&str], claimed: Option<&'static str>| {
+        let candidates = only(policies);
+        choose(PolicyOrder::PriorityFirst, &t, &candidates, claimed.map(claim))
+            .map(|c| (c.policy.name, c.how))
+    };
+    assert_eq!(priority_first(&["cpp-top-always", "pp-low"], None), Some(("cpp-top-always", How::Matched)));
+    assert_eq!(
+        priority_first(&["cpp-top-always", "pp-low-always"], Some("cpp-top-always")),
+        Some(("cpp-top-always", How::Kept))
+    );
+    assert_eq!(
+        priority_first(&["pp-low", "cpp-top-always"], Some("pp-low")),
+        Some(("cpp-top-always", How::Preempted))
+    );
+    assert_eq!(priority_first(&["pp-low", "cpp-low"], Some("cpp-low")), Some(("cpp-low", How::Kept)));
 }
 
 #[test]
@@ -345,4 +364,22 @@ fn schedule_priority_comes_from_the_priority_class_or_is_reported_missing() {
     let condition = condition.unwrap();
     assert_eq!((condition.status, condition.reason.as_str()), ("False", "PriorityClassNotFound"));
     assert!(condition.message.contains("PriorityClass gone does not exist"), "{}", condition.message);
+}
+
+#[test]
+fn refused_bindings_are_named_on_the_policy() {
+    let all_written = bindings_written(Vec::new());
+    assert_eq!((all_written.status, all_written.reason.as_str()), ("True", "Written"));
+    let refusal = |t: &str| (format!("ClusterRole {t}"), "metadata.name: Invalid value".to_string());
+    let one = bindings_written(vec![refusal("system:a")]);
+    assert_eq!((one.status, one.reason.as_str()), ("False", "BindingRefused"));
+    assert!(
+        one.message.contains("1 template(s): ClusterRole system:a: metadata.name: Invalid value"),
+        "{}",
+        one.message
+    );
+    let many = bindings_written(["e", "d", "c", "b", "a"].iter().map(|t| refusal(t)).collect());
+    assert!(many.message.contains("5 template(s): ClusterRole a:"), "{}", many.message);
+    assert!(many.message.ends_with("; and 2 more"), "{}", many.message);
+    assert!(!many.message.contains("ClusterRole d"), "{}", many.message);
 }

@@ -89,7 +89,7 @@ pub(super) fn pick_policy(
     }
     let claimed =
         claimed.map(|c| Claimed { scope: scope_of(&c.kind), namespace: &c.namespace, name: &c.name });
-    let choice = claim::choose(meta, &candidates, claimed)?;
+    let choice = claim::choose(apps.policy_order, meta, &candidates, claimed)?;
     let chosen = choice.policy;
     let index = candidates.iter().position(|c| std::ptr::eq(c, chosen))?;
     let policy_meta = metas[index];
@@ -209,35 +209,15 @@ pub(super) fn priority_condition(apps: &Apps, policy: &serde_json::Value) -> Opt
     claim::schedule_priority(Some(&wanted), &priority_classes(apps)).1
 }
 
-/// The condition saying whether the hub could write the binding of every
-/// template a propagation policy takes.
-pub(super) const BINDINGS_WRITTEN: &str = "BindingsWritten";
-
 /// `BindingsWritten` of a propagation policy: the refusals the binder
 /// recorded for templates it took.
 pub(super) fn bindings_written(apps: &Apps, kind: &str, namespace: &str, name: &str) -> Wanted {
-    let mut refused: Vec<String> = lock(&apps.binding_refusals)
+    let refused: Vec<(String, String)> = lock(&apps.binding_refusals)
         .iter()
         .filter(|(_, (p, _))| p.kind == kind && p.namespace == namespace && p.name == name)
-        .map(|(key, (_, message))| format!("{key}: {message}"))
+        .map(|(key, (_, message))| (key.to_string(), message.clone()))
         .collect();
-    if refused.is_empty() {
-        return Wanted::new(
-            BINDINGS_WRITTEN,
-            true,
-            "Written",
-            "every template this policy takes has its binding",
-        );
-    }
-    refused.sort();
-    let count = refused.len();
-    refused.truncate(3);
-    Wanted::new(
-        BINDINGS_WRITTEN,
-        false,
-        "BindingRefused",
-        format!("the hub's API server refused the binding of {count} template(s): {}", refused.join("; ")),
-    )
+    claim::bindings_written(refused)
 }
 
 /// A Warning Event on the template: the hub's API server refused its

@@ -96,6 +96,7 @@ pub async fn run(
     failover: flotilla_apps_core::failover::FailoverSettings,
     opt_in: flotilla_apps_core::migration::OptIn,
     deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
+    policy_order: flotilla_apps_core::selection::PolicyOrder,
 ) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
@@ -140,6 +141,7 @@ pub async fn run(
         interpreters,
         events: app_events,
         priority_classes,
+        policy_order,
     });
 
     let policy_events = futures::stream::select_all([

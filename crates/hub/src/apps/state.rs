@@ -42,6 +42,8 @@ pub(crate) struct Apps {
     pub(super) interpreters: kube::runtime::reflector::Store<flotilla_api::interpreter::WorkloadInterpreter>,
     /// The binder's Events and the members' warnings re-emitted on templates.
     pub(super) events: super::event_state::AppEvents,
+    /// How propagation policies of both kinds rank (`hub run --policy-order`).
+    pub(super) policy_order: flotilla_apps_core::selection::PolicyOrder,
     /// The hub's PriorityClasses (`schedulePriority`).
     pub(super) priority_classes:
         kube::runtime::reflector::Store<k8s_openapi::api::scheduling::v1::PriorityClass>,

@@ -102,7 +102,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     let mut waiting = false;
     let mut decision = match claims::pick_policy(apps, &meta, claimed.as_ref()) {
         Some(mut picked) => {
-            let priority = claims::queue_priority(apps, picked.schedule_priority.as_ref());
+            let priority = apps.queue_priority(picked.schedule_priority.as_ref());
             apps.binder.set_priority(key, Some(priority));
             if picked.how == How::Preempted {
                 tracing::info!(template = %key, from = ?claimed, to = ?picked.decision.policy,

@@ -1,9 +1,10 @@
 //! The binder's policy step: which policy takes a template given the
 //! policy its binding records (`apps_core::claim::choose`: Karmada's order
-//! and preemption), what of it applies this pass (lazy activation), and
-//! the template's place in the binder queue (`schedulePriority`). Also what
-//! the hub tells about it: the `SchedulePriorityResolved` and
-//! `BindingsWritten` conditions on propagation policies.
+//! and preemption) and what of it applies this pass (lazy activation).
+//! Also what the hub tells about it: the `SchedulePriorityResolved` and
+//! `BindingsWritten` conditions on propagation policies, and the
+//! `BindingRefused` Event. (The queue priority of `schedulePriority` is
+//! `Apps::queue_priority`, which waking a template needs too.)
 
 use std::collections::BTreeMap;
 
@@ -173,40 +174,12 @@ pub(super) fn activate(
     (activation, record)
 }
 
-/// The hub's PriorityClasses by name, with their values.
-fn priority_classes(apps: &Apps) -> BTreeMap<String, i32> {
-    apps.priority_classes.state().iter().map(|c| (c.name_any(), c.value.unwrap_or(0))).collect()
-}
-
-/// A template's place in the binder queue: its policy's `schedulePriority`.
-pub(super) fn queue_priority(apps: &Apps, wanted: Option<&SchedulePriority>) -> i32 {
-    if wanted.is_none() {
-        return 0;
-    }
-    claim::schedule_priority(wanted, &priority_classes(apps)).0
-}
-
-/// The queue priority of a template from the policy its binding records
-/// (`None` when it has no binding from a policy: the binder sets it once
-/// it picked one).
-pub(super) fn claimed_priority(apps: &Apps, key: &TemplateKey) -> Option<i32> {
-    let policy = apps.with_binding(key, |spec, _, _| spec.policy.clone())??;
-    let wanted = if policy.kind == "ClusterPropagationPolicy" {
-        let r = kube::runtime::reflector::ObjectRef::new(&policy.name);
-        apps.cpps.get(&r).and_then(|p| p.spec.spec.schedule_priority.clone())
-    } else {
-        let r = kube::runtime::reflector::ObjectRef::new(&policy.name).within(&policy.namespace);
-        apps.pps.get(&r).and_then(|p| p.spec.spec.schedule_priority.clone())
-    };
-    Some(queue_priority(apps, wanted.as_ref()))
-}
-
 /// `SchedulePriorityResolved` of a propagation policy (as stored, JSON),
 /// when it names a PriorityClass.
 pub(super) fn priority_condition(apps: &Apps, policy: &serde_json::Value) -> Option<Wanted> {
     let wanted: SchedulePriority =
         serde_json::from_value(policy.pointer("/spec/schedulePriority")?.clone()).ok()?;
-    claim::schedule_priority(Some(&wanted), &priority_classes(apps)).1
+    claim::schedule_priority(Some(&wanted), &apps.priority_class_values()).1
 }
 
 /// `BindingsWritten` of a propagation policy: the refusals the binder

@@ -63,7 +63,7 @@ impl Apps {
         for key in wake.binder {
             // Its place in the queue (`schedulePriority`) from the policy its
             // binding records; the binder sets it for new templates.
-            if let Some(priority) = super::claims::claimed_priority(self, &key) {
+            if let Some(priority) = self.claimed_priority(&key) {
                 self.binder.set_priority(&key, Some(priority));
             }
             self.binder.add(key);
@@ -223,5 +223,37 @@ impl Apps {
             return Some(binding_status::retry_after(count, true));
         }
         Some(binding_status::retry_after(count, false))
+    }
+}
+
+impl Apps {
+    /// The hub's PriorityClasses by name, with their values.
+    pub(super) fn priority_class_values(&self) -> std::collections::BTreeMap<String, i32> {
+        use kube::ResourceExt;
+        self.priority_classes.state().iter().map(|c| (c.name_any(), c.value.unwrap_or(0))).collect()
+    }
+
+    /// A template's place in the binder queue: its policy's
+    /// `schedulePriority` (0 without one, or while its class is missing).
+    pub(super) fn queue_priority(&self, wanted: Option<&flotilla_api::claim::SchedulePriority>) -> i32 {
+        if wanted.is_none() {
+            return 0;
+        }
+        flotilla_apps_core::claim::schedule_priority(wanted, &self.priority_class_values()).0
+    }
+
+    /// The queue priority of a template from the policy its binding
+    /// records (`None` when it has no binding from a policy: the binder
+    /// sets it once it picked one).
+    fn claimed_priority(&self, key: &TemplateKey) -> Option<i32> {
+        use kube::runtime::reflector::ObjectRef;
+        let policy = self.with_binding(key, |spec, _, _| spec.policy.clone())??;
+        let wanted = if policy.kind == "ClusterPropagationPolicy" {
+            self.cpps.get(&ObjectRef::new(&policy.name)).and_then(|p| p.spec.spec.schedule_priority.clone())
+        } else {
+            let r = ObjectRef::new(&policy.name).within(&policy.namespace);
+            self.pps.get(&r).and_then(|p| p.spec.spec.schedule_priority.clone())
+        };
+        Some(self.queue_priority(wanted.as_ref()))
     }
 }

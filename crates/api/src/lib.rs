@@ -1,12 +1,14 @@
 //! Flotilla's resource types (kube-derive), and their CRDs.
 
 pub mod autoscaling;
+pub mod claim;
 pub mod cluster;
 pub mod cron_hpa;
 pub mod interpreter;
 pub mod kok;
 pub mod kok_request;
 pub mod machine;
+pub mod misplaced;
 pub mod node_pool;
 pub mod policy;
 pub mod policy_failover;
@@ -60,7 +62,22 @@ pub fn crds() -> Vec<Crd> {
     .into_iter()
     .map(without_nullable)
     .map(|crd| if crd.spec.group == policy::GROUP { refusing_unsupported_karmada_fields(crd) } else { crd })
+    .map(|crd| if crd.spec.group == policy::GROUP { refusing_misplaced_fields(crd) } else { crd })
     .collect()
+}
+
+/// Declares `misplaced::MISPLACED_FIELDS`, refused with where they belong.
+fn refusing_misplaced_fields(crd: Crd) -> Crd {
+    let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
+    let kind = crd.spec.names.kind.clone();
+    if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
+        for version in versions {
+            if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
+                misplaced::declare(&kind, schema);
+            }
+        }
+    }
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// Declares each of `policy::UNSUPPORTED_KARMADA_FIELDS` that the policy
@@ -237,7 +254,7 @@ mod tests {
             .collect();
             let kind = &crd.spec.names.kind;
             if kind.ends_with("PropagationPolicy") {
-                for field in ["preemption", "clusterAffinities"] {
+                for field in ["clusterAffinities"] {
                     assert!(
                         messages.iter().any(|m| m.contains(&format!("!has(self.{field})"))),
                         "{kind}: {field}: {messages:#?}"

@@ -36,15 +36,9 @@ pub const UNSUPPORTED_KARMADA_FIELD: &str = "Karmada field not supported by Flot
 /// implement, with the reason shown when a policy uses one.
 pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
     (
-        "spec.preemption",
-        "Flotilla always lets the highest-priority policy take a template (Karmada's `preemption: Always`)",
-    ),
-    ("spec.activationPreference", "policy changes always apply at once (remove the field)"),
-    (
         "spec.suspension.scheduling",
         "suspending scheduling alone is not implemented; use `suspension.dispatching`",
     ),
-    ("spec.schedulePriority", "scheduling priority classes are not implemented"),
     ("spec.placement.clusterAffinities", "use a single clusterAffinity"),
     (
         "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
@@ -110,10 +104,22 @@ pub struct PropagationSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 100))]
     pub dependent_overrides: Vec<String>,
-    /// When several policies select a template the highest priority wins
-    /// (default 0); ties: see ARCHITECTURE.md.
+    /// When several policies of one kind select a template the highest
+    /// priority wins (default 0); a PropagationPolicy always beats a
+    /// ClusterPropagationPolicy (Karmada's order).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<i32>,
+    /// `Always`: take templates claimed by lower-priority policies (see
+    /// `claim::Preemption`); default `Never`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preemption: Option<crate::claim::Preemption>,
+    /// `Lazy`: changes of this policy reach a template only when the
+    /// template next changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation_preference: Option<crate::claim::ActivationPreference>,
+    /// Orders the hub's scheduling queue by a PriorityClass's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_priority: Option<crate::claim::SchedulePriority>,
     /// What to do with an object that already exists in a member and was
     /// not created by Flotilla: `Abort` (default) leaves it alone and reports
     /// the conflict; `Overwrite` takes it over.

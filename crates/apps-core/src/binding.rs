@@ -37,12 +37,85 @@ pub fn template_key(api_version: &str, kind: &str, namespace: &str, name: &str) 
     short_hash(&[group_of(api_version), kind, namespace, name])
 }
 
-/// Name of the binding of a template: `<name>-<kind>`, lower case (as in
-/// Karmada), shortened with a hash when too long. The binding lives in the
-/// template's namespace (ClusterResourceBinding for cluster-scoped ones).
+/// Name of the binding of a template: `<name>-<kind>`, kind in lower case
+/// (as in Karmada), shortened with a hash when too long. A template name
+/// that is valid for its kind but not in a custom resource's name (RBAC
+/// names like `system:controller:x`, capitals) is mapped as Karmada maps
+/// it (`:` to `.`, lower case, anything else outside a DNS subdomain to
+/// `-`) and a hash of the template's identity is appended, since the
+/// mapping alone could make two templates' names equal. Names valid before
+/// keep their binding's name. The binding lives in the template's namespace
+/// (ClusterResourceBinding for cluster-scoped ones).
 pub fn binding_name(api_version: &str, kind: &str, name: &str) -> String {
-    let plain = format!("{name}-{}", kind.to_lowercase());
-    fit(plain, &[group_of(api_version), kind, name])
+    // The identity hashed as before, so long valid names keep theirs too.
+    let identity = [group_of(api_version), kind, name];
+    let lower_kind = kind.to_lowercase();
+    let plain = format!("{name}-{lower_kind}");
+    if is_dns_subdomain(&plain, usize::MAX) {
+        return fit(plain, &identity);
+    }
+    let hash = short_hash(&identity);
+    let suffix = format!("-{lower_kind}-{hash}");
+    let mut mapped = subdomain_of(name);
+    let room = MAX_NAME.saturating_sub(suffix.len());
+    if mapped.len() > room {
+        mapped.truncate(room);
+        mapped = mapped.trim_end_matches(['-', '.']).to_string();
+    }
+    format!("{mapped}{suffix}")
+}
+
+/// Whether `name` is a DNS subdomain (RFC 1123) of at most `max` bytes:
+/// dot-separated labels of lower-case letters, digits and `-`, each
+/// beginning and ending with a letter or digit.
+pub fn is_dns_subdomain(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.split('.').all(|label| {
+            let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+            let bytes = label.as_bytes();
+            !bytes.is_empty()
+                && alnum(bytes[0])
+                && alnum(bytes[bytes.len() - 1])
+                && bytes.iter().all(|&b| alnum(b) || b == b'-')
+        })
+}
+
+/// `name` mapped into a DNS subdomain's characters: `:` to `.`, capitals to
+/// lower case, anything else outside `[a-z0-9.-]` to `-`; labels trimmed of
+/// `-`, empty labels dropped. Never empty.
+fn subdomain_of(name: &str) -> String {
+    let mapped: String = name
+        .chars()
+        .map(|c| match c {
+            ':' => '.',
+            'a'..='z' | '0'..='9' | '-' | '.' => c,
+            'A'..='Z' => c.to_ascii_lowercase(),
+            _ => '-',
+        })
+        .collect();
+    let labels: Vec<&str> =
+        mapped.split('.').map(|l| l.trim_matches('-')).filter(|l| !l.is_empty()).collect();
+    if labels.is_empty() {
+        "x".to_string()
+    } else {
+        labels.join(".")
+    }
+}
+
+/// A value fit for a label (at most 63 characters): `value` itself when it
+/// fits, else cut with a hash of the whole value appended.
+pub fn label_value(value: &str) -> String {
+    const MAX_LABEL: usize = 63;
+    if value.len() <= MAX_LABEL {
+        return value.to_string();
+    }
+    let hash = short_hash(&[value]);
+    let mut cut = MAX_LABEL - hash.len() - 1;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}-{hash}", value[..cut].trim_end_matches(['-', '.', '_']))
 }
 
 /// Name of a template's work in a member's namespace: the binding's
@@ -57,7 +130,8 @@ pub fn work_name(binding_namespace: &str, binding_name: &str) -> String {
     fit(plain, &[binding_namespace, binding_name])
 }
 
-fn fit(plain: String, identity: &[&str]) -> String {
+/// `plain` when short enough, else cut to fit with a hash of `identity`.
+pub fn fit(plain: String, identity: &[&str]) -> String {
     if plain.len() <= MAX_NAME {
         return plain;
     }
@@ -332,6 +406,109 @@ mod tests {
             template_key("apps/v1", "Deployment", "other", "web")
         );
         assert_eq!(group_of("v1"), "");
+    }
+
+    #[test]
+    fn binding_and_work_names_are_always_valid_and_unique() {
+        let long_colons = format!("system:{}", "controller:".repeat(30));
+        let at_limit = format!("system:{}", "a".repeat(253 - "system:".len()));
+        struct Case {
+            name: &'static str,
+            kind: &'static str,
+            template: String,
+            want: Option<&'static str>,
+        }
+        let cases = [
+            Case {
+                name: "valid names keep their binding",
+                kind: "Deployment",
+                template: "web".into(),
+                want: Some("web-deployment"),
+            },
+            Case {
+                name: "dots are valid",
+                kind: "ClusterRole",
+                template: "a.b".into(),
+                want: Some("a.b-clusterrole"),
+            },
+            Case {
+                name: "an RBAC name",
+                kind: "ClusterRole",
+                template: "system:aggregate-to-view".into(),
+                want: None,
+            },
+            Case {
+                name: "the same, mapped by hand",
+                kind: "ClusterRole",
+                template: "system.aggregate-to-view".into(),
+                want: Some("system.aggregate-to-view-clusterrole"),
+            },
+            Case { name: "capitals", kind: "ClusterRole", template: "Admin".into(), want: None },
+            Case {
+                name: "colons at the ends",
+                kind: "ClusterRoleBinding",
+                template: ":a::b:".into(),
+                want: None,
+            },
+            Case { name: "nothing valid", kind: "Role", template: "::%%".into(), want: None },
+            Case { name: "long, colon-rich", kind: "ClusterRole", template: long_colons.clone(), want: None },
+            Case {
+                name: "at the name limit",
+                kind: "ClusterRoleBinding",
+                template: at_limit.clone(),
+                want: None,
+            },
+        ];
+        let mut seen = std::collections::BTreeMap::new();
+        for case in &cases {
+            let name = binding_name("rbac.authorization.k8s.io/v1", case.kind, &case.template);
+            assert!(is_dns_subdomain(&name, 253), "{}: {name} ({} bytes)", case.name, name.len());
+            if let Some(want) = case.want {
+                assert_eq!(name, want, "{}", case.name);
+            } else {
+                assert!(name.contains(&format!("-{}-", case.kind.to_lowercase())), "{}: {name}", case.name);
+            }
+            let previous = seen.insert(name.clone(), case.name);
+            assert_eq!(previous, None, "{}: {name} is also another template's", case.name);
+            for namespace in ["", "kube-system", &"n".repeat(63)] {
+                let work = work_name(namespace, &name);
+                assert!(is_dns_subdomain(&work, 253), "{}: work {work}", case.name);
+            }
+            // Stable: the same template always gets the same name.
+            assert_eq!(name, binding_name("rbac.authorization.k8s.io/v1", case.kind, &case.template));
+        }
+        // Readable: Karmada's mapping shows through.
+        let rbac = binding_name("rbac.authorization.k8s.io/v1", "ClusterRole", "system:aggregate-to-view");
+        assert!(rbac.starts_with("system.aggregate-to-view-clusterrole-"), "{rbac}");
+        // Two templates differing only in what the mapping folds stay apart.
+        assert_ne!(
+            binding_name("v1", "ClusterRole", "system:a"),
+            binding_name("v1", "ClusterRole", "system.a"),
+        );
+        assert_ne!(binding_name("v1", "ClusterRole", "Admin"), binding_name("v1", "ClusterRole", "admin"));
+    }
+
+    #[test]
+    fn dns_subdomains_and_label_values() {
+        for (name, valid) in [
+            ("a", true),
+            ("a.b-c", true),
+            ("a..b", false),
+            ("-a", false),
+            ("a-", false),
+            ("a.-b", false),
+            ("A", false),
+            ("a:b", false),
+            ("", false),
+        ] {
+            assert_eq!(is_dns_subdomain(name, 253), valid, "{name}");
+        }
+        assert!(!is_dns_subdomain(&"a".repeat(254), 253));
+        assert_eq!(label_value("web-deployment"), "web-deployment");
+        let long = format!("{}-deployment", "w".repeat(80));
+        let label = label_value(&long);
+        assert!(label.len() <= 63, "{label}");
+        assert_ne!(label, label_value(&format!("{}-deployment", "w".repeat(81))));
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod autoscaling;
 pub mod binding;
 pub mod binding_events;
 pub mod binding_status;
+pub mod claim;
 pub mod cron_hpa;
 pub mod dependency_policy;
 pub mod dependent_overrides;

@@ -15,10 +15,12 @@
 //! - How specific a match is: by name > by label selector > by kind only. A
 //!   policy's specificity for a template is that of its best-matching
 //!   selector.
-//! - Propagation: of the policies that match, the one with the highest
-//!   `priority` (absent = 0) wins; on a tie a PropagationPolicy beats a
-//!   ClusterPropagationPolicy; then the more specific match wins; then the
-//!   lexicographically smallest name, then namespace.
+//! - Propagation (Karmada's order): a matching PropagationPolicy always
+//!   beats any ClusterPropagationPolicy, whatever their priorities; among
+//!   policies of one kind the highest `priority` (absent = 0) wins, then the
+//!   more specific match (Karmada's implicit priority), then the
+//!   lexicographically smallest name, then namespace. Which policy keeps a
+//!   template it already has (preemption) is `claim`'s decision.
 //! - Overrides: every matching policy applies. ClusterOverridePolicies
 //!   first, then OverridePolicies; within each, by ascending specificity and
 //!   then name (and namespace), so the more specific policy is applied last
@@ -115,17 +117,62 @@ pub fn pick_propagation_policy<'a, 'b>(
     t: &TemplateMeta,
     candidates: &'b [PolicyCandidate<'a>],
 ) -> Option<&'b PolicyCandidate<'a>> {
+    best_of(t, candidates.iter())
+}
+
+/// How propagation policies of both kinds rank against each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PolicyOrder {
+    /// Karmada's: any PropagationPolicy before any ClusterPropagationPolicy,
+    /// then priority (the default).
+    #[default]
+    Karmada,
+    /// Flotilla's before Karmada parity (`hub run --policy-order
+    /// priority`): the highest priority of either kind first, a
+    /// PropagationPolicy first on a tie.
+    PriorityFirst,
+}
+
+impl PolicyOrder {
+    /// The rank of a matching candidate: greater wins (names break ties).
+    pub fn rank(self, c: &PolicyCandidate, specificity: Specificity) -> (bool, i32, bool, Specificity) {
+        let namespaced = c.scope == PolicyScope::Namespaced;
+        let priority = c.spec.priority.unwrap_or(0);
+        match self {
+            PolicyOrder::Karmada => (namespaced, priority, false, specificity),
+            PolicyOrder::PriorityFirst => (false, priority, namespaced, specificity),
+        }
+    }
+}
+
+/// [`pick_propagation_policy`] over any candidates.
+pub fn best_of<'a, 'b>(
+    t: &TemplateMeta,
+    candidates: impl Iterator<Item = &'b PolicyCandidate<'a>>,
+) -> Option<&'b PolicyCandidate<'a>>
+where
+    'a: 'b,
+{
+    best_of_in(PolicyOrder::Karmada, t, candidates)
+}
+
+/// The best match of `candidates` in `order`.
+pub fn best_of_in<'a, 'b>(
+    order: PolicyOrder,
+    t: &TemplateMeta,
+    candidates: impl Iterator<Item = &'b PolicyCandidate<'a>>,
+) -> Option<&'b PolicyCandidate<'a>>
+where
+    'a: 'b,
+{
     candidates
-        .iter()
         .filter_map(|c| {
             policy_matches(c.scope, c.namespace, &c.spec.resource_selectors, t).map(|spec| (c, spec))
         })
         .max_by(|(a, a_spec), (b, b_spec)| {
-            let rank = |c: &PolicyCandidate, spec: Specificity| {
-                (c.spec.priority.unwrap_or(0), c.scope == PolicyScope::Namespaced, spec)
-            };
-            rank(a, *a_spec)
-                .cmp(&rank(b, *b_spec))
+            order
+                .rank(a, *a_spec)
+                .cmp(&order.rank(b, *b_spec))
                 // Smaller names win, so they compare as greater.
                 .then_with(|| b.name.cmp(a.name))
                 .then_with(|| b.namespace.cmp(a.namespace))
@@ -274,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn highest_priority_wins_then_namespaced_then_specificity_then_name() {
+    fn namespaced_wins_then_highest_priority_then_specificity_then_name() {
         let l = labels(&[("app", "web")]);
         let t = deploy("shop", "web", &l);
         let kind_p0 = propagation(vec![by_kind()], None);
@@ -286,10 +333,13 @@ mod tests {
             |name, spec| PolicyCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name, spec };
         let cpp = |name, spec| PolicyCandidate { scope: PolicyScope::Cluster, namespace: "", name, spec };
 
-        // Priority beats everything else.
-        assert_eq!(pick(&[pp("a-name", &name_p0), cpp("z-kind", &kind_p5)]).as_deref(), Some("z-kind"));
-        // Same priority: namespaced beats cluster, even when less specific.
-        assert_eq!(pick(&[cpp("a-name", &name_p0), pp("z-kind", &kind_p0)]).as_deref(), Some("z-kind"));
+        // A PropagationPolicy beats any ClusterPropagationPolicy, whatever
+        // their priorities (Karmada).
+        assert_eq!(pick(&[pp("a-name", &name_p0), cpp("z-kind", &kind_p5)]).as_deref(), Some("a-name"));
+        assert_eq!(pick(&[pp("z-kind", &kind_p0), cpp("a-name", &name_p0)]).as_deref(), Some("z-kind"));
+        // Within a kind, priority beats specificity.
+        assert_eq!(pick(&[pp("a-name", &name_p0), pp("z-kind", &kind_p5)]).as_deref(), Some("z-kind"));
+        assert_eq!(pick(&[cpp("a-name", &name_p0), cpp("z-kind", &kind_p5)]).as_deref(), Some("z-kind"));
         // Same priority and scope: name > labels > kind.
         assert_eq!(pick(&[pp("a", &kind_p0), pp("b", &labels_p0), pp("c", &name_p0)]).as_deref(), Some("c"));
         assert_eq!(pick(&[pp("a", &kind_p0), pp("b", &labels_p0)]).as_deref(), Some("b"));
@@ -302,6 +352,50 @@ mod tests {
         assert_eq!(pick(&[other_ns, pp("b", &kind_p0)]).as_deref(), Some("b"));
         assert_eq!(pick(&[other_ns]), None);
         assert_eq!(pick(&[]), None);
+    }
+
+    #[test]
+    fn priority_first_order_ranks_priority_across_kinds() {
+        let l = BTreeMap::new();
+        let t = deploy("shop", "web", &l);
+        let kind_p0 = propagation(vec![by_kind()], None);
+        let kind_p5 = propagation(vec![by_kind()], Some(5));
+        let name_p0 = propagation(vec![by_name("web")], None);
+        let pp =
+            |name, spec| PolicyCandidate { scope: PolicyScope::Namespaced, namespace: "shop", name, spec };
+        let cpp = |name, spec| PolicyCandidate { scope: PolicyScope::Cluster, namespace: "", name, spec };
+        let pick = |order, cands: &[PolicyCandidate]| {
+            best_of_in(order, &t, cands.iter()).map(|c| c.name.to_string())
+        };
+        let cases: [(&str, PolicyOrder, Vec<PolicyCandidate>, &str); 4] = [
+            (
+                "Karmada: namespaced first",
+                PolicyOrder::Karmada,
+                vec![pp("pp", &name_p0), cpp("cpp", &kind_p5)],
+                "pp",
+            ),
+            (
+                "priority first: the cluster policy's priority wins",
+                PolicyOrder::PriorityFirst,
+                vec![pp("pp", &name_p0), cpp("cpp", &kind_p5)],
+                "cpp",
+            ),
+            (
+                "priority first: a tie goes to the namespaced one",
+                PolicyOrder::PriorityFirst,
+                vec![cpp("cpp", &name_p0), pp("pp", &kind_p0)],
+                "pp",
+            ),
+            (
+                "priority first: then specificity",
+                PolicyOrder::PriorityFirst,
+                vec![pp("a", &kind_p0), pp("b", &name_p0)],
+                "b",
+            ),
+        ];
+        for (name, order, cands, want) in cases {
+            assert_eq!(pick(order, &cands).as_deref(), Some(want), "{name}");
+        }
     }
 
     #[test]

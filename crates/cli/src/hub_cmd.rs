@@ -55,6 +55,13 @@ pub struct HubRunArgs {
     /// replicas only; Karmada's descheduler default), e.g. 30s, 5m, 1h.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration)]
     pub unschedulable_threshold: Duration,
+    /// How a PropagationPolicy and a ClusterPropagationPolicy selecting the
+    /// same template rank: `karmada` (default; any PropagationPolicy first,
+    /// then priority within a kind) or `priority` (the highest priority of
+    /// either kind, a PropagationPolicy first on a tie: Flotilla's order
+    /// before Karmada parity). Preemption follows the same order.
+    #[arg(long, value_enum, default_value_t = PolicyOrderArg::Karmada)]
+    pub policy_order: PolicyOrderArg,
     /// How often each FederatedHPA is evaluated (HPA's and Karmada's 15 s);
     /// a changed usage report also brings it forward, at most every 5 s.
     #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_sync_period)]
@@ -69,6 +76,22 @@ pub struct HubRunArgs {
     pub metrics_addr: Option<std::net::SocketAddr>,
     #[command(flatten)]
     pub kok: KokArgs,
+}
+
+/// `--policy-order`'s values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum PolicyOrderArg {
+    Karmada,
+    Priority,
+}
+
+impl PolicyOrderArg {
+    pub fn order(self) -> flotilla_apps_core::selection::PolicyOrder {
+        match self {
+            PolicyOrderArg::Karmada => flotilla_apps_core::selection::PolicyOrder::Karmada,
+            PolicyOrderArg::Priority => flotilla_apps_core::selection::PolicyOrder::PriorityFirst,
+        }
+    }
 }
 
 /// A duration of at least a second (a sync period of 0 would spin).
@@ -330,6 +353,7 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                     unschedulable_threshold: args.unschedulable_threshold,
                 },
                 autoscaling_sync: args.autoscaling_sync,
+                policy_order: args.policy_order.order(),
                 ..Default::default()
             };
             let (etcd, hosted) = args.kok.operators()?;

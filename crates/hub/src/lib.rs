@@ -47,6 +47,9 @@ pub struct HubConfig {
     /// When replicas unschedulable in a member move (`hub run
     /// --unschedulable-threshold`, default 5 minutes).
     pub deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
+    /// How propagation policies of both kinds rank (`hub run
+    /// --policy-order`; Karmada's by default).
+    pub policy_order: flotilla_apps_core::selection::PolicyOrder,
 }
 
 impl Default for HubConfig {
@@ -59,6 +62,7 @@ impl Default for HubConfig {
             opt_in: Default::default(),
             autoscaling_sync: autoscaling::DEFAULT_SYNC_PERIOD,
             deschedule: Default::default(),
+            policy_order: Default::default(),
         }
     }
 }
@@ -83,7 +87,7 @@ async fn run_controllers(client: Client, config: HubConfig) -> Result<(), Error>
     let machines = machines::run(client.clone(), config.auto_accept);
     let cron_hpa = cron_hpa::run(client.clone());
     let autoscaling = autoscaling::run(client.clone(), config.autoscaling_sync);
-    let apps = apps::run(client, config.failover, config.opt_in, config.deschedule);
+    let apps = apps::run(client, config.failover, config.opt_in, config.deschedule, config.policy_order);
     let ((), push, apps, (), (), autoscaling) =
         futures::join!(fleet, push, apps, machines, cron_hpa, autoscaling);
     push.and(apps).and(autoscaling)

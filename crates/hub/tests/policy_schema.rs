@@ -137,10 +137,6 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
             ],
         ),
         (
-            json!({"resourceSelectors": nginx(), "preemption": "Always"}),
-            ["spec.preemption", "Karmada field not supported by Flotilla"],
-        ),
-        (
             json!({"resourceSelectors": nginx(), "suspension": {"scheduling": true}}),
             ["spec.suspension.scheduling", "Karmada field not supported by Flotilla"],
         ),

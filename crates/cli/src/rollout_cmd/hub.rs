@@ -252,7 +252,10 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<bool> {
 
 async fn kept_revisions(client: &Client, ns: &str, rollout: &str) -> anyhow::Result<Vec<ControllerRevision>> {
     let listed = Api::<ControllerRevision>::namespaced(client.clone(), ns)
-        .list(&ListParams::default().labels(&format!("{ROLLOUT_LABEL}={rollout}")))
+        .list(
+            &ListParams::default()
+                .labels(&format!("{ROLLOUT_LABEL}={}", flotilla_apps_core::binding::label_value(rollout))),
+        )
         .await
         .with_context(|| format!("listing the ControllerRevisions of {ns}/{rollout}"))?;
     Ok(listed.items.into_iter().filter(|r| r.annotations().contains_key(HASH_ANNOTATION)).collect())

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use flotilla_api::policy::{ConflictResolution, Placement, ReplicaSchedulingType};
+use flotilla_api::policy::{Placement, ReplicaSchedulingType};
 use flotilla_api::work::{
     keys, BindingSnapshot, BindingSpec, Health, ObjectReference, PolicyReference, ResourceBinding,
     TargetCluster, Work,
@@ -14,20 +14,19 @@ use flotilla_api::work::{
 use flotilla_apps_core::app_failover;
 use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions_with, spec_hash};
 use flotilla_apps_core::binding_events::binding_events;
+use flotilla_apps_core::claim::{Activation, How};
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
 use flotilla_apps_core::revision::RevisionContent;
 use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
-use flotilla_apps_core::selection::{
-    applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
-    TemplateMeta,
-};
+use flotilla_apps_core::selection::{applicable_overrides, OverrideCandidate, TemplateMeta};
 use flotilla_apps_core::suspension::dispatch_suspended;
 use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use super::binder_writes::{cleanup, delete_work, write_binding, write_work};
+use super::claims::{self, Decision};
 use super::index::{lock, work_step, TemplateKey};
 use super::state::Apps;
 use crate::error::Error;
@@ -54,26 +53,6 @@ fn divided(placement: &Placement) -> bool {
         .replica_scheduling
         .as_ref()
         .is_some_and(|rs| rs.replica_scheduling_type.unwrap_or_default() == ReplicaSchedulingType::Divided)
-}
-
-/// The policy (or dependents) that decide a template's fate.
-struct Decision {
-    policy: Option<PolicyReference>,
-    placement: Placement,
-    propagate_deps: bool,
-    conflict: ConflictResolution,
-    preserve: bool,
-    /// Replicas go back to a cluster they failed over from once it is
-    /// healthy again (the policy may opt out).
-    return_after_failover: bool,
-    /// The policy's suspension: no Work written or deleted where it holds.
-    suspension: Option<flotilla_api::policy::Suspension>,
-    /// A dependency's: what it follows and where its settings came from.
-    follows: String,
-    /// The policy's `dependentOverrides` missing: why its templates wait.
-    waiting_for: Option<String>,
-    /// The policy's `failover` (application failover, cluster purge mode).
-    failover: Option<flotilla_api::policy_failover::FailoverBehavior>,
 }
 
 async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, Error> {
@@ -130,8 +109,23 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         record(apps, key, false, reason, &why, template.metadata.generation);
         return Ok(Some(super::opt_in::RECHECK));
     }
-    let mut decision = match pick_policy(apps, &meta) {
-        Some(d) => d,
+    let claimed = existing.as_ref().and_then(|(s, _, _)| s.policy.clone());
+    let mut lazy_record = None;
+    let mut waiting = false;
+    let mut decision = match claims::pick_policy(apps, &meta, claimed.as_ref()) {
+        Some(mut picked) => {
+            let priority = apps.queue_priority(picked.schedule_priority.as_ref());
+            apps.binder.set_priority(key, Some(priority));
+            if picked.how == How::Preempted {
+                tracing::info!(template = %key, from = ?claimed, to = ?picked.decision.policy,
+                    "a policy with preemption: Always took the template over");
+            }
+            let (activation, record) =
+                claims::activate(&mut picked, &template.metadata, existing.as_ref().map(|(s, _, m)| (s, m)));
+            lazy_record = record;
+            waiting = activation == Activation::Wait;
+            picked.decision
+        }
         None if !required_by.is_empty() => {
             // It takes the settings of the templates that need it.
             let inherited = super::dependency_policy::for_dependency(apps, &key.namespace, &required_by);
@@ -173,6 +167,30 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         let reason = flotilla_apps_core::dependent_overrides::REASON_WAITING;
         record(apps, key, false, reason, &why, template.metadata.generation);
         return Ok(Some(super::dependent_overrides::RECHECK));
+    }
+    if waiting {
+        // A lazy policy claimed a template older than itself: nothing is
+        // propagated until the template changes (Karmada's Lazy).
+        let spec = BindingSpec {
+            resource: template_reference(key, &template),
+            policy: decision.policy.clone(),
+            placement: decision.placement.clone(),
+            ..Default::default()
+        };
+        let lazy_value = lazy_record.as_ref().map(|r| r.value());
+        if existing.as_ref().map(|(s, _, m)| (s, binding_record(m))) != Some((&spec, lazy_value.clone())) {
+            write_claimed_binding(apps, key, &template, &spec, lazy_value, decision.policy.as_ref()).await?;
+        }
+        record(
+            apps,
+            key,
+            false,
+            flotilla_apps_core::claim::REASON_WAITING,
+            "the policy's activationPreference is Lazy and this template existed before it: it is \
+             propagated when the template next changes",
+            template.metadata.generation,
+        );
+        return Ok(None);
     }
     // `flotilla release`: the works keep their objects when they go.
     decision.preserve |= flotilla_apps_core::migration::is_released(template.annotations());
@@ -386,13 +404,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         Vec::new()
     };
     let spec = BindingSpec {
-        resource: ObjectReference {
-            api_version: key.api_version.clone(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            uid: template.metadata.uid.clone().unwrap_or_default(),
-        },
+        resource: template_reference(key, &template),
         policy: decision.policy.clone(),
         replicas: replicas.unwrap_or(0),
         replica_requirements: (!requests.is_empty())
@@ -414,8 +426,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     };
     let dependencies_before: Vec<ObjectReference> =
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
-    if existing.as_ref().map(|(s, _, _)| s) != Some(&spec) {
-        let binding = write_binding(apps, key, &template, &spec).await?;
+    let lazy_value = lazy_record.as_ref().map(|r| r.value());
+    if existing.as_ref().map(|(s, _, m)| (s, binding_record(m))) != Some((&spec, lazy_value.clone())) {
+        let binding =
+            write_claimed_binding(apps, key, &template, &spec, lazy_value, decision.policy.as_ref()).await?;
         for notice in binding_events(existing.as_ref().map(|(s, _, _)| s), &spec) {
             crate::events::publish(&apps.events.binder, &binding, &notice).await;
         }
@@ -653,6 +667,51 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     Ok(requeue)
 }
 
+fn template_reference(key: &TemplateKey, template: &DynamicObject) -> ObjectReference {
+    ObjectReference {
+        api_version: key.api_version.clone(),
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        uid: template.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// The lazy-activation record a binding carries.
+fn binding_record(meta: &kube::api::ObjectMeta) -> Option<String> {
+    meta.annotations.as_ref().and_then(|a| a.get(flotilla_apps_core::claim::REVISION_ANNOTATION)).cloned()
+}
+
+/// Writes the binding; a write the API server refuses for its content is
+/// shown on the policy (`BindingsWritten`) and as a Warning Event on the
+/// template, besides the binding-less outcome `Refused`.
+async fn write_claimed_binding(
+    apps: &Apps,
+    key: &TemplateKey,
+    template: &DynamicObject,
+    spec: &BindingSpec,
+    record: Option<String>,
+    policy: Option<&PolicyReference>,
+) -> Result<k8s_openapi::api::core::v1::ObjectReference, Error> {
+    match write_binding(apps, key, template, spec, record).await {
+        Ok(written) => {
+            lock(&apps.binding_refusals).remove(key);
+            Ok(written)
+        }
+        Err(Error::Kube(e)) => {
+            if let (Some(message), Some(policy)) = (super::state::refusal(&e), policy) {
+                let new = lock(&apps.binding_refusals).insert(key.clone(), (policy.clone(), message.clone()))
+                    != Some((policy.clone(), message.clone()));
+                if new {
+                    super::claims::announce_refusal(apps, key, template, &message).await;
+                }
+            }
+            Err(Error::Kube(e))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 fn describe(c: &TargetCluster, has_replicas: bool) -> String {
     if has_replicas {
         format!("{} ({})", c.name, c.replicas)
@@ -699,84 +758,6 @@ fn record(
     let changed = lock(&apps.outcomes).insert(key.clone(), outcome.clone()) != Some(outcome);
     if changed {
         apps.status.add(key.clone());
-    }
-}
-
-fn pick_policy(apps: &Apps, meta: &TemplateMeta) -> Option<Decision> {
-    let pps = apps.pps.state();
-    let cpps = apps.cpps.state();
-    let mut candidates: Vec<PolicyCandidate> = Vec::new();
-    let pp_ns: Vec<(String, String)> =
-        pps.iter().map(|p| (p.namespace().unwrap_or_default(), p.name_any())).collect();
-    for (p, (ns, name)) in pps.iter().zip(&pp_ns) {
-        if ns == meta.namespace && !apps.policy_is_invalid("PropagationPolicy", ns, name) {
-            candidates.push(PolicyCandidate {
-                scope: PolicyScope::Namespaced,
-                namespace: ns,
-                name,
-                spec: &p.spec.spec,
-            });
-        }
-    }
-    let cpp_names: Vec<String> = cpps.iter().map(|p| p.name_any()).collect();
-    for (p, name) in cpps.iter().zip(&cpp_names) {
-        if !apps.policy_is_invalid("ClusterPropagationPolicy", "", name) {
-            candidates.push(PolicyCandidate {
-                scope: PolicyScope::Cluster,
-                namespace: "",
-                name,
-                spec: &p.spec.spec,
-            });
-        }
-    }
-    let chosen = pick_propagation_policy(meta, &candidates)?;
-    let spec = chosen.spec;
-    let annotations = match chosen.scope {
-        PolicyScope::Namespaced => pps
-            .iter()
-            .find(|p| p.namespace().as_deref() == Some(chosen.namespace) && p.name_any() == chosen.name)
-            .map(|p| p.annotations().clone()),
-        PolicyScope::Cluster => {
-            cpps.iter().find(|p| p.name_any() == chosen.name).map(|p| p.annotations().clone())
-        }
-    }
-    .unwrap_or_default();
-    let return_after_failover =
-        annotations.get(failover::RETURN_ANNOTATION).is_none_or(|v| !v.eq_ignore_ascii_case("false"));
-    // The hub's default toleration of its own health taints, where the
-    // policy does not say otherwise: a blip must not move anything.
-    let mut placement = spec.placement.clone();
-    placement.cluster_tolerations = failover::with_default_tolerations(
-        &placement.cluster_tolerations,
-        apps.failover.default_toleration_seconds,
-    );
-    Some(Decision {
-        policy: Some(PolicyReference {
-            kind: kind_name(chosen.scope).into(),
-            namespace: chosen.namespace.to_string(),
-            name: chosen.name.to_string(),
-        }),
-        placement,
-        propagate_deps: spec.propagates_deps(),
-        conflict: spec.conflict_resolution.unwrap_or_default(),
-        preserve: spec.preserve_resources_on_deletion.unwrap_or(false),
-        return_after_failover,
-        suspension: spec.suspension.clone(),
-        follows: String::new(),
-        waiting_for: super::dependent_overrides::waiting(
-            apps,
-            kind_name(chosen.scope),
-            chosen.namespace,
-            &spec.dependent_overrides,
-        ),
-        failover: spec.failover.clone(),
-    })
-}
-
-fn kind_name(scope: PolicyScope) -> &'static str {
-    match scope {
-        PolicyScope::Namespaced => "PropagationPolicy",
-        PolicyScope::Cluster => "ClusterPropagationPolicy",
     }
 }
 

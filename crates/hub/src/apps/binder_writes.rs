@@ -22,8 +22,14 @@ pub(super) async fn write_binding(
     key: &TemplateKey,
     template: &DynamicObject,
     spec: &BindingSpec,
+    lazy_record: Option<String>,
 ) -> Result<ObjectReference, Error> {
     let name = binding_name(&key.api_version, &key.kind, &key.name);
+    // Absent when the policy is not lazy: applying without it removes it.
+    let annotations = match lazy_record {
+        Some(record) => json!({flotilla_apps_core::claim::REVISION_ANNOTATION: record}),
+        None => json!({}),
+    };
     let owner = json!([{
         "apiVersion": key.api_version, "kind": key.kind, "name": key.name,
         "uid": template.metadata.uid.clone().unwrap_or_default(),
@@ -33,7 +39,7 @@ pub(super) async fn write_binding(
     if key.namespace.is_empty() {
         let body = json!({
             "apiVersion": ClusterResourceBinding::api_version(&()), "kind": ClusterResourceBinding::kind(&()),
-            "metadata": {"name": name, "ownerReferences": owner},
+            "metadata": {"name": name, "ownerReferences": owner, "annotations": annotations},
             "spec": spec,
         });
         let written = Api::<ClusterResourceBinding>::all(apps.client.clone())
@@ -43,7 +49,8 @@ pub(super) async fn write_binding(
     } else {
         let body = json!({
             "apiVersion": ResourceBinding::api_version(&()), "kind": ResourceBinding::kind(&()),
-            "metadata": {"name": name, "namespace": key.namespace, "ownerReferences": owner},
+            "metadata": {"name": name, "namespace": key.namespace, "ownerReferences": owner,
+                         "annotations": annotations},
             "spec": spec,
         });
         let written = Api::<ResourceBinding>::namespaced(apps.client.clone(), &key.namespace)
@@ -149,6 +156,8 @@ pub(super) async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&Bindin
     lock(&apps.outcomes).remove(key);
     lock(&apps.written_status).remove(key);
     lock(&apps.refused).remove(key);
+    lock(&apps.binding_refusals).remove(key);
+    apps.binder.set_priority(key, None);
     for dep in spec.iter().flat_map(|s| s.dependencies.iter()) {
         apps.binder.add(TemplateKey {
             api_version: dep.api_version.clone(),

@@ -259,6 +259,9 @@ pub(crate) struct Index {
     /// Templates whose works the hub could not write: (reason, message),
     /// shown on the binding's `FullyApplied` until a write succeeds.
     pub(super) refused: Mutex<HashMap<TemplateKey, (String, String)>>,
+    /// Templates whose binding the API server refused: the policy that
+    /// took them and the message (the policy's `BindingsWritten`).
+    pub(super) binding_refusals: Mutex<HashMap<TemplateKey, (flotilla_api::work::PolicyReference, String)>>,
     /// Each cluster's (placement, capacity) signature, to tell what changed.
     pub(super) cluster_signatures: Mutex<HashMap<String, (u64, u64)>>,
     /// (kind, namespace, name) of the policies judged invalid.
@@ -319,6 +322,7 @@ impl Index {
             dependents: Mutex::default(),
             outcomes: Mutex::default(),
             refused: Mutex::default(),
+            binding_refusals: Mutex::default(),
             cluster_signatures: Mutex::default(),
             invalid_policies: Mutex::default(),
         }

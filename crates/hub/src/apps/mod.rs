@@ -14,6 +14,7 @@ mod binder;
 mod binder_writes;
 mod dependency_policy;
 mod dependent_overrides;
+mod claims;
 mod descheduler;
 mod event_state;
 mod events;
@@ -101,6 +102,7 @@ pub async fn run(
     failover: flotilla_apps_core::failover::FailoverSettings,
     opt_in: flotilla_apps_core::migration::OptIn,
     deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
+    policy_order: flotilla_apps_core::selection::PolicyOrder,
 ) -> Result<(), Error> {
     let (pps, pp_events) = reflect(Api::<PropagationPolicy>::all(client.clone()), strip_meta);
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
@@ -121,6 +123,8 @@ pub async fn run(
     let (rollout_objects, rollout_events) = reflect(Api::<Rollout>::all(client.clone()), strip_meta);
     let (interpreters, interpreter_events) =
         reflect(Api::<flotilla_api::interpreter::WorkloadInterpreter>::all(client.clone()), strip_meta);
+    let (priority_classes, priority_class_events) =
+        reflect(Api::<k8s_openapi::api::scheduling::v1::PriorityClass>::all(client.clone()), strip_meta);
 
     let (app_events, outgoing_events) = event_state::AppEvents::new(client.clone());
     let _gauges =
@@ -143,6 +147,8 @@ pub async fn run(
         rollouts: rollout_state::Rollouts::new(client.clone(), strategies, rollout_objects),
         interpreters,
         events: app_events,
+        priority_classes,
+        policy_order,
     });
 
     let policy_events = futures::stream::select_all([
@@ -161,6 +167,8 @@ pub async fn run(
     tasks.spawn(events::forward(apps.clone(), outgoing_events));
     tasks.spawn(on_rollouts(apps.clone(), strategy_events, rollout_events));
     tasks.spawn(interpreters::run(apps.clone(), interpreter_events));
+    // The store is what matters; policies' conditions follow on recheck.
+    tasks.spawn(priority_class_events.for_each(|_| async {}));
     tasks.spawn(watch_kinds(apps.clone()));
     tasks.spawn(rebalancer::run(apps.clone()));
     tasks.spawn(policies::judge(apps.clone()));

@@ -77,6 +77,13 @@ impl Apps {
             event.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
         let now = now();
         let mut wanted = vec![conditions::condition(current, valid.generation(generation), &now)];
+        if event.kind.ends_with("PropagationPolicy") && errors.is_empty() {
+            let written = super::claims::bindings_written(self, event.kind, &event.namespace, &event.name);
+            wanted.push(conditions::condition(current, written.generation(generation), &now));
+            if let Some(priority) = super::claims::priority_condition(self, &object) {
+                wanted.push(conditions::condition(current, priority.generation(generation), &now));
+            }
+        }
         if let Some(selects) = event.selects.as_ref().filter(|_| event.kind.ends_with("PropagationPolicy")) {
             let resolved = self.resources_resolved(selects).await;
             match resolved {

@@ -1,8 +1,12 @@
 //! A deduplicating work queue: a key is queued at most once, and a key
 //! added while it is being worked on is worked on again afterwards (so no
-//! change is missed and no key runs twice at the same time).
+//! change is missed and no key runs twice at the same time). Keys wait in
+//! priority order (higher first; Karmada's `schedulePriority`), first in
+//! first out within a priority; a key's priority is what was last set for
+//! it (0 until then).
 
-use std::collections::{HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,11 +20,18 @@ pub struct Queue<K> {
     depth: flotilla_metrics::QueueGauge,
 }
 
+/// Where a waiting key sorts: higher priority first, then arrival.
+type Slot = (Reverse<i32>, u64);
+
 struct State<K> {
-    pending: VecDeque<K>,
-    queued: HashSet<K>,
+    pending: BTreeMap<Slot, K>,
+    /// Waiting keys and their slot.
+    queued: HashMap<K, Slot>,
     running: HashSet<K>,
     dirty: HashSet<K>,
+    /// Each key's priority, as last set (absent: 0).
+    priorities: HashMap<K, i32>,
+    arrivals: u64,
 }
 
 impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
@@ -28,10 +39,12 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
     pub fn new(name: &str) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
-                pending: VecDeque::new(),
-                queued: HashSet::new(),
+                pending: BTreeMap::new(),
+                queued: HashMap::new(),
                 running: HashSet::new(),
                 dirty: HashSet::new(),
+                priorities: HashMap::new(),
+                arrivals: 0,
             }),
             notify: Notify::new(),
             depth: flotilla_metrics::instruments().queue(name),
@@ -48,11 +61,37 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
         let mut s = self.lock();
         if s.running.contains(&key) {
             s.dirty.insert(key);
-        } else if s.queued.insert(key.clone()) {
-            s.pending.push_back(key);
+        } else if !s.queued.contains_key(&key) {
+            let priority = s.priorities.get(&key).copied().unwrap_or(0);
+            s.arrivals += 1;
+            let slot = (Reverse(priority), s.arrivals);
+            s.queued.insert(key.clone(), slot);
+            s.pending.insert(slot, key);
             self.depth.set(s.pending.len() as i64);
             drop(s);
             self.notify.notify_one();
+        }
+    }
+
+    /// Sets a key's priority (`None`: back to 0, forgotten); a waiting key
+    /// moves to its new place, keeping its arrival.
+    pub fn set_priority(&self, key: &K, priority: Option<i32>) {
+        let mut s = self.lock();
+        let before = match priority {
+            Some(p) if p != 0 => s.priorities.insert(key.clone(), p),
+            _ => s.priorities.remove(key),
+        }
+        .unwrap_or(0);
+        let now = priority.unwrap_or(0);
+        if before == now {
+            return;
+        }
+        if let Some(slot) = s.queued.get(key).copied() {
+            if let Some(k) = s.pending.remove(&slot) {
+                let moved = (Reverse(now), slot.1);
+                s.pending.insert(moved, k);
+                s.queued.insert(key.clone(), moved);
+            }
         }
     }
 
@@ -69,7 +108,7 @@ impl<K: Clone + Eq + Hash + Send + Sync + 'static> Queue<K> {
         loop {
             {
                 let mut s = self.lock();
-                if let Some(key) = s.pending.pop_front() {
+                if let Some((_, key)) = s.pending.pop_first() {
                     s.queued.remove(&key);
                     s.running.insert(key.clone());
                     self.depth.set(s.pending.len() as i64);
@@ -120,5 +159,33 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert_eq!(q.next().await, "b");
         assert_eq!(q.next().await, "a");
+    }
+
+    #[tokio::test]
+    async fn higher_priorities_go_first_then_first_in_first_out() {
+        let q = Queue::new("queue-priority-test");
+        q.set_priority(&"critical", Some(1000));
+        q.set_priority(&"low", Some(-5));
+        for key in ["a", "low", "b", "critical", "c"] {
+            q.add(key);
+        }
+        // A waiting key moves when its priority changes.
+        q.set_priority(&"c", Some(10));
+        let mut order = Vec::new();
+        for _ in 0..5 {
+            let key = q.next().await;
+            q.done(&key);
+            order.push(key);
+        }
+        assert_eq!(order, ["critical", "c", "a", "b", "low"]);
+        // Priorities are remembered for the next add; None forgets.
+        q.set_priority(&"critical", None);
+        q.add("a");
+        q.add("critical");
+        q.add("c");
+        assert_eq!(q.next().await, "c");
+        assert_eq!(q.next().await, "a");
+        assert_eq!(q.next().await, "critical");
+        assert_eq!(q.len(), 0);
     }
 }

@@ -100,9 +100,16 @@ pub(super) fn rollout_name(key: &TemplateKey) -> String {
     flotilla_apps_core::binding::binding_name(&key.api_version, &key.kind, &key.name)
 }
 
-/// The name of a revision's ControllerRevision.
+/// The name of a revision's ControllerRevision (cut with a hash when the
+/// Rollout's name is near the limit).
 fn revision_name(rollout: &str, hash: &str) -> String {
-    format!("{rollout}-{hash}")
+    flotilla_apps_core::binding::fit(format!("{rollout}-{hash}"), &[rollout, hash])
+}
+
+/// A Rollout's name as the label value its revisions carry (at most 63
+/// characters; unchanged when it fits).
+fn label_value(rollout: &str) -> String {
+    flotilla_apps_core::binding::label_value(rollout)
 }
 
 /// The strategy that takes the template, if one does.
@@ -352,7 +359,7 @@ async fn list_revisions(
     rollout: &str,
 ) -> Result<Vec<(String, i64, Option<RevisionContent>)>, Error> {
     let listed = Api::<ControllerRevision>::namespaced(apps.client.clone(), namespace)
-        .list(&ListParams::default().labels(&format!("{ROLLOUT_LABEL}={rollout}")))
+        .list(&ListParams::default().labels(&format!("{ROLLOUT_LABEL}={}", label_value(rollout))))
         .await?;
     Ok(listed
         .items
@@ -415,7 +422,7 @@ async fn keep_revision(
         metadata: kube::api::ObjectMeta {
             name: Some(revision_name(name, hash)),
             namespace: Some(key.namespace.clone()),
-            labels: Some(BTreeMap::from([(ROLLOUT_LABEL.to_string(), name.to_string())])),
+            labels: Some(BTreeMap::from([(ROLLOUT_LABEL.to_string(), label_value(name))])),
             annotations: Some(BTreeMap::from([
                 (HASH_ANNOTATION.to_string(), hash.to_string()),
                 (CHANGES_ANNOTATION.to_string(), changes(stable, content).join("\n")),
@@ -484,7 +491,7 @@ pub(super) async fn remove(apps: &Apps, key: &TemplateKey) -> Result<(), Error> 
     }
     let name = rollout_name(key);
     let revisions = Api::<ControllerRevision>::namespaced(apps.client.clone(), &key.namespace);
-    let by_label = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
+    let by_label = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={}", label_value(&name)));
     let gone = |r: Result<_, kube::Error>| match r {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),

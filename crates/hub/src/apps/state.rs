@@ -44,6 +44,11 @@ pub(crate) struct Apps {
     pub(super) interpreters: kube::runtime::reflector::Store<flotilla_api::interpreter::WorkloadInterpreter>,
     /// The binder's Events and the members' warnings re-emitted on templates.
     pub(super) events: super::event_state::AppEvents,
+    /// How propagation policies of both kinds rank (`hub run --policy-order`).
+    pub(super) policy_order: flotilla_apps_core::selection::PolicyOrder,
+    /// The hub's PriorityClasses (`schedulePriority`).
+    pub(super) priority_classes:
+        kube::runtime::reflector::Store<k8s_openapi::api::scheduling::v1::PriorityClass>,
 }
 
 impl std::ops::Deref for Apps {
@@ -58,6 +63,11 @@ impl Apps {
     /// Queues what an index update woke.
     pub(super) fn wake(&self, wake: Wake) {
         for key in wake.binder {
+            // Its place in the queue (`schedulePriority`) from the policy its
+            // binding records; the binder sets it for new templates.
+            if let Some(priority) = self.claimed_priority(&key) {
+                self.binder.set_priority(&key, Some(priority));
+            }
             self.binder.add(key);
         }
         for key in wake.status {
@@ -215,5 +225,37 @@ impl Apps {
             return Some(binding_status::retry_after(count, true));
         }
         Some(binding_status::retry_after(count, false))
+    }
+}
+
+impl Apps {
+    /// The hub's PriorityClasses by name, with their values.
+    pub(super) fn priority_class_values(&self) -> std::collections::BTreeMap<String, i32> {
+        use kube::ResourceExt;
+        self.priority_classes.state().iter().map(|c| (c.name_any(), c.value.unwrap_or(0))).collect()
+    }
+
+    /// A template's place in the binder queue: its policy's
+    /// `schedulePriority` (0 without one, or while its class is missing).
+    pub(super) fn queue_priority(&self, wanted: Option<&flotilla_api::claim::SchedulePriority>) -> i32 {
+        if wanted.is_none() {
+            return 0;
+        }
+        flotilla_apps_core::claim::schedule_priority(wanted, &self.priority_class_values()).0
+    }
+
+    /// The queue priority of a template from the policy its binding
+    /// records (`None` when it has no binding from a policy: the binder
+    /// sets it once it picked one).
+    fn claimed_priority(&self, key: &TemplateKey) -> Option<i32> {
+        use kube::runtime::reflector::ObjectRef;
+        let policy = self.with_binding(key, |spec, _, _| spec.policy.clone())??;
+        let wanted = if policy.kind == "ClusterPropagationPolicy" {
+            self.cpps.get(&ObjectRef::new(&policy.name)).and_then(|p| p.spec.spec.schedule_priority.clone())
+        } else {
+            let r = ObjectRef::new(&policy.name).within(&policy.namespace);
+            self.pps.get(&r).and_then(|p| p.spec.spec.schedule_priority.clone())
+        };
+        Some(self.queue_priority(wanted.as_ref()))
     }
 }

@@ -4,5 +4,7 @@
 
 pub mod bootstrap_token;
 pub mod cluster_events;
+pub mod cluster_proxy;
 pub mod fleet_metrics;
 pub mod membership;
+pub mod tunnel;

@@ -15,6 +15,7 @@ pub mod machines;
 mod metrics;
 pub mod migration;
 mod names;
+pub mod proxy;
 pub mod push;
 pub mod webhook;
 
@@ -47,6 +48,8 @@ pub struct HubConfig {
     /// When replicas unschedulable in a member move (`hub run
     /// --unschedulable-threshold`, default 5 minutes).
     pub deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
+    /// Serve member clusters through the hub (`proxy`), if set.
+    pub proxy: Option<proxy::ProxyConfig>,
 }
 
 impl Default for HubConfig {
@@ -59,6 +62,7 @@ impl Default for HubConfig {
             opt_in: Default::default(),
             autoscaling_sync: autoscaling::DEFAULT_SYNC_PERIOD,
             deschedule: Default::default(),
+            proxy: None,
         }
     }
 }
@@ -66,6 +70,16 @@ impl Default for HubConfig {
 /// Runs the controllers (and the webhook, if configured) until the process
 /// ends.
 pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
+    match config.proxy.clone() {
+        Some(proxy) => tokio::select! {
+            served = proxy::serve(client.clone(), proxy) => served,
+            ran = run_with_webhook(client, config) => ran,
+        },
+        None => run_with_webhook(client, config).await,
+    }
+}
+
+async fn run_with_webhook(client: Client, config: HubConfig) -> Result<(), Error> {
     match config.webhook.clone() {
         Some(webhook) => tokio::select! {
             served = webhook::serve(client.clone(), webhook) => served,

@@ -1,0 +1,70 @@
+//! Push members through the proxy: the hub dials the member with its push
+//! credentials and impersonates the user, streaming the answer back.
+
+use bytes::Bytes;
+use flotilla_api::cluster::ManagedCluster;
+use flotilla_fleet_core::cluster_proxy;
+use http_body_util::BodyExt;
+use hyper::{Response, StatusCode};
+
+use super::handler::{member_response, status, BoxError, Forward, ProxyBody};
+
+pub(super) async fn forward(
+    hub: &kube::Client,
+    cluster: &ManagedCluster,
+    forward: Forward,
+    body: Bytes,
+) -> Response<ProxyBody> {
+    let name = &forward.cluster;
+    let Some(secret) = cluster.spec.secret_ref.as_ref() else {
+        return status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("push cluster {name} has no secretRef: the hub has no credentials for it"),
+        );
+    };
+    let client = match crate::push::member_config(hub, &secret.namespace, &secret.name).await {
+        Ok(mut config) => {
+            config.connect_timeout = Some(std::time::Duration::from_secs(5));
+            match kube::Client::try_from(config) {
+                Ok(client) => client,
+                Err(e) => return unreachable(name, &e),
+            }
+        }
+        Err(e) => return unreachable(name, &e),
+    };
+    let request = match member_request(&forward, body) {
+        Ok(request) => request,
+        Err(e) => return status(StatusCode::BAD_REQUEST, &format!("the request cannot be forwarded: {e}")),
+    };
+    match client.send(request).await {
+        Ok(response) => {
+            let (parts, body) = response.into_parts();
+            let headers = header_pairs(&parts.headers);
+            let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+            member_response(parts.status.as_u16(), &headers, body)
+        }
+        Err(e) => unreachable(name, &e),
+    }
+}
+
+fn unreachable(cluster: &str, error: &dyn std::fmt::Display) -> Response<ProxyBody> {
+    status(StatusCode::BAD_GATEWAY, &format!("cannot reach cluster {cluster}: {error}"))
+}
+
+fn header_pairs(headers: &hyper::HeaderMap) -> Vec<(String, String)> {
+    headers.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
+}
+
+/// The member request: the user's method, target and allowed headers, as
+/// the user (impersonated).
+fn member_request(
+    forward: &Forward,
+    body: Bytes,
+) -> Result<hyper::http::Request<kube::client::Body>, hyper::http::Error> {
+    let mut builder =
+        hyper::http::Request::builder().method(forward.method.as_str()).uri(forward.target.as_str());
+    for (name, value) in cluster_proxy::member_request_headers(&forward.headers, &forward.identity) {
+        builder = builder.header(name, value);
+    }
+    builder.body(kube::client::Body::from(body))
+}

@@ -22,10 +22,11 @@
 //!   API server, as its own hub user) and runs the requests the hub sends
 //!   through it (`flotilla_agent::tunnel`).
 //!
-//! The server registers itself (a selector-less Service, its endpoints and
-//! the APIService with its CA) and re-registers every minute. With several
-//! hub replicas the last to register receives every request and every
-//! tunnel, which keeps them together.
+//! The leader serves it (`HubConfig::proxy`, run by `crate::run`) and
+//! registers itself: a selector-less Service, its endpoints and the
+//! APIService with its CA, again every minute. Requests and tunnels thus
+//! meet in one process; when leadership moves, the old leader's tunnels
+//! close and the agents reopen them to the new one.
 
 mod handler;
 mod member;
@@ -84,6 +85,7 @@ pub async fn serve(hub: Client, config: ProxyConfig) -> Result<(), Error> {
     let serving = ca.issue(&LeafSpec::server(SERVICE_NAME, &names)).map_err(pki_error)?;
     let acceptor = tls_acceptor(&serving, &auth)?;
     let state = Arc::new(State { hub: hub.clone(), auth, tunnels: Arc::default() });
+    let _close_tunnels = CloseTunnels(state.tunnels.clone());
     tracing::info!(listen = %config.listen, advertise = %config.advertise, port, "cluster proxy serving");
     let serving = accept_loop(listener, acceptor, state);
     tokio::pin!(serving);
@@ -102,6 +104,16 @@ pub async fn serve(hub: Client, config: ProxyConfig) -> Result<(), Error> {
             () = &mut serving => return Ok(()),
             () = tokio::time::sleep(next) => {}
         }
+    }
+}
+
+/// Closes the tunnels when [`serve`] stops (its future dropped, as a
+/// leader's that steps down is).
+struct CloseTunnels(Arc<tunnels::Tunnels>);
+
+impl Drop for CloseTunnels {
+    fn drop(&mut self) {
+        self.0.close_all();
     }
 }
 

@@ -40,9 +40,20 @@ const RESPONSE_BUFFER: usize = 64;
 pub(super) struct Tunnels {
     open: Mutex<HashMap<String, Arc<Tunnel>>>,
     generation: AtomicU64,
+    /// The tunnels' tasks (spawned: an upgraded connection outlives the
+    /// request that opened it), stopped with [`Tunnels::close_all`].
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
 }
 
 impl Tunnels {
+    /// Closes every tunnel (the proxy stopped serving; agents reconnect to
+    /// whichever replica serves next).
+    pub(super) fn close_all(&self) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.drain(..).for_each(|task| task.abort());
+        }
+    }
+
     pub(super) fn get(&self, cluster: &str) -> Option<Arc<Tunnel>> {
         // A poisoned lock means a panic while holding it: nothing to trust.
         self.open.lock().ok()?.get(cluster).cloned()
@@ -205,7 +216,8 @@ pub(super) fn accept(
     };
     let accept_key = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
     let (tunnels, cluster) = (tunnels.clone(), cluster.to_string());
-    tokio::spawn(async move {
+    let registry = tunnels.clone();
+    let task = tokio::spawn(async move {
         match hyper::upgrade::on(request).await {
             Ok(upgraded) => {
                 let socket =
@@ -215,6 +227,10 @@ pub(super) fn accept(
             Err(e) => tracing::warn!(cluster, error = %e, "a tunnel's upgrade failed"),
         }
     });
+    if let Ok(mut tasks) = registry.tasks.lock() {
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(task.abort_handle());
+    }
     let mut response = Response::new(full(Bytes::new()));
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();

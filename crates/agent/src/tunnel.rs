@@ -77,8 +77,16 @@ async fn connect(hub: &Client, cluster: &str) -> Result<Socket, String> {
 
 /// A request being received (its body) or run.
 enum Pending {
-    Receiving { request: MemberRequest, body: Vec<u8> },
-    Running(AbortHandle),
+    Receiving {
+        request: MemberRequest,
+        body: Vec<u8>,
+    },
+    /// `input` carries an upgraded stream's bytes from the user (none once
+    /// the user's side ended, or for a plain request).
+    Running {
+        task: AbortHandle,
+        input: Option<mpsc::Sender<Bytes>>,
+    },
 }
 
 struct MemberRequest {
@@ -116,37 +124,47 @@ async fn serve(socket: Socket, member: &Client) {
                         pending.insert(id, Pending::Receiving { request, body: Vec::new() });
                     }
                     Ok(HubFrame::Cancel { id }) => {
-                        if let Some(Pending::Running(task)) = pending.remove(&id) {
+                        if let Some(Pending::Running { task, .. }) = pending.remove(&id) {
                             task.abort();
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "an unreadable frame from the hub"),
                 },
                 Message::Binary(frame) => match tunnel::decode_chunk(&frame) {
-                    Some((id, [])) => {
-                        if let Some(Pending::Receiving { request, body }) = pending.remove(&id) {
-                            let task = tokio::spawn(run_request(
-                                member.clone(),
-                                id,
-                                request,
-                                body,
-                                outgoing.clone(),
-                            ));
-                            pending.insert(id, Pending::Running(task.abort_handle()));
+                    Some((id, [])) => match pending.remove(&id) {
+                        Some(Pending::Receiving { request, body }) => {
+                            let (input, upgraded) = match cluster_proxy::is_upgrade(&request.headers) {
+                                true => {
+                                    let (input, upgraded) = mpsc::channel(64);
+                                    (Some(input), Some(upgraded))
+                                }
+                                false => (None, None),
+                            };
+                            let run =
+                                run_request(member.clone(), id, request, body, outgoing.clone(), upgraded);
+                            let task = tokio::spawn(run).abort_handle();
+                            pending.insert(id, Pending::Running { task, input });
                         }
-                    }
-                    Some((id, chunk)) => {
-                        if let Some(Pending::Receiving { body, .. }) = pending.get_mut(&id) {
-                            body.extend_from_slice(chunk);
+                        // The user's side of an upgraded stream ended.
+                        Some(Pending::Running { task, .. }) => {
+                            pending.insert(id, Pending::Running { task, input: None });
                         }
-                    }
+                        None => {}
+                    },
+                    Some((id, chunk)) => match pending.get_mut(&id) {
+                        Some(Pending::Receiving { body, .. }) => body.extend_from_slice(chunk),
+                        Some(Pending::Running { input: Some(input), .. }) => {
+                            let _ = input.send(Bytes::copy_from_slice(chunk)).await;
+                        }
+                        _ => {}
+                    },
                     None => tracing::warn!("a body frame from the hub without an id"),
                 },
                 Message::Close(_) => break,
                 _ => {}
             }
             // Forget requests that finished (their tasks are done).
-            pending.retain(|_, p| !matches!(p, Pending::Running(task) if task.is_finished()));
+            pending.retain(|_, p| !matches!(p, Pending::Running { task, .. } if task.is_finished()));
         }
     };
     tokio::select! {
@@ -154,22 +172,30 @@ async fn serve(socket: Socket, member: &Client) {
         () = reader => {}
     }
     for (_, request) in pending {
-        if let Pending::Running(task) = request {
+        if let Pending::Running { task, .. } = request {
             task.abort();
         }
     }
 }
 
+fn text(frame: &AgentFrame) -> Message {
+    Message::text(serde_json::to_string(frame).unwrap_or_default())
+}
+
+fn header_pairs(headers: &http::HeaderMap) -> Vec<(String, String)> {
+    headers.iter().filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))).collect()
+}
+
 /// Runs one request against the member as its user and streams the
-/// answer to the hub.
+/// answer to the hub (for an upgrade the member accepted, both ways).
 async fn run_request(
     member: Client,
     id: u32,
     request: MemberRequest,
     body: Vec<u8>,
     outgoing: mpsc::Sender<Message>,
+    upgraded: Option<mpsc::Receiver<Bytes>>,
 ) {
-    let text = |frame: &AgentFrame| Message::text(serde_json::to_string(frame).unwrap_or_default());
     let mut builder = http::Request::builder().method(request.method.as_str()).uri(request.target.as_str());
     // The identity is the hub's word on who asks; the headers that claim
     // one are built here, whatever the hub's request headers say.
@@ -180,46 +206,92 @@ async fn run_request(
         Ok(member_request) => member.send(member_request).await.map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
-    let response = match response {
+    let mut response = match response {
         Ok(response) => response,
         Err(message) => {
-            let _ = outgoing
-                .send(text(&AgentFrame::Error { id, message: format!("the member: {message}") }))
-                .await;
+            let message = format!("the member: {message}");
+            let _ = outgoing.send(text(&AgentFrame::Error { id, message })).await;
             return;
         }
     };
+    if let (http::StatusCode::SWITCHING_PROTOCOLS, Some(input)) = (response.status(), upgraded) {
+        let headers = header_pairs(response.headers());
+        let member_side = hyper::upgrade::on(&mut response);
+        if outgoing.send(text(&AgentFrame::Head { id, status: 101, headers })).await.is_ok() {
+            splice(id, member_side, input, &outgoing).await;
+        }
+        return;
+    }
     let (parts, mut body) = response.into_parts();
-    let headers = parts
-        .headers
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
-        .collect();
-    let head = AgentFrame::Head { id, status: parts.status.as_u16(), headers };
+    let head = AgentFrame::Head { id, status: parts.status.as_u16(), headers: header_pairs(&parts.headers) };
     if outgoing.send(text(&head)).await.is_err() {
         return;
     }
     while let Some(frame) = body.frame().await {
         match frame {
             Ok(frame) => {
-                if let Ok(chunk) = frame.into_data() {
-                    if !chunk.is_empty()
-                        && outgoing.send(Message::binary(tunnel::encode_chunk(id, &chunk))).await.is_err()
-                    {
-                        return;
-                    }
+                let Ok(chunk) = frame.into_data() else { continue };
+                let sent = match chunk.is_empty() {
+                    true => Ok(()),
+                    false => outgoing.send(Message::binary(tunnel::encode_chunk(id, &chunk))).await,
+                };
+                if sent.is_err() {
+                    return;
                 }
             }
             Err(e) => {
-                let _ = outgoing
-                    .send(text(&AgentFrame::Error {
-                        id,
-                        message: format!("the member's answer broke off: {e}"),
-                    }))
-                    .await;
+                let message = format!("the member's answer broke off: {e}");
+                let _ = outgoing.send(text(&AgentFrame::Error { id, message })).await;
                 return;
             }
         }
     }
     let _ = outgoing.send(Message::binary(tunnel::encode_end(id))).await;
+}
+
+/// Carries an upgraded stream (exec, attach) between the member and the
+/// hub: the member's bytes as chunks, the user's chunks to the member.
+/// Ends with the member's side.
+async fn splice(
+    id: u32,
+    member_side: hyper::upgrade::OnUpgrade,
+    mut input: mpsc::Receiver<Bytes>,
+    outgoing: &mpsc::Sender<Message>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let member_io = match member_side.await {
+        Ok(io) => io,
+        Err(e) => {
+            let message = format!("the member's upgrade failed: {e}");
+            let _ = outgoing.send(text(&AgentFrame::Error { id, message })).await;
+            return;
+        }
+    };
+    let (mut from_member, mut to_member) = tokio::io::split(TokioIo::new(member_io));
+    let to_member_loop = async {
+        while let Some(chunk) = input.recv().await {
+            if to_member.write_all(&chunk).await.is_err() {
+                break;
+            }
+        }
+        let _ = to_member.shutdown().await;
+        std::future::pending::<()>().await;
+    };
+    let from_member_loop = async {
+        let mut buffer = vec![0u8; 32 * 1024];
+        loop {
+            let frame = match from_member.read(&mut buffer).await {
+                Ok(0) | Err(_) => tunnel::encode_end(id),
+                Ok(n) => tunnel::encode_chunk(id, &buffer[..n]),
+            };
+            let last = frame.len() == 4;
+            if outgoing.send(Message::binary(frame)).await.is_err() || last {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        () = to_member_loop => {}
+        () = from_member_loop => {}
+    }
 }

@@ -185,15 +185,38 @@ const IMPLIED_GROUPS: &[&str] = &["system:authenticated"];
 const FORWARDED_REQUEST_HEADERS: &[&str] =
     &["accept", "content-type", "user-agent", "accept-encoding", "x-stream-protocol-version"];
 
+/// What an upgrade request (`exec`, `attach`, `port-forward`: WebSocket or
+/// SPDY) carries besides: the upgrade itself, end to end.
+const UPGRADE_REQUEST_HEADERS: &[&str] =
+    &["upgrade", "sec-websocket-key", "sec-websocket-version", "sec-websocket-protocol"];
+
+/// Whether a request asks to upgrade its connection (`Connection: Upgrade`
+/// and an `Upgrade` protocol).
+pub fn is_upgrade(headers: &[(String, String)]) -> bool {
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let connection_upgrade = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("connection") && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+    });
+    connection_upgrade && has("upgrade")
+}
+
 /// The headers of the member request for a user's request: the forwarded
-/// ones, then impersonation of `identity` (never anything the user sent
-/// that claims an identity).
+/// ones (and an upgrade's), then impersonation of `identity` (never
+/// anything the user sent that claims an identity).
 pub fn member_request_headers(incoming: &[(String, String)], identity: &Identity) -> Vec<(String, String)> {
+    let upgrade = is_upgrade(incoming);
+    let forwarded = |name: &str| {
+        FORWARDED_REQUEST_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f))
+            || (upgrade && UPGRADE_REQUEST_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f)))
+    };
     let mut headers: Vec<(String, String)> = incoming
         .iter()
-        .filter(|(k, _)| FORWARDED_REQUEST_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)))
+        .filter(|(k, _)| forwarded(k))
         .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
         .collect();
+    if upgrade {
+        headers.push(("connection".into(), "Upgrade".into()));
+    }
     headers.push(("impersonate-user".into(), identity.user.clone()));
     for group in &identity.groups {
         if !IMPLIED_GROUPS.contains(&group.as_str()) {
@@ -207,13 +230,18 @@ pub fn member_request_headers(incoming: &[(String, String)], identity: &Identity
 const FORWARDED_RESPONSE_HEADERS: &[&str] =
     &["content-type", "content-encoding", "cache-control", "audit-id", "warning", "x-content-type-options"];
 
-/// The member response's headers the user sees.
-pub fn user_response_headers(incoming: &[(String, String)]) -> Vec<(String, String)> {
-    incoming
-        .iter()
-        .filter(|(k, _)| FORWARDED_RESPONSE_HEADERS.iter().any(|f| k.eq_ignore_ascii_case(f)))
-        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-        .collect()
+/// What a `101 Switching Protocols` answer carries besides.
+const UPGRADE_RESPONSE_HEADERS: &[&str] =
+    &["upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "x-stream-protocol-version"];
+
+/// The member response's headers the user sees (for a 101, the upgrade's
+/// too: the member answers the user's handshake).
+pub fn user_response_headers(status: u16, incoming: &[(String, String)]) -> Vec<(String, String)> {
+    let forwarded = |name: &str| {
+        FORWARDED_RESPONSE_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f))
+            || (status == 101 && UPGRADE_RESPONSE_HEADERS.iter().any(|f| name.eq_ignore_ascii_case(f)))
+    };
+    incoming.iter().filter(|(k, _)| forwarded(k)).map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect()
 }
 
 /// Whether `identity` may open cluster `cluster`'s tunnel: only that

@@ -238,11 +238,65 @@ fn response_headers_are_filtered() {
         ("Audit-Id", "a1"),
         ("Set-Cookie", "x"),
         ("Transfer-Encoding", "chunked"),
+        ("Connection", "close"),
     ]);
     assert_eq!(
-        user_response_headers(&incoming),
+        user_response_headers(200, &incoming),
         headers(&[("content-type", "text/plain"), ("audit-id", "a1")])
     );
+    let switching = headers(&[
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", "abc"),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+        ("Set-Cookie", "x"),
+    ]);
+    assert_eq!(
+        user_response_headers(101, &switching),
+        headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-accept", "abc"),
+            ("sec-websocket-protocol", "v5.channel.k8s.io")
+        ])
+    );
+}
+
+#[test]
+fn upgrades_are_recognised_and_carried_to_the_member() {
+    let cases: Vec<(&str, Vec<(String, String)>, bool)> = vec![
+        ("websocket", headers(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]), true),
+        (
+            "spdy, token list",
+            headers(&[("Connection", "keep-alive, Upgrade"), ("Upgrade", "SPDY/3.1")]),
+            true,
+        ),
+        ("no upgrade protocol", headers(&[("Connection", "Upgrade")]), false),
+        ("plain", headers(&[("Connection", "keep-alive"), ("Upgrade", "websocket")]), false),
+    ];
+    for (name, incoming, want) in cases {
+        assert_eq!(is_upgrade(&incoming), want, "{name}");
+    }
+    let alice = Identity { user: "alice".into(), groups: vec![] };
+    let exec = headers(&[
+        ("Connection", "Upgrade"),
+        ("Upgrade", "websocket"),
+        ("Sec-WebSocket-Key", "k"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Protocol", "v5.channel.k8s.io"),
+        ("Impersonate-User", "root"),
+    ]);
+    let want = headers(&[
+        ("upgrade", "websocket"),
+        ("sec-websocket-key", "k"),
+        ("sec-websocket-version", "13"),
+        ("sec-websocket-protocol", "v5.channel.k8s.io"),
+        ("connection", "Upgrade"),
+        ("impersonate-user", "alice"),
+    ]);
+    assert_eq!(member_request_headers(&exec, &alice), want);
+    let not_upgrade = headers(&[("Upgrade", "websocket"), ("Sec-WebSocket-Key", "k")]);
+    assert_eq!(member_request_headers(&not_upgrade, &alice), headers(&[("impersonate-user", "alice")]));
 }
 
 #[test]

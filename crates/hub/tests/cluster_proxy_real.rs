@@ -7,7 +7,8 @@
 //! directly. Either way the member sees the hub user (impersonated): alice,
 //! whom the member's RBAC lets read pods and logs, lists pods and reads
 //! (and follows) a real container's log; bob, whom it does not, gets the
-//! member's 403; carol, whom the hub does not let use the proxy, gets the
+//! member's 403 (for exec too, which runs a command in m1's container
+//! over an upgraded stream end to end); carol, whom the hub does not let use the proxy, gets the
 //! hub's 403; an unknown cluster is a 404.
 
 mod support;
@@ -22,10 +23,11 @@ use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
 use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{ListParams, LogParams, Patch, PatchParams};
+use kube::api::{AttachParams, ListParams, LogParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::json;
 use support::{apply, create_namespace, Fleet};
+use tokio::io::AsyncReadExt;
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(180);
@@ -57,9 +59,13 @@ async fn through_hub(kubeconfig: &std::path::Path, cluster: &str) -> Client {
 /// Lets alice read pods and their logs in the member's namespace.
 async fn grant_alice(member: &Client) {
     create_namespace(member, NS).await;
-    apply(member, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+    apply(
+        member,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "pod-reader", "namespace": NS},
-        "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]}]}))
+        "rules": [{"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+                  {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["get", "create"]}]}),
+    )
     .await;
     apply(
         member,
@@ -208,6 +214,21 @@ async fn members_are_reached_through_the_hub_as_the_hub_user() {
     );
     assert_eq!(code, 403, "{message}");
 
+    // exec: an upgraded stream (WebSocket, v5 channel protocol) end to end.
+    let exec = AttachParams::default().stderr(false);
+    let mut attached = alice_m1.exec("talker", ["sh", "-c", "echo 6x7=$((6*7))"], &exec).await.unwrap();
+    let mut out = String::new();
+    attached.stdout().unwrap().read_to_string(&mut out).await.unwrap();
+    attached.join().await.unwrap();
+    assert_eq!(out, "6x7=42\n");
+    let bob_exec =
+        Api::<Pod>::namespaced(through_hub(&bob, "m1").await, NS).exec("talker", ["true"], &exec).await;
+    match bob_exec {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{}", status.message),
+        Err(other) => panic!("bob's exec: {other}"),
+        Ok(_) => panic!("bob may not exec in m1"),
+    }
+
     // kubectl itself, pointed at the hub path.
     let kubectl = flotilla_localkube::Binaries::locate().unwrap().path("kubectl");
     let server = format!("{}{}", fleet.hub.server(), cluster_proxy::proxy_path("m1", ""));
@@ -227,6 +248,24 @@ async fn members_are_reached_through_the_hub_as_the_hub_user() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(String::from_utf8_lossy(&output.stdout), "hello-from-m1\n");
+    let output = std::process::Command::new(&kubectl)
+        .args([
+            "--kubeconfig",
+            alice.to_str().unwrap(),
+            "--server",
+            &server,
+            "-n",
+            NS,
+            "exec",
+            "talker",
+            "--",
+            "echo",
+            "via-kubectl",
+        ])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "via-kubectl\n");
 
     // The push member, dialled by the hub.
     let alice_p: Api<Pod> = Api::namespaced(through_hub(&alice, "p").await, NS);

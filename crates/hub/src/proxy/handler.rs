@@ -78,23 +78,29 @@ fn header_pairs<B>(request: &Request<B>) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn proxy(state: &State, forward: Forward, request: Request<Incoming>) -> Response<ProxyBody> {
+async fn proxy(state: &State, forward: Forward, mut request: Request<Incoming>) -> Response<ProxyBody> {
     let cluster = match find_cluster(state, &forward.cluster).await {
         Ok(cluster) => cluster,
         Err(response) => return response,
     };
-    let body = match Limited::new(request.into_body(), MAX_REQUEST_BODY).collect().await {
-        Ok(body) => body.to_bytes(),
-        Err(e) => return status(StatusCode::BAD_REQUEST, &format!("reading the request body: {e}")),
+    // An upgrade (exec, attach, port-forward) has no body: its streams
+    // follow the 101, on the connection taken over here.
+    let upgrade = cluster_proxy::is_upgrade(&forward.headers).then(|| hyper::upgrade::on(&mut request));
+    let body = match upgrade {
+        Some(_) => Bytes::new(),
+        None => match Limited::new(request.into_body(), MAX_REQUEST_BODY).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return status(StatusCode::BAD_REQUEST, &format!("reading the request body: {e}")),
+        },
     };
     tracing::debug!(
         cluster = %forward.cluster, user = %forward.identity.user, method = %forward.method,
         target = %forward.target, "cluster proxy request"
     );
     match cluster.spec.sync_mode {
-        SyncMode::Push => member::forward(&state.hub, &cluster, forward, body).await,
+        SyncMode::Push => member::forward(&state.hub, &cluster, forward, body, upgrade).await,
         SyncMode::Pull => match state.tunnels.get(&forward.cluster) {
-            Some(tunnel) => tunnel.forward(forward, body).await,
+            Some(tunnel) => tunnel.forward(forward, body, upgrade).await,
             None => status(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &format!(
@@ -177,7 +183,7 @@ pub(super) fn member_response(
 ) -> Response<ProxyBody> {
     let mut response = Response::new(body);
     *response.status_mut() = StatusCode::from_u16(status_code).unwrap_or(StatusCode::BAD_GATEWAY);
-    for (name, value) in cluster_proxy::user_response_headers(headers) {
+    for (name, value) in cluster_proxy::user_response_headers(status_code, headers) {
         if let (Ok(name), Ok(value)) =
             (hyper::header::HeaderName::try_from(name), hyper::header::HeaderValue::try_from(value))
         {

@@ -7,13 +7,17 @@ use flotilla_fleet_core::cluster_proxy;
 use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 
-use super::handler::{member_response, status, BoxError, Forward, ProxyBody};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::handler::{full, member_response, status, BoxError, Forward, ProxyBody};
 
 pub(super) async fn forward(
     hub: &kube::Client,
     cluster: &ManagedCluster,
     forward: Forward,
     body: Bytes,
+    upgrade: Option<OnUpgrade>,
 ) -> Response<ProxyBody> {
     let name = &forward.cluster;
     let Some(secret) = cluster.spec.secret_ref.as_ref() else {
@@ -37,6 +41,14 @@ pub(super) async fn forward(
         Err(e) => return status(StatusCode::BAD_REQUEST, &format!("the request cannot be forwarded: {e}")),
     };
     match client.send(request).await {
+        Ok(mut response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            let headers = header_pairs(response.headers());
+            let member = hyper::upgrade::on(&mut response);
+            if let Some(user) = upgrade {
+                tokio::spawn(splice(name.clone(), user, member));
+            }
+            member_response(101, &headers, full(Bytes::new()))
+        }
         Ok(response) => {
             let (parts, body) = response.into_parts();
             let headers = header_pairs(&parts.headers);
@@ -44,6 +56,23 @@ pub(super) async fn forward(
             member_response(parts.status.as_u16(), &headers, body)
         }
         Err(e) => unreachable(name, &e),
+    }
+}
+
+/// Joins the user's upgraded connection to the member's until either
+/// ends.
+async fn splice(cluster: String, user: OnUpgrade, member: OnUpgrade) {
+    match tokio::join!(user, member) {
+        (Ok(user), Ok(member)) => {
+            let copied =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(user), &mut TokioIo::new(member)).await;
+            if let Err(e) = copied {
+                tracing::debug!(cluster, error = %e, "an upgraded stream to a push member ended");
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(cluster, error = %e, "an upgrade to a push member failed")
+        }
     }
 }
 

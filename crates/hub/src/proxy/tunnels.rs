@@ -18,6 +18,7 @@ use flotilla_fleet_core::tunnel::{self, AgentFrame, HubFrame};
 use futures::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
@@ -102,7 +103,12 @@ impl Tunnel {
 
     /// Sends the request through the tunnel and answers with the member's
     /// response as it streams in.
-    pub(super) async fn forward(self: Arc<Self>, forward: Forward, body: Bytes) -> Response<ProxyBody> {
+    pub(super) async fn forward(
+        self: Arc<Self>,
+        forward: Forward,
+        body: Bytes,
+        upgrade: Option<OnUpgrade>,
+    ) -> Response<ProxyBody> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (events, mut received) = mpsc::channel(RESPONSE_BUFFER);
         if let Ok(mut pending) = self.pending.lock() {
@@ -128,6 +134,12 @@ impl Tunnel {
             }
         }
         match tokio::time::timeout(HEAD_TIMEOUT, received.recv()).await {
+            Ok(Some(Event::Head(101, headers))) => {
+                if let Some(user) = upgrade {
+                    tokio::spawn(self.clone().splice(id, user, received, guard));
+                }
+                member_response(101, &headers, full(Bytes::new()))
+            }
             Ok(Some(Event::Head(code, headers))) => {
                 let chunks =
                     futures::stream::unfold((received, guard), |(mut received, mut guard)| async move {
@@ -164,6 +176,57 @@ impl Tunnel {
                     HEAD_TIMEOUT.as_secs()
                 ),
             ),
+        }
+    }
+}
+
+impl Tunnel {
+    /// Carries an upgraded stream (exec, attach) both ways: the user's
+    /// bytes as chunks to the agent, the member's chunks to the user. The
+    /// session ends with the member's side.
+    async fn splice(
+        self: Arc<Self>,
+        id: u32,
+        user: OnUpgrade,
+        mut received: mpsc::Receiver<Event>,
+        mut guard: CancelOnDrop,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let user = match user.await {
+            Ok(user) => user,
+            Err(e) => return tracing::warn!(cluster = %self.cluster, error = %e, "a user's upgrade failed"),
+        };
+        let (mut from_user, mut to_user) = tokio::io::split(TokioIo::new(user));
+        let upstream = async {
+            let mut buffer = vec![0u8; 32 * 1024];
+            loop {
+                let frame = match from_user.read(&mut buffer).await {
+                    Ok(0) | Err(_) => tunnel::encode_end(id),
+                    Ok(n) => tunnel::encode_chunk(id, &buffer[..n]),
+                };
+                let last = frame.len() == 4;
+                if self.outgoing.send(Message::binary(frame)).await.is_err() || last {
+                    break;
+                }
+            }
+            std::future::pending::<()>().await;
+        };
+        let downstream = async {
+            while let Some(event) = received.recv().await {
+                match event {
+                    Event::Chunk(bytes) if to_user.write_all(&bytes).await.is_ok() => {}
+                    Event::End => {
+                        guard.finish();
+                        break;
+                    }
+                    _ => break,
+                }
+            }
+            let _ = to_user.shutdown().await;
+        };
+        tokio::select! {
+            () = upstream => {}
+            () = downstream => {}
         }
     }
 }

@@ -83,6 +83,13 @@ enum Command {
     ///
     /// Example: flotilla logs --cluster m1 -n shop web-7c9f -c main -f
     Logs(member_cmd::LogsArgs),
+    /// Run a command in a member cluster's pod, through the hub as your hub user.
+    ///
+    /// The member's RBAC applies to your hub user (pods/exec create). No TTY;
+    /// -i passes standard input. Exits non-zero when the command fails.
+    ///
+    /// Example: flotilla exec --cluster m1 -n shop web-7c9f -- ls /
+    Exec(member_cmd::ExecArgs),
     /// Adopt a workload already running in a member into the fleet, without restarting it.
     ///
     /// Reads the object from the member, writes a hub template of it (its
@@ -233,6 +240,7 @@ async fn main() -> std::process::ExitCode {
         Command::Images(c) => kokctl::images(c).await,
         Command::Get(c) => get_cmd::get(c).await,
         Command::Logs(a) => member_cmd::logs(a).await,
+        Command::Exec(a) => member_cmd::exec(a).await,
         Command::Promote(a) => migrate::promote(a).await,
         Command::Release(a) => migrate::release(a).await,
         Command::Rebalance(a) => rebalance_cmd::rebalance(a).await,

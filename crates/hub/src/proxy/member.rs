@@ -10,7 +10,7 @@ use hyper::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::handler::{full, member_response, status, BoxError, Forward, ProxyBody};
+use super::response::{full, member_response, status, BoxError, Forward, ProxyBody};
 
 pub(super) async fn forward(
     hub: &kube::Client,

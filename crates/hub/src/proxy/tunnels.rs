@@ -26,7 +26,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
-use super::handler::{full, member_response, status, BoxError, Forward, ProxyBody};
+use super::response::{full, member_response, status, BoxError, Forward, ProxyBody};
 
 /// How long the agent has to answer a request with its status line.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,5 +1,9 @@
 use super::*;
 
+type Headers = Vec<(String, String)>;
+type ConfigData = BTreeMap<String, String>;
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
@@ -95,7 +99,7 @@ fn request_header_settings_come_from_the_configmap() {
         ("requestheader-group-headers", r#"["X-Remote-Group"]"#),
         ("requestheader-extra-headers-prefix", r#"["X-Remote-Extra-"]"#),
     ]);
-    let cases: Vec<(&str, BTreeMap<String, String>, Result<RequestHeaderAuth, &str>)> = vec![
+    let cases: Vec<(&str, ConfigData, Result<RequestHeaderAuth, &str>)> = vec![
         (
             "complete",
             full.clone(),
@@ -157,7 +161,7 @@ fn only_allowed_front_proxy_names_assert_identities() {
 
 #[test]
 fn identities_are_read_from_the_front_proxy_headers() {
-    let cases: Vec<(&str, Vec<(String, String)>, Result<Identity, &str>)> = vec![
+    let cases: Vec<(&str, Headers, Result<Identity, &str>)> = vec![
         (
             "user and groups",
             headers(&[
@@ -193,7 +197,7 @@ fn identities_are_read_from_the_front_proxy_headers() {
 fn member_requests_impersonate_the_user_and_carry_no_other_identity() {
     let bob = Identity { user: "bob".into(), groups: vec![] };
     let alice = Identity { user: "alice".into(), groups: vec!["dev".into(), "system:authenticated".into()] };
-    let cases: Vec<(&str, Vec<(String, String)>, &Identity, Vec<(&str, &str)>)> = vec![
+    let cases: Vec<(&str, Headers, &Identity, Pairs)> = vec![
         (
             "content headers kept, identity added",
             headers(&[("Accept", "application/json"), ("User-Agent", "kubectl")]),
@@ -264,7 +268,7 @@ fn response_headers_are_filtered() {
 
 #[test]
 fn upgrades_are_recognised_and_carried_to_the_member() {
-    let cases: Vec<(&str, Vec<(String, String)>, bool)> = vec![
+    let cases: Vec<(&str, Headers, bool)> = vec![
         ("websocket", headers(&[("Connection", "Upgrade"), ("Upgrade", "websocket")]), true),
         (
             "spdy, token list",

@@ -1,5 +1,5 @@
 //! `flotilla get clusters | bindings | pods`: list fleet resources (and a
-//! member's pods, `get_pods.rs`) as kubectl
+//! member's pods, `pods`) as kubectl
 //! does, as a table (`-o wide` for more columns) or the objects themselves
 //! (`-o json|yaml`), filtered by label selectors (`-l`).
 //!
@@ -13,8 +13,9 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
 use serde::Serialize;
 
-#[path = "get_pods.rs"]
 pub mod pods;
+
+pub use crate::output::age;
 
 use crate::hub_kubeconfig::HubKubeconfig;
 use crate::output::{list_document, list_failure, render_document, table, ListArgs};
@@ -116,18 +117,6 @@ async fn get_clusters(args: GetClustersArgs) -> anyhow::Result<bool> {
     }
     println!("{t}");
     Ok(true)
-}
-
-/// "5s", "3m", "2h", "4d" (as kubectl's AGE).
-pub fn age(created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>, now: Timestamp) -> String {
-    let Some(created) = created else { return "-".into() };
-    let secs = now.duration_since(created.0).as_secs().max(0);
-    match secs {
-        s if s < 120 => format!("{s}s"),
-        s if s < 7200 => format!("{}m", s / 60),
-        s if s < 172_800 => format!("{}h", s / 3600),
-        s => format!("{}d", s / 86400),
-    }
 }
 
 pub fn cluster_header(wide: bool) -> Vec<&'static str> {

@@ -110,6 +110,21 @@ pub fn table(header: Vec<&str>) -> comfy_table::Table {
     t
 }
 
+/// "5s", "3m", "2h", "4d" (as kubectl's AGE).
+pub fn age(
+    created: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    now: k8s_openapi::jiff::Timestamp,
+) -> String {
+    let Some(created) = created else { return "-".into() };
+    let secs = now.duration_since(created.0).as_secs().max(0);
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

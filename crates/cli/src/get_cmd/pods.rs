@@ -8,10 +8,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
-use super::{age, print_document};
 use crate::hub_kubeconfig::HubKubeconfig;
 use crate::member_access::{member_client, member_failure};
-use crate::output::{table, ListArgs};
+use crate::output::{age, list_document, render_document, table, ListArgs};
 
 #[derive(Args, Debug)]
 pub struct GetPodsArgs {
@@ -43,7 +42,8 @@ pub async fn get_pods(args: GetPodsArgs) -> anyhow::Result<bool> {
         .map_err(|e| anyhow::anyhow!(member_failure(&args.cluster, "listing pods", &e)))?
         .items;
     items.sort_by_key(|p| (p.metadata.namespace.clone(), p.metadata.name.clone()));
-    if print_document(&items, &args.list)? {
+    if let Some(text) = render_document(&list_document(&items)?, args.list.output)? {
+        println!("{}", text.trim_end());
         return Ok(true);
     }
     if items.is_empty() {

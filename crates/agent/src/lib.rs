@@ -1,7 +1,8 @@
 //! The member-side agent (pull mode): registers its cluster with the hub,
 //! renews a heartbeat Lease in its hub namespace, reports its member's
 //! health and inventory on its ManagedCluster's status, and applies the
-//! Works in its hub namespace to the member ([`apply`]).
+//! Works in its hub namespace to the member ([`apply`]), and keeps the
+//! tunnel through which the hub reaches its member ([`tunnel`]).
 //!
 //! The same status collection and work applier also run inside the hub for
 //! push-mode clusters (see [`collect`], [`apply`]).
@@ -13,6 +14,7 @@ mod error;
 pub mod member_events;
 pub mod pods;
 pub mod register;
+pub mod tunnel;
 pub mod usage;
 
 use std::time::Duration;
@@ -57,6 +59,10 @@ async fn run_agent(
     // One pod watch for the collector and the applier, kept across
     // re-registrations.
     let pods = pods::MemberPods::start(member.clone());
+    // The cluster proxy streams logs and watches: no read timeout.
+    let mut proxy_config = member_config.clone();
+    proxy_config.read_timeout = None;
+    let proxy_member = Client::try_from(proxy_config).map_err(|e| Error::Member(e.to_string()))?;
     tokio::pin!(shutdown);
     let result = loop {
         let registration = register(config).await?;
@@ -74,6 +80,7 @@ async fn run_agent(
             r = usage::run_usage_reporter(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), pods.clone(), usage::USAGE_INTERVAL) => Some(r),
             r = member_events::run_member_events(hub.clone(), ManagedCluster::hub_namespace(&config.cluster), member.clone(), pods.clone()) => Some(r),
             r = watch_removal(&hub, &config.cluster) => Some(r),
+            r = tunnel::run_tunnel(hub.clone(), config.cluster.clone(), proxy_member.clone()) => Some(r),
             // A renewed certificate: start over with it.
             r = register::renew_before_expiry(config, &registration) => r.err().map(Err),
             () = &mut shutdown => Some(Ok(())),

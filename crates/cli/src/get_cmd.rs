@@ -1,4 +1,5 @@
-//! `flotilla get clusters | bindings`: list fleet resources as kubectl
+//! `flotilla get clusters | bindings | pods`: list fleet resources (and a
+//! member's pods, `pods`) as kubectl
 //! does, as a table (`-o wide` for more columns) or the objects themselves
 //! (`-o json|yaml`), filtered by label selectors (`-l`).
 //!
@@ -11,6 +12,10 @@ use flotilla_api::work::{BindingSpec, BindingStatus, ClusterResourceBinding, Res
 use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
 use serde::Serialize;
+
+pub mod pods;
+
+pub use crate::output::age;
 
 use crate::hub_kubeconfig::HubKubeconfig;
 use crate::output::{age, list_document, list_failure, render_document, table, ListArgs};
@@ -34,6 +39,14 @@ pub enum GetCommand {
     ///
     /// Example: flotilla get bindings -n shop -o yaml
     Bindings(GetBindingsArgs),
+    /// A member cluster's pods, through the hub as your hub user (the
+    /// member's RBAC applies).
+    ///
+    /// Columns: NAME, READY, STATUS, RESTARTS, AGE; -o wide adds IP and
+    /// NODE, -A the NAMESPACE.
+    ///
+    /// Example: flotilla get pods --cluster m1 -n shop -o wide
+    Pods(pods::GetPodsArgs),
 }
 
 #[derive(Args, Debug)]
@@ -62,6 +75,7 @@ pub async fn get(cmd: GetCommand) -> anyhow::Result<bool> {
     match cmd {
         GetCommand::Clusters(args) => get_clusters(args).await,
         GetCommand::Bindings(args) => get_bindings(args).await,
+        GetCommand::Pods(args) => pods::get_pods(args).await,
     }
 }
 

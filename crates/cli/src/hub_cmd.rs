@@ -39,6 +39,16 @@ pub struct HubRunArgs {
     /// webhook's serving certificate. Needs --webhook-listen.
     #[arg(long, value_name = "URL", requires = "webhook_listen")]
     pub webhook_url: Option<String>,
+    /// Serve member clusters through the hub (the aggregated API
+    /// proxy.flotilla.io: `kubectl --server https://HUB/apis/proxy.flotilla.io/v1alpha1/clusters/C/proxy`,
+    /// `flotilla get pods --cluster C`) on this address, e.g. 0.0.0.0:9444.
+    /// The leader serves it; the hub's API server needs the aggregation layer.
+    #[arg(long, value_name = "ADDR", requires = "proxy_advertise")]
+    pub proxy_listen: Option<std::net::SocketAddr>,
+    /// The address the hub's API server reaches the proxy at (registered as
+    /// its APIService's endpoint; not loopback). Needs --proxy-listen.
+    #[arg(long, value_name = "IP", requires = "proxy_listen")]
+    pub proxy_advertise: Option<std::net::IpAddr>,
     /// This replica's name in leader election (default: HOSTNAME-PID). It
     /// must differ between replicas that may run at the same time; a
     /// supervisor that restarts its one replica only after it exited may
@@ -354,6 +364,12 @@ pub async fn hub(cmd: HubCommand) -> anyhow::Result<bool> {
                 },
                 autoscaling_sync: args.autoscaling_sync,
                 policy_order: args.policy_order.order(),
+                proxy: match (args.proxy_listen, args.proxy_advertise) {
+                    (Some(listen), Some(advertise)) => {
+                        Some(flotilla_hub::proxy::ProxyConfig { listen, advertise })
+                    }
+                    _ => None,
+                },
                 ..Default::default()
             };
             let (etcd, hosted) = args.kok.operators()?;

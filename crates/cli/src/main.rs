@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use clap::{CommandFactory, Parser, Subcommand};
 use flotilla_cli::hub_kubeconfig::HubKubeconfig;
 use flotilla_cli::{
-    binaries, completion, dashboard_cmd, etcd_cmd, fleet, fleetctl, get_cmd, hub_cmd, kokctl, migrate,
-    node_agent, rebalance_cmd, rollout_cmd,
+    binaries, completion, dashboard_cmd, etcd_cmd, fleet, fleetctl, get_cmd, hub_cmd, kokctl, member_cmd,
+    migrate, node_agent, rebalance_cmd, rollout_cmd,
 };
 
 #[derive(Parser)]
@@ -77,6 +77,19 @@ enum Command {
     /// List fleet resources.
     #[command(subcommand)]
     Get(get_cmd::GetCommand),
+    /// Print a member cluster's pod log, through the hub as your hub user.
+    ///
+    /// The member's RBAC applies to your hub user (pods/log get).
+    ///
+    /// Example: flotilla logs --cluster m1 -n shop web-7c9f -c main -f
+    Logs(member_cmd::LogsArgs),
+    /// Run a command in a member cluster's pod, through the hub as your hub user.
+    ///
+    /// The member's RBAC applies to your hub user (pods/exec create). No TTY;
+    /// -i passes standard input. Exits non-zero when the command fails.
+    ///
+    /// Example: flotilla exec --cluster m1 -n shop web-7c9f -- ls /
+    Exec(member_cmd::ExecArgs),
     /// Adopt a workload already running in a member into the fleet, without restarting it.
     ///
     /// Reads the object from the member, writes a hub template of it (its
@@ -226,6 +239,8 @@ async fn main() -> std::process::ExitCode {
         Command::Cluster(ClusterCommand::Hosted(c)) => kokctl::run(c).await,
         Command::Images(c) => kokctl::images(c).await,
         Command::Get(c) => get_cmd::get(c).await,
+        Command::Logs(a) => member_cmd::logs(a).await,
+        Command::Exec(a) => member_cmd::exec(a).await,
         Command::Promote(a) => migrate::promote(a).await,
         Command::Release(a) => migrate::release(a).await,
         Command::Rebalance(a) => rebalance_cmd::rebalance(a).await,

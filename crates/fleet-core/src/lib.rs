@@ -5,5 +5,7 @@
 pub mod bootstrap_token;
 pub mod cluster_events;
 pub mod condition_history;
+pub mod cluster_proxy;
 pub mod fleet_metrics;
 pub mod membership;
+pub mod tunnel;

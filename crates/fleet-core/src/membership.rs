@@ -785,6 +785,10 @@ pub fn agent_access_objects(name: &str, owner: serde_json::Value) -> Vec<serde_j
                 "resourceNames": [name], "verbs": ["get", "update", "patch"]},
             {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
                 "verbs": ["create"]},
+            // The tunnel through which the hub reaches a pull member
+            // (`cluster_proxy`).
+            {"apiGroups": [crate::cluster_proxy::GROUP], "resources": ["clusters/tunnel"],
+                "resourceNames": [name], "verbs": ["get"]},
             {"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
                 "resourceNames": [renewal_csr_name(name)], "verbs": ["get", "delete"]}
         ]}),

@@ -15,6 +15,7 @@ pub mod machines;
 mod metrics;
 pub mod migration;
 mod names;
+pub mod proxy;
 pub mod push;
 pub mod webhook;
 
@@ -50,6 +51,8 @@ pub struct HubConfig {
     /// How propagation policies of both kinds rank (`hub run
     /// --policy-order`; Karmada's by default).
     pub policy_order: flotilla_apps_core::selection::PolicyOrder,
+    /// Serve member clusters through the hub (`proxy`), if set.
+    pub proxy: Option<proxy::ProxyConfig>,
 }
 
 impl Default for HubConfig {
@@ -63,6 +66,7 @@ impl Default for HubConfig {
             autoscaling_sync: autoscaling::DEFAULT_SYNC_PERIOD,
             deschedule: Default::default(),
             policy_order: Default::default(),
+            proxy: None,
         }
     }
 }
@@ -70,6 +74,16 @@ impl Default for HubConfig {
 /// Runs the controllers (and the webhook, if configured) until the process
 /// ends.
 pub async fn run(client: Client, config: HubConfig) -> Result<(), Error> {
+    match config.proxy.clone() {
+        Some(proxy) => tokio::select! {
+            served = proxy::serve(client.clone(), proxy) => served,
+            ran = run_with_webhook(client, config) => ran,
+        },
+        None => run_with_webhook(client, config).await,
+    }
+}
+
+async fn run_with_webhook(client: Client, config: HubConfig) -> Result<(), Error> {
     match config.webhook.clone() {
         Some(webhook) => tokio::select! {
             served = webhook::serve(client.clone(), webhook) => served,

@@ -85,6 +85,15 @@ pub async fn run(
 }
 
 pub(crate) async fn member_client(hub: &Client, namespace: &str, name: &str) -> Result<Client, Error> {
+    let mut config = member_config(hub, namespace, name).await?;
+    config.connect_timeout = Some(Duration::from_secs(3));
+    config.read_timeout = Some(Duration::from_secs(15));
+    Client::try_from(config).map_err(Error::Kube)
+}
+
+/// The member's client configuration from its push Secret (no timeouts
+/// set: the cluster proxy streams logs and watches through it).
+pub(crate) async fn member_config(hub: &Client, namespace: &str, name: &str) -> Result<kube::Config, Error> {
     let secret = Api::<Secret>::namespaced(hub.clone(), namespace).get(name).await?;
     let data =
         secret.data.as_ref().and_then(|d| d.get(KUBECONFIG_KEY)).ok_or_else(|| {
@@ -92,12 +101,9 @@ pub(crate) async fn member_client(hub: &Client, namespace: &str, name: &str) -> 
         })?;
     let text = String::from_utf8(data.0.clone()).map_err(|e| Error::Other(e.to_string()))?;
     let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).map_err(|e| Error::Other(e.to_string()))?;
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
-        .map_err(|e| Error::Other(e.to_string()))?;
-    config.connect_timeout = Some(Duration::from_secs(3));
-    config.read_timeout = Some(Duration::from_secs(15));
-    Client::try_from(config).map_err(Error::Kube)
+        .map_err(|e| Error::Other(e.to_string()))
 }
 
 async fn report(hub: Client, cluster: &str, namespace: &str, secret: &str) -> Result<(), Error> {

@@ -144,7 +144,32 @@ impl Fleet {
         Fleet::start_members(tmp, None, configs, regions, &[], hub).await
     }
 
+    /// Like `start_with_members_and_hub`, with the hub cluster started
+    /// from `hub_cluster` (e.g. with the aggregation layer).
+    pub async fn start_with_hub_cluster(
+        hub_cluster: ClusterConfig,
+        configs: Vec<ClusterConfig>,
+        regions: &[&str],
+        hub: HubConfig,
+    ) -> Fleet {
+        let tmp = tempfile::tempdir().unwrap();
+        Fleet::start_members_on(hub_cluster, tmp, None, configs, regions, &[], hub).await
+    }
+
     async fn start_members(
+        tmp: tempfile::TempDir,
+        etcd: Option<Etcd>,
+        configs: Vec<ClusterConfig>,
+        regions: &[&str],
+        with_widgets: &[usize],
+        hub_config: HubConfig,
+    ) -> Fleet {
+        let hub = ClusterConfig::hub("hub");
+        Fleet::start_members_on(hub, tmp, etcd, configs, regions, with_widgets, hub_config).await
+    }
+
+    async fn start_members_on(
+        hub_cluster: ClusterConfig,
         tmp: tempfile::TempDir,
         etcd: Option<Etcd>,
         configs: Vec<ClusterConfig>,
@@ -162,7 +187,7 @@ impl Fleet {
         for (i, config) in configs.iter().enumerate() {
             assert_eq!(config.name, format!("m{}", i + 1), "members are named m1, m2, ... in order");
         }
-        let hub = Cluster::start(ClusterConfig::hub("hub"));
+        let hub = Cluster::start(hub_cluster);
         let members = futures::future::join_all(configs.into_iter().map(Cluster::start));
         let (hub, members) = tokio::join!(hub, members);
         let hub = hub.unwrap();

@@ -18,7 +18,7 @@ pub mod pods;
 pub use crate::output::age;
 
 use crate::hub_kubeconfig::HubKubeconfig;
-use crate::output::{age, list_document, list_failure, render_document, table, ListArgs};
+use crate::output::{list_document, list_failure, render_document, table, ListArgs};
 
 #[derive(Subcommand, Debug)]
 pub enum GetCommand {

@@ -255,6 +255,15 @@ pub struct HealthDetail {
 pub struct BindingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_observed_generation: Option<i64>,
+    /// With `placement.clusterAffinities`: the group the placement is
+    /// based on (Karmada's field, JSON name included). The scheduler
+    /// starts from it on the next pass.
+    #[serde(
+        default,
+        rename = "schedulerObservingAffinityName",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub scheduler_observed_affinity_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

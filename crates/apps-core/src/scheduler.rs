@@ -24,10 +24,14 @@ use k8s_openapi::jiff::Timestamp;
 use crate::affinity::cluster_matches;
 use crate::estimator::NodeConstraints;
 
+mod affinity_groups;
 mod candidates;
 mod snapshot;
 mod toleration;
 
+pub use affinity_groups::{
+    describe_group, group_change_notice, schedule_groups, start_index, term_placement, GroupDecision,
+};
 use candidates::*;
 use snapshot::{available_for, parse_requests};
 pub use snapshot::{available_replicas, available_replicas_with, resource_amount, ClusterSnapshot};

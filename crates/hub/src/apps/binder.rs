@@ -16,7 +16,7 @@ use flotilla_apps_core::binding_events::binding_events;
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
 use flotilla_apps_core::revision::RevisionContent;
-use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
+use flotilla_apps_core::scheduler::{describe_group, group_change_notice, schedule_groups, SchedulingRequest};
 use flotilla_apps_core::selection::{
     applicable_overrides, pick_propagation_policy, OverrideCandidate, PolicyCandidate, PolicyScope,
     TemplateMeta,
@@ -198,6 +198,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     };
     requeue = [requeue, descheduling.requeue_after].into_iter().flatten().min();
     let (mut descheduled, mut rebalanced) = (records_before, rebalanced_before);
+    let observed_group =
+        super::affinity_groups::observed(apps, key, existing.as_ref().and_then(|(_, status, _)| status.as_ref()));
+    let mut group_now: Option<String> = None;
+    let mut group_notice = None;
     let mut clusters: Vec<TargetCluster> = if decision.policy.is_some() {
         let request = SchedulingRequest {
             placement: &decision.placement,
@@ -218,13 +222,19 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 .as_ref()
                 .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, &view.scheduling)),
         };
-        let result = match kept {
-            Some(requeue_after) => {
-                Ok(flotilla_apps_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
-            }
-            None => schedule(&request, &view.scheduling),
+        let decision_by_group = match kept {
+            Some(requeue_after) => flotilla_apps_core::scheduler::GroupDecision {
+                result: Ok(flotilla_apps_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after }),
+                affinity_name: observed_group.clone().filter(|_| !decision.placement.cluster_affinities.is_empty()),
+                passed_over: Vec::new(),
+            },
+            // A rebalance starts again from the first clusterAffinities group.
+            None => schedule_groups(&request, &view.scheduling, observed_group.as_deref(), rebalance.is_some()),
         };
-        match result {
+        group_now = decision_by_group.affinity_name.clone();
+        group_notice = group_change_notice(observed_group.as_deref(), &decision_by_group);
+        let group = describe_group(&decision_by_group);
+        match decision_by_group.result {
             Ok(s) => {
                 requeue = [requeue, s.requeue_after].into_iter().flatten().min();
                 super::descheduler::announce(apps, &template, &kind.resource, &descheduling.moves).await;
@@ -239,7 +249,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                         key,
                         true,
                         "FailoverHalted",
-                        &format!("kept on {}: {why}", placed.join(", ")),
+                        &format!("kept on {}{group}: {why}", placed.join(", ")),
                         template.metadata.generation,
                     ),
                     None => record(
@@ -247,7 +257,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                         key,
                         true,
                         "Scheduled",
-                        &format!("placed on {}", placed.join(", ")),
+                        &format!("placed on {}{group}", placed.join(", ")),
                         template.metadata.generation,
                     ),
                 }
@@ -277,6 +287,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         );
         Vec::new()
     };
+    set_affinity_group(apps, key, group_now);
     // Dependencies follow the templates that need them.
     for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
         if !clusters.iter().any(|c| &c.name == needed) {
@@ -340,7 +351,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
     if existing.as_ref().map(|(s, _, _)| s) != Some(&spec) {
         let binding = write_binding(apps, key, &template, &spec).await?;
-        for notice in binding_events(existing.as_ref().map(|(s, _, _)| s), &spec) {
+        for notice in binding_events(existing.as_ref().map(|(s, _, _)| s), &spec).into_iter().chain(group_notice) {
             crate::events::publish(&apps.events.binder, &binding, &notice).await;
         }
         // Counted once written: a binding written again keeps its tasks
@@ -615,8 +626,27 @@ fn record(
     message: &str,
     generation: Option<i64>,
 ) {
-    let outcome = Outcome { scheduled, reason: reason.into(), message: message.into(), generation };
-    let changed = lock(&apps.outcomes).insert(key.clone(), outcome.clone()) != Some(outcome);
+    let mut outcomes = lock(&apps.outcomes);
+    // The group in use is the scheduler's to change (`set_affinity_group`).
+    let affinity_name = outcomes.get(key).and_then(|o| o.affinity_name.clone());
+    let outcome = Outcome { scheduled, reason: reason.into(), message: message.into(), generation, affinity_name };
+    let changed = outcomes.insert(key.clone(), outcome.clone()) != Some(outcome);
+    drop(outcomes);
+    if changed {
+        apps.status.add(key.clone());
+    }
+}
+
+/// Records the `clusterAffinities` group the binding uses now, for its
+/// status and the next pass.
+fn set_affinity_group(apps: &Apps, key: &TemplateKey, name: Option<String>) {
+    let changed = match lock(&apps.outcomes).get_mut(key) {
+        Some(o) if o.affinity_name != name => {
+            o.affinity_name = name;
+            true
+        }
+        _ => false,
+    };
     if changed {
         apps.status.add(key.clone());
     }

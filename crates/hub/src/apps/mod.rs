@@ -9,6 +9,7 @@
 //! caches whole templates (they are read when a reconcile needs them), which
 //! keeps the hub's memory flat in the number of templates.
 
+mod affinity_groups;
 mod binder;
 mod binder_writes;
 mod descheduler;

@@ -206,7 +206,10 @@ impl Apps {
         }
         if let Some(refused) = refused {
             let message = format!("the hub could not process this template: {refused}");
-            let outcome = Outcome { scheduled: false, reason: "Refused".into(), message, generation: None };
+            let stored = self.binding_status(key).and_then(|(_, status, _)| status);
+            let affinity_name = super::affinity_groups::observed(self, key, stored.as_ref());
+            let outcome =
+                Outcome { scheduled: false, reason: "Refused".into(), message, generation: None, affinity_name };
             if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
                 self.status.add(key.clone());
             }

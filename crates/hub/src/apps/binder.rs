@@ -231,6 +231,21 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             // A rebalance starts again from the first clusterAffinities group.
             None => schedule_groups(&request, &view.scheduling, observed_group.as_deref(), rebalance.is_some()),
         };
+        if let Ok(s) = &decision_by_group.result {
+            // A new cluster for this binding: is the view of it current?
+            let newly_chosen: Vec<&str> = s
+                .clusters
+                .iter()
+                .map(|c| c.name.as_str())
+                .filter(|name| !previous.iter().any(|p| p.name == *name))
+                .collect();
+            let stale = super::fresh_clusters::stale(apps, &view, &newly_chosen).await?;
+            if !stale.is_empty() {
+                tracing::info!(template = %key, clusters = %stale.join(","),
+                    "the hub's view of the chosen clusters is behind the API; scheduling again");
+                return Ok(Some(super::fresh_clusters::STALE_RECHECK));
+            }
+        }
         group_now = decision_by_group.affinity_name.clone();
         group_notice = group_change_notice(observed_group.as_deref(), &decision_by_group);
         let group = describe_group(&decision_by_group);

@@ -16,6 +16,7 @@ mod descheduler;
 mod event_state;
 mod events;
 mod fleet_view;
+mod fresh_clusters;
 mod index;
 mod interpreters;
 mod metric_gates;
@@ -293,6 +294,18 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
     let mut events = std::pin::pin!(events);
     let mut halted = BTreeMap::new();
     while let Some(event) = events.next().await {
+        if matches!(event, Event::InitDone) {
+            // A relist swaps the store only now, after its objects went by
+            // (and a view may have been cached from the old store): look
+            // again with the new one.
+            *lock(&apps.cluster_view) = None;
+            let mut keys: Vec<TemplateKey> = apps.binding_specs().into_iter().map(|(key, _)| key).collect();
+            keys.extend(lock(&apps.seen).keys().cloned());
+            for key in keys {
+                apps.binder.add(key);
+            }
+            continue;
+        }
         let Some(mc) = touched(&event) else { continue };
         let deleted = matches!(event, Event::Delete(_));
         *lock(&apps.cluster_view) = None;

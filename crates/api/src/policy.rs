@@ -189,7 +189,43 @@ pub struct Placement {
     pub spread_constraints: Vec<SpreadConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_scheduling: Option<ReplicaSchedulingStrategy>,
+    /// Affinity and anti-affinity between groups of workloads (Karmada's
+    /// `workloadAffinity`): a workload's group is the value of its
+    /// template's `groupByLabelKey` label, within its namespace. Required
+    /// when scheduling, ignored after: `affinity` places it only where a
+    /// peer of its group is (anywhere for the first of a group),
+    /// `antiAffinity` never where a peer of its group is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_affinity: Option<WorkloadAffinity>,
 }
+
+/// Karmada's `WorkloadAffinity`: inter-workload scheduling rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadAffinity {
+    /// Co-locate with the workloads of the same group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<WorkloadAffinityTerm>,
+    /// Keep away from the clusters of the workloads of the same group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<WorkloadAffinityTerm>,
+}
+
+/// A workload group by label (Karmada's `WorkloadAffinityTerm` and
+/// `WorkloadAntiAffinityTerm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadAffinityTerm {
+    /// A label key on the templates: templates with the same value are one
+    /// group (e.g. `app.group`, where `app.group=frontend` is a group).
+    #[schemars(length(min = 1, max = 317), regex(pattern = LABEL_KEY))]
+    pub group_by_label_key: String,
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then
+/// a name of up to 63 alphanumerics, `-`, `_` and `.`, alphanumeric at
+/// both ends.
+const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
 
 /// One group of `clusterAffinities`: a name and the clusters it holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

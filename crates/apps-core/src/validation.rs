@@ -410,7 +410,9 @@ fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope:
     }
     // The rest are the CRD's CEL rules, checked again on stored objects.
     if placement.cluster_affinity.is_some() && !placement.cluster_affinities.is_empty() {
-        errors.push("spec.placement.clusterAffinities: set clusterAffinity or clusterAffinities, not both".into());
+        errors.push(
+            "spec.placement.clusterAffinities: set clusterAffinity or clusterAffinities, not both".into(),
+        );
     }
     for (i, term) in placement.cluster_affinities.iter().enumerate() {
         if placement.cluster_affinities[..i].iter().any(|t| t.affinity_name == term.affinity_name) {

@@ -254,7 +254,10 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
                     {"affinityName": "primary", "clusterNames": ["m1"]},
                     {"affinityName": "primary", "clusterNames": ["m2"]}]}),
             ),
-            vec!["spec.placement.clusterAffinities", "each clusterAffinities term needs its own affinityName"],
+            vec![
+                "spec.placement.clusterAffinities",
+                "each clusterAffinities term needs its own affinityName",
+            ],
         ),
         (
             with_overriders("pointer", json!({"plaintext": [{"path": "/spec/~2", "operator": "remove"}]})),

@@ -16,8 +16,8 @@
 use flotilla_api::policy::{ClusterAffinityTerm, Placement};
 use flotilla_core::events::Notice;
 
-use super::{schedule, truncate, ClusterSnapshot, Scheduled, SchedulingRequest, Unschedulable};
 use super::MESSAGE_LIMIT;
+use super::{schedule, truncate, ClusterSnapshot, Scheduled, SchedulingRequest, Unschedulable};
 
 /// What scheduling over the groups decided.
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +57,11 @@ pub fn schedule_groups(
 ) -> GroupDecision {
     let terms = &req.placement.cluster_affinities;
     if terms.is_empty() {
-        return GroupDecision { result: schedule(req, clusters), affinity_name: None, passed_over: Vec::new() };
+        return GroupDecision {
+            result: schedule(req, clusters),
+            affinity_name: None,
+            passed_over: Vec::new(),
+        };
     }
     let start = if from_first { 0 } else { start_index(terms, observed) };
     let mut passed_over = Vec::new();
@@ -82,21 +86,18 @@ pub fn schedule_groups(
     // The group in use stays the group in use (none yet: none).
     let kept = observed.filter(|o| terms.iter().any(|t| t.affinity_name == *o)).map(String::from);
     let message = no_group_fits(&passed_over);
-    GroupDecision {
-        result: Err(Unschedulable { message, requeue_after }),
-        affinity_name: kept,
-        passed_over,
-    }
+    GroupDecision { result: Err(Unschedulable { message, requeue_after }), affinity_name: kept, passed_over }
 }
 
 /// "no clusterAffinities group fits: a: why; b: why", bounded.
 fn no_group_fits(passed_over: &[(String, String)]) -> String {
     let share = (MESSAGE_LIMIT / passed_over.len().max(1)).max(80);
-    let parts: Vec<String> = passed_over
-        .iter()
-        .map(|(name, why)| truncate(format!("group {name}: {why}"), share))
-        .collect();
-    truncate(format!("no clusterAffinities group can hold the workload: {}", parts.join("; ")), MESSAGE_LIMIT + 20)
+    let parts: Vec<String> =
+        passed_over.iter().map(|(name, why)| truncate(format!("group {name}: {why}"), share)).collect();
+    truncate(
+        format!("no clusterAffinities group can hold the workload: {}", parts.join("; ")),
+        MESSAGE_LIMIT + 20,
+    )
 }
 
 /// How the `Scheduled` condition names the group in use, with the groups
@@ -121,12 +122,17 @@ pub fn group_change_notice(before: Option<&str>, decision: &GroupDecision) -> Op
     if decision.result.is_err() || before == Some(now) {
         return None;
     }
-    let why: Vec<String> =
-        decision.passed_over.iter().map(|(name, why)| format!("group {name}: {}", truncate(why.clone(), 200))).collect();
+    let why: Vec<String> = decision
+        .passed_over
+        .iter()
+        .map(|(name, why)| format!("group {name}: {}", truncate(why.clone(), 200)))
+        .collect();
     let message = match (before, why.is_empty()) {
         (None, true) => format!("scheduled on clusterAffinities group {now}"),
         (Some(b), true) => format!("moved from clusterAffinities group {b} to {now}"),
-        (None, false) => format!("scheduled on clusterAffinities group {now}; passed over {}", why.join("; ")),
+        (None, false) => {
+            format!("scheduled on clusterAffinities group {now}; passed over {}", why.join("; "))
+        }
         (Some(b), false) => {
             format!("moved from clusterAffinities group {b} to {now}; passed over {}", why.join("; "))
         }

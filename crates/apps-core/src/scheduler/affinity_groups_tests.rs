@@ -25,7 +25,12 @@ fn cluster(name: &str, room: u128) -> ClusterSnapshot {
 }
 
 fn tainted(mut c: ClusterSnapshot) -> ClusterSnapshot {
-    c.taints.push(Taint { key: "maintenance".into(), value: None, effect: TaintEffect::NoSchedule, time_added: None });
+    c.taints.push(Taint {
+        key: "maintenance".into(),
+        value: None,
+        effect: TaintEffect::NoSchedule,
+        time_added: None,
+    });
     c
 }
 
@@ -42,7 +47,10 @@ fn term(name: &str, clusters: &[&str]) -> ClusterAffinityTerm {
 /// Karmada's documented disaster-recovery groups, divided Aggregated.
 fn primary_backup(replica_scheduling: Option<ReplicaSchedulingStrategy>) -> Placement {
     Placement {
-        cluster_affinities: vec![term("primary-clusters", &["member1"]), term("backup-clusters", &["member1", "member2"])],
+        cluster_affinities: vec![
+            term("primary-clusters", &["member1"]),
+            term("backup-clusters", &["member1", "member2"]),
+        ],
         replica_scheduling,
         ..Default::default()
     }
@@ -70,7 +78,8 @@ struct Case {
 }
 
 fn run(case: &Case) -> GroupDecision {
-    let requests: BTreeMap<String, Quantity> = [("cpu".to_string(), Quantity("1".into()))].into_iter().collect();
+    let requests: BTreeMap<String, Quantity> =
+        [("cpu".to_string(), Quantity("1".into()))].into_iter().collect();
     let previous: Vec<TargetCluster> =
         case.previous.iter().map(|(n, r)| TargetCluster { name: n.to_string(), replicas: *r }).collect();
     let caps = BTreeMap::new();
@@ -207,7 +216,8 @@ fn groups_are_tried_in_order_from_the_group_in_use() {
         assert_eq!(passed, case.want_passed_over, "{}", case.name);
         match (&case.want, &decision.result) {
             (Ok((group, placed)), Ok(s)) => {
-                let got: Vec<(&str, i32)> = s.clusters.iter().map(|t| (t.name.as_str(), t.replicas)).collect();
+                let got: Vec<(&str, i32)> =
+                    s.clusters.iter().map(|t| (t.name.as_str(), t.replicas)).collect();
                 assert_eq!(&got, placed, "{}", case.name);
                 let want_group = (!group.is_empty()).then_some(*group);
                 assert_eq!(decision.affinity_name.as_deref(), want_group, "{}", case.name);
@@ -238,7 +248,9 @@ fn the_group_change_is_announced_once() {
     let moved = run(&case(Some("primary-clusters")));
     let notice = group_change_notice(Some("primary-clusters"), &moved).expect("a move is announced");
     assert_eq!(notice.reason, "ClusterAffinityGroupChanged");
-    assert!(notice.message.contains("moved from clusterAffinities group primary-clusters to backup-clusters"));
+    assert!(notice
+        .message
+        .contains("moved from clusterAffinities group primary-clusters to backup-clusters"));
     assert!(notice.message.contains("not enough capacity"), "{}", notice.message);
     assert!(describe_group(&moved).contains("group primary-clusters passed over"));
     // The next pass starts from the backup: nothing new to say.

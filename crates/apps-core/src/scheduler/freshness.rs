@@ -60,8 +60,18 @@ mod tests {
         let unschedulable = ClusterSnapshot { schedulable: false, ..cluster("m1") };
         let cases: Vec<(&str, Vec<ClusterSnapshot>, &[&str], Vec<&str>)> = vec![
             ("the same", view.clone(), &["m1", "m2"], vec![]),
-            ("a NoSchedule taint the view missed", vec![tainted(cluster("m1"), TaintEffect::NoSchedule)], &["m1"], vec!["m1"]),
-            ("a NoExecute taint too", vec![tainted(cluster("m2"), TaintEffect::NoExecute)], &["m2"], vec!["m2"]),
+            (
+                "a NoSchedule taint the view missed",
+                vec![tainted(cluster("m1"), TaintEffect::NoSchedule)],
+                &["m1"],
+                vec!["m1"],
+            ),
+            (
+                "a NoExecute taint too",
+                vec![tainted(cluster("m2"), TaintEffect::NoExecute)],
+                &["m2"],
+                vec!["m2"],
+            ),
             ("a label (affinity)", vec![labelled(cluster("m1"))], &["m1"], vec!["m1"]),
             ("no longer schedulable", vec![unschedulable], &["m1"], vec!["m1"]),
             ("gone from the API", vec![], &["m3"], vec!["m3"]),

@@ -24,7 +24,11 @@ pub(super) const STALE_RECHECK: Duration = Duration::from_millis(300);
 
 /// The newly chosen clusters whose view is stale (empty: go ahead). When
 /// some are, the cached view is dropped so the next pass rebuilds it.
-pub(super) async fn stale(apps: &Apps, view: &ClusterView, newly_chosen: &[&str]) -> Result<Vec<String>, Error> {
+pub(super) async fn stale(
+    apps: &Apps,
+    view: &ClusterView,
+    newly_chosen: &[&str],
+) -> Result<Vec<String>, Error> {
     if newly_chosen.is_empty() {
         return Ok(Vec::new());
     }

@@ -31,6 +31,7 @@ mod rollouts;
 mod state;
 mod status;
 mod suspended;
+mod workload_groups;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -129,6 +130,7 @@ pub async fn run(
         bind_failures: Mutex::default(),
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
+        workload_groups: Mutex::default(),
         failover,
         opt_in,
         deschedule,

@@ -25,6 +25,8 @@ pub(crate) struct Apps {
     /// Last template status written, by template (hash of the JSON).
     pub(super) written_status: Mutex<HashMap<TemplateKey, u64>>,
     pub(super) cluster_view: Mutex<Option<Arc<ClusterView>>>,
+    /// Placements decided for bindings with workloadAffinity groups.
+    pub(super) workload_groups: Mutex<super::workload_groups::Decided>,
     pub(super) failover: flotilla_apps_core::failover::FailoverSettings,
     /// When unschedulable replicas move (`hub run --unschedulable-threshold`).
     pub(super) deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
@@ -208,8 +210,13 @@ impl Apps {
             let message = format!("the hub could not process this template: {refused}");
             let stored = self.binding_status(key).and_then(|(_, status, _)| status);
             let affinity_name = super::affinity_groups::observed(self, key, stored.as_ref());
-            let outcome =
-                Outcome { scheduled: false, reason: "Refused".into(), message, generation: None, affinity_name };
+            let outcome = Outcome {
+                scheduled: false,
+                reason: "Refused".into(),
+                message,
+                generation: None,
+                affinity_name,
+            };
             if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
                 self.status.add(key.clone());
             }

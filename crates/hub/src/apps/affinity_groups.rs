@@ -13,3 +13,18 @@ pub(super) fn observed(apps: &Apps, key: &TemplateKey, stored: Option<&BindingSt
     let remembered = lock(&apps.outcomes).get(key).and_then(|o| o.affinity_name.clone());
     remembered.or_else(|| stored.and_then(|s| s.scheduler_observed_affinity_name.clone()))
 }
+
+/// Records the group the binding uses now, for its status and the next
+/// pass.
+pub(super) fn set(apps: &Apps, key: &TemplateKey, name: Option<String>) {
+    let changed = match lock(&apps.outcomes).get_mut(key) {
+        Some(o) if o.affinity_name != name => {
+            o.affinity_name = name;
+            true
+        }
+        _ => false,
+    };
+    if changed {
+        apps.status.add(key.clone());
+    }
+}

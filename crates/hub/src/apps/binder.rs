@@ -277,17 +277,10 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         };
         if let Ok(s) = &decision_by_group.result {
             // A new cluster for this binding: is the view of it current?
-            let newly_chosen: Vec<&str> = s
-                .clusters
-                .iter()
-                .map(|c| c.name.as_str())
-                .filter(|name| !previous.iter().any(|p| p.name == *name))
-                .collect();
-            let stale = super::fresh_clusters::stale(apps, &view, &newly_chosen).await?;
-            if !stale.is_empty() {
-                tracing::info!(template = %key, clusters = %stale.join(","),
-                    "the hub's view of the chosen clusters is behind the API; scheduling again");
-                return Ok(Some(super::fresh_clusters::STALE_RECHECK));
+            if let Some(again) =
+                super::fresh_clusters::recheck(apps, key, &view, &s.clusters, &previous).await?
+            {
+                return Ok(Some(again));
             }
         }
         group_now = decision_by_group.affinity_name.clone();
@@ -347,7 +340,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         );
         Vec::new()
     };
-    set_affinity_group(apps, key, group_now);
+    super::affinity_groups::set(apps, key, group_now);
     // Dependencies follow the templates that need them.
     for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
         if !clusters.iter().any(|c| &c.name == needed) {
@@ -696,21 +689,6 @@ fn record(
         Outcome { scheduled, reason: reason.into(), message: message.into(), generation, affinity_name };
     let changed = outcomes.insert(key.clone(), outcome.clone()) != Some(outcome);
     drop(outcomes);
-    if changed {
-        apps.status.add(key.clone());
-    }
-}
-
-/// Records the `clusterAffinities` group the binding uses now, for its
-/// status and the next pass.
-fn set_affinity_group(apps: &Apps, key: &TemplateKey, name: Option<String>) {
-    let changed = match lock(&apps.outcomes).get_mut(key) {
-        Some(o) if o.affinity_name != name => {
-            o.affinity_name = name;
-            true
-        }
-        _ => false,
-    };
     if changed {
         apps.status.add(key.clone());
     }

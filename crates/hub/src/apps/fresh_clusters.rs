@@ -7,10 +7,11 @@
 use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
+use flotilla_api::work::TargetCluster;
 use flotilla_apps_core::scheduler::{stale_for_placement, ClusterSnapshot};
 use kube::Api;
 
-use super::index::{lock, ClusterView};
+use super::index::{lock, ClusterView, TemplateKey};
 use super::state::Apps;
 use crate::error::Error;
 
@@ -20,15 +21,11 @@ const GETS_AT_MOST: usize = 16;
 
 /// How soon the binder looks again when its view was stale (the watch
 /// catches up meanwhile).
-pub(super) const STALE_RECHECK: Duration = Duration::from_millis(300);
+const STALE_RECHECK: Duration = Duration::from_millis(300);
 
 /// The newly chosen clusters whose view is stale (empty: go ahead). When
 /// some are, the cached view is dropped so the next pass rebuilds it.
-pub(super) async fn stale(
-    apps: &Apps,
-    view: &ClusterView,
-    newly_chosen: &[&str],
-) -> Result<Vec<String>, Error> {
+async fn stale(apps: &Apps, view: &ClusterView, newly_chosen: &[&str]) -> Result<Vec<String>, Error> {
     if newly_chosen.is_empty() {
         return Ok(Vec::new());
     }
@@ -48,4 +45,27 @@ pub(super) async fn stale(
         *lock(&apps.cluster_view) = None;
     }
     Ok(stale)
+}
+
+/// When `chosen` adds clusters to `previous` and the view of one of them
+/// is stale: how soon to schedule again (nothing is written meanwhile).
+pub(super) async fn recheck(
+    apps: &Apps,
+    key: &TemplateKey,
+    view: &ClusterView,
+    chosen: &[TargetCluster],
+    previous: &[TargetCluster],
+) -> Result<Option<Duration>, Error> {
+    let newly_chosen: Vec<&str> = chosen
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| !previous.iter().any(|p| p.name == *name))
+        .collect();
+    let stale = stale(apps, view, &newly_chosen).await?;
+    if stale.is_empty() {
+        return Ok(None);
+    }
+    tracing::info!(template = %key, clusters = %stale.join(","),
+        "the hub's view of the chosen clusters is behind the API; scheduling again");
+    Ok(Some(STALE_RECHECK))
 }

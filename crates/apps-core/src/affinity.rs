@@ -145,7 +145,9 @@ mod tests {
         )
         .unwrap();
         let named = ClusterAffinity { cluster_names: vec!["a".into()], ..from_yaml.clone() };
-        let cases: &[(&str, &ClusterAffinity, &str, &[(&str, &str)], bool)] = &[
+        /// (case, affinity, cluster, its labels, matches)
+        type Case<'a> = (&'a str, &'a ClusterAffinity, &'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             ("no labels", &from_yaml, "a", &[], true),
             ("any labels", &from_yaml, "b", &[("env", "prod")], true),
             ("empty lists", &empty_lists, "c", &[("region", "eu")], true),

@@ -1453,7 +1453,9 @@ mod tests {
     fn a_region_spread_keeps_one_cluster_per_region_whatever_the_cluster_limit() {
         // Karmada's rule (`selectBestClustersByRegion`): the best cluster
         // of each chosen region, then more by the cluster limit if any.
-        let cases: Vec<(&str, Vec<SpreadConstraint>, Placement, i32, Vec<(&str, i32)>)> = vec![
+        /// (case, constraints, base placement, replicas, placed)
+        type Case<'a> = (&'a str, Vec<SpreadConstraint>, Placement, i32, Vec<(&'a str, i32)>);
+        let cases: Vec<Case> = vec![
             (
                 "2 regions, at most 1 cluster: one per region",
                 vec![by(SpreadByField::Region, 2, 2), by(SpreadByField::Cluster, 1, 1)],

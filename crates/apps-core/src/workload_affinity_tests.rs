@@ -30,12 +30,10 @@ fn set(list: &[&str]) -> BTreeSet<String> {
 #[test]
 fn a_template_is_in_the_groups_its_labels_name() {
     let both = WorkloadAffinity { affinity: term("app.group"), anti_affinity: term("ha.group") };
-    let cases: Vec<(
-        &str,
-        Option<&WorkloadAffinity>,
-        BTreeMap<String, String>,
-        Option<BindingAffinityGroups>,
-    )> = vec![
+    /// (case, rules, template labels, groups)
+    type Case<'a> =
+        (&'a str, Option<&'a WorkloadAffinity>, BTreeMap<String, String>, Option<BindingAffinityGroups>);
+    let cases: Vec<Case> = vec![
         ("no rules", None, labels(&[("app.group", "a")]), None),
         (
             "both labels",

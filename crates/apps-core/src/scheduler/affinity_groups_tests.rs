@@ -64,6 +64,9 @@ fn aggregated() -> Option<ReplicaSchedulingStrategy> {
     })
 }
 
+/// (group, placement) or Err(group kept, a piece of the message)
+type Want = Result<(&'static str, Vec<(&'static str, i32)>), (Option<&'static str>, &'static str)>;
+
 struct Case {
     name: &'static str,
     placement: Placement,
@@ -72,8 +75,7 @@ struct Case {
     previous: Vec<(&'static str, i32)>,
     observed: Option<&'static str>,
     from_first: bool,
-    /// (group, placement) or Err(group kept, a piece of the message)
-    want: Result<(&'static str, Vec<(&'static str, i32)>), (Option<&'static str>, &'static str)>,
+    want: Want,
     want_passed_over: Vec<&'static str>,
 }
 

@@ -58,7 +58,9 @@ mod tests {
     fn only_what_keeps_a_new_template_away_makes_the_view_stale() {
         let view = vec![cluster("m1"), cluster("m2"), cluster("m3")];
         let unschedulable = ClusterSnapshot { schedulable: false, ..cluster("m1") };
-        let cases: Vec<(&str, Vec<ClusterSnapshot>, &[&str], Vec<&str>)> = vec![
+        /// (case, the API's clusters, newly chosen, stale)
+        type Case<'a> = (&'a str, Vec<ClusterSnapshot>, &'a [&'a str], Vec<&'a str>);
+        let cases: Vec<Case> = vec![
             ("the same", view.clone(), &["m1", "m2"], vec![]),
             (
                 "a NoSchedule taint the view missed",

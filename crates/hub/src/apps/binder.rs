@@ -340,7 +340,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         );
         Vec::new()
     };
-    super::affinity_groups::set(apps, key, group_now);
+    if super::affinity_groups::set(apps, key, group_now) {
+        apps.status.add(key.clone());
+    }
     // Dependencies follow the templates that need them.
     for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
         if !clusters.iter().any(|c| &c.name == needed) {

@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use flotilla_api::work::{BindingAffinityGroups, TargetCluster};
 use flotilla_apps_core::workload_affinity::{describe, excluded_clusters, Peer};
 
-use super::index::{ClusterView, TemplateKey};
-use super::state::Apps;
+use super::index::{ClusterView, Index, TemplateKey};
 
 /// How long a decision counts beside the cache: by then the binding
 /// written with it is in the cache (or was never written).
@@ -26,7 +25,7 @@ pub(crate) struct Decided(HashMap<(String, String), (BindingAffinityGroups, Vec<
 /// The peers of `key`'s binding `name` in its namespace: (groups,
 /// clusters) of every other binding with groups.
 pub(super) fn peers(
-    apps: &Apps,
+    apps: &Index,
     decided: &MutexGuard<'_, Decided>,
     key: &TemplateKey,
     name: &str,
@@ -68,7 +67,7 @@ pub(super) fn record(
 /// The clusters `groups` rule out for `key`'s binding `name`, and the note
 /// for its `Scheduled` message ("" when none).
 pub(super) fn exclusions(
-    apps: &Apps,
+    apps: &Index,
     decided: Option<&MutexGuard<'_, Decided>>,
     key: &TemplateKey,
     name: &str,

@@ -39,7 +39,6 @@ pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
         "spec.suspension.scheduling",
         "suspending scheduling alone is not implemented; use `suspension.dispatching`",
     ),
-    ("spec.placement.clusterAffinities", "use a single clusterAffinity"),
     (
         "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
         "only `AvailableReplicas` is supported",
@@ -180,10 +179,34 @@ pub enum ConflictResolution {
 /// Which clusters a template goes to and how its replicas are divided.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!has(self.clusterAffinity) || !has(self.clusterAffinities) || size(self.clusterAffinities) == 0",
+        "message": "set clusterAffinity or clusterAffinities, not both (a single group is a clusterAffinity; ordered groups are clusterAffinities)",
+        "fieldPath": ".clusterAffinities"
+    },
+    {
+        "rule": "!has(self.clusterAffinities) || self.clusterAffinities.all(a, self.clusterAffinities.exists_one(b, b.affinityName == a.affinityName))",
+        "message": "each clusterAffinities term needs its own affinityName (the binding's status names the group in use by it)",
+        "fieldPath": ".clusterAffinities"
+    }
+]))]
 pub struct Placement {
     /// Clusters eligible for the template; absent means every cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_affinity: Option<ClusterAffinity>,
+    /// Ordered cluster groups (Karmada's multiple scheduling groups, e.g.
+    /// primary then backup): the scheduler uses one group at a time,
+    /// starting from the group in use (the binding's
+    /// `status.schedulerObservingAffinityName`, the first group at first),
+    /// and moves to the next when no cluster of a group fits or the group
+    /// cannot hold the replicas. As in Karmada it does not move back to an
+    /// earlier group by itself when that group frees up; a
+    /// `WorkloadRebalancer` for the workload starts again from the first
+    /// group. Exclusive with `clusterAffinity`. At most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 10))]
+    pub cluster_affinities: Vec<ClusterAffinityTerm>,
     /// Taints of clusters this template tolerates. A NoExecute taint that
     /// is not tolerated (or whose `tolerationSeconds` ran out) moves the
     /// template's replicas away. `cluster.karmada.io/not-ready` and
@@ -198,11 +221,61 @@ pub struct Placement {
     pub spread_constraints: Vec<SpreadConstraint>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_scheduling: Option<ReplicaSchedulingStrategy>,
+    /// Affinity and anti-affinity between groups of workloads (Karmada's
+    /// `workloadAffinity`): a workload's group is the value of its
+    /// template's `groupByLabelKey` label, within its namespace. Required
+    /// when scheduling, ignored after: `affinity` places it only where a
+    /// peer of its group is (anywhere for the first of a group),
+    /// `antiAffinity` never where a peer of its group is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_affinity: Option<WorkloadAffinity>,
+}
+
+/// Karmada's `WorkloadAffinity`: inter-workload scheduling rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadAffinity {
+    /// Co-locate with the workloads of the same group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<WorkloadAffinityTerm>,
+    /// Keep away from the clusters of the workloads of the same group.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<WorkloadAffinityTerm>,
+}
+
+/// A workload group by label (Karmada's `WorkloadAffinityTerm` and
+/// `WorkloadAntiAffinityTerm`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadAffinityTerm {
+    /// A label key on the templates: templates with the same value are one
+    /// group (e.g. `app.group`, where `app.group=frontend` is a group).
+    #[schemars(length(min = 1, max = 317), regex(pattern = LABEL_KEY))]
+    pub group_by_label_key: String,
+}
+
+/// A Kubernetes label key: an optional DNS-subdomain prefix and `/`, then
+/// a name of up to 63 alphanumerics, `-`, `_` and `.`, alphanumeric at
+/// both ends.
+const LABEL_KEY: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+
+/// One group of `clusterAffinities`: a name and the clusters it holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterAffinityTerm {
+    /// The group's name, unique in the list (1 to 32 characters, as in
+    /// Karmada).
+    #[schemars(length(min = 1, max = 32))]
+    pub affinity_name: String,
+    #[serde(flatten)]
+    pub affinity: ClusterAffinity,
 }
 
 /// A set of clusters: by label, by field (provider/region/zone, read from
 /// the cluster labels in `cluster_field_label`), by name, minus excluded names.
-/// All given criteria must hold.
+/// All given criteria must hold. An empty `labelSelector: {}` (like an
+/// absent one, and like an empty affinity) matches every cluster, as in
+/// Karmada and Kubernetes label selectors.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterAffinity {

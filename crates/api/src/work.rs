@@ -207,6 +207,21 @@ pub struct BindingSpec {
     /// chosen.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub preserved_states: Vec<crate::policy_failover::PreservedState>,
+    /// The template's groups under `placement.workloadAffinity` (Karmada's
+    /// field): the binder keeps workloads of one affinity group together
+    /// and of one anti-affinity group apart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity_groups: Option<BindingAffinityGroups>,
+}
+
+/// A binding's workload groups, each `labelKey=labelValue` (empty: none).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BindingAffinityGroups {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub affinity_group: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub anti_affinity_group: String,
 }
 
 /// A cluster that gave away replicas its scheduler could not place.
@@ -284,6 +299,11 @@ pub struct HealthDetail {
 pub struct BindingStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduler_observed_generation: Option<i64>,
+    /// With `placement.clusterAffinities`: the group the placement is
+    /// based on (Karmada's field, JSON name included). The scheduler
+    /// starts from it on the next pass.
+    #[serde(default, rename = "schedulerObservingAffinityName", skip_serializing_if = "Option::is_none")]
+    pub scheduler_observed_affinity_name: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -132,4 +132,31 @@ mod tests {
         };
         assert!(!cluster_matches(&by_label, "a", &l));
     }
+
+    #[test]
+    fn an_empty_label_selector_matches_every_cluster_as_in_karmada() {
+        // `labelSelector: {}` (and empty lists inside it) selects
+        // everything, as a Kubernetes label selector does and Karmada reads
+        // it; the affinity's other criteria still apply.
+        let from_yaml: ClusterAffinity =
+            serde_json::from_value(serde_json::json!({"labelSelector": {}})).unwrap();
+        let empty_lists: ClusterAffinity = serde_json::from_value(
+            serde_json::json!({"labelSelector": {"matchLabels": {}, "matchExpressions": []}}),
+        )
+        .unwrap();
+        let named = ClusterAffinity { cluster_names: vec!["a".into()], ..from_yaml.clone() };
+        /// (case, affinity, cluster, its labels, matches)
+        type Case<'a> = (&'a str, &'a ClusterAffinity, &'a str, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
+            ("no labels", &from_yaml, "a", &[], true),
+            ("any labels", &from_yaml, "b", &[("env", "prod")], true),
+            ("empty lists", &empty_lists, "c", &[("region", "eu")], true),
+            ("with clusterNames: listed", &named, "a", &[], true),
+            ("with clusterNames: not listed", &named, "b", &[], false),
+        ];
+        assert!(from_yaml.label_selector.is_some(), "`{{}}` is kept as a selector, not dropped");
+        for (name, affinity, cluster, cluster_labels, want) in cases {
+            assert_eq!(cluster_matches(affinity, cluster, &labels(cluster_labels)), *want, "{name}");
+        }
+    }
 }

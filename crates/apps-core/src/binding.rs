@@ -193,6 +193,7 @@ pub fn keep_previous(
         cluster_tolerations: request.placement.cluster_tolerations.clone(),
         spread_constraints: Vec::new(),
         replica_scheduling: None,
+        ..Placement::default()
     };
     let probe_request = SchedulingRequest { placement: &probe, ..*request };
     match schedule(&probe_request, clusters) {

@@ -140,6 +140,8 @@ pub struct Outcome {
     pub message: String,
     /// The template generation the binder scheduled.
     pub generation: Option<i64>,
+    /// The `clusterAffinities` group in use (None without them).
+    pub affinity_name: Option<String>,
 }
 
 /// What the status writer read of one binding.
@@ -212,6 +214,10 @@ pub fn binding_status(observed: &Observed, now: &Time) -> Option<Decided> {
             .outcome
             .and_then(|o| o.generation)
             .or(observed.previous.scheduler_observed_generation),
+        scheduler_observed_affinity_name: match observed.outcome {
+            Some(o) => o.affinity_name.clone(),
+            None => observed.previous.scheduler_observed_affinity_name.clone(),
+        },
         conditions: vec![scheduled, fully_applied, healthy],
         aggregated_status: items,
     };
@@ -223,6 +229,7 @@ pub fn same_status(a: &BindingStatus, b: &BindingStatus) -> bool {
     condition::same(&a.conditions, &b.conditions)
         && a.aggregated_status == b.aggregated_status
         && a.scheduler_observed_generation == b.scheduler_observed_generation
+        && a.scheduler_observed_affinity_name == b.scheduler_observed_affinity_name
 }
 
 /// What to write when the API server refused `wanted` (e.g. a member's
@@ -575,7 +582,13 @@ mod tests {
     }
 
     fn outcome(scheduled: bool, reason: &str) -> Outcome {
-        Outcome { scheduled, reason: reason.into(), message: format!("{reason}!"), generation: Some(3) }
+        Outcome {
+            scheduled,
+            reason: reason.into(),
+            message: format!("{reason}!"),
+            generation: Some(3),
+            affinity_name: None,
+        }
     }
 
     #[test]

@@ -44,3 +44,4 @@ pub mod selection;
 pub mod suspension;
 pub mod validation;
 pub mod workload;
+pub mod workload_affinity;

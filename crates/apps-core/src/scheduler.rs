@@ -10,7 +10,7 @@
 //! added or removed (Karmada's scale-up / scale-down).
 
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::{self, Write as _};
 use std::time::Duration;
 
@@ -24,11 +24,17 @@ use k8s_openapi::jiff::Timestamp;
 use crate::affinity::cluster_matches;
 use crate::estimator::NodeConstraints;
 
+mod affinity_groups;
 mod candidates;
+mod freshness;
 mod snapshot;
 mod toleration;
 
+pub use affinity_groups::{
+    describe_group, group_change_notice, schedule_groups, start_index, term_placement, GroupDecision,
+};
 use candidates::*;
+pub use freshness::stale_for_placement;
 use snapshot::{available_for, parse_requests};
 pub use snapshot::{available_replicas, available_replicas_with, resource_amount, ClusterSnapshot};
 use toleration::*;
@@ -385,6 +391,11 @@ fn apply_spread(
             candidates.len()
         )));
     }
+    // As in Karmada (`selectBestClustersByRegion`), every chosen group
+    // keeps its best cluster even where that is more than the cluster
+    // limit: the group spread wins, the limit only bounds the extra ones.
+    let groups_chosen = candidates.iter().map(|c| c.group_rank).collect::<BTreeSet<_>>().len();
+    let max = if max == 0 { 0 } else { max.max(groups_chosen) };
     if max == 0 || candidates.len() <= max {
         return Ok(());
     }
@@ -1436,11 +1447,48 @@ mod tests {
         assert_eq!(run(&placement, 4).placed(&regional()), pairs(&[("eu-1", 2), ("us-1", 2)]));
         let only_cluster = spread(vec![by(SpreadByField::Cluster, 1, 2)], aggregated());
         assert_eq!(run(&only_cluster, 4).placed(&regional()), pairs(&[("us-1", 4)]));
-        let too_few =
-            spread(vec![by(SpreadByField::Cluster, 1, 1), by(SpreadByField::Region, 2, 0)], dynamic());
-        assert!(run(&too_few, 4).error(&regional()).starts_with(
-            "spreadConstraints need at least 2 regions but at most 1 clusters; 1 other clusters do not fit"
-        ));
+    }
+
+    #[test]
+    fn a_region_spread_keeps_one_cluster_per_region_whatever_the_cluster_limit() {
+        // Karmada's rule (`selectBestClustersByRegion`): the best cluster
+        // of each chosen region, then more by the cluster limit if any.
+        /// (case, constraints, base placement, replicas, placed)
+        type Case<'a> = (&'a str, Vec<SpreadConstraint>, Placement, i32, Vec<(&'a str, i32)>);
+        let cases: Vec<Case> = vec![
+            (
+                "2 regions, at most 1 cluster: one per region",
+                vec![by(SpreadByField::Region, 2, 2), by(SpreadByField::Cluster, 1, 1)],
+                dynamic(),
+                4,
+                vec![("eu-1", 1), ("us-1", 3)],
+            ),
+            (
+                "any number of regions, at most 1 cluster: one in each",
+                vec![by(SpreadByField::Cluster, 1, 1), by(SpreadByField::Region, 2, 0)],
+                Placement::default(),
+                1,
+                vec![("ap-1", 1), ("eu-1", 1), ("us-1", 1)],
+            ),
+            (
+                "a cluster limit above the regions adds the next best",
+                vec![by(SpreadByField::Region, 2, 2), by(SpreadByField::Cluster, 1, 3)],
+                Placement::default(),
+                1,
+                vec![("eu-1", 1), ("eu-2", 1), ("us-1", 1)],
+            ),
+            (
+                "one region, at most 1 cluster: its best",
+                vec![by(SpreadByField::Region, 1, 1), by(SpreadByField::Cluster, 1, 1)],
+                Placement::default(),
+                1,
+                vec![("us-1", 1)],
+            ),
+        ];
+        for (name, constraints, base, replicas, want) in cases {
+            let placement = spread(constraints, base);
+            assert_eq!(run(&placement, replicas).placed(&regional()), pairs(&want), "{name}");
+        }
     }
 
     #[test]

@@ -401,6 +401,9 @@ fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope:
     if let Some(affinity) = &placement.cluster_affinity {
         check_affinity(affinity, "spec.placement.clusterAffinity", scope, &mut errors);
     }
+    for (i, term) in placement.cluster_affinities.iter().enumerate() {
+        check_affinity(&term.affinity, &format!("spec.placement.clusterAffinities[{i}]"), scope, &mut errors);
+    }
     for (i, toleration) in placement.cluster_tolerations.iter().enumerate() {
         check_toleration(toleration, &format!("spec.placement.clusterTolerations[{i}]"), &mut errors);
     }
@@ -416,6 +419,19 @@ fn check_propagation(spec: &PropagationSpec, own_namespace: OwnNamespace, scope:
     // The rest are the CRD's CEL rules, checked again on stored objects.
     if let Some(failover) = &spec.failover {
         errors.extend(crate::app_failover::rule_errors(failover));
+    }
+    if placement.cluster_affinity.is_some() && !placement.cluster_affinities.is_empty() {
+        errors.push(
+            "spec.placement.clusterAffinities: set clusterAffinity or clusterAffinities, not both".into(),
+        );
+    }
+    for (i, term) in placement.cluster_affinities.iter().enumerate() {
+        if placement.cluster_affinities[..i].iter().any(|t| t.affinity_name == term.affinity_name) {
+            errors.push(format!(
+                "spec.placement.clusterAffinities[{i}].affinityName: {:?} names an earlier group too",
+                term.affinity_name
+            ));
+        }
     }
     for (i, spread) in placement.spread_constraints.iter().enumerate() {
         let path = format!("spec.placement.spreadConstraints[{i}]");
@@ -773,14 +789,6 @@ mod tests {
     #[test]
     fn unsupported_karmada_fields_are_named_with_the_reason() {
         let errors = errors_of(
-            "PropagationPolicy",
-            &pp_with_placement(json!({"clusterAffinities": [{"affinityName": "a"}]})),
-        );
-        assert_eq!(
-            errors,
-            ["spec.placement.clusterAffinities: Karmada field not supported by Flotilla: use a single clusterAffinity"]
-        );
-        let errors = errors_of(
             "ClusterPropagationPolicy",
             &json!({"spec": {"resourceSelectors": deployment_selector(), "preemption": "Always"}}),
         );
@@ -847,6 +855,43 @@ mod tests {
             &pp_with_placement(json!({"spreadConstraints": vec![spread; 11]})),
         );
         assert_eq!(errors, ["spec.placement.spreadConstraints: must have at most 10 items"]);
+    }
+
+    #[test]
+    fn cluster_affinities_are_karmadas_ordered_groups() {
+        // Karmada's documented primary/backup groups.
+        let groups = json!([
+            {"affinityName": "primary-clusters", "clusterNames": ["member1"]},
+            {"affinityName": "backup-clusters", "clusterNames": ["member1", "member2"]}
+        ]);
+        let valid = pp_with_placement(json!({"clusterAffinities": groups}));
+        assert_eq!(validate_policy("PropagationPolicy", &valid), Vec::<String>::new());
+        let cases: &[(&str, Value, &[&str])] = &[
+            (
+                "both forms",
+                json!({"clusterAffinity": {"clusterNames": ["a"]}, "clusterAffinities": groups}),
+                &["spec.placement.clusterAffinities", "not both"],
+            ),
+            (
+                "a name twice",
+                json!({"clusterAffinities": [{"affinityName": "a"}, {"affinityName": "a"}]}),
+                &["spec.placement.clusterAffinities[1].affinityName", "earlier group"],
+            ),
+            (
+                "no name",
+                json!({"clusterAffinities": [{"clusterNames": ["a"]}]}),
+                &["spec.placement.clusterAffinities[0]", "affinityName"],
+            ),
+            (
+                "a group's own rules",
+                json!({"clusterAffinities": [{"affinityName": "a", "clusterNames": ["x"], "exclude": ["x"]}]}),
+                &["spec.placement.clusterAffinities[0].exclude", "excludes every cluster"],
+            ),
+        ];
+        for (name, placement, needles) in cases {
+            let errors = errors_of("PropagationPolicy", &pp_with_placement(placement.clone()));
+            assert!(errors.iter().any(|e| needles.iter().all(|n| e.contains(n))), "{name}: {errors:?}");
+        }
     }
 
     #[test]

@@ -130,13 +130,6 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     // with the reason.
     for (spec, needles) in [
         (
-            json!({"resourceSelectors": nginx(), "placement": {"clusterAffinities": [{"affinityName": "a"}]}}),
-            [
-                "spec.placement.clusterAffinities",
-                "Karmada field not supported by Flotilla: use a single clusterAffinity",
-            ],
-        ),
-        (
             json!({"resourceSelectors": nginx(), "suspension": {"scheduling": true}}),
             ["spec.suspension.scheduling", "Karmada field not supported by Flotilla"],
         ),
@@ -325,6 +318,26 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
             vec!["matchExpressions[0].values", "values must be empty for operators Exists and DoesNotExist"],
         ),
         (
+            with_placement(
+                "groups",
+                json!({"clusterAffinity": {"clusterNames": ["m1"]},
+                    "clusterAffinities": [{"affinityName": "primary", "clusterNames": ["m1"]}]}),
+            ),
+            vec!["spec.placement.clusterAffinities", "set clusterAffinity or clusterAffinities, not both"],
+        ),
+        (
+            with_placement(
+                "groups",
+                json!({"clusterAffinities": [
+                    {"affinityName": "primary", "clusterNames": ["m1"]},
+                    {"affinityName": "primary", "clusterNames": ["m2"]}]}),
+            ),
+            vec![
+                "spec.placement.clusterAffinities",
+                "each clusterAffinities term needs its own affinityName",
+            ],
+        ),
+        (
             with_overriders("pointer", json!({"plaintext": [{"path": "/spec/~2", "operator": "remove"}]})),
             vec!["spec.overrideRules[0].overriders.plaintext[0].path", "should match"],
         ),
@@ -356,6 +369,13 @@ async fn each_rule_across_fields_is_enforced_by_the_api_server_with_its_message(
     for object in [
         spread(json!({"spreadByField": "region", "minGroups": 2, "maxGroups": 2})),
         spread(json!({"spreadByLabel": "rack", "minGroups": 3})),
+        // Karmada's documented primary/backup groups.
+        with_placement(
+            "groups",
+            json!({"clusterAffinities": [
+                {"affinityName": "primary-clusters", "clusterNames": ["member1"]},
+                {"affinityName": "backup-clusters", "clusterNames": ["member1", "member2"]}]}),
+        ),
         scheduling(json!({"replicaSchedulingType": "Duplicated"})),
         scheduling(json!({"replicaDivisionPreference": "Weighted", "weightPreference": weights})),
         field_selector(json!({"key": "region", "operator": "NotIn", "values": ["eu"]})),

@@ -18,7 +18,9 @@ use flotilla_apps_core::claim::{Activation, How};
 use flotilla_apps_core::failover;
 use flotilla_apps_core::interpreter as interpreted;
 use flotilla_apps_core::revision::RevisionContent;
-use flotilla_apps_core::scheduler::{schedule, SchedulingRequest};
+use flotilla_apps_core::scheduler::{
+    describe_group, group_change_notice, schedule_groups, SchedulingRequest,
+};
 use flotilla_apps_core::selection::{applicable_overrides, OverrideCandidate, TemplateMeta};
 use flotilla_apps_core::suspension::dispatch_suspended;
 use kube::api::DynamicObject;
@@ -288,33 +290,93 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     };
     requeue = [requeue, descheduling.requeue_after].into_iter().flatten().min();
     let (mut descheduled, mut rebalanced) = (records_before, rebalanced_before);
+    let observed_group = super::affinity_groups::observed(
+        apps,
+        key,
+        existing.as_ref().and_then(|(_, status, _)| status.as_ref()),
+    );
+    let mut group_now: Option<String> = None;
+    let mut group_notice = None;
+    // workloadAffinity: the template's groups, judged against its
+    // namespace's peers (namespaced templates only, as in Karmada).
+    let workload_groups = flotilla_apps_core::workload_affinity::groups_of(
+        decision.placement.workload_affinity.as_ref(),
+        &labels,
+    )
+    .filter(|_| !key.namespace.is_empty());
+    let own_binding = binding_name(&key.api_version, &key.kind, &key.name);
     let mut clusters: Vec<TargetCluster> = if decision.policy.is_some() {
-        let request = SchedulingRequest {
-            placement: &decision.placement,
-            replicas: replicas.unwrap_or(0),
-            requests: &requests,
-            node_constraints: &node_constraints,
-            resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
-            previous: if rebalance.is_some() { &[] } else { previous.as_slice() },
-            caps: &descheduling.caps,
-            now,
-        };
-        // A cluster the replicas failed over from is back for good: take
-        // the division the policy asks for again.
-        let kept = match &returning {
-            failover::Return::Now(_) => None,
-            _ if rebalance.is_some() || !app.started.is_empty() => None,
-            _ => existing
-                .as_ref()
-                .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, scheduling)),
-        };
-        let result = match kept {
-            Some(requeue_after) => {
-                Ok(flotilla_apps_core::scheduler::Scheduled { clusters: previous.clone(), requeue_after })
+        // Peers read, scheduled and recorded under one lock (no await in
+        // this block).
+        let (affinity_note, decision_by_group) = {
+            let mut decided = workload_groups.as_ref().map(|_| lock(&apps.workload_groups));
+            let (excluded, affinity_note) = super::workload_groups::exclusions(
+                apps,
+                decided.as_ref(),
+                key,
+                &own_binding,
+                workload_groups.as_ref(),
+                &view,
+            );
+            let scheduling_placement =
+                flotilla_apps_core::workload_affinity::constrained(&decision.placement, &excluded);
+            let request = SchedulingRequest {
+                placement: &scheduling_placement,
+                replicas: replicas.unwrap_or(0),
+                requests: &requests,
+                node_constraints: &node_constraints,
+                resource: Some((kind.resource.api_version.as_str(), kind.resource.plural.as_str())),
+                previous: if rebalance.is_some() { &[] } else { previous.as_slice() },
+                caps: &descheduling.caps,
+                now,
+            };
+            // A cluster the replicas failed over from is back for good: take
+            // the division the policy asks for again.
+            let kept = match &returning {
+                failover::Return::Now(_) => None,
+                _ if rebalance.is_some() || !app.started.is_empty() => None,
+                _ => existing.as_ref().and_then(|(s, _, _)| {
+                    keep_previous(&request, &s.placement, s.replicas, scheduling)
+                }),
+            };
+            let decision_by_group = match kept {
+                Some(requeue_after) => flotilla_apps_core::scheduler::GroupDecision {
+                    result: Ok(flotilla_apps_core::scheduler::Scheduled {
+                        clusters: previous.clone(),
+                        requeue_after,
+                    }),
+                    affinity_name: observed_group
+                        .clone()
+                        .filter(|_| !decision.placement.cluster_affinities.is_empty()),
+                    passed_over: Vec::new(),
+                },
+                // A rebalance starts again from the first clusterAffinities group.
+                None => schedule_groups(
+                    &request,
+                    scheduling,
+                    observed_group.as_deref(),
+                    rebalance.is_some(),
+                ),
+            };
+            if let (Some(groups), Some(d), Ok(s)) =
+                (&workload_groups, decided.as_mut(), &decision_by_group.result)
+            {
+                super::workload_groups::record(d, key, &own_binding, groups, &s.clusters);
             }
-            None => schedule(&request, scheduling),
+            (affinity_note, decision_by_group)
         };
-        match result {
+        if let Ok(s) = &decision_by_group.result {
+            // A new cluster for this binding: is the view of it current?
+            if let Some(again) =
+                super::fresh_clusters::recheck(apps, key, &view, &s.clusters, &previous).await?
+            {
+                return Ok(Some(again));
+            }
+        }
+        group_now = decision_by_group.affinity_name.clone();
+        group_notice = group_change_notice(observed_group.as_deref(), &decision_by_group);
+        let group = describe_group(&decision_by_group);
+        match decision_by_group.result {
             Ok(s) => {
                 requeue = [requeue, s.requeue_after].into_iter().flatten().min();
                 super::descheduler::announce(apps, &template, &kind.resource, &descheduling.moves).await;
@@ -329,7 +391,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                         key,
                         true,
                         "FailoverHalted",
-                        &format!("kept on {}: {why}", placed.join(", ")),
+                        &format!("kept on {}{group}: {why}", placed.join(", ")),
                         template.metadata.generation,
                     ),
                     None => record(
@@ -337,7 +399,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                         key,
                         true,
                         "Scheduled",
-                        &format!("placed on {}", placed.join(", ")),
+                        &format!("placed on {}{group}", placed.join(", ")),
                         template.metadata.generation,
                     ),
                 }
@@ -352,7 +414,8 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                     u.requeue_after.unwrap_or(Duration::from_secs(30)).min(requeue.unwrap_or(Duration::MAX)),
                 );
                 // Keep what runs; say why nothing (better) fits.
-                record(apps, key, false, "NoClusterFit", &u.message, template.metadata.generation);
+                let message = format!("{}{affinity_note}", u.message);
+                record(apps, key, false, "NoClusterFit", &message, template.metadata.generation);
                 previous.clone()
             }
         }
@@ -365,6 +428,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         let kept: Vec<String> = clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
         let why = format!("kept on {}: {}", kept.join(", "), app.held.join("; "));
         record(apps, key, true, "ApplicationFailoverHeld", &why, template.metadata.generation);
+    }
+    if super::affinity_groups::set(apps, key, group_now) {
+        apps.status.add(key.clone());
     }
     // Dependencies follow the templates that need them.
     for needed in required_by.iter().flat_map(|b| b.clusters.iter()) {
@@ -423,6 +489,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         rebalanced,
         failover: decision.failover.clone(),
         preserved_states: preserved_states.clone(),
+        affinity_groups: workload_groups.clone(),
     };
     let dependencies_before: Vec<ObjectReference> =
         existing.as_ref().map(|(s, _, _)| s.dependencies.clone()).unwrap_or_default();
@@ -430,7 +497,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     if existing.as_ref().map(|(s, _, m)| (s, binding_record(m))) != Some((&spec, lazy_value.clone())) {
         let binding =
             write_claimed_binding(apps, key, &template, &spec, lazy_value, decision.policy.as_ref()).await?;
-        for notice in binding_events(existing.as_ref().map(|(s, _, _)| s), &spec) {
+        for notice in
+            binding_events(existing.as_ref().map(|(s, _, _)| s), &spec).into_iter().chain(group_notice)
+        {
             crate::events::publish(&apps.events.binder, &binding, &notice).await;
         }
         // Counted once written: a binding written again keeps its tasks
@@ -754,8 +823,13 @@ fn record(
     message: &str,
     generation: Option<i64>,
 ) {
-    let outcome = Outcome { scheduled, reason: reason.into(), message: message.into(), generation };
-    let changed = lock(&apps.outcomes).insert(key.clone(), outcome.clone()) != Some(outcome);
+    let mut outcomes = lock(&apps.outcomes);
+    // The group in use is the scheduler's to change (`set_affinity_group`).
+    let affinity_name = outcomes.get(key).and_then(|o| o.affinity_name.clone());
+    let outcome =
+        Outcome { scheduled, reason: reason.into(), message: message.into(), generation, affinity_name };
+    let changed = outcomes.insert(key.clone(), outcome.clone()) != Some(outcome);
+    drop(outcomes);
     if changed {
         apps.status.add(key.clone());
     }

@@ -852,6 +852,7 @@ mod tests {
             reason: "NoClusterFit".into(),
             message: String::new(),
             generation: None,
+            affinity_name: None,
         };
         lock(&f.index.outcomes).insert(deployment("web"), failed);
         assert!(f.index.scheduling_failed(&deployment("web")));

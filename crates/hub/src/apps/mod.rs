@@ -10,6 +10,7 @@
 //! keeps the hub's memory flat in the number of templates.
 
 mod app_failover;
+mod affinity_groups;
 mod binder;
 mod binder_writes;
 mod dependency_policy;
@@ -19,6 +20,7 @@ mod descheduler;
 mod event_state;
 mod events;
 mod fleet_view;
+mod fresh_clusters;
 mod index;
 mod interpreters;
 mod metric_gates;
@@ -35,6 +37,7 @@ mod served;
 mod state;
 mod status;
 mod suspended;
+mod workload_groups;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::Hash;
@@ -138,6 +141,7 @@ pub async fn run(
         written_status: Mutex::default(),
         cluster_view: Mutex::default(),
         failover_clocks: Default::default(),
+        workload_groups: Mutex::default(),
         failover,
         opt_in,
         deschedule,
@@ -352,6 +356,18 @@ async fn on_clusters(apps: Arc<Apps>, events: impl Stream<Item = Event<ManagedCl
     let mut events = std::pin::pin!(events);
     let mut halted = BTreeMap::new();
     while let Some(event) = events.next().await {
+        if matches!(event, Event::InitDone) {
+            // A relist swaps the store only now, after its objects went by
+            // (and a view may have been cached from the old store): look
+            // again with the new one.
+            *lock(&apps.cluster_view) = None;
+            let mut keys: Vec<TemplateKey> = apps.binding_specs().into_iter().map(|(key, _)| key).collect();
+            keys.extend(lock(&apps.seen).keys().cloned());
+            for key in keys {
+                apps.binder.add(key);
+            }
+            continue;
+        }
         let Some(mc) = touched(&event) else { continue };
         let deleted = matches!(event, Event::Delete(_));
         *lock(&apps.cluster_view) = None;

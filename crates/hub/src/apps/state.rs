@@ -27,6 +27,8 @@ pub(crate) struct Apps {
     pub(super) cluster_view: Mutex<Option<Arc<ClusterView>>>,
     /// Application failover's and hand-added taints' clocks.
     pub(super) failover_clocks: super::app_failover::FailoverClocks,
+    /// Placements decided for bindings with workloadAffinity groups.
+    pub(super) workload_groups: Mutex<super::workload_groups::Decided>,
     pub(super) failover: flotilla_apps_core::failover::FailoverSettings,
     /// When unschedulable replicas move (`hub run --unschedulable-threshold`).
     pub(super) deschedule: flotilla_apps_core::deschedule::DescheduleSettings,
@@ -218,7 +220,15 @@ impl Apps {
         }
         if let Some(refused) = refused {
             let message = format!("the hub could not process this template: {refused}");
-            let outcome = Outcome { scheduled: false, reason: "Refused".into(), message, generation: None };
+            let stored = self.binding_status(key).and_then(|(_, status, _)| status);
+            let affinity_name = super::affinity_groups::observed(self, key, stored.as_ref());
+            let outcome = Outcome {
+                scheduled: false,
+                reason: "Refused".into(),
+                message,
+                generation: None,
+                affinity_name,
+            };
             if lock(&self.outcomes).insert(key.clone(), outcome.clone()).as_ref() != Some(&outcome) {
                 self.status.add(key.clone());
             }

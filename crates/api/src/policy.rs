@@ -34,16 +34,10 @@ pub const UNSUPPORTED_KARMADA_FIELD: &str = "Karmada field not supported by Flot
 
 /// Karmada fields (JSON paths under the object) that Flotilla does not
 /// implement, with the reason shown when a policy uses one.
-pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[
-    (
-        "spec.suspension.scheduling",
-        "suspending scheduling alone is not implemented; use `suspension.dispatching`",
-    ),
-    (
-        "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
-        "only `AvailableReplicas` is supported",
-    ),
-];
+pub const UNSUPPORTED_KARMADA_FIELDS: &[(&str, &str)] = &[(
+    "spec.placement.replicaScheduling.weightPreference.dynamicWeight",
+    "only `AvailableReplicas` is supported",
+)];
 
 /// Which templates a policy selects. All given fields must match.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -159,6 +153,12 @@ pub struct Suspension {
     /// Dispatch is halted to these clusters only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dispatching_on_clusters: Option<SuspendClusters>,
+    /// `true`: scheduling is halted (Karmada's `suspension.scheduling`):
+    /// the templates keep the clusters and replicas they have (a new one
+    /// is not placed at all), with no failover, descheduling or rebalance,
+    /// while template changes are still dispatched to those clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduling: Option<bool>,
 }
 
 /// Clusters whose dispatch is halted, by name.

@@ -7,6 +7,11 @@
 //! scaling, and its agent still reports status. Scheduling goes on (the
 //! binding says where the template would go), so resuming dispatches the
 //! current decision at once.
+//!
+//! Suspended scheduling (`suspension.scheduling`) is the converse: the
+//! binding keeps its clusters and replicas (a new template gets none), with
+//! no failover, descheduling or rebalance, while dispatch goes on, so
+//! template changes still reach the clusters it has.
 
 use flotilla_api::policy::Suspension;
 use flotilla_core::conditions::Wanted;
@@ -43,7 +48,7 @@ pub fn for_dependency(requirers: &[(Option<&Suspension>, &[String])]) -> Option<
         return None;
     }
     if requirers.iter().all(|(s, _)| s.is_some_and(|s| s.dispatching == Some(true))) {
-        return Some(Suspension { dispatching: Some(true), dispatching_on_clusters: None });
+        return Some(Suspension { dispatching: Some(true), ..Default::default() });
     }
     let mut names: Vec<String> =
         requirers.iter().flat_map(|(_, clusters)| clusters.iter().cloned()).collect();
@@ -59,9 +64,40 @@ pub fn for_dependency(requirers: &[(Option<&Suspension>, &[String])]) -> Option<
         return None;
     }
     Some(Suspension {
-        dispatching: None,
         dispatching_on_clusters: Some(flotilla_api::policy::SuspendClusters { cluster_names: names }),
+        ..Default::default()
     })
+}
+
+/// The `Scheduled` reason while the policy halts scheduling.
+pub const REASON_SCHEDULING_SUSPENDED: &str = "SchedulingSuspended";
+
+/// Whether the policy halts scheduling (Karmada's `suspension.scheduling`):
+/// the binding keeps the clusters and replicas it has.
+pub fn scheduling_suspended(suspension: Option<&Suspension>) -> bool {
+    suspension.is_some_and(|s| s.scheduling == Some(true))
+}
+
+/// The `Scheduled` condition while scheduling is suspended, given where
+/// the template runs (`placed`, as the binding describes each cluster):
+/// `True` when it keeps a placement, `False` when it has none yet.
+pub fn scheduling_suspended_outcome(placed: &[String]) -> (bool, String) {
+    const RESUME: &str = "remove spec.suspension.scheduling from the policy to schedule again";
+    if placed.is_empty() {
+        (
+            false,
+            format!("not scheduled: the policy suspends scheduling (spec.suspension.scheduling); {RESUME}"),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "kept on {}: the policy suspends scheduling (spec.suspension.scheduling), so nothing is \
+                 placed, moved or rescaled, while template changes still reach these clusters; {RESUME}",
+                placed.join(", ")
+            ),
+        )
+    }
 }
 
 /// The `Dispatching` condition to write: `False`/`DispatchingSuspended`
@@ -105,11 +141,12 @@ mod tests {
             dispatching_on_clusters: Some(SuspendClusters {
                 cluster_names: names.iter().map(|n| n.to_string()).collect(),
             }),
+            scheduling: None,
         }
     }
 
     fn all(value: bool) -> Suspension {
-        Suspension { dispatching: Some(value), dispatching_on_clusters: None }
+        Suspension { dispatching: Some(value), ..Default::default() }
     }
 
     #[test]
@@ -199,6 +236,36 @@ mod tests {
     }
 
     #[test]
+    fn scheduling_suspension() {
+        let scheduling = |v: Option<bool>| Suspension { scheduling: v, ..Default::default() };
+        // (name, suspension, suspended)
+        let cases = [
+            ("no suspension", None, false),
+            ("scheduling true", Some(scheduling(Some(true))), true),
+            ("scheduling false", Some(scheduling(Some(false))), false),
+            ("scheduling unset", Some(scheduling(None)), false),
+            ("dispatching only", Some(all(true)), false),
+        ];
+        for (name, suspension, want) in cases {
+            assert_eq!(scheduling_suspended(suspension.as_ref()), want, "{name}");
+        }
+        // (name, placed, scheduled, message contains)
+        let outcomes: [(&str, &[&str], bool, &str); 2] = [
+            ("a new template is not placed", &[], false, "not scheduled: the policy suspends scheduling"),
+            ("a placed one keeps its clusters", &["m1 (2)", "m2 (1)"], true, "kept on m1 (2), m2 (1)"),
+        ];
+        for (name, placed, scheduled, needle) in outcomes {
+            let placed: Vec<String> = placed.iter().map(|s| s.to_string()).collect();
+            let (got, message) = scheduling_suspended_outcome(&placed);
+            assert_eq!(got, scheduled, "{name}");
+            assert!(
+                message.contains(needle) && message.contains("remove spec.suspension.scheduling"),
+                "{name}: {message}"
+            );
+        }
+    }
+
+    #[test]
     fn policies_with_a_suspension() {
         let selectors = serde_json::json!([{"apiVersion": "apps/v1", "kind": "Deployment"}]);
         let policy = |suspension: serde_json::Value| {
@@ -211,10 +278,11 @@ mod tests {
             ("dispatching", serde_json::json!({"dispatching": true}), None),
             ("on clusters", serde_json::json!({"dispatchingOnClusters": {"clusterNames": ["m1"]}}), None),
             ("empty", serde_json::json!({}), None),
+            ("scheduling", serde_json::json!({"scheduling": true}), None),
             (
-                "scheduling is Karmada's, not Flotilla's",
-                serde_json::json!({"scheduling": true}),
-                Some("spec.suspension.scheduling: Karmada field not supported by Flotilla"),
+                "scheduling is a boolean",
+                serde_json::json!({"scheduling": "yes"}),
+                Some("spec.suspension.scheduling"),
             ),
             (
                 "a typo",

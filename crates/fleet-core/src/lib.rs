@@ -4,8 +4,8 @@
 
 pub mod bootstrap_token;
 pub mod cluster_events;
-pub mod condition_history;
 pub mod cluster_proxy;
+pub mod condition_history;
 pub mod fleet_metrics;
 pub mod membership;
 pub mod tunnel;

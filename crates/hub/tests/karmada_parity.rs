@@ -276,3 +276,72 @@ async fn a_deleted_claim_template_goes_and_a_later_one_of_the_same_name_propagat
         .await;
     }
 }
+
+/// Karmada's `suspension.scheduling`: what runs stays where it is (a policy
+/// change does not move it, a new template is not placed) while template
+/// changes still reach the clusters it has; resuming schedules at once.
+#[tokio::test]
+async fn a_policy_that_suspends_scheduling_keeps_its_templates_where_they_are() {
+    let fleet = Fleet::start(&["eu", "us"], &[]).await;
+    let hub = fleet.hub.client();
+    create_namespace(&hub, "demo").await;
+    let on = |cluster: &str, suspended: bool| {
+        let mut extra = json!({"resourceSelectors": [
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "held"},
+                {"apiVersion": "apps/v1", "kind": "Deployment", "name": "fresh"}],
+            "placement": {"clusterAffinity": {"clusterNames": [cluster]}}});
+        if suspended {
+            extra["suspension"] = json!({"scheduling": true});
+        }
+        propagation_policy("held", "held", extra)
+    };
+    apply(&hub, on("m1", false)).await;
+    apply(&hub, deployment("held", "none")).await;
+    let deployments = |cluster: &str| {
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(fleet.member(cluster).client(), "demo")
+    };
+    let image = |d: k8s_openapi::api::apps::v1::Deployment| {
+        d.spec.template.spec.and_then(|s| s.containers.first().and_then(|c| c.image.clone()))
+    };
+    wait_for("the Deployment in m1", Duration::from_secs(60), || async {
+        deployments("m1").get_opt("held").await.ok().flatten().is_some()
+    })
+    .await;
+
+    // Suspended, the policy now asks for m2: nothing moves.
+    apply(&hub, on("m2", true)).await;
+    wait_for("the binding to say scheduling is suspended", Duration::from_secs(30), || async {
+        scheduled_message(&hub, "Deployment", "held").await.is_some_and(|m| m.starts_with("kept on m1"))
+    })
+    .await;
+    // Dispatch goes on: a template change reaches m1.
+    let mut changed = deployment("held", "none");
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = json!("busybox:1.37");
+    apply(&hub, changed).await;
+    wait_for("the changed image in m1", Duration::from_secs(60), || async {
+        deployments("m1").get_opt("held").await.ok().flatten().and_then(image).as_deref()
+            == Some("busybox:1.37")
+    })
+    .await;
+    // A new template is not placed at all.
+    apply(&hub, deployment("fresh", "none")).await;
+    wait_for("the new template's binding to say it is not scheduled", Duration::from_secs(30), || async {
+        scheduled_message(&hub, "Deployment", "fresh")
+            .await
+            .is_some_and(|m| m.starts_with("not scheduled: the policy suspends scheduling"))
+    })
+    .await;
+    for cluster in ["m1", "m2"] {
+        assert!(deployments(cluster).get_opt("fresh").await.unwrap().is_none(), "fresh in {cluster}");
+    }
+    assert!(deployments("m2").get_opt("held").await.unwrap().is_none(), "held moved while suspended");
+
+    // Resumed: both go where the policy says.
+    apply(&hub, on("m2", false)).await;
+    wait_for("both in m2 and held gone from m1", Duration::from_secs(90), || async {
+        deployments("m2").get_opt("held").await.ok().flatten().is_some()
+            && deployments("m2").get_opt("fresh").await.ok().flatten().is_some()
+            && deployments("m1").get_opt("held").await.ok().flatten().is_none()
+    })
+    .await;
+}

@@ -126,25 +126,16 @@ async fn valid_policies_are_admitted_and_misspelt_or_unsupported_fields_refused_
     let stored = create(&pps, typo).await.unwrap();
     assert_eq!(stored.data["spec"].get("priorty"), None);
 
-    // A Karmada field Flotilla does not implement: refused for any client,
-    // with the reason.
-    for (spec, needles) in [
-        (
-            json!({"resourceSelectors": nginx(), "suspension": {"scheduling": true}}),
-            ["spec.suspension.scheduling", "Karmada field not supported by Flotilla"],
-        ),
-    ] {
-        assert_refused(create(&pps, policy("PropagationPolicy", "karmada", spec)).await, &needles);
-    }
-    // Karmada's suspension of dispatch is Flotilla's too, exactly.
+    // Karmada's suspension, of dispatch and of scheduling, is Flotilla's too.
     let suspended = policy(
         "PropagationPolicy",
         "suspended",
-        json!({"resourceSelectors": nginx(),
-            "suspension": {"dispatching": true, "dispatchingOnClusters": {"clusterNames": ["m1"]}}}),
+        json!({"resourceSelectors": nginx(), "suspension": {"dispatching": true,
+            "dispatchingOnClusters": {"clusterNames": ["m1"]}, "scheduling": true}}),
     );
     let stored = create_strict(&client, suspended).await.unwrap();
     assert_eq!(stored.data["spec"]["suspension"]["dispatchingOnClusters"]["clusterNames"], json!(["m1"]));
+    assert_eq!(stored.data["spec"]["suspension"]["scheduling"], json!(true));
     // Karmada's failover, application and cluster, with each purge mode's
     // names (older and newer), as its documentation writes them.
     for (name, failover) in [

@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use flotilla_api::policy::{Placement, ReplicaSchedulingType};
 use flotilla_api::work::{
-    keys, BindingSnapshot, BindingSpec, Health, ObjectReference, PolicyReference, ResourceBinding,
-    TargetCluster, Work,
+    keys, BindingSnapshot, BindingSpec, Health, ObjectReference, ResourceBinding, TargetCluster,
 };
 use flotilla_apps_core::app_failover;
 use flotilla_apps_core::binding::{binding_name, keep_previous, plan_evictions_with, spec_hash};
@@ -27,10 +26,13 @@ use kube::api::DynamicObject;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use super::binder_writes::{cleanup, delete_work, write_binding, write_work};
+use super::binder_writes::{
+    binding_record, cleanup, delete_work, template_reference, write_claimed_binding, write_work,
+};
 use super::claims::{self, Decision};
-use super::index::{lock, work_step, TemplateKey};
+use super::index::{lock, TemplateKey};
 use super::state::Apps;
+use super::work_state::{work_health, work_settled, written_replicas};
 use crate::error::Error;
 use flotilla_apps_core::binding_status::Outcome;
 
@@ -233,7 +235,9 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     // Application failover: copies unhealthy past the policy's toleration
     // leave their clusters (for this template only), which the scheduler
     // then does not see while they are being evicted.
-    let application = decision.failover.as_ref().and_then(|f| f.application.as_ref());
+    // Karmada's `suspension.scheduling`: what runs stays where it is.
+    let hold = flotilla_apps_core::suspension::scheduling_suspended(decision.suspension.as_ref());
+    let application = decision.failover.as_ref().and_then(|f| f.application.as_ref()).filter(|_| !hold);
     let mut app = super::app_failover::step(
         &apps.failover_clocks,
         key,
@@ -270,14 +274,14 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
         previous.into_iter().filter(|c| !app.excluded.contains(&c.name)).collect();
     // A rebalance request divides from scratch once (and forgets the caps);
     // otherwise clusters that cannot schedule their replicas are capped.
-    let rebalance = existing.as_ref().and_then(|(s, _, meta)| {
+    let rebalance = existing.as_ref().filter(|_| !hold).and_then(|(s, _, meta)| {
         let requested = meta.annotations.as_ref().and_then(|a| a.get(keys::REBALANCE));
         flotilla_apps_core::rebalance::pending(requested.map(String::as_str), &s.rebalanced).map(String::from)
     });
     let (records_before, rebalanced_before) =
         existing.as_ref().map(|(s, _, _)| (s.descheduled.clone(), s.rebalanced.clone())).unwrap_or_default();
     let descheduling = match rebalance {
-        None if replicas.is_some() => super::descheduler::descheduling(
+        None if replicas.is_some() && !hold => super::descheduler::descheduling(
             apps,
             &decision.placement,
             &previous,
@@ -333,11 +337,12 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
             // A cluster the replicas failed over from is back for good: take
             // the division the policy asks for again.
             let kept = match &returning {
+                _ if hold => Some(None),
                 failover::Return::Now(_) => None,
                 _ if rebalance.is_some() || !app.started.is_empty() => None,
-                _ => existing.as_ref().and_then(|(s, _, _)| {
-                    keep_previous(&request, &s.placement, s.replicas, scheduling)
-                }),
+                _ => existing
+                    .as_ref()
+                    .and_then(|(s, _, _)| keep_previous(&request, &s.placement, s.replicas, scheduling)),
             };
             let decision_by_group = match kept {
                 Some(requeue_after) => flotilla_apps_core::scheduler::GroupDecision {
@@ -351,12 +356,7 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                     passed_over: Vec::new(),
                 },
                 // A rebalance starts again from the first clusterAffinities group.
-                None => schedule_groups(
-                    &request,
-                    scheduling,
-                    observed_group.as_deref(),
-                    rebalance.is_some(),
-                ),
+                None => schedule_groups(&request, scheduling, observed_group.as_deref(), rebalance.is_some()),
             };
             if let (Some(groups), Some(d), Ok(s)) =
                 (&workload_groups, decided.as_mut(), &decision_by_group.result)
@@ -385,24 +385,18 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
                 let placed: Vec<String> =
                     s.clusters.iter().map(|c| describe(c, replicas.is_some())).collect();
                 let involved = previous.iter().chain(&s.clusters).map(|c| c.name.as_str());
-                match view.disruption.reason_for(involved) {
-                    Some(why) => record(
-                        apps,
-                        key,
-                        true,
-                        "FailoverHalted",
-                        &format!("kept on {}{group}: {why}", placed.join(", ")),
-                        template.metadata.generation,
-                    ),
-                    None => record(
-                        apps,
-                        key,
-                        true,
-                        "Scheduled",
-                        &format!("placed on {}{group}", placed.join(", ")),
-                        template.metadata.generation,
-                    ),
-                }
+                let suspended =
+                    hold.then(|| flotilla_apps_core::suspension::scheduling_suspended_outcome(&placed));
+                let (scheduled, reason, message) = match (suspended, view.disruption.reason_for(involved)) {
+                    (Some((scheduled, message)), _) => {
+                        (scheduled, flotilla_apps_core::suspension::REASON_SCHEDULING_SUSPENDED, message)
+                    }
+                    (None, Some(why)) => {
+                        (true, "FailoverHalted", format!("kept on {}{group}: {why}", placed.join(", ")))
+                    }
+                    (None, None) => (true, "Scheduled", format!("placed on {}{group}", placed.join(", "))),
+                };
+                record(apps, key, scheduled, reason, &message, template.metadata.generation);
                 if let failover::Return::Now(back) = &returning {
                     tracing::info!(template = %key, clusters = %back.join(","), placed = %placed.join(", "),
                         "replicas return to clusters healthy again");
@@ -736,51 +730,6 @@ async fn reconcile(apps: &Apps, key: &TemplateKey) -> Result<Option<Duration>, E
     Ok(requeue)
 }
 
-fn template_reference(key: &TemplateKey, template: &DynamicObject) -> ObjectReference {
-    ObjectReference {
-        api_version: key.api_version.clone(),
-        kind: key.kind.clone(),
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
-        uid: template.metadata.uid.clone().unwrap_or_default(),
-    }
-}
-
-/// The lazy-activation record a binding carries.
-fn binding_record(meta: &kube::api::ObjectMeta) -> Option<String> {
-    meta.annotations.as_ref().and_then(|a| a.get(flotilla_apps_core::claim::REVISION_ANNOTATION)).cloned()
-}
-
-/// Writes the binding; a write the API server refuses for its content is
-/// shown on the policy (`BindingsWritten`) and as a Warning Event on the
-/// template, besides the binding-less outcome `Refused`.
-async fn write_claimed_binding(
-    apps: &Apps,
-    key: &TemplateKey,
-    template: &DynamicObject,
-    spec: &BindingSpec,
-    record: Option<String>,
-    policy: Option<&PolicyReference>,
-) -> Result<k8s_openapi::api::core::v1::ObjectReference, Error> {
-    match write_binding(apps, key, template, spec, record).await {
-        Ok(written) => {
-            lock(&apps.binding_refusals).remove(key);
-            Ok(written)
-        }
-        Err(Error::Kube(e)) => {
-            if let (Some(message), Some(policy)) = (super::state::refusal(&e), policy) {
-                let new = lock(&apps.binding_refusals).insert(key.clone(), (policy.clone(), message.clone()))
-                    != Some((policy.clone(), message.clone()));
-                if new {
-                    super::claims::announce_refusal(apps, key, template, &message).await;
-                }
-            }
-            Err(Error::Kube(e))
-        }
-        Err(e) => Err(e),
-    }
-}
-
 fn describe(c: &TargetCluster, has_replicas: bool) -> String {
     if has_replicas {
         format!("{} ({})", c.name, c.replicas)
@@ -791,29 +740,6 @@ fn describe(c: &TargetCluster, has_replicas: bool) -> String {
 
 /// How often a binding whose replicas are moving looks at its works.
 const MOVE_RECHECK: Duration = Duration::from_secs(2);
-
-/// The replicas a work carries now: its step, or (a work written before
-/// moves were stepped) the binding's division for its cluster.
-fn written_replicas(work: &Work, division: &[TargetCluster], cluster: &str) -> i32 {
-    work_step(work).or_else(|| division.iter().find(|t| t.name == cluster).map(|t| t.replicas)).unwrap_or(0)
-}
-
-/// Whether a work's member copy is what was last written and healthy.
-fn work_settled(work: &Work) -> bool {
-    let observed = work.status.as_ref().map(|s| s.observed_spec_hash.as_str());
-    observed.is_some()
-        && observed == work.annotations().get(keys::SPEC_HASH).map(String::as_str)
-        && work_health(work) == Health::Healthy
-}
-
-/// Health of a work's first manifest (the template itself).
-pub(super) fn work_health(w: &Work) -> Health {
-    w.status
-        .as_ref()
-        .and_then(|s| s.manifest_statuses.iter().find(|m| m.identifier.ordinal == 0))
-        .map(|m| if m.applied { m.health } else { Health::Unhealthy })
-        .unwrap_or(Health::Unknown)
-}
 
 fn record(
     apps: &Apps,

@@ -168,3 +168,51 @@ pub(super) async fn cleanup(apps: &Apps, key: &TemplateKey, spec: Option<&Bindin
     }
     Ok(())
 }
+
+pub(super) fn template_reference(
+    key: &TemplateKey,
+    template: &DynamicObject,
+) -> flotilla_api::work::ObjectReference {
+    flotilla_api::work::ObjectReference {
+        api_version: key.api_version.clone(),
+        kind: key.kind.clone(),
+        namespace: key.namespace.clone(),
+        name: key.name.clone(),
+        uid: template.metadata.uid.clone().unwrap_or_default(),
+    }
+}
+
+/// The lazy-activation record a binding carries.
+pub(super) fn binding_record(meta: &kube::api::ObjectMeta) -> Option<String> {
+    meta.annotations.as_ref().and_then(|a| a.get(flotilla_apps_core::claim::REVISION_ANNOTATION)).cloned()
+}
+
+/// Writes the binding; a write the API server refuses for its content is
+/// shown on the policy (`BindingsWritten`) and as a Warning Event on the
+/// template, besides the binding-less outcome `Refused`.
+pub(super) async fn write_claimed_binding(
+    apps: &Apps,
+    key: &TemplateKey,
+    template: &DynamicObject,
+    spec: &BindingSpec,
+    record: Option<String>,
+    policy: Option<&flotilla_api::work::PolicyReference>,
+) -> Result<k8s_openapi::api::core::v1::ObjectReference, Error> {
+    match write_binding(apps, key, template, spec, record).await {
+        Ok(written) => {
+            lock(&apps.binding_refusals).remove(key);
+            Ok(written)
+        }
+        Err(Error::Kube(e)) => {
+            if let (Some(message), Some(policy)) = (super::state::refusal(&e), policy) {
+                let new = lock(&apps.binding_refusals).insert(key.clone(), (policy.clone(), message.clone()))
+                    != Some((policy.clone(), message.clone()));
+                if new {
+                    super::claims::announce_refusal(apps, key, template, &message).await;
+                }
+            }
+            Err(Error::Kube(e))
+        }
+        Err(e) => Err(e),
+    }
+}

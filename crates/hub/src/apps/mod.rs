@@ -9,13 +9,13 @@
 //! caches whole templates (they are read when a reconcile needs them), which
 //! keeps the hub's memory flat in the number of templates.
 
-mod app_failover;
 mod affinity_groups;
+mod app_failover;
 mod binder;
 mod binder_writes;
+mod claims;
 mod dependency_policy;
 mod dependent_overrides;
-mod claims;
 mod descheduler;
 mod event_state;
 mod events;
@@ -37,6 +37,7 @@ mod served;
 mod state;
 mod status;
 mod suspended;
+mod work_state;
 mod workload_groups;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};

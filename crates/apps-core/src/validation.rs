@@ -788,7 +788,7 @@ mod tests {
 
     #[test]
     fn unsupported_karmada_fields_are_named_with_the_reason() {
-        let errors = errors_of(
+        let errors = validate_policy(
             "ClusterPropagationPolicy",
             &json!({"spec": {"resourceSelectors": deployment_selector(), "preemption": "Always"}}),
         );

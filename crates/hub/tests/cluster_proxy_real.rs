@@ -59,6 +59,13 @@ async fn through_hub(kubeconfig: &std::path::Path, cluster: &str) -> Client {
 /// Lets alice read pods and their logs in the member's namespace.
 async fn grant_alice(member: &Client) {
     create_namespace(member, NS).await;
+    // Pods are refused until the controller-manager made the namespace's
+    // default ServiceAccount.
+    let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(member.clone(), NS);
+    wait_for("the namespace's default ServiceAccount", WAIT, || async {
+        accounts.get_opt("default").await.ok().flatten().is_some()
+    })
+    .await;
     apply(
         member,
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",

@@ -34,7 +34,7 @@ pub use affinity_groups::{
     describe_group, group_change_notice, schedule_groups, start_index, term_placement, GroupDecision,
 };
 use candidates::*;
-pub use freshness::stale_for_placement;
+pub use freshness::{stale_for_placement, to_confirm, CONFIRMED_FOR};
 use snapshot::{available_for, parse_requests};
 pub use snapshot::{available_replicas, available_replicas_with, resource_amount, ClusterSnapshot};
 use toleration::*;

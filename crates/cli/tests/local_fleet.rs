@@ -136,6 +136,28 @@ async fn up_runs_a_fleet_that_runs_workloads_and_down_removes_it_all() {
         "{shown}"
     );
 
+    // The member's web pods through the hub's cluster proxy, served on an
+    // address of this host other than loopback.
+    let out = flotilla(&[
+        "get",
+        "pods",
+        "--cluster",
+        "member-1",
+        "-n",
+        "default",
+        "-l",
+        "app=web",
+        "--kubeconfig",
+        dir.join("hub.kubeconfig").to_str().unwrap(),
+    ]);
+    let shown = text(&out);
+    assert!(out.status.success(), "get pods --cluster:\n{shown}");
+    assert_eq!(
+        shown.lines().filter(|l| l.trim_start().starts_with("web-") && l.contains("Running")).count(),
+        3,
+        "{shown}"
+    );
+
     let out = flotilla(&["status", "--state-dir", d]);
     let shown = text(&out);
     assert!(out.status.success(), "status says unhealthy:\n{shown}");

@@ -1,7 +1,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `flotilla up --real-nodes`: a member whose worker is a real node (a
 //! NodePool of the member), where a pod really runs and logs, and `down`
-//! removes the node's processes, namespace and cgroups. Needs root and
+//! removes the node's processes, namespace and cgroups; the pod listed,
+//! its log read and a command run in it through the hub's cluster proxy
+//! (`flotilla get pods|logs|exec --cluster`, each a process). Needs root and
 //! `scripts/node-runtime.sh`'s runtime, like localkube's `real_nodes` test.
 
 use std::path::Path;
@@ -63,6 +65,41 @@ async fn up_with_real_nodes_runs_pods_in_real_containers_and_down_removes_the_no
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&logs.stdout).contains("hello from a real node"), "{logs:?}");
+
+    // The same pod through the hub's cluster proxy, as the hub user: the
+    // member is a push member (the hub dials it with its credentials).
+    assert!(shown.contains("flotilla get pods --cluster member-1"), "up names the proxy:\n{shown}");
+    let hub_kubeconfig = dir.join("hub.kubeconfig");
+    let through_hub = |args: &[&str]| {
+        // The flags before an exec's `--` (what follows is its command).
+        let at = args.iter().position(|a| *a == "--").unwrap_or(args.len());
+        let mut all = args[..at].to_vec();
+        all.extend(["--cluster", "member-1", "--kubeconfig", hub_kubeconfig.to_str().unwrap()]);
+        all.extend(&args[at..]);
+        flotilla(&all)
+    };
+    let out = through_hub(&["get", "pods", "-n", "default"]);
+    let listed = text(&out);
+    assert!(out.status.success(), "get pods --cluster:\n{listed}");
+    assert!(
+        listed.lines().any(|l| l.trim_start().starts_with("hello ") && l.contains("Running")),
+        "{listed}"
+    );
+    let out = through_hub(&["logs", "hello"]);
+    assert!(
+        out.status.success() && text(&out).contains("hello from a real node"),
+        "logs --cluster:\n{}",
+        text(&out)
+    );
+    let out = through_hub(&["exec", "hello", "--", "sh", "-c", "echo through the hub from $(hostname)"]);
+    assert!(out.status.success(), "exec --cluster:\n{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "through the hub from hello");
+    // The command's failure is the exit status of `flotilla exec`.
+    let out = through_hub(&["exec", "hello", "--", "sh", "-c", "exit 3"]);
+    assert!(!out.status.success(), "a failing command ends exec with failure:\n{}", text(&out));
+    assert!(text(&out).contains("command failed in cluster member-1"), "{}", text(&out));
+    let out = flotilla(&["status", "--state-dir", d]);
+    assert!(text(&out).contains("Cluster proxy: https://"), "{}", text(&out));
 
     // Where the node lives on the host, before `down`.
     let hub = client(&dir.join("hub.kubeconfig")).await;

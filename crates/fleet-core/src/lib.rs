@@ -8,4 +8,5 @@ pub mod cluster_proxy;
 pub mod condition_history;
 pub mod fleet_metrics;
 pub mod membership;
+pub mod taint_owner;
 pub mod tunnel;

@@ -17,6 +17,7 @@ use flotilla_core::conditions::{self, Wanted};
 use flotilla_fleet_core::cluster_events::{cluster_events, ClusterHealth};
 use flotilla_fleet_core::condition_history;
 use flotilla_fleet_core::membership::{self, CsrDecision};
+use flotilla_fleet_core::taint_owner;
 use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -66,13 +67,17 @@ pub(crate) fn run(
         .reflect(lease_writer)
         .touched_objects();
 
-    // The caches hold only what the controllers read: no managed fields,
+    // The caches hold only what the controllers read: no managed fields
+    // (but the hub's taint manager's),
     // and no request or certificate once a CSR is decided. At 1,000
     // clusters that is most of the hub's memory.
     let (cluster_store, cluster_writer) = reflector::store();
     let cluster_stream = watcher(clusters_api.clone(), watcher::Config::default())
         .default_backoff()
-        .modify(|mc: &mut ManagedCluster| mc.managed_fields_mut().clear())
+        // Except the taint manager's: which taints are the hub's own.
+        .modify(|mc: &mut ManagedCluster| {
+            taint_owner::keep_only_manager(mc.managed_fields_mut(), TAINT_FIELD_MANAGER)
+        })
         .reflect(cluster_writer)
         .touched_objects()
         .inspect(move |_| changed.notify_one());
@@ -405,9 +410,14 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
 
     // Taints first, then the condition: whoever sees the new Available
     // status also sees the taints that go with it.
+    // Only taints the hub applied are its own: one a person added, even
+    // with a hub key, is theirs (never counted, rewritten or removed).
     let hub_keys = [flotilla_api::cluster::taints::UNREACHABLE, flotilla_api::cluster::taints::NOT_READY];
     let current_hub_taints: Vec<_> =
-        cluster.spec.taints.iter().filter(|t| hub_keys.contains(&t.key.as_str())).cloned().collect();
+        taint_owner::owned_taints(&cluster.spec.taints, cluster.managed_fields(), TAINT_FIELD_MANAGER)
+            .into_iter()
+            .filter(|t| hub_keys.contains(&t.key.as_str()))
+            .collect();
     // Since when the member has had this availability (the condition's
     // transition time, or now if it just changed).
     let unhealthy_since = existing
@@ -416,7 +426,7 @@ async fn update_health(cluster: Arc<ManagedCluster>, ctx: Arc<Ctx>) -> Result<Ac
         .map_or(now, |c| c.last_transition_time.0);
     let hub_taints =
         membership::hub_taints(availability.status, unhealthy_since, &current_hub_taints, &now, ctx.grace);
-    let desired = hub_taints.taints;
+    let desired = taint_owner::leave_others(hub_taints.taints, &cluster.spec.taints, &current_hub_taints);
     if desired != current_hub_taints {
         let api: Api<ManagedCluster> = Api::all(ctx.client.clone());
         // Only the hub's own taints (`spec.taints` is a list-map keyed by

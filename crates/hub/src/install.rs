@@ -18,6 +18,12 @@ use crate::names::{FIELD_MANAGER, SYSTEM_NAMESPACE};
 /// a certificate and read the answer, nothing else.
 pub const BOOTSTRAP_ROLE: &str = "flotilla:bootstrap";
 
+/// The ClusterRole that lets its subjects reach member clusters through the
+/// hub (`proxy.flotilla.io` `clusters/proxy`, every verb: a proxied request
+/// may be any request). Installed unbound: bind it to the users who need
+/// it; the member's own RBAC still decides what each may do there.
+pub const PROXY_ROLE: &str = "flotilla:cluster-proxy";
+
 pub async fn install(client: &Client) -> Result<(), Error> {
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
@@ -52,6 +58,19 @@ pub async fn install(client: &Client) -> Result<(), Error> {
                 "rules": [{"apiGroups": ["certificates.k8s.io"],
                     "resources": ["certificatesigningrequests"],
                     "verbs": ["create", "get", "list", "watch"]}]
+            })),
+        )
+        .await?;
+    roles
+        .patch(
+            PROXY_ROLE,
+            &apply,
+            &Patch::Apply(json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": PROXY_ROLE},
+                "rules": [{"apiGroups": [flotilla_fleet_core::cluster_proxy::GROUP],
+                    "resources": ["clusters/proxy"],
+                    "verbs": ["*"]}]
             })),
         )
         .await?;

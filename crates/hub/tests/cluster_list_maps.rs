@@ -180,6 +180,40 @@ async fn each_writer_applies_only_its_own_taints_and_conditions() {
     assert_eq!(mc.spec.taints[0].value.as_deref(), Some("monthly"));
     assert_eq!(available(&clusters).await.as_deref(), Some("True"));
     assert!(!owns_entry(&mc, TAINT_FIELD_MANAGER, "spec", "taints", &hubs));
+
+    // A person adds the hub's own key by hand (a drill, or a maintenance
+    // that should evacuate). It is theirs: the hub neither takes it over
+    // when the cluster goes unreachable nor removes it when it is back.
+    let drill_time = Time("2026-01-01T00:00:00Z".parse().unwrap());
+    let mut drill = retagged.clone();
+    drill["spec"]["taints"] = json!([retagged["spec"]["taints"][0],
+        {"key": taints::UNREACHABLE, "value": "drill", "effect": "NoExecute", "timeAdded": drill_time}]);
+    clusters.patch(NAME, &PatchParams::apply(USER), &Patch::Apply(&drill)).await.unwrap();
+    let the_drill_is_theirs = |mc: &ManagedCluster| {
+        let taint = mc.spec.taints.iter().find(|t| t.key == taints::UNREACHABLE);
+        assert!(
+            taint.is_some_and(
+                |t| t.value.as_deref() == Some("drill") && t.time_added.as_ref() == Some(&drill_time)
+            ),
+            "the hub rewrote or removed the person's taint: {:?}",
+            mc.spec.taints
+        );
+        assert!(owns_entry(mc, USER, "spec", "taints", &hubs));
+        assert!(!owns_entry(mc, TAINT_FIELD_MANAGER, "spec", "taints", &hubs), "{:#?}", mc.managed_fields());
+    };
+    beating.abort();
+    let _ = beating.await;
+    wait_for("the cluster unreachable", Duration::from_secs(30), || async {
+        available(&clusters).await.as_deref() == Some("Unknown")
+    })
+    .await;
+    the_drill_is_theirs(&clusters.get(NAME).await.unwrap());
+    let beating = heartbeat(client.clone());
+    wait_for("the cluster Available again", Duration::from_secs(30), || async {
+        available(&clusters).await.as_deref() == Some("True")
+    })
+    .await;
+    the_drill_is_theirs(&clusters.get(NAME).await.unwrap());
     beating.abort();
 }
 

@@ -153,17 +153,11 @@ async fn members_are_reached_through_the_hub_as_the_hub_user() {
     )
     .await;
 
-    // On the hub, people may use the proxy; carol is not given it.
-    apply(
-        &hub,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-        "metadata": {"name": "cluster-proxy-user"},
-        "rules": [{"apiGroups": [cluster_proxy::GROUP], "resources": ["clusters/proxy"], "verbs": ["*"]}]}),
-    )
-    .await;
+    // On the hub, alice and bob are bound to the ClusterRole `hub install`
+    // ships for the proxy; carol is not given it.
     apply(&hub, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "cluster-proxy-users"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-proxy-user"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": flotilla_hub::install::PROXY_ROLE},
         "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"},
                      {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "bob"}]}))
     .await;

@@ -8,7 +8,32 @@
 //! keeps a new template away: taints, labels (affinities) and whether the
 //! cluster is schedulable at all.
 
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
 use super::ClusterSnapshot;
+
+/// How long one API reading that confirmed the view of a cluster stands for
+/// the bindings placed after it on the same view: a burst of new templates
+/// costs one read per cluster, not one per template. A taint older than
+/// this is always seen.
+pub const CONFIRMED_FOR: Duration = Duration::from_millis(250);
+
+/// Which of `newly_chosen` to read from the API: those the same view has
+/// not had confirmed within [`CONFIRMED_FOR`] before `now`.
+pub fn to_confirm<'a>(
+    newly_chosen: &[&'a str],
+    confirmed: &BTreeMap<String, Instant>,
+    now: Instant,
+) -> Vec<&'a str> {
+    newly_chosen
+        .iter()
+        .copied()
+        .filter(|name| {
+            confirmed.get(*name).is_none_or(|at| now.saturating_duration_since(*at) >= CONFIRMED_FOR)
+        })
+        .collect()
+}
 
 /// The clusters among `newly_chosen` whose `fresh` reading (from the API)
 /// differs from the `view` in what decides a new placement, or that the
@@ -33,6 +58,28 @@ pub fn stale_for_placement(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_recent_confirmation_spares_the_read() {
+        let now = Instant::now();
+        let confirmed: BTreeMap<String, Instant> = [
+            ("just".to_string(), now - Duration::from_millis(10)),
+            ("edge".to_string(), now - CONFIRMED_FOR),
+            ("old".to_string(), now - Duration::from_secs(5)),
+        ]
+        .into();
+        let cases: Vec<(&str, Vec<&str>, Vec<&str>)> = vec![
+            ("confirmed just now: no read", vec!["just"], vec![]),
+            ("confirmed exactly CONFIRMED_FOR ago: read again", vec!["edge"], vec!["edge"]),
+            ("confirmed long ago: read again", vec!["old"], vec!["old"]),
+            ("never confirmed: read", vec!["new"], vec!["new"]),
+            ("a mix keeps the order", vec!["old", "just", "new"], vec!["old", "new"]),
+            ("nothing new chosen", vec![], vec![]),
+        ];
+        for (name, chosen, want) in cases {
+            assert_eq!(to_confirm(&chosen, &confirmed, now), want, "{name}");
+        }
+    }
     use flotilla_api::cluster::{Taint, TaintEffect};
 
     fn cluster(name: &str) -> ClusterSnapshot {

@@ -78,6 +78,7 @@ pub async fn run(args: DaemonArgs) -> anyhow::Result<()> {
         clusters: Vec::new(),
         machines: Vec::new(),
         hub_metrics_addr: None,
+        hub_proxy_addr: None,
     };
     write_state(&dir, &state)?;
 
@@ -205,7 +206,15 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     state.message = "starting the hub".into();
     write_state(dir, state)?;
 
+    // The aggregation layer, for the cluster proxy (`flotilla get pods --cluster`).
+    let proxy_ip = super::proxy::advertise_address(
+        bridge.as_ref().map(|b| b.gateway()),
+        &super::proxy::interface_addresses(),
+    );
     let mut hub_config = ClusterConfig::hub("hub").in_dir(dir.join("hub")).with_etcd(etcd.client_url());
+    if proxy_ip.is_some() {
+        hub_config = hub_config.with_aggregation();
+    }
     hub_config.binaries = Some(binaries.clone());
     let hub = Cluster::start(hub_config).await.context("starting the hub")?;
     std::fs::copy(hub.kubeconfig_path(), &state.hub_kubeconfig)?;
@@ -226,6 +235,20 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     // address, which `status` shows.
     let metrics_addr = std::net::SocketAddr::from(([127, 0, 0, 1], flotilla_localkube::ports::free_port()?));
     state.hub_metrics_addr = Some(metrics_addr);
+    let proxy_args = match proxy_ip {
+        Some(ip) => {
+            let addr = std::net::SocketAddr::from((ip, flotilla_localkube::ports::free_port()?));
+            state.hub_proxy_addr = Some(addr);
+            vec!["--proxy-listen".to_string(), addr.to_string(), "--proxy-advertise".into(), ip.to_string()]
+        }
+        None => {
+            tracing::warn!(
+                "this host has no network address other than loopback: the hub serves no cluster proxy \
+                 (`flotilla get pods/logs/exec --cluster` will not work)"
+            );
+            Vec::new()
+        }
+    };
     let hub_run = ManagedProcess::spawn(
         ProcessSpec::new("flotilla-hub", exe.clone(), log_dir.join("flotilla-hub.log"))
             .args(["hub", "run", "--auto-accept", "--kubeconfig"])
@@ -247,6 +270,7 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
             .arg(etcd_ports)
             .arg("--metrics-addr")
             .arg(metrics_addr.to_string())
+            .args(proxy_args)
             .env("FLOTILLA_LOG", "info"),
     )?;
     state.clusters[0].processes.push(ProcessRecord::of(
@@ -337,6 +361,13 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     state.message = "waiting for the members to be Available on the hub".into();
     write_state(dir, state)?;
     wait_members_available(&hub_client, &names, &mut processes).await?;
+    if state.hub_proxy_addr.is_some() {
+        state.message = "waiting for the hub's cluster proxy".into();
+        write_state(dir, state)?;
+        super::proxy::wait_available(&hub_client, Duration::from_secs(60))
+            .await
+            .map_err(|e| anyhow::anyhow!("the hub's cluster proxy did not come up: {e}"))?;
+    }
     Ok((etcd, hub, processes, bridge))
 }
 

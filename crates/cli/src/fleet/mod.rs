@@ -9,6 +9,7 @@
 //! never anything else.
 
 pub mod daemon;
+mod proxy;
 pub mod state;
 mod supervise;
 
@@ -231,6 +232,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<bool> {
         "  flotilla cluster get --kubeconfig {}   # the members as hosted clusters",
         state.hub_kubeconfig.display()
     );
+    if let (Some(_), Some(first)) = (state.hub_proxy_addr, state.clusters.iter().find(|c| c.role == "member"))
+    {
+        println!("  flotilla get pods --cluster {} -A   # a member through the hub", first.name);
+    }
     println!("  flotilla status        # every cluster and process, and its health");
     println!("  flotilla down          # stop everything and remove {}", dir.display());
     Ok(true)
@@ -267,6 +272,16 @@ async fn api_health(kubeconfig: &Path) -> ApiHealth {
 /// hub served metrics has none).
 fn metrics_line(state: &FleetState) -> Option<String> {
     state.hub_metrics_addr.map(|addr| format!("Hub metrics: http://{addr}/metrics"))
+}
+
+/// Where the cluster proxy serves, for `status`.
+fn proxy_line(state: &FleetState) -> String {
+    match state.hub_proxy_addr {
+        Some(addr) => format!(
+            "Cluster proxy: https://{addr} (members through the hub: flotilla get pods|logs|exec --cluster NAME)"
+        ),
+        None => "Cluster proxy: none (this host has no address other than loopback to serve it on)".into(),
+    }
 }
 
 pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
@@ -380,6 +395,7 @@ pub async fn status(args: StateDirArg) -> anyhow::Result<bool> {
     if let Some(line) = metrics_line(&state) {
         println!("{line}");
     }
+    println!("{}", proxy_line(&state));
     for p in &problems {
         println!("problem: {p}");
     }
@@ -515,5 +531,8 @@ mod tests {
         assert_eq!(metrics_line(&state).as_deref(), Some("Hub metrics: http://127.0.0.1:9464/metrics"));
         let back: FleetState = serde_json::from_value(serde_json::to_value(&state).unwrap()).unwrap();
         assert_eq!(back.hub_metrics_addr, state.hub_metrics_addr);
+        assert!(proxy_line(&state).starts_with("Cluster proxy: none"), "a fleet from before the proxy");
+        state.hub_proxy_addr = Some(([192, 0, 2, 2], 9444).into());
+        assert!(proxy_line(&state).starts_with("Cluster proxy: https://192.0.2.2:9444 "));
     }
 }

@@ -39,6 +39,10 @@ pub struct FleetState {
     /// Where `hub run` serves `/metrics` (`--metrics-addr`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hub_metrics_addr: Option<std::net::SocketAddr>,
+    /// Where `hub run` serves the cluster proxy (`--proxy-listen`); None
+    /// when the host has no address the hub's API server may route to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_proxy_addr: Option<std::net::SocketAddr>,
 }
 
 /// A machine of the fleet: its node agent and the components it runs that

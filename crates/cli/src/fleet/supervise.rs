@@ -273,6 +273,7 @@ mod tests {
             }],
             machines: Vec::new(),
             hub_metrics_addr: None,
+            hub_proxy_addr: None,
         }
     }
 

@@ -9,7 +9,7 @@ use flotilla_api::cluster::ManagedCluster;
 use flotilla_apps_core::failover;
 use flotilla_apps_core::scheduler::ClusterSnapshot;
 use flotilla_core::events::Notice;
-use kube::{Api, Resource};
+use kube::{Api, Resource, ResourceExt};
 
 use super::index::{lock, ClusterView};
 use super::state::Apps;
@@ -60,7 +60,12 @@ async fn restart_toleration_clock(apps: &Apps, cluster: &str) {
     let reference = kube::runtime::reflector::ObjectRef::<ManagedCluster>::new(cluster);
     let Some(mc) = apps.clusters.get(&reference) else { return };
     let now = k8s_openapi::jiff::Timestamp::now();
-    let Some(taints) = failover::restart_toleration_clock(&mc.spec.taints, now) else { return };
+    let own = flotilla_fleet_core::taint_owner::owned_taints(
+        &mc.spec.taints,
+        mc.managed_fields(),
+        crate::names::TAINT_FIELD_MANAGER,
+    );
+    let Some(taints) = failover::restart_toleration_clock(&own, now) else { return };
     let api: Api<ManagedCluster> = Api::all(apps.client.clone());
     // The health controller's own manager: it writes only its own taints and
     // keeps the earliest time of an episode, which is now this one.

@@ -4,11 +4,11 @@
 //! from a watch that can lag, and a `NoSchedule` taint it missed would
 //! leave the template on the tainted cluster for good.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::TargetCluster;
-use flotilla_apps_core::scheduler::{stale_for_placement, ClusterSnapshot};
+use flotilla_apps_core::scheduler::{stale_for_placement, to_confirm, ClusterSnapshot};
 use kube::Api;
 
 use super::index::{lock, ClusterView, TemplateKey};
@@ -25,7 +25,10 @@ const STALE_RECHECK: Duration = Duration::from_millis(300);
 
 /// The newly chosen clusters whose view is stale (empty: go ahead). When
 /// some are, the cached view is dropped so the next pass rebuilds it.
+/// Clusters this view had confirmed a moment ago are not read again.
 async fn stale(apps: &Apps, view: &ClusterView, newly_chosen: &[&str]) -> Result<Vec<String>, Error> {
+    let started = Instant::now();
+    let newly_chosen = to_confirm(newly_chosen, &lock(&view.confirmed), started);
     if newly_chosen.is_empty() {
         return Ok(Vec::new());
     }
@@ -40,8 +43,11 @@ async fn stale(apps: &Apps, view: &ClusterView, newly_chosen: &[&str]) -> Result
     } else {
         api.list(&Default::default()).await?.items.iter().map(ClusterSnapshot::from_managed_cluster).collect()
     };
-    let stale = stale_for_placement(&view.clusters, &fresh, newly_chosen);
-    if !stale.is_empty() {
+    let stale = stale_for_placement(&view.clusters, &fresh, &newly_chosen);
+    if stale.is_empty() {
+        // As of when the reading started: the API had it no later.
+        lock(&view.confirmed).extend(newly_chosen.iter().map(|name| (name.to_string(), started)));
+    } else {
         *lock(&apps.cluster_view) = None;
     }
     Ok(stale)

@@ -223,6 +223,9 @@ pub(crate) struct ClusterView {
     pub disruption: Disruption,
     /// What the scheduler sees: halted clusters keep what runs there.
     pub scheduling: Vec<ClusterSnapshot>,
+    /// When a read from the API last confirmed this view of a cluster
+    /// (`fresh_clusters`).
+    pub confirmed: std::sync::Mutex<BTreeMap<String, std::time::Instant>>,
 }
 
 impl ClusterView {
@@ -230,7 +233,7 @@ impl ClusterView {
         clusters.sort_by(|a, b| a.name.cmp(&b.name));
         let disruption = failover::disruption(&clusters, settings);
         let scheduling = failover::with_failover_halted(&clusters, &disruption);
-        ClusterView { clusters, disruption, scheduling }
+        ClusterView { clusters, disruption, scheduling, confirmed: Default::default() }
     }
 }
 

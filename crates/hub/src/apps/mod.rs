@@ -112,7 +112,14 @@ pub async fn run(
     let (cpps, cpp_events) = reflect(Api::<ClusterPropagationPolicy>::all(client.clone()), strip_meta);
     let (ops, op_events) = reflect(Api::<OverridePolicy>::all(client.clone()), strip_meta);
     let (cops, cop_events) = reflect(Api::<ClusterOverridePolicy>::all(client.clone()), strip_meta);
-    let (clusters, cluster_events) = reflect(Api::<ManagedCluster>::all(client.clone()), strip_meta);
+    // Clusters keep the taint manager's managed fields: which taints are the hub's.
+    let (clusters, cluster_events) =
+        reflect(Api::<ManagedCluster>::all(client.clone()), |mc: &mut ManagedCluster| {
+            let mut own = mc.managed_fields().to_vec();
+            flotilla_fleet_core::taint_owner::keep_only_manager(&mut own, crate::names::TAINT_FIELD_MANAGER);
+            strip_meta(mc);
+            mc.meta_mut().managed_fields = Some(own);
+        });
     let (bindings, binding_events) = reflect(Api::<ResourceBinding>::all(client.clone()), strip_meta);
     let (cluster_bindings, cluster_binding_events) =
         reflect(Api::<ClusterResourceBinding>::all(client.clone()), strip_meta);

@@ -8,7 +8,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::{Extension, Router};
 use hyper_util::rt::TokioIo;
@@ -115,30 +114,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let acceptor = TlsAcceptor::from(Arc::new(config));
-    // Connections are owned here: they end when serving stops.
-    let mut connections = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = tokio::select! {
-            () = &mut shutdown => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // E.g. out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "dashboard accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "dashboard TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "dashboard TLS handshake timed out"),
-            };
+    // Connections end when serving stops.
+    flotilla_tls_serve::serve(listener, acceptor, "dashboard", shutdown, move |tls, peer| {
+        let app = app.clone();
+        async move {
             // Present only if the verifier accepted it.
             let identity = tls
                 .get_ref()
@@ -157,8 +136,9 @@ pub async fn serve(
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "dashboard connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -119,35 +119,20 @@ fn url_host(url: &str) -> Result<String, Error> {
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor) {
     let app = Router::new().route(PATH, post(review));
-    // Connections are owned here: when serving stops, kept-alive
-    // connections close too, and the API server sees the webhook gone.
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                // E.g. out of file descriptors: back off instead of spinning.
-                tracing::warn!(error = %e, "webhook accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "webhook TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "webhook TLS handshake timed out"),
-            };
+    // When serving stops, kept-alive connections close too, and the API
+    // server sees the webhook gone.
+    flotilla_tls_serve::serve(listener, acceptor, "webhook", std::future::pending(), move |tls, peer| {
+        let app = app.clone();
+        async move {
             let served = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), TowerToHyperService::new(app))
                 .await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "webhook connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn review(Json(review): Json<AdmissionReview<DynamicObject>>) -> Json<AdmissionReview<DynamicObject>> {

@@ -123,24 +123,9 @@ fn tls_acceptor(serving: &CertAndKey, auth: &RequestHeaderAuth) -> Result<TlsAcc
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<State>) {
-    let mut connections = tokio::task::JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(e) => {
-                tracing::warn!(error = %e, "cluster proxy accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let (acceptor, state) = (acceptor.clone(), state.clone());
-        connections.spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "cluster proxy TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "cluster proxy TLS handshake timed out"),
-            };
+    flotilla_tls_serve::serve(listener, acceptor, "cluster proxy", std::future::pending(), move |tls, peer| {
+        let state = state.clone();
+        async move {
             let cn = tls
                 .get_ref()
                 .1
@@ -161,8 +146,9 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, state: Arc<St
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "cluster proxy connection ended with an error");
             }
-        });
-    }
+        }
+    })
+    .await
 }
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {

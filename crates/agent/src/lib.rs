@@ -15,6 +15,7 @@ pub mod member_events;
 pub mod pods;
 pub mod register;
 pub mod tunnel;
+pub mod tunnel_io;
 pub mod usage;
 
 use std::time::Duration;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use flotilla_fleet_core::cluster_proxy::{self, Identity};
 use flotilla_fleet_core::tunnel::{self, AgentFrame, HubFrame};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kube::Client;
@@ -24,12 +24,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use crate::error::Error;
+use crate::tunnel_io;
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
-/// How often the agent pings the hub (the hub pings too: either keeps an
-/// idle tunnel and its read timeouts alive).
-const PING_EVERY: Duration = Duration::from_secs(5);
 
 /// Keeps the tunnel open (reconnecting with backoff) until the future is
 /// dropped. A hub that serves no cluster proxy (404) is asked again now
@@ -99,21 +97,10 @@ struct MemberRequest {
 /// Runs the hub's requests until the tunnel closes; requests still
 /// running are stopped then.
 async fn serve(socket: Socket, member: &Client) {
-    let (mut sink, mut stream) = socket.split();
-    let (outgoing, mut to_send) = mpsc::channel::<Message>(256);
+    let (sink, mut stream) = socket.split();
+    let (outgoing, to_send) = mpsc::channel::<Message>(256);
     let mut pending: HashMap<u32, Pending> = HashMap::new();
-    let writer = async {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        loop {
-            let message = tokio::select! {
-                next = to_send.recv() => match next { Some(m) => m, None => break },
-                _ = ping.tick() => Message::Ping(Bytes::new()),
-            };
-            if sink.send(message).await.is_err() {
-                break;
-            }
-        }
-    };
+    let writer = tunnel_io::write_messages(sink, to_send);
     let reader = async {
         while let Some(Ok(message)) = stream.next().await {
             match message {
@@ -258,7 +245,7 @@ async fn splice(
     mut input: mpsc::Receiver<Bytes>,
     outgoing: &mpsc::Sender<Message>,
 ) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let member_io = match member_side.await {
         Ok(io) => io,
         Err(e) => {
@@ -267,7 +254,7 @@ async fn splice(
             return;
         }
     };
-    let (mut from_member, mut to_member) = tokio::io::split(TokioIo::new(member_io));
+    let (from_member, mut to_member) = tokio::io::split(TokioIo::new(member_io));
     let to_member_loop = async {
         while let Some(chunk) = input.recv().await {
             if to_member.write_all(&chunk).await.is_err() {
@@ -277,19 +264,7 @@ async fn splice(
         let _ = to_member.shutdown().await;
         std::future::pending::<()>().await;
     };
-    let from_member_loop = async {
-        let mut buffer = vec![0u8; 32 * 1024];
-        loop {
-            let frame = match from_member.read(&mut buffer).await {
-                Ok(0) | Err(_) => tunnel::encode_end(id),
-                Ok(n) => tunnel::encode_chunk(id, &buffer[..n]),
-            };
-            let last = frame.len() == 4;
-            if outgoing.send(Message::binary(frame)).await.is_err() || last {
-                break;
-            }
-        }
-    };
+    let from_member_loop = tunnel_io::send_chunks(id, from_member, outgoing);
     tokio::select! {
         () = to_member_loop => {}
         () = from_member_loop => {}

@@ -14,8 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use flotilla_agent::tunnel_io::{send_chunks, write_messages};
 use flotilla_fleet_core::tunnel::{self, AgentFrame, HubFrame};
-use futures::{SinkExt, StreamExt};
+use futures::StreamExt;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::upgrade::OnUpgrade;
@@ -30,9 +31,6 @@ use super::response::{full, member_response, status, BoxError, Forward, ProxyBod
 
 /// How long the agent has to answer a request with its status line.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
-/// How often the hub pings a tunnel (keeps idle connections and the
-/// agent's read timeout alive).
-const PING_EVERY: Duration = Duration::from_secs(5);
 /// Chunks buffered per response before the tunnel waits for its reader.
 const RESPONSE_BUFFER: usize = 64;
 
@@ -191,24 +189,14 @@ impl Tunnel {
         mut received: mpsc::Receiver<Event>,
         mut guard: CancelOnDrop,
     ) {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::io::AsyncWriteExt;
         let user = match user.await {
             Ok(user) => user,
             Err(e) => return tracing::warn!(cluster = %self.cluster, error = %e, "a user's upgrade failed"),
         };
-        let (mut from_user, mut to_user) = tokio::io::split(TokioIo::new(user));
+        let (from_user, mut to_user) = tokio::io::split(TokioIo::new(user));
         let upstream = async {
-            let mut buffer = vec![0u8; 32 * 1024];
-            loop {
-                let frame = match from_user.read(&mut buffer).await {
-                    Ok(0) | Err(_) => tunnel::encode_end(id),
-                    Ok(n) => tunnel::encode_chunk(id, &buffer[..n]),
-                };
-                let last = frame.len() == 4;
-                if self.outgoing.send(Message::binary(frame)).await.is_err() || last {
-                    break;
-                }
-            }
+            send_chunks(id, from_user, &self.outgoing).await;
             std::future::pending::<()>().await;
         };
         let downstream = async {
@@ -309,8 +297,8 @@ async fn run<S>(tunnels: &Tunnels, cluster: &str, socket: WebSocketStream<S>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sink, mut stream) = socket.split();
-    let (outgoing, mut to_send) = mpsc::channel::<Message>(256);
+    let (sink, mut stream) = socket.split();
+    let (outgoing, to_send) = mpsc::channel::<Message>(256);
     let generation = tunnels.generation.fetch_add(1, Ordering::Relaxed);
     let tunnel = Arc::new(Tunnel {
         cluster: cluster.to_string(),
@@ -321,18 +309,7 @@ where
     });
     tunnels.insert(cluster, tunnel.clone());
     tracing::info!(cluster, generation, "a pull member's tunnel opened");
-    let writer = async {
-        let mut ping = tokio::time::interval(PING_EVERY);
-        loop {
-            let message = tokio::select! {
-                next = to_send.recv() => match next { Some(m) => m, None => break },
-                _ = ping.tick() => Message::Ping(Bytes::new()),
-            };
-            if sink.send(message).await.is_err() {
-                break;
-            }
-        }
-    };
+    let writer = write_messages(sink, to_send);
     let reader = async {
         while let Some(message) = stream.next().await {
             match message {

@@ -61,7 +61,6 @@ pub fn crds() -> Vec<Crd> {
     ]
     .into_iter()
     .map(without_nullable)
-    .map(|crd| if crd.spec.group == policy::GROUP { refusing_unsupported_karmada_fields(crd) } else { crd })
     .map(|crd| if crd.spec.group == policy::GROUP { refusing_misplaced_fields(crd) } else { crd })
     .collect()
 }
@@ -78,84 +77,6 @@ fn refusing_misplaced_fields(crd: Crd) -> Crd {
         }
     }
     serde_json::from_value(value).unwrap_or(crd)
-}
-
-/// Declares each of `policy::UNSUPPORTED_KARMADA_FIELDS` that the policy
-/// types lack, with a CEL rule on its parent refusing it with the reason.
-/// Undeclared, such a field would be refused as merely unknown by a strict
-/// client and silently pruned for any other; declared, every client is told
-/// why. (A listed field the types do have, like `dynamicWeight`, is there for
-/// a value Flotilla does not support: its enum says so.)
-fn refusing_unsupported_karmada_fields(crd: Crd) -> Crd {
-    let Ok(mut value) = serde_json::to_value(&crd) else { return crd };
-    if let Some(versions) = value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) {
-        for version in versions {
-            if let Some(schema) = version.pointer_mut("/schema/openAPIV3Schema") {
-                for (path, reason) in policy::UNSUPPORTED_KARMADA_FIELDS {
-                    refuse_field(schema, path, reason);
-                }
-            }
-        }
-    }
-    serde_json::from_value(value).unwrap_or(crd)
-}
-
-/// Declares `path` (dotted, from the object's root; list items implied) in
-/// `schema` as any JSON, refused by a rule on its parent. Parents missing
-/// from the schema (e.g. `failover`) are declared as objects.
-fn refuse_field(schema: &mut serde_json::Value, path: &str, reason: &str) {
-    let mut segments: Vec<&str> = path.split('.').collect();
-    let Some(field) = segments.pop() else { return };
-    let mut parent = schema;
-    for segment in segments {
-        if parent.get("type").and_then(serde_json::Value::as_str) == Some("array") {
-            parent = &mut parent["items"];
-        }
-        if !parent.is_object() {
-            return;
-        }
-        if parent.get("properties").is_none_or(|p| !p.is_object()) {
-            parent["properties"] = serde_json::json!({});
-        }
-        let declared = &mut parent["properties"][segment];
-        if declared.is_null() {
-            *declared = serde_json::json!({"type": "object"});
-        }
-        parent = declared;
-    }
-    if parent.get("type").and_then(serde_json::Value::as_str) == Some("array") {
-        parent = &mut parent["items"];
-    }
-    if parent.pointer(&format!("/properties/{field}")).is_some() {
-        return;
-    }
-    let message = format!("{}: {reason}", policy::UNSUPPORTED_KARMADA_FIELD);
-    let mut declared = karmada_field_schema(field);
-    declared["description"] = message.clone().into();
-    parent["properties"][field] = declared;
-    let rule = serde_json::json!({
-        "rule": format!("!has(self.{field})"),
-        "message": message,
-        "fieldPath": format!(".{field}"),
-        "reason": "FieldValueForbidden",
-    });
-    match parent.get_mut("x-kubernetes-validations").and_then(serde_json::Value::as_array_mut) {
-        Some(rules) => rules.push(rule),
-        None => parent["x-kubernetes-validations"] = serde_json::json!([rule]),
-    }
-}
-
-/// The schema of an unsupported Karmada field, typed as in Karmada: CEL
-/// sees only typed fields, and a rule cannot name one it does not see.
-fn karmada_field_schema(field: &str) -> serde_json::Value {
-    let any_object = serde_json::json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true});
-    match field {
-        "association" | "scheduling" => serde_json::json!({"type": "boolean"}),
-        "preemption" | "schedulerName" | "activationPreference" => serde_json::json!({"type": "string"}),
-        "dependentOverrides" => serde_json::json!({"type": "array", "items": {"type": "string"}}),
-        "clusterAffinities" | "fieldOverrider" => serde_json::json!({"type": "array", "items": any_object}),
-        _ => any_object,
-    }
 }
 
 /// Removes `nullable: true` from a CRD's schema, so the API server drops an

@@ -3,12 +3,12 @@
 //!
 //! The specs are field-for-field compatible with Karmada's
 //! `policy.karmada.io/v1alpha1` for every feature Flotilla implements, so a
-//! Karmada policy works after changing only its `apiVersion`. Karmada fields
-//! Flotilla does not implement are declared in the published schema only to
-//! be refused by name with the reason (a CEL rule each, see
-//! `UNSUPPORTED_KARMADA_FIELDS` and `crds()`); any other unknown field is
-//! refused for a strict client (`fieldValidation=Strict`, kubectl's default)
-//! and pruned otherwise. Rules across fields are CEL
+//! Karmada policy works after changing only its `apiVersion`. Flotilla
+//! implements every Karmada policy field; the one value it lacks
+//! (`UNSUPPORTED_KARMADA_FIELDS`) is refused by its enum, and the admission
+//! webhook says why. An unknown field is refused for a strict client
+//! (`fieldValidation=Strict`, kubectl's default) and pruned otherwise; one
+//! that belongs elsewhere is refused with where (`misplaced`). Rules across fields are CEL
 //! `x-kubernetes-validations` on the types below, so the API server itself
 //! refuses a contradictory policy, hub or no hub.
 //!

@@ -28,6 +28,11 @@ use crate::tunnel_io;
 
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// How long opening the tunnel may take. While the hub's leader changes,
+/// the hub's API server can hold an upgrade to the old leader's proxy
+/// until the client gives up (kube's read timeout is minutes); the next
+/// leader's proxy is up within seconds, so ask again soon instead.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Keeps the tunnel open (reconnecting with backoff) until the future is
 /// dropped. A hub that serves no cluster proxy (404) is asked again now
@@ -35,7 +40,8 @@ const RETRY_MAX: Duration = Duration::from_secs(30);
 pub async fn run_tunnel(hub: Client, cluster: String, member: Client) -> Result<(), Error> {
     let mut retry = RETRY_FIRST;
     loop {
-        match connect(&hub, &cluster).await {
+        let connected = tokio::time::timeout(CONNECT_TIMEOUT, connect(&hub, &cluster)).await;
+        match connected.unwrap_or_else(|_| Err(format!("no answer in {}s", CONNECT_TIMEOUT.as_secs()))) {
             Ok(socket) => {
                 tracing::info!(cluster, "tunnel to the hub open");
                 retry = RETRY_FIRST;

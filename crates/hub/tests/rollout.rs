@@ -21,21 +21,11 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
+use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, web_deployment, ROLLOUT};
 use support::{apply, create_namespace, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
-
-fn deployment(image: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": NS},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "main", "image": image}]}}},
-    })
-}
 
 /// Each member's Deployment image (`-` when it has none yet), by member.
 async fn images(fleet: &Fleet) -> BTreeMap<String, String> {
@@ -79,7 +69,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
 
     // The first revision has nothing to protect: everywhere at once.
-    apply(&hub, deployment("web:1")).await;
+    apply(&hub, web_deployment(NS, "web:1")).await;
     rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
@@ -91,7 +81,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
 
     // A new image: wave 1 is m1 alone (names sort m1, m10, m2, ...), it
     // soaks while everyone else keeps web:1.
-    apply(&hub, deployment("web:2")).await;
+    apply(&hub, web_deployment(NS, "web:2")).await;
     let soaking = rollout_until(&rollouts, WAIT, "soaked wave 1", |r| phase_is(r, "Soaking", 1)).await;
     let status = soaking.status.unwrap();
     assert_eq!(status.revision_number, 2);
@@ -130,7 +120,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
 
     // Paused: wave 1 rolls and soaks, but wave 2 does not start.
     annotate(&rollouts, control::PAUSED, Some("true")).await;
-    apply(&hub, deployment("web:3")).await;
+    apply(&hub, web_deployment(NS, "web:3")).await;
     rollout_until(&rollouts, WAIT, "paused in wave 1", |r| phase_is(r, "Paused", 1)).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let held = rollouts.get(ROLLOUT).await.unwrap();
@@ -150,7 +140,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     .await;
 
     // Abort: wave 1 goes back to web:3 and web:4 is not tried again.
-    apply(&hub, deployment("web:4")).await;
+    apply(&hub, web_deployment(NS, "web:4")).await;
     let rolling = rollout_until(&rollouts, WAIT, "rolled web:4 to wave 1", |r| {
         r.status.as_ref().is_some_and(|s| s.revision_number == 4 && s.wave == 1)
     })
@@ -183,7 +173,7 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
         clusters.get("m2").await.unwrap().condition("Available").is_some_and(|c| c.status != "True")
     })
     .await;
-    apply(&hub, deployment("web:5")).await;
+    apply(&hub, web_deployment(NS, "web:5")).await;
     let done = rollout_until(&rollouts, WAIT, "completed revision 5 without m2", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 5)
     })

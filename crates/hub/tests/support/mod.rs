@@ -13,6 +13,7 @@ use flotilla_apps_core::failover::FailoverSettings;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_hub::HubConfig;
+use flotilla_localkube::real_node::{RealNodeConfig, RealNodes};
 use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,7 +21,11 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client};
 use serde_json::json;
 
+pub mod bindings;
+pub mod clusters;
+pub mod policies;
 pub mod rollout;
+pub mod workloads;
 
 pub struct Fleet {
     pub hub: Cluster,
@@ -131,6 +136,20 @@ impl Fleet {
     pub async fn start_with_members(configs: Vec<ClusterConfig>, regions: &[&str]) -> Fleet {
         let tmp = tempfile::tempdir().unwrap();
         Fleet::start_members(tmp, None, configs, regions, &[], HubConfig::default()).await
+    }
+
+    /// A hub and members named after `regions`: `m1` on one real node
+    /// (`m1-real-1`, from `nodes`, started and Ready), the others with one
+    /// hollow node each.
+    pub async fn start_with_real_m1(nodes: &mut RealNodes, regions: &[&str]) -> Fleet {
+        let mut members = vec![ClusterConfig::new("m1").for_real_nodes(nodes.gateway())];
+        members.extend((2..=regions.len()).map(|i| ClusterConfig::new(format!("m{i}")).with_nodes(1)));
+        let fleet = Fleet::start_with_members(members, regions).await;
+        nodes
+            .start(fleet.member("m1"), vec![RealNodeConfig::new("m1-real-1")], Duration::from_secs(120))
+            .await
+            .unwrap();
+        fleet
     }
 
     /// Like `start_with_members`, with the hub's controllers configured

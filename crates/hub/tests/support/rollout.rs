@@ -63,3 +63,15 @@ pub async fn rollout_until(
     }
     panic!("the rollout never {what}; last status: {last:#?}");
 }
+
+/// The Deployment `web` in `namespace`: one replica of a container `main`
+/// running `image`.
+pub fn web_deployment(namespace: &str, image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "main", "image": image}]}}},
+    })
+}

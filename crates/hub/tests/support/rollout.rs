@@ -2,13 +2,15 @@
 //! every member, a `RolloutStrategy` named `gray`, and waiting on the
 //! template's Rollout (`web-deployment`).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flotilla_api::rollout::Rollout;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::apply;
+use super::{apply, Fleet};
 
 pub const ROLLOUT: &str = "web-deployment";
 
@@ -74,4 +76,18 @@ pub fn web_deployment(namespace: &str, image: &str) -> serde_json::Value {
             "template": {"metadata": {"labels": {"app": "web"}},
                 "spec": {"containers": [{"name": "main", "image": image}]}}},
     })
+}
+
+/// Each member's Deployment `web` image in `namespace` (`-` when it has
+/// none yet), by member.
+pub async fn images(fleet: &Fleet, namespace: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for m in &fleet.members {
+        let d = Api::<Deployment>::namespaced(m.client(), namespace).get_opt("web").await.ok().flatten();
+        let image = d
+            .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.image)
+            .unwrap_or_else(|| "-".into());
+        out.insert(m.name().to_string(), image);
+    }
+    out
 }

@@ -65,6 +65,23 @@ pub fn widget_api(client: Client, ns: &str) -> Api<DynamicObject> {
     Api::namespaced_with(client, ns, &ApiResource::from_gvk_with_plural(&gvk, "widgets"))
 }
 
+/// Creates the bootstrap token `token_id` on the hub and writes a
+/// kubeconfig that uses it to `path` (what `flotilla token create` does).
+pub async fn write_bootstrap_kubeconfig(hub: &Cluster, token_id: &str, path: &Path) {
+    let token = BootstrapToken::new(token_id, "0123456789abcdef").unwrap();
+    Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
+        .create(&PostParams::default(), &token.fleet_secret().build())
+        .await
+        .unwrap();
+    let spec = KubeconfigSpec {
+        name: "hub".into(),
+        server: hub.server().into(),
+        ca_pem: hub.ca().pem.cert_pem.clone(),
+        credential: Credential::Token(token.token()),
+    };
+    std::fs::write(path, kubeconfig::render(&spec)).unwrap();
+}
+
 pub fn agent_config(
     name: &str,
     state: &Path,
@@ -134,8 +151,7 @@ impl Fleet {
     /// order, one per region), e.g. members serving real nodes
     /// (`ClusterConfig::for_real_nodes`), whose nodes the caller starts.
     pub async fn start_with_members(configs: Vec<ClusterConfig>, regions: &[&str]) -> Fleet {
-        let tmp = tempfile::tempdir().unwrap();
-        Fleet::start_members(tmp, None, configs, regions, &[], HubConfig::default()).await
+        Fleet::start_with_members_and_hub(configs, regions, HubConfig::default()).await
     }
 
     /// A hub and members named after `regions`: `m1` on one real node
@@ -222,22 +238,8 @@ impl Fleet {
             let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..hub_config };
             flotilla_hub::run(client, config).await.unwrap();
         });
-        let token = BootstrapToken::new("appsab", "0123456789abcdef").unwrap();
-        Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
-            .create(&PostParams::default(), &token.fleet_secret().build())
-            .await
-            .unwrap();
         let bootstrap = tmp.path().join("bootstrap.kubeconfig");
-        std::fs::write(
-            &bootstrap,
-            kubeconfig::render(&KubeconfigSpec {
-                name: "hub".into(),
-                server: hub.server().into(),
-                ca_pem: hub.ca().pem.cert_pem.clone(),
-                credential: Credential::Token(token.token()),
-            }),
-        )
-        .unwrap();
+        write_bootstrap_kubeconfig(&hub, "appsab", &bootstrap).await;
         let mut fleet = Fleet { hub, members, etcd, tmp, agents: BTreeMap::new(), _controllers: controllers };
         for i in 0..regions.len() {
             fleet.start_agent(i, Some(bootstrap.clone()));

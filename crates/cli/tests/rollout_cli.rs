@@ -24,8 +24,8 @@ use flotilla_localkube::Cluster;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, images, place_web_everywhere};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{images, roll_out_web_in_waves};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
@@ -123,11 +123,10 @@ async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_lin
     // Members m1..m3 storing their data in one shared etcd.
     let fleet = Fleet::start_with(&["eu", "eu", "eu"], &[], FailoverSettings::default(), true).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
+    roll_out_web_in_waves(
         &hub,
         NS,
+        false,
         json!({"waves": {"ratio": "1:2"}, "soakSeconds": 60, "progressDeadlineSeconds": 120}),
     )
     .await;

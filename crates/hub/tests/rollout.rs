@@ -21,8 +21,8 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, images, place_web_everywhere, rollout_until, web_deployment, ROLLOUT};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{images, roll_out_web_in_waves, rollout_until, web_deployment, ROLLOUT};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
@@ -45,11 +45,10 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     let regions = ["eu"; 10];
     let mut fleet = Fleet::start_with(&regions, &[], FailoverSettings::default(), true).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
+    roll_out_web_in_waves(
         &hub,
         NS,
+        false,
         json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 4, "progressDeadlineSeconds": 120}),
     )
     .await;

@@ -16,8 +16,8 @@ use flotilla_localkube::{wait_for, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, web_deployment};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{roll_out_web_in_waves, rollout_until, web_deployment};
+use support::{apply, Fleet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "shop";
@@ -91,14 +91,7 @@ async fn a_metric_gate_over_its_bound_in_prometheus_rolls_the_wave_back() {
 
     let fleet = Fleet::start(&["eu", "eu", "eu"], &[]).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
-        &hub,
-        NS,
-        json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 60, "progressDeadlineSeconds": 120, "metricGates": [{"name": "errors", "prometheus": prometheus, "query": "max(app_error_ratio{cluster=\"{{cluster}}\"})", "max": 0.1}]}),
-    )
-    .await;
+    roll_out_web_in_waves(&hub, NS, false, json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 60, "progressDeadlineSeconds": 120, "metricGates": [{"name": "errors", "prometheus": prometheus, "query": "max(app_error_ratio{cluster=\"{{cluster}}\"})", "max": 0.1}]})).await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
     apply(&hub, web_deployment(NS, "web:1")).await;
     rollout_until(&rollouts, WAIT, "completed revision 1", |r| {

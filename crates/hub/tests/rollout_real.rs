@@ -19,8 +19,8 @@ use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{roll_out_web_in_waves, rollout_until, ROLLOUT};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(180);
@@ -49,14 +49,7 @@ async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
     let mut nodes = RealNodes::reserve().unwrap();
     let fleet = Fleet::start_with_real_m1(&mut nodes, &["eu", "eu", "eu"]).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
-        &hub,
-        NS,
-        json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 2, "progressDeadlineSeconds": 120, "maxRestarts": 2}),
-    )
-    .await;
+    roll_out_web_in_waves(&hub, NS, false, json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 2, "progressDeadlineSeconds": 120, "maxRestarts": 2})).await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
     const GOOD: &str = "exec sleep 3600";
     apply(&hub, deployment(GOOD)).await;

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::{apply, Fleet};
+use super::{apply, create_namespace, Fleet};
 
 pub const ROLLOUT: &str = "web-deployment";
 
@@ -42,6 +42,20 @@ pub async fn gray_strategy(hub: &Client, namespace: &str, mut spec: serde_json::
         }),
     )
     .await;
+}
+
+/// The namespace, the policy placing `web` everywhere (`propagate_deps`:
+/// with the objects it refers to) and the strategy `gray` with `spec`:
+/// what every rollout test starts from.
+pub async fn roll_out_web_in_waves(
+    hub: &Client,
+    namespace: &str,
+    propagate_deps: bool,
+    spec: serde_json::Value,
+) {
+    create_namespace(hub, namespace).await;
+    place_web_everywhere(hub, namespace, propagate_deps).await;
+    gray_strategy(hub, namespace, spec).await;
 }
 
 /// Polls the Rollout until `check` holds; fails after `wait` with its last

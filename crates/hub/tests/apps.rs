@@ -19,7 +19,7 @@ use serde_json::json;
 
 mod support;
 use support::bindings::{binding_condition, is_true, pairs, replicas_by_cluster};
-use support::policies::{divided_by_weights, propagate_deployment};
+use support::policies::{divided_by_weights, propagate_deployment, propagate_every_deployment};
 use support::workloads::deployment;
 use support::{apply, create_namespace, widget_api, Fleet};
 
@@ -64,8 +64,8 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     )
     .await;
     // (i) 10 replicas divided 1:2:2.
-    let placement = divided_by_weights(&[(&["m1"], 1), (&["m2"], 2), (&["m3"], 2)]);
-    propagate_deployment(&hub, "demo", "web", json!({"propagateDeps": true, "placement": placement})).await;
+    let divided = divided_by_weights(&[(&["m1"], 1), (&["m2"], 2), (&["m3"], 2)]);
+    propagate_deployment(&hub, "demo", "web", json!({"propagateDeps": true, "placement": divided})).await;
     apply(&hub, deployment("web", 10, "docker.io/library/nginx:1.25", Some("web-config"))).await;
 
     for (member, want) in [("m1", 2), ("m2", 4), ("m3", 4)] {
@@ -222,16 +222,8 @@ async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
     // The policy is silent on taints: the hub's default toleration applies.
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                "placement": divided_by_weights(&[(&["m1"], 1), (&["m2", "m3"], 2)])}
-        }),
-    )
-    .await;
+    let divided = divided_by_weights(&[(&["m1"], 1), (&["m2", "m3"], 2)]);
+    propagate_every_deployment(&hub, "demo", "web", json!({"placement": divided})).await;
     apply(&hub, deployment("web", 10, "nginx:1.25", None)).await;
     wait_for("10/10 on the hub", Duration::from_secs(60), || async {
         hub_available(&fleet.hub, "web").await == (10, 10)
@@ -342,17 +334,9 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
     let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover, true).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted"}}}
-        }),
-    )
-    .await;
+    let divided = json!({"replicaScheduling": {"replicaSchedulingType": "Divided",
+        "replicaDivisionPreference": "Weighted"}});
+    propagate_every_deployment(&hub, "demo", "web", json!({"placement": divided})).await;
     apply(&hub, deployment("web", 6, "nginx:1.25", None)).await;
     let even = pairs(&[("m1", 2), ("m2", 2), ("m3", 2)]);
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
@@ -490,8 +474,8 @@ async fn status_tells_the_truth_about_apis_size_placement_and_bad_manifests() {
         }),
     )
     .await;
-    let placement = divided_by_weights(&[(&["m1"], 1), (&["m2"], 1)]);
-    propagate_deployment(&hub, "demo", "web", json!({"placement": placement})).await;
+    let divided = divided_by_weights(&[(&["m1"], 1), (&["m2"], 1)]);
+    propagate_deployment(&hub, "demo", "web", json!({"placement": divided})).await;
     wait_for("the nonsense policy's ResourcesResolved=False", Duration::from_secs(30), || async {
         let p = pps.get("nonsense").await.unwrap();
         policy_condition(&p, "ResourcesResolved").is_some_and(|(s, r, m)| {

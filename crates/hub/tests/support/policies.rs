@@ -10,6 +10,23 @@ use super::apply;
 /// `namespace`, with the rest of its `spec` (placement, failover, ...).
 pub async fn propagate_deployment(hub: &Client, namespace: &str, name: &str, mut spec: serde_json::Value) {
     spec["resourceSelectors"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": name}]);
+    propagation_policy(hub, namespace, name, spec).await;
+}
+
+/// Applies the PropagationPolicy `name` selecting every Deployment of
+/// `namespace`, with the rest of its `spec`.
+pub async fn propagate_every_deployment(
+    hub: &Client,
+    namespace: &str,
+    name: &str,
+    mut spec: serde_json::Value,
+) {
+    spec["resourceSelectors"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment"}]);
+    propagation_policy(hub, namespace, name, spec).await;
+}
+
+/// Applies the PropagationPolicy `name` in `namespace` with `spec`.
+pub async fn propagation_policy(hub: &Client, namespace: &str, name: &str, spec: serde_json::Value) {
     apply(
         hub,
         json!({

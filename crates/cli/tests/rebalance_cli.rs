@@ -4,27 +4,18 @@
 //! result printed; a template nothing propagates fails, with the reason.
 
 mod hub_cli;
+// The hub tests' server-side apply, shared rather than copied.
+#[path = "../../hub/tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
 use flotilla_localkube::wait_for;
 use hub_cli::{flotilla, text, HubAndMember};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use serde_json::json;
-
-async fn apply(client: &kube::Client, object: serde_json::Value) {
-    let api_version = object["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
-}
+use support::apply;
 
 #[tokio::test]
 async fn rebalance_from_the_command_line() {

@@ -2,37 +2,16 @@
 //! The membership commands as a user runs them: `hub install`, `hub run`,
 //! `token create`, `join`, `cluster accept`, `get clusters`, `unjoin`.
 
-use std::process::{Command, Output};
+mod hub_cli;
+
 use std::time::{Duration, Instant};
 
-use flotilla_localkube::{Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
-
-fn flotilla(args: &[&str], home: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).env("HOME", home).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
+use hub_cli::{flotilla, text, HubAndMember};
 
 #[tokio::test]
 async fn token_join_accept_get_and_unjoin_from_the_command_line() {
-    let (hub, member) = tokio::join!(
-        Cluster::start(ClusterConfig::hub("hub")),
-        Cluster::start(ClusterConfig::new("m1").with_nodes(1))
-    );
-    let (hub, member) = (hub.unwrap(), member.unwrap());
-    let home = tempfile::tempdir().unwrap();
-    let hub_kc = hub.kubeconfig_path().to_str().unwrap().to_string();
-
-    let out = flotilla(&["hub", "install", "--kubeconfig", &hub_kc], home.path());
-    assert!(out.status.success(), "{}", text(&out));
-    let _controllers =
-        ManagedProcess::spawn(
-            ProcessSpec::new("hub", env!("CARGO_BIN_EXE_flotilla").into(), home.path().join("hub.log"))
-                .args(["hub", "run", "--kubeconfig", &hub_kc]),
-        )
-        .unwrap();
+    let env = HubAndMember::start(&[]).await;
+    let (member, home, hub_kc) = (&env.member, &env.home, env.hub_kc.clone());
     let bootstrap = home.path().join("bootstrap.kubeconfig");
     let out = flotilla(
         &["token", "create", "--kubeconfig", &hub_kc, "--ttl-hours", "1", "-o", bootstrap.to_str().unwrap()],

@@ -3,24 +3,18 @@
 //! `hub run --require-opt-in` and a push-mode member (the hub holds its
 //! kubeconfig, so promote needs no --member-kubeconfig).
 
+mod hub_cli;
+
 use std::collections::BTreeSet;
-use std::process::{Command, Output};
 use std::time::Duration;
 
-use flotilla_localkube::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
+use flotilla_localkube::{wait_for, Cluster};
+use hub_cli::{flotilla, text, HubAndMember};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
-
-fn flotilla(args: &[&str], home: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).env("HOME", home).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
 
 async fn pod_uids(member: &Cluster) -> BTreeSet<String> {
     Api::<Pod>::namespaced(member.client(), "shop")
@@ -35,28 +29,9 @@ async fn pod_uids(member: &Cluster) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn promote_and_release_from_the_command_line() {
-    let (hub, member) = tokio::join!(
-        Cluster::start(ClusterConfig::hub("hub")),
-        Cluster::start(ClusterConfig::new("m1").with_nodes(1))
-    );
-    let (hub, member) = (hub.unwrap(), member.unwrap());
-    let home = tempfile::tempdir().unwrap();
-    let hub_kc = hub.kubeconfig_path().to_str().unwrap().to_string();
-    let member_kc = member.kubeconfig_path().to_str().unwrap().to_string();
-
-    let out = flotilla(&["hub", "install", "--kubeconfig", &hub_kc], home.path());
-    assert!(out.status.success(), "{}", text(&out));
-    let _controllers =
-        ManagedProcess::spawn(
-            ProcessSpec::new("hub", env!("CARGO_BIN_EXE_flotilla").into(), home.path().join("hub.log"))
-                .args(["hub", "run", "--kubeconfig", &hub_kc, "--require-opt-in"]),
-        )
-        .unwrap();
-    let out = flotilla(
-        &["join", "m1", "--mode", "push", "--hub-kubeconfig", &hub_kc, "--kubeconfig", &member_kc],
-        home.path(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let env = HubAndMember::start(&["--require-opt-in"]).await;
+    env.join_push();
+    let (member, home, hub_kc) = (&env.member, &env.home, env.hub_kc.clone());
 
     // A Deployment running in the member before the fleet knows it.
     let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}});
@@ -78,7 +53,7 @@ async fn promote_and_release_from_the_command_line() {
         deployments.get("web").await.unwrap().status.and_then(|s| s.ready_replicas) == Some(2)
     })
     .await;
-    let pods = pod_uids(&member).await;
+    let pods = pod_uids(member).await;
 
     // Clear errors before anything is written.
     let out =
@@ -115,7 +90,7 @@ async fn promote_and_release_from_the_command_line() {
     assert!(said.contains("adopted"), "{said}");
     let adopted = deployments.get("web").await.unwrap();
     assert_eq!(adopted.labels().get("app.flotilla.io/managed-by").map(String::as_str), Some("flotilla"));
-    assert_eq!(pod_uids(&member).await, pods, "promote restarted pods");
+    assert_eq!(pod_uids(member).await, pods, "promote restarted pods");
 
     let out = flotilla(&["release", "deployment/web", "-n", "shop", "--kubeconfig", &hub_kc], home.path());
     assert!(out.status.success(), "{}", text(&out));
@@ -124,5 +99,5 @@ async fn promote_and_release_from_the_command_line() {
     assert!(said.contains("PropagationPolicy shop/promoted-deployment-web (made by promote"), "{said}");
     let left = deployments.get("web").await.unwrap();
     assert!(!left.labels().contains_key("app.flotilla.io/managed-by"));
-    assert_eq!(pod_uids(&member).await, pods, "release restarted pods");
+    assert_eq!(pod_uids(member).await, pods, "release restarted pods");
 }

@@ -3,59 +3,25 @@
 //! push-mode member: a propagated Deployment is divided again and the
 //! result printed; a template nothing propagates fails, with the reason.
 
-use std::process::{Command, Output};
+mod hub_cli;
+// The hub tests' server-side apply, shared rather than copied.
+#[path = "../../hub/tests/support/mod.rs"]
+mod support;
+
 use std::time::Duration;
 
-use flotilla_localkube::{wait_for, Cluster, ClusterConfig, ManagedProcess, ProcessSpec};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use flotilla_localkube::wait_for;
+use hub_cli::{flotilla, text, HubAndMember};
+use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::Api;
 use serde_json::json;
-
-fn flotilla(args: &[&str], home: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_flotilla")).args(args).env("HOME", home).output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-async fn apply(client: &kube::Client, object: serde_json::Value) {
-    let api_version = object["apiVersion"].as_str().unwrap();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
-    let gvk = GroupVersionKind::gvk(group, version, object["kind"].as_str().unwrap());
-    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
-        None => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
-}
+use support::apply;
 
 #[tokio::test]
 async fn rebalance_from_the_command_line() {
-    let (hub, member) = tokio::join!(
-        Cluster::start(ClusterConfig::hub("hub")),
-        Cluster::start(ClusterConfig::new("m1").with_nodes(1))
-    );
-    let (hub, member) = (hub.unwrap(), member.unwrap());
-    let home = tempfile::tempdir().unwrap();
-    let hub_kc = hub.kubeconfig_path().to_str().unwrap().to_string();
-    let member_kc = member.kubeconfig_path().to_str().unwrap().to_string();
-
-    let out = flotilla(&["hub", "install", "--kubeconfig", &hub_kc], home.path());
-    assert!(out.status.success(), "{}", text(&out));
-    let _controllers =
-        ManagedProcess::spawn(
-            ProcessSpec::new("hub", env!("CARGO_BIN_EXE_flotilla").into(), home.path().join("hub.log"))
-                .args(["hub", "run", "--kubeconfig", &hub_kc, "--unschedulable-threshold", "30s"]),
-        )
-        .unwrap();
-    let out = flotilla(
-        &["join", "m1", "--mode", "push", "--hub-kubeconfig", &hub_kc, "--kubeconfig", &member_kc],
-        home.path(),
-    );
-    assert!(out.status.success(), "{}", text(&out));
+    let env = HubAndMember::start(&["--unschedulable-threshold", "30s"]).await;
+    env.join_push();
+    let (hub, home, hub_kc) = (&env.hub, &env.home, env.hub_kc.clone());
 
     let client = hub.client();
     apply(&client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}})).await;

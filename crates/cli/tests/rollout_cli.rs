@@ -9,154 +9,39 @@
 //! template and it rolls out in waves again, `abort` rolls that back
 //! (`status` exits 1), and the controls that make no sense are refused.
 
+// The hub's fleet test environment (a hub, members, agents and the
+// hub's controllers in this process), shared rather than copied.
+#[path = "../../hub/tests/support/mod.rs"]
+mod support;
+
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::rollout::Rollout;
-use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
-use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
+use flotilla_apps_core::failover::FailoverSettings;
+use flotilla_localkube::Cluster;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
+use support::rollout::{images, roll_out_web_in_waves};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
 
-/// A hub and members m1..mN with the hub's controllers and the members'
-/// agents running in this process; everything stops when it is dropped.
-struct Fleet {
-    hub: Cluster,
-    members: Vec<Cluster>,
-    _etcd: Etcd,
-    _tmp: tempfile::TempDir,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
+/// Waits until each member runs the image `want` names for it.
+async fn wait_images(fleet: &Fleet, want: &[(&str, &str)]) {
+    let want: BTreeMap<String, String> = want.iter().map(|(m, i)| (m.to_string(), i.to_string())).collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let now = images(fleet, NS).await;
+        if now == want {
+            return;
         }
+        assert!(Instant::now() < deadline, "members never ran {want:?}; they run {now:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-impl Fleet {
-    async fn start(n: usize) -> Fleet {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                tracing_subscriber::EnvFilter::new(flotilla_localkube::TEST_LOG_DIRECTIVES)
-            }))
-            .with_test_writer()
-            .try_init();
-        let tmp = tempfile::tempdir().unwrap();
-        let etcd = Etcd::start(&Binaries::locate().unwrap(), &tmp.path().join("shared-etcd")).await.unwrap();
-        let configs = (1..=n).map(|i| {
-            let name = format!("m{i}");
-            let mut config = ClusterConfig::new(name.clone()).with_nodes(1).with_etcd(etcd.client_url());
-            config.etcd_prefix = Some(format!("/clusters/{name}"));
-            Cluster::start(config)
-        });
-        let (hub, members) =
-            tokio::join!(Cluster::start(ClusterConfig::hub("hub")), futures::future::join_all(configs));
-        let hub = hub.unwrap();
-        let members: Vec<Cluster> = members.into_iter().map(|m| m.unwrap()).collect();
-        flotilla_hub::install(&hub.client()).await.unwrap();
-        let client = hub.client();
-        let mut tasks = vec![tokio::spawn(async move {
-            let config = flotilla_hub::HubConfig {
-                auto_accept: true,
-                grace: Duration::from_secs(2),
-                ..Default::default()
-            };
-            flotilla_hub::run(client, config).await.unwrap();
-        })];
-        let token = BootstrapToken::new("rollab", "0123456789abcdef").unwrap();
-        Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
-            .create(&PostParams::default(), &token.fleet_secret().build())
-            .await
-            .unwrap();
-        let bootstrap = tmp.path().join("bootstrap.kubeconfig");
-        std::fs::write(
-            &bootstrap,
-            kubeconfig::render(&KubeconfigSpec {
-                name: "hub".into(),
-                server: hub.server().into(),
-                ca_pem: hub.ca().pem.cert_pem.clone(),
-                credential: Credential::Token(token.token()),
-            }),
-        )
-        .unwrap();
-        for m in &members {
-            let mut config = flotilla_agent::AgentConfig::new(
-                m.name(),
-                tmp.path().join(m.name()),
-                m.kubeconfig_path().to_path_buf(),
-            );
-            config.bootstrap_kubeconfig = Some(bootstrap.clone());
-            config.health_interval = Duration::from_millis(500);
-            tasks.push(tokio::spawn(async move {
-                let _ = flotilla_agent::run(config, std::future::pending()).await;
-            }));
-        }
-        let clusters: Api<ManagedCluster> = Api::all(hub.client());
-        for m in &members {
-            wait_for(&format!("{} Available", m.name()), Duration::from_secs(60), || async {
-                let Some(mc) = clusters.get_opt(m.name()).await.unwrap() else { return false };
-                mc.condition("Available").is_some_and(|c| c.status == "True")
-                    && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
-            })
-            .await;
-        }
-        Fleet { hub, members, _etcd: etcd, _tmp: tmp, tasks }
-    }
-
-    /// Each member's Deployment image (`-` when it has none yet).
-    async fn images(&self) -> BTreeMap<String, String> {
-        let mut out = BTreeMap::new();
-        for m in &self.members {
-            let d = Api::<Deployment>::namespaced(m.client(), NS).get_opt("web").await.ok().flatten();
-            let image = d
-                .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.image)
-                .unwrap_or_else(|| "-".into());
-            out.insert(m.name().to_string(), image);
-        }
-        out
-    }
-
-    async fn wait_images(&self, want: &[(&str, &str)]) {
-        let want: BTreeMap<String, String> =
-            want.iter().map(|(m, i)| (m.to_string(), i.to_string())).collect();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let now = self.images().await;
-            if now == want {
-                return;
-            }
-            assert!(Instant::now() < deadline, "members never ran {want:?}; they run {now:?}");
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    }
-}
-
-async fn apply(client: &Client, object: serde_json::Value) {
-    let api_version = object["apiVersion"].as_str().unwrap().to_string();
-    let kind = object["kind"].as_str().unwrap().to_string();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-    let (resource, caps) =
-        kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, &kind)).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
 }
 
 fn deployment(image: &str) -> serde_json::Value {
@@ -235,27 +120,14 @@ async fn rollout_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_line() {
-    let fleet = Fleet::start(3).await;
+    // Members m1..m3 storing their data in one shared etcd.
+    let fleet = Fleet::start_with(&["eu", "eu", "eu"], &[], FailoverSettings::default(), true).await;
     let hub = fleet.hub.client();
-    apply(&hub, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})).await;
-    apply(
+    roll_out_web_in_waves(
         &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                     "placement": {}},
-        }),
-    )
-    .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "rollout.flotilla.io/v1alpha1", "kind": "RolloutStrategy",
-            "metadata": {"name": "gray", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                     "waves": {"ratio": "1:2"}, "soakSeconds": 60, "progressDeadlineSeconds": 120},
-        }),
+        NS,
+        false,
+        json!({"waves": {"ratio": "1:2"}, "soakSeconds": 60, "progressDeadlineSeconds": 120}),
     )
     .await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
@@ -268,7 +140,7 @@ async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_lin
     // The first revision goes everywhere at once; `status --watch` ends at once.
     apply(&hub, deployment("web:1")).await;
     rollout_until(&rollouts, "completed revision 1", |s| s.phase == "Complete").await;
-    fleet.wait_images(&[("m1", "web:1"), ("m2", "web:1"), ("m3", "web:1")]).await;
+    wait_images(&fleet, &[("m1", "web:1"), ("m2", "web:1"), ("m3", "web:1")]).await;
     let out = ok(h, &["status", "deployment/web", "--watch", "--timeout", "10"]);
     assert!(out.contains("Phase:     Complete: revision 1 is on every cluster"), "{out}");
     let out = refused(h, &["promote", "web-deployment"]);
@@ -294,7 +166,7 @@ async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_lin
     assert_eq!(table["m1"], ["1/2", "soaking", "m1", "new", "(2)", "2", "Healthy"], "{out}");
     assert_eq!(table["m2"], ["2/2", "waiting", "m2", "stable", "(1)", "1", "Healthy"], "{out}");
     assert_eq!(table["m3"], ["m3", "stable", "(1)", "1", "Healthy"], "{out}");
-    fleet.wait_images(&[("m1", "web:2"), ("m2", "web:1"), ("m3", "web:1")]).await;
+    wait_images(&fleet, &[("m1", "web:2"), ("m2", "web:1"), ("m3", "web:1")]).await;
 
     // Paused: the status says so; resumed and promoted: every wave, complete.
     let out = ok(h, &["pause", "web-deployment"]);
@@ -313,7 +185,7 @@ async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_lin
     assert!(out.contains("promoted: revision 2 goes to every remaining wave (2 to 2) now"), "{out}");
     let out = ok(h, &["status", "deployment/web", "--watch", "--timeout", "120"]);
     assert!(out.contains("Phase:     Complete: revision 2 is on every cluster"), "{out}");
-    fleet.wait_images(&[("m1", "web:2"), ("m2", "web:2"), ("m3", "web:2")]).await;
+    wait_images(&fleet, &[("m1", "web:2"), ("m2", "web:2"), ("m3", "web:2")]).await;
 
     // History: both revisions, the image change, which is current.
     let out = ok(h, &["history", "deployment/web"]);
@@ -339,7 +211,7 @@ async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_lin
         s.revision == first_hash && s.wave == 1 && s.phase == "Soaking"
     })
     .await;
-    fleet.wait_images(&[("m1", "web:1"), ("m2", "web:2"), ("m3", "web:2")]).await;
+    wait_images(&fleet, &[("m1", "web:1"), ("m2", "web:2"), ("m3", "web:2")]).await;
     let out = ok(h, &["history", "deployment/web"]);
     assert!(out.lines().any(|l| l.contains(&first_hash) && l.contains("current, rolling out")), "{out}");
     assert!(out.lines().any(|l| l.trim_start().starts_with("2 ") && l.contains("stable")), "{out}");
@@ -351,7 +223,7 @@ async fn status_pause_resume_promote_history_undo_and_abort_from_the_command_lin
         "{out}"
     );
     rollout_until(&rollouts, "rolled back", |s| s.phase == "RolledBack").await;
-    fleet.wait_images(&[("m1", "web:2"), ("m2", "web:2"), ("m3", "web:2")]).await;
+    wait_images(&fleet, &[("m1", "web:2"), ("m2", "web:2"), ("m3", "web:2")]).await;
     let out = refused(h, &["status", "deployment/web", "--watch"]);
     assert!(out.contains("Phase:     RolledBack:"), "{out}");
     assert!(out.contains("Failure:   revision") && out.contains("aborted by the user"), "{out}");

@@ -11,62 +11,40 @@ use std::time::Duration;
 
 use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::ResourceBinding;
-use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
-use flotilla_localkube::{wait_for, ClusterConfig};
+use flotilla_localkube::real_node::{RealNodes, BUSYBOX_IMAGE};
+use flotilla_localkube::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
+use support::bindings::chosen;
+use support::clusters::set_taints;
+use support::policies::{one_cluster_of, propagate_deployment};
 use support::{apply, create_namespace, Fleet};
 
 const WAIT: Duration = Duration::from_secs(180);
 
-async fn chosen(bindings: &Api<ResourceBinding>) -> Vec<String> {
-    match bindings.get_opt("web-deployment").await.unwrap() {
-        Some(b) => b.spec.spec.clusters.iter().map(|c| c.name.clone()).collect(),
-        None => Vec::new(),
-    }
-}
-
-async fn set_taints(clusters: &Api<ManagedCluster>, name: &str, taints: serde_json::Value) {
-    let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
-    clusters.patch(name, &params, &Patch::Merge(&json!({"spec": {"taints": taints}}))).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_looping_application_fails_over_with_its_state_from_a_real_node() {
     let mut nodes = RealNodes::reserve().unwrap();
-    let members = vec![
-        ClusterConfig::new("m1").for_real_nodes(nodes.gateway()),
-        ClusterConfig::new("m2").with_nodes(1),
-    ];
-    let fleet = Fleet::start_with_members(members, &["eu", "eu"]).await;
-    nodes
-        .start(fleet.member("m1"), vec![RealNodeConfig::new("m1-real-1")], Duration::from_secs(120))
-        .await
-        .unwrap();
+    let fleet = Fleet::start_with_real_m1(&mut nodes, &["eu", "eu"]).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
     // m2 takes nothing new yet, so the template starts on the real node.
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
     set_taints(&clusters, "m2", json!([{"key": "example.com/not-yet", "effect": "NoSchedule"}])).await;
-    apply(
+    propagate_deployment(
         &hub,
+        "demo",
+        "web",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {
-                "resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "propagateDeps": true,
-                "failover": {"application": {
-                    "decisionConditions": {"tolerationSeconds": 10},
-                    "purgeMode": "Graciously", "gracePeriodSeconds": 300,
-                    "statePreservation": {"rules": [
-                        {"aliasLabelName": "failover.example.com/unavailable",
-                         "jsonPath": "{.unavailableReplicas}"}]}}},
-                "placement": {
-                    "clusterAffinity": {"clusterNames": ["m1", "m2"]},
-                    "spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1, "minGroups": 1}]}}
+            "propagateDeps": true,
+            "failover": {"application": {
+                "decisionConditions": {"tolerationSeconds": 10},
+                "purgeMode": "Graciously", "gracePeriodSeconds": 300,
+                "statePreservation": {"rules": [
+                    {"aliasLabelName": "failover.example.com/unavailable",
+                     "jsonPath": "{.unavailableReplicas}"}]}}},
+            "placement": one_cluster_of(&["m1", "m2"]),
         }),
     )
     .await;
@@ -84,8 +62,10 @@ async fn a_crash_looping_application_fails_over_with_its_state_from_a_real_node(
     )
     .await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
-    wait_for("web placed on the real node's member", WAIT, || async { chosen(&bindings).await == ["m1"] })
-        .await;
+    wait_for("web placed on the real node's member", WAIT, || async {
+        chosen(&bindings, "web-deployment").await == ["m1"]
+    })
+    .await;
     // The container really crashes there: the kubelet restarts it.
     let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(fleet.member("m1").client(), "demo");
     wait_for("the container restarting on the real node", WAIT, || async {
@@ -99,7 +79,8 @@ async fn a_crash_looping_application_fails_over_with_its_state_from_a_real_node(
     .await;
     set_taints(&clusters, "m2", json!([])).await;
 
-    wait_for("web failed over to m2", WAIT, || async { chosen(&bindings).await == ["m2"] }).await;
+    wait_for("web failed over to m2", WAIT, || async { chosen(&bindings, "web-deployment").await == ["m2"] })
+        .await;
     let b = bindings.get("web-deployment").await.unwrap();
     let preserved = &b.spec.spec.preserved_states;
     assert_eq!(preserved.len(), 1, "{preserved:?}");
@@ -119,5 +100,5 @@ async fn a_crash_looping_application_fails_over_with_its_state_from_a_real_node(
         failed.get_opt("web").await.unwrap().is_none()
     })
     .await;
-    assert_eq!(chosen(&bindings).await, ["m2"], "the template stays where it is healthy");
+    assert_eq!(chosen(&bindings, "web-deployment").await, ["m2"], "the template stays where it is healthy");
 }

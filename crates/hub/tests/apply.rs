@@ -4,6 +4,8 @@
 //! objects Flotilla did not create are reported, and health comes back;
 //! for a push cluster the hub applies and reports its Warning Events.
 
+mod support;
+
 use std::time::Duration;
 
 use flotilla_api::work::{keys, Health, ManifestStatus, Work, WorkStatus};
@@ -14,6 +16,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
 use serde_json::{json, Value};
+use support::clusters::join_push;
 
 /// A hub with Flotilla's CRDs, the member's namespace on it, and the
 /// applier running for that member with admin clients.
@@ -370,7 +373,6 @@ async fn conflicts_overwrite_preservation_and_cleanup_after_a_member_returns() {
 async fn the_hub_applies_works_to_push_clusters() {
     use flotilla_api::cluster::ManagedCluster;
     use futures::StreamExt;
-    use k8s_openapi::api::core::v1::Secret;
     use kube::runtime::{reflector, watcher, WatchStreamExt};
 
     let (hub, member) = tokio::join!(
@@ -380,28 +382,7 @@ async fn the_hub_applies_works_to_push_clusters() {
     let (hub, member) = (hub.unwrap(), member.unwrap());
     flotilla_hub::install(&hub.client()).await.unwrap();
     // What `flotilla join p --mode push` and the hub's registration write.
-    let apply = PatchParams::apply("test").force();
-    Api::<Secret>::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE)
-        .patch(
-            "cluster-p-kubeconfig",
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "cluster-p-kubeconfig", "namespace": flotilla_hub::SYSTEM_NAMESPACE},
-                "stringData": {"kubeconfig": std::fs::read_to_string(member.kubeconfig_path()).unwrap()}})),
-        )
-        .await
-        .unwrap();
-    Api::<ManagedCluster>::all(hub.client())
-        .patch(
-            "p",
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "metadata": {"name": "p"},
-                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
-                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": "cluster-p-kubeconfig"}}})),
-        )
-        .await
-        .unwrap();
+    join_push(&hub.client(), "p", member.kubeconfig_path()).await;
     let ns: Namespace = serde_json::from_value(
         json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "flotilla-cluster-p"}}),
     )

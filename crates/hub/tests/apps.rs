@@ -18,21 +18,10 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 mod support;
+use support::bindings::{binding_condition, is_true, pairs, replicas_by_cluster};
+use support::policies::{divided_by_weights, propagate_deployment, propagate_every_deployment};
+use support::workloads::deployment;
 use support::{apply, create_namespace, widget_api, Fleet};
-
-fn deployment(name: &str, replicas: i32, image: &str, config_map: Option<&str>) -> serde_json::Value {
-    let mut container = json!({"name": "app", "image": image,
-        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}});
-    if let Some(cm) = config_map {
-        container["envFrom"] = json!([{"configMapRef": {"name": cm}}]);
-    }
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "demo", "labels": {"app": name}},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [container]}}}
-    })
-}
 
 async fn member_replicas(member: &Cluster, name: &str) -> Option<(i32, i32)> {
     let d = Api::<Deployment>::namespaced(member.client(), "demo").get_opt(name).await.ok()??;
@@ -75,22 +64,8 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     )
     .await;
     // (i) 10 replicas divided 1:2:2.
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "propagateDeps": true,
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"staticWeightList": [
-                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                        {"targetCluster": {"clusterNames": ["m2"]}, "weight": 2},
-                        {"targetCluster": {"clusterNames": ["m3"]}, "weight": 2}]}}}}
-        }),
-    )
-    .await;
+    let divided = divided_by_weights(&[(&["m1"], 1), (&["m2"], 2), (&["m3"], 2)]);
+    propagate_deployment(&hub, "demo", "web", json!({"propagateDeps": true, "placement": divided})).await;
     apply(&hub, deployment("web", 10, "docker.io/library/nginx:1.25", Some("web-config"))).await;
 
     for (member, want) in [("m1", 2), ("m2", 4), ("m3", 4)] {
@@ -146,16 +121,8 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     let m1 = fleet.member("m1").client();
     create_namespace(&m1, "demo").await;
     apply(&m1, deployment("legacy", 1, "legacy:1", None)).await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "legacy", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
-                "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
-        }),
-    )
-    .await;
+    let on_m1 = json!({"clusterAffinity": {"clusterNames": ["m1"]}});
+    propagate_deployment(&hub, "demo", "legacy", json!({"placement": on_m1})).await;
     apply(&hub, deployment("legacy", 1, "fleet:2", None)).await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
     wait_for("the conflict to be reported on the binding", Duration::from_secs(30), || async {
@@ -170,15 +137,11 @@ async fn templates_are_divided_overridden_followed_by_their_config_and_removed_e
     let legacy = Api::<Deployment>::namespaced(m1.clone(), "demo").get("legacy").await.unwrap();
     assert_eq!(image(legacy), "legacy:1", "a Deployment Flotilla did not create was overwritten");
     // The policy says to take it over: now it is.
-    apply(
+    propagate_deployment(
         &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "legacy", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "legacy"}],
-                "conflictResolution": "Overwrite",
-                "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
-        }),
+        "demo",
+        "legacy",
+        json!({"conflictResolution": "Overwrite", "placement": on_m1}),
     )
     .await;
     let legacy_api = Api::<Deployment>::namespaced(m1.clone(), "demo");
@@ -247,14 +210,6 @@ async fn placement(fleet: &Fleet, name: &str) -> BTreeMap<String, (i32, i32)> {
     out
 }
 
-fn binding_division(b: &ResourceBinding) -> Vec<(String, i32)> {
-    b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect()
-}
-
-fn division(list: &[(&str, i32)]) -> Vec<(String, i32)> {
-    list.iter().map(|(n, r)| (n.to_string(), *r)).collect()
-}
-
 #[tokio::test]
 async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within_the_surge() {
     let failover = FailoverSettings {
@@ -267,20 +222,8 @@ async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
     // The policy is silent on taints: the hub's default toleration applies.
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"staticWeightList": [
-                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                        {"targetCluster": {"clusterNames": ["m2", "m3"]}, "weight": 2}]}}}}
-        }),
-    )
-    .await;
+    let divided = divided_by_weights(&[(&["m1"], 1), (&["m2", "m3"], 2)]);
+    propagate_every_deployment(&hub, "demo", "web", json!({"placement": divided})).await;
     apply(&hub, deployment("web", 10, "nginx:1.25", None)).await;
     wait_for("10/10 on the hub", Duration::from_secs(60), || async {
         hub_available(&fleet.hub, "web").await == (10, 10)
@@ -323,7 +266,7 @@ async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within
     .await;
     let tainted_at = clusters.get("m1").await.unwrap().spec.taints[0].time_added.clone().unwrap().0;
     wait_for("m1's replicas to move to m2 and m3", Duration::from_secs(60), || async {
-        binding_division(&bindings.get("web-deployment").await.unwrap()) == division(&[("m2", 5), ("m3", 5)])
+        replicas_by_cluster(&bindings.get("web-deployment").await.unwrap()) == pairs(&[("m2", 5), ("m3", 5)])
     })
     .await;
     // Not before the toleration ran out (seconds precision on the taint).
@@ -362,7 +305,7 @@ async fn a_lost_member_s_replicas_move_after_the_toleration_and_come_back_within
         let (ready, available) = hub_available(&fleet.hub, "web").await;
         assert!(ready <= 11 && available <= 11, "replicas counted twice: {ready}/{available}");
         let b = bindings.get("web-deployment").await.unwrap();
-        let back = binding_division(&b) == division(&[("m1", 2), ("m2", 4), ("m3", 4)]);
+        let back = replicas_by_cluster(&b) == pairs(&[("m1", 2), ("m2", 4), ("m3", 4)]);
         // Once the old copy has gone, the surplus stays within the surge.
         if back || placed.get("m1").is_some_and(|(spec, _)| *spec < 2) {
             peak = peak.max(placed.values().map(|(spec, _)| spec).sum::<i32>());
@@ -391,23 +334,15 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
     let mut fleet = Fleet::start_with(&["eu", "us", "us"], &[], failover, true).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted"}}}
-        }),
-    )
-    .await;
+    let divided = json!({"replicaScheduling": {"replicaSchedulingType": "Divided",
+        "replicaDivisionPreference": "Weighted"}});
+    propagate_every_deployment(&hub, "demo", "web", json!({"placement": divided})).await;
     apply(&hub, deployment("web", 6, "nginx:1.25", None)).await;
-    let even = division(&[("m1", 2), ("m2", 2), ("m3", 2)]);
+    let even = pairs(&[("m1", 2), ("m2", 2), ("m3", 2)]);
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
     wait_for("6/6 on the hub, 2 per member", Duration::from_secs(60), || async {
         hub_available(&fleet.hub, "web").await == (6, 6)
-            && binding_division(&bindings.get("web-deployment").await.unwrap()) == even
+            && replicas_by_cluster(&bindings.get("web-deployment").await.unwrap()) == even
     })
     .await;
 
@@ -421,7 +356,7 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
     })
     .await;
     assert_eq!(
-        binding_division(&bindings.get("web-deployment").await.unwrap()),
+        replicas_by_cluster(&bindings.get("web-deployment").await.unwrap()),
         even,
         "a blip moved replicas"
     );
@@ -448,7 +383,7 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
         .await;
     }
     assert_eq!(
-        binding_division(&bindings.get("web-deployment").await.unwrap()),
+        replicas_by_cluster(&bindings.get("web-deployment").await.unwrap()),
         even,
         "an etcd blip moved replicas"
     );
@@ -483,7 +418,7 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
     .await;
     // Well past the 45 s toleration.
     tokio::time::sleep(Duration::from_secs(49)).await;
-    assert_eq!(binding_division(&bindings.get("web-deployment").await.unwrap()), even, "failover went on");
+    assert_eq!(replicas_by_cluster(&bindings.get("web-deployment").await.unwrap()), even, "failover went on");
     for m in &fleet.members {
         assert_eq!(member_replicas(m, "web").await, Some((2, 2)), "{} lost or gained replicas", m.name());
     }
@@ -498,28 +433,13 @@ async fn a_blip_or_a_mass_disruption_moves_nothing() {
             .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Scheduled" && c.reason == "Scheduled"))
     })
     .await;
-    assert_eq!(binding_division(&bindings.get("web-deployment").await.unwrap()), even);
+    assert_eq!(replicas_by_cluster(&bindings.get("web-deployment").await.unwrap()), even);
     let placed = placement(&fleet, "web").await;
     assert_eq!(
         placed.values().map(|(spec, _)| spec).sum::<i32>(),
         6,
         "lost or duplicated replicas: {placed:?}"
     );
-}
-
-/// A binding's conditions, as (status, reason, message) by type.
-async fn binding_condition(
-    bindings: &Api<ResourceBinding>,
-    name: &str,
-    type_: &str,
-) -> Option<(String, String, String)> {
-    let b = bindings.get_opt(name).await.ok()??;
-    let c = b.status?.conditions.into_iter().find(|c| c.type_ == type_)?;
-    Some((c.status, c.reason, c.message))
-}
-
-async fn is_true(bindings: &Api<ResourceBinding>, name: &str, type_: &str) -> bool {
-    binding_condition(bindings, name, type_).await.is_some_and(|(s, _, _)| s == "True")
 }
 
 async fn taint_all(clusters: &Api<ManagedCluster>, names: &[&str], taints: serde_json::Value) {
@@ -554,20 +474,8 @@ async fn status_tells_the_truth_about_apis_size_placement_and_bad_manifests() {
         }),
     )
     .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"staticWeightList": [
-                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                        {"targetCluster": {"clusterNames": ["m2"]}, "weight": 1}]}}}}
-        }),
-    )
-    .await;
+    let divided = divided_by_weights(&[(&["m1"], 1), (&["m2"], 1)]);
+    propagate_deployment(&hub, "demo", "web", json!({"placement": divided})).await;
     wait_for("the nonsense policy's ResourcesResolved=False", Duration::from_secs(30), || async {
         let p = pps.get("nonsense").await.unwrap();
         policy_condition(&p, "ResourcesResolved").is_some_and(|(s, r, m)| {

@@ -22,10 +22,11 @@ use flotilla_hub::HubConfig;
 use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
 use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use futures::{AsyncBufReadExt, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{AttachParams, ListParams, LogParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{AttachParams, ListParams, LogParams};
 use kube::{Api, Client};
 use serde_json::json;
+use support::clusters::join_push;
 use support::{apply, create_namespace, Fleet};
 use tokio::io::AsyncReadExt;
 
@@ -133,25 +134,7 @@ async fn members_are_reached_through_the_hub_as_the_hub_user() {
     let hub = fleet.hub.client();
 
     // p joins in push mode (what `flotilla join p --mode push` writes).
-    let apply_params = PatchParams::apply("test").force();
-    Api::<Secret>::namespaced(hub.clone(), flotilla_hub::SYSTEM_NAMESPACE)
-        .patch(
-            "cluster-p-kubeconfig",
-            &apply_params,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": "cluster-p-kubeconfig", "namespace": flotilla_hub::SYSTEM_NAMESPACE},
-            "stringData": {"kubeconfig": std::fs::read_to_string(push_member.kubeconfig_path()).unwrap()}})),
-        )
-        .await
-        .unwrap();
-    apply(
-        &hub,
-        json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-        "metadata": {"name": "p"},
-        "spec": {"syncMode": "Push", "hubAcceptsClient": true,
-            "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": "cluster-p-kubeconfig"}}}),
-    )
-    .await;
+    join_push(&hub, "p", push_member.kubeconfig_path()).await;
 
     // On the hub, alice and bob are bound to the ClusterRole `hub install`
     // ships for the proxy; carol is not given it.

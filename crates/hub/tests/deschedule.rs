@@ -25,6 +25,8 @@ use kube::Api;
 use serde_json::json;
 
 mod support;
+use support::bindings::{division, pairs};
+use support::policies::propagate_deployment;
 use support::{apply, create_namespace, Fleet};
 
 fn deployment(replicas: i32) -> serde_json::Value {
@@ -40,15 +42,6 @@ fn deployment(replicas: i32) -> serde_json::Value {
                 "name": "app", "image": "registry.example.com/web:1",
                 "resources": {"requests": {"cpu": "100m", "memory": "16Mi"}}}]}}}
     })
-}
-
-async fn division(bindings: &Api<ResourceBinding>) -> Vec<(String, i32)> {
-    let Some(b) = bindings.get_opt("web-deployment").await.unwrap() else { return Vec::new() };
-    b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect()
-}
-
-fn pairs(list: &[(&str, i32)]) -> Vec<(String, i32)> {
-    list.iter().map(|(n, r)| (n.to_string(), *r)).collect()
 }
 
 /// (spec.replicas, pods on a node, pods Pending without one) of `web` in a member.
@@ -83,18 +76,10 @@ async fn unschedulable_replicas_move_after_the_threshold_and_do_not_come_back() 
     let fleet = Fleet::start_with_members_and_hub(vec![m1, m2], &["eu", "us"], hub_config).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"dynamicWeight": "AvailableReplicas"}}}}
-        }),
-    )
-    .await;
+    let placement = json!({"replicaScheduling": {"replicaSchedulingType": "Divided",
+        "replicaDivisionPreference": "Weighted",
+        "weightPreference": {"dynamicWeight": "AvailableReplicas"}}});
+    propagate_deployment(&hub, "demo", "web", json!({"placement": placement})).await;
     apply(&hub, deployment(4)).await;
     let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "demo");
 
@@ -105,7 +90,7 @@ async fn unschedulable_replicas_move_after_the_threshold_and_do_not_come_back() 
         "m1 keeps its 2 running replicas and m2 takes the stuck one",
         Duration::from_secs(120),
         || async {
-            division(&bindings).await == pairs(&[("m1", 2), ("m2", 2)])
+            division(&bindings, "web-deployment").await == pairs(&[("m1", 2), ("m2", 2)])
                 && member_pods(fleet.member("m1")).await == (2, 2, 0)
                 && member_pods(fleet.member("m2")).await == (2, 2, 0)
         },
@@ -133,13 +118,17 @@ async fn unschedulable_replicas_move_after_the_threshold_and_do_not_come_back() 
     // looks roomiest; it is not refilled while its capacity is unchanged.
     apply(&hub, deployment(5)).await;
     wait_for("the new replica goes to m2", Duration::from_secs(60), || async {
-        division(&bindings).await == pairs(&[("m1", 2), ("m2", 3)])
+        division(&bindings, "web-deployment").await == pairs(&[("m1", 2), ("m2", 3)])
             && member_pods(fleet.member("m2")).await == (3, 3, 0)
     })
     .await;
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(division(&bindings).await, pairs(&[("m1", 2), ("m2", 3)]), "replicas came back to m1");
+        assert_eq!(
+            division(&bindings, "web-deployment").await,
+            pairs(&[("m1", 2), ("m2", 3)]),
+            "replicas came back to m1"
+        );
         assert_eq!(member_pods(fleet.member("m1")).await, (2, 2, 0));
     }
 }

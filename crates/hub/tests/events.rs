@@ -18,6 +18,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 mod support;
+use support::policies::propagate_deployment;
 use support::{apply, create_namespace, Fleet};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -58,13 +59,12 @@ async fn decisions_and_member_warnings_are_events_on_the_hub() {
 
     // A Deployment no member node can take: its pods stay Pending and the
     // member's scheduler records FailedScheduling about them.
-    apply(
+    propagate_deployment(
         &hub,
+        "shop",
+        "web",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+            "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}
         }),
     )
     .await;
@@ -135,14 +135,13 @@ async fn failover_and_eviction_are_events_on_the_binding() {
     let hub = fleet.hub.client();
     create_namespace(&hub, "shop").await;
     // Aggregated: as few clusters as fit, so the replicas start on one.
-    apply(
+    propagate_deployment(
         &hub,
+        "shop",
+        "web",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "shop"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Aggregated"}}}
+            "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                "replicaDivisionPreference": "Aggregated"}}
         }),
     )
     .await;

@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{AttachParams, ListParams};
 use kube::Api;
 use serde_json::json;
+use support::policies::{divided_by_weights, propagate_deployment};
 use support::{apply, create_namespace, Fleet};
 use tokio::io::AsyncReadExt;
 
@@ -155,20 +156,8 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
     ];
     let hub = fleet.hub.client();
     create_namespace(&hub, NS).await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"staticWeightList": [
-                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                        {"targetCluster": {"clusterNames": ["m2"]}, "weight": 1}]}}}},
-        }),
-    )
-    .await;
+    let placement = divided_by_weights(&[(&["m1"], 1), (&["m2"], 1)]);
+    propagate_deployment(&hub, NS, "web", json!({"placement": placement})).await;
     apply(&hub, deployment()).await;
     apply(
         &hub,

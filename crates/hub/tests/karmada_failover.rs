@@ -13,31 +13,15 @@ use flotilla_api::cluster::ManagedCluster;
 use flotilla_api::work::ResourceBinding;
 use flotilla_localkube::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
-use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 
 mod support;
+use support::bindings::chosen;
+use support::clusters::set_taints;
+use support::policies::{one_cluster_of, propagate_deployment};
+use support::workloads::deployment;
 use support::{apply, create_namespace, Fleet};
-
-fn deployment(name: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "namespace": "demo", "labels": {"app": name}},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [
-                {"name": "app", "image": "nginx:1.25",
-                 "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
-    })
-}
-
-/// The clusters a binding chose (names only).
-async fn chosen(bindings: &Api<ResourceBinding>, name: &str) -> Vec<String> {
-    match bindings.get_opt(name).await.unwrap() {
-        Some(b) => b.spec.spec.clusters.iter().map(|c| c.name.clone()).collect(),
-        None => Vec::new(),
-    }
-}
 
 async fn has_copy(fleet: &Fleet, member: &str, name: &str) -> bool {
     Api::<Deployment>::namespaced(fleet.member(member).client(), "demo")
@@ -47,12 +31,16 @@ async fn has_copy(fleet: &Fleet, member: &str, name: &str) -> bool {
         .is_some()
 }
 
-/// Sets a cluster's taints as a person would (`kubectl edit`), under
-/// their own field manager.
-async fn set_taints(clusters: &Api<ManagedCluster>, name: &str, taints: serde_json::Value) {
-    let patch = json!({"spec": {"taints": taints}});
-    let params = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
-    clusters.patch(name, &params, &Patch::Merge(&patch)).await.unwrap();
+/// Waits for `web` placed on one cluster of `m1` and `m2`; returns that
+/// cluster and the other.
+async fn placed_on_one(bindings: &Api<ResourceBinding>) -> (String, &'static str) {
+    wait_for("web placed on one cluster", Duration::from_secs(60), || async {
+        chosen(bindings, "web-deployment").await.len() == 1
+    })
+    .await;
+    let first = chosen(bindings, "web-deployment").await.remove(0);
+    let other = if first == "m1" { "m2" } else { "m1" };
+    (first, other)
 }
 
 #[tokio::test]
@@ -61,28 +49,13 @@ async fn a_hand_added_no_execute_taint_evacuates_after_its_toleration_and_is_lef
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
     // Karmada's end-to-end policy, only the apiVersion changed.
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {
-                    "clusterAffinity": {"clusterNames": ["m1", "m2"]},
-                    "clusterTolerations": [{"key": "cluster.karmada.io/not-ready", "operator": "Exists",
-                        "effect": "NoExecute", "tolerationSeconds": 2}],
-                    "spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1, "minGroups": 1}]}}
-        }),
-    )
-    .await;
-    apply(&hub, deployment("web")).await;
+    let mut placement = one_cluster_of(&["m1", "m2"]);
+    placement["clusterTolerations"] = json!([{"key": "cluster.karmada.io/not-ready", "operator": "Exists",
+        "effect": "NoExecute", "tolerationSeconds": 2}]);
+    propagate_deployment(&hub, "demo", "web", json!({"placement": placement})).await;
+    apply(&hub, deployment("web", 1, "nginx:1.25", None)).await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
-    wait_for("web placed on one cluster", Duration::from_secs(60), || async {
-        chosen(&bindings, "web-deployment").await.len() == 1
-    })
-    .await;
-    let first = chosen(&bindings, "web-deployment").await.remove(0);
-    let other = if first == "m1" { "m2" } else { "m1" };
+    let (first, other) = placed_on_one(&bindings).await;
     wait_for("web running where it was placed", Duration::from_secs(60), || async {
         has_copy(&fleet, &first, "web").await
     })
@@ -132,34 +105,25 @@ async fn an_unhealthy_application_fails_over_and_its_preserved_state_reaches_the
     create_namespace(&hub, "demo").await;
     // Karmada's documented application failover policy, with state
     // preservation; only the apiVersion changed.
-    apply(
+    propagate_deployment(
         &hub,
+        "demo",
+        "web",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {
-                "resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "propagateDeps": true,
-                "failover": {"application": {
-                    "decisionConditions": {"tolerationSeconds": 10},
-                    "purgeMode": "Graciously", "gracePeriodSeconds": 120,
-                    "statePreservation": {"rules": [
-                        {"aliasLabelName": "failover.example.com/replicas", "jsonPath": "{.replicas}"},
-                        {"aliasLabelName": "failover.example.com/updated", "jsonPath": "{ .updatedReplicas }"}]}}},
-                "placement": {
-                    "clusterAffinity": {"clusterNames": ["m1", "m2"]},
-                    "spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1, "minGroups": 1}]}}
+            "propagateDeps": true,
+            "failover": {"application": {
+                "decisionConditions": {"tolerationSeconds": 10},
+                "purgeMode": "Graciously", "gracePeriodSeconds": 120,
+                "statePreservation": {"rules": [
+                    {"aliasLabelName": "failover.example.com/replicas", "jsonPath": "{.replicas}"},
+                    {"aliasLabelName": "failover.example.com/updated", "jsonPath": "{ .updatedReplicas }"}]}}},
+            "placement": one_cluster_of(&["m1", "m2"]),
         }),
     )
     .await;
-    apply(&hub, deployment("web")).await;
+    apply(&hub, deployment("web", 1, "nginx:1.25", None)).await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
-    wait_for("web placed on one cluster", Duration::from_secs(60), || async {
-        chosen(&bindings, "web-deployment").await.len() == 1
-    })
-    .await;
-    let first = chosen(&bindings, "web-deployment").await.remove(0);
-    let other = if first == "m1" { "m2" } else { "m1" };
+    let (first, other) = placed_on_one(&bindings).await;
     let available = |member: String| {
         let api = Api::<Deployment>::namespaced(fleet.member(&member).client(), "demo");
         async move {
@@ -235,29 +199,20 @@ async fn a_cluster_failover_purges_directly_and_carries_the_state_when_the_polic
     let fleet = Fleet::start(&["eu", "us"], &[]).await;
     let hub = fleet.hub.client();
     create_namespace(&hub, "demo").await;
-    apply(
+    propagate_deployment(
         &hub,
+        "demo",
+        "web",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {
-                "resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "failover": {"cluster": {"purgeMode": "Directly", "statePreservation": {"rules": [
-                    {"aliasLabelName": "failover.example.com/ready", "jsonPath": "{.readyReplicas}"}]}}},
-                "placement": {
-                    "clusterAffinity": {"clusterNames": ["m1", "m2"]},
-                    "spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1, "minGroups": 1}]}}
+            "failover": {"cluster": {"purgeMode": "Directly", "statePreservation": {"rules": [
+                {"aliasLabelName": "failover.example.com/ready", "jsonPath": "{.readyReplicas}"}]}}},
+            "placement": one_cluster_of(&["m1", "m2"]),
         }),
     )
     .await;
-    apply(&hub, deployment("web")).await;
+    apply(&hub, deployment("web", 1, "nginx:1.25", None)).await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
-    wait_for("web placed on one cluster", Duration::from_secs(60), || async {
-        chosen(&bindings, "web-deployment").await.len() == 1
-    })
-    .await;
-    let first = chosen(&bindings, "web-deployment").await.remove(0);
-    let other = if first == "m1" { "m2" } else { "m1" };
+    let (first, other) = placed_on_one(&bindings).await;
     let ready = Api::<Deployment>::namespaced(fleet.member(&first).client(), "demo");
     wait_for("web ready where it was placed, and reported", Duration::from_secs(60), || async {
         let ready_there =

@@ -16,10 +16,10 @@ use flotilla_api::work::{ResourceBinding, Work};
 use flotilla_localkube::{wait_for, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use support::clusters::join_push;
 use support::rollout::place_web_everywhere;
 use support::{apply, create_namespace, Fleet};
 
@@ -71,29 +71,8 @@ async fn a_push_member_s_hpa_is_respected_too() {
     let hub = fleet.hub.client();
     let push = Cluster::start(ClusterConfig::new("p").with_nodes(1)).await.unwrap();
     // What `flotilla join p --mode push` writes.
-    let params = PatchParams::apply("test").force();
-    Api::<Secret>::namespaced(hub.clone(), flotilla_hub::SYSTEM_NAMESPACE)
-        .patch(
-            "cluster-p-kubeconfig",
-            &params,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "cluster-p-kubeconfig", "namespace": flotilla_hub::SYSTEM_NAMESPACE},
-                "stringData": {"kubeconfig": std::fs::read_to_string(push.kubeconfig_path()).unwrap()}})),
-        )
-        .await
-        .unwrap();
+    join_push(&hub, "p", push.kubeconfig_path()).await;
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
-    clusters
-        .patch(
-            "p",
-            &params,
-            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "metadata": {"name": "p"},
-                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
-                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": "cluster-p-kubeconfig"}}})),
-        )
-        .await
-        .unwrap();
     wait_for("p Available with its APIs reported", Duration::from_secs(60), || async {
         let Some(mc) = clusters.get_opt("p").await.unwrap() else { return false };
         mc.condition("Available").is_some_and(|c| c.status == "True")

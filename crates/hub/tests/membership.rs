@@ -2,6 +2,8 @@
 //! Fleet membership against real API servers: registration, acceptance,
 //! isolation of agent credentials, heartbeats, health and leaving.
 
+mod support;
+
 use flotilla_localkube::wait_for;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +19,8 @@ use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
+use support::agent_config;
+use support::clusters::join_push;
 
 /// A real bootstrap token on the hub and a kubeconfig that uses it.
 async fn bootstrap_kubeconfig(hub: &Cluster, dir: &Path, id: &str, extra_group: bool) -> PathBuf {
@@ -53,13 +57,6 @@ fn token_kubeconfig(server: &str, hub: &Cluster, dir: &Path, token: &str) -> Pat
     )
     .unwrap();
     path
-}
-
-fn agent_config(name: &str, state: &Path, member: &Cluster, bootstrap: Option<PathBuf>) -> AgentConfig {
-    let mut config = AgentConfig::new(name, state.to_path_buf(), member.kubeconfig_path().to_path_buf());
-    config.bootstrap_kubeconfig = bootstrap;
-    config.health_interval = Duration::from_millis(500);
-    config
 }
 
 fn spawn_agent(config: AgentConfig) -> tokio::task::JoinHandle<Result<(), AgentError>> {
@@ -353,29 +350,8 @@ async fn push_clusters_are_reported_by_the_hub_itself() {
     flotilla_hub::install(&hub.client()).await.unwrap();
     let controllers = spawn_hub(hub.client());
     // What `flotilla join p --mode push` writes.
-    let apply = PatchParams::apply("test").force();
-    Api::<Secret>::namespaced(hub.client(), flotilla_hub::SYSTEM_NAMESPACE)
-        .patch(
-            "cluster-p-kubeconfig",
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": "cluster-p-kubeconfig", "namespace": flotilla_hub::SYSTEM_NAMESPACE},
-                "stringData": {"kubeconfig": std::fs::read_to_string(member.kubeconfig_path()).unwrap()}})),
-        )
-        .await
-        .unwrap();
+    join_push(&hub.client(), "p", member.kubeconfig_path()).await;
     let clusters: Api<ManagedCluster> = Api::all(hub.client());
-    clusters
-        .patch(
-            "p",
-            &apply,
-            &Patch::Apply(json!({"apiVersion": "cluster.flotilla.io/v1alpha1", "kind": "ManagedCluster",
-                "metadata": {"name": "p"},
-                "spec": {"syncMode": "Push", "hubAcceptsClient": true,
-                    "secretRef": {"namespace": flotilla_hub::SYSTEM_NAMESPACE, "name": "cluster-p-kubeconfig"}}})),
-        )
-        .await
-        .unwrap();
     wait_for("p Available", Duration::from_secs(30), || async {
         available(&clusters, "p").await.as_deref() == Some("True")
     })

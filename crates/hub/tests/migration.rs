@@ -19,6 +19,7 @@ use k8s_openapi::api::core::v1::{Event, Pod};
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::json;
+use support::policies::propagate_deployment;
 use support::{apply, create_namespace, Fleet};
 
 fn web(replicas: i32) -> serde_json::Value {
@@ -244,13 +245,12 @@ async fn a_suspended_app_holds_its_dependencies_too_and_release_keeps_them() {
         }),
     )
     .await;
-    apply(
+    propagate_deployment(
         &hub,
+        "deps",
+        "api",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "api", "namespace": "deps"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "api"}],
-                "propagateDeps": true, "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}}
+            "propagateDeps": true, "placement": {"clusterAffinity": {"clusterNames": ["m1"]}}
         }),
     )
     .await;

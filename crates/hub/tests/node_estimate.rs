@@ -22,6 +22,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{json, Value};
+use support::policies::propagate_deployment;
 use support::{apply, create_namespace, Fleet};
 
 const NS: &str = "estimate";
@@ -228,15 +229,14 @@ async fn dynamic_division_follows_the_per_node_estimate() {
     assert_eq!(available_replicas_with(&m2, &requests, &workload::node_constraints(&template)), 0);
 
     create_namespace(&hub, NS).await;
-    apply(
+    propagate_deployment(
         &hub,
+        NS,
+        "wide",
         json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "wide", "namespace": NS},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "wide"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"dynamicWeight": "AvailableReplicas"}}}}
+            "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
+                "replicaDivisionPreference": "Weighted",
+                "weightPreference": {"dynamicWeight": "AvailableReplicas"}}}
         }),
     )
     .await;

@@ -15,16 +15,10 @@ use kube::Api;
 use serde_json::json;
 
 mod support;
+use support::bindings::{division, pairs};
+use support::policies::{divided_by_weights, propagate_deployment};
+use support::workloads::deployment;
 use support::{apply, create_namespace, Fleet};
-
-async fn division(bindings: &Api<ResourceBinding>) -> Vec<(String, i32)> {
-    let Some(b) = bindings.get_opt("web-deployment").await.unwrap() else { return Vec::new() };
-    b.spec.spec.clusters.iter().map(|c| (c.name.clone(), c.replicas)).collect()
-}
-
-fn pairs(list: &[(&str, i32)]) -> Vec<(String, i32)> {
-    list.iter().map(|(n, r)| (n.to_string(), *r)).collect()
-}
 
 /// The user's own taint on a cluster (applied with the field manager
 /// `test`; an empty list removes it).
@@ -43,35 +37,12 @@ async fn a_returning_cluster_gets_replicas_only_when_a_rebalance_asks() {
     // m2 is away for maintenance when the template is placed.
     set_user_taints(&clusters, "m2", json!([{"key": "example.com/maintenance", "effect": "NoSchedule"}]))
         .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"replicaScheduling": {"replicaSchedulingType": "Divided",
-                    "replicaDivisionPreference": "Weighted",
-                    "weightPreference": {"staticWeightList": [
-                        {"targetCluster": {"clusterNames": ["m1"]}, "weight": 1},
-                        {"targetCluster": {"clusterNames": ["m2"]}, "weight": 1}]}}}}
-        }),
-    )
-    .await;
-    apply(
-        &hub,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
-            "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{
-                    "name": "app", "image": "registry.example.com/web:1",
-                    "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
-        }),
-    )
-    .await;
+    let placement = divided_by_weights(&[(&["m1"], 1), (&["m2"], 1)]);
+    propagate_deployment(&hub, "demo", "web", json!({"placement": placement})).await;
+    apply(&hub, deployment("web", 4, "registry.example.com/web:1", None)).await;
     let bindings: Api<ResourceBinding> = Api::namespaced(hub.clone(), "demo");
     wait_for("every replica on m1 while m2 is away", Duration::from_secs(60), || async {
-        division(&bindings).await == pairs(&[("m1", 4)])
+        division(&bindings, "web-deployment").await == pairs(&[("m1", 4)])
     })
     .await;
 
@@ -83,7 +54,11 @@ async fn a_returning_cluster_gets_replicas_only_when_a_rebalance_asks() {
     .await;
     for _ in 0..8 {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert_eq!(division(&bindings).await, pairs(&[("m1", 4)]), "a returning cluster moved replicas");
+        assert_eq!(
+            division(&bindings, "web-deployment").await,
+            pairs(&[("m1", 4)]),
+            "a returning cluster moved replicas"
+        );
     }
 
     // A rebalance divides from scratch: evenly, as the weights say. A
@@ -117,7 +92,7 @@ async fn a_returning_cluster_gets_replicas_only_when_a_rebalance_asks() {
             ("nothing".to_string(), Some(RebalanceResult::Failed), "ReferencedBindingNotFound".to_string()),
         ]
     );
-    assert_eq!(division(&bindings).await, pairs(&[("m1", 2), ("m2", 2)]));
+    assert_eq!(division(&bindings, "web-deployment").await, pairs(&[("m1", 2), ("m2", 2)]));
     let binding = bindings.get("web-deployment").await.unwrap();
     assert!(binding.spec.spec.rebalanced.ends_with("/after-maintenance"), "{}", binding.spec.spec.rebalanced);
 
@@ -127,5 +102,5 @@ async fn a_returning_cluster_gets_replicas_only_when_a_rebalance_asks() {
         rebalancers.get_opt("after-maintenance").await.unwrap().is_none()
     })
     .await;
-    assert_eq!(division(&bindings).await, pairs(&[("m1", 2), ("m2", 2)]));
+    assert_eq!(division(&bindings, "web-deployment").await, pairs(&[("m1", 2), ("m2", 2)]));
 }

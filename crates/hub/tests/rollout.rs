@@ -16,39 +16,16 @@ use std::time::Duration;
 
 use flotilla_api::rollout::{control, Rollout, CHANGES_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_apps_core::failover::FailoverSettings;
-use k8s_openapi::api::apps::v1::{ControllerRevision, Deployment};
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{images, roll_out_web_in_waves, rollout_until, web_deployment, ROLLOUT};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
-
-fn deployment(image: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": NS},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "main", "image": image}]}}},
-    })
-}
-
-/// Each member's Deployment image (`-` when it has none yet), by member.
-async fn images(fleet: &Fleet) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for m in &fleet.members {
-        let d = Api::<Deployment>::namespaced(m.client(), NS).get_opt("web").await.ok().flatten();
-        let image = d
-            .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.image)
-            .unwrap_or_else(|| "-".into());
-        out.insert(m.name().to_string(), image);
-    }
-    out
-}
 
 fn on(images: &BTreeMap<String, String>, image: &str) -> Vec<String> {
     images.iter().filter(|(_, i)| *i == image).map(|(m, _)| m.clone()).collect()
@@ -68,30 +45,29 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     let regions = ["eu"; 10];
     let mut fleet = Fleet::start_with(&regions, &[], FailoverSettings::default(), true).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
+    roll_out_web_in_waves(
         &hub,
         NS,
+        false,
         json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 4, "progressDeadlineSeconds": 120}),
     )
     .await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
 
     // The first revision has nothing to protect: everywhere at once.
-    apply(&hub, deployment("web:1")).await;
+    apply(&hub, web_deployment(NS, "web:1")).await;
     rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
     flotilla_localkube::wait_for("every member on web:1", WAIT, || async {
-        on(&images(&fleet).await, "web:1").len() == 10
+        on(&images(&fleet, NS).await, "web:1").len() == 10
     })
     .await;
 
     // A new image: wave 1 is m1 alone (names sort m1, m10, m2, ...), it
     // soaks while everyone else keeps web:1.
-    apply(&hub, deployment("web:2")).await;
+    apply(&hub, web_deployment(NS, "web:2")).await;
     let soaking = rollout_until(&rollouts, WAIT, "soaked wave 1", |r| phase_is(r, "Soaking", 1)).await;
     let status = soaking.status.unwrap();
     assert_eq!(status.revision_number, 2);
@@ -100,19 +76,19 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     assert_eq!(waves[0], ["m1"]);
     assert_eq!(waves[1], ["m10", "m2"]);
     assert_eq!(waves[2].len(), 7);
-    let now = images(&fleet).await;
+    let now = images(&fleet, NS).await;
     assert_eq!(on(&now, "web:2"), ["m1"], "only wave 1 has the new image while it soaks: {now:?}");
     let m3 = status.clusters.iter().find(|c| c.name == "m3").unwrap();
     assert_eq!((m3.wave, m3.given.as_str()), (3, "stable"));
 
     // Wave 2, then wave 3, each after its soak; then every member.
     rollout_until(&rollouts, WAIT, "reached wave 2", |r| phase_is(r, "Soaking", 2)).await;
-    let now = images(&fleet).await;
+    let now = images(&fleet, NS).await;
     assert_eq!(on(&now, "web:2"), ["m1", "m10", "m2"], "{now:?}");
     let done = rollout_until(&rollouts, WAIT, "completed revision 2", |r| phase_is(r, "Complete", 3)).await;
     assert_eq!(done.status.unwrap().stable_revision_number, Some(2));
     flotilla_localkube::wait_for("every member on web:2", WAIT, || async {
-        on(&images(&fleet).await, "web:2").len() == 10
+        on(&images(&fleet, NS).await, "web:2").len() == 10
     })
     .await;
     let events = Api::<Event>::namespaced(hub.clone(), NS).list(&ListParams::default()).await.unwrap();
@@ -130,12 +106,12 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
 
     // Paused: wave 1 rolls and soaks, but wave 2 does not start.
     annotate(&rollouts, control::PAUSED, Some("true")).await;
-    apply(&hub, deployment("web:3")).await;
+    apply(&hub, web_deployment(NS, "web:3")).await;
     rollout_until(&rollouts, WAIT, "paused in wave 1", |r| phase_is(r, "Paused", 1)).await;
     tokio::time::sleep(Duration::from_secs(6)).await;
     let held = rollouts.get(ROLLOUT).await.unwrap();
     assert!(phase_is(&held, "Paused", 1), "{:?}", held.status);
-    assert_eq!(on(&images(&fleet).await, "web:3"), ["m1"]);
+    assert_eq!(on(&images(&fleet, NS).await, "web:3"), ["m1"]);
     // Resumed and promoted: every remaining wave at once.
     let revision = held.status.unwrap().revision;
     annotate(&rollouts, control::PAUSED, None).await;
@@ -145,18 +121,18 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     })
     .await;
     flotilla_localkube::wait_for("every member on web:3", WAIT, || async {
-        on(&images(&fleet).await, "web:3").len() == 10
+        on(&images(&fleet, NS).await, "web:3").len() == 10
     })
     .await;
 
     // Abort: wave 1 goes back to web:3 and web:4 is not tried again.
-    apply(&hub, deployment("web:4")).await;
+    apply(&hub, web_deployment(NS, "web:4")).await;
     let rolling = rollout_until(&rollouts, WAIT, "rolled web:4 to wave 1", |r| {
         r.status.as_ref().is_some_and(|s| s.revision_number == 4 && s.wave == 1)
     })
     .await;
     flotilla_localkube::wait_for("m1 on web:4", WAIT, || async {
-        on(&images(&fleet).await, "web:4") == ["m1"]
+        on(&images(&fleet, NS).await, "web:4") == ["m1"]
     })
     .await;
     annotate(&rollouts, control::ABORT, Some(&rolling.status.unwrap().revision)).await;
@@ -169,11 +145,11 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
     let degraded = status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
     assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "RolledBack"));
     flotilla_localkube::wait_for("every member back on web:3", WAIT, || async {
-        on(&images(&fleet).await, "web:3").len() == 10
+        on(&images(&fleet, NS).await, "web:3").len() == 10
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert!(on(&images(&fleet).await, "web:4").is_empty(), "the aborted revision is not tried again");
+    assert!(on(&images(&fleet, NS).await, "web:4").is_empty(), "the aborted revision is not tried again");
 
     // m2 (wave 2) is lost: its agent stops. The next change goes through
     // every wave without it; m2 says it was not gated.
@@ -183,18 +159,18 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
         clusters.get("m2").await.unwrap().condition("Available").is_some_and(|c| c.status != "True")
     })
     .await;
-    apply(&hub, deployment("web:5")).await;
+    apply(&hub, web_deployment(NS, "web:5")).await;
     let done = rollout_until(&rollouts, WAIT, "completed revision 5 without m2", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 5)
     })
     .await;
     let m2 = done.status.unwrap().clusters.into_iter().find(|c| c.name == "m2").unwrap();
     assert_eq!((m2.gate.as_str(), m2.given.as_str()), ("Unreachable", "new"), "{m2:?}");
-    assert_eq!(on(&images(&fleet).await, "web:5").len(), 9);
+    assert_eq!(on(&images(&fleet, NS).await, "web:5").len(), 9);
     // Back: it applies the revision its wave reached.
     fleet.start_agent(1, None);
     flotilla_localkube::wait_for("m2 on web:5 once back", WAIT, || async {
-        on(&images(&fleet).await, "web:5").len() == 10
+        on(&images(&fleet, NS).await, "web:5").len() == 10
     })
     .await;
 }

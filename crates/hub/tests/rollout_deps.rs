@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{roll_out_web_in_waves, rollout_until, ROLLOUT};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
@@ -46,11 +46,10 @@ fn on(modes: &BTreeMap<String, String>, mode: &str) -> Vec<String> {
 async fn a_configmap_change_rolls_out_in_its_deployments_waves_and_rolls_back_with_it() {
     let fleet = Fleet::start(&["eu", "eu", "eu"], &[]).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, true).await;
-    gray_strategy(
+    roll_out_web_in_waves(
         &hub,
         NS,
+        true,
         json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 4, "progressDeadlineSeconds": 120}),
     )
     .await;

@@ -16,22 +16,12 @@ use flotilla_localkube::{wait_for, ManagedProcess, ProcessSpec};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{roll_out_web_in_waves, rollout_until, web_deployment};
+use support::{apply, Fleet};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(120);
-
-fn deployment(image: &str) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "web", "namespace": NS},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "main", "image": image}]}}},
-    })
-}
 
 /// Serves `app_error_ratio{cluster=...}` in Prometheus's text format, the
 /// values as the test sets them.
@@ -101,23 +91,16 @@ async fn a_metric_gate_over_its_bound_in_prometheus_rolls_the_wave_back() {
 
     let fleet = Fleet::start(&["eu", "eu", "eu"], &[]).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
-        &hub,
-        NS,
-        json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 60, "progressDeadlineSeconds": 120, "metricGates": [{"name": "errors", "prometheus": prometheus, "query": "max(app_error_ratio{cluster=\"{{cluster}}\"})", "max": 0.1}]}),
-    )
-    .await;
+    roll_out_web_in_waves(&hub, NS, false, json!({"waves": {"ratio": "1:1:1"}, "soakSeconds": 60, "progressDeadlineSeconds": 120, "metricGates": [{"name": "errors", "prometheus": prometheus, "query": "max(app_error_ratio{cluster=\"{{cluster}}\"})", "max": 0.1}]})).await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
-    apply(&hub, deployment("web:1")).await;
+    apply(&hub, web_deployment(NS, "web:1")).await;
     rollout_until(&rollouts, WAIT, "completed revision 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Complete" && s.revision_number == 1)
     })
     .await;
 
     // Wave 1 healthy on web:2 and soaking: the gate passes (ratio 0).
-    apply(&hub, deployment("web:2")).await;
+    apply(&hub, web_deployment(NS, "web:2")).await;
     rollout_until(&rollouts, WAIT, "soaked wave 1", |r| {
         r.status.as_ref().is_some_and(|s| s.phase == "Soaking" && s.wave == 1 && s.revision_number == 2)
     })

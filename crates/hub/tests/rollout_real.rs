@@ -12,15 +12,15 @@ mod support;
 use std::time::Duration;
 
 use flotilla_api::rollout::Rollout;
-use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
-use flotilla_localkube::{wait_for, ClusterConfig};
+use flotilla_localkube::real_node::{RealNodes, BUSYBOX_IMAGE};
+use flotilla_localkube::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Event;
 use kube::api::ListParams;
 use kube::Api;
 use serde_json::json;
-use support::rollout::{gray_strategy, place_web_everywhere, rollout_until, ROLLOUT};
-use support::{apply, create_namespace, Fleet};
+use support::rollout::{roll_out_web_in_waves, rollout_until, ROLLOUT};
+use support::{apply, Fleet};
 
 const NS: &str = "shop";
 const WAIT: Duration = Duration::from_secs(180);
@@ -47,25 +47,9 @@ async fn command_in(member: &kube::Client) -> Option<(String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
     let mut nodes = RealNodes::reserve().unwrap();
-    let members = vec![
-        ClusterConfig::new("m1").for_real_nodes(nodes.gateway()),
-        ClusterConfig::new("m2").with_nodes(1),
-        ClusterConfig::new("m3").with_nodes(1),
-    ];
-    let fleet = Fleet::start_with_members(members, &["eu", "eu", "eu"]).await;
-    nodes
-        .start(fleet.member("m1"), vec![RealNodeConfig::new("m1-real-1")], Duration::from_secs(120))
-        .await
-        .unwrap();
+    let fleet = Fleet::start_with_real_m1(&mut nodes, &["eu", "eu", "eu"]).await;
     let hub = fleet.hub.client();
-    create_namespace(&hub, NS).await;
-    place_web_everywhere(&hub, NS, false).await;
-    gray_strategy(
-        &hub,
-        NS,
-        json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 2, "progressDeadlineSeconds": 120, "maxRestarts": 2}),
-    )
-    .await;
+    roll_out_web_in_waves(&hub, NS, false, json!({"waves": {"ratio": "1:2:7"}, "soakSeconds": 2, "progressDeadlineSeconds": 120, "maxRestarts": 2})).await;
     let rollouts: Api<Rollout> = Api::namespaced(hub.clone(), NS);
     const GOOD: &str = "exec sleep 3600";
     apply(&hub, deployment(GOOD)).await;

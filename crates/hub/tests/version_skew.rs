@@ -5,55 +5,23 @@
 //! inventory (its own version, its node) and runs a Deployment propagated
 //! from the hub, whose status comes back to the hub's template.
 
+mod support;
+
 use std::time::Duration;
 
-use flotilla_agent::AgentConfig;
 use flotilla_api::cluster::ManagedCluster;
-use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
-use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_hub::HubConfig;
 use flotilla_localkube::{
     wait_for, Binaries, Cluster, ClusterConfig, DEFAULT_K8S_VERSION, PREVIOUS_K8S_VERSION,
 };
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::{GroupVersionKind, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
+use support::policies::propagate_deployment;
+use support::workloads::deployment;
+use support::{agent_config, apply, create_namespace, write_bootstrap_kubeconfig};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-async fn apply(client: &Client, object: serde_json::Value) {
-    let api_version = object["apiVersion"].as_str().unwrap().to_string();
-    let kind = object["kind"].as_str().unwrap().to_string();
-    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", &api_version));
-    let gvk = GroupVersionKind::gvk(group, version, &kind);
-    let (resource, caps) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let name = object["metadata"]["name"].as_str().unwrap().to_string();
-    let api: Api<kube::api::DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) if caps.scope == kube::discovery::Scope::Namespaced => {
-            Api::namespaced_with(client.clone(), ns, &resource)
-        }
-        _ => Api::all_with(client.clone(), &resource),
-    };
-    api.patch(&name, &PatchParams::apply("test").force(), &Patch::Apply(&object)).await.unwrap();
-}
-
-/// A bootstrap token on the hub and a kubeconfig using it.
-async fn bootstrap_kubeconfig(hub: &Cluster, path: &std::path::Path) {
-    let token = BootstrapToken::new("skewab", "0123456789abcdef").unwrap();
-    Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
-        .create(&PostParams::default(), &token.fleet_secret().build())
-        .await
-        .unwrap();
-    let spec = KubeconfigSpec {
-        name: "hub".into(),
-        server: hub.server().into(),
-        ca_pem: hub.ca().pem.cert_pem.clone(),
-        credential: Credential::Token(token.token()),
-    };
-    std::fs::write(path, kubeconfig::render(&spec)).unwrap();
-}
 
 #[tokio::test]
 async fn a_member_on_the_previous_minor_joins_reports_and_runs_propagated_work() {
@@ -73,10 +41,8 @@ async fn a_member_on_the_previous_minor_joins_reports_and_runs_propagated_work()
         flotilla_hub::run(client, config).await.unwrap();
     });
     let bootstrap = tmp.path().join("bootstrap.kubeconfig");
-    bootstrap_kubeconfig(&hub, &bootstrap).await;
-    let mut agent = AgentConfig::new("old", tmp.path().join("old"), member.kubeconfig_path().to_path_buf());
-    agent.bootstrap_kubeconfig = Some(bootstrap);
-    agent.health_interval = Duration::from_millis(500);
+    write_bootstrap_kubeconfig(&hub, "skewab", &bootstrap).await;
+    let agent = agent_config("old", &tmp.path().join("old"), &member, Some(bootstrap));
     let _agent = tokio::spawn(flotilla_agent::run(agent, std::future::pending()));
 
     // Joined, Available, its inventory reported.
@@ -96,29 +62,10 @@ async fn a_member_on_the_previous_minor_joins_reports_and_runs_propagated_work()
 
     // A Deployment propagated from the hub runs there; its status comes back.
     let hub_client = hub.client();
-    apply(&hub_client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "demo"}})).await;
-    apply(
-        &hub_client,
-        json!({
-            "apiVersion": "policy.flotilla.io/v1alpha1", "kind": "PropagationPolicy",
-            "metadata": {"name": "web", "namespace": "demo"},
-            "spec": {"resourceSelectors": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}],
-                "placement": {"clusterAffinity": {"clusterNames": ["old"]}}}
-        }),
-    )
-    .await;
-    apply(
-        &hub_client,
-        json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
-            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [
-                    {"name": "app", "image": "docker.io/library/nginx:1.25",
-                     "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}}
-        }),
-    )
-    .await;
+    create_namespace(&hub_client, "demo").await;
+    let on_old = json!({"clusterAffinity": {"clusterNames": ["old"]}});
+    propagate_deployment(&hub_client, "demo", "web", json!({"placement": on_old})).await;
+    apply(&hub_client, deployment("web", 2, "docker.io/library/nginx:1.25", None)).await;
     let on_member: Api<Deployment> = Api::namespaced(member.client(), "demo");
     wait_for("web's two replicas available on the 1.36 member", WAIT, || async {
         let Some(d) = on_member.get_opt("web").await.unwrap() else { return false };

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use flotilla_api::work::{HealthDetail, ResourceBinding, Work};
 use flotilla_apps_core::binding::{binding_name, work_name};
-use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
-use flotilla_localkube::ClusterConfig;
+use flotilla_localkube::real_node::{RealNodes, BUSYBOX_IMAGE};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
 use kube::Api;
@@ -56,13 +55,7 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_on_a_real_node_reaches_the_work_the_binding_and_the_template() {
     let mut nodes = RealNodes::reserve().unwrap();
-    let fleet =
-        Fleet::start_with_members(vec![ClusterConfig::new("m1").for_real_nodes(nodes.gateway())], &["eu"])
-            .await;
-    nodes
-        .start(fleet.member("m1"), vec![RealNodeConfig::new("m1-real-1")], Duration::from_secs(120))
-        .await
-        .unwrap();
+    let fleet = Fleet::start_with_real_m1(&mut nodes, &["eu"]).await;
     let hub = fleet.hub.client();
     let member = fleet.member("m1").client();
     create_namespace(&hub, "demo").await;

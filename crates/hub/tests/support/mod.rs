@@ -13,6 +13,7 @@ use flotilla_apps_core::failover::FailoverSettings;
 use flotilla_core::kubeconfig::{self, Credential, KubeconfigSpec};
 use flotilla_fleet_core::bootstrap_token::{self, BootstrapToken};
 use flotilla_hub::HubConfig;
+use flotilla_localkube::real_node::{RealNodeConfig, RealNodes};
 use flotilla_localkube::{wait_for, Binaries, Cluster, ClusterConfig, Etcd};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -20,7 +21,11 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams
 use kube::{Api, Client};
 use serde_json::json;
 
+pub mod bindings;
+pub mod clusters;
+pub mod policies;
 pub mod rollout;
+pub mod workloads;
 
 pub struct Fleet {
     pub hub: Cluster,
@@ -58,6 +63,23 @@ pub async fn install_widget_crd(client: Client) {
 pub fn widget_api(client: Client, ns: &str) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
     Api::namespaced_with(client, ns, &ApiResource::from_gvk_with_plural(&gvk, "widgets"))
+}
+
+/// Creates the bootstrap token `token_id` on the hub and writes a
+/// kubeconfig that uses it to `path` (what `flotilla token create` does).
+pub async fn write_bootstrap_kubeconfig(hub: &Cluster, token_id: &str, path: &Path) {
+    let token = BootstrapToken::new(token_id, "0123456789abcdef").unwrap();
+    Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
+        .create(&PostParams::default(), &token.fleet_secret().build())
+        .await
+        .unwrap();
+    let spec = KubeconfigSpec {
+        name: "hub".into(),
+        server: hub.server().into(),
+        ca_pem: hub.ca().pem.cert_pem.clone(),
+        credential: Credential::Token(token.token()),
+    };
+    std::fs::write(path, kubeconfig::render(&spec)).unwrap();
 }
 
 pub fn agent_config(
@@ -129,8 +151,21 @@ impl Fleet {
     /// order, one per region), e.g. members serving real nodes
     /// (`ClusterConfig::for_real_nodes`), whose nodes the caller starts.
     pub async fn start_with_members(configs: Vec<ClusterConfig>, regions: &[&str]) -> Fleet {
-        let tmp = tempfile::tempdir().unwrap();
-        Fleet::start_members(tmp, None, configs, regions, &[], HubConfig::default()).await
+        Fleet::start_with_members_and_hub(configs, regions, HubConfig::default()).await
+    }
+
+    /// A hub and members named after `regions`: `m1` on one real node
+    /// (`m1-real-1`, from `nodes`, started and Ready), the others with one
+    /// hollow node each.
+    pub async fn start_with_real_m1(nodes: &mut RealNodes, regions: &[&str]) -> Fleet {
+        let mut members = vec![ClusterConfig::new("m1").for_real_nodes(nodes.gateway())];
+        members.extend((2..=regions.len()).map(|i| ClusterConfig::new(format!("m{i}")).with_nodes(1)));
+        let fleet = Fleet::start_with_members(members, regions).await;
+        nodes
+            .start(fleet.member("m1"), vec![RealNodeConfig::new("m1-real-1")], Duration::from_secs(120))
+            .await
+            .unwrap();
+        fleet
     }
 
     /// Like `start_with_members`, with the hub's controllers configured
@@ -203,22 +238,8 @@ impl Fleet {
             let config = HubConfig { auto_accept: true, grace: Duration::from_secs(2), ..hub_config };
             flotilla_hub::run(client, config).await.unwrap();
         });
-        let token = BootstrapToken::new("appsab", "0123456789abcdef").unwrap();
-        Api::<Secret>::namespaced(hub.client(), bootstrap_token::NAMESPACE)
-            .create(&PostParams::default(), &token.fleet_secret().build())
-            .await
-            .unwrap();
         let bootstrap = tmp.path().join("bootstrap.kubeconfig");
-        std::fs::write(
-            &bootstrap,
-            kubeconfig::render(&KubeconfigSpec {
-                name: "hub".into(),
-                server: hub.server().into(),
-                ca_pem: hub.ca().pem.cert_pem.clone(),
-                credential: Credential::Token(token.token()),
-            }),
-        )
-        .unwrap();
+        write_bootstrap_kubeconfig(&hub, "appsab", &bootstrap).await;
         let mut fleet = Fleet { hub, members, etcd, tmp, agents: BTreeMap::new(), _controllers: controllers };
         for i in 0..regions.len() {
             fleet.start_agent(i, Some(bootstrap.clone()));

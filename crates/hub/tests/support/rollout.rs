@@ -2,13 +2,15 @@
 //! every member, a `RolloutStrategy` named `gray`, and waiting on the
 //! template's Rollout (`web-deployment`).
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flotilla_api::rollout::Rollout;
+use k8s_openapi::api::apps::v1::Deployment;
 use kube::{Api, Client};
 use serde_json::json;
 
-use super::apply;
+use super::{apply, create_namespace, Fleet};
 
 pub const ROLLOUT: &str = "web-deployment";
 
@@ -42,6 +44,20 @@ pub async fn gray_strategy(hub: &Client, namespace: &str, mut spec: serde_json::
     .await;
 }
 
+/// The namespace, the policy placing `web` everywhere (`propagate_deps`:
+/// with the objects it refers to) and the strategy `gray` with `spec`:
+/// what every rollout test starts from.
+pub async fn roll_out_web_in_waves(
+    hub: &Client,
+    namespace: &str,
+    propagate_deps: bool,
+    spec: serde_json::Value,
+) {
+    create_namespace(hub, namespace).await;
+    place_web_everywhere(hub, namespace, propagate_deps).await;
+    gray_strategy(hub, namespace, spec).await;
+}
+
 /// Polls the Rollout until `check` holds; fails after `wait` with its last
 /// status.
 pub async fn rollout_until(
@@ -62,4 +78,30 @@ pub async fn rollout_until(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("the rollout never {what}; last status: {last:#?}");
+}
+
+/// The Deployment `web` in `namespace`: one replica of a container `main`
+/// running `image`.
+pub fn web_deployment(namespace: &str, image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": namespace},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "main", "image": image}]}}},
+    })
+}
+
+/// Each member's Deployment `web` image in `namespace` (`-` when it has
+/// none yet), by member.
+pub async fn images(fleet: &Fleet, namespace: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for m in &fleet.members {
+        let d = Api::<Deployment>::namespaced(m.client(), namespace).get_opt("web").await.ok().flatten();
+        let image = d
+            .and_then(|d| d.spec.template.spec?.containers.into_iter().next()?.image)
+            .unwrap_or_else(|| "-".into());
+        out.insert(m.name().to_string(), image);
+    }
+    out
 }

@@ -45,5 +45,6 @@ pub mod selection;
 pub mod suspension;
 pub mod validation;
 pub mod work_content;
+pub mod work_removal;
 pub mod workload;
 pub mod workload_affinity;

@@ -3,7 +3,7 @@
 //! steps (`failover::next_step`); under a rollout strategy each cluster
 //! gets the revision its wave is on (`rollouts`), a dependency the one its
 //! requirers have (`rollout_deps`). Then the Works no longer wanted are
-//! deleted (not chosen, not kept by an eviction task, not suspended).
+//! deleted (`apps_core::work_removal`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -19,6 +19,7 @@ use flotilla_apps_core::revision::RevisionContent;
 use flotilla_apps_core::selection::{applicable_overrides, OverrideCandidate};
 use flotilla_apps_core::suspension::dispatch_suspended;
 use flotilla_apps_core::work_content::work_content;
+use flotilla_apps_core::work_removal::works_to_delete;
 use kube::ResourceExt;
 use serde_json::Value;
 
@@ -247,20 +248,17 @@ fn with_overrides(
 }
 
 /// Works no longer wanted (not chosen, not kept by an eviction task) are
-/// deleted, except where the policy suspends dispatching.
+/// deleted, except where the policy suspends dispatching
+/// (`apps_core::work_removal`).
 pub(super) async fn remove_unwanted(pass: &Pass<'_>, bound: &Bound) -> Result<(), Error> {
-    let keep: BTreeSet<&str> = bound
-        .clusters
+    let works = &pass.inputs.works;
+    let existing: Vec<(&str, bool)> = works
         .iter()
-        .map(|c| c.name.as_str())
-        .chain(bound.tasks.iter().map(|t| t.from_cluster.as_str()))
+        .map(|(cluster, w)| (cluster.as_str(), w.metadata.deletion_timestamp.is_some()))
         .collect();
     let suspension = pass.claim.decision.suspension.as_ref();
-    for (cluster, work) in &pass.inputs.works {
-        if !keep.contains(cluster.as_str())
-            && work.metadata.deletion_timestamp.is_none()
-            && !dispatch_suspended(suspension, cluster)
-        {
+    for cluster in works_to_delete(&existing, &bound.clusters, &bound.tasks, suspension) {
+        if let Some(work) = works.get(cluster) {
             delete_work(pass.apps, work).await?;
         }
     }

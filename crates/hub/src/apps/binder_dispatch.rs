@@ -54,7 +54,6 @@ pub(super) async fn write_works(pass: &Pass<'_>, bound: &Bound, requeue: &mut Re
         .map(|(scope, ns, name, spec)| OverrideCandidate { scope: *scope, namespace: ns, name, spec })
         .collect();
     let applicable = applicable_overrides(&meta, &candidates);
-    let base = flotilla_apps_core::workload::prepare_for_member(&template.json);
     let cluster_labels: BTreeMap<String, BTreeMap<String, String>> =
         inputs.view.clusters.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
     let bname = binding_name(&key.api_version, &key.kind, &key.name);
@@ -71,35 +70,19 @@ pub(super) async fn write_works(pass: &Pass<'_>, bound: &Bound, requeue: &mut Re
     if let Some(after) = given.as_ref().and_then(|g| g.requeue) {
         requeue.sooner(Some(after));
     }
+    let base = flotilla_apps_core::workload::prepare_for_member(&template.json);
+    let source = Source { base, applicable: &applicable, given: given.as_ref(), moving_replicas };
     for (target, step) in clusters.iter().zip(&steps) {
         if dispatch_suspended(decision.suspension.as_ref(), &target.name)
-            || given.as_ref().is_some_and(|g| g.holds(&target.name))
+            || source.given.is_some_and(|g| g.holds(&target.name))
         {
             continue;
         }
         let empty = BTreeMap::new();
         let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
-        let replicas_here = if moving_replicas { Some(step.replicas) } else { inputs.replicas };
-        let (rendered, revision, applied_overrides) =
-            match given.as_ref().and_then(|g| g.for_cluster(&target.name)) {
-                Some((revision, content)) => {
-                    let mut rendered = content.render(&target.name, labels, replicas_here);
-                    if let (Ok(manifest), Some(replicas)) = (rendered.as_mut(), replicas_here) {
-                        // A custom kind's replicas live where its interpreter says.
-                        if interpreter.is_some() {
-                            interpreted::set_replicas(manifest, replicas, interpreter);
-                        }
-                    }
-                    (rendered, Some(revision.clone()), content.applied_overrides(&target.name, labels))
-                }
-                None => {
-                    let step_replicas = moving_replicas.then_some(step.replicas);
-                    let (rendered, names) =
-                        with_overrides(pass, &base, step_replicas, &target.name, labels, &applicable);
-                    (rendered, None, names)
-                }
-            };
-        let mut manifest = match rendered {
+        let copy = copy_for(pass, &source, target, step, labels);
+        let (revision, applied_overrides) = (copy.revision, copy.applied_overrides);
+        let mut manifest = match copy.manifest {
             Ok(m) => m,
             Err(e) => {
                 // Do not ship a half-overridden object; keep what the member has.
@@ -228,23 +211,64 @@ async fn revisions(
     Ok(given)
 }
 
-/// The template for one cluster outside a rollout: its step of a moving
-/// division, the overrides that apply there, and their names.
-fn with_overrides(
+/// What every cluster's copy of the template is made from.
+struct Source<'a> {
+    /// The member copy of the template (outside a rollout).
+    base: Value,
+    applicable: &'a [&'a OverrideCandidate<'a>],
+    /// The revision each cluster is given, under a rollout strategy.
+    given: Option<&'a Given>,
+    /// The division moves in steps: each copy carries its step's replicas.
+    moving_replicas: bool,
+}
+
+/// One cluster's copy of the template.
+struct Copy {
+    /// The manifest, or why an override could not be applied.
+    manifest: Result<Value, OverrideError>,
+    /// The revision it carries, under a rollout.
+    revision: Option<String>,
+    /// The override policies applied, in order.
+    applied_overrides: Vec<String>,
+}
+
+/// `target`'s copy: its revision's content under a rollout, else the
+/// template; with its step's replicas and the overrides that apply there.
+fn copy_for(
     pass: &Pass<'_>,
-    base: &Value,
-    step_replicas: Option<i32>,
-    cluster: &str,
+    source: &Source<'_>,
+    target: &TargetCluster,
+    step: &TargetCluster,
     labels: &BTreeMap<String, String>,
-    applicable: &[&OverrideCandidate<'_>],
-) -> (Result<Value, OverrideError>, Vec<String>) {
-    let mut manifest = base.clone();
-    if let Some(replicas) = step_replicas {
-        interpreted::set_replicas(&mut manifest, replicas, pass.template.interpreter());
+) -> Copy {
+    let interpreter = pass.template.interpreter();
+    match source.given.and_then(|g| g.for_cluster(&target.name)) {
+        Some((revision, content)) => {
+            let replicas_here =
+                if source.moving_replicas { Some(step.replicas) } else { pass.inputs.replicas };
+            let mut manifest = content.render(&target.name, labels, replicas_here);
+            if let (Ok(manifest), Some(replicas)) = (manifest.as_mut(), replicas_here) {
+                // A custom kind's replicas live where its interpreter says.
+                if interpreter.is_some() {
+                    interpreted::set_replicas(manifest, replicas, interpreter);
+                }
+            }
+            let applied_overrides = content.applied_overrides(&target.name, labels);
+            Copy { manifest, revision: Some(revision.clone()), applied_overrides }
+        }
+        None => {
+            let mut manifest = source.base.clone();
+            if source.moving_replicas {
+                interpreted::set_replicas(&mut manifest, step.replicas, interpreter);
+            }
+            let (cluster, applicable) = (target.name.as_str(), source.applicable);
+            let applied =
+                flotilla_apps_core::overrides::apply_overrides(&mut manifest, cluster, labels, applicable);
+            let applied_overrides =
+                flotilla_apps_core::applied_overrides::applied_overrides(cluster, labels, applicable);
+            Copy { manifest: applied.map(|_| manifest), revision: None, applied_overrides }
+        }
     }
-    let applied = flotilla_apps_core::overrides::apply_overrides(&mut manifest, cluster, labels, applicable);
-    let names = flotilla_apps_core::applied_overrides::applied_overrides(cluster, labels, applicable);
-    (applied.map(|_| manifest), names)
 }
 
 /// Works no longer wanted (not chosen, not kept by an eviction task) are

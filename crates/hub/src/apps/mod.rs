@@ -12,6 +12,12 @@
 mod affinity_groups;
 mod app_failover;
 mod binder;
+mod binder_binding;
+mod binder_dispatch;
+mod binder_outcome;
+mod binder_pass;
+mod binder_policy;
+mod binder_schedule;
 mod binder_writes;
 mod claims;
 mod dependency_policy;

@@ -378,6 +378,20 @@ function start() {
   route();
 }
 
+// Who we are, asked again after a network failure (a connection the
+// browser reused as the server closed it): a page must not stay without
+// its user for one lost request. An HTTP error is an answer, not retried.
+async function whoami() {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await api("/api/whoami");
+    } catch (e) {
+      if (e.status || attempt >= 5) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
+    }
+  }
+}
+
 async function boot() {
   window.addEventListener("hashchange", () => route());
   window.addEventListener("scroll", scheduleWindow, { passive: true });
@@ -387,7 +401,7 @@ async function boot() {
   // wait for that round trip (without a session it is refused, and closed).
   connectLive();
   route();
-  const me = await api("/api/whoami");
+  const me = await whoami();
   state.mode = me.mode;
   state.user = me.user;
   state.via = me.via;

@@ -18,7 +18,7 @@ use flotilla_localkube::metrics_server::MetricsServer;
 use flotilla_localkube::real_node::{RealNodeConfig, RealNodes, BUSYBOX_IMAGE};
 use flotilla_localkube::{wait_for_state, Cluster, ClusterConfig};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{AttachParams, ListParams};
 use kube::Api;
 use serde_json::json;
@@ -213,12 +213,7 @@ async fn load_in_one_member_scales_the_application_fleet_wide_and_back_down() {
     assert!(loaded.last_scale_time.is_some());
     let m1 = loaded.clusters.iter().find(|c| c.cluster == "m1").unwrap();
     assert!(m1.usage.cpu_usage_millicores > 50, "m1's load is reported: {m1:?}");
-    let events = Api::<Event>::namespaced(hub.clone(), NS).list(&ListParams::default()).await.unwrap();
-    let rescaled = events
-        .items
-        .iter()
-        .find(|e| e.reason.as_deref() == Some("SuccessfulRescale"))
-        .expect("a SuccessfulRescale Event");
+    let rescaled = support::event_with_reason(&hub, NS, "SuccessfulRescale").await;
     assert!(rescaled.message.as_deref().unwrap_or_default().contains("above target"), "{rescaled:?}");
 
     // Load off: back to the minimum once the down window has passed.

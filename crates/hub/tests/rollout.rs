@@ -17,7 +17,6 @@ use std::time::Duration;
 use flotilla_api::rollout::{control, Rollout, CHANGES_ANNOTATION, ROLLOUT_LABEL};
 use flotilla_apps_core::failover::FailoverSettings;
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
@@ -91,10 +90,8 @@ async fn a_new_image_rolls_out_one_two_seven_with_soaks_and_obeys_pause_promote_
         on(&images(&fleet, NS).await, "web:2").len() == 10
     })
     .await;
-    let events = Api::<Event>::namespaced(hub.clone(), NS).list(&ListParams::default()).await.unwrap();
-    let reasons: Vec<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
     for wanted in ["RolloutStarted", "WaveStarted", "RolloutComplete"] {
-        assert!(reasons.iter().any(|r| r == wanted), "no {wanted} Event: {reasons:?}");
+        support::event_with_reason(&hub, NS, wanted).await;
     }
     let kept = Api::<ControllerRevision>::namespaced(hub.clone(), NS)
         .list(&ListParams::default().labels(&format!("{ROLLOUT_LABEL}={ROLLOUT}")))

@@ -15,8 +15,6 @@ use flotilla_api::rollout::Rollout;
 use flotilla_localkube::real_node::{RealNodes, BUSYBOX_IMAGE};
 use flotilla_localkube::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
-use kube::api::ListParams;
 use kube::Api;
 use serde_json::json;
 use support::rollout::{roll_out_web_in_waves, rollout_until, ROLLOUT};
@@ -83,9 +81,7 @@ async fn a_crashing_release_stops_in_wave_one_on_a_real_node_and_rolls_back() {
     assert!(status.message.starts_with("revision 2 rolled back to revision 1: m1: "), "{}", status.message);
     let m1 = status.clusters.iter().find(|c| c.name == "m1").unwrap();
     assert_eq!(m1.given, "stable");
-    let events = Api::<Event>::namespaced(hub.clone(), NS).list(&ListParams::default()).await.unwrap();
-    let rolled_back =
-        events.items.iter().find(|e| e.reason.as_deref() == Some("RolledBack")).expect("an Event");
+    let rolled_back = support::event_with_reason(&hub, NS, "RolledBack").await;
     assert_eq!(rolled_back.type_.as_deref(), Some("Warning"));
     assert!(rolled_back.message.as_deref().unwrap_or_default().contains("(m1 failed)"), "{rolled_back:?}");
 

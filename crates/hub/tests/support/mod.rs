@@ -297,3 +297,18 @@ pub async fn apply(client: &Client, object: serde_json::Value) {
 pub async fn create_namespace(client: &Client, name: &str) {
     apply(client, json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).await;
 }
+
+/// The first Event in `ns` with `reason`, waited for: Events are published
+/// after the status they go with is written.
+pub async fn event_with_reason(client: &Client, ns: &str, reason: &str) -> k8s_openapi::api::core::v1::Event {
+    let events: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(client.clone(), ns);
+    let find = || async {
+        let listed = events.list(&Default::default()).await.ok()?;
+        listed.items.into_iter().find(|e| e.reason.as_deref() == Some(reason))
+    };
+    wait_for(&format!("a {reason} Event in {ns}"), Duration::from_secs(60), || async {
+        find().await.is_some()
+    })
+    .await;
+    find().await.expect("the Event just seen")
+}

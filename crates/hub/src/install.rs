@@ -48,32 +48,23 @@ pub async fn install(client: &Client) -> Result<(), Error> {
         .await?;
 
     let roles: Api<ClusterRole> = Api::all(client.clone());
-    roles
-        .patch(
-            BOOTSTRAP_ROLE,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": BOOTSTRAP_ROLE},
-                "rules": [{"apiGroups": ["certificates.k8s.io"],
-                    "resources": ["certificatesigningrequests"],
-                    "verbs": ["create", "get", "list", "watch"]}]
-            })),
-        )
-        .await?;
-    roles
-        .patch(
-            PROXY_ROLE,
-            &apply,
-            &Patch::Apply(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": PROXY_ROLE},
-                "rules": [{"apiGroups": [flotilla_fleet_core::cluster_proxy::GROUP],
-                    "resources": ["clusters/proxy"],
-                    "verbs": ["*"]}]
-            })),
-        )
-        .await?;
+    let role = |name: &str, rules: serde_json::Value| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": name}, "rules": rules})
+    };
+    let bootstrap = role(
+        BOOTSTRAP_ROLE,
+        json!([{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests"],
+            "verbs": ["create", "get", "list", "watch"]}]),
+    );
+    let proxy = role(
+        PROXY_ROLE,
+        json!([{"apiGroups": [flotilla_fleet_core::cluster_proxy::GROUP], "resources": ["clusters/proxy"],
+            "verbs": ["*"]}]),
+    );
+    for (name, body) in [(BOOTSTRAP_ROLE, bootstrap), (PROXY_ROLE, proxy)] {
+        roles.patch(name, &apply, &Patch::Apply(body)).await?;
+    }
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     bindings
         .patch(

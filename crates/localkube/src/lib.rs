@@ -8,6 +8,7 @@
 //! process dying, even by SIGKILL) stops it. Ports are allocated free and
 //! every cluster has its own directory, so tests run in parallel.
 
+pub mod api_service;
 pub mod balanced;
 mod binaries;
 mod cluster;

@@ -85,9 +85,12 @@ impl MetricsServer {
         let process = ManagedProcess::spawn(spec)?;
         let server = MetricsServer { process, address, port };
         server.register(cluster).await?;
-        let apiservices = resource("apiregistration.k8s.io", "v1", "APIService", "apiservices");
-        let api: Api<DynamicObject> = Api::all_with(cluster.client(), &apiservices);
-        wait_for_available(&api).await?;
+        crate::api_service::wait_available(
+            &cluster.client(),
+            "v1beta1.metrics.k8s.io",
+            Duration::from_secs(120),
+        )
+        .await?;
         Ok(server)
     }
 
@@ -162,27 +165,4 @@ impl MetricsServer {
 
 fn resource(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
-}
-
-async fn wait_for_available(api: &Api<DynamicObject>) -> Result<()> {
-    let timeout = Duration::from_secs(120);
-    let deadline = std::time::Instant::now() + timeout;
-    let mut last = String::new();
-    while std::time::Instant::now() < deadline {
-        if let Ok(found) = api.get("v1beta1.metrics.k8s.io").await {
-            let conditions = found.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
-            if let Some(c) = conditions.iter().find(|c| c["type"] == "Available") {
-                if c["status"] == "True" {
-                    return Ok(());
-                }
-                last = format!(": {} {}", c["reason"], c["message"]);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    Err(Error::Timeout {
-        what: "the metrics.k8s.io APIService to be Available".into(),
-        seconds: timeout.as_secs(),
-        detail: last,
-    })
 }

@@ -364,9 +364,11 @@ async fn start_fleet(args: &DaemonArgs, state: &mut FleetState) -> anyhow::Resul
     if state.hub_proxy_addr.is_some() {
         state.message = "waiting for the hub's cluster proxy".into();
         write_state(dir, state)?;
-        super::proxy::wait_available(&hub_client, Duration::from_secs(60))
+        // So that `flotilla get pods --cluster member-1` works as soon as `up` returns.
+        let api_service = flotilla_fleet_core::cluster_proxy::API_SERVICE;
+        flotilla_localkube::api_service::wait_available(&hub_client, api_service, Duration::from_secs(60))
             .await
-            .map_err(|e| anyhow::anyhow!("the hub's cluster proxy did not come up: {e}"))?;
+            .context("the hub's cluster proxy did not come up")?;
     }
     Ok((etcd, hub, processes, bridge))
 }

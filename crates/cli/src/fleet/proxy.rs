@@ -1,7 +1,5 @@
-//! The local fleet's cluster proxy (`hub run --proxy-listen/--proxy-advertise`,
-//! see `flotilla_hub::proxy`): where it serves, and waiting until the hub's
-//! API server routes to it, so that `flotilla get pods --cluster member-1`
-//! works as soon as `up` returns.
+//! Where the local fleet's cluster proxy serves (`hub run
+//! --proxy-listen/--proxy-advertise`, see `flotilla_hub::proxy`).
 //!
 //! The hub's API server reaches the proxy through an APIService whose
 //! endpoint may not be a loopback address (Kubernetes refuses such
@@ -10,11 +8,6 @@
 //! interface that is up.
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
-
-use flotilla_fleet_core::cluster_proxy;
-use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
-use kube::{Api, Client};
 
 /// An IPv4 address of one of this host's interfaces.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,37 +42,6 @@ pub fn interface_addresses() -> Vec<InterfaceAddress> {
             Some(InterfaceAddress { interface: a.interface_name, address, up })
         })
         .collect()
-}
-
-/// Waits until the hub's API server reports the proxy's APIService
-/// Available, or `timeout` passes; says why not in the error.
-pub async fn wait_available(hub: &Client, timeout: Duration) -> Result<(), String> {
-    let api: Api<APIService> = Api::all(hub.clone());
-    let deadline = Instant::now() + timeout;
-    let mut last = String::from("not registered yet");
-    while Instant::now() < deadline {
-        match api.get_opt(cluster_proxy::API_SERVICE).await {
-            Ok(Some(service)) => {
-                let available = service
-                    .status
-                    .and_then(|s| s.conditions)
-                    .and_then(|cs| cs.into_iter().find(|c| c.type_ == "Available"));
-                match available {
-                    Some(c) if c.status == "True" => return Ok(()),
-                    Some(c) => last = c.message.unwrap_or(c.reason.unwrap_or_default()),
-                    None => last = "no Available condition yet".into(),
-                }
-            }
-            Ok(None) => {}
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    Err(format!(
-        "APIService {} is not Available after {}s: {last}",
-        cluster_proxy::API_SERVICE,
-        timeout.as_secs()
-    ))
 }
 
 #[cfg(test)]

@@ -101,8 +101,12 @@ fn no_group_fits(passed_over: &[(String, String)]) -> String {
 }
 
 /// How the `Scheduled` condition names the group in use, with the groups
-/// passed over (empty without `clusterAffinities`).
-pub fn describe_group(decision: &GroupDecision) -> String {
+/// passed over (empty without `clusterAffinities`). A binding that stays
+/// on a later group was not tried on the earlier ones this time, so the
+/// condition says why it is not on the first group rather than nothing:
+/// every pass rewrites the condition, and the passed-over reasons of the
+/// move itself live on in its Event.
+pub fn describe_group(decision: &GroupDecision, terms: &[ClusterAffinityTerm]) -> String {
     let Some(name) = &decision.affinity_name else { return String::new() };
     if decision.result.is_err() {
         return String::new();
@@ -110,6 +114,13 @@ pub fn describe_group(decision: &GroupDecision) -> String {
     let mut out = format!(" (clusterAffinities group {name}");
     for (skipped, why) in &decision.passed_over {
         out.push_str(&format!("; group {skipped} passed over: {}", truncate(why.clone(), 160)));
+    }
+    let first = terms.first().map(|t| t.affinity_name.as_str());
+    if decision.passed_over.is_empty() && first.is_some_and(|f| f != name) {
+        out.push_str(&format!(
+            "; kept, as in Karmada, until a WorkloadRebalancer starts again from group {}",
+            first.unwrap_or_default()
+        ));
     }
     out.push(')');
     out

@@ -254,12 +254,24 @@ fn the_group_change_is_announced_once() {
         .message
         .contains("moved from clusterAffinities group primary-clusters to backup-clusters"));
     assert!(notice.message.contains("not enough capacity"), "{}", notice.message);
-    assert!(describe_group(&moved).contains("group primary-clusters passed over"));
-    // The next pass starts from the backup: nothing new to say.
+    let terms = &placement.cluster_affinities;
+    let moved_note = describe_group(&moved, terms);
+    assert!(moved_note.contains("group primary-clusters passed over"), "{moved_note}");
+    assert!(!moved_note.contains("kept"), "{moved_note}");
+    // The next pass starts from the backup: no Event, and the condition
+    // says why the binding is not on the primary.
     let stayed = run(&case(Some("backup-clusters")));
     assert_eq!(stayed.affinity_name.as_deref(), Some("backup-clusters"));
     assert_eq!(group_change_notice(Some("backup-clusters"), &stayed), None);
-    assert_eq!(describe_group(&stayed), " (clusterAffinities group backup-clusters)");
+    assert_eq!(
+        describe_group(&stayed, terms),
+        " (clusterAffinities group backup-clusters; kept, as in Karmada, until a WorkloadRebalancer \
+         starts again from group primary-clusters)"
+    );
+    // On the first group there is nothing to explain.
+    let first = run(&Case { replicas: 2, ..case(None) });
+    assert_eq!(first.affinity_name.as_deref(), Some("primary-clusters"));
+    assert_eq!(describe_group(&first, terms), " (clusterAffinities group primary-clusters)");
 }
 
 #[test]

@@ -86,7 +86,7 @@ pub(super) async fn schedule(pass: &Pass<'_>, requeue: &mut Requeue) -> Step<Pla
         }
         group_now = decision_by_group.affinity_name.clone();
         group_notice = group_change_notice(ground.observed_group.as_deref(), &decision_by_group);
-        let group = describe_group(&decision_by_group);
+        let group = describe_group(&decision_by_group, &decision.placement.cluster_affinities);
         match decision_by_group.result {
             Ok(s) => {
                 descheduled = ground.descheduling.records.clone();

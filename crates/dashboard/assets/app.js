@@ -8,8 +8,22 @@ const pill = (s) => `<span class="pill ${esc(s)}">${esc(s)}</span>`;
 
 const state = { mode: "local", user: null, page: "fleet", arg: "", selector: "", rows: new Map(), order: [], source: null, canCordon: false, refetch: null };
 
+// A GET is asked again after a network failure (a connection the browser
+// reused as the server closed it): a page must not stay empty for one lost
+// request. An HTTP error is an answer and is not retried, nor is a POST
+// (an action must not run twice).
 async function api(path, options = {}) {
-  const response = await fetch(path, { credentials: "same-origin", ...options });
+  const retries = (options.method || "GET") === "GET" ? 4 : 0;
+  let response;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      response = await fetch(path, { credentials: "same-origin", ...options });
+      break;
+    } catch (e) {
+      if (attempt >= retries) throw e;
+      await new Promise((resolve) => setTimeout(resolve, 300 * (attempt + 1)));
+    }
+  }
   const body = await response.json().catch(() => ({}));
   if (!response.ok) {
     const error = new Error(body.error || response.statusText);
@@ -378,20 +392,6 @@ function start() {
   route();
 }
 
-// Who we are, asked again after a network failure (a connection the
-// browser reused as the server closed it): a page must not stay without
-// its user for one lost request. An HTTP error is an answer, not retried.
-async function whoami() {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await api("/api/whoami");
-    } catch (e) {
-      if (e.status || attempt >= 5) throw e;
-      await new Promise((resolve) => setTimeout(resolve, 300 * attempt));
-    }
-  }
-}
-
 async function boot() {
   window.addEventListener("hashchange", () => route());
   window.addEventListener("scroll", scheduleWindow, { passive: true });
@@ -401,7 +401,7 @@ async function boot() {
   // wait for that round trip (without a session it is refused, and closed).
   connectLive();
   route();
-  const me = await whoami();
+  const me = await api("/api/whoami");
   state.mode = me.mode;
   state.user = me.user;
   state.via = me.via;

@@ -12,16 +12,14 @@ use k8s_openapi::jiff::Timestamp;
 use kube::{Api, ResourceExt};
 
 use crate::hub_kubeconfig::HubKubeconfig;
-use crate::output::{age, list_document, list_failure, printable, render_document, table, ListArgs};
+use crate::output::{
+    age, list_document, list_failure, printable, render_document, table, ListArgs, NamespaceScope,
+};
 
 #[derive(Args, Debug)]
 pub struct EtcdListArgs {
-    /// Namespace of the EtcdClusters on the hub.
-    #[arg(long, short = 'n', default_value = "default")]
-    pub namespace: String,
-    /// The EtcdClusters of every namespace.
-    #[arg(long, short = 'A')]
-    pub all_namespaces: bool,
+    #[command(flatten)]
+    pub scope: NamespaceScope,
     #[command(flatten)]
     pub list: ListArgs,
     #[command(flatten)]
@@ -219,20 +217,15 @@ async fn listed(api: &Api<EtcdCluster>, list: &ListArgs) -> anyhow::Result<Vec<E
 
 pub async fn list(args: EtcdListArgs) -> anyhow::Result<bool> {
     let client = args.hub.client().await?;
-    let api: Api<EtcdCluster> =
-        if args.all_namespaces { Api::all(client) } else { Api::namespaced(client, &args.namespace) };
+    let context = client.default_namespace().to_string();
+    let api: Api<EtcdCluster> = args.scope.api(client);
     let items = listed(&api, &args.list).await?;
     if let Some(text) = render_document(&list_document(&items)?, args.list.output)? {
         println!("{}", text.trim_end());
     } else if items.is_empty() {
-        let place = if args.all_namespaces {
-            "any namespace".into()
-        } else {
-            format!("namespace {}", args.namespace)
-        };
-        println!("No EtcdClusters{} in {place}.", args.list.matching());
+        println!("No EtcdClusters{} in {}.", args.list.matching(), args.scope.place(&context));
     } else {
-        println!("{}", render_list(&items, args.all_namespaces, args.list.wide(), Timestamp::now()));
+        println!("{}", render_list(&items, args.scope.all_namespaces, args.list.wide(), Timestamp::now()));
     }
     Ok(true)
 }

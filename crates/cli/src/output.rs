@@ -47,6 +47,47 @@ impl ListArgs {
     }
 }
 
+/// `-n/-A` of the list commands, as kubectl's: one namespace (the
+/// kubeconfig context's by default) or every namespace.
+#[derive(Args, Debug, Clone, Default)]
+pub struct NamespaceScope {
+    /// The namespace [default: the kubeconfig context's, else default]
+    #[arg(long, short = 'n', value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Every namespace (as kubectl's -A)
+    #[arg(long, short = 'A', conflicts_with = "namespace")]
+    pub all_namespaces: bool,
+}
+
+impl NamespaceScope {
+    /// The namespace to list in (None: every namespace); `context` is the
+    /// kubeconfig context's namespace.
+    pub fn namespace<'a>(&'a self, context: &'a str) -> Option<&'a str> {
+        (!self.all_namespaces).then(|| self.namespace.as_deref().unwrap_or(context))
+    }
+
+    /// The API of `K` the scope lists from.
+    pub fn api<K>(&self, client: kube::Client) -> kube::Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        let context = client.default_namespace().to_string();
+        match self.namespace(&context) {
+            Some(namespace) => kube::Api::namespaced(client, namespace),
+            None => kube::Api::all(client),
+        }
+    }
+
+    /// "namespace NS" or "any namespace", for messages about an empty list.
+    pub fn place(&self, context: &str) -> String {
+        match self.namespace(context) {
+            Some(namespace) => format!("namespace {namespace}"),
+            None => "any namespace".to_string(),
+        }
+    }
+}
+
 /// Why listing `kind` failed, said so that a person can act on it: a
 /// selector the API server refused, Flotilla's resources not installed, or
 /// the error as it is.
@@ -128,6 +169,30 @@ pub fn age(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_namespace_scope_is_kubectls() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            scope: NamespaceScope,
+        }
+        // (arguments, the namespace listed with context "team-a", the place said)
+        let cases: &[(&[&str], Option<&str>, &str)] = &[
+            (&[], Some("team-a"), "namespace team-a"),
+            (&["-n", "shop"], Some("shop"), "namespace shop"),
+            (&["--namespace=shop"], Some("shop"), "namespace shop"),
+            (&["-A"], None, "any namespace"),
+        ];
+        for (args, want, place) in cases {
+            let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied())).unwrap();
+            assert_eq!(cli.scope.namespace("team-a"), *want, "{args:?}");
+            assert_eq!(cli.scope.place("team-a"), *place, "{args:?}");
+        }
+        // -n and -A together are refused, as kubectl's are not silently one of them.
+        assert!(Cli::try_parse_from(["x", "-n", "shop", "-A"]).is_err());
+    }
 
     #[test]
     fn lists_print_as_kubectl_lists_without_managed_fields() {

@@ -10,19 +10,15 @@ use kube::Api;
 
 use crate::hub_kubeconfig::HubKubeconfig;
 use crate::member_access::{member_client, member_failure};
-use crate::output::{age, list_document, render_document, table, ListArgs};
+use crate::output::{age, list_document, render_document, table, ListArgs, NamespaceScope};
 
 #[derive(Args, Debug)]
 pub struct GetPodsArgs {
     /// The member cluster to list pods in (reached through the hub, as your hub user)
     #[arg(long, value_name = "CLUSTER")]
     pub cluster: String,
-    /// The namespace [default: the hub kubeconfig context's, else default]
-    #[arg(long, short = 'n', value_name = "NAMESPACE")]
-    pub namespace: Option<String>,
-    /// Every namespace (as kubectl's -A)
-    #[arg(long, short = 'A', conflicts_with = "namespace")]
-    pub all_namespaces: bool,
+    #[command(flatten)]
+    pub scope: NamespaceScope,
     #[command(flatten)]
     pub list: ListArgs,
     #[command(flatten)]
@@ -31,11 +27,8 @@ pub struct GetPodsArgs {
 
 pub async fn get_pods(args: GetPodsArgs) -> anyhow::Result<bool> {
     let client = member_client(&args.hub, &args.cluster).await?;
-    let namespace = args.namespace.clone().unwrap_or_else(|| client.default_namespace().to_string());
-    let api: Api<Pod> = match args.all_namespaces {
-        true => Api::all(client),
-        false => Api::namespaced(client, &namespace),
-    };
+    let context = client.default_namespace().to_string();
+    let api: Api<Pod> = args.scope.api(client);
     let mut items = api
         .list(&args.list.list_params())
         .await
@@ -47,18 +40,15 @@ pub async fn get_pods(args: GetPodsArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     if items.is_empty() {
-        let place = match args.all_namespaces {
-            true => "any namespace".to_string(),
-            false => format!("namespace {namespace}"),
-        };
+        let place = args.scope.place(&context);
         println!("No pods in {place} of cluster {}{}.", args.cluster, args.list.matching());
         return Ok(true);
     }
     let wide = args.list.wide();
-    let mut t = table(pod_header(wide, args.all_namespaces));
+    let mut t = table(pod_header(wide, args.scope.all_namespaces));
     let now = Timestamp::now();
     for pod in &items {
-        t.add_row(pod_row(pod, wide, args.all_namespaces, now));
+        t.add_row(pod_row(pod, wide, args.scope.all_namespaces, now));
     }
     println!("{t}");
     Ok(true)

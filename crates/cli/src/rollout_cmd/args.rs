@@ -3,7 +3,7 @@
 use clap::Args;
 
 use crate::hub_kubeconfig::HubKubeconfig;
-use crate::output::{ListArgs, OutputFormat};
+use crate::output::{ListArgs, NamespaceScope, OutputFormat};
 
 /// The Rollout and where it is.
 #[derive(Args, Debug, Clone)]
@@ -46,12 +46,8 @@ pub struct HistoryArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct ListRolloutsArgs {
-    /// Namespace of the Rollouts on the hub.
-    #[arg(long, short = 'n', default_value = "default")]
-    pub namespace: String,
-    /// The Rollouts of every namespace.
-    #[arg(long, short = 'A')]
-    pub all_namespaces: bool,
+    #[command(flatten)]
+    pub scope: NamespaceScope,
     #[command(flatten)]
     pub list: ListArgs,
     #[command(flatten)]

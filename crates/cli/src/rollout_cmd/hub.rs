@@ -139,8 +139,8 @@ static EMPTY: BTreeMap<String, String> = BTreeMap::new();
 
 pub async fn list(args: ListRolloutsArgs) -> anyhow::Result<bool> {
     let client = args.hub.client().await?;
-    let api: Api<Rollout> =
-        if args.all_namespaces { Api::all(client) } else { Api::namespaced(client, &args.namespace) };
+    let context = client.default_namespace().to_string();
+    let api: Api<Rollout> = args.scope.api(client);
     let mut items = api
         .list(&args.list.list_params())
         .await
@@ -152,11 +152,7 @@ pub async fn list(args: ListRolloutsArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     if items.is_empty() {
-        let place = if args.all_namespaces {
-            "any namespace".into()
-        } else {
-            format!("namespace {}", args.namespace)
-        };
+        let place = args.scope.place(&context);
         println!(
             "No Rollouts{} in {place}: the hub writes one for each template a RolloutStrategy selects.",
             args.list.matching()
@@ -164,10 +160,10 @@ pub async fn list(args: ListRolloutsArgs) -> anyhow::Result<bool> {
         return Ok(true);
     }
     let wide = args.list.wide();
-    let mut t = render::table(list::header(args.all_namespaces, wide), width());
+    let mut t = render::table(list::header(args.scope.all_namespaces, wide), width());
     let now = now();
     for r in &items {
-        t.add_row(list::row(r, args.all_namespaces, wide, now));
+        t.add_row(list::row(r, args.scope.all_namespaces, wide, now));
     }
     println!("{t}");
     Ok(true)

@@ -159,7 +159,7 @@ mod tests {
         else {
             panic!("get (list) did not parse");
         };
-        assert!(l.all_namespaces && l.list.wide());
+        assert!(l.scope.all_namespaces && l.list.wide());
         assert_eq!(l.list.selector.as_deref(), Some("team=web"));
         let Ok(Cli { cmd: RolloutCommand::Status(s) }) = Cli::try_parse_from(["x", "status", "a", "-ojson"])
         else {

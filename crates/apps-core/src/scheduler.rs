@@ -381,8 +381,9 @@ fn apply_spread(
     candidates: &mut Vec<Candidate>,
     context: &FailureContext,
 ) -> Result<(), Unschedulable> {
+    let clusters_needed = spread.clusters.map_or(0, |(min, _)| min);
     for group in &spread.groups {
-        choose_groups(group, candidates, context)?;
+        choose_groups(group, clusters_needed, candidates, context)?;
     }
     let Some((min, max)) = spread.clusters else { return Ok(()) };
     if candidates.len() < min {
@@ -425,8 +426,12 @@ fn apply_spread(
 
 /// Keeps the candidates of the chosen groups of one group constraint:
 /// groups already used first, then those with the most room, then by name.
+/// As in Karmada (`selectRegions`), as few groups as satisfy the
+/// constraint's `minGroups` and hold the `clusters_needed` of the cluster
+/// constraint, never more than its `maxGroups`.
 fn choose_groups<'c>(
     group: &GroupConstraint,
+    clusters_needed: usize,
     candidates: &mut Vec<Candidate<'c>>,
     context: &FailureContext,
 ) -> Result<(), Unschedulable> {
@@ -468,7 +473,8 @@ fn choose_groups<'c>(
         )));
     }
     groups.sort_by(|a, b| b.used.cmp(&a.used).then(b.room.cmp(&a.room)).then_with(|| a.key.cmp(b.key)));
-    let chosen = if group.max > 0 { group.max.min(groups.len()) } else { groups.len() };
+    let sizes: Vec<usize> = groups.iter().map(|g| g.end - g.start).collect();
+    let chosen = groups_to_choose(&sizes, group.min, group.max, clusters_needed);
     for c in candidates.iter_mut() {
         c.group_rank = usize::MAX;
     }
@@ -479,6 +485,23 @@ fn choose_groups<'c>(
     }
     candidates.retain(|c| c.group_rank != usize::MAX);
     Ok(())
+}
+
+/// How many of the groups (in order of preference, `sizes` their
+/// clusters) to choose: the fewest that reach `min` groups (at least one)
+/// and hold `clusters_needed` clusters, at most `max` (0: no limit) and
+/// the groups there are. Where even that many cannot hold the clusters
+/// needed, the cluster constraint's own check says so.
+fn groups_to_choose(sizes: &[usize], min: usize, max: usize, clusters_needed: usize) -> usize {
+    let limit = if max > 0 { max.min(sizes.len()) } else { sizes.len() };
+    let mut held = 0;
+    for (i, size) in sizes.iter().enumerate().take(limit) {
+        held += size;
+        if i + 1 >= min.max(1) && held >= clusters_needed {
+            return i + 1;
+        }
+    }
+    limit
 }
 
 /// A cluster's share while dividing replicas.
@@ -1411,16 +1434,53 @@ mod tests {
 
     #[test]
     fn spread_by_region_chooses_groups_by_room_then_name() {
+        // As in Karmada, as few regions as the constraints allow: us (10)
+        // has the most room, then eu (8); `nowhere` has no region.
         let placement = spread(vec![by(SpreadByField::Region, 1, 2)], Placement::default());
-        // us (10) and eu (8) have the most room; `nowhere` has no region.
-        assert_eq!(run(&placement, 1).placed(&regional()), pairs(&[("eu-1", 1), ("eu-2", 1), ("us-1", 1)]));
+        assert_eq!(run(&placement, 1).placed(&regional()), pairs(&[("us-1", 1)]));
+        let two = spread(vec![by(SpreadByField::Region, 2, 3)], Placement::default());
+        assert_eq!(run(&two, 1).placed(&regional()), pairs(&[("eu-1", 1), ("eu-2", 1), ("us-1", 1)]));
         // Groups already used come first.
         assert_eq!(
-            run(&placement, 1).previous(&[("ap-1", 1)]).placed(&regional()),
+            run(&two, 1).previous(&[("ap-1", 1)]).placed(&regional()),
             pairs(&[("ap-1", 1), ("us-1", 1)])
         );
-        let one = spread(vec![by(SpreadByField::Region, 1, 1)], Placement::default());
-        assert_eq!(run(&one, 1).placed(&regional()), pairs(&[("us-1", 1)]));
+        assert_eq!(run(&placement, 1).previous(&[("ap-1", 1)]).placed(&regional()), pairs(&[("ap-1", 1)]));
+        // The cluster constraint's minimum takes in more regions, up to maxGroups.
+        let three_clusters = spread(
+            vec![by(SpreadByField::Region, 1, 3), by(SpreadByField::Cluster, 3, 3)],
+            Placement::default(),
+        );
+        assert_eq!(
+            run(&three_clusters, 1).placed(&regional()),
+            pairs(&[("eu-1", 1), ("eu-2", 1), ("us-1", 1)])
+        );
+        let capped = spread(
+            vec![by(SpreadByField::Region, 1, 1), by(SpreadByField::Cluster, 3, 3)],
+            Placement::default(),
+        );
+        assert!(run(&capped, 1)
+            .error(&regional())
+            .starts_with("spreadConstraints need at least 3 clusters but only 1 fit"));
+    }
+
+    #[test]
+    fn as_few_groups_as_the_constraints_allow() {
+        // (clusters per group in order of preference, min, max, clusters needed, groups chosen)
+        let cases: &[(&[usize], usize, usize, usize, usize)] = &[
+            (&[1, 2, 5], 1, 3, 0, 1),
+            (&[1, 2, 5], 0, 0, 0, 1),
+            (&[1, 2, 5], 2, 3, 0, 2),
+            (&[1, 2, 5], 1, 3, 3, 2),
+            (&[1, 2, 5], 1, 3, 4, 3),
+            (&[1, 2, 5], 1, 2, 8, 2),
+            (&[1, 2, 5], 1, 0, 9, 3),
+            (&[1], 2, 3, 0, 1),
+            (&[], 1, 1, 0, 0),
+        ];
+        for (sizes, min, max, needed, want) in cases {
+            assert_eq!(groups_to_choose(sizes, *min, *max, *needed), *want, "{sizes:?} {min} {max} {needed}");
+        }
     }
 
     #[test]
@@ -1464,11 +1524,11 @@ mod tests {
                 vec![("eu-1", 1), ("us-1", 3)],
             ),
             (
-                "any number of regions, at most 1 cluster: one in each",
+                "at least 2 regions, at most 1 cluster: one in each of 2",
                 vec![by(SpreadByField::Cluster, 1, 1), by(SpreadByField::Region, 2, 0)],
                 Placement::default(),
                 1,
-                vec![("ap-1", 1), ("eu-1", 1), ("us-1", 1)],
+                vec![("eu-1", 1), ("us-1", 1)],
             ),
             (
                 "a cluster limit above the regions adds the next best",

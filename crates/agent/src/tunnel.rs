@@ -146,8 +146,16 @@ async fn serve(socket: Socket, member: &Client) {
                     },
                     Some((id, chunk)) => match pending.get_mut(&id) {
                         Some(Pending::Receiving { body, .. }) => body.extend_from_slice(chunk),
-                        Some(Pending::Running { input: Some(input), .. }) => {
-                            let _ = input.send(Bytes::copy_from_slice(chunk)).await;
+                        Some(Pending::Running { input: Some(input), task }) => {
+                            // The reader loop never waits for one stream: a
+                            // member a whole buffer behind on its input has
+                            // the stream stopped, and the others go on.
+                            if input.try_send(Bytes::copy_from_slice(chunk)).is_err() && !task.is_finished() {
+                                task.abort();
+                                pending.remove(&id);
+                                let message = "the member fell behind reading the stream's input".to_string();
+                                let _ = outgoing.try_send(text(&AgentFrame::Error { id, message }));
+                            }
                         }
                         _ => {}
                     },

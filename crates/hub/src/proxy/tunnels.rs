@@ -4,12 +4,14 @@
 //!
 //! Responses stream: the body the user reads is fed by the agent's chunks
 //! as they arrive; when the user goes away (a `logs -f` interrupted), the
-//! agent is told to cancel. One slow reader holds up the tunnel's other
-//! streams (their chunks share one reader loop) for as long as its
-//! channel is full.
+//! agent is told to cancel. The chunks of all a tunnel's requests share
+//! one reader loop, so that loop never waits for a request's reader: a
+//! reader that falls a whole buffer behind has its response cut (an
+//! error, never a silently short body) and the agent told to stop, and
+//! the tunnel's other requests go on.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +25,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -31,8 +34,9 @@ use super::response::{full, member_response, status, BoxError, Forward, ProxyBod
 
 /// How long the agent has to answer a request with its status line.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(60);
-/// Chunks buffered per response before the tunnel waits for its reader.
-const RESPONSE_BUFFER: usize = 64;
+/// Chunks (of at most 32 KiB) buffered per response; a reader that falls
+/// this far behind is cut.
+const RESPONSE_BUFFER: usize = 256;
 
 /// The open tunnels by cluster name.
 #[derive(Default)]
@@ -82,21 +86,38 @@ enum Event {
     Error(String),
 }
 
+/// Where one request's events go, and whether its reader was cut.
+#[derive(Clone)]
+struct Receiving {
+    /// One more slot than [`RESPONSE_BUFFER`]: the end or the error of a
+    /// response always fits.
+    events: mpsc::Sender<Event>,
+    cut: Arc<AtomicBool>,
+}
+
 pub(super) struct Tunnel {
     cluster: String,
     generation: u64,
     outgoing: mpsc::Sender<Message>,
-    pending: Mutex<HashMap<u32, mpsc::Sender<Event>>>,
+    pending: Mutex<HashMap<u32, Receiving>>,
     next_id: AtomicU32,
 }
 
 impl Tunnel {
-    fn forget(&self, id: u32) -> Option<mpsc::Sender<Event>> {
+    fn forget(&self, id: u32) -> Option<Receiving> {
         self.pending.lock().ok()?.remove(&id)
     }
 
-    fn sender(&self, id: u32) -> Option<mpsc::Sender<Event>> {
+    fn receiving(&self, id: u32) -> Option<Receiving> {
         self.pending.lock().ok()?.get(&id).cloned()
+    }
+
+    /// Tells the agent to stop request `id` (without waiting: the
+    /// tunnel's writer may be busy; a lost cancel leaves chunks that are
+    /// dropped on arrival).
+    fn cancel(&self, id: u32) {
+        let cancel = HubFrame::Cancel { id };
+        let _ = self.outgoing.try_send(Message::text(serde_json::to_string(&cancel).unwrap_or_default()));
     }
 
     /// Sends the request through the tunnel and answers with the member's
@@ -108,9 +129,10 @@ impl Tunnel {
         upgrade: Option<OnUpgrade>,
     ) -> Response<ProxyBody> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (events, mut received) = mpsc::channel(RESPONSE_BUFFER);
+        let (events, mut received) = mpsc::channel(RESPONSE_BUFFER + 1);
+        let cut = Arc::new(AtomicBool::new(false));
         if let Ok(mut pending) = self.pending.lock() {
-            pending.insert(id, events);
+            pending.insert(id, Receiving { events, cut: cut.clone() });
         }
         let guard = CancelOnDrop { tunnel: self.clone(), id, finished: false };
         let request = HubFrame::Request {
@@ -139,25 +161,7 @@ impl Tunnel {
                 member_response(101, &headers, full(Bytes::new()))
             }
             Ok(Some(Event::Head(code, headers))) => {
-                let chunks =
-                    futures::stream::unfold((received, guard), |(mut received, mut guard)| async move {
-                        match received.recv().await {
-                            Some(Event::Chunk(bytes)) => Some((Ok(Frame::data(bytes)), (received, guard))),
-                            Some(Event::End) => {
-                                guard.finish();
-                                None
-                            }
-                            Some(Event::Error(message)) => {
-                                guard.finish();
-                                Some((Err(BoxError::from(message)), (received, guard)))
-                            }
-                            Some(Event::Head(..)) => None,
-                            None => Some((
-                                Err(BoxError::from("the tunnel closed mid-response")),
-                                (received, guard),
-                            )),
-                        }
-                    });
+                let chunks = futures::stream::unfold(Feed { received, guard, cut }, Feed::next);
                 // An Err item ends the body for hyper; nothing follows it.
                 member_response(code, &headers, BodyExt::boxed_unsync(StreamBody::new(chunks)))
             }
@@ -174,6 +178,42 @@ impl Tunnel {
                     HEAD_TIMEOUT.as_secs()
                 ),
             ),
+        }
+    }
+}
+
+/// A response body as it arrives through the tunnel.
+struct Feed {
+    received: mpsc::Receiver<Event>,
+    guard: CancelOnDrop,
+    cut: Arc<AtomicBool>,
+}
+
+impl Feed {
+    /// The next piece of the body; an error ends it (hyper reads nothing
+    /// after one).
+    async fn next(mut self) -> Option<(Result<Frame<Bytes>, BoxError>, Self)> {
+        match self.received.recv().await {
+            Some(Event::Chunk(bytes)) => Some((Ok(Frame::data(bytes)), self)),
+            Some(Event::End) => {
+                self.guard.finish();
+                None
+            }
+            Some(Event::Error(message)) => {
+                self.guard.finish();
+                Some((Err(BoxError::from(message)), self))
+            }
+            Some(Event::Head(..)) => None,
+            None => {
+                let why = match self.cut.load(Ordering::Relaxed) {
+                    true => format!(
+                        "the response was cut: its reader fell {RESPONSE_BUFFER} chunks behind, holding up \
+                         the tunnel's other requests"
+                    ),
+                    false => "the tunnel closed mid-response".to_string(),
+                };
+                Some((Err(BoxError::from(why)), self))
+            }
         }
     }
 }
@@ -241,11 +281,7 @@ impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         self.tunnel.forget(self.id);
         if !self.finished {
-            let cancel = HubFrame::Cancel { id: self.id };
-            let _ = self
-                .tunnel
-                .outgoing
-                .try_send(Message::text(serde_json::to_string(&cancel).unwrap_or_default()));
+            self.tunnel.cancel(self.id);
         }
     }
 }
@@ -315,24 +351,22 @@ where
             match message {
                 Ok(Message::Text(text)) => match serde_json::from_str::<AgentFrame>(text.as_str()) {
                     Ok(AgentFrame::Head { id, status, headers }) => {
-                        deliver(&tunnel, id, Event::Head(status, headers)).await
+                        deliver(&tunnel, id, Event::Head(status, headers))
                     }
                     Ok(AgentFrame::Error { id, message }) => {
-                        if let Some(events) = tunnel.forget(id) {
-                            let _ = events.send(Event::Error(message)).await;
+                        if let Some(receiving) = tunnel.forget(id) {
+                            let _ = receiving.events.try_send(Event::Error(message));
                         }
                     }
                     Err(e) => tracing::warn!(cluster, error = %e, "an unreadable tunnel frame"),
                 },
                 Ok(Message::Binary(frame)) => match tunnel::decode_chunk(&frame) {
                     Some((id, [])) => {
-                        if let Some(events) = tunnel.forget(id) {
-                            let _ = events.send(Event::End).await;
+                        if let Some(receiving) = tunnel.forget(id) {
+                            let _ = receiving.events.try_send(Event::End);
                         }
                     }
-                    Some((id, chunk)) => {
-                        deliver(&tunnel, id, Event::Chunk(Bytes::copy_from_slice(chunk))).await
-                    }
+                    Some((id, chunk)) => deliver(&tunnel, id, Event::Chunk(Bytes::copy_from_slice(chunk))),
                     None => tracing::warn!(cluster, "a tunnel body frame without an id"),
                 },
                 Ok(Message::Close(_)) | Err(_) => break,
@@ -352,12 +386,24 @@ where
     tracing::info!(cluster, generation, "a pull member's tunnel closed");
 }
 
-/// Hands an event to its request's reader; a reader that went away is
-/// forgotten (its cancel was sent when it dropped).
-async fn deliver(tunnel: &Tunnel, id: u32, event: Event) {
-    if let Some(events) = tunnel.sender(id) {
-        if events.send(event).await.is_err() {
-            tunnel.forget(id);
-        }
+/// Hands an event to its request's reader without waiting for it. A
+/// reader that went away is forgotten (its cancel was sent when it
+/// dropped); one a whole buffer behind is cut, keeping the last slot for
+/// nothing: its response ends in an error once it reads that far.
+fn deliver(tunnel: &Tunnel, id: u32, event: Event) {
+    let Some(receiving) = tunnel.receiving(id) else { return };
+    if receiving.events.capacity() <= 1 {
+        receiving.cut.store(true, Ordering::Relaxed);
+        tunnel.forget(id);
+        tunnel.cancel(id);
+        tracing::warn!(cluster = %tunnel.cluster, id, "a proxied response's reader fell behind; cut");
+        return;
+    }
+    if let Err(TrySendError::Closed(_)) = receiving.events.try_send(event) {
+        tunnel.forget(id);
     }
 }
+
+#[cfg(test)]
+#[path = "tunnels_tests.rs"]
+mod tests;

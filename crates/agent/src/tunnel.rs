@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use kube::Client;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
@@ -100,6 +101,28 @@ struct MemberRequest {
     identity: Identity,
 }
 
+/// Adds a body chunk from the hub to request `id`: to the body of one
+/// still arriving, or to the input of a running upgraded stream without
+/// waiting for it (the reader loop serves every stream). False when the
+/// member fell a whole buffer behind on that input: the stream is stopped
+/// and forgotten, and the others go on.
+fn take_chunk(pending: &mut HashMap<u32, Pending>, id: u32, chunk: &[u8]) -> bool {
+    match pending.get_mut(&id) {
+        Some(Pending::Receiving { body, .. }) => body.extend_from_slice(chunk),
+        Some(Pending::Running { input: Some(input), task }) => {
+            // Closed: the stream ended; its chunks go nowhere.
+            let full = matches!(input.try_send(Bytes::copy_from_slice(chunk)), Err(TrySendError::Full(_)));
+            if full {
+                task.abort();
+                pending.remove(&id);
+                return false;
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
 /// Runs the hub's requests until the tunnel closes; requests still
 /// running are stopped then.
 async fn serve(socket: Socket, member: &Client) {
@@ -144,21 +167,12 @@ async fn serve(socket: Socket, member: &Client) {
                         }
                         None => {}
                     },
-                    Some((id, chunk)) => match pending.get_mut(&id) {
-                        Some(Pending::Receiving { body, .. }) => body.extend_from_slice(chunk),
-                        Some(Pending::Running { input: Some(input), task }) => {
-                            // The reader loop never waits for one stream: a
-                            // member a whole buffer behind on its input has
-                            // the stream stopped, and the others go on.
-                            if input.try_send(Bytes::copy_from_slice(chunk)).is_err() && !task.is_finished() {
-                                task.abort();
-                                pending.remove(&id);
-                                let message = "the member fell behind reading the stream's input".to_string();
-                                let _ = outgoing.try_send(text(&AgentFrame::Error { id, message }));
-                            }
+                    Some((id, chunk)) => {
+                        if !take_chunk(&mut pending, id, chunk) {
+                            let message = "the member fell behind reading the stream's input".to_string();
+                            let _ = outgoing.try_send(text(&AgentFrame::Error { id, message }));
                         }
-                        _ => {}
-                    },
+                    }
                     None => tracing::warn!("a body frame from the hub without an id"),
                 },
                 Message::Close(_) => break,
@@ -282,5 +296,51 @@ async fn splice(
     tokio::select! {
         () = to_member_loop => {}
         () = from_member_loop => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn running(input: Option<mpsc::Sender<Bytes>>) -> Pending {
+        let task = tokio::spawn(std::future::pending::<()>()).abort_handle();
+        Pending::Running { task, input }
+    }
+
+    #[tokio::test]
+    async fn a_chunk_never_waits_for_a_stream_behind_on_its_input() {
+        let request = || MemberRequest {
+            method: "POST".into(),
+            target: "/".into(),
+            headers: vec![],
+            identity: Identity { user: "alice".into(), groups: vec![] },
+        };
+        let (input, mut member_reads) = mpsc::channel(1);
+        let (gone, _) = mpsc::channel(1);
+        let mut pending = HashMap::from([
+            (1, Pending::Receiving { request: request(), body: b"a".to_vec() }),
+            (2, running(Some(input))),
+            (3, running(Some(gone))),
+            (4, running(None)),
+        ]);
+        // (request, chunk, taken)
+        let cases: &[(u32, &[u8], bool)] = &[
+            (1, b"b", true),
+            (2, b"ls\n", true),
+            // The member has not read "ls": the stream is stopped.
+            (2, b"pwd\n", false),
+            (3, b"x", true),
+            (4, b"x", true),
+            (9, b"x", true),
+        ];
+        for (id, chunk, taken) in cases {
+            assert_eq!(take_chunk(&mut pending, *id, chunk), *taken, "request {id}");
+        }
+        assert!(matches!(&pending[&1], Pending::Receiving { body, .. } if body == b"ab"));
+        assert!(!pending.contains_key(&2), "the stream behind is forgotten");
+        assert_eq!(member_reads.recv().await.unwrap(), Bytes::from_static(b"ls\n"));
+        assert!(pending.contains_key(&3) && pending.contains_key(&4));
     }
 }

@@ -18,7 +18,7 @@ use flotilla_apps_core::overrides::OverrideError;
 use flotilla_apps_core::revision::RevisionContent;
 use flotilla_apps_core::selection::{applicable_overrides, OverrideCandidate};
 use flotilla_apps_core::suspension::dispatch_suspended;
-use flotilla_apps_core::work_content::work_content;
+use flotilla_apps_core::work_content::{work_content, WorkContent};
 use flotilla_apps_core::work_removal::works_to_delete;
 use kube::ResourceExt;
 use serde_json::Value;
@@ -46,7 +46,6 @@ pub(super) async fn write_works(pass: &Pass<'_>, bound: &Bound, requeue: &mut Re
     let (apps, key, decision, inputs) = (pass.apps, pass.key, &pass.claim.decision, &pass.inputs);
     let template = &pass.template;
     let meta = template.meta(key);
-    let interpreter = template.interpreter();
     let clusters = &bound.clusters;
     let overrides = super::override_candidates::override_candidates(apps, &meta);
     let candidates: Vec<OverrideCandidate> = overrides
@@ -57,6 +56,7 @@ pub(super) async fn write_works(pass: &Pass<'_>, bound: &Bound, requeue: &mut Re
     let cluster_labels: BTreeMap<String, BTreeMap<String, String>> =
         inputs.view.clusters.iter().map(|s| (s.name.clone(), s.labels.clone())).collect();
     let bname = binding_name(&key.api_version, &key.kind, &key.name);
+    let no_labels = BTreeMap::new();
     let mut override_errors = Vec::new();
     let mut too_large = Vec::new();
     let mut writes = Vec::new();
@@ -78,53 +78,24 @@ pub(super) async fn write_works(pass: &Pass<'_>, bound: &Bound, requeue: &mut Re
         {
             continue;
         }
-        let empty = BTreeMap::new();
-        let labels = cluster_labels.get(&target.name).unwrap_or(&empty);
-        let copy = copy_for(pass, &source, target, step, labels);
-        let (revision, applied_overrides) = (copy.revision, copy.applied_overrides);
-        let mut manifest = match copy.manifest {
-            Ok(m) => m,
-            Err(e) => {
-                // Do not ship a half-overridden object; keep what the member has.
-                override_errors.push(format!("{}: {e}", target.name));
-                continue;
-            }
-        };
-        // A copy a failover moved here carries the failed copy's state.
-        if let Some(state) = bound.preserved_states.iter().find(|p| p.cluster == target.name) {
-            app_failover::inject_labels(&mut manifest, &state.labels);
+        let labels = cluster_labels.get(&target.name).unwrap_or(&no_labels);
+        match planned_work(pass, bound, &source, target, step, labels) {
+            Planned::Current => {}
+            Planned::OverrideFailed(message) => override_errors.push(message),
+            Planned::TooLarge(message) => too_large.push(message),
+            Planned::Write(work, revision) => writes.push(write_work(
+                apps,
+                key,
+                &bname,
+                &target.name,
+                work.spec,
+                work.hash,
+                template.generation(),
+                moving_replicas.then_some(step.replicas),
+                revision,
+                work.applied_overrides,
+            )),
         }
-        let work = work_content(
-            manifest,
-            decision.conflict,
-            decision.preserve,
-            interpreter,
-            revision.as_deref(),
-            &applied_overrides,
-        );
-        let current = inputs.works.get(&target.name);
-        if current.is_some_and(|w| {
-            w.annotations().get(keys::SPEC_HASH) == Some(&work.hash)
-                && w.metadata.deletion_timestamp.is_none()
-        }) {
-            continue;
-        }
-        if let Some(message) = flotilla_apps_core::binding_status::work_too_large(&target.name, &work.spec) {
-            too_large.push(message);
-            continue;
-        }
-        writes.push(write_work(
-            apps,
-            key,
-            &bname,
-            &target.name,
-            work.spec,
-            work.hash,
-            template.generation(),
-            moving_replicas.then_some(step.replicas),
-            revision,
-            work.applied_overrides,
-        ));
     }
     apps.works_written(key, too_large, futures::future::join_all(writes).await)?;
     if let Some(given) = given.as_mut() {
@@ -134,6 +105,60 @@ pub(super) async fn write_works(pass: &Pass<'_>, bound: &Bound, requeue: &mut Re
         record(apps, key, false, "OverrideFailed", &override_errors.join("; "), template.generation());
     }
     Ok(())
+}
+
+/// What one cluster's Work needs this pass.
+enum Planned {
+    /// The Work there is current.
+    Current,
+    /// An override failed: nothing half-overridden is shipped, the member
+    /// keeps what it has.
+    OverrideFailed(String),
+    TooLarge(String),
+    /// Write this Work (with the revision it carries).
+    Write(WorkContent, Option<String>),
+}
+
+/// The Work `target` gets: its copy of the template with the overrides
+/// that apply there and any failed-over copy's preserved state, unless
+/// the Work there already has it.
+fn planned_work(
+    pass: &Pass<'_>,
+    bound: &Bound,
+    source: &Source<'_>,
+    target: &TargetCluster,
+    step: &TargetCluster,
+    labels: &BTreeMap<String, String>,
+) -> Planned {
+    let decision = &pass.claim.decision;
+    let copy = copy_for(pass, source, target, step, labels);
+    let (revision, applied_overrides) = (copy.revision, copy.applied_overrides);
+    let mut manifest = match copy.manifest {
+        Ok(m) => m,
+        Err(e) => return Planned::OverrideFailed(format!("{}: {e}", target.name)),
+    };
+    // A copy a failover moved here carries the failed copy's state.
+    if let Some(state) = bound.preserved_states.iter().find(|p| p.cluster == target.name) {
+        app_failover::inject_labels(&mut manifest, &state.labels);
+    }
+    let work = work_content(
+        manifest,
+        decision.conflict,
+        decision.preserve,
+        pass.template.interpreter(),
+        revision.as_deref(),
+        &applied_overrides,
+    );
+    let current = pass.inputs.works.get(&target.name);
+    if current.is_some_and(|w| {
+        w.annotations().get(keys::SPEC_HASH) == Some(&work.hash) && w.metadata.deletion_timestamp.is_none()
+    }) {
+        return Planned::Current;
+    }
+    if let Some(message) = flotilla_apps_core::binding_status::work_too_large(&target.name, &work.spec) {
+        return Planned::TooLarge(message);
+    }
+    Planned::Write(work, revision)
 }
 
 /// A division changes in steps: new copies grow (within the surge) and

@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 
 use flotilla_api::policy::Placement;
 use flotilla_api::work::{BindingSnapshot, BindingSpec, ResourceBinding};
-use flotilla_apps_core::claim::{Activation, How};
+use flotilla_apps_core::claim::{Activation, How, Record as LazyRecord};
 use kube::ResourceExt;
 
 use super::binder_outcome::record;
@@ -17,6 +17,7 @@ use super::binder_writes::{binding_record, cleanup, template_reference, write_cl
 use super::claims::{self, Decision};
 use super::index::{lock, TemplateKey};
 use super::state::Apps;
+use crate::error::Error;
 
 pub(super) async fn claim(apps: &Apps, key: &TemplateKey, template: &Template) -> Step<Claim> {
     let (object, existing, generation) = (&template.object, &template.existing, template.generation());
@@ -43,38 +44,9 @@ pub(super) async fn claim(apps: &Apps, key: &TemplateKey, template: &Template) -
             waiting = activation == Activation::Wait;
             picked.decision
         }
-        None if !required_by.is_empty() => {
-            // It takes the settings of the templates that need it.
-            let inherited = super::dependency_policy::for_dependency(apps, &key.namespace, &required_by);
-            Decision {
-                policy: None,
-                placement: Placement::default(),
-                propagate_deps: false,
-                conflict: inherited.conflict_resolution,
-                preserve: inherited.preserve_resources_on_deletion,
-                return_after_failover: true,
-                suspension: super::suspended::for_dependency(apps, &key.namespace, &required_by),
-                follows: inherited.message,
-                waiting_for: None,
-                failover: None,
-            }
-        }
+        None if !required_by.is_empty() => as_dependency(apps, key, &required_by),
         None => {
-            match template.before() {
-                // A dependency nothing needs any more: remove it.
-                Some(spec) if spec.policy.is_none() => cleanup(apps, key, Some(spec)).await?,
-                // No policy selects it any more: leave what runs alone.
-                Some(_) => record(
-                    apps,
-                    key,
-                    false,
-                    "NoPolicy",
-                    "no policy selects this template any more; its members keep what was applied \
-                     (delete the template to remove it, or select it again)",
-                    generation,
-                ),
-                None => {}
-            }
+            unclaimed(apps, key, template).await?;
             return Ok(ControlFlow::Break(None));
         }
     };
@@ -86,32 +58,84 @@ pub(super) async fn claim(apps: &Apps, key: &TemplateKey, template: &Template) -
         return Ok(ControlFlow::Break(Some(super::dependent_overrides::RECHECK)));
     }
     if waiting {
-        // A lazy policy claimed a template older than itself: nothing is
-        // propagated until the template changes (Karmada's Lazy).
-        let spec = BindingSpec {
-            resource: template_reference(key, object),
-            policy: decision.policy.clone(),
-            placement: decision.placement.clone(),
-            ..Default::default()
-        };
-        let lazy_value = lazy_record.as_ref().map(|r| r.value());
-        if existing.as_ref().map(|(s, _, m)| (s, binding_record(m))) != Some((&spec, lazy_value.clone())) {
-            write_claimed_binding(apps, key, object, &spec, lazy_value, decision.policy.as_ref()).await?;
-        }
-        record(
-            apps,
-            key,
-            false,
-            flotilla_apps_core::claim::REASON_WAITING,
-            "the policy's activationPreference is Lazy and this template existed before it: it is \
-             propagated when the template next changes",
-            generation,
-        );
+        hold_lazily(apps, key, template, &decision, lazy_record.as_ref()).await?;
         return Ok(ControlFlow::Break(None));
     }
     // `flotilla release`: the works keep their objects when they go.
     decision.preserve |= flotilla_apps_core::migration::is_released(object.annotations());
     Ok(ControlFlow::Continue(Claim { decision, lazy_record, required_by }))
+}
+
+/// No policy selects the template, but templates that need it do: it
+/// takes their settings.
+fn as_dependency(apps: &Apps, key: &TemplateKey, required_by: &[BindingSnapshot]) -> Decision {
+    let inherited = super::dependency_policy::for_dependency(apps, &key.namespace, required_by);
+    Decision {
+        policy: None,
+        placement: Placement::default(),
+        propagate_deps: false,
+        conflict: inherited.conflict_resolution,
+        preserve: inherited.preserve_resources_on_deletion,
+        return_after_failover: true,
+        suspension: super::suspended::for_dependency(apps, &key.namespace, required_by),
+        follows: inherited.message,
+        waiting_for: None,
+        failover: None,
+    }
+}
+
+/// Nothing selects or needs the template.
+async fn unclaimed(apps: &Apps, key: &TemplateKey, template: &Template) -> Result<(), Error> {
+    match template.before() {
+        // A dependency nothing needs any more: remove it.
+        Some(spec) if spec.policy.is_none() => cleanup(apps, key, Some(spec)).await?,
+        // No policy selects it any more: leave what runs alone.
+        Some(_) => record(
+            apps,
+            key,
+            false,
+            "NoPolicy",
+            "no policy selects this template any more; its members keep what was applied \
+             (delete the template to remove it, or select it again)",
+            template.generation(),
+        ),
+        None => {}
+    }
+    Ok(())
+}
+
+/// A lazy policy claimed a template older than itself: the binding
+/// records the claim and nothing is propagated until the template changes
+/// (Karmada's Lazy).
+async fn hold_lazily(
+    apps: &Apps,
+    key: &TemplateKey,
+    template: &Template,
+    decision: &Decision,
+    lazy_record: Option<&LazyRecord>,
+) -> Result<(), Error> {
+    let object = &template.object;
+    let spec = BindingSpec {
+        resource: template_reference(key, object),
+        policy: decision.policy.clone(),
+        placement: decision.placement.clone(),
+        ..Default::default()
+    };
+    let lazy_value = lazy_record.map(|r| r.value());
+    if template.existing.as_ref().map(|(s, _, m)| (s, binding_record(m))) != Some((&spec, lazy_value.clone()))
+    {
+        write_claimed_binding(apps, key, object, &spec, lazy_value, decision.policy.as_ref()).await?;
+    }
+    record(
+        apps,
+        key,
+        false,
+        flotilla_apps_core::claim::REASON_WAITING,
+        "the policy's activationPreference is Lazy and this template existed before it: it is \
+         propagated when the template next changes",
+        template.generation(),
+    );
+    Ok(())
 }
 
 /// Bindings that need this template (propagateDeps), with their clusters

@@ -116,19 +116,7 @@ pub(super) async fn schedule(pass: &Pass<'_>, requeue: &mut Requeue) -> Step<Pla
 /// descheduling: what the placement starts from.
 fn ground<'p>(pass: &'p Pass<'_>, requeue: &mut Requeue) -> Ground<'p> {
     let (apps, key, decision, inputs) = (pass.apps, pass.key, &pass.claim.decision, &pass.inputs);
-    let returning = if decision.return_after_failover {
-        failover::should_return(
-            &inputs.failed_over_before,
-            &inputs.view.clusters,
-            apps.failover.return_after,
-            inputs.now,
-        )
-    } else {
-        failover::Return::No
-    };
-    if let failover::Return::CheckAfter(after) = returning {
-        requeue.sooner(Some(after));
-    }
+    let returning = returning(pass, requeue);
     // Karmada's `suspension.scheduling`: what runs stays where it is.
     let hold = flotilla_apps_core::suspension::scheduling_suspended(decision.suspension.as_ref());
     let app = application_failover(pass, hold);
@@ -145,25 +133,7 @@ fn ground<'p>(pass: &'p Pass<'_>, requeue: &mut Requeue) -> Ground<'p> {
     };
     let previous: Vec<TargetCluster> =
         inputs.previous.iter().filter(|c| !app.excluded.contains(&c.name)).cloned().collect();
-    // A rebalance request divides from scratch once (and forgets the caps);
-    // otherwise clusters that cannot schedule their replicas are capped.
-    let rebalance = pass.template.existing.as_ref().filter(|_| !hold).and_then(|(s, _, meta)| {
-        let requested = meta.annotations.as_ref().and_then(|a| a.get(keys::REBALANCE));
-        flotilla_apps_core::rebalance::pending(requested.map(String::as_str), &s.rebalanced).map(String::from)
-    });
-    let records_before = pass.template.before().map(|s| s.descheduled.clone()).unwrap_or_default();
-    let descheduling = match rebalance {
-        None if inputs.replicas.is_some() && !hold => super::descheduler::descheduling(
-            apps,
-            &decision.placement,
-            &previous,
-            &records_before,
-            &inputs.works,
-            &scheduling,
-            inputs.now,
-        ),
-        _ => Default::default(),
-    };
+    let (rebalance, descheduling) = rebalance_or_deschedule(pass, hold, &previous, &scheduling);
     requeue.sooner(descheduling.requeue_after);
     let observed_group = super::affinity_groups::observed(
         apps,
@@ -190,6 +160,55 @@ fn ground<'p>(pass: &'p Pass<'_>, requeue: &mut Requeue) -> Ground<'p> {
         workload_groups,
         own_binding,
     }
+}
+
+/// Whether replicas that failed over return to a cluster back for good
+/// (and when to look again).
+fn returning(pass: &Pass<'_>, requeue: &mut Requeue) -> failover::Return {
+    let (apps, inputs) = (pass.apps, &pass.inputs);
+    if !pass.claim.decision.return_after_failover {
+        return failover::Return::No;
+    }
+    let returning = failover::should_return(
+        &inputs.failed_over_before,
+        &inputs.view.clusters,
+        apps.failover.return_after,
+        inputs.now,
+    );
+    if let failover::Return::CheckAfter(after) = returning {
+        requeue.sooner(Some(after));
+    }
+    returning
+}
+
+/// A rebalance request not yet honoured divides from scratch once (and
+/// forgets the caps); otherwise clusters that cannot schedule their
+/// replicas are capped (descheduling).
+fn rebalance_or_deschedule(
+    pass: &Pass<'_>,
+    hold: bool,
+    previous: &[TargetCluster],
+    scheduling: &[ClusterSnapshot],
+) -> (Option<String>, Descheduled) {
+    let (apps, inputs) = (pass.apps, &pass.inputs);
+    let rebalance = pass.template.existing.as_ref().filter(|_| !hold).and_then(|(s, _, meta)| {
+        let requested = meta.annotations.as_ref().and_then(|a| a.get(keys::REBALANCE));
+        flotilla_apps_core::rebalance::pending(requested.map(String::as_str), &s.rebalanced).map(String::from)
+    });
+    let records_before = pass.template.before().map(|s| s.descheduled.clone()).unwrap_or_default();
+    let descheduling = match rebalance {
+        None if inputs.replicas.is_some() && !hold => super::descheduler::descheduling(
+            apps,
+            &pass.claim.decision.placement,
+            previous,
+            &records_before,
+            &inputs.works,
+            scheduling,
+            inputs.now,
+        ),
+        _ => Default::default(),
+    };
+    (rebalance, descheduling)
 }
 
 /// Application failover: copies unhealthy past the policy's toleration

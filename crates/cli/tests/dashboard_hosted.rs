@@ -12,8 +12,7 @@
 //! `flotilla` binary.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../dashboard/tests/support/mod.rs"]
-mod dashboard_support;
+use flotilla_testkit::browser as dashboard_support;
 mod kok_env;
 
 use std::collections::BTreeMap;

@@ -5,8 +5,7 @@
 
 mod hub_cli;
 // The hub tests' server-side apply, shared rather than copied.
-#[path = "../../hub/tests/support/mod.rs"]
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

@@ -11,8 +11,7 @@
 
 // The hub's fleet test environment (a hub, members, agents and the
 // hub's controllers in this process), shared rather than copied.
-#[path = "../../hub/tests/support/mod.rs"]
-mod support;
+use flotilla_testkit as support;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};

@@ -14,9 +14,8 @@
 //! page shows the condition history the hub recorded.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../hub/tests/support/mod.rs"]
-mod fleet;
-mod support;
+use flotilla_testkit as fleet;
+use flotilla_testkit::browser as support;
 
 use std::time::Duration;
 

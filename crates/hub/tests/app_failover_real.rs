@@ -5,7 +5,7 @@
 //! hollow node. The copy unhealthy past its toleration fails over, and the
 //! failed copy's state reaches the new one as a label.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

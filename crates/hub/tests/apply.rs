@@ -4,7 +4,7 @@
 //! objects Flotilla did not create are reported, and health comes back;
 //! for a push cluster the hub applies and reports its Warning Events.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

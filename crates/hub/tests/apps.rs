@@ -17,7 +17,7 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patc
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::bindings::{binding_condition, is_true, pairs, replicas_by_cluster};
 use support::policies::{divided_by_weights, propagate_deployment, propagate_every_deployment};
 use support::workloads::deployment;

@@ -11,7 +11,7 @@
 //! over an upgraded stream end to end); carol, whom the hub does not let use the proxy, gets the
 //! hub's 403; an unknown cluster is a 404.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

@@ -15,7 +15,7 @@ use kube::api::DeleteParams;
 use kube::Api;
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::{apply, create_namespace, install_widget_crd, widget_api, Fleet};
 
 /// Every line the process logs, kept.

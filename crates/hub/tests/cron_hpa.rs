@@ -6,7 +6,7 @@
 //! target and malformed schedules. (The FederatedHPA target is another
 //! module's type: its merge patch is tested in `apps_core::cron_hpa`.)
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

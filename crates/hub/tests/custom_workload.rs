@@ -13,7 +13,7 @@
 //! And the API refuses malformed interpreters with messages (schema and CEL
 //! rules; the webhook for a CEL expression that does not compile).
 
-mod support;
+use flotilla_testkit as support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -24,7 +24,7 @@ use kube::api::ListParams;
 use kube::Api;
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::bindings::{division, pairs};
 use support::policies::propagate_deployment;
 use support::{apply, create_namespace, Fleet};

@@ -17,7 +17,7 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::policies::propagate_deployment;
 use support::{apply, create_namespace, Fleet};
 

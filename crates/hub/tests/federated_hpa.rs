@@ -8,7 +8,7 @@
 //! over both members; load off, it comes back to the minimum after the
 //! scale-down stabilisation window. Status, conditions and Events checked.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

@@ -16,7 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::Api;
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::bindings::chosen;
 use support::clusters::set_taints;
 use support::policies::{one_cluster_of, propagate_deployment};

@@ -14,7 +14,7 @@ use kube::api::{DynamicObject, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::{apply, create_namespace, Fleet};
 
 fn deployment(name: &str, secret: &str) -> serde_json::Value {

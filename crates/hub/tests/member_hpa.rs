@@ -7,7 +7,7 @@
 //! template's replicas come back. In a pull member (its agent applies) and
 //! in a push member (the hub applies).
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

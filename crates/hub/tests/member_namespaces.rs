@@ -13,7 +13,7 @@ use kube::api::{DeleteParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::{apply, create_namespace, Fleet};
 
 async fn propagate_web_in(hub: &kube::Client, namespace: &str) {

@@ -2,7 +2,7 @@
 //! Fleet membership against real API servers: registration, acceptance,
 //! isolation of agent credentials, heartbeats, health and leaving.
 
-mod support;
+use flotilla_testkit as support;
 
 use flotilla_localkube::wait_for;
 use std::path::{Path, PathBuf};

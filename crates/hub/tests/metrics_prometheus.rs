@@ -13,7 +13,7 @@
 //! one registry: both endpoints serve it (queries pick `job="hub"` where
 //! that matters).
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! manages it from then on; a suspended policy ignores template changes
 //! until resumed; `release` leaves the member objects running.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

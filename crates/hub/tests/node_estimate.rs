@@ -5,7 +5,7 @@
 //! follows that estimate where the cluster's sums would mislead.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use flotilla_testkit as support;
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;

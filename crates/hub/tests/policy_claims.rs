@@ -17,7 +17,7 @@ use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
-mod support;
+use flotilla_testkit as support;
 use support::{apply, create_namespace, Fleet};
 
 const WAIT: Duration = Duration::from_secs(60);

@@ -14,7 +14,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::bindings::{division, pairs};
 use support::policies::{divided_by_weights, propagate_deployment};
 use support::workloads::deployment;

@@ -9,7 +9,7 @@
 //! mid-rollout is not gated (the others carry the waves through) and gets
 //! the revision its wave reached once it is back.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,7 +5,7 @@
 //! wave 1 gets the new data while waves 2 and 3 keep the old, then every
 //! member; an aborted change puts wave 1's ConfigMap back.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! back with the gate's reason, and m2 and m3 never see the revision.
 //! While it soaks, the hub's scrape times the soak against its limit.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

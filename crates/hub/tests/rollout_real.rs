@@ -7,7 +7,7 @@
 //! Rollout and in an Event, and waves 2 and 3 never see the bad revision.
 //! It is not tried again; the next change rolls out normally.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

@@ -12,7 +12,7 @@ use kube::api::{Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
 
-mod support;
+use flotilla_testkit as support;
 use support::{apply, create_namespace, Fleet};
 
 fn nginx(replicas: i32) -> serde_json::Value {

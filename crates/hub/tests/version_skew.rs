@@ -5,7 +5,7 @@
 //! inventory (its own version, its node) and runs a Deployment propagated
 //! from the hub, whose status comes back to the hub's template.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

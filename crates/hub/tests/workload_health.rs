@@ -13,7 +13,7 @@
 //! the case is a bare Pod here. A crash loop needs a real node: add a
 //! `Broken` case to a fleet with real nodes.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //! member; the Work's health detail, the hub's binding and the hub's
 //! template must say so, with the container's restart count.
 
-mod support;
+use flotilla_testkit as support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,9 @@
-//! What the hub's fleet tests share: a hub and members with hollow nodes,
-//! the hub's controllers and pull agents running in the test process, and
-//! small helpers to write objects.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+//! What the integration tests share (the hub's, the CLI's and the
+//! dashboard's): a hub and members with hollow nodes, the hub's
+//! controllers and pull agents running in the test process, small helpers
+//! to write objects, and (`browser`) the dashboard's Playwright driver.
+//! Test code: a failed set-up panics with its cause.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,6 +24,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 pub mod bindings;
+pub mod browser;
 pub mod clusters;
 pub mod policies;
 pub mod rollout;

@@ -2,7 +2,6 @@
 //! tokens on a hub, and running the Playwright script in Debian's Chromium
 //! under a line protocol (the script says what it waits for, the test
 //! answers once it changed the fleet).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
 use std::process::Stdio;

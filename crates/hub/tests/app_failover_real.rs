@@ -18,7 +18,7 @@ use kube::Api;
 use serde_json::json;
 use support::bindings::chosen;
 use support::clusters::set_taints;
-use support::policies::{one_cluster_of, propagate_deployment};
+use support::policies::{graceful_app_failover, propagate_deployment};
 use support::{apply, create_namespace, Fleet};
 
 const WAIT: Duration = Duration::from_secs(180);
@@ -32,22 +32,9 @@ async fn a_crash_looping_application_fails_over_with_its_state_from_a_real_node(
     // m2 takes nothing new yet, so the template starts on the real node.
     let clusters: Api<ManagedCluster> = Api::all(hub.clone());
     set_taints(&clusters, "m2", json!([{"key": "example.com/not-yet", "effect": "NoSchedule"}])).await;
-    propagate_deployment(
-        &hub,
-        "demo",
-        "web",
-        json!({
-            "propagateDeps": true,
-            "failover": {"application": {
-                "decisionConditions": {"tolerationSeconds": 10},
-                "purgeMode": "Graciously", "gracePeriodSeconds": 300,
-                "statePreservation": {"rules": [
-                    {"aliasLabelName": "failover.example.com/unavailable",
-                     "jsonPath": "{.unavailableReplicas}"}]}}},
-            "placement": one_cluster_of(&["m1", "m2"]),
-        }),
-    )
-    .await;
+    let rules =
+        json!([{"aliasLabelName": "failover.example.com/unavailable", "jsonPath": "{.unavailableReplicas}"}]);
+    propagate_deployment(&hub, "demo", "web", graceful_app_failover(300, rules)).await;
     apply(
         &hub,
         json!({

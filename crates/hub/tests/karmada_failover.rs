@@ -19,7 +19,7 @@ use serde_json::json;
 use flotilla_testkit as support;
 use support::bindings::chosen;
 use support::clusters::set_taints;
-use support::policies::{one_cluster_of, propagate_deployment};
+use support::policies::{graceful_app_failover, one_cluster_of, propagate_deployment};
 use support::workloads::deployment;
 use support::{apply, create_namespace, Fleet};
 
@@ -105,22 +105,10 @@ async fn an_unhealthy_application_fails_over_and_its_preserved_state_reaches_the
     create_namespace(&hub, "demo").await;
     // Karmada's documented application failover policy, with state
     // preservation; only the apiVersion changed.
-    propagate_deployment(
-        &hub,
-        "demo",
-        "web",
-        json!({
-            "propagateDeps": true,
-            "failover": {"application": {
-                "decisionConditions": {"tolerationSeconds": 10},
-                "purgeMode": "Graciously", "gracePeriodSeconds": 120,
-                "statePreservation": {"rules": [
-                    {"aliasLabelName": "failover.example.com/replicas", "jsonPath": "{.replicas}"},
-                    {"aliasLabelName": "failover.example.com/updated", "jsonPath": "{ .updatedReplicas }"}]}}},
-            "placement": one_cluster_of(&["m1", "m2"]),
-        }),
-    )
-    .await;
+    let rules = json!([
+        {"aliasLabelName": "failover.example.com/replicas", "jsonPath": "{.replicas}"},
+        {"aliasLabelName": "failover.example.com/updated", "jsonPath": "{ .updatedReplicas }"}]);
+    propagate_deployment(&hub, "demo", "web", graceful_app_failover(120, rules)).await;
     apply(&hub, deployment("web", 1, "nginx:1.25", None)).await;
     let bindings = Api::<ResourceBinding>::namespaced(hub.clone(), "demo");
     let (first, other) = placed_on_one(&bindings).await;

@@ -58,3 +58,18 @@ pub fn one_cluster_of(clusters: &[&str]) -> serde_json::Value {
         "spreadConstraints": [{"spreadByField": "cluster", "maxGroups": 1, "minGroups": 1}],
     })
 }
+
+/// A policy spec (for [`propagate_deployment`]) with Karmada's documented
+/// application failover: unhealthy for 10 s, purged gracefully after
+/// `grace_seconds`, the state-preservation `rules` carried to the new copy;
+/// on one of m1 and m2, dependencies followed.
+pub fn graceful_app_failover(grace_seconds: i64, rules: serde_json::Value) -> serde_json::Value {
+    json!({
+        "propagateDeps": true,
+        "failover": {"application": {
+            "decisionConditions": {"tolerationSeconds": 10},
+            "purgeMode": "Graciously", "gracePeriodSeconds": grace_seconds,
+            "statePreservation": {"rules": rules}}},
+        "placement": one_cluster_of(&["m1", "m2"]),
+    })
+}

@@ -216,40 +216,18 @@ async fn members_are_reached_through_the_hub_as_the_hub_user() {
     // kubectl itself, pointed at the hub path.
     let kubectl = flotilla_localkube::Binaries::locate().unwrap().path("kubectl");
     let server = format!("{}{}", fleet.hub.server(), cluster_proxy::proxy_path("m1", ""));
-    let output = std::process::Command::new(&kubectl)
-        .args([
-            "--kubeconfig",
-            alice.to_str().unwrap(),
-            "--server",
-            &server,
-            "-n",
-            NS,
-            "logs",
-            "talker",
-            "--limit-bytes=14",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "hello-from-m1\n");
-    let output = std::process::Command::new(&kubectl)
-        .args([
-            "--kubeconfig",
-            alice.to_str().unwrap(),
-            "--server",
-            &server,
-            "-n",
-            NS,
-            "exec",
-            "talker",
-            "--",
-            "echo",
-            "via-kubectl",
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "via-kubectl\n");
+    // kubectl as alice in namespace NS of m1, through the hub: its stdout.
+    let kubectl_as_alice = |args: &[&str]| {
+        let output = std::process::Command::new(&kubectl)
+            .args(["--kubeconfig", alice.to_str().unwrap(), "--server", &server, "-n", NS])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert_eq!(kubectl_as_alice(&["logs", "talker", "--limit-bytes=14"]), "hello-from-m1\n");
+    assert_eq!(kubectl_as_alice(&["exec", "talker", "--", "echo", "via-kubectl"]), "via-kubectl\n");
 
     // The push member, dialled by the hub.
     let alice_p: Api<Pod> = Api::namespaced(through_hub(&alice, "p").await, NS);

@@ -250,9 +250,11 @@ impl Fleet {
         let clusters: Api<ManagedCluster> = Api::all(fleet.hub.client());
         for (i, region) in regions.iter().enumerate() {
             let name = format!("m{}", i + 1);
+            // Set-up, not a figure under test (benchmarks measure joins):
+            // generous, for a machine running several fleets at once.
             wait_for(
                 &format!("{name} Available with its APIs reported"),
-                Duration::from_secs(60),
+                Duration::from_secs(120),
                 || async {
                     let Some(mc) = clusters.get_opt(&name).await.unwrap() else { return false };
                     mc.condition("Available").is_some_and(|c| c.status == "True")

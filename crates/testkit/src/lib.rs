@@ -247,7 +247,8 @@ impl Fleet {
         for i in 0..regions.len() {
             fleet.start_agent(i, Some(bootstrap.clone()));
         }
-        let clusters: Api<ManagedCluster> = Api::all(fleet.hub.client());
+        // Not `clusters`: the module of that name must not look imported.
+        let managed: Api<ManagedCluster> = Api::all(fleet.hub.client());
         for (i, region) in regions.iter().enumerate() {
             let name = format!("m{}", i + 1);
             // Set-up, not a figure under test (benchmarks measure joins):
@@ -256,7 +257,7 @@ impl Fleet {
                 &format!("{name} Available with its APIs reported"),
                 Duration::from_secs(120),
                 || async {
-                    let Some(mc) = clusters.get_opt(&name).await.unwrap() else { return false };
+                    let Some(mc) = managed.get_opt(&name).await.unwrap() else { return false };
                     mc.condition("Available").is_some_and(|c| c.status == "True")
                         && mc.status.as_ref().is_some_and(|s| !s.api_enablements.is_empty())
                 },
@@ -267,7 +268,7 @@ impl Fleet {
                 labels["metadata"]["labels"][flotilla_apps_core::failover::ETCD_DOMAIN_LABEL] =
                     json!("shared");
             }
-            clusters.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
+            managed.patch(&name, &PatchParams::default(), &Patch::Merge(labels)).await.unwrap();
         }
         fleet
     }

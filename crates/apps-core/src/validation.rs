@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
+use flotilla_api::misplaced::MISPLACED_FIELD;
 use flotilla_api::policy::{
     ClusterAffinity, FieldSelectorOperator, OverrideSpec, OverriderOperator, PropagationSpec,
     ReplicaDivisionPreference, ReplicaSchedulingType, ResourceSelector, RuleWithCluster, DEFAULT_SCHEDULER,
@@ -163,6 +164,12 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Walks `value` along `schema`, removing (and reporting) undeclared fields.
+/// The message of a field the schema declares only to refuse as
+/// misplaced (`flotilla_api::misplaced`), if `schema` is one.
+fn misplaced_message(schema: &Value) -> Option<&str> {
+    schema.get("description").and_then(Value::as_str).filter(|d| d.starts_with(MISPLACED_FIELD))
+}
+
 fn walk(schema: &Value, value: &mut Value, path: &str, report: &mut SchemaReport) {
     if !type_matches(schema, value) {
         let wanted = schema.get("type").and_then(Value::as_str).unwrap_or("?");
@@ -177,6 +184,7 @@ fn walk(schema: &Value, value: &mut Value, path: &str, report: &mut SchemaReport
             let additional = schema.get("additionalProperties");
             if let Some(properties) = properties {
                 let mut undeclared = Vec::new();
+                let mut misplaced = Vec::new();
                 for (key, child) in fields.iter_mut() {
                     if path.is_empty() && matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
                         continue;
@@ -193,9 +201,19 @@ fn walk(schema: &Value, value: &mut Value, path: &str, report: &mut SchemaReport
                         {
                             undeclared.push(key.clone())
                         }
+                        // Declared only for the CRD's rule to refuse it with
+                        // where it belongs: say the same.
+                        Some(child_schema) if misplaced_message(child_schema).is_some() => {
+                            let message = misplaced_message(child_schema).unwrap_or_default();
+                            report.violations.push(format!("{child_path}: {message}"));
+                            misplaced.push(key.clone());
+                        }
                         Some(child_schema) => walk(child_schema, child, &child_path, report),
                         None => undeclared.push(key.clone()),
                     }
+                }
+                for key in misplaced {
+                    fields.remove(&key);
                 }
                 for key in undeclared {
                     let value = fields.remove(&key).unwrap_or_default();
@@ -770,6 +788,37 @@ mod tests {
                 "topLevel",
             ]
         );
+    }
+
+    #[test]
+    fn a_misplaced_field_is_refused_with_where_it_belongs_as_the_api_server_does() {
+        // (policy, the one error) — as the CRD's rules say it; the typed
+        // checks then see the policy without the misplaced field.
+        let cases: Vec<(&str, Value, &str)> = vec![
+            (
+                "PropagationPolicy",
+                pp(
+                    json!({"resourceSelectors": deployment_selector(), "clusterAffinity": {"clusterNames": ["m1"]}}),
+                ),
+                "spec.clusterAffinity: misplaced field: `clusterAffinity` belongs under `spec.placement`",
+            ),
+            (
+                "PropagationPolicy",
+                pp_with_placement(json!({"clusterNames": ["m1"]})),
+                "spec.placement.clusterNames: misplaced field: `clusterNames` belongs under \
+                 `spec.placement.clusterAffinity`",
+            ),
+            (
+                "OverridePolicy",
+                op(json!({"resourceSelectors": deployment_selector(),
+                    "overrideRules": [{"overriders": {"targetCluster": {"clusterNames": ["m1"]}}}]})),
+                "spec.overrideRules[0].overriders.targetCluster: misplaced field: `targetCluster` belongs \
+                 under `spec.overrideRules[]`",
+            ),
+        ];
+        for (kind, policy, want) in cases {
+            assert_eq!(errors_of(kind, &policy), [want], "{policy}");
+        }
     }
 
     #[test]

@@ -223,9 +223,14 @@ impl<'ast> Visit<'ast> for PathCollector {
     /// they are not a use of that module.
     fn visit_visibility(&mut self, _: &'ast syn::Visibility) {}
 
+    /// Outside a `use`, a path names a module only with more after it
+    /// (`clusters::x`): a bare name is a value or a type (a local
+    /// `clusters` is not the module `clusters`).
     fn visit_path(&mut self, path: &'ast syn::Path) {
-        let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
-        self.record(&segments);
+        if path.segments.len() > 1 {
+            let segments: Vec<String> = path.segments.iter().map(|s| s.ident.to_string()).collect();
+            self.record(&segments);
+        }
         syn::visit::visit_path(self, path);
     }
 }
@@ -428,6 +433,16 @@ mod tests {
                 "grouped use trees count",
                 &[("", ""), ("a", "use crate::{b::{f, G}, c};"), ("b", "use crate::a as x;"), ("c", "")],
                 &[&["crate::a", "crate::b"]],
+            ),
+            (
+                "a local named like a module is not that module",
+                &[("", "pub fn g() {} fn f() { let b = 1; let _ = b + 1; }"), ("b", "use crate::g;")],
+                &[],
+            ),
+            (
+                "a path through a module still counts",
+                &[("", "pub fn g() {} fn f() { b::h() }"), ("b", "use crate::g; pub fn h() {}")],
+                &[&["crate", "crate::b"]],
             ),
             (
                 "names in comments and strings do not count",

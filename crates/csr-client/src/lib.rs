@@ -179,13 +179,32 @@ fn read_endpoint(path: &Path) -> Result<(String, String), Error> {
 }
 
 /// Whether a failed call is worth repeating: an overloaded or restarting hub
-/// (5xx, 429, timeouts) is; a refused credential is not, nor (unless
-/// `retry_unreachable`) a wrong address.
+/// (5xx, 429, timeouts, a connection that timed out before it was made) is;
+/// a refused credential is not, nor (unless `retry_unreachable`) a wrong
+/// address.
 fn transient(e: &kube::Error, retry_unreachable: bool) -> bool {
     match e {
         kube::Error::Api(s) => s.code >= 500 || s.code == 429,
-        other => retry_unreachable || !unreachable(&other.to_string()),
+        other => retry_unreachable || timed_out(other) || !unreachable(&other.to_string()),
     }
+}
+
+/// Whether the call ran out of time somewhere in its chain of causes: a
+/// connect error says only "Connect" at the top, and one that timed out
+/// (a hub too loaded to finish a TLS handshake in time) is not a wrong
+/// address.
+fn timed_out(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(error) = cause {
+        let io_timeout = error
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut);
+        if io_timeout || error.to_string().contains("deadline has elapsed") {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Whether an error's text says the hub cannot be reached at all.
@@ -431,6 +450,40 @@ mod tests {
             ("operation timed out", false),
         ] {
             assert_eq!(unreachable(text), gone, "{text}");
+        }
+    }
+
+    /// A connect error whose cause is `cause` (kube reports a failed
+    /// connection as "Connect" whatever went wrong).
+    #[derive(Debug)]
+    struct ConnectError(std::io::Error);
+
+    impl std::fmt::Display for ConnectError {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("client error (Connect)")
+        }
+    }
+
+    impl std::error::Error for ConnectError {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_connection_that_timed_out_is_retried_a_refused_one_is_not() {
+        use std::io::{Error as IoError, ErrorKind};
+        let connect = |cause: IoError| kube::Error::Service(Box::new(ConnectError(cause)));
+        // (what went wrong, retried without retry_unreachable)
+        let cases = [
+            (connect(IoError::new(ErrorKind::TimedOut, "connect timed out")), true),
+            (connect(IoError::other("deadline has elapsed")), true),
+            (connect(IoError::new(ErrorKind::ConnectionRefused, "Connection refused")), false),
+            (connect(IoError::other("dns error: no such host")), false),
+        ];
+        for (error, retried) in &cases {
+            assert_eq!(transient(error, false), *retried, "{error:?}");
+            assert!(transient(error, true), "{error:?}");
         }
     }
 

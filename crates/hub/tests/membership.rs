@@ -408,15 +408,15 @@ async fn agents_renew_their_certificate_before_it_expires() {
     let bootstrap = bootstrap_kubeconfig(&hub, tmp.path(), "renewr", true).await;
     let clusters: Api<ManagedCluster> = Api::all(hub.client());
     let state = tmp.path().join("r");
-    let agent = spawn_agent(agent_config("r", &state, &member, Some(bootstrap)));
+    let mut agent = spawn_agent(agent_config("r", &state, &member, Some(bootstrap)));
     // Registration needs the hub's kube-controller-manager to sign; on a
     // loaded 2-core CI machine its start can take most of 30 s.
-    let (agent_task, cluster_api) = (&agent, &clusters);
-    wait_for("r Available", Duration::from_secs(90), || async move {
-        assert!(!agent_task.is_finished(), "the agent stopped before its cluster was Available");
-        available(cluster_api, "r").await.as_deref() == Some("True")
-    })
-    .await;
+    tokio::select! {
+        stopped = &mut agent => panic!("the agent stopped before its cluster was Available: {stopped:?}"),
+        () = wait_for("r Available", Duration::from_secs(90), || async {
+            available(&clusters, "r").await.as_deref() == Some("True")
+        }) => {}
+    }
     let first = std::fs::read_to_string(state.join("agent.crt")).unwrap();
     wait_for("a renewed certificate", Duration::from_secs(75), || async {
         std::fs::read_to_string(state.join("agent.crt")).is_ok_and(|c| c != first)

@@ -247,7 +247,6 @@ impl Fleet {
         for i in 0..regions.len() {
             fleet.start_agent(i, Some(bootstrap.clone()));
         }
-        // Not `clusters`: the module of that name must not look imported.
         let managed: Api<ManagedCluster> = Api::all(fleet.hub.client());
         for (i, region) in regions.iter().enumerate() {
             let name = format!("m{}", i + 1);
